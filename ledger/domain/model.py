@@ -1,0 +1,201 @@
+"""The ledger's vocabulary: stock events as received, entries as recorded, levels and reservations."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+
+
+class EventType(StrEnum):
+    """Event types. The values are stored names: they never change."""
+
+    RECEIPT = "stock.receipt"
+    SALE = "stock.sale"
+    POS_SALE = "stock.pos_sale"
+    RESERVATION = "stock.reservation"
+    RESERVATION_RELEASE = "stock.reservation_release"
+    SHIPMENT = "stock.shipment"
+    RETURN = "stock.return"
+    ADJUSTMENT = "stock.adjustment"
+    COUNT = "stock.count"
+    TRANSFER = "stock.transfer"
+    # Recorded by the ledger itself, never sent by a producer.
+    RESERVATION_EXPIRED = "stock.reservation_expired"
+    TRANSFER_INCOMING = "stock.transfer_incoming"
+
+
+PRODUCER_EVENT_TYPES = frozenset(EventType) - {
+    EventType.RESERVATION_EXPIRED,
+    EventType.TRANSFER_INCOMING,
+}
+
+
+class Outcome(StrEnum):
+    ACCEPTED = "accepted"
+    DUPLICATE = "duplicate"
+    REJECTED = "rejected"
+    INVALID = "invalid"
+
+
+class RejectionReason(StrEnum):
+    INSUFFICIENT_STOCK = "insufficient_stock"
+    UNKNOWN_RESERVATION = "unknown_reservation"
+    RESERVATION_CONFLICT = "reservation_conflict"
+
+
+class ReservationStatus(StrEnum):
+    ACTIVE = "active"
+    PARTIALLY_SHIPPED = "partially_shipped"
+    SHIPPED = "shipped"
+    RELEASED = "released"
+    EXPIRED = "expired"
+
+
+@dataclass(frozen=True, slots=True)
+class Line:
+    """One line of a stock event, its quantity already in the SKU's base unit."""
+
+    sku: str
+    qty_units: int
+
+
+@dataclass(frozen=True, slots=True)
+class StockEvent:
+    """A validated event as a producer sent it (the CloudEvents envelope, flattened)."""
+
+    event_id: str
+    source: str
+    type: EventType
+    time: datetime
+    store_id: str
+    lines: tuple[Line, ...]
+    order_id: str | None = None
+    reservation_id: str | None = None
+    reference: str | None = None
+    transfer_id: str | None = None
+    to_store: str | None = None
+    reason: str | None = None
+    expires_at: datetime | None = None
+
+    @property
+    def key(self) -> tuple[str, str]:
+        """(source, id) identifies an event, as CloudEvents defines."""
+        return (self.source, self.event_id)
+
+
+@dataclass(frozen=True, slots=True)
+class Shortfall:
+    sku: str
+    requested_units: int
+    available_units: int
+
+
+@dataclass(frozen=True, slots=True)
+class LineEffect:
+    """What one line did to one store's SKU level. Rejected events have all deltas zero."""
+
+    sku: str
+    qty_units: int
+    on_hand_delta: int = 0
+    reserved_delta: int = 0
+    incoming_delta: int = 0
+    oversold: bool = False
+    unknown_reservation: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One recorded event in one store's ledger: the producer's event and the ledger's decision.
+
+    Replaying entries in position order reproduces every level and reservation exactly,
+    because the decided deltas are part of the entry.
+    """
+
+    event: StockEvent
+    outcome: Outcome
+    effects: tuple[LineEffect, ...]
+    reason: RejectionReason | None = None
+    shortfall: tuple[Shortfall, ...] = ()
+
+    @property
+    def store_id(self) -> str:
+        return self.event.store_id
+
+
+@dataclass(slots=True)
+class Level:
+    """A store's level of one SKU, in base units."""
+
+    on_hand_units: int = 0
+    reserved_units: int = 0
+    incoming_units: int = 0
+
+    @property
+    def available_units(self) -> int:
+        return self.on_hand_units - self.reserved_units
+
+    def copy(self) -> Level:
+        return Level(self.on_hand_units, self.reserved_units, self.incoming_units)
+
+
+@dataclass(slots=True)
+class ReservationLine:
+    qty_units: int
+    shipped_units: int = 0
+    released_units: int = 0
+
+    @property
+    def remaining_units(self) -> int:
+        return self.qty_units - self.shipped_units - self.released_units
+
+
+@dataclass(slots=True)
+class Reservation:
+    store_id: str
+    reservation_id: str
+    order_id: str | None
+    expires_at: datetime | None
+    lines: dict[str, ReservationLine]
+    closed_as: ReservationStatus | None = None
+    placed_at_position: int = 0
+
+    @property
+    def remaining_units(self) -> int:
+        return sum(line.remaining_units for line in self.lines.values())
+
+    @property
+    def status(self) -> ReservationStatus:
+        shipped_units = sum(line.shipped_units for line in self.lines.values())
+        fully_shipped = all(line.shipped_units == line.qty_units for line in self.lines.values())
+        if fully_shipped:
+            return ReservationStatus.SHIPPED
+        if self.remaining_units == 0 and self.closed_as is not None:
+            return self.closed_as
+        if shipped_units > 0:
+            return ReservationStatus.PARTIALLY_SHIPPED
+        return ReservationStatus.ACTIVE
+
+    @property
+    def is_open(self) -> bool:
+        return self.remaining_units > 0
+
+    def same_request(self, lines: tuple[Line, ...], order_id: str | None) -> bool:
+        """The same reservation again (a retry) has the same lines; order ids must not differ."""
+        asked = {line.sku: line.qty_units for line in lines}
+        held = {sku: line.qty_units for sku, line in self.lines.items()}
+        return asked == held and (order_id is None or order_id == self.order_id)
+
+    def copy(self) -> Reservation:
+        return Reservation(
+            store_id=self.store_id,
+            reservation_id=self.reservation_id,
+            order_id=self.order_id,
+            expires_at=self.expires_at,
+            lines={
+                sku: ReservationLine(line.qty_units, line.shipped_units, line.released_units)
+                for sku, line in self.lines.items()
+            },
+            closed_as=self.closed_as,
+            placed_at_position=self.placed_at_position,
+        )

@@ -1,0 +1,298 @@
+"""The stock rules: decide what an event does given the current state, and apply a recorded entry.
+
+`decide` is where a refusal happens; `apply` is the replay. Both are pure: the writer, the
+projection rebuild and the reference model in the tests all run these same two functions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from ledger.domain.model import (
+    Entry,
+    EventType,
+    Level,
+    Line,
+    LineEffect,
+    Outcome,
+    RejectionReason,
+    Reservation,
+    ReservationLine,
+    ReservationStatus,
+    Shortfall,
+    StockEvent,
+)
+
+
+@dataclass(slots=True)
+class LedgerState:
+    """Levels and reservations, keyed by store. The writer fills it with exactly the keys a batch needs."""
+
+    levels: dict[tuple[str, str], Level] = field(default_factory=dict)
+    reservations: dict[tuple[str, str], Reservation] = field(default_factory=dict)
+
+    def level(self, store_id: str, sku: str) -> Level:
+        key = (store_id, sku)
+        level = self.levels.get(key)
+        if level is None:
+            level = self.levels[key] = Level()
+        return level
+
+    def reservation(self, store_id: str, reservation_id: str) -> Reservation | None:
+        return self.reservations.get((store_id, reservation_id))
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The entries to record for one event (a transfer records one at each store), or a duplicate."""
+
+    entries: tuple[Entry, ...]
+    duplicate_of_position: int | None = None
+
+
+def decide(event: StockEvent, state: LedgerState) -> Decision:
+    decide_by_type = _DECIDERS[event.type]
+    return decide_by_type(event, state)
+
+
+def _accept(event: StockEvent, effects: list[LineEffect]) -> Decision:
+    return Decision((Entry(event, Outcome.ACCEPTED, tuple(effects)),))
+
+
+def _reject(
+    event: StockEvent, reason: RejectionReason, shortfall: tuple[Shortfall, ...] = ()
+) -> Decision:
+    effects = tuple(LineEffect(line.sku, line.qty_units) for line in event.lines)
+    return Decision((Entry(event, Outcome.REJECTED, effects, reason, shortfall),))
+
+
+def _shortfall(event: StockEvent, state: LedgerState) -> tuple[Shortfall, ...]:
+    short: list[Shortfall] = []
+    for line in event.lines:
+        available_units = state.level(event.store_id, line.sku).available_units
+        if available_units < line.qty_units:
+            short.append(Shortfall(line.sku, line.qty_units, available_units))
+    return tuple(short)
+
+
+def _decide_receipt(event: StockEvent, state: LedgerState) -> Decision:
+    incoming_sign = -1 if event.transfer_id else 0
+    return _accept(
+        event,
+        [
+            LineEffect(line.sku, line.qty_units, line.qty_units, 0, incoming_sign * line.qty_units)
+            for line in event.lines
+        ],
+    )
+
+
+def _decide_plain_increase(event: StockEvent, state: LedgerState) -> Decision:
+    """Returns and adjustments: on_hand += qty (an adjustment's qty is signed)."""
+    return _accept(event, [LineEffect(line.sku, line.qty_units, line.qty_units) for line in event.lines])
+
+
+def _decide_sale(event: StockEvent, state: LedgerState) -> Decision:
+    short = _shortfall(event, state)
+    if short:
+        return _reject(event, RejectionReason.INSUFFICIENT_STOCK, short)
+    return _accept(event, [LineEffect(line.sku, line.qty_units, -line.qty_units) for line in event.lines])
+
+
+def _decide_transfer(event: StockEvent, state: LedgerState) -> Decision:
+    short = _shortfall(event, state)
+    if short:
+        return _reject(event, RejectionReason.INSUFFICIENT_STOCK, short)
+    assert event.to_store is not None and event.to_store != event.store_id
+    outgoing = Entry(
+        event,
+        Outcome.ACCEPTED,
+        tuple(LineEffect(line.sku, line.qty_units, -line.qty_units) for line in event.lines),
+    )
+    incoming_event = StockEvent(
+        event_id=event.event_id,
+        source=event.source,
+        type=EventType.TRANSFER_INCOMING,
+        time=event.time,
+        store_id=event.to_store,
+        lines=event.lines,
+        transfer_id=event.transfer_id,
+        reference=event.store_id,
+    )
+    incoming = Entry(
+        incoming_event,
+        Outcome.ACCEPTED,
+        tuple(LineEffect(line.sku, line.qty_units, 0, 0, line.qty_units) for line in event.lines),
+    )
+    return Decision((outgoing, incoming))
+
+
+def _decide_pos_sale(event: StockEvent, state: LedgerState) -> Decision:
+    """A till sale already happened: never refused, flagged when it leaves available below zero."""
+    effects = []
+    for line in event.lines:
+        level = state.level(event.store_id, line.sku)
+        oversold = level.available_units - line.qty_units < 0
+        effects.append(LineEffect(line.sku, line.qty_units, -line.qty_units, oversold=oversold))
+    return _accept(event, effects)
+
+
+def _decide_reservation(event: StockEvent, state: LedgerState) -> Decision:
+    assert event.reservation_id is not None
+    held = state.reservation(event.store_id, event.reservation_id)
+    if held is not None:
+        if held.same_request(event.lines, event.order_id):
+            return Decision((), duplicate_of_position=held.placed_at_position)
+        return _reject(event, RejectionReason.RESERVATION_CONFLICT)
+    short = _shortfall(event, state)
+    if short:
+        return _reject(event, RejectionReason.INSUFFICIENT_STOCK, short)
+    return _accept(
+        event, [LineEffect(line.sku, line.qty_units, 0, line.qty_units) for line in event.lines]
+    )
+
+
+def _release_effects(event_lines: tuple[Line, ...], held: Reservation) -> list[LineEffect]:
+    if not event_lines:
+        return [
+            LineEffect(sku, line.remaining_units, 0, -line.remaining_units)
+            for sku, line in held.lines.items()
+        ]
+    effects = []
+    for line in event_lines:
+        held_line = held.lines.get(line.sku)
+        released_units = min(line.qty_units, held_line.remaining_units) if held_line else 0
+        effects.append(LineEffect(line.sku, line.qty_units, 0, -released_units))
+    return effects
+
+
+def _decide_release(event: StockEvent, state: LedgerState) -> Decision:
+    assert event.reservation_id is not None
+    held = state.reservation(event.store_id, event.reservation_id)
+    if held is None:
+        return _reject(event, RejectionReason.UNKNOWN_RESERVATION)
+    return _accept(event, _release_effects(event.lines, held))
+
+
+def _decide_shipment(event: StockEvent, state: LedgerState) -> Decision:
+    """Goods have left: never refused. Under a known reservation it consumes what is still reserved."""
+    held = (
+        state.reservation(event.store_id, event.reservation_id) if event.reservation_id else None
+    )
+    unknown = event.reservation_id is not None and held is None
+    effects = []
+    for line in event.lines:
+        held_line = held.lines.get(line.sku) if held else None
+        consumed_units = min(line.qty_units, held_line.remaining_units) if held_line else 0
+        level = state.level(event.store_id, line.sku)
+        available_after = (level.on_hand_units - line.qty_units) - (
+            level.reserved_units - consumed_units
+        )
+        effects.append(
+            LineEffect(
+                line.sku,
+                line.qty_units,
+                -line.qty_units,
+                -consumed_units,
+                oversold=available_after < 0,
+                unknown_reservation=unknown,
+            )
+        )
+    return _accept(event, effects)
+
+
+def _decide_count(event: StockEvent, state: LedgerState) -> Decision:
+    """on_hand := counted; the entry records the difference."""
+    effects = []
+    for line in event.lines:
+        level = state.level(event.store_id, line.sku)
+        effects.append(LineEffect(line.sku, line.qty_units, line.qty_units - level.on_hand_units))
+    return _accept(event, effects)
+
+
+def _decide_by_ledger(event: StockEvent, state: LedgerState) -> Decision:
+    raise ValueError(f"{event.type} is recorded by the ledger itself, not decided from a producer")
+
+
+_DECIDERS = {
+    EventType.RECEIPT: _decide_receipt,
+    EventType.SALE: _decide_sale,
+    EventType.POS_SALE: _decide_pos_sale,
+    EventType.RESERVATION: _decide_reservation,
+    EventType.RESERVATION_RELEASE: _decide_release,
+    EventType.SHIPMENT: _decide_shipment,
+    EventType.RETURN: _decide_plain_increase,
+    EventType.ADJUSTMENT: _decide_plain_increase,
+    EventType.COUNT: _decide_count,
+    EventType.TRANSFER: _decide_transfer,
+    EventType.RESERVATION_EXPIRED: _decide_by_ledger,
+    EventType.TRANSFER_INCOMING: _decide_by_ledger,
+}
+
+
+def expire(held: Reservation, now: datetime, event_id: str) -> Entry:
+    """The ledger's own entry that releases what an expired reservation still holds."""
+    event = StockEvent(
+        event_id=event_id,
+        source="ledger/expiry",
+        type=EventType.RESERVATION_EXPIRED,
+        time=now,
+        store_id=held.store_id,
+        lines=tuple(Line(sku, line.remaining_units) for sku, line in held.lines.items()),
+        order_id=held.order_id,
+        reservation_id=held.reservation_id,
+    )
+    effects = tuple(
+        LineEffect(sku, line.remaining_units, 0, -line.remaining_units)
+        for sku, line in held.lines.items()
+    )
+    return Entry(event, Outcome.ACCEPTED, effects)
+
+
+def apply(entry: Entry, state: LedgerState, position: int) -> None:
+    """Replay one recorded entry onto the state. Rejected entries change nothing."""
+    if entry.outcome is not Outcome.ACCEPTED:
+        return
+    store_id = entry.store_id
+    for effect in entry.effects:
+        level = state.level(store_id, effect.sku)
+        level.on_hand_units += effect.on_hand_delta
+        level.reserved_units += effect.reserved_delta
+        level.incoming_units += effect.incoming_delta
+    _apply_to_reservation(entry, state, position)
+
+
+def _apply_to_reservation(entry: Entry, state: LedgerState, position: int) -> None:
+    event = entry.event
+    if event.reservation_id is None:
+        return
+    key = (entry.store_id, event.reservation_id)
+    if event.type is EventType.RESERVATION:
+        state.reservations[key] = Reservation(
+            store_id=entry.store_id,
+            reservation_id=event.reservation_id,
+            order_id=event.order_id,
+            expires_at=event.expires_at,
+            lines={e.sku: ReservationLine(e.reserved_delta) for e in entry.effects},
+            placed_at_position=position,
+        )
+        return
+    held = state.reservations.get(key)
+    if held is None:
+        return
+    if event.type is EventType.SHIPMENT:
+        for effect in entry.effects:
+            if effect.sku in held.lines:
+                held.lines[effect.sku].shipped_units += -effect.reserved_delta
+    elif event.type in (EventType.RESERVATION_RELEASE, EventType.RESERVATION_EXPIRED):
+        released_units = 0
+        for effect in entry.effects:
+            if effect.sku in held.lines:
+                held.lines[effect.sku].released_units += -effect.reserved_delta
+                released_units += -effect.reserved_delta
+        if released_units > 0 and held.remaining_units == 0:
+            held.closed_as = (
+                ReservationStatus.EXPIRED
+                if event.type is EventType.RESERVATION_EXPIRED
+                else ReservationStatus.RELEASED
+            )

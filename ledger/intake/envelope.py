@@ -1,0 +1,213 @@
+"""Reads a CloudEvents envelope (CONTRACT §1) into a StockEvent, or says which fields are wrong.
+
+HTTP and Kafka both come through here, so an event is valid or invalid the same way on both.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from ledger.domain.model import PRODUCER_EVENT_TYPES, EventType, Line, StockEvent
+
+ID_PATTERN = re.compile(r"^[A-Za-z0-9\-_.:]{1,64}$")
+TEXT_CHARS_MAX = 256  # id, source and the free-text data fields
+QTY_ABS_MAX = 1_000_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class IntakeLimits:
+    lines_per_event_max: int = 1000
+    units: Mapping[str, int] | None = None  # "box12" -> 12, or per SKU "SKU-1/box" -> 6
+
+
+@dataclass(frozen=True, slots=True)
+class FieldError:
+    field: str
+    message: str
+
+    def as_dict(self) -> dict[str, str]:
+        return {"field": self.field, "message": self.message}
+
+
+class InvalidEvent(Exception):
+    def __init__(self, errors: list[FieldError]) -> None:
+        super().__init__("; ".join(f"{e.field}: {e.message}" for e in errors))
+        self.errors = errors
+
+
+class _Reader:
+    """Collects every error of one envelope rather than stopping at the first."""
+
+    def __init__(self) -> None:
+        self.errors: list[FieldError] = []
+
+    def error(self, field: str, message: str) -> None:
+        self.errors.append(FieldError(field, message))
+
+    def text(self, obj: Mapping[str, Any], key: str, where: str, *, required: bool) -> str | None:
+        value = obj.get(key)
+        if value is None:
+            if required:
+                self.error(where, "is required")
+            return None
+        if not isinstance(value, str) or not value or len(value) > TEXT_CHARS_MAX:
+            self.error(where, f"must be a non-empty string of at most {TEXT_CHARS_MAX} characters")
+            return None
+        return value
+
+    def ident(self, obj: Mapping[str, Any], key: str, where: str, *, required: bool) -> str | None:
+        value = obj.get(key)
+        if value is None:
+            if required:
+                self.error(where, "is required")
+            return None
+        if not isinstance(value, str) or not ID_PATTERN.match(value):
+            self.error(where, "must be 1 to 64 ASCII letters, digits or -_.: characters")
+            return None
+        return value
+
+    def moment(self, obj: Mapping[str, Any], key: str, where: str, *, required: bool) -> datetime | None:
+        value = obj.get(key)
+        if value is None:
+            if required:
+                self.error(where, "is required")
+            return None
+        moment = parse_rfc3339(value)
+        if moment is None:
+            self.error(where, "must be an RFC 3339 time with an offset, e.g. 2026-11-22T10:15:00+03:00")
+        return moment
+
+
+def parse_rfc3339(value: object) -> datetime | None:
+    if not isinstance(value, str) or len(value) < 20 or value[10] not in "Tt":
+        return None
+    try:
+        moment = datetime.fromisoformat(value.replace("z", "Z"))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo is not None else None
+
+
+def _qty_rule(event_type: EventType) -> tuple[int, str]:
+    """The smallest allowed quantity for the type, and how to say it."""
+    if event_type is EventType.ADJUSTMENT:
+        return -QTY_ABS_MAX, "must be a non-zero integer"
+    if event_type is EventType.COUNT:
+        return 0, "must be an integer >= 0 (the counted amount)"
+    return 1, "must be an integer >= 1"
+
+
+def _lines(reader: _Reader, data: Mapping[str, Any], event_type: EventType, limits: IntakeLimits) -> tuple[Line, ...]:
+    raw = data.get("lines")
+    if raw is None and event_type is EventType.RESERVATION_RELEASE:
+        return ()
+    if not isinstance(raw, list) or not 1 <= len(raw) <= limits.lines_per_event_max:
+        reader.error("data.lines", f"must be a list of 1 to {limits.lines_per_event_max} lines")
+        return ()
+    minimum, rule = _qty_rule(event_type)
+    lines: list[Line] = []
+    seen: set[str] = set()
+    for number, item in enumerate(raw):
+        where = f"data.lines[{number}]"
+        if not isinstance(item, dict):
+            reader.error(where, "must be an object with sku and qty")
+            continue
+        sku = reader.ident(item, "sku", f"{where}.sku", required=True)
+        qty = item.get("qty")
+        if not isinstance(qty, int) or isinstance(qty, bool):
+            reader.error(f"{where}.qty", "must be an integer")
+            continue
+        if qty < minimum or abs(qty) > QTY_ABS_MAX or (event_type is EventType.ADJUSTMENT and qty == 0):
+            reader.error(f"{where}.qty", f"{rule}, at most {QTY_ABS_MAX:,} in absolute value")
+            continue
+        factor = _unit_factor(reader, item, sku, where, limits)
+        if sku is None or factor is None:
+            continue
+        if sku in seen:
+            reader.error(f"{where}.sku", f"{sku} appears twice in one event")
+            continue
+        seen.add(sku)
+        lines.append(Line(sku, qty * factor))
+    return tuple(lines)
+
+
+def _unit_factor(reader: _Reader, item: Mapping[str, Any], sku: str | None, where: str, limits: IntakeLimits) -> int | None:
+    uom = item.get("uom")
+    if uom is None:
+        return 1
+    units = limits.units or {}
+    if not isinstance(uom, str):
+        reader.error(f"{where}.uom", "must be a string")
+        return None
+    factor = units.get(f"{sku}/{uom}", units.get(uom))
+    if factor is None:
+        reader.error(f"{where}.uom", f"unknown unit {uom!r}; configured units: {sorted(units) or 'none'}")
+        return None
+    return factor
+
+
+def read_envelope(document: object, limits: IntakeLimits) -> StockEvent:
+    """The StockEvent in a CloudEvents envelope, or InvalidEvent naming every wrong field."""
+    reader = _Reader()
+    if not isinstance(document, dict):
+        raise InvalidEvent([FieldError("", "an event must be a JSON object (a CloudEvents envelope)")])
+    if document.get("specversion") != "1.0":
+        reader.error("specversion", 'must be "1.0"')
+    event_id = reader.text(document, "id", "id", required=True)
+    source = reader.text(document, "source", "source", required=True)
+    store_id = reader.ident(document, "subject", "subject", required=True)
+    moment = reader.moment(document, "time", "time", required=True)
+    content_type = document.get("datacontenttype")
+    if content_type is not None and content_type != "application/json":
+        reader.error("datacontenttype", 'must be "application/json" when given')
+    raw_type = document.get("type")
+    try:
+        event_type = EventType(raw_type)
+        if event_type not in PRODUCER_EVENT_TYPES:
+            raise ValueError
+    except ValueError:
+        names = ", ".join(sorted(t.value for t in PRODUCER_EVENT_TYPES))
+        reader.error("type", f"must be one of {names}")
+        raise InvalidEvent(reader.errors) from None
+    data = document.get("data")
+    if not isinstance(data, dict):
+        reader.error("data", "must be an object")
+        raise InvalidEvent(reader.errors)
+    lines = _lines(reader, data, event_type, limits)
+    fields = _type_fields(reader, data, event_type, store_id)
+    if reader.errors:
+        raise InvalidEvent(reader.errors)
+    assert event_id and source and store_id and moment
+    return StockEvent(event_id=event_id, source=source, type=event_type, time=moment,
+                      store_id=store_id, lines=lines, **fields)
+
+
+def _type_fields(reader: _Reader, data: Mapping[str, Any], event_type: EventType, store_id: str | None) -> dict[str, Any]:
+    needs_reservation = event_type in (EventType.RESERVATION, EventType.RESERVATION_RELEASE)
+    is_transfer = event_type is EventType.TRANSFER
+    fields: dict[str, Any] = {
+        "order_id": reader.text(data, "order_id", "data.order_id", required=False),
+        "reference": reader.text(data, "reference", "data.reference", required=False),
+        "reservation_id": reader.ident(data, "reservation_id", "data.reservation_id", required=needs_reservation),
+        "transfer_id": reader.text(data, "transfer_id", "data.transfer_id", required=is_transfer),
+        "reason": reader.text(data, "reason", "data.reason", required=event_type is EventType.ADJUSTMENT),
+        "expires_at": reader.moment(data, "expires_at", "data.expires_at", required=False),
+        "to_store": reader.ident(data, "to_store", "data.to_store", required=is_transfer),
+    }
+    if is_transfer and fields["to_store"] is not None and fields["to_store"] == store_id:
+        reader.error("data.to_store", "must differ from subject (the store sending the goods)")
+    if not is_transfer:
+        fields["to_store"] = None
+    if event_type is not EventType.RESERVATION:
+        fields["expires_at"] = None
+    if event_type not in (EventType.RESERVATION, EventType.RESERVATION_RELEASE, EventType.SHIPMENT):
+        fields["reservation_id"] = None
+    if event_type not in (EventType.RECEIPT, EventType.TRANSFER):
+        fields["transfer_id"] = None
+    if event_type is not EventType.ADJUSTMENT:
+        fields["reason"] = None
+    return fields

@@ -1,0 +1,185 @@
+"""The ledger as the entry points see it: submit events, read levels, history and reservations."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime
+
+from ledger.clock import utc_text
+from ledger.domain.model import Level, Reservation
+from ledger.state_cache import CachedLevel, StateCache, level_from_row, reservation_from_row
+from ledger.storage.recorders import LedgerRecorder
+from ledger.writer import EventResult, Writer
+from projections import queries
+from projections.queries import HistoryFilter
+
+log = logging.getLogger("ledger.service")
+
+
+@dataclass(frozen=True, slots=True)
+class LevelView:
+    store_id: str
+    sku: str
+    level: Level
+    position: int
+    updated_at: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ReservationView:
+    reservation: Reservation
+    position: int
+
+
+class Ledger:
+    def __init__(
+        self,
+        recorder: LedgerRecorder,
+        cache: StateCache,
+        writer: Writer,
+        *,
+        refresh_interval_s: float,
+        wait_for_position_s_max: float,
+        request_timeout_s: float,
+    ) -> None:
+        self.recorder = recorder
+        self.cache = cache
+        self.writer = writer
+        self.refresh_interval_s = refresh_interval_s
+        self.wait_for_position_s_max = wait_for_position_s_max
+        self.request_timeout_s = request_timeout_s
+        self._refresher = threading.Thread(target=self._refresh_loop, name="ledger-refresh", daemon=True)
+        self._stopping = threading.Event()
+        self.database_ok = True
+
+    def start(self) -> None:
+        self.writer.start()
+        self._refresher.start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self.writer.stop()
+        self._refresher.join(5)
+        self.recorder.close()
+
+    # -- writes -----------------------------------------------------------------------------------
+
+    async def submit(self, events: list) -> list[EventResult]:  # type: ignore[type-arg]
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[list[EventResult]] = loop.create_future()
+
+        def done(result: list[EventResult] | BaseException) -> None:
+            loop.call_soon_threadsafe(_settle, future, result)
+
+        self.writer.submit(events, done)
+        return await asyncio.wait_for(future, self.request_timeout_s)
+
+    def submit_and_wait(self, events: list) -> list[EventResult]:  # type: ignore[type-arg]
+        return self.writer.submit_and_wait(events, self.request_timeout_s)
+
+    # -- keeping the read cache current with other instances' writes --------------------------------
+
+    def _refresh_loop(self) -> None:
+        while not self._stopping.wait(self.refresh_interval_s):
+            self.refresh()
+
+    def refresh(self) -> None:
+        try:
+            with self.recorder.read_transaction() as tx:
+                self.cache.catch_up(tx, self.recorder.head(tx))
+            self.database_ok = True
+        except Exception as error:  # noqa: BLE001 - reported by /readyz, retried next interval
+            if self.database_ok:
+                log.warning("database unreachable: %s", error)
+            self.database_ok = False
+
+    async def wait_for_position(self, position: int) -> bool:
+        """Waits (bounded) until this instance's state includes `position`."""
+        deadline = time.monotonic() + self.wait_for_position_s_max
+        while self.cache.head < position:
+            if time.monotonic() > deadline:
+                return False
+            await asyncio.to_thread(self.refresh)
+            if self.cache.head < position:
+                await asyncio.sleep(0.01)
+        return True
+
+    # -- reads --------------------------------------------------------------------------------------
+
+    def levels(self, store_id: str, skus: list[str]) -> list[LevelView]:
+        """Current levels: from memory when cached, else one database read."""
+        head = self.cache.head
+        views: dict[str, LevelView] = {}
+        missing = []
+        for sku in skus:
+            cached = self.cache.get_level((store_id, sku))
+            if cached is None:
+                missing.append(sku)
+            else:
+                views[sku] = LevelView(store_id, sku, cached.level, head, cached.updated_at)
+        if missing:
+            with self.recorder.read_transaction() as tx:
+                snapshot_head = self.recorder.head(tx)
+                rows = queries.current_levels(tx, store_id, missing)
+            for sku in missing:
+                row = rows.get(sku)
+                cached = level_from_row(row) if row else CachedLevel(Level(), 0, None)
+                self.cache.offer_level((store_id, sku), cached, snapshot_head)
+                views[sku] = LevelView(store_id, sku, cached.level, snapshot_head, cached.updated_at)
+        return [views[sku] for sku in skus]
+
+    def levels_at(
+        self, store_id: str, skus: list[str], *, position: int | None, as_of: datetime | None
+    ) -> list[LevelView]:
+        with self.recorder.read_transaction() as tx:
+            head = self.recorder.head(tx)
+            if as_of is not None:
+                position = queries.position_at(tx, utc_text(as_of))
+            assert position is not None
+            position = min(position, head)
+            rows = queries.levels_at(tx, store_id, skus, position)
+        views = []
+        for sku in skus:
+            row = rows.get(sku)
+            level = Level(int(row["on_hand"]), int(row["reserved"]), int(row["incoming"])) if row else Level()
+            views.append(LevelView(store_id, sku, level, position, row["updated_at"] if row else None))
+        return views
+
+    def sku_totals(self, sku: str) -> tuple[Level, int, list[LevelView]]:
+        with self.recorder.read_transaction() as tx:
+            head = self.recorder.head(tx)
+            total, rows = queries.sku_across_stores(tx, sku)
+        level = Level(int(total["on_hand"]), int(total["reserved"]), int(total["incoming"])) if total else Level()
+        stores = [
+            LevelView(row["store_id"], sku, level_from_row(row).level, head, row["updated_at"])
+            for row in rows
+        ]
+        return level, head, stores
+
+    def history(self, where: HistoryFilter, limit: int) -> list[dict[str, object]]:
+        with self.recorder.read_transaction() as tx:
+            return [dict(row) for row in queries.history_page(tx, where, limit)]
+
+    def reservation(self, store_id: str, reservation_id: str) -> ReservationView | None:
+        with self.recorder.read_transaction() as tx:
+            row = queries.reservation(tx, store_id, reservation_id)
+        if row is None:
+            return None
+        return ReservationView(reservation_from_row(row), int(row["position"]))
+
+    def ping(self) -> bool:
+        self.refresh()
+        return self.database_ok
+
+
+def _settle(future: asyncio.Future[list[EventResult]], result: list[EventResult] | BaseException) -> None:
+    if future.done():
+        return
+    if isinstance(result, BaseException):
+        future.set_exception(result)
+    else:
+        future.set_result(result)

@@ -1,0 +1,92 @@
+"""How a recorded entry is stored in the event log: the stored event's topic and JSON state.
+
+The topic is the event type (`stock.receipt`, ...): a stored name that never changes. The state
+holds the producer's event and the ledger's decision, so the log alone rebuilds every projection.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import orjson
+from eventsourcing.persistence import StoredEvent
+
+from ledger.domain.model import (
+    Entry,
+    EventType,
+    Line,
+    LineEffect,
+    Outcome,
+    RejectionReason,
+    Shortfall,
+    StockEvent,
+)
+
+STATE_FORMAT_VERSION = 1
+
+
+def encode(entry: Entry, store_version: int, recorded_at: str) -> StoredEvent:
+    event = entry.event
+    state: dict[str, Any] = {
+        "v": STATE_FORMAT_VERSION,
+        "id": event.event_id,
+        "source": event.source,
+        "time": event.time.isoformat(),
+        "recorded_at": recorded_at,
+        "outcome": entry.outcome.value,
+        "lines": [
+            [e.sku, e.qty_units, e.on_hand_delta, e.reserved_delta, e.incoming_delta,
+             e.oversold, e.unknown_reservation]
+            for e in entry.effects
+        ],
+    }
+    optional = {
+        "order_id": event.order_id,
+        "reservation_id": event.reservation_id,
+        "reference": event.reference,
+        "transfer_id": event.transfer_id,
+        "to_store": event.to_store,
+        "reason": event.reason,
+        "expires_at": event.expires_at.isoformat() if event.expires_at else None,
+        "rejection": entry.reason.value if entry.reason else None,
+        "shortfall": [[s.sku, s.requested_units, s.available_units] for s in entry.shortfall]
+        or None,
+    }
+    state.update({k: v for k, v in optional.items() if v is not None})
+    return StoredEvent(
+        originator_id=event.store_id,
+        originator_version=store_version,
+        topic=event.type.value,
+        state=orjson.dumps(state),
+    )
+
+
+def decode(store_id: str, topic: str, state_bytes: bytes) -> tuple[Entry, str]:
+    """Returns the entry and its recorded_at (UTC, ISO 8601)."""
+    state = orjson.loads(state_bytes)
+    expires_at = state.get("expires_at")
+    event = StockEvent(
+        event_id=state["id"],
+        source=state["source"],
+        type=EventType(topic),
+        time=datetime.fromisoformat(state["time"]),
+        store_id=store_id,
+        lines=tuple(Line(line[0], line[1]) for line in state["lines"]),
+        order_id=state.get("order_id"),
+        reservation_id=state.get("reservation_id"),
+        reference=state.get("reference"),
+        transfer_id=state.get("transfer_id"),
+        to_store=state.get("to_store"),
+        reason=state.get("reason"),
+        expires_at=datetime.fromisoformat(expires_at) if expires_at else None,
+    )
+    rejection = state.get("rejection")
+    entry = Entry(
+        event=event,
+        outcome=Outcome(state["outcome"]),
+        effects=tuple(LineEffect(*line) for line in state["lines"]),
+        reason=RejectionReason(rejection) if rejection else None,
+        shortfall=tuple(Shortfall(*s) for s in state.get("shortfall") or ()),
+    )
+    return entry, state["recorded_at"]

@@ -1,0 +1,176 @@
+"""The eventsourcing library's application recorders, extended for group commit.
+
+The library records one list of events per transaction. The ledger needs more in that same
+transaction: take the library's write lock, read the current state, decide every event of a
+batch, insert the events, and write the projections. So each recorder here adds
+`write_transaction()` (the library's lock taken first) and `insert_entries()` (the library's own
+insert, on the caller's cursor). Everything else, the events table, notification ids, reading
+the log back, is the library's. DESIGN.md explains why.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator, Sequence
+from typing import Any, Protocol
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import psycopg
+from eventsourcing.persistence import Notification, StoredEvent
+from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore
+from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteDatastore
+from psycopg.sql import SQL
+
+from ledger.storage.sql import SqlTx
+from projections.schema import DDL, PROJECTION_TABLES
+
+EVENTS_TABLE = "ledger_events"
+
+
+class LedgerRecorder(Protocol):
+    """What the writer, the readers and the rebuild need from a database."""
+
+    def write_transaction(self) -> contextlib.AbstractContextManager[SqlTx]: ...
+    def read_transaction(self) -> contextlib.AbstractContextManager[SqlTx]: ...
+    def insert_entries(self, tx: SqlTx, stored_events: Sequence[StoredEvent]) -> list[int]: ...
+    def head(self, tx: SqlTx) -> int: ...
+    def select_notifications(
+        self, start: int | None, limit: int, stop: int | None = None,
+        topics: Sequence[str] = (), *, inclusive_of_start: bool = True,
+    ) -> Sequence[Notification]: ...
+    def create_table(self) -> None: ...
+    def truncate_projections(self) -> None: ...
+    def close(self) -> None: ...
+
+
+_PG_HEAD = f"SELECT COALESCE(MAX(notification_id), 0) AS head FROM {EVENTS_TABLE}"
+_SQLITE_HEAD = f"SELECT COALESCE(MAX(rowid), 0) AS head FROM {EVENTS_TABLE}"
+
+
+class PostgresLedgerRecorder(PostgresApplicationRecorder):
+    """PostgreSQL: the library's EXCLUSIVE table lock serialises writers across processes and hosts."""
+
+    def __init__(self, datastore: PostgresDatastore) -> None:
+        super().__init__(datastore, events_table_name=EVENTS_TABLE)
+        self.sql_create_statements.extend(SQL(ddl) for ddl in DDL)  # type: ignore[arg-type]
+
+    def create_table(self) -> None:
+        # Several instances may start at once; CREATE ... IF NOT EXISTS can still collide.
+        for attempt in range(5):
+            try:
+                super().create_table()
+                return
+            except (psycopg.errors.UniqueViolation, psycopg.errors.DuplicateObject):
+                time.sleep(0.2 * (attempt + 1))
+        super().create_table()
+
+    @contextlib.contextmanager
+    def write_transaction(self) -> Iterator[SqlTx]:
+        with self.datastore.get_connection() as conn, conn.transaction(), conn.cursor() as curs:
+            self._lock_table(curs)
+            yield SqlTx(curs, qmark=False)
+
+    @contextlib.contextmanager
+    def read_transaction(self) -> Iterator[SqlTx]:
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            yield SqlTx(curs, qmark=False)
+
+    def insert_entries(self, tx: SqlTx, stored_events: Sequence[StoredEvent]) -> list[int]:
+        curs: Any = tx.cursor
+        self._insert_stored_events(curs, stored_events)
+        ids = self._fetch_ids_after_insert_events(curs, stored_events)
+        assert ids is not None and len(ids) == len(stored_events)
+        return list(ids)
+
+    def head(self, tx: SqlTx) -> int:
+        row = tx.fetchone(_PG_HEAD)
+        assert row is not None
+        return int(row["head"])
+
+    def close(self) -> None:
+        self.datastore.close()
+
+    def truncate_projections(self) -> None:
+        with self.datastore.transaction(commit=True) as curs:
+            curs.execute(SQL("TRUNCATE " + ", ".join(PROJECTION_TABLES)))  # type: ignore[arg-type]
+
+
+class SQLiteLedgerRecorder(SQLiteApplicationRecorder):
+    """SQLite: BEGIN IMMEDIATE takes the database's one write lock, across processes on this machine."""
+
+    def __init__(self, datastore: SQLiteDatastore) -> None:
+        super().__init__(datastore, events_table_name=EVENTS_TABLE)
+
+    def construct_create_table_statements(self) -> list[str]:
+        return [*super().construct_create_table_statements(), *DDL]
+
+    @contextlib.contextmanager
+    def write_transaction(self) -> Iterator[SqlTx]:
+        with self.datastore.get_connection(commit=True) as conn:
+            curs = conn.cursor()
+            # WAL with synchronous=FULL: a commit is on disk before it is acknowledged.
+            curs.execute("PRAGMA synchronous=FULL")
+            curs.execute("BEGIN IMMEDIATE")
+            try:
+                yield SqlTx(curs, qmark=True)
+            except BaseException:
+                conn.rollback()
+                raise
+            conn.commit()
+
+    @contextlib.contextmanager
+    def read_transaction(self) -> Iterator[SqlTx]:
+        with self.datastore.get_connection(commit=False) as conn:
+            yield SqlTx(conn.cursor(), qmark=True)
+
+    def insert_entries(self, tx: SqlTx, stored_events: Sequence[StoredEvent]) -> list[int]:
+        ids = self._insert_events(tx.cursor, stored_events)  # type: ignore[arg-type]
+        assert ids is not None and len(ids) == len(stored_events)
+        return [int(i) for i in ids]
+
+    def head(self, tx: SqlTx) -> int:
+        row = tx.fetchone(_SQLITE_HEAD)
+        assert row is not None
+        return int(row["head"])
+
+    def close(self) -> None:
+        self.datastore.close()
+
+    def truncate_projections(self) -> None:
+        with self.datastore.transaction(commit=True) as curs:
+            for table in PROJECTION_TABLES:
+                curs.execute(f"DELETE FROM {table}")
+
+
+def open_recorder(database_url: str, pool_size: int, lock_timeout_s: int) -> Any:
+    """A recorder for `sqlite:///path` or `postgresql://user:pass@host:port/db`; tables created."""
+    parts = urlsplit(database_url)
+    recorder: Any
+    if parts.scheme == "sqlite":
+        # sqlite:///ledger.db is relative, sqlite:////var/lib/ledger.db absolute.
+        path = unquote(parts.path)[1:]
+        datastore = SQLiteDatastore(
+            path or "ledger.db",
+            lock_timeout=lock_timeout_s,
+            pool_size=pool_size,
+            originator_id_type="text",
+        )
+        recorder = SQLiteLedgerRecorder(datastore)
+    elif parts.scheme in ("postgresql", "postgres"):
+        pg_datastore = PostgresDatastore(
+            dbname=parts.path.lstrip("/") or "postgres",
+            # ?host=/a/dir names a Unix socket directory, as libpq's URIs allow.
+            host=parse_qs(parts.query).get("host", [parts.hostname or "127.0.0.1"])[0],
+            port=parts.port or 5432,
+            user=unquote(parts.username or "postgres"),
+            password=unquote(parts.password or ""),
+            pool_size=pool_size,
+            lock_timeout=lock_timeout_s,
+            originator_id_type="text",
+        )
+        recorder = PostgresLedgerRecorder(pg_datastore)
+    else:
+        raise ValueError(f"LEDGER_DATABASE_URL must start with sqlite:/// or postgresql://, not {parts.scheme!r}")
+    recorder.create_table()
+    return recorder

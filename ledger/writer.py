@@ -1,0 +1,409 @@
+"""The group-commit writer: one thread per instance decides and records batches of events.
+
+Callers hand in lists of events and wait. The writer takes whatever has queued up (up to
+`batch_events_max`), opens one transaction that holds the log's write lock, decides every event
+in arrival order against the current state, records the events and their projections, commits
+once, and only then answers each caller. One fsync covers the whole batch, and no decision is
+ever made from a state that another transaction could change before the commit.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from ledger.clock import utc_now, utc_text
+from ledger.domain.model import (
+    Entry,
+    Level,
+    Outcome,
+    RejectionReason,
+    Reservation,
+    Shortfall,
+    StockEvent,
+)
+from ledger.domain.rules import LedgerState, apply, decide, expire
+from ledger.state_cache import CachedLevel, StateCache, reservation_from_row
+from ledger.storage.codec import encode
+from ledger.storage.recorders import LedgerRecorder
+from ledger.storage.sql import SqlTx, chunks, placeholders
+from projections.tables import ProjectionBatch, RecordedEntry, write_batch
+
+log = logging.getLogger("ledger.writer")
+
+
+@dataclass(frozen=True, slots=True)
+class Original:
+    outcome: Outcome
+    reason: RejectionReason | None
+    position: int
+
+
+@dataclass(frozen=True, slots=True)
+class EventResult:
+    event_id: str
+    source: str
+    store_id: str
+    outcome: Outcome
+    reason: RejectionReason | None = None
+    shortfall: tuple[Shortfall, ...] = ()
+    position: int | None = None
+    original: Original | None = None
+
+
+Done = Callable[[list[EventResult] | BaseException], None]
+
+
+@dataclass(slots=True)
+class Submission:
+    events: list[StockEvent]
+    done: Done
+
+
+@dataclass(frozen=True, slots=True)
+class WriterLimits:
+    batch_events_max: int
+    retries_max: int
+    queue_submissions_max: int
+    expiry_interval_s: float
+    expiry_batch_max: int
+
+
+class WriterUnavailable(Exception):
+    """The writer cannot take more work (stopped, or its queue is full)."""
+
+
+@dataclass(slots=True)
+class _Pending:
+    """A decided event whose position is known only after the insert."""
+
+    entry_index: int | None = None  # index into the batch's entries, for accepted/rejected
+    duplicate_of: Original | None = None
+    duplicate_of_entry: int | None = None
+
+
+_Committed = tuple[
+    dict[tuple[str, str], CachedLevel], dict[tuple[str, str], tuple[Reservation, int]], dict[str, int], int
+]
+
+
+@dataclass(slots=True)
+class _Work:
+    state: LedgerState
+    entries: list[Entry] = field(default_factory=list)
+    levels_after: list[tuple[Level, ...]] = field(default_factory=list)
+    level_changed_by: dict[tuple[str, str], int] = field(default_factory=dict)
+    reservation_changed_by: dict[tuple[str, str], int] = field(default_factory=dict)
+
+
+class Writer:
+    def __init__(self, recorder: LedgerRecorder, cache: StateCache, limits: WriterLimits) -> None:
+        self.recorder = recorder
+        self.cache = cache
+        self.limits = limits
+        self._queue: queue.Queue[Submission | None] = queue.Queue(limits.queue_submissions_max)
+        self._thread = threading.Thread(target=self._run, name="ledger-writer", daemon=True)
+        self._running = False
+        self._next_expiry_check = 0.0
+        self.batches_committed = 0
+        self.events_committed = 0
+
+    # -- lifecycle --------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._running = True
+        self._thread.start()
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """Finishes what is queued, then stops."""
+        if not self._running:
+            return
+        self._running = False
+        self._queue.put(None)
+        self._thread.join(timeout_s)
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def submit(self, events: list[StockEvent], done: Done) -> None:
+        if not self._running:
+            raise WriterUnavailable("the writer is stopped")
+        try:
+            self._queue.put_nowait(Submission(events, done))
+        except queue.Full:
+            raise WriterUnavailable("the writer's queue is full") from None
+
+    def submit_and_wait(self, events: list[StockEvent], timeout_s: float = 60.0) -> list[EventResult]:
+        """For callers without an event loop (CLI, tests, the Kafka consumer)."""
+        finished = threading.Event()
+        outcome: list[list[EventResult] | BaseException] = []
+
+        def done(result: list[EventResult] | BaseException) -> None:
+            outcome.append(result)
+            finished.set()
+
+        self.submit(events, done)
+        if not finished.wait(timeout_s):
+            raise TimeoutError("the writer did not answer in time")
+        result = outcome[0]
+        if isinstance(result, BaseException):
+            raise result
+        return result
+
+    # -- the loop -----------------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            try:
+                first = self._queue.get(timeout=self.limits.expiry_interval_s)
+            except queue.Empty:
+                first = None
+                if not self._running:
+                    break
+            batch: list[Submission] = []
+            stopping = first is None and not self._running
+            if first is not None:
+                batch.append(first)
+                count = len(first.events)
+                while count < self.limits.batch_events_max:
+                    try:
+                        more = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                    if more is None:
+                        stopping = True
+                        break
+                    batch.append(more)
+                    count += len(more.events)
+            if batch:
+                self._process(batch)
+            self._maybe_expire()
+            if stopping and self._queue.empty():
+                break
+
+    def _process(self, batch: list[Submission]) -> None:
+        for attempt in range(self.limits.retries_max + 1):
+            try:
+                results = self._record(batch)
+            except Exception as error:  # noqa: BLE001 - a failed transaction changed nothing
+                self.cache.clear(0)
+                if attempt < self.limits.retries_max:
+                    log.warning("batch failed (attempt %d), retrying: %s", attempt + 1, error)
+                    time.sleep(min(0.05 * 2**attempt, 1.0))
+                    continue
+                if len(batch) > 1:
+                    # Do not let one submission fail the others: record them one by one.
+                    for submission in batch:
+                        self._process([submission])
+                    return
+                log.error("batch failed, giving up: %r", error)
+                batch[0].done(error)
+                return
+            for submission, result in zip(batch, results, strict=True):
+                submission.done(result)
+            return
+
+    def _record(self, batch: list[Submission]) -> list[list[EventResult]]:
+        recorded_at = utc_text(utc_now())
+        with self.recorder.write_transaction() as tx:
+            self.cache.catch_up(tx, self.recorder.head(tx))
+            events = [event for submission in batch for event in submission.events]
+            work = self._load(tx, events)
+            known = _load_event_keys(tx, [event.key for event in events])
+            pending = [self._decide(event, work, known) for event in events]
+            positions, committed = self._insert(tx, work, recorded_at)
+        self.cache.install(*committed)
+        results = [
+            _result(event, p, positions, work.entries) for event, p in zip(events, pending, strict=True)
+        ]
+        self.batches_committed += 1
+        self.events_committed += len(work.entries)
+        answers: list[list[EventResult]] = []
+        start = 0
+        for submission in batch:
+            answers.append(results[start : start + len(submission.events)])
+            start += len(submission.events)
+        return answers
+
+    def _load(self, tx: SqlTx, events: list[StockEvent]) -> _Work:
+        level_keys: set[tuple[str, str]] = set()
+        reservation_keys: set[tuple[str, str]] = set()
+        for event in events:
+            for line in event.lines:
+                level_keys.add((event.store_id, line.sku))
+                if event.to_store:
+                    level_keys.add((event.to_store, line.sku))
+            if event.reservation_id:
+                reservation_keys.add((event.store_id, event.reservation_id))
+        reservations = self.cache.load_reservations(tx, reservation_keys)
+        # A release without lines touches the reservation's SKUs.
+        for event in events:
+            held = reservations.get((event.store_id, event.reservation_id or ""))
+            if held is not None:
+                level_keys.update((event.store_id, sku) for sku in held[0].lines)
+        levels = self.cache.load_levels(tx, level_keys)
+        state = LedgerState(
+            levels={key: cached.level.copy() for key, cached in levels.items()},
+            reservations={key: held.copy() for key, (held, _) in reservations.items()},
+        )
+        return _Work(state)
+
+    def _decide(
+        self, event: StockEvent, work: _Work, known: dict[tuple[str, str], Original | int]
+    ) -> _Pending:
+        seen = known.get(event.key)
+        if isinstance(seen, Original):
+            return _Pending(duplicate_of=seen)
+        if isinstance(seen, int):
+            return _Pending(duplicate_of_entry=seen)
+        decision = decide(event, work.state)
+        if decision.duplicate_of_position is not None:
+            position = decision.duplicate_of_position
+            if position < 0:  # placed earlier in this same batch
+                return _Pending(duplicate_of_entry=-position - 1)
+            return _Pending(duplicate_of=Original(Outcome.ACCEPTED, None, position))
+        first_index = len(work.entries)
+        for entry in decision.entries:
+            self._apply(entry, work)
+        known[event.key] = first_index
+        return _Pending(entry_index=first_index)
+
+    def _apply(self, entry: Entry, work: _Work) -> None:
+        index = len(work.entries)
+        apply(entry, work.state, -(index + 1))  # a placeholder position until the insert
+        work.entries.append(entry)
+        work.levels_after.append(
+            tuple(work.state.level(entry.store_id, e.sku).copy() for e in entry.effects)
+        )
+        if entry.outcome is Outcome.ACCEPTED:
+            for effect in entry.effects:
+                if effect.on_hand_delta or effect.reserved_delta or effect.incoming_delta:
+                    work.level_changed_by[(entry.store_id, effect.sku)] = index
+            if entry.event.reservation_id:
+                key = (entry.store_id, entry.event.reservation_id)
+                if key in work.state.reservations:
+                    work.reservation_changed_by[key] = index
+
+    def _insert(
+        self, tx: SqlTx, work: _Work, recorded_at: str
+    ) -> tuple[list[int], _Committed]:
+        """Records the batch's entries and projections; returns their positions and what the
+        cache takes once the transaction has committed."""
+        if not work.entries:
+            return [], ({}, {}, {}, self.cache.head)
+        versions = self.cache.load_store_versions(tx, {e.store_id for e in work.entries})
+        stored = []
+        for entry in work.entries:
+            versions[entry.store_id] += 1
+            stored.append(encode(entry, versions[entry.store_id], recorded_at))
+        positions = self.recorder.insert_entries(tx, stored)
+        assert positions == sorted(positions), "positions must grow in insert order"
+        batch = ProjectionBatch(recorded_at)
+        for index, entry in enumerate(work.entries):
+            batch.recorded.append(RecordedEntry(positions[index], entry, work.levels_after[index]))
+        installed_levels: dict[tuple[str, str], CachedLevel] = {}
+        for key, index in work.level_changed_by.items():
+            level = work.state.levels[key]
+            batch.levels[key] = (level, positions[index])
+            installed_levels[key] = CachedLevel(level.copy(), positions[index], recorded_at)
+        installed_reservations: dict[tuple[str, str], tuple[Reservation, int]] = {}
+        for key, index in work.reservation_changed_by.items():
+            held = work.state.reservations[key]
+            if held.placed_at_position < 0:
+                held.placed_at_position = positions[-held.placed_at_position - 1]
+            batch.reservations[key] = (held, positions[index])
+            installed_reservations[key] = (held.copy(), positions[index])
+        write_batch(tx, batch)
+        return positions, (installed_levels, installed_reservations, versions, positions[-1])
+
+    # -- expiry -------------------------------------------------------------------------------------
+
+    def _maybe_expire(self) -> None:
+        now_monotonic = time.monotonic()
+        if now_monotonic < self._next_expiry_check:
+            return
+        self._next_expiry_check = now_monotonic + self.limits.expiry_interval_s
+        try:
+            self.expire_due(utc_now())
+        except Exception as error:  # noqa: BLE001 - retried at the next interval
+            self.cache.clear(0)
+            log.warning("reservation expiry failed, will retry: %s", error)
+
+    def expire_due(self, now: datetime) -> int:
+        """Records `stock.reservation_expired` for every open reservation due by `now`."""
+        due_sql = (
+            "SELECT * FROM ledger_reservations WHERE remaining > 0 AND expires_at IS NOT NULL "
+            "AND expires_at <= %s ORDER BY expires_at LIMIT %s"
+        )
+        with self.recorder.read_transaction() as tx:
+            if not tx.fetchall(due_sql, (utc_text(now), 1)):
+                return 0
+        recorded_at = utc_text(utc_now())
+        with self.recorder.write_transaction() as tx:
+            self.cache.catch_up(tx, self.recorder.head(tx))
+            rows = tx.fetchall(due_sql, (utc_text(now), self.limits.expiry_batch_max))
+            work = _Work(LedgerState())
+            keys = {(row["store_id"], row["reservation_id"]) for row in rows}
+            for key in keys:
+                work.state.reservations[key] = reservation_from_row(
+                    next(r for r in rows if (r["store_id"], r["reservation_id"]) == key)
+                )
+            level_keys = {
+                (store, sku) for (store, _), held in work.state.reservations.items() for sku in held.lines
+            }
+            levels = self.cache.load_levels(tx, level_keys)
+            work.state.levels.update({key: cached.level.copy() for key, cached in levels.items()})
+            for key in sorted(keys):
+                held = work.state.reservations[key]
+                if held.is_open:
+                    self._apply(expire(held, now, f"expire:{key[0]}:{key[1]}"), work)
+            _, committed = self._insert(tx, work, recorded_at)
+        self.cache.install(*committed)
+        return len(work.entries)
+
+
+def _load_event_keys(tx: SqlTx, keys: list[tuple[str, str]]) -> dict[tuple[str, str], Original | int]:
+    found: dict[tuple[str, str], Original | int] = {}
+    unique = list(dict.fromkeys(keys))
+    for part in chunks(unique, 500):
+        rows = tx.fetchall(
+            "SELECT source, event_id, position, outcome, reason FROM ledger_event_keys "
+            "WHERE (source, event_id) IN (VALUES " + placeholders(len(part), 2) + ")",
+            [value for key in part for value in key],
+        )
+        for row in rows:
+            reason = row["reason"]
+            found[(row["source"], row["event_id"])] = Original(
+                Outcome(row["outcome"]),
+                RejectionReason(reason) if reason else None,
+                int(row["position"]),
+            )
+    return found
+
+
+def _result(
+    event: StockEvent, pending: _Pending, positions: list[int], entries: list[Entry]
+) -> EventResult:
+    base = {"event_id": event.event_id, "source": event.source, "store_id": event.store_id}
+    if pending.duplicate_of is not None:
+        return EventResult(**base, outcome=Outcome.DUPLICATE, original=pending.duplicate_of)  # type: ignore[arg-type]
+    if pending.duplicate_of_entry is not None:
+        first = entries[pending.duplicate_of_entry]
+        original = Original(first.outcome, first.reason, positions[pending.duplicate_of_entry])
+        return EventResult(**base, outcome=Outcome.DUPLICATE, original=original)  # type: ignore[arg-type]
+    assert pending.entry_index is not None
+    entry = entries[pending.entry_index]
+    return EventResult(
+        **base,  # type: ignore[arg-type]
+        outcome=entry.outcome,
+        reason=entry.reason,
+        shortfall=entry.shortfall,
+        position=positions[pending.entry_index],
+    )
+

@@ -1,0 +1,91 @@
+"""Reads of the projections: levels now and then, totals, history pages, reservations."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ledger.storage.sql import Row, SqlTx, placeholders
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryFilter:
+    store_id: str
+    sku: str | None = None
+    type: str | None = None
+    order_id: str | None = None
+    reservation_id: str | None = None
+    recorded_from: str | None = None  # fixed-width UTC text, inclusive
+    recorded_to: str | None = None  # fixed-width UTC text, inclusive
+    after_position: int = 0
+    after_line_no: int = -1
+
+
+def current_levels(tx: SqlTx, store_id: str, skus: list[str]) -> dict[str, Row]:
+    rows = tx.fetchall(
+        "SELECT * FROM ledger_levels WHERE store_id = %s AND sku IN (" + placeholders(len(skus)) + ")",
+        [store_id, *skus],
+    )
+    return {row["sku"]: row for row in rows}
+
+
+def levels_at(tx: SqlTx, store_id: str, skus: list[str], position: int) -> dict[str, Row]:
+    """The levels after the last entry at or before `position`, from the history's levels-after."""
+    found: dict[str, Row] = {}
+    for sku in skus:
+        row = tx.fetchone(
+            "SELECT sku, on_hand, reserved, incoming, position, recorded_at AS updated_at "
+            "FROM ledger_history WHERE store_id = %s AND sku = %s AND position <= %s "
+            "AND outcome = 'accepted' ORDER BY position DESC, line_no DESC LIMIT 1",
+            (store_id, sku, position),
+        )
+        if row is not None:
+            found[sku] = row
+    return found
+
+
+def position_at(tx: SqlTx, recorded_at: str) -> int:
+    row = tx.fetchone(
+        "SELECT COALESCE(MAX(position), 0) AS position FROM ledger_history WHERE recorded_at <= %s",
+        (recorded_at,),
+    )
+    return int(row["position"]) if row else 0
+
+
+def sku_across_stores(tx: SqlTx, sku: str) -> tuple[Row | None, list[Row]]:
+    total = tx.fetchone("SELECT * FROM ledger_sku_totals WHERE sku = %s", (sku,))
+    stores = tx.fetchall("SELECT * FROM ledger_levels WHERE sku = %s ORDER BY store_id", (sku,))
+    return total, stores
+
+
+def history_page(tx: SqlTx, where: HistoryFilter, limit: int) -> list[Row]:
+    """Entries oldest first after the cursor; returns up to limit + 1 rows (the extra says 'more')."""
+    sql = [
+        "SELECT * FROM ledger_history WHERE store_id = %s",
+        "AND (position > %s OR (position = %s AND line_no > %s))",
+    ]
+    params: list[object] = [where.store_id, where.after_position, where.after_position, where.after_line_no]
+    for column, value in (
+        ("sku", where.sku),
+        ("type", where.type),
+        ("order_id", where.order_id),
+        ("reservation_id", where.reservation_id),
+    ):
+        if value is not None:
+            sql.append(f"AND {column} = %s")
+            params.append(value)
+    if where.recorded_from is not None:
+        sql.append("AND recorded_at >= %s")
+        params.append(where.recorded_from)
+    if where.recorded_to is not None:
+        sql.append("AND recorded_at <= %s")
+        params.append(where.recorded_to)
+    sql.append("ORDER BY position, line_no LIMIT %s")
+    params.append(limit + 1)
+    return tx.fetchall(" ".join(sql), params)
+
+
+def reservation(tx: SqlTx, store_id: str, reservation_id: str) -> Row | None:
+    return tx.fetchone(
+        "SELECT * FROM ledger_reservations WHERE store_id = %s AND reservation_id = %s",
+        (store_id, reservation_id),
+    )

@@ -1,0 +1,90 @@
+"""The projection tables, in SQL that PostgreSQL and SQLite both accept.
+
+Times are stored as fixed-width UTC text (`2026-11-22T07:15:00.000000Z`), so that comparing the
+text compares the instants, on both databases alike.
+"""
+
+PROJECTION_TABLES = (
+    "ledger_levels",
+    "ledger_sku_totals",
+    "ledger_history",
+    "ledger_reservations",
+    "ledger_event_keys",
+)
+
+DDL = (
+    """CREATE TABLE IF NOT EXISTS ledger_levels (
+        store_id TEXT NOT NULL,
+        sku TEXT NOT NULL,
+        on_hand BIGINT NOT NULL,
+        reserved BIGINT NOT NULL,
+        incoming BIGINT NOT NULL,
+        position BIGINT NOT NULL,
+        updated_at TEXT NOT NULL,
+        PRIMARY KEY (store_id, sku))""",
+    "CREATE INDEX IF NOT EXISTS ledger_levels_by_sku ON ledger_levels (sku, store_id)",
+    "CREATE INDEX IF NOT EXISTS ledger_levels_by_position ON ledger_levels (position)",
+    """CREATE TABLE IF NOT EXISTS ledger_sku_totals (
+        sku TEXT NOT NULL PRIMARY KEY,
+        on_hand BIGINT NOT NULL,
+        reserved BIGINT NOT NULL,
+        incoming BIGINT NOT NULL,
+        position BIGINT NOT NULL,
+        updated_at TEXT NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS ledger_history (
+        position BIGINT NOT NULL,
+        line_no INTEGER NOT NULL,
+        store_id TEXT NOT NULL,
+        sku TEXT NOT NULL,
+        event_id TEXT NOT NULL,
+        source TEXT NOT NULL,
+        type TEXT NOT NULL,
+        time TEXT NOT NULL,
+        recorded_at TEXT NOT NULL,
+        outcome TEXT NOT NULL,
+        reason TEXT,
+        on_hand_delta BIGINT NOT NULL,
+        reserved_delta BIGINT NOT NULL,
+        incoming_delta BIGINT NOT NULL,
+        on_hand BIGINT NOT NULL,
+        reserved BIGINT NOT NULL,
+        incoming BIGINT NOT NULL,
+        oversold BOOLEAN NOT NULL,
+        unknown_reservation BOOLEAN NOT NULL,
+        order_id TEXT,
+        reservation_id TEXT,
+        reference TEXT,
+        transfer_id TEXT,
+        adjustment_reason TEXT,
+        PRIMARY KEY (position, line_no))""",
+    "CREATE INDEX IF NOT EXISTS ledger_history_by_store ON ledger_history (store_id, position)",
+    "CREATE INDEX IF NOT EXISTS ledger_history_by_sku ON ledger_history (store_id, sku, position)",
+    "CREATE INDEX IF NOT EXISTS ledger_history_by_order ON ledger_history (store_id, order_id)",
+    """CREATE INDEX IF NOT EXISTS ledger_history_by_reservation
+        ON ledger_history (store_id, reservation_id)""",
+    "CREATE INDEX IF NOT EXISTS ledger_history_by_time ON ledger_history (recorded_at, position)",
+    """CREATE TABLE IF NOT EXISTS ledger_reservations (
+        store_id TEXT NOT NULL,
+        reservation_id TEXT NOT NULL,
+        order_id TEXT,
+        expires_at TEXT,
+        lines TEXT NOT NULL,
+        closed_as TEXT,
+        status TEXT NOT NULL,
+        remaining BIGINT NOT NULL,
+        placed_at_position BIGINT NOT NULL,
+        position BIGINT NOT NULL,
+        PRIMARY KEY (store_id, reservation_id))""",
+    """CREATE INDEX IF NOT EXISTS ledger_reservations_due
+        ON ledger_reservations (expires_at) WHERE remaining > 0""",
+    """CREATE INDEX IF NOT EXISTS ledger_reservations_by_position
+        ON ledger_reservations (position)""",
+    """CREATE TABLE IF NOT EXISTS ledger_event_keys (
+        source TEXT NOT NULL,
+        event_id TEXT NOT NULL,
+        position BIGINT NOT NULL,
+        outcome TEXT NOT NULL,
+        reason TEXT,
+        shortfall TEXT,
+        PRIMARY KEY (source, event_id))""",
+)

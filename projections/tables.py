@@ -1,0 +1,145 @@
+"""Writes one batch of recorded entries into the projection tables.
+
+The writer calls this inside the transaction that records the events, so the projections are
+never behind the log; `ledger rebuild` calls it with the same batches replayed from the log.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import orjson
+
+from ledger.clock import utc_text
+from ledger.domain.model import Entry, EventType, Level, Outcome, Reservation
+from ledger.storage.sql import SqlTx
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedEntry:
+    position: int
+    entry: Entry
+    levels_after: tuple[Level, ...]  # one per effect, in line order
+
+
+@dataclass(slots=True)
+class ProjectionBatch:
+    recorded_at: str
+    recorded: list[RecordedEntry] = field(default_factory=list)
+    # The final value of every level and reservation the batch changed, with the position of
+    # the entry that changed it last.
+    levels: dict[tuple[str, str], tuple[Level, int]] = field(default_factory=dict)
+    reservations: dict[tuple[str, str], tuple[Reservation, int]] = field(default_factory=dict)
+
+
+_INSERT_HISTORY = """INSERT INTO ledger_history (position, line_no, store_id, sku, event_id,
+    source, type, time, recorded_at, outcome, reason, on_hand_delta, reserved_delta,
+    incoming_delta, on_hand, reserved, incoming, oversold, unknown_reservation, order_id,
+    reservation_id, reference, transfer_id, adjustment_reason)
+    VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)"""
+
+_UPSERT_LEVEL = """INSERT INTO ledger_levels
+    (store_id, sku, on_hand, reserved, incoming, position, updated_at)
+    VALUES (%s,%s,%s,%s,%s,%s,%s)
+    ON CONFLICT (store_id, sku) DO UPDATE SET on_hand = excluded.on_hand,
+    reserved = excluded.reserved, incoming = excluded.incoming,
+    position = excluded.position, updated_at = excluded.updated_at"""
+
+_UPSERT_TOTAL = """INSERT INTO ledger_sku_totals
+    (sku, on_hand, reserved, incoming, position, updated_at) VALUES (%s,%s,%s,%s,%s,%s)
+    ON CONFLICT (sku) DO UPDATE SET on_hand = ledger_sku_totals.on_hand + excluded.on_hand,
+    reserved = ledger_sku_totals.reserved + excluded.reserved,
+    incoming = ledger_sku_totals.incoming + excluded.incoming,
+    position = excluded.position, updated_at = excluded.updated_at"""
+
+_UPSERT_RESERVATION = """INSERT INTO ledger_reservations (store_id, reservation_id, order_id,
+    expires_at, lines, closed_as, status, remaining, placed_at_position, position)
+    VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)
+    ON CONFLICT (store_id, reservation_id) DO UPDATE SET lines = excluded.lines,
+    closed_as = excluded.closed_as, status = excluded.status, remaining = excluded.remaining,
+    position = excluded.position"""
+
+_INSERT_KEY = """INSERT INTO ledger_event_keys (source, event_id, position, outcome, reason,
+    shortfall) VALUES (%s,%s,%s,%s,%s,%s)"""
+
+
+def write_batch(tx: SqlTx, batch: ProjectionBatch) -> None:
+    tx.executemany(_INSERT_HISTORY, _history_rows(batch))
+    tx.executemany(
+        _UPSERT_LEVEL,
+        [
+            (store_id, sku, level.on_hand_units, level.reserved_units, level.incoming_units,
+             position, batch.recorded_at)
+            for (store_id, sku), (level, position) in batch.levels.items()
+        ],
+    )
+    tx.executemany(_UPSERT_TOTAL, _total_rows(batch))
+    tx.executemany(
+        _UPSERT_RESERVATION,
+        [_reservation_row(reservation, position) for reservation, position in batch.reservations.values()],
+    )
+    tx.executemany(_INSERT_KEY, _key_rows(batch))
+
+
+def _history_rows(batch: ProjectionBatch) -> list[tuple[object, ...]]:
+    rows: list[tuple[object, ...]] = []
+    for recorded in batch.recorded:
+        entry = recorded.entry
+        event = entry.event
+        reason = entry.reason.value if entry.reason else None
+        for line_no, (effect, after) in enumerate(zip(entry.effects, recorded.levels_after, strict=True)):
+            rows.append((
+                recorded.position, line_no, event.store_id, effect.sku, event.event_id,
+                event.source, event.type.value, event.time.isoformat(), batch.recorded_at,
+                entry.outcome.value, reason, effect.on_hand_delta, effect.reserved_delta,
+                effect.incoming_delta, after.on_hand_units, after.reserved_units,
+                after.incoming_units, effect.oversold, effect.unknown_reservation,
+                event.order_id, event.reservation_id, event.reference, event.transfer_id,
+                event.reason,
+            ))
+    return rows
+
+
+def _total_rows(batch: ProjectionBatch) -> list[tuple[object, ...]]:
+    totals: dict[str, list[int]] = {}
+    for recorded in batch.recorded:
+        if recorded.entry.outcome is not Outcome.ACCEPTED:
+            continue
+        for effect in recorded.entry.effects:
+            if effect.on_hand_delta or effect.reserved_delta or effect.incoming_delta:
+                total = totals.setdefault(effect.sku, [0, 0, 0, 0])
+                total[0] += effect.on_hand_delta
+                total[1] += effect.reserved_delta
+                total[2] += effect.incoming_delta
+                total[3] = recorded.position
+    return [(sku, t[0], t[1], t[2], t[3], batch.recorded_at) for sku, t in totals.items()]
+
+
+def _reservation_row(reservation: Reservation, position: int) -> tuple[object, ...]:
+    lines = [[sku, line.qty_units, line.shipped_units, line.released_units]
+             for sku, line in reservation.lines.items()]
+    return (
+        reservation.store_id, reservation.reservation_id, reservation.order_id,
+        utc_text(reservation.expires_at) if reservation.expires_at else None,
+        orjson.dumps(lines).decode(),
+        reservation.closed_as.value if reservation.closed_as else None,
+        reservation.status.value, reservation.remaining_units,
+        reservation.placed_at_position, position,
+    )
+
+
+def _key_rows(batch: ProjectionBatch) -> list[tuple[object, ...]]:
+    rows = []
+    for recorded in batch.recorded:
+        entry = recorded.entry
+        if entry.event.type is EventType.TRANSFER_INCOMING:
+            continue  # shares its key with the transfer it belongs to
+        shortfall = (
+            orjson.dumps([[s.sku, s.requested_units, s.available_units] for s in entry.shortfall]).decode()
+            if entry.shortfall else None
+        )
+        rows.append((
+            entry.event.source, entry.event.event_id, recorded.position, entry.outcome.value,
+            entry.reason.value if entry.reason else None, shortfall,
+        ))
+    return rows
