@@ -10,6 +10,7 @@ ever made from a state that another transaction could change before the commit.
 from __future__ import annotations
 
 import logging
+from collections import Counter
 import queue
 import threading
 import time
@@ -97,8 +98,6 @@ class _Work:
     state: LedgerState
     entries: list[Entry] = field(default_factory=list)
     levels_after: list[tuple[Level, ...]] = field(default_factory=list)
-    level_changed_by: dict[tuple[str, str], int] = field(default_factory=dict)
-    reservation_changed_by: dict[tuple[str, str], int] = field(default_factory=dict)
 
 
 class Writer:
@@ -112,6 +111,7 @@ class Writer:
         self._next_expiry_check = 0.0
         self.batches_committed = 0
         self.events_committed = 0
+        self.outcome_counts: Counter[str] = Counter()
 
     # -- lifecycle --------------------------------------------------------------------------------
 
@@ -224,6 +224,7 @@ class Writer:
         ]
         self.batches_committed += 1
         self.events_committed += len(work.entries)
+        self.outcome_counts.update(result.outcome.value for result in results)
         answers: list[list[EventResult]] = []
         start = 0
         for submission in batch:
@@ -281,14 +282,6 @@ class Writer:
         work.levels_after.append(
             tuple(work.state.level(entry.store_id, e.sku).copy() for e in entry.effects)
         )
-        if entry.outcome is Outcome.ACCEPTED:
-            for effect in entry.effects:
-                if effect.on_hand_delta or effect.reserved_delta or effect.incoming_delta:
-                    work.level_changed_by[(entry.store_id, effect.sku)] = index
-            if entry.event.reservation_id:
-                key = (entry.store_id, entry.event.reservation_id)
-                if key in work.state.reservations:
-                    work.reservation_changed_by[key] = index
 
     def _insert(
         self, tx: SqlTx, work: _Work, recorded_at: str
@@ -304,22 +297,20 @@ class Writer:
             stored.append(encode(entry, versions[entry.store_id], recorded_at))
         positions = self.recorder.insert_entries(tx, stored)
         assert positions == sorted(positions), "positions must grow in insert order"
-        batch = ProjectionBatch(recorded_at)
+        batch = ProjectionBatch()
         for index, entry in enumerate(work.entries):
-            batch.recorded.append(RecordedEntry(positions[index], entry, work.levels_after[index]))
-        installed_levels: dict[tuple[str, str], CachedLevel] = {}
-        for key, index in work.level_changed_by.items():
-            level = work.state.levels[key]
-            batch.levels[key] = (level, positions[index])
-            installed_levels[key] = CachedLevel(level.copy(), positions[index], recorded_at)
-        installed_reservations: dict[tuple[str, str], tuple[Reservation, int]] = {}
-        for key, index in work.reservation_changed_by.items():
-            held = work.state.reservations[key]
-            if held.placed_at_position < 0:
+            batch.add(RecordedEntry(positions[index], entry, work.levels_after[index], recorded_at), work.state)
+        for held, _ in batch.reservations.values():
+            if held.placed_at_position < 0:  # placed in this batch: now its position is known
                 held.placed_at_position = positions[-held.placed_at_position - 1]
-            batch.reservations[key] = (held, positions[index])
-            installed_reservations[key] = (held.copy(), positions[index])
         write_batch(tx, batch)
+        installed_levels = {
+            key: CachedLevel(level.copy(), position, updated_at)
+            for key, (level, position, updated_at) in batch.levels.items()
+        }
+        installed_reservations = {
+            key: (held.copy(), position) for key, (held, position) in batch.reservations.items()
+        }
         return positions, (installed_levels, installed_reservations, versions, positions[-1])
 
     # -- expiry -------------------------------------------------------------------------------------

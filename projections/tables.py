@@ -12,6 +12,7 @@ import orjson
 
 from ledger.clock import utc_text
 from ledger.domain.model import Entry, EventType, Level, Outcome, Reservation
+from ledger.domain.rules import LedgerState
 from ledger.storage.sql import SqlTx
 
 
@@ -20,16 +21,33 @@ class RecordedEntry:
     position: int
     entry: Entry
     levels_after: tuple[Level, ...]  # one per effect, in line order
+    recorded_at: str
 
 
 @dataclass(slots=True)
 class ProjectionBatch:
-    recorded_at: str
     recorded: list[RecordedEntry] = field(default_factory=list)
-    # The final value of every level and reservation the batch changed, with the position of
-    # the entry that changed it last.
-    levels: dict[tuple[str, str], tuple[Level, int]] = field(default_factory=dict)
+    # The final value of every level and reservation the batch changed, with the position (and
+    # time) of the entry that changed it last. The values are the replay state's own objects.
+    levels: dict[tuple[str, str], tuple[Level, int, str]] = field(default_factory=dict)
     reservations: dict[tuple[str, str], tuple[Reservation, int]] = field(default_factory=dict)
+
+    def add(self, recorded: RecordedEntry, state: LedgerState) -> None:
+        """Adds an entry that has been applied to `state`. The writer and the rebuild both come here,
+        so they agree on what an entry changed."""
+        self.recorded.append(recorded)
+        entry = recorded.entry
+        if entry.outcome is not Outcome.ACCEPTED:
+            return
+        for effect in entry.effects:
+            if effect.on_hand_delta or effect.reserved_delta or effect.incoming_delta:
+                key = (entry.store_id, effect.sku)
+                self.levels[key] = (state.levels[key], recorded.position, recorded.recorded_at)
+        if entry.event.reservation_id:
+            key = (entry.store_id, entry.event.reservation_id)
+            held = state.reservations.get(key)
+            if held is not None:
+                self.reservations[key] = (held, recorded.position)
 
 
 _INSERT_HISTORY = """INSERT INTO ledger_history (position, line_no, store_id, sku, event_id,
@@ -69,8 +87,8 @@ def write_batch(tx: SqlTx, batch: ProjectionBatch) -> None:
         _UPSERT_LEVEL,
         [
             (store_id, sku, level.on_hand_units, level.reserved_units, level.incoming_units,
-             position, batch.recorded_at)
-            for (store_id, sku), (level, position) in batch.levels.items()
+             position, updated_at)
+            for (store_id, sku), (level, position, updated_at) in batch.levels.items()
         ],
     )
     tx.executemany(_UPSERT_TOTAL, _total_rows(batch))
@@ -90,7 +108,7 @@ def _history_rows(batch: ProjectionBatch) -> list[tuple[object, ...]]:
         for line_no, (effect, after) in enumerate(zip(entry.effects, recorded.levels_after, strict=True)):
             rows.append((
                 recorded.position, line_no, event.store_id, effect.sku, event.event_id,
-                event.source, event.type.value, event.time.isoformat(), batch.recorded_at,
+                event.source, event.type.value, event.time.isoformat(), recorded.recorded_at,
                 entry.outcome.value, reason, effect.on_hand_delta, effect.reserved_delta,
                 effect.incoming_delta, after.on_hand_units, after.reserved_units,
                 after.incoming_units, effect.oversold, effect.unknown_reservation,
@@ -102,6 +120,7 @@ def _history_rows(batch: ProjectionBatch) -> list[tuple[object, ...]]:
 
 def _total_rows(batch: ProjectionBatch) -> list[tuple[object, ...]]:
     totals: dict[str, list[int]] = {}
+    updated_at: dict[str, str] = {}
     for recorded in batch.recorded:
         if recorded.entry.outcome is not Outcome.ACCEPTED:
             continue
@@ -112,7 +131,8 @@ def _total_rows(batch: ProjectionBatch) -> list[tuple[object, ...]]:
                 total[1] += effect.reserved_delta
                 total[2] += effect.incoming_delta
                 total[3] = recorded.position
-    return [(sku, t[0], t[1], t[2], t[3], batch.recorded_at) for sku, t in totals.items()]
+                updated_at[effect.sku] = recorded.recorded_at
+    return [(sku, t[0], t[1], t[2], t[3], updated_at[sku]) for sku, t in totals.items()]
 
 
 def _reservation_row(reservation: Reservation, position: int) -> tuple[object, ...]:

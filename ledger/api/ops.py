@@ -1,0 +1,66 @@
+"""Liveness, readiness and Prometheus metrics."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+
+from fastapi import APIRouter
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+from starlette.requests import Request
+from starlette.responses import Response
+
+from ledger.api.deps import LedgerDep
+from ledger.api.problems import Problem
+from ledger.service import Ledger
+
+router = APIRouter(tags=["operations"])
+
+
+class LedgerCollector(Collector):
+    def __init__(self, ledger: Ledger) -> None:
+        self.ledger = ledger
+
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        writer = self.ledger.writer
+        outcomes = CounterMetricFamily("ledger_events", "events answered by the writer, by outcome",
+                                       labels=["outcome"])
+        for outcome, count in sorted(writer.outcome_counts.items()):
+            outcomes.add_metric([outcome], count)
+        yield outcomes
+        yield CounterMetricFamily("ledger_writer_batches", "transactions committed by this instance's writer",
+                                  value=writer.batches_committed)
+        yield CounterMetricFamily("ledger_entries_recorded", "entries recorded by this instance",
+                                  value=writer.events_committed)
+        yield GaugeMetricFamily("ledger_position", "the log position this instance has applied",
+                                value=self.ledger.cache.head)
+        yield GaugeMetricFamily("ledger_writer_alive", "1 while the writer thread runs",
+                                value=1 if writer.alive else 0)
+        yield GaugeMetricFamily("ledger_cached_levels", "levels held in memory", value=len(self.ledger.cache.levels))
+
+
+def metrics_registry(ledger: Ledger) -> CollectorRegistry:
+    registry = CollectorRegistry()
+    registry.register(LedgerCollector(ledger))
+    return registry
+
+
+@router.get("/healthz", summary="Liveness")
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/readyz", summary="Readiness: the database answers and the writer runs")
+async def readyz(ledger: LedgerDep) -> dict[str, object]:
+    database_ok = await asyncio.to_thread(ledger.ping)
+    if not database_ok or not ledger.writer.alive:
+        raise Problem(503, "not-ready", "Not ready",
+                      "database unreachable" if not database_ok else "the writer is not running")
+    return {"status": "ready", "position": ledger.cache.head}
+
+
+@router.get("/metrics", summary="Prometheus metrics")
+async def metrics(request: Request) -> Response:
+    return Response(generate_latest(request.app.state.metrics), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,94 @@
+"""RFC 9457 problem details: every error the API answers, mapped once, with a stable `type`."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+from ledger.intake.envelope import FieldError, InvalidEvent
+from ledger.writer import WriterUnavailable
+
+log = logging.getLogger("ledger.api")
+
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+
+
+class Problem(Exception):
+    """An error answer. `type` is a stable slug (a relative URI reference), e.g. insufficient-stock."""
+
+    def __init__(self, status: int, type_: str, title: str, detail: str = "", **extra: Any) -> None:
+        super().__init__(detail or title)
+        self.status = status
+        self.type = type_
+        self.title = title
+        self.detail = detail
+        self.extra = extra
+
+
+def problem_response(problem: Problem, instance: str | None = None) -> Response:
+    body: dict[str, Any] = {"type": problem.type, "title": problem.title, "status": problem.status}
+    if problem.detail:
+        body["detail"] = problem.detail
+    if instance:
+        body["instance"] = instance
+    body.update(problem.extra)
+    return Response(orjson.dumps(body), status_code=problem.status, media_type=PROBLEM_MEDIA_TYPE)
+
+
+def invalid(errors: list[FieldError], title: str = "Invalid request") -> Problem:
+    detail = "; ".join(f"{e.field or 'body'}: {e.message}" for e in errors)
+    return Problem(422, "invalid-request", title, detail, errors=[e.as_dict() for e in errors])
+
+
+def _field_name(loc: tuple[Any, ...]) -> str:
+    parts = [str(p) for p in loc if p not in ("body", "query", "path")]
+    return ".".join(parts)
+
+
+def install_handlers(app: FastAPI) -> None:
+    @app.exception_handler(Problem)
+    async def on_problem(request: Request, error: Problem) -> Response:
+        return problem_response(error, request.url.path)
+
+    @app.exception_handler(InvalidEvent)
+    async def on_invalid_event(request: Request, error: InvalidEvent) -> Response:
+        return problem_response(invalid(error.errors, "Invalid event"), request.url.path)
+
+    @app.exception_handler(RequestValidationError)
+    async def on_validation(request: Request, error: RequestValidationError) -> Response:
+        errors = [FieldError(_field_name(tuple(e.get("loc", ()))), e.get("msg", "is invalid")) for e in error.errors()]
+        return problem_response(invalid(errors), request.url.path)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def on_http(request: Request, error: StarletteHTTPException) -> Response:
+        slug = {404: "not-found", 405: "method-not-allowed", 413: "content-too-large"}.get(
+            error.status_code, "http-error"
+        )
+        detail = str(error.detail) if error.detail else ""
+        return problem_response(Problem(error.status_code, slug, detail or slug.replace("-", " "), detail),
+                                request.url.path)
+
+    @app.exception_handler(WriterUnavailable)
+    async def on_unavailable(request: Request, error: WriterUnavailable) -> Response:
+        return problem_response(Problem(503, "unavailable", "The ledger cannot take writes now", str(error)),
+                                request.url.path)
+
+    @app.exception_handler(TimeoutError)
+    async def on_timeout(request: Request, error: TimeoutError) -> Response:
+        return problem_response(
+            Problem(503, "timeout", "The ledger did not answer in time; the outcome is not known",
+                    "Retry with the same source and id: a recorded event is answered as a duplicate."),
+            request.url.path,
+        )
+
+    @app.exception_handler(Exception)
+    async def on_error(request: Request, error: Exception) -> Response:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return problem_response(Problem(500, "internal-error", "Internal error", type(error).__name__),
+                                request.url.path)

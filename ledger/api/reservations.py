@@ -1,0 +1,151 @@
+"""Reservations over REST: place (all lines or none), read, release."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from ledger.api.deps import IntakeDep, LedgerDep, ReservationId, StoreId
+from ledger.api.events import parse_json
+from ledger.api.problems import Problem, invalid
+from ledger.api.schemas import ReservationPublic, problem_responses
+from ledger.clock import utc_now
+from ledger.domain.model import Outcome, RejectionReason, Reservation, ReservationLine, StockEvent
+from ledger.intake.envelope import FieldError, IntakeLimits, InvalidEvent, read_envelope
+from ledger.service import Ledger
+from ledger.writer import EventResult
+
+router = APIRouter(tags=["reservations"])
+
+REST_SOURCE = "ledger/http"
+
+
+def reservation_public(reservation: Reservation, position: int) -> dict[str, Any]:
+    return {
+        "reservation_id": reservation.reservation_id,
+        "order_id": reservation.order_id,
+        "status": reservation.status.value,
+        "lines": [
+            {"sku": sku, "qty": line.qty_units, "remaining": line.remaining_units,
+             "shipped": line.shipped_units, "released": line.released_units}
+            for sku, line in reservation.lines.items()
+        ],
+        "expires_at": reservation.expires_at.isoformat() if reservation.expires_at else None,
+        "store_id": reservation.store_id,
+        "position": position,
+    }
+
+
+def _json(body: dict[str, Any], status: int = 200) -> Response:
+    return Response(orjson.dumps(body), status_code=status, media_type="application/json")
+
+
+def _event(store: str, event_type: str, data: dict[str, Any], limits: IntakeLimits) -> StockEvent:
+    """The body as a ledger event; field errors are named as the caller wrote them."""
+    envelope = {
+        "specversion": "1.0",
+        "id": uuid.uuid4().hex,  # every request is its own event; the reservation id makes it idempotent
+        "source": REST_SOURCE,
+        "type": event_type,
+        "time": utc_now().isoformat(),
+        "subject": store,
+        "data": data,
+    }
+    try:
+        return read_envelope(envelope, limits)
+    except InvalidEvent as error:
+        raise invalid([FieldError(e.field.removeprefix("data."), e.message) for e in error.errors]) from None
+
+
+async def _current(ledger: Ledger, store: str, reservation_id: str) -> dict[str, Any]:
+    view = await asyncio.to_thread(ledger.reservation, store, reservation_id)
+    if view is None:
+        raise Problem(404, "unknown-reservation", "Unknown reservation",
+                      f"no reservation {reservation_id} at store {store}")
+    return reservation_public(view.reservation, view.position)
+
+
+def _refusal(result: EventResult, reservation_id: str) -> Problem:
+    if result.reason is RejectionReason.INSUFFICIENT_STOCK:
+        return Problem(
+            409, "insufficient-stock", "Insufficient stock",
+            "not enough available stock for every line; nothing was reserved",
+            shortfall=[{"sku": s.sku, "requested": s.requested_units, "available": s.available_units}
+                       for s in result.shortfall],
+            position=result.position,
+        )
+    if result.reason is RejectionReason.RESERVATION_CONFLICT:
+        return Problem(409, "reservation-conflict", "Reservation conflict",
+                       f"reservation {reservation_id} exists with other lines", position=result.position)
+    return Problem(404, "unknown-reservation", "Unknown reservation", f"no reservation {reservation_id}")
+
+
+@router.post(
+    "/v1/stores/{store}/reservations",
+    status_code=201,
+    response_model=ReservationPublic,
+    responses={200: {"model": ReservationPublic, "description": "the same request again"},
+               **problem_responses(409, 422, 503)},
+    openapi_extra={"requestBody": {"required": True, "content": {
+        "application/json": {"schema": {"$ref": "#/components/schemas/ReservationCreate"}}}}},
+    summary="Reserve every line, or none",
+)
+async def place_reservation(store: StoreId, request: Request, ledger: LedgerDep, limits: IntakeDep) -> Response:
+    body = parse_json(await request.body())
+    if not isinstance(body, dict):
+        raise invalid([FieldError("", "the body must be a JSON object")])
+    if body.get("reservation_id") is None:
+        raise invalid([FieldError("reservation_id", "is required")])
+    data = {k: body[k] for k in ("reservation_id", "order_id", "lines", "expires_at") if k in body}
+    event = _event(store, "stock.reservation", data, limits)
+    [result] = await ledger.submit([event])
+    assert event.reservation_id is not None
+    if result.outcome is Outcome.ACCEPTED:
+        assert result.position is not None
+        placed = Reservation(
+            store_id=store, reservation_id=event.reservation_id, order_id=event.order_id,
+            expires_at=event.expires_at,
+            lines={line.sku: ReservationLine(line.qty_units) for line in event.lines},
+            placed_at_position=result.position,
+        )
+        return _json(reservation_public(placed, result.position), 201)
+    if result.outcome is Outcome.DUPLICATE:
+        return _json(await _current(ledger, store, event.reservation_id))
+    raise _refusal(result, event.reservation_id)
+
+
+@router.get(
+    "/v1/stores/{store}/reservations/{reservation_id}",
+    response_model=ReservationPublic,
+    responses=problem_responses(404, 422),
+)
+async def get_reservation(store: StoreId, reservation_id: ReservationId, ledger: LedgerDep) -> Response:
+    return _json(await _current(ledger, store, reservation_id))
+
+
+@router.post(
+    "/v1/stores/{store}/reservations/{reservation_id}/release",
+    response_model=ReservationPublic,
+    responses=problem_responses(404, 422, 503),
+    summary="Release what is still reserved (optionally only some lines)",
+)
+async def release_reservation(
+    store: StoreId, reservation_id: ReservationId, request: Request, ledger: LedgerDep, limits: IntakeDep
+) -> Response:
+    raw = await request.body()
+    body = parse_json(raw) if raw.strip() else {}
+    if not isinstance(body, dict):
+        raise invalid([FieldError("", "the body must be a JSON object or empty")])
+    data: dict[str, Any] = {"reservation_id": reservation_id}
+    if body.get("lines") is not None:
+        data["lines"] = body["lines"]
+    event = _event(store, "stock.reservation_release", data, limits)
+    [result] = await ledger.submit([event])
+    if result.outcome is Outcome.REJECTED:
+        raise _refusal(result, reservation_id)
+    return _json(await _current(ledger, store, reservation_id))

@@ -1,0 +1,107 @@
+"""Stock levels: one SKU at a store, several SKUs at a store, one SKU across stores; now or then."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime
+from typing import Annotated
+
+import orjson
+from fastapi import APIRouter, Query
+from starlette.responses import Response
+
+from ledger.api.deps import LedgerDep, SettingsDep, Sku, StoreId
+from ledger.api.problems import Problem, invalid
+from ledger.api.schemas import (
+    ID_REGEX,
+    SkuAcrossStoresPublic,
+    StockLevelPublic,
+    StockLevelsPublic,
+    level_public,
+    level_totals,
+    problem_responses,
+)
+from ledger.intake.envelope import FieldError, parse_rfc3339
+from ledger.service import Ledger, LevelView
+
+router = APIRouter(tags=["stock"])
+
+AsOf = Annotated[str | None, Query(description="RFC 3339: the levels as they were then")]
+AtPosition = Annotated[int | None, Query(ge=0, description="the levels after this log position")]
+MinPosition = Annotated[
+    int | None,
+    Query(ge=0, description="wait (briefly) until this instance has applied this position: read-your-writes "
+                            "across instances"),
+]
+
+
+def _json(body: object) -> Response:
+    return Response(orjson.dumps(body), media_type="application/json")
+
+
+def _as_of(value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    moment = parse_rfc3339(value)
+    if moment is None:
+        raise invalid([FieldError("as_of", "must be an RFC 3339 time with an offset")])
+    return moment
+
+
+async def _levels(
+    ledger: Ledger, store: str, skus: list[str], as_of: str | None, position: int | None,
+    min_position: int | None,
+) -> list[LevelView]:
+    if as_of is not None and position is not None:
+        raise invalid([FieldError("as_of", "give as_of or position, not both")])
+    moment = _as_of(as_of)
+    if moment is not None or position is not None:
+        return await asyncio.to_thread(ledger.levels_at, store, skus, position=position, as_of=moment)
+    if min_position is not None and not await ledger.wait_for_position(min_position):
+        raise Problem(503, "position-not-reached", "This instance has not reached that position yet",
+                      f"position {min_position} is not applied here yet; retry", position=ledger.cache.head)
+    if len(skus) == 1:
+        cached = ledger.cache.get_level((store, skus[0]))
+        if cached is not None:  # the hot path: no database round trip, no thread hop
+            return [LevelView(store, skus[0], cached.level, ledger.cache.head, cached.updated_at)]
+    return await asyncio.to_thread(ledger.levels, store, skus)
+
+
+@router.get("/v1/stores/{store}/stock/{sku}", response_model=StockLevelPublic, responses=problem_responses(422))
+async def get_stock(
+    store: StoreId, sku: Sku, ledger: LedgerDep, as_of: AsOf = None, position: AtPosition = None,
+    min_position: MinPosition = None,
+) -> Response:
+    [view] = await _levels(ledger, store, [sku], as_of, position, min_position)
+    return _json(level_public(view))
+
+
+@router.get("/v1/stores/{store}/stock", response_model=StockLevelsPublic, responses=problem_responses(422))
+async def get_stock_many(
+    store: StoreId, ledger: LedgerDep, settings: SettingsDep,
+    sku: Annotated[list[str], Query(description="repeat for several SKUs")],
+    as_of: AsOf = None, position: AtPosition = None, min_position: MinPosition = None,
+) -> Response:
+    import re
+
+    pattern = re.compile(ID_REGEX)
+    errors = [FieldError(f"sku[{i}]", "must be 1 to 64 ASCII letters, digits or -_.: characters")
+              for i, s in enumerate(sku) if not pattern.match(s)]
+    if not sku or len(sku) > settings.skus_per_lookup_max:
+        errors.append(FieldError("sku", f"give 1 to {settings.skus_per_lookup_max} SKUs"))
+    if errors:
+        raise invalid(errors)
+    unique = list(dict.fromkeys(sku))
+    views = await _levels(ledger, store, unique, as_of, position, min_position)
+    return _json({"items": [level_public(view) for view in views]})
+
+
+@router.get("/v1/stock/{sku}", response_model=SkuAcrossStoresPublic, responses=problem_responses(422))
+async def get_sku_across_stores(sku: Sku, ledger: LedgerDep) -> Response:
+    total, position, stores = await asyncio.to_thread(ledger.sku_totals, sku)
+    return _json({
+        "sku": sku,
+        "total": level_totals(total),
+        "position": position,
+        "stores": [level_public(view) for view in stores],
+    })

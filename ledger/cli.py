@@ -1,0 +1,74 @@
+"""The `ledger` command: serve, rebuild, and the tools around them."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from ledger.config import Settings
+
+
+def _serve(args: argparse.Namespace, settings: Settings) -> int:
+    import uvicorn
+
+    from ledger.api.app import create_app
+    from ledger.bootstrap import build_ledger, intake_limits
+
+    if args.host:
+        settings.http_host = args.host
+    if args.port:
+        settings.http_port = args.port
+    ledger = build_ledger(settings)
+    app = create_app(ledger, settings, intake_limits(settings))
+    logging.getLogger("ledger").info("serving on http://%s:%d with %s", settings.http_host,
+                                     settings.http_port, _redacted(settings.database_url))
+    uvicorn.run(app, host=settings.http_host, port=settings.http_port, log_level=args.log_level,
+                access_log=False, loop="auto", http="auto", timeout_graceful_shutdown=10)
+    return 0
+
+
+def _rebuild(args: argparse.Namespace, settings: Settings) -> int:
+    from tqdm import tqdm
+
+    from ledger.storage.recorders import open_recorder
+    from projections.rebuild import rebuild
+
+    recorder = open_recorder(settings.database_url, settings.db_pool_size, settings.db_lock_timeout_s)
+    with tqdm(total=0, unit="event", desc="rebuilding projections", disable=args.quiet) as bar:
+        def progress(position: int, head: int) -> None:
+            bar.total = head
+            bar.n = position
+            bar.refresh()
+
+        replayed = rebuild(recorder, progress)
+    recorder.close()
+    print(f"rebuilt every projection from {replayed} recorded events")
+    return 0
+
+
+def _redacted(url: str) -> str:
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        return f"{scheme}://***@{rest.split('@', 1)[1]}"
+    return url
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="ledger", description="The stock ledger service.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="run the HTTP API (and the Kafka consumer when configured)")
+    serve.add_argument("--host", help="overrides LEDGER_HTTP_HOST")
+    serve.add_argument("--port", type=int, help="overrides LEDGER_HTTP_PORT")
+    serve.add_argument("--log-level", default="info")
+    rebuild = commands.add_parser("rebuild", help="rebuild every projection from the event log")
+    rebuild.add_argument("--quiet", action="store_true", help="no progress bar")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = Settings()
+    handlers = {"serve": _serve, "rebuild": _rebuild}
+    return handlers[args.command](args, settings)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
