@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 from ledger.config import Settings
@@ -19,12 +20,25 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         settings.http_host = args.host
     if args.port:
         settings.http_port = args.port
+    workers = args.workers or settings.http_workers
+    logging.getLogger("ledger").info("serving on http://%s:%d with %s (%d worker process%s)",
+                                     settings.http_host, settings.http_port,
+                                     _redacted(settings.database_url), workers, "" if workers == 1 else "es")
+    common = {"host": settings.http_host, "port": settings.http_port, "log_level": args.log_level,
+              "access_log": False, "timeout_graceful_shutdown": 10}
+    if workers > 1:
+        # Each worker is a full instance (own writer, own cache) sharing the database, exactly like
+        # several hosts would; the settings reach the workers through the environment.
+        os.environ["LEDGER_HTTP_HOST"] = settings.http_host
+        os.environ["LEDGER_HTTP_PORT"] = str(settings.http_port)
+        uvicorn.run("ledger.api.asgi:create", factory=True, workers=workers, **common)
+        return 0
+    # The writer thread waits on the database several times per batch; each time it must get the
+    # GIL back from the event loop. The default 5 ms switch interval adds up to 5 ms per wait.
+    sys.setswitchinterval(settings.gil_switch_interval_ms / 1000)
     ledger = build_ledger(settings)
     app = create_app(ledger, settings, intake_limits(settings))
-    logging.getLogger("ledger").info("serving on http://%s:%d with %s", settings.http_host,
-                                     settings.http_port, _redacted(settings.database_url))
-    uvicorn.run(app, host=settings.http_host, port=settings.http_port, log_level=args.log_level,
-                access_log=False, loop="auto", http="auto", timeout_graceful_shutdown=10)
+    uvicorn.run(app, **common)
     return 0
 
 
@@ -60,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     serve = commands.add_parser("serve", help="run the HTTP API (and the Kafka consumer when configured)")
     serve.add_argument("--host", help="overrides LEDGER_HTTP_HOST")
     serve.add_argument("--port", type=int, help="overrides LEDGER_HTTP_PORT")
+    serve.add_argument("--workers", type=int, help="worker processes (overrides LEDGER_HTTP_WORKERS)")
     serve.add_argument("--log-level", default="info")
     rebuild = commands.add_parser("rebuild", help="rebuild every projection from the event log")
     rebuild.add_argument("--quiet", action="store_true", help="no progress bar")

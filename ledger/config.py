@@ -12,6 +12,7 @@ class Settings(BaseSettings):
     database_url: str = Field("sqlite:///ledger.db", description="sqlite:///file or postgresql://user:pass@host:port/db")
     http_host: str = "127.0.0.1"
     http_port: int = 8000
+    http_workers: int = Field(1, ge=1, le=64, description="worker processes, each a full instance")
     kafka_bootstrap: str | None = Field(None, description="host:port[,host:port]; unset: no Kafka")
     kafka_topic: str = "stock.events"
     kafka_group: str = "stock-ledger"
@@ -41,6 +42,9 @@ class Settings(BaseSettings):
     cache_catch_up_events_max: int = Field(20_000, ge=1)
     cache_refresh_ms: int = Field(100, ge=5)
     wait_for_position_ms_max: int = Field(5000, ge=0)
+
+    # Python's GIL hand-off between the event loop and the writer thread (see ledger serve).
+    gil_switch_interval_ms: float = Field(0.5, gt=0, le=5)
 
     # The database.
     db_pool_size: int = Field(8, ge=2)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import orjson
 
 from ledger.domain.model import Level, Reservation, ReservationLine, ReservationStatus
-from ledger.storage.sql import Row, SqlTx, chunks, placeholders
+from ledger.storage.sql import Deferred, Row, SqlTx, chunks, placeholders
 
 LOAD_CHUNK_KEYS = 500  # keys per IN (...) list: well inside both databases' parameter limits
 
@@ -150,69 +150,104 @@ class StateCache:
             self.head = max(self.head, head)
 
     # -- loading what a batch needs, under the write lock ---------------------------------------
+    # Each read is sent at once and finished later, so that on PostgreSQL all of a batch's reads
+    # travel in one round trip together with the lock (see PostgresLedgerRecorder).
 
-    def load_levels(self, tx: SqlTx, keys: set[tuple[str, str]]) -> dict[tuple[str, str], CachedLevel]:
-        """Current levels for the keys: from the cache, the rest from the database (zero if never seen)."""
-        found: dict[tuple[str, str], CachedLevel] = {}
-        missing = []
-        for key in keys:
-            cached = self.levels.get(key)
-            if cached is None:
-                missing.append(key)
-            else:
-                found[key] = cached
-        for part in chunks(missing, LOAD_CHUNK_KEYS):
-            rows = tx.fetchall(
-                "SELECT * FROM ledger_levels WHERE (store_id, sku) IN (VALUES "
-                + placeholders(len(part), 2) + ")",
-                [value for key in part for value in key],
-            )
-            for row in rows:
-                found[(row["store_id"], row["sku"])] = level_from_row(row)
-        for key in missing:
-            found.setdefault(key, CachedLevel(Level(), 0, None))
-        with self.lock:
-            for key in missing:
-                self._put_level(key, found[key])
+    def read_levels(self, tx: SqlTx, keys: set[tuple[str, str]]) -> PendingLevels:
+        return PendingLevels(self, tx, keys)
+
+    def read_reservations(self, tx: SqlTx, keys: set[tuple[str, str]]) -> PendingReservations:
+        return PendingReservations(self, tx, keys)
+
+    def read_store_versions(self, tx: SqlTx, stores: set[str]) -> PendingVersions:
+        return PendingVersions(self, tx, stores)
+
+
+def _query_pairs(tx: SqlTx, table: str, columns: tuple[str, str], keys: list[tuple[str, str]]) -> list[Deferred]:
+    return [
+        tx.defer(
+            f"SELECT * FROM {table} WHERE ({columns[0]}, {columns[1]}) IN (VALUES "
+            + placeholders(len(part), 2) + ")",
+            [value for key in part for value in key],
+        )
+        for part in chunks(keys, LOAD_CHUNK_KEYS)
+    ]
+
+
+class PendingLevels:
+    def __init__(self, cache: StateCache, tx: SqlTx, keys: set[tuple[str, str]]) -> None:
+        self.cache, self.tx = cache, tx
+        self.queried = [key for key in keys if key not in cache.levels]
+        self.keys = set(keys)
+        self.deferred = _query_pairs(tx, "ledger_levels", ("store_id", "sku"), self.queried)
+
+    def finish(self, more_keys: set[tuple[str, str]] = frozenset()) -> dict[tuple[str, str], CachedLevel]:  # type: ignore[assignment]
+        """Current levels of every key (zero if never seen), after the cache has caught up."""
+        from_db: dict[tuple[str, str], CachedLevel] = {}
+        for deferred in self.deferred:
+            for row in deferred.rows():
+                from_db[(row["store_id"], row["sku"])] = level_from_row(row)
+        for key in self.queried:
+            from_db.setdefault(key, CachedLevel(Level(), 0, None))
+        cache = self.cache
+        with cache.lock:
+            for key, value in from_db.items():
+                cache._put_level(key, value)
+            wanted = self.keys | more_keys
+            found = {key: cache.levels[key] for key in wanted if key in cache.levels}
+        late = wanted - found.keys()  # evicted, or the cache was cleared while catching up
+        if late:
+            found.update(PendingLevels(cache, self.tx, late).finish())
         return found
 
-    def load_reservations(
-        self, tx: SqlTx, keys: set[tuple[str, str]]
-    ) -> dict[tuple[str, str], tuple[Reservation, int]]:
-        found: dict[tuple[str, str], tuple[Reservation, int]] = {}
-        missing = []
-        for key in keys:
-            cached = self.reservations.get(key)
-            if cached is None:
-                missing.append(key)
-            else:
-                found[key] = cached
-        for part in chunks(missing, LOAD_CHUNK_KEYS):
-            rows = tx.fetchall(
-                "SELECT * FROM ledger_reservations WHERE (store_id, reservation_id) IN (VALUES "
-                + placeholders(len(part), 2) + ")",
-                [value for key in part for value in key],
-            )
-            for row in rows:
-                key = (row["store_id"], row["reservation_id"])
-                found[key] = (reservation_from_row(row), int(row["position"]))
-        with self.lock:
-            for key in missing:
-                if key in found:
-                    self._put_reservation(key, *found[key])
+
+class PendingReservations:
+    def __init__(self, cache: StateCache, tx: SqlTx, keys: set[tuple[str, str]]) -> None:
+        self.cache, self.tx = cache, tx
+        self.keys = set(keys)
+        self.queried = [key for key in keys if key not in cache.reservations]
+        self.deferred = _query_pairs(tx, "ledger_reservations", ("store_id", "reservation_id"), self.queried)
+
+    def finish(self) -> dict[tuple[str, str], tuple[Reservation, int]]:
+        """The reservations that exist among the keys."""
+        cache = self.cache
+        with cache.lock:
+            for deferred in self.deferred:
+                for row in deferred.rows():
+                    key = (row["store_id"], row["reservation_id"])
+                    cache._put_reservation(key, reservation_from_row(row), int(row["position"]))
+            found = {key: cache.reservations[key] for key in self.keys if key in cache.reservations}
+        late = set(self.queried).symmetric_difference(self.keys) - found.keys()
+        if late:  # were cached when asked, gone now (cleared while catching up): ask again
+            found.update(PendingReservations(cache, self.tx, late).finish())
         return found
 
-    def load_store_versions(self, tx: SqlTx, stores: set[str]) -> dict[str, int]:
-        versions = {store: self.store_versions[store] for store in stores if store in self.store_versions}
-        missing = [store for store in stores if store not in versions]
-        for part in chunks(missing, LOAD_CHUNK_KEYS):
-            rows = tx.fetchall(
+
+class PendingVersions:
+    def __init__(self, cache: StateCache, tx: SqlTx, stores: set[str]) -> None:
+        self.cache, self.tx = cache, tx
+        self.stores = set(stores)
+        queried = [store for store in stores if store not in cache.store_versions]
+        self.deferred = [
+            tx.defer(
                 "SELECT originator_id, MAX(originator_version) AS version FROM ledger_events "
                 "WHERE originator_id IN (" + placeholders(len(part)) + ") GROUP BY originator_id",
                 list(part),
             )
-            for row in rows:
+            for part in chunks(queried, LOAD_CHUNK_KEYS)
+        ]
+        self.queried = set(queried)
+
+    def finish(self) -> dict[str, int]:
+        """Each store's current version (0 for a store with no events yet)."""
+        versions = {store: 0 for store in self.queried}
+        for deferred in self.deferred:
+            for row in deferred.rows():
                 versions[row["originator_id"]] = int(row["version"])
-        for store in missing:
-            versions.setdefault(store, 0)
+        for store in self.stores - self.queried:
+            cached = self.cache.store_versions.get(store)
+            if cached is None:  # cleared while catching up
+                versions.update(PendingVersions(self.cache, self.tx, {store}).finish())
+            else:
+                versions[store] = cached
         return versions

@@ -10,10 +10,10 @@ ever made from a state that another transaction could change before the commit.
 from __future__ import annotations
 
 import logging
-from collections import Counter
 import queue
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -29,10 +29,10 @@ from ledger.domain.model import (
     StockEvent,
 )
 from ledger.domain.rules import LedgerState, apply, decide, expire
-from ledger.state_cache import CachedLevel, StateCache, reservation_from_row
+from ledger.state_cache import CachedLevel, PendingVersions, StateCache, reservation_from_row
 from ledger.storage.codec import encode
 from ledger.storage.recorders import LedgerRecorder
-from ledger.storage.sql import SqlTx, chunks, placeholders
+from ledger.storage.sql import Deferred, SqlTx, chunks, placeholders
 from projections.tables import ProjectionBatch, RecordedEntry, write_batch
 
 log = logging.getLogger("ledger.writer")
@@ -109,6 +109,7 @@ class Writer:
         self._thread = threading.Thread(target=self._run, name="ledger-writer", daemon=True)
         self._running = False
         self._next_expiry_check = 0.0
+        self._versions_read: PendingVersions | None = None
         self.batches_committed = 0
         self.events_committed = 0
         self.outcome_counts: Counter[str] = Counter()
@@ -211,11 +212,9 @@ class Writer:
 
     def _record(self, batch: list[Submission]) -> list[list[EventResult]]:
         recorded_at = utc_text(utc_now())
+        events = [event for submission in batch for event in submission.events]
         with self.recorder.write_transaction() as tx:
-            self.cache.catch_up(tx, self.recorder.head(tx))
-            events = [event for submission in batch for event in submission.events]
-            work = self._load(tx, events)
-            known = _load_event_keys(tx, [event.key for event in events])
+            work, known = self._load(tx, events)
             pending = [self._decide(event, work, known) for event in events]
             positions, committed = self._insert(tx, work, recorded_at)
         self.cache.install(*committed)
@@ -232,28 +231,39 @@ class Writer:
             start += len(submission.events)
         return answers
 
-    def _load(self, tx: SqlTx, events: list[StockEvent]) -> _Work:
+    def _load(self, tx: SqlTx, events: list[StockEvent]) -> tuple[_Work, dict[tuple[str, str], Original | int]]:
+        """Everything the batch reads, asked for at once (one round trip on PostgreSQL), then the
+        cache brought up to the log's head before any of it is used."""
         level_keys: set[tuple[str, str]] = set()
         reservation_keys: set[tuple[str, str]] = set()
+        stores: set[str] = set()
         for event in events:
+            stores.add(event.store_id)
             for line in event.lines:
                 level_keys.add((event.store_id, line.sku))
-                if event.to_store:
-                    level_keys.add((event.to_store, line.sku))
+            if event.to_store:
+                stores.add(event.to_store)
+                level_keys.update((event.to_store, line.sku) for line in event.lines)
             if event.reservation_id:
                 reservation_keys.add((event.store_id, event.reservation_id))
-        reservations = self.cache.load_reservations(tx, reservation_keys)
+        head_read = tx.defer(self.recorder.head_sql)
+        keys_read = _read_event_keys(tx, [event.key for event in events])
+        reservations_read = self.cache.read_reservations(tx, reservation_keys)
+        levels_read = self.cache.read_levels(tx, level_keys)
+        self._versions_read = self.cache.read_store_versions(tx, stores)
+        self.cache.catch_up(tx, int(head_read.rows()[0]["head"]))
+        known = _finish_event_keys(keys_read)
+        reservations = reservations_read.finish()
         # A release without lines touches the reservation's SKUs.
-        for event in events:
-            held = reservations.get((event.store_id, event.reservation_id or ""))
-            if held is not None:
-                level_keys.update((event.store_id, sku) for sku in held[0].lines)
-        levels = self.cache.load_levels(tx, level_keys)
+        released_keys = {
+            (store_id, sku) for (store_id, _), (held, _) in reservations.items() for sku in held.lines
+        }
+        levels = levels_read.finish(released_keys)
         state = LedgerState(
             levels={key: cached.level.copy() for key, cached in levels.items()},
             reservations={key: held.copy() for key, (held, _) in reservations.items()},
         )
-        return _Work(state)
+        return _Work(state), known
 
     def _decide(
         self, event: StockEvent, work: _Work, known: dict[tuple[str, str], Original | int]
@@ -290,7 +300,8 @@ class Writer:
         cache takes once the transaction has committed."""
         if not work.entries:
             return [], ({}, {}, {}, self.cache.head)
-        versions = self.cache.load_store_versions(tx, {e.store_id for e in work.entries})
+        assert self._versions_read is not None
+        versions = self._versions_read.finish()
         stored = []
         for entry in work.entries:
             versions[entry.store_id] += 1
@@ -337,7 +348,7 @@ class Writer:
                 return 0
         recorded_at = utc_text(utc_now())
         with self.recorder.write_transaction() as tx:
-            self.cache.catch_up(tx, self.recorder.head(tx))
+            self.cache.catch_up(tx, int(tx.defer(self.recorder.head_sql).rows()[0]["head"]))
             rows = tx.fetchall(due_sql, (utc_text(now), self.limits.expiry_batch_max))
             work = _Work(LedgerState())
             keys = {(row["store_id"], row["reservation_id"]) for row in rows}
@@ -348,8 +359,9 @@ class Writer:
             level_keys = {
                 (store, sku) for (store, _), held in work.state.reservations.items() for sku in held.lines
             }
-            levels = self.cache.load_levels(tx, level_keys)
+            levels = self.cache.read_levels(tx, level_keys).finish()
             work.state.levels.update({key: cached.level.copy() for key, cached in levels.items()})
+            self._versions_read = self.cache.read_store_versions(tx, {store for store, _ in keys})
             for key in sorted(keys):
                 held = work.state.reservations[key]
                 if held.is_open:
@@ -359,16 +371,24 @@ class Writer:
         return len(work.entries)
 
 
-def _load_event_keys(tx: SqlTx, keys: list[tuple[str, str]]) -> dict[tuple[str, str], Original | int]:
-    found: dict[tuple[str, str], Original | int] = {}
+def _read_event_keys(tx: SqlTx, keys: list[tuple[str, str]]) -> list[Deferred]:
     unique = list(dict.fromkeys(keys))
-    for part in chunks(unique, 500):
-        rows = tx.fetchall(
+    return [
+        tx.defer(
             "SELECT source, event_id, position, outcome, reason FROM ledger_event_keys "
             "WHERE (source, event_id) IN (VALUES " + placeholders(len(part), 2) + ")",
             [value for key in part for value in key],
         )
-        for row in rows:
+        for part in chunks(unique, 500)
+    ]
+
+
+def _finish_event_keys(reads: list[Deferred]) -> dict[tuple[str, str], Original | int]:
+    """Keys already recorded, with their first outcome. Keys recorded earlier in the same batch
+    are added as the batch is decided (as entry indexes)."""
+    found: dict[tuple[str, str], Original | int] = {}
+    for read in reads:
+        for row in read.rows():
             reason = row["reason"]
             found[(row["source"], row["event_id"])] = Original(
                 Outcome(row["outcome"]),

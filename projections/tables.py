@@ -13,7 +13,7 @@ import orjson
 from ledger.clock import utc_text
 from ledger.domain.model import Entry, EventType, Level, Outcome, Reservation
 from ledger.domain.rules import LedgerState
-from ledger.storage.sql import SqlTx
+from ledger.storage.sql import BulkInsert, SqlTx
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,53 +50,68 @@ class ProjectionBatch:
                 self.reservations[key] = (held, recorded.position)
 
 
-_INSERT_HISTORY = """INSERT INTO ledger_history (position, line_no, store_id, sku, event_id,
-    source, type, time, recorded_at, outcome, reason, on_hand_delta, reserved_delta,
-    incoming_delta, on_hand, reserved, incoming, oversold, unknown_reservation, order_id,
-    reservation_id, reference, transfer_id, adjustment_reason)
-    VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)"""
+_HISTORY = BulkInsert("ledger_history", [
+    ("position", "bigint"), ("line_no", "int"), ("store_id", "text"), ("sku", "text"),
+    ("event_id", "text"), ("source", "text"), ("type", "text"), ("time", "text"),
+    ("recorded_at", "text"), ("outcome", "text"), ("reason", "text"), ("on_hand_delta", "bigint"),
+    ("reserved_delta", "bigint"), ("incoming_delta", "bigint"), ("on_hand", "bigint"),
+    ("reserved", "bigint"), ("incoming", "bigint"), ("oversold", "boolean"),
+    ("unknown_reservation", "boolean"), ("order_id", "text"), ("reservation_id", "text"),
+    ("reference", "text"), ("transfer_id", "text"), ("adjustment_reason", "text"),
+])
 
-_UPSERT_LEVEL = """INSERT INTO ledger_levels
-    (store_id, sku, on_hand, reserved, incoming, position, updated_at)
-    VALUES (%s,%s,%s,%s,%s,%s,%s)
-    ON CONFLICT (store_id, sku) DO UPDATE SET on_hand = excluded.on_hand,
+_LEVELS = BulkInsert(
+    "ledger_levels",
+    [("store_id", "text"), ("sku", "text"), ("on_hand", "bigint"), ("reserved", "bigint"),
+     ("incoming", "bigint"), ("position", "bigint"), ("updated_at", "text")],
+    """ON CONFLICT (store_id, sku) DO UPDATE SET on_hand = excluded.on_hand,
     reserved = excluded.reserved, incoming = excluded.incoming,
-    position = excluded.position, updated_at = excluded.updated_at"""
+    position = excluded.position, updated_at = excluded.updated_at""",
+)
 
-_UPSERT_TOTAL = """INSERT INTO ledger_sku_totals
-    (sku, on_hand, reserved, incoming, position, updated_at) VALUES (%s,%s,%s,%s,%s,%s)
-    ON CONFLICT (sku) DO UPDATE SET on_hand = ledger_sku_totals.on_hand + excluded.on_hand,
+_TOTALS = BulkInsert(
+    "ledger_sku_totals",
+    [("sku", "text"), ("on_hand", "bigint"), ("reserved", "bigint"), ("incoming", "bigint"),
+     ("position", "bigint"), ("updated_at", "text")],
+    """ON CONFLICT (sku) DO UPDATE SET on_hand = ledger_sku_totals.on_hand + excluded.on_hand,
     reserved = ledger_sku_totals.reserved + excluded.reserved,
     incoming = ledger_sku_totals.incoming + excluded.incoming,
-    position = excluded.position, updated_at = excluded.updated_at"""
+    position = excluded.position, updated_at = excluded.updated_at""",
+)
 
-_UPSERT_RESERVATION = """INSERT INTO ledger_reservations (store_id, reservation_id, order_id,
-    expires_at, lines, closed_as, status, remaining, placed_at_position, position)
-    VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)
-    ON CONFLICT (store_id, reservation_id) DO UPDATE SET lines = excluded.lines,
+_RESERVATIONS = BulkInsert(
+    "ledger_reservations",
+    [("store_id", "text"), ("reservation_id", "text"), ("order_id", "text"), ("expires_at", "text"),
+     ("lines", "text"), ("closed_as", "text"), ("status", "text"), ("remaining", "bigint"),
+     ("placed_at_position", "bigint"), ("position", "bigint")],
+    """ON CONFLICT (store_id, reservation_id) DO UPDATE SET lines = excluded.lines,
     closed_as = excluded.closed_as, status = excluded.status, remaining = excluded.remaining,
-    position = excluded.position"""
+    position = excluded.position""",
+)
 
-_INSERT_KEY = """INSERT INTO ledger_event_keys (source, event_id, position, outcome, reason,
-    shortfall) VALUES (%s,%s,%s,%s,%s,%s)"""
+_KEYS = BulkInsert(
+    "ledger_event_keys",
+    [("source", "text"), ("event_id", "text"), ("position", "bigint"), ("outcome", "text"),
+     ("reason", "text"), ("shortfall", "text")],
+)
 
 
 def write_batch(tx: SqlTx, batch: ProjectionBatch) -> None:
-    tx.executemany(_INSERT_HISTORY, _history_rows(batch))
-    tx.executemany(
-        _UPSERT_LEVEL,
+    """Five statements whatever the batch size (on PostgreSQL they travel with the COMMIT)."""
+    _HISTORY.run(tx, _history_rows(batch))
+    _LEVELS.run(
+        tx,
         [
             (store_id, sku, level.on_hand_units, level.reserved_units, level.incoming_units,
              position, updated_at)
             for (store_id, sku), (level, position, updated_at) in batch.levels.items()
         ],
     )
-    tx.executemany(_UPSERT_TOTAL, _total_rows(batch))
-    tx.executemany(
-        _UPSERT_RESERVATION,
-        [_reservation_row(reservation, position) for reservation, position in batch.reservations.values()],
+    _TOTALS.run(tx, _total_rows(batch))
+    _RESERVATIONS.run(
+        tx, [_reservation_row(reservation, position) for reservation, position in batch.reservations.values()]
     )
-    tx.executemany(_INSERT_KEY, _key_rows(batch))
+    _KEYS.run(tx, _key_rows(batch))
 
 
 def _history_rows(batch: ProjectionBatch) -> list[tuple[object, ...]]:

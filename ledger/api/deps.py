@@ -12,17 +12,17 @@ from ledger.intake.envelope import IntakeLimits
 from ledger.service import Ledger
 
 
-def get_ledger(request: Request) -> Ledger:
+async def get_ledger(request: Request) -> Ledger:
     ledger: Ledger = request.app.state.ledger
     return ledger
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
-def get_intake_limits(request: Request) -> IntakeLimits:
+async def get_intake_limits(request: Request) -> IntakeLimits:
     limits: IntakeLimits = request.app.state.intake_limits
     return limits
 

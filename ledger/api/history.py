@@ -67,7 +67,7 @@ def entry_public(row: dict[str, Any]) -> dict[str, Any]:
 async def get_history(
     store: StoreId, ledger: LedgerDep, settings: SettingsDep,
     sku: str | None = None,
-    type: Annotated[str | None, Query(description="e.g. stock.pos_sale")] = None,  # noqa: A002
+    type: Annotated[str | None, Query(description="e.g. stock.pos_sale")] = None,
     order_id: str | None = None,
     reservation_id: str | None = None,
     from_: Annotated[str | None, Query(alias="from", description="recorded at or after (RFC 3339)")] = None,
