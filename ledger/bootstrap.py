@@ -4,23 +4,27 @@ from __future__ import annotations
 
 from ledger.config import Settings
 from ledger.intake.envelope import IntakeLimits
-from ledger.service import Ledger
+from ledger.service import Ledger, WriterPort
 from ledger.state_cache import StateCache
 from ledger.storage.recorders import open_recorder
-from ledger.writer import Writer, WriterLimits
+from ledger.writer import ThreadWriterClient, Writer, WriterLimits
+from ledger.writer_process import RemoteWriter
 
 
-def build_ledger(settings: Settings) -> Ledger:
-    """A ledger on the configured database, schema created; call start() to run its threads."""
-    recorder = open_recorder(settings.database_url, settings.db_pool_size, settings.db_lock_timeout_s)
-    cache = StateCache(
+def _cache(settings: Settings) -> StateCache:
+    return StateCache(
         levels_max=settings.cache_levels_max,
         reservations_max=settings.cache_reservations_max,
         catch_up_events_max=settings.cache_catch_up_events_max,
     )
-    writer = Writer(
+
+
+def build_writer(settings: Settings) -> Writer:
+    """The group-commit writer on its own recorder and cache (not started)."""
+    recorder = open_recorder(settings.database_url, settings.db_pool_size, settings.db_lock_timeout_s)
+    return Writer(
         recorder,
-        cache,
+        _cache(settings),
         WriterLimits(
             batch_events_max=settings.writer_batch_events_max,
             retries_max=settings.writer_retries_max,
@@ -29,13 +33,28 @@ def build_ledger(settings: Settings) -> Ledger:
             expiry_batch_max=settings.expiry_batch_max,
         ),
     )
+
+
+def build_ledger(settings: Settings) -> Ledger:
+    """A ledger on the configured database, schema created; call start() to run its threads.
+
+    With LEDGER_WRITER_SOCKET set it sends its writes to that writer process (see
+    ledger/writer_process.py); otherwise its writer is a thread of this process."""
+    writer_port: WriterPort
+    if settings.writer_socket:
+        recorder = open_recorder(settings.database_url, settings.db_pool_size, settings.db_lock_timeout_s)
+        cache = _cache(settings)
+        writer_port = RemoteWriter(settings.writer_socket, cache, settings.request_timeout_s)
+    else:
+        writer = build_writer(settings)
+        recorder, cache = writer.recorder, writer.cache
+        writer_port = ThreadWriterClient(writer, settings.request_timeout_s)
     return Ledger(
         recorder,
         cache,
-        writer,
+        writer_port,
         refresh_interval_s=settings.cache_refresh_ms / 1000,
         wait_for_position_s_max=settings.wait_for_position_ms_max / 1000,
-        request_timeout_s=settings.request_timeout_s,
     )
 
 

@@ -6,6 +6,7 @@ import argparse
 import logging
 import os
 import sys
+from typing import Any
 
 from ledger.config import Settings
 
@@ -21,25 +22,44 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     if args.port:
         settings.http_port = args.port
     workers = args.workers or settings.http_workers
-    logging.getLogger("ledger").info("serving on http://%s:%d with %s (%d worker process%s)",
-                                     settings.http_host, settings.http_port,
-                                     _redacted(settings.database_url), workers, "" if workers == 1 else "es")
-    common = {"host": settings.http_host, "port": settings.http_port, "log_level": args.log_level,
-              "access_log": False, "timeout_graceful_shutdown": 10}
-    if workers > 1:
-        # Each worker is a full instance (own writer, own cache) sharing the database, exactly like
-        # several hosts would; the settings reach the workers through the environment.
-        os.environ["LEDGER_HTTP_HOST"] = settings.http_host
-        os.environ["LEDGER_HTTP_PORT"] = str(settings.http_port)
-        uvicorn.run("ledger.api.asgi:create", factory=True, workers=workers, **common)
-        return 0
-    # The writer thread waits on the database several times per batch; each time it must get the
-    # GIL back from the event loop. The default 5 ms switch interval adds up to 5 ms per wait.
-    sys.setswitchinterval(settings.gil_switch_interval_ms / 1000)
-    ledger = build_ledger(settings)
-    app = create_app(ledger, settings, intake_limits(settings))
-    uvicorn.run(app, **common)
+    writer = _start_writer_process(settings) if settings.writer_process else None
+    logging.getLogger("ledger").info(
+        "serving on http://%s:%d with %s (%d worker process%s, writer %s)", settings.http_host,
+        settings.http_port, _redacted(settings.database_url), workers, "" if workers == 1 else "es",
+        "in its own process" if writer else "as a thread")
+    common: dict[str, Any] = {"host": settings.http_host, "port": settings.http_port,
+                              "log_level": args.log_level, "access_log": False,
+                              "timeout_graceful_shutdown": 10}
+    try:
+        if workers > 1:
+            # Each worker reaches the one writer process (or, without it, is a full instance with its
+            # own writer, like several hosts would be); settings reach them through the environment.
+            os.environ["LEDGER_HTTP_HOST"] = settings.http_host
+            os.environ["LEDGER_HTTP_PORT"] = str(settings.http_port)
+            uvicorn.run("ledger.api.asgi:create", factory=True, workers=workers, **common)
+            return 0
+        sys.setswitchinterval(settings.gil_switch_interval_ms / 1000)
+        ledger = build_ledger(settings)
+        uvicorn.run(create_app(ledger, settings, intake_limits(settings)), **common)
+    finally:
+        if writer is not None:
+            writer.terminate()
+            writer.join(10)
     return 0
+
+
+def _start_writer_process(settings: Settings) -> Any:
+    """Starts the writer process; this process and its workers reach it at LEDGER_WRITER_SOCKET."""
+    import tempfile
+
+    from ledger.writer_process import start_writer_process
+
+    path = settings.writer_socket or os.path.join(tempfile.gettempdir(), f"ledger-writer-{os.getpid()}.sock")
+    os.environ.pop("LEDGER_WRITER_SOCKET", None)  # the writer itself writes, it does not connect
+    process = start_writer_process(path)
+    settings.writer_socket = path
+    os.environ["LEDGER_WRITER_SOCKET"] = path
+    return process
 
 
 def _rebuild(args: argparse.Namespace, settings: Settings) -> int:

@@ -26,7 +26,10 @@ class Settings(BaseSettings):
     history_page_default: int = Field(100, ge=1, le=1000)
     units: dict[str, int] = Field(default_factory=dict, description='JSON: {"box12": 12, "SKU-1/box": 6}')
 
-    # The group-commit writer.
+    # The group-commit writer. `ledger serve` runs it in a process of its own and tells its HTTP
+    # workers where: LEDGER_WRITER_SOCKET. Unset elsewhere: the writer is a thread of the process.
+    writer_process: bool = Field(True, description="ledger serve: run the writer in its own process")
+    writer_socket: str | None = None
     writer_batch_events_max: int = Field(2000, ge=1)
     writer_retries_max: int = Field(3, ge=0)
     writer_queue_submissions_max: int = Field(20000, ge=1)

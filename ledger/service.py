@@ -6,14 +6,16 @@ import asyncio
 import logging
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Protocol
 
 from ledger.clock import utc_text
-from ledger.domain.model import Level, Reservation
+from ledger.domain.model import Level, Reservation, StockEvent
 from ledger.state_cache import CachedLevel, StateCache, level_from_row, reservation_from_row
 from ledger.storage.recorders import LedgerRecorder
-from ledger.writer import EventResult, Writer
+from ledger.writer import EventResult
 from projections import queries
 from projections.queries import HistoryFilter
 
@@ -35,26 +37,38 @@ class ReservationView:
     position: int
 
 
+class WriterPort(Protocol):
+    """How the ledger reaches its writer: a thread here (ThreadWriterClient) or the writer
+    process (RemoteWriter)."""
+
+    alive: bool
+    commits_seen: int
+
+    def start(self) -> None: ...
+    def stop(self) -> None: ...
+    async def submit(self, events: list[StockEvent]) -> list[EventResult]: ...
+    def submit_and_wait(self, events: list[StockEvent]) -> list[EventResult]: ...
+
+
 class Ledger:
     def __init__(
         self,
         recorder: LedgerRecorder,
         cache: StateCache,
-        writer: Writer,
+        writer: WriterPort,
         *,
         refresh_interval_s: float,
         wait_for_position_s_max: float,
-        request_timeout_s: float,
     ) -> None:
         self.recorder = recorder
         self.cache = cache
         self.writer = writer
         self.refresh_interval_s = refresh_interval_s
         self.wait_for_position_s_max = wait_for_position_s_max
-        self.request_timeout_s = request_timeout_s
         self._refresher = threading.Thread(target=self._refresh_loop, name="ledger-refresh", daemon=True)
         self._stopping = threading.Event()
         self.database_ok = True
+        self.outcome_counts: Counter[str] = Counter()
 
     def start(self) -> None:
         self.writer.start()
@@ -68,18 +82,17 @@ class Ledger:
 
     # -- writes -----------------------------------------------------------------------------------
 
-    async def submit(self, events: list) -> list[EventResult]:  # type: ignore[type-arg]
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[list[EventResult]] = loop.create_future()
+    async def submit(self, events: list[StockEvent]) -> list[EventResult]:
+        """Records the events (one batch with whatever else is queued); answers after the commit."""
+        results = await self.writer.submit(events)
+        self.outcome_counts.update(result.outcome.value for result in results)
+        return results
 
-        def done(result: list[EventResult] | BaseException) -> None:
-            loop.call_soon_threadsafe(_settle, future, result)
-
-        self.writer.submit(events, done)
-        return await asyncio.wait_for(future, self.request_timeout_s)
-
-    def submit_and_wait(self, events: list) -> list[EventResult]:  # type: ignore[type-arg]
-        return self.writer.submit_and_wait(events, self.request_timeout_s)
+    def submit_and_wait(self, events: list[StockEvent]) -> list[EventResult]:
+        """The same, for callers without an event loop (the Kafka consumer, the CLI, tests)."""
+        results = self.writer.submit_and_wait(events)
+        self.outcome_counts.update(result.outcome.value for result in results)
+        return results
 
     # -- keeping the read cache current with other instances' writes --------------------------------
 
@@ -175,11 +188,3 @@ class Ledger:
         self.refresh()
         return self.database_ok
 
-
-def _settle(future: asyncio.Future[list[EventResult]], result: list[EventResult] | BaseException) -> None:
-    if future.done():
-        return
-    if isinstance(result, BaseException):
-        future.set_exception(result)
-    else:
-        future.set_result(result)

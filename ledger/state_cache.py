@@ -71,9 +71,9 @@ class StateCache:
     def catch_up(self, tx: SqlTx, log_head: int) -> None:
         """Bring the cache to `log_head`, the head read in this transaction's snapshot or lock."""
         with self.lock:
-            if log_head == self.head:
-                return
-            if log_head < self.head or log_head - self.head > self.catch_up_events_max:
+            if log_head <= self.head:
+                return  # nothing newer in the log than what this cache already holds
+            if log_head - self.head > self.catch_up_events_max:
                 self._clear(log_head)
                 return
             since = self.head

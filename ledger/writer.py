@@ -9,6 +9,7 @@ ever made from a state that another transaction could change before the commit.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import queue
 import threading
@@ -88,7 +89,7 @@ class _Pending:
     duplicate_of_entry: int | None = None
 
 
-_Committed = tuple[
+Committed = tuple[
     dict[tuple[str, str], CachedLevel], dict[tuple[str, str], tuple[Reservation, int]], dict[str, int], int
 ]
 
@@ -96,13 +97,21 @@ _Committed = tuple[
 @dataclass(slots=True)
 class _Work:
     state: LedgerState
+    head: int
     entries: list[Entry] = field(default_factory=list)
     levels_after: list[tuple[Level, ...]] = field(default_factory=list)
 
 
 class Writer:
-    def __init__(self, recorder: LedgerRecorder, cache: StateCache, limits: WriterLimits) -> None:
+    def __init__(
+        self,
+        recorder: LedgerRecorder,
+        cache: StateCache,
+        limits: WriterLimits,
+        on_commit: Callable[[Committed], None] | None = None,
+    ) -> None:
         self.recorder = recorder
+        self.on_commit = on_commit
         self.cache = cache
         self.limits = limits
         self._queue: queue.Queue[Submission | None] = queue.Queue(limits.queue_submissions_max)
@@ -217,7 +226,7 @@ class Writer:
             work, known = self._load(tx, events)
             pending = [self._decide(event, work, known) for event in events]
             positions, committed = self._insert(tx, work, recorded_at)
-        self.cache.install(*committed)
+        self._committed(committed)
         results = [
             _result(event, p, positions, work.entries) for event, p in zip(events, pending, strict=True)
         ]
@@ -251,7 +260,8 @@ class Writer:
         reservations_read = self.cache.read_reservations(tx, reservation_keys)
         levels_read = self.cache.read_levels(tx, level_keys)
         self._versions_read = self.cache.read_store_versions(tx, stores)
-        self.cache.catch_up(tx, int(head_read.rows()[0]["head"]))
+        head = int(head_read.rows()[0]["head"])
+        self.cache.catch_up(tx, head)
         known = _finish_event_keys(keys_read)
         reservations = reservations_read.finish()
         # A release without lines touches the reservation's SKUs.
@@ -263,7 +273,7 @@ class Writer:
             levels={key: cached.level.copy() for key, cached in levels.items()},
             reservations={key: held.copy() for key, (held, _) in reservations.items()},
         )
-        return _Work(state), known
+        return _Work(state, head), known
 
     def _decide(
         self, event: StockEvent, work: _Work, known: dict[tuple[str, str], Original | int]
@@ -295,7 +305,7 @@ class Writer:
 
     def _insert(
         self, tx: SqlTx, work: _Work, recorded_at: str
-    ) -> tuple[list[int], _Committed]:
+    ) -> tuple[list[int], Committed]:
         """Records the batch's entries and projections; returns their positions and what the
         cache takes once the transaction has committed."""
         if not work.entries:
@@ -306,7 +316,7 @@ class Writer:
         for entry in work.entries:
             versions[entry.store_id] += 1
             stored.append(encode(entry, versions[entry.store_id], recorded_at))
-        positions = self.recorder.insert_entries(tx, stored)
+        positions = self.recorder.insert_entries(tx, stored, work.head)
         assert positions == sorted(positions), "positions must grow in insert order"
         batch = ProjectionBatch()
         for index, entry in enumerate(work.entries):
@@ -348,9 +358,10 @@ class Writer:
                 return 0
         recorded_at = utc_text(utc_now())
         with self.recorder.write_transaction() as tx:
-            self.cache.catch_up(tx, int(tx.defer(self.recorder.head_sql).rows()[0]["head"]))
+            head = int(tx.defer(self.recorder.head_sql).rows()[0]["head"])
+            self.cache.catch_up(tx, head)
             rows = tx.fetchall(due_sql, (utc_text(now), self.limits.expiry_batch_max))
-            work = _Work(LedgerState())
+            work = _Work(LedgerState(), head)
             keys = {(row["store_id"], row["reservation_id"]) for row in rows}
             for key in keys:
                 work.state.reservations[key] = reservation_from_row(
@@ -367,8 +378,13 @@ class Writer:
                 if held.is_open:
                     self._apply(expire(held, now, f"expire:{key[0]}:{key[1]}"), work)
             _, committed = self._insert(tx, work, recorded_at)
-        self.cache.install(*committed)
+        self._committed(committed)
         return len(work.entries)
+
+    def _committed(self, committed: Committed) -> None:
+        self.cache.install(*committed)
+        if self.on_commit is not None and committed[3] > 0:
+            self.on_commit(committed)
 
 
 def _read_event_keys(tx: SqlTx, keys: list[tuple[str, str]]) -> list[Deferred]:
@@ -418,3 +434,47 @@ def _result(
         position=positions[pending.entry_index],
     )
 
+
+
+class ThreadWriterClient:
+    """The writer as a thread of this process (the embedded default for library use and tests)."""
+
+    def __init__(self, writer: Writer, timeout_s: float) -> None:
+        self.writer = writer
+        self.timeout_s = timeout_s
+
+    def start(self) -> None:
+        self.writer.start()
+
+    def stop(self) -> None:
+        self.writer.stop()
+
+    @property
+    def alive(self) -> bool:
+        return self.writer.alive
+
+    @property
+    def commits_seen(self) -> int:
+        return self.writer.batches_committed
+
+    async def submit(self, events: list[StockEvent]) -> list[EventResult]:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[list[EventResult]] = loop.create_future()
+
+        def done(result: list[EventResult] | BaseException) -> None:
+            loop.call_soon_threadsafe(_settle, future, result)
+
+        self.writer.submit(events, done)
+        return await asyncio.wait_for(future, self.timeout_s)
+
+    def submit_and_wait(self, events: list[StockEvent]) -> list[EventResult]:
+        return self.writer.submit_and_wait(events, self.timeout_s)
+
+
+def _settle(future: asyncio.Future[list[EventResult]], result: list[EventResult] | BaseException) -> None:
+    if future.done():
+        return
+    if isinstance(result, BaseException):
+        future.set_exception(result)
+    else:
+        future.set_result(result)

@@ -25,15 +25,13 @@ class LedgerCollector(Collector):
 
     def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
         writer = self.ledger.writer
-        outcomes = CounterMetricFamily("ledger_events", "events answered by the writer, by outcome",
+        outcomes = CounterMetricFamily("ledger_events", "events this process submitted, by outcome",
                                        labels=["outcome"])
-        for outcome, count in sorted(writer.outcome_counts.items()):
+        for outcome, count in sorted(self.ledger.outcome_counts.items()):
             outcomes.add_metric([outcome], count)
         yield outcomes
-        yield CounterMetricFamily("ledger_writer_batches", "transactions committed by this instance's writer",
-                                  value=writer.batches_committed)
-        yield CounterMetricFamily("ledger_entries_recorded", "entries recorded by this instance",
-                                  value=writer.events_committed)
+        yield CounterMetricFamily("ledger_writer_commits", "batches the writer committed, as seen here",
+                                  value=writer.commits_seen)
         yield GaugeMetricFamily("ledger_position", "the log position this instance has applied",
                                 value=self.ledger.cache.head)
         yield GaugeMetricFamily("ledger_writer_alive", "1 while the writer thread runs",

@@ -22,7 +22,7 @@ from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastor
 from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteDatastore
 from psycopg.sql import SQL
 
-from ledger.storage.sql import SqlTx
+from ledger.storage.sql import BulkInsert, SqlTx
 from projections.schema import DDL, PROJECTION_TABLES
 
 EVENTS_TABLE = "ledger_events"
@@ -35,7 +35,9 @@ class LedgerRecorder(Protocol):
 
     def write_transaction(self) -> contextlib.AbstractContextManager[SqlTx]: ...
     def read_transaction(self) -> contextlib.AbstractContextManager[SqlTx]: ...
-    def insert_entries(self, tx: SqlTx, stored_events: Sequence[StoredEvent]) -> list[int]: ...
+    def insert_entries(
+        self, tx: SqlTx, stored_events: Sequence[StoredEvent], head: int
+    ) -> list[int]: ...
     def head(self, tx: SqlTx) -> int: ...
     def select_notifications(
         self, start: int | None, limit: int, stop: int | None = None,
@@ -47,6 +49,11 @@ class LedgerRecorder(Protocol):
 
 
 _PG_HEAD = f"SELECT COALESCE(MAX(notification_id), 0) AS head FROM {EVENTS_TABLE}"
+_PG_EVENTS = BulkInsert(EVENTS_TABLE, [("originator_id", "text"), ("originator_version", "bigint"),
+                                       ("topic", "text"), ("state", "bytea"), ("notification_id", "bigint")])
+_PG_SEQUENCE_MOVE = (
+    f"SELECT setval(pg_get_serial_sequence('{EVENTS_TABLE}', 'notification_id'), %s) AS moved"
+)
 _SQLITE_HEAD = f"SELECT COALESCE(MAX(rowid), 0) AS head FROM {EVENTS_TABLE}"
 
 
@@ -89,14 +96,23 @@ class PostgresLedgerRecorder(PostgresApplicationRecorder):
         with self.datastore.get_connection() as conn, conn.cursor() as curs:
             yield SqlTx(curs, qmark=False)
 
-    def insert_entries(self, tx: SqlTx, stored_events: Sequence[StoredEvent]) -> list[int]:
+    def insert_entries(self, tx: SqlTx, stored_events: Sequence[StoredEvent], head: int) -> list[int]:
+        """Inserts with the notification ids given, head + 1 onwards, instead of reading them back.
+
+        The library lets the sequence number the rows and returns the ids, which costs a round trip
+        before the projections (which need the positions) can be written. Under the library's own
+        EXCLUSIVE lock no other transaction inserts, so the next ids are known: the rows, the
+        projections and the COMMIT then travel together. The sequence is moved along so that the
+        library's own insert path would continue after them."""
+        positions = list(range(head + 1, head + 1 + len(stored_events)))
         curs: Any = tx.cursor
-        with tx.connection.pipeline() as pipeline:
-            self._insert_stored_events(curs, stored_events)
-            pipeline.sync()  # as the library's insert_events does, before reading the ids
-        ids = self._fetch_ids_after_insert_events(curs, stored_events)
-        assert ids is not None and len(ids) == len(stored_events)
-        return list(ids)
+        self._notify_channel(curs)
+        _PG_EVENTS.run(tx, [
+            (e.originator_id, e.originator_version, e.topic, e.state, position)
+            for e, position in zip(stored_events, positions, strict=True)
+        ])
+        curs.execute(_PG_SEQUENCE_MOVE, (positions[-1],))
+        return positions
 
     def head(self, tx: SqlTx) -> int:
         row = tx.fetchone(_PG_HEAD)
@@ -141,10 +157,17 @@ class SQLiteLedgerRecorder(SQLiteApplicationRecorder):
         with self.datastore.get_connection(commit=False) as conn:
             yield SqlTx(conn.cursor(), qmark=True)
 
-    def insert_entries(self, tx: SqlTx, stored_events: Sequence[StoredEvent]) -> list[int]:
-        ids = self._insert_events(tx.cursor, stored_events)  # type: ignore[arg-type]
-        assert ids is not None and len(ids) == len(stored_events)
-        return [int(i) for i in ids]
+    def insert_entries(self, tx: SqlTx, stored_events: Sequence[StoredEvent], head: int) -> list[int]:
+        """As on PostgreSQL: the rowids (the library's notification ids here) are given, head + 1
+        onwards, which the write lock makes safe."""
+        positions = list(range(head + 1, head + 1 + len(stored_events)))
+        tx.cursor.executemany(
+            f"INSERT INTO {EVENTS_TABLE} (rowid, originator_id, originator_version, topic, state) "
+            "VALUES (?, ?, ?, ?, ?)",
+            [(p, e.originator_id, e.originator_version, e.topic, e.state)
+             for e, p in zip(stored_events, positions, strict=True)],
+        )
+        return positions
 
     def head(self, tx: SqlTx) -> int:
         row = tx.fetchone(_SQLITE_HEAD)
