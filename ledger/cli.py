@@ -24,12 +24,21 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     workers = args.workers or settings.http_workers
     writer = _start_writer_process(settings) if settings.writer_process else None
     logging.getLogger("ledger").info(
-        "serving on http://%s:%d with %s (%d worker process%s, writer %s)", settings.http_host,
-        settings.http_port, _redacted(settings.database_url), workers, "" if workers == 1 else "es",
-        "in its own process" if writer else "as a thread")
-    common: dict[str, Any] = {"host": settings.http_host, "port": settings.http_port,
-                              "log_level": args.log_level, "access_log": False,
-                              "timeout_graceful_shutdown": 10}
+        "serving on http://%s:%d with %s (%d worker process%s, writer %s)",
+        settings.http_host,
+        settings.http_port,
+        _redacted(settings.database_url),
+        workers,
+        "" if workers == 1 else "es",
+        "in its own process" if writer else "as a thread",
+    )
+    common: dict[str, Any] = {
+        "host": settings.http_host,
+        "port": settings.http_port,
+        "log_level": args.log_level,
+        "access_log": False,
+        "timeout_graceful_shutdown": 10,
+    }
     try:
         if workers > 1:
             # Each worker reaches the one writer process (or, without it, is a full instance with its
@@ -43,8 +52,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         uvicorn.run(create_app(ledger, settings, intake_limits(settings)), **common)
     finally:
         if writer is not None:
-            writer.terminate()
-            writer.join(10)
+            writer.stop()
     return 0
 
 
@@ -52,14 +60,14 @@ def _start_writer_process(settings: Settings) -> Any:
     """Starts the writer process; this process and its workers reach it at LEDGER_WRITER_SOCKET."""
     import tempfile
 
-    from ledger.writer_process import start_writer_process
+    from ledger.writer_process import WriterSupervisor
 
     path = settings.writer_socket or os.path.join(tempfile.gettempdir(), f"ledger-writer-{os.getpid()}.sock")
     os.environ.pop("LEDGER_WRITER_SOCKET", None)  # the writer itself writes, it does not connect
-    process = start_writer_process(path)
+    supervisor = WriterSupervisor(path)
     settings.writer_socket = path
     os.environ["LEDGER_WRITER_SOCKET"] = path
-    return process
+    return supervisor
 
 
 def _rebuild(args: argparse.Namespace, settings: Settings) -> int:
@@ -70,6 +78,7 @@ def _rebuild(args: argparse.Namespace, settings: Settings) -> int:
 
     recorder = open_recorder(settings.database_url, settings.db_pool_size, settings.db_lock_timeout_s)
     with tqdm(total=0, unit="event", desc="rebuilding projections", disable=args.quiet) as bar:
+
         def progress(position: int, head: int) -> None:
             bar.total = head
             bar.n = position

@@ -9,7 +9,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="LEDGER_", extra="ignore")
 
-    database_url: str = Field("sqlite:///ledger.db", description="sqlite:///file or postgresql://user:pass@host:port/db")
+    database_url: str = Field(
+        "sqlite:///ledger.db", description="sqlite:///file or postgresql://user:pass@host:port/db"
+    )
     http_host: str = "127.0.0.1"
     http_port: int = 8000
     http_workers: int = Field(1, ge=1, le=64, description="worker processes, each a full instance")

@@ -9,7 +9,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from ledger.clock import utc_text
 from ledger.domain.model import Level, Reservation, StockEvent
@@ -41,8 +41,10 @@ class WriterPort(Protocol):
     """How the ledger reaches its writer: a thread here (ThreadWriterClient) or the writer
     process (RemoteWriter)."""
 
-    alive: bool
-    commits_seen: int
+    @property
+    def alive(self) -> bool: ...
+    @property
+    def commits_seen(self) -> int: ...
 
     def start(self) -> None: ...
     def stop(self) -> None: ...
@@ -166,14 +168,16 @@ class Ledger:
         with self.recorder.read_transaction() as tx:
             head = self.recorder.head(tx)
             total, rows = queries.sku_across_stores(tx, sku)
-        level = Level(int(total["on_hand"]), int(total["reserved"]), int(total["incoming"])) if total else Level()
+        level = (
+            Level(int(total["on_hand"]), int(total["reserved"]), int(total["incoming"])) if total else Level()
+        )
         stores = [
             LevelView(row["store_id"], sku, level_from_row(row).level, head, row["updated_at"])
             for row in rows
         ]
         return level, head, stores
 
-    def history(self, where: HistoryFilter, limit: int) -> list[dict[str, object]]:
+    def history(self, where: HistoryFilter, limit: int) -> list[dict[str, Any]]:
         with self.recorder.read_transaction() as tx:
             return [dict(row) for row in queries.history_page(tx, where, limit)]
 
@@ -187,4 +191,3 @@ class Ledger:
     def ping(self) -> bool:
         self.refresh()
         return self.database_ok
-

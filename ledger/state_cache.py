@@ -163,11 +163,14 @@ class StateCache:
         return PendingVersions(self, tx, stores)
 
 
-def _query_pairs(tx: SqlTx, table: str, columns: tuple[str, str], keys: list[tuple[str, str]]) -> list[Deferred]:
+def _query_pairs(
+    tx: SqlTx, table: str, columns: tuple[str, str], keys: list[tuple[str, str]]
+) -> list[Deferred]:
     return [
         tx.defer(
             f"SELECT * FROM {table} WHERE ({columns[0]}, {columns[1]}) IN (VALUES "
-            + placeholders(len(part), 2) + ")",
+            + placeholders(len(part), 2)
+            + ")",
             [value for key in part for value in key],
         )
         for part in chunks(keys, LOAD_CHUNK_KEYS)

@@ -240,7 +240,9 @@ class Writer:
             start += len(submission.events)
         return answers
 
-    def _load(self, tx: SqlTx, events: list[StockEvent]) -> tuple[_Work, dict[tuple[str, str], Original | int]]:
+    def _load(
+        self, tx: SqlTx, events: list[StockEvent]
+    ) -> tuple[_Work, dict[tuple[str, str], Original | int]]:
         """Everything the batch reads, asked for at once (one round trip on PostgreSQL), then the
         cache brought up to the log's head before any of it is used."""
         level_keys: set[tuple[str, str]] = set()
@@ -299,13 +301,9 @@ class Writer:
         index = len(work.entries)
         apply(entry, work.state, -(index + 1))  # a placeholder position until the insert
         work.entries.append(entry)
-        work.levels_after.append(
-            tuple(work.state.level(entry.store_id, e.sku).copy() for e in entry.effects)
-        )
+        work.levels_after.append(tuple(work.state.level(entry.store_id, e.sku).copy() for e in entry.effects))
 
-    def _insert(
-        self, tx: SqlTx, work: _Work, recorded_at: str
-    ) -> tuple[list[int], Committed]:
+    def _insert(self, tx: SqlTx, work: _Work, recorded_at: str) -> tuple[list[int], Committed]:
         """Records the batch's entries and projections; returns their positions and what the
         cache takes once the transaction has committed."""
         if not work.entries:
@@ -320,7 +318,9 @@ class Writer:
         assert positions == sorted(positions), "positions must grow in insert order"
         batch = ProjectionBatch()
         for index, entry in enumerate(work.entries):
-            batch.add(RecordedEntry(positions[index], entry, work.levels_after[index], recorded_at), work.state)
+            batch.add(
+                RecordedEntry(positions[index], entry, work.levels_after[index], recorded_at), work.state
+            )
         for held, _ in batch.reservations.values():
             if held.placed_at_position < 0:  # placed in this batch: now its position is known
                 held.placed_at_position = positions[-held.placed_at_position - 1]
@@ -414,9 +414,7 @@ def _finish_event_keys(reads: list[Deferred]) -> dict[tuple[str, str], Original 
     return found
 
 
-def _result(
-    event: StockEvent, pending: _Pending, positions: list[int], entries: list[Entry]
-) -> EventResult:
+def _result(event: StockEvent, pending: _Pending, positions: list[int], entries: list[Entry]) -> EventResult:
     base = {"event_id": event.event_id, "source": event.source, "store_id": event.store_id}
     if pending.duplicate_of is not None:
         return EventResult(**base, outcome=Outcome.DUPLICATE, original=pending.duplicate_of)  # type: ignore[arg-type]
@@ -433,7 +431,6 @@ def _result(
         shortfall=entry.shortfall,
         position=positions[pending.entry_index],
     )
-
 
 
 class ThreadWriterClient:

@@ -22,6 +22,7 @@ import logging
 import os
 import pickle
 import selectors
+import signal
 import socket
 import struct
 import threading
@@ -40,7 +41,9 @@ FRAME = struct.Struct("!I")
 FRAME_BYTES_MAX = 256 * 1024 * 1024
 RECV_BYTES = 1 << 20
 
-LevelRow = tuple[str, str, int, int, int, int, str | None]  # store, sku, on_hand, reserved, incoming, position, updated_at
+LevelRow = tuple[
+    str, str, int, int, int, int, str | None
+]  # store, sku, on_hand, reserved, incoming, position, updated_at
 
 
 def frame(message: object) -> bytes:
@@ -51,7 +54,15 @@ def frame(message: object) -> bytes:
 def committed_rows(committed: Committed) -> tuple[int, list[LevelRow]]:
     levels, _, _, head = committed
     return head, [
-        (store, sku, c.level.on_hand_units, c.level.reserved_units, c.level.incoming_units, c.position, c.updated_at)
+        (
+            store,
+            sku,
+            c.level.on_hand_units,
+            c.level.reserved_units,
+            c.level.incoming_units,
+            c.position,
+            c.updated_at,
+        )
         for (store, sku), c in levels.items()
     ]
 
@@ -75,7 +86,9 @@ class _Client:
 
 
 class WriterServer:
-    def __init__(self, writer: Writer, socket_path: str, batch_events_max: int, parent_pid: int | None) -> None:
+    def __init__(
+        self, writer: Writer, socket_path: str, batch_events_max: int, parent_pid: int | None
+    ) -> None:
         self.writer = writer
         self.socket_path = socket_path
         self.batch_events_max = batch_events_max
@@ -199,6 +212,10 @@ def writer_main(socket_path: str, parent_pid: int, ready: Any) -> None:
     settings = Settings()
     writer = build_writer(settings)
     server = WriterServer(writer, socket_path, settings.writer_batch_events_max, parent_pid)
+    # Ctrl+C reaches the whole process group: the serving process decides when the writer stops.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # SIGTERM: finish the batch in hand, answer it, and stop.
+    signal.signal(signal.SIGTERM, lambda *_: setattr(server, "stopping", True))
     server.listen()
     ready.send(True)
     ready.close()
@@ -206,6 +223,41 @@ def writer_main(socket_path: str, parent_pid: int, ready: Any) -> None:
         server.run()
     finally:
         writer.recorder.close()
+
+
+class WriterSupervisor:
+    """Keeps one writer process running for `ledger serve`: starts it, restarts it if it dies
+    (the HTTP workers reconnect on their next write), stops it last."""
+
+    def __init__(self, socket_path: str, check_interval_s: float = 0.5) -> None:
+        self.socket_path = socket_path
+        self.check_interval_s = check_interval_s
+        self.process = start_writer_process(socket_path)
+        self.restarts = 0
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="writer-supervisor", daemon=True)
+        self._thread.start()
+
+    def _watch(self) -> None:
+        while not self._stopping.wait(self.check_interval_s):
+            if self.process.is_alive():
+                continue
+            log.error("the writer process exited (code %s); starting a new one", self.process.exitcode)
+            try:
+                self.process = start_writer_process(self.socket_path)
+                self.restarts += 1
+            except Exception as error:  # noqa: BLE001 - retried at the next check
+                log.error("could not restart the writer process: %s", error)
+
+    def stop(self, timeout_s: float = 15.0) -> None:
+        self._stopping.set()
+        self._thread.join(timeout_s)
+        self.process.terminate()
+        self.process.join(timeout_s)
+        if self.process.is_alive():
+            self.process.kill()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.socket_path)
 
 
 def start_writer_process(socket_path: str, timeout_s: float = 60.0) -> Any:

@@ -50,20 +50,47 @@ class ProjectionBatch:
                 self.reservations[key] = (held, recorded.position)
 
 
-_HISTORY = BulkInsert("ledger_history", [
-    ("position", "bigint"), ("line_no", "int"), ("store_id", "text"), ("sku", "text"),
-    ("event_id", "text"), ("source", "text"), ("type", "text"), ("time", "text"),
-    ("recorded_at", "text"), ("outcome", "text"), ("reason", "text"), ("on_hand_delta", "bigint"),
-    ("reserved_delta", "bigint"), ("incoming_delta", "bigint"), ("on_hand", "bigint"),
-    ("reserved", "bigint"), ("incoming", "bigint"), ("oversold", "boolean"),
-    ("unknown_reservation", "boolean"), ("order_id", "text"), ("reservation_id", "text"),
-    ("reference", "text"), ("transfer_id", "text"), ("adjustment_reason", "text"),
-])
+_HISTORY = BulkInsert(
+    "ledger_history",
+    [
+        ("position", "bigint"),
+        ("line_no", "int"),
+        ("store_id", "text"),
+        ("sku", "text"),
+        ("event_id", "text"),
+        ("source", "text"),
+        ("type", "text"),
+        ("time", "text"),
+        ("recorded_at", "text"),
+        ("outcome", "text"),
+        ("reason", "text"),
+        ("on_hand_delta", "bigint"),
+        ("reserved_delta", "bigint"),
+        ("incoming_delta", "bigint"),
+        ("on_hand", "bigint"),
+        ("reserved", "bigint"),
+        ("incoming", "bigint"),
+        ("oversold", "boolean"),
+        ("unknown_reservation", "boolean"),
+        ("order_id", "text"),
+        ("reservation_id", "text"),
+        ("reference", "text"),
+        ("transfer_id", "text"),
+        ("adjustment_reason", "text"),
+    ],
+)
 
 _LEVELS = BulkInsert(
     "ledger_levels",
-    [("store_id", "text"), ("sku", "text"), ("on_hand", "bigint"), ("reserved", "bigint"),
-     ("incoming", "bigint"), ("position", "bigint"), ("updated_at", "text")],
+    [
+        ("store_id", "text"),
+        ("sku", "text"),
+        ("on_hand", "bigint"),
+        ("reserved", "bigint"),
+        ("incoming", "bigint"),
+        ("position", "bigint"),
+        ("updated_at", "text"),
+    ],
     """ON CONFLICT (store_id, sku) DO UPDATE SET on_hand = excluded.on_hand,
     reserved = excluded.reserved, incoming = excluded.incoming,
     position = excluded.position, updated_at = excluded.updated_at""",
@@ -71,8 +98,14 @@ _LEVELS = BulkInsert(
 
 _TOTALS = BulkInsert(
     "ledger_sku_totals",
-    [("sku", "text"), ("on_hand", "bigint"), ("reserved", "bigint"), ("incoming", "bigint"),
-     ("position", "bigint"), ("updated_at", "text")],
+    [
+        ("sku", "text"),
+        ("on_hand", "bigint"),
+        ("reserved", "bigint"),
+        ("incoming", "bigint"),
+        ("position", "bigint"),
+        ("updated_at", "text"),
+    ],
     """ON CONFLICT (sku) DO UPDATE SET on_hand = ledger_sku_totals.on_hand + excluded.on_hand,
     reserved = ledger_sku_totals.reserved + excluded.reserved,
     incoming = ledger_sku_totals.incoming + excluded.incoming,
@@ -81,9 +114,18 @@ _TOTALS = BulkInsert(
 
 _RESERVATIONS = BulkInsert(
     "ledger_reservations",
-    [("store_id", "text"), ("reservation_id", "text"), ("order_id", "text"), ("expires_at", "text"),
-     ("lines", "text"), ("closed_as", "text"), ("status", "text"), ("remaining", "bigint"),
-     ("placed_at_position", "bigint"), ("position", "bigint")],
+    [
+        ("store_id", "text"),
+        ("reservation_id", "text"),
+        ("order_id", "text"),
+        ("expires_at", "text"),
+        ("lines", "text"),
+        ("closed_as", "text"),
+        ("status", "text"),
+        ("remaining", "bigint"),
+        ("placed_at_position", "bigint"),
+        ("position", "bigint"),
+    ],
     """ON CONFLICT (store_id, reservation_id) DO UPDATE SET lines = excluded.lines,
     closed_as = excluded.closed_as, status = excluded.status, remaining = excluded.remaining,
     position = excluded.position""",
@@ -91,8 +133,14 @@ _RESERVATIONS = BulkInsert(
 
 _KEYS = BulkInsert(
     "ledger_event_keys",
-    [("source", "text"), ("event_id", "text"), ("position", "bigint"), ("outcome", "text"),
-     ("reason", "text"), ("shortfall", "text")],
+    [
+        ("source", "text"),
+        ("event_id", "text"),
+        ("position", "bigint"),
+        ("outcome", "text"),
+        ("reason", "text"),
+        ("shortfall", "text"),
+    ],
 )
 
 
@@ -102,8 +150,15 @@ def write_batch(tx: SqlTx, batch: ProjectionBatch) -> None:
     _LEVELS.run(
         tx,
         [
-            (store_id, sku, level.on_hand_units, level.reserved_units, level.incoming_units,
-             position, updated_at)
+            (
+                store_id,
+                sku,
+                level.on_hand_units,
+                level.reserved_units,
+                level.incoming_units,
+                position,
+                updated_at,
+            )
             for (store_id, sku), (level, position, updated_at) in batch.levels.items()
         ],
     )
@@ -121,15 +176,34 @@ def _history_rows(batch: ProjectionBatch) -> list[tuple[object, ...]]:
         event = entry.event
         reason = entry.reason.value if entry.reason else None
         for line_no, (effect, after) in enumerate(zip(entry.effects, recorded.levels_after, strict=True)):
-            rows.append((
-                recorded.position, line_no, event.store_id, effect.sku, event.event_id,
-                event.source, event.type.value, event.time.isoformat(), recorded.recorded_at,
-                entry.outcome.value, reason, effect.on_hand_delta, effect.reserved_delta,
-                effect.incoming_delta, after.on_hand_units, after.reserved_units,
-                after.incoming_units, effect.oversold, effect.unknown_reservation,
-                event.order_id, event.reservation_id, event.reference, event.transfer_id,
-                event.reason,
-            ))
+            rows.append(
+                (
+                    recorded.position,
+                    line_no,
+                    event.store_id,
+                    effect.sku,
+                    event.event_id,
+                    event.source,
+                    event.type.value,
+                    event.time.isoformat(),
+                    recorded.recorded_at,
+                    entry.outcome.value,
+                    reason,
+                    effect.on_hand_delta,
+                    effect.reserved_delta,
+                    effect.incoming_delta,
+                    after.on_hand_units,
+                    after.reserved_units,
+                    after.incoming_units,
+                    effect.oversold,
+                    effect.unknown_reservation,
+                    event.order_id,
+                    event.reservation_id,
+                    event.reference,
+                    event.transfer_id,
+                    event.reason,
+                )
+            )
     return rows
 
 
@@ -151,30 +225,43 @@ def _total_rows(batch: ProjectionBatch) -> list[tuple[object, ...]]:
 
 
 def _reservation_row(reservation: Reservation, position: int) -> tuple[object, ...]:
-    lines = [[sku, line.qty_units, line.shipped_units, line.released_units]
-             for sku, line in reservation.lines.items()]
+    lines = [
+        [sku, line.qty_units, line.shipped_units, line.released_units]
+        for sku, line in reservation.lines.items()
+    ]
     return (
-        reservation.store_id, reservation.reservation_id, reservation.order_id,
+        reservation.store_id,
+        reservation.reservation_id,
+        reservation.order_id,
         utc_text(reservation.expires_at) if reservation.expires_at else None,
         orjson.dumps(lines).decode(),
         reservation.closed_as.value if reservation.closed_as else None,
-        reservation.status.value, reservation.remaining_units,
-        reservation.placed_at_position, position,
+        reservation.status.value,
+        reservation.remaining_units,
+        reservation.placed_at_position,
+        position,
     )
 
 
 def _key_rows(batch: ProjectionBatch) -> list[tuple[object, ...]]:
-    rows = []
+    rows: list[tuple[object, ...]] = []
     for recorded in batch.recorded:
         entry = recorded.entry
         if entry.event.type is EventType.TRANSFER_INCOMING:
             continue  # shares its key with the transfer it belongs to
         shortfall = (
             orjson.dumps([[s.sku, s.requested_units, s.available_units] for s in entry.shortfall]).decode()
-            if entry.shortfall else None
+            if entry.shortfall
+            else None
         )
-        rows.append((
-            entry.event.source, entry.event.event_id, recorded.position, entry.outcome.value,
-            entry.reason.value if entry.reason else None, shortfall,
-        ))
+        rows.append(
+            (
+                entry.event.source,
+                entry.event.event_id,
+                recorded.position,
+                entry.outcome.value,
+                entry.reason.value if entry.reason else None,
+                shortfall,
+            )
+        )
     return rows

@@ -34,8 +34,12 @@ class BodySizeLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        too_large = Problem(413, "content-too-large", "Content too large",
-                            f"a request body may hold at most {self.body_bytes_max} bytes")
+        too_large = Problem(
+            413,
+            "content-too-large",
+            "Content too large",
+            f"a request body may hold at most {self.body_bytes_max} bytes",
+        )
         for name, value in scope.get("headers", ()):
             if name == b"content-length" and value.isdigit() and int(value) > self.body_bytes_max:
                 await problem_response(too_large, scope.get("path"))(scope, receive, send)
@@ -60,7 +64,9 @@ class _BodyTooLarge(Exception):
     pass
 
 
-def create_app(ledger: Ledger, settings: Settings, limits: IntakeLimits, *, manage_ledger: bool = True) -> FastAPI:
+def create_app(
+    ledger: Ledger, settings: Settings, limits: IntakeLimits, *, manage_ledger: bool = True
+) -> FastAPI:
     """The app; with manage_ledger it starts the ledger's threads on startup and stops them on shutdown."""
 
     @asynccontextmanager
@@ -86,7 +92,7 @@ def create_app(ledger: Ledger, settings: Settings, limits: IntakeLimits, *, mana
     for module in (stock, events, reservations, history, ops):
         app.include_router(module.router)
     install_handlers(app)
-    app.add_middleware(BodySizeLimit, body_bytes_max=settings.body_bytes_max)  # type: ignore[arg-type]
+    app.add_middleware(BodySizeLimit, body_bytes_max=settings.body_bytes_max)
     _document_raw_bodies(app)
     return app
 

@@ -42,16 +42,26 @@ def parse_json(body: bytes) -> Any:
             "content": {
                 media: {"schema": {"$ref": "#/components/schemas/EventEnvelope"}} for media in SINGLE_TYPES
             }
-            | {BATCH_TYPE: {"schema": {"type": "array", "items": {"$ref": "#/components/schemas/EventEnvelope"}}}},
+            | {
+                BATCH_TYPE: {
+                    "schema": {"type": "array", "items": {"$ref": "#/components/schemas/EventEnvelope"}}
+                }
+            },
         }
     },
     summary="Record one event or a batch",
 )
-async def post_events(request: Request, ledger: LedgerDep, limits: IntakeDep, settings: SettingsDep) -> Response:
+async def post_events(
+    request: Request, ledger: LedgerDep, limits: IntakeDep, settings: SettingsDep
+) -> Response:
     media_type = _media_type(request)
     if media_type not in (*SINGLE_TYPES, BATCH_TYPE):
-        raise Problem(415, "unsupported-media-type", "Unsupported media type",
-                      f"send {', '.join((*SINGLE_TYPES, BATCH_TYPE))}, not {media_type or 'no content type'}")
+        raise Problem(
+            415,
+            "unsupported-media-type",
+            "Unsupported media type",
+            f"send {', '.join((*SINGLE_TYPES, BATCH_TYPE))}, not {media_type or 'no content type'}",
+        )
     document = parse_json(await request.body())
     if not isinstance(document, list):
         if media_type == BATCH_TYPE:

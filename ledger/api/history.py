@@ -49,10 +49,25 @@ def _time_filter(name: str, value: str | None) -> str | None:
 
 
 def entry_public(row: dict[str, Any]) -> dict[str, Any]:
-    entry = {key: row[key] for key in (
-        "position", "event_id", "source", "type", "time", "recorded_at", "sku", "outcome", "reason",
-        "on_hand_delta", "reserved_delta", "incoming_delta", "on_hand", "reserved",
-    )}
+    entry = {
+        key: row[key]
+        for key in (
+            "position",
+            "event_id",
+            "source",
+            "type",
+            "time",
+            "recorded_at",
+            "sku",
+            "outcome",
+            "reason",
+            "on_hand_delta",
+            "reserved_delta",
+            "incoming_delta",
+            "on_hand",
+            "reserved",
+        )
+    }
     entry["available"] = row["on_hand"] - row["reserved"]
     entry["incoming"] = row["incoming"]
     for flag in _FLAGS:
@@ -65,7 +80,9 @@ def entry_public(row: dict[str, Any]) -> dict[str, Any]:
 
 @router.get("/v1/stores/{store}/history", response_model=HistoryPagePublic, responses=problem_responses(422))
 async def get_history(
-    store: StoreId, ledger: LedgerDep, settings: SettingsDep,
+    store: StoreId,
+    ledger: LedgerDep,
+    settings: SettingsDep,
     sku: str | None = None,
     type: Annotated[str | None, Query(description="e.g. stock.pos_sale")] = None,
     order_id: str | None = None,
@@ -80,9 +97,15 @@ async def get_history(
         raise invalid([FieldError("limit", f"must be at most {settings.history_page_max}")])
     after_position, after_line_no = decode_cursor(after) if after else (0, -1)
     where = HistoryFilter(
-        store_id=store, sku=sku, type=type, order_id=order_id, reservation_id=reservation_id,
-        recorded_from=_time_filter("from", from_), recorded_to=_time_filter("to", to),
-        after_position=after_position, after_line_no=after_line_no,
+        store_id=store,
+        sku=sku,
+        type=type,
+        order_id=order_id,
+        reservation_id=reservation_id,
+        recorded_from=_time_filter("from", from_),
+        recorded_to=_time_filter("to", to),
+        after_position=after_position,
+        after_line_no=after_line_no,
     )
     rows = await asyncio.to_thread(ledger.history, where, page_size)
     more = len(rows) > page_size

@@ -25,18 +25,24 @@ class LedgerCollector(Collector):
 
     def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
         writer = self.ledger.writer
-        outcomes = CounterMetricFamily("ledger_events", "events this process submitted, by outcome",
-                                       labels=["outcome"])
+        outcomes = CounterMetricFamily(
+            "ledger_events", "events this process submitted, by outcome", labels=["outcome"]
+        )
         for outcome, count in sorted(self.ledger.outcome_counts.items()):
             outcomes.add_metric([outcome], count)
         yield outcomes
-        yield CounterMetricFamily("ledger_writer_commits", "batches the writer committed, as seen here",
-                                  value=writer.commits_seen)
-        yield GaugeMetricFamily("ledger_position", "the log position this instance has applied",
-                                value=self.ledger.cache.head)
-        yield GaugeMetricFamily("ledger_writer_alive", "1 while the writer thread runs",
-                                value=1 if writer.alive else 0)
-        yield GaugeMetricFamily("ledger_cached_levels", "levels held in memory", value=len(self.ledger.cache.levels))
+        yield CounterMetricFamily(
+            "ledger_writer_commits", "batches the writer committed, as seen here", value=writer.commits_seen
+        )
+        yield GaugeMetricFamily(
+            "ledger_position", "the log position this instance has applied", value=self.ledger.cache.head
+        )
+        yield GaugeMetricFamily(
+            "ledger_writer_alive", "1 while the writer thread runs", value=1 if writer.alive else 0
+        )
+        yield GaugeMetricFamily(
+            "ledger_cached_levels", "levels held in memory", value=len(self.ledger.cache.levels)
+        )
 
 
 def metrics_registry(ledger: Ledger) -> CollectorRegistry:
@@ -54,8 +60,12 @@ async def healthz() -> dict[str, str]:
 async def readyz(ledger: LedgerDep) -> dict[str, object]:
     database_ok = await asyncio.to_thread(ledger.ping)
     if not database_ok or not ledger.writer.alive:
-        raise Problem(503, "not-ready", "Not ready",
-                      "database unreachable" if not database_ok else "the writer is not running")
+        raise Problem(
+            503,
+            "not-ready",
+            "Not ready",
+            "database unreachable" if not database_ok else "the writer is not running",
+        )
     return {"status": "ready", "position": ledger.cache.head}
 
 

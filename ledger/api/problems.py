@@ -62,7 +62,10 @@ def install_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def on_validation(request: Request, error: RequestValidationError) -> Response:
-        errors = [FieldError(_field_name(tuple(e.get("loc", ()))), e.get("msg", "is invalid")) for e in error.errors()]
+        errors = [
+            FieldError(_field_name(tuple(e.get("loc", ()))), e.get("msg", "is invalid"))
+            for e in error.errors()
+        ]
         return problem_response(invalid(errors), request.url.path)
 
     @app.exception_handler(StarletteHTTPException)
@@ -71,24 +74,31 @@ def install_handlers(app: FastAPI) -> None:
             error.status_code, "http-error"
         )
         detail = str(error.detail) if error.detail else ""
-        return problem_response(Problem(error.status_code, slug, detail or slug.replace("-", " "), detail),
-                                request.url.path)
+        return problem_response(
+            Problem(error.status_code, slug, detail or slug.replace("-", " "), detail), request.url.path
+        )
 
     @app.exception_handler(WriterUnavailable)
     async def on_unavailable(request: Request, error: WriterUnavailable) -> Response:
-        return problem_response(Problem(503, "unavailable", "The ledger cannot take writes now", str(error)),
-                                request.url.path)
+        return problem_response(
+            Problem(503, "unavailable", "The ledger cannot take writes now", str(error)), request.url.path
+        )
 
     @app.exception_handler(TimeoutError)
     async def on_timeout(request: Request, error: TimeoutError) -> Response:
         return problem_response(
-            Problem(503, "timeout", "The ledger did not answer in time; the outcome is not known",
-                    "Retry with the same source and id: a recorded event is answered as a duplicate."),
+            Problem(
+                503,
+                "timeout",
+                "The ledger did not answer in time; the outcome is not known",
+                "Retry with the same source and id: a recorded event is answered as a duplicate.",
+            ),
             request.url.path,
         )
 
     @app.exception_handler(Exception)
     async def on_error(request: Request, error: Exception) -> Response:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return problem_response(Problem(500, "internal-error", "Internal error", type(error).__name__),
-                                request.url.path)
+        return problem_response(
+            Problem(500, "internal-error", "Internal error", type(error).__name__), request.url.path
+        )

@@ -31,8 +31,13 @@ def reservation_public(reservation: Reservation, position: int) -> dict[str, Any
         "order_id": reservation.order_id,
         "status": reservation.status.value,
         "lines": [
-            {"sku": sku, "qty": line.qty_units, "remaining": line.remaining_units,
-             "shipped": line.shipped_units, "released": line.released_units}
+            {
+                "sku": sku,
+                "qty": line.qty_units,
+                "remaining": line.remaining_units,
+                "shipped": line.shipped_units,
+                "released": line.released_units,
+            }
             for sku, line in reservation.lines.items()
         ],
         "expires_at": reservation.expires_at.isoformat() if reservation.expires_at else None,
@@ -65,23 +70,36 @@ def _event(store: str, event_type: str, data: dict[str, Any], limits: IntakeLimi
 async def _current(ledger: Ledger, store: str, reservation_id: str) -> dict[str, Any]:
     view = await asyncio.to_thread(ledger.reservation, store, reservation_id)
     if view is None:
-        raise Problem(404, "unknown-reservation", "Unknown reservation",
-                      f"no reservation {reservation_id} at store {store}")
+        raise Problem(
+            404,
+            "unknown-reservation",
+            "Unknown reservation",
+            f"no reservation {reservation_id} at store {store}",
+        )
     return reservation_public(view.reservation, view.position)
 
 
 def _refusal(result: EventResult, reservation_id: str) -> Problem:
     if result.reason is RejectionReason.INSUFFICIENT_STOCK:
         return Problem(
-            409, "insufficient-stock", "Insufficient stock",
+            409,
+            "insufficient-stock",
+            "Insufficient stock",
             "not enough available stock for every line; nothing was reserved",
-            shortfall=[{"sku": s.sku, "requested": s.requested_units, "available": s.available_units}
-                       for s in result.shortfall],
+            shortfall=[
+                {"sku": s.sku, "requested": s.requested_units, "available": s.available_units}
+                for s in result.shortfall
+            ],
             position=result.position,
         )
     if result.reason is RejectionReason.RESERVATION_CONFLICT:
-        return Problem(409, "reservation-conflict", "Reservation conflict",
-                       f"reservation {reservation_id} exists with other lines", position=result.position)
+        return Problem(
+            409,
+            "reservation-conflict",
+            "Reservation conflict",
+            f"reservation {reservation_id} exists with other lines",
+            position=result.position,
+        )
     return Problem(404, "unknown-reservation", "Unknown reservation", f"no reservation {reservation_id}")
 
 
@@ -89,13 +107,21 @@ def _refusal(result: EventResult, reservation_id: str) -> Problem:
     "/v1/stores/{store}/reservations",
     status_code=201,
     response_model=ReservationPublic,
-    responses={200: {"model": ReservationPublic, "description": "the same request again"},
-               **problem_responses(409, 422, 503)},
-    openapi_extra={"requestBody": {"required": True, "content": {
-        "application/json": {"schema": {"$ref": "#/components/schemas/ReservationCreate"}}}}},
+    responses={
+        200: {"model": ReservationPublic, "description": "the same request again"},
+        **problem_responses(409, 422, 503),
+    },
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ReservationCreate"}}},
+        }
+    },
     summary="Reserve every line, or none",
 )
-async def place_reservation(store: StoreId, request: Request, ledger: LedgerDep, limits: IntakeDep) -> Response:
+async def place_reservation(
+    store: StoreId, request: Request, ledger: LedgerDep, limits: IntakeDep
+) -> Response:
     body = parse_json(await request.body())
     if not isinstance(body, dict):
         raise invalid([FieldError("", "the body must be a JSON object")])
@@ -108,7 +134,9 @@ async def place_reservation(store: StoreId, request: Request, ledger: LedgerDep,
     if result.outcome is Outcome.ACCEPTED:
         assert result.position is not None
         placed = Reservation(
-            store_id=store, reservation_id=event.reservation_id, order_id=event.order_id,
+            store_id=store,
+            reservation_id=event.reservation_id,
+            order_id=event.order_id,
             expires_at=event.expires_at,
             lines={line.sku: ReservationLine(line.qty_units) for line in event.lines},
             placed_at_position=result.position,

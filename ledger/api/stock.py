@@ -30,8 +30,11 @@ AsOf = Annotated[str | None, Query(description="RFC 3339: the levels as they wer
 AtPosition = Annotated[int | None, Query(ge=0, description="the levels after this log position")]
 MinPosition = Annotated[
     int | None,
-    Query(ge=0, description="wait (briefly) until this instance has applied this position: read-your-writes "
-                            "across instances"),
+    Query(
+        ge=0,
+        description="wait (briefly) until this instance has applied this position: read-your-writes "
+        "across instances",
+    ),
 ]
 
 
@@ -49,7 +52,11 @@ def _as_of(value: str | None) -> datetime | None:
 
 
 async def _levels(
-    ledger: Ledger, store: str, skus: list[str], as_of: str | None, position: int | None,
+    ledger: Ledger,
+    store: str,
+    skus: list[str],
+    as_of: str | None,
+    position: int | None,
     min_position: int | None,
 ) -> list[LevelView]:
     if as_of is not None and position is not None:
@@ -58,8 +65,13 @@ async def _levels(
     if moment is not None or position is not None:
         return await asyncio.to_thread(ledger.levels_at, store, skus, position=position, as_of=moment)
     if min_position is not None and not await ledger.wait_for_position(min_position):
-        raise Problem(503, "position-not-reached", "This instance has not reached that position yet",
-                      f"position {min_position} is not applied here yet; retry", position=ledger.cache.head)
+        raise Problem(
+            503,
+            "position-not-reached",
+            "This instance has not reached that position yet",
+            f"position {min_position} is not applied here yet; retry",
+            position=ledger.cache.head,
+        )
     if len(skus) == 1:
         cached = ledger.cache.get_level((store, skus[0]))
         if cached is not None:  # the hot path: no database round trip, no thread hop
@@ -67,9 +79,15 @@ async def _levels(
     return await asyncio.to_thread(ledger.levels, store, skus)
 
 
-@router.get("/v1/stores/{store}/stock/{sku}", response_model=StockLevelPublic, responses=problem_responses(422))
+@router.get(
+    "/v1/stores/{store}/stock/{sku}", response_model=StockLevelPublic, responses=problem_responses(422)
+)
 async def get_stock(
-    store: StoreId, sku: Sku, ledger: LedgerDep, as_of: AsOf = None, position: AtPosition = None,
+    store: StoreId,
+    sku: Sku,
+    ledger: LedgerDep,
+    as_of: AsOf = None,
+    position: AtPosition = None,
     min_position: MinPosition = None,
 ) -> Response:
     [view] = await _levels(ledger, store, [sku], as_of, position, min_position)
@@ -78,15 +96,22 @@ async def get_stock(
 
 @router.get("/v1/stores/{store}/stock", response_model=StockLevelsPublic, responses=problem_responses(422))
 async def get_stock_many(
-    store: StoreId, ledger: LedgerDep, settings: SettingsDep,
+    store: StoreId,
+    ledger: LedgerDep,
+    settings: SettingsDep,
     sku: Annotated[list[str], Query(description="repeat for several SKUs")],
-    as_of: AsOf = None, position: AtPosition = None, min_position: MinPosition = None,
+    as_of: AsOf = None,
+    position: AtPosition = None,
+    min_position: MinPosition = None,
 ) -> Response:
     import re
 
     pattern = re.compile(ID_REGEX)
-    errors = [FieldError(f"sku[{i}]", "must be 1 to 64 ASCII letters, digits or -_.: characters")
-              for i, s in enumerate(sku) if not pattern.match(s)]
+    errors = [
+        FieldError(f"sku[{i}]", "must be 1 to 64 ASCII letters, digits or -_.: characters")
+        for i, s in enumerate(sku)
+        if not pattern.match(s)
+    ]
     if not sku or len(sku) > settings.skus_per_lookup_max:
         errors.append(FieldError("sku", f"give 1 to {settings.skus_per_lookup_max} SKUs"))
     if errors:
@@ -99,9 +124,11 @@ async def get_stock_many(
 @router.get("/v1/stock/{sku}", response_model=SkuAcrossStoresPublic, responses=problem_responses(422))
 async def get_sku_across_stores(sku: Sku, ledger: LedgerDep) -> Response:
     total, position, stores = await asyncio.to_thread(ledger.sku_totals, sku)
-    return _json({
-        "sku": sku,
-        "total": level_totals(total),
-        "position": position,
-        "stores": [level_public(view) for view in stores],
-    })
+    return _json(
+        {
+            "sku": sku,
+            "total": level_totals(total),
+            "position": position,
+            "stores": [level_public(view) for view in stores],
+        }
+    )

@@ -60,9 +60,7 @@ def _accept(event: StockEvent, effects: list[LineEffect]) -> Decision:
     return Decision((Entry(event, Outcome.ACCEPTED, tuple(effects)),))
 
 
-def _reject(
-    event: StockEvent, reason: RejectionReason, shortfall: tuple[Shortfall, ...] = ()
-) -> Decision:
+def _reject(event: StockEvent, reason: RejectionReason, shortfall: tuple[Shortfall, ...] = ()) -> Decision:
     effects = tuple(LineEffect(line.sku, line.qty_units) for line in event.lines)
     return Decision((Entry(event, Outcome.REJECTED, effects, reason, shortfall),))
 
@@ -147,9 +145,7 @@ def _decide_reservation(event: StockEvent, state: LedgerState) -> Decision:
     short = _shortfall(event, state)
     if short:
         return _reject(event, RejectionReason.INSUFFICIENT_STOCK, short)
-    return _accept(
-        event, [LineEffect(line.sku, line.qty_units, 0, line.qty_units) for line in event.lines]
-    )
+    return _accept(event, [LineEffect(line.sku, line.qty_units, 0, line.qty_units) for line in event.lines])
 
 
 def _release_effects(event_lines: tuple[Line, ...], held: Reservation) -> list[LineEffect]:
@@ -176,18 +172,14 @@ def _decide_release(event: StockEvent, state: LedgerState) -> Decision:
 
 def _decide_shipment(event: StockEvent, state: LedgerState) -> Decision:
     """Goods have left: never refused. Under a known reservation it consumes what is still reserved."""
-    held = (
-        state.reservation(event.store_id, event.reservation_id) if event.reservation_id else None
-    )
+    held = state.reservation(event.store_id, event.reservation_id) if event.reservation_id else None
     unknown = event.reservation_id is not None and held is None
     effects = []
     for line in event.lines:
         held_line = held.lines.get(line.sku) if held else None
         consumed_units = min(line.qty_units, held_line.remaining_units) if held_line else 0
         level = state.level(event.store_id, line.sku)
-        available_after = (level.on_hand_units - line.qty_units) - (
-            level.reserved_units - consumed_units
-        )
+        available_after = (level.on_hand_units - line.qty_units) - (level.reserved_units - consumed_units)
         effects.append(
             LineEffect(
                 line.sku,
@@ -243,8 +235,7 @@ def expire(held: Reservation, now: datetime, event_id: str) -> Entry:
         reservation_id=held.reservation_id,
     )
     effects = tuple(
-        LineEffect(sku, line.remaining_units, 0, -line.remaining_units)
-        for sku, line in held.lines.items()
+        LineEffect(sku, line.remaining_units, 0, -line.remaining_units) for sku, line in held.lines.items()
     )
     return Entry(event, Outcome.ACCEPTED, effects)
 

@@ -101,7 +101,9 @@ def _qty_rule(event_type: EventType) -> tuple[int, str]:
     return 1, "must be an integer >= 1"
 
 
-def _lines(reader: _Reader, data: Mapping[str, Any], event_type: EventType, limits: IntakeLimits) -> tuple[Line, ...]:
+def _lines(
+    reader: _Reader, data: Mapping[str, Any], event_type: EventType, limits: IntakeLimits
+) -> tuple[Line, ...]:
     raw = data.get("lines")
     if raw is None and event_type is EventType.RESERVATION_RELEASE:
         return ()
@@ -135,7 +137,9 @@ def _lines(reader: _Reader, data: Mapping[str, Any], event_type: EventType, limi
     return tuple(lines)
 
 
-def _unit_factor(reader: _Reader, item: Mapping[str, Any], sku: str | None, where: str, limits: IntakeLimits) -> int | None:
+def _unit_factor(
+    reader: _Reader, item: Mapping[str, Any], sku: str | None, where: str, limits: IntakeLimits
+) -> int | None:
     uom = item.get("uom")
     if uom is None:
         return 1
@@ -166,7 +170,7 @@ def read_envelope(document: object, limits: IntakeLimits) -> StockEvent:
         reader.error("datacontenttype", 'must be "application/json" when given')
     raw_type = document.get("type")
     try:
-        event_type = EventType(raw_type)
+        event_type = EventType(str(raw_type))
         if event_type not in PRODUCER_EVENT_TYPES:
             raise ValueError
     except ValueError:
@@ -182,17 +186,28 @@ def read_envelope(document: object, limits: IntakeLimits) -> StockEvent:
     if reader.errors:
         raise InvalidEvent(reader.errors)
     assert event_id and source and store_id and moment
-    return StockEvent(event_id=event_id, source=source, type=event_type, time=moment,
-                      store_id=store_id, lines=lines, **fields)
+    return StockEvent(
+        event_id=event_id,
+        source=source,
+        type=event_type,
+        time=moment,
+        store_id=store_id,
+        lines=lines,
+        **fields,
+    )
 
 
-def _type_fields(reader: _Reader, data: Mapping[str, Any], event_type: EventType, store_id: str | None) -> dict[str, Any]:
+def _type_fields(
+    reader: _Reader, data: Mapping[str, Any], event_type: EventType, store_id: str | None
+) -> dict[str, Any]:
     needs_reservation = event_type in (EventType.RESERVATION, EventType.RESERVATION_RELEASE)
     is_transfer = event_type is EventType.TRANSFER
     fields: dict[str, Any] = {
         "order_id": reader.text(data, "order_id", "data.order_id", required=False),
         "reference": reader.text(data, "reference", "data.reference", required=False),
-        "reservation_id": reader.ident(data, "reservation_id", "data.reservation_id", required=needs_reservation),
+        "reservation_id": reader.ident(
+            data, "reservation_id", "data.reservation_id", required=needs_reservation
+        ),
         "transfer_id": reader.text(data, "transfer_id", "data.transfer_id", required=is_transfer),
         "reason": reader.text(data, "reason", "data.reason", required=event_type is EventType.ADJUSTMENT),
         "expires_at": reader.moment(data, "expires_at", "data.expires_at", required=False),

@@ -36,8 +36,15 @@ def encode(entry: Entry, store_version: int, recorded_at: str) -> StoredEvent:
         "recorded_at": recorded_at,
         "outcome": entry.outcome.value,
         "lines": [
-            [e.sku, e.qty_units, e.on_hand_delta, e.reserved_delta, e.incoming_delta,
-             e.oversold, e.unknown_reservation]
+            [
+                e.sku,
+                e.qty_units,
+                e.on_hand_delta,
+                e.reserved_delta,
+                e.incoming_delta,
+                e.oversold,
+                e.unknown_reservation,
+            ]
             for e in entry.effects
         ],
     }
@@ -50,8 +57,7 @@ def encode(entry: Entry, store_version: int, recorded_at: str) -> StoredEvent:
         "reason": event.reason,
         "expires_at": event.expires_at.isoformat() if event.expires_at else None,
         "rejection": entry.reason.value if entry.reason else None,
-        "shortfall": [[s.sku, s.requested_units, s.available_units] for s in entry.shortfall]
-        or None,
+        "shortfall": [[s.sku, s.requested_units, s.available_units] for s in entry.shortfall] or None,
     }
     state.update({k: v for k, v in optional.items() if v is not None})
     return StoredEvent(

@@ -35,13 +35,16 @@ class LedgerRecorder(Protocol):
 
     def write_transaction(self) -> contextlib.AbstractContextManager[SqlTx]: ...
     def read_transaction(self) -> contextlib.AbstractContextManager[SqlTx]: ...
-    def insert_entries(
-        self, tx: SqlTx, stored_events: Sequence[StoredEvent], head: int
-    ) -> list[int]: ...
+    def insert_entries(self, tx: SqlTx, stored_events: Sequence[StoredEvent], head: int) -> list[int]: ...
     def head(self, tx: SqlTx) -> int: ...
     def select_notifications(
-        self, start: int | None, limit: int, stop: int | None = None,
-        topics: Sequence[str] = (), *, inclusive_of_start: bool = True,
+        self,
+        start: int | None,
+        limit: int,
+        stop: int | None = None,
+        topics: Sequence[str] = (),
+        *,
+        inclusive_of_start: bool = True,
     ) -> Sequence[Notification]: ...
     def create_table(self) -> None: ...
     def truncate_projections(self) -> None: ...
@@ -49,11 +52,17 @@ class LedgerRecorder(Protocol):
 
 
 _PG_HEAD = f"SELECT COALESCE(MAX(notification_id), 0) AS head FROM {EVENTS_TABLE}"
-_PG_EVENTS = BulkInsert(EVENTS_TABLE, [("originator_id", "text"), ("originator_version", "bigint"),
-                                       ("topic", "text"), ("state", "bytea"), ("notification_id", "bigint")])
-_PG_SEQUENCE_MOVE = (
-    f"SELECT setval(pg_get_serial_sequence('{EVENTS_TABLE}', 'notification_id'), %s) AS moved"
+_PG_EVENTS = BulkInsert(
+    EVENTS_TABLE,
+    [
+        ("originator_id", "text"),
+        ("originator_version", "bigint"),
+        ("topic", "text"),
+        ("state", "bytea"),
+        ("notification_id", "bigint"),
+    ],
 )
+_PG_SEQUENCE_MOVE = f"SELECT setval(pg_get_serial_sequence('{EVENTS_TABLE}', 'notification_id'), %s) AS moved"
 _SQLITE_HEAD = f"SELECT COALESCE(MAX(rowid), 0) AS head FROM {EVENTS_TABLE}"
 
 
@@ -62,7 +71,7 @@ class PostgresLedgerRecorder(PostgresApplicationRecorder):
 
     def __init__(self, datastore: PostgresDatastore) -> None:
         super().__init__(datastore, events_table_name=EVENTS_TABLE)
-        self.sql_create_statements.extend(SQL(ddl) for ddl in DDL)  # type: ignore[arg-type]
+        self.sql_create_statements.extend(SQL(ddl) for ddl in DDL)  # type: ignore[misc]
 
     def create_table(self) -> None:
         # Several instances may start at once; CREATE ... IF NOT EXISTS can still collide.
@@ -107,10 +116,13 @@ class PostgresLedgerRecorder(PostgresApplicationRecorder):
         positions = list(range(head + 1, head + 1 + len(stored_events)))
         curs: Any = tx.cursor
         self._notify_channel(curs)
-        _PG_EVENTS.run(tx, [
-            (e.originator_id, e.originator_version, e.topic, e.state, position)
-            for e, position in zip(stored_events, positions, strict=True)
-        ])
+        _PG_EVENTS.run(
+            tx,
+            [
+                (e.originator_id, e.originator_version, e.topic, e.state, position)
+                for e, position in zip(stored_events, positions, strict=True)
+            ],
+        )
         curs.execute(_PG_SEQUENCE_MOVE, (positions[-1],))
         return positions
 
@@ -124,7 +136,7 @@ class PostgresLedgerRecorder(PostgresApplicationRecorder):
 
     def truncate_projections(self) -> None:
         with self.datastore.transaction(commit=True) as curs:
-            curs.execute(SQL("TRUNCATE " + ", ".join(PROJECTION_TABLES)))  # type: ignore[arg-type]
+            curs.execute(SQL("TRUNCATE " + ", ".join(PROJECTION_TABLES)))
 
 
 class SQLiteLedgerRecorder(SQLiteApplicationRecorder):
@@ -164,8 +176,10 @@ class SQLiteLedgerRecorder(SQLiteApplicationRecorder):
         tx.cursor.executemany(
             f"INSERT INTO {EVENTS_TABLE} (rowid, originator_id, originator_version, topic, state) "
             "VALUES (?, ?, ?, ?, ?)",
-            [(p, e.originator_id, e.originator_version, e.topic, e.state)
-             for e, p in zip(stored_events, positions, strict=True)],
+            [
+                (p, e.originator_id, e.originator_version, e.topic, e.state)
+                for e, p in zip(stored_events, positions, strict=True)
+            ],
         )
         return positions
 
@@ -211,6 +225,8 @@ def open_recorder(database_url: str, pool_size: int, lock_timeout_s: int) -> Any
         )
         recorder = PostgresLedgerRecorder(pg_datastore)
     else:
-        raise ValueError(f"LEDGER_DATABASE_URL must start with sqlite:/// or postgresql://, not {parts.scheme!r}")
+        raise ValueError(
+            f"LEDGER_DATABASE_URL must start with sqlite:/// or postgresql://, not {parts.scheme!r}"
+        )
     recorder.create_table()
     return recorder

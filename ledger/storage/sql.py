@@ -90,9 +90,7 @@ class BulkInsert:
     def __init__(self, table: str, columns: Sequence[tuple[str, str]], suffix: str = "") -> None:
         names = ", ".join(name for name, _ in columns)
         self.width = len(columns)
-        self.qmark_sql = (
-            f"INSERT INTO {table} ({names}) VALUES ({', '.join(['?'] * len(columns))}) {suffix}"
-        )
+        self.qmark_sql = f"INSERT INTO {table} ({names}) VALUES ({', '.join(['?'] * len(columns))}) {suffix}"
         arrays = ", ".join(f"%s::{pg_type}[]" for _, pg_type in columns)
         self.unnest_sql = f"INSERT INTO {table} ({names}) SELECT * FROM unnest({arrays}) {suffix}"
 
