@@ -104,9 +104,6 @@ async def get_stock_many(
     position: AtPosition = None,
     min_position: MinPosition = None,
 ) -> Response:
-    import re
-
-    pattern = re.compile(ID_REGEX)
     errors = [
         FieldError(f"sku[{i}]", "must be 1 to 64 ASCII letters, digits or -_.: characters")
         for i, s in enumerate(sku)
