@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from datetime import datetime
 from typing import Annotated
 
@@ -25,6 +26,7 @@ from ledger.intake.envelope import FieldError, parse_rfc3339
 from ledger.service import Ledger, LevelView
 
 router = APIRouter(tags=["stock"])
+_SKU_PATTERN = re.compile(ID_REGEX)
 
 AsOf = Annotated[str | None, Query(description="RFC 3339: the levels as they were then")]
 AtPosition = Annotated[int | None, Query(ge=0, description="the levels after this log position")]
@@ -107,7 +109,7 @@ async def get_stock_many(
     errors = [
         FieldError(f"sku[{i}]", "must be 1 to 64 ASCII letters, digits or -_.: characters")
         for i, s in enumerate(sku)
-        if not pattern.match(s)
+        if not _SKU_PATTERN.match(s)
     ]
     if not sku or len(sku) > settings.skus_per_lookup_max:
         errors.append(FieldError("sku", f"give 1 to {settings.skus_per_lookup_max} SKUs"))
