@@ -6,6 +6,7 @@ import argparse
 import logging
 import os
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from ledger.config import Settings
@@ -105,13 +106,15 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--port", type=int, help="overrides LEDGER_HTTP_PORT")
     serve.add_argument("--workers", type=int, help="worker processes (overrides LEDGER_HTTP_WORKERS)")
     serve.add_argument("--log-level", default="info")
+    serve.set_defaults(handler=_serve)
     rebuild = commands.add_parser("rebuild", help="rebuild every projection from the event log")
     rebuild.add_argument("--quiet", action="store_true", help="no progress bar")
+    rebuild.set_defaults(handler=_rebuild)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = Settings()
-    handlers = {"serve": _serve, "rebuild": _rebuild}
-    return handlers[args.command](args, settings)
+    handler: Callable[[argparse.Namespace, Settings], int] = args.handler
+    return handler(args, settings)
 
 
 if __name__ == "__main__":

@@ -19,6 +19,28 @@ class Settings(BaseSettings):
     kafka_topic: str = "stock.events"
     kafka_group: str = "stock-ledger"
 
+    # The Kafka intake (ledger/kafka): its topics, the consumer group's timing and its limits.
+    kafka_results_topic: str = "stock.events.results"
+    kafka_dlq_topic: str = "stock.events.dlq"
+    kafka_client_id: str = Field("stock-ledger", description="client id prefix; host and pid follow")
+    # One poll is one write batch (one submit, one transaction when the writer is idle).
+    kafka_batch_records_max: int = Field(2000, ge=1, le=10_000)
+    kafka_poll_timeout_ms: int = Field(500, ge=10, le=10_000)
+    kafka_fetch_partition_bytes_max: int = Field(4 * 1024 * 1024, ge=64 * 1024)
+    # A member silent for the session timeout is dropped and its partitions move to the others.
+    kafka_session_timeout_ms: int = Field(10_000, ge=1000)
+    kafka_heartbeat_interval_ms: int = Field(3000, ge=100)
+    # A batch (record, publish, commit) must be done within this, or the member leaves the group.
+    kafka_poll_interval_ms_max: int = Field(120_000, ge=5000)
+    kafka_publish_timeout_s: float = Field(30.0, gt=0, description="results and dead letters acknowledged")
+    kafka_commit_timeout_s: float = Field(30.0, gt=0)
+    kafka_linger_ms: int = Field(5, ge=0, le=1000)
+    kafka_produce_batch_bytes: int = Field(256 * 1024, ge=16 * 1024)
+    kafka_retry_backoff_ms_max: int = Field(5000, ge=10, description="longest wait to retry a failed batch")
+    kafka_shutdown_timeout_s: float = Field(60.0, gt=0, description="SIGTERM: time to finish the batch")
+    kafka_metrics_host: str = "127.0.0.1"
+    kafka_metrics_port: int | None = Field(None, description="ledger consume: /metrics, /readyz, /healthz")
+
     # Input limits (CONTRACT §1 and §3).
     lines_per_event_max: int = Field(1000, ge=1, le=1000)
     events_per_request_max: int = Field(1000, ge=1, le=1000)
@@ -54,3 +76,50 @@ class Settings(BaseSettings):
     # The database.
     db_pool_size: int = Field(8, ge=2)
     db_lock_timeout_s: int = Field(30, ge=1)
+
+    # Adapters (adapters/README.md): the outbound workers and the inbound webhook receiver.
+    adapters_http_host: str = Field("127.0.0.1", description="where `ledger adapters run` receives webhooks")
+    adapters_http_port: int = Field(8010, ge=0, le=65535)
+    adapters_read_events_max: int = Field(5000, ge=1, description="log entries one push cycle reads")
+    adapters_retries_max: int = Field(5, ge=1, description="attempts of one item before it is parked")
+    adapters_request_retries_max: int = Field(5, ge=1, description="attempts of one request per cycle")
+    adapters_backoff_initial_ms: int = Field(500, ge=1)
+    adapters_backoff_max_ms: int = Field(30_000, ge=1)
+    adapters_poll_interval_ms: int = Field(1000, ge=10, description="idle wait between push cycles")
+    adapters_mappings_refresh_s: float = Field(10.0, ge=0, description="how often mapping edits are re-read")
+    adapters_inbox_batch_max: int = Field(100, ge=1, description="webhook deliveries processed per round")
+
+    # 1C-Bitrix (REST through an inbound webhook URL).
+    bitrix_webhook_url: str | None = Field(None, description="https://<site>/rest/<user>/<token>/")
+    bitrix_push: str = Field(
+        "product",
+        pattern=r"^(product|documents|product,documents|documents,product)$",
+        description="product: catalog.product.update; documents: inventory documents",
+    )
+    bitrix_batch_commands_max: int = Field(50, ge=1, le=50)
+    bitrix_burst_requests_max: int = Field(50, ge=1, description="leaky bucket size X (Enterprise: 250)")
+    bitrix_requests_per_s: float = Field(2.0, gt=0, description="leaky bucket drain Y (Enterprise: 5)")
+    bitrix_timeout_s: float = Field(10.0, gt=0)
+    bitrix_document_currency: str = "RUB"
+    bitrix_responsible_id: int = Field(1, ge=1)
+    bitrix_store_amount: str = Field("available", pattern=r"^(available|on_hand)$")
+
+    # MoySklad (JSON API 1.2).
+    moysklad_base_url: str = "https://api.moysklad.ru/api/remap/1.2"
+    moysklad_token: str | None = Field(None, description="Bearer token; unset: MoySklad is off")
+    moysklad_requests_per_window: int = Field(45, ge=1)
+    moysklad_window_s: float = Field(3.0, gt=0)
+    moysklad_parallel_max: int = Field(5, ge=1, le=5)
+    moysklad_timeout_s: float = Field(10.0, gt=0)
+    moysklad_organization_id: str | None = Field(None, description="the seller (organization) of orders")
+    moysklad_agent_id: str | None = Field(None, description="the counterparty of customer orders")
+    moysklad_webhook_secret: str | None = Field(None, description="last path segment of the webhook URL")
+
+    # An Inflow-style WMS (REST with X-API-Key).
+    wms_base_url: str | None = Field(None, description="e.g. https://wms.example/; unset: the WMS is off")
+    wms_api_key: str | None = None
+    wms_requests_per_s: float = Field(10.0, gt=0)
+    wms_timeout_s: float = Field(10.0, gt=0)
+    wms_poll_interval_s: float = Field(30.0, gt=0, description="how often open picking orders are polled")
+    wms_poll_orders_max: int = Field(200, ge=1)
+    wms_webhook_secret: str | None = Field(None, description="last path segment of the status webhook URL")

@@ -16,9 +16,7 @@ from dataclasses import dataclass
 import orjson
 
 from ledger.domain.model import Level, Reservation, ReservationLine, ReservationStatus
-from ledger.storage.sql import Deferred, Row, SqlTx, chunks, placeholders
-
-LOAD_CHUNK_KEYS = 500  # keys per IN (...) list: well inside both databases' parameter limits
+from ledger.storage.sql import Deferred, Row, SqlTx
 
 
 @dataclass(slots=True)
@@ -167,13 +165,8 @@ def _query_pairs(
     tx: SqlTx, table: str, columns: tuple[str, str], keys: list[tuple[str, str]]
 ) -> list[Deferred]:
     return [
-        tx.defer(
-            f"SELECT * FROM {table} WHERE ({columns[0]}, {columns[1]}) IN (VALUES "
-            + placeholders(len(part), 2)
-            + ")",
-            [value for key in part for value in key],
-        )
-        for part in chunks(keys, LOAD_CHUNK_KEYS)
+        tx.defer(f"SELECT * FROM {table} WHERE {condition}", params)
+        for condition, params in tx.pairs_in(columns, keys)
     ]
 
 
@@ -234,10 +227,10 @@ class PendingVersions:
         self.deferred = [
             tx.defer(
                 "SELECT originator_id, MAX(originator_version) AS version FROM ledger_events "
-                "WHERE originator_id IN (" + placeholders(len(part)) + ") GROUP BY originator_id",
-                list(part),
+                f"WHERE {condition} GROUP BY originator_id",
+                params,
             )
-            for part in chunks(queried, LOAD_CHUNK_KEYS)
+            for condition, params in tx.values_in("originator_id", queried)
         ]
         self.queried = set(queried)
 

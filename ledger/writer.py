@@ -33,7 +33,7 @@ from ledger.domain.rules import LedgerState, apply, decide, expire
 from ledger.state_cache import CachedLevel, PendingVersions, StateCache, reservation_from_row
 from ledger.storage.codec import encode
 from ledger.storage.recorders import LedgerRecorder
-from ledger.storage.sql import Deferred, SqlTx, chunks, placeholders
+from ledger.storage.sql import Deferred, SqlTx
 from projections.tables import ProjectionBatch, RecordedEntry, write_batch
 
 log = logging.getLogger("ledger.writer")
@@ -388,14 +388,12 @@ class Writer:
 
 
 def _read_event_keys(tx: SqlTx, keys: list[tuple[str, str]]) -> list[Deferred]:
-    unique = list(dict.fromkeys(keys))
     return [
         tx.defer(
-            "SELECT source, event_id, position, outcome, reason FROM ledger_event_keys "
-            "WHERE (source, event_id) IN (VALUES " + placeholders(len(part), 2) + ")",
-            [value for key in part for value in key],
+            f"SELECT source, event_id, position, outcome, reason FROM ledger_event_keys WHERE {condition}",
+            params,
         )
-        for part in chunks(unique, 500)
+        for condition, params in tx.pairs_in(("source", "event_id"), list(dict.fromkeys(keys)))
     ]
 
 

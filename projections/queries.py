@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ledger.storage.sql import Row, SqlTx, placeholders
+from ledger.storage.sql import Row, SqlTx
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,11 +21,13 @@ class HistoryFilter:
 
 
 def current_levels(tx: SqlTx, store_id: str, skus: list[str]) -> dict[str, Row]:
-    rows = tx.fetchall(
-        "SELECT * FROM ledger_levels WHERE store_id = %s AND sku IN (" + placeholders(len(skus)) + ")",
-        [store_id, *skus],
-    )
-    return {row["sku"]: row for row in rows}
+    found: dict[str, Row] = {}
+    for condition, params in tx.values_in("sku", skus):
+        for row in tx.fetchall(
+            f"SELECT * FROM ledger_levels WHERE store_id = %s AND {condition}", [store_id, *params]
+        ):
+            found[row["sku"]] = row
+    return found
 
 
 def levels_at(tx: SqlTx, store_id: str, skus: list[str], position: int) -> dict[str, Row]:
