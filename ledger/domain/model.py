@@ -166,13 +166,12 @@ class Reservation:
 
     @property
     def status(self) -> ReservationStatus:
-        shipped_units = sum(line.shipped_units for line in self.lines.values())
-        fully_shipped = all(line.shipped_units == line.qty_units for line in self.lines.values())
-        if fully_shipped:
-            return ReservationStatus.SHIPPED
-        if self.remaining_units == 0 and self.closed_as is not None:
-            return self.closed_as
-        if shipped_units > 0:
+        """What closed a reservation names it: the shipment, release or expiry that took its last
+        reserved unit (so a reservation released after a partial shipment is `released`, and one
+        partly released and then shipped in full is `shipped`)."""
+        if self.remaining_units == 0:
+            return self.closed_as or ReservationStatus.SHIPPED
+        if any(line.shipped_units for line in self.lines.values()):
             return ReservationStatus.PARTIALLY_SHIPPED
         return ReservationStatus.ACTIVE
 

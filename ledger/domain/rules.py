@@ -272,9 +272,13 @@ def _apply_to_reservation(entry: Entry, state: LedgerState, position: int) -> No
     if held is None:
         return
     if event.type is EventType.SHIPMENT:
+        shipped_units = 0
         for effect in entry.effects:
             if effect.sku in held.lines:
                 held.lines[effect.sku].shipped_units += -effect.reserved_delta
+                shipped_units += -effect.reserved_delta
+        if shipped_units > 0 and held.remaining_units == 0:
+            held.closed_as = ReservationStatus.SHIPPED
     elif event.type in (EventType.RESERVATION_RELEASE, EventType.RESERVATION_EXPIRED):
         released_units = 0
         for effect in entry.effects:
