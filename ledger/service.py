@@ -78,6 +78,7 @@ class Ledger:
 
     def stop(self) -> None:
         self._stopping.set()
+        self.cache.wake.set()
         self.writer.stop()
         self._refresher.join(5)
         self.recorder.close()
@@ -99,7 +100,9 @@ class Ledger:
     # -- keeping the read cache current with other instances' writes --------------------------------
 
     def _refresh_loop(self) -> None:
-        while not self._stopping.wait(self.refresh_interval_s):
+        while not self._stopping.is_set():
+            self.cache.wake.wait(self.refresh_interval_s)
+            self.cache.wake.clear()
             self.refresh()
 
     def refresh(self) -> None:

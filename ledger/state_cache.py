@@ -26,6 +26,17 @@ class CachedLevel:
     updated_at: str | None
 
 
+@dataclass(frozen=True, slots=True)
+class Commit:
+    """What one committed batch changed: positions first_position..head."""
+
+    levels: dict[tuple[str, str], CachedLevel]
+    reservations: dict[tuple[str, str], tuple[Reservation, int]]
+    store_versions: dict[str, int]
+    first_position: int
+    head: int
+
+
 def reservation_from_row(row: Row) -> Reservation:
     from datetime import datetime
 
@@ -59,6 +70,7 @@ class StateCache:
         self.reservations_max = reservations_max
         self.catch_up_events_max = catch_up_events_max
         self.lock = threading.Lock()
+        self.wake = threading.Event()  # set when the cache knows it missed commits
         self.head = 0
         self.levels: OrderedDict[tuple[str, str], CachedLevel] = OrderedDict()
         self.reservations: OrderedDict[tuple[str, str], tuple[Reservation, int]] = OrderedDict()
@@ -131,21 +143,22 @@ class StateCache:
         while len(self.reservations) > self.reservations_max:
             self.reservations.popitem(last=False)
 
-    def install(
-        self,
-        levels: dict[tuple[str, str], CachedLevel],
-        reservations: dict[tuple[str, str], tuple[Reservation, int]],
-        store_versions: dict[str, int],
-        head: int,
-    ) -> None:
-        """After a commit: the committed values and the new head."""
+    def install(self, commit: Commit) -> None:
+        """After a commit: its values, and its head when the cache held everything before it.
+
+        When other instances committed in between (the commit starts past head + 1), the values
+        are kept (they are newer) but the head stays, and the refresher is woken to read the
+        commits in between; until then answers name the older head, which they do include."""
         with self.lock:
-            for key, value in levels.items():
+            for key, value in commit.levels.items():
                 self._put_level(key, value)
-            for key, (reservation, position) in reservations.items():
+            for key, (reservation, position) in commit.reservations.items():
                 self._put_reservation(key, reservation, position)
-            self.store_versions.update(store_versions)
-            self.head = max(self.head, head)
+            self.store_versions.update(commit.store_versions)
+            if commit.first_position <= self.head + 1:
+                self.head = max(self.head, commit.head)
+            else:
+                self.wake.set()
 
     # -- loading what a batch needs, under the write lock ---------------------------------------
     # Each read is sent at once and finished later, so that on PostgreSQL all of a batch's reads

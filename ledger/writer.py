@@ -25,12 +25,11 @@ from ledger.domain.model import (
     Level,
     Outcome,
     RejectionReason,
-    Reservation,
     Shortfall,
     StockEvent,
 )
 from ledger.domain.rules import LedgerState, apply, decide, expire
-from ledger.state_cache import CachedLevel, PendingVersions, StateCache, reservation_from_row
+from ledger.state_cache import CachedLevel, Commit, PendingVersions, StateCache, reservation_from_row
 from ledger.storage.codec import encode
 from ledger.storage.recorders import LedgerRecorder
 from ledger.storage.sql import Deferred, SqlTx
@@ -89,11 +88,6 @@ class _Pending:
     duplicate_of_entry: int | None = None
 
 
-Committed = tuple[
-    dict[tuple[str, str], CachedLevel], dict[tuple[str, str], tuple[Reservation, int]], dict[str, int], int
-]
-
-
 @dataclass(slots=True)
 class _Work:
     state: LedgerState
@@ -108,7 +102,7 @@ class Writer:
         recorder: LedgerRecorder,
         cache: StateCache,
         limits: WriterLimits,
-        on_commit: Callable[[Committed], None] | None = None,
+        on_commit: Callable[[Commit], None] | None = None,
     ) -> None:
         self.recorder = recorder
         self.on_commit = on_commit
@@ -291,11 +285,13 @@ class Writer:
             if position < 0:  # placed earlier in this same batch
                 return _Pending(duplicate_of_entry=-position - 1)
             return _Pending(duplicate_of=Original(Outcome.ACCEPTED, None, position))
-        first_index = len(work.entries)
         for entry in decision.entries:
             self._apply(entry, work)
-        known[event.key] = first_index
-        return _Pending(entry_index=first_index)
+        # The event's own entry comes last (a transfer records the receiving store's entry first),
+        # so the position answered includes every entry the event made.
+        primary_index = len(work.entries) - 1
+        known[event.key] = primary_index
+        return _Pending(entry_index=primary_index)
 
     def _apply(self, entry: Entry, work: _Work) -> None:
         index = len(work.entries)
@@ -303,11 +299,11 @@ class Writer:
         work.entries.append(entry)
         work.levels_after.append(tuple(work.state.level(entry.store_id, e.sku).copy() for e in entry.effects))
 
-    def _insert(self, tx: SqlTx, work: _Work, recorded_at: str) -> tuple[list[int], Committed]:
+    def _insert(self, tx: SqlTx, work: _Work, recorded_at: str) -> tuple[list[int], Commit]:
         """Records the batch's entries and projections; returns their positions and what the
         cache takes once the transaction has committed."""
         if not work.entries:
-            return [], ({}, {}, {}, self.cache.head)
+            return [], Commit({}, {}, {}, self.cache.head + 1, self.cache.head)
         assert self._versions_read is not None
         versions = self._versions_read.finish()
         stored = []
@@ -332,7 +328,9 @@ class Writer:
         installed_reservations = {
             key: (held.copy(), position) for key, (held, position) in batch.reservations.items()
         }
-        return positions, (installed_levels, installed_reservations, versions, positions[-1])
+        return positions, Commit(
+            installed_levels, installed_reservations, versions, positions[0], positions[-1]
+        )
 
     # -- expiry -------------------------------------------------------------------------------------
 
@@ -381,9 +379,9 @@ class Writer:
         self._committed(committed)
         return len(work.entries)
 
-    def _committed(self, committed: Committed) -> None:
-        self.cache.install(*committed)
-        if self.on_commit is not None and committed[3] > 0:
+    def _committed(self, committed: Commit) -> None:
+        self.cache.install(committed)
+        if self.on_commit is not None and committed.head >= committed.first_position:
             self.on_commit(committed)
 
 

@@ -7,8 +7,8 @@ process the writer never waits for anyone: it reads every request that has arriv
 them as one batch (one transaction, one fsync), then answers.
 
 Wire format over a Unix socket: frames of a 4-byte big-endian length and a pickle. Clients send
-`(request_id, [StockEvent, ...])`. The server sends, per batch and in this order, `("c", head,
-levels)` to every client (what the batch committed, so that every HTTP worker's read cache is
+`(request_id, [StockEvent, ...])`. The server sends, per batch and in this order, `("c", first
+position, head, levels)` to every client (what the batch committed, so that every HTTP worker's read cache is
 current before its callers get their answers) and `("r", [(request_id, ok, results_or_reason)])`.
 Only this machine's processes of this service connect: the socket file is created mode 0600.
 """
@@ -32,8 +32,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ledger.domain.model import StockEvent
-from ledger.state_cache import CachedLevel, StateCache
-from ledger.writer import Committed, EventResult, Submission, Writer, WriterUnavailable
+from ledger.state_cache import CachedLevel, Commit, StateCache
+from ledger.writer import EventResult, Submission, Writer, WriterUnavailable
 
 log = logging.getLogger("ledger.writer_process")
 
@@ -51,27 +51,30 @@ def frame(message: object) -> bytes:
     return FRAME.pack(len(body)) + body
 
 
-def committed_rows(committed: Committed) -> tuple[int, list[LevelRow]]:
-    levels, _, _, head = committed
-    return head, [
-        (
-            store,
-            sku,
-            c.level.on_hand_units,
-            c.level.reserved_units,
-            c.level.incoming_units,
-            c.position,
-            c.updated_at,
-        )
-        for (store, sku), c in levels.items()
-    ]
+def committed_rows(commit: Commit) -> tuple[int, int, list[LevelRow]]:
+    return (
+        commit.first_position,
+        commit.head,
+        [
+            (
+                store,
+                sku,
+                c.level.on_hand_units,
+                c.level.reserved_units,
+                c.level.incoming_units,
+                c.position,
+                c.updated_at,
+            )
+            for (store, sku), c in commit.levels.items()
+        ],
+    )
 
 
-def install_rows(cache: StateCache, head: int, rows: list[LevelRow]) -> None:
+def install_rows(cache: StateCache, first_position: int, head: int, rows: list[LevelRow]) -> None:
     from ledger.domain.model import Level
 
     levels = {(r[0], r[1]): CachedLevel(Level(r[2], r[3], r[4]), r[5], r[6]) for r in rows}
-    cache.install(levels, {}, {}, head)
+    cache.install(Commit(levels, {}, {}, first_position, head))
 
 
 # -- the server -------------------------------------------------------------------------------------
@@ -96,7 +99,7 @@ class WriterServer:
         self.clients: dict[socket.socket, _Client] = {}
         self.selector = selectors.DefaultSelector()
         self.stopping = False
-        self._commits: list[tuple[int, list[LevelRow]]] = []
+        self._commits: list[tuple[int, int, list[LevelRow]]] = []
         writer.on_commit = lambda committed: self._commits.append(committed_rows(committed))
 
     def listen(self) -> None:
@@ -182,7 +185,7 @@ class WriterServer:
     def _flush(self) -> None:
         commits, self._commits = self._commits, []
         for client in list(self.clients.values()):
-            frames = [frame(("c", head, rows)) for head, rows in commits]
+            frames = [frame(("c", first, head, rows)) for first, head, rows in commits]
             if client.replies:
                 frames.append(frame(("r", client.replies)))
                 client.replies = []
@@ -311,8 +314,8 @@ class RemoteWriter:
         if self._stream is not None:
             self._stream.close()
 
-    def _on_commit(self, head: int, rows: list[LevelRow]) -> None:
-        install_rows(self.cache, head, rows)
+    def _on_commit(self, first_position: int, head: int, rows: list[LevelRow]) -> None:
+        install_rows(self.cache, first_position, head, rows)
         self.commits_seen += 1
 
     async def _connect(self) -> asyncio.StreamWriter:
@@ -336,7 +339,7 @@ class RemoteWriter:
                 (length,) = FRAME.unpack(await reader.readexactly(FRAME.size))
                 message = pickle.loads(await reader.readexactly(length))
                 if message[0] == "c":
-                    self._on_commit(message[1], message[2])
+                    self._on_commit(message[1], message[2], message[3])
                     continue
                 for request_id, ok, payload in message[1]:
                     future = self._futures.pop(request_id, None)
@@ -394,7 +397,7 @@ class RemoteWriter:
             (length,) = FRAME.unpack(_recv_exactly(sock, FRAME.size))
             message = pickle.loads(_recv_exactly(sock, length))
             if message[0] == "c":
-                self._on_commit(message[1], message[2])
+                self._on_commit(message[1], message[2], message[3])
                 continue
             for replied_id, ok, payload in message[1]:
                 if replied_id == request_id:

@@ -1,5 +1,8 @@
 """The projection tables, in SQL that PostgreSQL and SQLite both accept.
 
+A history row has no SKU and no levels only for an event without lines that was refused (a
+release of an unknown reservation): it stays in the audit trail all the same.
+
 Times are stored as fixed-width UTC text (`2026-11-22T07:15:00.000000Z`), so that comparing the
 text compares the instants, on both databases alike.
 """
@@ -35,7 +38,7 @@ DDL = (
         position BIGINT NOT NULL,
         line_no INTEGER NOT NULL,
         store_id TEXT NOT NULL,
-        sku TEXT NOT NULL,
+        sku TEXT,
         event_id TEXT NOT NULL,
         source TEXT NOT NULL,
         type TEXT NOT NULL,
@@ -46,9 +49,9 @@ DDL = (
         on_hand_delta BIGINT NOT NULL,
         reserved_delta BIGINT NOT NULL,
         incoming_delta BIGINT NOT NULL,
-        on_hand BIGINT NOT NULL,
-        reserved BIGINT NOT NULL,
-        incoming BIGINT NOT NULL,
+        on_hand BIGINT,
+        reserved BIGINT,
+        incoming BIGINT,
         oversold BOOLEAN NOT NULL,
         unknown_reservation BOOLEAN NOT NULL,
         order_id TEXT,

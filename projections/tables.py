@@ -175,36 +175,62 @@ def _history_rows(batch: ProjectionBatch) -> list[tuple[object, ...]]:
         entry = recorded.entry
         event = entry.event
         reason = entry.reason.value if entry.reason else None
+        head = (
+            recorded.position,
+            event.store_id,
+            event.event_id,
+            event.source,
+            event.type.value,
+            event.time.isoformat(),
+            recorded.recorded_at,
+            entry.outcome.value,
+            reason,
+        )
+        tail = (event.order_id, event.reservation_id, event.reference, event.transfer_id, event.reason)
+        if not entry.effects:  # a refused event without lines is in the audit trail all the same
+            rows.append(_history_row(head, 0, None, (0, 0, 0), (None, None, None), (False, False), tail))
         for line_no, (effect, after) in enumerate(zip(entry.effects, recorded.levels_after, strict=True)):
             rows.append(
-                (
-                    recorded.position,
+                _history_row(
+                    head,
                     line_no,
-                    event.store_id,
                     effect.sku,
-                    event.event_id,
-                    event.source,
-                    event.type.value,
-                    event.time.isoformat(),
-                    recorded.recorded_at,
-                    entry.outcome.value,
-                    reason,
-                    effect.on_hand_delta,
-                    effect.reserved_delta,
-                    effect.incoming_delta,
-                    after.on_hand_units,
-                    after.reserved_units,
-                    after.incoming_units,
-                    effect.oversold,
-                    effect.unknown_reservation,
-                    event.order_id,
-                    event.reservation_id,
-                    event.reference,
-                    event.transfer_id,
-                    event.reason,
+                    (effect.on_hand_delta, effect.reserved_delta, effect.incoming_delta),
+                    (after.on_hand_units, after.reserved_units, after.incoming_units),
+                    (effect.oversold, effect.unknown_reservation),
+                    tail,
                 )
             )
     return rows
+
+
+def _history_row(
+    head: tuple[object, ...],
+    line_no: int,
+    sku: str | None,
+    deltas: tuple[int, int, int],
+    levels: tuple[int | None, int | None, int | None],
+    flags: tuple[bool, bool],
+    tail: tuple[object, ...],
+) -> tuple[object, ...]:
+    position, store_id, event_id, source, type_, time, recorded_at, outcome, reason = head
+    return (
+        position,
+        line_no,
+        store_id,
+        sku,
+        event_id,
+        source,
+        type_,
+        time,
+        recorded_at,
+        outcome,
+        reason,
+        *deltas,
+        *levels,
+        *flags,
+        *tail,
+    )
 
 
 def _total_rows(batch: ProjectionBatch) -> list[tuple[object, ...]]:

@@ -68,7 +68,7 @@ def entry_public(row: dict[str, Any]) -> dict[str, Any]:
             "reserved",
         )
     }
-    entry["available"] = row["on_hand"] - row["reserved"]
+    entry["available"] = None if row["on_hand"] is None else row["on_hand"] - row["reserved"]
     entry["incoming"] = row["incoming"]
     for flag in _FLAGS:
         entry[flag] = bool(row[flag])

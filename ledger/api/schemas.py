@@ -130,16 +130,16 @@ class HistoryEntryPublic(BaseModel):
     type: str
     time: str
     recorded_at: str
-    sku: str
+    sku: str | None = Field(description="null only for a refused event without lines")
     outcome: str
     reason: str | None
     on_hand_delta: int
     reserved_delta: int
     incoming_delta: int
-    on_hand: int
-    reserved: int
-    available: int
-    incoming: int
+    on_hand: int | None
+    reserved: int | None
+    available: int | None
+    incoming: int | None
     oversold: bool
     unknown_reservation: bool
     order_id: str | None = None

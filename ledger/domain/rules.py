@@ -45,7 +45,8 @@ class LedgerState:
 
 @dataclass(frozen=True, slots=True)
 class Decision:
-    """The entries to record for one event (a transfer records one at each store), or a duplicate."""
+    """The entries to record for one event, its own entry last (a transfer records one at each
+    store), or a duplicate."""
 
     entries: tuple[Entry, ...]
     duplicate_of_position: int | None = None
@@ -122,7 +123,9 @@ def _decide_transfer(event: StockEvent, state: LedgerState) -> Decision:
         Outcome.ACCEPTED,
         tuple(LineEffect(line.sku, line.qty_units, 0, 0, line.qty_units) for line in event.lines),
     )
-    return Decision((outgoing, incoming))
+    # The receiving store's entry first: the event's own entry, last, gets the later position,
+    # so the position answered for the transfer includes both.
+    return Decision((incoming, outgoing))
 
 
 def _decide_pos_sale(event: StockEvent, state: LedgerState) -> Decision:

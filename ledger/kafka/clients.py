@@ -1,0 +1,84 @@
+"""kafka-python clients built from the settings, every option that matters passed explicitly."""
+
+from __future__ import annotations
+
+import os
+import socket
+from typing import Any
+
+from kafka import KafkaConsumer, KafkaProducer
+from kafka.admin import KafkaAdminClient, NewTopic
+from kafka.errors import TopicAlreadyExistsError
+
+from ledger.config import Settings
+
+REQUEST_TIMEOUT_MS = 30_000
+
+
+def client_id(settings: Settings, role: str) -> str:
+    return f"{settings.kafka_client_id}-{role}-{socket.gethostname()}-{os.getpid()}"
+
+
+def bootstrap_servers(settings: Settings) -> list[str]:
+    if not settings.kafka_bootstrap:
+        raise ValueError("LEDGER_KAFKA_BOOTSTRAP is not set")
+    return [server.strip() for server in settings.kafka_bootstrap.split(",") if server.strip()]
+
+
+def new_consumer(settings: Settings) -> Any:
+    """A group member that never commits by itself: offsets move only after an outcome is durable."""
+    return KafkaConsumer(
+        bootstrap_servers=bootstrap_servers(settings),
+        client_id=client_id(settings, "consumer"),
+        group_id=settings.kafka_group,
+        enable_auto_commit=False,
+        # A new group reads the topic from its start: every event ever sent belongs in the ledger.
+        auto_offset_reset="earliest",
+        # Events from producers' aborted transactions never reach the ledger.
+        isolation_level="read_committed",
+        max_poll_records=settings.kafka_batch_records_max,
+        max_partition_fetch_bytes=settings.kafka_fetch_partition_bytes_max,
+        session_timeout_ms=settings.kafka_session_timeout_ms,
+        heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms,
+        max_poll_interval_ms=settings.kafka_poll_interval_ms_max,
+        request_timeout_ms=REQUEST_TIMEOUT_MS,
+        check_crcs=True,
+        key_deserializer=None,
+        value_deserializer=None,
+    )
+
+
+def new_producer(settings: Settings, role: str = "producer") -> Any:
+    """Acknowledged by every in-sync replica; idempotent, so retries neither double nor reorder a key."""
+    return KafkaProducer(
+        bootstrap_servers=bootstrap_servers(settings),
+        client_id=client_id(settings, role),
+        acks="all",
+        enable_idempotence=True,
+        linger_ms=settings.kafka_linger_ms,
+        batch_size=settings.kafka_produce_batch_bytes,
+        max_block_ms=int(settings.kafka_publish_timeout_s * 1000),
+        request_timeout_ms=REQUEST_TIMEOUT_MS,
+        key_serializer=None,
+        value_serializer=None,
+    )
+
+
+def ensure_topics(settings: Settings, topics: list[str], partitions: int, replication: int = 1) -> list[str]:
+    """Creates the topics that do not exist yet (dev and test helper); returns those it created."""
+    admin = KafkaAdminClient(
+        bootstrap_servers=bootstrap_servers(settings), client_id=client_id(settings, "admin")
+    )
+    try:
+        existing = set(admin.list_topics())
+        missing = [topic for topic in topics if topic not in existing]
+        created = []
+        for topic in missing:
+            try:
+                admin.create_topics([NewTopic(topic, partitions, replication)])
+                created.append(topic)
+            except TopicAlreadyExistsError:
+                pass
+        return created
+    finally:
+        admin.close()

@@ -1,0 +1,71 @@
+"""`ledger consume`'s own small HTTP endpoint: /healthz, /readyz (the consumer's state), /metrics."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+ReadyReport = Callable[[], tuple[bool, dict[str, object]]]
+
+
+class OpsServer:
+    """Serves on a daemon thread until `stop()`."""
+
+    def __init__(self, host: str, port: int, registry: CollectorRegistry, ready: ReadyReport) -> None:
+        handler = _handler(registry, ready)
+        self.server = ThreadingHTTPServer((host, port), handler)
+        self.server.daemon_threads = True
+        self._thread = threading.Thread(
+            target=self.server.serve_forever, name="ledger-kafka-ops", daemon=True
+        )
+
+    @property
+    def port(self) -> int:
+        return int(self.server.server_address[1])
+
+    def start(self) -> OpsServer:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self._thread.join(5)
+
+
+def _handler(registry: CollectorRegistry, ready: ReadyReport) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            path = self.path.split("?", 1)[0]
+            if path == "/metrics":
+                self._send(200, CONTENT_TYPE_LATEST, generate_latest(registry))
+            elif path == "/healthz":
+                self._send_json(200, {"status": "ok"})
+            elif path == "/readyz":
+                is_ready, details = ready()
+                self._send_json(
+                    200 if is_ready else 503, {"status": "ready" if is_ready else "not ready", **details}
+                )
+            else:
+                self._send_json(404, {"status": 404, "title": "Not found"}, "application/problem+json")
+
+        def _send_json(
+            self, status: int, body: dict[str, object], content_type: str = "application/json"
+        ) -> None:
+            self._send(status, content_type, json.dumps(body).encode())
+
+        def _send(self, status: int, content_type: str, body: bytes) -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:
+            return  # scrapes every few seconds would drown the log
+
+    return Handler

@@ -1,0 +1,98 @@
+"""Health, readiness, metrics, the API's own description, stock lookups, and unknown routes and methods."""
+
+from __future__ import annotations
+
+import re
+
+from support import api
+from support import events as ev
+from support.ids import unique
+
+CONTRACT_PATHS = (
+    ("get", r"/v1/stores/\{store\}/stock/\{sku\}"),
+    ("get", r"/v1/stores/\{store\}/stock"),
+    ("get", r"/v1/stock/\{sku\}"),
+    ("post", r"/v1/events"),
+    ("post", r"/v1/stores/\{store\}/reservations"),
+    ("get", r"/v1/stores/\{store\}/reservations/\{\w+\}"),
+    ("post", r"/v1/stores/\{store\}/reservations/\{\w+\}/release"),
+    ("get", r"/v1/stores/\{store\}/history"),
+    ("get", r"/healthz"),
+    ("get", r"/readyz"),
+    ("get", r"/metrics"),
+)
+
+
+def test_liveness_and_readiness(client):
+    health = client.get("/healthz")
+    assert health.status_code == 200 and health.json() == {"status": "ok"}
+    ready = client.get("/readyz")
+    assert ready.status_code == 200
+    assert ready.json()["status"] == "ready" and ready.json()["position"] >= 0
+
+
+def test_metrics_are_prometheus_text(client):
+    api.record(client, ev.receipt(unique("store"), ("A", 1)))
+    response = client.get("/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    samples = [line for line in response.text.splitlines() if line and not line.startswith("#")]
+    assert samples
+    assert any(re.match(r'^ledger_events_total\{outcome="accepted"\} [1-9]', line) for line in samples), (
+        samples
+    )
+
+
+def test_the_openapi_document_describes_every_contract_path(client):
+    response = client.get("/openapi.json")
+    assert response.status_code == 200
+    document = response.json()
+    assert document["openapi"].startswith("3.")
+    paths = document["paths"]
+    for method, pattern in CONTRACT_PATHS:
+        matching = [path for path in paths if re.fullmatch(pattern, path)]
+        assert matching, pattern
+        assert method in paths[matching[0]], (method, matching[0])
+    docs = client.get("/docs")
+    assert docs.status_code == 200 and "text/html" in docs.headers["content-type"]
+    assert "/openapi.json" in docs.text
+
+
+def test_unknown_routes_and_methods_answer_problem_json(client):
+    problem = api.assert_problem(client.get("/v1/nothing-here"), 404)
+    assert problem["instance"] == "/v1/nothing-here"
+    api.assert_problem(client.get("/v2/events"), 404)
+    problem = api.assert_problem(client.delete("/v1/events"), 405)
+    assert problem["type"] == "method-not-allowed"
+    api.assert_problem(client.get("/v1/events"), 405)
+    api.assert_problem(client.put(f"/v1/stores/{unique('s')}/stock/A", json={}), 405)
+
+
+def test_stock_lookups_of_one_or_several_skus(client):
+    store = unique("store")
+    api.record(client, ev.receipt(store, ("A", 3), ("B", 4)))
+    never = api.level(client, store, "NEVER")
+    assert (never["store_id"], never["sku"]) == (store, "NEVER")
+    assert api.levels_tuple(never) == (0, 0, 0, 0)
+    response = client.get(f"/v1/stores/{store}/stock", params={"sku": ["B", "A", "NEVER"]})
+    assert response.status_code == 200
+    items = response.json()["items"]
+    assert [(i["sku"], i["on_hand"]) for i in items] == [("B", 4), ("A", 3), ("NEVER", 0)]
+    for item in items:
+        assert set(item) >= {
+            "store_id",
+            "sku",
+            "on_hand",
+            "reserved",
+            "available",
+            "incoming",
+            "position",
+            "updated_at",
+        }
+    api.assert_problem(client.get(f"/v1/stores/{store}/stock"), 422)
+    api.assert_problem(client.get(f"/v1/stores/{store}/stock", params={"sku": ["ok", "not/ok"]}), 422)
+    api.assert_problem(
+        client.get(f"/v1/stores/{store}/stock", params={"sku": [f"S{i}" for i in range(1001)]}), 422
+    )
+    api.assert_problem(client.get(f"/v1/stores/{'x' * 65}/stock/A"), 422)
+    api.assert_problem(client.get(f"/v1/stores/{store}/stock/A", params={"position": -1}), 422)

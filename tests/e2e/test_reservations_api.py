@@ -1,0 +1,99 @@
+"""Reservations over REST: read, release (all or some lines), status through shipment, and refusals."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from support import api
+from support import events as ev
+from support.ids import unique
+
+
+def _lines(body: dict) -> dict[str, tuple[int, int]]:
+    return {line["sku"]: (line["qty"], line["remaining"]) for line in body["lines"]}
+
+
+def test_an_unknown_reservation_is_404(client):
+    store = unique("store")
+    problem = api.assert_problem(client.get(f"/v1/stores/{store}/reservations/nobody"), 404)
+    assert problem["instance"] == f"/v1/stores/{store}/reservations/nobody"
+    api.assert_problem(client.post(f"/v1/stores/{store}/reservations/nobody/release"), 404)
+
+
+def test_releasing_a_reservation_gives_its_units_back(client):
+    store = unique("store")
+    api.record(client, ev.receipt(store, ("A", 5), ("B", 5)))
+    placed = api.reserve(
+        client, store, "R-1", ("A", 3), ("B", 2), order_id="O-1", expires_at="2999-01-01T00:00:00+03:00"
+    )
+    assert placed.status_code == 201, placed.text
+    read = client.get(f"/v1/stores/{store}/reservations/R-1")
+    assert read.status_code == 200
+    body = read.json()
+    assert (body["reservation_id"], body["order_id"], body["status"]) == ("R-1", "O-1", "active")
+    assert datetime.fromisoformat(body["expires_at"]) == datetime.fromisoformat("2999-01-01T00:00:00+03:00")
+    assert _lines(body) == {"A": (3, 3), "B": (2, 2)}
+
+    some = client.post(
+        f"/v1/stores/{store}/reservations/R-1/release", json={"lines": [{"sku": "A", "qty": 1}]}
+    )
+    assert some.status_code == 200, some.text
+    assert some.json()["status"] == "active"
+    assert _lines(some.json()) == {"A": (3, 2), "B": (2, 2)}
+    assert api.levels_tuple(api.level(client, store, "A")) == (5, 2, 3, 0)
+
+    released = client.post(f"/v1/stores/{store}/reservations/R-1/release")
+    assert released.status_code == 200, released.text
+    assert released.json()["status"] == "released"
+    assert _lines(released.json()) == {"A": (3, 0), "B": (2, 0)}
+    for sku in "AB":
+        assert api.levels_tuple(api.level(client, store, sku)) == (5, 0, 5, 0)
+    again = client.post(f"/v1/stores/{store}/reservations/R-1/release")
+    assert again.status_code == 200 and again.json()["status"] == "released"
+    entries = api.history(client, store, reservation_id="R-1", type="stock.reservation_release")
+    assert sum(e["reserved_delta"] for e in entries) == -5
+
+
+def test_a_reservation_moves_from_partially_shipped_to_shipped(client):
+    store = unique("store")
+    api.record(client, ev.receipt(store, ("A", 5), ("B", 5)))
+    assert api.reserve(client, store, "R-1", ("A", 2), ("B", 2)).status_code == 201
+
+    def status() -> str:
+        return client.get(f"/v1/stores/{store}/reservations/R-1").json()["status"]
+
+    api.record(client, ev.shipment(store, ("A", 1), reservation_id="R-1"))
+    assert status() == "partially_shipped"
+    api.record(client, ev.shipment(store, ("A", 1), ("B", 2), reservation_id="R-1"))
+    assert status() == "shipped"
+    assert api.levels_tuple(api.level(client, store, "A")) == (3, 0, 3, 0)
+    # A shipment under an unknown reservation is recorded as a plain one, flagged.
+    [result] = api.post_events(client, ev.shipment(store, ("A", 1), reservation_id="R-nobody"))
+    assert result["outcome"] == "accepted"
+    [entry] = api.history(client, store, reservation_id="R-nobody")
+    assert entry["unknown_reservation"] is True and entry["on_hand_delta"] == -1
+
+
+def test_a_partially_shipped_reservation_released_is_released(client):
+    store = unique("store")
+    api.record(client, ev.receipt(store, ("A", 5)))
+    assert api.reserve(client, store, "R-1", ("A", 4)).status_code == 201
+    api.record(client, ev.shipment(store, ("A", 1), reservation_id="R-1"))
+    released = client.post(f"/v1/stores/{store}/reservations/R-1/release")
+    assert released.json()["status"] == "released"
+    assert api.levels_tuple(api.level(client, store, "A")) == (4, 0, 4, 0)
+
+
+def test_an_invalid_reservation_request_is_refused_naming_the_field(client):
+    store = unique("store")
+    path = f"/v1/stores/{store}/reservations"
+    problem = api.assert_problem(client.post(path, json={"lines": [{"sku": "A", "qty": 1}]}), 422)
+    assert [e["field"] for e in problem["errors"]] == ["reservation_id"]
+    problem = api.assert_problem(client.post(path, json={"reservation_id": "R-1"}), 422)
+    assert "lines" in {e["field"] for e in problem["errors"]}
+    problem = api.assert_problem(
+        client.post(path, json={"reservation_id": "R-1", "lines": [{"sku": "A", "qty": 0}]}), 422
+    )
+    assert "lines[0].qty" in {e["field"] for e in problem["errors"]}
+    api.assert_problem(client.post(path, content=b"[1, 2", headers={"content-type": "application/json"}), 422)
+    api.assert_problem(client.get(f"/v1/stores/{store}/reservations/R-1"), 404)

@@ -1,0 +1,98 @@
+"""The service expires reservations itself, once, even with two instances on one database."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from support import api, db
+from support import events as ev
+from support.ids import unique
+
+pytestmark = pytest.mark.slow
+
+EXPIRY_ENV = {"LEDGER_EXPIRY_INTERVAL_MS": "100"}
+EXPIRY_DEADLINE_S = 20.0
+RESERVATIONS = 8
+KEPT_UNITS = RESERVATIONS + 2
+AFTER_EXPIRY_WATCH_S = 1.5  # a good many expiry intervals of both instances
+
+
+def _wait_until_expired(client, store: str, reservation_ids: list[str]) -> dict[str, dict]:
+    deadline = time.monotonic() + EXPIRY_DEADLINE_S
+    seen: dict[str, dict] = {}
+    while time.monotonic() < deadline:
+        for reservation_id in reservation_ids:
+            response = client.get(f"/v1/stores/{store}/reservations/{reservation_id}")
+            assert response.status_code == 200, response.text
+            if response.json()["status"] == "expired":
+                seen[reservation_id] = response.json()
+        if len(seen) == len(reservation_ids):
+            return seen
+        time.sleep(0.1)
+    raise AssertionError(
+        f"not expired within {EXPIRY_DEADLINE_S} s: {sorted(set(reservation_ids) - set(seen))}"
+    )
+
+
+def test_a_reservation_past_its_expiry_is_released_once_by_the_service(database_url, serve):
+    a, b = serve(database_url, EXPIRY_ENV), serve(database_url, EXPIRY_ENV)
+    store = unique("store")
+    skus = [f"SKU-{i}" for i in range(RESERVATIONS)]
+    ids = [f"cart-{i}" for i in range(RESERVATIONS)]
+    with a.client() as client_a, b.client() as client_b:
+        api.record(client_a, ev.receipt(store, *((sku, 5) for sku in skus), ("KEPT", KEPT_UNITS)))
+        expires_at = ev.now_rfc3339(1.0)
+        for index, (reservation_id, sku) in enumerate(zip(ids, skus, strict=True)):
+            client = (client_a, client_b)[index % 2]
+            response = api.reserve(
+                client, store, reservation_id, (sku, 2), ("KEPT", 1), expires_at=expires_at
+            )
+            assert response.status_code == 201, response.text
+            assert response.json()["expires_at"] is not None
+        kept = api.reserve(client_a, store, "kept", ("KEPT", 1), expires_at=ev.now_rfc3339(3600))
+        assert kept.status_code == 201, kept.text
+
+        expired = _wait_until_expired(client_b, store, ids)
+        time.sleep(AFTER_EXPIRY_WATCH_S)
+
+        for reservation_id, sku in zip(ids, skus, strict=True):
+            body = expired[reservation_id]
+            assert body["status"] == "expired"
+            assert {line["sku"]: line["remaining"] for line in body["lines"]} == {sku: 0, "KEPT": 0}
+        entries = api.history(client_a, store, type="stock.reservation_expired")
+        positions = {e["position"] for e in entries}
+        # Exactly one expiry entry per line of each reservation, whichever instance recorded it.
+        assert sorted((e["reservation_id"], e["sku"]) for e in entries) == sorted(
+            [(r, s) for r, s in zip(ids, skus, strict=True)] + [(r, "KEPT") for r in ids]
+        )
+        for entry in entries:
+            assert entry["outcome"] == "accepted"
+            assert entry["reserved_delta"] == -(2 if entry["sku"] != "KEPT" else 1)
+            assert entry["on_hand_delta"] == 0
+        assert len(positions) <= RESERVATIONS
+        expired_rows = db.scalar(
+            database_url,
+            "SELECT COUNT(*) AS n FROM ledger_history "
+            "WHERE store_id = %s AND type = 'stock.reservation_expired'",
+            (store,),
+        )
+        assert expired_rows == 2 * RESERVATIONS
+        recorded = db.level_rows(database_url, store)
+        assert {sku: row["reserved"] for sku, row in recorded.items()} == {
+            **dict.fromkeys(skus, 0),
+            "KEPT": 1,
+        }
+        # Each instance, once it has applied the last expiry, reads the same levels.
+        head = max(positions)
+        for client in (client_a, client_b):
+            for sku in skus:
+                assert api.levels_tuple(api.level(client, store, sku, min_position=head)) == (5, 0, 5, 0)
+            # The reservation that has not expired keeps its unit.
+            assert api.levels_tuple(api.level(client, store, "KEPT", min_position=head)) == (
+                KEPT_UNITS,
+                1,
+                KEPT_UNITS - 1,
+                0,
+            )
+        assert client_a.get(f"/v1/stores/{store}/reservations/kept").json()["status"] == "active"
