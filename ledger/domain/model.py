@@ -179,11 +179,12 @@ class Reservation:
     def is_open(self) -> bool:
         return self.remaining_units > 0
 
-    def same_request(self, lines: tuple[Line, ...], order_id: str | None) -> bool:
-        """The same reservation again (a retry) has the same lines; order ids must not differ."""
+    def same_request(self, lines: tuple[Line, ...]) -> bool:
+        """The same reservation again (a retry) has the same lines (CONTRACT §1: a conflict is
+        the id reused with other lines; other fields do not make one)."""
         asked = {line.sku: line.qty_units for line in lines}
         held = {sku: line.qty_units for sku, line in self.lines.items()}
-        return asked == held and (order_id is None or order_id == self.order_id)
+        return asked == held
 
     def copy(self) -> Reservation:
         return Reservation(

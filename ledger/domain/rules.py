@@ -142,7 +142,7 @@ def _decide_reservation(event: StockEvent, state: LedgerState) -> Decision:
     assert event.reservation_id is not None
     held = state.reservation(event.store_id, event.reservation_id)
     if held is not None:
-        if held.same_request(event.lines, event.order_id):
+        if held.same_request(event.lines):
             return Decision((), duplicate_of_position=held.placed_at_position)
         return _reject(event, RejectionReason.RESERVATION_CONFLICT)
     short = _shortfall(event, state)

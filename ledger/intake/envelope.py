@@ -13,7 +13,8 @@ from typing import Any
 
 from ledger.domain.model import PRODUCER_EVENT_TYPES, EventType, Line, StockEvent
 
-ID_PATTERN = re.compile(r"^[A-Za-z0-9\-_.:]{1,64}$")
+ID_PATTERN = re.compile(r"[A-Za-z0-9\-_.:]{1,64}")  # always with fullmatch: `$` would pass a final newline
+RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})")
 TEXT_CHARS_MAX = 256  # id, source and the free-text data fields
 QTY_ABS_MAX = 1_000_000_000
 
@@ -65,7 +66,7 @@ class _Reader:
             if required:
                 self.error(where, "is required")
             return None
-        if not isinstance(value, str) or not ID_PATTERN.match(value):
+        if not isinstance(value, str) or not ID_PATTERN.fullmatch(value):
             self.error(where, "must be 1 to 64 ASCII letters, digits or -_.: characters")
             return None
         return value
@@ -83,13 +84,18 @@ class _Reader:
 
 
 def parse_rfc3339(value: object) -> datetime | None:
-    if not isinstance(value, str) or len(value) < 20 or value[10] not in "Tt":
+    """An RFC 3339 date-time (offset required); None for anything else."""
+    if not isinstance(value, str) or not RFC3339.fullmatch(value):
         return None
+    text = value.upper().replace(" ", "T")
+    if "." in text:  # Python keeps microseconds: cut longer fractions rather than refuse them
+        main, rest = text.split(".", 1)
+        cut = next(i for i, ch in enumerate(rest) if not ch.isdigit())
+        text = f"{main}.{rest[:cut][:6].ljust(6, '0')}{rest[cut:]}"
     try:
-        moment = datetime.fromisoformat(value.replace("z", "Z"))
+        return datetime.fromisoformat(text)
     except ValueError:
         return None
-    return moment if moment.tzinfo is not None else None
 
 
 def _qty_rule(event_type: EventType) -> tuple[int, str]:
@@ -128,6 +134,9 @@ def _lines(
             continue
         factor = _unit_factor(reader, item, sku, where, limits)
         if sku is None or factor is None:
+            continue
+        if abs(qty * factor) > QTY_ABS_MAX:
+            reader.error(f"{where}.qty", f"is {qty * factor:,} in base units, over {QTY_ABS_MAX:,}")
             continue
         if sku in seen:
             reader.error(f"{where}.sku", f"{sku} appears twice in one event")

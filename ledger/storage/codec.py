@@ -57,6 +57,8 @@ def encode(entry: Entry, store_version: int, recorded_at: str) -> StoredEvent:
         "reason": event.reason,
         "expires_at": event.expires_at.isoformat() if event.expires_at else None,
         "rejection": entry.reason.value if entry.reason else None,
+        # A release sent without lines: its effects name the reservation's lines, the event none.
+        "no_lines": True if not event.lines else None,
         "shortfall": [[s.sku, s.requested_units, s.available_units] for s in entry.shortfall] or None,
     }
     state.update({k: v for k, v in optional.items() if v is not None})
@@ -78,7 +80,7 @@ def decode(store_id: str, topic: str, state_bytes: bytes) -> tuple[Entry, str]:
         type=EventType(topic),
         time=datetime.fromisoformat(state["time"]),
         store_id=store_id,
-        lines=tuple(Line(line[0], line[1]) for line in state["lines"]),
+        lines=() if state.get("no_lines") else tuple(Line(line[0], line[1]) for line in state["lines"]),
         order_id=state.get("order_id"),
         reservation_id=state.get("reservation_id"),
         reference=state.get("reference"),
