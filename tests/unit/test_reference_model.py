@@ -1,0 +1,536 @@
+"""A reference model of CONTRACT §1 in plain dicts, and a property test that the stock rules agree with it.
+
+The model is written from the contract's table, not from ledger.domain.rules: random event sequences
+run through both, and after every step the outcomes, reasons, shortfalls, deltas, flags, levels and
+reservation statuses must be the same.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from ledger.domain.model import EventType, Line, StockEvent
+from ledger.domain.rules import Decision, LedgerState, apply, decide, expire
+
+STORES = ("s1", "s2")
+SKUS = ("A", "B", "C")
+RESERVATION_IDS = ("R1", "R2", "R3")
+UNKNOWN_RESERVATION_ID = "R404"
+QTY_ABS_MAX = 1_000_000_000
+EVENT_TIME = datetime(2026, 11, 22, 7, 15, tzinfo=UTC)
+
+
+# --- the reference model ---------------------------------------------------------------------
+
+
+@dataclass
+class Expected:
+    """What the contract says one event does. `effects` maps a store to its lines' (sku, deltas, flags)."""
+
+    outcome: str
+    reason: str | None = None
+    shortfall: list[tuple[str, int, int]] = field(default_factory=list)
+    effects: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    duplicate_of: int | None = None
+
+
+class ReferenceLedger:
+    """The contract's ledger in plain dicts.
+
+    levels[(store, sku)] = {"on_hand", "reserved", "incoming"}
+    reservations[(store, id)] = {"lines": {sku: {"qty", "shipped", "released"}}, "order_id", "closed",
+    "position"}, where "closed" names what took the last reserved unit (shipment, release or expiry).
+    """
+
+    def __init__(self) -> None:
+        self.levels: dict[tuple[str, str], dict[str, int]] = {}
+        self.reservations: dict[tuple[str, str], dict[str, Any]] = {}
+        self.position = 0
+
+    # levels
+
+    def level(self, store: str, sku: str) -> dict[str, int]:
+        return self.levels.setdefault((store, sku), {"on_hand": 0, "reserved": 0, "incoming": 0})
+
+    def available(self, store: str, sku: str) -> int:
+        level = self.level(store, sku)
+        return level["on_hand"] - level["reserved"]
+
+    @staticmethod
+    def remaining(res_line: dict[str, int]) -> int:
+        return res_line["qty"] - res_line["shipped"] - res_line["released"]
+
+    def status(self, store: str, reservation_id: str) -> str:
+        res = self.reservations[(store, reservation_id)]
+        lines = res["lines"].values()
+        if all(line["shipped"] == line["qty"] for line in lines):
+            return "shipped"
+        if sum(self.remaining(line) for line in lines) == 0:
+            # released/expired when what remained was released/expired, even after partial shipments;
+            # a shipment that takes the last reserved unit after a partial release closes it as shipped
+            return str(res["closed"])
+        if any(line["shipped"] > 0 for line in lines):
+            return "partially_shipped"
+        return "active"
+
+    # events
+
+    def handle(self, ev: dict[str, Any]) -> Expected:
+        """Decides and applies one producer event (a plain dict) and says what should have happened."""
+        kind = ev["type"]
+        store = ev["store"]
+        lines: list[tuple[str, int]] = ev["lines"]
+
+        def line_effect(
+            sku: str,
+            qty: int,
+            on_hand: int = 0,
+            reserved: int = 0,
+            incoming: int = 0,
+            oversold: bool = False,
+            unknown: bool = False,
+        ) -> dict[str, Any]:
+            return {
+                "sku": sku,
+                "qty": qty,
+                "on_hand": on_hand,
+                "reserved": reserved,
+                "incoming": incoming,
+                "oversold": oversold,
+                "unknown_reservation": unknown,
+            }
+
+        def rejected(reason: str, shortfall: list[tuple[str, int, int]] | None = None) -> Expected:
+            self.position += 1
+            return Expected(
+                "rejected", reason, shortfall or [], {store: [line_effect(sku, qty) for sku, qty in lines]}
+            )
+
+        def short_lines() -> list[tuple[str, int, int]]:
+            return [
+                (sku, qty, self.available(store, sku))
+                for sku, qty in lines
+                if self.available(store, sku) < qty
+            ]
+
+        if kind == "reservation":
+            held = self.reservations.get((store, ev["reservation_id"]))
+            if held is not None:
+                if {sku: line["qty"] for sku, line in held["lines"].items()} == dict(lines):
+                    return Expected("duplicate", duplicate_of=held["position"])
+                return rejected("reservation_conflict")
+        if kind in ("sale", "transfer", "reservation"):
+            short = short_lines()
+            if short:
+                return rejected("insufficient_stock", short)
+        if kind == "reservation_release" and (store, ev["reservation_id"]) not in self.reservations:
+            return rejected("unknown_reservation")
+
+        self.position += 1
+        effects: list[dict[str, Any]] = []
+        if kind == "receipt":
+            incoming_sign = -1 if ev.get("transfer_id") else 0
+            effects = [line_effect(sku, qty, on_hand=qty, incoming=incoming_sign * qty) for sku, qty in lines]
+        elif kind in ("sale", "transfer"):
+            effects = [line_effect(sku, qty, on_hand=-qty) for sku, qty in lines]
+        elif kind == "pos_sale":
+            effects = [
+                line_effect(sku, qty, on_hand=-qty, oversold=self.available(store, sku) - qty < 0)
+                for sku, qty in lines
+            ]
+        elif kind in ("return", "adjustment"):
+            effects = [line_effect(sku, qty, on_hand=qty) for sku, qty in lines]
+        elif kind == "count":
+            effects = [
+                line_effect(sku, qty, on_hand=qty - self.level(store, sku)["on_hand"]) for sku, qty in lines
+            ]
+        elif kind == "reservation":
+            effects = [line_effect(sku, qty, reserved=qty) for sku, qty in lines]
+            self.reservations[(store, ev["reservation_id"])] = {
+                "lines": {sku: {"qty": qty, "shipped": 0, "released": 0} for sku, qty in lines},
+                "order_id": ev.get("order_id"),
+                "closed": None,
+                "position": self.position,
+            }
+        elif kind == "reservation_release":
+            effects = self._release(
+                self.reservations[(store, ev["reservation_id"])], lines or None, "released"
+            )
+        elif kind == "expire":
+            effects = self._release(self.reservations[(store, ev["reservation_id"])], None, "expired")
+        elif kind == "shipment":
+            effects = self._ship(store, ev.get("reservation_id"), lines)
+        else:
+            raise AssertionError(kind)
+
+        expected = Expected("accepted", effects={store: effects})
+        if kind == "transfer":
+            expected.effects[ev["to_store"]] = [line_effect(sku, qty, incoming=qty) for sku, qty in lines]
+        for effect_store, store_effects in expected.effects.items():
+            for effect in store_effects:
+                level = self.level(effect_store, effect["sku"])
+                for name in ("on_hand", "reserved", "incoming"):
+                    level[name] += effect[name]
+        return expected
+
+    def _release(
+        self, held: dict[str, Any], lines: list[tuple[str, int]] | None, closed_as: str
+    ) -> list[dict[str, Any]]:
+        """reserved −= what is still reserved (all of it, or up to each given line's qty)."""
+        asked = (
+            lines
+            if lines is not None
+            else [(sku, self.remaining(line)) for sku, line in held["lines"].items()]
+        )
+        effects = []
+        released_total = 0
+        for sku, qty in asked:
+            res_line = held["lines"].get(sku)
+            released = min(qty, self.remaining(res_line)) if res_line else 0
+            if res_line:
+                res_line["released"] += released
+            released_total += released
+            effects.append(
+                {
+                    "sku": sku,
+                    "qty": qty,
+                    "on_hand": 0,
+                    "reserved": -released,
+                    "incoming": 0,
+                    "oversold": False,
+                    "unknown_reservation": False,
+                }
+            )
+        if released_total > 0 and all(self.remaining(line) == 0 for line in held["lines"].values()):
+            held["closed"] = closed_as
+        return effects
+
+    def _ship(
+        self, store: str, reservation_id: str | None, lines: list[tuple[str, int]]
+    ) -> list[dict[str, Any]]:
+        """on_hand −= qty; under a known reservation reserved −= min(qty, still reserved)."""
+        held = self.reservations.get((store, reservation_id)) if reservation_id else None
+        unknown = reservation_id is not None and held is None
+        effects = []
+        for sku, qty in lines:
+            res_line = held["lines"].get(sku) if held else None
+            consumed = min(qty, self.remaining(res_line)) if res_line else 0
+            if res_line:
+                res_line["shipped"] += consumed
+                if consumed and all(self.remaining(line) == 0 for line in held["lines"].values()):
+                    held["closed"] = "shipped"
+            level = self.level(store, sku)
+            available_after = (level["on_hand"] - qty) - (level["reserved"] - consumed)
+            effects.append(
+                {
+                    "sku": sku,
+                    "qty": qty,
+                    "on_hand": -qty,
+                    "reserved": -consumed,
+                    "incoming": 0,
+                    "oversold": available_after < 0,
+                    "unknown_reservation": unknown,
+                }
+            )
+        return effects
+
+
+# --- random event sequences ------------------------------------------------------------------
+
+supply_qty = st.one_of(st.integers(1, 12), st.just(QTY_ABS_MAX))
+demand_qty = st.one_of(st.integers(1, 4), st.sampled_from([1, 2, QTY_ABS_MAX]))
+signed_qty = st.one_of(st.integers(-4, 4).filter(bool), st.sampled_from([-QTY_ABS_MAX, QTY_ABS_MAX]))
+counted_qty = st.one_of(st.integers(0, 10), st.just(QTY_ABS_MAX))
+QTY_BY_KIND = {"receipt": supply_qty, "return": supply_qty, "adjustment": signed_qty, "count": counted_qty}
+KINDS = (
+    "receipt",
+    "sale",
+    "pos_sale",
+    "reservation",
+    "reservation",
+    "reserve_again",
+    "reservation_release",
+    "reservation_release",
+    "shipment",
+    "shipment",
+    "shipment",
+    "return",
+    "adjustment",
+    "count",
+    "transfer",
+    "expire",
+)
+
+
+def line_lists(qty: st.SearchStrategy[int]) -> st.SearchStrategy[list[tuple[str, int]]]:
+    return st.lists(
+        st.tuples(st.sampled_from(SKUS), qty), min_size=1, max_size=3, unique_by=lambda line: line[0]
+    )
+
+
+store_ids = st.sampled_from(STORES)
+reservation_ids = st.sampled_from(RESERVATION_IDS)
+
+
+@st.composite
+def steps(draw: st.DrawFn) -> dict[str, Any]:
+    kind = draw(st.sampled_from(KINDS))
+    store = draw(store_ids)
+    step: dict[str, Any] = {"type": kind, "store": store}
+    if kind in ("reserve_again", "expire"):
+        step["pick"] = draw(st.integers(0, 50))
+        return step
+    step["lines"] = draw(line_lists(QTY_BY_KIND.get(kind, demand_qty)))
+    if kind == "receipt":
+        step["transfer_id"] = draw(st.sampled_from([None, None, "T1"]))
+    elif kind == "reservation":
+        step["reservation_id"] = draw(reservation_ids)
+        # one order per reservation id, so a retry never differs in order_id
+        step["order_id"] = draw(st.sampled_from([None, f"order-{step['reservation_id']}"]))
+    elif kind == "reservation_release":
+        step["reservation_id"] = draw(st.sampled_from((*RESERVATION_IDS, UNKNOWN_RESERVATION_ID)))
+        step["target"] = draw(st.sampled_from(["given", "known", "known"]))
+        step["line_plan"] = draw(st.sampled_from(["none", "none", "random", "part", "all"]))
+        step["part"] = draw(st.integers(1, 3))
+        step["pick"] = draw(st.integers(0, 50))
+    elif kind == "shipment":
+        step["reservation_id"] = draw(st.sampled_from((None, *RESERVATION_IDS, UNKNOWN_RESERVATION_ID)))
+        step["target"] = draw(st.sampled_from(["given", "known", "known"]))
+        step["line_plan"] = draw(st.sampled_from(["random", "part", "all"]))
+        step["part"] = draw(st.integers(1, 3))
+        step["pick"] = draw(st.integers(0, 50))
+    elif kind == "transfer":
+        step["to_store"] = draw(store_ids.filter(lambda s: s != store))
+        step["transfer_id"] = "T1"
+    elif kind == "adjustment":
+        step["reason"] = "damage"
+    return step
+
+
+@st.composite
+def plans(draw: st.DrawFn) -> list[dict[str, Any]]:
+    """Opening stock everywhere or none (so reservations and sales get accepted), then random steps."""
+    opening_units = draw(st.sampled_from([0, 3, 10]))
+    opening = (
+        [
+            {"type": "receipt", "store": store, "lines": [(sku, opening_units) for sku in SKUS]}
+            for store in STORES
+        ]
+        if opening_units
+        else []
+    )
+    return opening + draw(st.lists(steps(), min_size=10, max_size=60))
+
+
+def stock_event(step: dict[str, Any], number: int) -> StockEvent:
+    return StockEvent(
+        event_id=f"e{number}",
+        source="tests/reference",
+        type=EventType(f"stock.{step['type']}"),
+        time=EVENT_TIME,
+        store_id=step["store"],
+        lines=tuple(Line(sku, qty) for sku, qty in step["lines"]),
+        order_id=step.get("order_id"),
+        reservation_id=step.get("reservation_id"),
+        transfer_id=step.get("transfer_id"),
+        to_store=step.get("to_store"),
+        reason=step.get("reason"),
+    )
+
+
+# --- comparing the rules with the model ------------------------------------------------------
+
+
+def effects_by_store(decision: Decision) -> dict[str, list[dict[str, Any]]]:
+    out: dict[str, list[dict[str, Any]]] = {}
+    for entry in decision.entries:
+        assert entry.store_id not in out, "one entry per store"
+        out[entry.store_id] = [
+            {
+                "sku": e.sku,
+                "qty": e.qty_units,
+                "on_hand": e.on_hand_delta,
+                "reserved": e.reserved_delta,
+                "incoming": e.incoming_delta,
+                "oversold": e.oversold,
+                "unknown_reservation": e.unknown_reservation,
+            }
+            for e in entry.effects
+        ]
+    return out
+
+
+def without_zero_lines(effects: list[dict[str, Any]]) -> dict[str, tuple[int, int, int]]:
+    return {
+        e["sku"]: (e["on_hand"], e["reserved"], e["incoming"])
+        for e in effects
+        if (e["on_hand"], e["reserved"], e["incoming"]) != (0, 0, 0)
+    }
+
+
+def assert_same_decision(decision: Decision, expected: Expected, step: dict[str, Any]) -> None:
+    if expected.outcome == "duplicate":
+        assert decision.entries == ()
+        assert decision.duplicate_of_position == expected.duplicate_of
+        return
+    assert decision.duplicate_of_position is None
+    outcomes = {entry.outcome.value for entry in decision.entries}
+    assert outcomes == {expected.outcome}
+    (first,) = (entry for entry in decision.entries if entry.store_id == step["store"])
+    assert (first.reason.value if first.reason else None) == expected.reason
+    assert [(s.sku, s.requested_units, s.available_units) for s in first.shortfall] == expected.shortfall
+    actual = effects_by_store(decision)
+    assert actual.keys() == expected.effects.keys()
+    default_release = step["type"] in ("reservation_release", "expire") and not step.get("lines")
+    for store, expected_effects in expected.effects.items():
+        if default_release and expected.outcome == "accepted":
+            # the contract does not say which zero lines a release of "everything" lists
+            assert without_zero_lines(actual[store]) == without_zero_lines(expected_effects)
+            assert not any(e["oversold"] or e["unknown_reservation"] for e in actual[store])
+        else:
+            assert actual[store] == expected_effects
+
+
+def level_snapshot(state: LedgerState) -> dict[tuple[str, str], tuple[int, int, int]]:
+    return {
+        key: (lv.on_hand_units, lv.reserved_units, lv.incoming_units)
+        for key, lv in state.levels.items()
+        if (lv.on_hand_units, lv.reserved_units, lv.incoming_units) != (0, 0, 0)
+    }
+
+
+def reservation_snapshot(state: LedgerState) -> dict[tuple[str, str], Any]:
+    return {
+        key: (
+            res.status,
+            {sku: (ln.qty_units, ln.shipped_units, ln.released_units) for sku, ln in res.lines.items()},
+        )
+        for key, res in state.reservations.items()
+    }
+
+
+def assert_same_state(state: LedgerState, model: ReferenceLedger) -> None:
+    for store, sku in itertools.product(STORES, SKUS):
+        level = state.levels.get((store, sku))
+        actual = (
+            (level.on_hand_units, level.reserved_units, level.available_units, level.incoming_units)
+            if level
+            else (0, 0, 0, 0)
+        )
+        ref = model.level(store, sku)
+        assert actual == (
+            ref["on_hand"],
+            ref["reserved"],
+            ref["on_hand"] - ref["reserved"],
+            ref["incoming"],
+        ), (store, sku)
+        # invariants: reserved is never negative, and is exactly what open reservations still hold
+        assert actual[1] >= 0
+        held_units = sum(
+            line.remaining_units
+            for (res_store, _), res in state.reservations.items()
+            if res_store == store
+            for s, line in res.lines.items()
+            if s == sku
+        )
+        assert actual[1] == held_units
+    assert state.reservations.keys() == model.reservations.keys()
+    for (store, reservation_id), res in state.reservations.items():
+        ref = model.reservations[(store, reservation_id)]
+        assert res.order_id == ref["order_id"]
+        assert res.placed_at_position == ref["position"]
+        assert {
+            sku: (ln.qty_units, ln.shipped_units, ln.released_units) for sku, ln in res.lines.items()
+        } == {sku: (ln["qty"], ln["shipped"], ln["released"]) for sku, ln in ref["lines"].items()}
+        assert res.status.value == model.status(store, reservation_id), (store, reservation_id)
+
+
+def aim_at_a_known_reservation(step: dict[str, Any], model: ReferenceLedger) -> None:
+    """Points a release or shipment at a reservation that exists, with lines taken from it."""
+    known = sorted(model.reservations)
+    if not known:
+        return
+    step["store"], step["reservation_id"] = known[step["pick"] % len(known)]
+    held_lines = model.reservations[(step["store"], step["reservation_id"])]["lines"]
+    if step["line_plan"] == "none":
+        step["lines"] = []
+    elif step["line_plan"] == "all":
+        step["lines"] = [(sku, max(1, model.remaining(line))) for sku, line in held_lines.items()]
+    elif step["line_plan"] == "part":
+        step["lines"] = [(sku, min(step["part"], line["qty"])) for sku, line in held_lines.items()][
+            : step["part"]
+        ]
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(plans())
+def test_rules_agree_with_the_reference_model_after_every_event(plan: list[dict[str, Any]]) -> None:
+    state = LedgerState()
+    model = ReferenceLedger()
+    position = 0
+    reservations_sent: list[dict[str, Any]] = []
+    for number, planned in enumerate(plan):
+        step = dict(planned)
+        if step["type"] == "reserve_again":
+            if not reservations_sent:
+                continue
+            step = dict(reservations_sent[step["pick"] % len(reservations_sent)])
+        if step["type"] == "expire":
+            known = sorted(model.reservations)
+            if not known:
+                continue
+            step["store"], step["reservation_id"] = known[step["pick"] % len(known)]
+            step["lines"] = []
+            held = state.reservation(step["store"], step["reservation_id"])
+            assert held is not None
+            decision = Decision((expire(held, EVENT_TIME, f"x{number}"),))
+        else:
+            if step.get("target") == "known":
+                aim_at_a_known_reservation(step, model)
+            decision = decide(stock_event(step, number), state)
+        if step["type"] == "reservation":
+            reservations_sent.append(step)
+
+        levels_before = level_snapshot(state)
+        reservations_before = reservation_snapshot(state)
+        expected = model.handle(step)
+        assert_same_decision(decision, expected, step)
+        if decision.entries:
+            position += 1
+            for entry in decision.entries:
+                apply(entry, state, position)
+        assert position == model.position
+
+        if expected.outcome != "accepted":
+            # rejected and duplicate events change nothing
+            assert level_snapshot(state) == levels_before
+            assert reservation_snapshot(state) == reservations_before
+        elif step["type"] in ("sale", "reservation", "transfer"):
+            for sku, _ in step["lines"]:
+                assert state.level(step["store"], sku).available_units >= 0
+        assert_same_state(state, model)
+
+
+def test_the_reference_model_itself_follows_the_contract_example() -> None:
+    """A hand-checked run, so a mistake in the model does not hide behind agreement with the rules."""
+    model = ReferenceLedger()
+    reserve = {"type": "reservation", "store": "s1", "reservation_id": "R1", "lines": [("A", 3)]}
+    assert model.handle({"type": "receipt", "store": "s1", "lines": [("A", 5)]}).outcome == "accepted"
+    assert model.handle(reserve).outcome == "accepted"
+    sale = model.handle({"type": "sale", "store": "s1", "lines": [("A", 3)]})
+    assert (sale.outcome, sale.reason, sale.shortfall) == ("rejected", "insufficient_stock", [("A", 3, 2)])
+    assert model.handle(reserve).duplicate_of == 2
+    conflict = model.handle({**reserve, "lines": [("A", 2)]})
+    assert (conflict.outcome, conflict.reason) == ("rejected", "reservation_conflict")
+    model.handle({"type": "shipment", "store": "s1", "reservation_id": "R1", "lines": [("A", 1)]})
+    assert model.status("s1", "R1") == "partially_shipped"
+    model.handle({"type": "expire", "store": "s1", "reservation_id": "R1", "lines": []})
+    assert model.status("s1", "R1") == "expired"
+    assert model.level("s1", "A") == {"on_hand": 4, "reserved": 0, "incoming": 0}
+    assert model.position == 6
