@@ -15,7 +15,7 @@ from ledger.config import Settings
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
-    from ledger.api.app import create_app
+    from ledger.api.app import create_asgi
     from ledger.bootstrap import build_ledger, intake_limits
 
     if args.host:
@@ -50,7 +50,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
             return 0
         sys.setswitchinterval(settings.gil_switch_interval_ms / 1000)
         ledger = build_ledger(settings)
-        uvicorn.run(create_app(ledger, settings, intake_limits(settings)), **common)
+        uvicorn.run(create_asgi(ledger, settings, intake_limits(settings)), **common)
     finally:
         if writer is not None:
             writer.stop()

@@ -97,6 +97,14 @@ def create_app(
     return app
 
 
+def create_asgi(ledger: Ledger, settings: Settings, limits: IntakeLimits) -> ASGIApp:
+    """What `ledger serve` runs: the application behind the fast path (ledger/api/fastpath.py)."""
+    from ledger.api.fastpath import FastPath
+
+    app = create_app(ledger, settings, limits)
+    return FastPath(app, ledger, settings, limits)
+
+
 def _document_raw_bodies(app: FastAPI) -> None:
     """The event and reservation routes read their bodies raw (for speed and field-precise errors);
     their schemas are added to the OpenAPI document here."""

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import sys
 
-from fastapi import FastAPI
-
-from ledger.api.app import create_app
+from ledger.api.app import ASGIApp, create_asgi
 from ledger.bootstrap import build_ledger, intake_limits
 from ledger.config import Settings
 
 
-def create() -> FastAPI:
+def create() -> ASGIApp:
     settings = Settings()
     sys.setswitchinterval(settings.gil_switch_interval_ms / 1000)
-    return create_app(build_ledger(settings), settings, intake_limits(settings))
+    return create_asgi(build_ledger(settings), settings, intake_limits(settings))

@@ -51,14 +51,36 @@ def _field_name(loc: tuple[Any, ...]) -> str:
     return ".".join(parts)
 
 
-def install_handlers(app: FastAPI) -> None:
-    @app.exception_handler(Problem)
-    async def on_problem(request: Request, error: Problem) -> Response:
-        return problem_response(error, request.url.path)
+def problem_for(error: Exception) -> Problem | None:
+    """The problem an operating error is answered with; None for a bug (answered 500)."""
+    if isinstance(error, Problem):
+        return error
+    if isinstance(error, InvalidEvent):
+        return invalid(error.errors, "Invalid event")
+    if isinstance(error, WriterUnavailable):
+        return Problem(503, "unavailable", "The ledger cannot take writes now", str(error))
+    if isinstance(error, TimeoutError):
+        return Problem(
+            503,
+            "timeout",
+            "The ledger did not answer in time; the outcome is not known",
+            "Retry with the same source and id: a recorded event is answered as a duplicate.",
+        )
+    return None
 
-    @app.exception_handler(InvalidEvent)
-    async def on_invalid_event(request: Request, error: InvalidEvent) -> Response:
-        return problem_response(invalid(error.errors, "Invalid event"), request.url.path)
+
+def internal_error(error: Exception, method: str, path: str) -> Problem:
+    log.exception("unhandled error on %s %s", method, path, exc_info=error)
+    return Problem(500, "internal-error", "Internal error", type(error).__name__)
+
+
+def install_handlers(app: FastAPI) -> None:
+    async def on_operating_error(request: Request, error: Exception) -> Response:
+        problem = problem_for(error) or internal_error(error, request.method, request.url.path)
+        return problem_response(problem, request.url.path)
+
+    for error_type in (Problem, InvalidEvent, WriterUnavailable, TimeoutError, Exception):
+        app.add_exception_handler(error_type, on_operating_error)
 
     @app.exception_handler(RequestValidationError)
     async def on_validation(request: Request, error: RequestValidationError) -> Response:
@@ -76,29 +98,4 @@ def install_handlers(app: FastAPI) -> None:
         detail = str(error.detail) if error.detail else ""
         return problem_response(
             Problem(error.status_code, slug, detail or slug.replace("-", " "), detail), request.url.path
-        )
-
-    @app.exception_handler(WriterUnavailable)
-    async def on_unavailable(request: Request, error: WriterUnavailable) -> Response:
-        return problem_response(
-            Problem(503, "unavailable", "The ledger cannot take writes now", str(error)), request.url.path
-        )
-
-    @app.exception_handler(TimeoutError)
-    async def on_timeout(request: Request, error: TimeoutError) -> Response:
-        return problem_response(
-            Problem(
-                503,
-                "timeout",
-                "The ledger did not answer in time; the outcome is not known",
-                "Retry with the same source and id: a recorded event is answered as a duplicate.",
-            ),
-            request.url.path,
-        )
-
-    @app.exception_handler(Exception)
-    async def on_error(request: Request, error: Exception) -> Response:
-        log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return problem_response(
-            Problem(500, "internal-error", "Internal error", type(error).__name__), request.url.path
         )

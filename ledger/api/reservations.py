@@ -122,7 +122,13 @@ def _refusal(result: EventResult, reservation_id: str) -> Problem:
 async def place_reservation(
     store: StoreId, request: Request, ledger: LedgerDep, limits: IntakeDep
 ) -> Response:
-    body = parse_json(await request.body())
+    return await reserve(ledger, limits, store, await request.body())
+
+
+async def reserve(ledger: Ledger, limits: IntakeLimits, store: str, raw_body: bytes) -> Response:
+    """Places a reservation from a request body; raises Problem for every refusal.
+    (Called by the route above and by the fast path, ledger/api/fastpath.py.)"""
+    body = parse_json(raw_body)
     if not isinstance(body, dict):
         raise invalid([FieldError("", "the body must be a JSON object")])
     if body.get("reservation_id") is None:
