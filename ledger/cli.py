@@ -49,6 +49,8 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
             uvicorn.run("ledger.api.asgi:create", factory=True, workers=workers, **common)
             return 0
         sys.setswitchinterval(settings.gil_switch_interval_ms / 1000)
+        if writer is not None:
+            os.nice(settings.http_nice)
         ledger = build_ledger(settings)
         uvicorn.run(create_asgi(ledger, settings, intake_limits(settings)), **common)
     finally:

@@ -27,6 +27,7 @@ from ledger.domain.model import (
     RejectionReason,
     Shortfall,
     StockEvent,
+    _reduce,
 )
 from ledger.domain.rules import LedgerState, apply, decide, expire
 from ledger.state_cache import CachedLevel, Commit, PendingVersions, StateCache, reservation_from_row
@@ -44,6 +45,8 @@ class Original:
     reason: RejectionReason | None
     position: int
 
+    __reduce__ = _reduce
+
 
 @dataclass(frozen=True, slots=True)
 class EventResult:
@@ -55,6 +58,8 @@ class EventResult:
     shortfall: tuple[Shortfall, ...] = ()
     position: int | None = None
     original: Original | None = None
+
+    __reduce__ = _reduce
 
 
 Done = Callable[[list[EventResult] | BaseException], None]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 from ledger.api.app import ASGIApp, create_asgi
@@ -12,4 +13,6 @@ from ledger.config import Settings
 def create() -> ASGIApp:
     settings = Settings()
     sys.setswitchinterval(settings.gil_switch_interval_ms / 1000)
+    if settings.writer_socket:
+        os.nice(settings.http_nice)
     return create_asgi(build_ledger(settings), settings, intake_limits(settings))

@@ -135,7 +135,8 @@ class BulkInsert:
             for i, (_, pg_type) in enumerate(columns)
         )
         self.json_sql = (
-            f"INSERT INTO {table} ({names}) SELECT {values} FROM json_array_elements(%s::json) AS r {suffix}"
+            f"INSERT INTO {table} ({names}) SELECT {values} "
+            f"FROM jsonb_array_elements(%s::jsonb) AS r {suffix}"
         )
 
     def run(self, tx: SqlTx, rows: Sequence[Sequence[Any]]) -> None:
