@@ -62,9 +62,11 @@ DDL = (
         PRIMARY KEY (position, line_no))""",
     "CREATE INDEX IF NOT EXISTS ledger_history_by_store ON ledger_history (store_id, position)",
     "CREATE INDEX IF NOT EXISTS ledger_history_by_sku ON ledger_history (store_id, sku, position)",
-    "CREATE INDEX IF NOT EXISTS ledger_history_by_order ON ledger_history (store_id, order_id)",
+    # Partial indexes: most entries have no order, and reservations without expiry are never due.
+    """CREATE INDEX IF NOT EXISTS ledger_history_by_order ON ledger_history (store_id, order_id)
+        WHERE order_id IS NOT NULL""",
     """CREATE INDEX IF NOT EXISTS ledger_history_by_reservation
-        ON ledger_history (store_id, reservation_id)""",
+        ON ledger_history (store_id, reservation_id) WHERE reservation_id IS NOT NULL""",
     "CREATE INDEX IF NOT EXISTS ledger_history_by_time ON ledger_history (recorded_at, position)",
     """CREATE TABLE IF NOT EXISTS ledger_reservations (
         store_id TEXT NOT NULL,
@@ -79,7 +81,7 @@ DDL = (
         position BIGINT NOT NULL,
         PRIMARY KEY (store_id, reservation_id))""",
     """CREATE INDEX IF NOT EXISTS ledger_reservations_due
-        ON ledger_reservations (expires_at) WHERE remaining > 0""",
+        ON ledger_reservations (expires_at) WHERE remaining > 0 AND expires_at IS NOT NULL""",
     """CREATE INDEX IF NOT EXISTS ledger_reservations_by_position
         ON ledger_reservations (position)""",
     """CREATE TABLE IF NOT EXISTS ledger_event_keys (
