@@ -9,6 +9,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from adapters.cli import register as register_adapter_commands
 from ledger.config import Settings
 
 
@@ -112,6 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     rebuild = commands.add_parser("rebuild", help="rebuild every projection from the event log")
     rebuild.add_argument("--quiet", action="store_true", help="no progress bar")
     rebuild.set_defaults(handler=_rebuild)
+    register_adapter_commands(commands)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = Settings()

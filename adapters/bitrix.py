@@ -1,0 +1,392 @@
+"""1C-Bitrix as an outbound target: product levels, per-store amounts and order statuses over REST.
+
+Calls go to an inbound webhook URL, `https://<site>/rest/<user>/<token>/<method>`, and always
+through `batch`. What the public REST documentation says, and where (bitrix24/b24restdocs on
+GitHub, the source of apidocs.bitrix24.com; dev.1c-bitrix.ru for the older pages):
+
+- `batch` (api-reference/how-to-call-rest-api/batch.md): params `halt` and `cmd`, an object of
+  commands written as `method?query` with URL-encoded parameters; "The number of requests in a
+  batch is limited to 50"; later commands may use `$result[key][field]...` of earlier ones; the
+  answer is `{"result": {"result": {...}, "result_error": {...}, ...}, "time": {...}}`, so one
+  failing command is reported by its key while the others succeed (halt = 0).
+- Limits (limits.md): a leaky bucket per portal; past X requests the answer is HTTP 503 with
+  `QUERY_LIMIT_EXCEEDED`, and the counter drains by Y a second (X = 50, Y = 2; Enterprise 250
+  and 5). A batch counts as one request. We keep our own bucket of the same shape and treat 503
+  (and any 5xx or no answer) as "retry with backoff".
+- `catalog.product.update` / `catalog.product.offer.update` (api-reference/catalog/product/
+  catalog-product-update.md, .../offer/catalog-product-offer-update.md): `id` and `fields`, among
+  them `quantity` and `quantityReserved`, both "Not editable when inventory management is
+  enabled". QUANTITY is the available quantity (dev.1c-bitrix.ru, CCatalogProduct::Update:
+  "QUANTITY - доступное количество товара; QUANTITY_RESERVED - зарезервированное количество").
+- Per-store amounts are read-only through `catalog.storeproduct.*` (api-reference/catalog/
+  store-product/index.md: list, get, getFields; "To modify inventory balances, use inventory
+  management documents"). So with inventory management enabled we read the amounts with
+  `catalog.storeproduct.list` and move them with documents: `catalog.document.add` (fields
+  `docType`, `currency`, `responsibleId`, `title`, `commentary`; types from
+  catalog.enum.getStoreDocumentTypes: A stock receipt, D write-off, ...),
+  `catalog.document.element.add` (fields `docId`, `elementId`, `storeTo` for incoming, `storeFrom`
+  for outgoing, `amount`), and `catalog.document.conduct` (`id`; "the warehouse stock of goods is
+  updated according to the document's items").
+- Order statuses: `sale.order.update` with `id` and `fields.statusId`.
+
+Because quantity and per-store amounts exclude each other on one portal, `LEDGER_BITRIX_PUSH`
+chooses `product` (catalog.product.update; default) or `documents` (inventory documents).
+
+Idempotency: a product push sets a value, so pushing it twice is harmless. A document push moves a
+store's amount by (ledger amount - Bitrix amount read just before), so a repeated push moves it by
+zero. Two shapes are assumed where the pages do not show them: `catalog.document.add` answering
+`{"document": {"id": ...}}` (the pattern of catalog.document.element.add's `{"documentElement": ...}`),
+and `catalog.storeproduct.list` answering `{"storeProducts": [...]}` with an array in `filter`
+meaning "any of" (catalog-store-product-list.md shows only `filter: {productId: 8}`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import urllib.parse
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from adapters.http import HttpClient, TransportError
+from adapters.limits import LeakyBucket
+from adapters.mappings import Mappings
+from adapters.outbound import Failure, Item, TargetUnavailable
+from ledger.domain.model import Entry
+from ledger.storage.sql import SqlTx, chunks, placeholders
+
+log = logging.getLogger("adapters.bitrix")
+
+BATCH_COMMANDS_MAX = 50  # batch.md: "The number of requests in a batch is limited to 50"
+SYSTEM = "bitrix"
+SKU_KEY = "sku:"
+STATUS_KEY = "status:"
+STORE_PRODUCT_PAGE = 50  # list methods answer 50 rows a page (limits.md)
+DOCUMENT_ITEMS_PER_PUSH = 800
+
+
+@dataclass(frozen=True, slots=True)
+class BitrixConfig:
+    webhook_url: str
+    push: frozenset[str] = frozenset({"product"})  # product and/or documents
+    batch_commands_max: int = BATCH_COMMANDS_MAX
+    burst_requests_max: int = 50  # X of the leaky bucket
+    requests_per_s: float = 2.0  # Y of the leaky bucket
+    timeout_s: float = 10.0
+    document_currency: str = "RUB"
+    responsible_id: int = 1
+    store_amount: str = "available"  # what a store's amount in Bitrix is: available or on_hand
+
+
+def php_query(params: Mapping[str, Any]) -> str:
+    """Parameters as PHP's http_build_query writes them: fields[quantity]=5&fields[quantityReserved]=1."""
+    pairs: list[tuple[str, str]] = []
+
+    def walk(prefix: str, value: Any) -> None:
+        if isinstance(value, Mapping):
+            for key, inner in value.items():
+                walk(f"{prefix}[{key}]" if prefix else str(key), inner)
+        elif isinstance(value, list | tuple):
+            for index, inner in enumerate(value):
+                walk(f"{prefix}[{index}]", inner)
+        elif isinstance(value, bool):
+            pairs.append((prefix, "Y" if value else "N"))
+        elif value is not None:
+            pairs.append((prefix, str(value)))
+
+    walk("", params)
+    # $result[...] references must stay readable by the server: keep $ [ ] unescaped.
+    return urllib.parse.urlencode(pairs, safe="$[]")
+
+
+@dataclass(frozen=True, slots=True)
+class BatchAnswer:
+    results: dict[str, Any]
+    errors: dict[str, str]
+
+
+class BitrixClient:
+    def __init__(self, config: BitrixConfig) -> None:
+        if not 1 <= config.batch_commands_max <= BATCH_COMMANDS_MAX:
+            raise ValueError(f"a Bitrix batch holds 1 to {BATCH_COMMANDS_MAX} commands")
+        self.config = config
+        self.http = HttpClient(config.webhook_url, config.timeout_s)
+        # One request of margin: the portal counts a request when it arrives, we when we send it.
+        self.bucket = LeakyBucket(max(1, config.burst_requests_max - 1), config.requests_per_s)
+        self.requests_sent = 0
+
+    def batch(
+        self, commands: Mapping[str, tuple[str, Mapping[str, Any]]], *, halt: bool = False
+    ) -> BatchAnswer:
+        """Runs up to 50 commands in one request. Raises TargetUnavailable when the whole request failed."""
+        if not 0 < len(commands) <= self.config.batch_commands_max:
+            raise ValueError(
+                f"a batch holds 1 to {self.config.batch_commands_max} commands, not {len(commands)}"
+            )
+        cmd = {key: f"{method}?{php_query(params)}" for key, (method, params) in commands.items()}
+        body = self.call("batch", {"halt": 1 if halt else 0, "cmd": cmd})
+        result = body.get("result") or {}
+        results = result.get("result") or {}
+        raw_errors = result.get("result_error") or {}
+        errors = {
+            key: f"{error.get('error', 'error')}: {error.get('error_description', '')}".strip(": ")
+            if isinstance(error, Mapping)
+            else str(error)
+            for key, error in (raw_errors.items() if isinstance(raw_errors, Mapping) else [])
+        }
+        return BatchAnswer(dict(results) if isinstance(results, Mapping) else {}, errors)
+
+    def call(self, method: str, params: Mapping[str, Any]) -> dict[str, Any]:
+        self.bucket.acquire()
+        self.requests_sent += 1
+        try:
+            answer = self.http.request("POST", method, json_body=params)
+        except TransportError as error:
+            raise TargetUnavailable(f"bitrix {method}: {error}") from error
+        body = _json_or_none(answer.body)
+        error_code = body.get("error") if isinstance(body, dict) else None
+        if answer.status == 503 or error_code == "QUERY_LIMIT_EXCEEDED":
+            raise TargetUnavailable(f"bitrix {method}: QUERY_LIMIT_EXCEEDED", 1 / self.config.requests_per_s)
+        if answer.status >= 500 or not isinstance(body, dict):
+            raise TargetUnavailable(f"bitrix {method}: HTTP {answer.status}")
+        if error_code:
+            # A top-level error (bad token, no access, overload) concerns every item alike.
+            raise TargetUnavailable(f"bitrix {method}: {error_code}: {body.get('error_description', '')}")
+        return body
+
+
+def _json_or_none(body: bytes) -> Any:
+    try:
+        return json.loads(body) if body else None
+    except ValueError:
+        return None
+
+
+class BitrixTarget:
+    """Levels of mapped SKUs, summed over the stores mapped to the site; and queued order statuses."""
+
+    name = "bitrix"
+
+    def __init__(
+        self, recorder: Any, mappings: Mappings, config: BitrixConfig, client: BitrixClient | None = None
+    ) -> None:
+        self.recorder = recorder
+        self.mappings = mappings
+        self.config = config
+        self.client = client or BitrixClient(config)
+        # One push call is retried as a whole if a request fails. Product updates: one batch a call.
+        # Documents: the store amounts of up to 800 products are read in one batch of 50 list commands
+        # (16 products x 3 stores a page), then moved by as many documents as needed.
+        self.batch_items_max = (
+            config.batch_commands_max if "documents" not in config.push else (DOCUMENT_ITEMS_PER_PUSH)
+        )
+
+    # -- which keys changed, and their newest values ------------------------------------------------
+
+    def _stores(self) -> dict[str, str]:
+        return {store: ref.external_id for store, ref in self.mappings.all(SYSTEM, "store").items()}
+
+    def keys_for(self, entry: Entry, position: int) -> Iterable[str]:
+        if entry.store_id not in self._stores():
+            return ()
+        return [SKU_KEY + e.sku for e in entry.effects if e.on_hand_delta or e.reserved_delta]
+
+    def all_keys(self) -> Iterable[str]:
+        return [SKU_KEY + sku for sku in sorted(self.mappings.all(SYSTEM, "sku"))]
+
+    def load(self, keys: Sequence[str]) -> list[Item]:
+        stores = self._stores()
+        products = self.mappings.all(SYSTEM, "sku")
+        skus = [
+            key[len(SKU_KEY) :] for key in keys if key.startswith(SKU_KEY) and key[len(SKU_KEY) :] in products
+        ]
+        if not skus or not stores:
+            return []
+        levels: dict[str, dict[str, tuple[int, int]]] = defaultdict(dict)
+        with self.recorder.read_transaction() as tx:
+            for part in chunks(skus, 500):
+                for row in _levels(tx, list(stores), list(part)):
+                    levels[row["sku"]][row["store_id"]] = (int(row["on_hand"]), int(row["reserved"]))
+        items = []
+        for sku in skus:
+            ref = products[sku]
+            per_store = levels.get(sku, {})
+            available = sum(max(0, on_hand - reserved) for on_hand, reserved in per_store.values())
+            reserved = sum(r for _, r in per_store.values())
+            amounts = {
+                stores[store]: self._units(sku, self._store_amount(*per_store.get(store, (0, 0))))
+                for store in stores
+            }
+            items.append(
+                Item(
+                    SKU_KEY + sku,
+                    {
+                        "sku": sku,
+                        "product_id": ref.external_id,
+                        "product_type": ref.external_type or "product",
+                        "quantity": self._units(sku, available),
+                        "quantity_reserved": self._units(sku, reserved),
+                        "store_amounts": amounts,
+                    },
+                )
+            )
+        return items
+
+    def _store_amount(self, on_hand: int, reserved: int) -> int:
+        return on_hand if self.config.store_amount == "on_hand" else max(0, on_hand - reserved)
+
+    def _units(self, sku: str, base_units: int) -> int:
+        return self.mappings.to_external_units(SYSTEM, sku, base_units)
+
+    # -- pushing ------------------------------------------------------------------------------------
+
+    def push(self, items: Sequence[Item]) -> dict[str, Failure]:
+        failures: dict[str, Failure] = {}
+        levels = [item for item in items if item.key.startswith(SKU_KEY)]
+        statuses = [item for item in items if item.key.startswith(STATUS_KEY)]
+        others = [item for item in items if item not in levels and item not in statuses]
+        for item in others:
+            failures[item.key] = Failure(f"bitrix cannot push an item keyed {item.key!r}", permanent=True)
+        commands: dict[str, tuple[str, Mapping[str, Any]]] = {}
+        owners: dict[str, str] = {}
+        if "product" in self.config.push:
+            for index, item in enumerate(levels):
+                method = (
+                    "catalog.product.offer.update"
+                    if item.payload["product_type"] == "offer"
+                    else ("catalog.product.update")
+                )
+                commands[f"p{index}"] = (
+                    method,
+                    {
+                        "id": item.payload["product_id"],
+                        "fields": {
+                            "quantity": item.payload["quantity"],
+                            "quantityReserved": item.payload["quantity_reserved"],
+                        },
+                    },
+                )
+                owners[f"p{index}"] = item.key
+        for index, item in enumerate(statuses):
+            commands[f"s{index}"] = (
+                "sale.order.update",
+                {
+                    "id": item.payload["order_id"],
+                    "fields": {
+                        "statusId": item.payload["status_id"],
+                    },
+                },
+            )
+            owners[f"s{index}"] = item.key
+        for part in chunks(list(commands), self.config.batch_commands_max):
+            answer = self.client.batch({key: commands[key] for key in part})
+            for key in part:
+                if key in answer.errors:
+                    failures[owners[key]] = Failure(answer.errors[key])
+                elif key not in answer.results:
+                    failures[owners[key]] = Failure("no result for the command in the batch answer")
+        if "documents" in self.config.push and levels:
+            failures.update(self._push_documents([i for i in levels if i.key not in failures]))
+        return failures
+
+    def _push_documents(self, items: Sequence[Item]) -> dict[str, Failure]:
+        """Moves each (product, store) amount to the ledger's with a receipt (A) or write-off (D)."""
+        current = self._store_amounts(items)
+        moves: dict[str, list[tuple[Item, str, int]]] = {"A": [], "D": []}
+        for item in items:
+            for store_id, amount in item.payload["store_amounts"].items():
+                delta = int(amount) - current.get((str(item.payload["product_id"]), str(store_id)), 0)
+                if delta:
+                    moves["A" if delta > 0 else "D"].append((item, str(store_id), abs(delta)))
+        failures: dict[str, Failure] = {}
+        for doc_type, lines in moves.items():
+            per_batch = self.config.batch_commands_max - 2
+            for part in chunks(lines, per_batch):
+                failures.update(self._document(doc_type, list(part)))
+        return failures
+
+    def _document(self, doc_type: str, lines: list[tuple[Item, str, int]]) -> dict[str, Failure]:
+        commands: dict[str, tuple[str, Mapping[str, Any]]] = {
+            "doc": (
+                "catalog.document.add",
+                {
+                    "fields": {
+                        "docType": doc_type,
+                        "currency": self.config.document_currency,
+                        "responsibleId": self.config.responsible_id,
+                        "title": "stock ledger sync",
+                        "commentary": "levels pushed by the stock ledger",
+                    }
+                },
+            ),
+        }
+        owners: dict[str, set[str]] = defaultdict(set)
+        for index, (item, store_id, amount) in enumerate(lines):
+            store_field = "storeTo" if doc_type == "A" else "storeFrom"
+            commands[f"e{index}"] = (
+                "catalog.document.element.add",
+                {
+                    "fields": {
+                        "docId": "$result[doc][document][id]",
+                        "elementId": item.payload["product_id"],
+                        store_field: store_id,
+                        "amount": amount,
+                    }
+                },
+            )
+            owners[f"e{index}"].add(item.key)
+        commands["conduct"] = ("catalog.document.conduct", {"id": "$result[doc][document][id]"})
+        answer = self.client.batch(commands, halt=False)
+        failures: dict[str, Failure] = {}
+        every_key = {item.key for item, _, _ in lines}
+        for key in ("doc", "conduct"):
+            if key in answer.errors:
+                return {k: Failure(f"{doc_type} document: {answer.errors[key]}") for k in every_key}
+        for command, keys in owners.items():
+            if command in answer.errors:
+                for key in keys:
+                    failures[key] = Failure(f"{doc_type} document line: {answer.errors[command]}")
+        return failures
+
+    def _store_amounts(self, items: Sequence[Item]) -> dict[tuple[str, str], int]:
+        """Bitrix's current amount of each (product, store) of the items (catalog.storeproduct.list)."""
+        product_ids = sorted({str(item.payload["product_id"]) for item in items})
+        store_ids = sorted({str(s) for item in items for s in item.payload["store_amounts"]})
+        amounts: dict[tuple[str, str], int] = {}
+        per_page = max(1, STORE_PRODUCT_PAGE // max(1, len(store_ids)))
+        commands: dict[str, tuple[str, Mapping[str, Any]]] = {}
+        for index, part in enumerate(chunks(product_ids, per_page)):
+            commands[f"l{index}"] = (
+                "catalog.storeproduct.list",
+                {
+                    "select": ["productId", "storeId", "amount"],
+                    "filter": {"productId": list(part), "storeId": store_ids},
+                },
+            )
+        for part in chunks(list(commands), self.config.batch_commands_max):
+            answer = self.client.batch({key: commands[key] for key in part})
+            if answer.errors:
+                raise TargetUnavailable(
+                    f"bitrix catalog.storeproduct.list: {next(iter(answer.errors.values()))}"
+                )
+            for result in answer.results.values():
+                rows = result.get("storeProducts", []) if isinstance(result, Mapping) else []
+                for row in rows:
+                    amounts[(str(row["productId"]), str(row["storeId"]))] = int(float(row.get("amount") or 0))
+        return amounts
+
+    def after_push(self, tx: SqlTx, pushed: Sequence[Item]) -> None:
+        return None
+
+
+def _levels(tx: SqlTx, stores: list[str], skus: list[str]) -> list[Any]:
+    return tx.fetchall(
+        "SELECT store_id, sku, on_hand, reserved FROM ledger_levels WHERE store_id IN ("
+        + placeholders(len(stores))
+        + ") AND sku IN ("
+        + placeholders(len(skus))
+        + ")",
+        [*stores, *skus],
+    )

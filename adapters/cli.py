@@ -1,0 +1,330 @@
+"""The adapters' subcommands of `ledger`: reconcile, adapters run|status|retry-parked, fakes, mappings.
+
+`register(subcommands)` adds them to the `ledger` parser; each parser carries its handler as the
+`handler` default, called as handler(args, settings) -> exit code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from ledger.config import Settings
+
+log = logging.getLogger("adapters.cli")
+
+
+def register(subcommands: Any) -> None:
+    reconcile = subcommands.add_parser("reconcile", help="compare the ledger with an external snapshot")
+    reconcile.add_argument("--source", choices=("moysklad", "csv"), required=True)
+    reconcile.add_argument(
+        "--file", type=Path, help="the snapshot for --source csv: store_id,sku,on_hand[,uom]"
+    )
+    reconcile.add_argument("--store", action="append", help="compare only this store (repeatable)")
+    reconcile.add_argument(
+        "--apply", action="store_true", help="record stock.count events for the master side"
+    )
+    reconcile.add_argument(
+        "--master",
+        choices=("external", "ledger"),
+        default="external",
+        help="which side is right (default: external)",
+    )
+    reconcile.add_argument(
+        "--out-dir", type=Path, default=Path("."), help="where the CSV and JSON reports go"
+    )
+    reconcile.add_argument("--run-id", help="names the report and the events (default: a new id)")
+    reconcile.add_argument("--quiet", action="store_true", help="no progress bar")
+    reconcile.set_defaults(handler=_reconcile)
+
+    adapters = subcommands.add_parser(
+        "adapters", help="run the outbound/inbound adapters, or see their status"
+    )
+    actions = adapters.add_subparsers(dest="adapters_command", required=True)
+    run = actions.add_parser("run", help="push to Bitrix/MoySklad/WMS and receive webhooks until stopped")
+    run.add_argument("--once", action="store_true", help="push until nothing is left, then exit")
+    run.add_argument("--full", action="store_true", help="push every mapped SKU's level, not only changes")
+    run.add_argument("--only", action="append", help="run only this adapter (bitrix, moysklad, wms)")
+    run.set_defaults(handler=_run)
+    status = actions.add_parser("status", help="positions, lag, failures and parked items of each adapter")
+    status.add_argument("--metrics", action="store_true", help="print the Prometheus text instead")
+    status.add_argument("--parked", type=int, default=20, help="how many parked items to list")
+    status.set_defaults(handler=_status)
+    retry = actions.add_parser("retry-parked", help="push parked items again at the next cycle")
+    retry.add_argument("adapter")
+    retry.add_argument("--key", help="only this item")
+    retry.set_defaults(handler=_retry_parked)
+
+    fakes = subcommands.add_parser(
+        "fakes", help="start local fake Bitrix, MoySklad and WMS servers for a demo"
+    )
+    fakes.add_argument("--bitrix-port", type=int, default=8181)
+    fakes.add_argument("--moysklad-port", type=int, default=8182)
+    fakes.add_argument("--wms-port", type=int, default=8183)
+    fakes.add_argument("--seconds", type=float, help="stop after this long (default: until Ctrl-C)")
+    fakes.set_defaults(handler=_fakes)
+
+    mappings = subcommands.add_parser("mappings", help="SKU, store, unit and status mappings")
+    mapping_actions = mappings.add_subparsers(dest="mappings_command", required=True)
+    load = mapping_actions.add_parser("load", help="upsert the rows of a CSV file (all or none)")
+    load.add_argument("file", type=Path)
+    load.set_defaults(handler=_mappings_load)
+    listing = mapping_actions.add_parser("list", help="print every mapping as CSV")
+    listing.add_argument("--system", help="only this system")
+    listing.set_defaults(handler=_mappings_list)
+
+
+def _database(settings: Settings) -> Any:
+    from adapters.db import open_database
+
+    return open_database(settings.database_url, settings.db_pool_size, settings.db_lock_timeout_s)
+
+
+# -- reconcile -------------------------------------------------------------------------------------------
+
+
+def _reconcile(args: argparse.Namespace, settings: Settings) -> int:
+    from tqdm import tqdm
+
+    from adapters.mappings import Mappings
+    from adapters.reconcile import read_csv_snapshot, read_moysklad_snapshot, reconcile, write_report
+    from adapters.runner import ledger_sink, moysklad_config
+
+    recorder = _database(settings)
+    mappings = Mappings(recorder, refresh_s=0)
+    run_id = args.run_id or time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
+    with tqdm(total=0, unit="step", desc=f"reading {args.source}", disable=args.quiet) as bar:
+
+        def progress(steps: int) -> None:
+            bar.total = max(bar.total or 0, bar.n + steps)
+            bar.update(steps)
+
+        if args.source == "csv":
+            if args.file is None:
+                print("--source csv needs --file", file=sys.stderr)
+                return 2
+            external = read_csv_snapshot(args.file, mappings)
+        else:
+            from adapters.moysklad import MoySkladClient
+
+            config = moysklad_config(settings)
+            if config is None:
+                print("--source moysklad needs LEDGER_MOYSKLAD_TOKEN", file=sys.stderr)
+                return 2
+            bar.total = len(mappings.all("moysklad", "store"))
+            external = read_moysklad_snapshot(MoySkladClient(config), mappings, progress)
+            if not args.store:
+                args.store = sorted(mappings.all("moysklad", "store"))
+        bar.set_description("comparing")
+        sink, ledger = ledger_sink(settings) if args.apply and args.master == "external" else (None, None)
+        try:
+            report = reconcile(
+                recorder,
+                external,
+                source=args.source,
+                run_id=run_id,
+                stores=args.store,
+                apply_master=args.master if args.apply else None,
+                sink=sink,
+                progress=progress,
+            )
+        finally:
+            if ledger is not None:
+                ledger.stop()
+    csv_path, json_path = write_report(report, args.out_dir)
+    print(f"compared {report.compared} store/SKU pairs: {len(report.discrepancies)} differ")
+    print(f"report: {csv_path} and {json_path}")
+    if args.apply and args.master == "external":
+        print(f"recorded {report.applied_events} stock.count event(s) setting the ledger to {args.source}")
+    elif args.apply:
+        print("the ledger is the master: nothing recorded; correct the external side from the report")
+    recorder.close()
+    return 0
+
+
+# -- adapters ----------------------------------------------------------------------------------------------
+
+
+def _run(args: argparse.Namespace, settings: Settings) -> int:
+    from adapters.runner import Runner, build_adapters, ledger_sink
+
+    needs_sink = bool(settings.moysklad_token or (settings.wms_base_url and settings.wms_api_key))
+    sink, ledger = ledger_sink(settings) if needs_sink else (None, None)
+    adapters = build_adapters(settings, sink)
+    if args.only:
+        adapters.workers = {name: w for name, w in adapters.workers.items() if name in args.only}
+    if not adapters.workers and adapters.inbox is None:
+        print(
+            "no adapter is configured: set LEDGER_BITRIX_WEBHOOK_URL, LEDGER_MOYSKLAD_TOKEN or "
+            "LEDGER_WMS_BASE_URL (see adapters/README.md)",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        if args.once:
+            return _run_once(adapters, full=args.full)
+        if args.full:
+            for worker in adapters.workers.values():
+                worker.run_once(full=True)
+        runner = Runner(adapters, settings).start()
+        stopped = threading.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: stopped.set())
+        log.info("adapters running: %s", ", ".join(adapters.workers) or "inbound only")
+        stopped.wait()
+        runner.stop()
+        return 0
+    finally:
+        if ledger is not None:
+            ledger.stop()
+
+
+def _run_once(adapters: Any, *, full: bool) -> int:
+    failed = False
+    for name, worker in adapters.workers.items():
+        reports = [worker.run_once(full=True)] if full else []
+        reports += worker.run_until_idle()
+        pushed = sum(r.pushed for r in reports)
+        parked = sum(r.parked for r in reports)
+        aborted = next((r.aborted for r in reports if r.aborted), None)
+        print(
+            f"{name}: pushed {pushed}, parked {parked}, position {reports[-1].end}"
+            + (f", stopped: {aborted}" if aborted else "")
+        )
+        failed = failed or aborted is not None
+        worker.release_lease()
+    if adapters.wms_status is not None:
+        print(f"wms: {adapters.wms_status.poll()} picking order status(es) changed")
+    if adapters.inbox is not None:
+        done, later = adapters.inbox.run_once()
+        print(f"inbox: processed {done}, left for later {later}")
+    return 1 if failed else 0
+
+
+def _status(args: argparse.Namespace, settings: Settings) -> int:
+    from adapters.db import transaction
+    from adapters.status import metrics_text, read_status, status_table
+
+    recorder = _database(settings)
+    if args.metrics:
+        sys.stdout.write(metrics_text(recorder).decode())
+        return 0
+    print(status_table(read_status(recorder)))
+    with transaction(recorder) as tx:
+        parked = tx.fetchall(
+            "SELECT adapter, item_key, attempts, reason, parked_at FROM adapter_parked ORDER BY "
+            "parked_at DESC "
+            "LIMIT %s",
+            (args.parked,),
+        )
+        alerts = tx.fetchall(
+            "SELECT at, adapter, subject, detail FROM adapter_journal WHERE kind = 'alert' ORDER "
+            "BY at DESC LIMIT 10"
+        )
+    if parked:
+        print("\nparked items (newest first):")
+        for row in parked:
+            print(
+                f"  {row['adapter']} {row['item_key']} after {row['attempts']} attempt(s) at "
+                f"{row['parked_at']}: "
+                f"{row['reason']}"
+            )
+    if alerts:
+        print("\nalerts (newest first):")
+        for row in alerts:
+            print(f"  {row['at']} {row['adapter']} {row['subject']}: {row['detail']}")
+    return 0
+
+
+def _retry_parked(args: argparse.Namespace, settings: Settings) -> int:
+    from adapters.outbound import request_parked_retry
+
+    count = request_parked_retry(_database(settings), args.adapter, args.key)
+    print(f"{count} parked item(s) of {args.adapter} will be pushed again at the next cycle")
+    return 0
+
+
+# -- fakes and mappings ----------------------------------------------------------------------------------
+
+
+def _fakes(args: argparse.Namespace, settings: Settings) -> int:
+    from adapters.fakes.bitrix import FakeBitrix
+    from adapters.fakes.moysklad import FakeMoySklad
+    from adapters.fakes.wms import FakeWms
+    from adapters.httpserver import HttpServer
+
+    bitrix = FakeBitrix()
+    for product_id in range(101, 111):
+        bitrix.add_product(str(product_id))
+    bitrix.orders.update({str(n): {"id": str(n), "statusId": "N"} for n in range(1, 100)})
+    bitrix.stores.update({"1", "2", "3"})
+    moysklad = FakeMoySklad(origin=f"http://127.0.0.1:{args.moysklad_port}")
+    wms = FakeWms()
+    servers = [
+        HttpServer(bitrix, args.bitrix_port).start(),
+        HttpServer(moysklad, args.moysklad_port).start(),
+        HttpServer(wms, args.wms_port).start(),
+    ]
+    print("fake servers on 127.0.0.1; configure the adapters with:")
+    print(f"  export LEDGER_BITRIX_WEBHOOK_URL={servers[0].url}{bitrix.webhook_path}")
+    print(f"  export LEDGER_MOYSKLAD_BASE_URL={servers[1].url}/api/remap/1.2")
+    print(f"  export LEDGER_MOYSKLAD_TOKEN={moysklad.token}")
+    print(f"  export LEDGER_WMS_BASE_URL={servers[2].url}/")
+    print(f"  export LEDGER_WMS_API_KEY={wms.api_key}")
+    print("Bitrix products 101-110, stores 1-3 and orders 1-99 exist. Ctrl-C stops.", flush=True)
+    stopped = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stopped.set())
+    try:
+        stopped.wait(args.seconds)
+    finally:
+        for server in servers:
+            server.stop()
+        levels = {pid: (p["quantity"], p["quantityReserved"]) for pid, p in bitrix.products.items()}
+        print(f"bitrix products (quantity, reserved): {levels}")
+    return 0
+
+
+def _mappings_load(args: argparse.Namespace, settings: Settings) -> int:
+    from adapters.mappings import MappingError, load_csv
+
+    try:
+        count = load_csv(_database(settings), args.file)
+    except MappingError as error:
+        print(error, file=sys.stderr)
+        return 2
+    print(
+        f"loaded {count} mapping row(s) from {args.file}; running adapters pick them up within "
+        f"{settings.adapters_mappings_refresh_s:g} s"
+    )
+    return 0
+
+
+def _mappings_list(args: argparse.Namespace, settings: Settings) -> int:
+    import csv
+
+    from adapters.mappings import read_snapshot
+
+    snapshot = read_snapshot(_database(settings))
+    writer = csv.writer(sys.stdout)
+    writer.writerow(["system", "kind", "local_id", "external_id", "external_type", "factor"])
+    for (system, kind), refs in sorted(snapshot.refs.items()):
+        if args.system in (None, system):
+            for local_id, ref in sorted(refs.items()):
+                writer.writerow([system, kind, local_id, ref.external_id, ref.external_type or "", ""])
+    for system, units in sorted(snapshot.units.items()):
+        if args.system in (None, system):
+            for sku, (uom, factor) in sorted(units.items()):
+                writer.writerow([system, "unit", sku, uom, "", factor])
+    for system, rules in sorted(snapshot.statuses.items()):
+        if args.system in (None, system):
+            for status, rule in sorted(rules.items()):
+                writer.writerow([system, "status", status, rule.target_status, rule.action or "", ""])
+    return 0

@@ -1,0 +1,57 @@
+"""The adapters' access to the ledger's database: their own short transactions, and their schema.
+
+The adapters never take the ledger's write lock (`write_transaction()`): their bookkeeping is in
+their own tables, so a plain transaction of the library's datastore is enough and never makes the
+ledger's writer wait. Reads of the log and the projections go through the recorder as usual.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+from adapters.schema import DDL
+from ledger.clock import utc_now, utc_text
+from ledger.storage.recorders import SQLiteLedgerRecorder, open_recorder
+from ledger.storage.sql import SqlTx
+
+
+def is_sqlite(recorder: Any) -> bool:
+    return isinstance(recorder, SQLiteLedgerRecorder)
+
+
+@contextlib.contextmanager
+def transaction(recorder: Any) -> Iterator[SqlTx]:
+    """One committed transaction on the adapters' tables (rolled back if the block raises)."""
+    with recorder.datastore.transaction(commit=True) as cursor:
+        yield SqlTx(cursor, qmark=is_sqlite(recorder))
+
+
+def ensure_schema(recorder: Any) -> None:
+    with transaction(recorder) as tx:
+        for ddl in DDL:
+            tx.execute(ddl)
+
+
+def open_database(database_url: str, pool_size: int, lock_timeout_s: int) -> Any:
+    """The ledger's recorder (ledger tables created) with the adapters' tables created too."""
+    recorder = open_recorder(database_url, pool_size, lock_timeout_s)
+    ensure_schema(recorder)
+    return recorder
+
+
+def now_text() -> str:
+    return utc_text(utc_now())
+
+
+def journal(tx: SqlTx, adapter: str, kind: str, subject: str, detail: str) -> None:
+    tx.execute(
+        "INSERT INTO adapter_journal (at, adapter, kind, subject, detail) VALUES (%s, %s, %s, %s, %s)",
+        (now_text(), adapter, kind, subject, detail),
+    )
+
+
+def log_head(recorder: Any) -> int:
+    with recorder.read_transaction() as tx:
+        return int(recorder.head(tx))

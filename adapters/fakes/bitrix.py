@@ -1,0 +1,317 @@
+"""A fake 1C-Bitrix REST endpoint (inbound webhook), as adapters/bitrix.py's docstring describes it.
+
+It keeps products, per-store amounts, inventory documents and orders in memory, counts requests in
+the documented leaky bucket (503 QUERY_LIMIT_EXCEEDED past the burst), runs `batch` with
+`$result[...]` references and per-command errors, and refuses `quantity` updates when inventory
+management is enabled, as the real portal does.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+import urllib.parse
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from adapters.httpserver import Reply, Request
+
+DOC_TYPES = ("A", "S", "M", "R", "D")
+BATCH_COMMANDS_MAX = 50
+RESULT_REF = re.compile(r"^\$result\[([^\]]+)\]((?:\[[^\]]*\])*)$")
+
+
+class CommandError(Exception):
+    def __init__(self, code: str, description: str) -> None:
+        super().__init__(description)
+        self.code = code
+        self.description = description
+
+
+def parse_php_query(query: str) -> dict[str, Any]:
+    """`fields[quantity]=5&select[0]=id` -> {"fields": {"quantity": "5"}, "select": ["id"]}."""
+    root: dict[str, Any] = {}
+    for raw_key, value in urllib.parse.parse_qsl(query, keep_blank_values=True):
+        names = re.findall(r"[^\[\]]+", raw_key)
+        node = root
+        for index, name in enumerate(names):
+            last = index == len(names) - 1
+            if last:
+                node[name] = value
+            else:
+                node = node.setdefault(name, {})
+    parsed: dict[str, Any] = _lists(root)
+    return parsed
+
+
+def _lists(node: Any) -> Any:
+    if isinstance(node, dict):
+        converted = {k: _lists(v) for k, v in node.items()}
+        if converted and all(k.isdigit() for k in converted):
+            return [converted[k] for k in sorted(converted, key=int)]
+        return converted
+    return node
+
+
+@dataclass
+class FakeBitrix:
+    user: str = "1"
+    token: str = "fake-webhook-token"
+    burst_requests_max: int = 50
+    drain_per_s: float = 2.0
+    inventory_management: bool = False
+    products: dict[str, dict[str, Any]] = field(default_factory=dict)
+    store_amounts: dict[tuple[str, str], float] = field(default_factory=dict)
+    stores: set[str] = field(default_factory=set)
+    documents: dict[int, dict[str, Any]] = field(default_factory=dict)
+    orders: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # What happened, for tests.
+    requests: int = 0
+    rate_limited: int = 0
+    calls: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    # Failure injection.
+    next_replies: list[Reply] = field(default_factory=list)
+    failing_products: dict[str, str] = field(default_factory=dict)
+    delay_s: float = 0.0
+
+    def __post_init__(self) -> None:
+        self._lock = threading.Lock()
+        self._level = 0.0
+        self._at = time.monotonic()
+        self._next_doc_id = 1
+
+    @property
+    def webhook_path(self) -> str:
+        return f"/rest/{self.user}/{self.token}/"
+
+    def add_product(self, product_id: str, kind: str = "product") -> None:
+        self.products[str(product_id)] = {
+            "id": str(product_id),
+            "type": kind,
+            "quantity": 0.0,
+            "quantityReserved": 0.0,
+        }
+
+    # -- HTTP ---------------------------------------------------------------------------------------
+
+    def handle(self, request: Request) -> Reply:
+        with self._lock:
+            self.requests += 1
+            if not request.path.startswith(self.webhook_path):
+                return Reply(
+                    401, {"error": "INVALID_CREDENTIALS", "error_description": "Invalid request credentials"}
+                )
+            if not self._bucket_allows():
+                self.rate_limited += 1
+                return Reply(503, {"error": "QUERY_LIMIT_EXCEEDED", "error_description": "Too many requests"})
+            if self.next_replies:
+                return self.next_replies.pop(0)
+            method = request.path[len(self.webhook_path) :].removesuffix(".json")
+            params = (
+                request.json()
+                if request.body
+                else parse_php_query(
+                    urllib.parse.urlencode([(k, v) for k, values in request.query.items() for v in values])
+                )
+            )
+            delay_s = self.delay_s
+            if method == "batch":
+                reply = self._batch(params)
+            else:
+                try:
+                    reply = Reply(200, {"result": self._run(method, params), "time": _time()})
+                except CommandError as error:
+                    reply = Reply(400, {"error": error.code, "error_description": error.description})
+        reply.delay_s = delay_s
+        return reply
+
+    def _bucket_allows(self) -> bool:
+        now = time.monotonic()
+        self._level = max(0.0, self._level - (now - self._at) * self.drain_per_s)
+        self._at = now
+        if self._level + 1 > self.burst_requests_max:
+            return False
+        self._level += 1
+        return True
+
+    def _batch(self, params: Mapping[str, Any]) -> Reply:
+        cmd = params.get("cmd") or {}
+        halt = str(params.get("halt", 0)) in ("1", "true", "True")
+        if not isinstance(cmd, Mapping) or len(cmd) > BATCH_COMMANDS_MAX:
+            return Reply(
+                400,
+                {"error": "ERROR_BATCH_LENGTH_EXCEEDED", "error_description": "Max batch length exceeded"},
+            )
+        results: dict[str, Any] = {}
+        errors: dict[str, Any] = {}
+        for key, command in cmd.items():
+            method, _, query = str(command).partition("?")
+            try:
+                sub = self._resolve(parse_php_query(query), results)
+                if method == "batch":
+                    raise CommandError(
+                        "ERROR_BATCH_METHOD_NOT_ALLOWED", "Method is not allowed for batch usage"
+                    )
+                results[key] = self._run(method, sub)
+            except CommandError as error:
+                errors[key] = {"error": error.code, "error_description": error.description}
+                if halt:
+                    break
+        body = {
+            "result": {
+                "result": results,
+                "result_error": errors,
+                "result_total": [],
+                "result_next": [],
+                "result_time": {},
+            },
+            "time": _time(),
+        }
+        return Reply(200, body)
+
+    def _resolve(self, node: Any, results: Mapping[str, Any]) -> Any:
+        if isinstance(node, dict):
+            return {k: self._resolve(v, results) for k, v in node.items()}
+        if isinstance(node, list):
+            return [self._resolve(v, results) for v in node]
+        if isinstance(node, str):
+            match = RESULT_REF.match(node)
+            if match:
+                value: Any = results.get(match.group(1))
+                for part in re.findall(r"\[([^\]]*)\]", match.group(2)):
+                    value = value.get(part) if isinstance(value, Mapping) else None
+                if value is None:
+                    raise CommandError("ERROR_RESULT_REFERENCE", f"{node} has no value")
+                return value
+        return node
+
+    # -- methods ------------------------------------------------------------------------------------
+
+    def _run(self, method: str, params: Mapping[str, Any]) -> Any:
+        self.calls.append((method, dict(params)))
+        handler = {
+            "catalog.product.update": lambda p: self._product_update(p, "product"),
+            "catalog.product.offer.update": lambda p: self._product_update(p, "offer"),
+            "catalog.storeproduct.list": self._storeproduct_list,
+            "catalog.document.add": self._document_add,
+            "catalog.document.element.add": self._element_add,
+            "catalog.document.conduct": self._conduct,
+            "sale.order.update": self._order_update,
+        }.get(method)
+        if handler is None:
+            raise CommandError("ERROR_METHOD_NOT_FOUND", f"Method '{method}' not found")
+        return handler(params)
+
+    def _product_update(self, params: Mapping[str, Any], kind: str) -> Any:
+        product_id = str(params.get("id", ""))
+        product = self.products.get(product_id)
+        if product is None or product["type"] != kind:
+            raise CommandError("ERROR_PRODUCT_NOT_FOUND", f"{kind} {product_id} is not exists")
+        if product_id in self.failing_products:
+            raise CommandError("ERROR", self.failing_products[product_id])
+        fields = params.get("fields") or {}
+        if self.inventory_management and ({"quantity", "quantityReserved"} & set(fields)):
+            raise CommandError("ERROR", "quantity is not editable when inventory management is enabled")
+        for name in ("quantity", "quantityReserved"):
+            if name in fields:
+                product[name] = float(fields[name])
+        return {kind: dict(product)}
+
+    def _storeproduct_list(self, params: Mapping[str, Any]) -> Any:
+        flt = params.get("filter") or {}
+
+        def wanted(name: str) -> set[str] | None:
+            value = flt.get(name)
+            if value is None:
+                return None
+            return {str(v) for v in value} if isinstance(value, list) else {str(value)}
+
+        products, stores = wanted("productId"), wanted("storeId")
+        rows = [
+            {"id": index + 1, "productId": int(pid), "storeId": int(sid), "amount": amount}
+            for index, ((pid, sid), amount) in enumerate(sorted(self.store_amounts.items()))
+            if (products is None or pid in products) and (stores is None or sid in stores)
+        ]
+        return {"storeProducts": rows[:50]}
+
+    def _document_add(self, params: Mapping[str, Any]) -> Any:
+        fields = params.get("fields") or {}
+        if fields.get("docType") not in DOC_TYPES:
+            raise CommandError("ERROR", f"docType must be one of {DOC_TYPES}")
+        for name in ("currency", "responsibleId"):
+            if not fields.get(name):
+                raise CommandError("ERROR", f"{name} is required")
+        doc_id = self._next_doc_id
+        self._next_doc_id += 1
+        self.documents[doc_id] = {
+            "id": doc_id,
+            "docType": fields["docType"],
+            "status": "N",
+            "elements": [],
+            "title": fields.get("title"),
+            "commentary": fields.get("commentary"),
+        }
+        return {"document": {"id": doc_id, "docType": fields["docType"], "status": "N"}}
+
+    def _element_add(self, params: Mapping[str, Any]) -> Any:
+        fields = params.get("fields") or {}
+        document = self.documents.get(int(fields.get("docId") or 0))
+        if document is None or document["status"] != "N":
+            raise CommandError("ERROR_DOCUMENT_STATUS", "Document not found / Conducted document")
+        product_id = str(fields.get("elementId", ""))
+        if product_id not in self.products:
+            raise CommandError("0", "Error of adding new document element")
+        if product_id in self.failing_products:
+            raise CommandError("0", self.failing_products[product_id])
+        store_field = "storeTo" if document["docType"] == "A" else "storeFrom"
+        store = str(fields.get(store_field) or "")
+        if store not in self.stores:
+            raise CommandError("ERROR_DOCUMENT_RIGHTS", f"{store_field} {store!r} is not a store")
+        element = {
+            "id": len(document["elements"]) + 1,
+            "docId": document["id"],
+            "elementId": int(product_id),
+            store_field: int(store),
+            "amount": float(fields.get("amount") or 0),
+        }
+        document["elements"].append(element)
+        return {"documentElement": element}
+
+    def _conduct(self, params: Mapping[str, Any]) -> Any:
+        document = self.documents.get(int(params.get("id") or 0))
+        if document is None:
+            raise CommandError("0", "Document not found")
+        if document["status"] != "N":
+            raise CommandError("0", "Document conducting error: already conducted")
+        sign = 1 if document["docType"] == "A" else -1
+        for element in document["elements"]:
+            store = str(element.get("storeTo") or element.get("storeFrom"))
+            key = (str(element["elementId"]), store)
+            after = self.store_amounts.get(key, 0.0) + sign * element["amount"]
+            if after < 0:
+                raise CommandError("0", f"Document conducting error: not enough of {key[0]} in store {store}")
+        for element in document["elements"]:
+            store = str(element.get("storeTo") or element.get("storeFrom"))
+            key = (str(element["elementId"]), store)
+            self.store_amounts[key] = self.store_amounts.get(key, 0.0) + sign * element["amount"]
+            product = self.products[key[0]]
+            product["quantity"] = sum(a for (pid, _), a in self.store_amounts.items() if pid == key[0])
+        document["status"] = "Y"
+        return True
+
+    def _order_update(self, params: Mapping[str, Any]) -> Any:
+        order_id = str(params.get("id", ""))
+        order = self.orders.get(order_id)
+        if order is None:
+            raise CommandError("ERROR_ORDER_NOT_FOUND", f"order {order_id} not found")
+        fields = params.get("fields") or {}
+        if "statusId" in fields:
+            order["statusId"] = str(fields["statusId"])
+        return {"order": dict(order)}
+
+
+def _time() -> dict[str, Any]:
+    now = time.time()
+    return {"start": now, "finish": now, "duration": 0.0, "processing": 0.0}

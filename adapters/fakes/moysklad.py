@@ -1,0 +1,231 @@
+"""A fake MoySklad JSON API 1.2, as adapters/moysklad.py's docstring describes it.
+
+Customer orders (created, and found by `filter=externalCode=...`), demands (read with
+`expand=positions,customerOrder`), and `report/stock/all` by store; Bearer auth; the 3-second
+request window with its 429 answer and X-Lognex-* headers (the stock report weighs 5 requests).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+
+from adapters.httpserver import Reply, Request
+
+BASE_PATH = "/api/remap/1.2/"
+MOSCOW = timezone(timedelta(hours=3))
+REPORT_WEIGHT = 5
+
+
+@dataclass
+class FakeMoySklad:
+    token: str = "fake-moysklad-token"
+    requests_per_window: int = 45
+    window_s: float = 3.0
+    origin: str = "http://127.0.0.1"  # hrefs are written against this; set to the server's URL
+    products: dict[str, str] = field(default_factory=dict)  # uuid -> "product" | "variant"
+    stores: set[str] = field(default_factory=set)
+    orders: dict[str, dict[str, Any]] = field(default_factory=dict)
+    demands: dict[str, dict[str, Any]] = field(default_factory=dict)
+    stock: dict[tuple[str, str], dict[str, float]] = field(default_factory=dict)  # (assortment, store)
+    requests: int = 0
+    rate_limited: int = 0
+    next_replies: list[Reply] = field(default_factory=list)
+    delay_s: float = 0.0
+
+    def __post_init__(self) -> None:
+        self._lock = threading.Lock()
+        self._sent: deque[float] = deque()
+
+    def href(self, entity: str, entity_uuid: str) -> str:
+        return f"{self.origin}{BASE_PATH}entity/{entity}/{entity_uuid}"
+
+    def meta(self, entity: str, entity_uuid: str) -> dict[str, Any]:
+        return {
+            "meta": {"href": self.href(entity, entity_uuid), "type": entity, "mediaType": "application/json"}
+        }
+
+    # -- test helpers -------------------------------------------------------------------------------
+
+    def add_demand(
+        self,
+        store: str,
+        positions: list[tuple[str, float]],
+        order_external_code: str | None = None,
+        moment: datetime | None = None,
+    ) -> str:
+        demand_id = str(uuid.uuid4())
+        order = next((o for o in self.orders.values() if o["externalCode"] == order_external_code), None)
+        local = (moment or datetime.now(UTC)).astimezone(MOSCOW)
+        self.demands[demand_id] = {
+            "id": demand_id,
+            "name": f"{len(self.demands) + 1:05d}",
+            "moment": local.strftime("%Y-%m-%d %H:%M:%S.") + f"{local.microsecond // 1000:03d}",
+            "store": self.meta("store", store),
+            "positions": [
+                {"quantity": qty, "assortment": self.meta(self.products[a], a)} for a, qty in positions
+            ],
+            "customerOrder": order["id"] if order else None,
+        }
+        return demand_id
+
+    def webhook_body(self, demand_id: str, action: str = "CREATE") -> dict[str, Any]:
+        return {
+            "auditContext": {
+                "meta": {"type": "audit", "href": f"{self.origin}{BASE_PATH}audit/{uuid.uuid4()}"},
+                "moment": datetime.now(MOSCOW).strftime("%Y-%m-%d %H:%M:%S"),
+                "uid": "admin@fake",
+            },
+            "events": [
+                {
+                    "meta": {"type": "demand", "href": self.href("demand", demand_id)},
+                    "action": action,
+                    "accountId": "00000000-0000-0000-0000-000000000001",
+                }
+            ],
+        }
+
+    # -- HTTP ---------------------------------------------------------------------------------------
+
+    def handle(self, request: Request) -> Reply:
+        with self._lock:
+            self.requests += 1
+            if request.header("Authorization") != f"Bearer {self.token}":
+                return Reply(401, {"errors": [{"error": "Authentication error", "code": 1056}]})
+            path = request.path.removeprefix(BASE_PATH)
+            weight = REPORT_WEIGHT if path.startswith("report/stock") else 1
+            limited = self._limit(weight)
+            if limited is not None:
+                self.rate_limited += 1
+                return limited
+            if self.next_replies:
+                return self.next_replies.pop(0)
+            reply = self._route(request, path)
+        reply.delay_s = reply.delay_s or self.delay_s
+        return reply
+
+    def _limit(self, weight: int) -> Reply | None:
+        now = time.monotonic()
+        while self._sent and now - self._sent[0] >= self.window_s:
+            self._sent.popleft()
+        if len(self._sent) + weight > self.requests_per_window:
+            reset_ms = int((self.window_s - (now - self._sent[0])) * 1000) if self._sent else 0
+            return Reply(
+                429,
+                {"errors": [{"error": "Превышен лимит количества запросов", "code": 1049}]},
+                headers={
+                    "X-RateLimit-Limit": str(self.requests_per_window),
+                    "X-RateLimit-Remaining": "0",
+                    "X-Lognex-Retry-TimeInterval": str(int(self.window_s * 1000)),
+                    "X-Lognex-Retry-After": str(reset_ms),
+                    "X-Lognex-Reset": str(reset_ms),
+                },
+            )
+        self._sent.extend([now] * weight)
+        return None
+
+    def _route(self, request: Request, path: str) -> Reply:
+        parts = path.strip("/").split("/")
+        if parts[:2] == ["entity", "customerorder"] and len(parts) == 2:
+            if request.method == "GET":
+                return self._find_orders(request)
+            if request.method == "POST":
+                return self._create_order(request.json())
+        if parts[:2] == ["entity", "demand"] and len(parts) == 3 and request.method == "GET":
+            return self._demand(parts[2], request)
+        if parts == ["report", "stock", "all"] and request.method == "GET":
+            return self._stock_report(request)
+        return Reply(404, {"errors": [{"error": f"unknown resource {path}", "code": 1002}]})
+
+    def _find_orders(self, request: Request) -> Reply:
+        wanted = set()
+        for flt in request.query.get("filter", []):
+            for part in flt.split(";"):
+                name, _, value = part.partition("=")
+                if name == "externalCode":
+                    wanted.add(value)
+        rows = [o for o in self.orders.values() if not wanted or o["externalCode"] in wanted]
+        return Reply(200, {"meta": {"size": len(rows), "limit": 1000, "offset": 0}, "rows": rows})
+
+    def _create_order(self, body: Any) -> Reply:
+        errors = []
+        if not isinstance(body, dict) or not isinstance(body.get("positions"), list):
+            return Reply(400, {"errors": [{"error": "positions are required", "code": 2016}]})
+        for position in body["positions"]:
+            href = ((position.get("assortment") or {}).get("meta") or {}).get("href") or ""
+            kind, assortment = (
+                (href.split("/")[-2], href.split("/")[-1]) if href.count("/") >= 2 else ("", "")
+            )
+            if self.products.get(assortment) != kind:
+                errors.append({"error": f"unknown {kind} {assortment}", "code": 1021})
+        store = ((body.get("store") or {}).get("meta") or {}).get("href", "").split("/")[-1]
+        if store not in self.stores:
+            errors.append({"error": f"unknown store {store}", "code": 1021})
+        if errors:
+            return Reply(400, {"errors": errors})
+        order_id = str(uuid.uuid4())
+        order = {
+            **body,
+            "id": order_id,
+            "name": f"{len(self.orders) + 1:05d}",
+            **self.meta("customerorder", order_id),
+        }
+        self.orders[order_id] = order
+        return Reply(200, order)
+
+    def _demand(self, demand_id: str, request: Request) -> Reply:
+        demand = self.demands.get(demand_id)
+        if demand is None:
+            return Reply(404, {"errors": [{"error": "not found", "code": 1021}]})
+        answer = {**demand, **self.meta("demand", demand_id)}
+        expand = ",".join(request.query.get("expand", []))
+        positions = [dict(p) for p in demand["positions"]]
+        answer["positions"] = (
+            {"meta": {"size": len(positions)}, "rows": positions}
+            if "positions" in expand
+            else {"meta": {"href": self.href("demand", demand_id) + "/positions"}}
+        )
+        order_id = demand.get("customerOrder")
+        if order_id is None:
+            answer.pop("customerOrder", None)
+        elif "customerOrder" in expand:
+            answer["customerOrder"] = self.orders[order_id]
+        else:
+            answer["customerOrder"] = self.meta("customerorder", order_id)
+        return Reply(200, answer)
+
+    def _stock_report(self, request: Request) -> Reply:
+        store = None
+        for flt in request.query.get("filter", []):
+            name, _, value = flt.partition("=")
+            if name == "store":
+                store = value.split("/")[-1]
+        limit = min(1000, int((request.query.get("limit") or ["1000"])[0]))
+        offset = int((request.query.get("offset") or ["0"])[0])
+        totals: dict[str, dict[str, float]] = {}
+        for (assortment, store_id), figures in sorted(self.stock.items()):
+            if store is None or store_id == store:
+                total = totals.setdefault(assortment, {"stock": 0.0, "reserve": 0.0, "inTransit": 0.0})
+                for name in total:
+                    total[name] += figures.get(name, 0.0)
+        rows = [
+            {
+                "meta": {
+                    "href": self.href(self.products[a], a) + "?expand=supplier",
+                    "type": self.products[a],
+                },
+                "name": a,
+                "code": a,
+                "externalCode": a,
+                **t,
+                "quantity": t["stock"] - t["reserve"],
+            }
+            for a, t in totals.items()
+        ]
+        page = rows[offset : offset + limit]
+        return Reply(200, {"meta": {"size": len(rows), "limit": limit, "offset": offset}, "rows": page})

@@ -1,0 +1,109 @@
+"""A small threaded HTTP server that hands each request to a handler object (webhooks, fakes)."""
+
+from __future__ import annotations
+
+import json
+import threading
+import urllib.parse
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Protocol
+
+BODY_BYTES_MAX = 32 * 1024 * 1024
+
+
+@dataclass
+class Request:
+    method: str
+    path: str
+    query: dict[str, list[str]]
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body) if self.body else None
+
+    def header(self, name: str) -> str | None:
+        return next((v for k, v in self.headers.items() if k.lower() == name.lower()), None)
+
+
+@dataclass
+class Reply:
+    status: int = 200
+    body: Any = None
+    headers: dict[str, str] = field(default_factory=dict)
+    delay_s: float = 0.0
+    content_type: str = "application/json; charset=utf-8"  # bytes bodies are sent as they are
+
+
+class Handler(Protocol):
+    def handle(self, request: Request) -> Reply: ...
+
+
+class HttpServer:
+    """Serves `handler` on host:port (127.0.0.1 and a free port by default) until `stop()`."""
+
+    def __init__(self, handler: Handler, port: int = 0, host: str = "127.0.0.1") -> None:
+        self.handler = handler
+        stopping = threading.Event()
+        self._stopping = stopping
+
+        class RequestHandler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: Any) -> None:
+                return
+
+            def _serve(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(min(length, BODY_BYTES_MAX)) if length else b""
+                parts = urllib.parse.urlsplit(self.path)
+                request = Request(
+                    self.command,
+                    parts.path,
+                    urllib.parse.parse_qs(parts.query),
+                    dict(self.headers.items()),
+                    body,
+                )
+                try:
+                    reply = handler.handle(request)
+                except Exception as error:  # noqa: BLE001 - answer 500, as a real server would
+                    reply = Reply(500, {"error": "INTERNAL", "error_description": repr(error)})
+                if reply.delay_s and stopping.wait(reply.delay_s):
+                    return
+                if isinstance(reply.body, bytes):
+                    data = reply.body
+                else:
+                    data = b"" if reply.body is None else json.dumps(reply.body, ensure_ascii=False).encode()
+                self.send_response(reply.status)
+                self.send_header("Content-Type", reply.content_type)
+                self.send_header("Content-Length", str(len(data)))
+                for name, value in reply.headers.items():
+                    self.send_header(name, value)
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_GET = do_POST = do_PUT = do_DELETE = _serve
+
+        self.httpd = ThreadingHTTPServer((host, port), RequestHandler)
+        self.httpd.daemon_threads = True
+        self.thread = threading.Thread(target=self.httpd.serve_forever, name="http-server", daemon=True)
+
+    @property
+    def port(self) -> int:
+        return int(self.httpd.server_address[1])
+
+    @property
+    def url(self) -> str:
+        host = self.httpd.server_address[0]
+        return f"http://{host.decode() if isinstance(host, bytes) else host}:{self.port}"
+
+    def start(self) -> HttpServer:
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self.thread.join(5)

@@ -1,0 +1,239 @@
+"""Mappings between the ledger's ids and the external systems' ids, units and statuses.
+
+Kept in the database (adapter_mappings, adapter_units, adapter_status_map), loaded from CSV with
+`ledger mappings load FILE.csv`, and re-read by running adapters every `refresh_s`, so an edit takes
+effect without a deploy. One CSV serves every kind of row:
+
+    system,kind,local_id,external_id,external_type,factor
+    bitrix,sku,SKU-1,1267,product,
+    bitrix,sku,SKU-2,1301,offer,
+    bitrix,store,store-12,2,,
+    moysklad,sku,SKU-1,0b3c...-uuid,variant,
+    moysklad,store,store-12,7a1f...-uuid,,
+    wms,sku,SKU-1,SKU-1,,            (WMS article; defaults to the SKU itself)
+    wms,store,store-12,main,,        (WMS warehouse)
+    wms,zone,SKU-1,A,,               (picking zone: one picking order per zone)
+    wms,unit,SKU-1,box,,12           (the WMS counts SKU-1 in boxes of 12)
+    wms,status,PICKING,Q,,           (WMS status PICKING -> Bitrix order status Q)
+    wms,status,PICKING_ERROR,PE,release,   (and release the reservation lines)
+
+`unit` rows go to adapter_units (external_id is the unit name, factor the base units in one), and
+`status` rows to adapter_status_map (local_id is the external system's status, external_id the
+status to set in Bitrix, external_type an action). Everything else goes to adapter_mappings.
+"""
+
+from __future__ import annotations
+
+import csv
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from adapters.db import now_text, transaction
+from ledger.intake.envelope import ID_PATTERN
+
+SYSTEMS = ("bitrix", "moysklad", "wms", "csv")
+KINDS = ("sku", "store", "zone", "unit", "status")
+CSV_COLUMNS = ("system", "kind", "local_id", "external_id", "external_type", "factor")
+CSV_ROWS_MAX = 1_000_000
+
+
+class MappingError(ValueError):
+    """A CSV row that cannot be loaded, with its line number."""
+
+
+@dataclass(frozen=True, slots=True)
+class ExternalRef:
+    external_id: str
+    external_type: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class StatusRule:
+    target_status: str
+    action: str | None
+
+
+@dataclass(slots=True)
+class Snapshot:
+    """Every mapping of the database at one moment."""
+
+    refs: dict[tuple[str, str], dict[str, ExternalRef]] = field(default_factory=dict)  # (system, kind)
+    reverse: dict[tuple[str, str], dict[str, str]] = field(default_factory=dict)  # external -> local
+    units: dict[str, dict[str, tuple[str, int]]] = field(
+        default_factory=dict
+    )  # system -> sku -> (uom, factor)
+    statuses: dict[str, dict[str, StatusRule]] = field(default_factory=dict)
+
+
+class Mappings:
+    """Cached view of the mapping tables, refreshed at most every `refresh_s` seconds."""
+
+    def __init__(self, recorder: Any, refresh_s: float = 10.0) -> None:
+        self.recorder = recorder
+        self.refresh_s = refresh_s
+        self._lock = threading.Lock()
+        self._snapshot = Snapshot()
+        self._loaded_at = float("-inf")
+
+    def snapshot(self) -> Snapshot:
+        with self._lock:
+            if time.monotonic() - self._loaded_at >= self.refresh_s:
+                self._snapshot = read_snapshot(self.recorder)
+                self._loaded_at = time.monotonic()
+            return self._snapshot
+
+    def invalidate(self) -> None:
+        with self._lock:
+            self._loaded_at = float("-inf")
+
+    # -- lookups ------------------------------------------------------------------------------------
+
+    def external(self, system: str, kind: str, local_id: str) -> ExternalRef | None:
+        return self.snapshot().refs.get((system, kind), {}).get(local_id)
+
+    def local(self, system: str, kind: str, external_id: str) -> str | None:
+        return self.snapshot().reverse.get((system, kind), {}).get(external_id)
+
+    def all(self, system: str, kind: str) -> dict[str, ExternalRef]:
+        return dict(self.snapshot().refs.get((system, kind), {}))
+
+    def unit(self, system: str, sku: str) -> tuple[str, int] | None:
+        return self.snapshot().units.get(system, {}).get(sku)
+
+    def status(self, system: str, external_status: str) -> StatusRule | None:
+        return self.snapshot().statuses.get(system, {}).get(external_status)
+
+    # -- unit conversion ----------------------------------------------------------------------------
+
+    def to_external_units(self, system: str, sku: str, base_units: int) -> int:
+        """Whole external units that the base units make (floor: never claim more than there is)."""
+        unit = self.unit(system, sku)
+        return base_units // unit[1] if unit else base_units
+
+    def to_base_units(self, system: str, sku: str, external_qty: float) -> int:
+        """Base units of an external quantity; a fractional result is refused, not rounded."""
+        unit = self.unit(system, sku)
+        factor = unit[1] if unit else 1
+        base = external_qty * factor
+        if base != int(base):
+            raise ValueError(f"{external_qty} x {factor} is not a whole number of base units of {sku}")
+        return int(base)
+
+
+def read_snapshot(recorder: Any) -> Snapshot:
+    snapshot = Snapshot()
+    with transaction(recorder) as tx:
+        for row in tx.fetchall(
+            "SELECT system, kind, local_id, external_id, external_type FROM adapter_mappings"
+        ):
+            key = (row["system"], row["kind"])
+            snapshot.refs.setdefault(key, {})[row["local_id"]] = ExternalRef(
+                row["external_id"], row["external_type"]
+            )
+            snapshot.reverse.setdefault(key, {})[row["external_id"]] = row["local_id"]
+        for row in tx.fetchall("SELECT system, sku, uom, factor FROM adapter_units"):
+            snapshot.units.setdefault(row["system"], {})[row["sku"]] = (row["uom"], int(row["factor"]))
+        for row in tx.fetchall(
+            "SELECT system, external_status, target_status, action FROM adapter_status_map"
+        ):
+            snapshot.statuses.setdefault(row["system"], {})[row["external_status"]] = StatusRule(
+                row["target_status"], row["action"] or None
+            )
+    return snapshot
+
+
+# -- loading and editing -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class MappingRow:
+    system: str
+    kind: str
+    local_id: str
+    external_id: str
+    external_type: str | None = None
+    factor: int | None = None
+
+
+def parse_csv(path: Path) -> list[MappingRow]:
+    """Every row of the file, checked; MappingError names the first wrong line."""
+    rows: list[MappingRow] = []
+    with path.open(newline="", encoding="utf-8-sig") as handle:
+        reader = csv.DictReader(handle)
+        missing = [c for c in CSV_COLUMNS[:4] if c not in (reader.fieldnames or [])]
+        if missing:
+            raise MappingError(f"{path}: the header must name {', '.join(CSV_COLUMNS)}; missing {missing}")
+        for line_no, record in enumerate(reader, start=2):
+            if line_no > CSV_ROWS_MAX:
+                raise MappingError(f"{path}: more than {CSV_ROWS_MAX} rows")
+            rows.append(_row(record, f"{path}:{line_no}"))
+    return rows
+
+
+def _row(record: dict[str, Any], where: str) -> MappingRow:
+    def text(name: str) -> str:
+        return (record.get(name) or "").strip()
+
+    system, kind, local_id, external_id = text("system"), text("kind"), text("local_id"), text("external_id")
+    if system not in SYSTEMS:
+        raise MappingError(f"{where}: system must be one of {SYSTEMS}, not {system!r}")
+    if kind not in KINDS:
+        raise MappingError(f"{where}: kind must be one of {KINDS}, not {kind!r}")
+    if not local_id or not external_id:
+        raise MappingError(f"{where}: local_id and external_id are required")
+    if kind in ("sku", "store", "zone", "unit") and not ID_PATTERN.fullmatch(local_id):
+        raise MappingError(f"{where}: {local_id!r} is not a valid ledger id (1-64 of A-Za-z0-9-_.:)")
+    factor: int | None = None
+    if kind == "unit":
+        try:
+            factor = int(text("factor"))
+        except ValueError:
+            raise MappingError(f"{where}: a unit row needs an integer factor >= 1") from None
+        if factor < 1:
+            raise MappingError(f"{where}: a unit row needs an integer factor >= 1")
+    return MappingRow(system, kind, local_id, external_id, text("external_type") or None, factor)
+
+
+def save(recorder: Any, rows: Iterable[MappingRow]) -> int:
+    """Upserts the rows (a later row for the same key wins); returns how many were written."""
+    stamp = now_text()
+    count = 0
+    with transaction(recorder) as tx:
+        for row in rows:
+            count += 1
+            if row.kind == "unit":
+                tx.execute(
+                    "INSERT INTO adapter_units (system, sku, uom, factor, updated_at) VALUES (%s, "
+                    "%s, %s, %s, %s) "
+                    "ON CONFLICT (system, sku) DO UPDATE SET uom = excluded.uom, factor = excluded.factor, "
+                    "updated_at = excluded.updated_at",
+                    (row.system, row.local_id, row.external_id, row.factor, stamp),
+                )
+            elif row.kind == "status":
+                tx.execute(
+                    "INSERT INTO adapter_status_map (system, external_status, target_status, "
+                    "action, updated_at) "
+                    "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (system, external_status) DO UPDATE SET "
+                    "target_status = excluded.target_status, action = excluded.action, "
+                    "updated_at = excluded.updated_at",
+                    (row.system, row.local_id, row.external_id, row.external_type, stamp),
+                )
+            else:
+                tx.execute(
+                    "INSERT INTO adapter_mappings (system, kind, local_id, external_id, "
+                    "external_type, updated_at) "
+                    "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (system, kind, local_id) DO UPDATE SET "
+                    "external_id = excluded.external_id, external_type = excluded.external_type, "
+                    "updated_at = excluded.updated_at",
+                    (row.system, row.kind, row.local_id, row.external_id, row.external_type, stamp),
+                )
+    return count
+
+
+def load_csv(recorder: Any, path: Path) -> int:
+    """Checks the whole file first, then writes it in one transaction (all rows or none)."""
+    return save(recorder, parse_csv(path))

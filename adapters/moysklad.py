@@ -1,0 +1,343 @@
+"""MoySklad (JSON API 1.2): customer orders out, demands (shipments) in, the stock report for reconciliation.
+
+What the public documentation says, and where (moysklad/api-remap-1.2-doc on GitHub, the source
+of dev.moysklad.ru/doc/api/remap/1.2):
+
+- Limits (md/_restrictions.md): at most 45 requests per 3-second period, at most 5 parallel
+  requests per user or solution, at most 1000 elements in an array; `report/stock/all` costs
+  5 units of the 3-second budget (we count it as 5 requests). Past a limit the answer is 429; the
+  headers X-RateLimit-Limit, X-RateLimit-Remaining, X-Lognex-Retry-TimeInterval and
+  X-Lognex-Retry-After (milliseconds until the limit resets) come with it (md/_general.md).
+- Webhooks (md/dictionaries/_webhook.md): a POST to our URL with `?requestId=...` and a body
+  `{"auditContext": {...}, "events": [{"meta": {"type", "href"}, "action": "CREATE"|"UPDATE"|...,
+  "accountId"}]}`; MoySklad expects 200 or 204 within 1500 ms, then tries 3 more times; a
+  redelivery keeps the same requestId, and the docs advise to separate receiving from processing.
+  So the receiver only stores the delivery (keyed by requestId) and answers; a worker processes it.
+- The stock report (md/reports/_report_stock.md): `GET report/stock/all`, rows with `meta` (the
+  product or variant), `stock`, `reserve`, `inTransit`, `quantity`; `filter=store=<store href>`
+  narrows it to one store; pages of `limit` (max 1000) from `offset`.
+- Seed 001: customerorder needs `organization`, `agent` and `positions` with `assortment` (a
+  product or variant meta) and `quantity`; a partial shipment is a demand with fewer items linked
+  to the customer order; dates are in Moscow time (UTC+3) as `YYYY-MM-DD HH:MM:SS[.mmm]`.
+
+Idempotency: a customer order's `externalCode` is the ledger order id; before creating one we look
+it up (`filter=externalCode=...`), so a retried push never creates a duplicate. Only one worker
+pushes at a time (a lease in adapter_positions), so the lookup and the create do not race.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+
+import orjson
+
+from adapters.http import HttpClient, Response, TransportError
+from adapters.limits import SlidingWindow
+from adapters.mappings import Mappings
+from adapters.outbound import Failure, Item, TargetUnavailable
+from ledger.domain.model import Entry, EventType, Line, StockEvent
+from ledger.storage.sql import SqlTx
+
+log = logging.getLogger("adapters.moysklad")
+
+SYSTEM = "moysklad"
+SOURCE = "moysklad"
+ORDER_KEY = "order:"
+MOSCOW = timezone(timedelta(hours=3), "MSK")
+REPORT_PAGE_MAX = 1000
+REPORT_REQUEST_WEIGHT = 5  # _restrictions.md: report/stock/all weighs 5 units
+WINDOW_MARGIN_S = 0.1
+
+
+@dataclass(frozen=True, slots=True)
+class MoySkladConfig:
+    base_url: str
+    token: str
+    requests_per_window: int = 45
+    window_s: float = 3.0
+    parallel_max: int = 5
+    timeout_s: float = 10.0
+    organization_id: str | None = None
+    agent_id: str | None = None
+
+
+def parse_moment(text: str) -> datetime:
+    """MoySklad's `2026-11-22 10:15:00.000` (Moscow time) as an aware datetime."""
+    return datetime.fromisoformat(text.strip().replace(" ", "T")).replace(tzinfo=MOSCOW)
+
+
+def format_moment(moment: datetime) -> str:
+    """An aware datetime in MoySklad's format and time zone (for filters such as `updated>=`)."""
+    return moment.astimezone(MOSCOW).strftime("%Y-%m-%d %H:%M:%S.") + f"{moment.microsecond // 1000:03d}"
+
+
+def entity_id(href: str) -> tuple[str, str]:
+    """`.../entity/variant/<id>?expand=...` -> ("variant", "<id>")."""
+    path = href.split("?", 1)[0].rstrip("/")
+    parts = path.split("/")
+    return parts[-2], parts[-1]
+
+
+class MoySkladClient:
+    def __init__(self, config: MoySkladConfig) -> None:
+        self.config = config
+        self.http = HttpClient(config.base_url, config.timeout_s, {"Authorization": f"Bearer {config.token}"})
+        # Counted from when we send, while MoySklad counts from when a request arrives: a small margin
+        # keeps a request that left late in one window from landing early in the next.
+        self.window = SlidingWindow(config.requests_per_window, config.window_s + WINDOW_MARGIN_S)
+        self.parallel = threading.BoundedSemaphore(config.parallel_max)
+        self.requests_sent = 0
+
+    def meta(self, entity: str, entity_uuid: str) -> dict[str, Any]:
+        return {
+            "meta": {
+                "href": f"{self.http.base_url}entity/{entity}/{entity_uuid}",
+                "type": entity,
+                "mediaType": "application/json",
+            }
+        }
+
+    def request(self, method: str, path: str, *, weight: int = 1, **kwargs: Any) -> Response:
+        """One request within the limits. Raises TargetUnavailable for no answer, 429 and 5xx."""
+        for _ in range(weight):
+            self.window.acquire()
+        with self.parallel:
+            self.requests_sent += 1
+            try:
+                answer = self.http.request(method, path, **kwargs)
+            except TransportError as error:
+                raise TargetUnavailable(f"moysklad {method} {path}: {error}") from error
+        if answer.status == 429:
+            retry_ms = answer.header("X-Lognex-Retry-After") or answer.header("X-Lognex-Retry-TimeInterval")
+            retry_s = float(retry_ms) / 1000 if retry_ms else self.config.window_s
+            self.window.pause(retry_s)  # every thread of this client waits, not only this one
+            raise TargetUnavailable(f"moysklad {method} {path}: 429", retry_s)
+        if answer.status >= 500:
+            raise TargetUnavailable(f"moysklad {method} {path}: HTTP {answer.status}")
+        return answer
+
+    def find_order(self, external_code: str) -> dict[str, Any] | None:
+        answer = self.request(
+            "GET", "entity/customerorder", params={"filter": f"externalCode={external_code}"}
+        )
+        if answer.status != 200:
+            raise TargetUnavailable(f"moysklad customerorder lookup: HTTP {answer.status}")
+        rows = (answer.json() or {}).get("rows") or []
+        return rows[0] if rows else None
+
+    def stock_rows(self, store_id: str | None) -> Iterator[dict[str, Any]]:
+        """Every row of report/stock/all (for one store if given), page by page."""
+        offset = 0
+        while True:
+            params: dict[str, Any] = {"limit": REPORT_PAGE_MAX, "offset": offset}
+            if store_id:
+                params["filter"] = f"store={self.meta('store', store_id)['meta']['href']}"
+            answer = self.request("GET", "report/stock/all", weight=REPORT_REQUEST_WEIGHT, params=params)
+            if answer.status != 200:
+                raise TargetUnavailable(
+                    f"moysklad report/stock/all: HTTP {answer.status}: {answer.body[:200]!r}"
+                )
+            rows = (answer.json() or {}).get("rows") or []
+            yield from rows
+            if len(rows) < REPORT_PAGE_MAX:
+                return
+            offset += len(rows)
+
+
+class MoySkladOrdersTarget:
+    """A reservation placed in the ledger for an order becomes a MoySklad customerorder."""
+
+    name = "moysklad"
+    batch_items_max = 20
+
+    def __init__(self, recorder: Any, mappings: Mappings, client: MoySkladClient) -> None:
+        self.recorder = recorder
+        self.mappings = mappings
+        self.client = client
+        self.config = client.config
+
+    def keys_for(self, entry: Entry, position: int) -> Iterable[str]:
+        event = entry.event
+        if event.type is not EventType.RESERVATION or not event.reservation_id:
+            return ()
+        if self.mappings.external(SYSTEM, "store", event.store_id) is None:
+            return ()
+        return [f"{ORDER_KEY}{event.store_id}|{event.reservation_id}"]
+
+    def all_keys(self) -> Iterable[str]:
+        return ()  # orders are created from their reservations as they happen, never in bulk
+
+    def load(self, keys: Sequence[str]) -> list[Item]:
+        items = []
+        with self.recorder.read_transaction() as tx:
+            for key in keys:
+                if not key.startswith(ORDER_KEY):
+                    continue
+                store_id, reservation_id = key[len(ORDER_KEY) :].split("|", 1)
+                row = tx.fetchone(
+                    "SELECT * FROM ledger_reservations WHERE store_id = %s AND reservation_id = %s",
+                    (store_id, reservation_id),
+                )
+                if row is None:
+                    continue
+                lines = [[sku, int(qty)] for sku, qty, *_ in orjson.loads(row["lines"])]
+                items.append(
+                    Item(
+                        key,
+                        {
+                            "store_id": store_id,
+                            "reservation_id": reservation_id,
+                            "order_id": row["order_id"] or reservation_id,
+                            "lines": lines,
+                        },
+                    )
+                )
+        return items
+
+    def push(self, items: Sequence[Item]) -> dict[str, Failure]:
+        failures: dict[str, Failure] = {}
+        unavailable: list[TargetUnavailable] = []
+        with ThreadPoolExecutor(max_workers=self.config.parallel_max) as pool:
+            outcomes = list(pool.map(self._push_one, items))
+        for item, outcome in zip(items, outcomes, strict=True):
+            if isinstance(outcome, TargetUnavailable):
+                unavailable.append(outcome)
+            elif outcome is not None:
+                failures[item.key] = outcome
+        if unavailable:
+            done = frozenset(
+                item.key for item, outcome in zip(items, outcomes, strict=True) if outcome is None
+            )
+            raise TargetUnavailable(str(unavailable[0]), unavailable[0].retry_after_s, done)
+        return failures
+
+    def _push_one(self, item: Item) -> Failure | TargetUnavailable | None:
+        try:
+            return self._create_order(item)
+        except TargetUnavailable as error:
+            return error
+
+    def _create_order(self, item: Item) -> Failure | None:
+        payload = item.payload
+        store = self.mappings.external(SYSTEM, "store", payload["store_id"])
+        if store is None:
+            return Failure(f"no moysklad store mapped to {payload['store_id']}", permanent=True)
+        positions = []
+        for sku, qty in payload["lines"]:
+            ref = self.mappings.external(SYSTEM, "sku", sku)
+            if ref is None:
+                return Failure(f"no moysklad product or variant mapped to {sku}", permanent=True)
+            quantity = self.mappings.to_external_units(SYSTEM, sku, qty)
+            positions.append(
+                {
+                    "quantity": quantity,
+                    "reserve": quantity,
+                    "assortment": self.client.meta(ref.external_type or "product", ref.external_id),
+                }
+            )
+        if self.client.find_order(payload["order_id"]) is not None:
+            return None  # created before (a retry after a crash or a timeout): nothing to do
+        body: dict[str, Any] = {
+            "externalCode": payload["order_id"],
+            "store": self.client.meta("store", store.external_id),
+            "positions": positions,
+            "description": f"stock ledger reservation {payload['reservation_id']}",
+        }
+        if self.config.organization_id:
+            body["organization"] = self.client.meta("organization", self.config.organization_id)
+        if self.config.agent_id:
+            body["agent"] = self.client.meta("counterparty", self.config.agent_id)
+        answer = self.client.request("POST", "entity/customerorder", json_body=body)
+        if answer.status in (200, 201):
+            return None
+        return Failure(f"customerorder {payload['order_id']}: HTTP {answer.status}: {_errors(answer)}")
+
+    def after_push(self, tx: SqlTx, pushed: Sequence[Item]) -> None:
+        return None
+
+
+def _errors(answer: Response) -> str:
+    try:
+        body = answer.json() or {}
+    except ValueError:
+        return answer.body[:200].decode(errors="replace")
+    errors = body.get("errors") if isinstance(body, dict) else None
+    if errors:
+        return "; ".join(str(e.get("error", e)) for e in errors)
+    return str(body)[:200]
+
+
+# -- inbound: demands become shipments ------------------------------------------------------------------
+
+
+class DemandProcessor:
+    """Turns a stored demand webhook delivery into stock.shipment events (partial shipments included)."""
+
+    def __init__(self, recorder: Any, mappings: Mappings, client: MoySkladClient) -> None:
+        self.recorder = recorder
+        self.mappings = mappings
+        self.client = client
+
+    def events_for(self, delivery: dict[str, Any]) -> list[StockEvent]:
+        events = []
+        for notice in delivery.get("events") or []:
+            meta = notice.get("meta") or {}
+            if meta.get("type") != "demand" or notice.get("action") != "CREATE":
+                continue
+            answer = self.client.request("GET", meta["href"], params={"expand": "positions,customerOrder"})
+            if answer.status == 404:
+                continue  # deleted since: nothing shipped
+            if answer.status != 200:
+                raise TargetUnavailable(f"moysklad demand: HTTP {answer.status}")
+            events.append(self.shipment(answer.json()))
+        return events
+
+    def shipment(self, demand: dict[str, Any]) -> StockEvent:
+        _, store_uuid = entity_id(demand["store"]["meta"]["href"])
+        store_id = self.mappings.local(SYSTEM, "store", store_uuid)
+        if store_id is None:
+            raise ValueError(
+                f"demand {demand.get('name')}: no ledger store mapped to moysklad store {store_uuid}"
+            )
+        totals: dict[str, int] = {}
+        for position in _rows(demand.get("positions")):
+            _, assortment_uuid = entity_id(position["assortment"]["meta"]["href"])
+            sku = self.mappings.local(SYSTEM, "sku", assortment_uuid)
+            if sku is None:
+                raise ValueError(f"demand {demand.get('name')}: no SKU mapped to moysklad {assortment_uuid}")
+            totals[sku] = totals.get(sku, 0) + self.mappings.to_base_units(SYSTEM, sku, position["quantity"])
+        order = demand.get("customerOrder") or {}
+        order_id = order.get("externalCode") or None
+        reservation_id = self._reservation_for(store_id, order_id) if order_id else None
+        return StockEvent(
+            event_id=f"demand:{demand['id']}",
+            source=SOURCE,
+            type=EventType.SHIPMENT,
+            time=parse_moment(demand["moment"]) if demand.get("moment") else datetime.now(UTC),
+            store_id=store_id,
+            lines=tuple(Line(sku, qty) for sku, qty in totals.items() if qty > 0),
+            order_id=order_id,
+            reservation_id=reservation_id,
+            reference=f"moysklad demand {demand.get('name') or demand['id']}"[:256],
+        )
+
+    def _reservation_for(self, store_id: str, order_id: str) -> str | None:
+        with self.recorder.read_transaction() as tx:
+            row = tx.fetchone(
+                "SELECT reservation_id FROM ledger_reservations WHERE store_id = %s "
+                "AND (order_id = %s OR reservation_id = %s) ORDER BY placed_at_position DESC LIMIT 1",
+                (store_id, order_id, order_id),
+            )
+        return row["reservation_id"] if row else None
+
+
+def _rows(collection: Any) -> list[dict[str, Any]]:
+    if isinstance(collection, dict):
+        return list(collection.get("rows") or [])
+    return list(collection or [])

@@ -1,0 +1,194 @@
+"""Wires the adapters from the settings: outbound workers, the webhook receiver, the inbox and the WMS poller.
+
+Each outbound target runs in its own thread from its own tracked position, never inside a request
+of the ledger's API. `ledger adapters run` is the process that hosts them.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from adapters.bitrix import BitrixConfig, BitrixTarget
+from adapters.db import open_database
+from adapters.httpserver import HttpServer
+from adapters.inbound import InboxWorker, WebhookReceiver
+from adapters.limits import Backoff, Stopper
+from adapters.mappings import Mappings
+from adapters.moysklad import DemandProcessor, MoySkladClient, MoySkladConfig, MoySkladOrdersTarget
+from adapters.outbound import OutboundWorker, Target, TargetUnavailable, WorkerLimits
+from adapters.sink import EventSink, LedgerSink
+from adapters.wms import WmsClient, WmsConfig, WmsPickingTarget, WmsStatusProcessor
+from ledger.config import Settings
+
+log = logging.getLogger("adapters.runner")
+
+
+def worker_limits(settings: Settings) -> WorkerLimits:
+    return WorkerLimits(
+        read_events_max=settings.adapters_read_events_max,
+        retries_max=settings.adapters_retries_max,
+        request_retries_max=settings.adapters_request_retries_max,
+        backoff_initial_s=settings.adapters_backoff_initial_ms / 1000,
+        backoff_max_s=settings.adapters_backoff_max_ms / 1000,
+        poll_interval_s=settings.adapters_poll_interval_ms / 1000,
+    )
+
+
+def bitrix_config(settings: Settings) -> BitrixConfig | None:
+    if not settings.bitrix_webhook_url:
+        return None
+    return BitrixConfig(
+        webhook_url=settings.bitrix_webhook_url,
+        push=frozenset(part.strip() for part in settings.bitrix_push.split(",")),
+        batch_commands_max=settings.bitrix_batch_commands_max,
+        burst_requests_max=settings.bitrix_burst_requests_max,
+        requests_per_s=settings.bitrix_requests_per_s,
+        timeout_s=settings.bitrix_timeout_s,
+        document_currency=settings.bitrix_document_currency,
+        responsible_id=settings.bitrix_responsible_id,
+        store_amount=settings.bitrix_store_amount,
+    )
+
+
+def moysklad_config(settings: Settings) -> MoySkladConfig | None:
+    if not settings.moysklad_token:
+        return None
+    return MoySkladConfig(
+        base_url=settings.moysklad_base_url,
+        token=settings.moysklad_token,
+        requests_per_window=settings.moysklad_requests_per_window,
+        window_s=settings.moysklad_window_s,
+        parallel_max=settings.moysklad_parallel_max,
+        timeout_s=settings.moysklad_timeout_s,
+        organization_id=settings.moysklad_organization_id,
+        agent_id=settings.moysklad_agent_id,
+    )
+
+
+def wms_config(settings: Settings) -> WmsConfig | None:
+    if not settings.wms_base_url or not settings.wms_api_key:
+        return None
+    return WmsConfig(
+        settings.wms_base_url, settings.wms_api_key, settings.wms_requests_per_s, settings.wms_timeout_s
+    )
+
+
+@dataclass
+class Adapters:
+    recorder: Any
+    mappings: Mappings
+    workers: dict[str, OutboundWorker] = field(default_factory=dict)
+    inbox: InboxWorker | None = None
+    wms_status: WmsStatusProcessor | None = None
+    receiver: WebhookReceiver | None = None
+
+
+def build_adapters(settings: Settings, sink: EventSink | None = None, recorder: Any = None) -> Adapters:
+    """Every configured adapter; inbound ones need a sink to record their events in."""
+    recorder = recorder or open_database(
+        settings.database_url, settings.db_pool_size, settings.db_lock_timeout_s
+    )
+    mappings = Mappings(recorder, settings.adapters_mappings_refresh_s)
+    adapters = Adapters(recorder, mappings)
+    limits = worker_limits(settings)
+    targets: list[Target] = []
+    handlers: dict[str, Callable[[Any], None]] = {}
+    if (bitrix := bitrix_config(settings)) is not None:
+        targets.append(BitrixTarget(recorder, mappings, bitrix))
+    if (moysklad := moysklad_config(settings)) is not None:
+        client = MoySkladClient(moysklad)
+        targets.append(MoySkladOrdersTarget(recorder, mappings, client))
+        if sink is not None:
+            demands = DemandProcessor(recorder, mappings, client)
+            handlers["moysklad"] = lambda delivery: _record(sink, demands.events_for(delivery))
+    if (wms := wms_config(settings)) is not None:
+        wms_client = WmsClient(wms)
+        targets.append(WmsPickingTarget(recorder, mappings, wms_client))
+        if sink is not None:
+            adapters.wms_status = WmsStatusProcessor(
+                recorder, mappings, sink, wms_client, settings.wms_poll_orders_max
+            )
+            handlers["wms"] = adapters.wms_status.handle_delivery
+    for target in targets:
+        adapters.workers[target.name] = OutboundWorker(recorder, target, limits)
+    if handlers:
+        adapters.inbox = InboxWorker(
+            recorder,
+            handlers,
+            batch_max=settings.adapters_inbox_batch_max,
+            retries_max=settings.adapters_retries_max,
+            backoff=Backoff(limits.backoff_initial_s, limits.backoff_max_s),
+        )
+    adapters.receiver = WebhookReceiver(
+        recorder, settings.moysklad_webhook_secret, settings.wms_webhook_secret
+    )
+    return adapters
+
+
+def _record(sink: EventSink, events: list[Any]) -> None:
+    if events:
+        sink.record(events)
+
+
+class Runner:
+    """Runs the adapters' threads until stopped."""
+
+    def __init__(self, adapters: Adapters, settings: Settings) -> None:
+        self.adapters = adapters
+        self.settings = settings
+        self.stopper = Stopper()
+        self.threads: list[threading.Thread] = []
+        self.server: HttpServer | None = None
+
+    def start(self) -> Runner:
+        for name, worker in self.adapters.workers.items():
+            self._thread(f"push-{name}", worker.run_forever)
+        if self.adapters.inbox is not None:
+            self._thread("inbox", self.adapters.inbox.run_forever)
+        if self.adapters.wms_status is not None:
+            self._thread("wms-poll", self._poll_wms)
+        if self.adapters.receiver is not None:
+            self.server = HttpServer(
+                self.adapters.receiver, self.settings.adapters_http_port, self.settings.adapters_http_host
+            ).start()
+            log.info("webhooks and /metrics on %s", self.server.url)
+        return self
+
+    def _thread(self, name: str, target: Callable[[], None]) -> None:
+        thread = threading.Thread(target=target, name=name, daemon=True)
+        thread.start()
+        self.threads.append(thread)
+
+    def _poll_wms(self) -> None:
+        assert self.adapters.wms_status is not None
+        while not self.stopper.sleep(self.settings.wms_poll_interval_s):
+            try:
+                self.adapters.wms_status.poll()
+            except (TargetUnavailable, Exception) as error:  # noqa: BLE001 - polled again next interval
+                log.warning("wms status poll failed: %s", error)
+
+    def stop(self) -> None:
+        self.stopper.stop()
+        for worker in self.adapters.workers.values():
+            worker.stop()
+        if self.adapters.inbox is not None:
+            self.adapters.inbox.stop()
+        if self.server is not None:
+            self.server.stop()
+        for thread in self.threads:
+            thread.join(10)
+        for worker in self.adapters.workers.values():
+            worker.release_lease()
+
+
+def ledger_sink(settings: Settings) -> tuple[EventSink, Any]:
+    """An in-process ledger to record inbound events in (started); returns (sink, ledger)."""
+    from ledger.bootstrap import build_ledger
+
+    ledger = build_ledger(settings)
+    ledger.start()
+    return LedgerSink(ledger), ledger

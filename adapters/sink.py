@@ -1,0 +1,41 @@
+"""Where inbound adapters record what they learnt: stock events submitted to the ledger.
+
+The ledger decides and dedupes (source + id), so an inbound adapter only has to give each fact a
+stable event id (a MoySklad demand id, a WMS picking order id and status) to make redelivery and
+reprocessing harmless.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Protocol
+
+from ledger.domain.model import Outcome, StockEvent
+
+log = logging.getLogger("adapters.sink")
+
+
+class SinkError(Exception):
+    """The ledger did not answer, or refused an event the adapter expected to be recorded."""
+
+
+class EventSink(Protocol):
+    def record(self, events: list[StockEvent]) -> list[Any]: ...
+
+
+class LedgerSink:
+    """Submits to an in-process ledger (`build_ledger(settings); ledger.start()`)."""
+
+    def __init__(self, ledger: Any) -> None:
+        self.ledger = ledger
+
+    def record(self, events: list[StockEvent]) -> list[Any]:
+        try:
+            results = self.ledger.submit_and_wait(events)
+        except Exception as error:
+            raise SinkError(f"the ledger did not record {len(events)} event(s): {error}") from error
+        for result in results:
+            if result.outcome is Outcome.INVALID:
+                raise SinkError(f"the ledger found {result.event_id} invalid")
+            log.info("recorded %s from %s: %s", result.event_id, result.source, result.outcome.value)
+        return list(results)

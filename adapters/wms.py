@@ -1,0 +1,369 @@
+"""An Inflow-style WMS (seed 002): picking orders out, picking statuses in.
+
+The WMS speaks REST with an `X-API-Key` header: `POST /api/v1/orders` creates a picking order,
+`GET /api/v1/orders/{id}/status` reads its status, `PUT /api/v1/orders/{id}/cancel` cancels it,
+`GET /api/v1/stock?warehouse=...` reads stock. Its state machine is fixed: NEW -> ASSIGNED ->
+PICKING -> PICKED -> PACKING -> SHIPPED -> DELIVERED, plus CANCELLED and PICKING_ERROR.
+
+Out: a reservation placed in the ledger becomes one picking order per picking zone (mapping kind
+`zone`; one customer order may so become several picking orders). Each carries `external_id` =
+`<store>:<reservation>:<zone>`, also sent as `Idempotency-Key`: sending it again returns the
+existing order rather than creating one (seed 000: "re-sending updates the existing record rather
+than creating a new one"). A reservation released or expired in the ledger cancels its open
+picking orders.
+
+In: statuses, polled or received by webhook, go through the status table (`adapter_status_map`,
+system `wms`, editable without a deploy): the mapped Bitrix status is queued for the Bitrix worker
+(`sale.order.update`), and the rule's action runs: `release` (PICKING_ERROR: release the picking
+order's reservation lines, and raise an alert: a log line, a metric, a journal entry; the release
+itself is in the ledger's history with a reference naming the picking order) or `ship` (record the
+picking order's lines as shipped under the reservation).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from adapters.db import journal, now_text, transaction
+from adapters.http import HttpClient, Response, TransportError
+from adapters.limits import SlidingWindow
+from adapters.mappings import Mappings
+from adapters.outbound import Failure, Item, TargetUnavailable, enqueue
+from adapters.sink import EventSink
+from ledger.domain.model import Entry, EventType, Line, StockEvent
+from ledger.storage.sql import SqlTx
+
+log = logging.getLogger("adapters.wms")
+
+SYSTEM = "wms"
+SOURCE = "wms"
+PICK_KEY = "pick:"
+CANCEL_KEY = "cancel:"
+DEFAULT_ZONE = "default"
+FINAL_STATUSES = frozenset({"DELIVERED", "CANCELLED", "PICKING_ERROR"})
+
+
+@dataclass(frozen=True, slots=True)
+class WmsConfig:
+    base_url: str
+    api_key: str
+    requests_per_s: float = 10.0
+    timeout_s: float = 10.0
+
+
+class WmsClient:
+    def __init__(self, config: WmsConfig) -> None:
+        self.config = config
+        self.http = HttpClient(config.base_url, config.timeout_s, {"X-API-Key": config.api_key})
+        self.window = SlidingWindow(
+            max(1, int(config.requests_per_s)),
+            1.0 if config.requests_per_s >= 1 else (1 / config.requests_per_s),
+        )
+
+    def request(self, method: str, path: str, **kwargs: Any) -> Response:
+        self.window.acquire()
+        try:
+            answer = self.http.request(method, path, **kwargs)
+        except TransportError as error:
+            raise TargetUnavailable(f"wms {method} {path}: {error}") from error
+        if answer.status == 429 or answer.status >= 500:
+            retry = answer.header("Retry-After")
+            raise TargetUnavailable(
+                f"wms {method} {path}: HTTP {answer.status}",
+                float(retry) if retry and retry.isdigit() else None,
+            )
+        if answer.status in (401, 403):
+            raise TargetUnavailable(f"wms {method} {path}: HTTP {answer.status} (check LEDGER_WMS_API_KEY)")
+        return answer
+
+    def status(self, wms_order_id: str) -> str | None:
+        answer = self.request("GET", f"api/v1/orders/{wms_order_id}/status")
+        if answer.status == 404:
+            return None
+        return str((answer.json() or {}).get("status"))
+
+    def stock(self, warehouse: str) -> list[dict[str, Any]]:
+        answer = self.request("GET", "api/v1/stock", params={"warehouse": warehouse})
+        if answer.status != 200:
+            raise TargetUnavailable(f"wms stock: HTTP {answer.status}")
+        return list((answer.json() or {}).get("items") or [])
+
+
+@dataclass(frozen=True, slots=True)
+class Created:
+    external_id: str
+    wms_order_id: str
+    store_id: str
+    reservation_id: str
+    order_id: str | None
+    zone: str
+    lines: list[list[Any]]
+
+
+class WmsPickingTarget:
+    name = "wms"
+    batch_items_max = 20
+
+    def __init__(self, recorder: Any, mappings: Mappings, client: WmsClient) -> None:
+        self.recorder = recorder
+        self.mappings = mappings
+        self.client = client
+        self._created: list[Created] = []
+        self._cancelled: list[str] = []
+
+    def keys_for(self, entry: Entry, position: int) -> Iterable[str]:
+        event = entry.event
+        if not event.reservation_id or self.mappings.external(SYSTEM, "store", event.store_id) is None:
+            return ()
+        suffix = f"{event.store_id}|{event.reservation_id}"
+        if event.type is EventType.RESERVATION:
+            return [PICK_KEY + suffix]
+        if (
+            event.type in (EventType.RESERVATION_RELEASE, EventType.RESERVATION_EXPIRED)
+            and event.source != SOURCE
+        ):
+            return [CANCEL_KEY + suffix]
+        return ()
+
+    def all_keys(self) -> Iterable[str]:
+        return ()
+
+    def load(self, keys: Sequence[str]) -> list[Item]:
+        items = []
+        with self.recorder.read_transaction() as tx:
+            for key in keys:
+                kind = (
+                    PICK_KEY
+                    if key.startswith(PICK_KEY)
+                    else CANCEL_KEY
+                    if key.startswith(CANCEL_KEY)
+                    else None
+                )
+                if kind is None:
+                    continue
+                store_id, reservation_id = key[len(kind) :].split("|", 1)
+                row = tx.fetchone(
+                    "SELECT * FROM ledger_reservations WHERE store_id = %s AND reservation_id = %s",
+                    (store_id, reservation_id),
+                )
+                if row is None:
+                    continue
+                lines = [
+                    [sku, int(qty) - int(shipped) - int(released)]
+                    for sku, qty, shipped, released in orjson.loads(row["lines"])
+                ]
+                items.append(
+                    Item(
+                        key,
+                        {
+                            "store_id": store_id,
+                            "reservation_id": reservation_id,
+                            "order_id": row["order_id"],
+                            "lines": [ln for ln in lines if ln[1] > 0],
+                        },
+                    )
+                )
+        return items
+
+    def push(self, items: Sequence[Item]) -> dict[str, Failure]:
+        failures: dict[str, Failure] = {}
+        done: set[str] = set()
+        for item in items:
+            try:
+                failure = self._pick(item) if item.key.startswith(PICK_KEY) else self._cancel(item)
+            except TargetUnavailable as error:
+                raise TargetUnavailable(str(error), error.retry_after_s, frozenset(done)) from error
+            if failure is not None:
+                failures[item.key] = failure
+            else:
+                done.add(item.key)
+        return failures
+
+    def _pick(self, item: Item) -> Failure | None:
+        payload = item.payload
+        if not payload["lines"]:
+            return None  # nothing left to pick (released or shipped before we got to it)
+        warehouse = self.mappings.external(SYSTEM, "store", payload["store_id"])
+        if warehouse is None:
+            return Failure(f"no wms warehouse mapped to {payload['store_id']}", permanent=True)
+        zones: dict[str, list[list[Any]]] = defaultdict(list)
+        for sku, qty in payload["lines"]:
+            zone_ref = self.mappings.external(SYSTEM, "zone", sku)
+            zones[zone_ref.external_id if zone_ref else DEFAULT_ZONE].append([sku, qty])
+        for zone, lines in sorted(zones.items()):
+            external_id = f"{payload['store_id']}:{payload['reservation_id']}:{zone}"
+            body = {
+                "external_id": external_id,
+                "customer_order_id": payload["order_id"] or payload["reservation_id"],
+                "warehouse": warehouse.external_id,
+                "zone": zone,
+                "lines": [self._wire_line(sku, qty) for sku, qty in lines],
+            }
+            answer = self.client.request(
+                "POST", "api/v1/orders", json_body=body, headers={"Idempotency-Key": external_id}
+            )
+            if answer.status not in (200, 201):
+                return Failure(f"picking order {external_id}: HTTP {answer.status}: {answer.body[:200]!r}")
+            created = answer.json() or {}
+            self._created.append(
+                Created(
+                    external_id,
+                    str(created["id"]),
+                    payload["store_id"],
+                    payload["reservation_id"],
+                    payload["order_id"],
+                    zone,
+                    lines,
+                )
+            )
+        return None
+
+    def _wire_line(self, sku: str, qty: int) -> dict[str, Any]:
+        article = self.mappings.external(SYSTEM, "sku", sku)
+        unit = self.mappings.unit(SYSTEM, sku)
+        line: dict[str, Any] = {"sku": article.external_id if article else sku, "qty": qty, "uom": "unit"}
+        if unit and qty % unit[1] == 0:  # whole boxes go as boxes; anything else in base units
+            line.update(qty=qty // unit[1], uom=unit[0])
+        return line
+
+    def _cancel(self, item: Item) -> Failure | None:
+        with transaction(self.recorder) as tx:
+            rows = tx.fetchall(
+                "SELECT wms_order_id FROM adapter_wms_orders WHERE store_id = %s AND "
+                "reservation_id = %s AND final = 0",
+                (item.payload["store_id"], item.payload["reservation_id"]),
+            )
+        for row in rows:
+            answer = self.client.request("PUT", f"api/v1/orders/{row['wms_order_id']}/cancel")
+            if answer.status not in (200, 204, 404, 409):  # 409: already shipped or cancelled
+                return Failure(f"cancel {row['wms_order_id']}: HTTP {answer.status}")
+            if answer.status in (200, 204):  # a 409's real status comes with the next poll
+                self._cancelled.append(row["wms_order_id"])
+        return None
+
+    def after_push(self, tx: SqlTx, pushed: Sequence[Item]) -> None:
+        stamp = now_text()
+        for created in self._created:
+            tx.execute(
+                "INSERT INTO adapter_wms_orders (external_id, wms_order_id, store_id, "
+                "reservation_id, order_id, "
+                "zone, lines, status, final, updated_at) VALUES (%s, %s, %s, %s, %s, %s, %s, 'NEW', 0, %s) "
+                "ON CONFLICT (external_id) DO NOTHING",
+                (
+                    created.external_id,
+                    created.wms_order_id,
+                    created.store_id,
+                    created.reservation_id,
+                    created.order_id,
+                    created.zone,
+                    orjson.dumps(created.lines).decode(),
+                    stamp,
+                ),
+            )
+        for wms_order_id in self._cancelled:
+            tx.execute(
+                "UPDATE adapter_wms_orders SET status = 'CANCELLED', final = 1, updated_at = %s "
+                "WHERE wms_order_id = %s",
+                (stamp, wms_order_id),
+            )
+        self._created.clear()
+        self._cancelled.clear()
+
+
+class WmsStatusProcessor:
+    """Applies a picking order's new status: status table, Bitrix status, release or shipment, alert."""
+
+    def __init__(
+        self,
+        recorder: Any,
+        mappings: Mappings,
+        sink: EventSink,
+        client: WmsClient | None = None,
+        poll_orders_max: int = 200,
+    ) -> None:
+        self.recorder = recorder
+        self.mappings = mappings
+        self.sink = sink
+        self.client = client
+        self.poll_orders_max = poll_orders_max
+
+    def handle_delivery(self, payload: Any) -> None:
+        """A status webhook body: {"id": <wms order id>, "status": "PICKING"}."""
+        if not isinstance(payload, dict) or not payload.get("id") or not payload.get("status"):
+            raise ValueError("a WMS status delivery needs id and status")
+        self.apply(str(payload["id"]), str(payload["status"]))
+
+    def poll(self) -> int:
+        """Reads the status of every open picking order; returns how many changed."""
+        assert self.client is not None
+        with transaction(self.recorder) as tx:
+            rows = tx.fetchall(
+                "SELECT wms_order_id, status FROM adapter_wms_orders WHERE final = 0 ORDER BY "
+                "updated_at LIMIT %s",
+                (self.poll_orders_max,),
+            )
+        changed = 0
+        for row in rows:
+            status = self.client.status(row["wms_order_id"])
+            if status and status != row["status"]:
+                self.apply(row["wms_order_id"], status)
+                changed += 1
+        return changed
+
+    def apply(self, wms_order_id: str, status: str) -> None:
+        with transaction(self.recorder) as tx:
+            row = tx.fetchone("SELECT * FROM adapter_wms_orders WHERE wms_order_id = %s", (wms_order_id,))
+        if row is None:
+            raise ValueError(f"picking order {wms_order_id} is not one the ledger created")
+        if row["status"] == status:
+            return
+        rule = self.mappings.status(SYSTEM, status)
+        lines = [Line(sku, int(qty)) for sku, qty in orjson.loads(row["lines"])]
+        if rule is not None and rule.action in ("release", "ship"):
+            # Recorded first: if the ledger is unreachable, the delivery (or the next poll) tries again.
+            self.sink.record([self._event(row, status, rule.action, lines)])
+        with transaction(self.recorder) as tx:
+            tx.execute(
+                "UPDATE adapter_wms_orders SET status = %s, final = %s, updated_at = %s WHERE "
+                "wms_order_id = %s",
+                (status, 1 if status in FINAL_STATUSES else 0, now_text(), wms_order_id),
+            )
+            journal(tx, SYSTEM, "status", wms_order_id, f"{row['status']} -> {status}")
+            if rule is None:
+                journal(tx, SYSTEM, "unmapped_status", wms_order_id, f"no status map row for {status}")
+                log.warning("wms status %s of %s has no row in the status table", status, wms_order_id)
+            elif row["order_id"]:
+                enqueue(
+                    tx,
+                    "bitrix",
+                    f"status:{row['order_id']}",
+                    {"order_id": row["order_id"], "status_id": rule.target_status, "wms_status": status},
+                )
+            if rule is not None and rule.action == "release":
+                detail = (
+                    f"picking order {wms_order_id} ({row['external_id']}) of order {row['order_id']}: "
+                    f"{status}; reservation {row['reservation_id']} lines released, Bitrix status "
+                    f"{rule.target_status}"
+                )
+                journal(tx, SYSTEM, "alert", wms_order_id, detail)
+                log.error("ALERT wms %s", detail)
+
+    def _event(self, row: Any, status: str, action: str, lines: list[Line]) -> StockEvent:
+        return StockEvent(
+            event_id=f"wms:{row['wms_order_id']}:{status}"[:256],
+            source=SOURCE,
+            type=EventType.RESERVATION_RELEASE if action == "release" else EventType.SHIPMENT,
+            time=datetime.now(UTC),
+            store_id=row["store_id"],
+            lines=tuple(lines),
+            order_id=row["order_id"],
+            reservation_id=row["reservation_id"],
+            reference=f"WMS {status} picking order {row['wms_order_id']}"[:256],
+        )

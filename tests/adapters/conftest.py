@@ -1,0 +1,124 @@
+"""Fixtures for the adapter tests: a ledger on SQLite, the adapters' database, fake servers on 127.0.0.1."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from adapters.db import open_database
+from adapters.fakes.bitrix import FakeBitrix
+from adapters.fakes.moysklad import FakeMoySklad
+from adapters.fakes.wms import FakeWms
+from adapters.httpserver import HttpServer
+from adapters.mappings import MappingRow, Mappings, save
+from adapters.outbound import WorkerLimits
+from ledger.bootstrap import build_ledger
+from ledger.config import Settings
+from ledger.domain.model import EventType, Line, StockEvent
+
+FAST = WorkerLimits(
+    read_events_max=1000,
+    retries_max=3,
+    request_retries_max=4,
+    backoff_initial_s=0.005,
+    backoff_max_s=0.05,
+    poll_interval_s=0.01,
+)
+_ids = itertools.count(1)
+
+
+def event(
+    kind: EventType, store: str, *lines: tuple[str, int], source: str = "tests/adapters", **fields: Any
+) -> StockEvent:
+    return StockEvent(
+        event_id=f"a-{next(_ids)}",
+        source=source,
+        type=kind,
+        time=datetime.now(UTC),
+        store_id=store,
+        lines=tuple(Line(sku, qty) for sku, qty in lines),
+        **fields,
+    )
+
+
+@pytest.fixture
+def database_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'ledger.db'}"
+
+
+@pytest.fixture
+def ledger(database_url: str) -> Iterator[Any]:
+    book = build_ledger(Settings(database_url=database_url, expiry_interval_ms=50, request_timeout_s=20))
+    book.start()
+    try:
+        yield book
+    finally:
+        book.stop()
+
+
+@pytest.fixture
+def record(ledger: Any) -> Callable[..., list[Any]]:
+    def submit(*events: StockEvent) -> list[Any]:
+        results = ledger.submit_and_wait(list(events))
+        assert all(r.outcome.value in ("accepted", "duplicate") for r in results), results
+        return results
+
+    return submit
+
+
+@pytest.fixture
+def recorder(database_url: str, ledger: Any) -> Iterator[Any]:
+    db = open_database(database_url, 4, 10)
+    try:
+        yield db
+    finally:
+        db.close()
+
+
+@pytest.fixture
+def mappings(recorder: Any) -> Mappings:
+    return Mappings(recorder, refresh_s=0)
+
+
+@pytest.fixture
+def mapped(recorder: Any) -> Callable[..., None]:
+    def add(*rows: tuple[Any, ...]) -> None:
+        save(recorder, [MappingRow(*row) for row in rows])
+
+    return add
+
+
+def _serve(fake: Any) -> Iterator[tuple[Any, HttpServer]]:
+    server = HttpServer(fake).start()
+    try:
+        yield fake, server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def bitrix() -> Iterator[tuple[FakeBitrix, HttpServer]]:
+    fake = FakeBitrix(burst_requests_max=1000, drain_per_s=1000.0)
+    fake.stores.update({"1", "2", "3"})
+    yield from _serve(fake)
+
+
+@pytest.fixture
+def moysklad() -> Iterator[tuple[FakeMoySklad, HttpServer]]:
+    fake = FakeMoySklad(requests_per_window=1000, window_s=1.0)
+    server = HttpServer(fake).start()
+    fake.origin = server.url
+    try:
+        yield fake, server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def wms() -> Iterator[tuple[FakeWms, HttpServer]]:
+    yield from _serve(FakeWms())

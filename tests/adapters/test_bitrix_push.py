@@ -1,0 +1,305 @@
+"""The outbound mechanism against a fake Bitrix: positions, coalescing, retries, parking, crash recovery."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import pytest
+from conftest import FAST, event
+
+from adapters.bitrix import BitrixConfig, BitrixTarget
+from adapters.db import transaction
+from adapters.httpserver import Reply
+from adapters.outbound import OutboundWorker, SimulatedCrash, enqueue, read_position, request_parked_retry
+from adapters.status import metrics_text, read_status
+from ledger.domain.model import EventType
+
+RECEIPT, SALE, RESERVATION = EventType.RECEIPT, EventType.SALE, EventType.RESERVATION
+
+
+@pytest.fixture
+def site(mapped: Any) -> None:
+    mapped(
+        ("bitrix", "store", "shop-1", "1"),
+        ("bitrix", "store", "shop-2", "2"),
+        ("bitrix", "sku", "SKU-1", "101", "product"),
+        ("bitrix", "sku", "SKU-2", "102", "offer"),
+        ("bitrix", "sku", "SKU-3", "103", "product"),
+    )
+
+
+def make_worker(recorder: Any, mappings: Any, server: Any, fake: Any, **config: Any) -> OutboundWorker:
+    limits = config.pop("limits", FAST)
+    settings = {"burst_requests_max": 1000, "requests_per_s": 1000.0, "timeout_s": 2.0, **config}
+    target = BitrixTarget(
+        recorder, mappings, BitrixConfig(webhook_url=server.url + fake.webhook_path, **settings)
+    )
+    return OutboundWorker(recorder, target, limits)
+
+
+def products(fake: Any) -> dict[str, tuple[float, float]]:
+    return {pid: (p["quantity"], p["quantityReserved"]) for pid, p in fake.products.items()}
+
+
+def test_levels_of_mapped_stores_are_summed_into_one_product_update_per_sku(
+    bitrix, recorder, mappings, site, record
+):
+    fake, server = bitrix
+    for pid, kind in (("101", "product"), ("102", "offer"), ("103", "product")):
+        fake.add_product(pid, kind)
+    record(
+        event(RECEIPT, "shop-1", ("SKU-1", 10), ("SKU-2", 4)),
+        event(RECEIPT, "shop-2", ("SKU-1", 5)),
+        event(RECEIPT, "warehouse-9", ("SKU-1", 100)),  # not mapped to the site: not counted
+        event(RESERVATION, "shop-1", ("SKU-1", 3), reservation_id="r-1"),
+    )
+    worker = make_worker(recorder, mappings, server, fake)
+
+    reports = worker.run_until_idle()
+
+    assert products(fake) == {"101": (12.0, 3.0), "102": (4.0, 0.0), "103": (0.0, 0.0)}
+    assert reports[0].pushed == 2 and fake.requests == 1  # one batch for both SKUs
+    assert read_position(recorder, "bitrix") == 4
+    assert (
+        "catalog.product.offer.update",
+        {"id": "102", "fields": {"quantity": "4", "quantityReserved": "0"}},
+    ) in fake.calls
+
+
+def test_many_changes_to_one_sku_are_coalesced_into_one_push_of_the_newest_level(
+    bitrix, recorder, mappings, site, record
+):
+    fake, server = bitrix
+    fake.add_product("101")
+    record(*[event(RECEIPT, "shop-1", ("SKU-1", 1)) for _ in range(30)], event(SALE, "shop-1", ("SKU-1", 7)))
+
+    make_worker(recorder, mappings, server, fake).run_until_idle()
+
+    assert [m for m, _ in fake.calls] == ["catalog.product.update"]
+    assert products(fake)["101"] == (23.0, 0.0)
+
+
+def test_a_batch_never_holds_more_than_fifty_commands(bitrix, recorder, mappings, mapped, record):
+    fake, server = bitrix
+    mapped(
+        ("bitrix", "store", "shop-1", "1"),
+        *[("bitrix", "sku", f"S-{n}", str(1000 + n), "product") for n in range(120)],
+    )
+    for n in range(120):
+        fake.add_product(str(1000 + n))
+    record(event(RECEIPT, "shop-1", *[(f"S-{n}", n + 1) for n in range(120)]))
+
+    make_worker(recorder, mappings, server, fake).run_until_idle()
+
+    assert fake.requests == 3  # 50 + 50 + 20
+    assert all(p["quantity"] == int(pid) - 999 for pid, p in fake.products.items())
+
+
+def test_rate_limited_requests_are_retried_with_backoff_until_they_pass(
+    bitrix, recorder, mappings, site, record
+):
+    fake, server = bitrix
+    fake.burst_requests_max, fake.drain_per_s = 2, 200.0
+    fake.add_product("101")
+    worker = make_worker(
+        recorder, mappings, server, fake, limits=dataclasses.replace(FAST, request_retries_max=50)
+    )
+    for qty in range(1, 6):
+        record(event(RECEIPT, "shop-1", ("SKU-1", qty)))
+        worker.run_until_idle()
+    fake.next_replies.extend(
+        [Reply(503, {"error": "QUERY_LIMIT_EXCEEDED", "error_description": "Too many"})] * 3
+    )
+    record(event(RECEIPT, "shop-1", ("SKU-1", 1)))
+
+    worker.run_until_idle()
+
+    assert products(fake)["101"] == (16.0, 0.0)
+    assert read_status(recorder)[0].failures_total >= 3
+
+
+def test_server_errors_and_timeouts_stop_the_cycle_without_moving_the_position(
+    bitrix, recorder, mappings, site, record
+):
+    fake, server = bitrix
+    fake.add_product("101")
+    record(event(RECEIPT, "shop-1", ("SKU-1", 5)))
+    worker = make_worker(
+        recorder,
+        mappings,
+        server,
+        fake,
+        timeout_s=0.2,
+        limits=dataclasses.replace(FAST, request_retries_max=2),
+    )
+    fake.next_replies.extend([Reply(500, {"error": "INTERNAL"}), Reply(502, None)])
+
+    first = worker.run_once()
+
+    assert first.aborted and read_position(recorder, "bitrix") == 0
+    fake.delay_s = 1.0  # longer than the client's timeout
+    assert worker.run_once().aborted and read_position(recorder, "bitrix") == 0
+    fake.delay_s = 0.0
+    worker.run_until_idle()
+    assert products(fake)["101"] == (5.0, 0.0) and read_position(recorder, "bitrix") == 1
+    assert read_status(recorder)[0].failures_total == 4
+
+
+def test_one_failing_command_in_a_batch_is_parked_with_its_reason_and_the_others_are_pushed(
+    bitrix, recorder, mappings, site, record
+):
+    fake, server = bitrix
+    fake.add_product("101")
+    fake.add_product("102", "offer")
+    fake.add_product("103")
+    fake.failing_products["102"] = "Product is locked by another process"
+    record(event(RECEIPT, "shop-1", ("SKU-1", 1), ("SKU-2", 2), ("SKU-3", 3)))
+    worker = make_worker(recorder, mappings, server, fake)
+
+    report = worker.run_once()
+
+    assert report.parked_keys == ["sku:SKU-2"] and report.pushed == 2
+    assert products(fake)["101"] == (1.0, 0.0) and products(fake)["103"] == (3.0, 0.0)
+    assert read_position(recorder, "bitrix") == 1
+    with transaction(recorder) as tx:
+        parked = tx.fetchall("SELECT item_key, reason, attempts FROM adapter_parked")
+    assert [(p["item_key"], p["attempts"]) for p in parked] == [("sku:SKU-2", FAST.retries_max)]
+    assert "locked by another process" in parked[0]["reason"]
+    status = read_status(recorder)[0]
+    assert status.parked_now == 1 and status.failures_total == FAST.retries_max
+
+    del fake.failing_products["102"]
+    assert request_parked_retry(recorder, "bitrix") == 1
+    worker.run_until_idle()
+    assert products(fake)["102"] == (2.0, 0.0) and read_status(recorder)[0].parked_now == 0
+
+
+def test_a_crash_between_the_push_and_the_position_save_pushes_the_same_level_again(
+    bitrix, recorder, mappings, site, record
+):
+    fake, server = bitrix
+    fake.add_product("101")
+    record(event(RECEIPT, "shop-1", ("SKU-1", 8)))
+    crashing = make_worker(recorder, mappings, server, fake)
+
+    def crash() -> None:
+        raise SimulatedCrash
+
+    crashing.before_save_hook = crash
+    with pytest.raises(SimulatedCrash):
+        crashing.run_once()
+    assert products(fake)["101"] == (8.0, 0.0) and read_position(recorder, "bitrix") == 0
+    crashing.release_lease()
+    record(event(SALE, "shop-1", ("SKU-1", 2)))
+
+    restarted = make_worker(recorder, mappings, server, fake)
+    restarted.run_until_idle()
+
+    assert products(fake)["101"] == (6.0, 0.0) and read_position(recorder, "bitrix") == 2
+    assert [m for m, _ in fake.calls] == ["catalog.product.update", "catalog.product.update"]
+
+
+def test_a_second_worker_does_not_push_while_the_first_holds_the_lease(
+    bitrix, recorder, mappings, site, record
+):
+    fake, server = bitrix
+    fake.add_product("101")
+    record(event(RECEIPT, "shop-1", ("SKU-1", 8)))
+    first = make_worker(recorder, mappings, server, fake)
+    first.run_once()
+    second = make_worker(recorder, mappings, server, fake)
+
+    assert second.run_once().aborted == "another worker holds the lease"
+    first.release_lease()
+    assert second.run_once().aborted is None
+
+
+def test_order_statuses_queued_in_the_outbox_are_set_with_sale_order_update(bitrix, recorder, mappings, site):
+    fake, server = bitrix
+    fake.orders["77"] = {"id": "77", "statusId": "N"}
+    with transaction(recorder) as tx:
+        enqueue(tx, "bitrix", "status:77", {"order_id": "77", "status_id": "P"})
+        enqueue(tx, "bitrix", "status:77", {"order_id": "77", "status_id": "Q"})  # newest wins
+
+    make_worker(recorder, mappings, server, fake).run_until_idle()
+
+    assert fake.orders["77"]["statusId"] == "Q"
+    assert [m for m, _ in fake.calls] == ["sale.order.update"]
+    assert read_status(recorder)[0].outbox_pending == 0
+
+
+def test_quantities_go_out_in_the_sites_unit_rounded_down(bitrix, recorder, mappings, site, mapped, record):
+    fake, server = bitrix
+    fake.add_product("101")
+    mapped(("bitrix", "unit", "SKU-1", "box", None, 12))
+    record(
+        event(RECEIPT, "shop-1", ("SKU-1", 30)),
+        event(RESERVATION, "shop-1", ("SKU-1", 12), reservation_id="r"),
+    )
+
+    make_worker(recorder, mappings, server, fake).run_until_idle()
+
+    assert products(fake)["101"] == (1.0, 1.0)  # 18 available = 1 whole box; 12 reserved = 1 box
+
+
+def test_a_full_push_sends_every_mapped_sku_even_without_changes(bitrix, recorder, mappings, site):
+    fake, server = bitrix
+    for pid in ("101", "103"):
+        fake.add_product(pid)
+    fake.add_product("102", "offer")
+    fake.products["101"]["quantity"] = 99.0
+
+    report = make_worker(recorder, mappings, server, fake).run_once(full=True)
+
+    assert report.pushed == 3 and products(fake)["101"] == (0.0, 0.0)
+
+
+def test_store_amounts_move_by_conducted_documents_and_a_repeated_push_moves_nothing(
+    bitrix, recorder, mappings, site, record
+):
+    fake, server = bitrix
+    fake.inventory_management = True
+    fake.add_product("101")
+    fake.store_amounts[("101", "2")] = 9.0
+    record(
+        event(RECEIPT, "shop-1", ("SKU-1", 10)),
+        event(RECEIPT, "shop-2", ("SKU-1", 4)),
+        event(RESERVATION, "shop-1", ("SKU-1", 3), reservation_id="r-1"),
+    )
+    worker = make_worker(recorder, mappings, server, fake, push=frozenset({"documents"}))
+
+    def crash() -> None:
+        raise SimulatedCrash
+
+    worker.before_save_hook = crash
+    with pytest.raises(SimulatedCrash):
+        worker.run_once()
+    worker.before_save_hook = None
+    worker.run_until_idle()
+
+    assert fake.store_amounts == {("101", "1"): 7.0, ("101", "2"): 4.0}  # available per store
+    conducted = [d for d in fake.documents.values() if d["status"] == "Y"]
+    assert sorted(d["docType"] for d in conducted) == ["A", "D"]  # the second push found nothing to move
+    assert fake.products["101"]["quantity"] == 11.0
+
+
+def test_bad_webhook_credentials_stop_the_cycle_and_show_in_the_status(
+    bitrix, recorder, mappings, site, record
+):
+    fake, server = bitrix
+    fake.add_product("101")
+    record(event(RECEIPT, "shop-1", ("SKU-1", 1)))
+    target = BitrixTarget(
+        recorder,
+        mappings,
+        BitrixConfig(webhook_url=server.url + "/rest/1/wrong-token/", requests_per_s=1000.0),
+    )
+    worker = OutboundWorker(recorder, target, dataclasses.replace(FAST, request_retries_max=1))
+
+    assert worker.run_once().aborted
+    status = read_status(recorder)[0]
+    assert status.lag_events == 1 and "INVALID_CREDENTIALS" in (status.last_error or "")
+    text = metrics_text(recorder).decode()
+    assert 'ledger_adapter_lag_events{adapter="bitrix"} 1.0' in text
+    assert 'ledger_adapter_failures_total{adapter="bitrix"} 1.0' in text

@@ -1,0 +1,257 @@
+"""MoySklad: customer orders from reservations, demand webhooks into shipments, stock report "
+"reconciliation."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+import urllib.request
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from conftest import FAST, event
+
+from adapters.db import transaction
+from adapters.httpserver import HttpServer, Reply
+from adapters.inbound import InboxWorker, WebhookReceiver, store_delivery
+from adapters.moysklad import (
+    DemandProcessor,
+    MoySkladClient,
+    MoySkladConfig,
+    MoySkladOrdersTarget,
+    format_moment,
+    parse_moment,
+)
+from adapters.outbound import OutboundWorker, SimulatedCrash
+from adapters.reconcile import read_moysklad_snapshot, reconcile
+from adapters.sink import LedgerSink
+from ledger.domain.model import EventType
+
+RECEIPT, RESERVATION = EventType.RECEIPT, EventType.RESERVATION
+STORE_UUID = "7a1f0000-0000-0000-0000-000000000001"
+VARIANT = "0b3c0000-0000-0000-0000-0000000000a1"
+PRODUCT = "0b3c0000-0000-0000-0000-0000000000b2"
+
+
+@pytest.fixture
+def account(moysklad: Any, mapped: Any) -> Any:
+    fake, _ = moysklad
+    fake.stores.add(STORE_UUID)
+    fake.products.update({VARIANT: "variant", PRODUCT: "product"})
+    mapped(
+        ("moysklad", "store", "shop-1", STORE_UUID),
+        ("moysklad", "sku", "SKU-1", VARIANT, "variant"),
+        ("moysklad", "sku", "SKU-2", PRODUCT, "product"),
+    )
+    return moysklad
+
+
+def client_for(server: HttpServer, **overrides: Any) -> MoySkladClient:
+    config = MoySkladConfig(
+        base_url=server.url + "/api/remap/1.2",
+        token="fake-moysklad-token",
+        timeout_s=2.0,
+        organization_id="org-1",
+        agent_id="agent-1",
+    )
+    return MoySkladClient(dataclasses.replace(config, **overrides))
+
+
+def test_a_reservation_for_an_order_becomes_one_customerorder_keyed_by_the_order_id(
+    account, recorder, mappings, record
+):
+    fake, server = account
+    record(
+        event(RECEIPT, "shop-1", ("SKU-1", 10), ("SKU-2", 10)),
+        event(RESERVATION, "shop-1", ("SKU-1", 2), ("SKU-2", 1), reservation_id="res-1", order_id="B-1001"),
+    )
+    worker = OutboundWorker(recorder, MoySkladOrdersTarget(recorder, mappings, client_for(server)), FAST)
+
+    worker.run_until_idle()
+
+    (order,) = fake.orders.values()
+    assert order["externalCode"] == "B-1001"
+    assert order["organization"]["meta"]["href"].endswith("/entity/organization/org-1")
+    assert [(p["quantity"], p["reserve"], p["assortment"]["meta"]["type"]) for p in order["positions"]] == [
+        (2, 2, "variant"),
+        (1, 1, "product"),
+    ]
+
+
+def test_a_retry_after_a_crash_finds_the_order_by_its_external_code_and_creates_no_duplicate(
+    account, recorder, mappings, record
+):
+    fake, server = account
+    record(
+        event(RECEIPT, "shop-1", ("SKU-1", 10)),
+        event(RESERVATION, "shop-1", ("SKU-1", 2), reservation_id="res-1", order_id="B-1"),
+    )
+    worker = OutboundWorker(recorder, MoySkladOrdersTarget(recorder, mappings, client_for(server)), FAST)
+
+    def crash() -> None:
+        raise SimulatedCrash
+
+    worker.before_save_hook = crash
+    with pytest.raises(SimulatedCrash):
+        worker.run_once()
+    worker.before_save_hook = None
+    worker.run_until_idle()
+
+    assert len(fake.orders) == 1
+
+
+def test_an_order_with_an_unmapped_sku_is_parked_at_once_and_the_others_are_created(
+    account, recorder, mappings, record
+):
+    fake, server = account
+    record(
+        event(RECEIPT, "shop-1", ("SKU-1", 10), ("SKU-9", 10)),
+        event(RESERVATION, "shop-1", ("SKU-9", 1), reservation_id="res-1", order_id="B-1"),
+        event(RESERVATION, "shop-1", ("SKU-1", 1), reservation_id="res-2", order_id="B-2"),
+    )
+    worker = OutboundWorker(recorder, MoySkladOrdersTarget(recorder, mappings, client_for(server)), FAST)
+
+    report = worker.run_once()
+
+    assert report.parked_keys == ["order:shop-1|res-1"]
+    assert [o["externalCode"] for o in fake.orders.values()] == ["B-2"]
+    with transaction(recorder) as tx:
+        row = tx.fetchone("SELECT attempts, reason FROM adapter_parked")
+    assert row is not None and row["attempts"] == 1 and "SKU-9" in row["reason"]
+
+
+def test_requests_beyond_the_window_are_answered_429_and_retried_after_the_reset(
+    account, recorder, mappings, record
+):
+    fake, server = account
+    fake.requests_per_window, fake.window_s = 3, 0.3
+    record(
+        event(RECEIPT, "shop-1", ("SKU-1", 10)),
+        *[
+            event(RESERVATION, "shop-1", ("SKU-1", 1), reservation_id=f"r-{n}", order_id=f"B-{n}")
+            for n in range(3)
+        ],
+    )
+    # A client that believes it may send more than the account allows.
+    worker = OutboundWorker(
+        recorder,
+        MoySkladOrdersTarget(recorder, mappings, client_for(server)),
+        dataclasses.replace(FAST, request_retries_max=40),
+    )
+
+    worker.run_until_idle()
+
+    assert sorted(o["externalCode"] for o in fake.orders.values()) == ["B-0", "B-1", "B-2"]
+    assert fake.rate_limited > 0
+
+
+def test_the_client_keeps_within_the_documented_window_by_itself(account):
+    fake, server = account
+    fake.requests_per_window, fake.window_s = 5, 0.5
+    client = client_for(server, requests_per_window=5, window_s=0.5)
+
+    for _ in range(12):
+        client.find_order("nothing")
+
+    assert fake.rate_limited == 0
+
+
+def post_json(url: str, body: Any) -> tuple[int, float]:
+    started = time.monotonic()
+    request = urllib.request.Request(
+        url, data=json.dumps(body).encode(), method="POST", headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=5) as answer:
+        return answer.status, time.monotonic() - started
+
+
+def test_demand_webhooks_are_stored_and_answered_before_processing_and_redelivery_changes_nothing(
+    account, recorder, mappings, ledger, record
+):
+    fake, server = account
+    record(
+        event(RECEIPT, "shop-1", ("SKU-1", 10), ("SKU-2", 10)),
+        event(RESERVATION, "shop-1", ("SKU-1", 5), reservation_id="res-1", order_id="B-1"),
+    )
+    OutboundWorker(
+        recorder, MoySkladOrdersTarget(recorder, mappings, client_for(server)), FAST
+    ).run_until_idle()
+    receiver = HttpServer(WebhookReceiver(recorder, "s3cret", None)).start()
+    fake.delay_s = 1.0  # MoySklad itself is slow now: the answer must not wait for it
+    try:
+        first = fake.add_demand(STORE_UUID, [(VARIANT, 3)], order_external_code="B-1")
+        url = f"{receiver.url}/moysklad/webhook/s3cret?requestId=req-1"
+        status, elapsed_s = post_json(url, fake.webhook_body(first))
+        again, _ = post_json(url, fake.webhook_body(first))
+    finally:
+        receiver.stop()
+    assert status == again == 200 and elapsed_s < 1.0
+    with transaction(recorder) as tx:
+        assert tx.fetchone("SELECT COUNT(*) AS n FROM adapter_inbox")["n"] == 1  # type: ignore[index]
+    fake.delay_s = 0.0
+
+    demands = DemandProcessor(recorder, mappings, client_for(server))
+    inbox = InboxWorker(recorder, {"moysklad": lambda d: LedgerSink(ledger).record(demands.events_for(d))})
+    assert inbox.run_once() == (1, 0)
+    assert ledger.reservation("shop-1", "res-1").reservation.status.value == "partially_shipped"
+    second = fake.add_demand(STORE_UUID, [(VARIANT, 2)], order_external_code="B-1")
+    assert store_delivery(recorder, "moysklad", "req-2", fake.webhook_body(second))
+    assert inbox.run_once() == (1, 0)
+
+    view = ledger.reservation("shop-1", "res-1")
+    assert view.reservation.status.value == "shipped"
+    (level,) = ledger.levels("shop-1", ["SKU-1"])
+    assert (level.level.on_hand_units, level.level.reserved_units) == (5, 0)
+
+
+def test_a_demand_processed_twice_is_recorded_once(account, recorder, mappings, ledger, record):
+    fake, server = account
+    record(event(RECEIPT, "shop-1", ("SKU-2", 10)))
+    demand = fake.add_demand(STORE_UUID, [(PRODUCT, 4)])
+    processor = DemandProcessor(recorder, mappings, client_for(server))
+    sink = LedgerSink(ledger)
+
+    first = sink.record(processor.events_for(fake.webhook_body(demand)))
+    second = sink.record(processor.events_for(fake.webhook_body(demand)))
+
+    assert first[0].outcome.value == "accepted" and second[0].outcome.value == "duplicate"
+    assert ledger.levels("shop-1", ["SKU-2"])[0].level.on_hand_units == 6
+
+
+def test_moysklad_times_are_moscow_time():
+    moment = parse_moment("2026-11-22 10:15:00.250")
+    assert moment.astimezone(UTC) == datetime(2026, 11, 22, 7, 15, 0, 250000, tzinfo=UTC)
+    assert format_moment(datetime(2026, 11, 22, 7, 15, tzinfo=UTC)) == "2026-11-22 10:15:00.000"
+
+
+def test_the_stock_report_is_compared_per_store_and_sku_and_applied_as_counts(
+    account, recorder, mappings, ledger, record
+):
+    fake, server = account
+    record(event(RECEIPT, "shop-1", ("SKU-1", 10), ("SKU-2", 3)))
+    fake.stock[(VARIANT, STORE_UUID)] = {"stock": 8.0, "reserve": 1.0, "inTransit": 0.0}
+    fake.stock[(PRODUCT, STORE_UUID)] = {"stock": 3.0, "reserve": 0.0, "inTransit": 2.0}
+    fake.stock[("ffff0000-0000-0000-0000-00000000000f", STORE_UUID)] = {"stock": 5.0}  # not mapped: skipped
+    fake.products["ffff0000-0000-0000-0000-00000000000f"] = "product"
+
+    snapshot = read_moysklad_snapshot(client_for(server), mappings)
+    report = reconcile(
+        recorder,
+        snapshot,
+        source="moysklad",
+        run_id="t1",
+        stores=["shop-1"],
+        apply_master="external",
+        sink=LedgerSink(ledger),
+    )
+
+    assert [(d.store_id, d.sku, d.ledger, d.external, d.difference) for d in report.discrepancies] == [
+        ("shop-1", "SKU-1", 10, 8, -2)
+    ]
+    assert report.applied_events == 1
+    assert ledger.levels("shop-1", ["SKU-1"])[0].level.on_hand_units == 8
+    fake.next_replies.append(Reply(500, None))
+    with pytest.raises(Exception, match="HTTP 500"):
+        read_moysklad_snapshot(client_for(server), mappings)

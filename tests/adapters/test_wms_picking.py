@@ -1,0 +1,189 @@
+"""The Inflow-style WMS: picking orders per zone from reservations, statuses through the status table."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from conftest import FAST, event
+
+from adapters.db import transaction
+from adapters.inbound import InboxWorker, store_delivery
+from adapters.outbound import OutboundWorker, SimulatedCrash, read_position
+from adapters.sink import LedgerSink
+from adapters.status import metrics_text, read_status
+from adapters.wms import WmsClient, WmsConfig, WmsPickingTarget, WmsStatusProcessor
+from ledger.domain.model import EventType
+from projections.queries import HistoryFilter
+
+RECEIPT, RESERVATION, RELEASE = EventType.RECEIPT, EventType.RESERVATION, EventType.RESERVATION_RELEASE
+
+
+@pytest.fixture
+def warehouse(wms: Any, mapped: Any) -> Any:
+    mapped(
+        ("wms", "store", "shop-1", "main"),
+        ("wms", "zone", "SKU-1", "A"),
+        ("wms", "zone", "SKU-2", "B"),
+        ("wms", "zone", "SKU-3", "A"),
+        ("wms", "sku", "SKU-1", "ART-1"),
+        ("wms", "status", "PICKING", "Q"),
+        ("wms", "status", "SHIPPED", "D", "ship"),
+        ("wms", "status", "PICKING_ERROR", "PE", "release"),
+    )
+    return wms
+
+
+def client_for(server: Any) -> WmsClient:
+    return WmsClient(WmsConfig(server.url + "/", "fake-wms-key", requests_per_s=1000, timeout_s=2.0))
+
+
+def picking_worker(recorder: Any, mappings: Any, server: Any) -> OutboundWorker:
+    return OutboundWorker(recorder, WmsPickingTarget(recorder, mappings, client_for(server)), FAST)
+
+
+def test_one_customer_order_becomes_one_picking_order_per_zone_and_a_retry_creates_none_twice(
+    warehouse, recorder, mappings, record
+):
+    fake, server = warehouse
+    record(
+        event(RECEIPT, "shop-1", ("SKU-1", 10), ("SKU-2", 10), ("SKU-3", 10)),
+        event(
+            RESERVATION,
+            "shop-1",
+            ("SKU-1", 2),
+            ("SKU-2", 1),
+            ("SKU-3", 4),
+            reservation_id="r-1",
+            order_id="B-7",
+        ),
+    )
+    worker = picking_worker(recorder, mappings, server)
+
+    def crash() -> None:
+        raise SimulatedCrash
+
+    worker.before_save_hook = crash
+    with pytest.raises(SimulatedCrash):
+        worker.run_once()
+    worker.before_save_hook = None
+    worker.run_until_idle()
+
+    assert fake.creates == 2
+    zone_a, zone_b = fake.by_external("shop-1:r-1:A"), fake.by_external("shop-1:r-1:B")
+    assert zone_a is not None and zone_b is not None
+    assert zone_a["lines"] == [
+        {"sku": "ART-1", "qty": 2, "uom": "unit"},
+        {"sku": "SKU-3", "qty": 4, "uom": "unit"},
+    ]
+    assert zone_a["customer_order_id"] == "B-7" and zone_a["warehouse"] == "main"
+    with transaction(recorder) as tx:
+        rows = tx.fetchall("SELECT external_id, status FROM adapter_wms_orders ORDER BY external_id")
+    assert [(r["external_id"], r["status"]) for r in rows] == [
+        ("shop-1:r-1:A", "NEW"),
+        ("shop-1:r-1:B", "NEW"),
+    ]
+
+
+def test_whole_boxes_go_to_the_wms_as_boxes(warehouse, recorder, mappings, mapped, record):
+    fake, server = warehouse
+    mapped(("wms", "unit", "SKU-2", "box", None, 12))
+    record(
+        event(RECEIPT, "shop-1", ("SKU-2", 48)),
+        event(RESERVATION, "shop-1", ("SKU-2", 24), reservation_id="r-1"),
+        event(RESERVATION, "shop-1", ("SKU-2", 5), reservation_id="r-2"),
+    )
+
+    picking_worker(recorder, mappings, server).run_until_idle()
+
+    assert fake.by_external("shop-1:r-1:B")["lines"] == [{"sku": "SKU-2", "qty": 2, "uom": "box"}]  # type: ignore[index]
+    assert fake.by_external("shop-1:r-2:B")["lines"] == [{"sku": "SKU-2", "qty": 5, "uom": "unit"}]  # type: ignore[index]
+
+
+def test_a_picking_error_releases_the_line_sets_the_error_status_and_raises_an_alert(
+    warehouse, recorder, mappings, ledger, record
+):
+    fake, server = warehouse
+    record(
+        event(RECEIPT, "shop-1", ("SKU-1", 10), ("SKU-2", 10)),
+        event(RESERVATION, "shop-1", ("SKU-1", 2), ("SKU-2", 3), reservation_id="r-1", order_id="B-7"),
+    )
+    picking_worker(recorder, mappings, server).run_until_idle()
+    failed = fake.by_external("shop-1:r-1:B")
+    assert failed is not None
+    processor = WmsStatusProcessor(recorder, mappings, LedgerSink(ledger), client_for(server))
+    inbox = InboxWorker(recorder, {"wms": processor.handle_delivery})
+
+    assert store_delivery(recorder, "wms", "d-1", {"id": failed["id"], "status": "PICKING_ERROR"})
+    assert not store_delivery(recorder, "wms", "d-1", {"id": failed["id"], "status": "PICKING_ERROR"})
+    assert inbox.run_once() == (1, 0)
+
+    levels = {v.sku: v.level for v in ledger.levels("shop-1", ["SKU-1", "SKU-2"])}
+    assert (levels["SKU-1"].reserved_units, levels["SKU-2"].reserved_units) == (2, 0)  # only zone B's line
+    history = ledger.history(
+        HistoryFilter("shop-1", reservation_id="r-1", type="stock.reservation_release"), 10
+    )
+    assert history[0]["reference"] == f"WMS PICKING_ERROR picking order {failed['id']}"
+    with transaction(recorder) as tx:
+        outbox = tx.fetchall("SELECT adapter, item_key, payload FROM adapter_outbox")
+        alerts = tx.fetchall("SELECT subject, detail FROM adapter_journal WHERE kind = 'alert'")
+    assert [(o["adapter"], o["item_key"]) for o in outbox] == [("bitrix", "status:B-7")]
+    assert '"status_id":"PE"' in outbox[0]["payload"]
+    assert alerts[0]["subject"] == failed["id"] and "released" in alerts[0]["detail"]
+    assert 'ledger_adapter_alerts_total{adapter="wms"} 1.0' in metrics_text(recorder).decode()
+    assert next(s for s in read_status(recorder) if s.adapter == "wms").alerts_total == 1
+
+
+def test_polled_statuses_go_through_a_status_table_that_changes_without_a_deploy(
+    warehouse, recorder, mappings, mapped, ledger, record
+):
+    fake, server = warehouse
+    record(
+        event(RECEIPT, "shop-1", ("SKU-1", 10)),
+        event(RESERVATION, "shop-1", ("SKU-1", 2), reservation_id="r-1", order_id="B-8"),
+    )
+    picking_worker(recorder, mappings, server).run_until_idle()
+    order = fake.by_external("shop-1:r-1:A")
+    assert order is not None
+    processor = WmsStatusProcessor(recorder, mappings, LedgerSink(ledger), client_for(server))
+
+    fake.set_status(order["id"], "PICKING")
+    assert processor.poll() == 1
+    assert processor.poll() == 0  # unchanged: nothing to do
+    mapped(("wms", "status", "PICKING", "QX"))  # an operator edits the table; no restart
+    fake.set_status(order["id"], "PICKED")
+    processor.poll()
+    fake.set_status(order["id"], "PICKING")
+    processor.poll()
+
+    with transaction(recorder) as tx:
+        payload = tx.fetchone("SELECT payload FROM adapter_outbox WHERE item_key = 'status:B-8'")
+        unmapped = tx.fetchall("SELECT subject FROM adapter_journal WHERE kind = 'unmapped_status'")
+    assert payload is not None and '"status_id":"QX"' in payload["payload"]
+    assert [u["subject"] for u in unmapped] == [order["id"]]  # PICKED has no row
+
+    fake.set_status(order["id"], "SHIPPED")
+    processor.poll()
+    view = ledger.reservation("shop-1", "r-1")
+    assert view.reservation.status.value == "shipped"
+    assert ledger.levels("shop-1", ["SKU-1"])[0].level.on_hand_units == 8
+
+
+def test_a_reservation_released_in_the_ledger_cancels_its_open_picking_orders(
+    warehouse, recorder, mappings, record
+):
+    fake, server = warehouse
+    record(
+        event(RECEIPT, "shop-1", ("SKU-1", 10), ("SKU-2", 10)),
+        event(RESERVATION, "shop-1", ("SKU-1", 2), ("SKU-2", 1), reservation_id="r-1"),
+    )
+    worker = picking_worker(recorder, mappings, server)
+    worker.run_until_idle()
+    fake.set_status(fake.by_external("shop-1:r-1:B")["id"], "SHIPPED")  # type: ignore[index]
+    record(event(RELEASE, "shop-1", reservation_id="r-1"))
+
+    worker.run_until_idle()
+
+    assert fake.by_external("shop-1:r-1:A")["status"] == "CANCELLED"  # type: ignore[index]
+    assert fake.by_external("shop-1:r-1:B")["status"] == "SHIPPED"  # type: ignore[index]
+    assert read_position(recorder, "wms") == 3
