@@ -5,7 +5,7 @@ second; 503 QUERY_LIMIT_EXCEEDED past it) and the client keeps the same bucket. 
 number of batch requests needed (one command per SKU, 50 commands a batch) at the allowed rate:
 batches / Y, or (batches - X) / Y when the bucket starts empty.
 
-    /tmp/venv/bin/python bench/bitrix_push_bench.py [--skus 10000] [--stores 3] [--mode product]
+    python bench/bitrix_push_bench.py [--skus 10000] [--stores 3] [--mode product]
 """
 
 from __future__ import annotations
