@@ -71,6 +71,7 @@ class Ledger:
         self._stopping = threading.Event()
         self.database_ok = True
         self.outcome_counts: Counter[str] = Counter()
+        self._counts_lock = threading.Lock()  # the event loop and the Kafka consumer both count
 
     def start(self) -> None:
         self.writer.start()
@@ -88,14 +89,18 @@ class Ledger:
     async def submit(self, events: list[StockEvent]) -> list[EventResult]:
         """Records the events (one batch with whatever else is queued); answers after the commit."""
         results = await self.writer.submit(events)
-        self.outcome_counts.update(result.outcome.value for result in results)
+        self._count(results)
         return results
 
     def submit_and_wait(self, events: list[StockEvent]) -> list[EventResult]:
         """The same, for callers without an event loop (the Kafka consumer, the CLI, tests)."""
         results = self.writer.submit_and_wait(events)
-        self.outcome_counts.update(result.outcome.value for result in results)
+        self._count(results)
         return results
+
+    def _count(self, results: list[EventResult]) -> None:
+        with self._counts_lock:
+            self.outcome_counts.update(result.outcome.value for result in results)
 
     # -- keeping the read cache current with other instances' writes --------------------------------
 

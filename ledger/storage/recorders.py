@@ -11,12 +11,10 @@ the log back, is the library's. DESIGN.md explains why.
 from __future__ import annotations
 
 import contextlib
-import time
 from collections.abc import Iterator, Sequence
 from typing import Any, Protocol
 from urllib.parse import parse_qs, unquote, urlsplit
 
-import psycopg
 from eventsourcing.persistence import Notification, StoredEvent
 from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore
 from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteDatastore
@@ -26,6 +24,7 @@ from ledger.storage.sql import BulkInsert, SqlTx
 from projections.schema import DDL, PROJECTION_TABLES
 
 EVENTS_TABLE = "ledger_events"
+SCHEMA_LOCK_KEY = 0x1ED6E5  # a PostgreSQL advisory lock key of this service's own
 
 
 class LedgerRecorder(Protocol):
@@ -74,14 +73,14 @@ class PostgresLedgerRecorder(PostgresApplicationRecorder):
         self.sql_create_statements.extend(SQL(ddl) for ddl in DDL)  # type: ignore[misc]
 
     def create_table(self) -> None:
-        # Several instances may start at once; CREATE ... IF NOT EXISTS can still collide.
-        for attempt in range(5):
+        """The library's tables and ours, once, even when several instances start at once:
+        CREATE ... IF NOT EXISTS alone still collides on PostgreSQL's catalog (seen in tests)."""
+        with self.datastore.get_connection() as conn:
+            conn.execute("SELECT pg_advisory_lock(%s)", (SCHEMA_LOCK_KEY,))
             try:
                 super().create_table()
-                return
-            except (psycopg.errors.UniqueViolation, psycopg.errors.DuplicateObject):
-                time.sleep(0.2 * (attempt + 1))
-        super().create_table()
+            finally:
+                conn.execute("SELECT pg_advisory_unlock(%s)", (SCHEMA_LOCK_KEY,))
 
     head_sql = _PG_HEAD
 
