@@ -11,6 +11,7 @@ from typing import Any
 
 from adapters.cli import register as register_adapter_commands
 from ledger.config import Settings
+from ledger.kafka.cli import register as register_kafka_commands
 
 
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
@@ -114,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     rebuild.add_argument("--quiet", action="store_true", help="no progress bar")
     rebuild.set_defaults(handler=_rebuild)
     register_adapter_commands(commands)
+    register_kafka_commands(commands)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = Settings()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from contextlib import asynccontextmanager
 from typing import Any
@@ -73,9 +74,18 @@ def create_app(
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         if manage_ledger:
             ledger.start()
+        kafka = None
+        if settings.kafka_bootstrap:
+            from ledger.kafka import start_consumer
+
+            kafka = start_consumer(ledger, settings, limits)  # a thread; the ledger is started
+            app.state.metrics.register(kafka.collector)
+        app.state.kafka = kafka
         try:
             yield
         finally:
+            if kafka is not None:
+                await asyncio.to_thread(kafka.stop)  # finishes the batch, commits, leaves the group
             if manage_ledger:
                 ledger.stop()
 
@@ -89,6 +99,7 @@ def create_app(
     app.state.settings = settings
     app.state.intake_limits = limits
     app.state.metrics = ops.metrics_registry(ledger)
+    app.state.kafka = None
     for module in (stock, events, reservations, history, ops):
         app.include_router(module.router)
     install_handlers(app)

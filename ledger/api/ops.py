@@ -57,16 +57,24 @@ async def healthz() -> dict[str, str]:
 
 
 @router.get("/readyz", summary="Readiness: the database answers and the writer runs")
-async def readyz(ledger: LedgerDep) -> dict[str, object]:
+async def readyz(request: Request, ledger: LedgerDep) -> dict[str, object]:
     database_ok = await asyncio.to_thread(ledger.ping)
-    if not database_ok or not ledger.writer.alive:
-        raise Problem(
-            503,
-            "not-ready",
-            "Not ready",
-            "database unreachable" if not database_ok else "the writer is not running",
-        )
-    return {"status": "ready", "position": ledger.cache.head}
+    kafka = request.app.state.kafka
+    problem = (
+        "database unreachable"
+        if not database_ok
+        else "the writer is not running"
+        if not ledger.writer.alive
+        else "the Kafka consumer is not in its group"
+        if kafka is not None and not kafka.ready
+        else None
+    )
+    if problem is not None:
+        raise Problem(503, "not-ready", "Not ready", problem)
+    body: dict[str, object] = {"status": "ready", "position": ledger.cache.head}
+    if kafka is not None:
+        body["kafka_lag"] = kafka.lag
+    return body
 
 
 @router.get("/metrics", summary="Prometheus metrics")

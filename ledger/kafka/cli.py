@@ -18,6 +18,11 @@ Handler = Callable[[argparse.Namespace, Settings], int]
 SIMULATE_PARTITIONS_DEFAULT = 6
 
 
+def _quiet_kafka_client() -> None:
+    """kafka-python logs every connection and metadata refresh at INFO; group changes are ours to log."""
+    logging.getLogger("kafka").setLevel(logging.WARNING)
+
+
 def register(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]) -> dict[str, Handler]:
     """Adds the subcommands, each with its `handler` default; also returns the handlers by name."""
     consume = subcommands.add_parser("consume", help="run the Kafka consumer alone (no HTTP), to scale out")
@@ -124,6 +129,7 @@ def simulate_command(args: argparse.Namespace, settings: Settings) -> int:
         seed=args.seed,
         run_id=args.run_id or secrets.token_hex(4),
     )
+    _quiet_kafka_client()
     sink: Sink
     if args.to == "kafka":
         if args.bootstrap:

@@ -1,11 +1,11 @@
 """A model omnichannel retailer that makes realistic stock event traffic for `ledger simulate`.
 
-N shops, M SKUs. Goods arrive from the distribution centre (receipts) and move between shops
-(transfers, received later at the other shop). Tills sell (POS sales) and take returns. The web
-shop reserves for click & collect or delivery; reservations are shipped, in full or in parts,
-released when a customer cancels, or left to expire. Marketplaces sell without a reservation
-(sometimes more than is there: those sales are rejected). Shops count and write off. Producers
-retry, so some events arrive twice; a few broken records arrive too.
+N shops, M SKUs. Each shop opens with a delivery; then goods arrive from the distribution centre
+(receipts) and move between shops (transfers, received later at the other shop). Tills sell (POS
+sales) and take returns. The web shop reserves for click & collect or delivery; reservations are
+shipped, in full or in parts, released when a customer cancels, or left to expire. Marketplaces
+sell without a reservation (sometimes more than is there: those sales are rejected). Shops count
+and write off. Producers retry, so some events arrive twice; a few broken records arrive too.
 
 The model keeps what it believes the levels are, so that most requests are plausible; the ledger
 decides. Everything random comes from one seeded generator: the same seed gives the same traffic
@@ -26,6 +26,7 @@ import orjson
 MOSCOW = timezone(timedelta(hours=3))  # MoySklad and the tills stamp local time, +03:00
 DUPLICATES_REMEMBERED_MAX = 1000
 RESERVATION_LIFETIME = timedelta(days=2)
+OPENING_LINES_MAX = 200
 
 JUNK_KINDS = ("not_json", "not_an_object", "no_subject", "negative_qty", "unknown_type", "empty")
 
@@ -111,6 +112,7 @@ class Retailer:
         self.transfers: deque[_Transfer] = deque()
         self.sent: deque[SimRecord] = deque(maxlen=DUPLICATES_REMEMBERED_MAX)
         self.numbers = 0
+        self.opened = 0  # shops given their opening stock so far
 
     def records(self) -> Iterator[SimRecord]:
         """Exactly `traffic.events` records."""
@@ -118,6 +120,10 @@ class Retailer:
             yield self.next_record()
 
     def next_record(self) -> SimRecord:
+        if self.opened < len(self.stores):
+            envelope = self._opening_stock(self.stores[self.opened])
+            self.opened += 1
+            return self._remember(envelope)
         draw = self.random.random()
         if draw < self.traffic.junk_share:
             return self._junk()
@@ -125,7 +131,9 @@ class Retailer:
             again = self.random.choice(self.sent)
             return SimRecord(again.key, again.value, "duplicate")
         kind = self.random.choices(list(WEIGHTS), weights=list(WEIGHTS.values()))[0]
-        envelope = getattr(self, "_" + kind.removeprefix("stock."))()
+        return self._remember(getattr(self, "_" + kind.removeprefix("stock."))())
+
+    def _remember(self, envelope: dict[str, Any]) -> SimRecord:
         record = SimRecord(envelope["subject"], orjson.dumps(envelope), envelope["type"])
         self.sent.append(record)
         return record
@@ -187,6 +195,14 @@ class Retailer:
         for sku, units in lines.items():
             self.belief.add(self.belief.on_hand, store, sku, units)
         data = {"lines": self._lines(lines), "reference": f"PO-{self.numbers + 1}"}
+        return self._envelope("stock.receipt", store, "wms/dc-1", data)
+
+    def _opening_stock(self, store: str) -> dict[str, Any]:
+        """A shop's first delivery: a few units of many SKUs, so that the day can start."""
+        lines = {sku: self.random.randint(5, 30) for sku in self._pick_skus(OPENING_LINES_MAX)}
+        for sku, units in lines.items():
+            self.belief.add(self.belief.on_hand, store, sku, units)
+        data = {"lines": self._lines(lines), "reference": f"opening {store}"}
         return self._envelope("stock.receipt", store, "wms/dc-1", data)
 
     def _transfer_receipt(self) -> dict[str, Any]:

@@ -1,0 +1,106 @@
+"""The intake as a thread of a running service (what `ledger serve` starts with LEDGER_KAFKA_BOOTSTRAP):
+readiness, lag, metrics, a batch that fails to record and is read again, and a clean stop."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from kafka_harness import (
+    HEARTBEAT_MS,
+    SESSION_TIMEOUT_MS,
+    Broker,
+    Postgres,
+    TopicReader,
+    envelope,
+    produce,
+    result_bodies,
+    wait_until,
+)
+from prometheus_client import generate_latest
+
+from ledger.bootstrap import build_ledger
+from ledger.config import Settings
+from ledger.domain.model import StockEvent
+from ledger.kafka import start_consumer
+from ledger.kafka.metrics import intake_registry
+from ledger.service import Ledger
+from ledger.writer import EventResult
+
+DEADLINE_S = 60
+
+
+class FlakyLedger:
+    """A ledger whose first `failures` writes fail, as during a database outage."""
+
+    def __init__(self, ledger: Ledger, failures: int) -> None:
+        self.ledger = ledger
+        self.failures = failures
+        self.calls = 0
+
+    def submit_and_wait(self, events: list[StockEvent]) -> list[EventResult]:
+        self.calls += 1
+        if self.calls <= self.failures:
+            raise ConnectionError("the database went away")
+        return self.ledger.submit_and_wait(events)
+
+
+@pytest.fixture
+def settings(broker: Broker, kafka_postgres: Postgres) -> Settings:
+    topics = broker.new_topics("inproc", partitions=2)
+    return Settings(
+        database_url=kafka_postgres.new_database(),
+        kafka_bootstrap=broker.bootstrap,
+        kafka_topic=topics.events,
+        kafka_results_topic=topics.results,
+        kafka_dlq_topic=topics.dlq,
+        kafka_group=topics.group,
+        kafka_session_timeout_ms=SESSION_TIMEOUT_MS,
+        kafka_heartbeat_interval_ms=HEARTBEAT_MS,
+        kafka_retry_backoff_ms_max=200,
+        kafka_poll_timeout_ms=200,
+    )
+
+
+@pytest.fixture
+def ledger(settings: Settings) -> Iterator[Ledger]:
+    started = build_ledger(settings)
+    started.start()
+    try:
+        yield started
+    finally:
+        started.stop()
+
+
+def test_a_batch_that_fails_to_record_is_read_again_and_recorded_once(
+    broker: Broker, settings: Settings, ledger: Ledger
+) -> None:
+    flaky = FlakyLedger(ledger, failures=2)
+    handle = start_consumer(flaky, settings)
+    try:
+        wait_until(lambda: handle.ready, DEADLINE_S, "the consumer to join its group")
+        store = "store-flaky"
+        ids = [f"flaky-{n}" for n in range(5)]
+        produce(
+            broker.bootstrap,
+            settings.kafka_topic,
+            [(store, envelope(event_id, store, "stock.receipt", [("SKU-1", 2)])) for event_id in ids],
+        )
+        reader = TopicReader(broker.bootstrap, settings.kafka_results_topic, 2)
+        try:
+            records = reader.read_until(lambda got: len(got) >= len(ids), DEADLINE_S, "the results")
+        finally:
+            reader.close()
+        assert flaky.calls > 2
+        assert [body["outcome"] for body in result_bodies(records)] == ["accepted"] * len(ids)
+        assert ledger.levels(store, ["SKU-1"])[0].level.on_hand_units == 10
+        assert handle.stats.batches_failed == 2
+        wait_until(lambda: handle.ready and handle.lag == 0, DEADLINE_S, "ready again with no lag")
+        exposition = generate_latest(intake_registry(handle.collector)).decode()
+        assert 'ledger_kafka_events_total{outcome="accepted"} 5.0' in exposition
+        assert "ledger_kafka_batches_failed_total 2.0" in exposition
+        assert "ledger_kafka_ready 1.0" in exposition
+    finally:
+        assert handle.stop()
+    assert not handle.ready
+    assert broker.group_members(settings.kafka_group) == []
