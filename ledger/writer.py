@@ -97,6 +97,7 @@ class _Pending:
 class _Work:
     state: LedgerState
     head: int
+    versions: PendingVersions  # the stores' versions, read with the rest, needed at the insert
     entries: list[Entry] = field(default_factory=list)
     levels_after: list[tuple[Level, ...]] = field(default_factory=list)
 
@@ -117,7 +118,6 @@ class Writer:
         self._thread = threading.Thread(target=self._run, name="ledger-writer", daemon=True)
         self._running = False
         self._next_expiry_check = 0.0
-        self._versions_read: PendingVersions | None = None
         self.batches_committed = 0
         self.events_committed = 0
         self.outcome_counts: Counter[str] = Counter()
@@ -260,7 +260,7 @@ class Writer:
         keys_read = _read_event_keys(tx, [event.key for event in events])
         reservations_read = self.cache.read_reservations(tx, reservation_keys)
         levels_read = self.cache.read_levels(tx, level_keys)
-        self._versions_read = self.cache.read_store_versions(tx, stores)
+        versions_read = self.cache.read_store_versions(tx, stores)
         head = int(head_read.rows()[0]["head"])
         self.cache.catch_up(tx, head)
         known = _finish_event_keys(keys_read)
@@ -274,7 +274,7 @@ class Writer:
             levels={key: cached.level.copy() for key, cached in levels.items()},
             reservations={key: held.copy() for key, (held, _) in reservations.items()},
         )
-        return _Work(state, head), known
+        return _Work(state, head, versions_read), known
 
     def _decide(
         self, event: StockEvent, work: _Work, known: dict[tuple[str, str], Original | int]
@@ -309,8 +309,7 @@ class Writer:
         cache takes once the transaction has committed."""
         if not work.entries:
             return [], Commit({}, {}, {}, self.cache.head + 1, self.cache.head)
-        assert self._versions_read is not None
-        versions = self._versions_read.finish()
+        versions = work.versions.finish()
         stored = []
         for entry in work.entries:
             versions[entry.store_id] += 1
@@ -364,18 +363,15 @@ class Writer:
             head = int(tx.defer(self.recorder.head_sql).rows()[0]["head"])
             self.cache.catch_up(tx, head)
             rows = tx.fetchall(due_sql, (utc_text(now), self.limits.expiry_batch_max))
-            work = _Work(LedgerState(), head)
-            keys = {(row["store_id"], row["reservation_id"]) for row in rows}
-            for key in keys:
-                work.state.reservations[key] = reservation_from_row(
-                    next(r for r in rows if (r["store_id"], r["reservation_id"]) == key)
-                )
+            due = {(row["store_id"], row["reservation_id"]): reservation_from_row(row) for row in rows}
+            work = _Work(LedgerState(reservations=due), head, self.cache.read_store_versions(tx, set()))
+            keys = set(due)
             level_keys = {
                 (store, sku) for (store, _), held in work.state.reservations.items() for sku in held.lines
             }
             levels = self.cache.read_levels(tx, level_keys).finish()
             work.state.levels.update({key: cached.level.copy() for key, cached in levels.items()})
-            self._versions_read = self.cache.read_store_versions(tx, {store for store, _ in keys})
+            work.versions = self.cache.read_store_versions(tx, {store for store, _ in keys})
             for key in sorted(keys):
                 held = work.state.reservations[key]
                 if held.is_open:

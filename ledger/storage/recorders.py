@@ -21,7 +21,7 @@ from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteDatastore
 from psycopg.sql import SQL
 
 from ledger.storage.sql import BulkInsert, SqlTx
-from projections.schema import DDL, PROJECTION_TABLES
+from projections.schema import DDL
 
 EVENTS_TABLE = "ledger_events"
 SCHEMA_LOCK_KEY = 0x1ED6E5  # a PostgreSQL advisory lock key of this service's own
@@ -46,7 +46,6 @@ class LedgerRecorder(Protocol):
         inclusive_of_start: bool = True,
     ) -> Sequence[Notification]: ...
     def create_table(self) -> None: ...
-    def truncate_projections(self) -> None: ...
     def close(self) -> None: ...
 
 
@@ -65,7 +64,22 @@ _PG_SEQUENCE_MOVE = f"SELECT setval(pg_get_serial_sequence('{EVENTS_TABLE}', 'no
 _SQLITE_HEAD = f"SELECT COALESCE(MAX(rowid), 0) AS head FROM {EVENTS_TABLE}"
 
 
-class PostgresLedgerRecorder(PostgresApplicationRecorder):
+class _HeadAndClose:
+    """What both recorders add alike: the log's head in a transaction, and closing."""
+
+    head_sql: str
+    datastore: Any
+
+    def head(self, tx: SqlTx) -> int:
+        row = tx.fetchone(self.head_sql)
+        assert row is not None
+        return int(row["head"])
+
+    def close(self) -> None:
+        self.datastore.close()
+
+
+class PostgresLedgerRecorder(_HeadAndClose, PostgresApplicationRecorder):
     """PostgreSQL: the library's EXCLUSIVE table lock serialises writers across processes and hosts."""
 
     def __init__(self, datastore: PostgresDatastore) -> None:
@@ -125,20 +139,9 @@ class PostgresLedgerRecorder(PostgresApplicationRecorder):
         curs.execute(_PG_SEQUENCE_MOVE, (positions[-1],))
         return positions
 
-    def head(self, tx: SqlTx) -> int:
-        row = tx.fetchone(_PG_HEAD)
-        assert row is not None
-        return int(row["head"])
-
-    def close(self) -> None:
-        self.datastore.close()
-
-    def truncate_projections(self) -> None:
-        with self.datastore.transaction(commit=True) as curs:
-            curs.execute(SQL("TRUNCATE " + ", ".join(PROJECTION_TABLES)))
 
 
-class SQLiteLedgerRecorder(SQLiteApplicationRecorder):
+class SQLiteLedgerRecorder(_HeadAndClose, SQLiteApplicationRecorder):
     """SQLite: BEGIN IMMEDIATE takes the database's one write lock, across processes on this machine."""
 
     head_sql = _SQLITE_HEAD
@@ -182,18 +185,6 @@ class SQLiteLedgerRecorder(SQLiteApplicationRecorder):
         )
         return positions
 
-    def head(self, tx: SqlTx) -> int:
-        row = tx.fetchone(_SQLITE_HEAD)
-        assert row is not None
-        return int(row["head"])
-
-    def close(self) -> None:
-        self.datastore.close()
-
-    def truncate_projections(self) -> None:
-        with self.datastore.transaction(commit=True) as curs:
-            for table in PROJECTION_TABLES:
-                curs.execute(f"DELETE FROM {table}")
 
 
 def open_recorder(database_url: str, pool_size: int, lock_timeout_s: int) -> Any:
