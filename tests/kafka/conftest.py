@@ -14,7 +14,8 @@ import pytest
 DEPRECATED_SCHEMA_LOADING = "ignore:.*is deprecated. Use files:DeprecationWarning"
 warnings.filterwarnings("ignore", ".*is deprecated. Use files", DeprecationWarning)
 
-from kafka_harness import Broker, ConsumerFactory, ConsumerProcess, Postgres  # noqa: E402 - after the filter
+from kafka_harness import Broker, ConsumerFactory, ConsumerProcess  # noqa: E402 - after the filter
+from support.postgres import EmbeddedPostgres  # noqa: E402
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -31,14 +32,9 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
 
 
 @pytest.fixture(scope="session")
-def kafka_postgres() -> Iterator[Postgres]:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # platformdirs warns when XDG_RUNTIME_DIR is unset
-        server = Postgres()
-    try:
-        yield server
-    finally:
-        server.stop()
+def kafka_postgres(postgres: EmbeddedPostgres) -> EmbeddedPostgres:
+    """The session's one PostgreSQL server (tests/conftest.py)."""
+    return postgres
 
 
 def _factory(log_dir: Path) -> tuple[ConsumerFactory, list[ConsumerProcess]]:

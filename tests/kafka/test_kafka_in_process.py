@@ -10,7 +10,6 @@ from kafka_harness import (
     HEARTBEAT_MS,
     SESSION_TIMEOUT_MS,
     Broker,
-    Postgres,
     TopicReader,
     envelope,
     produce,
@@ -18,6 +17,7 @@ from kafka_harness import (
     wait_until,
 )
 from prometheus_client import generate_latest
+from support.postgres import EmbeddedPostgres
 
 from ledger.bootstrap import build_ledger
 from ledger.config import Settings
@@ -46,10 +46,10 @@ class FlakyLedger:
 
 
 @pytest.fixture
-def settings(broker: Broker, kafka_postgres: Postgres) -> Settings:
+def settings(broker: Broker, kafka_postgres: EmbeddedPostgres) -> Settings:
     topics = broker.new_topics("inproc", partitions=2)
     return Settings(
-        database_url=kafka_postgres.new_database(),
+        database_url=kafka_postgres.create_database("kafka"),
         kafka_bootstrap=broker.bootstrap,
         kafka_topic=topics.events,
         kafka_results_topic=topics.results,

@@ -14,7 +14,6 @@ from kafka_harness import (
     Broker,
     ConsumerFactory,
     ConsumerProcess,
-    Postgres,
     Sent,
     TopicReader,
     Topics,
@@ -25,6 +24,7 @@ from kafka_harness import (
     snapshot,
     wait_until,
 )
+from support.postgres import EmbeddedPostgres
 
 from ledger.bootstrap import intake_limits
 from ledger.config import Settings
@@ -61,9 +61,11 @@ class Intake:
 
 
 @pytest.fixture(scope="module")
-def intake(broker: Broker, kafka_postgres: Postgres, module_consumers: ConsumerFactory) -> Iterator[Intake]:
+def intake(
+    broker: Broker, kafka_postgres: EmbeddedPostgres, module_consumers: ConsumerFactory
+) -> Iterator[Intake]:
     topics = broker.new_topics("intake", partitions=2)
-    database_url = kafka_postgres.new_database()
+    database_url = kafka_postgres.create_database("kafka")
     consumer = module_consumers(consumer_env(database_url, broker.bootstrap, topics))
     consumer.wait_ready()
     results = TopicReader(broker.bootstrap, topics.results, topics.partitions)

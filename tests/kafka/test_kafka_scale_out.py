@@ -9,7 +9,6 @@ from pathlib import Path
 from kafka_harness import (
     Broker,
     ConsumerFactory,
-    Postgres,
     consumer_env,
     events_in_order,
     produce,
@@ -17,6 +16,7 @@ from kafka_harness import (
     snapshot,
     wait_until,
 )
+from support.postgres import EmbeddedPostgres
 
 from ledger.kafka.retailer import Retailer, Traffic
 
@@ -27,10 +27,10 @@ COMMITTED = "ledger_kafka_records_committed_total"
 
 
 def test_two_consumers_share_the_partitions_and_the_survivor_finishes_the_work(
-    broker: Broker, kafka_postgres: Postgres, consumers: ConsumerFactory, tmp_path: Path
+    broker: Broker, kafka_postgres: EmbeddedPostgres, consumers: ConsumerFactory, tmp_path: Path
 ) -> None:
     topics = broker.new_topics("scale", partitions=PARTITIONS)
-    database_url = kafka_postgres.new_database()
+    database_url = kafka_postgres.create_database("kafka")
     env = consumer_env(database_url, broker.bootstrap, topics, LEDGER_KAFKA_BATCH_RECORDS_MAX="100")
     first = consumers(env, name="first")
     # The second starts once the first has created the schema: two processes creating it at the

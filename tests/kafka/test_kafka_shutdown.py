@@ -6,7 +6,6 @@ from __future__ import annotations
 from kafka_harness import (
     Broker,
     ConsumerFactory,
-    Postgres,
     TopicReader,
     consumer_env,
     envelope,
@@ -15,6 +14,7 @@ from kafka_harness import (
     result_bodies,
     snapshot,
 )
+from support.postgres import EmbeddedPostgres
 
 DEADLINE_S = 90
 EVENTS = 600
@@ -22,10 +22,10 @@ BATCH_RECORDS_MAX = 200
 
 
 def test_sigterm_finishes_the_batch_commits_it_and_leaves_the_group(
-    broker: Broker, kafka_postgres: Postgres, consumers: ConsumerFactory
+    broker: Broker, kafka_postgres: EmbeddedPostgres, consumers: ConsumerFactory
 ) -> None:
     topics = broker.new_topics("term", partitions=1)
-    database_url = kafka_postgres.new_database()
+    database_url = kafka_postgres.create_database("kafka")
     store = "store-term"
     sent = produce(
         broker.bootstrap,
