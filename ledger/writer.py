@@ -14,7 +14,6 @@ import logging
 import queue
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -119,8 +118,6 @@ class Writer:
         self._running = False
         self._next_expiry_check = 0.0
         self.batches_committed = 0
-        self.events_committed = 0
-        self.outcome_counts: Counter[str] = Counter()
 
     # -- lifecycle --------------------------------------------------------------------------------
 
@@ -200,7 +197,8 @@ class Writer:
         for attempt in range(self.limits.retries_max + 1):
             try:
                 results = self._record(batch)
-            except Exception as error:  # noqa: BLE001 - a failed transaction changed nothing
+            except Exception as error:  # noqa: BLE001 - retried: a failed transaction changed nothing,
+                # and one that did commit (its acknowledgement lost) answers its events as duplicates
                 self.cache.clear(0)
                 if attempt < self.limits.retries_max:
                     log.warning("batch failed (attempt %d), retrying: %s", attempt + 1, error)
@@ -230,8 +228,6 @@ class Writer:
             _result(event, p, positions, work.entries) for event, p in zip(events, pending, strict=True)
         ]
         self.batches_committed += 1
-        self.events_committed += len(work.entries)
-        self.outcome_counts.update(result.outcome.value for result in results)
         answers: list[list[EventResult]] = []
         start = 0
         for submission in batch:
