@@ -126,6 +126,7 @@ class WriterServer:
                     self._read(key.data, pending)
             if pending:
                 pending = self._process(pending)
+                self._flush()  # answer before anything else: callers are waiting
             self.writer._maybe_expire()
             self._flush()
             if self.parent_pid is not None and os.getppid() != self.parent_pid:
