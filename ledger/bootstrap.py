@@ -31,6 +31,7 @@ def build_writer(settings: Settings) -> Writer:
             queue_submissions_max=settings.writer_queue_submissions_max,
             expiry_interval_s=settings.expiry_interval_ms / 1000,
             expiry_batch_max=settings.expiry_batch_max,
+            optimistic=settings.writer_optimistic,
         ),
     )
 

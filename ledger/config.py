@@ -60,6 +60,9 @@ class Settings(BaseSettings):
     http_nice: int = Field(10, ge=0, le=19)
     writer_batch_events_max: int = Field(2000, ge=1)
     writer_retries_max: int = Field(3, ge=0)
+    writer_optimistic: bool = Field(
+        True, description="PostgreSQL: one round trip per batch when memory holds all it reads"
+    )
     writer_queue_submissions_max: int = Field(20000, ge=1)
     request_timeout_s: float = Field(30.0, gt=0)
 

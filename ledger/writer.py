@@ -21,15 +21,17 @@ from datetime import datetime
 from ledger.clock import utc_now, utc_text
 from ledger.domain.model import (
     Entry,
+    EventType,
     Level,
     Outcome,
     RejectionReason,
+    Reservation,
     Shortfall,
     StockEvent,
     _reduce,
 )
 from ledger.domain.rules import LedgerState, apply, decide, expire
-from ledger.state_cache import CachedLevel, Commit, PendingVersions, StateCache, reservation_from_row
+from ledger.state_cache import CachedLevel, Commit, StateCache, reservation_from_row
 from ledger.storage.codec import encode
 from ledger.storage.recorders import LedgerRecorder
 from ledger.storage.sql import Deferred, SqlTx
@@ -77,6 +79,7 @@ class WriterLimits:
     queue_submissions_max: int
     expiry_interval_s: float
     expiry_batch_max: int
+    optimistic: bool = True
 
 
 class WriterUnavailable(Exception):
@@ -96,7 +99,7 @@ class _Pending:
 class _Work:
     state: LedgerState
     head: int
-    versions: PendingVersions  # the stores' versions, read with the rest, needed at the insert
+    versions: Callable[[], dict[str, int]]  # the stores' versions, read with the rest, for the insert
     entries: list[Entry] = field(default_factory=list)
     levels_after: list[tuple[Level, ...]] = field(default_factory=list)
 
@@ -118,6 +121,8 @@ class Writer:
         self._running = False
         self._next_expiry_check = 0.0
         self.batches_committed = 0
+        self.optimistic_won = 0
+        self.optimistic_lost = 0
 
     # -- lifecycle --------------------------------------------------------------------------------
 
@@ -219,10 +224,14 @@ class Writer:
     def _record(self, batch: list[Submission]) -> list[list[EventResult]]:
         recorded_at = utc_text(utc_now())
         events = [event for submission in batch for event in submission.events]
-        with self.recorder.write_transaction() as tx:
-            work, known = self._load(tx, events)
-            pending = [self._decide(event, work, known) for event in events]
-            positions, committed = self._insert(tx, work, recorded_at)
+        outcome = self._record_optimistically(events, recorded_at)
+        if outcome is None:
+            with self.recorder.write_transaction() as tx:
+                work, known = self._load(tx, events)
+                pending = [self._decide(event, work, known) for event in events]
+                positions, committed = self._insert(tx, work, recorded_at)
+        else:
+            work, pending, positions, committed = outcome
         self._committed(committed)
         results = [
             _result(event, p, positions, work.entries) for event, p in zip(events, pending, strict=True)
@@ -234,6 +243,63 @@ class Writer:
             answers.append(results[start : start + len(submission.events)])
             start += len(submission.events)
         return answers
+
+    def _record_optimistically(
+        self, events: list[StockEvent], recorded_at: str
+    ) -> tuple[_Work, list[_Pending], list[int], Commit] | None:
+        """One round trip instead of two, when this writer's memory already holds everything the
+        batch reads: it bets that nobody else wrote since (the log's head is the cache's) and
+        that every event id and new reservation id is new. The transaction checks all three
+        (a head assertion after the lock; the primary keys of the dedupe keys and reservations),
+        so a lost bet fails it whole and the batch is recorded the ordinary way. None: not tried,
+        or lost."""
+        if self.recorder.head_assert_sql is None or not self.limits.optimistic:
+            return None
+        head = self.cache.head  # read before the values: a newer value then fails the assertion
+        work = self._work_from_memory(events, head)
+        if work is None:
+            return None
+        try:
+            with self.recorder.write_transaction() as tx:
+                tx.execute(self.recorder.head_assert_sql, (head,))
+                known: dict[tuple[str, str], Original | int] = {}
+                pending = [self._decide(event, work, known) for event in events]
+                positions, committed = self._insert(tx, work, recorded_at)
+        except Exception as error:
+            if not self.recorder.lost_optimistic_bet(error):
+                raise
+            self.optimistic_lost += 1
+            return None
+        self.optimistic_won += 1
+        return work, pending, positions, committed
+
+    def _work_from_memory(self, events: list[StockEvent], head: int) -> _Work | None:
+        """The batch's state from the cache alone, or None when the cache lacks any of it."""
+        cache = self.cache
+        levels: dict[tuple[str, str], Level] = {}
+        reservations: dict[tuple[str, str], Reservation] = {}
+        versions: dict[str, int] = {}
+        for event in events:
+            stores = (event.store_id, event.to_store) if event.to_store else (event.store_id,)
+            skus = [line.sku for line in event.lines]
+            if event.reservation_id:
+                held = cache.reservations.get((event.store_id, event.reservation_id))
+                if held is not None:
+                    reservations[(event.store_id, event.reservation_id)] = held[0].copy()
+                    skus += list(held[0].lines)
+                elif event.type is not EventType.RESERVATION:
+                    return None  # a release or shipment needs the reservation as it is
+            for store in stores:
+                version = cache.store_versions.get(store)
+                if version is None:
+                    return None
+                versions[store] = version
+                for sku in skus:
+                    cached = cache.levels.get((store, sku))
+                    if cached is None:
+                        return None
+                    levels[(store, sku)] = cached.level.copy()
+        return _Work(LedgerState(levels=levels, reservations=reservations), head, lambda: dict(versions))
 
     def _load(
         self, tx: SqlTx, events: list[StockEvent]
@@ -270,7 +336,7 @@ class Writer:
             levels={key: cached.level.copy() for key, cached in levels.items()},
             reservations={key: held.copy() for key, (held, _) in reservations.items()},
         )
-        return _Work(state, head, versions_read), known
+        return _Work(state, head, versions_read.finish), known
 
     def _decide(
         self, event: StockEvent, work: _Work, known: dict[tuple[str, str], Original | int]
@@ -305,7 +371,7 @@ class Writer:
         cache takes once the transaction has committed."""
         if not work.entries:
             return [], Commit({}, {}, {}, self.cache.head + 1, self.cache.head)
-        versions = work.versions.finish()
+        versions = work.versions()
         stored = []
         for entry in work.entries:
             versions[entry.store_id] += 1
@@ -360,14 +426,14 @@ class Writer:
             self.cache.catch_up(tx, head)
             rows = tx.fetchall(due_sql, (utc_text(now), self.limits.expiry_batch_max))
             due = {(row["store_id"], row["reservation_id"]): reservation_from_row(row) for row in rows}
-            work = _Work(LedgerState(reservations=due), head, self.cache.read_store_versions(tx, set()))
+            work = _Work(LedgerState(reservations=due), head, dict)
             keys = set(due)
             level_keys = {
                 (store, sku) for (store, _), held in work.state.reservations.items() for sku in held.lines
             }
             levels = self.cache.read_levels(tx, level_keys).finish()
             work.state.levels.update({key: cached.level.copy() for key, cached in levels.items()})
-            work.versions = self.cache.read_store_versions(tx, {store for store, _ in keys})
+            work.versions = self.cache.read_store_versions(tx, {store for store, _ in keys}).finish
             for key in sorted(keys):
                 held = work.state.reservations[key]
                 if held.is_open:

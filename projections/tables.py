@@ -31,6 +31,9 @@ class ProjectionBatch:
     # time) of the entry that changed it last. The values are the replay state's own objects.
     levels: dict[tuple[str, str], tuple[Level, int, str]] = field(default_factory=dict)
     reservations: dict[tuple[str, str], tuple[Reservation, int]] = field(default_factory=dict)
+    # Reservations placed by this batch: inserted, not upserted, so that an id already in the
+    # table fails the transaction instead of being overwritten (see the writer's optimistic path).
+    placed: set[tuple[str, str]] = field(default_factory=set)
 
     def add(self, recorded: RecordedEntry, state: LedgerState) -> None:
         """Adds an entry that has been applied to `state`. The writer and the rebuild both come here,
@@ -48,6 +51,8 @@ class ProjectionBatch:
             held = state.reservations.get(key)
             if held is not None:
                 self.reservations[key] = (held, recorded.position)
+                if entry.event.type is EventType.RESERVATION:
+                    self.placed.add(key)
 
 
 _HISTORY = BulkInsert(
@@ -131,6 +136,22 @@ _RESERVATIONS = BulkInsert(
     position = excluded.position""",
 )
 
+_NEW_RESERVATIONS = BulkInsert(
+    "ledger_reservations",
+    [
+        ("store_id", "text"),
+        ("reservation_id", "text"),
+        ("order_id", "text"),
+        ("expires_at", "text"),
+        ("lines", "text"),
+        ("closed_as", "text"),
+        ("status", "text"),
+        ("remaining", "bigint"),
+        ("placed_at_position", "bigint"),
+        ("position", "bigint"),
+    ],
+)
+
 _KEYS = BulkInsert(
     "ledger_event_keys",
     [
@@ -163,9 +184,12 @@ def write_batch(tx: SqlTx, batch: ProjectionBatch) -> None:
         ],
     )
     _TOTALS.run(tx, _total_rows(batch))
-    _RESERVATIONS.run(
-        tx, [_reservation_row(reservation, position) for reservation, position in batch.reservations.values()]
-    )
+    rows = {
+        key: _reservation_row(reservation, position)
+        for key, (reservation, position) in batch.reservations.items()
+    }
+    _NEW_RESERVATIONS.run(tx, [row for key, row in rows.items() if key in batch.placed])
+    _RESERVATIONS.run(tx, [row for key, row in rows.items() if key not in batch.placed])
     _KEYS.run(tx, _key_rows(batch))
 
 

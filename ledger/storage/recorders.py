@@ -15,6 +15,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any, Protocol
 from urllib.parse import parse_qs, unquote, urlsplit
 
+import psycopg
 from eventsourcing.persistence import Notification, StoredEvent
 from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore
 from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteDatastore
@@ -31,6 +32,11 @@ class LedgerRecorder(Protocol):
     """What the writer, the readers and the rebuild need from a database."""
 
     head_sql: str
+    # The optimistic one-round-trip batch (see Writer._record): a statement that fails the
+    # transaction unless the log's head is the given one, and whether an error means "lost the bet".
+    head_assert_sql: str | None
+
+    def lost_optimistic_bet(self, error: Exception) -> bool: ...
 
     def write_transaction(self) -> contextlib.AbstractContextManager[SqlTx]: ...
     def read_transaction(self) -> contextlib.AbstractContextManager[SqlTx]: ...
@@ -97,6 +103,17 @@ class PostgresLedgerRecorder(_HeadAndClose, PostgresApplicationRecorder):
                 conn.execute("SELECT pg_advisory_unlock(%s)", (SCHEMA_LOCK_KEY,))
 
     head_sql = _PG_HEAD
+    # The divisor depends on a row, so the planner cannot fold it: it fails only at run time.
+    head_assert_sql = (
+        f"SELECT 1 / (CASE WHEN COALESCE(MAX(notification_id), 0) = %s THEN 1 ELSE 0 END) AS ok "
+        f"FROM {EVENTS_TABLE}"
+    )
+
+    def lost_optimistic_bet(self, error: Exception) -> bool:
+        """The head moved, or an id was not new. The library's datastore re-raises psycopg's
+        errors as its own (IntegrityError, DataError), with psycopg's as the cause."""
+        cause = error if isinstance(error, psycopg.Error) else error.__cause__
+        return isinstance(cause, psycopg.errors.DivisionByZero | psycopg.errors.UniqueViolation)
 
     @contextlib.contextmanager
     def write_transaction(self) -> Iterator[SqlTx]:
@@ -140,11 +157,14 @@ class PostgresLedgerRecorder(_HeadAndClose, PostgresApplicationRecorder):
         return positions
 
 
-
 class SQLiteLedgerRecorder(_HeadAndClose, SQLiteApplicationRecorder):
     """SQLite: BEGIN IMMEDIATE takes the database's one write lock, across processes on this machine."""
 
     head_sql = _SQLITE_HEAD
+    head_assert_sql = None  # in-process reads cost nothing: always read first
+
+    def lost_optimistic_bet(self, error: Exception) -> bool:
+        return False
 
     def __init__(self, datastore: SQLiteDatastore) -> None:
         super().__init__(datastore, events_table_name=EVENTS_TABLE)
@@ -184,7 +204,6 @@ class SQLiteLedgerRecorder(_HeadAndClose, SQLiteApplicationRecorder):
             ],
         )
         return positions
-
 
 
 def open_recorder(database_url: str, pool_size: int, lock_timeout_s: int) -> Any:

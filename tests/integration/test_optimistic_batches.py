@@ -1,0 +1,110 @@
+"""The writer's one-round-trip batches on PostgreSQL: a lost bet is recorded the ordinary way."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+import pytest
+from support.postgres import EmbeddedPostgres
+
+from ledger.bootstrap import build_ledger, intake_limits
+from ledger.config import Settings
+from ledger.domain.model import Outcome, RejectionReason, StockEvent
+from ledger.intake.envelope import read_envelope
+from ledger.service import Ledger
+from ledger.writer import ThreadWriterClient, Writer
+
+STORE = "store-1"
+
+
+def _event(event_id: str, event_type: str, lines: list[tuple[str, int]], **data: object) -> StockEvent:
+    document = {
+        "specversion": "1.0",
+        "id": event_id,
+        "source": "tests/optimistic",
+        "type": event_type,
+        "time": datetime.now(UTC).isoformat(),
+        "subject": STORE,
+        "data": {"lines": [{"sku": sku, "qty": qty} for sku, qty in lines], **data},
+    }
+    return read_envelope(document, intake_limits(Settings()))
+
+
+def _writer(ledger: Ledger) -> Writer:
+    assert isinstance(ledger.writer, ThreadWriterClient)
+    return ledger.writer.writer
+
+
+@pytest.fixture
+def two_instances(postgres: EmbeddedPostgres) -> Iterator[tuple[Ledger, Ledger]]:
+    url = postgres.create_database("optimistic")
+    first = build_ledger(Settings(database_url=url, writer_optimistic=True))
+    second = build_ledger(Settings(database_url=url, writer_optimistic=True))
+    first.start()
+    second.start()
+    try:
+        yield first, second
+    finally:
+        first.stop()
+        second.stop()
+
+
+def test_a_batch_read_from_memory_wins_when_nobody_else_wrote(two_instances: tuple[Ledger, Ledger]) -> None:
+    first, _ = two_instances
+    first.submit_and_wait([_event("r1", "stock.receipt", [("SKU-1", 5)])])
+    won_before = _writer(first).optimistic_won
+    [result] = first.submit_and_wait([_event("s1", "stock.sale", [("SKU-1", 2)])])
+    assert result.outcome is Outcome.ACCEPTED
+    assert _writer(first).optimistic_won == won_before + 1
+    [level] = first.levels(STORE, ["SKU-1"])
+    assert level.level.on_hand_units == 3
+
+
+def test_another_instances_write_makes_the_bet_lose_and_the_sale_sees_it(
+    two_instances: tuple[Ledger, Ledger],
+) -> None:
+    first, second = two_instances
+    first.submit_and_wait([_event("r1", "stock.receipt", [("SKU-1", 1)])])
+    first.submit_and_wait([_event("warm", "stock.adjustment", [("SKU-1", 1)], reason="found")])
+    # The other instance sells both units; the first one's memory still says 2 are there.
+    [sold] = second.submit_and_wait([_event("pos-1", "stock.sale", [("SKU-1", 2)])])
+    assert sold.outcome is Outcome.ACCEPTED
+    lost_before = _writer(first).optimistic_lost
+    [refused] = first.submit_and_wait([_event("web-1", "stock.sale", [("SKU-1", 1)])])
+    assert _writer(first).optimistic_lost == lost_before + 1
+    assert refused.outcome is Outcome.REJECTED
+    assert refused.reason is RejectionReason.INSUFFICIENT_STOCK
+
+
+def test_a_resent_event_loses_the_bet_and_is_answered_as_a_duplicate(
+    two_instances: tuple[Ledger, Ledger],
+) -> None:
+    first, _ = two_instances
+    [received] = first.submit_and_wait([_event("r1", "stock.receipt", [("SKU-1", 5)])])
+    lost_before = _writer(first).optimistic_lost
+    [again] = first.submit_and_wait([_event("r1", "stock.receipt", [("SKU-1", 5)])])
+    assert _writer(first).optimistic_lost == lost_before + 1
+    assert again.outcome is Outcome.DUPLICATE
+    assert again.original is not None and again.original.position == received.position
+    [level] = first.levels(STORE, ["SKU-1"])
+    assert level.level.on_hand_units == 5
+
+
+def test_a_reservation_id_placed_elsewhere_is_not_placed_twice(two_instances: tuple[Ledger, Ledger]) -> None:
+    first, second = two_instances
+    first.submit_and_wait([_event("r1", "stock.receipt", [("SKU-1", 5)])])
+    second.submit_and_wait([_event("x", "stock.adjustment", [("SKU-1", 1)], reason="found")])
+    first.submit_and_wait([_event("y", "stock.adjustment", [("SKU-1", 1)], reason="found")])
+    # Placed through the other instance: the first one's memory does not hold it.
+    [placed] = second.submit_and_wait(
+        [_event("res-a", "stock.reservation", [("SKU-1", 2)], reservation_id="R-1")]
+    )
+    assert placed.outcome is Outcome.ACCEPTED
+    [conflict] = first.submit_and_wait(
+        [_event("res-b", "stock.reservation", [("SKU-1", 3)], reservation_id="R-1")]
+    )
+    assert conflict.outcome is Outcome.REJECTED
+    assert conflict.reason is RejectionReason.RESERVATION_CONFLICT
+    [level] = first.levels(STORE, ["SKU-1"])
+    assert level.level.reserved_units == 2
