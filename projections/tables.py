@@ -117,40 +117,28 @@ _TOTALS = BulkInsert(
     position = excluded.position, updated_at = excluded.updated_at""",
 )
 
+_RESERVATION_COLUMNS = [
+    ("store_id", "text"),
+    ("reservation_id", "text"),
+    ("order_id", "text"),
+    ("expires_at", "text"),
+    ("lines", "text"),
+    ("closed_as", "text"),
+    ("status", "text"),
+    ("remaining", "bigint"),
+    ("placed_at_position", "bigint"),
+    ("position", "bigint"),
+]
+
 _RESERVATIONS = BulkInsert(
     "ledger_reservations",
-    [
-        ("store_id", "text"),
-        ("reservation_id", "text"),
-        ("order_id", "text"),
-        ("expires_at", "text"),
-        ("lines", "text"),
-        ("closed_as", "text"),
-        ("status", "text"),
-        ("remaining", "bigint"),
-        ("placed_at_position", "bigint"),
-        ("position", "bigint"),
-    ],
+    _RESERVATION_COLUMNS,
     """ON CONFLICT (store_id, reservation_id) DO UPDATE SET lines = excluded.lines,
     closed_as = excluded.closed_as, status = excluded.status, remaining = excluded.remaining,
     position = excluded.position""",
 )
 
-_NEW_RESERVATIONS = BulkInsert(
-    "ledger_reservations",
-    [
-        ("store_id", "text"),
-        ("reservation_id", "text"),
-        ("order_id", "text"),
-        ("expires_at", "text"),
-        ("lines", "text"),
-        ("closed_as", "text"),
-        ("status", "text"),
-        ("remaining", "bigint"),
-        ("placed_at_position", "bigint"),
-        ("position", "bigint"),
-    ],
-)
+_NEW_RESERVATIONS = BulkInsert("ledger_reservations", _RESERVATION_COLUMNS)  # placed: never upserted
 
 _KEYS = BulkInsert(
     "ledger_event_keys",
