@@ -14,6 +14,7 @@ from typing import Any
 
 import load
 import sqlbaseline
+from cputime import CpuMeter, per_event
 from plumbing import BenchError, Postgres, Server, free_port, http_json, wait_ready
 
 STORE = "store-1"
@@ -167,6 +168,8 @@ class Bench:
                 f"{args.seconds:.0f} s ...",
                 flush=True,
             )
+            meter = CpuMeter(server.process.pid if server.process else None)
+            meter.start()
             run = load.http_load(
                 port,
                 "reserve",
@@ -178,6 +181,8 @@ class Bench:
                 prefer_wrk=not args.no_wrk,
                 wrk_threads=args.wrk_threads,
             )
+            cpu = meter.stop()
+            print_cpu(cpu, run.ok)
             print(
                 f"    {run.per_s:,.0f} reservations/s ({run.ok:,} answered 201 in {run.elapsed_s:.1f} s by "
                 f"{run.tool}; {run.other} other answers, {run.socket_errors} socket errors; "
@@ -208,6 +213,8 @@ class Bench:
             "warmup_reservations": warm,
             "ledger_reserved_after": reserved,
             "ledger_metrics_delta": metrics,
+            "cpu_seconds": cpu,
+            "cpu_us_per_reservation": per_event(cpu, run.ok),
         }
 
     def figure_batch(self) -> None:
@@ -235,9 +242,13 @@ class Bench:
                 f"events per request, {args.seconds:.0f} s ...",
                 flush=True,
             )
+            meter = CpuMeter(server.process.pid if server.process else None)
+            meter.start()
             run = load.send_batches(
                 port, STORE, skus, args.batch_senders, args.batch_size, args.seconds, self.nonce
             )
+            cpu = meter.stop()
+            print_cpu(cpu, run.accepted)
             print(
                 f"    {run.per_s:,.0f} reservations/s ({run.accepted:,} accepted in {run.requests} requests, "
                 f"{run.elapsed_s:.1f} s; request p99 {run.latency_ms['p99']:.0f} ms; outcomes {run.outcomes})"
@@ -273,6 +284,8 @@ class Bench:
             "warmup_accepted": warm.accepted,
             "ledger_reserved_after": reserved,
             "ledger_metrics_delta": metrics,
+            "cpu_seconds": cpu,
+            "cpu_us_per_reservation": per_event(cpu, run.accepted),
         }
 
     def figure_read(self) -> None:
@@ -402,6 +415,16 @@ def metrics_delta(before: dict[str, float], after: dict[str, float]) -> dict[str
     if delta:
         print("    ledger /metrics during the run: " + ", ".join(f"{k} +{v:,.0f}" for k, v in delta.items()))
     return delta
+
+
+def print_cpu(cpu: dict[str, float] | None, events: int) -> None:
+    micros = per_event(cpu, events)
+    if cpu and micros:
+        parts = ", ".join(f"{part} {micros[part]:.0f}" for part in sorted(micros, key=lambda p: -micros[p]))
+        available = (os.cpu_count() or 1) * 1e6 * cpu["wall"] / events
+        print(
+            f"    CPU µs per reservation: {parts} (over {cpu['wall']:.1f} s; all cores give {available:.0f})"
+        )
 
 
 def ledger_command() -> list[str]:
