@@ -104,6 +104,25 @@ class _Work:
     levels_after: list[tuple[Level, ...]] = field(default_factory=list)
 
 
+@dataclass(slots=True)
+class _Prepared:
+    """A batch decided from memory and encoded as one statement's arguments (see _prepare)."""
+
+    work: _Work
+    pending: list[_Pending]
+    positions: list[int]
+    committed: Commit
+    collected: dict[str, str]
+
+    @property
+    def head(self) -> int:
+        return self.work.head
+
+    @property
+    def last_position(self) -> int:
+        return self.positions[-1] if self.positions else self.work.head
+
+
 class Writer:
     def __init__(
         self,
@@ -233,45 +252,46 @@ class Writer:
         else:
             work, pending, positions, committed = outcome
         self._committed(committed)
-        results = [
-            _result(event, p, positions, work.entries) for event, p in zip(events, pending, strict=True)
-        ]
         self.batches_committed += 1
-        answers: list[list[EventResult]] = []
-        start = 0
-        for submission in batch:
-            answers.append(results[start : start + len(submission.events)])
-            start += len(submission.events)
-        return answers
+        return _answers(batch, events, pending, positions, work.entries)
 
     def _record_optimistically(
         self, events: list[StockEvent], recorded_at: str
     ) -> tuple[_Work, list[_Pending], list[int], Commit] | None:
-        """One round trip instead of two, when this writer's memory already holds everything the
-        batch reads: it bets that nobody else wrote since (the log's head is the cache's) and
-        that every event id and new reservation id is new. The transaction checks all three
-        (a head assertion after the lock; the primary keys of the dedupe keys and reservations),
-        so a lost bet fails it whole and the batch is recorded the ordinary way. None: not tried,
-        or lost."""
-        if self.recorder.head_assert_sql is None or not self.limits.optimistic:
+        """One statement instead of a transaction of some fifteen, when this writer's memory
+        already holds everything the batch reads: it decides first and bets that nobody else
+        wrote since (the log's head is the cache's) and that every event id and new reservation
+        id is new. The statement checks all three (the head after taking the lock; the primary
+        keys of the dedupe keys and reservations), so a lost bet fails it whole and the batch is
+        recorded the ordinary way. None: not tried, or lost."""
+        if not self.recorder.one_statement_batches or not self.limits.optimistic:
             return None
-        head = self.cache.head  # read before the values: a newer value then fails the assertion
-        work = self._work_from_memory(events, head)
-        if work is None:
+        prepared = self._prepare(events, recorded_at)
+        if prepared is None:
             return None
         try:
-            with self.recorder.write_transaction() as tx:
-                tx.execute(self.recorder.head_assert_sql, (head,))
-                known: dict[tuple[str, str], Original | int] = {}
-                pending = [self._decide(event, work, known) for event in events]
-                positions, committed = self._insert(tx, work, recorded_at)
+            self.recorder.write_collected(prepared.collected, prepared.head, prepared.last_position)
         except Exception as error:
             if not self.recorder.lost_optimistic_bet(error):
                 raise
             self.optimistic_lost += 1
             return None
         self.optimistic_won += 1
-        return work, pending, positions, committed
+        return prepared.work, prepared.pending, prepared.positions, prepared.committed
+
+    def _prepare(self, events: list[StockEvent], recorded_at: str) -> _Prepared | None:
+        """Decides a batch from memory alone and encodes it as one statement's arguments; None
+        when memory lacks anything it reads."""
+        head = self.cache.head  # read before the values: a newer value then fails the check
+        work = self._work_from_memory(events, head)
+        if work is None:
+            return None
+        tx = SqlTx(None, qmark=False, collected={})
+        known: dict[tuple[str, str], Original | int] = {}
+        pending = [self._decide(event, work, known) for event in events]
+        positions, committed = self._insert(tx, work, recorded_at)
+        assert tx.collected is not None
+        return _Prepared(work, pending, positions, committed, tx.collected)
 
     def _work_from_memory(self, events: list[StockEvent], head: int) -> _Work | None:
         """The batch's state from the cache alone, or None when the cache lacks any of it."""
@@ -370,7 +390,7 @@ class Writer:
         """Records the batch's entries and projections; returns their positions and what the
         cache takes once the transaction has committed."""
         if not work.entries:
-            return [], Commit({}, {}, {}, self.cache.head + 1, self.cache.head)
+            return [], Commit({}, {}, {}, work.head + 1, work.head)
         versions = work.versions()
         stored = []
         for entry in work.entries:
@@ -471,6 +491,23 @@ def _finish_event_keys(reads: list[Deferred]) -> dict[tuple[str, str], Original 
                 int(row["position"]),
             )
     return found
+
+
+def _answers(
+    batch: list[Submission],
+    events: list[StockEvent],
+    pending: list[_Pending],
+    positions: list[int],
+    entries: list[Entry],
+) -> list[list[EventResult]]:
+    """Each submission's results, in the order of its events."""
+    results = [_result(event, p, positions, entries) for event, p in zip(events, pending, strict=True)]
+    answers: list[list[EventResult]] = []
+    start = 0
+    for submission in batch:
+        answers.append(results[start : start + len(submission.events)])
+        start += len(submission.events)
+    return answers
 
 
 def _result(event: StockEvent, pending: _Pending, positions: list[int], entries: list[Entry]) -> EventResult:

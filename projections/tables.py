@@ -56,6 +56,7 @@ class ProjectionBatch:
 
 
 _HISTORY = BulkInsert(
+    "history",
     "ledger_history",
     [
         ("position", "bigint"),
@@ -86,6 +87,7 @@ _HISTORY = BulkInsert(
 )
 
 _LEVELS = BulkInsert(
+    "levels",
     "ledger_levels",
     [
         ("store_id", "text"),
@@ -102,6 +104,7 @@ _LEVELS = BulkInsert(
 )
 
 _TOTALS = BulkInsert(
+    "totals",
     "ledger_sku_totals",
     [
         ("sku", "text"),
@@ -131,6 +134,7 @@ _RESERVATION_COLUMNS = [
 ]
 
 _RESERVATIONS = BulkInsert(
+    "reservations",
     "ledger_reservations",
     _RESERVATION_COLUMNS,
     """ON CONFLICT (store_id, reservation_id) DO UPDATE SET lines = excluded.lines,
@@ -138,9 +142,12 @@ _RESERVATIONS = BulkInsert(
     position = excluded.position""",
 )
 
-_NEW_RESERVATIONS = BulkInsert("ledger_reservations", _RESERVATION_COLUMNS)  # placed: never upserted
+_NEW_RESERVATIONS = BulkInsert(
+    "new_reservations", "ledger_reservations", _RESERVATION_COLUMNS
+)  # placed: never upserted
 
 _KEYS = BulkInsert(
+    "event_keys",
     "ledger_event_keys",
     [
         ("source", "text"),
@@ -151,6 +158,11 @@ _KEYS = BulkInsert(
         ("shortfall", "text"),
     ],
 )
+
+
+# Every insert write_batch makes, in the order it makes them (a one-statement batch on PostgreSQL
+# calls a function made of these: ledger/storage/recorders.py).
+BATCH_INSERTS = (_HISTORY, _LEVELS, _TOTALS, _NEW_RESERVATIONS, _RESERVATIONS, _KEYS)
 
 
 def write_batch(tx: SqlTx, batch: ProjectionBatch) -> None:

@@ -23,6 +23,7 @@ from psycopg.sql import SQL
 
 from ledger.storage.sql import BulkInsert, SqlTx
 from projections.schema import DDL
+from projections.tables import BATCH_INSERTS
 
 EVENTS_TABLE = "ledger_events"
 SCHEMA_LOCK_KEY = 0x1ED6E5  # a PostgreSQL advisory lock key of this service's own
@@ -32,10 +33,12 @@ class LedgerRecorder(Protocol):
     """What the writer, the readers and the rebuild need from a database."""
 
     head_sql: str
-    # The optimistic one-round-trip batch (see Writer._record): a statement that fails the
-    # transaction unless the log's head is the given one, and whether an error means "lost the bet".
-    head_assert_sql: str | None
+    # The optimistic batch (see Writer._record_optimistically): the whole transaction as one
+    # statement, which fails unless the log's head is the given one; and whether an error means
+    # "lost the bet".
+    one_statement_batches: bool
 
+    def write_collected(self, collected: dict[str, str], head: int, last_position: int) -> None: ...
     def lost_optimistic_bet(self, error: Exception) -> bool: ...
 
     def write_transaction(self) -> contextlib.AbstractContextManager[SqlTx]: ...
@@ -57,6 +60,7 @@ class LedgerRecorder(Protocol):
 
 _PG_HEAD = f"SELECT COALESCE(MAX(notification_id), 0) AS head FROM {EVENTS_TABLE}"
 _PG_EVENTS = BulkInsert(
+    "events",
     EVENTS_TABLE,
     [
         ("originator_id", "text"),
@@ -68,6 +72,45 @@ _PG_EVENTS = BulkInsert(
 )
 _PG_SEQUENCE_MOVE = f"SELECT setval(pg_get_serial_sequence('{EVENTS_TABLE}', 'notification_id'), %s) AS moved"
 _SQLITE_HEAD = f"SELECT COALESCE(MAX(rowid), 0) AS head FROM {EVENTS_TABLE}"
+_PG_BATCH_INSERTS = (_PG_EVENTS, *BATCH_INSERTS)
+_PG_BATCH_FUNCTION = "ledger_write_batch"
+_PG_BATCH_CALL = (
+    f"SELECT {_PG_BATCH_FUNCTION}(%s, %s, "
+    + ", ".join("%s::jsonb" for _ in _PG_BATCH_INSERTS)
+    + ") AS last_position"
+)
+
+
+def _sql_text(statement: Any, conn: Any) -> str:
+    return statement if isinstance(statement, str) else str(statement.as_string(conn))
+
+
+def _pg_batch_function(lock_statements: Sequence[str], channel: str) -> str:
+    """A whole optimistic batch as one PL/pgSQL function: the library's lock, a check that the log's
+    head is the one the writer decided against, then every insert the ordinary path makes (the same
+    statements, the rows as jsonb arguments), the sequence moved past the given ids, the library's
+    NOTIFY. Called as one statement in autocommit, it is one transaction and one round trip, and
+    its plans are cached by the server; a moved head fails it with serialization_failure."""
+    arguments = ", ".join(f"p_{insert.name} jsonb" for insert in _PG_BATCH_INSERTS)
+    inserts = "\n    ".join(f"{insert.function_sql(f'p_{insert.name}')};" for insert in _PG_BATCH_INSERTS[1:])
+    locks = "\n    ".join(f"{statement};" for statement in lock_statements)
+    return f"""CREATE OR REPLACE FUNCTION {_PG_BATCH_FUNCTION}(
+    p_head bigint, p_last bigint, {arguments}) RETURNS bigint LANGUAGE plpgsql AS $ledger$
+BEGIN
+    {locks}
+    IF (SELECT COALESCE(MAX(notification_id), 0) FROM {EVENTS_TABLE}) <> p_head THEN
+        RAISE EXCEPTION 'the log has moved past position %', p_head
+            USING ERRCODE = 'serialization_failure';
+    END IF;
+    IF p_last > p_head THEN
+        {_PG_EVENTS.function_sql("p_events")};
+        PERFORM setval(pg_get_serial_sequence('{EVENTS_TABLE}', 'notification_id'), p_last);
+        NOTIFY {channel};
+    END IF;
+    {inserts}
+    RETURN p_last;
+END
+$ledger$"""
 
 
 class _HeadAndClose:
@@ -99,21 +142,25 @@ class PostgresLedgerRecorder(_HeadAndClose, PostgresApplicationRecorder):
             conn.execute("SELECT pg_advisory_lock(%s)", (SCHEMA_LOCK_KEY,))
             try:
                 super().create_table()
+                locks = [_sql_text(statement, conn) for statement in self.lock_table_statements]
+                conn.execute(_pg_batch_function(locks, self.channel_name).encode())
             finally:
                 conn.execute("SELECT pg_advisory_unlock(%s)", (SCHEMA_LOCK_KEY,))
 
     head_sql = _PG_HEAD
-    # The divisor depends on a row, so the planner cannot fold it: it fails only at run time.
-    head_assert_sql = (
-        f"SELECT 1 / (CASE WHEN COALESCE(MAX(notification_id), 0) = %s THEN 1 ELSE 0 END) AS ok "
-        f"FROM {EVENTS_TABLE}"
-    )
+    one_statement_batches = True
+
+    def write_collected(self, collected: dict[str, str], head: int, last_position: int) -> None:
+        """One statement, one transaction, one round trip: see _pg_batch_function."""
+        arguments = [collected.get(insert.name, "[]") for insert in _PG_BATCH_INSERTS]
+        with self.datastore.get_connection() as conn:
+            conn.execute(_PG_BATCH_CALL, (head, last_position, *arguments), prepare=True)
 
     def lost_optimistic_bet(self, error: Exception) -> bool:
         """The head moved, or an id was not new. The library's datastore re-raises psycopg's
-        errors as its own (IntegrityError, DataError), with psycopg's as the cause."""
+        errors as its own (IntegrityError, OperationalError), with psycopg's as the cause."""
         cause = error if isinstance(error, psycopg.Error) else error.__cause__
-        return isinstance(cause, psycopg.errors.DivisionByZero | psycopg.errors.UniqueViolation)
+        return isinstance(cause, psycopg.errors.SerializationFailure | psycopg.errors.UniqueViolation)
 
     @contextlib.contextmanager
     def write_transaction(self) -> Iterator[SqlTx]:
@@ -144,15 +191,16 @@ class PostgresLedgerRecorder(_HeadAndClose, PostgresApplicationRecorder):
         projections and the COMMIT then travel together. The sequence is moved along so that the
         library's own insert path would continue after them."""
         positions = list(range(head + 1, head + 1 + len(stored_events)))
+        rows = [
+            (e.originator_id, e.originator_version, e.topic, e.state, position)
+            for e, position in zip(stored_events, positions, strict=True)
+        ]
+        if tx.collected is not None:  # a one-statement batch: its function notifies and moves the sequence
+            _PG_EVENTS.run(tx, rows)
+            return positions
         curs: Any = tx.cursor
         self._notify_channel(curs)
-        _PG_EVENTS.run(
-            tx,
-            [
-                (e.originator_id, e.originator_version, e.topic, e.state, position)
-                for e, position in zip(stored_events, positions, strict=True)
-            ],
-        )
+        _PG_EVENTS.run(tx, rows)
         curs.execute(_PG_SEQUENCE_MOVE, (positions[-1],))
         return positions
 
@@ -161,7 +209,10 @@ class SQLiteLedgerRecorder(_HeadAndClose, SQLiteApplicationRecorder):
     """SQLite: BEGIN IMMEDIATE takes the database's one write lock, across processes on this machine."""
 
     head_sql = _SQLITE_HEAD
-    head_assert_sql = None  # in-process reads cost nothing: always read first
+    one_statement_batches = False  # in-process reads cost nothing: always read first
+
+    def write_collected(self, collected: dict[str, str], head: int, last_position: int) -> None:
+        raise NotImplementedError("SQLite batches are recorded the ordinary way")
 
     def lost_optimistic_bet(self, error: Exception) -> bool:
         return False

@@ -21,10 +21,20 @@ class DbCursor(Protocol):
 class SqlTx:
     """One transaction's cursor. `qmark` turns %s placeholders into SQLite's ?."""
 
-    def __init__(self, cursor: DbCursor, *, qmark: bool, connection: Any = None) -> None:
-        self.cursor = cursor
+    def __init__(
+        self,
+        cursor: DbCursor | None,
+        *,
+        qmark: bool,
+        connection: Any = None,
+        collected: dict[str, str] | None = None,
+    ) -> None:
+        self.cursor: Any = cursor
         self.qmark = qmark
         self.connection = connection  # PostgreSQL only: for pipeline mode
+        # PostgreSQL, one-statement batches: bulk inserts are kept here (name -> JSON rows) and
+        # sent by the recorder as the arguments of one function call (see recorders.py).
+        self.collected = collected
 
     def pipeline(self) -> contextlib.AbstractContextManager[Any]:
         """Statements inside are sent without waiting for each other (PostgreSQL pipeline mode)."""
@@ -126,7 +136,8 @@ class BulkInsert:
     value, which made this the writer's largest cost (some 60 values per event). orjson writes
     the same rows in a fraction of that, and the server parses them in C on its own core."""
 
-    def __init__(self, table: str, columns: Sequence[tuple[str, str]], suffix: str = "") -> None:
+    def __init__(self, name: str, table: str, columns: Sequence[tuple[str, str]], suffix: str = "") -> None:
+        self.name = name  # the argument that carries its rows in a one-statement batch
         names = ", ".join(name for name, _ in columns)
         self.qmark_sql = f"INSERT INTO {table} ({names}) VALUES ({', '.join(['?'] * len(columns))}) {suffix}"
         self.bytea_columns = [i for i, (_, pg_type) in enumerate(columns) if pg_type == "bytea"]
@@ -139,6 +150,10 @@ class BulkInsert:
             f"FROM jsonb_array_elements(%s::jsonb) AS r {suffix}"
         )
 
+    def function_sql(self, argument: str) -> str:
+        """The same INSERT inside a PL/pgSQL function whose jsonb `argument` holds the rows."""
+        return self.json_sql.replace("%s::jsonb", argument)
+
     def run(self, tx: SqlTx, rows: Sequence[Sequence[Any]]) -> None:
         if not rows:
             return
@@ -150,4 +165,8 @@ class BulkInsert:
                 [value.decode() if i in self.bytea_columns else value for i, value in enumerate(row)]
                 for row in rows
             ]
+        if tx.collected is not None:
+            assert self.name not in tx.collected, f"{self.name}: one bulk insert per batch"
+            tx.collected[self.name] = orjson.dumps(rows).decode()
+            return
         tx.cursor.execute(self.json_sql, (orjson.dumps(rows).decode(),))
