@@ -87,6 +87,25 @@ class CpuMeter:
         return {part: round(seconds, 3) for part, seconds in used.items()}
 
 
+def started(server: Any) -> CpuMeter:
+    """A meter over a bench Server's process tree, already counting."""
+    meter = CpuMeter(server.process.pid if server.process else None)
+    meter.start()
+    return meter
+
+
+def report(cpu: dict[str, float] | None, events: int) -> dict[str, Any]:
+    """Prints CPU microseconds per event by part; returns what results.json keeps."""
+    micros = per_event(cpu, events)
+    if cpu and micros:
+        parts = ", ".join(f"{part} {micros[part]:.0f}" for part in sorted(micros, key=lambda p: -micros[p]))
+        available = (os.cpu_count() or 1) * 1e6 * cpu["wall"] / events
+        print(
+            f"    CPU µs per reservation: {parts} (over {cpu['wall']:.1f} s; all cores give {available:.0f})"
+        )
+    return {"cpu_seconds": cpu, "cpu_us_per_reservation": micros}
+
+
 def per_event(cpu: dict[str, float] | None, events: int) -> dict[str, float] | None:
     """CPU microseconds per recorded event, per part."""
     if not cpu or events <= 0:

@@ -12,9 +12,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import cputime
 import load
 import sqlbaseline
-from cputime import CpuMeter, per_event
 from plumbing import BenchError, Postgres, Server, free_port, http_json, wait_ready
 
 STORE = "store-1"
@@ -168,8 +168,7 @@ class Bench:
                 f"{args.seconds:.0f} s ...",
                 flush=True,
             )
-            meter = CpuMeter(server.process.pid if server.process else None)
-            meter.start()
+            meter = cputime.started(server)
             run = load.http_load(
                 port,
                 "reserve",
@@ -181,8 +180,7 @@ class Bench:
                 prefer_wrk=not args.no_wrk,
                 wrk_threads=args.wrk_threads,
             )
-            cpu = meter.stop()
-            print_cpu(cpu, run.ok)
+            cpu = cputime.report(meter.stop(), run.ok)
             print(
                 f"    {run.per_s:,.0f} reservations/s ({run.ok:,} answered 201 in {run.elapsed_s:.1f} s by "
                 f"{run.tool}; {run.other} other answers, {run.socket_errors} socket errors; "
@@ -213,8 +211,7 @@ class Bench:
             "warmup_reservations": warm,
             "ledger_reserved_after": reserved,
             "ledger_metrics_delta": metrics,
-            "cpu_seconds": cpu,
-            "cpu_us_per_reservation": per_event(cpu, run.ok),
+            **cpu,
         }
 
     def figure_batch(self) -> None:
@@ -242,13 +239,11 @@ class Bench:
                 f"events per request, {args.seconds:.0f} s ...",
                 flush=True,
             )
-            meter = CpuMeter(server.process.pid if server.process else None)
-            meter.start()
+            meter = cputime.started(server)
             run = load.send_batches(
                 port, STORE, skus, args.batch_senders, args.batch_size, args.seconds, self.nonce
             )
-            cpu = meter.stop()
-            print_cpu(cpu, run.accepted)
+            cpu = cputime.report(meter.stop(), run.accepted)
             print(
                 f"    {run.per_s:,.0f} reservations/s ({run.accepted:,} accepted in {run.requests} requests, "
                 f"{run.elapsed_s:.1f} s; request p99 {run.latency_ms['p99']:.0f} ms; outcomes {run.outcomes})"
@@ -284,8 +279,7 @@ class Bench:
             "warmup_accepted": warm.accepted,
             "ledger_reserved_after": reserved,
             "ledger_metrics_delta": metrics,
-            "cpu_seconds": cpu,
-            "cpu_us_per_reservation": per_event(cpu, run.accepted),
+            **cpu,
         }
 
     def figure_read(self) -> None:
@@ -415,16 +409,6 @@ def metrics_delta(before: dict[str, float], after: dict[str, float]) -> dict[str
     if delta:
         print("    ledger /metrics during the run: " + ", ".join(f"{k} +{v:,.0f}" for k, v in delta.items()))
     return delta
-
-
-def print_cpu(cpu: dict[str, float] | None, events: int) -> None:
-    micros = per_event(cpu, events)
-    if cpu and micros:
-        parts = ", ".join(f"{part} {micros[part]:.0f}" for part in sorted(micros, key=lambda p: -micros[p]))
-        available = (os.cpu_count() or 1) * 1e6 * cpu["wall"] / events
-        print(
-            f"    CPU µs per reservation: {parts} (over {cpu['wall']:.1f} s; all cores give {available:.0f})"
-        )
 
 
 def ledger_command() -> list[str]:
