@@ -37,8 +37,13 @@ def _writer(ledger: Ledger) -> Writer:
 
 
 @pytest.fixture
-def two_instances(postgres: EmbeddedPostgres) -> Iterator[tuple[Ledger, Ledger]]:
-    url = postgres.create_database("optimistic")
+def database_url(postgres: EmbeddedPostgres) -> str:
+    return postgres.create_database("optimistic")
+
+
+@pytest.fixture
+def two_instances(database_url: str) -> Iterator[tuple[Ledger, Ledger]]:
+    url = database_url
     first = build_ledger(Settings(database_url=url, writer_optimistic=True))
     second = build_ledger(Settings(database_url=url, writer_optimistic=True))
     first.start()
@@ -108,3 +113,20 @@ def test_a_reservation_id_placed_elsewhere_is_not_placed_twice(two_instances: tu
     assert conflict.reason is RejectionReason.RESERVATION_CONFLICT
     [level] = first.levels(STORE, ["SKU-1"])
     assert level.level.reserved_units == 2
+
+
+def test_the_notification_sequence_follows_the_ids_a_one_statement_batch_gives(
+    two_instances: tuple[Ledger, Ledger], database_url: str
+) -> None:
+    """Batches give their rows' notification ids themselves; the sequence the library's own insert
+    path would draw from must be moved past them, or that path would reuse an id."""
+    import psycopg
+
+    first, _ = two_instances
+    first.submit_and_wait([_event("r1", "stock.receipt", [("SKU-1", 5)])])  # the ordinary way
+    won_before = _writer(first).optimistic_won
+    [sale] = first.submit_and_wait([_event("s1", "stock.sale", [("SKU-1", 1)])])
+    assert _writer(first).optimistic_won == won_before + 1
+    with psycopg.connect(database_url) as conn:
+        row = conn.execute("SELECT last_value FROM ledger_events_notification_id_seq").fetchone()
+    assert row is not None and row[0] == sale.position
