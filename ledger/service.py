@@ -175,15 +175,17 @@ class Ledger:
     def sku_totals(self, sku: str) -> tuple[Level, int, list[LevelView]]:
         with self.recorder.read_transaction() as tx:
             head = self.recorder.head(tx)
-            total, rows = queries.sku_across_stores(tx, sku)
-        level = (
-            Level(int(total["on_hand"]), int(total["reserved"]), int(total["incoming"])) if total else Level()
-        )
+            rows = queries.sku_across_stores(tx, sku)
         stores = [
             LevelView(row["store_id"], sku, level_from_row(row).level, head, row["updated_at"])
             for row in rows
         ]
-        return level, head, stores
+        total = Level(
+            sum(s.level.on_hand_units for s in stores),
+            sum(s.level.reserved_units for s in stores),
+            sum(s.level.incoming_units for s in stores),
+        )
+        return total, head, stores
 
     def history(self, where: HistoryFilter, limit: int) -> list[dict[str, Any]]:
         with self.recorder.read_transaction() as tx:

@@ -87,8 +87,13 @@ class StateCache:
                 self._clear(log_head)
                 return
             since = self.head
+            # The levels after each accepted line that changed one, oldest first (the last wins):
+            # the history holds them, indexed by position; the levels table is not (see schema.py).
             level_rows = tx.fetchall(
-                "SELECT * FROM ledger_levels WHERE position > %s AND position <= %s",
+                "SELECT store_id, sku, on_hand, reserved, incoming, position, recorded_at AS updated_at "
+                "FROM ledger_history WHERE position > %s AND position <= %s AND outcome = 'accepted' "
+                "AND (on_hand_delta <> 0 OR reserved_delta <> 0 OR incoming_delta <> 0) "
+                "ORDER BY position, line_no",
                 (since, log_head),
             )
             reservation_rows = tx.fetchall(

@@ -53,10 +53,9 @@ def position_at(tx: SqlTx, recorded_at: str) -> int:
     return int(row["position"]) if row else 0
 
 
-def sku_across_stores(tx: SqlTx, sku: str) -> tuple[Row | None, list[Row]]:
-    total = tx.fetchone("SELECT * FROM ledger_sku_totals WHERE sku = %s", (sku,))
-    stores = tx.fetchall("SELECT * FROM ledger_levels WHERE sku = %s ORDER BY store_id", (sku,))
-    return total, stores
+def sku_across_stores(tx: SqlTx, sku: str) -> list[Row]:
+    """Every store's level of one SKU (their sum is the SKU's total: the view ledger_totals)."""
+    return tx.fetchall("SELECT * FROM ledger_levels WHERE sku = %s ORDER BY store_id", (sku,))
 
 
 def history_page(tx: SqlTx, where: HistoryFilter, limit: int) -> list[Row]:

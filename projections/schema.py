@@ -9,7 +9,6 @@ text compares the instants, on both databases alike.
 
 PROJECTION_TABLES = (
     "ledger_levels",
-    "ledger_sku_totals",
     "ledger_history",
     "ledger_reservations",
     "ledger_event_keys",
@@ -26,14 +25,12 @@ DDL = (
         updated_at TEXT NOT NULL,
         PRIMARY KEY (store_id, sku))""",
     "CREATE INDEX IF NOT EXISTS ledger_levels_by_sku ON ledger_levels (sku, store_id)",
-    "CREATE INDEX IF NOT EXISTS ledger_levels_by_position ON ledger_levels (position)",
-    """CREATE TABLE IF NOT EXISTS ledger_sku_totals (
-        sku TEXT NOT NULL PRIMARY KEY,
-        on_hand BIGINT NOT NULL,
-        reserved BIGINT NOT NULL,
-        incoming BIGINT NOT NULL,
-        position BIGINT NOT NULL,
-        updated_at TEXT NOT NULL)""",
+    # No index on a level's position: an update that changes no indexed column is a HOT update on
+    # PostgreSQL (no index entries written). Caches catch up from the history instead, by position.
+    # Earlier versions had one, and a table of per-SKU totals (now summed from the levels when
+    # asked: the view below); dropped here so that an old database is brought up to date.
+    "DROP INDEX IF EXISTS ledger_levels_by_position",
+    "DROP TABLE IF EXISTS ledger_sku_totals",
     """CREATE TABLE IF NOT EXISTS ledger_history (
         position BIGINT NOT NULL,
         line_no INTEGER NOT NULL,
@@ -93,3 +90,17 @@ DDL = (
         shortfall TEXT,
         PRIMARY KEY (source, event_id))""",
 )
+
+# Totals per SKU across stores, for operators' SQL; the API sums the same rows (queries.py).
+# Written per database: PostgreSQL has no CREATE VIEW IF NOT EXISTS, SQLite no OR REPLACE.
+TOTALS_VIEW_SELECT = """ledger_totals AS SELECT sku, SUM(on_hand) AS on_hand,
+    SUM(reserved) AS reserved, SUM(incoming) AS incoming, MAX(position) AS position,
+    MAX(updated_at) AS updated_at FROM ledger_levels GROUP BY sku"""
+POSTGRES_DDL = (
+    *DDL,
+    f"CREATE OR REPLACE VIEW {TOTALS_VIEW_SELECT}",
+    # Room in each page for a level's next version: its update then stays a HOT update (measured:
+    # 2% of level updates were HOT with full pages). Applies to pages written from now on.
+    "ALTER TABLE ledger_levels SET (fillfactor = 50)",
+)
+SQLITE_DDL = (*DDL, f"CREATE VIEW IF NOT EXISTS {TOTALS_VIEW_SELECT}")

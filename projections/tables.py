@@ -103,23 +103,6 @@ _LEVELS = BulkInsert(
     position = excluded.position, updated_at = excluded.updated_at""",
 )
 
-_TOTALS = BulkInsert(
-    "totals",
-    "ledger_sku_totals",
-    [
-        ("sku", "text"),
-        ("on_hand", "bigint"),
-        ("reserved", "bigint"),
-        ("incoming", "bigint"),
-        ("position", "bigint"),
-        ("updated_at", "text"),
-    ],
-    """ON CONFLICT (sku) DO UPDATE SET on_hand = ledger_sku_totals.on_hand + excluded.on_hand,
-    reserved = ledger_sku_totals.reserved + excluded.reserved,
-    incoming = ledger_sku_totals.incoming + excluded.incoming,
-    position = excluded.position, updated_at = excluded.updated_at""",
-)
-
 _RESERVATION_COLUMNS = [
     ("store_id", "text"),
     ("reservation_id", "text"),
@@ -162,7 +145,7 @@ _KEYS = BulkInsert(
 
 # Every insert write_batch makes, in the order it makes them (a one-statement batch on PostgreSQL
 # calls a function made of these: ledger/storage/recorders.py).
-BATCH_INSERTS = (_HISTORY, _LEVELS, _TOTALS, _NEW_RESERVATIONS, _RESERVATIONS, _KEYS)
+BATCH_INSERTS = (_HISTORY, _LEVELS, _NEW_RESERVATIONS, _RESERVATIONS, _KEYS)
 
 
 def write_batch(tx: SqlTx, batch: ProjectionBatch) -> None:
@@ -183,7 +166,6 @@ def write_batch(tx: SqlTx, batch: ProjectionBatch) -> None:
             for (store_id, sku), (level, position, updated_at) in batch.levels.items()
         ],
     )
-    _TOTALS.run(tx, _total_rows(batch))
     rows = {
         key: _reservation_row(reservation, position)
         for key, (reservation, position) in batch.reservations.items()
@@ -255,23 +237,6 @@ def _history_row(
         *flags,
         *tail,
     )
-
-
-def _total_rows(batch: ProjectionBatch) -> list[tuple[object, ...]]:
-    totals: dict[str, list[int]] = {}
-    updated_at: dict[str, str] = {}
-    for recorded in batch.recorded:
-        if recorded.entry.outcome is not Outcome.ACCEPTED:
-            continue
-        for effect in recorded.entry.effects:
-            if effect.on_hand_delta or effect.reserved_delta or effect.incoming_delta:
-                total = totals.setdefault(effect.sku, [0, 0, 0, 0])
-                total[0] += effect.on_hand_delta
-                total[1] += effect.reserved_delta
-                total[2] += effect.incoming_delta
-                total[3] = recorded.position
-                updated_at[effect.sku] = recorded.recorded_at
-    return [(sku, t[0], t[1], t[2], t[3], updated_at[sku]) for sku, t in totals.items()]
 
 
 def _reservation_row(reservation: Reservation, position: int) -> tuple[object, ...]:

@@ -22,7 +22,7 @@ from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteDatastore
 from psycopg.sql import SQL
 
 from ledger.storage.sql import BulkInsert, SqlTx
-from projections.schema import DDL
+from projections.schema import POSTGRES_DDL, SQLITE_DDL
 from projections.tables import BATCH_INSERTS
 
 EVENTS_TABLE = "ledger_events"
@@ -81,6 +81,15 @@ _PG_BATCH_CALL = (
 )
 
 
+# An earlier version's function took other arguments: CREATE OR REPLACE would add an overload
+# next to it instead of replacing it. The current signature is left alone (running instances call it).
+_PG_DROP_OTHER_BATCH_FUNCTIONS = f"""DO $ledger$ DECLARE f regprocedure; BEGIN
+    FOR f IN SELECT oid::regprocedure FROM pg_proc WHERE proname = '{_PG_BATCH_FUNCTION}'
+        AND pronamespace = current_schema()::regnamespace AND pronargs <> {2 + len(_PG_BATCH_INSERTS)}
+    LOOP EXECUTE 'DROP FUNCTION ' || f; END LOOP;
+END $ledger$"""
+
+
 def _sql_text(statement: Any, conn: Any) -> str:
     return statement if isinstance(statement, str) else str(statement.as_string(conn))
 
@@ -133,7 +142,7 @@ class PostgresLedgerRecorder(_HeadAndClose, PostgresApplicationRecorder):
 
     def __init__(self, datastore: PostgresDatastore) -> None:
         super().__init__(datastore, events_table_name=EVENTS_TABLE)
-        self.sql_create_statements.extend(SQL(ddl) for ddl in DDL)  # type: ignore[misc]
+        self.sql_create_statements.extend(SQL(ddl) for ddl in POSTGRES_DDL)  # type: ignore[misc]
 
     def create_table(self) -> None:
         """The library's tables and ours, once, even when several instances start at once:
@@ -143,6 +152,7 @@ class PostgresLedgerRecorder(_HeadAndClose, PostgresApplicationRecorder):
             try:
                 super().create_table()
                 locks = [_sql_text(statement, conn) for statement in self.lock_table_statements]
+                conn.execute(_PG_DROP_OTHER_BATCH_FUNCTIONS.encode())
                 conn.execute(_pg_batch_function(locks, self.channel_name).encode())
             finally:
                 conn.execute("SELECT pg_advisory_unlock(%s)", (SCHEMA_LOCK_KEY,))
@@ -221,7 +231,7 @@ class SQLiteLedgerRecorder(_HeadAndClose, SQLiteApplicationRecorder):
         super().__init__(datastore, events_table_name=EVENTS_TABLE)
 
     def construct_create_table_statements(self) -> list[str]:
-        return [*super().construct_create_table_statements(), *DDL]
+        return [*super().construct_create_table_statements(), *SQLITE_DDL]
 
     @contextlib.contextmanager
     def write_transaction(self) -> Iterator[SqlTx]:

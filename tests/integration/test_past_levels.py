@@ -98,7 +98,7 @@ def test_a_skus_total_across_stores_is_the_sum_of_its_store_levels(database_url,
     }
     assert body["total"] == expected
     assert body["total"] == {"on_hand": 29, "reserved": 5, "available": 24, "incoming": 4}
-    recorded = db.query(database_url, "SELECT * FROM ledger_sku_totals WHERE sku = %s", (sku,))
+    recorded = db.query(database_url, "SELECT * FROM ledger_totals WHERE sku = %s", (sku,))
     assert [(r["on_hand"], r["reserved"], r["incoming"]) for r in recorded] == [(29, 5, 4)]
 
     with server.client() as client:

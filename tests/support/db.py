@@ -9,7 +9,6 @@ import psycopg
 
 PROJECTION_PRIMARY_KEYS = {
     "ledger_levels": ("store_id", "sku"),
-    "ledger_sku_totals": ("sku",),
     "ledger_history": ("position", "line_no"),
     "ledger_reservations": ("store_id", "reservation_id"),
     "ledger_event_keys": ("source", "event_id"),

@@ -1,0 +1,108 @@
+"""A database made by an earlier version is brought up to date on start, with nothing lost.
+
+Earlier versions kept a table of per-SKU totals and an index on a level's position, and on
+PostgreSQL their batch function took one argument more. Starting the ledger drops all three
+(the totals are now a view over the levels) and keeps every recorded row.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import UTC, datetime
+
+from support import db
+
+from ledger.bootstrap import build_ledger, intake_limits
+from ledger.config import Settings
+from ledger.domain.model import Outcome
+from ledger.intake.envelope import read_envelope
+
+OLD_DDL = (
+    """CREATE TABLE ledger_sku_totals (sku TEXT NOT NULL PRIMARY KEY, on_hand BIGINT NOT NULL,
+        reserved BIGINT NOT NULL, incoming BIGINT NOT NULL, position BIGINT NOT NULL,
+        updated_at TEXT NOT NULL)""",
+    "CREATE INDEX ledger_levels_by_position ON ledger_levels (position)",
+)
+OLD_PG_FUNCTION = """CREATE FUNCTION ledger_write_batch(bigint, bigint, jsonb, jsonb, jsonb, jsonb,
+    jsonb, jsonb, jsonb, jsonb) RETURNS bigint LANGUAGE sql AS 'SELECT 0::bigint'"""
+
+
+def _execute(database_url: str, statements: tuple[str, ...]) -> None:
+    if database_url.startswith("sqlite"):
+        conn = sqlite3.connect(db.sqlite_path(database_url))
+        try:
+            for statement in statements:
+                conn.execute(statement)
+            conn.commit()
+        finally:
+            conn.close()
+        return
+    import psycopg
+
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        for statement in statements:
+            conn.execute(statement.encode())
+
+
+def _objects(database_url: str) -> set[tuple[str, str]]:
+    if database_url.startswith("sqlite"):
+        rows = db.query(database_url, "SELECT type AS kind, name FROM sqlite_master")
+    else:
+        rows = db.query(
+            database_url,
+            "SELECT CASE relkind WHEN 'r' THEN 'table' WHEN 'i' THEN 'index' WHEN 'v' THEN 'view' END "
+            "AS kind, relname::text AS name FROM pg_class WHERE relnamespace = current_schema()::regnamespace",
+        )
+        rows += db.query(
+            database_url,
+            "SELECT 'function' AS kind, oid::regprocedure::text AS name FROM pg_proc "
+            "WHERE proname = 'ledger_write_batch'",
+        )
+    return {(row["kind"], row["name"]) for row in rows}
+
+
+def _receipt(event_id: str, sku: str, qty: int) -> object:
+    document = {
+        "specversion": "1.0",
+        "id": event_id,
+        "source": "tests/upgrade",
+        "type": "stock.receipt",
+        "time": datetime.now(UTC).isoformat(),
+        "subject": "store-1",
+        "data": {"lines": [{"sku": sku, "qty": qty}]},
+    }
+    return read_envelope(document, intake_limits(Settings()))
+
+
+def test_an_old_schema_is_brought_up_to_date_and_keeps_its_rows(database_url: str) -> None:
+    ledger = build_ledger(Settings(database_url=database_url))
+    ledger.start()
+    try:
+        [first] = ledger.submit_and_wait([_receipt("e1", "SKU-1", 5)])  # type: ignore[list-item]
+        assert first.outcome is Outcome.ACCEPTED
+    finally:
+        ledger.stop()
+    old = OLD_DDL if database_url.startswith("sqlite") else (*OLD_DDL, OLD_PG_FUNCTION)
+    _execute(database_url, old)
+    before = _objects(database_url)
+    assert ("table", "ledger_sku_totals") in before
+    assert ("index", "ledger_levels_by_position") in before
+
+    ledger = build_ledger(Settings(database_url=database_url))
+    ledger.start()
+    try:
+        [second] = ledger.submit_and_wait([_receipt("e2", "SKU-1", 2)])  # type: ignore[list-item]
+        assert second.outcome is Outcome.ACCEPTED
+    finally:
+        ledger.stop()
+
+    after = _objects(database_url)
+    assert ("table", "ledger_sku_totals") not in after
+    assert ("index", "ledger_levels_by_position") not in after
+    assert ("view", "ledger_totals") in after
+    if not database_url.startswith("sqlite"):
+        functions = [name for kind, name in after if kind == "function"]
+        assert len(functions) == 1, functions  # the old overload is gone, the current one is there
+    assert db.scalar(database_url, "SELECT COUNT(*) FROM ledger_events") == 2
+    totals = db.query(database_url, "SELECT on_hand, reserved FROM ledger_totals WHERE sku = 'SKU-1'")
+    assert [(row["on_hand"], row["reserved"]) for row in totals] == [(7, 0)]
