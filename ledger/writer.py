@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from ledger.clock import utc_now, utc_text
 from ledger.domain.model import (
@@ -60,7 +61,48 @@ class EventResult:
     position: int | None = None
     original: Original | None = None
 
-    __reduce__ = _reduce
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        """Plain values, as StockEvent's (every answer crosses back from the writer process)."""
+        original = self.original
+        return (
+            _result_from_values,
+            (
+                self.event_id,
+                self.source,
+                self.store_id,
+                self.outcome.value,
+                self.reason.value if self.reason else None,
+                tuple((s.sku, s.requested_units, s.available_units) for s in self.shortfall),
+                self.position,
+                None
+                if original is None
+                else (original.outcome.value, original.reason.value if original.reason else None, original.position),
+            ),
+        )
+
+
+def _result_from_values(
+    event_id: str,
+    source: str,
+    store_id: str,
+    outcome: str,
+    reason: str | None,
+    shortfall: tuple[tuple[str, int, int], ...],
+    position: int | None,
+    original: tuple[str, str | None, int] | None,
+) -> EventResult:
+    return EventResult(
+        event_id,
+        source,
+        store_id,
+        Outcome(outcome),
+        RejectionReason(reason) if reason else None,
+        tuple(Shortfall(*s) for s in shortfall),
+        position,
+        None
+        if original is None
+        else Original(Outcome(original[0]), RejectionReason(original[1]) if original[1] else None, original[2]),
+    )
 
 
 Done = Callable[[list[EventResult] | BaseException], None]
@@ -407,13 +449,13 @@ class Writer:
             if held.placed_at_position < 0:  # placed in this batch: now its position is known
                 held.placed_at_position = positions[-held.placed_at_position - 1]
         write_batch(tx, batch)
+        # The batch's own objects go to the cache, not copies: this batch's state is not used
+        # again once it is recorded (every batch starts from copies of the cache's values).
         installed_levels = {
-            key: CachedLevel(level.copy(), position, updated_at)
+            key: CachedLevel(level, position, updated_at)
             for key, (level, position, updated_at) in batch.levels.items()
         }
-        installed_reservations = {
-            key: (held.copy(), position) for key, (held, position) in batch.reservations.items()
-        }
+        installed_reservations = dict(batch.reservations)
         return positions, Commit(
             installed_levels, installed_reservations, versions, positions[0], positions[-1]
         )

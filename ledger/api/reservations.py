@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
+import os
 from typing import Any
 
 import orjson
@@ -54,7 +54,9 @@ def _event(store: str, event_type: str, data: dict[str, Any], limits: IntakeLimi
     """The body as a ledger event; field errors are named as the caller wrote them."""
     envelope = {
         "specversion": "1.0",
-        "id": uuid.uuid4().hex,  # every request is its own event; the reservation id makes it idempotent
+        # Every request is its own event; the reservation id makes it idempotent. 128 random bits,
+        # as a uuid4's hex, without building the UUID object (measured in the request's profile).
+        "id": os.urandom(16).hex(),
         "source": REST_SOURCE,
         "type": event_type,
         "time": utc_now().isoformat(),

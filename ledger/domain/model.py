@@ -88,12 +88,46 @@ class StockEvent:
     reason: str | None = None
     expires_at: datetime | None = None
 
-    __reduce__ = _reduce
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        """Pickled as plain values (every event crosses to the writer process): the generic form
+        pickled each Line and the enum by reference, 17 µs an event against 7 µs for this."""
+        return (
+            _event_from_values,
+            (
+                self.event_id,
+                self.source,
+                self.type.value,
+                self.time,
+                self.store_id,
+                tuple((line.sku, line.qty_units) for line in self.lines),
+                self.order_id,
+                self.reservation_id,
+                self.reference,
+                self.transfer_id,
+                self.to_store,
+                self.reason,
+                self.expires_at,
+            ),
+        )
 
     @property
     def key(self) -> tuple[str, str]:
         """(source, id) identifies an event, as CloudEvents defines."""
         return (self.source, self.event_id)
+
+
+def _event_from_values(
+    event_id: str,
+    source: str,
+    type_: str,
+    time: datetime,
+    store_id: str,
+    lines: tuple[tuple[str, int], ...],
+    *optional: Any,
+) -> StockEvent:
+    return StockEvent(
+        event_id, source, EventType(type_), time, store_id, tuple(Line(sku, qty) for sku, qty in lines), *optional
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,69 @@
+"""What crosses between the HTTP workers and the writer process comes back equal (pickled as values)."""
+
+from __future__ import annotations
+
+import pickle
+from datetime import UTC, datetime, timedelta
+
+from ledger.domain.model import EventType, Line, Outcome, RejectionReason, Shortfall, StockEvent
+from ledger.writer import EventResult, Original
+
+NOW = datetime(2026, 11, 22, 7, 15, tzinfo=UTC)
+
+
+def _round_trip(value: object) -> object:
+    return pickle.loads(pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL))
+
+
+def test_an_event_with_every_field_comes_back_equal() -> None:
+    event = StockEvent(
+        event_id="e-1",
+        source="pos/till-3",
+        type=EventType.TRANSFER,
+        time=NOW,
+        store_id="store-1",
+        lines=(Line("SKU-1", 6), Line("SKU-2", 1)),
+        order_id="o-1",
+        reservation_id="r-1",
+        reference="ref",
+        transfer_id="t-1",
+        to_store="store-2",
+        reason="damaged",
+        expires_at=NOW + timedelta(minutes=15),
+    )
+    back = _round_trip(event)
+    assert back == event
+    assert isinstance(back, StockEvent) and back.type is EventType.TRANSFER
+    assert all(isinstance(line, Line) for line in back.lines)
+
+
+def test_an_event_without_lines_or_optional_fields_comes_back_equal() -> None:
+    event = StockEvent("e-2", "ledger/http", EventType.RESERVATION_RELEASE, NOW, "store-1", (), reservation_id="r")
+    assert _round_trip(event) == event
+
+
+def test_results_of_every_kind_come_back_equal() -> None:
+    results = [
+        EventResult("e-1", "s", "store-1", Outcome.ACCEPTED, position=7),
+        EventResult(
+            "e-2",
+            "s",
+            "store-1",
+            Outcome.REJECTED,
+            RejectionReason.INSUFFICIENT_STOCK,
+            (Shortfall("SKU-1", 3, 1), Shortfall("SKU-2", 2, 0)),
+            position=8,
+        ),
+        EventResult("e-3", "s", "store-1", Outcome.DUPLICATE, original=Original(Outcome.ACCEPTED, None, 7)),
+        EventResult(
+            "e-4",
+            "s",
+            "store-1",
+            Outcome.DUPLICATE,
+            original=Original(Outcome.REJECTED, RejectionReason.RESERVATION_CONFLICT, 9),
+        ),
+    ]
+    back = _round_trip(results)
+    assert back == results
+    assert back[1].reason is RejectionReason.INSUFFICIENT_STOCK
+    assert back[3].original.reason is RejectionReason.RESERVATION_CONFLICT
