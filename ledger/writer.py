@@ -76,7 +76,11 @@ class EventResult:
                 self.position,
                 None
                 if original is None
-                else (original.outcome.value, original.reason.value if original.reason else None, original.position),
+                else (
+                    original.outcome.value,
+                    original.reason.value if original.reason else None,
+                    original.position,
+                ),
             ),
         )
 
@@ -101,7 +105,9 @@ def _result_from_values(
         position,
         None
         if original is None
-        else Original(Outcome(original[0]), RejectionReason(original[1]) if original[1] else None, original[2]),
+        else Original(
+            Outcome(original[0]), RejectionReason(original[1]) if original[1] else None, original[2]
+        ),
     )
 
 

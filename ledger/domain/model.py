@@ -126,7 +126,13 @@ def _event_from_values(
     *optional: Any,
 ) -> StockEvent:
     return StockEvent(
-        event_id, source, EventType(type_), time, store_id, tuple(Line(sku, qty) for sku, qty in lines), *optional
+        event_id,
+        source,
+        EventType(type_),
+        time,
+        store_id,
+        tuple(Line(sku, qty) for sku, qty in lines),
+        *optional,
     )
 
 

@@ -51,7 +51,8 @@ def _objects(database_url: str) -> set[tuple[str, str]]:
         rows = db.query(
             database_url,
             "SELECT CASE relkind WHEN 'r' THEN 'table' WHEN 'i' THEN 'index' WHEN 'v' THEN 'view' END "
-            "AS kind, relname::text AS name FROM pg_class WHERE relnamespace = current_schema()::regnamespace",
+            "AS kind, relname::text AS name FROM pg_class "
+            "WHERE relnamespace = current_schema()::regnamespace",
         )
         rows += db.query(
             database_url,

@@ -38,7 +38,9 @@ def test_an_event_with_every_field_comes_back_equal() -> None:
 
 
 def test_an_event_without_lines_or_optional_fields_comes_back_equal() -> None:
-    event = StockEvent("e-2", "ledger/http", EventType.RESERVATION_RELEASE, NOW, "store-1", (), reservation_id="r")
+    event = StockEvent(
+        "e-2", "ledger/http", EventType.RESERVATION_RELEASE, NOW, "store-1", (), reservation_id="r"
+    )
     assert _round_trip(event) == event
 
 
