@@ -72,6 +72,7 @@ class StateCache:
         self.lock = threading.Lock()
         self.wake = threading.Event()  # set when the cache knows it missed commits
         self.head = 0
+        self.generation = 0  # counts the times the cache was emptied (Writer.send checks it)
         self.levels: OrderedDict[tuple[str, str], CachedLevel] = OrderedDict()
         self.reservations: OrderedDict[tuple[str, str], tuple[Reservation, int]] = OrderedDict()
         self.store_versions: dict[str, int] = {}
@@ -114,6 +115,7 @@ class StateCache:
             self._clear(head)
 
     def _clear(self, head: int) -> None:
+        self.generation += 1
         self.levels.clear()
         self.reservations.clear()
         self.store_versions.clear()

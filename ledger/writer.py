@@ -34,7 +34,7 @@ from ledger.domain.model import (
 from ledger.domain.rules import LedgerState, apply, decide, expire
 from ledger.state_cache import CachedLevel, Commit, StateCache, reservation_from_row
 from ledger.storage.codec import encode
-from ledger.storage.recorders import LedgerRecorder
+from ledger.storage.recorders import LedgerRecorder, SentBatch
 from ledger.storage.sql import Deferred, SqlTx
 from projections.tables import ProjectionBatch, RecordedEntry, write_batch
 
@@ -169,6 +169,22 @@ class _Prepared:
     @property
     def last_position(self) -> int:
         return self.positions[-1] if self.positions else self.work.head
+
+
+@dataclass(slots=True)
+class Ready:
+    """A batch decided and encoded, not yet sent."""
+
+    batch: list[Submission]
+    events: list[StockEvent]
+    prepared: _Prepared
+    generation: int  # the cache's, when it was decided
+
+
+@dataclass(slots=True)
+class InFlight:
+    ready: Ready
+    sent: SentBatch
 
 
 class Writer:
@@ -326,6 +342,66 @@ class Writer:
             return None
         self.optimistic_won += 1
         return prepared.work, prepared.pending, prepared.positions, prepared.committed
+
+    # -- one batch in flight (the writer process: ledger/writer_process.py) ----------------------
+    #
+    # The optimistic batch, split in three so that the next batch is decided while PostgreSQL
+    # records this one: `prepare` decides (from memory, on top of a batch still in flight),
+    # `send` sends the statement without waiting and puts the batch's effects in this writer's
+    # cache at once, `land` waits and answers. The next batch is sent only after `land` said the
+    # one before committed: its head check would not catch a failed predecessor otherwise (another
+    # writer could have recorded just as many entries). A batch in flight that fails (a lost bet,
+    # or anything else) empties the cache, which held its effects, and is recorded the ordinary way;
+    # what was decided on top of it is decided again. Only a cache nobody else reads may hold
+    # effects not yet committed: the writer process's own (the HTTP workers hear of a batch only
+    # once it has committed, through on_commit).
+
+    def prepare(self, batch: list[Submission]) -> Ready | None:
+        """Decides a batch from memory; None when it must be recorded the ordinary way."""
+        if not self.recorder.one_statement_batches or not self.limits.optimistic:
+            return None
+        events = [event for submission in batch for event in submission.events]
+        generation = self.cache.generation
+        prepared = self._prepare(events, utc_text(utc_now()))
+        return None if prepared is None else Ready(batch, events, prepared, generation)
+
+    def send(self, ready: Ready) -> InFlight | None:
+        """Sends a prepared batch; None when it could not be sent (nothing was recorded)."""
+        prepared = ready.prepared
+        if ready.generation != self.cache.generation or prepared.head != self.cache.head:
+            return None  # decided on top of something the cache no longer holds
+        try:
+            sent = self.recorder.send_collected(prepared.collected, prepared.head, prepared.last_position)
+        except Exception as error:  # noqa: BLE001 - recorded the ordinary way by the caller
+            log.warning("could not send a batch, recording it the ordinary way: %s", error)
+            return None
+        self.cache.install(prepared.committed)  # not yet committed: see above
+        return InFlight(ready, sent)
+
+    def land(self, flight: InFlight) -> bool:
+        """Waits for a batch in flight and answers its callers; False when it failed and was
+        recorded the ordinary way instead."""
+        ready = flight.ready
+        prepared = ready.prepared
+        try:
+            flight.sent.wait()
+        except Exception as error:  # noqa: BLE001 - the ordinary way decides again from the database
+            self.cache.clear(0)
+            if self.recorder.lost_optimistic_bet(error):
+                self.optimistic_lost += 1
+            else:
+                log.warning("a batch in flight failed, recording it the ordinary way: %s", error)
+            self._process(ready.batch)
+            return False
+        self.optimistic_won += 1
+        self.batches_committed += 1
+        self._published(prepared.committed)
+        answers = _answers(
+            ready.batch, ready.events, prepared.pending, prepared.positions, prepared.work.entries
+        )
+        for submission, result in zip(ready.batch, answers, strict=True):
+            submission.done(result)
+        return True
 
     def _prepare(self, events: list[StockEvent], recorded_at: str) -> _Prepared | None:
         """Decides a batch from memory alone and encodes it as one statement's arguments; None
@@ -512,6 +588,9 @@ class Writer:
 
     def _committed(self, committed: Commit) -> None:
         self.cache.install(committed)
+        self._published(committed)
+
+    def _published(self, committed: Commit) -> None:
         if self.on_commit is not None and committed.head >= committed.first_position:
             self.on_commit(committed)
 

@@ -33,7 +33,7 @@ from typing import Any
 
 from ledger.domain.model import StockEvent
 from ledger.state_cache import CachedLevel, Commit, StateCache
-from ledger.writer import EventResult, Submission, Writer, WriterUnavailable
+from ledger.writer import EventResult, InFlight, Submission, Writer, WriterUnavailable
 
 log = logging.getLogger("ledger.writer_process")
 
@@ -116,22 +116,50 @@ class WriterServer:
         self.selector.register(listener, selectors.EVENT_READ, None)
 
     def run(self) -> None:
+        """Reads requests, records them in batches, answers. With a batch in flight (sent, not yet
+        confirmed), the next one is decided meanwhile and sent once the first has committed
+        (Writer.prepare/send/land): the writer's Python and PostgreSQL's work overlap."""
         pending: list[tuple[_Client, int, list[StockEvent]]] = []
-        while not self.stopping:
-            timeout = 0 if pending else self.writer.limits.expiry_interval_s
+        flight: InFlight | None = None
+        while True:
+            timeout = 0 if pending or flight else self.writer.limits.expiry_interval_s
             for key, _ in self.selector.select(timeout):
                 if key.data is None:
                     self._accept(key.fileobj)  # type: ignore[arg-type]
                 else:
                     self._read(key.data, pending)
-            if pending:
-                pending = self._process(pending)
+            if flight is not None:
+                taken, pending = self._take(pending)
+                ready = self.writer.prepare(taken) if taken else None  # on top of the one in flight
+                landed = self.writer.land(flight)
                 self._flush()  # answer before anything else: callers are waiting
-            self.writer._maybe_expire()
+                flight = None
+                if taken:
+                    if landed and ready is not None:
+                        flight = self.writer.send(ready)
+                    if flight is None:
+                        flight = self._begin(taken)
+                continue
+            if self.stopping:
+                break
+            if pending:
+                taken, pending = self._take(pending)
+                flight = self._begin(taken)
+                self._flush()
+                continue
+            self.writer._maybe_expire()  # never with a batch in flight: the cache holds its effects
             self._flush()
             if self.parent_pid is not None and os.getppid() != self.parent_pid:
                 log.warning("the serving process is gone; the writer stops")
                 break
+
+    def _begin(self, batch: list[Submission]) -> InFlight | None:
+        """Sends a batch decided from memory, or records it the ordinary way (then None)."""
+        ready = self.writer.prepare(batch)
+        flight = self.writer.send(ready) if ready is not None else None
+        if flight is None:
+            self.writer._process(batch)
+        return flight
 
     def _accept(self, listener: socket.socket) -> None:
         sock, _ = listener.accept()
@@ -166,10 +194,10 @@ class WriterServer:
             del client.inbox[: FRAME.size + length]
             pending.append((client, request_id, events))
 
-    def _process(
+    def _take(
         self, pending: list[tuple[_Client, int, list[StockEvent]]]
-    ) -> list[tuple[_Client, int, list[StockEvent]]]:
-        """Records up to batch_events_max events of what is pending; returns the rest."""
+    ) -> tuple[list[Submission], list[tuple[_Client, int, list[StockEvent]]]]:
+        """Up to batch_events_max events of what is pending, as one batch; and the rest."""
         taken = 0
         count = 0
         for _, _, events in pending:
@@ -177,11 +205,11 @@ class WriterServer:
                 break
             count += len(events)
             taken += 1
-        submissions = []
-        for client, request_id, events in pending[:taken]:
-            submissions.append(Submission(events, _reply_to(client, request_id)))
-        self.writer._process(submissions)
-        return pending[taken:]
+        submissions = [
+            Submission(events, _reply_to(client, request_id))
+            for client, request_id, events in pending[:taken]
+        ]
+        return submissions, pending[taken:]
 
     def _flush(self) -> None:
         commits, self._commits = self._commits, []

@@ -39,6 +39,7 @@ class LedgerRecorder(Protocol):
     one_statement_batches: bool
 
     def write_collected(self, collected: dict[str, str], head: int, last_position: int) -> None: ...
+    def send_collected(self, collected: dict[str, str], head: int, last_position: int) -> SentBatch: ...
     def lost_optimistic_bet(self, error: Exception) -> bool: ...
 
     def write_transaction(self) -> contextlib.AbstractContextManager[SqlTx]: ...
@@ -88,6 +89,45 @@ _PG_DROP_OTHER_BATCH_FUNCTIONS = f"""DO $ledger$ DECLARE f regprocedure; BEGIN
         AND pronamespace = current_schema()::regnamespace AND pronargs <> {2 + len(_PG_BATCH_INSERTS)}
     LOOP EXECUTE 'DROP FUNCTION ' || f; END LOOP;
 END $ledger$"""
+
+
+_PG_BATCH_CALL_RAW = (
+    f"SELECT {_PG_BATCH_FUNCTION}($1::bigint, $2::bigint, "
+    + ", ".join(f"${n}::jsonb" for n in range(3, 3 + len(_PG_BATCH_INSERTS)))
+    + ") AS last_position"
+).encode()
+
+
+class SentBatch:
+    """A one-statement batch on its way (PostgresLedgerRecorder.send_collected)."""
+
+    def __init__(self, pgconn: Any, stack: contextlib.ExitStack) -> None:
+        self._pgconn = pgconn
+        self._stack = stack
+
+    def wait(self) -> None:
+        """Until the server has recorded it, or failed it: raises psycopg's error for its
+        SQLSTATE (SerializationFailure for a moved head, as write_collected would)."""
+        try:
+            error: psycopg.Error | None = None
+            while (result := self._pgconn.get_result()) is not None:
+                if result.status == psycopg.pq.ExecStatus.FATAL_ERROR and error is None:
+                    sqlstate = (result.error_field(psycopg.pq.DiagnosticField.SQLSTATE) or b"").decode()
+                    message = (result.error_message or b"").decode(errors="replace").strip()
+                    error = _error_for(sqlstate, message)
+            if error is None and self._pgconn.status != psycopg.pq.ConnStatus.OK:
+                error = psycopg.OperationalError("the connection was lost while the batch was recorded")
+            if error is not None:
+                raise error
+        finally:
+            self._stack.close()
+
+
+def _error_for(sqlstate: str, message: str) -> psycopg.Error:
+    try:
+        return psycopg.errors.lookup(sqlstate)(message)
+    except KeyError:
+        return psycopg.DatabaseError(f"{message} (SQLSTATE {sqlstate!r})")
 
 
 def _sql_text(statement: Any, conn: Any) -> str:
@@ -166,6 +206,28 @@ class PostgresLedgerRecorder(_HeadAndClose, PostgresApplicationRecorder):
         with self.datastore.get_connection() as conn:
             conn.execute(_PG_BATCH_CALL, (head, last_position, *arguments), prepare=True)
 
+    def send_collected(self, collected: dict[str, str], head: int, last_position: int) -> SentBatch:
+        """The same statement, sent without waiting for it: the caller decides its next batch
+        while the server records this one, then waits (`SentBatch.wait`)."""
+        arguments = [collected.get(insert.name, "[]").encode() for insert in _PG_BATCH_INSERTS]
+        stack = contextlib.ExitStack()
+        conn = stack.enter_context(self.datastore.get_connection())
+        try:
+            pgconn = conn.pgconn
+            # psycopg keeps its connections non-blocking; sent blocking, the whole statement is on
+            # its way before this returns (a batch's arguments can be megabytes).
+            pgconn.nonblocking = 0
+            try:
+                pgconn.send_query_params(
+                    _PG_BATCH_CALL_RAW, [str(head).encode(), str(last_position).encode(), *arguments]
+                )
+            finally:
+                pgconn.nonblocking = 1
+        except BaseException:
+            stack.close()
+            raise
+        return SentBatch(pgconn, stack)
+
     def lost_optimistic_bet(self, error: Exception) -> bool:
         """The head moved, or an id was not new. The library's datastore re-raises psycopg's
         errors as its own (IntegrityError, OperationalError), with psycopg's as the cause."""
@@ -222,6 +284,9 @@ class SQLiteLedgerRecorder(_HeadAndClose, SQLiteApplicationRecorder):
     one_statement_batches = False  # in-process reads cost nothing: always read first
 
     def write_collected(self, collected: dict[str, str], head: int, last_position: int) -> None:
+        raise NotImplementedError("SQLite batches are recorded the ordinary way")
+
+    def send_collected(self, collected: dict[str, str], head: int, last_position: int) -> SentBatch:
         raise NotImplementedError("SQLite batches are recorded the ordinary way")
 
     def lost_optimistic_bet(self, error: Exception) -> bool:

@@ -1,0 +1,179 @@
+"""A batch decided while the one before it is still being recorded (the writer process's loop).
+
+The writer sends a batch, decides the next one on top of it from memory, and sends that one only
+once the first has committed. These tests drive the three steps (prepare, send, land) by hand on
+a real PostgreSQL, with a second instance writing in between where it hurts most.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+import pytest
+from support.postgres import EmbeddedPostgres
+
+from ledger.bootstrap import build_ledger, build_writer, intake_limits
+from ledger.config import Settings
+from ledger.domain.model import Outcome, RejectionReason, StockEvent
+from ledger.intake.envelope import read_envelope
+from ledger.service import Ledger
+from ledger.writer import EventResult, Submission, Writer
+
+STORE = "store-1"
+
+
+def _event(event_id: str, event_type: str, lines: list[tuple[str, int]], **data: object) -> StockEvent:
+    document = {
+        "specversion": "1.0",
+        "id": event_id,
+        "source": "tests/in-flight",
+        "type": event_type,
+        "time": datetime.now(UTC).isoformat(),
+        "subject": STORE,
+        "data": {"lines": [{"sku": sku, "qty": qty} for sku, qty in lines], **data},
+    }
+    return read_envelope(document, intake_limits(Settings()))
+
+
+class Answers:
+    def __init__(self) -> None:
+        self.results: list[list[EventResult] | BaseException] = []
+
+    def submission(self, *events: StockEvent) -> list[Submission]:
+        return [Submission(list(events), self.results.append)]
+
+    def only(self) -> EventResult:
+        [answer] = self.results
+        assert not isinstance(answer, BaseException), answer
+        [result] = answer
+        return result
+
+
+@pytest.fixture
+def database_url(postgres: EmbeddedPostgres) -> str:
+    return postgres.create_database("in_flight")
+
+
+@pytest.fixture
+def writer_and_other(database_url: str) -> Iterator[tuple[Writer, Ledger]]:
+    """A writer driven by hand, and another instance writing to the same database."""
+    writer = build_writer(Settings(database_url=database_url, writer_optimistic=True))
+    other = build_ledger(Settings(database_url=database_url))
+    other.start()
+    try:
+        yield writer, other
+    finally:
+        other.stop()
+        writer.recorder.close()
+
+
+def _warm(writer: Writer) -> None:
+    """5 units, in two entries, so that the writer's memory holds the SKU and the store."""
+    for event in (
+        _event("r1", "stock.receipt", [("SKU-1", 4)]),
+        _event("warm", "stock.adjustment", [("SKU-1", 1)], reason="found"),
+    ):
+        answers = Answers()
+        writer._process(answers.submission(event))
+        assert answers.only().outcome is Outcome.ACCEPTED
+
+
+def _level(writer: Writer) -> tuple[int, int]:
+    with writer.recorder.read_transaction() as tx:
+        row = tx.fetchone(
+            "SELECT on_hand, reserved FROM ledger_levels WHERE store_id = %s AND sku = %s", (STORE, "SKU-1")
+        )
+    assert row is not None
+    return int(row["on_hand"]), int(row["reserved"])
+
+
+def test_the_next_batch_is_decided_on_top_of_the_one_in_flight(
+    writer_and_other: tuple[Writer, Ledger],
+) -> None:
+    writer, _ = writer_and_other
+    _warm(writer)
+    first, second = Answers(), Answers()
+    ready_a = writer.prepare(
+        first.submission(_event("a", "stock.reservation", [("SKU-1", 3)], reservation_id="A"))
+    )
+    assert ready_a is not None
+    flight_a = writer.send(ready_a)
+    assert flight_a is not None
+    # Decided while A is in flight: only 2 of the 5 units are left once A counts.
+    ready_b = writer.prepare(
+        second.submission(_event("b", "stock.reservation", [("SKU-1", 3)], reservation_id="B"))
+    )
+    assert ready_b is not None
+    assert writer.land(flight_a)
+    assert first.only().outcome is Outcome.ACCEPTED
+    flight_b = writer.send(ready_b)
+    assert flight_b is not None
+    assert writer.land(flight_b)
+    refused = second.only()
+    assert refused.outcome is Outcome.REJECTED
+    assert refused.reason is RejectionReason.INSUFFICIENT_STOCK
+    assert refused.position == first.only().position + 1  # type: ignore[operator]
+    assert _level(writer) == (5, 3)
+
+
+def test_a_write_between_two_batches_makes_the_second_lose_its_bet(
+    writer_and_other: tuple[Writer, Ledger],
+) -> None:
+    writer, other = writer_and_other
+    _warm(writer)
+    first, second = Answers(), Answers()
+    ready_a = writer.prepare(
+        first.submission(_event("a", "stock.reservation", [("SKU-1", 2)], reservation_id="A"))
+    )
+    assert ready_a is not None
+    flight_a = writer.send(ready_a)
+    assert flight_a is not None
+    ready_b = writer.prepare(
+        second.submission(_event("b", "stock.reservation", [("SKU-1", 3)], reservation_id="B"))
+    )
+    assert ready_b is not None  # decided with 3 units left
+    assert writer.land(flight_a)
+    # A till sells one unit through another instance before B goes out: only 2 are left.
+    [sold] = other.submit_and_wait([_event("pos", "stock.pos_sale", [("SKU-1", 1)])])
+    assert sold.outcome is Outcome.ACCEPTED
+    lost_before = writer.optimistic_lost
+    flight_b = writer.send(ready_b)
+    assert flight_b is not None
+    assert not writer.land(flight_b)  # the head moved: recorded the ordinary way
+    assert writer.optimistic_lost == lost_before + 1
+    refused = second.only()
+    assert refused.outcome is Outcome.REJECTED
+    assert refused.reason is RejectionReason.INSUFFICIENT_STOCK
+    assert _level(writer) == (4, 2)
+
+
+def test_what_was_decided_on_top_of_a_failed_batch_is_never_sent(
+    writer_and_other: tuple[Writer, Ledger],
+) -> None:
+    writer, other = writer_and_other
+    _warm(writer)
+    first, second = Answers(), Answers()
+    ready_a = writer.prepare(
+        first.submission(_event("a", "stock.reservation", [("SKU-1", 3)], reservation_id="A"))
+    )
+    assert ready_a is not None
+    # Another instance sells 2 units after A was decided: A's bet is lost before it is sent.
+    [sold] = other.submit_and_wait([_event("pos", "stock.pos_sale", [("SKU-1", 2)])])
+    assert sold.outcome is Outcome.ACCEPTED
+    flight_a = writer.send(ready_a)
+    assert flight_a is not None
+    # B is decided on top of A as this writer believes it: 5 - 3 = 2 left, so 1 unit fits.
+    ready_b = writer.prepare(
+        second.submission(_event("b", "stock.reservation", [("SKU-1", 1)], reservation_id="B"))
+    )
+    assert ready_b is not None
+    assert not writer.land(flight_a)  # recorded the ordinary way: 3 of the 3 units left
+    assert first.only().outcome is Outcome.ACCEPTED
+    # B's decision rested on a state that never was: it must not go out as decided.
+    assert writer.send(ready_b) is None
+    writer._process(ready_b.batch)
+    refused = second.only()
+    assert refused.outcome is Outcome.REJECTED
+    assert refused.reason is RejectionReason.INSUFFICIENT_STOCK
+    assert _level(writer) == (3, 3)
