@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+
 from ledger.config import Settings
 from ledger.intake.envelope import IntakeLimits
 from ledger.service import Ledger, WriterPort
@@ -61,3 +63,16 @@ def build_ledger(settings: Settings) -> Ledger:
 
 def intake_limits(settings: Settings) -> IntakeLimits:
     return IntakeLimits(lines_per_event_max=settings.lines_per_event_max, units=dict(settings.units))
+
+
+# Python's defaults are (700, 10, 10).
+GC_THRESHOLDS = (50_000, 20, 100)
+
+
+def tune_gc() -> None:
+    """Fewer runs of the cyclic garbage collector in the serving processes. Their caches hold
+    hundreds of thousands of long-lived objects, and every full collection walks them all: with
+    the defaults that was some 15% of the writer's CPU on 1,000-event batches (54.7 against
+    46.5 µs an event, measured in-process). Reference counting still frees everything that is
+    not in a cycle at once, which is nearly everything here."""
+    gc.set_threshold(*GC_THRESHOLDS)

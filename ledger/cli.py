@@ -18,7 +18,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
     from ledger.api.app import create_asgi
-    from ledger.bootstrap import build_ledger, intake_limits
+    from ledger.bootstrap import build_ledger, intake_limits, tune_gc
 
     if args.host:
         settings.http_host = args.host
@@ -51,6 +51,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
             uvicorn.run("ledger.api.asgi:create", factory=True, workers=workers, **common)
             return 0
         sys.setswitchinterval(settings.gil_switch_interval_ms / 1000)
+        tune_gc()
         if writer is not None:
             os.nice(settings.http_nice)
         ledger = build_ledger(settings)

@@ -237,11 +237,12 @@ def _reply_to(client: _Client, request_id: int) -> Callable[[list[EventResult] |
 
 def writer_main(socket_path: str, parent_pid: int, ready: Any) -> None:
     """The writer process: builds its own recorder and cache from the environment's settings."""
-    from ledger.bootstrap import build_writer
+    from ledger.bootstrap import build_writer, tune_gc
     from ledger.config import Settings
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = Settings()
+    tune_gc()
     writer = build_writer(settings)
     server = WriterServer(writer, socket_path, settings.writer_batch_events_max, parent_pid)
     # Ctrl+C reaches the whole process group: the serving process decides when the writer stops.
