@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import pickle
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 
 from ledger.domain.model import EventType, Line, Outcome, RejectionReason, Shortfall, StockEvent
 from ledger.writer import EventResult, Original
 
 NOW = datetime(2026, 11, 22, 7, 15, tzinfo=UTC)
+MOSCOW = timezone(timedelta(hours=3))
 
 
 def _round_trip(value: object) -> object:
@@ -20,7 +21,7 @@ def test_an_event_with_every_field_comes_back_equal() -> None:
         event_id="e-1",
         source="pos/till-3",
         type=EventType.TRANSFER,
-        time=NOW,
+        time=NOW.astimezone(MOSCOW).replace(microsecond=123456),
         store_id="store-1",
         lines=(Line("SKU-1", 6), Line("SKU-2", 1)),
         order_id="o-1",
@@ -34,6 +35,7 @@ def test_an_event_with_every_field_comes_back_equal() -> None:
     back = _round_trip(event)
     assert back == event
     assert isinstance(back, StockEvent) and back.type is EventType.TRANSFER
+    assert back.time.isoformat() == event.time.isoformat()  # the instant and its offset
     assert all(isinstance(line, Line) for line in back.lines)
 
 
