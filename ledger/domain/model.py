@@ -127,7 +127,7 @@ def _event_from_values(
     lines: tuple[tuple[str, int], ...],
     *optional: Any,
 ) -> StockEvent:
-    *fields, expires_at = optional
+    order_id, reservation_id, reference, transfer_id, to_store, reason, expires_at = optional
     return StockEvent(
         event_id,
         source,
@@ -135,7 +135,12 @@ def _event_from_values(
         datetime.fromisoformat(time),
         store_id,
         tuple(Line(sku, qty) for sku, qty in lines),
-        *fields,
+        order_id,
+        reservation_id,
+        reference,
+        transfer_id,
+        to_store,
+        reason,
         datetime.fromisoformat(expires_at) if expires_at else None,
     )
 
