@@ -141,7 +141,10 @@ def _pg_batch_function(lock_statements: Sequence[str], channel: str) -> str:
     NOTIFY. Called as one statement in autocommit, it is one transaction and one round trip, and
     its plans are cached by the server; a moved head fails it with serialization_failure."""
     arguments = ", ".join(f"p_{insert.name} jsonb" for insert in _PG_BATCH_INSERTS)
-    inserts = "\n    ".join(f"{insert.function_sql(f'p_{insert.name}')};" for insert in _PG_BATCH_INSERTS[1:])
+    inserts = "\n    ".join(
+        f"IF jsonb_array_length(p_{insert.name}) > 0 THEN {insert.function_sql(f'p_{insert.name}')}; END IF;"
+        for insert in _PG_BATCH_INSERTS[1:]
+    )
     locks = "\n    ".join(f"{statement};" for statement in lock_statements)
     return f"""CREATE OR REPLACE FUNCTION {_PG_BATCH_FUNCTION}(
     p_head bigint, p_last bigint, {arguments}) RETURNS bigint LANGUAGE plpgsql AS $ledger$
