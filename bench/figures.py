@@ -36,6 +36,8 @@ class Bench:
     nonce: str
     postgres_settings: dict[str, str] = field(default_factory=dict)
     measured: dict[str, Any] = field(default_factory=dict)
+    rounds: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # --rounds: every round's
+    databases: set[str] = field(default_factory=set)
     checks: list[dict[str, Any]] = field(default_factory=list)
     servers: list[Server] = field(default_factory=list)
     load_average: dict[str, list[float]] = field(default_factory=dict)  # before each figure: noise on it
@@ -58,7 +60,13 @@ class Bench:
         print(f"  check {'ok  ' if ok else 'FAIL'}: {what}{': ' + detail if detail else ''}", flush=True)
 
     def database(self, name: str) -> str:
-        return self.pg.create_database(name)
+        """A new database; a name used before (an earlier round) gets a number."""
+        unique, number = name, 1
+        while unique in self.databases:
+            number += 1
+            unique = f"{name}_{number}"
+        self.databases.add(unique)
+        return self.pg.create_database(unique)
 
     # --- servers ------------------------------------------------------------------------------------------
 

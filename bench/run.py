@@ -48,6 +48,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="also run the Python baseline as separate processes (one connection each)",
     )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="run each figure this many times, its baseline and the ledger back to back each time; "
+        "the table shows the round with the median ratio and lists every round's",
+    )
     parser.add_argument("--no-pgbench", action="store_true", help="skip the pgbench baselines")
     parser.add_argument(
         "--no-wrk", action="store_true", help="use the asyncio load generator even if wrk exists"
@@ -71,6 +78,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(f"unknown figures {sorted(unknown)}; choose from {', '.join(FIGURES)}")
     if args.seconds <= 0 or args.clients < 1 or args.batch_senders < 1 or not 1 <= args.batch_size <= 1000:
         parser.error("--seconds must be > 0, --clients and --batch-senders >= 1, --batch-size 1..1000")
+    if args.rounds < 1:
+        parser.error("--rounds must be >= 1")
     return args
 
 
@@ -95,8 +104,13 @@ def main(argv: list[str] | None = None) -> int:
         )
         pg.start()
         bench.check_postgres()
-        for name in args.figures:
-            bench.run_figure(name)
+        for round_no in range(1, args.rounds + 1):
+            for name in args.figures:
+                if args.rounds > 1:
+                    print(f"\n-- round {round_no} of {args.rounds}", flush=True)
+                bench.run_figure(name)
+                report.keep_round(bench, name)
+        report.choose_median_rounds(bench)
         results = report.results(args, bench, started)
         report.print_tables(results)
         Path(args.output).write_text(report.to_json(results))
