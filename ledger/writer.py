@@ -638,21 +638,24 @@ def _answers(
 
 
 def _result(event: StockEvent, pending: _Pending, positions: list[int], entries: list[Entry]) -> EventResult:
-    base = {"event_id": event.event_id, "source": event.source, "store_id": event.store_id}
     if pending.duplicate_of is not None:
-        return EventResult(**base, outcome=Outcome.DUPLICATE, original=pending.duplicate_of)  # type: ignore[arg-type]
+        return EventResult(
+            event.event_id, event.source, event.store_id, Outcome.DUPLICATE, original=pending.duplicate_of
+        )
     if pending.duplicate_of_entry is not None:
         first = entries[pending.duplicate_of_entry]
         original = Original(first.outcome, first.reason, positions[pending.duplicate_of_entry])
-        return EventResult(**base, outcome=Outcome.DUPLICATE, original=original)  # type: ignore[arg-type]
+        return EventResult(event.event_id, event.source, event.store_id, Outcome.DUPLICATE, original=original)
     assert pending.entry_index is not None
     entry = entries[pending.entry_index]
     return EventResult(
-        **base,  # type: ignore[arg-type]
-        outcome=entry.outcome,
-        reason=entry.reason,
-        shortfall=entry.shortfall,
-        position=positions[pending.entry_index],
+        event.event_id,
+        event.source,
+        event.store_id,
+        entry.outcome,
+        entry.reason,
+        entry.shortfall,
+        positions[pending.entry_index],
     )
 
 

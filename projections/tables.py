@@ -176,67 +176,33 @@ def write_batch(tx: SqlTx, batch: ProjectionBatch) -> None:
 
 
 def _history_rows(batch: ProjectionBatch) -> list[tuple[object, ...]]:
+    """One row per line of every entry (the enums are StrEnums: a member is its value)."""
     rows: list[tuple[object, ...]] = []
+    append = rows.append
     for recorded in batch.recorded:
         entry = recorded.entry
         event = entry.event
-        reason = entry.reason.value if entry.reason else None
-        head = (
-            recorded.position,
-            event.store_id,
-            event.event_id,
-            event.source,
-            event.type.value,
-            event.time.isoformat(),
-            recorded.recorded_at,
-            entry.outcome.value,
-            reason,
-        )
-        tail = (event.order_id, event.reservation_id, event.reference, event.transfer_id, event.reason)
+        position = recorded.position
+        store_id, event_id, source, type_ = event.store_id, event.event_id, event.source, event.type
+        time, recorded_at = event.time.isoformat(), recorded.recorded_at
+        outcome, reason = entry.outcome, entry.reason
+        order_id, reservation_id, reference = event.order_id, event.reservation_id, event.reference
+        transfer_id, adjustment_reason = event.transfer_id, event.reason
         if not entry.effects:  # a refused event without lines is in the audit trail all the same
-            rows.append(_history_row(head, 0, None, (0, 0, 0), (None, None, None), (False, False), tail))
+            append(
+                (position, 0, store_id, None, event_id, source, type_, time, recorded_at, outcome, reason,
+                 0, 0, 0, None, None, None, False, False,
+                 order_id, reservation_id, reference, transfer_id, adjustment_reason)
+            )  # fmt: skip
         for line_no, (effect, after) in enumerate(zip(entry.effects, recorded.levels_after, strict=True)):
-            rows.append(
-                _history_row(
-                    head,
-                    line_no,
-                    effect.sku,
-                    (effect.on_hand_delta, effect.reserved_delta, effect.incoming_delta),
-                    (after.on_hand_units, after.reserved_units, after.incoming_units),
-                    (effect.oversold, effect.unknown_reservation),
-                    tail,
-                )
-            )
+            append(
+                (position, line_no, store_id, effect.sku, event_id, source, type_, time, recorded_at,
+                 outcome, reason, effect.on_hand_delta, effect.reserved_delta, effect.incoming_delta,
+                 after.on_hand_units, after.reserved_units, after.incoming_units,
+                 effect.oversold, effect.unknown_reservation,
+                 order_id, reservation_id, reference, transfer_id, adjustment_reason)
+            )  # fmt: skip
     return rows
-
-
-def _history_row(
-    head: tuple[object, ...],
-    line_no: int,
-    sku: str | None,
-    deltas: tuple[int, int, int],
-    levels: tuple[int | None, int | None, int | None],
-    flags: tuple[bool, bool],
-    tail: tuple[object, ...],
-) -> tuple[object, ...]:
-    position, store_id, event_id, source, type_, time, recorded_at, outcome, reason = head
-    return (
-        position,
-        line_no,
-        store_id,
-        sku,
-        event_id,
-        source,
-        type_,
-        time,
-        recorded_at,
-        outcome,
-        reason,
-        *deltas,
-        *levels,
-        *flags,
-        *tail,
-    )
 
 
 def _reservation_row(reservation: Reservation, position: int) -> tuple[object, ...]:
@@ -244,15 +210,16 @@ def _reservation_row(reservation: Reservation, position: int) -> tuple[object, .
         [sku, line.qty_units, line.shipped_units, line.released_units]
         for sku, line in reservation.lines.items()
     ]
+    status, remaining = reservation.status_and_remaining()
     return (
         reservation.store_id,
         reservation.reservation_id,
         reservation.order_id,
         utc_text(reservation.expires_at) if reservation.expires_at else None,
         orjson.dumps(lines).decode(),
-        reservation.closed_as.value if reservation.closed_as else None,
-        reservation.status.value,
-        reservation.remaining_units,
+        reservation.closed_as,  # the enums here are StrEnums: their members are their values
+        status,
+        remaining,
         reservation.placed_at_position,
         position,
     )
@@ -274,8 +241,8 @@ def _key_rows(batch: ProjectionBatch) -> list[tuple[object, ...]]:
                 entry.event.source,
                 entry.event.event_id,
                 recorded.position,
-                entry.outcome.value,
-                entry.reason.value if entry.reason else None,
+                entry.outcome,
+                entry.reason,
                 shortfall,
             )
         )

@@ -225,18 +225,30 @@ class Reservation:
 
     @property
     def remaining_units(self) -> int:
-        return sum(line.remaining_units for line in self.lines.values())
+        remaining = 0
+        for line in self.lines.values():
+            remaining += line.qty_units - line.shipped_units - line.released_units
+        return remaining
 
     @property
     def status(self) -> ReservationStatus:
         """What closed a reservation names it: the shipment, release or expiry that took its last
         reserved unit (so a reservation released after a partial shipment is `released`, and one
         partly released and then shipped in full is `shipped`)."""
-        if self.remaining_units == 0:
-            return self.closed_as or ReservationStatus.SHIPPED
-        if any(line.shipped_units for line in self.lines.values()):
-            return ReservationStatus.PARTIALLY_SHIPPED
-        return ReservationStatus.ACTIVE
+        return self.status_and_remaining()[0]
+
+    def status_and_remaining(self) -> tuple[ReservationStatus, int]:
+        """Both in one pass over the lines (the writer asks for both of every reservation)."""
+        remaining = 0
+        shipped = False
+        for line in self.lines.values():
+            remaining += line.qty_units - line.shipped_units - line.released_units
+            shipped = shipped or line.shipped_units > 0
+        if remaining == 0:
+            return self.closed_as or ReservationStatus.SHIPPED, 0
+        if shipped:
+            return ReservationStatus.PARTIALLY_SHIPPED, remaining
+        return ReservationStatus.ACTIVE, remaining
 
     @property
     def is_open(self) -> bool:

@@ -34,7 +34,7 @@ def encode(entry: Entry, store_version: int, recorded_at: str) -> StoredEvent:
         "source": event.source,
         "time": event.time.isoformat(),
         "recorded_at": recorded_at,
-        "outcome": entry.outcome.value,
+        "outcome": entry.outcome,  # a StrEnum: the member is its value
         "lines": [
             [
                 e.sku,
@@ -48,20 +48,27 @@ def encode(entry: Entry, store_version: int, recorded_at: str) -> StoredEvent:
             for e in entry.effects
         ],
     }
-    optional = {
-        "order_id": event.order_id,
-        "reservation_id": event.reservation_id,
-        "reference": event.reference,
-        "transfer_id": event.transfer_id,
-        "to_store": event.to_store,
-        "reason": event.reason,
-        "expires_at": event.expires_at.isoformat() if event.expires_at else None,
-        "rejection": entry.reason.value if entry.reason else None,
-        # A release sent without lines: its effects name the reservation's lines, the event none.
-        "no_lines": True if not event.lines else None,
-        "shortfall": [[s.sku, s.requested_units, s.available_units] for s in entry.shortfall] or None,
-    }
-    state.update({k: v for k, v in optional.items() if v is not None})
+    # Optional keys only when set (one test each: most events set one or two of them).
+    if event.order_id is not None:
+        state["order_id"] = event.order_id
+    if event.reservation_id is not None:
+        state["reservation_id"] = event.reservation_id
+    if event.reference is not None:
+        state["reference"] = event.reference
+    if event.transfer_id is not None:
+        state["transfer_id"] = event.transfer_id
+    if event.to_store is not None:
+        state["to_store"] = event.to_store
+    if event.reason is not None:
+        state["reason"] = event.reason
+    if event.expires_at is not None:
+        state["expires_at"] = event.expires_at.isoformat()
+    if entry.reason is not None:
+        state["rejection"] = entry.reason
+    if not event.lines:  # a release sent without lines: its effects name the reservation's lines
+        state["no_lines"] = True
+    if entry.shortfall:
+        state["shortfall"] = [[s.sku, s.requested_units, s.available_units] for s in entry.shortfall]
     return StoredEvent(
         originator_id=event.store_id,
         originator_version=store_version,

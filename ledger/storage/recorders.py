@@ -266,8 +266,9 @@ class PostgresLedgerRecorder(_HeadAndClose, PostgresApplicationRecorder):
         projections and the COMMIT then travel together. The sequence is moved along so that the
         library's own insert path would continue after them."""
         positions = list(range(head + 1, head + 1 + len(stored_events)))
+        # The states are our UTF-8 JSON: sent as text (see BulkInsert: bytea columns).
         rows = [
-            (e.originator_id, e.originator_version, e.topic, e.state, position)
+            (e.originator_id, e.originator_version, e.topic, e.state.decode(), position)
             for e, position in zip(stored_events, positions, strict=True)
         ]
         if tx.collected is not None:  # a one-statement batch: its function notifies and moves the sequence
