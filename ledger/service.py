@@ -52,6 +52,11 @@ class WriterPort(Protocol):
     def submit_and_wait(self, events: list[StockEvent]) -> list[EventResult]: ...
 
 
+# How long a periodic refresh lets this instance's own commits reach its cache before reading
+# them back from the database (see Ledger.refresh). Other instances' writes wait as much longer.
+REFRESH_GRACE_S = 0.02
+
+
 class Ledger:
     def __init__(
         self,
@@ -106,12 +111,26 @@ class Ledger:
 
     def _refresh_loop(self) -> None:
         while not self._stopping.is_set():
-            self.cache.wake.wait(self.refresh_interval_s)
+            woken = self.cache.wake.wait(self.refresh_interval_s)
             self.cache.wake.clear()
-            self.refresh()
+            # Woken: the cache saw a gap in the commits it was told of; catch up at once.
+            self.refresh(grace_s=0.0 if woken else REFRESH_GRACE_S)
 
-    def refresh(self) -> None:
+    def refresh(self, grace_s: float = 0.0) -> None:
+        """Brings the cache to the log's head. With a grace, a head newer than the cache's is
+        first given that long to arrive the cheap way: this instance's own writer tells the
+        cache of every commit just after it, and a periodic refresh that catches up in between
+        read back, from the database, whole batches the cache was about to be told of (seen:
+        a sixth of the HTTP worker's time under 1,000-event batches)."""
         try:
+            if grace_s > 0:
+                with self.recorder.read_transaction() as tx:
+                    head = self.recorder.head(tx)
+                if head > self.cache.head:
+                    self._stopping.wait(grace_s)
+                if self.cache.head >= head:  # what was committed by then has arrived
+                    self.database_ok = True
+                    return
             with self.recorder.read_transaction() as tx:
                 self.cache.catch_up(tx, self.recorder.head(tx))
             self.database_ok = True
