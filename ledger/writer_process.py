@@ -327,6 +327,7 @@ class RemoteWriter:
         self._ids = itertools.count(1)
         self._futures: dict[int, asyncio.Future[list[EventResult]]] = {}
         self._stream: asyncio.StreamWriter | None = None
+        self._outbox: list[bytes] = []  # frames for the writer, sent at the end of the loop's turn
         self._reader_task: asyncio.Task[None] | None = None
         self._connect_lock: asyncio.Lock | None = None
         self._sync_lock = threading.Lock()
@@ -398,7 +399,7 @@ class RemoteWriter:
         request_id = next(self._ids)
         future: asyncio.Future[list[EventResult]] = asyncio.get_running_loop().create_future()
         self._futures[request_id] = future
-        stream.write(frame((request_id, events)))
+        self._send_soon(stream, frame((request_id, events)))
         # A timer, not asyncio.wait_for: the same TimeoutError, for a third of the cost (measured:
         # 7.7 against 4.1 µs a request, most of that the future itself).
         timer = asyncio.get_running_loop().call_later(self.timeout_s, _time_out, future)
@@ -407,6 +408,18 @@ class RemoteWriter:
         finally:
             timer.cancel()
             self._futures.pop(request_id, None)
+
+    def _send_soon(self, stream: asyncio.StreamWriter, data: bytes) -> None:
+        """Frames written in one turn of the event loop (requests that arrived together) leave in
+        one write, at the end of the turn: one system call on each side instead of one a request."""
+        if not self._outbox:
+            asyncio.get_running_loop().call_soon(self._send_outbox, stream)
+        self._outbox.append(data)
+
+    def _send_outbox(self, stream: asyncio.StreamWriter) -> None:
+        data, self._outbox = b"".join(self._outbox), []
+        if not stream.is_closing():
+            stream.write(data)
 
     def submit_and_wait(self, events: list[StockEvent]) -> list[EventResult]:
         with self._sync_lock:
