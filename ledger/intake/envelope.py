@@ -87,6 +87,10 @@ def parse_rfc3339(value: object) -> datetime | None:
     """An RFC 3339 date-time (offset required); None for anything else."""
     if not isinstance(value, str) or not RFC3339.fullmatch(value):
         return None
+    try:  # Python 3.11+ reads the usual forms itself, fractions of 1 to 9 digits cut to 6 alike
+        return datetime.fromisoformat(value)
+    except ValueError:
+        pass
     text = value.upper().replace(" ", "T")
     if "." in text:  # Python keeps microseconds: cut longer fractions rather than refuse them
         main, rest = text.split(".", 1)
