@@ -134,6 +134,10 @@ class WriterServer:
                 landed = self.writer.land(flight)
                 self._flush()  # answer before anything else: callers are waiting
                 flight = None
+                # Under steady load a batch is always in flight: expiry runs between two of them
+                # when it is due. If it records anything, the head moves and `send` refuses what
+                # was decided before it (then decided again).
+                self.writer._maybe_expire()
                 if taken:
                     if landed and ready is not None:
                         flight = self.writer.send(ready)
@@ -146,6 +150,8 @@ class WriterServer:
                 taken, pending = self._take(pending)
                 flight = self._begin(taken)
                 self._flush()
+                if flight is None:  # recorded the ordinary way: nothing unconfirmed in the cache
+                    self.writer._maybe_expire()
                 continue
             self.writer._maybe_expire()  # never with a batch in flight: the cache holds its effects
             self._flush()

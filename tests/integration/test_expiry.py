@@ -96,3 +96,42 @@ def test_a_reservation_past_its_expiry_is_released_once_by_the_service(database_
                 0,
             )
         assert client_a.get(f"/v1/stores/{store}/reservations/kept").json()["status"] == "active"
+
+
+def test_reservations_expire_while_the_writer_is_never_idle(database_url, serve):
+    """With requests arriving all the time the writer always has a batch in flight; expiry must
+    still run between batches, not only when the writer has nothing else to do."""
+    import threading
+
+    server = serve(database_url, EXPIRY_ENV)
+    store = unique("store")
+    stop = threading.Event()
+    failures: list[str] = []
+
+    def keep_reserving(worker: int) -> None:
+        with server.client() as client:
+            n = 0
+            while not stop.is_set():
+                n += 1
+                response = api.reserve(client, store, f"load-{worker}-{n}", ("LOAD", 1))
+                if response.status_code != 201:
+                    failures.append(response.text)
+                    return
+
+    with server.client() as client:
+        api.record(client, ev.receipt(store, ("LOAD", 1_000_000), ("CART", 3)))
+        response = api.reserve(client, store, "cart", ("CART", 2), expires_at=ev.now_rfc3339(1.0))
+        assert response.status_code == 201, response.text
+        workers = [threading.Thread(target=keep_reserving, args=(i,)) for i in range(16)]
+        for worker in workers:
+            worker.start()
+        try:
+            time.sleep(0.5)  # the load is running before the reservation is due
+            expired = _wait_until_expired(client, store, ["cart"])
+        finally:
+            stop.set()
+            for worker in workers:
+                worker.join(30)
+        assert not failures, failures[:3]
+        assert expired["cart"]["lines"][0]["remaining"] == 0
+        assert len(api.history(client, store, type="stock.reservation_expired")) == 1
