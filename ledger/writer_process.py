@@ -128,35 +128,29 @@ class WriterServer:
                     self._accept(key.fileobj)  # type: ignore[arg-type]
                 else:
                     self._read(key.data, pending)
-            if flight is not None:
+            taken: list[Submission] = []
+            if pending and not self.stopping:
                 taken, pending = self._take(pending)
+            ready, landed = None, False
+            if flight is not None:
                 ready = self.writer.prepare(taken) if taken else None  # on top of the one in flight
                 landed = self.writer.land(flight)
-                self._flush()  # answer before anything else: callers are waiting
                 flight = None
-                # Under steady load a batch is always in flight: expiry runs between two of them
-                # when it is due. If it records anything, the head moves and `send` refuses what
-                # was decided before it (then decided again).
-                self.writer._maybe_expire()
-                if taken:
-                    if landed and ready is not None:
-                        flight = self.writer.send(ready)
-                    if flight is None:
-                        flight = self._begin(taken)
-                continue
-            if self.stopping:
-                break
-            if pending:
-                taken, pending = self._take(pending)
-                flight = self._begin(taken)
-                self._flush()
-                if flight is None:  # recorded the ordinary way: nothing unconfirmed in the cache
-                    self.writer._maybe_expire()
-                continue
-            self.writer._maybe_expire()  # never with a batch in flight: the cache holds its effects
+                self._flush()  # answer before anything else: callers are waiting
+            # Nothing is in flight here, so the cache holds committed effects only: expiry (when
+            # due) runs between two batches even under steady load. If it records anything, the
+            # head moves and `send` refuses what was decided before it (it is decided again).
+            self.writer._maybe_expire()
+            if taken:
+                if landed and ready is not None:
+                    flight = self.writer.send(ready)
+                if flight is None:
+                    flight = self._begin(taken)
             self._flush()
-            if self.parent_pid is not None and os.getppid() != self.parent_pid:
+            if self.parent_pid is not None and not self.stopping and os.getppid() != self.parent_pid:
                 log.warning("the serving process is gone; the writer stops")
+                self.stopping = True
+            if self.stopping and flight is None:
                 break
 
     def _begin(self, batch: list[Submission]) -> InFlight | None:
