@@ -105,9 +105,9 @@ def main(argv: list[str] | None = None) -> int:
         pg.start()
         bench.check_postgres()
         for round_no in range(1, args.rounds + 1):
+            if args.rounds > 1:
+                print(f"\n-- round {round_no} of {args.rounds}", flush=True)
             for name in args.figures:
-                if args.rounds > 1:
-                    print(f"\n-- round {round_no} of {args.rounds}", flush=True)
                 bench.run_figure(name)
                 report.keep_round(bench, name)
         report.choose_median_rounds(bench)
