@@ -362,7 +362,11 @@ class Writer:
             return None
         events = [event for submission in batch for event in submission.events]
         generation = self.cache.generation
-        prepared = self._prepare(events, utc_text(utc_now()))
+        try:
+            prepared = self._prepare(events, utc_text(utc_now()))
+        except Exception as error:  # noqa: BLE001 - the ordinary way decides again, and answers errors
+            log.warning("could not decide a batch from memory, recording it the ordinary way: %s", error)
+            return None
         return None if prepared is None else Ready(batch, events, prepared, generation)
 
     def send(self, ready: Ready) -> InFlight | None:

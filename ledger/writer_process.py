@@ -100,6 +100,7 @@ class WriterServer:
         self.selector = selectors.DefaultSelector()
         self.stopping = False
         self._commits: list[tuple[int, int, list[LevelRow]]] = []
+        self._flight: InFlight | None = None  # the batch in flight, for run()'s last answers
         writer.on_commit = lambda committed: self._commits.append(committed_rows(committed))
 
     def listen(self) -> None:
@@ -120,6 +121,16 @@ class WriterServer:
         confirmed), the next one is decided meanwhile and sent once the first has committed
         (Writer.prepare/send/land): the writer's Python and PostgreSQL's work overlap."""
         pending: list[tuple[_Client, int, list[StockEvent]]] = []
+        self._flight = None
+        try:
+            self._loop(pending)
+        finally:
+            if self._flight is not None:  # an error above: the batch in flight still gets its answers
+                with contextlib.suppress(Exception):
+                    self.writer.land(self._flight)
+                    self._flush()
+
+    def _loop(self, pending: list[tuple[_Client, int, list[StockEvent]]]) -> None:
         flight: InFlight | None = None
         while True:
             timeout = 0 if pending or flight else self.writer.limits.expiry_interval_s
@@ -134,8 +145,8 @@ class WriterServer:
             ready, landed = None, False
             if flight is not None:
                 ready = self.writer.prepare(taken) if taken else None  # on top of the one in flight
-                landed = self.writer.land(flight)
-                flight = None
+                landing, flight, self._flight = flight, None, None  # landed once, whatever happens
+                landed = self.writer.land(landing)
                 self._flush()  # answer before anything else: callers are waiting
             # Nothing is in flight here, so the cache holds committed effects only: expiry (when
             # due) runs between two batches even under steady load. If it records anything, the
@@ -146,11 +157,16 @@ class WriterServer:
                     flight = self.writer.send(ready)
                 if flight is None:
                     flight = self._begin(taken)
+            self._flight = flight
             self._flush()
             if self.parent_pid is not None and not self.stopping and os.getppid() != self.parent_pid:
                 log.warning("the serving process is gone; the writer stops")
                 self.stopping = True
             if self.stopping and flight is None:
+                if pending:  # what was read before the stop: recorded and answered, one batch
+                    taken, pending = self._take(pending)
+                    self.writer._process(taken)
+                    self._flush()
                 break
 
     def _begin(self, batch: list[Submission]) -> InFlight | None:

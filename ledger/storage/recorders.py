@@ -86,7 +86,8 @@ _PG_BATCH_CALL = (
 # next to it instead of replacing it. The current signature is left alone (running instances call it).
 _PG_DROP_OTHER_BATCH_FUNCTIONS = f"""DO $ledger$ DECLARE f regprocedure; BEGIN
     FOR f IN SELECT oid::regprocedure FROM pg_proc WHERE proname = '{_PG_BATCH_FUNCTION}'
-        AND pronamespace = current_schema()::regnamespace AND pronargs <> {2 + len(_PG_BATCH_INSERTS)}
+        AND pronamespace = (SELECT oid FROM pg_namespace WHERE nspname = current_schema())
+        AND pronargs <> {2 + len(_PG_BATCH_INSERTS)}
     LOOP EXECUTE 'DROP FUNCTION ' || f; END LOOP;
 END $ledger$"""
 
@@ -120,6 +121,8 @@ class SentBatch:
             if error is not None:
                 raise error
         finally:
+            with contextlib.suppress(Exception):
+                self._pgconn.nonblocking = 1
             self._stack.close()
 
 
@@ -215,20 +218,21 @@ class PostgresLedgerRecorder(_HeadAndClose, PostgresApplicationRecorder):
         arguments = [collected.get(insert.name, "[]").encode() for insert in _PG_BATCH_INSERTS]
         stack = contextlib.ExitStack()
         conn = stack.enter_context(self.datastore.get_connection())
+        pgconn = conn.pgconn
         try:
-            pgconn = conn.pgconn
             # psycopg keeps its connections non-blocking; sent blocking, the whole statement is on
-            # its way before this returns (a batch's arguments can be megabytes).
+            # its way before this returns (a batch's arguments can be megabytes). SentBatch.wait
+            # sets it back once the results are read.
             pgconn.nonblocking = 0
-            try:
-                pgconn.send_query_params(
-                    _PG_BATCH_CALL_RAW, [str(head).encode(), str(last_position).encode(), *arguments]
-                )
-            finally:
-                pgconn.nonblocking = 1
+            pgconn.send_query_params(
+                _PG_BATCH_CALL_RAW, [str(head).encode(), str(last_position).encode(), *arguments]
+            )
         except BaseException:
+            with contextlib.suppress(Exception):
+                pgconn.nonblocking = 1
             stack.close()
             raise
+        # From here on the statement may commit: only its result says whether it did.
         return SentBatch(pgconn, stack)
 
     def lost_optimistic_bet(self, error: Exception) -> bool:

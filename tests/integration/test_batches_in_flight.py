@@ -177,3 +177,24 @@ def test_what_was_decided_on_top_of_a_failed_batch_is_never_sent(
     assert refused.outcome is Outcome.REJECTED
     assert refused.reason is RejectionReason.INSUFFICIENT_STOCK
     assert _level(writer) == (3, 3)
+
+
+def test_a_batch_whose_deciding_fails_is_recorded_the_ordinary_way(
+    writer_and_other: tuple[Writer, Ledger], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An error while deciding from memory must not stop the writer process: `prepare` says
+    "not from memory" and the ordinary way decides again (and answers, error or not)."""
+    writer, _ = writer_and_other
+    _warm(writer)
+
+    def broken(*_: object) -> None:
+        raise RuntimeError("deciding failed")
+
+    monkeypatch.setattr(writer, "_prepare", broken)
+    answers = Answers()
+    batch = answers.submission(_event("a", "stock.reservation", [("SKU-1", 2)], reservation_id="A"))
+    assert writer.prepare(batch) is None
+    monkeypatch.undo()
+    writer._process(batch)
+    assert answers.only().outcome is Outcome.ACCEPTED
+    assert _level(writer) == (5, 2)

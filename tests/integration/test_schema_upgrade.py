@@ -107,3 +107,4 @@ def test_an_old_schema_is_brought_up_to_date_and_keeps_its_rows(database_url: st
     assert db.scalar(database_url, "SELECT COUNT(*) FROM ledger_events") == 2
     totals = db.query(database_url, "SELECT on_hand, reserved FROM ledger_totals WHERE sku = 'SKU-1'")
     assert [(row["on_hand"], row["reserved"]) for row in totals] == [(7, 0)]
+    assert all(type(row["on_hand"]) is int for row in totals)  # a bigint, not PostgreSQL's numeric sum
