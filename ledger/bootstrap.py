@@ -9,8 +9,9 @@ from ledger.intake.envelope import IntakeLimits
 from ledger.service import Ledger, WriterPort
 from ledger.state_cache import StateCache
 from ledger.storage.recorders import open_recorder
-from ledger.writer import ThreadWriterClient, Writer, WriterLimits
+from ledger.writer import Writer, WriterLimits
 from ledger.writer_process import RemoteWriter
+from ledger.writer_thread import ThreadWriterClient
 
 
 def _cache(settings: Settings) -> StateCache:

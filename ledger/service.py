@@ -13,9 +13,9 @@ from typing import Any, Protocol
 
 from ledger.clock import utc_text
 from ledger.domain.model import Level, Reservation, StockEvent
+from ledger.results import EventResult
 from ledger.state_cache import CachedLevel, StateCache, level_from_row, reservation_from_row
 from ledger.storage.recorders import LedgerRecorder
-from ledger.writer import EventResult
 from projections import queries
 from projections.queries import HistoryFilter
 

@@ -1,4 +1,5 @@
-"""The group-commit writer: one thread per instance decides and records batches of events.
+"""The group-commit writer: one per instance decides and records batches of events (as a thread,
+ledger/writer_thread.py, or in a process of its own, ledger/writer_process.py).
 
 Callers hand in lists of events and wait. The writer takes whatever has queued up (up to
 `batch_events_max`), opens one transaction that holds the log's write lock, decides every event
@@ -9,7 +10,6 @@ ever made from a state that another transaction could change before the commit.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import queue
 import threading
@@ -17,7 +17,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
 
 from ledger.clock import utc_now, utc_text
 from ledger.domain.model import (
@@ -27,11 +26,10 @@ from ledger.domain.model import (
     Outcome,
     RejectionReason,
     Reservation,
-    Shortfall,
     StockEvent,
-    _reduce,
 )
 from ledger.domain.rules import LedgerState, apply, decide, expire
+from ledger.results import EventResult, Original
 from ledger.state_cache import CachedLevel, Commit, StateCache, reservation_from_row
 from ledger.storage.codec import encode
 from ledger.storage.recorders import LedgerRecorder, SentBatch
@@ -39,76 +37,6 @@ from ledger.storage.sql import Deferred, SqlTx
 from projections.tables import ProjectionBatch, RecordedEntry, write_batch
 
 log = logging.getLogger("ledger.writer")
-
-
-@dataclass(frozen=True, slots=True)
-class Original:
-    outcome: Outcome
-    reason: RejectionReason | None
-    position: int
-
-    __reduce__ = _reduce
-
-
-@dataclass(frozen=True, slots=True)
-class EventResult:
-    event_id: str
-    source: str
-    store_id: str
-    outcome: Outcome
-    reason: RejectionReason | None = None
-    shortfall: tuple[Shortfall, ...] = ()
-    position: int | None = None
-    original: Original | None = None
-
-    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
-        """Plain values, as StockEvent's (every answer crosses back from the writer process)."""
-        original = self.original
-        return (
-            _result_from_values,
-            (
-                self.event_id,
-                self.source,
-                self.store_id,
-                self.outcome.value,
-                self.reason.value if self.reason else None,
-                tuple((s.sku, s.requested_units, s.available_units) for s in self.shortfall),
-                self.position,
-                None
-                if original is None
-                else (
-                    original.outcome.value,
-                    original.reason.value if original.reason else None,
-                    original.position,
-                ),
-            ),
-        )
-
-
-def _result_from_values(
-    event_id: str,
-    source: str,
-    store_id: str,
-    outcome: str,
-    reason: str | None,
-    shortfall: tuple[tuple[str, int, int], ...],
-    position: int | None,
-    original: tuple[str, str | None, int] | None,
-) -> EventResult:
-    return EventResult(
-        event_id,
-        source,
-        store_id,
-        Outcome(outcome),
-        RejectionReason(reason) if reason else None,
-        tuple(Shortfall(*s) for s in shortfall),
-        position,
-        None
-        if original is None
-        else Original(
-            Outcome(original[0]), RejectionReason(original[1]) if original[1] else None, original[2]
-        ),
-    )
 
 
 Done = Callable[[list[EventResult] | BaseException], None]
@@ -661,47 +589,3 @@ def _result(event: StockEvent, pending: _Pending, positions: list[int], entries:
         entry.shortfall,
         positions[pending.entry_index],
     )
-
-
-class ThreadWriterClient:
-    """The writer as a thread of this process (the embedded default for library use and tests)."""
-
-    def __init__(self, writer: Writer, timeout_s: float) -> None:
-        self.writer = writer
-        self.timeout_s = timeout_s
-
-    def start(self) -> None:
-        self.writer.start()
-
-    def stop(self) -> None:
-        self.writer.stop()
-
-    @property
-    def alive(self) -> bool:
-        return self.writer.alive
-
-    @property
-    def commits_seen(self) -> int:
-        return self.writer.batches_committed
-
-    async def submit(self, events: list[StockEvent]) -> list[EventResult]:
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[list[EventResult]] = loop.create_future()
-
-        def done(result: list[EventResult] | BaseException) -> None:
-            loop.call_soon_threadsafe(_settle, future, result)
-
-        self.writer.submit(events, done)
-        return await asyncio.wait_for(future, self.timeout_s)
-
-    def submit_and_wait(self, events: list[StockEvent]) -> list[EventResult]:
-        return self.writer.submit_and_wait(events, self.timeout_s)
-
-
-def _settle(future: asyncio.Future[list[EventResult]], result: list[EventResult] | BaseException) -> None:
-    if future.done():
-        return
-    if isinstance(result, BaseException):
-        future.set_exception(result)
-    else:
-        future.set_result(result)

@@ -32,8 +32,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ledger.domain.model import StockEvent
+from ledger.results import EventResult
 from ledger.state_cache import CachedLevel, Commit, StateCache
-from ledger.writer import EventResult, InFlight, Submission, Writer, WriterUnavailable
+from ledger.writer import InFlight, Submission, Writer, WriterUnavailable
 
 log = logging.getLogger("ledger.writer_process")
 

@@ -17,8 +17,8 @@ from ledger.api.schemas import ReservationPublic, problem_responses
 from ledger.clock import utc_now
 from ledger.domain.model import Outcome, RejectionReason, Reservation, ReservationLine, StockEvent
 from ledger.intake.envelope import FieldError, IntakeLimits, InvalidEvent, read_envelope
+from ledger.results import EventResult
 from ledger.service import Ledger
-from ledger.writer import EventResult
 
 router = APIRouter(tags=["reservations"])
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ledger.writer import EventResult
+from ledger.results import EventResult
 
 
 def result_public(result: EventResult) -> dict[str, Any]:

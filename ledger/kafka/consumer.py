@@ -33,7 +33,7 @@ from ledger.intake.envelope import IntakeLimits
 from ledger.kafka.clients import new_consumer, new_producer
 from ledger.kafka.metrics import IntakeStats
 from ledger.kafka.records import DeadLetter, Origin, dead_letter_record, read_value, result_record
-from ledger.writer import EventResult
+from ledger.results import EventResult
 
 log = logging.getLogger("ledger.kafka")
 

@@ -11,7 +11,7 @@ import orjson
 from ledger.api.results import result_public
 from ledger.domain.model import StockEvent
 from ledger.intake.envelope import FieldError, IntakeLimits, InvalidEvent, read_envelope
-from ledger.writer import EventResult
+from ledger.results import EventResult
 
 log = logging.getLogger("ledger.kafka")
 

@@ -8,32 +8,23 @@ a real PostgreSQL, with a second instance writing in between where it hurts most
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import UTC, datetime
 
 import pytest
+from support import events as ev
 from support.postgres import EmbeddedPostgres
 
-from ledger.bootstrap import build_ledger, build_writer, intake_limits
+from ledger.bootstrap import build_ledger, build_writer
 from ledger.config import Settings
 from ledger.domain.model import Outcome, RejectionReason, StockEvent
-from ledger.intake.envelope import read_envelope
+from ledger.results import EventResult
 from ledger.service import Ledger
-from ledger.writer import EventResult, Submission, Writer
+from ledger.writer import InFlight, Ready, Submission, Writer
 
 STORE = "store-1"
 
 
 def _event(event_id: str, event_type: str, lines: list[tuple[str, int]], **data: object) -> StockEvent:
-    document = {
-        "specversion": "1.0",
-        "id": event_id,
-        "source": "tests/in-flight",
-        "type": event_type,
-        "time": datetime.now(UTC).isoformat(),
-        "subject": STORE,
-        "data": {"lines": [{"sku": sku, "qty": qty} for sku, qty in lines], **data},
-    }
-    return read_envelope(document, intake_limits(Settings()))
+    return ev.stock_event(event_id, event_type, STORE, lines, source="tests/in-flight", **data)
 
 
 class Answers:
@@ -88,27 +79,35 @@ def _level(writer: Writer) -> tuple[int, int]:
     return int(row["on_hand"]), int(row["reserved"])
 
 
+def _reserve(writer: Writer, answers: Answers, reservation_id: str, qty: int) -> Ready:
+    """A reservation of SKU-1, decided from memory and not sent yet."""
+    event = _event(
+        reservation_id.lower(), "stock.reservation", [("SKU-1", qty)], reservation_id=reservation_id
+    )
+    ready = writer.prepare(answers.submission(event))
+    assert ready is not None
+    return ready
+
+
+def _sent(writer: Writer, ready: Ready) -> InFlight:
+    flight = writer.send(ready)
+    assert flight is not None
+    return flight
+
+
 def test_the_next_batch_is_decided_on_top_of_the_one_in_flight(
     writer_and_other: tuple[Writer, Ledger],
 ) -> None:
     writer, _ = writer_and_other
     _warm(writer)
     first, second = Answers(), Answers()
-    ready_a = writer.prepare(
-        first.submission(_event("a", "stock.reservation", [("SKU-1", 3)], reservation_id="A"))
-    )
-    assert ready_a is not None
-    flight_a = writer.send(ready_a)
-    assert flight_a is not None
+    ready_a = _reserve(writer, first, "A", 3)
+    flight_a = _sent(writer, ready_a)
     # Decided while A is in flight: only 2 of the 5 units are left once A counts.
-    ready_b = writer.prepare(
-        second.submission(_event("b", "stock.reservation", [("SKU-1", 3)], reservation_id="B"))
-    )
-    assert ready_b is not None
+    ready_b = _reserve(writer, second, "B", 3)
     assert writer.land(flight_a)
     assert first.only().outcome is Outcome.ACCEPTED
-    flight_b = writer.send(ready_b)
-    assert flight_b is not None
+    flight_b = _sent(writer, ready_b)
     assert writer.land(flight_b)
     refused = second.only()
     assert refused.outcome is Outcome.REJECTED
@@ -123,23 +122,15 @@ def test_a_write_between_two_batches_makes_the_second_lose_its_bet(
     writer, other = writer_and_other
     _warm(writer)
     first, second = Answers(), Answers()
-    ready_a = writer.prepare(
-        first.submission(_event("a", "stock.reservation", [("SKU-1", 2)], reservation_id="A"))
-    )
-    assert ready_a is not None
-    flight_a = writer.send(ready_a)
-    assert flight_a is not None
-    ready_b = writer.prepare(
-        second.submission(_event("b", "stock.reservation", [("SKU-1", 3)], reservation_id="B"))
-    )
-    assert ready_b is not None  # decided with 3 units left
+    ready_a = _reserve(writer, first, "A", 2)
+    flight_a = _sent(writer, ready_a)
+    ready_b = _reserve(writer, second, "B", 3)  # decided with 3 units left
     assert writer.land(flight_a)
     # A till sells one unit through another instance before B goes out: only 2 are left.
     [sold] = other.submit_and_wait([_event("pos", "stock.pos_sale", [("SKU-1", 1)])])
     assert sold.outcome is Outcome.ACCEPTED
     lost_before = writer.optimistic_lost
-    flight_b = writer.send(ready_b)
-    assert flight_b is not None
+    flight_b = _sent(writer, ready_b)
     assert not writer.land(flight_b)  # the head moved: recorded the ordinary way
     assert writer.optimistic_lost == lost_before + 1
     refused = second.only()
@@ -154,20 +145,13 @@ def test_what_was_decided_on_top_of_a_failed_batch_is_never_sent(
     writer, other = writer_and_other
     _warm(writer)
     first, second = Answers(), Answers()
-    ready_a = writer.prepare(
-        first.submission(_event("a", "stock.reservation", [("SKU-1", 3)], reservation_id="A"))
-    )
-    assert ready_a is not None
+    ready_a = _reserve(writer, first, "A", 3)
     # Another instance sells 2 units after A was decided: A's bet is lost before it is sent.
     [sold] = other.submit_and_wait([_event("pos", "stock.pos_sale", [("SKU-1", 2)])])
     assert sold.outcome is Outcome.ACCEPTED
-    flight_a = writer.send(ready_a)
-    assert flight_a is not None
+    flight_a = _sent(writer, ready_a)
     # B is decided on top of A as this writer believes it: 5 - 3 = 2 left, so 1 unit fits.
-    ready_b = writer.prepare(
-        second.submission(_event("b", "stock.reservation", [("SKU-1", 1)], reservation_id="B"))
-    )
-    assert ready_b is not None
+    ready_b = _reserve(writer, second, "B", 1)
     assert not writer.land(flight_a)  # recorded the ordinary way: 3 of the 3 units left
     assert first.only().outcome is Outcome.ACCEPTED
     # B's decision rested on a state that never was: it must not go out as decided.

@@ -3,32 +3,23 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import UTC, datetime
 
 import pytest
+from support import events as ev
 from support.postgres import EmbeddedPostgres
 
-from ledger.bootstrap import build_ledger, intake_limits
+from ledger.bootstrap import build_ledger
 from ledger.config import Settings
 from ledger.domain.model import Outcome, RejectionReason, StockEvent
-from ledger.intake.envelope import read_envelope
 from ledger.service import Ledger
-from ledger.writer import ThreadWriterClient, Writer
+from ledger.writer import Writer
+from ledger.writer_thread import ThreadWriterClient
 
 STORE = "store-1"
 
 
 def _event(event_id: str, event_type: str, lines: list[tuple[str, int]], **data: object) -> StockEvent:
-    document = {
-        "specversion": "1.0",
-        "id": event_id,
-        "source": "tests/optimistic",
-        "type": event_type,
-        "time": datetime.now(UTC).isoformat(),
-        "subject": STORE,
-        "data": {"lines": [{"sku": sku, "qty": qty} for sku, qty in lines], **data},
-    }
-    return read_envelope(document, intake_limits(Settings()))
+    return ev.stock_event(event_id, event_type, STORE, lines, source="tests/optimistic", **data)
 
 
 def _writer(ledger: Ledger) -> Writer:

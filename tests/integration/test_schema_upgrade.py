@@ -8,14 +8,13 @@ PostgreSQL their batch function took one argument more. Starting the ledger drop
 from __future__ import annotations
 
 import sqlite3
-from datetime import UTC, datetime
 
 from support import db
+from support import events as ev
 
-from ledger.bootstrap import build_ledger, intake_limits
+from ledger.bootstrap import build_ledger
 from ledger.config import Settings
-from ledger.domain.model import Outcome
-from ledger.intake.envelope import read_envelope
+from ledger.domain.model import Outcome, StockEvent
 
 OLD_DDL = (
     """CREATE TABLE ledger_sku_totals (sku TEXT NOT NULL PRIMARY KEY, on_hand BIGINT NOT NULL,
@@ -62,24 +61,15 @@ def _objects(database_url: str) -> set[tuple[str, str]]:
     return {(row["kind"], row["name"]) for row in rows}
 
 
-def _receipt(event_id: str, sku: str, qty: int) -> object:
-    document = {
-        "specversion": "1.0",
-        "id": event_id,
-        "source": "tests/upgrade",
-        "type": "stock.receipt",
-        "time": datetime.now(UTC).isoformat(),
-        "subject": "store-1",
-        "data": {"lines": [{"sku": sku, "qty": qty}]},
-    }
-    return read_envelope(document, intake_limits(Settings()))
+def _receipt(event_id: str, sku: str, qty: int) -> StockEvent:
+    return ev.stock_event(event_id, "stock.receipt", "store-1", [(sku, qty)], source="tests/upgrade")
 
 
 def test_an_old_schema_is_brought_up_to_date_and_keeps_its_rows(database_url: str) -> None:
     ledger = build_ledger(Settings(database_url=database_url))
     ledger.start()
     try:
-        [first] = ledger.submit_and_wait([_receipt("e1", "SKU-1", 5)])  # type: ignore[list-item]
+        [first] = ledger.submit_and_wait([_receipt("e1", "SKU-1", 5)])
         assert first.outcome is Outcome.ACCEPTED
     finally:
         ledger.stop()
@@ -92,7 +82,7 @@ def test_an_old_schema_is_brought_up_to_date_and_keeps_its_rows(database_url: st
     ledger = build_ledger(Settings(database_url=database_url))
     ledger.start()
     try:
-        [second] = ledger.submit_and_wait([_receipt("e2", "SKU-1", 2)])  # type: ignore[list-item]
+        [second] = ledger.submit_and_wait([_receipt("e2", "SKU-1", 2)])
         assert second.outcome is Outcome.ACCEPTED
     finally:
         ledger.stop()

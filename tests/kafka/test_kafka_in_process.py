@@ -24,8 +24,8 @@ from ledger.config import Settings
 from ledger.domain.model import StockEvent
 from ledger.kafka import start_consumer
 from ledger.kafka.metrics import intake_registry
+from ledger.results import EventResult
 from ledger.service import Ledger
-from ledger.writer import EventResult
 
 DEADLINE_S = 60
 

@@ -18,7 +18,7 @@ from ledger.kafka.records import (
     result_record,
 )
 from ledger.kafka.retailer import JUNK_KINDS, WEIGHTS, Retailer, Traffic
-from ledger.writer import EventResult, Original
+from ledger.results import EventResult, Original
 
 LIMITS = intake_limits(Settings())
 GOOD = {

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import itertools
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ledger.domain.model import StockEvent
 
 _ids = itertools.count(1)
 SOURCE = "tests/producer"
@@ -96,3 +99,24 @@ def transfer(
     event_id = extra.pop("event_id", None)
     data = {"lines": lines(*pairs), "to_store": to_store, "transfer_id": transfer_id, **extra}
     return envelope("stock.transfer", store, data, event_id=event_id)
+
+
+def stock_event(
+    event_id: str,
+    event_type: str,
+    store: str,
+    pairs: list[tuple[str, int]],
+    *,
+    source: str = SOURCE,
+    **data: Any,
+) -> StockEvent:
+    """An envelope as the ledger reads it (its own validation), for tests that drive the writer
+    without HTTP or Kafka. No pairs: an envelope without lines."""
+    from ledger.bootstrap import intake_limits
+    from ledger.config import Settings
+    from ledger.intake.envelope import read_envelope
+
+    body = ({"lines": lines(*pairs)} if pairs else {}) | data
+    return read_envelope(
+        envelope(event_type, store, body, event_id=event_id, source=source), intake_limits(Settings())
+    )

@@ -6,7 +6,7 @@ import pickle
 from datetime import UTC, datetime, timedelta, timezone
 
 from ledger.domain.model import EventType, Line, Outcome, RejectionReason, Shortfall, StockEvent
-from ledger.writer import EventResult, Original
+from ledger.results import EventResult, Original
 
 NOW = datetime(2026, 11, 22, 7, 15, tzinfo=UTC)
 MOSCOW = timezone(timedelta(hours=3))

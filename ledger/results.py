@@ -1,0 +1,82 @@
+"""What the writer answers for each event: its outcome, and for a duplicate the first one.
+
+Results cross from the writer process back to the HTTP workers on every write, so they pickle
+as plain values (see EventResult.__reduce__).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from ledger.domain.model import Outcome, RejectionReason, Shortfall, _reduce
+
+
+@dataclass(frozen=True, slots=True)
+class Original:
+    outcome: Outcome
+    reason: RejectionReason | None
+    position: int
+
+    __reduce__ = _reduce
+
+
+@dataclass(frozen=True, slots=True)
+class EventResult:
+    event_id: str
+    source: str
+    store_id: str
+    outcome: Outcome
+    reason: RejectionReason | None = None
+    shortfall: tuple[Shortfall, ...] = ()
+    position: int | None = None
+    original: Original | None = None
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        """Plain values, as StockEvent's (every answer crosses back from the writer process)."""
+        original = self.original
+        return (
+            _result_from_values,
+            (
+                self.event_id,
+                self.source,
+                self.store_id,
+                self.outcome.value,
+                self.reason.value if self.reason else None,
+                tuple((s.sku, s.requested_units, s.available_units) for s in self.shortfall),
+                self.position,
+                None
+                if original is None
+                else (
+                    original.outcome.value,
+                    original.reason.value if original.reason else None,
+                    original.position,
+                ),
+            ),
+        )
+
+
+def _result_from_values(
+    event_id: str,
+    source: str,
+    store_id: str,
+    outcome: str,
+    reason: str | None,
+    shortfall: tuple[tuple[str, int, int], ...],
+    position: int | None,
+    original: tuple[str, str | None, int] | None,
+) -> EventResult:
+    return EventResult(
+        event_id,
+        source,
+        store_id,
+        Outcome(outcome),
+        RejectionReason(reason) if reason else None,
+        tuple(Shortfall(*s) for s in shortfall),
+        position,
+        None
+        if original is None
+        else Original(
+            Outcome(original[0]), RejectionReason(original[1]) if original[1] else None, original[2]
+        ),
+    )
