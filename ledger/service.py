@@ -55,6 +55,8 @@ class WriterPort(Protocol):
 # How long a periodic refresh lets this instance's own commits reach its cache before reading
 # them back from the database (see Ledger.refresh). Other instances' writes wait as much longer.
 REFRESH_GRACE_S = 0.02
+# How long a head that this instance's own writer announced (a batch in flight) is waited for.
+ANNOUNCED_WAIT_S = 1.0
 
 
 class Ledger:
@@ -127,7 +129,7 @@ class Ledger:
                 with self.recorder.read_transaction() as tx:
                     head = self.recorder.head(tx)
                 if head > self.cache.head:
-                    self._stopping.wait(grace_s)
+                    self._wait_for_commit(head, grace_s)
                 if self.cache.head >= head:  # what was committed by then has arrived
                     self.database_ok = True
                     return
@@ -138,6 +140,20 @@ class Ledger:
             if self.database_ok:
                 log.warning("database unreachable: %s", error)
             self.database_ok = False
+
+    def _wait_for_commit(self, head: int, grace_s: float) -> None:
+        """Gives the commits up to `head` time to arrive from this instance's own writer: the
+        grace, or, when the writer announced a batch reaching that far, up to ANNOUNCED_WAIT_S
+        (a big batch can take longer than the grace; seen: the HTTP worker reading back whole
+        1,000-event batches). A gap the cache noticed (another instance wrote) ends the wait."""
+        cache = self.cache
+        wait_s = ANNOUNCED_WAIT_S if head <= cache.announced else grace_s
+        deadline = time.monotonic() + wait_s
+        while cache.head < head and not cache.wake.is_set() and not self._stopping.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            self._stopping.wait(min(left, grace_s))
 
     async def wait_for_position(self, position: int) -> bool:
         """Waits (bounded) until this instance's state includes `position`."""

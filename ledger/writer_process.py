@@ -101,6 +101,7 @@ class WriterServer:
         self.selector = selectors.DefaultSelector()
         self.stopping = False
         self._commits: list[tuple[int, int, list[LevelRow]]] = []
+        self._announce = 0  # the last position of a batch just sent, for the clients (see _flush)
         self._flight: InFlight | None = None  # the batch in flight, for run()'s last answers
         writer.on_commit = lambda committed: self._commits.append(committed_rows(committed))
 
@@ -158,6 +159,8 @@ class WriterServer:
                     flight = self.writer.send(ready)
                 if flight is None:
                     flight = self._begin(taken)
+                if flight is not None:
+                    self._announce = flight.ready.prepared.last_position
             self._flight = flight
             self._flush()
             if self.parent_pid is not None and not self.stopping and os.getppid() != self.parent_pid:
@@ -229,9 +232,15 @@ class WriterServer:
         return submissions, pending[taken:]
 
     def _flush(self) -> None:
+        """Sends every client the commits since the last flush, then its answers; and, when a
+        batch was just sent, its last position: a client's refresher that sees the log's head move
+        up to it then waits for the commit instead of reading the batch back from the database."""
         commits, self._commits = self._commits, []
+        announce, self._announce = self._announce, 0
         for client in list(self.clients.values()):
             frames = [frame(("c", first, head, rows)) for first, head, rows in commits]
+            if announce:
+                frames.append(frame(("p", announce)))
             if client.replies:
                 frames.append(frame(("r", client.replies)))
                 client.replies = []
@@ -388,6 +397,9 @@ class RemoteWriter:
                 message = pickle.loads(await reader.readexactly(length))
                 if message[0] == "c":
                     self._on_commit(message[1], message[2], message[3])
+                    continue
+                if message[0] == "p":
+                    self.cache.announced = max(self.cache.announced, message[1])
                     continue
                 for request_id, ok, payload in message[1]:
                     future = self._futures.pop(request_id, None)
