@@ -72,8 +72,8 @@ class StateCache:
         self.lock = threading.Lock()
         self.wake = threading.Event()  # set when the cache knows it missed commits
         self.head = 0
-        # The last position this instance's own writer has sent and not yet told of (a batch in
-        # flight): a log head up to it will arrive with that batch's commit (Ledger.refresh).
+        # The highest last position of a batch this instance's own writer has sent (only grows): a
+        # log head up to it is expected to arrive with that batch's commit (Ledger.refresh).
         self.announced = 0
         self.generation = 0  # counts the times the cache was emptied (Writer.send checks it)
         self.levels: OrderedDict[tuple[str, str], CachedLevel] = OrderedDict()
