@@ -104,8 +104,7 @@ _PG_BATCH_CALL_NAME = b"ledger_write_batch_call"
 def _prepare(pgconn: Any, name: bytes, sql: bytes) -> None:
     result = pgconn.prepare(name, sql)
     if result.status != psycopg.pq.ExecStatus.COMMAND_OK:
-        sqlstate = (result.error_field(psycopg.pq.DiagnosticField.SQLSTATE) or b"").decode()
-        raise _error_for(sqlstate, (result.error_message or b"").decode(errors="replace").strip())
+        raise _error_of(result)
 
 
 class SentBatch:
@@ -122,9 +121,7 @@ class SentBatch:
             error: psycopg.Error | None = None
             while (result := self._pgconn.get_result()) is not None:
                 if result.status == psycopg.pq.ExecStatus.FATAL_ERROR and error is None:
-                    sqlstate = (result.error_field(psycopg.pq.DiagnosticField.SQLSTATE) or b"").decode()
-                    message = (result.error_message or b"").decode(errors="replace").strip()
-                    error = _error_for(sqlstate, message)
+                    error = _error_of(result)
             if error is None and self._pgconn.status != psycopg.pq.ConnStatus.OK:
                 error = psycopg.OperationalError("the connection was lost while the batch was recorded")
             if error is not None:
@@ -133,6 +130,12 @@ class SentBatch:
             with contextlib.suppress(Exception):
                 self._pgconn.nonblocking = 1
             self._stack.close()
+
+
+def _error_of(result: Any) -> psycopg.Error:
+    """psycopg's error for a failed libpq result, by its SQLSTATE."""
+    sqlstate = (result.error_field(psycopg.pq.DiagnosticField.SQLSTATE) or b"").decode()
+    return _error_for(sqlstate, (result.error_message or b"").decode(errors="replace").strip())
 
 
 def _error_for(sqlstate: str, message: str) -> psycopg.Error:

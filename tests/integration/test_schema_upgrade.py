@@ -65,27 +65,26 @@ def _receipt(event_id: str, sku: str, qty: int) -> StockEvent:
     return ev.stock_event(event_id, "stock.receipt", "store-1", [(sku, qty)], source="tests/upgrade")
 
 
-def test_an_old_schema_is_brought_up_to_date_and_keeps_its_rows(database_url: str) -> None:
+def _record_on_start(database_url: str, event: StockEvent) -> Outcome:
+    """Starts a ledger (which creates or upgrades the schema), records one event, stops."""
     ledger = build_ledger(Settings(database_url=database_url))
     ledger.start()
     try:
-        [first] = ledger.submit_and_wait([_receipt("e1", "SKU-1", 5)])
-        assert first.outcome is Outcome.ACCEPTED
+        [result] = ledger.submit_and_wait([event])
+        return result.outcome
     finally:
         ledger.stop()
+
+
+def test_an_old_schema_is_brought_up_to_date_and_keeps_its_rows(database_url: str) -> None:
+    assert _record_on_start(database_url, _receipt("e1", "SKU-1", 5)) is Outcome.ACCEPTED
     old = OLD_DDL if database_url.startswith("sqlite") else (*OLD_DDL, OLD_PG_FUNCTION)
     _execute(database_url, old)
     before = _objects(database_url)
     assert ("table", "ledger_sku_totals") in before
     assert ("index", "ledger_levels_by_position") in before
 
-    ledger = build_ledger(Settings(database_url=database_url))
-    ledger.start()
-    try:
-        [second] = ledger.submit_and_wait([_receipt("e2", "SKU-1", 2)])
-        assert second.outcome is Outcome.ACCEPTED
-    finally:
-        ledger.stop()
+    assert _record_on_start(database_url, _receipt("e2", "SKU-1", 2)) is Outcome.ACCEPTED
 
     after = _objects(database_url)
     assert ("table", "ledger_sku_totals") not in after
