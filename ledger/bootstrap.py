@@ -9,9 +9,10 @@ from ledger.intake.envelope import IntakeLimits
 from ledger.service import Ledger, WriterPort
 from ledger.state_cache import StateCache
 from ledger.storage.recorders import open_recorder
-from ledger.writer import Writer, WriterLimits
-from ledger.writer_process import RemoteWriter
-from ledger.writer_thread import ThreadWriterClient
+from ledger.writer.facade import Writer
+from ledger.writer.remote import RemoteWriter
+from ledger.writer.submission import WriterLimits
+from ledger.writer.thread import ThreadWriterClient, WriterThread
 
 
 def _cache(settings: Settings) -> StateCache:
@@ -39,11 +40,17 @@ def build_writer(settings: Settings) -> Writer:
     )
 
 
+def build_writer_from_environment() -> Writer:
+    """The writer process's writer: it reads the settings from the environment it inherited."""
+    tune_gc()
+    return build_writer(Settings())
+
+
 def build_ledger(settings: Settings) -> Ledger:
     """A ledger on the configured database, schema created; call start() to run its threads.
 
     With LEDGER_WRITER_SOCKET set it sends its writes to that writer process (see
-    ledger/writer_process.py); otherwise its writer is a thread of this process."""
+    ledger/writer/process.py); otherwise its writer is a thread of this process."""
     writer_port: WriterPort
     if settings.writer_socket:
         recorder = open_recorder(settings.database_url, settings.db_pool_size, settings.db_lock_timeout_s)
@@ -52,7 +59,7 @@ def build_ledger(settings: Settings) -> Ledger:
     else:
         writer = build_writer(settings)
         recorder, cache = writer.recorder, writer.cache
-        writer_port = ThreadWriterClient(writer, settings.request_timeout_s)
+        writer_port = ThreadWriterClient(WriterThread(writer), settings.request_timeout_s)
     return Ledger(
         recorder,
         cache,

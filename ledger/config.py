@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+# What a produced record carries beyond its key, value and headers (batch and record framing), and
+# more: a dead letter cut to its limits plus this always fits in the producer's request.
+KAFKA_RECORD_FRAMING_BYTES_MAX = 1024
 
 
 class Settings(BaseSettings):
@@ -38,6 +43,25 @@ class Settings(BaseSettings):
     kafka_produce_batch_bytes: int = Field(256 * 1024, ge=16 * 1024)
     kafka_retry_backoff_ms_max: int = Field(5000, ge=10, description="longest wait to retry a failed batch")
     kafka_shutdown_timeout_s: float = Field(60.0, gt=0, description="SIGTERM: time to finish the batch")
+    # The pipeline: while one batch is recorded, the next is polled and read. A batch is in flight
+    # from its poll to its commit (waiting to be recorded, recording, or waiting for the broker to
+    # acknowledge its results); past this many, fetching pauses until the oldest is committed.
+    kafka_batches_in_flight_max: int = Field(3, ge=1, le=16)
+    kafka_poll_in_flight_timeout_ms: int = Field(
+        10, ge=1, le=1000, description="poll wait while batches are in flight: how soon one done is seen"
+    )
+    # A rebalance takes this member's partitions: it finishes (records, publishes, commits) what is in
+    # flight for this long at most, and hands the rest over uncommitted. It blocks the client's
+    # network thread (heartbeats too), so it stays well below the session timeout.
+    kafka_revoke_timeout_ms: int = Field(3000, ge=0)
+    # The producer: its largest request, and how many publishes in a row may fail before it is
+    # closed and built anew (a producer can fail for good, e.g. after the broker lost its state).
+    kafka_produce_request_bytes_max: int = Field(1024 * 1024, ge=64 * 1024)
+    kafka_producer_failures_max: int = Field(3, ge=1)
+    # A dead letter always fits in one request: its value, key and headers are cut to these.
+    kafka_dlq_value_bytes_max: int = Field(256 * 1024, ge=1024)
+    kafka_dlq_key_bytes_max: int = Field(1024, ge=64)
+    kafka_dlq_headers_bytes_max: int = Field(64 * 1024, ge=4096)
     kafka_metrics_host: str = "127.0.0.1"
     kafka_metrics_port: int | None = Field(None, description="ledger consume: /metrics, /readyz, /healthz")
 
@@ -64,6 +88,9 @@ class Settings(BaseSettings):
         True, description="PostgreSQL: one round trip per batch when memory holds all it reads"
     )
     writer_queue_submissions_max: int = Field(20000, ge=1)
+    # What the writer process holds for one client that does not read (its answers and the
+    # commit broadcasts); past it the client is disconnected, so that the writer never waits on it.
+    writer_client_outbox_bytes_max: int = Field(32 * 1024 * 1024, ge=1024)
     request_timeout_s: float = Field(30.0, gt=0)
 
     # Reservation expiry.
@@ -130,3 +157,19 @@ class Settings(BaseSettings):
     wms_poll_interval_s: float = Field(30.0, gt=0, description="how often open picking orders are polled")
     wms_poll_orders_max: int = Field(200, ge=1)
     wms_webhook_secret: str | None = Field(None, description="last path segment of the status webhook URL")
+
+    @model_validator(mode="after")
+    def _dead_letters_fit(self) -> Settings:
+        dead_letter_bytes_max = (
+            self.kafka_dlq_value_bytes_max
+            + self.kafka_dlq_key_bytes_max
+            + self.kafka_dlq_headers_bytes_max
+            + KAFKA_RECORD_FRAMING_BYTES_MAX
+        )
+        if dead_letter_bytes_max > self.kafka_produce_request_bytes_max:
+            raise ValueError(
+                "LEDGER_KAFKA_DLQ_VALUE_BYTES_MAX + _KEY_BYTES_MAX + _HEADERS_BYTES_MAX (+1 KiB) must fit in "
+                f"LEDGER_KAFKA_PRODUCE_REQUEST_BYTES_MAX: {dead_letter_bytes_max} > "
+                f"{self.kafka_produce_request_bytes_max}"
+            )
+        return self

@@ -12,11 +12,15 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from ledger.intake.envelope import FieldError, InvalidEvent
-from ledger.writer import WriterUnavailable
+from ledger.service import UNAVAILABLE_ERRORS, DatabaseUnavailable, database_unavailable
+from ledger.writer.submission import WriterUnavailable
 
 log = logging.getLogger("ledger.api")
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
+# What a 503 asks the caller to wait before trying again (the Retry-After header): about how long
+# a database restart or a writer process restart takes to be noticed and recovered from.
+RETRY_AFTER_S = 1
 
 
 class Problem(Exception):
@@ -32,13 +36,17 @@ class Problem(Exception):
 
 
 def problem_response(problem: Problem, instance: str | None = None) -> Response:
+    """The problem as application/problem+json; a 503 says when to retry (Retry-After)."""
     body: dict[str, Any] = {"type": problem.type, "title": problem.title, "status": problem.status}
     if problem.detail:
         body["detail"] = problem.detail
     if instance:
         body["instance"] = instance
     body.update(problem.extra)
-    return Response(orjson.dumps(body), status_code=problem.status, media_type=PROBLEM_MEDIA_TYPE)
+    headers = {"Retry-After": str(RETRY_AFTER_S)} if problem.status == 503 else None
+    return Response(
+        orjson.dumps(body), status_code=problem.status, media_type=PROBLEM_MEDIA_TYPE, headers=headers
+    )
 
 
 def invalid(errors: list[FieldError], title: str = "Invalid request") -> Problem:
@@ -59,6 +67,13 @@ def problem_for(error: Exception) -> Problem | None:
         return invalid(error.errors, "Invalid event")
     if isinstance(error, WriterUnavailable):
         return Problem(503, "unavailable", "The ledger cannot take writes now", str(error))
+    if isinstance(error, DatabaseUnavailable) or database_unavailable(error):
+        return Problem(
+            503,
+            "database-unavailable",
+            "The ledger's database is unavailable now",
+            "Retry later: re-sending an event with the same source and id records it at most once.",
+        )
     if isinstance(error, TimeoutError):
         return Problem(
             503,
@@ -79,7 +94,11 @@ def install_handlers(app: FastAPI) -> None:
         problem = problem_for(error) or internal_error(error, request.method, request.url.path)
         return problem_response(problem, request.url.path)
 
-    for error_type in (Problem, InvalidEvent, WriterUnavailable, TimeoutError, Exception):
+    # Every operating error is named here, not left to the handler of Exception: Starlette answers
+    # that one from its outermost middleware and then re-raises, and the server drops the
+    # connection (seen: reads during a database outage lost their keep-alive connection).
+    operating_errors = (Problem, InvalidEvent, WriterUnavailable, TimeoutError, DatabaseUnavailable)
+    for error_type in (*operating_errors, *UNAVAILABLE_ERRORS, Exception):
         app.add_exception_handler(error_type, on_operating_error)
 
     @app.exception_handler(RequestValidationError)

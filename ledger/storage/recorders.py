@@ -358,6 +358,9 @@ class SQLiteLedgerRecorder(_HeadAndClose, SQLiteApplicationRecorder):
         return positions
 
 
+CONNECT_TIMEOUT_S = 3.0
+
+
 def open_recorder(database_url: str, pool_size: int, lock_timeout_s: int) -> Any:
     """A recorder for `sqlite:///path` or `postgresql://user:pass@host:port/db`; tables created."""
     parts = urlsplit(database_url)
@@ -382,6 +385,9 @@ def open_recorder(database_url: str, pool_size: int, lock_timeout_s: int) -> Any
             password=unquote(parts.password or ""),
             pool_size=pool_size,
             lock_timeout=lock_timeout_s,
+            # An unreachable server is told within seconds, at start (ledger serve fails fast) and
+            # in an outage (writes answer 503 well inside the request timeout).
+            connect_timeout=CONNECT_TIMEOUT_S,
             originator_id_type="text",
         )
         recorder = PostgresLedgerRecorder(pg_datastore)

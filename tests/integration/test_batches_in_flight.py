@@ -18,7 +18,10 @@ from ledger.config import Settings
 from ledger.domain.model import Outcome, RejectionReason, StockEvent
 from ledger.results import EventResult
 from ledger.service import Ledger
-from ledger.writer import InFlight, Ready, Submission, Writer
+from ledger.writer import in_flight
+from ledger.writer.facade import Writer
+from ledger.writer.in_flight import InFlight, Ready
+from ledger.writer.submission import Submission
 
 STORE = "store-1"
 
@@ -66,7 +69,7 @@ def _warm(writer: Writer) -> None:
         _event("warm", "stock.adjustment", [("SKU-1", 1)], reason="found"),
     ):
         answers = Answers()
-        writer._process(answers.submission(event))
+        writer.process(answers.submission(event))
         assert answers.only().outcome is Outcome.ACCEPTED
 
 
@@ -84,13 +87,13 @@ def _reserve(writer: Writer, answers: Answers, reservation_id: str, qty: int) ->
     event = _event(
         reservation_id.lower(), "stock.reservation", [("SKU-1", qty)], reservation_id=reservation_id
     )
-    ready = writer.prepare(answers.submission(event))
+    ready = in_flight.prepare(writer, answers.submission(event))
     assert ready is not None
     return ready
 
 
 def _sent(writer: Writer, ready: Ready) -> InFlight:
-    flight = writer.send(ready)
+    flight = in_flight.send(writer, ready)
     assert flight is not None
     return flight
 
@@ -105,10 +108,10 @@ def test_the_next_batch_is_decided_on_top_of_the_one_in_flight(
     flight_a = _sent(writer, ready_a)
     # Decided while A is in flight: only 2 of the 5 units are left once A counts.
     ready_b = _reserve(writer, second, "B", 3)
-    assert writer.land(flight_a)
+    assert in_flight.land(writer, flight_a)
     assert first.only().outcome is Outcome.ACCEPTED
     flight_b = _sent(writer, ready_b)
-    assert writer.land(flight_b)
+    assert in_flight.land(writer, flight_b)
     refused = second.only()
     assert refused.outcome is Outcome.REJECTED
     assert refused.reason is RejectionReason.INSUFFICIENT_STOCK
@@ -125,13 +128,13 @@ def test_a_write_between_two_batches_makes_the_second_lose_its_bet(
     ready_a = _reserve(writer, first, "A", 2)
     flight_a = _sent(writer, ready_a)
     ready_b = _reserve(writer, second, "B", 3)  # decided with 3 units left
-    assert writer.land(flight_a)
+    assert in_flight.land(writer, flight_a)
     # A till sells one unit through another instance before B goes out: only 2 are left.
     [sold] = other.submit_and_wait([_event("pos", "stock.pos_sale", [("SKU-1", 1)])])
     assert sold.outcome is Outcome.ACCEPTED
     lost_before = writer.optimistic_lost
     flight_b = _sent(writer, ready_b)
-    assert not writer.land(flight_b)  # the head moved: recorded the ordinary way
+    assert not in_flight.land(writer, flight_b)  # the head moved: recorded the ordinary way
     assert writer.optimistic_lost == lost_before + 1
     refused = second.only()
     assert refused.outcome is Outcome.REJECTED
@@ -152,11 +155,11 @@ def test_what_was_decided_on_top_of_a_failed_batch_is_never_sent(
     flight_a = _sent(writer, ready_a)
     # B is decided on top of A as this writer believes it: 5 - 3 = 2 left, so 1 unit fits.
     ready_b = _reserve(writer, second, "B", 1)
-    assert not writer.land(flight_a)  # recorded the ordinary way: 3 of the 3 units left
+    assert not in_flight.land(writer, flight_a)  # recorded the ordinary way: 3 of the 3 units left
     assert first.only().outcome is Outcome.ACCEPTED
     # B's decision rested on a state that never was: it must not go out as decided.
-    assert writer.send(ready_b) is None
-    writer._process(ready_b.batch)
+    assert in_flight.send(writer, ready_b) is None
+    writer.process(ready_b.batch)
     refused = second.only()
     assert refused.outcome is Outcome.REJECTED
     assert refused.reason is RejectionReason.INSUFFICIENT_STOCK
@@ -174,11 +177,11 @@ def test_a_batch_whose_deciding_fails_is_recorded_the_ordinary_way(
     def broken(*_: object) -> None:
         raise RuntimeError("deciding failed")
 
-    monkeypatch.setattr(writer, "_prepare", broken)
+    monkeypatch.setattr(writer, "decide_from_memory", broken)
     answers = Answers()
     batch = answers.submission(_event("a", "stock.reservation", [("SKU-1", 2)], reservation_id="A"))
-    assert writer.prepare(batch) is None
+    assert in_flight.prepare(writer, batch) is None
     monkeypatch.undo()
-    writer._process(batch)
+    writer.process(batch)
     assert answers.only().outcome is Outcome.ACCEPTED
     assert _level(writer) == (5, 2)

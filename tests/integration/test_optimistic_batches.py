@@ -12,8 +12,8 @@ from ledger.bootstrap import build_ledger
 from ledger.config import Settings
 from ledger.domain.model import Outcome, RejectionReason, StockEvent
 from ledger.service import Ledger
-from ledger.writer import Writer
-from ledger.writer_thread import ThreadWriterClient
+from ledger.writer.facade import Writer
+from ledger.writer.thread import ThreadWriterClient
 
 STORE = "store-1"
 

@@ -12,7 +12,8 @@ from typing import Any
 
 from ledger.service import REFRESH_GRACE_S, Ledger
 from ledger.state_cache import Commit, StateCache
-from ledger.writer_process import RemoteWriter, frame
+from ledger.writer.remote import RemoteWriter
+from ledger.writer.wire import Announced, encode
 
 COMMIT_DELAY_S = 0.2  # well past the grace: without the announcement the refresh reads back
 
@@ -100,5 +101,5 @@ def test_the_writer_process_announcement_reaches_the_cache() -> None:
         reader.feed_eof()
         await remote._read_loop(reader)
 
-    asyncio.run(read(frame(("p", 42)) + frame(("p", 30))))
+    asyncio.run(read(encode(Announced(42)) + encode(Announced(30))))
     assert cache.announced == 42  # never moves back

@@ -1,0 +1,48 @@
+"""Each caller's results, once its batch has committed: in the order of its events, with the
+position of each recorded event and the first outcome of each duplicate."""
+
+from __future__ import annotations
+
+from ledger.domain.model import Entry, Outcome, StockEvent
+from ledger.results import EventResult, Original
+from ledger.writer.deciding import Pending
+from ledger.writer.submission import Submission
+
+
+def answers(
+    batch: list[Submission],
+    events: list[StockEvent],
+    pending: list[Pending],
+    positions: list[int],
+    entries: list[Entry],
+) -> list[list[EventResult]]:
+    """Each submission's results, in the order of its events."""
+    results = [_result(event, p, positions, entries) for event, p in zip(events, pending, strict=True)]
+    per_submission: list[list[EventResult]] = []
+    start = 0
+    for submission in batch:
+        per_submission.append(results[start : start + len(submission.events)])
+        start += len(submission.events)
+    return per_submission
+
+
+def _result(event: StockEvent, pending: Pending, positions: list[int], entries: list[Entry]) -> EventResult:
+    if pending.duplicate_of is not None:
+        return EventResult(
+            event.event_id, event.source, event.store_id, Outcome.DUPLICATE, original=pending.duplicate_of
+        )
+    if pending.duplicate_of_entry is not None:
+        first = entries[pending.duplicate_of_entry]
+        original = Original(first.outcome, first.reason, positions[pending.duplicate_of_entry])
+        return EventResult(event.event_id, event.source, event.store_id, Outcome.DUPLICATE, original=original)
+    assert pending.entry_index is not None
+    entry = entries[pending.entry_index]
+    return EventResult(
+        event.event_id,
+        event.source,
+        event.store_id,
+        entry.outcome,
+        entry.reason,
+        entry.shortfall,
+        positions[pending.entry_index],
+    )

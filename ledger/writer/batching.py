@@ -1,0 +1,86 @@
+"""How queued submissions become batches, and what happens when a batch fails.
+
+A batch is whatever has queued up, up to `batch_events_max` events (one submission larger than
+that is a batch of its own). A failed batch changed nothing (its transaction rolled back) or
+committed with its acknowledgement lost (its events then answer as duplicates), so it is tried
+again `retries_max` times with a doubling wait; then its submissions are tried one by one, so
+that one bad submission fails only itself.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+from ledger.results import EventResult
+from ledger.writer.submission import Submission
+
+log = logging.getLogger("ledger.writer")
+
+RETRY_WAIT_S_FIRST = 0.05
+RETRY_WAIT_S_MAX = 1.0
+
+Item = TypeVar("Item")
+
+
+def take_batch(items: list[Item], sizes: Callable[[Item], int], batch_events_max: int) -> int:
+    """How many of `items`, from the front, make the next batch: at least one, then as many as fit."""
+    taken = 0
+    count = 0
+    for item in items:
+        size = sizes(item)
+        if taken and count + size > batch_events_max:
+            break
+        count += size
+        taken += 1
+    return taken
+
+
+def drain_queue(
+    waiting: queue.Queue[Submission | None], first: Submission, batch_events_max: int
+) -> tuple[list[Submission], bool]:
+    """`first` and whatever else has queued up that fits; and whether a stop was asked for."""
+    batch = [first]
+    count = len(first.events)
+    while count < batch_events_max:
+        try:
+            more = waiting.get_nowait()
+        except queue.Empty:
+            break
+        if more is None:
+            return batch, True
+        batch.append(more)
+        count += len(more.events)
+    return batch, False
+
+
+def record_with_retries(
+    batch: list[Submission],
+    record: Callable[[list[Submission]], list[list[EventResult]]],
+    retries_max: int,
+    forget: Callable[[], None],
+) -> None:
+    """Records a batch and answers every submission in it, whatever happens. `forget` empties
+    the writer's memory after a failure (it may hold effects that were never committed)."""
+    for attempt in range(retries_max + 1):
+        try:
+            results = record(batch)
+        except Exception as error:  # noqa: BLE001 - retried: see the module's docstring
+            forget()
+            if attempt < retries_max:
+                log.warning("batch failed (attempt %d), retrying: %s", attempt + 1, error)
+                time.sleep(min(RETRY_WAIT_S_FIRST * 2**attempt, RETRY_WAIT_S_MAX))
+                continue
+            if len(batch) > 1:
+                for submission in batch:
+                    record_with_retries([submission], record, retries_max, forget)
+                return
+            log.error("batch failed, giving up: %r", error)
+            batch[0].done(error)
+            return
+        for submission, result in zip(batch, results, strict=True):
+            submission.done(result)
+        return

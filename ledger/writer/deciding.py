@@ -1,0 +1,218 @@
+"""The state a batch is decided on, and the decisions.
+
+The state comes from the writer's memory when it holds everything a batch reads (the bet that
+nobody else wrote is checked when the batch is recorded), or from the database under the log's
+write lock. Events are decided in arrival order, each seeing the effect of the ones before it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from ledger.domain.model import Entry, EventType, Level, Outcome, RejectionReason, Reservation, StockEvent
+from ledger.domain.rules import LedgerState, apply, decide
+from ledger.results import Original
+from ledger.state_cache import StateCache
+from ledger.storage.recorders import LedgerRecorder
+from ledger.storage.sql import Deferred, SqlTx
+
+# An event key already recorded (its first outcome), or recorded earlier in this batch (the index
+# of its entry).
+Known = dict[tuple[str, str], Original | int]
+
+
+@dataclass(slots=True)
+class Pending:
+    """A decided event whose position is known only after the insert."""
+
+    entry_index: int | None = None  # index into the batch's entries, for accepted/rejected
+    duplicate_of: Original | None = None
+    duplicate_of_entry: int | None = None
+
+
+@dataclass(slots=True)
+class Work:
+    """A batch being decided: its state, the log's head it was read at, and the entries so far."""
+
+    state: LedgerState
+    head: int
+    versions: Callable[[], dict[str, int]]  # the stores' versions, read with the rest, for the insert
+    entries: list[Entry] = field(default_factory=list)
+    levels_after: list[tuple[Level, ...]] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class Missing:
+    """What the writer's memory lacks to decide a batch by itself."""
+
+    levels: set[tuple[str, str]] = field(default_factory=set)
+    reservations: set[tuple[str, str]] = field(default_factory=set)
+    stores: set[str] = field(default_factory=set)
+
+    def __bool__(self) -> bool:
+        return bool(self.levels or self.reservations or self.stores)
+
+
+def _stores(event: StockEvent) -> tuple[str, ...]:
+    return (event.store_id, event.to_store) if event.to_store else (event.store_id,)
+
+
+def missing_from_memory(cache: StateCache, events: list[StockEvent]) -> Missing:
+    """The keys a batch reads that the cache does not hold (a release's SKUs only once its
+    reservation is held: they are asked for after it arrives)."""
+    missing = Missing()
+    for event in events:
+        skus = [line.sku for line in event.lines]
+        if event.reservation_id:
+            key = (event.store_id, event.reservation_id)
+            held = cache.reservations.get(key)
+            if held is not None:
+                skus += list(held[0].lines)
+            elif event.type is not EventType.RESERVATION:
+                missing.reservations.add(key)
+        for store in _stores(event):
+            if store not in cache.store_versions:
+                missing.stores.add(store)
+            missing.levels.update((store, sku) for sku in skus if (store, sku) not in cache.levels)
+    return missing
+
+
+def fetch_missing(recorder: LedgerRecorder, cache: StateCache, missing: Missing) -> bool:
+    """Reads what the cache lacks, outside the write lock, so that a batch with a few new keys
+    can still be decided from memory. Only when the database's head is the cache's: then what is
+    read belongs with what the cache holds, and anything committed meanwhile moves the head,
+    which the one-statement batch checks under the lock (the bet is lost, nothing is wrong).
+    False when the heads differ (a batch in flight, or another instance wrote)."""
+    generation = cache.generation
+    with recorder.read_transaction() as tx:
+        if recorder.head(tx) != cache.head:
+            return False
+        reservations = cache.read_reservations(tx, missing.reservations)
+        levels = cache.read_levels(tx, missing.levels)
+        versions = cache.read_store_versions(tx, missing.stores)
+        held = reservations.finish()
+        released = {(store, sku) for (store, _), (r, _) in held.items() for sku in r.lines}
+        levels.finish(released)
+        found_versions = versions.finish()
+    with cache.lock:
+        if cache.generation != generation:
+            return False
+        for store, version in found_versions.items():
+            cache.store_versions.setdefault(store, version)
+    return True
+
+
+def work_from_memory(cache: StateCache, events: list[StockEvent], head: int) -> Work | None:
+    """The batch's state from the cache alone, or None when the cache lacks any of it."""
+    levels: dict[tuple[str, str], Level] = {}
+    reservations: dict[tuple[str, str], Reservation] = {}
+    versions: dict[str, int] = {}
+    for event in events:
+        skus = [line.sku for line in event.lines]
+        if event.reservation_id:
+            held = cache.reservations.get((event.store_id, event.reservation_id))
+            if held is not None:
+                reservations[(event.store_id, event.reservation_id)] = held[0].copy()
+                skus += list(held[0].lines)
+            elif event.type is not EventType.RESERVATION:
+                return None  # a release or shipment needs the reservation as it is
+        for store in _stores(event):
+            version = cache.store_versions.get(store)
+            if version is None:
+                return None
+            versions[store] = version
+            for sku in skus:
+                cached = cache.levels.get((store, sku))
+                if cached is None:
+                    return None
+                levels[(store, sku)] = cached.level.copy()
+    return Work(LedgerState(levels=levels, reservations=reservations), head, lambda: dict(versions))
+
+
+def work_from_database(
+    recorder: LedgerRecorder, cache: StateCache, tx: SqlTx, events: list[StockEvent]
+) -> tuple[Work, Known]:
+    """Everything the batch reads, asked for at once (one round trip on PostgreSQL) under the
+    write lock, then the cache brought up to the log's head before any of it is used."""
+    level_keys: set[tuple[str, str]] = set()
+    reservation_keys: set[tuple[str, str]] = set()
+    stores: set[str] = set()
+    for event in events:
+        for store in _stores(event):
+            stores.add(store)
+            level_keys.update((store, line.sku) for line in event.lines)
+        if event.reservation_id:
+            reservation_keys.add((event.store_id, event.reservation_id))
+    head_read = tx.defer(recorder.head_sql)
+    keys_read = _read_event_keys(tx, [event.key for event in events])
+    reservations_read = cache.read_reservations(tx, reservation_keys)
+    levels_read = cache.read_levels(tx, level_keys)
+    versions_read = cache.read_store_versions(tx, stores)
+    head = int(head_read.rows()[0]["head"])
+    cache.catch_up(tx, head)
+    known = _finish_event_keys(keys_read)
+    reservations = reservations_read.finish()
+    # A release without lines touches the reservation's SKUs.
+    released_keys = {
+        (store_id, sku) for (store_id, _), (held, _) in reservations.items() for sku in held.lines
+    }
+    levels = levels_read.finish(released_keys)
+    state = LedgerState(
+        levels={key: cached.level.copy() for key, cached in levels.items()},
+        reservations={key: held.copy() for key, (held, _) in reservations.items()},
+    )
+    return Work(state, head, versions_read.finish), known
+
+
+def decide_event(event: StockEvent, work: Work, known: Known) -> Pending:
+    seen = known.get(event.key)
+    if isinstance(seen, Original):
+        return Pending(duplicate_of=seen)
+    if isinstance(seen, int):
+        return Pending(duplicate_of_entry=seen)
+    decision = decide(event, work.state)
+    if decision.duplicate_of_position is not None:
+        position = decision.duplicate_of_position
+        if position < 0:  # placed earlier in this same batch
+            return Pending(duplicate_of_entry=-position - 1)
+        return Pending(duplicate_of=Original(Outcome.ACCEPTED, None, position))
+    for entry in decision.entries:
+        apply_entry(entry, work)
+    # The event's own entry comes last (a transfer records the receiving store's entry first),
+    # so the position answered includes every entry the event made.
+    primary_index = len(work.entries) - 1
+    known[event.key] = primary_index
+    return Pending(entry_index=primary_index)
+
+
+def apply_entry(entry: Entry, work: Work) -> None:
+    index = len(work.entries)
+    apply(entry, work.state, -(index + 1))  # a placeholder position until the insert
+    work.entries.append(entry)
+    work.levels_after.append(tuple(work.state.level(entry.store_id, e.sku).copy() for e in entry.effects))
+
+
+def _read_event_keys(tx: SqlTx, keys: list[tuple[str, str]]) -> list[Deferred]:
+    return [
+        tx.defer(
+            f"SELECT source, event_id, position, outcome, reason FROM ledger_event_keys WHERE {condition}",
+            params,
+        )
+        for condition, params in tx.pairs_in(("source", "event_id"), list(dict.fromkeys(keys)))
+    ]
+
+
+def _finish_event_keys(reads: list[Deferred]) -> Known:
+    """Keys already recorded, with their first outcome. Keys recorded earlier in the same batch
+    are added as the batch is decided (as entry indexes)."""
+    found: Known = {}
+    for read in reads:
+        for row in read.rows():
+            reason = row["reason"]
+            found[(row["source"], row["event_id"])] = Original(
+                Outcome(row["outcome"]),
+                RejectionReason(reason) if reason else None,
+                int(row["position"]),
+            )
+    return found

@@ -1,0 +1,149 @@
+"""The writer: runs one batch through deciding and recording, and answers its callers.
+
+Callers hand in lists of events and wait. A batch (see batching) is decided in arrival order
+against the current state and recorded as one transaction that holds the log's write lock; only
+after the commit is each caller answered. One fsync covers the whole batch, and no decision is
+ever made from a state that another transaction could change before the commit.
+
+How it reaches the callers is someone else's: a thread of this process (thread.py) or a process
+of its own (process.py and server.py).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import datetime
+
+from ledger.clock import utc_now, utc_text
+from ledger.domain.model import StockEvent
+from ledger.results import EventResult
+from ledger.state_cache import Commit, StateCache
+from ledger.storage.recorders import LedgerRecorder
+from ledger.writer import batching, deciding, expiry
+from ledger.writer.answers import answers
+from ledger.writer.recording import OneStatement, encode_one_statement, insert
+from ledger.writer.submission import Submission, WriterLimits
+
+log = logging.getLogger("ledger.writer")
+
+
+class Writer:
+    def __init__(
+        self,
+        recorder: LedgerRecorder,
+        cache: StateCache,
+        limits: WriterLimits,
+        on_commit: Callable[[Commit], None] | None = None,
+    ) -> None:
+        self.recorder = recorder
+        self.cache = cache
+        self.limits = limits
+        self.on_commit = on_commit
+        self.expiry = expiry.ExpirySchedule(limits.expiry_interval_s)
+        self.batches_committed = 0
+        self.optimistic_won = 0
+        self.optimistic_lost = 0
+
+    @property
+    def one_statement_batches(self) -> bool:
+        return bool(self.recorder.one_statement_batches) and self.limits.optimistic
+
+    def process(self, batch: list[Submission]) -> None:
+        """Records a batch and answers every submission in it (retrying as batching says)."""
+        batching.record_with_retries(batch, self.record, self.limits.retries_max, self.forget)
+
+    def forget(self) -> None:
+        """Empties the writer's memory: after a failure it may hold what never committed."""
+        self.cache.clear(0)
+
+    def record(self, batch: list[Submission]) -> list[list[EventResult]]:
+        """One attempt: from memory in one statement when it can, else under the write lock."""
+        recorded_at = utc_text(utc_now())
+        events = [event for submission in batch for event in submission.events]
+        statement = self._record_in_one_statement(events, recorded_at)
+        if statement is not None:
+            work, pending, positions, committed = (
+                statement.work,
+                statement.pending,
+                statement.positions,
+                statement.committed,
+            )
+        else:
+            with self.recorder.write_transaction() as tx:
+                work, known = deciding.work_from_database(self.recorder, self.cache, tx, events)
+                pending = [deciding.decide_event(event, work, known) for event in events]
+                positions, committed = insert(self.recorder, tx, work, recorded_at)
+        self.committed(committed)
+        self.batches_committed += 1
+        return answers(batch, events, pending, positions, work.entries)
+
+    def _record_in_one_statement(self, events: list[StockEvent], recorded_at: str) -> OneStatement | None:
+        """One statement instead of a transaction of some fifteen, when this writer's memory
+        holds everything the batch reads: it decides first and bets that nobody else wrote since
+        (the log's head is the cache's) and that every event id and new reservation id is new.
+        The statement checks all three (the head after taking the lock; the primary keys of the
+        dedupe keys and reservations), so a lost bet fails it whole and the batch is recorded the
+        ordinary way. None: not tried, or lost."""
+        if not self.one_statement_batches:
+            return None
+        statement = self.decide_from_memory(events, recorded_at)
+        if statement is None:
+            return None
+        try:
+            self.recorder.write_collected(statement.collected, statement.head, statement.last_position)
+        except Exception as error:
+            if not self.recorder.lost_optimistic_bet(error):
+                raise
+            self.optimistic_lost += 1
+            return None
+        self.optimistic_won += 1
+        return statement
+
+    def decide_from_memory(
+        self, events: list[StockEvent], recorded_at: str, *, fetch: bool = True
+    ) -> OneStatement | None:
+        """Decides a batch from memory alone and encodes it as one statement's arguments. Keys
+        the memory lacks are read first (outside the lock) when the database's head is the
+        memory's; None when that cannot be done."""
+        head = self.cache.head  # read before the values: a newer value then fails the check
+        work = deciding.work_from_memory(self.cache, events, head)
+        if work is None and fetch:
+            missing = deciding.missing_from_memory(self.cache, events)
+            if deciding.fetch_missing(self.recorder, self.cache, missing):
+                return self.decide_from_memory(events, recorded_at, fetch=False)
+        if work is None:
+            return None
+        known: deciding.Known = {}
+        pending = [deciding.decide_event(event, work, known) for event in events]
+        return encode_one_statement(self.recorder, work, pending, recorded_at)
+
+    # -- expiry, between batches ---------------------------------------------------------------
+
+    def maybe_expire(self) -> None:
+        if not self.expiry.due():
+            return
+        try:
+            self.expire_due()
+        except Exception as error:  # noqa: BLE001 - retried at the next interval
+            self.forget()
+            log.warning("reservation expiry failed, will retry: %s", error)
+
+    def expire_due(self, now: datetime | None = None) -> int:
+        """Records `stock.reservation_expired` for every open reservation due by `now`."""
+        count, committed = expiry.expire_due(
+            self.recorder, self.cache, now or utc_now(), self.limits.expiry_batch_max
+        )
+        if committed is not None:
+            self.committed(committed)
+        return count
+
+    # -- after a commit --------------------------------------------------------------------------
+
+    def committed(self, commit: Commit) -> None:
+        self.cache.install(commit)
+        self.published(commit)
+
+    def published(self, commit: Commit) -> None:
+        if self.on_commit is not None and commit.head >= commit.first_position:
+            self.on_commit(commit)

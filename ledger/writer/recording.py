@@ -1,0 +1,73 @@
+"""Recording a decided batch: its entries encoded for the log, their projections, and what the
+writer's memory takes once they have committed. On PostgreSQL a batch decided from memory is
+encoded as the arguments of one statement instead (`encode_one_statement`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ledger.state_cache import CachedLevel, Commit
+from ledger.storage.codec import encode
+from ledger.storage.recorders import LedgerRecorder
+from ledger.storage.sql import SqlTx
+from ledger.writer.deciding import Pending, Work
+from projections.tables import ProjectionBatch, RecordedEntry, write_batch
+
+
+def insert(recorder: LedgerRecorder, tx: SqlTx, work: Work, recorded_at: str) -> tuple[list[int], Commit]:
+    """Records the batch's entries and projections; returns their positions and what the cache
+    takes once the transaction has committed."""
+    if not work.entries:
+        return [], Commit({}, {}, {}, work.head + 1, work.head)
+    versions = work.versions()
+    stored = []
+    for entry in work.entries:
+        versions[entry.store_id] += 1
+        stored.append(encode(entry, versions[entry.store_id], recorded_at))
+    positions = recorder.insert_entries(tx, stored, work.head)
+    assert positions == sorted(positions), "positions must grow in insert order"
+    batch = ProjectionBatch()
+    for index, entry in enumerate(work.entries):
+        batch.add(RecordedEntry(positions[index], entry, work.levels_after[index], recorded_at), work.state)
+    for held, _ in batch.reservations.values():
+        if held.placed_at_position < 0:  # placed in this batch: now its position is known
+            held.placed_at_position = positions[-held.placed_at_position - 1]
+    write_batch(tx, batch)
+    # The batch's own objects go to the cache, not copies: this batch's state is not used
+    # again once it is recorded (every batch starts from copies of the cache's values).
+    installed_levels = {
+        key: CachedLevel(level, position, updated_at)
+        for key, (level, position, updated_at) in batch.levels.items()
+    }
+    return positions, Commit(
+        installed_levels, dict(batch.reservations), versions, positions[0], positions[-1]
+    )
+
+
+@dataclass(slots=True)
+class OneStatement:
+    """A batch decided from memory and encoded as one statement's arguments."""
+
+    work: Work
+    pending: list[Pending]
+    positions: list[int]
+    committed: Commit
+    collected: dict[str, str]  # the bulk inserts, by name, as JSON rows
+
+    @property
+    def head(self) -> int:
+        return self.work.head
+
+    @property
+    def last_position(self) -> int:
+        return self.positions[-1] if self.positions else self.work.head
+
+
+def encode_one_statement(
+    recorder: LedgerRecorder, work: Work, pending: list[Pending], recorded_at: str
+) -> OneStatement:
+    """The inserts `insert` would run, collected instead of run (see PostgresLedgerRecorder)."""
+    tx = SqlTx(None, qmark=False, collected={})
+    positions, committed = insert(recorder, tx, work, recorded_at)
+    assert tx.collected is not None
+    return OneStatement(work, pending, positions, committed, tx.collected)

@@ -1,0 +1,286 @@
+"""The writer process's socket server: reads requests, records them in batches, answers.
+
+Only this machine's processes of this service connect: the socket file is created mode 0600.
+Sends never block the writer: each client has an outbox, written whenever its socket takes more,
+and a client whose outbox grows past `outbox_bytes_max` (it stopped reading) is disconnected
+with a log line. Its callers waiting on answers get a clean error from their side of the
+connection, and its next write reconnects. The writer never waits on a client.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import selectors
+import socket
+from collections import deque
+from dataclasses import dataclass, field
+
+from ledger.domain.model import StockEvent
+from ledger.results import EventResult
+from ledger.state_cache import Commit
+from ledger.writer import in_flight
+from ledger.writer.batching import take_batch
+from ledger.writer.facade import Writer
+from ledger.writer.submission import Done, Submission
+from ledger.writer.wire import (
+    Announced,
+    Committed,
+    FrameReader,
+    FrameTooLarge,
+    Replies,
+    Reply,
+    Subscribe,
+    WriteRequest,
+    decode_to_writer,
+    encode,
+)
+
+log = logging.getLogger("ledger.writer")
+
+RECV_BYTES = 1 << 20
+LISTEN_BACKLOG = 128
+
+
+@dataclass(slots=True)
+class _Client:
+    sock: socket.socket
+    name: str
+    reader: FrameReader = field(default_factory=FrameReader)
+    outbox: deque[memoryview] = field(default_factory=deque)
+    outbox_bytes: int = 0
+    subscribed: bool = False
+    replies: list[Reply] = field(default_factory=list)
+    waiting_to_write: bool = False
+
+
+@dataclass(slots=True)
+class _Request:
+    client: _Client
+    request_id: int
+    events: list[StockEvent]
+
+
+class WriterServer:
+    def __init__(
+        self,
+        writer: Writer,
+        socket_path: str,
+        batch_events_max: int,
+        outbox_bytes_max: int,
+        parent_pid: int | None,
+    ) -> None:
+        self.writer = writer
+        self.socket_path = socket_path
+        self.batch_events_max = batch_events_max
+        self.outbox_bytes_max = outbox_bytes_max
+        self.parent_pid = parent_pid
+        self.clients: dict[socket.socket, _Client] = {}
+        self.selector = selectors.DefaultSelector()
+        self.stopping = False
+        self.clients_dropped = 0
+        self._connections = 0
+        self._commits: list[Committed] = []
+        self._announce = 0  # the last position of a batch just sent, for the subscribers
+        self._flight: in_flight.InFlight | None = None  # for run()'s last answers
+        writer.on_commit = self._on_commit
+
+    def _on_commit(self, commit: Commit) -> None:
+        self._commits.append(Committed.of(commit))
+
+    def listen(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.socket_path)
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        old_umask = os.umask(0o177)
+        try:
+            listener.bind(self.socket_path)
+        finally:
+            os.umask(old_umask)
+        listener.listen(LISTEN_BACKLOG)
+        listener.setblocking(False)
+        self.selector.register(listener, selectors.EVENT_READ, None)
+
+    # -- the loop -----------------------------------------------------------------------------------
+
+    def run(self) -> None:
+        """Reads requests, records them in batches, answers. With a batch in flight (sent, not yet
+        confirmed), the next one is decided meanwhile and sent once the first has committed
+        (in_flight.py): the writer's Python and PostgreSQL's work overlap."""
+        pending: list[_Request] = []
+        self._flight = None
+        try:
+            self._loop(pending)
+        finally:
+            if self._flight is not None:  # an error above: the batch in flight still gets its answers
+                with contextlib.suppress(Exception):
+                    in_flight.land(self.writer, self._flight)
+                    self._flush()
+
+    def _loop(self, pending: list[_Request]) -> None:
+        writer = self.writer
+        flight: in_flight.InFlight | None = None
+        while True:
+            timeout = 0 if pending or flight else writer.limits.expiry_interval_s
+            self._poll(timeout, pending)
+            taken: list[Submission] = []
+            if pending and not self.stopping:
+                taken, pending[:] = self._take(pending)
+            ready, landed = None, False
+            if flight is not None:
+                ready = in_flight.prepare(writer, taken, in_flight=True) if taken else None
+                landing, flight, self._flight = flight, None, None  # landed once, whatever happens
+                landed = in_flight.land(writer, landing)
+                self._flush()  # answer before anything else: callers are waiting
+            # Nothing is in flight here, so the memory holds committed effects only: expiry (when
+            # due) runs between two batches even under steady load. If it records anything, the
+            # head moves and `send` refuses what was decided before it (it is decided again).
+            writer.maybe_expire()
+            if taken:
+                if landed and ready is not None:
+                    flight = in_flight.send(writer, ready)
+                if flight is None:
+                    flight = in_flight.begin(writer, taken)
+                if flight is not None:
+                    self._announce = flight.last_position
+            self._flight = flight
+            self._flush()
+            if self.parent_pid is not None and not self.stopping and os.getppid() != self.parent_pid:
+                log.warning("the serving process is gone; the writer stops")
+                self.stopping = True
+            if self.stopping and flight is None:
+                if pending:  # what was read before the stop: recorded and answered, one batch
+                    taken, pending[:] = self._take(pending)
+                    writer.process(taken)
+                    self._flush()
+                break
+
+    def _poll(self, timeout: float, pending: list[_Request]) -> None:
+        for key, events in self.selector.select(timeout):
+            client: _Client | None = key.data
+            if client is None:
+                self._accept(key.fileobj)  # type: ignore[arg-type]
+                continue
+            if events & selectors.EVENT_WRITE:
+                self._send(client)
+            if events & selectors.EVENT_READ and client.sock in self.clients:
+                self._read(client, pending)
+
+    def _take(self, pending: list[_Request]) -> tuple[list[Submission], list[_Request]]:
+        """Up to batch_events_max events of what is pending, as one batch; and the rest."""
+        count = take_batch(pending, lambda request: len(request.events), self.batch_events_max)
+        batch = [Submission(r.events, _reply_to(r.client, r.request_id)) for r in pending[:count]]
+        return batch, pending[count:]
+
+    # -- connections ------------------------------------------------------------------------------
+
+    def _accept(self, listener: socket.socket) -> None:
+        try:
+            sock, _ = listener.accept()
+        except BlockingIOError:
+            return
+        sock.setblocking(False)
+        self._connections += 1
+        client = _Client(sock, f"client {self._connections}")
+        self.clients[sock] = client
+        self.selector.register(sock, selectors.EVENT_READ, client)
+
+    def _drop(self, client: _Client) -> None:
+        with contextlib.suppress(KeyError, ValueError):
+            self.selector.unregister(client.sock)
+        self.clients.pop(client.sock, None)
+        client.outbox.clear()
+        client.outbox_bytes = 0
+        client.sock.close()
+
+    def _read(self, client: _Client, pending: list[_Request]) -> None:
+        try:
+            data = client.sock.recv(RECV_BYTES)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self._drop(client)
+            return
+        try:
+            bodies = client.reader.feed(data)
+        except FrameTooLarge as error:
+            log.error("%s sent %s; disconnecting it", client.name, error)
+            self._drop(client)
+            return
+        for body in bodies:
+            message = decode_to_writer(body)
+            if isinstance(message, WriteRequest):
+                pending.append(_Request(client, message.request_id, message.events))
+            elif isinstance(message, Subscribe):
+                client.subscribed = True
+
+    # -- answers and broadcasts -------------------------------------------------------------------
+
+    def _flush(self) -> None:
+        """Queues for every subscriber the commits since the last flush and, when a batch was
+        just sent, its last position (a subscriber's refresher that sees the log's head move up to
+        it then waits for the commit instead of reading the batch back); and for every client its
+        answers. Each broadcast frame is encoded once, whatever the number of clients."""
+        commits, self._commits = self._commits, []
+        announce, self._announce = self._announce, 0
+        broadcast = b"".join(encode(commit) for commit in commits)
+        if announce:
+            broadcast += encode(Announced(announce))
+        for client in list(self.clients.values()):
+            data = broadcast if client.subscribed else b""
+            if client.replies:
+                data += encode(Replies(client.replies))
+                client.replies = []
+            if data:
+                self._queue(client, data)
+
+    def _queue(self, client: _Client, data: bytes) -> None:
+        client.outbox.append(memoryview(data))
+        client.outbox_bytes += len(data)
+        if client.outbox_bytes > self.outbox_bytes_max:
+            self.clients_dropped += 1
+            log.warning(
+                "%s has not read %d bytes of answers and commits (limit %d); disconnecting it",
+                client.name,
+                client.outbox_bytes,
+                self.outbox_bytes_max,
+            )
+            self._drop(client)
+            return
+        if not client.waiting_to_write:
+            self._send(client)
+
+    def _send(self, client: _Client) -> None:
+        """Writes as much of the outbox as the socket takes now, and no more."""
+        try:
+            while client.outbox:
+                head = client.outbox[0]
+                sent = client.sock.send(head)
+                client.outbox_bytes -= sent
+                if sent < len(head):
+                    client.outbox[0] = head[sent:]
+                    break
+                client.outbox.popleft()
+        except BlockingIOError:
+            pass
+        except OSError:
+            self._drop(client)
+            return
+        want_write = bool(client.outbox)
+        if want_write != client.waiting_to_write:
+            client.waiting_to_write = want_write
+            events = selectors.EVENT_READ | (selectors.EVENT_WRITE if want_write else 0)
+            self.selector.modify(client.sock, events, client)
+
+
+def _reply_to(client: _Client, request_id: int) -> Done:
+    def done(result: list[EventResult] | BaseException) -> None:
+        if isinstance(result, BaseException):
+            client.replies.append(Reply(request_id, None, f"{type(result).__name__}: {result}"))
+        else:
+            client.replies.append(Reply(request_id, result))
+
+    return done

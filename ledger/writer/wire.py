@@ -1,0 +1,183 @@
+"""The messages between the writer process and its clients: one definition, one encoder and one
+decoder, shared by every side (STYLE 12).
+
+A frame is a 4-byte big-endian length and a pickle of a tagged tuple (plain values pickle several
+times faster than class instances; measured: an event 17 -> 7 µs). Clients send `Subscribe` once
+if they keep a read cache, then `WriteRequest`s. The writer sends, per batch and in this order,
+`Committed` to every subscriber (what the batch committed, so that every HTTP worker's read cache
+is current before its callers get their answers), `Announced` to every subscriber when a batch
+was just sent, and `Replies` to each client that has answers waiting. A message that a side does
+not expect is an `UnexpectedMessage`, which names it: never a misparse.
+"""
+
+from __future__ import annotations
+
+import pickle
+import struct
+from dataclasses import dataclass
+from typing import Any
+
+from ledger.domain.model import Level, StockEvent
+from ledger.results import EventResult
+from ledger.state_cache import CachedLevel, Commit
+
+FRAME = struct.Struct("!I")
+FRAME_BYTES_MAX = 256 * 1024 * 1024
+
+# store, sku, on_hand, reserved, incoming, position, updated_at
+LevelRow = tuple[str, str, int, int, int, int, str | None]
+
+
+class UnexpectedMessage(AssertionError):
+    """A side received a message it has no use for: a bug in one of the two sides."""
+
+    def __init__(self, message: object) -> None:
+        super().__init__(f"unexpected message on the writer's socket: {message!r:.300}")
+
+
+@dataclass(frozen=True, slots=True)
+class Subscribe:
+    """Client -> writer: send me every `Committed` and `Announced` (I keep a read cache)."""
+
+
+@dataclass(frozen=True, slots=True)
+class WriteRequest:
+    """Client -> writer: record these events; answer with `request_id`."""
+
+    request_id: int
+    events: list[StockEvent]
+
+
+@dataclass(frozen=True, slots=True)
+class Committed:
+    """Writer -> subscribers: a batch committed positions first_position..head, with these levels."""
+
+    first_position: int
+    head: int
+    levels: list[LevelRow]
+
+    @classmethod
+    def of(cls, commit: Commit) -> Committed:
+        return cls(
+            commit.first_position,
+            commit.head,
+            [
+                (
+                    store,
+                    sku,
+                    c.level.on_hand_units,
+                    c.level.reserved_units,
+                    c.level.incoming_units,
+                    c.position,
+                    c.updated_at,
+                )
+                for (store, sku), c in commit.levels.items()
+            ],
+        )
+
+    def as_commit(self) -> Commit:
+        levels = {(r[0], r[1]): CachedLevel(Level(r[2], r[3], r[4]), r[5], r[6]) for r in self.levels}
+        return Commit(levels, {}, {}, self.first_position, self.head)
+
+
+@dataclass(frozen=True, slots=True)
+class Announced:
+    """Writer -> subscribers: a batch reaching `position` was sent and will commit or fail soon."""
+
+    position: int
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """The answer to one request: its results, or why there are none (`error`)."""
+
+    request_id: int
+    results: list[EventResult] | None
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Replies:
+    """Writer -> one client: the answers ready for it."""
+
+    replies: list[Reply]
+
+
+ToWriter = Subscribe | WriteRequest
+FromWriter = Committed | Announced | Replies
+
+
+def encode(message: ToWriter | FromWriter) -> bytes:
+    """One frame."""
+    plain: tuple[Any, ...]
+    match message:
+        case WriteRequest(request_id, events):
+            plain = ("w", request_id, events)
+        case Committed(first, head, levels):
+            plain = ("c", first, head, levels)
+        case Announced(position):
+            plain = ("p", position)
+        case Replies(replies):
+            plain = ("r", [(r.request_id, r.results, r.error) for r in replies])
+        case Subscribe():
+            plain = ("s",)
+        case _:
+            raise UnexpectedMessage(message)
+    body = pickle.dumps(plain, protocol=pickle.HIGHEST_PROTOCOL)
+    return FRAME.pack(len(body)) + body
+
+
+def _decode(body: bytes | bytearray | memoryview) -> ToWriter | FromWriter:
+    plain = pickle.loads(body)
+    match plain:
+        case ("w", int(request_id), list(events)):
+            return WriteRequest(request_id, events)
+        case ("c", int(first), int(head), list(levels)):
+            return Committed(first, head, levels)
+        case ("p", int(position)):
+            return Announced(position)
+        case ("r", list(replies)):
+            return Replies([Reply(request_id, results, error) for request_id, results, error in replies])
+        case ("s",):
+            return Subscribe()
+    raise UnexpectedMessage(plain)
+
+
+def decode_to_writer(body: bytes | bytearray | memoryview) -> ToWriter:
+    message = _decode(body)
+    if not isinstance(message, Subscribe | WriteRequest):
+        raise UnexpectedMessage(message)
+    return message
+
+
+def decode_from_writer(body: bytes | bytearray | memoryview) -> FromWriter:
+    message = _decode(body)
+    if not isinstance(message, Committed | Announced | Replies):
+        raise UnexpectedMessage(message)
+    return message
+
+
+class FrameReader:
+    """Cuts a byte stream into frame bodies."""
+
+    def __init__(self, frame_bytes_max: int = FRAME_BYTES_MAX) -> None:
+        self.frame_bytes_max = frame_bytes_max
+        self.buffer = bytearray()
+
+    def feed(self, data: bytes) -> list[bytes]:
+        self.buffer += data
+        bodies = []
+        while len(self.buffer) >= FRAME.size:
+            (length,) = FRAME.unpack_from(self.buffer)
+            if length > self.frame_bytes_max:
+                raise FrameTooLarge(length)
+            if len(self.buffer) < FRAME.size + length:
+                break
+            bodies.append(bytes(self.buffer[FRAME.size : FRAME.size + length]))
+            del self.buffer[: FRAME.size + length]
+        return bodies
+
+
+class FrameTooLarge(ValueError):
+    def __init__(self, length: int) -> None:
+        super().__init__(f"a frame of {length} bytes, over the limit of {FRAME_BYTES_MAX}")

@@ -1,0 +1,112 @@
+"""The writer process and its clients: a client that stops reading never freezes the writer, the
+blocking client reads only its own answers, a writer that cannot start says so at once, and
+sockets left by killed services are cleaned up. On both databases."""
+
+from __future__ import annotations
+
+import os
+import socket
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from support import events as ev
+
+from ledger.bootstrap import build_writer_from_environment
+from ledger.domain.model import Outcome
+from ledger.state_cache import StateCache
+from ledger.writer.process import WriterStartFailed, remove_stale_sockets, start_writer_process
+from ledger.writer.remote import RemoteWriter
+from ledger.writer.wire import Subscribe, encode
+
+OUTBOX_BYTES_MAX = 64 * 1024  # small, so that a client that never reads is over it quickly
+BATCHES = 120
+EVENTS_PER_BATCH = 50
+ANSWER_DEADLINE_S = 20.0
+
+
+def _cache() -> StateCache:
+    return StateCache(levels_max=100_000, reservations_max=1000, catch_up_events_max=100_000)
+
+
+@pytest.fixture
+def writer_socket(database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A writer process on the test's database (it reads its settings from the environment)."""
+    monkeypatch.setenv("LEDGER_DATABASE_URL", database_url)
+    monkeypatch.delenv("LEDGER_WRITER_SOCKET", raising=False)
+    path = str(tmp_path / "writer.sock")
+    process = start_writer_process(build_writer_from_environment, path, OUTBOX_BYTES_MAX)
+    try:
+        yield path
+    finally:
+        process.terminate()
+        process.join(15)
+        if process.is_alive():
+            process.kill()
+
+
+def _receipts(batch: int) -> list[Any]:
+    return [
+        ev.stock_event(f"b{batch}-{i}", "stock.receipt", f"store-{i % 5}", [(f"SKU-{batch}-{i}", 1)])
+        for i in range(EVENTS_PER_BATCH)
+    ]
+
+
+def test_a_client_that_never_reads_is_disconnected_and_the_writer_goes_on(writer_socket: str) -> None:
+    sleeper = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sleeper.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sleeper.connect(writer_socket)
+    sleeper.sendall(encode(Subscribe()))  # every commit is broadcast to it; it never reads one
+    writer = RemoteWriter(writer_socket, _cache(), timeout_s=ANSWER_DEADLINE_S)
+    try:
+        for batch in range(BATCHES):
+            results = writer.submit_and_wait(_receipts(batch))
+            assert [r.outcome for r in results] == [Outcome.ACCEPTED] * EVENTS_PER_BATCH, batch
+        # The writer gave up on the sleeper: its side of the connection was closed.
+        sleeper.settimeout(ANSWER_DEADLINE_S)
+        received = 0
+        while chunk := sleeper.recv(1 << 20):
+            received += len(chunk)
+        assert received < OUTBOX_BYTES_MAX + (1 << 20)
+    finally:
+        sleeper.close()
+        writer.stop()
+
+
+def test_the_blocking_client_is_not_sent_broadcasts_meant_for_caches(writer_socket: str) -> None:
+    """An async subscriber's traffic (commits, announcements) never reaches a blocking client,
+    which would otherwise misread it or leave it unread between calls."""
+    subscriber = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    subscriber.connect(writer_socket)
+    subscriber.sendall(encode(Subscribe()))
+    blocking = RemoteWriter(writer_socket, _cache(), timeout_s=ANSWER_DEADLINE_S)
+    try:
+        for batch in range(5):
+            results = blocking.submit_and_wait(_receipts(batch))
+            assert all(r.outcome is Outcome.ACCEPTED for r in results)
+        subscriber.settimeout(ANSWER_DEADLINE_S)
+        assert subscriber.recv(1 << 16)  # the subscriber did get the commits
+    finally:
+        subscriber.close()
+        blocking.stop()
+
+
+def test_a_writer_that_cannot_open_its_database_fails_the_start_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LEDGER_DATABASE_URL", "postgresql://nobody@127.0.0.1:1/none")
+    with pytest.raises(WriterStartFailed, match="could not start"):
+        start_writer_process(build_writer_from_environment, str(tmp_path / "w.sock"), OUTBOX_BYTES_MAX)
+
+
+def test_sockets_of_services_that_no_longer_run_are_removed(tmp_path: Path) -> None:
+    gone = tmp_path / "ledger-writer-999999999.sock"
+    alive = tmp_path / f"ledger-writer-{os.getpid()}.sock"
+    other = tmp_path / "something-else.sock"
+    for path in (gone, alive, other):
+        path.touch()
+    assert remove_stale_sockets(str(tmp_path)) == [gone.name]
+    assert not gone.exists() and alive.exists() and other.exists()
+    assert tempfile.gettempdir()  # the default directory is the one ledger serve uses
