@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import sqlite3
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
+
+import psycopg
+from eventsourcing import persistence
 
 from ledger.clock import utc_text
 from ledger.domain.model import Level, Reservation, StockEvent
@@ -52,6 +58,54 @@ class WriterPort(Protocol):
     def submit_and_wait(self, events: list[StockEvent]) -> list[EventResult]: ...
 
 
+class DatabaseUnavailable(Exception):
+    """The database cannot be reached, or refuses the operation, for now (down, restarting, locked,
+    read-only or full); nothing the caller sent was wrong, and a retry may succeed."""
+
+    def __init__(self, operation: str, cause: BaseException) -> None:
+        super().__init__(f"{operation}: {type(cause).__name__}: {cause}")
+        self.operation = operation
+        self.cause_name = type(cause).__name__
+
+
+# What an unavailable database raises: the library's wrappers of the drivers' errors, and the
+# drivers' own where they escape unwrapped (a pool timeout, a lost connection, SQLite's "database
+# is locked", "disk I/O error" or "readonly database"). A read-only PostgreSQL (a standby, or
+# default_transaction_read_only) answers with an InternalError, so it is named on its own.
+UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
+    persistence.OperationalError,
+    persistence.InterfaceError,
+    psycopg.OperationalError,
+    psycopg.InterfaceError,
+    psycopg.errors.ReadOnlySqlTransaction,
+    sqlite3.OperationalError,
+)
+# How many causes deep an error is searched for one of those (the library wraps once).
+CAUSE_DEPTH_MAX = 4
+
+
+def database_unavailable(error: BaseException) -> bool:
+    """Is this error (or what caused it) the database being unavailable, rather than a bug?"""
+    found: BaseException | None = error
+    for _ in range(CAUSE_DEPTH_MAX):
+        if found is None:
+            return False
+        if isinstance(found, UNAVAILABLE_ERRORS):
+            return True
+        found = found.__cause__
+    return False
+
+
+# How long the outcome of the last write (or readiness probe) stands for whether writes can be
+# recorded now; past it, /readyz asks the writer again (see Ledger.writes_unready).
+WRITE_EVIDENCE_S = 1.0
+# How long a real write's failure outranks a probe's success: a probe records nothing, and a
+# database that grants the write lock but cannot store a row (a full disk) lets it through.
+WRITE_FAILURE_HOLD_S = 5.0
+# How long a readiness probe (an empty batch through the writer) may take before writes count as
+# not recordable: a writer or database slower than this cannot serve its callers either.
+READY_PROBE_TIMEOUT_S = 2.0
+
 # How long a periodic refresh lets this instance's own commits reach its cache before reading
 # them back from the database (see Ledger.refresh). Other instances' writes wait as much longer.
 REFRESH_GRACE_S = 0.02
@@ -79,6 +133,13 @@ class Ledger:
         self.database_ok = True
         self.outcome_counts: Counter[str] = Counter()
         self._counts_lock = threading.Lock()  # the event loop and the Kafka consumer both count
+        # Whether writes can be recorded now, from the last write's outcome (HTTP or Kafka) or
+        # readiness probe: why the last one failed (None after a success), when it ended, and
+        # whether a real write (not a probe) failed.
+        self.write_failure: str | None = None
+        self._write_outcome_at = -WRITE_FAILURE_HOLD_S
+        self._write_failure_real = False
+        self._probe_lock = asyncio.Lock()
 
     def start(self) -> None:
         self.writer.start()
@@ -94,16 +155,72 @@ class Ledger:
     # -- writes -----------------------------------------------------------------------------------
 
     async def submit(self, events: list[StockEvent]) -> list[EventResult]:
-        """Records the events (one batch with whatever else is queued); answers after the commit."""
-        results = await self.writer.submit(events)
+        """Records the events (one batch with whatever else is queued); answers after the commit.
+        Raises WriterUnavailable, TimeoutError or DatabaseUnavailable when they were not recorded
+        (or, for a timeout, may have been: re-sending the same source and id is safe)."""
+        with self._write_outcome():
+            results = await self.writer.submit(events)
         self._count(results)
         return results
 
     def submit_and_wait(self, events: list[StockEvent]) -> list[EventResult]:
         """The same, for callers without an event loop (the Kafka consumer, the CLI, tests)."""
-        results = self.writer.submit_and_wait(events)
+        with self._write_outcome():
+            results = self.writer.submit_and_wait(events)
         self._count(results)
         return results
+
+    @contextlib.contextmanager
+    def _write_outcome(self, *, probe: bool = False) -> Iterator[None]:
+        """Notes whether a write was recorded (for /readyz); a database error from the writer
+        thread becomes DatabaseUnavailable (the writer process reports it as WriterUnavailable)."""
+        try:
+            yield
+        except Exception as error:
+            self._note_write(f"{type(error).__name__}: {error}" if str(error) else repr(error), probe=probe)
+            if database_unavailable(error):
+                raise DatabaseUnavailable("recording events", error) from error
+            raise
+        self._note_write(None, probe=probe)
+
+    def _note_write(self, failure: str | None, *, probe: bool) -> None:
+        if failure is not None and self.write_failure is None:
+            log.warning("writes cannot be recorded: %s", failure)
+        elif failure is None and self.write_failure is not None:
+            log.warning("writes are recorded again")
+        self.write_failure = failure
+        self._write_failure_real = failure is not None and not probe
+        self._write_outcome_at = time.monotonic()
+
+    async def writes_unready(self) -> str | None:
+        """Why writes cannot be recorded now, or None when they can. A write that ended within
+        WRITE_EVIDENCE_S settles it, and a real write's failure within WRITE_FAILURE_HOLD_S;
+        otherwise the writer is asked with an empty batch, which takes the database's write lock
+        and lets it go. Concurrent callers share one probe."""
+        async with self._probe_lock:
+            age_s = time.monotonic() - self._write_outcome_at
+            held = self._write_failure_real and age_s <= WRITE_FAILURE_HOLD_S
+            if age_s > WRITE_EVIDENCE_S and not held:
+                await self._probe_writes()
+            return self.write_failure
+
+    async def _probe_writes(self) -> None:
+        try:
+            with self._write_outcome(probe=True):
+                await asyncio.wait_for(self.writer.submit([]), READY_PROBE_TIMEOUT_S)
+        except Exception:  # noqa: BLE001 - noted by _write_outcome: not ready, and why
+            return
+
+    @contextlib.contextmanager
+    def _reading(self, operation: str) -> Iterator[None]:
+        """A read that reaches the database: its unavailability becomes DatabaseUnavailable."""
+        try:
+            yield
+        except Exception as error:
+            if database_unavailable(error):
+                self.database_ok = False
+                raise DatabaseUnavailable(operation, error) from error
+            raise
 
     def _count(self, results: list[EventResult]) -> None:
         with self._counts_lock:
@@ -180,7 +297,7 @@ class Ledger:
             else:
                 views[sku] = LevelView(store_id, sku, cached.level, head, cached.updated_at)
         if missing:
-            with self.recorder.read_transaction() as tx:
+            with self._reading("reading levels"), self.recorder.read_transaction() as tx:
                 snapshot_head = self.recorder.head(tx)
                 rows = queries.current_levels(tx, store_id, missing)
             for sku in missing:
@@ -193,7 +310,7 @@ class Ledger:
     def levels_at(
         self, store_id: str, skus: list[str], *, position: int | None, as_of: datetime | None
     ) -> list[LevelView]:
-        with self.recorder.read_transaction() as tx:
+        with self._reading("reading past levels"), self.recorder.read_transaction() as tx:
             head = self.recorder.head(tx)
             if as_of is not None:
                 position = queries.position_at(tx, utc_text(as_of))
@@ -208,7 +325,7 @@ class Ledger:
         return views
 
     def sku_totals(self, sku: str) -> tuple[Level, int, list[LevelView]]:
-        with self.recorder.read_transaction() as tx:
+        with self._reading("reading a SKU across stores"), self.recorder.read_transaction() as tx:
             head = self.recorder.head(tx)
             rows = queries.sku_across_stores(tx, sku)
         stores = [
@@ -223,16 +340,17 @@ class Ledger:
         return total, head, stores
 
     def history(self, where: HistoryFilter, limit: int) -> list[dict[str, Any]]:
-        with self.recorder.read_transaction() as tx:
+        with self._reading("reading history"), self.recorder.read_transaction() as tx:
             return [dict(row) for row in queries.history_page(tx, where, limit)]
 
     def reservation(self, store_id: str, reservation_id: str) -> ReservationView | None:
-        with self.recorder.read_transaction() as tx:
+        with self._reading("reading a reservation"), self.recorder.read_transaction() as tx:
             row = queries.reservation(tx, store_id, reservation_id)
         if row is None:
             return None
         return ReservationView(reservation_from_row(row), int(row["position"]))
 
     def ping(self) -> bool:
+        """Can the database be read? (Brings the cache to the log's head on the way.)"""
         self.refresh()
         return self.database_ok

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from typing import Protocol
 
 from fastapi import APIRouter
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -17,6 +18,15 @@ from ledger.api.problems import Problem
 from ledger.service import Ledger
 
 router = APIRouter(tags=["operations"])
+
+
+class IntakeStatus(Protocol):
+    """What readiness needs of the Kafka intake (ledger/kafka's ConsumerHandle)."""
+
+    @property
+    def ready(self) -> bool: ...
+    @property
+    def lag(self) -> int | None: ...
 
 
 class LedgerCollector(Collector):
@@ -41,6 +51,11 @@ class LedgerCollector(Collector):
             "ledger_writer_alive", "1 while the writer thread runs", value=1 if writer.alive else 0
         )
         yield GaugeMetricFamily(
+            "ledger_writes_failing",
+            "1 while the last write (or readiness probe) here could not be recorded",
+            value=0 if self.ledger.write_failure is None else 1,
+        )
+        yield GaugeMetricFamily(
             "ledger_cached_levels", "levels held in memory", value=len(self.ledger.cache.levels)
         )
 
@@ -56,25 +71,28 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", summary="Readiness: the database answers and the writer runs")
+@router.get("/readyz", summary="Readiness: the database answers, writes are recorded, Kafka is in")
 async def readyz(request: Request, ledger: LedgerDep) -> dict[str, object]:
-    database_ok = await asyncio.to_thread(ledger.ping)
-    kafka = request.app.state.kafka
-    problem = (
-        "database unreachable"
-        if not database_ok
-        else "the writer is not running"
-        if not ledger.writer.alive
-        else "the Kafka consumer is not in its group"
-        if kafka is not None and not kafka.ready
-        else None
-    )
+    kafka: IntakeStatus | None = request.app.state.kafka
+    problem = await _not_ready_because(ledger, kafka)
     if problem is not None:
         raise Problem(503, "not-ready", "Not ready", problem)
     body: dict[str, object] = {"status": "ready", "position": ledger.cache.head}
     if kafka is not None:
         body["kafka_lag"] = kafka.lag
     return body
+
+
+async def _not_ready_because(ledger: Ledger, kafka: IntakeStatus | None) -> str | None:
+    """The first reason this instance should not be sent traffic now, or None."""
+    if not await asyncio.to_thread(ledger.ping):
+        return "database unreachable"
+    failure = await ledger.writes_unready()
+    if failure is not None:
+        return f"writes cannot be recorded: {failure}"
+    if kafka is not None and not kafka.ready:
+        return "the Kafka intake is not in its group or cannot publish"
+    return None
 
 
 @router.get("/metrics", summary="Prometheus metrics")
