@@ -55,7 +55,7 @@ from adapters.limits import LeakyBucket
 from adapters.mappings import Mappings
 from adapters.outbound import Failure, Item, TargetUnavailable
 from ledger.domain.model import Entry
-from ledger.storage.sql import SqlTx, chunks, placeholders
+from ledger.sql import SqlTx, chunks, placeholders
 
 log = logging.getLogger("adapters.bitrix")
 

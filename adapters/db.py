@@ -13,8 +13,8 @@ from typing import Any
 
 from adapters.schema import DDL
 from ledger.clock import utc_now, utc_text
+from ledger.sql import SqlTx
 from ledger.storage.recorders import SQLiteLedgerRecorder, open_recorder
-from ledger.storage.sql import SqlTx
 
 
 def is_sqlite(recorder: Any) -> bool:

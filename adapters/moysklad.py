@@ -42,7 +42,7 @@ from adapters.limits import SlidingWindow
 from adapters.mappings import Mappings
 from adapters.outbound import Failure, Item, TargetUnavailable
 from ledger.domain.model import Entry, EventType, Line, StockEvent
-from ledger.storage.sql import SqlTx
+from ledger.sql import SqlTx
 
 log = logging.getLogger("adapters.moysklad")
 

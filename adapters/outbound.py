@@ -38,8 +38,8 @@ from adapters.db import journal, now_text, transaction
 from adapters.limits import Backoff, Stopper
 from ledger.clock import utc_now, utc_text
 from ledger.domain.model import Entry, Outcome
+from ledger.sql import SqlTx, chunks
 from ledger.storage.codec import decode
-from ledger.storage.sql import SqlTx, chunks
 
 log = logging.getLogger("adapters.outbound")
 

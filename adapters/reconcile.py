@@ -30,7 +30,7 @@ from adapters.moysklad import MoySkladClient, entity_id
 from adapters.sink import EventSink
 from ledger.domain.model import EventType, Line, StockEvent
 from ledger.intake.envelope import ID_PATTERN
-from ledger.storage.sql import chunks
+from ledger.sql import chunks
 
 log = logging.getLogger("adapters.reconcile")
 

@@ -1,7 +1,7 @@
 """The adapters' own tables, in SQL that PostgreSQL and SQLite both accept.
 
 They live in the ledger's database but belong to the adapters alone: the ledger never reads them,
-and `ledger rebuild` never touches them. Times are fixed-width UTC text, as in projections/schema.py.
+and `ledger rebuild` never touches them. Times are fixed-width UTC text, as in ledger/projections/schema.py.
 """
 
 from __future__ import annotations

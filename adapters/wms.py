@@ -38,7 +38,7 @@ from adapters.mappings import Mappings
 from adapters.outbound import Failure, Item, TargetUnavailable, enqueue
 from adapters.sink import EventSink
 from ledger.domain.model import Entry, EventType, Line, StockEvent
-from ledger.storage.sql import SqlTx
+from ledger.sql import SqlTx
 
 log = logging.getLogger("adapters.wms")
 

@@ -64,13 +64,12 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
 
 def _start_writer_process(settings: Settings) -> Any:
     """Starts the writer process; this process and its workers reach it at LEDGER_WRITER_SOCKET."""
-    import tempfile
+    from ledger.bootstrap import build_writer_from_environment
+    from ledger.writer.process import WriterSupervisor, default_socket_path
 
-    from ledger.writer_process import WriterSupervisor
-
-    path = settings.writer_socket or os.path.join(tempfile.gettempdir(), f"ledger-writer-{os.getpid()}.sock")
+    path = settings.writer_socket or default_socket_path()
     os.environ.pop("LEDGER_WRITER_SOCKET", None)  # the writer itself writes, it does not connect
-    supervisor = WriterSupervisor(path)
+    supervisor = WriterSupervisor(build_writer_from_environment, path, settings.writer_client_outbox_bytes_max)
     settings.writer_socket = path
     os.environ["LEDGER_WRITER_SOCKET"] = path
     return supervisor
@@ -80,7 +79,7 @@ def _rebuild(args: argparse.Namespace, settings: Settings) -> int:
     from tqdm import tqdm
 
     from ledger.storage.recorders import open_recorder
-    from projections.rebuild import rebuild
+    from ledger.rebuild import rebuild
 
     recorder = open_recorder(settings.database_url, settings.db_pool_size, settings.db_lock_timeout_s)
     with tqdm(total=0, unit="event", desc="rebuilding projections", disable=args.quiet) as bar:

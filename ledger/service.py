@@ -19,11 +19,11 @@ from eventsourcing import persistence
 
 from ledger.clock import utc_text
 from ledger.domain.model import Level, Reservation, StockEvent
+from ledger.projections import queries
+from ledger.projections.queries import HistoryFilter
 from ledger.results import EventResult
 from ledger.state_cache import CachedLevel, StateCache, level_from_row, reservation_from_row
 from ledger.storage.recorders import LedgerRecorder
-from projections import queries
-from projections.queries import HistoryFilter
 
 log = logging.getLogger("ledger.service")
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import orjson
 
 from ledger.domain.model import Level, Reservation, ReservationLine, ReservationStatus
-from ledger.storage.sql import Deferred, Row, SqlTx
+from ledger.sql import Deferred, Row, SqlTx
 
 
 @dataclass(slots=True)

@@ -15,7 +15,7 @@ from ledger.api.problems import invalid
 from ledger.api.schemas import HistoryPagePublic, problem_responses
 from ledger.clock import utc_text
 from ledger.intake.envelope import FieldError, parse_rfc3339
-from projections.queries import HistoryFilter
+from ledger.projections.queries import HistoryFilter
 
 router = APIRouter(tags=["history"])
 

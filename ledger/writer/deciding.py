@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 from ledger.domain.model import Entry, EventType, Level, Outcome, RejectionReason, Reservation, StockEvent
 from ledger.domain.rules import LedgerState, apply, decide
 from ledger.results import Original
+from ledger.sql import Deferred, SqlTx
 from ledger.state_cache import StateCache
 from ledger.storage.recorders import LedgerRecorder
-from ledger.storage.sql import Deferred, SqlTx
 
 # An event key already recorded (its first outcome), or recorded earlier in this batch (the index
 # of its entry).

@@ -6,12 +6,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ledger.projections.tables import ProjectionBatch, RecordedEntry, write_batch
+from ledger.sql import SqlTx
 from ledger.state_cache import CachedLevel, Commit
 from ledger.storage.codec import encode
 from ledger.storage.recorders import LedgerRecorder
-from ledger.storage.sql import SqlTx
 from ledger.writer.deciding import Pending, Work
-from projections.tables import ProjectionBatch, RecordedEntry, write_batch
 
 
 def insert(recorder: LedgerRecorder, tx: SqlTx, work: Work, recorded_at: str) -> tuple[list[int], Commit]:

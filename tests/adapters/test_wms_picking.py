@@ -14,7 +14,7 @@ from adapters.sink import LedgerSink
 from adapters.status import metrics_text, read_status
 from adapters.wms import WmsClient, WmsConfig, WmsPickingTarget, WmsStatusProcessor
 from ledger.domain.model import EventType
-from projections.queries import HistoryFilter
+from ledger.projections.queries import HistoryFilter
 
 RECEIPT, RESERVATION, RELEASE = EventType.RECEIPT, EventType.RESERVATION, EventType.RESERVATION_RELEASE
 

@@ -27,7 +27,7 @@ from ledger.bootstrap import build_ledger, intake_limits
 from ledger.config import Settings
 from ledger.domain.model import PRODUCER_EVENT_TYPES, StockEvent
 from ledger.kafka.records import read_value
-from projections.queries import HistoryFilter
+from ledger.projections.queries import HistoryFilter
 
 REPO = Path(__file__).resolve().parents[2]
 CRASHING_CONSUME = Path(__file__).resolve().parent / "crashing_consume.py"

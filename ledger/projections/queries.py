@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ledger.storage.sql import Row, SqlTx
+from ledger.sql import Row, SqlTx
 
 
 @dataclass(frozen=True, slots=True)

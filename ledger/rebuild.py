@@ -9,10 +9,10 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from ledger.domain.rules import LedgerState, apply
+from ledger.projections.schema import PROJECTION_TABLES
+from ledger.projections.tables import ProjectionBatch, RecordedEntry, write_batch
 from ledger.storage.codec import decode
 from ledger.storage.recorders import LedgerRecorder
-from projections.schema import PROJECTION_TABLES
-from projections.tables import ProjectionBatch, RecordedEntry, write_batch
 
 NOTIFICATIONS_PER_PAGE = 2000
 

@@ -13,7 +13,7 @@ import orjson
 from ledger.clock import utc_text
 from ledger.domain.model import Entry, EventType, Level, Outcome, Reservation
 from ledger.domain.rules import LedgerState
-from ledger.storage.sql import BulkInsert, SqlTx
+from ledger.sql import BulkInsert, SqlTx
 
 
 @dataclass(frozen=True, slots=True)
