@@ -22,9 +22,9 @@ from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastor
 from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteDatastore
 from psycopg.sql import SQL
 
-from ledger.storage.sql import BulkInsert, SqlTx
-from projections.schema import POSTGRES_DDL, SQLITE_DDL
-from projections.tables import BATCH_INSERTS
+from ledger.projections.schema import POSTGRES_DDL, SQLITE_DDL
+from ledger.projections.tables import BATCH_INSERTS
+from ledger.sql import BulkInsert, SqlTx
 
 EVENTS_TABLE = "ledger_events"
 SCHEMA_LOCK_KEY = 0x1ED6E5  # a PostgreSQL advisory lock key of this service's own
