@@ -255,10 +255,10 @@ def _retry_parked(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _fakes(args: argparse.Namespace, settings: Settings) -> int:
-    from adapters.fakes.bitrix import FakeBitrix
-    from adapters.fakes.moysklad import FakeMoySklad
-    from adapters.fakes.wms import FakeWms
     from adapters.httpserver import HttpServer
+    from devtools.fakes.bitrix import FakeBitrix
+    from devtools.fakes.moysklad import FakeMoySklad
+    from devtools.fakes.wms import FakeWms
 
     bitrix = FakeBitrix()
     for product_id in range(101, 111):

@@ -19,10 +19,10 @@ from pathlib import Path
 
 from adapters.bitrix import BitrixConfig, BitrixTarget
 from adapters.db import open_database
-from adapters.fakes.bitrix import FakeBitrix
 from adapters.httpserver import HttpServer
 from adapters.mappings import MappingRow, Mappings, save
 from adapters.outbound import OutboundWorker, WorkerLimits, set_position
+from devtools.fakes.bitrix import FakeBitrix
 from ledger.bootstrap import build_ledger
 from ledger.config import Settings
 from ledger.domain.model import EventType, Line, StockEvent

@@ -35,11 +35,11 @@ if "--no-crc32c" in sys.argv:
 from kafka import KafkaProducer  # noqa: E402 - after the warnings filter
 from kafka.admin import KafkaAdminClient, NewTopic  # noqa: E402
 
+from devtools.retailer import Retailer, Traffic  # noqa: E402
 from ledger.bootstrap import build_ledger, intake_limits  # noqa: E402
 from ledger.config import Settings  # noqa: E402
 from ledger.kafka.clients import new_consumer  # noqa: E402
 from ledger.kafka.consumer import KafkaIntake  # noqa: E402
-from ledger.kafka.retailer import Retailer, Traffic  # noqa: E402
 
 WATCH_INTERVAL_S = 0.002
 DEADLINE_S = 600

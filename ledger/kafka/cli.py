@@ -115,8 +115,8 @@ def _stop_on_signals(stop: Callable[[], None]) -> None:
 
 
 def simulate_command(args: argparse.Namespace, settings: Settings) -> int:
-    from ledger.kafka.retailer import Retailer, Traffic
-    from ledger.kafka.simulate import HttpSink, KafkaSink, Sink, describe, run
+    from devtools.retailer import Retailer, Traffic
+    from devtools.simulate import HttpSink, KafkaSink, Sink, describe, run
 
     traffic = Traffic(
         stores=args.stores,

@@ -11,12 +11,12 @@ from typing import Any
 import pytest
 
 from adapters.db import open_database
-from adapters.fakes.bitrix import FakeBitrix
-from adapters.fakes.moysklad import FakeMoySklad
-from adapters.fakes.wms import FakeWms
 from adapters.httpserver import HttpServer
 from adapters.mappings import MappingRow, Mappings, save
 from adapters.outbound import WorkerLimits
+from devtools.fakes.bitrix import FakeBitrix
+from devtools.fakes.moysklad import FakeMoySklad
+from devtools.fakes.wms import FakeWms
 from ledger.bootstrap import build_ledger
 from ledger.config import Settings
 from ledger.domain.model import EventType, Line, StockEvent

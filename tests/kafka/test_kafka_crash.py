@@ -24,11 +24,11 @@ from kafka_harness import (
 )
 from support.postgres import EmbeddedPostgres
 
+from devtools.retailer import Retailer, Traffic
 from ledger.bootstrap import intake_limits
 from ledger.config import Settings
 from ledger.domain.model import StockEvent
 from ledger.kafka.records import read_value
-from ledger.kafka.retailer import Retailer, Traffic
 
 DEADLINE_S = 120
 # Where the crashing consumer kills itself, and in which of its batches.

@@ -6,6 +6,7 @@ import json
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 
+from devtools.retailer import JUNK_KINDS, WEIGHTS, Retailer, Traffic
 from ledger.bootstrap import intake_limits
 from ledger.config import Settings
 from ledger.domain.model import Outcome, RejectionReason, Shortfall, StockEvent
@@ -17,7 +18,6 @@ from ledger.kafka.records import (
     read_value,
     result_record,
 )
-from ledger.kafka.retailer import JUNK_KINDS, WEIGHTS, Retailer, Traffic
 from ledger.results import EventResult, Original
 
 LIMITS = intake_limits(Settings())

@@ -18,7 +18,7 @@ from kafka_harness import (
 )
 from support.postgres import EmbeddedPostgres
 
-from ledger.kafka.retailer import Retailer, Traffic
+from devtools.retailer import Retailer, Traffic
 
 DEADLINE_S = 120
 PARTITIONS = 4

@@ -13,8 +13,8 @@ from urllib.parse import urlsplit
 
 import orjson
 
+from devtools.retailer import SimRecord
 from ledger.config import Settings
-from ledger.kafka.retailer import SimRecord
 
 PROGRESS_EVERY_RECORDS = 100
 HTTP_TIMEOUT_S = 60.0
