@@ -78,16 +78,20 @@ def missing_from_memory(cache: StateCache, events: list[StockEvent]) -> Missing:
     return missing
 
 
-def fetch_missing(recorder: LedgerRecorder, cache: StateCache, missing: Missing) -> bool:
-    """Reads what the cache lacks, outside the write lock, so that a batch with a few new keys
-    can still be decided from memory. Only when the database's head is the cache's: then what is
-    read belongs with what the cache holds, and anything committed meanwhile moves the head,
-    which the one-statement batch checks under the lock (the bet is lost, nothing is wrong).
-    False when the heads differ (a batch in flight, or another instance wrote)."""
+def catch_up_and_fetch(recorder: LedgerRecorder, cache: StateCache, events: list[StockEvent]) -> bool:
+    """Brings the writer's memory to the database's head and reads the keys it lacks for a batch,
+    outside the write lock, so that the batch can still be decided from memory and recorded in one
+    statement: after another instance wrote, or when a batch brings a few new keys. What is read
+    belongs with what memory holds (the same head), and anything committed meanwhile moves the
+    head, which the one-statement batch checks under the lock (the bet is lost, nothing is wrong).
+    False when the database is behind memory: a batch of this writer's own is still in flight."""
     generation = cache.generation
     with recorder.read_transaction() as tx:
-        if recorder.head(tx) != cache.head:
+        head = recorder.head(tx)
+        if head < cache.head:
             return False
+        cache.catch_up(tx, head)
+        missing = missing_from_memory(cache, events)
         reservations = cache.read_reservations(tx, missing.reservations)
         levels = cache.read_levels(tx, missing.levels)
         versions = cache.read_store_versions(tx, missing.stores)
@@ -96,7 +100,7 @@ def fetch_missing(recorder: LedgerRecorder, cache: StateCache, missing: Missing)
         levels.finish(released)
         found_versions = versions.finish()
     with cache.lock:
-        if cache.generation != generation:
+        if cache.generation != generation or cache.head != head:
             return False
         for store, version in found_versions.items():
             cache.store_versions.setdefault(store, version)

@@ -12,6 +12,7 @@ of its own (process.py and server.py).
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from datetime import datetime
 
@@ -26,6 +27,10 @@ from ledger.writer.recording import OneStatement, encode_one_statement, insert
 from ledger.writer.submission import Submission, WriterLimits
 
 log = logging.getLogger("ledger.writer")
+
+# How long after a lost bet the writer catches up before deciding from memory. Long enough to
+# cover a steady second writer, short enough that a lone writer soon saves the extra round trip.
+CONTENDED_S = 1.0
 
 
 class Writer:
@@ -42,6 +47,9 @@ class Writer:
         self.on_commit = on_commit
         self.expiry = expiry.ExpirySchedule(limits.expiry_interval_s)
         self.batches_committed = 0
+        # Until then (monotonic), another writer was seen recording: memory is brought to the
+        # database's head before each batch is decided from it (see decide_from_memory).
+        self._contended_until = 0.0
         self.optimistic_won = 0
         self.optimistic_lost = 0
 
@@ -95,23 +103,32 @@ class Writer:
         except Exception as error:
             if not self.recorder.lost_optimistic_bet(error):
                 raise
-            self.optimistic_lost += 1
+            self.lost_bet()
             return None
         self.optimistic_won += 1
         return statement
 
+    def lost_bet(self) -> None:
+        """Another writer recorded since memory's head (or took an id first): for a while, catch
+        up before deciding, so that the next batches win their bets instead of losing each one."""
+        self.optimistic_lost += 1
+        self._contended_until = time.monotonic() + CONTENDED_S
+
     def decide_from_memory(
         self, events: list[StockEvent], recorded_at: str, *, fetch: bool = True
     ) -> OneStatement | None:
-        """Decides a batch from memory alone and encodes it as one statement's arguments. Keys
-        the memory lacks are read first (outside the lock) when the database's head is the
-        memory's; None when that cannot be done."""
+        """Decides a batch from memory alone and encodes it as one statement's arguments. With
+        `fetch`, memory is first brought to the database's head and given the keys it lacks
+        (outside the lock) when it lacks some, or when another writer was seen lately; None when
+        that cannot be done."""
+        contended = fetch and time.monotonic() < self._contended_until
+        if contended and not deciding.catch_up_and_fetch(self.recorder, self.cache, events):
+            return None
         head = self.cache.head  # read before the values: a newer value then fails the check
         work = deciding.work_from_memory(self.cache, events, head)
-        if work is None and fetch:
-            missing = deciding.missing_from_memory(self.cache, events)
-            if deciding.fetch_missing(self.recorder, self.cache, missing):
-                return self.decide_from_memory(events, recorded_at, fetch=False)
+        fetched = work is None and fetch and not contended
+        if fetched and deciding.catch_up_and_fetch(self.recorder, self.cache, events):
+            return self.decide_from_memory(events, recorded_at, fetch=False)
         if work is None:
             return None
         known: deciding.Known = {}

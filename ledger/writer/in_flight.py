@@ -87,7 +87,7 @@ def land(writer: Writer, flight: InFlight) -> bool:
     except Exception as error:  # noqa: BLE001 - the ordinary way decides again from the database
         writer.forget()
         if writer.recorder.lost_optimistic_bet(error):
-            writer.optimistic_lost += 1
+            writer.lost_bet()
         else:
             log.warning("a batch in flight failed, recording it the ordinary way: %s", error)
         writer.process(ready.batch)

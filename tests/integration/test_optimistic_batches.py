@@ -121,3 +121,46 @@ def test_the_notification_sequence_follows_the_ids_a_one_statement_batch_gives(
     with psycopg.connect(database_url) as conn:
         row = conn.execute("SELECT last_value FROM ledger_events_notification_id_seq").fetchone()
     assert row is not None and row[0] == sale.position
+
+
+def test_a_batch_with_keys_memory_lacks_still_takes_one_statement(
+    two_instances: tuple[Ledger, Ledger],
+) -> None:
+    """One new SKU in a batch must not send the whole batch down the locked path: the keys memory
+    lacks are read first, and the batch is still one statement."""
+    first, _ = two_instances
+    first.submit_and_wait([_event("r1", "stock.receipt", [("SKU-1", 5)])])
+    writer = _writer(first)
+    won_before, lost_before = writer.optimistic_won, writer.optimistic_lost
+    results = first.submit_and_wait(
+        [
+            _event("s1", "stock.sale", [("SKU-1", 1)]),
+            _event("r2", "stock.receipt", [("SKU-2", 3), ("SKU-3", 4)]),
+            _event("s2", "stock.sale", [("SKU-4", 1)]),  # never received: refused
+        ]
+    )
+    assert [r.outcome for r in results] == [Outcome.ACCEPTED, Outcome.ACCEPTED, Outcome.REJECTED]
+    assert (writer.optimistic_won, writer.optimistic_lost) == (won_before + 1, lost_before)
+    levels = {view.sku: view.level.on_hand_units for view in first.levels(STORE, ["SKU-1", "SKU-2", "SKU-3"])}
+    assert levels == {"SKU-1": 4, "SKU-2": 3, "SKU-3": 4}
+
+
+def test_after_another_instance_wrote_the_next_batches_catch_up_and_win(
+    two_instances: tuple[Ledger, Ledger],
+) -> None:
+    """Two writers on one database: once one has lost a bet to the other, it brings its memory to
+    the log's head before deciding, instead of losing a bet on every batch."""
+    first, second = two_instances
+    first.submit_and_wait([_event("r1", "stock.receipt", [("SKU-1", 10)])])
+    second.submit_and_wait([_event("pos-1", "stock.sale", [("SKU-1", 1)])])
+    first.submit_and_wait([_event("web-1", "stock.sale", [("SKU-1", 1)])])  # loses its bet: 8 left
+    writer = _writer(first)
+    for turn in range(3):
+        second.submit_and_wait([_event(f"pos-{turn + 2}", "stock.sale", [("SKU-1", 1)])])
+        won_before, lost_before = writer.optimistic_won, writer.optimistic_lost
+        [sold] = first.submit_and_wait([_event(f"web-{turn + 2}", "stock.sale", [("SKU-1", 1)])])
+        assert sold.outcome is Outcome.ACCEPTED
+        assert (writer.optimistic_won, writer.optimistic_lost) == (won_before + 1, lost_before)
+    [last] = first.submit_and_wait([_event("web-all", "stock.sale", [("SKU-1", 3)])])
+    assert last.outcome is Outcome.REJECTED  # 2 are left: the other instance's sales were seen
+    assert last.shortfall[0].available_units == 2
