@@ -1,21 +1,25 @@
-"""The adapters' subcommands of `ledger`: reconcile, adapters run|status|retry-parked, fakes, mappings.
+"""The adapters' subcommands of `ledger`: reconcile, adapters run|status|retry-parked, mappings.
 
 `register(subcommands)` adds them to the `ledger` parser; each parser carries its handler as the
-`handler` default, called as handler(args, settings) -> exit code.
+`handler` default, called as handler(args, settings) -> exit code. An expected failure is a
+CommandError, told in one line by ledger/cli.py's main().
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import logging
 import signal
 import sys
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ledger.cli_errors import CommandError, database_url_checked
 from ledger.config import Settings
 
 log = logging.getLogger("adapters.cli")
@@ -23,7 +27,9 @@ log = logging.getLogger("adapters.cli")
 
 def register(subcommands: Any) -> None:
     reconcile = subcommands.add_parser("reconcile", help="compare the ledger with an external snapshot")
-    reconcile.add_argument("--source", choices=("moysklad", "csv"), required=True)
+    reconcile.add_argument(
+        "--source", choices=("moysklad", "csv"), required=True, help="where the external snapshot comes from"
+    )
     reconcile.add_argument(
         "--file", type=Path, help="the snapshot for --source csv: store_id,sku,on_hand[,uom]"
     )
@@ -32,10 +38,7 @@ def register(subcommands: Any) -> None:
         "--apply", action="store_true", help="record stock.count events for the master side"
     )
     reconcile.add_argument(
-        "--master",
-        choices=("external", "ledger"),
-        default="external",
-        help="which side is right (default: external)",
+        "--master", choices=("external", "ledger"), default="external", help="which side is right"
     )
     reconcile.add_argument(
         "--out-dir", type=Path, default=Path("."), help="where the CSV and JSON reports go"
@@ -58,23 +61,14 @@ def register(subcommands: Any) -> None:
     status.add_argument("--parked", type=int, default=20, help="how many parked items to list")
     status.set_defaults(handler=_status)
     retry = actions.add_parser("retry-parked", help="push parked items again at the next cycle")
-    retry.add_argument("adapter")
+    retry.add_argument("adapter", help="bitrix, moysklad or wms")
     retry.add_argument("--key", help="only this item")
     retry.set_defaults(handler=_retry_parked)
-
-    fakes = subcommands.add_parser(
-        "fakes", help="start local fake Bitrix, MoySklad and WMS servers for a demo"
-    )
-    fakes.add_argument("--bitrix-port", type=int, default=8181)
-    fakes.add_argument("--moysklad-port", type=int, default=8182)
-    fakes.add_argument("--wms-port", type=int, default=8183)
-    fakes.add_argument("--seconds", type=float, help="stop after this long (default: until Ctrl-C)")
-    fakes.set_defaults(handler=_fakes)
 
     mappings = subcommands.add_parser("mappings", help="SKU, store, unit and status mappings")
     mapping_actions = mappings.add_subparsers(dest="mappings_command", required=True)
     load = mapping_actions.add_parser("load", help="upsert the rows of a CSV file (all or none)")
-    load.add_argument("file", type=Path)
+    load.add_argument("file", type=Path, help="system,kind,local_id,external_id[,external_type,factor]")
     load.set_defaults(handler=_mappings_load)
     listing = mapping_actions.add_parser("list", help="print every mapping as CSV")
     listing.add_argument("--system", help="only this system")
@@ -84,7 +78,15 @@ def register(subcommands: Any) -> None:
 def _database(settings: Settings) -> Any:
     from adapters.db import open_database
 
-    return open_database(settings.database_url, settings.db_pool_size, settings.db_lock_timeout_s)
+    with database_url_checked():
+        return open_database(settings.database_url, settings.db_pool_size, settings.db_lock_timeout_s)
+
+
+def _ledger_sink(settings: Settings) -> tuple[Any, Any]:
+    from adapters.runner import ledger_sink
+
+    with database_url_checked():
+        return ledger_sink(settings)
 
 
 # -- reconcile -------------------------------------------------------------------------------------------
@@ -94,36 +96,28 @@ def _reconcile(args: argparse.Namespace, settings: Settings) -> int:
     from tqdm import tqdm
 
     from adapters.mappings import Mappings
-    from adapters.reconcile import read_csv_snapshot, read_moysklad_snapshot, reconcile, write_report
-    from adapters.runner import ledger_sink, moysklad_config
+    from adapters.reconcile import reconcile, write_report
 
+    if args.source == "csv" and args.file is None:
+        raise CommandError("--source csv needs --file")
+    if args.source == "moysklad" and not settings.moysklad_token:
+        raise CommandError("--source moysklad needs LEDGER_MOYSKLAD_TOKEN")
     recorder = _database(settings)
     mappings = Mappings(recorder, refresh_s=0)
     run_id = args.run_id or time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
+    # Read before the progress bar starts, so that a bad file is the only line on the terminal.
+    external = _csv_snapshot(args.file, mappings) if args.source == "csv" else None
     with tqdm(total=0, unit="step", desc=f"reading {args.source}", disable=args.quiet) as bar:
 
         def progress(steps: int) -> None:
             bar.total = max(bar.total or 0, bar.n + steps)
             bar.update(steps)
 
-        if args.source == "csv":
-            if args.file is None:
-                print("--source csv needs --file", file=sys.stderr)
-                return 2
-            external = read_csv_snapshot(args.file, mappings)
-        else:
-            from adapters.moysklad import MoySkladClient
-
-            config = moysklad_config(settings)
-            if config is None:
-                print("--source moysklad needs LEDGER_MOYSKLAD_TOKEN", file=sys.stderr)
-                return 2
+        if external is None:
             bar.total = len(mappings.all("moysklad", "store"))
-            external = read_moysklad_snapshot(MoySkladClient(config), mappings, progress)
-            if not args.store:
-                args.store = sorted(mappings.all("moysklad", "store"))
+            external = _moysklad_snapshot(args, settings, mappings, progress)
         bar.set_description("comparing")
-        sink, ledger = ledger_sink(settings) if args.apply and args.master == "external" else (None, None)
+        sink, ledger = _ledger_sink(settings) if args.apply and args.master == "external" else (None, None)
         try:
             report = reconcile(
                 recorder,
@@ -149,25 +143,48 @@ def _reconcile(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _csv_snapshot(path: Path, mappings: Any) -> dict[tuple[str, str], int]:
+    from adapters.reconcile import read_csv_snapshot
+
+    try:
+        return read_csv_snapshot(path, mappings)
+    except (ValueError, csv.Error) as error:  # read_csv_snapshot names the file and the line
+        raise CommandError(str(error)) from None
+
+
+def _moysklad_snapshot(
+    args: argparse.Namespace, settings: Settings, mappings: Any, progress: Callable[[int], None]
+) -> dict[tuple[str, str], int]:
+    from adapters.moysklad import MoySkladClient
+    from adapters.reconcile import read_moysklad_snapshot
+    from adapters.runner import moysklad_config
+
+    config = moysklad_config(settings)
+    assert config is not None, "_reconcile checks LEDGER_MOYSKLAD_TOKEN before it opens the database"
+    snapshot = read_moysklad_snapshot(MoySkladClient(config), mappings, progress)
+    if not args.store:
+        args.store = sorted(mappings.all("moysklad", "store"))
+    return snapshot
+
+
 # -- adapters ----------------------------------------------------------------------------------------------
 
 
 def _run(args: argparse.Namespace, settings: Settings) -> int:
-    from adapters.runner import Runner, build_adapters, ledger_sink
+    from adapters.runner import Runner, build_adapters
 
+    recorder = _database(settings)
     needs_sink = bool(settings.moysklad_token or (settings.wms_base_url and settings.wms_api_key))
-    sink, ledger = ledger_sink(settings) if needs_sink else (None, None)
-    adapters = build_adapters(settings, sink)
-    if args.only:
-        adapters.workers = {name: w for name, w in adapters.workers.items() if name in args.only}
-    if not adapters.workers and adapters.inbox is None:
-        print(
-            "no adapter is configured: set LEDGER_BITRIX_WEBHOOK_URL, LEDGER_MOYSKLAD_TOKEN or "
-            "LEDGER_WMS_BASE_URL (see adapters/README.md)",
-            file=sys.stderr,
-        )
-        return 2
+    sink, ledger = _ledger_sink(settings) if needs_sink else (None, None)
     try:
+        adapters = build_adapters(settings, sink, recorder)
+        if args.only:
+            adapters.workers = {name: w for name, w in adapters.workers.items() if name in args.only}
+        if not adapters.workers and adapters.inbox is None:
+            raise CommandError(
+                "no adapter is configured: set LEDGER_BITRIX_WEBHOOK_URL, LEDGER_MOYSKLAD_TOKEN or "
+                "LEDGER_WMS_BASE_URL (see adapters/README.md)"
+            )
         if args.once:
             return _run_once(adapters, full=args.full)
         if args.full:
@@ -251,55 +268,18 @@ def _retry_parked(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-# -- fakes and mappings ----------------------------------------------------------------------------------
-
-
-def _fakes(args: argparse.Namespace, settings: Settings) -> int:
-    from adapters.httpserver import HttpServer
-    from devtools.fakes.bitrix import FakeBitrix
-    from devtools.fakes.moysklad import FakeMoySklad
-    from devtools.fakes.wms import FakeWms
-
-    bitrix = FakeBitrix()
-    for product_id in range(101, 111):
-        bitrix.add_product(str(product_id))
-    bitrix.orders.update({str(n): {"id": str(n), "statusId": "N"} for n in range(1, 100)})
-    bitrix.stores.update({"1", "2", "3"})
-    moysklad = FakeMoySklad(origin=f"http://127.0.0.1:{args.moysklad_port}")
-    wms = FakeWms()
-    servers = [
-        HttpServer(bitrix, args.bitrix_port).start(),
-        HttpServer(moysklad, args.moysklad_port).start(),
-        HttpServer(wms, args.wms_port).start(),
-    ]
-    print("fake servers on 127.0.0.1; configure the adapters with:")
-    print(f"  export LEDGER_BITRIX_WEBHOOK_URL={servers[0].url}{bitrix.webhook_path}")
-    print(f"  export LEDGER_MOYSKLAD_BASE_URL={servers[1].url}/api/remap/1.2")
-    print(f"  export LEDGER_MOYSKLAD_TOKEN={moysklad.token}")
-    print(f"  export LEDGER_WMS_BASE_URL={servers[2].url}/")
-    print(f"  export LEDGER_WMS_API_KEY={wms.api_key}")
-    print("Bitrix products 101-110, stores 1-3 and orders 1-99 exist. Ctrl-C stops.", flush=True)
-    stopped = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stopped.set())
-    try:
-        stopped.wait(args.seconds)
-    finally:
-        for server in servers:
-            server.stop()
-        levels = {pid: (p["quantity"], p["quantityReserved"]) for pid, p in bitrix.products.items()}
-        print(f"bitrix products (quantity, reserved): {levels}")
-    return 0
+# -- mappings ----------------------------------------------------------------------------------------
 
 
 def _mappings_load(args: argparse.Namespace, settings: Settings) -> int:
-    from adapters.mappings import MappingError, load_csv
+    from adapters.mappings import parse_csv, save
 
+    # The whole file is checked before the database is opened: all rows or none.
     try:
-        count = load_csv(_database(settings), args.file)
-    except MappingError as error:
-        print(error, file=sys.stderr)
-        return 2
+        rows = parse_csv(args.file)
+    except (ValueError, csv.Error) as error:  # MappingError names the file and the line
+        raise CommandError(str(error)) from None
+    count = save(_database(settings), rows)
     print(
         f"loaded {count} mapping row(s) from {args.file}; running adapters pick them up within "
         f"{settings.adapters_mappings_refresh_s:g} s"
@@ -308,8 +288,6 @@ def _mappings_load(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _mappings_list(args: argparse.Namespace, settings: Settings) -> int:
-    import csv
-
     from adapters.mappings import read_snapshot
 
     snapshot = read_snapshot(_database(settings))

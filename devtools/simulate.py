@@ -3,7 +3,11 @@ or as fast as it goes, with a progress bar and a summary at the end."""
 
 from __future__ import annotations
 
+import argparse
 import http.client
+import logging
+import secrets
+import sys
 import time
 from collections import Counter
 from collections.abc import Iterable
@@ -13,7 +17,8 @@ from urllib.parse import urlsplit
 
 import orjson
 
-from devtools.retailer import SimRecord
+from devtools.retailer import Retailer, SimRecord, Traffic
+from ledger.cli_errors import CommandError
 from ledger.config import Settings
 
 PROGRESS_EVERY_RECORDS = 100
@@ -169,3 +174,46 @@ def run(
 def describe(args: Any) -> str:
     rate = f"{args.rate:g}/s" if args.rate else "as fast as it goes"
     return f"{args.events} records, {args.stores} stores x {args.skus} SKUs, {rate}"
+
+
+def command(args: argparse.Namespace, settings: Settings) -> int:
+    """`ledger simulate` (its arguments are declared in ledger/cli.py): 1 if any record was not taken."""
+    traffic = Traffic(
+        stores=args.stores,
+        skus=args.skus,
+        events=args.events,
+        duplicate_share=args.duplicates,
+        junk_share=args.junk,
+        expiring_share=args.expiring,
+        expire_after_s=args.expire_after_s,
+        seed=args.seed,
+        run_id=args.run_id or secrets.token_hex(4),
+    )
+    sink = _kafka_sink(args, settings) if args.to == "kafka" else HttpSink(args.url, args.batch)
+    print(f"simulating {describe(args)} (run id {traffic.run_id}) -> {sink.target}", file=sys.stderr)
+    summary = run(
+        Retailer(traffic).records(), sink, traffic.events, args.rate or None, progress=not args.quiet
+    )
+    for line in summary.lines():
+        print(line)
+    return 1 if summary.failed else 0
+
+
+def _kafka_sink(args: argparse.Namespace, settings: Settings) -> KafkaSink:
+    from kafka.errors import KafkaTimeoutError
+
+    # kafka-python logs every connection and metadata refresh at INFO.
+    logging.getLogger("kafka").setLevel(logging.WARNING)
+    if args.bootstrap:
+        settings.kafka_bootstrap = args.bootstrap
+    if not settings.kafka_bootstrap:
+        raise CommandError("set LEDGER_KAFKA_BOOTSTRAP (or --bootstrap), or use --to http")
+    topic = args.topic or settings.kafka_topic
+    try:
+        if args.create_topic:
+            from ledger.kafka.clients import ensure_topics
+
+            ensure_topics(settings, [topic], args.partitions)
+        return KafkaSink(settings, topic)
+    except KafkaTimeoutError as error:  # no broker answered while the client bootstrapped
+        raise CommandError(f"Kafka at {settings.kafka_bootstrap}: {error}") from None

@@ -1,17 +1,38 @@
-"""The `ledger` command: serve, rebuild, and the tools around them."""
+"""The `ledger` command: serve, rebuild, and the tools around them.
+
+Every expected failure ends a command with one line on stderr and exit 2: a handler raises
+CommandError, and main() turns it, and the known operating errors (a LEDGER_* value that Settings
+refuses, a file that cannot be read, a database that cannot be reached), into that line. Anything
+else is a bug and keeps its traceback.
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
+import re
 import sys
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterator
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any, NoReturn
+
+import psycopg
+from eventsourcing.persistence import InterfaceError as StoreInterfaceError
+from eventsourcing.persistence import OperationalError as StoreOperationalError
+from pydantic import ValidationError
+from pydantic_settings import SettingsError
 
 from adapters.cli import register as register_adapter_commands
+from ledger.cli_errors import CommandError, database_url_checked
 from ledger.config import Settings
 from ledger.kafka.cli import register as register_kafka_commands
+
+DISTRIBUTION = "stock-ledger"
+EXIT_USAGE = 2  # argparse's code for a usage error; every expected failure of a command uses it
+
+Handler = Callable[[argparse.Namespace, Settings], int]
 
 
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
@@ -69,7 +90,9 @@ def _start_writer_process(settings: Settings) -> Any:
 
     path = settings.writer_socket or default_socket_path()
     os.environ.pop("LEDGER_WRITER_SOCKET", None)  # the writer itself writes, it does not connect
-    supervisor = WriterSupervisor(build_writer_from_environment, path, settings.writer_client_outbox_bytes_max)
+    supervisor = WriterSupervisor(
+        build_writer_from_environment, path, settings.writer_client_outbox_bytes_max
+    )
     settings.writer_socket = path
     os.environ["LEDGER_WRITER_SOCKET"] = path
     return supervisor
@@ -78,10 +101,11 @@ def _start_writer_process(settings: Settings) -> Any:
 def _rebuild(args: argparse.Namespace, settings: Settings) -> int:
     from tqdm import tqdm
 
-    from ledger.storage.recorders import open_recorder
     from ledger.rebuild import rebuild
+    from ledger.storage.recorders import open_recorder
 
-    recorder = open_recorder(settings.database_url, settings.db_pool_size, settings.db_lock_timeout_s)
+    with database_url_checked():
+        recorder = open_recorder(settings.database_url, settings.db_pool_size, settings.db_lock_timeout_s)
     with tqdm(total=0, unit="event", desc="rebuilding projections", disable=args.quiet) as bar:
 
         def progress(position: int, head: int) -> None:
@@ -95,6 +119,168 @@ def _rebuild(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+# -- development tools (devtools/, in a source checkout only) --------------------------------------------
+
+
+@contextlib.contextmanager
+def _devtools_needed(command: str) -> Iterator[None]:
+    try:
+        yield
+    except ModuleNotFoundError as error:
+        if (error.name or "").split(".")[0] != "devtools":
+            raise  # a missing dependency of the tool itself: not what this message says
+        raise CommandError(
+            f"{command} is a development tool, available from a source checkout (pip install -e .)"
+        ) from None
+
+
+def _simulate(args: argparse.Namespace, settings: Settings) -> int:
+    with _devtools_needed("ledger simulate"):
+        from devtools.simulate import command
+    return command(args, settings)
+
+
+def _fakes(args: argparse.Namespace, settings: Settings) -> int:
+    with _devtools_needed("ledger fakes"):
+        from devtools.fakes.demo import command
+    return command(args, settings)
+
+
+def _register_devtools(commands: argparse._SubParsersAction[CommandParser]) -> None:
+    simulate = commands.add_parser(
+        "simulate", help="send a model retailer's stock events to Kafka or HTTP (development tool)"
+    )
+    simulate.add_argument("--to", choices=("kafka", "http"), default="kafka", help="where the events go")
+    simulate.add_argument("--bootstrap", help="overrides LEDGER_KAFKA_BOOTSTRAP (--to kafka)")
+    simulate.add_argument("--topic", help="overrides LEDGER_KAFKA_TOPIC (--to kafka)")
+    simulate.add_argument("--create-topic", action="store_true", help="create the topic if it is missing")
+    simulate.add_argument("--partitions", type=int, default=6, help="partitions of a topic it creates")
+    simulate.add_argument("--url", default="http://127.0.0.1:8000", help="the ledger's base URL (--to http)")
+    simulate.add_argument("--batch", type=int, default=100, help="envelopes per HTTP request (--to http)")
+    simulate.add_argument("--stores", type=int, default=10, help="shops of the model retailer")
+    simulate.add_argument("--skus", type=int, default=200, help="SKUs of the model retailer")
+    simulate.add_argument("--events", type=int, default=10_000, help="records to send")
+    simulate.add_argument("--rate", type=float, default=0, help="records per second; 0: as fast as it goes")
+    simulate.add_argument("--duplicates", type=float, default=0.02, help="share of records sent twice")
+    simulate.add_argument("--junk", type=float, default=0.005, help="share of unreadable records")
+    simulate.add_argument("--expiring", type=float, default=0.1, help="share of reservations left to expire")
+    simulate.add_argument(
+        "--expire-after-s", type=float, default=5.0, help="lifetime of a reservation left to expire"
+    )
+    simulate.add_argument("--seed", type=int, default=1, help="the same seed sends the same traffic")
+    simulate.add_argument("--run-id", help="prefix of the event ids (default: random)")
+    simulate.add_argument("--quiet", action="store_true", help="no progress bar")
+    simulate.set_defaults(handler=_simulate)
+
+    fakes = commands.add_parser(
+        "fakes", help="start local fake Bitrix, MoySklad and WMS servers for a demo (development tool)"
+    )
+    fakes.add_argument("--bitrix-port", type=int, default=8181, help="the fake Bitrix's port")
+    fakes.add_argument("--moysklad-port", type=int, default=8182, help="the fake MoySklad's port")
+    fakes.add_argument("--wms-port", type=int, default=8183, help="the fake WMS's port")
+    fakes.add_argument("--seconds", type=float, help="stop after this long (default: until Ctrl-C)")
+    fakes.set_defaults(handler=_fakes)
+
+
+# -- the parser, the settings and main() -----------------------------------------------------------------
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Appends "(default: ...)" to an option's help, unless it has none or its help already says it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or action.default is False or "default" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
+
+
+class CommandParser(argparse.ArgumentParser):
+    """Every `ledger` parser (subparsers are made of the same class): defaults in --help, the name of
+    the command for error lines, and a usage error in one line."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _HelpFormatter)
+        super().__init__(*args, **kwargs)
+        self.set_defaults(command_name=self.prog)  # the innermost subcommand's wins
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: {_one_line(message)} (see {self.prog} --help)\n")
+
+
+def _setting_default(name: str) -> object:
+    return Settings.model_fields[name].default
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = CommandParser(prog="ledger", description="The stock ledger service.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    serve = commands.add_parser("serve", help="run the HTTP API (and the Kafka consumer when configured)")
+    serve.add_argument(
+        "--host", help=f"overrides LEDGER_HTTP_HOST (default: {_setting_default('http_host')})"
+    )
+    serve.add_argument(
+        "--port", type=int, help=f"overrides LEDGER_HTTP_PORT (default: {_setting_default('http_port')})"
+    )
+    serve.add_argument(
+        "--workers",
+        type=int,
+        help=f"worker processes; overrides LEDGER_HTTP_WORKERS (default: {_setting_default('http_workers')})",
+    )
+    serve.add_argument(
+        "--log-level",
+        default="info",
+        choices=("critical", "error", "warning", "info", "debug", "trace"),
+        help="uvicorn's log level",
+    )
+    serve.set_defaults(handler=_serve)
+    rebuild = commands.add_parser("rebuild", help="rebuild every projection from the event log")
+    rebuild.add_argument("--quiet", action="store_true", help="no progress bar")
+    rebuild.set_defaults(handler=_rebuild)
+    register_adapter_commands(commands)
+    register_kafka_commands(commands)
+    _register_devtools(commands)
+    return parser
+
+
+def _version() -> str:
+    try:
+        return version(DISTRIBUTION)
+    except PackageNotFoundError:  # a checkout run with `python -m ledger.cli`, never installed
+        return "(not installed)"
+
+
+def load_settings() -> Settings:
+    """The settings from the environment; a value they refuse is a CommandError that names its variable."""
+    try:
+        return Settings()
+    except ValidationError as error:
+        raise CommandError("; ".join(_refused(problem) for problem in error.errors())) from None
+    except SettingsError as error:  # a JSON value (LEDGER_UNITS) that does not parse
+        raise CommandError(_unparsable(error)) from None
+
+
+def _variable(field: object) -> str:
+    return f"{Settings.model_config.get('env_prefix', '')}{field}".upper()
+
+
+def _refused(problem: Any) -> str:
+    field, *inside = problem["loc"] or ("?",)
+    where = f" (at {'.'.join(str(part) for part in inside)})" if inside else ""
+    return f"{_variable(field)}{where}: {problem['msg']}"
+
+
+def _unparsable(error: SettingsError) -> str:
+    named = re.search(r'field "(\w+)"', str(error))
+    if named is None:
+        return str(error)
+    return f"{_variable(named.group(1))} is not valid JSON: {error.__cause__ or error}"
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
 def _redacted(url: str) -> str:
     if "@" in url and "://" in url:
         scheme, rest = url.split("://", 1)
@@ -103,24 +289,23 @@ def _redacted(url: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="ledger", description="The stock ledger service.")
-    commands = parser.add_subparsers(dest="command", required=True)
-    serve = commands.add_parser("serve", help="run the HTTP API (and the Kafka consumer when configured)")
-    serve.add_argument("--host", help="overrides LEDGER_HTTP_HOST")
-    serve.add_argument("--port", type=int, help="overrides LEDGER_HTTP_PORT")
-    serve.add_argument("--workers", type=int, help="worker processes (overrides LEDGER_HTTP_WORKERS)")
-    serve.add_argument("--log-level", default="info")
-    serve.set_defaults(handler=_serve)
-    rebuild = commands.add_parser("rebuild", help="rebuild every projection from the event log")
-    rebuild.add_argument("--quiet", action="store_true", help="no progress bar")
-    rebuild.set_defaults(handler=_rebuild)
-    register_adapter_commands(commands)
-    register_kafka_commands(commands)
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    settings = Settings()
-    handler: Callable[[argparse.Namespace, Settings], int] = args.handler
-    return handler(args, settings)
+    handler: Handler = args.handler
+    settings: Settings | None = None
+    # The expected failures, each told in one line; the library errors are caught here, once.
+    try:
+        settings = load_settings()
+        return handler(args, settings)
+    except CommandError as error:
+        problem = error.message
+    except OSError as error:  # a file that cannot be read or written, a port in use, a refused connection
+        problem = f"{error.filename}: {error.strerror}" if error.filename and error.strerror else str(error)
+    except (StoreOperationalError, StoreInterfaceError, psycopg.OperationalError) as error:
+        url = _redacted(settings.database_url) if settings else "LEDGER_DATABASE_URL"
+        problem = f"cannot use the database at {url}: {error}"
+    print(f"{args.command_name}: {_one_line(problem)}", file=sys.stderr)
+    return EXIT_USAGE
 
 
 if __name__ == "__main__":

@@ -1,60 +1,26 @@
-"""The `ledger consume` and `ledger simulate` subcommands (added to `ledger` by register())."""
+"""The `ledger consume` subcommand (added to `ledger` by register())."""
 
 from __future__ import annotations
 
 import argparse
 import logging
-import secrets
 import signal
-import sys
 from collections.abc import Callable
 from types import FrameType
+from typing import Any
 
+from ledger.cli_errors import CommandError, database_url_checked
 from ledger.config import Settings
 
 log = logging.getLogger("ledger.kafka")
 
-Handler = Callable[[argparse.Namespace, Settings], int]
-SIMULATE_PARTITIONS_DEFAULT = 6
 
-
-def _quiet_kafka_client() -> None:
-    """kafka-python logs every connection and metadata refresh at INFO; group changes are ours to log."""
-    logging.getLogger("kafka").setLevel(logging.WARNING)
-
-
-def register(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]) -> dict[str, Handler]:
-    """Adds the subcommands, each with its `handler` default; also returns the handlers by name."""
+def register(subcommands: argparse._SubParsersAction[Any]) -> None:
+    """Adds the subcommand, with its `handler` default."""
     consume = subcommands.add_parser("consume", help="run the Kafka consumer alone (no HTTP), to scale out")
     consume.add_argument("--bootstrap", help="overrides LEDGER_KAFKA_BOOTSTRAP")
     consume.add_argument("--metrics-port", type=int, help="serve /metrics, /readyz, /healthz on this port")
-
-    simulate = subcommands.add_parser(
-        "simulate", help="send a model retailer's stock events to Kafka or HTTP"
-    )
-    simulate.add_argument("--to", choices=("kafka", "http"), default="kafka")
-    simulate.add_argument("--bootstrap", help="overrides LEDGER_KAFKA_BOOTSTRAP (--to kafka)")
-    simulate.add_argument("--topic", help="overrides LEDGER_KAFKA_TOPIC (--to kafka)")
-    simulate.add_argument("--create-topic", action="store_true", help="create the topic if it is missing")
-    simulate.add_argument(
-        "--partitions", type=int, default=SIMULATE_PARTITIONS_DEFAULT, help="partitions of a topic it creates"
-    )
-    simulate.add_argument("--url", default="http://127.0.0.1:8000", help="the ledger's base URL (--to http)")
-    simulate.add_argument("--batch", type=int, default=100, help="envelopes per HTTP request (--to http)")
-    simulate.add_argument("--stores", type=int, default=10)
-    simulate.add_argument("--skus", type=int, default=200)
-    simulate.add_argument("--events", type=int, default=10_000, help="records to send")
-    simulate.add_argument("--rate", type=float, default=0, help="records per second; 0: as fast as it goes")
-    simulate.add_argument("--duplicates", type=float, default=0.02, help="share of records sent twice")
-    simulate.add_argument("--junk", type=float, default=0.005, help="share of unreadable records")
-    simulate.add_argument("--expiring", type=float, default=0.1, help="share of reservations left to expire")
-    simulate.add_argument("--expire-after-s", type=float, default=5.0)
-    simulate.add_argument("--seed", type=int, default=1)
-    simulate.add_argument("--run-id", help="prefix of the event ids (default: random)")
-    simulate.add_argument("--quiet", action="store_true", help="no progress bar")
     consume.set_defaults(handler=consume_command)
-    simulate.set_defaults(handler=simulate_command)
-    return {"consume": consume_command, "simulate": simulate_command}
 
 
 def consume_command(args: argparse.Namespace, settings: Settings) -> int:
@@ -68,12 +34,9 @@ def consume_command(args: argparse.Namespace, settings: Settings) -> int:
     if args.metrics_port is not None:
         settings.kafka_metrics_port = args.metrics_port
     if not settings.kafka_bootstrap:
-        print(
-            "ledger consume: set LEDGER_KAFKA_BOOTSTRAP (or --bootstrap) to the Kafka brokers",
-            file=sys.stderr,
-        )
-        return 2
-    ledger = build_ledger(settings)
+        raise CommandError("set LEDGER_KAFKA_BOOTSTRAP (or --bootstrap) to the Kafka brokers")
+    with database_url_checked():
+        ledger = build_ledger(settings)
     ledger.start()
     intake = KafkaIntake(ledger, settings, intake_limits(settings))
 
@@ -112,46 +75,3 @@ def _stop_on_signals(stop: Callable[[], None]) -> None:
 
     signal.signal(signal.SIGTERM, handle)
     signal.signal(signal.SIGINT, handle)
-
-
-def simulate_command(args: argparse.Namespace, settings: Settings) -> int:
-    from devtools.retailer import Retailer, Traffic
-    from devtools.simulate import HttpSink, KafkaSink, Sink, describe, run
-
-    traffic = Traffic(
-        stores=args.stores,
-        skus=args.skus,
-        events=args.events,
-        duplicate_share=args.duplicates,
-        junk_share=args.junk,
-        expiring_share=args.expiring,
-        expire_after_s=args.expire_after_s,
-        seed=args.seed,
-        run_id=args.run_id or secrets.token_hex(4),
-    )
-    _quiet_kafka_client()
-    sink: Sink
-    if args.to == "kafka":
-        if args.bootstrap:
-            settings.kafka_bootstrap = args.bootstrap
-        if not settings.kafka_bootstrap:
-            print(
-                "ledger simulate: set LEDGER_KAFKA_BOOTSTRAP (or --bootstrap), or use --to http",
-                file=sys.stderr,
-            )
-            return 2
-        topic = args.topic or settings.kafka_topic
-        if args.create_topic:
-            from ledger.kafka.clients import ensure_topics
-
-            ensure_topics(settings, [topic], args.partitions)
-        sink = KafkaSink(settings, topic)
-    else:
-        sink = HttpSink(args.url, args.batch)
-    print(f"simulating {describe(args)} (run id {traffic.run_id}) -> {sink.target}", file=sys.stderr)
-    summary = run(
-        Retailer(traffic).records(), sink, traffic.events, args.rate or None, progress=not args.quiet
-    )
-    for line in summary.lines():
-        print(line)
-    return 1 if summary.failed else 0

@@ -1,0 +1,204 @@
+"""The `ledger` command as a user meets it: every expected failure is one line on stderr and exit 2,
+with no traceback; --version and --help say what they should."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from importlib.metadata import version
+from pathlib import Path
+
+import pytest
+
+# The console script that `pip install -e .` put beside this interpreter.
+LEDGER = Path(sys.executable).parent / "ledger"
+EXIT_USAGE = 2
+# Far above what a refusal takes (a database that does not answer gives up after 5 s); only a hang
+# reaches it.
+DEADLINE_S = 60
+
+
+def _env(tmp_path: Path, **settings: str) -> dict[str, str]:
+    """No LEDGER_* of the caller's; a SQLite file of this test unless a test says otherwise."""
+    env = {name: value for name, value in os.environ.items() if not name.startswith("LEDGER_")}
+    env["LEDGER_DATABASE_URL"] = f"sqlite:///{tmp_path / 'ledger.db'}"
+    env.update(settings)
+    return env
+
+
+def _run(argv: list[str], tmp_path: Path, **settings: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        argv,
+        env=_env(tmp_path, **settings),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=DEADLINE_S,
+        check=False,
+    )
+
+
+def ledger(tmp_path: Path, *args: str, **settings: str) -> subprocess.CompletedProcess[str]:
+    assert LEDGER.exists(), f"{LEDGER} is missing: pip install -e ."
+    return _run([str(LEDGER), *args], tmp_path, **settings)
+
+
+def assert_refused_in_one_line(done: subprocess.CompletedProcess[str], *words: str) -> str:
+    assert "Traceback" not in done.stderr, done.stderr
+    assert done.returncode == EXIT_USAGE, done.stderr
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1, done.stderr
+    for word in words:
+        assert word in lines[0]
+    return lines[0]
+
+
+def _closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+# -- version and help -------------------------------------------------------------------------------------
+
+
+def test_version_prints_the_installed_package_version(tmp_path: Path) -> None:
+    done = ledger(tmp_path, "--version")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == f"ledger {version('stock-ledger')}"
+
+
+def test_serve_help_shows_the_defaults(tmp_path: Path) -> None:
+    done = ledger(tmp_path, "serve", "--help")
+    assert done.returncode == 0, done.stderr
+    assert "(default: 8000)" in done.stdout  # --port, from Settings
+    assert "(default: info)" in done.stdout  # --log-level, from the parser
+
+
+# -- bad environment values ------------------------------------------------------------------------------
+
+
+def test_a_port_that_is_not_a_number_is_named_and_refused(tmp_path: Path) -> None:
+    done = ledger(tmp_path, "serve", LEDGER_HTTP_PORT="abc")
+    assert_refused_in_one_line(done, "LEDGER_HTTP_PORT", "integer")
+
+
+def test_units_that_are_not_json_are_named_and_refused(tmp_path: Path) -> None:
+    done = ledger(tmp_path, "rebuild", "--quiet", LEDGER_UNITS="{bad")
+    assert_refused_in_one_line(done, "LEDGER_UNITS", "JSON")
+
+
+def test_every_refused_value_is_named_on_the_one_line(tmp_path: Path) -> None:
+    done = ledger(tmp_path, "rebuild", LEDGER_HTTP_WORKERS="0", LEDGER_UNITS='{"box": "twelve"}')
+    assert_refused_in_one_line(done, "LEDGER_HTTP_WORKERS", "LEDGER_UNITS (at box)")
+
+
+# -- bad arguments ---------------------------------------------------------------------------------------
+
+
+def test_an_argument_of_the_wrong_type_is_a_one_line_usage_error(tmp_path: Path) -> None:
+    done = ledger(tmp_path, "serve", "--port", "eighty")
+    assert_refused_in_one_line(done, "ledger serve", "--port", "--help")
+
+
+def test_an_unknown_command_is_a_one_line_usage_error(tmp_path: Path) -> None:
+    assert_refused_in_one_line(ledger(tmp_path, "servee"), "servee")
+
+
+def test_a_missing_command_is_a_one_line_usage_error(tmp_path: Path) -> None:
+    assert_refused_in_one_line(ledger(tmp_path), "COMMAND")
+
+
+def test_reconcile_from_csv_without_a_file_is_refused(tmp_path: Path) -> None:
+    done = ledger(tmp_path, "reconcile", "--source", "csv")
+    assert_refused_in_one_line(done, "ledger reconcile", "--file")
+
+
+# -- files -----------------------------------------------------------------------------------------------
+
+
+def test_a_missing_mappings_file_is_named(tmp_path: Path) -> None:
+    done = ledger(tmp_path, "mappings", "load", "absent.csv")
+    assert_refused_in_one_line(done, "absent.csv", "No such file")
+
+
+def test_a_mappings_file_with_a_bad_header_is_refused_before_the_database_is_opened(tmp_path: Path) -> None:
+    (tmp_path / "bad.csv").write_text("system,kind\nbitrix,sku\n")
+    done = ledger(tmp_path, "mappings", "load", "bad.csv")
+    assert_refused_in_one_line(done, "bad.csv", "header")
+    assert not (tmp_path / "ledger.db").exists()
+
+
+def test_a_snapshot_with_a_bad_row_names_its_line(tmp_path: Path) -> None:
+    (tmp_path / "snapshot.csv").write_text("store_id,sku,on_hand\nstore-1,SKU-1,many\n")
+    done = ledger(tmp_path, "reconcile", "--source", "csv", "--file", "snapshot.csv", "--quiet")
+    assert_refused_in_one_line(done, "snapshot.csv:2", "on_hand")
+
+
+def test_a_missing_snapshot_file_is_named(tmp_path: Path) -> None:
+    done = ledger(tmp_path, "reconcile", "--source", "csv", "--file", "absent.csv")
+    assert_refused_in_one_line(done, "absent.csv", "No such file")
+
+
+# -- the database ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["rebuild"],
+        ["reconcile", "--source", "csv", "--file", "snapshot.csv"],
+        ["adapters", "status"],
+        ["mappings", "list"],
+    ],
+)
+def test_a_database_url_of_an_unknown_kind_is_refused(tmp_path: Path, command: list[str]) -> None:
+    (tmp_path / "snapshot.csv").write_text("store_id,sku,on_hand\n")
+    done = ledger(tmp_path, *command, LEDGER_DATABASE_URL="foo://x")
+    assert_refused_in_one_line(done, "LEDGER_DATABASE_URL", "'foo'")
+
+
+def test_a_sqlite_file_that_cannot_be_created_is_refused(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'no-such-directory' / 'ledger.db'}"
+    done = ledger(tmp_path, "rebuild", "--quiet", LEDGER_DATABASE_URL=url)
+    assert_refused_in_one_line(done, "cannot use the database", "no-such-directory")
+
+
+@pytest.mark.slow
+def test_a_postgresql_server_that_does_not_answer_is_refused_and_its_password_not_shown(
+    tmp_path: Path,
+) -> None:
+    url = f"postgresql://ledger:secret@127.0.0.1:{_closed_port()}/ledger"
+    done = ledger(tmp_path, "adapters", "status", LEDGER_DATABASE_URL=url)
+    line = assert_refused_in_one_line(done, "ledger adapters status", "cannot use the database")
+    assert "secret" not in line
+
+
+def test_run_as_a_module_the_command_refuses_in_one_line_too(tmp_path: Path) -> None:
+    # `python -m ledger.cli` (as the tests' servers run it) loads the file a second time, as __main__:
+    # the error a handler raises must still be the class that main() catches.
+    done = _run([sys.executable, "-m", "ledger.cli", "reconcile", "--source", "csv"], tmp_path)
+    assert_refused_in_one_line(done, "--file")
+
+
+# -- development tools -----------------------------------------------------------------------------------
+
+
+def test_the_fakes_run_from_a_checkout(tmp_path: Path) -> None:
+    ports = ["--bitrix-port", "0", "--moysklad-port", "0", "--wms-port", "0"]
+    done = ledger(tmp_path, "fakes", "--seconds", "0", *ports)
+    assert done.returncode == 0, done.stderr
+    assert "export LEDGER_BITRIX_WEBHOOK_URL=http://127.0.0.1:" in done.stdout
+
+
+@pytest.mark.parametrize("command", ["simulate", "fakes"])
+def test_without_devtools_a_development_command_says_where_it_lives(tmp_path: Path, command: str) -> None:
+    # As in the Docker image, which has the product's packages only.
+    without_devtools = (
+        "import sys; sys.modules['devtools'] = None; "
+        "from ledger.cli import main; sys.exit(main(sys.argv[1:]))"
+    )
+    done = _run([sys.executable, "-c", without_devtools, command], tmp_path)
+    assert_refused_in_one_line(done, f"ledger {command}", "development tool", "source checkout")
