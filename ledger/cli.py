@@ -9,13 +9,12 @@ else is a bug and keeps its traceback.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
 import os
 import re
 import sys
-from collections.abc import Callable, Iterator
-from importlib.metadata import PackageNotFoundError, version
+from collections.abc import Callable
+from importlib.metadata import PackageNotFoundError, entry_points, version
 from typing import Any, NoReturn
 
 import psycopg
@@ -24,12 +23,12 @@ from eventsourcing.persistence import OperationalError as StoreOperationalError
 from pydantic import ValidationError
 from pydantic_settings import SettingsError
 
-from adapters.cli import register as register_adapter_commands
 from ledger.cli_errors import CommandError, database_url_checked
 from ledger.config import Settings
 from ledger.kafka.cli import register as register_kafka_commands
 
 DISTRIBUTION = "stock-ledger"
+COMMAND_PLUGINS = "stock_ledger.commands"  # the entry point group other packages add commands by
 EXIT_USAGE = 2  # argparse's code for a usage error; every expected failure of a command uses it
 
 Handler = Callable[[argparse.Namespace, Settings], int]
@@ -46,7 +45,12 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     if args.port:
         settings.http_port = args.port
     workers = args.workers or settings.http_workers
-    writer = _start_writer_process(settings) if settings.writer_process else None
+    from ledger.writer.process import WriterStartFailed
+
+    try:
+        writer = _start_writer_process(settings) if settings.writer_process else None
+    except WriterStartFailed as error:
+        raise CommandError(str(error)) from None
     logging.getLogger("ledger").info(
         "serving on http://%s:%d with %s (%d worker process%s, writer %s)",
         settings.http_host,
@@ -119,67 +123,20 @@ def _rebuild(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-# -- development tools (devtools/, in a source checkout only) --------------------------------------------
+# -- commands that other packages plug in ------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def _devtools_needed(command: str) -> Iterator[None]:
-    try:
-        yield
-    except ModuleNotFoundError as error:
-        if (error.name or "").split(".")[0] != "devtools":
-            raise  # a missing dependency of the tool itself: not what this message says
-        raise CommandError(
-            f"{command} is a development tool, available from a source checkout (pip install -e .)"
-        ) from None
-
-
-def _simulate(args: argparse.Namespace, settings: Settings) -> int:
-    with _devtools_needed("ledger simulate"):
-        from devtools.simulate import command
-    return command(args, settings)
-
-
-def _fakes(args: argparse.Namespace, settings: Settings) -> int:
-    with _devtools_needed("ledger fakes"):
-        from devtools.fakes.demo import command
-    return command(args, settings)
-
-
-def _register_devtools(commands: argparse._SubParsersAction[CommandParser]) -> None:
-    simulate = commands.add_parser(
-        "simulate", help="send a model retailer's stock events to Kafka or HTTP (development tool)"
-    )
-    simulate.add_argument("--to", choices=("kafka", "http"), default="kafka", help="where the events go")
-    simulate.add_argument("--bootstrap", help="overrides LEDGER_KAFKA_BOOTSTRAP (--to kafka)")
-    simulate.add_argument("--topic", help="overrides LEDGER_KAFKA_TOPIC (--to kafka)")
-    simulate.add_argument("--create-topic", action="store_true", help="create the topic if it is missing")
-    simulate.add_argument("--partitions", type=int, default=6, help="partitions of a topic it creates")
-    simulate.add_argument("--url", default="http://127.0.0.1:8000", help="the ledger's base URL (--to http)")
-    simulate.add_argument("--batch", type=int, default=100, help="envelopes per HTTP request (--to http)")
-    simulate.add_argument("--stores", type=int, default=10, help="shops of the model retailer")
-    simulate.add_argument("--skus", type=int, default=200, help="SKUs of the model retailer")
-    simulate.add_argument("--events", type=int, default=10_000, help="records to send")
-    simulate.add_argument("--rate", type=float, default=0, help="records per second; 0: as fast as it goes")
-    simulate.add_argument("--duplicates", type=float, default=0.02, help="share of records sent twice")
-    simulate.add_argument("--junk", type=float, default=0.005, help="share of unreadable records")
-    simulate.add_argument("--expiring", type=float, default=0.1, help="share of reservations left to expire")
-    simulate.add_argument(
-        "--expire-after-s", type=float, default=5.0, help="lifetime of a reservation left to expire"
-    )
-    simulate.add_argument("--seed", type=int, default=1, help="the same seed sends the same traffic")
-    simulate.add_argument("--run-id", help="prefix of the event ids (default: random)")
-    simulate.add_argument("--quiet", action="store_true", help="no progress bar")
-    simulate.set_defaults(handler=_simulate)
-
-    fakes = commands.add_parser(
-        "fakes", help="start local fake Bitrix, MoySklad and WMS servers for a demo (development tool)"
-    )
-    fakes.add_argument("--bitrix-port", type=int, default=8181, help="the fake Bitrix's port")
-    fakes.add_argument("--moysklad-port", type=int, default=8182, help="the fake MoySklad's port")
-    fakes.add_argument("--wms-port", type=int, default=8183, help="the fake WMS's port")
-    fakes.add_argument("--seconds", type=float, help="stop after this long (default: until Ctrl-C)")
-    fakes.set_defaults(handler=_fakes)
+def _plug_in(commands: argparse._SubParsersAction[CommandParser]) -> None:
+    """Adds the commands of the packages that declare a `stock_ledger.commands` entry point (the
+    adapters; the development tools of a source checkout): this package never imports them. One
+    whose package is missing (an image with the product's packages only) is left out."""
+    for plugin in sorted(entry_points(group=COMMAND_PLUGINS), key=lambda plugin: plugin.name):
+        try:
+            register = plugin.load()
+        except ModuleNotFoundError as error:
+            logging.getLogger("ledger").debug("commands of %s left out: %s", plugin.value, error)
+            continue
+        register(commands)
 
 
 # -- the parser, the settings and main() -----------------------------------------------------------------
@@ -237,9 +194,8 @@ def build_parser() -> argparse.ArgumentParser:
     rebuild = commands.add_parser("rebuild", help="rebuild every projection from the event log")
     rebuild.add_argument("--quiet", action="store_true", help="no progress bar")
     rebuild.set_defaults(handler=_rebuild)
-    register_adapter_commands(commands)
     register_kafka_commands(commands)
-    _register_devtools(commands)
+    _plug_in(commands)
     return parser
 
 

@@ -60,7 +60,7 @@ def _graph() -> dict[str, set[str]]:
                 if imported not in modules and imported.rpartition(".")[0] not in modules:
                     continue
                 target = _part(imported)
-                if target is not None and target != source and target != "ledger":
+                if target is not None and target not in (source, "ledger"):
                     graph.setdefault(source, set()).add(target)
     return graph
 
@@ -102,6 +102,23 @@ def test_no_import_cycle_between_the_parts() -> None:
     cycles = _cycles(graph)
     described = [" <-> ".join(cycle) for cycle in cycles]
     assert not cycles, "import cycles: " + "; ".join(described)
+
+
+def test_the_product_never_imports_what_plugs_into_it() -> None:
+    """ledger <- adapters <- devtools: the adapters and the development tools plug their commands
+    into the command line (entry points), so the ledger imports neither, nor the adapters devtools."""
+    graph = _graph()
+    imported_by = {
+        package: {
+            target.split(".")[0]
+            for source, targets in graph.items()
+            if source.split(".")[0] == package
+            for target in targets
+        }
+        for package in PACKAGES
+    }
+    assert imported_by["ledger"] <= {"ledger"}
+    assert imported_by["adapters"] <= {"ledger", "adapters"}
 
 
 def test_the_domain_imports_nothing_of_the_rest() -> None:

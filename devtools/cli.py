@@ -1,0 +1,60 @@
+"""The development tools' commands, plugged into the `ledger` command line through the
+`stock_ledger.commands` entry point (pyproject.toml): `ledger simulate` and `ledger fakes`. They
+exist where devtools/ is installed, a source checkout; the product's packages never import them."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from ledger.config import Settings
+
+
+# The tools are imported when run, so that `ledger --help` does not load Kafka and the fake servers.
+def _simulate(args: argparse.Namespace, settings: Settings) -> int:
+    from devtools.simulate import command
+
+    return command(args, settings)
+
+
+def _fakes(args: argparse.Namespace, settings: Settings) -> int:
+    from devtools.fakes.demo import command
+
+    return command(args, settings)
+
+
+def register(commands: Any) -> None:
+    """Adds `ledger simulate` and `ledger fakes` (the `stock_ledger.commands` entry point)."""
+    simulate = commands.add_parser(
+        "simulate", help="send a model retailer's stock events to Kafka or HTTP (development tool)"
+    )
+    simulate.add_argument("--to", choices=("kafka", "http"), default="kafka", help="where the events go")
+    simulate.add_argument("--bootstrap", help="overrides LEDGER_KAFKA_BOOTSTRAP (--to kafka)")
+    simulate.add_argument("--topic", help="overrides LEDGER_KAFKA_TOPIC (--to kafka)")
+    simulate.add_argument("--create-topic", action="store_true", help="create the topic if it is missing")
+    simulate.add_argument("--partitions", type=int, default=6, help="partitions of a topic it creates")
+    simulate.add_argument("--url", default="http://127.0.0.1:8000", help="the ledger's base URL (--to http)")
+    simulate.add_argument("--batch", type=int, default=100, help="envelopes per HTTP request (--to http)")
+    simulate.add_argument("--stores", type=int, default=10, help="shops of the model retailer")
+    simulate.add_argument("--skus", type=int, default=200, help="SKUs of the model retailer")
+    simulate.add_argument("--events", type=int, default=10_000, help="records to send")
+    simulate.add_argument("--rate", type=float, default=0, help="records per second; 0: as fast as it goes")
+    simulate.add_argument("--duplicates", type=float, default=0.02, help="share of records sent twice")
+    simulate.add_argument("--junk", type=float, default=0.005, help="share of unreadable records")
+    simulate.add_argument("--expiring", type=float, default=0.1, help="share of reservations left to expire")
+    simulate.add_argument(
+        "--expire-after-s", type=float, default=5.0, help="lifetime of a reservation left to expire"
+    )
+    simulate.add_argument("--seed", type=int, default=1, help="the same seed sends the same traffic")
+    simulate.add_argument("--run-id", help="prefix of the event ids (default: random)")
+    simulate.add_argument("--quiet", action="store_true", help="no progress bar")
+    simulate.set_defaults(handler=_simulate)
+
+    fakes = commands.add_parser(
+        "fakes", help="start local fake Bitrix, MoySklad and WMS servers for a demo (development tool)"
+    )
+    fakes.add_argument("--bitrix-port", type=int, default=8181, help="the fake Bitrix's port")
+    fakes.add_argument("--moysklad-port", type=int, default=8182, help="the fake MoySklad's port")
+    fakes.add_argument("--wms-port", type=int, default=8183, help="the fake WMS's port")
+    fakes.add_argument("--seconds", type=float, help="stop after this long (default: until Ctrl-C)")
+    fakes.set_defaults(handler=_fakes)
