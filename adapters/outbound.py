@@ -181,7 +181,7 @@ class OutboundWorker:
         end = notes[-1].id if notes else start
         keys: dict[str, None] = {}
         for note in notes:
-            entry, _ = decode(str(note.originator_id), note.topic, note.state)
+            entry = decode(str(note.originator_id), note.topic, note.state).entry
             if entry.outcome is Outcome.ACCEPTED:
                 keys.update(dict.fromkeys(self.target.keys_for(entry, note.id)))
         if full:

@@ -28,7 +28,9 @@ class CachedLevel:
 
 @dataclass(frozen=True, slots=True)
 class Commit:
-    """What one committed batch changed: positions first_position..head."""
+    """What one committed batch changed: the notification ids first_position..head. (An event's
+    position is its last entry's id, so every position the batch's values carry lies in that
+    range, and a batch always ends with an event's last entry.)"""
 
     levels: dict[tuple[str, str], CachedLevel]
     reservations: dict[tuple[str, str], tuple[Reservation, int]]
@@ -93,6 +95,8 @@ class StateCache:
             since = self.head
             # The levels after each accepted line that changed one, oldest first (the last wins):
             # the history holds them, indexed by position; the levels table is not (see schema.py).
+            # A row's position is its event's, the id of the event's last entry; heads only ever
+            # fall between whole batches, so every row of the batches after `since` is in range.
             level_rows = tx.fetchall(
                 "SELECT store_id, sku, on_hand, reserved, incoming, position, recorded_at AS updated_at "
                 "FROM ledger_history WHERE position > %s AND position <= %s AND outcome = 'accepted' "

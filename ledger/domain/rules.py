@@ -46,7 +46,7 @@ class LedgerState:
 @dataclass(frozen=True, slots=True)
 class Decision:
     """The entries to record for one event, its own entry last (a transfer records one at each
-    store), or a duplicate."""
+    store), or a duplicate. All the entries of an event share its position."""
 
     entries: tuple[Entry, ...]
     duplicate_of_position: int | None = None
@@ -123,8 +123,8 @@ def _decide_transfer(event: StockEvent, state: LedgerState) -> Decision:
         Outcome.ACCEPTED,
         tuple(LineEffect(line.sku, line.qty_units, 0, 0, line.qty_units) for line in event.lines),
     )
-    # The receiving store's entry first: the event's own entry, last, gets the later position,
-    # so the position answered for the transfer includes both.
+    # The receiving store's entry first, the event's own last: the event's position is the last
+    # entry's, and both entries carry it.
     return Decision((incoming, outgoing))
 
 
@@ -244,7 +244,8 @@ def expire(held: Reservation, now: datetime, event_id: str) -> Entry:
 
 
 def apply(entry: Entry, state: LedgerState, position: int) -> None:
-    """Replay one recorded entry onto the state. Rejected entries change nothing."""
+    """Replay one recorded entry onto the state; `position` is its event's. Rejected entries
+    change nothing."""
     if entry.outcome is not Outcome.ACCEPTED:
         return
     store_id = entry.store_id

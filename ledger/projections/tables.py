@@ -18,7 +18,7 @@ from ledger.sql import BulkInsert, SqlTx
 
 @dataclass(frozen=True, slots=True)
 class RecordedEntry:
-    position: int
+    position: int  # its event's: the notification id of the event's last entry
     entry: Entry
     levels_after: tuple[Level, ...]  # one per effect, in line order
     recorded_at: str
@@ -37,7 +37,8 @@ class ProjectionBatch:
 
     def add(self, recorded: RecordedEntry, state: LedgerState) -> None:
         """Adds an entry that has been applied to `state`. The writer and the rebuild both come here,
-        so they agree on what an entry changed."""
+        so they agree on what an entry changed. The entries of one event are added one after the
+        other, in log order, with the event's position."""
         self.recorded.append(recorded)
         entry = recorded.entry
         if entry.outcome is not Outcome.ACCEPTED:
@@ -176,13 +177,22 @@ def write_batch(tx: SqlTx, batch: ProjectionBatch) -> None:
 
 
 def _history_rows(batch: ProjectionBatch) -> list[tuple[object, ...]]:
-    """One row per line of every entry (the enums are StrEnums: a member is its value)."""
+    """One row per line of every entry (the enums are StrEnums: a member is its value).
+
+    The rows of one event share its position; `line_no` numbers them across the event's entries
+    in log order (a transfer's incoming rows at the receiving store first, then the sending
+    store's), so the key (position, line_no) stays unique and each store's rows keep the event's
+    line order. The API shows line_no to no one but its cursor."""
     rows: list[tuple[object, ...]] = []
     append = rows.append
+    previous_position = 0  # no event has position 0
+    line_no = 0
     for recorded in batch.recorded:
         entry = recorded.entry
         event = entry.event
         position = recorded.position
+        if position != previous_position:  # the first entry of an event
+            previous_position, line_no = position, 0
         store_id, event_id, source, type_ = event.store_id, event.event_id, event.source, event.type
         time, recorded_at = event.time.isoformat(), recorded.recorded_at
         outcome, reason = entry.outcome, entry.reason
@@ -190,11 +200,12 @@ def _history_rows(batch: ProjectionBatch) -> list[tuple[object, ...]]:
         transfer_id, adjustment_reason = event.transfer_id, event.reason
         if not entry.effects:  # a refused event without lines is in the audit trail all the same
             append(
-                (position, 0, store_id, None, event_id, source, type_, time, recorded_at, outcome, reason,
-                 0, 0, 0, None, None, None, False, False,
+                (position, line_no, store_id, None, event_id, source, type_, time, recorded_at, outcome,
+                 reason, 0, 0, 0, None, None, None, False, False,
                  order_id, reservation_id, reference, transfer_id, adjustment_reason)
             )  # fmt: skip
-        for line_no, (effect, after) in enumerate(zip(entry.effects, recorded.levels_after, strict=True)):
+            line_no += 1
+        for effect, after in zip(entry.effects, recorded.levels_after, strict=True):
             append(
                 (position, line_no, store_id, effect.sku, event_id, source, type_, time, recorded_at,
                  outcome, reason, effect.on_hand_delta, effect.reserved_delta, effect.incoming_delta,
@@ -202,6 +213,7 @@ def _history_rows(batch: ProjectionBatch) -> list[tuple[object, ...]]:
                  effect.oversold, effect.unknown_reservation,
                  order_id, reservation_id, reference, transfer_id, adjustment_reason)
             )  # fmt: skip
+            line_no += 1
     return rows
 
 

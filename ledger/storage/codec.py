@@ -2,10 +2,17 @@
 
 The topic is the event type (`stock.receipt`, ...): a stored name that never changes. The state
 holds the producer's event and the ledger's decision, so the log alone rebuilds every projection.
+
+An event's position is the notification id of its last entry (a transfer records two entries, the
+receiving store's first). Format 2 says so in each entry: `event_entries_after`, how many entries of
+the same event follow this one (written only when some do). Format 1 did not; its writers recorded
+a transfer's incoming entry immediately before the transfer's own, in the same transaction, and no
+other event had more than one entry, which is what `decode` infers for it.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -23,10 +30,21 @@ from ledger.domain.model import (
     StockEvent,
 )
 
-STATE_FORMAT_VERSION = 1
+STATE_FORMAT_VERSION = 2
+EVENT_ENTRIES_MAX = 2  # a transfer's two; a larger count in a stored entry is a corrupt log
 
 
-def encode(entry: Entry, store_version: int, recorded_at: str) -> StoredEvent:
+@dataclass(frozen=True, slots=True)
+class DecodedEntry:
+    entry: Entry
+    recorded_at: str  # UTC, ISO 8601
+    event_entries_after: int  # how many entries of the same event follow this one in the log
+
+
+def encode(entry: Entry, store_version: int, recorded_at: str, event_entries_after: int = 0) -> StoredEvent:
+    """`event_entries_after`: how many entries of the same event the writer records right after
+    this one (1 for a transfer's incoming entry, else 0)."""
+    assert 0 <= event_entries_after < EVENT_ENTRIES_MAX, event_entries_after
     event = entry.event
     state: dict[str, Any] = {
         "v": STATE_FORMAT_VERSION,
@@ -69,6 +87,8 @@ def encode(entry: Entry, store_version: int, recorded_at: str) -> StoredEvent:
         state["no_lines"] = True
     if entry.shortfall:
         state["shortfall"] = [[s.sku, s.requested_units, s.available_units] for s in entry.shortfall]
+    if event_entries_after:
+        state["event_entries_after"] = event_entries_after
     return StoredEvent(
         originator_id=event.store_id,
         originator_version=store_version,
@@ -77,9 +97,10 @@ def encode(entry: Entry, store_version: int, recorded_at: str) -> StoredEvent:
     )
 
 
-def decode(store_id: str, topic: str, state_bytes: bytes) -> tuple[Entry, str]:
-    """Returns the entry and its recorded_at (UTC, ISO 8601)."""
+def decode(store_id: str, topic: str, state_bytes: bytes) -> DecodedEntry:
+    """Reads both formats (see the module's docstring)."""
     state = orjson.loads(state_bytes)
+    assert state["v"] in (1, STATE_FORMAT_VERSION), f"{store_id} {topic}: stored format {state['v']}"
     expires_at = state.get("expires_at")
     event = StockEvent(
         event_id=state["id"],
@@ -104,4 +125,9 @@ def decode(store_id: str, topic: str, state_bytes: bytes) -> tuple[Entry, str]:
         reason=RejectionReason(rejection) if rejection else None,
         shortfall=tuple(Shortfall(*s) for s in state.get("shortfall") or ()),
     )
-    return entry, state["recorded_at"]
+    if state["v"] == 1:
+        entries_after = 1 if event.type is EventType.TRANSFER_INCOMING else 0
+    else:
+        entries_after = int(state.get("event_entries_after", 0))
+    assert 0 <= entries_after < EVENT_ENTRIES_MAX, f"{store_id} {topic}: {entries_after} entries after"
+    return DecodedEntry(entry, state["recorded_at"], entries_after)

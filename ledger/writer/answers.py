@@ -16,7 +16,8 @@ def answers(
     positions: list[int],
     entries: list[Entry],
 ) -> list[list[EventResult]]:
-    """Each submission's results, in the order of its events."""
+    """Each submission's results, in the order of its events. `positions` holds each entry's
+    event position (recording.insert), the one every entry of the event carries."""
     results = [_result(event, p, positions, entries) for event, p in zip(events, pending, strict=True)]
     per_submission: list[list[EventResult]] = []
     start = 0

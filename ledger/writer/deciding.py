@@ -40,6 +40,9 @@ class Work:
     versions: Callable[[], dict[str, int]]  # the stores' versions, read with the rest, for the insert
     entries: list[Entry] = field(default_factory=list)
     levels_after: list[tuple[Level, ...]] = field(default_factory=list)
+    # Per entry, the index of its event's last entry: the event's position is that entry's
+    # notification id, and every row the entry projects carries it (one event, one position).
+    event_ends: list[int] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -181,19 +184,24 @@ def decide_event(event: StockEvent, work: Work, known: Known) -> Pending:
         if position < 0:  # placed earlier in this same batch
             return Pending(duplicate_of_entry=-position - 1)
         return Pending(duplicate_of=Original(Outcome.ACCEPTED, None, position))
+    # The event's own entry comes last (a transfer records the receiving store's entry first):
+    # its notification id is the event's position, carried by every entry of the event.
+    last_index = len(work.entries) + len(decision.entries) - 1
     for entry in decision.entries:
-        apply_entry(entry, work)
-    # The event's own entry comes last (a transfer records the receiving store's entry first),
-    # so the position answered includes every entry the event made.
-    primary_index = len(work.entries) - 1
-    known[event.key] = primary_index
-    return Pending(entry_index=primary_index)
+        apply_entry(entry, work, last_index)
+    known[event.key] = last_index
+    return Pending(entry_index=last_index)
 
 
-def apply_entry(entry: Entry, work: Work) -> None:
+def apply_entry(entry: Entry, work: Work, event_end: int | None = None) -> None:
+    """Applies an entry to the batch's state. `event_end`: the index its event's last entry will
+    have (the entry's own when its event has one entry)."""
     index = len(work.entries)
-    apply(entry, work.state, -(index + 1))  # a placeholder position until the insert
+    end = index if event_end is None else event_end
+    assert end >= index, (end, index)
+    apply(entry, work.state, -(end + 1))  # a placeholder for the event's position until the insert
     work.entries.append(entry)
+    work.event_ends.append(end)
     work.levels_after.append(tuple(work.state.level(entry.store_id, e.sku).copy() for e in entry.effects))
 
 

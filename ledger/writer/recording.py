@@ -15,17 +15,26 @@ from ledger.writer.deciding import Pending, Work
 
 
 def insert(recorder: LedgerRecorder, tx: SqlTx, work: Work, recorded_at: str) -> tuple[list[int], Commit]:
-    """Records the batch's entries and projections; returns their positions and what the cache
-    takes once the transaction has committed."""
+    """Records the batch's entries and projections; returns each entry's event position and what
+    the cache takes once the transaction has committed.
+
+    The entries get the notification ids head + 1 onwards, one each; an event's position is its
+    last entry's id, and every projection row of the event carries it (a transfer's incoming
+    entry included), so the event is one position everywhere and no read shows half of it. The
+    cache's contiguity (Commit.first_position..head) is in notification ids, which every position
+    of the batch lies within."""
     if not work.entries:
         return [], Commit({}, {}, {}, work.head + 1, work.head)
+    assert work.event_ends[-1] == len(work.entries) - 1, "a batch ends with an event's last entry"
     versions = work.versions()
     stored = []
-    for entry in work.entries:
+    for index, entry in enumerate(work.entries):
         versions[entry.store_id] += 1
-        stored.append(encode(entry, versions[entry.store_id], recorded_at))
-    positions = recorder.insert_entries(tx, stored, work.head)
-    assert positions == sorted(positions), "positions must grow in insert order"
+        entries_after = work.event_ends[index] - index
+        stored.append(encode(entry, versions[entry.store_id], recorded_at, entries_after))
+    notification_ids = recorder.insert_entries(tx, stored, work.head)
+    assert notification_ids == sorted(notification_ids), "notification ids must grow in insert order"
+    positions = [notification_ids[end] for end in work.event_ends]
     batch = ProjectionBatch()
     for index, entry in enumerate(work.entries):
         batch.add(RecordedEntry(positions[index], entry, work.levels_after[index], recorded_at), work.state)
@@ -40,7 +49,7 @@ def insert(recorder: LedgerRecorder, tx: SqlTx, work: Work, recorded_at: str) ->
         for key, (level, position, updated_at) in batch.levels.items()
     }
     return positions, Commit(
-        installed_levels, dict(batch.reservations), versions, positions[0], positions[-1]
+        installed_levels, dict(batch.reservations), versions, notification_ids[0], notification_ids[-1]
     )
 
 
@@ -50,7 +59,7 @@ class OneStatement:
 
     work: Work
     pending: list[Pending]
-    positions: list[int]
+    positions: list[int]  # each entry's event position
     committed: Commit
     collected: dict[str, str]  # the bulk inserts, by name, as JSON rows
 
@@ -60,7 +69,8 @@ class OneStatement:
 
     @property
     def last_position(self) -> int:
-        return self.positions[-1] if self.positions else self.work.head
+        """The log's head once the batch has committed: its last notification id."""
+        return self.committed.head
 
 
 def encode_one_statement(

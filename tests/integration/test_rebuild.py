@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import sqlite3
 import time
 
+import orjson
+import psycopg
 from support import api, db
 from support import events as ev
 from support.ids import unique
@@ -66,6 +69,31 @@ def _wait_for_expiry(client, store: str, reservation_id: str) -> None:
     raise AssertionError(f"{reservation_id} did not expire within {EXPIRY_DEADLINE_S} s")
 
 
+def _rewrite_log_in_the_first_format(database_url: str) -> None:
+    """Every stored entry as format 1 had it: `"v": 1` and no `event_entries_after`."""
+    sqlite = database_url.startswith("sqlite")
+    id_column = "rowid" if sqlite else "notification_id"
+    rows = db.query(database_url, f"SELECT {id_column} AS id, state FROM {db.EVENTS_TABLE}")
+    rewritten = []
+    for row in rows:
+        state = orjson.loads(bytes(row["state"]))
+        assert state["v"] == 2
+        state["v"] = 1
+        state.pop("event_entries_after", None)
+        rewritten.append((orjson.dumps(state), row["id"]))
+    update = f"UPDATE {db.EVENTS_TABLE} SET state = %s WHERE {id_column} = %s"
+    if sqlite:
+        conn = sqlite3.connect(db.sqlite_path(database_url))
+        try:
+            conn.executemany(update.replace("%s", "?"), rewritten)
+            conn.commit()
+        finally:
+            conn.close()
+        return
+    with psycopg.connect(database_url) as pg:
+        pg.cursor().executemany(update, rewritten)
+
+
 def test_rebuilding_the_projections_from_the_log_gives_the_same_tables(database_url, serve):
     server = serve(database_url, {"LEDGER_EXPIRY_INTERVAL_MS": "100"})
     shop, warehouse = unique("shop"), unique("wh")
@@ -91,11 +119,28 @@ def test_rebuilding_the_projections_from_the_log_gives_the_same_tables(database_
 
     kept = db.dump_projections(database_url)
     recorded_events = db.event_count(database_url)
-    # Every recorded event, refused ones included, is in the audit trail.
-    assert {row["position"] for row in kept["ledger_history"]} == set(range(1, recorded_events + 1))
+    # Every recorded event, refused ones included, is in the audit trail, at its position: the
+    # notification id of its last entry (an accepted transfer's first entry, the incoming one at
+    # the receiving store, has an id that is no event's position).
+    transfers = [
+        row["position"]
+        for row in kept["ledger_history"]
+        if row["type"] == "stock.transfer" and row["outcome"] == "accepted"
+    ]
+    incoming_ids = {position - 1 for position in transfers}
+    assert incoming_ids
+    event_positions = set(range(1, recorded_events + 1)) - incoming_ids
+    assert {row["position"] for row in kept["ledger_history"]} == event_positions
     rebuilt = run_ledger_command(database_url, "rebuild", "--quiet")
     assert rebuilt.returncode == 0, rebuilt.stderr
     assert f"from {recorded_events} recorded events" in rebuilt.stdout
+    assert db.dump_projections(database_url) == kept
+
+    # A log an earlier version wrote (stored format 1, with no `event_entries_after`) rebuilds to
+    # the same tables: a transfer's incoming entry there is always followed by the transfer's own.
+    _rewrite_log_in_the_first_format(database_url)
+    rebuilt = run_ledger_command(database_url, "rebuild", "--quiet")
+    assert rebuilt.returncode == 0, rebuilt.stderr
     assert db.dump_projections(database_url) == kept
 
     # The ledger serves the rebuilt tables as before.

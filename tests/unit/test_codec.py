@@ -10,7 +10,7 @@ import pytest
 from ledger_book import OTHER_STORE, STORE, Book, event
 
 from ledger.domain.model import Entry, EventType, Outcome
-from ledger.storage.codec import decode, encode
+from ledger.storage.codec import STATE_FORMAT_VERSION, decode, encode
 
 E = EventType
 RECORDED_AT = "2026-11-22T07:15:00.123456+00:00"
@@ -99,12 +99,19 @@ def recorded_entries() -> dict[str, Entry]:
 ENTRIES = recorded_entries()
 
 
+def entries_after(entry: Entry) -> int:
+    """How many entries of its event the writer records after this one."""
+    return 1 if entry.event.type is EventType.TRANSFER_INCOMING else 0
+
+
 def round_trip(entry: Entry, store_version: int = 7) -> tuple[Entry, str]:
-    stored = encode(entry, store_version, RECORDED_AT)
+    stored = encode(entry, store_version, RECORDED_AT, entries_after(entry))
     assert stored.originator_id == entry.store_id
     assert stored.originator_version == store_version
     assert stored.topic == entry.event.type.value
-    return decode(str(stored.originator_id), stored.topic, stored.state)
+    decoded = decode(str(stored.originator_id), stored.topic, stored.state)
+    assert decoded.event_entries_after == entries_after(entry)
+    return decoded.entry, decoded.recorded_at
 
 
 def test_the_story_covers_every_type_and_outcome() -> None:
@@ -146,7 +153,30 @@ def test_microseconds_survive_storage() -> None:
 def test_the_stored_state_is_json_with_a_format_version() -> None:
     stored = encode(ENTRIES["rejected sale"], 1, RECORDED_AT)
     state = orjson.loads(stored.state)
-    assert state["v"] == 1
+    assert state["v"] == STATE_FORMAT_VERSION == 2
     assert state["outcome"] == "rejected"
     assert state["rejection"] == "insufficient_stock"
     assert state["recorded_at"] == RECORDED_AT
+
+
+def test_a_transfers_incoming_entry_says_that_its_event_goes_on_in_the_next_entry() -> None:
+    """The event's position is its last entry's: the rebuild reads it from the stored entry."""
+    incoming = orjson.loads(encode(ENTRIES["transfer, incoming"], 1, RECORDED_AT, 1).state)
+    own = orjson.loads(encode(ENTRIES["transfer"], 1, RECORDED_AT).state)
+    assert incoming["event_entries_after"] == 1
+    assert "event_entries_after" not in own
+
+
+@pytest.mark.parametrize("name", sorted(ENTRIES))
+def test_an_entry_stored_in_the_first_format_is_still_read(name: str) -> None:
+    """Format 1 had no `event_entries_after`: a transfer's incoming entry was always followed by
+    the transfer's own, and every other event had one entry."""
+    entry = ENTRIES[name]
+    stored = encode(entry, 3, RECORDED_AT, entries_after(entry))
+    state = orjson.loads(stored.state)
+    state["v"] = 1
+    state.pop("event_entries_after", None)
+    decoded = decode(str(stored.originator_id), stored.topic, orjson.dumps(state))
+    assert decoded.entry == entry
+    assert decoded.recorded_at == RECORDED_AT
+    assert decoded.event_entries_after == entries_after(entry)
