@@ -1,14 +1,17 @@
 """What a Kafka record means to the ledger (an event, or a dead letter and why) and what the ledger
-sends back: one result per event, and every unreadable record unchanged (CONTRACT §2)."""
+sends back: one result per event, and every unreadable record unchanged (CONTRACT §2).
+
+The result record is written here, not borrowed from the HTTP layer: ledger/kafka and ledger/api
+stay apart, and the topic's record keeps the fields §2 lists even where HTTP leaves them out."""
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 import orjson
 
-from ledger.api.results import result_public
 from ledger.domain.model import StockEvent
 from ledger.intake.envelope import FieldError, IntakeLimits, InvalidEvent, read_envelope
 from ledger.results import EventResult
@@ -93,12 +96,35 @@ def read_value(value: bytes | None, limits: IntakeLimits) -> StockEvent | Unread
         return Unreadable(f"could not be read: {type(error).__name__}: {error}")
 
 
+def result_body(result: EventResult) -> dict[str, Any]:
+    """CONTRACT §2: `id, source, subject, outcome, reason, position` always (null where there is
+    none), plus `shortfall` and `original` where they apply, shaped as in the HTTP results."""
+    body: dict[str, Any] = {
+        "id": result.event_id,
+        "source": result.source,
+        "subject": result.store_id,
+        "outcome": result.outcome.value,
+        "reason": None if result.reason is None else result.reason.value,
+        "position": result.position,
+    }
+    if result.shortfall:
+        body["shortfall"] = [
+            {"sku": s.sku, "requested": s.requested_units, "available": s.available_units}
+            for s in result.shortfall
+        ]
+    if result.original is not None:
+        original = result.original
+        body["original"] = {
+            "outcome": original.outcome.value,
+            "reason": None if original.reason is None else original.reason.value,
+            "position": original.position,
+        }
+    return body
+
+
 def result_record(topic: str, result: EventResult) -> Outbound:
-    """The record on the results topic: the HTTP result plus `subject`, keyed by the store id."""
-    body = result_public(result)
-    body["subject"] = result.store_id
-    store_key = result.store_id.encode()
-    return Outbound(topic, store_key, orjson.dumps(body), [])
+    """The record on the results topic, keyed by the store id."""
+    return Outbound(topic, result.store_id.encode(), orjson.dumps(result_body(result)), [])
 
 
 def dead_letter_record(topic: str, letter: DeadLetter) -> Outbound:

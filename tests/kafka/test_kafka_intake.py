@@ -95,6 +95,7 @@ def test_every_event_gets_one_result_keyed_by_its_store(intake: Intake) -> None:
     assert by_id[second].key == b"store-r2"
     body = json.loads(by_id[second].value)
     assert body["outcome"] == "accepted"
+    assert "reason" in body and body["reason"] is None  # CONTRACT §2: always there, null when none
     assert body["subject"] == "store-r2"
     assert body["source"] == "test/kafka"
     assert isinstance(body["position"], int)
@@ -155,7 +156,8 @@ def test_an_event_sent_again_is_answered_as_a_duplicate_with_the_first_outcome(i
     again = [body for body in result_bodies(records) if body["id"] == event_id][1]
     assert again["outcome"] == "duplicate"
     assert again["original"] == {"outcome": "accepted", "reason": None, "position": first["position"]}
-    assert "position" not in again
+    assert again["position"] is None
+    assert again["reason"] is None
 
 
 def test_unreadable_records_go_unchanged_to_the_dead_letter_topic_and_the_consumer_goes_on(

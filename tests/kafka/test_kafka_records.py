@@ -1,4 +1,5 @@
-"""No I/O: how a record is read (event or dead letter) and what goes back out; the model retailer."""
+"""No I/O: how a record is read (event or dead letter) and what goes back out (results always with
+`reason`); the model retailer."""
 
 from __future__ import annotations
 
@@ -85,7 +86,21 @@ def test_a_result_record_is_the_http_result_plus_subject_keyed_by_store() -> Non
     )
     body = json.loads(result_record("results", duplicate).value or b"")
     assert body["original"] == {"outcome": "accepted", "reason": None, "position": 7}
-    assert "position" not in body
+    assert body["reason"] is None
+    assert body["position"] is None
+
+
+def test_an_accepted_result_record_carries_reason_null() -> None:
+    accepted = EventResult("rcpt-1", "wms", "store-2", Outcome.ACCEPTED, position=12)
+    record = result_record("stock.events.results", accepted)
+    assert json.loads(record.value or b"") == {
+        "id": "rcpt-1",
+        "source": "wms",
+        "subject": "store-2",
+        "outcome": "accepted",
+        "reason": None,
+        "position": 12,
+    }
 
 
 def test_a_dead_letter_keeps_the_record_and_says_why_and_where_it_came_from() -> None:
