@@ -5,7 +5,6 @@ from __future__ import annotations
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-
 # What a produced record carries beyond its key, value and headers (batch and record framing), and
 # more: a dead letter cut to its limits plus this always fits in the producer's request.
 KAFKA_RECORD_FRAMING_BYTES_MAX = 1024

@@ -58,6 +58,8 @@ def new_producer(settings: Settings, role: str = "producer") -> Any:
         linger_ms=settings.kafka_linger_ms,
         batch_size=settings.kafka_produce_batch_bytes,
         max_block_ms=int(settings.kafka_publish_timeout_s * 1000),
+        # Dead letters are cut to fit in this (Settings checks it), so that none can block a partition.
+        max_request_size=settings.kafka_produce_request_bytes_max,
         request_timeout_ms=REQUEST_TIMEOUT_MS,
         key_serializer=None,
         value_serializer=None,

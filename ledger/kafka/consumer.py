@@ -31,8 +31,9 @@ from ledger.config import Settings
 from ledger.domain.model import StockEvent
 from ledger.intake.envelope import IntakeLimits
 from ledger.kafka.clients import new_consumer, new_producer
+from ledger.kafka.dead_letters import DeadLetter, DeadLetterLimits, dead_letter_record
 from ledger.kafka.metrics import IntakeStats
-from ledger.kafka.records import DeadLetter, Origin, dead_letter_record, read_value, result_record
+from ledger.kafka.records import Origin, read_value, result_record
 from ledger.results import EventResult
 
 log = logging.getLogger("ledger.kafka")
@@ -102,6 +103,7 @@ class KafkaIntake:
         self._failing = False
         self._last_loop_at = time.monotonic()
         self._positions: dict[Any, int] = {}  # TopicPartition -> next offset to read
+        self._dead_letter_limits = DeadLetterLimits.from_settings(settings)
 
     # -- lifecycle --------------------------------------------------------------------------------
 
@@ -225,7 +227,10 @@ class KafkaIntake:
         """Sends one result per event and every dead letter; returns once the broker has them all."""
         settings = self.settings
         outbound = [result_record(settings.kafka_results_topic, result) for result in results]
-        outbound += [dead_letter_record(settings.kafka_dlq_topic, letter) for letter in batch.dead_letters]
+        outbound += [
+            dead_letter_record(settings.kafka_dlq_topic, letter, self._dead_letter_limits)
+            for letter in batch.dead_letters
+        ]
         futures = [
             producer.send(record.topic, key=record.key, value=record.value, headers=record.headers)
             for record in outbound

@@ -1,5 +1,5 @@
-"""What a Kafka record means to the ledger (an event, or a dead letter and why) and what the ledger
-sends back: one result per event, and every unreadable record unchanged (CONTRACT §2).
+"""What a Kafka record means to the ledger (an event, or why it is none) and the result record the
+ledger sends back for each event (CONTRACT §2). Dead letters have a module of their own.
 
 The result record is written here, not borrowed from the HTTP layer: ledger/kafka and ledger/api
 stay apart, and the topic's record keeps the fields §2 lists even where HTTP leaves them out."""
@@ -20,26 +20,6 @@ log = logging.getLogger("ledger.kafka")
 
 Headers = list[tuple[str, bytes]]
 
-# Header names on a dead letter. The record's own headers are kept, except any with these names.
-ERROR_HEADER = "error"
-ERROR_FIELDS_HEADER = "error_fields"
-ORIGIN_TOPIC_HEADER = "original_topic"
-ORIGIN_PARTITION_HEADER = "original_partition"
-ORIGIN_OFFSET_HEADER = "original_offset"
-ORIGIN_TIMESTAMP_HEADER = "original_timestamp"
-NULL_RECORD_HEADER = "original_null_record"  # the original had neither key nor value
-DEAD_LETTER_HEADERS = frozenset(
-    {
-        ERROR_HEADER,
-        ERROR_FIELDS_HEADER,
-        ORIGIN_TOPIC_HEADER,
-        ORIGIN_PARTITION_HEADER,
-        ORIGIN_OFFSET_HEADER,
-        ORIGIN_TIMESTAMP_HEADER,
-        NULL_RECORD_HEADER,
-    }
-)
-
 
 @dataclass(frozen=True, slots=True)
 class Origin:
@@ -49,6 +29,9 @@ class Origin:
     partition: int
     offset: int
     timestamp_ms: int | None = None
+
+    def __str__(self) -> str:
+        return f"{self.topic}[{self.partition}]@{self.offset}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,22 +43,16 @@ class Unreadable:
 
 
 @dataclass(frozen=True, slots=True)
-class DeadLetter:
-    origin: Origin
-    key: bytes | None
-    value: bytes | None
-    headers: tuple[tuple[str, bytes], ...]
-    why: Unreadable
-
-
-@dataclass(frozen=True, slots=True)
 class Outbound:
-    """A record to produce."""
+    """A record to produce. `what` names it in logs; `fallback` is what to send instead when the
+    broker can never take this one (too large, invalid), so that it cannot block a partition."""
 
     topic: str
     key: bytes | None
     value: bytes | None
     headers: Headers
+    what: str = "a record"
+    fallback: Outbound | None = None
 
 
 def read_value(value: bytes | None, limits: IntakeLimits) -> StockEvent | Unreadable:
@@ -124,24 +101,5 @@ def result_body(result: EventResult) -> dict[str, Any]:
 
 def result_record(topic: str, result: EventResult) -> Outbound:
     """The record on the results topic, keyed by the store id."""
-    return Outbound(topic, result.store_id.encode(), orjson.dumps(result_body(result)), [])
-
-
-def dead_letter_record(topic: str, letter: DeadLetter) -> Outbound:
-    """The record unchanged (key, value, its headers), with why and where it came from."""
-    headers: Headers = [(name, value) for name, value in letter.headers if name not in DEAD_LETTER_HEADERS]
-    headers.append((ERROR_HEADER, letter.why.error.encode()))
-    if letter.why.field_errors:
-        headers.append((ERROR_FIELDS_HEADER, orjson.dumps([e.as_dict() for e in letter.why.field_errors])))
-    origin = letter.origin
-    headers.append((ORIGIN_TOPIC_HEADER, origin.topic.encode()))
-    headers.append((ORIGIN_PARTITION_HEADER, str(origin.partition).encode()))
-    headers.append((ORIGIN_OFFSET_HEADER, str(origin.offset).encode()))
-    if origin.timestamp_ms is not None:
-        headers.append((ORIGIN_TIMESTAMP_HEADER, str(origin.timestamp_ms).encode()))
-    value = letter.value
-    if letter.key is None and value is None:
-        # A record needs a key or a value; the broker let one through with neither.
-        headers.append((NULL_RECORD_HEADER, b"true"))
-        value = b""
-    return Outbound(topic, letter.key, value, headers)
+    what = f"the result of {result.source} {result.event_id}"
+    return Outbound(topic, result.store_id.encode(), orjson.dumps(result_body(result)), [], what)

@@ -36,6 +36,7 @@ HISTORY_PAGE = 1000
 # Short group timings: Tansu completes a join after about half the session timeout.
 SESSION_TIMEOUT_MS = 6000
 HEARTBEAT_MS = 1000
+PRODUCE_REQUEST_BYTES_MAX = 1024 * 1024  # kafka-python's default
 
 
 def wait_until(condition: Callable[[], Any], deadline_s: float, what: str) -> Any:
@@ -165,9 +166,13 @@ def produce(
     topic: str,
     records: Iterable[tuple[str | None, bytes | None]],
     headers: list[tuple[str, bytes]] | None = None,
+    *,
+    request_bytes_max: int = PRODUCE_REQUEST_BYTES_MAX,
 ) -> list[Sent]:
     """Sends (key, value) records and waits for every acknowledgement; returns where each went."""
-    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+    producer = KafkaProducer(
+        bootstrap_servers=bootstrap, acks="all", linger_ms=5, max_request_size=request_bytes_max
+    )
     try:
         pending = []
         for key, value in records:

@@ -3,6 +3,7 @@ metrics and readiness. One consumer process serves the whole module; tests keep 
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 from collections.abc import Iterator
@@ -11,6 +12,7 @@ from typing import Any
 
 import pytest
 from kafka_harness import (
+    PRODUCE_REQUEST_BYTES_MAX,
     Broker,
     ConsumerFactory,
     ConsumerProcess,
@@ -46,9 +48,14 @@ class Intake:
     sent: list[Sent] = field(default_factory=list)
 
     def send(
-        self, *records: tuple[str | None, bytes | None], headers: list[tuple[str, bytes]] | None = None
+        self,
+        *records: tuple[str | None, bytes | None],
+        headers: list[tuple[str, bytes]] | None = None,
+        request_bytes_max: int = PRODUCE_REQUEST_BYTES_MAX,
     ) -> Any:
-        sent = produce(self.broker.bootstrap, self.topics.events, records, headers)
+        sent = produce(
+            self.broker.bootstrap, self.topics.events, records, headers, request_bytes_max=request_bytes_max
+        )
         self.sent.extend(sent)
         return sent
 
@@ -209,6 +216,41 @@ def test_unreadable_records_go_unchanged_to_the_dead_letter_topic_and_the_consum
     assert any(error.startswith("empty record") for error in errors)
     results_ids = {body["id"] for body in result_bodies(intake.results.records)}
     assert invalid["id"] not in results_ids
+
+
+def test_a_2_mb_record_is_dead_lettered_cut_to_its_limit_and_the_partition_goes_on(intake: Intake) -> None:
+    store = "store-big"
+    junk = b"SALE;" + b"0123456789abcdef" * (2 * 1024 * 1024 // 16)  # 2 MB the broker accepts
+    after = new_id("after-big")
+    sent = intake.send(
+        (store, junk),
+        (store, envelope(after, store, "stock.receipt", [("SKU-1", 1)])),
+        request_bytes_max=4 * 1024 * 1024,
+    )
+    body = intake.results_for({after})[0]
+    assert body["outcome"] == "accepted"  # recorded once: the junk before it did not hold the batch
+    offset = (str(sent[0].partition).encode(), str(sent[0].offset).encode())
+
+    def dead_lettered(records: list[Any]) -> bool:
+        return any(_origin(record) == offset for record in records)
+
+    records = intake.dlq.read_until(dead_lettered, DEADLINE_S, "the 2 MB record's dead letter")
+    letter = next(record for record in records if _origin(record) == offset)
+    headers = dict(letter.headers)
+    value_bytes_max = Settings().kafka_dlq_value_bytes_max
+    assert letter.value == junk[:value_bytes_max]
+    assert headers["original_value_bytes"] == str(len(junk)).encode()
+    assert headers["original_value_sha256"] == hashlib.sha256(junk).hexdigest().encode()
+    assert headers["original_value_truncated"] == b"true"
+    assert headers["original_topic"] == intake.topics.events.encode()
+    assert headers["error"].startswith(b"not JSON")
+    wait_until(lambda: intake.broker.caught_up(intake.topics, intake.sent), DEADLINE_S, "offsets past it")
+    assert intake.consumer.ready()
+
+
+def _origin(record: Any) -> tuple[bytes | None, bytes | None]:
+    headers = dict(record.headers)
+    return headers.get("original_partition"), headers.get("original_offset")
 
 
 def test_metrics_count_consumed_accepted_duplicate_rejected_and_dead_lettered_events(intake: Intake) -> None:

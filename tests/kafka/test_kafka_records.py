@@ -1,27 +1,26 @@
 """No I/O: how a record is read (event or dead letter) and what goes back out (results always with
-`reason`); the model retailer."""
+`reason`, dead letters that always fit); the model retailer."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections import Counter
 from datetime import UTC, datetime, timedelta
+
+from kafka.record.default_records import DefaultRecordBatchBuilder
 
 from devtools.retailer import JUNK_KINDS, WEIGHTS, Retailer, Traffic
 from ledger.bootstrap import intake_limits
 from ledger.config import Settings
 from ledger.domain.model import Outcome, RejectionReason, Shortfall, StockEvent
-from ledger.kafka.records import (
-    DeadLetter,
-    Origin,
-    Unreadable,
-    dead_letter_record,
-    read_value,
-    result_record,
-)
+from ledger.kafka.dead_letters import DeadLetter, DeadLetterLimits, dead_letter_record
+from ledger.kafka.records import Origin, Unreadable, read_value, result_record
 from ledger.results import EventResult, Original
 
-LIMITS = intake_limits(Settings())
+SETTINGS = Settings()
+LIMITS = intake_limits(SETTINGS)
+DEAD_LETTER_LIMITS = DeadLetterLimits.from_settings(SETTINGS)
 GOOD = {
     "specversion": "1.0",
     "id": "pos-1",
@@ -113,7 +112,7 @@ def test_a_dead_letter_keeps_the_record_and_says_why_and_where_it_came_from() ->
         (("trace", b"abc"), ("error", b"forged")),
         why,
     )
-    record = dead_letter_record("stock.events.dlq", letter)
+    record = dead_letter_record("stock.events.dlq", letter, DEAD_LETTER_LIMITS)
     headers = dict(record.headers)
     assert (record.topic, record.key, record.value) == ("stock.events.dlq", b"store-1", b"[1]")
     assert headers["trace"] == b"abc"
@@ -123,6 +122,56 @@ def test_a_dead_letter_keeps_the_record_and_says_why_and_where_it_came_from() ->
     assert headers["original_partition"] == b"3"
     assert headers["original_offset"] == b"1200"
     assert headers["original_timestamp"] == b"1700000000000"
+    assert headers["original_value_bytes"] == b"3"
+    assert headers["original_value_sha256"] == hashlib.sha256(b"[1]").hexdigest().encode()
+    assert "original_value_truncated" not in headers
+
+
+def test_a_2_mb_dead_letter_is_cut_to_its_limit_and_keeps_its_size_digest_and_origin() -> None:
+    junk = b"SALE;" + bytes(range(256)) * 8192  # 2 MB and a bit: what a till sent by mistake
+    why = read_value(junk, LIMITS)
+    assert isinstance(why, Unreadable)
+    big_header = ("trace", b"t" * 100_000)
+    letter = DeadLetter(Origin("stock.events", 1, 77), b"k" * 5000, junk, (("small", b"s"), big_header), why)
+    record = dead_letter_record("stock.events.dlq", letter, DEAD_LETTER_LIMITS)
+    headers = dict(record.headers)
+    assert record.value == junk[: SETTINGS.kafka_dlq_value_bytes_max]
+    assert headers["original_value_bytes"] == str(len(junk)).encode()
+    assert headers["original_value_sha256"] == hashlib.sha256(junk).hexdigest().encode()
+    assert headers["original_value_truncated"] == b"true"
+    assert record.key == b"k" * SETTINGS.kafka_dlq_key_bytes_max
+    assert headers["original_key_bytes"] == b"5000"
+    assert headers["small"] == b"s"
+    assert "trace" not in headers
+    assert headers["original_headers_dropped"] == b"1"
+    assert headers["error"].startswith(b"not JSON")
+    assert (headers["original_topic"], headers["original_partition"], headers["original_offset"]) == (
+        b"stock.events",
+        b"1",
+        b"77",
+    )
+    size = DefaultRecordBatchBuilder.estimate_size_in_bytes(record.key, record.value, record.headers)
+    assert size < SETTINGS.kafka_produce_request_bytes_max
+    assert record.fallback is not None
+    assert record.fallback.value == b""
+    assert dict(record.fallback.headers)["original_value_dropped"] == b"true"
+
+
+def test_a_dead_letter_keeps_only_the_field_errors_and_text_that_fit() -> None:
+    lines = [{"sku": f"SKU-{n}", "qty": 0} for n in range(1000)]
+    broken = {**GOOD, "data": {"lines": lines}}
+    why = read_value(json.dumps(broken).encode(), LIMITS)
+    assert isinstance(why, Unreadable)
+    assert len(why.field_errors) == 1000
+    letter = DeadLetter(Origin("stock.events", 0, 1), None, b"{}", (), why)
+    limits = DeadLetterLimits(value_bytes_max=1024, key_bytes_max=64, headers_bytes_max=8192)
+    record = dead_letter_record("stock.events.dlq", letter, limits)
+    headers = dict(record.headers)
+    assert len(headers["error"]) <= 1024
+    fields = json.loads(headers["error_fields"])
+    assert 0 < len(fields) < 1000
+    assert fields[0] == {"field": "data.lines[0].qty", "message": why.field_errors[0].message}
+    assert sum(len(name) + len(value) for name, value in record.headers) <= limits.headers_bytes_max
 
 
 def test_the_model_retailer_sends_every_kind_of_event_some_twice_and_some_junk() -> None:
