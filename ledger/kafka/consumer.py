@@ -1,30 +1,52 @@
-"""The Kafka intake (CONTRACT §2): poll a batch, record its events in one write, publish a result per
-event and every unreadable record to the dead-letter topic, and only then commit the offsets.
+"""The Kafka intake (CONTRACT §2): poll batches, record their events, publish a result per event
+and every unreadable record to the dead-letter topic, and only then commit the offsets.
 
-Why this order gives every event exactly one effect: an offset is committed only once the outcome
-of each event before it is durable and its result acknowledged by the broker. A crash anywhere
-before the commit means the batch is read again, by this process after a restart or by another
-member of the group; the ledger answers the events it already holds as duplicates (by source and
-id) and records the others. Nothing is lost and nothing is counted twice. What a crash can double
-is a message: the results topic may then carry a second result for an event (`duplicate`, with
-the first outcome in `original`), and the dead-letter topic a second copy of an unreadable record.
+It is a pipeline. The consumer thread polls and reads a batch and hands its events to the
+recording thread (ledger/kafka/recorder.py), then polls and reads the next while the first is
+recorded. A recorded batch's results are sent without waiting on each send; the broker's
+acknowledgements are looked at on later turns of the loop, and a batch's offsets are committed
+once it and every batch before it is done (ledger/kafka/pipeline.py). At most
+`kafka_batches_in_flight_max` batches are between poll and commit; past that, fetching pauses
+(poll is still called, so the member stays in its group).
+
+Why every event has exactly one effect: an offset is committed only once the outcome of each
+event before it is durable and its result acknowledged by the broker, and commits go in poll
+order. A crash anywhere before a commit means its batches are read again, by this process after
+a restart or by another member of the group; the ledger answers the events it already holds as
+duplicates (by source and id) and records the others. Nothing is lost and nothing is counted
+twice. What a crash can double is a message: the results topic may then carry a second result
+for an event (`duplicate`, with the first outcome in `original`), and the dead-letter topic a
+second copy of an unreadable record.
+
+A failure (recording, or publishing) rewinds: every partition goes back to its first offset not
+yet committed, the batches after the failed one are dropped unrecorded (never committed), and
+after a backoff all of it is read again.
 
 Per-store order: producers key records by store, so one store's events are in one partition, in
-order; a batch lists each partition's records in offset order and the writer decides them in the
-order given.
+order; a batch lists each partition's records in offset order, the recording thread records
+batches in poll order, and the writer decides a batch's events in the order given. After a
+failed batch nothing behind it is recorded until it is read again.
+
+Rebalances: kafka-python calls the listener on its network thread while the consumer thread
+waits in poll() (or close()), so the two never touch the pipeline at once. On revocation the
+listener finishes what it can within `kafka_revoke_timeout_ms` (records, publishes, commits) and
+hands the rest back uncommitted, its positions rewound, so that no offset beyond an unrecorded
+event is ever committed, by this member or the next owner.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from concurrent.futures import Future
+from concurrent.futures import wait as wait_for_futures
+from typing import Any
 
 from kafka import ConsumerRebalanceListener
-from kafka.errors import CommitFailedError, KafkaError
+from kafka.errors import CommitFailedError, KafkaError, KafkaTimeoutError
 from kafka.structs import OffsetAndMetadata
 
 from ledger.config import Settings
@@ -33,32 +55,17 @@ from ledger.intake.envelope import IntakeLimits
 from ledger.kafka.clients import new_consumer, new_producer
 from ledger.kafka.dead_letters import DeadLetter, DeadLetterLimits, dead_letter_record
 from ledger.kafka.metrics import IntakeStats
+from ledger.kafka.pipeline import InFlight, Pipeline, PollBatch, TopicPartition, commit_offsets
+from ledger.kafka.publisher import Publisher, PublishFailed
+from ledger.kafka.recorder import LedgerPort, Recorder, Recording
 from ledger.kafka.records import Origin, read_value, result_record
-from ledger.results import EventResult
+
+__all__ = ["KafkaIntake", "LedgerPort", "PollBatch"]
 
 log = logging.getLogger("ledger.kafka")
 
 BACKOFF_MS_MIN = 100
 POSITION_TIMEOUT_MS = 200
-
-
-class LedgerPort(Protocol):
-    """What the intake needs of the ledger: record events, answer once they are durable."""
-
-    def submit_and_wait(self, events: list[StockEvent]) -> list[EventResult]: ...
-
-
-@dataclass(slots=True)
-class PollBatch:
-    """One poll's records: the events to record and the records to dead-letter, and how far each
-    partition gets once the batch is done."""
-
-    events: list[StockEvent] = field(default_factory=list)
-    dead_letters: list[DeadLetter] = field(default_factory=list)
-    first_offsets: dict[Any, int] = field(default_factory=dict)  # TopicPartition -> offset
-    next_offsets: dict[Any, int] = field(default_factory=dict)  # TopicPartition -> last offset + 1
-    records: int = 0
-    key_mismatches: int = 0
 
 
 class Backoff:
@@ -76,9 +83,23 @@ class Backoff:
         self.wait_ms = 0
 
 
+class BatchFailed(Exception):
+    """A batch in flight could not be recorded or published: it and all after it are read again."""
+
+    def __init__(self, flight: InFlight, step: str, error: BaseException) -> None:
+        super().__init__(f"{step} {flight} failed: {error!r}")
+        self.flight = flight
+        self.step = step
+        self.error = error
+
+    @property
+    def publishing(self) -> bool:
+        return self.step == "publishing"
+
+
 class KafkaIntake:
     """One member of the consumer group. `run()` consumes until `stop()`; it survives broker and
-    database outages (it backs off and reads the failed batch again) but never skips a record."""
+    database outages (it backs off and reads the failed batches again) but never skips a record."""
 
     def __init__(
         self,
@@ -95,20 +116,27 @@ class KafkaIntake:
         self.limits = limits
         self.stats = stats or IntakeStats()
         self._consumer_factory = consumer_factory
-        self._producer_factory = producer_factory
         self._stopping = threading.Event()
         self._backoff = Backoff(settings.kafka_retry_backoff_ms_max)
-        # Set from the client's IO thread by the rebalance listener, read by the consumer thread.
+        self._recorder = Recorder(ledger, settings.kafka_batches_in_flight_max)
+        self._publisher = Publisher(settings, producer_factory, self.stats)
+        self._pipeline = Pipeline(settings.kafka_batches_in_flight_max)
+        self._dead_letter_limits = DeadLetterLimits.from_settings(settings)
+        self._sequence = itertools.count(1)
+        # Set by the rebalance listener (on the client's network thread), read by any thread.
         self._joined = False
         self._failing = False
         self._last_loop_at = time.monotonic()
-        self._positions: dict[Any, int] = {}  # TopicPartition -> next offset to read
-        self._dead_letter_limits = DeadLetterLimits.from_settings(settings)
+        self._positions: dict[TopicPartition, int] = {}  # the next offset to read, once committed
+        self._uncommitted: dict[TopicPartition, int] = {}  # of batches done whose commit failed
+        self._consumer: Any = None
+        self._in_client_call = False  # the consumer thread waits in poll() or close()
 
     # -- lifecycle --------------------------------------------------------------------------------
 
     def stop(self) -> None:
-        """Asks the loop to finish the batch in hand, commit it, leave the group and return."""
+        """Asks the loop to finish the batch being recorded, commit what is done, leave the group
+        and return; batches not yet recording are left to be read again."""
         self._stopping.set()
 
     @property
@@ -117,68 +145,127 @@ class KafkaIntake:
 
     @property
     def ready(self) -> bool:
-        """In its group, its last batch done, and polling often enough to stay a member."""
+        """In its group, polling often enough to stay a member, and able to record and publish:
+        its last batch did not fail, and its recording thread and producer are up."""
         stalled_s = time.monotonic() - self._last_loop_at
         return (
             self._joined
             and not self._failing
             and not self.stopping
             and stalled_s < self.settings.kafka_poll_interval_ms_max / 1000
+            and self._recorder.alive
+            and self._publisher.ready
         )
 
     def run(self) -> None:
-        while not self.stopping:
-            try:
-                self._consume()
-            except Exception:
-                log.exception("the Kafka consumer failed; starting it again")
-                self._joined = False
-                self._stopping.wait(self._backoff.next_s())
+        self._recorder.start()
+        try:
+            while not self.stopping:
+                try:
+                    self._consume()
+                except Exception:
+                    log.exception("the Kafka consumer failed; starting it again")
+                    self._joined = False
+                    self._stopping.wait(self._backoff.next_s())
+        finally:
+            timeout_s = self.settings.kafka_shutdown_timeout_s
+            if not self._recorder.close(timeout_s):
+                log.error("the batch being recorded did not finish within %.0f s", timeout_s)
+            self._publisher.close(timeout_s)
 
     # -- the loop -----------------------------------------------------------------------------------
 
     def _consume(self) -> None:
         settings = self.settings
-        producer = self._producer_factory(settings)
-        consumer = None
+        consumer = self._consumer_factory(settings)
+        self._consumer = consumer
         try:
-            consumer = self._consumer_factory(settings)
             consumer.subscribe([settings.kafka_topic], listener=_Rebalance(self))
             log.info("consuming %s in group %s", settings.kafka_topic, settings.kafka_group)
             while not self.stopping:
                 self._last_loop_at = time.monotonic()
-                polled = consumer.poll(
-                    timeout_ms=settings.kafka_poll_timeout_ms, max_records=settings.kafka_batch_records_max
-                )
+                self._ensure_producer()
+                self._advance(consumer)
+                self._pace(consumer)
+                polled = self._poll(consumer)
                 if polled:
-                    batch = self.read(polled)
-                    if self.process(consumer, producer, batch):
-                        self._failing = False
-                        self._backoff.reset()
-                    else:
-                        self._failing = True
-                        self._rewind(consumer, batch)
-                        self._stopping.wait(self._backoff.next_s())
+                    self._take(consumer, polled)
                 self._update_lag(consumer)
+                self.stats.batches_in_flight = len(self._pipeline)
+            self._finish(consumer, time.monotonic() + settings.kafka_shutdown_timeout_s, wait=True)
         finally:
             self._joined = False
             self.stats.assigned_partitions = 0
-            self._close(consumer, producer)
+            # After an error: what is still in flight is read again, here or by another member.
+            self._drop_in_flight()
+            self._close(consumer)
+            self._consumer = None
 
-    def _close(self, consumer: Any, producer: Any) -> None:
-        timeout_s = self.settings.kafka_shutdown_timeout_s
+    def _ensure_producer(self) -> None:
+        """A producer closed after failing for good is built anew before anything else is done."""
+        if self._publisher.built:
+            return
         try:
-            producer.close(timeout=timeout_s)
-        except Exception as error:  # noqa: BLE001 - closing: nothing uncommitted depends on it
-            log.warning("closing the producer failed: %s", error)
-        if consumer is not None:
-            try:
-                # Leaves the group at once, so that the others take the partitions over without
-                # waiting for the session timeout. Offsets are never committed implicitly.
-                consumer.close(autocommit=False, timeout_ms=int(timeout_s * 1000))
-            except Exception as error:  # noqa: BLE001 - the group drops this member after the session timeout
-                log.warning("closing the consumer failed: %s", error)
+            self._publisher.open()
+        except PublishFailed as error:
+            self._failing = True
+            log.warning("%s; trying again after a backoff", error)
+            self._stopping.wait(self._backoff.next_s())
+
+    def _poll(self, consumer: Any) -> dict[Any, list[Any]]:
+        settings = self.settings
+        timeout_ms = settings.kafka_poll_timeout_ms
+        if self._pipeline:
+            # Soon back to see what is done. When full, nothing is fetched until a batch is done:
+            # rather than spin, wait a while for the recording thread, then only keep in the group.
+            timeout_ms = settings.kafka_poll_in_flight_timeout_ms
+            recording = self._pipeline.first_recording() if self._pipeline.full else None
+            if recording is not None:
+                wait_for_futures([recording], timeout=settings.kafka_poll_timeout_ms / 1000)
+                timeout_ms = 0
+        self._in_client_call = True
+        try:
+            polled: dict[Any, list[Any]] = consumer.poll(
+                timeout_ms=timeout_ms, max_records=settings.kafka_batch_records_max
+            )
+        finally:
+            self._in_client_call = False
+        return polled
+
+    def _pace(self, consumer: Any) -> None:
+        """Pauses fetching while the pipeline is full; poll() still keeps the member in its group."""
+        paused = consumer.paused()
+        if self._pipeline.full:
+            unpaused = set(consumer.assignment()) - set(paused)
+            if unpaused:
+                consumer.pause(*unpaused)
+        elif paused:
+            consumer.resume(*paused)
+
+    def _take(self, consumer: Any, polled: dict[Any, list[Any]]) -> None:
+        if self._pipeline.full or self.stopping:
+            # Records of a partition assigned while fetching was paused, or polled as a stop came:
+            # not taken, so read again later (kafka-python keeps a kept partition's position).
+            for partition, records in polled.items():
+                if records:
+                    consumer.seek(partition, records[0].offset)
+            return
+        self.hand_off(self.read(polled))
+
+    def _close(self, consumer: Any) -> None:
+        timeout_s = self.settings.kafka_shutdown_timeout_s
+        self._in_client_call = True
+        try:
+            # Leaves the group at once, so that the others take the partitions over without
+            # waiting for the session timeout. Offsets are never committed implicitly.
+            consumer.close(autocommit=False, timeout_ms=int(timeout_s * 1000))
+        except Exception as error:  # noqa: BLE001 - the group drops this member after the session timeout
+            log.warning("closing the consumer failed: %s", error)
+        finally:
+            self._in_client_call = False
         log.info("left group %s", self.settings.kafka_group)
+
+    # -- reading and handing off --------------------------------------------------------------------
 
     def read(self, polled: dict[Any, list[Any]]) -> PollBatch:
         """Sorts the records of one poll into events and dead letters, partition by partition."""
@@ -202,61 +289,182 @@ class KafkaIntake:
         self.stats.records_consumed += batch.records
         return batch
 
-    def process(self, consumer: Any, producer: Any, batch: PollBatch) -> bool:
-        """Records, publishes, commits. False when the batch must be read again."""
-        results: list[EventResult] = []
+    def hand_off(self, batch: PollBatch) -> InFlight:
+        """Gives the batch's events to the recording thread; the batch is in flight until committed."""
+        recording: Recording
         if batch.events:
-            try:
-                results = self.ledger.submit_and_wait(batch.events)
-            except Exception as error:  # noqa: BLE001 - nothing committed: the batch is read again
-                self.stats.batches_failed += 1
-                log.warning("recording %d events failed, reading them again: %r", len(batch.events), error)
-                return False
-            assert len(results) == len(batch.events), "one result per event"
-        try:
-            self.publish(producer, batch, results)
-        except Exception as error:  # noqa: BLE001 - nothing committed: the batch is read again
-            self.stats.batches_failed += 1
-            log.warning("publishing results failed, reading the batch again: %r", error)
-            return False
-        self.commit(consumer, batch)
-        self._count(batch, results)
-        return True
+            recording = self._recorder.submit(batch.events)
+        else:
+            recording = Future()
+            recording.set_result([])
+        flight = InFlight(next(self._sequence), batch, recording)
+        self._pipeline.append(flight)
+        return flight
 
-    def publish(self, producer: Any, batch: PollBatch, results: list[EventResult]) -> None:
-        """Sends one result per event and every dead letter; returns once the broker has them all."""
+    # -- moving the pipeline on ---------------------------------------------------------------------
+
+    def _advance(self, consumer: Any) -> None:
+        """Publishes what is recorded and commits what is acknowledged, in poll order; on a failure,
+        commits what was done before it and reads the rest again."""
+        failure: BatchFailed | None = None
+        try:
+            self._publish_recorded()
+        except BatchFailed as failed:
+            failure = failed
+        done, unacknowledged = self._acknowledged()
+        self._commit(consumer, self._pipeline.take(done), wait=True)
+        failure = unacknowledged or failure  # an unacknowledged batch comes before any unpublished one
+        if failure is not None:
+            self._recover(consumer, failure)
+
+    def _publish_recorded(self) -> None:
+        for flight in self._pipeline:
+            if flight.published:
+                continue
+            recording = flight.recording
+            if not recording.done():
+                return
+            if recording.cancelled():
+                raise BatchFailed(flight, "recording", RuntimeError("dropped after an earlier batch failed"))
+            error = recording.exception()
+            if error is not None:
+                raise BatchFailed(flight, "recording", error)
+            results = recording.result()
+            assert len(results) == len(flight.batch.events), f"{flight}: {len(results)} results"
+            flight.results = results
+            self.publish(flight)
+
+    def publish(self, flight: InFlight) -> None:
+        """Sends one result per event and every dead letter, without waiting for the broker."""
         settings = self.settings
-        outbound = [result_record(settings.kafka_results_topic, result) for result in results]
+        outbound = [result_record(settings.kafka_results_topic, result) for result in flight.results]
         outbound += [
             dead_letter_record(settings.kafka_dlq_topic, letter, self._dead_letter_limits)
-            for letter in batch.dead_letters
+            for letter in flight.batch.dead_letters
         ]
-        futures = [
-            producer.send(record.topic, key=record.key, value=record.value, headers=record.headers)
-            for record in outbound
-        ]
-        producer.flush(timeout=settings.kafka_publish_timeout_s)
-        for future in futures:
-            if not future.succeeded():
-                raise future.exception or KafkaError("a record was not acknowledged")
+        try:
+            flight.deliveries = self._publisher.send(outbound)
+        except PublishFailed as error:
+            raise BatchFailed(flight, "publishing", error) from error
+        flight.published_at_s = time.monotonic()
 
-    def commit(self, consumer: Any, batch: PollBatch) -> None:
-        offsets = {tp: OffsetAndMetadata(offset, "", -1) for tp, offset in batch.next_offsets.items()}
+    def _acknowledged(self) -> tuple[int, BatchFailed | None]:
+        """How many of the oldest batches the broker has acknowledged, and the first that failed."""
+        done = 0
+        timeout_s = self.settings.kafka_publish_timeout_s
+        for flight in self._pipeline:
+            if flight.deliveries is None:
+                break
+            try:
+                if not self._publisher.acknowledged(flight.deliveries):
+                    if time.monotonic() - flight.published_at_s > timeout_s:
+                        error = KafkaTimeoutError(f"not acknowledged within {timeout_s:.0f} s")
+                        return done, BatchFailed(flight, "publishing", error)
+                    break
+            except PublishFailed as error:
+                return done, BatchFailed(flight, "publishing", error)
+            done += 1
+        return done, None
+
+    def _recover(self, consumer: Any, failure: BatchFailed) -> None:
+        """Reads the failed batch and everything after it again, after a backoff."""
+        self.stats.batches_failed += 1
+        log.warning("%s; reading it and what follows again", failure)
+        if not failure.publishing:
+            # The batches before it are recorded and their results sent: give the broker a bounded
+            # time to acknowledge them, so that only the failed batch and those after it are read again.
+            self._publisher.flush(self.settings.kafka_publish_timeout_s)
+            done, _ = self._acknowledged()
+            self._commit(consumer, self._pipeline.take(done), wait=True)
+        else:
+            self._publisher.failed(failure.error)
+        self._failing = True  # until a batch is committed again
+        self._rewind(consumer)
+        self._stopping.wait(self._backoff.next_s())
+
+    def _finish(self, consumer: Any, deadline_s: float, *, wait: bool) -> None:
+        """Finishes what is in flight by `deadline_s` (time.monotonic()): batches not yet recording
+        are dropped, the one recording may finish, the recorded ones are published and, once the
+        broker has them, committed; the rest is handed back, its positions rewound."""
+        self._recorder.discard()
+        for flight in self._pipeline:
+            if not flight.published:
+                wait_for_futures([flight.recording], timeout=max(deadline_s - time.monotonic(), 0))
+                recording = flight.recording
+                if not recording.done() or recording.cancelled() or recording.exception() is not None:
+                    break
+                flight.results = recording.result()
+                try:
+                    self.publish(flight)
+                except BatchFailed as failure:
+                    log.warning("%s", failure)
+                    break
+        self._publisher.flush(deadline_s - time.monotonic())
+        done, _ = self._acknowledged()
+        self._commit(consumer, self._pipeline.take(done), wait=wait, final=True)
+        if self._pipeline:
+            log.info("%d batches in flight handed back uncommitted", len(self._pipeline))
+        self._rewind(consumer)
+
+    def _rewind(self, consumer: Any) -> None:
+        """Moves each partition back to its first offset not committed, and drops what is in flight."""
+        offsets = self._pipeline.rewind_offsets()
+        self._drop_in_flight()
+        assigned = consumer.assignment()
+        for partition, offset in offsets.items():
+            if partition in assigned:
+                consumer.seek(partition, offset)
+
+    def _drop_in_flight(self) -> None:
+        self._pipeline.clear()
+        self._recorder.discard()
+        self.stats.batches_in_flight = 0
+
+    # -- committing -----------------------------------------------------------------------------------
+
+    def _commit(self, consumer: Any, flights: list[InFlight], *, wait: bool, final: bool = False) -> None:
+        """Commits these batches, done (with any done before whose commit failed; `final`: those
+        alone too, as the partitions are handed over or the member stops)."""
+        if flights:
+            self._publisher.succeeded()
+            self._failing = False
+            self._backoff.reset()
+            for flight in flights:
+                self._count(flight)
+        if flights or (final and self._uncommitted):
+            self.commit(consumer, flights, wait=wait)
+
+    def commit(self, consumer: Any, flights: list[InFlight], *, wait: bool = True) -> None:
+        """Commits the offsets that end these batches. `wait=False` from the rebalance listener:
+        it runs on the client's network thread, which a blocking commit would wait on for ever."""
+        self._uncommitted.update(commit_offsets(flights))
+        offsets = {
+            partition: OffsetAndMetadata(offset, "", -1) for partition, offset in self._uncommitted.items()
+        }
+        if not wait:
+            # Sent ahead of the group's JoinGroup request; should it fail, the next owner reads
+            # these batches again and the ledger answers them as duplicates.
+            consumer.commit_async(offsets=offsets)
+            self._uncommitted = {}
+            return
         try:
             consumer.commit(offsets=offsets, timeout_ms=int(self.settings.kafka_commit_timeout_s * 1000))
         except CommitFailedError as error:
             # The group moved these partitions to another member, which reads them from the last
-            # committed offset: the ledger answers what this batch recorded as duplicates.
+            # committed offset: the ledger answers what these batches recorded as duplicates.
             log.warning("offsets not committed, the group rebalanced: %s", error)
         except KafkaError as error:
-            # The outcomes are durable and published; the next commit covers these offsets.
+            # The outcomes are durable and published: the next commit (or the hand-over of the
+            # partitions, or the stop) carries these offsets too.
             log.warning("committing offsets failed: %r", error)
         else:
-            self._positions.update(batch.next_offsets)
+            self._positions.update(self._uncommitted)
+            self._uncommitted = {}
 
-    def _count(self, batch: PollBatch, results: list[EventResult]) -> None:
+    def _count(self, flight: InFlight) -> None:
         stats = self.stats
-        for result in results:
+        batch = flight.batch
+        for result in flight.results:
             outcome = result.outcome.value
             stats.events_by_outcome[outcome] = stats.events_by_outcome.get(outcome, 0) + 1
         stats.dead_lettered += len(batch.dead_letters)
@@ -265,13 +473,6 @@ class KafkaIntake:
         stats.batches_committed += 1
         if batch.key_mismatches:
             log.warning("%d events came with a record key other than their subject", batch.key_mismatches)
-
-    def _rewind(self, consumer: Any, batch: PollBatch) -> None:
-        """Moves each partition back to the batch's first record, so the next poll reads it again."""
-        assigned = consumer.assignment()
-        for partition, offset in batch.first_offsets.items():
-            if partition in assigned:
-                consumer.seek(partition, offset)
 
     def _update_lag(self, consumer: Any) -> None:
         lag: dict[tuple[str, int], int] = {}
@@ -292,21 +493,37 @@ class KafkaIntake:
         self.stats.set_lag(lag)
         self.stats.assigned_partitions = len(assigned)
 
-    # -- rebalances (called on the client's IO thread) ----------------------------------------------
+    # -- rebalances (called on the client's network thread while the consumer thread waits) -------
 
     def on_assigned(self, assigned: list[Any]) -> None:
         self._positions = {}
+        self._uncommitted = {}  # another member may have gone further since
         self._joined = True
+        self._failing = False  # a fresh assignment: nothing of it has failed yet
         self.stats.rebalances += 1
         self.stats.assigned_partitions = len(assigned)
         log.info("assigned %s", _partitions_text(assigned))
 
     def on_revoked(self, revoked: list[Any]) -> None:
-        # Every batch is committed before the next poll, so nothing is in flight here.
+        assert self._in_client_call, "a rebalance listener called while the consumer thread is not waiting"
+        consumer = self._consumer
+        if (self._pipeline or self._uncommitted) and consumer is not None:
+            settings = self.settings
+            # It blocks the client's network thread, heartbeats too: well within the session timeout.
+            wait_ms = min(settings.kafka_revoke_timeout_ms, settings.kafka_session_timeout_ms // 2)
+            log.info(
+                "revoked with %d batches in flight: finishing them (%d ms at most)",
+                len(self._pipeline),
+                wait_ms,
+            )
+            self._finish(consumer, time.monotonic() + wait_ms / 1000, wait=False)
         log.info("revoked %s", _partitions_text(revoked))
 
     def on_lost(self, lost: list[Any]) -> None:
+        # Another member may own these partitions already: nothing in flight can be committed.
         self._joined = False
+        self._drop_in_flight()
+        self._uncommitted = {}
         log.warning("lost %s (this member was dropped from the group)", _partitions_text(lost))
 
 

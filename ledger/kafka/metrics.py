@@ -17,7 +17,8 @@ COUNTED_OUTCOMES = (Outcome.ACCEPTED, Outcome.DUPLICATE, Outcome.REJECTED)
 
 @dataclass(slots=True)
 class IntakeStats:
-    """Written by the consumer thread only; read by whoever scrapes (ints: no torn reads)."""
+    """Written by the consumer thread (or its rebalance listener, while the consumer thread waits in
+    poll) only; read by whoever scrapes (ints: no torn reads)."""
 
     records_consumed: int = 0
     records_committed: int = 0
@@ -27,6 +28,9 @@ class IntakeStats:
     batches_committed: int = 0
     batches_failed: int = 0
     rebalances: int = 0
+    batches_in_flight: int = 0
+    producers_rebuilt: int = 0
+    records_unpublishable: int = 0
     lag_by_partition: dict[tuple[str, int], int] = field(default_factory=dict)
     assigned_partitions: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -90,6 +94,21 @@ class IntakeCollector(Collector):
         yield CounterMetricFamily(
             "ledger_kafka_rebalances", "partition assignments received", value=stats.rebalances
         )
+        yield GaugeMetricFamily(
+            "ledger_kafka_batches_in_flight",
+            "batches polled and not yet committed (recording, or waiting for the broker)",
+            value=stats.batches_in_flight,
+        )
+        yield CounterMetricFamily(
+            "ledger_kafka_producers_rebuilt",
+            "producers closed after failing for good, and built anew",
+            value=stats.producers_rebuilt,
+        )
+        yield CounterMetricFamily(
+            "ledger_kafka_records_unpublishable",
+            "results or dead letters the broker could never take, given up (each logged)",
+            value=stats.records_unpublishable,
+        )
         with stats.lock:
             lag_by_partition = dict(stats.lag_by_partition)
         yield GaugeMetricFamily(
@@ -112,7 +131,7 @@ class IntakeCollector(Collector):
         )
         yield GaugeMetricFamily(
             "ledger_kafka_ready",
-            "1 while the consumer is in its group and keeping up",
+            "1 while the consumer is in its group, keeping up, and able to record and publish",
             value=1 if self.ready() else 0,
         )
 

@@ -2,10 +2,11 @@
 chosen batch: how the crash tests reach exact moments with a real process kill.
 
 LEDGER_TEST_CRASH_POINT:
-- while_recording: SIGKILL shortly after the batch went to the writer, before it answers
+- while_recording: SIGKILL shortly after the batch went to the recording thread, before it answers
+  (the batches before it may be publishing, the next one being read)
 - after_recording: SIGKILL once the batch is durable, before its results are published
 - after_publishing: SIGKILL once the results are acknowledged, before the offsets are committed
-- term_while_recording: SIGTERM to itself while the batch is being recorded (then carries on)
+- term_while_recording: SIGTERM to itself as the batch is handed over (then carries on)
 LEDGER_TEST_CRASH_BATCH: which batch (1 = the first with events).
 """
 
@@ -25,10 +26,11 @@ POINT = os.environ["LEDGER_TEST_CRASH_POINT"]
 BATCH = int(os.environ.get("LEDGER_TEST_CRASH_BATCH", "1"))
 WHILE_RECORDING_DELAY_S = 0.02
 
-original_process = KafkaIntake.process
+original_hand_off = KafkaIntake.hand_off
 original_publish = KafkaIntake.publish
 original_commit = KafkaIntake.commit
-progress = {"batches": 0}  # batches with events seen so far
+progress = {"batches": 0}  # batches with events handed to the recording thread so far
+numbers: dict[int, int] = {}  # InFlight.sequence -> which batch with events it is
 
 
 def say(what: str) -> None:
@@ -40,36 +42,42 @@ def kill_self() -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
-def process(self: KafkaIntake, consumer: Any, producer: Any, batch: Any) -> bool:
-    if batch.events:
-        progress["batches"] += 1
-    if progress["batches"] != BATCH or not batch.events:
-        return original_process(self, consumer, producer, batch)
-    if POINT == "while_recording":
-        say("SIGKILL while recording")
-        threading.Timer(WHILE_RECORDING_DELAY_S, kill_self).start()
-    elif POINT == "term_while_recording":
-        say("SIGTERM while recording")
-        os.kill(os.getpid(), signal.SIGTERM)
-        time.sleep(WHILE_RECORDING_DELAY_S)
-    return original_process(self, consumer, producer, batch)
+def chosen(flight: Any) -> bool:
+    return numbers.get(flight.sequence) == BATCH
 
 
-def publish(self: KafkaIntake, producer: Any, batch: Any, results: Any) -> None:
-    if POINT == "after_recording" and progress["batches"] == BATCH and batch.events:
+def hand_off(self: KafkaIntake, batch: Any) -> Any:
+    if not batch.events:
+        return original_hand_off(self, batch)
+    progress["batches"] += 1
+    flight = original_hand_off(self, batch)
+    numbers[flight.sequence] = progress["batches"]
+    if progress["batches"] == BATCH:
+        if POINT == "while_recording":
+            say("SIGKILL while recording")
+            threading.Timer(WHILE_RECORDING_DELAY_S, kill_self).start()
+        elif POINT == "term_while_recording":
+            say("SIGTERM while recording")
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(WHILE_RECORDING_DELAY_S)
+    return flight
+
+
+def publish(self: KafkaIntake, flight: Any) -> None:
+    if POINT == "after_recording" and chosen(flight):
         say("SIGKILL after recording")
         kill_self()
-    original_publish(self, producer, batch, results)
+    original_publish(self, flight)
 
 
-def commit(self: KafkaIntake, consumer: Any, batch: Any) -> None:
-    if POINT == "after_publishing" and progress["batches"] == BATCH and batch.events:
+def commit(self: KafkaIntake, consumer: Any, flights: Any, *, wait: bool = True) -> None:
+    if POINT == "after_publishing" and any(chosen(flight) for flight in flights):
         say("SIGKILL after publishing")
         kill_self()
-    original_commit(self, consumer, batch)
+    original_commit(self, consumer, flights, wait=wait)
 
 
-KafkaIntake.process = process  # type: ignore[method-assign]
+KafkaIntake.hand_off = hand_off  # type: ignore[method-assign]
 KafkaIntake.publish = publish  # type: ignore[method-assign]
 KafkaIntake.commit = commit  # type: ignore[method-assign]
 

@@ -1,0 +1,173 @@
+"""The intake's producer: sends results and dead letters without waiting on each, says when the
+broker has acknowledged them, and builds the producer anew once it has failed for good.
+
+Two kinds of failure are told apart. A record the broker can never take (too large, invalid)
+would fail on every retry and hold its partition for ever: it is sent in its cut-down form
+(`Outbound.fallback`), or given up with an error in the log and a metric. Any other failure may
+pass (the broker away, a leader moving): the batch is read again after a backoff. But a
+kafka-python producer can also fail for good (an idempotent producer whose broker restarted
+empty stays in a fatal state): after a non-retriable error, or `kafka_producer_failures_max`
+failed publishes in a row, the producer is closed and a new one built.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from kafka.errors import (
+    CorruptRecordError,
+    InvalidRecordError,
+    InvalidTimestampError,
+    KafkaError,
+    MessageSizeTooLargeError,
+    RecordListTooLargeError,
+)
+
+from ledger.config import Settings
+from ledger.kafka.metrics import IntakeStats
+from ledger.kafka.records import Outbound
+
+log = logging.getLogger("ledger.kafka")
+
+# Errors about the record itself: sending it again can never succeed.
+UNSENDABLE = (
+    MessageSizeTooLargeError,
+    RecordListTooLargeError,
+    InvalidRecordError,
+    CorruptRecordError,
+    InvalidTimestampError,
+)
+
+
+class PublishFailed(Exception):
+    """A record was not acknowledged (its cause is the producer's error); a retry may succeed."""
+
+
+@dataclass(slots=True)
+class Delivery:
+    """One record on its way; `future` is kafka-python's, None when the record was given up."""
+
+    record: Outbound
+    future: Any
+
+
+class Publisher:
+    """Used by one thread at a time: the consumer thread, or its rebalance listener."""
+
+    def __init__(self, settings: Settings, factory: Callable[[Settings], Any], stats: IntakeStats) -> None:
+        self.settings = settings
+        self.failures_max = settings.kafka_producer_failures_max
+        self.failures = 0  # failed publishes in a row
+        self._factory = factory
+        self._stats = stats
+        self._producer: Any = None
+
+    @property
+    def built(self) -> bool:
+        return self._producer is not None
+
+    @property
+    def ready(self) -> bool:
+        """A producer is built and its last publish did not fail."""
+        return self._producer is not None and self.failures == 0
+
+    def open(self) -> Any:
+        if self._producer is None:
+            try:
+                self._producer = self._factory(self.settings)
+            except Exception as error:
+                raise PublishFailed(f"building the producer failed: {error!r}") from error
+        return self._producer
+
+    def send(self, records: list[Outbound]) -> list[Delivery]:
+        """Hands every record to the producer, without waiting for the broker."""
+        producer = self.open()
+        return [self._send(producer, record) for record in records]
+
+    def acknowledged(self, deliveries: list[Delivery]) -> bool:
+        """True once the broker has every record; False while some are on their way. Raises
+        PublishFailed when one failed; a record the broker can never take is sent as its fallback."""
+        for index, delivery in enumerate(deliveries):
+            future = delivery.future
+            if future is None or future.succeeded():
+                continue
+            if not future.is_done:
+                return False
+            error = future.exception
+            if isinstance(error, UNSENDABLE):
+                deliveries[index] = self._instead(self.open(), delivery.record, error)
+                return False
+            raise PublishFailed(f"{delivery.record.what} was not acknowledged: {error!r}") from error
+        return True
+
+    def flush(self, timeout_s: float) -> None:
+        """Waits (at most `timeout_s`) for the broker to answer every record sent."""
+        if self._producer is None or timeout_s <= 0:
+            return
+        try:
+            self._producer.flush(timeout=timeout_s)
+        except KafkaError as error:
+            log.warning("flushing the producer: %r", error)
+
+    def succeeded(self) -> None:
+        self.failures = 0
+
+    def failed(self, error: BaseException) -> None:
+        """Counts a failed publish; closes the producer when it has failed for good."""
+        self.failures += 1
+        if self._producer is None:
+            return
+        cause = error.__cause__ if isinstance(error, PublishFailed) else error
+        fatal = isinstance(cause, KafkaError) and not cause.retriable and not isinstance(cause, UNSENDABLE)
+        if fatal or self.failures >= self.failures_max:
+            log.warning(
+                "closing the producer after %d failed publishes in a row (last: %r); building a new one",
+                self.failures,
+                cause,
+            )
+            self._discard(self._producer)
+            self._producer = None
+            self._stats.producers_rebuilt += 1
+
+    def close(self, timeout_s: float) -> None:
+        producer, self._producer = self._producer, None
+        if producer is None:
+            return
+        try:
+            producer.close(timeout=timeout_s)
+        except Exception as error:  # noqa: BLE001 - closing: nothing uncommitted depends on it
+            log.warning("closing the producer failed: %r", error)
+
+    def _send(self, producer: Any, record: Outbound) -> Delivery:
+        try:
+            future = producer.send(record.topic, key=record.key, value=record.value, headers=record.headers)
+        except UNSENDABLE as error:
+            return self._instead(producer, record, error)
+        except Exception as error:
+            raise PublishFailed(f"sending {record.what} failed: {error!r}") from error
+        return Delivery(record, future)
+
+    def _instead(self, producer: Any, record: Outbound, error: BaseException) -> Delivery:
+        """What is sent when `record` never can be: its fallback, else nothing (logged)."""
+        if record.fallback is None:
+            log.error("%s can never be sent and is given up: %r", record.what, error)
+            self._stats.records_unpublishable += 1
+            return Delivery(record, None)
+        log.warning("%s was refused (%r); sending it without its value", record.what, error)
+        return self._send(producer, record.fallback)
+
+    def _discard(self, producer: Any) -> None:
+        """Closes a failed producer on a thread of its own: its pending records (all to be sent
+        again) may take until their delivery timeout to fail, and the intake must not wait."""
+
+        def close() -> None:
+            try:
+                producer.close(timeout=self.settings.kafka_shutdown_timeout_s)
+            except Exception as error:  # noqa: BLE001 - it is dropped either way
+                log.warning("closing the failed producer: %r", error)
+
+        threading.Thread(target=close, name="ledger-kafka-producer-close", daemon=True).start()
