@@ -59,6 +59,7 @@ from ledger.kafka.pipeline import InFlight, Pipeline, PollBatch, TopicPartition,
 from ledger.kafka.publisher import Publisher, PublishFailed
 from ledger.kafka.recorder import LedgerPort, Recorder, Recording
 from ledger.kafka.records import Origin, read_value, result_record
+from ledger.results import EventResult
 
 __all__ = ["KafkaIntake", "LedgerPort", "PollBatch"]
 
@@ -329,9 +330,7 @@ class KafkaIntake:
             error = recording.exception()
             if error is not None:
                 raise BatchFailed(flight, "recording", error)
-            results = recording.result()
-            assert len(results) == len(flight.batch.events), f"{flight}: {len(results)} results"
-            flight.results = results
+            flight.results = _results(flight)
             self.publish(flight)
 
     def publish(self, flight: InFlight) -> None:
@@ -393,7 +392,7 @@ class KafkaIntake:
                 recording = flight.recording
                 if not recording.done() or recording.cancelled() or recording.exception() is not None:
                     break
-                flight.results = recording.result()
+                flight.results = _results(flight)
                 try:
                     self.publish(flight)
                 except BatchFailed as failure:
@@ -539,6 +538,12 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
 
     def on_partitions_lost(self, lost: list[Any]) -> None:
         self.intake.on_lost(lost)
+
+
+def _results(flight: InFlight) -> list[EventResult]:
+    results = flight.recording.result()
+    assert len(results) == len(flight.batch.events), f"{flight}: {len(results)} results, not one per event"
+    return results
 
 
 def _partitions_text(partitions: list[Any]) -> str:
