@@ -78,7 +78,9 @@ def entry_public(row: dict[str, Any]) -> dict[str, Any]:
     return entry
 
 
-@router.get("/v1/stores/{store}/history", response_model=HistoryPagePublic, responses=problem_responses(422))
+@router.get(
+    "/v1/stores/{store}/history", response_model=HistoryPagePublic, responses=problem_responses(422, 503)
+)
 async def get_history(
     store: StoreId,
     ledger: LedgerDep,

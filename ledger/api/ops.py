@@ -15,6 +15,7 @@ from starlette.responses import Response
 
 from ledger.api.deps import LedgerDep
 from ledger.api.problems import Problem
+from ledger.api.schemas import problem_responses
 from ledger.service import Ledger
 
 router = APIRouter(tags=["operations"])
@@ -71,7 +72,11 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", summary="Readiness: the database answers, writes are recorded, Kafka is in")
+@router.get(
+    "/readyz",
+    summary="Readiness: the database answers, writes are recorded, Kafka is in",
+    responses=problem_responses(503),
+)
 async def readyz(request: Request, ledger: LedgerDep) -> dict[str, object]:
     kafka: IntakeStatus | None = request.app.state.kafka
     problem = await _not_ready_because(ledger, kafka)

@@ -158,7 +158,7 @@ async def reserve(ledger: Ledger, limits: IntakeLimits, store: str, raw_body: by
 @router.get(
     "/v1/stores/{store}/reservations/{reservation_id}",
     response_model=ReservationPublic,
-    responses=problem_responses(404, 422),
+    responses=problem_responses(404, 422, 503),
 )
 async def get_reservation(store: StoreId, reservation_id: ReservationId, ledger: LedgerDep) -> Response:
     return _json(await _current(ledger, store, reservation_id))

@@ -181,7 +181,19 @@ def level_public(view: LevelView) -> dict[str, Any]:
     }
 
 
+RETRY_AFTER_HEADER = {
+    "Retry-After": {
+        "description": "seconds to wait before trying again",
+        "schema": {"type": "integer", "minimum": 0},
+    }
+}
+
+
 def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """The problem answers a route documents; a 503 (the database or the writer unavailable, or no
+    answer in time) carries Retry-After."""
     return {
-        status: {"model": ProblemPublic, "content": {"application/problem+json": {}}} for status in statuses
+        status: {"model": ProblemPublic, "content": {"application/problem+json": {}}}
+        | ({"headers": RETRY_AFTER_HEADER} if status == 503 else {})
+        for status in statuses
     }

@@ -90,7 +90,7 @@ def cached_level(ledger: Ledger, store: str, sku: str) -> LevelView | None:
 
 
 @router.get(
-    "/v1/stores/{store}/stock/{sku}", response_model=StockLevelPublic, responses=problem_responses(422)
+    "/v1/stores/{store}/stock/{sku}", response_model=StockLevelPublic, responses=problem_responses(422, 503)
 )
 async def get_stock(
     store: StoreId,
@@ -104,7 +104,9 @@ async def get_stock(
     return _json(level_public(view))
 
 
-@router.get("/v1/stores/{store}/stock", response_model=StockLevelsPublic, responses=problem_responses(422))
+@router.get(
+    "/v1/stores/{store}/stock", response_model=StockLevelsPublic, responses=problem_responses(422, 503)
+)
 async def get_stock_many(
     store: StoreId,
     ledger: LedgerDep,
@@ -128,7 +130,7 @@ async def get_stock_many(
     return _json({"items": [level_public(view) for view in views]})
 
 
-@router.get("/v1/stock/{sku}", response_model=SkuAcrossStoresPublic, responses=problem_responses(422))
+@router.get("/v1/stock/{sku}", response_model=SkuAcrossStoresPublic, responses=problem_responses(422, 503))
 async def get_sku_across_stores(sku: Sku, ledger: LedgerDep) -> Response:
     total, position, stores = await asyncio.to_thread(ledger.sku_totals, sku)
     return _json(
