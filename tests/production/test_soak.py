@@ -1,0 +1,107 @@
+"""A soak of the production configuration with kill -9 of the whole service at random moments:
+HTTP writers and a Kafka producer never stop, the service is killed, started again, and goes on.
+At the end, everything acknowledged is in the history exactly once, and the levels are its sums."""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+from pathlib import Path
+
+import pytest
+from kafka_harness import Broker
+from support.ids import unique
+from support.postgres import EmbeddedPostgres
+
+from production.checks import (
+    check_answers,
+    check_kafka_results,
+    check_levels_are_history_sums,
+    check_recorded_once,
+    read_ledger,
+    read_results,
+)
+from production.load import Acknowledged, HttpWriters, KafkaLoad, new_catalogue
+from production.service import KafkaSetup, ProductionService, StalledClients
+
+# The soak's length, kills and restarts included: it has to fit CI's budget beside the rest.
+SOAK_S = 120.0
+# How long the service runs under load between a (re)start and the next kill -9.
+RUN_BETWEEN_KILLS_S = (3.0, 15.0)
+KILLS_MIN = 3
+# LEDGER_SOAK_SEED=N repeats the kill moments of an earlier run (its seed is in the failure).
+SEED = int(os.environ.get("LEDGER_SOAK_SEED", "0")) or random.randrange(1, 2**31)
+REQUEST_TIMEOUT_S = 10.0
+HTTP_WRITER_THREADS = 3
+HTTP_PAUSE_S = 0.02
+KAFKA_CHUNK = 20
+KAFKA_PAUSE_S = 0.1
+PARTITIONS = 4
+RESULTS_DEADLINE_S = 180.0
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(SOAK_S + 420)
+def test_after_kill_9_at_random_moments_everything_acknowledged_is_recorded_exactly_once(
+    postgres: EmbeddedPostgres, production_broker: Broker, tmp_path: Path
+) -> None:
+    rng = random.Random(SEED)
+    topics = production_broker.new_topics("prod-soak", PARTITIONS)
+    catalogue = new_catalogue(unique("soak"))
+    service = ProductionService(
+        postgres.create_database(),
+        tmp_path,
+        request_timeout_s=REQUEST_TIMEOUT_S,
+        kafka=KafkaSetup(production_broker.bootstrap, topics),
+    )
+    acknowledged = Acknowledged()
+    writers = HttpWriters(
+        service,
+        catalogue,
+        acknowledged,
+        threads=HTTP_WRITER_THREADS,
+        strict=False,
+        pause_s=HTTP_PAUSE_S,
+        seed=SEED,
+    )
+    kafka = KafkaLoad(
+        production_broker.bootstrap,
+        topics.events,
+        catalogue,
+        chunk=KAFKA_CHUNK,
+        pause_s=KAFKA_PAUSE_S,
+        seed=SEED,
+    )
+    kills = 0
+    service.start()
+    try:
+        with StalledClients(service.writer_socket):
+            writers.start()
+            kafka.start()
+            end = time.monotonic() + SOAK_S
+            while (left_s := end - time.monotonic()) > 0:
+                time.sleep(min(left_s, rng.uniform(*RUN_BETWEEN_KILLS_S)))
+                if time.monotonic() >= end:
+                    break
+                service.kill()
+                kills += 1
+                service.start()
+            writers.stop()
+            kafka.stop()
+        context = f"(seed {SEED}, {kills} kills)"
+        assert kills >= KILLS_MIN, context
+
+        check_answers(writers.answers, expected={200, 201, 409}, transport_errors_allowed=True)
+        results = read_results(production_broker, topics, kafka.sent, RESULTS_DEADLINE_S)
+        kafka_acknowledged = check_kafka_results(results, kafka.sent, kafka.uncertain, exactly_once=False)
+        failed = service.failed_recordings()
+        assert not failed, f"{len(failed)} failed recordings {context}, e.g.:\n" + "\n".join(failed[:5])
+
+        contents = read_ledger(service.url, catalogue)
+        check_recorded_once(contents, acknowledged)
+        check_recorded_once(contents, kafka_acknowledged)
+        check_levels_are_history_sums(contents)
+        assert len(acknowledged.events) > 0 and len(kafka_acknowledged.events) > 0, context
+    finally:
+        service.stop()
