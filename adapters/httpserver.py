@@ -10,6 +10,15 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Protocol
 
 BODY_BYTES_MAX = 32 * 1024 * 1024
+# Connections the kernel holds for us before we accept them. http.server's default is 5: a burst of
+# more webhooks than that lost its SYNs and waited out TCP's 1 s retransmission, most of a sender's
+# 1500 ms deadline.
+LISTEN_BACKLOG_MAX = 128
+
+
+class _Server(ThreadingHTTPServer):
+    request_queue_size = LISTEN_BACKLOG_MAX
+    daemon_threads = True
 
 
 @dataclass
@@ -85,8 +94,7 @@ class HttpServer:
 
             do_GET = do_POST = do_PUT = do_DELETE = _serve
 
-        self.httpd = ThreadingHTTPServer((host, port), RequestHandler)
-        self.httpd.daemon_threads = True
+        self.httpd = _Server((host, port), RequestHandler)
         self.thread = threading.Thread(target=self.httpd.serve_forever, name="http-server", daemon=True)
 
     @property

@@ -1,10 +1,18 @@
-"""Webhooks in: store the delivery, answer at once, process it later from the inbox.
+"""Webhooks in: store the delivery durably, answer at once, process it later from the inbox.
 
-MoySklad waits 1500 ms for an answer and then redelivers (adapters/moysklad.py), so the receiver
-does one insert and answers 200; the delivery id (MoySklad's requestId) is the primary key, so a
-redelivery inserts nothing. `InboxWorker` processes the stored deliveries in its own thread:
-what cannot be processed now (the ledger or the sender unreachable) stays pending and is retried;
-what is wrong in itself is given up after `retries_max` attempts and raised as an alert.
+MoySklad waits 1500 ms for an answer, retries 3 times at once and then drops the notification
+(adapters/moysklad.py), so the receiver only stores the delivery (webhook_store.py: in the
+database within a named wait, else in the local spool) and answers 200. The delivery id
+(MoySklad's requestId) makes a redelivery a no-op. Only a delivery that is unauthenticated (an
+unknown path), too large or malformed is answered 4xx; a full spool, the one local limit left, is
+answered 503 so that the sender tries again.
+
+`InboxWorker` processes the stored deliveries in its own thread, oldest first: each round it moves
+the spool's deliveries into the inbox, then processes those received at least `settle_s` ago (by
+then every delivery received before them is stored, in the database or the spool, so none is
+processed ahead of an earlier one). What cannot be processed now (the ledger or the sender
+unreachable) stays pending and is retried; what is wrong in itself is given up after
+`retries_max` attempts and raised as an alert.
 """
 
 from __future__ import annotations
@@ -13,44 +21,57 @@ import hashlib
 import hmac
 import logging
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 import orjson
 
 from adapters.db import journal, now_text, transaction
+from adapters.deliveries import DELIVERY_ID_CHARS_MAX, Delivery, insert_delivery
 from adapters.httpserver import Reply, Request
 from adapters.limits import Backoff, Stopper
 from adapters.outbound import TargetUnavailable
 from adapters.sink import SinkError
+from adapters.spool import DeliverySpool, SpoolFull, UnreadableSpoolFile
 from adapters.status import metrics_text
+from adapters.webhook_store import DeliveryStore
+from ledger.clock import utc_now, utc_text
 
 log = logging.getLogger("adapters.inbound")
 
 DELIVERY_BYTES_MAX = 4 * 1024 * 1024
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+SPOOL_FULL_RETRY_AFTER_S = 1
 
 
 def store_delivery(recorder: Any, source: str, delivery_id: str, payload: Any) -> bool:
-    """Stores one delivery; False if that delivery id was stored before (a redelivery)."""
+    """Stores one delivery in the inbox, waiting for the database as long as it takes; False if that
+    delivery id was stored before (a redelivery). The receiver uses DeliveryStore instead."""
+    delivery = Delivery(source, delivery_id, now_text(), orjson.dumps(payload).decode())
     with transaction(recorder) as tx:
-        seen = tx.fetchone(
-            "SELECT 1 AS seen FROM adapter_inbox WHERE source = %s AND delivery_id = %s",
-            (source, delivery_id),
-        )
-        if seen:
-            return False
-        tx.execute(
-            "INSERT INTO adapter_inbox (source, delivery_id, payload, received_at, attempts) "
-            "VALUES (%s, %s, %s, %s, 0) ON CONFLICT (source, delivery_id) DO NOTHING",
-            (source, delivery_id, orjson.dumps(payload).decode(), now_text()),
-        )
-    return True
+        return insert_delivery(tx, delivery)
+
+
+def _problem(status: int, type_: str, title: str, detail: str = "") -> Reply:
+    body = {"type": type_, "title": title, "status": status}
+    if detail:
+        body["detail"] = detail
+    headers = {"Retry-After": str(SPOOL_FULL_RETRY_AFTER_S)} if status == 503 else {}
+    return Reply(status, body, headers=headers, content_type=PROBLEM_MEDIA_TYPE)
 
 
 class WebhookReceiver:
     """The HTTP side: POST /moysklad/webhook/<secret>, POST /wms/status/<secret>, GET /metrics, /healthz."""
 
-    def __init__(self, recorder: Any, moysklad_secret: str | None, wms_secret: str | None) -> None:
+    def __init__(
+        self,
+        recorder: Any,
+        moysklad_secret: str | None,
+        wms_secret: str | None,
+        store: DeliveryStore | None = None,
+    ) -> None:
         self.recorder = recorder
+        self.store = store
         self.routes = {}
         if moysklad_secret:
             self.routes[f"/moysklad/webhook/{moysklad_secret}"] = "moysklad"
@@ -58,36 +79,65 @@ class WebhookReceiver:
             self.routes[f"/wms/status/{wms_secret}"] = "wms"
 
     def handle(self, request: Request) -> Reply:
+        received_at = now_text()
         if request.method == "GET" and request.path == "/metrics":
             return Reply(200, metrics_text(self.recorder), content_type="text/plain; version=0.0.4")
         if request.method == "GET" and request.path == "/healthz":
             return Reply(200, {"status": "ok"})
         source = next((s for path, s in self.routes.items() if hmac.compare_digest(path, request.path)), None)
         if source is None or request.method != "POST":
-            return Reply(404, {"title": "Not found"})
+            return _problem(404, "not-found", "Not found")
         if len(request.body) > DELIVERY_BYTES_MAX:
-            return Reply(413, {"title": "Content too large"})
+            return _problem(
+                413, "delivery-too-large", "Content too large", f"at most {DELIVERY_BYTES_MAX} bytes"
+            )
         try:
             payload = request.json()
         except ValueError:
-            return Reply(400, {"title": "The body is not JSON"})
-        delivery_id = _delivery_id(source, request, payload)
-        is_new = store_delivery(self.recorder, source, delivery_id, payload)
-        if not is_new:
-            log.info("%s delivery %s received again: already stored", source, delivery_id)
-        return Reply(200, {"stored": is_new})
+            return _problem(400, "delivery-malformed", "The body is not JSON")
+        complaint = _malformed(source, payload)
+        if complaint:
+            return _problem(400, "delivery-malformed", "The delivery is malformed", complaint)
+        delivery = Delivery(
+            source, _delivery_id(source, request, payload), received_at, orjson.dumps(payload).decode()
+        )
+        try:
+            stored_in = self._store(delivery)
+        except SpoolFull as error:
+            log.error("ALERT %s delivery %s refused: %s", source, delivery.delivery_id, error)
+            return _problem(503, "spool-full", "The webhook spool is full", str(error))
+        if stored_in == "before":
+            log.info("%s delivery %s received again: already stored", source, delivery.delivery_id)
+        return Reply(200, {"stored": stored_in})
+
+    def _store(self, delivery: Delivery) -> str:
+        if self.store is not None:
+            return self.store.store(delivery).value
+        with transaction(self.recorder) as tx:  # no spool (tests of the processing only)
+            return "database" if insert_delivery(tx, delivery) else "before"
+
+
+def _malformed(source: str, payload: Any) -> str | None:
+    """What makes a delivery unusable whatever is retried: the documented shape is missing."""
+    if not isinstance(payload, dict):
+        return "the body must be a JSON object"
+    if source == "moysklad" and not isinstance(payload.get("events"), list):
+        return "a MoySklad webhook carries an `events` array (md/dictionaries/_webhook.md)"
+    if source == "wms" and not (payload.get("id") and payload.get("status")):
+        return "a WMS status delivery carries `id` and `status`"
+    return None
 
 
 def _delivery_id(source: str, request: Request, payload: Any) -> str:
     if source == "moysklad":
         request_ids = request.query.get("requestId")
-        if request_ids:
-            return request_ids[0][:200]
+        if request_ids and request_ids[0]:
+            return request_ids[0][:DELIVERY_ID_CHARS_MAX]
     header = request.header("X-Request-Id") or request.header("Idempotency-Key")
     if header:
-        return header[:200]
+        return header[:DELIVERY_ID_CHARS_MAX]
     if source == "wms" and isinstance(payload, dict) and payload.get("id") and payload.get("status"):
-        return f"{payload['id']}:{payload['status']}"[:200]
+        return f"{payload['id']}:{payload['status']}"[:DELIVERY_ID_CHARS_MAX]
     return hashlib.sha256(request.body).hexdigest()
 
 
@@ -104,6 +154,8 @@ class InboxWorker:
         retries_max: int = 5,
         backoff: Backoff | None = None,
         poll_interval_s: float = 0.5,
+        spool: DeliverySpool | None = None,
+        settle_s: float = 0.0,
     ) -> None:
         self.recorder = recorder
         self.handlers = handlers
@@ -111,6 +163,8 @@ class InboxWorker:
         self.retries_max = retries_max
         self.backoff = backoff or Backoff(0.5, 30.0)
         self.poll_interval_s = poll_interval_s
+        self.spool = spool
+        self.settle_s = settle_s
         self.stopper = Stopper()
 
     def run_forever(self) -> None:
@@ -131,16 +185,19 @@ class InboxWorker:
         self.stopper.stop()
 
     def run_once(self) -> tuple[int, int]:
-        """Processes pending deliveries; returns (processed, left for later)."""
+        """Moves spooled deliveries into the inbox, then processes the settled pending ones;
+        returns (processed, left for later)."""
+        settled_at = utc_text(utc_now() - timedelta(seconds=self.settle_s))
+        self.drain_spool()
         with transaction(self.recorder) as tx:
             rows = (
                 tx.fetchall(
                     "SELECT source, delivery_id, payload, attempts FROM adapter_inbox WHERE "
-                    "processed_at IS NULL "
+                    "processed_at IS NULL AND received_at <= %s "
                     "AND source IN ("
                     + ",".join(["%s"] * len(self.handlers))
-                    + ") ORDER BY received_at LIMIT %s",
-                    (*self.handlers, self.batch_max),
+                    + ") ORDER BY received_at, delivery_id LIMIT %s",
+                    (settled_at, *self.handlers, self.batch_max),
                 )
                 if self.handlers
                 else []
@@ -168,6 +225,36 @@ class InboxWorker:
             self._processed(source, delivery_id, attempts)
             done += 1
         return done, retry_later
+
+    def drain_spool(self) -> int:
+        """Stores up to `batch_max` spooled deliveries in the inbox, oldest first; returns how many
+        files it took. A file is deleted only after its row is committed."""
+        if self.spool is None:
+            return 0
+        taken = 0
+        with self.spool.draining() as mine:
+            if not mine:
+                return 0  # another process drains this spool now
+            for path in self.spool.pending(self.batch_max):
+                try:
+                    delivery = self.spool.read(path)
+                except (UnreadableSpoolFile, OSError) as error:
+                    self._set_aside(path, str(error))
+                    continue
+                with transaction(self.recorder) as tx:
+                    insert_delivery(tx, delivery)
+                self.spool.remove(path)
+                taken += 1
+        if taken:
+            log.info("moved %d spooled delivery(ies) into the inbox", taken)
+        return taken
+
+    def _set_aside(self, path: Any, reason: str) -> None:
+        assert self.spool is not None
+        target = self.spool.set_aside(path)
+        with transaction(self.recorder) as tx:
+            journal(tx, "inbox", "alert", f"spool file {path.name}", f"set aside as {target}: {reason}")
+        log.error("ALERT spool file %s set aside as %s: %s", path, target, reason)
 
     def _processed(self, source: str, delivery_id: str, attempts: int) -> None:
         with transaction(self.recorder) as tx:

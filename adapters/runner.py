@@ -10,6 +10,7 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from adapters.bitrix import BitrixConfig, BitrixTarget
@@ -21,6 +22,8 @@ from adapters.mappings import Mappings
 from adapters.moysklad import DemandProcessor, MoySkladClient, MoySkladConfig, MoySkladOrdersTarget
 from adapters.outbound import OutboundWorker, Target, TargetUnavailable, WorkerLimits
 from adapters.sink import EventSink, LedgerSink
+from adapters.spool import DeliverySpool, default_spool_dir
+from adapters.webhook_store import DeliveryStore
 from adapters.wms import WmsClient, WmsConfig, WmsPickingTarget, WmsStatusProcessor
 from ledger.config import Settings
 
@@ -85,6 +88,7 @@ class Adapters:
     inbox: InboxWorker | None = None
     wms_status: WmsStatusProcessor | None = None
     receiver: WebhookReceiver | None = None
+    delivery_store: DeliveryStore | None = None
 
 
 def build_adapters(settings: Settings, sink: EventSink | None = None, recorder: Any = None) -> Adapters:
@@ -115,6 +119,7 @@ def build_adapters(settings: Settings, sink: EventSink | None = None, recorder: 
             handlers["wms"] = adapters.wms_status.handle_delivery
     for target in targets:
         adapters.workers[target.name] = OutboundWorker(recorder, target, limits)
+    spool = webhook_spool(settings)
     if handlers:
         adapters.inbox = InboxWorker(
             recorder,
@@ -122,11 +127,34 @@ def build_adapters(settings: Settings, sink: EventSink | None = None, recorder: 
             batch_max=settings.adapters_inbox_batch_max,
             retries_max=settings.adapters_retries_max,
             backoff=Backoff(limits.backoff_initial_s, limits.backoff_max_s),
+            spool=spool,
+            settle_s=settings.adapters_inbox_settle_ms / 1000,
         )
+    adapters.delivery_store = DeliveryStore(
+        recorder,
+        spool,
+        database_wait_s=settings.adapters_webhook_database_wait_ms / 1000,
+        attempts_max=settings.adapters_webhook_database_attempts_max,
+    )
     adapters.receiver = WebhookReceiver(
-        recorder, settings.moysklad_webhook_secret, settings.wms_webhook_secret
+        recorder, settings.moysklad_webhook_secret, settings.wms_webhook_secret, adapters.delivery_store
     )
     return adapters
+
+
+def webhook_spool(settings: Settings) -> DeliverySpool:
+    """The spool of deliveries the database could not take in time (adapters/spool.py)."""
+    if settings.adapters_webhook_database_wait_ms >= settings.adapters_webhook_deadline_ms:
+        raise ValueError(
+            "LEDGER_ADAPTERS_WEBHOOK_DATABASE_WAIT_MS must be below LEDGER_ADAPTERS_WEBHOOK_DEADLINE_MS: "
+            "a delivery the database cannot take must still reach the spool before the deadline"
+        )
+    directory = (
+        Path(settings.adapters_spool_dir)
+        if settings.adapters_spool_dir
+        else default_spool_dir(settings.database_url)
+    )
+    return DeliverySpool(directory, settings.adapters_spool_deliveries_max)
 
 
 def _record(sink: EventSink, events: list[Any]) -> None:
@@ -179,6 +207,8 @@ class Runner:
             self.adapters.inbox.stop()
         if self.server is not None:
             self.server.stop()
+        if self.adapters.delivery_store is not None:
+            self.adapters.delivery_store.close()
         for thread in self.threads:
             thread.join(10)
         for worker in self.adapters.workers.values():

@@ -121,6 +121,26 @@ class Settings(BaseSettings):
     adapters_poll_interval_ms: int = Field(1000, ge=10, description="idle wait between push cycles")
     adapters_mappings_refresh_s: float = Field(10.0, ge=0, description="how often mapping edits are re-read")
     adapters_inbox_batch_max: int = Field(100, ge=1, description="webhook deliveries processed per round")
+    # Webhooks in: a delivery is stored before it is answered, in the database if it takes it within
+    # the wait, else in the spool; both well within the senders' deadline (MoySklad: 1500 ms).
+    adapters_webhook_deadline_ms: int = Field(
+        1500, ge=100, description="the senders' answer deadline; the database wait must stay below it"
+    )
+    adapters_webhook_database_wait_ms: int = Field(
+        500, ge=10, description="how long a delivery waits for the database before it goes to the spool"
+    )
+    adapters_webhook_database_attempts_max: int = Field(
+        8, ge=1, description="deliveries stored in the database at once; more go straight to the spool"
+    )
+    adapters_spool_dir: str | None = Field(
+        None, description="the webhook spool; unset: beside the SQLite file, else under $XDG_STATE_HOME"
+    )
+    adapters_spool_deliveries_max: int = Field(
+        10_000, ge=1, description="deliveries the spool holds; past it a delivery is answered 503"
+    )
+    adapters_inbox_settle_ms: int = Field(
+        1500, ge=0, description="a delivery is processed this long after it arrived: earlier ones are stored"
+    )
 
     # 1C-Bitrix (REST through an inbound webhook URL).
     bitrix_webhook_url: str | None = Field(None, description="https://<site>/rest/<user>/<token>/")

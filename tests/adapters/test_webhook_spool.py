@@ -1,0 +1,139 @@
+"""The webhook spool and the inbox: durable files drained once, in arrival order; 4xx for bad deliveries."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from adapters.db import transaction
+from adapters.deliveries import Delivery, insert_delivery
+from adapters.httpserver import HttpServer
+from adapters.inbound import InboxWorker, WebhookReceiver
+from adapters.spool import DeliverySpool, SpoolFull, default_spool_dir
+from adapters.webhook_store import DeliveryStore, StoredIn
+from ledger.clock import utc_text
+
+
+def delivery(number: int, seconds_ago: float = 10.0, source: str = "wms") -> Delivery:
+    received_at = utc_text(datetime.now(UTC) - timedelta(seconds=seconds_ago))
+    return Delivery(
+        source, f"d-{number}", received_at, json.dumps({"id": f"PO-{number}", "status": "PICKED"})
+    )
+
+
+def post(url: str, body: bytes) -> tuple[int, Any]:
+    request = urllib.request.Request(url, data=body, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=5) as answer:
+            return answer.status, json.loads(answer.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+def test_a_spooled_delivery_is_one_whole_file_read_back_as_written(tmp_path):
+    spool = DeliverySpool(tmp_path / "spool", deliveries_max=10)
+    first, second = delivery(1, seconds_ago=5), delivery(2, seconds_ago=1)
+
+    spool.append(second)
+    spool.append(first)
+
+    assert [spool.read(path) for path in spool.pending(10)] == [first, second]  # arrival order
+    assert not list((tmp_path / "spool").glob(".*.tmp"))
+
+
+def test_a_full_spool_refuses_and_the_receiver_answers_503_with_retry_after(tmp_path, recorder):
+    spool = DeliverySpool(tmp_path / "spool", deliveries_max=1)
+    spool.append(delivery(1))
+    with pytest.raises(SpoolFull):
+        spool.append(delivery(2))
+
+    store = DeliveryStore(recorder, spool, database_wait_s=0.2, attempts_max=1)
+    with transaction(recorder) as tx:  # holds SQLite's write lock: the database cannot take it
+        tx.execute("DELETE FROM adapter_inbox")
+        server = HttpServer(WebhookReceiver(recorder, None, "w1", store)).start()
+        try:
+            status, body = post(f"{server.url}/wms/status/w1", b'{"id": "PO-1", "status": "PICKED"}')
+        finally:
+            server.stop()
+            store.close()
+    assert (status, body["type"]) == (503, "spool-full")
+
+
+def test_only_unauthenticated_or_malformed_deliveries_get_a_4xx(tmp_path, recorder):
+    store = DeliveryStore(
+        recorder, DeliverySpool(tmp_path / "spool", 10), database_wait_s=0.5, attempts_max=2
+    )
+    server = HttpServer(WebhookReceiver(recorder, "m1", "w1", store)).start()
+    try:
+        answers = [
+            post(f"{server.url}/moysklad/webhook/wrong", b'{"events": []}'),
+            post(f"{server.url}/moysklad/webhook/m1", b"not json"),
+            post(f"{server.url}/moysklad/webhook/m1", b'{"no": "events"}'),
+            post(f"{server.url}/wms/status/w1", b'{"id": "PO-1"}'),
+            post(f"{server.url}/moysklad/webhook/m1?requestId=r-1", b'{"events": []}'),
+            post(f"{server.url}/moysklad/webhook/m1?requestId=r-1", b'{"events": []}'),
+        ]
+    finally:
+        server.stop()
+        store.close()
+    assert [(status, body.get("type") or body.get("stored")) for status, body in answers] == [
+        (404, "not-found"),
+        (400, "delivery-malformed"),
+        (400, "delivery-malformed"),
+        (400, "delivery-malformed"),
+        (200, StoredIn.DATABASE.value),
+        (200, StoredIn.BEFORE.value),
+    ]
+
+
+def test_the_inbox_processes_database_and_spooled_deliveries_once_in_arrival_order(tmp_path, recorder):
+    spool = DeliverySpool(tmp_path / "spool", deliveries_max=10)
+    with transaction(recorder) as tx:
+        insert_delivery(tx, delivery(1, seconds_ago=30))
+        insert_delivery(tx, delivery(3, seconds_ago=10))
+        insert_delivery(tx, delivery(5, seconds_ago=0))  # just arrived: not settled yet
+    spool.append(delivery(2, seconds_ago=20))
+    spool.append(delivery(4, seconds_ago=5))
+    spool.append(delivery(3, seconds_ago=10))  # also in the database: stored once
+    seen: list[str] = []
+    inbox = InboxWorker(
+        recorder, {"wms": lambda payload: seen.append(payload["id"])}, spool=spool, settle_s=2.0
+    )
+
+    assert inbox.run_once() == (4, 0)
+    assert inbox.run_once() == (0, 0)
+
+    assert seen == ["PO-1", "PO-2", "PO-3", "PO-4"]
+    assert spool.pending(10) == []
+
+
+def test_an_unreadable_spool_file_is_set_aside_with_an_alert_and_the_others_go_on(tmp_path, recorder):
+    spool = DeliverySpool(tmp_path / "spool", deliveries_max=10)
+    spool.append(delivery(1))
+    (tmp_path / "spool" / "00000000T000000.000000Z-1-000000000.delivery").write_bytes(b"{half a file")
+    seen: list[str] = []
+    inbox = InboxWorker(recorder, {"wms": lambda payload: seen.append(payload["id"])}, spool=spool)
+
+    assert inbox.run_once() == (1, 0)
+
+    assert seen == ["PO-1"]
+    assert [p.name for p in (tmp_path / "spool" / "set-aside").iterdir()] == [
+        "00000000T000000.000000Z-1-000000000.delivery"
+    ]
+    with transaction(recorder) as tx:
+        (alert,) = tx.fetchall("SELECT subject, detail FROM adapter_journal WHERE kind = 'alert'")
+    assert "not JSON" in alert["detail"]
+
+
+def test_the_default_spool_is_beside_the_sqlite_file_and_otherwise_in_the_state_directory(monkeypatch):
+    assert default_spool_dir("sqlite:////var/lib/ledger/ledger.db") == Path(
+        "/var/lib/ledger/ledger.db-webhook-spool"
+    )
+    monkeypatch.setenv("XDG_STATE_HOME", "/srv/state")
+    assert default_spool_dir("postgresql://db/ledger") == Path("/srv/state/stock-ledger/webhook-spool")
