@@ -26,16 +26,23 @@ log = logging.getLogger("adapters.cli")
 
 
 def register(subcommands: Any) -> None:
-    reconcile = subcommands.add_parser("reconcile", help="compare the ledger with an external snapshot")
+    reconcile = subcommands.add_parser(
+        "reconcile",
+        help="compare the ledger with an external snapshot; --apply RUN records a reviewed report",
+        description="Without --apply: read the snapshot, compare, write and store the report (the ledger "
+        "is not changed). With --apply RUN: record exactly the lines of the stored report RUN.",
+    )
     reconcile.add_argument(
-        "--source", choices=("moysklad", "csv"), required=True, help="where the external snapshot comes from"
+        "--source", choices=("moysklad", "csv"), help="where the external snapshot comes from"
     )
     reconcile.add_argument(
         "--file", type=Path, help="the snapshot for --source csv: store_id,sku,on_hand[,uom]"
     )
     reconcile.add_argument("--store", action="append", help="compare only this store (repeatable)")
     reconcile.add_argument(
-        "--apply", action="store_true", help="record stock.count events for the master side"
+        "--absent-as-zero",
+        action="store_true",
+        help="a SKU the snapshot does not list holds 0 in the stores compared (default: left untouched)",
     )
     reconcile.add_argument(
         "--master", choices=("external", "ledger"), default="external", help="which side is right"
@@ -43,7 +50,18 @@ def register(subcommands: Any) -> None:
     reconcile.add_argument(
         "--out-dir", type=Path, default=Path("."), help="where the CSV and JSON reports go"
     )
-    reconcile.add_argument("--run-id", help="names the report and the events (default: a new id)")
+    reconcile.add_argument("--run-id", help="names the report and its events (default: a new id)")
+    reconcile.add_argument(
+        "--apply",
+        metavar="RUN",
+        nargs="?",
+        const="",
+        help="record the lines of the reviewed report RUN (printed first)",
+    )
+    reconcile.add_argument(
+        "--force", action="store_true", help="with --apply: past LEDGER_ADAPTERS_RECONCILE_* limits too"
+    )
+    reconcile.add_argument("--show", type=int, default=20, help="how many lines to print (default 20)")
     reconcile.add_argument("--quiet", action="store_true", help="no progress bar")
     reconcile.set_defaults(handler=_reconcile)
 
@@ -93,11 +111,22 @@ def _ledger_sink(settings: Settings) -> tuple[Any, Any]:
 
 
 def _reconcile(args: argparse.Namespace, settings: Settings) -> int:
+    if args.apply is not None:
+        return _reconcile_apply(args, settings)
+    return _reconcile_report(args, settings)
+
+
+def _reconcile_report(args: argparse.Namespace, settings: Settings) -> int:
     from tqdm import tqdm
 
     from adapters.mappings import Mappings
-    from adapters.reconcile import reconcile, write_report
+    from adapters.reconcile import make_report, write_report
+    from adapters.reconcile_runs import RunExists, save_report
 
+    if args.force:
+        raise CommandError("--force goes with --apply RUN")
+    if args.source is None:
+        raise CommandError("say where the snapshot comes from (--source csv|moysklad), or --apply RUN")
     if args.source == "csv" and args.file is None:
         raise CommandError("--source csv needs --file")
     if args.source == "moysklad" and not settings.moysklad_token:
@@ -106,62 +135,135 @@ def _reconcile(args: argparse.Namespace, settings: Settings) -> int:
     mappings = Mappings(recorder, refresh_s=0)
     run_id = args.run_id or time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
     # Read before the progress bar starts, so that a bad file is the only line on the terminal.
-    external = _csv_snapshot(args.file, mappings) if args.source == "csv" else None
-    with tqdm(total=0, unit="step", desc=f"reading {args.source}", disable=args.quiet) as bar:
-
-        def progress(steps: int) -> None:
-            bar.total = max(bar.total or 0, bar.n + steps)
-            bar.update(steps)
-
-        if external is None:
+    snapshot = _csv_snapshot(args.file, mappings) if args.source == "csv" else None
+    with tqdm(total=0, unit="store", desc=f"reading {args.source}", disable=args.quiet) as bar:
+        if snapshot is None:
             bar.total = len(mappings.all("moysklad", "store"))
-            external = _moysklad_snapshot(args, settings, mappings, progress)
-        bar.set_description("comparing")
-        sink, ledger = _ledger_sink(settings) if args.apply and args.master == "external" else (None, None)
-        try:
-            report = reconcile(
-                recorder,
-                external,
-                source=args.source,
-                run_id=run_id,
-                stores=args.store,
-                apply_master=args.master if args.apply else None,
-                sink=sink,
-                progress=progress,
-            )
-        finally:
-            if ledger is not None:
-                ledger.stop()
+            snapshot = _moysklad_snapshot(args, settings, mappings, bar.update)
+    stores = args.store or sorted(snapshot.stores)
+    if args.absent_as_zero:
+        snapshot = snapshot.absent_as_zero(stores)
+    report = make_report(recorder, snapshot, run_id=run_id, stores=stores, master=args.master)
+    try:
+        save_report(recorder, report)
+    except RunExists as error:
+        raise CommandError(f"{error}: choose another --run-id") from None
     csv_path, json_path = write_report(report, args.out_dir)
-    print(f"compared {report.compared} store/SKU pairs: {len(report.discrepancies)} differ")
-    print(f"report: {csv_path} and {json_path}")
-    if args.apply and args.master == "external":
-        print(f"recorded {report.applied_events} stock.count event(s) setting the ledger to {args.source}")
-    elif args.apply:
-        print("the ledger is the master: nothing recorded; correct the external side from the report")
     recorder.close()
+    _print_report(report, args.show)
+    print(f"report: {csv_path} and {json_path}")
+    if report.discrepancies and report.master == "external":
+        print(
+            f"the ledger is unchanged; to record the line(s) above: ledger reconcile --apply {report.run_id}"
+        )
+    elif report.discrepancies:
+        print("the ledger is the master: correct the external side from the report")
     return 0
 
 
-def _csv_snapshot(path: Path, mappings: Any) -> dict[tuple[str, str], int]:
-    from adapters.reconcile import read_csv_snapshot
+def _print_report(report: Any, show: int) -> None:
+    print(f"run {report.run_id}: {report.source} ({report.description}), stores {', '.join(report.stores)}")
+    print(f"compared {report.compared} store/SKU pair(s): {len(report.discrepancies)} differ")
+    if report.discrepancies:
+        print(f"  {'store':<12} {'sku':<16} {'ledger':>8} {'external':>9} {'change':>8}")
+        for d in report.discrepancies[:show]:
+            print(
+                f"  {d.store_id:<12} {d.sku:<16} {d.ledger_units:>8} {d.external_units:>9} "
+                f"{d.difference_units:>+8}"
+            )
+        if len(report.discrepancies) > show:
+            print(f"  ... and {len(report.discrepancies) - show} more (see the CSV report)")
+    if report.untouched:
+        named = ", ".join(f"{u.store_id}/{u.sku} ({u.ledger_units})" for u in report.untouched[:show])
+        more = f" and {len(report.untouched) - show} more" if len(report.untouched) > show else ""
+        print(f"not in the snapshot, left untouched: {named}{more}")
+        print("  (--absent-as-zero would count them as 0)")
+
+
+def _reconcile_apply(args: argparse.Namespace, settings: Settings) -> int:
+    from adapters.reconcile_runs import UnknownRun, load_report
+
+    if not args.apply:
+        raise CommandError(
+            "--apply takes the run id of a reviewed report: run `ledger reconcile --source ...` first, "
+            "read its report, then `ledger reconcile --apply RUN`"
+        )
+    if args.source or args.file or args.store or args.absent_as_zero or args.run_id:
+        raise CommandError("--apply RUN records the stored report RUN: it reads no snapshot")
+    recorder = _database(settings)
+    try:
+        try:
+            report = load_report(recorder, args.apply)
+        except UnknownRun as error:
+            raise CommandError(str(error)) from None
+        _print_report(report, args.show)
+        return _record_report(recorder, report, settings, force=args.force)
+    finally:
+        recorder.close()
+
+
+def _record_report(recorder: Any, report: Any, settings: Settings, *, force: bool) -> int:
+    from adapters.reconcile_apply import ApplyLimits, apply_report, reasons_to_force
+    from adapters.reconcile_runs import applied_since
+
+    if report.master != "external":
+        print("the ledger is the master of this report: nothing to record")
+        return 0
+    if report.applied_at:
+        print(f"applied before, at {report.applied_at} ({report.applied_events} event(s)): nothing new")
+        return 0
+    if not report.discrepancies:
+        print("no line differs: nothing to record")
+        return 0
+    superseding = applied_since(recorder, report)
+    if superseding:
+        raise CommandError(
+            f"report(s) {', '.join(superseding)} over the same stores were applied after this one was "
+            "made: its figures do not include their corrections; make a new report. Nothing recorded"
+        )
+    limits = ApplyLimits(
+        settings.adapters_reconcile_line_units_max,
+        settings.adapters_reconcile_changed_share_max,
+        settings.adapters_reconcile_share_min_skus,
+    )
+    reasons = reasons_to_force(report, limits)
+    if reasons and not force:
+        raise CommandError(
+            "; ".join(reasons) + ". Nothing recorded: check the report, then apply it with --force"
+        )
+    print(f"recording the {len(report.discrepancies)} line(s) above (the change, as stock.adjustment) ...")
+    sink, ledger = _ledger_sink(settings)
+    try:
+        events = apply_report(recorder, report, sink, limits, force=force)
+    finally:
+        ledger.stop()
+    print(f"recorded {events} stock.adjustment event(s) for run {report.run_id}; again would record nothing")
+    return 0
+
+
+def _csv_snapshot(path: Path, mappings: Any) -> Any:
+    from adapters.snapshots import read_csv_snapshot
 
     try:
         return read_csv_snapshot(path, mappings)
-    except (ValueError, csv.Error) as error:  # read_csv_snapshot names the file and the line
+    except (ValueError, csv.Error, OSError) as error:  # read_csv_snapshot names the file and the line
         raise CommandError(str(error)) from None
 
 
 def _moysklad_snapshot(
-    args: argparse.Namespace, settings: Settings, mappings: Any, progress: Callable[[int], None]
-) -> dict[tuple[str, str], int]:
+    args: argparse.Namespace, settings: Settings, mappings: Any, progress: Callable[[int], object]
+) -> Any:
     from adapters.moysklad import MoySkladClient
-    from adapters.reconcile import read_moysklad_snapshot
+    from adapters.outbound import TargetUnavailable
     from adapters.runner import moysklad_config
+    from adapters.snapshots import read_moysklad_snapshot
 
     config = moysklad_config(settings)
-    assert config is not None, "_reconcile checks LEDGER_MOYSKLAD_TOKEN before it opens the database"
-    snapshot = read_moysklad_snapshot(MoySkladClient(config), mappings, progress)
+    assert config is not None, "_reconcile_report checks LEDGER_MOYSKLAD_TOKEN before it opens the database"
+    try:
+        snapshot = read_moysklad_snapshot(MoySkladClient(config), mappings, progress)
+    except TargetUnavailable as error:
+        raise CommandError(f"reading MoySklad's stock report failed: {error}") from None
     if not args.store:
         args.store = sorted(mappings.all("moysklad", "store"))
     return snapshot

@@ -86,6 +86,14 @@ class Mappings:
                 self._loaded_at = time.monotonic()
             return self._snapshot
 
+    def frozen(self) -> Mappings:
+        """This moment's mappings, kept for one long read (a reconciliation looks up every row: a
+        reload per lookup, as refresh_s=0 asks, made 10,000 rows cost 10,000 full reloads)."""
+        view = Mappings(self.recorder, refresh_s=float("inf"))
+        view._snapshot = self.snapshot()
+        view._loaded_at = time.monotonic()
+        return view
+
     def invalidate(self) -> None:
         with self._lock:
             self._loaded_at = float("-inf")

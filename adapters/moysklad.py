@@ -14,8 +14,17 @@ of dev.moysklad.ru/doc/api/remap/1.2):
   redelivery keeps the same requestId, and the docs advise to separate receiving from processing.
   So the receiver only stores the delivery (keyed by requestId) and answers; a worker processes it.
 - The stock report (md/reports/_report_stock.md): `GET report/stock/all`, rows with `meta` (the
-  product or variant), `stock`, `reserve`, `inTransit`, `quantity`; `filter=store=<store href>`
-  narrows it to one store; pages of `limit` (max 1000) from `offset`.
+  product or variant), `stock` (on hand), `reserve`, `inTransit`, `quantity` (available = stock -
+  reserve); `filter=store=<store href>` narrows it to one store. Its `quantityMode` filter
+  defaults to `nonEmpty`, which leaves out every row whose *available* quantity is 0, a fully
+  reserved item among them: we always send `quantityMode=all`. Pages of `limit` (1 to 1000,
+  default 1000) from `offset`; `meta.size` is the whole report's row count and `meta.nextHref`
+  is present while more pages follow (md/_general.md). Even then the report is not a complete
+  list of products: it leaves out products whose stock is not recomputed yet and those the user
+  may not see, so a product missing from it is unknown, not 0 (reconcile.py).
+- Headers (md/_general.md, md/_errors.md): responses are gzip'ed and a request without
+  `Accept-Encoding: gzip` is answered 415; error 1062 says the only `Accept` supported is
+  `application/json;charset=utf-8`, which we send.
 - Seed 001: customerorder needs `organization`, `agent` and `positions` with `assortment` (a
   product or variant meta) and `quantity`; a partial shipment is a demand with fewer items linked
   to the customer order; dates are in Moscow time (UTC+3) as `YYYY-MM-DD HH:MM:SS[.mmm]`.
@@ -51,7 +60,9 @@ SOURCE = "moysklad"
 ORDER_KEY = "order:"
 MOSCOW = timezone(timedelta(hours=3), "MSK")
 REPORT_PAGE_MAX = 1000
+REPORT_PAGES_MAX = 1000  # one store's report of at most a million rows: past it the read fails
 REPORT_REQUEST_WEIGHT = 5  # _restrictions.md: report/stock/all weighs 5 units
+ACCEPT = "application/json;charset=utf-8"  # _errors.md, error 1062: the only value accepted
 WINDOW_MARGIN_S = 0.1
 
 
@@ -87,7 +98,9 @@ def entity_id(href: str) -> tuple[str, str]:
 class MoySkladClient:
     def __init__(self, config: MoySkladConfig) -> None:
         self.config = config
-        self.http = HttpClient(config.base_url, config.timeout_s, {"Authorization": f"Bearer {config.token}"})
+        self.http = HttpClient(
+            config.base_url, config.timeout_s, {"Authorization": f"Bearer {config.token}", "Accept": ACCEPT}
+        )
         # Counted from when we send, while MoySklad counts from when a request arrives: a small margin
         # keeps a request that left late in one window from landing early in the next.
         self.window = SlidingWindow(config.requests_per_window, config.window_s + WINDOW_MARGIN_S)
@@ -132,22 +145,29 @@ class MoySkladClient:
         return rows[0] if rows else None
 
     def stock_rows(self, store_id: str | None) -> Iterator[dict[str, Any]]:
-        """Every row of report/stock/all (for one store if given), page by page."""
+        """Every row of report/stock/all (for one store if given), zero available ones included,
+        page by page until the report's own row count is reached."""
+        conditions = ["quantityMode=all"]
+        if store_id:
+            conditions.insert(0, f"store={self.meta('store', store_id)['meta']['href']}")
         offset = 0
-        while True:
-            params: dict[str, Any] = {"limit": REPORT_PAGE_MAX, "offset": offset}
-            if store_id:
-                params["filter"] = f"store={self.meta('store', store_id)['meta']['href']}"
+        for _ in range(REPORT_PAGES_MAX):
+            params = {"filter": ";".join(conditions), "limit": REPORT_PAGE_MAX, "offset": offset}
             answer = self.request("GET", "report/stock/all", weight=REPORT_REQUEST_WEIGHT, params=params)
             if answer.status != 200:
-                raise TargetUnavailable(
-                    f"moysklad report/stock/all: HTTP {answer.status}: {answer.body[:200]!r}"
-                )
-            rows = (answer.json() or {}).get("rows") or []
+                raise TargetUnavailable(f"moysklad report/stock/all: HTTP {answer.status}: {_errors(answer)}")
+            body = answer.json() or {}
+            rows = body.get("rows") or []
             yield from rows
-            if len(rows) < REPORT_PAGE_MAX:
-                return
             offset += len(rows)
+            size = int((body.get("meta") or {}).get("size") or 0)
+            if offset >= size or not rows:
+                if offset < size:
+                    raise TargetUnavailable(
+                        f"moysklad report/stock/all: {size} rows announced, {offset} read"
+                    )
+                return
+        raise TargetUnavailable(f"moysklad report/stock/all: more than {REPORT_PAGES_MAX} pages")
 
 
 class MoySkladOrdersTarget:

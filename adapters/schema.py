@@ -16,6 +16,8 @@ ADAPTER_TABLES = (
     "adapter_inbox",
     "adapter_wms_orders",
     "adapter_journal",
+    "adapter_reconcile_runs",
+    "adapter_reconcile_lines",
 )
 
 DDL = (
@@ -110,4 +112,25 @@ DDL = (
         subject TEXT NOT NULL,
         detail TEXT NOT NULL)""",
     "CREATE INDEX IF NOT EXISTS adapter_journal_by_time ON adapter_journal (at)",
+    # Reconciliation reports by run id: what was shown for review, and when it was applied.
+    """CREATE TABLE IF NOT EXISTS adapter_reconcile_runs (
+        run_id TEXT NOT NULL PRIMARY KEY,
+        source TEXT NOT NULL,
+        description TEXT NOT NULL,
+        master TEXT NOT NULL,
+        stores TEXT NOT NULL,
+        absent_as_zero INTEGER NOT NULL,
+        compared BIGINT NOT NULL,
+        ledger_skus BIGINT NOT NULL,
+        untouched TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        applied_at TEXT,
+        applied_events BIGINT NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS adapter_reconcile_lines (
+        run_id TEXT NOT NULL,
+        store_id TEXT NOT NULL,
+        sku TEXT NOT NULL,
+        ledger_units BIGINT NOT NULL,
+        external_units BIGINT NOT NULL,
+        PRIMARY KEY (run_id, store_id, sku))""",
 )

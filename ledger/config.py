@@ -141,6 +141,16 @@ class Settings(BaseSettings):
     adapters_inbox_settle_ms: int = Field(
         1500, ge=0, description="a delivery is processed this long after it arrived: earlier ones are stored"
     )
+    # Reconciliation (`ledger reconcile --apply RUN`): a reviewed report past these needs --force.
+    adapters_reconcile_line_units_max: int = Field(
+        100, ge=1, description="a line that moves more units than this needs --force"
+    )
+    adapters_reconcile_changed_share_max: float = Field(
+        0.2, gt=0, le=1, description="changing more than this share of the stores' SKUs needs --force"
+    )
+    adapters_reconcile_share_min_skus: int = Field(
+        20, ge=1, description="the share limit applies to stores holding at least this many SKUs"
+    )
 
     # 1C-Bitrix (REST through an inbound webhook URL).
     bitrix_webhook_url: str | None = Field(None, description="https://<site>/rest/<user>/<token>/")

@@ -4,6 +4,17 @@ Customer orders (created, and found by `filter=externalCode=...`), demands (read
 `expand=positions,customerOrder`), and `report/stock/all` by store; Bearer auth; the 3-second
 request window with its 429 answer and X-Lognex-* headers (the stock report weighs 5 requests).
 
+It refuses what the documents say MoySklad refuses and defaults the way they say it defaults,
+since a lenient fake hides exactly the bugs that cost users data:
+- a request without `Accept-Encoding: gzip` is answered 415 with no body (md/_general.md);
+- an `Accept` that does not admit `application/json;charset=utf-8` is answered error 1062
+  (md/_errors.md; the page gives no HTTP status, 400 is assumed);
+- the stock report's `quantityMode` defaults to `nonEmpty`: rows whose available quantity
+  (`quantity` = stock - reserve) is 0 are left out unless `quantityMode=all` is sent; an unknown
+  mode is error 1041; pages hold at most 1000 rows (`limit` 1 to 1000, else error 1040 assumed),
+  `meta.size` counts the whole report and `meta.nextHref` is given while pages follow
+  (md/reports/_report_stock.md).
+
 It also sends webhooks the way md/dictionaries/_webhook.md says MoySklad does (`send_webhook`):
 a POST with `?requestId=...` that must be answered 200 or 204 within 1500 ms; on any other
 answer, or none in time, 3 more attempts follow at once, with no pause between them; then the
@@ -28,6 +39,9 @@ from adapters.httpserver import Reply, Request
 BASE_PATH = "/api/remap/1.2/"
 MOSCOW = timezone(timedelta(hours=3))
 REPORT_WEIGHT = 5
+REPORT_PAGE_MAX = 1000
+ACCEPTED_MEDIA = "application/json;charset=utf-8"
+QUANTITY_MODES = ("all", "positiveOnly", "negativeOnly", "empty", "nonEmpty", "underMinimum")
 # _webhook.md: "200 or 204 within 1500 ms", then "3 more attempts", one after the other.
 WEBHOOK_ANSWER_DEADLINE_S = 1.5
 WEBHOOK_ATTEMPTS_MAX = 1 + 3
@@ -91,6 +105,7 @@ class FakeMoySklad:
     stock: dict[tuple[str, str], dict[str, float]] = field(default_factory=dict)  # (assortment, store)
     requests: int = 0
     rate_limited: int = 0
+    report_pages_served: int = 0
     next_replies: list[Reply] = field(default_factory=list)
     delay_s: float = 0.0
 
@@ -153,6 +168,15 @@ class FakeMoySklad:
             self.requests += 1
             if request.header("Authorization") != f"Bearer {self.token}":
                 return Reply(401, {"errors": [{"error": "Authentication error", "code": 1056}]})
+            if "gzip" not in (request.header("Accept-Encoding") or "").lower():
+                return Reply(415, b"")
+            if not _accepts_json(request.header("Accept")):
+                return _error(
+                    400,
+                    1062,
+                    "Неверное значение заголовка 'Accept'. Поддерживается только значение "
+                    f"'{ACCEPTED_MEDIA}'",
+                )
             path = request.path.removeprefix(BASE_PATH)
             weight = REPORT_WEIGHT if path.startswith("report/stock") else 1
             limited = self._limit(weight)
@@ -199,12 +223,7 @@ class FakeMoySklad:
         return Reply(404, {"errors": [{"error": f"unknown resource {path}", "code": 1002}]})
 
     def _find_orders(self, request: Request) -> Reply:
-        wanted = set()
-        for flt in request.query.get("filter", []):
-            for part in flt.split(";"):
-                name, _, value = part.partition("=")
-                if name == "externalCode":
-                    wanted.add(value)
+        wanted = {value for name, value in _filter_conditions(request) if name == "externalCode"}
         rows = [o for o in self.orders.values() if not wanted or o["externalCode"] in wanted]
         return Reply(200, {"meta": {"size": len(rows), "limit": 1000, "offset": 0}, "rows": rows})
 
@@ -256,20 +275,28 @@ class FakeMoySklad:
         return Reply(200, answer)
 
     def _stock_report(self, request: Request) -> Reply:
-        store = None
-        for flt in request.query.get("filter", []):
-            name, _, value = flt.partition("=")
-            if name == "store":
-                store = value.split("/")[-1]
-        limit = min(1000, int((request.query.get("limit") or ["1000"])[0]))
+        conditions = _filter_conditions(request)
+        stores = {value.split("/")[-1] for name, value in conditions if name == "store"}
+        modes = [value for name, value in conditions if name == "quantityMode"]
+        mode = modes[-1] if modes else "nonEmpty"  # the documented default
+        if mode not in QUANTITY_MODES:
+            return _error(
+                400,
+                1041,
+                f"Неверное значение '{mode}' параметра фильтрации 'quantityMode', допустимые значения: "
+                f"'{', '.join(QUANTITY_MODES)}'",
+            )
+        limit = int((request.query.get("limit") or [str(REPORT_PAGE_MAX)])[0])
         offset = int((request.query.get("offset") or ["0"])[0])
+        if not 1 <= limit <= REPORT_PAGE_MAX or offset < 0:
+            return _error(400, 1040, "Неверно заданы параметры запроса: limit 1-1000, offset >= 0")
         totals: dict[str, dict[str, float]] = {}
         for (assortment, store_id), figures in sorted(self.stock.items()):
-            if store is None or store_id == store:
+            if not stores or store_id in stores:
                 total = totals.setdefault(assortment, {"stock": 0.0, "reserve": 0.0, "inTransit": 0.0})
                 for name in total:
                     total[name] += figures.get(name, 0.0)
-        rows = [
+        rows: list[dict[str, Any]] = [
             {
                 "meta": {
                     "href": self.href(self.products[a], a) + "?expand=supplier",
@@ -282,6 +309,49 @@ class FakeMoySklad:
                 "quantity": t["stock"] - t["reserve"],
             }
             for a, t in totals.items()
+            if _in_quantity_mode(mode, t["stock"] - t["reserve"])
         ]
-        page = rows[offset : offset + limit]
-        return Reply(200, {"meta": {"size": len(rows), "limit": limit, "offset": offset}, "rows": page})
+        self.report_pages_served += 1
+        meta: dict[str, Any] = {"size": len(rows), "limit": limit, "offset": offset}
+        if offset + limit < len(rows):
+            meta["nextHref"] = (
+                f"{self.origin}{BASE_PATH}report/stock/all?limit={limit}&offset={offset + limit}"
+            )
+        return Reply(200, {"meta": meta, "rows": rows[offset : offset + limit]})
+
+
+def _error(status: int, code: int, message: str) -> Reply:
+    return Reply(status, {"errors": [{"error": message, "code": code}]})
+
+
+def _accepts_json(accept: str | None) -> bool:
+    """No Accept, a wildcard, or the one documented value."""
+    if accept is None:
+        return True
+    for part in accept.split(","):
+        media = part.split(";q=")[0].replace(" ", "").lower()
+        if media in ("*/*", "application/*", ACCEPTED_MEDIA):
+            return True
+    return False
+
+
+def _filter_conditions(request: Request) -> list[tuple[str, str]]:
+    """`filter=store=<href>;quantityMode=all` -> [("store", "<href>"), ("quantityMode", "all")]."""
+    conditions = []
+    for flt in request.query.get("filter", []):
+        for part in flt.split(";"):
+            name, _, value = part.partition("=")
+            if name:
+                conditions.append((name, value))
+    return conditions
+
+
+def _in_quantity_mode(mode: str, available: float) -> bool:
+    return {
+        "all": True,
+        "positiveOnly": available > 0,
+        "negativeOnly": available < 0,
+        "empty": available == 0,
+        "nonEmpty": available != 0,
+        "underMinimum": available < 0,  # no minimum balances in the fake: below 0 only
+    }[mode]

@@ -1,9 +1,7 @@
-"""Mappings from CSV, reconciliation against a CSV snapshot, and the `ledger` subcommands around them."""
+"""Mappings from CSV and the `ledger` subcommands around them (reconciliation: test_reconcile.py)."""
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,8 +10,6 @@ from conftest import FAST, event
 from adapters.bitrix import BitrixConfig, BitrixTarget
 from adapters.mappings import MappingError, Mappings, load_csv
 from adapters.outbound import OutboundWorker
-from adapters.reconcile import read_csv_snapshot, reconcile
-from adapters.sink import LedgerSink
 from ledger.cli import main
 from ledger.domain.model import EventType
 
@@ -82,96 +78,13 @@ def test_an_edited_mapping_is_used_by_a_running_adapter_after_the_refresh(bitrix
     assert fake.products["202"]["quantity"] == 5.0
 
 
-def write_snapshot(path: Path, rows: list[str]) -> Path:
-    path.write_text("store_id,sku,on_hand,uom\n" + "\n".join(rows) + "\n")
-    return path
-
-
-def test_a_csv_snapshot_is_compared_both_ways_and_applied_once(tmp_path, recorder, ledger, record, mapped):
-    mapped(("csv", "unit", "SKU-3", "box", None, 6))
-    record(event(RECEIPT, "shop-1", ("SKU-1", 10), ("SKU-2", 5)), event(RECEIPT, "shop-2", ("SKU-1", 1)))
-    snapshot = read_csv_snapshot(
-        write_snapshot(tmp_path / "s.csv", ["shop-1,SKU-1,10,", "shop-1,SKU-3,2,box", "shop-2,SKU-1,4,"]),
-        Mappings(recorder, refresh_s=0),
-    )
-
-    report = reconcile(
-        recorder, snapshot, source="csv", run_id="r1", apply_master="external", sink=LedgerSink(ledger)
-    )
-    again = reconcile(
-        recorder, snapshot, source="csv", run_id="r1", apply_master="external", sink=LedgerSink(ledger)
-    )
-
-    assert [(d.store_id, d.sku, d.ledger, d.external, d.difference) for d in report.discrepancies] == [
-        ("shop-1", "SKU-2", 5, 0, -5),
-        ("shop-1", "SKU-3", 0, 12, 12),
-        ("shop-2", "SKU-1", 1, 4, 3),
-    ]
-    assert report.applied_events == 2 and again.discrepancies == []
-    levels = {v.sku: v.level.on_hand_units for v in ledger.levels("shop-1", ["SKU-1", "SKU-2", "SKU-3"])}
-    assert levels == {"SKU-1": 10, "SKU-2": 0, "SKU-3": 12}
-
-
-def test_a_snapshot_in_an_unknown_unit_is_refused(tmp_path, recorder):
-    path = write_snapshot(tmp_path / "s.csv", ["shop-1,SKU-1,1,pallet"])
-    with pytest.raises(ValueError, match="unknown unit 'pallet'"):
-        read_csv_snapshot(path, Mappings(recorder, refresh_s=0))
-
-
-def test_the_ledger_commands_load_mappings_reconcile_and_report_status(
-    tmp_path, monkeypatch, database_url, ledger, record, capsys: Any
+def test_the_ledger_commands_load_mappings_and_report_status(
+    tmp_path, monkeypatch, database_url, ledger, capsys: Any
 ):
     monkeypatch.setenv("LEDGER_DATABASE_URL", database_url)
-    record(event(RECEIPT, "shop-1", ("SKU-1", 10)))
     (tmp_path / "m.csv").write_text(MAPPINGS_CSV)
-    snapshot = write_snapshot(tmp_path / "s.csv", ["shop-1,SKU-1,7,"])
 
     assert main(["mappings", "load", str(tmp_path / "m.csv")]) == 0
-    assert (
-        main(
-            [
-                "reconcile",
-                "--source",
-                "csv",
-                "--file",
-                str(snapshot),
-                "--out-dir",
-                str(tmp_path / "out"),
-                "--run-id",
-                "cli-1",
-                "--quiet",
-            ]
-        )
-        == 0
-    )
-    report = json.loads((tmp_path / "out" / "reconcile-csv-cli-1.json").read_text())
-    assert report["discrepancies"] == [
-        {"store_id": "shop-1", "sku": "SKU-1", "ledger": 10, "external": 7, "difference": -3}
-    ]
-    assert (tmp_path / "out" / "reconcile-csv-cli-1.csv").read_text().splitlines() == [
-        "store_id,sku,ledger,external,difference",
-        "shop-1,SKU-1,10,7,-3",
-    ]
-    assert (
-        main(
-            [
-                "reconcile",
-                "--source",
-                "csv",
-                "--file",
-                str(snapshot),
-                "--out-dir",
-                str(tmp_path / "out"),
-                "--run-id",
-                "cli-2",
-                "--apply",
-                "--quiet",
-            ]
-        )
-        == 0
-    )
-    ledger.refresh()
-    assert ledger.levels("shop-1", ["SKU-1"])[0].level.on_hand_units == 7
     capsys.readouterr()
     assert main(["mappings", "list", "--system", "wms"]) == 0
     assert "wms,status,PICKING_ERROR,PE,release," in capsys.readouterr().out

@@ -1,5 +1,4 @@
-"""MoySklad: customer orders from reservations, demand webhooks into shipments, stock report "
-"reconciliation."""
+"""MoySklad: customer orders from reservations, demand webhooks into shipments."""
 
 from __future__ import annotations
 
@@ -14,7 +13,7 @@ import pytest
 from conftest import FAST, event
 
 from adapters.db import transaction
-from adapters.httpserver import HttpServer, Reply
+from adapters.httpserver import HttpServer
 from adapters.inbound import InboxWorker, WebhookReceiver, store_delivery
 from adapters.moysklad import (
     DemandProcessor,
@@ -25,7 +24,6 @@ from adapters.moysklad import (
     parse_moment,
 )
 from adapters.outbound import OutboundWorker, SimulatedCrash
-from adapters.reconcile import read_moysklad_snapshot, reconcile
 from adapters.sink import LedgerSink
 from ledger.domain.model import EventType
 
@@ -224,34 +222,3 @@ def test_moysklad_times_are_moscow_time():
     moment = parse_moment("2026-11-22 10:15:00.250")
     assert moment.astimezone(UTC) == datetime(2026, 11, 22, 7, 15, 0, 250000, tzinfo=UTC)
     assert format_moment(datetime(2026, 11, 22, 7, 15, tzinfo=UTC)) == "2026-11-22 10:15:00.000"
-
-
-def test_the_stock_report_is_compared_per_store_and_sku_and_applied_as_counts(
-    account, recorder, mappings, ledger, record
-):
-    fake, server = account
-    record(event(RECEIPT, "shop-1", ("SKU-1", 10), ("SKU-2", 3)))
-    fake.stock[(VARIANT, STORE_UUID)] = {"stock": 8.0, "reserve": 1.0, "inTransit": 0.0}
-    fake.stock[(PRODUCT, STORE_UUID)] = {"stock": 3.0, "reserve": 0.0, "inTransit": 2.0}
-    fake.stock[("ffff0000-0000-0000-0000-00000000000f", STORE_UUID)] = {"stock": 5.0}  # not mapped: skipped
-    fake.products["ffff0000-0000-0000-0000-00000000000f"] = "product"
-
-    snapshot = read_moysklad_snapshot(client_for(server), mappings)
-    report = reconcile(
-        recorder,
-        snapshot,
-        source="moysklad",
-        run_id="t1",
-        stores=["shop-1"],
-        apply_master="external",
-        sink=LedgerSink(ledger),
-    )
-
-    assert [(d.store_id, d.sku, d.ledger, d.external, d.difference) for d in report.discrepancies] == [
-        ("shop-1", "SKU-1", 10, 8, -2)
-    ]
-    assert report.applied_events == 1
-    assert ledger.levels("shop-1", ["SKU-1"])[0].level.on_hand_units == 8
-    fake.next_replies.append(Reply(500, None))
-    with pytest.raises(Exception, match="HTTP 500"):
-        read_moysklad_snapshot(client_for(server), mappings)

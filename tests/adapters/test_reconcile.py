@@ -1,0 +1,270 @@
+"""Reconciliation never destroys by default: partial snapshots, reviewed reports applied by run id, limits."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import event
+
+from adapters.moysklad import MoySkladClient, MoySkladConfig
+from adapters.reconcile import make_report
+from adapters.reconcile_apply import (
+    ApplyLimits,
+    ChangeAboveLimits,
+    ReportSuperseded,
+    adjustment_events,
+    apply_report,
+)
+from adapters.reconcile_runs import load_report, save_report
+from adapters.sink import LedgerSink
+from adapters.snapshots import read_csv_snapshot, read_moysklad_snapshot
+from ledger.cli import main
+from ledger.domain.model import EventType
+
+RECEIPT, RESERVATION = EventType.RECEIPT, EventType.RESERVATION
+STORE_UUID = "7a1f0000-0000-0000-0000-000000000001"
+RESERVED = "0b3c0000-0000-0000-0000-0000000000a1"
+PRODUCT = "0b3c0000-0000-0000-0000-0000000000b2"
+LIMITS = ApplyLimits(line_units_max=100, changed_share_max=0.2, share_min_skus=20)
+
+
+def count_file(path: Path, *rows: str) -> Path:
+    path.write_text("store_id,sku,on_hand,uom\n" + "".join(f"{row}\n" for row in rows))
+    return path
+
+
+def levels(ledger: Any, store: str, *skus: str) -> dict[str, int]:
+    ledger.refresh()
+    return {v.sku: v.level.on_hand_units for v in ledger.levels(store, list(skus))}
+
+
+def lines(report: Any) -> list[tuple[str, str, int, int, int]]:
+    return [
+        (d.store_id, d.sku, d.ledger_units, d.external_units, d.difference_units)
+        for d in report.discrepancies
+    ]
+
+
+# -- CSV: a partial count --------------------------------------------------------------------------
+
+
+def test_a_partial_count_changes_only_what_it_counted_and_lists_the_rest_as_untouched(
+    tmp_path, recorder, ledger, record
+):
+    record(event(RECEIPT, "shop-1", ("SKU-1", 10), ("SKU-2", 5)))
+    snapshot = read_csv_snapshot(count_file(tmp_path / "count.csv", "shop-1,SKU-1,9,"))
+
+    report = make_report(recorder, snapshot, run_id="r1")
+    save_report(recorder, report)
+    apply_report(recorder, load_report(recorder, "r1"), LedgerSink(ledger), LIMITS)
+
+    assert lines(report) == [("shop-1", "SKU-1", 10, 9, -1)]
+    assert [(u.sku, u.ledger_units) for u in report.untouched] == [("SKU-2", 5)]
+    assert levels(ledger, "shop-1", "SKU-1", "SKU-2") == {"SKU-1": 9, "SKU-2": 5}
+
+
+def test_absent_as_zero_counts_every_unlisted_sku_of_the_stores_compared_as_zero(tmp_path, recorder, record):
+    record(event(RECEIPT, "shop-1", ("SKU-1", 10), ("SKU-2", 5)), event(RECEIPT, "shop-2", ("SKU-2", 7)))
+    snapshot = read_csv_snapshot(count_file(tmp_path / "count.csv", "shop-1,SKU-1,10,"))
+
+    report = make_report(recorder, snapshot.absent_as_zero(["shop-1"]), run_id="r1", stores=["shop-1"])
+
+    assert lines(report) == [("shop-1", "SKU-2", 5, 0, -5)]
+    assert report.untouched == [] and report.stores == ["shop-1"]  # shop-2 was not compared
+
+
+def test_counted_units_are_converted_and_an_unknown_unit_is_refused(tmp_path, recorder, mapped, mappings):
+    mapped(("csv", "unit", "SKU-3", "box", None, 6))
+    snapshot = read_csv_snapshot(count_file(tmp_path / "c.csv", "shop-1,SKU-3,2,box"), mappings)
+    assert dict(snapshot.on_hand) == {("shop-1", "SKU-3"): 12}
+    with pytest.raises(ValueError, match="unknown unit 'pallet'"):
+        read_csv_snapshot(count_file(tmp_path / "d.csv", "shop-1,SKU-1,1,pallet"), mappings)
+
+
+# -- applying a reviewed report ----------------------------------------------------------------------
+
+
+def test_apply_records_the_reviewed_lines_not_a_new_read_and_only_once(tmp_path, recorder, ledger, record):
+    record(event(RECEIPT, "shop-1", ("SKU-1", 10)))
+    count = count_file(tmp_path / "count.csv", "shop-1,SKU-1,7,")
+    save_report(recorder, make_report(recorder, read_csv_snapshot(count), run_id="r1"))
+    count_file(count, "shop-1,SKU-1,0,")  # the file changes after the review: not read again
+    record(event(EventType.SALE, "shop-1", ("SKU-1", 2)))  # a sale after the review is kept
+
+    first = apply_report(recorder, load_report(recorder, "r1"), LedgerSink(ledger), LIMITS)
+    again = LedgerSink(ledger).record(adjustment_events(load_report(recorder, "r1")))  # same ids
+
+    assert first == 1
+    assert [r.outcome.value for r in again] == ["duplicate"]
+    assert levels(ledger, "shop-1", "SKU-1") == {"SKU-1": 5}  # 10 - 2 sold - 3 reviewed
+    assert load_report(recorder, "r1").applied_events == 1
+
+
+def test_a_change_past_the_limits_needs_force(tmp_path, recorder, ledger, record):
+    record(event(RECEIPT, "shop-1", *[(f"SKU-{n}", 5) for n in range(25)]))
+    many = [f"shop-1,SKU-{n},4," for n in range(6)]  # 6 of 25 SKUs: 24 % > 20 %
+    save_report(
+        recorder,
+        make_report(recorder, read_csv_snapshot(count_file(tmp_path / "a.csv", *many)), run_id="many"),
+    )
+    save_report(
+        recorder,
+        make_report(
+            recorder, read_csv_snapshot(count_file(tmp_path / "b.csv", "shop-1,SKU-0,500,")), run_id="big"
+        ),
+    )
+
+    with pytest.raises(ChangeAboveLimits, match=r"6 of the 25 SKUs") as many_raised:
+        apply_report(recorder, load_report(recorder, "many"), LedgerSink(ledger), LIMITS)
+    with pytest.raises(ChangeAboveLimits, match=r"more than 100 units.*shop-1/SKU-0 \+495"):
+        apply_report(recorder, load_report(recorder, "big"), LedgerSink(ledger), LIMITS)
+    assert levels(ledger, "shop-1", "SKU-0") == {"SKU-0": 5}  # nothing recorded
+    assert many_raised.value.run_id == "many"
+
+    apply_report(recorder, load_report(recorder, "big"), LedgerSink(ledger), LIMITS, force=True)
+    assert levels(ledger, "shop-1", "SKU-0") == {"SKU-0": 500}
+
+
+def test_a_report_made_before_another_was_applied_to_its_stores_is_refused(
+    tmp_path, recorder, ledger, record
+):
+    record(event(RECEIPT, "shop-1", ("SKU-1", 10)))
+    count = read_csv_snapshot(count_file(tmp_path / "count.csv", "shop-1,SKU-1,8,"))
+    save_report(recorder, make_report(recorder, count, run_id="first"))
+    save_report(recorder, make_report(recorder, count, run_id="second"))  # the same count, reviewed twice
+    apply_report(recorder, load_report(recorder, "first"), LedgerSink(ledger), LIMITS)
+
+    with pytest.raises(ReportSuperseded, match="first"):
+        apply_report(recorder, load_report(recorder, "second"), LedgerSink(ledger), LIMITS)
+    assert levels(ledger, "shop-1", "SKU-1") == {"SKU-1": 8}  # corrected once, not twice
+
+
+# -- MoySklad: every row, every page -------------------------------------------------------------------
+
+
+def client_for(server: Any, **overrides: Any) -> MoySkladClient:
+    config = MoySkladConfig(
+        base_url=server.url + "/api/remap/1.2", token="fake-moysklad-token", timeout_s=2.0
+    )
+    return MoySkladClient(dataclasses.replace(config, **overrides))
+
+
+@pytest.fixture
+def account(moysklad: Any, mapped: Any) -> Any:
+    fake, _ = moysklad
+    fake.stores.add(STORE_UUID)
+    fake.products.update({RESERVED: "product", PRODUCT: "product"})
+    mapped(
+        ("moysklad", "store", "shop-1", STORE_UUID),
+        ("moysklad", "sku", "SKU-R", RESERVED, "product"),
+        ("moysklad", "sku", "SKU-2", PRODUCT, "product"),
+    )
+    return moysklad
+
+
+def test_a_fully_reserved_item_is_read_as_its_stock_not_as_zero(account, recorder, mappings, record):
+    fake, server = account
+    record(
+        event(RECEIPT, "shop-1", ("SKU-R", 18), ("SKU-2", 3)),
+        event(RESERVATION, "shop-1", ("SKU-R", 18), reservation_id="res-1", order_id="B-1"),
+    )
+    fake.stock[(RESERVED, STORE_UUID)] = {"stock": 18.0, "reserve": 18.0}  # available 0
+    fake.stock[(PRODUCT, STORE_UUID)] = {"stock": 2.0}
+
+    snapshot = read_moysklad_snapshot(client_for(server), mappings)
+    report = make_report(recorder, snapshot, run_id="m1")
+    complete = make_report(recorder, snapshot.absent_as_zero(["shop-1"]), run_id="m2")
+
+    assert snapshot.on_hand[("shop-1", "SKU-R")] == 18
+    assert lines(report) == lines(complete) == [("shop-1", "SKU-2", 3, 2, -1)]
+    assert report.untouched == []
+
+
+def test_the_fake_leaves_out_zero_available_rows_unless_quantity_mode_all_is_asked(account):
+    fake, server = account
+    fake.stock[(RESERVED, STORE_UUID)] = {"stock": 18.0, "reserve": 18.0}
+    fake.stock[(PRODUCT, STORE_UUID)] = {"stock": 2.0}
+    client = client_for(server)
+
+    by_default = client.request("GET", "report/stock/all").json()
+    every_row = client.request("GET", "report/stock/all", params={"filter": "quantityMode=all"}).json()
+
+    assert [row["stock"] for row in by_default["rows"]] == [2.0]
+    assert sorted(row["stock"] for row in every_row["rows"]) == [2.0, 18.0]
+
+
+def test_the_whole_report_is_read_page_by_page(account, recorder, mapped, mappings):
+    fake, server = account
+    products = [f"0b3c0000-0000-0000-0000-{n:012d}" for n in range(2500)]
+    for n, uuid in enumerate(products):
+        fake.products[uuid] = "product"
+        fake.stock[(uuid, STORE_UUID)] = {"stock": float(n % 3)}  # a third of them hold 0
+    mapped(*[("moysklad", "sku", f"BULK-{n}", uuid, "product") for n, uuid in enumerate(products)])
+
+    snapshot = read_moysklad_snapshot(client_for(server), mappings)
+
+    assert len(snapshot.on_hand) == 2500 and fake.report_pages_served == 3
+    assert snapshot.on_hand[("shop-1", "BULK-2499")] == 2499 % 3
+
+
+def test_the_client_sends_the_documented_accept_and_the_fake_refuses_any_other(account):
+    _, server = account
+    url = server.url + "/api/remap/1.2/report/stock/all"
+    request = urllib.request.Request(
+        url,
+        headers={
+            "Authorization": "Bearer fake-moysklad-token",
+            "Accept-Encoding": "gzip",
+            "Accept": "application/json",
+        },
+    )
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=5)
+
+    assert json.loads(refused.value.read())["errors"][0]["code"] == 1062
+    assert client_for(server).request("GET", "report/stock/all").status == 200
+
+
+# -- the command line, as the README's walkthrough runs it --------------------------------------------
+
+
+def test_the_command_reports_first_and_applies_the_reviewed_run_by_its_id(
+    tmp_path, monkeypatch, database_url, ledger, record, capsys
+):
+    monkeypatch.setenv("LEDGER_DATABASE_URL", database_url)
+    record(event(RECEIPT, "store-1", ("SKU-1", 10), ("SKU-2", 5)))
+    count = count_file(tmp_path / "count.csv", "store-1,SKU-1,9,")
+    out = tmp_path / "out"
+
+    report = ["reconcile", "--source", "csv", "--file", str(count), "--out-dir", str(out), "--quiet"]
+    assert main([*report, "--run-id", "count-1"]) == 0
+    printed = capsys.readouterr().out
+    assert "store-1      SKU-1                  10         9       -1" in printed
+    assert "not in the snapshot, left untouched: store-1/SKU-2 (5)" in printed
+    assert "ledger reconcile --apply count-1" in printed
+    assert levels(ledger, "store-1", "SKU-1", "SKU-2") == {"SKU-1": 10, "SKU-2": 5}  # nothing changed yet
+    assert json.loads((out / "reconcile-csv-count-1.json").read_text())["untouched_count"] == 1
+
+    assert main(["reconcile", "--apply"]) == 2  # a run id is required
+    assert main([*report, "--apply"]) == 2  # the old one-step form reads and applies: refused
+    assert main(["reconcile", "--apply", "count-1"]) == 0
+    assert "recorded 1 stock.adjustment event(s)" in capsys.readouterr().out
+    assert main(["reconcile", "--apply", "count-1"]) == 0
+    assert "applied before" in capsys.readouterr().out
+
+    assert levels(ledger, "store-1", "SKU-1", "SKU-2") == {"SKU-1": 9, "SKU-2": 5}
+
+    count_file(count, "store-1,SKU-2,500,")  # a typo of 5: past the 100-unit limit
+    assert main([*report, "--run-id", "count-2"]) == 0
+    capsys.readouterr()
+    assert main(["reconcile", "--apply", "count-2"]) == 2
+    assert "SKU-2 +495" in capsys.readouterr().err
+    assert levels(ledger, "store-1", "SKU-2") == {"SKU-2": 5}
+    assert main(["reconcile", "--apply", "count-2", "--force"]) == 0
+    assert levels(ledger, "store-1", "SKU-2") == {"SKU-2": 500}
