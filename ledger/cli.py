@@ -26,6 +26,7 @@ from pydantic_settings import SettingsError
 from ledger.cli_errors import CommandError, database_url_checked
 from ledger.config import Settings
 from ledger.kafka.cli import register as register_kafka_commands
+from ledger.tokens_cli import register as register_token_commands
 
 DISTRIBUTION = "stock-ledger"
 COMMAND_PLUGINS = "stock_ledger.commands"  # the entry point group other packages add commands by
@@ -45,6 +46,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     if args.port:
         settings.http_port = args.port
     workers = args.workers or settings.http_workers
+    _check_access(settings)
     from ledger.writer.process import WriterStartFailed
 
     try:
@@ -85,6 +87,45 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         if writer is not None:
             writer.stop()
     return 0
+
+
+def _check_access(settings: Settings) -> None:
+    """CONTRACT §5 at start: with no token and LEDGER_AUTH unset the service is open, says so, and
+    listens on loopback only (unless LEDGER_AUTH=off)."""
+    from ledger.access.hosts import is_loopback
+    from ledger.access.store import tokens_exist
+    from ledger.storage.recorders import open_recorder
+
+    with database_url_checked():
+        recorder = open_recorder(settings.database_url, 2, settings.db_lock_timeout_s)
+    try:
+        with recorder.read_transaction() as tx:
+            closed = settings.auth == "required" or tokens_exist(tx)
+    finally:
+        recorder.close()
+    log = logging.getLogger("ledger")
+    host = settings.http_host
+    if not closed and not is_loopback(host) and settings.auth != "off":
+        raise CommandError(
+            f"refusing to listen on {host} while the service is open (no token exists and LEDGER_AUTH "
+            "is unset): create one with `ledger tokens create --name NAME --role admin`, or set "
+            "LEDGER_AUTH=off to serve without access control"
+        )
+    if not closed:
+        log.warning(
+            "the service is OPEN: no token exists, so whoever reaches %s:%d may read and record "
+            "anything; `ledger tokens create` turns access control on (README, Access control)",
+            host,
+            settings.http_port,
+        )
+    elif settings.auth == "off":
+        log.warning("LEDGER_AUTH=off is ignored: tokens exist, so every request needs one")
+    if not is_loopback(host) and settings.allowed_hosts is None:
+        log.warning(
+            "listening on %s, but only requests for localhost, 127.0.0.1 or [::1] are answered: set "
+            "LEDGER_ALLOWED_HOSTS to the names clients reach this service by (or *)",
+            host,
+        )
 
 
 def _start_writer_process(settings: Settings) -> Any:
@@ -195,6 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
     rebuild.add_argument("--quiet", action="store_true", help="no progress bar")
     rebuild.set_defaults(handler=_rebuild)
     register_kafka_commands(commands)
+    register_token_commands(commands)
     _plug_in(commands)
     return parser
 

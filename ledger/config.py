@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import Field, model_validator
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # What a produced record carries beyond its key, value and headers (batch and record framing), and
@@ -19,9 +21,31 @@ class Settings(BaseSettings):
     http_host: str = "127.0.0.1"
     http_port: int = 8000
     http_workers: int = Field(1, ge=1, le=64, description="worker processes, each a full instance")
+
+    # Access (CONTRACT §5, ledger/access). Tokens are required once one exists, or with `required`;
+    # `off` only lets the open service (no token) listen on an address other than loopback.
+    auth: Literal["required", "off"] | None = Field(None, description="unset: required once a token exists")
+    metrics_auth: Literal["open", "required"] = Field("open", description="required: /metrics needs a token")
+    # How often each serving process re-reads the tokens: a change reaches all of them within 2 s.
+    auth_refresh_ms: int = Field(500, ge=10, le=1000)
+    auth_last_use_flush_s: float = Field(10.0, gt=0, description="how often a token's last use is written")
+    allowed_hosts: str | None = Field(
+        None, description="Host names answered, comma-separated, or *; unset: localhost, 127.0.0.1, [::1]"
+    )
+    cors_origins: str | None = Field(
+        None, description="origins allowed cross-site, comma-separated; unset: none"
+    )
     kafka_bootstrap: str | None = Field(None, description="host:port[,host:port]; unset: no Kafka")
     kafka_topic: str = "stock.events"
     kafka_group: str = "stock-ledger"
+    # The broker authenticates the ledger's own clients (consumer, producers, admin) with these.
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_cafile: str | None = Field(
+        None, description="CA certificates (PEM) the broker's is checked with"
+    )
 
     # The Kafka intake (ledger/kafka): its topics, the consumer group's timing and its limits.
     kafka_results_topic: str = "stock.events.results"
@@ -186,6 +210,17 @@ class Settings(BaseSettings):
     wms_poll_interval_s: float = Field(30.0, gt=0, description="how often open picking orders are polled")
     wms_poll_orders_max: int = Field(200, ge=1)
     wms_webhook_secret: str | None = Field(None, description="last path segment of the status webhook URL")
+
+    @model_validator(mode="after")
+    def _kafka_sasl_complete(self) -> Settings:
+        if self.kafka_security_protocol.startswith("SASL_") and not (
+            self.kafka_sasl_mechanism and self.kafka_sasl_username and self.kafka_sasl_password
+        ):
+            raise ValueError(
+                f"LEDGER_KAFKA_SECURITY_PROTOCOL={self.kafka_security_protocol} needs "
+                "LEDGER_KAFKA_SASL_MECHANISM, LEDGER_KAFKA_SASL_USERNAME and LEDGER_KAFKA_SASL_PASSWORD"
+            )
+        return self
 
     @model_validator(mode="after")
     def _dead_letters_fit(self) -> Settings:

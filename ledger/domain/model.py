@@ -33,6 +33,10 @@ class EventType(StrEnum):
     TRANSFER_INCOMING = "stock.transfer_incoming"
 
 
+# The principals the ledger names itself in the history (CONTRACT §5); no token may take them.
+KAFKA_PRINCIPAL = "kafka"  # what came from Kafka
+LEDGER_PRINCIPAL = "ledger"  # what the ledger recorded by itself (expiry)
+
 PRODUCER_EVENT_TYPES = frozenset(EventType) - {
     EventType.RESERVATION_EXPIRED,
     EventType.TRANSFER_INCOMING,
@@ -87,6 +91,8 @@ class StockEvent:
     to_store: str | None = None
     reason: str | None = None
     expires_at: datetime | None = None
+    # Who sent it (CONTRACT §5): a token's name, "kafka", "ledger" (expiry), or None (HTTP, open).
+    principal: str | None = None
 
     def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
         """Pickled as plain values (every event crosses to the writer process): the generic form
@@ -109,6 +115,7 @@ class StockEvent:
                 self.to_store,
                 self.reason,
                 self.expires_at.isoformat() if self.expires_at else None,
+                self.principal,
             ),
         )
 
@@ -127,7 +134,7 @@ def _event_from_values(
     lines: tuple[tuple[str, int], ...],
     *optional: Any,
 ) -> StockEvent:
-    order_id, reservation_id, reference, transfer_id, to_store, reason, expires_at = optional
+    order_id, reservation_id, reference, transfer_id, to_store, reason, expires_at, principal = optional
     return StockEvent(
         event_id,
         source,
@@ -142,6 +149,7 @@ def _event_from_values(
         to_store,
         reason,
         datetime.fromisoformat(expires_at) if expires_at else None,
+        principal,
     )
 
 

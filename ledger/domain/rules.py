@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from ledger.domain.model import (
+    LEDGER_PRINCIPAL,
     Entry,
     EventType,
     Level,
@@ -117,6 +118,7 @@ def _decide_transfer(event: StockEvent, state: LedgerState) -> Decision:
         lines=event.lines,
         transfer_id=event.transfer_id,
         reference=event.store_id,
+        principal=event.principal,
     )
     incoming = Entry(
         incoming_event,
@@ -236,6 +238,7 @@ def expire(held: Reservation, now: datetime, event_id: str) -> Entry:
         lines=tuple(Line(sku, line.remaining_units) for sku, line in held.lines.items()),
         order_id=held.order_id,
         reservation_id=held.reservation_id,
+        principal=LEDGER_PRINCIPAL,
     )
     effects = tuple(
         LineEffect(sku, line.remaining_units, 0, -line.remaining_units) for sku, line in held.lines.items()

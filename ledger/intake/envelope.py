@@ -167,8 +167,9 @@ def _unit_factor(
     return factor
 
 
-def read_envelope(document: object, limits: IntakeLimits) -> StockEvent:
-    """The StockEvent in a CloudEvents envelope, or InvalidEvent naming every wrong field."""
+def read_envelope(document: object, limits: IntakeLimits, principal: str | None = None) -> StockEvent:
+    """The StockEvent in a CloudEvents envelope, or InvalidEvent naming every wrong field.
+    `principal`: who sent it, as the history will say (CONTRACT §5)."""
     reader = _Reader()
     if not isinstance(document, dict):
         raise InvalidEvent([FieldError("", "an event must be a JSON object (a CloudEvents envelope)")])
@@ -207,6 +208,7 @@ def read_envelope(document: object, limits: IntakeLimits) -> StockEvent:
         store_id=store_id,
         lines=lines,
         **fields,
+        principal=principal,
     )
 
 

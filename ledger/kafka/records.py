@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 
-from ledger.domain.model import StockEvent
+from ledger.domain.model import KAFKA_PRINCIPAL, StockEvent
 from ledger.intake.envelope import FieldError, IntakeLimits, InvalidEvent, read_envelope
 from ledger.results import EventResult
 
@@ -65,7 +65,7 @@ def read_value(value: bytes | None, limits: IntakeLimits) -> StockEvent | Unread
     except orjson.JSONDecodeError as error:
         return Unreadable(f"not JSON: {error}")
     try:
-        return read_envelope(document, limits)
+        return read_envelope(document, limits, KAFKA_PRINCIPAL)
     except InvalidEvent as error:
         return Unreadable(f"not a valid event: {error}", tuple(error.errors))
     except Exception as error:

@@ -56,6 +56,7 @@ DDL = (
         reference TEXT,
         transfer_id TEXT,
         adjustment_reason TEXT,
+        principal TEXT,
         PRIMARY KEY (position, line_no))""",
     "CREATE INDEX IF NOT EXISTS ledger_history_by_store ON ledger_history (store_id, position)",
     "CREATE INDEX IF NOT EXISTS ledger_history_by_sku ON ledger_history (store_id, sku, position)",
@@ -91,6 +92,22 @@ DDL = (
         PRIMARY KEY (source, event_id))""",
 )
 
+# Columns added after their table was first made: a database made before gets them on start
+# (on SQLite, ledger/storage/recorders.py adds them; it has no ADD COLUMN IF NOT EXISTS). The rows
+# recorded before have null there, which is what those columns mean for them.
+ADDED_COLUMNS = (("ledger_history", "principal", "TEXT"),)
+
+
+def _pg_add_column(table: str, column: str, sql_type: str) -> str:
+    """Checked first, like the fillfactor below: the ALTER would wait behind a running VACUUM."""
+    return f"""DO $ledger$ BEGIN
+        IF NOT EXISTS (SELECT 1 FROM information_schema.columns WHERE table_schema = current_schema()
+                       AND table_name = '{table}' AND column_name = '{column}') THEN
+            ALTER TABLE {table} ADD COLUMN {column} {sql_type};
+        END IF;
+    END $ledger$"""
+
+
 # Totals per SKU across stores, for operators' SQL; the API sums the same rows (queries.py).
 # Written per database: PostgreSQL has no CREATE VIEW IF NOT EXISTS, SQLite no OR REPLACE.
 TOTALS_VIEW_SELECT = """ledger_totals AS SELECT sku, CAST(SUM(on_hand) AS BIGINT) AS on_hand,
@@ -98,6 +115,7 @@ TOTALS_VIEW_SELECT = """ledger_totals AS SELECT sku, CAST(SUM(on_hand) AS BIGINT
     MAX(position) AS position, MAX(updated_at) AS updated_at FROM ledger_levels GROUP BY sku"""
 POSTGRES_DDL = (
     *DDL,
+    *(_pg_add_column(*added) for added in ADDED_COLUMNS),
     f"CREATE OR REPLACE VIEW {TOTALS_VIEW_SELECT}",
     # Room in each page for a level's next version: its update then stays a HOT update (measured:
     # 2% of level updates were HOT with full pages). Applies to pages written from now on.

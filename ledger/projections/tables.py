@@ -84,6 +84,7 @@ _HISTORY = BulkInsert(
         ("reference", "text"),
         ("transfer_id", "text"),
         ("adjustment_reason", "text"),
+        ("principal", "text"),
     ],
 )
 
@@ -197,12 +198,12 @@ def _history_rows(batch: ProjectionBatch) -> list[tuple[object, ...]]:
         time, recorded_at = event.time.isoformat(), recorded.recorded_at
         outcome, reason = entry.outcome, entry.reason
         order_id, reservation_id, reference = event.order_id, event.reservation_id, event.reference
-        transfer_id, adjustment_reason = event.transfer_id, event.reason
+        transfer_id, adjustment_reason, principal = event.transfer_id, event.reason, event.principal
         if not entry.effects:  # a refused event without lines is in the audit trail all the same
             append(
                 (position, line_no, store_id, None, event_id, source, type_, time, recorded_at, outcome,
                  reason, 0, 0, 0, None, None, None, False, False,
-                 order_id, reservation_id, reference, transfer_id, adjustment_reason)
+                 order_id, reservation_id, reference, transfer_id, adjustment_reason, principal)
             )  # fmt: skip
             line_no += 1
         for effect, after in zip(entry.effects, recorded.levels_after, strict=True):
@@ -211,7 +212,7 @@ def _history_rows(batch: ProjectionBatch) -> list[tuple[object, ...]]:
                  outcome, reason, effect.on_hand_delta, effect.reserved_delta, effect.incoming_delta,
                  after.on_hand_units, after.reserved_units, after.incoming_units,
                  effect.oversold, effect.unknown_reservation,
-                 order_id, reservation_id, reference, transfer_id, adjustment_reason)
+                 order_id, reservation_id, reference, transfer_id, adjustment_reason, principal)
             )  # fmt: skip
             line_no += 1
     return rows

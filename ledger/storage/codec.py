@@ -8,6 +8,9 @@ receiving store's first). Format 2 says so in each entry: `event_entries_after`,
 the same event follow this one (written only when some do). Format 1 did not; its writers recorded
 a transfer's incoming entry immediately before the transfer's own, in the same transaction, and no
 other event had more than one entry, which is what `decode` infers for it.
+
+Format 3 adds `principal` (CONTRACT §5: who sent the event), written only when there is one;
+formats 1 and 2 had none, and read as null.
 """
 
 from __future__ import annotations
@@ -30,7 +33,8 @@ from ledger.domain.model import (
     StockEvent,
 )
 
-STATE_FORMAT_VERSION = 2
+STATE_FORMAT_VERSION = 3
+READABLE_FORMATS = (1, 2, STATE_FORMAT_VERSION)
 EVENT_ENTRIES_MAX = 2  # a transfer's two; a larger count in a stored entry is a corrupt log
 
 
@@ -89,6 +93,8 @@ def encode(entry: Entry, store_version: int, recorded_at: str, event_entries_aft
         state["shortfall"] = [[s.sku, s.requested_units, s.available_units] for s in entry.shortfall]
     if event_entries_after:
         state["event_entries_after"] = event_entries_after
+    if event.principal is not None:
+        state["principal"] = event.principal
     return StoredEvent(
         originator_id=event.store_id,
         originator_version=store_version,
@@ -98,9 +104,9 @@ def encode(entry: Entry, store_version: int, recorded_at: str, event_entries_aft
 
 
 def decode(store_id: str, topic: str, state_bytes: bytes) -> DecodedEntry:
-    """Reads both formats (see the module's docstring)."""
+    """Reads every format (see the module's docstring)."""
     state = orjson.loads(state_bytes)
-    assert state["v"] in (1, STATE_FORMAT_VERSION), f"{store_id} {topic}: stored format {state['v']}"
+    assert state["v"] in READABLE_FORMATS, f"{store_id} {topic}: stored format {state['v']}"
     expires_at = state.get("expires_at")
     event = StockEvent(
         event_id=state["id"],
@@ -116,6 +122,7 @@ def decode(store_id: str, topic: str, state_bytes: bytes) -> DecodedEntry:
         to_store=state.get("to_store"),
         reason=state.get("reason"),
         expires_at=datetime.fromisoformat(expires_at) if expires_at else None,
+        principal=state.get("principal"),
     )
     rejection = state.get("rejection")
     entry = Entry(

@@ -11,6 +11,7 @@ the log back, is the library's. DESIGN.md explains why.
 from __future__ import annotations
 
 import contextlib
+import sqlite3
 import weakref
 from collections.abc import Iterator, Sequence
 from typing import Any, Protocol
@@ -18,11 +19,13 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import psycopg
 from eventsourcing.persistence import Notification, StoredEvent
+from eventsourcing.persistence import OperationalError as StoreOperationalError
 from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore
 from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteDatastore
 from psycopg.sql import SQL
 
-from ledger.projections.schema import POSTGRES_DDL, SQLITE_DDL
+from ledger.access.schema import TOKENS_DDL
+from ledger.projections.schema import ADDED_COLUMNS, POSTGRES_DDL, SQLITE_DDL
 from ledger.projections.tables import BATCH_INSERTS
 from ledger.sql import BulkInsert, SqlTx
 
@@ -45,6 +48,7 @@ class LedgerRecorder(Protocol):
 
     def write_transaction(self) -> contextlib.AbstractContextManager[SqlTx]: ...
     def read_transaction(self) -> contextlib.AbstractContextManager[SqlTx]: ...
+    def plain_transaction(self) -> contextlib.AbstractContextManager[SqlTx]: ...
     def insert_entries(self, tx: SqlTx, stored_events: Sequence[StoredEvent], head: int) -> list[int]: ...
     def head(self, tx: SqlTx) -> int: ...
     def select_notifications(
@@ -181,10 +185,19 @@ $ledger$"""
 
 
 class _HeadAndClose:
-    """What both recorders add alike: the log's head in a transaction, and closing."""
+    """What both recorders add alike: the log's head in a transaction, a plain transaction for the
+    tables beside the log, and closing."""
 
     head_sql: str
     datastore: Any
+    qmark: bool
+
+    @contextlib.contextmanager
+    def plain_transaction(self) -> Iterator[SqlTx]:
+        """One committed transaction (rolled back if the block raises) without the log's write
+        lock: for tables the writer never touches (the tokens)."""
+        with self.datastore.transaction(commit=True) as cursor:
+            yield SqlTx(cursor, qmark=self.qmark)
 
     def head(self, tx: SqlTx) -> int:
         row = tx.fetchone(self.head_sql)
@@ -203,7 +216,8 @@ class PostgresLedgerRecorder(_HeadAndClose, PostgresApplicationRecorder):
         # Connections on which the batch call is a named prepared statement. Unnamed, the server
         # parsed and planned the call anew each time: 35 µs of its CPU a batch (measured).
         self._batch_call_prepared: weakref.WeakSet[Any] = weakref.WeakSet()
-        self.sql_create_statements.extend(SQL(ddl) for ddl in POSTGRES_DDL)  # type: ignore[misc]
+        ddl_all = (*POSTGRES_DDL, *TOKENS_DDL)
+        self.sql_create_statements.extend(SQL(ddl) for ddl in ddl_all)  # type: ignore[misc]
 
     def create_table(self) -> None:
         """The library's tables and ours, once, even when several instances start at once:
@@ -219,6 +233,7 @@ class PostgresLedgerRecorder(_HeadAndClose, PostgresApplicationRecorder):
                 conn.execute("SELECT pg_advisory_unlock(%s)", (SCHEMA_LOCK_KEY,))
 
     head_sql = _PG_HEAD
+    qmark = False
     one_statement_batches = True
 
     def write_collected(self, collected: dict[str, str], head: int, last_position: int) -> None:
@@ -307,6 +322,7 @@ class SQLiteLedgerRecorder(_HeadAndClose, SQLiteApplicationRecorder):
     """SQLite: BEGIN IMMEDIATE takes the database's one write lock, across processes on this machine."""
 
     head_sql = _SQLITE_HEAD
+    qmark = True
     one_statement_batches = False  # in-process reads cost nothing: always read first
 
     def write_collected(self, collected: dict[str, str], head: int, last_position: int) -> None:
@@ -322,7 +338,20 @@ class SQLiteLedgerRecorder(_HeadAndClose, SQLiteApplicationRecorder):
         super().__init__(datastore, events_table_name=EVENTS_TABLE)
 
     def construct_create_table_statements(self) -> list[str]:
-        return [*super().construct_create_table_statements(), *SQLITE_DDL]
+        return [*super().construct_create_table_statements(), *SQLITE_DDL, *TOKENS_DDL]
+
+    def create_table(self) -> None:
+        """The library's tables and ours, then the columns a database made before lacks."""
+        super().create_table()
+        with self.datastore.transaction(commit=True) as cursor:
+            for table, column, sql_type in ADDED_COLUMNS:
+                cursor.execute(f"PRAGMA table_info({table})")
+                if column not in {row["name"] for row in cursor.fetchall()}:
+                    try:
+                        cursor.execute(f"ALTER TABLE {table} ADD COLUMN {column} {sql_type}")
+                    except (sqlite3.OperationalError, StoreOperationalError) as error:  # added just now
+                        if "duplicate column" not in str(error):
+                            raise
 
     @contextlib.contextmanager
     def write_transaction(self) -> Iterator[SqlTx]:

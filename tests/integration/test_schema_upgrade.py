@@ -2,11 +2,13 @@
 
 Earlier versions kept a table of per-SKU totals and an index on a level's position, and on
 PostgreSQL their batch function took one argument more. Starting the ledger drops all three
-(the totals are now a view over the levels) and keeps every recorded row.
+(the totals are now a view over the levels) and keeps every recorded row. Their history had no
+`principal` column: starting adds it (null for the rows recorded before), and the tokens table.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import sqlite3
 
 from support import db
@@ -21,6 +23,8 @@ OLD_DDL = (
         reserved BIGINT NOT NULL, incoming BIGINT NOT NULL, position BIGINT NOT NULL,
         updated_at TEXT NOT NULL)""",
     "CREATE INDEX ledger_levels_by_position ON ledger_levels (position)",
+    "ALTER TABLE ledger_history DROP COLUMN principal",
+    "DROP TABLE ledger_tokens",
 )
 OLD_PG_FUNCTION = """CREATE FUNCTION ledger_write_batch(bigint, bigint, jsonb, jsonb, jsonb, jsonb,
     jsonb, jsonb, jsonb, jsonb) RETURNS bigint LANGUAGE sql AS 'SELECT 0::bigint'"""
@@ -61,8 +65,9 @@ def _objects(database_url: str) -> set[tuple[str, str]]:
     return {(row["kind"], row["name"]) for row in rows}
 
 
-def _receipt(event_id: str, sku: str, qty: int) -> StockEvent:
-    return ev.stock_event(event_id, "stock.receipt", "store-1", [(sku, qty)], source="tests/upgrade")
+def _receipt(event_id: str, sku: str, qty: int, principal: str | None = None) -> StockEvent:
+    event = ev.stock_event(event_id, "stock.receipt", "store-1", [(sku, qty)], source="tests/upgrade")
+    return dataclasses.replace(event, principal=principal)
 
 
 def _record_on_start(database_url: str, event: StockEvent) -> Outcome:
@@ -84,12 +89,15 @@ def test_an_old_schema_is_brought_up_to_date_and_keeps_its_rows(database_url: st
     assert ("table", "ledger_sku_totals") in before
     assert ("index", "ledger_levels_by_position") in before
 
-    assert _record_on_start(database_url, _receipt("e2", "SKU-1", 2)) is Outcome.ACCEPTED
+    assert _record_on_start(database_url, _receipt("e2", "SKU-1", 2, "upgrader")) is Outcome.ACCEPTED
 
     after = _objects(database_url)
     assert ("table", "ledger_sku_totals") not in after
     assert ("index", "ledger_levels_by_position") not in after
     assert ("view", "ledger_totals") in after
+    assert ("table", "ledger_tokens") in after
+    principals = db.query(database_url, "SELECT event_id, principal FROM ledger_history ORDER BY position")
+    assert [(row["event_id"], row["principal"]) for row in principals] == [("e1", None), ("e2", "upgrader")]
     if not database_url.startswith("sqlite"):
         functions = [name for kind, name in after if kind == "function"]
         assert len(functions) == 1, functions  # the old overload is gone, the current one is there

@@ -33,10 +33,11 @@ def recorded_entries() -> dict[str, Entry]:
             event(E.RECEIPT, ("SKU-1", 1), store_id=OTHER_STORE, transfer_id="T-0", reference="from store-12")
         ).entries,
     )
-    keep("sale", book.record(event(E.SALE, ("SKU-1", 1), order_id="O-1")).entries)
+    keep("sale", book.record(event(E.SALE, ("SKU-1", 1), order_id="O-1", principal="web-shop")).entries)
     keep("rejected sale", book.record(event(E.SALE, ("SKU-1", 2), ("SKU-2", 9), ("SKU-3", 1))).entries)
     keep(
-        "pos sale oversold", book.record(event(E.POS_SALE, ("SKU-3", 2), reference="receipt 000123")).entries
+        "pos sale oversold",
+        book.record(event(E.POS_SALE, ("SKU-3", 2), reference="receipt 000123", principal="kafka")).entries,
     )
     expires_at = datetime(2026, 11, 23, 10, tzinfo=timezone(timedelta(hours=3)))
     keep(
@@ -86,7 +87,9 @@ def recorded_entries() -> dict[str, Entry]:
     keep("count", book.record(event(E.COUNT, ("SKU-1", 0), ("SKU-2", 5), reference="C-1")).entries)
     keep(
         "transfer",
-        book.record(event(E.TRANSFER, ("SKU-2", 2), to_store=OTHER_STORE, transfer_id="T-1")).entries,
+        book.record(
+            event(E.TRANSFER, ("SKU-2", 2), to_store=OTHER_STORE, transfer_id="T-1", principal="wms")
+        ).entries,
     )
     keep(
         "rejected transfer",
@@ -121,6 +124,35 @@ def test_the_story_covers_every_type_and_outcome() -> None:
     assert any(effect.oversold for entry in ENTRIES.values() for effect in entry.effects)
     assert any(effect.unknown_reservation for entry in ENTRIES.values() for effect in entry.effects)
     assert ENTRIES["transfer, incoming"].store_id == OTHER_STORE and ENTRIES["transfer"].store_id == STORE
+    assert {entry.event.principal for entry in ENTRIES.values()} == {
+        None,
+        "web-shop",
+        "kafka",
+        "wms",
+        "ledger",
+    }
+
+
+def test_a_transfers_incoming_entry_and_an_expiry_name_their_principals() -> None:
+    assert ENTRIES["transfer, incoming"].event.principal == "wms"  # the transfer's sender
+    assert ENTRIES["expiry"].event.principal == "ledger"  # the ledger's own entry
+
+
+def test_the_principal_is_stored_only_when_there_is_one() -> None:
+    assert orjson.loads(encode(ENTRIES["sale"], 1, RECORDED_AT).state)["principal"] == "web-shop"
+    assert "principal" not in orjson.loads(encode(ENTRIES["receipt"], 1, RECORDED_AT).state)
+
+
+@pytest.mark.parametrize("name", sorted(ENTRIES))
+def test_an_entry_stored_in_the_second_format_is_still_read_without_a_principal(name: str) -> None:
+    """Format 2 had no principal: such an entry reads as one sent with none (null in the history)."""
+    entry = ENTRIES[name]
+    stored = encode(entry, 3, RECORDED_AT, entries_after(entry))
+    state = orjson.loads(stored.state)
+    state["v"] = 2
+    state.pop("principal", None)
+    decoded = decode(str(stored.originator_id), stored.topic, orjson.dumps(state))
+    assert decoded.entry == dataclasses.replace(entry, event=dataclasses.replace(entry.event, principal=None))
 
 
 @pytest.mark.parametrize("name", sorted(ENTRIES))
@@ -153,7 +185,7 @@ def test_microseconds_survive_storage() -> None:
 def test_the_stored_state_is_json_with_a_format_version() -> None:
     stored = encode(ENTRIES["rejected sale"], 1, RECORDED_AT)
     state = orjson.loads(stored.state)
-    assert state["v"] == STATE_FORMAT_VERSION == 2
+    assert state["v"] == STATE_FORMAT_VERSION == 3
     assert state["outcome"] == "rejected"
     assert state["rejection"] == "insufficient_stock"
     assert state["recorded_at"] == RECORDED_AT
@@ -176,7 +208,8 @@ def test_an_entry_stored_in_the_first_format_is_still_read(name: str) -> None:
     state = orjson.loads(stored.state)
     state["v"] = 1
     state.pop("event_entries_after", None)
+    state.pop("principal", None)
     decoded = decode(str(stored.originator_id), stored.topic, orjson.dumps(state))
-    assert decoded.entry == entry
+    assert decoded.entry == dataclasses.replace(entry, event=dataclasses.replace(entry.event, principal=None))
     assert decoded.recorded_at == RECORDED_AT
     assert decoded.event_entries_after == entries_after(entry)

@@ -31,6 +31,7 @@ def test_an_event_with_every_field_comes_back_equal() -> None:
         to_store="store-2",
         reason="damaged",
         expires_at=NOW + timedelta(minutes=15),
+        principal="till-3",
     )
     back = _round_trip(event)
     assert back == event
