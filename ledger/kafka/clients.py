@@ -25,6 +25,18 @@ def bootstrap_servers(settings: Settings) -> list[str]:
     return [server.strip() for server in settings.kafka_bootstrap.split(",") if server.strip()]
 
 
+def security(settings: Settings) -> dict[str, Any]:
+    """CONTRACT §5: how every client of the ledger's authenticates to the broker, passed to each."""
+    password = settings.kafka_sasl_password
+    return {
+        "security_protocol": settings.kafka_security_protocol,
+        "sasl_mechanism": settings.kafka_sasl_mechanism,
+        "sasl_plain_username": settings.kafka_sasl_username,
+        "sasl_plain_password": None if password is None else password.get_secret_value(),
+        "ssl_cafile": settings.kafka_ssl_cafile,
+    }
+
+
 def new_consumer(settings: Settings) -> Any:
     """A group member that never commits by itself: offsets move only after an outcome is durable."""
     return KafkaConsumer(
@@ -45,6 +57,7 @@ def new_consumer(settings: Settings) -> Any:
         check_crcs=True,
         key_deserializer=None,
         value_deserializer=None,
+        **security(settings),
     )
 
 
@@ -63,13 +76,16 @@ def new_producer(settings: Settings, role: str = "producer") -> Any:
         request_timeout_ms=REQUEST_TIMEOUT_MS,
         key_serializer=None,
         value_serializer=None,
+        **security(settings),
     )
 
 
 def ensure_topics(settings: Settings, topics: list[str], partitions: int, replication: int = 1) -> list[str]:
     """Creates the topics that do not exist yet (dev and test helper); returns those it created."""
     admin = KafkaAdminClient(
-        bootstrap_servers=bootstrap_servers(settings), client_id=client_id(settings, "admin")
+        bootstrap_servers=bootstrap_servers(settings),
+        client_id=client_id(settings, "admin"),
+        **security(settings),
     )
     try:
         existing = set(admin.list_topics())
