@@ -9,8 +9,15 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
+from fastapi.routing import APIRoute
+from starlette.middleware.cors import CORSMiddleware
 
+from ledger.access.book import TokenBook
+from ledger.access.hosts import allowed_hosts
+from ledger.access.limiter import RateLimiter
 from ledger.api import events, history, ops, reservations, stock
+from ledger.api.gate import AuthGate, HostGate
+from ledger.api.guard import api_routes, check_every_route_is_guarded, document_access
 from ledger.api.problems import Problem, install_handlers, problem_response
 from ledger.api.schemas import EventEnvelope, ReservationCreate
 from ledger.config import Settings
@@ -65,15 +72,32 @@ class _BodyTooLarge(Exception):
     pass
 
 
+def token_book(ledger: Ledger, settings: Settings) -> TokenBook:
+    """This process's copy of the tokens, on the ledger's database (not started)."""
+    return TokenBook(
+        ledger.recorder,
+        refresh_interval_s=settings.auth_refresh_ms / 1000,
+        last_use_flush_s=settings.auth_last_use_flush_s,
+    )
+
+
 def create_app(
-    ledger: Ledger, settings: Settings, limits: IntakeLimits, *, manage_ledger: bool = True
+    ledger: Ledger,
+    settings: Settings,
+    limits: IntakeLimits,
+    *,
+    manage_ledger: bool = True,
+    book: TokenBook | None = None,
 ) -> FastAPI:
-    """The app; with manage_ledger it starts the ledger's threads on startup and stops them on shutdown."""
+    """The app; with manage_ledger it starts the ledger's threads on startup and stops them on shutdown.
+    It keeps `book` (the tokens) current while it runs; the gates in front of it (create_asgi) use it."""
+    tokens = book or token_book(ledger, settings)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         if manage_ledger:
             ledger.start()
+        await asyncio.to_thread(tokens.start)  # the tokens are read before the first request
         kafka = None
         if settings.kafka_bootstrap:
             from ledger.kafka import start_consumer
@@ -86,6 +110,7 @@ def create_app(
         finally:
             if kafka is not None:
                 await asyncio.to_thread(kafka.stop)  # finishes the batch, commits, leaves the group
+            await asyncio.to_thread(tokens.stop)
             if manage_ledger:
                 ledger.stop()
 
@@ -100,25 +125,51 @@ def create_app(
     app.state.intake_limits = limits
     app.state.metrics = ops.metrics_registry(ledger)
     app.state.kafka = None
-    for module in (stock, events, reservations, history, ops):
-        app.include_router(module.router)
+    routers = [module.router for module in (stock, events, reservations, history, ops)]
+    for router in routers:
+        app.include_router(router)
+    app.state.tokens = tokens
     install_handlers(app)
     app.add_middleware(BodySizeLimit, body_bytes_max=settings.body_bytes_max)
-    _document_raw_bodies(app)
+    routes = api_routes(app, routers)
+    check_every_route_is_guarded(routes)
+    _document_raw_bodies(app, routes)
     return app
 
 
 def create_asgi(ledger: Ledger, settings: Settings, limits: IntakeLimits) -> ASGIApp:
-    """What `ledger serve` runs: the application behind the fast path (ledger/api/fastpath.py)."""
+    """What `ledger serve` runs, outermost first: the Host check, CORS (only when
+    LEDGER_CORS_ORIGINS lists origins), the token and its rate (ledger/api/gate.py), the fast path
+    (ledger/api/fastpath.py), then the application."""
     from ledger.api.fastpath import FastPath
 
-    app = create_app(ledger, settings, limits)
-    return FastPath(app, ledger, settings, limits)
+    book = token_book(ledger, settings)
+    app = create_app(ledger, settings, limits, book=book)
+    gated: ASGIApp = AuthGate(
+        FastPath(app, ledger, settings, limits),
+        book,
+        RateLimiter(),
+        required=settings.auth == "required",
+        metrics_open=settings.metrics_auth == "open",
+    )
+    origins = [origin.strip() for origin in (settings.cors_origins or "").split(",") if origin.strip()]
+    if origins:
+        gated = CORSMiddleware(
+            gated,
+            allow_origins=origins,
+            allow_methods=["GET", "POST", "PUT", "DELETE"],
+            allow_headers=["authorization", "content-type"],
+            max_age=CORS_MAX_AGE_S,
+        )
+    return HostGate(gated, allowed_hosts(settings.allowed_hosts))
 
 
-def _document_raw_bodies(app: FastAPI) -> None:
+CORS_MAX_AGE_S = 600  # how long a browser may keep a preflight's answer
+
+
+def _document_raw_bodies(app: FastAPI, routes: list[APIRoute]) -> None:
     """The event and reservation routes read their bodies raw (for speed and field-precise errors);
-    their schemas are added to the OpenAPI document here."""
+    their schemas are added to the OpenAPI document here, and what each route needs of a token."""
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema:
@@ -129,6 +180,7 @@ def _document_raw_bodies(app: FastAPI) -> None:
             model_schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
             components.update(model_schema.pop("$defs", {}))
             components[model.__name__] = model_schema
+        document_access(routes, schema)
         app.openapi_schema = schema
         return schema
 

@@ -1,4 +1,5 @@
-"""The API's dependencies, in one place: the ledger, the settings, the intake limits."""
+"""The API's dependencies, in one place: the ledger, the settings, the intake limits, and what a
+route needs of the caller's token (a role, a store in scope)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,9 @@ from typing import Annotated
 
 from fastapi import Depends, Path, Request
 
+from ledger.access.book import NOT_VALID, Unauthenticated
+from ledger.access.scopes import Grant, Role, authorize_role, authorize_store
+from ledger.api.gate import GRANT_KEY
 from ledger.api.schemas import ID_REGEX
 from ledger.config import Settings
 from ledger.intake.envelope import IntakeLimits
@@ -33,3 +37,52 @@ IntakeDep = Annotated[IntakeLimits, Depends(get_intake_limits)]
 StoreId = Annotated[str, Path(pattern=ID_REGEX, description="the store id")]
 Sku = Annotated[str, Path(pattern=ID_REGEX)]
 ReservationId = Annotated[str, Path(pattern=ID_REGEX)]
+
+
+# -- access (CONTRACT §5) -----------------------------------------------------------------------------
+
+
+def request_grant(request: Request) -> Grant | None:
+    """The grant the gate (ledger/api/gate.py) found; without the gate nothing passes."""
+    try:
+        grant: Grant | None = request.scope[GRANT_KEY]
+    except KeyError:
+        raise Unauthenticated(NOT_VALID) from None
+    return grant
+
+
+class RoleRequired:
+    """A route's declaration of the role it needs; every route has one or is open (ledger/api/guard.py)."""
+
+    def __init__(self, role: Role) -> None:
+        self.role = role
+
+    async def __call__(self, request: Request) -> Grant | None:
+        grant = request_grant(request)
+        authorize_role(grant, self.role)
+        return grant
+
+
+REQUIRES = {role: RoleRequired(role) for role in Role}
+ReaderGrant = Annotated[Grant | None, Depends(REQUIRES[Role.READER])]
+ProducerGrant = Annotated[Grant | None, Depends(REQUIRES[Role.PRODUCER])]
+
+
+async def _readable_store(store: StoreId, grant: ReaderGrant) -> str:
+    authorize_store(grant, store)
+    return store
+
+
+async def _writable_store(store: StoreId, grant: ProducerGrant) -> str:
+    authorize_store(grant, store)
+    return store
+
+
+# The `{store}` of a route's path, in the token's scope (else 403 naming it).
+ReadableStore = Annotated[str, Depends(_readable_store)]
+WritableStore = Annotated[str, Depends(_writable_store)]
+
+
+def principal(grant: Grant | None) -> str | None:
+    """Who the history says did it (CONTRACT §5): the token's name; None while the service is open."""
+    return None if grant is None else grant.name

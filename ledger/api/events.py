@@ -8,8 +8,10 @@ import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from ledger.api.deps import IntakeDep, LedgerDep, SettingsDep
-from ledger.api.problems import Problem, invalid
+from ledger.access.scopes import Grant, authorize_event
+from ledger.api.deps import IntakeDep, LedgerDep, ProducerGrant, SettingsDep, principal
+from ledger.api.media import CLOUDEVENT, CLOUDEVENTS_BATCH, EVENT_TYPES, JSON, require_media_type
+from ledger.api.problems import invalid
 from ledger.api.results import result_public
 from ledger.api.schemas import EventEnvelope, EventResultsPublic, problem_responses
 from ledger.domain.model import StockEvent
@@ -17,12 +19,8 @@ from ledger.intake.envelope import FieldError, InvalidEvent, read_envelope
 
 router = APIRouter(tags=["events"])
 
-SINGLE_TYPES = ("application/json", "application/cloudevents+json")
-BATCH_TYPE = "application/cloudevents-batch+json"
-
-
-def _media_type(request: Request) -> str:
-    return request.headers.get("content-type", "").split(";")[0].strip().lower()
+SINGLE_TYPES = (JSON, CLOUDEVENT)
+BATCH_TYPE = CLOUDEVENTS_BATCH
 
 
 def parse_json(body: bytes) -> Any:
@@ -52,34 +50,40 @@ def parse_json(body: bytes) -> Any:
     summary="Record one event or a batch",
 )
 async def post_events(
-    request: Request, ledger: LedgerDep, limits: IntakeDep, settings: SettingsDep
+    request: Request, ledger: LedgerDep, limits: IntakeDep, settings: SettingsDep, grant: ProducerGrant
 ) -> Response:
-    media_type = _media_type(request)
-    if media_type not in (*SINGLE_TYPES, BATCH_TYPE):
-        raise Problem(
-            415,
-            "unsupported-media-type",
-            "Unsupported media type",
-            f"send {', '.join((*SINGLE_TYPES, BATCH_TYPE))}, not {media_type or 'no content type'}",
-        )
+    media_type = require_media_type(request.scope["headers"], EVENT_TYPES)
     document = parse_json(await request.body())
+    sender = principal(grant)
     if not isinstance(document, list):
         if media_type == BATCH_TYPE:
             raise invalid([FieldError("", f"{BATCH_TYPE} must be a JSON array of envelopes")])
-        results = await ledger.submit([read_envelope(document, limits)])  # InvalidEvent -> 422
+        _authorize(grant, [document])
+        results = await ledger.submit([read_envelope(document, limits, sender)])  # InvalidEvent -> 422
         return _answer([result_public(results[0])])
     if not 1 <= len(document) <= settings.events_per_request_max:
         raise invalid([FieldError("", f"a batch holds 1 to {settings.events_per_request_max} events")])
+    _authorize(grant, document)
     answers: list[dict[str, Any] | None] = []
     valid: list[StockEvent] = []
     for item in document:
         try:
-            valid.append(read_envelope(item, limits))
+            valid.append(read_envelope(item, limits, sender))
             answers.append(None)
         except InvalidEvent as error:
             answers.append(_invalid_result(item, error))
     recorded = iter(await ledger.submit(valid)) if valid else iter(())
     return _answer([answer if answer is not None else result_public(next(recorded)) for answer in answers])
+
+
+def _authorize(grant: Grant | None, documents: list[Any]) -> None:
+    """Every element's store and source in the token's scope, before anything is read or recorded:
+    one element out of scope refuses the whole request (403), valid or not."""
+    if grant is None:
+        return
+    for document in documents:
+        if isinstance(document, dict):
+            authorize_event(grant, document.get("subject"), document.get("source"))
 
 
 def _invalid_result(item: object, error: InvalidEvent) -> dict[str, Any]:

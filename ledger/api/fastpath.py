@@ -6,6 +6,8 @@ recognises exactly `POST /v1/stores/{store}/reservations` and `GET /v1/stores/{s
 (no query string, level in memory) with well-formed ids, and calls the same functions the FastAPI
 routes call (`reserve`, `cached_level`) and the same error mapping (`problem_for`). Anything else,
 including every malformed id, goes to the FastAPI application unchanged, so answers do not differ.
+It makes the same access checks as those routes (the role, the store, the content type) on the
+grant the gate found (ledger/api/gate.py), from memory.
 """
 
 from __future__ import annotations
@@ -17,6 +19,10 @@ from typing import Any
 import orjson
 from starlette.responses import Response
 
+from ledger.access.scopes import Grant, Role, authorize_role, authorize_store
+from ledger.api.deps import principal
+from ledger.api.gate import GRANT_KEY
+from ledger.api.media import JSON_ONLY, require_media_type
 from ledger.api.problems import Problem, internal_error, problem_for, problem_response
 from ledger.api.reservations import reserve
 from ledger.api.schemas import ID_REGEX, level_public
@@ -57,6 +63,10 @@ class FastPath:
                     and _ID.fullmatch(parts[5])
                     and not scope.get("query_string")
                 ):
+                    grant: Grant | None = scope[GRANT_KEY]
+                    if grant is not None and not grant.covers_store(parts[3]):
+                        await self.app(scope, receive, send)  # the route answers the refusal
+                        return
                     view = cached_level(self.ledger, parts[3], parts[5])
                     if view is not None:
                         response = Response(orjson.dumps(level_public(view)), media_type="application/json")
@@ -66,7 +76,12 @@ class FastPath:
 
     async def _reserve(self, store: str, scope: Scope, receive: Receive, send: Send) -> None:
         try:
-            response = await reserve(self.ledger, self.limits, store, await self._body(receive))
+            grant: Grant | None = scope[GRANT_KEY]
+            authorize_role(grant, Role.PRODUCER)
+            authorize_store(grant, store)
+            require_media_type(scope["headers"], JSON_ONLY)
+            body = await self._body(receive)
+            response = await reserve(self.ledger, self.limits, store, body, principal(grant))
         except Exception as error:  # noqa: BLE001 - mapped exactly as the FastAPI handlers map it
             problem = problem_for(error) or internal_error(error, scope["method"], scope["path"])
             response = problem_response(problem, scope["path"])

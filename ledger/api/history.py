@@ -10,7 +10,7 @@ import orjson
 from fastapi import APIRouter, Query
 from starlette.responses import Response
 
-from ledger.api.deps import LedgerDep, SettingsDep, StoreId
+from ledger.api.deps import LedgerDep, ReadableStore, SettingsDep
 from ledger.api.problems import invalid
 from ledger.api.schemas import HistoryPagePublic, problem_responses
 from ledger.clock import utc_text
@@ -70,6 +70,7 @@ def entry_public(row: dict[str, Any]) -> dict[str, Any]:
     }
     entry["available"] = None if row["on_hand"] is None else row["on_hand"] - row["reserved"]
     entry["incoming"] = row["incoming"]
+    entry["principal"] = row["principal"]
     for flag in _FLAGS:
         entry[flag] = bool(row[flag])
     for key in _OPTIONAL:
@@ -82,7 +83,7 @@ def entry_public(row: dict[str, Any]) -> dict[str, Any]:
     "/v1/stores/{store}/history", response_model=HistoryPagePublic, responses=problem_responses(422, 503)
 )
 async def get_history(
-    store: StoreId,
+    store: ReadableStore,
     ledger: LedgerDep,
     settings: SettingsDep,
     sku: str | None = None,

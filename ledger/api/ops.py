@@ -6,14 +6,15 @@ import asyncio
 from collections.abc import Iterator
 from typing import Protocol
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 from starlette.requests import Request
 from starlette.responses import Response
 
-from ledger.api.deps import LedgerDep
+from ledger.access.scopes import Role
+from ledger.api.deps import REQUIRES, LedgerDep
 from ledger.api.problems import Problem
 from ledger.api.schemas import problem_responses
 from ledger.service import Ledger
@@ -100,6 +101,10 @@ async def _not_ready_because(ledger: Ledger, kafka: IntakeStatus | None) -> str 
     return None
 
 
-@router.get("/metrics", summary="Prometheus metrics")
+@router.get(
+    "/metrics",
+    summary="Prometheus metrics (open unless LEDGER_METRICS_AUTH=required)",
+    dependencies=[Depends(REQUIRES[Role.READER])],
+)
 async def metrics(request: Request) -> Response:
     return Response(generate_latest(request.app.state.metrics), media_type=CONTENT_TYPE_LATEST)

@@ -11,6 +11,9 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
+from ledger.access.book import Unauthenticated
+from ledger.access.limiter import RateLimited
+from ledger.access.scopes import Forbidden
 from ledger.intake.envelope import FieldError, InvalidEvent
 from ledger.service import UNAVAILABLE_ERRORS, DatabaseUnavailable, database_unavailable
 from ledger.writer.submission import WriterUnavailable
@@ -21,17 +24,29 @@ PROBLEM_MEDIA_TYPE = "application/problem+json"
 # What a 503 asks the caller to wait before trying again (the Retry-After header): about how long
 # a database restart or a writer process restart takes to be noticed and recovered from.
 RETRY_AFTER_S = 1
+# RFC 6750: a 401 says which scheme to authenticate with.
+WWW_AUTHENTICATE = 'Bearer realm="stock-ledger"'
 
 
 class Problem(Exception):
     """An error answer. `type` is a stable slug (a relative URI reference), e.g. insufficient-stock."""
 
-    def __init__(self, status: int, type_: str, title: str, detail: str = "", **extra: Any) -> None:
+    def __init__(
+        self,
+        status: int,
+        type_: str,
+        title: str,
+        detail: str = "",
+        *,
+        headers: dict[str, str] | None = None,
+        **extra: Any,
+    ) -> None:
         super().__init__(detail or title)
         self.status = status
         self.type = type_
         self.title = title
         self.detail = detail
+        self.headers = headers
         self.extra = extra
 
 
@@ -44,6 +59,8 @@ def problem_response(problem: Problem, instance: str | None = None) -> Response:
         body["instance"] = instance
     body.update(problem.extra)
     headers = {"Retry-After": str(RETRY_AFTER_S)} if problem.status == 503 else None
+    if problem.headers:
+        headers = {**(headers or {}), **problem.headers}
     return Response(
         orjson.dumps(body), status_code=problem.status, media_type=PROBLEM_MEDIA_TYPE, headers=headers
     )
@@ -65,6 +82,8 @@ def problem_for(error: Exception) -> Problem | None:
         return error
     if isinstance(error, InvalidEvent):
         return invalid(error.errors, "Invalid event")
+    if isinstance(error, Unauthenticated | Forbidden | RateLimited):
+        return access_problem(error)
     if isinstance(error, WriterUnavailable):
         return Problem(503, "unavailable", "The ledger cannot take writes now", str(error))
     if isinstance(error, DatabaseUnavailable) or database_unavailable(error):
@@ -84,6 +103,28 @@ def problem_for(error: Exception) -> Problem | None:
     return None
 
 
+def access_problem(error: Unauthenticated | Forbidden | RateLimited) -> Problem:
+    """CONTRACT §5's refusals. None of them holds the token: only its name, which is no secret."""
+    if isinstance(error, Unauthenticated):
+        return Problem(
+            401, "unauthorized", "Unauthorized", str(error), headers={"WWW-Authenticate": WWW_AUTHENTICATE}
+        )
+    if isinstance(error, RateLimited):
+        return Problem(
+            429,
+            "rate-limited",
+            "Too many requests",
+            f"{error}: retry in {error.retry_after_s} s",
+            headers={"Retry-After": str(error.retry_after_s)},
+        )
+    named: dict[str, Any] = {
+        key: value
+        for key, value in (("role", error.role), ("store", error.store), ("source", error.source))
+        if value is not None
+    }
+    return Problem(403, "forbidden", "Forbidden", error.detail, **named)
+
+
 def internal_error(error: Exception, method: str, path: str) -> Problem:
     log.exception("unhandled error on %s %s", method, path, exc_info=error)
     return Problem(500, "internal-error", "Internal error", type(error).__name__)
@@ -97,7 +138,16 @@ def install_handlers(app: FastAPI) -> None:
     # Every operating error is named here, not left to the handler of Exception: Starlette answers
     # that one from its outermost middleware and then re-raises, and the server drops the
     # connection (seen: reads during a database outage lost their keep-alive connection).
-    operating_errors = (Problem, InvalidEvent, WriterUnavailable, TimeoutError, DatabaseUnavailable)
+    operating_errors = (
+        Problem,
+        InvalidEvent,
+        WriterUnavailable,
+        TimeoutError,
+        DatabaseUnavailable,
+        Unauthenticated,
+        Forbidden,
+        RateLimited,
+    )
     for error_type in (*operating_errors, *UNAVAILABLE_ERRORS, Exception):
         app.add_exception_handler(error_type, on_operating_error)
 

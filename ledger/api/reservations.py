@@ -10,8 +10,17 @@ import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from ledger.api.deps import IntakeDep, LedgerDep, ReservationId, StoreId
+from ledger.api.deps import (
+    IntakeDep,
+    LedgerDep,
+    ProducerGrant,
+    ReadableStore,
+    ReservationId,
+    WritableStore,
+    principal,
+)
 from ledger.api.events import parse_json
+from ledger.api.media import JSON_ONLY, require_media_type
 from ledger.api.problems import Problem, invalid
 from ledger.api.schemas import ReservationPublic, problem_responses
 from ledger.clock import utc_now
@@ -50,7 +59,9 @@ def _json(body: dict[str, Any], status: int = 200) -> Response:
     return Response(orjson.dumps(body), status_code=status, media_type="application/json")
 
 
-def _event(store: str, event_type: str, data: dict[str, Any], limits: IntakeLimits) -> StockEvent:
+def _event(
+    store: str, event_type: str, data: dict[str, Any], limits: IntakeLimits, sender: str | None
+) -> StockEvent:
     """The body as a ledger event; field errors are named as the caller wrote them."""
     envelope = {
         "specversion": "1.0",
@@ -64,7 +75,7 @@ def _event(store: str, event_type: str, data: dict[str, Any], limits: IntakeLimi
         "data": data,
     }
     try:
-        return read_envelope(envelope, limits)
+        return read_envelope(envelope, limits, sender)
     except InvalidEvent as error:
         raise invalid([FieldError(e.field.removeprefix("data."), e.message) for e in error.errors]) from None
 
@@ -111,7 +122,7 @@ def _refusal(result: EventResult, reservation_id: str) -> Problem:
     response_model=ReservationPublic,
     responses={
         200: {"model": ReservationPublic, "description": "the same request again"},
-        **problem_responses(409, 422, 503),
+        **problem_responses(409, 415, 422, 503),
     },
     openapi_extra={
         "requestBody": {
@@ -122,13 +133,17 @@ def _refusal(result: EventResult, reservation_id: str) -> Problem:
     summary="Reserve every line, or none",
 )
 async def place_reservation(
-    store: StoreId, request: Request, ledger: LedgerDep, limits: IntakeDep
+    store: WritableStore, request: Request, ledger: LedgerDep, limits: IntakeDep, grant: ProducerGrant
 ) -> Response:
-    return await reserve(ledger, limits, store, await request.body())
+    require_media_type(request.scope["headers"], JSON_ONLY)
+    return await reserve(ledger, limits, store, await request.body(), principal(grant))
 
 
-async def reserve(ledger: Ledger, limits: IntakeLimits, store: str, raw_body: bytes) -> Response:
-    """Places a reservation from a request body; raises Problem for every refusal.
+async def reserve(
+    ledger: Ledger, limits: IntakeLimits, store: str, raw_body: bytes, sender: str | None
+) -> Response:
+    """Places a reservation from a request body; raises Problem for every refusal. The caller has
+    checked the token's role and store, and the content type.
     (Called by the route above and by the fast path, ledger/api/fastpath.py.)"""
     body = parse_json(raw_body)
     if not isinstance(body, dict):
@@ -136,7 +151,7 @@ async def reserve(ledger: Ledger, limits: IntakeLimits, store: str, raw_body: by
     if body.get("reservation_id") is None:
         raise invalid([FieldError("reservation_id", "is required")])
     data = {k: body[k] for k in ("reservation_id", "order_id", "lines", "expires_at") if k in body}
-    event = _event(store, "stock.reservation", data, limits)
+    event = _event(store, "stock.reservation", data, limits, sender)
     [result] = await ledger.submit([event])
     assert event.reservation_id is not None
     if result.outcome is Outcome.ACCEPTED:
@@ -160,19 +175,26 @@ async def reserve(ledger: Ledger, limits: IntakeLimits, store: str, raw_body: by
     response_model=ReservationPublic,
     responses=problem_responses(404, 422, 503),
 )
-async def get_reservation(store: StoreId, reservation_id: ReservationId, ledger: LedgerDep) -> Response:
+async def get_reservation(store: ReadableStore, reservation_id: ReservationId, ledger: LedgerDep) -> Response:
     return _json(await _current(ledger, store, reservation_id))
 
 
 @router.post(
     "/v1/stores/{store}/reservations/{reservation_id}/release",
     response_model=ReservationPublic,
-    responses=problem_responses(404, 422, 503),
+    responses=problem_responses(404, 415, 422, 503),
     summary="Release what is still reserved (optionally only some lines)",
 )
 async def release_reservation(
-    store: StoreId, reservation_id: ReservationId, request: Request, ledger: LedgerDep, limits: IntakeDep
+    store: WritableStore,
+    reservation_id: ReservationId,
+    request: Request,
+    ledger: LedgerDep,
+    limits: IntakeDep,
+    grant: ProducerGrant,
 ) -> Response:
+    # A JSON content type even without a body: a body-less POST is a "simple" cross-site request.
+    require_media_type(request.scope["headers"], JSON_ONLY)
     raw = await request.body()
     body = parse_json(raw) if raw.strip() else {}
     if not isinstance(body, dict):
@@ -180,7 +202,7 @@ async def release_reservation(
     data: dict[str, Any] = {"reservation_id": reservation_id}
     if body.get("lines") is not None:
         data["lines"] = body["lines"]
-    event = _event(store, "stock.reservation_release", data, limits)
+    event = _event(store, "stock.reservation_release", data, limits, principal(grant))
     [result] = await ledger.submit([event])
     if result.outcome is Outcome.REJECTED:
         raise _refusal(result, reservation_id)

@@ -142,6 +142,9 @@ class HistoryEntryPublic(BaseModel):
     incoming: int | None
     oversold: bool
     unknown_reservation: bool
+    principal: str | None = Field(
+        description="who sent it: a token's name, `kafka`, `ledger` (expiry); null while the service was open"
+    )
     order_id: str | None = None
     reservation_id: str | None = None
     reference: str | None = None

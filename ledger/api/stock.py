@@ -11,7 +11,8 @@ import orjson
 from fastapi import APIRouter, Query
 from starlette.responses import Response
 
-from ledger.api.deps import LedgerDep, SettingsDep, Sku, StoreId
+from ledger.access.scopes import visible_stores
+from ledger.api.deps import LedgerDep, ReadableStore, ReaderGrant, SettingsDep, Sku
 from ledger.api.problems import Problem, invalid
 from ledger.api.schemas import (
     ID_REGEX,
@@ -22,6 +23,7 @@ from ledger.api.schemas import (
     level_totals,
     problem_responses,
 )
+from ledger.domain.model import Level
 from ledger.intake.envelope import FieldError, parse_rfc3339
 from ledger.service import Ledger, LevelView
 
@@ -93,7 +95,7 @@ def cached_level(ledger: Ledger, store: str, sku: str) -> LevelView | None:
     "/v1/stores/{store}/stock/{sku}", response_model=StockLevelPublic, responses=problem_responses(422, 503)
 )
 async def get_stock(
-    store: StoreId,
+    store: ReadableStore,
     sku: Sku,
     ledger: LedgerDep,
     as_of: AsOf = None,
@@ -108,7 +110,7 @@ async def get_stock(
     "/v1/stores/{store}/stock", response_model=StockLevelsPublic, responses=problem_responses(422, 503)
 )
 async def get_stock_many(
-    store: StoreId,
+    store: ReadableStore,
     ledger: LedgerDep,
     settings: SettingsDep,
     sku: Annotated[list[str], Query(description="repeat for several SKUs")],
@@ -131,8 +133,17 @@ async def get_stock_many(
 
 
 @router.get("/v1/stock/{sku}", response_model=SkuAcrossStoresPublic, responses=problem_responses(422, 503))
-async def get_sku_across_stores(sku: Sku, ledger: LedgerDep) -> Response:
+async def get_sku_across_stores(sku: Sku, ledger: LedgerDep, grant: ReaderGrant) -> Response:
+    """A store-scoped token sees its stores only, and totals over them (CONTRACT §5)."""
     total, position, stores = await asyncio.to_thread(ledger.sku_totals, sku)
+    if grant is not None and grant.stores is not None:
+        visible = set(visible_stores(grant, [view.store_id for view in stores]))
+        stores = [view for view in stores if view.store_id in visible]
+        total = Level(
+            sum(view.level.on_hand_units for view in stores),
+            sum(view.level.reserved_units for view in stores),
+            sum(view.level.incoming_units for view in stores),
+        )
     return _json(
         {
             "sku": sku,

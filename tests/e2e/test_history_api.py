@@ -24,7 +24,7 @@ def shop(client) -> str:
     api.record(client, ev.stock_return(store, ("A", 1), order_id="O-1"))
     api.record(client, ev.adjustment(store, "damaged", ("B", -1)))
     api.record(client, ev.count(store, ("C", 10)))
-    assert client.post(f"/v1/stores/{store}/reservations/R-1/release").status_code == 200
+    assert client.post(f"/v1/stores/{store}/reservations/R-1/release", json={}).status_code == 200
     api.record(client, ev.receipt(store, ("D", 1)))
     return store
 

@@ -17,7 +17,7 @@ def test_an_unknown_reservation_is_404(client):
     store = unique("store")
     problem = api.assert_problem(client.get(f"/v1/stores/{store}/reservations/nobody"), 404)
     assert problem["instance"] == f"/v1/stores/{store}/reservations/nobody"
-    api.assert_problem(client.post(f"/v1/stores/{store}/reservations/nobody/release"), 404)
+    api.assert_problem(client.post(f"/v1/stores/{store}/reservations/nobody/release", json={}), 404)
 
 
 def test_releasing_a_reservation_gives_its_units_back(client):
@@ -42,13 +42,13 @@ def test_releasing_a_reservation_gives_its_units_back(client):
     assert _lines(some.json()) == {"A": (3, 2), "B": (2, 2)}
     assert api.levels_tuple(api.level(client, store, "A")) == (5, 2, 3, 0)
 
-    released = client.post(f"/v1/stores/{store}/reservations/R-1/release")
+    released = client.post(f"/v1/stores/{store}/reservations/R-1/release", json={})
     assert released.status_code == 200, released.text
     assert released.json()["status"] == "released"
     assert _lines(released.json()) == {"A": (3, 0), "B": (2, 0)}
     for sku in "AB":
         assert api.levels_tuple(api.level(client, store, sku)) == (5, 0, 5, 0)
-    again = client.post(f"/v1/stores/{store}/reservations/R-1/release")
+    again = client.post(f"/v1/stores/{store}/reservations/R-1/release", json={})
     assert again.status_code == 200 and again.json()["status"] == "released"
     entries = api.history(client, store, reservation_id="R-1", type="stock.reservation_release")
     assert sum(e["reserved_delta"] for e in entries) == -5
@@ -79,7 +79,7 @@ def test_a_partially_shipped_reservation_released_is_released(client):
     api.record(client, ev.receipt(store, ("A", 5)))
     assert api.reserve(client, store, "R-1", ("A", 4)).status_code == 201
     api.record(client, ev.shipment(store, ("A", 1), reservation_id="R-1"))
-    released = client.post(f"/v1/stores/{store}/reservations/R-1/release")
+    released = client.post(f"/v1/stores/{store}/reservations/R-1/release", json={})
     assert released.json()["status"] == "released"
     assert api.levels_tuple(api.level(client, store, "A")) == (4, 0, 4, 0)
 

@@ -36,7 +36,7 @@ def _mixed_workload(client, shop: str, warehouse: str) -> None:
     assert api.reserve(client, shop, "R-ship", ("A", 6), order_id="O-3").status_code == 201
     api.record(client, ev.shipment(shop, ("A", 2), reservation_id="R-ship", order_id="O-3"))  # partial
     api.record(client, ev.shipment(shop, ("A", 1), reservation_id="R-ship", order_id="O-3"))
-    release = client.post(f"/v1/stores/{shop}/reservations/R-ship/release")
+    release = client.post(f"/v1/stores/{shop}/reservations/R-ship/release", json={})
     assert release.status_code == 200 and release.json()["status"] == "released", release.text
 
     assert api.reserve(client, warehouse, "R-full", ("A", 3), ("C", 1)).status_code == 201
@@ -70,16 +70,17 @@ def _wait_for_expiry(client, store: str, reservation_id: str) -> None:
 
 
 def _rewrite_log_in_the_first_format(database_url: str) -> None:
-    """Every stored entry as format 1 had it: `"v": 1` and no `event_entries_after`."""
+    """Every stored entry as format 1 had it: `"v": 1`, no `event_entries_after`, no `principal`."""
     sqlite = database_url.startswith("sqlite")
     id_column = "rowid" if sqlite else "notification_id"
     rows = db.query(database_url, f"SELECT {id_column} AS id, state FROM {db.EVENTS_TABLE}")
     rewritten = []
     for row in rows:
         state = orjson.loads(bytes(row["state"]))
-        assert state["v"] == 2
+        assert state["v"] == 3
         state["v"] = 1
         state.pop("event_entries_after", None)
+        state.pop("principal", None)
         rewritten.append((orjson.dumps(state), row["id"]))
     update = f"UPDATE {db.EVENTS_TABLE} SET state = %s WHERE {id_column} = %s"
     if sqlite:
@@ -94,10 +95,21 @@ def _rewrite_log_in_the_first_format(database_url: str) -> None:
         pg.cursor().executemany(update, rewritten)
 
 
+def _without_principals(tables: dict[str, list[dict[str, object]]]) -> dict[str, list[dict[str, object]]]:
+    return {
+        table: [row | {"principal": None} if "principal" in row else row for row in rows]
+        for table, rows in tables.items()
+    }
+
+
 def test_rebuilding_the_projections_from_the_log_gives_the_same_tables(database_url, serve):
+    created = run_ledger_command(database_url, "tokens", "create", "--name", "rebuilder", "--role", "admin")
+    assert created.returncode == 0, created.stderr
+    token = created.stdout.strip()
     server = serve(database_url, {"LEDGER_EXPIRY_INTERVAL_MS": "100"})
     shop, warehouse = unique("shop"), unique("wh")
     with server.client() as client:
+        client.headers["authorization"] = f"Bearer {token}"
         _mixed_workload(client, shop, warehouse)
         _wait_for_expiry(client, shop, "R-expiring")
         history = api.history(client, shop) + api.history(client, warehouse)
@@ -115,6 +127,9 @@ def test_rebuilding_the_projections_from_the_log_gives_the_same_tables(database_
         "stock.transfer",
     }
     assert any(e["oversold"] for e in history) and any(e["unknown_reservation"] for e in history)
+    # Who did it: the token for what came over HTTP, the ledger itself for the expiry.
+    assert {e["principal"] for e in history} == {"rebuilder", "ledger"}
+    assert {e["principal"] for e in history if e["type"] == "stock.reservation_expired"} == {"ledger"}
     assert server.stop() is not None
 
     kept = db.dump_projections(database_url)
@@ -136,14 +151,17 @@ def test_rebuilding_the_projections_from_the_log_gives_the_same_tables(database_
     assert f"from {recorded_events} recorded events" in rebuilt.stdout
     assert db.dump_projections(database_url) == kept
 
-    # A log an earlier version wrote (stored format 1, with no `event_entries_after`) rebuilds to
-    # the same tables: a transfer's incoming entry there is always followed by the transfer's own.
+    # A log an earlier version wrote (stored format 1, with no `event_entries_after` and no
+    # principal) rebuilds to the same tables, with no principals: a transfer's incoming entry there
+    # is always followed by the transfer's own.
     _rewrite_log_in_the_first_format(database_url)
     rebuilt = run_ledger_command(database_url, "rebuild", "--quiet")
     assert rebuilt.returncode == 0, rebuilt.stderr
-    assert db.dump_projections(database_url) == kept
+    assert db.dump_projections(database_url) == _without_principals(kept)
 
     # The ledger serves the rebuilt tables as before.
     server.start()
     with server.client() as client:
-        assert api.history(client, shop) + api.history(client, warehouse) == history
+        client.headers["authorization"] = f"Bearer {token}"
+        served = api.history(client, shop) + api.history(client, warehouse)
+        assert served == [entry | {"principal": None} for entry in history]

@@ -1,0 +1,90 @@
+"""The HTTP edge's checks before any route, in this order: the Host (400), the token (401), the
+token's rate (429). What a valid token may do (403) is each route's declaration (ledger/api/deps.py).
+
+Authentication comes first, before routing: without a valid token, an unknown route answers 401 as
+well. The grant found is left in the request's scope (`GRANT_KEY`) for the routes and the fast
+path; `None` there means the service is open (no token exists and none is required) or the
+route is open (`OPEN_PATHS`). Nothing here reaches the database: the tokens are in memory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from ledger.access.book import NOT_VALID, TokenBook, Unauthenticated
+from ledger.access.hosts import host_allowed
+from ledger.access.limiter import RateLimited, RateLimiter
+from ledger.access.tokens import bearer_token
+from ledger.api.problems import Problem, access_problem, problem_response
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+GRANT_KEY = "ledger.grant"
+# CONTRACT §5: the routes that never need a token (and /metrics, unless LEDGER_METRICS_AUTH=required).
+OPEN_PATHS = frozenset({"/healthz", "/readyz", "/openapi.json", "/docs"})
+METRICS_PATH = "/metrics"
+
+
+# Probes reach a service by its address (Kubernetes: the pod's IP), and these answer nothing of worth.
+PROBE_PATHS = frozenset({"/healthz", "/readyz"})
+
+
+class HostGate:
+    """Answers 400 to a request whose Host is not one this service is reached by (the probes excepted)."""
+
+    def __init__(self, app: ASGIApp, allowed: frozenset[str] | None) -> None:
+        self.app = app
+        self.allowed = allowed
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and self.allowed is not None and scope["path"] not in PROBE_PATHS:
+            host = next((value for name, value in scope["headers"] if name == b"host"), None)
+            if not host_allowed(self.allowed, host):
+                refused = Problem(
+                    400,
+                    "invalid-host",
+                    "Host not allowed",
+                    "this service is not reached by that name (LEDGER_ALLOWED_HOSTS)",
+                )
+                await problem_response(refused, scope["path"])(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+class AuthGate:
+    """Authenticates every request that needs a token, and holds each token to its rate."""
+
+    def __init__(
+        self, app: ASGIApp, book: TokenBook, limiter: RateLimiter, *, required: bool, metrics_open: bool
+    ) -> None:
+        self.app = app
+        self.book = book
+        self.limiter = limiter
+        self.required = required  # LEDGER_AUTH=required: tokens even before one exists
+        self.open_paths = OPEN_PATHS | {METRICS_PATH} if metrics_open else OPEN_PATHS
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if scope["path"] in self.open_paths or not (self.required or self.book.any_tokens):
+            scope[GRANT_KEY] = None
+            await self.app(scope, receive, send)
+            return
+        authorization = next((value for name, value in scope["headers"] if name == b"authorization"), None)
+        try:
+            token = bearer_token(authorization)
+            if token is None and authorization is not None:
+                raise Unauthenticated(NOT_VALID)  # not one of ours: never looked up
+            grant = self.book.grant_for(token)
+            self.limiter.admit(grant)
+        except (Unauthenticated, RateLimited) as refused:
+            await problem_response(access_problem(refused), scope["path"])(scope, receive, send)
+            return
+        scope[GRANT_KEY] = grant
+        await self.app(scope, receive, send)

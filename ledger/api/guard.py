@@ -1,0 +1,108 @@
+"""Every route says what it needs of the caller's token, and the OpenAPI document says it too.
+
+A route declares its role with a dependency (ledger/api/deps.py: `ReaderGrant`, `WritableStore`,
+...), or is one of CONTRACT §5's open routes. `check_every_route_is_guarded` refuses to build an
+app with a route that does neither, so that a route added later cannot be left open by mistake.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from fastapi import APIRouter, FastAPI
+from fastapi.dependencies.models import Dependant
+from fastapi.routing import APIRoute
+
+from ledger.access.scopes import Role
+from ledger.api.deps import RoleRequired
+from ledger.api.gate import METRICS_PATH, OPEN_PATHS, PROBE_PATHS
+from ledger.api.schemas import ProblemPublic
+
+SECURITY_SCHEME = "bearerToken"
+_PROBLEM = {"application/problem+json": {"schema": {"$ref": "#/components/schemas/ProblemPublic"}}}
+
+
+def route_role(route: APIRoute) -> Role | None:
+    """The role a route declares (the highest, if it declares several), or None."""
+    found: list[Role] = []
+
+    def visit(dependant: Dependant) -> None:
+        if isinstance(dependant.call, RoleRequired):
+            found.append(dependant.call.role)
+        for inner in dependant.dependencies:
+            visit(inner)
+
+    visit(route.dependant)
+    return max(found, key=list(Role).index) if found else None
+
+
+def api_routes(app: FastAPI, routers: Sequence[APIRouter]) -> list[APIRoute]:
+    """The app's routes: those of the routers it includes, and its own. (Recent FastAPI versions
+    keep an included router's routes inside a wrapper of their own in `app.routes`.)"""
+    routes = [route for router in routers for route in router.routes if isinstance(route, APIRoute)]
+    return routes + [route for route in app.routes if isinstance(route, APIRoute)]
+
+
+def check_every_route_is_guarded(routes: Sequence[APIRoute]) -> None:
+    unguarded = [
+        f"{sorted(route.methods or ())} {route.path}"
+        for route in routes
+        if route.path not in OPEN_PATHS and route_role(route) is None
+    ]
+    if unguarded:
+        raise RuntimeError(f"routes that declare no role (ledger/api/deps.py): {', '.join(unguarded)}")
+
+
+def document_access(routes: Sequence[APIRoute], schema: dict[str, Any]) -> None:
+    """The bearer scheme, and on each operation: its security, its role, and its 400/401/403/429."""
+    components = schema.setdefault("components", {})
+    components.setdefault("schemas", {}).setdefault("ProblemPublic", ProblemPublic.model_json_schema())
+    components.setdefault("securitySchemes", {})[SECURITY_SCHEME] = {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "A token from `ledger tokens create` (sl_live_…). Required on every route but "
+        "/healthz, /readyz, /openapi.json, /docs (and /metrics unless LEDGER_METRICS_AUTH=required) "
+        "once a token exists or LEDGER_AUTH=required; while no token exists the service is open.",
+    }
+    for route in routes:
+        if route.path not in schema.get("paths", {}):
+            continue
+        role = route_role(route)
+        for method in route.methods or ():
+            operation = schema["paths"][route.path].get(method.lower())
+            if operation is None:
+                continue
+            responses = operation.setdefault("responses", {})
+            if route.path not in PROBE_PATHS:
+                responses["400"] = _answer("Host not allowed (LEDGER_ALLOWED_HOSTS)")
+            if route.path in OPEN_PATHS or role is None:
+                operation["security"] = []
+                continue
+            condition = " (with LEDGER_METRICS_AUTH=required)" if route.path == METRICS_PATH else ""
+            operation["security"] = [{SECURITY_SCHEME: []}]
+            operation["x-required-role"] = role.value
+            responses["401"] = _answer(
+                f"no valid token{condition} (`unauthorized`)",
+                {"WWW-Authenticate": {"schema": {"type": "string"}, "description": "Bearer"}},
+            )
+            responses["403"] = _answer(
+                f"the token lacks the {role} role, or a store or source in scope (`forbidden`; "
+                "`role`, `store` or `source` names what is missing)"
+            )
+            responses["429"] = _answer(
+                "the token is over its rate (`rate-limited`)",
+                {
+                    "Retry-After": {
+                        "schema": {"type": "integer", "minimum": 1},
+                        "description": "seconds until a request is allowed again",
+                    }
+                },
+            )
+
+
+def _answer(description: str, headers: dict[str, Any] | None = None) -> dict[str, Any]:
+    answer: dict[str, Any] = {"description": description, "content": _PROBLEM}
+    if headers:
+        answer["headers"] = headers
+    return answer
