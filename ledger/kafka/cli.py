@@ -7,10 +7,15 @@ import logging
 import signal
 from collections.abc import Callable
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from ledger.access.book import TokenBook, Unauthenticated
+from ledger.access.tokens import bearer_token
 from ledger.cli_errors import CommandError, database_url_checked
 from ledger.config import Settings
+
+if TYPE_CHECKING:
+    from ledger.kafka.ops import MetricsGuard
 
 log = logging.getLogger("ledger.kafka")
 
@@ -51,9 +56,21 @@ def consume_command(args: argparse.Namespace, settings: Settings) -> int:
         }
 
     ops = None
+    book = None
     if settings.kafka_metrics_port is not None:
         registry = intake_registry(IntakeCollector(intake.stats, ready))
-        ops = OpsServer(settings.kafka_metrics_host, settings.kafka_metrics_port, registry, report).start()
+        guard = None
+        if settings.metrics_auth == "required":
+            book = TokenBook(
+                ledger.recorder,
+                refresh_interval_s=settings.auth_refresh_ms / 1000,
+                last_use_flush_s=settings.auth_last_use_flush_s,
+            )
+            book.start()
+            guard = metrics_guard(book, required=settings.auth == "required")
+        ops = OpsServer(
+            settings.kafka_metrics_host, settings.kafka_metrics_port, registry, report, guard
+        ).start()
         log.info("metrics on http://%s:%d/metrics", settings.kafka_metrics_host, ops.port)
     _stop_on_signals(intake.stop)
     try:
@@ -61,8 +78,27 @@ def consume_command(args: argparse.Namespace, settings: Settings) -> int:
     finally:
         if ops is not None:
             ops.stop()
+        if book is not None:
+            book.stop()
         ledger.stop()
     return 0
+
+
+def metrics_guard(book: TokenBook, *, required: bool) -> MetricsGuard:
+    """As the API's gate has it: open while no token exists (unless LEDGER_AUTH=required), else
+    any valid token (every role reads)."""
+
+    def allowed(authorization: str | None) -> bool:
+        if not (required or book.any_tokens):
+            return True
+        token = bearer_token(authorization.encode("latin-1") if authorization else None)
+        try:
+            book.grant_for(token)
+        except Unauthenticated:
+            return False
+        return True
+
+    return allowed
 
 
 def _stop_on_signals(stop: Callable[[], None]) -> None:

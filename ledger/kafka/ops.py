@@ -1,4 +1,5 @@
-"""`ledger consume`'s own small HTTP endpoint: /healthz, /readyz (the consumer's state), /metrics."""
+"""`ledger consume`'s own small HTTP endpoint: /healthz, /readyz (the consumer's state), /metrics.
+With LEDGER_METRICS_AUTH=required, /metrics takes a token like the API's (CONTRACT §5)."""
 
 from __future__ import annotations
 
@@ -10,13 +11,22 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 ReadyReport = Callable[[], tuple[bool, dict[str, object]]]
+# Is this Authorization header (None: none was sent) enough to read /metrics?
+MetricsGuard = Callable[[str | None], bool]
 
 
 class OpsServer:
     """Serves on a daemon thread until `stop()`."""
 
-    def __init__(self, host: str, port: int, registry: CollectorRegistry, ready: ReadyReport) -> None:
-        handler = _handler(registry, ready)
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        registry: CollectorRegistry,
+        ready: ReadyReport,
+        metrics_guard: MetricsGuard | None = None,
+    ) -> None:
+        handler = _handler(registry, ready, metrics_guard)
         self.server = ThreadingHTTPServer((host, port), handler)
         self.server.daemon_threads = True
         self._thread = threading.Thread(
@@ -37,11 +47,25 @@ class OpsServer:
         self._thread.join(5)
 
 
-def _handler(registry: CollectorRegistry, ready: ReadyReport) -> type[BaseHTTPRequestHandler]:
+def _handler(
+    registry: CollectorRegistry, ready: ReadyReport, metrics_guard: MetricsGuard | None
+) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             path = self.path.split("?", 1)[0]
-            if path == "/metrics":
+            if (
+                path == "/metrics"
+                and metrics_guard is not None
+                and not metrics_guard(self.headers.get("Authorization"))
+            ):
+                self.send_response(401)
+                self.send_header("WWW-Authenticate", 'Bearer realm="stock-ledger"')
+                body = json.dumps({"type": "unauthorized", "title": "Unauthorized", "status": 401}).encode()
+                self.send_header("Content-Type", "application/problem+json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+            elif path == "/metrics":
                 self._send(200, CONTENT_TYPE_LATEST, generate_latest(registry))
             elif path == "/healthz":
                 self._send_json(200, {"status": "ok"})

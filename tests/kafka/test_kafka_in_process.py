@@ -24,6 +24,7 @@ from ledger.config import Settings
 from ledger.domain.model import StockEvent
 from ledger.kafka import start_consumer
 from ledger.kafka.metrics import intake_registry
+from ledger.projections.queries import HistoryFilter
 from ledger.results import EventResult
 from ledger.service import Ledger
 
@@ -94,6 +95,9 @@ def test_a_batch_that_fails_to_record_is_read_again_and_recorded_once(
         assert flaky.calls > 2
         assert [body["outcome"] for body in result_bodies(records)] == ["accepted"] * len(ids)
         assert ledger.levels(store, ["SKU-1"])[0].level.on_hand_units == 10
+        # CONTRACT §5: what came from Kafka names `kafka` as its principal in the history.
+        history = ledger.history(HistoryFilter(store_id=store), 100)
+        assert [row["principal"] for row in history] == ["kafka"] * len(ids)
         assert handle.stats.batches_failed == 2
         wait_until(lambda: handle.ready and handle.lag == 0, DEADLINE_S, "ready again with no lag")
         exposition = generate_latest(intake_registry(handle.collector)).decode()

@@ -37,6 +37,7 @@ def test_a_valid_envelope_is_read_as_an_event() -> None:
     assert isinstance(event, StockEvent)
     assert event.store_id == "store-1"
     assert event.key == ("pos/store-1", "pos-1")
+    assert event.principal == "kafka"  # CONTRACT §5: what came from Kafka, whoever produced it
 
 
 def test_a_value_that_is_not_json_is_unreadable_with_a_reason() -> None:
