@@ -106,6 +106,50 @@ WRITE_FAILURE_HOLD_S = 5.0
 # not recordable: a writer or database slower than this cannot serve its callers either.
 READY_PROBE_TIMEOUT_S = 2.0
 
+
+class WriteHealth:
+    """Whether writes can be recorded now, as far as this process has seen: the outcome of the
+    last write (HTTP or Kafka) or readiness probe. Real writes outrank probes: a probe records
+    nothing, and a database that grants the write lock but cannot store a row (a full disk) lets
+    it through. So a real write's failure stands for WRITE_FAILURE_HOLD_S without a probe, and a
+    probe's outcome is dropped when a real write ended while it ran."""
+
+    def __init__(self) -> None:
+        self.failure: str | None = None  # why the last write failed; None if it was recorded
+        self._noted_at = -WRITE_FAILURE_HOLD_S
+        self._real_noted_at = -WRITE_FAILURE_HOLD_S
+        self._real_failed = False
+        self._lock = threading.Lock()  # the event loop and the Kafka consumer's thread both note
+
+    def note(self, failure: str | None, *, probe_started_at: float | None = None) -> None:
+        """The outcome of a write, or (with the time it started) of a probe."""
+        with self._lock:
+            now = time.monotonic()
+            if probe_started_at is not None and self._real_noted_at >= probe_started_at:
+                return
+            if failure is not None and self.failure is None:
+                log.warning("writes cannot be recorded: %s", failure)
+            elif failure is None and self.failure is not None:
+                log.warning("writes are recorded again")
+            self.failure = failure
+            self._noted_at = now
+            if probe_started_at is None:
+                self._real_noted_at = now
+                self._real_failed = failure is not None
+
+    def settled(self) -> bool:
+        """Do recent outcomes answer the question, without a probe?"""
+        with self._lock:
+            now = time.monotonic()
+            if now - self._noted_at <= WRITE_EVIDENCE_S:
+                return True
+            return self._real_failed and now - self._real_noted_at <= WRITE_FAILURE_HOLD_S
+
+
+def _why(error: BaseException) -> str:
+    return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+
+
 # How long a periodic refresh lets this instance's own commits reach its cache before reading
 # them back from the database (see Ledger.refresh). Other instances' writes wait as much longer.
 REFRESH_GRACE_S = 0.02
@@ -133,12 +177,7 @@ class Ledger:
         self.database_ok = True
         self.outcome_counts: Counter[str] = Counter()
         self._counts_lock = threading.Lock()  # the event loop and the Kafka consumer both count
-        # Whether writes can be recorded now, from the last write's outcome (HTTP or Kafka) or
-        # readiness probe: why the last one failed (None after a success), when it ended, and
-        # whether a real write (not a probe) failed.
-        self.write_failure: str | None = None
-        self._write_outcome_at = -WRITE_FAILURE_HOLD_S
-        self._write_failure_real = False
+        self.write_health = WriteHealth()
         self._probe_lock = asyncio.Lock()
 
     def start(self) -> None:
@@ -170,46 +209,41 @@ class Ledger:
         self._count(results)
         return results
 
+    @property
+    def write_failure(self) -> str | None:
+        """Why the last write (or readiness probe) here could not be recorded; None if it was."""
+        return self.write_health.failure
+
     @contextlib.contextmanager
-    def _write_outcome(self, *, probe: bool = False) -> Iterator[None]:
+    def _write_outcome(self) -> Iterator[None]:
         """Notes whether a write was recorded (for /readyz); a database error from the writer
         thread becomes DatabaseUnavailable (the writer process reports it as WriterUnavailable)."""
         try:
             yield
         except Exception as error:
-            self._note_write(f"{type(error).__name__}: {error}" if str(error) else repr(error), probe=probe)
+            self.write_health.note(_why(error))
             if database_unavailable(error):
                 raise DatabaseUnavailable("recording events", error) from error
             raise
-        self._note_write(None, probe=probe)
-
-    def _note_write(self, failure: str | None, *, probe: bool) -> None:
-        if failure is not None and self.write_failure is None:
-            log.warning("writes cannot be recorded: %s", failure)
-        elif failure is None and self.write_failure is not None:
-            log.warning("writes are recorded again")
-        self.write_failure = failure
-        self._write_failure_real = failure is not None and not probe
-        self._write_outcome_at = time.monotonic()
+        self.write_health.note(None)
 
     async def writes_unready(self) -> str | None:
-        """Why writes cannot be recorded now, or None when they can. A write that ended within
-        WRITE_EVIDENCE_S settles it, and a real write's failure within WRITE_FAILURE_HOLD_S;
-        otherwise the writer is asked with an empty batch, which takes the database's write lock
-        and lets it go. Concurrent callers share one probe."""
+        """Why writes cannot be recorded now, or None when they can: from the outcome of recent
+        writes (WriteHealth), else from an empty batch through the writer, which takes the
+        database's write lock and lets it go. Concurrent callers share one probe."""
         async with self._probe_lock:
-            age_s = time.monotonic() - self._write_outcome_at
-            held = self._write_failure_real and age_s <= WRITE_FAILURE_HOLD_S
-            if age_s > WRITE_EVIDENCE_S and not held:
-                await self._probe_writes()
-            return self.write_failure
-
-    async def _probe_writes(self) -> None:
-        try:
-            with self._write_outcome(probe=True):
-                await asyncio.wait_for(self.writer.submit([]), READY_PROBE_TIMEOUT_S)
-        except Exception:  # noqa: BLE001 - noted by _write_outcome: not ready, and why
-            return
+            if not self.write_health.settled():
+                started = time.monotonic()
+                try:
+                    await asyncio.wait_for(self.writer.submit([]), READY_PROBE_TIMEOUT_S)
+                except TimeoutError:
+                    failure = f"the writer did not answer an empty batch within {READY_PROBE_TIMEOUT_S} s"
+                    self.write_health.note(failure, probe_started_at=started)
+                except Exception as error:  # noqa: BLE001 - any failure means not ready; it says why
+                    self.write_health.note(_why(error), probe_started_at=started)
+                else:
+                    self.write_health.note(None, probe_started_at=started)
+            return self.write_health.failure
 
     @contextlib.contextmanager
     def _reading(self, operation: str) -> Iterator[None]:
