@@ -115,4 +115,9 @@ class LoadThroughOutage:
         assert 503 in asked, f"/readyz never said 503 during the outage: {asked}"
         if strictly:
             inside = self.readiness.statuses_between(window.began + READY_GRACE_S, window.lifting)
-            assert 200 not in inside, f"/readyz said 200 while the outage lasted: {inside}"
+            assert 200 not in inside, f"/readyz said 200 while the outage lasted: {inside}\n" + "\n".join(
+                f"  asked at +{a.sent_at - window.began:.1f} s, answered +{a.answered_at - a.sent_at:.1f} s "
+                f"later: {a.status} {a.body}"
+                for a in self.readiness.answers
+                if window.began <= a.sent_at <= window.lifting
+            )
