@@ -13,8 +13,11 @@ gets `database_wait_s` (well below the deadline) and no more:
 - at most `attempts_max` inserts run at once; a delivery that finds none free goes straight to
   the spool.
 
-An insert that finishes after its request gave up on it leaves the delivery both in the database
-and in the spool; the drain stores it again, which changes nothing (deliveries.py).
+A request that gives up on its insert abandons it: the insert checks, right before COMMIT, and
+rolls back, so it never commits late (say once the pool frees a connection, seconds after): a late
+row could be processed after deliveries received later. Only an insert already committing when
+its request gave up may finish: the delivery is then both in the database and in the spool, and
+the drain storing it again changes nothing (deliveries.py).
 """
 
 from __future__ import annotations
@@ -40,6 +43,28 @@ class StoredIn(StrEnum):
     BEFORE = "before"  # the same delivery was stored before: a redelivery
 
 
+class Abandoned(Exception):
+    """The request stopped waiting for this insert: it is rolled back, the spool has the delivery."""
+
+
+class _Attempt:
+    """One insert a request waits for, and whether it may still commit."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._abandoned = False
+        self._committing = False
+
+    def may_commit(self) -> bool:
+        with self._lock:
+            self._committing = not self._abandoned
+            return self._committing
+
+    def abandon(self) -> None:
+        with self._lock:
+            self._abandoned = True
+
+
 class _SqliteInserts:
     """One connection per worker thread, each waiting at most `wait_s` for the write lock."""
 
@@ -50,11 +75,13 @@ class _SqliteInserts:
         self._connections: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
 
-    def insert(self, delivery: Delivery) -> bool:
+    def insert(self, delivery: Delivery, attempt: _Attempt) -> bool:
         connection = self._connection()
         connection.execute("BEGIN IMMEDIATE")
         try:
             rows = connection.execute(INSERT_SQL.replace("%s", "?"), delivery.row()).fetchall()
+            if not attempt.may_commit():
+                raise Abandoned
         except BaseException:
             connection.rollback()
             raise
@@ -86,11 +113,14 @@ class _PostgresInserts:
         self.recorder = recorder
         self.timeout = f"{max(1, round(wait_s * 1000))}ms"
 
-    def insert(self, delivery: Delivery) -> bool:
-        with transaction(self.recorder) as tx:
+    def insert(self, delivery: Delivery, attempt: _Attempt) -> bool:
+        with transaction(self.recorder) as tx:  # rolled back if the block raises
             tx.fetchall("SELECT set_config('lock_timeout', %s, true) AS lock_timeout", (self.timeout,))
             tx.fetchall("SELECT set_config('statement_timeout', %s, true) AS timeout", (self.timeout,))
-            return insert_delivery(tx, delivery)
+            stored = insert_delivery(tx, delivery)
+            if not attempt.may_commit():
+                raise Abandoned
+            return stored
 
     def close(self) -> None:
         return None
@@ -130,14 +160,16 @@ class DeliveryStore:
                 delivery.delivery_id,
             )
             return None
+        attempt = _Attempt()
         try:
-            future = self._threads.submit(self._insert, delivery)
+            future = self._threads.submit(self._insert, delivery, attempt)
         except BaseException:
             self._slots.release()
             raise
         try:
             return future.result(timeout=self.database_wait_s)
         except WaitTimedOut:
+            attempt.abandon()
             log.warning(
                 "%s delivery %s: the database did not take it within %.0f ms: spooled",
                 delivery.source,
@@ -145,12 +177,13 @@ class DeliveryStore:
                 self.database_wait_s * 1000,
             )
         except Exception as error:  # noqa: BLE001 - any failure of the database: the spool takes it
+            attempt.abandon()
             log.warning("%s delivery %s: %s: spooled", delivery.source, delivery.delivery_id, error)
         return None
 
-    def _insert(self, delivery: Delivery) -> bool:
+    def _insert(self, delivery: Delivery, attempt: _Attempt) -> bool:
         try:
-            return self._inserts.insert(delivery)
+            return self._inserts.insert(delivery, attempt)
         finally:
             self._slots.release()
 

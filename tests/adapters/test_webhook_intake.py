@@ -86,14 +86,16 @@ def saturate(ledger: Any, stop: threading.Event) -> None:
         ledger.submit_and_wait([event(EventType.RECEIPT, "bulk", *lines) for _ in range(4)])
 
 
-def send_bursts(fake: Any, url: str, bursts: int = BURSTS) -> list[WebhookOutcome]:
-    outcomes: list[WebhookOutcome] = []
+def send_bursts(fake: Any, url: str, bursts: int = BURSTS) -> dict[str, WebhookOutcome]:
+    """Demands shipped in MoySklad, each notified once, in bursts; demand id -> how it went."""
+    sent: dict[str, WebhookOutcome] = {}
     with ThreadPoolExecutor(max_workers=DELIVERIES_PER_BURST) as pool:
         for _ in range(bursts):
             demands = [fake.add_demand(STORE_UUID, [(PRODUCT, 1)]) for _ in range(DELIVERIES_PER_BURST)]
-            outcomes += pool.map(lambda d: send_webhook(url, fake.webhook_body(d)), demands)
+            outcomes = pool.map(lambda d: send_webhook(url, fake.webhook_body(d)), demands)
+            sent.update(zip(demands, outcomes, strict=True))
             time.sleep(0.2)
-    return outcomes
+    return sent
 
 
 def wait_until(
@@ -142,7 +144,7 @@ def test_every_demand_webhook_is_answered_in_time_and_recorded_once_while_the_wr
     writer_load.start()
     try:
         time.sleep(0.5)  # the writer is busy before the first delivery
-        outcomes = send_bursts(fake, f"{runner.server.url}/moysklad/webhook/s3cret")
+        outcomes = list(send_bursts(fake, f"{runner.server.url}/moysklad/webhook/s3cret").values())
     finally:
         stop.set()
         writer_load.join(DEADLINE_S)
@@ -191,10 +193,11 @@ def test_deliveries_the_database_cannot_take_in_time_are_spooled_answered_and_re
     release = threading.Timer(LOCK_HELD_S, lambda: None)
     with inbox_locked(database_url, recorder):
         release.start()
-        outcomes = send_bursts(fake, url, bursts=1)
+        sent = send_bursts(fake, url, bursts=1)
+        outcomes = list(sent.values())
         spooled = sorted((tmp_path / "spool").glob("*.delivery"))
         # Redeliveries of the same notifications (same requestId) while they are still spooled.
-        again = [send_webhook(url, {"events": []}, o.request_id) for o in outcomes[:3]]
+        again = [send_webhook(url, fake.webhook_body(d), o.request_id) for d, o in list(sent.items())[:3]]
         release.join()
     figures(outcomes, f"inbox locked for {LOCK_HELD_S:.1f} s, {database_url.split(':')[0]}")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 import urllib.error
 import urllib.request
 from datetime import UTC, datetime, timedelta
@@ -137,3 +138,26 @@ def test_the_default_spool_is_beside_the_sqlite_file_and_otherwise_in_the_state_
     )
     monkeypatch.setenv("XDG_STATE_HOME", "/srv/state")
     assert default_spool_dir("postgresql://db/ledger") == Path("/srv/state/stock-ledger/webhook-spool")
+
+
+def test_an_insert_its_request_gave_up_on_does_not_commit_later(tmp_path, recorder):
+    spool = DeliverySpool(tmp_path / "spool", deliveries_max=10)
+    store = DeliveryStore(recorder, spool, database_wait_s=0.1, attempts_max=1)
+    could_commit: list[bool] = []
+
+    class SlowInserts:  # gets its connection only after the request stopped waiting
+        def insert(self, delivery: Delivery, attempt: Any) -> bool:
+            time.sleep(0.3)
+            could_commit.append(attempt.may_commit())
+            return True
+
+        def close(self) -> None:
+            return None
+
+    store._inserts = SlowInserts()  # type: ignore[assignment]
+    try:
+        assert store.store(delivery(1)) is StoredIn.SPOOL
+    finally:
+        store.close()  # waits for the slow insert
+    assert could_commit == [False]
+    assert len(spool.pending(10)) == 1
