@@ -27,6 +27,21 @@ GitHub, the source of apidocs.bitrix24.com; dev.1c-bitrix.ru for the older pages
   `catalog.document.element.add` (fields `docId`, `elementId`, `storeTo` for incoming, `storeFrom`
   for outgoing, `amount`), and `catalog.document.conduct` (`id`; "the warehouse stock of goods is
   updated according to the document's items").
+- `catalog.storeproduct.list` (catalog-store-product-list.md): a filter key takes a prefix, and
+  "`@` - IN, the value is an array" (`!@` NOT IN; no prefix or `=` is equality); pages are always
+  50 rows, `start` picks one, `total` counts them all (in a batch: `result_total`). We ask for
+  `@productId` and `@storeId` in pieces of at most 50 (product, store) pairs, and a `total` above
+  the rows read fails the push rather than move a store by a wrong difference.
+- A receipt needs a supplier: conducting one without fails with "Document conducting error:
+  Supplier not specified" (catalog-document-conduct.md). Where vendors are not CRM entities
+  (1C-Bitrix site management) the document's `contractorId` names one; the dev.1c-bitrix.ru
+  example of catalog.document.add sets `'contractorId': '1'`, hence our default `contractor:1`.
+  Where they are (Bitrix24, catalog 23.0.0+), `catalog.documentcontractor.add` binds a CRM
+  company (`entityTypeId` 4) or contact (3) to the receipt: LEDGER_BITRIX_RECEIPT_SUPPLIER
+  `company:<id>` or `contact:<id>` (ids from crm.item.list in the CATALOG_CONTRACTOR_* categories).
+- `catalog.document.mode.status` (no parameters) answers "Y" when inventory management is on:
+  checked at start (`check_mode`) and logged, with an alert when it does not suit
+  LEDGER_BITRIX_PUSH (quantities cannot be set with it on; documents cannot be conducted off).
 - Order statuses: `sale.order.update` with `id` and `fields.statusId`.
 
 Because quantity and per-store amounts exclude each other on one portal, `LEDGER_BITRIX_PUSH`
@@ -34,10 +49,8 @@ chooses `product` (catalog.product.update; default) or `documents` (inventory do
 
 Idempotency: a product push sets a value, so pushing it twice is harmless. A document push moves a
 store's amount by (ledger amount - Bitrix amount read just before), so a repeated push moves it by
-zero. Two shapes are assumed where the pages do not show them: `catalog.document.add` answering
-`{"document": {"id": ...}}` (the pattern of catalog.document.element.add's `{"documentElement": ...}`),
-and `catalog.storeproduct.list` answering `{"storeProducts": [...]}` with an array in `filter`
-meaning "any of" (catalog-store-product-list.md shows only `filter: {productId: 8}`).
+zero. One shape is assumed where the pages do not show it: `catalog.document.add` answering
+`{"document": {"id": ...}}` (the pattern of catalog.document.element.add's `{"documentElement": ...}`).
 """
 
 from __future__ import annotations
@@ -50,6 +63,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from adapters.db import journal, transaction
 from adapters.http import HttpClient, TransportError
 from adapters.limits import LeakyBucket
 from adapters.mappings import Mappings
@@ -65,6 +79,24 @@ SKU_KEY = "sku:"
 STATUS_KEY = "status:"
 STORE_PRODUCT_PAGE = 50  # list methods answer 50 rows a page (limits.md)
 DOCUMENT_ITEMS_PER_PUSH = 800
+CRM_ENTITY_TYPES = {"contact": 3, "company": 4}  # catalog.documentcontractor.add: entityTypeId
+
+
+@dataclass(frozen=True, slots=True)
+class Supplier:
+    """Who a receipt (A) comes from: `contractor:<id>`, `company:<id>` or `contact:<id>`."""
+
+    kind: str
+    entity_id: int
+
+    @classmethod
+    def parse(cls, text: str) -> Supplier:
+        kind, _, number = text.partition(":")
+        if kind not in ("contractor", *CRM_ENTITY_TYPES) or not number.isdigit() or int(number) < 1:
+            raise ValueError(
+                f"a receipt supplier is contractor:<id>, company:<id> or contact:<id>, not {text!r}"
+            )
+        return cls(kind, int(number))
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +110,7 @@ class BitrixConfig:
     document_currency: str = "RUB"
     responsible_id: int = 1
     store_amount: str = "available"  # what a store's amount in Bitrix is: available or on_hand
+    receipt_supplier: Supplier = Supplier("contractor", 1)
 
 
 def php_query(params: Mapping[str, Any]) -> str:
@@ -105,6 +138,7 @@ def php_query(params: Mapping[str, Any]) -> str:
 class BatchAnswer:
     results: dict[str, Any]
     errors: dict[str, str]
+    totals: dict[str, int]  # a list command's row count over all its pages (result_total)
 
 
 class BitrixClient:
@@ -136,7 +170,13 @@ class BitrixClient:
             else str(error)
             for key, error in (raw_errors.items() if isinstance(raw_errors, Mapping) else [])
         }
-        return BatchAnswer(dict(results) if isinstance(results, Mapping) else {}, errors)
+        raw_totals = result.get("result_total") or {}
+        totals = {
+            key: int(total)
+            for key, total in (raw_totals.items() if isinstance(raw_totals, Mapping) else [])
+            if isinstance(total, int | str) and str(total).isdigit()
+        }
+        return BatchAnswer(dict(results) if isinstance(results, Mapping) else {}, errors, totals)
 
     def call(self, method: str, params: Mapping[str, Any]) -> dict[str, Any]:
         self.bucket.acquire()
@@ -302,26 +342,36 @@ class BitrixTarget:
                     moves["A" if delta > 0 else "D"].append((item, str(store_id), abs(delta)))
         failures: dict[str, Failure] = {}
         for doc_type, lines in moves.items():
-            per_batch = self.config.batch_commands_max - 2
+            per_batch = self.config.batch_commands_max - 3  # the document, its supplier, the conduct
             for part in chunks(lines, per_batch):
                 failures.update(self._document(doc_type, list(part)))
         return failures
 
     def _document(self, doc_type: str, lines: list[tuple[Item, str, int]]) -> dict[str, Failure]:
+        fields: dict[str, Any] = {
+            "docType": doc_type,
+            "currency": self.config.document_currency,
+            "responsibleId": self.config.responsible_id,
+            "title": "stock ledger sync",
+            "commentary": "levels pushed by the stock ledger",
+        }
+        supplier = self.config.receipt_supplier
+        if doc_type == "A" and supplier.kind == "contractor":
+            fields["contractorId"] = supplier.entity_id
         commands: dict[str, tuple[str, Mapping[str, Any]]] = {
-            "doc": (
-                "catalog.document.add",
+            "doc": ("catalog.document.add", {"fields": fields})
+        }
+        if doc_type == "A" and supplier.kind in CRM_ENTITY_TYPES:
+            commands["supplier"] = (
+                "catalog.documentcontractor.add",
                 {
                     "fields": {
-                        "docType": doc_type,
-                        "currency": self.config.document_currency,
-                        "responsibleId": self.config.responsible_id,
-                        "title": "stock ledger sync",
-                        "commentary": "levels pushed by the stock ledger",
+                        "documentId": "$result[doc][document][id]",
+                        "entityTypeId": CRM_ENTITY_TYPES[supplier.kind],
+                        "entityId": supplier.entity_id,
                     }
                 },
-            ),
-        }
+            )
         owners: dict[str, set[str]] = defaultdict(set)
         for index, (item, store_id, amount) in enumerate(lines):
             store_field = "storeTo" if doc_type == "A" else "storeFrom"
@@ -341,7 +391,7 @@ class BitrixTarget:
         answer = self.client.batch(commands, halt=False)
         failures: dict[str, Failure] = {}
         every_key = {item.key for item, _, _ in lines}
-        for key in ("doc", "conduct"):
+        for key in ("doc", "supplier", "conduct"):
             if key in answer.errors:
                 return {k: Failure(f"{doc_type} document: {answer.errors[key]}") for k in every_key}
         for command, keys in owners.items():
@@ -362,7 +412,7 @@ class BitrixTarget:
                 "catalog.storeproduct.list",
                 {
                     "select": ["productId", "storeId", "amount"],
-                    "filter": {"productId": list(part), "storeId": store_ids},
+                    "filter": {"@productId": list(part), "@storeId": store_ids},  # "@": IN, an array
                 },
             )
         for part in chunks(list(commands), self.config.batch_commands_max):
@@ -371,11 +421,43 @@ class BitrixTarget:
                 raise TargetUnavailable(
                     f"bitrix catalog.storeproduct.list: {next(iter(answer.errors.values()))}"
                 )
-            for result in answer.results.values():
+            for key, result in answer.results.items():
                 rows = result.get("storeProducts", []) if isinstance(result, Mapping) else []
+                if answer.totals.get(key, 0) > len(rows):
+                    # A store amount not read would be taken as 0 and moved by its whole amount.
+                    raise TargetUnavailable(
+                        f"bitrix catalog.storeproduct.list: {answer.totals[key]} rows, {len(rows)} read"
+                    )
                 for row in rows:
                     amounts[(str(row["productId"]), str(row["storeId"]))] = int(float(row.get("amount") or 0))
         return amounts
+
+    def check_mode(self) -> str | None:
+        """Asks the portal whether inventory management is on (catalog.document.mode.status), logs
+        it, and raises an alert when it does not suit the push mode. None if it could not tell."""
+        try:
+            body = self.client.call("catalog.document.mode.status", {})
+        except TargetUnavailable as error:
+            log.warning("bitrix: could not read the inventory management mode: %s", error)
+            return None
+        mode = str(body.get("result"))
+        log.info(
+            "bitrix: inventory management (catalog.document.mode.status) is %s; pushing %s",
+            "on" if mode == "Y" else "off",
+            ", ".join(sorted(self.config.push)),
+        )
+        problem = None
+        if mode == "Y" and "product" in self.config.push:
+            problem = "inventory management is on: quantities cannot be set; set LEDGER_BITRIX_PUSH=documents"
+        if mode == "N" and "documents" in self.config.push:
+            problem = (
+                "inventory management is off: documents cannot be conducted; set LEDGER_BITRIX_PUSH=product"
+            )
+        if problem:
+            log.error("ALERT bitrix: %s", problem)
+            with transaction(self.recorder) as tx:
+                journal(tx, SYSTEM, "alert", "inventory management mode", problem)
+        return mode
 
     def after_push(self, tx: SqlTx, pushed: Sequence[Item]) -> None:
         return None

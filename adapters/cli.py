@@ -306,6 +306,9 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _run_once(adapters: Any, *, full: bool) -> int:
+    from adapters.runner import check_portals
+
+    check_portals(adapters)
     failed = False
     for name, worker in adapters.workers.items():
         reports = [worker.run_once(full=True)] if full else []

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from adapters.bitrix import BitrixConfig, BitrixTarget
+from adapters.bitrix import BitrixConfig, BitrixTarget, Supplier
 from adapters.db import open_database
 from adapters.httpserver import HttpServer
 from adapters.inbound import InboxWorker, WebhookReceiver
@@ -54,6 +54,7 @@ def bitrix_config(settings: Settings) -> BitrixConfig | None:
         document_currency=settings.bitrix_document_currency,
         responsible_id=settings.bitrix_responsible_id,
         store_amount=settings.bitrix_store_amount,
+        receipt_supplier=Supplier.parse(settings.bitrix_receipt_supplier),
     )
 
 
@@ -173,6 +174,7 @@ class Runner:
         self.server: HttpServer | None = None
 
     def start(self) -> Runner:
+        check_portals(self.adapters)
         for name, worker in self.adapters.workers.items():
             self._thread(f"push-{name}", worker.run_forever)
         if self.adapters.inbox is not None:
@@ -213,6 +215,13 @@ class Runner:
             thread.join(10)
         for worker in self.adapters.workers.values():
             worker.release_lease()
+
+
+def check_portals(adapters: Adapters) -> None:
+    """What is checked of the targets at start: Bitrix's inventory management mode (logged)."""
+    for worker in adapters.workers.values():
+        if isinstance(worker.target, BitrixTarget):
+            worker.target.check_mode()
 
 
 def ledger_sink(settings: Settings) -> tuple[EventSink, Any]:

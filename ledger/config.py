@@ -190,6 +190,12 @@ class Settings(BaseSettings):
     bitrix_document_currency: str = "RUB"
     bitrix_responsible_id: int = Field(1, ge=1)
     bitrix_store_amount: str = Field("available", pattern=r"^(available|on_hand)$")
+    bitrix_receipt_supplier: str = Field(
+        "contractor:1",
+        pattern=r"^(contractor|company|contact):[1-9][0-9]*$",
+        description="supplier of receipt (A) documents: contractor:<id> (the document's contractorId), "
+        "or company:<id> / contact:<id> (a CRM vendor, catalog.documentcontractor.add)",
+    )
 
     # MoySklad (JSON API 1.2).
     moysklad_base_url: str = "https://api.moysklad.ru/api/remap/1.2"

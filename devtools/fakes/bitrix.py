@@ -4,6 +4,19 @@ It keeps products, per-store amounts, inventory documents and orders in memory, 
 the documented leaky bucket (503 QUERY_LIMIT_EXCEEDED past the burst), runs `batch` with
 `$result[...]` references and per-command errors, and refuses `quantity` updates when inventory
 management is enabled, as the real portal does.
+
+It refuses what the documents say the portal refuses, since a lenient fake hides the bugs that
+cost users data:
+- conducting a receipt (A) without a supplier: "Document conducting error: Supplier not
+  specified" (catalog-document-conduct.md), and any document while inventory management is off:
+  "Warehouse accounting must be enabled to conduct the document";
+- suppliers as the portal keeps them (`contractor_provider`): "crm" (Bitrix24) binds a CRM vendor
+  company or contact with catalog.documentcontractor.add and ignores `contractorId`; "catalog"
+  (site management) takes the document's `contractorId` and answers documentcontractor.add with
+  "Contractors should be provided by CRM";
+- `catalog.storeproduct.list` filters as documented: `@field` (IN) and `!@field` take an array,
+  `field` and `=field` a value. What the portal does with an array under a bare name is not
+  documented, so the fake refuses it. Pages are 50 rows (`start`), with `total`.
 """
 
 from __future__ import annotations
@@ -20,6 +33,8 @@ from adapters.httpserver import Reply, Request
 
 DOC_TYPES = ("A", "S", "M", "R", "D")
 BATCH_COMMANDS_MAX = 50
+LIST_PAGE = 50
+CRM_ENTITY_TYPES = (3, 4)  # contact, company
 RESULT_REF = re.compile(r"^\$result\[([^\]]+)\]((?:\[[^\]]*\])*)$")
 
 
@@ -28,6 +43,14 @@ class CommandError(Exception):
         super().__init__(description)
         self.code = code
         self.description = description
+
+
+@dataclass(frozen=True, slots=True)
+class Listed:
+    """A page of a list method, and the count of all its rows (`total`)."""
+
+    result: Any
+    total: int
 
 
 def parse_php_query(query: str) -> dict[str, Any]:
@@ -62,6 +85,11 @@ class FakeBitrix:
     burst_requests_max: int = 50
     drain_per_s: float = 2.0
     inventory_management: bool = False
+    # Where suppliers live: "catalog" (site management; contractor 1 exists, as in the documented
+    # example of catalog.document.add) or "crm" (Bitrix24: CRM vendor companies and contacts).
+    contractor_provider: str = "catalog"
+    crm_vendors: set[tuple[int, int]] = field(default_factory=set)  # (entityTypeId, id)
+    catalog_contractors: set[int] = field(default_factory=lambda: {1})
     products: dict[str, dict[str, Any]] = field(default_factory=dict)
     store_amounts: dict[tuple[str, str], float] = field(default_factory=dict)
     stores: set[str] = field(default_factory=set)
@@ -121,7 +149,11 @@ class FakeBitrix:
                 reply = self._batch(params)
             else:
                 try:
-                    reply = Reply(200, {"result": self._run(method, params), "time": _time()})
+                    answer = self._run(method, params)
+                    body = {"result": answer, "time": _time()}
+                    if isinstance(answer, Listed):
+                        body = {"result": answer.result, "total": answer.total, "time": _time()}
+                    reply = Reply(200, body)
                 except CommandError as error:
                     reply = Reply(400, {"error": error.code, "error_description": error.description})
         reply.delay_s = delay_s
@@ -146,6 +178,7 @@ class FakeBitrix:
             )
         results: dict[str, Any] = {}
         errors: dict[str, Any] = {}
+        totals: dict[str, int] = {}
         for key, command in cmd.items():
             method, _, query = str(command).partition("?")
             try:
@@ -154,7 +187,11 @@ class FakeBitrix:
                     raise CommandError(
                         "ERROR_BATCH_METHOD_NOT_ALLOWED", "Method is not allowed for batch usage"
                     )
-                results[key] = self._run(method, sub)
+                answer = self._run(method, sub)
+                if isinstance(answer, Listed):
+                    totals[key] = answer.total
+                    answer = answer.result
+                results[key] = answer
             except CommandError as error:
                 errors[key] = {"error": error.code, "error_description": error.description}
                 if halt:
@@ -163,7 +200,7 @@ class FakeBitrix:
             "result": {
                 "result": results,
                 "result_error": errors,
-                "result_total": [],
+                "result_total": totals or [],
                 "result_next": [],
                 "result_time": {},
             },
@@ -198,6 +235,8 @@ class FakeBitrix:
             "catalog.document.add": self._document_add,
             "catalog.document.element.add": self._element_add,
             "catalog.document.conduct": self._conduct,
+            "catalog.document.mode.status": lambda p: "Y" if self.inventory_management else "N",
+            "catalog.documentcontractor.add": self._documentcontractor_add,
             "sale.order.update": self._order_update,
         }.get(method)
         if handler is None:
@@ -220,21 +259,14 @@ class FakeBitrix:
         return {kind: dict(product)}
 
     def _storeproduct_list(self, params: Mapping[str, Any]) -> Any:
-        flt = params.get("filter") or {}
-
-        def wanted(name: str) -> set[str] | None:
-            value = flt.get(name)
-            if value is None:
-                return None
-            return {str(v) for v in value} if isinstance(value, list) else {str(value)}
-
-        products, stores = wanted("productId"), wanted("storeId")
+        conditions = _filter(params.get("filter") or {})
         rows = [
             {"id": index + 1, "productId": int(pid), "storeId": int(sid), "amount": amount}
             for index, ((pid, sid), amount) in enumerate(sorted(self.store_amounts.items()))
-            if (products is None or pid in products) and (stores is None or sid in stores)
+            if all(test({"productId": pid, "storeId": sid}) for test in conditions)
         ]
-        return {"storeProducts": rows[:50]}
+        start = int(params.get("start") or 0)
+        return Listed({"storeProducts": rows[start : start + LIST_PAGE]}, len(rows))
 
     def _document_add(self, params: Mapping[str, Any]) -> Any:
         fields = params.get("fields") or {}
@@ -252,6 +284,8 @@ class FakeBitrix:
             "elements": [],
             "title": fields.get("title"),
             "commentary": fields.get("commentary"),
+            "contractorId": int(fields["contractorId"]) if fields.get("contractorId") else None,
+            "crm_vendors": [],
         }
         return {"document": {"id": doc_id, "docType": fields["docType"], "status": "N"}}
 
@@ -279,12 +313,42 @@ class FakeBitrix:
         document["elements"].append(element)
         return {"documentElement": element}
 
+    def _documentcontractor_add(self, params: Mapping[str, Any]) -> Any:
+        fields = params.get("fields") or {}
+        if self.contractor_provider != "crm":
+            raise CommandError("0", "Contractors should be provided by CRM")
+        document = self.documents.get(int(fields.get("documentId") or 0))
+        if document is None:
+            raise CommandError("0", "Store document was not found")
+        if document["docType"] != "A":
+            raise CommandError("0", "Type of store document is wrong")
+        if document["status"] != "N":
+            raise CommandError("0", "Unable to edit conducted document")
+        entity_type = int(fields.get("entityTypeId") or 0)
+        if entity_type not in CRM_ENTITY_TYPES:
+            raise CommandError("0", "Wrong entity type id")
+        vendor = (entity_type, int(fields.get("entityId") or 0))
+        if vendor not in self.crm_vendors:
+            raise CommandError("0", "Wrong entity id")
+        document["crm_vendors"].append(vendor)
+        binding = {"documentId": document["id"], "entityTypeId": vendor[0], "entityId": vendor[1]}
+        return {"documentContractor": {"id": len(document["crm_vendors"]), **binding}}
+
+    def _has_supplier(self, document: Mapping[str, Any]) -> bool:
+        if self.contractor_provider == "crm":
+            return bool(document["crm_vendors"])  # contractorId is not used with CRM vendors
+        return document["contractorId"] in self.catalog_contractors
+
     def _conduct(self, params: Mapping[str, Any]) -> Any:
         document = self.documents.get(int(params.get("id") or 0))
         if document is None:
             raise CommandError("0", "Document not found")
+        if not self.inventory_management:
+            raise CommandError("0", "Warehouse accounting must be enabled to conduct the document")
         if document["status"] != "N":
             raise CommandError("0", "Document conducting error: already conducted")
+        if document["docType"] == "A" and not self._has_supplier(document):
+            raise CommandError("0", "Document conducting error: Supplier not specified")
         sign = 1 if document["docType"] == "A" else -1
         for element in document["elements"]:
             store = str(element.get("storeTo") or element.get("storeFrom"))
@@ -310,6 +374,26 @@ class FakeBitrix:
         if "statusId" in fields:
             order["statusId"] = str(fields["statusId"])
         return {"order": dict(order)}
+
+
+def _filter(flt: Mapping[str, Any]) -> list[Any]:
+    """Tests for the documented filter keys: `@f` / `!@f` with an array, `f` / `=f` / `!f` with a value."""
+    tests = []
+    for key, value in flt.items():
+        negate = key.startswith("!")
+        name = key.removeprefix("!")
+        if name.startswith("@"):
+            if not isinstance(value, list):
+                raise CommandError("0", f"filter {key}: IN takes an array")
+            wanted = {str(v) for v in value}
+            name = name[1:]
+        else:
+            if isinstance(value, list):
+                raise CommandError("0", f"filter {key}: an array needs the @ (IN) prefix")
+            wanted = {str(value)}
+            name = name.removeprefix("=")
+        tests.append(lambda row, n=name, w=wanted, neg=negate: (str(row.get(n)) in w) != neg)
+    return tests
 
 
 def _time() -> dict[str, Any]:

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from conftest import FAST, event
 
-from adapters.bitrix import BitrixConfig, BitrixTarget
+from adapters.bitrix import BitrixConfig, BitrixTarget, Supplier
 from adapters.db import transaction
 from adapters.httpserver import Reply
 from adapters.outbound import OutboundWorker, SimulatedCrash, enqueue, read_position, request_parked_retry
@@ -260,6 +260,8 @@ def test_store_amounts_move_by_conducted_documents_and_a_repeated_push_moves_not
 ):
     fake, server = bitrix
     fake.inventory_management = True
+    fake.contractor_provider = "crm"
+    fake.crm_vendors.add((4, 7))
     fake.add_product("101")
     fake.store_amounts[("101", "2")] = 9.0
     record(
@@ -267,7 +269,14 @@ def test_store_amounts_move_by_conducted_documents_and_a_repeated_push_moves_not
         event(RECEIPT, "shop-2", ("SKU-1", 4)),
         event(RESERVATION, "shop-1", ("SKU-1", 3), reservation_id="r-1"),
     )
-    worker = make_worker(recorder, mappings, server, fake, push=frozenset({"documents"}))
+    worker = make_worker(
+        recorder,
+        mappings,
+        server,
+        fake,
+        push=frozenset({"documents"}),
+        receipt_supplier=Supplier("company", 7),
+    )
 
     def crash() -> None:
         raise SimulatedCrash
