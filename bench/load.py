@@ -353,9 +353,11 @@ def send_batches(
     nonce: str,
     *,
     requests_max: int | None = None,
+    seed: int = 0,
 ) -> BatchRun:
     """`senders` threads, each with a keep-alive connection, posting arrays until the time is up (or each
-    has sent `requests_max`); the request in flight at the deadline is awaited and counted: exact counts."""
+    has sent `requests_max`); the request in flight at the deadline is awaited and counted: exact counts.
+    Sender n picks its SKUs with random.Random(seed + n): give concurrent calls different seeds."""
     outcomes: Counter[str] = Counter()
     latencies: list[float] = []
     problems: list[str] = []
@@ -365,7 +367,7 @@ def send_batches(
 
     def sender(number: int) -> None:
         nonlocal requests
-        chooser = random.Random(number)
+        chooser = random.Random(seed + number)
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=RESPONSE_TIMEOUT_S * 4)
         sequence = 0
         try:
@@ -423,4 +425,143 @@ def send_batches(
         elapsed_s=elapsed,
         latency_ms=latency_summary_ms(latencies),
         first_other=problems[0] if problems else "",
+    )
+
+
+# --- pre-made events, each store's in order -----------------------------------------------------------------
+
+
+@dataclass
+class ArrayRun:
+    """Pre-made events POSTed in arrays, each store's in order; every result kept, in the order sent."""
+
+    senders: int
+    array_size: int
+    requests: int
+    events: int
+    results: list[dict[str, Any]]
+    elapsed_s: float
+    latency_ms: dict[str, float]
+    problems: list[str]
+
+    @property
+    def per_s(self) -> float:
+        return len(self.results) / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        outcomes = Counter(result["outcome"] for result in self.results)
+        return {
+            "tool": "python-http.client",
+            "senders": self.senders,
+            "array_size": self.array_size,
+            "requests": self.requests,
+            "events_sent": self.events,
+            "results": len(self.results),
+            "outcomes": dict(outcomes),
+            "elapsed_s": round(self.elapsed_s, 3),
+            "events_per_s": round(self.per_s, 1),
+            "request_latency_ms": self.latency_ms,
+            "problems": self.problems[:5],
+        }
+
+
+class _StoreQueue:
+    """Hands out arrays so that a store's next array goes only once its previous one is answered (its
+    events keep their order, as on a Kafka partition); the store with the most left goes first."""
+
+    def __init__(self, arrays: dict[str, list[bytes]]) -> None:
+        self.left = {store: list(reversed(bodies)) for store, bodies in arrays.items() if bodies}
+        self.busy: set[str] = set()
+        self.changed = threading.Condition()
+
+    def take(self, deadline: float) -> tuple[str, bytes] | None:
+        with self.changed:
+            while True:
+                free = [store for store in self.left if store not in self.busy]
+                if free:
+                    store = max(free, key=lambda s: len(self.left[s]))
+                    self.busy.add(store)
+                    body = self.left[store].pop()
+                    if not self.left[store]:
+                        del self.left[store]
+                    return store, body
+                if not self.left or not self.changed.wait(max(0.0, deadline - time.monotonic())):
+                    return None
+
+    def done(self, store: str) -> None:
+        with self.changed:
+            self.busy.discard(store)
+            self.changed.notify_all()
+
+    def abort(self) -> None:
+        with self.changed:
+            self.left.clear()
+            self.changed.notify_all()
+
+
+def send_store_arrays(
+    port: int, events_by_store: dict[str, list[bytes]], senders: int, array_size: int, deadline_s: float
+) -> ArrayRun:
+    """`senders` threads with keep-alive connections POST each store's events (raw CloudEvents JSON) in
+    arrays of `array_size`, in order; timed from the first request to the last answer."""
+    arrays = {
+        store: [
+            b"[" + b",".join(values[i : i + array_size]) + b"]" for i in range(0, len(values), array_size)
+        ]
+        for store, values in events_by_store.items()
+    }
+    queue = _StoreQueue(arrays)
+    answered: dict[str, list[dict[str, Any]]] = {store: [] for store in arrays}  # in order: one in flight
+    latencies: list[float] = []
+    problems: list[str] = []
+    lock = threading.Lock()
+    deadline = time.monotonic() + deadline_s
+
+    def sender(number: int) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=RESPONSE_TIMEOUT_S * 4)
+        try:
+            while (taken := queue.take(deadline)) is not None:
+                store, body = taken
+                began = time.perf_counter()
+                conn.request(
+                    "POST",
+                    "/v1/events",
+                    body=body,
+                    headers={"Content-Type": "application/cloudevents-batch+json"},
+                )
+                response = conn.getresponse()
+                raw = response.read()
+                took = time.perf_counter() - began
+                if response.status != 200:
+                    raise ValueError(f"{response.status} {raw[:300].decode(errors='replace')}")
+                with lock:
+                    answered[store].extend(loads(raw)["results"])
+                    latencies.append(took)
+                queue.done(store)
+        except (OSError, http.client.HTTPException, ValueError, KeyError) as error:
+            with lock:
+                problems.append(f"sender {number} stopped: {error!r}")
+            queue.abort()  # its store would stay busy: the others stop too, and the check says why
+        finally:
+            conn.close()
+
+    began = time.monotonic()
+    threads = [threading.Thread(target=sender, args=(n,), daemon=True) for n in range(senders)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(max(0.0, deadline - time.monotonic()) + RESPONSE_TIMEOUT_S * 4 + 30)
+    elapsed = time.monotonic() - began
+    if any(thread.is_alive() for thread in threads):
+        raise BenchError("an array sender did not finish in time")
+    results = [result for store in arrays for result in answered[store]]
+    return ArrayRun(
+        senders=senders,
+        array_size=array_size,
+        requests=len(latencies),
+        events=sum(len(values) for values in events_by_store.values()),
+        results=results,
+        elapsed_s=elapsed,
+        latency_ms=latency_summary_ms(latencies),
+        problems=problems,
     )

@@ -161,6 +161,8 @@ def versions(bench: Bench) -> dict[str, Any]:
         "packages": packages,
         "ledger_commit": _git("rev-parse", "HEAD"),
         "ledger_worktree_dirty": bool(_git("status", "--porcelain", "--untracked-files=no")),
+        # What was measured beyond the commit (other work in progress in the same tree), by path.
+        "ledger_worktree_changes": _git("status", "--porcelain").splitlines(),
     }
 
 
@@ -173,20 +175,23 @@ def _git(*argv: str) -> str:
         return ""
 
 
+def machine(bench: Bench) -> dict[str, Any]:
+    """The machine the figures were measured on, and how busy it was (before each figure, at the end)."""
+    return {
+        "cpu_count": os.cpu_count(),
+        "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "load_average": bench.load_average | {"at end": [round(x, 2) for x in os.getloadavg()]},
+        "platform": platform.platform(),
+        "data_filesystem": filesystem_of(bench.workdir),
+    }
+
+
 def results(args: argparse.Namespace, bench: Bench, started: float) -> dict[str, Any]:
     headline, others = figures(args, bench.measured)
     return {
         "started_at": datetime.fromtimestamp(started, UTC).isoformat(),
         "duration_s": round(time.time() - started, 1),
-        "machine": {
-            "cpu_count": os.cpu_count(),
-            "cpus_usable": len(os.sched_getaffinity(0))
-            if hasattr(os, "sched_getaffinity")
-            else os.cpu_count(),
-            "load_average": bench.load_average | {"at end": [round(x, 2) for x in os.getloadavg()]},
-            "platform": platform.platform(),
-            "data_filesystem": filesystem_of(bench.workdir),
-        },
+        "machine": machine(bench),
         "versions": versions(bench),
         "postgres_settings": bench.postgres_settings,
         "settings": {
