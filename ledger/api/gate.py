@@ -30,6 +30,7 @@ OPEN_PATHS = frozenset({"/healthz", "/readyz", "/openapi.json", "/docs"})
 METRICS_PATH = "/metrics"
 
 
+HOSTS_REMEMBERED_MAX = 256  # Host values whose answer is kept; past it, forgotten all at once
 # Probes reach a service by its address (Kubernetes: the pod's IP), and these answer nothing of worth.
 PROBE_PATHS = frozenset({"/healthz", "/readyz"})
 
@@ -40,11 +41,22 @@ class HostGate:
     def __init__(self, app: ASGIApp, allowed: frozenset[str] | None) -> None:
         self.app = app
         self.allowed = allowed
+        # The answer for each Host header value seen (clients send the same few again and again).
+        self._seen: dict[bytes | None, bool] = {}
+
+    def _allows(self, host: bytes | None) -> bool:
+        allowed = self._seen.get(host)
+        if allowed is None:
+            allowed = host_allowed(self.allowed, host)
+            if len(self._seen) >= HOSTS_REMEMBERED_MAX:
+                self._seen.clear()
+            self._seen[host] = allowed
+        return allowed
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and self.allowed is not None and scope["path"] not in PROBE_PATHS:
             host = next((value for name, value in scope["headers"] if name == b"host"), None)
-            if not host_allowed(self.allowed, host):
+            if not self._allows(host):
                 refused = Problem(
                     400,
                     "invalid-host",
