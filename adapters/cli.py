@@ -136,7 +136,9 @@ def _reconcile_report(args: argparse.Namespace, settings: Settings) -> int:
     run_id = args.run_id or time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
     # Read before the progress bar starts, so that a bad file is the only line on the terminal.
     snapshot = _csv_snapshot(args.file, mappings) if args.source == "csv" else None
-    with tqdm(total=0, unit="store", desc=f"reading {args.source}", disable=args.quiet) as bar:
+    with tqdm(
+        total=0, unit="store", desc=f"reading {args.source}", disable=args.quiet or bool(snapshot)
+    ) as bar:
         if snapshot is None:
             bar.total = len(mappings.all("moysklad", "store"))
             snapshot = _moysklad_snapshot(args, settings, mappings, bar.update)
