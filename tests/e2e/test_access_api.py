@@ -349,15 +349,20 @@ def test_while_open_every_route_answers_and_the_history_names_no_principal(clien
     assert [entry["principal"] for entry in api.history(client, store)] == [None, None]
 
 
-def test_configured_origins_may_call_across_sites_and_still_need_a_token(
-    closed: Closed, module_serve
-) -> None:
+def test_configured_origins_hosts_and_metrics_auth(closed: Closed, module_serve) -> None:
     allowed = "https://shop.example"
     server = module_serve(
         closed.database_url,
-        {"LEDGER_CORS_ORIGINS": allowed, "LEDGER_ALLOWED_HOSTS": "127.0.0.1, ledger.example"},
+        {
+            "LEDGER_CORS_ORIGINS": allowed,
+            "LEDGER_ALLOWED_HOSTS": "127.0.0.1, ledger.example",
+            "LEDGER_METRICS_AUTH": "required",
+        },
     )
     with server.client() as client:
+        api.assert_problem(client.get("/metrics"), 401, "unauthorized")
+        assert client.get("/metrics", headers=dict(closed.admin.headers)).status_code == 200
+        assert client.get("/readyz").status_code == 200
         preflight = client.options(
             "/v1/events",
             headers={
