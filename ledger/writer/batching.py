@@ -61,22 +61,23 @@ def record_with_retries(
     batch: list[Submission],
     record: Callable[[list[Submission]], list[list[EventResult]]],
     retries_max: int,
-    forget: Callable[[], None],
+    failed: Callable[[BaseException], None],
 ) -> None:
-    """Records a batch and answers every submission in it, whatever happens. `forget` empties
-    the writer's memory after a failure (it may hold effects that were never committed)."""
+    """Records a batch and answers every submission in it, whatever happens. `failed` is told of
+    every failed attempt (the writer empties its memory, which may hold effects that were never
+    committed, and remembers that writes are failing)."""
     for attempt in range(retries_max + 1):
         try:
             results = record(batch)
         except Exception as error:  # noqa: BLE001 - retried: see the module's docstring
-            forget()
+            failed(error)
             if attempt < retries_max:
                 log.warning("batch failed (attempt %d), retrying: %s", attempt + 1, error)
                 time.sleep(min(RETRY_WAIT_S_FIRST * 2**attempt, RETRY_WAIT_S_MAX))
                 continue
             if len(batch) > 1:
                 for submission in batch:
-                    record_with_retries([submission], record, retries_max, forget)
+                    record_with_retries([submission], record, retries_max, failed)
                 return
             log.error("batch failed, giving up: %r", error)
             batch[0].done(error)

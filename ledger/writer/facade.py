@@ -24,13 +24,16 @@ from ledger.storage.recorders import LedgerRecorder
 from ledger.writer import batching, deciding, expiry
 from ledger.writer.answers import answers
 from ledger.writer.recording import OneStatement, encode_one_statement, insert
-from ledger.writer.submission import Submission, WriterLimits
+from ledger.writer.submission import Submission, WriterLimits, WriterUnavailable
 
 log = logging.getLogger("ledger.writer")
 
 # How long after a lost bet the writer catches up before deciding from memory. Long enough to
 # cover a steady second writer, short enough that a lone writer soon saves the extra round trip.
 CONTENDED_S = 1.0
+# How long a failed batch makes readiness probes fail when nothing has committed since: a probe
+# after it asks the database again, so that an instance nobody sends writes to can become ready.
+FAILURE_HOLD_S = 5.0
 
 
 class Writer:
@@ -47,6 +50,9 @@ class Writer:
         self.on_commit = on_commit
         self.expiry = expiry.ExpirySchedule(limits.expiry_interval_s)
         self.batches_committed = 0
+        # The last batch's failure, until a batch with entries commits (see record).
+        self.failure: str | None = None
+        self.failed_at = 0.0
         # Until then (monotonic), another writer was seen recording: memory is brought to the
         # database's head before each batch is decided from it (see decide_from_memory).
         self._contended_until = 0.0
@@ -59,7 +65,13 @@ class Writer:
 
     def process(self, batch: list[Submission]) -> None:
         """Records a batch and answers every submission in it (retrying as batching says)."""
-        batching.record_with_retries(batch, self.record, self.limits.retries_max, self.forget)
+        batching.record_with_retries(batch, self.record, self.limits.retries_max, self.failed)
+
+    def failed(self, error: BaseException) -> None:
+        """A batch failed: forget what memory holds, and let probes know for a while (see record)."""
+        self.forget()
+        self.failure = f"{type(error).__name__}: {error}"
+        self.failed_at = time.monotonic()
 
     def forget(self) -> None:
         """Empties the writer's memory: after a failure it may hold what never committed."""
@@ -69,6 +81,8 @@ class Writer:
         """One attempt: from memory in one statement when it can, else under the write lock."""
         recorded_at = utc_text(utc_now())
         events = [event for submission in batch for event in submission.events]
+        if not events:
+            self._refuse_probe_while_failing()
         statement = self._record_in_one_statement(events, recorded_at)
         if statement is not None:
             work, pending, positions, committed = (
@@ -84,7 +98,16 @@ class Writer:
                 positions, committed = insert(self.recorder, tx, work, recorded_at)
         self.committed(committed)
         self.batches_committed += 1
+        if positions:
+            self.failure = None
         return answers(batch, events, pending, positions, work.entries)
+
+    def _refuse_probe_while_failing(self) -> None:
+        """An empty batch is how readiness asks whether writes can be recorded. It takes the
+        write lock and commits nothing, which a full disk lets through: while a batch that did
+        record something failed lately and nothing has committed since, the probe fails too."""
+        if self.failure is not None and time.monotonic() - self.failed_at < FAILURE_HOLD_S:
+            raise WriterUnavailable(f"the last batch failed: {self.failure}")
 
     def _record_in_one_statement(self, events: list[StockEvent], recorded_at: str) -> OneStatement | None:
         """One statement instead of a transaction of some fifteen, when this writer's memory

@@ -50,9 +50,9 @@ class InFlight:
 def prepare(writer: Writer, batch: list[Submission], *, in_flight: bool = False) -> Ready | None:
     """Decides a batch from memory; None when it must be recorded the ordinary way. With a batch
     `in_flight`, keys the memory lacks are not read (the heads differ until it lands)."""
-    if not writer.one_statement_batches:
-        return None
     events = [event for submission in batch for event in submission.events]
+    if not writer.one_statement_batches or not events:
+        return None  # an empty batch is a readiness probe: the ordinary way answers it (facade)
     generation = writer.cache.generation
     try:
         statement = writer.decide_from_memory(events, utc_text(utc_now()), fetch=not in_flight)
