@@ -56,7 +56,6 @@ zero. One shape is assumed where the pages do not show it: `catalog.document.add
 from __future__ import annotations
 
 import json
-import logging
 import urllib.parse
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
@@ -67,11 +66,12 @@ from adapters.db import journal, transaction
 from adapters.http import HttpClient, TransportError
 from adapters.limits import LeakyBucket
 from adapters.mappings import Mappings
+from adapters.masking import secret_safe_logger
 from adapters.outbound import Failure, Item, TargetUnavailable
 from ledger.domain.model import Entry
 from ledger.sql import SqlTx, chunks, placeholders
 
-log = logging.getLogger("adapters.bitrix")
+log = secret_safe_logger("adapters.bitrix")
 
 BATCH_COMMANDS_MAX = 50  # batch.md: "The number of requests in a batch is limited to 50"
 SYSTEM = "bitrix"

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import logging
 import signal
 import sys
 import threading
@@ -19,10 +18,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from adapters.masking import mask, remember_settings, secret_safe_logger
 from ledger.cli_errors import CommandError, database_url_checked
 from ledger.config import Settings
 
-log = logging.getLogger("adapters.cli")
+log = secret_safe_logger("adapters.cli")
 
 
 def register(subcommands: Any) -> None:
@@ -94,8 +94,10 @@ def register(subcommands: Any) -> None:
 
 
 def _database(settings: Settings) -> Any:
+    """The database, once this process knows the settings' secrets (to mask them wherever shown)."""
     from adapters.db import open_database
 
+    remember_settings(settings)
     with database_url_checked():
         return open_database(settings.database_url, settings.db_pool_size, settings.db_lock_timeout_s)
 
@@ -265,7 +267,7 @@ def _moysklad_snapshot(
     try:
         snapshot = read_moysklad_snapshot(MoySkladClient(config), mappings, progress)
     except TargetUnavailable as error:
-        raise CommandError(f"reading MoySklad's stock report failed: {error}") from None
+        raise CommandError(mask(f"reading MoySklad's stock report failed: {error}")) from None
     if not args.store:
         args.store = sorted(mappings.all("moysklad", "store"))
     return snapshot
@@ -320,7 +322,7 @@ def _run_once(adapters: Any, *, full: bool) -> int:
         aborted = next((r.aborted for r in reports if r.aborted), None)
         print(
             f"{name}: pushed {pushed}, parked {parked}, position {reports[-1].end}"
-            + (f", stopped: {aborted}" if aborted else "")
+            + (f", stopped: {mask(aborted)}" if aborted else "")
         )
         failed = failed or aborted is not None
         worker.release_lease()
@@ -357,13 +359,12 @@ def _status(args: argparse.Namespace, settings: Settings) -> int:
         for row in parked:
             print(
                 f"  {row['adapter']} {row['item_key']} after {row['attempts']} attempt(s) at "
-                f"{row['parked_at']}: "
-                f"{row['reason']}"
+                f"{row['parked_at']}: " + mask(row["reason"])
             )
     if alerts:
         print("\nalerts (newest first):")
         for row in alerts:
-            print(f"  {row['at']} {row['adapter']} {row['subject']}: {row['detail']}")
+            print(mask(f"  {row['at']} {row['adapter']} {row['subject']}: {row['detail']}"))
     return 0
 
 

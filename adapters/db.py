@@ -11,6 +11,7 @@ import contextlib
 from collections.abc import Iterator
 from typing import Any
 
+from adapters.masking import mask
 from adapters.schema import DDL
 from ledger.clock import utc_now, utc_text
 from ledger.sql import SqlTx
@@ -41,14 +42,18 @@ def open_database(database_url: str, pool_size: int, lock_timeout_s: int) -> Any
     return recorder
 
 
+JOURNAL_CHARS_MAX = 2000
+
+
 def now_text() -> str:
     return utc_text(utc_now())
 
 
 def journal(tx: SqlTx, adapter: str, kind: str, subject: str, detail: str) -> None:
+    """One journal entry (alerts among them); its text is masked (adapters/masking.py), then cut."""
     tx.execute(
         "INSERT INTO adapter_journal (at, adapter, kind, subject, detail) VALUES (%s, %s, %s, %s, %s)",
-        (now_text(), adapter, kind, subject, detail),
+        (now_text(), adapter, kind, mask(subject)[:JOURNAL_CHARS_MAX], mask(detail)[:JOURNAL_CHARS_MAX]),
     )
 
 

@@ -4,8 +4,19 @@ MoySklad waits 1500 ms for an answer, retries 3 times at once and then drops the
 (adapters/moysklad.py), so the receiver only stores the delivery (webhook_store.py: in the
 database within a named wait, else in the local spool) and answers 200. The delivery id
 (MoySklad's requestId) makes a redelivery a no-op. Only a delivery that is unauthenticated (an
-unknown path), too large or malformed is answered 4xx; a full spool, the one local limit left, is
-answered 503 so that the sender tries again.
+unknown path, a missing or wrong signature), too large or malformed is answered 4xx; a full spool,
+the one local limit left, is answered 503 so that the sender tries again.
+
+Each webhook is authenticated by its own secret, never by a ledger token: MoySklad's by the secret
+in its path, the WMS's by the secret in its path or an HMAC signature of its body (signatures.py).
+Secrets are compared in constant time, as digests, so that neither their content nor their length
+shows in the time taken. The ledger's tokens guard only `/metrics`, with LEDGER_METRICS_AUTH=required;
+and, as the API does, the server answers only the `Host` names LEDGER_ALLOWED_HOSTS lists (400
+otherwise; /healthz excepted).
+
+A delivery whose processing would send a credential elsewhere (a `meta.href` outside the
+configured MoySklad URL: adapters/http.py) is given up at once, with an alert: it is forged, or
+the base URL is wrong; retrying cannot help.
 
 `InboxWorker` processes the stored deliveries in its own thread, oldest first: each round it moves
 the spool's deliveries into the inbox, then processes those received at least `settle_s` ago (by
@@ -19,8 +30,8 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -28,20 +39,28 @@ import orjson
 
 from adapters.db import journal, now_text, transaction
 from adapters.deliveries import DELIVERY_ID_CHARS_MAX, Delivery, insert_delivery
+from adapters.http import ForeignUrl
 from adapters.httpserver import Reply, Request
 from adapters.limits import Backoff, Stopper
+from adapters.masking import mask, secret_safe_logger
 from adapters.outbound import TargetUnavailable
+from adapters.signatures import SignatureScheme
 from adapters.sink import SinkError
 from adapters.spool import DeliverySpool, SpoolFull, UnreadableSpoolFile
 from adapters.status import metrics_text
 from adapters.webhook_store import DeliveryStore
+from ledger.access.hosts import host_allowed
+from ledger.access.metrics import MetricsGuard
 from ledger.clock import utc_now, utc_text
 
-log = logging.getLogger("adapters.inbound")
+log = secret_safe_logger("adapters.inbound")
 
 DELIVERY_BYTES_MAX = 4 * 1024 * 1024
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 SPOOL_FULL_RETRY_AFTER_S = 1
+MOYSKLAD_PATH = "/moysklad/webhook/"  # + the secret
+WMS_PATH = "/wms/status"  # + "/" and the secret, or signed
+PROBE_PATHS = frozenset({"/healthz"})
 
 
 def store_delivery(recorder: Any, source: str, delivery_id: str, payload: Any) -> bool:
@@ -52,45 +71,78 @@ def store_delivery(recorder: Any, source: str, delivery_id: str, payload: Any) -
         return insert_delivery(tx, delivery)
 
 
-def _problem(status: int, type_: str, title: str, detail: str = "") -> Reply:
+def _problem(
+    status: int, type_: str, title: str, detail: str = "", headers: dict[str, str] | None = None
+) -> Reply:
     body = {"type": type_, "title": title, "status": status}
     if detail:
         body["detail"] = detail
-    headers = {"Retry-After": str(SPOOL_FULL_RETRY_AFTER_S)} if status == 503 else {}
+    headers = dict(headers or {})
+    if status == 503:
+        headers["Retry-After"] = str(SPOOL_FULL_RETRY_AFTER_S)
     return Reply(status, body, headers=headers, content_type=PROBLEM_MEDIA_TYPE)
 
 
-class WebhookReceiver:
-    """The HTTP side: POST /moysklad/webhook/<secret>, POST /wms/status/<secret>, GET /metrics, /healthz."""
+def _digest(text: str) -> bytes:
+    return hashlib.sha256(text.encode("utf-8", "surrogateescape")).digest()
 
-    def __init__(
-        self,
-        recorder: Any,
-        moysklad_secret: str | None,
-        wms_secret: str | None,
-        store: DeliveryStore | None = None,
-    ) -> None:
+
+@dataclass(frozen=True, slots=True)
+class WebhookAccess:
+    """How each webhook and /metrics are authenticated, and which Host names are answered."""
+
+    moysklad_secret: str | None = None  # POST /moysklad/webhook/<secret>
+    wms_secret: str | None = None  # POST /wms/status/<secret>
+    wms_signature: SignatureScheme | None = None  # POST /wms/status, signed
+    allowed_hosts: frozenset[str] | None = None  # None: any Host (ledger.access.hosts)
+    metrics_guard: MetricsGuard | None = None  # None: /metrics is open
+
+
+class WebhookReceiver:
+    """The HTTP side: POST /moysklad/webhook/<secret>, POST /wms/status/<secret> or /wms/status
+    signed, GET /metrics, GET /healthz."""
+
+    def __init__(self, recorder: Any, access: WebhookAccess, store: DeliveryStore | None = None) -> None:
         self.recorder = recorder
         self.store = store
-        self.routes = {}
-        if moysklad_secret:
-            self.routes[f"/moysklad/webhook/{moysklad_secret}"] = "moysklad"
-        if wms_secret:
-            self.routes[f"/wms/status/{wms_secret}"] = "wms"
+        self.access = access
+        # (path prefix, the secret's digest, source): the secret is what follows the prefix.
+        self.secret_paths: list[tuple[str, bytes, str]] = []
+        if access.moysklad_secret:
+            self.secret_paths.append((MOYSKLAD_PATH, _digest(access.moysklad_secret), "moysklad"))
+        if access.wms_secret:
+            self.secret_paths.append((WMS_PATH + "/", _digest(access.wms_secret), "wms"))
 
     def handle(self, request: Request) -> Reply:
         received_at = now_text()
+        if request.path not in PROBE_PATHS and not self._host_allowed(request):
+            return _problem(
+                400,
+                "invalid-host",
+                "Host not allowed",
+                "this service is not reached by that name (LEDGER_ALLOWED_HOSTS)",
+            )
         if request.method == "GET" and request.path == "/metrics":
-            return Reply(200, metrics_text(self.recorder), content_type="text/plain; version=0.0.4")
+            return self._metrics(request)
         if request.method == "GET" and request.path == "/healthz":
             return Reply(200, {"status": "ok"})
-        source = next((s for path, s in self.routes.items() if hmac.compare_digest(path, request.path)), None)
+        source = self._source(request.path)
         if source is None or request.method != "POST":
             return _problem(404, "not-found", "Not found")
         if len(request.body) > DELIVERY_BYTES_MAX:
             return _problem(
                 413, "delivery-too-large", "Content too large", f"at most {DELIVERY_BYTES_MAX} bytes"
             )
+        signature = self.access.wms_signature
+        if request.path == WMS_PATH:
+            assert signature is not None, "_source answers the signed path only with a scheme"
+            if not signature.verifies(request.body, request.header(signature.header)):
+                return _problem(
+                    401,
+                    "unauthorized",
+                    "Unauthorized",
+                    f"the {signature.header} header is missing or is not the body's HMAC-SHA256",
+                )
         try:
             payload = request.json()
         except ValueError:
@@ -109,6 +161,33 @@ class WebhookReceiver:
         if stored_in == "before":
             log.info("%s delivery %s received again: already stored", source, delivery.delivery_id)
         return Reply(200, {"stored": stored_in})
+
+    def _source(self, path: str) -> str | None:
+        """Whose webhook this path is, its secret compared in constant time; None for any other."""
+        found = None
+        for prefix, secret_digest, source in self.secret_paths:
+            given = path[len(prefix) :] if path.startswith(prefix) else ""
+            if hmac.compare_digest(_digest(given), secret_digest) and given:
+                found = source
+        if found is None and path == WMS_PATH and self.access.wms_signature is not None:
+            found = "wms"
+        return found
+
+    def _host_allowed(self, request: Request) -> bool:
+        host = request.header("Host")
+        return host_allowed(self.access.allowed_hosts, host.encode("latin-1", "replace") if host else None)
+
+    def _metrics(self, request: Request) -> Reply:
+        guard = self.access.metrics_guard
+        if guard is not None and not guard(request.header("Authorization")):
+            return _problem(
+                401,
+                "unauthorized",
+                "Unauthorized",
+                "/metrics needs a valid token (LEDGER_METRICS_AUTH=required): Authorization: Bearer <token>",
+                {"WWW-Authenticate": 'Bearer realm="stock-ledger"'},
+            )
+        return Reply(200, metrics_text(self.recorder), content_type="text/plain; version=0.0.4")
 
     def _store(self, delivery: Delivery) -> str:
         if self.store is not None:
@@ -207,6 +286,10 @@ class InboxWorker:
             source, delivery_id, attempts = row["source"], row["delivery_id"], int(row["attempts"]) + 1
             try:
                 self.handlers[source](orjson.loads(row["payload"]))
+            except ForeignUrl as error:  # forged, or the base URL is wrong: no retry can help
+                self._attempted(source, delivery_id, attempts, str(error), give_up=True)
+                done += 1
+                continue
             except (TargetUnavailable, SinkError) as error:
                 retry_later += 1
                 self._attempted(source, delivery_id, attempts, str(error), give_up=False)
@@ -269,7 +352,7 @@ class InboxWorker:
             tx.execute(
                 "UPDATE adapter_inbox SET attempts = %s, last_error = %s, processed_at = %s "
                 "WHERE source = %s AND delivery_id = %s",
-                (attempts, reason[:2000], now_text() if give_up else None, source, delivery_id),
+                (attempts, mask(reason)[:2000], now_text() if give_up else None, source, delivery_id),
             )
             if give_up:
                 journal(

@@ -36,7 +36,6 @@ pushes at a time (a lease in adapter_positions), so the lookup and the create do
 
 from __future__ import annotations
 
-import logging
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -49,14 +48,17 @@ import orjson
 from adapters.http import HttpClient, Response, TransportError
 from adapters.limits import SlidingWindow
 from adapters.mappings import Mappings
+from adapters.masking import secret_safe_logger
 from adapters.outbound import Failure, Item, TargetUnavailable
+from ledger.access.scopes import ADAPTER_PRINCIPAL_PREFIX
 from ledger.domain.model import Entry, EventType, Line, StockEvent
 from ledger.sql import SqlTx
 
-log = logging.getLogger("adapters.moysklad")
+log = secret_safe_logger("adapters.moysklad")
 
 SYSTEM = "moysklad"
 SOURCE = "moysklad"
+PRINCIPAL = ADAPTER_PRINCIPAL_PREFIX + SYSTEM  # who recorded a shipment, in the history
 ORDER_KEY = "order:"
 MOSCOW = timezone(timedelta(hours=3), "MSK")
 REPORT_PAGE_MAX = 1000
@@ -345,6 +347,7 @@ class DemandProcessor:
             order_id=order_id,
             reservation_id=reservation_id,
             reference=f"moysklad demand {demand.get('name') or demand['id']}"[:256],
+            principal=PRINCIPAL,
         )
 
     def _reservation_for(self, store_id: str, order_id: str) -> str | None:

@@ -24,7 +24,6 @@ rather than a delta added, an external code looked up before creating, an Idempo
 
 from __future__ import annotations
 
-import logging
 import socket
 import time
 from collections.abc import Iterable, Sequence
@@ -36,12 +35,13 @@ import orjson
 
 from adapters.db import journal, now_text, transaction
 from adapters.limits import Backoff, Stopper
+from adapters.masking import mask, secret_safe_logger
 from ledger.clock import utc_now, utc_text
 from ledger.domain.model import Entry, Outcome
 from ledger.sql import SqlTx, chunks
 from ledger.storage.codec import decode
 
-log = logging.getLogger("adapters.outbound")
+log = secret_safe_logger("adapters.outbound")
 
 LEASE_S = 60.0
 RETRY_AFTER_S_MAX = 120.0  # a target's own Retry-After is honoured up to this
@@ -306,7 +306,7 @@ class OutboundWorker:
             tx.execute(
                 "UPDATE adapter_positions SET failures_total = failures_total + 1, last_error = %s, "
                 "updated_at = %s WHERE adapter = %s",
-                (reason[:1000], now_text(), self.target.name),
+                (mask(reason)[:1000], now_text(), self.target.name),
             )
 
     def _save(
@@ -334,13 +334,13 @@ class OutboundWorker:
                         name,
                         key,
                         report.end,
-                        failure.reason[:2000],
+                        mask(failure.reason)[:2000],
                         attempts,
                         orjson.dumps(item.payload).decode(),
                         stamp,
                     ),
                 )
-                journal(tx, name, "parked", key, failure.reason[:2000])
+                journal(tx, name, "parked", key, failure.reason)
                 log.warning("%s: parked %s after %d attempt(s): %s", name, key, attempts, failure.reason)
             for item in [*pushed, *(entry[0] for entry in parked.values())]:
                 if item.outbox_version is not None:

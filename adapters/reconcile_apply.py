@@ -22,10 +22,12 @@ from typing import Any
 from adapters.reconcile import Discrepancy, Report
 from adapters.reconcile_runs import applied_since, mark_applied
 from adapters.sink import EventSink
+from ledger.access.scopes import ADAPTER_PRINCIPAL_PREFIX
 from ledger.domain.model import EventType, Line, StockEvent
 from ledger.sql import chunks
 
 SOURCE_PREFIX = "reconcile"
+PRINCIPAL = ADAPTER_PRINCIPAL_PREFIX + "reconcile"  # who recorded an applied report, in the history
 LINES_PER_EVENT_MAX = 1000
 EVENTS_PER_SUBMIT_MAX = 100
 
@@ -94,6 +96,7 @@ def adjustment_events(report: Report) -> list[StockEvent]:
                     lines=tuple(Line(d.sku, d.difference_units) for d in part),
                     reference=f"reconciliation {report.run_id} against {report.source}"[:256],
                     reason=f"reviewed reconciliation {report.run_id}: {report.description}"[:256],
+                    principal=PRINCIPAL,
                 )
             )
     return events

@@ -6,7 +6,6 @@ of the ledger's API. `ledger adapters run` is the process that hosts them.
 
 from __future__ import annotations
 
-import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -16,18 +15,23 @@ from typing import Any
 from adapters.bitrix import BitrixConfig, BitrixTarget, Supplier
 from adapters.db import open_database
 from adapters.httpserver import HttpServer
-from adapters.inbound import InboxWorker, WebhookReceiver
+from adapters.inbound import InboxWorker, WebhookAccess, WebhookReceiver
 from adapters.limits import Backoff, Stopper
 from adapters.mappings import Mappings
+from adapters.masking import remember_settings, secret_safe_logger
 from adapters.moysklad import DemandProcessor, MoySkladClient, MoySkladConfig, MoySkladOrdersTarget
 from adapters.outbound import OutboundWorker, Target, TargetUnavailable, WorkerLimits
+from adapters.signatures import SignatureScheme
 from adapters.sink import EventSink, LedgerSink
 from adapters.spool import DeliverySpool, default_spool_dir
 from adapters.webhook_store import DeliveryStore
 from adapters.wms import WmsClient, WmsConfig, WmsPickingTarget, WmsStatusProcessor
+from ledger.access.book import TokenBook
+from ledger.access.hosts import allowed_hosts, is_loopback
+from ledger.access.metrics import metrics_guard
 from ledger.config import Settings
 
-log = logging.getLogger("adapters.runner")
+log = secret_safe_logger("adapters.runner")
 
 
 def worker_limits(settings: Settings) -> WorkerLimits:
@@ -90,10 +94,12 @@ class Adapters:
     wms_status: WmsStatusProcessor | None = None
     receiver: WebhookReceiver | None = None
     delivery_store: DeliveryStore | None = None
+    tokens: TokenBook | None = None  # with LEDGER_METRICS_AUTH=required: who may read /metrics
 
 
 def build_adapters(settings: Settings, sink: EventSink | None = None, recorder: Any = None) -> Adapters:
     """Every configured adapter; inbound ones need a sink to record their events in."""
+    remember_settings(settings)
     recorder = recorder or open_database(
         settings.database_url, settings.db_pool_size, settings.db_lock_timeout_s
     )
@@ -137,10 +143,35 @@ def build_adapters(settings: Settings, sink: EventSink | None = None, recorder: 
         database_wait_s=settings.adapters_webhook_database_wait_ms / 1000,
         attempts_max=settings.adapters_webhook_database_attempts_max,
     )
+    if settings.metrics_auth == "required":
+        adapters.tokens = TokenBook(
+            recorder,
+            refresh_interval_s=settings.auth_refresh_ms / 1000,
+            last_use_flush_s=settings.auth_last_use_flush_s,
+        )
     adapters.receiver = WebhookReceiver(
-        recorder, settings.moysklad_webhook_secret, settings.wms_webhook_secret, adapters.delivery_store
+        recorder, webhook_access(settings, adapters.tokens), adapters.delivery_store
     )
     return adapters
+
+
+def webhook_access(settings: Settings, tokens: TokenBook | None) -> WebhookAccess:
+    """The webhooks' own secrets, the Host names answered, and who reads /metrics (with `tokens`)."""
+    key = settings.wms_webhook_signing_key
+    return WebhookAccess(
+        moysklad_secret=settings.moysklad_webhook_secret,
+        wms_secret=settings.wms_webhook_secret,
+        wms_signature=SignatureScheme(
+            key.get_secret_value().encode(),
+            settings.wms_webhook_signature_header,
+            settings.wms_webhook_signature_prefix,
+            settings.wms_webhook_signature_encoding,
+        )
+        if key is not None
+        else None,
+        allowed_hosts=allowed_hosts(settings.allowed_hosts),
+        metrics_guard=metrics_guard(tokens, required=settings.auth == "required") if tokens else None,
+    )
 
 
 def webhook_spool(settings: Settings) -> DeliverySpool:
@@ -182,10 +213,18 @@ class Runner:
         if self.adapters.wms_status is not None:
             self._thread("wms-poll", self._poll_wms)
         if self.adapters.receiver is not None:
-            self.server = HttpServer(
-                self.adapters.receiver, self.settings.adapters_http_port, self.settings.adapters_http_host
-            ).start()
+            if self.adapters.tokens is not None:
+                self.adapters.tokens.start()  # reads the tokens now: a failure here fails the start
+            host = self.settings.adapters_http_host
+            self.server = HttpServer(self.adapters.receiver, self.settings.adapters_http_port, host).start()
             log.info("webhooks and /metrics on %s", self.server.url)
+            if not is_loopback(host) and self.settings.allowed_hosts is None:
+                log.warning(
+                    "listening on %s, but only requests for localhost, 127.0.0.1 or [::1] are answered: "
+                    "set LEDGER_ALLOWED_HOSTS to the names MoySklad, the WMS and the scraper reach "
+                    "this by (or *)",
+                    host,
+                )
         return self
 
     def _thread(self, name: str, target: Callable[[], None]) -> None:
@@ -209,6 +248,8 @@ class Runner:
             self.adapters.inbox.stop()
         if self.server is not None:
             self.server.stop()
+        if self.adapters.tokens is not None:
+            self.adapters.tokens.stop()
         if self.adapters.delivery_store is not None:
             self.adapters.delivery_store.close()
         for thread in self.threads:

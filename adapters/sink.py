@@ -7,12 +7,12 @@ reprocessing harmless.
 
 from __future__ import annotations
 
-import logging
 from typing import Any, Protocol
 
+from adapters.masking import secret_safe_logger
 from ledger.domain.model import Outcome, StockEvent
 
-log = logging.getLogger("adapters.sink")
+log = secret_safe_logger("adapters.sink")
 
 
 class SinkError(Exception):

@@ -12,17 +12,17 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from adapters.mappings import Mappings
+from adapters.masking import secret_safe_logger
 from adapters.moysklad import SYSTEM as MOYSKLAD
 from adapters.moysklad import MoySkladClient, entity_id
 from ledger.intake.envelope import ID_PATTERN
 
-log = logging.getLogger("adapters.snapshots")
+log = secret_safe_logger("adapters.snapshots")
 
 Progress = Callable[[int], object]
 CSV_ROWS_MAX = 1_000_000

@@ -1,7 +1,8 @@
 """What each adapter has done, read from the database: for `ledger adapters status` and /metrics.
 
 Both read the same rows, so the status command and the Prometheus text always agree, whichever
-process runs the workers.
+process runs the workers. Both are masked (adapters/masking.py): the rows are masked when written,
+and masked again when shown, for rows an earlier version wrote.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from adapters.db import log_head, transaction
+from adapters.masking import mask
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,7 +63,7 @@ def read_status(recorder: Any) -> list[AdapterStatus]:
                 parked_now=parked.get(name, 0),
                 outbox_pending=outbox.get(name, 0),
                 alerts_total=alerts.get(name, 0),
-                last_error=row["last_error"] if row else None,
+                last_error=mask(row["last_error"]) if row and row["last_error"] else None,
                 last_push_at=row["last_push_at"] if row else None,
             )
         )
@@ -120,7 +122,7 @@ class AdapterCollector(Collector):
 def metrics_text(recorder: Any) -> bytes:
     registry = CollectorRegistry()
     registry.register(AdapterCollector(recorder))
-    return generate_latest(registry)
+    return mask(generate_latest(registry).decode()).encode()
 
 
 def status_table(statuses: list[AdapterStatus]) -> str:

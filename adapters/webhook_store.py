@@ -22,7 +22,6 @@ the drain storing it again changes nothing (deliveries.py).
 
 from __future__ import annotations
 
-import logging
 import sqlite3
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -32,9 +31,10 @@ from typing import Any
 
 from adapters.db import is_sqlite, transaction
 from adapters.deliveries import INSERT_SQL, Delivery, insert_delivery
+from adapters.masking import secret_safe_logger
 from adapters.spool import DeliverySpool
 
-log = logging.getLogger("adapters.webhook_store")
+log = secret_safe_logger("adapters.webhook_store")
 
 
 class StoredIn(StrEnum):

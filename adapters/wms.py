@@ -22,7 +22,7 @@ picking order's lines as shipped under the reservation).
 
 from __future__ import annotations
 
-import logging
+import urllib.parse
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -35,15 +35,18 @@ from adapters.db import journal, now_text, transaction
 from adapters.http import HttpClient, Response, TransportError
 from adapters.limits import SlidingWindow
 from adapters.mappings import Mappings
+from adapters.masking import secret_safe_logger
 from adapters.outbound import Failure, Item, TargetUnavailable, enqueue
 from adapters.sink import EventSink
+from ledger.access.scopes import ADAPTER_PRINCIPAL_PREFIX
 from ledger.domain.model import Entry, EventType, Line, StockEvent
 from ledger.sql import SqlTx
 
-log = logging.getLogger("adapters.wms")
+log = secret_safe_logger("adapters.wms")
 
 SYSTEM = "wms"
 SOURCE = "wms"
+PRINCIPAL = ADAPTER_PRINCIPAL_PREFIX + SYSTEM  # who recorded a release or a shipment, in the history
 PICK_KEY = "pick:"
 CANCEL_KEY = "cancel:"
 DEFAULT_ZONE = "default"
@@ -84,7 +87,7 @@ class WmsClient:
         return answer
 
     def status(self, wms_order_id: str) -> str | None:
-        answer = self.request("GET", f"api/v1/orders/{wms_order_id}/status")
+        answer = self.request("GET", f"api/v1/orders/{_segment(wms_order_id)}/status")
         if answer.status == 404:
             return None
         return str((answer.json() or {}).get("status"))
@@ -94,6 +97,11 @@ class WmsClient:
         if answer.status != 200:
             raise TargetUnavailable(f"wms stock: HTTP {answer.status}")
         return list((answer.json() or {}).get("items") or [])
+
+
+def _segment(wms_order_id: str) -> str:
+    """An id the WMS gave, as one path segment: it cannot reach another path (`../..`)."""
+    return urllib.parse.quote(wms_order_id, safe="")
 
 
 @dataclass(frozen=True, slots=True)
@@ -241,7 +249,7 @@ class WmsPickingTarget:
                 (item.payload["store_id"], item.payload["reservation_id"]),
             )
         for row in rows:
-            answer = self.client.request("PUT", f"api/v1/orders/{row['wms_order_id']}/cancel")
+            answer = self.client.request("PUT", f"api/v1/orders/{_segment(row['wms_order_id'])}/cancel")
             if answer.status not in (200, 204, 404, 409):  # 409: already shipped or cancelled
                 return Failure(f"cancel {row['wms_order_id']}: HTTP {answer.status}")
             if answer.status in (200, 204):  # a 409's real status comes with the next poll
@@ -366,4 +374,5 @@ class WmsStatusProcessor:
             order_id=row["order_id"],
             reservation_id=row["reservation_id"],
             reference=f"WMS {status} picking order {row['wms_order_id']}"[:256],
+            principal=PRINCIPAL,
         )

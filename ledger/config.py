@@ -216,6 +216,14 @@ class Settings(BaseSettings):
     wms_poll_interval_s: float = Field(30.0, gt=0, description="how often open picking orders are polled")
     wms_poll_orders_max: int = Field(200, ge=1)
     wms_webhook_secret: str | None = Field(None, description="last path segment of the status webhook URL")
+    # Statuses may come signed instead, to POST /wms/status: an HMAC-SHA256 of the raw body in a
+    # header (adapters/signatures.py), `X-Signature: sha256=<hex>` by default.
+    wms_webhook_signing_key: SecretStr | None = Field(
+        None, description="HMAC-SHA256 key of signed status webhooks; unset: none are accepted"
+    )
+    wms_webhook_signature_header: str = Field("X-Signature", pattern=r"^[A-Za-z0-9-]{1,64}$")
+    wms_webhook_signature_prefix: str = Field("sha256=", max_length=32, description="before the digest")
+    wms_webhook_signature_encoding: Literal["hex", "base64"] = "hex"
 
     @model_validator(mode="after")
     def _kafka_sasl_complete(self) -> Settings:

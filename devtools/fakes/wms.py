@@ -3,15 +3,24 @@
 `POST /api/v1/orders` (an `external_id` seen before returns the existing order: idempotent),
 `GET /api/v1/orders/{id}/status`, `PUT /api/v1/orders/{id}/cancel` (409 once shipped),
 `GET /api/v1/stock?warehouse=...`; every call needs the `X-API-Key` header.
+
+`send_status` posts a picking status the way the WMS's status webhook does, `{"id", "status"}`,
+signed with an HMAC of the body when given a scheme (adapters/signatures.py).
 """
 
 from __future__ import annotations
 
+import json
 import threading
+import urllib.error
+import urllib.request
 from dataclasses import dataclass, field
 from typing import Any
 
 from adapters.httpserver import Reply, Request
+from adapters.signatures import SignatureScheme
+
+STATUS_WEBHOOK_TIMEOUT_S = 5.0
 
 STATUSES = (
     "NEW",
@@ -24,6 +33,20 @@ STATUSES = (
     "CANCELLED",
     "PICKING_ERROR",
 )
+
+
+def send_status(url: str, order_id: str, status: str, signature: SignatureScheme | None = None) -> int:
+    """One status webhook; returns the HTTP status of the answer."""
+    body = json.dumps({"id": order_id, "status": status}).encode()
+    headers = {"Content-Type": "application/json"}
+    if signature is not None:
+        headers[signature.header] = signature.sign(body)
+    request = urllib.request.Request(url, data=body, method="POST", headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=STATUS_WEBHOOK_TIMEOUT_S) as answer:
+            return int(answer.status)
+    except urllib.error.HTTPError as error:
+        return error.code
 
 
 @dataclass

@@ -28,6 +28,16 @@ _RANK = {role: rank for rank, role in enumerate(Role)}
 
 # Principals the ledger writes itself in the audit trail: no token may take these names.
 RESERVED_NAMES = frozenset({KAFKA_PRINCIPAL, LEDGER_PRINCIPAL})
+# Nor the adapters' (`adapters/moysklad`, `adapters/wms`, ...: what they record by themselves),
+# whatever the name pattern allows.
+ADAPTER_PRINCIPAL_PREFIX = "adapters/"
+
+
+def is_reserved(name: str) -> bool:
+    """Is this a principal the ledger or its adapters write themselves in the history?"""
+    lowered = name.lower()
+    return lowered in RESERVED_NAMES or lowered.startswith(ADAPTER_PRINCIPAL_PREFIX)
+
 
 NAME_PATTERN = re.compile(r"[A-Za-z0-9\-_.:]{1,64}")  # like a store id: it appears in the history
 SOURCE_PREFIX_CHARS_MAX = 256  # an event's source is at most this long (ledger/intake)
@@ -111,12 +121,12 @@ class InvalidGrant(ValueError):
 
 
 def check_name(name: str) -> str:
+    if is_reserved(name):
+        raise InvalidGrant(f"{name!r} is the ledger's own principal in the history; choose another name")
     if not NAME_PATTERN.fullmatch(name):
         raise InvalidGrant(
             f"a token's name is 1 to 64 ASCII letters, digits or -_.: characters, not {name!r}"
         )
-    if name.lower() in RESERVED_NAMES:
-        raise InvalidGrant(f"{name!r} is the ledger's own principal in the history; choose another name")
     return name
 
 

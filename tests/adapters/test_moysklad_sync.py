@@ -14,7 +14,7 @@ from conftest import FAST, event
 
 from adapters.db import transaction
 from adapters.httpserver import HttpServer
-from adapters.inbound import InboxWorker, WebhookReceiver, store_delivery
+from adapters.inbound import InboxWorker, WebhookAccess, WebhookReceiver, store_delivery
 from adapters.moysklad import (
     DemandProcessor,
     MoySkladClient,
@@ -176,7 +176,7 @@ def test_demand_webhooks_are_stored_and_answered_before_processing_and_redeliver
     OutboundWorker(
         recorder, MoySkladOrdersTarget(recorder, mappings, client_for(server)), FAST
     ).run_until_idle()
-    receiver = HttpServer(WebhookReceiver(recorder, "s3cret", None)).start()
+    receiver = HttpServer(WebhookReceiver(recorder, WebhookAccess(moysklad_secret="s3cret"))).start()
     fake.delay_s = 1.0  # MoySklad itself is slow now: the answer must not wait for it
     try:
         first = fake.add_demand(STORE_UUID, [(VARIANT, 3)], order_external_code="B-1")
