@@ -81,6 +81,15 @@ class Settings(BaseSettings):
     # closed and built anew (a producer can fail for good, e.g. after the broker lost its state).
     kafka_produce_request_bytes_max: int = Field(1024 * 1024, ge=64 * 1024)
     kafka_producer_failures_max: int = Field(3, ge=1)
+    # A failed publish: the batch's outcomes are durable already, so its results (and dead letters)
+    # are published again (by a new producer when the old one failed for good), up to this many
+    # times; after that the batch is read again from Kafka (its events then answer `duplicate`).
+    kafka_republishes_max: int = Field(3, ge=0)
+    # /readyz: the intake is not ready once the broker has left it unanswered this long (a heartbeat
+    # past its interval, or results sent and not acknowledged), or once one turn of its poll loop
+    # has lasted this long (the loop does not return).
+    kafka_unanswered_ms_max: int = Field(4000, ge=100)
+    kafka_loop_turn_ms_max: int = Field(15_000, ge=1000)
     # A dead letter always fits in one request: its value, key and headers are cut to these.
     kafka_dlq_value_bytes_max: int = Field(256 * 1024, ge=1024)
     kafka_dlq_key_bytes_max: int = Field(1024, ge=64)

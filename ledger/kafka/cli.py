@@ -50,6 +50,7 @@ def consume_command(args: argparse.Namespace, settings: Settings) -> int:
 
     def report() -> tuple[bool, dict[str, object]]:
         return ready(), {
+            "not_ready_because": intake.not_ready_because,
             "lag": intake.stats.lag_records,
             "partitions": intake.stats.assigned_partitions,
             "writer_alive": ledger.writer.alive,

@@ -18,9 +18,18 @@ twice. What a crash can double is a message: the results topic may then carry a 
 for an event (`duplicate`, with the first outcome in `original`), and the dead-letter topic a
 second copy of an unreadable record.
 
-A failure (recording, or publishing) rewinds: every partition goes back to its first offset not
-yet committed, the batches after the failed one are dropped unrecorded (never committed), and
-after a backoff all of it is read again.
+A failed recording rewinds: every partition goes back to its first offset not yet committed, the
+batches after the failed one are dropped unrecorded (never committed), and after a backoff all of
+it is read again. A failed publish does not: the batch's outcomes are durable already, and reading
+it again would only answer its events as duplicates. Its results and dead letters (and those of
+the batches after it that were sent) are published again after a backoff, by a new producer when
+the old one failed for good (ledger/kafka/publisher.py); only after `kafka_republishes_max` such
+attempts is the batch read again like a failed recording. Either way nothing is committed until
+the broker has acknowledged it.
+
+Readiness tells the truth while the broker does not answer, before any batch fails and with no
+batch at all (ledger/kafka/contact.py): heartbeats unanswered, results unacknowledged, or a poll
+loop that does not come round, each for longer than a named limit.
 
 Per-store order: producers key records by store, so one store's events are in one partition, in
 order; a batch lists each partition's records in offset order, the recording thread records
@@ -53,6 +62,7 @@ from ledger.config import Settings
 from ledger.domain.model import StockEvent
 from ledger.intake.envelope import IntakeLimits
 from ledger.kafka.clients import new_consumer, new_producer
+from ledger.kafka.contact import BrokerContact
 from ledger.kafka.dead_letters import DeadLetter, DeadLetterLimits, dead_letter_record
 from ledger.kafka.metrics import IntakeStats
 from ledger.kafka.pipeline import InFlight, Pipeline, PollBatch, TopicPartition, commit_offsets
@@ -127,7 +137,11 @@ class KafkaIntake:
         # Set by the rebalance listener (on the client's network thread), read by any thread.
         self._joined = False
         self._failing = False
-        self._last_loop_at = time.monotonic()
+        self._contact = BrokerContact(
+            unanswered_ms_max=settings.kafka_unanswered_ms_max,
+            loop_turn_ms_max=settings.kafka_loop_turn_ms_max,
+            heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms,
+        )
         self._positions: dict[TopicPartition, int] = {}  # the next offset to read, once committed
         self._uncommitted: dict[TopicPartition, int] = {}  # of batches done whose commit failed
         self._consumer: Any = None
@@ -146,17 +160,27 @@ class KafkaIntake:
 
     @property
     def ready(self) -> bool:
-        """In its group, polling often enough to stay a member, and able to record and publish:
-        its last batch did not fail, and its recording thread and producer are up."""
-        stalled_s = time.monotonic() - self._last_loop_at
-        return (
-            self._joined
-            and not self._failing
-            and not self.stopping
-            and stalled_s < self.settings.kafka_poll_interval_ms_max / 1000
-            and self._recorder.alive
-            and self._publisher.ready
-        )
+        return self.not_ready_because is None
+
+    @property
+    def not_ready_because(self) -> str | None:
+        """Why the intake should not be counted on now, or None: it must be in its group, in touch
+        with the broker (its loop turning, heartbeats and results answered in time), and able to
+        record and publish (its last batch did not fail, its recording thread and producer are up)."""
+        if self.stopping:
+            return "stopping"
+        if not self._joined:
+            return "not in its consumer group"
+        out_of_touch = self._contact.out_of_touch()
+        if out_of_touch is not None:
+            return out_of_touch
+        if self._failing:
+            return "its last batch failed and is being retried"
+        if not self._recorder.alive:
+            return "its recording thread has ended"
+        if not self._publisher.ready:
+            return "its producer is not built or its last publish failed"
+        return None
 
     def run(self) -> None:
         self._recorder.start()
@@ -182,9 +206,10 @@ class KafkaIntake:
         self._consumer = consumer
         try:
             consumer.subscribe([settings.kafka_topic], listener=_Rebalance(self))
+            self._contact.watch(consumer)
             log.info("consuming %s in group %s", settings.kafka_topic, settings.kafka_group)
             while not self.stopping:
-                self._last_loop_at = time.monotonic()
+                self._contact.turn_began()
                 self._ensure_producer()
                 self._advance(consumer)
                 self._pace(consumer)
@@ -196,6 +221,7 @@ class KafkaIntake:
             self._finish(consumer, time.monotonic() + settings.kafka_shutdown_timeout_s, wait=True)
         finally:
             self._joined = False
+            self._contact.unwatch()
             self.stats.assigned_partitions = 0
             # After an error: what is still in flight is read again, here or by another member.
             self._drop_in_flight()
@@ -315,8 +341,13 @@ class KafkaIntake:
         done, unacknowledged = self._acknowledged()
         self._commit(consumer, self._pipeline.take(done), wait=True)
         failure = unacknowledged or failure  # an unacknowledged batch comes before any unpublished one
-        if failure is not None:
-            self._recover(consumer, failure)
+        if failure is None:
+            return
+        if failure.publishing:
+            self._publisher.failed(failure.error)  # a producer that failed for good is closed
+            if self._publish_again(failure):
+                return
+        self._recover(consumer, failure)
 
     def _publish_recorded(self) -> None:
         for flight in self._pipeline:
@@ -341,6 +372,7 @@ class KafkaIntake:
             dead_letter_record(settings.kafka_dlq_topic, letter, self._dead_letter_limits)
             for letter in flight.batch.dead_letters
         ]
+        flight.publishes += 1
         try:
             flight.deliveries = self._publisher.send(outbound)
         except PublishFailed as error:
@@ -351,19 +383,46 @@ class KafkaIntake:
         """How many of the oldest batches the broker has acknowledged, and the first that failed."""
         done = 0
         timeout_s = self.settings.kafka_publish_timeout_s
+        waiting_since_s: float | None = None  # for readiness: since when the broker is awaited
+        failure: BatchFailed | None = None
         for flight in self._pipeline:
             if flight.deliveries is None:
                 break
             try:
                 if not self._publisher.acknowledged(flight.deliveries):
+                    waiting_since_s = flight.published_at_s
                     if time.monotonic() - flight.published_at_s > timeout_s:
                         error = KafkaTimeoutError(f"not acknowledged within {timeout_s:.0f} s")
-                        return done, BatchFailed(flight, "publishing", error)
+                        failure = BatchFailed(flight, "publishing", error)
                     break
             except PublishFailed as error:
-                return done, BatchFailed(flight, "publishing", error)
+                failure = BatchFailed(flight, "publishing", error)
+                break
             done += 1
-        return done, None
+        self._contact.results_waiting(waiting_since_s)
+        return done, failure
+
+    def _publish_again(self, failure: BatchFailed) -> bool:
+        """After a failed publish: its batch's outcomes are durable, so its results and dead letters
+        (and those of every batch sent after it) go out again on the next turn, rather than being
+        recorded again. False once the batch has been published again `kafka_republishes_max`
+        times: then it is read again instead."""
+        flight = failure.flight
+        republishes_max = self.settings.kafka_republishes_max
+        if flight.publishes > republishes_max:
+            return False
+        self.stats.batches_republished += 1
+        self._failing = True  # until a batch is committed again
+        self._contact.results_waiting(None)
+        log.warning(
+            "%s; publishing its results again (%d of %d times at most)",
+            failure,
+            flight.publishes,
+            republishes_max,
+        )
+        self._pipeline.publish_again(flight)
+        self._stopping.wait(self._backoff.next_s())
+        return True
 
     def _recover(self, consumer: Any, failure: BatchFailed) -> None:
         """Reads the failed batch and everything after it again, after a backoff."""
@@ -375,8 +434,6 @@ class KafkaIntake:
             self._publisher.flush(self.settings.kafka_publish_timeout_s)
             done, _ = self._acknowledged()
             self._commit(consumer, self._pipeline.take(done), wait=True)
-        else:
-            self._publisher.failed(failure.error)
         self._failing = True  # until a batch is committed again
         self._rewind(consumer)
         self._stopping.wait(self._backoff.next_s())
@@ -417,6 +474,7 @@ class KafkaIntake:
     def _drop_in_flight(self) -> None:
         self._pipeline.clear()
         self._recorder.discard()
+        self._contact.results_waiting(None)
         self.stats.batches_in_flight = 0
 
     # -- committing -----------------------------------------------------------------------------------

@@ -27,7 +27,14 @@ class ConsumerHandle:
 
     @property
     def ready(self) -> bool:
-        return self._thread.is_alive() and self.intake.ready
+        return self.not_ready_because is None
+
+    @property
+    def not_ready_because(self) -> str | None:
+        """Why the intake should not be counted on now (KafkaIntake.not_ready_because), or None."""
+        if not self._thread.is_alive():
+            return "the consumer thread has ended"
+        return self.intake.not_ready_because
 
     @property
     def lag(self) -> int | None:

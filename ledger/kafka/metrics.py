@@ -27,6 +27,7 @@ class IntakeStats:
     key_mismatches: int = 0
     batches_committed: int = 0
     batches_failed: int = 0
+    batches_republished: int = 0
     rebalances: int = 0
     batches_in_flight: int = 0
     producers_rebuilt: int = 0
@@ -92,6 +93,11 @@ class IntakeCollector(Collector):
             value=stats.batches_failed,
         )
         yield CounterMetricFamily(
+            "ledger_kafka_batches_republished",
+            "failed publishes answered by publishing the batch's results again (not by reading it again)",
+            value=stats.batches_republished,
+        )
+        yield CounterMetricFamily(
             "ledger_kafka_rebalances", "partition assignments received", value=stats.rebalances
         )
         yield GaugeMetricFamily(
@@ -131,7 +137,7 @@ class IntakeCollector(Collector):
         )
         yield GaugeMetricFamily(
             "ledger_kafka_ready",
-            "1 while the consumer is in its group, keeping up, and able to record and publish",
+            "1 while the consumer is in its group, in touch with the broker, and able to record and publish",
             value=1 if self.ready() else 0,
         )
 

@@ -2,12 +2,15 @@
 each waits for, which may be committed, and where each partition is read again after a failure.
 
 A batch's offsets may be committed once it and every batch polled before it are recorded and
-their results acknowledged by the broker; so commits go in poll order, and a failed batch and
-every batch after it are read again from their first offsets.
+their results acknowledged by the broker; so commits go in poll order. A batch whose results were
+not acknowledged is published again, with every batch sent after it, before any of them counts as
+done; a batch that is to be read again is read again with every batch after it, from their first
+offsets.
 """
 
 from __future__ import annotations
 
+import itertools
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -45,6 +48,7 @@ class InFlight:
     results: list[EventResult] = field(default_factory=list)
     deliveries: list[Delivery] | None = None
     published_at_s: float = 0.0  # time.monotonic()
+    publishes: int = 0  # times its results were handed to a producer
 
     @property
     def published(self) -> bool:
@@ -86,6 +90,18 @@ class Pipeline:
         """Removes the `count` oldest batches (done: about to be committed)."""
         assert count <= len(self._flights), "taking batches that are not in flight"
         return [self._flights.popleft() for _ in range(count)]
+
+    def publish_again(self, failed: InFlight) -> list[InFlight]:
+        """Marks the batch whose publish failed, and every batch sent after it, as not published:
+        their results go out again (a batch after it may have reached the broker, but none counts
+        as done before the failed one is). Returns them, oldest first."""
+        assert failed in self._flights, f"{failed} is not in flight"
+        again: list[InFlight] = []
+        for flight in itertools.dropwhile(lambda f: f is not failed, self._flights):
+            if flight.published:
+                flight.deliveries = None
+                again.append(flight)
+        return again
 
     def rewind_offsets(self) -> dict[TopicPartition, int]:
         """Per partition, the first offset in flight: where reading must start again."""

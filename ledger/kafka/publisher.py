@@ -4,10 +4,12 @@ broker has acknowledged them, and builds the producer anew once it has failed fo
 Two kinds of failure are told apart. A record the broker can never take (too large, invalid)
 would fail on every retry and hold its partition for ever: it is sent in its cut-down form
 (`Outbound.fallback`), or given up with an error in the log and a metric. Any other failure may
-pass (the broker away, a leader moving): the batch is read again after a backoff. But a
-kafka-python producer can also fail for good (an idempotent producer whose broker restarted
-empty stays in a fatal state): after a non-retriable error, or `kafka_producer_failures_max`
-failed publishes in a row, the producer is closed and a new one built.
+pass (the broker away, a leader moving): the batch's results are published again after a backoff
+(ledger/kafka/consumer.py). But a kafka-python producer can also fail for good: an idempotent
+producer whose broker restarted empty has lost its sequence state there (`PRODUCER_STATE_LOST`),
+and every later send of it fails. After such an error, any other non-retriable one, or
+`kafka_producer_failures_max` failed publishes in a row, the producer is closed at once and a new
+one built, which publishes the batch again.
 """
 
 from __future__ import annotations
@@ -20,11 +22,16 @@ from typing import Any
 
 from kafka.errors import (
     CorruptRecordError,
+    InvalidProducerEpochError,
+    InvalidProducerIdMappingError,
     InvalidRecordError,
     InvalidTimestampError,
     KafkaError,
     MessageSizeTooLargeError,
+    OutOfOrderSequenceNumberError,
+    ProducerFencedError,
     RecordListTooLargeError,
+    UnknownProducerIdError,
 )
 
 from ledger.config import Settings
@@ -40,6 +47,15 @@ UNSENDABLE = (
     InvalidRecordError,
     CorruptRecordError,
     InvalidTimestampError,
+)
+# The broker no longer knows this producer's id, epoch or sequence numbers (it restarted empty, or
+# another producer took the id over): no send of this producer can succeed again.
+PRODUCER_STATE_LOST = (
+    OutOfOrderSequenceNumberError,
+    UnknownProducerIdError,
+    InvalidProducerEpochError,
+    InvalidProducerIdMappingError,
+    ProducerFencedError,
 )
 
 
@@ -122,7 +138,9 @@ class Publisher:
         if self._producer is None:
             return
         cause = error.__cause__ if isinstance(error, PublishFailed) else error
-        fatal = isinstance(cause, KafkaError) and not cause.retriable and not isinstance(cause, UNSENDABLE)
+        fatal = isinstance(cause, PRODUCER_STATE_LOST) or (
+            isinstance(cause, KafkaError) and not cause.retriable and not isinstance(cause, UNSENDABLE)
+        )
         if fatal or self.failures >= self.failures_max:
             log.warning(
                 "closing the producer after %d failed publishes in a row (last: %r); building a new one",

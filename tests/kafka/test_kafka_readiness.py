@@ -1,0 +1,97 @@
+"""Readiness against a real broker, with no events at all: an idle intake stays ready while the
+broker answers, says it is not ready while the broker is frozen (SIGSTOP: connections stay open,
+nothing is answered, no batch fails), and is ready again once the broker answers."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from kafka_harness import HEARTBEAT_MS, SESSION_TIMEOUT_MS, Broker, wait_until
+
+from ledger.bootstrap import build_ledger
+from ledger.config import Settings
+from ledger.kafka import start_consumer
+from ledger.service import Ledger
+
+DEADLINE_S = 60
+IDLE_HEARTBEATS = 5  # answered heartbeats watched on the idle topic
+
+
+@pytest.fixture
+def own_broker(tmp_path: Path) -> Iterator[Broker]:
+    """A broker of this test's own, since the test freezes it."""
+    broker = Broker(tmp_path)
+    try:
+        yield broker
+    finally:
+        broker.stop()
+
+
+@pytest.fixture
+def settings(own_broker: Broker, tmp_path: Path) -> Settings:
+    topics = own_broker.new_topics("readiness", partitions=2)
+    return Settings(
+        database_url=f"sqlite:///{tmp_path / 'ledger.db'}",
+        kafka_bootstrap=own_broker.bootstrap,
+        kafka_topic=topics.events,
+        kafka_results_topic=topics.results,
+        kafka_dlq_topic=topics.dlq,
+        kafka_group=topics.group,
+        kafka_session_timeout_ms=SESSION_TIMEOUT_MS,
+        kafka_heartbeat_interval_ms=HEARTBEAT_MS,
+        kafka_retry_backoff_ms_max=200,
+        kafka_poll_timeout_ms=200,
+    )
+
+
+@pytest.fixture
+def ledger(settings: Settings) -> Iterator[Ledger]:
+    started = build_ledger(settings)
+    started.start()
+    try:
+        yield started
+    finally:
+        started.stop()
+
+
+@contextlib.contextmanager
+def frozen(broker: Broker) -> Iterator[None]:
+    os.killpg(broker.process.pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.killpg(broker.process.pid, signal.SIGCONT)
+
+
+def test_an_idle_intake_is_ready_not_ready_while_its_broker_is_frozen_and_ready_again_after(
+    own_broker: Broker, settings: Settings, ledger: Ledger
+) -> None:
+    handle = start_consumer(ledger, settings)
+    try:
+        wait_until(lambda: handle.ready, DEADLINE_S, "the consumer to join its group")
+        heartbeat = handle.intake._consumer._coordinator.heartbeat  # what readiness follows
+        answers: list[str | None] = []
+        answered_at: set[float] = set()
+
+        def idle_heartbeats_answered() -> bool:
+            answers.append(handle.not_ready_because)
+            answered_at.add(heartbeat.last_receive)
+            return len(answered_at) > IDLE_HEARTBEATS
+
+        wait_until(idle_heartbeats_answered, DEADLINE_S, f"{IDLE_HEARTBEATS} heartbeats on the idle topic")
+        assert set(answers) == {None}, f"not ready on an idle topic: {set(answers)}"
+        assert handle.stats.records_consumed == 0
+
+        with frozen(own_broker):
+            why = wait_until(lambda: handle.not_ready_because, DEADLINE_S, "not ready while frozen")
+        assert "heartbeat" in why, why
+        assert handle.stats.batches_failed == 0  # no batch had to fail for it to show
+
+        wait_until(lambda: handle.ready, DEADLINE_S, "ready again once the broker answers")
+    finally:
+        assert handle.stop()
