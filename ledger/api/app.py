@@ -8,8 +8,6 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
-from fastapi.openapi.utils import get_openapi
-from fastapi.routing import APIRoute
 from starlette.middleware.cors import CORSMiddleware
 
 from ledger.access.book import TokenBook
@@ -17,9 +15,9 @@ from ledger.access.hosts import allowed_hosts
 from ledger.access.limiter import RateLimiter
 from ledger.api import events, history, ops, reservations, stock
 from ledger.api.gate import AuthGate, HostGate
-from ledger.api.guard import api_routes, check_every_route_is_guarded, document_access
+from ledger.api.guard import api_routes, check_every_route_is_guarded
+from ledger.api.openapi import install_openapi, package_version
 from ledger.api.problems import Problem, install_handlers, problem_response
-from ledger.api.schemas import EventEnvelope, ReservationCreate
 from ledger.config import Settings
 from ledger.intake.envelope import IntakeLimits
 from ledger.service import Ledger
@@ -116,7 +114,7 @@ def create_app(
 
     app = FastAPI(
         title="Stock ledger",
-        version="1.0.0",
+        version=package_version(),
         summary="One immutable per-store stock ledger: levels, reservations and the audit trail.",
         lifespan=lifespan,
     )
@@ -133,7 +131,7 @@ def create_app(
     app.add_middleware(BodySizeLimit, body_bytes_max=settings.body_bytes_max)
     routes = api_routes(app, routers)
     check_every_route_is_guarded(routes)
-    _document_raw_bodies(app, routes)
+    install_openapi(app, routes)
     return app
 
 
@@ -165,23 +163,3 @@ def create_asgi(ledger: Ledger, settings: Settings, limits: IntakeLimits) -> ASG
 
 
 CORS_MAX_AGE_S = 600  # how long a browser may keep a preflight's answer
-
-
-def _document_raw_bodies(app: FastAPI, routes: list[APIRoute]) -> None:
-    """The event and reservation routes read their bodies raw (for speed and field-precise errors);
-    their schemas are added to the OpenAPI document here, and what each route needs of a token."""
-
-    def openapi() -> dict[str, Any]:
-        if app.openapi_schema:
-            return app.openapi_schema
-        schema = get_openapi(title=app.title, version=app.version, summary=app.summary, routes=app.routes)
-        components = schema.setdefault("components", {}).setdefault("schemas", {})
-        for model in (EventEnvelope, ReservationCreate):
-            model_schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
-            components.update(model_schema.pop("$defs", {}))
-            components[model.__name__] = model_schema
-        document_access(routes, schema)
-        app.openapi_schema = schema
-        return schema
-
-    app.openapi = openapi  # type: ignore[method-assign]

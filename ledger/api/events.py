@@ -13,7 +13,7 @@ from ledger.api.deps import IntakeDep, LedgerDep, ProducerGrant, SettingsDep, pr
 from ledger.api.media import CLOUDEVENT, CLOUDEVENTS_BATCH, EVENT_TYPES, JSON, require_media_type
 from ledger.api.problems import invalid
 from ledger.api.results import result_public
-from ledger.api.schemas import EventEnvelope, EventResultsPublic, problem_responses
+from ledger.api.schemas import EventResultsPublic, problem_responses
 from ledger.domain.model import StockEvent
 from ledger.intake.envelope import FieldError, InvalidEvent, read_envelope
 
@@ -21,6 +21,24 @@ router = APIRouter(tags=["events"])
 
 SINGLE_TYPES = (JSON, CLOUDEVENT)
 BATCH_TYPE = CLOUDEVENTS_BATCH
+
+
+# An element of a batch is answered `invalid` in its place when it is not a valid envelope, so a
+# batch may hold anything: its elements are described by EventEnvelope, and not held to it.
+_BATCH = {
+    "type": "array",
+    "minItems": 1,
+    "maxItems": 1000,
+    "items": {"anyOf": [{"$ref": "#/components/schemas/EventEnvelope"}, {}]},
+    "description": "1 to LEDGER_EVENTS_PER_REQUEST_MAX elements, each an EventEnvelope; an element "
+    "that is not one is answered `invalid` with `errors` in its place, and the others are recorded",
+}
+_ONE_OR_BATCH = {"anyOf": [{"$ref": "#/components/schemas/EventEnvelope"}, _BATCH]}
+EVENTS_BODY = {
+    "required": True,
+    "content": {media: {"schema": _ONE_OR_BATCH} for media in SINGLE_TYPES}
+    | {BATCH_TYPE: {"schema": _BATCH}},
+}
 
 
 def parse_json(body: bytes) -> Any:
@@ -34,19 +52,7 @@ def parse_json(body: bytes) -> Any:
     "/v1/events",
     response_model=EventResultsPublic,
     responses=problem_responses(413, 415, 422, 503),
-    openapi_extra={
-        "requestBody": {
-            "required": True,
-            "content": {
-                media: {"schema": {"$ref": "#/components/schemas/EventEnvelope"}} for media in SINGLE_TYPES
-            }
-            | {
-                BATCH_TYPE: {
-                    "schema": {"type": "array", "items": {"$ref": "#/components/schemas/EventEnvelope"}}
-                }
-            },
-        }
-    },
+    openapi_extra={"requestBody": EVENTS_BODY},
     summary="Record one event or a batch",
 )
 async def post_events(
@@ -99,6 +105,3 @@ def _invalid_result(item: object, error: InvalidEvent) -> dict[str, Any]:
 
 def _answer(results: list[dict[str, Any]]) -> Response:
     return Response(orjson.dumps({"results": results}), media_type="application/json")
-
-
-_ = EventEnvelope  # referenced by the OpenAPI document above

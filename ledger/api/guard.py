@@ -17,6 +17,7 @@ from fastapi.routing import APIRoute
 from ledger.access.scopes import Role
 from ledger.api.deps import RoleRequired
 from ledger.api.gate import METRICS_PATH, OPEN_PATHS, PROBE_PATHS
+from ledger.api.problems import RETRY_AFTER_S_MAX
 from ledger.api.schemas import ProblemPublic
 
 SECURITY_SCHEME = "bearerToken"
@@ -113,7 +114,7 @@ def document_access(routes: Sequence[APIRoute], schema: dict[str, Any]) -> None:
                 "the token is over its rate (`rate-limited`)",
                 {
                     "Retry-After": {
-                        "schema": {"type": "integer", "minimum": 1},
+                        "schema": {"type": "integer", "minimum": 1, "maximum": RETRY_AFTER_S_MAX},
                         "description": "seconds until a request is allowed again",
                     }
                 },

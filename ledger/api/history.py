@@ -12,14 +12,17 @@ from starlette.responses import Response
 
 from ledger.api.deps import LedgerDep, ReadableStore, SettingsDep
 from ledger.api.problems import invalid
-from ledger.api.schemas import HistoryPagePublic, problem_responses
+from ledger.api.schemas import POSITION_MAX, HistoryPagePublic, problem_responses
 from ledger.clock import utc_text
+from ledger.domain.model import EventType
 from ledger.intake.envelope import FieldError, parse_rfc3339
 from ledger.projections.queries import HistoryFilter
 
 router = APIRouter(tags=["history"])
 
 _FLAGS = ("oversold", "unknown_reservation")
+# A plain position as a cursor means "after every line of that event"; lines are far fewer.
+LINE_NO_MAX = 10**9
 _OPTIONAL = ("order_id", "reservation_id", "reference", "transfer_id", "adjustment_reason")
 
 
@@ -28,15 +31,21 @@ def encode_cursor(position: int, line_no: int) -> str:
 
 
 def decode_cursor(cursor: str) -> tuple[int, int]:
-    """An opaque cursor from `next`, or a plain position (every entry after it)."""
-    if cursor.isdigit():
-        return int(cursor), 10**9
-    try:
-        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        position, line_no = text.split(".")
-        return int(position), int(line_no)
+    """An opaque cursor from `next`, or a plain position (every entry after it). Both numbers are
+    bounded here: the database holds 64-bit integers, and a larger one is the caller's error."""
+    refused = invalid([FieldError("after", "is not a cursor from `next` nor a position")])
+    try:  # int() refuses over 4,300 digits with ValueError too
+        if cursor.isascii() and cursor.isdigit():
+            position, line_no = int(cursor), LINE_NO_MAX
+        else:
+            text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+            position_text, line_no_text = text.split(".")
+            position, line_no = int(position_text), int(line_no_text)
     except (ValueError, UnicodeDecodeError):
-        raise invalid([FieldError("after", "is not a cursor from `next` nor a position")]) from None
+        raise refused from None
+    if not (0 <= position <= POSITION_MAX and 0 <= line_no <= LINE_NO_MAX):
+        raise refused
+    return position, line_no
 
 
 def _time_filter(name: str, value: str | None) -> str | None:
@@ -87,13 +96,13 @@ async def get_history(
     ledger: LedgerDep,
     settings: SettingsDep,
     sku: str | None = None,
-    type: Annotated[str | None, Query(description="e.g. stock.pos_sale")] = None,
+    type: Annotated[EventType | None, Query(description="the entries of one event type")] = None,
     order_id: str | None = None,
     reservation_id: str | None = None,
     from_: Annotated[str | None, Query(alias="from", description="recorded at or after (RFC 3339)")] = None,
     to: Annotated[str | None, Query(description="recorded at or before (RFC 3339)")] = None,
     after: Annotated[str | None, Query(description="the `next` cursor of the previous page")] = None,
-    limit: Annotated[int | None, Query(ge=1)] = None,
+    limit: Annotated[int | None, Query(ge=1, le=1000, description="at most LEDGER_HISTORY_PAGE_MAX")] = None,
 ) -> Response:
     page_size = limit or settings.history_page_default
     if page_size > settings.history_page_max:
@@ -102,7 +111,7 @@ async def get_history(
     where = HistoryFilter(
         store_id=store,
         sku=sku,
-        type=type,
+        type=None if type is None else type.value,
         order_id=order_id,
         reservation_id=reservation_id,
         recorded_from=_time_filter("from", from_),

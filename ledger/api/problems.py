@@ -24,6 +24,9 @@ PROBLEM_MEDIA_TYPE = "application/problem+json"
 # What a 503 asks the caller to wait before trying again (the Retry-After header): about how long
 # a database restart or a writer process restart takes to be noticed and recovered from.
 RETRY_AFTER_S = 1
+# The longest Retry-After a 429 says (a token may have a rate under one request a day); asked again
+# then, the answer says again how long.
+RETRY_AFTER_S_MAX = 86_400
 # RFC 6750: a 401 says which scheme to authenticate with.
 WWW_AUTHENTICATE = 'Bearer realm="stock-ledger"'
 
@@ -110,12 +113,13 @@ def access_problem(error: Unauthenticated | Forbidden | RateLimited) -> Problem:
             401, "unauthorized", "Unauthorized", str(error), headers={"WWW-Authenticate": WWW_AUTHENTICATE}
         )
     if isinstance(error, RateLimited):
+        retry_after_s = min(error.retry_after_s, RETRY_AFTER_S_MAX)
         return Problem(
             429,
             "rate-limited",
             "Too many requests",
-            f"{error}: retry in {error.retry_after_s} s",
-            headers={"Retry-After": str(error.retry_after_s)},
+            f"{error}: retry in {retry_after_s} s",
+            headers={"Retry-After": str(retry_after_s)},
         )
     named: dict[str, Any] = {
         key: value
@@ -165,6 +169,12 @@ def install_handlers(app: FastAPI) -> None:
             error.status_code, "http-error"
         )
         detail = str(error.detail) if error.detail else ""
-        return problem_response(
-            Problem(error.status_code, slug, detail or slug.replace("-", " "), detail), request.url.path
+        # A 405 says which methods the path takes (Allow, RFC 9110); Starlette puts it in the headers.
+        problem = Problem(
+            error.status_code,
+            slug,
+            detail or slug.replace("-", " "),
+            detail,
+            headers=dict(error.headers) if error.headers else None,
         )
+        return problem_response(problem, request.url.path)

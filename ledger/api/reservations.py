@@ -184,6 +184,13 @@ async def get_reservation(store: ReadableStore, reservation_id: ReservationId, l
     response_model=ReservationPublic,
     responses=problem_responses(404, 415, 422, 503),
     summary="Release what is still reserved (optionally only some lines)",
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "description": "`{}` (or an empty body, still as application/json) releases every line",
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ReservationRelease"}}},
+        }
+    },
 )
 async def release_reservation(
     store: WritableStore,

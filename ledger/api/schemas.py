@@ -2,63 +2,64 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from datetime import datetime
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field
 
 from ledger.domain.model import Level
+from ledger.intake.envelope import QTY_ABS_MAX, TEXT_CHARS_MAX
 from ledger.service import LevelView
 
 ID_REGEX = r"^[A-Za-z0-9\-_.:]{1,64}$"
+# Levels and positions are 64-bit signed integers in the database (CONTRACT §1).
+LEVEL_MAX = 2**63 - 1
+POSITION_MAX = 2**63 - 1
 
 
 class LineIn(BaseModel):
-    sku: str = Field(pattern=ID_REGEX)
-    qty: int
-    uom: str | None = None
-
-
-class EventData(BaseModel):
-    lines: list[LineIn] | None = None
-    reference: str | None = None
-    order_id: str | None = None
-    reservation_id: str | None = None
-    expires_at: str | None = None
-    transfer_id: str | None = None
-    to_store: str | None = None
-    reason: str | None = None
-
-
-class EventEnvelope(BaseModel):
-    """A CloudEvents 1.0 envelope in structured mode (CONTRACT §1)."""
-
-    specversion: Literal["1.0"]
-    id: str
-    source: str
-    type: str = Field(examples=["stock.pos_sale"])
-    time: str = Field(examples=["2026-11-22T10:15:00+03:00"])
-    subject: str = Field(pattern=ID_REGEX, description="the store id")
-    datacontenttype: str | None = "application/json"
-    data: EventData
+    sku: str = Field(pattern=ID_REGEX, examples=["SKU-1"])
+    qty: int = Field(ge=1, le=QTY_ABS_MAX, examples=[2])
+    uom: str | None = Field(None, description="a unit of LEDGER_UNITS; unknown units are refused")
 
 
 class ReservationCreate(BaseModel):
+    """A reservation at one store: every line or none (README walkthrough)."""
+
+    model_config = {
+        "json_schema_extra": {
+            "examples": [
+                {"reservation_id": "order-1001", "order_id": "1001", "lines": [{"sku": "SKU-1", "qty": 2}]}
+            ]
+        }
+    }
+
     reservation_id: str = Field(pattern=ID_REGEX)
-    order_id: str | None = None
-    lines: list[LineIn] = Field(min_length=1)
-    expires_at: str | None = Field(None, examples=["2026-11-22T12:00:00+03:00"])
+    order_id: str | None = Field(None, min_length=1, max_length=TEXT_CHARS_MAX)
+    lines: list[LineIn] = Field(min_length=1, max_length=1000, description="no SKU twice")
+    expires_at: datetime | None = Field(None, examples=["2026-11-22T12:00:00+03:00"])
+
+
+Position = Annotated[int, Field(ge=0, le=POSITION_MAX)]
+Units = Annotated[int, Field(ge=-LEVEL_MAX, le=LEVEL_MAX, description="a 64-bit signed count of units")]
+
+
+class ReservationRelease(BaseModel):
+    """What to release of a reservation: the given lines, or (without `lines`) all that remains."""
+
+    lines: list[LineIn] | None = Field(None, min_length=1, max_length=1000, description="no SKU twice")
 
 
 class ShortfallPublic(BaseModel):
     sku: str
-    requested: int
-    available: int
+    requested: int = Field(ge=1, le=QTY_ABS_MAX)
+    available: Units
 
 
 class OriginalPublic(BaseModel):
     outcome: str
     reason: str | None
-    position: int
+    position: Position
 
 
 class EventResultPublic(BaseModel):
@@ -67,7 +68,7 @@ class EventResultPublic(BaseModel):
     outcome: Literal["accepted", "duplicate", "rejected", "invalid"]
     reason: str | None = None
     shortfall: list[ShortfallPublic] | None = None
-    position: int | None = None
+    position: Position | None = None
     original: OriginalPublic | None = None
     errors: list[dict[str, str]] | None = None
 
@@ -79,11 +80,11 @@ class EventResultsPublic(BaseModel):
 class StockLevelPublic(BaseModel):
     store_id: str
     sku: str
-    on_hand: int
-    reserved: int
-    available: int
-    incoming: int
-    position: int
+    on_hand: Units
+    reserved: Units
+    available: Units
+    incoming: Units
+    position: Position
     updated_at: str | None
 
 
@@ -92,25 +93,25 @@ class StockLevelsPublic(BaseModel):
 
 
 class LevelTotals(BaseModel):
-    on_hand: int
-    reserved: int
-    available: int
-    incoming: int
+    on_hand: Units
+    reserved: Units
+    available: Units
+    incoming: Units
 
 
 class SkuAcrossStoresPublic(BaseModel):
     sku: str
     total: LevelTotals
-    position: int
+    position: Position
     stores: list[StockLevelPublic]
 
 
 class ReservationLinePublic(BaseModel):
     sku: str
-    qty: int
-    remaining: int
-    shipped: int
-    released: int
+    qty: int = Field(ge=1, le=QTY_ABS_MAX)
+    remaining: int = Field(ge=0, le=QTY_ABS_MAX)
+    shipped: int = Field(ge=0, le=QTY_ABS_MAX)
+    released: int = Field(ge=0, le=QTY_ABS_MAX)
 
 
 class ReservationPublic(BaseModel):
@@ -120,11 +121,11 @@ class ReservationPublic(BaseModel):
     lines: list[ReservationLinePublic]
     expires_at: str | None
     store_id: str
-    position: int
+    position: Position
 
 
 class HistoryEntryPublic(BaseModel):
-    position: int
+    position: Position
     event_id: str
     source: str
     type: str
@@ -133,13 +134,13 @@ class HistoryEntryPublic(BaseModel):
     sku: str | None = Field(description="null only for a refused event without lines")
     outcome: str
     reason: str | None
-    on_hand_delta: int
-    reserved_delta: int
-    incoming_delta: int
-    on_hand: int | None
-    reserved: int | None
-    available: int | None
-    incoming: int | None
+    on_hand_delta: Units
+    reserved_delta: Units
+    incoming_delta: Units
+    on_hand: Units | None
+    reserved: Units | None
+    available: Units | None
+    incoming: Units | None
     oversold: bool
     unknown_reservation: bool
     principal: str | None = Field(
@@ -157,12 +158,37 @@ class HistoryPagePublic(BaseModel):
     next: str | None
 
 
+class FieldErrorPublic(BaseModel):
+    field: str = Field(description="the field, as the caller wrote it (`data.lines[0].qty`); empty: the body")
+    message: str
+
+
 class ProblemPublic(BaseModel):
-    type: str
-    title: str
-    status: int
+    """RFC 9457 problem details: every error the API answers (application/problem+json)."""
+
+    type: str = Field(
+        description="a stable slug: invalid-request, insufficient-stock, reservation-conflict, "
+        "unknown-reservation, unauthorized, forbidden, rate-limited, invalid-host, not-found, "
+        "method-not-allowed, content-too-large, unsupported-media-type, unavailable, "
+        "database-unavailable, timeout, position-not-reached, not-ready",
+        examples=["insufficient-stock"],
+    )
+    title: str = Field(examples=["Insufficient stock"])
+    status: int = Field(ge=400, le=599, examples=[409])
     detail: str | None = None
-    instance: str | None = None
+    instance: str | None = Field(None, description="the request's path")
+    errors: list[FieldErrorPublic] | None = Field(None, description="invalid-request: each wrong field")
+    shortfall: list[ShortfallPublic] | None = Field(None, description="insufficient-stock: each short line")
+    position: int | None = Field(
+        None,
+        ge=0,
+        le=POSITION_MAX,
+        description="insufficient-stock and reservation-conflict: the refused event's position; "
+        "position-not-reached: the position this instance has applied",
+    )
+    role: str | None = Field(None, description="forbidden: the role the token lacks")
+    store: str | None = Field(None, description="forbidden: the store out of the token's scope")
+    source: str | None = Field(None, description="forbidden: the source out of the token's scope")
 
 
 def level_totals(level: Level) -> dict[str, int]:
@@ -187,7 +213,7 @@ def level_public(view: LevelView) -> dict[str, Any]:
 RETRY_AFTER_HEADER = {
     "Retry-After": {
         "description": "seconds to wait before trying again",
-        "schema": {"type": "integer", "minimum": 0},
+        "schema": {"type": "integer", "minimum": 0, "maximum": 3600},
     }
 }
 

@@ -16,6 +16,7 @@ from ledger.api.deps import LedgerDep, ReadableStore, ReaderGrant, SettingsDep, 
 from ledger.api.problems import Problem, invalid
 from ledger.api.schemas import (
     ID_REGEX,
+    POSITION_MAX,
     SkuAcrossStoresPublic,
     StockLevelPublic,
     StockLevelsPublic,
@@ -31,11 +32,14 @@ router = APIRouter(tags=["stock"])
 _SKU_PATTERN = re.compile(ID_REGEX)
 
 AsOf = Annotated[str | None, Query(description="RFC 3339: the levels as they were then")]
-AtPosition = Annotated[int | None, Query(ge=0, description="the levels after this log position")]
+AtPosition = Annotated[
+    int | None, Query(ge=0, le=POSITION_MAX, description="the levels after this log position")
+]
 MinPosition = Annotated[
     int | None,
     Query(
         ge=0,
+        le=POSITION_MAX,
         description="wait (briefly) until this instance has applied this position: read-your-writes "
         "across instances",
     ),
@@ -69,6 +73,12 @@ async def _levels(
     if moment is not None or position is not None:
         return await asyncio.to_thread(ledger.levels_at, store, skus, position=position, as_of=moment)
     if min_position is not None and not await ledger.wait_for_position(min_position):
+        if ledger.database_ok:
+            # The wait read the database's head after this request came: no write had been
+            # answered with that position, so no client can be waiting for it.
+            raise invalid(
+                [FieldError("min_position", f"is past the log's head ({ledger.cache.head}): no write has it")]
+            )
         raise Problem(
             503,
             "position-not-reached",

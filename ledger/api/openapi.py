@@ -1,0 +1,203 @@
+"""The OpenAPI document: what FastAPI generates, completed with what clients and contract testers
+read in it (hand-written summaries, every problem answer under application/problem+json, the event
+envelope's schema, the walkthrough's examples, the package's version). openapi.json at the
+repository root is this document; tests/e2e/test_openapi_document.py keeps the two equal."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+from fastapi.routing import APIRoute
+
+from ledger.api.envelope_schema import WALKTHROUGH_RECEIPT, envelope_schema
+from ledger.api.guard import document_access
+from ledger.api.media import CLOUDEVENT, CLOUDEVENTS_BATCH, JSON
+from ledger.api.problems import PROBLEM_MEDIA_TYPE
+from ledger.api.schemas import (
+    ID_REGEX,
+    RETRY_AFTER_HEADER,
+    ProblemPublic,
+    ReservationCreate,
+    ReservationRelease,
+)
+
+DISTRIBUTION = "stock-ledger"
+PROBLEM_REF = {"$ref": "#/components/schemas/ProblemPublic"}
+# Prometheus' text exposition format, as prometheus_client serves it.
+METRICS_MEDIA_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+# Every operation's summary, by hand: a new route without one fails to build the document.
+SUMMARIES = {
+    ("get", "/v1/stores/{store}/stock/{sku}"): "One SKU's levels at a store, now or then",
+    ("get", "/v1/stores/{store}/stock"): "Several SKUs' levels at a store (up to 1,000)",
+    ("get", "/v1/stock/{sku}"): "One SKU's levels across every store, with totals",
+    ("post", "/v1/events"): "Record one event or a batch of up to 1,000",
+    ("post", "/v1/stores/{store}/reservations"): "Reserve every line at a store, or none",
+    ("get", "/v1/stores/{store}/reservations/{reservation_id}"): "A reservation and what remains of it",
+    (
+        "post",
+        "/v1/stores/{store}/reservations/{reservation_id}/release",
+    ): "Release what is still reserved (optionally only some lines)",
+    ("get", "/v1/stores/{store}/history"): "The audit trail, oldest first, one entry per line",
+    ("get", "/healthz"): "Liveness: the process answers",
+    ("get", "/readyz"): "Readiness: the database answers, writes are recorded, Kafka is in",
+    ("get", "/metrics"): "Prometheus metrics (text exposition format)",
+}
+# The problems every operation may answer besides its own: a parameter out of its bounds (422), and
+# the database or the writer unavailable, or no answer in time (503, with Retry-After).
+COMMON_PROBLEMS = {
+    "422": "invalid request: `errors` names each wrong field (`invalid-request`)",
+    "503": "the database or the writer is unavailable, or did not answer in time; retry after Retry-After",
+}
+BODY_PROBLEMS = {
+    "413": "the body is over LEDGER_BODY_BYTES_MAX (`content-too-large`)",
+    "415": "the content type is not one the route takes (`unsupported-media-type`)",
+}
+TIME_PARAMETERS = frozenset({"as_of", "from", "to"})  # RFC 3339 with an offset
+NO_PROBLEMS = frozenset({"/healthz", "/metrics"})  # answered from memory: no parameters, no database
+
+_POS_SALE = {
+    "specversion": "1.0",
+    "id": "pos-12-000123",
+    "source": "pos/store-12",
+    "type": "stock.pos_sale",
+    "time": "2026-11-22T10:15:00+03:00",
+    "subject": "store-12",
+    "data": {"lines": [{"sku": "SKU-1", "qty": 3}], "reference": "receipt 000123"},
+}
+_SHIPMENT = {
+    "specversion": "1.0",
+    "id": "ship-1001",
+    "source": "wms/main",
+    "type": "stock.shipment",
+    "time": "2026-11-22T11:00:00+03:00",
+    "subject": "store-12",
+    "data": {"lines": [{"sku": "SKU-1", "qty": 2}], "reservation_id": "order-1001", "order_id": "1001"},
+}
+_INSUFFICIENT = {
+    "type": "insufficient-stock",
+    "title": "Insufficient stock",
+    "status": 409,
+    "detail": "not enough available stock for every line; nothing was reserved",
+    "instance": "/v1/stores/store-12/reservations",
+    "shortfall": [{"sku": "SKU-1", "requested": 1, "available": 0}],
+    "position": 4,
+}
+_LEVEL = {
+    "store_id": "store-12",
+    "sku": "SKU-1",
+    "on_hand": 0,
+    "reserved": 0,
+    "available": 0,
+    "incoming": 0,
+    "position": 5,
+    "updated_at": "2026-11-22T08:00:03.512000+00:00",
+}
+
+
+def package_version() -> str:
+    try:
+        return version(DISTRIBUTION)
+    except PackageNotFoundError:  # a source tree that was never installed
+        return "0+unknown"
+
+
+def install_openapi(app: FastAPI, routes: Sequence[APIRoute]) -> None:
+    """app.openapi() builds the document once, on first use."""
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = build_document(app, routes)
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def build_document(app: FastAPI, routes: Sequence[APIRoute]) -> dict[str, Any]:
+    schema = get_openapi(title=app.title, version=package_version(), summary=app.summary, routes=app.routes)
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    envelope = envelope_schema()
+    del envelope["$schema"], envelope["$id"]  # it sits inside this document, whose dialect is 3.1's
+    components["EventEnvelope"] = envelope
+    for model in (ReservationCreate, ReservationRelease):
+        model_schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+        components.update(model_schema.pop("$defs", {}))
+        components[model.__name__] = model_schema
+    components["ProblemPublic"] = ProblemPublic.model_json_schema(ref_template="#/components/schemas/{model}")
+    components.update(components["ProblemPublic"].pop("$defs", {}))
+    document_access(routes, schema)
+    for path, item in schema["paths"].items():
+        for method, operation in item.items():
+            _complete_operation(method, path, operation)
+    for unused in ("HTTPValidationError", "ValidationError"):
+        components.pop(unused, None)
+    _add_examples(schema)
+    return schema
+
+
+def _complete_operation(method: str, path: str, operation: dict[str, Any]) -> None:
+    summary = SUMMARIES.get((method, path))
+    if summary is None:
+        raise RuntimeError(f"{method.upper()} {path} has no summary in ledger/api/openapi.py")
+    operation["summary"] = summary
+    for parameter in operation.get("parameters", ()):
+        _complete_parameter(parameter)
+    responses: dict[str, Any] = operation["responses"]
+    if path not in NO_PROBLEMS:
+        for status, description in COMMON_PROBLEMS.items():
+            responses.setdefault(status, {"description": description})
+    if "requestBody" in operation:
+        for status, description in BODY_PROBLEMS.items():
+            responses.setdefault(status, {"description": description})
+    for status, response in responses.items():
+        if int(status) >= 400:
+            response["content"] = {PROBLEM_MEDIA_TYPE: {"schema": PROBLEM_REF}}
+            if status == "503":
+                response["headers"] = RETRY_AFTER_HEADER
+            if response.get("description") in (None, "", "Validation Error", "Successful Response"):
+                response["description"] = COMMON_PROBLEMS.get(status, "a problem (RFC 9457)")
+    if path == "/metrics":
+        responses["200"] = {
+            "description": "the Prometheus text exposition format",
+            "content": {METRICS_MEDIA_TYPE: {"schema": {"type": "string"}}},
+        }
+    operation["responses"] = dict(sorted(responses.items()))
+
+
+def _complete_parameter(parameter: dict[str, Any]) -> None:
+    """A query parameter is absent or a value, never null; times are RFC 3339."""
+    schema = parameter["schema"]
+    options = schema.get("anyOf")
+    if options and {"type": "null"} in options and len(options) == 2:
+        [value] = [option for option in options if option != {"type": "null"}]
+        schema.pop("anyOf")
+        schema.update(value)
+    if parameter["name"] in TIME_PARAMETERS:
+        schema["format"] = "date-time"
+    if parameter["name"] == "sku" and schema.get("type") == "array":  # GET .../stock?sku=A&sku=B
+        schema.update(minItems=1, maxItems=1000, items={"type": "string", "pattern": ID_REGEX})
+
+
+def _add_examples(schema: dict[str, Any]) -> None:
+    """The README walkthrough's requests and answers."""
+    paths = schema["paths"]
+    events = paths["/v1/events"]["post"]["requestBody"]["content"]
+    for media in (JSON, CLOUDEVENT):
+        events[media]["examples"] = {
+            "receipt": {"summary": "5 units arrive at store-12", "value": WALKTHROUGH_RECEIPT},
+            "pos_sale": {"summary": "the till sells 3 in the shop", "value": _POS_SALE},
+            "shipment": {"summary": "the warehouse ships order 1001", "value": _SHIPMENT},
+        }
+    events[CLOUDEVENTS_BATCH]["examples"] = {
+        "batch": {"summary": "a receipt and a sale at the till", "value": [WALKTHROUGH_RECEIPT, _POS_SALE]}
+    }
+    reservations = paths["/v1/stores/{store}/reservations"]["post"]["responses"]
+    reservations["409"]["content"][PROBLEM_MEDIA_TYPE]["examples"] = {
+        "insufficient-stock": {"summary": "one more online reservation, refused", "value": _INSUFFICIENT}
+    }
+    level = paths["/v1/stores/{store}/stock/{sku}"]["get"]["responses"]["200"]["content"][JSON]
+    level["example"] = _LEVEL

@@ -1,0 +1,115 @@
+"""The API's description: openapi.json and schemas/event-envelope.schema.json at the repository root
+are what the service serves and uses, so that a change to the API shows in review.
+
+After a deliberate change, rewrite both and review the diff:
+    LEDGER_TEST_REWRITE_API_DOCS=1 pytest tests/e2e/test_openapi_document.py
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from support.server import LedgerServer
+
+from ledger.api.envelope_schema import envelope_schema
+
+ROOT = Path(__file__).resolve().parents[2]
+OPENAPI_PATH = ROOT / "openapi.json"
+ENVELOPE_PATH = ROOT / "schemas" / "event-envelope.schema.json"
+REWRITE = os.environ.get("LEDGER_TEST_REWRITE_API_DOCS") == "1"
+PROBLEM = "application/problem+json"
+
+
+def _text(document: dict[str, Any]) -> str:
+    return json.dumps(document, indent=2, ensure_ascii=False) + "\n"
+
+
+def _check_committed(path: Path, document: dict[str, Any]) -> None:
+    if REWRITE:
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(_text(document))
+    assert path.exists(), f"{path.name} is missing: run with LEDGER_TEST_REWRITE_API_DOCS=1"
+    assert json.loads(path.read_text()) == document, (
+        f"{path.relative_to(ROOT)} differs from what the service serves: "
+        "rewrite it with LEDGER_TEST_REWRITE_API_DOCS=1 and review the diff"
+    )
+
+
+@pytest.fixture(scope="module")
+def served(ledger_server: LedgerServer) -> dict[str, Any]:
+    with ledger_server.client() as client:
+        answer = client.get("/openapi.json")
+    assert answer.status_code == 200
+    document: dict[str, Any] = answer.json()
+    return document
+
+
+def test_the_committed_openapi_document_is_what_the_service_serves(served: dict[str, Any]) -> None:
+    _check_committed(OPENAPI_PATH, served)
+
+
+def test_the_committed_envelope_schema_is_the_one_the_api_describes(served: dict[str, Any]) -> None:
+    schema = envelope_schema()
+    _check_committed(ENVELOPE_PATH, schema)
+    embedded = {k: v for k, v in schema.items() if k not in ("$schema", "$id")}
+    assert served["components"]["schemas"]["EventEnvelope"] == embedded
+
+
+def _operations(document: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
+    for path, item in document["paths"].items():
+        for method, operation in item.items():
+            yield f"{method.upper()} {path}", operation
+
+
+def test_every_error_answer_is_a_problem_under_its_own_media_type(served: dict[str, Any]) -> None:
+    for name, operation in _operations(served):
+        for status, response in operation["responses"].items():
+            content = response.get("content", {})
+            if int(status) >= 400:
+                assert list(content) == [PROBLEM], f"{name} {status}: {list(content)}"
+                assert content[PROBLEM]["schema"] == {"$ref": "#/components/schemas/ProblemPublic"}
+            else:
+                assert PROBLEM not in content, f"{name} {status}"
+
+
+def test_the_problem_schema_has_every_field_a_problem_carries(served: dict[str, Any]) -> None:
+    fields = set(served["components"]["schemas"]["ProblemPublic"]["properties"])
+    expected = {"type", "title", "status", "detail", "instance", "shortfall", "errors", "position"}
+    assert expected | {"role", "store", "source"} <= fields
+
+
+def _integers(node: Any, where: str) -> Iterator[tuple[str, dict[str, Any]]]:
+    if isinstance(node, dict):
+        if node.get("type") == "integer":
+            yield where, node
+        for key, value in node.items():
+            yield from _integers(value, f"{where}/{key}")
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            yield from _integers(value, f"{where}/{index}")
+
+
+def test_every_number_has_bounds(served: dict[str, Any]) -> None:
+    unbounded = [where for where, schema in _integers(served, "#") if "minimum" not in schema]
+    unbounded += [where for where, schema in _integers(served, "#") if "maximum" not in schema]
+    assert unbounded == []
+
+
+def test_every_operation_has_a_summary_written_by_hand(served: dict[str, Any]) -> None:
+    for name, operation in _operations(served):
+        summary = operation.get("summary", "")
+        assert summary and summary != summary.title(), f"{name}: {summary!r}"
+
+
+def test_the_document_says_the_package_version_and_the_bearer_scheme(served: dict[str, Any]) -> None:
+    from importlib.metadata import version
+
+    assert served["info"]["version"] == version("stock-ledger")
+    assert served["components"]["securitySchemes"]["bearerToken"]["scheme"] == "bearer"
+    metrics = served["paths"]["/metrics"]["get"]["responses"]["200"]["content"]
+    assert list(metrics) == ["text/plain; version=0.0.4; charset=utf-8"]
