@@ -39,6 +39,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
     from ledger.api.app import create_asgi
+    from ledger.api.connections import uvicorn_options
     from ledger.bootstrap import build_ledger, intake_limits, tune_gc
 
     if args.host:
@@ -68,6 +69,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         "log_level": args.log_level,
         "access_log": False,
         "timeout_graceful_shutdown": 10,
+        **uvicorn_options(settings),  # idle, slow-header and slow-body deadlines, connections at once
     }
     try:
         if workers > 1:

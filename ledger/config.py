@@ -21,6 +21,16 @@ class Settings(BaseSettings):
     http_host: str = "127.0.0.1"
     http_port: int = 8000
     http_workers: int = Field(1, ge=1, le=64, description="worker processes, each a full instance")
+    # The HTTP server's own limits, for when no proxy stands in front (ledger/api/connections.py):
+    # a connection that sends nothing (first request or next one) is closed after the idle timeout;
+    # a request's headers must arrive whole within the header timeout of its first byte, and its
+    # body within the body timeout of its headers, else the connection is cut (slowloris).
+    http_idle_timeout_s: float = Field(5.0, gt=0, le=3600, description="keep-alive and unused connections")
+    http_header_timeout_s: float = Field(10.0, gt=0, le=3600)
+    http_body_timeout_s: float = Field(60.0, gt=0, le=3600)
+    http_header_bytes_max: int = Field(64 * 1024, ge=1024, le=16 * 1024 * 1024)
+    # Connections and requests at once per worker process; past it uvicorn answers 503.
+    http_connections_max: int = Field(2048, ge=1)
 
     # Access (CONTRACT §5, ledger/access). Tokens are required once one exists, or with `required`;
     # `off` only lets the open service (no token) listen on an address other than loopback.

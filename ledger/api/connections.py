@@ -1,0 +1,114 @@
+"""The HTTP server's own limits on connections, for when no proxy stands in front of it.
+
+uvicorn closes an idle keep-alive connection only after a response (a connection that never sends a
+request stays open), and has no deadline for a request that arrives slowly (slowloris: headers or a
+body trickling in a byte at a time). `DeadlineProtocol` is uvicorn's httptools protocol with both:
+- idle: a new connection must start a request within the idle timeout, as a kept-alive one must;
+- headers: a request's headers must arrive whole, and within `header_bytes_max`, in the header
+  timeout from its first byte; its body must arrive whole in the body timeout from its headers.
+Past a deadline the connection is closed (a reader of the request sees a disconnect); headers over
+the size answer 400 and close. `uvicorn_options` gives uvicorn these and its own limits explicitly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from typing import Any
+
+from uvicorn.config import Config
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.server import ServerState
+
+from ledger.config import Settings
+
+
+class HeadersTooLarge(Exception):
+    """Raised inside the parser's callback: httptools turns it into a parse error (400, close)."""
+
+
+class DeadlineProtocol(HttpToolsProtocol):
+    def __init__(
+        self,
+        config: Config,
+        server_state: ServerState,
+        app_state: dict[str, Any],
+        _loop: asyncio.AbstractEventLoop | None = None,
+        *,
+        header_timeout_s: float,
+        body_timeout_s: float,
+        header_bytes_max: int,
+    ) -> None:
+        super().__init__(config, server_state, app_state, _loop)
+        self.header_timeout_s = header_timeout_s
+        self.body_timeout_s = body_timeout_s
+        self.header_bytes_max = header_bytes_max
+        self.header_bytes = 0
+        self.read_deadline: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        # The same timer uvicorn starts after each response; the first byte received cancels it.
+        self.timeout_keep_alive_task = self.loop.call_later(
+            self.timeout_keep_alive, self.timeout_keep_alive_handler
+        )
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_read_deadline()
+        super().connection_lost(exc)
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self.header_bytes = 0
+        self._set_read_deadline(self.header_timeout_s)
+
+    def on_url(self, url: bytes) -> None:
+        self._count_header_bytes(len(url))
+        super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._count_header_bytes(len(name) + len(value))
+        super().on_header(name, value)
+
+    def on_headers_complete(self) -> None:
+        self._set_read_deadline(self.body_timeout_s)
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        self._cancel_read_deadline()
+        super().on_message_complete()
+
+    def _count_header_bytes(self, count: int) -> None:
+        self.header_bytes += count
+        if self.header_bytes > self.header_bytes_max:
+            raise HeadersTooLarge(f"request headers over {self.header_bytes_max} bytes")
+
+    def _set_read_deadline(self, timeout_s: float) -> None:
+        self._cancel_read_deadline()
+        self.read_deadline = self.loop.call_later(timeout_s, self._read_deadline_passed)
+
+    def _cancel_read_deadline(self) -> None:
+        if self.read_deadline is not None:
+            self.read_deadline.cancel()
+            self.read_deadline = None
+
+    def _read_deadline_passed(self) -> None:
+        self.read_deadline = None
+        if not self.transport.is_closing():
+            self.transport.close()
+
+
+def uvicorn_options(settings: Settings) -> dict[str, Any]:
+    """uvicorn's connection limits, explicitly; the protocol is picklable for `--workers N`."""
+    return {
+        "http": functools.partial(
+            DeadlineProtocol,
+            header_timeout_s=settings.http_header_timeout_s,
+            body_timeout_s=settings.http_body_timeout_s,
+            header_bytes_max=settings.http_header_bytes_max,
+        ),
+        "timeout_keep_alive": settings.http_idle_timeout_s,
+        "limit_concurrency": settings.http_connections_max,
+        # Used only by the h11 protocol; the same limit as ours, should h11 ever be chosen.
+        "h11_max_incomplete_event_size": settings.http_header_bytes_max,
+    }

@@ -1,0 +1,116 @@
+"""The HTTP server cuts connections that send no whole request in time (ledger/api/connections.py).
+
+One `ledger serve` with small limits; each test waits for the limit it set, never for a throughput.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from support.server import LedgerServer
+
+IDLE_TIMEOUT_S = 1.0
+HEADER_TIMEOUT_S = 2.0
+BODY_TIMEOUT_S = 2.0
+HEADER_BYTES_MAX = 4096
+SLACK_S = 1.5  # the event loop's timer and a busy 2-core machine
+TRICKLE_INTERVAL_S = 0.25  # a byte this often: the connection is never idle, the request never whole
+LIMITS_ENV = {
+    "LEDGER_HTTP_IDLE_TIMEOUT_S": str(IDLE_TIMEOUT_S),
+    "LEDGER_HTTP_HEADER_TIMEOUT_S": str(HEADER_TIMEOUT_S),
+    "LEDGER_HTTP_BODY_TIMEOUT_S": str(BODY_TIMEOUT_S),
+    "LEDGER_HTTP_HEADER_BYTES_MAX": str(HEADER_BYTES_MAX),
+}
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LedgerServer]:
+    directory: Path = tmp_path_factory.mktemp("limits")
+    ledger = LedgerServer(f"sqlite:///{directory / 'ledger.db'}", directory, LIMITS_ENV, name="limits")
+    ledger.start()
+    try:
+        yield ledger
+    finally:
+        ledger.stop()
+
+
+def _connect(server: LedgerServer) -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+    return sock
+
+
+def _closed_after_s(sock: socket.socket, deadline_s: float, trickle: bytes = b"") -> float:
+    """Seconds until the server closes the connection, sending `trickle` a byte at a time meanwhile;
+    fails past the deadline."""
+    started = time.monotonic()
+    sock.settimeout(TRICKLE_INTERVAL_S)
+    sent = 0
+    while time.monotonic() - started < deadline_s:
+        try:
+            if sock.recv(65536) == b"":
+                return time.monotonic() - started
+        except TimeoutError:
+            pass
+        except ConnectionResetError:
+            return time.monotonic() - started
+        if sent < len(trickle):
+            try:
+                sock.sendall(trickle[sent : sent + 1])
+            except (BrokenPipeError, ConnectionResetError):
+                return time.monotonic() - started
+            sent += 1
+    pytest.fail(f"the connection was still open after {deadline_s} s")
+
+
+def test_a_connection_that_never_sends_a_request_is_closed_after_the_idle_timeout(
+    server: LedgerServer,
+) -> None:
+    with _connect(server) as sock:
+        assert _closed_after_s(sock, IDLE_TIMEOUT_S + SLACK_S) >= IDLE_TIMEOUT_S * 0.5
+
+
+def test_a_kept_alive_connection_is_closed_after_the_idle_timeout(server: LedgerServer) -> None:
+    with _connect(server) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        assert sock.recv(65536).startswith(b"HTTP/1.1 200")
+        assert _closed_after_s(sock, IDLE_TIMEOUT_S + SLACK_S) >= IDLE_TIMEOUT_S * 0.5
+
+
+def test_headers_that_trickle_in_are_cut_at_the_header_timeout(server: LedgerServer) -> None:
+    """A byte every quarter second keeps the connection from being idle; the headers never end."""
+    headers = b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n" + b"X-Slow: " + b"a" * 200
+    with _connect(server) as sock:
+        elapsed_s = _closed_after_s(sock, HEADER_TIMEOUT_S + SLACK_S, trickle=headers)
+    assert elapsed_s >= HEADER_TIMEOUT_S * 0.5
+
+
+def test_a_body_that_trickles_in_is_cut_at_the_body_timeout(server: LedgerServer) -> None:
+    head = (
+        b"POST /v1/events HTTP/1.1\r\nHost: localhost\r\ncontent-type: application/json\r\n"
+        b"content-length: 1000\r\n\r\n"
+    )
+    with _connect(server) as sock:
+        sock.sendall(head)
+        elapsed_s = _closed_after_s(sock, BODY_TIMEOUT_S + SLACK_S, trickle=b"[" + b" " * 200)
+    assert elapsed_s >= BODY_TIMEOUT_S * 0.5
+
+
+def test_headers_over_the_size_limit_answer_400(server: LedgerServer) -> None:
+    with _connect(server) as sock:
+        sock.sendall(
+            b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nX-Big: " + b"a" * HEADER_BYTES_MAX + b"\r\n\r\n"
+        )
+        assert sock.recv(65536).startswith(b"HTTP/1.1 400")
+
+
+def test_a_request_within_the_limits_is_answered(server: LedgerServer) -> None:
+    """The deadlines are per request: a second request on a kept-alive connection gets its own."""
+    with _connect(server) as sock:
+        for _ in range(2):
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            assert sock.recv(65536).startswith(b"HTTP/1.1 200")
+            time.sleep(IDLE_TIMEOUT_S / 2)
