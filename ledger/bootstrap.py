@@ -55,7 +55,9 @@ def build_ledger(settings: Settings) -> Ledger:
     if settings.writer_socket:
         recorder = open_recorder(settings.database_url, settings.db_pool_size, settings.db_lock_timeout_s)
         cache = _cache(settings)
-        writer_port = RemoteWriter(settings.writer_socket, cache, settings.request_timeout_s)
+        writer_port = RemoteWriter(
+            settings.writer_socket, cache, settings.request_timeout_s, settings.writer_client_outbox_bytes_max
+        )
     else:
         writer = build_writer(settings)
         recorder, cache = writer.recorder, writer.cache

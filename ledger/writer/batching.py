@@ -61,7 +61,7 @@ def record_with_retries(
     batch: list[Submission],
     record: Callable[[list[Submission]], list[list[EventResult]]],
     retries_max: int,
-    failed: Callable[[BaseException], None],
+    failed: Callable[[list[Submission], BaseException], None],
 ) -> None:
     """Records a batch and answers every submission in it, whatever happens. `failed` is told of
     every failed attempt (the writer empties its memory, which may hold effects that were never
@@ -70,7 +70,7 @@ def record_with_retries(
         try:
             results = record(batch)
         except Exception as error:  # noqa: BLE001 - retried: see the module's docstring
-            failed(error)
+            failed(batch, error)
             if attempt < retries_max:
                 log.warning("batch failed (attempt %d), retrying: %s", attempt + 1, error)
                 time.sleep(min(RETRY_WAIT_S_FIRST * 2**attempt, RETRY_WAIT_S_MAX))

@@ -65,13 +65,36 @@ class Writer:
 
     def process(self, batch: list[Submission]) -> None:
         """Records a batch and answers every submission in it (retrying as batching says)."""
+        if self._refused_as_probe(batch):
+            return
         batching.record_with_retries(batch, self.record, self.limits.retries_max, self.failed)
 
-    def failed(self, error: BaseException) -> None:
-        """A batch failed: forget what memory holds, and let probes know for a while (see record)."""
+    def _refused_as_probe(self, batch: list[Submission]) -> bool:
+        """An empty batch is how readiness asks whether writes can be recorded. It takes the write
+        lock and commits nothing, which a full disk lets through: for FAILURE_HOLD_S after a batch
+        with events failed, unless one has committed since, it is answered "no" at once, without
+        asking the database (and without counting as a failure of its own). After the hold a
+        probe asks the database again, so that an instance nobody sends writes to can recover."""
+        if any(submission.events for submission in batch) or self.failure is None:
+            return False
+        if time.monotonic() - self.failed_at >= FAILURE_HOLD_S:
+            return False
+        for submission in batch:
+            submission.done(WriterUnavailable(f"the last batch failed: {self.failure}"))
+        return True
+
+    def failed(self, batch: list[Submission], error: BaseException) -> None:
+        """A batch failed: forget what memory holds; if it had events, tell probes for a while."""
         self.forget()
-        self.failure = f"{type(error).__name__}: {error}"
-        self.failed_at = time.monotonic()
+        if any(submission.events for submission in batch):
+            self.failure = f"{type(error).__name__}: {error}"
+            self.failed_at = time.monotonic()
+
+    def succeeded(self, positions: list[int]) -> None:
+        """A batch committed; one that recorded something ends the probes' hold."""
+        self.batches_committed += 1
+        if positions:
+            self.failure = None
 
     def forget(self) -> None:
         """Empties the writer's memory: after a failure it may hold what never committed."""
@@ -81,8 +104,6 @@ class Writer:
         """One attempt: from memory in one statement when it can, else under the write lock."""
         recorded_at = utc_text(utc_now())
         events = [event for submission in batch for event in submission.events]
-        if not events:
-            self._refuse_probe_while_failing()
         statement = self._record_in_one_statement(events, recorded_at)
         if statement is not None:
             work, pending, positions, committed = (
@@ -97,17 +118,8 @@ class Writer:
                 pending = [deciding.decide_event(event, work, known) for event in events]
                 positions, committed = insert(self.recorder, tx, work, recorded_at)
         self.committed(committed)
-        self.batches_committed += 1
-        if positions:
-            self.failure = None
+        self.succeeded(positions)
         return answers(batch, events, pending, positions, work.entries)
-
-    def _refuse_probe_while_failing(self) -> None:
-        """An empty batch is how readiness asks whether writes can be recorded. It takes the
-        write lock and commits nothing, which a full disk lets through: while a batch that did
-        record something failed lately and nothing has committed since, the probe fails too."""
-        if self.failure is not None and time.monotonic() - self.failed_at < FAILURE_HOLD_S:
-            raise WriterUnavailable(f"the last batch failed: {self.failure}")
 
     def _record_in_one_statement(self, events: list[StockEvent], recorded_at: str) -> OneStatement | None:
         """One statement instead of a transaction of some fifteen, when this writer's memory

@@ -52,7 +52,7 @@ def prepare(writer: Writer, batch: list[Submission], *, in_flight: bool = False)
     `in_flight`, keys the memory lacks are not read (the heads differ until it lands)."""
     events = [event for submission in batch for event in submission.events]
     if not writer.one_statement_batches or not events:
-        return None  # an empty batch is a readiness probe: the ordinary way answers it (facade)
+        return None  # an empty batch is a readiness probe: Writer.process answers it
     generation = writer.cache.generation
     try:
         statement = writer.decide_from_memory(events, utc_text(utc_now()), fetch=not in_flight)
@@ -93,7 +93,7 @@ def land(writer: Writer, flight: InFlight) -> bool:
         writer.process(ready.batch)
         return False
     writer.optimistic_won += 1
-    writer.batches_committed += 1
+    writer.succeeded(statement.positions)
     writer.published(statement.committed)
     results = answers(
         ready.batch, ready.events, statement.pending, statement.positions, statement.work.entries

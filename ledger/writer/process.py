@@ -34,6 +34,9 @@ _SOCKET_PATTERN = re.compile(r"^ledger-writer-(\d+)\.sock$")
 READY_WAIT_S_MAX = 60.0
 READY_POLL_S = 0.05
 START_FAILED_EXIT_CODE = 3
+# Between failed restarts of the writer process (its database down, say): doubling, bounded.
+RESTART_WAIT_S_MIN = 0.5
+RESTART_WAIT_S_MAX = 10.0
 
 BuildWriter = Callable[[], Writer]
 
@@ -158,20 +161,26 @@ class WriterSupervisor:
         remove_stale_sockets(os.path.dirname(socket_path))
         self.process = start_writer_process(build, socket_path, outbox_bytes_max)
         self.restarts = 0
+        self._restart_wait_s = RESTART_WAIT_S_MIN
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._watch, name="writer-supervisor", daemon=True)
         self._thread.start()
 
     def _watch(self) -> None:
-        while not self._stopping.wait(self.check_interval_s):
+        wait_s = self.check_interval_s
+        while not self._stopping.wait(wait_s):
+            wait_s = self.check_interval_s
             if self.process.is_alive():
+                self._restart_wait_s = RESTART_WAIT_S_MIN
                 continue
             log.error("the writer process exited (code %s); starting a new one", self.process.exitcode)
             try:
                 self.process = start_writer_process(self.build, self.socket_path, self.outbox_bytes_max)
                 self.restarts += 1
-            except WriterStartFailed as error:  # retried at the next check
+            except WriterStartFailed as error:  # tried again later, waiting longer each time
                 log.error("could not restart the writer process: %s", error)
+                wait_s = self._restart_wait_s
+                self._restart_wait_s = min(self._restart_wait_s * 2, RESTART_WAIT_S_MAX)
 
     def stop(self, timeout_s: float = 15.0) -> None:
         self._stopping.set()

@@ -32,13 +32,22 @@ from ledger.writer.wire import (
 )
 
 RECV_BYTES = 1 << 20
+# What may wait to be sent to the writer process before a submit is refused (it is not reading).
+SEND_BUFFER_BYTES_MAX = 32 * 1024 * 1024
 
 
 class RemoteWriter:
-    def __init__(self, socket_path: str, cache: StateCache, timeout_s: float) -> None:
+    def __init__(
+        self,
+        socket_path: str,
+        cache: StateCache,
+        timeout_s: float,
+        send_buffer_bytes_max: int = SEND_BUFFER_BYTES_MAX,
+    ) -> None:
         self.socket_path = socket_path
         self.cache = cache
         self.timeout_s = timeout_s
+        self.send_buffer_bytes_max = send_buffer_bytes_max
         self._ids = itertools.count(1)
         self._futures: dict[int, asyncio.Future[list[EventResult]]] = {}
         self._stream: asyncio.StreamWriter | None = None
@@ -124,6 +133,9 @@ class RemoteWriter:
 
     async def submit(self, events: list[StockEvent]) -> list[EventResult]:
         stream = await self._connect()
+        if stream.transport.get_write_buffer_size() > self.send_buffer_bytes_max:
+            # The writer is not reading: do not pile up more for it (see server.py's queue bound).
+            raise WriterUnavailable("the writer process is not taking requests")
         request_id = next(self._ids)
         future: asyncio.Future[list[EventResult]] = asyncio.get_running_loop().create_future()
         self._futures[request_id] = future

@@ -4,7 +4,9 @@ Only this machine's processes of this service connect: the socket file is create
 Sends never block the writer: each client has an outbox, written whenever its socket takes more,
 and a client whose outbox grows past `outbox_bytes_max` (it stopped reading) is disconnected
 with a log line. Its callers waiting on answers get a clean error from their side of the
-connection, and its next write reconnects. The writer never waits on a client.
+connection, and its next write reconnects. The writer never waits on a client. Requests beyond
+`queue_submissions_max` waiting to be recorded are refused at once, and a client that sends what
+the writer cannot read is disconnected: neither stops the writer.
 """
 
 from __future__ import annotations
@@ -32,7 +34,6 @@ from ledger.writer.wire import (
     Replies,
     Reply,
     Subscribe,
-    WriteRequest,
     decode_to_writer,
     encode,
 )
@@ -40,6 +41,7 @@ from ledger.writer.wire import (
 log = logging.getLogger("ledger.writer")
 
 RECV_BYTES = 1 << 20
+QUEUE_FULL = "WriterUnavailable: the writer's queue is full"
 LISTEN_BACKLOG = 128
 
 
@@ -75,6 +77,7 @@ class WriterServer:
         self.socket_path = socket_path
         self.batch_events_max = batch_events_max
         self.outbox_bytes_max = outbox_bytes_max
+        self.queue_requests_max = writer.limits.queue_submissions_max
         self.parent_pid = parent_pid
         self.clients: dict[socket.socket, _Client] = {}
         self.selector = selectors.DefaultSelector()
@@ -211,11 +214,22 @@ class WriterServer:
             self._drop(client)
             return
         for body in bodies:
-            message = decode_to_writer(body)
-            if isinstance(message, WriteRequest):
-                pending.append(_Request(client, message.request_id, message.events))
-            elif isinstance(message, Subscribe):
+            try:
+                message = decode_to_writer(body)
+            except Exception as error:  # noqa: BLE001 - one client's bug must not stop the writer
+                log.error("%s sent what the writer cannot read (%s); disconnecting it", client.name, error)
+                self._drop(client)
+                return
+            if isinstance(message, Subscribe):
                 client.subscribed = True
+            elif len(pending) >= self.queue_requests_max:
+                # Answered at once: a caller is better told to come back than kept waiting until
+                # its timeout while the writer records what it no longer waits for.
+                client.replies.append(
+                    Reply(message.request_id, None, "WriterUnavailable: the writer's queue is full")
+                )
+            else:
+                pending.append(_Request(client, message.request_id, message.events))
 
     # -- answers and broadcasts -------------------------------------------------------------------
 

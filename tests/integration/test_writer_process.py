@@ -19,7 +19,7 @@ from ledger.domain.model import Outcome
 from ledger.state_cache import StateCache
 from ledger.writer.process import WriterStartFailed, remove_stale_sockets, start_writer_process
 from ledger.writer.remote import RemoteWriter
-from ledger.writer.wire import Subscribe, encode
+from ledger.writer.wire import Committed, Subscribe, encode
 
 OUTBOX_BYTES_MAX = 64 * 1024  # small, so that a client that never reads is over it quickly
 BATCHES = 120
@@ -110,3 +110,22 @@ def test_sockets_of_services_that_no_longer_run_are_removed(tmp_path: Path) -> N
     assert remove_stale_sockets(str(tmp_path)) == [gone.name]
     assert not gone.exists() and alive.exists() and other.exists()
     assert tempfile.gettempdir()  # the default directory is the one ledger serve uses
+
+
+def test_a_client_that_sends_what_the_writer_cannot_read_is_dropped_and_the_writer_goes_on(
+    writer_socket: str,
+) -> None:
+    confused = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    confused.connect(writer_socket)
+    confused.sendall(encode(Committed(1, 1, [])))  # a message only the writer sends
+    confused.settimeout(ANSWER_DEADLINE_S)
+    try:
+        assert confused.recv(1024) == b""  # the writer closed this connection, and only this one
+    finally:
+        confused.close()
+    writer = RemoteWriter(writer_socket, _cache(), timeout_s=ANSWER_DEADLINE_S)
+    try:
+        results = writer.submit_and_wait(_receipts(0))
+        assert all(r.outcome is Outcome.ACCEPTED for r in results)
+    finally:
+        writer.stop()

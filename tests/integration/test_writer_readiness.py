@@ -3,18 +3,22 @@ after a batch that recorded something failed, the probe fails too until a batch 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from support import events as ev
+from support.postgres import EmbeddedPostgres
 
 from ledger.bootstrap import build_writer
 from ledger.config import Settings
 from ledger.results import EventResult
-from ledger.writer import facade
+from ledger.writer import facade, in_flight
 from ledger.writer.facade import Writer
 from ledger.writer.submission import Submission, WriterUnavailable
+
+PROBE_DEADLINE_S = 10.0
 
 
 @pytest.fixture
@@ -57,12 +61,37 @@ def test_a_probe_fails_while_the_last_batch_failed_and_passes_once_one_commits(
     assert isinstance(_process(writer, []), list)
 
 
-def test_a_probe_asks_the_database_again_once_the_hold_is_over(
-    writer: Writer, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_probes_during_the_hold_do_not_prolong_it(writer: Writer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Readiness probes keep coming while the hold lasts; they must not start it again, or an
+    instance nobody sends writes to would never become ready."""
+    monkeypatch.setattr(facade, "FAILURE_HOLD_S", 0.5)
     with monkeypatch.context() as patched:
         patched.setattr(facade, "insert", lambda *_: (_ for _ in ()).throw(OSError(28, "full")))
         patched.setattr(writer, "decide_from_memory", lambda *_, **__: None)
         assert isinstance(_process(writer, [_receipt("r1")]), OSError)
-    writer.failed_at -= facade.FAILURE_HOLD_S  # as if the hold had passed with no write since
-    assert isinstance(_process(writer, []), list)
+    deadline = time.monotonic() + PROBE_DEADLINE_S
+    refused = 0
+    while isinstance(probe := _process(writer, []), WriterUnavailable):
+        assert time.monotonic() < deadline, "probes are still refused long after the hold"
+        assert probe.args[0].count("the last batch failed") == 1  # the cause, not nested
+        refused += 1
+        time.sleep(0.05)
+    assert refused > 0 and isinstance(probe, list)
+
+
+def test_a_batch_landed_from_flight_ends_the_hold(postgres: EmbeddedPostgres) -> None:
+    """On PostgreSQL the writer process records most batches in flight (one statement): such a
+    commit ends the hold as an ordinary one does."""
+    built = build_writer(Settings(database_url=postgres.create_database("readiness"), writer_optimistic=True))
+    try:
+        assert isinstance(_process(built, [_receipt("r1")]), list)  # memory now holds store and SKU
+        built.failed([Submission([_receipt("lost")], lambda _: None)], OSError(28, "full"))
+        assert isinstance(_process(built, []), WriterUnavailable)
+        answers: list[list[EventResult] | BaseException] = []
+        flight = in_flight.begin(built, [Submission([_receipt("r2")], answers.append)])
+        assert flight is not None, "recorded the ordinary way: this test needs the one in flight"
+        assert in_flight.land(built, flight)
+        assert isinstance(answers[0], list)
+        assert isinstance(_process(built, []), list)
+    finally:
+        built.recorder.close()
