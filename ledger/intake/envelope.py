@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from ledger.domain.model import PRODUCER_EVENT_TYPES, EventType, Line, StockEvent
@@ -79,12 +79,30 @@ class _Reader:
             return None
         moment = parse_rfc3339(value)
         if moment is None:
-            self.error(where, "must be an RFC 3339 time with an offset, e.g. 2026-11-22T10:15:00+03:00")
+            self.error(
+                where,
+                "must be an RFC 3339 time with an offset, between the years 1 and 9999 in UTC, "
+                "e.g. 2026-11-22T10:15:00+03:00",
+            )
         return moment
 
 
 def parse_rfc3339(value: object) -> datetime | None:
-    """An RFC 3339 date-time (offset required); None for anything else."""
+    """An RFC 3339 date-time (offset required) whose UTC form Python can hold; None for anything
+    else. 9999-12-31T23:00:00-05:00 is valid RFC 3339 but past year 9999 in UTC: the ledger keeps
+    times in UTC, and converting it failed only when the writer wrote it, failing its whole batch
+    every time it was read again (a Kafka partition stuck behind one event)."""
+    moment = _parse(value)
+    if moment is None:
+        return None
+    try:
+        moment.astimezone(UTC)
+    except OverflowError:
+        return None
+    return moment
+
+
+def _parse(value: object) -> datetime | None:
     if not isinstance(value, str) or not RFC3339.fullmatch(value):
         return None
     try:  # Python 3.11+ reads the usual forms itself, fractions of 1 to 9 digits cut to 6 alike

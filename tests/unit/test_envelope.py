@@ -233,6 +233,15 @@ def test_expires_at_must_be_rfc3339_with_an_offset() -> None:
     assert error_fields(envelope("stock.reservation", data)) == {"data.expires_at"}
 
 
+@pytest.mark.parametrize("moment", ["9999-12-31T23:00:00-05:00", "0001-01-01T01:00:00+03:00"])
+def test_a_time_whose_utc_form_is_out_of_range_is_refused_at_intake(moment: str) -> None:
+    """Valid RFC 3339, but past year 9999 (or before year 1) in UTC, where the ledger keeps times:
+    refused here, not when the writer converts it (which failed the whole batch, every time)."""
+    data = {"lines": lines(("A", 1)), "reservation_id": "R-1", "expires_at": moment}
+    assert error_fields(envelope("stock.reservation", data)) == {"data.expires_at"}
+    assert error_fields(envelope(time=moment)) == {"time"}
+
+
 @pytest.mark.parametrize(
     "store_id",
     [
