@@ -47,7 +47,12 @@ def server_and_token(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple
     )
     token = created.stdout.strip()
     # /metrics as the document describes it (a token required); by default it is open.
-    env = {"LEDGER_EXPIRY_INTERVAL_MS": "100", "LEDGER_METRICS_AUTH": "required"}
+    # A min_position past the head waits this long before its 422: short, for the budget.
+    env = {
+        "LEDGER_EXPIRY_INTERVAL_MS": "100",
+        "LEDGER_METRICS_AUTH": "required",
+        "LEDGER_WAIT_FOR_POSITION_MS_MAX": "200",
+    }
     server = LedgerServer(database_url, directory, env, name="contract")
     server.start()
     try:

@@ -67,3 +67,12 @@ def test_the_largest_position_is_still_a_position(client: httpx.Client) -> None:
     answer = client.get("/v1/stores/odd-1/history", params={"after": str(2**63 - 1)})
     assert answer.status_code == 200
     assert answer.json() == {"entries": [], "next": None}
+
+
+def test_a_min_position_past_the_logs_head_is_refused_naming_it(client: httpx.Client) -> None:
+    """No write was answered with that position, so no client can be waiting for it: 422, not
+    503 (which says "retry": this instance has not applied a position that exists)."""
+    head = client.get("/readyz").json()["position"]
+    answer = client.get("/v1/stores/odd-1/stock/SKU-1", params={"min_position": head + 1_000_000})
+    assert answer.status_code == 422, answer.text
+    assert [error["field"] for error in answer.json()["errors"]] == ["min_position"]
