@@ -58,6 +58,7 @@ class TokenBook:
         self._used: dict[str, float] = {}  # name -> when last used here (Unix time), not yet written
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
+        self._flusher: threading.Thread | None = None
         self._failing = False
 
     # -- the hot path ---------------------------------------------------------------------------
@@ -105,24 +106,33 @@ class TokenBook:
         self.refresh()
         self._thread = threading.Thread(target=self._run, name="ledger-tokens", daemon=True)
         self._thread.start()
+        # Noting last uses writes, and a write may wait for the database's write lock (on SQLite as
+        # long as a rebuild holds it): on a thread of its own, so that reading the tokens (a
+        # revocation must reach this process within 2 s) never waits behind it.
+        self._flusher = threading.Thread(target=self._flush_run, name="ledger-tokens-last-use", daemon=True)
+        self._flusher.start()
 
     def stop(self) -> None:
         self._stopping.set()
-        if self._thread is not None:
-            self._thread.join(5)
+        for thread in (self._thread, self._flusher):
+            if thread is not None:
+                thread.join(5)
         try:
             self.flush_last_use()
         except Exception as error:  # noqa: BLE001 - the last uses are a convenience, never a reason to fail
             log.warning("could not note when tokens were last used: %s", error)
 
+    def _flush_run(self) -> None:
+        while not self._stopping.wait(self.last_use_flush_s):
+            try:
+                self.flush_last_use()
+            except Exception as error:  # noqa: BLE001 - the last uses are a convenience; tried next time
+                log.warning("could not note when tokens were last used: %s", error)
+
     def _run(self) -> None:
-        next_flush = time.monotonic() + self.last_use_flush_s
         while not self._stopping.wait(self.refresh_interval_s):
             try:
                 self.refresh()
-                if time.monotonic() >= next_flush:
-                    next_flush = time.monotonic() + self.last_use_flush_s
-                    self.flush_last_use()
                 if self._failing:
                     log.warning("tokens are read again")
                 self._failing = False
