@@ -106,6 +106,15 @@ def authorize_event(grant: Grant | None, subject: object, source: object) -> Non
         raise Forbidden(f"the token {grant.name} may not send events with source {source}", source=source)
 
 
+def authorize_write_at(grant: Grant | None, store_id: str, source: str) -> None:
+    """A write the ledger names itself (a REST reservation, recorded under `source`): the store,
+    and the source like any event's, so that a token scoped to a till's sources cannot place or
+    release reservations at its store unless one of its prefixes covers `source`."""
+    authorize_store(grant, store_id)
+    if grant is not None and not grant.covers_source(source):
+        raise Forbidden(f"the token {grant.name} may not send events with source {source}", source=source)
+
+
 def visible_stores(grant: Grant | None, store_ids: Iterable[str]) -> list[str]:
     """The stores among these that the grant may read, in their order."""
     if grant is None or grant.stores is None:

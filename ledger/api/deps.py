@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import Depends, Path, Request
 
 from ledger.access.book import NOT_VALID, Unauthenticated
-from ledger.access.scopes import Grant, Role, authorize_role, authorize_store
+from ledger.access.scopes import Grant, Role, authorize_role, authorize_store, authorize_write_at
 from ledger.api.gate import GRANT_KEY
 from ledger.api.schemas import ID_REGEX
 from ledger.config import Settings
@@ -73,8 +73,12 @@ async def _readable_store(store: StoreId, grant: ReaderGrant) -> str:
     return store
 
 
+# The source of the events the REST reservation routes record: the ledger names them itself.
+REST_SOURCE = "ledger/http"
+
+
 async def _writable_store(store: StoreId, grant: ProducerGrant) -> str:
-    authorize_store(grant, store)
+    authorize_write_at(grant, store, REST_SOURCE)
     return store
 
 

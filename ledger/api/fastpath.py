@@ -19,8 +19,8 @@ from typing import Any
 import orjson
 from starlette.responses import Response
 
-from ledger.access.scopes import Grant, Role, authorize_role, authorize_store
-from ledger.api.deps import principal
+from ledger.access.scopes import Grant, Role, authorize_role, authorize_write_at
+from ledger.api.deps import REST_SOURCE, principal
 from ledger.api.gate import GRANT_KEY
 from ledger.api.media import JSON_ONLY, require_media_type
 from ledger.api.problems import Problem, internal_error, problem_for, problem_response
@@ -78,7 +78,7 @@ class FastPath:
         try:
             grant: Grant | None = scope[GRANT_KEY]
             authorize_role(grant, Role.PRODUCER)
-            authorize_store(grant, store)
+            authorize_write_at(grant, store, REST_SOURCE)
             require_media_type(scope["headers"], JSON_ONLY)
             body = await self._body(receive)
             response = await reserve(self.ledger, self.limits, store, body, principal(grant))

@@ -11,6 +11,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from ledger.api.deps import (
+    REST_SOURCE,
     IntakeDep,
     LedgerDep,
     ProducerGrant,
@@ -30,8 +31,6 @@ from ledger.results import EventResult
 from ledger.service import Ledger
 
 router = APIRouter(tags=["reservations"])
-
-REST_SOURCE = "ledger/http"
 
 
 def reservation_public(reservation: Reservation, position: int) -> dict[str, Any]:

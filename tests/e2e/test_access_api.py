@@ -247,6 +247,24 @@ def test_a_source_scoped_producer_may_send_only_its_sources(closed: Closed) -> N
     assert [entry["source"] for entry in closed.history(store)] == [f"{prefix}till-1"]
 
 
+def test_a_source_scoped_token_places_no_reservation_unless_a_prefix_covers_the_routes_source(
+    closed: Closed,
+) -> None:
+    """The reservation routes record under the ledger's own source, ledger/http: a till's token,
+    scoped to its sources, cannot place or release the online store's reservations at its store."""
+    store = unique("store")
+    _stocked(closed, store, ("A", 5))
+    body = {"reservation_id": unique("R"), "lines": [{"sku": "A", "qty": 1}]}
+    path = f"/v1/stores/{store}/reservations"
+    with closed.client(closed.token("producer", stores=(store,), sources=(f"pos/{store}/",))) as till:
+        refused = till.post(path, json=body)
+        assert api.assert_problem(refused, 403, "forbidden")["source"] == "ledger/http"
+    assert api.level(closed.admin, store, "A")["reserved"] == 0
+    with closed.client(closed.token("producer", stores=(store,), sources=("ledger/http",))) as shop:
+        assert shop.post(path, json=body).status_code == 201
+    assert api.level(closed.admin, store, "A")["reserved"] == 1
+
+
 # -- rate limits -----------------------------------------------------------------------------------
 
 
