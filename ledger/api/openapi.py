@@ -136,6 +136,7 @@ def build_document(app: FastAPI, routes: Sequence[APIRoute]) -> dict[str, Any]:
     for unused in ("HTTPValidationError", "ValidationError"):
         components.pop(unused, None)
     _add_examples(schema)
+    _add_links(schema)
     return schema
 
 
@@ -201,3 +202,26 @@ def _add_examples(schema: dict[str, Any]) -> None:
     }
     level = paths["/v1/stores/{store}/stock/{sku}"]["get"]["responses"]["200"]["content"][JSON]
     level["example"] = _LEVEL
+
+
+def _add_links(schema: dict[str, Any]) -> None:
+    """A placed reservation leads to reading and releasing it (clients and stateful testers follow)."""
+    paths = schema["paths"]
+    placed = {"store": "$request.path.store", "reservation_id": "$response.body#/reservation_id"}
+    links = {
+        "GetReservation": {
+            "operationId": paths["/v1/stores/{store}/reservations/{reservation_id}"]["get"]["operationId"],
+            "parameters": placed,
+            "description": "the reservation just placed",
+        },
+        "ReleaseReservation": {
+            "operationId": paths["/v1/stores/{store}/reservations/{reservation_id}/release"]["post"][
+                "operationId"
+            ],
+            "parameters": placed,
+            "requestBody": {},
+            "description": "release what remains of it",
+        },
+    }
+    for status in ("200", "201"):
+        paths["/v1/stores/{store}/reservations"]["post"]["responses"][status]["links"] = links
