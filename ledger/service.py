@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import sqlite3
 import threading
 import time
 from collections import Counter
@@ -14,16 +13,15 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-import psycopg
-from eventsourcing import persistence
-
 from ledger.clock import utc_text
 from ledger.domain.model import Level, Reservation, StockEvent
 from ledger.projections import queries
 from ledger.projections.queries import HistoryFilter
 from ledger.results import EventResult
 from ledger.state_cache import CachedLevel, StateCache, level_from_row, reservation_from_row
+from ledger.storage.availability import database_unavailable
 from ledger.storage.recorders import LedgerRecorder
+from ledger.writer.submission import SubmissionFailed
 
 log = logging.getLogger("ledger.service")
 
@@ -66,34 +64,6 @@ class DatabaseUnavailable(Exception):
         super().__init__(f"{operation}: {type(cause).__name__}: {cause}")
         self.operation = operation
         self.cause_name = type(cause).__name__
-
-
-# What an unavailable database raises: the library's wrappers of the drivers' errors, and the
-# drivers' own where they escape unwrapped (a pool timeout, a lost connection, SQLite's "database
-# is locked", "disk I/O error" or "readonly database"). A read-only PostgreSQL (a standby, or
-# default_transaction_read_only) answers with an InternalError, so it is named on its own.
-UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
-    persistence.OperationalError,
-    persistence.InterfaceError,
-    psycopg.OperationalError,
-    psycopg.InterfaceError,
-    psycopg.errors.ReadOnlySqlTransaction,
-    sqlite3.OperationalError,
-)
-# How many causes deep an error is searched for one of those (the library wraps once).
-CAUSE_DEPTH_MAX = 4
-
-
-def database_unavailable(error: BaseException) -> bool:
-    """Is this error (or what caused it) the database being unavailable, rather than a bug?"""
-    found: BaseException | None = error
-    for _ in range(CAUSE_DEPTH_MAX):
-        if found is None:
-            return False
-        if isinstance(found, UNAVAILABLE_ERRORS):
-            return True
-        found = found.__cause__
-    return False
 
 
 # How long the outcome of the last write (or readiness probe) stands for whether writes can be
@@ -196,7 +166,8 @@ class Ledger:
     async def submit(self, events: list[StockEvent]) -> list[EventResult]:
         """Records the events (one batch with whatever else is queued); answers after the commit.
         Raises WriterUnavailable, TimeoutError or DatabaseUnavailable when they were not recorded
-        (or, for a timeout, may have been: re-sending the same source and id is safe)."""
+        (or, for a timeout, may have been: re-sending the same source and id is safe), and
+        SubmissionFailed when they cannot be (re-sending the same fails the same)."""
         with self._write_outcome():
             results = await self.writer.submit(events)
         self._count(results)
@@ -217,9 +188,12 @@ class Ledger:
     @contextlib.contextmanager
     def _write_outcome(self) -> Iterator[None]:
         """Notes whether a write was recorded (for /readyz); a database error from the writer
-        thread becomes DatabaseUnavailable (the writer process reports it as WriterUnavailable)."""
+        thread becomes DatabaseUnavailable (the writer process reports it as WriterUnavailable).
+        A SubmissionFailed says nothing of whether writes can be recorded: it is not noted."""
         try:
             yield
+        except SubmissionFailed:
+            raise
         except Exception as error:
             self.write_health.note(_why(error))
             if database_unavailable(error):

@@ -15,8 +15,9 @@ from ledger.access.book import Unauthenticated
 from ledger.access.limiter import RateLimited
 from ledger.access.scopes import Forbidden
 from ledger.intake.envelope import FieldError, InvalidEvent
-from ledger.service import UNAVAILABLE_ERRORS, DatabaseUnavailable, database_unavailable
-from ledger.writer.submission import WriterUnavailable
+from ledger.service import DatabaseUnavailable
+from ledger.storage.availability import UNAVAILABLE_ERRORS, database_unavailable
+from ledger.writer.submission import SubmissionFailed, WriterUnavailable
 
 log = logging.getLogger("ledger.api")
 
@@ -87,6 +88,17 @@ def problem_for(error: Exception) -> Problem | None:
         return invalid(error.errors, "Invalid event")
     if isinstance(error, Unauthenticated | Forbidden | RateLimited):
         return access_problem(error)
+    if isinstance(error, SubmissionFailed):
+        log.error("a submission failed for a reason a retry will not change: %s", error.reason)
+        # Not 503: that asks for the same request again, which would fail the same way for ever.
+        # 422 says "this content, as sent, cannot be processed", and the contract uses it already.
+        return Problem(
+            422,
+            "submission-failed",
+            "The ledger could not record these events; sending them again will not change that",
+            "Nothing of the request was recorded. Why is in the service's log (its text may hold "
+            "the internals of a bug, so it is not shown here).",
+        )
     if isinstance(error, WriterUnavailable):
         return Problem(503, "unavailable", "The ledger cannot take writes now", str(error))
     if isinstance(error, DatabaseUnavailable) or database_unavailable(error):
@@ -145,6 +157,7 @@ def install_handlers(app: FastAPI) -> None:
     operating_errors = (
         Problem,
         InvalidEvent,
+        SubmissionFailed,
         WriterUnavailable,
         TimeoutError,
         DatabaseUnavailable,

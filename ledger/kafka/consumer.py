@@ -18,6 +18,11 @@ twice. What a crash can double is a message: the results topic may then carry a 
 for an event (`duplicate`, with the first outcome in `original`), and the dead-letter topic a
 second copy of an unreadable record.
 
+An event the writer refuses for good (SubmissionFailed, even alone: a bug, or an input it cannot
+store) does not hold its partition: the recording thread records the batch's other events one at
+a time (ledger/kafka/recorder.py), and the refused event goes to the dead-letter topic with why
+and where it came from, its offset passed like any other once that letter is acknowledged.
+
 A failed recording rewinds: every partition goes back to its first offset not yet committed, the
 batches after the failed one are dropped unrecorded (never committed), and after a backoff all of
 it is read again. A failed publish does not: the batch's outcomes are durable already, and reading
@@ -65,11 +70,10 @@ from ledger.kafka.clients import new_consumer, new_producer
 from ledger.kafka.contact import BrokerContact
 from ledger.kafka.dead_letters import DeadLetter, DeadLetterLimits, dead_letter_record
 from ledger.kafka.metrics import IntakeStats
-from ledger.kafka.pipeline import InFlight, Pipeline, PollBatch, TopicPartition, commit_offsets
+from ledger.kafka.pipeline import EventRecord, InFlight, Pipeline, PollBatch, TopicPartition, commit_offsets
 from ledger.kafka.publisher import Publisher, PublishFailed
-from ledger.kafka.recorder import LedgerPort, Recorder, Recording
+from ledger.kafka.recorder import LedgerPort, Recorder, Recording, Refused
 from ledger.kafka.records import Origin, read_value, result_record
-from ledger.results import EventResult
 
 __all__ = ["KafkaIntake", "LedgerPort", "PollBatch"]
 
@@ -129,7 +133,9 @@ class KafkaIntake:
         self._consumer_factory = consumer_factory
         self._stopping = threading.Event()
         self._backoff = Backoff(settings.kafka_retry_backoff_ms_max)
-        self._recorder = Recorder(ledger, settings.kafka_batches_in_flight_max)
+        self._recorder = Recorder(
+            ledger, settings.kafka_batches_in_flight_max, settings.kafka_refused_per_batch_max
+        )
         self._publisher = Publisher(settings, producer_factory, self.stats)
         self._pipeline = Pipeline(settings.kafka_batches_in_flight_max)
         self._dead_letter_limits = DeadLetterLimits.from_settings(settings)
@@ -305,13 +311,14 @@ class KafkaIntake:
             batch.records += len(records)
             for record in records:
                 read = read_value(record.value, self.limits)
+                origin = Origin(record.topic, record.partition, record.offset, record.timestamp)
+                headers = tuple((name, value or b"") for name, value in record.headers or ())
                 if isinstance(read, StockEvent):
                     if record.key is not None and record.key != read.store_id.encode():
                         batch.key_mismatches += 1
                     batch.events.append(read)
+                    batch.event_records.append(EventRecord(origin, record.key, record.value, headers))
                 else:
-                    origin = Origin(record.topic, record.partition, record.offset, record.timestamp)
-                    headers = tuple((name, value or b"") for name, value in record.headers or ())
                     batch.dead_letters.append(DeadLetter(origin, record.key, record.value, headers, read))
         self.stats.records_consumed += batch.records
         return batch
@@ -361,7 +368,7 @@ class KafkaIntake:
             error = recording.exception()
             if error is not None:
                 raise BatchFailed(flight, "recording", error)
-            flight.results = _results(flight)
+            _take_outcomes(flight)
             self.publish(flight)
 
     def publish(self, flight: InFlight) -> None:
@@ -370,7 +377,7 @@ class KafkaIntake:
         outbound = [result_record(settings.kafka_results_topic, result) for result in flight.results]
         outbound += [
             dead_letter_record(settings.kafka_dlq_topic, letter, self._dead_letter_limits)
-            for letter in flight.batch.dead_letters
+            for letter in (*flight.batch.dead_letters, *flight.refused)
         ]
         flight.publishes += 1
         try:
@@ -449,7 +456,7 @@ class KafkaIntake:
                 recording = flight.recording
                 if not recording.done() or recording.cancelled() or recording.exception() is not None:
                     break
-                flight.results = _results(flight)
+                _take_outcomes(flight)
                 try:
                     self.publish(flight)
                 except BatchFailed as failure:
@@ -524,7 +531,7 @@ class KafkaIntake:
         for result in flight.results:
             outcome = result.outcome.value
             stats.events_by_outcome[outcome] = stats.events_by_outcome.get(outcome, 0) + 1
-        stats.dead_lettered += len(batch.dead_letters)
+        stats.dead_lettered += len(batch.dead_letters) + len(flight.refused)
         stats.key_mismatches += batch.key_mismatches
         stats.records_committed += batch.records
         stats.batches_committed += 1
@@ -598,10 +605,19 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
         self.intake.on_lost(lost)
 
 
-def _results(flight: InFlight) -> list[EventResult]:
-    results = flight.recording.result()
-    assert len(results) == len(flight.batch.events), f"{flight}: {len(results)} results, not one per event"
-    return results
+def _take_outcomes(flight: InFlight) -> None:
+    """The recorded batch's outcomes, in order: a result per recorded event, a dead letter (from
+    the record it was read from) per event the writer refused alone."""
+    outcomes = flight.recording.result()
+    batch = flight.batch
+    assert len(outcomes) == len(batch.events), f"{flight}: {len(outcomes)} outcomes, not one per event"
+    assert len(batch.event_records) == len(batch.events), f"{flight}: not one record per event"
+    flight.results, flight.refused = [], []
+    for outcome, record in zip(outcomes, batch.event_records, strict=True):
+        if isinstance(outcome, Refused):
+            flight.refused.append(record.refused(outcome.reason))
+        else:
+            flight.results.append(outcome)
 
 
 def _partitions_text(partitions: list[Any]) -> str:

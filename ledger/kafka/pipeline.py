@@ -20,17 +20,33 @@ from ledger.domain.model import StockEvent
 from ledger.kafka.dead_letters import DeadLetter
 from ledger.kafka.publisher import Delivery
 from ledger.kafka.recorder import Recording
+from ledger.kafka.records import Origin, Unreadable
 from ledger.results import EventResult
 
 TopicPartition = Any  # kafka.TopicPartition, a named tuple (kafka-python ships no type hints)
 
 
+@dataclass(frozen=True, slots=True)
+class EventRecord:
+    """The record an event was read from, kept for its dead letter should the writer refuse it."""
+
+    origin: Origin
+    key: bytes | None
+    value: bytes | None
+    headers: tuple[tuple[str, bytes], ...]
+
+    def refused(self, reason: str) -> DeadLetter:
+        why = Unreadable(f"the ledger could not record this event, nor will it on a retry: {reason}")
+        return DeadLetter(self.origin, self.key, self.value, self.headers, why)
+
+
 @dataclass(slots=True)
 class PollBatch:
-    """One poll's records: the events to record and the records to dead-letter, and where each
-    partition starts and ends."""
+    """One poll's records: the events to record (with the record each came from) and the records
+    to dead-letter, and where each partition starts and ends."""
 
     events: list[StockEvent] = field(default_factory=list)
+    event_records: list[EventRecord] = field(default_factory=list)  # one per event, in order
     dead_letters: list[DeadLetter] = field(default_factory=list)
     first_offsets: dict[TopicPartition, int] = field(default_factory=dict)
     next_offsets: dict[TopicPartition, int] = field(default_factory=dict)  # last offset + 1
@@ -45,7 +61,8 @@ class InFlight:
     sequence: int  # in poll order, from 1, for logs
     batch: PollBatch
     recording: Recording
-    results: list[EventResult] = field(default_factory=list)
+    results: list[EventResult] = field(default_factory=list)  # of the events recorded
+    refused: list[DeadLetter] = field(default_factory=list)  # the events the writer refused alone
     deliveries: list[Delivery] | None = None
     published_at_s: float = 0.0  # time.monotonic()
     publishes: int = 0  # times its results were handed to a producer

@@ -6,6 +6,12 @@ consumer thread never calls it).
 After a failed batch the recorder records nothing more until `discard()`: the batches handed over
 after the failed one are cancelled, never recorded, so that no event is recorded ahead of an
 earlier event of its store that is still to be read again.
+
+A batch the writer refuses (SubmissionFailed: a retry will not change it; nothing of it was
+recorded) is not failed: its events are recorded again one at a time, in order, and an event
+refused alone is answered `Refused` (the intake dead-letters it) while the others are recorded.
+Past `refused_max` refused events in one batch, or on any other failure meanwhile, the batch
+fails as a whole and is read again (what was recorded of it then answers as duplicates).
 """
 
 from __future__ import annotations
@@ -19,10 +25,28 @@ from typing import Protocol
 
 from ledger.domain.model import StockEvent
 from ledger.results import EventResult
+from ledger.writer.submission import SubmissionFailed
 
 log = logging.getLogger("ledger.kafka")
 
-Recording = Future[list[EventResult]]
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """An event the writer could not record even alone, and why (SubmissionFailed's reason)."""
+
+    reason: str
+
+
+Outcome = EventResult | Refused
+Recording = Future[list[Outcome]]
+
+
+class TooManyRefused(Exception):
+    """More events of one batch were refused alone than `refused_max`: the writer, rather than
+    the events, is likely at fault, so the batch is read again instead of dead-lettered."""
+
+    def __init__(self, refused: int, refused_max: int, last: SubmissionFailed) -> None:
+        super().__init__(f"{refused} events of one batch refused alone (at most {refused_max}); last: {last}")
 
 
 class LedgerPort(Protocol):
@@ -40,9 +64,10 @@ class _Job:
 class Recorder:
     """At most `jobs_max` batches wait or record at once (the caller keeps within it)."""
 
-    def __init__(self, ledger: LedgerPort, jobs_max: int) -> None:
+    def __init__(self, ledger: LedgerPort, jobs_max: int, refused_max: int) -> None:
         self._ledger = ledger
         self.jobs_max = jobs_max
+        self.refused_max = refused_max
         self._jobs: deque[_Job] = deque()
         self._changed = threading.Condition()
         self._halted = False  # after a failure, until discard()
@@ -100,7 +125,7 @@ class Recorder:
                 if not job.recording.set_running_or_notify_cancel():
                     continue
             try:
-                results = self._ledger.submit_and_wait(job.events)
+                results = self._record(job.events)
             except BaseException as error:
                 with self._changed:
                     self._halted = True
@@ -110,3 +135,36 @@ class Recorder:
                     raise  # the thread ends; `alive` tells the consumer, which is then not ready
             else:
                 job.recording.set_result(results)
+
+    def _record(self, events: list[StockEvent]) -> list[Outcome]:
+        """One outcome per event, in order: the batch whole, or one by one if the writer refused it."""
+        try:
+            return list(self._ledger.submit_and_wait(events))
+        except SubmissionFailed as error:
+            if len(events) == 1:
+                return [Refused(error.reason)]
+            log.warning(
+                "a batch of %d events was refused (%s); recording them one by one", len(events), error
+            )
+        return self._record_one_by_one(events)
+
+    def _record_one_by_one(self, events: list[StockEvent]) -> list[Outcome]:
+        """At most len(events) attempts, one per event, in order; any failure other than a refusal,
+        or more than `refused_max` refusals, fails the batch (read again, as after an outage)."""
+        outcomes: list[Outcome] = []
+        refused = 0
+        for event in events:
+            try:
+                outcomes.extend(self._ledger.submit_and_wait([event]))
+            except SubmissionFailed as error:
+                refused += 1
+                if refused > self.refused_max:
+                    raise TooManyRefused(refused, self.refused_max, error) from error
+                log.error(
+                    "event %s from %s refused alone, to the dead-letter topic: %s",
+                    event.event_id,
+                    event.source,
+                    error,
+                )
+                outcomes.append(Refused(error.reason))
+        return outcomes

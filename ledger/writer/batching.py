@@ -4,7 +4,8 @@ A batch is whatever has queued up, up to `batch_events_max` events (one submissi
 that is a batch of its own). A failed batch changed nothing (its transaction rolled back) or
 committed with its acknowledgement lost (its events then answer as duplicates), so it is tried
 again `retries_max` times with a doubling wait; then its submissions are tried one by one, so
-that one bad submission fails only itself.
+that one bad submission fails only itself. A submission that fails alone is answered with the
+database's unavailability as it is, or else with SubmissionFailed (a retry will not change it).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from ledger.results import EventResult
-from ledger.writer.submission import Submission
+from ledger.writer.submission import Submission, failure_kind
 
 log = logging.getLogger("ledger.writer")
 
@@ -80,7 +81,7 @@ def record_with_retries(
                     record_with_retries([submission], record, retries_max, failed)
                 return
             log.error("batch failed, giving up: %r", error)
-            batch[0].done(error)
+            batch[0].done(failure_kind(error))
             return
         for submission, result in zip(batch, results, strict=True):
             submission.done(result)

@@ -5,6 +5,8 @@ that this process's read cache is current before its callers get their answers. 
 (blocking, for threads such as the Kafka intake) uses a connection of its own that does not
 subscribe: it reads only its own answers, so the writer never has anything for it between calls.
 Both decode with wire.py; a message neither expects is an UnexpectedMessage, never a misparse.
+A failed request raises what its reply's kind says: WriterUnavailable (re-send later) or
+SubmissionFailed (a retry will not change it).
 """
 
 from __future__ import annotations
@@ -18,12 +20,14 @@ import time
 from ledger.domain.model import StockEvent
 from ledger.results import EventResult
 from ledger.state_cache import StateCache
-from ledger.writer.submission import WriterUnavailable
+from ledger.writer.submission import SubmissionFailed, WriterUnavailable
 from ledger.writer.wire import (
+    REFUSED,
     Announced,
     Committed,
     FrameReader,
     Replies,
+    Reply,
     Subscribe,
     UnexpectedMessage,
     WriteRequest,
@@ -129,7 +133,7 @@ class RemoteWriter:
                 if reply.results is not None:
                     future.set_result(reply.results)
                 else:
-                    future.set_exception(WriterUnavailable(reply.error or "the writer failed"))
+                    future.set_exception(_failure(reply))
 
     async def submit(self, events: list[StockEvent]) -> list[EventResult]:
         stream = await self._connect()
@@ -201,8 +205,14 @@ class RemoteWriter:
                     if reply.request_id != request_id:
                         continue  # a late answer to a request that timed out
                     if reply.results is None:
-                        raise WriterUnavailable(reply.error or "the writer failed")
+                        raise _failure(reply)
                     return reply.results
+
+
+def _failure(reply: Reply) -> Exception:
+    """A failed reply as the error of its kind: SubmissionFailed or WriterUnavailable."""
+    reason = reply.error or "the writer failed"
+    return SubmissionFailed(reason) if reply.kind == REFUSED else WriterUnavailable(reason)
 
 
 def _time_out(future: asyncio.Future[list[EventResult]]) -> None:

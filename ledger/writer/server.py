@@ -4,7 +4,9 @@ Only this machine's processes of this service connect: the socket file is create
 Sends never block the writer: each client has an outbox, written whenever its socket takes more,
 and a client whose outbox grows past `outbox_bytes_max` (it stopped reading) is disconnected
 with a log line. Its callers waiting on answers get a clean error from their side of the
-connection, and its next write reconnects. The writer never waits on a client. Requests beyond
+connection, and its next write reconnects. The writer never waits on a client. A failed request
+is answered with its kind (wire.Reply): refused when it is a SubmissionFailed, else unavailable.
+Requests beyond
 `queue_submissions_max` waiting to be recorded are refused at once, and a client that sends what
 the writer cannot read is disconnected: neither stops the writer.
 """
@@ -25,8 +27,10 @@ from ledger.state_cache import Commit
 from ledger.writer import in_flight
 from ledger.writer.batching import take_batch
 from ledger.writer.facade import Writer
-from ledger.writer.submission import Done, Submission
+from ledger.writer.submission import Done, Submission, SubmissionFailed
 from ledger.writer.wire import (
+    REFUSED,
+    UNAVAILABLE,
     Announced,
     Committed,
     FrameReader,
@@ -225,9 +229,7 @@ class WriterServer:
             elif len(pending) >= self.queue_requests_max:
                 # Answered at once: a caller is better told to come back than kept waiting until
                 # its timeout while the writer records what it no longer waits for.
-                client.replies.append(
-                    Reply(message.request_id, None, "WriterUnavailable: the writer's queue is full")
-                )
+                client.replies.append(Reply(message.request_id, None, QUEUE_FULL, UNAVAILABLE))
             else:
                 pending.append(_Request(client, message.request_id, message.events))
 
@@ -293,7 +295,8 @@ class WriterServer:
 def _reply_to(client: _Client, request_id: int) -> Done:
     def done(result: list[EventResult] | BaseException) -> None:
         if isinstance(result, BaseException):
-            client.replies.append(Reply(request_id, None, f"{type(result).__name__}: {result}"))
+            kind = REFUSED if isinstance(result, SubmissionFailed) else UNAVAILABLE
+            client.replies.append(Reply(request_id, None, f"{type(result).__name__}: {result}", kind))
         else:
             client.replies.append(Reply(request_id, result))
 

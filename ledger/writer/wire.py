@@ -87,13 +87,28 @@ class Announced:
     position: int
 
 
+# What kind of failure a Reply without results is: the writer or its database cannot record now
+# (re-send later), or this submission failed for a reason a retry will not change.
+UNAVAILABLE = "unavailable"
+REFUSED = "refused"
+FAILURE_KINDS = frozenset({UNAVAILABLE, REFUSED})
+
+
 @dataclass(frozen=True, slots=True)
 class Reply:
-    """The answer to one request: its results, or why there are none (`error`)."""
+    """The answer to one request: its results, or why there are none (`error`) and which kind of
+    failure that is (`kind`, one of FAILURE_KINDS)."""
 
     request_id: int
     results: list[EventResult] | None
     error: str | None = None
+    kind: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.results is None:
+            assert self.kind in FAILURE_KINDS, f"a failed reply of unknown kind {self.kind!r}"
+        else:
+            assert self.kind is None, "a reply with results carries no failure kind"
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,7 +133,7 @@ def encode(message: ToWriter | FromWriter) -> bytes:
         case Announced(position):
             plain = ("p", position)
         case Replies(replies):
-            plain = ("r", [(r.request_id, r.results, r.error) for r in replies])
+            plain = ("r", [(r.request_id, r.results, r.error, r.kind) for r in replies])
         case Subscribe():
             plain = ("s",)
         case _:
@@ -137,9 +152,18 @@ def _decode(body: bytes | bytearray | memoryview) -> ToWriter | FromWriter:
         case ("p", int(position)):
             return Announced(position)
         case ("r", list(replies)):
-            return Replies([Reply(request_id, results, error) for request_id, results, error in replies])
+            return Replies([_reply(plain_reply) for plain_reply in replies])
         case ("s",):
             return Subscribe()
+    raise UnexpectedMessage(plain)
+
+
+def _reply(plain: object) -> Reply:
+    match plain:
+        case (int(request_id), list(results), None, None):
+            return Reply(request_id, results)
+        case (int(request_id), None, str(error), str(kind)) if kind in FAILURE_KINDS:
+            return Reply(request_id, None, error, kind)
     raise UnexpectedMessage(plain)
 
 

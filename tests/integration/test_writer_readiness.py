@@ -52,7 +52,9 @@ def test_a_probe_fails_while_the_last_batch_failed_and_passes_once_one_commits(
     with monkeypatch.context() as patched:
         patched.setattr(facade, "insert", disk_full)
         patched.setattr(writer, "decide_from_memory", lambda *_, **__: None)
-        assert isinstance(_process(writer, [_receipt("r1")]), OSError)
+        failed = _process(writer, [_receipt("r1")])
+        # A full disk is the database being unavailable: re-send later (not "refused").
+        assert isinstance(failed, WriterUnavailable) and isinstance(failed.__cause__, OSError)
     # The disk is writable again for the probe's empty transaction, but nothing has committed.
     probe = _process(writer, [])
     assert isinstance(probe, WriterUnavailable)
@@ -68,7 +70,8 @@ def test_probes_during_the_hold_do_not_prolong_it(writer: Writer, monkeypatch: p
     with monkeypatch.context() as patched:
         patched.setattr(facade, "insert", lambda *_: (_ for _ in ()).throw(OSError(28, "full")))
         patched.setattr(writer, "decide_from_memory", lambda *_, **__: None)
-        assert isinstance(_process(writer, [_receipt("r1")]), OSError)
+        failed = _process(writer, [_receipt("r1")])
+        assert isinstance(failed, WriterUnavailable) and isinstance(failed.__cause__, OSError)
     deadline = time.monotonic() + PROBE_DEADLINE_S
     refused = 0
     while isinstance(probe := _process(writer, []), WriterUnavailable):
