@@ -531,7 +531,8 @@ class KafkaIntake:
         for result in flight.results:
             outcome = result.outcome.value
             stats.events_by_outcome[outcome] = stats.events_by_outcome.get(outcome, 0) + 1
-        stats.dead_lettered += len(batch.dead_letters) + len(flight.refused)
+        stats.dead_lettered += len(batch.dead_letters)
+        stats.events_refused += len(flight.refused)
         stats.key_mismatches += batch.key_mismatches
         stats.records_committed += batch.records
         stats.batches_committed += 1

@@ -24,6 +24,7 @@ class IntakeStats:
     records_committed: int = 0
     events_by_outcome: dict[str, int] = field(default_factory=lambda: {o.value: 0 for o in COUNTED_OUTCOMES})
     dead_lettered: int = 0
+    events_refused: int = 0  # events the writer could not record even alone: dead-lettered
     key_mismatches: int = 0
     batches_committed: int = 0
     batches_failed: int = 0
@@ -76,6 +77,12 @@ class IntakeCollector(Collector):
             "ledger_kafka_dead_lettered",
             "unreadable records sent to the dead-letter topic",
             value=stats.dead_lettered,
+        )
+        yield CounterMetricFamily(
+            "ledger_kafka_events_refused",
+            "events the writer could not record even alone (a bug, or an input it cannot store), "
+            "sent to the dead-letter topic",
+            value=stats.events_refused,
         )
         yield CounterMetricFamily(
             "ledger_kafka_key_mismatches",

@@ -138,6 +138,7 @@ def test_a_poisoned_event_in_a_batch_is_dead_lettered_and_every_other_event_is_r
     # Nothing was read again: no batch failed, each record was consumed once.
     assert handle.stats.batches_failed == 0
     assert handle.stats.records_consumed == EVENTS
+    assert handle.stats.events_refused == 1
 
     bodies = result_bodies(_read(settings, settings.kafka_results_topic, EVENTS - 1, "every result"))
     assert sorted((body["source"], body["id"]) for body in bodies) == sorted(good)
