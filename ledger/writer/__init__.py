@@ -1,7 +1,8 @@
 """The write path: one writer per instance decides and records batches of events (group commit).
 
 Which module holds which rule (DESIGN.md has the same map):
-- submission: what a caller hands in, the writer's limits, and its one error for callers;
+- submission: what a caller hands in, the writer's limits, and its two kinds of failure for callers
+  (WriterUnavailable: re-send later; SubmissionFailed: a retry will not change it);
 - batching: how queued submissions become batches, and the retry policy for a failed batch;
 - deciding: the state a batch is decided on (from memory or the database) and the decisions;
 - recording: encoding the entries, their projections, and the one-statement batch;
