@@ -95,6 +95,7 @@ def create_app(
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         if manage_ledger:
             ledger.start()
+        await ledger.writer.subscribe()  # commits reach this process's cache before any write here
         await asyncio.to_thread(tokens.start)  # the tokens are read before the first request
         kafka = None
         if settings.kafka_bootstrap:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import socket
 import threading
 import time
@@ -35,7 +36,11 @@ from ledger.writer.wire import (
     encode,
 )
 
+log = logging.getLogger("ledger.writer")
+
 RECV_BYTES = 1 << 20
+# After the connection to the writer dropped (it restarted, say), when to connect again.
+RESUBSCRIBE_S = 1.0
 # What may wait to be sent to the writer process before a submit is refused (it is not reading).
 SEND_BUFFER_BYTES_MAX = 32 * 1024 * 1024
 
@@ -62,12 +67,14 @@ class RemoteWriter:
         self._sync_sock: socket.socket | None = None
         self.commits_seen = 0
         self.alive = True
+        self._stopped = False
 
     def start(self) -> None:
         pass
 
     def stop(self) -> None:
         self.alive = False
+        self._stopped = True
         if self._sync_sock is not None:
             self._sync_sock.close()
         if self._stream is not None:
@@ -97,6 +104,24 @@ class RemoteWriter:
                 self._reader_task = asyncio.create_task(self._read_loop(reader))
             return self._stream
 
+    async def subscribe(self) -> None:
+        """Connects now, and again whenever the connection drops, so that this process's cache
+        hears of every commit even if this process never writes over HTTP (a worker whose only
+        writer is the Kafka intake's blocking client): otherwise its refresher reads every
+        committed batch back from the database (seen: 2.3 history rows an event)."""
+        if self._stopped:
+            return
+        try:
+            await self._connect()
+        except WriterUnavailable as error:
+            log.warning("%s; trying again in %.0f s", error, RESUBSCRIBE_S)
+            self._resubscribe_soon()
+
+    def _resubscribe_soon(self) -> None:
+        if not self._stopped:
+            loop = asyncio.get_running_loop()
+            loop.call_later(RESUBSCRIBE_S, lambda: loop.create_task(self.subscribe()))
+
     async def _read_loop(self, reader: asyncio.StreamReader) -> None:
         frames = FrameReader()
         try:
@@ -108,6 +133,9 @@ class RemoteWriter:
                     self._on_message(decode_from_writer(body))
         except OSError:
             pass
+        except asyncio.CancelledError:
+            self._stopped = True  # the event loop is closing: no reconnecting
+            raise
         finally:
             self.alive = False
             # Commits may have been missed while disconnected: forget what the cache holds.
@@ -119,6 +147,7 @@ class RemoteWriter:
                 if not future.done():
                     future.set_exception(WriterUnavailable("the writer process went away"))
             self._futures.clear()
+            self._resubscribe_soon()
 
     def _on_message(self, message: Committed | Announced | Replies) -> None:
         if isinstance(message, Committed):

@@ -114,6 +114,9 @@ class ThreadWriterClient:
     def commits_seen(self) -> int:
         return self.writer.batches_committed
 
+    async def subscribe(self) -> None:
+        """Nothing to do: this process's writer installs its commits in the cache itself."""
+
     async def submit(self, events: list[StockEvent]) -> list[EventResult]:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[list[EventResult]] = loop.create_future()

@@ -4,9 +4,11 @@ sockets left by killed services are cleaned up. On both databases."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,6 +27,7 @@ OUTBOX_BYTES_MAX = 64 * 1024  # small, so that a client that never reads is over
 BATCHES = 120
 EVENTS_PER_BATCH = 50
 ANSWER_DEADLINE_S = 20.0
+HEARD_ATTEMPTS = 5
 
 
 def _cache() -> StateCache:
@@ -129,3 +132,32 @@ def test_a_client_that_sends_what_the_writer_cannot_read_is_dropped_and_the_writ
         assert all(r.outcome is Outcome.ACCEPTED for r in results)
     finally:
         writer.stop()
+
+
+def test_a_process_that_never_writes_over_http_hears_of_every_commit(writer_socket: str) -> None:
+    """A worker whose only writer is the Kafka intake (a blocking client, which does not subscribe)
+    still hears of each commit, or its refresher would read every batch back from the database."""
+    cache = _cache()
+    listening = RemoteWriter(writer_socket, cache, timeout_s=ANSWER_DEADLINE_S)
+    blocking = RemoteWriter(writer_socket, _cache(), timeout_s=ANSWER_DEADLINE_S)
+
+    async def listen_while_another_writes() -> tuple[int, int]:
+        await listening.subscribe()
+        # The subscription reaches the writer on its own socket, so the first commits may pass
+        # before it: a later batch is heard for sure.
+        for batch in range(HEARD_ATTEMPTS):
+            results = await asyncio.to_thread(blocking.submit_and_wait, _receipts(batch))
+            last = max(r.position or 0 for r in results)
+            deadline = time.monotonic() + 1.0
+            while cache.head < last and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)
+            if cache.head >= last:
+                break
+        return cache.head, last
+
+    try:
+        head, last = asyncio.run(listen_while_another_writes())
+        assert head >= last and listening.commits_seen >= 1
+    finally:
+        listening.stop()
+        blocking.stop()
