@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -41,6 +42,7 @@ class Bench:
     checks: list[dict[str, Any]] = field(default_factory=list)
     servers: list[Server] = field(default_factory=list)
     load_average: dict[str, list[float]] = field(default_factory=dict)  # before each figure: noise on it
+    token: str | None = None  # --token: the admin token of the ledger started last; sent on every request
 
     # --- PostgreSQL ---------------------------------------------------------------------------------------
 
@@ -70,19 +72,34 @@ class Bench:
 
     # --- servers ------------------------------------------------------------------------------------------
 
-    def start_server(self, name: str, argv: list[str], env: dict[str, str]) -> tuple[Server, int]:
+    def start_server(
+        self, name: str, argv: list[str], env: dict[str, str], token: str | None = None
+    ) -> tuple[Server, int]:
         port = free_port()
         server = Server(
             name, [*argv, "--port", str(port), *self.args.serve_argv], env, self.workdir / f"{name}.log"
         )
         self.servers.append(server)
         server.start()
-        wait_ready(server, port, "/readyz", self.args.ready_timeout)
+        wait_ready(server, port, "/readyz", self.args.ready_timeout, token=token)
         return server, port
 
     def start_ledger(self, database: str) -> tuple[Server, int]:
+        """`ledger serve` on the database; with --token, an admin token is created in it first (the service
+        starts closed), kept in `self.token` for every request to it, and a wrong token is shown a 401."""
         env = dict(os.environ, LEDGER_DATABASE_URL=self.pg.url(database), LEDGER_HTTP_HOST="127.0.0.1")
-        return self.start_server(f"ledger-{database}", [*ledger_command(), "serve"], env)
+        self.token = create_admin_token(env) if getattr(self.args, "token", False) else None
+        server, port = self.start_server(
+            f"ledger-{database}", [*ledger_command(), "serve"], env, token=self.token
+        )
+        if self.token is not None:
+            status, body = http_json(port, "GET", f"/v1/stores/{STORE}/stock/{HOT_SKU}", token="not-a-token")
+            self.check(
+                f"{database}: access control is on (a wrong token is refused)",
+                status == 401,
+                f"{status} {str(body)[:200]}",
+            )
+        return server, port
 
     def stop_server(self, server: Server) -> None:
         server.stop()
@@ -166,11 +183,12 @@ class Bench:
                     "POST",
                     f"/v1/stores/{STORE}/reservations",
                     {"reservation_id": f"{self.nonce}-warm-{i}", "lines": [{"sku": HOT_SKU, "qty": 1}]},
+                    token=self.token,
                 )[0]
                 == 201
             )
             self.pg.checkpoint()
-            metrics_before = ledger_metrics(port)
+            metrics_before = ledger_metrics(port, self.token)
             print(
                 f"  ledger: POST /v1/stores/{STORE}/reservations, {args.clients} connections, "
                 f"{args.seconds:.0f} s ...",
@@ -187,6 +205,7 @@ class Bench:
                 self.nonce,
                 prefer_wrk=not args.no_wrk,
                 wrk_threads=args.wrk_threads,
+                token=self.token,
             )
             cpu = cputime.report(meter.stop(), run.ok)
             print(
@@ -197,7 +216,7 @@ class Bench:
             if run.first_other:
                 print(f"    first other answer: {run.first_other}")
             reserved = self.settled_levels(port, [HOT_SKU])[HOT_SKU]["reserved"]
-            metrics = metrics_delta(metrics_before, ledger_metrics(port))
+            metrics = metrics_delta(metrics_before, ledger_metrics(port, self.token))
             counted = warm + run.ok
             self.check(
                 "hot: the ledger's reserved level matches the 201 answers",
@@ -213,12 +232,14 @@ class Bench:
             )
         finally:
             self.stop_server(server)
+        token_used = self.token is not None
         self.measured["hot"] = {
             "ledger": run.as_dict(),
             "baselines": baselines,
             "warmup_reservations": warm,
             "ledger_reserved_after": reserved,
             "ledger_metrics_delta": metrics,
+            "ledger_token": token_used,
             **cpu,
         }
 
@@ -238,10 +259,18 @@ class Bench:
                 ],
             )
             warm = load.send_batches(
-                port, STORE, skus, 1, args.batch_size, 0.0, f"{self.nonce}-warm", requests_max=1
+                port,
+                STORE,
+                skus,
+                1,
+                args.batch_size,
+                0.0,
+                f"{self.nonce}-warm",
+                requests_max=1,
+                token=self.token,
             )
             self.pg.checkpoint()
-            metrics_before = ledger_metrics(port)
+            metrics_before = ledger_metrics(port, self.token)
             print(
                 f"  ledger: POST /v1/events, {args.batch_senders} senders x {args.batch_size} reservation "
                 f"events per request, {args.seconds:.0f} s ...",
@@ -249,7 +278,14 @@ class Bench:
             )
             meter = cputime.started(server)
             run = load.send_batches(
-                port, STORE, skus, args.batch_senders, args.batch_size, args.seconds, self.nonce
+                port,
+                STORE,
+                skus,
+                args.batch_senders,
+                args.batch_size,
+                args.seconds,
+                self.nonce,
+                token=self.token,
             )
             cpu = cputime.report(meter.stop(), run.accepted)
             print(
@@ -259,7 +295,7 @@ class Bench:
             if run.first_other:
                 print(f"    first other result: {run.first_other}")
             levels = self.settled_levels(port, skus)
-            metrics = metrics_delta(metrics_before, ledger_metrics(port))
+            metrics = metrics_delta(metrics_before, ledger_metrics(port, self.token))
             reserved = sum(level["reserved"] for level in levels.values())
             on_hand = sum(level["on_hand"] for level in levels.values())
             counted = warm.accepted + run.accepted
@@ -281,12 +317,14 @@ class Bench:
             )
         finally:
             self.stop_server(server)
+        token_used = self.token is not None
         self.measured["batch"] = {
             "ledger": run.as_dict(),
             "baselines": baselines,
             "warmup_accepted": warm.accepted,
             "ledger_reserved_after": reserved,
             "ledger_metrics_delta": metrics,
+            "ledger_token": token_used,
             **cpu,
         }
 
@@ -299,7 +337,7 @@ class Bench:
         )
         try:
             print(f"  baseline: trivial FastAPI endpoint, {args.seconds:.0f} s ...", flush=True)
-            trivial = self.read_load(port)
+            trivial = self.read_load(port, token=None)  # the baseline has no access control
         finally:
             self.stop_server(server)
         database = self.database("ledger_read")
@@ -307,8 +345,8 @@ class Bench:
         try:
             self.post_events(port, [receipt(f"{self.nonce}-seed", [(READ_SKU, 1000)])])
             print(f"  ledger: GET /v1/stores/{STORE}/stock/{READ_SKU}, {args.seconds:.0f} s ...", flush=True)
-            ledger = self.read_load(port)
-            status, body = http_json(port, "GET", f"/v1/stores/{STORE}/stock/{READ_SKU}")
+            ledger = self.read_load(port, token=self.token)
+            status, body = http_json(port, "GET", f"/v1/stores/{STORE}/stock/{READ_SKU}", token=self.token)
             self.check(
                 "read: the ledger answers the seeded level",
                 status == 200 and body.get("on_hand") == 1000,
@@ -316,9 +354,13 @@ class Bench:
             )
         finally:
             self.stop_server(server)
-        self.measured["read"] = {"ledger": ledger.as_dict(), "trivial": trivial.as_dict()}
+        self.measured["read"] = {
+            "ledger": ledger.as_dict(),
+            "trivial": trivial.as_dict(),
+            "ledger_token": self.token is not None,
+        }
 
-    def read_load(self, port: int) -> load.HttpRun:
+    def read_load(self, port: int, token: str | None) -> load.HttpRun:
         args = self.args
         if args.warmup_seconds > 0:
             load.http_load(
@@ -331,6 +373,7 @@ class Bench:
                 self.nonce,
                 prefer_wrk=not args.no_wrk,
                 wrk_threads=args.wrk_threads,
+                token=token,
             )
         run = load.http_load(
             port,
@@ -342,6 +385,7 @@ class Bench:
             self.nonce,
             prefer_wrk=not args.no_wrk,
             wrk_threads=args.wrk_threads,
+            token=token,
         )
         print(
             f"    {run.per_s:,.0f} requests/s by {run.tool}; latency p50 {run.latency_ms['p50']:.2f} ms, "
@@ -362,6 +406,7 @@ class Bench:
             events,
             content_type="application/cloudevents-batch+json",
             timeout_s=120,
+            token=self.token,
         )
         outcomes = [result.get("outcome") for result in body["results"]] if status == 200 else []
         if status != 200 or set(outcomes) != {"accepted"}:
@@ -383,7 +428,7 @@ class Bench:
         levels: dict[str, dict[str, int]] = {}
         for chunk in chunks(skus, LOOKUP_CHUNK):
             query = "&".join(f"sku={sku}" for sku in chunk)
-            status, body = http_json(port, "GET", f"/v1/stores/{store}/stock?{query}")
+            status, body = http_json(port, "GET", f"/v1/stores/{store}/stock?{query}", token=self.token)
             if status != 200:
                 raise BenchError(f"reading levels failed: {status} {str(body)[:500]}")
             for item in body["items"]:
@@ -391,9 +436,9 @@ class Bench:
         return levels
 
 
-def ledger_metrics(port: int) -> dict[str, float]:
+def ledger_metrics(port: int, token: str | None = None) -> dict[str, float]:
     """The ledger's own `ledger_*` samples from /metrics (one worker's view when there are several)."""
-    status, text = http_json(port, "GET", "/metrics")
+    status, text = http_json(port, "GET", "/metrics", token=token)
     samples: dict[str, float] = {}
     if status != 200 or not isinstance(text, str):
         return samples
@@ -426,6 +471,22 @@ def ledger_command() -> list[str]:
         return [str(script)]
     found = shutil.which("ledger")
     return [found] if found else [sys.executable, "-m", "ledger.cli"]
+
+
+def create_admin_token(env: dict[str, str]) -> str:
+    """`ledger tokens create --name bench --role admin` in env's LEDGER_DATABASE_URL; the token it prints."""
+    finished = subprocess.run(
+        [*ledger_command(), "tokens", "create", "--name", "bench", "--role", "admin"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    lines = finished.stdout.strip().splitlines()
+    if finished.returncode != 0 or len(lines) != 1:
+        raise BenchError(f"ledger tokens create failed ({finished.returncode}): {finished.stderr[-1000:]}")
+    return lines[0].strip()
 
 
 def receipt(event_id: str, lines: list[tuple[str, int]]) -> dict[str, Any]:

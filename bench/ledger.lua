@@ -3,6 +3,7 @@
 --   reserve: POST /v1/stores/{store}/reservations, one unit of {sku}, a unique reservation id per request
 --            ({nonce}-{thread}-{sequence}); counts 201 answers.
 --   get:     GET /v1/stores/{store}/stock/{sku}; counts 200 answers.
+-- Every request carries "Authorization: Bearer <token>" when BENCH_LEDGER_TOKEN is set (run.py --token).
 -- done() prints one line "WRKJSON {...}" that bench/run.py reads.
 
 local threads = {}
@@ -23,13 +24,20 @@ function init(args)
   ok = 0
   other = 0
   first_other = ""
+  local token = os.getenv("BENCH_LEDGER_TOKEN")
   if mode == "reserve" then
     expected = 201
     path = "/v1/stores/" .. store .. "/reservations"
     headers = { ["Content-Type"] = "application/json" }
   else
     expected = 200
-    fixed = wrk.format("GET", "/v1/stores/" .. store .. "/stock/" .. sku)
+    headers = {}
+  end
+  if token ~= nil and token ~= "" then
+    headers["Authorization"] = "Bearer " .. token
+  end
+  if mode ~= "reserve" then
+    fixed = wrk.format("GET", "/v1/stores/" .. store .. "/stock/" .. sku, headers)
   end
 end
 

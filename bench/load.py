@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import http.client
 import json
+import os
 import random
 import shutil
 import subprocess
@@ -16,9 +17,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from plumbing import BenchError
+from plumbing import BenchError, auth_headers
 
 LUA_SCRIPT = Path(__file__).with_name("ledger.lua")
+WRK_TOKEN_VARIABLE = "BENCH_LEDGER_TOKEN"  # ledger.lua reads the token from here (not from wrk's argv)
 RESPONSE_TIMEOUT_S = 30.0
 CONNECT_TIMEOUT_S = 10.0
 
@@ -99,12 +101,14 @@ def http_load(
     *,
     prefer_wrk: bool = True,
     wrk_threads: int = 2,
+    token: str | None = None,
 ) -> HttpRun:
-    """`mode` "reserve" (POST one-unit reservations, unique ids, 201 counted) or "get" (200 counted)."""
+    """`mode` "reserve" (POST one-unit reservations, unique ids, 201 counted) or "get" (200 counted).
+    With a `token`, every request carries `Authorization: Bearer <token>`."""
     path = wrk_path() if prefer_wrk else None
     if path is not None:
-        return _run_wrk(path, port, mode, store, sku, connections, duration_s, nonce, wrk_threads)
-    return asyncio.run(_python_load(port, mode, store, sku, connections, duration_s, nonce))
+        return _run_wrk(path, port, mode, store, sku, connections, duration_s, nonce, wrk_threads, token)
+    return asyncio.run(_python_load(port, mode, store, sku, connections, duration_s, nonce, token))
 
 
 # --- wrk ----------------------------------------------------------------------------------------------------
@@ -120,6 +124,7 @@ def _run_wrk(
     duration_s: float,
     nonce: str,
     threads: int,
+    token: str | None = None,
 ) -> HttpRun:
     threads = max(1, min(threads, connections))
     argv = [
@@ -139,7 +144,14 @@ def _run_wrk(
     ]
     try:
         finished = subprocess.run(
-            argv, capture_output=True, text=True, timeout=duration_s + 60, start_new_session=True, check=False
+            argv,
+            capture_output=True,
+            text=True,
+            timeout=duration_s + 60,
+            start_new_session=True,
+            check=False,
+            env={k: v for k, v in os.environ.items() if k != WRK_TOKEN_VARIABLE}
+            | ({WRK_TOKEN_VARIABLE: token} if token else {}),
         )
     except subprocess.TimeoutExpired:
         raise BenchError(f"wrk did not finish within {duration_s + 60:.0f} s") from None
@@ -232,9 +244,17 @@ async def _connection(port: int, make_request: Any, expected: int, deadline: flo
 
 
 async def _python_load(
-    port: int, mode: str, store: str, sku: str, connections: int, duration_s: float, nonce: str
+    port: int,
+    mode: str,
+    store: str,
+    sku: str,
+    connections: int,
+    duration_s: float,
+    nonce: str,
+    token: str | None = None,
 ) -> HttpRun:
     host = f"Host: 127.0.0.1:{port}\r\n"
+    host += "".join(f"{name}: {value}\r\n" for name, value in auth_headers(token).items())  # --token
     sequence = iter(range(1, 1 << 62))
     fixed = f"GET /v1/stores/{store}/stock/{sku} HTTP/1.1\r\n{host}\r\n".encode()
 
@@ -354,6 +374,7 @@ def send_batches(
     *,
     requests_max: int | None = None,
     seed: int = 0,
+    token: str | None = None,
 ) -> BatchRun:
     """`senders` threads, each with a keep-alive connection, posting arrays until the time is up (or each
     has sent `requests_max`); the request in flight at the deadline is awaited and counted: exact counts.
@@ -379,7 +400,7 @@ def send_batches(
                     "POST",
                     "/v1/events",
                     body=body,
-                    headers={"Content-Type": "application/cloudevents-batch+json"},
+                    headers={"Content-Type": "application/cloudevents-batch+json"} | auth_headers(token),
                 )
                 response = conn.getresponse()
                 raw = response.read()
@@ -500,7 +521,13 @@ class _StoreQueue:
 
 
 def send_store_arrays(
-    port: int, events_by_store: dict[str, list[bytes]], senders: int, array_size: int, deadline_s: float
+    port: int,
+    events_by_store: dict[str, list[bytes]],
+    senders: int,
+    array_size: int,
+    deadline_s: float,
+    *,
+    token: str | None = None,
 ) -> ArrayRun:
     """`senders` threads with keep-alive connections POST each store's events (raw CloudEvents JSON) in
     arrays of `array_size`, in order; timed from the first request to the last answer."""
@@ -527,7 +554,7 @@ def send_store_arrays(
                     "POST",
                     "/v1/events",
                     body=body,
-                    headers={"Content-Type": "application/cloudevents-batch+json"},
+                    headers={"Content-Type": "application/cloudevents-batch+json"} | auth_headers(token),
                 )
                 response = conn.getresponse()
                 raw = response.read()

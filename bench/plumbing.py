@@ -199,12 +199,15 @@ def http_json(
     *,
     content_type: str = "application/json",
     timeout_s: float = 60.0,
+    token: str | None = None,
 ) -> tuple[int, Any]:
-    """One request on a fresh connection; the status and the decoded JSON body (or the raw text)."""
+    """One request on a fresh connection; the status and the decoded JSON body (or the raw text). With a
+    `token`, it carries `Authorization: Bearer <token>`."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout_s)
     try:
         payload = None if body is None else json.dumps(body).encode()
         headers = {"Content-Type": content_type} if payload is not None else {}
+        headers |= auth_headers(token)
         conn.request(method, path, body=payload, headers=headers)
         response = conn.getresponse()
         raw = response.read()
@@ -216,7 +219,12 @@ def http_json(
         conn.close()
 
 
-def wait_ready(server: Server, port: int, path: str, deadline_s: float) -> None:
+def auth_headers(token: str | None) -> dict[str, str]:
+    """`Authorization: Bearer <token>` when there is a token (bench/run.py --token), else nothing."""
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
+def wait_ready(server: Server, port: int, path: str, deadline_s: float, *, token: str | None = None) -> None:
     """Until `path` answers 200; a BenchError with the server's log if it dies or the deadline passes."""
     deadline = time.monotonic() + deadline_s
     last = "no answer yet"
@@ -224,7 +232,7 @@ def wait_ready(server: Server, port: int, path: str, deadline_s: float) -> None:
         if not server.alive():
             raise BenchError(f"{server.name} exited before it was ready; its log ends:\n{server.log_tail()}")
         try:
-            status, body = http_json(port, "GET", path, timeout_s=5)
+            status, body = http_json(port, "GET", path, timeout_s=5, token=token)
             if status == 200:
                 return
             last = f"{status} {body}"

@@ -203,6 +203,8 @@ def results(args: argparse.Namespace, bench: Bench, started: float) -> dict[str,
             "batch_size": args.batch_size,
             "batch_senders": args.batch_senders,
             "load_generator": "wrk" if load.wrk_path() and not args.no_wrk else "python-asyncio",
+            # --token: an admin token in each ledger's database, `Authorization: Bearer` on every request
+            "token": bool(args.token),
             "ledger_env": {
                 k: v for k, v in os.environ.items() if k.startswith("LEDGER_") and k != "LEDGER_DATABASE_URL"
             },
@@ -249,7 +251,8 @@ def print_tables(data: dict[str, Any]) -> None:
         f"\n=== results: {settings['seconds']:.0f} s per run, {machine['cpu_count']} CPUs, load generator "
         f"{settings['load_generator']}, ledger serve {' '.join(settings['serve_args']) or '(defaults)'}; "
         f"PostgreSQL {pg.get('server_version')} fsync={pg.get('fsync')} "
-        f"synchronous_commit={pg.get('synchronous_commit')} on {machine['data_filesystem']} ==="
+        f"synchronous_commit={pg.get('synchronous_commit')} on {machine['data_filesystem']}"
+        f"{'; a bearer token on every request to the ledger' if settings.get('token') else ''} ==="
     )
     print("\n".join(_rows(data["figures"])))
     print(

@@ -45,6 +45,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="run each figure this many times, its baseline and the ledger back to back each time; "
         "the table shows the round with the median ratio and lists every round's",
     )
+    parser.add_argument(
+        "--token",
+        action="store_true",
+        help="create an admin token in each ledger database before `ledger serve` starts (access control "
+        "on) and send `Authorization: Bearer <token>` with every request to the ledger; baselines unchanged",
+    )
     parser.add_argument("--no-pgbench", action="store_true", help="skip the pgbench baselines")
     parser.add_argument(
         "--no-wrk", action="store_true", help="use the asyncio load generator even if wrk exists"
