@@ -93,10 +93,15 @@ class WriteHealth:
         self._lock = threading.Lock()  # the event loop and the Kafka consumer's thread both note
 
     def note(self, failure: str | None, *, probe_started_at: float | None = None) -> None:
-        """The outcome of a write, or (with the time it started) of a probe."""
+        """The outcome of a write, or (with the time it started) of a probe. For
+        WRITE_FAILURE_HOLD_S after a real write failed, nothing that succeeds clears it: a database
+        that stores some rows and not others (a disk that is full but for a page here and there) is
+        not one to send writes to."""
         with self._lock:
             now = time.monotonic()
             if probe_started_at is not None and self._real_noted_at >= probe_started_at:
+                return
+            if failure is None and self._real_failed and now - self._real_noted_at <= WRITE_FAILURE_HOLD_S:
                 return
             if failure is not None and self.failure is None:
                 log.warning("writes cannot be recorded: %s", failure)

@@ -31,8 +31,8 @@ log = logging.getLogger("ledger.writer")
 # How long after a lost bet the writer catches up before deciding from memory. Long enough to
 # cover a steady second writer, short enough that a lone writer soon saves the extra round trip.
 CONTENDED_S = 1.0
-# How long a failed batch makes readiness probes fail when nothing has committed since: a probe
-# after it asks the database again, so that an instance nobody sends writes to can become ready.
+# How long a failed batch makes readiness probes fail: a probe after it asks the database again, so
+# that an instance nobody sends writes to can become ready.
 FAILURE_HOLD_S = 5.0
 
 
@@ -50,7 +50,7 @@ class Writer:
         self.on_commit = on_commit
         self.expiry = expiry.ExpirySchedule(limits.expiry_interval_s)
         self.batches_committed = 0
-        # The last batch's failure, until a batch with entries commits (see record).
+        # The last failure of a batch with events, and when (see _refused_as_probe).
         self.failure: str | None = None
         self.failed_at = 0.0
         # Until then (monotonic), another writer was seen recording: memory is brought to the
@@ -72,7 +72,7 @@ class Writer:
     def _refused_as_probe(self, batch: list[Submission]) -> bool:
         """An empty batch is how readiness asks whether writes can be recorded. It takes the write
         lock and commits nothing, which a full disk lets through: for FAILURE_HOLD_S after a batch
-        with events failed, unless one has committed since, it is answered "no" at once, without
+        with events failed, whatever committed since, it is answered "no" at once, without
         asking the database (and without counting as a failure of its own). After the hold a
         probe asks the database again, so that an instance nobody sends writes to can recover."""
         if any(submission.events for submission in batch) or self.failure is None:
@@ -90,11 +90,11 @@ class Writer:
             self.failure = f"{type(error).__name__}: {error}"
             self.failed_at = time.monotonic()
 
-    def succeeded(self, positions: list[int]) -> None:
-        """A batch committed; one that recorded something ends the probes' hold."""
+    def succeeded(self) -> None:
+        """A batch committed. It does not end the probes' hold: a database that stores some rows
+        and not others (a disk full but for a page here and there) is not one to send writes to;
+        the hold ends FAILURE_HOLD_S after the last failure."""
         self.batches_committed += 1
-        if positions:
-            self.failure = None
 
     def forget(self) -> None:
         """Empties the writer's memory: after a failure it may hold what never committed."""
@@ -118,7 +118,7 @@ class Writer:
                 pending = [deciding.decide_event(event, work, known) for event in events]
                 positions, committed = insert(self.recorder, tx, work, recorded_at)
         self.committed(committed)
-        self.succeeded(positions)
+        self.succeeded()
         return answers(batch, events, pending, positions, work.entries)
 
     def _record_in_one_statement(self, events: list[StockEvent], recorded_at: str) -> OneStatement | None:

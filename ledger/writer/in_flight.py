@@ -93,7 +93,7 @@ def land(writer: Writer, flight: InFlight) -> bool:
         writer.process(ready.batch)
         return False
     writer.optimistic_won += 1
-    writer.succeeded(statement.positions)
+    writer.succeeded()
     writer.published(statement.committed)
     results = answers(
         ready.batch, ready.events, statement.pending, statement.positions, statement.work.entries

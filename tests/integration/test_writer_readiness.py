@@ -41,7 +41,7 @@ def _receipt(event_id: str) -> object:
     return ev.stock_event(event_id, "stock.receipt", "store-1", [("SKU-1", 1)])
 
 
-def test_a_probe_fails_while_the_last_batch_failed_and_passes_once_one_commits(
+def test_a_probe_fails_while_the_last_batch_failed_even_if_another_commits(
     writer: Writer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     assert isinstance(_process(writer, []), list)  # healthy: the probe passes
@@ -55,11 +55,14 @@ def test_a_probe_fails_while_the_last_batch_failed_and_passes_once_one_commits(
         failed = _process(writer, [_receipt("r1")])
         # A full disk is the database being unavailable: re-send later (not "refused").
         assert isinstance(failed, WriterUnavailable) and isinstance(failed.__cause__, OSError)
-    # The disk is writable again for the probe's empty transaction, but nothing has committed.
+    # The disk takes the probe's empty transaction, and even a small batch (a page was free):
+    # the hold stands, since the next batch may need a page more.
     probe = _process(writer, [])
     assert isinstance(probe, WriterUnavailable)
     assert "No space left on device" in str(probe)
     assert isinstance(_process(writer, [_receipt("r2")]), list)
+    assert isinstance(_process(writer, []), WriterUnavailable)
+    writer.failed_at -= facade.FAILURE_HOLD_S  # as if the hold had passed with no failure since
     assert isinstance(_process(writer, []), list)
 
 
@@ -82,19 +85,24 @@ def test_probes_during_the_hold_do_not_prolong_it(writer: Writer, monkeypatch: p
     assert refused > 0 and isinstance(probe, list)
 
 
-def test_a_batch_landed_from_flight_ends_the_hold(postgres: EmbeddedPostgres) -> None:
+def test_a_batch_landed_from_flight_counts_as_committed_and_leaves_the_hold(
+    postgres: EmbeddedPostgres,
+) -> None:
     """On PostgreSQL the writer process records most batches in flight (one statement): such a
-    commit ends the hold as an ordinary one does."""
+    commit is counted like an ordinary one, and the hold stands as it does after one."""
     built = build_writer(Settings(database_url=postgres.create_database("readiness"), writer_optimistic=True))
     try:
         assert isinstance(_process(built, [_receipt("r1")]), list)  # memory now holds store and SKU
         built.failed([Submission([_receipt("lost")], lambda _: None)], OSError(28, "full"))
-        assert isinstance(_process(built, []), WriterUnavailable)
+        committed_before = built.batches_committed
         answers: list[list[EventResult] | BaseException] = []
         flight = in_flight.begin(built, [Submission([_receipt("r2")], answers.append)])
         assert flight is not None, "recorded the ordinary way: this test needs the one in flight"
         assert in_flight.land(built, flight)
         assert isinstance(answers[0], list)
+        assert built.batches_committed == committed_before + 1
+        assert isinstance(_process(built, []), WriterUnavailable)
+        built.failed_at -= facade.FAILURE_HOLD_S
         assert isinstance(_process(built, []), list)
     finally:
         built.recorder.close()
