@@ -59,19 +59,20 @@ from concurrent.futures import Future
 from concurrent.futures import wait as wait_for_futures
 from typing import Any
 
-from kafka import ConsumerRebalanceListener
 from kafka.errors import CommitFailedError, KafkaError, KafkaTimeoutError
 from kafka.structs import OffsetAndMetadata
 
 from ledger.config import Settings
 from ledger.domain.model import StockEvent
 from ledger.intake.envelope import IntakeLimits
+from ledger.kafka.backoff import Backoff
 from ledger.kafka.clients import new_consumer, new_producer
 from ledger.kafka.contact import BrokerContact
 from ledger.kafka.dead_letters import DeadLetter, DeadLetterLimits, dead_letter_record
 from ledger.kafka.metrics import IntakeStats
 from ledger.kafka.pipeline import EventRecord, InFlight, Pipeline, PollBatch, TopicPartition, commit_offsets
 from ledger.kafka.publisher import Publisher, PublishFailed
+from ledger.kafka.rebalance import Rebalance, partitions_text
 from ledger.kafka.recorder import LedgerPort, Recorder, Recording, Refused
 from ledger.kafka.records import Origin, read_value, result_record
 
@@ -79,23 +80,7 @@ __all__ = ["KafkaIntake", "LedgerPort", "PollBatch"]
 
 log = logging.getLogger("ledger.kafka")
 
-BACKOFF_MS_MIN = 100
 POSITION_TIMEOUT_MS = 200
-
-
-class Backoff:
-    """Doubling waits between retries, from BACKOFF_MS_MIN up to a named maximum."""
-
-    def __init__(self, wait_ms_max: int) -> None:
-        self.wait_ms_max = wait_ms_max
-        self.wait_ms = 0
-
-    def next_s(self) -> float:
-        self.wait_ms = min(max(self.wait_ms * 2, BACKOFF_MS_MIN), self.wait_ms_max)
-        return self.wait_ms / 1000
-
-    def reset(self) -> None:
-        self.wait_ms = 0
 
 
 class BatchFailed(Exception):
@@ -211,7 +196,7 @@ class KafkaIntake:
         consumer = self._consumer_factory(settings)
         self._consumer = consumer
         try:
-            consumer.subscribe([settings.kafka_topic], listener=_Rebalance(self))
+            consumer.subscribe([settings.kafka_topic], listener=Rebalance(self))
             self._contact.watch(consumer)
             log.info("consuming %s in group %s", settings.kafka_topic, settings.kafka_group)
             while not self.stopping:
@@ -567,7 +552,7 @@ class KafkaIntake:
         self._failing = False  # a fresh assignment: nothing of it has failed yet
         self.stats.rebalances += 1
         self.stats.assigned_partitions = len(assigned)
-        log.info("assigned %s", _partitions_text(assigned))
+        log.info("assigned %s", partitions_text(assigned))
 
     def on_revoked(self, revoked: list[Any]) -> None:
         assert self._in_client_call, "a rebalance listener called while the consumer thread is not waiting"
@@ -582,28 +567,14 @@ class KafkaIntake:
                 wait_ms,
             )
             self._finish(consumer, time.monotonic() + wait_ms / 1000, wait=False)
-        log.info("revoked %s", _partitions_text(revoked))
+        log.info("revoked %s", partitions_text(revoked))
 
     def on_lost(self, lost: list[Any]) -> None:
         # Another member may own these partitions already: nothing in flight can be committed.
         self._joined = False
         self._drop_in_flight()
         self._uncommitted = {}
-        log.warning("lost %s (this member was dropped from the group)", _partitions_text(lost))
-
-
-class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
-    def __init__(self, intake: KafkaIntake) -> None:
-        self.intake = intake
-
-    def on_partitions_revoked(self, revoked: list[Any]) -> None:
-        self.intake.on_revoked(revoked)
-
-    def on_partitions_assigned(self, assigned: list[Any]) -> None:
-        self.intake.on_assigned(assigned)
-
-    def on_partitions_lost(self, lost: list[Any]) -> None:
-        self.intake.on_lost(lost)
+        log.warning("lost %s (this member was dropped from the group)", partitions_text(lost))
 
 
 def _take_outcomes(flight: InFlight) -> None:
@@ -619,9 +590,3 @@ def _take_outcomes(flight: InFlight) -> None:
             flight.refused.append(record.refused(outcome.reason))
         else:
             flight.results.append(outcome)
-
-
-def _partitions_text(partitions: list[Any]) -> str:
-    if not partitions:
-        return "no partitions"
-    return ", ".join(f"{tp.topic}[{tp.partition}]" for tp in sorted(partitions))
