@@ -15,7 +15,7 @@ import time
 import urllib.error
 import urllib.request
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,7 @@ from ledger.config import Settings
 from ledger.domain.model import PRODUCER_EVENT_TYPES, StockEvent
 from ledger.kafka.records import read_value
 from ledger.projections.queries import HistoryFilter
+from ledger.service import Ledger
 
 REPO = Path(__file__).resolve().parents[2]
 CRASHING_CONSUME = Path(__file__).resolve().parent / "crashing_consume.py"
@@ -37,6 +38,36 @@ HISTORY_PAGE = 1000
 SESSION_TIMEOUT_MS = 6000
 HEARTBEAT_MS = 1000
 PRODUCE_REQUEST_BYTES_MAX = 1024 * 1024  # kafka-python's default
+
+
+def intake_settings(broker: Broker, database_url: str, name: str, partitions: int, **extra: Any) -> Settings:
+    """Settings of an in-process intake on new topics: short group timeouts and waits, so that a
+    test's joins, retries and polls take seconds; `extra` sets the limits a test is about."""
+    topics = broker.new_topics(name, partitions=partitions)
+    return Settings(
+        database_url=database_url,
+        kafka_bootstrap=broker.bootstrap,
+        kafka_topic=topics.events,
+        kafka_results_topic=topics.results,
+        kafka_dlq_topic=topics.dlq,
+        kafka_group=topics.group,
+        kafka_session_timeout_ms=SESSION_TIMEOUT_MS,
+        kafka_heartbeat_interval_ms=HEARTBEAT_MS,
+        kafka_retry_backoff_ms_max=200,
+        kafka_poll_timeout_ms=200,
+        **extra,
+    )
+
+
+@contextlib.contextmanager
+def started_ledger(settings: Settings) -> Iterator[Ledger]:
+    """A ledger on those settings, started, and stopped at the end."""
+    started = build_ledger(settings)
+    started.start()
+    try:
+        yield started
+    finally:
+        started.stop()
 
 
 def wait_until(condition: Callable[[], Any], deadline_s: float, what: str) -> Any:

@@ -7,19 +7,18 @@ from collections.abc import Iterator
 
 import pytest
 from kafka_harness import (
-    HEARTBEAT_MS,
-    SESSION_TIMEOUT_MS,
     Broker,
     TopicReader,
     envelope,
+    intake_settings,
     produce,
     result_bodies,
+    started_ledger,
     wait_until,
 )
 from prometheus_client import generate_latest
 from support.postgres import EmbeddedPostgres
 
-from ledger.bootstrap import build_ledger
 from ledger.config import Settings
 from ledger.domain.model import StockEvent
 from ledger.kafka import start_consumer
@@ -48,29 +47,13 @@ class FlakyLedger:
 
 @pytest.fixture
 def settings(broker: Broker, kafka_postgres: EmbeddedPostgres) -> Settings:
-    topics = broker.new_topics("inproc", partitions=2)
-    return Settings(
-        database_url=kafka_postgres.create_database("kafka"),
-        kafka_bootstrap=broker.bootstrap,
-        kafka_topic=topics.events,
-        kafka_results_topic=topics.results,
-        kafka_dlq_topic=topics.dlq,
-        kafka_group=topics.group,
-        kafka_session_timeout_ms=SESSION_TIMEOUT_MS,
-        kafka_heartbeat_interval_ms=HEARTBEAT_MS,
-        kafka_retry_backoff_ms_max=200,
-        kafka_poll_timeout_ms=200,
-    )
+    return intake_settings(broker, kafka_postgres.create_database("kafka"), "inproc", partitions=2)
 
 
 @pytest.fixture
 def ledger(settings: Settings) -> Iterator[Ledger]:
-    started = build_ledger(settings)
-    started.start()
-    try:
+    with started_ledger(settings) as started:
         yield started
-    finally:
-        started.stop()
 
 
 def test_a_batch_that_fails_to_record_is_read_again_and_recorded_once(

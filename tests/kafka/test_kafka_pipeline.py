@@ -17,19 +17,19 @@ import pytest
 from kafka.errors import KafkaError, NotLeaderForPartitionError, OutOfOrderSequenceNumberError
 from kafka.future import Future
 from kafka_harness import (
-    HEARTBEAT_MS,
-    SESSION_TIMEOUT_MS,
     Broker,
     Sent,
     TopicReader,
     envelope,
+    intake_settings,
     produce,
     result_bodies,
+    started_ledger,
     wait_until,
 )
 from support.postgres import EmbeddedPostgres
 
-from ledger.bootstrap import build_ledger, intake_limits
+from ledger.bootstrap import intake_limits
 from ledger.config import Settings
 from ledger.domain.model import StockEvent
 from ledger.kafka.clients import new_producer
@@ -103,18 +103,11 @@ class CheckedIntake(KafkaIntake):
 
 @pytest.fixture
 def settings(broker: Broker, kafka_postgres: EmbeddedPostgres) -> Settings:
-    topics = broker.new_topics("pipeline", partitions=PARTITIONS)
-    return Settings(
-        database_url=kafka_postgres.create_database("kafka"),
-        kafka_bootstrap=broker.bootstrap,
-        kafka_topic=topics.events,
-        kafka_results_topic=topics.results,
-        kafka_dlq_topic=topics.dlq,
-        kafka_group=topics.group,
-        kafka_session_timeout_ms=SESSION_TIMEOUT_MS,
-        kafka_heartbeat_interval_ms=HEARTBEAT_MS,
-        kafka_retry_backoff_ms_max=200,
-        kafka_poll_timeout_ms=200,
+    return intake_settings(
+        broker,
+        kafka_postgres.create_database("kafka"),
+        "pipeline",
+        partitions=PARTITIONS,
         kafka_batch_records_max=BATCH_RECORDS_MAX,
         kafka_batches_in_flight_max=3,
         kafka_producer_failures_max=2,
@@ -123,12 +116,8 @@ def settings(broker: Broker, kafka_postgres: EmbeddedPostgres) -> Settings:
 
 @pytest.fixture
 def ledger(settings: Settings) -> Iterator[Ledger]:
-    started = build_ledger(settings)
-    started.start()
-    try:
+    with started_ledger(settings) as started:
         yield started
-    finally:
-        started.stop()
 
 
 def receipts(prefix: str, count: int) -> list[tuple[str, bytes]]:

@@ -11,9 +11,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from kafka_harness import HEARTBEAT_MS, SESSION_TIMEOUT_MS, Broker, wait_until
+from kafka_harness import (
+    Broker,
+    intake_settings,
+    started_ledger,
+    wait_until,
+)
 
-from ledger.bootstrap import build_ledger
 from ledger.config import Settings
 from ledger.kafka import start_consumer
 from ledger.service import Ledger
@@ -34,29 +38,13 @@ def own_broker(tmp_path: Path) -> Iterator[Broker]:
 
 @pytest.fixture
 def settings(own_broker: Broker, tmp_path: Path) -> Settings:
-    topics = own_broker.new_topics("readiness", partitions=2)
-    return Settings(
-        database_url=f"sqlite:///{tmp_path / 'ledger.db'}",
-        kafka_bootstrap=own_broker.bootstrap,
-        kafka_topic=topics.events,
-        kafka_results_topic=topics.results,
-        kafka_dlq_topic=topics.dlq,
-        kafka_group=topics.group,
-        kafka_session_timeout_ms=SESSION_TIMEOUT_MS,
-        kafka_heartbeat_interval_ms=HEARTBEAT_MS,
-        kafka_retry_backoff_ms_max=200,
-        kafka_poll_timeout_ms=200,
-    )
+    return intake_settings(own_broker, f"sqlite:///{tmp_path / 'ledger.db'}", "readiness", partitions=2)
 
 
 @pytest.fixture
 def ledger(settings: Settings) -> Iterator[Ledger]:
-    started = build_ledger(settings)
-    started.start()
-    try:
+    with started_ledger(settings) as started:
         yield started
-    finally:
-        started.stop()
 
 
 @contextlib.contextmanager
