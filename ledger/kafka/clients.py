@@ -11,6 +11,7 @@ from kafka.admin import KafkaAdminClient, NewTopic
 from kafka.errors import TopicAlreadyExistsError
 
 from ledger.config import Settings
+from ledger.kafka.partitioner import RememberingPartitioner
 
 REQUEST_TIMEOUT_MS = 30_000
 
@@ -76,6 +77,7 @@ def new_producer(settings: Settings, role: str = "producer") -> Any:
         request_timeout_ms=REQUEST_TIMEOUT_MS,
         key_serializer=None,
         value_serializer=None,
+        partitioner=RememberingPartitioner(),
         **security(settings),
     )
 
