@@ -280,9 +280,10 @@ class MoySkladOrdersTarget:
 
     def _close_order(self, item: Item) -> Failure | None:
         """The reservation holds nothing any more: every position's `reserve` goes to 0 (PUT
-        .../positions/{id}, _customerorder.md "Изменить позицию"), and the order takes the state
-        mapped to the reservation's status, if one is. Setting values, not moving them: a push
-        retried after a crash finds them set and changes nothing."""
+        .../positions/{id}: md/documents/_customerOrder.md, positions have resources of their
+        own), and the order takes the state mapped to the reservation's status, if one is.
+        Setting values, not moving them: a push retried after a crash finds them set and
+        changes nothing."""
         payload = item.payload
         order = self.client.find_order(payload["order_id"])
         if order is None:
