@@ -27,9 +27,10 @@ from adapters.moysklad_demands import DemandSync
 from adapters.moysklad_stock import StockWebhook, run_id_for
 from adapters.moysklad_webhooks import register_webhooks
 from adapters.outbound import OutboundWorker
-from adapters.runner import moysklad_handler
+from adapters.runner import Runner, build_adapters, moysklad_handler
 from adapters.sink import LedgerSink, SinkError
 from ledger.cli import main
+from ledger.config import Settings
 from ledger.domain.model import EventType
 from ledger.projections.queries import HistoryFilter
 
@@ -504,3 +505,61 @@ def test_a_report_url_outside_the_configured_base_url_is_not_followed(account, r
         StockWebhook(recorder, mappings, client_for(server)).handle(forged)
 
     assert fake.requests == requests_before
+
+
+# -- the whole loop, as `ledger adapters run` wires it -------------------------------------------------
+
+
+def wait_until(check: Any, deadline_s: float = 20.0) -> None:
+    until = time.monotonic() + deadline_s
+    while not check():
+        assert time.monotonic() < until, "the condition was not met before the deadline"
+        time.sleep(0.02)
+
+
+def test_the_runner_follows_an_order_its_demands_their_correction_and_the_stock(
+    account, database_url, ledger, recorder, record
+):
+    fake, server = account
+    settings = Settings(
+        database_url=database_url,
+        moysklad_base_url=server.url + "/api/remap/1.2",
+        moysklad_token=fake.token,
+        moysklad_webhook_secret=SECRET,
+        moysklad_requests_per_window=1000,
+        adapters_http_port=0,
+        adapters_poll_interval_ms=20,
+        adapters_mappings_refresh_s=0,
+        adapters_inbox_settle_ms=0,
+    )
+    runner = Runner(build_adapters(settings, LedgerSink(ledger), recorder), settings).start()
+    try:
+        assert runner.server is not None
+        register_webhooks(client_for(server), f"{runner.server.url}/moysklad/webhook/{SECRET}")
+        record(
+            event(RECEIPT, "shop-1", ("SKU-1", 10)),
+            event(RESERVATION, "shop-1", ("SKU-1", 4), reservation_id="res-1", order_id="B-7"),
+        )
+        wait_until(lambda: len(fake.orders) == 1)
+        demand = fake.add_demand(STORE_UUID, [(VARIANT, 1)], order_external_code="B-7")
+        fake.update_demand(demand, positions=[(VARIANT, 3)])
+        assert all(o.delivered for o in fake.deliver_webhooks())
+        wait_until(lambda: on_hand(ledger, "shop-1", "SKU-1") == [7])
+        record(event(RELEASE, "shop-1", reservation_id="res-1"))
+        (order,) = fake.orders.values()
+        wait_until(lambda: [p["reserve"] for p in order["positions"]] == [0])
+        since = datetime.now(UTC) - timedelta(minutes=1)
+        fake.set_stock(VARIANT, STORE_UUID, 6)
+        fake.notify_stock_changes(since)
+        assert all(o.delivered for o in fake.deliver_webhooks())
+
+        def reported() -> bool:
+            with transaction(recorder) as tx:
+                return tx.fetchone("SELECT run_id FROM adapter_reconcile_runs") is not None
+
+        wait_until(reported)
+    finally:
+        runner.stop()
+    assert fake.outbox == []  # nothing the ledger wrote came back
+    assert ledger.reservation("shop-1", "res-1").reservation.status.value == "released"
+    assert on_hand(ledger, "shop-1", "SKU-1") == [7]  # the stock report changed nothing
