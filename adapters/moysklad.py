@@ -75,6 +75,7 @@ WRITE_METHODS = frozenset({"POST", "PUT", "DELETE"})
 MEDIA_TYPE = "application/json"
 CLOSED_STATUSES = frozenset({"released", "expired"})  # a reservation that holds nothing any more
 WINDOW_MARGIN_S = 0.1
+ORDER_POSITIONS_MAX = 1000  # _restrictions.md: at most 1000 elements in an array
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,9 +151,11 @@ class MoySkladClient:
         return answer
 
     def order_positions(self, order: dict[str, Any]) -> list[dict[str, Any]]:
-        """A customer order's positions (GET entity/customerorder/{id}/positions, one page of 1000:
-        an order has fewer)."""
-        answer = self.request("GET", f"entity/customerorder/{order['id']}/positions", params={"limit": 1000})
+        """A customer order's positions (GET entity/customerorder/{id}/positions): one page holds
+        them all, since a document has at most 1000 (_restrictions.md)."""
+        answer = self.request(
+            "GET", f"entity/customerorder/{order['id']}/positions", params={"limit": ORDER_POSITIONS_MAX}
+        )
         if answer.status != 200:
             raise TargetUnavailable(f"moysklad customerorder positions: HTTP {answer.status}")
         return list((answer.json() or {}).get("rows") or [])

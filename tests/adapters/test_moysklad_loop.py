@@ -337,6 +337,20 @@ def test_register_webhooks_on_the_command_line(account, monkeypatch, database_ur
     }
 
 
+def test_register_webhooks_without_a_secret_says_so_in_one_line(account, monkeypatch, database_url, capsys):
+    fake, server = account
+    monkeypatch.setenv("LEDGER_DATABASE_URL", database_url)
+    monkeypatch.setenv("LEDGER_MOYSKLAD_BASE_URL", server.url + "/api/remap/1.2")
+    monkeypatch.setenv("LEDGER_MOYSKLAD_TOKEN", fake.token)
+    monkeypatch.delenv("LEDGER_MOYSKLAD_WEBHOOK_SECRET", raising=False)
+
+    assert main(["adapters", "register-webhooks", "--url", "https://ledger.example.com"]) == 2
+
+    err = capsys.readouterr().err.strip()
+    assert "LEDGER_MOYSKLAD_WEBHOOK_SECRET" in err and "\n" not in err and "Traceback" not in err
+    assert fake.webhooks == {}
+
+
 # -- customer orders when the reservation ends ---------------------------------------------------------
 
 
@@ -432,6 +446,23 @@ def test_the_ledgers_own_writes_do_not_come_back_as_webhooks_and_would_without_t
     answer = plain.request("PUT", f"entity/customerorder/{order['id']}", json_body={"description": "by hand"})
     assert answer.status == 200
     assert [body["events"][0]["action"] for _, body in fake.outbox] == ["UPDATE"]
+
+
+def test_the_fake_notifies_a_demand_deleted_through_the_api_unless_the_request_says_not_to(account):
+    fake, server = account
+    client = client_for(server)
+    register_webhooks(client, "https://ledger.example.com/moysklad/webhook/s")
+    kept, gone = fake.add_demand(STORE_UUID, [(VARIANT, 1)]), fake.add_demand(STORE_UUID, [(VARIANT, 2)])
+    fake.outbox.clear()
+    plain = HttpClient(client.http.base_url, 2.0, {"Authorization": f"Bearer {fake.token}", "Accept": ACCEPT})
+
+    assert client.request("PUT", f"entity/demand/{kept}", json_body={"applicable": False}).status == 200
+    assert plain.request("DELETE", f"entity/demand/{gone}").status == 200
+
+    assert [(body["events"][0]["action"], body["events"][0]["meta"]["href"]) for _, body in fake.outbox] == [
+        ("DELETE", fake.href("demand", gone))
+    ]
+    assert fake.notifications_suppressed == 1 and fake.demands[kept]["applicable"] is False
 
 
 def test_every_request_carries_the_documented_accept_and_the_fake_refuses_another(
