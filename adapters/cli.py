@@ -78,6 +78,20 @@ def register(subcommands: Any) -> None:
     status.add_argument("--metrics", action="store_true", help="print the Prometheus text instead")
     status.add_argument("--parked", type=int, default=20, help="how many parked items to list")
     status.set_defaults(handler=_status)
+    register_hooks = actions.add_parser(
+        "register-webhooks",
+        help="subscribe the adapters' URL to MoySklad's demand and stock webhooks (idempotent)",
+        description="Lists MoySklad's webhooks first and creates only the missing ones: demand CREATE, "
+        "UPDATE, DELETE and the stock webhook (stock, bystore), all to "
+        "<URL>/moysklad/webhook/<LEDGER_MOYSKLAD_WEBHOOK_SECRET>.",
+    )
+    register_hooks.add_argument(
+        "--url",
+        required=True,
+        help="the public base URL MoySklad reaches `ledger adapters run`'s HTTP server by, "
+        "e.g. https://ledger.example.com",
+    )
+    register_hooks.set_defaults(handler=_register_webhooks)
     retry = actions.add_parser("retry-parked", help="push parked items again at the next cycle")
     retry.add_argument("adapter", help="bitrix, moysklad or wms")
     retry.add_argument("--key", help="only this item")
@@ -365,6 +379,28 @@ def _status(args: argparse.Namespace, settings: Settings) -> int:
         print("\nalerts (newest first):")
         for row in alerts:
             print(mask(f"  {row['at']} {row['adapter']} {row['subject']}: {row['detail']}"))
+    return 0
+
+
+def _register_webhooks(args: argparse.Namespace, settings: Settings) -> int:
+    from adapters.moysklad import MoySkladClient
+    from adapters.moysklad_webhooks import RegistrationError, register_webhooks, webhook_url
+    from adapters.outbound import TargetUnavailable
+    from adapters.runner import moysklad_config
+
+    remember_settings(settings)
+    config = moysklad_config(settings)
+    if config is None:
+        raise CommandError("register-webhooks needs LEDGER_MOYSKLAD_TOKEN")
+    if not settings.moysklad_webhook_secret:
+        raise CommandError("register-webhooks needs LEDGER_MOYSKLAD_WEBHOOK_SECRET (the URL's last part)")
+    try:
+        url = webhook_url(args.url, settings.moysklad_webhook_secret)
+        print(f"MoySklad webhooks to {mask(url)}:")
+        for line in register_webhooks(MoySkladClient(config), url):
+            print(f"  {line}")
+    except (RegistrationError, TargetUnavailable, ValueError) as error:
+        raise CommandError(mask(str(error))) from None
     return 0
 
 

@@ -200,8 +200,15 @@ def _malformed(source: str, payload: Any) -> str | None:
     """What makes a delivery unusable whatever is retried: the documented shape is missing."""
     if not isinstance(payload, dict):
         return "the body must be a JSON object"
-    if source == "moysklad" and not isinstance(payload.get("events"), list):
-        return "a MoySklad webhook carries an `events` array (md/dictionaries/_webhook.md)"
+    if (
+        source == "moysklad"
+        and not isinstance(payload.get("events"), list)
+        and not isinstance(payload.get("reportUrl"), str)
+    ):
+        return (
+            "a MoySklad webhook carries an `events` array (md/dictionaries/_webhook.md), a stock "
+            "webhook a `reportUrl` (md/dictionaries/_webhookstock.md)"
+        )
     if source == "wms" and not (payload.get("id") and payload.get("status")):
         return "a WMS status delivery carries `id` and `status`"
     return None

@@ -1,4 +1,7 @@
-"""MoySklad (JSON API 1.2): customer orders out, demands (shipments) in, the stock report for reconciliation.
+"""MoySklad (JSON API 1.2): the client, and customer orders out.
+
+Demands (shipments) in: moysklad_demands.py; the webhook registry: moysklad_webhooks.py; the stock
+report for reconciliation: snapshots.py and moysklad_stock.py.
 
 What the public documentation says, and where (moysklad/api-remap-1.2-doc on GitHub, the source
 of dev.moysklad.ru/doc/api/remap/1.2):
@@ -40,7 +43,7 @@ import threading
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import orjson
@@ -51,7 +54,7 @@ from adapters.mappings import Mappings
 from adapters.masking import secret_safe_logger
 from adapters.outbound import Failure, Item, TargetUnavailable
 from ledger.access.scopes import ADAPTER_PRINCIPAL_PREFIX
-from ledger.domain.model import Entry, EventType, Line, StockEvent
+from ledger.domain.model import Entry, EventType
 from ledger.sql import SqlTx
 
 log = secret_safe_logger("adapters.moysklad")
@@ -65,7 +68,14 @@ REPORT_PAGE_MAX = 1000
 REPORT_PAGES_MAX = 1000  # one store's report of at most a million rows: past it the read fails
 REPORT_REQUEST_WEIGHT = 5  # _restrictions.md: report/stock/all weighs 5 units
 ACCEPT = "application/json;charset=utf-8"  # _errors.md, error 1062: the only value accepted
+# _webhook.md and _webhookstock.md ("Заголовок временного отключения через API"): a request carrying
+# it, with any value, notifies no webhook, so the ledger's own writes do not come back to it.
+WEBHOOK_DISABLE_HEADER = "X-Lognex-WebHook-Disable"
+WRITE_METHODS = frozenset({"POST", "PUT", "DELETE"})
+MEDIA_TYPE = "application/json"
+CLOSED_STATUSES = frozenset({"released", "expired"})  # a reservation that holds nothing any more
 WINDOW_MARGIN_S = 0.1
+ORDER_POSITIONS_MAX = 1000  # _restrictions.md: at most 1000 elements in an array
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,7 +129,10 @@ class MoySkladClient:
         }
 
     def request(self, method: str, path: str, *, weight: int = 1, **kwargs: Any) -> Response:
-        """One request within the limits. Raises TargetUnavailable for no answer, 429 and 5xx."""
+        """One request within the limits. Raises TargetUnavailable for no answer, 429 and 5xx.
+        Every write carries X-Lognex-WebHook-Disable: what the ledger changes does not echo back."""
+        if method in WRITE_METHODS:
+            kwargs["headers"] = {WEBHOOK_DISABLE_HEADER: "true", **(kwargs.get("headers") or {})}
         for _ in range(weight):
             self.window.acquire()
         with self.parallel:
@@ -136,6 +149,16 @@ class MoySkladClient:
         if answer.status >= 500:
             raise TargetUnavailable(f"moysklad {method} {path}: HTTP {answer.status}")
         return answer
+
+    def order_positions(self, order: dict[str, Any]) -> list[dict[str, Any]]:
+        """A customer order's positions (GET entity/customerorder/{id}/positions): one page holds
+        them all, since a document has at most 1000 (_restrictions.md)."""
+        answer = self.request(
+            "GET", f"entity/customerorder/{order['id']}/positions", params={"limit": ORDER_POSITIONS_MAX}
+        )
+        if answer.status != 200:
+            raise TargetUnavailable(f"moysklad customerorder positions: HTTP {answer.status}")
+        return list((answer.json() or {}).get("rows") or [])
 
     def find_order(self, external_code: str) -> dict[str, Any] | None:
         answer = self.request(
@@ -157,7 +180,9 @@ class MoySkladClient:
             params = {"filter": ";".join(conditions), "limit": REPORT_PAGE_MAX, "offset": offset}
             answer = self.request("GET", "report/stock/all", weight=REPORT_REQUEST_WEIGHT, params=params)
             if answer.status != 200:
-                raise TargetUnavailable(f"moysklad report/stock/all: HTTP {answer.status}: {_errors(answer)}")
+                raise TargetUnavailable(
+                    f"moysklad report/stock/all: HTTP {answer.status}: {errors_text(answer)}"
+                )
             body = answer.json() or {}
             rows = body.get("rows") or []
             yield from rows
@@ -172,8 +197,16 @@ class MoySkladClient:
         raise TargetUnavailable(f"moysklad report/stock/all: more than {REPORT_PAGES_MAX} pages")
 
 
+# A reservation placed creates the order; released or expired, the order's reserve is cleared.
+ORDER_EVENT_TYPES = frozenset(
+    {EventType.RESERVATION, EventType.RESERVATION_RELEASE, EventType.RESERVATION_EXPIRED}
+)
+
+
 class MoySkladOrdersTarget:
-    """A reservation placed in the ledger for an order becomes a MoySklad customerorder."""
+    """A reservation placed in the ledger for an order becomes a MoySklad customerorder; when the
+    reservation is released or expires, the order's positions are reserved no more (`reserve` 0)
+    and, with a `moysklad,status,released|expired,<state uuid>` mapping, the order takes that state."""
 
     name = "moysklad"
     batch_items_max = 20
@@ -186,7 +219,7 @@ class MoySkladOrdersTarget:
 
     def keys_for(self, entry: Entry, position: int) -> Iterable[str]:
         event = entry.event
-        if event.type is not EventType.RESERVATION or not event.reservation_id:
+        if event.type not in ORDER_EVENT_TYPES or not event.reservation_id:
             return ()
         if self.mappings.external(SYSTEM, "store", event.store_id) is None:
             return ()
@@ -217,6 +250,7 @@ class MoySkladOrdersTarget:
                             "reservation_id": reservation_id,
                             "order_id": row["order_id"] or reservation_id,
                             "lines": lines,
+                            "status": row["status"],
                         },
                     )
                 )
@@ -241,9 +275,52 @@ class MoySkladOrdersTarget:
 
     def _push_one(self, item: Item) -> Failure | TargetUnavailable | None:
         try:
+            if item.payload.get("status") in CLOSED_STATUSES:
+                return self._close_order(item)
             return self._create_order(item)
         except TargetUnavailable as error:
             return error
+
+    def _close_order(self, item: Item) -> Failure | None:
+        """The reservation holds nothing any more: every position's `reserve` goes to 0 (PUT
+        .../positions/{id}: md/documents/_customerOrder.md, positions have resources of their
+        own), and the order takes the state mapped to the reservation's status, if one is.
+        Setting values, not moving them: a push retried after a crash finds them set and
+        changes nothing."""
+        payload = item.payload
+        order = self.client.find_order(payload["order_id"])
+        if order is None:
+            return None  # never created (placed and closed between two pushes): nothing reserved there
+        for position in self.client.order_positions(order):
+            if position.get("reserve"):
+                answer = self.client.request(
+                    "PUT",
+                    f"entity/customerorder/{order['id']}/positions/{position['id']}",
+                    json_body={"reserve": 0},
+                )
+                if answer.status != 200:
+                    return Failure(
+                        f"customerorder {payload['order_id']} position {position['id']}: "
+                        f"HTTP {answer.status}: {errors_text(answer)}"
+                    )
+        rule = self.mappings.status(SYSTEM, payload["status"])
+        if rule is None:
+            return None
+        state_href = f"{self.client.http.base_url}entity/customerorder/metadata/states/{rule.target_status}"
+        if ((order.get("state") or {}).get("meta") or {}).get("href") == state_href:
+            return None
+        answer = self.client.request(
+            "PUT",
+            f"entity/customerorder/{order['id']}",
+            json_body={
+                "state": {"meta": {"href": state_href, "type": "state", "mediaType": "application/json"}}
+            },
+        )
+        if answer.status == 200:
+            return None
+        return Failure(
+            f"customerorder {payload['order_id']} state: HTTP {answer.status}: {errors_text(answer)}"
+        )
 
     def _create_order(self, item: Item) -> Failure | None:
         payload = item.payload
@@ -278,13 +355,13 @@ class MoySkladOrdersTarget:
         answer = self.client.request("POST", "entity/customerorder", json_body=body)
         if answer.status in (200, 201):
             return None
-        return Failure(f"customerorder {payload['order_id']}: HTTP {answer.status}: {_errors(answer)}")
+        return Failure(f"customerorder {payload['order_id']}: HTTP {answer.status}: {errors_text(answer)}")
 
     def after_push(self, tx: SqlTx, pushed: Sequence[Item]) -> None:
         return None
 
 
-def _errors(answer: Response) -> str:
+def errors_text(answer: Response) -> str:
     try:
         body = answer.json() or {}
     except ValueError:
@@ -293,74 +370,3 @@ def _errors(answer: Response) -> str:
     if errors:
         return "; ".join(str(e.get("error", e)) for e in errors)
     return str(body)[:200]
-
-
-# -- inbound: demands become shipments ------------------------------------------------------------------
-
-
-class DemandProcessor:
-    """Turns a stored demand webhook delivery into stock.shipment events (partial shipments included)."""
-
-    def __init__(self, recorder: Any, mappings: Mappings, client: MoySkladClient) -> None:
-        self.recorder = recorder
-        self.mappings = mappings
-        self.client = client
-
-    def events_for(self, delivery: dict[str, Any]) -> list[StockEvent]:
-        events = []
-        for notice in delivery.get("events") or []:
-            meta = notice.get("meta") or {}
-            if meta.get("type") != "demand" or notice.get("action") != "CREATE":
-                continue
-            answer = self.client.request("GET", meta["href"], params={"expand": "positions,customerOrder"})
-            if answer.status == 404:
-                continue  # deleted since: nothing shipped
-            if answer.status != 200:
-                raise TargetUnavailable(f"moysklad demand: HTTP {answer.status}")
-            events.append(self.shipment(answer.json()))
-        return events
-
-    def shipment(self, demand: dict[str, Any]) -> StockEvent:
-        _, store_uuid = entity_id(demand["store"]["meta"]["href"])
-        store_id = self.mappings.local(SYSTEM, "store", store_uuid)
-        if store_id is None:
-            raise ValueError(
-                f"demand {demand.get('name')}: no ledger store mapped to moysklad store {store_uuid}"
-            )
-        totals: dict[str, int] = {}
-        for position in _rows(demand.get("positions")):
-            _, assortment_uuid = entity_id(position["assortment"]["meta"]["href"])
-            sku = self.mappings.local(SYSTEM, "sku", assortment_uuid)
-            if sku is None:
-                raise ValueError(f"demand {demand.get('name')}: no SKU mapped to moysklad {assortment_uuid}")
-            totals[sku] = totals.get(sku, 0) + self.mappings.to_base_units(SYSTEM, sku, position["quantity"])
-        order = demand.get("customerOrder") or {}
-        order_id = order.get("externalCode") or None
-        reservation_id = self._reservation_for(store_id, order_id) if order_id else None
-        return StockEvent(
-            event_id=f"demand:{demand['id']}",
-            source=SOURCE,
-            type=EventType.SHIPMENT,
-            time=parse_moment(demand["moment"]) if demand.get("moment") else datetime.now(UTC),
-            store_id=store_id,
-            lines=tuple(Line(sku, qty) for sku, qty in totals.items() if qty > 0),
-            order_id=order_id,
-            reservation_id=reservation_id,
-            reference=f"moysklad demand {demand.get('name') or demand['id']}"[:256],
-            principal=PRINCIPAL,
-        )
-
-    def _reservation_for(self, store_id: str, order_id: str) -> str | None:
-        with self.recorder.read_transaction() as tx:
-            row = tx.fetchone(
-                "SELECT reservation_id FROM ledger_reservations WHERE store_id = %s "
-                "AND (order_id = %s OR reservation_id = %s) ORDER BY placed_at_position DESC LIMIT 1",
-                (store_id, order_id, order_id),
-            )
-        return row["reservation_id"] if row else None
-
-
-def _rows(collection: Any) -> list[dict[str, Any]]:
-    if isinstance(collection, dict):
-        return list(collection.get("rows") or [])
-    return list(collection or [])

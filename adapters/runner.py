@@ -19,7 +19,9 @@ from adapters.inbound import InboxWorker, WebhookAccess, WebhookReceiver
 from adapters.limits import Backoff, Stopper
 from adapters.mappings import Mappings
 from adapters.masking import remember_settings, secret_safe_logger
-from adapters.moysklad import DemandProcessor, MoySkladClient, MoySkladConfig, MoySkladOrdersTarget
+from adapters.moysklad import MoySkladClient, MoySkladConfig, MoySkladOrdersTarget
+from adapters.moysklad_demands import DemandSync
+from adapters.moysklad_stock import StockWebhook, is_stock_notification
 from adapters.outbound import OutboundWorker, Target, TargetUnavailable, WorkerLimits
 from adapters.signatures import SignatureScheme
 from adapters.sink import EventSink, LedgerSink
@@ -114,8 +116,9 @@ def build_adapters(settings: Settings, sink: EventSink | None = None, recorder: 
         client = MoySkladClient(moysklad)
         targets.append(MoySkladOrdersTarget(recorder, mappings, client))
         if sink is not None:
-            demands = DemandProcessor(recorder, mappings, client)
-            handlers["moysklad"] = lambda delivery: _record(sink, demands.events_for(delivery))
+            handlers["moysklad"] = moysklad_handler(
+                DemandSync(recorder, mappings, client, sink), StockWebhook(recorder, mappings, client)
+            )
     if (wms := wms_config(settings)) is not None:
         wms_client = WmsClient(wms)
         targets.append(WmsPickingTarget(recorder, mappings, wms_client))
@@ -189,9 +192,16 @@ def webhook_spool(settings: Settings) -> DeliverySpool:
     return DeliverySpool(directory, settings.adapters_spool_deliveries_max)
 
 
-def _record(sink: EventSink, events: list[Any]) -> None:
-    if events:
-        sink.record(events)
+def moysklad_handler(demands: DemandSync, stock: StockWebhook) -> Callable[[Any], None]:
+    """MoySklad posts both kinds to one URL: entity notifications (`events`) and stock ones (`reportUrl`)."""
+
+    def handle(delivery: Any) -> None:
+        if is_stock_notification(delivery):
+            stock.handle(delivery)
+        else:
+            demands.handle(delivery)
+
+    return handle
 
 
 class Runner:

@@ -18,6 +18,7 @@ ADAPTER_TABLES = (
     "adapter_journal",
     "adapter_reconcile_runs",
     "adapter_reconcile_lines",
+    "adapter_moysklad_demands",
 )
 
 DDL = (
@@ -133,4 +134,12 @@ DDL = (
         ledger_units BIGINT NOT NULL,
         external_units BIGINT NOT NULL,
         PRIMARY KEY (run_id, store_id, sku))""",
+    # What the ledger was told each MoySklad demand holds (moysklad_demands.py): its store and lines
+    # as JSON, the revision that recorded them, and the events of that revision until submitted.
+    """CREATE TABLE IF NOT EXISTS adapter_moysklad_demands (
+        demand_id TEXT NOT NULL PRIMARY KEY,
+        revision INTEGER NOT NULL,
+        holding TEXT NOT NULL,
+        pending TEXT NOT NULL,
+        updated_at TEXT NOT NULL)""",
 )

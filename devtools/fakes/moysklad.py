@@ -19,6 +19,24 @@ It also sends webhooks the way md/dictionaries/_webhook.md says MoySklad does (`
 a POST with `?requestId=...` that must be answered 200 or 204 within 1500 ms; on any other
 answer, or none in time, 3 more attempts follow at once, with no pause between them; then the
 notification is dropped for good.
+
+What it notifies: changes to entities that a registered webhook follows (entity/webhook: list,
+create, get, update, delete; unique by entityType, action and url; at most 5 urls per entityType
+and action; url at most 255 characters; md/dictionaries/_webhook.md), made through the API or by
+the test helpers that stand for a person at MoySklad (`add_demand`, `update_demand`,
+`delete_demand`). A request carrying `X-Lognex-WebHook-Disable` (any value, as the page's
+"Заголовок временного отключения через API" says) notifies nothing. Stock webhooks
+(entity/webhookstock, unique by stockType, reportType and url, md/dictionaries/_webhookstock.md)
+are sent by `notify_stock_changes`, with a `reportUrl` to the short stock report
+(`report/stock/{all,bystore}/current`, md/reports/_report_stock.md): one JSON array, `changedSince`
+in Moscow time as `YYYY-MM-DD HH:MM:SS` (a raw space, as in the documented example), at most 24
+hours back and not in the future, zero lines included with it. Notifications wait in `outbox`
+until `deliver_webhooks()` sends them, each with the retry pattern above.
+
+Customer orders: their positions are listed (`.../positions`) and updated one by one
+(`PUT .../positions/{id}`: `reserve` from 0 to the position's quantity); an order's `state` is
+set by PUT with a state meta. Demands are changed and deleted by PUT and DELETE as well.
+Where a page names a rule but not its error code, the code here is marked as assumed.
 """
 
 from __future__ import annotations
@@ -46,6 +64,16 @@ QUANTITY_MODES = ("all", "positiveOnly", "negativeOnly", "empty", "nonEmpty", "u
 WEBHOOK_ANSWER_DEADLINE_S = 1.5
 WEBHOOK_ATTEMPTS_MAX = 1 + 3
 WEBHOOK_ACCEPTED_STATUSES = (200, 204)
+WEBHOOK_DISABLE_HEADER = "X-Lognex-WebHook-Disable"
+WEBHOOK_ACTIONS = ("CREATE", "UPDATE", "DELETE")
+WEBHOOK_ENTITY_TYPES_REFUSED = ("webhook", "discount", "notes")
+WEBHOOK_URL_CHARS_MAX = 255
+WEBHOOK_URLS_PER_KIND_MAX = 5  # for a user; 1 for a solution
+WEBHOOK_RULE_ERROR_CODE = 3000  # assumed: the pages state the rules, not their error codes
+STOCK_TYPES = ("stock", "freeStock", "quantity", "reserve", "inTransit")
+REPORT_TYPES = ("all", "bystore")
+CHANGED_SINCE_BACK_MAX = timedelta(hours=24)
+ACCOUNT_ID = "00000000-0000-0000-0000-000000000001"
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +136,12 @@ class FakeMoySklad:
     report_pages_served: int = 0
     next_replies: list[Reply] = field(default_factory=list)
     delay_s: float = 0.0
+    webhooks: dict[str, dict[str, Any]] = field(default_factory=dict)  # entity/webhook by id
+    stock_webhooks: dict[str, dict[str, Any]] = field(default_factory=dict)  # entity/webhookstock
+    outbox: list[tuple[str, dict[str, Any]]] = field(default_factory=list)  # (url, body) to send
+    notifications_suppressed: int = 0  # changes not notified for X-Lognex-WebHook-Disable
+    stock_changed_at: dict[tuple[str, str], datetime] = field(default_factory=dict)
+    request_log: list[tuple[str, str, dict[str, str]]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
@@ -132,20 +166,74 @@ class FakeMoySklad:
     ) -> str:
         demand_id = str(uuid.uuid4())
         order = next((o for o in self.orders.values() if o["externalCode"] == order_external_code), None)
-        local = (moment or datetime.now(UTC)).astimezone(MOSCOW)
+        when = _moment(moment or datetime.now(UTC))
         self.demands[demand_id] = {
             "id": demand_id,
             "name": f"{len(self.demands) + 1:05d}",
-            "moment": local.strftime("%Y-%m-%d %H:%M:%S.") + f"{local.microsecond // 1000:03d}",
+            "moment": when,
+            "updated": when,
+            "applicable": True,
             "store": self.meta("store", store),
             "positions": [
                 {"quantity": qty, "assortment": self.meta(self.products[a], a)} for a, qty in positions
             ],
             "customerOrder": order["id"] if order else None,
         }
+        with self._lock:
+            self._notify("demand", demand_id, "CREATE")
         return demand_id
 
+    def update_demand(
+        self,
+        demand_id: str,
+        positions: list[tuple[str, float]] | None = None,
+        store: str | None = None,
+        applicable: bool | None = None,
+    ) -> None:
+        """A person corrects a demand: its positions, its store, or whether it is conducted."""
+        with self._lock:
+            self._change_demand(demand_id, positions, store, applicable)
+            self._notify("demand", demand_id, "UPDATE")
+
+    def delete_demand(self, demand_id: str) -> None:
+        with self._lock:
+            del self.demands[demand_id]
+            self._notify("demand", demand_id, "DELETE")
+
+    def set_stock(self, assortment: str, store: str, stock: float, reserve: float = 0.0) -> None:
+        with self._lock:
+            self.stock[(assortment, store)] = {"stock": stock, "reserve": reserve, "inTransit": 0.0}
+            self.stock_changed_at[(assortment, store)] = datetime.now(UTC)
+
+    def stock_webhook_body(self, since: datetime, report_type: str = "bystore") -> dict[str, Any]:
+        changed_since = since.astimezone(MOSCOW).strftime("%Y-%m-%d %H:%M:%S")
+        return {
+            "accountId": ACCOUNT_ID,
+            "stockType": "stock",
+            "reportType": report_type,
+            "reportUrl": f"{self.origin}{BASE_PATH}report/stock/{report_type}/current"
+            f"?changedSince={changed_since}",
+        }
+
+    def notify_stock_changes(self, since: datetime) -> int:
+        """What MoySklad does every 1-5 minutes in which stock changed: one notification per
+        enabled stock webhook. Returns how many were queued."""
+        with self._lock:
+            hooks = [h for h in self.stock_webhooks.values() if h["enabled"]]
+            for hook in hooks:
+                self.outbox.append((hook["url"], self.stock_webhook_body(since, hook["reportType"])))
+        return len(hooks)
+
+    def deliver_webhooks(self) -> list[WebhookOutcome]:
+        """Sends every queued notification, each with MoySklad's retry pattern, in order."""
+        with self._lock:
+            queued, self.outbox = self.outbox, []
+        return [send_webhook(url, body) for url, body in queued]
+
     def webhook_body(self, demand_id: str, action: str = "CREATE") -> dict[str, Any]:
+        return self.notification_body("demand", demand_id, action)
+
+    def notification_body(self, entity_type: str, entity_id: str, action: str) -> dict[str, Any]:
         return {
             "auditContext": {
                 "meta": {"type": "audit", "href": f"{self.origin}{BASE_PATH}audit/{uuid.uuid4()}"},
@@ -154,18 +242,47 @@ class FakeMoySklad:
             },
             "events": [
                 {
-                    "meta": {"type": "demand", "href": self.href("demand", demand_id)},
+                    "meta": {"type": entity_type, "href": self.href(entity_type, entity_id)},
                     "action": action,
-                    "accountId": "00000000-0000-0000-0000-000000000001",
+                    "accountId": ACCOUNT_ID,
                 }
             ],
         }
+
+    def _notify(self, entity_type: str, entity_id: str, action: str, request: Request | None = None) -> None:
+        """Queues a notification for each enabled webhook that follows this change, unless the
+        request that made it asked for none."""
+        if request is not None and request.header(WEBHOOK_DISABLE_HEADER) is not None:
+            self.notifications_suppressed += 1
+            return
+        for hook in self.webhooks.values():
+            if hook["enabled"] and hook["entityType"] == entity_type and hook["action"] == action:
+                self.outbox.append((hook["url"], self.notification_body(entity_type, entity_id, action)))
+
+    def _change_demand(
+        self,
+        demand_id: str,
+        positions: list[tuple[str, float]] | None,
+        store: str | None,
+        applicable: bool | None,
+    ) -> None:
+        demand = self.demands[demand_id]
+        if positions is not None:
+            demand["positions"] = [
+                {"quantity": qty, "assortment": self.meta(self.products[a], a)} for a, qty in positions
+            ]
+        if store is not None:
+            demand["store"] = self.meta("store", store)
+        if applicable is not None:
+            demand["applicable"] = applicable
+        demand["updated"] = _moment(datetime.now(UTC))
 
     # -- HTTP ---------------------------------------------------------------------------------------
 
     def handle(self, request: Request) -> Reply:
         with self._lock:
             self.requests += 1
+            self.request_log.append((request.method, request.path, dict(request.headers)))
             if request.header("Authorization") != f"Bearer {self.token}":
                 return Reply(401, {"errors": [{"error": "Authentication error", "code": 1056}]})
             if "gzip" not in (request.header("Accept-Encoding") or "").lower():
@@ -211,23 +328,210 @@ class FakeMoySklad:
 
     def _route(self, request: Request, path: str) -> Reply:
         parts = path.strip("/").split("/")
-        if parts[:2] == ["entity", "customerorder"] and len(parts) == 2:
-            if request.method == "GET":
+        method = request.method
+        if parts[:2] == ["entity", "customerorder"]:
+            if len(parts) == 2 and method == "GET":
                 return self._find_orders(request)
-            if request.method == "POST":
-                return self._create_order(request.json())
-        if parts[:2] == ["entity", "demand"] and len(parts) == 3 and request.method == "GET":
-            return self._demand(parts[2], request)
-        if parts == ["report", "stock", "all"] and request.method == "GET":
+            if len(parts) == 2 and method == "POST":
+                return self._create_order(request)
+            if len(parts) >= 3 and parts[2] not in self.orders:
+                return _error(404, 1021, f"customerorder {parts[2]} not found")
+            if len(parts) == 3 and method == "GET":
+                return Reply(200, self.orders[parts[2]])
+            if len(parts) == 3 and method == "PUT":
+                return self._update_order(parts[2], request)
+            if len(parts) == 4 and parts[3] == "positions" and method == "GET":
+                rows = self.orders[parts[2]]["positions"]
+                return Reply(200, {"meta": {"size": len(rows), "limit": 1000, "offset": 0}, "rows": rows})
+            if len(parts) == 5 and parts[3] == "positions" and method == "PUT":
+                return self._update_position(parts[2], parts[4], request)
+        if parts[:2] == ["entity", "demand"] and len(parts) == 3:
+            if parts[2] not in self.demands:
+                return _error(404, 1021, f"demand {parts[2]} not found")
+            if method == "GET":
+                return self._demand(parts[2], request)
+            if method == "PUT":
+                return self._update_demand(parts[2], request)
+            if method == "DELETE":
+                del self.demands[parts[2]]
+                self._notify("demand", parts[2], "DELETE", request)
+                return Reply(200, b"")
+        if parts[:2] in (["entity", "webhook"], ["entity", "webhookstock"]):
+            return self._webhook_registry(parts, request)
+        if parts == ["report", "stock", "all"] and method == "GET":
             return self._stock_report(request)
+        if parts[:2] == ["report", "stock"] and parts[3:] == ["current"] and method == "GET":
+            return self._current_stock(parts[2], request)
         return Reply(404, {"errors": [{"error": f"unknown resource {path}", "code": 1002}]})
+
+    def _update_order(self, order_id: str, request: Request) -> Reply:
+        body = request.json()
+        if not isinstance(body, dict):
+            return _error(400, 2016, "the body must be an object")
+        order = self.orders[order_id]
+        if "state" in body:
+            href = ((body["state"] or {}).get("meta") or {}).get("href") or ""
+            if f"{BASE_PATH}entity/customerorder/metadata/states/" not in href:
+                return _error(400, 1021, f"unknown state {href}")
+            order["state"] = {"meta": {"href": href, "type": "state", "mediaType": "application/json"}}
+        for name in ("description", "externalCode"):
+            if name in body:
+                order[name] = body[name]
+        self._notify("customerorder", order_id, "UPDATE", request)
+        return Reply(200, order)
+
+    def _update_position(self, order_id: str, position_id: str, request: Request) -> Reply:
+        order = self.orders[order_id]
+        position = next((p for p in order["positions"] if p["id"] == position_id), None)
+        if position is None:
+            return _error(404, 1021, f"position {position_id} not found")
+        body = request.json() or {}
+        if "reserve" in body:
+            reserve = body["reserve"]
+            if not isinstance(reserve, int | float) or not 0 <= reserve <= position["quantity"]:
+                return _error(400, 3007, "reserve must be from 0 to the position's quantity")  # assumed
+            position["reserve"] = reserve
+        self._notify("customerorder", order_id, "UPDATE", request)
+        return Reply(200, position)
+
+    def _update_demand(self, demand_id: str, request: Request) -> Reply:
+        body = request.json() or {}
+        positions = None
+        if "positions" in body:
+            positions = []
+            for position in body["positions"]:
+                href = position["assortment"]["meta"]["href"]
+                positions.append((href.rstrip("/").split("/")[-1], position["quantity"]))
+        store = body.get("store", {}).get("meta", {}).get("href", "").split("/")[-1] or None
+        self._change_demand(demand_id, positions, store, body.get("applicable"))
+        self._notify("demand", demand_id, "UPDATE", request)
+        return self._demand(demand_id, request)
+
+    # -- webhook registries ---------------------------------------------------------------------
+
+    def _webhook_registry(self, parts: list[str], request: Request) -> Reply:
+        stock = parts[1] == "webhookstock"
+        registry = self.stock_webhooks if stock else self.webhooks
+        if len(parts) == 2 and request.method == "GET":
+            rows = list(registry.values())
+            return Reply(200, {"meta": {"size": len(rows), "limit": 1000, "offset": 0}, "rows": rows})
+        if len(parts) == 2 and request.method == "POST":
+            body = request.json()
+            if not isinstance(body, dict):
+                return _error(400, 2016, "one webhook per request in this fake")
+            return self._create_webhook(registry, parts[1], body, stock)
+        if len(parts) == 3 and parts[2] in registry:
+            hook = registry[parts[2]]
+            if request.method == "GET":
+                return Reply(200, hook)
+            if request.method == "DELETE":
+                del registry[parts[2]]
+                return Reply(200, b"")
+            if request.method == "PUT":
+                changed = {**hook, **{k: v for k, v in (request.json() or {}).items() if k != "meta"}}
+                refused = self._webhook_refused(registry, changed, stock, besides=parts[2])
+                if refused is not None:
+                    return refused
+                registry[parts[2]] = changed
+                return Reply(200, changed)
+        return _error(404, 1021, f"{parts[1]} {'/'.join(parts[2:])} not found")
+
+    def _create_webhook(
+        self, registry: dict[str, dict[str, Any]], kind: str, body: dict[str, Any], stock: bool
+    ) -> Reply:
+        hook_id = str(uuid.uuid4())
+        hook = {
+            **self.meta(kind, hook_id),
+            "id": hook_id,
+            "accountId": ACCOUNT_ID,
+            "enabled": body.get("enabled", True),
+            **{k: v for k, v in body.items() if k != "meta"},
+        }
+        if not stock:
+            hook["method"] = "POST"
+        refused = self._webhook_refused(registry, hook, stock)
+        if refused is not None:
+            return refused
+        registry[hook_id] = hook
+        return Reply(200, hook)
+
+    def _webhook_refused(
+        self, registry: dict[str, dict[str, Any]], hook: dict[str, Any], stock: bool, besides: str = ""
+    ) -> Reply | None:
+        key_fields = ("stockType", "reportType") if stock else ("entityType", "action")
+        for name in (*key_fields, "url"):
+            if not hook.get(name):
+                return _error(400, 3000, f"'{name}' is required")  # assumed code
+        url = str(hook["url"])
+        if len(url) > WEBHOOK_URL_CHARS_MAX:
+            return _error(400, WEBHOOK_RULE_ERROR_CODE, f"url longer than {WEBHOOK_URL_CHARS_MAX}")
+        if stock and (hook["stockType"] not in ("stock",) or hook["reportType"] not in REPORT_TYPES):
+            return _error(400, WEBHOOK_RULE_ERROR_CODE, "stockType [stock], reportType [all, bystore]")
+        if not stock and (
+            hook["action"] not in WEBHOOK_ACTIONS or hook["entityType"] in WEBHOOK_ENTITY_TYPES_REFUSED
+        ):
+            return _error(400, WEBHOOK_RULE_ERROR_CODE, "no webhook for that entityType or action")
+        same_kind = [
+            other
+            for other_id, other in registry.items()
+            if other_id != besides and all(other.get(k) == hook.get(k) for k in key_fields)
+        ]
+        if any(other["url"] == url for other in same_kind):
+            return _error(400, WEBHOOK_RULE_ERROR_CODE, f"{', '.join(key_fields)} and url must be unique")
+        if len(same_kind) >= WEBHOOK_URLS_PER_KIND_MAX:
+            return _error(400, WEBHOOK_RULE_ERROR_CODE, f"at most {WEBHOOK_URLS_PER_KIND_MAX} urls")
+        return None
+
+    # -- the short stock report -----------------------------------------------------------------
+
+    def _current_stock(self, report_type: str, request: Request) -> Reply:
+        if report_type not in REPORT_TYPES:
+            return _error(404, 1002, f"unknown report {report_type}")
+        stock_type = (request.query.get("stockType") or ["stock"])[0]
+        if stock_type not in STOCK_TYPES:
+            return _error(400, 1041, f"stockType is one of {', '.join(STOCK_TYPES)}")  # assumed code
+        since_texts = request.query.get("changedSince")
+        since = None
+        if since_texts:
+            try:
+                since = datetime.strptime(since_texts[0], "%Y-%m-%d %H:%M:%S").replace(tzinfo=MOSCOW)
+            except ValueError:
+                return _error(400, 1038, f"changedSince '{since_texts[0]}': YYYY-MM-DD HH:MM:SS")  # assumed
+            now = datetime.now(UTC)
+            if since > now or now - since > CHANGED_SINCE_BACK_MAX:
+                return _error(400, 1038, "changedSince: at most 24 hours back, not in the future")  # assumed
+        zero_lines = since is not None or "zeroLines" in request.query.get("include", [])
+        by_store = report_type == "bystore"
+        figures: dict[tuple[str, str | None], float] = {}
+        for (assortment, store_id), values in sorted(self.stock.items()):
+            changed = self.stock_changed_at.get((assortment, store_id))
+            if since is not None and (changed is None or changed < since.replace(microsecond=0)):
+                continue
+            value = {
+                "stock": values.get("stock", 0.0),
+                "freeStock": values.get("stock", 0.0) - values.get("reserve", 0.0),
+                "quantity": values.get("stock", 0.0)
+                - values.get("reserve", 0.0)
+                + values.get("inTransit", 0.0),
+                "reserve": values.get("reserve", 0.0),
+                "inTransit": values.get("inTransit", 0.0),
+            }[stock_type]
+            key = (assortment, store_id if by_store else None)
+            figures[key] = figures.get(key, 0.0) + value
+        rows = [
+            {"assortmentId": a, **({"storeId": st} if by_store else {}), stock_type: v}
+            for (a, st), v in figures.items()
+            if v or zero_lines
+        ]
+        return Reply(200, rows)
 
     def _find_orders(self, request: Request) -> Reply:
         wanted = {value for name, value in _filter_conditions(request) if name == "externalCode"}
         rows = [o for o in self.orders.values() if not wanted or o["externalCode"] in wanted]
         return Reply(200, {"meta": {"size": len(rows), "limit": 1000, "offset": 0}, "rows": rows})
 
-    def _create_order(self, body: Any) -> Reply:
+    def _create_order(self, request: Request) -> Reply:
+        body = request.json()
         errors = []
         if not isinstance(body, dict) or not isinstance(body.get("positions"), list):
             return Reply(400, {"errors": [{"error": "positions are required", "code": 2016}]})
@@ -244,13 +548,30 @@ class FakeMoySklad:
         if errors:
             return Reply(400, {"errors": errors})
         order_id = str(uuid.uuid4())
+        positions = []
+        for position in body["positions"]:
+            position_id = str(uuid.uuid4())
+            positions.append(
+                {
+                    **position,
+                    "id": position_id,
+                    "reserve": position.get("reserve", 0),
+                    "meta": {
+                        "href": f"{self.href('customerorder', order_id)}/positions/{position_id}",
+                        "type": "customerorderposition",
+                        "mediaType": "application/json",
+                    },
+                }
+            )
         order = {
             **body,
             "id": order_id,
             "name": f"{len(self.orders) + 1:05d}",
             **self.meta("customerorder", order_id),
+            "positions": positions,
         }
         self.orders[order_id] = order
+        self._notify("customerorder", order_id, "CREATE", request)
         return Reply(200, order)
 
     def _demand(self, demand_id: str, request: Request) -> Reply:
@@ -318,6 +639,12 @@ class FakeMoySklad:
                 f"{self.origin}{BASE_PATH}report/stock/all?limit={limit}&offset={offset + limit}"
             )
         return Reply(200, {"meta": meta, "rows": rows[offset : offset + limit]})
+
+
+def _moment(moment: datetime) -> str:
+    """MoySklad's wire format: Moscow time, `YYYY-MM-DD HH:MM:SS.fff`."""
+    local = moment.astimezone(MOSCOW)
+    return local.strftime("%Y-%m-%d %H:%M:%S.") + f"{local.microsecond // 1000:03d}"
 
 
 def _error(status: int, code: int, message: str) -> Reply:

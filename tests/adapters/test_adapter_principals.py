@@ -11,7 +11,8 @@ from conftest import FAST, event
 
 from adapters import moysklad, reconcile_apply, wms
 from adapters.inbound import InboxWorker, store_delivery
-from adapters.moysklad import DemandProcessor, MoySkladClient, MoySkladConfig
+from adapters.moysklad import MoySkladClient, MoySkladConfig
+from adapters.moysklad_demands import DemandSync
 from adapters.outbound import OutboundWorker
 from adapters.reconcile import make_report
 from adapters.reconcile_runs import load_report, save_report
@@ -47,10 +48,8 @@ def test_a_shipment_from_a_moysklad_demand_names_the_moysklad_adapter(
     record(event(EventType.RECEIPT, "shop-1", ("SKU-2", 10)))
     client = MoySkladClient(MoySkladConfig(base_url=server.url + "/api/remap/1.2", token=fake.token))
 
-    demands = DemandProcessor(recorder, mappings, client)
-    LedgerSink(ledger).record(
-        demands.events_for(fake.webhook_body(fake.add_demand(STORE_UUID, [(PRODUCT, 4)])))
-    )
+    demands = DemandSync(recorder, mappings, client, LedgerSink(ledger))
+    demands.handle(fake.webhook_body(fake.add_demand(STORE_UUID, [(PRODUCT, 4)])))
 
     assert principals(ledger, "shop-1", "stock.shipment") == ["adapters/moysklad"]
 

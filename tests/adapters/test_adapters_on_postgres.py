@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from typing import Any
 
@@ -71,5 +72,55 @@ def test_a_push_cycle_parks_queues_and_tracks_its_position_on_postgresql(pg_url,
         assert read_position(recorder, "bitrix") == 1
         (status,) = read_status(recorder)
         assert (status.parked_now, status.outbox_pending, status.lag_events) == (1, 0, 0)
+    finally:
+        recorder.close()
+
+
+def test_a_demand_corrected_deleted_and_redelivered_is_recorded_once_on_postgresql(
+    pg_url, pg_ledger, moysklad
+):
+    from adapters.moysklad import MoySkladClient, MoySkladConfig
+    from adapters.moysklad_demands import DemandSync
+    from adapters.sink import LedgerSink
+
+    fake, server = moysklad
+    store_uuid, product = "7a1f0000-0000-0000-0000-000000000001", "0b3c0000-0000-0000-0000-0000000000b2"
+    fake.stores.add(store_uuid)
+    fake.products[product] = "product"
+    recorder = open_database(pg_url, 4, 10)
+    try:
+        save(
+            recorder,
+            [
+                MappingRow("moysklad", "store", "shop-1", store_uuid),
+                MappingRow("moysklad", "sku", "SKU-1", product),
+            ],
+        )
+        pg_ledger.submit_and_wait([event(EventType.RECEIPT, "shop-1", ("SKU-1", 10))])
+        client = MoySkladClient(MoySkladConfig(base_url=server.url + "/api/remap/1.2", token=fake.token))
+        sync = DemandSync(recorder, Mappings(recorder, refresh_s=0), client, LedgerSink(pg_ledger))
+        old = fake.add_demand(store_uuid, [(product, 1)])  # shipped before corrections were followed
+        pg_ledger.submit_and_wait(
+            [
+                dataclasses.replace(
+                    event(EventType.SHIPMENT, "shop-1", ("SKU-1", 1), source="moysklad"),
+                    event_id=f"demand:{old}",
+                )
+            ]
+        )
+        demand = fake.add_demand(store_uuid, [(product, 4)])
+
+        assert sync.handle(fake.webhook_body(demand)) == 1
+        fake.update_demand(demand, positions=[(product, 2)])
+        fake.update_demand(old, positions=[(product, 3)])
+        assert sync.handle(fake.webhook_body(demand, "UPDATE")) == 1
+        assert sync.handle(fake.webhook_body(demand, "UPDATE")) == 0
+        assert sync.handle(fake.webhook_body(old, "UPDATE")) == 1
+        fake.delete_demand(demand)
+        assert sync.handle(fake.webhook_body(demand, "DELETE")) == 1
+        assert sync.handle(fake.webhook_body(demand, "DELETE")) == 0
+
+        (level,) = pg_ledger.levels("shop-1", ["SKU-1"])
+        assert level.level.on_hand_units == 7  # 10, the old demand's 3, the deleted one's 0
     finally:
         recorder.close()

@@ -18,7 +18,8 @@ from adapters.db import transaction
 from adapters.http import ForeignUrl, HttpClient, under_base
 from adapters.httpserver import HttpServer, Reply, Request
 from adapters.inbound import InboxWorker, WebhookAccess, WebhookReceiver
-from adapters.moysklad import DemandProcessor, MoySkladClient, MoySkladConfig
+from adapters.moysklad import MoySkladClient, MoySkladConfig
+from adapters.moysklad_demands import DemandSync
 from adapters.sink import LedgerSink
 
 BASE = "https://api.moysklad.ru/api/remap/1.2"
@@ -118,8 +119,8 @@ def test_a_forged_demand_webhook_cannot_make_the_adapter_send_its_token_elsewher
     finally:
         receiver.stop()
     assert answer.status_code == 200  # stored: the path's secret was right
-    demands = DemandProcessor(recorder, mappings, client_for(server))
-    inbox = InboxWorker(recorder, {"moysklad": lambda d: LedgerSink(ledger).record(demands.events_for(d))})
+    demands = DemandSync(recorder, mappings, client_for(server), LedgerSink(ledger))
+    inbox = InboxWorker(recorder, {"moysklad": demands.handle})
     caplog.set_level(logging.INFO)
 
     outcome = inbox.run_once()
@@ -153,7 +154,7 @@ def test_an_href_to_the_same_server_outside_the_base_path_sends_nothing(
     requests_before = fake.requests
 
     with pytest.raises(ForeignUrl):
-        DemandProcessor(recorder, mappings, client_for(server)).events_for(forged)
+        DemandSync(recorder, mappings, client_for(server), sink=None).handle(forged)  # type: ignore[arg-type]
 
     assert fake.requests == requests_before
 

@@ -16,13 +16,13 @@ from adapters.db import transaction
 from adapters.httpserver import HttpServer
 from adapters.inbound import InboxWorker, WebhookAccess, WebhookReceiver, store_delivery
 from adapters.moysklad import (
-    DemandProcessor,
     MoySkladClient,
     MoySkladConfig,
     MoySkladOrdersTarget,
     format_moment,
     parse_moment,
 )
+from adapters.moysklad_demands import DemandSync
 from adapters.outbound import OutboundWorker, SimulatedCrash
 from adapters.sink import LedgerSink
 from ledger.domain.model import EventType
@@ -190,8 +190,8 @@ def test_demand_webhooks_are_stored_and_answered_before_processing_and_redeliver
         assert tx.fetchone("SELECT COUNT(*) AS n FROM adapter_inbox")["n"] == 1  # type: ignore[index]
     fake.delay_s = 0.0
 
-    demands = DemandProcessor(recorder, mappings, client_for(server))
-    inbox = InboxWorker(recorder, {"moysklad": lambda d: LedgerSink(ledger).record(demands.events_for(d))})
+    demands = DemandSync(recorder, mappings, client_for(server), LedgerSink(ledger))
+    inbox = InboxWorker(recorder, {"moysklad": demands.handle})
     assert inbox.run_once() == (1, 0)
     assert ledger.reservation("shop-1", "res-1").reservation.status.value == "partially_shipped"
     second = fake.add_demand(STORE_UUID, [(VARIANT, 2)], order_external_code="B-1")
@@ -208,13 +208,12 @@ def test_a_demand_processed_twice_is_recorded_once(account, recorder, mappings, 
     fake, server = account
     record(event(RECEIPT, "shop-1", ("SKU-2", 10)))
     demand = fake.add_demand(STORE_UUID, [(PRODUCT, 4)])
-    processor = DemandProcessor(recorder, mappings, client_for(server))
-    sink = LedgerSink(ledger)
+    sync = DemandSync(recorder, mappings, client_for(server), LedgerSink(ledger))
 
-    first = sink.record(processor.events_for(fake.webhook_body(demand)))
-    second = sink.record(processor.events_for(fake.webhook_body(demand)))
+    first = sync.handle(fake.webhook_body(demand))
+    second = sync.handle(fake.webhook_body(demand))
 
-    assert first[0].outcome.value == "accepted" and second[0].outcome.value == "duplicate"
+    assert (first, second) == (1, 0)  # the second finds the demand as recorded: nothing to submit
     assert ledger.levels("shop-1", ["SKU-2"])[0].level.on_hand_units == 6
 
 

@@ -1,0 +1,346 @@
+"""MoySklad demands (shipments) into the ledger: created, corrected and deleted, each recorded once.
+
+Every `demand` notification, whatever its action, means "bring the ledger in line with what this
+demand holds now" (md/dictionaries/_webhook.md: a notification carries only the entity's type, its
+href and the action; the data is read back with GET). What a demand holds: its store and, per SKU,
+the quantity of its positions, in base units; nothing at all if it was deleted (DELETE, or a GET
+answered 404) or is not conducted (`applicable` false: _demand.md, "Отметка о проведении").
+
+What the ledger was told a demand holds is kept per demand in `adapter_moysklad_demands`: its
+store, its lines and a revision number. A notification compares the demand now with that row
+and records the difference:
+
+- more of a SKU than recorded: a `stock.shipment` of the difference (under the order's
+  reservation, as the first shipment);
+- less, or the demand deleted: a `stock.return` of the difference (with the order id), so that
+  the goods come back on hand; a reservation already consumed is not placed again;
+- the store changed: a return of everything at the old store and a shipment at the new one.
+
+The events' ids come from the demand and the revision: `demand:<id>` for the first (the id a
+shipment had before corrections were followed), then `demand:<id>:r<N>:ship` and `...:return`.
+The revision and the events are stored *before* they are submitted (as `pending`), and the
+pending events are submitted again first thing by the next notification of that demand: a crash
+between the two leaves nothing half done, and a redelivered CREATE, UPDATE or DELETE finds the
+demand equal to its row and records nothing more. A demand recorded before this table existed is
+read back once from the ledger's history by its event id (`demand:<id>`).
+
+Times: MoySklad's are Moscow time on the wire (`YYYY-MM-DD HH:MM:SS.fff`, md/_general.md "Формат
+даты и времени"); the events carry them in UTC. A correction is dated by the demand's `updated`,
+a deletion by the notification's `auditContext.moment`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from adapters.db import now_text, transaction
+from adapters.http import ForeignUrl, under_base
+from adapters.mappings import Mappings
+from adapters.masking import secret_safe_logger
+from adapters.moysklad import PRINCIPAL, SOURCE, SYSTEM, MoySkladClient, entity_id, parse_moment
+from adapters.outbound import TargetUnavailable
+from adapters.sink import EventSink
+from ledger.domain.model import EventType, Line, StockEvent
+
+log = secret_safe_logger("adapters.moysklad_demands")
+
+REFERENCE_CHARS_MAX = 256
+
+
+@dataclass(frozen=True, slots=True)
+class Holding:
+    """What a demand holds: its ledger store and units per SKU (empty: nothing)."""
+
+    store_id: str | None = None
+    lines: dict[str, int] = field(default_factory=dict)
+    order_id: str | None = None
+    name: str | None = None
+
+    def same_as(self, other: Holding) -> bool:
+        return self.units() == other.units()
+
+    def units(self) -> dict[tuple[str, str], int]:
+        if self.store_id is None:
+            return {}
+        return {(self.store_id, sku): qty for sku, qty in self.lines.items() if qty}
+
+
+@dataclass(frozen=True, slots=True)
+class DemandRow:
+    revision: int
+    holding: Holding
+    pending: list[StockEvent]
+
+
+def demand_event_id(demand_id: str, revision: int, kind: str) -> str:
+    if revision == 1 and kind == "ship":
+        return f"demand:{demand_id}"
+    return f"demand:{demand_id}:r{revision}:{kind}"
+
+
+class DemandSync:
+    """Processes stored `demand` notifications (see the module's docstring)."""
+
+    def __init__(self, recorder: Any, mappings: Mappings, client: MoySkladClient, sink: EventSink) -> None:
+        self.recorder = recorder
+        self.mappings = mappings
+        self.client = client
+        self.sink = sink
+
+    def handle(self, delivery: dict[str, Any]) -> int:
+        """Every demand of one delivery; returns how many events were submitted."""
+        submitted = 0
+        moment = _audit_moment(delivery)
+        for notice in delivery.get("events") or []:
+            meta = notice.get("meta") or {}
+            if meta.get("type") != "demand":
+                continue
+            submitted += self.sync(meta["href"], str(notice.get("action") or ""), moment)
+        return submitted
+
+    def sync(self, href: str, action: str, moment: datetime | None = None) -> int:
+        """Brings the ledger in line with one demand as it is now; returns the events submitted."""
+        url = self.client.http.url(href)
+        if not under_base(self.client.http.base_url, url):
+            raise ForeignUrl(url, self.client.http.base_url)  # not even its id is trusted
+        _, demand_id = entity_id(href)
+        row = self._row(demand_id)
+        if row.pending:  # stored before a crash, maybe not submitted: they go first, as they were
+            self._submit(demand_id, row.pending)
+        if action == "DELETE":
+            now_holds, when = Holding(), moment or datetime.now(UTC)
+        else:
+            now_holds, when = self._read(href)
+        if now_holds.same_as(row.holding):
+            return len(row.pending)
+        revision = row.revision + 1
+        events = list(self._difference(demand_id, revision, row.holding, now_holds, when))
+        with transaction(self.recorder) as tx:
+            tx.execute(
+                "INSERT INTO adapter_moysklad_demands (demand_id, revision, holding, pending, updated_at) "
+                "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (demand_id) DO UPDATE SET "
+                "revision = excluded.revision, holding = excluded.holding, pending = excluded.pending, "
+                "updated_at = excluded.updated_at",
+                (demand_id, revision, _holding_json(now_holds), _events_json(events), now_text()),
+            )
+        self._submit(demand_id, events)
+        log.info(
+            "demand %s (%s): revision %d, %s",
+            demand_id,
+            action or "?",
+            revision,
+            ", ".join(f"{e.type.value} {e.event_id}" for e in events) or "no change",
+        )
+        return len(row.pending) + len(events)
+
+    # -- reading -------------------------------------------------------------------------------------
+
+    def _read(self, href: str) -> tuple[Holding, datetime]:
+        answer = self.client.request("GET", href, params={"expand": "positions,customerOrder"})
+        if answer.status == 404:
+            return Holding(), datetime.now(UTC)  # deleted since: it holds nothing
+        if answer.status != 200:
+            raise TargetUnavailable(f"moysklad demand: HTTP {answer.status}")
+        demand = answer.json()
+        return self.holding(demand), _utc(demand.get("updated") or demand.get("moment"))
+
+    def holding(self, demand: dict[str, Any]) -> Holding:
+        name = demand.get("name") or demand.get("id")
+        order = demand.get("customerOrder") or {}
+        order_id = order.get("externalCode") or None
+        if demand.get("applicable") is False:
+            return Holding(None, {}, order_id, name)  # not conducted: moves no stock
+        _, store_uuid = entity_id(demand["store"]["meta"]["href"])
+        store_id = self.mappings.local(SYSTEM, "store", store_uuid)
+        if store_id is None:
+            raise ValueError(f"demand {name}: no ledger store mapped to moysklad store {store_uuid}")
+        totals: dict[str, int] = {}
+        for position in _rows(demand.get("positions")):
+            _, assortment_uuid = entity_id(position["assortment"]["meta"]["href"])
+            sku = self.mappings.local(SYSTEM, "sku", assortment_uuid)
+            if sku is None:
+                raise ValueError(f"demand {name}: no SKU mapped to moysklad {assortment_uuid}")
+            totals[sku] = totals.get(sku, 0) + self.mappings.to_base_units(SYSTEM, sku, position["quantity"])
+        return Holding(store_id, {sku: qty for sku, qty in totals.items() if qty > 0}, order_id, name)
+
+    def _row(self, demand_id: str) -> DemandRow:
+        with transaction(self.recorder) as tx:
+            row = tx.fetchone(
+                "SELECT revision, holding, pending FROM adapter_moysklad_demands WHERE demand_id = %s",
+                (demand_id,),
+            )
+        if row is not None:
+            return DemandRow(
+                int(row["revision"]), _holding_from_json(row["holding"]), _events_from_json(row["pending"])
+            )
+        return DemandRow(*self._recorded_before(demand_id), [])
+
+    def _recorded_before(self, demand_id: str) -> tuple[int, Holding]:
+        """A demand whose shipment was recorded before this table kept it: read back from the
+        ledger's history by its event id (revision 1), else nothing (revision 0)."""
+        with self.recorder.read_transaction() as tx:
+            rows = tx.fetchall(
+                "SELECT h.store_id, h.sku, h.on_hand_delta, h.order_id FROM ledger_event_keys k "
+                "JOIN ledger_history h ON h.position = k.position "
+                "WHERE k.source = %s AND k.event_id = %s AND h.sku IS NOT NULL",
+                (SOURCE, demand_event_id(demand_id, 1, "ship")),
+            )
+        if not rows:
+            return 0, Holding()
+        lines = {row["sku"]: -int(row["on_hand_delta"]) for row in rows}
+        return 1, Holding(rows[0]["store_id"], lines, rows[0]["order_id"])
+
+    # -- recording -----------------------------------------------------------------------------------
+
+    def _difference(
+        self, demand_id: str, revision: int, before: Holding, now: Holding, when: datetime
+    ) -> Iterable[StockEvent]:
+        shipped: dict[str, dict[str, int]] = {}
+        returned: dict[str, dict[str, int]] = {}
+        before_units, now_units = before.units(), now.units()
+        for store_id, sku in sorted(before_units.keys() | now_units.keys()):
+            change = now_units.get((store_id, sku), 0) - before_units.get((store_id, sku), 0)
+            if change > 0:
+                shipped.setdefault(store_id, {})[sku] = change
+            elif change < 0:
+                returned.setdefault(store_id, {})[sku] = -change
+        name = now.name or before.name or demand_id
+        for store_id, lines in returned.items():
+            yield self._event(
+                demand_event_id(demand_id, revision, "return"),
+                EventType.RETURN,
+                store_id,
+                lines,
+                when,
+                order_id=before.order_id,
+                reference=f"moysklad demand {name}: "
+                + ("deleted" if not now_units else "corrected, revision " + str(revision)),
+            )
+        for store_id, lines in shipped.items():
+            order_id = now.order_id
+            yield self._event(
+                demand_event_id(demand_id, revision, "ship"),
+                EventType.SHIPMENT,
+                store_id,
+                lines,
+                when,
+                order_id=order_id,
+                reservation_id=self._reservation_for(store_id, order_id) if order_id else None,
+                reference=f"moysklad demand {name}"
+                + ("" if revision == 1 else f": corrected, revision {revision}"),
+            )
+
+    @staticmethod
+    def _event(
+        event_id: str,
+        kind: EventType,
+        store_id: str,
+        lines: dict[str, int],
+        when: datetime,
+        **fields: Any,
+    ) -> StockEvent:
+        fields["reference"] = fields["reference"][:REFERENCE_CHARS_MAX]
+        return StockEvent(
+            event_id=event_id,
+            source=SOURCE,
+            type=kind,
+            time=when.astimezone(UTC),
+            store_id=store_id,
+            lines=tuple(Line(sku, qty) for sku, qty in sorted(lines.items())),
+            principal=PRINCIPAL,
+            **fields,
+        )
+
+    def _submit(self, demand_id: str, events: list[StockEvent]) -> None:
+        if events:
+            self.sink.record(events)  # ids are the revision's: a second submission is a duplicate
+        with transaction(self.recorder) as tx:
+            tx.execute(
+                "UPDATE adapter_moysklad_demands SET pending = %s WHERE demand_id = %s", ("[]", demand_id)
+            )
+
+    def _reservation_for(self, store_id: str, order_id: str) -> str | None:
+        with self.recorder.read_transaction() as tx:
+            row = tx.fetchone(
+                "SELECT reservation_id FROM ledger_reservations WHERE store_id = %s "
+                "AND (order_id = %s OR reservation_id = %s) ORDER BY placed_at_position DESC LIMIT 1",
+                (store_id, order_id, order_id),
+            )
+        return row["reservation_id"] if row else None
+
+
+def _audit_moment(delivery: dict[str, Any]) -> datetime | None:
+    moment = (delivery.get("auditContext") or {}).get("moment")
+    return _utc(moment) if moment else None
+
+
+def _utc(moysklad_moment: str | None) -> datetime:
+    """A MoySklad time (Moscow, on the wire) in UTC, as the ledger keeps it; now if there is none."""
+    if not moysklad_moment:
+        return datetime.now(UTC)
+    return parse_moment(moysklad_moment).astimezone(UTC)
+
+
+def _rows(collection: Any) -> list[dict[str, Any]]:
+    if isinstance(collection, dict):
+        return list(collection.get("rows") or [])
+    return list(collection or [])
+
+
+def _holding_json(holding: Holding) -> str:
+    return orjson.dumps(
+        {
+            "store_id": holding.store_id,
+            "lines": holding.lines,
+            "order_id": holding.order_id,
+            "name": holding.name,
+        }
+    ).decode()
+
+
+def _holding_from_json(text: str) -> Holding:
+    data = orjson.loads(text)
+    return Holding(
+        data.get("store_id"), dict(data.get("lines") or {}), data.get("order_id"), data.get("name")
+    )
+
+
+def _events_json(events: list[StockEvent]) -> str:
+    return orjson.dumps(
+        [
+            {
+                "event_id": e.event_id,
+                "type": e.type.value,
+                "time": e.time.isoformat(),
+                "store_id": e.store_id,
+                "lines": [[line.sku, line.qty_units] for line in e.lines],
+                "order_id": e.order_id,
+                "reservation_id": e.reservation_id,
+                "reference": e.reference,
+            }
+            for e in events
+        ]
+    ).decode()
+
+
+def _events_from_json(text: str | None) -> list[StockEvent]:
+    return [
+        StockEvent(
+            event_id=item["event_id"],
+            source=SOURCE,
+            type=EventType(item["type"]),
+            time=datetime.fromisoformat(item["time"]),
+            store_id=item["store_id"],
+            lines=tuple(Line(sku, int(qty)) for sku, qty in item["lines"]),
+            order_id=item.get("order_id"),
+            reservation_id=item.get("reservation_id"),
+            reference=item.get("reference"),
+            principal=PRINCIPAL,
+        )
+        for item in orjson.loads(text or "[]")
+    ]
