@@ -9,6 +9,7 @@ else is a bug and keeps its traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import re
@@ -225,17 +226,24 @@ def _embedded_database(settings: Settings, command: str, tools: str) -> str:
 def _verify(args: argparse.Namespace, settings: Settings) -> int:
     from ledger.verify import verify
 
-    with _tty_bar(args.quiet, unit="event", desc="replaying the log") as bar:
+    with contextlib.ExitStack() as bars:
+        shown: list[Any] = []  # (name, bar): the replay's, then each table's in turn, one at a time
+
+        def bar(name: str, **options: Any) -> Any:
+            if not shown or shown[0] != name:
+                bars.close()  # the finished phase's bar stays on the screen, above the next
+                shown[:] = [name, bars.enter_context(_tty_bar(args.quiet, **options))]
+            return shown[1]
 
         def replayed(position: int, head: int) -> None:
-            bar.total, bar.n = head, position
-            bar.refresh()
+            replay = bar("", total=head, unit="event", desc="replaying the log")
+            replay.n = position
+            replay.refresh()
 
         def compared(table: str, rows: int) -> None:
-            bar.unit = "row"
-            bar.set_description(f"comparing {table}", refresh=False)
-            bar.total, bar.n = None, rows
-            bar.refresh()
+            comparison = bar(table, unit="row", desc=f"comparing {table}")
+            comparison.n = rows
+            comparison.refresh()
 
         report = verify(
             settings.database_url,
