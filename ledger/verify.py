@@ -130,12 +130,11 @@ class _SQLiteSide:
         return [row[1] for row in info] or None
 
     def primary_key(self, table: str) -> tuple[list[str], list[bool]]:
-        """The primary key's columns in their order, and which of them are text."""
-        info = sorted(
-            (row for row in self.connection.execute(f"PRAGMA table_info({table})") if row[5]),
-            key=lambda row: row[5],
-        )
-        return [row[1] for row in info], [row[2].upper() == "TEXT" for row in info]
+        """The primary key's columns in their order, and which of them are text; a table without
+        one is keyed by all its columns (its rows compared as a multiset)."""
+        info = self.connection.execute(f"PRAGMA table_info({table})").fetchall()
+        keyed = sorted((row for row in info if row[5]), key=lambda row: row[5]) or info
+        return [row[1] for row in keyed], [str(row[2]).upper() == "TEXT" for row in keyed]
 
     def rows(
         self, table: str, columns: Sequence[str], key: Sequence[str], text_key: Sequence[bool]
@@ -166,7 +165,8 @@ class _PostgresSide:
         # The "C" collation orders text by bytes, as SQLite and Python do (the database's own
         # collation may not).
         order = ", ".join(
-            f'{name} COLLATE "C"' if text else name for name, text in zip(key, text_key, strict=True)
+            f'{name} COLLATE "C" NULLS FIRST' if text else f"{name} NULLS FIRST"
+            for name, text in zip(key, text_key, strict=True)
         )
         with self.connection.cursor(name=f"verify_{table}") as cursor:
             cursor.itersize = ROWS_PER_FETCH
@@ -223,6 +223,12 @@ def _normalised(value: Any) -> Any:
     return int(value) if isinstance(value, bool) else value  # SQLite has no booleans: 0/1
 
 
+def _order(key: tuple[Any, ...]) -> tuple[tuple[bool, Any], ...]:
+    """A key as both sides order it: nulls first (a key column is null only in a table without a
+    primary key, keyed by all its columns), then by value."""
+    return tuple((value is not None, _normalised(value)) for value in key)
+
+
 def _compare(
     table: str, replayed: _SQLiteSide, stored: _Snapshot, report: Report, progress: CompareProgress
 ) -> None:
@@ -246,14 +252,14 @@ def _compare(
     while want is not None or have is not None:
         want_key = None if want is None else tuple(want[:width])
         have_key = None if have is None else tuple(have[:width])
-        if have_key is None or (want_key is not None and want_key < have_key):
+        if have_key is None or (want_key is not None and _order(want_key) < _order(have_key)):
             report.add(
                 Difference(table, tuple(zip(key, want_key or (), strict=True)), "missing (the replay has it)")
             )
             want = next(mine, None)
             continue
         count += 1
-        if want_key is None or have_key < want_key:
+        if want_key is None or _order(have_key) < _order(want_key):
             report.add(
                 Difference(table, tuple(zip(key, have_key, strict=True)), "stored, but not in the replay")
             )
