@@ -124,11 +124,14 @@ def in_use(database: str) -> bool:
 
 @contextlib.contextmanager
 def _connection(path: str, *, read_only: bool = False) -> Iterator[sqlite3.Connection]:
-    if read_only:
-        uri = f"{Path(path).resolve().as_uri()}?mode=ro"
-        connection = sqlite3.connect(uri, uri=True, isolation_level=None)
-    else:
-        connection = sqlite3.connect(path, isolation_level=None)
+    try:
+        if read_only:
+            uri = f"{Path(path).resolve().as_uri()}?mode=ro"
+            connection = sqlite3.connect(uri, uri=True, isolation_level=None)
+        else:
+            connection = sqlite3.connect(path, isolation_level=None)
+    except sqlite3.OperationalError as error:  # a folder that does not exist, or that we may not write
+        raise CommandError(f"{path}: {error}") from None
     try:
         yield connection
     finally:

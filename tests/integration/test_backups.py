@@ -106,6 +106,14 @@ def test_restore_refuses_a_ledger_in_use_or_with_events_unless_forced(tmp_path: 
     refused = _ledger(target_url, "restore", "--force", str(not_a_backup))
     assert refused.returncode == 2 and len(refused.stderr.splitlines()) == 1, refused.stderr
     assert _recorded_ids(target_url) == source_ids
+    nowhere = tmp_path / "no-such-folder" / "ledger.db"
+    for url, command in (
+        (target_url, ("backup", str(nowhere))),
+        (f"sqlite:///{nowhere}", ("restore", str(backup_file))),
+    ):
+        answer = _ledger(url, *command)
+        assert answer.returncode == 2 and answer.stderr.count("\n") == 1, answer.stderr
+        assert "unable to open database file" in answer.stderr
 
 
 def test_postgresql_backups_are_left_to_its_own_tools(postgres, tmp_path: Path):
