@@ -9,6 +9,7 @@ else is a bug and keeps its traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import re
@@ -31,6 +32,8 @@ from ledger.tokens_cli import register as register_token_commands
 DISTRIBUTION = "stock-ledger"
 COMMAND_PLUGINS = "stock_ledger.commands"  # the entry point group other packages add commands by
 EXIT_USAGE = 2  # argparse's code for a usage error; every expected failure of a command uses it
+VERIFY_DIFFERENT = 1  # `ledger verify` found a projection that differs from the replayed log
+VERIFY_DIFFERENCES_SHOWN = 20
 
 Handler = Callable[[argparse.Namespace, Settings], int]
 
@@ -166,6 +169,107 @@ def _rebuild(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _tty_bar(quiet: bool, **options: Any) -> Any:
+    """A progress bar on stderr, shown only when stderr is a terminal (and --quiet is not given)."""
+    from tqdm import tqdm
+
+    return tqdm(file=sys.stderr, disable=quiet or not sys.stderr.isatty(), **options)
+
+
+def _backup(args: argparse.Namespace, settings: Settings) -> int:
+    from ledger.backup import backup
+
+    source = _embedded_database(settings, "backup", "pg_dump or pg_basebackup")
+    with _tty_bar(args.quiet, unit="page", desc="backing up") as bar:
+
+        def progress(copied: int, total: int) -> None:
+            bar.total, bar.n = total, copied
+            bar.refresh()
+
+        copied = backup(
+            source, args.destination, settings.backup_step_pages, settings.backup_step_pause_ms, progress
+        )
+    print(f"backed up {copied.events} events (up to position {copied.position}) to {args.destination}")
+    return 0
+
+
+def _restore(args: argparse.Namespace, settings: Settings) -> int:
+    from ledger.backup import restore
+
+    target = _embedded_database(settings, "restore", "pg_restore or the base backup")
+    with _tty_bar(args.quiet, unit="page", desc="restoring") as bar:
+
+        def progress(copied: int, total: int) -> None:
+            bar.total, bar.n = total, copied
+            bar.refresh()
+
+        copied = restore(args.source, target, force=args.force, progress=progress)
+    print(
+        f"restored {copied.events} events (up to position {copied.position}) from {args.source} into {target}"
+    )
+    return 0
+
+
+def _embedded_database(settings: Settings, command: str, tools: str) -> str:
+    """The SQLite file of LEDGER_DATABASE_URL; PostgreSQL has tools of its own (README, Backups)."""
+    from ledger.storage.recorders import sqlite_file
+
+    path = sqlite_file(settings.database_url)
+    if path is None:
+        raise CommandError(
+            f"`ledger {command}` is for the embedded SQLite database; on PostgreSQL use {tools} "
+            "(README, Backups)"
+        )
+    return path
+
+
+def _verify(args: argparse.Namespace, settings: Settings) -> int:
+    from ledger.verify import verify
+
+    with contextlib.ExitStack() as bars:
+        shown: list[Any] = []  # (name, bar): the replay's, then each table's in turn, one at a time
+
+        def bar(name: str, **options: Any) -> Any:
+            if not shown or shown[0] != name:
+                bars.close()  # the finished phase's bar stays on the screen, above the next
+                shown[:] = [name, bars.enter_context(_tty_bar(args.quiet, **options))]
+            return shown[1]
+
+        def replayed(position: int, head: int) -> None:
+            replay = bar("", total=head, unit="event", desc="replaying the log")
+            replay.n = position
+            replay.refresh()
+
+        def compared(table: str, rows: int) -> None:
+            comparison = bar(table, unit="row", desc=f"comparing {table}")
+            comparison.n = rows
+            comparison.refresh()
+
+        report = verify(
+            settings.database_url,
+            settings.db_lock_timeout_s,
+            scratch_dir=args.scratch_dir,
+            shown_max=args.differences_shown,
+            replay_progress=replayed,
+            compare_progress=compared,
+        )
+    for difference in report.shown:
+        print(difference)
+    rows = sum(report.rows.values())
+    if report.total:
+        print(
+            f"{report.total} difference{'s' if report.total != 1 else ''} between the projections and a "
+            f"replay of the log's {report.entries} entries (up to position {report.head}); "
+            f"{len(report.shown)} shown"
+        )
+        return VERIFY_DIFFERENT
+    print(
+        f"every projection equals a replay of the log: {report.entries} entries (up to position "
+        f"{report.head}), {rows} rows in {len(report.rows)} tables"
+    )
+    return 0
+
+
 # -- commands that other packages plug in ------------------------------------------------------------
 
 
@@ -237,6 +341,36 @@ def build_parser() -> argparse.ArgumentParser:
     rebuild = commands.add_parser("rebuild", help="rebuild every projection from the event log")
     rebuild.add_argument("--quiet", action="store_true", help="no progress bar")
     rebuild.set_defaults(handler=_rebuild)
+    backup = commands.add_parser(
+        "backup", help="copy the embedded (SQLite) ledger to a new file while it runs (README, Backups)"
+    )
+    backup.add_argument("destination", metavar="DEST", help="the new file (never overwritten)")
+    backup.add_argument("--quiet", action="store_true", help="no progress bar")
+    backup.set_defaults(handler=_backup)
+    restore = commands.add_parser(
+        "restore", help="replace the embedded (SQLite) ledger with a backup (the service stopped)"
+    )
+    restore.add_argument("source", metavar="SRC", help="a file made by `ledger backup`")
+    restore.add_argument("--force", action="store_true", help="replace a ledger that has recorded events")
+    restore.add_argument("--quiet", action="store_true", help="no progress bar")
+    restore.set_defaults(handler=_restore)
+    verify = commands.add_parser(
+        "verify",
+        help="replay the log and compare every projection with it (read-only); exit 1 on a difference",
+    )
+    verify.add_argument(
+        "--differences-shown",
+        type=int,
+        default=VERIFY_DIFFERENCES_SHOWN,
+        metavar="N",
+        help="differences printed (all are counted)",
+    )
+    verify.add_argument(
+        "--scratch-dir",
+        help="where the replay is written meanwhile (default: the system's temporary directory)",
+    )
+    verify.add_argument("--quiet", action="store_true", help="no progress bar")
+    verify.set_defaults(handler=_verify)
     register_kafka_commands(commands)
     register_token_commands(commands)
     _plug_in(commands)

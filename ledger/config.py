@@ -159,6 +159,11 @@ class Settings(BaseSettings):
     db_pool_size: int = Field(8, ge=2)
     db_lock_timeout_s: int = Field(30, ge=1)
 
+    # `ledger backup` of a SQLite ledger (ledger/backup.py): pages copied per step of SQLite's online
+    # backup, and a pause after each step that leaves the disk to the service.
+    backup_step_pages: int = Field(1024, ge=1, description="pages ledger backup copies per step")
+    backup_step_pause_ms: int = Field(0, ge=0, le=60_000, description="pause after each step of a backup")
+
     # Adapters (adapters/README.md): the outbound workers and the inbound webhook receiver.
     adapters_http_host: str = Field("127.0.0.1", description="where `ledger adapters run` receives webhooks")
     adapters_http_port: int = Field(8010, ge=0, le=65535)

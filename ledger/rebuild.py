@@ -8,7 +8,8 @@ writer, it gives every entry its event's position: the notification id of the ev
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 from ledger.domain.rules import LedgerState, apply
 from ledger.projections.schema import PROJECTION_TABLES
@@ -19,38 +20,55 @@ from ledger.storage.recorders import LedgerRecorder
 NOTIFICATIONS_PER_PAGE = 2000
 
 
+@dataclass(slots=True)
+class ReplayedPage:
+    """One page of the log replayed: what it changed in the projections, up to which position."""
+
+    batch: ProjectionBatch
+    position: int  # the notification id of the page's last entry
+    entries: int
+
+
+def replay(recorder: LedgerRecorder, head: int) -> Iterator[ReplayedPage]:
+    """Streams the log up to `head` through the library's reader, a page at a time, and runs every
+    entry through the writer's `apply` and `ProjectionBatch`: `ledger rebuild` writes the batches,
+    `ledger verify` (ledger/verify.py) compares them. Memory holds one page and the replay state."""
+    state = LedgerState()
+    event: list[DecodedEntry] = []  # the entries read of an event whose last entry is still to come
+    position = 0
+    while position < head:
+        # The library's own reader of the log.
+        page = recorder.select_notifications(
+            start=position, limit=NOTIFICATIONS_PER_PAGE, stop=head, inclusive_of_start=False
+        )
+        if not page:
+            break
+        batch = ProjectionBatch()
+        for note in page:
+            decoded = decode(str(note.originator_id), note.topic, note.state)
+            if event:
+                _assert_continues(event[-1], decoded, note.id)
+            event.append(decoded)
+            position = note.id
+            if decoded.event_entries_after == 0:  # the event's last entry: its id is the position
+                _project(event, position, state, batch)
+                event = []
+        yield ReplayedPage(batch, position, len(page))
+    assert not event, f"the log ends inside an event, after notification {position}"
+
+
 def rebuild(recorder: LedgerRecorder, progress: Callable[[int, int], None] | None = None) -> int:
     """Replays the whole log; returns the number of entries replayed. Writers wait meanwhile."""
-    state = LedgerState()
     replayed = 0
-    event: list[DecodedEntry] = []  # the entries read of an event whose last entry is still to come
     with recorder.write_transaction() as tx:
         head = recorder.head(tx)
         for table in PROJECTION_TABLES:
             tx.execute(f"DELETE FROM {table}")
-        position = 0
-        while position < head:
-            # The library's own reader of the log.
-            page = recorder.select_notifications(
-                start=position, limit=NOTIFICATIONS_PER_PAGE, stop=head, inclusive_of_start=False
-            )
-            if not page:
-                break
-            batch = ProjectionBatch()
-            for note in page:
-                decoded = decode(str(note.originator_id), note.topic, note.state)
-                if event:
-                    _assert_continues(event[-1], decoded, note.id)
-                event.append(decoded)
-                position = note.id
-                if decoded.event_entries_after == 0:  # the event's last entry: its id is the position
-                    _project(event, position, state, batch)
-                    event = []
-            write_batch(tx, batch)
-            replayed += len(page)
+        for page in replay(recorder, head):
+            write_batch(tx, page.batch)
+            replayed += page.entries
             if progress:
-                progress(position, head)
-        assert not event, f"the log ends inside an event, after notification {position}"
+                progress(page.position, head)
     return replayed
 
 

@@ -390,15 +390,26 @@ class SQLiteLedgerRecorder(_HeadAndClose, SQLiteApplicationRecorder):
 CONNECT_TIMEOUT_S = 3.0
 
 
-def open_recorder(database_url: str, pool_size: int, lock_timeout_s: int) -> Any:
-    """A recorder for `sqlite:///path` or `postgresql://user:pass@host:port/db`; tables created."""
+def sqlite_file(database_url: str) -> str | None:
+    """The file of a `sqlite:///` URL (sqlite:///ledger.db is relative, sqlite:////var/lib/ledger.db
+    absolute), or None for any other database."""
+    parts = urlsplit(database_url)
+    if parts.scheme != "sqlite":
+        return None
+    return unquote(parts.path)[1:] or "ledger.db"
+
+
+def open_recorder(
+    database_url: str, pool_size: int, lock_timeout_s: int, *, create_tables: bool = True
+) -> Any:
+    """A recorder for `sqlite:///path` or `postgresql://user:pass@host:port/db`; tables created
+    unless `create_tables` is false (a reader that must not change the database: `ledger verify`)."""
     parts = urlsplit(database_url)
     recorder: Any
-    if parts.scheme == "sqlite":
-        # sqlite:///ledger.db is relative, sqlite:////var/lib/ledger.db absolute.
-        path = unquote(parts.path)[1:]
+    path = sqlite_file(database_url)
+    if path is not None:
         datastore = SQLiteDatastore(
-            path or "ledger.db",
+            path,
             lock_timeout=lock_timeout_s,
             pool_size=pool_size,
             originator_id_type="text",
@@ -424,5 +435,6 @@ def open_recorder(database_url: str, pool_size: int, lock_timeout_s: int) -> Any
         raise ValueError(
             f"LEDGER_DATABASE_URL must start with sqlite:/// or postgresql://, not {parts.scheme!r}"
         )
-    recorder.create_table()
+    if create_tables:
+        recorder.create_table()
     return recorder

@@ -1,0 +1,176 @@
+"""`ledger backup` and `ledger restore` of an embedded (SQLite) ledger, with SQLite's online backup API.
+
+**Backup.** The copy is read from one snapshot of the database, pinned by a read transaction held
+on the source connection for the whole copy; the pages are copied `LEDGER_BACKUP_STEP_PAGES` at a
+time, with `LEDGER_BACKUP_STEP_PAUSE_MS` between steps to leave the disk to the service. The
+database is in WAL mode, so a reader never blocks a writer: the service records meanwhile, and the
+backup holds exactly what was committed when it started (the `position` it prints). Without the
+pinned snapshot, SQLite restarts a stepped backup from its first page whenever another connection
+commits between two steps, and under steady writes it never ends (tried: it was still restarting
+after 2,000 steps). The copy is written beside DEST and renamed onto it only when complete and
+checked (`PRAGMA quick_check`), so DEST is never half a database.
+
+**Restore.** The backup is copied *into* the target through the same API, in one step: one write
+transaction of the target, so nothing ever sees half of it, and SQLite's own journal keeps the
+target's WAL and shared-memory files right (renaming a file over a database whose WAL is beside it
+would mix the two). It refuses:
+- a target that has recorded events, unless `force` (a restore replaces the whole log);
+- a target that another process has open. Every connection to a WAL database holds a shared lock
+  on the dead-man-switch byte of its `-shm` file for as long as it is open; if we cannot take that
+  byte exclusively, a `ledger serve` (or any other program) is using it. A service whose database
+  changed under it would decide on a state it no longer has (its memory is checked against the
+  log's head only), so it must be stopped first.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import sqlite3
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from ledger.cli_errors import CommandError
+
+EVENTS_TABLE = "ledger_events"
+# The shared-memory file's locks (sqlite3 os_unix.c): 8 lock bytes from offset 120, then the
+# dead-man-switch byte that every open connection holds shared.
+SHM_DEAD_MAN_SWITCH_OFFSET = 120 + 8
+PARTIAL_SUFFIX = ".partial"
+
+Progress = Callable[[int, int], None]  # (pages copied, pages in all)
+
+
+@dataclass(frozen=True)
+class Copied:
+    pages: int
+    events: int
+    position: int  # the log's head in the copy
+
+
+def backup(source: str, destination: str, step_pages: int, step_pause_ms: int, progress: Progress) -> Copied:
+    """Copies the ledger at `source` (a SQLite file) to the new file `destination`."""
+    if not os.path.exists(source):
+        raise CommandError(f"{source}: no such database")
+    if os.path.exists(destination):
+        raise CommandError(f"{destination} exists: a backup never overwrites a file")
+    partial = destination + PARTIAL_SUFFIX
+    with contextlib.suppress(FileNotFoundError):
+        os.remove(partial)  # left by a backup that was interrupted
+    with _connection(source, read_only=True) as src, _connection(partial) as dst:
+        src.execute("BEGIN")  # the snapshot every step reads from (see the module's docstring)
+        events, position = _log_of(src, source)
+
+        def step(status: int, remaining: int, total: int) -> None:
+            progress(total - remaining, total)
+            if step_pause_ms and remaining:
+                time.sleep(step_pause_ms / 1000)
+
+        src.backup(dst, pages=step_pages, progress=step)
+        src.execute("COMMIT")
+        _check(dst, partial)
+        pages = int(dst.execute("PRAGMA page_count").fetchone()[0])
+    _fsync(partial)
+    os.replace(partial, destination)
+    _fsync_directory(destination)
+    return Copied(pages, events, position)
+
+
+def restore(source: str, target: str, *, force: bool, progress: Progress) -> Copied:
+    """Replaces the ledger at `target` (a SQLite file) with the backup at `source`."""
+    if not os.path.exists(source):
+        raise CommandError(f"{source}: no such backup")
+    with _connection(source, read_only=True) as src:
+        _check(src, source)
+        events, position = _log_of(src, source)
+        if os.path.exists(target):
+            if in_use(target):
+                raise CommandError(
+                    f"{target} is open in another process (a running `ledger serve`?): stop it first"
+                )
+            kept = _events_in(target)
+            if kept and not force:
+                raise CommandError(
+                    f"{target} holds {kept} recorded events; --force replaces them with the backup's"
+                )
+        with _connection(target) as dst:
+            pages = int(src.execute("PRAGMA page_count").fetchone()[0])
+            # One step: the target changes in one transaction.
+            src.backup(dst, pages=-1, progress=lambda status, remaining, total: progress(total, total))
+            _check(dst, target)
+    return Copied(pages, events, position)
+
+
+def in_use(database: str) -> bool:
+    """Whether another process has the WAL database open (see the module's docstring). Call it with
+    no connection of this process open on the file: POSIX locks are per process."""
+    try:
+        fd = os.open(database + "-shm", os.O_RDWR)
+    except FileNotFoundError:
+        return False  # nobody has opened it in WAL mode since its last connection closed
+    try:
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, SHM_DEAD_MAN_SWITCH_OFFSET)
+        except OSError:
+            return True
+        fcntl.lockf(fd, fcntl.LOCK_UN, 1, SHM_DEAD_MAN_SWITCH_OFFSET)
+        return False
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def _connection(path: str, *, read_only: bool = False) -> Iterator[sqlite3.Connection]:
+    try:
+        if read_only:
+            uri = f"{Path(path).resolve().as_uri()}?mode=ro"
+            connection = sqlite3.connect(uri, uri=True, isolation_level=None)
+        else:
+            connection = sqlite3.connect(path, isolation_level=None)
+    except sqlite3.OperationalError as error:  # a folder that does not exist, or that we may not write
+        raise CommandError(f"{path}: {error}") from None
+    try:
+        yield connection
+    finally:
+        connection.close()
+
+
+def _log_of(connection: sqlite3.Connection, path: str) -> tuple[int, int]:
+    """(events, head) of a ledger database; a file that is not one is refused."""
+    try:
+        row = connection.execute(f"SELECT COUNT(*), COALESCE(MAX(rowid), 0) FROM {EVENTS_TABLE}").fetchone()
+    except sqlite3.DatabaseError as error:  # not a database, or no ledger in it
+        raise CommandError(f"{path} is not a ledger database: {error}") from None
+    return int(row[0]), int(row[1])
+
+
+def _events_in(path: str) -> int:
+    with _connection(path, read_only=True) as connection:
+        try:
+            return int(connection.execute(f"SELECT COUNT(*) FROM {EVENTS_TABLE}").fetchone()[0])
+        except sqlite3.OperationalError:  # no log in it (an empty file, another program's)
+            return 0
+
+
+def _check(connection: sqlite3.Connection, path: str) -> None:
+    try:
+        result = connection.execute("PRAGMA quick_check").fetchone()[0]
+    except sqlite3.DatabaseError as error:  # not a database at all
+        raise CommandError(f"{path} is not a ledger database: {error}") from None
+    if result != "ok":
+        raise CommandError(f"{path} fails SQLite's quick_check: {result}")
+
+
+def _fsync(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_directory(path: str) -> None:
+    _fsync(os.path.dirname(os.path.abspath(path)))

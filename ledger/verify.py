@@ -1,0 +1,279 @@
+"""`ledger verify`: replays the whole log and compares every projection table with the stored one.
+
+The replay is the rebuild's own (`ledger.rebuild.replay`: the library's reader of the log, `apply`,
+`ProjectionBatch`, `write_batch`), written into a scratch SQLite database made by the same
+`open_recorder` as any ledger's, in a temporary directory. Then each table of `PROJECTION_TABLES`
+is compared with the stored one, generically: the columns and the primary key are read from the
+scratch table, both sides are read in primary key order and merged, so memory holds a fetch of
+rows at a time whatever the size, and a projection table added later is compared without a change
+here. The replay state (every level and reservation) is held in memory, as by the rebuild.
+
+It never changes the database: the stored tables are read in one read-only transaction that sees
+one snapshot (REPEATABLE READ on PostgreSQL; on SQLite a read transaction, which in WAL mode holds
+its snapshot), taken before the log's head is read, so a ledger that goes on recording meanwhile is
+compared at that head. The log up to that head cannot change (it is only appended to, in order).
+The open snapshot keeps PostgreSQL's VACUUM, and SQLite's checkpoints, from passing it until the
+end: verify a large busy ledger in a quiet hour, or a restored copy of it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+from urllib.parse import urlsplit
+
+import psycopg
+
+from ledger.cli_errors import CommandError
+from ledger.projections.schema import PROJECTION_TABLES
+from ledger.projections.tables import write_batch
+from ledger.rebuild import replay
+from ledger.storage.recorders import EVENTS_TABLE, LedgerRecorder, open_recorder, sqlite_file
+
+ROWS_PER_FETCH = 2000  # rows read at a time from each side of a comparison
+SCRATCH_FILE = "replayed.db"
+
+ReplayProgress = Callable[[int, int], None]  # (position, head)
+CompareProgress = Callable[[str, int], None]  # (table, rows compared so far in it)
+
+
+@dataclass(frozen=True)
+class Difference:
+    table: str
+    key: tuple[tuple[str, Any], ...]  # (column, value) of the primary key; empty for a whole column
+    what: str
+
+    def __str__(self) -> str:
+        key = ", ".join(f"{column}={value!r}" for column, value in self.key)
+        return f"{self.table} ({key}): {self.what}" if key else f"{self.table}: {self.what}"
+
+
+@dataclass
+class Report:
+    head: int = 0
+    entries: int = 0
+    rows: dict[str, int] = field(default_factory=dict)  # stored rows compared, per table
+    shown_max: int = 20
+    shown: list[Difference] = field(default_factory=list)
+    total: int = 0
+
+    def add(self, difference: Difference) -> None:
+        self.total += 1
+        if len(self.shown) < self.shown_max:
+            self.shown.append(difference)
+
+
+def verify(
+    database_url: str,
+    lock_timeout_s: int,
+    *,
+    scratch_dir: str | None,
+    shown_max: int,
+    replay_progress: ReplayProgress,
+    compare_progress: CompareProgress,
+) -> Report:
+    report = Report(shown_max=shown_max)
+    with (
+        _snapshot(database_url) as stored,
+        tempfile.TemporaryDirectory(prefix="ledger-verify-", dir=scratch_dir) as scratch_path,
+    ):
+        report.head = stored.head()
+        log = open_recorder(database_url, 2, lock_timeout_s, create_tables=False)
+        scratch = open_recorder(f"sqlite:///{os.path.join(scratch_path, SCRATCH_FILE)}", 2, lock_timeout_s)
+        try:
+            report.entries = _replay_into(log, scratch, report.head, replay_progress)
+        finally:
+            log.close()
+            scratch.close()
+        with contextlib.closing(sqlite3.connect(os.path.join(scratch_path, SCRATCH_FILE))) as replayed:
+            for table in PROJECTION_TABLES:
+                _compare(table, _SQLiteSide(replayed), stored, report, compare_progress)
+    return report
+
+
+def _replay_into(log: LedgerRecorder, scratch: LedgerRecorder, head: int, progress: ReplayProgress) -> int:
+    entries = 0
+    for page in replay(log, head):
+        with scratch.write_transaction() as tx:
+            write_batch(tx, page.batch)
+        entries += page.entries
+        progress(page.position, head)
+    return entries
+
+
+# -- the two sides: the stored database (in its snapshot) and the scratch one --------------------------
+
+
+class _Side(Protocol):
+    """One database's tables: their columns (None: no such table), and rows in primary key order."""
+
+    connection: Any
+
+    def columns(self, table: str) -> list[str] | None: ...
+    def rows(
+        self, table: str, columns: Sequence[str], key: Sequence[str], text_key: Sequence[bool]
+    ) -> Iterator[tuple[Any, ...]]: ...
+
+
+class _SQLiteSide:
+    def __init__(self, connection: sqlite3.Connection) -> None:
+        self.connection = connection
+
+    def columns(self, table: str) -> list[str] | None:
+        info = self.connection.execute(f"PRAGMA table_info({table})").fetchall()
+        return [row[1] for row in info] or None
+
+    def primary_key(self, table: str) -> tuple[list[str], list[bool]]:
+        """The primary key's columns in their order, and which of them are text; a table without
+        one is keyed by all its columns (its rows compared as a multiset)."""
+        info = self.connection.execute(f"PRAGMA table_info({table})").fetchall()
+        keyed = sorted((row for row in info if row[5]), key=lambda row: row[5]) or info
+        return [row[1] for row in keyed], [str(row[2]).upper() == "TEXT" for row in keyed]
+
+    def rows(
+        self, table: str, columns: Sequence[str], key: Sequence[str], text_key: Sequence[bool]
+    ) -> Iterator[tuple[Any, ...]]:
+        # BINARY collation: UTF-8 byte order, which is code point order, as Python compares str.
+        cursor = self.connection.execute(
+            f"SELECT {', '.join(columns)} FROM {table} ORDER BY {', '.join(key)}"
+        )
+        while rows := cursor.fetchmany(ROWS_PER_FETCH):
+            yield from rows
+
+
+class _PostgresSide:
+    def __init__(self, connection: psycopg.Connection[Any]) -> None:
+        self.connection = connection
+
+    def columns(self, table: str) -> list[str] | None:
+        rows = self.connection.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_schema = current_schema() "
+            "AND table_name = %s ORDER BY ordinal_position",
+            (table,),
+        ).fetchall()
+        return [row[0] for row in rows] or None
+
+    def rows(
+        self, table: str, columns: Sequence[str], key: Sequence[str], text_key: Sequence[bool]
+    ) -> Iterator[tuple[Any, ...]]:
+        # The "C" collation orders text by bytes, as SQLite and Python do (the database's own
+        # collation may not).
+        order = ", ".join(
+            f'{name} COLLATE "C" NULLS FIRST' if text else f"{name} NULLS FIRST"
+            for name, text in zip(key, text_key, strict=True)
+        )
+        with self.connection.cursor(name=f"verify_{table}") as cursor:
+            cursor.itersize = ROWS_PER_FETCH
+            cursor.execute(f"SELECT {', '.join(columns)} FROM {table} ORDER BY {order}")
+            yield from cursor
+
+
+class _Snapshot:
+    def __init__(self, side: _Side, head_sql: str) -> None:
+        self.side = side
+        self.head_sql = head_sql
+
+    def head(self) -> int:
+        return int(self.side.connection.execute(self.head_sql).fetchone()[0])
+
+
+@contextlib.contextmanager
+def _snapshot(database_url: str) -> Iterator[_Snapshot]:
+    """The stored database in one read-only snapshot."""
+    path = sqlite_file(database_url)
+    if path is not None:
+        if not os.path.exists(path):
+            raise CommandError(f"{path}: no such database")
+        uri = f"{Path(path).resolve().as_uri()}?mode=ro"
+        with contextlib.closing(sqlite3.connect(uri, uri=True, isolation_level=None)) as connection:
+            connection.execute("BEGIN")
+            side = _SQLiteSide(connection)
+            _require_log(side)
+            yield _Snapshot(side, f"SELECT COALESCE(MAX(rowid), 0) FROM {EVENTS_TABLE}")
+        return
+    if not database_url.startswith(("postgresql://", "postgres://")):
+        raise CommandError(
+            "LEDGER_DATABASE_URL must start with sqlite:/// or postgresql://, "
+            f"not {urlsplit(database_url).scheme!r}"
+        )
+    with psycopg.connect(database_url, connect_timeout=3) as connection:
+        connection.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+        connection.read_only = True
+        pg_side = _PostgresSide(connection)
+        _require_log(pg_side)
+        yield _Snapshot(pg_side, f"SELECT COALESCE(MAX(notification_id), 0) FROM {EVENTS_TABLE}")
+        connection.rollback()
+
+
+def _require_log(side: _Side) -> None:
+    if side.columns(EVENTS_TABLE) is None:
+        raise CommandError(f"the database has no {EVENTS_TABLE} table: not a ledger database")
+
+
+# -- the comparison -------------------------------------------------------------------------------------
+
+
+def _normalised(value: Any) -> Any:
+    return int(value) if isinstance(value, bool) else value  # SQLite has no booleans: 0/1
+
+
+def _order(key: tuple[Any, ...]) -> tuple[tuple[bool, Any], ...]:
+    """A key as both sides order it: nulls first (a key column is null only in a table without a
+    primary key, keyed by all its columns), then by value."""
+    return tuple((value is not None, _normalised(value)) for value in key)
+
+
+def _compare(
+    table: str, replayed: _SQLiteSide, stored: _Snapshot, report: Report, progress: CompareProgress
+) -> None:
+    columns = replayed.columns(table) or []
+    key, text_key = replayed.primary_key(table)
+    stored_columns = stored.side.columns(table)
+    if stored_columns is None:
+        report.add(Difference(table, (), "the table is missing"))
+        return
+    for missing in [name for name in columns if name not in stored_columns]:
+        report.add(Difference(table, (), f"column {missing} is missing"))
+    for unknown in [name for name in stored_columns if name not in columns]:
+        report.add(Difference(table, (), f"column {unknown} is stored but not projected by this version"))
+    compared = [name for name in columns if name in stored_columns]
+    width = len(key)
+    ordered = [*key, *(name for name in compared if name not in key)]
+    mine = replayed.rows(table, ordered, key, text_key)
+    theirs = stored.side.rows(table, ordered, key, text_key)
+    want, have = next(mine, None), next(theirs, None)
+    count = 0
+    while want is not None or have is not None:
+        want_key = None if want is None else tuple(want[:width])
+        have_key = None if have is None else tuple(have[:width])
+        if have_key is None or (want_key is not None and _order(want_key) < _order(have_key)):
+            report.add(
+                Difference(table, tuple(zip(key, want_key or (), strict=True)), "missing (the replay has it)")
+            )
+            want = next(mine, None)
+            continue
+        count += 1
+        if want_key is None or _order(have_key) < _order(want_key):
+            report.add(
+                Difference(table, tuple(zip(key, have_key, strict=True)), "stored, but not in the replay")
+            )
+        else:
+            changed = [
+                f"{name}: stored {_normalised(h)!r}, replayed {_normalised(w)!r}"
+                for name, w, h in zip(ordered[width:], want[width:], have[width:], strict=True)  # type: ignore[index]
+                if _normalised(w) != _normalised(h)
+            ]
+            if changed:
+                report.add(Difference(table, tuple(zip(key, have_key, strict=True)), "; ".join(changed)))
+            want = next(mine, None)
+        have = next(theirs, None)
+        if count % ROWS_PER_FETCH == 0:
+            progress(table, count)
+    report.rows[table] = count
+    progress(table, count)

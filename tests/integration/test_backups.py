@@ -1,0 +1,126 @@
+"""`ledger backup` copies a SQLite ledger while it records; `ledger restore` puts a copy back, with
+care; `ledger verify` proves the copy right. PostgreSQL has its own tools (README, Backups)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from support import db
+from support.ids import unique
+from support.load import WritesUnderWay
+from support.server import REPO_ROOT, ledger_env, run_ledger_command
+
+EVENTS_BEFORE_BACKUP = 150
+# One page a step, with a pause: the copy of a small ledger takes many steps, with writes between.
+SLOW_BACKUP = {"LEDGER_BACKUP_STEP_PAGES": "1", "LEDGER_BACKUP_STEP_PAUSE_MS": "2"}
+
+
+def _ledger(
+    database_url: str, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "ledger.cli", *args],
+        env=ledger_env(database_url, env),
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+def _recorded_ids(database_url: str) -> set[str]:
+    return {row["event_id"] for row in db.query(database_url, "SELECT event_id FROM ledger_event_keys")}
+
+
+def test_a_backup_taken_under_load_restores_to_a_ledger_that_verifies(tmp_path: Path, serve):
+    live_url = f"sqlite:///{tmp_path / 'live.db'}"
+    backup_file = tmp_path / "backup.db"
+    restored_url = f"sqlite:///{tmp_path / 'restored.db'}"
+    server = serve(live_url)
+    with server.client() as client, WritesUnderWay(client, unique("busy")) as writes:
+        writes.wait_for(EVENTS_BEFORE_BACKUP)
+        before = writes.acknowledged_so_far()
+        backed_up = _ledger(live_url, "backup", str(backup_file), env=SLOW_BACKUP)
+        during = writes.acknowledged_so_far()
+        writes.wait_for(len(during) + 1)  # and still writing afterwards
+    assert backed_up.returncode == 0, backed_up.stderr
+    assert backed_up.stdout.startswith("backed up ") and str(backup_file) in backed_up.stdout
+    # The service went on recording while the backup was copied.
+    assert len(during) > len(before), "no write was acknowledged while the backup ran"
+    assert not Path(f"{backup_file}.partial").exists()
+
+    restored = _ledger(restored_url, "restore", str(backup_file))
+    assert restored.returncode == 0, restored.stderr
+    verified = run_ledger_command(restored_url, "verify")
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    # Nothing acknowledged before the backup started is missing from the restored ledger.
+    assert set(before) <= _recorded_ids(restored_url)
+    assert db.event_count(restored_url) <= db.event_count(live_url)
+    # The restored ledger is a ledger: it serves what it holds.
+    server.stop()
+    restored_server = serve(restored_url)
+    with restored_server.client() as client:
+        assert client.get("/readyz").status_code == 200
+
+
+def test_restore_refuses_a_ledger_in_use_or_with_events_unless_forced(tmp_path: Path, serve):
+    source_url = f"sqlite:///{tmp_path / 'source.db'}"
+    target_url = f"sqlite:///{tmp_path / 'target.db'}"
+    backup_file = tmp_path / "backup.db"
+    for url, events in ((source_url, 10), (target_url, 25)):
+        server = serve(url)
+        with server.client() as client, WritesUnderWay(client, unique("s")) as writes:
+            writes.wait_for(events)
+        if url == source_url:
+            server.stop()
+    assert _ledger(source_url, "backup", str(backup_file)).returncode == 0
+    source_ids = _recorded_ids(source_url)
+    # A backup never overwrites a file.
+    again = _ledger(source_url, "backup", str(backup_file))
+    assert (
+        again.returncode == 2
+        and again.stderr == f"ledger backup: {backup_file} exists: a backup never overwrites a file\n"
+    )
+
+    # The target's service still runs: refused, even with --force.
+    in_use = _ledger(target_url, "restore", "--force", str(backup_file))
+    assert in_use.returncode == 2, in_use.stderr
+    assert "is open in another process" in in_use.stderr and len(in_use.stderr.splitlines()) == 1
+    server.stop()
+    kept = db.event_count(target_url)
+    holds_events = _ledger(target_url, "restore", str(backup_file))
+    assert holds_events.returncode == 2
+    assert f"holds {kept} recorded events; --force replaces them" in holds_events.stderr
+    assert db.event_count(target_url) == kept  # untouched
+
+    forced = _ledger(target_url, "restore", "--force", str(backup_file))
+    assert forced.returncode == 0, forced.stderr
+    assert _recorded_ids(target_url) == source_ids
+    assert run_ledger_command(target_url, "verify").returncode == 0
+
+    not_a_backup = tmp_path / "notes.txt"
+    not_a_backup.write_text("not a database")
+    refused = _ledger(target_url, "restore", "--force", str(not_a_backup))
+    assert refused.returncode == 2 and len(refused.stderr.splitlines()) == 1, refused.stderr
+    assert _recorded_ids(target_url) == source_ids
+    nowhere = tmp_path / "no-such-folder" / "ledger.db"
+    for url, command in (
+        (target_url, ("backup", str(nowhere))),
+        (f"sqlite:///{nowhere}", ("restore", str(backup_file))),
+    ):
+        answer = _ledger(url, *command)
+        assert answer.returncode == 2 and answer.stderr.count("\n") == 1, answer.stderr
+        assert "unable to open database file" in answer.stderr
+
+
+def test_postgresql_backups_are_left_to_its_own_tools(postgres, tmp_path: Path):
+    url = postgres.create_database()
+    for command in (("backup", str(tmp_path / "b.db")), ("restore", str(tmp_path / "b.db"))):
+        answer = _ledger(url, *command)
+        assert answer.returncode == 2
+        assert len(answer.stderr.splitlines()) == 1, answer.stderr
+        assert "on PostgreSQL use pg_" in answer.stderr and "README, Backups" in answer.stderr
+    assert not (tmp_path / "b.db").exists()

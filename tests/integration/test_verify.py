@@ -1,0 +1,99 @@
+"""`ledger verify` replays the log, compares every projection table with it, and changes nothing."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import psycopg
+from support import db
+from support.ids import unique
+from support.load import WritesUnderWay
+from support.server import run_ledger_command
+
+from integration.test_rebuild import _mixed_workload as mixed_workload
+
+LIVE_EVENTS_BEFORE_VERIFY = 60
+
+
+def _execute(database_url: str, *statements: str) -> None:
+    if database_url.startswith("sqlite"):
+        with sqlite3.connect(db.sqlite_path(database_url)) as conn:
+            for statement in statements:
+                conn.execute(statement)
+        return
+    with psycopg.connect(database_url) as pg:
+        for statement in statements:
+            pg.execute(statement)  # type: ignore[arg-type]
+
+
+def test_verify_passes_on_a_live_ledger_and_finds_each_corrupted_row(database_url, serve):
+    server = serve(database_url)
+    shop, warehouse = unique("shop"), unique("wh")
+    with server.client() as client:
+        mixed_workload(client, shop, warehouse)
+        # A ledger that records meanwhile is verified at the head of its snapshot.
+        with WritesUnderWay(client, unique("busy")) as writes:
+            writes.wait_for(LIVE_EVENTS_BEFORE_VERIFY)
+            live = run_ledger_command(database_url, "verify")
+            writes.wait_for(len(writes.acknowledged_so_far()) + 1)  # still writing afterwards
+    assert live.returncode == 0, live.stdout + live.stderr
+    assert "every projection equals a replay of the log" in live.stdout
+    assert server.stop() is not None
+
+    # One row of each kind of damage: a level changed, a history row lost, a reservation made up.
+    [level] = db.query(database_url, "SELECT * FROM ledger_levels WHERE store_id = %s AND sku = 'A'", (shop,))
+    count_rows = [row for row in db.history_rows(database_url, warehouse) if row["type"] == "stock.count"]
+    _execute(
+        database_url,
+        f"UPDATE ledger_levels SET on_hand = on_hand + 1 WHERE store_id = '{shop}' AND sku = 'A'",
+        f"DELETE FROM ledger_history WHERE store_id = '{warehouse}' AND type = 'stock.count'",
+        "INSERT INTO ledger_reservations (store_id, reservation_id, lines, status, remaining, "
+        f"placed_at_position, position) VALUES ('{shop}', 'R-made-up', '[]', 'open', 1, 1, 1)",
+    )
+    damaged = db.dump_projections(database_url)
+
+    found = run_ledger_command(database_url, "verify")
+    assert found.returncode == 1, found.stdout + found.stderr
+    lines = found.stdout.splitlines()
+    assert (
+        f"ledger_levels (store_id={shop!r}, sku='A'): on_hand: stored {level['on_hand'] + 1}, "
+        f"replayed {level['on_hand']}"
+    ) in lines
+    assert [line for line in lines if line.startswith("ledger_history")] == [
+        f"ledger_history (position={row['position']}, line_no={row['line_no']}): missing (the replay has it)"
+        for row in count_rows
+    ]
+    assert (
+        f"ledger_reservations (store_id={shop!r}, reservation_id='R-made-up'): stored, but not in the replay"
+    ) in lines
+    differences = 2 + len(count_rows)
+    assert lines[-1].startswith(f"{differences} differences between the projections and a replay"), lines
+
+    # The number shown is bounded; every difference is still counted.
+    bounded = run_ledger_command(database_url, "verify", "--differences-shown", "1")
+    assert bounded.returncode == 1
+    assert len(bounded.stdout.splitlines()) == 2 and f"{differences} differences" in bounded.stdout
+    assert "1 shown" in bounded.stdout
+
+    # Read-only: the damage is still there, untouched; a rebuild repairs it, and verify agrees.
+    assert db.dump_projections(database_url) == damaged
+    assert run_ledger_command(database_url, "rebuild", "--quiet").returncode == 0
+    repaired = run_ledger_command(database_url, "verify")
+    assert repaired.returncode == 0, repaired.stdout
+
+
+def test_verify_tells_a_usage_error_in_one_line(tmp_path):
+    missing = run_ledger_command(f"sqlite:///{tmp_path / 'none.db'}", "verify")
+    assert missing.returncode == 2
+    assert missing.stderr == f"ledger verify: {tmp_path / 'none.db'}: no such database\n"
+    assert not (tmp_path / "none.db").exists()  # nothing was made either
+
+    other = tmp_path / "other.db"
+    with sqlite3.connect(other) as conn:
+        conn.execute("CREATE TABLE notes (text TEXT)")
+    refused = run_ledger_command(f"sqlite:///{other}", "verify")
+    assert refused.returncode == 2
+    assert "not a ledger database" in refused.stderr and len(refused.stderr.splitlines()) == 1
+
+    bad_option = run_ledger_command(f"sqlite:///{other}", "verify", "--differences-shown", "many")
+    assert bad_option.returncode == 2 and len(bad_option.stderr.splitlines()) == 1
