@@ -17,6 +17,7 @@ from ledger.clock import utc_text
 from ledger.domain.model import Level, Reservation, StockEvent
 from ledger.projections import queries
 from ledger.projections.queries import HistoryFilter
+from ledger.projections.timeline import TimelineWindow, timeline_points
 from ledger.results import EventResult
 from ledger.state_cache import CachedLevel, StateCache, level_from_row, reservation_from_row
 from ledger.storage.availability import database_unavailable
@@ -39,6 +40,14 @@ class LevelView:
 class ReservationView:
     reservation: Reservation
     position: int
+
+
+def _occurred_view(store_id: str, sku: str, row: Any) -> LevelView:
+    """A level summed at an event time (queries.levels_occurred_at); None: nothing by then."""
+    if row is None or row["position"] is None:
+        return LevelView(store_id, sku, Level(), 0, None)
+    level = Level(int(row["on_hand"]), int(row["reserved"]), int(row["incoming"]))
+    return LevelView(store_id, sku, level, int(row["position"]), row["updated_at"])
 
 
 class WriterPort(Protocol):
@@ -338,14 +347,32 @@ class Ledger:
             views.append(LevelView(store_id, sku, level, position, row["updated_at"] if row else None))
         return views
 
-    def sku_totals(self, sku: str) -> tuple[Level, int, list[LevelView]]:
+    def levels_occurred_at(self, store_id: str, skus: list[str], occurred_as_of: datetime) -> list[LevelView]:
+        """CONTRACT §7: the levels at that event time, as recorded now. Each answer's position is
+        that of the latest entry it sums (0: none)."""
+        with self._reading("reading levels at an event time"), self.recorder.read_transaction() as tx:
+            rows = queries.levels_occurred_at(tx, store_id, skus, utc_text(occurred_as_of))
+        return [_occurred_view(store_id, sku, rows.get(sku)) for sku in skus]
+
+    def sku_totals(
+        self, sku: str, occurred_as_of: datetime | None = None
+    ) -> tuple[Level, int, list[LevelView]]:
+        """Every store's level of the SKU and their total; with `occurred_as_of`, as of that event
+        time (CONTRACT §7), the answer's position being the latest entry summed."""
         with self._reading("reading a SKU across stores"), self.recorder.read_transaction() as tx:
             head = self.recorder.head(tx)
-            rows = queries.sku_across_stores(tx, sku)
-        stores = [
-            LevelView(row["store_id"], sku, level_from_row(row).level, head, row["updated_at"])
-            for row in rows
-        ]
+            if occurred_as_of is None:
+                rows = queries.sku_across_stores(tx, sku)
+            else:
+                rows = queries.sku_across_stores_occurred_at(tx, sku, utc_text(occurred_as_of))
+        if occurred_as_of is None:
+            stores = [
+                LevelView(row["store_id"], sku, level_from_row(row).level, head, row["updated_at"])
+                for row in rows
+            ]
+        else:
+            stores = [_occurred_view(row["store_id"], sku, row) for row in rows]
+            head = max((view.position for view in stores), default=0)
         total = Level(
             sum(s.level.on_hand_units for s in stores),
             sum(s.level.reserved_units for s in stores),
@@ -356,6 +383,11 @@ class Ledger:
     def history(self, where: HistoryFilter, limit: int) -> list[dict[str, Any]]:
         with self._reading("reading history"), self.recorder.read_transaction() as tx:
             return [dict(row) for row in queries.history_page(tx, where, limit)]
+
+    def timeline(self, window: TimelineWindow, points_max: int) -> list[dict[str, Any]]:
+        """The levels after each entry of a store and SKU in a window (CONTRACT §8), thinned."""
+        with self._reading("reading a timeline"), self.recorder.read_transaction() as tx:
+            return [dict(row) for row in timeline_points(tx, window, points_max)]
 
     def reservation(self, store_id: str, reservation_id: str) -> ReservationView | None:
         with self._reading("reading a reservation"), self.recorder.read_transaction() as tx:

@@ -101,6 +101,12 @@ async def get_history(
     reservation_id: str | None = None,
     from_: Annotated[str | None, Query(alias="from", description="recorded at or after (RFC 3339)")] = None,
     to: Annotated[str | None, Query(description="recorded at or before (RFC 3339)")] = None,
+    occurred_from: Annotated[
+        str | None, Query(description="the event's `time` at or after (RFC 3339; business time)")
+    ] = None,
+    occurred_to: Annotated[
+        str | None, Query(description="the event's `time` at or before (RFC 3339; business time)")
+    ] = None,
     after: Annotated[str | None, Query(description="the `next` cursor of the previous page")] = None,
     limit: Annotated[int | None, Query(ge=1, le=1000, description="at most LEDGER_HISTORY_PAGE_MAX")] = None,
 ) -> Response:
@@ -116,6 +122,8 @@ async def get_history(
         reservation_id=reservation_id,
         recorded_from=_time_filter("from", from_),
         recorded_to=_time_filter("to", to),
+        occurred_from=_time_filter("occurred_from", occurred_from),
+        occurred_to=_time_filter("occurred_to", occurred_to),
         after_position=after_position,
         after_line_no=after_line_no,
     )

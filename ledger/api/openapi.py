@@ -43,6 +43,10 @@ SUMMARIES = {
         "/v1/stores/{store}/reservations/{reservation_id}/release",
     ): "Release what is still reserved (optionally only some lines)",
     ("get", "/v1/stores/{store}/history"): "The audit trail, oldest first, one entry per line",
+    (
+        "get",
+        "/v1/stores/{store}/stock/{sku}/timeline",
+    ): "One SKU's levels after each entry in a window, on either time axis, thinned",
     ("get", "/healthz"): "Liveness: the process answers",
     ("get", "/readyz"): "Readiness: the database answers, writes are recorded, Kafka is in",
     ("get", "/metrics"): "Prometheus metrics (text exposition format)",
@@ -57,7 +61,8 @@ BODY_PROBLEMS = {
     "413": "the body is over LEDGER_BODY_BYTES_MAX (`content-too-large`)",
     "415": "the content type is not one the route takes (`unsupported-media-type`)",
 }
-TIME_PARAMETERS = frozenset({"as_of", "from", "to"})  # RFC 3339 with an offset
+# RFC 3339 with an offset
+TIME_PARAMETERS = frozenset({"as_of", "from", "to", "occurred_as_of", "occurred_from", "occurred_to"})
 NO_PROBLEMS = frozenset({"/healthz", "/metrics"})  # answered from memory: no parameters, no database
 
 _POS_SALE = {

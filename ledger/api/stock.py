@@ -32,6 +32,14 @@ router = APIRouter(tags=["stock"])
 _SKU_PATTERN = re.compile(ID_REGEX)
 
 AsOf = Annotated[str | None, Query(description="RFC 3339: the levels as they were then")]
+OccurredAsOf = Annotated[
+    str | None,
+    Query(
+        description="RFC 3339: the levels summed over every entry whose event `time` is at or before "
+        "then, as recorded now (business time; not with as_of or position). `position` is that of the "
+        "latest entry summed, 0 when none"
+    ),
+]
 AtPosition = Annotated[
     int | None, Query(ge=0, le=POSITION_MAX, description="the levels after this log position")
 ]
@@ -50,12 +58,12 @@ def _json(body: object) -> Response:
     return Response(orjson.dumps(body), media_type="application/json")
 
 
-def _as_of(value: str | None) -> datetime | None:
+def _as_of(value: str | None, name: str = "as_of") -> datetime | None:
     if value is None:
         return None
     moment = parse_rfc3339(value)
     if moment is None:
-        raise invalid([FieldError("as_of", "must be an RFC 3339 time with an offset")])
+        raise invalid([FieldError(name, "must be an RFC 3339 time with an offset")])
     return moment
 
 
@@ -66,9 +74,16 @@ async def _levels(
     as_of: str | None,
     position: int | None,
     min_position: int | None,
+    occurred_as_of: str | None = None,
 ) -> list[LevelView]:
     if as_of is not None and position is not None:
         raise invalid([FieldError("as_of", "give as_of or position, not both")])
+    if occurred_as_of is not None:
+        if as_of is not None or position is not None:
+            raise invalid([FieldError("occurred_as_of", "give occurred_as_of, as_of or position, not two")])
+        occurred = _as_of(occurred_as_of, "occurred_as_of")
+        assert occurred is not None
+        return await asyncio.to_thread(ledger.levels_occurred_at, store, skus, occurred)
     moment = _as_of(as_of)
     if moment is not None or position is not None:
         return await asyncio.to_thread(ledger.levels_at, store, skus, position=position, as_of=moment)
@@ -111,8 +126,9 @@ async def get_stock(
     as_of: AsOf = None,
     position: AtPosition = None,
     min_position: MinPosition = None,
+    occurred_as_of: OccurredAsOf = None,
 ) -> Response:
-    [view] = await _levels(ledger, store, [sku], as_of, position, min_position)
+    [view] = await _levels(ledger, store, [sku], as_of, position, min_position, occurred_as_of)
     return _json(level_public(view))
 
 
@@ -127,6 +143,7 @@ async def get_stock_many(
     as_of: AsOf = None,
     position: AtPosition = None,
     min_position: MinPosition = None,
+    occurred_as_of: OccurredAsOf = None,
 ) -> Response:
     errors = [
         FieldError(f"sku[{i}]", "must be 1 to 64 ASCII letters, digits or -_.: characters")
@@ -138,14 +155,17 @@ async def get_stock_many(
     if errors:
         raise invalid(errors)
     unique = list(dict.fromkeys(sku))
-    views = await _levels(ledger, store, unique, as_of, position, min_position)
+    views = await _levels(ledger, store, unique, as_of, position, min_position, occurred_as_of)
     return _json({"items": [level_public(view) for view in views]})
 
 
 @router.get("/v1/stock/{sku}", response_model=SkuAcrossStoresPublic, responses=problem_responses(422, 503))
-async def get_sku_across_stores(sku: Sku, ledger: LedgerDep, grant: ReaderGrant) -> Response:
+async def get_sku_across_stores(
+    sku: Sku, ledger: LedgerDep, grant: ReaderGrant, occurred_as_of: OccurredAsOf = None
+) -> Response:
     """A store-scoped token sees its stores only, and totals over them (CONTRACT §5)."""
-    total, position, stores = await asyncio.to_thread(ledger.sku_totals, sku)
+    occurred = _as_of(occurred_as_of, "occurred_as_of")
+    total, position, stores = await asyncio.to_thread(ledger.sku_totals, sku, occurred)
     if grant is not None and grant.stores is not None:
         visible = set(visible_stores(grant, [view.store_id for view in stores]))
         stores = [view for view in stores if view.store_id in visible]

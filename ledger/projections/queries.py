@@ -1,4 +1,8 @@
-"""Reads of the projections: levels now and then, totals, history pages, reservations."""
+"""Reads of the projections: levels now and then, totals, history pages, reservations.
+
+None of them grows with the log: each is an index range (ledger/projections/schema.py), and what
+it reads grows at most with the entries of the store and SKU asked about.
+"""
 
 from __future__ import annotations
 
@@ -16,6 +20,8 @@ class HistoryFilter:
     reservation_id: str | None = None
     recorded_from: str | None = None  # fixed-width UTC text, inclusive
     recorded_to: str | None = None  # fixed-width UTC text, inclusive
+    occurred_from: str | None = None  # the event's time, fixed-width UTC text, inclusive
+    occurred_to: str | None = None  # the event's time, fixed-width UTC text, inclusive
     after_position: int = 0
     after_line_no: int = -1
 
@@ -46,11 +52,47 @@ def levels_at(tx: SqlTx, store_id: str, skus: list[str], position: int) -> dict[
 
 
 def position_at(tx: SqlTx, recorded_at: str) -> int:
+    """The position of the last entry recorded at or before that moment (0: none), by recorded
+    time and then position: one step down the index (recorded_at, position). Entries are stamped
+    just before their batch takes the write lock, so two instances' batches may be stamped out of
+    position order by the time one waits for the other's lock; within that the latest stamp
+    decides (MAX(position) over the stamps would have walked the whole log back to that moment)."""
     row = tx.fetchone(
-        "SELECT COALESCE(MAX(position), 0) AS position FROM ledger_history WHERE recorded_at <= %s",
+        "SELECT position FROM ledger_history WHERE recorded_at <= %s "
+        "ORDER BY recorded_at DESC, position DESC LIMIT 1",
         (recorded_at,),
     )
     return int(row["position"]) if row else 0
+
+
+def position_before(tx: SqlTx, recorded_at: str) -> int:
+    """The position of the last entry recorded before that moment (0: none): see position_at."""
+    row = tx.fetchone(
+        "SELECT position FROM ledger_history WHERE recorded_at < %s "
+        "ORDER BY recorded_at DESC, position DESC LIMIT 1",
+        (recorded_at,),
+    )
+    return int(row["position"]) if row else 0
+
+
+def levels_occurred_at(tx: SqlTx, store_id: str, skus: list[str], occurred_at: str) -> dict[str, Row]:
+    """CONTRACT §7: the sums of the deltas of every entry whose event time is at or before
+    `occurred_at`, as recorded now (refused entries have zero deltas), with the position and the
+    recording time of the latest of them. One index range per SKU (store, SKU, occurred_at): it
+    reads that SKU's entries up to that moment, never the rest of the log."""
+    found: dict[str, Row] = {}
+    for sku in skus:
+        row = tx.fetchone(
+            "SELECT CAST(SUM(on_hand_delta) AS BIGINT) AS on_hand, "
+            "CAST(SUM(reserved_delta) AS BIGINT) AS reserved, "
+            "CAST(SUM(incoming_delta) AS BIGINT) AS incoming, "
+            "MAX(position) AS position, MAX(recorded_at) AS updated_at "
+            "FROM ledger_history WHERE store_id = %s AND sku = %s AND occurred_at <= %s",
+            (store_id, sku, occurred_at),
+        )
+        if row is not None and row["position"] is not None:
+            found[sku] = row
+    return found
 
 
 def sku_across_stores(tx: SqlTx, sku: str) -> list[Row]:
@@ -58,15 +100,37 @@ def sku_across_stores(tx: SqlTx, sku: str) -> list[Row]:
     return tx.fetchall("SELECT * FROM ledger_levels WHERE sku = %s ORDER BY store_id", (sku,))
 
 
+def sku_across_stores_occurred_at(tx: SqlTx, sku: str, occurred_at: str) -> list[Row]:
+    """Every store that holds a level of the SKU, with its levels at that event time
+    (levels_occurred_at; zeros where nothing had happened yet): an index range per store."""
+    return tx.fetchall(
+        "SELECT l.store_id, CAST(COALESCE(SUM(h.on_hand_delta), 0) AS BIGINT) AS on_hand, "
+        "CAST(COALESCE(SUM(h.reserved_delta), 0) AS BIGINT) AS reserved, "
+        "CAST(COALESCE(SUM(h.incoming_delta), 0) AS BIGINT) AS incoming, "
+        "MAX(h.position) AS position, MAX(h.recorded_at) AS updated_at "
+        "FROM ledger_levels l LEFT JOIN ledger_history h "
+        "ON h.store_id = l.store_id AND h.sku = l.sku AND h.occurred_at <= %s "
+        "WHERE l.sku = %s GROUP BY l.store_id ORDER BY l.store_id",
+        (occurred_at, sku),
+    )
+
+
 def history_page(tx: SqlTx, where: HistoryFilter, limit: int) -> list[Row]:
     """Entries oldest first after the cursor; returns up to limit + 1 rows (the extra says 'more')."""
+    # The cursor as `position >= P` and a filter that drops the lines of P up to L: both databases
+    # start a range of the index (store_id[, sku], position, line_no) or of the primary key at P,
+    # and estimate its rows from the statistics of `position`. `position > P OR (position = P AND
+    # line_no > L)` was a filter on every row of the store; a row value `(position, line_no) >
+    # (P, L)` is a range too, but PostgreSQL guesses a third of the table for it.
     sql = [
         "SELECT * FROM ledger_history WHERE store_id = %s",
-        "AND (position > %s OR (position = %s AND line_no > %s))",
+        "AND position >= %s AND NOT (position = %s AND line_no <= %s)",
     ]
     params: list[object] = [where.store_id, where.after_position, where.after_position, where.after_line_no]
+    if where.sku is not None:
+        sql.append("AND sku = %s")
+        params.append(where.sku)
     for column, value in (
-        ("sku", where.sku),
         ("type", where.type),
         ("order_id", where.order_id),
         ("reservation_id", where.reservation_id),
@@ -80,6 +144,12 @@ def history_page(tx: SqlTx, where: HistoryFilter, limit: int) -> list[Row]:
     if where.recorded_to is not None:
         sql.append("AND recorded_at <= %s")
         params.append(where.recorded_to)
+    if where.occurred_from is not None:
+        sql.append("AND occurred_at >= %s")
+        params.append(where.occurred_from)
+    if where.occurred_to is not None:
+        sql.append("AND occurred_at <= %s")
+        params.append(where.occurred_to)
     sql.append("ORDER BY position, line_no LIMIT %s")
     params.append(limit + 1)
     return tx.fetchall(" ".join(sql), params)

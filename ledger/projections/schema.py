@@ -4,7 +4,15 @@ A history row has no SKU and no levels only for an event without lines that was 
 release of an unknown reservation): it stays in the audit trail all the same.
 
 Times are stored as fixed-width UTC text (`2026-11-22T07:15:00.000000Z`), so that comparing the
-text compares the instants, on both databases alike.
+text compares the instants, on both databases alike. A history row keeps its event's `time` as sent
+(with the producer's offset) and, for business-time reads (CONTRACT §7), the same instant as UTC
+text in `occurred_at`.
+
+Every read of a history row that must not grow with the log has an index that matches its filter
+and its order (see ledger/projections/queries.py; tests/integration/test_read_plans.py checks the
+plans on both databases): a store's pages (store, position, line), a SKU's pages and past levels
+(store, SKU, position, line), business time (store, SKU, occurred_at, position, line), recorded
+time (recorded_at, position).
 """
 
 PROJECTION_TABLES = (
@@ -40,6 +48,7 @@ DDL = (
         source TEXT NOT NULL,
         type TEXT NOT NULL,
         time TEXT NOT NULL,
+        occurred_at TEXT NOT NULL,
         recorded_at TEXT NOT NULL,
         outcome TEXT NOT NULL,
         reason TEXT,
@@ -58,8 +67,16 @@ DDL = (
         adjustment_reason TEXT,
         principal TEXT,
         PRIMARY KEY (position, line_no))""",
-    "CREATE INDEX IF NOT EXISTS ledger_history_by_store ON ledger_history (store_id, position)",
-    "CREATE INDEX IF NOT EXISTS ledger_history_by_sku ON ledger_history (store_id, sku, position)",
+    # With line_no, a page's cursor `(position, line_no) > (P, L)` and its order are one index
+    # range on both databases; the earlier (store_id[, sku], position) indexes left them a filter
+    # and a sort, or a backward walk of the primary key. Dropped so that an old database is
+    # brought up to date.
+    "DROP INDEX IF EXISTS ledger_history_by_store",
+    "DROP INDEX IF EXISTS ledger_history_by_sku",
+    """CREATE INDEX IF NOT EXISTS ledger_history_by_store_position
+        ON ledger_history (store_id, position, line_no)""",
+    """CREATE INDEX IF NOT EXISTS ledger_history_by_sku_position
+        ON ledger_history (store_id, sku, position, line_no)""",
     # Partial indexes: most entries have no order, and reservations without expiry are never due.
     """CREATE INDEX IF NOT EXISTS ledger_history_by_order ON ledger_history (store_id, order_id)
         WHERE order_id IS NOT NULL""",
@@ -97,6 +114,24 @@ DDL = (
 # recorded before have null there, which is what those columns mean for them.
 ADDED_COLUMNS = (("ledger_history", "principal", "TEXT"),)
 
+# occurred_at (CONTRACT §7) was added later too, but every row needs it: a database made before
+# gets the column, filled from each row's `time`, in the same transaction (so a start that fails
+# half way leaves no row without it). The fill gives what ledger.clock.utc_text gives.
+OCCURRED_AT_FROM_TIME_PG = (
+    "to_char(time::timestamptz AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"
+)
+# SQLite's strftime keeps milliseconds only: the microseconds are taken from the text (Python's
+# isoformat writes six digits, or none when they are zero).
+OCCURRED_AT_FROM_TIME_SQLITE = (
+    "strftime('%Y-%m-%dT%H:%M:%S', time) || '.' || "
+    "CASE WHEN substr(time, 20, 1) = '.' THEN substr(time, 21, 6) ELSE '000000' END || 'Z'"
+)
+# Made once the column exists (on SQLite, after recorders.py has added it to an old database).
+OCCURRED_INDEXES = (
+    """CREATE INDEX IF NOT EXISTS ledger_history_by_sku_occurred
+        ON ledger_history (store_id, sku, occurred_at, position, line_no)""",
+)
+
 
 def _pg_add_column(table: str, column: str, sql_type: str) -> str:
     """Checked first, like the fillfactor below: the ALTER would wait behind a running VACUUM."""
@@ -113,9 +148,19 @@ def _pg_add_column(table: str, column: str, sql_type: str) -> str:
 TOTALS_VIEW_SELECT = """ledger_totals AS SELECT sku, CAST(SUM(on_hand) AS BIGINT) AS on_hand,
     CAST(SUM(reserved) AS BIGINT) AS reserved, CAST(SUM(incoming) AS BIGINT) AS incoming,
     MAX(position) AS position, MAX(updated_at) AS updated_at FROM ledger_levels GROUP BY sku"""
+_PG_ADD_OCCURRED_AT = f"""DO $ledger$ BEGIN
+        IF NOT EXISTS (SELECT 1 FROM information_schema.columns WHERE table_schema = current_schema()
+                       AND table_name = 'ledger_history' AND column_name = 'occurred_at') THEN
+            ALTER TABLE ledger_history ADD COLUMN occurred_at TEXT;
+            UPDATE ledger_history SET occurred_at = {OCCURRED_AT_FROM_TIME_PG};
+            ALTER TABLE ledger_history ALTER COLUMN occurred_at SET NOT NULL;
+        END IF;
+    END $ledger$"""
 POSTGRES_DDL = (
     *DDL,
     *(_pg_add_column(*added) for added in ADDED_COLUMNS),
+    _PG_ADD_OCCURRED_AT,
+    *OCCURRED_INDEXES,
     f"CREATE OR REPLACE VIEW {TOTALS_VIEW_SELECT}",
     # Room in each page for a level's next version: its update then stays a HOT update (measured:
     # 2% of level updates were HOT with full pages). Applies to pages written from now on.

@@ -68,6 +68,7 @@ _HISTORY = BulkInsert(
         ("source", "text"),
         ("type", "text"),
         ("time", "text"),
+        ("occurred_at", "text"),
         ("recorded_at", "text"),
         ("outcome", "text"),
         ("reason", "text"),
@@ -196,20 +197,22 @@ def _history_rows(batch: ProjectionBatch) -> list[tuple[object, ...]]:
             previous_position, line_no = position, 0
         store_id, event_id, source, type_ = event.store_id, event.event_id, event.source, event.type
         time, recorded_at = event.time.isoformat(), recorded.recorded_at
+        occurred_at = utc_text(event.time)
         outcome, reason = entry.outcome, entry.reason
         order_id, reservation_id, reference = event.order_id, event.reservation_id, event.reference
         transfer_id, adjustment_reason, principal = event.transfer_id, event.reason, event.principal
         if not entry.effects:  # a refused event without lines is in the audit trail all the same
             append(
-                (position, line_no, store_id, None, event_id, source, type_, time, recorded_at, outcome,
-                 reason, 0, 0, 0, None, None, None, False, False,
+                (position, line_no, store_id, None, event_id, source, type_, time, occurred_at, recorded_at,
+                 outcome, reason, 0, 0, 0, None, None, None, False, False,
                  order_id, reservation_id, reference, transfer_id, adjustment_reason, principal)
             )  # fmt: skip
             line_no += 1
         for effect, after in zip(entry.effects, recorded.levels_after, strict=True):
             append(
-                (position, line_no, store_id, effect.sku, event_id, source, type_, time, recorded_at,
-                 outcome, reason, effect.on_hand_delta, effect.reserved_delta, effect.incoming_delta,
+                (position, line_no, store_id, effect.sku, event_id, source, type_, time, occurred_at,
+                 recorded_at, outcome, reason,
+                 effect.on_hand_delta, effect.reserved_delta, effect.incoming_delta,
                  after.on_hand_units, after.reserved_units, after.incoming_units,
                  effect.oversold, effect.unknown_reservation,
                  order_id, reservation_id, reference, transfer_id, adjustment_reason, principal)

@@ -25,7 +25,13 @@ from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteDatastore
 from psycopg.sql import SQL
 
 from ledger.access.schema import TOKENS_DDL
-from ledger.projections.schema import ADDED_COLUMNS, POSTGRES_DDL, SQLITE_DDL
+from ledger.projections.schema import (
+    ADDED_COLUMNS,
+    OCCURRED_AT_FROM_TIME_SQLITE,
+    OCCURRED_INDEXES,
+    POSTGRES_DDL,
+    SQLITE_DDL,
+)
 from ledger.projections.tables import BATCH_INSERTS
 from ledger.sql import BulkInsert, SqlTx
 
@@ -352,6 +358,24 @@ class SQLiteLedgerRecorder(_HeadAndClose, SQLiteApplicationRecorder):
                     except (sqlite3.OperationalError, StoreOperationalError) as error:  # added just now
                         if "duplicate column" not in str(error):
                             raise
+            self._add_occurred_at(cursor)
+            for statement in OCCURRED_INDEXES:
+                cursor.execute(statement)
+
+    @staticmethod
+    def _add_occurred_at(cursor: Any) -> None:
+        """A database made before business time (CONTRACT §7) gets `occurred_at`, filled from each
+        row's `time` in the same transaction as the column (see ledger/projections/schema.py)."""
+        cursor.execute("PRAGMA table_info(ledger_history)")
+        if "occurred_at" in {row["name"] for row in cursor.fetchall()}:
+            return
+        try:
+            cursor.execute("ALTER TABLE ledger_history ADD COLUMN occurred_at TEXT")
+        except (sqlite3.OperationalError, StoreOperationalError) as error:  # added just now
+            if "duplicate column" not in str(error):
+                raise
+            return
+        cursor.execute(f"UPDATE ledger_history SET occurred_at = {OCCURRED_AT_FROM_TIME_SQLITE}")
 
     @contextlib.contextmanager
     def write_transaction(self) -> Iterator[SqlTx]:

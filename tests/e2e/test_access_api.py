@@ -79,6 +79,7 @@ def _stocked(closed: Closed, store: str, *pairs: tuple[str, int]) -> None:
         ("GET", "/v1/stores/s/reservations/r"),
         ("POST", "/v1/stores/s/reservations/r/release"),
         ("GET", "/v1/stores/s/history"),
+        ("GET", "/v1/stores/s/stock/A/timeline"),
         ("GET", "/redoc"),
         ("GET", "/v1/no-such-route"),
         ("POST", "/v1/no-such-route"),
@@ -125,6 +126,7 @@ def test_a_reader_reads_everything_and_records_nothing(closed: Closed) -> None:
         assert reader.get(f"/v1/stores/{store}/stock", params={"sku": "A"}).status_code == 200
         assert reader.get("/v1/stock/A").status_code == 200
         assert reader.get(f"/v1/stores/{store}/history").status_code == 200
+        assert reader.get(f"/v1/stores/{store}/stock/A/timeline").status_code == 200
         assert reader.get(f"/v1/stores/{store}/reservations/R-1").status_code == 404
         head = closed.head()
         refusals = [
@@ -182,6 +184,8 @@ def test_a_store_scoped_producer_is_refused_other_stores_whole_and_nothing_is_re
             till.get(f"/v1/stores/{other}/stock/A", params={"position": 1}),
             till.get(f"/v1/stores/{other}/stock", params={"sku": "A"}),
             till.get(f"/v1/stores/{other}/history"),
+            till.get(f"/v1/stores/{other}/stock/A/timeline"),
+            till.get(f"/v1/stores/{other}/stock/A", params={"occurred_as_of": "2025-01-01T00:00:00Z"}),
             till.get(f"/v1/stores/{other}/reservations/R-1"),
         ]
         for refused in refusals:

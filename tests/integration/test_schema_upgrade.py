@@ -4,17 +4,22 @@ Earlier versions kept a table of per-SKU totals and an index on a level's positi
 PostgreSQL their batch function took one argument more. Starting the ledger drops all three
 (the totals are now a view over the levels) and keeps every recorded row. Their history had no
 `principal` column: starting adds it (null for the rows recorded before), and the tokens table.
+Before business time (CONTRACT §7) the history had no `occurred_at` and other indexes: starting
+adds the column, filled from each row's `time` as the writer would have written it, and the
+indexes of today, and drops the old ones.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import sqlite3
+from datetime import datetime, timedelta, timezone
 
 from support import db
 from support import events as ev
 
 from ledger.bootstrap import build_ledger
+from ledger.clock import utc_text
 from ledger.config import Settings
 from ledger.domain.model import Outcome, StockEvent
 
@@ -25,6 +30,17 @@ OLD_DDL = (
     "CREATE INDEX ledger_levels_by_position ON ledger_levels (position)",
     "ALTER TABLE ledger_history DROP COLUMN principal",
     "DROP TABLE ledger_tokens",
+    "DROP INDEX ledger_history_by_sku_occurred",
+    "ALTER TABLE ledger_history DROP COLUMN occurred_at",
+    "DROP INDEX ledger_history_by_store_position",
+    "DROP INDEX ledger_history_by_sku_position",
+    "CREATE INDEX ledger_history_by_store ON ledger_history (store_id, position)",
+    "CREATE INDEX ledger_history_by_sku ON ledger_history (store_id, sku, position)",
+)
+# Event times that the fill must turn into the writer's UTC text: an offset, microseconds, none.
+OLD_TIMES = (
+    datetime(2025, 12, 31, 23, 30, 0, 123456, tzinfo=timezone(timedelta(hours=3))),
+    datetime(2025, 6, 1, 0, 0, 0, tzinfo=timezone(timedelta(hours=-5, minutes=-30))),
 )
 OLD_PG_FUNCTION = """CREATE FUNCTION ledger_write_batch(bigint, bigint, jsonb, jsonb, jsonb, jsonb,
     jsonb, jsonb, jsonb, jsonb) RETURNS bigint LANGUAGE sql AS 'SELECT 0::bigint'"""
@@ -65,29 +81,34 @@ def _objects(database_url: str) -> set[tuple[str, str]]:
     return {(row["kind"], row["name"]) for row in rows}
 
 
-def _receipt(event_id: str, sku: str, qty: int, principal: str | None = None) -> StockEvent:
+def _receipt(
+    event_id: str, sku: str, qty: int, principal: str | None = None, time: datetime | None = None
+) -> StockEvent:
     event = ev.stock_event(event_id, "stock.receipt", "store-1", [(sku, qty)], source="tests/upgrade")
-    return dataclasses.replace(event, principal=principal)
+    return dataclasses.replace(event, principal=principal, time=time or event.time)
 
 
-def _record_on_start(database_url: str, event: StockEvent) -> Outcome:
-    """Starts a ledger (which creates or upgrades the schema), records one event, stops."""
+def _record_on_start(database_url: str, *events: StockEvent) -> Outcome:
+    """Starts a ledger (which creates or upgrades the schema), records the events, stops."""
     ledger = build_ledger(Settings(database_url=database_url))
     ledger.start()
     try:
-        [result] = ledger.submit_and_wait([event])
-        return result.outcome
+        results = ledger.submit_and_wait(list(events))
+        assert len({result.outcome for result in results}) == 1, results
+        return results[0].outcome
     finally:
         ledger.stop()
 
 
 def test_an_old_schema_is_brought_up_to_date_and_keeps_its_rows(database_url: str) -> None:
-    assert _record_on_start(database_url, _receipt("e1", "SKU-1", 5)) is Outcome.ACCEPTED
+    old_events = [_receipt(f"e1.{i}", "SKU-1", 1, time=time) for i, time in enumerate(OLD_TIMES)]
+    assert _record_on_start(database_url, _receipt("e1", "SKU-1", 3), *old_events) is Outcome.ACCEPTED
     old = OLD_DDL if database_url.startswith("sqlite") else (*OLD_DDL, OLD_PG_FUNCTION)
     _execute(database_url, old)
     before = _objects(database_url)
     assert ("table", "ledger_sku_totals") in before
     assert ("index", "ledger_levels_by_position") in before
+    assert ("index", "ledger_history_by_store") in before
 
     assert _record_on_start(database_url, _receipt("e2", "SKU-1", 2, "upgrader")) is Outcome.ACCEPTED
 
@@ -96,12 +117,24 @@ def test_an_old_schema_is_brought_up_to_date_and_keeps_its_rows(database_url: st
     assert ("index", "ledger_levels_by_position") not in after
     assert ("view", "ledger_totals") in after
     assert ("table", "ledger_tokens") in after
+    for index in ("by_store_position", "by_sku_position", "by_sku_occurred"):
+        assert ("index", f"ledger_history_{index}") in after
+    assert ("index", "ledger_history_by_store") not in after
+    assert ("index", "ledger_history_by_sku") not in after
     principals = db.query(database_url, "SELECT event_id, principal FROM ledger_history ORDER BY position")
-    assert [(row["event_id"], row["principal"]) for row in principals] == [("e1", None), ("e2", "upgrader")]
+    assert [(row["event_id"], row["principal"]) for row in principals] == [
+        ("e1", None),
+        ("e1.0", None),
+        ("e1.1", None),
+        ("e2", "upgrader"),
+    ]
+    times = db.query(database_url, "SELECT time, occurred_at FROM ledger_history ORDER BY position")
+    for row in times:  # filled on start for the old rows, written by the writer for the new one
+        assert row["occurred_at"] == utc_text(datetime.fromisoformat(row["time"])), row
     if not database_url.startswith("sqlite"):
         functions = [name for kind, name in after if kind == "function"]
         assert len(functions) == 1, functions  # the old overload is gone, the current one is there
-    assert db.scalar(database_url, "SELECT COUNT(*) FROM ledger_events") == 2
+    assert db.scalar(database_url, "SELECT COUNT(*) FROM ledger_events") == 4
     totals = db.query(database_url, "SELECT on_hand, reserved FROM ledger_totals WHERE sku = 'SKU-1'")
     assert [(row["on_hand"], row["reserved"]) for row in totals] == [(7, 0)]
     assert all(type(row["on_hand"]) is int for row in totals)  # a bigint, not PostgreSQL's numeric sum

@@ -1,0 +1,104 @@
+"""GET /v1/stores/{store}/stock/{sku}/timeline: the levels after each entry in a window, thinned
+to LEDGER_TIMELINE_POINTS_MAX points (CONTRACT §8; ledger/projections/timeline.py says how)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated, Any, Literal
+
+import orjson
+from fastapi import APIRouter, Query
+from pydantic import BaseModel, Field
+from starlette.responses import Response
+
+from ledger.api.deps import LedgerDep, ReadableStore, SettingsDep, Sku
+from ledger.api.problems import invalid
+from ledger.api.schemas import Position, Units, problem_responses
+from ledger.clock import utc_text
+from ledger.intake.envelope import FieldError, parse_rfc3339
+from ledger.projections.timeline import TimelineWindow
+
+router = APIRouter(tags=["stock"])
+
+
+class TimelinePointPublic(BaseModel):
+    position: Position
+    time: str = Field(description="the event's time, as its producer sent it")
+    recorded_at: str = Field(description="when the ledger recorded it (UTC)")
+    type: str
+    outcome: str = Field(description="refused entries change no level; they are points all the same")
+    on_hand: Units
+    reserved: Units
+    available: Units
+
+
+class TimelinePublic(BaseModel):
+    store_id: str
+    sku: str
+    axis: Literal["recorded", "occurred"]
+    points: list[TimelinePointPublic] = Field(
+        description="oldest first on the axis; at most LEDGER_TIMELINE_POINTS_MAX, evenly thinned "
+        "by rank beyond it, the first and the last always kept"
+    )
+    thinned: bool = Field(description="whether the window held more entries than `points`")
+
+
+def _moment(name: str, value: str | None) -> str | None:
+    if value is None:
+        return None
+    moment = parse_rfc3339(value)
+    if moment is None:
+        raise invalid([FieldError(name, "must be an RFC 3339 time with an offset")])
+    return utc_text(moment)
+
+
+def _point(row: dict[str, Any]) -> dict[str, Any]:
+    on_hand, reserved = int(row["on_hand"]), int(row["reserved"])
+    return {
+        "position": row["position"],
+        "time": row["time"],
+        "recorded_at": row["recorded_at"],
+        "type": row["type"],
+        "outcome": row["outcome"],
+        "on_hand": on_hand,
+        "reserved": reserved,
+        "available": on_hand - reserved,
+    }
+
+
+@router.get(
+    "/v1/stores/{store}/stock/{sku}/timeline",
+    response_model=TimelinePublic,
+    responses=problem_responses(422, 503),
+)
+async def get_timeline(
+    store: ReadableStore,
+    sku: Sku,
+    ledger: LedgerDep,
+    settings: SettingsDep,
+    from_: Annotated[
+        str | None, Query(alias="from", description="RFC 3339: the window's start on the axis (inclusive)")
+    ] = None,
+    to: Annotated[str | None, Query(description="RFC 3339: the window's end on the axis (inclusive)")] = None,
+    axis: Annotated[
+        Literal["recorded", "occurred"],
+        Query(
+            description="`recorded` (default): when the ledger recorded each entry, levels after it "
+            "in the log; `occurred`: the event's `time`, levels summed in event-time order (as "
+            "`occurred_as_of` gives them)"
+        ),
+    ] = "recorded",
+) -> Response:
+    window = TimelineWindow(store, sku, axis, _moment("from", from_), _moment("to", to))
+    if window.from_ is not None and window.to is not None and window.from_ > window.to:
+        raise invalid([FieldError("from", "must not be after `to`")])
+    points_max = settings.timeline_points_max
+    rows = await asyncio.to_thread(ledger.timeline, window, points_max)
+    body = {
+        "store_id": store,
+        "sku": sku,
+        "axis": axis,
+        "points": [_point(row) for row in rows],
+        "thinned": bool(rows) and int(rows[0]["n"]) > len(rows),
+    }
+    return Response(orjson.dumps(body), media_type="application/json")

@@ -1,0 +1,174 @@
+"""The reads that must not grow with the log are index ranges, on both databases (issue #13).
+
+Each read runs once through its query function on a history of some thousands of rows; every
+statement it sent is then EXPLAINed. A plan that walks the whole table, the primary key, or sorts
+the rows it found, where an index range gives them in order, fails here before it is slow in
+production. The rows are written straight into the history (what the plans depend on is their
+number and spread, not the rules that made them).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import pytest
+
+from ledger.bootstrap import build_ledger
+from ledger.config import Settings
+from ledger.projections import queries
+from ledger.projections.queries import HistoryFilter
+from ledger.projections.timeline import TimelineWindow, timeline_points
+from ledger.service import Ledger
+from ledger.sql import Row, SqlTx
+
+STORES = 4
+SKUS = 50
+EVENTS = 6000  # two lines each: 12,000 history rows
+INSERT = """INSERT INTO ledger_history (position, line_no, store_id, sku, event_id, source, type, time,
+    occurred_at, recorded_at, outcome, reason, on_hand_delta, reserved_delta, incoming_delta, on_hand,
+    reserved, incoming, oversold, unknown_reservation) VALUES
+    (%s, %s, %s, %s, %s, 'tests/plans', 'stock.receipt', %s, %s, %s, 'accepted', NULL, 1, 0, 0, %s, 0, 0,
+    FALSE, FALSE)"""
+
+
+def _moment(second: int) -> str:
+    day, hour, minute = 1 + second // 86400, second // 3600 % 24, second // 60 % 60
+    return f"2026-01-{day:02d}T{hour:02d}:{minute:02d}:{second % 60:02d}.000000Z"
+
+
+def _rows() -> Iterator[tuple[Any, ...]]:
+    for position in range(1, EVENTS + 1):
+        store = f"store-{position % STORES}"
+        for line_no in range(2):
+            sku = "SKU-HOT" if line_no == 0 else f"SKU-{position * 7 % SKUS}"
+            # Business time runs backwards over the log (old history imported), recorded time forwards.
+            occurred = _moment(2 * (EVENTS - position))
+            recorded = _moment(position * 5)
+            yield (position, line_no, store, sku, f"e{position}", occurred, occurred, recorded, position)
+
+
+@pytest.fixture(scope="module")
+def ledger(module_database_url: str) -> Iterator[Ledger]:
+    ledger = build_ledger(Settings(database_url=module_database_url))
+    with ledger.recorder.plain_transaction() as tx:
+        tx.executemany(INSERT, list(_rows()))
+    with ledger.recorder.plain_transaction() as tx:
+        tx.execute("ANALYZE")
+    try:
+        yield ledger
+    finally:
+        ledger.recorder.close()
+
+
+class RecordingTx(SqlTx):
+    """Runs every statement as asked, and keeps it to be EXPLAINed."""
+
+    def __init__(self, tx: SqlTx) -> None:
+        super().__init__(tx.cursor, qmark=tx.qmark, connection=tx.connection)
+        self.statements: list[tuple[str, list[Any]]] = []
+
+    def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        self.statements.append((sql, list(params)))
+        return super().fetchall(sql, params)
+
+
+def _plans(ledger: Ledger, read: Any) -> list[str]:
+    """Each statement `read(tx)` sent, as its plan in text: SQLite's EXPLAIN QUERY PLAN details,
+    or PostgreSQL's plan nodes (type, index, conditions) one per line."""
+    with ledger.recorder.read_transaction() as tx:
+        recording = RecordingTx(tx)
+        read(recording)
+        plans = []
+        for sql, params in recording.statements:
+            if tx.qmark:
+                rows = tx.fetchall(f"EXPLAIN QUERY PLAN {sql}", params)
+                plans.append("\n".join(row["detail"] for row in rows))
+            else:
+                [row] = tx.fetchall(f"EXPLAIN (FORMAT JSON) {sql}", params)
+                plan = row["QUERY PLAN"]
+                plan = json.loads(plan) if isinstance(plan, str) else plan
+                plans.append("\n".join(_pg_nodes(plan[0]["Plan"])))
+    return plans
+
+
+def _pg_nodes(node: dict[str, Any]) -> Iterator[str]:
+    keys = ("Node Type", "Relation Name", "Index Name", "Index Cond", "Filter", "Sort Key")
+    yield " | ".join(f"{key}: {node[key]}" for key in keys if key in node)
+    for child in node.get("Plans", ()):
+        yield from _pg_nodes(child)
+
+
+def _assert_index_range(plan: str, index: str, kind: str, bound: str) -> None:
+    """The plan reads ledger_history as a range of an index that starts at its `bound` column's
+    value: `index` on SQLite; on PostgreSQL `index`, or (a page of a store, whose rows PostgreSQL
+    may find cheaper to pick from the log's order) the primary key from the cursor. Never the
+    whole table, never an index with the bound left to a filter."""
+    if kind == "sqlite":
+        assert f"SEARCH ledger_history USING INDEX {index} (" in plan or (
+            f"SEARCH ledger_history USING COVERING INDEX {index} (" in plan
+        ), plan
+        searched = plan.split(f"INDEX {index} (")[1].split(")", maxsplit=1)[0]
+        assert bound in searched, plan
+        assert "SCAN ledger_history" not in plan, plan
+        assert "TEMP B-TREE FOR ORDER BY" not in plan, plan
+        return
+    assert "Seq Scan" not in plan, plan
+    assert "Node Type: Sort" not in plan, plan  # every row after the cursor, to keep a page of them
+    used = [line for line in plan.splitlines() if "Index Name" in line]
+    assert used, plan
+    for line in used:
+        assert index in line or ("ledger_history_pkey" in line and bound == "position"), plan
+        assert "Index Cond" in line and bound in line.split("Index Cond:")[1].split("| Filter")[0], plan
+
+
+def _kind(ledger: Ledger) -> str:
+    return "sqlite" if ledger.recorder.qmark else "postgres"
+
+
+def test_as_of_finds_its_position_in_one_step_and_each_level_in_another(ledger: Ledger) -> None:
+    def read(tx: SqlTx) -> None:
+        position = queries.position_at(tx, _moment(EVENTS * 5 // 10))
+        queries.levels_at(tx, "store-1", ["SKU-3", "SKU-4"], position)
+
+    by_time, *by_sku = _plans(ledger, read)
+    _assert_index_range(by_time, "ledger_history_by_time", _kind(ledger), "recorded_at")
+    assert len(by_sku) == 2
+    for plan in by_sku:
+        _assert_index_range(plan, "ledger_history_by_sku_position", _kind(ledger), "position")
+
+
+def test_levels_at_an_event_time_are_a_range_of_the_skus_business_time_index(ledger: Ledger) -> None:
+    [plan] = _plans(ledger, lambda tx: queries.levels_occurred_at(tx, "store-1", ["SKU-3"], _moment(EVENTS)))
+    _assert_index_range(plan, "ledger_history_by_sku_occurred", _kind(ledger), "occurred_at")
+
+
+@pytest.mark.parametrize("sku", [None, "SKU-HOT"])
+def test_a_deep_history_page_starts_in_the_index_at_its_cursor(ledger: Ledger, sku: str | None) -> None:
+    where = HistoryFilter("store-1", sku=sku, after_position=EVENTS // 2, after_line_no=0)
+    [plan] = _plans(ledger, lambda tx: queries.history_page(tx, where, 20))
+    index = "ledger_history_by_store_position" if sku is None else "ledger_history_by_sku_position"
+    _assert_index_range(plan, index, _kind(ledger), "position")
+
+
+@pytest.mark.parametrize("axis", ["recorded", "occurred"])
+def test_a_timeline_reads_one_skus_range_of_the_history(ledger: Ledger, axis: str) -> None:
+    window = TimelineWindow("store-1", "SKU-3", axis, _moment(EVENTS), _moment(EVENTS * 4))  # type: ignore[arg-type]
+    plans = _plans(ledger, lambda tx: timeline_points(tx, window, 10))
+    index = "ledger_history_by_sku_position" if axis == "recorded" else "ledger_history_by_sku_occurred"
+    *bounds, points = plans
+    assert len(bounds) == (2 if axis == "recorded" else 0)
+    for plan in bounds:
+        _assert_index_range(plan, "ledger_history_by_time", _kind(ledger), "recorded_at")
+    bound = "position" if axis == "recorded" else "occurred_at"
+    if _kind(ledger) == "sqlite":  # the window functions rank in a b-tree of their own
+        assert f"SEARCH ledger_history USING INDEX {index} (" in points, points
+        assert bound in points.split(f"INDEX {index} (")[1].split(")", maxsplit=1)[0], points
+        assert "SCAN ledger_history" not in points, points
+    else:  # ranking sorts the window's rows: the SKU's rows in the window (recorded), or up to `to`
+        assert "Seq Scan" not in points, points
+        used = [line for line in points.splitlines() if "Index Name" in line]
+        if axis == "recorded":
+            assert all(bound in line.split("Index Cond:")[1] for line in used), points
+        assert used and all("ledger_history_by_sku_" in line and "sku = " in line for line in used), points
