@@ -70,7 +70,7 @@ class _Request:
     client: _Client
     request_id: int
     events: list[StockEvent]
-    x_request_id: str | None
+    x_request_id: str | None = None
 
 
 class WriterServer:
