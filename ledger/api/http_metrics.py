@@ -36,13 +36,12 @@ class HttpMetrics(Collector):
         self.series: dict[tuple[str, str, int], Histogram] = {}
 
     def observe(self, route: str, method: str, status: int, seconds: float) -> None:
-        key = (route, method, status)
-        series = self.series.get(key)
+        series = self.series.get((route, method, status))
         if series is None:
-            if method not in METHODS:
-                self.observe(route, OTHER_METHOD, status, seconds)
-                return
-            series = self.series[key] = Histogram(SECONDS_BOUNDS)
+            key = (route, method if method in METHODS else OTHER_METHOD, status)
+            series = self.series.get(key)
+            if series is None:
+                series = self.series[key] = Histogram(SECONDS_BOUNDS)
         series.observe(seconds)
 
     def collect(self) -> Iterator[Metric]:
