@@ -8,14 +8,14 @@ new id."""
 
 from __future__ import annotations
 
-import os
+import random
 import re
 from collections.abc import Callable, Sequence
 from contextvars import ContextVar
 
 HEADER = b"x-request-id"
 REQUEST_ID_CHARS_MAX = 128
-NEW_REQUEST_ID_BYTES = 16  # 32 hex digits, the length of a W3C trace id
+NEW_REQUEST_ID_BITS = 128  # 32 hex digits, the length of a W3C trace id
 _SOUND = re.compile(rb"[A-Za-z0-9._:+/=-]{1,%d}" % REQUEST_ID_CHARS_MAX)
 
 # The request this code runs for (an HTTP worker), or None.
@@ -27,7 +27,9 @@ BATCH_REQUEST_IDS: ContextVar[Callable[[], Sequence[str]] | None] = ContextVar(
 
 
 def new_request_id() -> bytes:
-    return os.urandom(NEW_REQUEST_ID_BYTES).hex().encode("ascii")
+    """Unique, not secret (an id names a request, it grants nothing): Python's generator, seeded
+    from the system's randomness in every process, at a fraction of a system call's cost."""
+    return b"%032x" % random.getrandbits(NEW_REQUEST_ID_BITS)
 
 
 def sound_or_new(offered: bytes | None) -> bytes:
