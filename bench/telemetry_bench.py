@@ -58,6 +58,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=[],
         help="KEY=VALUE for the on side, besides LEDGER_LOG_FORMAT=json",
     )
+    parser.add_argument("--check-iterations", type=int, default=200_000, help="requests timed in-process")
     parser.add_argument("--output", default=str(Path(__file__).resolve().with_name("telemetry_results.json")))
     session.add_common_options(parser)
     args = parser.parse_args(argv)
@@ -69,6 +70,46 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--on-env takes KEY=VALUE")
     args.token = False
     return args
+
+
+def telemetry_us(iterations: int) -> dict[str, float]:
+    """CPU µs per request of the outermost layer (ledger/api/telemetry.py: request id, metrics)
+    around an app that answers at once, without and with an offered X-Request-ID, and of the app
+    alone; CPU time (process_time), so that other processes on the machine do not count."""
+    import asyncio
+
+    from ledger.api.http_metrics import HttpMetrics
+    from ledger.api.telemetry import ROUTE_KEY, RequestTelemetry
+
+    async def answer(scope: Any, receive: Any, send: Any) -> None:
+        scope[ROUTE_KEY] = "/v1/stores/{store}/stock/{sku}"
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"x")]})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+    async def nowhere(message: Any) -> None:
+        return None
+
+    def timed(app: Any, headers: list[tuple[bytes, bytes]]) -> float:
+        async def run() -> float:
+            started = time.process_time()
+            for _ in range(iterations):
+                scope = {"type": "http", "method": "GET", "path": f"/v1/stores/{STORE}/stock/{READ_SKU}"}
+                scope["headers"] = headers
+                await app(scope, None, nowhere)
+            return (time.process_time() - started) * 1e6 / iterations
+
+        return asyncio.run(run())
+
+    headers = [(b"host", b"127.0.0.1:8000"), (b"user-agent", b"wrk"), (b"accept", b"*/*")]
+    wrapped = RequestTelemetry(answer, [], HttpMetrics(), access_log_on=False)
+    bare = timed(answer, headers)
+    return {
+        "app_alone_us": round(bare, 2),
+        "telemetry_new_id_us": round(timed(wrapped, headers) - bare, 2),
+        "telemetry_offered_id_us": round(
+            timed(wrapped, [*headers, (b"x-request-id", b"till-7:42")]) - bare, 2
+        ),
+    }
 
 
 def _git(*argv: str) -> bytes:
@@ -116,6 +157,8 @@ def main(argv: list[str] | None = None) -> int:
     }
 
     def measure(bench: Bench) -> None:
+        results["telemetry_layer"] = telemetry_us(args.check_iterations)
+        print(f"the telemetry layer in-process, CPU µs per request: {results['telemetry_layer']}", flush=True)
         baseline = extract(commit, bench.workdir)
         print(f"off side: the ledger at {commit[:12]}; on side: this tree with {on_env or 'JSON logs'}")
         sides = {side: start_side(bench, side, baseline, on_env) for side in SIDES}

@@ -62,12 +62,13 @@ class RequestTelemetry:
         header = (HEADER, request_id)
         status = NO_ANSWER_STATUS
 
-        async def send_with_id(message: Message) -> None:
+        def send_with_id(message: Message) -> Awaitable[None]:
+            # A plain function that hands back send's own awaitable: no coroutine of its own.
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
                 message["headers"] = [*message.get("headers", ()), header]
-            await send(message)
+            return send(message)
 
         try:
             await self.app(scope, receive, send_with_id)
