@@ -52,6 +52,11 @@ class WriterThread:
     def alive(self) -> bool:
         return self._thread.is_alive()
 
+    @property
+    def queued(self) -> int:
+        """Submissions waiting for the next batch."""
+        return self._queue.qsize()
+
     def submit(self, events: list[StockEvent], done: Done) -> None:
         if not self._running:
             raise WriterUnavailable("the writer is stopped")
@@ -122,7 +127,7 @@ class ThreadWriterClient:
 
     @property
     def stats(self) -> WriterStatsSnapshot | None:
-        return self.thread.stats.snapshot(self.thread._queue.qsize())
+        return self.thread.stats.snapshot(self.thread.queued)
 
     async def subscribe(self) -> None:
         """Nothing to do: this process's writer installs its commits in the cache itself."""

@@ -10,6 +10,7 @@ import logging
 import logging.config
 import pickle
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -138,3 +139,43 @@ def test_the_writers_stats_count_a_batch_once_its_callers_are_answered_and_its_r
     assert stats.snapshot(0).rejects == (1, 1, 1)  # queue_full, unavailable, refused
     assert sum(stats.snapshot(0).batch_events[0]) == 1  # a failed batch is no commit
     assert len(answered) == 4
+
+
+@pytest.mark.parametrize("captured", ["json"], indirect=True)
+def test_the_access_log_names_the_principal_never_the_token_nor_the_query(captured: io.StringIO) -> None:
+    from ledger.access.scopes import Grant, Role
+    from ledger.api.gate import GRANT_KEY
+    from ledger.api.telemetry import RequestTelemetry
+
+    async def answer(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        scope[GRANT_KEY] = Grant(name="till-3", role=Role.PRODUCER)  # as the gate leaves it
+        await send({"type": "http.response.start", "status": 201, "headers": []})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+    sent: list[dict[str, Any]] = []
+
+    async def keep(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/v1/stores/s1/reservations",
+        "raw_path": b"/v1/stores/s1/reservations",
+        "query_string": b"secret=1",
+        "headers": [(b"authorization", b"Bearer tok-SECRET"), (b"x-request-id", b"acc-1")],
+    }
+    metrics = HttpMetrics()
+    asyncio.run(RequestTelemetry(answer, [], metrics, access_log_on=True)(scope, None, keep))  # type: ignore[arg-type]
+    assert (b"x-request-id", b"acc-1") in sent[0]["headers"]
+    (text,) = captured.getvalue().splitlines()
+    line = json.loads(text)
+    assert line["logger"] == "ledger.http.access" and line["request_id"] == "acc-1"
+    assert (line["method"], line["path"], line["status"], line["principal"]) == (
+        "POST",
+        "/v1/stores/s1/reservations",
+        201,
+        "till-3",
+    )
+    assert "SECRET" not in text and "secret" not in text
+    assert list(metrics.series) == [("unmatched", "POST", 201)]  # no route of this test's app matched
