@@ -234,3 +234,16 @@ def test_every_metric_the_dashboard_queries_exists(client: httpx.Client) -> None
     }
     exposed = {name for name, _ in _metrics(client)}
     assert queried and queried <= exposed, sorted(queried - exposed)
+
+
+def test_spawned_http_workers_log_as_the_service_does(serve: Any, tmp_path: Path) -> None:
+    """With several workers, uvicorn starts each in a process of its own; each applies the same
+    logging configuration (uvicorn's log_config), so its lines are JSON and name the request."""
+    workers = serve(f"sqlite:///{tmp_path / 'ledger.db'}", {**ENV, "LEDGER_HTTP_WORKERS": "2"})
+    request_ids = [unique("worker") for _ in range(4)]
+    with workers.client() as http:
+        for request_id in request_ids:
+            assert http.get("/healthz", headers={"X-Request-ID": request_id}).status_code == 200
+    for request_id in request_ids:
+        (line,) = _lines_until(workers, lambda line, wanted=request_id: line.get("request_id") == wanted)
+        assert line["logger"] == "ledger.http.access" and line["route"] == "/healthz"
