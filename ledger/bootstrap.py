@@ -9,6 +9,7 @@ from ledger.intake.envelope import IntakeLimits
 from ledger.service import Ledger, WriterPort
 from ledger.state_cache import StateCache
 from ledger.storage.recorders import open_recorder
+from ledger.telemetry.logs import configure_logging
 from ledger.writer.facade import Writer
 from ledger.writer.remote import RemoteWriter
 from ledger.writer.submission import WriterLimits
@@ -36,14 +37,18 @@ def build_writer(settings: Settings) -> Writer:
             expiry_interval_s=settings.expiry_interval_ms / 1000,
             expiry_batch_max=settings.expiry_batch_max,
             optimistic=settings.writer_optimistic,
+            slow_batch_s=settings.writer_slow_batch_ms / 1000,
         ),
     )
 
 
 def build_writer_from_environment() -> Writer:
-    """The writer process's writer: it reads the settings from the environment it inherited."""
+    """The writer process's writer: it reads the settings from the environment it inherited, and
+    logs as the serving process does."""
     tune_gc()
-    return build_writer(Settings())
+    settings = Settings()
+    configure_logging(settings.log_format, settings.kafka_log_level)
+    return build_writer(settings)
 
 
 def build_ledger(settings: Settings) -> Ledger:

@@ -27,6 +27,7 @@ from pydantic_settings import SettingsError
 from ledger.cli_errors import CommandError, database_url_checked
 from ledger.config import Settings
 from ledger.kafka.cli import register as register_kafka_commands
+from ledger.telemetry.logs import configure_logging, logging_config
 from ledger.tokens_cli import register as register_token_commands
 
 DISTRIBUTION = "stock-ledger"
@@ -70,7 +71,9 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         "host": settings.http_host,
         "port": settings.http_port,
         "log_level": args.log_level,
-        "access_log": False,
+        "access_log": False,  # the service's own (LEDGER_ACCESS_LOG) names the request id and principal
+        # Every worker process applies the same logging configuration as this one.
+        "log_config": logging_config(settings.log_format, settings.kafka_log_level),
         "timeout_graceful_shutdown": 10,
         **uvicorn_options(settings),  # idle, slow-header and slow-body deadlines, connections at once
     }
@@ -430,6 +433,7 @@ def main(argv: list[str] | None = None) -> int:
     # The expected failures, each told in one line; the library errors are caught here, once.
     try:
         settings = load_settings()
+        configure_logging(settings.log_format, settings.kafka_log_level)
         return handler(args, settings)
     except CommandError as error:
         problem = error.message

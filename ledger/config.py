@@ -36,6 +36,13 @@ class Settings(BaseSettings):
     # `off` only lets the open service (no token) listen on an address other than loopback.
     auth: Literal["required", "off"] | None = Field(None, description="unset: required once a token exists")
     metrics_auth: Literal["open", "required"] = Field("open", description="required: /metrics needs a token")
+    # What the service tells its operators (ledger/telemetry): every process's log lines in one
+    # format, an access log line per HTTP request when on, kafka-python's own lines from this level.
+    log_format: Literal["text", "json"] = Field("text", description="json: one JSON object per line")
+    access_log: bool = Field(False, description="on: one line per HTTP request")
+    kafka_log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "WARNING", description="the Kafka client library's loggers (kafka.*)"
+    )
     # How often each serving process re-reads the tokens: a change reaches all of them within 2 s.
     auth_refresh_ms: int = Field(500, ge=10, le=1000)
     auth_last_use_flush_s: float = Field(10.0, gt=0, description="how often a token's last use is written")
@@ -139,6 +146,9 @@ class Settings(BaseSettings):
         True, description="PostgreSQL: one round trip per batch when memory holds all it reads"
     )
     writer_queue_submissions_max: int = Field(20000, ge=1)
+    # A batch that takes longer than this from being taken to its callers answered is logged as
+    # a warning naming its requests' ids (0: every batch).
+    writer_slow_batch_ms: int = Field(1000, ge=0)
     # What the writer process holds for one client that does not read (its answers and the
     # commit broadcasts); past it the client is disconnected, so that the writer never waits on it.
     writer_client_outbox_bytes_max: int = Field(32 * 1024 * 1024, ge=1024)

@@ -22,6 +22,7 @@ from ledger.results import EventResult
 from ledger.state_cache import CachedLevel, StateCache, level_from_row, reservation_from_row
 from ledger.storage.availability import database_unavailable
 from ledger.storage.recorders import LedgerRecorder
+from ledger.writer.stats import WriterStatsSnapshot
 from ledger.writer.submission import SubmissionFailed
 
 log = logging.getLogger("ledger.service")
@@ -58,6 +59,8 @@ class WriterPort(Protocol):
     def alive(self) -> bool: ...
     @property
     def commits_seen(self) -> int: ...
+    @property
+    def stats(self) -> WriterStatsSnapshot | None: ...
 
     def start(self) -> None: ...
     def stop(self) -> None: ...

@@ -16,8 +16,10 @@ from ledger.access.limiter import RateLimiter
 from ledger.api import events, history, ops, reservations, stock, timeline
 from ledger.api.gate import AuthGate, HostGate
 from ledger.api.guard import api_routes, check_every_route_is_guarded
+from ledger.api.http_metrics import HttpMetrics
 from ledger.api.openapi import install_openapi, package_version
 from ledger.api.problems import Problem, install_handlers, problem_response
+from ledger.api.telemetry import RequestTelemetry
 from ledger.config import Settings
 from ledger.intake.envelope import IntakeLimits
 from ledger.service import Ledger
@@ -122,7 +124,8 @@ def create_app(
     app.state.ledger = ledger
     app.state.settings = settings
     app.state.intake_limits = limits
-    app.state.metrics = ops.metrics_registry(ledger)
+    app.state.http_metrics = HttpMetrics()
+    app.state.metrics = ops.metrics_registry(ledger, app.state.http_metrics)
     app.state.kafka = None
     routers = [module.router for module in (stock, events, reservations, history, timeline, ops)]
     for router in routers:
@@ -137,9 +140,10 @@ def create_app(
 
 
 def create_asgi(ledger: Ledger, settings: Settings, limits: IntakeLimits) -> ASGIApp:
-    """What `ledger serve` runs, outermost first: the Host check, CORS (only when
-    LEDGER_CORS_ORIGINS lists origins), the token and its rate (ledger/api/gate.py), the fast path
-    (ledger/api/fastpath.py), then the application."""
+    """What `ledger serve` runs, outermost first: the request's id, metrics and access log
+    (ledger/api/telemetry.py), the Host check, CORS (only when LEDGER_CORS_ORIGINS lists origins),
+    the token and its rate (ledger/api/gate.py), the fast path (ledger/api/fastpath.py), then the
+    application."""
     from ledger.api.fastpath import FastPath
 
     book = token_book(ledger, settings)
@@ -160,7 +164,12 @@ def create_asgi(ledger: Ledger, settings: Settings, limits: IntakeLimits) -> ASG
             allow_headers=["authorization", "content-type"],
             max_age=CORS_MAX_AGE_S,
         )
-    return HostGate(gated, allowed_hosts(settings.allowed_hosts))
+    return RequestTelemetry(
+        HostGate(gated, allowed_hosts(settings.allowed_hosts)),
+        app.router.routes,
+        app.state.http_metrics,
+        access_log_on=settings.access_log,
+    )
 
 
 CORS_MAX_AGE_S = 600  # how long a browser may keep a preflight's answer

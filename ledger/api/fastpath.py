@@ -27,6 +27,7 @@ from ledger.api.problems import Problem, internal_error, problem_for, problem_re
 from ledger.api.reservations import reserve
 from ledger.api.schemas import ID_REGEX, level_public
 from ledger.api.stock import cached_level
+from ledger.api.telemetry import ROUTE_KEY
 from ledger.config import Settings
 from ledger.intake.envelope import IntakeLimits
 from ledger.service import Ledger
@@ -38,6 +39,9 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 _ID = re.compile(ID_REGEX)
+# The FastAPI routes' templates, for the metrics (ledger/api/telemetry.py).
+RESERVATIONS_ROUTE = "/v1/stores/{store}/reservations"
+STOCK_ROUTE = "/v1/stores/{store}/stock/{sku}"
 
 
 class FastPath:
@@ -54,6 +58,7 @@ class FastPath:
             if len(parts) >= 5 and parts[1] == "v1" and parts[2] == "stores" and _ID.fullmatch(parts[3]):
                 method = scope["method"]
                 if method == "POST" and len(parts) == 5 and parts[4] == "reservations":
+                    scope[ROUTE_KEY] = RESERVATIONS_ROUTE
                     await self._reserve(parts[3], scope, receive, send)
                     return
                 if (
@@ -69,6 +74,7 @@ class FastPath:
                         return
                     view = cached_level(self.ledger, parts[3], parts[5])
                     if view is not None:
+                        scope[ROUTE_KEY] = STOCK_ROUTE
                         response = Response(orjson.dumps(level_public(view)), media_type="application/json")
                         await response(scope, receive, send)
                         return

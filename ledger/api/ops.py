@@ -7,7 +7,13 @@ from collections.abc import Iterator
 from typing import Protocol
 
 from fastapi import APIRouter, Depends
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    GCCollector,
+    ProcessCollector,
+    generate_latest,
+)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 from starlette.requests import Request
@@ -15,6 +21,8 @@ from starlette.responses import Response
 
 from ledger.access.scopes import Role
 from ledger.api.deps import REQUIRES, LedgerDep
+from ledger.api.http_metrics import BuildInfo, HttpMetrics, WriterMetrics
+from ledger.api.openapi import package_version
 from ledger.api.problems import Problem
 from ledger.api.schemas import problem_responses
 from ledger.service import Ledger
@@ -62,9 +70,16 @@ class LedgerCollector(Collector):
         )
 
 
-def metrics_registry(ledger: Ledger) -> CollectorRegistry:
+def metrics_registry(ledger: Ledger, http: HttpMetrics) -> CollectorRegistry:
+    """This process's metrics: the ledger's, the HTTP edge's, the writer's (ledger/api/http_metrics.py),
+    the build, and prometheus_client's process (CPU, memory, open files) and Python (GC) ones."""
     registry = CollectorRegistry()
     registry.register(LedgerCollector(ledger))
+    registry.register(http)
+    registry.register(WriterMetrics(ledger.writer))
+    registry.register(BuildInfo(package_version()))
+    ProcessCollector(registry=registry)
+    GCCollector(registry=registry)
     return registry
 
 

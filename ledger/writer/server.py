@@ -18,6 +18,7 @@ import logging
 import os
 import selectors
 import socket
+import time
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -25,8 +26,10 @@ from ledger.domain.model import StockEvent
 from ledger.results import EventResult
 from ledger.state_cache import Commit
 from ledger.writer import in_flight
+from ledger.writer.batch_logging import batch_logged
 from ledger.writer.batching import take_batch
 from ledger.writer.facade import Writer
+from ledger.writer.stats import STATS_INTERVAL_S, WriterStats
 from ledger.writer.submission import Done, Submission, SubmissionFailed
 from ledger.writer.wire import (
     REFUSED,
@@ -37,6 +40,7 @@ from ledger.writer.wire import (
     FrameTooLarge,
     Replies,
     Reply,
+    StatsReport,
     Subscribe,
     decode_to_writer,
     encode,
@@ -66,6 +70,7 @@ class _Request:
     client: _Client
     request_id: int
     events: list[StockEvent]
+    x_request_id: str | None = None
 
 
 class WriterServer:
@@ -91,6 +96,9 @@ class WriterServer:
         self._commits: list[Committed] = []
         self._announce = 0  # the last position of a batch just sent, for the subscribers
         self._flight: in_flight.InFlight | None = None  # for run()'s last answers
+        self.stats = WriterStats(writer.limits.slow_batch_s)
+        self._pending: list[_Request] = []
+        self._stats_sent_at = 0.0
         writer.on_commit = self._on_commit
 
     def _on_commit(self, commit: Commit) -> None:
@@ -116,6 +124,7 @@ class WriterServer:
         confirmed), the next one is decided meanwhile and sent once the first has committed
         (in_flight.py): the writer's Python and PostgreSQL's work overlap."""
         pending: list[_Request] = []
+        self._pending = pending
         self._flight = None
         try:
             self._loop(pending)
@@ -136,19 +145,22 @@ class WriterServer:
                 taken, pending[:] = self._take(pending)
             ready, landed = None, False
             if flight is not None:
-                ready = in_flight.prepare(writer, taken, in_flight=True) if taken else None
+                with batch_logged(taken):
+                    ready = in_flight.prepare(writer, taken, in_flight=True) if taken else None
                 landing, flight, self._flight = flight, None, None  # landed once, whatever happens
-                landed = in_flight.land(writer, landing)
+                with batch_logged(landing.ready.batch):
+                    landed = in_flight.land(writer, landing)
                 self._flush()  # answer before anything else: callers are waiting
             # Nothing is in flight here, so the memory holds committed effects only: expiry (when
             # due) runs between two batches even under steady load. If it records anything, the
             # head moves and `send` refuses what was decided before it (it is decided again).
             writer.maybe_expire()
             if taken:
-                if landed and ready is not None:
-                    flight = in_flight.send(writer, ready)
-                if flight is None:
-                    flight = in_flight.begin(writer, taken)
+                with batch_logged(taken):
+                    if landed and ready is not None:
+                        flight = in_flight.send(writer, ready)
+                    if flight is None:
+                        flight = in_flight.begin(writer, taken)
                 if flight is not None:
                     self._announce = flight.last_position
             self._flight = flight
@@ -159,7 +171,8 @@ class WriterServer:
             if self.stopping and flight is None:
                 if pending:  # what was read before the stop: recorded and answered, one batch
                     taken, pending[:] = self._take(pending)
-                    writer.process(taken)
+                    with batch_logged(taken):
+                        writer.process(taken)
                     self._flush()
                 break
 
@@ -177,8 +190,10 @@ class WriterServer:
     def _take(self, pending: list[_Request]) -> tuple[list[Submission], list[_Request]]:
         """Up to batch_events_max events of what is pending, as one batch; and the rest."""
         count = take_batch(pending, lambda request: len(request.events), self.batch_events_max)
-        batch = [Submission(r.events, _reply_to(r.client, r.request_id)) for r in pending[:count]]
-        return batch, pending[count:]
+        batch = [
+            Submission(r.events, _reply_to(r.client, r.request_id), r.x_request_id) for r in pending[:count]
+        ]
+        return self.stats.timed(batch), pending[count:]
 
     # -- connections ------------------------------------------------------------------------------
 
@@ -230,8 +245,9 @@ class WriterServer:
                 # Answered at once: a caller is better told to come back than kept waiting until
                 # its timeout while the writer records what it no longer waits for.
                 client.replies.append(Reply(message.request_id, None, QUEUE_FULL, UNAVAILABLE))
+                self.stats.queue_full()
             else:
-                pending.append(_Request(client, message.request_id, message.events))
+                pending.append(_Request(client, message.request_id, message.events, message.x_request_id))
 
     # -- answers and broadcasts -------------------------------------------------------------------
 
@@ -245,6 +261,10 @@ class WriterServer:
         broadcast = b"".join(encode(commit) for commit in commits)
         if announce:
             broadcast += encode(Announced(announce))
+        now = time.monotonic()
+        if now - self._stats_sent_at >= STATS_INTERVAL_S:
+            self._stats_sent_at = now
+            broadcast += encode(StatsReport(self.stats.snapshot(len(self._pending))))
         for client in list(self.clients.values()):
             data = broadcast if client.subscribed else b""
             if client.replies:

@@ -15,10 +15,12 @@ Done = Callable[[list[EventResult] | BaseException], None]
 
 @dataclass(slots=True)
 class Submission:
-    """One caller's events, answered together through `done` once their batch has committed."""
+    """One caller's events, answered together through `done` once their batch has committed.
+    `request_id`: the HTTP request that sent them, named in the writer's log lines for the batch."""
 
     events: list[StockEvent]
     done: Done
+    request_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +31,7 @@ class WriterLimits:
     expiry_interval_s: float
     expiry_batch_max: int
     optimistic: bool = True
+    slow_batch_s: float = 1.0  # a batch slower than this is logged (writer/stats.py)
 
 
 class WriterUnavailable(Exception):

@@ -13,8 +13,11 @@ import threading
 
 from ledger.domain.model import StockEvent
 from ledger.results import EventResult
+from ledger.telemetry.request_ids import REQUEST_ID
+from ledger.writer.batch_logging import batch_logged
 from ledger.writer.batching import drain_queue
 from ledger.writer.facade import Writer
+from ledger.writer.stats import WriterStats, WriterStatsSnapshot
 from ledger.writer.submission import Done, Submission, WriterUnavailable
 
 STOP_WAIT_S = 10.0
@@ -29,6 +32,7 @@ class WriterThread:
         self._queue: queue.Queue[Submission | None] = queue.Queue(writer.limits.queue_submissions_max)
         self._thread = threading.Thread(target=self._run, name="ledger-writer", daemon=True)
         self._running = False
+        self.stats = WriterStats(writer.limits.slow_batch_s)
 
     def start(self) -> None:
         self._running = True
@@ -48,12 +52,18 @@ class WriterThread:
     def alive(self) -> bool:
         return self._thread.is_alive()
 
+    @property
+    def queued(self) -> int:
+        """Submissions waiting for the next batch."""
+        return self._queue.qsize()
+
     def submit(self, events: list[StockEvent], done: Done) -> None:
         if not self._running:
             raise WriterUnavailable("the writer is stopped")
         try:
-            self._queue.put_nowait(Submission(events, done))
+            self._queue.put_nowait(Submission(events, done, REQUEST_ID.get()))
         except queue.Full:
+            self.stats.queue_full()
             raise WriterUnavailable("the writer's queue is full") from None
 
     def submit_and_wait(self, events: list[StockEvent], timeout_s: float) -> list[EventResult]:
@@ -86,7 +96,8 @@ class WriterThread:
             if first is not None:
                 batch, stop_asked = drain_queue(self._queue, first, writer.limits.batch_events_max)
                 stopping = stopping or stop_asked
-                writer.process(batch)
+                with batch_logged(batch):
+                    writer.process(self.stats.timed(batch))
             writer.maybe_expire()
             if stopping and self._queue.empty():
                 break
@@ -113,6 +124,10 @@ class ThreadWriterClient:
     @property
     def commits_seen(self) -> int:
         return self.writer.batches_committed
+
+    @property
+    def stats(self) -> WriterStatsSnapshot | None:
+        return self.thread.stats.snapshot(self.thread.queued)
 
     async def subscribe(self) -> None:
         """Nothing to do: this process's writer installs its commits in the cache itself."""

@@ -6,8 +6,9 @@ times faster than class instances; measured: an event 17 -> 7 µs). Clients send
 if they keep a read cache, then `WriteRequest`s. The writer sends, per batch and in this order,
 `Committed` to every subscriber (what the batch committed, so that every HTTP worker's read cache
 is current before its callers get their answers), `Announced` to every subscriber when a batch
-was just sent, and `Replies` to each client that has answers waiting. A message that a side does
-not expect is an `UnexpectedMessage`, which names it: never a misparse.
+was just sent, and `Replies` to each client that has answers waiting; and now and then
+`StatsReport` to every subscriber (its figures for the metrics endpoint). A message that a side
+does not expect is an `UnexpectedMessage`, which names it: never a misparse.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any
 from ledger.domain.model import Level, StockEvent
 from ledger.results import EventResult
 from ledger.state_cache import CachedLevel, Commit
+from ledger.writer.stats import WriterStatsSnapshot
 
 FRAME = struct.Struct("!I")
 FRAME_BYTES_MAX = 256 * 1024 * 1024
@@ -42,10 +44,13 @@ class Subscribe:
 
 @dataclass(frozen=True, slots=True)
 class WriteRequest:
-    """Client -> writer: record these events; answer with `request_id`."""
+    """Client -> writer: record these events; answer with `request_id`. `x_request_id`: the HTTP
+    request that sent them (its X-Request-ID), for the writer's log lines; absent on the wire when
+    there is none."""
 
     request_id: int
     events: list[StockEvent]
+    x_request_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,16 +123,25 @@ class Replies:
     replies: list[Reply]
 
 
+@dataclass(frozen=True, slots=True)
+class StatsReport:
+    """Writer -> subscribers: the writer's figures so far (writer/stats.py)."""
+
+    snapshot: WriterStatsSnapshot
+
+
 ToWriter = Subscribe | WriteRequest
-FromWriter = Committed | Announced | Replies
+FromWriter = Committed | Announced | Replies | StatsReport
 
 
 def encode(message: ToWriter | FromWriter) -> bytes:
     """One frame."""
     plain: tuple[Any, ...]
     match message:
-        case WriteRequest(request_id, events):
+        case WriteRequest(request_id, events, None):
             plain = ("w", request_id, events)
+        case WriteRequest(request_id, events, x_request_id):
+            plain = ("w", request_id, events, x_request_id)
         case Committed(first, head, levels):
             plain = ("c", first, head, levels)
         case Announced(position):
@@ -136,6 +150,8 @@ def encode(message: ToWriter | FromWriter) -> bytes:
             plain = ("r", [(r.request_id, r.results, r.error, r.kind) for r in replies])
         case Subscribe():
             plain = ("s",)
+        case StatsReport(snapshot):
+            plain = ("m", snapshot.plain())
         case _:
             raise UnexpectedMessage(message)
     body = pickle.dumps(plain, protocol=pickle.HIGHEST_PROTOCOL)
@@ -147,6 +163,8 @@ def _decode(body: bytes | bytearray | memoryview) -> ToWriter | FromWriter:
     match plain:
         case ("w", int(request_id), list(events)):
             return WriteRequest(request_id, events)
+        case ("w", int(request_id), list(events), str(x_request_id)):
+            return WriteRequest(request_id, events, x_request_id)
         case ("c", int(first), int(head), list(levels)):
             return Committed(first, head, levels)
         case ("p", int(position)):
@@ -155,6 +173,8 @@ def _decode(body: bytes | bytearray | memoryview) -> ToWriter | FromWriter:
             return Replies([_reply(plain_reply) for plain_reply in replies])
         case ("s",):
             return Subscribe()
+        case ("m", (tuple(batch_events), tuple(commit_seconds), tuple(rejects), int(queued))):
+            return StatsReport(WriterStatsSnapshot(batch_events, commit_seconds, rejects, queued))
     raise UnexpectedMessage(plain)
 
 
@@ -176,7 +196,7 @@ def decode_to_writer(body: bytes | bytearray | memoryview) -> ToWriter:
 
 def decode_from_writer(body: bytes | bytearray | memoryview) -> FromWriter:
     message = _decode(body)
-    if not isinstance(message, Committed | Announced | Replies):
+    if not isinstance(message, Committed | Announced | Replies | StatsReport):
         raise UnexpectedMessage(message)
     return message
 

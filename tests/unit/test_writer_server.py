@@ -11,7 +11,9 @@ from ledger.writer.wire import WriteRequest, encode
 
 
 def _server(queue_max: int) -> WriterServer:
-    writer: Any = SimpleNamespace(limits=SimpleNamespace(queue_submissions_max=queue_max), on_commit=None)
+    writer: Any = SimpleNamespace(
+        limits=SimpleNamespace(queue_submissions_max=queue_max, slow_batch_s=1.0), on_commit=None
+    )
     return WriterServer(
         writer, "/nonexistent", batch_events_max=10, outbox_bytes_max=1 << 20, parent_pid=None
     )

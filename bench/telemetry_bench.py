@@ -1,0 +1,221 @@
+"""What the logs and metrics cost (issue #15): the ledger with JSON logs, request ids and metrics
+next to the same ledger without them (the code before they were added), measured in alternation so
+that the machine's drift falls on both alike.
+
+Usage: python bench/telemetry_bench.py [--rounds 6] [--seconds 5] [--on-env LEDGER_ACCESS_LOG=on]
+
+Request ids and the HTTP and writer metrics have no switch: they are always on. So the "off" side
+runs the ledger as it was before them, extracted from git (`--baseline`, by default the parent of
+the commit that added ledger/telemetry) and put first on PYTHONPATH; the "on" side runs this tree
+with LEDGER_LOG_FORMAT=json (and whatever `--on-env` adds; the access log is off by default, and
+writes one line per request when on). One embedded PostgreSQL, two databases, two `ledger serve`
+started side by side. Each round measures the GET figure and the hot-SKU reservation figure on
+both, the order flipped every round; it prints every round's ratio (on / off), the ratio of the
+sums, and the HTTP processes' CPU µs per request on each side.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tarfile
+import time
+from io import BytesIO
+from pathlib import Path
+from statistics import median
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import load
+import session
+from figures import HOT_SKU, READ_SKU, STORE, Bench, ledger_command, receipt
+from plumbing import http_json
+from token_bench import IDLE_SECONDS, measure_side
+
+FIGURES = ("read", "hot")
+REPO = Path(__file__).resolve().parents[1]
+SIDES = ("off", "on")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--rounds", type=int, default=6, help="rounds; each measures both sides (default 6)")
+    parser.add_argument("--seconds", type=float, default=5.0, help="measured time of each side (default 5)")
+    parser.add_argument("--clients", type=int, default=32, help="connections of the hot-SKU figure")
+    parser.add_argument("--read-connections", type=int, default=16)
+    parser.add_argument("--wrk-threads", type=int, default=os.cpu_count() or 2)
+    parser.add_argument("--only", default=",".join(FIGURES), help="figures: read,hot")
+    parser.add_argument("--baseline", default=None, help="git commit of the off side (default: see above)")
+    parser.add_argument(
+        "--on-env",
+        action="append",
+        default=[],
+        help="KEY=VALUE for the on side, besides LEDGER_LOG_FORMAT=json",
+    )
+    parser.add_argument("--check-iterations", type=int, default=200_000, help="requests timed in-process")
+    parser.add_argument("--output", default=str(Path(__file__).resolve().with_name("telemetry_results.json")))
+    session.add_common_options(parser)
+    args = parser.parse_args(argv)
+    args.serve_argv = __import__("shlex").split(args.serve_args)
+    args.figures = [name.strip() for name in args.only.split(",") if name.strip()]
+    if set(args.figures) - set(FIGURES) or args.rounds < 1 or args.seconds <= 0:
+        parser.error("--only takes read,hot; --rounds >= 1; --seconds > 0")
+    if any("=" not in pair for pair in args.on_env):
+        parser.error("--on-env takes KEY=VALUE")
+    args.token = False
+    return args
+
+
+def telemetry_us(iterations: int) -> dict[str, float]:
+    """CPU µs per request of the outermost layer (ledger/api/telemetry.py: request id, metrics)
+    around an app that answers at once, without and with an offered X-Request-ID, and of the app
+    alone; CPU time (process_time), so that other processes on the machine do not count."""
+    import asyncio
+
+    from ledger.api.http_metrics import HttpMetrics
+    from ledger.api.telemetry import ROUTE_KEY, RequestTelemetry
+
+    async def answer(scope: Any, receive: Any, send: Any) -> None:
+        scope[ROUTE_KEY] = "/v1/stores/{store}/stock/{sku}"
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"x")]})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+    async def nowhere(message: Any) -> None:
+        return None
+
+    def timed(app: Any, headers: list[tuple[bytes, bytes]]) -> float:
+        async def run() -> float:
+            started = time.process_time()
+            for _ in range(iterations):
+                scope = {"type": "http", "method": "GET", "path": f"/v1/stores/{STORE}/stock/{READ_SKU}"}
+                scope["headers"] = headers
+                await app(scope, None, nowhere)
+            return (time.process_time() - started) * 1e6 / iterations
+
+        return asyncio.run(run())
+
+    headers = [(b"host", b"127.0.0.1:8000"), (b"user-agent", b"wrk"), (b"accept", b"*/*")]
+    wrapped = RequestTelemetry(answer, [], HttpMetrics(), access_log_on=False)
+    bare = timed(answer, headers)
+    return {
+        "app_alone_us": round(bare, 2),
+        "telemetry_new_id_us": round(timed(wrapped, headers) - bare, 2),
+        "telemetry_offered_id_us": round(
+            timed(wrapped, [*headers, (b"x-request-id", b"till-7:42")]) - bare, 2
+        ),
+    }
+
+
+def _git(*argv: str) -> bytes:
+    return subprocess.run(["git", "-C", str(REPO), *argv], check=True, capture_output=True).stdout
+
+
+def baseline_commit(given: str | None) -> str:
+    if given:
+        return _git("rev-parse", given).decode().strip()
+    added = _git("log", "--diff-filter=A", "--format=%H", "--", "ledger/telemetry/__init__.py").split()
+    return _git("rev-parse", f"{added[-1].decode()}^").decode().strip()
+
+
+def extract(commit: str, directory: Path) -> Path:
+    """The `ledger` package of `commit`, in a directory of its own (git archive: the repository is
+    not touched)."""
+    tree = directory / f"ledger-{commit[:12]}"
+    with tarfile.open(
+        fileobj=BytesIO(_git("archive", "--format=tar", commit, "ledger")), mode="r"
+    ) as archive:
+        archive.extractall(tree, filter="data")
+    return tree
+
+
+def start_side(bench: Bench, side: str, baseline: Path, on_env: dict[str, str]) -> tuple[Any, int]:
+    database = bench.database(f"ledger_{side}")
+    env = dict(os.environ, LEDGER_DATABASE_URL=bench.pg.url(database), LEDGER_HTTP_HOST="127.0.0.1")
+    env = {key: value for key, value in env.items() if key not in ("LEDGER_LOG_FORMAT", "LEDGER_ACCESS_LOG")}
+    if side == "off":
+        env["PYTHONPATH"] = os.pathsep.join([str(baseline), *filter(None, [os.environ.get("PYTHONPATH")])])
+    else:
+        env["PYTHONPATH"] = os.pathsep.join([str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])])
+        env.update({"LEDGER_LOG_FORMAT": "json", **on_env})
+    return bench.start_server(f"ledger-{side}", [*ledger_command(), "serve"], env)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    started = time.time()
+    commit = baseline_commit(args.baseline)
+    on_env = dict(pair.split("=", 1) for pair in args.on_env)
+    results: dict[str, Any] = {
+        "settings": vars(args) | {"serve_argv": args.serve_argv, "baseline_commit": commit, "on_env": on_env},
+        "rounds": [],
+    }
+
+    def measure(bench: Bench) -> None:
+        results["telemetry_layer"] = telemetry_us(args.check_iterations)
+        print(f"the telemetry layer in-process, CPU µs per request: {results['telemetry_layer']}", flush=True)
+        baseline = extract(commit, bench.workdir)
+        print(f"off side: the ledger at {commit[:12]}; on side: this tree with {on_env or 'JSON logs'}")
+        sides = {side: start_side(bench, side, baseline, on_env) for side in SIDES}
+        for _, port in sides.values():
+            bench.token = None
+            bench.post_events(
+                port, [receipt(f"{bench.nonce}-seed", [(HOT_SKU, 1_000_000_000), (READ_SKU, 1000)])]
+            )
+            load.http_load(port, "get", STORE, READ_SKU, 4, 1.0, bench.nonce)  # warm-up
+        _, on_port = sides["on"]
+        _, metrics = http_json(on_port, "GET", "/metrics")
+        bench.check("the on side serves the HTTP metrics", "ledger_http_requests_total" in str(metrics))
+        time.sleep(IDLE_SECONDS)
+        for round_no in range(1, args.rounds + 1):
+            order = list(SIDES) if round_no % 2 else list(reversed(SIDES))
+            measured: dict[str, Any] = {"round": round_no, "order": order, "load_average": os.getloadavg()}
+            for figure in args.figures:
+                for side in order:
+                    server, port = sides[side]
+                    nonce = f"{bench.nonce}-{side}-{round_no}"  # reservation ids are never reused
+                    measured[f"{figure}_{side}"] = measure_side(bench, figure, port, None, server, nonce)
+                off, on = measured[f"{figure}_off"], measured[f"{figure}_on"]
+                measured[f"{figure}_ratio"] = round(on["per_s"] / off["per_s"], 3) if off["per_s"] else None
+                print(
+                    f"round {round_no} {figure}: off {off['per_s']:,.0f}/s "
+                    f"({off['http_cpu_us']:.0f} µs http CPU), on {on['per_s']:,.0f}/s "
+                    f"({on['http_cpu_us']:.0f} µs), ratio {measured[f'{figure}_ratio']}, "
+                    f"load {measured['load_average'][0]:.2f}",
+                    flush=True,
+                )
+            results["rounds"].append(measured)
+
+    def write(bench: Bench, error: str | None) -> None:
+        summary = {}
+        for figure in args.figures:
+            rounds = [r for r in results["rounds"] if r.get(f"{figure}_ratio") is not None]
+            if not rounds:
+                continue
+            off_ok = sum(r[f"{figure}_off"]["ok"] for r in rounds)
+            on_ok = sum(r[f"{figure}_on"]["ok"] for r in rounds)
+            summary[figure] = {
+                "ratios": [r[f"{figure}_ratio"] for r in rounds],
+                "median_ratio": median(r[f"{figure}_ratio"] for r in rounds),
+                "ratio_of_sums": round(on_ok / off_ok, 3) if off_ok else None,
+                "http_cpu_us_off_median": median(r[f"{figure}_off"]["http_cpu_us"] for r in rounds),
+                "http_cpu_us_on_median": median(r[f"{figure}_on"]["http_cpu_us"] for r in rounds),
+            }
+            print(f"{figure}: {json.dumps(summary[figure])}")
+        results["summary"] = summary
+        results["checks"] = bench.checks
+        results["error"] = error
+        results["elapsed_s"] = round(time.time() - started)
+        Path(args.output).write_text(json.dumps(results, indent=2, default=str) + "\n")
+        print(f"wrote {args.output}")
+
+    return session.run(args, measure, write, prefix="ledger-telemetry-bench-")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,120 @@
+"""What is recorded of every HTTP request, outermost of the ASGI stack: its request id (taken
+from `X-Request-ID` when sound, else made; set for every log line the request causes and
+returned in the answer's `X-Request-ID`), its metrics (route template, method, status, latency),
+and, with LEDGER_ACCESS_LOG=on, one access log line.
+
+Per request this is a header scan, a context variable, two clock readings and one histogram
+observation: a few microseconds, on the fast path as on the FastAPI routes. The route template is
+the one the request was answered by: the fast path names it (ROUTE_KEY), FastAPI leaves its route
+in the scope, and a request answered before routing (a refused host or token, a 404) is matched
+against the routes only then."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable, MutableMapping, Sequence
+from typing import Any
+
+from starlette.routing import BaseRoute, Match
+
+from ledger.api.gate import GRANT_KEY
+from ledger.api.http_metrics import UNMATCHED_ROUTE, HttpMetrics
+from ledger.telemetry.logs import FIELDS
+from ledger.telemetry.request_ids import HEADER, REQUEST_ID, sound_or_new
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+ROUTE_KEY = "ledger.route"  # the template of the route a request was answered by, when known early
+ACCESS_LOG_PATH_CHARS_MAX = 2048
+NO_ANSWER_STATUS = 500  # the server answers 500 when the application fails before answering
+
+access_log = logging.getLogger("ledger.http.access")
+
+
+class RequestTelemetry:
+    def __init__(
+        self, app: ASGIApp, routes: Sequence[BaseRoute], metrics: HttpMetrics, *, access_log_on: bool
+    ) -> None:
+        self.app = app
+        self.routes = routes
+        self.metrics = metrics
+        self.access_log_on = access_log_on
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        offered = None
+        for name, value in scope["headers"]:
+            if name == HEADER:
+                offered = value
+                break
+        request_id = sound_or_new(offered)
+        # Not reset afterwards: the server runs each request in a task of its own, so the id ends
+        # with it, and the server's own line about a failed request still names it.
+        REQUEST_ID.set(request_id.decode("ascii"))
+        header = (HEADER, request_id)
+        status = NO_ANSWER_STATUS
+
+        def send_with_id(message: Message) -> Awaitable[None]:
+            # A plain function that hands back send's own awaitable: no coroutine of its own.
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", ()), header]
+            return send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            seconds = time.perf_counter() - started
+            route = scope.get(ROUTE_KEY) or self._template(scope)
+            self.metrics.observe(route, scope["method"], status, seconds)
+            if self.access_log_on:
+                _log_access(scope, route, status, seconds)
+
+    def _template(self, scope: Scope) -> str:
+        route = scope.get("route")
+        if route is not None:
+            return str(route.path)
+        # Answered before routing (or not found): the first route whose path matches, if any.
+        for candidate in self.routes:
+            match, _ = candidate.matches(scope)
+            if match is not Match.NONE:
+                return str(getattr(candidate, "path", UNMATCHED_ROUTE))
+        return UNMATCHED_ROUTE
+
+
+def _log_access(scope: Scope, route: str, status: int, seconds: float) -> None:
+    """The path as sent (percent-encoded, so one line stays one line), without its query string;
+    the token is never logged, only its name (the principal)."""
+    raw = scope.get("raw_path")
+    path = raw.decode("latin-1") if raw else scope["path"]
+    path = path.split("?", 1)[0][:ACCESS_LOG_PATH_CHARS_MAX]
+    grant = scope.get(GRANT_KEY)
+    principal = None if grant is None else grant.name
+    method = scope["method"]
+    access_log.info(
+        "%s %s %d %.1f ms%s",
+        method,
+        path,
+        status,
+        seconds * 1000,
+        "" if principal is None else f" principal={principal}",
+        extra={
+            FIELDS: {
+                "method": method,
+                "path": path,
+                "route": route,
+                "status": status,
+                "duration_seconds": round(seconds, 6),
+                "principal": principal,
+            }
+        },
+    )

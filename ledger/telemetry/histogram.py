@@ -1,0 +1,43 @@
+"""A histogram as plain Python values: a few hundred nanoseconds per observation, no lock (each is
+observed from one thread, and a scrape that reads it mid-update is off by one observation at
+most), and a snapshot of plain tuples that crosses the writer's socket as it is. The metrics
+endpoint turns it into Prometheus' cumulative buckets (`cumulative`)."""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from collections.abc import Sequence
+
+# Latency bounds in seconds, for a request or a commit: from half a millisecond to ten seconds.
+SECONDS_BOUNDS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+# counts per bucket (the last one is +Inf, not cumulative), and the sum of the values observed
+Snapshot = tuple[tuple[int, ...], float]
+
+
+class Histogram:
+    __slots__ = ("bounds", "counts", "total")
+
+    def __init__(self, bounds: Sequence[float]) -> None:
+        self.bounds = tuple(bounds)
+        self.counts = [0] * (len(self.bounds) + 1)
+        self.total = 0.0
+
+    def observe(self, value: float) -> None:
+        # Prometheus' buckets are "less than or equal": bisect_left finds the first bound >= value.
+        self.counts[bisect_left(self.bounds, value)] += 1
+        self.total += value
+
+    def snapshot(self) -> Snapshot:
+        return tuple(self.counts), self.total
+
+
+def cumulative(bounds: Sequence[float], snapshot: Snapshot) -> list[tuple[str, float]]:
+    """Prometheus' buckets: (le, observations <= le), +Inf last."""
+    counts, _ = snapshot
+    buckets: list[tuple[str, float]] = []
+    running = 0
+    for bound, count in zip([*(repr(float(b)) for b in bounds), "+Inf"], counts, strict=True):
+        running += count
+        buckets.append((bound, running))
+    return buckets
