@@ -96,8 +96,17 @@ def test_a_skus_total_across_stores_is_the_sum_of_its_store_levels(database_url,
         key: sum(per_store[s][key] for s in stores)
         for key in ("on_hand", "reserved", "available", "incoming")
     }
+    expected |= {"safety_stock": 0, "sellable": expected["available"], "channels": {}}  # no policy
     assert body["total"] == expected
-    assert body["total"] == {"on_hand": 29, "reserved": 5, "available": 24, "incoming": 4}
+    assert body["total"] == {
+        "on_hand": 29,
+        "reserved": 5,
+        "available": 24,
+        "incoming": 4,
+        "safety_stock": 0,
+        "sellable": 24,
+        "channels": {},
+    }
     recorded = db.query(database_url, "SELECT * FROM ledger_totals WHERE sku = %s", (sku,))
     assert [(r["on_hand"], r["reserved"], r["incoming"]) for r in recorded] == [(29, 5, 4)]
 
