@@ -73,7 +73,7 @@ class PolicyIn(BaseModel):
 class PolicyPublic(BaseModel):
     store_id: str
     sku: str = Field(description="the SKU, or `*` for the store's default")
-    safety_stock: int
+    safety_stock: int = Field(ge=0, le=QTY_ABS_MAX)
     channels: dict[str, QuotaIn]
     inherited: bool = Field(description="true: the store's default, the SKU having none of its own")
     position: Position | None = Field(None, description="PUT: the position of the change, when it changed")
