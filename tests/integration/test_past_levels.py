@@ -113,5 +113,13 @@ def test_a_skus_total_across_stores_is_the_sum_of_its_store_levels(database_url,
     with server.client() as client:
         never = client.get("/v1/stock/NEVER-SEEN")
         assert never.status_code == 200
-        assert never.json()["total"] == {"on_hand": 0, "reserved": 0, "available": 0, "incoming": 0}
+        assert never.json()["total"] == {
+            "on_hand": 0,
+            "reserved": 0,
+            "available": 0,
+            "incoming": 0,
+            "safety_stock": 0,
+            "sellable": 0,
+            "channels": {},
+        }
         assert never.json()["stores"] == []
