@@ -20,6 +20,7 @@ from ledger.clock import utc_now
 from ledger.domain.model import DEFAULT_SKU, EventType, Line, Outcome, Policy, StockEvent
 from ledger.intake.envelope import InvalidEvent
 from ledger.intake.policy_body import read_policy
+from ledger.service import Ledger
 
 router = APIRouter(tags=["policies"])
 
@@ -90,7 +91,8 @@ async def get_policy(store: ReadableStore, sku: PolicySku, ledger: LedgerDep) ->
     return _json(await _current(ledger, store, sku))
 
 
-async def _current(ledger: Any, store: str, sku: str) -> dict[str, Any]:
+async def _current(ledger: Ledger, store: str, sku: str) -> dict[str, Any]:
+    """The policy that applies to a store's SKU, as the database has it now."""
     policies = await asyncio.to_thread(ledger.store_policies, store)
     own = policies.get(sku)
     if own is not None:
