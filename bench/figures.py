@@ -25,6 +25,9 @@ SEED_UNITS = 1_000_000_000  # the most one event line may carry (CONTRACT §1)
 WARMUP_RESERVATIONS = 50
 SETTLE_TIMEOUT_S = 30.0
 LOOKUP_CHUNK = 250
+# The policy of the hot figure with a policy: the quota is far above what a run reserves, so that
+# every reservation is decided under the policy and none is refused (refusals would be cheaper).
+HOT_POLICY = {"safety_stock": 2, "channels": {"online": {"quota_pct": 30}}}
 
 
 @dataclass
@@ -133,7 +136,12 @@ class Bench:
 
     def run_figure(self, name: str) -> None:
         self.load_average[f"before {name}"] = [round(x, 2) for x in os.getloadavg()]
-        {"hot": self.figure_hot, "batch": self.figure_batch, "read": self.figure_read}[name]()
+        {
+            "hot": self.figure_hot,
+            "hot_policy": self.figure_hot_policy,
+            "batch": self.figure_batch,
+            "read": self.figure_read,
+        }[name]()
 
     def sql_baselines(self, figure: str, rows: int) -> dict[str, Any]:
         args, runs = self.args, {}
@@ -240,6 +248,95 @@ class Bench:
             "ledger_reserved_after": reserved,
             "ledger_metrics_delta": metrics,
             "ledger_token": token_used,
+            **cpu,
+        }
+
+    def figure_hot_policy(self) -> None:
+        """Hot-SKU online reservations (`"channel": "online"`) on two fresh ledgers back to back: one
+        without a policy, one with a safety stock and an online quota on that SKU (CONTRACT §6)."""
+        args = self.args
+        print(f"\n== hot SKU with a policy: online reservations, {args.clients} clients ==", flush=True)
+        runs = {}
+        for variant, policy in (("without_policy", None), ("with_policy", HOT_POLICY)):
+            runs[variant] = self.hot_online_run(f"ledger_hot_{variant}", policy)
+        self.measured["hot_policy"] = runs | {"policy": HOT_POLICY}
+
+    def hot_online_run(self, database_name: str, policy: dict[str, Any] | None) -> dict[str, Any]:
+        args = self.args
+        database = self.database(database_name)
+        server, port = self.start_ledger(database)
+        try:
+            self.post_events(port, [receipt(f"{self.nonce}-seed", [(HOT_SKU, SEED_UNITS)])])
+            if policy is not None:
+                status, body = http_json(
+                    port, "PUT", f"/v1/stores/{STORE}/policies/{HOT_SKU}", policy, token=self.token
+                )
+                if status != 200:
+                    raise BenchError(f"setting the policy failed: {status} {str(body)[:500]}")
+            warm = sum(
+                1
+                for i in range(WARMUP_RESERVATIONS)
+                if http_json(
+                    port,
+                    "POST",
+                    f"/v1/stores/{STORE}/reservations",
+                    {
+                        "reservation_id": f"{self.nonce}-warm-{i}",
+                        "channel": "online",
+                        "lines": [{"sku": HOT_SKU, "qty": 1}],
+                    },
+                    token=self.token,
+                )[0]
+                == 201
+            )
+            self.pg.checkpoint()
+            print(f"  {database_name}: {args.clients} connections, {args.seconds:.0f} s ...", flush=True)
+            meter = cputime.started(server)
+            run = load.http_load(
+                port,
+                "reserve-online",
+                STORE,
+                HOT_SKU,
+                args.clients,
+                args.seconds,
+                self.nonce,
+                prefer_wrk=not args.no_wrk,
+                wrk_threads=args.wrk_threads,
+                token=self.token,
+            )
+            cpu = cputime.report(meter.stop(), run.ok)
+            print(
+                f"    {run.per_s:,.0f} reservations/s ({run.ok:,} answered 201 by {run.tool}; "
+                f"{run.other} other answers, {run.socket_errors} socket errors; "
+                f"p99 {run.latency_ms['p99']:.1f} ms)"
+            )
+            reserved = self.settled_levels(port, [HOT_SKU])[HOT_SKU]["reserved"]
+            status, level = http_json(port, "GET", f"/v1/stores/{STORE}/stock/{HOT_SKU}", token=self.token)
+            counted = warm + run.ok
+            self.check(
+                f"{database_name}: the reserved level matches the 201 answers",
+                0 <= reserved - counted <= run.unanswered_max,
+                f"reserved = {reserved:,}, 201 answers = {counted:,}",
+            )
+            self.check(
+                f"{database_name}: every reservation answered 201",
+                run.other == 0 and run.socket_errors == 0,
+                f"{run.other} other answers, {run.socket_errors} socket errors; first: {run.first_other}",
+            )
+            if policy is not None:
+                online = level.get("channels", {}).get("online", {}) if status == 200 else {}
+                self.check(
+                    f"{database_name}: the online channel holds every reserved unit; safety stock kept",
+                    online.get("reserved") == reserved
+                    and level.get("safety_stock") == policy["safety_stock"],
+                    f"{str(level)[:300]}",
+                )
+        finally:
+            self.stop_server(server)
+        return {
+            "ledger": run.as_dict(),
+            "warmup_reservations": warm,
+            "ledger_reserved_after": reserved,
             **cpu,
         }
 

@@ -2,6 +2,7 @@
 -- Arguments after "--": mode ("reserve" or "get"), store, sku, nonce.
 --   reserve: POST /v1/stores/{store}/reservations, one unit of {sku}, a unique reservation id per request
 --            ({nonce}-{thread}-{sequence}); counts 201 answers.
+--   reserve-online: the same, with "channel":"online" (CONTRACT §6).
 --   get:     GET /v1/stores/{store}/stock/{sku}; counts 200 answers.
 -- Every request carries "Authorization: Bearer <token>" when BENCH_LEDGER_TOKEN is set (run.py --token).
 -- done() prints one line "WRKJSON {...}" that bench/run.py reads.
@@ -25,6 +26,11 @@ function init(args)
   other = 0
   first_other = ""
   local token = os.getenv("BENCH_LEDGER_TOKEN")
+  channel = ""
+  if mode == "reserve-online" then
+    mode = "reserve"
+    channel = '"channel":"online",'
+  end
   if mode == "reserve" then
     expected = 201
     path = "/v1/stores/" .. store .. "/reservations"
@@ -44,8 +50,8 @@ end
 function request()
   if mode == "reserve" then
     seq = seq + 1
-    local body = '{"reservation_id":"' .. nonce .. "-" .. tid .. "-" .. seq ..
-      '","lines":[{"sku":"' .. sku .. '","qty":1}]}'
+    local body = '{"reservation_id":"' .. nonce .. "-" .. tid .. "-" .. seq .. '",' .. channel ..
+      '"lines":[{"sku":"' .. sku .. '","qty":1}]}'
     return wrk.format("POST", path, headers, body)
   end
   return fixed

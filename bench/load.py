@@ -103,7 +103,8 @@ def http_load(
     wrk_threads: int = 2,
     token: str | None = None,
 ) -> HttpRun:
-    """`mode` "reserve" (POST one-unit reservations, unique ids, 201 counted) or "get" (200 counted).
+    """`mode` "reserve" (POST one-unit reservations, unique ids, 201 counted), "reserve-online" (the
+    same under the channel `online`) or "get" (200 counted).
     With a `token`, every request carries `Authorization: Bearer <token>`."""
     path = wrk_path() if prefer_wrk else None
     if path is not None:
@@ -258,10 +259,15 @@ async def _python_load(
     sequence = iter(range(1, 1 << 62))
     fixed = f"GET /v1/stores/{store}/stock/{sku} HTTP/1.1\r\n{host}\r\n".encode()
 
+    reserving = mode in ("reserve", "reserve-online")
+    channel = {"channel": "online"} if mode == "reserve-online" else {}
+
     def make_request() -> bytes:
-        if mode != "reserve":
+        if not reserving:
             return fixed
-        body = dumps({"reservation_id": f"{nonce}-py-{next(sequence)}", "lines": [{"sku": sku, "qty": 1}]})
+        body = dumps(
+            {"reservation_id": f"{nonce}-py-{next(sequence)}", **channel, "lines": [{"sku": sku, "qty": 1}]}
+        )
         return (
             f"POST /v1/stores/{store}/reservations HTTP/1.1\r\n{host}Content-Type: application/json\r\n"
             f"Content-Length: {len(body)}\r\n\r\n"
@@ -272,7 +278,7 @@ async def _python_load(
     deadline = began + duration_s
     await asyncio.gather(
         *(
-            _connection(port, make_request, 201 if mode == "reserve" else 200, deadline, tally)
+            _connection(port, make_request, 201 if reserving else 200, deadline, tally)
             for _ in range(connections)
         )
     )

@@ -89,6 +89,22 @@ def figures(
                 ratio,
             )
             (headline if kind == HEADLINE_BASELINE else others).append(row)
+    if "hot_policy" in measured:
+        with_policy = measured["hot_policy"]["with_policy"]["ledger"]["ok_per_s"]
+        without = measured["hot_policy"]["without_policy"]["ledger"]["ok_per_s"]
+        ratio = _ratio(with_policy, without)
+        headline.append(
+            _figure(
+                f"hot SKU, safety stock + online quota: reservations/s, {args.clients} conns",
+                "reservations/s",
+                with_policy,
+                without,
+                "the same, no policy",
+                ">= 0.9x",
+                None if ratio is None else ratio >= 0.9,
+                ratio,
+            )
+        )
     if "read" in measured:
         ledger, trivial = measured["read"]["ledger"], measured["read"]["trivial"]
         ratio = _ratio(ledger["ok_per_s"], trivial["ok_per_s"])
@@ -124,6 +140,10 @@ def _round_ratio(name: str, measured: dict[str, Any]) -> float | None:
     """A round's headline ratio: the ledger against the baseline it ran next to."""
     if name == "read":
         return _ratio(measured["ledger"]["ok_per_s"], measured["trivial"]["ok_per_s"])
+    if name == "hot_policy":
+        return _ratio(
+            measured["with_policy"]["ledger"]["ok_per_s"], measured["without_policy"]["ledger"]["ok_per_s"]
+        )
     rate = "ok_per_s" if name == "hot" else "accepted_per_s"
     baseline = measured["baselines"].get(HEADLINE_BASELINE)
     return None if baseline is None else _ratio(measured["ledger"][rate], baseline["per_s"])

@@ -19,7 +19,8 @@ import report
 import session
 from figures import Bench
 
-FIGURES = ("hot", "batch", "read")
+FIGURES = ("hot", "batch", "read", "hot_policy")
+DEFAULT_FIGURES = ("hot", "batch", "read")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -27,7 +28,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--seconds", type=float, default=10.0, help="measured time of each run (default 10)")
-    parser.add_argument("--only", default=",".join(FIGURES), help="figures to run: hot,batch,read")
+    parser.add_argument(
+        "--only", default=",".join(DEFAULT_FIGURES), help="figures to run: hot,batch,read,hot_policy"
+    )
     parser.add_argument("--clients", type=int, default=32, help="concurrent clients of the write figures")
     parser.add_argument("--read-connections", type=int, default=16)
     parser.add_argument("--skus", type=int, default=10_000, help="SKUs of the batch figure")

@@ -124,6 +124,7 @@ class Settings(BaseSettings):
     lines_per_event_max: int = Field(1000, ge=1, le=1000)
     events_per_request_max: int = Field(1000, ge=1, le=1000)
     skus_per_lookup_max: int = Field(1000, ge=1, le=1000)
+    policy_channels_max: int = Field(32, ge=1, le=1000, description="channels with a quota in one policy")
     body_bytes_max: int = Field(16 * 1024 * 1024, ge=1024)
     history_page_max: int = Field(1000, ge=1, le=1000)
     history_page_default: int = Field(100, ge=1, le=1000)

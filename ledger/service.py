@@ -14,12 +14,13 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from ledger.clock import utc_text
-from ledger.domain.model import Level, Reservation, StockEvent
+from ledger.domain.model import Level, Policy, Reservation, StockEvent
+from ledger.domain.policy import effective_policy
 from ledger.projections import queries
 from ledger.projections.queries import HistoryFilter
 from ledger.projections.timeline import TimelineWindow, timeline_points
 from ledger.results import EventResult
-from ledger.state_cache import CachedLevel, StateCache, level_from_row, reservation_from_row
+from ledger.state_cache import CachedLevel, StateCache, level_from_row, policy_from_text, reservation_from_row
 from ledger.storage.availability import database_unavailable
 from ledger.storage.recorders import LedgerRecorder
 from ledger.writer.stats import WriterStatsSnapshot
@@ -35,6 +36,7 @@ class LevelView:
     level: Level
     position: int
     updated_at: str | None
+    policy: Policy | None = None  # the one that applies to the store and SKU (CONTRACT §6)
 
 
 @dataclass(frozen=True, slots=True)
@@ -316,26 +318,37 @@ class Ledger:
         head = self.cache.head
         views: dict[str, LevelView] = {}
         missing = []
-        for sku in skus:
-            cached = self.cache.get_level((store_id, sku))
-            if cached is None:
-                missing.append(sku)
-            else:
-                views[sku] = LevelView(store_id, sku, cached.level, head, cached.updated_at)
+        store_policies = self.cache.store_policies.get(store_id)
+        if store_policies is None:
+            missing = list(skus)  # read with the store's policies, at one snapshot
+        else:
+            for sku in skus:
+                cached = self.cache.get_level((store_id, sku))
+                if cached is None:
+                    missing.append(sku)
+                else:
+                    policy = effective_policy(store_policies, sku)
+                    views[sku] = LevelView(store_id, sku, cached.level, head, cached.updated_at, policy)
         if missing:
             with self._reading("reading levels"), self.recorder.read_transaction() as tx:
                 snapshot_head = self.recorder.head(tx)
                 rows = queries.current_levels(tx, store_id, missing)
+                if store_policies is None:
+                    stored = queries.store_policies(tx, [store_id])[store_id]
+                    store_policies = {sku: policy_from_text(text) for sku, text in stored.items()}
+                    self.cache.offer_store_policies(store_id, store_policies, snapshot_head)
             for sku in missing:
                 row = rows.get(sku)
                 cached = level_from_row(row) if row else CachedLevel(Level(), 0, None)
                 self.cache.offer_level((store_id, sku), cached, snapshot_head)
-                views[sku] = LevelView(store_id, sku, cached.level, snapshot_head, cached.updated_at)
+                policy = effective_policy(store_policies, sku)
+                views[sku] = LevelView(store_id, sku, cached.level, snapshot_head, cached.updated_at, policy)
         return [views[sku] for sku in skus]
 
     def levels_at(
         self, store_id: str, skus: list[str], *, position: int | None, as_of: datetime | None
     ) -> list[LevelView]:
+        """The levels, channels' reserved units and policies after `position` (or as of a time)."""
         with self._reading("reading past levels"), self.recorder.read_transaction() as tx:
             head = self.recorder.head(tx)
             if as_of is not None:
@@ -343,11 +356,22 @@ class Ledger:
             assert position is not None
             position = min(position, head)
             rows = queries.levels_at(tx, store_id, skus, position)
+            stored = queries.policies_at(tx, store_id, skus, position)
+        policies = {sku: policy_from_text(text) for sku, text in stored.items()}
         views = []
         for sku in skus:
             row = rows.get(sku)
-            level = Level(int(row["on_hand"]), int(row["reserved"]), int(row["incoming"])) if row else Level()
-            views.append(LevelView(store_id, sku, level, position, row["updated_at"] if row else None))
+            level = level_from_row(row).level if row else Level()
+            views.append(
+                LevelView(
+                    store_id,
+                    sku,
+                    level,
+                    position,
+                    row["updated_at"] if row else None,
+                    effective_policy(policies, sku),
+                )
+            )
         return views
 
     def levels_occurred_at(self, store_id: str, skus: list[str], occurred_as_of: datetime) -> list[LevelView]:
@@ -366,14 +390,25 @@ class Ledger:
             head = self.recorder.head(tx)
             if occurred_as_of is None:
                 rows = queries.sku_across_stores(tx, sku)
+                stored = queries.store_policies(tx, [row["store_id"] for row in rows])
             else:
                 rows = queries.sku_across_stores_occurred_at(tx, sku, utc_text(occurred_as_of))
         if occurred_as_of is None:
             stores = [
-                LevelView(row["store_id"], sku, level_from_row(row).level, head, row["updated_at"])
+                LevelView(
+                    row["store_id"],
+                    sku,
+                    level_from_row(row).level,
+                    head,
+                    row["updated_at"],
+                    effective_policy(
+                        {key: policy_from_text(text) for key, text in stored[row["store_id"]].items()}, sku
+                    ),
+                )
                 for row in rows
             ]
         else:
+            # Business-time sums are of stock movements only: no policy applies to them (README).
             stores = [_occurred_view(row["store_id"], sku, row) for row in rows]
             head = max((view.position for view in stores), default=0)
         total = Level(
@@ -382,6 +417,12 @@ class Ledger:
             sum(s.level.incoming_units for s in stores),
         )
         return total, head, stores
+
+    def store_policies(self, store_id: str) -> dict[str, Policy]:
+        """Every policy of a store as the database has it now (SKU or `*` -> policy)."""
+        with self._reading("reading policies"), self.recorder.read_transaction() as tx:
+            stored = queries.store_policies(tx, [store_id])[store_id]
+        return {sku: policy_from_text(text) for sku, text in stored.items()}
 
     def history(self, where: HistoryFilter, limit: int) -> list[dict[str, Any]]:
         with self._reading("reading history"), self.recorder.read_transaction() as tx:

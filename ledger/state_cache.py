@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
-from ledger.domain.model import Level, Reservation, ReservationLine, ReservationStatus
+from ledger.domain.model import Level, Policy, Reservation, ReservationLine, ReservationStatus
 from ledger.sql import KEYS_PER_STATEMENT_MAX, Deferred, Row, SqlTx, chunks
 
 
@@ -38,6 +38,8 @@ class Commit:
     store_versions: dict[str, int]
     first_position: int
     head: int
+    # The policies the batch set or cleared (None), by (store, SKU or `*`).
+    policies: dict[tuple[str, str], Policy | None] = field(default_factory=dict)
 
 
 def reservation_from_row(row: Row) -> Reservation:
@@ -56,15 +58,26 @@ def reservation_from_row(row: Row) -> Reservation:
         },
         closed_as=ReservationStatus(closed_as) if closed_as else None,
         placed_at_position=int(row["placed_at_position"]),
+        channel=row["channel"],
     )
 
 
 def level_from_row(row: Row) -> CachedLevel:
+    channels = row["channels"]
     return CachedLevel(
-        Level(int(row["on_hand"]), int(row["reserved"]), int(row["incoming"])),
+        Level(
+            int(row["on_hand"]),
+            int(row["reserved"]),
+            int(row["incoming"]),
+            orjson.loads(channels) if channels else None,
+        ),
         int(row["position"]),
         row["updated_at"],
     )
+
+
+def policy_from_text(stored: str) -> Policy:
+    return Policy.from_json(orjson.loads(stored))
 
 
 class StateCache:
@@ -82,6 +95,9 @@ class StateCache:
         self.levels: OrderedDict[tuple[str, str], CachedLevel] = OrderedDict()
         self.reservations: OrderedDict[tuple[str, str], tuple[Reservation, int]] = OrderedDict()
         self.store_versions: dict[str, int] = {}
+        # Every policy of the stores held (SKU or `*` -> policy; {} for a store without any), as
+        # of `head`. A store not held is read whole from ledger_policies when needed.
+        self.store_policies: OrderedDict[str, dict[str, Policy]] = OrderedDict()
 
     # -- keeping up with the log ---------------------------------------------------------------
 
@@ -100,7 +116,8 @@ class StateCache:
             # fall between whole batches, so every row of the batches after `since` is in range.
             # The three reads travel together (one round trip on PostgreSQL).
             level_read = tx.defer(
-                "SELECT store_id, sku, on_hand, reserved, incoming, position, recorded_at AS updated_at "
+                "SELECT store_id, sku, on_hand, reserved, incoming, channels, position, "
+                "recorded_at AS updated_at "
                 "FROM ledger_history WHERE position > %s AND position <= %s AND outcome = 'accepted' "
                 "AND (on_hand_delta <> 0 OR reserved_delta <> 0 OR incoming_delta <> 0) "
                 "ORDER BY position, line_no",
@@ -119,7 +136,15 @@ class StateCache:
                 "GROUP BY originator_id",
                 (since, log_head),
             )
+            policy_read = tx.defer(
+                "SELECT store_id, sku, policy, position FROM ledger_policies "
+                "WHERE position > %s AND position <= %s ORDER BY position",
+                (since, log_head),
+            )
             level_rows, reservation_rows = level_read.rows(), reservation_read.rows()
+            for row in policy_read.rows():
+                stored = row["policy"]
+                self._put_policy(row["store_id"], row["sku"], policy_from_text(stored) if stored else None)
             for row in version_read.rows():
                 self.store_versions[row["originator_id"]] = int(row["version"])
             for row in level_rows:
@@ -138,6 +163,7 @@ class StateCache:
         self.levels.clear()
         self.reservations.clear()
         self.store_versions.clear()
+        self.store_policies.clear()
         self.head = head
 
     # -- reads and writes -----------------------------------------------------------------------
@@ -160,6 +186,30 @@ class StateCache:
         while len(self.levels) > self.levels_max:
             self.levels.popitem(last=False)
 
+    def _put_policy(self, store_id: str, sku: str, policy: Policy | None) -> None:
+        """A change of a held store's policy (a store not held is read whole when needed)."""
+        held = self.store_policies.get(store_id)
+        if held is None:
+            return
+        changed = dict(held)  # never changed in place: decisions and readers share the dicts
+        if policy is None:
+            changed.pop(sku, None)
+        else:
+            changed[sku] = policy
+        self.store_policies[store_id] = changed
+
+    def offer_store_policies(self, store_id: str, policies: dict[str, Policy], snapshot_head: int) -> None:
+        """A reader's copy of a store's policies; kept only if the cache holds nothing newer."""
+        with self.lock:
+            if snapshot_head >= self.head and store_id not in self.store_policies:
+                self._hold_store_policies(store_id, policies)
+
+    def _hold_store_policies(self, store_id: str, policies: dict[str, Policy]) -> None:
+        self.store_policies[store_id] = policies
+        self.store_policies.move_to_end(store_id)
+        while len(self.store_policies) > self.levels_max:
+            self.store_policies.popitem(last=False)
+
     def _put_reservation(self, key: tuple[str, str], value: Reservation, position: int) -> None:
         held = self.reservations.get(key)
         if held is not None and held[1] > position:
@@ -181,6 +231,8 @@ class StateCache:
             for key, (reservation, position) in commit.reservations.items():
                 self._put_reservation(key, reservation, position)
             self.store_versions.update(commit.store_versions)
+            for (store_id, sku), policy in commit.policies.items():
+                self._put_policy(store_id, sku, policy)
             if commit.first_position <= self.head + 1:
                 self.head = max(self.head, commit.head)
             else:
@@ -198,6 +250,9 @@ class StateCache:
 
     def read_store_versions(self, tx: SqlTx, stores: set[str]) -> PendingVersions:
         return PendingVersions(self, tx, stores)
+
+    def read_store_policies(self, tx: SqlTx, stores: set[str]) -> PendingPolicies:
+        return PendingPolicies(self, tx, stores)
 
 
 def _query_pairs(
@@ -255,6 +310,39 @@ class PendingReservations:
         late = set(self.queried).symmetric_difference(self.keys) - found.keys()
         if late:  # were cached when asked, gone now (cleared while catching up): ask again
             found.update(PendingReservations(cache, self.tx, late).finish())
+        return found
+
+
+class PendingPolicies:
+    def __init__(self, cache: StateCache, tx: SqlTx, stores: set[str]) -> None:
+        self.cache, self.tx = cache, tx
+        self.stores = set(stores)
+        self.queried = [store for store in stores if store not in cache.store_policies]
+        self.deferred = [
+            tx.defer(
+                f"SELECT store_id, sku, policy FROM ledger_policies WHERE {condition} AND policy IS NOT NULL",
+                params,
+            )
+            for condition, params in tx.values_in("store_id", self.queried)
+        ]
+
+    def finish(self) -> dict[str, dict[str, Policy]]:
+        """Every policy of each store, after the cache has caught up ({} for a store without)."""
+        from_db: dict[str, dict[str, Policy]] = {store: {} for store in self.queried}
+        for deferred in self.deferred:
+            for row in deferred.rows():
+                from_db[row["store_id"]][row["sku"]] = policy_from_text(row["policy"])
+        cache = self.cache
+        with cache.lock:
+            for store, policies in from_db.items():
+                if store not in cache.store_policies:
+                    cache._hold_store_policies(store, policies)
+            found = {
+                store: cache.store_policies[store] for store in self.stores if store in cache.store_policies
+            }
+        late = self.stores - found.keys()  # cleared while catching up, or evicted: ask again
+        if late:
+            found.update(PendingPolicies(cache, self.tx, late).finish())
         return found
 
 

@@ -13,7 +13,7 @@ from starlette.middleware.cors import CORSMiddleware
 from ledger.access.book import TokenBook
 from ledger.access.hosts import allowed_hosts
 from ledger.access.limiter import RateLimiter
-from ledger.api import events, history, ops, reservations, stock, timeline
+from ledger.api import events, history, ops, policies, reservations, stock, timeline
 from ledger.api.gate import AuthGate, HostGate
 from ledger.api.guard import api_routes, check_every_route_is_guarded
 from ledger.api.http_metrics import HttpMetrics
@@ -127,7 +127,7 @@ def create_app(
     app.state.http_metrics = HttpMetrics()
     app.state.metrics = ops.metrics_registry(ledger, app.state.http_metrics)
     app.state.kafka = None
-    routers = [module.router for module in (stock, events, reservations, history, timeline, ops)]
+    routers = [module.router for module in (stock, events, reservations, policies, history, timeline, ops)]
     for router in routers:
         app.include_router(router)
     app.state.tokens = tokens

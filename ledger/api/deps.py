@@ -66,6 +66,7 @@ class RoleRequired:
 REQUIRES = {role: RoleRequired(role) for role in Role}
 ReaderGrant = Annotated[Grant | None, Depends(REQUIRES[Role.READER])]
 ProducerGrant = Annotated[Grant | None, Depends(REQUIRES[Role.PRODUCER])]
+OperatorGrant = Annotated[Grant | None, Depends(REQUIRES[Role.OPERATOR])]
 
 
 async def _readable_store(store: StoreId, grant: ReaderGrant) -> str:
@@ -82,9 +83,15 @@ async def _writable_store(store: StoreId, grant: ProducerGrant) -> str:
     return store
 
 
+async def _governed_store(store: StoreId, grant: OperatorGrant) -> str:
+    authorize_store(grant, store)
+    return store
+
+
 # The `{store}` of a route's path, in the token's scope (else 403 naming it).
 ReadableStore = Annotated[str, Depends(_readable_store)]
 WritableStore = Annotated[str, Depends(_writable_store)]
+PolicyStore = Annotated[str, Depends(_governed_store)]  # an operator's (CONTRACT §5)
 
 
 def principal(grant: Grant | None) -> str | None:

@@ -75,6 +75,11 @@ def _data(event_type: EventType) -> dict[str, Any]:
         "reason": _TEXT,
         "expires_at": _TIME,
         "to_store": {**_IDENT, "description": "the receiving store; not the subject"},
+        "channel": {
+            **_IDENT,
+            "description": "e.g. online: a reservation or sale is limited by that channel's quota; "
+            "on other types it is kept in the history only",
+        },
     }
     return {
         "type": "object",

@@ -85,6 +85,12 @@ def entry_public(row: dict[str, Any]) -> dict[str, Any]:
     for key in _OPTIONAL:
         if row[key] is not None:
             entry[key] = row[key]
+    if row["channel"] is not None:
+        entry["channel"] = row["channel"]
+    if row["policy"] is not None:  # a stock.policy_changed entry: the policy it set
+        entry["policy"] = orjson.loads(row["policy"])
+    elif row["type"] == "stock.policy_changed":
+        entry["policy"] = None  # cleared
     return entry
 
 

@@ -20,6 +20,7 @@ from ledger.api.problems import PROBLEM_MEDIA_TYPE
 from ledger.api.schemas import (
     ID_REGEX,
     RETRY_AFTER_HEADER,
+    PolicyIn,
     ProblemPublic,
     ReservationCreate,
     ReservationRelease,
@@ -47,6 +48,11 @@ SUMMARIES = {
         "get",
         "/v1/stores/{store}/stock/{sku}/timeline",
     ): "One SKU's levels after each entry in a window, on either time axis, thinned",
+    (
+        "put",
+        "/v1/stores/{store}/policies/{sku}",
+    ): "Set a store's policy of a SKU or its default (*); {} clears it",
+    ("get", "/v1/stores/{store}/policies/{sku}"): "A store's policy of a SKU (or the default it inherits)",
     ("get", "/healthz"): "Liveness: the process answers",
     ("get", "/readyz"): "Readiness: the database answers, writes are recorded, Kafka is in",
     ("get", "/metrics"): "Prometheus metrics (text exposition format)",
@@ -99,6 +105,9 @@ _LEVEL = {
     "reserved": 0,
     "available": 0,
     "incoming": 0,
+    "safety_stock": 0,
+    "sellable": 0,
+    "channels": {},
     "position": 5,
     "updated_at": "2026-11-22T08:00:03.512000+00:00",
 }
@@ -128,7 +137,7 @@ def build_document(app: FastAPI, routes: Sequence[APIRoute]) -> dict[str, Any]:
     envelope = envelope_schema()
     del envelope["$schema"], envelope["$id"]  # it sits inside this document, whose dialect is 3.1's
     components["EventEnvelope"] = envelope
-    for model in (ReservationCreate, ReservationRelease):
+    for model in (ReservationCreate, ReservationRelease, PolicyIn):
         model_schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
         components.update(model_schema.pop("$defs", {}))
         components[model.__name__] = model_schema

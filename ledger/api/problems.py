@@ -10,6 +10,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
+from starlette.routing import BaseRoute, Match
 
 from ledger.access.book import Unauthenticated
 from ledger.access.limiter import RateLimited
@@ -182,12 +183,19 @@ def install_handlers(app: FastAPI) -> None:
             error.status_code, "http-error"
         )
         detail = str(error.detail) if error.detail else ""
-        # A 405 says which methods the path takes (Allow, RFC 9110); Starlette puts it in the headers.
-        problem = Problem(
-            error.status_code,
-            slug,
-            detail or slug.replace("-", " "),
-            detail,
-            headers=dict(error.headers) if error.headers else None,
-        )
+        # A 405 says which methods the path takes (Allow, RFC 9110). Starlette names only the first
+        # route of the path; a path with a route per method (PUT and GET of a policy) needs them all.
+        headers = dict(error.headers) if error.headers else None
+        if error.status_code == 405:
+            headers = {**(headers or {}), "Allow": ", ".join(_allowed_methods(request))}
+        problem = Problem(error.status_code, slug, detail or slug.replace("-", " "), detail, headers=headers)
         return problem_response(problem, request.url.path)
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    methods: set[str] = set()
+    for route in request.app.routes:
+        match, _ = route.matches({**request.scope, "method": "\x00"})
+        if match is Match.PARTIAL and isinstance(route, BaseRoute):
+            methods.update(getattr(route, "methods", None) or ())
+    return sorted(methods)

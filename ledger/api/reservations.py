@@ -49,6 +49,7 @@ def reservation_public(reservation: Reservation, position: int) -> dict[str, Any
             for sku, line in reservation.lines.items()
         ],
         "expires_at": reservation.expires_at.isoformat() if reservation.expires_at else None,
+        "channel": reservation.channel,
         "store_id": reservation.store_id,
         "position": position,
     }
@@ -149,7 +150,7 @@ async def reserve(
         raise invalid([FieldError("", "the body must be a JSON object")])
     if body.get("reservation_id") is None:
         raise invalid([FieldError("reservation_id", "is required")])
-    data = {k: body[k] for k in ("reservation_id", "order_id", "lines", "expires_at") if k in body}
+    data = {k: body[k] for k in ("reservation_id", "order_id", "lines", "expires_at", "channel") if k in body}
     event = _event(store, "stock.reservation", data, limits, sender)
     [result] = await ledger.submit([event])
     assert event.reservation_id is not None
@@ -162,6 +163,7 @@ async def reserve(
             expires_at=event.expires_at,
             lines={line.sku: ReservationLine(line.qty_units) for line in event.lines},
             placed_at_position=result.position,
+            channel=event.channel,
         )
         return _json(reservation_public(placed, result.position), 201)
     if result.outcome is Outcome.DUPLICATE:

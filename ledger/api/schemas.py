@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, Field
 
 from ledger.domain.model import Level
+from ledger.domain.policy import Figures, figures
 from ledger.intake.envelope import QTY_ABS_MAX, TEXT_CHARS_MAX
 from ledger.service import LevelView
 
@@ -38,10 +39,44 @@ class ReservationCreate(BaseModel):
     order_id: str | None = Field(None, min_length=1, max_length=TEXT_CHARS_MAX)
     lines: list[LineIn] = Field(min_length=1, max_length=1000, description="no SKU twice")
     expires_at: datetime | None = Field(None, examples=["2026-11-22T12:00:00+03:00"])
+    channel: str | None = Field(
+        None,
+        pattern=ID_REGEX,
+        examples=["online"],
+        description="limits by that channel's quota (CONTRACT §6)",
+    )
 
 
 Position = Annotated[int, Field(ge=0, le=POSITION_MAX)]
 Units = Annotated[int, Field(ge=-LEVEL_MAX, le=LEVEL_MAX, description="a 64-bit signed count of units")]
+
+
+class QuotaIn(BaseModel):
+    """One of the two: a percentage of on_hand (floored), or a number of units."""
+
+    quota_pct: int | None = Field(None, ge=0, le=100)
+    quota_units: int | None = Field(None, ge=0, le=QTY_ABS_MAX)
+
+
+class PolicyIn(BaseModel):
+    """A store's policy of a SKU (CONTRACT §6); `{}` clears it."""
+
+    model_config = {
+        "extra": "forbid",
+        "json_schema_extra": {"examples": [{"safety_stock": 2, "channels": {"online": {"quota_pct": 30}}}]},
+    }
+
+    safety_stock: int = Field(0, ge=0, le=QTY_ABS_MAX)
+    channels: dict[str, QuotaIn] = Field(default_factory=dict, description="keyed by channel id")
+
+
+class PolicyPublic(BaseModel):
+    store_id: str
+    sku: str = Field(description="the SKU, or `*` for the store's default")
+    safety_stock: int = Field(ge=0, le=QTY_ABS_MAX)
+    channels: dict[str, QuotaIn]
+    inherited: bool = Field(description="true: the store's default, the SKU having none of its own")
+    position: Position | None = Field(None, description="PUT: the position of the change, when it changed")
 
 
 class ReservationRelease(BaseModel):
@@ -77,6 +112,12 @@ class EventResultsPublic(BaseModel):
     results: list[EventResultPublic]
 
 
+class ChannelFiguresPublic(BaseModel):
+    quota: Units
+    reserved: Units
+    sellable: Units = Field(description="min(sellable, quota - reserved)")
+
+
 class StockLevelPublic(BaseModel):
     store_id: str
     sku: str
@@ -84,6 +125,11 @@ class StockLevelPublic(BaseModel):
     reserved: Units
     available: Units
     incoming: Units
+    safety_stock: Units = Field(description="the policy's safety stock (0 without a policy)")
+    sellable: Units = Field(description="available - safety_stock; may be negative")
+    channels: dict[str, ChannelFiguresPublic] = Field(
+        description="each channel with a quota at this store and SKU"
+    )
     position: Position
     updated_at: str | None
 
@@ -97,6 +143,11 @@ class LevelTotals(BaseModel):
     reserved: Units
     available: Units
     incoming: Units
+    safety_stock: Units
+    sellable: Units
+    channels: dict[str, ChannelFiguresPublic] = Field(
+        description="summed over the stores that have the channel"
+    )
 
 
 class SkuAcrossStoresPublic(BaseModel):
@@ -120,6 +171,7 @@ class ReservationPublic(BaseModel):
     status: Literal["active", "partially_shipped", "shipped", "released", "expired"]
     lines: list[ReservationLinePublic]
     expires_at: str | None
+    channel: str | None = Field(None, description="the channel it was placed under (CONTRACT §6)")
     store_id: str
     position: Position
 
@@ -151,6 +203,11 @@ class HistoryEntryPublic(BaseModel):
     reference: str | None = None
     transfer_id: str | None = None
     adjustment_reason: str | None = None
+    channel: str | None = None
+    policy: dict[str, Any] | None = Field(
+        None,
+        description="stock.policy_changed: the policy set (null: cleared); sku `*` is the store's default",
+    )
 
 
 class HistoryPagePublic(BaseModel):
@@ -200,13 +257,51 @@ def level_totals(level: Level) -> dict[str, int]:
     }
 
 
+def figures_public(shown: Figures) -> dict[str, Any]:
+    return {
+        "safety_stock": shown.safety_stock_units,
+        "sellable": shown.sellable_units,
+        "channels": {
+            name: {"quota": c.quota_units, "reserved": c.reserved_units, "sellable": c.sellable_units}
+            for name, c in shown.channels.items()
+        },
+    }
+
+
 def level_public(view: LevelView) -> dict[str, Any]:
     return {
         "store_id": view.store_id,
         "sku": view.sku,
         **level_totals(view.level),
+        **figures_public(figures(view.level, view.policy)),
         "position": view.position,
         "updated_at": view.updated_at,
+    }
+
+
+def totals_public(views: list[LevelView]) -> dict[str, Any]:
+    """The sums over stores of every figure of a stock answer (CONTRACT §6: totals sum them)."""
+    total = Level(
+        sum(view.level.on_hand_units for view in views),
+        sum(view.level.reserved_units for view in views),
+        sum(view.level.incoming_units for view in views),
+    )
+    safety_stock = sellable = 0
+    channels: dict[str, dict[str, int]] = {}
+    for view in views:
+        shown = figures(view.level, view.policy)
+        safety_stock += shown.safety_stock_units
+        sellable += shown.sellable_units
+        for name, c in shown.channels.items():
+            summed = channels.setdefault(name, {"quota": 0, "reserved": 0, "sellable": 0})
+            summed["quota"] += c.quota_units
+            summed["reserved"] += c.reserved_units
+            summed["sellable"] += c.sellable_units
+    return {
+        **level_totals(total),
+        "safety_stock": safety_stock,
+        "sellable": sellable,
+        "channels": dict(sorted(channels.items())),
     }
 
 

@@ -21,10 +21,10 @@ from ledger.api.schemas import (
     StockLevelPublic,
     StockLevelsPublic,
     level_public,
-    level_totals,
     problem_responses,
+    totals_public,
 )
-from ledger.domain.model import Level
+from ledger.domain.policy import effective_policy
 from ledger.intake.envelope import FieldError, parse_rfc3339
 from ledger.service import Ledger, LevelView
 
@@ -109,11 +109,17 @@ async def _levels(
 
 
 def cached_level(ledger: Ledger, store: str, sku: str) -> LevelView | None:
-    """The hot path of a stock read: from memory, no database round trip, no thread hop."""
-    cached = ledger.cache.get_level((store, sku))
+    """The hot path of a stock read: from memory, no database round trip, no thread hop. A store
+    whose policies memory does not hold is read from the database with them."""
+    cache = ledger.cache
+    store_policies = cache.store_policies.get(store)
+    if store_policies is None:
+        return None
+    cached = cache.get_level((store, sku))
     if cached is None:
         return None
-    return LevelView(store, sku, cached.level, ledger.cache.head, cached.updated_at)
+    policy = effective_policy(store_policies, sku) if store_policies else None
+    return LevelView(store, sku, cached.level, cache.head, cached.updated_at, policy)
 
 
 @router.get(
@@ -165,19 +171,14 @@ async def get_sku_across_stores(
 ) -> Response:
     """A store-scoped token sees its stores only, and totals over them (CONTRACT §5)."""
     occurred = _as_of(occurred_as_of, "occurred_as_of")
-    total, position, stores = await asyncio.to_thread(ledger.sku_totals, sku, occurred)
+    _, position, stores = await asyncio.to_thread(ledger.sku_totals, sku, occurred)
     if grant is not None and grant.stores is not None:
         visible = set(visible_stores(grant, [view.store_id for view in stores]))
         stores = [view for view in stores if view.store_id in visible]
-        total = Level(
-            sum(view.level.on_hand_units for view in stores),
-            sum(view.level.reserved_units for view in stores),
-            sum(view.level.incoming_units for view in stores),
-        )
     return _json(
         {
             "sku": sku,
-            "total": level_totals(total),
+            "total": totals_public(stores),
             "position": position,
             "stores": [level_public(view) for view in stores],
         }

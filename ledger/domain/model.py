@@ -31,6 +31,7 @@ class EventType(StrEnum):
     # Recorded by the ledger itself, never sent by a producer.
     RESERVATION_EXPIRED = "stock.reservation_expired"
     TRANSFER_INCOMING = "stock.transfer_incoming"
+    POLICY_CHANGED = "stock.policy_changed"  # recorded by PUT /v1/stores/{store}/policies/{sku}
 
 
 # The principals the ledger names itself in the history (CONTRACT §5); no token may take them.
@@ -40,7 +41,14 @@ LEDGER_PRINCIPAL = "ledger"  # what the ledger recorded by itself (expiry)
 PRODUCER_EVENT_TYPES = frozenset(EventType) - {
     EventType.RESERVATION_EXPIRED,
     EventType.TRANSFER_INCOMING,
+    EventType.POLICY_CHANGED,
 }
+
+# The event types a policy limits (CONTRACT §6); the others are never refused for a policy.
+POLICY_LIMITED_EVENT_TYPES = frozenset({EventType.RESERVATION, EventType.SALE, EventType.TRANSFER})
+# The event types whose `channel` a stock answer counts or a policy reads; on any other type the
+# channel is kept in the history only.
+CHANNEL_EVENT_TYPES = frozenset({EventType.RESERVATION, EventType.SALE})
 
 
 class Outcome(StrEnum):
@@ -74,6 +82,73 @@ class Line:
     __reduce__ = _reduce
 
 
+# Availability policy (CONTRACT §6); its figures are in ledger/domain/policy.py.
+DEFAULT_SKU = "*"  # the key of a store's default policy (no SKU may be named so)
+QUOTA_PCT_MAX = 100
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelQuota:
+    """A channel's quota: a percentage of on_hand, or a number of units (exactly one is set)."""
+
+    channel: str
+    pct: int | None = None
+    units: int | None = None
+
+    def __post_init__(self) -> None:
+        assert (self.pct is None) != (self.units is None), self
+
+    def quota_units(self, on_hand_units: int) -> int:
+        if self.units is not None:
+            return self.units
+        assert self.pct is not None
+        return max(0, on_hand_units * self.pct // 100)  # floor, as the contract says
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    safety_stock_units: int = 0
+    quotas: tuple[ChannelQuota, ...] = ()  # ordered by channel
+
+    def quota(self, channel: str) -> ChannelQuota | None:
+        for quota in self.quotas:
+            if quota.channel == channel:
+                return quota
+        return None
+
+    def as_json(self) -> dict[str, Any]:
+        """The public form, which is also the stored one (entries, history, projections)."""
+        return {
+            "safety_stock": self.safety_stock_units,
+            "channels": {
+                q.channel: ({"quota_pct": q.pct} if q.pct is not None else {"quota_units": q.units})
+                for q in self.quotas
+            },
+        }
+
+    @classmethod
+    def from_json(cls, stored: dict[str, Any]) -> Policy:
+        """Reads what `as_json` wrote (already validated when it was first accepted)."""
+        quotas = tuple(
+            ChannelQuota(name, quota.get("quota_pct"), quota.get("quota_units"))
+            for name, quota in sorted(stored.get("channels", {}).items())
+        )
+        return cls(int(stored.get("safety_stock", 0)), quotas)
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        """Pickled as plain values (it crosses to the writer process on its event)."""
+        return (
+            _policy_from_values,
+            (self.safety_stock_units, tuple((q.channel, q.pct, q.units) for q in self.quotas)),
+        )
+
+
+def _policy_from_values(
+    safety_stock_units: int, quotas: tuple[tuple[str, int | None, int | None], ...]
+) -> Policy:
+    return Policy(safety_stock_units, tuple(ChannelQuota(*quota) for quota in quotas))
+
+
 @dataclass(frozen=True, slots=True)
 class StockEvent:
     """A validated event as a producer sent it (the CloudEvents envelope, flattened)."""
@@ -93,6 +168,9 @@ class StockEvent:
     expires_at: datetime | None = None
     # Who sent it (CONTRACT §5): a token's name, "kafka", "ledger" (expiry), or None (HTTP, open).
     principal: str | None = None
+    channel: str | None = None  # CONTRACT §6: `online`, `marketplace`, ...
+    # A `stock.policy_changed` event's new policy for its one line's SKU (None: cleared).
+    policy: Policy | None = None
 
     def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
         """Pickled as plain values (every event crosses to the writer process): the generic form
@@ -116,6 +194,8 @@ class StockEvent:
                 self.reason,
                 self.expires_at.isoformat() if self.expires_at else None,
                 self.principal,
+                self.channel,
+                self.policy,
             ),
         )
 
@@ -134,7 +214,18 @@ def _event_from_values(
     lines: tuple[tuple[str, int], ...],
     *optional: Any,
 ) -> StockEvent:
-    order_id, reservation_id, reference, transfer_id, to_store, reason, expires_at, principal = optional
+    (
+        order_id,
+        reservation_id,
+        reference,
+        transfer_id,
+        to_store,
+        reason,
+        expires_at,
+        principal,
+        channel,
+        policy,
+    ) = optional
     return StockEvent(
         event_id,
         source,
@@ -150,6 +241,8 @@ def _event_from_values(
         reason,
         datetime.fromisoformat(expires_at) if expires_at else None,
         principal,
+        channel,
+        policy,
     )
 
 
@@ -196,18 +289,35 @@ class Entry:
 
 @dataclass(slots=True)
 class Level:
-    """A store's level of one SKU, in base units."""
+    """A store's level of one SKU, in base units. `channel_reserved`: of `reserved_units`, what
+    open reservations of each channel hold (CONTRACT §6); None when no channel holds any, which
+    is what a level costs a store that uses no channels."""
 
     on_hand_units: int = 0
     reserved_units: int = 0
     incoming_units: int = 0
+    channel_reserved: dict[str, int] | None = None
 
     @property
     def available_units(self) -> int:
         return self.on_hand_units - self.reserved_units
 
+    def channel_reserved_units(self, channel: str) -> int:
+        return self.channel_reserved.get(channel, 0) if self.channel_reserved else 0
+
+    def add_channel_reserved(self, channel: str, delta_units: int) -> None:
+        held = dict(self.channel_reserved) if self.channel_reserved else {}
+        units = held.get(channel, 0) + delta_units
+        assert units >= 0, (channel, units)
+        if units:
+            held[channel] = units
+        else:
+            held.pop(channel, None)
+        self.channel_reserved = held or None
+
     def copy(self) -> Level:
-        return Level(self.on_hand_units, self.reserved_units, self.incoming_units)
+        # The dict is never changed in place (add_channel_reserved makes a new one): shared.
+        return Level(self.on_hand_units, self.reserved_units, self.incoming_units, self.channel_reserved)
 
 
 @dataclass(slots=True)
@@ -230,6 +340,7 @@ class Reservation:
     lines: dict[str, ReservationLine]
     closed_as: ReservationStatus | None = None
     placed_at_position: int = 0
+    channel: str | None = None
 
     @property
     def remaining_units(self) -> int:
@@ -281,4 +392,5 @@ class Reservation:
             },
             closed_as=self.closed_as,
             placed_at_position=self.placed_at_position,
+            channel=self.channel,
         )

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from ledger.domain.model import (
+    CHANNEL_EVENT_TYPES,
     LEDGER_PRINCIPAL,
     Entry,
     EventType,
@@ -17,6 +18,7 @@ from ledger.domain.model import (
     Line,
     LineEffect,
     Outcome,
+    Policy,
     RejectionReason,
     Reservation,
     ReservationLine,
@@ -24,14 +26,18 @@ from ledger.domain.model import (
     Shortfall,
     StockEvent,
 )
+from ledger.domain.policy import effective_policy, limit_units
 
 
 @dataclass(slots=True)
 class LedgerState:
-    """Levels and reservations, keyed by store. The writer fills it with exactly the keys a batch needs."""
+    """Levels, reservations and policies, keyed by store. The writer fills it with exactly the
+    keys a batch needs; `policies` holds only the stores that have any (store -> SKU or
+    DEFAULT_SKU -> policy), so a store without a policy costs a decision one dict lookup."""
 
     levels: dict[tuple[str, str], Level] = field(default_factory=dict)
     reservations: dict[tuple[str, str], Reservation] = field(default_factory=dict)
+    policies: dict[str, dict[str, Policy]] = field(default_factory=dict)
 
     def level(self, store_id: str, sku: str) -> Level:
         key = (store_id, sku)
@@ -42,6 +48,10 @@ class LedgerState:
 
     def reservation(self, store_id: str, reservation_id: str) -> Reservation | None:
         return self.reservations.get((store_id, reservation_id))
+
+    def policy(self, store_id: str, sku: str) -> Policy | None:
+        """The policy that applies to a store's SKU (its own, else the store's default)."""
+        return effective_policy(self.policies.get(store_id), sku)
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,11 +78,19 @@ def _reject(event: StockEvent, reason: RejectionReason, shortfall: tuple[Shortfa
 
 
 def _shortfall(event: StockEvent, state: LedgerState) -> tuple[Shortfall, ...]:
+    """The lines whose qty exceeds the figure that applies to them (CONTRACT §6): `available`
+    with no policy, else the store's or the event's channel's sellable."""
     short: list[Shortfall] = []
+    store_policies = state.policies.get(event.store_id)
+    channel = event.channel if event.type in CHANNEL_EVENT_TYPES else None
     for line in event.lines:
-        available_units = state.level(event.store_id, line.sku).available_units
-        if available_units < line.qty_units:
-            short.append(Shortfall(line.sku, line.qty_units, available_units))
+        level = state.level(event.store_id, line.sku)
+        if store_policies:
+            limit = limit_units(level, effective_policy(store_policies, line.sku), channel)
+        else:
+            limit = level.available_units
+        if limit < line.qty_units:
+            short.append(Shortfall(line.sku, line.qty_units, limit))
     return tuple(short)
 
 
@@ -207,6 +225,20 @@ def _decide_count(event: StockEvent, state: LedgerState) -> Decision:
     return _accept(event, effects)
 
 
+# A policy change that changes nothing (the same policy again, or clearing what was never set)
+# records nothing: decided as a duplicate of no position.
+UNCHANGED_POLICY = Decision((), duplicate_of_position=0)
+
+
+def _decide_policy_change(event: StockEvent, state: LedgerState) -> Decision:
+    """Never refused; recorded with zero deltas on its one line (the SKU, or DEFAULT_SKU)."""
+    [line] = event.lines
+    held = state.policies.get(event.store_id, {}).get(line.sku)
+    if held == event.policy:
+        return UNCHANGED_POLICY
+    return _accept(event, [LineEffect(line.sku, 0)])
+
+
 def _decide_by_ledger(event: StockEvent, state: LedgerState) -> Decision:
     raise ValueError(f"{event.type} is recorded by the ledger itself, not decided from a producer")
 
@@ -224,6 +256,7 @@ _DECIDERS = {
     EventType.TRANSFER: _decide_transfer,
     EventType.RESERVATION_EXPIRED: _decide_by_ledger,
     EventType.TRANSFER_INCOMING: _decide_by_ledger,
+    EventType.POLICY_CHANGED: _decide_policy_change,
 }
 
 
@@ -252,12 +285,44 @@ def apply(entry: Entry, state: LedgerState, position: int) -> None:
     if entry.outcome is not Outcome.ACCEPTED:
         return
     store_id = entry.store_id
+    if entry.event.type is EventType.POLICY_CHANGED:
+        _apply_policy(entry, state)
+        return
+    channel = _reserving_channel(entry, state)
     for effect in entry.effects:
         level = state.level(store_id, effect.sku)
         level.on_hand_units += effect.on_hand_delta
         level.reserved_units += effect.reserved_delta
         level.incoming_units += effect.incoming_delta
+        if channel is not None and effect.reserved_delta:
+            level.add_channel_reserved(channel, effect.reserved_delta)
     _apply_to_reservation(entry, state, position)
+
+
+def _reserving_channel(entry: Entry, state: LedgerState) -> str | None:
+    """The channel whose reserved units an entry's reserved deltas move: a reservation's own, or,
+    for what consumes one (shipment, release, expiry), the channel it was placed under."""
+    event = entry.event
+    if event.reservation_id is None:
+        return None
+    if event.type is EventType.RESERVATION:
+        return event.channel
+    held = state.reservations.get((entry.store_id, event.reservation_id))
+    return held.channel if held is not None else None
+
+
+def _apply_policy(entry: Entry, state: LedgerState) -> None:
+    """Copy on write: the writer's state shares its stores' policy dicts with its cache."""
+    [line] = entry.event.lines
+    store_policies = dict(state.policies.get(entry.store_id) or {})
+    if entry.event.policy is not None:
+        store_policies[line.sku] = entry.event.policy
+    else:
+        store_policies.pop(line.sku, None)
+    if store_policies:
+        state.policies[entry.store_id] = store_policies
+    else:
+        state.policies.pop(entry.store_id, None)
 
 
 def _apply_to_reservation(entry: Entry, state: LedgerState, position: int) -> None:
@@ -273,6 +338,7 @@ def _apply_to_reservation(entry: Entry, state: LedgerState, position: int) -> No
             expires_at=event.expires_at,
             lines={e.sku: ReservationLine(e.reserved_delta) for e in entry.effects},
             placed_at_position=position,
+            channel=event.channel,
         )
         return
     held = state.reservations.get(key)

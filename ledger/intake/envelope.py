@@ -245,6 +245,9 @@ def _type_fields(
         "reason": reader.text(data, "reason", "data.reason", required=event_type is EventType.ADJUSTMENT),
         "expires_at": reader.moment(data, "expires_at", "data.expires_at", required=False),
         "to_store": reader.ident(data, "to_store", "data.to_store", required=is_transfer),
+        # Limits a reservation or a sale by its channel's quota (CONTRACT §6); on any other type
+        # it is kept in the history only.
+        "channel": reader.ident(data, "channel", "data.channel", required=False),
     }
     if is_transfer and fields["to_store"] is not None and fields["to_store"] == store_id:
         reader.error("data.to_store", "must differ from subject (the store sending the goods)")

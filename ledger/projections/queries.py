@@ -41,13 +41,50 @@ def levels_at(tx: SqlTx, store_id: str, skus: list[str], position: int) -> dict[
     found: dict[str, Row] = {}
     for sku in skus:
         row = tx.fetchone(
-            "SELECT sku, on_hand, reserved, incoming, position, recorded_at AS updated_at "
+            "SELECT sku, on_hand, reserved, incoming, channels, position, recorded_at AS updated_at "
             "FROM ledger_history WHERE store_id = %s AND sku = %s AND position <= %s "
             "AND outcome = 'accepted' ORDER BY position DESC, line_no DESC LIMIT 1",
             (store_id, sku, position),
         )
         if row is not None:
             found[sku] = row
+    return found
+
+
+def store_policies(tx: SqlTx, store_ids: list[str]) -> dict[str, dict[str, str]]:
+    """Each store's current policies as stored (JSON text), by SKU or `*`; {} for a store without."""
+    found: dict[str, dict[str, str]] = {store_id: {} for store_id in store_ids}
+    for condition, params in tx.values_in("store_id", store_ids):
+        for row in tx.fetchall(
+            f"SELECT store_id, sku, policy FROM ledger_policies WHERE {condition} AND policy IS NOT NULL",
+            params,
+        ):
+            found[row["store_id"]][row["sku"]] = row["policy"]
+    return found
+
+
+def policies_changed(tx: SqlTx, after_position: int, to_position: int) -> list[Row]:
+    """The policies set or cleared (policy null) in a range of positions, oldest first."""
+    return tx.fetchall(
+        "SELECT store_id, sku, policy, position FROM ledger_policies "
+        "WHERE position > %s AND position <= %s ORDER BY position",
+        (after_position, to_position),
+    )
+
+
+def policies_at(tx: SqlTx, store_id: str, skus: list[str], position: int) -> dict[str, str]:
+    """The policies of these SKUs (and of `*`) as they were after `position`, as stored (JSON
+    text), from the history's policy changes; a key cleared by then, or never set, is absent."""
+    found: dict[str, str] = {}
+    for sku in [*skus, "*"]:
+        row = tx.fetchone(
+            "SELECT policy FROM ledger_history WHERE store_id = %s AND sku = %s AND position <= %s "
+            "AND type = 'stock.policy_changed' AND outcome = 'accepted' "
+            "ORDER BY position DESC, line_no DESC LIMIT 1",
+            (store_id, sku, position),
+        )
+        if row is not None and row["policy"] is not None:
+            found[sku] = row["policy"]
     return found
 
 

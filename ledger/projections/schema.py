@@ -20,6 +20,7 @@ PROJECTION_TABLES = (
     "ledger_history",
     "ledger_reservations",
     "ledger_event_keys",
+    "ledger_policies",
 )
 
 DDL = (
@@ -31,6 +32,7 @@ DDL = (
         incoming BIGINT NOT NULL,
         position BIGINT NOT NULL,
         updated_at TEXT NOT NULL,
+        channels TEXT,
         PRIMARY KEY (store_id, sku))""",
     "CREATE INDEX IF NOT EXISTS ledger_levels_by_sku ON ledger_levels (sku, store_id)",
     # No index on a level's position: an update that changes no indexed column is a HOT update on
@@ -66,6 +68,9 @@ DDL = (
         transfer_id TEXT,
         adjustment_reason TEXT,
         principal TEXT,
+        channel TEXT,
+        channels TEXT,
+        policy TEXT,
         PRIMARY KEY (position, line_no))""",
     # With line_no, a page's cursor `(position, line_no) > (P, L)` and its order are one index
     # range on both databases; the earlier (store_id[, sku], position) indexes left them a filter
@@ -94,6 +99,7 @@ DDL = (
         remaining BIGINT NOT NULL,
         placed_at_position BIGINT NOT NULL,
         position BIGINT NOT NULL,
+        channel TEXT,
         PRIMARY KEY (store_id, reservation_id))""",
     """CREATE INDEX IF NOT EXISTS ledger_reservations_due
         ON ledger_reservations (expires_at) WHERE remaining > 0 AND expires_at IS NOT NULL""",
@@ -107,12 +113,31 @@ DDL = (
         reason TEXT,
         shortfall TEXT,
         PRIMARY KEY (source, event_id))""",
+    # Each store's current policies (CONTRACT §6), one row per SKU or default (`*`) ever set; a
+    # cleared one keeps its row with a null policy, so that a cache catching up by position sees
+    # the clearing too. The history has every change (type stock.policy_changed, column policy).
+    """CREATE TABLE IF NOT EXISTS ledger_policies (
+        store_id TEXT NOT NULL,
+        sku TEXT NOT NULL,
+        policy TEXT,
+        position BIGINT NOT NULL,
+        PRIMARY KEY (store_id, sku))""",
+    "CREATE INDEX IF NOT EXISTS ledger_policies_by_position ON ledger_policies (position)",
 )
 
 # Columns added after their table was first made: a database made before gets them on start
 # (on SQLite, ledger/storage/recorders.py adds them; it has no ADD COLUMN IF NOT EXISTS). The rows
 # recorded before have null there, which is what those columns mean for them.
-ADDED_COLUMNS = (("ledger_history", "principal", "TEXT"),)
+# Channels and policies (CONTRACT §6): a level's and a history row's reserved units per channel
+# (`channels`, JSON, null when none), an event's `channel`, a policy change's `policy` (JSON).
+ADDED_COLUMNS = (
+    ("ledger_history", "principal", "TEXT"),
+    ("ledger_history", "channel", "TEXT"),
+    ("ledger_history", "channels", "TEXT"),
+    ("ledger_history", "policy", "TEXT"),
+    ("ledger_levels", "channels", "TEXT"),
+    ("ledger_reservations", "channel", "TEXT"),
+)
 
 # occurred_at (CONTRACT §7) was added later too, but every row needs it: a database made before
 # gets the column, filled from each row's `time`, in the same transaction (so a start that fails

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import orjson
 
 from ledger.clock import utc_text
-from ledger.domain.model import Entry, EventType, Level, Outcome, Reservation
+from ledger.domain.model import DEFAULT_SKU, Entry, EventType, Level, Outcome, Policy, Reservation
 from ledger.domain.rules import LedgerState
 from ledger.sql import BulkInsert, SqlTx
 
@@ -34,6 +34,9 @@ class ProjectionBatch:
     # Reservations placed by this batch: inserted, not upserted, so that an id already in the
     # table fails the transaction instead of being overwritten (see the writer's optimistic path).
     placed: set[tuple[str, str]] = field(default_factory=set)
+    # The policies the batch set or cleared (None), by (store, SKU or DEFAULT_SKU), with the
+    # position of the change.
+    policies: dict[tuple[str, str], tuple[Policy | None, int]] = field(default_factory=dict)
 
     def add(self, recorded: RecordedEntry, state: LedgerState) -> None:
         """Adds an entry that has been applied to `state`. The writer and the rebuild both come here,
@@ -42,6 +45,10 @@ class ProjectionBatch:
         self.recorded.append(recorded)
         entry = recorded.entry
         if entry.outcome is not Outcome.ACCEPTED:
+            return
+        if entry.event.type is EventType.POLICY_CHANGED:
+            [line] = entry.event.lines
+            self.policies[(entry.store_id, line.sku)] = (entry.event.policy, recorded.position)
             return
         for effect in entry.effects:
             if effect.on_hand_delta or effect.reserved_delta or effect.incoming_delta:
@@ -86,6 +93,9 @@ _HISTORY = BulkInsert(
         ("transfer_id", "text"),
         ("adjustment_reason", "text"),
         ("principal", "text"),
+        ("channel", "text"),
+        ("channels", "text"),
+        ("policy", "text"),
     ],
 )
 
@@ -100,10 +110,11 @@ _LEVELS = BulkInsert(
         ("incoming", "bigint"),
         ("position", "bigint"),
         ("updated_at", "text"),
+        ("channels", "text"),
     ],
     """ON CONFLICT (store_id, sku) DO UPDATE SET on_hand = excluded.on_hand,
     reserved = excluded.reserved, incoming = excluded.incoming,
-    position = excluded.position, updated_at = excluded.updated_at""",
+    position = excluded.position, updated_at = excluded.updated_at, channels = excluded.channels""",
 )
 
 _RESERVATION_COLUMNS = [
@@ -117,6 +128,7 @@ _RESERVATION_COLUMNS = [
     ("remaining", "bigint"),
     ("placed_at_position", "bigint"),
     ("position", "bigint"),
+    ("channel", "text"),
 ]
 
 _RESERVATIONS = BulkInsert(
@@ -146,9 +158,27 @@ _KEYS = BulkInsert(
 )
 
 
+_POLICIES = BulkInsert(
+    "policies",
+    "ledger_policies",
+    [("store_id", "text"), ("sku", "text"), ("policy", "text"), ("position", "bigint")],
+    """ON CONFLICT (store_id, sku) DO UPDATE SET policy = excluded.policy,
+    position = excluded.position""",
+)
+
+
 # Every insert write_batch makes, in the order it makes them (a one-statement batch on PostgreSQL
 # calls a function made of these: ledger/storage/recorders.py).
-BATCH_INSERTS = (_HISTORY, _LEVELS, _NEW_RESERVATIONS, _RESERVATIONS, _KEYS)
+BATCH_INSERTS = (_HISTORY, _LEVELS, _NEW_RESERVATIONS, _RESERVATIONS, _KEYS, _POLICIES)
+
+
+def channels_text(level: Level) -> str | None:
+    """A level's reserved units per channel as stored (JSON), or None when no channel holds any."""
+    return orjson.dumps(level.channel_reserved).decode() if level.channel_reserved else None
+
+
+def policy_text(policy: Policy | None) -> str | None:
+    return orjson.dumps(policy.as_json()).decode() if policy is not None else None
 
 
 def write_batch(tx: SqlTx, batch: ProjectionBatch) -> None:
@@ -165,6 +195,7 @@ def write_batch(tx: SqlTx, batch: ProjectionBatch) -> None:
                 level.incoming_units,
                 position,
                 updated_at,
+                orjson.dumps(level.channel_reserved).decode() if level.channel_reserved else None,
             )
             for (store_id, sku), (level, position, updated_at) in batch.levels.items()
         ],
@@ -176,6 +207,14 @@ def write_batch(tx: SqlTx, batch: ProjectionBatch) -> None:
     _NEW_RESERVATIONS.run(tx, [row for key, row in rows.items() if key in batch.placed])
     _RESERVATIONS.run(tx, [row for key, row in rows.items() if key not in batch.placed])
     _KEYS.run(tx, _key_rows(batch))
+    if batch.policies:
+        _POLICIES.run(
+            tx,
+            [
+                (store_id, sku, policy_text(policy), position)
+                for (store_id, sku), (policy, position) in batch.policies.items()
+            ],
+        )
 
 
 def _history_rows(batch: ProjectionBatch) -> list[tuple[object, ...]]:
@@ -201,21 +240,33 @@ def _history_rows(batch: ProjectionBatch) -> list[tuple[object, ...]]:
         outcome, reason = entry.outcome, entry.reason
         order_id, reservation_id, reference = event.order_id, event.reservation_id, event.reference
         transfer_id, adjustment_reason, principal = event.transfer_id, event.reason, event.principal
+        channel, policy = event.channel, policy_text(event.policy)
         if not entry.effects:  # a refused event without lines is in the audit trail all the same
             append(
                 (position, line_no, store_id, None, event_id, source, type_, time, occurred_at, recorded_at,
                  outcome, reason, 0, 0, 0, None, None, None, False, False,
-                 order_id, reservation_id, reference, transfer_id, adjustment_reason, principal)
+                 order_id, reservation_id, reference, transfer_id, adjustment_reason, principal,
+                 channel, None, policy)
             )  # fmt: skip
             line_no += 1
         for effect, after in zip(entry.effects, recorded.levels_after, strict=True):
+            if effect.sku == DEFAULT_SKU:  # a store's default policy: no level is named so
+                on_hand = reserved_units = incoming = channels = None
+            else:
+                on_hand, reserved_units, incoming = (
+                    after.on_hand_units,
+                    after.reserved_units,
+                    after.incoming_units,
+                )
+                channels = channels_text(after)
             append(
                 (position, line_no, store_id, effect.sku, event_id, source, type_, time, occurred_at,
                  recorded_at, outcome, reason,
                  effect.on_hand_delta, effect.reserved_delta, effect.incoming_delta,
-                 after.on_hand_units, after.reserved_units, after.incoming_units,
+                 on_hand, reserved_units, incoming,
                  effect.oversold, effect.unknown_reservation,
-                 order_id, reservation_id, reference, transfer_id, adjustment_reason, principal)
+                 order_id, reservation_id, reference, transfer_id, adjustment_reason, principal,
+                 channel, channels, policy)
             )  # fmt: skip
             line_no += 1
     return rows
@@ -238,6 +289,7 @@ def _reservation_row(reservation: Reservation, position: int) -> tuple[object, .
         remaining,
         reservation.placed_at_position,
         position,
+        reservation.channel,
     )
 
 

@@ -11,6 +11,9 @@ other event had more than one entry, which is what `decode` infers for it.
 
 Format 3 adds `principal` (CONTRACT §5: who sent the event), written only when there is one;
 formats 1 and 2 had none, and read as null.
+
+Format 4 adds `channel` (CONTRACT §6) and, on a `stock.policy_changed` entry, `policy` (its public
+JSON form; absent when the policy was cleared); earlier formats had neither.
 """
 
 from __future__ import annotations
@@ -28,13 +31,14 @@ from ledger.domain.model import (
     Line,
     LineEffect,
     Outcome,
+    Policy,
     RejectionReason,
     Shortfall,
     StockEvent,
 )
 
-STATE_FORMAT_VERSION = 3
-READABLE_FORMATS = (1, 2, STATE_FORMAT_VERSION)
+STATE_FORMAT_VERSION = 4
+READABLE_FORMATS = (1, 2, 3, STATE_FORMAT_VERSION)
 EVENT_ENTRIES_MAX = 2  # a transfer's two; a larger count in a stored entry is a corrupt log
 
 
@@ -95,6 +99,10 @@ def encode(entry: Entry, store_version: int, recorded_at: str, event_entries_aft
         state["event_entries_after"] = event_entries_after
     if event.principal is not None:
         state["principal"] = event.principal
+    if event.channel is not None:
+        state["channel"] = event.channel
+    if event.policy is not None:
+        state["policy"] = event.policy.as_json()
     return StoredEvent(
         originator_id=event.store_id,
         originator_version=store_version,
@@ -108,6 +116,7 @@ def decode(store_id: str, topic: str, state_bytes: bytes) -> DecodedEntry:
     state = orjson.loads(state_bytes)
     assert state["v"] in READABLE_FORMATS, f"{store_id} {topic}: stored format {state['v']}"
     expires_at = state.get("expires_at")
+    policy = state.get("policy")
     event = StockEvent(
         event_id=state["id"],
         source=state["source"],
@@ -123,6 +132,8 @@ def decode(store_id: str, topic: str, state_bytes: bytes) -> DecodedEntry:
         reason=state.get("reason"),
         expires_at=datetime.fromisoformat(expires_at) if expires_at else None,
         principal=state.get("principal"),
+        channel=state.get("channel"),
+        policy=Policy.from_json(policy) if policy is not None else None,
     )
     rejection = state.get("rejection")
     entry = Entry(

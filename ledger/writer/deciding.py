@@ -10,7 +10,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from ledger.domain.model import Entry, EventType, Level, Outcome, RejectionReason, Reservation, StockEvent
+from ledger.domain.model import (
+    Entry,
+    EventType,
+    Level,
+    Outcome,
+    Policy,
+    RejectionReason,
+    Reservation,
+    StockEvent,
+)
 from ledger.domain.rules import LedgerState, apply, decide
 from ledger.results import Original
 from ledger.sql import Deferred, SqlTx
@@ -52,9 +61,10 @@ class Missing:
     levels: set[tuple[str, str]] = field(default_factory=set)
     reservations: set[tuple[str, str]] = field(default_factory=set)
     stores: set[str] = field(default_factory=set)
+    policy_stores: set[str] = field(default_factory=set)
 
     def __bool__(self) -> bool:
-        return bool(self.levels or self.reservations or self.stores)
+        return bool(self.levels or self.reservations or self.stores or self.policy_stores)
 
 
 def _stores(event: StockEvent) -> tuple[str, ...]:
@@ -77,6 +87,8 @@ def missing_from_memory(cache: StateCache, events: list[StockEvent]) -> Missing:
         for store in _stores(event):
             if store not in cache.store_versions:
                 missing.stores.add(store)
+            if store not in cache.store_policies:
+                missing.policy_stores.add(store)
             missing.levels.update((store, sku) for sku in skus if (store, sku) not in cache.levels)
     return missing
 
@@ -98,10 +110,12 @@ def catch_up_and_fetch(recorder: LedgerRecorder, cache: StateCache, events: list
         reservations = cache.read_reservations(tx, missing.reservations)
         levels = cache.read_levels(tx, missing.levels)
         versions = cache.read_store_versions(tx, missing.stores)
+        policies = cache.read_store_policies(tx, missing.policy_stores)
         held = reservations.finish()
         released = {(store, sku) for (store, _), (r, _) in held.items() for sku in r.lines}
         levels.finish(released)
         found_versions = versions.finish()
+        policies.finish()
     with cache.lock:
         if cache.generation != generation or cache.head != head:
             return False
@@ -115,6 +129,8 @@ def work_from_memory(cache: StateCache, events: list[StockEvent], head: int) -> 
     levels: dict[tuple[str, str], Level] = {}
     reservations: dict[tuple[str, str], Reservation] = {}
     versions: dict[str, int] = {}
+    policies: dict[str, dict[str, Policy]] = {}
+    store_policies = cache.store_policies
     for event in events:
         skus = [line.sku for line in event.lines]
         if event.reservation_id:
@@ -129,12 +145,19 @@ def work_from_memory(cache: StateCache, events: list[StockEvent], head: int) -> 
             if version is None:
                 return None
             versions[store] = version
+            held_policies = store_policies.get(store)
+            if held_policies is None:
+                return None
+            if held_policies:  # shared, never changed in place (copy on write)
+                policies[store] = held_policies
             for sku in skus:
                 cached = cache.levels.get((store, sku))
                 if cached is None:
                     return None
                 levels[(store, sku)] = cached.level.copy()
-    return Work(LedgerState(levels=levels, reservations=reservations), head, lambda: dict(versions))
+    return Work(
+        LedgerState(levels=levels, reservations=reservations, policies=policies), head, lambda: dict(versions)
+    )
 
 
 def work_from_database(
@@ -156,6 +179,7 @@ def work_from_database(
     reservations_read = cache.read_reservations(tx, reservation_keys)
     levels_read = cache.read_levels(tx, level_keys)
     versions_read = cache.read_store_versions(tx, stores)
+    policies_read = cache.read_store_policies(tx, stores)
     head = int(head_read.rows()[0]["head"])
     cache.catch_up(tx, head)
     known = _finish_event_keys(keys_read)
@@ -168,6 +192,7 @@ def work_from_database(
     state = LedgerState(
         levels={key: cached.level.copy() for key, cached in levels.items()},
         reservations={key: held.copy() for key, (held, _) in reservations.items()},
+        policies={store: held for store, held in policies_read.finish().items() if held},
     )
     return Work(state, head, versions_read.finish), known
 

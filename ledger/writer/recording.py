@@ -49,7 +49,12 @@ def insert(recorder: LedgerRecorder, tx: SqlTx, work: Work, recorded_at: str) ->
         for key, (level, position, updated_at) in batch.levels.items()
     }
     return positions, Commit(
-        installed_levels, dict(batch.reservations), versions, notification_ids[0], notification_ids[-1]
+        installed_levels,
+        dict(batch.reservations),
+        versions,
+        notification_ids[0],
+        notification_ids[-1],
+        {key: policy for key, (policy, _) in batch.policies.items()},
     )
 
 

@@ -18,7 +18,7 @@ import struct
 from dataclasses import dataclass
 from typing import Any
 
-from ledger.domain.model import Level, StockEvent
+from ledger.domain.model import Level, Policy, StockEvent
 from ledger.results import EventResult
 from ledger.state_cache import CachedLevel, Commit
 from ledger.writer.stats import WriterStatsSnapshot
@@ -26,8 +26,10 @@ from ledger.writer.stats import WriterStatsSnapshot
 FRAME = struct.Struct("!I")
 FRAME_BYTES_MAX = 256 * 1024 * 1024
 
-# store, sku, on_hand, reserved, incoming, position, updated_at
-LevelRow = tuple[str, str, int, int, int, int, str | None]
+# store, sku, on_hand, reserved, incoming, position, updated_at, reserved per channel (or None)
+LevelRow = tuple[str, str, int, int, int, int, str | None, dict[str, int] | None]
+# store, SKU or `*`, the policy set (None: cleared)
+PolicyRow = tuple[str, str, Policy | None]
 
 
 class UnexpectedMessage(AssertionError):
@@ -60,6 +62,7 @@ class Committed:
     first_position: int
     head: int
     levels: list[LevelRow]
+    policies: list[PolicyRow]
 
     @classmethod
     def of(cls, commit: Commit) -> Committed:
@@ -75,14 +78,17 @@ class Committed:
                     c.level.incoming_units,
                     c.position,
                     c.updated_at,
+                    c.level.channel_reserved,
                 )
                 for (store, sku), c in commit.levels.items()
             ],
+            [(store, sku, policy) for (store, sku), policy in commit.policies.items()],
         )
 
     def as_commit(self) -> Commit:
-        levels = {(r[0], r[1]): CachedLevel(Level(r[2], r[3], r[4]), r[5], r[6]) for r in self.levels}
-        return Commit(levels, {}, {}, self.first_position, self.head)
+        levels = {(r[0], r[1]): CachedLevel(Level(r[2], r[3], r[4], r[7]), r[5], r[6]) for r in self.levels}
+        policies = {(store, sku): policy for store, sku, policy in self.policies}
+        return Commit(levels, {}, {}, self.first_position, self.head, policies)
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,8 +148,8 @@ def encode(message: ToWriter | FromWriter) -> bytes:
             plain = ("w", request_id, events)
         case WriteRequest(request_id, events, x_request_id):
             plain = ("w", request_id, events, x_request_id)
-        case Committed(first, head, levels):
-            plain = ("c", first, head, levels)
+        case Committed(first, head, levels, policies):
+            plain = ("c", first, head, levels, policies)
         case Announced(position):
             plain = ("p", position)
         case Replies(replies):
@@ -165,8 +171,8 @@ def _decode(body: bytes | bytearray | memoryview) -> ToWriter | FromWriter:
             return WriteRequest(request_id, events)
         case ("w", int(request_id), list(events), str(x_request_id)):
             return WriteRequest(request_id, events, x_request_id)
-        case ("c", int(first), int(head), list(levels)):
-            return Committed(first, head, levels)
+        case ("c", int(first), int(head), list(levels), list(policies)):
+            return Committed(first, head, levels, policies)
         case ("p", int(position)):
             return Announced(position)
         case ("r", list(replies)):

@@ -220,7 +220,15 @@ def test_a_store_scoped_reader_sees_a_sku_only_at_its_stores_and_totals_over_the
     with closed.client(closed.token("reader", stores=(first, second))) as reader:
         body = reader.get(f"/v1/stock/{sku}").json()
     assert sorted(level["store_id"] for level in body["stores"]) == sorted([first, second])
-    assert body["total"] == {"on_hand": 3, "reserved": 0, "available": 3, "incoming": 0}
+    assert body["total"] == {
+        "on_hand": 3,
+        "reserved": 0,
+        "available": 3,
+        "incoming": 0,
+        "safety_stock": 0,
+        "sellable": 3,
+        "channels": {},
+    }
     everything = closed.admin.get(f"/v1/stock/{sku}").json()
     assert everything["total"]["on_hand"] == 43
 
@@ -421,4 +429,4 @@ def test_the_openapi_document_declares_the_bearer_scheme_and_every_routes_refusa
         assert {"400", "401", "403", "429"} <= set(operation["responses"]), path
         assert "Retry-After" in operation["responses"]["429"]["headers"]
         assert "WWW-Authenticate" in operation["responses"]["401"]["headers"]
-        assert operation["x-required-role"] in ("reader", "producer")
+        assert operation["x-required-role"] in ("reader", "producer", "operator")

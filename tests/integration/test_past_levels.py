@@ -96,13 +96,30 @@ def test_a_skus_total_across_stores_is_the_sum_of_its_store_levels(database_url,
         key: sum(per_store[s][key] for s in stores)
         for key in ("on_hand", "reserved", "available", "incoming")
     }
+    expected |= {"safety_stock": 0, "sellable": expected["available"], "channels": {}}  # no policy
     assert body["total"] == expected
-    assert body["total"] == {"on_hand": 29, "reserved": 5, "available": 24, "incoming": 4}
+    assert body["total"] == {
+        "on_hand": 29,
+        "reserved": 5,
+        "available": 24,
+        "incoming": 4,
+        "safety_stock": 0,
+        "sellable": 24,
+        "channels": {},
+    }
     recorded = db.query(database_url, "SELECT * FROM ledger_totals WHERE sku = %s", (sku,))
     assert [(r["on_hand"], r["reserved"], r["incoming"]) for r in recorded] == [(29, 5, 4)]
 
     with server.client() as client:
         never = client.get("/v1/stock/NEVER-SEEN")
         assert never.status_code == 200
-        assert never.json()["total"] == {"on_hand": 0, "reserved": 0, "available": 0, "incoming": 0}
+        assert never.json()["total"] == {
+            "on_hand": 0,
+            "reserved": 0,
+            "available": 0,
+            "incoming": 0,
+            "safety_stock": 0,
+            "sellable": 0,
+            "channels": {},
+        }
         assert never.json()["stores"] == []

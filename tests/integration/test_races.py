@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 import pytest
 from support import api, db
 from support import events as ev
@@ -131,3 +132,82 @@ def test_a_storm_of_reservations_on_a_hot_sku_reserves_exactly_the_stock(databas
         with server.client() as client:
             level = api.level(client, store, sku, min_position=head)
         assert api.levels_tuple(level) == (STORM_STOCK_UNITS, STORM_STOCK_UNITS, 0, 0), server.url
+
+
+QUOTA_STOCK_UNITS = 200
+QUOTA_SAFETY_UNITS = 5
+QUOTA_PCT = 30  # of 200 on hand: 60 units online
+ONLINE_PROCESSES = 6
+ONLINE_ATTEMPTS_PER_PROCESS = 40
+PLAIN_PROCESSES = 2
+PLAIN_ATTEMPTS_PER_PROCESS = 80
+
+
+def test_a_race_for_an_online_quota_never_reserves_more_than_the_quota_nor_the_safety_stock(
+    database_url, serve
+):
+    """CONTRACT §6 under load: online reservations and plain ones from several processes through two
+    instances (each with its writer process). Instance b learns of the policy set through a from the
+    log (it has decided for the store before, without a policy)."""
+    a, b = serve(database_url), serve(database_url)
+    store, sku = unique("store"), "HOT-1"
+    with b.client() as client:
+        api.record(client, ev.receipt(store, (sku, QUOTA_STOCK_UNITS)))
+        assert api.reserve(client, store, "warm-up", (sku, 1), channel="online").status_code == 201
+        assert client.post(f"/v1/stores/{store}/reservations/warm-up/release", json={}).status_code == 200
+    quota_units = QUOTA_STOCK_UNITS * QUOTA_PCT // 100
+    sellable_units = QUOTA_STOCK_UNITS - QUOTA_SAFETY_UNITS
+    with a.client() as client:
+        policy = {"safety_stock": QUOTA_SAFETY_UNITS, "channels": {"online": {"quota_pct": QUOTA_PCT}}}
+        api.put_policy(client, store, sku, policy)
+
+    path = f"/v1/stores/{store}/reservations"
+    online = [
+        [
+            (
+                (a, b)[p % 2].url,
+                path,
+                _reservation_body(f"web-{p}-{i}", sku) | {"channel": "online"},
+            )
+            for i in range(ONLINE_ATTEMPTS_PER_PROCESS)
+        ]
+        for p in range(ONLINE_PROCESSES)
+    ]
+    plain = [
+        [
+            ((a, b)[p % 2].url, path, _reservation_body(f"shop-{p}-{i}", sku))
+            for i in range(PLAIN_ATTEMPTS_PER_PROCESS)
+        ]
+        for p in range(PLAIN_PROCESSES)
+    ]
+    answers = send_from_processes(online + plain)
+
+    online_answers = [answer for per_process in answers[:ONLINE_PROCESSES] for answer in per_process]
+    plain_answers = [answer for per_process in answers[ONLINE_PROCESSES:] for answer in per_process]
+    online_placed = [body for status, body in online_answers if status == 201]
+    plain_placed = [body for status, body in plain_answers if status == 201]
+    for status, body in online_answers + plain_answers:
+        assert status in (201, 409), body
+        if status == 409:
+            assert body["type"] == "insufficient-stock", body
+            assert body["shortfall"] == [{"sku": sku, "requested": 1, "available": 0}], body
+    assert all(body["channel"] == "online" for body in online_placed)
+    assert 0 < len(online_placed) <= quota_units
+    # Plain reservations always outnumber what the safety stock leaves: the store ends sold out.
+    assert len(online_placed) + len(plain_placed) == sellable_units
+
+    recorded = db.level_rows(database_url, store)[sku]
+    assert (recorded["on_hand"], recorded["reserved"]) == (QUOTA_STOCK_UNITS, sellable_units)
+    assert orjson.loads(recorded["channels"]) == {"online": len(online_placed)}
+    head = max(body["position"] for _, body in online_answers + plain_answers)
+    for server in (a, b):
+        with server.client() as client:
+            level = api.level(client, store, sku, min_position=head)
+        assert (level["safety_stock"], level["sellable"]) == (QUOTA_SAFETY_UNITS, 0), server.url
+        assert level["channels"] == {
+            "online": {
+                "quota": quota_units,
+                "reserved": len(online_placed),
+                "sellable": 0,
+            }
+        }, server.url

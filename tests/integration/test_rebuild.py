@@ -54,9 +54,21 @@ def _mixed_workload(client, shop: str, warehouse: str) -> None:
     duplicate = ev.receipt(shop, ("C", 1), event_id="dup-1")
     api.record(client, duplicate)
     assert api.post_events(client, duplicate)[0]["outcome"] == "duplicate"
+    # Policies and channels (CONTRACT §6): a default, a SKU's own, one cleared; reservations under a
+    # channel shipped, released and expiring, so that each channel's reserved units move every way.
+    api.put_policy(client, shop, "*", {"safety_stock": 1, "channels": {"online": {"quota_pct": 50}}})
+    api.put_policy(client, shop, "B", {"channels": {"web": {"quota_units": 2}}})
+    api.put_policy(client, warehouse, "A", {"safety_stock": 3})
+    api.put_policy(client, warehouse, "A", {})
+    api.record(client, ev.receipt(shop, ("B", 10), ("C", 4)))
+    assert api.reserve(client, shop, "R-online", ("A", 2), ("C", 1), channel="online").status_code == 201
+    api.record(client, ev.shipment(shop, ("A", 1), reservation_id="R-online"))
+    assert api.reserve(client, shop, "R-web", ("B", 2), channel="web").status_code == 201
+    assert api.reserve(client, shop, "R-web-2", ("B", 1), channel="web").status_code == 409
+    api.record(client, ev.release(shop, "R-web", ("B", 1)))
     assert (
-        api.reserve(client, shop, "R-expiring", ("C", 1), expires_at=ev.now_rfc3339(0.5)).status_code == 201
-    )
+        api.reserve(client, shop, "R-expiring", ("C", 1), expires_at=ev.now_rfc3339(0.5), channel="online")
+    ).status_code == 201
 
 
 def _wait_for_expiry(client, store: str, reservation_id: str) -> None:
@@ -77,7 +89,7 @@ def _rewrite_log_in_the_first_format(database_url: str) -> None:
     rewritten = []
     for row in rows:
         state = orjson.loads(bytes(row["state"]))
-        assert state["v"] == 3
+        assert state["v"] == 4
         state["v"] = 1
         state.pop("event_entries_after", None)
         state.pop("principal", None)
@@ -125,6 +137,7 @@ def test_rebuilding_the_projections_from_the_log_gives_the_same_tables(database_
         "stock.adjustment",
         "stock.count",
         "stock.transfer",
+        "stock.policy_changed",
     }
     assert any(e["oversold"] for e in history) and any(e["unknown_reservation"] for e in history)
     # Who did it: the token for what came over HTTP, the ledger itself for the expiry.
@@ -133,6 +146,12 @@ def test_rebuilding_the_projections_from_the_log_gives_the_same_tables(database_
     assert server.stop() is not None
 
     kept = db.dump_projections(database_url)
+    assert {(row["store_id"], row["sku"]) for row in kept["ledger_policies"]} == {
+        (shop, "*"),
+        (shop, "B"),
+        (warehouse, "A"),
+    }
+    assert any(row["channels"] for row in kept["ledger_levels"]), "a channel holds units at the end"
     recorded_events = db.event_count(database_url)
     # Every recorded event, refused ones included, is in the audit trail, at its position: the
     # notification id of its last entry (an accepted transfer's first entry, the incoming one at

@@ -120,7 +120,7 @@ def test_a_client_that_sends_what_the_writer_cannot_read_is_dropped_and_the_writ
 ) -> None:
     confused = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     confused.connect(writer_socket)
-    confused.sendall(encode(Committed(1, 1, [])))  # a message only the writer sends
+    confused.sendall(encode(Committed(1, 1, [], [])))  # a message only the writer sends
     confused.settimeout(ANSWER_DEADLINE_S)
     try:
         assert confused.recv(1024) == b""  # the writer closed this connection, and only this one

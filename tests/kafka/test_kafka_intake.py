@@ -8,6 +8,7 @@ import itertools
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -24,13 +25,14 @@ from kafka_harness import (
     produce,
     result_bodies,
     snapshot,
+    started_ledger,
     wait_until,
 )
 from support.postgres import EmbeddedPostgres
 
 from ledger.bootstrap import intake_limits
 from ledger.config import Settings
-from ledger.domain.model import StockEvent
+from ledger.domain.model import ChannelQuota, EventType, Line, Outcome, Policy, StockEvent
 from ledger.kafka.records import read_value
 
 DEADLINE_S = 60
@@ -295,3 +297,57 @@ def test_readiness_reports_ready_while_the_consumer_is_in_its_group(intake: Inta
     assert intake.consumer.ready()
     assert intake.consumer.metric("ledger_kafka_ready") == 1
     assert len(intake.broker.group_members(intake.topics.group)) == 1
+
+
+def test_a_channel_on_a_kafka_event_is_limited_by_its_quota_and_kept_on_the_reservation(
+    intake: Intake,
+) -> None:
+    """CONTRACT §6 over Kafka: the policy is set by another process (as the REST route would, through
+    its own writer on the same database); the consumer's writer learns it from the log."""
+    store = "store-ch"
+    policy = Policy(1, (ChannelQuota("online", units=3),))
+    with started_ledger(Settings(database_url=intake.database_url)) as ledger:
+        [changed] = ledger.submit_and_wait(
+            [
+                StockEvent(
+                    new_id("policy"),
+                    "ledger/policies",
+                    EventType.POLICY_CHANGED,
+                    datetime.now(UTC),
+                    store,
+                    (Line("SKU-1", 0),),
+                    policy=policy,
+                )
+            ]
+        )
+    assert changed.outcome is Outcome.ACCEPTED
+    ids = [new_id("ch") for _ in range(4)]
+    intake.send(
+        (store, envelope(ids[0], store, "stock.receipt", [("SKU-1", 10)])),
+        (
+            store,
+            envelope(
+                ids[1], store, "stock.reservation", [("SKU-1", 3)], reservation_id="R-1", channel="online"
+            ),
+        ),
+        (
+            store,
+            envelope(
+                ids[2], store, "stock.reservation", [("SKU-1", 1)], reservation_id="R-2", channel="online"
+            ),
+        ),
+        (store, envelope(ids[3], store, "stock.reservation", [("SKU-1", 6)], reservation_id="R-3")),
+    )
+    by_id = {body["id"]: body for body in intake.results_for(set(ids))}
+    assert [by_id[event_id]["outcome"] for event_id in ids] == [
+        "accepted",
+        "accepted",
+        "rejected",
+        "accepted",
+    ]
+    assert by_id[ids[2]]["shortfall"] == [{"sku": "SKU-1", "requested": 1, "available": 0}]
+    with started_ledger(Settings(database_url=intake.database_url)) as ledger:
+        [view] = ledger.levels(store, ["SKU-1"])
+        held = ledger.reservation(store, "R-1")
+    assert (view.level.reserved_units, view.level.channel_reserved, view.policy) == (9, {"online": 3}, policy)
+    assert held is not None and held.reservation.channel == "online"

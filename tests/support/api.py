@@ -61,6 +61,14 @@ def reserve(
     return client.post(f"/v1/stores/{store}/reservations", json=body)
 
 
+def put_policy(client: httpx.Client, store: str, sku: str, policy: dict[str, Any]) -> dict[str, Any]:
+    """Sets (or with {} clears) a store's policy of a SKU or its default (`*`); the answer's body."""
+    response = client.put(f"/v1/stores/{store}/policies/{sku}", json=policy)
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
 def assert_problem(response: httpx.Response, status: int, type_: str | None = None) -> dict[str, Any]:
     assert response.status_code == status, response.text
     assert response.headers["content-type"].split(";")[0] == PROBLEM_JSON, response.headers

@@ -12,6 +12,7 @@ PROJECTION_PRIMARY_KEYS = {
     "ledger_history": ("position", "line_no"),
     "ledger_reservations": ("store_id", "reservation_id"),
     "ledger_event_keys": ("source", "event_id"),
+    "ledger_policies": ("store_id", "sku"),
 }
 EVENTS_TABLE = "ledger_events"
 

@@ -9,7 +9,7 @@ import orjson
 import pytest
 from ledger_book import OTHER_STORE, STORE, Book, event
 
-from ledger.domain.model import Entry, EventType, Outcome
+from ledger.domain.model import ChannelQuota, Entry, EventType, Outcome, Policy
 from ledger.storage.codec import STATE_FORMAT_VERSION, decode, encode
 
 E = EventType
@@ -96,6 +96,16 @@ def recorded_entries() -> dict[str, Entry]:
         book.record(event(E.TRANSFER, ("SKU-2", 99), to_store=OTHER_STORE, transfer_id="T-2")).entries,
     )
     keep("release without lines", book.record(event(E.RESERVATION_RELEASE, reservation_id="R-3")).entries)
+    online = Policy(2, (ChannelQuota("marketplace", units=4), ChannelQuota("online", pct=30)))
+    keep(
+        "policy change",
+        book.record(event(E.POLICY_CHANGED, ("*", 0), policy=online, principal="ops")).entries,
+    )
+    keep(
+        "reservation under a channel",
+        book.record(event(E.RESERVATION, ("SKU-2", 1), reservation_id="R-5", channel="online")).entries,
+    )
+    keep("policy cleared", book.record(event(E.POLICY_CHANGED, ("*", 0))).entries)
     return entries
 
 
@@ -130,6 +140,7 @@ def test_the_story_covers_every_type_and_outcome() -> None:
         "kafka",
         "wms",
         "ledger",
+        "ops",
     }
 
 
@@ -153,6 +164,19 @@ def test_an_entry_stored_in_the_second_format_is_still_read_without_a_principal(
     state.pop("principal", None)
     decoded = decode(str(stored.originator_id), stored.topic, orjson.dumps(state))
     assert decoded.entry == dataclasses.replace(entry, event=dataclasses.replace(entry.event, principal=None))
+
+
+def test_a_channel_and_a_policy_are_stored_only_when_there_is_one() -> None:
+    placed = orjson.loads(encode(ENTRIES["reservation under a channel"], 1, RECORDED_AT).state)
+    changed = orjson.loads(encode(ENTRIES["policy change"], 1, RECORDED_AT).state)
+    cleared = orjson.loads(encode(ENTRIES["policy cleared"], 1, RECORDED_AT).state)
+    assert placed["channel"] == "online" and "policy" not in placed
+    assert changed["policy"] == {
+        "safety_stock": 2,
+        "channels": {"marketplace": {"quota_units": 4}, "online": {"quota_pct": 30}},
+    }
+    assert "policy" not in cleared and "channel" not in cleared
+    assert "channel" not in orjson.loads(encode(ENTRIES["reservation"], 1, RECORDED_AT).state)
 
 
 @pytest.mark.parametrize("name", sorted(ENTRIES))
@@ -185,7 +209,7 @@ def test_microseconds_survive_storage() -> None:
 def test_the_stored_state_is_json_with_a_format_version() -> None:
     stored = encode(ENTRIES["rejected sale"], 1, RECORDED_AT)
     state = orjson.loads(stored.state)
-    assert state["v"] == STATE_FORMAT_VERSION == 3
+    assert state["v"] == STATE_FORMAT_VERSION == 4
     assert state["outcome"] == "rejected"
     assert state["rejection"] == "insufficient_stock"
     assert state["recorded_at"] == RECORDED_AT

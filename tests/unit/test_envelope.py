@@ -127,6 +127,25 @@ def test_reservation_fields_are_carried_over() -> None:
     assert event.expires_at == datetime(2026, 11, 23, 10, tzinfo=timezone(timedelta(hours=3)))
 
 
+@pytest.mark.parametrize("event_type", ["stock.reservation", "stock.sale", "stock.receipt", "stock.pos_sale"])
+def test_a_channel_is_carried_over_on_any_type(event_type: str) -> None:
+    """CONTRACT §6: it limits reservations and sales, and is kept in the history on the others."""
+    data = {"lines": lines(("A", 1)), "reservation_id": "R-1", "channel": "call-center"}
+    assert read_envelope(envelope(event_type, data), LIMITS).channel == "call-center"
+    assert (
+        read_envelope(
+            envelope(event_type, {"lines": lines(("A", 1)), "reservation_id": "R-1"}), LIMITS
+        ).channel
+        is None
+    )
+
+
+@pytest.mark.parametrize("channel", ["", "on line", "a/b", "x" * 65, 7, ["online"]])
+def test_a_channel_that_is_not_an_id_is_named(channel: object) -> None:
+    data = {"lines": lines(("A", 1)), "reservation_id": "R-1", "channel": channel}
+    assert error_fields(envelope("stock.reservation", data)) == {"data.channel"}
+
+
 def test_release_without_lines_means_everything_still_reserved() -> None:
     event = read_envelope(envelope("stock.reservation_release", {"reservation_id": "R-1"}), LIMITS)
     assert event.lines == ()
@@ -281,7 +300,9 @@ def test_datacontenttype_other_than_json_is_refused() -> None:
     assert error_fields(envelope(datacontenttype="text/plain")) == {"datacontenttype"}
 
 
-@pytest.mark.parametrize("event_type", ["stock.reservation_expired", "stock.transfer_incoming"])
+@pytest.mark.parametrize(
+    "event_type", ["stock.reservation_expired", "stock.transfer_incoming", "stock.policy_changed"]
+)
 def test_types_only_the_ledger_records_are_refused_from_producers(event_type: str) -> None:
     assert error_fields(envelope(event_type)) == {"type"}
 

@@ -1,8 +1,12 @@
-"""A reference model of CONTRACT §1 in plain dicts, and a property test that the stock rules agree with it.
+"""A reference model of CONTRACT §1 and §6 in plain dicts, and a property test that the stock rules
+agree with it.
 
-The model is written from the contract's table, not from ledger.domain.rules: random event sequences
-run through both, and after every step the outcomes, reasons, shortfalls, deltas, flags, levels and
-reservation statuses must be the same.
+The model is written from the contract's table and §6's figures, not from ledger.domain.rules: random
+event sequences (policies set and cleared among them, reservations and sales under channels) run
+through both, and after every step the outcomes, reasons, shortfalls, deltas, flags, levels,
+reservation statuses and every stock figure (safety_stock, sellable, each channel's quota, reserved
+and sellable) must be the same. The model counts a channel's reserved units from its open
+reservations each time; the rules keep a running count on the level.
 """
 
 from __future__ import annotations
@@ -15,12 +19,15 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ledger.domain.model import EventType, Line, StockEvent
+from ledger.domain.model import DEFAULT_SKU, ChannelQuota, EventType, Line, Policy, StockEvent
+from ledger.domain.policy import figures
 from ledger.domain.rules import Decision, LedgerState, apply, decide, expire
 
 STORES = ("s1", "s2")
 SKUS = ("A", "B", "C")
 RESERVATION_IDS = ("R1", "R2", "R3")
+CHANNELS = ("online", "web")
+POLICY_KEYS = (*SKUS, DEFAULT_SKU)
 UNKNOWN_RESERVATION_ID = "R404"
 QTY_ABS_MAX = 1_000_000_000
 EVENT_TIME = datetime(2026, 11, 22, 7, 15, tzinfo=UTC)
@@ -51,7 +58,44 @@ class ReferenceLedger:
     def __init__(self) -> None:
         self.levels: dict[tuple[str, str], dict[str, int]] = {}
         self.reservations: dict[tuple[str, str], dict[str, Any]] = {}
+        # policies[(store, sku or "*")] = {"safety_stock": N, "channels": {name: ("pct" | "units", N)}}
+        self.policies: dict[tuple[str, str], dict[str, Any]] = {}
         self.position = 0
+
+    # policies (CONTRACT §6)
+
+    def policy(self, store: str, sku: str) -> dict[str, Any] | None:
+        return self.policies.get((store, sku)) or self.policies.get((store, DEFAULT_SKU))
+
+    def channel_reserved(self, store: str, sku: str, channel: str) -> int:
+        """The units reserved now under reservations of that channel at that store and SKU."""
+        return sum(
+            self.remaining(res["lines"][sku])
+            for (res_store, _), res in self.reservations.items()
+            if res_store == store and res["channel"] == channel and sku in res["lines"]
+        )
+
+    def figures(self, store: str, sku: str) -> tuple[int, int, dict[str, tuple[int, int, int]]]:
+        """(safety_stock, sellable, {channel: (quota, reserved, sellable)}), as §6 defines them."""
+        policy = self.policy(store, sku)
+        available = self.available(store, sku)
+        if policy is None:
+            return 0, available, {}
+        sellable = available - policy["safety_stock"]
+        channels = {}
+        for name, (kind, amount) in policy["channels"].items():
+            on_hand = self.level(store, sku)["on_hand"]
+            quota = amount if kind == "units" else max(0, (on_hand * amount) // 100)
+            reserved = self.channel_reserved(store, sku, name)
+            channels[name] = (quota, reserved, min(sellable, quota - reserved))
+        return policy["safety_stock"], sellable, channels
+
+    def limit(self, store: str, sku: str, channel: str | None) -> int:
+        """The figure that applies to a line of a reservation, sale or transfer."""
+        _, sellable, channels = self.figures(store, sku)
+        if channel is not None and channel in channels:
+            return channels[channel][2]
+        return sellable
 
     # levels
 
@@ -113,11 +157,15 @@ class ReferenceLedger:
             )
 
         def short_lines() -> list[tuple[str, int, int]]:
+            channel = ev.get("channel") if kind in ("sale", "reservation") else None
             return [
-                (sku, qty, self.available(store, sku))
+                (sku, qty, self.limit(store, sku, channel))
                 for sku, qty in lines
-                if self.available(store, sku) < qty
+                if self.limit(store, sku, channel) < qty
             ]
+
+        if kind == "policy_changed":
+            return self._change_policy(store, lines[0][0], ev["policy"], line_effect(lines[0][0], 0))
 
         if kind == "reservation":
             held = self.reservations.get((store, ev["reservation_id"]))
@@ -157,6 +205,7 @@ class ReferenceLedger:
                 "order_id": ev.get("order_id"),
                 "closed": None,
                 "position": self.position,
+                "channel": ev.get("channel"),
             }
         elif kind == "reservation_release":
             effects = self._release(
@@ -178,6 +227,19 @@ class ReferenceLedger:
                 for name in ("on_hand", "reserved", "incoming"):
                     level[name] += effect[name]
         return expected
+
+    def _change_policy(
+        self, store: str, key: str, policy: dict[str, Any] | None, effect: dict[str, Any]
+    ) -> Expected:
+        """A policy set or cleared: one line with zero deltas; nothing when nothing changes."""
+        if self.policies.get((store, key)) == policy:
+            return Expected("duplicate", duplicate_of=0)
+        self.position += 1
+        if policy is None:
+            del self.policies[(store, key)]
+        else:
+            self.policies[(store, key)] = policy
+        return Expected("accepted", effects={store: [effect]})
 
     def _release(
         self, held: dict[str, Any], lines: list[tuple[str, int]] | None, closed_as: str
@@ -265,6 +327,35 @@ KINDS = (
     "count",
     "transfer",
     "expire",
+    "policy_changed",
+    "policy_changed",
+)
+
+quota_plans = st.fixed_dictionaries(
+    {
+        "safety_stock": st.sampled_from([0, 1]),
+        "channels": st.fixed_dictionaries(
+            {"online": st.tuples(st.just("units"), st.integers(1, 4))},
+            optional={"web": st.tuples(st.just("pct"), st.sampled_from([30, 50]))},
+        ),
+    }
+)
+policy_plans = st.one_of(
+    st.none(),
+    quota_plans,
+    st.fixed_dictionaries(
+        {
+            "safety_stock": st.sampled_from([0, 1, 2, 4]),
+            "channels": st.dictionaries(
+                st.sampled_from(CHANNELS),
+                st.one_of(
+                    st.tuples(st.just("pct"), st.sampled_from([0, 30, 50, 100])),
+                    st.tuples(st.just("units"), st.integers(0, 5)),
+                ),
+                max_size=2,
+            ),
+        }
+    ),
 )
 
 
@@ -286,7 +377,13 @@ def steps(draw: st.DrawFn) -> dict[str, Any]:
     if kind in ("reserve_again", "expire"):
         step["pick"] = draw(st.integers(0, 50))
         return step
+    if kind == "policy_changed":
+        step["lines"] = [(draw(st.sampled_from(POLICY_KEYS)), 0)]
+        step["policy"] = draw(policy_plans)
+        return step
     step["lines"] = draw(line_lists(QTY_BY_KIND.get(kind, demand_qty)))
+    # A channel limits reservations and sales only; on other types it is carried and ignored.
+    step["channel"] = draw(st.sampled_from([None, *CHANNELS, "online"]))
     if kind == "receipt":
         step["transfer_id"] = draw(st.sampled_from([None, None, "T1"]))
     elif kind == "reservation":
@@ -325,7 +422,23 @@ def plans(draw: st.DrawFn) -> list[dict[str, Any]]:
         if opening_units
         else []
     )
-    return opening + draw(st.lists(steps(), min_size=10, max_size=60))
+    # Half the plans start with a store default that has quotas, so that channels run into them.
+    policies = [
+        {"type": "policy_changed", "store": store, "lines": [(DEFAULT_SKU, 0)], "policy": draw(quota_plans)}
+        for store in STORES
+        if draw(st.booleans())
+    ]
+    return opening + policies + draw(st.lists(steps(), min_size=10, max_size=60))
+
+
+def as_policy(planned: dict[str, Any] | None) -> Policy | None:
+    if planned is None:
+        return None
+    quotas = tuple(
+        ChannelQuota(name, pct=amount) if kind == "pct" else ChannelQuota(name, units=amount)
+        for name, (kind, amount) in sorted(planned["channels"].items())
+    )
+    return Policy(planned["safety_stock"], quotas)
 
 
 def stock_event(step: dict[str, Any], number: int) -> StockEvent:
@@ -341,6 +454,8 @@ def stock_event(step: dict[str, Any], number: int) -> StockEvent:
         transfer_id=step.get("transfer_id"),
         to_store=step.get("to_store"),
         reason=step.get("reason"),
+        channel=step.get("channel"),
+        policy=as_policy(step.get("policy")),
     )
 
 
@@ -440,9 +555,20 @@ def assert_same_state(state: LedgerState, model: ReferenceLedger) -> None:
             if s == sku
         )
         assert actual[1] == held_units
+        # every figure of a stock answer (CONTRACT §6)
+        shown = figures(level or state.level(store, sku), state.policy(store, sku))
+        channels = {
+            name: (c.quota_units, c.reserved_units, c.sellable_units) for name, c in shown.channels.items()
+        }
+        assert (shown.safety_stock_units, shown.sellable_units, channels) == model.figures(store, sku)
+        for channel in CHANNELS:
+            assert (level or state.level(store, sku)).channel_reserved_units(
+                channel
+            ) == model.channel_reserved(store, sku, channel), (store, sku, channel)
     assert state.reservations.keys() == model.reservations.keys()
     for (store, reservation_id), res in state.reservations.items():
         ref = model.reservations[(store, reservation_id)]
+        assert res.channel == ref["channel"]
         assert res.order_id == ref["order_id"]
         assert res.placed_at_position == ref["position"]
         assert {
@@ -512,8 +638,12 @@ def test_rules_agree_with_the_reference_model_after_every_event(plan: list[dict[
             assert level_snapshot(state) == levels_before
             assert reservation_snapshot(state) == reservations_before
         elif step["type"] in ("sale", "reservation", "transfer"):
+            # what a policy limits never goes below zero by what it accepts
+            channel = step.get("channel") if step["type"] != "transfer" else None
             for sku, _ in step["lines"]:
                 assert state.level(step["store"], sku).available_units >= 0
+                if model.policy(step["store"], sku) is not None:
+                    assert model.limit(step["store"], sku, channel) >= 0
         assert_same_state(state, model)
 
 
