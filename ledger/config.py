@@ -125,6 +125,16 @@ class Settings(BaseSettings):
     )
     units: dict[str, int] = Field(default_factory=dict, description='JSON: {"box12": 12, "SKU-1/box": 6}')
 
+    # The console at /ui (ledger/api/console): every list it shows has a named maximum.
+    console_skus_found_max: int = Field(50, ge=1, le=1000, description="SKUs one search lists at most")
+    console_stores_max: int = Field(200, ge=1, le=10_000, description="stores the console lists at most")
+    console_reservations_max: int = Field(
+        200, ge=1, le=10_000, description="open reservations of a store the console lists at most"
+    )
+    console_expiring_within_s: int = Field(
+        3600, ge=1, le=30 * 86400, description="a reservation expiring within this is 'soon' in the console"
+    )
+
     # The group-commit writer. `ledger serve` runs it in a process of its own and tells its HTTP
     # workers where: LEDGER_WRITER_SOCKET. Unset elsewhere: the writer is a thread of the process.
     writer_process: bool = Field(True, description="ledger serve: run the writer in its own process")

@@ -99,6 +99,9 @@ DDL = (
         ON ledger_reservations (expires_at) WHERE remaining > 0 AND expires_at IS NOT NULL""",
     """CREATE INDEX IF NOT EXISTS ledger_reservations_by_position
         ON ledger_reservations (position)""",
+    # The console's open reservations of a store (ledger/api/console/queries.py), soonest expiry first.
+    """CREATE INDEX IF NOT EXISTS ledger_reservations_open
+        ON ledger_reservations (store_id, expires_at, reservation_id) WHERE remaining > 0""",
     """CREATE TABLE IF NOT EXISTS ledger_event_keys (
         source TEXT NOT NULL,
         event_id TEXT NOT NULL,
