@@ -120,6 +120,9 @@ class Settings(BaseSettings):
     body_bytes_max: int = Field(16 * 1024 * 1024, ge=1024)
     history_page_max: int = Field(1000, ge=1, le=1000)
     history_page_default: int = Field(100, ge=1, le=1000)
+    explain_items_max: int = Field(
+        10_000, ge=1, description="open reservations or transfers one explain lists at most; beyond, 422"
+    )
     units: dict[str, int] = Field(default_factory=dict, description='JSON: {"box12": 12, "SKU-1/box": 6}')
 
     # The group-commit writer. `ledger serve` runs it in a process of its own and tells its HTTP

@@ -16,6 +16,7 @@ from typing import Any, Protocol
 from ledger.clock import utc_text
 from ledger.domain.model import Level, Reservation, StockEvent
 from ledger.projections import queries
+from ledger.projections.explain import Explanation, explain
 from ledger.projections.queries import HistoryFilter
 from ledger.results import EventResult
 from ledger.state_cache import CachedLevel, StateCache, level_from_row, reservation_from_row
@@ -356,6 +357,11 @@ class Ledger:
     def history(self, where: HistoryFilter, limit: int) -> list[dict[str, Any]]:
         with self._reading("reading history"), self.recorder.read_transaction() as tx:
             return [dict(row) for row in queries.history_page(tx, where, limit)]
+
+    def explain(self, store_id: str, sku: str, items_max: int) -> Explanation:
+        """The entries behind the current figures (CONTRACT §8), all read in one snapshot."""
+        with self._reading("explaining a level"), self.recorder.snapshot_transaction() as tx:
+            return explain(tx, store_id, sku, self.recorder.head(tx), items_max)
 
     def reservation(self, store_id: str, reservation_id: str) -> ReservationView | None:
         with self._reading("reading a reservation"), self.recorder.read_transaction() as tx:

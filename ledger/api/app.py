@@ -13,7 +13,7 @@ from starlette.middleware.cors import CORSMiddleware
 from ledger.access.book import TokenBook
 from ledger.access.hosts import allowed_hosts
 from ledger.access.limiter import RateLimiter
-from ledger.api import events, history, ops, reservations, stock
+from ledger.api import events, explain, history, ops, reservations, stock
 from ledger.api.gate import AuthGate, HostGate
 from ledger.api.guard import api_routes, check_every_route_is_guarded
 from ledger.api.openapi import install_openapi, package_version
@@ -124,7 +124,7 @@ def create_app(
     app.state.intake_limits = limits
     app.state.metrics = ops.metrics_registry(ledger)
     app.state.kafka = None
-    routers = [module.router for module in (stock, events, reservations, history, ops)]
+    routers = [module.router for module in (stock, explain, events, reservations, history, ops)]
     for router in routers:
         app.include_router(router)
     app.state.tokens = tokens

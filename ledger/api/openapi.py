@@ -43,6 +43,10 @@ SUMMARIES = {
         "/v1/stores/{store}/reservations/{reservation_id}/release",
     ): "Release what is still reserved (optionally only some lines)",
     ("get", "/v1/stores/{store}/history"): "The audit trail, oldest first, one entry per line",
+    (
+        "get",
+        "/v1/stores/{store}/stock/{sku}/explain",
+    ): "The entries behind one SKU's figures at a store: last count, since, reservations, transfers",
     ("get", "/healthz"): "Liveness: the process answers",
     ("get", "/readyz"): "Readiness: the database answers, writes are recorded, Kafka is in",
     ("get", "/metrics"): "Prometheus metrics (text exposition format)",
