@@ -123,6 +123,9 @@ class Settings(BaseSettings):
     timeline_points_max: int = Field(
         500, ge=2, le=10_000, description="points of a timeline at most; beyond, evenly thinned"
     )
+    explain_items_max: int = Field(
+        10_000, ge=1, description="open reservations or transfers one explain lists at most; beyond, 422"
+    )
     units: dict[str, int] = Field(default_factory=dict, description='JSON: {"box12": 12, "SKU-1/box": 6}')
 
     # The console at /ui (ledger/api/console): every list it shows has a named maximum.

@@ -13,7 +13,7 @@ from starlette.middleware.cors import CORSMiddleware
 from ledger.access.book import TokenBook
 from ledger.access.hosts import allowed_hosts
 from ledger.access.limiter import RateLimiter
-from ledger.api import events, history, ops, reservations, stock, timeline
+from ledger.api import events, explain, history, ops, reservations, stock, timeline
 from ledger.api.console import ConsoleSession
 from ledger.api.console import router as console_router
 from ledger.api.gate import AuthGate, HostGate
@@ -126,7 +126,7 @@ def create_app(
     app.state.intake_limits = limits
     app.state.metrics = ops.metrics_registry(ledger)
     app.state.kafka = None
-    routers = [module.router for module in (stock, events, reservations, history, timeline, ops)]
+    routers = [module.router for module in (stock, explain, events, reservations, history, timeline, ops)]
     routers.append(console_router)
     for router in routers:
         app.include_router(router)

@@ -47,6 +47,10 @@ SUMMARIES = {
         "get",
         "/v1/stores/{store}/stock/{sku}/timeline",
     ): "One SKU's levels after each entry in a window, on either time axis, thinned",
+    (
+        "get",
+        "/v1/stores/{store}/stock/{sku}/explain",
+    ): "The entries behind one SKU's figures at a store: last count, since, reservations, transfers",
     ("get", "/healthz"): "Liveness: the process answers",
     ("get", "/readyz"): "Readiness: the database answers, writes are recorded, Kafka is in",
     ("get", "/metrics"): "Prometheus metrics (text exposition format)",

@@ -83,6 +83,13 @@ DDL = (
     """CREATE INDEX IF NOT EXISTS ledger_history_by_reservation
         ON ledger_history (store_id, reservation_id) WHERE reservation_id IS NOT NULL""",
     "CREATE INDEX IF NOT EXISTS ledger_history_by_time ON ledger_history (recorded_at, position)",
+    # Explain (ledger/projections/explain.py): a store and SKU's last count, and the entries that
+    # moved its incoming (transfers in, and their receipts), found without walking its history.
+    # Partial: only those entries pay for them when recorded.
+    """CREATE INDEX IF NOT EXISTS ledger_history_counts ON ledger_history (store_id, sku, position)
+        WHERE type = 'stock.count'""",
+    """CREATE INDEX IF NOT EXISTS ledger_history_incoming
+        ON ledger_history (store_id, sku, transfer_id) WHERE incoming_delta <> 0""",
     """CREATE TABLE IF NOT EXISTS ledger_reservations (
         store_id TEXT NOT NULL,
         reservation_id TEXT NOT NULL,
@@ -99,7 +106,8 @@ DDL = (
         ON ledger_reservations (expires_at) WHERE remaining > 0 AND expires_at IS NOT NULL""",
     """CREATE INDEX IF NOT EXISTS ledger_reservations_by_position
         ON ledger_reservations (position)""",
-    # The console's open reservations of a store (ledger/api/console/queries.py), soonest expiry first.
+    # The open reservations of a store: explain's (those holding a SKU) and the console's (soonest
+    # expiry first, ledger/api/console/queries.py), without those closed long ago.
     """CREATE INDEX IF NOT EXISTS ledger_reservations_open
         ON ledger_reservations (store_id, expires_at, reservation_id) WHERE remaining > 0""",
     """CREATE TABLE IF NOT EXISTS ledger_event_keys (

@@ -29,9 +29,10 @@ from production.faults import (
     files_cannot_grow,
     sqlite_write_lock_held,
 )
-from production.load import Acknowledged, KafkaLoad, new_catalogue, run_until
+from production.load import Acknowledged, new_catalogue, run_until
 from production.outage import LoadThroughOutage
-from production.service import KafkaSetup, ProductionService
+from production.service import ProductionService
+from production.trial import KafkaTrial, kafka_trial
 
 # Low, so that a write that cannot be recorded is answered soon; a hang past it fails the test.
 REQUEST_TIMEOUT_S = 3.0
@@ -71,6 +72,20 @@ def own_broker(tmp_path: Path) -> Iterator[Broker]:
         broker.stop()
 
 
+def _trial(
+    name: str, broker: Broker, database_url: str, log_dir: Path, extra_env: dict[str, str] | None = None
+) -> KafkaTrial:
+    return kafka_trial(
+        name,
+        broker,
+        database_url,
+        log_dir,
+        partitions=PARTITIONS,
+        request_timeout_s=REQUEST_TIMEOUT_S,
+        extra_env=extra_env,
+    )
+
+
 def _check_ledger(
     service: ProductionService, load: LoadThroughOutage, kafka: list[Acknowledged] | None = None
 ) -> None:
@@ -86,17 +101,9 @@ def _check_ledger(
 def test_postgres_stopped_under_load_and_started_again_is_recovered_from_without_a_restart(
     restartable_postgres: RestartablePostgres, production_broker: Broker, tmp_path: Path
 ) -> None:
-    topics = production_broker.new_topics("prod-pg-outage", PARTITIONS)
-    catalogue = new_catalogue(unique("pg-outage"))
-    service = ProductionService(
-        restartable_postgres.create_database(),
-        tmp_path,
-        request_timeout_s=REQUEST_TIMEOUT_S,
-        kafka=KafkaSetup(production_broker.bootstrap, topics),
-    ).start()
-    kafka = KafkaLoad(
-        production_broker.bootstrap, topics.events, catalogue, chunk=KAFKA_CHUNK, pause_s=KAFKA_PAUSE_S
-    )
+    trial = _trial("pg-outage", production_broker, restartable_postgres.create_database(), tmp_path)
+    topics, catalogue, service = trial.topics, trial.catalogue, trial.service.start()
+    kafka = trial.producer(chunk=KAFKA_CHUNK, pause_s=KAFKA_PAUSE_S)
     try:
         kafka.start()
         with LoadThroughOutage(service, catalogue) as load:
@@ -150,18 +157,9 @@ def test_sqlite_database_that_refuses_writes_for_a_while_is_recovered_from_witho
 def test_kafka_broker_that_stops_answering_for_a_while_loses_and_doubles_nothing(
     own_broker: Broker, postgres: EmbeddedPostgres, tmp_path: Path
 ) -> None:
-    topics = own_broker.new_topics("prod-broker-frozen", PARTITIONS)
-    catalogue = new_catalogue(unique("broker-frozen"))
-    service = ProductionService(
-        postgres.create_database(),
-        tmp_path,
-        request_timeout_s=REQUEST_TIMEOUT_S,
-        kafka=KafkaSetup(own_broker.bootstrap, topics),
-        extra_env=KAFKA_ENV,
-    ).start()
-    kafka = KafkaLoad(
-        own_broker.bootstrap, topics.events, catalogue, chunk=KAFKA_CHUNK, pause_s=KAFKA_PAUSE_S
-    )
+    trial = _trial("broker-frozen", own_broker, postgres.create_database(), tmp_path, KAFKA_ENV)
+    topics, catalogue, service = trial.topics, trial.catalogue, trial.service.start()
+    kafka = trial.producer(chunk=KAFKA_CHUNK, pause_s=KAFKA_PAUSE_S)
     try:
         kafka.start()
         with LoadThroughOutage(service, catalogue) as load:
@@ -184,27 +182,12 @@ def test_kafka_broker_restarted_empty_is_consumed_from_and_published_to_again(
 ) -> None:
     """A memory-only broker that restarts has lost every record, offset and group: the intake's
     clients must find their way back (the issue: its producer stayed failed until a restart)."""
-    topics = own_broker.new_topics("prod-broker-empty", PARTITIONS)
-    catalogue = new_catalogue(unique("broker-empty"))
-    service = ProductionService(
-        postgres.create_database(),
-        tmp_path,
-        request_timeout_s=REQUEST_TIMEOUT_S,
-        kafka=KafkaSetup(own_broker.bootstrap, topics),
-        extra_env=KAFKA_ENV,
-    ).start()
-    before = KafkaLoad(
-        own_broker.bootstrap,
-        topics.events,
-        catalogue,
-        chunk=KAFKA_CHUNK,
-        pause_s=0,
-        events_max=KAFKA_EVENTS_BEFORE_RESTART,
-        name="before",
+    trial = _trial("broker-empty", own_broker, postgres.create_database(), tmp_path, KAFKA_ENV)
+    topics, catalogue, service = trial.topics, trial.catalogue, trial.service.start()
+    before = trial.producer(
+        chunk=KAFKA_CHUNK, pause_s=0, events_max=KAFKA_EVENTS_BEFORE_RESTART, name="before"
     )
-    after = KafkaLoad(
-        own_broker.bootstrap, topics.events, catalogue, chunk=KAFKA_CHUNK, pause_s=KAFKA_PAUSE_S, name="after"
-    )
+    after = trial.producer(chunk=KAFKA_CHUNK, pause_s=KAFKA_PAUSE_S, name="after")
     try:
         before.start()
         run_until(before.done, RESULTS_DEADLINE_S, "the events before the restart to be sent")

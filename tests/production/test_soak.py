@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 from kafka_harness import Broker
-from support.ids import unique
 from support.postgres import EmbeddedPostgres
 
 from production.checks import (
@@ -22,8 +21,9 @@ from production.checks import (
     read_ledger,
     read_results,
 )
-from production.load import Acknowledged, HttpWriters, KafkaLoad, new_catalogue
-from production.service import KafkaSetup, ProductionService, StalledClients
+from production.load import Acknowledged, HttpWriters
+from production.service import StalledClients
+from production.trial import kafka_trial
 
 # The soak's length, kills and restarts included: it has to fit CI's budget beside the rest.
 SOAK_S = 120.0
@@ -47,14 +47,15 @@ def test_after_kill_9_at_random_moments_everything_acknowledged_is_recorded_exac
     postgres: EmbeddedPostgres, production_broker: Broker, tmp_path: Path
 ) -> None:
     rng = random.Random(SEED)
-    topics = production_broker.new_topics("prod-soak", PARTITIONS)
-    catalogue = new_catalogue(unique("soak"))
-    service = ProductionService(
+    trial = kafka_trial(
+        "soak",
+        production_broker,
         postgres.create_database(),
         tmp_path,
+        partitions=PARTITIONS,
         request_timeout_s=REQUEST_TIMEOUT_S,
-        kafka=KafkaSetup(production_broker.bootstrap, topics),
     )
+    topics, catalogue, service = trial.topics, trial.catalogue, trial.service
     acknowledged = Acknowledged()
     writers = HttpWriters(
         service,
@@ -65,14 +66,7 @@ def test_after_kill_9_at_random_moments_everything_acknowledged_is_recorded_exac
         pause_s=HTTP_PAUSE_S,
         seed=SEED,
     )
-    kafka = KafkaLoad(
-        production_broker.bootstrap,
-        topics.events,
-        catalogue,
-        chunk=KAFKA_CHUNK,
-        pause_s=KAFKA_PAUSE_S,
-        seed=SEED,
-    )
+    kafka = trial.producer(chunk=KAFKA_CHUNK, pause_s=KAFKA_PAUSE_S, seed=SEED)
     kills = 0
     service.start()
     try:

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 from kafka_harness import Broker
-from support.ids import unique
 from support.postgres import EmbeddedPostgres
 
 from production.checks import (
@@ -18,8 +17,9 @@ from production.checks import (
     read_ledger,
     read_results,
 )
-from production.load import Acknowledged, HttpWriters, KafkaLoad, new_catalogue, run_until
-from production.service import KafkaSetup, ProductionService, StalledClients
+from production.load import Acknowledged, HttpWriters, run_until
+from production.service import StalledClients
+from production.trial import kafka_trial
 
 # Low enough that a writer frozen by a silent client shows within seconds, high enough for a slow CI.
 REQUEST_TIMEOUT_S = 10.0
@@ -38,14 +38,15 @@ RESULTS_DEADLINE_S = 120.0
 def test_every_http_write_and_kafka_event_is_answered_once_while_a_writer_client_never_reads(
     postgres: EmbeddedPostgres, production_broker: Broker, tmp_path: Path
 ) -> None:
-    topics = production_broker.new_topics("prod-load", PARTITIONS)
-    catalogue = new_catalogue(unique("load"))
-    service = ProductionService(
+    trial = kafka_trial(
+        "load",
+        production_broker,
         postgres.create_database(),
         tmp_path,
+        partitions=PARTITIONS,
         request_timeout_s=REQUEST_TIMEOUT_S,
-        kafka=KafkaSetup(production_broker.bootstrap, topics),
     )
+    topics, catalogue, service = trial.topics, trial.catalogue, trial.service
     acknowledged = Acknowledged()
     service.start()
     try:
@@ -59,14 +60,7 @@ def test_every_http_write_and_kafka_event_is_answered_once_while_a_writer_client
                 strict=True,
                 requests_max=HTTP_REQUESTS_PER_THREAD,
             )
-            kafka = KafkaLoad(
-                production_broker.bootstrap,
-                topics.events,
-                catalogue,
-                chunk=KAFKA_CHUNK,
-                pause_s=KAFKA_PAUSE_S,
-                events_max=KAFKA_EVENTS,
-            )
+            kafka = trial.producer(chunk=KAFKA_CHUNK, pause_s=KAFKA_PAUSE_S, events_max=KAFKA_EVENTS)
             writers.start()
             kafka.start()
             run_until(lambda: writers.done() and kafka.done(), LOAD_DEADLINE_S, "the load to be sent")

@@ -1,0 +1,227 @@
+"""What access control costs (issue #11): the ledger with a token on every request next to the same
+ledger open, measured in alternation so that the machine's drift falls on both alike.
+
+Usage: python bench/token_bench.py [--rounds 6] [--seconds 5]
+
+One embedded PostgreSQL, two databases, two `ledger serve` started side by side: one open (no token
+exists), one closed (an admin token created before it starts; every request carries it). Each round
+measures the GET figure and the hot-SKU reservation figure on both, the order flipped every round
+(open first, then closed first), so a slow stretch of the machine does not favour either. It prints
+every round's ratio (closed / open), the ratio of the sums, and the HTTP processes' CPU µs per request
+on each side, which drifts less than a rate. It also times one token check in this process: the gate
+(ledger/api/gate.py) around an app that does nothing, with and without a token.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from statistics import median
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import cputime
+import load
+import session
+from figures import HOT_SKU, READ_SKU, STORE, Bench, receipt
+
+FIGURES = ("read", "hot")
+IDLE_SECONDS = 5.0
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--rounds", type=int, default=6, help="rounds; each measures both sides (default 6)")
+    parser.add_argument("--seconds", type=float, default=5.0, help="measured time of each side (default 5)")
+    parser.add_argument("--clients", type=int, default=32, help="connections of the hot-SKU figure")
+    parser.add_argument("--read-connections", type=int, default=16)
+    parser.add_argument("--wrk-threads", type=int, default=os.cpu_count() or 2)
+    parser.add_argument("--only", default=",".join(FIGURES), help="figures: read,hot")
+    parser.add_argument("--check-iterations", type=int, default=200_000, help="token checks timed in-process")
+    parser.add_argument("--output", default=str(Path(__file__).resolve().with_name("token_results.json")))
+    session.add_common_options(parser)
+    args = parser.parse_args(argv)
+    args.serve_argv = __import__("shlex").split(args.serve_args)
+    args.figures = [name.strip() for name in args.only.split(",") if name.strip()]
+    if set(args.figures) - set(FIGURES) or args.rounds < 1 or args.seconds <= 0:
+        parser.error("--only takes read,hot; --rounds >= 1; --seconds > 0")
+    args.token = False  # Bench.start_ledger reads it; the closed side is started by hand below
+    return args
+
+
+def gate_check_us(iterations: int) -> dict[str, float]:
+    """µs per request through the gate, open (no token exists) and with a valid token; µs of one
+    token check, the first time a header value is seen and once it is remembered."""
+    from ledger.access.book import TokenBook, _Known
+    from ledger.access.limiter import RateLimiter
+    from ledger.access.scopes import Grant, Role
+    from ledger.access.tokens import new_token, token_digest
+    from ledger.api.gate import AuthGate
+
+    async def nothing(scope: Any, receive: Any, send: Any) -> None:
+        return None
+
+    token = new_token()
+    book = TokenBook(database=None, refresh_interval_s=0.5, last_use_flush_s=1.0)  # type: ignore[arg-type]
+    grant = Grant(name="bench", role=Role.ADMIN)
+    digest = token_digest(token)
+    scope_headers = [(b"host", b"127.0.0.1"), (b"authorization", f"Bearer {token}".encode())]
+
+    def timed(gate: AuthGate) -> float:
+        async def run() -> float:
+            scope = {"type": "http", "path": f"/v1/stores/{STORE}/stock/{READ_SKU}", "headers": scope_headers}
+            started = time.perf_counter()
+            for _ in range(iterations):
+                await gate(scope, None, None)  # type: ignore[arg-type]
+            return (time.perf_counter() - started) * 1e6 / iterations
+
+        return asyncio.run(run())
+
+    open_gate = AuthGate(nothing, book, RateLimiter(), required=False, metrics_open=True)
+    open_us = timed(open_gate)
+    book._by_digest = {digest: _Known(digest, grant)}
+    book.any_tokens = True
+    closed_us = timed(AuthGate(nothing, book, RateLimiter(), required=False, metrics_open=True))
+    started = time.perf_counter()
+    for _ in range(iterations):
+        book.grant_for(token)
+    grant_for_us = (time.perf_counter() - started) * 1e6 / iterations
+    header = scope_headers[1][1]
+    started = time.perf_counter()
+    for _ in range(iterations):
+        book.grant_for_header(header)
+    remembered_us = (time.perf_counter() - started) * 1e6 / iterations
+    return {
+        "gate_open_us": round(open_us, 2),
+        "gate_with_token_us": round(closed_us, 2),
+        "token_check_first_us": round(grant_for_us, 2),  # parse, SHA-256, lookup, compare
+        "token_check_remembered_us": round(remembered_us, 2),  # the header value seen before
+    }
+
+
+def measure_side(
+    bench: Bench, figure: str, port: int, token: str | None, server: Any, nonce: str
+) -> dict[str, Any]:
+    args = bench.args
+    mode, sku, connections = (
+        ("get", READ_SKU, args.read_connections)
+        if figure == "read"
+        else (
+            "reserve",
+            HOT_SKU,
+            args.clients,
+        )
+    )
+    meter = cputime.started(server)
+    run = load.http_load(
+        port,
+        mode,
+        STORE,
+        sku,
+        connections,
+        args.seconds,
+        nonce,
+        wrk_threads=args.wrk_threads,
+        token=token,
+    )
+    cpu = meter.stop()
+    micros = cputime.per_event(cpu, run.ok) or {}
+    http_us = sum(value for part, value in micros.items() if part.startswith("ledger") and "http" in part)
+    if run.other or run.socket_errors:
+        bench.check(f"{figure}: every request answered", False, f"{run.other} other, {run.first_other}")
+    return {
+        "per_s": round(run.per_s, 1),
+        "ok": run.ok,
+        "p99_ms": run.latency_ms["p99"],
+        "http_cpu_us": http_us,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    started = time.time()
+    results: dict[str, Any] = {"settings": vars(args) | {"serve_argv": args.serve_argv}, "rounds": []}
+
+    def measure(bench: Bench) -> None:
+        results["gate"] = gate_check_us(args.check_iterations)
+        print(f"token check in-process: {results['gate']}", flush=True)
+        open_server, open_port = bench.start_ledger(bench.database("ledger_open"))
+        bench.args.token = True
+        closed_server, closed_port = bench.start_ledger(bench.database("ledger_closed"))
+        token = bench.token
+        bench.args.token = False
+        sides = {"open": (open_port, None, open_server), "token": (closed_port, token, closed_server)}
+        for port, side_token, _ in sides.values():
+            bench.token = side_token
+            bench.post_events(
+                port, [receipt(f"{bench.nonce}-seed", [(HOT_SKU, 1_000_000_000), (READ_SKU, 1000)])]
+            )
+            load.http_load(port, "get", STORE, READ_SKU, 4, 1.0, bench.nonce, token=side_token)  # warm-up
+        # What each side spends doing nothing (its threads that keep the tokens and the cache current).
+        idle_meters = {side: cputime.started(server) for side, (_, _, server) in sides.items()}
+        time.sleep(IDLE_SECONDS)
+        results["idle_cpu_ms_per_s"] = {
+            side: {
+                part: round(seconds * 1000 / IDLE_SECONDS, 2)
+                for part, seconds in (meter.stop() or {}).items()
+                if part.startswith("ledger")
+            }
+            for side, meter in idle_meters.items()
+        }
+        print(f"idle CPU, ms per s: {results['idle_cpu_ms_per_s']}", flush=True)
+        for round_no in range(1, args.rounds + 1):
+            order = ["open", "token"] if round_no % 2 else ["token", "open"]
+            measured: dict[str, Any] = {"round": round_no, "order": order, "load_average": os.getloadavg()}
+            for figure in args.figures:
+                for side in order:
+                    port, side_token, server = sides[side]
+                    nonce = f"{bench.nonce}-{side}-{round_no}"  # reservation ids are never reused
+                    measured[f"{figure}_{side}"] = measure_side(
+                        bench, figure, port, side_token, server, nonce
+                    )
+                o, t = measured[f"{figure}_open"], measured[f"{figure}_token"]
+                measured[f"{figure}_ratio"] = round(t["per_s"] / o["per_s"], 3) if o["per_s"] else None
+                print(
+                    f"round {round_no} {figure}: open {o['per_s']:,.0f}/s "
+                    f"({o['http_cpu_us']:.0f} µs http CPU), token {t['per_s']:,.0f}/s "
+                    f"({t['http_cpu_us']:.0f} µs), ratio {measured[f'{figure}_ratio']}",
+                    flush=True,
+                )
+            results["rounds"].append(measured)
+
+    def write(bench: Bench, error: str | None) -> None:
+        summary = {}
+        for figure in args.figures:
+            rounds = [r for r in results["rounds"] if r.get(f"{figure}_ratio") is not None]
+            if not rounds:
+                continue
+            open_ok = sum(r[f"{figure}_open"]["ok"] for r in rounds)
+            token_ok = sum(r[f"{figure}_token"]["ok"] for r in rounds)
+            summary[figure] = {
+                "ratios": [r[f"{figure}_ratio"] for r in rounds],
+                "median_ratio": median(r[f"{figure}_ratio"] for r in rounds),
+                "ratio_of_sums": round(token_ok / open_ok, 3) if open_ok else None,
+                "http_cpu_us_open_median": median(r[f"{figure}_open"]["http_cpu_us"] for r in rounds),
+                "http_cpu_us_token_median": median(r[f"{figure}_token"]["http_cpu_us"] for r in rounds),
+            }
+            print(f"{figure}: {json.dumps(summary[figure])}")
+        results["summary"] = summary
+        results["checks"] = bench.checks
+        results["error"] = error
+        results["elapsed_s"] = round(time.time() - started)
+        Path(args.output).write_text(json.dumps(results, indent=2, default=str) + "\n")
+        print(f"wrote {args.output}")
+
+    return session.run(args, measure, write, prefix="ledger-token-bench-")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
