@@ -4,9 +4,12 @@ no request leaves 127.0.0.1."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from importlib.metadata import entry_points
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -18,7 +21,11 @@ from support.access import bearer, new_token, wait_until_taken
 from support.ids import unique
 from support.server import LedgerServer
 
+from adapters.db import open_database, transaction
+from ledger.api.console.adapter_states import CONSOLE_PLUGINS
+
 WAIT_MS = 10_000  # the longest any page, plot or click may take
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @dataclass
@@ -33,12 +40,49 @@ class Shop:
     requests: list[tuple[str, str]] = field(default_factory=list)  # (method, url) the browser sent
 
 
+def _plugged_in_adapters(folder: Path) -> dict[str, str]:
+    """The environment that lets `ledger serve` find the adapters' console entry point. An install
+    of this checkout declares it (pyproject.toml; CI installs it); a shared environment installed
+    from another checkout may not, and then a dist-info folder on PYTHONPATH declares it."""
+    if entry_points(group=CONSOLE_PLUGINS):
+        return {}
+    info = folder / "console_plugins-0.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: console-plugins\nVersion: 0\n")
+    (info / "entry_points.txt").write_text(
+        f"[{CONSOLE_PLUGINS}]\nadapters = adapters.console:adapter_states\n"
+    )
+    paths = [str(folder), str(ROOT), os.environ.get("PYTHONPATH", "")]
+    return {"PYTHONPATH": os.pathsep.join(path for path in paths if path)}
+
+
+def _adapter_rows(database_url: str) -> None:
+    """One push target that has pushed nothing yet, with a parked item and an error."""
+    recorder = open_database(database_url, 2, 10)
+    try:
+        with transaction(recorder) as tx:
+            tx.execute(
+                "INSERT INTO adapter_positions (adapter, position, pushed_total, failures_total, "
+                "parked_total, last_error, last_push_at, updated_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+                ("bitrix", 0, 0, 1, 1, "503 Service Unavailable", None, "now"),
+            )
+            tx.execute(
+                "INSERT INTO adapter_parked (adapter, item_key, position, reason, attempts, payload, "
+                "parked_at, retry_requested) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+                ("bitrix", "TEA", 1, "refused", 5, "{}", "now", 0),
+            )
+    finally:
+        recorder.close()
+
+
 @pytest.fixture(scope="module")
 def shop(module_serve: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shop]:
-    database_url = f"sqlite:///{tmp_path_factory.mktemp('console') / 'ledger.db'}"
+    folder = tmp_path_factory.mktemp("console")
+    database_url = f"sqlite:///{folder / 'ledger.db'}"
     admin_token = new_token(database_url, "admin", "admin")
     reader = new_token(database_url, "auditor", "reader")
-    server = module_serve(database_url)
+    _adapter_rows(database_url)
+    server = module_serve(database_url, _plugged_in_adapters(folder / "plugins"))
     store, other, prefix = unique("shop"), unique("wh"), unique("TEA").upper()
     sku = f"{prefix}-GREEN"
     soon = (datetime.now(UTC) + timedelta(minutes=20)).isoformat()
@@ -157,6 +201,12 @@ def test_a_reader_is_offered_no_write_action(page: Any, shop: Shop) -> None:
         assert page.evaluate(_WRITES) == [], path
     assert set(sent) == {"GET"}
     assert len(page.context.pages) == before
+    # The adapters' state: the target, its lag (every entry, none pushed), its parked item, its error.
+    page.goto(f"{shop.server.url}/ui/adapters")
+    head = shop.admin.get("/readyz").json()["position"]
+    cells = page.locator("#adapters tbody tr").first.locator("th, td").all_text_contents()
+    assert cells[:4] == ["bitrix", "0", str(head), "1"]
+    assert cells[-1] == "503 Service Unavailable"
     # The soon-to-expire reservation stands apart on the store's page.
     page.goto(f"{shop.server.url}/ui/stores/{shop.store}/reservations")
     assert page.locator("#soon tbody tr").count() == 1

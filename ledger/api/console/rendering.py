@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from functools import cache
 from typing import Any
 
@@ -12,14 +13,29 @@ from starlette.responses import HTMLResponse
 NO_STORE = {"Cache-Control": "no-store"}
 
 
+def when(text: str | None) -> str:
+    """A stored or sent time as people read it: to the minute, in UTC (the page says so)."""
+    if not text:
+        return ""
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        return text
+    if moment.tzinfo is None:
+        return text
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M")
+
+
 @cache
 def environment() -> Environment:
-    return Environment(
+    env = Environment(
         loader=PackageLoader("ledger.api.console", "templates"),
         autoescape=select_autoescape(default=True, default_for_string=True),
         trim_blocks=True,
         lstrip_blocks=True,
     )
+    env.filters["when"] = when
+    return env
 
 
 def page(
