@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import http.client
+import itertools
 import json
 import os
 import random
@@ -27,6 +28,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -43,6 +45,11 @@ BUSINESS_STEP_S = 30  # event times run over about a year at 1,000,000 events
 BACKDATED_EVERY = 10  # one event in ten happened long before it was recorded (an import)
 BACKDATED_DAYS_MAX = 90
 HISTORY_PAGE = 100
+# The keys the reads ask about: the same number of entries each at every log size (spread evenly
+# over the log), so that a read returns as much at 10,000 events as at 1,000,000 and only the log
+# around it grows. The other events go to random keys of STORES x SKUS.
+TRACKED_KEYS = 50
+TRACKED_ENTRIES = 40
 RESULTS = Path(__file__).with_name("reads_results.json")
 
 
@@ -67,17 +74,26 @@ def _key(rng: random.Random) -> tuple[str, str]:
     return f"store-{rng.randrange(STORES):02d}", f"SKU-{rng.randrange(SKUS):04d}"
 
 
+def _tracked_key(rng: random.Random) -> tuple[str, str]:
+    number = rng.randrange(TRACKED_KEYS)
+    return f"store-{number % STORES:02d}", f"TRACKED-{number:02d}"
+
+
 def envelopes(count: int, seed: int) -> Iterator[dict[str, Any]]:
     """A mix of receipts, reservations, sales, POS sales, counts and adjustments over STORES x SKUS;
     event times step forwards, one in BACKDATED_EVERY is dated up to BACKDATED_DAYS_MAX days back."""
     rng = random.Random(seed)
+    tracked_every = max(1, count // (TRACKED_KEYS * TRACKED_ENTRIES))
     for i in range(count):
         store, _ = _key(rng)
         skus = sorted({_key(rng)[1] for _ in range(rng.randint(1, 3))})
+        if i % tracked_every == 0:
+            store, sku = _tracked_key(rng)
+            skus = [sku]
         moment = BUSINESS_START + timedelta(seconds=i * BUSINESS_STEP_S)
         if i % BACKDATED_EVERY == 0:
             moment -= timedelta(days=rng.uniform(0, BACKDATED_DAYS_MAX))
-        kind = i % 10
+        kind = rng.randrange(10)
         data: dict[str, Any]
         if kind < 4:
             event_type, data = (
@@ -122,19 +138,26 @@ def load(database_url: str, count: int, seed: int) -> float:
     ledger = build_ledger(settings)
     ledger.start()
     started = time.monotonic()
-    try:
-        batch = []
-        for number, envelope in enumerate(envelopes(count, seed), 1):
-            batch.append(read_envelope(envelope, limits))
-            if len(batch) == BATCH_EVENTS or number == count:
+    source = envelopes(count, seed)
+
+    def next_batch() -> list[Any]:
+        return [read_envelope(envelope, limits) for envelope in itertools.islice(source, BATCH_EVENTS)]
+
+    # The next batch is read while the writer records this one (PostgreSQL works meanwhile).
+    with ThreadPoolExecutor(1) as reader:
+        try:
+            recorded = 0
+            upcoming = reader.submit(next_batch)
+            while batch := upcoming.result():
+                upcoming = reader.submit(next_batch)
                 results = ledger.submit_and_wait(batch)
                 assert len(results) == len(batch)
-                batch = []
-            if number % 100_000 == 0:
-                rate = number / (time.monotonic() - started)
-                print(f"    {number:,} events recorded ({rate:,.0f}/s)", flush=True)
-    finally:
-        ledger.stop()
+                recorded += len(batch)
+                if recorded % 100_000 == 0:
+                    rate = recorded / (time.monotonic() - started)
+                    print(f"    {recorded:,} events recorded ({rate:,.0f}/s)", flush=True)
+        finally:
+            ledger.stop()
     return time.monotonic() - started
 
 
@@ -186,14 +209,14 @@ def read_plan(
 
     def level(params: dict[str, Any] | None = None) -> Callable[[random.Random], tuple[str, dict[str, Any]]]:
         def make(rng: random.Random) -> tuple[str, dict[str, Any]]:
-            store, sku = _key(rng)
+            store, sku = _tracked_key(rng)
             return f"/v1/stores/{store}/stock/{sku}", dict(params or {})
 
         return make
 
     def history(by_sku: bool) -> Callable[[random.Random], tuple[str, dict[str, Any]]]:
         def make(rng: random.Random) -> tuple[str, dict[str, Any]]:
-            store, sku = _key(rng)
+            store, sku = _tracked_key(rng)
             params: dict[str, Any] = {"after": deep, "limit": HISTORY_PAGE}
             if by_sku:
                 params["sku"] = sku
@@ -203,7 +226,7 @@ def read_plan(
 
     def timeline(axis: str) -> Callable[[random.Random], tuple[str, dict[str, Any]]]:
         def make(rng: random.Random) -> tuple[str, dict[str, Any]]:
-            store, sku = _key(rng)
+            store, sku = _tracked_key(rng)
             return f"/v1/stores/{store}/stock/{sku}/timeline", {"axis": axis}
 
         return make
@@ -221,28 +244,33 @@ def read_plan(
     }
 
 
-def measure(port: int, plan: dict[str, Any], args: argparse.Namespace) -> dict[str, dict[str, float]]:
-    reader = Reader(port)
-    figures: dict[str, dict[str, float]] = {}
-    for name, make in plan.items():
-        rng = random.Random(args.seed)
-        for _ in range(args.warmup):
-            reader.get(*make(rng))
-        times, sizes = [], []
-        for _ in range(args.requests):
-            elapsed_ms, body = reader.get(*make(rng))
-            times.append(elapsed_ms)
-            sizes.append(len(body.get("entries", body.get("points", ()))) if isinstance(body, dict) else 0)
-        times.sort()
-        figures[name] = {
-            "p50_ms": round(statistics.median(times), 2),
-            "p99_ms": round(times[min(len(times) - 1, int(len(times) * 0.99))], 2),
-            "rows_mean": round(statistics.fmean(sizes), 1),
-        }
-        print(
-            f"    {name:32s} p50 {figures[name]['p50_ms']:7.2f} ms  p99 {figures[name]['p99_ms']:7.2f} ms",
-            flush=True,
-        )
+def measure(targets: dict[int, tuple[int, dict[str, Any]]], args: argparse.Namespace) -> dict[int, Any]:
+    """Each read on every ledger in turn, request by request (10,000, 1,000,000, 10,000, ...), so that
+    whatever else the machine does meanwhile falls on both alike."""
+    readers = {size: Reader(port) for size, (port, _) in targets.items()}
+    figures: dict[int, dict[str, dict[str, float]]] = {size: {} for size in targets}
+    names = list(next(iter(targets.values()))[1])
+    for name in names:
+        makers = {size: (random.Random(args.seed), plan[name]) for size, (_, plan) in targets.items()}
+        times: dict[int, list[float]] = {size: [] for size in targets}
+        rows: dict[int, list[int]] = {size: [] for size in targets}
+        for number in range(args.warmup + args.requests):
+            for size, (rng, make) in makers.items():
+                elapsed_ms, body = readers[size].get(*make(rng))
+                if number >= args.warmup:
+                    times[size].append(elapsed_ms)
+                    rows[size].append(len(body.get("entries", body.get("points", ()))))
+        line = [f"    {name:32s}"]
+        for size in targets:
+            ordered = sorted(times[size])
+            figures[size][name] = {
+                "p50_ms": round(statistics.median(ordered), 2),
+                "p99_ms": round(ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))], 2),
+                "rows_mean": round(statistics.fmean(rows[size]), 1),
+            }
+            figure = figures[size][name]
+            line.append(f"{size:>9,}: p50 {figure['p50_ms']:6.2f} ms p99 {figure['p99_ms']:6.2f} ms")
+        print("  ".join(line), flush=True)
     return figures
 
 
@@ -277,7 +305,7 @@ def explain(database_url: str, seed: int) -> dict[str, list[str]]:
                 return tx.fetchone(sql, (position,))
 
             moment, middle = first_from(head // 10), first_from(head // 2)
-        store, sku = middle["store_id"], middle["sku"]  # a store and SKU with entries
+        store, sku = _tracked_key(random.Random(seed))
         reads: dict[str, Callable[[Any], Any]] = {
             "as_of 90% back": lambda tx: queries.levels_at(
                 tx,
@@ -323,10 +351,11 @@ def main(argv: list[str] | None = None) -> int:
         "settings": {k: v for k, v in vars(args).items() if k != "keep_tmp"},
         "sizes": {},
     }
-    server: Server | None = None
+    servers: list[Server] = []
     try:
         pg.start()
         print(f"PostgreSQL in {workdir}; {os.cpu_count()} CPUs, load average {os.getloadavg()}", flush=True)
+        targets: dict[int, tuple[int, dict[str, Any]]] = {}
         for size in args.sizes:
             database = pg.create_database(f"reads_{size}")
             url = pg.url(database)
@@ -335,28 +364,32 @@ def main(argv: list[str] | None = None) -> int:
             pg.execute("ANALYZE", database)
             rows = int(_scalar(pg, database, "SELECT COUNT(*) FROM ledger_history"))
             print(f"  {size:,} events, {rows:,} history rows, loaded in {load_s:.0f} s", flush=True)
+            results["sizes"][str(size)] = {
+                "history_rows": rows,
+                "load_s": round(load_s, 1),
+                "load_events_per_s": round(size / load_s),
+            }
+        for size in args.sizes:
             port = free_port()
-            env = dict(os.environ, LEDGER_DATABASE_URL=url, LEDGER_HTTP_HOST="127.0.0.1")
+            env = dict(os.environ, LEDGER_DATABASE_URL=pg.url(f"reads_{size}"), LEDGER_HTTP_HOST="127.0.0.1")
             server = Server(
                 f"ledger-{size}",
                 [*ledger_command(), "serve", "--port", str(port)],
                 env,
                 workdir / f"ledger-{size}.log",
             )
+            servers.append(server)
             server.start()
             wait_ready(server, port, "/readyz", args.ready_timeout)
-            load_before = os.getloadavg()
-            figures = measure(port, read_plan(pg, database, args.seed), args)
+            targets[size] = (port, read_plan(pg, f"reads_{size}", args.seed))
+        results["load_average_before_reads"] = os.getloadavg()
+        print(f"  reads (load average {os.getloadavg()}):", flush=True)
+        for size, figures in measure(targets, args).items():
+            results["sizes"][str(size)]["reads"] = figures
+        results["load_average_after_reads"] = os.getloadavg()
+        for server in servers:
             server.stop()
-            server = None
-            results["sizes"][str(size)] = {
-                "history_rows": rows,
-                "load_s": round(load_s, 1),
-                "load_events_per_s": round(size / load_s),
-                "load_average_before_reads": load_before,
-                "load_average_after_reads": os.getloadavg(),
-                "reads": figures,
-            }
+        servers = []
         largest = max(args.sizes)
         results["explain_largest"] = explain(pg.url(f"reads_{largest}"), args.seed)
         for name, lines in results["explain_largest"].items():
@@ -371,7 +404,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"BENCHMARK FAILED: {error}", file=sys.stderr)
         return 1
     finally:
-        if server is not None:
+        for server in servers:
             server.stop()
         pg.stop()
         if not args.keep_tmp:
