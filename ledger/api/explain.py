@@ -13,7 +13,7 @@ from starlette.responses import Response
 
 from ledger.api.deps import LedgerDep, ReadableStore, SettingsDep, Sku
 from ledger.api.problems import Problem
-from ledger.api.schemas import Position, Units, problem_responses
+from ledger.api.schemas import POSITION_MAX, Position, Units, problem_responses
 from ledger.projections.explain import Explanation, TooManyToExplain
 
 router = APIRouter(tags=["stock"])
@@ -29,7 +29,7 @@ class LastCountPublic(BaseModel):
 class EntriesOfTypePublic(BaseModel):
     type: str
     units: Units = Field(description="the sum of their on_hand deltas")
-    entries: int = Field(ge=1, description="how many entries (one per line of an event)")
+    entries: int = Field(ge=1, le=POSITION_MAX, description="how many entries (one per line of an event)")
 
 
 class OnHandFromPublic(BaseModel):

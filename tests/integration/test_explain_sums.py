@@ -353,6 +353,8 @@ def sqlite_ledger(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ledger]:
         ledger.stop()
 
 
+# Shrinking a failure records many sequences again: a few minutes, past the suite's default timeout.
+@pytest.mark.timeout(900)
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(plan=st.lists(steps(), min_size=5, max_size=40))
 def test_every_explanation_adds_up_to_the_stock_answer_and_matches_the_reference(
@@ -455,11 +457,11 @@ def test_an_explanation_read_while_others_write_still_adds_up(
     done = threading.Event()
     failures: list[BaseException] = []
 
+    def event(n: int, type_: str, store: str, lines: list[tuple[str, int]], **data: Any) -> Any:
+        return ev.stock_event(f"race-{n}-{type_}", type_, store, lines, source=SOURCE, **data)
+
     def write() -> None:
         try:
-            event = lambda n, t, store, lines, **data: ev.stock_event(  # noqa: E731
-                f"race-{n}-{t}", t, store, lines, source=SOURCE, **data
-            )
             ledger.submit_and_wait([event(0, "stock.receipt", warehouse, [("A", 10 * WRITE_ROUNDS)])])
             for n in range(1, WRITE_ROUNDS + 1):
                 batch = [
