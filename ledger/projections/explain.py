@@ -139,10 +139,16 @@ def entries_since(tx: SqlTx, store_id: str, sku: str, after_position: int) -> tu
     rows = tx.fetchall(
         "SELECT type, CAST(SUM(on_hand_delta) AS BIGINT) AS units, COUNT(*) AS entries "
         "FROM ledger_history WHERE store_id = %s AND sku = %s AND position > %s "
-        "AND outcome = 'accepted' AND on_hand_delta <> 0 GROUP BY type ORDER BY type",
+        "AND outcome = 'accepted' AND on_hand_delta <> 0 GROUP BY type",
         (store_id, sku, after_position),
     )
-    return tuple(EntriesOfType(row["type"], int(row["units"]), int(row["entries"])) for row in rows)
+    # Ordered here, not by the database: a collation could order the names otherwise.
+    return tuple(
+        sorted(
+            (EntriesOfType(row["type"], int(row["units"]), int(row["entries"])) for row in rows),
+            key=lambda group: group.type,
+        )
+    )
 
 
 def _like_escaped(text: str) -> str:
@@ -194,12 +200,14 @@ def transfers_on_their_way(
         "SELECT transfer_id, CAST(SUM(incoming_delta) AS BIGINT) AS remaining, "
         f"MIN(CASE WHEN type = '{EventType.TRANSFER_INCOMING.value}' THEN reference END) AS from_store "
         "FROM ledger_history WHERE store_id = %s AND sku = %s AND incoming_delta <> 0 "
-        "AND outcome = 'accepted' GROUP BY transfer_id HAVING SUM(incoming_delta) <> 0 "
-        "ORDER BY transfer_id LIMIT %s",
+        "AND outcome = 'accepted' GROUP BY transfer_id HAVING SUM(incoming_delta) <> 0 LIMIT %s",
         (store_id, sku, items_max + 1),
     )
     if len(rows) > items_max:
         raise TooManyToExplain("transfers on their way", items_max)
     return tuple(
-        TransferOnItsWay(row["transfer_id"], row["from_store"], int(row["remaining"])) for row in rows
+        sorted(
+            (TransferOnItsWay(row["transfer_id"], row["from_store"], int(row["remaining"])) for row in rows),
+            key=lambda transfer: transfer.transfer_id,
+        )
     )
