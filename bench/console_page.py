@@ -241,7 +241,7 @@ def _login(context: Any, url: str, token: str) -> Any:
     page.goto(f"{url}/ui")
     page.fill("#token", token)
     page.click("button[type=submit]")
-    page.wait_for_url(f"{url}/ui")
+    page.wait_for_selector("#q")  # the search box: logged in (the login form is at /ui too)
     return page
 
 

@@ -119,7 +119,7 @@ def page(chromium: Any, shop: Shop) -> Iterator[Any]:
     tab.goto(f"{shop.server.url}/ui")
     tab.fill("#token", shop.reader)
     tab.click("button[type=submit]")
-    tab.wait_for_url(f"{shop.server.url}/ui")
+    tab.wait_for_selector("#q")  # the search box: logged in (the login form is at /ui too)
     try:
         yield tab
     finally:
@@ -217,3 +217,28 @@ def test_every_request_of_these_tests_stayed_on_127_0_0_1(shop: Shop) -> None:
     """Each tab checks its own requests when it closes; this checks that they were looked at."""
     assert any(url.endswith(".js?v=" + url.rsplit("=", 1)[-1]) for _, url in shop.requests)
     assert {urlsplit(url).hostname for _, url in shop.requests} == {"127.0.0.1"}
+
+
+def test_on_a_tablet_a_touch_on_the_plot_names_the_entry(chromium: Any, shop: Shop) -> None:
+    context = chromium.new_context(viewport={"width": 820, "height": 1180}, has_touch=True, is_mobile=True)
+    context.set_default_timeout(WAIT_MS)
+    sent: list[str] = []
+    context.on("request", lambda request: sent.append(request.url))
+    try:
+        tab = context.new_page()
+        tab.goto(f"{shop.server.url}/ui")
+        tab.fill("#token", shop.reader)
+        tab.tap("button[type=submit]")
+        tab.wait_for_selector("#q")  # the search box: logged in (the login form is at /ui too)
+        answer = tab.goto(f"{shop.server.url}/ui/stores/{shop.store}/skus/{shop.sku}")
+        assert answer.status == 200, tab.content()[:3000]
+        tab.wait_for_function("document.getElementById('plot').dataset.points > 0")
+        assert tab.evaluate("document.documentElement.scrollWidth <= window.innerWidth")  # no sideways scroll
+        tab.locator("#plot").scroll_into_view_if_needed()
+        box = tab.locator("#plot .u-over").bounding_box()
+        tab.touchscreen.tap(box["x"] + 2, box["y"] + box["height"] / 2)
+        told = tab.text_content("#point")
+        assert "stock.receipt" in told and "reference PO-1" in told
+    finally:
+        context.close()
+    assert {urlsplit(url).hostname for url in sent} == {"127.0.0.1"}
