@@ -73,7 +73,7 @@ def _ids_in(html: str, table_id: str) -> list[str]:
 
 def test_a_page_without_a_token_answers_401_with_the_login_form(console: Console) -> None:
     with console.server.client() as anonymous:
-        for path in ("/ui", "/ui/adapters", "/ui/no-such-page", "/ui/static/timeline.js"):
+        for path in ("/ui", "/ui/login", "/ui/adapters", "/ui/no-such-page", "/ui/static/timeline.js"):
             response = anonymous.get(path)
             assert response.status_code == 401, path
             assert response.headers["www-authenticate"] == "Bearer"
@@ -95,7 +95,9 @@ def test_the_login_cookie_is_httponly_strict_and_reads_only_the_console(console:
         cookie_only = {"cookie": f"ledger_console={reader}"}
         assert client.get("/v1/stock/A", headers=cookie_only).status_code == 401
         assert client.post("/ui", headers=cookie_only).status_code == 405
-        assert client.get("/ui/logout").status_code == 303
+        logout = client.get("/ui/logout")
+        assert logout.status_code == 401
+        assert "Max-Age=0" in logout.headers["set-cookie"]
         assert client.get("/ui").status_code == 401
 
 

@@ -11,9 +11,10 @@ anything else: not for the API, not for any method that changes something. So a 
 cross-site request has nothing to reach (the console has no write action), and the login form
 refuses a POST from another origin (login CSRF).
 
-Without a valid token a /ui page answers 401, as CONTRACT §5 says, with the login form as its
-body, so that a person sees a form where a program sees the status. With the service open (no
-token exists and none is required) none of this applies: no login.
+Without a valid token every /ui page answers 401, as CONTRACT §5 says, the form's own address and
+the logout included, with the login form as its body: a person sees a form where a program sees
+the status. With the service open (no token exists and none is required) none of this applies: no
+login.
 """
 
 from __future__ import annotations
@@ -128,8 +129,10 @@ class ConsoleSession:
         if path == LOGIN_PATH:
             response = await self._login(scope, receive)
         elif path == LOGOUT_PATH:
-            response = RedirectResponse(LOGIN_PATH if self._tokens_apply() else CONSOLE_PREFIX, 303)
-            response.headers["set-cookie"] = _cookie_header(scope, "", clear=True)
+            if self._tokens_apply():
+                response = _login_form("Logged out.", 401, clear_cookie=True, scope=scope)
+            else:
+                response = RedirectResponse(CONSOLE_PREFIX, 303)
         elif not self._tokens_apply() or _header(scope, b"authorization") is not None:
             await self.compressed(scope, receive, send)
             return
@@ -154,7 +157,7 @@ class ConsoleSession:
         if not self._tokens_apply():
             return RedirectResponse(CONSOLE_PREFIX, 303)  # the service is open: nothing to log in to
         if scope["method"] in _READ_METHODS:
-            return _login_form(None, 200, clear_cookie=False, scope=scope)
+            return _login_form(None, 401, clear_cookie=False, scope=scope)
         if scope["method"] != "POST":
             return Response("GET or POST", 405, headers={"Allow": "GET, HEAD, POST"})
         if not _same_origin(scope):
