@@ -22,16 +22,17 @@ def _stores_condition(column: str, stores: frozenset[str] | None) -> tuple[str, 
 
 
 def skus_by_prefix(tx: SqlTx, prefix: str, stores: frozenset[str] | None, limit: int) -> list[str]:
-    """SKUs that start with `prefix` and have a level at one of `stores` (None: any), in order:
-    a range of the levels' (sku, store_id) index. The range is in the database's collation (byte
-    order on SQLite and on a PostgreSQL database made with the C collation); the byte-order check
-    of the prefix below keeps any other collation from letting other SKUs in."""
+    """SKUs that start with `prefix` and have a level at one of `stores` (None: any), in byte
+    order: a range of an index of the levels by SKU in byte order (SQLite's ledger_levels_by_sku;
+    PostgreSQL's ledger_levels_by_sku_bytes, whatever the database's collation)."""
+    sku = "sku" if tx.qmark else 'sku COLLATE "C"'
     where, params = _stores_condition("store_id", stores)
     rows = tx.fetchall(
-        f"SELECT DISTINCT sku FROM ledger_levels WHERE sku >= %s AND sku < %s{where} ORDER BY sku LIMIT %s",
+        f"SELECT DISTINCT {sku} AS sku FROM ledger_levels WHERE {sku} >= %s AND {sku} < %s{where} "
+        f"ORDER BY {sku} LIMIT %s",
         [prefix, prefix + _PREFIX_END, *params, limit],
     )
-    return [str(row["sku"]) for row in rows if str(row["sku"]).startswith(prefix)]
+    return [str(row["sku"]) for row in rows]
 
 
 def store_ids(tx: SqlTx, limit: int) -> list[str]:
