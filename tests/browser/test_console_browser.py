@@ -213,7 +213,7 @@ def test_a_reader_is_offered_no_write_action(page: Any, shop: Shop) -> None:
     assert "R-2" in page.text_content("#soon")
 
 
-def test_every_request_of_these_tests_stayed_on_127_0_0_1(shop: Shop) -> None:
+def test_every_request_of_these_tests_stayed_on_127_0_0_1(chromium: Any, shop: Shop) -> None:
     """Each tab checks its own requests when it closes; this checks that they were looked at."""
     assert any(url.endswith(".js?v=" + url.rsplit("=", 1)[-1]) for _, url in shop.requests)
     assert {urlsplit(url).hostname for _, url in shop.requests} == {"127.0.0.1"}
