@@ -90,7 +90,9 @@ def test_the_login_cookie_is_httponly_strict_and_reads_only_the_console(console:
         cookie = login.headers["set-cookie"]
         assert login.status_code == 303
         assert all(part in cookie for part in ("HttpOnly", "SameSite=Strict", "Path=/ui"))
-        assert client.get("/ui").status_code == 200
+        home = client.get("/ui")
+        assert home.status_code == 200
+        assert 'href="/ui/logout"' in home.text
         # The cookie is no token for the API, nor for anything that writes.
         cookie_only = {"cookie": f"ledger_console={reader}"}
         assert client.get("/v1/stock/A", headers=cookie_only).status_code == 401

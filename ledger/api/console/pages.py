@@ -24,7 +24,7 @@ from ledger.api.console import queries
 from ledger.api.console.adapter_states import installed_readers
 from ledger.api.console.api_client import Answer, api_get, path_of
 from ledger.api.console.rendering import page
-from ledger.api.console.session import COOKIE_NAME
+from ledger.api.console.session import SESSION_KEY
 from ledger.api.deps import LedgerDep, ReadableStore, ReaderGrant, SettingsDep, Sku
 from ledger.api.openapi import package_version
 from ledger.api.schemas import ID_REGEX
@@ -41,7 +41,7 @@ def _frame(request: Request, grant: Grant | None) -> dict[str, Any]:
     """What every page's frame shows: who is looking, and whether there is a login to leave."""
     return {
         "grant": grant,
-        "signed_in": COOKIE_NAME in request.cookies,
+        "signed_in": bool(request.scope.get(SESSION_KEY)),
         "version": package_version(),
     }
 

@@ -40,6 +40,7 @@ CONSOLE_PREFIX = "/ui"
 LOGIN_PATH = "/ui/login"
 LOGOUT_PATH = "/ui/logout"
 COOKIE_NAME = "ledger_console"
+SESSION_KEY = "ledger.console_session"  # in a request's scope: its token came from the login cookie
 LOGIN_BODY_BYTES_MAX = 4096  # a form with one token field
 # The console's pages and assets are sent compressed to a browser that accepts it: a timeline page
 # of 500 points and uPlot shrink to about a quarter (a shop's tablet may be on a slow line).
@@ -149,7 +150,7 @@ class ConsoleSession:
             else:
                 headers = [(k, v) for k, v in scope["headers"] if k != b"cookie"]
                 headers.append((b"authorization", b"Bearer " + token.encode("latin-1")))
-                await self.compressed({**scope, "headers": headers}, receive, send)
+                await self.compressed({**scope, "headers": headers, SESSION_KEY: True}, receive, send)
                 return
         await response(scope, receive, send)
 
