@@ -131,7 +131,20 @@ class Settings(BaseSettings):
     timeline_points_max: int = Field(
         500, ge=2, le=10_000, description="points of a timeline at most; beyond, evenly thinned"
     )
+    explain_items_max: int = Field(
+        10_000, ge=1, description="open reservations or transfers one explain lists at most; beyond, 422"
+    )
     units: dict[str, int] = Field(default_factory=dict, description='JSON: {"box12": 12, "SKU-1/box": 6}')
+
+    # The console at /ui (ledger/api/console): every list it shows has a named maximum.
+    console_skus_found_max: int = Field(50, ge=1, le=1000, description="SKUs one search lists at most")
+    console_stores_max: int = Field(200, ge=1, le=10_000, description="stores the console lists at most")
+    console_reservations_max: int = Field(
+        200, ge=1, le=10_000, description="open reservations of a store the console lists at most"
+    )
+    console_expiring_within_s: int = Field(
+        3600, ge=1, le=30 * 86400, description="a reservation expiring within this is 'soon' in the console"
+    )
 
     # The group-commit writer. `ledger serve` runs it in a process of its own and tells its HTTP
     # workers where: LEDGER_WRITER_SOCKET. Unset elsewhere: the writer is a thread of the process.

@@ -17,6 +17,7 @@ from ledger.clock import utc_text
 from ledger.domain.model import Level, Policy, Reservation, StockEvent
 from ledger.domain.policy import effective_policy
 from ledger.projections import queries
+from ledger.projections.explain import Explanation, explain
 from ledger.projections.queries import HistoryFilter
 from ledger.projections.timeline import TimelineWindow, timeline_points
 from ledger.results import EventResult
@@ -432,6 +433,11 @@ class Ledger:
         """The levels after each entry of a store and SKU in a window (CONTRACT §8), thinned."""
         with self._reading("reading a timeline"), self.recorder.read_transaction() as tx:
             return [dict(row) for row in timeline_points(tx, window, points_max)]
+
+    def explain(self, store_id: str, sku: str, items_max: int) -> Explanation:
+        """The entries behind the current figures (CONTRACT §8), all read in one snapshot."""
+        with self._reading("explaining a level"), self.recorder.snapshot_transaction() as tx:
+            return explain(tx, store_id, sku, self.recorder.head(tx), items_max)
 
     def reservation(self, store_id: str, reservation_id: str) -> ReservationView | None:
         with self._reading("reading a reservation"), self.recorder.read_transaction() as tx:

@@ -13,7 +13,9 @@ from starlette.middleware.cors import CORSMiddleware
 from ledger.access.book import TokenBook
 from ledger.access.hosts import allowed_hosts
 from ledger.access.limiter import RateLimiter
-from ledger.api import events, history, ops, policies, reservations, stock, timeline
+from ledger.api import events, explain, history, ops, policies, reservations, stock, timeline
+from ledger.api.console import ConsoleSession
+from ledger.api.console import router as console_router
 from ledger.api.gate import AuthGate, HostGate
 from ledger.api.guard import api_routes, check_every_route_is_guarded
 from ledger.api.http_metrics import HttpMetrics
@@ -127,7 +129,11 @@ def create_app(
     app.state.http_metrics = HttpMetrics()
     app.state.metrics = ops.metrics_registry(ledger, app.state.http_metrics)
     app.state.kafka = None
-    routers = [module.router for module in (stock, events, reservations, policies, history, timeline, ops)]
+    routers = [
+        module.router
+        for module in (stock, explain, events, reservations, policies, history, timeline, ops)
+    ]
+    routers.append(console_router)
     for router in routers:
         app.include_router(router)
     app.state.tokens = tokens
@@ -142,7 +148,8 @@ def create_app(
 def create_asgi(ledger: Ledger, settings: Settings, limits: IntakeLimits) -> ASGIApp:
     """What `ledger serve` runs, outermost first: the request's id, metrics and access log
     (ledger/api/telemetry.py), the Host check, CORS (only when LEDGER_CORS_ORIGINS lists origins),
-    the token and its rate (ledger/api/gate.py), the fast path (ledger/api/fastpath.py), then the
+    the console's login cookie (ledger/api/console/session.py), the token and its rate
+    (ledger/api/gate.py), the fast path (ledger/api/fastpath.py), then the
     application."""
     from ledger.api.fastpath import FastPath
 
@@ -155,6 +162,7 @@ def create_asgi(ledger: Ledger, settings: Settings, limits: IntakeLimits) -> ASG
         required=settings.auth == "required",
         metrics_open=settings.metrics_auth == "open",
     )
+    gated = ConsoleSession(gated, book, required=settings.auth == "required")  # the console's login
     origins = [origin.strip() for origin in (settings.cors_origins or "").split(",") if origin.strip()]
     if origins:
         gated = CORSMiddleware(

@@ -53,6 +53,10 @@ SUMMARIES = {
         "/v1/stores/{store}/policies/{sku}",
     ): "Set a store's policy of a SKU or its default (*); {} clears it",
     ("get", "/v1/stores/{store}/policies/{sku}"): "A store's policy of a SKU (or the default it inherits)",
+    (
+        "get",
+        "/v1/stores/{store}/stock/{sku}/explain",
+    ): "The entries behind one SKU's figures at a store: last count, since, reservations, transfers",
     ("get", "/healthz"): "Liveness: the process answers",
     ("get", "/readyz"): "Readiness: the database answers, writes are recorded, Kafka is in",
     ("get", "/metrics"): "Prometheus metrics (text exposition format)",

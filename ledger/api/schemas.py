@@ -227,7 +227,8 @@ class ProblemPublic(BaseModel):
         description="a stable slug: invalid-request, insufficient-stock, reservation-conflict, "
         "unknown-reservation, unauthorized, forbidden, rate-limited, invalid-host, not-found, "
         "method-not-allowed, content-too-large, unsupported-media-type, unavailable, "
-        "database-unavailable, timeout, position-not-reached, not-ready, submission-failed",
+        "database-unavailable, timeout, position-not-reached, not-ready, submission-failed, "
+        "too-many-to-explain",
         examples=["insufficient-stock"],
     )
     title: str = Field(examples=["Insufficient stock"])

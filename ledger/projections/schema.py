@@ -88,6 +88,13 @@ DDL = (
     """CREATE INDEX IF NOT EXISTS ledger_history_by_reservation
         ON ledger_history (store_id, reservation_id) WHERE reservation_id IS NOT NULL""",
     "CREATE INDEX IF NOT EXISTS ledger_history_by_time ON ledger_history (recorded_at, position)",
+    # Explain (ledger/projections/explain.py): a store and SKU's last count, and the entries that
+    # moved its incoming (transfers in, and their receipts), found without walking its history.
+    # Partial: only those entries pay for them when recorded.
+    """CREATE INDEX IF NOT EXISTS ledger_history_counts ON ledger_history (store_id, sku, position)
+        WHERE type = 'stock.count'""",
+    """CREATE INDEX IF NOT EXISTS ledger_history_incoming
+        ON ledger_history (store_id, sku, transfer_id) WHERE incoming_delta <> 0""",
     """CREATE TABLE IF NOT EXISTS ledger_reservations (
         store_id TEXT NOT NULL,
         reservation_id TEXT NOT NULL,
@@ -105,6 +112,10 @@ DDL = (
         ON ledger_reservations (expires_at) WHERE remaining > 0 AND expires_at IS NOT NULL""",
     """CREATE INDEX IF NOT EXISTS ledger_reservations_by_position
         ON ledger_reservations (position)""",
+    # The open reservations of a store: explain's (those holding a SKU) and the console's (soonest
+    # expiry first, ledger/api/console/queries.py), without those closed long ago.
+    """CREATE INDEX IF NOT EXISTS ledger_reservations_open
+        ON ledger_reservations (store_id, expires_at, reservation_id) WHERE remaining > 0""",
     """CREATE TABLE IF NOT EXISTS ledger_event_keys (
         source TEXT NOT NULL,
         event_id TEXT NOT NULL,
@@ -186,6 +197,11 @@ POSTGRES_DDL = (
     *(_pg_add_column(*added) for added in ADDED_COLUMNS),
     _PG_ADD_OCCURRED_AT,
     *OCCURRED_INDEXES,
+    # The console's search by the start of a SKU (ledger/api/console/queries.py) is a range in byte
+    # order, whatever collation the database was made with: in a linguistic one (en_US) the range
+    # from P to P + '~' need not hold every SKU that starts with P. SQLite compares bytes already.
+    # Its columns never change, so a level's update stays a HOT update.
+    'CREATE INDEX IF NOT EXISTS ledger_levels_by_sku_bytes ON ledger_levels (sku COLLATE "C", store_id)',
     f"CREATE OR REPLACE VIEW {TOTALS_VIEW_SELECT}",
     # Room in each page for a level's next version: its update then stays a HOT update (measured:
     # 2% of level updates were HOT with full pages). Applies to pages written from now on.

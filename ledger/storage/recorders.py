@@ -54,6 +54,7 @@ class LedgerRecorder(Protocol):
 
     def write_transaction(self) -> contextlib.AbstractContextManager[SqlTx]: ...
     def read_transaction(self) -> contextlib.AbstractContextManager[SqlTx]: ...
+    def snapshot_transaction(self) -> contextlib.AbstractContextManager[SqlTx]: ...
     def plain_transaction(self) -> contextlib.AbstractContextManager[SqlTx]: ...
     def insert_entries(self, tx: SqlTx, stored_events: Sequence[StoredEvent], head: int) -> list[int]: ...
     def head(self, tx: SqlTx) -> int: ...
@@ -300,6 +301,14 @@ class PostgresLedgerRecorder(_HeadAndClose, PostgresApplicationRecorder):
         with self.datastore.get_connection() as conn, conn.cursor() as curs:
             yield SqlTx(curs, qmark=False)
 
+    @contextlib.contextmanager
+    def snapshot_transaction(self) -> Iterator[SqlTx]:
+        """Reads that must agree with each other: every statement sees the same snapshot (a read
+        transaction sees each statement's own, the connections being in autocommit)."""
+        with self.datastore.get_connection() as conn, conn.transaction(), conn.cursor() as curs:
+            curs.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            yield SqlTx(curs, qmark=False)
+
     def insert_entries(self, tx: SqlTx, stored_events: Sequence[StoredEvent], head: int) -> list[int]:
         """Inserts with the notification ids given, head + 1 onwards, instead of reading them back.
 
@@ -395,6 +404,13 @@ class SQLiteLedgerRecorder(_HeadAndClose, SQLiteApplicationRecorder):
     def read_transaction(self) -> Iterator[SqlTx]:
         with self.datastore.get_connection(commit=False) as conn:
             yield SqlTx(conn.cursor(), qmark=True)
+
+    @contextlib.contextmanager
+    def snapshot_transaction(self) -> Iterator[SqlTx]:
+        """As on PostgreSQL: one BEGIN around the reads (in WAL mode its snapshot is taken at the
+        first read and kept until the end), rolled back: it writes nothing."""
+        with self.datastore.get_connection(commit=False) as conn, conn.transaction(commit=False) as curs:
+            yield SqlTx(curs, qmark=True)
 
     def insert_entries(self, tx: SqlTx, stored_events: Sequence[StoredEvent], head: int) -> list[int]:
         """As on PostgreSQL: the rowids (the library's notification ids here) are given, head + 1

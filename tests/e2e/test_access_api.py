@@ -72,6 +72,7 @@ def _stocked(closed: Closed, store: str, *pairs: tuple[str, int]) -> None:
     ("method", "path"),
     [
         ("GET", "/v1/stores/s/stock/A"),
+        ("GET", "/v1/stores/s/stock/A/explain"),
         ("GET", "/v1/stores/s/stock?sku=A"),
         ("GET", "/v1/stock/A"),
         ("POST", "/v1/events"),
@@ -127,6 +128,7 @@ def test_a_reader_reads_everything_and_records_nothing(closed: Closed) -> None:
         assert reader.get("/v1/stock/A").status_code == 200
         assert reader.get(f"/v1/stores/{store}/history").status_code == 200
         assert reader.get(f"/v1/stores/{store}/stock/A/timeline").status_code == 200
+        assert reader.get(f"/v1/stores/{store}/stock/A/explain").json()["on_hand"] == 5
         assert reader.get(f"/v1/stores/{store}/reservations/R-1").status_code == 404
         head = closed.head()
         refusals = [
@@ -183,6 +185,7 @@ def test_a_store_scoped_producer_is_refused_other_stores_whole_and_nothing_is_re
             till.get(f"/v1/stores/{other}/stock/A"),  # the fast path: the level is in memory
             till.get(f"/v1/stores/{other}/stock/A", params={"position": 1}),
             till.get(f"/v1/stores/{other}/stock", params={"sku": "A"}),
+            till.get(f"/v1/stores/{other}/stock/A/explain"),
             till.get(f"/v1/stores/{other}/history"),
             till.get(f"/v1/stores/{other}/stock/A/timeline"),
             till.get(f"/v1/stores/{other}/stock/A", params={"occurred_as_of": "2025-01-01T00:00:00Z"}),
@@ -198,6 +201,7 @@ def test_a_store_scoped_producer_is_refused_other_stores_whole_and_nothing_is_re
         api.record(till, ev.pos_sale(mine, ("A", 1)))
         assert api.reserve(till, mine, "R-1", ("A", 2)).status_code == 201
         assert api.level(till, mine, "A")["available"] == 7
+        assert till.get(f"/v1/stores/{mine}/stock/A/explain").json()["reserved_by"][0]["remaining"] == 2
 
 
 def test_a_transfer_needs_only_its_sending_store_in_scope(closed: Closed) -> None:

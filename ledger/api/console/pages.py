@@ -1,0 +1,237 @@
+"""The console's pages at /ui (CONTRACT §8): find a SKU, its levels at every store, one store's
+figures with their explanation and timeline, a store's open reservations, the adapters' state.
+
+Every page only reads, and declares the reader role like any GET of the API. Figures come from the
+API itself, asked in process with the caller's grant (ledger/api/console/api_client.py); the few reads
+the API has no route for are the console's own, bounded and indexed (ledger/api/console/queries.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from datetime import timedelta
+from functools import cache
+from importlib.resources import files
+from typing import Annotated, Any
+
+import orjson
+from fastapi import APIRouter, Query, Request
+from starlette.responses import Response
+
+from ledger.access.scopes import Grant
+from ledger.api.console import queries
+from ledger.api.console.adapter_states import installed_readers
+from ledger.api.console.api_client import Answer, api_get, path_of
+from ledger.api.console.rendering import page
+from ledger.api.console.session import SESSION_KEY
+from ledger.api.deps import LedgerDep, ReadableStore, ReaderGrant, SettingsDep, Sku
+from ledger.api.openapi import package_version
+from ledger.api.schemas import ID_REGEX
+from ledger.clock import utc_now, utc_text
+from ledger.service import Ledger
+
+router = APIRouter(prefix="/ui", include_in_schema=False)
+_ID = re.compile(ID_REGEX)
+STATIC_CACHE_S = 86400  # assets are named with the package's version (?v=): a new version is a new URL
+_MEDIA_TYPES = {".js": "text/javascript", ".css": "text/css", ".txt": "text/plain", ".svg": "image/svg+xml"}
+
+
+def _frame(request: Request, grant: Grant | None) -> dict[str, Any]:
+    """What every page's frame shows: who is looking, and whether there is a login to leave."""
+    return {
+        "grant": grant,
+        "signed_in": bool(request.scope.get(SESSION_KEY)),
+        "version": package_version(),
+    }
+
+
+def _problem(request: Request, grant: Grant | None, answer: Answer, what: str) -> Response:
+    body = answer.body if isinstance(answer.body, dict) else {}
+    return page(
+        "problem.html",
+        answer.status,
+        what=what,
+        status=answer.status,
+        title=body.get("title", "Not available"),
+        detail=body.get("detail", ""),
+        **_frame(request, grant),
+    )
+
+
+def _read(ledger: Ledger, read: Any, *args: Any) -> Any:
+    with ledger.recorder.read_transaction() as tx:
+        return read(tx, *args)
+
+
+@router.get("")
+async def home(
+    request: Request,
+    ledger: LedgerDep,
+    settings: SettingsDep,
+    grant: ReaderGrant,
+    q: Annotated[str, Query(max_length=64, description="the start of a SKU")] = "",
+) -> Response:
+    prefix = q.strip()
+    stores = None if grant is None or grant.stores is None else grant.stores
+    found: list[str] = []
+    if prefix and _ID.fullmatch(prefix):
+        found = await asyncio.to_thread(
+            _read, ledger, queries.skus_by_prefix, prefix, stores, settings.console_skus_found_max
+        )
+    if stores is None:
+        store_list = await asyncio.to_thread(_read, ledger, queries.store_ids, settings.console_stores_max)
+    else:
+        store_list = sorted(stores)[: settings.console_stores_max]  # a scoped token's own stores
+    return page(
+        "home.html",
+        q=prefix,
+        bad_query=bool(prefix) and not _ID.fullmatch(prefix),
+        found=found,
+        found_max=settings.console_skus_found_max,
+        stores=store_list,
+        stores_max=settings.console_stores_max,
+        **_frame(request, grant),
+    )
+
+
+@router.get("/skus/{sku}")
+async def sku_page(request: Request, sku: Sku, grant: ReaderGrant) -> Response:
+    answer = await api_get(request.app, grant, path_of("v1", "stock", sku))
+    if not answer.ok:
+        return _problem(request, grant, answer, f"SKU {sku}")
+    return page("sku.html", sku=sku, across=answer.body, **_frame(request, grant))
+
+
+def _timeline_points(
+    ledger: Ledger, store: str, sku: str, points: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """The timeline's points with what the history says of each entry (who, from where, why)."""
+    details = _read(ledger, queries.entry_details, store, sku, [int(p["position"]) for p in points])
+    joined = []
+    for point in points:
+        detail = details.get(int(point["position"]), {})
+        joined.append(
+            {
+                **point,
+                **{
+                    key: detail.get(key)
+                    for key in ("event_id", "source", "reference", "principal", "order_id", "reservation_id")
+                },
+            }
+        )
+    return joined
+
+
+@router.get("/stores/{store}/skus/{sku}")
+async def store_sku_page(
+    request: Request,
+    store: ReadableStore,
+    sku: Sku,
+    ledger: LedgerDep,
+    grant: ReaderGrant,
+    axis: Annotated[str, Query(pattern="^(recorded|occurred)$")] = "recorded",
+    from_: Annotated[str | None, Query(alias="from", max_length=64)] = None,
+    to: Annotated[str | None, Query(max_length=64)] = None,
+) -> Response:
+    base = ("v1", "stores", store, "stock", sku)
+    window = {"axis": axis, **({"from": from_} if from_ else {}), **({"to": to} if to else {})}
+    level, explain, timeline = await asyncio.gather(
+        api_get(request.app, grant, path_of(*base)),
+        api_get(request.app, grant, path_of(*base, "explain")),
+        api_get(request.app, grant, path_of(*base, "timeline"), window),
+    )
+    if not level.ok:
+        return _problem(request, grant, level, f"{sku} at {store}")
+    if not timeline.ok:
+        return _problem(request, grant, timeline, f"the timeline of {sku} at {store}")
+    points = await asyncio.to_thread(_timeline_points, ledger, store, sku, timeline.body["points"])
+    plot = {"axis": axis, "points": points, "thinned": timeline.body.get("thinned", False)}
+    return page(
+        "store_sku.html",
+        store=store,
+        sku=sku,
+        level=level.body,
+        explain=explain.body if explain.ok else None,
+        explain_status=explain.status,
+        timeline=timeline.body,
+        points=points,
+        # Inside <script>: a `<` in any value (a reference, a source) must not end the element.
+        plot_json=orjson.dumps(plot).decode().replace("<", "\\u003c"),
+        axis=axis,
+        from_=from_ or "",
+        to=to or "",
+        **_frame(request, grant),
+    )
+
+
+def _reservation_row(row: Any, soon_before: str) -> dict[str, Any]:
+    lines = [
+        {"sku": sku, "qty": qty, "remaining": qty - shipped - released}
+        for sku, qty, shipped, released in orjson.loads(row["lines"])
+    ]
+    expires_at = row["expires_at"]
+    return {
+        "reservation_id": row["reservation_id"],
+        "order_id": row["order_id"],
+        "status": row["status"],
+        "expires_at": expires_at,
+        "remaining": int(row["remaining"]),
+        "lines": lines,
+        "soon": expires_at is not None and expires_at <= soon_before,
+    }
+
+
+@router.get("/stores/{store}/reservations")
+async def reservations_page(
+    request: Request, store: ReadableStore, ledger: LedgerDep, settings: SettingsDep, grant: ReaderGrant
+) -> Response:
+    limit = settings.console_reservations_max
+    rows = await asyncio.to_thread(_read, ledger, queries.open_reservations, store, limit)
+    soon_before = utc_text(utc_now() + timedelta(seconds=settings.console_expiring_within_s))
+    reservations = [_reservation_row(row, soon_before) for row in rows]
+    return page(
+        "reservations.html",
+        store=store,
+        reservations=reservations,
+        soon=[r for r in reservations if r["soon"]],
+        limit=limit,
+        expiring_within_min=settings.console_expiring_within_s // 60,
+        **_frame(request, grant),
+    )
+
+
+@router.get("/adapters")
+async def adapters_page(request: Request, ledger: LedgerDep, grant: ReaderGrant) -> Response:
+    readers = installed_readers()
+
+    def read_all() -> list[Any]:
+        return [state for reader in readers for state in reader(ledger.recorder)]
+
+    states = await asyncio.to_thread(read_all)
+    return page(
+        "adapters.html",
+        installed=bool(readers),
+        states=states,
+        head=ledger.cache.head,
+        **_frame(request, grant),
+    )
+
+
+@cache
+def _asset(name: str) -> bytes | None:
+    resource = files("ledger.api.console").joinpath("static", name)
+    return resource.read_bytes() if resource.is_file() else None
+
+
+@router.get("/static/{name}")
+async def static_asset(name: str, _: ReaderGrant) -> Response:
+    suffix = name[name.rfind(".") :] if "." in name else ""
+    body = _asset(name) if "/" not in name and suffix in _MEDIA_TYPES else None
+    if body is None:
+        return Response("no such asset", 404, media_type="text/plain")
+    return Response(
+        body,
+        media_type=_MEDIA_TYPES[suffix],
+        headers={"Cache-Control": f"private, max-age={STATIC_CACHE_S}"},
+    )

@@ -1,0 +1,89 @@
+"""The console's own reads of the projection tables: each bounded by a named maximum and answered
+from an index, on both databases. Everything else the console shows comes from the API itself
+(ledger/api/console/api_client.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from ledger.sql import KEYS_PER_STATEMENT_MAX, Row, SqlTx, chunks, placeholders
+
+# Store ids and SKUs are ASCII letters, digits and -_.: (CONTRACT §1), all below '~' in byte order:
+# every id that starts with P lies in [P, P + '~').
+_PREFIX_END = "~"
+
+
+def _stores_condition(column: str, stores: frozenset[str] | None) -> tuple[str, list[object]]:
+    if stores is None:
+        return "", []
+    ordered = sorted(stores)
+    return f" AND {column} IN ({placeholders(len(ordered))})", list(ordered)
+
+
+def skus_by_prefix(tx: SqlTx, prefix: str, stores: frozenset[str] | None, limit: int) -> list[str]:
+    """SKUs that start with `prefix` and have a level at one of `stores` (None: any), in byte
+    order: a range of an index of the levels by SKU in byte order (SQLite's ledger_levels_by_sku;
+    PostgreSQL's ledger_levels_by_sku_bytes, whatever the database's collation)."""
+    sku = "sku" if tx.qmark else 'sku COLLATE "C"'
+    where, params = _stores_condition("store_id", stores)
+    rows = tx.fetchall(
+        f"SELECT DISTINCT {sku} AS sku FROM ledger_levels WHERE {sku} >= %s AND {sku} < %s{where} "
+        f"ORDER BY {sku} LIMIT %s",
+        [prefix, prefix + _PREFIX_END, *params, limit],
+    )
+    return [str(row["sku"]) for row in rows]
+
+
+def store_ids(tx: SqlTx, limit: int) -> list[str]:
+    """The stores that hold a level, in order, at most `limit`: one index probe per store (a loose
+    scan of the levels' primary key), never the whole table."""
+    rows = tx.fetchall(
+        "WITH RECURSIVE found(store_id, n) AS ("
+        " SELECT MIN(store_id), 1 FROM ledger_levels"
+        " UNION ALL"
+        " SELECT (SELECT MIN(store_id) FROM ledger_levels WHERE store_id > found.store_id), n + 1"
+        " FROM found WHERE found.store_id IS NOT NULL AND n < %s"
+        ") SELECT store_id FROM found WHERE store_id IS NOT NULL",
+        [limit],
+    )
+    return [str(row["store_id"]) for row in rows]
+
+
+OPEN_RESERVATION_COLUMNS = "reservation_id, order_id, expires_at, lines, status, remaining, position"
+
+
+def open_reservations(tx: SqlTx, store_id: str, limit: int) -> list[Row]:
+    """A store's reservations still holding stock: those with an expiry first, soonest first,
+    then those without, by id; at most `limit`. The partial index ledger_reservations_open
+    (store_id, expires_at, reservation_id) WHERE remaining > 0 answers both halves in order."""
+    dated = tx.fetchall(
+        f"SELECT {OPEN_RESERVATION_COLUMNS} FROM ledger_reservations WHERE store_id = %s "
+        "AND remaining > 0 AND expires_at IS NOT NULL ORDER BY expires_at, reservation_id LIMIT %s",
+        [store_id, limit],
+    )
+    if len(dated) >= limit:
+        return dated
+    undated = tx.fetchall(
+        f"SELECT {OPEN_RESERVATION_COLUMNS} FROM ledger_reservations WHERE store_id = %s "
+        "AND remaining > 0 AND expires_at IS NULL ORDER BY reservation_id LIMIT %s",
+        [store_id, limit - len(dated)],
+    )
+    return dated + undated
+
+
+ENTRY_DETAIL_COLUMNS = "position, event_id, source, reference, principal, order_id, reservation_id, reason"
+
+
+def entry_details(tx: SqlTx, store_id: str, sku: str, positions: Sequence[int]) -> dict[int, dict[str, Any]]:
+    """What a timeline point does not carry (source, reference, principal, ...), by position:
+    the history's (store_id, sku, position) index, one probe per point."""
+    found: dict[int, dict[str, Any]] = {}
+    for part in chunks(sorted(set(positions)), KEYS_PER_STATEMENT_MAX):
+        rows = tx.fetchall(
+            f"SELECT {ENTRY_DETAIL_COLUMNS} FROM ledger_history WHERE store_id = %s AND sku = %s "
+            f"AND position IN ({placeholders(len(part))})",
+            [store_id, sku, *part],
+        )
+        found.update((int(row["position"]), dict(row)) for row in rows)
+    return found

@@ -1,0 +1,171 @@
+"""How a browser holds its token for the console: a login form, then a cookie only /ui reads.
+
+The console's pages are rendered on the server, so the browser must send the token with a plain
+navigation, where it cannot set `Authorization`. The login form (`/ui/login`) takes a token, checks
+it with the token book, and keeps it in a cookie that is HttpOnly (no script reads it),
+SameSite=Strict (no other site's page or link sends it), scoped to Path=/ui, and gone when the
+browser closes. This wrapper sits in front of the token gate (ledger/api/gate.py): on a GET of a
+/ui page without an `Authorization` header it turns the cookie into one, so that the gate checks
+it exactly as it checks any request (validity, revocation, rate). The cookie is never read for
+anything else: not for the API, not for any method that changes something. So a forged
+cross-site request has nothing to reach (the console has no write action), and the login form
+refuses a POST from another origin (login CSRF).
+
+Without a valid token every /ui page answers 401, as CONTRACT §5 says, the form's own address and
+the logout included, with the login form as its body: a person sees a form where a program sees
+the status. With the service open (no token exists and none is required) none of this applies: no
+login.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+from urllib.parse import parse_qs
+
+from starlette.middleware.gzip import GZipMiddleware
+from starlette.responses import RedirectResponse, Response
+
+from ledger.access.book import TokenBook, Unauthenticated
+from ledger.access.tokens import BEARER, bearer_token
+from ledger.api.console.rendering import page
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+CONSOLE_PREFIX = "/ui"
+LOGIN_PATH = "/ui/login"
+LOGOUT_PATH = "/ui/logout"
+COOKIE_NAME = "ledger_console"
+SESSION_KEY = "ledger.console_session"  # in a request's scope: its token came from the login cookie
+LOGIN_BODY_BYTES_MAX = 4096  # a form with one token field
+# The console's pages and assets are sent compressed to a browser that accepts it: a timeline page
+# of 500 points and uPlot shrink to about a quarter (a shop's tablet may be on a slow line).
+GZIP_BYTES_MIN = 1024
+_READ_METHODS = frozenset({"GET", "HEAD"})
+
+
+def _header(scope: Scope, name: bytes) -> bytes | None:
+    return next((value for key, value in scope["headers"] if key == name), None)
+
+
+def _cookie(scope: Scope) -> str | None:
+    raw = _header(scope, b"cookie")
+    if raw is None:
+        return None
+    for part in raw.decode("latin-1").split(";"):
+        key, _, value = part.strip().partition("=")
+        if key == COOKIE_NAME and value:
+            return value
+    return None
+
+
+def _cookie_header(scope: Scope, token: str, *, clear: bool = False) -> str:
+    secure = "; Secure" if scope.get("scheme") == "https" else ""
+    value, lifetime = ("", "; Max-Age=0") if clear else (token, "")
+    return f"{COOKIE_NAME}={value}; Path={CONSOLE_PREFIX}; HttpOnly; SameSite=Strict{secure}{lifetime}"
+
+
+def _same_origin(scope: Scope) -> bool:
+    """A login POST from a page of this service: its Origin (when the browser sends one) names
+    the Host it was sent to. Sec-Fetch-Site, where sent, must not say another site."""
+    site = _header(scope, b"sec-fetch-site")
+    if site is not None and site not in (b"same-origin", b"none"):
+        return False
+    origin = _header(scope, b"origin")
+    if origin is None:
+        return True
+    host = _header(scope, b"host") or b""
+    return origin.split(b"://", 1)[-1] == host
+
+
+def _login_form(message: str | None, status_code: int, *, clear_cookie: bool, scope: Scope) -> Response:
+    headers = {"WWW-Authenticate": "Bearer"} if status_code == 401 else {}
+    response = page("login.html", status_code, headers, message=message)
+    if clear_cookie:
+        response.headers["set-cookie"] = _cookie_header(scope, "", clear=True)
+    return response
+
+
+async def _form_token(receive: Receive) -> str | None:
+    body = b""
+    while True:
+        message = await receive()
+        body += message.get("body", b"")
+        if len(body) > LOGIN_BODY_BYTES_MAX:
+            return None
+        if not message.get("more_body"):
+            break
+    values = parse_qs(body.decode("latin-1"), max_num_fields=4).get("token", [])
+    return values[0].strip() if values else None
+
+
+class ConsoleSession:
+    """The console's login, logout and cookie, in front of the token gate."""
+
+    def __init__(self, app: ASGIApp, book: TokenBook, *, required: bool) -> None:
+        self.app = app
+        self.compressed = GZipMiddleware(app, minimum_size=GZIP_BYTES_MIN)
+        self.book = book
+        self.required = required
+
+    def _tokens_apply(self) -> bool:
+        return self.required or self.book.any_tokens
+
+    def _valid(self, token: str | None) -> bool:
+        try:
+            self.book.grant_for(token)
+        except Unauthenticated:
+            return False
+        return True
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        if scope["type"] != "http" or not (path == CONSOLE_PREFIX or path.startswith(CONSOLE_PREFIX + "/")):
+            await self.app(scope, receive, send)
+            return
+        if path == LOGIN_PATH:
+            response = await self._login(scope, receive)
+        elif path == LOGOUT_PATH:
+            if self._tokens_apply():
+                response = _login_form("Logged out.", 401, clear_cookie=True, scope=scope)
+            else:
+                response = RedirectResponse(CONSOLE_PREFIX, 303)
+        elif not self._tokens_apply() or _header(scope, b"authorization") is not None:
+            await self.compressed(scope, receive, send)
+            return
+        else:
+            token = _cookie(scope)
+            if token is None:
+                response = _login_form(None, 401, clear_cookie=False, scope=scope)
+            elif not self._valid(token) or bearer_token(BEARER + token.encode("latin-1")) is None:
+                response = _login_form(
+                    "Your token is no longer valid: enter a token.", 401, clear_cookie=True, scope=scope
+                )
+            elif scope["method"] not in _READ_METHODS:
+                response = Response("the console only reads", 405, headers={"Allow": "GET, HEAD"})
+            else:
+                headers = [(k, v) for k, v in scope["headers"] if k != b"cookie"]
+                headers.append((b"authorization", b"Bearer " + token.encode("latin-1")))
+                await self.compressed({**scope, "headers": headers, SESSION_KEY: True}, receive, send)
+                return
+        await response(scope, receive, send)
+
+    async def _login(self, scope: Scope, receive: Receive) -> Response:
+        if not self._tokens_apply():
+            return RedirectResponse(CONSOLE_PREFIX, 303)  # the service is open: nothing to log in to
+        if scope["method"] in _READ_METHODS:
+            return _login_form(None, 401, clear_cookie=False, scope=scope)
+        if scope["method"] != "POST":
+            return Response("GET or POST", 405, headers={"Allow": "GET, HEAD, POST"})
+        if not _same_origin(scope):
+            return _login_form("Log in from this service's own page.", 403, clear_cookie=False, scope=scope)
+        token = await _form_token(receive)
+        if token is None or not self._valid(token):
+            return _login_form("That token is not valid.", 401, clear_cookie=False, scope=scope)
+        response = RedirectResponse(CONSOLE_PREFIX, 303)
+        response.headers["set-cookie"] = _cookie_header(scope, token)
+        return response

@@ -1,0 +1,227 @@
+"""The entries behind one store and SKU's figures (CONTRACT §8, explain), read in one snapshot.
+
+Each figure is decomposed into what makes it, and the decomposition adds up exactly:
+- on_hand = the last count's qty (0 without one) + the units of the accepted entries after it
+  that changed on_hand, grouped by type (reservations, releases and expiries change reserved
+  only: they are under `reserved_by`; rejected entries change nothing);
+- reserved = what each open reservation of the store still holds of the SKU;
+- incoming = what each transfer to the store still has on its way (sent, less received).
+
+Every read follows an index of the store and SKU (ledger/projections/schema.py), so its cost is
+that store and SKU's own: its entries since its last count, its transfers in, and the store's
+open reservations; never the log's size.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import orjson
+
+from ledger.domain.model import EventType, Level, Policy
+from ledger.domain.policy import effective_policy, figures
+from ledger.projections.queries import store_policies
+from ledger.sql import Row, SqlTx
+
+
+@dataclass(frozen=True, slots=True)
+class LastCount:
+    position: int
+    time: str  # the event's time, as its producer sent it
+    recorded_at: str
+    qty_units: int
+
+
+@dataclass(frozen=True, slots=True)
+class EntriesOfType:
+    type: str
+    units: int  # their on_hand deltas, summed
+    entries: int
+
+
+@dataclass(frozen=True, slots=True)
+class ReservationHold:
+    reservation_id: str
+    order_id: str | None
+    channel: str | None
+    remaining_units: int
+    expires_at: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class TransferOnItsWay:
+    transfer_id: str
+    from_store: str | None  # None: received here under a transfer id no transfer to here sent
+    remaining_units: int
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyFigures:
+    safety_stock_units: int
+    sellable_units: int
+
+
+@dataclass(frozen=True, slots=True)
+class Explanation:
+    store_id: str
+    sku: str
+    position: int  # the log's head in the snapshot every figure was read in
+    level: Level
+    policy: PolicyFigures
+    count: LastCount | None
+    since: tuple[EntriesOfType, ...]
+    reserved_by: tuple[ReservationHold, ...]
+    incoming_from: tuple[TransferOnItsWay, ...]
+
+    def assert_adds_up(self) -> None:
+        """The contract's three sums; a decomposition that does not add up is a bug, never an answer."""
+        counted = self.count.qty_units if self.count else 0
+        on_hand = counted + sum(group.units for group in self.since)
+        reserved = sum(hold.remaining_units for hold in self.reserved_by)
+        incoming = sum(transfer.remaining_units for transfer in self.incoming_from)
+        figures = (self.level.on_hand_units, self.level.reserved_units, self.level.incoming_units)
+        assert (on_hand, reserved, incoming) == figures, (self.store_id, self.sku, figures)
+
+
+class TooManyToExplain(Exception):
+    """More open reservations or transfers hold the SKU than one answer lists (a named limit)."""
+
+    def __init__(self, what: str, items_max: int) -> None:
+        super().__init__(f"more than {items_max} {what}")
+        self.what = what
+        self.items_max = items_max
+
+
+def explain(tx: SqlTx, store_id: str, sku: str, position: int, items_max: int) -> Explanation:
+    """Reads everything in `tx`, which must be one snapshot, whose head is `position`."""
+    row = tx.fetchone(
+        "SELECT on_hand, reserved, incoming, channels FROM ledger_levels WHERE store_id = %s AND sku = %s",
+        (store_id, sku),
+    )
+    level = (
+        Level(
+            int(row["on_hand"]),
+            int(row["reserved"]),
+            int(row["incoming"]),
+            orjson.loads(row["channels"]) if row["channels"] else None,
+        )
+        if row
+        else Level()
+    )
+    count = last_count(tx, store_id, sku)
+    explanation = Explanation(
+        store_id=store_id,
+        sku=sku,
+        position=position,
+        level=level,
+        policy=policy_figures(tx, store_id, sku, level),
+        count=count,
+        since=entries_since(tx, store_id, sku, count.position if count else 0),
+        reserved_by=open_reservations(tx, store_id, sku, items_max),
+        incoming_from=transfers_on_their_way(tx, store_id, sku, items_max),
+    )
+    explanation.assert_adds_up()
+    return explanation
+
+
+def policy_figures(tx: SqlTx, store_id: str, sku: str, level: Level) -> PolicyFigures:
+    """Safety stock and sellable (CONTRACT §6) under the policy that applies now, read in the same
+    snapshot as the level."""
+    stored = store_policies(tx, [store_id])[store_id]
+    policies = {key: Policy.from_json(orjson.loads(text)) for key, text in stored.items()}
+    applied = figures(level, effective_policy(policies, sku))
+    return PolicyFigures(safety_stock_units=applied.safety_stock_units, sellable_units=applied.sellable_units)
+
+
+def last_count(tx: SqlTx, store_id: str, sku: str) -> LastCount | None:
+    """The latest `stock.count` by position; its levels-after hold the counted qty. The type is a
+    literal: the partial index `ledger_history_counts` answers only a query that names it."""
+    row = tx.fetchone(
+        "SELECT position, time, recorded_at, on_hand FROM ledger_history "
+        f"WHERE store_id = %s AND sku = %s AND type = '{EventType.COUNT.value}' AND outcome = 'accepted' "
+        "ORDER BY position DESC LIMIT 1",
+        (store_id, sku),
+    )
+    if row is None:
+        return None
+    return LastCount(int(row["position"]), row["time"], row["recorded_at"], int(row["on_hand"]))
+
+
+def entries_since(tx: SqlTx, store_id: str, sku: str, after_position: int) -> tuple[EntriesOfType, ...]:
+    """The accepted entries after the count that changed on_hand, by type (a range of the index on
+    store, SKU and position)."""
+    rows = tx.fetchall(
+        "SELECT type, CAST(SUM(on_hand_delta) AS BIGINT) AS units, COUNT(*) AS entries "
+        "FROM ledger_history WHERE store_id = %s AND sku = %s AND position > %s "
+        "AND outcome = 'accepted' AND on_hand_delta <> 0 GROUP BY type",
+        (store_id, sku, after_position),
+    )
+    # Ordered here, not by the database: a collation could order the names otherwise.
+    return tuple(
+        sorted(
+            (EntriesOfType(row["type"], int(row["units"]), int(row["entries"])) for row in rows),
+            key=lambda group: group.type,
+        )
+    )
+
+
+def _like_escaped(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def open_reservations(tx: SqlTx, store_id: str, sku: str, items_max: int) -> tuple[ReservationHold, ...]:
+    """The store's open reservations that still hold the SKU, oldest first. A reservation's lines
+    are JSON (`[[sku, qty, shipped, released], ...]`, ledger/projections/tables.py): LIKE narrows
+    the rows to those naming the SKU (SQLite's LIKE ignores case), the lines decide."""
+    rows = tx.fetchall(
+        "SELECT reservation_id, order_id, channel, expires_at, lines, placed_at_position "
+        "FROM ledger_reservations WHERE store_id = %s AND remaining > 0 AND lines LIKE %s ESCAPE '\\' "
+        "ORDER BY placed_at_position, reservation_id LIMIT %s",
+        (store_id, "%" + _like_escaped(orjson.dumps([sku]).decode()[:-1]) + ",%", items_max + 1),
+    )
+    if len(rows) > items_max:
+        raise TooManyToExplain("open reservations", items_max)
+    holds = []
+    for row in rows:
+        remaining_units = _remaining_of(row, sku)
+        if remaining_units > 0:
+            holds.append(
+                ReservationHold(
+                    reservation_id=row["reservation_id"],
+                    order_id=row["order_id"],
+                    channel=row["channel"],
+                    remaining_units=remaining_units,
+                    expires_at=row["expires_at"],
+                )
+            )
+    return tuple(holds)
+
+
+def _remaining_of(row: Row, sku: str) -> int:
+    for line_sku, qty, shipped, released in orjson.loads(row["lines"]):
+        if line_sku == sku:
+            return int(qty) - int(shipped) - int(released)
+    return 0
+
+
+def transfers_on_their_way(
+    tx: SqlTx, store_id: str, sku: str, items_max: int
+) -> tuple[TransferOnItsWay, ...]:
+    """Per transfer id, what was sent here (`stock.transfer_incoming`, whose reference names the
+    sending store) less what was received under it; transfers fully received are left out. The
+    condition `incoming_delta <> 0` is the partial index `ledger_history_incoming`'s."""
+    rows = tx.fetchall(
+        "SELECT transfer_id, CAST(SUM(incoming_delta) AS BIGINT) AS remaining, "
+        f"MIN(CASE WHEN type = '{EventType.TRANSFER_INCOMING.value}' THEN reference END) AS from_store "
+        "FROM ledger_history WHERE store_id = %s AND sku = %s AND incoming_delta <> 0 "
+        "AND outcome = 'accepted' GROUP BY transfer_id HAVING SUM(incoming_delta) <> 0 LIMIT %s",
+        (store_id, sku, items_max + 1),
+    )
+    if len(rows) > items_max:
+        raise TooManyToExplain("transfers on their way", items_max)
+    return tuple(
+        sorted(
+            (TransferOnItsWay(row["transfer_id"], row["from_store"], int(row["remaining"])) for row in rows),
+            key=lambda transfer: transfer.transfer_id,
+        )
+    )

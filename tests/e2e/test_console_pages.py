@@ -1,0 +1,226 @@
+"""The console at /ui over HTTP (CONTRACT §8, §5), on both databases: what each page lists, in
+which order and within which limit, and how a browser logs in. The same pages in a real browser:
+tests/browser/test_console_browser.py."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+from support import api
+from support import events as ev
+from support.access import bearer, new_token, wait_until_taken
+from support.ids import unique
+from support.server import LedgerServer, run_ledger_command
+
+SKUS_FOUND_MAX = 3
+EXPIRING_WITHIN_S = 3600
+
+
+@dataclass
+class Console:
+    server: LedgerServer
+    database_url: str
+    admin: httpx.Client
+
+    def token(self, name: str, role: str, **scopes: Any) -> str:
+        token = new_token(self.database_url, unique(name), role, **scopes)
+        wait_until_taken(self.server.url, token)
+        return token
+
+    @contextmanager
+    def browser(self, token: str) -> Iterator[httpx.Client]:
+        """A client that logs in through the form, as a browser does, and then holds the cookie."""
+        with self.server.client() as client:
+            response = client.post("/ui/login", data={"token": token}, headers={"origin": self.server.url})
+            assert response.status_code == 303, response.text
+            assert response.headers["location"] == "/ui"
+            yield client
+
+
+@pytest.fixture(scope="module")
+def console(module_database_url: str, module_serve: Any) -> Iterator[Console]:
+    admin_token = new_token(module_database_url, unique("admin"), "admin")
+    server = module_serve(
+        module_database_url,
+        {
+            "LEDGER_CONSOLE_SKUS_FOUND_MAX": str(SKUS_FOUND_MAX),
+            "LEDGER_CONSOLE_EXPIRING_WITHIN_S": str(EXPIRING_WITHIN_S),
+        },
+    )
+    with server.client() as admin:
+        admin.headers.update(bearer(admin_token))
+        wait_until_taken(server.url, admin_token)
+        yield Console(server, module_database_url, admin)
+
+
+def _in(seconds: float) -> str:
+    return (datetime.now(UTC) + timedelta(seconds=seconds)).isoformat()
+
+
+def _ids_in(html: str, table_id: str) -> list[str]:
+    """The first cell of each body row of a table (the reservation ids)."""
+    table = html.split(f'id="{table_id}"', 1)[1].split("</table>", 1)[0]
+    return re.findall(r"<tr[^>]*>\s*<td>([^<]*)</td>", table.split("<tbody>", 1)[1])
+
+
+def test_a_page_without_a_token_answers_401_with_the_login_form(console: Console) -> None:
+    with console.server.client() as anonymous:
+        for path in ("/ui", "/ui/login", "/ui/adapters", "/ui/no-such-page", "/ui/static/timeline.js"):
+            response = anonymous.get(path)
+            assert response.status_code == 401, path
+            assert response.headers["www-authenticate"] == "Bearer"
+            assert '<form method="post" action="/ui/login">' in response.text
+        wrong = anonymous.post("/ui/login", data={"token": "sl_live_" + "x" * 43})
+        assert wrong.status_code == 401
+        assert "set-cookie" not in wrong.headers
+
+
+def test_the_login_cookie_is_httponly_strict_and_reads_only_the_console(console: Console) -> None:
+    reader = console.token("reader", "reader")
+    with console.server.client() as client:
+        login = client.post("/ui/login", data={"token": reader})
+        cookie = login.headers["set-cookie"]
+        assert login.status_code == 303
+        assert all(part in cookie for part in ("HttpOnly", "SameSite=Strict", "Path=/ui"))
+        home = client.get("/ui")
+        assert home.status_code == 200
+        assert 'href="/ui/logout"' in home.text
+        # The cookie is no token for the API, nor for anything that writes.
+        cookie_only = {"cookie": f"ledger_console={reader}"}
+        assert client.get("/v1/stock/A", headers=cookie_only).status_code == 401
+        assert client.post("/ui", headers=cookie_only).status_code == 405
+        logout = client.get("/ui/logout")
+        assert logout.status_code == 401
+        assert "Max-Age=0" in logout.headers["set-cookie"]
+        assert client.get("/ui").status_code == 401
+
+
+def test_a_login_from_another_site_is_refused(console: Console) -> None:
+    reader = console.token("reader", "reader")
+    with console.server.client() as client:
+        forged = client.post("/ui/login", data={"token": reader}, headers={"origin": "http://evil.example"})
+        assert forged.status_code == 403
+        assert "set-cookie" not in forged.headers
+
+
+def test_a_revoked_token_is_asked_for_again(console: Console) -> None:
+    name = unique("leaving")
+    token = new_token(console.database_url, name, "reader")
+    wait_until_taken(console.server.url, token)
+    with console.browser(token) as client:
+        assert client.get("/ui").status_code == 200
+        assert run_ledger_command(console.database_url, "tokens", "revoke", name).returncode == 0
+        deadline = datetime.now(UTC) + timedelta(seconds=5)
+        while (again := client.get("/ui")).status_code == 200:
+            assert datetime.now(UTC) < deadline, "the revoked token still reads the console"
+        assert again.status_code == 401
+        assert "no longer valid" in again.text
+        assert "Max-Age=0" in again.headers["set-cookie"]  # the cookie is dropped
+        assert client.get("/ui").status_code == 401
+
+
+def test_the_search_lists_skus_by_prefix_in_order_within_the_limit_and_the_scope(console: Console) -> None:
+    store, other = unique("shop"), unique("shop")
+    prefix = unique("P").upper()
+    skus = [f"{prefix}-{n}" for n in ("D", "A", "C", "B")]
+    api.record(
+        console.admin, ev.envelope("stock.receipt", store, {"lines": ev.lines(*((s, 1) for s in skus))})
+    )
+    api.record(console.admin, ev.envelope("stock.receipt", other, {"lines": ev.lines((f"{prefix}-Z", 1))}))
+    api.record(console.admin, ev.envelope("stock.receipt", store, {"lines": ev.lines((f"X{prefix}", 1))}))
+    with console.browser(console.token("reader", "reader")) as client:
+        page = client.get("/ui", params={"q": prefix}).text
+        found = re.findall(r'<li><a href="/ui/skus/[^"]+">([^<]+)</a></li>', page.split('id="found"')[1])
+        assert found == sorted(skus)[:SKUS_FOUND_MAX]
+        assert f"The first {SKUS_FOUND_MAX} only" in page
+        assert store in page and other in page  # the stores list
+    scoped = console.token("till", "reader", stores=(other,))
+    with console.browser(scoped) as client:
+        page = client.get("/ui", params={"q": prefix}).text
+        found = re.findall(r'<li><a href="/ui/skus/[^"]+">([^<]+)</a></li>', page.split('id="found"')[1])
+        assert found == [f"{prefix}-Z"]
+        assert store not in page
+        assert "A SKU holds only" in client.get("/ui", params={"q": "a/b"}).text
+
+
+def test_levels_at_every_store_with_totals_and_a_scoped_token_sees_its_stores(console: Console) -> None:
+    store, other = unique("shop"), unique("shop")
+    sku = unique("SKU")
+    api.record(console.admin, ev.envelope("stock.receipt", store, {"lines": ev.lines((sku, 7))}))
+    api.record(console.admin, ev.envelope("stock.receipt", other, {"lines": ev.lines((sku, 5))}))
+    with console.browser(console.token("reader", "reader")) as client:
+        page = client.get(f"/ui/skus/{sku}").text
+        total = page.split('id="total"')[1].split("</tr>")[0]
+        assert 'data-figure="on_hand">12<' in total
+    with console.browser(console.token("till", "reader", stores=(store,))) as client:
+        page = client.get(f"/ui/skus/{sku}").text
+        assert other not in page
+        assert 'data-figure="on_hand">7<' in page.split('id="total"')[1]
+        refused = client.get(f"/ui/stores/{other}/skus/{sku}")
+        assert refused.status_code == 403
+        assert client.get(f"/ui/stores/{other}/reservations").status_code == 403
+
+
+def test_open_reservations_soonest_expiry_first_and_the_soon_ones_apart(console: Console) -> None:
+    store = unique("shop")
+    api.record(console.admin, ev.envelope("stock.receipt", store, {"lines": ev.lines(("A", 100))}))
+
+    def reserve(reservation_id: str, expires_in_s: float | None, qty: int = 1) -> None:
+        data: dict[str, Any] = {"lines": ev.lines(("A", qty)), "reservation_id": reservation_id}
+        if expires_in_s is not None:
+            data["expires_at"] = _in(expires_in_s)
+        api.record(console.admin, ev.envelope("stock.reservation", store, data))
+
+    reserve("R-late", 5 * EXPIRING_WITHIN_S)
+    reserve("R-never", None)
+    reserve("R-soon-2", EXPIRING_WITHIN_S / 2)
+    reserve("R-soon-1", EXPIRING_WITHIN_S / 4)
+    reserve("R-released", EXPIRING_WITHIN_S / 8)
+    reserve("R-shipped", None)
+    api.record(
+        console.admin,
+        ev.envelope("stock.reservation_release", store, {"reservation_id": "R-released"}),
+        ev.envelope("stock.shipment", store, {"lines": ev.lines(("A", 1)), "reservation_id": "R-shipped"}),
+    )
+    with console.browser(console.token("reader", "reader")) as client:
+        page = client.get(f"/ui/stores/{store}/reservations").text
+    assert _ids_in(page, "soon") == ["R-soon-1", "R-soon-2"]
+    assert _ids_in(page, "open") == ["R-soon-1", "R-soon-2", "R-late", "R-never"]
+
+
+def test_the_timeline_names_each_entrys_source_reference_and_principal(console: Console) -> None:
+    store, sku = unique("shop"), unique("SKU")
+    reader = console.token("reader", "reader")
+    api.record(
+        console.admin,
+        ev.envelope("stock.receipt", store, {"lines": ev.lines((sku, 9)), "reference": "PO </script> 7"}),
+    )
+    api.record(
+        console.admin, ev.envelope("stock.pos_sale", store, {"lines": ev.lines((sku, 2))}, source="pos/9")
+    )
+    with console.browser(reader) as client:
+        page = client.get(f"/ui/stores/{store}/skus/{sku}").text
+    data = page.split('<script type="application/json" id="timeline-data">', 1)[1].split("</script>", 1)[0]
+    points = orjson.loads(data)["points"]
+    timeline = console.admin.get(f"/v1/stores/{store}/stock/{sku}/timeline").json()["points"]
+    assert [p["position"] for p in points] == [p["position"] for p in timeline]
+    assert [(p["source"], p["reference"]) for p in points] == [(ev.SOURCE, "PO </script> 7"), ("pos/9", None)]
+    admin_name = console.admin.get("/v1/stores/" + store + "/history").json()["entries"][0]["principal"]
+    assert {p["principal"] for p in points} == {admin_name}
+
+
+def test_the_open_service_needs_no_login(serve: Any, tmp_path: Any) -> None:
+    server = serve(f"sqlite:///{tmp_path / 'open.db'}")
+    with server.client() as client:
+        page = client.get("/ui")
+        assert page.status_code == 200
+        assert "open service" in page.text
+        assert client.get("/ui/login").status_code == 303
