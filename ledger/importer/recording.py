@@ -30,9 +30,12 @@ RETRY_WAIT_S_FIRST = 0.1
 
 
 class ImportWriter(Protocol):
-    """The writer as the import reaches it: this process's thread, or a running service's process."""
+    """The writer as the import reaches it (ledger/importer/writers.py). `upcoming`: the batch
+    the next call will record, which the writer may start on once `events` have committed."""
 
-    def submit_and_wait(self, events: list[StockEvent]) -> list[EventResult]: ...
+    def submit_and_wait(
+        self, events: list[StockEvent], upcoming: list[StockEvent] | None = None
+    ) -> list[EventResult]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,8 +97,12 @@ class ImportStopped(Exception):
 @dataclass(slots=True)
 class _Batch:
     lines: list[ValidLine] = field(default_factory=list)
+    events: list[StockEvent] = field(default_factory=list)  # the lines' events, one list for the writer
     bytes_read: int = 0
     line_no: int = 0
+
+
+_NOT_READ_YET = _Batch()  # the recording thread found no next batch waiting
 
 
 class Importer:
@@ -125,6 +132,7 @@ class Importer:
                     self.progress.say(f"line {line.line_no}: invalid, not recorded: {line.reason}")
                     continue
                 batch.lines.append(line)
+                batch.events.append(line.event)
                 if len(batch.lines) >= self.limits.batch_events_max:
                     self._hand_over(batch, file_progress)
                     batch = _Batch()
@@ -155,27 +163,32 @@ class Importer:
     # -- the recording thread -------------------------------------------------------------------
 
     def _record_batches(self) -> None:
-        while True:
-            batch = self._batches.get()
-            if batch is None:
-                return
+        batch = self._batches.get()
+        while batch is not None:
+            # The next batch, when it is read already: the writer may start on it meanwhile.
             try:
-                self._record(batch.lines)
+                upcoming = self._batches.get_nowait()
+            except queue.Empty:
+                upcoming = _NOT_READ_YET
+            try:
+                self._record(batch, upcoming)
             except ImportStopped as stopped:
                 self._failure = stopped
                 self._stop.set()
                 return
             self.progress.update(batch.bytes_read, batch.line_no, self.summary.recorded)
+            batch = self._batches.get() if upcoming is _NOT_READ_YET else upcoming
 
-    def _record(self, lines: list[ValidLine]) -> None:
+    def _record(self, batch: _Batch, upcoming: _Batch | None) -> None:
+        lines = batch.lines
         try:
-            results = self._submit(lines)
+            results = self._submit(lines, batch.events, upcoming.events if upcoming else None)
         except SubmissionFailed:
             # One event the writer cannot store fails its batch: the others are recorded one by
             # one, as the Kafka intake does, and only that one is reported.
             for line in lines:
                 try:
-                    [result] = self._submit([line])
+                    [result] = self._submit([line], [line.event], None)
                 except SubmissionFailed as error:
                     self.summary.failed += 1
                     self.progress.say(f"line {line.line_no}: not recorded, the writer refused it: {error}")
@@ -193,15 +206,16 @@ class Importer:
                 f"line {line.line_no}: rejected ({reason}), recorded at position {result.position}"
             )
 
-    def _submit(self, lines: list[ValidLine]) -> list[EventResult]:
+    def _submit(
+        self, lines: list[ValidLine], events: list[StockEvent], upcoming: list[StockEvent] | None
+    ) -> list[EventResult]:
         """One batch through the writer. Unavailable now (a restart, a timeout): the same batch
         again, waiting longer each time; re-sending is safe, since what did commit answers as a
         duplicate. SubmissionFailed (a retry would fail the same) goes to the caller."""
-        events = [line.event for line in lines]
         wait_s = RETRY_WAIT_S_FIRST
         for attempt in range(self.limits.retries_max + 1):
             try:
-                return self.writer.submit_and_wait(events)
+                return self.writer.submit_and_wait(events, upcoming)
             except (WriterUnavailable, TimeoutError, OSError) as error:
                 if attempt == self.limits.retries_max:
                     raise ImportStopped(

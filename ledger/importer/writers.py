@@ -20,10 +20,12 @@ from dataclasses import dataclass
 from ledger.bootstrap import build_writer
 from ledger.cli_errors import database_url_checked
 from ledger.config import Settings
+from ledger.domain.model import StockEvent
+from ledger.importer.pipeline import PipelinedWriter
 from ledger.importer.recording import ImportWriter
+from ledger.results import EventResult
 from ledger.state_cache import StateCache
 from ledger.writer.remote import RemoteWriter
-from ledger.writer.thread import ThreadWriterClient, WriterThread
 
 # The import's client of a running writer reads no levels: its cache stays at the smallest size.
 UNUSED_CACHE_LEVELS = 1000
@@ -53,6 +55,19 @@ def running_writer_socket(settings: Settings) -> str | None:
     return path
 
 
+class _RunningWriter:
+    """The running service's writer process: one batch at a time, so that a batch that fails is
+    sent again before anything after it (the writer process overlaps its clients' batches itself)."""
+
+    def __init__(self, remote: RemoteWriter) -> None:
+        self.remote = remote
+
+    def submit_and_wait(
+        self, events: list[StockEvent], upcoming: list[StockEvent] | None = None
+    ) -> list[EventResult]:
+        return self.remote.submit_and_wait(events)
+
+
 @contextlib.contextmanager
 def import_writer(settings: Settings) -> Iterator[ChosenWriter]:
     """The writer for this import, started, and stopped on the way out."""
@@ -67,16 +82,15 @@ def import_writer(settings: Settings) -> Iterator[ChosenWriter]:
             path, cache, settings.request_timeout_s, settings.writer_client_outbox_bytes_max
         )
         try:
-            yield ChosenWriter(remote, f"through the running writer at {path}")
+            yield ChosenWriter(_RunningWriter(remote), f"through the running writer at {path}")
         finally:
             remote.stop()
         return
     with database_url_checked():
         writer = build_writer(settings)
-    thread = WriterThread(writer)
-    thread.start()
+    own = PipelinedWriter(writer)
     try:
-        yield ChosenWriter(ThreadWriterClient(thread, settings.request_timeout_s), "with a writer of its own")
+        yield ChosenWriter(own, "with a writer of its own")
     finally:
-        thread.stop()
+        own.stop()
         writer.recorder.close()
