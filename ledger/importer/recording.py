@@ -113,6 +113,7 @@ class Importer:
         self.summary = Summary()
         self._batches: queue.Queue[_Batch | None] = queue.Queue(limits.batches_ahead_max)
         self._failure: ImportStopped | None = None
+        self._crash: BaseException | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._record_batches, name="ledger-import", daemon=True)
 
@@ -142,6 +143,8 @@ class Importer:
             self._put(None)
             self._thread.join()
             self.summary.elapsed_s = time.monotonic() - started
+        if self._crash is not None:
+            raise self._crash
         if self._failure is not None:
             self.summary.stopped = str(self._failure)
         return self.summary
@@ -163,6 +166,13 @@ class Importer:
     # -- the recording thread -------------------------------------------------------------------
 
     def _record_batches(self) -> None:
+        try:
+            self._record_in_order()
+        except BaseException as error:  # noqa: BLE001 - a bug: the reading thread stops and raises it
+            self._crash = error
+            self._stop.set()
+
+    def _record_in_order(self) -> None:
         batch = self._batches.get()
         while batch is not None:
             # The next batch, when it is read already: the writer may start on it meanwhile.
