@@ -14,6 +14,7 @@ from ledger.access.book import TokenBook
 from ledger.access.hosts import allowed_hosts
 from ledger.access.limiter import RateLimiter
 from ledger.api import events, history, ops, reservations, stock
+from ledger.api.docs import install_docs
 from ledger.api.gate import AuthGate, HostGate
 from ledger.api.guard import api_routes, check_every_route_is_guarded
 from ledger.api.openapi import install_openapi, package_version
@@ -70,6 +71,9 @@ class _BodyTooLarge(Exception):
     pass
 
 
+TITLE = "Stock ledger"
+
+
 def token_book(ledger: Ledger, settings: Settings) -> TokenBook:
     """This process's copy of the tokens, on the ledger's database (not started)."""
     return TokenBook(
@@ -114,10 +118,11 @@ def create_app(
                 ledger.stop()
 
     app = FastAPI(
-        title="Stock ledger",
+        title=TITLE,
         version=package_version(),
         summary="One immutable per-store stock ledger: levels, reservations and the audit trail.",
         lifespan=lifespan,
+        docs_url=None,  # FastAPI's loads Swagger UI from a CDN; install_docs serves it from the package
     )
     app.state.ledger = ledger
     app.state.settings = settings
@@ -133,6 +138,7 @@ def create_app(
     routes = api_routes(app, routers)
     check_every_route_is_guarded(routes)
     install_openapi(app, routes)
+    install_docs(app, TITLE)
     return app
 
 
