@@ -291,3 +291,31 @@ def test_no_event_is_lost_or_doubled_while_the_service_records_the_same_events(
     levels = db.level_rows(database_url, store)
     assert {sku: levels[sku]["on_hand"] for sku in expected} == expected
     assert {row["principal"] for row in rows} <= {"import", None}
+
+
+# -- the README's example ------------------------------------------------------------------------------
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "import"
+
+
+def test_the_example_export_converts_to_the_committed_file_and_imports(
+    database_url: str, tmp_path: Path
+) -> None:
+    converted = subprocess.run(
+        [sys.executable, str(EXAMPLE / "csv_to_events.py"), str(EXAMPLE / "1c-movements.csv")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert converted.returncode == 0, converted.stderr
+    assert converted.stdout == (EXAMPLE / "1c-movements.jsonl").read_text(encoding="utf-8")
+
+    done = run_import(database_url, EXAMPLE / "1c-movements.jsonl", "--json")
+    assert done.returncode == 0, done.stderr
+    summary = summary_of(done)
+    assert (summary["accepted"], summary["rejected"], summary["invalid"]) == (10, 1, 0)
+    assert db.level_rows(database_url, "store-12")["SKU-1"]["on_hand"] == 52  # as the README says
+    assert db.level_rows(database_url, "store-7")["SKU-1"]["on_hand"] == 15
+    again = summary_of(run_import(database_url, EXAMPLE / "1c-movements.jsonl", "--json"))
+    assert again["duplicate"] == 11
