@@ -59,7 +59,13 @@ def _opened(path: str) -> Iterator[tuple[BinaryIO, int | None]]:
 
 
 def import_command(args: argparse.Namespace, settings: Settings) -> int:
-    from ledger.bootstrap import intake_limits
+    from ledger.bootstrap import intake_limits, tune_gc
+
+    # As in the serving processes: the writer's memory holds a level per store and SKU seen, and
+    # every full collection would walk them all; and the recording thread, back from PostgreSQL,
+    # gets the interpreter from the reading thread within the switch interval, not 5 ms.
+    tune_gc()
+    sys.setswitchinterval(settings.gil_switch_interval_ms / 1000)
 
     limits = ImportLimits(
         batch_events_max=settings.import_batch_events_max,
