@@ -7,6 +7,7 @@ go through `say`, so that they do not break the bar.
 
 from __future__ import annotations
 
+import shutil
 import sys
 import threading
 import time
@@ -26,8 +27,15 @@ class Progress:
         self._last_line_at = self._started
         self._bar: tqdm | None = None
         if not quiet and stream.isatty():
+            # A terminal that reports no width (some ptys) would get an empty bar: 80 columns then.
             self._bar = tqdm(
-                total=total_bytes, unit="B", unit_scale=True, desc="importing", file=stream, leave=True
+                total=total_bytes,
+                unit="B",
+                unit_scale=True,
+                desc="importing",
+                file=stream,
+                leave=True,
+                ncols=shutil.get_terminal_size().columns,
             )
 
     def update(self, bytes_read: int, line_no: int, recorded: int) -> None:
