@@ -27,7 +27,8 @@ class Progress:
         self._last_line_at = self._started
         self._bar: tqdm | None = None
         if not quiet and stream.isatty():
-            # A terminal that reports no width (some ptys) would get an empty bar: 80 columns then.
+            size = shutil.get_terminal_size()
+            # A terminal that reports no size (some ptys) would get no bar at all: 80x24 then.
             self._bar = tqdm(
                 total=total_bytes,
                 unit="B",
@@ -35,7 +36,8 @@ class Progress:
                 desc="importing",
                 file=stream,
                 leave=True,
-                ncols=shutil.get_terminal_size().columns,
+                ncols=size.columns,
+                nrows=size.lines,
             )
 
     def update(self, bytes_read: int, line_no: int, recorded: int) -> None:
