@@ -45,7 +45,7 @@ class Progress:
         with self._lock:
             if self._bar is not None:
                 self._bar.n = bytes_read
-                self._bar.set_postfix_str(f"line {line_no:,}, {recorded:,} recorded", refresh=False)
+                self._bar.set_postfix_str(f"{recorded:,} events", refresh=False)
                 self._bar.refresh()
                 return
             now = time.monotonic()
