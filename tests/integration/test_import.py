@@ -5,6 +5,7 @@ stops it, and no event lost or doubled while a `ledger serve` records on the sam
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import tempfile
@@ -319,3 +320,42 @@ def test_the_example_export_converts_to_the_committed_file_and_imports(
     assert db.level_rows(database_url, "store-7")["SKU-1"]["on_hand"] == 15
     again = summary_of(run_import(database_url, EXAMPLE / "1c-movements.jsonl", "--json"))
     assert again["duplicate"] == 11
+
+
+def test_a_writer_that_stays_unavailable_stops_the_import_with_exit_2(tmp_path: Path) -> None:
+    """A writer process that takes the connection and never answers (it drops it): the batch is
+    sent again LEDGER_IMPORT_RETRIES_MAX times, then the import stops, says where, and exits 2."""
+    socket_path = os.path.join(tempfile.gettempdir(), f"ledger-import-test-{uuid.uuid4().hex[:10]}.sock")
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(socket_path)
+    listener.listen(8)
+    listener.settimeout(0.2)
+    stop = threading.Event()
+
+    def drop_every_connection() -> None:
+        while not stop.is_set():
+            try:
+                connection, _ = listener.accept()
+            except TimeoutError:
+                continue
+            connection.close()
+
+    dropper = threading.Thread(target=drop_every_connection)
+    dropper.start()
+    try:
+        path = write_lines(tmp_path / "h.jsonl", a_history("s-1", "1c/x", events_max=9))
+        env = {"LEDGER_WRITER_SOCKET": socket_path, "LEDGER_IMPORT_RETRIES_MAX": "2"}
+        env["LEDGER_IMPORT_RETRY_WAIT_MS_MAX"] = "50"
+        done = run_import(f"sqlite:///{tmp_path / 'l.db'}", path, "--json", "--quiet", env=env)
+    finally:
+        stop.set()
+        dropper.join(10)
+        listener.close()
+        os.unlink(socket_path)
+    assert done.returncode == EXIT_USAGE, done.stderr
+    assert "Traceback" not in done.stderr
+    assert done.stderr.count("trying again") == 2
+    last = done.stderr.splitlines()[-1]
+    assert last.startswith("ledger import: stopped at line 1: the writer could not record it"), last
+    assert "run it again to finish" in last
+    assert summary_of(done)["stopped"].startswith("stopped at line 1")
