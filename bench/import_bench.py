@@ -246,13 +246,15 @@ def measure(pg: Postgres, path: Path, args: argparse.Namespace, results: dict[st
         ok = in_log == recorded == args.events - summary["invalid"] and summary["exit"] == 0
         round_result["check_one_entry_per_line"] = ok
         results["rounds"].append(round_result)
+        line_rate = results["file"]["lines"] / summary["elapsed_s"]
+        round_result["event_lines_per_s"] = round(line_rate)
+        cpu = round_result["cpu_us_per_event"]
         print(
-            f"  round {number}: {rate:,.0f} events/s ({wall_rate:,.0f}/s over the command's wall time "
-            f"{summary['wall_s']} s), accepted {summary['accepted']:,}, rejected {summary['rejected']:,}; CPU "
-            f"per event: import {round_result['cpu_us_per_event']['import']} µs, PostgreSQL "
-            f"{round_result['cpu_us_per_event']['postgres']} µs; load average before "
-            f"{' '.join(f'{x:.2f}' for x in load)}; {'ok' if ok else 'CHECK FAILED'}: {in_log:,} events "
-            "in the log",
+            f"  round {number}: {rate:,.0f} events/s, {line_rate:,.0f} event lines/s ({wall_rate:,.0f} "
+            f"events/s over the command's {summary['wall_s']} s); accepted {summary['accepted']:,}, "
+            f"rejected {summary['rejected']:,}; CPU per event: import {cpu['import']} µs, PostgreSQL "
+            f"{cpu['postgres']} µs; load average before {' '.join(f'{x:.2f}' for x in load)}; "
+            f"{'ok' if ok else 'CHECK FAILED'}: {in_log:,} events in the log",
             flush=True,
         )
         if number == 1:
@@ -298,9 +300,8 @@ def main(argv: list[str] | None = None) -> int:
     rates = [r["events_per_s"] for r in results["rounds"]]
     results["target_events_per_s"] = TARGET_EVENTS_PER_S
     Path(args.output).write_text(json.dumps(results, indent=2) + "\n")
-    print(
-        f"rounds: {', '.join(f'{r:,}' for r in rates)} events/s (target {TARGET_EVENTS_PER_S:,}); {args.output}"
-    )
+    shown = ", ".join(f"{r:,}" for r in rates)
+    print(f"rounds: {shown} events/s (target {TARGET_EVENTS_PER_S:,}); {args.output}")
     checks = [r["check_one_entry_per_line"] for r in results["rounds"]]
     return 0 if all(checks) and results.get("second_import_records_nothing", False) else 1
 
