@@ -256,7 +256,7 @@ def test_no_event_is_lost_or_doubled_while_the_service_records_the_same_events(
         for n in range(2950)  # the last batch of 100 is not full
     ]
     path = write_lines(tmp_path / "race.jsonl", events)
-    socket_path = os.path.join(tempfile.gettempdir(), f"ledger-import-test-{uuid.uuid4().hex[:10]}.sock")
+    socket_path = str(tmp_path / "writer.sock")  # removed with the test's directory
     server = serve(database_url, {"LEDGER_WRITER_SOCKET": socket_path})
     env = {"LEDGER_WRITER_SOCKET": socket_path, "LEDGER_IMPORT_BATCH_EVENTS_MAX": "100"}
     if through == "its own writer":
