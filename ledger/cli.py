@@ -26,6 +26,7 @@ from pydantic_settings import SettingsError
 
 from ledger.cli_errors import CommandError, database_url_checked
 from ledger.config import Settings
+from ledger.importer.cli import register as register_import_command
 from ledger.kafka.cli import register as register_kafka_commands
 from ledger.telemetry.logs import configure_logging, logging_config
 from ledger.tokens_cli import register as register_token_commands
@@ -376,6 +377,7 @@ def build_parser() -> argparse.ArgumentParser:
     verify.set_defaults(handler=_verify)
     register_kafka_commands(commands)
     register_token_commands(commands)
+    register_import_command(commands)
     _plug_in(commands)
     return parser
 

@@ -168,6 +168,20 @@ class Settings(BaseSettings):
     writer_client_outbox_bytes_max: int = Field(32 * 1024 * 1024, ge=1024)
     request_timeout_s: float = Field(30.0, gt=0)
 
+    # `ledger import FILE` (ledger/importer): envelopes are recorded in batches of this many; the
+    # file is read ahead by at most this many batches while one is recorded (memory stays bounded
+    # whatever the file's size); a line longer than the limit is reported invalid, never held whole.
+    import_batch_events_max: int = Field(1000, ge=1, le=10_000)
+    import_batches_ahead_max: int = Field(2, ge=1, le=16)
+    import_line_bytes_max: int = Field(1024 * 1024, ge=1024, le=256 * 1024 * 1024)
+    # A batch the writer cannot take now (its database restarting, say) is sent again this many
+    # times, waiting longer each time (up to the wait's maximum); then the import stops, exit 2.
+    import_retries_max: int = Field(8, ge=0)
+    import_retry_wait_ms_max: int = Field(5000, ge=10)
+    import_progress_interval_s: float = Field(
+        10.0, gt=0, description="between progress lines when stderr is no terminal"
+    )
+
     # Reservation expiry.
     expiry_interval_ms: int = Field(500, ge=10)
     expiry_batch_max: int = Field(500, ge=1)

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 
-from ledger.domain.model import KAFKA_PRINCIPAL, LEDGER_PRINCIPAL
+from ledger.domain.model import IMPORT_PRINCIPAL, KAFKA_PRINCIPAL, LEDGER_PRINCIPAL
 
 
 class Role(StrEnum):
@@ -27,7 +27,7 @@ class Role(StrEnum):
 _RANK = {role: rank for rank, role in enumerate(Role)}
 
 # Principals the ledger writes itself in the audit trail: no token may take these names.
-RESERVED_NAMES = frozenset({KAFKA_PRINCIPAL, LEDGER_PRINCIPAL})
+RESERVED_NAMES = frozenset({KAFKA_PRINCIPAL, LEDGER_PRINCIPAL, IMPORT_PRINCIPAL})
 # Nor the adapters' (`adapters/moysklad`, `adapters/wms`, ...: what they record by themselves),
 # whatever the name pattern allows.
 ADAPTER_PRINCIPAL_PREFIX = "adapters/"

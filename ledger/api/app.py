@@ -16,6 +16,7 @@ from ledger.access.limiter import RateLimiter
 from ledger.api import events, explain, history, ops, policies, reservations, stock, timeline
 from ledger.api.console import ConsoleSession
 from ledger.api.console import router as console_router
+from ledger.api.docs import install_docs
 from ledger.api.gate import AuthGate, HostGate
 from ledger.api.guard import api_routes, check_every_route_is_guarded
 from ledger.api.http_metrics import HttpMetrics
@@ -74,6 +75,9 @@ class _BodyTooLarge(Exception):
     pass
 
 
+TITLE = "Stock ledger"
+
+
 def token_book(ledger: Ledger, settings: Settings) -> TokenBook:
     """This process's copy of the tokens, on the ledger's database (not started)."""
     return TokenBook(
@@ -118,10 +122,11 @@ def create_app(
                 ledger.stop()
 
     app = FastAPI(
-        title="Stock ledger",
+        title=TITLE,
         version=package_version(),
         summary="One immutable per-store stock ledger: levels, reservations and the audit trail.",
         lifespan=lifespan,
+        docs_url=None,  # FastAPI's loads Swagger UI from a CDN; install_docs serves it from the package
     )
     app.state.ledger = ledger
     app.state.settings = settings
@@ -130,8 +135,7 @@ def create_app(
     app.state.metrics = ops.metrics_registry(ledger, app.state.http_metrics)
     app.state.kafka = None
     routers = [
-        module.router
-        for module in (stock, explain, events, reservations, policies, history, timeline, ops)
+        module.router for module in (stock, explain, events, reservations, policies, history, timeline, ops)
     ]
     routers.append(console_router)
     for router in routers:
@@ -142,6 +146,7 @@ def create_app(
     routes = api_routes(app, routers)
     check_every_route_is_guarded(routes)
     install_openapi(app, routes)
+    install_docs(app, TITLE)
     return app
 
 

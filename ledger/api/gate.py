@@ -15,6 +15,7 @@ from typing import Any
 from ledger.access.book import TokenBook, Unauthenticated
 from ledger.access.hosts import host_allowed
 from ledger.access.limiter import RateLimited, RateLimiter
+from ledger.api.docs import ASSETS_PREFIX
 from ledger.api.problems import Problem, access_problem, problem_response
 
 Scope = MutableMapping[str, Any]
@@ -26,6 +27,8 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 GRANT_KEY = "ledger.grant"
 # CONTRACT §5: the routes that never need a token (and /metrics, unless LEDGER_METRICS_AUTH=required).
 OPEN_PATHS = frozenset({"/healthz", "/readyz", "/openapi.json", "/docs"})
+# And what /docs loads: a browser sends no token for a page's assets.
+OPEN_PREFIX = ASSETS_PREFIX
 METRICS_PATH = "/metrics"
 
 
@@ -83,7 +86,12 @@ class AuthGate:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        if scope["path"] in self.open_paths or not (self.required or self.book.any_tokens):
+        path = scope["path"]
+        if (
+            path in self.open_paths
+            or path.startswith(OPEN_PREFIX)
+            or not (self.required or self.book.any_tokens)
+        ):
             scope[GRANT_KEY] = None
             await self.app(scope, receive, send)
             return

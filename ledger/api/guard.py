@@ -37,7 +37,8 @@ write route takes only `application/json` (events: also `application/cloudevents
 `application/cloudevents-batch+json` for arrays), else 415. A `Host` other than `LEDGER_ALLOWED_HOSTS`
 (by default the loopback names) answers 400, except on `/healthz` and `/readyz`. No CORS unless
 `LEDGER_CORS_ORIGINS`. Every history entry names its `principal`: the token's name; `kafka`; `ledger`
-(expiry); null while the service was open."""
+(expiry); `import` (`ledger import`); null while the service was open. `/docs` loads its assets
+from `/docs/assets/`, open too."""
 _PROBLEM = {"application/problem+json": {"schema": {"$ref": "#/components/schemas/ProblemPublic"}}}
 
 

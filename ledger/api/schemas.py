@@ -196,7 +196,8 @@ class HistoryEntryPublic(BaseModel):
     oversold: bool
     unknown_reservation: bool
     principal: str | None = Field(
-        description="who sent it: a token's name, `kafka`, `ledger` (expiry); null while the service was open"
+        description="who sent it: a token's name, `kafka`, `ledger` (expiry), `import` (`ledger import`); "
+        "null while the service was open"
     )
     order_id: str | None = None
     reservation_id: str | None = None

@@ -37,6 +37,7 @@ class EventType(StrEnum):
 # The principals the ledger names itself in the history (CONTRACT §5); no token may take them.
 KAFKA_PRINCIPAL = "kafka"  # what came from Kafka
 LEDGER_PRINCIPAL = "ledger"  # what the ledger recorded by itself (expiry)
+IMPORT_PRINCIPAL = "import"  # what `ledger import` recorded from a file
 
 PRODUCER_EVENT_TYPES = frozenset(EventType) - {
     EventType.RESERVATION_EXPIRED,
@@ -166,7 +167,8 @@ class StockEvent:
     to_store: str | None = None
     reason: str | None = None
     expires_at: datetime | None = None
-    # Who sent it (CONTRACT §5): a token's name, "kafka", "ledger" (expiry), or None (HTTP, open).
+    # Who sent it (CONTRACT §5): a token's name, "kafka", "ledger" (expiry), "import" (`ledger
+    # import`), or None (HTTP, open).
     principal: str | None = None
     channel: str | None = None  # CONTRACT §6: `online`, `marketplace`, ...
     # A `stock.policy_changed` event's new policy for its one line's SKU (None: cleared).

@@ -100,7 +100,9 @@ def test_without_a_valid_token_every_route_and_unknown_ones_answer_401(
     assert closed.head() == head
 
 
-@pytest.mark.parametrize("path", ["/healthz", "/readyz", "/openapi.json", "/docs", "/metrics"])
+@pytest.mark.parametrize(
+    "path", ["/healthz", "/readyz", "/openapi.json", "/docs", "/metrics", "/docs/assets/swagger-ui-bundle.js"]
+)
 def test_the_open_routes_need_no_token(closed: Closed, path: str) -> None:
     with closed.client(None) as client:
         assert client.get(path).status_code == 200

@@ -111,7 +111,7 @@ def test_a_duration_without_a_known_unit_is_refused(text: str) -> None:
         parse_duration_s(text)
 
 
-@pytest.mark.parametrize("name", ["kafka", "ledger", "Kafka", "", "a/b", "x" * 65])
+@pytest.mark.parametrize("name", ["kafka", "ledger", "import", "Kafka", "", "a/b", "x" * 65])
 def test_a_token_may_not_take_the_ledgers_own_principals_nor_an_unsafe_name(name: str) -> None:
     with pytest.raises(InvalidGrant):
         check_name(name)

@@ -1,0 +1,137 @@
+"""`ledger import FILE`: records a JSON Lines file of envelopes (CONTRACT §7), as register() adds it.
+
+Exit codes: 0 when every line was recorded (accepted or rejected: both are entries of the log) or
+was a duplicate; 1 when any line was invalid (or refused by the writer), those lines reported with
+their number and not recorded, every other line recorded; 2 with one line on stderr for what stops
+the command (a file that cannot be read, a database that cannot be used, a writer that stayed
+unavailable through every retry: what came before that line is recorded, and running the same
+import again finishes it); 130 when interrupted (likewise).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import sys
+from collections.abc import Iterator
+from typing import Any, BinaryIO
+
+import orjson
+
+from ledger.cli_errors import CommandError
+from ledger.config import Settings
+from ledger.importer.progress import stderr_progress
+from ledger.importer.reading import FileProgress, read_lines
+from ledger.importer.recording import Importer, ImportLimits, Summary
+from ledger.importer.writers import import_writer
+
+EXIT_INCOMPLETE = 1
+EXIT_INTERRUPTED = 130
+STDIN = "-"
+
+
+def register(commands: argparse._SubParsersAction[Any]) -> None:
+    command = commands.add_parser(
+        "import",
+        help="record a file of CloudEvents envelopes (JSON Lines), idempotently",
+        description="Records each line of FILE (one CloudEvents envelope per line, in order) through "
+        "the same rules as POST /v1/events. Lines already recorded (same source and id) answer "
+        "`duplicate`, so running it again records nothing new. Exit 0: every line recorded or a "
+        "duplicate; 1: some lines were invalid (reported, not recorded); 2: it could not run.",
+    )
+    command.add_argument("file", metavar="FILE", help="the JSON Lines file; - reads standard input")
+    command.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    command.add_argument("--json", action="store_true", help="the summary as one JSON object on stdout")
+    command.set_defaults(handler=import_command)
+
+
+@contextlib.contextmanager
+def _opened(path: str) -> Iterator[tuple[BinaryIO, int | None]]:
+    """The file and its size (None for standard input). A missing or unreadable file is the
+    OSError main() tells in one line."""
+    if path == STDIN:
+        yield sys.stdin.buffer, None
+        return
+    with open(path, "rb") as file:
+        size = os.fstat(file.fileno()).st_size
+        yield file, size or None
+
+
+def import_command(args: argparse.Namespace, settings: Settings) -> int:
+    from ledger.bootstrap import intake_limits, tune_gc
+
+    # As in the serving processes: the writer's memory holds a level per store and SKU seen, and
+    # every full collection would walk them all; and the recording thread, back from PostgreSQL,
+    # gets the interpreter from the reading thread within the switch interval, not 5 ms.
+    tune_gc()
+    sys.setswitchinterval(settings.gil_switch_interval_ms / 1000)
+
+    limits = ImportLimits(
+        batch_events_max=settings.import_batch_events_max,
+        batches_ahead_max=settings.import_batches_ahead_max,
+        retries_max=settings.import_retries_max,
+        retry_wait_s_max=settings.import_retry_wait_ms_max / 1000,
+    )
+    with _opened(args.file) as (file, size), import_writer(settings) as chosen:
+        progress = stderr_progress(size, settings.import_progress_interval_s, quiet=args.quiet)
+        if not args.quiet:
+            progress.say(f"importing {args.file} {chosen.description}")
+        file_progress = FileProgress()
+        lines = read_lines(file, intake_limits(settings), settings.import_line_bytes_max, file_progress)
+        importer = Importer(chosen.writer, limits, progress)
+        try:
+            summary = importer.run(lines, file_progress)
+        except KeyboardInterrupt:
+            summary = importer.summary
+            summary.stopped = f"interrupted after line {file_progress.line_no}"
+        finally:
+            progress.close()
+    _print_summary(args.file, summary, as_json=args.json)
+    if summary.stopped is not None:
+        if summary.stopped.startswith("interrupted"):
+            print(f"ledger import: {summary.stopped}; run it again to finish", file=sys.stderr)
+            return EXIT_INTERRUPTED
+        raise CommandError(f"{summary.stopped}; what came before is recorded: run it again to finish")
+    return 0 if summary.complete else EXIT_INCOMPLETE
+
+
+def _print_summary(path: str, summary: Summary, *, as_json: bool) -> None:
+    rate = summary.recorded / summary.elapsed_s if summary.elapsed_s > 0 else 0.0
+    if as_json:
+        document = {
+            "file": path,
+            "lines": summary.lines,
+            "accepted": summary.accepted,
+            "duplicate": summary.duplicate,
+            "rejected": summary.rejected,
+            "invalid": summary.invalid,
+            "failed": summary.failed,
+            "first_position": summary.first_position,
+            "last_position": summary.last_position,
+            "elapsed_s": round(summary.elapsed_s, 3),
+            "events_per_s": round(rate, 1),
+            "complete": summary.complete,
+            "stopped": summary.stopped,
+        }
+        print(orjson.dumps(document).decode(), flush=True)
+        return
+    positions = (
+        f", positions {summary.first_position}..{summary.last_position}"
+        if summary.first_position is not None
+        else ""
+    )
+    rows = [
+        ("accepted", summary.accepted, "recorded"),
+        ("duplicate", summary.duplicate, "recorded before: nothing new"),
+        ("rejected", summary.rejected, "recorded with their reason, levels unchanged"),
+        ("invalid", summary.invalid, "not recorded: see the lines reported above"),
+    ]
+    if summary.failed:
+        rows.append(("failed", summary.failed, "valid, but the writer refused them: see above"))
+    print(
+        f"imported {path}: {summary.lines:,} lines in {summary.elapsed_s:.1f} s "
+        f"({rate:,.0f} events/s){positions}"
+    )
+    for name, count, meaning in rows:
+        print(f"  {name:<10} {count:>12,}  {meaning}")

@@ -1,0 +1,91 @@
+"""Reads a JSON Lines file of envelopes as a stream: each line, numbered, is an event or why not.
+
+The file is never held whole: one line at a time, and a line over `line_bytes_max` is skipped in
+pieces of that size (reported invalid), so a multi-gigabyte export or one broken line without a
+newline costs no more memory than the limit. Each envelope is read by the same function as
+POST /v1/events and the Kafka intake (ledger/intake/envelope.py), so a line is valid or invalid
+the same way everywhere.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import BinaryIO
+
+import orjson
+
+from ledger.domain.model import IMPORT_PRINCIPAL, StockEvent
+from ledger.intake.envelope import IntakeLimits, InvalidEvent, read_envelope
+
+UTF8_BOM = b"\xef\xbb\xbf"  # what Windows tools (and many 1C exports) put before the first line
+
+
+@dataclass(frozen=True, slots=True)
+class ValidLine:
+    line_no: int
+    event: StockEvent
+
+
+@dataclass(frozen=True, slots=True)
+class InvalidLine:
+    line_no: int
+    reason: str
+
+
+@dataclass(slots=True)
+class FileProgress:
+    """How far the reading is: the line last read and the bytes read so far."""
+
+    line_no: int = 0
+    bytes_read: int = 0
+
+
+def read_lines(
+    file: BinaryIO, limits: IntakeLimits, line_bytes_max: int, progress: FileProgress
+) -> Iterator[ValidLine | InvalidLine]:
+    """Every line of `file` in order, blank ones left out, as an event or the reason it is none."""
+    first = True
+    while True:
+        raw = file.readline(line_bytes_max + 1)
+        if not raw:
+            return
+        progress.line_no += 1
+        progress.bytes_read += len(raw)
+        if first:
+            raw = raw.removeprefix(UTF8_BOM)
+            first = False
+        if len(raw) > line_bytes_max and not raw.endswith(b"\n"):
+            progress.bytes_read += _skip_rest_of_line(file, line_bytes_max)
+            yield InvalidLine(
+                progress.line_no, f"longer than {line_bytes_max} bytes (LEDGER_IMPORT_LINE_BYTES_MAX)"
+            )
+            continue
+        if not raw.strip():
+            continue
+        yield read_line(progress.line_no, raw, limits)
+
+
+def read_line(line_no: int, raw: bytes, limits: IntakeLimits) -> ValidLine | InvalidLine:
+    try:
+        document = orjson.loads(raw)
+    except orjson.JSONDecodeError as error:
+        return InvalidLine(line_no, f"not JSON: {error}")
+    try:
+        return ValidLine(line_no, read_envelope(document, limits, IMPORT_PRINCIPAL))
+    except InvalidEvent as error:
+        return InvalidLine(line_no, "; ".join(_field_error(e.field, e.message) for e in error.errors))
+
+
+def _field_error(field: str, message: str) -> str:
+    return f"{field}: {message}" if field else message
+
+
+def _skip_rest_of_line(file: BinaryIO, piece_bytes: int) -> int:
+    """Reads past the end of an over-long line, a piece at a time; how many bytes that was."""
+    skipped = 0
+    while True:
+        piece = file.readline(piece_bytes)
+        skipped += len(piece)
+        if not piece or piece.endswith(b"\n"):
+            return skipped

@@ -1,0 +1,361 @@
+"""`ledger import FILE` (CONTRACT §7) as a user runs it, on SQLite and PostgreSQL: idempotent,
+invalid lines reported by number while every valid line is recorded, one line and exit 2 for what
+stops it, and no event lost or doubled while a `ledger serve` records on the same database."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import uuid
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from support import api, db
+from support import events as ev
+from support.server import ledger_env
+
+LEDGER = Path(sys.executable).parent / "ledger"
+EXIT_INVALID = 1
+EXIT_USAGE = 2
+DEADLINE_S = 180.0
+
+
+def run_import(
+    database_url: str, path: Path | str, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    assert LEDGER.exists(), f"{LEDGER} is missing: pip install -e ."
+    return subprocess.run(
+        [str(LEDGER), "import", str(path), *args],
+        env=ledger_env(database_url, env),
+        capture_output=True,
+        text=True,
+        timeout=DEADLINE_S,
+        check=False,
+    )
+
+
+def summary_of(done: subprocess.CompletedProcess[str]) -> dict[str, Any]:
+    assert "Traceback" not in done.stderr, done.stderr
+    [line] = done.stdout.splitlines()
+    summary: dict[str, Any] = orjson.loads(line)
+    return summary
+
+
+def write_lines(path: Path, lines: list[Any]) -> Path:
+    """Each item a line: an envelope (dict) as JSON, a str as it is."""
+    with path.open("wb") as file:
+        for line in lines:
+            file.write((line.encode() if isinstance(line, str) else orjson.dumps(line)) + b"\n")
+    return path
+
+
+def history_of(database_url: str, source: str) -> list[dict[str, Any]]:
+    return db.query(
+        database_url,
+        "SELECT event_id, type, outcome, principal, store_id, sku FROM ledger_history "
+        "WHERE source = %s ORDER BY position, line_no",
+        (source,),
+    )
+
+
+def event_keys(database_url: str, source: str) -> int:
+    return int(
+        db.scalar(database_url, "SELECT COUNT(*) AS n FROM ledger_event_keys WHERE source = %s", (source,))
+    )
+
+
+def a_history(store: str, source: str, events_max: int = 40) -> list[dict[str, Any]]:
+    """A store's history as an export holds it: receipts, sales (one refused), a reservation and
+    its shipment, a transfer, a count."""
+    other = f"{store}-b"
+
+    def at(event: dict[str, Any], n: int) -> dict[str, Any]:
+        return {
+            **event,
+            "id": f"{source}-{n:05d}",
+            "source": source,
+            "time": f"2025-01-{1 + n % 28:02d}T10:00:00+03:00",
+        }
+
+    history = [
+        ev.receipt(store, ("A", 50), ("B", 20)),
+        ev.sale(store, ("A", 5), order_id="o-1"),
+        ev.sale(store, ("B", 999), order_id="o-2"),  # refused: insufficient_stock
+        ev.reservation(store, "r-1", ("A", 3)),
+        ev.shipment(store, ("A", 3), reservation_id="r-1"),
+        ev.transfer(store, other, "t-1", ("B", 4)),
+        ev.count(store, ("A", 40)),
+        ev.pos_sale(store, ("A", 1), reference="till 1"),
+    ]
+    history += [ev.pos_sale(store, ("B", 1)) for _ in range(events_max - len(history))]
+    return [at(event, n) for n, event in enumerate(history, 1)]
+
+
+# -- idempotent, and the same rules as any event -------------------------------------------------------
+
+
+def test_an_import_run_twice_records_nothing_new_the_second_time(database_url: str, tmp_path: Path) -> None:
+    store, source = f"s-{uuid.uuid4().hex[:8]}", "1c/test-twice"
+    path = write_lines(tmp_path / "history.jsonl", a_history(store, source))
+
+    first = run_import(database_url, path, "--json")
+    assert first.returncode == 0, first.stderr  # a rejected sale is recorded: it counts as recorded
+    summary = summary_of(first)
+    assert (summary["lines"], summary["accepted"], summary["rejected"]) == (40, 39, 1)
+    assert (summary["duplicate"], summary["invalid"], summary["complete"]) == (0, 0, True)
+    rows = history_of(database_url, source)
+    assert {row["principal"] for row in rows} == {"import"}
+    assert [row["outcome"] for row in rows if row["event_id"] == f"{source}-00003"] == ["rejected"]
+    assert event_keys(database_url, source) == 40
+    levels = db.level_rows(database_url, store)
+    assert (levels["A"]["on_hand"], levels["B"]["on_hand"]) == (40 - 1, 20 - 4 - 32)
+
+    second = run_import(database_url, path, "--json")
+    assert second.returncode == 0, second.stderr
+    again = summary_of(second)
+    assert (again["duplicate"], again["accepted"], again["rejected"]) == (40, 0, 0)
+    assert history_of(database_url, source) == rows
+    assert db.level_rows(database_url, store) == levels
+
+
+def test_the_summary_counts_each_outcome_on_stdout(database_url: str, tmp_path: Path) -> None:
+    store, source = f"s-{uuid.uuid4().hex[:8]}", "1c/test-summary"
+    path = write_lines(tmp_path / "h.jsonl", a_history(store, source, events_max=10))
+    done = run_import(database_url, path, "--quiet")
+    assert done.returncode == 0, done.stderr
+    assert "accepted" in done.stdout
+    counts = {
+        words[0]: int(words[1].replace(",", ""))
+        for words in (line.split() for line in done.stdout.splitlines()[1:])
+    }
+    assert counts == {"accepted": 9, "duplicate": 0, "rejected": 1, "invalid": 0}
+    assert done.stdout.splitlines()[0].startswith(f"imported {path}: 10 lines")
+    assert "line 3: rejected (insufficient_stock)" in done.stderr
+
+
+# -- invalid lines -----------------------------------------------------------------------------------
+
+
+def test_invalid_lines_are_reported_by_number_and_every_valid_line_is_recorded(
+    database_url: str, tmp_path: Path
+) -> None:
+    store, source = f"s-{uuid.uuid4().hex[:8]}", "1c/test-invalid"
+    good = a_history(store, source, events_max=10)
+    no_store = {**good[1], "subject": "no/slash"}
+    lines: list[Any] = [good[0], "{not json", good[1], no_store, "", good[2], "[1, 2]", *good[3:]]
+    path = write_lines(tmp_path / "mixed.jsonl", lines)
+
+    done = run_import(database_url, path, "--json")
+    assert done.returncode == EXIT_INVALID, done.stderr
+    summary = summary_of(done)
+    assert (summary["invalid"], summary["accepted"] + summary["rejected"], summary["complete"]) == (
+        3,
+        10,
+        False,
+    )
+    reported = [line for line in done.stderr.splitlines() if line.startswith("line ") and "invalid" in line]
+    assert reported[0].startswith("line 2: invalid, not recorded: not JSON")
+    assert reported[1].startswith("line 4: invalid, not recorded: subject:")
+    assert reported[2].startswith("line 7: invalid, not recorded: an event must be a JSON object")
+    assert len(reported) == 3
+    assert event_keys(database_url, source) == 10
+
+
+def test_a_line_over_the_limit_is_invalid_and_the_next_line_is_read(
+    database_url: str, tmp_path: Path
+) -> None:
+    store, source = f"s-{uuid.uuid4().hex[:8]}", "1c/test-long"
+    good = a_history(store, source, events_max=10)
+    huge = {**good[1], "data": {**good[1]["data"], "reference": "x" * 5000}}
+    path = write_lines(tmp_path / "long.jsonl", [good[0], huge, *good[2:]])
+    done = run_import(database_url, path, "--json", env={"LEDGER_IMPORT_LINE_BYTES_MAX": "2048"})
+    assert done.returncode == EXIT_INVALID, done.stderr
+    assert "line 2: invalid, not recorded: longer than 2048 bytes" in done.stderr
+    assert summary_of(done)["invalid"] == 1
+    assert event_keys(database_url, source) == 9
+
+
+# -- what stops it: one line, exit 2 -----------------------------------------------------------------
+
+
+def _refused_in_one_line(done: subprocess.CompletedProcess[str], *words: str) -> None:
+    assert "Traceback" not in done.stderr, done.stderr
+    assert done.returncode == EXIT_USAGE, done.stderr
+    [line] = done.stderr.splitlines()
+    assert line.startswith("ledger import: "), line
+    for word in words:
+        assert word in line, line
+
+
+def test_a_missing_file_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    done = run_import(f"sqlite:///{tmp_path / 'l.db'}", tmp_path / "nothing-here.jsonl")
+    _refused_in_one_line(done, "nothing-here.jsonl", "No such file")
+    done = run_import(f"sqlite:///{tmp_path / 'l.db'}", tmp_path)
+    _refused_in_one_line(done, "Is a directory")
+
+
+def test_a_database_that_cannot_be_used_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    path = write_lines(tmp_path / "h.jsonl", a_history("s-1", "1c/x", events_max=9))
+    _refused_in_one_line(
+        run_import(f"sqlite:///{tmp_path / 'no-dir' / 'l.db'}", path), "cannot use the database"
+    )
+    with tempfile.TemporaryDirectory() as nowhere:
+        unreachable = f"postgresql://postgres@/ledger?host={nowhere}"
+        _refused_in_one_line(run_import(unreachable, path), "cannot use the database")
+    _refused_in_one_line(run_import("mysql://x/y", path), "mysql")
+
+
+def test_usage_errors_are_one_line_and_exit_2(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'l.db'}"
+    done = subprocess.run(
+        [str(LEDGER), "import"], env=ledger_env(url), capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == EXIT_USAGE and "Traceback" not in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    path = write_lines(tmp_path / "h.jsonl", a_history("s-1", "1c/x", events_max=9))
+    _refused_in_one_line(
+        run_import(url, path, env={"LEDGER_IMPORT_BATCH_EVENTS_MAX": "0"}), "LEDGER_IMPORT_BATCH_EVENTS_MAX"
+    )
+
+
+def test_standard_input_can_be_imported(database_url: str, tmp_path: Path) -> None:
+    source = "1c/test-stdin"
+    path = write_lines(tmp_path / "h.jsonl", a_history(f"s-{uuid.uuid4().hex[:8]}", source, events_max=9))
+    with path.open("rb") as stdin:
+        done = subprocess.run(
+            [str(LEDGER), "import", "-", "--json"],
+            env=ledger_env(database_url),
+            stdin=stdin,
+            capture_output=True,
+            timeout=DEADLINE_S,
+            check=False,
+        )
+    assert done.returncode == 0, done.stderr
+    assert event_keys(database_url, source) == 9
+
+
+# -- beside a running service ------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("through", ["the service's writer", "its own writer"])
+def test_no_event_is_lost_or_doubled_while_the_service_records_the_same_events(
+    database_url: str, tmp_path: Path, serve: Any, through: str
+) -> None:
+    """The same events reach the ledger twice at once, from the file and over HTTP (a producer
+    re-sending what the export holds): each is recorded exactly once, whoever records it."""
+    store, source = f"s-{uuid.uuid4().hex[:8]}", "1c/test-race"
+    events = [
+        {**ev.receipt(store, (f"SKU-{n % 50}", 1 + n % 7)), "id": f"e-{n:05d}", "source": source}
+        for n in range(2950)  # the last batch of 100 is not full
+    ]
+    path = write_lines(tmp_path / "race.jsonl", events)
+    socket_path = str(tmp_path / "writer.sock")  # removed with the test's directory
+    server = serve(database_url, {"LEDGER_WRITER_SOCKET": socket_path})
+    env = {"LEDGER_WRITER_SOCKET": socket_path, "LEDGER_IMPORT_BATCH_EVENTS_MAX": "100"}
+    if through == "its own writer":
+        env["LEDGER_WRITER_SOCKET"] = str(tmp_path / "no-writer-here.sock")
+
+    http_results: list[dict[str, Any]] = []
+
+    def post_the_same_events_backwards() -> None:
+        with server.client() as client:
+            for start in reversed(range(0, len(events), 200)):
+                http_results.extend(api.post_events(client, *events[start : start + 200]))
+
+    sender = threading.Thread(target=post_the_same_events_backwards)
+    sender.start()
+    done = run_import(database_url, path, "--json", env=env)
+    sender.join(DEADLINE_S)
+    assert not sender.is_alive()
+    assert done.returncode == 0, done.stderr
+    expected_writer = "through the running writer" if through == "the service's writer" else "of its own"
+    assert expected_writer in done.stderr
+
+    summary = summary_of(done)
+    from_http = sum(1 for result in http_results if result["outcome"] == "accepted")
+    assert summary["accepted"] + from_http == len(events)
+    assert summary["accepted"] + summary["duplicate"] == len(events)
+    assert event_keys(database_url, source) == len(events)
+    rows = history_of(database_url, source)
+    assert sorted(row["event_id"] for row in rows) == sorted(event["id"] for event in events)
+    expected: dict[str, int] = {}
+    for event in events:
+        for line in event["data"]["lines"]:
+            expected[line["sku"]] = expected.get(line["sku"], 0) + line["qty"]
+    levels = db.level_rows(database_url, store)
+    assert {sku: levels[sku]["on_hand"] for sku in expected} == expected
+    assert {row["principal"] for row in rows} <= {"import", None}
+
+
+# -- the README's example ------------------------------------------------------------------------------
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "import"
+
+
+def test_the_example_export_converts_to_the_committed_file_and_imports(
+    database_url: str, tmp_path: Path
+) -> None:
+    converted = subprocess.run(
+        [sys.executable, str(EXAMPLE / "csv_to_events.py"), str(EXAMPLE / "1c-movements.csv")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert converted.returncode == 0, converted.stderr
+    assert converted.stdout == (EXAMPLE / "1c-movements.jsonl").read_text(encoding="utf-8")
+
+    done = run_import(database_url, EXAMPLE / "1c-movements.jsonl", "--json")
+    assert done.returncode == 0, done.stderr
+    summary = summary_of(done)
+    assert (summary["accepted"], summary["rejected"], summary["invalid"]) == (10, 1, 0)
+    assert db.level_rows(database_url, "store-12")["SKU-1"]["on_hand"] == 52  # as the README says
+    assert db.level_rows(database_url, "store-7")["SKU-1"]["on_hand"] == 15
+    again = summary_of(run_import(database_url, EXAMPLE / "1c-movements.jsonl", "--json"))
+    assert again["duplicate"] == 11
+
+
+def test_a_writer_that_stays_unavailable_stops_the_import_with_exit_2(tmp_path: Path) -> None:
+    """A writer process that takes the connection and never answers (it drops it): the batch is
+    sent again LEDGER_IMPORT_RETRIES_MAX times, then the import stops, says where, and exits 2."""
+    socket_path = os.path.join(tempfile.gettempdir(), f"ledger-import-test-{uuid.uuid4().hex[:10]}.sock")
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(socket_path)
+    listener.listen(8)
+    listener.settimeout(0.2)
+    stop = threading.Event()
+
+    def drop_every_connection() -> None:
+        while not stop.is_set():
+            try:
+                connection, _ = listener.accept()
+            except TimeoutError:
+                continue
+            connection.close()
+
+    dropper = threading.Thread(target=drop_every_connection)
+    dropper.start()
+    try:
+        path = write_lines(tmp_path / "h.jsonl", a_history("s-1", "1c/x", events_max=9))
+        env = {"LEDGER_WRITER_SOCKET": socket_path, "LEDGER_IMPORT_RETRIES_MAX": "2"}
+        env["LEDGER_IMPORT_RETRY_WAIT_MS_MAX"] = "50"
+        done = run_import(f"sqlite:///{tmp_path / 'l.db'}", path, "--json", "--quiet", env=env)
+    finally:
+        stop.set()
+        dropper.join(10)
+        listener.close()
+        os.unlink(socket_path)
+    assert done.returncode == EXIT_USAGE, done.stderr
+    assert "Traceback" not in done.stderr
+    assert done.stderr.count("trying again") == 2
+    last = done.stderr.splitlines()[-1]
+    assert last.startswith("ledger import: stopped at line 1: the writer could not record it"), last
+    assert "run it again to finish" in last
+    assert summary_of(done)["stopped"].startswith("stopped at line 1")

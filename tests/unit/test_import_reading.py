@@ -1,0 +1,63 @@
+"""How `ledger import` reads its file (ledger/importer/reading.py): line numbers as an editor shows
+them, a UTF-8 BOM and Windows line ends accepted, an over-long line skipped without being held."""
+
+from __future__ import annotations
+
+import io
+
+import orjson
+
+from ledger.importer.reading import FileProgress, InvalidLine, ValidLine, read_lines
+from ledger.intake.envelope import IntakeLimits
+
+LINE_BYTES_MAX = 1024
+
+
+def _envelope(n: int) -> bytes:
+    return orjson.dumps(
+        {
+            "specversion": "1.0",
+            "id": f"e-{n}",
+            "source": "1c/test",
+            "type": "stock.receipt",
+            "time": "2025-01-09T10:12:00+03:00",
+            "subject": "store-12",
+            "data": {"lines": [{"sku": "SKU-1", "qty": n}]},
+        }
+    )
+
+
+def _read(data: bytes) -> tuple[list[ValidLine | InvalidLine], FileProgress]:
+    progress = FileProgress()
+    return list(read_lines(io.BytesIO(data), IntakeLimits(), LINE_BYTES_MAX, progress)), progress
+
+
+def test_lines_are_numbered_as_in_the_file_blank_ones_counted_but_skipped() -> None:
+    data = b"\xef\xbb\xbf" + _envelope(1) + b"\r\n\r\n   \n" + _envelope(2) + b"\nnot json\n" + _envelope(3)
+    lines, progress = _read(data)
+    assert [(type(line).__name__, line.line_no) for line in lines] == [
+        ("ValidLine", 1),
+        ("ValidLine", 4),
+        ("InvalidLine", 5),
+        ("ValidLine", 6),
+    ]
+    assert [line.event.lines[0].qty_units for line in lines if isinstance(line, ValidLine)] == [1, 2, 3]
+    assert progress.bytes_read == len(data) and progress.line_no == 6
+
+
+def test_an_over_long_line_is_invalid_and_the_next_line_is_read_whole() -> None:
+    long_line = b'{"id": "' + b"x" * (5 * LINE_BYTES_MAX) + b'"}\n'
+    lines, progress = _read(_envelope(1) + b"\n" + long_line + _envelope(2) + b"\n")
+    assert isinstance(lines[1], InvalidLine) and lines[1].line_no == 2
+    assert "longer than 1024 bytes" in lines[1].reason
+    assert isinstance(lines[2], ValidLine) and lines[2].line_no == 3
+    assert progress.line_no == 3
+
+
+def test_an_invalid_envelope_names_every_wrong_field() -> None:
+    wrong = orjson.loads(_envelope(1))
+    wrong["time"] = "yesterday"
+    wrong["subject"] = "store/12"
+    [line] = _read(orjson.dumps(wrong))[0]
+    assert isinstance(line, InvalidLine)
+    assert line.reason.startswith("subject: must be") and "; time: must be an RFC 3339 time" in line.reason
