@@ -25,16 +25,16 @@ import tarfile
 import time
 from io import BytesIO
 from pathlib import Path
-from statistics import median
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import load
+import alternation
 import session
-from figures import HOT_SKU, READ_SKU, STORE, Bench, ledger_command, receipt
+from alternation import Side
+from figures import READ_SKU, STORE, Bench, ledger_command
 from plumbing import http_json
-from token_bench import IDLE_SECONDS, measure_side
+from token_bench import IDLE_SECONDS
 
 FIGURES = ("read", "hot")
 REPO = Path(__file__).resolve().parents[1]
@@ -161,53 +161,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"the telemetry layer in-process, CPU µs per request: {results['telemetry_layer']}", flush=True)
         baseline = extract(commit, bench.workdir)
         print(f"off side: the ledger at {commit[:12]}; on side: this tree with {on_env or 'JSON logs'}")
-        sides = {side: start_side(bench, side, baseline, on_env) for side in SIDES}
-        for _, port in sides.values():
-            bench.token = None
-            bench.post_events(
-                port, [receipt(f"{bench.nonce}-seed", [(HOT_SKU, 1_000_000_000), (READ_SKU, 1000)])]
-            )
-            load.http_load(port, "get", STORE, READ_SKU, 4, 1.0, bench.nonce)  # warm-up
-        _, on_port = sides["on"]
-        _, metrics = http_json(on_port, "GET", "/metrics")
+        started_sides = {name: start_side(bench, name, baseline, on_env) for name in SIDES}
+        sides = {name: Side(port, server) for name, (server, port) in started_sides.items()}
+        alternation.seed(bench, sides)
+        _, metrics = http_json(sides["on"].port, "GET", "/metrics")
         bench.check("the on side serves the HTTP metrics", "ledger_http_requests_total" in str(metrics))
         time.sleep(IDLE_SECONDS)
-        for round_no in range(1, args.rounds + 1):
-            order = list(SIDES) if round_no % 2 else list(reversed(SIDES))
-            measured: dict[str, Any] = {"round": round_no, "order": order, "load_average": os.getloadavg()}
-            for figure in args.figures:
-                for side in order:
-                    server, port = sides[side]
-                    nonce = f"{bench.nonce}-{side}-{round_no}"  # reservation ids are never reused
-                    measured[f"{figure}_{side}"] = measure_side(bench, figure, port, None, server, nonce)
-                off, on = measured[f"{figure}_off"], measured[f"{figure}_on"]
-                measured[f"{figure}_ratio"] = round(on["per_s"] / off["per_s"], 3) if off["per_s"] else None
-                print(
-                    f"round {round_no} {figure}: off {off['per_s']:,.0f}/s "
-                    f"({off['http_cpu_us']:.0f} µs http CPU), on {on['per_s']:,.0f}/s "
-                    f"({on['http_cpu_us']:.0f} µs), ratio {measured[f'{figure}_ratio']}, "
-                    f"load {measured['load_average'][0]:.2f}",
-                    flush=True,
-                )
-            results["rounds"].append(measured)
+        results["rounds"] = alternation.alternate(bench, sides, "off", "on")
 
     def write(bench: Bench, error: str | None) -> None:
-        summary = {}
-        for figure in args.figures:
-            rounds = [r for r in results["rounds"] if r.get(f"{figure}_ratio") is not None]
-            if not rounds:
-                continue
-            off_ok = sum(r[f"{figure}_off"]["ok"] for r in rounds)
-            on_ok = sum(r[f"{figure}_on"]["ok"] for r in rounds)
-            summary[figure] = {
-                "ratios": [r[f"{figure}_ratio"] for r in rounds],
-                "median_ratio": median(r[f"{figure}_ratio"] for r in rounds),
-                "ratio_of_sums": round(on_ok / off_ok, 3) if off_ok else None,
-                "http_cpu_us_off_median": median(r[f"{figure}_off"]["http_cpu_us"] for r in rounds),
-                "http_cpu_us_on_median": median(r[f"{figure}_on"]["http_cpu_us"] for r in rounds),
-            }
-            print(f"{figure}: {json.dumps(summary[figure])}")
-        results["summary"] = summary
+        results["summary"] = alternation.summary(results["rounds"], args.figures, "off", "on")
         results["checks"] = bench.checks
         results["error"] = error
         results["elapsed_s"] = round(time.time() - started)

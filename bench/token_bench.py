@@ -21,17 +21,16 @@ import os
 import sys
 import time
 from pathlib import Path
-from statistics import median
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import alternation
 import cputime
-import load
 import session
-from figures import HOT_SKU, READ_SKU, STORE, Bench, receipt
+from alternation import FIGURES, Side
+from figures import READ_SKU, STORE, Bench
 
-FIGURES = ("read", "hot")
 IDLE_SECONDS = 5.0
 
 
@@ -107,44 +106,6 @@ def gate_check_us(iterations: int) -> dict[str, float]:
     }
 
 
-def measure_side(
-    bench: Bench, figure: str, port: int, token: str | None, server: Any, nonce: str
-) -> dict[str, Any]:
-    args = bench.args
-    mode, sku, connections = (
-        ("get", READ_SKU, args.read_connections)
-        if figure == "read"
-        else (
-            "reserve",
-            HOT_SKU,
-            args.clients,
-        )
-    )
-    meter = cputime.started(server)
-    run = load.http_load(
-        port,
-        mode,
-        STORE,
-        sku,
-        connections,
-        args.seconds,
-        nonce,
-        wrk_threads=args.wrk_threads,
-        token=token,
-    )
-    cpu = meter.stop()
-    micros = cputime.per_event(cpu, run.ok) or {}
-    http_us = sum(value for part, value in micros.items() if part.startswith("ledger") and "http" in part)
-    if run.other or run.socket_errors:
-        bench.check(f"{figure}: every request answered", False, f"{run.other} other, {run.first_other}")
-    return {
-        "per_s": round(run.per_s, 1),
-        "ok": run.ok,
-        "p99_ms": run.latency_ms["p99"],
-        "http_cpu_us": http_us,
-    }
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     started = time.time()
@@ -158,62 +119,24 @@ def main(argv: list[str] | None = None) -> int:
         closed_server, closed_port = bench.start_ledger(bench.database("ledger_closed"))
         token = bench.token
         bench.args.token = False
-        sides = {"open": (open_port, None, open_server), "token": (closed_port, token, closed_server)}
-        for port, side_token, _ in sides.values():
-            bench.token = side_token
-            bench.post_events(
-                port, [receipt(f"{bench.nonce}-seed", [(HOT_SKU, 1_000_000_000), (READ_SKU, 1000)])]
-            )
-            load.http_load(port, "get", STORE, READ_SKU, 4, 1.0, bench.nonce, token=side_token)  # warm-up
+        sides = {"open": Side(open_port, open_server), "token": Side(closed_port, closed_server, token)}
+        alternation.seed(bench, sides)
         # What each side spends doing nothing (its threads that keep the tokens and the cache current).
-        idle_meters = {side: cputime.started(server) for side, (_, _, server) in sides.items()}
+        idle_meters = {name: cputime.started(side.server) for name, side in sides.items()}
         time.sleep(IDLE_SECONDS)
         results["idle_cpu_ms_per_s"] = {
-            side: {
+            name: {
                 part: round(seconds * 1000 / IDLE_SECONDS, 2)
                 for part, seconds in (meter.stop() or {}).items()
                 if part.startswith("ledger")
             }
-            for side, meter in idle_meters.items()
+            for name, meter in idle_meters.items()
         }
         print(f"idle CPU, ms per s: {results['idle_cpu_ms_per_s']}", flush=True)
-        for round_no in range(1, args.rounds + 1):
-            order = ["open", "token"] if round_no % 2 else ["token", "open"]
-            measured: dict[str, Any] = {"round": round_no, "order": order, "load_average": os.getloadavg()}
-            for figure in args.figures:
-                for side in order:
-                    port, side_token, server = sides[side]
-                    nonce = f"{bench.nonce}-{side}-{round_no}"  # reservation ids are never reused
-                    measured[f"{figure}_{side}"] = measure_side(
-                        bench, figure, port, side_token, server, nonce
-                    )
-                o, t = measured[f"{figure}_open"], measured[f"{figure}_token"]
-                measured[f"{figure}_ratio"] = round(t["per_s"] / o["per_s"], 3) if o["per_s"] else None
-                print(
-                    f"round {round_no} {figure}: open {o['per_s']:,.0f}/s "
-                    f"({o['http_cpu_us']:.0f} µs http CPU), token {t['per_s']:,.0f}/s "
-                    f"({t['http_cpu_us']:.0f} µs), ratio {measured[f'{figure}_ratio']}",
-                    flush=True,
-                )
-            results["rounds"].append(measured)
+        results["rounds"] = alternation.alternate(bench, sides, "open", "token")
 
     def write(bench: Bench, error: str | None) -> None:
-        summary = {}
-        for figure in args.figures:
-            rounds = [r for r in results["rounds"] if r.get(f"{figure}_ratio") is not None]
-            if not rounds:
-                continue
-            open_ok = sum(r[f"{figure}_open"]["ok"] for r in rounds)
-            token_ok = sum(r[f"{figure}_token"]["ok"] for r in rounds)
-            summary[figure] = {
-                "ratios": [r[f"{figure}_ratio"] for r in rounds],
-                "median_ratio": median(r[f"{figure}_ratio"] for r in rounds),
-                "ratio_of_sums": round(token_ok / open_ok, 3) if open_ok else None,
-                "http_cpu_us_open_median": median(r[f"{figure}_open"]["http_cpu_us"] for r in rounds),
-                "http_cpu_us_token_median": median(r[f"{figure}_token"]["http_cpu_us"] for r in rounds),
-            }
-            print(f"{figure}: {json.dumps(summary[figure])}")
-        results["summary"] = summary
+        results["summary"] = alternation.summary(results["rounds"], args.figures, "open", "token")
         results["checks"] = bench.checks
         results["error"] = error
         results["elapsed_s"] = round(time.time() - started)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import logging.config
+import sys
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -69,6 +70,23 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(entry, default=str).decode()
 
 
+class StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes each line to the standard error of the moment, not to the one that was current when
+    logging was configured: a command run in-process (the tests run `ledger` commands so) would
+    otherwise leave the root logger writing to a stream that has since been closed. A stream set
+    explicitly (`setStream`) is kept."""
+
+    _explicit: Any = None
+
+    @property
+    def stream(self) -> Any:
+        return self._explicit if self._explicit is not None else sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        self._explicit = None if value is sys.stderr else value
+
+
 def logging_config(log_format: LogFormat, kafka_level: str = "WARNING") -> dict[str, Any]:
     """A logging.config.dictConfig for a process of the service. uvicorn takes it as its
     `log_config`, so that its worker processes apply it too; the writer process applies it at
@@ -81,7 +99,10 @@ def logging_config(log_format: LogFormat, kafka_level: str = "WARNING") -> dict[
         "disable_existing_loggers": False,
         "formatters": {"ledger": {"()": f"{formatter.__module__}.{formatter.__qualname__}"}},
         "handlers": {
-            "stderr": {"class": "logging.StreamHandler", "formatter": "ledger", "stream": "ext://sys.stderr"}
+            "stderr": {
+                "()": f"{StderrHandler.__module__}.{StderrHandler.__qualname__}",
+                "formatter": "ledger",
+            }
         },
         "root": {"level": "INFO", "handlers": ["stderr"]},
         "loggers": {

@@ -27,7 +27,9 @@ CHROMIUM_ARGS = [
 ]
 
 
-@pytest.fixture(scope="session")
+# Module, not session: Playwright's sync API keeps an event loop running in the main thread until it
+# stops, and every later test that calls asyncio.run() would fail with "a running event loop".
+@pytest.fixture(scope="module")
 def chromium() -> Iterator[Any]:
     if not CHROMIUM.exists():
         reason = f"{CHROMIUM} is missing: apt-get install -y chromium (.ci/run does)"

@@ -1,0 +1,113 @@
+"""Two ledgers side by side, measured in alternation: the frame of token_bench.py and
+telemetry_bench.py, which each compare a ledger with a change against one without it.
+
+Separate runs on this machine drift by 15-40%, more than the 5% such a comparison looks for; so both
+ledgers run at once and every round measures each figure on both, the order flipped every round, so
+that a slow stretch of the machine falls on both alike. Each side's HTTP CPU per request is kept too:
+it drifts less than a rate.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from statistics import median
+from typing import Any
+
+import cputime
+import load
+from figures import HOT_SKU, READ_SKU, STORE, Bench, receipt
+
+FIGURES = ("read", "hot")
+
+
+@dataclass(frozen=True)
+class Side:
+    port: int
+    server: Any
+    token: str | None = None  # sent with every request to this side
+
+
+def seed(bench: Bench, sides: dict[str, Side]) -> None:
+    """The stock each figure draws on, and a second of reads to warm each side up."""
+    for side in sides.values():
+        bench.token = side.token
+        bench.post_events(
+            side.port, [receipt(f"{bench.nonce}-seed", [(HOT_SKU, 1_000_000_000), (READ_SKU, 1000)])]
+        )
+        load.http_load(side.port, "get", STORE, READ_SKU, 4, 1.0, bench.nonce, token=side.token)
+
+
+def measure_side(bench: Bench, figure: str, side: Side, nonce: str) -> dict[str, Any]:
+    """One figure on one side for --seconds: its rate, p99 and HTTP CPU µs per request."""
+    args = bench.args
+    if figure == "read":
+        mode, sku, connections = "get", READ_SKU, args.read_connections
+    else:
+        mode, sku, connections = "reserve", HOT_SKU, args.clients
+    meter = cputime.started(side.server)
+    run = load.http_load(
+        side.port,
+        mode,
+        STORE,
+        sku,
+        connections,
+        args.seconds,
+        nonce,
+        wrk_threads=args.wrk_threads,
+        token=side.token,
+    )
+    micros = cputime.per_event(meter.stop(), run.ok) or {}
+    http_us = sum(value for part, value in micros.items() if part.startswith("ledger") and "http" in part)
+    if run.other or run.socket_errors:
+        bench.check(f"{figure}: every request answered", False, f"{run.other} other, {run.first_other}")
+    return {
+        "per_s": round(run.per_s, 1),
+        "ok": run.ok,
+        "p99_ms": run.latency_ms["p99"],
+        "http_cpu_us": http_us,
+    }
+
+
+def alternate(bench: Bench, sides: dict[str, Side], before: str, after: str) -> list[dict[str, Any]]:
+    """--rounds rounds of every figure on both sides; each round's ratio is after / before."""
+    args, rounds = bench.args, []
+    for round_no in range(1, args.rounds + 1):
+        order = [before, after] if round_no % 2 else [after, before]
+        measured: dict[str, Any] = {"round": round_no, "order": order, "load_average": os.getloadavg()}
+        for figure in args.figures:
+            for name in order:
+                nonce = f"{bench.nonce}-{name}-{round_no}"  # reservation ids are never reused
+                measured[f"{figure}_{name}"] = measure_side(bench, figure, sides[name], nonce)
+            b, a = measured[f"{figure}_{before}"], measured[f"{figure}_{after}"]
+            measured[f"{figure}_ratio"] = round(a["per_s"] / b["per_s"], 3) if b["per_s"] else None
+            print(
+                f"round {round_no} {figure}: {before} {b['per_s']:,.0f}/s "
+                f"({b['http_cpu_us']:.0f} µs http CPU), {after} {a['per_s']:,.0f}/s "
+                f"({a['http_cpu_us']:.0f} µs), ratio {measured[f'{figure}_ratio']}, "
+                f"load {measured['load_average'][0]:.2f}",
+                flush=True,
+            )
+        rounds.append(measured)
+    return rounds
+
+
+def summary(rounds: list[dict[str, Any]], figures: list[str], before: str, after: str) -> dict[str, Any]:
+    """Per figure: every round's ratio, their median, the ratio of the sums, the median CPU per request."""
+    summaries = {}
+    for figure in figures:
+        done = [r for r in rounds if r.get(f"{figure}_ratio") is not None]
+        if not done:
+            continue
+        before_ok = sum(r[f"{figure}_{before}"]["ok"] for r in done)
+        after_ok = sum(r[f"{figure}_{after}"]["ok"] for r in done)
+        summaries[figure] = {
+            "ratios": [r[f"{figure}_ratio"] for r in done],
+            "median_ratio": median(r[f"{figure}_ratio"] for r in done),
+            "ratio_of_sums": round(after_ok / before_ok, 3) if before_ok else None,
+            f"http_cpu_us_{before}_median": median(r[f"{figure}_{before}"]["http_cpu_us"] for r in done),
+            f"http_cpu_us_{after}_median": median(r[f"{figure}_{after}"]["http_cpu_us"] for r in done),
+        }
+        print(f"{figure}: {json.dumps(summaries[figure])}")
+    return summaries
