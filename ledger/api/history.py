@@ -13,9 +13,9 @@ from starlette.responses import Response
 from ledger.api.deps import LedgerDep, ReadableStore, SettingsDep
 from ledger.api.problems import invalid
 from ledger.api.schemas import POSITION_MAX, HistoryPagePublic, problem_responses
-from ledger.clock import utc_text
+from ledger.api.times import utc_parameter
 from ledger.domain.model import EventType
-from ledger.intake.envelope import FieldError, parse_rfc3339
+from ledger.intake.envelope import FieldError
 from ledger.projections.queries import HistoryFilter
 
 router = APIRouter(tags=["history"])
@@ -46,15 +46,6 @@ def decode_cursor(cursor: str) -> tuple[int, int]:
     if not (0 <= position <= POSITION_MAX and 0 <= line_no <= LINE_NO_MAX):
         raise refused
     return position, line_no
-
-
-def _time_filter(name: str, value: str | None) -> str | None:
-    if value is None:
-        return None
-    moment = parse_rfc3339(value)
-    if moment is None:
-        raise invalid([FieldError(name, "must be an RFC 3339 time with an offset")])
-    return utc_text(moment)
 
 
 def entry_public(row: dict[str, Any]) -> dict[str, Any]:
@@ -126,10 +117,10 @@ async def get_history(
         type=None if type is None else type.value,
         order_id=order_id,
         reservation_id=reservation_id,
-        recorded_from=_time_filter("from", from_),
-        recorded_to=_time_filter("to", to),
-        occurred_from=_time_filter("occurred_from", occurred_from),
-        occurred_to=_time_filter("occurred_to", occurred_to),
+        recorded_from=utc_parameter("from", from_),
+        recorded_to=utc_parameter("to", to),
+        occurred_from=utc_parameter("occurred_from", occurred_from),
+        occurred_to=utc_parameter("occurred_to", occurred_to),
         after_position=after_position,
         after_line_no=after_line_no,
     )

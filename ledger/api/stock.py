@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-from datetime import datetime
 from typing import Annotated
 
 import orjson
@@ -24,8 +23,9 @@ from ledger.api.schemas import (
     problem_responses,
     totals_public,
 )
+from ledger.api.times import time_parameter
 from ledger.domain.policy import effective_policy
-from ledger.intake.envelope import FieldError, parse_rfc3339
+from ledger.intake.envelope import FieldError
 from ledger.service import Ledger, LevelView
 
 router = APIRouter(tags=["stock"])
@@ -58,15 +58,6 @@ def _json(body: object) -> Response:
     return Response(orjson.dumps(body), media_type="application/json")
 
 
-def _as_of(value: str | None, name: str = "as_of") -> datetime | None:
-    if value is None:
-        return None
-    moment = parse_rfc3339(value)
-    if moment is None:
-        raise invalid([FieldError(name, "must be an RFC 3339 time with an offset")])
-    return moment
-
-
 async def _levels(
     ledger: Ledger,
     store: str,
@@ -81,10 +72,10 @@ async def _levels(
     if occurred_as_of is not None:
         if as_of is not None or position is not None:
             raise invalid([FieldError("occurred_as_of", "give occurred_as_of, as_of or position, not two")])
-        occurred = _as_of(occurred_as_of, "occurred_as_of")
+        occurred = time_parameter("occurred_as_of", occurred_as_of)
         assert occurred is not None
         return await asyncio.to_thread(ledger.levels_occurred_at, store, skus, occurred)
-    moment = _as_of(as_of)
+    moment = time_parameter("as_of", as_of)
     if moment is not None or position is not None:
         return await asyncio.to_thread(ledger.levels_at, store, skus, position=position, as_of=moment)
     if min_position is not None and not await ledger.wait_for_position(min_position):
@@ -170,7 +161,7 @@ async def get_sku_across_stores(
     sku: Sku, ledger: LedgerDep, grant: ReaderGrant, occurred_as_of: OccurredAsOf = None
 ) -> Response:
     """A store-scoped token sees its stores only, and totals over them (CONTRACT §5)."""
-    occurred = _as_of(occurred_as_of, "occurred_as_of")
+    occurred = time_parameter("occurred_as_of", occurred_as_of)
     _, position, stores = await asyncio.to_thread(ledger.sku_totals, sku, occurred)
     if grant is not None and grant.stores is not None:
         visible = set(visible_stores(grant, [view.store_id for view in stores]))

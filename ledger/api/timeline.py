@@ -14,8 +14,8 @@ from starlette.responses import Response
 from ledger.api.deps import LedgerDep, ReadableStore, SettingsDep, Sku
 from ledger.api.problems import invalid
 from ledger.api.schemas import Position, Units, problem_responses
-from ledger.clock import utc_text
-from ledger.intake.envelope import FieldError, parse_rfc3339
+from ledger.api.times import utc_parameter
+from ledger.intake.envelope import FieldError
 from ledger.projections.timeline import TimelineWindow
 
 router = APIRouter(tags=["stock"])
@@ -41,15 +41,6 @@ class TimelinePublic(BaseModel):
         "by rank beyond it, the first and the last always kept"
     )
     thinned: bool = Field(description="whether the window held more entries than `points`")
-
-
-def _moment(name: str, value: str | None) -> str | None:
-    if value is None:
-        return None
-    moment = parse_rfc3339(value)
-    if moment is None:
-        raise invalid([FieldError(name, "must be an RFC 3339 time with an offset")])
-    return utc_text(moment)
 
 
 def _point(row: dict[str, Any]) -> dict[str, Any]:
@@ -89,7 +80,7 @@ async def get_timeline(
         ),
     ] = "recorded",
 ) -> Response:
-    window = TimelineWindow(store, sku, axis, _moment("from", from_), _moment("to", to))
+    window = TimelineWindow(store, sku, axis, utc_parameter("from", from_), utc_parameter("to", to))
     if window.from_ is not None and window.to is not None and window.from_ > window.to:
         raise invalid([FieldError("from", "must not be after `to`")])
     points_max = settings.timeline_points_max
