@@ -14,6 +14,7 @@ import argparse
 import contextlib
 import os
 import sys
+from collections import Counter
 from collections.abc import Iterator
 from typing import Any, BinaryIO
 
@@ -22,7 +23,7 @@ import orjson
 from ledger.cli_errors import CommandError
 from ledger.config import Settings
 from ledger.importer.progress import stderr_progress
-from ledger.importer.reading import FileProgress, read_lines
+from ledger.importer.reading import FileProgress, InvalidLine, read_lines
 from ledger.importer.recording import Importer, ImportLimits, Summary
 from ledger.importer.writers import import_writer
 
@@ -43,6 +44,12 @@ def register(commands: argparse._SubParsersAction[Any]) -> None:
     command.add_argument("file", metavar="FILE", help="the JSON Lines file; - reads standard input")
     command.add_argument("--quiet", action="store_true", help="no progress on stderr")
     command.add_argument("--json", action="store_true", help="the summary as one JSON object on stdout")
+    command.add_argument(
+        "--check",
+        action="store_true",
+        help="read and check every line and say what would be recorded, by event type and store; "
+        "record nothing and open no database (exit 1 when a line is invalid)",
+    )
     command.set_defaults(handler=import_command)
 
 
@@ -67,6 +74,8 @@ def import_command(args: argparse.Namespace, settings: Settings) -> int:
     tune_gc()
     sys.setswitchinterval(settings.gil_switch_interval_ms / 1000)
 
+    if args.check:
+        return _check(args, settings)
     limits = ImportLimits(
         batch_events_max=settings.import_batch_events_max,
         batches_ahead_max=settings.import_batches_ahead_max,
@@ -94,6 +103,33 @@ def import_command(args: argparse.Namespace, settings: Settings) -> int:
             return EXIT_INTERRUPTED
         raise CommandError(f"{summary.stopped}; what came before is recorded: run it again to finish")
     return 0 if summary.complete else EXIT_INCOMPLETE
+
+
+def _check(args: argparse.Namespace, settings: Settings) -> int:
+    """What the import would send to the writer, read exactly as the import reads it; nothing is
+    recorded. Whether an event is new, accepted or rejected only the writer can say, at its turn."""
+    from ledger.bootstrap import intake_limits
+
+    by_type: Counter[str] = Counter()
+    stores: set[str] = set()
+    invalid = 0
+    with _opened(args.file) as (file, _):
+        lines = read_lines(file, intake_limits(settings), settings.import_line_bytes_max, FileProgress())
+        for line in lines:
+            if isinstance(line, InvalidLine):
+                invalid += 1
+                print(f"line {line.line_no}: invalid: {line.reason}", file=sys.stderr)
+                continue
+            by_type[line.event.type.value] += 1
+            stores.add(line.event.store_id)
+    valid = sum(by_type.values())
+    print(
+        f"checked {args.file}: {valid:,} events to send at {len(stores):,} stores, {invalid:,} invalid lines"
+    )
+    for event_type, count in sorted(by_type.items()):
+        print(f"  {event_type:<28} {count:>12,}")
+    print("nothing was recorded; run it again without --check to record them")
+    return EXIT_INCOMPLETE if invalid else 0
 
 
 def _print_summary(path: str, summary: Summary, *, as_json: bool) -> None:

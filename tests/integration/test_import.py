@@ -167,6 +167,24 @@ def test_invalid_lines_are_reported_by_number_and_every_valid_line_is_recorded(
     assert event_keys(database_url, source) == 10
 
 
+def test_check_says_what_would_be_recorded_and_records_nothing(database_url: str, tmp_path: Path) -> None:
+    store, source = f"s-{uuid.uuid4().hex[:8]}", "1c/test-check"
+    good = a_history(store, source, events_max=10)
+    path = write_lines(tmp_path / "check.jsonl", [*good, "{not json"])
+    first = write_lines(tmp_path / "first.jsonl", good[:1])
+    assert run_import(database_url, first, "--json").returncode == 0  # the tables exist, one event in
+
+    done = run_import(database_url, path, "--check")
+    assert done.returncode == EXIT_INVALID, done.stderr
+    assert "Traceback" not in done.stderr
+    assert done.stdout.startswith(f"checked {path}: 10 events to send at 1 stores, 1 invalid lines")
+    assert "stock.pos_sale" in done.stdout and "nothing was recorded" in done.stdout
+    assert "line 11: invalid: not JSON" in done.stderr
+    assert event_keys(database_url, source) == 1  # nothing more recorded
+    assert run_import(database_url, path, "--json").returncode == EXIT_INVALID
+    assert event_keys(database_url, source) == 10  # the same file, recorded without --check
+
+
 def test_a_line_over_the_limit_is_invalid_and_the_next_line_is_read(
     database_url: str, tmp_path: Path
 ) -> None:
