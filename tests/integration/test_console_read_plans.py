@@ -8,18 +8,17 @@ reads' answers are checked over HTTP in tests/e2e/test_console_pages.py.
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from typing import Any
 
 import orjson
 import pytest
+from support.plans import answer_and_plans
 
 from ledger.api.console import queries
 from ledger.bootstrap import build_ledger
 from ledger.config import Settings
 from ledger.service import Ledger
-from ledger.sql import Row, SqlTx
 
 STORES = 20
 SKUS = 600  # 12,000 levels
@@ -88,41 +87,6 @@ def ledger(module_database_url: str) -> Iterator[Ledger]:
         ledger.recorder.close()
 
 
-class RecordingTx(SqlTx):
-    def __init__(self, tx: SqlTx) -> None:
-        super().__init__(tx.cursor, qmark=tx.qmark, connection=tx.connection)
-        self.statements: list[tuple[str, list[Any]]] = []
-
-    def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
-        self.statements.append((sql, list(params)))
-        return super().fetchall(sql, params)
-
-
-def _nodes(node: dict[str, Any]) -> Iterator[str]:
-    keys = ("Node Type", "Relation Name", "Index Name", "Index Cond", "Filter", "Sort Key")
-    yield " | ".join(f"{key}: {node[key]}" for key in keys if key in node)
-    for child in node.get("Plans", ()):
-        yield from _nodes(child)
-
-
-def _run(ledger: Ledger, read: Any) -> tuple[Any, list[str]]:
-    """What `read(tx)` answers, and the plan of each statement it sent, as text."""
-    with ledger.recorder.read_transaction() as tx:
-        recording = RecordingTx(tx)
-        answer = read(recording)
-        plans = []
-        for sql, params in recording.statements:
-            if tx.qmark:
-                rows = tx.fetchall(f"EXPLAIN QUERY PLAN {sql}", params)
-                plans.append("\n".join(row["detail"] for row in rows))
-            else:
-                [row] = tx.fetchall(f"EXPLAIN (FORMAT JSON) {sql}", params)
-                plan = row["QUERY PLAN"]
-                plan = json.loads(plan) if isinstance(plan, str) else plan
-                plans.append("\n".join(_nodes(plan[0]["Plan"])))
-    return answer, plans
-
-
 def _assert_range(plan: str, sqlite: bool, table: str, *indexes: str) -> None:
     """A range of one of these indexes, never the whole table."""
     if sqlite:
@@ -143,11 +107,11 @@ def _by_sku(sqlite: bool) -> str:
 
 def test_the_search_by_prefix_is_a_range_of_the_levels_by_sku(ledger: Ledger) -> None:
     sqlite = bool(ledger.recorder.qmark)
-    found, [plan] = _run(ledger, lambda tx: queries.skus_by_prefix(tx, "SKU-01", None, 5))
+    found, [plan] = answer_and_plans(ledger, lambda tx: queries.skus_by_prefix(tx, "SKU-01", None, 5))
     assert found == ["SKU-0100", "SKU-0101", "SKU-0102", "SKU-0103", "SKU-0104"]
     _assert_range(plan, sqlite, "ledger_levels", _by_sku(sqlite))
     one_store = frozenset({"store-03"})
-    scoped, [plan] = _run(ledger, lambda tx: queries.skus_by_prefix(tx, "SKU-059", one_store, 50))
+    scoped, [plan] = answer_and_plans(ledger, lambda tx: queries.skus_by_prefix(tx, "SKU-059", one_store, 50))
     assert scoped == [f"SKU-059{n}" for n in range(10)]
     # A scoped token's stores: that range, or the primary key's (store, SKU) range at each store.
     primary_key = "sqlite_autoindex_ledger_levels_1" if sqlite else "ledger_levels_pkey"
@@ -155,7 +119,7 @@ def test_the_search_by_prefix_is_a_range_of_the_levels_by_sku(ledger: Ledger) ->
 
 
 def test_the_stores_are_one_probe_each_never_the_whole_table(ledger: Ledger) -> None:
-    stores, [plan] = _run(ledger, lambda tx: queries.store_ids(tx, 7))
+    stores, [plan] = answer_and_plans(ledger, lambda tx: queries.store_ids(tx, 7))
     assert stores == [f"store-{n:02d}" for n in range(7)]
     if ledger.recorder.qmark:
         assert "SCAN ledger_levels" not in plan.replace("SCAN ledger_levels USING COVERING INDEX", ""), plan
@@ -165,7 +129,7 @@ def test_the_stores_are_one_probe_each_never_the_whole_table(ledger: Ledger) -> 
 
 def test_a_stores_open_reservations_are_a_range_of_the_open_ones(ledger: Ledger) -> None:
     sqlite = bool(ledger.recorder.qmark)
-    rows, plans = _run(ledger, lambda tx: queries.open_reservations(tx, "store-00", 1000))
+    rows, plans = answer_and_plans(ledger, lambda tx: queries.open_reservations(tx, "store-00", 1000))
     expected = sorted(
         (r for r in _reservations() if r[0] == "store-00" and r[7] > 0),
         key=lambda r: (r[3] is None, r[3] or "", r[1]),
@@ -182,7 +146,7 @@ def test_a_stores_open_reservations_are_a_range_of_the_open_ones(ledger: Ledger)
 
 def test_a_timeline_points_details_are_one_probe_each(ledger: Ledger) -> None:
     sqlite = bool(ledger.recorder.qmark)
-    details, [plan] = _run(
+    details, [plan] = answer_and_plans(
         ledger, lambda tx: queries.entry_details(tx, "store-01", "SKU-0001", [1, 601, 1201])
     )
     assert sorted(details) == [1, 601, 1201]

@@ -9,11 +9,11 @@ number and spread, not the rules that made them).
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from support.plans import answer_and_plans
 
 from ledger.bootstrap import build_ledger
 from ledger.config import Settings
@@ -21,7 +21,7 @@ from ledger.projections import queries
 from ledger.projections.queries import HistoryFilter
 from ledger.projections.timeline import TimelineWindow, timeline_points
 from ledger.service import Ledger
-from ledger.sql import Row, SqlTx
+from ledger.sql import SqlTx
 
 STORES = 4
 SKUS = 50
@@ -62,42 +62,8 @@ def ledger(module_database_url: str) -> Iterator[Ledger]:
         ledger.recorder.close()
 
 
-class RecordingTx(SqlTx):
-    """Runs every statement as asked, and keeps it to be EXPLAINed."""
-
-    def __init__(self, tx: SqlTx) -> None:
-        super().__init__(tx.cursor, qmark=tx.qmark, connection=tx.connection)
-        self.statements: list[tuple[str, list[Any]]] = []
-
-    def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
-        self.statements.append((sql, list(params)))
-        return super().fetchall(sql, params)
-
-
 def _plans(ledger: Ledger, read: Any) -> list[str]:
-    """Each statement `read(tx)` sent, as its plan in text: SQLite's EXPLAIN QUERY PLAN details,
-    or PostgreSQL's plan nodes (type, index, conditions) one per line."""
-    with ledger.recorder.read_transaction() as tx:
-        recording = RecordingTx(tx)
-        read(recording)
-        plans = []
-        for sql, params in recording.statements:
-            if tx.qmark:
-                rows = tx.fetchall(f"EXPLAIN QUERY PLAN {sql}", params)
-                plans.append("\n".join(row["detail"] for row in rows))
-            else:
-                [row] = tx.fetchall(f"EXPLAIN (FORMAT JSON) {sql}", params)
-                plan = row["QUERY PLAN"]
-                plan = json.loads(plan) if isinstance(plan, str) else plan
-                plans.append("\n".join(_pg_nodes(plan[0]["Plan"])))
-    return plans
-
-
-def _pg_nodes(node: dict[str, Any]) -> Iterator[str]:
-    keys = ("Node Type", "Relation Name", "Index Name", "Index Cond", "Filter", "Sort Key")
-    yield " | ".join(f"{key}: {node[key]}" for key in keys if key in node)
-    for child in node.get("Plans", ()):
-        yield from _pg_nodes(child)
+    return answer_and_plans(ledger, read)[1]
 
 
 def _assert_index_range(plan: str, index: str, kind: str, bound: str) -> None:
