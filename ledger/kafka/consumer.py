@@ -241,13 +241,21 @@ class KafkaIntake:
             if recording is not None:
                 wait_for_futures([recording], timeout=settings.kafka_poll_timeout_ms / 1000)
                 timeout_ms = 0
+        # While a heartbeat is unanswered past its time, kafka-python's poll does not wait out its
+        # timeout: it caps each round's wait by the time to the next heartbeat, which is then 0, and
+        # goes round again at once until the timeout ends. Against a broker that stopped answering
+        # that spun each intake at a third of a core, taken from the writer and the HTTP requests
+        # beside it. So then the intake polls without waiting and waits itself.
+        heartbeat_late = self._contact.heartbeat_late()
         self._in_client_call = True
         try:
             polled: dict[Any, list[Any]] = consumer.poll(
-                timeout_ms=timeout_ms, max_records=settings.kafka_batch_records_max
+                timeout_ms=0 if heartbeat_late else timeout_ms, max_records=settings.kafka_batch_records_max
             )
         finally:
             self._in_client_call = False
+        if heartbeat_late and not polled:
+            self._stopping.wait(settings.kafka_poll_timeout_ms / 1000)
         return polled
 
     def _pace(self, consumer: Any) -> None:

@@ -23,6 +23,10 @@ from typing import Any
 
 log = logging.getLogger("ledger.kafka")
 
+# A heartbeat answered this long after it was due is late: a healthy coordinator answers within
+# milliseconds, so only a broker that stopped answering (or is far behind) makes one this late.
+HEARTBEAT_LATE_S = 0.5
+
 
 class BrokerContact:
     """Written by the consumer thread (and its rebalance listener); read by any thread."""
@@ -76,6 +80,12 @@ class BrokerContact:
         if overdue_s is not None and overdue_s > self.unanswered_s_max:
             return f"the group coordinator has not answered a heartbeat due {overdue_s:.1f} s ago"
         return None
+
+    def heartbeat_late(self) -> bool:
+        """Is the coordinator's answer to a heartbeat over HEARTBEAT_LATE_S late? (See
+        KafkaIntake._poll for what the intake does then.)"""
+        overdue_s = self._heartbeat_overdue_s(self._clock())
+        return overdue_s is not None and overdue_s > HEARTBEAT_LATE_S
 
     def _heartbeat_overdue_s(self, now: float) -> float | None:
         """How long ago the heartbeat after the last one answered was due; None while the member

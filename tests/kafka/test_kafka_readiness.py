@@ -83,3 +83,48 @@ def test_an_idle_intake_is_ready_not_ready_while_its_broker_is_frozen_and_ready_
         wait_until(lambda: handle.ready, DEADLINE_S, "ready again once the broker answers")
     finally:
         assert handle.stop()
+
+
+# kafka-python's poll goes round again at once while a heartbeat is overdue (it caps each round's
+# wait by the time to the next heartbeat, then 0); a poll that waited out its timeout that way
+# went round thousands of times against a frozen broker. One that does not: a few at most.
+ROUNDS_PER_POLL_MAX = 5
+POLLS_WATCHED = 5
+
+
+def test_a_frozen_broker_does_not_make_the_intake_poll_in_a_tight_loop(
+    own_broker: Broker, settings: Settings, ledger: Ledger
+) -> None:
+    handle = start_consumer(ledger, settings)
+    try:
+        wait_until(lambda: handle.ready, DEADLINE_S, "the consumer to join its group")
+        consumer = handle.intake._consumer
+        rounds_per_poll: list[int] = []
+        rounds = [0]
+        poll_once, poll = consumer._poll_once, consumer.poll
+
+        def counted_round(*args: object, **kwargs: object) -> object:
+            rounds[0] += 1
+            return poll_once(*args, **kwargs)
+
+        def counted_poll(*args: object, **kwargs: object) -> object:
+            rounds[0] = 0
+            try:
+                return poll(*args, **kwargs)
+            finally:
+                rounds_per_poll.append(rounds[0])
+
+        consumer._poll_once, consumer.poll = counted_round, counted_poll
+        with frozen(own_broker):
+            wait_until(lambda: handle.not_ready_because, DEADLINE_S, "not ready while frozen")
+            watched_from = len(rounds_per_poll)
+            wait_until(
+                lambda: len(rounds_per_poll) >= watched_from + POLLS_WATCHED,
+                DEADLINE_S,
+                f"{POLLS_WATCHED} polls while frozen",
+            )
+            watched = rounds_per_poll[watched_from : watched_from + POLLS_WATCHED]
+        assert max(watched) <= ROUNDS_PER_POLL_MAX, f"rounds of kafka-python's poll per poll: {watched}"
+        wait_until(lambda: handle.ready, DEADLINE_S, "ready again once the broker answers")
+    finally:
+        assert handle.stop()
