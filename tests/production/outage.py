@@ -53,12 +53,14 @@ class LoadThroughOutage:
         self.readers = HttpReaders(service, catalogue, threads=HTTP_READER_THREADS, pause_s=READ_PAUSE_S)
         self.readiness = ReadinessWatch(service)
         self.pid = service.pid
+        self.process_ids: frozenset[int] = frozenset()
 
     def __enter__(self) -> LoadThroughOutage:
         for loop in (self.writers, self.readers, self.readiness):
             loop.start()
         run_until(lambda: len(self.acknowledged.events) > 0, RECOVERY_DEADLINE_S, "a first write")
         time.sleep(STEADY_S)
+        self.process_ids = self.service.process_ids()
         return self
 
     def __exit__(self, *_: object) -> None:
@@ -93,6 +95,11 @@ class LoadThroughOutage:
     def check(self, window: Window, *, writes_refused: bool, reads_refused: bool) -> None:
         """What every outage must keep to (the consistency of the ledger is checked by the caller)."""
         assert self.service.running() and self.service.pid == self.pid, "the service was restarted"
+        replaced = self.process_ids - self.service.process_ids()
+        assert not replaced, (
+            f"processes of the service were replaced during the outage (an HTTP worker that uvicorn "
+            f"found unresponsive, or the writer): {sorted(replaced)}"
+        )
         check_answers(self.writers.answers, expected={200, 201, 409, 503}, transport_errors_allowed=False)
         check_answers(self.readers.answers, expected={200, 503}, transport_errors_allowed=False)
         check_answers(self.readiness.answers, expected={200, 503}, transport_errors_allowed=False)

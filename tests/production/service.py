@@ -99,6 +99,15 @@ class ProductionService:
             if all(word in line.lower() for word in FAILED_RECORDING_WORDS)
         ]
 
+    def process_ids(self) -> frozenset[int]:
+        """The serving process and every process under it (HTTP workers, writer): a process that
+        was killed and started again, by uvicorn's supervisor or ours, shows as a new id."""
+        pid = self.pid
+        assert pid is not None, "the service is not running"
+        with contextlib.suppress(psutil.NoSuchProcess):
+            return frozenset([pid, *(child.pid for child in psutil.Process(pid).children(recursive=True))])
+        return frozenset()
+
     def writer_process(self) -> psutil.Process:
         """The writer process: the one process of the service listening on the writer's socket."""
         pid = self.pid
