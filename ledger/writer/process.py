@@ -34,6 +34,9 @@ _SOCKET_PATTERN = re.compile(r"^ledger-writer-(\d+)\.sock$")
 READY_WAIT_S_MAX = 60.0
 READY_POLL_S = 0.05
 START_FAILED_EXIT_CODE = 3
+# The signal by which the serving process, and only it, stops the writer (SIGTERM and SIGINT reach
+# the whole process group, and are ignored: see writer_main).
+STOP_SIGNAL = signal.SIGUSR1
 # Between failed restarts of the writer process (its database down, say): doubling, bounded.
 RESTART_WAIT_S_MIN = 0.5
 RESTART_WAIT_S_MAX = 10.0
@@ -90,10 +93,14 @@ def writer_main(
         ready.send(("failed", _one_line(error)))
         ready.close()
         os._exit(START_FAILED_EXIT_CODE)
-    # Ctrl+C reaches the whole process group: the serving process decides when the writer stops.
+    # Ctrl+C and a SIGTERM to the whole process group (systemd's default, `kill -- -PGID`) reach
+    # the writer too; the serving process decides when it stops: last, after the HTTP workers and
+    # the Kafka intake have finished what they had in hand, which they record through it. Should
+    # the serving process die instead, the writer notices it is orphaned and stops (server.py).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    # SIGTERM: finish the batch in hand, answer it, and stop.
-    signal.signal(signal.SIGTERM, lambda *_: setattr(server, "stopping", True))
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    # STOP_SIGNAL, from the serving process: finish the batch in hand, answer it, and stop.
+    signal.signal(STOP_SIGNAL, lambda *_: setattr(server, "stopping", True))
     ready.send(("ready", ""))
     ready.close()
     try:
@@ -147,6 +154,18 @@ def start_writer_process(
         receiving.close()
 
 
+def stop_writer_process(process: Any, timeout_s: float) -> None:
+    """Asks the writer process to stop (STOP_SIGNAL: it answers the batch in hand first), and
+    kills it if it has not within `timeout_s`."""
+    if process.is_alive() and process.pid is not None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(process.pid, STOP_SIGNAL)
+    process.join(timeout_s)
+    if process.is_alive():
+        process.kill()
+        process.join(timeout_s)
+
+
 class WriterSupervisor:
     """Keeps one writer process running for `ledger serve`: starts it, restarts it if it dies
     (the HTTP workers reconnect on their next write), stops it last."""
@@ -185,9 +204,6 @@ class WriterSupervisor:
     def stop(self, timeout_s: float = 15.0) -> None:
         self._stopping.set()
         self._thread.join(timeout_s)
-        self.process.terminate()
-        self.process.join(timeout_s)
-        if self.process.is_alive():
-            self.process.kill()
+        stop_writer_process(self.process, timeout_s)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.socket_path)

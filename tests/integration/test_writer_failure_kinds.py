@@ -20,7 +20,7 @@ from ledger.domain.model import Outcome, StockEvent
 from ledger.results import EventResult
 from ledger.service import DatabaseUnavailable
 from ledger.state_cache import StateCache
-from ledger.writer.process import start_writer_process
+from ledger.writer.process import start_writer_process, stop_writer_process
 from ledger.writer.remote import RemoteWriter
 from ledger.writer.submission import SubmissionFailed, WriterUnavailable
 
@@ -62,10 +62,7 @@ def submit(
         yield remote.submit_and_wait, remote
     finally:
         remote.stop()
-        process.terminate()
-        process.join(15)
-        if process.is_alive():
-            process.kill()
+        stop_writer_process(process, 15)
 
 
 def test_an_event_the_writer_cannot_store_fails_its_submission_as_refused_and_nothing_of_it_is_recorded(

@@ -19,7 +19,12 @@ from support import events as ev
 from ledger.bootstrap import build_writer_from_environment
 from ledger.domain.model import Outcome
 from ledger.state_cache import StateCache
-from ledger.writer.process import WriterStartFailed, remove_stale_sockets, start_writer_process
+from ledger.writer.process import (
+    WriterStartFailed,
+    remove_stale_sockets,
+    start_writer_process,
+    stop_writer_process,
+)
 from ledger.writer.remote import RemoteWriter
 from ledger.writer.wire import Committed, Subscribe, encode
 
@@ -44,10 +49,7 @@ def writer_socket(database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyP
     try:
         yield path
     finally:
-        process.terminate()
-        process.join(15)
-        if process.is_alive():
-            process.kill()
+        stop_writer_process(process, 15)
 
 
 def _receipts(batch: int) -> list[Any]:
