@@ -133,7 +133,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     ),
     Migration(
         2,
-        "the history's principal, channel, channels and policy; the levels' channels; a reservation's channel",
+        "the history's principal, channel, channels and policy; the levels' and reservations' channel(s)",
         EXPAND,
         postgres=tuple(_pg_add_column(*added) for added in ADDED_COLUMNS),
         sqlite=tuple(_sqlite_add_column(*added) for added in ADDED_COLUMNS),

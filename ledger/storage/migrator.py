@@ -229,4 +229,10 @@ def _row(migration: Migration, seconds: float) -> tuple[Any, ...]:
 
 
 def _logged(migration: Migration, seconds: float) -> None:
-    log.info("schema migration %d (%s) applied in %.3f s: %s", migration.version, migration.kind, seconds, migration.name)
+    log.info(
+        "schema migration %d (%s) applied in %.3f s: %s",
+        migration.version,
+        migration.kind,
+        seconds,
+        migration.name,
+    )

@@ -87,7 +87,11 @@ _PG_FUNCTION_NAME_PLACEHOLDER = "{function}"
 
 
 def _pg_batch_call(function: str) -> str:
-    return f"SELECT {function}(%s, %s, " + ", ".join("%s::jsonb" for _ in _PG_BATCH_INSERTS) + ") AS last_position"
+    return (
+        f"SELECT {function}(%s, %s, "
+        + ", ".join("%s::jsonb" for _ in _PG_BATCH_INSERTS)
+        + ") AS last_position"
+    )
 
 
 def _pg_batch_call_raw(function: str) -> bytes:
@@ -183,6 +187,10 @@ END
 $ledger$"""
 
 
+def _sql_text(statement: Any) -> str:
+    return statement if isinstance(statement, str) else str(statement.as_string())
+
+
 class _HeadAndClose:
     """What both recorders add alike: the log's head in a transaction, a plain transaction for the
     tables beside the log, and closing."""
@@ -210,13 +218,15 @@ class _HeadAndClose:
 class PostgresLedgerRecorder(_HeadAndClose, PostgresApplicationRecorder):
     """PostgreSQL: the library's EXCLUSIVE table lock serialises writers across processes and hosts."""
 
-    def __init__(self, datastore: PostgresDatastore, migration_wait_s: int = MIGRATION_WAIT_S_DEFAULT) -> None:
+    def __init__(
+        self, datastore: PostgresDatastore, migration_wait_s: int = MIGRATION_WAIT_S_DEFAULT
+    ) -> None:
         super().__init__(datastore, events_table_name=EVENTS_TABLE)
         self.migration_wait_s = migration_wait_s
         # Connections on which the batch call is a named prepared statement. Unnamed, the server
         # parsed and planned the call anew each time: 35 µs of its CPU a batch (measured).
         self._batch_call_prepared: weakref.WeakSet[Any] = weakref.WeakSet()
-        locks = [statement.as_string() for statement in self.lock_table_statements]
+        locks = [_sql_text(statement) for statement in self.lock_table_statements]
         self._batch_function, self._batch_function_sql = _pg_named_batch_function(locks, self.channel_name)
         self._batch_call = _pg_batch_call(self._batch_function)
         self._batch_call_raw = _pg_batch_call_raw(self._batch_function)

@@ -65,7 +65,7 @@ def test_ledger_migrate_check_lists_and_applies_nothing_then_migrate_applies(dat
     lines = done.stdout.splitlines()
     assert lines[0] == f"schema version 0; this release knows up to {LATEST_VERSION}"
     assert lines[1:] == [f"would apply {m.version} ({m.kind}): {m.name}" for m in MIGRATIONS]
-    assert db.query(database_url, _TABLES[database_url.split(":")[0]]) == []  # nothing was made
+    assert db.query(database_url, _TABLES[database_url.split(":", maxsplit=1)[0]]) == []  # nothing was made
 
     done = run_ledger_command(database_url, "migrate")
     assert done.returncode == 0, done.stderr
@@ -105,9 +105,9 @@ def test_a_schema_that_needs_a_newer_release_is_refused_in_one_line(database_url
         assert "Traceback" not in done.stderr, done.stderr
         [line] = done.stderr.splitlines()
         assert line == (
-            f"ledger {command[0]}: the database's schema is at version {LATEST_VERSION + 1} and needs a release "
-            f"that knows version {LATEST_VERSION + 1} or later; this release knows up to {LATEST_VERSION}: "
-            "run a newer release"
+            f"ledger {command[0]}: the database's schema is at version {LATEST_VERSION + 1} and needs a "
+            f"release that knows version {LATEST_VERSION + 1} or later; this release knows up to "
+            f"{LATEST_VERSION}: run a newer release"
         ), line
 
 

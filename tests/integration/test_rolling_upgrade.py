@@ -43,7 +43,8 @@ def previous_release(tmp_path_factory: pytest.TempPathFactory) -> Path:
     if archive.returncode != 0:
         pytest.fail(
             f"the previous release ({PREVIOUS_RELEASE[:7]}) is not in this clone's history: "
-            f"`git fetch --unshallow` (or fetch that commit) and run again ({archive.stderr.decode().strip()})"
+            "`git fetch --unshallow` (or fetch that commit) and run again "
+            f"({archive.stderr.decode().strip()})"
         )
     directory = tmp_path_factory.mktemp("previous-release")
     with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
@@ -64,7 +65,7 @@ def test_the_previous_release_and_this_one_write_to_one_database_during_the_roll
         previous.start()
         with previous.client() as old_client, WritesUnderWay(old_client, "previous") as old_writes:
             old_writes.wait_for(EVENTS_BEFORE)
-            assert db.query(database_url, _VERSIONS_TABLE[database_url.split(":")[0]]) == []
+            assert db.query(database_url, _VERSIONS_TABLE[database_url.split(":", maxsplit=1)[0]]) == []
 
             current = serve(database_url)  # migrates the database while the previous release writes
             versions = db.query(database_url, "SELECT version FROM ledger_schema_versions ORDER BY version")
@@ -86,11 +87,15 @@ def test_the_previous_release_and_this_one_write_to_one_database_during_the_roll
         previous.stop()
 
     assert set(acknowledged) <= _recorded_ids(database_url)
-    stores = {row["store_id"] for row in db.query(database_url, "SELECT DISTINCT store_id FROM ledger_history")}
+    stores = {
+        row["store_id"] for row in db.query(database_url, "SELECT DISTINCT store_id FROM ledger_history")
+    }
     assert {"previous-0", "current-0", "restarted-0"} <= stores
     if database_url.startswith("postgresql"):
         # Each release called its own batch function: neither start replaced the other's.
-        functions = db.query(database_url, "SELECT proname FROM pg_proc WHERE proname LIKE 'ledger_write_batch%%'")
+        functions = db.query(
+            database_url, "SELECT proname FROM pg_proc WHERE proname LIKE 'ledger_write_batch%%'"
+        )
         names = sorted(row["proname"] for row in functions)
         assert names[0] == "ledger_write_batch" and len(names) == 2, names
     verified = run_ledger_command(database_url, "verify", "--quiet", deadline_s=300)
@@ -99,5 +104,5 @@ def test_the_previous_release_and_this_one_write_to_one_database_during_the_roll
 
 _VERSIONS_TABLE = {
     "sqlite": "SELECT name FROM sqlite_master WHERE name = 'ledger_schema_versions'",
-    "postgresql": "SELECT to_regclass('ledger_schema_versions') AS name WHERE to_regclass('ledger_schema_versions') IS NOT NULL",
+    "postgresql": "SELECT tablename FROM pg_tables WHERE tablename = 'ledger_schema_versions'",
 }
