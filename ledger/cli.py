@@ -116,6 +116,8 @@ def _check_access(settings: Settings) -> None:
     finally:
         recorder.close()
     log = logging.getLogger("ledger")
+    for migration in recorder.migrations_applied:
+        log.info("schema migration %d (%s) applied: %s", migration.version, migration.kind, migration.name)
     host = settings.http_host
     if not closed and not is_loopback(host) and settings.auth != "off":
         raise CommandError(

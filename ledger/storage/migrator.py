@@ -229,7 +229,9 @@ def _row(migration: Migration, seconds: float) -> tuple[Any, ...]:
 
 
 def _logged(migration: Migration, seconds: float) -> None:
-    log.info(
+    # DEBUG: every command opens the database, and a command's failure must stay one line on
+    # stderr; `ledger serve` logs what was applied (recorder.migrations_applied), `ledger migrate` prints it.
+    log.debug(
         "schema migration %d (%s) applied in %.3f s: %s",
         migration.version,
         migration.kind,

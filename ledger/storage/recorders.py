@@ -25,6 +25,7 @@ from psycopg.errors import DuplicateObject
 
 from ledger.projections.tables import BATCH_INSERTS
 from ledger.sql import BulkInsert, SqlTx
+from ledger.storage.migrations import Migration
 from ledger.storage.migrator import (
     MIGRATION_WAIT_S_DEFAULT,
     SCHEMA_LOCK_KEY,
@@ -235,7 +236,7 @@ class PostgresLedgerRecorder(_HeadAndClose, PostgresApplicationRecorder):
     def create_table(self) -> None:
         """The schema migrations this database lacks (ledger/storage/migrator.py), then this
         release's batch function if the database has none of its shape yet."""
-        pg_migrate(self, self.migration_wait_s)
+        self.migrations_applied = pg_migrate(self, self.migration_wait_s)
         self.datastore.register_type_adapters()
         with self.datastore.get_connection() as conn:
             exists = conn.execute(
@@ -263,6 +264,7 @@ class PostgresLedgerRecorder(_HeadAndClose, PostgresApplicationRecorder):
 
     head_sql = _PG_HEAD
     qmark = False
+    migrations_applied: tuple[Migration, ...] = ()  # by create_table, for the start's log
     one_statement_batches = True
 
     def write_collected(self, collected: dict[str, str], head: int, last_position: int) -> None:
@@ -360,6 +362,7 @@ class SQLiteLedgerRecorder(_HeadAndClose, SQLiteApplicationRecorder):
 
     head_sql = _SQLITE_HEAD
     qmark = True
+    migrations_applied: tuple[Migration, ...] = ()  # by create_table, for the start's log
     one_statement_batches = False  # in-process reads cost nothing: always read first
 
     def write_collected(self, collected: dict[str, str], head: int, last_position: int) -> None:
@@ -380,7 +383,7 @@ class SQLiteLedgerRecorder(_HeadAndClose, SQLiteApplicationRecorder):
 
     def create_table(self) -> None:
         """The schema migrations this database lacks (ledger/storage/migrator.py)."""
-        sqlite_migrate(self)
+        self.migrations_applied = sqlite_migrate(self)
 
     @contextlib.contextmanager
     def write_transaction(self) -> Iterator[SqlTx]:
