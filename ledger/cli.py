@@ -116,8 +116,6 @@ def _check_access(settings: Settings) -> None:
     finally:
         recorder.close()
     log = logging.getLogger("ledger")
-    for migration in recorder.migrations_applied:
-        log.info("schema migration %d (%s) applied: %s", migration.version, migration.kind, migration.name)
     host = settings.http_host
     if not closed and not is_loopback(host) and settings.auth != "off":
         raise CommandError(
@@ -140,6 +138,9 @@ def _check_access(settings: Settings) -> None:
             "LEDGER_ALLOWED_HOSTS to the names clients reach this service by (or *)",
             host,
         )
+    # Told once the start cannot be refused any more: a refusal stays one line on stderr.
+    for migration in recorder.migrations_applied:
+        log.info("schema migration %d (%s) applied: %s", migration.version, migration.kind, migration.name)
 
 
 def _start_writer_process(settings: Settings) -> Any:
