@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+from typing import Any
 
 from ledger.config import Settings
 from ledger.intake.envelope import IntakeLimits
@@ -16,6 +17,17 @@ from ledger.writer.submission import WriterLimits
 from ledger.writer.thread import ThreadWriterClient, WriterThread
 
 
+def open_database(settings: Settings) -> Any:
+    """The configured database's recorder, its schema brought up to date (SchemaTooNew if the
+    database needs a newer release: ledger/storage/migrator.py)."""
+    return open_recorder(
+        settings.database_url,
+        settings.db_pool_size,
+        settings.db_lock_timeout_s,
+        migration_wait_s=settings.migration_wait_s,
+    )
+
+
 def _cache(settings: Settings) -> StateCache:
     return StateCache(
         levels_max=settings.cache_levels_max,
@@ -26,7 +38,7 @@ def _cache(settings: Settings) -> StateCache:
 
 def build_writer(settings: Settings) -> Writer:
     """The group-commit writer on its own recorder and cache (not started)."""
-    recorder = open_recorder(settings.database_url, settings.db_pool_size, settings.db_lock_timeout_s)
+    recorder = open_database(settings)
     return Writer(
         recorder,
         _cache(settings),
@@ -58,7 +70,7 @@ def build_ledger(settings: Settings) -> Ledger:
     ledger/writer/process.py); otherwise its writer is a thread of this process."""
     writer_port: WriterPort
     if settings.writer_socket:
-        recorder = open_recorder(settings.database_url, settings.db_pool_size, settings.db_lock_timeout_s)
+        recorder = open_database(settings)
         cache = _cache(settings)
         writer_port = RemoteWriter(
             settings.writer_socket, cache, settings.request_timeout_s, settings.writer_client_outbox_bytes_max

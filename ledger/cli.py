@@ -28,6 +28,7 @@ from ledger.cli_errors import CommandError, database_url_checked
 from ledger.config import Settings
 from ledger.importer.cli import register as register_import_command
 from ledger.kafka.cli import register as register_kafka_commands
+from ledger.storage.migrator import SchemaTooNew
 from ledger.telemetry.logs import configure_logging, logging_config
 from ledger.tokens_cli import register as register_token_commands
 
@@ -106,7 +107,9 @@ def _check_access(settings: Settings) -> None:
     from ledger.storage.recorders import open_recorder
 
     with database_url_checked():
-        recorder = open_recorder(settings.database_url, 2, settings.db_lock_timeout_s)
+        recorder = open_recorder(
+            settings.database_url, 2, settings.db_lock_timeout_s, migration_wait_s=settings.migration_wait_s
+        )
     try:
         with recorder.read_transaction() as tx:
             closed = settings.auth == "required" or tokens_exist(tx)
@@ -135,6 +138,9 @@ def _check_access(settings: Settings) -> None:
             "LEDGER_ALLOWED_HOSTS to the names clients reach this service by (or *)",
             host,
         )
+    # Told once the start cannot be refused any more: a refusal stays one line on stderr.
+    for migration in recorder.migrations_applied:
+        log.info("schema migration %d (%s) applied: %s", migration.version, migration.kind, migration.name)
 
 
 def _start_writer_process(settings: Settings) -> Any:
@@ -170,6 +176,42 @@ def _rebuild(args: argparse.Namespace, settings: Settings) -> int:
         replayed = rebuild(recorder, progress)
     recorder.close()
     print(f"rebuilt every projection from {replayed} recorded events")
+    return 0
+
+
+def _migrate(args: argparse.Namespace, settings: Settings) -> int:
+    """The schema migrations the database lacks: listed (--check), or applied, each on one line."""
+    from ledger.storage.migrations import LATEST_VERSION
+    from ledger.storage.migrator import pg_migrate, pg_plan, sqlite_migrate, sqlite_plan
+    from ledger.storage.recorders import PostgresLedgerRecorder, open_recorder
+
+    with database_url_checked():
+        recorder = open_recorder(
+            settings.database_url,
+            2,
+            settings.db_lock_timeout_s,
+            create_tables=False,
+            migration_wait_s=settings.migration_wait_s,
+        )
+    try:
+        postgres = isinstance(recorder, PostgresLedgerRecorder)
+        found = pg_plan(recorder) if postgres else sqlite_plan(recorder)
+        print(f"schema version {found.version}; this release knows up to {LATEST_VERSION}")
+        if args.check:
+            for migration in found.pending:
+                print(f"would apply {migration.version} ({migration.kind}): {migration.name}")
+            if not found.pending:
+                print("nothing to apply")
+            return 0
+        applied = pg_migrate(recorder, settings.migration_wait_s) if postgres else sqlite_migrate(recorder)
+        if postgres:
+            recorder.create_table()  # this release's batch function, if the database lacks it
+        for migration in applied:
+            print(f"applied {migration.version} ({migration.kind}): {migration.name}")
+        if not applied:
+            print("nothing to apply")
+    finally:
+        recorder.close()
     return 0
 
 
@@ -342,6 +384,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="uvicorn's log level",
     )
     serve.set_defaults(handler=_serve)
+    migrate = commands.add_parser(
+        "migrate", help="apply the schema migrations the database lacks (ledger serve also does, on start)"
+    )
+    migrate.add_argument(
+        "--check", action="store_true", help="list the migrations that would be applied, and apply none"
+    )
+    migrate.set_defaults(handler=_migrate)
     rebuild = commands.add_parser("rebuild", help="rebuild every projection from the event log")
     rebuild.add_argument("--quiet", action="store_true", help="no progress bar")
     rebuild.set_defaults(handler=_rebuild)
@@ -439,6 +488,8 @@ def main(argv: list[str] | None = None) -> int:
         return handler(args, settings)
     except CommandError as error:
         problem = error.message
+    except SchemaTooNew as error:
+        problem = str(error)
     except OSError as error:  # a file that cannot be read or written, a port in use, a refused connection
         problem = f"{error.filename}: {error.strerror}" if error.filename and error.strerror else str(error)
     except (StoreOperationalError, StoreInterfaceError, psycopg.OperationalError) as error:

@@ -199,6 +199,11 @@ class Settings(BaseSettings):
     # The database.
     db_pool_size: int = Field(8, ge=2)
     db_lock_timeout_s: int = Field(30, ge=1)
+    # How long a start (ledger serve, ledger migrate) waits for another's schema migration to end
+    # (PostgreSQL; on SQLite a migration is one write transaction, waited for as any write is).
+    migration_wait_s: int = Field(
+        600, ge=1, le=86_400, description="wait for another instance's schema migration (PostgreSQL)"
+    )
 
     # `ledger backup` of a SQLite ledger (ledger/backup.py): pages copied per step of SQLite's online
     # backup, and a pause after each step that leaves the disk to the service.

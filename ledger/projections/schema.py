@@ -23,7 +23,10 @@ PROJECTION_TABLES = (
     "ledger_policies",
 )
 
-DDL = (
+# The tables as this release makes them where they are absent (migration 1, ledger/storage/migrations.py):
+# a new database gets today's shape at once; one made by an earlier release keeps its tables, and the
+# later migrations add what they lack.
+TABLES_DDL = (
     """CREATE TABLE IF NOT EXISTS ledger_levels (
         store_id TEXT NOT NULL,
         sku TEXT NOT NULL,
@@ -35,12 +38,6 @@ DDL = (
         channels TEXT,
         PRIMARY KEY (store_id, sku))""",
     "CREATE INDEX IF NOT EXISTS ledger_levels_by_sku ON ledger_levels (sku, store_id)",
-    # No index on a level's position: an update that changes no indexed column is a HOT update on
-    # PostgreSQL (no index entries written). Caches catch up from the history instead, by position.
-    # Earlier versions had one, and a table of per-SKU totals (now summed from the levels when
-    # asked: the view below); dropped here so that an old database is brought up to date.
-    "DROP INDEX IF EXISTS ledger_levels_by_position",
-    "DROP TABLE IF EXISTS ledger_sku_totals",
     """CREATE TABLE IF NOT EXISTS ledger_history (
         position BIGINT NOT NULL,
         line_no INTEGER NOT NULL,
@@ -73,11 +70,8 @@ DDL = (
         policy TEXT,
         PRIMARY KEY (position, line_no))""",
     # With line_no, a page's cursor `(position, line_no) > (P, L)` and its order are one index
-    # range on both databases; the earlier (store_id[, sku], position) indexes left them a filter
-    # and a sort, or a backward walk of the primary key. Dropped so that an old database is
-    # brought up to date.
-    "DROP INDEX IF EXISTS ledger_history_by_store",
-    "DROP INDEX IF EXISTS ledger_history_by_sku",
+    # range on both databases (the earlier (store_id[, sku], position) indexes, dropped by
+    # SUPERSEDED_DROPS, left them a filter and a sort, or a backward walk of the primary key).
     """CREATE INDEX IF NOT EXISTS ledger_history_by_store_position
         ON ledger_history (store_id, position, line_no)""",
     """CREATE INDEX IF NOT EXISTS ledger_history_by_sku_position
@@ -124,6 +118,9 @@ DDL = (
         reason TEXT,
         shortfall TEXT,
         PRIMARY KEY (source, event_id))""",
+)
+
+POLICIES_DDL = (
     # Each store's current policies (CONTRACT §6), one row per SKU or default (`*`) ever set; a
     # cleared one keeps its row with a null policy, so that a cache catching up by position sees
     # the clearing too. The history has every change (type stock.policy_changed, column policy).
@@ -136,8 +133,20 @@ DDL = (
     "CREATE INDEX IF NOT EXISTS ledger_policies_by_position ON ledger_policies (position)",
 )
 
-# Columns added after their table was first made: a database made before gets them on start
-# (on SQLite, ledger/storage/recorders.py adds them; it has no ADD COLUMN IF NOT EXISTS). The rows
+# What earlier releases had and this one no longer uses (a contract migration drops them):
+# - an index on a level's position: an update that changes no indexed column is a HOT update on
+#   PostgreSQL (no index entries written); caches catch up from the history instead, by position;
+# - a table of per-SKU totals, now summed from the levels when asked (the view below);
+# - the history's (store_id[, sku], position) indexes, superseded by the ones with line_no.
+SUPERSEDED_DROPS = (
+    "DROP INDEX IF EXISTS ledger_levels_by_position",
+    "DROP TABLE IF EXISTS ledger_sku_totals",
+    "DROP INDEX IF EXISTS ledger_history_by_store",
+    "DROP INDEX IF EXISTS ledger_history_by_sku",
+)
+
+# Columns added after their table was first made: a database made before gets them from a migration
+# (ledger/storage/migrations.py; SQLite has no ADD COLUMN IF NOT EXISTS, so it checks first). The rows
 # recorded before have null there, which is what those columns mean for them.
 # Channels and policies (CONTRACT §6): a level's and a history row's reserved units per channel
 # (`channels`, JSON, null when none), an event's `channel`, a policy change's `policy` (JSON).
@@ -151,8 +160,8 @@ ADDED_COLUMNS = (
 )
 
 # occurred_at (CONTRACT §7) was added later too, but every row needs it: a database made before
-# gets the column, filled from each row's `time`, in the same transaction (so a start that fails
-# half way leaves no row without it). The fill gives what ledger.clock.utc_text gives.
+# gets the column, filled from each row's `time`, in the same transaction (so a migration that
+# fails half way leaves no row without it). The fill gives what ledger.clock.utc_text gives.
 OCCURRED_AT_FROM_TIME_PG = (
     "to_char(time::timestamptz AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"
 )
@@ -162,21 +171,11 @@ OCCURRED_AT_FROM_TIME_SQLITE = (
     "strftime('%Y-%m-%dT%H:%M:%S', time) || '.' || "
     "CASE WHEN substr(time, 20, 1) = '.' THEN substr(time, 21, 6) ELSE '000000' END || 'Z'"
 )
-# Made once the column exists (on SQLite, after recorders.py has added it to an old database).
+# Made once the column exists.
 OCCURRED_INDEXES = (
     """CREATE INDEX IF NOT EXISTS ledger_history_by_sku_occurred
         ON ledger_history (store_id, sku, occurred_at, position, line_no)""",
 )
-
-
-def _pg_add_column(table: str, column: str, sql_type: str) -> str:
-    """Checked first, like the fillfactor below: the ALTER would wait behind a running VACUUM."""
-    return f"""DO $ledger$ BEGIN
-        IF NOT EXISTS (SELECT 1 FROM information_schema.columns WHERE table_schema = current_schema()
-                       AND table_name = '{table}' AND column_name = '{column}') THEN
-            ALTER TABLE {table} ADD COLUMN {column} {sql_type};
-        END IF;
-    END $ledger$"""
 
 
 # Totals per SKU across stores, for operators' SQL; the API sums the same rows (queries.py).
@@ -184,28 +183,18 @@ def _pg_add_column(table: str, column: str, sql_type: str) -> str:
 TOTALS_VIEW_SELECT = """ledger_totals AS SELECT sku, CAST(SUM(on_hand) AS BIGINT) AS on_hand,
     CAST(SUM(reserved) AS BIGINT) AS reserved, CAST(SUM(incoming) AS BIGINT) AS incoming,
     MAX(position) AS position, MAX(updated_at) AS updated_at FROM ledger_levels GROUP BY sku"""
-_PG_ADD_OCCURRED_AT = f"""DO $ledger$ BEGIN
-        IF NOT EXISTS (SELECT 1 FROM information_schema.columns WHERE table_schema = current_schema()
-                       AND table_name = 'ledger_history' AND column_name = 'occurred_at') THEN
-            ALTER TABLE ledger_history ADD COLUMN occurred_at TEXT;
-            UPDATE ledger_history SET occurred_at = {OCCURRED_AT_FROM_TIME_PG};
-            ALTER TABLE ledger_history ALTER COLUMN occurred_at SET NOT NULL;
-        END IF;
-    END $ledger$"""
-POSTGRES_DDL = (
-    *DDL,
-    *(_pg_add_column(*added) for added in ADDED_COLUMNS),
-    _PG_ADD_OCCURRED_AT,
-    *OCCURRED_INDEXES,
+PG_TOTALS_VIEW = f"CREATE OR REPLACE VIEW {TOTALS_VIEW_SELECT}"
+SQLITE_TOTALS_VIEW = f"CREATE VIEW IF NOT EXISTS {TOTALS_VIEW_SELECT}"
+
+PG_LEVELS_TUNING = (
     # The console's search by the start of a SKU (ledger/api/console/queries.py) is a range in byte
     # order, whatever collation the database was made with: in a linguistic one (en_US) the range
     # from P to P + '~' need not hold every SKU that starts with P. SQLite compares bytes already.
     # Its columns never change, so a level's update stays a HOT update.
     'CREATE INDEX IF NOT EXISTS ledger_levels_by_sku_bytes ON ledger_levels (sku COLLATE "C", store_id)',
-    f"CREATE OR REPLACE VIEW {TOTALS_VIEW_SELECT}",
     # Room in each page for a level's next version: its update then stays a HOT update (measured:
     # 2% of level updates were HOT with full pages). Applies to pages written from now on.
-    # Checked first: the ALTER waits behind a running VACUUM, and starts happen often.
+    # Checked first: the ALTER waits behind a running VACUUM.
     """DO $ledger$ BEGIN
         IF NOT EXISTS (SELECT 1 FROM pg_class WHERE oid = 'ledger_levels'::regclass
                        AND reloptions @> ARRAY['fillfactor=50']) THEN
@@ -213,4 +202,3 @@ POSTGRES_DDL = (
         END IF;
     END $ledger$""",
 )
-SQLITE_DDL = (*DDL, f"CREATE VIEW IF NOT EXISTS {TOTALS_VIEW_SELECT}")

@@ -11,7 +11,7 @@ the log back, is the library's. DESIGN.md explains why.
 from __future__ import annotations
 
 import contextlib
-import sqlite3
+import hashlib
 import weakref
 from collections.abc import Iterator, Sequence
 from typing import Any, Protocol
@@ -19,24 +19,21 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import psycopg
 from eventsourcing.persistence import Notification, StoredEvent
-from eventsourcing.persistence import OperationalError as StoreOperationalError
 from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore
 from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteDatastore
-from psycopg.sql import SQL
+from psycopg.errors import DuplicateObject
 
-from ledger.access.schema import TOKENS_DDL
-from ledger.projections.schema import (
-    ADDED_COLUMNS,
-    OCCURRED_AT_FROM_TIME_SQLITE,
-    OCCURRED_INDEXES,
-    POSTGRES_DDL,
-    SQLITE_DDL,
-)
 from ledger.projections.tables import BATCH_INSERTS
 from ledger.sql import BulkInsert, SqlTx
+from ledger.storage.migrations import Migration
+from ledger.storage.migrator import (
+    MIGRATION_WAIT_S_DEFAULT,
+    SCHEMA_LOCK_KEY,
+    pg_migrate,
+    sqlite_migrate,
+)
 
 EVENTS_TABLE = "ledger_events"
-SCHEMA_LOCK_KEY = 0x1ED6E5  # a PostgreSQL advisory lock key of this service's own
 
 
 class LedgerRecorder(Protocol):
@@ -86,30 +83,24 @@ _PG_EVENTS = BulkInsert(
 _PG_SEQUENCE_MOVE = f"SELECT setval(pg_get_serial_sequence('{EVENTS_TABLE}', 'notification_id'), %s) AS moved"
 _SQLITE_HEAD = f"SELECT COALESCE(MAX(rowid), 0) AS head FROM {EVENTS_TABLE}"
 _PG_BATCH_INSERTS = (_PG_EVENTS, *BATCH_INSERTS)
-_PG_BATCH_FUNCTION = "ledger_write_batch"
-_PG_BATCH_CALL = (
-    f"SELECT {_PG_BATCH_FUNCTION}(%s, %s, "
-    + ", ".join("%s::jsonb" for _ in _PG_BATCH_INSERTS)
-    + ") AS last_position"
-)
+_PG_BATCH_FUNCTION_PREFIX = "ledger_write_batch_"
+_PG_FUNCTION_NAME_PLACEHOLDER = "{function}"
 
 
-# An earlier version's function took other arguments: CREATE OR REPLACE would add an overload
-# next to it instead of replacing it. The current signature is left alone (running instances call it).
-_PG_DROP_OTHER_BATCH_FUNCTIONS = f"""DO $ledger$ DECLARE f regprocedure; BEGIN
-    FOR f IN SELECT oid::regprocedure FROM pg_proc WHERE proname = '{_PG_BATCH_FUNCTION}'
-        AND pronamespace = (SELECT oid FROM pg_namespace WHERE nspname = current_schema())
-        AND pronargs <> {2 + len(_PG_BATCH_INSERTS)}
-    LOOP EXECUTE 'DROP FUNCTION ' || f; END LOOP;
-END $ledger$"""
+def _pg_batch_call(function: str) -> str:
+    return (
+        f"SELECT {function}(%s, %s, "
+        + ", ".join("%s::jsonb" for _ in _PG_BATCH_INSERTS)
+        + ") AS last_position"
+    )
 
 
-_PG_BATCH_CALL_RAW = (
-    f"SELECT {_PG_BATCH_FUNCTION}($1::bigint, $2::bigint, "
-    + ", ".join(f"${n}::jsonb" for n in range(3, 3 + len(_PG_BATCH_INSERTS)))
-    + ") AS last_position"
-).encode()
-_PG_BATCH_CALL_NAME = b"ledger_write_batch_call"
+def _pg_batch_call_raw(function: str) -> bytes:
+    return (
+        f"SELECT {function}($1::bigint, $2::bigint, "
+        + ", ".join(f"${n}::jsonb" for n in range(3, 3 + len(_PG_BATCH_INSERTS)))
+        + ") AS last_position"
+    ).encode()
 
 
 def _prepare(pgconn: Any, name: bytes, sql: bytes) -> None:
@@ -156,8 +147,14 @@ def _error_for(sqlstate: str, message: str) -> psycopg.Error:
         return psycopg.DatabaseError(f"{message} (SQLSTATE {sqlstate!r})")
 
 
-def _sql_text(statement: Any, conn: Any) -> str:
-    return statement if isinstance(statement, str) else str(statement.as_string(conn))
+def _pg_named_batch_function(lock_statements: Sequence[str], channel: str) -> tuple[str, str]:
+    """The batch function's name and its CREATE statement. The name is made from the function's
+    text, so that every release (and every lock timeout) has a function of its own: during a
+    rolling upgrade, instances of two releases call two functions, and neither start replaces the
+    function the other calls (an earlier release's is dropped by a contract migration later)."""
+    text = _pg_batch_function(lock_statements, channel)
+    name = _PG_BATCH_FUNCTION_PREFIX + hashlib.sha256(text.encode()).hexdigest()[:16]
+    return name, text.replace(_PG_FUNCTION_NAME_PLACEHOLDER, name, 1)
 
 
 def _pg_batch_function(lock_statements: Sequence[str], channel: str) -> str:
@@ -172,7 +169,7 @@ def _pg_batch_function(lock_statements: Sequence[str], channel: str) -> str:
         for insert in _PG_BATCH_INSERTS[1:]
     )
     locks = "\n    ".join(f"{statement};" for statement in lock_statements)
-    return f"""CREATE OR REPLACE FUNCTION {_PG_BATCH_FUNCTION}(
+    return f"""CREATE OR REPLACE FUNCTION {_PG_FUNCTION_NAME_PLACEHOLDER}(
     p_head bigint, p_last bigint, {arguments}) RETURNS bigint LANGUAGE plpgsql AS $ledger$
 BEGIN
     {locks}
@@ -189,6 +186,10 @@ BEGIN
     RETURN p_last;
 END
 $ledger$"""
+
+
+def _sql_text(statement: Any) -> str:
+    return statement if isinstance(statement, str) else str(statement.as_string())
 
 
 class _HeadAndClose:
@@ -218,36 +219,59 @@ class _HeadAndClose:
 class PostgresLedgerRecorder(_HeadAndClose, PostgresApplicationRecorder):
     """PostgreSQL: the library's EXCLUSIVE table lock serialises writers across processes and hosts."""
 
-    def __init__(self, datastore: PostgresDatastore) -> None:
+    def __init__(
+        self, datastore: PostgresDatastore, migration_wait_s: int = MIGRATION_WAIT_S_DEFAULT
+    ) -> None:
         super().__init__(datastore, events_table_name=EVENTS_TABLE)
+        self.migration_wait_s = migration_wait_s
         # Connections on which the batch call is a named prepared statement. Unnamed, the server
         # parsed and planned the call anew each time: 35 µs of its CPU a batch (measured).
         self._batch_call_prepared: weakref.WeakSet[Any] = weakref.WeakSet()
-        ddl_all = (*POSTGRES_DDL, *TOKENS_DDL)
-        self.sql_create_statements.extend(SQL(ddl) for ddl in ddl_all)  # type: ignore[misc]
+        locks = [_sql_text(statement) for statement in self.lock_table_statements]
+        self._batch_function, self._batch_function_sql = _pg_named_batch_function(locks, self.channel_name)
+        self._batch_call = _pg_batch_call(self._batch_function)
+        self._batch_call_raw = _pg_batch_call_raw(self._batch_function)
+        self._batch_call_name = f"{self._batch_function}_call".encode()
 
     def create_table(self) -> None:
-        """The library's tables and ours, once, even when several instances start at once:
-        CREATE ... IF NOT EXISTS alone still collides on PostgreSQL's catalog (seen in tests)."""
+        """The schema migrations this database lacks (ledger/storage/migrator.py), then this
+        release's batch function if the database has none of its shape yet."""
+        self.migrations_applied = pg_migrate(self, self.migration_wait_s)
+        self.datastore.register_type_adapters()
         with self.datastore.get_connection() as conn:
+            exists = conn.execute(
+                "SELECT 1 FROM pg_proc WHERE proname = %s AND pronamespace = current_schema()::regnamespace",
+                (self._batch_function,),
+            ).fetchone()
+            if exists is not None:
+                return
+            # Under the service's lock: two CREATE OR REPLACE at once collide on the catalog.
             conn.execute("SELECT pg_advisory_lock(%s)", (SCHEMA_LOCK_KEY,))
             try:
-                super().create_table()
-                locks = [_sql_text(statement, conn) for statement in self.lock_table_statements]
-                conn.execute(_PG_DROP_OTHER_BATCH_FUNCTIONS.encode())
-                conn.execute(_pg_batch_function(locks, self.channel_name).encode())
+                conn.execute(self._batch_function_sql.encode())
             finally:
                 conn.execute("SELECT pg_advisory_unlock(%s)", (SCHEMA_LOCK_KEY,))
 
+    def create_library_tables(self, curs: Any) -> None:
+        """The library's events table, its type and insert function, in the caller's transaction
+        (migration 1). The type has no IF NOT EXISTS: made in a savepoint, and kept if it exists."""
+        for statement in self.sql_create_statements:
+            if "CREATE TYPE" in statement.as_string():
+                with contextlib.suppress(DuplicateObject), curs.connection.transaction():
+                    curs.execute(statement, prepare=False)
+            else:
+                curs.execute(statement, prepare=False)
+
     head_sql = _PG_HEAD
     qmark = False
+    migrations_applied: tuple[Migration, ...] = ()  # by create_table, for the start's log
     one_statement_batches = True
 
     def write_collected(self, collected: dict[str, str], head: int, last_position: int) -> None:
         """One statement, one transaction, one round trip: see _pg_batch_function."""
         arguments = [collected.get(insert.name, "[]") for insert in _PG_BATCH_INSERTS]
         with self.datastore.get_connection() as conn:
-            conn.execute(_PG_BATCH_CALL, (head, last_position, *arguments), prepare=True)
+            conn.execute(self._batch_call, (head, last_position, *arguments), prepare=True)
 
     def send_collected(self, collected: dict[str, str], head: int, last_position: int) -> SentBatch:
         """The same statement, sent without waiting for it: the caller decides its next batch
@@ -262,10 +286,10 @@ class PostgresLedgerRecorder(_HeadAndClose, PostgresApplicationRecorder):
             # sets it back once the results are read.
             pgconn.nonblocking = 0
             if conn not in self._batch_call_prepared:
-                _prepare(pgconn, _PG_BATCH_CALL_NAME, _PG_BATCH_CALL_RAW)
+                _prepare(pgconn, self._batch_call_name, self._batch_call_raw)
                 self._batch_call_prepared.add(conn)
             pgconn.send_query_prepared(
-                _PG_BATCH_CALL_NAME, [str(head).encode(), str(last_position).encode(), *arguments]
+                self._batch_call_name, [str(head).encode(), str(last_position).encode(), *arguments]
             )
         except BaseException:
             with contextlib.suppress(Exception):
@@ -338,6 +362,7 @@ class SQLiteLedgerRecorder(_HeadAndClose, SQLiteApplicationRecorder):
 
     head_sql = _SQLITE_HEAD
     qmark = True
+    migrations_applied: tuple[Migration, ...] = ()  # by create_table, for the start's log
     one_statement_batches = False  # in-process reads cost nothing: always read first
 
     def write_collected(self, collected: dict[str, str], head: int, last_position: int) -> None:
@@ -352,39 +377,13 @@ class SQLiteLedgerRecorder(_HeadAndClose, SQLiteApplicationRecorder):
     def __init__(self, datastore: SQLiteDatastore) -> None:
         super().__init__(datastore, events_table_name=EVENTS_TABLE)
 
-    def construct_create_table_statements(self) -> list[str]:
-        return [*super().construct_create_table_statements(), *SQLITE_DDL, *TOKENS_DDL]
+    def library_create_statements(self) -> list[str]:
+        """The library's events table (migration 1)."""
+        return super().construct_create_table_statements()
 
     def create_table(self) -> None:
-        """The library's tables and ours, then the columns a database made before lacks."""
-        super().create_table()
-        with self.datastore.transaction(commit=True) as cursor:
-            for table, column, sql_type in ADDED_COLUMNS:
-                cursor.execute(f"PRAGMA table_info({table})")
-                if column not in {row["name"] for row in cursor.fetchall()}:
-                    try:
-                        cursor.execute(f"ALTER TABLE {table} ADD COLUMN {column} {sql_type}")
-                    except (sqlite3.OperationalError, StoreOperationalError) as error:  # added just now
-                        if "duplicate column" not in str(error):
-                            raise
-            self._add_occurred_at(cursor)
-            for statement in OCCURRED_INDEXES:
-                cursor.execute(statement)
-
-    @staticmethod
-    def _add_occurred_at(cursor: Any) -> None:
-        """A database made before business time (CONTRACT §7) gets `occurred_at`, filled from each
-        row's `time` in the same transaction as the column (see ledger/projections/schema.py)."""
-        cursor.execute("PRAGMA table_info(ledger_history)")
-        if "occurred_at" in {row["name"] for row in cursor.fetchall()}:
-            return
-        try:
-            cursor.execute("ALTER TABLE ledger_history ADD COLUMN occurred_at TEXT")
-        except (sqlite3.OperationalError, StoreOperationalError) as error:  # added just now
-            if "duplicate column" not in str(error):
-                raise
-            return
-        cursor.execute(f"UPDATE ledger_history SET occurred_at = {OCCURRED_AT_FROM_TIME_SQLITE}")
+        """The schema migrations this database lacks (ledger/storage/migrator.py)."""
+        self.migrations_applied = sqlite_migrate(self)
 
     @contextlib.contextmanager
     def write_transaction(self) -> Iterator[SqlTx]:
@@ -440,10 +439,17 @@ def sqlite_file(database_url: str) -> str | None:
 
 
 def open_recorder(
-    database_url: str, pool_size: int, lock_timeout_s: int, *, create_tables: bool = True
+    database_url: str,
+    pool_size: int,
+    lock_timeout_s: int,
+    *,
+    create_tables: bool = True,
+    migration_wait_s: int = MIGRATION_WAIT_S_DEFAULT,
 ) -> Any:
-    """A recorder for `sqlite:///path` or `postgresql://user:pass@host:port/db`; tables created
-    unless `create_tables` is false (a reader that must not change the database: `ledger verify`)."""
+    """A recorder for `sqlite:///path` or `postgresql://user:pass@host:port/db`; the schema brought
+    up to date (ledger/storage/migrator.py; SchemaTooNew if it needs a newer release) unless
+    `create_tables` is false (a reader that must not change the database: `ledger verify`,
+    `ledger migrate --check`)."""
     parts = urlsplit(database_url)
     recorder: Any
     path = sqlite_file(database_url)
@@ -470,7 +476,7 @@ def open_recorder(
             connect_timeout=CONNECT_TIMEOUT_S,
             originator_id_type="text",
         )
-        recorder = PostgresLedgerRecorder(pg_datastore)
+        recorder = PostgresLedgerRecorder(pg_datastore, migration_wait_s)
     else:
         raise ValueError(
             f"LEDGER_DATABASE_URL must start with sqlite:/// or postgresql://, not {parts.scheme!r}"

@@ -39,9 +39,16 @@ class LedgerServer:
     """One `ledger serve` process in its own process group, logging to a file for diagnosis."""
 
     def __init__(
-        self, database_url: str, log_dir: Path, env: Mapping[str, str] | None = None, name: str = "ledger"
+        self,
+        database_url: str,
+        log_dir: Path,
+        env: Mapping[str, str] | None = None,
+        name: str = "ledger",
+        code_dir: Path = REPO_ROOT,
     ) -> None:
         self.database_url = database_url
+        # Where `python -m ledger.cli` finds the package first: this checkout, or another release's.
+        self.code_dir = code_dir
         self.extra_env = dict(env or {})
         self.log_path = log_dir / f"{name}.log"
         self.port = 0
@@ -68,7 +75,7 @@ class LedgerServer:
                     "warning",
                 ],
                 env=ledger_env(self.database_url, self.extra_env),
-                cwd=REPO_ROOT,
+                cwd=self.code_dir,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,

@@ -1,0 +1,180 @@
+"""Every change ever made to the ledger's schema, in order: the one list `ledger migrate` and
+`ledger serve` apply (ledger/storage/migrator.py), and record in `ledger_schema_versions`.
+
+The rule (DESIGN.md, Upgrades): expand, then contract. A migration either only adds (an expand
+step: a table, a nullable column, an index; the release before keeps working on it, unchanged),
+or removes what no running release uses any more (a contract step, shipped one release after the
+code stopped using it, and marked with the oldest schema version a release must know to run on it).
+
+Migrations 1 to 7 are the schema this release found, written so that each is a no-op where its
+change is already there: a database made before versions were recorded has no table of them, so
+every migration runs on it once, and only what it lacks is made. Later migrations need not be so
+careful: they run on databases that recorded 1 to 7.
+
+To add one (a table of another feature, say): append `Migration(8, "what it does", EXPAND,
+postgres=(...), sqlite=(...))` to MIGRATIONS, with its statements (or a function of the cursor for
+what SQL alone cannot say on one of the databases). Never edit or renumber one that has shipped.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from eventsourcing.persistence import OperationalError as StoreOperationalError
+
+from ledger.access.schema import TOKENS_DDL
+from ledger.projections.schema import (
+    ADDED_COLUMNS,
+    OCCURRED_AT_FROM_TIME_PG,
+    OCCURRED_AT_FROM_TIME_SQLITE,
+    OCCURRED_INDEXES,
+    PG_LEVELS_TUNING,
+    PG_TOTALS_VIEW,
+    POLICIES_DDL,
+    SQLITE_TOTALS_VIEW,
+    SUPERSEDED_DROPS,
+    TABLES_DDL,
+)
+
+EXPAND = "expand"
+CONTRACT = "contract"
+
+# A step is a statement, or a function of the migration's cursor (DB-API, the database's own
+# placeholders) for what one statement cannot say on that database.
+Step = str | Callable[[Any], None]
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    version: int
+    name: str
+    kind: str  # EXPAND or CONTRACT
+    postgres: tuple[Step, ...]
+    sqlite: tuple[Step, ...]
+    # The oldest schema version a release must know to run on a database with this migration
+    # applied: 0 for an expand step (every release does); for a contract step, the first version
+    # whose release no longer used what it removes.
+    oldest_compatible: int = 0
+
+
+# The eventsourcing library's own events table (and, on PostgreSQL, its type and insert function):
+# made by the recorder, which knows the library's statements (ledger/storage/recorders.py).
+LIBRARY_TABLES = "-- the eventsourcing library's tables"
+
+
+def _pg_add_column(table: str, column: str, sql_type: str) -> str:
+    """Checked first rather than ADD COLUMN IF NOT EXISTS, which takes the table's ACCESS EXCLUSIVE
+    lock even when the column is there: on a database adopted from an earlier release, with its
+    instances still writing, a no-op must not stop their writes."""
+    return f"""DO $ledger$ BEGIN
+        IF NOT EXISTS (SELECT 1 FROM information_schema.columns WHERE table_schema = current_schema()
+                       AND table_name = '{table}' AND column_name = '{column}') THEN
+            ALTER TABLE {table} ADD COLUMN {column} {sql_type};
+        END IF;
+    END $ledger$"""
+
+
+def _sqlite_columns(cursor: Any, table: str) -> set[str]:
+    cursor.execute(f"PRAGMA table_info({table})")
+    return {row[1] for row in cursor.fetchall()}
+
+
+def _sqlite_add_column(table: str, column: str, sql_type: str) -> Callable[[Any], None]:
+    def add(cursor: Any) -> None:
+        if column not in _sqlite_columns(cursor, table):
+            cursor.execute(f"ALTER TABLE {table} ADD COLUMN {column} {sql_type}")
+
+    return add
+
+
+# Filled in the same transaction as the column, so that no row is ever without it; NOT NULL after.
+_PG_ADD_OCCURRED_AT = f"""DO $ledger$ BEGIN
+        IF NOT EXISTS (SELECT 1 FROM information_schema.columns WHERE table_schema = current_schema()
+                       AND table_name = 'ledger_history' AND column_name = 'occurred_at') THEN
+            ALTER TABLE ledger_history ADD COLUMN occurred_at TEXT;
+            UPDATE ledger_history SET occurred_at = {OCCURRED_AT_FROM_TIME_PG};
+            ALTER TABLE ledger_history ALTER COLUMN occurred_at SET NOT NULL;
+        END IF;
+    END $ledger$"""
+
+
+def _sqlite_add_occurred_at(cursor: Any) -> None:
+    if "occurred_at" in _sqlite_columns(cursor, "ledger_history"):
+        return
+    try:
+        cursor.execute("ALTER TABLE ledger_history ADD COLUMN occurred_at TEXT")
+    except (sqlite3.OperationalError, StoreOperationalError) as error:
+        if "duplicate column" not in str(error):
+            raise
+        return
+    cursor.execute(f"UPDATE ledger_history SET occurred_at = {OCCURRED_AT_FROM_TIME_SQLITE}")
+
+
+# Earlier releases' batch function took other arguments (nine is the shape releases before
+# recorded schema versions made; the current one is named by its own shape: recorders.py).
+_PG_DROP_OLD_BATCH_FUNCTIONS = """DO $ledger$ DECLARE f regprocedure; BEGIN
+    FOR f IN SELECT oid::regprocedure FROM pg_proc WHERE proname = 'ledger_write_batch'
+        AND pronamespace = (SELECT oid FROM pg_namespace WHERE nspname = current_schema())
+        AND pronargs <> 9
+    LOOP EXECUTE 'DROP FUNCTION ' || f; END LOOP;
+END $ledger$"""
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        1,
+        "the event log, levels, history, reservations, dedupe keys, their indexes and the totals view",
+        EXPAND,
+        postgres=(LIBRARY_TABLES, *TABLES_DDL, PG_TOTALS_VIEW),
+        sqlite=(LIBRARY_TABLES, *TABLES_DDL, SQLITE_TOTALS_VIEW),
+    ),
+    Migration(
+        2,
+        "the history's principal, channel, channels and policy; the levels' and reservations' channel(s)",
+        EXPAND,
+        postgres=tuple(_pg_add_column(*added) for added in ADDED_COLUMNS),
+        sqlite=tuple(_sqlite_add_column(*added) for added in ADDED_COLUMNS),
+    ),
+    Migration(
+        3,
+        "business time: the history's occurred_at, filled from each row's time, and its index",
+        EXPAND,
+        postgres=(_PG_ADD_OCCURRED_AT, *OCCURRED_INDEXES),
+        sqlite=(_sqlite_add_occurred_at, *OCCURRED_INDEXES),
+    ),
+    Migration(4, "the policies of each store", EXPAND, postgres=POLICIES_DDL, sqlite=POLICIES_DDL),
+    Migration(5, "the access tokens", EXPAND, postgres=TOKENS_DDL, sqlite=TOKENS_DDL),
+    Migration(
+        6,
+        "the levels' SKU index in byte order and room in their pages for HOT updates (PostgreSQL)",
+        EXPAND,
+        postgres=PG_LEVELS_TUNING,
+        sqlite=(),
+    ),
+    Migration(
+        7,
+        "drop what earlier releases had: the per-SKU totals, the levels' position index, the history's "
+        "(store, [SKU,] position) indexes, the batch function's older shapes",
+        CONTRACT,
+        postgres=(*SUPERSEDED_DROPS, _PG_DROP_OLD_BATCH_FUNCTIONS),
+        sqlite=SUPERSEDED_DROPS,
+        oldest_compatible=0,  # no release that recorded schema versions used any of it
+    ),
+)
+
+LATEST_VERSION = MIGRATIONS[-1].version
+
+
+def _check(migrations: tuple[Migration, ...]) -> None:
+    versions = [migration.version for migration in migrations]
+    assert versions == list(range(1, len(versions) + 1)), f"migrations numbered 1, 2, 3…: {versions}"
+    for migration in migrations:
+        assert migration.kind in (EXPAND, CONTRACT), migration
+        assert migration.kind == CONTRACT or migration.oldest_compatible == 0, migration
+        assert migration.oldest_compatible < migration.version, migration
+
+
+_check(MIGRATIONS)

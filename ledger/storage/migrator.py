@@ -1,0 +1,240 @@
+"""Applies the schema migrations (ledger/storage/migrations.py) a database lacks, once, and records
+each in `ledger_schema_versions`; refuses a database whose schema needs a newer release.
+
+Concurrent starts do not race: on PostgreSQL the migrations run under an advisory lock of the
+service's own (session level, so that each migration can be a transaction of its own), and each
+migration's transaction first takes the log's write lock, as every writer does first, so that a
+migration never interleaves with a batch (a lock taken in the other order could deadlock); on
+SQLite they run inside one `BEGIN IMMEDIATE`, the database's write lock. Whoever gets the lock
+second reads the recorded versions again and finds nothing left to do. A start that has nothing to
+apply takes no lock at all: it reads the recorded versions and goes on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ledger.clock import utc_now, utc_text
+from ledger.storage.migrations import LATEST_VERSION, LIBRARY_TABLES, MIGRATIONS, Migration
+
+VERSIONS_TABLE = "ledger_schema_versions"
+SCHEMA_LOCK_KEY = 0x1ED6E5  # a PostgreSQL advisory lock key of this service's own
+MIGRATION_WAIT_S_DEFAULT = 600  # LEDGER_MIGRATION_WAIT_S: how long a start waits for another's migration
+
+VERSIONS_DDL = f"""CREATE TABLE IF NOT EXISTS {VERSIONS_TABLE} (
+    version INTEGER NOT NULL PRIMARY KEY,
+    name TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    oldest_compatible INTEGER NOT NULL,
+    applied_at TEXT NOT NULL,
+    seconds DOUBLE PRECISION NOT NULL)"""
+
+log = logging.getLogger("ledger.migrations")
+
+
+class SchemaTooNew(Exception):
+    """The database has a migration this release does not know and cannot run with."""
+
+
+@dataclass(frozen=True, slots=True)
+class Applied:
+    version: int
+    name: str
+    kind: str
+    oldest_compatible: int
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """Where a database stands against this release's migrations."""
+
+    applied: tuple[Applied, ...]
+    pending: tuple[Migration, ...]
+
+    @property
+    def version(self) -> int:
+        return max((applied.version for applied in self.applied), default=0)
+
+
+def plan(applied: Sequence[Applied], migrations: Sequence[Migration] = MIGRATIONS) -> Plan:
+    """The migrations still to run; SchemaTooNew when a recorded one needs a newer release."""
+    latest = migrations[-1].version if migrations else 0
+    needed = max((row.oldest_compatible for row in applied), default=0)
+    version = max((row.version for row in applied), default=0)
+    if needed > latest:
+        raise SchemaTooNew(
+            f"the database's schema is at version {version} and needs a release that knows version "
+            f"{needed} or later; this release knows up to {latest}: run a newer release"
+        )
+    done = {row.version for row in applied}
+    return Plan(tuple(applied), tuple(m for m in migrations if m.version not in done))
+
+
+def _note_newer(found: Plan, latest: int) -> None:
+    if found.version > latest:
+        log.warning(
+            "the database's schema is at version %d, newer than this release's %d; every migration "
+            "after %d only added (expand), so this release runs on it unchanged",
+            found.version,
+            latest,
+            latest,
+        )
+
+
+def _applied_rows(rows: Sequence[Any]) -> tuple[Applied, ...]:
+    return tuple(
+        Applied(int(r["version"]), str(r["name"]), str(r["kind"]), int(r["oldest_compatible"])) for r in rows
+    )
+
+
+_SELECT_APPLIED = f"SELECT version, name, kind, oldest_compatible FROM {VERSIONS_TABLE} ORDER BY version"
+_INSERT_APPLIED = (
+    f"INSERT INTO {VERSIONS_TABLE} (version, name, kind, oldest_compatible, applied_at, seconds) "
+    "VALUES (%s, %s, %s, %s, %s, %s)"
+)
+
+
+# -- PostgreSQL ---------------------------------------------------------------------------------------
+
+
+def _pg_exists(conn: Any, table: str) -> bool:
+    return bool(conn.execute("SELECT to_regclass(%s) IS NOT NULL AS found", (table,)).fetchone()["found"])
+
+
+def _pg_applied(conn: Any) -> tuple[Applied, ...]:
+    if not _pg_exists(conn, VERSIONS_TABLE):
+        return ()
+    return _applied_rows(conn.execute(_SELECT_APPLIED).fetchall())
+
+
+def pg_plan(recorder: Any) -> Plan:
+    with recorder.datastore.get_connection() as conn:
+        return plan(_pg_applied(conn))
+
+
+@contextlib.contextmanager
+def _pg_schema_lock(conn: Any, wait_s: int) -> Iterator[None]:
+    """The service's advisory lock, waited for at most wait_s (lock_timeout covers advisory locks)."""
+    conn.execute(f"SET lock_timeout = '{int(wait_s)}s'")
+    try:
+        conn.execute("SELECT pg_advisory_lock(%s)", (SCHEMA_LOCK_KEY,))
+    finally:
+        conn.execute("RESET lock_timeout")
+    try:
+        yield
+    finally:
+        conn.execute("SELECT pg_advisory_unlock(%s)", (SCHEMA_LOCK_KEY,))
+
+
+def pg_migrate(recorder: Any, wait_s: int = MIGRATION_WAIT_S_DEFAULT) -> tuple[Migration, ...]:
+    """Applies what is pending, each migration in a transaction of its own; returns them."""
+    with recorder.datastore.get_connection() as conn:
+        found = plan(_pg_applied(conn))
+        _note_newer(found, LATEST_VERSION)
+        if not found.pending:
+            return ()
+        with _pg_schema_lock(conn, wait_s):
+            conn.execute(VERSIONS_DDL)
+            found = plan(_pg_applied(conn))  # another start may have applied them meanwhile
+            for migration in found.pending:
+                _pg_apply(recorder, conn, migration, wait_s)
+        return found.pending
+
+
+def _pg_apply(recorder: Any, conn: Any, migration: Migration, wait_s: int) -> None:
+    started = time.monotonic()
+    with conn.transaction(), conn.cursor() as curs:
+        curs.execute(f"SET LOCAL lock_timeout = '{int(wait_s)}s'")
+        if _pg_exists(conn, recorder.events_table_name):
+            curs.execute(f"LOCK TABLE {recorder.events_table_name} IN EXCLUSIVE MODE")
+        for step in migration.postgres:
+            if step == LIBRARY_TABLES:
+                recorder.create_library_tables(curs)
+            elif isinstance(step, str):
+                curs.execute(step.encode())
+            else:
+                step(curs)
+        curs.execute(_INSERT_APPLIED, _row(migration, time.monotonic() - started))
+    _logged(migration, time.monotonic() - started)
+    if migration.version == 1:
+        recorder.datastore.register_type_adapters()
+
+
+# -- SQLite -------------------------------------------------------------------------------------------
+
+
+def _sqlite_applied(cursor: Any) -> tuple[Applied, ...]:
+    cursor.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (VERSIONS_TABLE,))
+    if not cursor.fetchall():
+        return ()
+    cursor.execute(_SELECT_APPLIED)
+    return _applied_rows(cursor.fetchall())
+
+
+def sqlite_plan(recorder: Any) -> Plan:
+    with recorder.datastore.get_connection(commit=False) as conn:
+        return plan(_sqlite_applied(conn.cursor()))
+
+
+def sqlite_migrate(recorder: Any) -> tuple[Migration, ...]:
+    """Applies what is pending, all in one BEGIN IMMEDIATE (waited for up to the datastore's lock
+    timeout, as every write is); returns them."""
+    with recorder.datastore.get_connection(commit=True) as conn:
+        cursor = conn.cursor()
+        found = plan(_sqlite_applied(cursor))
+        _note_newer(found, LATEST_VERSION)
+        if not found.pending:
+            return ()
+        cursor.execute("BEGIN IMMEDIATE")
+        try:
+            cursor.execute(VERSIONS_DDL)
+            found = plan(_sqlite_applied(cursor))  # another start may have applied them meanwhile
+            timings = []
+            for migration in found.pending:
+                started = time.monotonic()
+                for step in migration.sqlite:
+                    if step == LIBRARY_TABLES:
+                        for statement in recorder.library_create_statements():
+                            cursor.execute(statement)
+                    elif isinstance(step, str):
+                        cursor.execute(step)
+                    else:
+                        step(cursor)
+                seconds = time.monotonic() - started
+                cursor.execute(_INSERT_APPLIED.replace("%s", "?"), _row(migration, seconds))
+                timings.append((migration, seconds))
+        except BaseException:
+            conn.rollback()
+            raise
+        conn.commit()
+        for migration, seconds in timings:
+            _logged(migration, seconds)
+        return found.pending
+
+
+def _row(migration: Migration, seconds: float) -> tuple[Any, ...]:
+    return (
+        migration.version,
+        migration.name,
+        migration.kind,
+        migration.oldest_compatible,
+        utc_text(utc_now()),
+        round(seconds, 6),
+    )
+
+
+def _logged(migration: Migration, seconds: float) -> None:
+    # DEBUG: every command opens the database, and a command's failure must stay one line on
+    # stderr; `ledger serve` logs what was applied (recorder.migrations_applied), `ledger migrate` prints it.
+    log.debug(
+        "schema migration %d (%s) applied in %.3f s: %s",
+        migration.version,
+        migration.kind,
+        seconds,
+        migration.name,
+    )
