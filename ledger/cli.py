@@ -163,7 +163,8 @@ def _rebuild(args: argparse.Namespace, settings: Settings) -> int:
     try:
         with tqdm(total=0, unit="entry", desc="rebuilding projections", disable=args.quiet) as bar:
 
-            def progress(position: int, head: int) -> None:
+            def progress(phase: str, position: int, head: int) -> None:
+                bar.set_description(f"rebuilding projections: {phase}", refresh=False)
                 bar.total = head
                 bar.n = position
                 bar.refresh()

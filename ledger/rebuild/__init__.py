@@ -18,7 +18,7 @@ from ledger.storage.recorders import LedgerRecorder, PostgresLedgerRecorder
 __all__ = ["Progress", "RebuildLimits", "RebuildReport", "collection_paused", "rebuild"]
 
 
-def _no_progress(position: int, head: int) -> None:
+def _no_progress(phase: str, position: int, head: int) -> None:
     return None
 
 

@@ -7,7 +7,9 @@ from dataclasses import dataclass
 
 from ledger.config import Settings
 
-Progress = Callable[[int, int], None]  # (position replayed, head it is heading for)
+# (phase, position replayed, head it is heading for); the phases: "filling", "catching up",
+# "swapping" (PostgreSQL), "replaying" (SQLite).
+Progress = Callable[[str, int, int], None]
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,7 @@ class RebuildLimits:
 @dataclass
 class RebuildReport:
     entries: int = 0  # log entries replayed
+    entries_swapped: int = 0  # of which under the writers' lock, just before the swap
     head: int = 0  # the position the rebuilt projections include
     catch_up_rounds: int = 0
     swap_attempts: int = 0

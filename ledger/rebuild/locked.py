@@ -27,7 +27,7 @@ def rebuild_locked(recorder: LedgerRecorder, limits: RebuildLimits, progress: Pr
             tx.execute(f"DELETE FROM {table}")
         for page in replay.pages(recorder, report.head, limits.batch_entries):
             write_batch(tx, page.batch)
-            progress(page.position, report.head)
+            progress("replaying", page.position, report.head)
     report.entries = replay.entries
     report.elapsed_s = report.writes_paused_s = time.monotonic() - started
     return report

@@ -103,7 +103,7 @@ def _fill(
             latest.merge(page.batch)
             batch = page.batch
             loader.put(lambda tx, batch=batch: write_appended(tx, batch, SHADOWS))  # type: ignore[misc]
-            progress(page.position, head)
+            progress("filling", page.position, head)
     with recorder.plain_transaction() as tx:
         write_latest(tx, latest, SHADOWS, limits.batch_entries)
 
@@ -143,7 +143,7 @@ def _catch_up(
         for page in replay.pages(recorder, head, limits.batch_entries):
             with recorder.plain_transaction() as tx:
                 write_batch(tx, page.batch, SHADOWS)
-            progress(page.position, head)
+            progress("catching up", page.position, head)
     return rounds
 
 
@@ -163,7 +163,8 @@ def _swap(
             head = recorder.head(tx)  # waits for both locks
             for page in replay.pages(recorder, head, limits.batch_entries):
                 write_batch(tx, page.batch, SHADOWS)
-                progress(page.position, head)
+                report.entries_swapped += page.entries
+                progress("swapping", page.position, head)
             for table in PROJECTION_TABLES:
                 if shadow.columns(tx, table) != shadow.columns(tx, shadow.shadow_of(table)):
                     raise CommandError(
