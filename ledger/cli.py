@@ -161,21 +161,27 @@ def _start_writer_process(settings: Settings) -> Any:
 def _rebuild(args: argparse.Namespace, settings: Settings) -> int:
     from tqdm import tqdm
 
-    from ledger.rebuild import rebuild
+    from ledger.rebuild import RebuildLimits, rebuild
     from ledger.storage.recorders import open_recorder
 
     with database_url_checked():
         recorder = open_recorder(settings.database_url, settings.db_pool_size, settings.db_lock_timeout_s)
-    with tqdm(total=0, unit="event", desc="rebuilding projections", disable=args.quiet) as bar:
+    try:
+        with tqdm(total=0, unit="entry", desc="rebuilding projections", disable=args.quiet) as bar:
 
-        def progress(position: int, head: int) -> None:
-            bar.total = head
-            bar.n = position
-            bar.refresh()
+            def progress(phase: str, position: int, head: int) -> None:
+                bar.set_description(f"rebuilding projections: {phase}", refresh=False)
+                bar.total = head
+                bar.n = position
+                bar.refresh()
 
-        replayed = rebuild(recorder, progress)
-    recorder.close()
-    print(f"rebuilt every projection from {replayed} recorded events")
+            report = rebuild(recorder, RebuildLimits.from_settings(settings), progress)
+    finally:
+        recorder.close()
+    print(
+        f"rebuilt every projection from {report.entries} recorded events (up to position {report.head}) "
+        f"in {report.elapsed_s:.1f} s; writes waited {report.writes_paused_s:.3f} s"
+    )
     return 0
 
 
@@ -294,6 +300,7 @@ def _verify(args: argparse.Namespace, settings: Settings) -> int:
         report = verify(
             settings.database_url,
             settings.db_lock_timeout_s,
+            page_entries=settings.rebuild_batch_entries,
             scratch_dir=args.scratch_dir,
             shown_max=args.differences_shown,
             replay_progress=replayed,

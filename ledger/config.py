@@ -205,6 +205,24 @@ class Settings(BaseSettings):
         600, ge=1, le=86_400, description="wait for another instance's schema migration (PostgreSQL)"
     )
 
+    # `ledger rebuild` and `ledger verify` (ledger/rebuild): log entries read and replayed at a time
+    # (memory holds one such page, and on PostgreSQL `rebuild_pages_ahead_max` more on their way to
+    # the database). On PostgreSQL the rebuild fills shadow tables while writes go on, catches up,
+    # and takes the writers' lock only to replay the last entries and swap the tables in: it does
+    # so once the gap is at most `rebuild_swap_entries_max` entries (or after the rounds max), and
+    # waits at most `rebuild_swap_lock_wait_ms` for readers of the tables to finish before it lets
+    # the writers go again and tries later (up to `rebuild_swap_attempts_max` times).
+    rebuild_batch_entries: int = Field(10_000, ge=1, le=1_000_000)
+    rebuild_pages_ahead_max: int = Field(2, ge=1, le=16)
+    rebuild_swap_entries_max: int = Field(2000, ge=1)
+    rebuild_catch_up_rounds_max: int = Field(20, ge=1)
+    rebuild_swap_lock_wait_ms: int = Field(500, ge=1, le=60_000)
+    rebuild_swap_attempts_max: int = Field(10, ge=1)
+    # The shadow tables' indexes are built after they are filled, this many at once, each with
+    # this much memory for its sort (PostgreSQL's maintenance_work_mem, for that build only).
+    rebuild_index_builds_at_once: int = Field(2, ge=1, le=16)
+    rebuild_index_memory_mb: int = Field(256, ge=1, le=64 * 1024)
+
     # `ledger backup` of a SQLite ledger (ledger/backup.py): pages copied per step of SQLite's online
     # backup, and a pause after each step that leaves the disk to the service.
     backup_step_pages: int = Field(1024, ge=1, description="pages ledger backup copies per step")

@@ -138,6 +138,10 @@ class BulkInsert:
 
     def __init__(self, name: str, table: str, columns: Sequence[tuple[str, str]], suffix: str = "") -> None:
         self.name = name  # the argument that carries its rows in a one-statement batch
+        self.table = table
+        self.columns = tuple(columns)
+        self.suffix = suffix
+        self._into: dict[tuple[str, bool], BulkInsert] = {}
         names = ", ".join(name for name, _ in columns)
         self.qmark_sql = f"INSERT INTO {table} ({names}) VALUES ({', '.join(['?'] * len(columns))}) {suffix}"
         self.bytea_columns = [i for i, (_, pg_type) in enumerate(columns) if pg_type == "bytea"]
@@ -149,6 +153,18 @@ class BulkInsert:
             f"INSERT INTO {table} ({names}) SELECT {values} "
             f"FROM jsonb_array_elements(%s::jsonb) AS r {suffix}"
         )
+
+    def into(self, table: str, *, upsert: bool = True) -> BulkInsert:
+        """The same insert into another table of the same columns (`ledger rebuild`'s shadow
+        tables); without its ON CONFLICT clause unless `upsert` (a table without its indexes yet)."""
+        if table == self.table and (upsert or not self.suffix):
+            return self
+        key = (table, upsert)
+        insert = self._into.get(key)
+        if insert is None:
+            suffix = self.suffix if upsert else ""
+            insert = self._into[key] = BulkInsert(self.name, table, self.columns, suffix)
+        return insert
 
     def function_sql(self, argument: str) -> str:
         """The same INSERT inside a PL/pgSQL function whose jsonb `argument` holds the rows."""

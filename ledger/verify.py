@@ -33,7 +33,7 @@ import psycopg
 from ledger.cli_errors import CommandError
 from ledger.projections.schema import PROJECTION_TABLES
 from ledger.projections.tables import write_batch
-from ledger.rebuild import replay
+from ledger.rebuild.replay import collection_paused, replay
 from ledger.storage.recorders import EVENTS_TABLE, LedgerRecorder, open_recorder, sqlite_file
 
 ROWS_PER_FETCH = 2000  # rows read at a time from each side of a comparison
@@ -73,6 +73,7 @@ def verify(
     database_url: str,
     lock_timeout_s: int,
     *,
+    page_entries: int,
     scratch_dir: str | None,
     shown_max: int,
     replay_progress: ReplayProgress,
@@ -87,7 +88,8 @@ def verify(
         log = open_recorder(database_url, 2, lock_timeout_s, create_tables=False)
         scratch = open_recorder(f"sqlite:///{os.path.join(scratch_path, SCRATCH_FILE)}", 2, lock_timeout_s)
         try:
-            report.entries = _replay_into(log, scratch, report.head, replay_progress)
+            with collection_paused():
+                report.entries = _replay_into(log, scratch, report.head, page_entries, replay_progress)
         finally:
             log.close()
             scratch.close()
@@ -97,9 +99,11 @@ def verify(
     return report
 
 
-def _replay_into(log: LedgerRecorder, scratch: LedgerRecorder, head: int, progress: ReplayProgress) -> int:
+def _replay_into(
+    log: LedgerRecorder, scratch: LedgerRecorder, head: int, page_entries: int, progress: ReplayProgress
+) -> int:
     entries = 0
-    for page in replay(log, head):
+    for page in replay(log, head, page_entries):
         with scratch.write_transaction() as tx:
             write_batch(tx, page.batch)
         entries += page.entries

@@ -6,6 +6,7 @@ never behind the log; `ledger rebuild` calls it with the same batches replayed f
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import orjson
@@ -181,40 +182,93 @@ def policy_text(policy: Policy | None) -> str | None:
     return orjson.dumps(policy.as_json()).decode() if policy is not None else None
 
 
-def write_batch(tx: SqlTx, batch: ProjectionBatch) -> None:
-    """Five statements whatever the batch size (on PostgreSQL they travel with the COMMIT)."""
-    _HISTORY.run(tx, _history_rows(batch))
-    _LEVELS.run(
-        tx,
-        [
-            (
-                store_id,
-                sku,
-                level.on_hand_units,
-                level.reserved_units,
-                level.incoming_units,
-                position,
-                updated_at,
-                orjson.dumps(level.channel_reserved).decode() if level.channel_reserved else None,
-            )
-            for (store_id, sku), (level, position, updated_at) in batch.levels.items()
-        ],
-    )
+def write_batch(tx: SqlTx, batch: ProjectionBatch, into: Mapping[str, str] | None = None) -> None:
+    """Five statements whatever the batch size (on PostgreSQL they travel with the COMMIT).
+    `into` names other tables to write instead of the projections (`ledger rebuild`'s shadow
+    tables, which have the same columns and keys)."""
+
+    def insert(bulk: BulkInsert) -> BulkInsert:
+        return bulk.into(into[bulk.table]) if into else bulk
+
+    insert(_HISTORY).run(tx, _history_rows(batch))
+    insert(_LEVELS).run(tx, _level_rows(batch.levels))
     rows = {
         key: _reservation_row(reservation, position)
         for key, (reservation, position) in batch.reservations.items()
     }
-    _NEW_RESERVATIONS.run(tx, [row for key, row in rows.items() if key in batch.placed])
-    _RESERVATIONS.run(tx, [row for key, row in rows.items() if key not in batch.placed])
-    _KEYS.run(tx, _key_rows(batch))
+    insert(_NEW_RESERVATIONS).run(tx, [row for key, row in rows.items() if key in batch.placed])
+    insert(_RESERVATIONS).run(tx, [row for key, row in rows.items() if key not in batch.placed])
+    insert(_KEYS).run(tx, _key_rows(batch))
     if batch.policies:
-        _POLICIES.run(
-            tx,
-            [
-                (store_id, sku, policy_text(policy), position)
-                for (store_id, sku), (policy, position) in batch.policies.items()
-            ],
+        insert(_POLICIES).run(tx, _policy_rows(batch.policies))
+
+
+# -- the bulk load of `ledger rebuild` --------------------------------------------------------------------
+# A replay writes the rows that only ever grow (history, event keys) a batch at a time, and every
+# level, reservation and policy once, as the replay left it: the same rows write_batch writes, into
+# tables that have no indexes yet (so plain inserts, no ON CONFLICT).
+
+APPENDED_INSERTS = (_HISTORY, _KEYS)
+LATEST_INSERTS = (_LEVELS, _NEW_RESERVATIONS, _RESERVATIONS, _POLICIES)
+assert {*APPENDED_INSERTS, *LATEST_INSERTS} == set(BATCH_INSERTS), "a projection the bulk load misses"
+
+
+@dataclass(slots=True)
+class LatestRows:
+    """What the batches of a replay changed last, across batches: the values are the replay
+    state's own objects, so they hold the final figures when written."""
+
+    levels: dict[tuple[str, str], tuple[Level, int, str]] = field(default_factory=dict)
+    reservations: dict[tuple[str, str], tuple[Reservation, int]] = field(default_factory=dict)
+    policies: dict[tuple[str, str], tuple[Policy | None, int]] = field(default_factory=dict)
+
+    def merge(self, batch: ProjectionBatch) -> None:
+        self.levels.update(batch.levels)
+        self.reservations.update(batch.reservations)
+        self.policies.update(batch.policies)
+
+
+def write_appended(tx: SqlTx, batch: ProjectionBatch, into: Mapping[str, str]) -> None:
+    _HISTORY.into(into[_HISTORY.table], upsert=False).run(tx, _history_rows(batch))
+    _KEYS.into(into[_KEYS.table], upsert=False).run(tx, _key_rows(batch))
+
+
+def write_latest(tx: SqlTx, latest: LatestRows, into: Mapping[str, str], rows_per_statement: int) -> None:
+    """Every level, reservation and policy once, in statements of at most `rows_per_statement`."""
+    for bulk, rows in (
+        (_LEVELS, _level_rows(latest.levels)),
+        (
+            _NEW_RESERVATIONS,
+            [_reservation_row(held, position) for held, position in latest.reservations.values()],
+        ),
+        (_POLICIES, _policy_rows(latest.policies)),
+    ):
+        plain = bulk.into(into[bulk.table], upsert=False)
+        for start in range(0, len(rows), rows_per_statement):
+            plain.run(tx, rows[start : start + rows_per_statement])
+
+
+def _level_rows(levels: Mapping[tuple[str, str], tuple[Level, int, str]]) -> list[tuple[object, ...]]:
+    return [
+        (
+            store_id,
+            sku,
+            level.on_hand_units,
+            level.reserved_units,
+            level.incoming_units,
+            position,
+            updated_at,
+            orjson.dumps(level.channel_reserved).decode() if level.channel_reserved else None,
         )
+        for (store_id, sku), (level, position, updated_at) in levels.items()
+    ]
+
+
+def _policy_rows(policies: Mapping[tuple[str, str], tuple[Policy | None, int]]) -> list[tuple[object, ...]]:
+    return [
+        (store_id, sku, policy_text(policy), position)
+        for (store_id, sku), (policy, position) in policies.items()
+    ]
 
 
 def _history_rows(batch: ProjectionBatch) -> list[tuple[object, ...]]:

@@ -14,7 +14,8 @@ from support import events as ev
 from support.ids import unique
 from support.server import run_ledger_command
 
-from ledger.rebuild import NOTIFICATIONS_PER_PAGE
+# The rebuild's page of the log, set for it here, so that a transfer can straddle two pages.
+NOTIFICATIONS_PER_PAGE = 2000
 
 TRANSFER = "stock.transfer"
 INCOMING = "stock.transfer_incoming"
@@ -125,7 +126,12 @@ def test_transfers_in_one_batch_keep_one_position_each_on_another_instance_and_a
 
     assert server.stop() is not None and reader.stop() is not None
     kept = db.dump_projections(database_url)
-    rebuilt = run_ledger_command(database_url, "rebuild", "--quiet")
+    rebuilt = run_ledger_command(
+        database_url,
+        "rebuild",
+        "--quiet",
+        env={"LEDGER_REBUILD_BATCH_ENTRIES": str(NOTIFICATIONS_PER_PAGE)},
+    )
     assert rebuilt.returncode == 0, rebuilt.stderr
     assert db.dump_projections(database_url) == kept
 

@@ -146,12 +146,12 @@ class LedgerServer:
 
 
 def run_ledger_command(
-    database_url: str, *args: str, deadline_s: float = 120.0
+    database_url: str, *args: str, deadline_s: float = 120.0, env: Mapping[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
     """Runs `ledger <args>` to completion (e.g. rebuild --quiet) and returns its output."""
     return subprocess.run(
         [sys.executable, "-m", "ledger.cli", *args],
-        env=ledger_env(database_url),
+        env=ledger_env(database_url, env),
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,

@@ -1,0 +1,321 @@
+"""`ledger rebuild` of a PostgreSQL ledger while it records (issue #15): rate, memory, longest pause.
+
+Usage: python bench/rebuild_bench.py [--events 1000000] [--rounds 3]
+
+Builds one ledger once: the history file of import_bench.py (a chain's year: till sales, receipts,
+reservations and their shipments and releases, counts, transfers over 50 stores), imported with
+`ledger import` into an embedded PostgreSQL with fsync on. Then starts `ledger serve` on it and a
+writer client that posts one event at a time throughout (a receipt, a reservation, its release:
+the projections the rebuild swaps are written to), and, each round, runs `ledger rebuild` as an
+operator would. Reports per round: the entries replayed per second of the rebuild's wall time,
+next to a COPY of the same log rows (out of the events table and into a table like it, without
+indexes); the rebuild's peak memory (its process's ru_maxrss); how long it held the writers' lock
+(its own report) and the longest gap between two acknowledgements of the writer client while it
+ran, next to the longest gap in as long a time before it; and the load average. Checks that every
+event the client had acknowledged is in the rebuilt projections (its event key). Not a test: it
+asserts nothing about speed. See bench/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import itertools
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import import_bench
+from figures import ledger_command
+from plumbing import BenchError, Postgres, Server, free_port, wait_ready
+
+TARGET_EVENTS_PER_S = 30_000
+TARGET_PAUSE_S = 1.0
+REBUILD_TIMEOUT_S = 3600
+READY_TIMEOUT_S = 120
+CLIENT_TIMEOUT_S = 120.0  # one write's answer: a pause longer than this is a failure anyway
+REPORTED = re.compile(r"from (\d+) recorded events .* in ([\d.]+) s; writes waited ([\d.]+) s")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--events", type=int, default=1_000_000, help="events in the ledger before the rounds"
+    )
+    parser.add_argument("--stores", type=int, default=50)
+    parser.add_argument("--skus", type=int, default=20_000)
+    parser.add_argument("--rounds", type=int, default=3, help="rebuilds of the same ledger")
+    parser.add_argument("--seed", type=int, default=13)
+    parser.add_argument("--tmp-dir", default=None, help="where PostgreSQL and the file live (not tmpfs!)")
+    parser.add_argument("--keep-tmp", action="store_true")
+    parser.add_argument("--output", default=str(Path(__file__).resolve().with_name("rebuild_results.json")))
+    return parser.parse_args(argv)
+
+
+class WriterClient:
+    """Posts one event at a time on one keep-alive connection until stopped, and keeps the time of
+    every acknowledgement; a write that is not accepted stops it with the answer as its error."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.acknowledged_at: list[float] = []
+        self.ids: list[str] = []
+        self.error: str | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="writer-client", daemon=True)
+        self._lock = threading.Lock()
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(CLIENT_TIMEOUT_S + 5)
+
+    def longest_gap(self, since: float, until: float) -> float:
+        """The longest time between two acknowledgements (or the window's ends) within [since, until]."""
+        with self._lock:
+            if self.acknowledged_at:
+                since = max(since, self.acknowledged_at[0])  # not before the client's first write
+            times = [since, *(t for t in self.acknowledged_at if since <= t <= until), until]
+        return max(b - a for a, b in itertools.pairwise(times))
+
+    def _run(self) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=CLIENT_TIMEOUT_S)
+        store = f"bench-writer-{uuid.uuid4().hex[:6]}"
+        number = 0
+        try:
+            while not self._stop.is_set():
+                number += 1
+                kind = ("receipt", "reservation", "release")[number % 3]
+                event_id = f"w-{number}"
+                event = _event(store, kind, event_id, number)
+                conn.request(
+                    "POST",
+                    "/v1/events",
+                    body=json.dumps([event]),
+                    headers={"Content-Type": "application/json"},
+                )
+                response = conn.getresponse()
+                body = response.read()
+                if response.status != 200:
+                    self.error = f"{response.status} {body[:300]!r}"
+                    return
+                [result] = json.loads(body)["results"]
+                if result["outcome"] not in ("accepted", "rejected"):
+                    self.error = f"answered {result}"
+                    return
+                with self._lock:
+                    self.acknowledged_at.append(time.monotonic())
+                    self.ids.append(event_id)
+        except Exception as error:  # noqa: BLE001 (reported by the round)
+            self.error = repr(error)
+        finally:
+            conn.close()
+
+
+def _event(store: str, kind: str, event_id: str, number: int) -> dict[str, Any]:
+    data: dict[str, Any] = {}
+    if kind == "receipt":
+        data["lines"] = [{"sku": "SKU-W", "qty": 2}]
+        type_ = "stock.receipt"
+    elif kind == "reservation":
+        data |= {"reservation_id": f"R-{number}", "lines": [{"sku": "SKU-W", "qty": 1}]}
+        type_ = "stock.reservation"
+    else:
+        data |= {"reservation_id": f"R-{number - 1}"}
+        type_ = "stock.reservation_release"
+    return {
+        "specversion": "1.0",
+        "id": event_id,
+        "source": "bench/rebuild",
+        "type": type_,
+        "time": "2026-12-01T10:00:00Z",
+        "subject": store,
+        "datacontenttype": "application/json",
+        "data": data,
+    }
+
+
+def copy_rate(pg: Postgres, database: str) -> dict[str, Any]:
+    """The log's rows copied out of the events table and into a table like it (no indexes)."""
+    import psycopg
+
+    with psycopg.connect(pg.conninfo(database), autocommit=True) as conn, conn.cursor() as cursor:
+        conn.execute("DROP TABLE IF EXISTS bench_copy")
+        conn.execute("CREATE TABLE bench_copy (LIKE ledger_events)")
+        started = time.monotonic()
+        chunks: list[bytes] = []
+        with cursor.copy("COPY ledger_events TO STDOUT") as copy:
+            for chunk in copy:
+                chunks.append(bytes(chunk))
+        copied_out = time.monotonic()
+        with cursor.copy("COPY bench_copy FROM STDIN") as copy:
+            for chunk in chunks:
+                copy.write(chunk)
+        done = time.monotonic()
+        rows = conn.execute("SELECT COUNT(*) FROM bench_copy").fetchone()[0]  # type: ignore[index]
+        conn.execute("DROP TABLE bench_copy")
+    return {
+        "rows": rows,
+        "bytes": sum(len(c) for c in chunks),
+        "out_s": round(copied_out - started, 2),
+        "in_s": round(done - copied_out, 2),
+        "rows_per_s": round(rows / (done - started)),
+    }
+
+
+def rebuild_round(url: str, number: int, client: WriterClient) -> dict[str, Any]:
+    env = {**os.environ, "LEDGER_DATABASE_URL": url}
+    env.pop("LEDGER_WRITER_SOCKET", None)
+    load = os.getloadavg()
+    started = time.monotonic()
+    process = subprocess.Popen(
+        [*ledger_command(), "rebuild", "--quiet"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    # wait4: this child's own resource usage (its peak memory), not every child's so far.
+    _, status, usage = os.wait4(process.pid, 0)
+    ended = time.monotonic()
+    stdout = process.stdout.read().decode() if process.stdout else ""
+    stderr = process.stderr.read().decode() if process.stderr else ""
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise BenchError(f"ledger rebuild exited {status}: {stderr[-2000:]}")
+    found = REPORTED.search(stdout)
+    if not found:
+        raise BenchError(f"ledger rebuild said {stdout!r}")
+    entries, elapsed_s, paused_s = int(found[1]), float(found[2]), float(found[3])
+    wall_s = ended - started
+    before = client.longest_gap(started - wall_s, started)
+    during = client.longest_gap(started, ended)
+    result = {
+        "round": number,
+        "load_average_before": [round(x, 2) for x in load],
+        "load_average_after": [round(x, 2) for x in os.getloadavg()],
+        "entries": entries,
+        "rebuild_s": elapsed_s,
+        "wall_s": round(wall_s, 2),
+        "entries_per_s": round(entries / elapsed_s),
+        "entries_per_s_wall": round(entries / wall_s),
+        "peak_rss_mb": round(usage.ru_maxrss / 1024),
+        "cpu_s": round(usage.ru_utime + usage.ru_stime, 1),
+        "writes_paused_s": paused_s,
+        "longest_write_gap_s": round(during, 3),
+        "longest_write_gap_before_s": round(before, 3),
+        "said": stdout.strip(),
+    }
+    print(
+        f"  round {number}: {entries:,} entries in {elapsed_s:.1f} s = {result['entries_per_s']:,}/s "
+        f"({result['entries_per_s_wall']:,}/s over the command's {wall_s:.1f} s); peak memory "
+        f"{result['peak_rss_mb']} MB; the rebuild held the writers' lock {paused_s:.3f} s; longest gap "
+        f"between two writes {during:.3f} s (before it: {before:.3f} s); load average "
+        f"{' '.join(f'{x:.2f}' for x in load)} before, {' '.join(f'{x:.2f}' for x in os.getloadavg())} after",
+        flush=True,
+    )
+    return result
+
+
+def measure(pg: Postgres, workdir: Path, args: argparse.Namespace, results: dict[str, Any]) -> None:
+    path = workdir / "history.jsonl"
+    size, lines = import_bench.generate(path, args)
+    database = pg.create_database("rebuild")
+    url = pg.url(database)
+    print(
+        f"importing {args.events:,} events ({lines / args.events:.2f} lines an event, {size / 1e6:.0f} MB)",
+        flush=True,
+    )
+    summary = import_bench.import_file(path, url)
+    path.unlink()
+    results["ledger"] = {
+        "events": args.events,
+        "lines": lines,
+        "entries": int(pg.execute("SELECT MAX(notification_id) FROM ledger_events", database)[0][0]),
+        "history_rows": int(pg.execute("SELECT COUNT(*) FROM ledger_history", database)[0][0]),
+        "import_events_per_s": summary["events_per_s"],
+    }
+    print(f"  ledger: {results['ledger']}", flush=True)
+    pg.checkpoint()
+    copied = copy_rate(pg, database)
+    results["copy"] = copied
+    print(f"  COPY of the log's rows: {copied}", flush=True)
+    port = free_port()
+    server = Server(
+        "ledger serve",
+        [*ledger_command(), "serve", "--port", str(port)],
+        {**os.environ, "LEDGER_DATABASE_URL": url},
+        workdir / "serve.log",
+    )
+    server.start()
+    client = WriterClient(port)
+    try:
+        wait_ready(server, port, "/readyz", READY_TIMEOUT_S)
+        client.start()
+        time.sleep(2.0)
+        for number in range(1, args.rounds + 1):
+            pg.checkpoint()
+            result = rebuild_round(url, number, client)
+            result["copy_rows_per_s"] = copied["rows_per_s"]
+            results["rounds"].append(result)
+            if client.error:
+                raise BenchError(f"the writer client failed during round {number}: {client.error}")
+            time.sleep(2.0)
+    finally:
+        client.stop()
+        server.stop()
+    keys = {
+        row[0]
+        for row in pg.execute(
+            "SELECT event_id FROM ledger_event_keys WHERE source = 'bench/rebuild'", database
+        )
+    }
+    missing = [event_id for event_id in client.ids if event_id not in keys]
+    results["writes_acknowledged"] = len(client.ids)
+    results["check_every_acknowledged_write_kept"] = not missing
+    print(
+        f"  the writer client's {len(client.ids):,} acknowledged writes: "
+        f"{'all kept' if not missing else f'CHECK FAILED, {len(missing)} missing'}",
+        flush=True,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    workdir = Path(tempfile.mkdtemp(prefix="ledger-rebuild-bench-", dir=args.tmp_dir))
+    pg = Postgres(workdir / "pg")
+    results: dict[str, Any] = {"args": vars(args), "cpus": os.cpu_count(), "rounds": []}
+    status = 0
+    try:
+        pg.start()
+        shown = pg.show()
+        results["postgres"] = shown
+        print("PostgreSQL: " + ", ".join(f"{k}={v}" for k, v in shown.items()), flush=True)
+        measure(pg, workdir, args, results)
+        status = 0 if results["check_every_acknowledged_write_kept"] else 1
+    except BenchError as error:
+        print(f"BENCHMARK FAILED: {error}", file=sys.stderr)
+        results["error"] = str(error)
+        status = 1
+    finally:
+        pg.stop()
+        if args.keep_tmp:
+            print(f"kept {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+    Path(args.output).write_text(json.dumps(results, indent=2) + "\n")
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,188 @@
+"""PostgreSQL: the rebuild that does not stop the ledger.
+
+1. **Fill.** Shadow tables are made beside the live projections (ledger/rebuild/shadow.py) and
+   filled from the log up to its head at the start, while the ledger goes on recording: the
+   history and event keys a page at a time (on the loader's thread, so that the server inserts
+   while the next page is replayed), every level, reservation and policy once at the end, as the
+   replay left it. The tables have no indexes yet; then each live index is made on its shadow,
+   several at once, and the tables are analysed.
+2. **Catch up.** The replay goes on from where it stopped (the same state) to the log's new head,
+   through the writer's own `write_batch` into the shadow tables, until it is within
+   `rebuild_swap_entries_max` entries of the head.
+3. **Swap.** Under the writers' lock (the library's, as every batch takes it), and with the
+   tables' readers let finish first (at most `rebuild_swap_lock_wait_ms`, else the lock is let go
+   and the catch-up goes on before the next attempt), the last entries are replayed and each
+   shadow takes its live table's place, in one transaction. Writers wait only for this step.
+4. The old tables are dropped.
+
+Only one rebuild runs at a time on a database (an advisory lock, held on a connection of its own).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import psycopg
+
+from ledger.cli_errors import CommandError
+from ledger.projections.schema import PROJECTION_TABLES
+from ledger.projections.tables import LatestRows, write_appended, write_batch, write_latest
+from ledger.rebuild import shadow
+from ledger.rebuild.limits import Progress, RebuildLimits, RebuildReport
+from ledger.rebuild.loading import PageLoader
+from ledger.rebuild.replay import Replay
+from ledger.storage.recorders import PostgresLedgerRecorder
+
+REBUILD_LOCK_KEY = 0x1ED6E6  # a PostgreSQL advisory lock key of this service's own
+SHADOWS = {table: shadow.shadow_of(table) for table in PROJECTION_TABLES}
+# Seconds between two attempts at the swap when readers held the tables (the catch-up goes on).
+SWAP_RETRY_PAUSE_S = 0.2
+
+
+def rebuild_online(
+    recorder: PostgresLedgerRecorder, limits: RebuildLimits, progress: Progress
+) -> RebuildReport:
+    started = time.monotonic()
+    report = RebuildReport()
+    with _only_rebuild(recorder):
+        with recorder.plain_transaction() as tx:
+            shadow.drop_leftovers(tx, PROJECTION_TABLES)
+            for table in PROJECTION_TABLES:
+                shadow.create_shadow(tx, table)
+        replay = Replay()
+        report.head = _head(recorder)
+        _fill(recorder, replay, report.head, limits, progress)
+        _index_and_analyse(recorder, limits)
+        for attempt in range(1, limits.swap_attempts_max + 1):
+            report.catch_up_rounds += _catch_up(recorder, replay, limits, progress)
+            swapped_after = _swap(recorder, replay, limits, progress, report)
+            if swapped_after is not None:
+                report.swap_attempts = attempt
+                break
+            time.sleep(SWAP_RETRY_PAUSE_S)
+        else:
+            raise CommandError(
+                f"the projections' readers kept them for {limits.swap_attempts_max} attempts of "
+                f"{limits.swap_lock_wait_ms} ms: the live tables are unchanged; try again in a quieter moment"
+            )
+        with recorder.plain_transaction() as tx:
+            shadow.drop_retired(tx, PROJECTION_TABLES)
+    report.entries = replay.entries
+    report.elapsed_s = time.monotonic() - started
+    return report
+
+
+@contextlib.contextmanager
+def _only_rebuild(recorder: PostgresLedgerRecorder) -> Iterator[None]:
+    with recorder.datastore.get_connection() as conn:
+        taken = conn.execute("SELECT pg_try_advisory_lock(%s) AS taken", (REBUILD_LOCK_KEY,)).fetchone()
+        if not taken or not taken["taken"]:
+            raise CommandError("another `ledger rebuild` is running on this database")
+        try:
+            yield
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(%s)", (REBUILD_LOCK_KEY,))
+
+
+def _head(recorder: PostgresLedgerRecorder) -> int:
+    """The log's head, committed: notification ids commit in order (the library's lock), so every
+    entry up to it is there and will never change."""
+    with recorder.read_transaction() as tx:
+        return recorder.head(tx)
+
+
+def _fill(
+    recorder: PostgresLedgerRecorder, replay: Replay, head: int, limits: RebuildLimits, progress: Progress
+) -> None:
+    latest = LatestRows()
+    with PageLoader(recorder.plain_transaction, limits.pages_ahead_max) as loader:
+        for page in replay.pages(recorder, head, limits.batch_entries):
+            latest.merge(page.batch)
+            batch = page.batch
+            loader.put(lambda tx, batch=batch: write_appended(tx, batch, SHADOWS))  # type: ignore[misc]
+            progress("filling", page.position, head)
+    with recorder.plain_transaction() as tx:
+        write_latest(tx, latest, SHADOWS, limits.batch_entries)
+
+
+def _index_and_analyse(recorder: PostgresLedgerRecorder, limits: RebuildLimits) -> None:
+    with recorder.read_transaction() as tx:
+        builds = [
+            shadow.shadow_index_statements(table, index)
+            for table in PROJECTION_TABLES
+            for index in shadow.indexes(tx, table)
+        ]
+
+    def build(statements: list[str]) -> None:
+        with recorder.plain_transaction() as tx:
+            tx.execute(f"SET LOCAL maintenance_work_mem = '{int(limits.index_memory_mb)}MB'")
+            for statement in statements:
+                tx.execute(statement)
+
+    with ThreadPoolExecutor(limits.index_builds_at_once, thread_name_prefix="rebuild-index") as pool:
+        for done in [pool.submit(build, statements) for statements in builds]:
+            done.result()
+    with recorder.plain_transaction() as tx:
+        for table in PROJECTION_TABLES:
+            tx.execute(f"ANALYZE {shadow.shadow_of(table)}")
+
+
+def _catch_up(
+    recorder: PostgresLedgerRecorder, replay: Replay, limits: RebuildLimits, progress: Progress
+) -> int:
+    """Rounds of replay into the shadow tables until the head is near; returns how many."""
+    rounds = 0
+    while rounds < limits.catch_up_rounds_max:
+        head = _head(recorder)
+        if head - replay.position <= limits.swap_entries_max:
+            break
+        rounds += 1
+        for page in replay.pages(recorder, head, limits.batch_entries):
+            with recorder.plain_transaction() as tx:
+                write_batch(tx, page.batch, SHADOWS)
+            progress("catching up", page.position, head)
+    return rounds
+
+
+def _swap(
+    recorder: PostgresLedgerRecorder,
+    replay: Replay,
+    limits: RebuildLimits,
+    progress: Progress,
+    report: RebuildReport,
+) -> float | None:
+    """The last entries and the swap, in one transaction under the writers' lock; None when the
+    tables' readers did not let go in time (nothing was changed, the replay has not moved)."""
+    asked = time.monotonic()
+    try:
+        with recorder.write_transaction() as tx:  # the library's lock on the log, as every batch takes
+            shadow.lock(tx, PROJECTION_TABLES, limits.swap_lock_wait_ms)
+            head = recorder.head(tx)  # waits for both locks
+            for page in replay.pages(recorder, head, limits.batch_entries):
+                write_batch(tx, page.batch, SHADOWS)
+                report.entries_swapped += page.entries
+                progress("swapping", page.position, head)
+            for table in PROJECTION_TABLES:
+                if shadow.columns(tx, table) != shadow.columns(tx, shadow.shadow_of(table)):
+                    raise CommandError(
+                        f"{table} changed while it was rebuilt (a migration?): the live tables are "
+                        "unchanged; run the rebuild again"
+                    )
+            shadow.swap(tx, PROJECTION_TABLES)
+            report.head = head
+    except Exception as error:
+        if _lock_not_available(error):
+            report.swap_waits += 1
+            return None
+        raise
+    report.writes_paused_s = time.monotonic() - asked
+    return report.writes_paused_s
+
+
+def _lock_not_available(error: BaseException) -> bool:
+    """The library's datastore re-raises psycopg's errors as its own, with psycopg's as the cause."""
+    cause = error if isinstance(error, psycopg.Error) else error.__cause__
+    return isinstance(cause, psycopg.errors.LockNotAvailable)

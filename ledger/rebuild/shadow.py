@@ -1,0 +1,126 @@
+"""PostgreSQL: the shadow tables a rebuild fills beside the live projections, and the swap.
+
+The shadow tables are made by the rebuild itself, not by the schema, from whatever the live tables
+are at that moment (`LIKE`: columns, defaults, constraints, storage parameters), so a migration
+that changes a projection table needs no change here. They are filled without indexes; each live
+index is then made again on its shadow (from `pg_get_indexdef`, under a name of its own), the
+primary key from its index. The swap, inside the writers' lock, renames each live table and its
+indexes away, gives the shadow table and its indexes the live names, and replaces the views that
+read the tables (a view follows a renamed table, so it would go on reading the old one). The old
+tables are dropped after the commit, outside the lock.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from ledger.sql import SqlTx
+
+SHADOW_SUFFIX = "__rebuild"
+RETIRED_SUFFIX = "__retired"
+NAME_BYTES_MAX = 63  # PostgreSQL's identifier length: a longer name would be cut, silently
+
+
+def shadow_of(table: str) -> str:
+    return _named(table, SHADOW_SUFFIX)
+
+
+def retired_of(table: str) -> str:
+    return _named(table, RETIRED_SUFFIX)
+
+
+def _named(name: str, suffix: str) -> str:
+    named = name + suffix
+    assert len(named.encode()) <= NAME_BYTES_MAX, named
+    return named
+
+
+@dataclass(frozen=True)
+class Index:
+    name: str
+    definition: str  # CREATE [UNIQUE] INDEX name ON schema.table ...
+    primary: bool
+
+
+def drop_leftovers(tx: SqlTx, tables: Sequence[str]) -> None:
+    """What a rebuild that stopped half way left: its shadow tables, or retired ones not yet dropped."""
+    for table in tables:
+        tx.execute(f"DROP TABLE IF EXISTS {shadow_of(table)}, {retired_of(table)}")
+
+
+def create_shadow(tx: SqlTx, table: str) -> None:
+    """An empty table like the live one, without its indexes."""
+    row = tx.fetchone("SELECT reloptions FROM pg_class WHERE oid = %s::regclass", (table,))
+    options = row["reloptions"] if row else None
+    storage = f" WITH ({', '.join(options)})" if options else ""
+    tx.execute(
+        f"CREATE TABLE {shadow_of(table)} (LIKE {table} INCLUDING DEFAULTS INCLUDING CONSTRAINTS "
+        f"INCLUDING GENERATED INCLUDING STORAGE INCLUDING COMPRESSION){storage}"
+    )
+
+
+def indexes(tx: SqlTx, table: str) -> list[Index]:
+    rows = tx.fetchall(
+        "SELECT c.relname AS name, pg_get_indexdef(i.indexrelid) AS definition, i.indisprimary AS primary "
+        "FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid WHERE i.indrelid = %s::regclass "
+        "ORDER BY c.relname",
+        (table,),
+    )
+    return [Index(row["name"], row["definition"], bool(row["primary"])) for row in rows]
+
+
+_INDEX_HEAD = re.compile(r"^(CREATE (?:UNIQUE )?INDEX) (\S+) ON (\S+) ")
+
+
+def shadow_index_statements(table: str, index: Index) -> list[str]:
+    """The statements that make `index` again on the shadow of `table`."""
+    name = shadow_of(index.name)
+    statement, replaced = _INDEX_HEAD.subn(rf"\1 {name} ON {shadow_of(table)} ", index.definition, count=1)
+    assert replaced == 1, index.definition
+    if not index.primary:
+        return [statement]
+    return [statement, f"ALTER TABLE {shadow_of(table)} ADD CONSTRAINT {name} PRIMARY KEY USING INDEX {name}"]
+
+
+def columns(tx: SqlTx, table: str) -> list[tuple[str, str]]:
+    rows = tx.fetchall(
+        "SELECT attname AS name, format_type(atttypid, atttypmod) AS type FROM pg_attribute "
+        "WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped ORDER BY attname",
+        (table,),
+    )
+    return [(row["name"], row["type"]) for row in rows]
+
+
+def lock(tx: SqlTx, tables: Sequence[str], wait_ms: int) -> None:
+    """The live tables and their shadows, for the renames: waits at most `wait_ms` for their readers."""
+    names = ", ".join(name for table in tables for name in (table, shadow_of(table)))
+    tx.execute(f"SET LOCAL lock_timeout = '{int(wait_ms)}ms'")
+    tx.execute(f"LOCK TABLE {names} IN ACCESS EXCLUSIVE MODE")
+
+
+def swap(tx: SqlTx, tables: Sequence[str]) -> None:
+    """Each shadow table takes its live table's name and its indexes' names; the views that read
+    the live tables are made again, so that they read the new ones."""
+    views = tx.fetchall(
+        "SELECT DISTINCT v.oid::regclass::text AS name, pg_get_viewdef(v.oid) AS definition "
+        "FROM pg_depend d JOIN pg_rewrite r ON r.oid = d.objid JOIN pg_class v ON v.oid = r.ev_class "
+        "WHERE v.relkind = 'v' AND d.refobjid = ANY(%s::regclass[]) ORDER BY 1",
+        (list(tables),),
+    )
+    for table in tables:
+        live_indexes = indexes(tx, table)
+        for index in live_indexes:
+            tx.execute(f"ALTER INDEX {index.name} RENAME TO {retired_of(index.name)}")
+        tx.execute(f"ALTER TABLE {table} RENAME TO {retired_of(table)}")
+        for index in live_indexes:
+            tx.execute(f"ALTER INDEX {shadow_of(index.name)} RENAME TO {index.name}")
+        tx.execute(f"ALTER TABLE {shadow_of(table)} RENAME TO {table}")
+    for view in views:
+        tx.execute(f"CREATE OR REPLACE VIEW {view['name']} AS {view['definition']}")
+
+
+def drop_retired(tx: SqlTx, tables: Sequence[str]) -> None:
+    for table in tables:
+        tx.execute(f"DROP TABLE IF EXISTS {retired_of(table)}")

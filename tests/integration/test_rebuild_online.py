@@ -1,0 +1,131 @@
+"""`ledger rebuild` while the ledger goes on recording: nothing lost, nothing refused, the result
+equal to a replay of the log from scratch.
+
+On PostgreSQL the rebuild fills shadow tables while writes go on, catches up and swaps them in
+under the writers' lock; here the replay waits, after each of its first pages, for more writes to
+be acknowledged, so that entries recorded after the head it started from must be caught up. On
+SQLite it holds the write lock throughout, and the writes wait for it (within their lock timeout).
+"""
+
+from __future__ import annotations
+
+import threading
+
+import psycopg
+from support import db
+from support.ids import unique
+from support.load import WritesUnderWay
+from support.server import run_ledger_command
+
+from integration.test_rebuild import _mixed_workload as mixed_workload
+from integration.test_rebuild import _wait_for_expiry as wait_for_expiry
+from ledger.rebuild import RebuildLimits, rebuild
+from ledger.storage.recorders import open_recorder
+
+PAGE_ENTRIES = 20  # small pages: the fill has many, and writes land between them
+PAGES_WAITED_FOR = 4  # fill pages after each of which the replay waits for more writes
+WRITES_AFTER_SWAP = 30  # acknowledged after the rebuild: recorded into the new tables
+
+
+def _rebuild_while_writing(
+    database_url: str, writes: WritesUnderWay, limits: RebuildLimits, pages_waited_for: int
+):
+    recorder = open_recorder(database_url, 4, 30, create_tables=False)
+    pages = 0
+
+    def progress(phase: str, position: int, head: int) -> None:
+        nonlocal pages
+        pages += 1
+        # The fill and the catch-up hold no lock: the ledger records meanwhile. (Under the swap's
+        # lock, or SQLite's, it would wait for us.)
+        if (phase == "filling" and pages <= pages_waited_for) or phase == "catching up":
+            writes.wait_for(len(writes.acknowledged_so_far()) + 5)
+
+    try:
+        return rebuild(recorder, limits, progress)
+    finally:
+        recorder.close()
+
+
+def test_a_rebuild_under_writes_loses_nothing_and_equals_a_replay(database_url, serve):
+    server = serve(database_url, {"LEDGER_EXPIRY_INTERVAL_MS": "100"})
+    shop, warehouse = unique("shop"), unique("wh")
+    with server.client() as client:
+        # Policies, channels, reservations shipped, released and expired: every projection has rows.
+        mixed_workload(client, shop, warehouse)
+        wait_for_expiry(client, shop, "R-expiring")
+        with WritesUnderWay(client, unique("busy")) as writes:
+            writes.wait_for(100)
+            head_before = db.scalar(database_url, f"SELECT COUNT(*) AS n FROM {db.EVENTS_TABLE}")
+            # One round of catch-up (the head has moved on by then), during which more writes land:
+            # the swap has entries to replay under the lock.
+            limits = RebuildLimits(batch_entries=PAGE_ENTRIES, swap_entries_max=1, catch_up_rounds_max=1)
+            # (the fill has more pages than that: the log holds well over PAGES_WAITED_FOR pages)
+            report = _rebuild_while_writing(database_url, writes, limits, PAGES_WAITED_FOR)
+            acknowledged_by_the_swap = len(writes.acknowledged_so_far())
+            writes.wait_for(acknowledged_by_the_swap + WRITES_AFTER_SWAP)
+        acknowledged = writes.acknowledged_so_far()
+    assert server.stop() is not None
+
+    if database_url.startswith("postgresql"):
+        assert report.head > head_before, "the rebuild caught up with writes made while it ran"
+        assert report.catch_up_rounds == 1 and report.entries_swapped > 0
+    # Nothing refused (WritesUnderWay fails on any answer but accepted or rejected), nothing lost:
+    # every acknowledged event has its key and its history, before and after the swap.
+    keys = {row["event_id"] for row in db.query(database_url, "SELECT event_id FROM ledger_event_keys")}
+    assert set(acknowledged) <= keys
+    # The projections, rebuilt under writes and then written on by the service, equal a replay.
+    verified = run_ledger_command(database_url, "verify", "--quiet")
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    # Nothing of the rebuild is left behind.
+    names = db.query(
+        database_url,
+        "SELECT name FROM sqlite_master"
+        if database_url.startswith("sqlite")
+        else "SELECT relname AS name FROM pg_class",
+    )
+    assert [row["name"] for row in names if row["name"].endswith(("__rebuild", "__retired"))] == []
+
+
+def test_the_swap_waits_for_readers_without_holding_the_writers(postgres, serve):
+    """A reader that keeps a projection table open: the swap lets the writers go after its lock
+    wait and tries again, and succeeds once the reader is done."""
+    database_url = postgres.create_database()
+    server = serve(database_url)
+    with server.client() as client:
+        mixed_workload(client, unique("shop"), unique("wh"))
+        reader = psycopg.connect(database_url)
+        reader.execute("SELECT COUNT(*) FROM ledger_levels").fetchone()  # holds ACCESS SHARE until rollback
+        done = threading.Event()
+        released = threading.Timer(2.0, lambda: (reader.rollback(), done.set()))
+        with WritesUnderWay(client, unique("busy")) as writes:
+            writes.wait_for(30)
+            released.start()
+            report = _rebuild_while_writing(
+                database_url, writes, RebuildLimits(swap_lock_wait_ms=200, swap_attempts_max=100), 0
+            )
+            assert done.is_set()
+            writes.wait_for(len(writes.acknowledged_so_far()) + 10)
+        reader.close()
+    assert server.stop() is not None
+    assert report.swap_waits >= 1 and report.swap_attempts == report.swap_waits + 1
+    verified = run_ledger_command(database_url, "verify", "--quiet")
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+
+
+def test_one_rebuild_at_a_time(postgres):
+    database_url = postgres.create_database()
+    recorder = open_recorder(database_url, 4, 30)
+    holder = psycopg.connect(database_url, autocommit=True)
+    try:
+        from ledger.rebuild.online import REBUILD_LOCK_KEY
+
+        holder.execute("SELECT pg_advisory_lock(%s)", (REBUILD_LOCK_KEY,))
+        refused = run_ledger_command(database_url, "rebuild", "--quiet")
+        assert refused.returncode == 2, refused.stderr
+        assert refused.stderr.strip().splitlines() == [
+            "ledger rebuild: another `ledger rebuild` is running on this database"
+        ], refused.stderr
+    finally:
+        holder.close()
+        recorder.close()
