@@ -13,6 +13,7 @@ import contextlib
 import logging
 import os
 import re
+import signal
 import sys
 from collections.abc import Callable
 from importlib.metadata import PackageNotFoundError, entry_points, version
@@ -79,6 +80,8 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         "timeout_graceful_shutdown": 10,
         **uvicorn_options(settings),  # idle, slow-header and slow-body deadlines, connections at once
     }
+    if writer is not None:
+        signal.signal(signal.SIGTERM, _exit_after_sigterm)
     try:
         if workers > 1:
             # Each worker reaches the one writer process (or, without it, is a full instance with its
@@ -97,6 +100,12 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         if writer is not None:
             writer.stop()
     return 0
+
+
+def _exit_after_sigterm(*_: object) -> None:
+    """Uvicorn shuts down on SIGTERM and then raises it again; by default that would end this
+    process there, before it stops the writer process, which must stop last (serve's `finally`)."""
+    raise SystemExit(0)
 
 
 def _check_access(settings: Settings) -> None:

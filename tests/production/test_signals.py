@@ -42,3 +42,16 @@ def test_the_writer_process_keeps_serving_through_signals_meant_for_the_group_an
     assert exit_code == 0, service.log()[-3000:]
     assert "writer process exited" not in service.log(), service.log()[-3000:]
     assert not writer.is_running(), "the writer outlived the service"
+
+
+def test_a_sigterm_to_the_group_stops_a_one_worker_service_with_its_writer_last(database_url, serve) -> None:
+    """With one HTTP worker, uvicorn raises the SIGTERM again once it has shut down: the serving
+    process must still stop the writer itself, rather than die and leave it to notice."""
+    server = serve(database_url)
+    with server.client() as client:
+        assert client.post("/v1/events", json=ev.receipt("s1", ("SKU-1", 1))).status_code == 200
+    assert server.stop() == 0, server.log_tail()
+    log = server.log_tail()
+    assert "writer in its own process" in log
+    assert "the serving process is gone" not in log, log
+    assert "writer process exited" not in log, log
