@@ -25,6 +25,7 @@ from ledger.api.schemas import (
     ReservationCreate,
     ReservationRelease,
 )
+from ledger.api.schemas_across import ReservationAcrossCreate, SourcingRequest
 
 DISTRIBUTION = "stock-ledger"
 PROBLEM_REF = {"$ref": "#/components/schemas/ProblemPublic"}
@@ -141,7 +142,7 @@ def build_document(app: FastAPI, routes: Sequence[APIRoute]) -> dict[str, Any]:
     envelope = envelope_schema()
     del envelope["$schema"], envelope["$id"]  # it sits inside this document, whose dialect is 3.1's
     components["EventEnvelope"] = envelope
-    for model in (ReservationCreate, ReservationRelease, PolicyIn):
+    for model in (ReservationCreate, ReservationRelease, PolicyIn, ReservationAcrossCreate, SourcingRequest):
         model_schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
         components.update(model_schema.pop("$defs", {}))
         components[model.__name__] = model_schema

@@ -112,6 +112,9 @@ DDL = (
         ON ledger_reservations (expires_at) WHERE remaining > 0 AND expires_at IS NOT NULL""",
     """CREATE INDEX IF NOT EXISTS ledger_reservations_by_position
         ON ledger_reservations (position)""",
+    # GET /v1/reservations/{id}: the parts of a reservation across stores (CONTRACT §6).
+    """CREATE INDEX IF NOT EXISTS ledger_reservations_by_id
+        ON ledger_reservations (reservation_id, store_id)""",
     # The open reservations of a store: explain's (those holding a SKU) and the console's (soonest
     # expiry first, ledger/api/console/queries.py), without those closed long ago.
     """CREATE INDEX IF NOT EXISTS ledger_reservations_open

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from ledger.domain.across_stores import decide_any, reads_of
 from ledger.domain.model import (
     Entry,
     EventType,
@@ -20,7 +21,7 @@ from ledger.domain.model import (
     Reservation,
     StockEvent,
 )
-from ledger.domain.rules import LedgerState, apply, decide
+from ledger.domain.rules import LedgerState, Refusal, apply
 from ledger.results import Original
 from ledger.sql import Deferred, SqlTx
 from ledger.state_cache import StateCache
@@ -38,6 +39,8 @@ class Pending:
     entry_index: int | None = None  # index into the batch's entries, for accepted/rejected
     duplicate_of: Original | None = None
     duplicate_of_entry: int | None = None
+    refusal: Refusal | None = None  # a command across stores refused whole: nothing recorded
+    first_entry_index: int | None = None  # a command's first part (its parts are placed together)
 
 
 @dataclass(slots=True)
@@ -71,11 +74,19 @@ def _stores(event: StockEvent) -> tuple[str, ...]:
     return (event.store_id, event.to_store) if event.to_store else (event.store_id,)
 
 
+def _plain(events: list[StockEvent]) -> list[StockEvent]:
+    """The batch as the plain events whose keys it reads (a command across stores reads its
+    parts', ledger/domain/across_stores.py); the batch itself when it has no command."""
+    if all(type(event) is StockEvent for event in events):
+        return events
+    return [plain for event in events for plain in reads_of(event)]
+
+
 def missing_from_memory(cache: StateCache, events: list[StockEvent]) -> Missing:
     """The keys a batch reads that the cache does not hold (a release's SKUs only once its
     reservation is held: they are asked for after it arrives)."""
     missing = Missing()
-    for event in events:
+    for event in _plain(events):
         skus = [line.sku for line in event.lines]
         if event.reservation_id:
             key = (event.store_id, event.reservation_id)
@@ -131,7 +142,7 @@ def work_from_memory(cache: StateCache, events: list[StockEvent], head: int) -> 
     versions: dict[str, int] = {}
     policies: dict[str, dict[str, Policy]] = {}
     store_policies = cache.store_policies
-    for event in events:
+    for event in _plain(events):
         skus = [line.sku for line in event.lines]
         if event.reservation_id:
             held = cache.reservations.get((event.store_id, event.reservation_id))
@@ -168,7 +179,7 @@ def work_from_database(
     level_keys: set[tuple[str, str]] = set()
     reservation_keys: set[tuple[str, str]] = set()
     stores: set[str] = set()
-    for event in events:
+    for event in _plain(events):
         for store in _stores(event):
             stores.add(store)
             level_keys.update((store, line.sku) for line in event.lines)
@@ -203,7 +214,9 @@ def decide_event(event: StockEvent, work: Work, known: Known) -> Pending:
         return Pending(duplicate_of=seen)
     if isinstance(seen, int):
         return Pending(duplicate_of_entry=seen)
-    decision = decide(event, work.state)
+    decision = decide_any(event, work.state)
+    if decision.refusal is not None:
+        return Pending(refusal=decision.refusal)
     if decision.duplicate_of_position is not None:
         position = decision.duplicate_of_position
         if position < 0:  # placed earlier in this same batch
@@ -215,7 +228,7 @@ def decide_event(event: StockEvent, work: Work, known: Known) -> Pending:
     for entry in decision.entries:
         apply_entry(entry, work, last_index)
     known[event.key] = last_index
-    return Pending(entry_index=last_index)
+    return Pending(entry_index=last_index, first_entry_index=last_index - len(decision.entries) + 1)
 
 
 def apply_entry(entry: Entry, work: Work, event_end: int | None = None) -> None:
