@@ -25,13 +25,18 @@ from ledger.api.reservations_across import (
 from ledger.api.schemas import problem_responses
 from ledger.api.schemas_across import SourcingPublic
 from ledger.clock import utc_now
-from ledger.domain.model import Outcome
+from ledger.domain.model import Outcome, RejectionReason
+from ledger.results import EventResult
 from ledger.domain.sourcing import Allocation, SearchTooLong, choose
 from ledger.intake.across_body import AcrossLimits, SourcingAsk, read_sourcing, sourcing_command
 from ledger.intake.envelope import FieldError, InvalidEvent
 from ledger.service import Ledger, ReservationView
 
 router = APIRouter(tags=["sourcing"])
+
+# The source of what sourcing reserves; its event id is the reservation id (idempotent by the
+# log's own key, CONTRACT §6: the same request again answers the same).
+SOURCING_SOURCE = "ledger/sourcing"
 
 
 def _too_hard(steps_max: int) -> Problem:
@@ -55,7 +60,7 @@ async def _candidates(
     if ask.candidates is not None:
         for store in ask.candidates:
             if ask.reserve is not None:
-                authorize_write_at(grant, store, REST_SOURCE)
+                authorize_write_at(grant, store, SOURCING_SOURCE)
             else:
                 authorize_store(grant, store)
         return ask.candidates
@@ -93,6 +98,15 @@ def _held_allocation(views: list[ReservationView], candidates: tuple[str, ...]) 
             for v in held
         ]
     )
+
+
+def _holds(held: list[ReservationView], ask: SourcingAsk) -> bool:
+    """The reservation held is this order's: its parts at the candidates hold its lines."""
+    placed: dict[str, int] = {}
+    for view in held:
+        for sku, line in view.reservation.lines.items():
+            placed[sku] = placed.get(sku, 0) + line.qty_units
+    return bool(held) and placed == {line.sku: line.qty_units for line in ask.lines}
 
 
 def _unsourceable(shortfall: list[dict[str, Any]]) -> Problem:
@@ -134,7 +148,7 @@ async def source(
     if ask.reserve is None:
         return await _ask_only(ledger, ask, candidates, limits)
     try:
-        command = sourcing_command(ask, candidates, limits, REST_SOURCE, now, principal(grant))
+        command = sourcing_command(ask, candidates, limits, SOURCING_SOURCE, now, principal(grant))
     except InvalidEvent as error:
         raise invalid(error.errors) from None
     [result] = await ledger.submit([command])
@@ -147,6 +161,9 @@ async def source(
     if result.outcome is Outcome.DUPLICATE:
         views = await current(ledger, settings, command.reservation_id)
         held = [v for v in views if v.reservation.store_id in set(candidates)]
+        if not _holds(held, ask):
+            conflict = EventResult("", "", "", Outcome.REJECTED, RejectionReason.RESERVATION_CONFLICT)
+            raise refusal(conflict, command.reservation_id)
         body = {
             "allocations": _held_allocation(held, candidates),
             "reservation": across_public(held),

@@ -210,8 +210,10 @@ def sourcing_command(
     if ask.channel is not None:
         data["channel"] = ask.channel
     checked = read_envelope(_store_envelope(candidates[0], data, source, now), limits.intake, principal)
+    # Its key is the reservation id under a source of its own: the same request again is a
+    # duplicate by the log's own key, whichever stores a second search would choose.
     return SourceAndReserve(
-        event_id=checked.event_id,
+        event_id=checked.reservation_id or "",
         source=source,
         type=EventType.RESERVATION,
         time=checked.time,
