@@ -14,6 +14,7 @@ it is bounded by `steps_max` nodes, and an order that would need more is refused
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -100,26 +101,26 @@ class _Search:
         self.steps_max = steps_max
         count = len(self.rows)
         line_count = len(needs)
-        # best[m][p][l]: the most that m candidates from position p onwards give line l.
-        self.best: list[list[list[int]]] = [
-            [[0] * line_count for _ in range(count + 1)] for _ in range(max_stores + 1)
-        ]
-        tops: list[list[int]] = [[] for _ in range(line_count)]
+        # most_from[p][l]: the running sums of line l's largest figures from position p onwards, at
+        # most max_stores of them: the most that m candidates from p give is its (m-1)th item. A
+        # candidate that changes no line's largest figures shares the lists of the one after it.
+        self.most_from: list[list[tuple[int, ...]]] = [[] for _ in range(count + 1)]
+        self.most_from[count] = [()] * line_count
+        tops: list[tuple[int, ...]] = [()] * line_count
         # touched[p]: the most lines one candidate from p onwards has anything of.
         self.touched = [0] * (count + 1)
         for position in range(count - 1, -1, -1):
             row = self.rows[position]
             self.touched[position] = max(self.touched[position + 1], sum(1 for have in row if have))
+            most = list(self.most_from[position + 1])
             for line_index, have in enumerate(row):
                 top = tops[line_index]
-                top.append(have)
-                top.sort(reverse=True)
-                del top[max_stores:]
-                running = 0
-                for m in range(1, max_stores + 1):
-                    if m <= len(top):
-                        running += top[m - 1]
-                    self.best[m][position][line_index] = running
+                if not have or (len(top) == max_stores and have <= top[-1]):
+                    continue
+                top = tuple(sorted((*top, have), reverse=True)[:max_stores])
+                tops[line_index] = top
+                most[line_index] = tuple(itertools.accumulate(top))
+            self.most_from[position] = most
 
     def first_set(self, size: int, needs: list[int]) -> tuple[int, ...] | None:
         return self._walk(0, size, needs, ())
@@ -135,9 +136,11 @@ class _Search:
             return chosen
         if slots == 0 or len(open_lines) > slots * self.touched[start]:
             return None
-        best = self.best[slots][start]
-        if any(best[index] < needs[index] for index in open_lines):
-            return None
+        most = self.most_from[start]
+        for index in open_lines:
+            sums = most[index]
+            if not sums or sums[min(slots, len(sums)) - 1] < needs[index]:
+                return None
         for position in range(start, len(self.rows) - slots + 1):
             row = self.rows[position]
             if not any(row[index] for index in open_lines):
