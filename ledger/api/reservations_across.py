@@ -119,8 +119,8 @@ def refusal(result: EventResult, reservation_id: str) -> Problem:
     )
 
 
-async def current(ledger: Ledger, settings: Settings, reservation_id: str) -> list[ReservationView]:
-    return await asyncio.to_thread(ledger.reservations_by_id, reservation_id, settings.reservation_stores_max)
+async def current(ledger: Ledger, stores_max: int, reservation_id: str) -> list[ReservationView]:
+    return await asyncio.to_thread(ledger.reservations_by_id, reservation_id, stores_max)
 
 
 def _readable(grant: Grant | None, views: list[ReservationView]) -> None:
@@ -168,7 +168,7 @@ async def place_across(
     if result.outcome is Outcome.ACCEPTED:
         return json_response(across_public(placed_views(command, result)), 201)
     if result.outcome is Outcome.DUPLICATE:
-        views = await current(ledger, settings, command.reservation_id)
+        views = await current(ledger, settings.reservation_stores_max, command.reservation_id)
         stores = {part.store_id for part in command.parts}
         return json_response(across_public([v for v in views if v.reservation.store_id in stores]))
     raise refusal(result, command.reservation_id)
@@ -183,7 +183,7 @@ async def place_across(
 async def get_across(
     reservation_id: ReservationId, ledger: LedgerDep, settings: SettingsDep, grant: ReaderGrant
 ) -> Response:
-    views = await current(ledger, settings, reservation_id)
+    views = await current(ledger, settings.reservation_stores_max, reservation_id)
     if not views:
         raise _unknown(reservation_id)
     _readable(grant, views)
@@ -221,7 +221,7 @@ async def release_across(
             [FieldError(field, "not taken here: every part is released whole (release one store's "
                         "lines at /v1/stores/{store}/reservations/{id}/release)")]
         )  # fmt: skip
-    views = await current(ledger, settings, reservation_id)
+    views = await current(ledger, settings.reservation_stores_max, reservation_id)
     if not views:
         raise _unknown(reservation_id)
     for view in views:
@@ -243,4 +243,6 @@ async def release_across(
     ]
     if releases:  # one submission: one batch, one transaction
         await ledger.submit(releases)
-    return json_response(across_public(await current(ledger, settings, reservation_id)))
+    return json_response(
+        across_public(await current(ledger, settings.reservation_stores_max, reservation_id))
+    )

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from ledger.access.scopes import Grant, authorize_store, authorize_write_at, visible_stores
-from ledger.api.deps import REST_SOURCE, IntakeDep, LedgerDep, ProducerGrant, SettingsDep, principal
+from ledger.api.deps import IntakeDep, LedgerDep, ProducerGrant, SettingsDep, principal
 from ledger.api.events import parse_json
 from ledger.api.media import JSON_ONLY, require_media_type
 from ledger.api.problems import Problem, invalid
@@ -26,10 +26,10 @@ from ledger.api.schemas import problem_responses
 from ledger.api.schemas_across import SourcingPublic
 from ledger.clock import utc_now
 from ledger.domain.model import Outcome, RejectionReason
-from ledger.results import EventResult
 from ledger.domain.sourcing import Allocation, SearchTooLong, choose
 from ledger.intake.across_body import AcrossLimits, SourcingAsk, read_sourcing, sourcing_command
 from ledger.intake.envelope import FieldError, InvalidEvent
+from ledger.results import EventResult
 from ledger.service import Ledger, ReservationView
 
 router = APIRouter(tags=["sourcing"])
@@ -135,10 +135,18 @@ async def source(
     request: Request, ledger: LedgerDep, settings: SettingsDep, intake: IntakeDep, grant: ProducerGrant
 ) -> Response:
     require_media_type(request.scope["headers"], JSON_ONLY)
-    limits = across_limits(settings, intake)
+    return await source_order(ledger, across_limits(settings, intake), await request.body(), grant)
+
+
+async def source_order(
+    ledger: Ledger, limits: AcrossLimits, raw_body: bytes, grant: Grant | None
+) -> Response:
+    """Answers a sourcing request body; raises Problem for every refusal. The caller has checked the
+    token's role and the content type. (Called by the route above and by the fast path,
+    ledger/api/fastpath.py.)"""
     now = utc_now()
     try:
-        ask = read_sourcing(parse_json(await request.body()), limits, REST_SOURCE, now)
+        ask = read_sourcing(parse_json(raw_body), limits, SOURCING_SOURCE, now)
     except InvalidEvent as error:
         raise invalid(error.errors) from None
     candidates = await _candidates(ledger, ask, limits, grant)
@@ -159,7 +167,7 @@ async def source(
         body = {"allocations": allocations, "reservation": across_public(views), "position": result.position}
         return json_response(body)
     if result.outcome is Outcome.DUPLICATE:
-        views = await current(ledger, settings, command.reservation_id)
+        views = await current(ledger, limits.stores_max, command.reservation_id)
         held = [v for v in views if v.reservation.store_id in set(candidates)]
         if not _holds(held, ask):
             conflict = EventResult("", "", "", Outcome.REJECTED, RejectionReason.RESERVATION_CONFLICT)

@@ -12,7 +12,7 @@ that spans stores belongs to no store's history; the caller gets its shortfall, 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ledger.domain.model import (
@@ -26,7 +26,7 @@ from ledger.domain.model import (
     StockEvent,
     _event_from_values,
 )
-from ledger.domain.policy import limit_units
+from ledger.domain.policy import effective_policy, limit_units
 from ledger.domain.rules import Decision, LedgerState, Refusal, decide
 from ledger.domain.sourcing import Allocation, SearchTooLong, choose
 
@@ -55,6 +55,9 @@ class SourceAndReserve(StockEvent):
     candidates: tuple[str, ...] = ()
     max_stores: int = 3
     search_steps_max: int = 0
+    # The reservations of every line at every candidate that deciding reads (reads_of), made once
+    # per command in the writer, never sent: the writer asks for them at each step of a batch.
+    probes: tuple[StockEvent, ...] | None = field(default=None, compare=False, repr=False)
 
     def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
         return (
@@ -71,10 +74,10 @@ def _command_from_values(
     kind: type[StockEvent], values: tuple[Any, ...], extra: tuple[Any, ...]
 ) -> StockEvent:
     event = _event_from_values(*values)
-    base = {field.name: getattr(event, field.name) for field in dataclasses.fields(StockEvent)}
-    return kind(
-        **base, **dict(zip([f.name for f in dataclasses.fields(kind)][len(base) :], extra, strict=True))
-    )
+    base = {name.name: getattr(event, name.name) for name in dataclasses.fields(StockEvent)}
+    # The command's own fields that travel, in order (a cache such as `probes` does not).
+    names = [name.name for name in dataclasses.fields(kind)][len(base) : len(base) + len(extra)]
+    return kind(**base, **dict(zip(names, extra, strict=True)))
 
 
 def part_event(command: StockEvent, store_id: str, lines: tuple[Line, ...]) -> StockEvent:
@@ -102,7 +105,11 @@ def reads_of(event: StockEvent) -> tuple[StockEvent, ...]:
     if isinstance(event, ReserveAcrossStores):
         return event.parts
     if isinstance(event, SourceAndReserve):
-        return tuple(part_event(event, store, event.lines) for store in event.candidates)
+        if event.probes is None:
+            probes = tuple(part_event(event, store, event.lines) for store in event.candidates)
+            object.__setattr__(event, "probes", probes)  # a cache of what the fields determine
+            return probes
+        return event.probes
     return (event,)
 
 
@@ -166,9 +173,17 @@ def decide_sourcing(command: SourceAndReserve, state: LedgerState) -> Decision:
             return Decision((), duplicate_of_position=_latest([r.placed_at_position for r in held]))
         return Decision((), refusal=Refusal(RejectionReason.RESERVATION_CONFLICT))
     channel = command.channel
+    policies = state.policies
+    levels = state.levels
 
     def figure(store: str, sku: str) -> int:
-        return limit_units(state.level(store, sku), state.policy(store, sku), channel)
+        level = levels.get((store, sku))
+        if level is None:
+            level = state.level(store, sku)
+        store_policies = policies.get(store)
+        if not store_policies:
+            return level.available_units
+        return limit_units(level, effective_policy(store_policies, sku), channel)
 
     try:
         chosen = choose(

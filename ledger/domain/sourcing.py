@@ -57,7 +57,14 @@ def choose(
     assert 1 <= max_stores <= MAX_STORES_LIMIT, max_stores
     assert len(set(candidates)) == len(candidates), "candidates are distinct"
     needs = [line.qty_units for line in lines]
-    figures = [[max(0, figure(store, line.sku)) for line in lines] for store in candidates]
+    # The first candidate that serves alone ends the search: its figures are read store by store,
+    # the others' only when none does.
+    figures: list[list[int]] = []
+    for index, store in enumerate(candidates):
+        row = [max(0, figure(store, line.sku)) for line in lines]
+        figures.append(row)
+        if all(have >= need for have, need in zip(row, needs, strict=True)):
+            return _allocate(lines, candidates, figures, (index,))
     totals = [sum(column) for column in zip(*figures, strict=True)] if figures else [0] * len(lines)
     short = tuple(
         Shortfall(line.sku, line.qty_units, total)
@@ -66,9 +73,6 @@ def choose(
     )
     if short:
         return Unsourceable(short)
-    for index, row in enumerate(figures):
-        if all(have >= need for have, need in zip(row, needs, strict=True)):
-            return _allocate(lines, candidates, figures, (index,))
     chosen = _smallest_set(figures, needs, max_stores, steps_max)
     if chosen is None:
         return Unsourceable(())
