@@ -58,6 +58,13 @@ SUMMARIES = {
         "get",
         "/v1/stores/{store}/stock/{sku}/explain",
     ): "The entries behind one SKU's figures at a store: last count, since, reservations, transfers",
+    ("post", "/v1/reservations"): "Reserve every line at its store, all or none, at one position",
+    ("get", "/v1/reservations/{reservation_id}"): "Every store's part of a reservation, with one status",
+    ("post", "/v1/reservations/{reservation_id}/release"): "Release what every part still holds",
+    (
+        "post",
+        "/v1/sourcing",
+    ): "Where an order can be served; with `reserve`, reserve it there in the same step",
     ("get", "/healthz"): "Liveness: the process answers",
     ("get", "/readyz"): "Readiness: the database answers, writes are recorded, Kafka is in",
     ("get", "/metrics"): "Prometheus metrics (text exposition format)",

@@ -102,7 +102,7 @@ class SourcingRequest(BaseModel):
 
 class AllocationLinePublic(BaseModel):
     sku: str
-    qty: int
+    qty: int = Field(ge=1, le=QTY_ABS_MAX)
 
 
 class AllocationPublic(BaseModel):
