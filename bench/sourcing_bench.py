@@ -105,14 +105,15 @@ def time_search(steps_max: int) -> dict[str, Any]:
         for _ in range(SEARCH_REPEATS):
             began = time.perf_counter()
             try:
-                chosen = choose(lines, candidates, max_stores, lambda s, k: table[(s, k)], steps_max)
+                chosen = choose(lines, candidates, max_stores, lambda s, k, t=table: t[(s, k)], steps_max)
                 outcome = type(chosen).__name__
             except SearchTooLong:
                 outcome = "SearchTooLong"
             timings.append(time.perf_counter() - began)
         results[name] = {"outcome": outcome, **load.latency_summary_ms(timings)}
         print(
-            f"  search {name}: {outcome}, p50 {results[name]['p50']:.2f} ms, max {results[name]['max']:.2f} ms"
+            f"  search {name}: {outcome}, p50 {results[name]['p50']:.2f} ms, "
+            f"max {results[name]['max']:.2f} ms"
         )
     return results
 
@@ -150,7 +151,8 @@ def time_http_answers(bench: Bench, requests: int) -> dict[str, Any]:
             results[variant] = load.latency_summary_ms(timings)
             shown = results[variant]
             print(
-                f"  HTTP {variant}, 50 lines over 100 stores: p50 {shown['p50']:.1f} ms, p99 {shown['p99']:.1f} ms"
+                f"  HTTP {variant}, 50 lines over 100 stores: p50 {shown['p50']:.1f} ms, "
+                f"p99 {shown['p99']:.1f} ms"
             )
         return results
     finally:
@@ -271,7 +273,8 @@ def measure_round(
         cpu = cputime.report(meter.stop(), run.ok, unit="request")
         print(
             f"  round {number} {mode}: {run.per_s:,.0f}/s ({run.ok:,} ok, {run.other} other, "
-            f"{run.socket_errors} socket errors; p50 {run.latency_ms['p50']:.1f} ms, p99 {run.latency_ms['p99']:.1f} ms)",
+            f"{run.socket_errors} socket errors; p50 {run.latency_ms['p50']:.1f} ms, "
+            f"p99 {run.latency_ms['p99']:.1f} ms)",
             flush=True,
         )
         bench.check(
@@ -298,7 +301,8 @@ def main(argv: list[str] | None = None) -> int:
 
         steps_max = Settings().sourcing_search_steps_max
         print(
-            f"\n== the search alone (50 lines, 100 candidates, LEDGER_SOURCING_SEARCH_STEPS_MAX={steps_max}) =="
+            "\n== the search alone (50 lines, 100 candidates, "
+            f"LEDGER_SOURCING_SEARCH_STEPS_MAX={steps_max}) =="
         )
         results["search"] = time_search(steps_max)
         print("\n== the answer over HTTP, one request at a time ==")
