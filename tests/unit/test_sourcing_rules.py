@@ -281,3 +281,17 @@ def test_sourcing_again_answers_what_it_placed_and_nothing_fitting_records_nothi
     short = record(book, sourcing("R2", ("A", 3), candidates=("s1", "s2")))
     assert short.entries == () and short.refusal is not None
     assert [(s.sku, s.requested_units, s.available_units) for s in short.refusal.shortfall] == [("A", 3, 0)]
+
+
+def test_commands_cross_the_writers_socket_whole() -> None:
+    from ledger.domain.across_stores import reads_of
+    from ledger.writer.wire import WriteRequest, decode_to_writer, encode
+
+    command = sourcing("R9", ("A", 2), candidates=("s1", "s2"), channel="online", max_stores=2)
+    reads_of(command)  # the writer's cache of probes is not sent
+    placed = across("R8", ("s1", (("A", 2),)), ("s2", (("B", 3),)))
+    message = decode_to_writer(encode(WriteRequest(7, [command, placed]))[4:])
+    assert isinstance(message, WriteRequest)
+    assert message.events == [command, placed]
+    assert [type(event) for event in message.events] == [SourceAndReserve, ReserveAcrossStores]
+    assert message.events[0].probes is None
