@@ -282,7 +282,7 @@ def measure_round(
             run.other == 0 and run.socket_errors == 0,
             run.first_other,
         )
-        result[mode] = run.as_dict() | cpu
+        result[mode] = run.as_dict() | cpu | {"per_s": round(run.per_s, 1)}
     result["ratio"] = round(result["sourcing"]["per_s"] / result["plain"]["per_s"], 3)
     print(
         f"  round {number}: sourcing / plain = {result['ratio']:.2f}x; load average {result['load_average']}",

@@ -139,7 +139,7 @@ class Settings(BaseSettings):
         description="candidate stores of one sourcing request at most (given or by default)",
     )
     sourcing_search_steps_max: int = Field(
-        20_000,
+        5_000,
         ge=100,
         description="sets of stores one sourcing search may walk; an order that needs more: 422",
     )
