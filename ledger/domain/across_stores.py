@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple, Protocol
 
 from ledger.domain.model import (
     EventType,
@@ -29,6 +29,34 @@ from ledger.domain.model import (
 from ledger.domain.policy import effective_policy, limit_units
 from ledger.domain.rules import Decision, LedgerState, Refusal, decide
 from ledger.domain.sourcing import Allocation, SearchTooLong, choose
+
+
+class Reads(Protocol):
+    """What the writer reads keys by (levels, reservations, policies, stores): a plain event, or a
+    probe of a command."""
+
+    @property
+    def store_id(self) -> str: ...
+    @property
+    def lines(self) -> tuple[Line, ...]: ...
+    @property
+    def reservation_id(self) -> str | None: ...
+    @property
+    def type(self) -> EventType: ...
+    @property
+    def to_store(self) -> str | None: ...
+
+
+class Probe(NamedTuple):
+    """A reservation of a whole order at one candidate, as far as the writer reads keys for it:
+    not an event (never decided or recorded), and some twenty times cheaper to make than one."""
+
+    store_id: str
+    lines: tuple[Line, ...]
+    reservation_id: str | None
+    type: EventType = EventType.RESERVATION
+    to_store: str | None = None
+
 
 # How many stores one reservation across stores may span: a bound of the stored format (each
 # part says how many parts of its command follow it in the log), not a setting.
@@ -57,7 +85,7 @@ class SourceAndReserve(StockEvent):
     search_steps_max: int = 0
     # The reservations of every line at every candidate that deciding reads (reads_of), made once
     # per command in the writer, never sent: the writer asks for them at each step of a batch.
-    probes: tuple[StockEvent, ...] | None = field(default=None, compare=False, repr=False)
+    probes: tuple[Probe, ...] | None = field(default=None, compare=False, repr=False)
 
     def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
         return (
@@ -97,7 +125,7 @@ def part_event(command: StockEvent, store_id: str, lines: tuple[Line, ...]) -> S
     )
 
 
-def reads_of(event: StockEvent) -> tuple[StockEvent, ...]:
+def reads_of(event: StockEvent) -> tuple[Reads, ...]:
     """The plain events whose keys (levels, reservations, policies, stores) deciding `event`
     reads: a command's parts, or, for sourcing, a reservation of every line at every candidate."""
     if type(event) is StockEvent:
@@ -106,7 +134,8 @@ def reads_of(event: StockEvent) -> tuple[StockEvent, ...]:
         return event.parts
     if isinstance(event, SourceAndReserve):
         if event.probes is None:
-            probes = tuple(part_event(event, store, event.lines) for store in event.candidates)
+            lines, reservation_id = event.lines, event.reservation_id
+            probes = tuple(Probe(store, lines, reservation_id) for store in event.candidates)
             object.__setattr__(event, "probes", probes)  # a cache of what the fields determine
             return probes
         return event.probes

@@ -7,10 +7,10 @@ write lock. Events are decided in arrival order, each seeing the effect of the o
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from ledger.domain.across_stores import decide_any, reads_of
+from ledger.domain.across_stores import Probe, Reads, decide_any, reads_of
 from ledger.domain.model import (
     Entry,
     EventType,
@@ -55,6 +55,10 @@ class Work:
     # Per entry, the index of its event's last entry: the event's position is that entry's
     # notification id, and every row the entry projects carries it (one event, one position).
     event_ends: list[int] = field(default_factory=list)
+    # Levels of the state that are the cache's own objects, not copies: those only a command's
+    # probes read (sourcing reads every candidate's levels and changes a few). apply_entry copies
+    # one before anything changes it.
+    shared_levels: set[tuple[str, str]] = field(default_factory=set)
 
 
 @dataclass(slots=True)
@@ -70,11 +74,11 @@ class Missing:
         return bool(self.levels or self.reservations or self.stores or self.policy_stores)
 
 
-def _stores(event: StockEvent) -> tuple[str, ...]:
+def _stores(event: Reads) -> tuple[str, ...]:
     return (event.store_id, event.to_store) if event.to_store else (event.store_id,)
 
 
-def _plain(events: list[StockEvent]) -> list[StockEvent]:
+def _plain(events: list[StockEvent]) -> Sequence[Reads]:
     """The batch as the plain events whose keys it reads (a command across stores reads its
     parts', ledger/domain/across_stores.py); the batch itself when it has no command."""
     if all(type(event) is StockEvent for event in events):
@@ -142,7 +146,9 @@ def work_from_memory(cache: StateCache, events: list[StockEvent], head: int) -> 
     versions: dict[str, int] = {}
     policies: dict[str, dict[str, Policy]] = {}
     store_policies = cache.store_policies
+    shared: set[tuple[str, str]] = set()
     for event in _plain(events):
+        probe = type(event) is Probe
         skus = [line.sku for line in event.lines]
         if event.reservation_id:
             held = cache.reservations.get((event.store_id, event.reservation_id))
@@ -162,13 +168,21 @@ def work_from_memory(cache: StateCache, events: list[StockEvent], head: int) -> 
             if held_policies:  # shared, never changed in place (copy on write)
                 policies[store] = held_policies
             for sku in skus:
-                cached = cache.levels.get((store, sku))
+                key = (store, sku)
+                cached = cache.levels.get(key)
                 if cached is None:
                     return None
-                levels[(store, sku)] = cached.level.copy()
-    return Work(
+                if not probe:
+                    levels[key] = cached.level.copy()
+                    shared.discard(key)
+                elif key not in levels:
+                    levels[key] = cached.level
+                    shared.add(key)
+    work = Work(
         LedgerState(levels=levels, reservations=reservations, policies=policies), head, lambda: dict(versions)
     )
+    work.shared_levels = shared
+    return work
 
 
 def work_from_database(
@@ -237,6 +251,14 @@ def apply_entry(entry: Entry, work: Work, event_end: int | None = None) -> None:
     index = len(work.entries)
     end = index if event_end is None else event_end
     assert end >= index, (end, index)
+    shared = work.shared_levels
+    if shared:
+        levels = work.state.levels
+        for effect in entry.effects:
+            key = (entry.store_id, effect.sku)
+            if key in shared:
+                shared.discard(key)
+                levels[key] = levels[key].copy()
     apply(entry, work.state, -(end + 1))  # a placeholder for the event's position until the insert
     work.entries.append(entry)
     work.event_ends.append(end)
