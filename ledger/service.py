@@ -453,11 +453,25 @@ class Ledger:
         self, stores: tuple[str, ...], skus: list[str], channel: str | None
     ) -> dict[tuple[str, str], int]:
         """What a reservation of `channel` could take of each SKU at each store now (the figure
-        sourcing uses, CONTRACT §6), from memory where it holds them."""
+        sourcing uses, CONTRACT §6): from memory without building a view of each level (a 50-line
+        order over 100 stores reads 5,000), else as `levels` reads them."""
         figures: dict[tuple[str, str], int] = {}
+        cache = self.cache
         for store in stores:
-            for view in self.levels(store, skus):
-                figures[(store, view.sku)] = limit_units(view.level, view.policy, channel)
+            store_policies = cache.store_policies.get(store)
+            cached = [cache.get_level((store, sku)) for sku in skus] if store_policies is not None else []
+            if store_policies is None or any(level is None for level in cached):
+                for view in self.levels(store, skus):
+                    figures[(store, view.sku)] = limit_units(view.level, view.policy, channel)
+                continue
+            for sku, held in zip(skus, cached, strict=True):
+                assert held is not None
+                if store_policies:
+                    figures[(store, sku)] = limit_units(
+                        held.level, effective_policy(store_policies, sku), channel
+                    )
+                else:
+                    figures[(store, sku)] = held.level.available_units
         return figures
 
     def reservation(self, store_id: str, reservation_id: str) -> ReservationView | None:

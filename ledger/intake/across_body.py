@@ -38,6 +38,7 @@ class SourcingAsk:
     channel: str | None
     max_stores: int
     reserve: dict[str, Any] | None
+    checked: StockEvent  # the body read as a reservation (its lines, channel, reserve's fields)
 
 
 def _store_envelope(store: str, data: dict[str, Any], source: str, now: datetime) -> dict[str, Any]:
@@ -193,7 +194,7 @@ def read_sourcing(body: object, limits: AcrossLimits, source: str, now: datetime
         checked = None
     if errors or checked is None:
         raise InvalidEvent(list(dict.fromkeys(errors)))
-    return SourcingAsk(checked.lines, candidates, checked.channel, max_stores, reserve)
+    return SourcingAsk(checked.lines, candidates, checked.channel, max_stores, reserve, checked)
 
 
 def sourcing_command(
@@ -206,17 +207,14 @@ def sourcing_command(
 ) -> SourceAndReserve:
     """The command that chooses and reserves in one decision of the writer."""
     assert ask.reserve is not None
-    data = {**ask.reserve, "lines": [{"sku": line.sku, "qty": line.qty_units} for line in ask.lines]}
-    if ask.channel is not None:
-        data["channel"] = ask.channel
-    checked = read_envelope(_store_envelope(candidates[0], data, source, now), limits.intake, principal)
+    checked = ask.checked  # read with the reserve's fields by read_sourcing
     # Its key is the reservation id under a source of its own: the same request again is a
     # duplicate by the log's own key, whichever stores a second search would choose.
     return SourceAndReserve(
         event_id=checked.reservation_id or "",
         source=source,
         type=EventType.RESERVATION,
-        time=checked.time,
+        time=now,
         store_id=candidates[0],
         lines=ask.lines,
         order_id=checked.order_id,
