@@ -126,6 +126,23 @@ class Settings(BaseSettings):
     skus_per_lookup_max: int = Field(1000, ge=1, le=1000)
     policy_channels_max: int = Field(32, ge=1, le=1000, description="channels with a quota in one policy")
     body_bytes_max: int = Field(16 * 1024 * 1024, ge=1024)
+    # Reservations across stores and sourcing (CONTRACT §6). The search's work grows with lines
+    # times candidates, and in the worst case with the sets it walks: each is bounded, 422 beyond.
+    reservation_stores_max: int = Field(
+        20, ge=1, le=100, description="stores one reservation across stores spans at most"
+    )
+    sourcing_lines_max: int = Field(50, ge=1, le=1000, description="lines of one sourcing request at most")
+    sourcing_candidates_max: int = Field(
+        100,
+        ge=1,
+        le=1000,
+        description="candidate stores of one sourcing request at most (given or by default)",
+    )
+    sourcing_search_steps_max: int = Field(
+        5_000,
+        ge=100,
+        description="sets of stores one sourcing search may walk; an order that needs more: 422",
+    )
     history_page_max: int = Field(1000, ge=1, le=1000)
     history_page_default: int = Field(100, ge=1, le=1000)
     timeline_points_max: int = Field(

@@ -31,6 +31,9 @@ class EventResult:
     shortfall: tuple[Shortfall, ...] = ()
     position: int | None = None
     original: Original | None = None
+    # What a reservation across stores placed (CONTRACT §6): per store, in log order, its lines
+    # as (sku, qty). Empty for every other event.
+    placed: tuple[tuple[str, tuple[tuple[str, int], ...]], ...] = ()
 
     def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
         """Plain values, as StockEvent's (every answer crosses back from the writer process)."""
@@ -43,7 +46,7 @@ class EventResult:
                 self.store_id,
                 self.outcome.value,
                 self.reason.value if self.reason else None,
-                tuple((s.sku, s.requested_units, s.available_units) for s in self.shortfall),
+                tuple((s.sku, s.requested_units, s.available_units, s.store_id) for s in self.shortfall),
                 self.position,
                 None
                 if original is None
@@ -52,6 +55,7 @@ class EventResult:
                     original.reason.value if original.reason else None,
                     original.position,
                 ),
+                self.placed,
             ),
         )
 
@@ -62,9 +66,10 @@ def _result_from_values(
     store_id: str,
     outcome: str,
     reason: str | None,
-    shortfall: tuple[tuple[str, int, int], ...],
+    shortfall: tuple[tuple[str, int, int, str | None], ...],
     position: int | None,
     original: tuple[str, str | None, int] | None,
+    placed: tuple[tuple[str, tuple[tuple[str, int], ...]], ...] = (),
 ) -> EventResult:
     return EventResult(
         event_id,
@@ -79,4 +84,5 @@ def _result_from_values(
         else Original(
             Outcome(original[0]), RejectionReason(original[1]) if original[1] else None, original[2]
         ),
+        placed,
     )

@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 from ledger.clock import utc_text
 from ledger.domain.model import Level, Policy, Reservation, StockEvent
-from ledger.domain.policy import effective_policy
+from ledger.domain.policy import effective_policy, limit_units
 from ledger.projections import queries
 from ledger.projections.explain import Explanation, explain
 from ledger.projections.queries import HistoryFilter
@@ -438,6 +438,41 @@ class Ledger:
         """The entries behind the current figures (CONTRACT §8), all read in one snapshot."""
         with self._reading("explaining a level"), self.recorder.snapshot_transaction() as tx:
             return explain(tx, store_id, sku, self.recorder.head(tx), items_max)
+
+    def reservations_by_id(self, reservation_id: str, stores_max: int) -> list[ReservationView]:
+        """Every store's reservation under this id (a reservation across stores), by store."""
+        with self._reading("reading a reservation across stores"), self.recorder.read_transaction() as tx:
+            rows = queries.reservations_by_id(tx, reservation_id, stores_max)
+        return [ReservationView(reservation_from_row(row), int(row["position"])) for row in rows]
+
+    def stores_with_available(self, skus: list[str], stores_max: int) -> list[str]:
+        with self._reading("reading stores for sourcing"), self.recorder.read_transaction() as tx:
+            return queries.stores_with_available(tx, skus, stores_max)
+
+    def limits_for(
+        self, stores: tuple[str, ...], skus: list[str], channel: str | None
+    ) -> dict[tuple[str, str], int]:
+        """What a reservation of `channel` could take of each SKU at each store now (the figure
+        sourcing uses, CONTRACT §6): from memory without building a view of each level (a 50-line
+        order over 100 stores reads 5,000), else as `levels` reads them."""
+        figures: dict[tuple[str, str], int] = {}
+        cache = self.cache
+        for store in stores:
+            store_policies = cache.store_policies.get(store)
+            cached = [cache.get_level((store, sku)) for sku in skus] if store_policies is not None else []
+            if store_policies is None or any(level is None for level in cached):
+                for view in self.levels(store, skus):
+                    figures[(store, view.sku)] = limit_units(view.level, view.policy, channel)
+                continue
+            for sku, held in zip(skus, cached, strict=True):
+                assert held is not None
+                if store_policies:
+                    figures[(store, sku)] = limit_units(
+                        held.level, effective_policy(store_policies, sku), channel
+                    )
+                else:
+                    figures[(store, sku)] = held.level.available_units
+        return figures
 
     def reservation(self, store_id: str, reservation_id: str) -> ReservationView | None:
         with self._reading("reading a reservation"), self.recorder.read_transaction() as tx:

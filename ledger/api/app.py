@@ -13,7 +13,18 @@ from starlette.middleware.cors import CORSMiddleware
 from ledger.access.book import TokenBook
 from ledger.access.hosts import allowed_hosts
 from ledger.access.limiter import RateLimiter
-from ledger.api import events, explain, history, ops, policies, reservations, stock, timeline
+from ledger.api import (
+    events,
+    explain,
+    history,
+    ops,
+    policies,
+    reservations,
+    reservations_across,
+    sourcing,
+    stock,
+    timeline,
+)
 from ledger.api.console import ConsoleSession
 from ledger.api.console import router as console_router
 from ledger.api.docs import install_docs
@@ -135,7 +146,19 @@ def create_app(
     app.state.metrics = ops.metrics_registry(ledger, app.state.http_metrics)
     app.state.kafka = None
     routers = [
-        module.router for module in (stock, explain, events, reservations, policies, history, timeline, ops)
+        module.router
+        for module in (
+            stock,
+            explain,
+            events,
+            reservations,
+            reservations_across,
+            sourcing,
+            policies,
+            history,
+            timeline,
+            ops,
+        )
     ]
     routers.append(console_router)
     for router in routers:

@@ -1,11 +1,12 @@
-"""A fast path for the two hottest requests: placing a reservation and reading a cached level.
+"""A fast path for the hottest requests: placing a reservation, sourcing, reading a cached level.
 
 Measured: FastAPI's routing, dependency solving and middleware stack were three quarters of the
 CPU of a reservation request (the writer process does the rest of the work). This ASGI wrapper
-recognises exactly `POST /v1/stores/{store}/reservations` and `GET /v1/stores/{store}/stock/{sku}`
-(no query string, level in memory) with well-formed ids, and calls the same functions the FastAPI
-routes call (`reserve`, `cached_level`) and the same error mapping (`problem_for`). Anything else,
-including every malformed id, goes to the FastAPI application unchanged, so answers do not differ.
+recognises exactly `POST /v1/stores/{store}/reservations`, `POST /v1/sourcing` and
+`GET /v1/stores/{store}/stock/{sku}` (no query string, level in memory) with well-formed ids, and
+calls the same functions the FastAPI routes call (`reserve`, `source_order`, `cached_level`) and
+the same error mapping (`problem_for`). Anything else, including every malformed id, goes to
+the FastAPI application unchanged, so answers do not differ.
 It makes the same access checks as those routes (the role, the store, the content type) on the
 grant the gate found (ledger/api/gate.py), from memory.
 """
@@ -25,7 +26,9 @@ from ledger.api.gate import GRANT_KEY
 from ledger.api.media import JSON_ONLY, require_media_type
 from ledger.api.problems import Problem, internal_error, problem_for, problem_response
 from ledger.api.reservations import reserve
+from ledger.api.reservations_across import across_limits
 from ledger.api.schemas import ID_REGEX, level_public
+from ledger.api.sourcing import source_order
 from ledger.api.stock import cached_level
 from ledger.api.telemetry import ROUTE_KEY
 from ledger.config import Settings
@@ -42,6 +45,7 @@ _ID = re.compile(ID_REGEX)
 # The FastAPI routes' templates, for the metrics (ledger/api/telemetry.py).
 RESERVATIONS_ROUTE = "/v1/stores/{store}/reservations"
 STOCK_ROUTE = "/v1/stores/{store}/stock/{sku}"
+SOURCING_ROUTE = "/v1/sourcing"
 
 
 class FastPath:
@@ -50,9 +54,14 @@ class FastPath:
         self.ledger = ledger
         self.limits = limits
         self.body_bytes_max = settings.body_bytes_max
+        self.across_limits = across_limits(settings, limits)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
+            if scope["path"] == SOURCING_ROUTE and scope["method"] == "POST":
+                scope[ROUTE_KEY] = SOURCING_ROUTE
+                await self._source(scope, receive, send)
+                return
             parts = scope["path"].split("/")
             # ["", "v1", "stores", store, "reservations"] or [..., store, "stock", sku]
             if len(parts) >= 5 and parts[1] == "v1" and parts[2] == "stores" and _ID.fullmatch(parts[3]):
@@ -88,6 +97,18 @@ class FastPath:
             require_media_type(scope["headers"], JSON_ONLY)
             body = await self._body(receive)
             response = await reserve(self.ledger, self.limits, store, body, principal(grant))
+        except Exception as error:  # noqa: BLE001 - mapped exactly as the FastAPI handlers map it
+            problem = problem_for(error) or internal_error(error, scope["method"], scope["path"])
+            response = problem_response(problem, scope["path"])
+        await response(scope, receive, send)
+
+    async def _source(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            grant: Grant | None = scope[GRANT_KEY]
+            authorize_role(grant, Role.PRODUCER)
+            require_media_type(scope["headers"], JSON_ONLY)
+            body = await self._body(receive)
+            response = await source_order(self.ledger, self.across_limits, body, grant)
         except Exception as error:  # noqa: BLE001 - mapped exactly as the FastAPI handlers map it
             problem = problem_for(error) or internal_error(error, scope["method"], scope["path"])
             response = problem_response(problem, scope["path"])

@@ -25,6 +25,7 @@ from ledger.api.schemas import (
     ReservationCreate,
     ReservationRelease,
 )
+from ledger.api.schemas_across import ReservationAcrossCreate, SourcingRequest
 
 DISTRIBUTION = "stock-ledger"
 PROBLEM_REF = {"$ref": "#/components/schemas/ProblemPublic"}
@@ -57,6 +58,13 @@ SUMMARIES = {
         "get",
         "/v1/stores/{store}/stock/{sku}/explain",
     ): "The entries behind one SKU's figures at a store: last count, since, reservations, transfers",
+    ("post", "/v1/reservations"): "Reserve every line at its store, all or none, at one position",
+    ("get", "/v1/reservations/{reservation_id}"): "Every store's part of a reservation, with one status",
+    ("post", "/v1/reservations/{reservation_id}/release"): "Release what every part still holds",
+    (
+        "post",
+        "/v1/sourcing",
+    ): "Where an order can be served; with `reserve`, reserve it there in the same step",
     ("get", "/healthz"): "Liveness: the process answers",
     ("get", "/readyz"): "Readiness: the database answers, writes are recorded, Kafka is in",
     ("get", "/metrics"): "Prometheus metrics (text exposition format)",
@@ -141,7 +149,7 @@ def build_document(app: FastAPI, routes: Sequence[APIRoute]) -> dict[str, Any]:
     envelope = envelope_schema()
     del envelope["$schema"], envelope["$id"]  # it sits inside this document, whose dialect is 3.1's
     components["EventEnvelope"] = envelope
-    for model in (ReservationCreate, ReservationRelease, PolicyIn):
+    for model in (ReservationCreate, ReservationRelease, PolicyIn, ReservationAcrossCreate, SourcingRequest):
         model_schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
         components.update(model_schema.pop("$defs", {}))
         components[model.__name__] = model_schema

@@ -253,6 +253,9 @@ class Shortfall:
     sku: str
     requested_units: int
     available_units: int
+    # The store it is short at, for refusals that span stores (a reservation across stores,
+    # CONTRACT §6); None for a store's own events, whose store is the event's.
+    store_id: str | None = None
 
     __reduce__ = _reduce
 

@@ -61,6 +61,20 @@ class Decision:
 
     entries: tuple[Entry, ...]
     duplicate_of_position: int | None = None
+    # A command refused as a whole before any entry (a reservation across stores, sourcing):
+    # nothing is recorded, the caller is told why.
+    refusal: Refusal | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """Why a command across stores was refused. `unsourceable`: sourcing found no set of at most
+    `max_stores` candidates (the shortfall is then empty when only that limit stands in the
+    way); `search_limit`: the search would take more steps than it may."""
+
+    reason: RejectionReason
+    shortfall: tuple[Shortfall, ...] = ()
+    search_limit: bool = False
 
 
 def decide(event: StockEvent, state: LedgerState) -> Decision:

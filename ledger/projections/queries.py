@@ -192,6 +192,27 @@ def history_page(tx: SqlTx, where: HistoryFilter, limit: int) -> list[Row]:
     return tx.fetchall(" ".join(sql), params)
 
 
+def reservations_by_id(tx: SqlTx, reservation_id: str, stores_max: int) -> list[Row]:
+    """Every store's reservation under one id (a reservation across stores' parts), by store;
+    at most `stores_max` (by the index on reservation_id)."""
+    return tx.fetchall(
+        "SELECT * FROM ledger_reservations WHERE reservation_id = %s ORDER BY store_id LIMIT %s",
+        (reservation_id, stores_max),
+    )
+
+
+def stores_with_available(tx: SqlTx, skus: list[str], stores_max: int) -> list[str]:
+    """The stores where any of these SKUs has available stock, by id, at most `stores_max`
+    (by the levels' index on sku): the only stores a sourcing search could ever choose."""
+    marks = ", ".join(["%s"] * len(skus))
+    rows = tx.fetchall(
+        f"SELECT DISTINCT store_id FROM ledger_levels WHERE sku IN ({marks}) AND on_hand > reserved "
+        "ORDER BY store_id LIMIT %s",
+        (*skus, stores_max),
+    )
+    return [row["store_id"] for row in rows]
+
+
 def reservation(tx: SqlTx, store_id: str, reservation_id: str) -> Row | None:
     return tx.fetchone(
         "SELECT * FROM ledger_reservations WHERE store_id = %s AND reservation_id = %s",

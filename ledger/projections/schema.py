@@ -120,6 +120,10 @@ TABLES_DDL = (
         PRIMARY KEY (source, event_id))""",
 )
 
+# GET /v1/reservations/{id}: the parts of a reservation across stores (CONTRACT §6).
+RESERVATIONS_BY_ID_INDEX = """CREATE INDEX IF NOT EXISTS ledger_reservations_by_id
+    ON ledger_reservations (reservation_id, store_id)"""
+
 POLICIES_DDL = (
     # Each store's current policies (CONTRACT §6), one row per SKU or default (`*`) ever set; a
     # cleared one keeps its row with a null policy, so that a cache catching up by position sees

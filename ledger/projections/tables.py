@@ -349,10 +349,12 @@ def _reservation_row(reservation: Reservation, position: int) -> tuple[object, .
 
 def _key_rows(batch: ProjectionBatch) -> list[tuple[object, ...]]:
     rows: list[tuple[object, ...]] = []
-    for recorded in batch.recorded:
+    recorded_entries = batch.recorded
+    last = len(recorded_entries) - 1
+    for index, recorded in enumerate(recorded_entries):
         entry = recorded.entry
-        if entry.event.type is EventType.TRANSFER_INCOMING:
-            continue  # shares its key with the transfer it belongs to
+        if index < last and recorded_entries[index + 1].position == recorded.position:
+            continue  # an event's entries share its key: recorded once, with its last entry
         shortfall = (
             orjson.dumps([[s.sku, s.requested_units, s.available_units] for s in entry.shortfall]).decode()
             if entry.shortfall

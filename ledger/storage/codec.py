@@ -25,6 +25,7 @@ from typing import Any
 import orjson
 from eventsourcing.persistence import StoredEvent
 
+from ledger.domain.across_stores import PARTS_MAX
 from ledger.domain.model import (
     Entry,
     EventType,
@@ -39,7 +40,9 @@ from ledger.domain.model import (
 
 STATE_FORMAT_VERSION = 4
 READABLE_FORMATS = (1, 2, 3, STATE_FORMAT_VERSION)
-EVENT_ENTRIES_MAX = 2  # a transfer's two; a larger count in a stored entry is a corrupt log
+# A transfer's two; a reservation across stores' parts (PARTS_MAX). A larger count in a stored
+# entry is a corrupt log.
+EVENT_ENTRIES_MAX = max(2, PARTS_MAX)
 
 
 @dataclass(frozen=True, slots=True)

@@ -34,6 +34,7 @@ from ledger.projections.schema import (
     PG_LEVELS_TUNING,
     PG_TOTALS_VIEW,
     POLICIES_DDL,
+    RESERVATIONS_BY_ID_INDEX,
     SQLITE_TOTALS_VIEW,
     SUPERSEDED_DROPS,
     TABLES_DDL,
@@ -162,6 +163,13 @@ MIGRATIONS: tuple[Migration, ...] = (
         postgres=(*SUPERSEDED_DROPS, _PG_DROP_OLD_BATCH_FUNCTIONS),
         sqlite=SUPERSEDED_DROPS,
         oldest_compatible=0,  # no release that recorded schema versions used any of it
+    ),
+    Migration(
+        8,
+        "the reservations by id, for a reservation across stores",
+        EXPAND,
+        postgres=(RESERVATIONS_BY_ID_INDEX,),
+        sqlite=(RESERVATIONS_BY_ID_INDEX,),
     ),
 )
 

@@ -36,8 +36,26 @@ def _result(event: StockEvent, pending: Pending, positions: list[int], entries: 
         first = entries[pending.duplicate_of_entry]
         original = Original(first.outcome, first.reason, positions[pending.duplicate_of_entry])
         return EventResult(event.event_id, event.source, event.store_id, Outcome.DUPLICATE, original=original)
+    if pending.refusal is not None:
+        refusal = pending.refusal
+        if refusal.search_limit:  # the order was too hard to search: the caller's to change
+            return EventResult(event.event_id, event.source, event.store_id, Outcome.INVALID)
+        return EventResult(
+            event.event_id, event.source, event.store_id, Outcome.REJECTED, refusal.reason, refusal.shortfall
+        )
     assert pending.entry_index is not None
     entry = entries[pending.entry_index]
+    if type(event) is not StockEvent:  # a command across stores: what each part placed
+        return EventResult(
+            event.event_id,
+            event.source,
+            event.store_id,
+            entry.outcome,
+            entry.reason,
+            entry.shortfall,
+            positions[pending.entry_index],
+            placed=_placed(entries, pending),
+        )
     return EventResult(
         event.event_id,
         event.source,
@@ -46,4 +64,12 @@ def _result(event: StockEvent, pending: Pending, positions: list[int], entries: 
         entry.reason,
         entry.shortfall,
         positions[pending.entry_index],
+    )
+
+
+def _placed(entries: list[Entry], pending: Pending) -> tuple[tuple[str, tuple[tuple[str, int], ...]], ...]:
+    assert pending.first_entry_index is not None and pending.entry_index is not None
+    return tuple(
+        (entry.store_id, tuple((effect.sku, effect.reserved_delta) for effect in entry.effects))
+        for entry in entries[pending.first_entry_index : pending.entry_index + 1]
     )

@@ -7,9 +7,10 @@ write lock. Events are decided in arrival order, each seeing the effect of the o
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from ledger.domain.across_stores import Probe, Reads, decide_any, reads_of
 from ledger.domain.model import (
     Entry,
     EventType,
@@ -20,7 +21,7 @@ from ledger.domain.model import (
     Reservation,
     StockEvent,
 )
-from ledger.domain.rules import LedgerState, apply, decide
+from ledger.domain.rules import LedgerState, Refusal, apply
 from ledger.results import Original
 from ledger.sql import Deferred, SqlTx
 from ledger.state_cache import StateCache
@@ -38,6 +39,8 @@ class Pending:
     entry_index: int | None = None  # index into the batch's entries, for accepted/rejected
     duplicate_of: Original | None = None
     duplicate_of_entry: int | None = None
+    refusal: Refusal | None = None  # a command across stores refused whole: nothing recorded
+    first_entry_index: int | None = None  # a command's first part (its parts are placed together)
 
 
 @dataclass(slots=True)
@@ -52,6 +55,10 @@ class Work:
     # Per entry, the index of its event's last entry: the event's position is that entry's
     # notification id, and every row the entry projects carries it (one event, one position).
     event_ends: list[int] = field(default_factory=list)
+    # Levels of the state that are the cache's own objects, not copies: those only a command's
+    # probes read (sourcing reads every candidate's levels and changes a few). apply_entry copies
+    # one before anything changes it.
+    shared_levels: set[tuple[str, str]] = field(default_factory=set)
 
 
 @dataclass(slots=True)
@@ -67,15 +74,23 @@ class Missing:
         return bool(self.levels or self.reservations or self.stores or self.policy_stores)
 
 
-def _stores(event: StockEvent) -> tuple[str, ...]:
+def _stores(event: Reads) -> tuple[str, ...]:
     return (event.store_id, event.to_store) if event.to_store else (event.store_id,)
+
+
+def _plain(events: list[StockEvent]) -> Sequence[Reads]:
+    """The batch as the plain events whose keys it reads (a command across stores reads its
+    parts', ledger/domain/across_stores.py); the batch itself when it has no command."""
+    if all(type(event) is StockEvent for event in events):
+        return events
+    return [plain for event in events for plain in reads_of(event)]
 
 
 def missing_from_memory(cache: StateCache, events: list[StockEvent]) -> Missing:
     """The keys a batch reads that the cache does not hold (a release's SKUs only once its
     reservation is held: they are asked for after it arrives)."""
     missing = Missing()
-    for event in events:
+    for event in _plain(events):
         skus = [line.sku for line in event.lines]
         if event.reservation_id:
             key = (event.store_id, event.reservation_id)
@@ -131,7 +146,9 @@ def work_from_memory(cache: StateCache, events: list[StockEvent], head: int) -> 
     versions: dict[str, int] = {}
     policies: dict[str, dict[str, Policy]] = {}
     store_policies = cache.store_policies
-    for event in events:
+    shared: set[tuple[str, str]] = set()
+    for event in _plain(events):
+        probe = type(event) is Probe
         skus = [line.sku for line in event.lines]
         if event.reservation_id:
             held = cache.reservations.get((event.store_id, event.reservation_id))
@@ -151,13 +168,21 @@ def work_from_memory(cache: StateCache, events: list[StockEvent], head: int) -> 
             if held_policies:  # shared, never changed in place (copy on write)
                 policies[store] = held_policies
             for sku in skus:
-                cached = cache.levels.get((store, sku))
+                key = (store, sku)
+                cached = cache.levels.get(key)
                 if cached is None:
                     return None
-                levels[(store, sku)] = cached.level.copy()
-    return Work(
+                if not probe:
+                    levels[key] = cached.level.copy()
+                    shared.discard(key)
+                elif key not in levels:
+                    levels[key] = cached.level
+                    shared.add(key)
+    work = Work(
         LedgerState(levels=levels, reservations=reservations, policies=policies), head, lambda: dict(versions)
     )
+    work.shared_levels = shared
+    return work
 
 
 def work_from_database(
@@ -168,7 +193,7 @@ def work_from_database(
     level_keys: set[tuple[str, str]] = set()
     reservation_keys: set[tuple[str, str]] = set()
     stores: set[str] = set()
-    for event in events:
+    for event in _plain(events):
         for store in _stores(event):
             stores.add(store)
             level_keys.update((store, line.sku) for line in event.lines)
@@ -203,7 +228,9 @@ def decide_event(event: StockEvent, work: Work, known: Known) -> Pending:
         return Pending(duplicate_of=seen)
     if isinstance(seen, int):
         return Pending(duplicate_of_entry=seen)
-    decision = decide(event, work.state)
+    decision = decide_any(event, work.state)
+    if decision.refusal is not None:
+        return Pending(refusal=decision.refusal)
     if decision.duplicate_of_position is not None:
         position = decision.duplicate_of_position
         if position < 0:  # placed earlier in this same batch
@@ -215,7 +242,7 @@ def decide_event(event: StockEvent, work: Work, known: Known) -> Pending:
     for entry in decision.entries:
         apply_entry(entry, work, last_index)
     known[event.key] = last_index
-    return Pending(entry_index=last_index)
+    return Pending(entry_index=last_index, first_entry_index=last_index - len(decision.entries) + 1)
 
 
 def apply_entry(entry: Entry, work: Work, event_end: int | None = None) -> None:
@@ -224,6 +251,14 @@ def apply_entry(entry: Entry, work: Work, event_end: int | None = None) -> None:
     index = len(work.entries)
     end = index if event_end is None else event_end
     assert end >= index, (end, index)
+    shared = work.shared_levels
+    if shared:
+        levels = work.state.levels
+        for effect in entry.effects:
+            key = (entry.store_id, effect.sku)
+            if key in shared:
+                shared.discard(key)
+                levels[key] = levels[key].copy()
     apply(entry, work.state, -(end + 1))  # a placeholder for the event's position until the insert
     work.entries.append(entry)
     work.event_ends.append(end)

@@ -1,0 +1,344 @@
+"""What sourcing costs (issue #12, CONTRACT §6): how fast the search answers, and sourcing with
+`reserve` next to plain reservations in the same run.
+
+Usage: python bench/sourcing_bench.py [--rounds 3] [--seconds 10] [--clients 32]
+
+1. **The search alone** (in this process, no I/O): `ledger.domain.sourcing.choose` over 50 lines and
+   100 candidate stores, in three shapes: the first store that serves alone is the 100th; no store
+   serves alone and three are needed; nothing fits within max_stores=5 and every branch must be cut
+   (the search's worst shape within its step bound). The issue's target: within 50 ms.
+2. **The answer over HTTP**: `POST /v1/sourcing` with 50 lines over 100 candidate stores, asked
+   only and with `reserve`, one request at a time: p50, p99, max.
+3. **The throughput figure**: on two fresh ledgers side by side, 20 stores holding 30 SKUs (each store
+   lacks a third of them, so an order often needs two stores), 32 connections sending for
+   `--seconds`: sourcing with `reserve` (3-line orders, the 20 stores as candidates in an order of
+   preference that turns with every request) on one, plain per-store reservations of 3-line orders
+   without any policy on the other. The order of the two flips every round. The issue's target:
+   sourcing at least 0.9x the plain figure; sourcing's p99 is quoted beside it.
+
+Checks: every request answered 200/201; on each side the levels' reserved units equal what the open
+reservations hold, and no level is reserved beyond its on_hand.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import cputime
+import load
+import session
+from figures import Bench
+from plumbing import BenchError, http_json
+
+STORES = 20
+SKUS = 30
+SEED_UNITS = 100_000_000  # far more than a run reserves: nothing is refused
+SEARCH_LINES = 50
+SEARCH_CANDIDATES = 100
+SEARCH_REPEATS = 50
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument(
+        "--http-requests", type=int, default=200, help="sequential requests of the HTTP answer time"
+    )
+    parser.add_argument("--output", default=str(Path(__file__).resolve().with_name("sourcing_results.json")))
+    session.add_common_options(parser)
+    args = parser.parse_args(argv)
+    args.serve_argv = __import__("shlex").split(args.serve_args)
+    args.token = False
+    return args
+
+
+# -- 1. the search alone -----------------------------------------------------------------------------
+
+
+def search_shapes() -> dict[str, tuple[Any, ...]]:
+    """(lines, candidates, max_stores, figures) for each shape."""
+    from ledger.domain.model import Line
+
+    lines = tuple(Line(f"SKU-{n:02d}", 5) for n in range(SEARCH_LINES))
+    candidates = tuple(f"store-{n:03d}" for n in range(SEARCH_CANDIDATES))
+    last_serves: dict[tuple[str, str], int] = {}
+    three_needed: dict[tuple[str, str], int] = {}
+    nothing_fits: dict[tuple[str, str], int] = {}
+    for index, store in enumerate(candidates):
+        for number, line in enumerate(lines):
+            # Every store lacks one line but the last, which holds them all.
+            last_serves[(store, line.sku)] = (
+                9 if index == SEARCH_CANDIDATES - 1 or number != index % SEARCH_LINES else 0
+            )
+            # Each store holds 2 of each line: three stores together hold enough (5 <= 6).
+            three_needed[(store, line.sku)] = 2
+            # Each store holds one line only: 5 stores never cover 50 lines.
+            nothing_fits[(store, line.sku)] = 9 if number == index % SEARCH_LINES else 0
+    return {
+        "first_alone_is_the_100th": (lines, candidates, 3, last_serves),
+        "three_stores_needed": (lines, candidates, 3, three_needed),
+        "nothing_fits_max_stores_5": (lines, candidates, 5, nothing_fits),
+    }
+
+
+def time_search(steps_max: int) -> dict[str, Any]:
+    from ledger.domain.sourcing import SearchTooLong, choose
+
+    results: dict[str, Any] = {}
+    for name, (lines, candidates, max_stores, table) in search_shapes().items():
+        timings = []
+        outcome = ""
+        for _ in range(SEARCH_REPEATS):
+            began = time.perf_counter()
+            try:
+                chosen = choose(lines, candidates, max_stores, lambda s, k, t=table: t[(s, k)], steps_max)
+                outcome = type(chosen).__name__
+            except SearchTooLong:
+                outcome = "SearchTooLong"
+            timings.append(time.perf_counter() - began)
+        results[name] = {"outcome": outcome, **load.latency_summary_ms(timings)}
+        print(
+            f"  search {name}: {outcome}, p50 {results[name]['p50']:.2f} ms, "
+            f"max {results[name]['max']:.2f} ms"
+        )
+    return results
+
+
+# -- 2. the answer over HTTP -------------------------------------------------------------------------
+
+
+def time_http_answers(bench: Bench, requests: int) -> dict[str, Any]:
+    database = bench.database("ledger_search")
+    server, port = bench.start_ledger(database)
+    try:
+        lines, candidates, _, table = search_shapes()["first_alone_is_the_100th"]
+        events = []
+        for store in candidates:
+            held = [
+                {"sku": line.sku, "qty": table[(store, line.sku)]}
+                for line in lines
+                if table[(store, line.sku)]
+            ]
+            events.append(receipt(f"{bench.nonce}-search-{store}", store, held))
+        bench.post_events(port, events)
+        order = [{"sku": line.sku, "qty": 1} for line in lines]
+        body: dict[str, Any] = {"lines": order, "stores": list(candidates), "max_stores": 3}
+        results = {}
+        for variant in ("ask", "reserve"):
+            timings = []
+            for number in range(requests):
+                if variant == "reserve":
+                    body["reserve"] = {"reservation_id": f"{bench.nonce}-search-{number}"}
+                began = time.perf_counter()
+                status, answer = http_json(port, "POST", "/v1/sourcing", body)
+                timings.append(time.perf_counter() - began)
+                if status != 200:
+                    raise BenchError(f"sourcing answered {status}: {str(answer)[:300]}")
+            results[variant] = load.latency_summary_ms(timings)
+            shown = results[variant]
+            print(
+                f"  HTTP {variant}, 50 lines over 100 stores: p50 {shown['p50']:.1f} ms, "
+                f"p99 {shown['p99']:.1f} ms"
+            )
+        return results
+    finally:
+        bench.stop_server(server)
+
+
+# -- 3. the throughput figure ------------------------------------------------------------------------
+
+
+def receipt(event_id: str, store: str, lines: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "specversion": "1.0",
+        "id": event_id,
+        "source": "bench/seed",
+        "type": "stock.receipt",
+        "time": "2026-11-22T10:00:00+00:00",
+        "subject": store,
+        "data": {"lines": lines},
+    }
+
+
+def stores() -> list[str]:
+    return [f"store-{n:02d}" for n in range(STORES)]
+
+
+def holds(store_index: int, sku_index: int) -> bool:
+    return (sku_index + store_index) % 3 != 0
+
+
+def seed(bench: Bench, port: int) -> None:
+    events = []
+    for index, store in enumerate(stores()):
+        lines = [{"sku": f"SKU-{k:02d}", "qty": SEED_UNITS} for k in range(SKUS) if holds(index, k)]
+        events.append(receipt(f"{bench.nonce}-seed-{store}", store, lines))
+    bench.post_events(port, events)
+
+
+def request_maker(mode: str, port: int, nonce: str) -> Any:
+    chooser = random.Random(12)
+    sequence = iter(range(1, 1 << 62))
+    host = f"Host: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n"
+    all_stores = stores()
+
+    def make_request() -> bytes:
+        number = next(sequence)
+        if mode == "sourcing":
+            skus = chooser.sample(range(SKUS), 3)
+            turn = number % STORES
+            body: dict[str, Any] = {
+                "lines": [{"sku": f"SKU-{k:02d}", "qty": chooser.randint(1, 3)} for k in skus],
+                "stores": all_stores[turn:] + all_stores[:turn],
+                "reserve": {"reservation_id": f"{nonce}-s-{number}"},
+            }
+            path = "/v1/sourcing"
+        else:
+            index = chooser.randrange(STORES)
+            held = [k for k in range(SKUS) if holds(index, k)]
+            skus = chooser.sample(held, 3)
+            body = {
+                "reservation_id": f"{nonce}-p-{number}",
+                "lines": [{"sku": f"SKU-{k:02d}", "qty": chooser.randint(1, 3)} for k in skus],
+            }
+            path = f"/v1/stores/{all_stores[index]}/reservations"
+        payload = json.dumps(body).encode()
+        return f"POST {path} HTTP/1.1\r\n{host}Content-Length: {len(payload)}\r\n\r\n".encode() + payload
+
+    return make_request
+
+
+async def drive(port: int, mode: str, clients: int, seconds: float, nonce: str) -> load.HttpRun:
+    tally = load._Tally()
+    make_request = request_maker(mode, port, nonce)
+    began = time.monotonic()
+    deadline = began + seconds
+    expected = 200 if mode == "sourcing" else 201
+    await asyncio.gather(
+        *(load._connection(port, make_request, expected, deadline, tally) for _ in range(clients))
+    )
+    return load.HttpRun(
+        tool="python-asyncio",
+        connections=clients,
+        ok=tally.ok,
+        other=tally.other,
+        socket_errors=tally.socket_errors,
+        elapsed_s=time.monotonic() - began,
+        latency_ms=load.latency_summary_ms(tally.latencies_s),
+        unanswered_max=tally.socket_errors,
+        first_other=tally.first_other,
+    )
+
+
+def check_exact(bench: Bench, database_url: str, name: str) -> None:
+    import psycopg
+
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        levels = conn.execute(
+            "SELECT COALESCE(SUM(reserved), 0), COUNT(*) FILTER (WHERE reserved > on_hand) FROM ledger_levels"
+        ).fetchone()
+        held = conn.execute("SELECT COALESCE(SUM(remaining), 0) FROM ledger_reservations").fetchone()
+    assert levels is not None and held is not None
+    bench.check(
+        f"{name}: the levels' reserved units are what the reservations hold; nothing reserved beyond on_hand",
+        int(levels[0]) == int(held[0]) and int(levels[1]) == 0,
+        f"levels reserved {levels[0]:,}, reservations hold {held[0]:,}, over on_hand: {levels[1]}",
+    )
+
+
+def measure_round(
+    bench: Bench, sides: dict[str, tuple[Any, int, str]], order: list[str], number: int
+) -> dict[str, Any]:
+    args = bench.args
+    result: dict[str, Any] = {"order": order, "load_average": [round(x, 2) for x in os.getloadavg()]}
+    for mode in order:
+        server, port, _ = sides[mode]
+        bench.pg.checkpoint()
+        meter = cputime.started(server)
+        run = asyncio.run(drive(port, mode, args.clients, args.seconds, f"{bench.nonce}-{number}"))
+        cpu = cputime.report(meter.stop(), run.ok, unit="request")
+        print(
+            f"  round {number} {mode}: {run.per_s:,.0f}/s ({run.ok:,} ok, {run.other} other, "
+            f"{run.socket_errors} socket errors; p50 {run.latency_ms['p50']:.1f} ms, "
+            f"p99 {run.latency_ms['p99']:.1f} ms)",
+            flush=True,
+        )
+        bench.check(
+            f"round {number} {mode}: every request answered as expected",
+            run.other == 0 and run.socket_errors == 0,
+            run.first_other,
+        )
+        result[mode] = run.as_dict() | cpu | {"per_s": round(run.per_s, 1)}
+    result["ratio"] = round(result["sourcing"]["per_s"] / result["plain"]["per_s"], 3)
+    print(
+        f"  round {number}: sourcing / plain = {result['ratio']:.2f}x; load average {result['load_average']}",
+        flush=True,
+    )
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    started = time.time()
+    results: dict[str, Any] = {"settings": vars(args), "rounds": []}
+
+    def measure(bench: Bench) -> None:
+        from ledger.config import Settings
+
+        steps_max = Settings().sourcing_search_steps_max
+        print(
+            "\n== the search alone (50 lines, 100 candidates, "
+            f"LEDGER_SOURCING_SEARCH_STEPS_MAX={steps_max}) =="
+        )
+        results["search"] = time_search(steps_max)
+        print("\n== the answer over HTTP, one request at a time ==")
+        results["http"] = time_http_answers(bench, args.http_requests)
+        print(f"\n== sourcing with reserve against plain reservations, {args.clients} connections ==")
+        sides = {}
+        for mode in ("sourcing", "plain"):
+            database = bench.database(f"ledger_{mode}")
+            server, port = bench.start_ledger(database)
+            seed(bench, port)
+            sides[mode] = (server, port, bench.pg.url(database))
+        for number in range(1, args.rounds + 1):
+            order = ["sourcing", "plain"] if number % 2 else ["plain", "sourcing"]
+            results["rounds"].append(measure_round(bench, sides, order, number))
+        for mode, (_, _, url) in sides.items():
+            check_exact(bench, url, mode)
+
+    def write(bench: Bench, error: str | None) -> None:
+        rounds = results["rounds"]
+        if rounds:
+            results["summary"] = {
+                "ratios": [r["ratio"] for r in rounds],
+                "sourcing_per_s": [round(r["sourcing"]["per_s"]) for r in rounds],
+                "plain_per_s": [round(r["plain"]["per_s"]) for r in rounds],
+                "sourcing_p99_ms": [r["sourcing"]["latency_ms"]["p99"] for r in rounds],
+                "load_average": [r["load_average"] for r in rounds],
+            }
+            print(f"summary: {json.dumps(results['summary'])}")
+        results["checks"] = bench.checks
+        results["error"] = error
+        results["elapsed_s"] = round(time.time() - started)
+        Path(args.output).write_text(json.dumps(results, indent=2, default=str) + "\n")
+        print(f"wrote {args.output}")
+
+    return session.run(args, measure, write, prefix="ledger-sourcing-bench-")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,248 @@
+"""Reservations across stores over REST (CONTRACT §6): place every line at its store, all or
+none, in one decision of the writer; read and release every part."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from ledger.access.scopes import Grant, authorize_store, authorize_write_at
+from ledger.api.deps import (
+    REST_SOURCE,
+    IntakeDep,
+    LedgerDep,
+    ProducerGrant,
+    ReaderGrant,
+    ReservationId,
+    SettingsDep,
+    principal,
+)
+from ledger.api.events import parse_json
+from ledger.api.media import JSON_ONLY, require_media_type
+from ledger.api.problems import Problem, invalid
+from ledger.api.reservations import reservation_public
+from ledger.api.schemas import problem_responses
+from ledger.api.schemas_across import ReservationAcrossPublic
+from ledger.clock import utc_now
+from ledger.config import Settings
+from ledger.domain.across_stores import status_across
+from ledger.domain.model import (
+    EventType,
+    Outcome,
+    RejectionReason,
+    Reservation,
+    ReservationLine,
+    StockEvent,
+)
+from ledger.intake.across_body import AcrossLimits, read_reservation_across
+from ledger.intake.envelope import FieldError, IntakeLimits, InvalidEvent
+from ledger.results import EventResult
+from ledger.service import Ledger, ReservationView
+
+router = APIRouter(tags=["reservations"])
+
+
+def across_limits(settings: Settings, intake: IntakeLimits) -> AcrossLimits:
+    return AcrossLimits(
+        intake,
+        settings.reservation_stores_max,
+        settings.sourcing_lines_max,
+        settings.sourcing_candidates_max,
+        settings.sourcing_search_steps_max,
+    )
+
+
+def json_response(body: dict[str, Any], status: int = 200) -> Response:
+    return Response(orjson.dumps(body), status_code=status, media_type="application/json")
+
+
+def across_public(views: list[ReservationView]) -> dict[str, Any]:
+    """The reservation across stores: its parts (by store id), and one status for them."""
+    views = sorted(views, key=lambda view: view.reservation.store_id)
+    first = views[0].reservation
+    return {
+        "reservation_id": first.reservation_id,
+        "order_id": first.order_id,
+        "status": status_across([view.reservation for view in views]).value,
+        "channel": first.channel,
+        "expires_at": first.expires_at.isoformat() if first.expires_at else None,
+        "stores": [reservation_public(view.reservation, view.position) for view in views],
+    }
+
+
+def placed_views(command: StockEvent, result: EventResult) -> list[ReservationView]:
+    """The parts a command placed, as the writer answered them (no read back)."""
+    assert result.position is not None and command.reservation_id is not None
+    return [
+        ReservationView(
+            Reservation(
+                store_id=store,
+                reservation_id=command.reservation_id,
+                order_id=command.order_id,
+                expires_at=command.expires_at,
+                lines={sku: ReservationLine(qty) for sku, qty in lines},
+                placed_at_position=result.position,
+                channel=command.channel,
+            ),
+            result.position,
+        )
+        for store, lines in result.placed
+    ]
+
+
+def refusal(result: EventResult, reservation_id: str) -> Problem:
+    """A refused command across stores: its shortfall names the store of each short line."""
+    if result.reason is RejectionReason.RESERVATION_CONFLICT:
+        return Problem(
+            409,
+            "reservation-conflict",
+            "Reservation conflict",
+            f"reservation {reservation_id} exists with other lines at some of these stores",
+        )
+    shortfall = []
+    for s in result.shortfall:
+        item: dict[str, Any] = {"sku": s.sku, "requested": s.requested_units, "available": s.available_units}
+        if s.store_id is not None:
+            item["store"] = s.store_id
+        shortfall.append(item)
+    return Problem(
+        409,
+        "insufficient-stock",
+        "Insufficient stock",
+        "not enough stock for every line; nothing was reserved",
+        shortfall=shortfall,
+    )
+
+
+async def current(ledger: Ledger, stores_max: int, reservation_id: str) -> list[ReservationView]:
+    return await asyncio.to_thread(ledger.reservations_by_id, reservation_id, stores_max)
+
+
+def _readable(grant: Grant | None, views: list[ReservationView]) -> None:
+    for view in views:
+        authorize_store(grant, view.reservation.store_id)
+
+
+def _unknown(reservation_id: str) -> Problem:
+    return Problem(404, "unknown-reservation", "Unknown reservation", f"no reservation {reservation_id}")
+
+
+@router.post(
+    "/v1/reservations",
+    status_code=201,
+    response_model=ReservationAcrossPublic,
+    responses={
+        200: {"model": ReservationAcrossPublic, "description": "the same request again"},
+        **problem_responses(403, 409, 415, 422, 503),
+    },
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {"schema": {"$ref": "#/components/schemas/ReservationAcrossCreate"}}
+            },
+        }
+    },
+    summary="Reserve every line at its store, all or none",
+)
+async def place_across(
+    request: Request, ledger: LedgerDep, settings: SettingsDep, intake: IntakeDep, grant: ProducerGrant
+) -> Response:
+    require_media_type(request.scope["headers"], JSON_ONLY)
+    body = parse_json(await request.body())
+    try:
+        command = read_reservation_across(
+            body, across_limits(settings, intake), REST_SOURCE, utc_now(), principal(grant)
+        )
+    except InvalidEvent as error:
+        raise invalid(error.errors) from None
+    for part in command.parts:  # every store in scope, or nothing is recorded
+        authorize_write_at(grant, part.store_id, REST_SOURCE)
+    [result] = await ledger.submit([command])
+    assert command.reservation_id is not None
+    if result.outcome is Outcome.ACCEPTED:
+        return json_response(across_public(placed_views(command, result)), 201)
+    if result.outcome is Outcome.DUPLICATE:
+        views = await current(ledger, settings.reservation_stores_max, command.reservation_id)
+        stores = {part.store_id for part in command.parts}
+        return json_response(across_public([v for v in views if v.reservation.store_id in stores]))
+    raise refusal(result, command.reservation_id)
+
+
+@router.get(
+    "/v1/reservations/{reservation_id}",
+    response_model=ReservationAcrossPublic,
+    responses=problem_responses(403, 404, 422, 503),
+    summary="Every store's part of a reservation",
+)
+async def get_across(
+    reservation_id: ReservationId, ledger: LedgerDep, settings: SettingsDep, grant: ReaderGrant
+) -> Response:
+    views = await current(ledger, settings.reservation_stores_max, reservation_id)
+    if not views:
+        raise _unknown(reservation_id)
+    _readable(grant, views)
+    return json_response(across_public(views))
+
+
+@router.post(
+    "/v1/reservations/{reservation_id}/release",
+    response_model=ReservationAcrossPublic,
+    responses=problem_responses(403, 404, 415, 422, 503),
+    summary="Release what every part still holds",
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "description": "`{}` (or an empty body, still as application/json): every part is released whole",
+            "content": {"application/json": {"schema": {"type": "object", "maxProperties": 0}}},
+        }
+    },
+)
+async def release_across(
+    reservation_id: ReservationId,
+    request: Request,
+    ledger: LedgerDep,
+    settings: SettingsDep,
+    grant: ProducerGrant,
+) -> Response:
+    require_media_type(request.scope["headers"], JSON_ONLY)
+    raw = await request.body()
+    body = parse_json(raw) if raw.strip() else {}
+    if not isinstance(body, dict):
+        raise invalid([FieldError("", "the body must be a JSON object or empty")])
+    if body:
+        field = sorted(body)[0]
+        raise invalid(
+            [FieldError(field, "not taken here: every part is released whole (release one store's "
+                        "lines at /v1/stores/{store}/reservations/{id}/release)")]
+        )  # fmt: skip
+    views = await current(ledger, settings.reservation_stores_max, reservation_id)
+    if not views:
+        raise _unknown(reservation_id)
+    for view in views:
+        authorize_write_at(grant, view.reservation.store_id, REST_SOURCE)
+    now = utc_now()
+    releases = [
+        StockEvent(
+            event_id=os.urandom(16).hex(),
+            source=REST_SOURCE,
+            type=EventType.RESERVATION_RELEASE,
+            time=now,
+            store_id=view.reservation.store_id,
+            lines=(),
+            reservation_id=reservation_id,
+            principal=principal(grant),
+        )
+        for view in views
+        if view.reservation.is_open
+    ]
+    if releases:  # one submission: one batch, one transaction
+        await ledger.submit(releases)
+    return json_response(
+        across_public(await current(ledger, settings.reservation_stores_max, reservation_id))
+    )

@@ -1,0 +1,228 @@
+"""The bodies of a reservation across stores and of sourcing (CONTRACT §6), read into the
+commands the writer decides (ledger/domain/across_stores.py), or InvalidEvent naming every wrong
+field as the caller wrote it (`lines[2].qty`, `stores[0]`, `reserve.reservation_id`)."""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from ledger.domain.across_stores import ReserveAcrossStores, SourceAndReserve
+from ledger.domain.model import EventType, Line, StockEvent
+from ledger.domain.sourcing import MAX_STORES_LIMIT
+from ledger.intake.envelope import FieldError, IntakeLimits, InvalidEvent, read_envelope
+
+_ID = re.compile(r"^[A-Za-z0-9\-_.:]{1,64}$")
+DEFAULT_MAX_STORES = 3  # CONTRACT §6
+
+
+@dataclass(frozen=True, slots=True)
+class AcrossLimits:
+    intake: IntakeLimits
+    stores_max: int  # LEDGER_RESERVATION_STORES_MAX
+    sourcing_lines_max: int
+    candidates_max: int
+    search_steps_max: int
+
+
+@dataclass(frozen=True, slots=True)
+class SourcingAsk:
+    """A sourcing request: the order's lines, the candidates (None: every store, by id), the
+    channel, max_stores, and what to reserve (None: only ask)."""
+
+    lines: tuple[Line, ...]
+    candidates: tuple[str, ...] | None
+    channel: str | None
+    max_stores: int
+    reserve: dict[str, Any] | None
+    checked: StockEvent  # the body read as a reservation (its lines, channel, reserve's fields)
+
+
+def _store_envelope(store: str, data: dict[str, Any], source: str, now: datetime) -> dict[str, Any]:
+    return {
+        "specversion": "1.0",
+        "id": os.urandom(16).hex(),
+        "source": source,
+        "type": EventType.RESERVATION.value,
+        "time": now.isoformat(),
+        "subject": store,
+        "data": data,
+    }
+
+
+def _renamed(error: FieldError, line_numbers: list[int], prefix: str) -> FieldError:
+    """A field of a store's part, named as the caller wrote it in the whole body."""
+    name = error.field.removeprefix("data.")
+    match = re.match(r"^lines\[(\d+)\](.*)$", name)
+    if match:
+        name = f"lines[{line_numbers[int(match.group(1))]}]{match.group(2)}"
+    return FieldError(prefix + name, error.message)
+
+
+def _object(body: object) -> dict[str, Any]:
+    if not isinstance(body, dict):
+        raise InvalidEvent([FieldError("", "the body must be a JSON object")])
+    return body
+
+
+def read_reservation_across(
+    body: object, limits: AcrossLimits, source: str, now: datetime, principal: str | None
+) -> ReserveAcrossStores:
+    body = _object(body)
+    errors: list[FieldError] = []
+    if body.get("reservation_id") is None:
+        errors.append(FieldError("reservation_id", "is required"))
+    lines = body.get("lines")
+    if not isinstance(lines, list) or not 1 <= len(lines) <= limits.intake.lines_per_event_max:
+        errors.append(
+            FieldError("lines", f"must be a list of 1 to {limits.intake.lines_per_event_max} lines")
+        )
+        raise InvalidEvent(errors)
+    by_store: dict[str, list[int]] = {}
+    for number, line in enumerate(lines):
+        store = line.get("store") if isinstance(line, dict) else None
+        if not isinstance(store, str) or not _ID.match(store):
+            errors.append(
+                FieldError(f"lines[{number}].store", "must be a store id (1 to 64 of A-Z a-z 0-9 - _ . :)")
+            )
+            continue
+        by_store.setdefault(store, []).append(number)
+    if len(by_store) > limits.stores_max:
+        errors.append(FieldError("lines", f"span {len(by_store)} stores, more than {limits.stores_max}"))
+    if errors:
+        raise InvalidEvent(errors)
+    shared: dict[str, Any] = {
+        k: body[k] for k in ("reservation_id", "order_id", "expires_at", "channel") if k in body
+    }
+    parts: list[StockEvent] = []
+    for store, numbers in by_store.items():
+        part_lines = [{k: v for k, v in lines[n].items() if k != "store"} for n in numbers]
+        data: dict[str, Any] = {**shared, "lines": part_lines}
+        try:
+            parts.append(read_envelope(_store_envelope(store, data, source, now), limits.intake, principal))
+        except InvalidEvent as error:
+            errors.extend(_renamed(e, numbers, "") for e in error.errors)
+    if errors:
+        raise InvalidEvent(list(dict.fromkeys(errors)))
+    first = parts[0]
+    # The parts share the command's identity: one event, one position, one key.
+    parts = [_with_identity(part, first) for part in parts]
+    return ReserveAcrossStores(
+        event_id=first.event_id,
+        source=source,
+        type=EventType.RESERVATION,
+        time=first.time,
+        store_id=first.store_id,
+        lines=(),
+        order_id=first.order_id,
+        reservation_id=first.reservation_id,
+        expires_at=first.expires_at,
+        principal=principal,
+        channel=first.channel,
+        parts=tuple(parts),
+    )
+
+
+def _with_identity(part: StockEvent, first: StockEvent) -> StockEvent:
+    return StockEvent(
+        event_id=first.event_id,
+        source=first.source,
+        type=part.type,
+        time=first.time,
+        store_id=part.store_id,
+        lines=part.lines,
+        order_id=part.order_id,
+        reservation_id=part.reservation_id,
+        expires_at=part.expires_at,
+        principal=part.principal,
+        channel=part.channel,
+    )
+
+
+def read_sourcing(body: object, limits: AcrossLimits, source: str, now: datetime) -> SourcingAsk:
+    body = _object(body)
+    errors: list[FieldError] = []
+    lines = body.get("lines")
+    if not isinstance(lines, list) or not 1 <= len(lines) <= limits.sourcing_lines_max:
+        errors.append(FieldError("lines", f"must be a list of 1 to {limits.sourcing_lines_max} lines"))
+        lines = None
+    stores = body.get("stores")
+    candidates: tuple[str, ...] | None = None
+    if stores is not None:
+        if not isinstance(stores, list) or not 1 <= len(stores) <= limits.candidates_max:
+            errors.append(FieldError("stores", f"must be a list of 1 to {limits.candidates_max} store ids"))
+        else:
+            for number, store in enumerate(stores):
+                if not isinstance(store, str) or not _ID.match(store):
+                    errors.append(FieldError(f"stores[{number}]", "must be a store id"))
+                elif store in stores[:number]:
+                    errors.append(FieldError(f"stores[{number}]", f"{store} is named twice"))
+            candidates = tuple(stores)
+    max_stores = body.get("max_stores", DEFAULT_MAX_STORES)
+    if (
+        isinstance(max_stores, bool)
+        or not isinstance(max_stores, int)
+        or not 1 <= max_stores <= MAX_STORES_LIMIT
+    ):
+        errors.append(FieldError("max_stores", f"must be an integer from 1 to {MAX_STORES_LIMIT}"))
+    reserve = body.get("reserve")
+    if reserve is not None and not isinstance(reserve, dict):
+        errors.append(FieldError("reserve", "must be an object with reservation_id"))
+        reserve = None
+    if reserve is not None and reserve.get("reservation_id") is None:
+        errors.append(FieldError("reserve.reservation_id", "is required"))
+    # The lines, the channel and the reservation's fields are checked as a reservation's.
+    data: dict[str, Any] = {"reservation_id": "sourcing", **(reserve or {})}
+    if "channel" in body:
+        data["channel"] = body["channel"]
+    if lines is not None:
+        data["lines"] = lines
+    envelope = _store_envelope("sourcing", data, source, now)
+    try:
+        checked = read_envelope(envelope, limits.intake, None)
+    except InvalidEvent as error:
+        for e in error.errors:
+            name = e.field.removeprefix("data.")
+            if name == "lines" and lines is None:
+                continue  # already said
+            if name in ("reservation_id", "order_id", "expires_at"):
+                name = f"reserve.{name}"
+            errors.append(FieldError(name, e.message))
+        checked = None
+    if errors or checked is None:
+        raise InvalidEvent(list(dict.fromkeys(errors)))
+    return SourcingAsk(checked.lines, candidates, checked.channel, max_stores, reserve, checked)
+
+
+def sourcing_command(
+    ask: SourcingAsk,
+    candidates: tuple[str, ...],
+    limits: AcrossLimits,
+    source: str,
+    now: datetime,
+    principal: str | None,
+) -> SourceAndReserve:
+    """The command that chooses and reserves in one decision of the writer."""
+    assert ask.reserve is not None
+    checked = ask.checked  # read with the reserve's fields by read_sourcing
+    # Its key is the reservation id under a source of its own: the same request again is a
+    # duplicate by the log's own key, whichever stores a second search would choose.
+    return SourceAndReserve(
+        event_id=checked.reservation_id or "",
+        source=source,
+        type=EventType.RESERVATION,
+        time=now,
+        store_id=candidates[0],
+        lines=ask.lines,
+        order_id=checked.order_id,
+        reservation_id=checked.reservation_id,
+        expires_at=checked.expires_at,
+        principal=principal,
+        channel=checked.channel,
+        candidates=candidates,
+        max_stores=ask.max_stores,
+        search_steps_max=limits.search_steps_max,
+    )

@@ -1,0 +1,223 @@
+"""Reservations across stores and sourcing over HTTP (CONTRACT §6), on both databases: all or
+none, the same request again, conflicts, expiry of every part, each part as a per-store
+reservation afterwards, sourcing's rule and its reservation in the same step, and 422s that name
+the field."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from support import api
+from support import events as ev
+from support.ids import unique
+
+ENV = {"LEDGER_EXPIRY_INTERVAL_MS": "100"}
+EXPIRY_DEADLINE_S = 20.0
+
+
+@pytest.fixture(scope="module")
+def client(module_database_url: str, module_serve) -> Iterator[httpx.Client]:
+    server = module_serve(module_database_url, ENV)
+    with server.client() as http:
+        yield http
+
+
+def stock(client: httpx.Client, store: str, *pairs: tuple[str, int]) -> None:
+    api.record(client, ev.receipt(store, *pairs))
+
+
+def across_body(reservation_id: str, *lines: tuple[str, str, int], **extra: Any) -> dict[str, Any]:
+    return {
+        "reservation_id": reservation_id,
+        "lines": [{"store": store, "sku": sku, "qty": qty} for store, sku, qty in lines],
+        **extra,
+    }
+
+
+def reserved(client: httpx.Client, store: str, sku: str) -> int:
+    return int(api.level(client, store, sku)["reserved"])
+
+
+def test_a_reservation_across_stores_is_placed_at_one_position_and_is_idempotent(
+    client: httpx.Client,
+) -> None:
+    s1, s2 = unique("s1"), unique("s2")
+    stock(client, s1, ("A", 5))
+    stock(client, s2, ("B", 5))
+    body = across_body(unique("R"), (s1, "A", 2), (s2, "B", 3))
+    placed = client.post("/v1/reservations", json=body)
+    assert placed.status_code == 201, placed.text
+    answer = placed.json()
+    assert answer["status"] == "active" and answer["reservation_id"] == body["reservation_id"]
+    assert [(p["store_id"], p["lines"][0]["sku"], p["lines"][0]["qty"]) for p in answer["stores"]] == sorted(
+        [(s1, "A", 2), (s2, "B", 3)]
+    )
+    [position] = {p["position"] for p in answer["stores"]}
+    # Each part is an ordinary per-store reservation, in each store's history at that position.
+    for store, sku in ((s1, "A"), (s2, "B")):
+        part = client.get(f"/v1/stores/{store}/reservations/{body['reservation_id']}")
+        assert part.status_code == 200 and part.json()["status"] == "active"
+        [entry] = api.history(client, store, type="stock.reservation")
+        assert (entry["position"], entry["sku"], entry["outcome"]) == (position, sku, "accepted")
+    again = client.post("/v1/reservations", json=body)
+    assert again.status_code == 200, again.text
+    assert again.json() == answer
+    other = across_body(body["reservation_id"], (s1, "A", 1), (s2, "B", 3))
+    api.assert_problem(client.post("/v1/reservations", json=other), 409, "reservation-conflict")
+    assert (reserved(client, s1, "A"), reserved(client, s2, "B")) == (2, 3)
+    fetched = client.get(f"/v1/reservations/{body['reservation_id']}")
+    assert fetched.status_code == 200 and fetched.json() == answer
+
+
+def test_one_part_short_reserves_nothing_at_any_store(client: httpx.Client) -> None:
+    s1, s2 = unique("s1"), unique("s2")
+    stock(client, s1, ("A", 5))
+    stock(client, s2, ("B", 1))
+    rid = unique("R")
+    refused = client.post("/v1/reservations", json=across_body(rid, (s1, "A", 2), (s2, "B", 3)))
+    problem = api.assert_problem(refused, 409, "insufficient-stock")
+    assert problem["shortfall"] == [{"store": s2, "sku": "B", "requested": 3, "available": 1}]
+    assert (reserved(client, s1, "A"), reserved(client, s2, "B")) == (0, 0)
+    api.assert_problem(client.get(f"/v1/stores/{s1}/reservations/{rid}"), 404)
+    api.assert_problem(client.get(f"/v1/reservations/{rid}"), 404)
+    assert api.history(client, s1, type="stock.reservation") == []
+    # Once stock arrives the same request succeeds: a refusal recorded nothing to be a duplicate of.
+    stock(client, s2, ("B", 2))
+    assert (
+        client.post("/v1/reservations", json=across_body(rid, (s1, "A", 2), (s2, "B", 3))).status_code == 201
+    )
+
+
+def test_every_part_is_released_or_shipped_as_a_per_store_reservation(client: httpx.Client) -> None:
+    s1, s2 = unique("s1"), unique("s2")
+    stock(client, s1, ("A", 5))
+    stock(client, s2, ("A", 5))
+    rid = unique("R")
+    assert (
+        client.post("/v1/reservations", json=across_body(rid, (s1, "A", 2), (s2, "A", 3))).status_code == 201
+    )
+    api.record(client, ev.shipment(s1, ("A", 2), reservation_id=rid))
+    assert client.get(f"/v1/reservations/{rid}").json()["status"] == "partially_shipped"
+    released = client.post(f"/v1/reservations/{rid}/release", json={})
+    assert released.status_code == 200, released.text
+    parts = {p["store_id"]: p["status"] for p in released.json()["stores"]}
+    assert parts == {s1: "shipped", s2: "released"}
+    assert released.json()["status"] == "released"
+    assert (reserved(client, s1, "A"), reserved(client, s2, "A")) == (0, 0)
+
+
+def test_every_part_of_a_reservation_across_stores_expires(client: httpx.Client) -> None:
+    s1, s2 = unique("s1"), unique("s2")
+    stock(client, s1, ("A", 5))
+    stock(client, s2, ("A", 5))
+    rid = unique("R")
+    body = across_body(rid, (s1, "A", 2), (s2, "A", 3), expires_at=ev.now_rfc3339(1.0))
+    assert client.post("/v1/reservations", json=body).status_code == 201
+    deadline = time.monotonic() + EXPIRY_DEADLINE_S
+    while client.get(f"/v1/reservations/{rid}").json()["status"] != "expired":
+        assert time.monotonic() < deadline, client.get(f"/v1/reservations/{rid}").text
+        time.sleep(0.1)
+    answer = client.get(f"/v1/reservations/{rid}").json()
+    assert [p["status"] for p in answer["stores"]] == ["expired", "expired"]
+    assert (reserved(client, s1, "A"), reserved(client, s2, "A")) == (0, 0)
+
+
+def test_sourcing_answers_by_the_rule_and_reserves_in_the_same_call(client: httpx.Client) -> None:
+    s1, s2, s3 = unique("s1"), unique("s2"), unique("s3")
+    stock(client, s1, ("A", 1), ("B", 9))
+    stock(client, s2, ("A", 9), ("C", 1))
+    stock(client, s3, ("A", 9), ("B", 9), ("C", 9))
+    ask = {"lines": ev.lines(("A", 2), ("B", 2), ("C", 1)), "stores": [s1, s2, s3]}
+    asked = client.post("/v1/sourcing", json=ask)
+    assert asked.status_code == 200, asked.text
+    assert asked.json() == {"allocations": [{"store": s3, "lines": ev.lines(("A", 2), ("B", 2), ("C", 1))}]}
+    # Without s3 no store serves alone: s1 and s2, each line taken in candidate order.
+    pair = client.post("/v1/sourcing", json={**ask, "stores": [s1, s2]}).json()
+    assert pair == {
+        "allocations": [
+            {"store": s1, "lines": ev.lines(("A", 1), ("B", 2))},
+            {"store": s2, "lines": ev.lines(("A", 1), ("C", 1))},
+        ]
+    }
+    rid = unique("R")
+    placing = {**ask, "stores": [s1, s2], "reserve": {"reservation_id": rid, "order_id": "o-1"}}
+    placed = client.post("/v1/sourcing", json=placing)
+    assert placed.status_code == 200, placed.text
+    body = placed.json()
+    assert body["allocations"] == pair["allocations"]
+    assert body["reservation"]["order_id"] == "o-1"
+    assert [p["store_id"] for p in body["reservation"]["stores"]] == sorted([s1, s2])
+    assert (reserved(client, s1, "B"), reserved(client, s2, "C")) == (2, 1)
+    again = client.post("/v1/sourcing", json=placing)
+    assert again.status_code == 200 and again.json() == body
+    changed = {**placing, "lines": ev.lines(("A", 1))}
+    api.assert_problem(client.post("/v1/sourcing", json=changed), 409, "reservation-conflict")
+    assert client.get(f"/v1/reservations/{rid}").json() == body["reservation"]
+
+
+def test_sourcing_that_nothing_serves_says_which_lines_and_reserves_nothing(client: httpx.Client) -> None:
+    s1, s2 = unique("s1"), unique("s2")
+    stock(client, s1, ("A", 1), ("B", 1))
+    stock(client, s2, ("A", 1), ("B", 1))
+    short = {
+        "lines": ev.lines(("A", 3), ("B", 2)),
+        "stores": [s1, s2],
+        "reserve": {"reservation_id": unique("R")},
+    }
+    problem = api.assert_problem(client.post("/v1/sourcing", json=short), 409, "insufficient-stock")
+    assert problem["shortfall"] == [{"sku": "A", "requested": 3, "available": 2}]
+    only_max = {"lines": ev.lines(("A", 2)), "stores": [s1, s2], "max_stores": 1}
+    assert api.assert_problem(client.post("/v1/sourcing", json=only_max), 409)["shortfall"] == []
+    assert (reserved(client, s1, "A"), reserved(client, s2, "A")) == (0, 0)
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "field"),
+    [
+        ("/v1/reservations", {"lines": [{"store": "s", "sku": "A", "qty": 1}]}, "reservation_id"),
+        ("/v1/reservations", {"reservation_id": "R", "lines": []}, "lines"),
+        ("/v1/reservations", {"reservation_id": "R", "lines": [{"sku": "A", "qty": 1}]}, "lines[0].store"),
+        (
+            "/v1/reservations",
+            {
+                "reservation_id": "R",
+                "lines": [{"store": "s", "sku": "A", "qty": 1}, {"store": "t", "sku": "A", "qty": 0}],
+            },
+            "lines[1].qty",
+        ),
+        (
+            "/v1/reservations",
+            {
+                "reservation_id": "R",
+                "lines": [{"store": "s", "sku": "A", "qty": 1}, {"store": "s", "sku": "A", "qty": 1}],
+            },
+            "lines[1].sku",
+        ),
+        (
+            "/v1/reservations",
+            {"reservation_id": "R", "channel": "no way", "lines": [{"store": "s", "sku": "A", "qty": 1}]},
+            "channel",
+        ),
+        ("/v1/sourcing", {"lines": [{"sku": "A", "qty": 1}], "max_stores": 6}, "max_stores"),
+        ("/v1/sourcing", {"lines": [{"sku": "A", "qty": 1}], "stores": ["s", "s"]}, "stores[1]"),
+        ("/v1/sourcing", {"lines": [{"sku": "A", "qty": 1}], "stores": []}, "stores"),
+        ("/v1/sourcing", {"lines": [{"sku": "A", "qty": -1}]}, "lines[0].qty"),
+        ("/v1/sourcing", {"lines": [{"sku": "A", "qty": 1}] * 51}, "lines"),
+        ("/v1/sourcing", {"lines": [{"sku": "A", "qty": 1}], "reserve": {}}, "reserve.reservation_id"),
+        (
+            "/v1/sourcing",
+            {"lines": [{"sku": "A", "qty": 1}], "reserve": {"reservation_id": "R", "expires_at": "soon"}},
+            "reserve.expires_at",
+        ),
+        ("/v1/reservations/R/release", {"lines": [{"sku": "A", "qty": 1}]}, "lines"),
+    ],
+)
+def test_a_bad_body_is_a_422_that_names_the_field(
+    client: httpx.Client, path: str, body: Any, field: str
+) -> None:
+    problem = api.assert_problem(client.post(path, json=body), 422)
+    assert field in [error["field"] for error in problem["errors"]], problem
