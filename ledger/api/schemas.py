@@ -209,6 +209,9 @@ class HistoryEntryPublic(BaseModel):
         None,
         description="stock.policy_changed: the policy set (null: cleared); sku `*` is the store's default",
     )
+    codes: list[str] | None = Field(
+        None, description="the marking codes or SSCCs of the units the line moved (CONTRACT §10)"
+    )
 
 
 class HistoryPagePublic(BaseModel):

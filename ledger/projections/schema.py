@@ -21,6 +21,7 @@ PROJECTION_TABLES = (
     "ledger_reservations",
     "ledger_event_keys",
     "ledger_policies",
+    "ledger_history_codes",
 )
 
 DDL = (
@@ -71,6 +72,7 @@ DDL = (
         channel TEXT,
         channels TEXT,
         policy TEXT,
+        codes TEXT,
         PRIMARY KEY (position, line_no))""",
     # With line_no, a page's cursor `(position, line_no) > (P, L)` and its order are one index
     # range on both databases; the earlier (store_id[, sku], position) indexes left them a filter
@@ -134,6 +136,15 @@ DDL = (
         position BIGINT NOT NULL,
         PRIMARY KEY (store_id, sku))""",
     "CREATE INDEX IF NOT EXISTS ledger_policies_by_position ON ledger_policies (position)",
+    # CONTRACT §10: every marking code a history row carries, so that `?code=X` is one index range
+    # (the store and the code, in position order) whatever the length of the log. The row's own
+    # `codes` column (JSON, in the line's order) is what the history shows.
+    """CREATE TABLE IF NOT EXISTS ledger_history_codes (
+        store_id TEXT NOT NULL,
+        code TEXT NOT NULL,
+        position BIGINT NOT NULL,
+        line_no INTEGER NOT NULL,
+        PRIMARY KEY (store_id, code, position, line_no))""",
 )
 
 # Columns added after their table was first made: a database made before gets them on start
@@ -146,6 +157,7 @@ ADDED_COLUMNS = (
     ("ledger_history", "channel", "TEXT"),
     ("ledger_history", "channels", "TEXT"),
     ("ledger_history", "policy", "TEXT"),
+    ("ledger_history", "codes", "TEXT"),  # CONTRACT §10: the line's marking codes, JSON
     ("ledger_levels", "channels", "TEXT"),
     ("ledger_reservations", "channel", "TEXT"),
 )
