@@ -83,7 +83,12 @@ def wms_config(settings: Settings) -> WmsConfig | None:
     if not settings.wms_base_url or not settings.wms_api_key:
         return None
     return WmsConfig(
-        settings.wms_base_url, settings.wms_api_key, settings.wms_requests_per_s, settings.wms_timeout_s
+        settings.wms_base_url,
+        settings.wms_api_key,
+        settings.wms_requests_per_s,
+        settings.wms_timeout_s,
+        settings.wms_stock_per_page,
+        settings.wms_stock_pages_max,
     )
 
 
