@@ -364,6 +364,8 @@ def _run_once(adapters: Any, *, full: bool) -> int:
         worker.release_lease()
     if adapters.wms_status is not None:
         print(f"wms: {adapters.wms_status.poll()} picking order status(es) changed")
+    if adapters.wms_arrivals is not None:
+        print(f"wms: {adapters.wms_arrivals.poll()} expected receipt(s) received or cancelled")
     if adapters.inbox is not None:
         done, later = adapters.inbox.run_once()
         print(f"inbox: processed {done}, left for later {later}")

@@ -113,6 +113,16 @@ class WmsClient:
             raise TargetUnavailable(f"wms stock of {warehouse}, page {page}: no items list in the answer")
         return body
 
+    def inbound(self, wms_inbound_id: str) -> dict[str, Any] | None:
+        """An expected receipt (adapters/wms_inbound.py); None: unknown."""
+        answer = self.request("GET", f"api/v1/inbound/{_segment(wms_inbound_id)}")
+        if answer.status == 404:
+            return None
+        body = answer.json()
+        if answer.status != 200 or not isinstance(body, dict):
+            raise TargetUnavailable(f"wms inbound {wms_inbound_id}: HTTP {answer.status}")
+        return body
+
     def order(self, wms_order_id: str) -> dict[str, Any] | None:
         """A picking order as the WMS holds it (its lines' `used_codes` once shipped); None: unknown."""
         answer = self.request("GET", f"api/v1/orders/{_segment(wms_order_id)}")

@@ -20,6 +20,11 @@ strictly as the MoySklad fake keeps to MoySklad's pages:
   `true` (the seed's own example) leaves out every row whose available is 0 or less, a fully
   reserved or picked item among them, exactly the trap MoySklad's `nonEmpty` default is.
 
+- `POST /api/v1/inbound` (an expected receipt, ASN: `{external_id, warehouse, transfer_id, lines:
+  [{sku, qty, uom}]}`; an `external_id` seen before returns the existing one) and
+  `GET /api/v1/inbound/{id}`: `EXPECTED`, then `RECEIVED` with each line's `received_qty` (what
+  was counted in at the dock), or `CANCELLED`.
+
 Every call needs the `X-API-Key` header.
 
 `send_status` posts a picking status the way the WMS's status webhook does, `{"id", "status"}`,
@@ -79,6 +84,7 @@ class FakeWms:
     stock: dict[tuple[str, str, str], dict[str, int]] = field(default_factory=dict)
     # What the picker scans on shipment, by order id and article; unset: the codes the order sent.
     scanned_codes: dict[str, dict[str, list[str]]] = field(default_factory=dict)
+    inbound: dict[str, dict[str, Any]] = field(default_factory=dict)
     requests: int = 0
     stock_requests: int = 0
     creates: int = 0
@@ -97,6 +103,17 @@ class FakeWms:
                 scanned = self.scanned_codes.get(order_id, {})
                 for line in order["lines"]:
                     line["used_codes"] = list(scanned.get(line["sku"], line.get("codes") or []))
+
+    def receive(self, inbound_id: str, counted: dict[str, int] | None = None) -> None:
+        """The goods arrived: each line's received_qty is what was counted (default: as expected)."""
+        with self._lock:
+            expected = self.inbound[inbound_id]
+            expected["status"] = "RECEIVED"
+            for line in expected["lines"]:
+                line["received_qty"] = (counted or {}).get(line["sku"], line["qty"])
+
+    def inbound_by_external(self, external_id: str) -> dict[str, Any] | None:
+        return next((i for i in self.inbound.values() if i["external_id"] == external_id), None)
 
     def put_stock(
         self, warehouse: str, sku: str, on_hand: int, reserved: int = 0, in_picking: int = 0, zone: str = "A"
@@ -139,6 +156,11 @@ class FakeWms:
                     return Reply(409, {"error": f"order is {order['status']}"})
                 order["status"] = "CANCELLED"
                 return Reply(200, {"id": order["id"], "status": "CANCELLED"})
+        if parts == ["api", "v1", "inbound"] and request.method == "POST":
+            return self._expect(request.json())
+        if len(parts) == 4 and parts[:3] == ["api", "v1", "inbound"] and request.method == "GET":
+            found = self.inbound.get(parts[3])
+            return Reply(200, found) if found is not None else Reply(404, {"error": "no such inbound"})
         if parts == ["api", "v1", "stock"] and request.method == "GET":
             return self._stock(request.query)
         return Reply(404, {"error": "unknown route"})
@@ -188,6 +210,23 @@ class FakeWms:
         self.orders[order_id] = order
         self.creates += 1
         return Reply(201, order)
+
+    def _expect(self, body: Any) -> Reply:
+        fields = ("external_id", "warehouse", "transfer_id", "lines")
+        if not isinstance(body, dict) or not all(body.get(name) for name in fields):
+            return Reply(422, {"error": f"{', '.join(fields)} are required"})
+        existing = self.inbound_by_external(body["external_id"])
+        if existing is not None:
+            return Reply(200, existing)
+        if body["warehouse"] not in self.warehouses:
+            return Reply(422, {"error": f"unknown warehouse {body['warehouse']!r}"})
+        for line in body["lines"]:
+            qty = line.get("qty") if isinstance(line, dict) else None
+            if not isinstance(qty, int) or qty < 1 or not line.get("sku"):
+                return Reply(422, {"error": "each line needs sku and a qty >= 1"})
+        inbound_id = f"IN-{len(self.inbound) + 1:06d}"
+        self.inbound[inbound_id] = {"id": inbound_id, "status": "EXPECTED", **body}
+        return Reply(201, self.inbound[inbound_id])
 
 
 def _refused_codes(lines: Any) -> str | None:

@@ -1,5 +1,6 @@
 """The WMS loop on both databases: reconciliation against GET /api/v1/stock that never destroys,
-and marking codes sent with the picking order and read back on shipment (seed 002, CONTRACT §10)."""
+marking codes sent with the picking order and read back on shipment (seed 002, CONTRACT §10), and
+transfers into a WMS warehouse expected there and received when it counts them."""
 
 from __future__ import annotations
 
@@ -11,13 +12,15 @@ from typing import Any
 import pytest
 from conftest import FAST, event
 
+from adapters import masking
 from adapters.db import transaction
-from adapters.outbound import OutboundWorker
+from adapters.outbound import OutboundWorker, SimulatedCrash
 from adapters.reconcile import make_report
 from adapters.reconcile_apply import ApplyLimits, apply_report
 from adapters.reconcile_runs import save_report
 from adapters.sink import LedgerSink
 from adapters.wms import WmsClient, WmsConfig, WmsPickingTarget, WmsStatusProcessor
+from adapters.wms_inbound import WmsArrivals, WmsInboundTarget
 from adapters.wms_stock import StockReadRefused, read_wms_snapshot
 from devtools.fakes.wms import STOCK_PER_PAGE_MAX
 from ledger.cli import main
@@ -166,6 +169,9 @@ def test_the_command_reads_the_wms_reports_first_and_applies_the_reviewed_run(
     tmp_path, monkeypatch, database_url, warehouse, ledger, record, capsys
 ):
     fake, server = warehouse
+    # The command remembers the database URL's user as a secret for the rest of the process; on
+    # PostgreSQL that is `postgres`, which would mask other modules' `postgresql://` afterwards.
+    monkeypatch.setattr(masking._KNOWN, "values", masking._KNOWN.values)
     for name, value in {
         "LEDGER_DATABASE_URL": database_url,
         "LEDGER_WMS_BASE_URL": server.url + "/",
@@ -282,3 +288,75 @@ def test_the_fake_wms_refuses_codes_it_cannot_pick(warehouse):
         {"sku": "A", "qty": 1, "uom": "unit", "codes": ["c\u00e9"]},
     ):
         assert client.request("POST", "api/v1/orders", json_body={**base, "lines": [line]}).status == 422
+
+
+# -- transfers into a WMS warehouse -------------------------------------------------------------------
+
+
+def transfer(store: str, to_store: str, transfer_id: str, *pairs: tuple[str, int]) -> StockEvent:
+    return event(EventType.TRANSFER, store, *pairs, to_store=to_store, transfer_id=transfer_id)
+
+
+def levels_of(ledger: Any, store: str, sku: str) -> tuple[int, int]:
+    ledger.refresh()
+    [view] = ledger.levels(store, [sku])
+    return view.level.on_hand_units, view.level.incoming_units
+
+
+def test_a_transfer_into_the_warehouse_is_expected_there_once_and_received_when_the_wms_counts_it(
+    warehouse, recorder, mappings, ledger, record
+):
+    fake, server = warehouse
+    record(event(RECEIPT, "shop-9", ("SKU-1", 10), ("SKU-2", 4)))
+    record(transfer("shop-9", "shop-1", "T-1", ("SKU-1", 6), ("SKU-2", 4)))
+    record(transfer("shop-9", "other-store", "T-2", ("SKU-1", 1)))  # not a WMS warehouse: not pushed
+    assert levels_of(ledger, "shop-1", "SKU-1") == (0, 6)
+    worker = OutboundWorker(recorder, WmsInboundTarget(recorder, mappings, client_for(server)), FAST)
+
+    def crash() -> None:
+        raise SimulatedCrash
+
+    worker.before_save_hook = crash  # the push reached the WMS, its position was not saved
+    with pytest.raises(SimulatedCrash):
+        worker.run_once()
+    worker.before_save_hook = None
+    worker.run_until_idle()
+
+    assert len(fake.inbound) == 1  # the retried push found it by external_id
+    expected = fake.inbound_by_external("shop-1:T-1")
+    assert expected is not None
+    assert (expected["warehouse"], expected["transfer_id"], expected["from"]) == ("main", "T-1", "shop-9")
+    assert expected["lines"] == [
+        {"sku": "ART-1", "qty": 6, "uom": "unit"},
+        {"sku": "SKU-2", "qty": 4, "uom": "unit"},
+    ]
+    arrivals = WmsArrivals(recorder, mappings, LedgerSink(ledger), client_for(server))
+    assert arrivals.poll() == 0  # not arrived yet: nothing recorded
+    assert levels_of(ledger, "shop-1", "SKU-1") == (0, 6)
+
+    fake.receive(expected["id"], {"ART-1": 5})  # one unit short at the dock
+    assert arrivals.poll() == 1
+    assert arrivals.poll() == 0  # final: not read again
+
+    assert levels_of(ledger, "shop-1", "SKU-1") == (5, 1)  # the missing unit stays incoming
+    assert levels_of(ledger, "shop-1", "SKU-2") == (4, 0)
+    [receipt] = ledger.history(HistoryFilter("shop-1", type="stock.receipt", sku="SKU-1"), 10)
+    assert (receipt["transfer_id"], receipt["principal"]) == ("T-1", "adapters/wms")
+
+
+def test_a_cancelled_expected_receipt_records_nothing_and_raises_an_alert(
+    warehouse, recorder, mappings, ledger, record
+):
+    fake, server = warehouse
+    record(event(RECEIPT, "shop-9", ("SKU-1", 10)), transfer("shop-9", "shop-1", "T-3", ("SKU-1", 2)))
+    OutboundWorker(recorder, WmsInboundTarget(recorder, mappings, client_for(server)), FAST).run_until_idle()
+    expected = fake.inbound_by_external("shop-1:T-3")
+    assert expected is not None
+    expected["status"] = "CANCELLED"
+
+    assert WmsArrivals(recorder, mappings, LedgerSink(ledger), client_for(server)).poll() == 1
+
+    assert levels_of(ledger, "shop-1", "SKU-1") == (0, 2)
+    with transaction(recorder) as tx:
+        [alert] = tx.fetchall("SELECT detail FROM adapter_journal WHERE kind = 'alert'")
+    assert "T-3" in alert["detail"] and "stay incoming" in alert["detail"]
