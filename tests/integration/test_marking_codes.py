@@ -6,12 +6,15 @@ the entry, shown on its history entries, and `?code=X` finds every entry that ca
 
 from __future__ import annotations
 
+import sqlite3
 from typing import Any
 
 import httpx
-from support import api
+import psycopg
+from support import api, db
 from support import events as ev
 from support.ids import unique
+from support.server import run_ledger_command
 
 SSCC = "003456789012345678"  # an 18-digit SSCC
 CIS_1 = "0104601234567890215ABC!\"%&'*+-./_,:;=<>?"  # a Честный знак code: printable ASCII, no GS
@@ -110,3 +113,40 @@ def test_codes_that_break_the_rules_are_refused_naming_the_field(database_url, s
         assert [error["field"] for error in problem["errors"]] == ["code"]
         problem = api.assert_problem(client.get(history, params={"code": ""}), 422)
         assert [error["field"] for error in problem["errors"]] == ["code"]
+
+
+def test_codes_come_back_from_the_log_through_verify_and_rebuild(database_url, serve):
+    server = serve(database_url)
+    store = unique("shop")
+    with server.client() as client:
+        api.record(client, ev.receipt(store, ("A", 10)))
+        api.record(
+            client,
+            _event("stock.pos_sale", store, _line("A", 2, CIS_1, CIS_2)),
+            _event("stock.return", store, _line("A", 1, CIS_2)),
+        )
+    assert server.stop() is not None
+    verified = run_ledger_command(database_url, "verify")
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    _execute_each(database_url, "DELETE FROM ledger_history_codes", "UPDATE ledger_history SET codes = NULL")
+    damaged = run_ledger_command(database_url, "verify")
+    assert damaged.returncode == 1 and "ledger_history_codes" in damaged.stdout, damaged.stdout
+    assert run_ledger_command(database_url, "rebuild", "--quiet").returncode == 0
+
+    with serve(database_url).client() as client:
+        assert [e["type"] for e in api.history(client, store, code=CIS_2)] == [
+            "stock.pos_sale",
+            "stock.return",
+        ]
+        assert api.history(client, store, type="stock.pos_sale")[0]["codes"] == [CIS_1, CIS_2]
+
+
+def _execute_each(database_url: str, *statements: str) -> None:
+    if database_url.startswith("sqlite"):
+        with sqlite3.connect(db.sqlite_path(database_url)) as conn:
+            for statement in statements:
+                conn.execute(statement)
+        return
+    with psycopg.connect(database_url) as pg:
+        for statement in statements:
+            pg.execute(statement)  # type: ignore[arg-type]
