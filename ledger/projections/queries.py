@@ -147,7 +147,7 @@ def sku_across_stores_occurred_at(tx: SqlTx, sku: str, occurred_at: str) -> list
         "CAST(COALESCE(SUM(h.incoming_delta), 0) AS BIGINT) AS incoming, "
         "MAX(h.position) AS position, MAX(h.recorded_at) AS updated_at "
         "FROM ledger_levels l LEFT JOIN ledger_history h "
-        "ON h.store_id = l.store_id AND sku = l.sku AND occurred_at <= %s "
+        "ON h.store_id = l.store_id AND h.sku = l.sku AND h.occurred_at <= %s "
         "WHERE l.sku = %s GROUP BY l.store_id ORDER BY l.store_id",
         (occurred_at, sku),
     )
