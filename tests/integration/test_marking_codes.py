@@ -66,6 +66,11 @@ def test_codes_are_kept_on_the_entries_shown_in_the_history_and_found_by_code(da
         assert [e["type"] for e in rest["entries"]] == ["stock.return"] and rest["next"] is None
         assert [e["sku"] for e in api.history(client, store, code=SSCC, type="stock.shipment")] == ["B"]
         assert api.history(client, store, code="never-seen") == []
+        # A reservation's lines may name the codes the order asks for (the WMS picks them).
+        placed = api.reserve(client, store, "R-1", ("B", 1), lines=[{"sku": "B", "qty": 1, "codes": [SSCC]}])
+        assert placed.status_code == 201, placed.text
+        [reserved] = api.history(client, store, code=SSCC, type="stock.reservation")
+        assert (reserved["reservation_id"], reserved["codes"]) == ("R-1", [SSCC])
         assert [e["type"] for e in api.history(client, other, code=CIS_1)] == ["stock.pos_sale"]
 
 
