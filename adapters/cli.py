@@ -33,7 +33,7 @@ def register(subcommands: Any) -> None:
         "is not changed). With --apply RUN: record exactly the lines of the stored report RUN.",
     )
     reconcile.add_argument(
-        "--source", choices=("moysklad", "csv"), help="where the external snapshot comes from"
+        "--source", choices=("moysklad", "wms", "csv"), help="where the external snapshot comes from"
     )
     reconcile.add_argument(
         "--file", type=Path, help="the snapshot for --source csv: store_id,sku,on_hand[,uom]"
@@ -142,11 +142,13 @@ def _reconcile_report(args: argparse.Namespace, settings: Settings) -> int:
     if args.force:
         raise CommandError("--force goes with --apply RUN")
     if args.source is None:
-        raise CommandError("say where the snapshot comes from (--source csv|moysklad), or --apply RUN")
+        raise CommandError("say where the snapshot comes from (--source csv|moysklad|wms), or --apply RUN")
     if args.source == "csv" and args.file is None:
         raise CommandError("--source csv needs --file")
     if args.source == "moysklad" and not settings.moysklad_token:
         raise CommandError("--source moysklad needs LEDGER_MOYSKLAD_TOKEN")
+    if args.source == "wms" and not (settings.wms_base_url and settings.wms_api_key):
+        raise CommandError("--source wms needs LEDGER_WMS_BASE_URL and LEDGER_WMS_API_KEY")
     recorder = _database(settings)
     mappings = Mappings(recorder, refresh_s=0)
     run_id = args.run_id or time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
@@ -156,8 +158,9 @@ def _reconcile_report(args: argparse.Namespace, settings: Settings) -> int:
         total=0, unit="store", desc=f"reading {args.source}", disable=args.quiet or bool(snapshot)
     ) as bar:
         if snapshot is None:
-            bar.total = len(mappings.all("moysklad", "store"))
-            snapshot = _moysklad_snapshot(args, settings, mappings, bar.update)
+            bar.total = len(mappings.all(args.source, "store"))
+            read = _moysklad_snapshot if args.source == "moysklad" else _wms_snapshot
+            snapshot = read(args, settings, mappings, bar.update)
     stores = args.store or sorted(snapshot.stores)
     if args.absent_as_zero:
         snapshot = snapshot.absent_as_zero(stores)
@@ -287,6 +290,25 @@ def _moysklad_snapshot(
     return snapshot
 
 
+def _wms_snapshot(
+    args: argparse.Namespace, settings: Settings, mappings: Any, progress: Callable[[int], object]
+) -> Any:
+    from adapters.outbound import TargetUnavailable
+    from adapters.runner import wms_config
+    from adapters.wms import WmsClient
+    from adapters.wms_stock import StockReadRefused, read_wms_snapshot
+
+    config = wms_config(settings)
+    assert config is not None, "_reconcile_report checks the WMS settings before it opens the database"
+    try:
+        snapshot = read_wms_snapshot(WmsClient(config), mappings, progress)
+    except (TargetUnavailable, StockReadRefused) as error:
+        raise CommandError(mask(f"reading the WMS's stock failed: {error}")) from None
+    if not args.store:
+        args.store = sorted(mappings.all("wms", "store"))
+    return snapshot
+
+
 # -- adapters ----------------------------------------------------------------------------------------------
 
 
@@ -342,6 +364,8 @@ def _run_once(adapters: Any, *, full: bool) -> int:
         worker.release_lease()
     if adapters.wms_status is not None:
         print(f"wms: {adapters.wms_status.poll()} picking order status(es) changed")
+    if adapters.wms_arrivals is not None:
+        print(f"wms: {adapters.wms_arrivals.poll()} expected receipt(s) received or cancelled")
     if adapters.inbox is not None:
         done, later = adapters.inbox.run_once()
         print(f"inbox: processed {done}, left for later {later}")

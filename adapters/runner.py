@@ -28,6 +28,7 @@ from adapters.sink import EventSink, LedgerSink
 from adapters.spool import DeliverySpool, default_spool_dir
 from adapters.webhook_store import DeliveryStore
 from adapters.wms import WmsClient, WmsConfig, WmsPickingTarget, WmsStatusProcessor
+from adapters.wms_inbound import WmsArrivals, WmsInboundTarget
 from ledger.access.book import TokenBook
 from ledger.access.hosts import allowed_hosts, is_loopback
 from ledger.access.metrics import metrics_guard
@@ -83,7 +84,12 @@ def wms_config(settings: Settings) -> WmsConfig | None:
     if not settings.wms_base_url or not settings.wms_api_key:
         return None
     return WmsConfig(
-        settings.wms_base_url, settings.wms_api_key, settings.wms_requests_per_s, settings.wms_timeout_s
+        settings.wms_base_url,
+        settings.wms_api_key,
+        settings.wms_requests_per_s,
+        settings.wms_timeout_s,
+        settings.wms_stock_per_page,
+        settings.wms_stock_pages_max,
     )
 
 
@@ -94,6 +100,7 @@ class Adapters:
     workers: dict[str, OutboundWorker] = field(default_factory=dict)
     inbox: InboxWorker | None = None
     wms_status: WmsStatusProcessor | None = None
+    wms_arrivals: WmsArrivals | None = None
     receiver: WebhookReceiver | None = None
     delivery_store: DeliveryStore | None = None
     tokens: TokenBook | None = None  # with LEDGER_METRICS_AUTH=required: who may read /metrics
@@ -122,8 +129,12 @@ def build_adapters(settings: Settings, sink: EventSink | None = None, recorder: 
     if (wms := wms_config(settings)) is not None:
         wms_client = WmsClient(wms)
         targets.append(WmsPickingTarget(recorder, mappings, wms_client))
+        targets.append(WmsInboundTarget(recorder, mappings, wms_client))
         if sink is not None:
             adapters.wms_status = WmsStatusProcessor(
+                recorder, mappings, sink, wms_client, settings.wms_poll_orders_max
+            )
+            adapters.wms_arrivals = WmsArrivals(
                 recorder, mappings, sink, wms_client, settings.wms_poll_orders_max
             )
             handlers["wms"] = adapters.wms_status.handle_delivery
@@ -249,6 +260,11 @@ class Runner:
                 self.adapters.wms_status.poll()
             except (TargetUnavailable, Exception) as error:  # noqa: BLE001 - polled again next interval
                 log.warning("wms status poll failed: %s", error)
+            if self.adapters.wms_arrivals is not None:
+                try:
+                    self.adapters.wms_arrivals.poll()
+                except (TargetUnavailable, Exception) as error:  # noqa: BLE001 - polled again next interval
+                    log.warning("wms arrivals poll failed: %s", error)
 
     def stop(self) -> None:
         self.stopper.stop()

@@ -15,6 +15,7 @@ ADAPTER_TABLES = (
     "adapter_status_map",
     "adapter_inbox",
     "adapter_wms_orders",
+    "adapter_wms_inbound",
     "adapter_journal",
     "adapter_reconcile_runs",
     "adapter_reconcile_lines",
@@ -105,6 +106,17 @@ DDL = (
     """CREATE INDEX IF NOT EXISTS adapter_wms_orders_by_reservation
         ON adapter_wms_orders (store_id, reservation_id)""",
     "CREATE INDEX IF NOT EXISTS adapter_wms_orders_open ON adapter_wms_orders (final, updated_at)",
+    # Transfers into a WMS warehouse announced as expected receipts (adapters/wms_inbound.py).
+    """CREATE TABLE IF NOT EXISTS adapter_wms_inbound (
+        external_id TEXT NOT NULL PRIMARY KEY,
+        wms_inbound_id TEXT NOT NULL,
+        store_id TEXT NOT NULL,
+        transfer_id TEXT NOT NULL,
+        lines TEXT NOT NULL,
+        status TEXT NOT NULL,
+        final INTEGER NOT NULL,
+        updated_at TEXT NOT NULL)""",
+    "CREATE INDEX IF NOT EXISTS adapter_wms_inbound_open ON adapter_wms_inbound (final, updated_at)",
     # What the adapters did that an operator must see: alerts, status changes, parked items.
     """CREATE TABLE IF NOT EXISTS adapter_journal (
         at TEXT NOT NULL,

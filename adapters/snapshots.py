@@ -35,12 +35,17 @@ class Snapshot:
     on_hand: Mapping[tuple[str, str], int]  # (store, sku) -> units it lists
     complete_stores: frozenset[str] = frozenset()  # stores where an unlisted SKU holds 0
     sku_scope: frozenset[str] | None = None  # the SKUs a complete store vouches for; None: all
+    # Pairs the source listed but whose figures are not trusted: never covered, even by a
+    # complete store (a WMS row that breaks its own identity is not a 0).
+    unknown: frozenset[tuple[str, str]] = frozenset()
 
     @property
     def stores(self) -> frozenset[str]:
         return frozenset(store for store, _ in self.on_hand) | self.complete_stores
 
     def covers(self, store_id: str, sku: str) -> bool:
+        if (store_id, sku) in self.unknown:
+            return False
         if (store_id, sku) in self.on_hand:
             return True
         return store_id in self.complete_stores and (self.sku_scope is None or sku in self.sku_scope)

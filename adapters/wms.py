@@ -38,6 +38,7 @@ from adapters.mappings import Mappings
 from adapters.masking import secret_safe_logger
 from adapters.outbound import Failure, Item, TargetUnavailable, enqueue
 from adapters.sink import EventSink
+from adapters.wms_codes import codes_to_pick, shipped_lines
 from ledger.access.scopes import ADAPTER_PRINCIPAL_PREFIX
 from ledger.domain.model import Entry, EventType, Line, StockEvent
 from ledger.sql import SqlTx
@@ -59,6 +60,8 @@ class WmsConfig:
     api_key: str
     requests_per_s: float = 10.0
     timeout_s: float = 10.0
+    stock_per_page: int = 500
+    stock_pages_max: int = 2000
 
 
 class WmsClient:
@@ -92,11 +95,43 @@ class WmsClient:
             return None
         return str((answer.json() or {}).get("status"))
 
-    def stock(self, warehouse: str) -> list[dict[str, Any]]:
-        answer = self.request("GET", "api/v1/stock", params={"warehouse": warehouse})
+    def stock_page(self, warehouse: str, page: int) -> dict[str, Any]:
+        """One page of the stock report. `available_only=false` is sent, not left to a default:
+        with `true` (seed 002's own example) a fully reserved or picked item is left out, and a
+        reconciliation would not see it at all."""
+        params = {
+            "warehouse": warehouse,
+            "available_only": "false",
+            "page": str(page),
+            "per_page": str(self.config.stock_per_page),
+        }
+        answer = self.request("GET", "api/v1/stock", params=params)
         if answer.status != 200:
-            raise TargetUnavailable(f"wms stock: HTTP {answer.status}")
-        return list((answer.json() or {}).get("items") or [])
+            raise TargetUnavailable(f"wms stock of {warehouse}, page {page}: HTTP {answer.status}")
+        body = answer.json()
+        if not isinstance(body, dict) or not isinstance(body.get("items"), list):
+            raise TargetUnavailable(f"wms stock of {warehouse}, page {page}: no items list in the answer")
+        return body
+
+    def inbound(self, wms_inbound_id: str) -> dict[str, Any] | None:
+        """An expected receipt (adapters/wms_inbound.py); None: unknown."""
+        answer = self.request("GET", f"api/v1/inbound/{_segment(wms_inbound_id)}")
+        if answer.status == 404:
+            return None
+        body = answer.json()
+        if answer.status != 200 or not isinstance(body, dict):
+            raise TargetUnavailable(f"wms inbound {wms_inbound_id}: HTTP {answer.status}")
+        return body
+
+    def order(self, wms_order_id: str) -> dict[str, Any] | None:
+        """A picking order as the WMS holds it (its lines' `used_codes` once shipped); None: unknown."""
+        answer = self.request("GET", f"api/v1/orders/{_segment(wms_order_id)}")
+        if answer.status == 404:
+            return None
+        body = answer.json()
+        if answer.status != 200 or not isinstance(body, dict):
+            raise TargetUnavailable(f"wms order {wms_order_id}: HTTP {answer.status}")
+        return body
 
 
 def _segment(wms_order_id: str) -> str:
@@ -167,17 +202,16 @@ class WmsPickingTarget:
                     [sku, int(qty) - int(shipped) - int(released)]
                     for sku, qty, shipped, released in orjson.loads(row["lines"])
                 ]
-                items.append(
-                    Item(
-                        key,
-                        {
-                            "store_id": store_id,
-                            "reservation_id": reservation_id,
-                            "order_id": row["order_id"],
-                            "lines": [ln for ln in lines if ln[1] > 0],
-                        },
-                    )
-                )
+                lines = [ln for ln in lines if ln[1] > 0]
+                payload = {
+                    "store_id": store_id,
+                    "reservation_id": reservation_id,
+                    "order_id": row["order_id"],
+                    "lines": lines,
+                }
+                if kind == PICK_KEY:
+                    payload["codes"] = codes_to_pick(tx, store_id, reservation_id, dict(lines))
+                items.append(Item(key, payload))
         return items
 
     def push(self, items: Sequence[Item]) -> dict[str, Failure]:
@@ -207,12 +241,13 @@ class WmsPickingTarget:
             zones[zone_ref.external_id if zone_ref else DEFAULT_ZONE].append([sku, qty])
         for zone, lines in sorted(zones.items()):
             external_id = f"{payload['store_id']}:{payload['reservation_id']}:{zone}"
+            codes = payload.get("codes") or {}
             body = {
                 "external_id": external_id,
                 "customer_order_id": payload["order_id"] or payload["reservation_id"],
                 "warehouse": warehouse.external_id,
                 "zone": zone,
-                "lines": [self._wire_line(sku, qty) for sku, qty in lines],
+                "lines": [self._wire_line(sku, qty, codes.get(sku)) for sku, qty in lines],
             }
             answer = self.client.request(
                 "POST", "api/v1/orders", json_body=body, headers={"Idempotency-Key": external_id}
@@ -233,11 +268,13 @@ class WmsPickingTarget:
             )
         return None
 
-    def _wire_line(self, sku: str, qty: int) -> dict[str, Any]:
+    def _wire_line(self, sku: str, qty: int, codes: list[str] | None = None) -> dict[str, Any]:
         article = self.mappings.external(SYSTEM, "sku", sku)
         unit = self.mappings.unit(SYSTEM, sku)
         line: dict[str, Any] = {"sku": article.external_id if article else sku, "qty": qty, "uom": "unit"}
-        if unit and qty % unit[1] == 0:  # whole boxes go as boxes; anything else in base units
+        if codes:  # the codes of units to pick: the line stays in units, so that codes <= qty holds
+            line["codes"] = codes
+        elif unit and qty % unit[1] == 0:  # whole boxes go as boxes; anything else in base units
             line.update(qty=qty // unit[1], uom=unit[0])
         return line
 
@@ -334,6 +371,12 @@ class WmsStatusProcessor:
             return
         rule = self.mappings.status(SYSTEM, status)
         lines = [Line(sku, int(qty)) for sku, qty in orjson.loads(row["lines"])]
+        code_notes: list[str] = []
+        if rule is not None and rule.action == "ship" and self.client is not None:
+            # The codes the picker used (seed 002); an unreachable WMS fails the delivery, which
+            # is tried again, so a shipment is never recorded without the codes it could have had.
+            used = self.client.order(wms_order_id)
+            lines, code_notes = shipped_lines(self.mappings, [(ln.sku, ln.qty_units) for ln in lines], used)
         if rule is not None and rule.action in ("release", "ship"):
             # Recorded first: if the ledger is unreachable, the delivery (or the next poll) tries again.
             self.sink.record([self._event(row, status, rule.action, lines)])
@@ -354,6 +397,12 @@ class WmsStatusProcessor:
                     f"status:{row['order_id']}",
                     {"order_id": row["order_id"], "status_id": rule.target_status, "wms_status": status},
                 )
+            if code_notes:
+                detail = f"picking order {wms_order_id}: codes left off its shipment: " + "; ".join(
+                    code_notes
+                )
+                journal(tx, SYSTEM, "alert", wms_order_id, detail[:2000])
+                log.error("ALERT wms %s", detail[:2000])
             if rule is not None and rule.action == "release":
                 detail = (
                     f"picking order {wms_order_id} ({row['external_id']}) of order {row['order_id']}: "

@@ -326,6 +326,11 @@ class Settings(BaseSettings):
     wms_timeout_s: float = Field(10.0, gt=0)
     wms_poll_interval_s: float = Field(30.0, gt=0, description="how often open picking orders are polled")
     wms_poll_orders_max: int = Field(200, ge=1)
+    # Reconciliation reads GET /api/v1/stock page by page to the end (adapters/wms_stock.py).
+    wms_stock_per_page: int = Field(500, ge=1, le=10_000, description="rows asked per stock page")
+    wms_stock_pages_max: int = Field(
+        2000, ge=1, description="pages one stock read follows; a longer report is refused, not cut"
+    )
     wms_webhook_secret: str | None = Field(None, description="last path segment of the status webhook URL")
     # Statuses may come signed instead, to POST /wms/status: an HMAC-SHA256 of the raw body in a
     # header (adapters/signatures.py), `X-Signature: sha256=<hex>` by default.

@@ -16,6 +16,9 @@ from ledger.config import Settings
 BITRIX_PRODUCT_IDS = range(101, 111)
 BITRIX_ORDER_IDS = range(1, 100)
 BITRIX_STORE_IDS = ("1", "2", "3")
+# The WMS's stock for the reconciliation step: SKU-2 in zone B, 4 on hand, 1 of them being picked;
+# SKU-1 is not listed (the step shows it left untouched).
+WMS_STOCK = (("main", "SKU-2", 4, 0, 1, "B"),)
 
 
 def command(args: argparse.Namespace, settings: Settings) -> int:
@@ -27,6 +30,8 @@ def command(args: argparse.Namespace, settings: Settings) -> int:
     bitrix.stores.update(BITRIX_STORE_IDS)
     moysklad = FakeMoySklad(origin=f"http://127.0.0.1:{args.moysklad_port}")
     wms = FakeWms()
+    for warehouse, sku, on_hand, reserved, in_picking, zone in WMS_STOCK:
+        wms.put_stock(warehouse, sku, on_hand, reserved, in_picking, zone)
     servers: list[HttpServer] = []
     try:
         # A port in use raises OSError here; the servers already started are stopped below.
@@ -60,4 +65,5 @@ def _print_exports(
     print(f"  export LEDGER_MOYSKLAD_TOKEN={moysklad.token}")
     print(f"  export LEDGER_WMS_BASE_URL={wms_url}/")
     print(f"  export LEDGER_WMS_API_KEY={wms.api_key}")
-    print("Bitrix products 101-110, stores 1-3 and orders 1-99 exist. Ctrl-C stops.", flush=True)
+    print("Bitrix products 101-110, stores 1-3 and orders 1-99 exist; the WMS's warehouse main holds SKU-2.")
+    print("Ctrl-C stops.", flush=True)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ledger.domain.model import PRODUCER_EVENT_TYPES, EventType
+from ledger.domain.model import CODE_CHARS_MAX, CODE_EVENT_TYPES, PRODUCER_EVENT_TYPES, EventType
 from ledger.intake.envelope import QTY_ABS_MAX, TEXT_CHARS_MAX
 
 SCHEMA_ID = "https://github.com/stock-ledger/stock-ledger/schemas/event-envelope.schema.json"
@@ -40,17 +40,24 @@ def _line(event_type: EventType) -> dict[str, Any]:
     }
     if not zero_allowed:
         qty["not"] = {"const": 0}
-    return {
-        "type": "object",
-        "required": ["sku", "qty"],
-        "properties": {
-            "sku": _IDENT,
-            "qty": qty,
-            "uom": _nullable(
-                {"type": "string", "description": "a unit of LEDGER_UNITS; qty × its factor is at most 1e9"}
-            ),
-        },
+    properties: dict[str, Any] = {
+        "sku": _IDENT,
+        "qty": qty,
+        "uom": _nullable(
+            {"type": "string", "description": "a unit of LEDGER_UNITS; qty × its factor is at most 1e9"}
+        ),
     }
+    if event_type in CODE_EVENT_TYPES:
+        properties["codes"] = _nullable(
+            {
+                "type": "array",
+                "items": {"type": "string", "pattern": f"^[\\x20-\\x7e]{{1,{CODE_CHARS_MAX}}}$"},
+                "uniqueItems": True,
+                "description": "marking codes or SSCCs of the units the line moved (CONTRACT §10): "
+                "at most qty (in base units), no code twice in one event; they change no level",
+            }
+        )
+    return {"type": "object", "required": ["sku", "qty"], "properties": properties}
 
 
 def _nullable(schema: dict[str, Any]) -> dict[str, Any]:

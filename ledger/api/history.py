@@ -14,8 +14,8 @@ from ledger.api.deps import LedgerDep, ReadableStore, SettingsDep
 from ledger.api.problems import invalid
 from ledger.api.schemas import POSITION_MAX, HistoryPagePublic, problem_responses
 from ledger.api.times import utc_parameter
-from ledger.domain.model import EventType
-from ledger.intake.envelope import FieldError
+from ledger.domain.model import CODE_CHARS_MAX, EventType
+from ledger.intake.envelope import CODE_PATTERN, FieldError
 from ledger.projections.queries import HistoryFilter
 
 router = APIRouter(tags=["history"])
@@ -78,6 +78,8 @@ def entry_public(row: dict[str, Any]) -> dict[str, Any]:
             entry[key] = row[key]
     if row["channel"] is not None:
         entry["channel"] = row["channel"]
+    if row["codes"] is not None:  # CONTRACT §10: the marking codes the line moved
+        entry["codes"] = orjson.loads(row["codes"])
     if row["policy"] is not None:  # a stock.policy_changed entry: the policy it set
         entry["policy"] = orjson.loads(row["policy"])
     elif row["type"] == "stock.policy_changed":
@@ -104,12 +106,17 @@ async def get_history(
     occurred_to: Annotated[
         str | None, Query(description="the event's `time` at or before (RFC 3339; business time)")
     ] = None,
+    code: Annotated[
+        str | None, Query(description="the entries that carry this marking code or SSCC (CONTRACT §10)")
+    ] = None,
     after: Annotated[str | None, Query(description="the `next` cursor of the previous page")] = None,
     limit: Annotated[int | None, Query(ge=1, le=1000, description="at most LEDGER_HISTORY_PAGE_MAX")] = None,
 ) -> Response:
     page_size = limit or settings.history_page_default
     if page_size > settings.history_page_max:
         raise invalid([FieldError("limit", f"must be at most {settings.history_page_max}")])
+    if code is not None and not CODE_PATTERN.fullmatch(code):
+        raise invalid([FieldError("code", f"must be 1 to {CODE_CHARS_MAX} printable ASCII characters")])
     after_position, after_line_no = decode_cursor(after) if after else (0, -1)
     where = HistoryFilter(
         store_id=store,
@@ -121,6 +128,7 @@ async def get_history(
         recorded_to=utc_parameter("to", to),
         occurred_from=utc_parameter("occurred_from", occurred_from),
         occurred_to=utc_parameter("occurred_to", occurred_to),
+        code=code,
         after_position=after_position,
         after_line_no=after_line_no,
     )

@@ -24,6 +24,14 @@ class LineIn(BaseModel):
     uom: str | None = Field(None, description="a unit of LEDGER_UNITS; unknown units are refused")
 
 
+class ReservationLineIn(LineIn):
+    codes: list[str] | None = Field(
+        None,
+        description="marking codes or SSCCs the order asks for (CONTRACT §10's rules: at most qty, "
+        "1 to 200 printable ASCII characters, none twice); the WMS's picking order carries them",
+    )
+
+
 class ReservationCreate(BaseModel):
     """A reservation at one store: every line or none (README walkthrough)."""
 
@@ -37,7 +45,7 @@ class ReservationCreate(BaseModel):
 
     reservation_id: str = Field(pattern=ID_REGEX)
     order_id: str | None = Field(None, min_length=1, max_length=TEXT_CHARS_MAX)
-    lines: list[LineIn] = Field(min_length=1, max_length=1000, description="no SKU twice")
+    lines: list[ReservationLineIn] = Field(min_length=1, max_length=1000, description="no SKU twice")
     expires_at: datetime | None = Field(None, examples=["2026-11-22T12:00:00+03:00"])
     channel: str | None = Field(
         None,
@@ -208,6 +216,9 @@ class HistoryEntryPublic(BaseModel):
     policy: dict[str, Any] | None = Field(
         None,
         description="stock.policy_changed: the policy set (null: cleared); sku `*` is the store's default",
+    )
+    codes: list[str] | None = Field(
+        None, description="the marking codes or SSCCs of the units the line moved (CONTRACT §10)"
     )
 
 

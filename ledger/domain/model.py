@@ -79,8 +79,19 @@ class Line:
 
     sku: str
     qty_units: int
+    # CONTRACT §10: the marking codes or SSCCs of the units the line moved. They change no level;
+    # they are kept with the entry and shown on its history rows.
+    codes: tuple[str, ...] = ()
 
     __reduce__ = _reduce
+
+
+# The event types whose lines may carry marking codes: CONTRACT §10's four, and a reservation's
+# (an addition: the codes an order asks for, which the WMS's picking order carries).
+CODE_EVENT_TYPES = frozenset(
+    {EventType.SHIPMENT, EventType.SALE, EventType.POS_SALE, EventType.RETURN, EventType.RESERVATION}
+)
+CODE_CHARS_MAX = 200  # CONTRACT §10: each code is 1 to 200 printable ASCII characters
 
 
 # Availability policy (CONTRACT §6); its figures are in ledger/domain/policy.py.
@@ -187,7 +198,11 @@ class StockEvent:
                 self.type.value,
                 self.time.isoformat(),
                 self.store_id,
-                tuple((line.sku, line.qty_units) for line in self.lines),
+                # A line's codes (CONTRACT §10) travel only when it has some.
+                tuple(
+                    (line.sku, line.qty_units, line.codes) if line.codes else (line.sku, line.qty_units)
+                    for line in self.lines
+                ),
                 self.order_id,
                 self.reservation_id,
                 self.reference,
@@ -213,7 +228,7 @@ def _event_from_values(
     type_: str,
     time: str,
     store_id: str,
-    lines: tuple[tuple[str, int], ...],
+    lines: tuple[tuple[Any, ...], ...],
     *optional: Any,
 ) -> StockEvent:
     (
@@ -234,7 +249,7 @@ def _event_from_values(
         EventType(type_),
         datetime.fromisoformat(time),
         store_id,
-        tuple(Line(sku, qty) for sku, qty in lines),
+        tuple(Line(*line) for line in lines),
         order_id,
         reservation_id,
         reference,

@@ -11,12 +11,21 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from ledger.domain.model import PRODUCER_EVENT_TYPES, EventType, Line, StockEvent
+from ledger.domain.model import (
+    CODE_CHARS_MAX,
+    CODE_EVENT_TYPES,
+    PRODUCER_EVENT_TYPES,
+    EventType,
+    Line,
+    StockEvent,
+)
 
 ID_PATTERN = re.compile(r"[A-Za-z0-9\-_.:]{1,64}")  # always with fullmatch: `$` would pass a final newline
 RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})")
 TEXT_CHARS_MAX = 256  # id, source and the free-text data fields
 QTY_ABS_MAX = 1_000_000_000
+# CONTRACT §10: a marking code or SSCC is 1 to 200 printable ASCII characters (space to tilde).
+CODE_PATTERN = re.compile(rf"[\x20-\x7e]{{1,{CODE_CHARS_MAX}}}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,6 +150,7 @@ def _lines(
     minimum, rule = _qty_rule(event_type)
     lines: list[Line] = []
     seen: set[str] = set()
+    codes_seen: set[str] = set()  # no code twice in one event, across its lines
     for number, item in enumerate(raw):
         where = f"data.lines[{number}]"
         if not isinstance(item, dict):
@@ -164,8 +174,42 @@ def _lines(
             reader.error(f"{where}.sku", f"{sku} appears twice in one event")
             continue
         seen.add(sku)
-        lines.append(Line(sku, qty * factor))
+        codes = _codes(reader, item, event_type, qty * factor, where, codes_seen)
+        lines.append(Line(sku, qty * factor, codes))
     return tuple(lines)
+
+
+def _codes(
+    reader: _Reader,
+    item: Mapping[str, Any],
+    event_type: EventType,
+    qty_units: int,
+    where: str,
+    seen: set[str],
+) -> tuple[str, ...]:
+    """CONTRACT §10: at most qty strings (in base units), each 1 to 200 printable ASCII
+    characters, no two equal within one event; only on the lines of the types that move units out
+    or back (and a reservation's, for the picking order)."""
+    raw = item.get("codes")
+    if raw is None:
+        return ()
+    field = f"{where}.codes"
+    if event_type not in CODE_EVENT_TYPES:
+        names = ", ".join(sorted(t.value for t in CODE_EVENT_TYPES))
+        reader.error(field, f"marking codes are carried only by lines of {names}")
+        return ()
+    if not isinstance(raw, list) or len(raw) > qty_units:
+        reader.error(field, f"must be a list of at most qty ({qty_units}) codes")
+        return ()
+    for number, code in enumerate(raw):
+        if not isinstance(code, str) or not CODE_PATTERN.fullmatch(code):
+            reader.error(f"{field}[{number}]", f"must be 1 to {CODE_CHARS_MAX} printable ASCII characters")
+            return ()
+        if code in seen:
+            reader.error(f"{field}[{number}]", f"{code} appears twice in one event")
+            return ()
+        seen.add(code)
+    return tuple(raw)
 
 
 def _unit_factor(

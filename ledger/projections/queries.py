@@ -22,6 +22,7 @@ class HistoryFilter:
     recorded_to: str | None = None  # fixed-width UTC text, inclusive
     occurred_from: str | None = None  # the event's time, fixed-width UTC text, inclusive
     occurred_to: str | None = None  # the event's time, fixed-width UTC text, inclusive
+    code: str | None = None  # CONTRACT §10: the entries that carry this marking code
     after_position: int = 0
     after_line_no: int = -1
 
@@ -159,11 +160,29 @@ def history_page(tx: SqlTx, where: HistoryFilter, limit: int) -> list[Row]:
     # and estimate its rows from the statistics of `position`. `position > P OR (position = P AND
     # line_no > L)` was a filter on every row of the store; a row value `(position, line_no) >
     # (P, L)` is a range too, but PostgreSQL guesses a third of the table for it.
-    sql = [
-        "SELECT * FROM ledger_history WHERE store_id = %s",
-        "AND position >= %s AND NOT (position = %s AND line_no <= %s)",
-    ]
-    params: list[object] = [where.store_id, where.after_position, where.after_position, where.after_line_no]
+    if where.code is not None:
+        # A code's rows: a range of ledger_history_codes (store, code, position, line_no), each row
+        # then found by the history's primary key; the other filters apply to those few rows
+        # (their columns are the history's alone, so they need no table name).
+        sql = [
+            "SELECT h.* FROM ledger_history_codes c JOIN ledger_history h "
+            "ON h.position = c.position AND h.line_no = c.line_no "
+            "WHERE c.store_id = %s AND c.code = %s",
+            "AND c.position >= %s AND NOT (c.position = %s AND c.line_no <= %s)",
+        ]
+        params: list[object] = [
+            where.store_id,
+            where.code,
+            where.after_position,
+            where.after_position,
+            where.after_line_no,
+        ]
+    else:
+        sql = [
+            "SELECT * FROM ledger_history WHERE store_id = %s",
+            "AND position >= %s AND NOT (position = %s AND line_no <= %s)",
+        ]
+        params = [where.store_id, where.after_position, where.after_position, where.after_line_no]
     if where.sku is not None:
         sql.append("AND sku = %s")
         params.append(where.sku)
@@ -187,7 +206,9 @@ def history_page(tx: SqlTx, where: HistoryFilter, limit: int) -> list[Row]:
     if where.occurred_to is not None:
         sql.append("AND occurred_at <= %s")
         params.append(where.occurred_to)
-    sql.append("ORDER BY position, line_no LIMIT %s")
+    # The order of the index the range walks (the other filters name only history columns).
+    order = "c.position, c.line_no" if where.code is not None else "position, line_no"
+    sql.append(f"ORDER BY {order} LIMIT %s")
     params.append(limit + 1)
     return tx.fetchall(" ".join(sql), params)
 

@@ -21,6 +21,7 @@ PROJECTION_TABLES = (
     "ledger_reservations",
     "ledger_event_keys",
     "ledger_policies",
+    "ledger_history_codes",
 )
 
 # The tables as this release makes them where they are absent (migration 1, ledger/storage/migrations.py):
@@ -68,6 +69,7 @@ TABLES_DDL = (
         channel TEXT,
         channels TEXT,
         policy TEXT,
+        codes TEXT,
         PRIMARY KEY (position, line_no))""",
     # With line_no, a page's cursor `(position, line_no) > (P, L)` and its order are one index
     # range on both databases (the earlier (store_id[, sku], position) indexes, dropped by
@@ -136,6 +138,17 @@ POLICIES_DDL = (
         PRIMARY KEY (store_id, sku))""",
     "CREATE INDEX IF NOT EXISTS ledger_policies_by_position ON ledger_policies (position)",
 )
+
+# CONTRACT §10: every marking code a history row carries, so that `?code=X` is one index range
+# (the store and the code, in position order) whatever the length of the log. The row's own
+# `codes` column (JSON, in the line's order) is what the history shows.
+HISTORY_CODES_DDL = """CREATE TABLE IF NOT EXISTS ledger_history_codes (
+    store_id TEXT NOT NULL,
+    code TEXT NOT NULL,
+    position BIGINT NOT NULL,
+    line_no INTEGER NOT NULL,
+    PRIMARY KEY (store_id, code, position, line_no))"""
+HISTORY_CODES_COLUMN = ("ledger_history", "codes", "TEXT")  # CONTRACT §10: the line's codes, JSON
 
 # What earlier releases had and this one no longer uses (a contract migration drops them):
 # - an index on a level's position: an update that changes no indexed column is a HOT update on

@@ -64,40 +64,48 @@ class ProjectionBatch:
                     self.placed.add(key)
 
 
-_HISTORY = BulkInsert(
-    "history",
-    "ledger_history",
-    [
-        ("position", "bigint"),
-        ("line_no", "int"),
-        ("store_id", "text"),
-        ("sku", "text"),
-        ("event_id", "text"),
-        ("source", "text"),
-        ("type", "text"),
-        ("time", "text"),
-        ("occurred_at", "text"),
-        ("recorded_at", "text"),
-        ("outcome", "text"),
-        ("reason", "text"),
-        ("on_hand_delta", "bigint"),
-        ("reserved_delta", "bigint"),
-        ("incoming_delta", "bigint"),
-        ("on_hand", "bigint"),
-        ("reserved", "bigint"),
-        ("incoming", "bigint"),
-        ("oversold", "boolean"),
-        ("unknown_reservation", "boolean"),
-        ("order_id", "text"),
-        ("reservation_id", "text"),
-        ("reference", "text"),
-        ("transfer_id", "text"),
-        ("adjustment_reason", "text"),
-        ("principal", "text"),
-        ("channel", "text"),
-        ("channels", "text"),
-        ("policy", "text"),
-    ],
+_HISTORY_COLUMNS = [
+    ("position", "bigint"),
+    ("line_no", "int"),
+    ("store_id", "text"),
+    ("sku", "text"),
+    ("event_id", "text"),
+    ("source", "text"),
+    ("type", "text"),
+    ("time", "text"),
+    ("occurred_at", "text"),
+    ("recorded_at", "text"),
+    ("outcome", "text"),
+    ("reason", "text"),
+    ("on_hand_delta", "bigint"),
+    ("reserved_delta", "bigint"),
+    ("incoming_delta", "bigint"),
+    ("on_hand", "bigint"),
+    ("reserved", "bigint"),
+    ("incoming", "bigint"),
+    ("oversold", "boolean"),
+    ("unknown_reservation", "boolean"),
+    ("order_id", "text"),
+    ("reservation_id", "text"),
+    ("reference", "text"),
+    ("transfer_id", "text"),
+    ("adjustment_reason", "text"),
+    ("principal", "text"),
+    ("channel", "text"),
+    ("channels", "text"),
+    ("policy", "text"),
+    ("codes", "text"),  # the last: see _HISTORY_CODES_COLUMN
+]
+_HISTORY = BulkInsert("history", "ledger_history", _HISTORY_COLUMNS)
+
+# CONTRACT §10: one row per marking code of a history row, for `?code=X` (schema.py). Not one of
+# BATCH_INSERTS: a one-statement batch derives them in the server from its history rows
+# (codes_from_history_sql), so the batch function keeps its arguments (instances of the version
+# before call it with as many).
+_CODES = BulkInsert(
+    "history_codes",
+    "ledger_history_codes",
+    [("store_id", "text"), ("code", "text"), ("position", "bigint"), ("line_no", "int")],
 )
 
 _LEVELS = BulkInsert(
@@ -183,14 +191,17 @@ def policy_text(policy: Policy | None) -> str | None:
 
 
 def write_batch(tx: SqlTx, batch: ProjectionBatch, into: Mapping[str, str] | None = None) -> None:
-    """Five statements whatever the batch size (on PostgreSQL they travel with the COMMIT).
-    `into` names other tables to write instead of the projections (`ledger rebuild`'s shadow
-    tables, which have the same columns and keys)."""
+    """Five statements whatever the batch size (on PostgreSQL they travel with the COMMIT); one
+    more for a batch with marking codes. `into` names other tables to write instead of the
+    projections (`ledger rebuild`'s shadow tables, which have the same columns and keys)."""
 
     def insert(bulk: BulkInsert) -> BulkInsert:
         return bulk.into(into[bulk.table]) if into else bulk
 
-    insert(_HISTORY).run(tx, _history_rows(batch))
+    history = _history_rows(batch)
+    insert(_HISTORY).run(tx, history)
+    if tx.collected is None:  # a one-statement batch derives them (codes_from_history_sql)
+        insert(_CODES).run(tx, _code_rows(history))
     insert(_LEVELS).run(tx, _level_rows(batch.levels))
     rows = {
         key: _reservation_row(reservation, position)
@@ -208,9 +219,9 @@ def write_batch(tx: SqlTx, batch: ProjectionBatch, into: Mapping[str, str] | Non
 # level, reservation and policy once, as the replay left it: the same rows write_batch writes, into
 # tables that have no indexes yet (so plain inserts, no ON CONFLICT).
 
-APPENDED_INSERTS = (_HISTORY, _KEYS)
+APPENDED_INSERTS = (_HISTORY, _CODES, _KEYS)
 LATEST_INSERTS = (_LEVELS, _NEW_RESERVATIONS, _RESERVATIONS, _POLICIES)
-assert {*APPENDED_INSERTS, *LATEST_INSERTS} == set(BATCH_INSERTS), "a projection the bulk load misses"
+assert {*APPENDED_INSERTS, *LATEST_INSERTS} == {*BATCH_INSERTS, _CODES}, "a projection the bulk load misses"
 
 
 @dataclass(slots=True)
@@ -229,7 +240,9 @@ class LatestRows:
 
 
 def write_appended(tx: SqlTx, batch: ProjectionBatch, into: Mapping[str, str]) -> None:
-    _HISTORY.into(into[_HISTORY.table], upsert=False).run(tx, _history_rows(batch))
+    history = _history_rows(batch)
+    _HISTORY.into(into[_HISTORY.table], upsert=False).run(tx, history)
+    _CODES.into(into[_CODES.table], upsert=False).run(tx, _code_rows(history))
     _KEYS.into(into[_KEYS.table], upsert=False).run(tx, _key_rows(batch))
 
 
@@ -295,12 +308,13 @@ def _history_rows(batch: ProjectionBatch) -> list[tuple[object, ...]]:
         order_id, reservation_id, reference = event.order_id, event.reservation_id, event.reference
         transfer_id, adjustment_reason, principal = event.transfer_id, event.reason, event.principal
         channel, policy = event.channel, policy_text(event.policy)
+        codes = {line.sku: orjson.dumps(line.codes).decode() for line in event.lines if line.codes}
         if not entry.effects:  # a refused event without lines is in the audit trail all the same
             append(
                 (position, line_no, store_id, None, event_id, source, type_, time, occurred_at, recorded_at,
                  outcome, reason, 0, 0, 0, None, None, None, False, False,
                  order_id, reservation_id, reference, transfer_id, adjustment_reason, principal,
-                 channel, None, policy)
+                 channel, None, policy, None)
             )  # fmt: skip
             line_no += 1
         for effect, after in zip(entry.effects, recorded.levels_after, strict=True):
@@ -320,9 +334,36 @@ def _history_rows(batch: ProjectionBatch) -> list[tuple[object, ...]]:
                  on_hand, reserved_units, incoming,
                  effect.oversold, effect.unknown_reservation,
                  order_id, reservation_id, reference, transfer_id, adjustment_reason, principal,
-                 channel, channels, policy)
+                 channel, channels, policy, codes.get(effect.sku) if codes else None)
             )  # fmt: skip
             line_no += 1
+    return rows
+
+
+_HISTORY_CODES_COLUMN = -1  # a history row's codes (JSON or None) are its last column
+assert _HISTORY_COLUMNS[_HISTORY_CODES_COLUMN][0] == "codes"
+
+
+def codes_from_history_sql(argument: str) -> str:
+    """The codes rows of a one-statement batch (PostgreSQL), made from the history rows in the
+    jsonb `argument` as `_code_rows` makes them from the Python rows."""
+    codes = f"(r->>{len(_HISTORY_COLUMNS) - 1})"
+    return (
+        "INSERT INTO ledger_history_codes (store_id, code, position, line_no) "
+        "SELECT r->>2, c.code, (r->>0)::bigint, (r->>1)::int "
+        f"FROM jsonb_array_elements({argument}) AS r, "
+        f"jsonb_array_elements_text({codes}::jsonb) AS c(code) WHERE {codes} IS NOT NULL"
+    )
+
+
+def _code_rows(history: list[tuple[object, ...]]) -> list[tuple[object, ...]]:
+    """(store, code, position, line_no) for every code of every history row that has some."""
+    rows: list[tuple[object, ...]] = []
+    for row in history:
+        codes = row[_HISTORY_CODES_COLUMN]
+        if codes is not None:
+            assert isinstance(codes, str)
+            rows.extend((row[2], code, row[0], row[1]) for code in orjson.loads(codes))
     return rows
 
 

@@ -14,6 +14,11 @@ formats 1 and 2 had none, and read as null.
 
 Format 4 adds `channel` (CONTRACT §6) and, on a `stock.policy_changed` entry, `policy` (its public
 JSON form; absent when the policy was cleared); earlier formats had neither.
+
+Any format may hold `codes` (CONTRACT §10): the marking codes of the event's lines, by SKU (no SKU
+is twice in one event), written only when a line has some. An entry without the key has none, so
+the format number stays: every entry written before reads the same, and a reader that knows no
+codes reads the rest of an entry that has them unchanged.
 """
 
 from __future__ import annotations
@@ -106,6 +111,9 @@ def encode(entry: Entry, store_version: int, recorded_at: str, event_entries_aft
         state["channel"] = event.channel
     if event.policy is not None:
         state["policy"] = event.policy.as_json()
+    codes = {line.sku: list(line.codes) for line in event.lines if line.codes}
+    if codes:
+        state["codes"] = codes
     return StoredEvent(
         originator_id=event.store_id,
         originator_version=store_version,
@@ -120,13 +128,16 @@ def decode(store_id: str, topic: str, state_bytes: bytes) -> DecodedEntry:
     assert state["v"] in READABLE_FORMATS, f"{store_id} {topic}: stored format {state['v']}"
     expires_at = state.get("expires_at")
     policy = state.get("policy")
+    codes = state.get("codes") or {}
     event = StockEvent(
         event_id=state["id"],
         source=state["source"],
         type=EventType(topic),
         time=datetime.fromisoformat(state["time"]),
         store_id=store_id,
-        lines=() if state.get("no_lines") else tuple(Line(line[0], line[1]) for line in state["lines"]),
+        lines=()
+        if state.get("no_lines")
+        else tuple(Line(line[0], line[1], tuple(codes.get(line[0], ()))) for line in state["lines"]),
         order_id=state.get("order_id"),
         reservation_id=state.get("reservation_id"),
         reference=state.get("reference"),

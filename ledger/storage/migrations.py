@@ -28,6 +28,8 @@ from eventsourcing.persistence import OperationalError as StoreOperationalError
 from ledger.access.schema import TOKENS_DDL
 from ledger.projections.schema import (
     ADDED_COLUMNS,
+    HISTORY_CODES_COLUMN,
+    HISTORY_CODES_DDL,
     OCCURRED_AT_FROM_TIME_PG,
     OCCURRED_AT_FROM_TIME_SQLITE,
     OCCURRED_INDEXES,
@@ -170,6 +172,13 @@ MIGRATIONS: tuple[Migration, ...] = (
         EXPAND,
         postgres=(RESERVATIONS_BY_ID_INDEX,),
         sqlite=(RESERVATIONS_BY_ID_INDEX,),
+    ),
+    Migration(
+        9,
+        "marking codes: the history's codes and the table of each code's rows",
+        EXPAND,
+        postgres=(_pg_add_column(*HISTORY_CODES_COLUMN), HISTORY_CODES_DDL),
+        sqlite=(_sqlite_add_column(*HISTORY_CODES_COLUMN), HISTORY_CODES_DDL),
     ),
 )
 

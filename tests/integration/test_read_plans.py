@@ -138,3 +138,40 @@ def test_a_timeline_reads_one_skus_range_of_the_history(ledger: Ledger, axis: st
         if axis == "recorded":
             assert all(bound in line.split("Index Cond:")[1] for line in used), points
         assert used and all("ledger_history_by_sku_" in line and "sku = " in line for line in used), points
+
+
+def test_the_entries_of_a_marking_code_are_a_range_of_the_codes_index_then_primary_key_lookups(
+    ledger: Ledger,
+) -> None:
+    """CONTRACT §10's `?code=`: one range of ledger_history_codes (store, code, position), then
+    each entry by the history's primary key; never the store's history filtered by its codes."""
+    codes = [
+        (f"store-{position % STORES}", f"CODE-{position % 300}", position, 0)
+        for position in range(1, EVENTS + 1)
+    ]
+    with ledger.recorder.plain_transaction() as tx:
+        tx.executemany(
+            "INSERT INTO ledger_history_codes (store_id, code, position, line_no) VALUES (%s, %s, %s, %s)",
+            codes,
+        )
+    with ledger.recorder.plain_transaction() as tx:
+        tx.execute("ANALYZE")
+    where = HistoryFilter("store-1", code="CODE-1", after_position=EVENTS // 2, after_line_no=0)
+    [plan] = _plans(ledger, lambda tx: queries.history_page(tx, where, 20))
+    if _kind(ledger) == "sqlite":
+        assert "SEARCH c USING" in plan and "(store_id=? AND code=? AND position>?)" in plan, plan
+        assert "SEARCH h USING INDEX sqlite_autoindex_ledger_history_1 (position=? AND line_no=?)" in plan, (
+            plan
+        )
+        assert "SCAN" not in plan and "TEMP B-TREE" not in plan, plan
+        return
+    # PostgreSQL may sort what the range found (a bitmap scan of a code's few rows): those rows
+    # only, bounded by the code, never the store's history.
+    assert "Seq Scan" not in plan, plan
+    used = [line for line in plan.splitlines() if "Index Name" in line]
+    [codes_range] = [line for line in used if "ledger_history_codes_pkey" in line]
+    assert all(
+        f"{column} = " in codes_range or f'"{column}" >= ' in codes_range
+        for column in ("store_id", "code", "position")
+    ), plan
+    assert any("ledger_history_pkey" in line and "c.line_no" in line for line in used), plan

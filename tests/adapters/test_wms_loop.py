@@ -1,0 +1,362 @@
+"""The WMS loop on both databases: reconciliation against GET /api/v1/stock that never destroys,
+marking codes sent with the picking order and read back on shipment (seed 002, CONTRACT §10), and
+transfers into a WMS warehouse expected there and received when it counts them."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import FAST, event
+
+from adapters import masking
+from adapters.db import transaction
+from adapters.outbound import OutboundWorker, SimulatedCrash
+from adapters.reconcile import make_report
+from adapters.reconcile_apply import ApplyLimits, apply_report
+from adapters.reconcile_runs import save_report
+from adapters.sink import LedgerSink
+from adapters.wms import WmsClient, WmsConfig, WmsPickingTarget, WmsStatusProcessor
+from adapters.wms_inbound import WmsArrivals, WmsInboundTarget
+from adapters.wms_stock import StockReadRefused, read_wms_snapshot
+from devtools.fakes.wms import STOCK_PER_PAGE_MAX
+from ledger.cli import main
+from ledger.domain.model import EventType, Line, StockEvent
+from ledger.projections.queries import HistoryFilter
+
+RECEIPT, RESERVATION = EventType.RECEIPT, EventType.RESERVATION
+LIMITS = ApplyLimits(line_units_max=100, changed_share_max=0.5, share_min_skus=20)
+CIS = [f"0104601234567890215AB{n:03d}" for n in range(10)]  # Честный знак codes
+SSCC = "003456789012345678"
+
+
+@pytest.fixture(params=("sqlite", "postgres"))
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Overrides the adapters' SQLite-only database: every test here runs on both."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'ledger.db'}"
+    return str(request.getfixturevalue("postgres").create_database())
+
+
+@pytest.fixture
+def warehouse(wms: Any, mapped: Any) -> Any:
+    mapped(
+        ("wms", "store", "shop-1", "main"),
+        ("wms", "sku", "SKU-1", "ART-1"),
+        ("wms", "status", "SHIPPED", "D", "ship"),
+    )
+    return wms
+
+
+def client_for(server: Any, **limits: Any) -> WmsClient:
+    return WmsClient(
+        WmsConfig(server.url + "/", "fake-wms-key", requests_per_s=1000, timeout_s=2.0, **limits)
+    )
+
+
+def on_hand(ledger: Any, store: str, *skus: str) -> dict[str, int]:
+    ledger.refresh()
+    return {v.sku: v.level.on_hand_units for v in ledger.levels(store, list(skus))}
+
+
+def report_lines(report: Any) -> list[tuple[str, int, int]]:
+    return [(d.sku, d.ledger_units, d.external_units) for d in report.discrepancies]
+
+
+# -- reconciliation --------------------------------------------------------------------------------
+
+
+def test_a_fully_reserved_and_picked_item_is_read_as_its_on_hand_not_left_out(
+    warehouse, recorder, mappings, record
+):
+    fake, server = warehouse
+    record(event(RECEIPT, "shop-1", ("SKU-1", 12), ("SKU-2", 4)))
+    fake.put_stock("main", "ART-1", on_hand=12, reserved=8, in_picking=4)  # available 0
+    fake.put_stock("main", "SKU-2", on_hand=3, reserved=1)
+
+    snapshot = read_wms_snapshot(client_for(server), mappings)
+
+    assert snapshot.on_hand == {("shop-1", "SKU-1"): 12, ("shop-1", "SKU-2"): 3}
+    report = make_report(recorder, snapshot, run_id="w-1")
+    assert report_lines(report) == [("SKU-2", 4, 3)]  # SKU-1 agrees: nothing to change
+
+
+def test_the_fake_leaves_out_rows_with_nothing_available_when_available_only_is_asked(warehouse):
+    fake, server = warehouse
+    fake.put_stock("main", "ART-1", on_hand=5, reserved=5)
+    client = client_for(server)
+    asked = client.request("GET", "api/v1/stock", params={"warehouse": "main", "available_only": "true"})
+    assert asked.json()["items"] == [] and asked.json()["total"] == 0
+    default = client.request("GET", "api/v1/stock", params={"warehouse": "main"})
+    assert [row["sku"] for row in default.json()["items"]] == ["ART-1"]
+    too_big = {"warehouse": "main", "per_page": str(STOCK_PER_PAGE_MAX + 1)}
+    assert client.request("GET", "api/v1/stock", params=too_big).status == 422
+    assert client.request("GET", "api/v1/stock", params={}).status == 422
+    assert client.request("GET", "api/v1/stock", params={"warehouse": "nowhere"}).status == 404
+
+
+def test_the_whole_report_is_read_page_by_page_and_zones_are_summed(warehouse, mappings):
+    fake, server = warehouse
+    for n in range(7):
+        fake.put_stock("main", f"SKU-{n + 10}", on_hand=n, zone="A")
+    fake.put_stock("main", "SKU-10", on_hand=5, zone="B")
+
+    snapshot = read_wms_snapshot(client_for(server, stock_per_page=3), mappings)
+
+    assert fake.stock_requests == 3  # 8 rows, 3 a page
+    assert snapshot.on_hand[("shop-1", "SKU-10")] == 0 + 5
+    assert len(snapshot.on_hand) == 7
+    with pytest.raises(
+        StockReadRefused, match="more than 2 pages of 3 rows: raise LEDGER_WMS_STOCK_PAGES_MAX"
+    ):
+        read_wms_snapshot(client_for(server, stock_per_page=3, stock_pages_max=2), mappings)
+
+
+def test_a_report_that_moves_while_it_is_paged_is_refused_not_read_short(warehouse, mappings, monkeypatch):
+    fake, server = warehouse
+    for n in range(6):
+        fake.put_stock("main", f"SKU-{n + 10}", on_hand=1)
+    original = fake._stock
+
+    def moving(query: dict[str, list[str]]) -> Any:
+        reply = original(query)
+        if query.get("page") == ["1"]:
+            fake.stock.pop(("main", "SKU-10", "A"))  # the first row leaves: page 2 starts one later
+        return reply
+
+    monkeypatch.setattr(fake, "_stock", moving)
+    with pytest.raises(StockReadRefused, match="changed while it was read"):
+        read_wms_snapshot(client_for(server, stock_per_page=3), mappings)
+
+
+def test_what_the_wms_does_not_list_or_lists_untrusted_is_never_zeroed(
+    warehouse, recorder, mappings, ledger, record
+):
+    fake, server = warehouse
+    record(event(RECEIPT, "shop-1", ("SKU-1", 10), ("SKU-2", 5), ("SKU-3", 7), ("SKU-4", 2)))
+    fake.put_stock("main", "ART-1", on_hand=9)
+    fake.put_stock("main", "SKU-3", on_hand=0)
+    fake.stock[("main", "SKU-3", "A")]["available"] = 5  # not on_hand - reserved - in_picking
+    fake.put_stock("main", "SKU-4", on_hand=2, zone="A")
+    fake.put_stock("main", "SKU-4", on_hand=-1, zone="B")  # a bin gone negative counts in the sum
+
+    snapshot = read_wms_snapshot(client_for(server), mappings)
+    report = make_report(recorder, snapshot, run_id="w-partial", stores=["shop-1"])
+    assert report_lines(report) == [("SKU-1", 10, 9), ("SKU-4", 2, 1)]
+    assert {(u.sku, u.ledger_units) for u in report.untouched} == {("SKU-2", 5), ("SKU-3", 7)}
+    assert "1 SKU(s) left out" in report.description
+
+    complete = make_report(recorder, snapshot.absent_as_zero(["shop-1"]), run_id="w-all", stores=["shop-1"])
+    assert report_lines(complete) == [
+        ("SKU-1", 10, 9),
+        ("SKU-2", 5, 0),
+        ("SKU-4", 2, 1),
+    ]  # SKU-3: still unknown
+    save_report(recorder, report)
+    assert apply_report(recorder, report, LedgerSink(ledger), LIMITS) == 1
+    assert on_hand(ledger, "shop-1", "SKU-1", "SKU-2", "SKU-3", "SKU-4") == {
+        "SKU-1": 9,
+        "SKU-2": 5,
+        "SKU-3": 7,
+        "SKU-4": 1,
+    }
+
+
+def test_the_command_reads_the_wms_reports_first_and_applies_the_reviewed_run(
+    tmp_path, monkeypatch, database_url, warehouse, ledger, record, capsys
+):
+    fake, server = warehouse
+    # The command remembers the database URL's user as a secret for the rest of the process; on
+    # PostgreSQL that is `postgres`, which would mask other modules' `postgresql://` afterwards.
+    monkeypatch.setattr(masking._KNOWN, "values", masking._KNOWN.values)
+    for name, value in {
+        "LEDGER_DATABASE_URL": database_url,
+        "LEDGER_WMS_BASE_URL": server.url + "/",
+        "LEDGER_WMS_API_KEY": "fake-wms-key",
+        "LEDGER_WMS_STOCK_PER_PAGE": "2",
+    }.items():
+        monkeypatch.setenv(name, value)
+    record(event(RECEIPT, "shop-1", ("SKU-1", 10), ("SKU-2", 5), ("SKU-3", 1)))
+    fake.put_stock("main", "ART-1", on_hand=8, reserved=2)
+    fake.put_stock("main", "SKU-3", on_hand=1)
+    out = tmp_path / "out"
+
+    command = ["reconcile", "--source", "wms", "--out-dir", str(out), "--quiet", "--run-id", "wms-1"]
+    assert main(command) == 0
+    printed = capsys.readouterr().out
+    assert "shop-1       SKU-1                  10         8       -2" in printed
+    assert "not in the snapshot, left untouched: shop-1/SKU-2 (5)" in printed
+    assert on_hand(ledger, "shop-1", "SKU-1") == {"SKU-1": 10}  # a report changes nothing
+    assert json.loads((out / "reconcile-wms-wms-1.json").read_text())["source"] == "wms"
+    assert main(["reconcile", "--apply", "wms-1"]) == 0
+    assert main(["reconcile", "--apply", "wms-1"]) == 0
+    assert on_hand(ledger, "shop-1", "SKU-1", "SKU-2", "SKU-3") == {"SKU-1": 8, "SKU-2": 5, "SKU-3": 1}
+
+    fake.put_stock("main", "SKU-3", on_hand=900)  # past the 100-unit limit: --force, after review
+    assert main([*command[:-1], "wms-2"]) == 0
+    capsys.readouterr()
+    assert main(["reconcile", "--apply", "wms-2"]) == 2
+    assert on_hand(ledger, "shop-1", "SKU-3") == {"SKU-3": 1}
+    monkeypatch.setenv("LEDGER_WMS_API_KEY", "wrong")
+    assert main([*command[:-1], "wms-3"]) == 2
+    assert "reading the WMS's stock failed" in capsys.readouterr().err
+
+
+# -- marking codes ------------------------------------------------------------------------------------
+
+
+def reservation_with_codes(store: str, reservation_id: str, *lines: Line, order_id: str) -> StockEvent:
+    return dataclasses.replace(
+        event(RESERVATION, store, reservation_id=reservation_id, order_id=order_id), lines=lines
+    )
+
+
+def test_the_picking_order_carries_the_codes_and_the_shipment_keeps_those_the_wms_used(
+    warehouse, recorder, mappings, ledger, record
+):
+    fake, server = warehouse
+    record(
+        event(RECEIPT, "shop-1", ("SKU-1", 10), ("SKU-2", 10)),
+        reservation_with_codes(
+            "shop-1", "r-1", Line("SKU-1", 3, tuple(CIS[:3])), Line("SKU-2", 1, (SSCC,)), order_id="B-1"
+        ),
+    )
+    OutboundWorker(recorder, WmsPickingTarget(recorder, mappings, client_for(server)), FAST).run_until_idle()
+    order = fake.by_external("shop-1:r-1:default")
+    assert order is not None
+    assert order["lines"] == [
+        {"sku": "ART-1", "qty": 3, "uom": "unit", "codes": CIS[:3]},
+        {"sku": "SKU-2", "qty": 1, "uom": "unit", "codes": [SSCC]},
+    ]
+    # The picker could not find CIS[1] and took CIS[5] instead; the WMS reports what it used.
+    fake.scanned_codes[order["id"]] = {"ART-1": [CIS[0], CIS[5], CIS[2]]}
+    fake.set_status(order["id"], "SHIPPED")
+    processor = WmsStatusProcessor(recorder, mappings, LedgerSink(ledger), client_for(server))
+
+    processor.handle_delivery({"id": order["id"], "status": "SHIPPED"})
+    processor.apply(order["id"], "SHIPPED")  # redelivered: recorded once
+
+    shipped = ledger.history(HistoryFilter("shop-1", type="stock.shipment"), 10)
+    assert [(row["sku"], json.loads(row["codes"] or "null")) for row in shipped] == [
+        ("SKU-1", [CIS[0], CIS[5], CIS[2]]),
+        ("SKU-2", [SSCC]),  # used as sent
+    ]
+    found = ledger.history(HistoryFilter("shop-1", code=CIS[5]), 10)
+    assert [(row["type"], row["sku"], row["order_id"]) for row in found] == [
+        ("stock.shipment", "SKU-1", "B-1")
+    ]
+    assert on_hand(ledger, "shop-1", "SKU-1") == {"SKU-1": 7}
+
+
+def test_codes_the_ledger_would_refuse_are_left_off_the_shipment_with_an_alert(
+    warehouse, recorder, mappings, ledger, record
+):
+    fake, server = warehouse
+    record(
+        event(RECEIPT, "shop-1", ("SKU-1", 10)),
+        reservation_with_codes("shop-1", "r-2", Line("SKU-1", 2, tuple(CIS[:2])), order_id="B-2"),
+    )
+    OutboundWorker(recorder, WmsPickingTarget(recorder, mappings, client_for(server)), FAST).run_until_idle()
+    order = fake.by_external("shop-1:r-2:default")
+    assert order is not None
+    fake.scanned_codes[order["id"]] = {"ART-1": [CIS[0], CIS[0], "tab\tcode", CIS[1], CIS[7]]}
+    fake.set_status(order["id"], "SHIPPED")
+
+    WmsStatusProcessor(recorder, mappings, LedgerSink(ledger), client_for(server)).apply(
+        order["id"], "SHIPPED"
+    )
+
+    [shipped] = ledger.history(HistoryFilter("shop-1", type="stock.shipment"), 10)
+    assert json.loads(shipped["codes"]) == [CIS[0], CIS[1]]  # the shipment is recorded all the same
+    with transaction(recorder) as tx:
+        [alert] = tx.fetchall("SELECT detail FROM adapter_journal WHERE kind = 'alert'")
+    assert "reported twice" in alert["detail"] and "is not a marking code" in alert["detail"]
+    assert f"{CIS[7]} is beyond the 2 unit(s) shipped" in alert["detail"]
+
+
+def test_the_fake_wms_refuses_codes_it_cannot_pick(warehouse):
+    _, server = warehouse
+    client = client_for(server)
+    base = {"external_id": "x-1", "customer_order_id": "o", "warehouse": "main", "zone": "A"}
+    for line in (
+        {"sku": "A", "qty": 1, "uom": "unit", "codes": ["c1", "c2"]},  # more codes than units
+        {"sku": "A", "qty": 1, "uom": "box", "codes": ["c1"]},  # codes on a line of boxes
+        {"sku": "A", "qty": 2, "uom": "unit", "codes": ["c1", "c1"]},
+        {"sku": "A", "qty": 1, "uom": "unit", "codes": ["c\u00e9"]},
+    ):
+        assert client.request("POST", "api/v1/orders", json_body={**base, "lines": [line]}).status == 422
+
+
+# -- transfers into a WMS warehouse -------------------------------------------------------------------
+
+
+def transfer(store: str, to_store: str, transfer_id: str, *pairs: tuple[str, int]) -> StockEvent:
+    return event(EventType.TRANSFER, store, *pairs, to_store=to_store, transfer_id=transfer_id)
+
+
+def levels_of(ledger: Any, store: str, sku: str) -> tuple[int, int]:
+    ledger.refresh()
+    [view] = ledger.levels(store, [sku])
+    return view.level.on_hand_units, view.level.incoming_units
+
+
+def test_a_transfer_into_the_warehouse_is_expected_there_once_and_received_when_the_wms_counts_it(
+    warehouse, recorder, mappings, ledger, record
+):
+    fake, server = warehouse
+    record(event(RECEIPT, "shop-9", ("SKU-1", 10), ("SKU-2", 4)))
+    record(transfer("shop-9", "shop-1", "T-1", ("SKU-1", 6), ("SKU-2", 4)))
+    record(transfer("shop-9", "other-store", "T-2", ("SKU-1", 1)))  # not a WMS warehouse: not pushed
+    assert levels_of(ledger, "shop-1", "SKU-1") == (0, 6)
+    worker = OutboundWorker(recorder, WmsInboundTarget(recorder, mappings, client_for(server)), FAST)
+
+    def crash() -> None:
+        raise SimulatedCrash
+
+    worker.before_save_hook = crash  # the push reached the WMS, its position was not saved
+    with pytest.raises(SimulatedCrash):
+        worker.run_once()
+    worker.before_save_hook = None
+    worker.run_until_idle()
+
+    assert len(fake.inbound) == 1  # the retried push found it by external_id
+    expected = fake.inbound_by_external("shop-1:T-1")
+    assert expected is not None
+    assert (expected["warehouse"], expected["transfer_id"], expected["from"]) == ("main", "T-1", "shop-9")
+    assert expected["lines"] == [
+        {"sku": "ART-1", "qty": 6, "uom": "unit"},
+        {"sku": "SKU-2", "qty": 4, "uom": "unit"},
+    ]
+    arrivals = WmsArrivals(recorder, mappings, LedgerSink(ledger), client_for(server))
+    assert arrivals.poll() == 0  # not arrived yet: nothing recorded
+    assert levels_of(ledger, "shop-1", "SKU-1") == (0, 6)
+
+    fake.receive(expected["id"], {"ART-1": 5})  # one unit short at the dock
+    assert arrivals.poll() == 1
+    assert arrivals.poll() == 0  # final: not read again
+
+    assert levels_of(ledger, "shop-1", "SKU-1") == (5, 1)  # the missing unit stays incoming
+    assert levels_of(ledger, "shop-1", "SKU-2") == (4, 0)
+    [receipt] = ledger.history(HistoryFilter("shop-1", type="stock.receipt", sku="SKU-1"), 10)
+    assert (receipt["transfer_id"], receipt["principal"]) == ("T-1", "adapters/wms")
+
+
+def test_a_cancelled_expected_receipt_records_nothing_and_raises_an_alert(
+    warehouse, recorder, mappings, ledger, record
+):
+    fake, server = warehouse
+    record(event(RECEIPT, "shop-9", ("SKU-1", 10)), transfer("shop-9", "shop-1", "T-3", ("SKU-1", 2)))
+    OutboundWorker(recorder, WmsInboundTarget(recorder, mappings, client_for(server)), FAST).run_until_idle()
+    expected = fake.inbound_by_external("shop-1:T-3")
+    assert expected is not None
+    expected["status"] = "CANCELLED"
+
+    assert WmsArrivals(recorder, mappings, LedgerSink(ledger), client_for(server)).poll() == 1
+
+    assert levels_of(ledger, "shop-1", "SKU-1") == (0, 2)
+    with transaction(recorder) as tx:
+        [alert] = tx.fetchall("SELECT detail FROM adapter_journal WHERE kind = 'alert'")
+    assert "T-3" in alert["detail"] and "stay incoming" in alert["detail"]
