@@ -1,0 +1,244 @@
+"""The availability feed's publisher (CONTRACT §9): reads each round of committed changes after its
+position (ledger/feed/rounds.py), publishes it on LEDGER_KAFKA_LEVELS_TOPIC keyed by store id,
+and moves its position once the broker has acknowledged every record of the round.
+
+It runs beside the service, never in the writer: the writer commits and answers as if there were
+no feed, and a slow or absent broker only makes the feed fall behind. Its outbox is the log
+itself: nothing is held in memory beyond one round (LEDGER_FEED_ROWS_PER_ROUND_MAX history rows),
+and after an outage it goes on from the last acknowledged position, so nothing is lost; how far
+behind it is shows as `ledger_feed_lag_positions`. One instance per database publishes
+(ledger/feed/leadership.py); the others wait to take over. A round that fails is published again
+from its start (delivery is at least once): its records may repeat, each with its own position.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from ledger.config import Settings
+from ledger.feed.cursor import FeedCursor
+from ledger.feed.leadership import Leadership, leadership_for
+from ledger.feed.record import encode_record
+from ledger.feed.rounds import Round, read_round
+
+log = logging.getLogger("ledger.feed")
+
+FEED_NAME = "stock.levels"  # the cursor's and the lock's name: one feed per database, whatever its topic
+
+
+class FeedPublishFailed(Exception):
+    """A round was not acknowledged in full; it is published again."""
+
+
+@dataclass(slots=True)
+class FeedStats:
+    """Written by the feed's thread only; read by whoever scrapes (ints: no torn reads)."""
+
+    publishing: bool = False  # this instance holds the feed
+    published_position: int = 0
+    head_position: int = 0
+    records_published: int = 0
+    rounds_published: int = 0
+    rounds_failed: int = 0
+    takeovers: int = 0
+
+    @property
+    def lag_positions(self) -> int:
+        return max(0, self.head_position - self.published_position) if self.publishing else 0
+
+
+class FeedCollector(Collector):
+    def __init__(self, stats: FeedStats) -> None:
+        self.stats = stats
+
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        stats = self.stats
+        yield GaugeMetricFamily(
+            "ledger_feed_publishing",
+            "1 while this instance publishes the availability feed",
+            value=int(stats.publishing),
+        )
+        yield GaugeMetricFamily(
+            "ledger_feed_position",
+            "the log position the feed has published up to",
+            value=stats.published_position,
+        )
+        yield GaugeMetricFamily(
+            "ledger_feed_lag_positions",
+            "positions committed and not yet published on the feed (0 where another instance publishes it)",
+            value=stats.lag_positions,
+        )
+        yield CounterMetricFamily(
+            "ledger_feed_records",
+            "availability records acknowledged by the broker",
+            value=stats.records_published,
+        )
+        yield CounterMetricFamily(
+            "ledger_feed_rounds_failed",
+            "rounds not acknowledged in full (published again from their start)",
+            value=stats.rounds_failed,
+        )
+        yield CounterMetricFamily(
+            "ledger_feed_takeovers", "times this instance took the feed over", value=stats.takeovers
+        )
+
+
+class LevelsFeed:
+    """The publishing loop; `run` on a thread of its own, `stop` from another."""
+
+    def __init__(
+        self,
+        recorder: Any,
+        settings: Settings,
+        producer_factory: Callable[[Settings], Any],
+        leadership: Leadership | None = None,
+    ) -> None:
+        self.recorder = recorder
+        self.settings = settings
+        self.topic = settings.kafka_levels_topic
+        self.stats = FeedStats()
+        self.collector = FeedCollector(self.stats)
+        self._factory = producer_factory
+        self._leadership = leadership or leadership_for(settings.database_url, FEED_NAME)
+        self._cursor = FeedCursor(recorder, FEED_NAME)
+        self._producer: Any = None
+        self._stopping = threading.Event()
+        self._poll_s = settings.feed_poll_ms / 1000
+        self._backoff_s = self._poll_s
+
+    # -- the loop -------------------------------------------------------------------------------------
+
+    def run(self) -> None:
+        try:
+            while not self._stopping.is_set():
+                try:
+                    wait_s = self._turn()
+                except Exception as error:  # noqa: BLE001 - the feed must outlive any outage
+                    wait_s = self._failed(error)
+                self._stopping.wait(wait_s)
+        finally:
+            self._close_producer(self.settings.kafka_shutdown_timeout_s)
+            self._leadership.release()
+            self.stats.publishing = False
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    def _turn(self) -> float:
+        """One step: take the feed over, or publish one round; returns how long to wait after it."""
+        if not self.stats.publishing:
+            if not self._leadership.try_take():
+                return self.settings.feed_takeover_ms / 1000
+            self._cursor.create()
+            self.stats.published_position = self._cursor.load()
+            self.stats.publishing = True
+            self.stats.takeovers += 1
+            log.info("publishing the availability feed from position %d", self.stats.published_position)
+        with self.recorder.read_transaction() as tx:
+            self.stats.head_position = self.recorder.head(tx)
+            found = read_round(tx, self.stats.published_position, self.settings.feed_rows_per_round_max)
+        if found is None:
+            return self._poll_s
+        if not self._leadership.still_held():
+            self.stats.publishing = False
+            log.warning("lost the availability feed's lock; another instance may publish it now")
+            return self.settings.feed_takeover_ms / 1000
+        self._publish(found)
+        self._cursor.save(found.end_position)
+        self.stats.published_position = found.end_position
+        self.stats.records_published += len(found.records)
+        self.stats.rounds_published += 1
+        self._backoff_s = self._poll_s
+        # A full round means more is waiting: read it at once.
+        return 0.0 if found.rows_read >= self.settings.feed_rows_per_round_max else self._poll_s
+
+    def _publish(self, found: Round) -> None:
+        if not found.records:
+            return
+        if self._producer is None:
+            self._producer = self._factory(self.settings)
+        producer = self._producer
+        futures = [producer.send(self.topic, key=r.key, value=encode_record(r)) for r in found.records]
+        producer.flush(timeout=self.settings.feed_publish_timeout_s)
+        for future in futures:
+            if not future.is_done:
+                raise FeedPublishFailed(f"not acknowledged within {self.settings.feed_publish_timeout_s} s")
+            if future.failed():
+                raise FeedPublishFailed(f"a record was refused: {future.exception!r}") from future.exception
+
+    def _failed(self, error: BaseException) -> float:
+        """Logs the failure, drops the producer (a new one publishes the round again), and backs off."""
+        self.stats.rounds_failed += 1
+        log.warning(
+            "the availability feed could not publish after position %d (%d behind the log's head): %r; "
+            "trying again in %.1f s",
+            self.stats.published_position,
+            self.stats.lag_positions,
+            error,
+            self._backoff_s,
+        )
+        self._discard_producer()
+        wait_s = self._backoff_s
+        self._backoff_s = min(self._backoff_s * 2, self.settings.feed_retry_backoff_ms_max / 1000)
+        return wait_s
+
+    # -- the producer ---------------------------------------------------------------------------------
+
+    def _discard_producer(self) -> None:
+        """Closes a failed producer on a thread of its own: its pending records may take until their
+        delivery timeout to fail, and the feed must not wait for them (they are sent again)."""
+        producer, self._producer = self._producer, None
+        if producer is None:
+            return
+
+        def close() -> None:
+            with contextlib.suppress(Exception):
+                producer.close(timeout=self.settings.kafka_shutdown_timeout_s)
+
+        threading.Thread(target=close, name="ledger-feed-producer-close", daemon=True).start()
+
+    def _close_producer(self, timeout_s: float) -> None:
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            with contextlib.suppress(Exception):
+                producer.close(timeout=timeout_s)
+
+
+class FeedHandle:
+    """A running feed: `collector` for /metrics, `stats`, `stop()` on shutdown."""
+
+    def __init__(self, feed: LevelsFeed) -> None:
+        self.feed = feed
+        self.collector = feed.collector
+        self._thread = threading.Thread(target=feed.run, name="ledger-feed", daemon=True)
+
+    @property
+    def stats(self) -> FeedStats:
+        return self.feed.stats
+
+    def start(self) -> FeedHandle:
+        self._thread.start()
+        return self
+
+    def stop(self, timeout_s: float | None = None) -> bool:
+        self.feed.stop()
+        self._thread.join(self.feed.settings.kafka_shutdown_timeout_s if timeout_s is None else timeout_s)
+        return not self._thread.is_alive()
+
+
+def start_levels_feed(recorder: Any, settings: Settings) -> FeedHandle:
+    """Starts the availability feed on a thread, on the ledger's recorder."""
+    from ledger.kafka.clients import new_producer
+
+    def producer(for_settings: Settings) -> Any:
+        return new_producer(for_settings, role="levels")
+
+    return FeedHandle(LevelsFeed(recorder, settings, producer)).start()
