@@ -22,6 +22,8 @@ import psycopg
 
 from ledger.storage.recorders import CONNECT_TIMEOUT_S, sqlite_file
 
+LOCK_CLASS = 0x4C454447  # "LEDG": the first key of pg_advisory_lock(int, int), ours alone
+
 
 class Leadership(Protocol):
     def try_take(self) -> bool: ...
@@ -39,42 +41,42 @@ def leadership_for(database_url: str, feed: str) -> Leadership:
 class AdvisoryLeadership:
     def __init__(self, database_url: str, feed: str) -> None:
         self.database_url = database_url
-        # The lock's key: a 32-bit number of the feed's name, in the second key space of the two
-        # that pg_advisory_lock(int, int) offers, so that it meets no other user of advisory locks.
+        # The lock's second key: a 32-bit number of the feed's name (the first is LOCK_CLASS).
         self.key = zlib.crc32(f"ledger-feed:{feed}".encode()) - 2**31
         self._connection: Any = None
+        self._held = False
 
     def try_take(self) -> bool:
-        self.release()
+        """Asks for the lock on this instance's own connection (kept between tries: a waiting
+        instance costs one idle connection, not a new one every try)."""
+        if self._held:
+            return True
         try:
-            connection = psycopg.connect(
-                self.database_url, autocommit=True, connect_timeout=int(CONNECT_TIMEOUT_S)
-            )
+            if self._connection is None:
+                self._connection = psycopg.connect(
+                    self.database_url, autocommit=True, connect_timeout=int(CONNECT_TIMEOUT_S)
+                )
+            row = self._connection.execute(
+                "SELECT pg_try_advisory_lock(%s, %s)", (LOCK_CLASS, self.key)
+            ).fetchone()
         except psycopg.Error:
+            self.release()
             return False
-        try:
-            row = connection.execute("SELECT pg_try_advisory_lock(%s, %s)", (0x4C454447, self.key)).fetchone()
-        except psycopg.Error:
-            connection.close()
-            return False
-        if not (row and row[0]):
-            connection.close()
-            return False
-        self._connection = connection
-        return True
+        self._held = bool(row and row[0])
+        return self._held
 
     def still_held(self) -> bool:
-        if self._connection is None:
+        if not self._held:
             return False
         try:
             self._connection.execute("SELECT 1")
         except psycopg.Error:
-            self.release()
+            self.release()  # the session is gone, and the lock with it
             return False
         return True
 
     def release(self) -> None:
-        connection, self._connection = self._connection, None
+        connection, self._connection, self._held = self._connection, None, False
         if connection is not None:
             with contextlib.suppress(psycopg.Error):
                 connection.close()  # the session ends, and the lock with it
