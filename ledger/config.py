@@ -275,6 +275,10 @@ class Settings(BaseSettings):
     bitrix_document_currency: str = "RUB"
     bitrix_responsible_id: int = Field(1, ge=1)
     bitrix_store_amount: str = Field("available", pattern=r"^(available|on_hand)$")
+    # A channel (CONTRACT §6) whose figure the site may sell: pushed instead of `available`.
+    bitrix_channel: str | None = Field(
+        None, pattern=r"^[A-Za-z0-9\-_.:]{1,64}$", description="push this channel's sellable, e.g. online"
+    )
     bitrix_receipt_supplier: str = Field(
         "contractor:1",
         pattern=r"^(contractor|company|contact):[1-9][0-9]*$",
