@@ -16,10 +16,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from kafka.errors import KafkaTimeoutError
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -31,6 +33,7 @@ from ledger.feed.rounds import Round, read_round
 
 log = logging.getLogger("ledger.feed")
 
+FLUSH_SLICE_S = 0.5  # the longest a shutdown waits on the broker before it is noticed
 FEED_NAME = "stock.levels"  # the cursor's and the lock's name: one feed per database, whatever its topic
 
 
@@ -167,16 +170,24 @@ class LevelsFeed:
             self._producer = self._factory(self.settings)
         producer = self._producer
         futures = [producer.send(self.topic, key=r.key, value=encode_record(r)) for r in found.records]
-        producer.flush(timeout=self.settings.feed_publish_timeout_s)
-        for future in futures:
-            if not future.is_done:
+        # Waited for in slices, so that a shutdown does not wait for a broker that does not answer.
+        deadline = time.monotonic() + self.settings.feed_publish_timeout_s
+        while not all(future.is_done for future in futures):
+            if self._stopping.is_set():
+                raise FeedPublishFailed("stopping before the broker acknowledged the round")
+            if time.monotonic() >= deadline:
                 raise FeedPublishFailed(f"not acknowledged within {self.settings.feed_publish_timeout_s} s")
+            with contextlib.suppress(KafkaTimeoutError):
+                producer.flush(timeout=FLUSH_SLICE_S)
+        for future in futures:
             if future.failed():
                 raise FeedPublishFailed(f"a record was refused: {future.exception!r}") from future.exception
 
     def _failed(self, error: BaseException) -> float:
         """Logs the failure, drops the producer (a new one publishes the round again), and backs off."""
         self.stats.rounds_failed += 1
+        if self._stopping.is_set():
+            return 0.0  # the position is where the last acknowledged round left it
         log.warning(
             "the availability feed could not publish after position %d (%d behind the log's head): %r; "
             "trying again in %.1f s",

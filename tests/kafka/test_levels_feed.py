@@ -6,12 +6,15 @@ level, a store's records keep position order in one partition, and no refused ev
 from __future__ import annotations
 
 import itertools
+import json
 import random
 import threading
 from collections import defaultdict
+from pathlib import Path
 from typing import Any
 
 import httpx
+import jsonschema_rs
 import orjson
 from kafka.admin import KafkaAdminClient, NewTopic
 from kafka_harness import HEARTBEAT_MS, SESSION_TIMEOUT_MS, Broker, TopicReader
@@ -21,6 +24,10 @@ from support.ids import unique
 
 from ledger.feed.record import LevelRecord, decode_record, encode_record
 
+SCHEMA = json.loads(
+    (Path(__file__).resolve().parents[2] / "schemas" / "stock-levels-record.schema.json").read_text()
+)
+VALIDATOR = jsonschema_rs.validator_for(SCHEMA, validate_formats=True)
 LEVELS_PARTITIONS = 3
 SKUS = ("A", "B", "C", "D")
 FIGURES = ("on_hand", "reserved", "available", "incoming", "safety_stock", "sellable", "channels")
@@ -154,6 +161,7 @@ def test_the_feed_ends_at_the_rest_levels_in_position_order_across_instances(dat
     by_store: dict[str, list[tuple[int, int, str]]] = defaultdict(list)  # (partition, position, sku)
     for message in messages:
         record = decode_record(message.value)
+        VALIDATOR.validate(json.loads(message.value))  # schemas/stock-levels-record.schema.json
         assert message.key == record.store_id.encode(), message
         by_store[record.store_id].append((message.partition, record.position, record.sku))
         assert record.position not in refused, f"a record for a refused event: {record}"
