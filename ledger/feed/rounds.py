@@ -10,7 +10,10 @@ Each record carries the levels after its last row (the history's levels-after) a
 that applied at that position. A policy is read from `ledger_policies` when that key has not
 changed since the position (its row's position is not later), else from the history's policy
 changes (queries.policies_at). A change of a store's default policy (`*`) changes the figures of
-every SKU of that store without a policy of its own: each gets a record at that position.
+every SKU of that store without a policy of its own: each gets a record at that position. Those
+are read in pages of the store's levels (a store may have any number of SKUs), so a round ends
+at such a change, and its own records of that store's SKUs that follow the default give way to
+the change's records.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ class Round:
     end_position: int
     records: list[LevelRecord]
     rows_read: int
+    default_change: DefaultChange | None = None
 
 
 def rows_after(tx: SqlTx, after_position: int, rows_max: int) -> list[Row]:
@@ -116,62 +120,77 @@ def _level(row: Row) -> Level:
 
 
 def read_round(tx: SqlTx, after_position: int, rows_max: int) -> Round | None:
-    """The next round after a position, or None when nothing was committed after it."""
+    """The next round after a position, or None when nothing was committed after it. A round ends
+    at the first change of a store's default policy it meets: the records that change gives are
+    read after the round's own, in pages (default_change_page)."""
     rows = rows_after(tx, after_position, rows_max)
     if not rows:
         return None
-    end_position = int(rows[-1]["position"])
+    default_row = next((row for row in rows if changed(row) and row["sku"] == DEFAULT_SKU), None)
+    if default_row is not None:
+        rows = [row for row in rows if row["position"] <= default_row["position"]]
     newest: dict[tuple[str, str], Row] = {}  # (store, SKU) -> its last row that changed something
-    defaults: dict[str, Row] = {}  # store -> its last change of the default policy
     for row in rows:
-        if not changed(row):
-            continue
-        if row["sku"] == DEFAULT_SKU:
-            defaults[row["store_id"]] = row
-        else:
+        if changed(row) and row["sku"] != DEFAULT_SKU:
             newest[(row["store_id"], row["sku"])] = row
-    stores = sorted({store_id for store_id, _ in newest} | set(defaults))
-    policies = _Policies(tx, stores) if stores else None
-    records: dict[tuple[str, str], LevelRecord] = {}
+    stores = sorted({store_id for store_id, _ in newest})
+    policies = _Policies(tx, stores)
+    records = []
+    default_change = None
+    if default_row is not None:
+        default_change = DefaultChange(
+            default_row["store_id"], int(default_row["position"]), default_row["recorded_at"]
+        )
     for (store_id, sku), row in newest.items():
-        assert policies is not None
         position = int(row["position"])
+        if (
+            default_change is not None
+            and store_id == default_change.store_id
+            and policies.own(store_id, sku, default_change.position) is None
+        ):
+            continue  # its newest figures come with the default's change, after this round
         policy = policies.applying(store_id, sku, position)
-        records[(store_id, sku)] = record_of(store_id, sku, position, _level(row), policy, row["recorded_at"])
-    for store_id, row in defaults.items():
-        assert policies is not None
-        for record in _default_changed(tx, policies, store_id, row, records):
-            records[(store_id, record.sku)] = record
-    ordered = sorted(records.values(), key=lambda r: (r.position, r.store_id, r.sku))
-    return Round(after_position, end_position, ordered, len(rows))
+        records.append(record_of(store_id, sku, position, _level(row), policy, row["recorded_at"]))
+    records.sort(key=lambda r: (r.position, r.store_id, r.sku))
+    return Round(after_position, int(rows[-1]["position"]), records, len(rows), default_change)
 
 
-def _default_changed(
-    tx: SqlTx, policies: _Policies, store_id: str, row: Row, records: dict[tuple[str, str], LevelRecord]
-) -> list[LevelRecord]:
-    """A record at the default's change for each SKU of the store that follows the default then
-    and has no later record in this round."""
-    position = int(row["position"])
-    found = []
-    for level_row in tx.fetchall(
+@dataclass(frozen=True, slots=True)
+class DefaultChange:
+    """A change of a store's default policy (`*`) at `position`, the last event of its round."""
+
+    store_id: str
+    position: int
+    recorded_at: str
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    records: list[LevelRecord]
+    last_sku: str | None  # where the next page starts after; None: this was the last page
+
+
+def default_change_page(tx: SqlTx, change: DefaultChange, after_sku: str, skus_max: int) -> Page:
+    """The records a change of a store's default policy gives, for the store's SKUs after
+    `after_sku` (at most `skus_max` of them, in SKU order): one at the change's position for each
+    SKU that has a level and no policy of its own then."""
+    store_id, position = change.store_id, change.position
+    policies = _Policies(tx, [store_id])
+    rows = tx.fetchall(
         "SELECT sku, on_hand, reserved, incoming, channels, position FROM ledger_levels "
-        "WHERE store_id = %s ORDER BY sku",
-        (store_id,),
-    ):
-        sku = level_row["sku"]
-        later = records.get((store_id, sku))
-        if later is not None and later.position > position:
-            continue
+        "WHERE store_id = %s AND sku > %s ORDER BY sku LIMIT %s",
+        (store_id, after_sku, skus_max),
+    )
+    records = []
+    for row in rows:
+        sku = row["sku"]
         if policies.own(store_id, sku, position) is not None:
             continue  # its own policy applies: the default changes nothing of it
-        if int(level_row["position"]) <= position:
-            level = _level(level_row)
+        if int(row["position"]) <= position:
+            level = _level(row)
         else:  # changed since: its levels as they were then
             then = queries.levels_at(tx, store_id, [sku], position).get(sku)
             level = _level(then) if then is not None else Level()
-        found.append(
-            record_of(
-                store_id, sku, position, level, policies.applying(store_id, sku, position), row["recorded_at"]
-            )
-        )
-    return found
+        policy = policies.applying(store_id, sku, position)
+        records.append(record_of(store_id, sku, position, level, policy, change.recorded_at))
+    return Page(records, rows[-1]["sku"] if len(rows) == skus_max else None)

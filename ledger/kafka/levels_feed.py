@@ -28,12 +28,14 @@ from prometheus_client.registry import Collector
 from ledger.config import Settings
 from ledger.feed.cursor import FeedCursor
 from ledger.feed.leadership import Leadership, leadership_for
-from ledger.feed.record import encode_record
-from ledger.feed.rounds import Round, read_round
+from ledger.feed.record import LevelRecord, encode_record
+from ledger.feed.rounds import DefaultChange, default_change_page, read_round
 
 log = logging.getLogger("ledger.feed")
 
 FLUSH_SLICE_S = 0.5  # the longest a shutdown waits on the broker before it is noticed
+# A guard on the pages of one default policy change: 10,000 pages of LEDGER_FEED_ROWS_PER_ROUND_MAX SKUs.
+PAGES_PER_DEFAULT_CHANGE_MAX = 10_000
 FEED_NAME = "stock.levels"  # the cursor's and the lock's name: one feed per database, whatever its topic
 
 
@@ -154,22 +156,36 @@ class LevelsFeed:
             self.stats.publishing = False
             log.warning("lost the availability feed's lock; another instance may publish it now")
             return self.settings.feed_takeover_ms / 1000
-        self._publish(found)
+        self._publish(found.records)
+        if found.default_change is not None:
+            self._publish_default_change(found.default_change)
         self._cursor.save(found.end_position)
         self.stats.published_position = found.end_position
-        self.stats.records_published += len(found.records)
         self.stats.rounds_published += 1
         self._backoff_s = self._poll_s
-        # A full round means more is waiting: read it at once.
-        return 0.0 if found.rows_read >= self.settings.feed_rows_per_round_max else self._poll_s
+        # More committed than this round held: read it at once.
+        return 0.0 if found.end_position < self.stats.head_position else self._poll_s
 
-    def _publish(self, found: Round) -> None:
-        if not found.records:
+    def _publish_default_change(self, change: DefaultChange) -> None:
+        """The records of a store's default policy change, a page of the store's SKUs at a time
+        (LEDGER_FEED_ROWS_PER_ROUND_MAX), each page acknowledged before the next is read."""
+        after_sku = ""
+        for _ in range(PAGES_PER_DEFAULT_CHANGE_MAX):
+            with self.recorder.read_transaction() as tx:
+                page = default_change_page(tx, change, after_sku, self.settings.feed_rows_per_round_max)
+            self._publish(page.records)
+            if page.last_sku is None:
+                return
+            after_sku = page.last_sku
+        raise FeedPublishFailed(f"store {change.store_id} has more SKUs than the feed pages through")
+
+    def _publish(self, records: list[LevelRecord]) -> None:
+        if not records:
             return
         if self._producer is None:
             self._producer = self._factory(self.settings)
         producer = self._producer
-        futures = [producer.send(self.topic, key=r.key, value=encode_record(r)) for r in found.records]
+        futures = [producer.send(self.topic, key=r.key, value=encode_record(r)) for r in records]
         # Waited for in slices, so that a shutdown does not wait for a broker that does not answer.
         deadline = time.monotonic() + self.settings.feed_publish_timeout_s
         while not all(future.is_done for future in futures):
@@ -182,6 +198,7 @@ class LevelsFeed:
         for future in futures:
             if future.failed():
                 raise FeedPublishFailed(f"a record was refused: {future.exception!r}") from future.exception
+        self.stats.records_published += len(records)
 
     def _failed(self, error: BaseException) -> float:
         """Logs the failure, drops the producer (a new one publishes the round again), and backs off."""

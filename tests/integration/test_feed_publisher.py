@@ -101,6 +101,14 @@ def test_the_feed_falls_behind_while_the_broker_is_down_and_catches_up_after(dat
             last_a = [r for r in records if r.sku == "A"][-1]
             assert (last_a.position, last_a.on_hand_units) == (last, 3)
             assert feed.stats.lag_positions == 0
+            # A store's default policy reaches its seven SKUs in pages of three, then the round ends.
+            api.put_policy(client, store, "*", {"safety_stock": 1, "channels": {}})
+            changed = api.level(client, store, "A")["position"]
+            _wait(lambda: feed.stats.published_position == changed, "the default's records")
+            after = [decode_record(value) for _, value in broker.kept[len(records) :]]
+            assert [(r.sku, r.position, r.safety_stock_units) for r in after] == [
+                (sku, changed, 1) for sku in "ABCDEFG"
+            ]
     finally:
         feed.stop()
         thread.join(DEADLINE_S)

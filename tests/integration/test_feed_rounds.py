@@ -11,7 +11,7 @@ from support import events as ev
 from support.ids import unique
 
 from ledger.feed.record import LevelRecord, decode_record, encode_record
-from ledger.feed.rounds import read_round
+from ledger.feed.rounds import default_change_page, read_round
 from ledger.storage.recorders import open_recorder
 
 FIGURES = ("on_hand", "reserved", "available", "incoming", "safety_stock", "sellable", "channels")
@@ -86,22 +86,58 @@ def test_refused_events_and_no_ops_publish_nothing(database_url, serve):
         assert _round(database_url, start).records == []  # ...and none changed a figure
 
 
+def _published(database_url: str, after_position: int, rows_max: int, skus_max: int) -> list[LevelRecord]:
+    """Every record after a position, in the order the publisher sends them: each round's, then the
+    pages of its default policy change."""
+    recorder = open_recorder(database_url, 2, 30)
+    published: list[LevelRecord] = []
+    try:
+        while True:
+            with recorder.read_transaction() as tx:
+                found = read_round(tx, after_position, rows_max)
+            if found is None:
+                return published
+            published += found.records
+            after_sku = ""
+            while found.default_change is not None:
+                with recorder.read_transaction() as tx:
+                    page = default_change_page(tx, found.default_change, after_sku, skus_max)
+                published += page.records
+                if page.last_sku is None:
+                    break
+                after_sku = page.last_sku
+            after_position = found.end_position
+    finally:
+        recorder.close()
+
+
 def test_a_default_policy_reaches_every_sku_of_the_store_without_its_own(database_url, serve):
     server = serve(database_url)
     store = unique("shop")
     with server.client() as client:
-        api.record(client, ev.receipt(store, ("A", 10), ("B", 10), ("C", 10)))
+        api.record(client, ev.receipt(store, ("A", 10), ("B", 10), ("C", 10), ("D", 10), ("E", 10)))
         api.put_policy(client, store, "C", {"safety_stock": 1, "channels": {}})
-        before = api.level(client, store, "A")["position"]
+        before = api.record(client, ev.sale(store, ("B", 2), ("D", 1)))[0]["position"] - 1
         api.put_policy(client, store, "*", {"safety_stock": 3, "channels": {"online": {"quota_units": 4}}})
         after_default = api.level(client, store, "A")["position"]
         api.record(client, ev.sale(store, ("B", 1)))  # B changes again after the default
-        found = _round(database_url, before)
-        by_sku = {r.sku: r for r in found.records}
-        assert set(by_sku) == {"A", "B"}  # C keeps its own policy: nothing of it changed
-        assert by_sku["A"].position == after_default and by_sku["A"].sellable_units == 7
-        assert by_sku["B"].position > after_default and by_sku["B"].sellable_units == 6
-        for record in found.records:
+        # One round for everything, one SKU a page: the default's records are paged through the
+        # store's levels, and the round ends at the default.
+        published = _published(database_url, before, rows_max=100, skus_max=1)
+        seen = [(r.sku, r.position) for r in published]
+        assert seen == [
+            ("A", after_default),
+            ("B", after_default),
+            ("D", after_default),
+            ("E", after_default),
+            ("B", after_default + 1),
+        ]  # C keeps its own policy; the sale before the default gives way to it
+        last = {r.sku: r for r in published}
+        assert last["A"].sellable_units == 7 and last["D"].sellable_units == 6
+        for record in published:
+            then = api.level(client, store, record.sku, position=record.position)
+            assert _figures(_body(record)) == _figures(then), record
+        for record in last.values():
             assert _figures(_body(record)) == _figures(api.level(client, store, record.sku))
 
 
