@@ -1,6 +1,7 @@
 """The availability feed's publisher against a broker that fails, without a broker: writes go on
 while it cannot publish, its position moves only over acknowledged rounds, and once the broker
-answers again it catches up from the log, so every record ends up published."""
+answers again it catches up from the log, so every record ends up published. One instance
+publishes at a time, and a batch that failed to commit publishes nothing."""
 
 from __future__ import annotations
 
@@ -8,15 +9,18 @@ import threading
 import time
 from typing import Any
 
-from support import api
+import pytest
+from support import api, poison
 from support import events as ev
 from support.ids import unique
 
+from ledger.bootstrap import build_ledger
 from ledger.config import Settings
 from ledger.feed.cursor import FeedCursor
 from ledger.feed.record import decode_record
 from ledger.kafka.levels_feed import FEED_NAME, LevelsFeed
 from ledger.storage.recorders import open_recorder
+from ledger.writer.submission import SubmissionFailed
 
 DEADLINE_S = 30.0
 
@@ -148,3 +152,33 @@ def test_a_second_publisher_waits_while_the_first_holds_the_feed(database_url, s
         for thread in threads:
             thread.join(DEADLINE_S)
         recorder.close()
+
+
+def test_a_batch_that_failed_publishes_nothing(database_url: str, monkeypatch: Any) -> None:
+    poison.install(monkeypatch.setattr)
+    ledger = build_ledger(Settings(database_url=database_url))
+    ledger.start()
+    broker = _Broker()
+    broker.down = False
+    settings = Settings(database_url=database_url, kafka_bootstrap="unused:9092", feed_poll_ms=10)
+    feed = LevelsFeed(ledger.recorder, settings, broker.producer)
+    thread = threading.Thread(target=feed.run, daemon=True)
+    thread.start()
+    try:
+        store = unique("shop")
+        with pytest.raises(SubmissionFailed):
+            ledger.submit_and_wait(
+                [
+                    ev.stock_event("good-1", "stock.receipt", store, [("LOST", 5)]),
+                    ev.stock_event(f"{poison.POISON}1", "stock.receipt", store, [("LOST", 1)]),
+                ]
+            )
+        [marker] = ledger.submit_and_wait([ev.stock_event("good-2", "stock.receipt", store, [("KEPT", 1)])])
+        _wait(lambda: feed.stats.published_position == marker.position, "the feed to publish the marker")
+        assert [(r.sku, r.position) for r in map(decode_record, (v for _, v in broker.kept))] == [
+            ("KEPT", marker.position)
+        ]
+    finally:
+        feed.stop()
+        thread.join(DEADLINE_S)
+        ledger.stop()
