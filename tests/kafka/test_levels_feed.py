@@ -17,7 +17,7 @@ import httpx
 import jsonschema_rs
 import orjson
 from kafka.admin import KafkaAdminClient, NewTopic
-from kafka_harness import HEARTBEAT_MS, SESSION_TIMEOUT_MS, Broker, TopicReader
+from kafka_harness import HEARTBEAT_MS, SESSION_TIMEOUT_MS, Broker, TopicReader, wait_until
 from support import api
 from support import events as ev
 from support.ids import unique
@@ -174,3 +174,31 @@ def test_the_feed_ends_at_the_rest_levels_in_position_order_across_instances(dat
             per_sku[sku].append(position)
         for sku, sku_positions in per_sku.items():
             assert all(x < y for x, y in itertools.pairwise(sku_positions)), (store, sku, sku_positions)
+
+
+def _feed_metrics(server: Any) -> dict[str, float]:
+    with server.client() as client:
+        text = client.get("/metrics").text
+    return {
+        line.split()[0]: float(line.split()[1])
+        for line in text.splitlines()
+        if line.startswith("ledger_feed_") and not line.startswith("#")
+    }
+
+
+def test_the_feed_is_off_without_kafka_and_when_turned_off(database_url, serve, broker):
+    env, _ = _feed_env(broker, "off")
+    without_kafka = serve(database_url)
+    assert _feed_metrics(without_kafka) == {}
+    turned_off = serve(database_url, {**env, "LEDGER_FEED_ENABLED": "false"})
+    assert _feed_metrics(turned_off) == {}
+    with turned_off.client() as client:
+        position = api.record(client, ev.receipt(unique("shop"), ("A", 1)))[0]["position"]
+    publishing = serve(database_url, env)
+
+    def published() -> dict[str, float]:
+        metrics = _feed_metrics(publishing)
+        return metrics if metrics.get("ledger_feed_position") == position else {}
+
+    metrics = wait_until(published, FEED_DEADLINE_S, "the feed to publish")
+    assert metrics["ledger_feed_publishing"] == 1 and metrics["ledger_feed_lag_positions"] == 0
