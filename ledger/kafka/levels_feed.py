@@ -33,6 +33,7 @@ from ledger.feed.rounds import DefaultChange, default_change_page, read_round
 
 log = logging.getLogger("ledger.feed")
 
+SEND_BLOCK_S_MAX = 1.0  # the longest one send waits for metadata or buffer room
 FLUSH_SLICE_S = 0.5  # the longest a shutdown waits on the broker before it is noticed
 # A guard on the pages of one default policy change: 10,000 pages of LEDGER_FEED_ROWS_PER_ROUND_MAX SKUs.
 PAGES_PER_DEFAULT_CHANGE_MAX = 10_000
@@ -267,6 +268,9 @@ def start_levels_feed(recorder: Any, settings: Settings) -> FeedHandle:
     from ledger.kafka.clients import new_producer
 
     def producer(for_settings: Settings) -> Any:
-        return new_producer(for_settings, role="levels")
+        # A send waits at most this for the broker's metadata or buffer room: a round that cannot be
+        # sent fails and is sent again later, and a shutdown is never held up for long.
+        blocking = for_settings.model_copy(update={"kafka_publish_timeout_s": SEND_BLOCK_S_MAX})
+        return new_producer(blocking, role="levels")
 
     return FeedHandle(LevelsFeed(recorder, settings, producer)).start()
