@@ -17,19 +17,17 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any
 
 from kafka.errors import KafkaTimeoutError
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-from prometheus_client.registry import Collector
 
 from ledger.config import Settings
 from ledger.feed.cursor import FeedCursor
 from ledger.feed.leadership import Leadership, leadership_for
 from ledger.feed.record import LevelRecord, encode_record
 from ledger.feed.rounds import DefaultChange, default_change_page, read_round
+from ledger.kafka.feed_metrics import FeedCollector, FeedStats
 
 log = logging.getLogger("ledger.feed")
 
@@ -42,59 +40,6 @@ FEED_NAME = "stock.levels"  # the cursor's and the lock's name: one feed per dat
 
 class FeedPublishFailed(Exception):
     """A round was not acknowledged in full; it is published again."""
-
-
-@dataclass(slots=True)
-class FeedStats:
-    """Written by the feed's thread only; read by whoever scrapes (ints: no torn reads)."""
-
-    publishing: bool = False  # this instance holds the feed
-    published_position: int = 0
-    head_position: int = 0
-    records_published: int = 0
-    rounds_published: int = 0
-    rounds_failed: int = 0
-    takeovers: int = 0
-
-    @property
-    def lag_positions(self) -> int:
-        return max(0, self.head_position - self.published_position) if self.publishing else 0
-
-
-class FeedCollector(Collector):
-    def __init__(self, stats: FeedStats) -> None:
-        self.stats = stats
-
-    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
-        stats = self.stats
-        yield GaugeMetricFamily(
-            "ledger_feed_publishing",
-            "1 while this instance publishes the availability feed",
-            value=int(stats.publishing),
-        )
-        yield GaugeMetricFamily(
-            "ledger_feed_position",
-            "the log position the feed has published up to",
-            value=stats.published_position,
-        )
-        yield GaugeMetricFamily(
-            "ledger_feed_lag_positions",
-            "positions committed and not yet published on the feed (0 where another instance publishes it)",
-            value=stats.lag_positions,
-        )
-        yield CounterMetricFamily(
-            "ledger_feed_records",
-            "availability records acknowledged by the broker",
-            value=stats.records_published,
-        )
-        yield CounterMetricFamily(
-            "ledger_feed_rounds_failed",
-            "rounds not acknowledged in full (published again from their start)",
-            value=stats.rounds_failed,
-        )
-        yield CounterMetricFamily(
-            "ledger_feed_takeovers", "times this instance took the feed over", value=stats.takeovers
-        )
 
 
 class LevelsFeed:
