@@ -202,3 +202,44 @@ def test_the_feed_is_off_without_kafka_and_when_turned_off(database_url, serve, 
 
     metrics = wait_until(published, FEED_DEADLINE_S, "the feed to publish")
     assert metrics["ledger_feed_publishing"] == 1 and metrics["ledger_feed_lag_positions"] == 0
+
+
+def test_after_the_publisher_is_killed_another_instance_takes_over_and_nothing_is_lost(
+    database_url, serve, broker
+):
+    env, levels_topic = _feed_env(broker, "kill")
+    # The first instance looks for commits only every 10 s, so that it is killed with a lag.
+    first = serve(database_url, {**env, "LEDGER_FEED_POLL_MS": "10000"})
+    stores = [unique("shop"), unique("wh")]
+    with first.client() as a:
+        for store in stores:
+            api.record(a, ev.receipt(store, *[(sku, 20) for sku in SKUS]))
+        _mixed_load(a, stores, 4, STEPS_PER_CLIENT)
+    first.kill()  # kill -9: its lock goes with it
+    second = serve(database_url, env)
+    with second.client() as b:
+        results = _mixed_load(b, stores, 5, STEPS_PER_CLIENT)
+        head = max(r["position"] for r in results if r.get("position") is not None)
+        rest = {
+            (store, sku): _figures(api.level(b, store, sku, min_position=head))
+            for store in stores
+            for sku in SKUS
+        }
+    reader = TopicReader(broker.bootstrap, levels_topic, LEVELS_PARTITIONS)
+    try:
+
+        def newest_match(records: list[Any]) -> bool:
+            # As a consumer keeps them (README): per store and SKU, the record of the highest position.
+            newest: dict[tuple[str, str], LevelRecord] = {}
+            for message in records:
+                record = decode_record(message.value)
+                key = (record.store_id, record.sku)
+                if record.store_id in stores and (
+                    key not in newest or record.position >= newest[key].position
+                ):
+                    newest[key] = record
+            return {key: _figures(_record_body(r)) for key, r in newest.items()} == rest
+
+        reader.read_until(newest_match, FEED_DEADLINE_S, "the feed to reach the REST levels after the kill")
+    finally:
+        reader.close()
