@@ -62,14 +62,19 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 from adapters.db import journal, transaction
 from adapters.http import HttpClient, TransportError
 from adapters.limits import LeakyBucket
 from adapters.mappings import Mappings
 from adapters.masking import secret_safe_logger
 from adapters.outbound import Failure, Item, TargetUnavailable
-from ledger.domain.model import Entry
+from ledger.domain.model import DEFAULT_SKU, Entry, EventType, Level, Policy
+from ledger.domain.policy import effective_policy, limit_units
+from ledger.projections.queries import store_policies
 from ledger.sql import SqlTx, chunks, placeholders
+from ledger.state_cache import policy_from_text
 
 log = secret_safe_logger("adapters.bitrix")
 
@@ -111,6 +116,10 @@ class BitrixConfig:
     responsible_id: int = 1
     store_amount: str = "available"  # what a store's amount in Bitrix is: available or on_hand
     receipt_supplier: Supplier = Supplier("contractor", 1)
+    # CONTRACT §6: with a channel (LEDGER_BITRIX_CHANNEL, e.g. `online`), what the site may sell is
+    # the figure a reservation of that channel would be limited by at each store (the channel's
+    # sellable where it has a quota there, else the store's sellable), not `available`.
+    channel: str | None = None
 
 
 def php_query(params: Mapping[str, Any]) -> str:
@@ -231,6 +240,13 @@ class BitrixTarget:
     def keys_for(self, entry: Entry, position: int) -> Iterable[str]:
         if entry.store_id not in self._stores():
             return ()
+        if entry.event.type == EventType.POLICY_CHANGED:
+            # A policy moves a channel's figure, never `available`: pushed only with a channel.
+            if self.config.channel is None:
+                return ()
+            if any(e.sku == DEFAULT_SKU for e in entry.effects):
+                return self.all_keys()  # the store's default: every SKU without its own policy
+            return [SKU_KEY + e.sku for e in entry.effects]
         return [SKU_KEY + e.sku for e in entry.effects if e.on_hand_delta or e.reserved_delta]
 
     def all_keys(self) -> Iterable[str]:
@@ -244,19 +260,28 @@ class BitrixTarget:
         ]
         if not skus or not stores:
             return []
-        levels: dict[str, dict[str, tuple[int, int]]] = defaultdict(dict)
+        levels: dict[str, dict[str, Level]] = defaultdict(dict)
         with self.recorder.read_transaction() as tx:
             for part in chunks(skus, 500):
                 for row in _levels(tx, list(stores), list(part)):
-                    levels[row["sku"]][row["store_id"]] = (int(row["on_hand"]), int(row["reserved"]))
+                    levels[row["sku"]][row["store_id"]] = _level(row)
+            policies = self._policies(tx, list(stores))
         items = []
         for sku in skus:
             ref = products[sku]
             per_store = levels.get(sku, {})
-            available = sum(max(0, on_hand - reserved) for on_hand, reserved in per_store.values())
-            reserved = sum(r for _, r in per_store.values())
+            available = sum(
+                max(0, self._sellable(level, effective_policy(policies.get(store), sku)))
+                for store, level in per_store.items()
+            )
+            reserved = sum(level.reserved_units for level in per_store.values())
             amounts = {
-                stores[store]: self._units(sku, self._store_amount(*per_store.get(store, (0, 0))))
+                stores[store]: self._units(
+                    sku,
+                    self._store_amount(
+                        per_store.get(store, Level()), effective_policy(policies.get(store), sku)
+                    ),
+                )
                 for store in stores
             }
             items.append(
@@ -274,8 +299,26 @@ class BitrixTarget:
             )
         return items
 
-    def _store_amount(self, on_hand: int, reserved: int) -> int:
-        return on_hand if self.config.store_amount == "on_hand" else max(0, on_hand - reserved)
+    def _policies(self, tx: SqlTx, stores: list[str]) -> dict[str, dict[str, Policy]]:
+        """The mapped stores' policies, read only when a channel is pushed (else none apply)."""
+        if self.config.channel is None:
+            return {}
+        stored = store_policies(tx, stores)
+        return {
+            store: {key: policy_from_text(text) for key, text in by_key.items()}
+            for store, by_key in stored.items()
+        }
+
+    def _sellable(self, level: Level, policy: Policy | None) -> int:
+        """What the site may sell of one store's level: `available`, or the channel's figure."""
+        if self.config.channel is None:
+            return level.available_units
+        return limit_units(level, policy, self.config.channel)
+
+    def _store_amount(self, level: Level, policy: Policy | None) -> int:
+        if self.config.store_amount == "on_hand":
+            return level.on_hand_units
+        return max(0, self._sellable(level, policy))
 
     def _units(self, sku: str, base_units: int) -> int:
         return self.mappings.to_external_units(SYSTEM, sku, base_units)
@@ -463,9 +506,14 @@ class BitrixTarget:
         return None
 
 
+def _level(row: Any) -> Level:
+    channels = row["channels"]
+    return Level(int(row["on_hand"]), int(row["reserved"]), 0, orjson.loads(channels) if channels else None)
+
+
 def _levels(tx: SqlTx, stores: list[str], skus: list[str]) -> list[Any]:
     return tx.fetchall(
-        "SELECT store_id, sku, on_hand, reserved FROM ledger_levels WHERE store_id IN ("
+        "SELECT store_id, sku, on_hand, reserved, channels FROM ledger_levels WHERE store_id IN ("
         + placeholders(len(stores))
         + ") AND sku IN ("
         + placeholders(len(skus))

@@ -62,6 +62,7 @@ def bitrix_config(settings: Settings) -> BitrixConfig | None:
         responsible_id=settings.bitrix_responsible_id,
         store_amount=settings.bitrix_store_amount,
         receipt_supplier=Supplier.parse(settings.bitrix_receipt_supplier),
+        channel=settings.bitrix_channel,
     )
 
 

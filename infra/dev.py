@@ -23,7 +23,7 @@ import time
 import warnings
 from pathlib import Path
 
-TOPICS = ("stock.events", "stock.events.results", "stock.events.dlq")
+TOPICS = ("stock.events", "stock.events.results", "stock.events.dlq", "stock.levels")
 
 
 def parse_args() -> argparse.Namespace:

@@ -117,6 +117,20 @@ class Settings(BaseSettings):
     kafka_dlq_value_bytes_max: int = Field(256 * 1024, ge=1024)
     kafka_dlq_key_bytes_max: int = Field(1024, ge=64)
     kafka_dlq_headers_bytes_max: int = Field(64 * 1024, ge=4096)
+    # The availability feed (CONTRACT §9): one record per changed store and SKU on this topic, after
+    # each commit, read from the log by one publisher per database (ledger/kafka/levels_feed.py).
+    # Off without Kafka; LEDGER_FEED_ENABLED=false turns it off with Kafka on.
+    kafka_levels_topic: str = Field("stock.levels", description="the availability feed (CONTRACT §9)")
+    feed_enabled: bool = Field(True, description="publish the availability feed when Kafka is on")
+    # How often the publisher looks for commits past its position.
+    feed_poll_ms: int = Field(50, ge=5, le=10_000)
+    # History rows read (and records held) per round; an event larger than this is read whole.
+    feed_rows_per_round_max: int = Field(5000, ge=1, le=100_000)
+    # A round's records acknowledged by the broker within this, else it is published again.
+    feed_publish_timeout_s: float = Field(30.0, gt=0)
+    feed_retry_backoff_ms_max: int = Field(5000, ge=10, description="longest wait to publish a round again")
+    # How often an instance that does not publish the feed tries to take it over.
+    feed_takeover_ms: int = Field(1000, ge=10, le=60_000)
     kafka_metrics_host: str = "127.0.0.1"
     kafka_metrics_port: int | None = Field(None, description="ledger consume: /metrics, /readyz, /healthz")
 
@@ -301,6 +315,10 @@ class Settings(BaseSettings):
     bitrix_document_currency: str = "RUB"
     bitrix_responsible_id: int = Field(1, ge=1)
     bitrix_store_amount: str = Field("available", pattern=r"^(available|on_hand)$")
+    # A channel (CONTRACT §6) whose figure the site may sell: pushed instead of `available`.
+    bitrix_channel: str | None = Field(
+        None, pattern=r"^[A-Za-z0-9\-_.:]{1,64}$", description="push this channel's sellable, e.g. online"
+    )
     bitrix_receipt_supplier: str = Field(
         "contractor:1",
         pattern=r"^(contractor|company|contact):[1-9][0-9]*$",

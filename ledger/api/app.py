@@ -122,10 +122,18 @@ def create_app(
 
             kafka = start_consumer(ledger, settings, limits)  # a thread; the ledger is started
             app.state.metrics.register(kafka.collector)
+        feed = None
+        if settings.kafka_bootstrap and settings.feed_enabled:
+            from ledger.kafka import start_levels_feed
+
+            feed = start_levels_feed(ledger.recorder, settings)  # a thread; one instance publishes
+            app.state.metrics.register(feed.collector)
         app.state.kafka = kafka
         try:
             yield
         finally:
+            if feed is not None:
+                await asyncio.to_thread(feed.stop)  # its position is saved after each round
             if kafka is not None:
                 await asyncio.to_thread(kafka.stop)  # finishes the batch, commits, leaves the group
             await asyncio.to_thread(tokens.stop)

@@ -1,16 +1,18 @@
-"""The Kafka intake: stock.events in, stock.events.results and stock.events.dlq out (CONTRACT §2).
+"""The Kafka intake: stock.events in, stock.events.results and stock.events.dlq out (CONTRACT §2);
+and the availability feed, stock.levels out (CONTRACT §9).
 
 Importing this package is cheap: kafka-python is loaded only when a consumer starts."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from ledger.config import Settings
     from ledger.intake.envelope import IntakeLimits
     from ledger.kafka.consumer import LedgerPort
     from ledger.kafka.handle import ConsumerHandle
+    from ledger.kafka.levels_feed import FeedHandle
 
 
 def start_consumer(
@@ -22,4 +24,11 @@ def start_consumer(
     return start(ledger, settings, limits)
 
 
-__all__ = ["start_consumer"]
+def start_levels_feed(recorder: Any, settings: Settings) -> FeedHandle:
+    """Starts the availability feed (LEDGER_KAFKA_LEVELS_TOPIC) on a thread of its own."""
+    from ledger.kafka.levels_feed import start_levels_feed as start
+
+    return start(recorder, settings)
+
+
+__all__ = ["start_consumer", "start_levels_feed"]

@@ -31,6 +31,7 @@ def register(subcommands: argparse._SubParsersAction[Any]) -> None:
 def consume_command(args: argparse.Namespace, settings: Settings) -> int:
     from ledger.bootstrap import build_ledger, intake_limits
     from ledger.kafka.consumer import KafkaIntake
+    from ledger.kafka.levels_feed import start_levels_feed
     from ledger.kafka.metrics import IntakeCollector, intake_registry
     from ledger.kafka.ops import OpsServer
 
@@ -44,6 +45,7 @@ def consume_command(args: argparse.Namespace, settings: Settings) -> int:
         ledger = build_ledger(settings)
     ledger.start()
     intake = KafkaIntake(ledger, settings, intake_limits(settings))
+    feed = start_levels_feed(ledger.recorder, settings) if settings.feed_enabled else None
 
     def ready() -> bool:
         return intake.ready and ledger.writer.alive
@@ -60,6 +62,8 @@ def consume_command(args: argparse.Namespace, settings: Settings) -> int:
     book = None
     if settings.kafka_metrics_port is not None:
         registry = intake_registry(IntakeCollector(intake.stats, ready))
+        if feed is not None:
+            registry.register(feed.collector)
         guard = None
         if settings.metrics_auth == "required":
             book = TokenBook(
@@ -77,6 +81,8 @@ def consume_command(args: argparse.Namespace, settings: Settings) -> int:
     try:
         intake.run()
     finally:
+        if feed is not None:
+            feed.stop()  # its position is saved after each round
         if ops is not None:
             ops.stop()
         if book is not None:

@@ -126,6 +126,13 @@ _PG_DROP_OLD_BATCH_FUNCTIONS = """DO $ledger$ DECLARE f regprocedure; BEGIN
 END $ledger$"""
 
 
+# Where the availability feed has published up to (ledger/feed/cursor.py): not a projection, so
+# `ledger rebuild` leaves it alone. Here rather than beside the feed, which reads through storage.
+FEED_CURSORS_DDL = (
+    "CREATE TABLE IF NOT EXISTS ledger_feed_cursors (feed TEXT PRIMARY KEY, position BIGINT NOT NULL)"
+)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         1,
@@ -179,6 +186,13 @@ MIGRATIONS: tuple[Migration, ...] = (
         EXPAND,
         postgres=(_pg_add_column(*HISTORY_CODES_COLUMN), HISTORY_CODES_DDL),
         sqlite=(_sqlite_add_column(*HISTORY_CODES_COLUMN), HISTORY_CODES_DDL),
+    ),
+    Migration(
+        10,
+        "the availability feed's cursors",
+        EXPAND,
+        postgres=(FEED_CURSORS_DDL,),
+        sqlite=(FEED_CURSORS_DDL,),
     ),
 )
 

@@ -1,0 +1,62 @@
+"""The availability feed's figures for /metrics: plain numbers written by the feed's thread."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+
+@dataclass(slots=True)
+class FeedStats:
+    """Written by the feed's thread only; read by whoever scrapes (ints: no torn reads)."""
+
+    publishing: bool = False  # this instance holds the feed
+    published_position: int = 0
+    head_position: int = 0
+    records_published: int = 0
+    rounds_published: int = 0
+    rounds_failed: int = 0
+    takeovers: int = 0
+
+    @property
+    def lag_positions(self) -> int:
+        return max(0, self.head_position - self.published_position) if self.publishing else 0
+
+
+class FeedCollector(Collector):
+    def __init__(self, stats: FeedStats) -> None:
+        self.stats = stats
+
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        stats = self.stats
+        yield GaugeMetricFamily(
+            "ledger_feed_publishing",
+            "1 while this instance publishes the availability feed",
+            value=int(stats.publishing),
+        )
+        yield GaugeMetricFamily(
+            "ledger_feed_position",
+            "the log position the feed has published up to",
+            value=stats.published_position,
+        )
+        yield GaugeMetricFamily(
+            "ledger_feed_lag_positions",
+            "positions committed and not yet published on the feed (0 where another instance publishes it)",
+            value=stats.lag_positions,
+        )
+        yield CounterMetricFamily(
+            "ledger_feed_records",
+            "availability records acknowledged by the broker",
+            value=stats.records_published,
+        )
+        yield CounterMetricFamily(
+            "ledger_feed_rounds_failed",
+            "rounds not acknowledged in full (published again from their start)",
+            value=stats.rounds_failed,
+        )
+        yield CounterMetricFamily(
+            "ledger_feed_takeovers", "times this instance took the feed over", value=stats.takeovers
+        )

@@ -1,0 +1,220 @@
+"""The availability feed's publisher (CONTRACT §9): reads each round of committed changes after its
+position (ledger/feed/rounds.py), publishes it on LEDGER_KAFKA_LEVELS_TOPIC keyed by store id,
+and moves its position once the broker has acknowledged every record of the round.
+
+It runs beside the service, never in the writer: the writer commits and answers as if there were
+no feed, and a slow or absent broker only makes the feed fall behind. Its outbox is the log
+itself: nothing is held in memory beyond one round (LEDGER_FEED_ROWS_PER_ROUND_MAX history rows),
+and after an outage it goes on from the last acknowledged position, so nothing is lost; how far
+behind it is shows as `ledger_feed_lag_positions`. One instance per database publishes
+(ledger/feed/leadership.py); the others wait to take over. A round that fails is published again
+from its start (delivery is at least once): its records may repeat, each with its own position.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from kafka.errors import KafkaTimeoutError
+
+from ledger.config import Settings
+from ledger.feed.cursor import FeedCursor
+from ledger.feed.leadership import Leadership, leadership_for
+from ledger.feed.record import LevelRecord, encode_record
+from ledger.feed.rounds import DefaultChange, default_change_page, read_round
+from ledger.kafka.feed_metrics import FeedCollector, FeedStats
+
+log = logging.getLogger("ledger.feed")
+
+SEND_BLOCK_S_MAX = 1.0  # the longest one send waits for metadata or buffer room
+FLUSH_SLICE_S = 0.5  # the longest a shutdown waits on the broker before it is noticed
+# A guard on the pages of one default policy change: 10,000 pages of LEDGER_FEED_ROWS_PER_ROUND_MAX SKUs.
+PAGES_PER_DEFAULT_CHANGE_MAX = 10_000
+FEED_NAME = "stock.levels"  # the cursor's and the lock's name: one feed per database, whatever its topic
+
+
+class FeedPublishFailed(Exception):
+    """A round was not acknowledged in full; it is published again."""
+
+
+class LevelsFeed:
+    """The publishing loop; `run` on a thread of its own, `stop` from another."""
+
+    def __init__(
+        self,
+        recorder: Any,
+        settings: Settings,
+        producer_factory: Callable[[Settings], Any],
+        leadership: Leadership | None = None,
+    ) -> None:
+        self.recorder = recorder
+        self.settings = settings
+        self.topic = settings.kafka_levels_topic
+        self.stats = FeedStats()
+        self.collector = FeedCollector(self.stats)
+        self._factory = producer_factory
+        self._leadership = leadership or leadership_for(settings.database_url, FEED_NAME)
+        self._cursor = FeedCursor(recorder, FEED_NAME)
+        self._producer: Any = None
+        self._stopping = threading.Event()
+        self._poll_s = settings.feed_poll_ms / 1000
+        self._backoff_s = self._poll_s
+
+    # -- the loop -------------------------------------------------------------------------------------
+
+    def run(self) -> None:
+        try:
+            while not self._stopping.is_set():
+                try:
+                    wait_s = self._turn()
+                except Exception as error:  # noqa: BLE001 - the feed must outlive any outage
+                    wait_s = self._failed(error)
+                self._stopping.wait(wait_s)
+        finally:
+            self._close_producer(self.settings.kafka_shutdown_timeout_s)
+            self._leadership.release()
+            self.stats.publishing = False
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    def _turn(self) -> float:
+        """One step: take the feed over, or publish one round; returns how long to wait after it."""
+        if not self.stats.publishing:
+            if not self._leadership.try_take():
+                return self.settings.feed_takeover_ms / 1000
+            self.stats.published_position = self._cursor.load()
+            self.stats.publishing = True
+            self.stats.takeovers += 1
+            log.info("publishing the availability feed from position %d", self.stats.published_position)
+        with self.recorder.read_transaction() as tx:
+            self.stats.head_position = self.recorder.head(tx)
+            found = read_round(tx, self.stats.published_position, self.settings.feed_rows_per_round_max)
+        if found is None:
+            return self._poll_s
+        if not self._leadership.still_held():
+            self.stats.publishing = False
+            log.warning("lost the availability feed's lock; another instance may publish it now")
+            return self.settings.feed_takeover_ms / 1000
+        self._publish(found.records)
+        if found.default_change is not None:
+            self._publish_default_change(found.default_change)
+        self._cursor.save(found.end_position)
+        self.stats.published_position = found.end_position
+        self.stats.rounds_published += 1
+        self._backoff_s = self._poll_s
+        # More committed than this round held: read it at once.
+        return 0.0 if found.end_position < self.stats.head_position else self._poll_s
+
+    def _publish_default_change(self, change: DefaultChange) -> None:
+        """The records of a store's default policy change, a page of the store's SKUs at a time
+        (LEDGER_FEED_ROWS_PER_ROUND_MAX), each page acknowledged before the next is read."""
+        after_sku = ""
+        for _ in range(PAGES_PER_DEFAULT_CHANGE_MAX):
+            with self.recorder.read_transaction() as tx:
+                page = default_change_page(tx, change, after_sku, self.settings.feed_rows_per_round_max)
+            self._publish(page.records)
+            if page.last_sku is None:
+                return
+            after_sku = page.last_sku
+        raise FeedPublishFailed(f"store {change.store_id} has more SKUs than the feed pages through")
+
+    def _publish(self, records: list[LevelRecord]) -> None:
+        if not records:
+            return
+        if self._producer is None:
+            self._producer = self._factory(self.settings)
+        producer = self._producer
+        futures = [producer.send(self.topic, key=r.key, value=encode_record(r)) for r in records]
+        # Waited for in slices, so that a shutdown does not wait for a broker that does not answer.
+        deadline = time.monotonic() + self.settings.feed_publish_timeout_s
+        while not all(future.is_done for future in futures):
+            if self._stopping.is_set():
+                raise FeedPublishFailed("stopping before the broker acknowledged the round")
+            if time.monotonic() >= deadline:
+                raise FeedPublishFailed(f"not acknowledged within {self.settings.feed_publish_timeout_s} s")
+            with contextlib.suppress(KafkaTimeoutError):
+                producer.flush(timeout=FLUSH_SLICE_S)
+        for future in futures:
+            if future.failed():
+                raise FeedPublishFailed(f"a record was refused: {future.exception!r}") from future.exception
+        self.stats.records_published += len(records)
+
+    def _failed(self, error: BaseException) -> float:
+        """Logs the failure, drops the producer (a new one publishes the round again), and backs off."""
+        self.stats.rounds_failed += 1
+        if self._stopping.is_set():
+            return 0.0  # the position is where the last acknowledged round left it
+        log.warning(
+            "the availability feed could not publish after position %d (%d behind the log's head): %r; "
+            "trying again in %.1f s",
+            self.stats.published_position,
+            self.stats.lag_positions,
+            error,
+            self._backoff_s,
+        )
+        self._discard_producer()
+        wait_s = self._backoff_s
+        self._backoff_s = min(self._backoff_s * 2, self.settings.feed_retry_backoff_ms_max / 1000)
+        return wait_s
+
+    # -- the producer ---------------------------------------------------------------------------------
+
+    def _discard_producer(self) -> None:
+        """Closes a failed producer on a thread of its own: its pending records may take until their
+        delivery timeout to fail, and the feed must not wait for them (they are sent again)."""
+        producer, self._producer = self._producer, None
+        if producer is None:
+            return
+
+        def close() -> None:
+            with contextlib.suppress(Exception):
+                producer.close(timeout=self.settings.kafka_shutdown_timeout_s)
+
+        threading.Thread(target=close, name="ledger-feed-producer-close", daemon=True).start()
+
+    def _close_producer(self, timeout_s: float) -> None:
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            with contextlib.suppress(Exception):
+                producer.close(timeout=timeout_s)
+
+
+class FeedHandle:
+    """A running feed: `collector` for /metrics, `stats`, `stop()` on shutdown."""
+
+    def __init__(self, feed: LevelsFeed) -> None:
+        self.feed = feed
+        self.collector = feed.collector
+        self._thread = threading.Thread(target=feed.run, name="ledger-feed", daemon=True)
+
+    @property
+    def stats(self) -> FeedStats:
+        return self.feed.stats
+
+    def start(self) -> FeedHandle:
+        self._thread.start()
+        return self
+
+    def stop(self, timeout_s: float | None = None) -> bool:
+        self.feed.stop()
+        self._thread.join(self.feed.settings.kafka_shutdown_timeout_s if timeout_s is None else timeout_s)
+        return not self._thread.is_alive()
+
+
+def start_levels_feed(recorder: Any, settings: Settings) -> FeedHandle:
+    """Starts the availability feed on a thread, on the ledger's recorder."""
+    from ledger.kafka.clients import new_producer
+
+    def producer(for_settings: Settings) -> Any:
+        # A send waits at most this for the broker's metadata or buffer room: a round that cannot be
+        # sent fails and is sent again later, and a shutdown is never held up for long.
+        blocking = for_settings.model_copy(update={"kafka_publish_timeout_s": SEND_BLOCK_S_MAX})
+        return new_producer(blocking, role="levels")
+
+    return FeedHandle(LevelsFeed(recorder, settings, producer)).start()

@@ -1,0 +1,184 @@
+"""The availability feed's publisher against a broker that fails, without a broker: writes go on
+while it cannot publish, its position moves only over acknowledged rounds, and once the broker
+answers again it catches up from the log, so every record ends up published. One instance
+publishes at a time, and a batch that failed to commit publishes nothing."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import pytest
+from support import api, poison
+from support import events as ev
+from support.ids import unique
+
+from ledger.bootstrap import build_ledger
+from ledger.config import Settings
+from ledger.feed.cursor import FeedCursor
+from ledger.feed.record import decode_record
+from ledger.kafka.levels_feed import FEED_NAME, LevelsFeed
+from ledger.storage.recorders import open_recorder
+from ledger.writer.submission import SubmissionFailed
+
+DEADLINE_S = 30.0
+
+
+class _Future:
+    def __init__(self, error: BaseException | None) -> None:
+        self.is_done = True
+        self.exception = error
+
+    def failed(self) -> bool:
+        return self.exception is not None
+
+
+class _Broker:
+    """A producer's stand-in: refuses every record while `down`, else keeps it."""
+
+    def __init__(self) -> None:
+        self.down = True
+        self.kept: list[tuple[bytes, bytes]] = []
+        self.producers_built = 0
+        self.lock = threading.Lock()
+
+    def producer(self, _: Settings) -> Any:
+        self.producers_built += 1
+        broker = self
+
+        class Producer:
+            def send(self, topic: str, key: bytes, value: bytes) -> _Future:
+                with broker.lock:
+                    if broker.down:
+                        return _Future(ConnectionError("broker down"))
+                    broker.kept.append((key, value))
+                    return _Future(None)
+
+            def flush(self, timeout: float) -> None:
+                pass
+
+            def close(self, timeout: float) -> None:
+                pass
+
+        return Producer()
+
+
+def _wait(condition: Any, what: str) -> None:
+    end = time.monotonic() + DEADLINE_S
+    while not condition():
+        assert time.monotonic() < end, f"gave up waiting for {what}"
+        time.sleep(0.02)
+
+
+def test_the_feed_falls_behind_while_the_broker_is_down_and_catches_up_after(database_url, serve):
+    server = serve(database_url)
+    store = unique("shop")
+    settings = Settings(
+        database_url=database_url,
+        kafka_bootstrap="unused:9092",
+        feed_poll_ms=10,
+        feed_rows_per_round_max=3,
+        feed_retry_backoff_ms_max=50,
+    )
+    broker = _Broker()
+    recorder = open_recorder(database_url, 2, 30)
+    feed = LevelsFeed(recorder, settings, broker.producer)
+    thread = threading.Thread(target=feed.run, daemon=True)
+    thread.start()
+    try:
+        with server.client() as client:
+            first = api.record(client, ev.receipt(store, ("A", 5)))[0]["position"]
+            _wait(lambda: feed.stats.rounds_failed >= 2, "failed rounds")
+            # The writer is not held up by the feed: writes go on and are answered.
+            for sku in "BCDEFG":
+                api.record(client, ev.receipt(store, (sku, 1)))
+            last = api.record(client, ev.sale(store, ("A", 2)))[0]["position"]
+            assert feed.stats.published_position < first  # nothing acknowledged, nothing moved
+            assert FeedCursor(recorder, FEED_NAME).load() < first
+            broker.down = False
+            _wait(lambda: feed.stats.published_position == last, "the feed to catch up")
+            assert broker.producers_built >= 2  # a failed producer is dropped and built anew
+            assert FeedCursor(recorder, FEED_NAME).load() == last
+            records = [decode_record(value) for _, value in broker.kept]
+            assert {r.sku for r in records} == set("ABCDEFG")
+            last_a = [r for r in records if r.sku == "A"][-1]
+            assert (last_a.position, last_a.on_hand_units) == (last, 3)
+            assert feed.stats.lag_positions == 0
+            # A store's default policy reaches its seven SKUs in pages of three, then the round ends.
+            api.put_policy(client, store, "*", {"safety_stock": 1, "channels": {}})
+            changed = api.level(client, store, "A")["position"]
+            _wait(lambda: feed.stats.published_position == changed, "the default's records")
+            after = [decode_record(value) for _, value in broker.kept[len(records) :]]
+            assert [(r.sku, r.position, r.safety_stock_units) for r in after] == [
+                (sku, changed, 1) for sku in "ABCDEFG"
+            ]
+    finally:
+        feed.stop()
+        thread.join(DEADLINE_S)
+        recorder.close()
+
+
+def test_a_second_publisher_waits_while_the_first_holds_the_feed(database_url, serve):
+    server = serve(database_url)
+    settings = Settings(
+        database_url=database_url, kafka_bootstrap="unused:9092", feed_poll_ms=10, feed_takeover_ms=20
+    )
+    brokers = [_Broker(), _Broker()]
+    for broker in brokers:
+        broker.down = False
+    recorder = open_recorder(database_url, 2, 30)
+    feeds = [LevelsFeed(recorder, settings, broker.producer) for broker in brokers]
+    threads = [threading.Thread(target=feed.run, daemon=True) for feed in feeds]
+    for thread in threads:
+        thread.start()
+    try:
+        with server.client() as client:
+            position = api.record(client, ev.receipt(unique("shop"), ("A", 1)))[0]["position"]
+            _wait(lambda: any(feed.stats.published_position == position for feed in feeds), "a publisher")
+            assert sum(feed.stats.publishing for feed in feeds) == 1
+            leader = next(index for index, feed in enumerate(feeds) if feed.stats.publishing)
+            assert brokers[1 - leader].kept == []
+            feeds[leader].stop()
+            threads[leader].join(DEADLINE_S)
+            later = api.record(client, ev.receipt(unique("shop"), ("B", 1)))[0]["position"]
+            follower = feeds[1 - leader]
+            _wait(lambda: follower.stats.published_position == later, "the other to take over")
+            # It goes on from the position the first saved: the first record is not published again.
+            assert [decode_record(v).position for _, v in brokers[1 - leader].kept] == [later]
+    finally:
+        for feed in feeds:
+            feed.stop()
+        for thread in threads:
+            thread.join(DEADLINE_S)
+        recorder.close()
+
+
+def test_a_batch_that_failed_publishes_nothing(database_url: str, monkeypatch: Any) -> None:
+    poison.install(monkeypatch.setattr)
+    ledger = build_ledger(Settings(database_url=database_url))
+    ledger.start()
+    broker = _Broker()
+    broker.down = False
+    settings = Settings(database_url=database_url, kafka_bootstrap="unused:9092", feed_poll_ms=10)
+    feed = LevelsFeed(ledger.recorder, settings, broker.producer)
+    thread = threading.Thread(target=feed.run, daemon=True)
+    thread.start()
+    try:
+        store = unique("shop")
+        with pytest.raises(SubmissionFailed):
+            ledger.submit_and_wait(
+                [
+                    ev.stock_event("good-1", "stock.receipt", store, [("LOST", 5)]),
+                    ev.stock_event(f"{poison.POISON}1", "stock.receipt", store, [("LOST", 1)]),
+                ]
+            )
+        [marker] = ledger.submit_and_wait([ev.stock_event("good-2", "stock.receipt", store, [("KEPT", 1)])])
+        _wait(lambda: feed.stats.published_position == marker.position, "the feed to publish the marker")
+        assert [(r.sku, r.position) for r in map(decode_record, (v for _, v in broker.kept))] == [
+            ("KEPT", marker.position)
+        ]
+    finally:
+        feed.stop()
+        thread.join(DEADLINE_S)
+        ledger.stop()
