@@ -14,11 +14,11 @@ benchmark's file ran at a few hundred events a second); the ordinary way reads t
 A batch can be decided from memory only if memory holds every key it reads, and while a batch is
 in flight nothing is read from the database (its head is not memory's until the batch lands). A
 real history brings keys memory never held in almost every batch (a SKU new at a store, the
-shipment of a reservation that was refused): on 20,000 events of the import bench's file, none of
-the 18 batches that could have been was decided in flight; with the keys read ahead, 17. So the caller names the batch after the next one as well
-(`later`), and what it lacks is read in the moment between a batch landing and the next one being
-sent, when the database's head is memory's; each batch is then decided while the one before is
-recorded.
+shipment of a reservation that was refused): on 20,000 events of the import bench's file, none
+of the 18 batches that could have been was decided in flight; with the keys read ahead, 17. So
+the caller names the batch after the next one as well (`later`), and what it lacks is read in
+the moment between a batch landing and the next one being sent, when the database's head is
+memory's; each batch is then decided while the one before is recorded.
 
 The order of the file is kept whatever fails: N+1 is sent only after N landed, and when N could
 not be recorded (its retries done) nothing after it is sent; the caller sends N again. Where a
