@@ -231,6 +231,10 @@ def read_plan(
 
         return make
 
+    def explained(rng: random.Random) -> tuple[str, dict[str, Any]]:
+        store, sku = _tracked_key(rng)
+        return f"/v1/stores/{store}/stock/{sku}/explain", {}
+
     return {
         "current level": level(),
         "as_of 10% back": level({"as_of": as_of[0.1]}),
@@ -241,6 +245,7 @@ def read_plan(
         "history page of a SKU at 90%": history(by_sku=True),
         "timeline (recorded)": timeline("recorded"),
         "timeline (occurred)": timeline("occurred"),
+        "explain": explained,
     }
 
 
@@ -259,7 +264,9 @@ def measure(targets: dict[int, tuple[int, dict[str, Any]]], args: argparse.Names
                 elapsed_ms, body = readers[size].get(*make(rng))
                 if number >= args.warmup:
                     times[size].append(elapsed_ms)
-                    rows[size].append(len(body.get("entries", body.get("points", ()))))
+                    rows[size].append(
+                        len(body.get("entries", body.get("points", body.get("reserved_by", ()))))
+                    )
         line = [f"    {name:32s}"]
         for size in targets:
             ordered = sorted(times[size])
@@ -279,6 +286,7 @@ def explain(database_url: str, seed: int) -> dict[str, list[str]]:
     from ledger.bootstrap import build_ledger
     from ledger.config import Settings
     from ledger.projections import queries
+    from ledger.projections.explain import explain as explain_level
     from ledger.projections.queries import HistoryFilter
     from ledger.projections.timeline import TimelineWindow, timeline_points
     from ledger.sql import SqlTx
@@ -293,6 +301,10 @@ def explain(database_url: str, seed: int) -> dict[str, list[str]]:
         def fetchall(self, sql: str, params: Any = ()) -> list[Any]:
             self.statements.append((sql, list(params)))
             return super().fetchall(sql, params)
+
+        def fetchone(self, sql: str, params: Any = ()) -> Any:
+            self.statements.append((sql, list(params)))
+            return super().fetchone(sql, params)
 
     ledger = build_ledger(Settings(database_url=database_url))
     plans: dict[str, list[str]] = {}
@@ -326,6 +338,7 @@ def explain(database_url: str, seed: int) -> dict[str, list[str]]:
             "timeline (occurred)": lambda tx: timeline_points(
                 tx, TimelineWindow(store, sku, "occurred"), 500
             ),
+            "explain": lambda tx: explain_level(tx, store, sku, head, 10_000),
         }
         for name, read in reads.items():
             with ledger.recorder.read_transaction() as tx:

@@ -94,6 +94,11 @@ class StateCache:
         self.generation = 0  # counts the times the cache was emptied (Writer.send checks it)
         self.levels: OrderedDict[tuple[str, str], CachedLevel] = OrderedDict()
         self.reservations: OrderedDict[tuple[str, str], tuple[Reservation, int]] = OrderedDict()
+        # Reservation keys the database was read for and did not hold, as of `head` (a release or
+        # shipment of a reservation that was refused, or never sent): with them, such an event is
+        # decided from memory like any other. Whatever places one of them removes it (a commit of
+        # this writer's, or another's read while catching up); at most `reservations_max`.
+        self.absent_reservations: set[tuple[str, str]] = set()
         self.store_versions: dict[str, int] = {}
         # Every policy of the stores held (SKU or `*` -> policy; {} for a store without any), as
         # of `head`. A store not held is read whole from ledger_policies when needed.
@@ -162,6 +167,7 @@ class StateCache:
         self.generation += 1
         self.levels.clear()
         self.reservations.clear()
+        self.absent_reservations.clear()
         self.store_versions.clear()
         self.store_policies.clear()
         self.head = head
@@ -211,6 +217,7 @@ class StateCache:
             self.store_policies.popitem(last=False)
 
     def _put_reservation(self, key: tuple[str, str], value: Reservation, position: int) -> None:
+        self.absent_reservations.discard(key)
         held = self.reservations.get(key)
         if held is not None and held[1] > position:
             return
@@ -218,6 +225,20 @@ class StateCache:
         self.reservations.move_to_end(key)
         while len(self.reservations) > self.reservations_max:
             self.reservations.popitem(last=False)
+
+    def note_absent_reservations(
+        self, keys: set[tuple[str, str]], snapshot_head: int, generation: int
+    ) -> None:
+        """Keys read from a snapshot at `snapshot_head` and not found there; kept only while the
+        memory is still the one that read them, at that head (else the read says nothing now)."""
+        with self.lock:
+            if self.generation != generation or self.head != snapshot_head:
+                return
+            keys = keys - self.reservations.keys()
+            if len(self.absent_reservations) + len(keys) > self.reservations_max:
+                self.absent_reservations.clear()  # the bound: those are read again when needed
+            if len(keys) <= self.reservations_max:
+                self.absent_reservations.update(keys)
 
     def install(self, commit: Commit) -> None:
         """After a commit: its values, and its head when the cache held everything before it.

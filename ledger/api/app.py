@@ -146,6 +146,7 @@ def create_app(
         summary="One immutable per-store stock ledger: levels, reservations and the audit trail.",
         lifespan=lifespan,
         docs_url=None,  # FastAPI's loads Swagger UI from a CDN; install_docs serves it from the package
+        redoc_url=None,  # ReDoc from a CDN too; /docs is the one page, and it works offline
     )
     app.state.ledger = ledger
     app.state.settings = settings

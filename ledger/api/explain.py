@@ -13,7 +13,14 @@ from starlette.responses import Response
 
 from ledger.api.deps import LedgerDep, ReadableStore, SettingsDep, Sku
 from ledger.api.problems import Problem
-from ledger.api.schemas import POSITION_MAX, Position, Units, problem_responses
+from ledger.api.schemas import (
+    POSITION_MAX,
+    ChannelFiguresPublic,
+    Position,
+    Units,
+    figures_public,
+    problem_responses,
+)
 from ledger.projections.explain import Explanation, TooManyToExplain
 
 router = APIRouter(tags=["stock"])
@@ -62,8 +69,12 @@ class ExplanationPublic(BaseModel):
     reserved: Units
     available: Units
     incoming: Units
-    safety_stock: Units
-    sellable: Units
+    safety_stock: Units = Field(description="the policy's safety stock (0 without a policy)")
+    sellable: Units = Field(description="available - safety_stock; may be negative")
+    channels: dict[str, ChannelFiguresPublic] = Field(
+        description="each channel with a quota at this store and SKU, as the stock answer gives it; "
+        "a channel's reserved = the sum of the `reserved_by[].remaining` of that channel"
+    )
     on_hand_from: OnHandFromPublic
     reserved_by: list[ReservationHoldPublic] = Field(
         description="open reservations of this store holding the SKU, oldest first; reserved = the "
@@ -85,8 +96,7 @@ def explanation_public(explanation: Explanation) -> dict[str, Any]:
         "reserved": level.reserved_units,
         "available": level.available_units,
         "incoming": level.incoming_units,
-        "safety_stock": explanation.policy.safety_stock_units,
-        "sellable": explanation.policy.sellable_units,
+        **figures_public(explanation.policy),
         "on_hand_from": {
             "count": None
             if count is None

@@ -27,6 +27,15 @@ class TimelinePointPublic(BaseModel):
     recorded_at: str = Field(description="when the ledger recorded it (UTC)")
     type: str
     outcome: str = Field(description="refused entries change no level; they are points all the same")
+    reason: str | None = Field(description="why it was refused (null when accepted)")
+    event_id: str = Field(description="the event's `id`, as its producer sent it")
+    source: str = Field(description="the event's `source`")
+    principal: str | None = Field(
+        description="who sent it (CONTRACT §5): a token's name, `kafka`, `ledger`, `import`, or null"
+    )
+    reference: str | None
+    order_id: str | None
+    reservation_id: str | None
     on_hand: Units
     reserved: Units
     available: Units
@@ -51,6 +60,13 @@ def _point(row: dict[str, Any]) -> dict[str, Any]:
         "recorded_at": row["recorded_at"],
         "type": row["type"],
         "outcome": row["outcome"],
+        "reason": row["reason"],
+        "event_id": row["event_id"],
+        "source": row["source"],
+        "principal": row["principal"],
+        "reference": row["reference"],
+        "order_id": row["order_id"],
+        "reservation_id": row["reservation_id"],
         "on_hand": on_hand,
         "reserved": reserved,
         "available": on_hand - reserved,

@@ -6,9 +6,11 @@ an import run twice records nothing new the second time, and an import that stop
 (an outage, Ctrl+C) is finished by running it again.
 
 Reading and recording overlap: a thread records batch N while this one reads and checks the
-lines of batch N+1 (at most `batches_ahead_max` batches wait, so memory stays bounded). One
-batch is sent at a time, and the next only once the writer has answered, so the file's order is
-the log's order.
+lines of the batches after it (at most `batches_ahead_max` wait in the queue, and the recording
+thread holds READ_AHEAD_BATCHES more, so memory stays bounded). The writer is told the next two
+batches when they are read already: it decides N+1 while N is recorded, and reads what N+2 needs
+before it sends N+1 (ledger/importer/pipeline.py). Batches commit one at a time, in order, so the
+file's order is the log's order.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -34,7 +37,10 @@ class ImportWriter(Protocol):
     the next call will record, which the writer may start on once `events` have committed."""
 
     def submit_and_wait(
-        self, events: list[StockEvent], upcoming: list[StockEvent] | None = None
+        self,
+        events: list[StockEvent],
+        upcoming: list[StockEvent] | None = None,
+        later: list[StockEvent] | None = None,
     ) -> list[EventResult]: ...
 
 
@@ -102,7 +108,7 @@ class _Batch:
     line_no: int = 0
 
 
-_NOT_READ_YET = _Batch()  # the recording thread found no next batch waiting
+READ_AHEAD_BATCHES = 2  # the next batch, sent once this one lands, and the one after, read ahead
 
 
 class Importer:
@@ -173,32 +179,44 @@ class Importer:
             self._stop.set()
 
     def _record_in_order(self) -> None:
+        # The batches read already, in order (at most READ_AHEAD_BATCHES), and whether the end of
+        # the file was among them: the writer may start on the next one or two meanwhile.
+        ahead: deque[_Batch] = deque()
+        ended = False
         batch = self._batches.get()
         while batch is not None:
-            # The next batch, when it is read already: the writer may start on it meanwhile.
+            while not ended and len(ahead) < READ_AHEAD_BATCHES:
+                try:
+                    waiting = self._batches.get_nowait()
+                except queue.Empty:
+                    break
+                if waiting is None:
+                    ended = True
+                else:
+                    ahead.append(waiting)
+            upcoming = ahead[0] if ahead else None
+            later = ahead[1] if len(ahead) > 1 else None
             try:
-                upcoming = self._batches.get_nowait()
-            except queue.Empty:
-                upcoming = _NOT_READ_YET
-            try:
-                self._record(batch, upcoming)
+                self._record(batch, upcoming, later)
             except ImportStopped as stopped:
                 self._failure = stopped
                 self._stop.set()
                 return
             self.progress.update(batch.bytes_read, batch.line_no, self.summary.recorded)
-            batch = self._batches.get() if upcoming is _NOT_READ_YET else upcoming
+            batch = ahead.popleft() if ahead else (None if ended else self._batches.get())
 
-    def _record(self, batch: _Batch, upcoming: _Batch | None) -> None:
+    def _record(self, batch: _Batch, upcoming: _Batch | None, later: _Batch | None = None) -> None:
         lines = batch.lines
         try:
-            results = self._submit(lines, batch.events, upcoming.events if upcoming else None)
+            results = self._submit(
+                lines, batch.events, upcoming.events if upcoming else None, later.events if later else None
+            )
         except SubmissionFailed:
             # One event the writer cannot store fails its batch: the others are recorded one by
             # one, as the Kafka intake does, and only that one is reported.
             for line in lines:
                 try:
-                    [result] = self._submit([line], [line.event], None)
+                    [result] = self._submit([line], [line.event], None, None)
                 except SubmissionFailed as error:
                     self.summary.failed += 1
                     self.progress.say(f"line {line.line_no}: not recorded, the writer refused it: {error}")
@@ -217,7 +235,11 @@ class Importer:
             )
 
     def _submit(
-        self, lines: list[ValidLine], events: list[StockEvent], upcoming: list[StockEvent] | None
+        self,
+        lines: list[ValidLine],
+        events: list[StockEvent],
+        upcoming: list[StockEvent] | None,
+        later: list[StockEvent] | None,
     ) -> list[EventResult]:
         """One batch through the writer. Unavailable now (a restart, a timeout): the same batch
         again, waiting longer each time; re-sending is safe, since what did commit answers as a
@@ -225,7 +247,7 @@ class Importer:
         wait_s = RETRY_WAIT_S_FIRST
         for attempt in range(self.limits.retries_max + 1):
             try:
-                return self.writer.submit_and_wait(events, upcoming)
+                return self.writer.submit_and_wait(events, upcoming, later)
             except (WriterUnavailable, TimeoutError, OSError) as error:
                 if attempt == self.limits.retries_max:
                     raise ImportStopped(

@@ -63,7 +63,10 @@ class _RunningWriter:
         self.remote = remote
 
     def submit_and_wait(
-        self, events: list[StockEvent], upcoming: list[StockEvent] | None = None
+        self,
+        events: list[StockEvent],
+        upcoming: list[StockEvent] | None = None,
+        later: list[StockEvent] | None = None,
     ) -> list[EventResult]:
         return self.remote.submit_and_wait(events)
 

@@ -5,7 +5,8 @@ Each figure is decomposed into what makes it, and the decomposition adds up exac
   that changed on_hand, grouped by type (reservations, releases and expiries change reserved
   only: they are under `reserved_by`; rejected entries change nothing);
 - reserved = what each open reservation of the store still holds of the SKU;
-- incoming = what each transfer to the store still has on its way (sent, less received).
+- incoming = what each transfer to the store still has on its way (sent, less received);
+- each channel's reserved (CONTRACT §6) = what the open reservations of that channel still hold.
 
 Every read follows an index of the store and SKU (ledger/projections/schema.py), so its cost is
 that store and SKU's own: its entries since its last count, its transfers in, and the store's
@@ -19,7 +20,7 @@ from dataclasses import dataclass
 import orjson
 
 from ledger.domain.model import EventType, Level, Policy
-from ledger.domain.policy import effective_policy, figures
+from ledger.domain.policy import Figures, effective_policy, figures
 from ledger.projections.queries import store_policies
 from ledger.sql import Row, SqlTx
 
@@ -56,18 +57,12 @@ class TransferOnItsWay:
 
 
 @dataclass(frozen=True, slots=True)
-class PolicyFigures:
-    safety_stock_units: int
-    sellable_units: int
-
-
-@dataclass(frozen=True, slots=True)
 class Explanation:
     store_id: str
     sku: str
     position: int  # the log's head in the snapshot every figure was read in
     level: Level
-    policy: PolicyFigures
+    policy: Figures  # safety stock, sellable and each channel's quota figures, as a stock answer's
     count: LastCount | None
     since: tuple[EntriesOfType, ...]
     reserved_by: tuple[ReservationHold, ...]
@@ -81,6 +76,9 @@ class Explanation:
         incoming = sum(transfer.remaining_units for transfer in self.incoming_from)
         figures = (self.level.on_hand_units, self.level.reserved_units, self.level.incoming_units)
         assert (on_hand, reserved, incoming) == figures, (self.store_id, self.sku, figures)
+        for channel, shown in self.policy.channels.items():
+            held = sum(hold.remaining_units for hold in self.reserved_by if hold.channel == channel)
+            assert held == shown.reserved_units, (self.store_id, self.sku, channel, shown)
 
 
 class TooManyToExplain(Exception):
@@ -124,13 +122,12 @@ def explain(tx: SqlTx, store_id: str, sku: str, position: int, items_max: int) -
     return explanation
 
 
-def policy_figures(tx: SqlTx, store_id: str, sku: str, level: Level) -> PolicyFigures:
-    """Safety stock and sellable (CONTRACT §6) under the policy that applies now, read in the same
-    snapshot as the level."""
+def policy_figures(tx: SqlTx, store_id: str, sku: str, level: Level) -> Figures:
+    """Safety stock, sellable and the channels' figures (CONTRACT §6) under the policy that applies
+    now, read in the same snapshot as the level."""
     stored = store_policies(tx, [store_id])[store_id]
     policies = {key: Policy.from_json(orjson.loads(text)) for key, text in stored.items()}
-    applied = figures(level, effective_policy(policies, sku))
-    return PolicyFigures(safety_stock_units=applied.safety_stock_units, sellable_units=applied.sellable_units)
+    return figures(level, effective_policy(policies, sku))
 
 
 def last_count(tx: SqlTx, store_id: str, sku: str) -> LastCount | None:

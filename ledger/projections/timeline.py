@@ -23,7 +23,12 @@ from ledger.projections.queries import position_at, position_before
 from ledger.sql import Row, SqlTx
 
 Axis = Literal["recorded", "occurred"]
-POINT_COLUMNS = "position, line_no, time, occurred_at, recorded_at, type, outcome, on_hand, reserved"
+# What a point names of its entry beyond the levels: who sent it, from where, and what for (the
+# console shows them when a point is pointed at).
+ENTRY_COLUMNS = "event_id, source, reference, principal, order_id, reservation_id, reason"
+POINT_COLUMNS = (
+    f"position, line_no, time, occurred_at, recorded_at, type, outcome, {ENTRY_COLUMNS}, on_hand, reserved"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +69,7 @@ _OCCURRED_ORDER = "ORDER BY occurred_at, position, line_no"
 def _occurred(window: TimelineWindow) -> tuple[str, list[object]]:
     running = f"OVER ({_OCCURRED_ORDER} ROWS UNBOUNDED PRECEDING)"
     summed = (
-        "SELECT position, line_no, time, occurred_at, recorded_at, type, outcome, "
+        f"SELECT position, line_no, time, occurred_at, recorded_at, type, outcome, {ENTRY_COLUMNS}, "
         f"CAST(SUM(on_hand_delta) {running} AS BIGINT) AS on_hand, "
         f"CAST(SUM(reserved_delta) {running} AS BIGINT) AS reserved "
         "FROM ledger_history WHERE store_id = %s AND sku = %s"

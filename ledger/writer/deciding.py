@@ -97,7 +97,7 @@ def missing_from_memory(cache: StateCache, events: list[StockEvent]) -> Missing:
             held = cache.reservations.get(key)
             if held is not None:
                 skus += list(held[0].lines)
-            elif event.type is not EventType.RESERVATION:
+            elif event.type is not EventType.RESERVATION and key not in cache.absent_reservations:
                 missing.reservations.add(key)
         for store in _stores(event):
             if store not in cache.store_versions:
@@ -136,6 +136,7 @@ def catch_up_and_fetch(recorder: LedgerRecorder, cache: StateCache, events: list
             return False
         for store, version in found_versions.items():
             cache.store_versions.setdefault(store, version)
+    cache.note_absent_reservations(missing.reservations - held.keys(), head, generation)
     return True
 
 
@@ -155,8 +156,10 @@ def work_from_memory(cache: StateCache, events: list[StockEvent], head: int) -> 
             if held is not None:
                 reservations[(event.store_id, event.reservation_id)] = held[0].copy()
                 skus += list(held[0].lines)
-            elif event.type is not EventType.RESERVATION:
-                return None  # a release or shipment needs the reservation as it is
+            elif event.type is not EventType.RESERVATION and (
+                (event.store_id, event.reservation_id) not in cache.absent_reservations
+            ):
+                return None  # a release or shipment needs the reservation as it is, or its absence
         for store in _stores(event):
             version = cache.store_versions.get(store)
             if version is None:

@@ -4,17 +4,15 @@ no request leaves 127.0.0.1."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from importlib.metadata import entry_points
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
 import pytest
+from browser_support import plugged_in_adapters
 from support import api
 from support import events as ev
 from support.access import bearer, new_token, wait_until_taken
@@ -22,10 +20,8 @@ from support.ids import unique
 from support.server import LedgerServer
 
 from adapters.db import open_database, transaction
-from ledger.api.console.adapter_states import CONSOLE_PLUGINS
 
 WAIT_MS = 10_000  # the longest any page, plot or click may take
-ROOT = Path(__file__).resolve().parents[2]
 
 
 @dataclass
@@ -37,22 +33,6 @@ class Shop:
     other: str
     prefix: str
     sku: str
-
-
-def _plugged_in_adapters(folder: Path) -> dict[str, str]:
-    """The environment that lets `ledger serve` find the adapters' console entry point. An install
-    of this checkout declares it (pyproject.toml; CI installs it); a shared environment installed
-    from another checkout may not, and then a dist-info folder on PYTHONPATH declares it."""
-    if entry_points(group=CONSOLE_PLUGINS):
-        return {}
-    info = folder / "console_plugins-0.dist-info"
-    info.mkdir(parents=True)
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: console-plugins\nVersion: 0\n")
-    (info / "entry_points.txt").write_text(
-        f"[{CONSOLE_PLUGINS}]\nadapters = adapters.console:adapter_states\n"
-    )
-    paths = [str(folder), str(ROOT), os.environ.get("PYTHONPATH", "")]
-    return {"PYTHONPATH": os.pathsep.join(path for path in paths if path)}
 
 
 def _adapter_rows(database_url: str) -> None:
@@ -81,7 +61,7 @@ def shop(module_serve: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     admin_token = new_token(database_url, "admin", "admin")
     reader = new_token(database_url, "auditor", "reader")
     _adapter_rows(database_url)
-    server = module_serve(database_url, _plugged_in_adapters(folder / "plugins"))
+    server = module_serve(database_url, plugged_in_adapters(folder / "plugins"))
     store, other, prefix = unique("shop"), unique("wh"), unique("TEA").upper()
     sku = f"{prefix}-GREEN"
     soon = (datetime.now(UTC) + timedelta(minutes=20)).isoformat()

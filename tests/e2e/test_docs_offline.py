@@ -40,3 +40,10 @@ def test_only_the_named_assets_are_served(client: httpx.Client) -> None:
         answer = client.get(f"/docs/assets/{name}")
         assert answer.status_code == 404, name
         assert answer.headers["content-type"] == "application/problem+json"
+
+
+def test_redoc_is_not_served_since_it_would_load_from_a_cdn(client: httpx.Client) -> None:
+    answer = client.get("/redoc")
+    assert answer.status_code == 404, answer.text[:200]
+    assert answer.headers["content-type"] == "application/problem+json"
+    assert "cdn" not in answer.text.lower()

@@ -25,6 +25,9 @@ def assert_adds_up(body: dict) -> None:
     assert body["reserved"] == sum(hold["remaining"] for hold in body["reserved_by"])
     assert body["incoming"] == sum(transfer["remaining"] for transfer in body["incoming_from"])
     assert body["available"] == body["on_hand"] - body["reserved"]
+    for channel, shown in body["channels"].items():
+        held = sum(hold["remaining"] for hold in body["reserved_by"] if hold["channel"] == channel)
+        assert shown["reserved"] == held
 
 
 def test_the_readme_example_explains_what_is_left_after_the_till_sale(client):
@@ -44,6 +47,7 @@ def test_the_readme_example_explains_what_is_left_after_the_till_sale(client):
         "incoming": 0,
         "safety_stock": 0,
         "sellable": 0,
+        "channels": {},
         "on_hand_from": {
             "count": None,
             "since": [
@@ -126,6 +130,7 @@ def test_a_sku_never_seen_is_explained_as_zeros_with_nothing_behind_them(client)
         "incoming": 0,
         "safety_stock": 0,
         "sellable": 0,
+        "channels": {},
         "on_hand_from": {"count": None, "since": []},
         "reserved_by": [],
         "incoming_from": [],
@@ -159,7 +164,9 @@ def test_a_policy_and_a_channel_show_in_the_explanation_as_in_the_stock_answer(c
     stock = client.get(f"/v1/stores/{store}/stock/{sku}").json()
     assert_adds_up(body)
     assert (body["safety_stock"], body["sellable"]) == (2, 4)
-    assert (body["safety_stock"], body["sellable"]) == (stock["safety_stock"], stock["sellable"])
+    assert body["channels"] == {"online": {"quota": 5, "reserved": 3, "sellable": 2}}
+    policy_figures = ("safety_stock", "sellable", "channels")
+    assert {k: body[k] for k in policy_figures} == {k: stock[k] for k in policy_figures}
     assert [(hold["reservation_id"], hold["channel"]) for hold in body["reserved_by"]] == [
         ("web-1", "online"),
         ("till-1", None),

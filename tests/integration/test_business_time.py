@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import httpx
-from support import api, db
+from support import access, api, db
 from support import events as ev
 from support.ids import unique
 
@@ -234,3 +234,37 @@ def test_wrong_business_time_and_timeline_parameters_are_refused_naming_them(
         for path, params, field in cases:
             problem = api.assert_problem(client.get(path, params=params), 422)
             assert field in [error["field"] for error in problem["errors"]], (path, params, problem)
+
+
+ENTRY_FIELDS = ("event_id", "source", "principal", "reference", "order_id", "reservation_id", "reason")
+
+
+def test_each_timeline_point_names_its_entry_as_the_history_does_on_both_axes(
+    database_url: str, serve: Any
+) -> None:
+    token = access.new_token(database_url, "till-7", "producer")  # before the start: no wait
+    server = serve(database_url)
+    store = unique("shop")
+    with server.client() as client:
+        client.headers.update(access.bearer(token))
+        api.record(client, _event("stock.receipt", store, 3, ("A", 5), reference="delivery 7"))
+        api.record(
+            client, _event("stock.reservation", store, 1, ("A", 2), reservation_id="R-1", order_id="O-1")
+        )
+        [refused] = api.post_events(client, _event("stock.sale", store, 2, ("A", 9), order_id="O-2"))
+        assert refused["outcome"] == "rejected"
+        history = {entry["position"]: entry for entry in api.history(client, store, sku="A")}
+        for axis in ("recorded", "occurred"):
+            points = _timeline(client, store, "A", axis=axis)
+            assert sorted(p["position"] for p in points) == sorted(history)
+            for point in points:
+                entry = history[point["position"]]
+                for field in (*ENTRY_FIELDS, "type", "outcome", "time", "recorded_at"):
+                    assert point[field] == entry.get(field), (axis, field, point, entry)
+        assert {(p["source"], p["principal"]) for p in points} == {(ev.SOURCE, "till-7")}
+        assert {p["reference"] for p in points} >= {"delivery 7"}
+        assert {(p["order_id"], p["reason"]) for p in points} == {
+            (None, None),
+            ("O-1", None),
+            ("O-2", "insufficient_stock"),
+        }

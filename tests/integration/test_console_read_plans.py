@@ -142,18 +142,3 @@ def test_a_stores_open_reservations_are_a_range_of_the_open_ones(ledger: Ledger)
         _assert_range(plan, sqlite, "ledger_reservations", "ledger_reservations_open")
         assert "TEMP B-TREE" not in plan, plan
         assert "Filter" not in plan and "store_id = " in plan.replace("store_id=?", "store_id = "), plan
-
-
-def test_a_timeline_points_details_are_one_probe_each(ledger: Ledger) -> None:
-    sqlite = bool(ledger.recorder.qmark)
-    details, [plan] = answer_and_plans(
-        ledger, lambda tx: queries.entry_details(tx, "store-01", "SKU-0001", [1, 601, 1201])
-    )
-    assert sorted(details) == [1, 601, 1201]
-    assert {d["source"] for d in details.values()} == {"tests/plans"}
-    # One probe per position: of the store and SKU's entries, or of the store's (each position is
-    # one event: at most its lines at that store).
-    _assert_range(
-        plan, sqlite, "ledger_history", "ledger_history_by_sku_position", "ledger_history_by_store_position"
-    )
-    assert "position" in plan.split("Index Cond" if not sqlite else "(", 1)[1], plan

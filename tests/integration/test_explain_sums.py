@@ -1,6 +1,11 @@
 """Explain adds up (CONTRACT §8): over random sequences recorded through the real ledger, the
-explanation of every store and SKU equals the stock answer's figures, and a reference computed from
-the event list alone (the contract's table, written here in plain dicts).
+explanation of every store and SKU equals the stock answer's figures (the policy's too: safety stock,
+sellable and each channel's quota, reserved and sellable), its sums hold, and it matches what the
+reference model (tests/support/reference_ledger.py: CONTRACT §1 and §6 in plain dicts) implies.
+
+The sequences hold counts, transfers and their receipts, reservations (under channels or none)
+shipped, released and expired, sales under channels, and policies set and cleared (a SKU's own and
+the store's default, with quotas in units and in percent of on_hand).
 
 One in-process ledger serves every example of the property (SQLite): each example has stores of
 its own. Expiry is driven by hand (the writer's own `expire_due`, at a clock of the test's), with
@@ -12,7 +17,6 @@ from __future__ import annotations
 import itertools
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -22,10 +26,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from support import events as ev
 from support.postgres import EmbeddedPostgres
+from support.reference_ledger import ReferenceLedger, as_policy
 
 from ledger.api.explain import explanation_public
+from ledger.api.schemas import level_public
 from ledger.bootstrap import build_ledger
+from ledger.clock import utc_now
 from ledger.config import Settings
+from ledger.domain.model import DEFAULT_SKU, EventType, Line, StockEvent
 from ledger.service import Ledger
 from ledger.writer.facade import Writer
 from ledger.writer.thread import ThreadWriterClient
@@ -33,6 +41,7 @@ from ledger.writer.thread import ThreadWriterClient
 SKUS = ("A", "B", "C")
 RESERVATION_IDS = ("R1", "R2", "R3")
 TRANSFER_IDS = ("T1", "T2")
+CHANNELS = ("online", "web")
 SOURCE = "tests/explain"
 # Far past any real clock: only the test's own expire steps expire these reservations.
 CLOCK_START = datetime(2200, 1, 1, tzinfo=UTC)
@@ -41,111 +50,76 @@ LEDGER_SETTINGS = {"expiry_interval_ms": 10**9, "expiry_batch_max": 10_000}
 _examples = itertools.count()
 
 
-# --- the reference: CONTRACT §1's table, and §8's decomposition --------------------------------
+# --- the reference: the model decides, and §8's decomposition is kept beside it -----------------
 
 
-@dataclass
 class Reference:
-    levels: dict[tuple[str, str], list[int]] = field(default_factory=dict)  # on_hand, reserved, incoming
-    # (store, id) -> lines {sku: [qty, shipped, released]}, order_id, expires_at; in placement order
-    reservations: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
-    counts: dict[tuple[str, str], int] = field(default_factory=dict)
-    since: dict[tuple[str, str], dict[str, list[int]]] = field(default_factory=dict)  # type -> units, entries
-    # (to_store, sku) -> {transfer_id: [remaining, from_store]}
-    transfers: dict[tuple[str, str], dict[str, list[Any]]] = field(default_factory=dict)
+    """The reference model decides every event and keeps the levels, reservations and policies;
+    beside it, what explain decomposes: the last count, the on_hand moves since it by type, the
+    transfers on their way, and each reservation's expiry (the model has no clock)."""
 
-    def level(self, store: str, sku: str) -> list[int]:
-        return self.levels.setdefault((store, sku), [0, 0, 0])
-
-    def available(self, store: str, sku: str) -> int:
-        on_hand, reserved, _ = self.level(store, sku)
-        return on_hand - reserved
-
-    def on_hand_moves(self, store: str, sku: str, type_: str, units: int) -> None:
-        self.level(store, sku)[0] += units
-        if units:
-            group = self.since.setdefault((store, sku), {}).setdefault(type_, [0, 0])
-            group[0] += units
-            group[1] += 1
-
-    def incoming_moves(
-        self, to_store: str, sku: str, transfer_id: str, units: int, from_store: str | None
-    ) -> None:
-        self.level(to_store, sku)[2] += units
-        transfer = self.transfers.setdefault((to_store, sku), {}).setdefault(transfer_id, [0, None])
-        transfer[0] += units
-        transfer[1] = transfer[1] or from_store
+    def __init__(self) -> None:
+        self.model = ReferenceLedger()
+        self.counts: dict[tuple[str, str], int] = {}
+        self.since: dict[tuple[str, str], dict[str, list[int]]] = {}  # type -> [units, entries]
+        # (to_store, sku) -> {transfer_id: [remaining, from_store]}
+        self.transfers: dict[tuple[str, str], dict[str, list[Any]]] = {}
+        self.expires_at: dict[tuple[str, str], datetime | None] = {}
 
     def handle(self, step: dict[str, Any]) -> None:
-        kind, store, lines = step["kind"], step["store"], step["lines"]
-        type_ = f"stock.{kind}"
-        refusable = kind in ("sale", "transfer", "reservation")
-        if kind == "reservation" and (store, step["reservation_id"]) in self.reservations:
-            return  # the same again (a duplicate) or other lines (a conflict): nothing changes
-        if refusable and any(self.available(store, sku) < qty for sku, qty in lines):
+        kind, store = step["kind"], step["store"]
+        if kind == "policy":
+            event = {"type": "policy_changed", "store": store, "lines": [(step["key"], 0)], **step}
+            self.model.handle(event)
             return
-        held = self.reservations.get((store, step.get("reservation_id")))
-        if kind == "reservation_release" and held is None:
+        expected = self.model.handle({**step, "type": kind})
+        if expected.outcome != "accepted":
             return
-        for sku, qty in lines:
-            if kind in ("receipt", "return", "adjustment"):
-                self.on_hand_moves(store, sku, type_, qty)
-                if step.get("transfer_id"):
-                    self.incoming_moves(store, sku, step["transfer_id"], -qty, None)
-            elif kind in ("sale", "pos_sale", "transfer"):
-                self.on_hand_moves(store, sku, type_, -qty)
-                if kind == "transfer":
-                    self.incoming_moves(step["to_store"], sku, step["transfer_id"], qty, store)
-            elif kind == "count":
-                self.level(store, sku)[0] = qty
-                self.counts[(store, sku)] = qty
-                self.since[(store, sku)] = {}
-            elif kind == "reservation":
-                self.level(store, sku)[1] += qty
-            elif kind == "shipment":
-                self.on_hand_moves(store, sku, type_, -qty)
-                line = held["lines"].get(sku) if held else None
-                if line:
-                    consumed = min(qty, line[0] - line[1] - line[2])
-                    line[1] += consumed
-                    self.level(store, sku)[1] -= consumed
-            elif kind == "reservation_release":
-                self._release(store, held, sku, qty)
         if kind == "reservation":
-            self.reservations[(store, step["reservation_id"])] = {
-                "lines": {sku: [qty, 0, 0] for sku, qty in lines},
-                "order_id": step.get("order_id"),
-                "expires_at": step.get("expires_at"),
-            }
-        if kind == "reservation_release" and not lines:
-            for sku, line in held["lines"].items():
-                self._release(store, held, sku, line[0] - line[1] - line[2])
+            self.expires_at[(store, step["reservation_id"])] = step.get("expires_at")
+        for effect_store, effects in expected.effects.items():
+            for effect in effects:
+                self._note(kind, step, effect_store, effect)
 
-    def _release(self, store: str, held: dict[str, Any], sku: str, qty: int) -> None:
-        line = held["lines"].get(sku)
-        if line:
-            released = min(qty, line[0] - line[1] - line[2])
-            line[2] += released
-            self.level(store, sku)[1] -= released
+    def _note(self, kind: str, step: dict[str, Any], store: str, effect: dict[str, Any]) -> None:
+        key = (store, effect["sku"])
+        if kind == "count":
+            self.counts[key] = effect["qty"]
+            self.since[key] = {}
+        elif effect["on_hand"]:
+            group = self.since.setdefault(key, {}).setdefault(f"stock.{kind}", [0, 0])
+            group[0] += effect["on_hand"]
+            group[1] += 1
+        if effect["incoming"]:
+            transfer = self.transfers.setdefault(key, {}).setdefault(step["transfer_id"], [0, None])
+            transfer[0] += effect["incoming"]
+            if kind == "transfer":
+                transfer[1] = transfer[1] or step["store"]
 
     def expire(self, now: datetime) -> None:
-        for (store, _), held in self.reservations.items():
-            if held["expires_at"] is not None and held["expires_at"] <= now:
-                for sku, line in held["lines"].items():
-                    self._release(store, held, sku, line[0] - line[1] - line[2])
+        for (store, reservation_id), expires_at in self.expires_at.items():
+            held = self.model.reservations[(store, reservation_id)]
+            still_held = any(self.model.remaining(line) for line in held["lines"].values())
+            if expires_at is not None and expires_at <= now and still_held:
+                self.model.handle(
+                    {"type": "expire", "store": store, "reservation_id": reservation_id, "lines": []}
+                )
 
     def explanation(self, store: str, sku: str) -> dict[str, Any]:
-        on_hand, reserved, incoming = self.level(store, sku)
+        level = self.model.level(store, sku)
+        on_hand, reserved, incoming = level["on_hand"], level["reserved"], level["incoming"]
+        safety_stock, sellable, channels = self.model.figures(store, sku)
         holds = []
-        for (res_store, reservation_id), held in self.reservations.items():
+        for (res_store, reservation_id), held in self.model.reservations.items():  # in placement order
             line = held["lines"].get(sku)
-            remaining = line[0] - line[1] - line[2] if line else 0
+            remaining = self.model.remaining(line) if line else 0
             if res_store == store and remaining > 0:
-                holds.append((reservation_id, held["order_id"], remaining, held["expires_at"]))
-        count = self.counts.get((store, sku))
+                expires_at = self.expires_at[(store, reservation_id)]
+                holds.append((reservation_id, held["order_id"], held["channel"], remaining, expires_at))
         return {
             "figures": (on_hand, reserved, on_hand - reserved, incoming),
-            "count": count,
+            "policy": (safety_stock, sellable, channels),
+            "count": self.counts.get((store, sku)),
             "since": sorted((t, units, n) for t, (units, n) in self.since.get((store, sku), {}).items() if n),
             "reserved_by": holds,
             "incoming_from": sorted(
@@ -170,10 +144,34 @@ KINDS = (
     "transfer",
     "reservation",
     "reservation",
+    "reservation",
     "reservation_release",
     "shipment",
     "shipment",
     "expire",
+    "policy",
+    "policy",
+)
+
+# In the reference model's form: {"safety_stock": N, "channels": {name: ("pct" | "units", N)}}.
+quota_policies = st.fixed_dictionaries(
+    {
+        "safety_stock": st.sampled_from([0, 1, 2]),
+        "channels": st.dictionaries(
+            st.sampled_from(CHANNELS),
+            st.one_of(
+                st.tuples(st.just("units"), st.integers(0, 5)),
+                st.tuples(st.just("pct"), st.sampled_from([0, 30, 50, 100])),
+            ),
+            min_size=1,
+            max_size=2,
+        ),
+    }
+)
+policies = st.one_of(
+    st.none(),
+    st.fixed_dictionaries({"safety_stock": st.integers(0, 3), "channels": st.just({})}),
+    quota_policies,
 )
 
 
@@ -190,6 +188,11 @@ def steps(draw: st.DrawFn) -> dict[str, Any]:
     if kind == "expire":
         step["advance_h"] = draw(st.integers(0, 4))
         return step
+    step["together"] = draw(st.booleans())  # recorded in one submission with the next step
+    if kind == "policy":
+        step["key"] = draw(st.sampled_from((*SKUS, DEFAULT_SKU)))
+        step["policy"] = draw(policies)
+        return step
     qty = {
         "receipt": st.integers(1, 12),
         "return": st.integers(1, 5),
@@ -197,7 +200,8 @@ def steps(draw: st.DrawFn) -> dict[str, Any]:
         "count": st.integers(0, 10),
     }.get(kind, st.integers(1, 4))
     step["lines"] = draw(line_lists(qty, min_size=0 if kind == "reservation_release" else 1))
-    step["together"] = draw(st.booleans())  # recorded in one submission with the next step
+    # A channel limits reservations and sales; on any other type it is kept and limits nothing.
+    step["channel"] = draw(st.sampled_from((None, None, *CHANNELS)))
     if kind == "receipt":
         step["transfer_id"] = draw(st.sampled_from((None, None, *TRANSFER_IDS)))
     elif kind == "transfer":
@@ -213,6 +217,21 @@ def steps(draw: st.DrawFn) -> dict[str, Any]:
             step["order_id"] = f"order-{step['reservation_id']}"  # a retry never differs in order_id
             step["expires_in_h"] = draw(st.sampled_from((None, 1, 2, 3, 5)))
     return step
+
+
+@st.composite
+def plans(draw: st.DrawFn) -> list[dict[str, Any]]:
+    """Half the plans open with stock everywhere and a store default with quotas, so that
+    reservations and sales run into the channels' figures; then random steps."""
+    opening: list[dict[str, Any]] = []
+    if draw(st.booleans()):
+        for store in ("s1", "s2"):
+            opening.append({"kind": "receipt", "store": store, "lines": [(sku, 8) for sku in SKUS]})
+            policy = draw(quota_policies)
+            opening.append({"kind": "policy", "store": store, "key": DEFAULT_SKU, "policy": policy})
+    return [{"together": False, **step} for step in opening] + draw(
+        st.lists(steps(), min_size=5, max_size=40)
+    )
 
 
 # --- recording through the real ledger -----------------------------------------------------------
@@ -263,19 +282,31 @@ class Run:
                 step["expires_at"] = self.clock + timedelta(hours=step["expires_in_h"])
             self.pending.append(self.event(step))
             self.reference.handle(step)
-            if not step["together"]:
+            if not step.get("together"):
                 self.flush()
         self.flush()
 
     def event(self, step: dict[str, Any]) -> Any:
+        event_id = f"x{self.number}-{next(self.events)}"
+        if step["kind"] == "policy":  # as PUT /v1/stores/{store}/policies/{sku} records it
+            return StockEvent(
+                event_id=event_id,
+                source=SOURCE,
+                type=EventType.POLICY_CHANGED,
+                time=utc_now(),
+                store_id=self.store(step["store"]),
+                lines=(Line(step["key"], 0),),
+                policy=as_policy(step["policy"]),
+            )
         data = {
-            key: step[key] for key in ("reservation_id", "order_id", "transfer_id", "reason") if step.get(key)
+            key: step[key]
+            for key in ("reservation_id", "order_id", "transfer_id", "reason", "channel")
+            if step.get(key)
         }
         if step.get("to_store"):
             data["to_store"] = self.store(step["to_store"])
         if step.get("expires_at"):
             data["expires_at"] = step["expires_at"].isoformat()
-        event_id = f"x{self.number}-{next(self.events)}"
         return ev.stock_event(
             event_id, f"stock.{step['kind']}", self.store(step["store"]), step["lines"], source=SOURCE, **data
         )
@@ -289,34 +320,37 @@ class Run:
         for store, sku in itertools.product(("s1", "s2"), (*SKUS, "NEVER-SEEN")):
             explained = explanation_public(self.ledger.explain(self.store(store), sku, items_max=100))
             [view] = self.ledger.levels(self.store(store), [sku])
-            stock = (
-                view.level.on_hand_units,
-                view.level.reserved_units,
-                view.level.available_units,
-                view.level.incoming_units,
-            )
             assert explained["position"] == view.position
-            assert_adds_up(explained, stock)
+            assert_adds_up(explained, level_public(view))
             assert_matches(explained, self.reference.explanation(store, sku), self.store)
 
 
-def assert_adds_up(explained: dict[str, Any], stock: tuple[int, int, int, int]) -> None:
+STOCK_FIGURES = ("on_hand", "reserved", "available", "incoming", "safety_stock", "sellable", "channels")
+
+
+def assert_adds_up(explained: dict[str, Any], stock: dict[str, Any]) -> None:
+    """Every figure is the stock answer's, and §8's and §6's sums hold."""
+    assert {name: explained[name] for name in STOCK_FIGURES} == {name: stock[name] for name in STOCK_FIGURES}
     count, since = explained["on_hand_from"]["count"], explained["on_hand_from"]["since"]
-    assert (
-        explained["on_hand"],
-        explained["reserved"],
-        explained["available"],
-        explained["incoming"],
-    ) == stock
+    holds = explained["reserved_by"]
     assert explained["on_hand"] == (count["qty"] if count else 0) + sum(group["units"] for group in since)
-    assert explained["reserved"] == sum(hold["remaining"] for hold in explained["reserved_by"])
+    assert explained["reserved"] == sum(hold["remaining"] for hold in holds)
     assert explained["incoming"] == sum(transfer["remaining"] for transfer in explained["incoming_from"])
-    assert (explained["safety_stock"], explained["sellable"]) == (0, explained["available"])
+    assert explained["available"] == explained["on_hand"] - explained["reserved"]
+    assert explained["sellable"] == explained["available"] - explained["safety_stock"]
+    for channel, shown in explained["channels"].items():
+        assert shown["reserved"] == sum(hold["remaining"] for hold in holds if hold["channel"] == channel)
+        assert shown["sellable"] == min(explained["sellable"], shown["quota"] - shown["reserved"])
 
 
 def assert_matches(explained: dict[str, Any], expected: dict[str, Any], store_id: Any) -> None:
     figures = (explained["on_hand"], explained["reserved"], explained["available"], explained["incoming"])
     assert figures == expected["figures"]
+    channels = {
+        name: (shown["quota"], shown["reserved"], shown["sellable"])
+        for name, shown in explained["channels"].items()
+    }
+    assert (explained["safety_stock"], explained["sellable"], channels) == expected["policy"]
     count = explained["on_hand_from"]["count"]
     assert (count["qty"] if count else None) == expected["count"]
     since = [
@@ -327,6 +361,7 @@ def assert_matches(explained: dict[str, Any], expected: dict[str, Any], store_id
         (
             hold["reservation_id"],
             hold["order_id"],
+            hold["channel"],
             hold["remaining"],
             datetime.fromisoformat(hold["expires_at"]) if hold["expires_at"] else None,
         )
@@ -356,7 +391,7 @@ def sqlite_ledger(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ledger]:
 # Shrinking a failure records many sequences again: a few minutes, past the suite's default timeout.
 @pytest.mark.timeout(900)
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(plan=st.lists(steps(), min_size=5, max_size=40))
+@given(plan=plans())
 def test_every_explanation_adds_up_to_the_stock_answer_and_matches_the_reference(
     sqlite_ledger: Ledger, plan: list[dict[str, Any]]
 ) -> None:
@@ -366,7 +401,8 @@ def test_every_explanation_adds_up_to_the_stock_answer_and_matches_the_reference
 
 
 # A hand-written sequence with every kind of entry: counts, transfers both ways and their receipts,
-# reservations shipped, released and expired.
+# reservations shipped, released and expired; then a store default with quotas and a reservation
+# under one of its channels.
 EXAMPLE = [
     {"kind": "receipt", "store": "s1", "lines": [("A", 10), ("B", 4)]},
     {"kind": "receipt", "store": "s2", "lines": [("A", 6)], "together": True},
@@ -401,6 +437,13 @@ EXAMPLE = [
     {"kind": "reservation", "store": "s2", "reservation_id": "R1", "lines": [("A", 1)]},
     {"kind": "reservation_release", "store": "s2", "reservation_id": "R1", "lines": []},
     {"kind": "count", "store": "s2", "lines": [("B", 0)]},
+    {
+        "kind": "policy",
+        "store": "s1",
+        "key": DEFAULT_SKU,
+        "policy": {"safety_stock": 1, "channels": {"online": ("units", 2), "web": ("pct", 50)}},
+    },
+    {"kind": "reservation", "store": "s1", "reservation_id": "R4", "lines": [("B", 1)], "channel": "online"},
 ]
 
 
@@ -419,6 +462,7 @@ def test_a_sequence_of_every_kind_is_explained_on_both_databases(
         run.play([{"together": False, **step} for step in EXAMPLE])
         run.check()
         explained = explanation_public(ledger.explain(run.store("s1"), "A", items_max=100))
+        explained_b = explanation_public(ledger.explain(run.store("s1"), "B", items_max=100))
     finally:
         ledger.stop()
     # By hand: on_hand 8 counted, then -2 sold, -1 damaged, +1 returned, -1 shipped, +4 received.
@@ -433,6 +477,16 @@ def test_a_sequence_of_every_kind_is_explained_on_both_databases(
     assert explained["on_hand"] == 9 and explained["reserved_by"] == []  # R1 expired, R2 shipped
     assert explained["incoming_from"] == [
         {"transfer_id": "T2", "from_store": run.store("s2"), "remaining": 1}
+    ]
+    # B: 4 received, 1 sent to s2, 1 reserved under `online`; a safety stock of 1, and quotas of
+    # 2 units (online) and 50% of on_hand (web: floor(3 x 50 / 100) = 1).
+    assert (explained_b["on_hand"], explained_b["reserved"], explained_b["sellable"]) == (3, 1, 1)
+    assert explained_b["channels"] == {
+        "online": {"quota": 2, "reserved": 1, "sellable": 1},
+        "web": {"quota": 1, "reserved": 0, "sellable": 1},
+    }
+    assert [(h["reservation_id"], h["channel"], h["remaining"]) for h in explained_b["reserved_by"]] == [
+        ("R4", "online", 1)
     ]
 
 

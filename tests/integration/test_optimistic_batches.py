@@ -11,6 +11,7 @@ from support.postgres import EmbeddedPostgres
 from ledger.bootstrap import build_ledger
 from ledger.config import Settings
 from ledger.domain.model import Outcome, RejectionReason, StockEvent
+from ledger.projections.queries import HistoryFilter
 from ledger.service import Ledger
 from ledger.writer.facade import Writer
 from ledger.writer.thread import ThreadWriterClient
@@ -164,3 +165,43 @@ def test_after_another_instance_wrote_the_next_batches_catch_up_and_win(
     [last] = first.submit_and_wait([_event("web-all", "stock.sale", [("SKU-1", 3)])])
     assert last.outcome is Outcome.REJECTED  # 2 are left: the other instance's sales were seen
     assert last.shortfall[0].available_units == 2
+
+
+def test_a_release_or_shipment_of_a_refused_reservation_is_decided_from_memory(
+    two_instances: tuple[Ledger, Ledger],
+) -> None:
+    """A reservation that was refused does not exist; once the writer has read that, its release
+    (refused: unknown) and its shipment (recorded plain, flagged) need no read under the lock. Placed
+    since, by another instance, it is seen: that write moved the head, so the bet is lost."""
+    first, second = two_instances
+    writer = _writer(first)
+    first.submit_and_wait([_event("r1", "stock.receipt", [("SKU-1", 5)])])
+    [refused] = first.submit_and_wait(
+        [_event("res-1", "stock.reservation", [("SKU-1", 9)], reservation_id="R-1")]
+    )
+    assert refused.reason is RejectionReason.INSUFFICIENT_STOCK
+    [release] = first.submit_and_wait(
+        [_event("rel-1", "stock.reservation_release", [], reservation_id="R-1")]
+    )
+    assert release.reason is RejectionReason.UNKNOWN_RESERVATION  # the database was read for R-1
+    won_before = writer.optimistic_won
+    [again] = first.submit_and_wait([_event("rel-2", "stock.reservation_release", [], reservation_id="R-1")])
+    [shipped] = first.submit_and_wait(
+        [_event("ship-1", "stock.shipment", [("SKU-1", 1)], reservation_id="R-1")]
+    )
+    assert writer.optimistic_won == won_before + 2, "decided from memory, one statement each"
+    assert again.reason is RejectionReason.UNKNOWN_RESERVATION
+    assert shipped.outcome is Outcome.ACCEPTED
+    [entry] = first.history(HistoryFilter(STORE, type="stock.shipment", reservation_id="R-1"), 10)
+    assert (entry["position"], bool(entry["unknown_reservation"])) == (shipped.position, True)
+    # Another instance places R-1 now: the first one's memory must not answer "unknown".
+    [placed] = second.submit_and_wait(
+        [_event("res-2", "stock.reservation", [("SKU-1", 2)], reservation_id="R-1")]
+    )
+    assert placed.outcome is Outcome.ACCEPTED
+    [released] = first.submit_and_wait(
+        [_event("rel-3", "stock.reservation_release", [], reservation_id="R-1")]
+    )
+    assert released.outcome is Outcome.ACCEPTED
+    [level] = first.levels(STORE, ["SKU-1"])
+    assert (level.level.on_hand_units, level.level.reserved_units) == (4, 0)

@@ -9,10 +9,21 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from ledger.domain.model import DEFAULT_SKU
+from ledger.domain.model import DEFAULT_SKU, ChannelQuota, Policy
 
 UNKNOWN_RESERVATION_ID = "R404"
 EVENT_TIME = datetime(2026, 11, 22, 7, 15, tzinfo=UTC)
+
+
+def as_policy(planned: dict[str, Any] | None) -> Policy | None:
+    """The ledger's Policy for a policy in this model's form (None: cleared)."""
+    if planned is None:
+        return None
+    quotas = tuple(
+        ChannelQuota(name, pct=amount) if kind == "pct" else ChannelQuota(name, units=amount)
+        for name, (kind, amount) in sorted(planned["channels"].items())
+    )
+    return Policy(planned["safety_stock"], quotas)
 
 
 @dataclass

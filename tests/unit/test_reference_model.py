@@ -12,9 +12,15 @@ from typing import Any
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from support.reference_ledger import EVENT_TIME, UNKNOWN_RESERVATION_ID, Expected, ReferenceLedger
+from support.reference_ledger import (
+    EVENT_TIME,
+    UNKNOWN_RESERVATION_ID,
+    Expected,
+    ReferenceLedger,
+    as_policy,
+)
 
-from ledger.domain.model import DEFAULT_SKU, ChannelQuota, EventType, Line, Policy, StockEvent
+from ledger.domain.model import DEFAULT_SKU, EventType, Line, StockEvent
 from ledger.domain.policy import figures
 from ledger.domain.rules import Decision, LedgerState, apply, decide, expire
 
@@ -152,16 +158,6 @@ def plans(draw: st.DrawFn) -> list[dict[str, Any]]:
         if draw(st.booleans())
     ]
     return opening + policies + draw(st.lists(steps(), min_size=10, max_size=60))
-
-
-def as_policy(planned: dict[str, Any] | None) -> Policy | None:
-    if planned is None:
-        return None
-    quotas = tuple(
-        ChannelQuota(name, pct=amount) if kind == "pct" else ChannelQuota(name, units=amount)
-        for name, (kind, amount) in sorted(planned["channels"].items())
-    )
-    return Policy(planned["safety_stock"], quotas)
 
 
 def stock_event(step: dict[str, Any], number: int) -> StockEvent:

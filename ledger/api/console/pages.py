@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import Callable, Coroutine
 from datetime import timedelta
 from functools import cache
 from importlib.resources import files
@@ -17,6 +18,7 @@ from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Query, Request
+from fastapi.routing import APIRoute
 from starlette.responses import Response
 
 from ledger.access.scopes import Grant
@@ -25,13 +27,51 @@ from ledger.api.console.adapter_states import installed_readers
 from ledger.api.console.api_client import Answer, api_get, path_of
 from ledger.api.console.rendering import page
 from ledger.api.console.session import SESSION_KEY
-from ledger.api.deps import LedgerDep, ReadableStore, ReaderGrant, SettingsDep, Sku
+from ledger.api.deps import LedgerDep, ReadableStore, ReaderGrant, SettingsDep, Sku, request_grant
 from ledger.api.openapi import package_version
+from ledger.api.problems import RETRY_AFTER_S, Problem, problem_for
 from ledger.api.schemas import ID_REGEX
 from ledger.clock import utc_now, utc_text
 from ledger.service import Ledger
 
-router = APIRouter(prefix="/ui", include_in_schema=False)
+
+def _problem_page(request: Request, grant: Grant | None, problem: Problem, what: str) -> Response:
+    """A problem as a page a person reads: the API's status, title and detail (and its
+    Retry-After on a 503, as the API sends it)."""
+    headers = {"Retry-After": str(RETRY_AFTER_S)} if problem.status == 503 else None
+    return page(
+        "problem.html",
+        problem.status,
+        headers,
+        what=what,
+        status=problem.status,
+        title=problem.title,
+        detail=problem.detail or "",
+        **_frame(request, grant),
+    )
+
+
+class ConsolePageRoute(APIRoute):
+    """A console page whose own read meets an unavailable ledger (its database down, a timeout)
+    answers the problem the API answers for it, 503, as a page rather than problem+json; a
+    refusal (401, 403, 422) and a bug (500) go on to the application's handlers unchanged."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handle = super().get_route_handler()
+
+        async def handle_unavailable(request: Request) -> Response:
+            try:
+                return await handle(request)
+            except Exception as error:
+                problem = problem_for(error)
+                if problem is None or problem.status != 503:
+                    raise
+                return _problem_page(request, request_grant(request), problem, "Not available now")
+
+        return handle_unavailable
+
+
+router = APIRouter(prefix="/ui", include_in_schema=False, route_class=ConsolePageRoute)
 _ID = re.compile(ID_REGEX)
 STATIC_CACHE_S = 86400  # assets are named with the package's version (?v=): a new version is a new URL
 _MEDIA_TYPES = {".js": "text/javascript", ".css": "text/css", ".txt": "text/plain", ".svg": "image/svg+xml"}
@@ -47,16 +87,12 @@ def _frame(request: Request, grant: Grant | None) -> dict[str, Any]:
 
 
 def _problem(request: Request, grant: Grant | None, answer: Answer, what: str) -> Response:
+    """The API's refusal of a read a page needs, shown as the page."""
     body = answer.body if isinstance(answer.body, dict) else {}
-    return page(
-        "problem.html",
-        answer.status,
-        what=what,
-        status=answer.status,
-        title=body.get("title", "Not available"),
-        detail=body.get("detail", ""),
-        **_frame(request, grant),
+    problem = Problem(
+        answer.status, str(body.get("type", "")), body.get("title", "Not available"), body.get("detail", "")
     )
+    return _problem_page(request, grant, problem, what)
 
 
 def _read(ledger: Ledger, read: Any, *args: Any) -> Any:
@@ -103,32 +139,11 @@ async def sku_page(request: Request, sku: Sku, grant: ReaderGrant) -> Response:
     return page("sku.html", sku=sku, across=answer.body, **_frame(request, grant))
 
 
-def _timeline_points(
-    ledger: Ledger, store: str, sku: str, points: list[dict[str, Any]]
-) -> list[dict[str, Any]]:
-    """The timeline's points with what the history says of each entry (who, from where, why)."""
-    details = _read(ledger, queries.entry_details, store, sku, [int(p["position"]) for p in points])
-    joined = []
-    for point in points:
-        detail = details.get(int(point["position"]), {})
-        joined.append(
-            {
-                **point,
-                **{
-                    key: detail.get(key)
-                    for key in ("event_id", "source", "reference", "principal", "order_id", "reservation_id")
-                },
-            }
-        )
-    return joined
-
-
 @router.get("/stores/{store}/skus/{sku}")
 async def store_sku_page(
     request: Request,
     store: ReadableStore,
     sku: Sku,
-    ledger: LedgerDep,
     grant: ReaderGrant,
     axis: Annotated[str, Query(pattern="^(recorded|occurred)$")] = "recorded",
     from_: Annotated[str | None, Query(alias="from", max_length=64)] = None,
@@ -145,7 +160,7 @@ async def store_sku_page(
         return _problem(request, grant, level, f"{sku} at {store}")
     if not timeline.ok:
         return _problem(request, grant, timeline, f"the timeline of {sku} at {store}")
-    points = await asyncio.to_thread(_timeline_points, ledger, store, sku, timeline.body["points"])
+    points = timeline.body["points"]  # each names its entry's type, source, reference and principal
     plot = {"axis": axis, "points": points, "thinned": timeline.body.get("thinned", False)}
     return page(
         "store_sku.html",

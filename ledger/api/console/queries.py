@@ -4,10 +4,7 @@ from an index, on both databases. Everything else the console shows comes from t
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
-
-from ledger.sql import KEYS_PER_STATEMENT_MAX, Row, SqlTx, chunks, placeholders
+from ledger.sql import Row, SqlTx, placeholders
 
 # Store ids and SKUs are ASCII letters, digits and -_.: (CONTRACT §1), all below '~' in byte order:
 # every id that starts with P lies in [P, P + '~').
@@ -70,20 +67,3 @@ def open_reservations(tx: SqlTx, store_id: str, limit: int) -> list[Row]:
         [store_id, limit - len(dated)],
     )
     return dated + undated
-
-
-ENTRY_DETAIL_COLUMNS = "position, event_id, source, reference, principal, order_id, reservation_id, reason"
-
-
-def entry_details(tx: SqlTx, store_id: str, sku: str, positions: Sequence[int]) -> dict[int, dict[str, Any]]:
-    """What a timeline point does not carry (source, reference, principal, ...), by position:
-    the history's (store_id, sku, position) index, one probe per point."""
-    found: dict[int, dict[str, Any]] = {}
-    for part in chunks(sorted(set(positions)), KEYS_PER_STATEMENT_MAX):
-        rows = tx.fetchall(
-            f"SELECT {ENTRY_DETAIL_COLUMNS} FROM ledger_history WHERE store_id = %s AND sku = %s "
-            f"AND position IN ({placeholders(len(part))})",
-            [store_id, sku, *part],
-        )
-        found.update((int(row["position"]), dict(row)) for row in rows)
-    return found
