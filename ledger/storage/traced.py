@@ -1,5 +1,6 @@
 """The writer's database calls as spans (tracing on): a recorder that wraps the writer's own and
-makes a span of each call the writer's batches make, a child of the batch's span.
+makes a span of each call the writer's batches make, a child of the batch's span (a call made
+outside any span, such as the expiry check every interval, makes none).
 
 Wrapped only when tracing is on (`traced_recorder`), so that with it off the writer calls its
 recorder directly. Only the writer's recorder: the readers' is handed to plugins that look at its
@@ -54,8 +55,8 @@ class TracedRecorder:
 
     def _span(self, operation: str) -> contextlib.AbstractContextManager[Any]:
         assert tracing.active is not None, "a traced recorder outlived its tracing"
-        return tracing.active.span(
-            f"db {operation}", attributes={"db.system.name": self.system, "db.operation.name": operation}
+        return tracing.active.within_current(
+            f"db {operation}", {"db.system.name": self.system, "db.operation.name": operation}
         )
 
     def write_collected(self, collected: dict[str, str], head: int, last_position: int) -> None:

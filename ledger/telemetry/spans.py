@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any
 
 from opentelemetry import context as otel_context
@@ -180,6 +180,13 @@ class Tracing:
         """A child of the current span for the block (its error, if any, recorded on it)."""
         with self.tracer.start_as_current_span(name, kind=kind, attributes=attributes) as span:
             yield span
+
+    def within_current(self, name: str, attributes: Attributes) -> AbstractContextManager[Any]:
+        """A child of the current span for the block; nothing when no span is current, so that
+        what runs on its own (the writer's expiry check, every interval) is not a trace each time."""
+        if not get_current_span().get_span_context().is_valid:
+            return nullcontext()
+        return self.span(name, attributes=attributes)
 
     def links_to(self, trace_parents: Sequence[str]) -> list[Link]:
         return [Link(c) for c in map(_context_of, trace_parents) if c is not None]
