@@ -24,6 +24,10 @@ SERVICE_NAME = "stock-ledger"  # unless OTEL_SERVICE_NAME names it otherwise
 active: Tracing | None = None
 
 
+class TracingUnavailable(Exception):
+    """Tracing was asked for, and the `tracing` extra is not installed: says so in one line."""
+
+
 def configure_tracing(mode: TracingMode, process: str) -> None:
     """Turns tracing on in this process, exporting to the console or over OTLP/HTTP; `off` leaves
     things as they are (nothing is imported). `process` names this process's part (`http`,
@@ -32,9 +36,16 @@ def configure_tracing(mode: TracingMode, process: str) -> None:
     global active  # noqa: PLW0603 - the one switch, read by every hook as a module attribute
     if mode == "off" or active is not None:
         return
-    from ledger.telemetry.spans import Tracing, exporting_provider
+    try:
+        from ledger.telemetry.spans import Tracing, exporting_provider
 
-    active = Tracing(exporting_provider(mode, process))
+        provider = exporting_provider(mode, process)
+    except ImportError as error:
+        raise TracingUnavailable(
+            f"LEDGER_TRACING={mode} needs OpenTelemetry's SDK, and {error.name or error} is not "
+            "installed: pip install 'stock-ledger[tracing]' (or set LEDGER_TRACING=off)"
+        ) from None
+    active = Tracing(provider)
 
 
 def install(tracing: Tracing | None) -> None:

@@ -179,3 +179,42 @@ def test_with_tracing_off_nothing_of_it_is_imported_and_a_write_makes_no_span(da
     )
     assert run.returncode == 0, run.stderr[-3000:]
     assert "nothing of tracing was imported" in run.stdout
+
+
+WITHOUT_THE_SDK = textwrap.dedent(
+    """
+    import importlib.abc, sys
+
+    class WithoutTheSdk(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            if name.startswith("opentelemetry.sdk"):
+                raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+            return None
+
+    sys.meta_path.insert(0, WithoutTheSdk())
+    from ledger.cli import main
+
+    sys.exit(main(["serve", "--port", "1"]))
+    """
+)
+
+
+def test_tracing_asked_for_without_the_extra_is_told_in_one_line(tmp_path: Path) -> None:
+    run = subprocess.run(
+        [sys.executable, "-c", WITHOUT_THE_SDK],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={
+            **os.environ,
+            "LEDGER_TRACING": "otlp",
+            "LEDGER_WRITER_PROCESS": "false",
+            "LEDGER_DATABASE_URL": f"sqlite:///{tmp_path / 'ledger.db'}",
+        },
+        check=False,
+    )
+    assert run.returncode == 2, run.stderr[-3000:]
+    [told] = [line for line in run.stderr.splitlines() if line.startswith("ledger serve: ")]
+    assert "LEDGER_TRACING=otlp needs OpenTelemetry's SDK" in told
+    assert "pip install 'stock-ledger[tracing]'" in told
+    assert "Traceback" not in run.stderr
