@@ -7,6 +7,8 @@ calls (what a write carries to the writer, the writer's batch) on their own.
 
 Usage: python bench/tracing_hooks_bench.py [--baseline COMMIT] [--rounds 6] [--iterations 200000]
 
+It writes bench/tracing_hooks_results.json.
+
 The GET and hot-SKU figures over HTTP (tracing off against the code before it) come from
 telemetry_bench.py: `--baseline COMMIT --on-env LEDGER_LOG_FORMAT=text --on-env LEDGER_TRACING=off`.
 """
@@ -77,6 +79,9 @@ def main() -> int:
     parser.add_argument("--baseline", default="HEAD~2", help="the commit before tracing (default HEAD~2)")
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--iterations", type=int, default=200_000)
+    parser.add_argument(
+        "--output", default=str(Path(__file__).resolve().with_name("tracing_hooks_results.json"))
+    )
     args = parser.parse_args()
     commit = baseline_commit(args.baseline)
     with tempfile.TemporaryDirectory(prefix="ledger-tracing-hooks-") as directory:
@@ -100,7 +105,9 @@ def main() -> int:
             rounds.append(measured)
     hooks = hooks_ns(args.iterations * 5)
     print(f"write-path hooks, tracing off, CPU ns per call: {hooks}")
-    print(json.dumps({"baseline_commit": commit, "rounds": rounds, "hooks_ns": hooks}, indent=2))
+    results = {"baseline_commit": commit, "iterations": args.iterations, "rounds": rounds, "hooks_ns": hooks}
+    Path(args.output).write_text(json.dumps(results, indent=2) + "\n")
+    print(f"wrote {args.output}")
     return 0
 
 

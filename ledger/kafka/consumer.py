@@ -370,7 +370,7 @@ class KafkaIntake:
             for letter in (*flight.batch.dead_letters, *flight.refused)
         ]
         flight.publishes += 1
-        sent_ns = time.time_ns()
+        sent_ns = 0 if flight.trace_parent is None else time.time_ns()
         try:
             flight.deliveries = self._publisher.send(outbound)
         except PublishFailed as error:

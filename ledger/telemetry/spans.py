@@ -148,7 +148,7 @@ class Tracing:
         for trace_parent, request_id in callers:
             caller = _context_of(trace_parent)
             if caller is not None:
-                links.append(Link(caller, {"ledger.request_id": request_id or ""}))
+                links.append(Link(caller, None if request_id is None else {"ledger.request_id": request_id}))
         request_ids = [request_id for _, request_id in callers if request_id is not None]
         return self.tracer.start_span(
             "writer batch",
