@@ -24,10 +24,10 @@ def traced_recorder(recorder: Any) -> Any:
     return recorder if tracing.active is None else TracedRecorder(recorder)
 
 
-class _TracedSentBatch:
+class _TracedSentBatch(SentBatch):
     """A one-statement batch on its way: its span ends once the server has answered."""
 
-    def __init__(self, sent: SentBatch, span: Any) -> None:
+    def __init__(self, sent: SentBatch, span: Any) -> None:  # the sent batch's own state stays in it
         self._sent = sent
         self._span = span
 
@@ -74,7 +74,7 @@ class TracedRecorder:
         except BaseException:
             span.end()
             raise
-        return _TracedSentBatch(sent, span)  # type: ignore[return-value]
+        return _TracedSentBatch(sent, span)
 
     def lost_optimistic_bet(self, error: Exception) -> bool:
         return self.inner.lost_optimistic_bet(error)

@@ -109,7 +109,7 @@ def test_an_http_write_and_the_writer_process_batch_that_recorded_it_are_linked_
         if link.context.span_id == http.context.span_id
     ] == ["trace-reserve-1"]
     assert batch.context.trace_id != http.context.trace_id  # a root of its own: links, not a parent
-    database_calls = [s for s in spans if s.name.startswith("db ") and child_of(s, batch)]
+    database_calls = [s for s in spans if s.name.startswith("db write") and child_of(s, batch)]
     assert database_calls, [(s.name, s.parent) for s in spans]
 
 
