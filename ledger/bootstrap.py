@@ -10,7 +10,9 @@ from ledger.intake.envelope import IntakeLimits
 from ledger.service import Ledger, WriterPort
 from ledger.state_cache import StateCache
 from ledger.storage.recorders import open_recorder
+from ledger.storage.traced import traced_recorder
 from ledger.telemetry.logs import configure_logging
+from ledger.telemetry.tracing import configure_tracing
 from ledger.writer.facade import Writer
 from ledger.writer.remote import RemoteWriter
 from ledger.writer.submission import WriterLimits
@@ -36,11 +38,12 @@ def _cache(settings: Settings) -> StateCache:
     )
 
 
-def build_writer(settings: Settings) -> Writer:
-    """The group-commit writer on its own recorder and cache (not started)."""
-    recorder = open_database(settings)
+def build_writer(settings: Settings, recorder: Any = None) -> Writer:
+    """The group-commit writer on its own recorder (or the one given) and cache (not started)."""
+    if recorder is None:
+        recorder = open_database(settings)
     return Writer(
-        recorder,
+        traced_recorder(recorder),
         _cache(settings),
         WriterLimits(
             batch_events_max=settings.writer_batch_events_max,
@@ -60,24 +63,28 @@ def build_writer_from_environment() -> Writer:
     tune_gc()
     settings = Settings()
     configure_logging(settings.log_format, settings.kafka_log_level)
+    configure_tracing(settings.tracing, "writer")
     return build_writer(settings)
 
 
-def build_ledger(settings: Settings) -> Ledger:
+def build_ledger(settings: Settings, process: str = "http") -> Ledger:
     """A ledger on the configured database, schema created; call start() to run its threads.
 
     With LEDGER_WRITER_SOCKET set it sends its writes to that writer process (see
-    ledger/writer/process.py); otherwise its writer is a thread of this process."""
+    ledger/writer/process.py); otherwise its writer is a thread of this process. `process` names
+    this process's part on its spans, when LEDGER_TRACING is on."""
+    configure_tracing(settings.tracing, process)
     writer_port: WriterPort
+    recorder = open_database(settings)
     if settings.writer_socket:
-        recorder = open_database(settings)
         cache = _cache(settings)
         writer_port = RemoteWriter(
             settings.writer_socket, cache, settings.request_timeout_s, settings.writer_client_outbox_bytes_max
         )
     else:
-        writer = build_writer(settings)
-        recorder, cache = writer.recorder, writer.cache
+        # The writer's recorder is the readers' too (one pool), traced only on the writer's side.
+        writer = build_writer(settings, recorder)
+        cache = writer.cache
         writer_port = ThreadWriterClient(WriterThread(writer), settings.request_timeout_s)
     return Ledger(
         recorder,

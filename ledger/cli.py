@@ -31,6 +31,7 @@ from ledger.importer.cli import register as register_import_command
 from ledger.kafka.cli import register as register_kafka_commands
 from ledger.storage.migrator import SchemaTooNew
 from ledger.telemetry.logs import configure_logging, logging_config
+from ledger.telemetry.tracing import TracingUnavailable
 from ledger.tokens_cli import register as register_token_commands
 
 DISTRIBUTION = "stock-ledger"
@@ -504,7 +505,7 @@ def main(argv: list[str] | None = None) -> int:
         return handler(args, settings)
     except CommandError as error:
         problem = error.message
-    except SchemaTooNew as error:
+    except (SchemaTooNew, TracingUnavailable) as error:
         problem = str(error)
     except OSError as error:  # a file that cannot be read or written, a port in use, a refused connection
         problem = f"{error.filename}: {error.strerror}" if error.filename and error.strerror else str(error)

@@ -43,6 +43,11 @@ class Settings(BaseSettings):
     kafka_log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         "WARNING", description="the Kafka client library's loggers (kafka.*)"
     )
+    # OpenTelemetry spans (ledger/telemetry/tracing.py), off by default; needs the `tracing` extra.
+    # The exporter's endpoint, headers and service name come from the standard OTEL_* variables.
+    tracing: Literal["off", "console", "otlp"] = Field(
+        "off", description="console: spans on stdout; otlp: to OTEL_EXPORTER_OTLP_ENDPOINT"
+    )
     # How often each serving process re-reads the tokens: a change reaches all of them within 2 s.
     auth_refresh_ms: int = Field(500, ge=10, le=1000)
     auth_last_use_flush_s: float = Field(10.0, gt=0, description="how often a token's last use is written")

@@ -1,7 +1,7 @@
 """What is recorded of every HTTP request, outermost of the ASGI stack: its request id (taken
 from `X-Request-ID` when sound, else made; set for every log line the request causes and
 returned in the answer's `X-Request-ID`), its metrics (route template, method, status, latency),
-and, with LEDGER_ACCESS_LOG=on, one access log line.
+with LEDGER_ACCESS_LOG=on, one access log line, and with tracing on its span (telemetry/spans.py).
 
 Per request this is a header scan, a context variable, two clock readings and one histogram
 observation: a few microseconds, on the fast path as on the FastAPI routes. The route template is
@@ -20,6 +20,7 @@ from starlette.routing import BaseRoute, Match
 
 from ledger.api.gate import GRANT_KEY
 from ledger.api.http_metrics import UNMATCHED_ROUTE, HttpMetrics
+from ledger.telemetry import tracing
 from ledger.telemetry.logs import FIELDS
 from ledger.telemetry.request_ids import HEADER, REQUEST_ID, sound_or_new
 
@@ -58,7 +59,9 @@ class RequestTelemetry:
         request_id = sound_or_new(offered)
         # Not reset afterwards: the server runs each request in a task of its own, so the id ends
         # with it, and the server's own line about a failed request still names it.
-        REQUEST_ID.set(request_id.decode("ascii"))
+        request_id_text = request_id.decode("ascii")
+        REQUEST_ID.set(request_id_text)
+        traced = None if tracing.active is None else tracing.active.http_started(scope, request_id_text)
         header = (HEADER, request_id)
         status = NO_ANSWER_STATUS
 
@@ -78,6 +81,8 @@ class RequestTelemetry:
             self.metrics.observe(route, scope["method"], status, seconds)
             if self.access_log_on:
                 _log_access(scope, route, status, seconds)
+            if traced is not None:
+                traced.finished(scope["method"], route, status)
 
     def _template(self, scope: Scope) -> str:
         route = scope.get("route")

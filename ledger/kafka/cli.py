@@ -42,7 +42,7 @@ def consume_command(args: argparse.Namespace, settings: Settings) -> int:
     if not settings.kafka_bootstrap:
         raise CommandError("set LEDGER_KAFKA_BOOTSTRAP (or --bootstrap) to the Kafka brokers")
     with database_url_checked():
-        ledger = build_ledger(settings)
+        ledger = build_ledger(settings, "consume")
     ledger.start()
     intake = KafkaIntake(ledger, settings, intake_limits(settings))
     feed = start_levels_feed(ledger.recorder, settings) if settings.feed_enabled else None

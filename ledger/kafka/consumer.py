@@ -75,6 +75,8 @@ from ledger.kafka.publisher import Publisher, PublishFailed
 from ledger.kafka.rebalance import Rebalance, partitions_text
 from ledger.kafka.recorder import LedgerPort, Recorder, Recording, Refused
 from ledger.kafka.records import Origin, read_value, result_record
+from ledger.kafka.tracing import intake_traced, publishing_traced
+from ledger.telemetry import tracing
 
 __all__ = ["KafkaIntake", "LedgerPort", "PollBatch"]
 
@@ -319,12 +321,15 @@ class KafkaIntake:
     def hand_off(self, batch: PollBatch) -> InFlight:
         """Gives the batch's events to the recording thread; the batch is in flight until committed."""
         recording: Recording
-        if batch.events:
+        trace_parent = None
+        if batch.events and tracing.active is not None:
+            recording, trace_parent = intake_traced(self._recorder, batch, self.settings.kafka_topic)
+        elif batch.events:
             recording = self._recorder.submit(batch.events)
         else:
             recording = Future()
             recording.set_result([])
-        flight = InFlight(next(self._sequence), batch, recording)
+        flight = InFlight(next(self._sequence), batch, recording, trace_parent=trace_parent)
         self._pipeline.append(flight)
         return flight
 
@@ -373,10 +378,13 @@ class KafkaIntake:
             for letter in (*flight.batch.dead_letters, *flight.refused)
         ]
         flight.publishes += 1
+        sent_ns = 0 if flight.trace_parent is None else time.time_ns()
         try:
             flight.deliveries = self._publisher.send(outbound)
         except PublishFailed as error:
             raise BatchFailed(flight, "publishing", error) from error
+        if flight.trace_parent is not None:
+            publishing_traced(flight.trace_parent, sent_ns, flight.deliveries, settings.kafka_results_topic)
         flight.published_at_s = time.monotonic()
 
     def _acknowledged(self) -> tuple[int, BatchFailed | None]:

@@ -66,6 +66,7 @@ class InFlight:
     deliveries: list[Delivery] | None = None
     published_at_s: float = 0.0  # time.monotonic()
     publishes: int = 0  # times its results were handed to a producer
+    trace_parent: str | None = None  # with tracing on, its intake span (kafka/tracing.py)
 
     @property
     def published(self) -> bool:

@@ -16,6 +16,7 @@ fails as a whole and is read again (what was recorded of it then answers as dupl
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import threading
 from collections import deque
@@ -25,6 +26,7 @@ from typing import Protocol
 
 from ledger.domain.model import StockEvent
 from ledger.results import EventResult
+from ledger.telemetry import tracing
 from ledger.writer.submission import SubmissionFailed
 
 log = logging.getLogger("ledger.kafka")
@@ -59,6 +61,8 @@ class LedgerPort(Protocol):
 class _Job:
     events: list[StockEvent]
     recording: Recording
+    # With tracing on, the handing thread's context (its intake batch's span), for the writes.
+    context: contextvars.Context | None = None
 
 
 class Recorder:
@@ -91,7 +95,8 @@ class Recorder:
             if self._halted:
                 recording.cancel()
             else:
-                self._jobs.append(_Job(events, recording))
+                context = None if tracing.active is None else contextvars.copy_context()
+                self._jobs.append(_Job(events, recording, context))
                 self._changed.notify()
         return recording
 
@@ -125,7 +130,10 @@ class Recorder:
                 if not job.recording.set_running_or_notify_cancel():
                     continue
             try:
-                results = self._record(job.events)
+                if job.context is None:
+                    results = self._record(job.events)
+                else:
+                    results = job.context.run(self._record, job.events)
             except BaseException as error:
                 with self._changed:
                     self._halted = True

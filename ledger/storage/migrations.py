@@ -11,7 +11,7 @@ change is already there: a database made before versions were recorded has no ta
 every migration runs on it once, and only what it lacks is made. Later migrations need not be so
 careful: they run on databases that recorded 1 to 7.
 
-To add one (a table of another feature, say): append `Migration(8, "what it does", EXPAND,
+To add one (a table of another feature, say): append `Migration(<the next number>, "what it does", EXPAND,
 postgres=(...), sqlite=(...))` to MIGRATIONS, with its statements (or a function of the cursor for
 what SQL alone cannot say on one of the databases). Never edit or renumber one that has shipped.
 """

@@ -23,6 +23,7 @@ from ledger.domain.model import StockEvent
 from ledger.results import EventResult
 from ledger.state_cache import StateCache
 from ledger.telemetry.request_ids import REQUEST_ID
+from ledger.writer.batch_tracing import caller_trace_parent
 from ledger.writer.stats import WriterStatsSnapshot
 from ledger.writer.submission import SubmissionFailed, WriterUnavailable
 from ledger.writer.wire import (
@@ -184,7 +185,9 @@ class RemoteWriter:
         request_id = next(self._ids)
         future: asyncio.Future[list[EventResult]] = asyncio.get_running_loop().create_future()
         self._futures[request_id] = future
-        self._send_soon(stream, encode(WriteRequest(request_id, events, REQUEST_ID.get())))
+        self._send_soon(
+            stream, encode(WriteRequest(request_id, events, REQUEST_ID.get(), caller_trace_parent()))
+        )
         # A timer, not asyncio.wait_for: the same TimeoutError, for a third of the cost (measured:
         # 7.7 against 4.1 µs a request, most of that the future itself).
         timer = asyncio.get_running_loop().call_later(self.timeout_s, _time_out, future)
@@ -226,7 +229,7 @@ class RemoteWriter:
             self._sync_sock = sock
         sock = self._sync_sock
         request_id = next(self._ids)
-        sock.sendall(encode(WriteRequest(request_id, events)))
+        sock.sendall(encode(WriteRequest(request_id, events, None, caller_trace_parent())))
         frames = FrameReader()
         deadline = time.monotonic() + self.timeout_s
         while True:

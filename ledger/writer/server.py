@@ -27,6 +27,7 @@ from ledger.results import EventResult
 from ledger.state_cache import Commit
 from ledger.writer import in_flight
 from ledger.writer.batch_logging import batch_logged
+from ledger.writer.batch_tracing import traced
 from ledger.writer.batching import take_batch
 from ledger.writer.facade import Writer
 from ledger.writer.stats import STATS_INTERVAL_S, WriterStats
@@ -71,6 +72,7 @@ class _Request:
     request_id: int
     events: list[StockEvent]
     x_request_id: str | None = None
+    trace_parent: str | None = None
 
 
 class WriterServer:
@@ -191,9 +193,10 @@ class WriterServer:
         """Up to batch_events_max events of what is pending, as one batch; and the rest."""
         count = take_batch(pending, lambda request: len(request.events), self.batch_events_max)
         batch = [
-            Submission(r.events, _reply_to(r.client, r.request_id), r.x_request_id) for r in pending[:count]
+            Submission(r.events, _reply_to(r.client, r.request_id), r.x_request_id, r.trace_parent)
+            for r in pending[:count]
         ]
-        return self.stats.timed(batch), pending[count:]
+        return traced(self.stats.timed(batch)), pending[count:]
 
     # -- connections ------------------------------------------------------------------------------
 
@@ -247,7 +250,11 @@ class WriterServer:
                 client.replies.append(Reply(message.request_id, None, QUEUE_FULL, UNAVAILABLE))
                 self.stats.queue_full()
             else:
-                pending.append(_Request(client, message.request_id, message.events, message.x_request_id))
+                pending.append(
+                    _Request(
+                        client, message.request_id, message.events, message.x_request_id, message.trace_parent
+                    )
+                )
 
     # -- answers and broadcasts -------------------------------------------------------------------
 

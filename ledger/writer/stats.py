@@ -79,7 +79,7 @@ class WriterStats:
                         )
                 done.done(result)
 
-            return Submission(done.events, counted, done.request_id)
+            return Submission(done.events, counted, done.request_id, done.trace_parent)
 
         return [answered(submission) for submission in batch]
 

@@ -16,11 +16,15 @@ Done = Callable[[list[EventResult] | BaseException], None]
 @dataclass(slots=True)
 class Submission:
     """One caller's events, answered together through `done` once their batch has committed.
-    `request_id`: the HTTP request that sent them, named in the writer's log lines for the batch."""
+    `request_id`: the HTTP request that sent them, named in the writer's log lines for the batch.
+    `trace_parent` (tracing on): the span the writer's work for them continues, as W3C traceparent
+    text: the caller's when handed in, which the batch's span links to; then the batch's own
+    (writer/batch_tracing.py), under which the batch's steps make their spans."""
 
     events: list[StockEvent]
     done: Done
     request_id: str | None = None
+    trace_parent: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,6 +15,7 @@ from ledger.domain.model import StockEvent
 from ledger.results import EventResult
 from ledger.telemetry.request_ids import REQUEST_ID
 from ledger.writer.batch_logging import batch_logged
+from ledger.writer.batch_tracing import caller_trace_parent, traced
 from ledger.writer.batching import drain_queue
 from ledger.writer.facade import Writer
 from ledger.writer.stats import WriterStats, WriterStatsSnapshot
@@ -61,7 +62,7 @@ class WriterThread:
         if not self._running:
             raise WriterUnavailable("the writer is stopped")
         try:
-            self._queue.put_nowait(Submission(events, done, REQUEST_ID.get()))
+            self._queue.put_nowait(Submission(events, done, REQUEST_ID.get(), caller_trace_parent()))
         except queue.Full:
             self.stats.queue_full()
             raise WriterUnavailable("the writer's queue is full") from None
@@ -96,8 +97,9 @@ class WriterThread:
             if first is not None:
                 batch, stop_asked = drain_queue(self._queue, first, writer.limits.batch_events_max)
                 stopping = stopping or stop_asked
+                batch = traced(self.stats.timed(batch))
                 with batch_logged(batch):
-                    writer.process(self.stats.timed(batch))
+                    writer.process(batch)
             writer.maybe_expire()
             if stopping and self._queue.empty():
                 break

@@ -47,12 +47,14 @@ class Subscribe:
 @dataclass(frozen=True, slots=True)
 class WriteRequest:
     """Client -> writer: record these events; answer with `request_id`. `x_request_id`: the HTTP
-    request that sent them (its X-Request-ID), for the writer's log lines; absent on the wire when
+    request that sent them (its X-Request-ID), for the writer's log lines; `trace_parent`: the
+    span they were sent from (W3C traceparent), with tracing on; each absent on the wire when
     there is none."""
 
     request_id: int
     events: list[StockEvent]
     x_request_id: str | None = None
+    trace_parent: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,10 +146,12 @@ def encode(message: ToWriter | FromWriter) -> bytes:
     """One frame."""
     plain: tuple[Any, ...]
     match message:
-        case WriteRequest(request_id, events, None):
+        case WriteRequest(request_id, events, None, None):
             plain = ("w", request_id, events)
-        case WriteRequest(request_id, events, x_request_id):
+        case WriteRequest(request_id, events, x_request_id, None):
             plain = ("w", request_id, events, x_request_id)
+        case WriteRequest(request_id, events, x_request_id, trace_parent):
+            plain = ("w", request_id, events, x_request_id, trace_parent)
         case Committed(first, head, levels, policies):
             plain = ("c", first, head, levels, policies)
         case Announced(position):
@@ -171,6 +175,8 @@ def _decode(body: bytes | bytearray | memoryview) -> ToWriter | FromWriter:
             return WriteRequest(request_id, events)
         case ("w", int(request_id), list(events), str(x_request_id)):
             return WriteRequest(request_id, events, x_request_id)
+        case ("w", int(request_id), list(events), str() | None as x_request_id, str(trace_parent)):
+            return WriteRequest(request_id, events, x_request_id, trace_parent)
         case ("c", int(first), int(head), list(levels), list(policies)):
             return Committed(first, head, levels, policies)
         case ("p", int(position)):

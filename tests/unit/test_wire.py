@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 from ledger.domain.model import EventType, Line, Outcome, RejectionReason, Shortfall, StockEvent
 from ledger.results import EventResult, Original
+from ledger.writer.wire import FRAME, WriteRequest, decode_to_writer, encode
 
 NOW = datetime(2026, 11, 22, 7, 15, tzinfo=UTC)
 MOSCOW = timezone(timedelta(hours=3))
@@ -72,3 +73,16 @@ def test_results_of_every_kind_come_back_equal() -> None:
     assert back == results
     assert back[1].reason is RejectionReason.INSUFFICIENT_STOCK
     assert back[3].original.reason is RejectionReason.RESERVATION_CONFLICT
+
+
+def test_a_write_request_carries_its_request_id_and_trace_parent_only_when_it_has_them() -> None:
+    trace_parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    for request in (
+        WriteRequest(7, []),
+        WriteRequest(7, [], "req-1"),
+        WriteRequest(7, [], "req-1", trace_parent),
+        WriteRequest(7, [], None, trace_parent),
+    ):
+        assert decode_to_writer(encode(request)[FRAME.size :]) == request
+    # Tracing off, the frame is the one it was before tracing existed.
+    assert pickle.loads(encode(WriteRequest(7, [], "req-1"))[FRAME.size :]) == ("w", 7, [], "req-1")

@@ -1,0 +1,126 @@
+"""The writer's database calls as spans (tracing on): a recorder that wraps the writer's own and
+makes a span of each call the writer's batches make, a child of the batch's span (a call made
+outside any span, such as the expiry check every interval, makes none).
+
+Wrapped only when tracing is on (`traced_recorder`), so that with it off the writer calls its
+recorder directly. Only the writer's recorder: the readers' is handed to plugins that look at its
+class (the adapters' console rows ask whether it is SQLite's)."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from eventsourcing.persistence import Notification, StoredEvent
+
+from ledger.sql import SqlTx
+from ledger.storage.recorders import LedgerRecorder, SentBatch
+from ledger.telemetry import tracing
+
+
+def traced_recorder(recorder: Any) -> Any:
+    """`recorder` itself with tracing off; else one whose calls make spans."""
+    return recorder if tracing.active is None else TracedRecorder(recorder)
+
+
+class _TracedSentBatch(SentBatch):
+    """A one-statement batch on its way: its span ends once the server has answered."""
+
+    def __init__(self, sent: SentBatch, span: Any) -> None:  # the sent batch's own state stays in it
+        self._sent = sent
+        self._span = span
+
+    def wait(self) -> None:
+        from ledger.telemetry.spans import failed
+
+        try:
+            self._sent.wait()
+        except BaseException as error:
+            failed(self._span, error)
+            raise
+        finally:
+            self._span.end()
+
+
+class TracedRecorder:
+    def __init__(self, inner: LedgerRecorder) -> None:
+        self.inner = inner
+        self.head_sql = inner.head_sql
+        self.one_statement_batches = inner.one_statement_batches
+        self.system = "sqlite" if getattr(inner, "qmark", False) else "postgresql"
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def _span(self, operation: str) -> contextlib.AbstractContextManager[Any]:
+        assert tracing.active is not None, "a traced recorder outlived its tracing"
+        return tracing.active.within_current(
+            f"db {operation}", {"db.system.name": self.system, "db.operation.name": operation}
+        )
+
+    def write_collected(self, collected: dict[str, str], head: int, last_position: int) -> None:
+        with self._span("write_batch"):
+            self.inner.write_collected(collected, head, last_position)
+
+    def send_collected(self, collected: dict[str, str], head: int, last_position: int) -> SentBatch:
+        assert tracing.active is not None, "a traced recorder outlived its tracing"
+        span = tracing.active.start_span(
+            "db write_batch_in_flight",
+            attributes={"db.system.name": self.system, "db.operation.name": "write_batch_in_flight"},
+        )
+        try:
+            sent = self.inner.send_collected(collected, head, last_position)
+        except BaseException:
+            span.end()
+            raise
+        return _TracedSentBatch(sent, span)
+
+    def lost_optimistic_bet(self, error: Exception) -> bool:
+        return self.inner.lost_optimistic_bet(error)
+
+    @contextlib.contextmanager
+    def write_transaction(self) -> Iterator[SqlTx]:
+        with self._span("write_transaction"), self.inner.write_transaction() as tx:
+            yield tx
+
+    @contextlib.contextmanager
+    def read_transaction(self) -> Iterator[SqlTx]:
+        with self._span("read_transaction"), self.inner.read_transaction() as tx:
+            yield tx
+
+    @contextlib.contextmanager
+    def snapshot_transaction(self) -> Iterator[SqlTx]:
+        with self._span("snapshot_transaction"), self.inner.snapshot_transaction() as tx:
+            yield tx
+
+    @contextlib.contextmanager
+    def plain_transaction(self) -> Iterator[SqlTx]:
+        with self._span("plain_transaction"), self.inner.plain_transaction() as tx:
+            yield tx
+
+    def insert_entries(self, tx: SqlTx, stored_events: Sequence[StoredEvent], head: int) -> list[int]:
+        return self.inner.insert_entries(tx, stored_events, head)
+
+    def head(self, tx: SqlTx) -> int:
+        return self.inner.head(tx)
+
+    def select_notifications(
+        self,
+        start: int | None,
+        limit: int,
+        stop: int | None = None,
+        topics: Sequence[str] = (),
+        *,
+        inclusive_of_start: bool = True,
+    ) -> Sequence[Notification]:
+        with self._span("select_notifications"):
+            return self.inner.select_notifications(
+                start, limit, stop, topics, inclusive_of_start=inclusive_of_start
+            )
+
+    def create_table(self) -> None:
+        self.inner.create_table()
+
+    def close(self) -> None:
+        self.inner.close()
