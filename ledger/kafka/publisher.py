@@ -112,10 +112,14 @@ class Publisher:
         PublishFailed when one failed; a record the broker can never take is sent as its fallback."""
         for index, delivery in enumerate(deliveries):
             future = delivery.future
-            if future is None or future.succeeded():
+            if future is None:
                 continue
+            # Done is read once: looking at a librdkafka future serves its delivery reports, so a
+            # second look may find it done (and well) where the first did not.
             if not future.is_done:
                 return False
+            if future.succeeded():
+                continue
             error = future.exception
             if isinstance(error, UNSENDABLE):
                 deliveries[index] = self._instead(self.open(), delivery.record, error)

@@ -21,6 +21,7 @@ from kafka_harness import Broker, TopicReader, free_port
 
 from ledger.config import Settings
 from ledger.kafka.clients import new_producer, security
+from ledger.kafka.metrics import IntakeStats
 from ledger.kafka.producer import (
     LocalProducerError,
     Producer,
@@ -28,6 +29,8 @@ from ledger.kafka.producer import (
     kafka_error,
     producer_config,
 )
+from ledger.kafka.publisher import Delivery, Publisher
+from ledger.kafka.records import Outbound
 
 PARTITIONS = 4
 STORES = 40
@@ -187,3 +190,27 @@ def test_a_fatal_error_raised_by_poll_fails_the_records_waiting_rather_than_the_
     assert isinstance(sent.exception, ProducerFailedForGood) and not sent.exception.retriable
     assert "sequence lost" in str(sent.exception)
     producer.close(0)
+
+
+class _AnsweredOnSecondLook:
+    """A future whose delivery report arrives while it is being looked at (librdkafka serves its
+    reports when a future is asked whether it is done)."""
+
+    def __init__(self) -> None:
+        self.looks = 0
+        self.exception = None
+
+    @property
+    def is_done(self) -> bool:
+        self.looks += 1
+        return self.looks > 1
+
+    def succeeded(self) -> bool:
+        return self.is_done and self.exception is None
+
+
+def test_a_record_acknowledged_while_it_is_looked_at_is_not_taken_for_a_failed_one() -> None:
+    publisher = Publisher(Settings(kafka_bootstrap="127.0.0.1:9"), lambda settings: None, IntakeStats())
+    deliveries = [Delivery(Outbound("results", b"store-1", b"result", []), _AnsweredOnSecondLook())]
+    assert not publisher.acknowledged(deliveries)  # not yet: no PublishFailed("... None")
+    assert publisher.acknowledged(deliveries)
