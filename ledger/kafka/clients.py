@@ -1,4 +1,5 @@
-"""kafka-python clients built from the settings, every option that matters passed explicitly."""
+"""The ledger's Kafka clients built from the settings, every option that matters passed explicitly:
+kafka-python's consumer and admin client, and the librdkafka producer of ledger/kafka/producer.py."""
 
 from __future__ import annotations
 
@@ -6,12 +7,12 @@ import os
 import socket
 from typing import Any
 
-from kafka import KafkaConsumer, KafkaProducer
+from kafka import KafkaConsumer
 from kafka.admin import KafkaAdminClient, NewTopic
 from kafka.errors import TopicAlreadyExistsError
 
 from ledger.config import Settings
-from ledger.kafka.partitioner import RememberingPartitioner
+from ledger.kafka.producer import BROKER_CONTACT_TIMEOUT_S, Producer, producer_config
 
 REQUEST_TIMEOUT_MS = 30_000
 
@@ -62,24 +63,17 @@ def new_consumer(settings: Settings) -> Any:
     )
 
 
-def new_producer(settings: Settings, role: str = "producer") -> Any:
-    """Acknowledged by every in-sync replica; idempotent, so retries neither double nor reorder a key."""
-    return KafkaProducer(
-        bootstrap_servers=bootstrap_servers(settings),
-        client_id=client_id(settings, role),
-        acks="all",
-        enable_idempotence=True,
-        linger_ms=settings.kafka_linger_ms,
-        batch_size=settings.kafka_produce_batch_bytes,
-        max_block_ms=int(settings.kafka_publish_timeout_s * 1000),
-        # Dead letters are cut to fit in this (Settings checks it), so that none can block a partition.
-        max_request_size=settings.kafka_produce_request_bytes_max,
-        request_timeout_ms=REQUEST_TIMEOUT_MS,
-        key_serializer=None,
-        value_serializer=None,
-        partitioner=RememberingPartitioner(),
-        **security(settings),
-    )
+def new_producer(
+    settings: Settings, role: str = "producer", broker_contact_timeout_s: float = BROKER_CONTACT_TIMEOUT_S
+) -> Producer:
+    """Acknowledged by every in-sync replica; idempotent, so retries neither double nor reorder a key;
+    keyed records placed as every Kafka client places them (ledger/kafka/producer.py). Built once a
+    broker answered within `broker_contact_timeout_s` (else KafkaConnectionError)."""
+    bootstrap = ",".join(bootstrap_servers(settings))
+    config = producer_config(settings, bootstrap, client_id(settings, role), security(settings))
+    producer = Producer(config, settings.kafka_publish_timeout_s)
+    producer.reach_broker(broker_contact_timeout_s)
+    return producer
 
 
 def ensure_topics(settings: Settings, topics: list[str], partitions: int, replication: int = 1) -> list[str]:

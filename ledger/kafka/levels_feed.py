@@ -31,7 +31,7 @@ from ledger.kafka.feed_metrics import FeedCollector, FeedStats
 
 log = logging.getLogger("ledger.feed")
 
-SEND_BLOCK_S_MAX = 1.0  # the longest one send waits for metadata or buffer room
+SEND_BLOCK_S_MAX = 1.0  # the longest a new producer waits for a broker, and one send for buffer room
 FLUSH_SLICE_S = 0.5  # the longest a shutdown waits on the broker before it is noticed
 # A guard on the pages of one default policy change: 10,000 pages of LEDGER_FEED_ROWS_PER_ROUND_MAX SKUs.
 PAGES_PER_DEFAULT_CHANGE_MAX = 10_000
@@ -215,6 +215,6 @@ def start_levels_feed(recorder: Any, settings: Settings) -> FeedHandle:
         # A send waits at most this for the broker's metadata or buffer room: a round that cannot be
         # sent fails and is sent again later, and a shutdown is never held up for long.
         blocking = for_settings.model_copy(update={"kafka_publish_timeout_s": SEND_BLOCK_S_MAX})
-        return new_producer(blocking, role="levels")
+        return new_producer(blocking, role="levels", broker_contact_timeout_s=SEND_BLOCK_S_MAX)
 
     return FeedHandle(LevelsFeed(recorder, settings, producer)).start()

@@ -5,9 +5,11 @@ Two kinds of failure are told apart. A record the broker can never take (too lar
 would fail on every retry and hold its partition for ever: it is sent in its cut-down form
 (`Outbound.fallback`), or given up with an error in the log and a metric. Any other failure may
 pass (the broker away, a leader moving): the batch's results are published again after a backoff
-(ledger/kafka/consumer.py). But a kafka-python producer can also fail for good: an idempotent
-producer whose broker restarted empty has lost its sequence state there (`PRODUCER_STATE_LOST`),
-and every later send of it fails. After such an error, any other non-retriable one, or
+(ledger/kafka/consumer.py). But a producer can also fail for good: an idempotent producer whose
+broker restarted empty has lost its sequence state there (`PRODUCER_STATE_LOST`, or librdkafka's
+fatal error, `ProducerFailedForGood`), and every later send of it fails. The producer
+(ledger/kafka/producer.py) reports its errors as kafka-python's classes, so they are told apart
+here whichever client sends. After such an error, any other non-retriable one, or
 `kafka_producer_failures_max` failed publishes in a row, the producer is closed at once and a new
 one built, which publishes the batch again.
 """
@@ -65,7 +67,8 @@ class PublishFailed(Exception):
 
 @dataclass(slots=True)
 class Delivery:
-    """One record on its way; `future` is kafka-python's, None when the record was given up."""
+    """One record on its way; `future` is the producer's (`is_done`, `succeeded()`, `exception`),
+    None when the record was given up."""
 
     record: Outbound
     future: Any
@@ -109,10 +112,14 @@ class Publisher:
         PublishFailed when one failed; a record the broker can never take is sent as its fallback."""
         for index, delivery in enumerate(deliveries):
             future = delivery.future
-            if future is None or future.succeeded():
+            if future is None:
                 continue
+            # Done is read once: looking at a librdkafka future serves its delivery reports, so a
+            # second look may find it done (and well) where the first did not.
             if not future.is_done:
                 return False
+            if future.succeeded():
+                continue
             error = future.exception
             if isinstance(error, UNSENDABLE):
                 deliveries[index] = self._instead(self.open(), delivery.record, error)

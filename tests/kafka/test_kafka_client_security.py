@@ -9,7 +9,7 @@ import pytest
 from pydantic import ValidationError
 
 from ledger.config import Settings
-from ledger.kafka import clients
+from ledger.kafka import clients, producer
 
 SECURE = {
     "kafka_bootstrap": "broker-1:9093,broker-2:9093",
@@ -26,6 +26,14 @@ EXPECTED = {
     "sasl_plain_password": "s3cret-broker-password",
     "ssl_cafile": "/etc/ledger/kafka-ca.pem",
 }
+# The producer is librdkafka's (ledger/kafka/producer.py): the same settings under its names.
+EXPECTED_PRODUCER = {
+    "security.protocol": "SASL_SSL",
+    "sasl.mechanism": "SCRAM-SHA-512",
+    "sasl.username": "ledger",
+    "sasl.password": "s3cret-broker-password",
+    "ssl.ca.location": "/etc/ledger/kafka-ca.pem",
+}
 
 
 class _Recorded:
@@ -35,10 +43,10 @@ class _Recorded:
         self.built = built
 
     def __call__(self, *args: Any, **config: Any) -> Any:
-        self.built.append(config)
+        self.built.append(args[0] if args else config)  # librdkafka's producer takes one dict
         return self
 
-    def list_topics(self) -> list[str]:
+    def list_topics(self, **_: Any) -> list[str]:
         return []
 
     def create_topics(self, topics: list[Any]) -> None:
@@ -52,7 +60,7 @@ class _Recorded:
 def built(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[dict[str, Any]]]:
     made: dict[str, list[dict[str, Any]]] = {"consumer": [], "producer": [], "admin": []}
     monkeypatch.setattr(clients, "KafkaConsumer", _Recorded(made["consumer"]))
-    monkeypatch.setattr(clients, "KafkaProducer", _Recorded(made["producer"]))
+    monkeypatch.setattr(producer.confluent_kafka, "Producer", _Recorded(made["producer"]))
     monkeypatch.setattr(clients, "KafkaAdminClient", _Recorded(made["admin"]))
     return made
 
@@ -67,14 +75,18 @@ def test_the_consumer_the_producer_and_the_admin_client_are_given_the_security_s
     clients.ensure_topics(settings, ["stock.events"], partitions=1)
     for kind in ("consumer", "producer", "admin"):
         assert built[kind], kind
+        expected = EXPECTED_PRODUCER if kind == "producer" else EXPECTED
         for config in built[kind]:
-            assert {key: config[key] for key in EXPECTED} == EXPECTED, kind
+            assert {key: config.get(key) for key in expected} == expected, kind
 
 
 def test_without_security_settings_the_clients_use_plaintext(built: dict[str, list[dict[str, Any]]]) -> None:
     clients.new_consumer(Settings(kafka_bootstrap="localhost:9092"))
     assert built["consumer"][0]["security_protocol"] == "PLAINTEXT"
     assert built["consumer"][0]["sasl_plain_password"] is None
+    clients.new_producer(Settings(kafka_bootstrap="localhost:9092"))
+    assert built["producer"][0]["security.protocol"] == "PLAINTEXT"
+    assert "sasl.password" not in built["producer"][0]
 
 
 def test_sasl_without_its_credentials_is_refused_naming_the_variables() -> None:
