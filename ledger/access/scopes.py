@@ -102,8 +102,8 @@ def authorize_event(grant: Grant | None, subject: object, source: object) -> Non
         return
     if isinstance(subject, str):
         authorize_store(grant, subject)
-    if isinstance(source, str) and not grant.covers_source(source):
-        raise Forbidden(f"the token {grant.name} may not send events with source {source}", source=source)
+    if isinstance(source, str):
+        authorize_source(grant, source)
 
 
 def authorize_write_at(grant: Grant | None, store_id: str, source: str) -> None:
@@ -111,6 +111,10 @@ def authorize_write_at(grant: Grant | None, store_id: str, source: str) -> None:
     and the source like any event's, so that a token scoped to a till's sources cannot place or
     release reservations at its store unless one of its prefixes covers `source`."""
     authorize_store(grant, store_id)
+    authorize_source(grant, source)
+
+
+def authorize_source(grant: Grant | None, source: str) -> None:
     if grant is not None and not grant.covers_source(source):
         raise Forbidden(f"the token {grant.name} may not send events with source {source}", source=source)
 

@@ -9,7 +9,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from ledger.access.scopes import Grant, authorize_store, authorize_write_at, visible_stores
+from ledger.access.scopes import Grant, authorize_source, authorize_store, visible_stores
 from ledger.api.deps import IntakeDep, LedgerDep, ProducerGrant, SettingsDep, principal
 from ledger.api.events import parse_json
 from ledger.api.media import JSON_ONLY, require_media_type
@@ -37,6 +37,9 @@ router = APIRouter(tags=["sourcing"])
 # The source of what sourcing reserves; its event id is the reservation id (idempotent by the
 # log's own key, CONTRACT §6: the same request again answers the same).
 SOURCING_SOURCE = "ledger/sourcing"
+# The stores read for a token scoped to stores, before those it may not see are left out: the
+# candidates' limit applies to what the token sees.
+SCOPED_CANDIDATES_READ_MAX = 1_000_000
 
 
 def _too_hard(steps_max: int) -> Problem:
@@ -57,17 +60,17 @@ async def _candidates(
     """The candidates named (each in the token's scope), or every store where any SKU of the order
     is available, by id (those a scoped token covers): the only stores that could serve any of
     it, so the rule chooses as it would over every store."""
+    if ask.reserve is not None:  # whether or not the stores are named
+        authorize_source(grant, SOURCING_SOURCE)
     if ask.candidates is not None:
         for store in ask.candidates:
-            if ask.reserve is not None:
-                authorize_write_at(grant, store, SOURCING_SOURCE)
-            else:
-                authorize_store(grant, store)
+            authorize_store(grant, store)
         return ask.candidates
     skus = [line.sku for line in ask.lines]
-    found = await asyncio.to_thread(ledger.stores_with_available, skus, limits.candidates_max + 1)
-    if grant is not None and grant.stores is not None:  # the whole list first: the limit is on what is seen
-        found = await asyncio.to_thread(ledger.stores_with_available, skus, 1_000_000)
+    # A token scoped to stores sees the whole list first: the limit is on what it may see.
+    scoped = grant is not None and grant.stores is not None
+    bound = SCOPED_CANDIDATES_READ_MAX if scoped else limits.candidates_max + 1
+    found = await asyncio.to_thread(ledger.stores_with_available, skus, bound)
     stores = visible_stores(grant, found)
     if len(stores) > limits.candidates_max:
         raise invalid(
@@ -86,12 +89,11 @@ def _allocations(stores: list[tuple[str, list[tuple[str, int]]]]) -> list[dict[s
     ]
 
 
-def _held_allocation(views: list[ReservationView], candidates: tuple[str, ...]) -> list[dict[str, Any]]:
-    """The allocation a reservation placed earlier holds, in candidate order."""
+def _held_allocation(held: list[ReservationView], candidates: tuple[str, ...]) -> list[dict[str, Any]]:
+    """The allocation a reservation placed earlier holds, in candidate order (then by store id,
+    for parts at stores that are no candidates any more)."""
     order = {store: index for index, store in enumerate(candidates)}
-    held = sorted(
-        (v for v in views if v.reservation.store_id in order), key=lambda v: order[v.reservation.store_id]
-    )
+    held = sorted(held, key=lambda v: (order.get(v.reservation.store_id, len(order)), v.reservation.store_id))
     return _allocations(
         [
             (v.reservation.store_id, [(sku, line.qty_units) for sku, line in v.reservation.lines.items()])
@@ -151,6 +153,10 @@ async def source_order(
         raise invalid(error.errors) from None
     candidates = await _candidates(ledger, ask, limits, grant)
     if not candidates:
+        if ask.reserve is not None:  # the same request again, after it took the last units
+            held = await _held(ledger, ask, limits, candidates, ask.checked.reservation_id, grant)
+            if _holds(held, ask):
+                return _answer_held(held, candidates)
         shortfall = [{"sku": line.sku, "requested": line.qty_units, "available": 0} for line in ask.lines]
         raise _unsourceable(shortfall)
     if ask.reserve is None:
@@ -167,20 +173,44 @@ async def source_order(
         body = {"allocations": allocations, "reservation": across_public(views), "position": result.position}
         return json_response(body)
     if result.outcome is Outcome.DUPLICATE:
-        views = await current(ledger, limits.stores_max, command.reservation_id)
-        held = [v for v in views if v.reservation.store_id in set(candidates)]
+        held = await _held(ledger, ask, limits, candidates, command.reservation_id, grant)
         if not _holds(held, ask):
             conflict = EventResult("", "", "", Outcome.REJECTED, RejectionReason.RESERVATION_CONFLICT)
             raise refusal(conflict, command.reservation_id)
-        body = {
-            "allocations": _held_allocation(held, candidates),
-            "reservation": across_public(held),
-            "position": max(v.reservation.placed_at_position for v in held),
-        }
-        return json_response(body)
+        return _answer_held(held, candidates)
     if result.outcome is Outcome.INVALID:
         raise _too_hard(limits.search_steps_max)
     raise refusal(result, command.reservation_id)
+
+
+async def _held(
+    ledger: Ledger,
+    ask: SourcingAsk,
+    limits: AcrossLimits,
+    candidates: tuple[str, ...],
+    reservation_id: str | None,
+    grant: Grant | None,
+) -> list[ReservationView]:
+    """The parts of the reservation placed earlier under this id: at the candidates when they are
+    named; else at any store the token sees, since the stores found now may no longer include
+    those where the first request took the last units."""
+    assert reservation_id is not None
+    views = await current(ledger, limits.stores_max, reservation_id)
+    kept = (
+        set(candidates)
+        if ask.candidates is not None
+        else set(visible_stores(grant, [v.reservation.store_id for v in views]))
+    )
+    return [v for v in views if v.reservation.store_id in kept]
+
+
+def _answer_held(held: list[ReservationView], candidates: tuple[str, ...]) -> Response:
+    body = {
+        "allocations": _held_allocation(held, candidates),
+        "reservation": across_public(held),
+        "position": max(v.reservation.placed_at_position for v in held),
+    }
+    return json_response(body)
 
 
 async def _ask_only(

@@ -13,9 +13,8 @@ from typing import Any
 from ledger.domain.across_stores import ReserveAcrossStores, SourceAndReserve
 from ledger.domain.model import EventType, Line, StockEvent
 from ledger.domain.sourcing import MAX_STORES_LIMIT
-from ledger.intake.envelope import FieldError, IntakeLimits, InvalidEvent, read_envelope
+from ledger.intake.envelope import ID_PATTERN, FieldError, IntakeLimits, InvalidEvent, read_envelope
 
-_ID = re.compile(r"^[A-Za-z0-9\-_.:]{1,64}$")
 DEFAULT_MAX_STORES = 3  # CONTRACT §6
 
 
@@ -84,7 +83,7 @@ def read_reservation_across(
     by_store: dict[str, list[int]] = {}
     for number, line in enumerate(lines):
         store = line.get("store") if isinstance(line, dict) else None
-        if not isinstance(store, str) or not _ID.match(store):
+        if not isinstance(store, str) or not ID_PATTERN.fullmatch(store):
             errors.append(
                 FieldError(f"lines[{number}].store", "must be a store id (1 to 64 of A-Z a-z 0-9 - _ . :)")
             )
@@ -156,7 +155,7 @@ def read_sourcing(body: object, limits: AcrossLimits, source: str, now: datetime
             errors.append(FieldError("stores", f"must be a list of 1 to {limits.candidates_max} store ids"))
         else:
             for number, store in enumerate(stores):
-                if not isinstance(store, str) or not _ID.match(store):
+                if not isinstance(store, str) or not ID_PATTERN.fullmatch(store):
                     errors.append(FieldError(f"stores[{number}]", "must be a store id"))
                 elif store in stores[:number]:
                     errors.append(FieldError(f"stores[{number}]", f"{store} is named twice"))

@@ -3,13 +3,11 @@ every wrong field. `{}` clears the policy: read as None."""
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from ledger.domain.model import ChannelQuota, Policy
-from ledger.intake.envelope import QTY_ABS_MAX, FieldError, InvalidEvent
+from ledger.intake.envelope import ID_PATTERN, QTY_ABS_MAX, FieldError, InvalidEvent
 
-_ID = re.compile(r"[A-Za-z0-9\-_.:]{1,64}")
 QUOTA_PCT_MAX = 100
 
 
@@ -49,7 +47,7 @@ def read_policy(body: object, channels_max: int) -> Policy | None:
 
 def _quota(name: str, quota: object, errors: list[FieldError]) -> list[ChannelQuota]:
     where = f"channels.{name}"
-    if not _ID.fullmatch(name):
+    if not ID_PATTERN.fullmatch(name):
         errors.append(FieldError(where, "a channel is 1 to 64 ASCII letters, digits or -_.: characters"))
         return []
     if not isinstance(quota, dict):

@@ -168,6 +168,11 @@ class Writer:
             return None
         known: deciding.Known = {}
         pending = [deciding.decide_event(event, work, known) for event in events]
+        if any(answer.refusal is not None for answer in pending):
+            # A command refused whole records nothing, so the statement would never check the bet
+            # that its id is new: the same request again (a duplicate) would be refused instead.
+            # The ordinary way reads its key first.
+            return None
         return encode_one_statement(self.recorder, work, pending, recorded_at)
 
     # -- expiry, between batches ---------------------------------------------------------------

@@ -283,6 +283,21 @@ def test_a_source_scoped_token_places_no_reservation_unless_a_prefix_covers_the_
     assert api.level(closed.admin, store, "A")["reserved"] == 1
 
 
+def test_a_source_scoped_token_reserves_nothing_by_sourcing_with_or_without_named_stores(
+    closed: Closed,
+) -> None:
+    """Sourcing with `reserve` records under ledger/sourcing, whether the stores are named or found."""
+    store, sku = unique("store"), unique("SKU")
+    _stocked(closed, store, (sku, 5))
+    order = {"lines": [{"sku": sku, "qty": 1}], "reserve": {"reservation_id": unique("R")}}
+    with closed.client(closed.token("producer", stores=(store,), sources=(f"pos/{store}/",))) as till:
+        for body in (order, {**order, "stores": [store]}):
+            refused = till.post("/v1/sourcing", json=body)
+            assert api.assert_problem(refused, 403, "forbidden")["source"] == "ledger/sourcing", body
+        assert till.post("/v1/sourcing", json={"lines": order["lines"]}).status_code == 200  # asking only
+    assert api.level(closed.admin, store, sku)["reserved"] == 0
+
+
 # -- rate limits -----------------------------------------------------------------------------------
 
 

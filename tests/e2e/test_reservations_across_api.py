@@ -175,12 +175,38 @@ def test_sourcing_that_nothing_serves_says_which_lines_and_reserves_nothing(clie
     assert (reserved(client, s1, "A"), reserved(client, s2, "A")) == (0, 0)
 
 
+@pytest.mark.parametrize("elsewhere", [0, 5], ids=["no-other-store", "another-store-has-stock"])
+def test_sourcing_without_stores_answers_the_same_request_again_after_it_took_the_last_units(
+    client: httpx.Client, elsewhere: int
+) -> None:
+    """The stores found for a retry no longer include those where the first request took the last
+    units: the retry must still be answered as the first was, not refused."""
+    s1, s2, sku = unique("s1"), unique("s2"), unique("SKU")
+    stock(client, s1, (sku, 9))
+    placing = {"lines": ev.lines((sku, 9)), "reserve": {"reservation_id": unique("R")}}
+    placed = client.post("/v1/sourcing", json=placing)
+    assert placed.status_code == 200, placed.text
+    assert placed.json()["allocations"] == [{"store": s1, "lines": ev.lines((sku, 9))}]
+    if elsewhere:
+        stock(client, s2, (sku, elsewhere))
+    again = client.post("/v1/sourcing", json=placing)
+    assert again.status_code == 200, again.text
+    assert again.json() == placed.json()
+    assert (reserved(client, s1, sku), reserved(client, s2, sku)) == (9, 0)
+
+
 @pytest.mark.parametrize(
     ("path", "body", "field"),
     [
         ("/v1/reservations", {"lines": [{"store": "s", "sku": "A", "qty": 1}]}, "reservation_id"),
         ("/v1/reservations", {"reservation_id": "R", "lines": []}, "lines"),
         ("/v1/reservations", {"reservation_id": "R", "lines": [{"sku": "A", "qty": 1}]}, "lines[0].store"),
+        (
+            "/v1/reservations",
+            {"reservation_id": "R", "lines": [{"store": "s\n", "sku": "A", "qty": 1}]},
+            "lines[0].store",
+        ),
+        ("/v1/sourcing", {"lines": [{"sku": "A", "qty": 1}], "stores": ["s\n"]}, "stores[0]"),
         (
             "/v1/reservations",
             {
