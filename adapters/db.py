@@ -8,7 +8,7 @@ ledger's writer wait. Reads of the log and the projections go through the record
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from adapters.masking import mask
@@ -47,6 +47,18 @@ JOURNAL_CHARS_MAX = 2000
 
 def now_text() -> str:
     return utc_text(utc_now())
+
+
+def to_the_back(recorder: Any, table: str, key_column: str, keys: Sequence[str]) -> None:
+    """Stamps the rows a bounded poll read and left open, so that the next poll (oldest stamp
+    first) reads the others: else rows that stay open (not yet received, unknown to the system)
+    would fill every poll, and the rows behind them would never be read."""
+    if not keys:
+        return
+    with transaction(recorder) as tx:
+        stamp = now_text()
+        for key in keys:
+            tx.execute(f"UPDATE {table} SET updated_at = %s WHERE {key_column} = %s", (stamp, key))
 
 
 def journal(tx: SqlTx, adapter: str, kind: str, subject: str, detail: str) -> None:

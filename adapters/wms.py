@@ -31,7 +31,7 @@ from typing import Any
 
 import orjson
 
-from adapters.db import journal, now_text, transaction
+from adapters.db import journal, now_text, to_the_back, transaction
 from adapters.http import HttpClient, Response, TransportError
 from adapters.limits import SlidingWindow
 from adapters.mappings import Mappings
@@ -355,11 +355,15 @@ class WmsStatusProcessor:
                 (self.poll_orders_max,),
             )
         changed = 0
+        unchanged: list[str] = []
         for row in rows:
             status = self.client.status(row["wms_order_id"])
             if status and status != row["status"]:
                 self.apply(row["wms_order_id"], status)
                 changed += 1
+            else:
+                unchanged.append(row["wms_order_id"])
+        to_the_back(self.recorder, "adapter_wms_orders", "wms_order_id", unchanged)
         return changed
 
     def apply(self, wms_order_id: str, status: str) -> None:

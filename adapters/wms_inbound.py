@@ -24,7 +24,7 @@ from typing import Any
 
 import orjson
 
-from adapters.db import journal, now_text, transaction
+from adapters.db import journal, now_text, to_the_back, transaction
 from adapters.mappings import Mappings
 from adapters.masking import secret_safe_logger
 from adapters.outbound import Failure, Item, TargetUnavailable
@@ -182,38 +182,57 @@ class WmsArrivals:
                 (self.poll_max,),
             )
         finished = 0
+        still_open: list[str] = []
         for row in rows:
             body = self.client.inbound(row["wms_inbound_id"])
             status = str((body or {}).get("status"))
             if body is None or status not in FINAL_STATUSES:
+                still_open.append(row["external_id"])
                 continue
-            receipt = self._receipt(row, body) if status == "RECEIVED" else None
-            if receipt is not None:
+            receipts = self._receipts(row, body) if status == "RECEIVED" else []
+            if receipts:
                 # Recorded first: if the ledger is unreachable, the next poll tries again.
-                self.sink.record([receipt])
-            self._finish(row, status if receipt is not None or status == "CANCELLED" else "RECEIVED_NOTHING")
+                self.sink.record(receipts)
+            self._finish(row, status if receipts or status == "CANCELLED" else "RECEIVED_NOTHING")
             finished += 1
+        to_the_back(self.recorder, "adapter_wms_inbound", "external_id", still_open)
         return finished
 
-    def _receipt(self, row: Any, body: dict[str, Any]) -> StockEvent | None:
-        """The receipt of what was counted in; None when nothing was."""
+    def _receipts(self, row: Any, body: dict[str, Any]) -> list[StockEvent]:
+        """What was counted in. Up to what the transfer sent, a receipt of the transfer (it moves
+        those units from incoming to on hand); beyond it (more than was sent, or a SKU it did not
+        send), a plain receipt: every counted unit is on hand, and incoming never goes below zero."""
         counted: dict[str, int] = {}
         for line in body.get("lines") or []:
             article, qty = str(line.get("sku")), line.get("received_qty")
             if isinstance(qty, int) and qty > 0:
                 sku = self.mappings.local(SYSTEM, "sku", article) or article
                 counted[sku] = counted.get(sku, 0) + qty
-        if not counted:
-            return None
+        sent: dict[str, int] = {}
+        for sku, qty in orjson.loads(row["lines"]):
+            sent[sku] = sent.get(sku, 0) + int(qty)
+        of_transfer = {sku: min(qty, sent.get(sku, 0)) for sku, qty in counted.items()}
+        surplus = {sku: qty - of_transfer[sku] for sku, qty in counted.items()}
+        receipts = []
+        if any(of_transfer.values()):
+            receipts.append(self._receipt(row, "RECEIVED", of_transfer, row["transfer_id"]))
+        if any(surplus.values()):
+            receipts.append(self._receipt(row, "SURPLUS", surplus, None))
+        return receipts
+
+    def _receipt(self, row: Any, part: str, lines: dict[str, int], transfer_id: str | None) -> StockEvent:
         return StockEvent(
-            event_id=f"wms-inbound:{row['wms_inbound_id']}:RECEIVED"[:256],
+            event_id=f"wms-inbound:{row['wms_inbound_id']}:{part}"[:256],
             source=SOURCE,
             type=EventType.RECEIPT,
             time=datetime.now(UTC),
             store_id=row["store_id"],
-            lines=tuple(Line(sku, qty) for sku, qty in counted.items()),
-            transfer_id=row["transfer_id"],
-            reference=f"WMS received {row['wms_inbound_id']}"[:256],
+            lines=tuple(Line(sku, qty) for sku, qty in lines.items() if qty > 0),
+            transfer_id=transfer_id,
+            reference=(
+                f"WMS received {row['wms_inbound_id']}"
+                + ("" if transfer_id else f", beyond transfer {row['transfer_id']}")
+            )[:256],
             principal=PRINCIPAL,
         )
 

@@ -88,6 +88,7 @@ class FakeWms:
     requests: int = 0
     stock_requests: int = 0
     creates: int = 0
+    inbound_posts: int = 0  # POST /api/v1/inbound, repeats included
     next_replies: list[Reply] = field(default_factory=list)
     delay_s: float = 0.0
 
@@ -202,7 +203,7 @@ class FakeWms:
             return Reply(200, existing)
         if body.get("warehouse") not in self.warehouses:
             return Reply(422, {"error": f"unknown warehouse {body.get('warehouse')!r}"})
-        refused = _refused_codes(body["lines"])
+        refused = _refused_lines(body["lines"]) or _refused_codes(body["lines"])
         if refused is not None:
             return Reply(422, {"error": refused})
         order_id = f"PO-{len(self.orders) + 1:06d}"
@@ -212,6 +213,7 @@ class FakeWms:
         return Reply(201, order)
 
     def _expect(self, body: Any) -> Reply:
+        self.inbound_posts += 1
         fields = ("external_id", "warehouse", "transfer_id", "lines")
         if not isinstance(body, dict) or not all(body.get(name) for name in fields):
             return Reply(422, {"error": f"{', '.join(fields)} are required"})
@@ -220,13 +222,22 @@ class FakeWms:
             return Reply(200, existing)
         if body["warehouse"] not in self.warehouses:
             return Reply(422, {"error": f"unknown warehouse {body['warehouse']!r}"})
-        for line in body["lines"]:
-            qty = line.get("qty") if isinstance(line, dict) else None
-            if not isinstance(qty, int) or qty < 1 or not line.get("sku"):
-                return Reply(422, {"error": "each line needs sku and a qty >= 1"})
+        refused = _refused_lines(body["lines"])
+        if refused is not None:
+            return Reply(422, {"error": refused})
         inbound_id = f"IN-{len(self.inbound) + 1:06d}"
         self.inbound[inbound_id] = {"id": inbound_id, "status": "EXPECTED", **body}
         return Reply(201, self.inbound[inbound_id])
+
+
+def _refused_lines(lines: Any) -> str | None:
+    """Why an order's or an expected receipt's lines are refused, or None: each needs an article
+    and a whole quantity of at least 1."""
+    for number, line in enumerate(lines if isinstance(lines, list) else [None]):
+        qty = line.get("qty") if isinstance(line, dict) else None
+        if not isinstance(qty, int) or isinstance(qty, bool) or qty < 1 or not line.get("sku"):
+            return f"lines[{number}]: each line needs sku and a qty >= 1"
+    return None
 
 
 def _refused_codes(lines: Any) -> str | None:

@@ -322,9 +322,12 @@ def test_a_transfer_into_the_warehouse_is_expected_there_once_and_received_when_
     worker.before_save_hook = None
     worker.run_until_idle()
 
+    assert fake.inbound_posts == 2  # the push before the crash, and the retry
     assert len(fake.inbound) == 1  # the retried push found it by external_id
+    with transaction(recorder) as tx:
+        [row] = tx.fetchall("SELECT wms_inbound_id FROM adapter_wms_inbound WHERE transfer_id = 'T-1'")
     expected = fake.inbound_by_external("shop-1:T-1")
-    assert expected is not None
+    assert expected is not None and row["wms_inbound_id"] == expected["id"]
     assert (expected["warehouse"], expected["transfer_id"], expected["from"]) == ("main", "T-1", "shop-9")
     assert expected["lines"] == [
         {"sku": "ART-1", "qty": 6, "uom": "unit"},
@@ -342,6 +345,40 @@ def test_a_transfer_into_the_warehouse_is_expected_there_once_and_received_when_
     assert levels_of(ledger, "shop-1", "SKU-2") == (4, 0)
     [receipt] = ledger.history(HistoryFilter("shop-1", type="stock.receipt", sku="SKU-1"), 10)
     assert (receipt["transfer_id"], receipt["principal"]) == ("T-1", "adapters/wms")
+
+
+def test_more_counted_than_the_transfer_sent_is_on_hand_and_leaves_incoming_at_zero(
+    warehouse, recorder, mappings, ledger, record
+):
+    fake, server = warehouse
+    record(event(RECEIPT, "shop-9", ("SKU-1", 10)), transfer("shop-9", "shop-1", "T-4", ("SKU-1", 2)))
+    OutboundWorker(recorder, WmsInboundTarget(recorder, mappings, client_for(server)), FAST).run_until_idle()
+    expected = fake.inbound_by_external("shop-1:T-4")
+    assert expected is not None
+    fake.receive(expected["id"], {"ART-1": 5})  # three more than were sent
+
+    assert WmsArrivals(recorder, mappings, LedgerSink(ledger), client_for(server)).poll() == 1
+
+    assert levels_of(ledger, "shop-1", "SKU-1") == (5, 0)
+    receipts = ledger.history(HistoryFilter("shop-1", type="stock.receipt", sku="SKU-1"), 10)
+    assert {(r["transfer_id"], r["on_hand_delta"]) for r in receipts} == {("T-4", 2), (None, 3)}
+
+
+def test_expected_receipts_left_open_do_not_keep_the_others_from_being_read(
+    warehouse, recorder, mappings, ledger, record
+):
+    fake, server = warehouse
+    record(event(RECEIPT, "shop-9", ("SKU-1", 10)))
+    for number in range(3):
+        record(transfer("shop-9", "shop-1", f"T-open-{number}", ("SKU-1", 1)))
+    OutboundWorker(recorder, WmsInboundTarget(recorder, mappings, client_for(server)), FAST).run_until_idle()
+    last = fake.inbound_by_external("shop-1:T-open-2")
+    assert last is not None
+    fake.receive(last["id"])  # only the newest arrived; the two before it stay expected
+    arrivals = WmsArrivals(recorder, mappings, LedgerSink(ledger), client_for(server), poll_max=2)
+
+    assert [arrivals.poll() for _ in range(2)] == [0, 1]
+    assert levels_of(ledger, "shop-1", "SKU-1") == (1, 2)
 
 
 def test_a_cancelled_expected_receipt_records_nothing_and_raises_an_alert(
