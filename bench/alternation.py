@@ -17,7 +17,7 @@ from typing import Any
 
 import cputime
 import load
-from figures import HOT_SKU, READ_SKU, STORE, Bench, receipt
+from frame import HOT_SKU, READ_SKU, STORE, Bench, receipt
 
 FIGURES = ("read", "hot")
 

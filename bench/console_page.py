@@ -25,7 +25,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from figures import ledger_command
+from frame import ledger_command
 from plumbing import Server, free_port, wait_ready
 
 CHROMIUM = "/usr/bin/chromium"

@@ -33,7 +33,7 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from figures import ledger_command
+from frame import ledger_command
 from plumbing import BenchError, Postgres
 
 TARGET_EVENTS_PER_S = 10_000

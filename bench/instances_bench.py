@@ -25,7 +25,7 @@ import pgstats
 import report
 import session
 import sqlbaseline
-from figures import SEED_UNITS, STORE, Bench, chunks, ledger_command, ledger_metrics, metrics_delta, receipt
+from frame import SEED_UNITS, STORE, Bench, chunks, ledger_command, ledger_metrics, metrics_delta, receipt
 from plumbing import BenchError, Server
 
 TARGET_RATIO = 1.0

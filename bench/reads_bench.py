@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
-from figures import ledger_command
+from frame import ledger_command
 from plumbing import BenchError, Postgres, Server, free_port, wait_ready
 
 STORES = 20

@@ -37,7 +37,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import import_bench
-from figures import ledger_command
+from frame import ledger_command
 from plumbing import BenchError, Postgres, Server, free_port, wait_ready
 
 TARGET_EVENTS_PER_S = 30_000

@@ -15,7 +15,7 @@ from typing import Any
 
 import load
 import sqlbaseline
-from figures import Bench
+from frame import Bench
 from plumbing import filesystem_of
 
 HEADLINE_BASELINE = "python-threads"

@@ -15,9 +15,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import figures
 import report
 import session
-from figures import Bench
+from frame import Bench
 
 FIGURES = ("hot", "batch", "read", "hot_policy")
 DEFAULT_FIGURES = ("hot", "batch", "read")
@@ -90,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.rounds > 1:
                 print(f"\n-- round {round_no} of {args.rounds}", flush=True)
             for name in args.figures:
-                bench.run_figure(name)
+                figures.run_figure(bench, name)
                 report.keep_round(bench, name)
         report.choose_median_rounds(bench)
 

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from figures import Bench
+from frame import Bench
 from plumbing import BenchError, Postgres
 
 

@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import cputime
 import load
 import session
-from figures import Bench
+from frame import Bench
 from plumbing import BenchError, http_json
 
 STORES = 20

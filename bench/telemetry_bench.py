@@ -30,7 +30,7 @@ import alternation
 import session
 from alternation import Side
 from baseline_tree import extract, git, resolve_commit
-from figures import READ_SKU, STORE, Bench, ledger_command
+from frame import READ_SKU, STORE, Bench, ledger_command
 from plumbing import http_json
 from token_bench import IDLE_SECONDS
 

@@ -29,7 +29,7 @@ import alternation
 import cputime
 import session
 from alternation import FIGURES, Side
-from figures import READ_SKU, STORE, Bench
+from frame import READ_SKU, STORE, Bench
 
 IDLE_SECONDS = 5.0
 
