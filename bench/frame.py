@@ -223,14 +223,14 @@ def create_admin_token(env: dict[str, str]) -> str:
     return lines[0].strip()
 
 
-def receipt(event_id: str, lines: list[tuple[str, int]]) -> dict[str, Any]:
+def receipt(event_id: str, lines: list[tuple[str, int]], store: str = STORE) -> dict[str, Any]:
     return {
         "specversion": "1.0",
         "id": event_id,
         "source": "bench/seed",
         "type": "stock.receipt",
         "time": datetime.now(UTC).isoformat(),
-        "subject": STORE,
+        "subject": store,
         "data": {"lines": [{"sku": sku, "qty": qty} for sku, qty in lines], "reference": "bench seed"},
     }
 

@@ -19,10 +19,8 @@ import json
 import os
 import random
 import resource
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from collections import deque
 from datetime import UTC, datetime, timedelta, timezone
@@ -34,7 +32,7 @@ import orjson
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from frame import ledger_command
-from plumbing import BenchError, Postgres
+from plumbing import BenchError, Postgres, temporary_postgres
 
 TARGET_EVENTS_PER_S = 10_000
 IMPORT_TIMEOUT_S = 1800
@@ -270,33 +268,21 @@ def measure(pg: Postgres, path: Path, args: argparse.Namespace, results: dict[st
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    workdir = Path(tempfile.mkdtemp(prefix="ledger-import-bench-", dir=args.tmp_dir))
-    pg = Postgres(workdir / "pg")
     results: dict[str, Any] = {"args": vars(args), "cpus": os.cpu_count(), "rounds": []}
     try:
-        path = workdir / "history.jsonl"
-        size, lines = generate(path, args)
-        results["file"] = {"bytes": size, "events": args.events, "lines": lines}
-        print(
-            f"{args.events:,} events over {args.stores} stores and {args.skus:,} SKUs, "
-            f"{lines / args.events:.2f} lines an event: {size / 1e6:.1f} MB"
-        )
-        pg.start()
-        shown = pg.show()
-        results["postgres"] = shown
-        print("PostgreSQL: " + ", ".join(f"{k}={v}" for k, v in shown.items()))
-        if shown["fsync"] != "on" or shown["synchronous_commit"] != "on":
-            raise BenchError("PostgreSQL is not running with fsync and synchronous_commit on")
-        measure(pg, path, args, results)
+        with temporary_postgres("ledger-import-bench-", args.tmp_dir, args.keep_tmp) as temporary:
+            results["postgres"] = temporary.settings
+            path = temporary.workdir / "history.jsonl"
+            size, lines = generate(path, args)
+            results["file"] = {"bytes": size, "events": args.events, "lines": lines}
+            print(
+                f"{args.events:,} events over {args.stores} stores and {args.skus:,} SKUs, "
+                f"{lines / args.events:.2f} lines an event: {size / 1e6:.1f} MB"
+            )
+            measure(temporary.pg, path, args, results)
     except BenchError as error:
         print(f"BENCHMARK FAILED: {error}", file=sys.stderr)
         return 1
-    finally:
-        pg.stop()
-        if args.keep_tmp:
-            print(f"kept {workdir}")
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
     rates = [r["events_per_s"] for r in results["rounds"]]
     results["target_events_per_s"] = TARGET_EVENTS_PER_S
     Path(args.output).write_text(json.dumps(results, indent=2) + "\n")

@@ -27,6 +27,7 @@ import tarfile
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -101,6 +102,37 @@ def _serve(name: str, database_url: str, code: Path | None, workdir: Path) -> tu
     server.start()
     wait_ready(server, port, "/readyz", READY_DEADLINE_S)
     return server, port
+
+
+@dataclass(frozen=True)
+class Migrated:
+    """When `ledger migrate` ran (time.monotonic(): the writes acknowledged in between are the figure's)
+    and what it printed."""
+
+    started: float
+    ended: float
+    output: list[str]
+
+    @property
+    def seconds(self) -> float:
+        return self.ended - self.started
+
+
+def _migrate(database_url: str) -> Migrated:
+    """This release's `ledger migrate` on the database, as an operator runs it; a BenchError if it fails."""
+    started = time.monotonic()
+    migrated = subprocess.run(
+        [sys.executable, "-m", "ledger.cli", "migrate"],
+        env=_env(database_url, None),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    ended = time.monotonic()
+    if migrated.returncode != 0:
+        raise BenchError(f"ledger migrate failed: {migrated.stderr}")
+    return Migrated(started, ended, migrated.stdout.splitlines())
 
 
 class Writes:
@@ -186,18 +218,7 @@ def one_round(
         with Writes(old_port, f"previous-{number}") as old_writes:
             time.sleep(WRITES_BEFORE_S)
             load = os.getloadavg()
-            started = time.monotonic()
-            migrated = subprocess.run(
-                [sys.executable, "-m", "ledger.cli", "migrate"],
-                env=_env(url, None),
-                cwd=REPO,
-                capture_output=True,
-                text=True,
-                check=False,
-            )
-            ended = time.monotonic()
-            if migrated.returncode != 0:
-                raise BenchError(f"ledger migrate failed: {migrated.stderr}")
+            migrated = _migrate(url)
             applied = pg.execute(
                 "SELECT version, seconds FROM ledger_schema_versions ORDER BY version", database
             )
@@ -211,17 +232,19 @@ def one_round(
             "history_rows": history_rows,
             "load_average_before": [round(x, 2) for x in load],
             "load_average_after": [round(x, 2) for x in os.getloadavg()],
-            "ledger_migrate_s": round(ended - started, 3),
+            "ledger_migrate_s": round(migrated.seconds, 3),
             "migrations_s": {int(v): round(float(s), 4) for v, s in applied},
-            "previous_release_writes_during_migration": old_writes.during(started, ended),
+            "previous_release_writes_during_migration": old_writes.during(migrated.started, migrated.ended),
             # The same length of time just before the migration, for comparison.
-            "previous_release_writes_just_before": old_writes.during(2 * started - ended, started),
+            "previous_release_writes_just_before": old_writes.during(
+                2 * migrated.started - migrated.ended, migrated.started
+            ),
             "previous_release_writes_while_both_ran": len(
                 [t for t in old_writes.acknowledged if t >= both_from]
             ),
             "this_release_writes_while_both_ran": len(new_writes.acknowledged),
             "failed_writes": old_writes.failures + new_writes.failures,
-            "migrate_output": migrated.stdout.splitlines(),
+            "migrate_output": migrated.output,
         }
     finally:
         old.stop()
@@ -250,22 +273,11 @@ def _from_before_business_time(pg: Postgres, database: str, url: str) -> dict[st
     pg.execute("VACUUM ledger_history", database)
     pg.checkpoint()
     load = os.getloadavg()
-    started = time.monotonic()
-    migrated = subprocess.run(
-        [sys.executable, "-m", "ledger.cli", "migrate"],
-        env=_env(url, None),
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    seconds = time.monotonic() - started
-    if migrated.returncode != 0:
-        raise BenchError(f"ledger migrate failed: {migrated.stderr}")
+    migrated = _migrate(url)
     applied = pg.execute("SELECT version, seconds FROM ledger_schema_versions ORDER BY version", database)
     return {
         "load_average_before": [round(x, 2) for x in load],
-        "ledger_migrate_s": round(seconds, 3),
+        "ledger_migrate_s": round(migrated.seconds, 3),
         "migrations_s": {int(v): round(float(s), 4) for v, s in applied},
     }
 

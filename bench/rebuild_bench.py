@@ -24,10 +24,8 @@ import itertools
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import uuid
@@ -38,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import import_bench
 from frame import ledger_command
-from plumbing import BenchError, Postgres, Server, free_port, wait_ready
+from plumbing import BenchError, Postgres, Server, free_port, temporary_postgres, wait_ready
 
 TARGET_EVENTS_PER_S = 30_000
 TARGET_PAUSE_S = 1.0
@@ -292,27 +290,17 @@ def measure(pg: Postgres, workdir: Path, args: argparse.Namespace, results: dict
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    workdir = Path(tempfile.mkdtemp(prefix="ledger-rebuild-bench-", dir=args.tmp_dir))
-    pg = Postgres(workdir / "pg")
     results: dict[str, Any] = {"args": vars(args), "cpus": os.cpu_count(), "rounds": []}
     status = 0
     try:
-        pg.start()
-        shown = pg.show()
-        results["postgres"] = shown
-        print("PostgreSQL: " + ", ".join(f"{k}={v}" for k, v in shown.items()), flush=True)
-        measure(pg, workdir, args, results)
+        with temporary_postgres("ledger-rebuild-bench-", args.tmp_dir, args.keep_tmp) as temporary:
+            results["postgres"] = temporary.settings
+            measure(temporary.pg, temporary.workdir, args, results)
         status = 0 if results["check_every_acknowledged_write_kept"] else 1
     except BenchError as error:
         print(f"BENCHMARK FAILED: {error}", file=sys.stderr)
         results["error"] = str(error)
         status = 1
-    finally:
-        pg.stop()
-        if args.keep_tmp:
-            print(f"kept {workdir}")
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
     Path(args.output).write_text(json.dumps(results, indent=2) + "\n")
     return status
 

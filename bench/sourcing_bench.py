@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import cputime
 import load
 import session
-from frame import Bench
+from frame import Bench, receipt
 from plumbing import BenchError, http_json
 
 STORES = 20
@@ -128,12 +128,8 @@ def time_http_answers(bench: Bench, requests: int) -> dict[str, Any]:
         lines, candidates, _, table = search_shapes()["first_alone_is_the_100th"]
         events = []
         for store in candidates:
-            held = [
-                {"sku": line.sku, "qty": table[(store, line.sku)]}
-                for line in lines
-                if table[(store, line.sku)]
-            ]
-            events.append(receipt(f"{bench.nonce}-search-{store}", store, held))
+            held = [(line.sku, table[(store, line.sku)]) for line in lines if table[(store, line.sku)]]
+            events.append(receipt(f"{bench.nonce}-search-{store}", held, store=store))
         bench.post_events(port, events)
         order = [{"sku": line.sku, "qty": 1} for line in lines]
         body: dict[str, Any] = {"lines": order, "stores": list(candidates), "max_stores": 3}
@@ -162,18 +158,6 @@ def time_http_answers(bench: Bench, requests: int) -> dict[str, Any]:
 # -- 3. the throughput figure ------------------------------------------------------------------------
 
 
-def receipt(event_id: str, store: str, lines: list[dict[str, Any]]) -> dict[str, Any]:
-    return {
-        "specversion": "1.0",
-        "id": event_id,
-        "source": "bench/seed",
-        "type": "stock.receipt",
-        "time": "2026-11-22T10:00:00+00:00",
-        "subject": store,
-        "data": {"lines": lines},
-    }
-
-
 def stores() -> list[str]:
     return [f"store-{n:02d}" for n in range(STORES)]
 
@@ -185,8 +169,8 @@ def holds(store_index: int, sku_index: int) -> bool:
 def seed(bench: Bench, port: int) -> None:
     events = []
     for index, store in enumerate(stores()):
-        lines = [{"sku": f"SKU-{k:02d}", "qty": SEED_UNITS} for k in range(SKUS) if holds(index, k)]
-        events.append(receipt(f"{bench.nonce}-seed-{store}", store, lines))
+        lines = [(f"SKU-{k:02d}", SEED_UNITS) for k in range(SKUS) if holds(index, k)]
+        events.append(receipt(f"{bench.nonce}-seed-{store}", lines, store=store))
     bench.post_events(port, events)
 
 
