@@ -20,13 +20,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from kafka.errors import KafkaTimeoutError
-
 from ledger.config import Settings
 from ledger.feed.cursor import FeedCursor
 from ledger.feed.leadership import Leadership, leadership_for
 from ledger.feed.record import LevelRecord, encode_record
 from ledger.feed.rounds import DefaultChange, default_change_page, read_round
+from ledger.kafka.backoff import Backoff
 from ledger.kafka.feed_metrics import FeedCollector, FeedStats
 
 log = logging.getLogger("ledger.feed")
@@ -63,7 +62,7 @@ class LevelsFeed:
         self._producer: Any = None
         self._stopping = threading.Event()
         self._poll_s = settings.feed_poll_ms / 1000
-        self._backoff_s = self._poll_s
+        self._backoff = Backoff(settings.feed_retry_backoff_ms_max)
 
     # -- the loop -------------------------------------------------------------------------------------
 
@@ -76,7 +75,9 @@ class LevelsFeed:
                     wait_s = self._failed(error)
                 self._stopping.wait(wait_s)
         finally:
-            self._close_producer(self.settings.kafka_shutdown_timeout_s)
+            # At once: a round the broker acknowledged is flushed already, and one it did not is
+            # published again from the saved position; a silent broker must not hold the shutdown.
+            self._close_producer()
             self._leadership.release()
             self.stats.publishing = False
 
@@ -107,7 +108,7 @@ class LevelsFeed:
         self._cursor.save(found.end_position)
         self.stats.published_position = found.end_position
         self.stats.rounds_published += 1
-        self._backoff_s = self._poll_s
+        self._backoff.reset()
         # More committed than this round held: read it at once.
         return 0.0 if found.end_position < self.stats.head_position else self._poll_s
 
@@ -138,8 +139,7 @@ class LevelsFeed:
                 raise FeedPublishFailed("stopping before the broker acknowledged the round")
             if time.monotonic() >= deadline:
                 raise FeedPublishFailed(f"not acknowledged within {self.settings.feed_publish_timeout_s} s")
-            with contextlib.suppress(KafkaTimeoutError):
-                producer.flush(timeout=FLUSH_SLICE_S)
+            producer.flush(timeout=FLUSH_SLICE_S)
         for future in futures:
             if future.failed():
                 raise FeedPublishFailed(f"a record was refused: {future.exception!r}") from future.exception
@@ -150,39 +150,27 @@ class LevelsFeed:
         self.stats.rounds_failed += 1
         if self._stopping.is_set():
             return 0.0  # the position is where the last acknowledged round left it
+        wait_s = self._backoff.next_s()
         log.warning(
             "the availability feed could not publish after position %d (%d behind the log's head): %r; "
             "trying again in %.1f s",
             self.stats.published_position,
             self.stats.lag_positions,
             error,
-            self._backoff_s,
+            wait_s,
         )
-        self._discard_producer()
-        wait_s = self._backoff_s
-        self._backoff_s = min(self._backoff_s * 2, self.settings.feed_retry_backoff_ms_max / 1000)
+        self._close_producer()
         return wait_s
 
     # -- the producer ---------------------------------------------------------------------------------
 
-    def _discard_producer(self) -> None:
-        """Closes a failed producer on a thread of its own: its pending records may take until their
-        delivery timeout to fail, and the feed must not wait for them (they are sent again)."""
-        producer, self._producer = self._producer, None
-        if producer is None:
-            return
-
-        def close() -> None:
-            with contextlib.suppress(Exception):
-                producer.close(timeout=self.settings.kafka_shutdown_timeout_s)
-
-        threading.Thread(target=close, name="ledger-feed-producer-close", daemon=True).start()
-
-    def _close_producer(self, timeout_s: float) -> None:
+    def _close_producer(self) -> None:
+        """Drops the producer at once, its unacknowledged records purged: they belong to a round
+        not saved, which is published again (by a new producer, or after a restart)."""
         producer, self._producer = self._producer, None
         if producer is not None:
             with contextlib.suppress(Exception):
-                producer.close(timeout=timeout_s)
+                producer.close(timeout=0)
 
 
 class FeedHandle:
@@ -212,8 +200,8 @@ def start_levels_feed(recorder: Any, settings: Settings) -> FeedHandle:
     from ledger.kafka.clients import new_producer
 
     def producer(for_settings: Settings) -> Any:
-        # A send waits at most this for the broker's metadata or buffer room: a round that cannot be
-        # sent fails and is sent again later, and a shutdown is never held up for long.
+        # A send waits at most this for buffer room, and a new producer as long for a broker: a
+        # round that cannot be sent fails and is sent again later; no shutdown is held up long.
         blocking = for_settings.model_copy(update={"kafka_publish_timeout_s": SEND_BLOCK_S_MAX})
         return new_producer(blocking, role="levels", broker_contact_timeout_s=SEND_BLOCK_S_MAX)
 

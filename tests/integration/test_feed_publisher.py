@@ -119,6 +119,61 @@ def test_the_feed_falls_behind_while_the_broker_is_down_and_catches_up_after(dat
         recorder.close()
 
 
+class _SilentBroker:
+    """A broker that takes records and never answers: a producer's close waits its whole timeout
+    for it, as librdkafka's does."""
+
+    def __init__(self) -> None:
+        self.sent = threading.Event()
+
+    def producer(self, _: Settings) -> Any:
+        broker = self
+
+        class Producer:
+            def send(self, topic: str, key: bytes, value: bytes) -> Any:
+                broker.sent.set()
+                future = _Future(None)
+                future.is_done = False
+                return future
+
+            def flush(self, timeout: float) -> None:
+                time.sleep(timeout)
+
+            def close(self, timeout: float) -> None:
+                time.sleep(timeout)
+
+        return Producer()
+
+
+def test_a_shutdown_is_not_held_up_by_a_broker_that_never_answers(database_url, serve):
+    server = serve(database_url)
+    silent_close_s = 2 * DEADLINE_S  # what a close that waited for the broker would take
+    settings = Settings(
+        database_url=database_url,
+        kafka_bootstrap="unused:9092",
+        feed_poll_ms=10,
+        feed_publish_timeout_s=silent_close_s,
+        kafka_shutdown_timeout_s=silent_close_s,
+    )
+    broker = _SilentBroker()
+    recorder = open_recorder(database_url, 2, 30)
+    feed = LevelsFeed(recorder, settings, broker.producer)
+    thread = threading.Thread(target=feed.run, daemon=True)
+    thread.start()
+    try:
+        with server.client() as client:
+            api.record(client, ev.receipt(unique("shop"), ("A", 1)))
+        assert broker.sent.wait(DEADLINE_S), "the feed sent nothing"
+        feed.stop()
+        thread.join(DEADLINE_S)
+        assert not thread.is_alive(), "the feed's shutdown waited for a broker that never answers"
+        assert FeedCursor(recorder, FEED_NAME).load() == 0  # nothing acknowledged, nothing saved
+    finally:
+        feed.stop()
+        thread.join(silent_close_s)
+        recorder.close()
+
+
 def test_a_second_publisher_waits_while_the_first_holds_the_feed(database_url, serve):
     server = serve(database_url)
     settings = Settings(
