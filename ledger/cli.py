@@ -171,11 +171,11 @@ def _start_writer_process(settings: Settings) -> Any:
 def _rebuild(args: argparse.Namespace, settings: Settings) -> int:
     from tqdm import tqdm
 
+    from ledger.bootstrap import open_database
     from ledger.rebuild import RebuildLimits, rebuild
-    from ledger.storage.recorders import open_recorder
 
     with database_url_checked():
-        recorder = open_recorder(settings.database_url, settings.db_pool_size, settings.db_lock_timeout_s)
+        recorder = open_database(settings)
     try:
         with tqdm(total=0, unit="entry", desc="rebuilding projections", disable=args.quiet) as bar:
 
@@ -198,7 +198,7 @@ def _rebuild(args: argparse.Namespace, settings: Settings) -> int:
 def _migrate(args: argparse.Namespace, settings: Settings) -> int:
     """The schema migrations the database lacks: listed (--check), or applied, each on one line."""
     from ledger.storage.migrations import LATEST_VERSION
-    from ledger.storage.migrator import pg_migrate, pg_plan, sqlite_migrate, sqlite_plan
+    from ledger.storage.migrator import pg_plan, sqlite_plan
     from ledger.storage.recorders import PostgresLedgerRecorder, open_recorder
 
     with database_url_checked():
@@ -219,9 +219,8 @@ def _migrate(args: argparse.Namespace, settings: Settings) -> int:
             if not found.pending:
                 print("nothing to apply")
             return 0
-        applied = pg_migrate(recorder, settings.migration_wait_s) if postgres else sqlite_migrate(recorder)
-        if postgres:
-            recorder.create_table()  # this release's batch function, if the database lacks it
+        recorder.create_table()  # the migrations, and on PostgreSQL this release's batch function
+        applied = recorder.migrations_applied
         for migration in applied:
             print(f"applied {migration.version} ({migration.kind}): {migration.name}")
         if not applied:

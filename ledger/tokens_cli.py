@@ -74,7 +74,9 @@ def register(commands: argparse._SubParsersAction[Any]) -> None:
 
 def _database(settings: Settings) -> Any:
     with database_url_checked():
-        return open_recorder(settings.database_url, 2, settings.db_lock_timeout_s)
+        return open_recorder(
+            settings.database_url, 2, settings.db_lock_timeout_s, migration_wait_s=settings.migration_wait_s
+        )
 
 
 def _create(args: argparse.Namespace, settings: Settings) -> int:

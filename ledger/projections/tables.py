@@ -1,7 +1,8 @@
 """Writes one batch of recorded entries into the projection tables.
 
 The writer calls this inside the transaction that records the events, so the projections are
-never behind the log; `ledger rebuild` calls it with the same batches replayed from the log.
+never behind the log; `ledger rebuild` writes the same rows from the batches it replays from the
+log (write_batch on SQLite and while catching up; the bulk load below while filling on PostgreSQL).
 """
 
 from __future__ import annotations
@@ -98,10 +99,7 @@ _HISTORY_COLUMNS = [
 ]
 _HISTORY = BulkInsert("history", "ledger_history", _HISTORY_COLUMNS)
 
-# CONTRACT §10: one row per marking code of a history row, for `?code=X` (schema.py). Not one of
-# BATCH_INSERTS: a one-statement batch derives them in the server from its history rows
-# (codes_from_history_sql), so the batch function keeps its arguments (instances of the version
-# before call it with as many).
+# CONTRACT §10: one row per marking code of a history row, for `?code=X` (schema.py).
 _CODES = BulkInsert(
     "history_codes",
     "ledger_history_codes",
@@ -178,7 +176,7 @@ _POLICIES = BulkInsert(
 
 # Every insert write_batch makes, in the order it makes them (a one-statement batch on PostgreSQL
 # calls a function made of these: ledger/storage/recorders.py).
-BATCH_INSERTS = (_HISTORY, _LEVELS, _NEW_RESERVATIONS, _RESERVATIONS, _KEYS, _POLICIES)
+BATCH_INSERTS = (_HISTORY, _CODES, _LEVELS, _NEW_RESERVATIONS, _RESERVATIONS, _KEYS, _POLICIES)
 
 
 def channels_text(level: Level) -> str | None:
@@ -191,17 +189,16 @@ def policy_text(policy: Policy | None) -> str | None:
 
 
 def write_batch(tx: SqlTx, batch: ProjectionBatch, into: Mapping[str, str] | None = None) -> None:
-    """Five statements whatever the batch size (on PostgreSQL they travel with the COMMIT); one
-    more for a batch with marking codes. `into` names other tables to write instead of the
-    projections (`ledger rebuild`'s shadow tables, which have the same columns and keys)."""
+    """At most one statement per table whatever the batch size (on PostgreSQL they travel with the
+    COMMIT). `into` names other tables to write instead of the projections (`ledger rebuild`'s
+    shadow tables, which have the same columns and keys)."""
 
     def insert(bulk: BulkInsert) -> BulkInsert:
         return bulk.into(into[bulk.table]) if into else bulk
 
     history = _history_rows(batch)
     insert(_HISTORY).run(tx, history)
-    if tx.collected is None:  # a one-statement batch derives them (codes_from_history_sql)
-        insert(_CODES).run(tx, _code_rows(history))
+    insert(_CODES).run(tx, _code_rows(history))
     insert(_LEVELS).run(tx, _level_rows(batch.levels))
     rows = {
         key: _reservation_row(reservation, position)
@@ -215,13 +212,9 @@ def write_batch(tx: SqlTx, batch: ProjectionBatch, into: Mapping[str, str] | Non
 
 
 # -- the bulk load of `ledger rebuild` --------------------------------------------------------------------
-# A replay writes the rows that only ever grow (history, event keys) a batch at a time, and every
+# A replay writes the rows that only ever grow (history, codes, event keys) a batch at a time, and every
 # level, reservation and policy once, as the replay left it: the same rows write_batch writes, into
 # tables that have no indexes yet (so plain inserts, no ON CONFLICT).
-
-APPENDED_INSERTS = (_HISTORY, _CODES, _KEYS)
-LATEST_INSERTS = (_LEVELS, _NEW_RESERVATIONS, _RESERVATIONS, _POLICIES)
-assert {*APPENDED_INSERTS, *LATEST_INSERTS} == {*BATCH_INSERTS, _CODES}, "a projection the bulk load misses"
 
 
 @dataclass(slots=True)
@@ -271,7 +264,7 @@ def _level_rows(levels: Mapping[tuple[str, str], tuple[Level, int, str]]) -> lis
             level.incoming_units,
             position,
             updated_at,
-            orjson.dumps(level.channel_reserved).decode() if level.channel_reserved else None,
+            channels_text(level),
         )
         for (store_id, sku), (level, position, updated_at) in levels.items()
     ]
@@ -342,18 +335,6 @@ def _history_rows(batch: ProjectionBatch) -> list[tuple[object, ...]]:
 
 _HISTORY_CODES_COLUMN = -1  # a history row's codes (JSON or None) are its last column
 assert _HISTORY_COLUMNS[_HISTORY_CODES_COLUMN][0] == "codes"
-
-
-def codes_from_history_sql(argument: str) -> str:
-    """The codes rows of a one-statement batch (PostgreSQL), made from the history rows in the
-    jsonb `argument` as `_code_rows` makes them from the Python rows."""
-    codes = f"(r->>{len(_HISTORY_COLUMNS) - 1})"
-    return (
-        "INSERT INTO ledger_history_codes (store_id, code, position, line_no) "
-        "SELECT r->>2, c.code, (r->>0)::bigint, (r->>1)::int "
-        f"FROM jsonb_array_elements({argument}) AS r, "
-        f"jsonb_array_elements_text({codes}::jsonb) AS c(code) WHERE {codes} IS NOT NULL"
-    )
 
 
 def _code_rows(history: list[tuple[object, ...]]) -> list[tuple[object, ...]]:

@@ -23,7 +23,7 @@ from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastor
 from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteDatastore
 from psycopg.errors import DuplicateObject
 
-from ledger.projections.tables import BATCH_INSERTS, codes_from_history_sql
+from ledger.projections.tables import BATCH_INSERTS
 from ledger.sql import BulkInsert, SqlTx
 from ledger.storage.migrations import Migration
 from ledger.storage.migrator import (
@@ -168,8 +168,6 @@ def _pg_batch_function(lock_statements: Sequence[str], channel: str) -> str:
         f"IF jsonb_array_length(p_{insert.name}) > 0 THEN {insert.function_sql(f'p_{insert.name}')}; END IF;"
         for insert in _PG_BATCH_INSERTS[1:]
     )
-    # The history rows' marking codes (CONTRACT §10), derived here rather than sent.
-    inserts += f"\n    {codes_from_history_sql('p_history')};"
     locks = "\n    ".join(f"{statement};" for statement in lock_statements)
     return f"""CREATE OR REPLACE FUNCTION {_PG_FUNCTION_NAME_PLACEHOLDER}(
     p_head bigint, p_last bigint, {arguments}) RETURNS bigint LANGUAGE plpgsql AS $ledger$
