@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -100,6 +101,7 @@ def test_a_frozen_broker_does_not_make_the_intake_poll_in_a_tight_loop(
         wait_until(lambda: handle.ready, DEADLINE_S, "the consumer to join its group")
         consumer = handle.intake._consumer
         rounds_per_poll: list[int] = []
+        polled_at: list[float] = []
         rounds = [0]
         poll_once, poll = consumer._poll_once, consumer.poll
 
@@ -108,6 +110,7 @@ def test_a_frozen_broker_does_not_make_the_intake_poll_in_a_tight_loop(
             return poll_once(*args, **kwargs)
 
         def counted_poll(*args: object, **kwargs: object) -> object:
+            polled_at.append(time.monotonic())
             rounds[0] = 0
             try:
                 return poll(*args, **kwargs)
@@ -124,7 +127,11 @@ def test_a_frozen_broker_does_not_make_the_intake_poll_in_a_tight_loop(
                 f"{POLLS_WATCHED} polls while frozen",
             )
             watched = rounds_per_poll[watched_from : watched_from + POLLS_WATCHED]
+            first, last = polled_at[watched_from], polled_at[watched_from + POLLS_WATCHED - 1]
         assert max(watched) <= ROUNDS_PER_POLL_MAX, f"rounds of kafka-python's poll per poll: {watched}"
+        # And the intake waits between its polls itself (a lower bound: a slow machine only adds).
+        waited_s = (POLLS_WATCHED - 1) * settings.kafka_poll_timeout_ms / 1000 / 2
+        assert last - first >= waited_s, f"{POLLS_WATCHED} polls in {last - first:.3f} s: polling in a loop"
         wait_until(lambda: handle.ready, DEADLINE_S, "ready again once the broker answers")
     finally:
         assert handle.stop()
