@@ -55,7 +55,7 @@ def reservation_public(reservation: Reservation, position: int) -> dict[str, Any
     }
 
 
-def _json(body: dict[str, Any], status: int = 200) -> Response:
+def json_response(body: dict[str, Any], status: int = 200) -> Response:
     return Response(orjson.dumps(body), status_code=status, media_type="application/json")
 
 
@@ -165,9 +165,9 @@ async def reserve(
             placed_at_position=result.position,
             channel=event.channel,
         )
-        return _json(reservation_public(placed, result.position), 201)
+        return json_response(reservation_public(placed, result.position), 201)
     if result.outcome is Outcome.DUPLICATE:
-        return _json(await _current(ledger, store, event.reservation_id))
+        return json_response(await _current(ledger, store, event.reservation_id))
     raise _refusal(result, event.reservation_id)
 
 
@@ -177,7 +177,7 @@ async def reserve(
     responses=problem_responses(404, 422, 503),
 )
 async def get_reservation(store: ReadableStore, reservation_id: ReservationId, ledger: LedgerDep) -> Response:
-    return _json(await _current(ledger, store, reservation_id))
+    return json_response(await _current(ledger, store, reservation_id))
 
 
 @router.post(
@@ -214,4 +214,4 @@ async def release_reservation(
     [result] = await ledger.submit([event])
     if result.outcome is Outcome.REJECTED:
         raise _refusal(result, reservation_id)
-    return _json(await _current(ledger, store, reservation_id))
+    return json_response(await _current(ledger, store, reservation_id))

@@ -7,7 +7,6 @@ import asyncio
 import os
 from typing import Any
 
-import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
@@ -25,7 +24,7 @@ from ledger.api.deps import (
 from ledger.api.events import parse_json
 from ledger.api.media import JSON_ONLY, require_media_type
 from ledger.api.problems import Problem, invalid
-from ledger.api.reservations import reservation_public
+from ledger.api.reservations import json_response, reservation_public
 from ledger.api.schemas import problem_responses
 from ledger.api.schemas_across import ReservationAcrossPublic
 from ledger.clock import utc_now
@@ -55,10 +54,6 @@ def across_limits(settings: Settings, intake: IntakeLimits) -> AcrossLimits:
         settings.sourcing_candidates_max,
         settings.sourcing_search_steps_max,
     )
-
-
-def json_response(body: dict[str, Any], status: int = 200) -> Response:
-    return Response(orjson.dumps(body), status_code=status, media_type="application/json")
 
 
 def across_public(views: list[ReservationView]) -> dict[str, Any]:

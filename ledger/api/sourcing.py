@@ -14,17 +14,18 @@ from ledger.api.deps import IntakeDep, LedgerDep, ProducerGrant, SettingsDep, pr
 from ledger.api.events import parse_json
 from ledger.api.media import JSON_ONLY, require_media_type
 from ledger.api.problems import Problem, invalid
+from ledger.api.reservations import json_response
 from ledger.api.reservations_across import (
     across_limits,
     across_public,
     current,
-    json_response,
     placed_views,
     refusal,
 )
 from ledger.api.schemas import problem_responses
 from ledger.api.schemas_across import SourcingPublic
 from ledger.clock import utc_now
+from ledger.domain.across_stores import holds_order
 from ledger.domain.model import Outcome, RejectionReason
 from ledger.domain.sourcing import Allocation, SearchTooLong, choose
 from ledger.intake.across_body import AcrossLimits, SourcingAsk, read_sourcing, sourcing_command
@@ -103,12 +104,8 @@ def _held_allocation(held: list[ReservationView], candidates: tuple[str, ...]) -
 
 
 def _holds(held: list[ReservationView], ask: SourcingAsk) -> bool:
-    """The reservation held is this order's: its parts at the candidates hold its lines."""
-    placed: dict[str, int] = {}
-    for view in held:
-        for sku, line in view.reservation.lines.items():
-            placed[sku] = placed.get(sku, 0) + line.qty_units
-    return bool(held) and placed == {line.sku: line.qty_units for line in ask.lines}
+    """The reservation held is this order's: its parts hold its lines."""
+    return bool(held) and holds_order([view.reservation for view in held], ask.lines)
 
 
 def _unsourceable(shortfall: list[dict[str, Any]]) -> Problem:

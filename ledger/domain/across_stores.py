@@ -198,7 +198,7 @@ def decide_sourcing(command: SourceAndReserve, state: LedgerState) -> Decision:
         if (reservation := state.reservation(store, command.reservation_id)) is not None
     ]
     if held:
-        if _holds_order(held, command.lines):
+        if holds_order(held, command.lines):
             return Decision((), duplicate_of_position=_latest([r.placed_at_position for r in held]))
         return Decision((), refusal=Refusal(RejectionReason.RESERVATION_CONFLICT))
     channel = command.channel
@@ -228,7 +228,7 @@ def decide_sourcing(command: SourceAndReserve, state: LedgerState) -> Decision:
     return decision
 
 
-def _holds_order(held: list[Reservation], lines: tuple[Line, ...]) -> bool:
+def holds_order(held: list[Reservation], lines: tuple[Line, ...]) -> bool:
     placed: dict[str, int] = {}
     for reservation in held:
         for sku, line in reservation.lines.items():

@@ -45,17 +45,6 @@ def _result(event: StockEvent, pending: Pending, positions: list[int], entries: 
         )
     assert pending.entry_index is not None
     entry = entries[pending.entry_index]
-    if type(event) is not StockEvent:  # a command across stores: what each part placed
-        return EventResult(
-            event.event_id,
-            event.source,
-            event.store_id,
-            entry.outcome,
-            entry.reason,
-            entry.shortfall,
-            positions[pending.entry_index],
-            placed=_placed(entries, pending),
-        )
     return EventResult(
         event.event_id,
         event.source,
@@ -64,6 +53,8 @@ def _result(event: StockEvent, pending: Pending, positions: list[int], entries: 
         entry.reason,
         entry.shortfall,
         positions[pending.entry_index],
+        # A command across stores says what each part placed; a plain event places nothing so.
+        placed=_placed(entries, pending) if type(event) is not StockEvent else (),
     )
 
 
