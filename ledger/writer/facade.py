@@ -64,23 +64,29 @@ class Writer:
         return bool(self.recorder.one_statement_batches) and self.limits.optimistic
 
     def process(self, batch: list[Submission]) -> None:
-        """Records a batch and answers every submission in it (retrying as batching says)."""
-        if self._refused_as_probe(batch):
-            return
-        batching.record_with_retries(batch, self.record, self.limits.retries_max, self.failed)
+        """Records a batch and answers every submission in it (retrying as batching says).
+        Readiness probes (empty submissions) that queued up with writes are answered after them,
+        as probes: a write that failed and was then tried alone must not let a probe through
+        that commits nothing (a full disk grants an empty transaction)."""
+        writes = [submission for submission in batch if submission.events]
+        probes = [submission for submission in batch if not submission.events]
+        if writes:
+            batching.record_with_retries(writes, self.record, self.limits.retries_max, self.failed)
+        if probes and not self._refused_as_probe(probes):
+            batching.record_with_retries(probes, self.record, self.limits.retries_max, self.failed)
 
-    def _refused_as_probe(self, batch: list[Submission]) -> bool:
+    def _refused_as_probe(self, probes: list[Submission]) -> bool:
         """An empty batch is how readiness asks whether writes can be recorded. It takes the write
         lock and commits nothing, which a full disk lets through: for FAILURE_HOLD_S after a batch
         with events failed, whatever committed since, it is answered "no" at once, without
         asking the database (and without counting as a failure of its own). After the hold a
         probe asks the database again, so that an instance nobody sends writes to can recover."""
-        if any(submission.events for submission in batch) or self.failure is None:
+        if self.failure is None:
             return False
         if time.monotonic() - self.failed_at >= FAILURE_HOLD_S:
             return False
-        for submission in batch:
-            submission.done(WriterUnavailable(f"the last batch failed: {self.failure}"))
+        for probe in probes:
+            probe.done(WriterUnavailable(f"the last batch failed: {self.failure}"))
         return True
 
     def failed(self, batch: list[Submission], error: BaseException) -> None:

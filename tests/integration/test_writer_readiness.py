@@ -66,6 +66,30 @@ def test_a_probe_fails_while_the_last_batch_failed_even_if_another_commits(
     assert isinstance(_process(writer, []), list)
 
 
+def test_a_probe_queued_with_a_write_that_fails_is_refused_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A probe that queued up behind a write shares its batch. When the batch fails and its
+    submissions are then tried one by one, the probe alone must not ask the database: a full disk
+    grants an empty transaction (seen in CI: /readyz said 200 in the middle of a full disk)."""
+    built = build_writer(Settings(database_url=f"sqlite:///{tmp_path / 'ledger.db'}", writer_retries_max=1))
+    try:
+        monkeypatch.setattr(facade, "insert", lambda *_: (_ for _ in ()).throw(OSError(28, "full")))
+        monkeypatch.setattr(built, "decide_from_memory", lambda *_, **__: None)
+        answers: dict[str, list[EventResult] | BaseException] = {}
+        built.process(
+            [
+                Submission([_receipt("r1")], lambda answer: answers.__setitem__("write", answer)),  # type: ignore[list-item]
+                Submission([], lambda answer: answers.__setitem__("probe", answer)),
+            ]
+        )
+        assert isinstance(answers["write"], WriterUnavailable)
+        assert isinstance(answers["probe"], WriterUnavailable), answers["probe"]
+        assert "the last batch failed" in str(answers["probe"])
+    finally:
+        built.recorder.close()
+
+
 def test_probes_during_the_hold_do_not_prolong_it(writer: Writer, monkeypatch: pytest.MonkeyPatch) -> None:
     """Readiness probes keep coming while the hold lasts; they must not start it again, or an
     instance nobody sends writes to would never become ready."""
