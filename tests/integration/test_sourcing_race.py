@@ -1,6 +1,6 @@
-"""Real processes racing sourcing with `reserve` against plain reservations on scarce stock, through
-two `ledger serve` instances on one database: no unit is reserved twice, and every accepted answer
-is exactly what the levels and the reservations hold."""
+"""Real processes racing sourcing with `reserve`, reservations across stores and plain reservations
+on scarce stock, through two `ledger serve` instances on one database: no unit is reserved twice,
+and every accepted answer is exactly what the levels and the reservations hold."""
 
 from __future__ import annotations
 
@@ -22,9 +22,11 @@ SOURCING_PROCESSES = 3
 SOURCING_ORDERS_PER_PROCESS = 8  # each 2 A and 1 B: 48 A asked for, twice what there is
 PLAIN_PROCESSES = 2
 PLAIN_PER_PROCESS = 16  # each 1 A at one store
+ACROSS_PROCESSES = 2
+ACROSS_PER_PROCESS = 8  # each 1 A at one store and 2 B at the next (POST /v1/reservations)
 
 
-def test_sourcing_with_reserve_and_plain_reservations_never_oversell(database_url, serve) -> None:
+def test_sourcing_across_stores_and_plain_reservations_never_oversell(database_url, serve) -> None:
     a, b = serve(database_url), serve(database_url)
     stores = [unique(f"race{n}") for n in range(STORES)]
     with a.client() as client:
@@ -45,20 +47,43 @@ def test_sourcing_with_reserve_and_plain_reservations_never_oversell(database_ur
         body = {"reservation_id": f"web-{process}-{number}", "lines": ev.lines(("A", 1))}
         return (url, f"/v1/stores/{store}/reservations", body)
 
+    def across(process: int, number: int, url: str) -> Request:
+        first = (process * ACROSS_PER_PROCESS + number) % STORES
+        body = {
+            "reservation_id": f"across-{process}-{number}",
+            "lines": [
+                {"store": stores[first], "sku": "A", "qty": 1},
+                {"store": stores[(first + 1) % STORES], "sku": "B", "qty": 2},
+            ],
+        }
+        return (url, "/v1/reservations", body)
+
     urls = [a.url, b.url]
     plans = [
         [sourcing(p, n, urls[p % 2]) for n in range(SOURCING_ORDERS_PER_PROCESS)]
         for p in range(SOURCING_PROCESSES)
-    ] + [[plain(p, n, urls[p % 2]) for n in range(PLAIN_PER_PROCESS)] for p in range(PLAIN_PROCESSES)]
+    ]
+    plans += [[plain(p, n, urls[p % 2]) for n in range(PLAIN_PER_PROCESS)] for p in range(PLAIN_PROCESSES)]
+    plans += [
+        [across(p, n, urls[(p + 1) % 2]) for n in range(ACROSS_PER_PROCESS)] for p in range(ACROSS_PROCESSES)
+    ]
     answers = send_from_processes(plans)
 
     expected: Counter[tuple[str, str]] = Counter()
     placed = refused = 0
+    placed_across = 0
     for plan, plan_answers in zip(plans, answers, strict=True):
         for (_, path, _), (status, answer) in zip(plan, plan_answers, strict=True):
             if status in (200, 201):
                 placed += 1
-                parts = answer["reservation"]["stores"] if path == "/v1/sourcing" else [answer]
+                if path == "/v1/sourcing":
+                    parts = answer["reservation"]["stores"]
+                elif path == "/v1/reservations":
+                    parts = answer["stores"]
+                    placed_across += 1
+                    assert len(parts) == 2, answer  # all lines or none
+                else:
+                    parts = [answer]
                 for part in parts:
                     for line in part["lines"]:
                         expected[(part["store_id"], line["sku"])] += line["qty"]
@@ -71,7 +96,7 @@ def test_sourcing_with_reserve_and_plain_reservations_never_oversell(database_ur
             else:
                 refused += 1
                 assert status == 409 and answer["type"] == "insufficient-stock", (status, answer)
-    assert placed and refused, (placed, refused)  # scarce: both happened
+    assert placed and refused and placed_across, (placed, refused, placed_across)  # scarce: all happened
     for store in stores:
         levels = db.level_rows(database_url, store)
         for sku in ("A", "B"):
