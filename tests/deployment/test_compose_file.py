@@ -121,6 +121,8 @@ def test_the_image_installs_from_the_lock_file_and_its_user_owns_the_data_path()
     assert pins and all(re.fullmatch(r"[A-Za-z0-9_.\-]+==\S+", line) for line in pins), pins
     locked = {re.split(r"==", line)[0].lower().replace("_", "-") for line in pins}
     assert {"eventsourcing", "fastapi", "uvicorn", "psycopg", "kafka-python"} <= locked
+    # LEDGER_TRACING=otlp must work in the image (README, Operations): the tracing extra is locked too.
+    assert {"opentelemetry-sdk", "opentelemetry-exporter-otlp-proto-http"} <= locked
     # The default database is in the folder the non-root user owns.
     data_dir = "/var/lib/ledger"
     assert f"chown ledger:ledger {data_dir}" in dockerfile
