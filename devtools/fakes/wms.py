@@ -16,8 +16,9 @@ strictly as the MoySklad fake keeps to MoySklad's pages:
 - `GET /api/v1/stock?warehouse=W` (required; an unknown one is 404), one row per SKU and zone:
   `{sku, warehouse, zone, qty_on_hand, qty_reserved, qty_in_picking, available}`. Paged:
   `page` (from 1) and `per_page` (default 100, at most 500; more is 422); the answer says
-  `page`, `per_page` and `total` (rows in all pages). `available_only` is `false` by default;
-  `true` (the seed's own example) leaves out every row whose available is 0 or less, a fully
+  `page`, `per_page` and `total` (rows in all pages). `available_only` is `true` unless sent:
+  no document gives its default and the seed's own example sends `true`, so the fake takes the
+  default that hides the most. `true` leaves out every row whose available is 0 or less, a fully
   reserved or picked item among them, exactly the trap MoySklad's `nonEmpty` default is.
 
 - `POST /api/v1/inbound` (an expected receipt, ASN: `{external_id, warehouse, transfer_id, lines:
@@ -173,7 +174,7 @@ class FakeWms:
             return Reply(422, {"error": "warehouse is required"})
         if warehouse not in self.warehouses:
             return Reply(404, {"error": f"unknown warehouse {warehouse!r}"})
-        available_only = (query.get("available_only") or ["false"])[0]
+        available_only = (query.get("available_only") or ["true"])[0]
         if available_only not in ("true", "false"):
             return Reply(422, {"error": "available_only is true or false"})
         try:

@@ -84,14 +84,18 @@ def test_a_fully_reserved_and_picked_item_is_read_as_its_on_hand_not_left_out(
     assert report_lines(report) == [("SKU-2", 4, 3)]  # SKU-1 agrees: nothing to change
 
 
-def test_the_fake_leaves_out_rows_with_nothing_available_when_available_only_is_asked(warehouse):
+def test_the_fake_leaves_out_rows_with_nothing_available_unless_told_not_to(warehouse):
     fake, server = warehouse
     fake.put_stock("main", "ART-1", on_hand=5, reserved=5)
     client = client_for(server)
     asked = client.request("GET", "api/v1/stock", params={"warehouse": "main", "available_only": "true"})
     assert asked.json()["items"] == [] and asked.json()["total"] == 0
+    # Unsent, it hides them too (the default that hides the most: no document gives it).
     default = client.request("GET", "api/v1/stock", params={"warehouse": "main"})
-    assert [row["sku"] for row in default.json()["items"]] == ["ART-1"]
+    assert default.json()["items"] == []
+    unhidden = {"warehouse": "main", "available_only": "false"}
+    everything = client.request("GET", "api/v1/stock", params=unhidden)
+    assert [row["sku"] for row in everything.json()["items"]] == ["ART-1"]
     too_big = {"warehouse": "main", "per_page": str(STOCK_PER_PAGE_MAX + 1)}
     assert client.request("GET", "api/v1/stock", params=too_big).status == 422
     assert client.request("GET", "api/v1/stock", params={}).status == 422
