@@ -5,10 +5,13 @@ publishes at a time, and a batch that failed to commit publishes nothing."""
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 import time
 from typing import Any
 
+import psycopg
 import pytest
 from support import api, poison
 from support import events as ev
@@ -17,6 +20,7 @@ from support.ids import unique
 from ledger.bootstrap import build_ledger
 from ledger.config import Settings
 from ledger.feed.cursor import FeedCursor
+from ledger.feed.leadership import AdvisoryLeadership
 from ledger.feed.record import decode_record
 from ledger.kafka.levels_feed import FEED_NAME, LevelsFeed
 from ledger.storage.recorders import open_recorder
@@ -237,3 +241,27 @@ def test_a_batch_that_failed_publishes_nothing(database_url: str, monkeypatch: A
         feed.stop()
         thread.join(DEADLINE_S)
         ledger.stop()
+
+
+def test_a_frozen_database_cannot_hold_the_feeds_thread_in_a_leadership_query(postgres):
+    """The session that holds the feed's lock stops answering (its backend stopped, as a frozen
+    server would): the check that the lock is still held gives up, and counts it lost."""
+    database_url = postgres.create_database()
+    leadership = AdvisoryLeadership(database_url, FEED_NAME)
+    assert leadership.try_take()
+    with psycopg.connect(database_url, autocommit=True) as look:
+        [(holder,)] = look.execute(
+            "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND database = "
+            "(SELECT oid FROM pg_database WHERE datname = current_database())"
+        ).fetchall()
+    answers: list[bool] = []
+    checking = threading.Thread(target=lambda: answers.append(leadership.still_held()), daemon=True)
+    os.kill(holder, signal.SIGSTOP)
+    try:
+        checking.start()
+        checking.join(DEADLINE_S)
+        assert answers == [False], "the leadership check waited on a database that never answers"
+    finally:
+        os.kill(holder, signal.SIGCONT)
+        checking.join(DEADLINE_S)
+        leadership.release()
