@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 from ledger.clock import utc_text
 from ledger.domain.model import Level, Policy, Reservation, StockEvent
-from ledger.domain.policy import effective_policy, limit_units
+from ledger.domain.policy import effective_policy, limit_units, line_limit_units
 from ledger.projections import queries
 from ledger.projections.explain import Explanation, explain
 from ledger.projections.queries import HistoryFilter
@@ -466,12 +466,7 @@ class Ledger:
                 continue
             for sku, held in zip(skus, cached, strict=True):
                 assert held is not None
-                if store_policies:
-                    figures[(store, sku)] = limit_units(
-                        held.level, effective_policy(store_policies, sku), channel
-                    )
-                else:
-                    figures[(store, sku)] = held.level.available_units
+                figures[(store, sku)] = line_limit_units(held.level, store_policies, sku, channel)
         return figures
 
     def reservation(self, store_id: str, reservation_id: str) -> ReservationView | None:

@@ -80,15 +80,18 @@ def _event(
         raise invalid([FieldError(e.field.removeprefix("data."), e.message) for e in error.errors]) from None
 
 
+def unknown_reservation(reservation_id: str, store: str | None = None) -> Problem:
+    """The 404 of a reservation id nobody placed; a read of one store's reservation names the store."""
+    where = f" at store {store}" if store is not None else ""
+    return Problem(
+        404, "unknown-reservation", "Unknown reservation", f"no reservation {reservation_id}{where}"
+    )
+
+
 async def _current(ledger: Ledger, store: str, reservation_id: str) -> dict[str, Any]:
     view = await asyncio.to_thread(ledger.reservation, store, reservation_id)
     if view is None:
-        raise Problem(
-            404,
-            "unknown-reservation",
-            "Unknown reservation",
-            f"no reservation {reservation_id} at store {store}",
-        )
+        raise unknown_reservation(reservation_id, store)
     return reservation_public(view.reservation, view.position)
 
 
@@ -113,7 +116,7 @@ def _refusal(result: EventResult, reservation_id: str) -> Problem:
             f"reservation {reservation_id} exists with other lines",
             position=result.position,
         )
-    return Problem(404, "unknown-reservation", "Unknown reservation", f"no reservation {reservation_id}")
+    return unknown_reservation(reservation_id)
 
 
 @router.post(

@@ -24,7 +24,7 @@ from ledger.api.deps import (
 from ledger.api.events import parse_json
 from ledger.api.media import JSON_ONLY, require_media_type
 from ledger.api.problems import Problem, invalid
-from ledger.api.reservations import json_response, reservation_public
+from ledger.api.reservations import json_response, reservation_public, unknown_reservation
 from ledger.api.schemas import problem_responses
 from ledger.api.schemas_across import ReservationAcrossPublic
 from ledger.clock import utc_now
@@ -123,10 +123,6 @@ def _readable(grant: Grant | None, views: list[ReservationView]) -> None:
         authorize_store(grant, view.reservation.store_id)
 
 
-def _unknown(reservation_id: str) -> Problem:
-    return Problem(404, "unknown-reservation", "Unknown reservation", f"no reservation {reservation_id}")
-
-
 @router.post(
     "/v1/reservations",
     status_code=201,
@@ -180,7 +176,7 @@ async def get_across(
 ) -> Response:
     views = await current(ledger, settings.reservation_stores_max, reservation_id)
     if not views:
-        raise _unknown(reservation_id)
+        raise unknown_reservation(reservation_id)
     _readable(grant, views)
     return json_response(across_public(views))
 
@@ -218,7 +214,7 @@ async def release_across(
         )  # fmt: skip
     views = await current(ledger, settings.reservation_stores_max, reservation_id)
     if not views:
-        raise _unknown(reservation_id)
+        raise unknown_reservation(reservation_id)
     for view in views:
         authorize_write_at(grant, view.reservation.store_id, REST_SOURCE)
     now = utc_now()

@@ -26,7 +26,7 @@ from ledger.domain.model import (
     StockEvent,
     _event_from_values,
 )
-from ledger.domain.policy import effective_policy, limit_units
+from ledger.domain.policy import line_limit_units
 from ledger.domain.rules import Decision, LedgerState, Refusal, decide
 from ledger.domain.sourcing import Allocation, SearchTooLong, choose
 
@@ -209,10 +209,7 @@ def decide_sourcing(command: SourceAndReserve, state: LedgerState) -> Decision:
         level = levels.get((store, sku))
         if level is None:
             level = state.level(store, sku)
-        store_policies = policies.get(store)
-        if not store_policies:
-            return level.available_units
-        return limit_units(level, effective_policy(store_policies, sku), channel)
+        return line_limit_units(level, policies.get(store), sku, channel)
 
     try:
         chosen = choose(

@@ -63,3 +63,14 @@ def limit_units(level: Level, policy: Policy | None, channel: str | None) -> int
         return sellable_units
     quota_units = quota.quota_units(level.on_hand_units)
     return min(sellable_units, quota_units - level.channel_reserved_units(channel))  # type: ignore[arg-type]
+
+
+def line_limit_units(
+    level: Level, store_policies: dict[str, Policy] | None, sku: str, channel: str | None
+) -> int:
+    """The most a line of `sku` may take at a store, given every policy of that store: the one
+    figure a reservation, sale or transfer is limited by and sourcing chooses stores by. A store
+    without policies (the common case) needs no lookup: its figure is `available`."""
+    if not store_policies:
+        return level.available_units
+    return limit_units(level, effective_policy(store_policies, sku), channel)

@@ -26,7 +26,7 @@ from ledger.domain.model import (
     Shortfall,
     StockEvent,
 )
-from ledger.domain.policy import effective_policy, limit_units
+from ledger.domain.policy import effective_policy, line_limit_units
 
 
 @dataclass(slots=True)
@@ -98,11 +98,7 @@ def _shortfall(event: StockEvent, state: LedgerState) -> tuple[Shortfall, ...]:
     store_policies = state.policies.get(event.store_id)
     channel = event.channel if event.type in CHANNEL_EVENT_TYPES else None
     for line in event.lines:
-        level = state.level(event.store_id, line.sku)
-        if store_policies:
-            limit = limit_units(level, effective_policy(store_policies, line.sku), channel)
-        else:
-            limit = level.available_units
+        limit = line_limit_units(state.level(event.store_id, line.sku), store_policies, line.sku, channel)
         if limit < line.qty_units:
             short.append(Shortfall(line.sku, line.qty_units, limit))
     return tuple(short)

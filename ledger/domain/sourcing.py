@@ -47,7 +47,7 @@ class SearchTooLong(Exception):
 
 
 # The figure a line may take at a store: the same one a reservation of the order's channel is
-# limited by (ledger/domain/policy.py's limit_units). Below zero counts as zero.
+# limited by (ledger/domain/policy.py's line_limit_units). Below zero counts as zero.
 Figure = Callable[[str, str], int]
 
 

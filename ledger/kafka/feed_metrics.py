@@ -20,6 +20,8 @@ class FeedStats:
     rounds_published: int = 0
     rounds_failed: int = 0
     takeovers: int = 0
+    refusals: int = 0  # rounds the broker refused for good (each try counted)
+    stuck: bool = False  # the next round is refused for good: the feed stands still until it is taken
 
     @property
     def lag_positions(self) -> int:
@@ -59,4 +61,15 @@ class FeedCollector(Collector):
         )
         yield CounterMetricFamily(
             "ledger_feed_takeovers", "times this instance took the feed over", value=stats.takeovers
+        )
+        yield GaugeMetricFamily(
+            "ledger_feed_stuck",
+            "1 while the broker refuses the feed's next round for good (a record too large, the topic "
+            "missing or not allowed): nothing after it is published until an operator acts",
+            value=int(stats.stuck and stats.publishing),
+        )
+        yield CounterMetricFamily(
+            "ledger_feed_refusals",
+            "times the broker refused a round for good (it is kept and tried again, never skipped)",
+            value=stats.refusals,
         )

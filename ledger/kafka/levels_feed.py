@@ -9,6 +9,12 @@ and after an outage it goes on from the last acknowledged position, so nothing i
 behind it is shows as `ledger_feed_lag_positions`. One instance per database publishes
 (ledger/feed/leadership.py); the others wait to take over. A round that fails is published again
 from its start (delivery is at least once): its records may repeat, each with its own position.
+
+A round the broker refuses for good (a record too large for the topic, the topic missing or not
+allowed: nothing but an operator changes that) is never skipped, since a consumer would keep that
+store and SKU's older figures without a sign. The feed stands still at it and tries it again every
+LEDGER_FEED_RETRY_BACKOFF_MS_MAX, and says so: `ledger_feed_stuck` is 1 and
+`ledger_feed_refusals` counts each refusal, with a warning at most every REFUSED_WARNING_INTERVAL_S.
 """
 
 from __future__ import annotations
@@ -20,6 +26,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from kafka.errors import (
+    InvalidTopicError,
+    TopicAuthorizationFailedError,
+    UnknownTopicOrPartitionError,
+)
+
 from ledger.config import Settings
 from ledger.feed.cursor import FeedCursor
 from ledger.feed.leadership import Leadership, leadership_for
@@ -27,6 +39,7 @@ from ledger.feed.record import LevelRecord, encode_record
 from ledger.feed.rounds import DefaultChange, default_change_page, read_round
 from ledger.kafka.backoff import Backoff
 from ledger.kafka.feed_metrics import FeedCollector, FeedStats
+from ledger.kafka.publisher import UNSENDABLE
 
 log = logging.getLogger("ledger.feed")
 
@@ -35,6 +48,17 @@ FLUSH_SLICE_S = 0.5  # the longest a shutdown waits on the broker before it is n
 # A guard on the pages of one default policy change: 10,000 pages of LEDGER_FEED_ROWS_PER_ROUND_MAX SKUs.
 PAGES_PER_DEFAULT_CHANGE_MAX = 10_000
 FEED_NAME = "stock.levels"  # the cursor's and the lock's name: one feed per database, whatever its topic
+# What the broker answers where sending the round again cannot help until an operator acts: a
+# record it can never take, or a topic missing (the ledger never creates one) or not allowed.
+REFUSED_FOR_GOOD = (
+    *UNSENDABLE,
+    UnknownTopicOrPartitionError,
+    InvalidTopicError,
+    TopicAuthorizationFailedError,
+)
+# A feed refused for good is tried again every LEDGER_FEED_RETRY_BACKOFF_MS_MAX; its warning is
+# written at most this often (the refusals in between are counted, in ledger_feed_refusals).
+REFUSED_WARNING_INTERVAL_S = 60.0
 
 
 class FeedPublishFailed(Exception):
@@ -63,6 +87,8 @@ class LevelsFeed:
         self._stopping = threading.Event()
         self._poll_s = settings.feed_poll_ms / 1000
         self._backoff = Backoff(settings.feed_retry_backoff_ms_max)
+        # The last warning of a refusal for good: when (time.monotonic()) and of what kind of error.
+        self._refusal_warned: tuple[float, type[BaseException]] | None = None
 
     # -- the loop -------------------------------------------------------------------------------------
 
@@ -91,6 +117,7 @@ class LevelsFeed:
                 return self.settings.feed_takeover_ms / 1000
             self.stats.published_position = self._cursor.load()
             self.stats.publishing = True
+            self.stats.stuck = False
             self.stats.takeovers += 1
             log.info("publishing the availability feed from position %d", self.stats.published_position)
         with self.recorder.read_transaction() as tx:
@@ -108,6 +135,8 @@ class LevelsFeed:
         self._cursor.save(found.end_position)
         self.stats.published_position = found.end_position
         self.stats.rounds_published += 1
+        self.stats.stuck = False
+        self._refusal_warned = None
         self._backoff.reset()
         # More committed than this round held: read it at once.
         return 0.0 if found.end_position < self.stats.head_position else self._poll_s
@@ -131,7 +160,12 @@ class LevelsFeed:
         if self._producer is None:
             self._producer = self._factory(self.settings)
         producer = self._producer
-        futures = [producer.send(self.topic, key=r.key, value=encode_record(r)) for r in records]
+        futures = []
+        for record in records:
+            try:
+                futures.append(producer.send(self.topic, key=record.key, value=encode_record(record)))
+            except REFUSED_FOR_GOOD as error:
+                raise FeedPublishFailed(f"{_named(record)} was refused: {error!r}") from error
         # Waited for in slices, so that a shutdown does not wait for a broker that does not answer.
         deadline = time.monotonic() + self.settings.feed_publish_timeout_s
         while not all(future.is_done for future in futures):
@@ -140,9 +174,10 @@ class LevelsFeed:
             if time.monotonic() >= deadline:
                 raise FeedPublishFailed(f"not acknowledged within {self.settings.feed_publish_timeout_s} s")
             producer.flush(timeout=FLUSH_SLICE_S)
-        for future in futures:
+        for record, future in zip(records, futures, strict=True):
             if future.failed():
-                raise FeedPublishFailed(f"a record was refused: {future.exception!r}") from future.exception
+                refusal = future.exception
+                raise FeedPublishFailed(f"{_named(record)} was refused: {refusal!r}") from refusal
         self.stats.records_published += len(records)
 
     def _failed(self, error: BaseException) -> float:
@@ -150,6 +185,10 @@ class LevelsFeed:
         self.stats.rounds_failed += 1
         if self._stopping.is_set():
             return 0.0  # the position is where the last acknowledged round left it
+        cause = error.__cause__ if isinstance(error, FeedPublishFailed) else error
+        if isinstance(cause, REFUSED_FOR_GOOD):
+            self._close_producer()
+            return self._refused(error, type(cause))
         wait_s = self._backoff.next_s()
         log.warning(
             "the availability feed could not publish after position %d (%d behind the log's head): %r; "
@@ -162,6 +201,32 @@ class LevelsFeed:
         self._close_producer()
         return wait_s
 
+    def _refused(self, error: BaseException, kind: type[BaseException]) -> float:
+        """The round is refused for good: it is kept (never skipped), tried again at the longest
+        backoff, and the refusal counted. The warning is written at most every
+        REFUSED_WARNING_INTERVAL_S, and at once when the refusal's kind changes (the topic made,
+        and now a record too large, say); the count is not limited."""
+        self.stats.refusals += 1
+        self.stats.stuck = True
+        wait_s = self.settings.feed_retry_backoff_ms_max / 1000
+        now = time.monotonic()
+        last = self._refusal_warned
+        if last is None or last[1] is not kind or now - last[0] >= REFUSED_WARNING_INTERVAL_S:
+            self._refusal_warned = (now, kind)
+            log.warning(
+                "the broker refuses the availability feed's round after position %d for good (%s): the "
+                "feed stands still there, %d positions behind the log's head, until the topic %s takes "
+                "it (a record too large: raise the topic's max.message.bytes; the topic missing: create "
+                "it); trying again every %.1f s, refused %d times so far",
+                self.stats.published_position,
+                error,
+                self.stats.lag_positions,
+                self.topic,
+                wait_s,
+                self.stats.refusals,
+            )
+        return wait_s
+
     # -- the producer ---------------------------------------------------------------------------------
 
     def _close_producer(self) -> None:
@@ -171,6 +236,10 @@ class LevelsFeed:
         if producer is not None:
             with contextlib.suppress(Exception):
                 producer.close(timeout=0)
+
+
+def _named(record: LevelRecord) -> str:
+    return f"the record of store {record.store_id}, SKU {record.sku} at position {record.position}"
 
 
 class FeedHandle:
@@ -203,6 +272,15 @@ def start_levels_feed(recorder: Any, settings: Settings) -> FeedHandle:
         # A send waits at most this for buffer room, and a new producer as long for a broker: a
         # round that cannot be sent fails and is sent again later; no shutdown is held up long.
         blocking = for_settings.model_copy(update={"kafka_publish_timeout_s": SEND_BLOCK_S_MAX})
-        return new_producer(blocking, role="levels", broker_contact_timeout_s=SEND_BLOCK_S_MAX)
+        built = new_producer(blocking, role="levels", broker_contact_timeout_s=SEND_BLOCK_S_MAX)
+        # A missing topic is asked about once here: a send to it would only fail after librdkafka
+        # waited for the topic to appear, longer than a round waits, as if the broker were slow.
+        topic = for_settings.kafka_levels_topic
+        if not built.has_topic(topic, SEND_BLOCK_S_MAX):
+            built.close(0)
+            raise UnknownTopicOrPartitionError(
+                f"the broker has no topic {topic} (the ledger never makes one)"
+            )
+        return built
 
     return FeedHandle(LevelsFeed(recorder, settings, producer)).start()

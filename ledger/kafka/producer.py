@@ -198,6 +198,15 @@ class Producer:
             self.close(0)
             raise KafkaConnectionError(f"no broker answered within {timeout_s:.0f} s: {error}") from error
 
+    def has_topic(self, topic: str, timeout_s: float) -> bool:
+        """Does the broker know `topic`? Asking never creates it (topics are made on purpose)."""
+        try:
+            metadata = self._producer.list_topics(topic, timeout=timeout_s)
+        except confluent_kafka.KafkaException as error:
+            raise kafka_error(error.args[0]) from error
+        found = metadata.topics.get(topic)
+        return found is not None and found.error is None
+
     def serve(self, timeout_s: float = 0) -> None:
         """Runs the delivery reports (and logs, errors) librdkafka has for this thread. A fatal
         error (raised by poll) is kept: the futures not done then fail with it."""

@@ -6,10 +6,14 @@ step: a table, a nullable column, an index; the release before keeps working on 
 or removes what no running release uses any more (a contract step, shipped one release after the
 code stopped using it, and marked with the oldest schema version a release must know to run on it).
 
-Migrations 1 to 7 are the schema this release found, written so that each is a no-op where its
-change is already there: a database made before versions were recorded has no table of them, so
-every migration runs on it once, and only what it lacks is made. Later migrations need not be so
-careful: they run on databases that recorded 1 to 7.
+Every migration is a no-op where its change is already there, for two reasons. Migration 1 makes
+the tables in today's shape (TABLES_DDL, ledger/projections/schema.py), with the columns later
+migrations add (2's principal, channel, channels and policy, 3's occurred_at, 9's codes): on a
+new database those later migrations run and find their change made. And migrations 1 to 7 are
+the schema this release found: a database made before versions were recorded has no table of
+them, so every migration runs on it once, and only what it lacks is made. So a table or index is
+made with `IF NOT EXISTS`, and a column only after looking whether it is there (`_pg_add_column`,
+say); a later migration must be as careful.
 
 To add one (a table of another feature, say): append `Migration(<the next number>, "what it does", EXPAND,
 postgres=(...), sqlite=(...))` to MIGRATIONS, with its statements (or a function of the cursor for

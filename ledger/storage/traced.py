@@ -12,7 +12,7 @@ import contextlib
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from eventsourcing.persistence import Notification, StoredEvent
+from eventsourcing.persistence import Notification
 
 from ledger.sql import SqlTx
 from ledger.storage.recorders import LedgerRecorder, SentBatch
@@ -51,6 +51,7 @@ class TracedRecorder:
         self.system = "sqlite" if getattr(inner, "qmark", False) else "postgresql"
 
     def __getattr__(self, name: str) -> Any:
+        # What makes no span (insert_entries, head, close, ...) is the inner recorder's own.
         return getattr(self.inner, name)
 
     def _span(self, operation: str) -> contextlib.AbstractContextManager[Any]:
@@ -76,9 +77,6 @@ class TracedRecorder:
             raise
         return _TracedSentBatch(sent, span)
 
-    def lost_optimistic_bet(self, error: Exception) -> bool:
-        return self.inner.lost_optimistic_bet(error)
-
     @contextlib.contextmanager
     def write_transaction(self) -> Iterator[SqlTx]:
         with self._span("write_transaction"), self.inner.write_transaction() as tx:
@@ -99,12 +97,6 @@ class TracedRecorder:
         with self._span("plain_transaction"), self.inner.plain_transaction() as tx:
             yield tx
 
-    def insert_entries(self, tx: SqlTx, stored_events: Sequence[StoredEvent], head: int) -> list[int]:
-        return self.inner.insert_entries(tx, stored_events, head)
-
-    def head(self, tx: SqlTx) -> int:
-        return self.inner.head(tx)
-
     def select_notifications(
         self,
         start: int | None,
@@ -118,9 +110,3 @@ class TracedRecorder:
             return self.inner.select_notifications(
                 start, limit, stop, topics, inclusive_of_start=inclusive_of_start
             )
-
-    def create_table(self) -> None:
-        self.inner.create_table()
-
-    def close(self) -> None:
-        self.inner.close()

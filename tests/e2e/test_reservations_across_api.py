@@ -92,6 +92,22 @@ def test_one_part_short_reserves_nothing_at_any_store(client: httpx.Client) -> N
     )
 
 
+def test_an_unknown_reservation_across_stores_is_answered_byte_for_byte_as_before(
+    client: httpx.Client,
+) -> None:
+    # The contract fixes these bodies; one function builds them now, and this pins what it builds.
+    rid = unique("R")
+    for response, path in (
+        (client.get(f"/v1/reservations/{rid}"), f"/v1/reservations/{rid}"),
+        (client.post(f"/v1/reservations/{rid}/release", json={}), f"/v1/reservations/{rid}/release"),
+    ):
+        assert response.status_code == 404
+        assert response.content == (
+            b'{"type":"unknown-reservation","title":"Unknown reservation","status":404,'
+            b'"detail":"no reservation ' + rid.encode() + b'","instance":"' + path.encode() + b'"}'
+        )
+
+
 def test_every_part_is_released_or_shipped_as_a_per_store_reservation(client: httpx.Client) -> None:
     s1, s2 = unique("s1"), unique("s2")
     stock(client, s1, ("A", 5))

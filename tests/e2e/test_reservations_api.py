@@ -20,6 +20,23 @@ def test_an_unknown_reservation_is_404(client):
     api.assert_problem(client.post(f"/v1/stores/{store}/reservations/nobody/release", json={}), 404)
 
 
+def test_an_unknown_reservation_is_answered_byte_for_byte_as_before(client):
+    # The contract fixes these bodies; one function builds them now, and this pins what it builds.
+    store = unique("store")
+    read = client.get(f"/v1/stores/{store}/reservations/nobody")
+    assert read.content == (
+        b'{"type":"unknown-reservation","title":"Unknown reservation","status":404,'
+        b'"detail":"no reservation nobody at store ' + store.encode() + b'",'
+        b'"instance":"/v1/stores/' + store.encode() + b'/reservations/nobody"}'
+    )
+    release = client.post(f"/v1/stores/{store}/reservations/nobody/release", json={})
+    assert release.content == (
+        b'{"type":"unknown-reservation","title":"Unknown reservation","status":404,'
+        b'"detail":"no reservation nobody",'
+        b'"instance":"/v1/stores/' + store.encode() + b'/reservations/nobody/release"}'
+    )
+
+
 def test_releasing_a_reservation_gives_its_units_back(client):
     store = unique("store")
     api.record(client, ev.receipt(store, ("A", 5), ("B", 5)))

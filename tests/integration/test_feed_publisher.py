@@ -1,26 +1,37 @@
 """The availability feed's publisher against a broker that fails, without a broker: writes go on
 while it cannot publish, its position moves only over acknowledged rounds, and once the broker
-answers again it catches up from the log, so every record ends up published. One instance
-publishes at a time, and a batch that failed to commit publishes nothing."""
+answers again it catches up from the log, so every record ends up published. A round the broker
+refuses for good is never skipped, and shows. One instance publishes at a time, and a frozen
+database cannot hold it in a leadership query; a batch that failed to commit publishes nothing."""
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 import time
+import warnings
 from typing import Any
 
+import psycopg
 import pytest
-from support import api, poison
-from support import events as ev
-from support.ids import unique
 
-from ledger.bootstrap import build_ledger
-from ledger.config import Settings
-from ledger.feed.cursor import FeedCursor
-from ledger.feed.record import decode_record
-from ledger.kafka.levels_feed import FEED_NAME, LevelsFeed
-from ledger.storage.recorders import open_recorder
-from ledger.writer.submission import SubmissionFailed
+# kafka-python loads its protocol schemas with a deprecated importlib call, hundreds of times.
+warnings.filterwarnings("ignore", ".*is deprecated. Use files", DeprecationWarning)
+
+from kafka.errors import MessageSizeTooLargeError, UnknownTopicOrPartitionError  # noqa: E402
+from support import api, poison  # noqa: E402
+from support import events as ev  # noqa: E402
+from support.ids import unique  # noqa: E402
+
+from ledger.bootstrap import build_ledger  # noqa: E402
+from ledger.config import Settings  # noqa: E402
+from ledger.feed.cursor import FeedCursor  # noqa: E402
+from ledger.feed.leadership import AdvisoryLeadership  # noqa: E402
+from ledger.feed.record import decode_record  # noqa: E402
+from ledger.kafka.levels_feed import FEED_NAME, LevelsFeed  # noqa: E402
+from ledger.storage.recorders import open_recorder  # noqa: E402
+from ledger.writer.submission import SubmissionFailed  # noqa: E402
 
 DEADLINE_S = 30.0
 
@@ -35,21 +46,28 @@ class _Future:
 
 
 class _Broker:
-    """A producer's stand-in: refuses every record while `down`, else keeps it."""
+    """A producer's stand-in: refuses every record while `down`, else keeps it. For good: with
+    `topic_missing` no producer is built, and a record of `too_large_sku` is refused at once."""
 
     def __init__(self) -> None:
         self.down = True
+        self.topic_missing = False
+        self.too_large_sku: str | None = None
         self.kept: list[tuple[bytes, bytes]] = []
         self.producers_built = 0
         self.lock = threading.Lock()
 
     def producer(self, _: Settings) -> Any:
+        if self.topic_missing:
+            raise UnknownTopicOrPartitionError("no such topic")
         self.producers_built += 1
         broker = self
 
         class Producer:
             def send(self, topic: str, key: bytes, value: bytes) -> _Future:
                 with broker.lock:
+                    if decode_record(value).sku == broker.too_large_sku:
+                        raise MessageSizeTooLargeError("larger than the topic takes")
                     if broker.down:
                         return _Future(ConnectionError("broker down"))
                     broker.kept.append((key, value))
@@ -113,6 +131,66 @@ def test_the_feed_falls_behind_while_the_broker_is_down_and_catches_up_after(dat
             assert [(r.sku, r.position, r.safety_stock_units) for r in after] == [
                 (sku, changed, 1) for sku in "ABCDEFG"
             ]
+    finally:
+        feed.stop()
+        thread.join(DEADLINE_S)
+        recorder.close()
+
+
+def _metrics(feed: LevelsFeed) -> dict[str, float]:
+    return {family.name: family.samples[0].value for family in feed.collector.collect()}
+
+
+def test_a_round_refused_for_good_is_never_skipped_and_says_so(database_url, serve, caplog):
+    server = serve(database_url)
+    store = unique("shop")
+    settings = Settings(
+        database_url=database_url,
+        kafka_bootstrap="unused:9092",
+        feed_poll_ms=10,
+        feed_retry_backoff_ms_max=20,
+    )
+    broker = _Broker()
+    broker.down = False
+    broker.topic_missing = True
+    broker.too_large_sku = "BIG"
+    recorder = open_recorder(database_url, 2, 30)
+    feed = LevelsFeed(recorder, settings, broker.producer)
+    thread = threading.Thread(target=feed.run, daemon=True)
+    caplog.set_level("WARNING", logger="ledger.feed")
+
+    def refusals() -> list[str]:
+        return [r.getMessage() for r in caplog.records if "for good" in r.getMessage()]
+
+    thread.start()
+    try:
+        with server.client() as client:
+            first = api.record(client, ev.receipt(store, ("A", 1)))[0]["position"]
+            big = api.record(client, ev.receipt(store, ("BIG", 1)))[0]["position"]
+            _wait(lambda: feed.stats.refusals >= 3, "refusals of a missing topic")
+            assert _metrics(feed)["ledger_feed_stuck"] == 1
+            assert feed.stats.published_position < first
+            [missing] = refusals()  # one warning for many refusals of one kind
+            assert "UnknownTopicOrPartitionError" in missing
+            # The topic is made: the record too large stops the round, and nothing after it moves.
+            broker.topic_missing = False
+            _wait(lambda: len(refusals()) == 2, "the warning of a record too large")
+            assert f"store {store}, SKU BIG at position {big}" in refusals()[1]
+            after = api.record(client, ev.receipt(store, ("C", 1)))[0]["position"]
+            refused_so_far = feed.stats.refusals
+            _wait(lambda: feed.stats.refusals >= refused_so_far + 3, "more refusals")
+            assert len(refusals()) == 2
+            assert feed.stats.published_position < first
+            assert FeedCursor(recorder, FEED_NAME).load() < first
+            metrics = _metrics(feed)
+            assert metrics["ledger_feed_stuck"] == 1
+            assert metrics["ledger_feed_refusals"] == feed.stats.refusals >= 6
+            # The topic takes it now: the feed goes on from where it stood, every record published.
+            broker.too_large_sku = None
+            _wait(lambda: feed.stats.published_position == after, "the feed to go on")
+            assert _metrics(feed)["ledger_feed_stuck"] == 0
+            published = {(r.sku, r.position) for r in (decode_record(v) for _, v in broker.kept)}
+            assert {("A", first), ("BIG", big), ("C", after)} <= published
     finally:
         feed.stop()
         thread.join(DEADLINE_S)
@@ -237,3 +315,27 @@ def test_a_batch_that_failed_publishes_nothing(database_url: str, monkeypatch: A
         feed.stop()
         thread.join(DEADLINE_S)
         ledger.stop()
+
+
+def test_a_frozen_database_cannot_hold_the_feeds_thread_in_a_leadership_query(postgres):
+    """The session that holds the feed's lock stops answering (its backend stopped, as a frozen
+    server would): the check that the lock is still held gives up, and counts it lost."""
+    database_url = postgres.create_database()
+    leadership = AdvisoryLeadership(database_url, FEED_NAME)
+    assert leadership.try_take()
+    with psycopg.connect(database_url, autocommit=True) as look:
+        [(holder,)] = look.execute(
+            "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND database = "
+            "(SELECT oid FROM pg_database WHERE datname = current_database())"
+        ).fetchall()
+    answers: list[bool] = []
+    checking = threading.Thread(target=lambda: answers.append(leadership.still_held()), daemon=True)
+    os.kill(holder, signal.SIGSTOP)
+    try:
+        checking.start()
+        checking.join(DEADLINE_S)
+        assert answers == [False], "the leadership check waited on a database that never answers"
+    finally:
+        os.kill(holder, signal.SIGCONT)
+        checking.join(DEADLINE_S)
+        leadership.release()

@@ -257,3 +257,45 @@ def test_after_the_publisher_is_killed_another_instance_takes_over_and_nothing_i
         reader.read_until(newest_match, FEED_DEADLINE_S, "the feed to reach the REST levels after the kill")
     finally:
         reader.close()
+
+
+def test_a_feed_whose_topic_is_missing_stands_still_and_says_so_until_it_is_made(database_url, serve, broker):
+    """The ledger never makes a topic: without it the feed is stuck (shown on /metrics), not
+    skipping anything, and goes on from where it stood once the operator makes the topic."""
+    env, levels = _feed_env(broker, "missing")
+    missing = f"{levels}.later"
+    # A round waits less than librdkafka waits for a topic to appear: the feed must ask about
+    # the topic itself, or a missing one would look like a slow broker.
+    overrides = {
+        "LEDGER_KAFKA_LEVELS_TOPIC": missing,
+        "LEDGER_FEED_RETRY_BACKOFF_MS_MAX": "100",
+        "LEDGER_FEED_PUBLISH_TIMEOUT_S": "5",
+    }
+    server = serve(database_url, {**env, **overrides})
+    with server.client() as client:
+        position = api.record(client, ev.receipt(unique("shop"), ("A", 1)))[0]["position"]
+
+    def refused() -> dict[str, float]:
+        metrics = _feed_metrics(server)
+        return metrics if metrics.get("ledger_feed_refusals_total", 0) >= 2 else {}
+
+    metrics = wait_until(refused, FEED_DEADLINE_S, "the feed to be refused")
+    assert metrics["ledger_feed_stuck"] == 1 and metrics["ledger_feed_position"] < position
+    admin = KafkaAdminClient(bootstrap_servers=broker.bootstrap)
+    try:
+        assert missing not in admin.list_topics()  # asking about it made no topic
+        admin.create_topics([NewTopic(missing, 1, 1)])
+    finally:
+        admin.close()
+
+    def published() -> dict[str, float]:
+        metrics = _feed_metrics(server)
+        return metrics if metrics.get("ledger_feed_position") == position else {}
+
+    assert wait_until(published, FEED_DEADLINE_S, "the feed to go on")["ledger_feed_stuck"] == 0
+    reader = TopicReader(broker.bootstrap, missing, 1)
+    try:
+        records = reader.read_until(lambda got: len(got) >= 1, FEED_DEADLINE_S, "the record")
+    finally:
+        reader.close()
+    assert [decode_record(r.value).position for r in records] == [position]
