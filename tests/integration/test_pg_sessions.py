@@ -34,7 +34,8 @@ def _deadlock_timeouts(settings: Settings) -> list[str]:
     try:
         with contextlib.ExitStack() as held:
             connections = [held.enter_context(recorder.datastore.get_connection()) for _ in range(POOL_SIZE)]
-            return [conn.execute("SHOW deadlock_timeout").fetchone()["deadlock_timeout"] for conn in connections]
+            shown = [conn.execute("SHOW deadlock_timeout").fetchone() for conn in connections]
+            return [row["deadlock_timeout"] for row in shown]
     finally:
         recorder.close()
 
