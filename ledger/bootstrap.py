@@ -27,6 +27,7 @@ def open_database(settings: Settings) -> Any:
         settings.db_pool_size,
         settings.db_lock_timeout_s,
         migration_wait_s=settings.migration_wait_s,
+        deadlock_timeout_ms=settings.db_deadlock_timeout_ms,
     )
 
 

@@ -118,7 +118,11 @@ def _check_access(settings: Settings) -> None:
 
     with database_url_checked():
         recorder = open_recorder(
-            settings.database_url, 2, settings.db_lock_timeout_s, migration_wait_s=settings.migration_wait_s
+            settings.database_url,
+            2,
+            settings.db_lock_timeout_s,
+            migration_wait_s=settings.migration_wait_s,
+            deadlock_timeout_ms=settings.db_deadlock_timeout_ms,
         )
     try:
         with recorder.read_transaction() as tx:
@@ -208,6 +212,7 @@ def _migrate(args: argparse.Namespace, settings: Settings) -> int:
             settings.db_lock_timeout_s,
             create_tables=False,
             migration_wait_s=settings.migration_wait_s,
+            deadlock_timeout_ms=settings.db_deadlock_timeout_ms,
         )
     try:
         postgres = isinstance(recorder, PostgresLedgerRecorder)

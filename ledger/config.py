@@ -239,6 +239,11 @@ class Settings(BaseSettings):
     # The database.
     db_pool_size: int = Field(8, ge=2)
     db_lock_timeout_s: int = Field(30, ge=1)
+    # PostgreSQL's deadlock_timeout on the ledger's sessions: how soon a writer that finds autovacuum
+    # holding the log (or the rebuild's swap, a projection) has it cancelled (ledger/storage/pg_sessions.py).
+    db_deadlock_timeout_ms: int = Field(
+        100, ge=0, le=60_000, description="deadlock_timeout of its sessions (PostgreSQL); 0: the server's"
+    )
     # How long a start (ledger serve, ledger migrate) waits for another's schema migration to end
     # (PostgreSQL; on SQLite a migration is one write transaction, waited for as any write is).
     migration_wait_s: int = Field(

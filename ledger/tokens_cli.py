@@ -75,7 +75,11 @@ def register(commands: argparse._SubParsersAction[Any]) -> None:
 def _database(settings: Settings) -> Any:
     with database_url_checked():
         return open_recorder(
-            settings.database_url, 2, settings.db_lock_timeout_s, migration_wait_s=settings.migration_wait_s
+            settings.database_url,
+            2,
+            settings.db_lock_timeout_s,
+            migration_wait_s=settings.migration_wait_s,
+            deadlock_timeout_ms=settings.db_deadlock_timeout_ms,
         )
 
 

@@ -156,10 +156,12 @@ def _swap(
 ) -> float | None:
     """The last entries and the swap, in one transaction under the writers' lock; None when the
     tables' readers did not let go in time (nothing was changed, the replay has not moved)."""
+    with recorder.read_transaction() as tx:  # before the writers' lock: a round trip less under it
+        lock_order = shadow.lock_order(tx, PROJECTION_TABLES)
     asked = time.monotonic()
     try:
         with recorder.write_transaction() as tx:  # the library's lock on the log, as every batch takes
-            shadow.lock(tx, PROJECTION_TABLES, limits.swap_lock_wait_ms)
+            shadow.lock(tx, lock_order, limits.swap_lock_wait_ms)
             head = recorder.head(tx)  # waits for both locks
             for page in replay.pages(recorder, head, limits.batch_entries):
                 write_batch(tx, page.batch, SHADOWS)

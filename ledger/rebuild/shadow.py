@@ -93,11 +93,24 @@ def columns(tx: SqlTx, table: str) -> list[tuple[str, str]]:
     return [(row["name"], row["type"]) for row in rows]
 
 
-def lock(tx: SqlTx, tables: Sequence[str], wait_ms: int) -> None:
-    """The live tables and their shadows, for the renames: waits at most `wait_ms` for their readers."""
-    names = ", ".join(name for table in tables for name in (table, shadow_of(table)))
+def lock_order(tx: SqlTx, tables: Sequence[str]) -> list[str]:
+    """The live tables and their shadows, in the reverse of the order an autovacuum worker visits
+    them: the order of their rows in pg_class, which the worker scans for its list. A worker that
+    holds one of them when the swap waits for it is cancelled (after `deadlock_timeout`) and moves
+    on to the next table in its list; locked in its own order, that is the table the swap asks for
+    next, and the swap waits once per table. Locked in the reverse order, the tables after it are
+    the swap's already, and the worker skips them."""
+    names = [name for table in tables for name in (table, shadow_of(table))]
+    rows = tx.fetchall(
+        "SELECT relname FROM pg_class WHERE oid = ANY(%s::regclass[]) ORDER BY ctid DESC", (names,)
+    )
+    return [str(row["relname"]) for row in rows]
+
+
+def lock(tx: SqlTx, names: Sequence[str], wait_ms: int) -> None:
+    """The tables, in this order, for the renames: waits at most `wait_ms` for their readers."""
     tx.execute(f"SET LOCAL lock_timeout = '{int(wait_ms)}ms'")
-    tx.execute(f"LOCK TABLE {names} IN ACCESS EXCLUSIVE MODE")
+    tx.execute(f"LOCK TABLE {', '.join(names)} IN ACCESS EXCLUSIVE MODE")
 
 
 def swap(tx: SqlTx, tables: Sequence[str]) -> None:

@@ -32,6 +32,7 @@ from ledger.storage.migrator import (
     pg_migrate,
     sqlite_migrate,
 )
+from ledger.storage.pg_sessions import DEADLOCK_TIMEOUT_MS_DEFAULT, LedgerPostgresDatastore
 
 EVENTS_TABLE = "ledger_events"
 
@@ -445,6 +446,7 @@ def open_recorder(
     *,
     create_tables: bool = True,
     migration_wait_s: int = MIGRATION_WAIT_S_DEFAULT,
+    deadlock_timeout_ms: int = DEADLOCK_TIMEOUT_MS_DEFAULT,
 ) -> Any:
     """A recorder for `sqlite:///path` or `postgresql://user:pass@host:port/db`; the schema brought
     up to date (ledger/storage/migrator.py; SchemaTooNew if it needs a newer release) unless
@@ -462,7 +464,7 @@ def open_recorder(
         )
         recorder = SQLiteLedgerRecorder(datastore)
     elif parts.scheme in ("postgresql", "postgres"):
-        pg_datastore = PostgresDatastore(
+        pg_datastore = LedgerPostgresDatastore(
             dbname=parts.path.lstrip("/") or "postgres",
             # ?host=/a/dir names a Unix socket directory, as libpq's URIs allow.
             host=parse_qs(parts.query).get("host", [parts.hostname or "127.0.0.1"])[0],
@@ -475,6 +477,7 @@ def open_recorder(
             # in an outage (writes answer 503 well inside the request timeout).
             connect_timeout=CONNECT_TIMEOUT_S,
             originator_id_type="text",
+            deadlock_timeout_ms=deadlock_timeout_ms,
         )
         recorder = PostgresLedgerRecorder(pg_datastore, migration_wait_s)
     else:

@@ -129,3 +129,30 @@ def test_one_rebuild_at_a_time(postgres):
     finally:
         holder.close()
         recorder.close()
+
+
+def test_the_swap_locks_the_tables_in_the_reverse_of_autovacuums_order(postgres):
+    """An autovacuum worker cancelled on one table (the swap waits for it) moves on to the next in
+    its list, the order of a scan of pg_class: locked in that order, the swap would meet it again
+    at every table, one deadlock_timeout each, with the writers waiting. Locked in the reverse
+    order, the tables after it are already the swap's."""
+    from ledger.projections.schema import PROJECTION_TABLES
+    from ledger.rebuild import shadow
+
+    database_url = postgres.create_database()
+    recorder = open_recorder(database_url, 2, 30)
+    try:
+        with recorder.plain_transaction() as tx:
+            for table in PROJECTION_TABLES:
+                shadow.create_shadow(tx, table)
+        with recorder.read_transaction() as tx:
+            order = shadow.lock_order(tx, PROJECTION_TABLES)
+    finally:
+        recorder.close()
+    wanted = {name for table in PROJECTION_TABLES for name in (table, shadow.shadow_of(table))}
+    with psycopg.connect(database_url) as conn:
+        conn.execute("SET enable_indexscan = off")
+        conn.execute("SET enable_bitmapscan = off")
+        scanned = [row[0] for row in conn.execute("SELECT relname FROM pg_class") if row[0] in wanted]
+    assert sorted(order) == sorted(wanted)
+    assert order == scanned[::-1]

@@ -1,0 +1,78 @@
+"""PostgreSQL: the ledger's sessions have autovacuum cancelled soon when it holds what they wait for.
+
+Autovacuum of the log takes a lock that the writers' lock waits for, and PostgreSQL cancels it
+only when the waiting session runs its deadlock check, `deadlock_timeout` after it began to wait
+(1 s by default): so writes stopped for just over 1 s whenever it slipped in between two batches,
+and a rebuild's swap failed its attempts behind autovacuum of the projections
+(ledger/storage/pg_sessions.py). An autovacuum cannot be made to run on cue in a test; what is
+checked is that every session of the recorder that `ledger serve`'s writer and `ledger rebuild`
+open (bootstrap.open_database) waits only `LEDGER_DB_DEADLOCK_TIMEOUT_MS` before that check, and
+that a role that may not set it still works, and is told. SQLite has no autovacuum to wait for.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+import pytest
+from support.ids import unique
+
+from ledger.bootstrap import open_database
+from ledger.config import Settings
+from ledger.storage.pg_sessions import DEADLOCK_TIMEOUT_MS_DEFAULT
+
+POOL_SIZE = 3
+
+
+def _deadlock_timeouts(settings: Settings) -> list[str]:
+    """`deadlock_timeout` as each of the pool's connections sees it, all held at once (so that each
+    is a connection of its own, configured as the pool made it)."""
+    recorder = open_database(settings.model_copy(update={"db_pool_size": POOL_SIZE}))
+    try:
+        with contextlib.ExitStack() as held:
+            connections = [held.enter_context(recorder.datastore.get_connection()) for _ in range(POOL_SIZE)]
+            shown = [conn.execute("SHOW deadlock_timeout").fetchone() for conn in connections]
+            return [row["deadlock_timeout"] for row in shown]
+    finally:
+        recorder.close()
+
+
+def _server_default(database_url: str) -> str:
+    with psycopg.connect(database_url) as conn:
+        row = conn.execute("SHOW deadlock_timeout").fetchone()
+        assert row is not None
+        return str(row[0])
+
+
+def test_every_session_of_the_ledger_has_autovacuum_cancelled_within_the_setting(postgres):
+    database_url = postgres.create_database()
+    assert _server_default(database_url) == "1s"  # what the ledger's sessions must not keep
+    assert DEADLOCK_TIMEOUT_MS_DEFAULT == 100
+    assert _deadlock_timeouts(Settings(database_url=database_url)) == ["100ms"] * POOL_SIZE
+    chosen = Settings(database_url=database_url, db_deadlock_timeout_ms=250)
+    assert _deadlock_timeouts(chosen) == ["250ms"] * POOL_SIZE
+    kept = Settings(database_url=database_url, db_deadlock_timeout_ms=0)
+    assert _deadlock_timeouts(kept) == ["1s"] * POOL_SIZE
+
+
+@pytest.fixture
+def unprivileged_url(postgres):
+    """A database owned by a role that is no superuser and was granted nothing on parameters."""
+    admin_url = postgres.create_database()
+    role, name = unique("plain").replace("-", "_"), unique("plaindb").replace("-", "_")
+    with psycopg.connect(admin_url, autocommit=True) as admin:
+        admin.execute(f"CREATE ROLE {role} LOGIN")
+        admin.execute(f"CREATE DATABASE {name} OWNER {role}")
+    parts = urlsplit(admin_url)
+    return urlunsplit(parts._replace(netloc=f"{role}@{parts.netloc.split('@', 1)[1]}", path=f"/{name}"))
+
+
+def test_a_role_that_may_not_set_it_keeps_the_servers_value_and_is_told(unprivileged_url, caplog):
+    with caplog.at_level(logging.WARNING, logger="ledger.storage"):
+        assert _deadlock_timeouts(Settings(database_url=unprivileged_url)) == ["1s"] * POOL_SIZE
+    told = [record.getMessage() for record in caplog.records if "deadlock_timeout" in record.getMessage()]
+    assert len(told) == 1, told  # once, not once a connection
+    assert "GRANT SET ON PARAMETER deadlock_timeout" in told[0]
