@@ -14,6 +14,7 @@ from typing import Any
 
 from adapters.bitrix import BitrixConfig, BitrixTarget, Supplier
 from adapters.db import open_database
+from adapters.http import HttpClient
 from adapters.httpserver import HttpServer
 from adapters.inbound import InboxWorker, WebhookAccess, WebhookReceiver
 from adapters.limits import Backoff, Stopper
@@ -105,6 +106,12 @@ class Adapters:
     receiver: WebhookReceiver | None = None
     delivery_store: DeliveryStore | None = None
     tokens: TokenBook | None = None  # with LEDGER_METRICS_AUTH=required: who may read /metrics
+    http_clients: list[HttpClient] = field(default_factory=list)  # one per target, kept open for reuse
+
+    def close_connections(self) -> None:
+        """Closes the targets' kept connections: after the threads that use them have stopped."""
+        for client in self.http_clients:
+            client.close()
 
 
 def build_adapters(settings: Settings, sink: EventSink | None = None, recorder: Any = None) -> Adapters:
@@ -119,9 +126,12 @@ def build_adapters(settings: Settings, sink: EventSink | None = None, recorder: 
     targets: list[Target] = []
     handlers: dict[str, Callable[[Any], None]] = {}
     if (bitrix := bitrix_config(settings)) is not None:
-        targets.append(BitrixTarget(recorder, mappings, bitrix))
+        bitrix_target = BitrixTarget(recorder, mappings, bitrix)
+        targets.append(bitrix_target)
+        adapters.http_clients.append(bitrix_target.client.http)
     if (moysklad := moysklad_config(settings)) is not None:
         client = MoySkladClient(moysklad)
+        adapters.http_clients.append(client.http)
         targets.append(MoySkladOrdersTarget(recorder, mappings, client))
         if sink is not None:
             handlers["moysklad"] = moysklad_handler(
@@ -129,6 +139,7 @@ def build_adapters(settings: Settings, sink: EventSink | None = None, recorder: 
             )
     if (wms := wms_config(settings)) is not None:
         wms_client = WmsClient(wms)
+        adapters.http_clients.append(wms_client.http)
         targets.append(WmsPickingTarget(recorder, mappings, wms_client))
         targets.append(WmsInboundTarget(recorder, mappings, wms_client))
         if sink is not None:
@@ -283,6 +294,7 @@ class Runner:
             thread.join(10)
         for worker in self.adapters.workers.values():
             worker.release_lease()
+        self.adapters.close_connections()
 
 
 def check_portals(adapters: Adapters) -> None:
