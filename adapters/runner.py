@@ -17,7 +17,7 @@ from adapters.db import open_database
 from adapters.http import HttpClient
 from adapters.httpserver import HttpServer
 from adapters.inbound import InboxWorker, WebhookAccess, WebhookReceiver
-from adapters.limits import Backoff, Stopper
+from adapters.limits import RETRY_JITTER, Stopper
 from adapters.mappings import Mappings
 from adapters.masking import remember_settings, secret_safe_logger
 from adapters.moysklad import MoySkladClient, MoySkladConfig, MoySkladOrdersTarget
@@ -33,6 +33,7 @@ from adapters.wms_inbound import WmsArrivals, WmsInboundTarget
 from ledger.access.book import TokenBook
 from ledger.access.hosts import allowed_hosts, is_loopback
 from ledger.access.metrics import metrics_guard
+from ledger.backoff import Backoff
 from ledger.config import Settings
 
 log = secret_safe_logger("adapters.runner")
@@ -159,7 +160,7 @@ def build_adapters(settings: Settings, sink: EventSink | None = None, recorder: 
             handlers,
             batch_max=settings.adapters_inbox_batch_max,
             retries_max=settings.adapters_retries_max,
-            backoff=Backoff(limits.backoff_initial_s, limits.backoff_max_s),
+            backoff=Backoff(limits.backoff_initial_s, limits.backoff_max_s, jitter=RETRY_JITTER),
             spool=spool,
             settle_s=settings.adapters_inbox_settle_ms / 1000,
         )

@@ -20,12 +20,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from ledger.backoff import BROKER_RETRY_FIRST_S, Backoff
 from ledger.config import Settings
 from ledger.feed.cursor import FeedCursor
 from ledger.feed.leadership import Leadership, leadership_for
 from ledger.feed.record import LevelRecord, encode_record
 from ledger.feed.rounds import DefaultChange, default_change_page, read_round
-from ledger.kafka.backoff import Backoff
 from ledger.kafka.feed_metrics import FeedCollector, FeedStats
 
 log = logging.getLogger("ledger.feed")
@@ -62,7 +62,7 @@ class LevelsFeed:
         self._producer: Any = None
         self._stopping = threading.Event()
         self._poll_s = settings.feed_poll_ms / 1000
-        self._backoff = Backoff(settings.feed_retry_backoff_ms_max)
+        self._backoff = Backoff(BROKER_RETRY_FIRST_S, settings.feed_retry_backoff_ms_max / 1000)
 
     # -- the loop -------------------------------------------------------------------------------------
 
