@@ -318,6 +318,7 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     recorder = _database(settings)
     needs_sink = bool(settings.moysklad_token or (settings.wms_base_url and settings.wms_api_key))
     sink, ledger = _ledger_sink(settings) if needs_sink else (None, None)
+    adapters = None
     try:
         adapters = build_adapters(settings, sink, recorder)
         if args.only:
@@ -341,6 +342,8 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         runner.stop()
         return 0
     finally:
+        if adapters is not None:
+            adapters.close_connections()  # again after runner.stop(): closing twice is harmless
         if ledger is not None:
             ledger.stop()
 

@@ -1,4 +1,4 @@
-"""A small JSON-over-HTTP client on the standard library, with explicit timeouts.
+"""A small JSON-over-HTTP client on httpx: one connection pool per target, explicit timeouts.
 
 It never raises for an HTTP status (the caller decides what 4xx and 5xx mean for its target); it
 raises `TransportError` when no answer came at all (refused, reset, timed out), which every caller
@@ -8,26 +8,40 @@ A client holds one target's credentials (its headers, or a token in its base URL
 only to that target: every request's URL, a URL taken from a payload included (a MoySklad
 `meta.href`), must be under the base URL (`under_base`: same scheme, host and port, under its
 path), or it is refused (`ForeignUrl`), logged masked, and nothing is sent. Redirects are not
-followed (urllib would send every header, credentials included, wherever a 3xx points): a 3xx is
-answered to the caller like any other status.
+followed (the client would send every header, credentials included, wherever a 3xx points): a 3xx
+is answered to the caller like any other status. Cookies a target sets are not kept or sent back.
+
+A client keeps its connections open between requests (up to `CONNECTIONS_MAX`, an idle one for
+`IDLE_CONNECTION_S`) and may be shared by threads; `close()` closes them when the adapters stop.
+Connecting, sending, each wait for the answer's bytes and the wait for a free connection of the pool
+are each limited to the target's timeout. An answer's body is read, decompressed, up to
+`RESPONSE_BYTES_MAX`; what is beyond that is not read (a warning is logged, and the body handed
+over is cut there).
 """
 
 from __future__ import annotations
 
-import gzip
+import http.cookiejar
 import json
-import urllib.error
+import ssl
 import urllib.parse
-import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import httpx
+
 from adapters.masking import mask, secret_safe_logger
 
 log = secret_safe_logger("adapters.http")
+# httpx logs each request's URL at INFO, and a Bitrix webhook URL holds its token: masked as ours.
+secret_safe_logger("httpx")
 
 RESPONSE_BYTES_MAX = 64 * 1024 * 1024
+# Per target: more than the threads that share one client (a worker per target, the inbox, a poller).
+CONNECTIONS_MAX = 8
+# An idle connection is closed after this long, before a server is likely to close it under us.
+IDLE_CONNECTION_S = 4.0
 DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
@@ -81,13 +95,6 @@ def under_base(base_url: str, url: str) -> bool:
     )
 
 
-class _NoRedirects(urllib.request.HTTPRedirectHandler):
-    """A 3xx comes back to the caller as it is; its Location is not visited with our headers."""
-
-    def redirect_request(self, req: Any, fp: Any, code: int, msg: str, headers: Any, newurl: str) -> None:
-        log.warning("not following a redirect (HTTP %d) from %s to %s", code, req.full_url, newurl)
-
-
 @dataclass(frozen=True, slots=True)
 class Response:
     status: int
@@ -110,7 +117,19 @@ class HttpClient:
         self.base_url = base_url.rstrip("/") + "/"
         self.timeout_s = timeout_s
         self.headers = {"Accept": "application/json", "Accept-Encoding": "gzip", **(headers or {})}
-        self._opener = urllib.request.build_opener(_NoRedirects)
+        self._client = httpx.Client(
+            follow_redirects=False,
+            timeout=httpx.Timeout(connect=timeout_s, read=timeout_s, write=timeout_s, pool=timeout_s),
+            limits=httpx.Limits(
+                max_connections=CONNECTIONS_MAX,
+                max_keepalive_connections=CONNECTIONS_MAX,
+                keepalive_expiry=IDLE_CONNECTION_S,
+            ),
+            cookies=_no_cookies(),
+            # The system's certificate authorities, as Python's own HTTPS uses (httpx's default is
+            # certifi's bundle, which would refuse a portal signed by a company's own authority).
+            verify=ssl.create_default_context(),
+        )
 
     def url(self, path: str, params: Mapping[str, Any] | None = None) -> str:
         url = path if path.startswith(("http://", "https://")) else self.base_url + path.lstrip("/")
@@ -138,17 +157,44 @@ class HttpClient:
             data = json.dumps(json_body, ensure_ascii=False).encode()
             all_headers["Content-Type"] = "application/json"
         all_headers.update(headers or {})
-        request = urllib.request.Request(url, data=data, method=method, headers=all_headers)
         try:
-            with self._opener.open(request, timeout=self.timeout_s) as answer:
-                return _response(answer.status, dict(answer.headers.items()), answer.read(RESPONSE_BYTES_MAX))
-        except urllib.error.HTTPError as error:
-            return _response(error.code, dict(error.headers.items()), error.read(RESPONSE_BYTES_MAX))
-        except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as error:
-            raise TransportError(mask(f"{method} {self.url(path)}: {error}")) from error
+            with self._client.stream(method, url, content=data, headers=all_headers) as answer:
+                if answer.is_redirect:
+                    log.warning(
+                        "not following a redirect (HTTP %d) from %s to %s",
+                        answer.status_code,
+                        url,
+                        answer.headers.get("Location"),
+                    )
+                body = _read_capped(answer, f"{method} {url}")
+                return Response(answer.status_code, dict(answer.headers.items()), body)
+        except (httpx.HTTPError, OSError) as error:
+            raise TransportError(
+                mask(f"{method} {self.url(path)}: {error or type(error).__name__}")
+            ) from error
+        except RuntimeError as error:  # httpx's answer to a request after close(): the adapters stop
+            if not self._client.is_closed:
+                raise
+            raise TransportError(mask(f"{method} {self.url(path)}: the client is closed")) from error
+
+    def close(self) -> None:
+        """Closes the kept connections; a request after this opens none (it raises)."""
+        self._client.close()
 
 
-def _response(status: int, headers: dict[str, str], body: bytes) -> Response:
-    if any(k.lower() == "content-encoding" and v.lower() == "gzip" for k, v in headers.items()):
-        body = gzip.decompress(body)
-    return Response(status, headers, body)
+def _no_cookies() -> http.cookiejar.CookieJar:
+    """A jar that takes no cookie: a target's cookies are neither kept nor sent back."""
+    return http.cookiejar.CookieJar(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
+
+
+def _read_capped(answer: httpx.Response, what: str) -> bytes:
+    """The decompressed body, up to RESPONSE_BYTES_MAX (a compressed answer cannot grow past it)."""
+    chunks: list[bytes] = []
+    size = 0
+    for chunk in answer.iter_bytes():
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > RESPONSE_BYTES_MAX:
+            log.warning("the answer to %s is larger than %d bytes: cut there", what, RESPONSE_BYTES_MAX)
+            break
+    return b"".join(chunks)[:RESPONSE_BYTES_MAX]

@@ -41,7 +41,7 @@ from adapters.db import journal, now_text, transaction
 from adapters.deliveries import DELIVERY_ID_CHARS_MAX, Delivery, insert_delivery
 from adapters.http import ForeignUrl
 from adapters.httpserver import Reply, Request
-from adapters.limits import Backoff, Stopper
+from adapters.limits import RETRY_JITTER, Stopper
 from adapters.masking import mask, secret_safe_logger
 from adapters.outbound import TargetUnavailable
 from adapters.signatures import SignatureScheme
@@ -51,6 +51,7 @@ from adapters.status import metrics_text
 from adapters.webhook_store import DeliveryStore
 from ledger.access.hosts import host_allowed
 from ledger.access.metrics import MetricsGuard
+from ledger.backoff import Backoff
 from ledger.clock import utc_now, utc_text
 
 log = secret_safe_logger("adapters.inbound")
@@ -247,7 +248,7 @@ class InboxWorker:
         self.handlers = handlers
         self.batch_max = batch_max
         self.retries_max = retries_max
-        self.backoff = backoff or Backoff(0.5, 30.0)
+        self.backoff = backoff or Backoff(0.5, 30.0, jitter=RETRY_JITTER)
         self.poll_interval_s = poll_interval_s
         self.spool = spool
         self.settle_s = settle_s

@@ -1,4 +1,4 @@
-"""Client-side limits: each target's documented request rate, parallelism, and retry backoff.
+"""Client-side limits: each target's documented request rate, parallelism, and the retries' jitter.
 
 Every limiter here blocks the caller until a request may go; none of them drops work. The shapes
 copy the targets' own rules so that a well-behaved client never sees a rate-limit answer:
@@ -8,7 +8,6 @@ counts requests per 3-second window and also limits parallel requests.
 
 from __future__ import annotations
 
-import random
 import threading
 import time
 from collections import deque
@@ -85,18 +84,9 @@ class SlidingWindow:
             time.sleep(max(wait_s, 0.001))
 
 
-class Backoff:
-    """Exponential delays with jitter: initial, 2x, 4x, ... capped at `max_s`."""
-
-    def __init__(self, initial_s: float, max_s: float, jitter: float = 0.2) -> None:
-        self.initial_s = initial_s
-        self.max_s = max_s
-        self.jitter = jitter
-
-    def delay_s(self, attempt: int) -> float:
-        """The delay before retry number `attempt` (1 for the first retry)."""
-        base = min(self.max_s, self.initial_s * 2 ** max(0, attempt - 1))
-        return float(base * (1 + random.uniform(-self.jitter, self.jitter)))
+# The adapters' retries are spread by up to this share of each wait either way (ledger/backoff.py), so
+# that the workers of several targets, or of several processes, do not retry in step.
+RETRY_JITTER = 0.2
 
 
 class Stopper:

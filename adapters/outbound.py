@@ -34,8 +34,9 @@ from typing import Any, Protocol
 import orjson
 
 from adapters.db import journal, now_text, transaction
-from adapters.limits import Backoff, Stopper
+from adapters.limits import RETRY_JITTER, Stopper
 from adapters.masking import mask, secret_safe_logger
+from ledger.backoff import Backoff
 from ledger.clock import utc_now, utc_text
 from ledger.domain.model import Entry, Outcome
 from ledger.sql import SqlTx, chunks
@@ -130,7 +131,7 @@ class OutboundWorker:
         self.target = target
         self.limits = limits
         self.owner = owner or f"{socket.gethostname()}:{id(self):x}"
-        self.backoff = Backoff(limits.backoff_initial_s, limits.backoff_max_s)
+        self.backoff = Backoff(limits.backoff_initial_s, limits.backoff_max_s, jitter=RETRY_JITTER)
         self.stopper = Stopper()
         self.before_save_hook: Any = None  # tests: called between the pushes and the save
         ensure_position_row(recorder, target.name)

@@ -14,9 +14,10 @@ from typing import Any
 
 from adapters.bitrix import BitrixConfig, BitrixTarget, Supplier
 from adapters.db import open_database
+from adapters.http import HttpClient
 from adapters.httpserver import HttpServer
 from adapters.inbound import InboxWorker, WebhookAccess, WebhookReceiver
-from adapters.limits import Backoff, Stopper
+from adapters.limits import RETRY_JITTER, Stopper
 from adapters.mappings import Mappings
 from adapters.masking import remember_settings, secret_safe_logger
 from adapters.moysklad import MoySkladClient, MoySkladConfig, MoySkladOrdersTarget
@@ -32,6 +33,7 @@ from adapters.wms_inbound import WmsArrivals, WmsInboundTarget
 from ledger.access.book import TokenBook
 from ledger.access.hosts import allowed_hosts, is_loopback
 from ledger.access.metrics import metrics_guard
+from ledger.backoff import Backoff
 from ledger.config import Settings
 
 log = secret_safe_logger("adapters.runner")
@@ -105,6 +107,12 @@ class Adapters:
     receiver: WebhookReceiver | None = None
     delivery_store: DeliveryStore | None = None
     tokens: TokenBook | None = None  # with LEDGER_METRICS_AUTH=required: who may read /metrics
+    http_clients: list[HttpClient] = field(default_factory=list)  # one per target, kept open for reuse
+
+    def close_connections(self) -> None:
+        """Closes the targets' kept connections: after the threads that use them have stopped."""
+        for client in self.http_clients:
+            client.close()
 
 
 def build_adapters(settings: Settings, sink: EventSink | None = None, recorder: Any = None) -> Adapters:
@@ -119,9 +127,12 @@ def build_adapters(settings: Settings, sink: EventSink | None = None, recorder: 
     targets: list[Target] = []
     handlers: dict[str, Callable[[Any], None]] = {}
     if (bitrix := bitrix_config(settings)) is not None:
-        targets.append(BitrixTarget(recorder, mappings, bitrix))
+        bitrix_target = BitrixTarget(recorder, mappings, bitrix)
+        targets.append(bitrix_target)
+        adapters.http_clients.append(bitrix_target.client.http)
     if (moysklad := moysklad_config(settings)) is not None:
         client = MoySkladClient(moysklad)
+        adapters.http_clients.append(client.http)
         targets.append(MoySkladOrdersTarget(recorder, mappings, client))
         if sink is not None:
             handlers["moysklad"] = moysklad_handler(
@@ -129,6 +140,7 @@ def build_adapters(settings: Settings, sink: EventSink | None = None, recorder: 
             )
     if (wms := wms_config(settings)) is not None:
         wms_client = WmsClient(wms)
+        adapters.http_clients.append(wms_client.http)
         targets.append(WmsPickingTarget(recorder, mappings, wms_client))
         targets.append(WmsInboundTarget(recorder, mappings, wms_client))
         if sink is not None:
@@ -148,7 +160,7 @@ def build_adapters(settings: Settings, sink: EventSink | None = None, recorder: 
             handlers,
             batch_max=settings.adapters_inbox_batch_max,
             retries_max=settings.adapters_retries_max,
-            backoff=Backoff(limits.backoff_initial_s, limits.backoff_max_s),
+            backoff=Backoff(limits.backoff_initial_s, limits.backoff_max_s, jitter=RETRY_JITTER),
             spool=spool,
             settle_s=settings.adapters_inbox_settle_ms / 1000,
         )
@@ -283,6 +295,7 @@ class Runner:
             thread.join(10)
         for worker in self.adapters.workers.values():
             worker.release_lease()
+        self.adapters.close_connections()
 
 
 def check_portals(adapters: Adapters) -> None:

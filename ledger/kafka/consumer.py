@@ -62,10 +62,10 @@ from typing import Any
 from kafka.errors import CommitFailedError, KafkaError, KafkaTimeoutError
 from kafka.structs import OffsetAndMetadata
 
+from ledger.backoff import BROKER_RETRY_FIRST_S, Backoff
 from ledger.config import Settings
 from ledger.domain.model import StockEvent
 from ledger.intake.envelope import IntakeLimits
-from ledger.kafka.backoff import Backoff
 from ledger.kafka.clients import new_consumer, new_producer
 from ledger.kafka.contact import BrokerContact
 from ledger.kafka.dead_letters import DeadLetter, DeadLetterLimits, dead_letter_record
@@ -119,7 +119,7 @@ class KafkaIntake:
         self.stats = stats or IntakeStats()
         self._consumer_factory = consumer_factory
         self._stopping = threading.Event()
-        self._backoff = Backoff(settings.kafka_retry_backoff_ms_max)
+        self._backoff = Backoff(BROKER_RETRY_FIRST_S, settings.kafka_retry_backoff_ms_max / 1000)
         self._recorder = Recorder(
             ledger, settings.kafka_batches_in_flight_max, settings.kafka_refused_per_batch_max
         )

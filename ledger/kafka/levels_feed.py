@@ -32,12 +32,12 @@ from kafka.errors import (
     UnknownTopicOrPartitionError,
 )
 
+from ledger.backoff import BROKER_RETRY_FIRST_S, Backoff
 from ledger.config import Settings
 from ledger.feed.cursor import FeedCursor
 from ledger.feed.leadership import Leadership, leadership_for
 from ledger.feed.record import LevelRecord, encode_record
 from ledger.feed.rounds import DefaultChange, default_change_page, read_round
-from ledger.kafka.backoff import Backoff
 from ledger.kafka.feed_metrics import FeedCollector, FeedStats
 from ledger.kafka.publisher import UNSENDABLE
 
@@ -86,7 +86,7 @@ class LevelsFeed:
         self._producer: Any = None
         self._stopping = threading.Event()
         self._poll_s = settings.feed_poll_ms / 1000
-        self._backoff = Backoff(settings.feed_retry_backoff_ms_max)
+        self._backoff = Backoff(BROKER_RETRY_FIRST_S, settings.feed_retry_backoff_ms_max / 1000)
         # The last warning of a refusal for good: when (time.monotonic()) and of what kind of error.
         self._refusal_warned: tuple[float, type[BaseException]] | None = None
 

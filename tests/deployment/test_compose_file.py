@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -121,6 +122,10 @@ def test_the_image_installs_from_the_lock_file_and_its_user_owns_the_data_path()
     assert pins and all(re.fullmatch(r"[A-Za-z0-9_.\-]+==\S+", line) for line in pins), pins
     locked = {re.split(r"==", line)[0].lower().replace("_", "-") for line in pins}
     assert {"eventsourcing", "fastapi", "uvicorn", "psycopg", "kafka-python"} <= locked
+    # Every dependency pyproject.toml declares is in the image (httpx, since the adapters call out with it).
+    declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    names = {re.split(r"[\[<>=~!; ]", spec, maxsplit=1)[0].lower().replace("_", "-") for spec in declared}
+    assert names - locked == set(), "declared in pyproject.toml, missing from requirements.lock"
     # LEDGER_TRACING=otlp must work in the image (README, Operations): the tracing extra is locked too.
     assert {"opentelemetry-sdk", "opentelemetry-exporter-otlp-proto-http"} <= locked
     # The default database is in the folder the non-root user owns.
