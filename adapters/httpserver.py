@@ -1,48 +1,32 @@
-"""A small threaded HTTP server that hands each request to a handler object (webhooks, fakes)."""
+"""A small threaded HTTP server that hands each request to a handler object: the fake servers'.
+
+For devtools only (devtools/fakes, their tests and bench/): they are test doubles, and http.server
+is enough for them. The adapters' own webhook receiver is a FastAPI app served by uvicorn
+(adapters/webhook_app.py, adapters/webhook_server.py). The request and its answer are plain values
+both share (adapters/exchange.py).
+"""
 
 from __future__ import annotations
 
-import json
 import threading
 import urllib.parse
-from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Protocol
 
+from adapters.exchange import Reply, Request
+
+__all__ = ["BODY_BYTES_MAX", "LISTEN_BACKLOG_MAX", "Handler", "HttpServer", "Reply", "Request"]
+
 BODY_BYTES_MAX = 32 * 1024 * 1024
 # Connections the kernel holds for us before we accept them. http.server's default is 5: a burst of
-# more webhooks than that lost its SYNs and waited out TCP's 1 s retransmission, most of a sender's
-# 1500 ms deadline.
+# more requests than that loses its SYNs and waits out TCP's 1 s retransmission (the receiver's own
+# backlog has the same reason: adapters/webhook_server.py).
 LISTEN_BACKLOG_MAX = 128
 
 
 class _Server(ThreadingHTTPServer):
     request_queue_size = LISTEN_BACKLOG_MAX
     daemon_threads = True
-
-
-@dataclass
-class Request:
-    method: str
-    path: str
-    query: dict[str, list[str]]
-    headers: dict[str, str]
-    body: bytes
-
-    def json(self) -> Any:
-        return json.loads(self.body) if self.body else None
-
-    def header(self, name: str) -> str | None:
-        return next((v for k, v in self.headers.items() if k.lower() == name.lower()), None)
-
-
-@dataclass
-class Reply:
-    status: int = 200
-    body: Any = None
-    headers: dict[str, str] = field(default_factory=dict)
-    delay_s: float = 0.0
-    content_type: str = "application/json; charset=utf-8"  # bytes bodies are sent as they are
 
 
 class Handler(Protocol):
@@ -80,10 +64,7 @@ class HttpServer:
                     reply = Reply(500, {"error": "INTERNAL", "error_description": repr(error)})
                 if reply.delay_s and stopping.wait(reply.delay_s):
                     return
-                if isinstance(reply.body, bytes):
-                    data = reply.body
-                else:
-                    data = b"" if reply.body is None else json.dumps(reply.body, ensure_ascii=False).encode()
+                data = reply.body_bytes()
                 self.send_response(reply.status)
                 self.send_header("Content-Type", reply.content_type)
                 self.send_header("Content-Length", str(len(data)))

@@ -39,8 +39,8 @@ import orjson
 
 from adapters.db import journal, now_text, transaction
 from adapters.deliveries import DELIVERY_ID_CHARS_MAX, Delivery, insert_delivery
+from adapters.exchange import Reply, Request
 from adapters.http import ForeignUrl
-from adapters.httpserver import Reply, Request
 from adapters.limits import RETRY_JITTER, Stopper
 from adapters.masking import mask, secret_safe_logger
 from adapters.outbound import TargetUnavailable
@@ -61,7 +61,6 @@ PROBLEM_MEDIA_TYPE = "application/problem+json"
 SPOOL_FULL_RETRY_AFTER_S = 1
 MOYSKLAD_PATH = "/moysklad/webhook/"  # + the secret
 WMS_PATH = "/wms/status"  # + "/" and the secret, or signed
-PROBE_PATHS = frozenset({"/healthz"})
 
 
 def store_delivery(recorder: Any, source: str, delivery_id: str, payload: Any) -> bool:
@@ -114,26 +113,47 @@ class WebhookReceiver:
         if access.wms_secret:
             self.secret_paths.append((WMS_PATH + "/", _digest(access.wms_secret), "wms"))
 
-    def handle(self, request: Request) -> Reply:
+    # The app (webhook_app.py) routes each request to one of these; `delivery` takes every webhook.
+
+    def host_refusal(self, request: Request) -> Reply | None:
+        """400 for a Host this service is not reached by (LEDGER_ALLOWED_HOSTS); probes never ask."""
+        if self._host_allowed(request):
+            return None
+        return _problem(
+            400,
+            "invalid-host",
+            "Host not allowed",
+            "this service is not reached by that name (LEDGER_ALLOWED_HOSTS)",
+        )
+
+    def healthz(self) -> Reply:
+        return Reply(200, {"status": "ok"})
+
+    def not_found(self) -> Reply:
+        return _problem(404, "not-found", "Not found")
+
+    def stopping(self) -> Reply:
+        return _problem(503, "stopping", "The receiver is stopping", "send it again")
+
+    def failed(self) -> Reply:
+        """What a request that failed here is answered: no detail, which could carry a secret."""
+        return _problem(500, "internal-error", "Internal error")
+
+    def too_large(self) -> Reply:
+        return _problem(413, "delivery-too-large", "Content too large", f"at most {DELIVERY_BYTES_MAX} bytes")
+
+    def takes(self, path: str) -> bool:
+        """Whether a POST to `path` is a webhook's (its secret compared in constant time)."""
+        return self._source(path) is not None
+
+    def delivery(self, request: Request) -> Reply:
+        """A webhook's POST: authenticated, checked, stored durably, answered."""
         received_at = now_text()
-        if request.path not in PROBE_PATHS and not self._host_allowed(request):
-            return _problem(
-                400,
-                "invalid-host",
-                "Host not allowed",
-                "this service is not reached by that name (LEDGER_ALLOWED_HOSTS)",
-            )
-        if request.method == "GET" and request.path == "/metrics":
-            return self._metrics(request)
-        if request.method == "GET" and request.path == "/healthz":
-            return Reply(200, {"status": "ok"})
         source = self._source(request.path)
-        if source is None or request.method != "POST":
-            return _problem(404, "not-found", "Not found")
+        if source is None:
+            return self.not_found()
         if len(request.body) > DELIVERY_BYTES_MAX:
-            return _problem(
-                413, "delivery-too-large", "Content too large", f"at most {DELIVERY_BYTES_MAX} bytes"
-            )
+            return self.too_large()
         signature = self.access.wms_signature
         if request.path == WMS_PATH:
             assert signature is not None, "_source answers the signed path only with a scheme"
@@ -178,7 +198,7 @@ class WebhookReceiver:
         host = request.header("Host")
         return host_allowed(self.access.allowed_hosts, host.encode("latin-1", "replace") if host else None)
 
-    def _metrics(self, request: Request) -> Reply:
+    def metrics(self, request: Request) -> Reply:
         guard = self.access.metrics_guard
         if guard is not None and not guard(request.header("Authorization")):
             return _problem(

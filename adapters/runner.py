@@ -15,7 +15,6 @@ from typing import Any
 from adapters.bitrix import BitrixConfig, BitrixTarget, Supplier
 from adapters.db import open_database
 from adapters.http import HttpClient
-from adapters.httpserver import HttpServer
 from adapters.inbound import InboxWorker, WebhookAccess, WebhookReceiver
 from adapters.limits import RETRY_JITTER, Stopper
 from adapters.mappings import Mappings
@@ -27,6 +26,7 @@ from adapters.outbound import OutboundWorker, Target, TargetUnavailable, WorkerL
 from adapters.signatures import SignatureScheme
 from adapters.sink import EventSink, LedgerSink
 from adapters.spool import DeliverySpool, default_spool_dir
+from adapters.webhook_server import ServerLimits, WebhookServer
 from adapters.webhook_store import DeliveryStore
 from adapters.wms import WmsClient, WmsConfig, WmsPickingTarget, WmsStatusProcessor
 from adapters.wms_inbound import WmsArrivals, WmsInboundTarget
@@ -236,7 +236,7 @@ class Runner:
         self.settings = settings
         self.stopper = Stopper()
         self.threads: list[threading.Thread] = []
-        self.server: HttpServer | None = None
+        self.server: WebhookServer | None = None
 
     def start(self) -> Runner:
         check_portals(self.adapters)
@@ -250,7 +250,9 @@ class Runner:
             if self.adapters.tokens is not None:
                 self.adapters.tokens.start()  # reads the tokens now: a failure here fails the start
             host = self.settings.adapters_http_host
-            self.server = HttpServer(self.adapters.receiver, self.settings.adapters_http_port, host).start()
+            self.server = WebhookServer(
+                self.adapters.receiver, ServerLimits.of(self.settings), self.settings.adapters_http_port, host
+            ).start()
             log.info("webhooks and /metrics on %s", self.server.url)
             if not is_loopback(host) and self.settings.allowed_hosts is None:
                 log.warning(

@@ -276,6 +276,12 @@ class Settings(BaseSettings):
     # Adapters (adapters/README.md): the outbound workers and the inbound webhook receiver.
     adapters_http_host: str = Field("127.0.0.1", description="where `ledger adapters run` receives webhooks")
     adapters_http_port: int = Field(8010, ge=0, le=65535)
+    # The receiver's connections and requests at once (past it uvicorn answers 503, and the sender
+    # retries), each request's work on a thread of its own; its connections' idle, header and body
+    # deadlines and header size are the LEDGER_HTTP_* ones above (adapters/webhook_server.py).
+    adapters_http_connections_max: int = Field(
+        256, ge=1, description="connections and requests the webhook receiver serves at once"
+    )
     adapters_read_events_max: int = Field(5000, ge=1, description="log entries one push cycle reads")
     adapters_retries_max: int = Field(5, ge=1, description="attempts of one item before it is parked")
     adapters_request_retries_max: int = Field(5, ge=1, description="attempts of one request per cycle")

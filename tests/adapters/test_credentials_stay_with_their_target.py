@@ -21,6 +21,7 @@ from adapters.inbound import InboxWorker, WebhookAccess, WebhookReceiver
 from adapters.moysklad import MoySkladClient, MoySkladConfig
 from adapters.moysklad_demands import DemandSync
 from adapters.sink import LedgerSink
+from adapters.webhook_server import WebhookServer
 
 BASE = "https://api.moysklad.ru/api/remap/1.2"
 SECRET = "ms-hook-0d9e8f7a"
@@ -109,7 +110,7 @@ def test_a_forged_demand_webhook_cannot_make_the_adapter_send_its_token_elsewher
             }
         ]
     }
-    receiver = HttpServer(WebhookReceiver(recorder, WebhookAccess(moysklad_secret=SECRET))).start()
+    receiver = WebhookServer(WebhookReceiver(recorder, WebhookAccess(moysklad_secret=SECRET))).start()
     try:
         answer = httpx.post(
             f"{receiver.url}/moysklad/webhook/{SECRET}?requestId=forged-1",

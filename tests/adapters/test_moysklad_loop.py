@@ -29,6 +29,7 @@ from adapters.moysklad_webhooks import register_webhooks
 from adapters.outbound import OutboundWorker
 from adapters.runner import Runner, build_adapters, moysklad_handler
 from adapters.sink import LedgerSink, SinkError
+from adapters.webhook_server import WebhookServer
 from ledger.cli import main
 from ledger.config import Settings
 from ledger.domain.model import EventType
@@ -233,7 +234,7 @@ def test_moysklad_times_go_in_utc_to_the_ledger(account, sync, ledger, record):
 
 @pytest.fixture
 def receiver(recorder: Any) -> Any:
-    server = HttpServer(WebhookReceiver(recorder, WebhookAccess(moysklad_secret=SECRET))).start()
+    server = WebhookServer(WebhookReceiver(recorder, WebhookAccess(moysklad_secret=SECRET))).start()
     try:
         yield server
     finally:

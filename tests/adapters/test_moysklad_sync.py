@@ -25,6 +25,7 @@ from adapters.moysklad import (
 from adapters.moysklad_demands import DemandSync
 from adapters.outbound import OutboundWorker, SimulatedCrash
 from adapters.sink import LedgerSink
+from adapters.webhook_server import WebhookServer
 from ledger.domain.model import EventType
 
 RECEIPT, RESERVATION = EventType.RECEIPT, EventType.RESERVATION
@@ -176,7 +177,7 @@ def test_demand_webhooks_are_stored_and_answered_before_processing_and_redeliver
     OutboundWorker(
         recorder, MoySkladOrdersTarget(recorder, mappings, client_for(server)), FAST
     ).run_until_idle()
-    receiver = HttpServer(WebhookReceiver(recorder, WebhookAccess(moysklad_secret="s3cret"))).start()
+    receiver = WebhookServer(WebhookReceiver(recorder, WebhookAccess(moysklad_secret="s3cret"))).start()
     fake.delay_s = 1.0  # MoySklad itself is slow now: the answer must not wait for it
     try:
         first = fake.add_demand(STORE_UUID, [(VARIANT, 3)], order_external_code="B-1")

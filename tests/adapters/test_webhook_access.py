@@ -13,10 +13,10 @@ import httpx
 import pytest
 from support.access import bearer, new_token
 
-from adapters.httpserver import HttpServer
 from adapters.inbound import WebhookAccess, WebhookReceiver
 from adapters.runner import Runner, build_adapters
 from adapters.signatures import SignatureScheme
+from adapters.webhook_server import WebhookServer
 from devtools.fakes.wms import send_status
 from ledger.config import Settings
 
@@ -31,11 +31,11 @@ def post(url: str, body: Any, headers: dict[str, str] | None = None) -> httpx.Re
 
 
 @pytest.fixture
-def receiver(recorder: Any) -> Iterator[HttpServer]:
+def receiver(recorder: Any) -> Iterator[WebhookServer]:
     access = WebhookAccess(
         moysklad_secret=MOYSKLAD_SECRET, wms_secret=WMS_SECRET, wms_signature=SignatureScheme(SIGNING_KEY)
     )
-    server = HttpServer(WebhookReceiver(recorder, access)).start()
+    server = WebhookServer(WebhookReceiver(recorder, access)).start()
     try:
         yield server
     finally:
@@ -55,7 +55,7 @@ def receiver(recorder: Any) -> Iterator[HttpServer]:
         "/wms/status/ms-hook-9f1c2e7a",  # the other webhook's secret
     ],
 )
-def test_a_moysklad_webhook_is_taken_only_at_its_secret_path(receiver: HttpServer, path: str) -> None:
+def test_a_moysklad_webhook_is_taken_only_at_its_secret_path(receiver: WebhookServer, path: str) -> None:
     assert post(f"{receiver.url}/moysklad/webhook/{MOYSKLAD_SECRET}", DEMAND_WEBHOOK).status_code == 200
 
     refused = post(receiver.url + path, DEMAND_WEBHOOK)
@@ -65,7 +65,7 @@ def test_a_moysklad_webhook_is_taken_only_at_its_secret_path(receiver: HttpServe
     assert MOYSKLAD_SECRET not in refused.text and WMS_SECRET not in refused.text
 
 
-def test_a_path_that_is_not_ascii_is_not_found_rather_than_an_error(receiver: HttpServer) -> None:
+def test_a_path_that_is_not_ascii_is_not_found_rather_than_an_error(receiver: WebhookServer) -> None:
     with socket.create_connection(("127.0.0.1", receiver.port), timeout=5) as connection:
         connection.sendall(
             b"POST /moysklad/webhook/\xfc\xfc HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 2\r\n"
@@ -75,12 +75,12 @@ def test_a_path_that_is_not_ascii_is_not_found_rather_than_an_error(receiver: Ht
     assert status_line.split()[1] == b"404"
 
 
-def test_a_wms_status_is_taken_at_its_secret_path(receiver: HttpServer) -> None:
+def test_a_wms_status_is_taken_at_its_secret_path(receiver: WebhookServer) -> None:
     assert send_status(f"{receiver.url}/wms/status/{WMS_SECRET}", "PO-1", "PICKING") == 200
     assert send_status(f"{receiver.url}/wms/status/{WMS_SECRET[:-1]}", "PO-1", "PICKING") == 404
 
 
-def test_a_signed_wms_status_is_taken_only_with_the_hmac_of_its_body(receiver: HttpServer) -> None:
+def test_a_signed_wms_status_is_taken_only_with_the_hmac_of_its_body(receiver: WebhookServer) -> None:
     url = f"{receiver.url}/wms/status"
     body = json.dumps({"id": "PO-1", "status": "PICKING"}).encode()
     good = SignatureScheme(SIGNING_KEY).sign(body)
@@ -110,7 +110,7 @@ def test_the_signature_header_and_scheme_are_configured(recorder: Any) -> None:
     )
     adapters = build_adapters(settings, recorder=recorder)
     assert adapters.receiver is not None
-    server = HttpServer(adapters.receiver).start()
+    server = WebhookServer(adapters.receiver).start()
     try:
         scheme = SignatureScheme(b"shopify-style-key", "X-Shopify-Hmac-Sha256", "", "base64")
         assert send_status(f"{server.url}/wms/status", "PO-1", "PICKING", scheme) == 200
@@ -120,7 +120,7 @@ def test_the_signature_header_and_scheme_are_configured(recorder: Any) -> None:
 
 
 def test_without_a_signing_key_no_status_is_taken_unsigned_at_the_bare_path(recorder: Any) -> None:
-    server = HttpServer(WebhookReceiver(recorder, WebhookAccess(wms_secret=WMS_SECRET))).start()
+    server = WebhookServer(WebhookReceiver(recorder, WebhookAccess(wms_secret=WMS_SECRET))).start()
     try:
         assert send_status(f"{server.url}/wms/status", "PO-1", "PICKING") == 404
         assert send_status(f"{server.url}/wms/status", "PO-1", "PICKING", SignatureScheme(b"guessed")) == 404
@@ -202,7 +202,7 @@ def test_other_hosts_are_refused_as_the_api_refuses_them(
     settings = Settings(allowed_hosts=allowed_hosts, moysklad_webhook_secret=MOYSKLAD_SECRET)
     adapters = build_adapters(settings, recorder=recorder)
     assert adapters.receiver is not None
-    server = HttpServer(adapters.receiver).start()
+    server = WebhookServer(adapters.receiver).start()
     try:
         webhook = post(f"{server.url}/moysklad/webhook/{MOYSKLAD_SECRET}", DEMAND_WEBHOOK, {"Host": host})
         metrics = httpx.get(f"{server.url}/metrics", headers={"Host": host}, timeout=5)

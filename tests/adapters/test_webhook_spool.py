@@ -14,9 +14,9 @@ import pytest
 
 from adapters.db import transaction
 from adapters.deliveries import Delivery, insert_delivery
-from adapters.httpserver import HttpServer
 from adapters.inbound import InboxWorker, WebhookAccess, WebhookReceiver
 from adapters.spool import DeliverySpool, SpoolFull, default_spool_dir
+from adapters.webhook_server import WebhookServer
 from adapters.webhook_store import DeliveryStore, StoredIn
 from ledger.clock import utc_text
 
@@ -57,7 +57,7 @@ def test_a_full_spool_refuses_and_the_receiver_answers_503_with_retry_after(tmp_
     store = DeliveryStore(recorder, spool, database_wait_s=0.2, attempts_max=1)
     with transaction(recorder) as tx:  # holds SQLite's write lock: the database cannot take it
         tx.execute("DELETE FROM adapter_inbox")
-        server = HttpServer(WebhookReceiver(recorder, WebhookAccess(wms_secret="w1"), store)).start()
+        server = WebhookServer(WebhookReceiver(recorder, WebhookAccess(wms_secret="w1"), store)).start()
         try:
             status, body = post(f"{server.url}/wms/status/w1", b'{"id": "PO-1", "status": "PICKED"}')
         finally:
@@ -70,7 +70,7 @@ def test_only_unauthenticated_or_malformed_deliveries_get_a_4xx(tmp_path, record
     store = DeliveryStore(
         recorder, DeliverySpool(tmp_path / "spool", 10), database_wait_s=0.5, attempts_max=2
     )
-    server = HttpServer(
+    server = WebhookServer(
         WebhookReceiver(recorder, WebhookAccess(moysklad_secret="m1", wms_secret="w1"), store)
     ).start()
     try:
