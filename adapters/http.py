@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import http.cookiejar
 import json
+import logging
 import ssl
 import urllib.parse
 from collections.abc import Mapping
@@ -35,7 +36,9 @@ from adapters.masking import mask, secret_safe_logger
 
 log = secret_safe_logger("adapters.http")
 # httpx logs each request's URL at INFO, and a Bitrix webhook URL holds its token: masked as ours.
-secret_safe_logger("httpx")
+# And only its warnings by default: a line per request would bury the adapters' own (a full push of
+# 10,000 SKUs is 600 requests).
+secret_safe_logger("httpx").setLevel(logging.WARNING)
 
 RESPONSE_BYTES_MAX = 64 * 1024 * 1024
 # Per target: more than the threads that share one client (a worker per target, the inbox, a poller).

@@ -63,6 +63,11 @@ def table_text(recorder: Any) -> str:
     return json.dumps(rows, default=str)
 
 
+def _log_everything(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    caplog.set_level(logging.DEBUG, logger="httpx")  # quiet by default; here its URLs are checked too
+
+
 def test_no_secret_appears_in_the_logs_status_metrics_answers_or_tables(
     monkeypatch, database_url, ledger, recorder, record, moysklad, wms, mapped, caplog, capsys
 ):
@@ -106,7 +111,7 @@ def test_no_secret_appears_in_the_logs_status_metrics_answers_or_tables(
         ("bitrix", "sku", "SKU-1", "101"),
         ("wms", "store", "shop-1", "main"),
     )
-    caplog.set_level(logging.DEBUG)
+    _log_everything(caplog)
     settings = Settings()
     runner = Runner(build_adapters(settings, LedgerSink(ledger), recorder), settings).start()
     answers: list[httpx.Response] = []
