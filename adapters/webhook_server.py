@@ -17,7 +17,6 @@ The socket is bound by `WebhookServer()` itself, so that a port in use fails the
 
 from __future__ import annotations
 
-import functools
 import re
 import socket
 import threading
@@ -29,7 +28,7 @@ import uvicorn
 from adapters.inbound import WebhookReceiver
 from adapters.masking import secret_safe_logger
 from adapters.webhook_app import webhook_app
-from ledger.api.connections import DeadlineProtocol
+from ledger.api.connections import DeadlineProtocol, connection_options
 from ledger.config import Settings
 
 log = secret_safe_logger("adapters.webhook_server")
@@ -116,16 +115,14 @@ class WebhookServer:
         self.socket = socket.create_server((host, port), family=family, backlog=LISTEN_BACKLOG_MAX)
         self._port = int(self.socket.getsockname()[1])
         options: dict[str, Any] = {
-            "http": functools.partial(
+            **connection_options(
                 WebhookProtocol,
+                idle_timeout_s=limits.idle_timeout_s,
                 header_timeout_s=limits.header_timeout_s,
                 body_timeout_s=limits.body_timeout_s,
                 header_bytes_max=limits.header_bytes_max,
+                connections_max=limits.connections_max,
             ),
-            "timeout_keep_alive": limits.idle_timeout_s,
-            "limit_concurrency": limits.connections_max,
-            # Used only by the h11 protocol; the same limit as ours, should h11 ever be chosen.
-            "h11_max_incomplete_event_size": limits.header_bytes_max,
             "backlog": LISTEN_BACKLOG_MAX,
             "timeout_graceful_shutdown": limits.stop_grace_s,
         }

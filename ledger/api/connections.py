@@ -99,16 +99,37 @@ class DeadlineProtocol(HttpToolsProtocol):
 
 
 def uvicorn_options(settings: Settings) -> dict[str, Any]:
-    """uvicorn's connection limits, explicitly; the protocol is picklable for `--workers N`."""
+    """uvicorn's connection limits for the API, explicitly."""
+    return connection_options(
+        DeadlineProtocol,
+        idle_timeout_s=settings.http_idle_timeout_s,
+        header_timeout_s=settings.http_header_timeout_s,
+        body_timeout_s=settings.http_body_timeout_s,
+        header_bytes_max=settings.http_header_bytes_max,
+        connections_max=settings.http_connections_max,
+    )
+
+
+def connection_options(
+    protocol: type[DeadlineProtocol],
+    *,
+    idle_timeout_s: float,
+    header_timeout_s: float,
+    body_timeout_s: float,
+    header_bytes_max: int,
+    connections_max: int,
+) -> dict[str, Any]:
+    """uvicorn's options for `protocol` (DeadlineProtocol or a subclass) and its limits; the
+    protocol is picklable for `--workers N`."""
     return {
         "http": functools.partial(
-            DeadlineProtocol,
-            header_timeout_s=settings.http_header_timeout_s,
-            body_timeout_s=settings.http_body_timeout_s,
-            header_bytes_max=settings.http_header_bytes_max,
+            protocol,
+            header_timeout_s=header_timeout_s,
+            body_timeout_s=body_timeout_s,
+            header_bytes_max=header_bytes_max,
         ),
-        "timeout_keep_alive": settings.http_idle_timeout_s,
-        "limit_concurrency": settings.http_connections_max,
+        "timeout_keep_alive": idle_timeout_s,
+        "limit_concurrency": connections_max,
         # Used only by the h11 protocol; the same limit as ours, should h11 ever be chosen.
-        "h11_max_incomplete_event_size": settings.http_header_bytes_max,
+        "h11_max_incomplete_event_size": header_bytes_max,
     }
