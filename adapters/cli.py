@@ -281,10 +281,13 @@ def _moysklad_snapshot(
 
     config = moysklad_config(settings)
     assert config is not None, "_reconcile_report checks LEDGER_MOYSKLAD_TOKEN before it opens the database"
+    client = MoySkladClient(config)
     try:
-        snapshot = read_moysklad_snapshot(MoySkladClient(config), mappings, progress)
+        snapshot = read_moysklad_snapshot(client, mappings, progress)
     except TargetUnavailable as error:
         raise CommandError(mask(f"reading MoySklad's stock report failed: {error}")) from None
+    finally:
+        client.http.close()
     if not args.store:
         args.store = sorted(mappings.all("moysklad", "store"))
     return snapshot
@@ -300,10 +303,13 @@ def _wms_snapshot(
 
     config = wms_config(settings)
     assert config is not None, "_reconcile_report checks the WMS settings before it opens the database"
+    client = WmsClient(config)
     try:
-        snapshot = read_wms_snapshot(WmsClient(config), mappings, progress)
+        snapshot = read_wms_snapshot(client, mappings, progress)
     except (TargetUnavailable, StockReadRefused) as error:
         raise CommandError(mask(f"reading the WMS's stock failed: {error}")) from None
+    finally:
+        client.http.close()
     if not args.store:
         args.store = sorted(mappings.all("wms", "store"))
     return snapshot
@@ -421,13 +427,16 @@ def _register_webhooks(args: argparse.Namespace, settings: Settings) -> int:
         raise CommandError("register-webhooks needs LEDGER_MOYSKLAD_TOKEN")
     if not settings.moysklad_webhook_secret:
         raise CommandError("register-webhooks needs LEDGER_MOYSKLAD_WEBHOOK_SECRET (the URL's last part)")
+    client = MoySkladClient(config)
     try:
         url = webhook_url(args.url, settings.moysklad_webhook_secret)
         print(f"MoySklad webhooks to {mask(url)}:")
-        for line in register_webhooks(MoySkladClient(config), url):
+        for line in register_webhooks(client, url):
             print(f"  {line}")
     except (RegistrationError, TargetUnavailable, ValueError) as error:
         raise CommandError(mask(str(error))) from None
+    finally:
+        client.http.close()
     return 0
 
 
