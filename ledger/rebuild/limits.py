@@ -12,16 +12,23 @@ from ledger.config import Settings
 Progress = Callable[[str, int, int], None]
 
 
+def _setting_default(name: str) -> int:
+    """The default of the setting `rebuild_<name>`: written once, in ledger/config.py."""
+    default = Settings.model_fields[f"rebuild_{name}"].default
+    assert isinstance(default, int), name
+    return default
+
+
 @dataclass(frozen=True)
 class RebuildLimits:
-    batch_entries: int = 10_000
-    pages_ahead_max: int = 2
-    swap_entries_max: int = 2000
-    catch_up_rounds_max: int = 20
-    swap_lock_wait_ms: int = 500
-    swap_attempts_max: int = 10
-    index_builds_at_once: int = 2
-    index_memory_mb: int = 256
+    batch_entries: int = _setting_default("batch_entries")
+    pages_ahead_max: int = _setting_default("pages_ahead_max")
+    swap_entries_max: int = _setting_default("swap_entries_max")
+    catch_up_rounds_max: int = _setting_default("catch_up_rounds_max")
+    swap_lock_wait_ms: int = _setting_default("swap_lock_wait_ms")
+    swap_attempts_max: int = _setting_default("swap_attempts_max")
+    index_builds_at_once: int = _setting_default("index_builds_at_once")
+    index_memory_mb: int = _setting_default("index_memory_mb")
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RebuildLimits:
