@@ -115,21 +115,22 @@ class StateCache:
                 self._clear(log_head)
                 return
             since = self.head
-            # The levels after each accepted line that changed one, oldest first (the last wins):
-            # the history holds them, indexed by position; the levels table is not (see schema.py).
+            # What changed since is forgotten, not read: the keys of the levels and reservations
+            # written after `since` are dropped, and whoever needs one reads it by key (a batch's
+            # missing keys, a reader's miss). Reading back every row another instance wrote cost
+            # this instance as much as writing it, though most of them are never asked for here.
             # A row's position is its event's, the id of the event's last entry; heads only ever
             # fall between whole batches, so every row of the batches after `since` is in range.
-            # The three reads travel together (one round trip on PostgreSQL).
+            # The four reads travel together (one round trip on PostgreSQL).
             level_read = tx.defer(
-                "SELECT store_id, sku, on_hand, reserved, incoming, channels, position, "
-                "recorded_at AS updated_at "
-                "FROM ledger_history WHERE position > %s AND position <= %s AND outcome = 'accepted' "
-                "AND (on_hand_delta <> 0 OR reserved_delta <> 0 OR incoming_delta <> 0) "
-                "ORDER BY position, line_no",
+                "SELECT store_id, sku FROM ledger_history "
+                "WHERE position > %s AND position <= %s AND outcome = 'accepted' "
+                "AND (on_hand_delta <> 0 OR reserved_delta <> 0 OR incoming_delta <> 0)",
                 (since, log_head),
             )
             reservation_read = tx.defer(
-                "SELECT * FROM ledger_reservations WHERE position > %s AND position <= %s",
+                "SELECT store_id, reservation_id FROM ledger_reservations "
+                "WHERE position > %s AND position <= %s",
                 (since, log_head),
             )
             # The stores written since, with their newest version: read by the log's own index on
@@ -152,11 +153,13 @@ class StateCache:
                 self._put_policy(row["store_id"], row["sku"], policy_from_text(stored) if stored else None)
             for row in version_read.rows():
                 self.store_versions[row["originator_id"]] = int(row["version"])
+            levels = self.levels
             for row in level_rows:
-                self._put_level((row["store_id"], row["sku"]), level_from_row(row))
+                levels.pop((row["store_id"], row["sku"]), None)
             for row in reservation_rows:
                 key = (row["store_id"], row["reservation_id"])
-                self._put_reservation(key, reservation_from_row(row), int(row["position"]))
+                self.reservations.pop(key, None)
+                self.absent_reservations.discard(key)
             self.head = log_head
 
     def clear(self, head: int) -> None:

@@ -205,3 +205,36 @@ def test_a_release_or_shipment_of_a_refused_reservation_is_decided_from_memory(
     assert released.outcome is Outcome.ACCEPTED
     [level] = first.levels(STORE, ["SKU-1"])
     assert (level.level.on_hand_units, level.level.reserved_units) == (4, 0)
+
+
+def test_reservations_another_instance_changed_are_not_decided_from_stale_memory(
+    two_instances: tuple[Ledger, Ledger],
+) -> None:
+    """Catching up forgets the reservations another instance wrote since: one this memory held as
+    open and one it had read as absent. A batch between (a sale, which loses its bet and catches
+    up) leaves the head where memory is, so the next ones are decided from memory and would win
+    their bets with stale answers."""
+    first, second = two_instances
+    first.submit_and_wait([_event("r1", "stock.receipt", [("SKU-1", 10)])])
+    [held] = first.submit_and_wait([_event("res-1", "stock.reservation", [("SKU-1", 2)], reservation_id="H")])
+    [unknown] = first.submit_and_wait([_event("rel-0", "stock.reservation_release", [], reservation_id="A")])
+    assert (held.outcome, unknown.reason) == (Outcome.ACCEPTED, RejectionReason.UNKNOWN_RESERVATION)
+    [released] = second.submit_and_wait(
+        [_event("rel-1", "stock.reservation_release", [], reservation_id="H")]
+    )
+    [placed] = second.submit_and_wait(
+        [_event("res-2", "stock.reservation", [("SKU-1", 3)], reservation_id="A")]
+    )
+    assert (released.outcome, placed.outcome) == (Outcome.ACCEPTED, Outcome.ACCEPTED)
+    [sold] = first.submit_and_wait([_event("s1", "stock.sale", [("SKU-1", 1)])])  # loses its bet
+    assert sold.outcome is Outcome.ACCEPTED
+    won_before = _writer(first).optimistic_won
+    [again] = first.submit_and_wait([_event("rel-2", "stock.reservation_release", [], reservation_id="H")])
+    [absent_no_more] = first.submit_and_wait(
+        [_event("rel-3", "stock.reservation_release", [], reservation_id="A")]
+    )
+    assert _writer(first).optimistic_won == won_before + 2, "decided from memory, one statement each"
+    assert again.outcome is Outcome.ACCEPTED  # releasing a closed reservation again changes nothing
+    assert absent_no_more.outcome is Outcome.ACCEPTED, "A was placed by the other instance"
+    [level] = first.levels(STORE, ["SKU-1"])
+    assert (level.level.on_hand_units, level.level.reserved_units) == (9, 0), "H's 2 released once"
