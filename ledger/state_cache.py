@@ -111,6 +111,10 @@ class StateCache:
         with self.lock:
             if log_head <= self.head:
                 return  # nothing newer in the log than what this cache already holds
+            if self._holds_nothing():
+                # An empty memory is true at every head: after `forget`, nothing to read back.
+                self.head = log_head
+                return
             if log_head - self.head > self.catch_up_events_max:
                 self._clear(log_head)
                 return
@@ -161,6 +165,15 @@ class StateCache:
                 self.reservations.pop(key, None)
                 self.absent_reservations.discard(key)
             self.head = log_head
+
+    def _holds_nothing(self) -> bool:
+        return not (
+            self.levels
+            or self.reservations
+            or self.absent_reservations
+            or self.store_versions
+            or self.store_policies
+        )
 
     def clear(self, head: int) -> None:
         with self.lock:
