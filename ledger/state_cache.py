@@ -166,6 +166,23 @@ class StateCache:
                 self.absent_reservations.discard(key)
             self.head = log_head
 
+    def withdraw(self, commit: Commit, head_before: int) -> None:
+        """Takes back a batch installed before it committed and then failed without committing
+        (the writer's own memory only): its keys are forgotten, and the head is the one it was
+        decided at, which every value left reflects. What was decided on top of it is dropped
+        by the new generation."""
+        with self.lock:
+            self.generation += 1
+            for key in commit.levels:
+                self.levels.pop(key, None)
+            for key in commit.reservations:
+                self.reservations.pop(key, None)
+            for store in commit.store_versions:
+                self.store_versions.pop(store, None)
+            for store, _ in commit.policies:
+                self.store_policies.pop(store, None)
+            self.head = min(self.head, head_before)
+
     def _holds_nothing(self) -> bool:
         return not (
             self.levels

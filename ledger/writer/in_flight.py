@@ -5,9 +5,10 @@ overlap: `prepare` decides (from memory, on top of a batch still in flight), `se
 statement without waiting and puts the batch's effects in the writer's memory at once, `land`
 waits and answers. The next batch is sent only after `land` said the one before committed: its
 head check would not catch a failed predecessor otherwise (another writer could have recorded
-just as many entries). A batch in flight that fails (a lost bet, or anything else) empties the
-memory, which held its effects, and is recorded the ordinary way; what was decided on top of it
-is decided again. Only a memory nobody else reads may hold effects not yet committed: the
+just as many entries). A batch in flight that fails is recorded the ordinary way, and what was
+decided on top of it is decided again. Memory held its effects: a lost bet (nothing of it
+committed) takes back just those, keeping the rest of memory; any other failure, which may have
+committed, empties it. Only a memory nobody else reads may hold effects not yet committed: the
 writer process's own (the HTTP workers hear of a batch only once it has committed).
 """
 
@@ -85,10 +86,11 @@ def land(writer: Writer, flight: InFlight) -> bool:
     try:
         flight.sent.wait()
     except Exception as error:  # noqa: BLE001 - the ordinary way decides again from the database
-        writer.forget()
         if writer.recorder.lost_optimistic_bet(error):
+            writer.cache.withdraw(statement.committed, statement.head)
             writer.lost_bet()
         else:
+            writer.forget()
             log.warning("a batch in flight failed, recording it the ordinary way: %s", error)
         writer.process(ready.batch)
         return False

@@ -185,3 +185,31 @@ def test_a_batch_whose_deciding_fails_is_recorded_the_ordinary_way(
     writer.process(batch)
     assert answers.only().outcome is Outcome.ACCEPTED
     assert _level(writer) == (5, 2)
+
+
+def test_a_lost_bet_takes_back_only_what_its_batch_put_in_memory(
+    writer_and_other: tuple[Writer, Ledger],
+) -> None:
+    """The batch in flight put its effects in memory before it committed. When it loses its bet
+    (another instance wrote), those effects must go, or the ordinary way would count them twice;
+    the rest of memory stays (emptying it all made every lost bet cost a read of every key)."""
+    writer, other = writer_and_other
+    _warm(writer)
+    answers = Answers()
+    writer.process(answers.submission(_event("r2", "stock.receipt", [("SKU-2", 5), ("SKU-3", 1)])))
+    assert answers.only().outcome is Outcome.ACCEPTED
+    reserving = Answers()
+    event = _event("a", "stock.reservation", [("SKU-2", 3)], reservation_id="A")
+    ready = in_flight.prepare(writer, reserving.submission(event))
+    assert ready is not None
+    [sold] = other.submit_and_wait([_event("pos", "stock.pos_sale", [("SKU-1", 1)])])
+    assert sold.outcome is Outcome.ACCEPTED
+    assert not in_flight.land(writer, _sent(writer, ready))  # lost: recorded the ordinary way
+    assert reserving.only().outcome is Outcome.ACCEPTED
+    with writer.recorder.read_transaction() as tx:
+        row = tx.fetchone(
+            "SELECT reserved FROM ledger_levels WHERE store_id = %s AND sku = 'SKU-2'", (STORE,)
+        )
+    assert row is not None and int(row["reserved"]) == 3, "the lost batch's 3 units counted once"
+    assert (STORE, "SKU-1") not in writer.cache.levels, "the other instance's write is forgotten"
+    assert (STORE, "SKU-3") in writer.cache.levels, "memory kept what nobody else changed"
