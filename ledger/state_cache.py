@@ -267,7 +267,9 @@ class StateCache:
         with self.lock:
             if self.generation != generation or self.head != snapshot_head:
                 return
-            keys = keys - self.reservations.keys()
+            # Not `keys - self.reservations.keys()`: a set minus a dict's keys walks the whole
+            # dict (up to `reservations_max` entries) even when `keys` is empty.
+            keys = {key for key in keys if key not in self.reservations}
             if len(self.absent_reservations) + len(keys) > self.reservations_max:
                 self.absent_reservations.clear()  # the bound: those are read again when needed
             if len(keys) <= self.reservations_max:
