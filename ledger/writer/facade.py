@@ -28,8 +28,9 @@ from ledger.writer.submission import Submission, WriterLimits, WriterUnavailable
 
 log = logging.getLogger("ledger.writer")
 
-# How long after a lost bet the writer catches up before deciding from memory. Long enough to
-# cover a steady second writer, short enough that a lone writer soon saves the extra round trip.
+# How long after a lost bet the writer records the ordinary way, under the lock, instead of betting:
+# with a second writer on the database, most bets are lost (each costs deciding twice). Long enough
+# to cover a steady second writer, short enough that a lone writer soon bets again.
 CONTENDED_S = 1.0
 # How long a failed batch makes readiness probes fail: a probe after it asks the database again, so
 # that an instance nobody sends writes to can become ready.
@@ -150,8 +151,8 @@ class Writer:
         return statement
 
     def lost_bet(self) -> None:
-        """Another writer recorded since memory's head (or took an id first): for a while, catch
-        up before deciding, so that the next batches win their bets instead of losing each one."""
+        """Another writer recorded since memory's head (or took an id first): for a while, record
+        the ordinary way, where nothing is lost, instead of losing a bet on most batches."""
         self.optimistic_lost += 1
         self._contended_until = time.monotonic() + CONTENDED_S
 
@@ -160,14 +161,13 @@ class Writer:
     ) -> OneStatement | None:
         """Decides a batch from memory alone and encodes it as one statement's arguments. With
         `fetch`, memory is first brought to the database's head and given the keys it lacks
-        (outside the lock) when it lacks some, or when another writer was seen lately; None when
-        that cannot be done."""
-        contended = fetch and time.monotonic() < self._contended_until
-        if contended and not deciding.catch_up_and_fetch(self.recorder, self.cache, events):
+        (outside the lock) when it lacks some; None when that cannot be done, or when another
+        writer was seen lately."""
+        if time.monotonic() < self._contended_until:
             return None
         head = self.cache.head  # read before the values: a newer value then fails the check
         work = deciding.work_from_memory(self.cache, events, head)
-        fetched = work is None and fetch and not contended
+        fetched = work is None and fetch
         if fetched and deciding.catch_up_and_fetch(self.recorder, self.cache, events):
             return self.decide_from_memory(events, recorded_at, fetch=False)
         if work is None:
