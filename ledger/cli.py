@@ -218,6 +218,15 @@ def _migrate(args: argparse.Namespace, settings: Settings) -> int:
         postgres = isinstance(recorder, PostgresLedgerRecorder)
         found = pg_plan(recorder) if postgres else sqlite_plan(recorder)
         print(f"schema version {found.version}; this release knows up to {LATEST_VERSION}")
+        if args.drop_other_batch_functions:
+            if not postgres:
+                raise CommandError("--drop-other-batch-functions is for PostgreSQL: SQLite has no functions")
+            recorder.create_table()
+            dropped = recorder.drop_other_batch_functions()
+            for name in dropped:
+                print(f"dropped {name}")
+            print(f"dropped {len(dropped)} batch function(s); kept this release's {recorder.batch_function}")
+            return 0
         if args.check:
             for migration in found.pending:
                 print(f"would apply {migration.version} ({migration.kind}): {migration.name}")
@@ -410,6 +419,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     migrate.add_argument(
         "--check", action="store_true", help="list the migrations that would be applied, and apply none"
+    )
+    migrate.add_argument(
+        "--drop-other-batch-functions",
+        action="store_true",
+        help="PostgreSQL: drop the batch functions of earlier releases and other settings, once no "
+        "instance of an earlier release runs (this release's instances make theirs again)",
     )
     migrate.set_defaults(handler=_migrate)
     rebuild = commands.add_parser("rebuild", help="rebuild every projection from the event log")

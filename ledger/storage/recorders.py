@@ -239,6 +239,14 @@ class PostgresLedgerRecorder(_HeadAndClose, PostgresApplicationRecorder):
         release's batch function if the database has none of its shape yet."""
         self.migrations_applied = pg_migrate(self, self.migration_wait_s)
         self.datastore.register_type_adapters()
+        self.create_batch_function()
+
+    @property
+    def batch_function(self) -> str:
+        return self._batch_function
+
+    def create_batch_function(self) -> None:
+        """This release's batch function, unless the database has it."""
         with self.datastore.get_connection() as conn:
             exists = conn.execute(
                 "SELECT 1 FROM pg_proc WHERE proname = %s AND pronamespace = current_schema()::regnamespace",
@@ -252,6 +260,26 @@ class PostgresLedgerRecorder(_HeadAndClose, PostgresApplicationRecorder):
                 conn.execute(self._batch_function_sql.encode())
             finally:
                 conn.execute("SELECT pg_advisory_unlock(%s)", (SCHEMA_LOCK_KEY,))
+
+    def drop_other_batch_functions(self) -> list[str]:
+        """Drops the batch functions of other releases and settings (each one's name is its text's
+        digest), keeping this one's; returns the names dropped. For once no instance of an earlier
+        release runs: an instance of this release whose function is gone makes it again, at the
+        cost of one batch recorded the ordinary way (`lost_optimistic_bet`)."""
+        with self.datastore.get_connection() as conn:
+            conn.execute("SELECT pg_advisory_lock(%s)", (SCHEMA_LOCK_KEY,))
+            try:
+                rows = conn.execute(
+                    "SELECT oid::regprocedure::text AS signature, proname FROM pg_proc "
+                    "WHERE proname LIKE %s AND proname <> %s "
+                    "AND pronamespace = current_schema()::regnamespace",
+                    (_PG_BATCH_FUNCTION_PREFIX.replace("_", r"\_") + "%", self._batch_function),
+                ).fetchall()
+                for row in rows:
+                    conn.execute(f"DROP FUNCTION IF EXISTS {row['signature']}".encode())
+            finally:
+                conn.execute("SELECT pg_advisory_unlock(%s)", (SCHEMA_LOCK_KEY,))
+        return sorted(row["proname"] for row in rows)
 
     def create_library_tables(self, curs: Any) -> None:
         """The library's events table, its type and insert function, in the caller's transaction
@@ -304,6 +332,11 @@ class PostgresLedgerRecorder(_HeadAndClose, PostgresApplicationRecorder):
         """The head moved, or an id was not new. The library's datastore re-raises psycopg's
         errors as its own (IntegrityError, OperationalError), with psycopg's as the cause."""
         cause = error if isinstance(error, psycopg.Error) else error.__cause__
+        if isinstance(cause, psycopg.errors.UndefinedFunction):
+            # The batch function was dropped (`ledger migrate --drop-other-batch-functions`, or by
+            # hand): nothing was recorded; make it again, and this batch goes the ordinary way.
+            self.create_batch_function()
+            return True
         return isinstance(cause, psycopg.errors.SerializationFailure | psycopg.errors.UniqueViolation)
 
     @contextlib.contextmanager
