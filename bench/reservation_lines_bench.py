@@ -8,15 +8,21 @@ the reservations' own insert and an empty statement (the round trip and the call
 batch does not pay per table: its inserts run inside one function). Rounds alternate. Not a test:
 it asserts nothing about speed.
 
+With `--fill N` it also times migration 11's fill (the index made from every reservation's lines,
+under the log's write lock) over N two-line reservations, on PostgreSQL and on SQLite.
+
     python bench/reservation_lines_bench.py                  # 5 rounds of 400 batches of 16
+    python bench/reservation_lines_bench.py --fill 400000    # and the migration's fill
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import os
 import shutil
+import sqlite3
 import statistics
 import tempfile
 import time
@@ -30,6 +36,7 @@ from plumbing import Postgres
 
 from ledger.domain.model import Reservation, ReservationLine
 from ledger.projections import tables
+from ledger.projections.schema import PG_RESERVATION_LINES_FILL, SQLITE_RESERVATION_LINES_FILL
 from ledger.storage.recorders import open_recorder
 
 
@@ -40,11 +47,48 @@ def reservations(start: int, count: int) -> list[tuple[Reservation, int]]:
     ]
 
 
+# N reservations of two lines each, spread over 20 stores and 2,000 SKUs (the second line shipped).
+FILL_ROWS = """INSERT INTO ledger_reservations (store_id, reservation_id, lines, status, remaining,
+    placed_at_position, position) SELECT 'store-' || (n % 20), 'R' || n,
+    '[["SKU-' || (n % 2000) || '",2,0,0],["SKU-' || ((n + 7) % 2000) || '",1,1,0]]', 'active', 2, n, n
+    FROM {numbers}"""
+
+
+def time_fill(pg: Postgres, directory: Path, reservations: int) -> None:
+    url = pg.url(pg.create_database("fill"))
+    open_recorder(url, 2, 30).close()
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(FILL_ROWS.format(numbers=f"generate_series(1, {reservations}) AS n"))  # type: ignore[arg-type]
+        conn.execute("VACUUM ANALYZE ledger_reservations")
+        conn.execute("DELETE FROM ledger_reservation_lines")
+        started = time.perf_counter()
+        conn.execute(PG_RESERVATION_LINES_FILL)  # type: ignore[arg-type]
+        elapsed = time.perf_counter() - started
+        print(f"postgres: migration 11's fill of {reservations:,} reservations: {elapsed:.1f} s")
+    path = directory / "fill.db"
+    open_recorder(f"sqlite:///{path}", 2, 30).close()
+    with contextlib.closing(sqlite3.connect(path)) as lite:
+        numbers = (
+            "(WITH RECURSIVE s(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM s "
+            f"WHERE n < {reservations}) SELECT n FROM s)"
+        )
+        lite.execute(FILL_ROWS.format(numbers=numbers))
+        lite.commit()
+        started = time.perf_counter()
+        lite.execute(SQLITE_RESERVATION_LINES_FILL)
+        lite.commit()
+        elapsed = time.perf_counter() - started
+        print(f"sqlite: migration 11's fill of {reservations:,} reservations: {elapsed:.1f} s")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--per-batch", type=int, default=16, help="reservations a batch")
     parser.add_argument("--batches", type=int, default=400, help="batches a round and statement")
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument(
+        "--fill", type=int, default=0, metavar="N", help="time migration 11's fill of N reservations"
+    )
     args = parser.parse_args()
     per_batch = args.per_batch
     print(f"load average {os.getloadavg()}")
@@ -99,6 +143,8 @@ def main() -> None:
         for name, values in figures.items():
             rounds = ", ".join(f"{value:.0f}" for value in values)
             print(f"postgres: {name}, {per_batch} rows: median {statistics.median(values):.0f} µs ({rounds})")
+        if args.fill:
+            time_fill(pg, directory, args.fill)
         print(f"load average {os.getloadavg()}")
     finally:
         pg.stop()
