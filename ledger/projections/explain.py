@@ -9,8 +9,8 @@ Each figure is decomposed into what makes it, and the decomposition adds up exac
 - each channel's reserved (CONTRACT §6) = what the open reservations of that channel still hold.
 
 Every read follows an index of the store and SKU (ledger/projections/schema.py), so its cost is
-that store and SKU's own: its entries since its last count, its transfers in, and the store's
-open reservations; never the log's size.
+that store and SKU's own: its entries since its last count, its transfers in, and the open
+reservations that hold it; never the log's size, nor the store's other reservations.
 """
 
 from __future__ import annotations
@@ -115,7 +115,7 @@ def explain(tx: SqlTx, store_id: str, sku: str, position: int, items_max: int) -
         policy=policy_figures(tx, store_id, sku, level),
         count=count,
         since=entries_since(tx, store_id, sku, count.position if count else 0),
-        reserved_by=open_reservations(tx, store_id, sku, items_max),
+        reserved_by=open_reservations(tx, store_id, sku, level, items_max),
         incoming_from=transfers_on_their_way(tx, store_id, sku, items_max),
     )
     explanation.assert_adds_up()
@@ -162,14 +162,77 @@ def entries_since(tx: SqlTx, store_id: str, sku: str, after_position: int) -> tu
     )
 
 
+def open_reservations(
+    tx: SqlTx, store_id: str, sku: str, level: Level, items_max: int
+) -> tuple[ReservationHold, ...]:
+    """The store's open reservations that still hold the SKU, oldest first: from the index of
+    reservation lines when it can be trusted, else from every open reservation of the store."""
+    holds = indexed_holds(tx, store_id, sku, level, items_max)
+    return holds if holds is not None else open_reservations_scanned(tx, store_id, sku, items_max)
+
+
+def indexed_holds(
+    tx: SqlTx, store_id: str, sku: str, level: Level, items_max: int
+) -> tuple[ReservationHold, ...] | None:
+    """The holds as a range of the index of reservation lines (`ledger_reservation_lines_open`,
+    schema.py), whatever the number of the store's open reservations; None when the index cannot
+    be trusted for this store and SKU.
+
+    The writer writes the index in the batch that changes a reservation, so it is exact unless
+    something else wrote the reservations: an instance of the release before it, during a rolling
+    upgrade. Its rows tell: a line whose position is not its reservation's is older than the
+    reservation's last change, and a reservation the index lacks leaves the holds short of the
+    level's reserved units (the level, read in the same snapshot, is the writer's own); a line can
+    only stop holding units, never start again, so a stale line still holding them is older than
+    its reservation's row. `ledger rebuild` makes the index whole again."""
+    rows = tx.fetchall(
+        "SELECT r.reservation_id, r.order_id, r.channel, r.expires_at, l.remaining, "
+        "l.position AS line_position, r.position "
+        "FROM ledger_reservation_lines l JOIN ledger_reservations r "
+        "ON r.store_id = l.store_id AND r.reservation_id = l.reservation_id "
+        "WHERE l.store_id = %s AND l.sku = %s AND l.remaining > 0 AND r.remaining > 0 "
+        "ORDER BY l.placed_at_position, l.reservation_id LIMIT %s",
+        (store_id, sku, items_max + 1),
+    )
+    if len(rows) > items_max:
+        raise TooManyToExplain("open reservations", items_max)
+    holds = tuple(_hold(row, int(row["remaining"])) for row in rows)
+    if all(row["line_position"] == row["position"] for row in rows) and _hold_the_level(holds, level):
+        return holds
+    return None
+
+
+def _hold(row: Row, remaining_units: int) -> ReservationHold:
+    return ReservationHold(
+        reservation_id=row["reservation_id"],
+        order_id=row["order_id"],
+        channel=row["channel"],
+        remaining_units=remaining_units,
+        expires_at=row["expires_at"],
+    )
+
+
+def _hold_the_level(holds: tuple[ReservationHold, ...], level: Level) -> bool:
+    """The holds add up to the level's reserved units, and to each channel's."""
+    if sum(hold.remaining_units for hold in holds) != level.reserved_units:
+        return False
+    by_channel: dict[str, int] = {}
+    for hold in holds:
+        if hold.channel is not None:
+            by_channel[hold.channel] = by_channel.get(hold.channel, 0) + hold.remaining_units
+    return by_channel == (level.channel_reserved or {})
+
+
 def _like_escaped(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
-def open_reservations(tx: SqlTx, store_id: str, sku: str, items_max: int) -> tuple[ReservationHold, ...]:
-    """The store's open reservations that still hold the SKU, oldest first. A reservation's lines
-    are JSON (`[[sku, qty, shipped, released], ...]`, ledger/projections/tables.py): LIKE narrows
-    the rows to those naming the SKU (SQLite's LIKE ignores case), the lines decide."""
+def open_reservations_scanned(
+    tx: SqlTx, store_id: str, sku: str, items_max: int
+) -> tuple[ReservationHold, ...]:
+    """The same holds, from every open reservation of the store. A reservation's lines are JSON
+    (`[[sku, qty, shipped, released], ...]`, ledger/projections/tables.py): LIKE narrows the rows
+    to those naming the SKU (SQLite's LIKE ignores case), the lines decide."""
     rows = tx.fetchall(
         "SELECT reservation_id, order_id, channel, expires_at, lines, placed_at_position "
         "FROM ledger_reservations WHERE store_id = %s AND remaining > 0 AND lines LIKE %s ESCAPE '\\' "
@@ -182,15 +245,7 @@ def open_reservations(tx: SqlTx, store_id: str, sku: str, items_max: int) -> tup
     for row in rows:
         remaining_units = _remaining_of(row, sku)
         if remaining_units > 0:
-            holds.append(
-                ReservationHold(
-                    reservation_id=row["reservation_id"],
-                    order_id=row["order_id"],
-                    channel=row["channel"],
-                    remaining_units=remaining_units,
-                    expires_at=row["expires_at"],
-                )
-            )
+            holds.append(_hold(row, remaining_units))
     return tuple(holds)
 
 

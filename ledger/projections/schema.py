@@ -22,6 +22,7 @@ PROJECTION_TABLES = (
     "ledger_event_keys",
     "ledger_policies",
     "ledger_history_codes",
+    "ledger_reservation_lines",
 )
 
 # The tables as this release makes them where they are absent (migration 1, ledger/storage/migrations.py):
@@ -149,6 +150,49 @@ HISTORY_CODES_DDL = """CREATE TABLE IF NOT EXISTS ledger_history_codes (
     line_no INTEGER NOT NULL,
     PRIMARY KEY (store_id, code, position, line_no))"""
 HISTORY_CODES_COLUMN = ("ledger_history", "codes", "TEXT")  # CONTRACT §10: the line's codes, JSON
+
+# Explain's open reservations of a store and SKU (ledger/projections/explain.py): one row per line of
+# every reservation, what it still holds, and the position of the reservation's last change (its
+# row's `position` in ledger_reservations, written in the same batch). The partial index holds the
+# lines still holding units, in placement order, so a store and SKU's are one range of it, however
+# many reservations the store holds open; a reservation's `lines` JSON could only be scanned.
+RESERVATION_LINES_DDL = (
+    """CREATE TABLE IF NOT EXISTS ledger_reservation_lines (
+        store_id TEXT NOT NULL,
+        reservation_id TEXT NOT NULL,
+        sku TEXT NOT NULL,
+        remaining BIGINT NOT NULL,
+        placed_at_position BIGINT NOT NULL,
+        position BIGINT NOT NULL,
+        PRIMARY KEY (store_id, reservation_id, sku))""",
+    """CREATE INDEX IF NOT EXISTS ledger_reservation_lines_open
+        ON ledger_reservation_lines (store_id, sku, placed_at_position, reservation_id)
+        WHERE remaining > 0""",
+)
+# A database made before gets a row for every line of every reservation it holds (the writer writes
+# every line of each reservation it changes, and the rebuild every reservation's; the fill agrees
+# with both). A reservation's lines are `[[sku, qty, shipped, released], ...]` (tables.py). (`WHERE
+# true`: SQLite would read ON CONFLICT as the join's condition.)
+_RESERVATION_LINES_FILL = """INSERT INTO ledger_reservation_lines
+    (store_id, reservation_id, sku, remaining, placed_at_position, position)
+    SELECT r.store_id, r.reservation_id, {sku}, {qty} - {shipped} - {released},
+        r.placed_at_position, r.position
+    FROM ledger_reservations r {lines}
+    WHERE true ON CONFLICT (store_id, reservation_id, sku) DO NOTHING"""
+PG_RESERVATION_LINES_FILL = _RESERVATION_LINES_FILL.format(
+    sku="l.line->>0",
+    qty="(l.line->>1)::bigint",
+    shipped="(l.line->>2)::bigint",
+    released="(l.line->>3)::bigint",
+    lines="CROSS JOIN LATERAL jsonb_array_elements(r.lines::jsonb) AS l(line)",
+)
+SQLITE_RESERVATION_LINES_FILL = _RESERVATION_LINES_FILL.format(
+    sku="json_extract(l.value, '$[0]')",
+    qty="json_extract(l.value, '$[1]')",
+    shipped="json_extract(l.value, '$[2]')",
+    released="json_extract(l.value, '$[3]')",
+    lines="JOIN json_each(r.lines) AS l",
+)
 
 # What earlier releases had and this one no longer uses (a contract migration drops them):
 # - an index on a level's position: an update that changes no indexed column is a HOT update on

@@ -38,9 +38,12 @@ from ledger.projections.schema import (
     OCCURRED_AT_FROM_TIME_SQLITE,
     OCCURRED_INDEXES,
     PG_LEVELS_TUNING,
+    PG_RESERVATION_LINES_FILL,
     PG_TOTALS_VIEW,
     POLICIES_DDL,
+    RESERVATION_LINES_DDL,
     RESERVATIONS_BY_ID_INDEX,
+    SQLITE_RESERVATION_LINES_FILL,
     SQLITE_TOTALS_VIEW,
     SUPERSEDED_DROPS,
     TABLES_DDL,
@@ -197,6 +200,13 @@ MIGRATIONS: tuple[Migration, ...] = (
         EXPAND,
         postgres=(FEED_CURSORS_DDL,),
         sqlite=(FEED_CURSORS_DDL,),
+    ),
+    Migration(
+        11,
+        "explain's index of reservation lines by store and SKU, filled from the reservations",
+        EXPAND,
+        postgres=(*RESERVATION_LINES_DDL, PG_RESERVATION_LINES_FILL),
+        sqlite=(*RESERVATION_LINES_DDL, SQLITE_RESERVATION_LINES_FILL),
     ),
 )
 

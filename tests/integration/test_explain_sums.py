@@ -7,8 +7,12 @@ The sequences hold counts, transfers and their receipts, reservations (under cha
 shipped, released and expired, sales under channels, and policies set and cleared (a SKU's own and
 the store's default, with quotas in units and in percent of on_hand).
 
-One in-process ledger serves every example of the property (SQLite): each example has stores of
-its own. Expiry is driven by hand (the writer's own `expire_due`, at a clock of the test's), with
+One in-process ledger per database (SQLite, PostgreSQL) serves every example of the property: each
+example has stores of its own. Every explanation's open reservations must also come from the index
+of reservation lines, trusted and equal to a scan of the store's reservations, and the index must be
+the reservations' lines (tests/integration/test_explain_reservation_lines.py has the details).
+
+Expiry is driven by hand (the writer's own `expire_due`, at a clock of the test's), with
 reservations that expire centuries from now, so the writer thread never expires one by itself.
 """
 
@@ -27,6 +31,7 @@ from hypothesis import strategies as st
 from support import events as ev
 from support.postgres import EmbeddedPostgres
 from support.reference_ledger import ReferenceLedger, as_policy
+from support.reservation_lines import assert_index_is_the_reservations
 
 from ledger.api.explain import explanation_public
 from ledger.api.schemas import level_public
@@ -34,6 +39,7 @@ from ledger.bootstrap import build_ledger
 from ledger.clock import utc_now
 from ledger.config import Settings
 from ledger.domain.model import DEFAULT_SKU, EventType, Line, StockEvent
+from ledger.projections.explain import explain, indexed_holds, open_reservations_scanned
 from ledger.service import Ledger
 from ledger.writer.facade import Writer
 from ledger.writer.thread import ThreadWriterClient
@@ -323,6 +329,17 @@ class Run:
             assert explained["position"] == view.position
             assert_adds_up(explained, level_public(view))
             assert_matches(explained, self.reference.explanation(store, sku), self.store)
+        self.check_the_index()
+
+    def check_the_index(self) -> None:
+        recorder = self.ledger.recorder
+        with recorder.snapshot_transaction() as tx:
+            assert_index_is_the_reservations(tx)
+            for store, sku in itertools.product(("s1", "s2"), SKUS):
+                explained = explain(tx, self.store(store), sku, recorder.head(tx), 100)
+                from_index = indexed_holds(tx, self.store(store), sku, explained.level, 100)
+                assert from_index == explained.reserved_by, (store, sku)
+                assert from_index == open_reservations_scanned(tx, self.store(store), sku, 100)
 
 
 STOCK_FIGURES = ("on_hand", "reserved", "available", "incoming", "safety_stock", "sellable", "channels")
@@ -378,10 +395,15 @@ def assert_matches(explained: dict[str, Any], expected: dict[str, Any], store_id
 # --- the tests -----------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def sqlite_ledger(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ledger]:
-    path: Path = tmp_path_factory.mktemp("explain") / "ledger.db"
-    ledger = start_ledger(f"sqlite:///{path}")
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def each_ledger(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ledger]:
+    if request.param == "postgres":
+        pg: EmbeddedPostgres = request.getfixturevalue("postgres")
+        database_url = pg.create_database("explain_property")
+    else:
+        path: Path = tmp_path_factory.mktemp("explain") / "ledger.db"
+        database_url = f"sqlite:///{path}"
+    ledger = start_ledger(database_url)
     try:
         yield ledger
     finally:
@@ -393,9 +415,9 @@ def sqlite_ledger(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ledger]:
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(plan=plans())
 def test_every_explanation_adds_up_to_the_stock_answer_and_matches_the_reference(
-    sqlite_ledger: Ledger, plan: list[dict[str, Any]]
+    each_ledger: Ledger, plan: list[dict[str, Any]]
 ) -> None:
-    run = Run(sqlite_ledger)
+    run = Run(each_ledger)
     run.play(plan)
     run.check()
 

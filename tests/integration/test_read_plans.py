@@ -17,7 +17,9 @@ from support.plans import answer_and_plans
 
 from ledger.bootstrap import build_ledger
 from ledger.config import Settings
+from ledger.domain.model import Level
 from ledger.projections import queries
+from ledger.projections.explain import indexed_holds
 from ledger.projections.queries import HistoryFilter
 from ledger.projections.timeline import TimelineWindow, timeline_points
 from ledger.service import Ledger
@@ -175,3 +177,49 @@ def test_the_entries_of_a_marking_code_are_a_range_of_the_codes_index_then_prima
         for column in ("store_id", "code", "position")
     ), plan
     assert any("ledger_history_pkey" in line and "c.line_no" in line for line in used), plan
+
+
+RESERVATIONS = 3000  # open, at one store, one line each
+RESERVED_SKUS = 600  # so that 5 hold each
+
+
+def test_explains_reservations_are_a_range_of_the_open_lines_of_the_store_and_sku(ledger: Ledger) -> None:
+    """Explain's `reserved_by`: a range of the partial index of open reservation lines by (store,
+    SKU), then each reservation by its key; never the store's open reservations filtered by SKU,
+    which grow with what the store holds open of every other SKU."""
+    reservations, lines = [], []
+    for n in range(RESERVATIONS):
+        reservation_id, sku = f"R{n:05d}", f"SKU-{n % RESERVED_SKUS}"
+        reservations.append(("store-plan", reservation_id, f'[["{sku}",2,0,0]]', n + 1))
+        lines.append(("store-plan", reservation_id, sku, 2, n + 1, n + 1))
+    with ledger.recorder.plain_transaction() as tx:
+        tx.executemany(
+            "INSERT INTO ledger_reservations (store_id, reservation_id, lines, status, remaining, "
+            "placed_at_position, position) VALUES (%s, %s, %s, 'active', 2, %s, %s)",
+            [(*row, row[-1]) for row in reservations],
+        )
+        tx.executemany(
+            "INSERT INTO ledger_reservation_lines (store_id, reservation_id, sku, remaining, "
+            "placed_at_position, position) VALUES (%s, %s, %s, %s, %s, %s)",
+            lines,
+        )
+    with ledger.recorder.plain_transaction() as tx:
+        tx.execute("ANALYZE")
+    holding = RESERVATIONS // RESERVED_SKUS
+    level = Level(0, 2 * holding, 0)
+    holds, [plan] = answer_and_plans(
+        ledger, lambda tx: indexed_holds(tx, "store-plan", "SKU-7", level, RESERVATIONS)
+    )
+    assert holds is not None and len(holds) == holding
+    if _kind(ledger) == "sqlite":
+        assert "USING INDEX ledger_reservation_lines_open (store_id=? AND sku=?)" in plan, plan
+        # Each reservation by its key, or by the index by id (reservation, store): one row either way.
+        assert "SEARCH r USING INDEX" in plan and "reservation_id=?" in plan, plan
+        assert "SCAN" not in plan and "TEMP B-TREE" not in plan, plan
+        return
+    assert "Seq Scan" not in plan, plan
+    used = [line for line in plan.splitlines() if "Index Name" in line]
+    [open_lines] = [line for line in used if "ledger_reservation_lines_open" in line]
+    assert "store_id = " in open_lines and "sku = " in open_lines, plan
+    [by_key] = [line for line in used if "Relation Name: ledger_reservations" in line]
+    assert "reservation_id = l.reservation_id" in by_key, plan

@@ -10,6 +10,7 @@ import psycopg
 from support import api, db
 from support import events as ev
 from support.ids import unique
+from support.reservation_lines import recomputed_from, rows_of_index
 from support.server import run_ledger_command
 
 EXPIRY_DEADLINE_S = 20.0
@@ -152,6 +153,10 @@ def test_rebuilding_the_projections_from_the_log_gives_the_same_tables(database_
         (warehouse, "A"),
     }
     assert any(row["channels"] for row in kept["ledger_levels"]), "a channel holds units at the end"
+    # Explain's index of reservation lines: a line still holding units, and lines that hold none.
+    lines = kept["ledger_reservation_lines"]
+    assert rows_of_index(lines) == recomputed_from(kept["ledger_reservations"])
+    assert {row["remaining"] > 0 for row in lines} == {True, False}
     recorded_events = db.event_count(database_url)
     # Every recorded event, refused ones included, is in the audit trail, at its position: the
     # notification id of its last entry (an accepted transfer's first entry, the incoming one at

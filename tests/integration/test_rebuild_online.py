@@ -15,6 +15,7 @@ import psycopg
 from support import db
 from support.ids import unique
 from support.load import WritesUnderWay
+from support.reservation_lines import recomputed_from, rows_of_index
 from support.server import run_ledger_command
 
 from integration.test_rebuild import _mixed_workload as mixed_workload
@@ -77,6 +78,8 @@ def test_a_rebuild_under_writes_loses_nothing_and_equals_a_replay(database_url, 
     # The projections, rebuilt under writes and then written on by the service, equal a replay.
     verified = run_ledger_command(database_url, "verify", "--quiet")
     assert verified.returncode == 0, verified.stdout + verified.stderr
+    tables = db.dump_projections(database_url)
+    assert rows_of_index(tables["ledger_reservation_lines"]) == recomputed_from(tables["ledger_reservations"])
     # Nothing of the rebuild is left behind.
     names = db.query(
         database_url,

@@ -13,6 +13,7 @@ PROJECTION_PRIMARY_KEYS = {
     "ledger_reservations": ("store_id", "reservation_id"),
     "ledger_event_keys": ("source", "event_id"),
     "ledger_policies": ("store_id", "sku"),
+    "ledger_reservation_lines": ("store_id", "reservation_id", "sku"),
 }
 EVENTS_TABLE = "ledger_events"
 
