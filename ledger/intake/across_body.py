@@ -154,11 +154,14 @@ def read_sourcing(body: object, limits: AcrossLimits, source: str, now: datetime
         if not isinstance(stores, list) or not 1 <= len(stores) <= limits.candidates_max:
             errors.append(FieldError("stores", f"must be a list of 1 to {limits.candidates_max} store ids"))
         else:
+            named: set[str] = set()
             for number, store in enumerate(stores):
                 if not isinstance(store, str) or not ID_PATTERN.fullmatch(store):
                     errors.append(FieldError(f"stores[{number}]", "must be a store id"))
-                elif store in stores[:number]:
+                elif store in named:
                     errors.append(FieldError(f"stores[{number}]", f"{store} is named twice"))
+                else:
+                    named.add(store)
             candidates = tuple(stores)
     max_stores = body.get("max_stores", DEFAULT_MAX_STORES)
     if (
