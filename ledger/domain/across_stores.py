@@ -204,16 +204,17 @@ def decide_sourcing(command: SourceAndReserve, state: LedgerState) -> Decision:
     channel = command.channel
     policies = state.policies
     levels = state.levels
-    peek_level = state.peek_level
+    read_only = state.read_only_levels or (lambda key: state.level(*key))
 
     def figure(store: str, sku: str) -> int:
         # Read only: a candidate's level is copied into the state only where it is reserved.
-        level = levels.get((store, sku))
+        key = (store, sku)
+        level = levels.get(key)
         if level is None:
-            level = peek_level(store, sku)
+            level = read_only(key)
         store_policies = policies.get(store)
         if not store_policies:
-            return level.available_units
+            return level.on_hand_units - level.reserved_units  # available: read per candidate and line
         return line_limit_units(level, store_policies, sku, channel)
 
     try:

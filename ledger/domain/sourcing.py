@@ -132,6 +132,8 @@ def _first_pair(rows: _Rows, needs: list[int]) -> tuple[int, int] | None:
 def _allocate(
     lines: tuple[Line, ...], candidates: tuple[str, ...], figures: list[list[int]], chosen: tuple[int, ...]
 ) -> Allocation:
+    if len(chosen) == 1 and all(line.qty_units > 0 and not line.codes for line in lines):
+        return Allocation(((candidates[chosen[0]], lines),))  # it takes every line as it is
     taken: dict[int, list[Line]] = {index: [] for index in chosen}
     for line_index, line in enumerate(lines):
         left = line.qty_units
