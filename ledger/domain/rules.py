@@ -47,21 +47,11 @@ class LedgerState:
     read_only_levels: Callable[[tuple[str, str]], Level] | None = None
 
     def level(self, store_id: str, sku: str) -> Level:
-        """The level to read and change."""
         key = (store_id, sku)
         level = self.levels.get(key)
         if level is None:
             held = self.read_only_levels
             level = self.levels[key] = Level() if held is None else held(key).copy()
-        return level
-
-    def peek_level(self, store_id: str, sku: str) -> Level:
-        """The level to read only: never to be changed (it may be a read-only one)."""
-        key = (store_id, sku)
-        level = self.levels.get(key)
-        if level is None:
-            held = self.read_only_levels
-            return self.level(store_id, sku) if held is None else held(key)
         return level
 
     def reservation(self, store_id: str, reservation_id: str) -> Reservation | None:

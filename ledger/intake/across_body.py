@@ -153,7 +153,11 @@ def read_sourcing(body: object, limits: AcrossLimits, source: str, now: datetime
     if stores is not None:
         if not isinstance(stores, list) or not 1 <= len(stores) <= limits.candidates_max:
             errors.append(FieldError("stores", f"must be a list of 1 to {limits.candidates_max} store ids"))
-        else:
+        elif not (  # checked whole first (most are fine); then one by one, to name what is wrong
+            all(isinstance(store, str) for store in stores)
+            and all(map(ID_PATTERN.fullmatch, stores))
+            and len(set(stores)) == len(stores)
+        ):
             named: set[str] = set()
             for number, store in enumerate(stores):
                 if not isinstance(store, str) or not ID_PATTERN.fullmatch(store):
@@ -162,6 +166,7 @@ def read_sourcing(body: object, limits: AcrossLimits, source: str, now: datetime
                     errors.append(FieldError(f"stores[{number}]", f"{store} is named twice"))
                 else:
                     named.add(store)
+        else:
             candidates = tuple(stores)
     max_stores = body.get("max_stores", DEFAULT_MAX_STORES)
     if (
