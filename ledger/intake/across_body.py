@@ -141,6 +141,14 @@ def _with_identity(part: StockEvent, first: StockEvent) -> StockEvent:
     )
 
 
+def _store_ids_once(stores: list[Any]) -> bool:
+    """Every one a store id, none named twice."""
+    try:
+        return all(map(ID_PATTERN.fullmatch, stores)) and len(set(stores)) == len(stores)
+    except TypeError:  # not every one a string
+        return False
+
+
 def read_sourcing(body: object, limits: AcrossLimits, source: str, now: datetime) -> SourcingAsk:
     body = _object(body)
     errors: list[FieldError] = []
@@ -153,11 +161,7 @@ def read_sourcing(body: object, limits: AcrossLimits, source: str, now: datetime
     if stores is not None:
         if not isinstance(stores, list) or not 1 <= len(stores) <= limits.candidates_max:
             errors.append(FieldError("stores", f"must be a list of 1 to {limits.candidates_max} store ids"))
-        elif not (  # checked whole first (most are fine); then one by one, to name what is wrong
-            all(isinstance(store, str) for store in stores)
-            and all(map(ID_PATTERN.fullmatch, stores))
-            and len(set(stores)) == len(stores)
-        ):
+        elif not _store_ids_once(stores):  # checked whole first; then one by one, to name what is wrong
             named: set[str] = set()
             for number, store in enumerate(stores):
                 if not isinstance(store, str) or not ID_PATTERN.fullmatch(store):
