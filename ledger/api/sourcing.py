@@ -19,7 +19,7 @@ from ledger.api.reservations_across import (
     across_limits,
     across_public,
     current,
-    placed_views,
+    placed_public,
     refusal,
 )
 from ledger.api.schemas import problem_responses
@@ -64,8 +64,9 @@ async def _candidates(
     if ask.reserve is not None:  # whether or not the stores are named
         authorize_source(grant, SOURCING_SOURCE)
     if ask.candidates is not None:
-        for store in ask.candidates:
-            authorize_store(grant, store)
+        if grant is not None:  # an open service authorizes everything
+            for store in ask.candidates:
+                authorize_store(grant, store)
         return ask.candidates
     skus = [line.sku for line in ask.lines]
     # A token scoped to stores sees the whole list first: the limit is on what it may see.
@@ -165,9 +166,12 @@ async def source_order(
     [result] = await ledger.submit([command])
     assert command.reservation_id is not None
     if result.outcome is Outcome.ACCEPTED:
-        views = placed_views(command, result)
         allocations = _allocations([(store, list(lines)) for store, lines in result.placed])
-        body = {"allocations": allocations, "reservation": across_public(views), "position": result.position}
+        body = {
+            "allocations": allocations,
+            "reservation": placed_public(command, result),
+            "position": result.position,
+        }
         return json_response(body)
     if result.outcome is Outcome.DUPLICATE:
         held = await _held(ledger, ask, limits, candidates, command.reservation_id, grant)

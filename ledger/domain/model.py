@@ -222,7 +222,11 @@ class StockEvent:
         return (self.source, self.event_id)
 
 
-def _event_from_values(
+def _event_from_values(*values: Any) -> StockEvent:
+    return StockEvent(*event_fields_from_values(*values))
+
+
+def event_fields_from_values(
     event_id: str,
     source: str,
     type_: str,
@@ -230,7 +234,9 @@ def _event_from_values(
     store_id: str,
     lines: tuple[tuple[Any, ...], ...],
     *optional: Any,
-) -> StockEvent:
+) -> tuple[Any, ...]:
+    """A StockEvent's fields, in order, from the plain values it is pickled as (a command across
+    stores adds its own after them)."""
     (
         order_id,
         reservation_id,
@@ -243,7 +249,7 @@ def _event_from_values(
         channel,
         policy,
     ) = optional
-    return StockEvent(
+    return (
         event_id,
         source,
         EventType(type_),

@@ -6,6 +6,7 @@ projection rebuild and the reference model in the tests all run these same two f
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -33,17 +34,24 @@ from ledger.domain.policy import effective_policy, line_limit_units
 class LedgerState:
     """Levels, reservations and policies, keyed by store. The writer fills it with exactly the
     keys a batch needs; `policies` holds only the stores that have any (store -> SKU or
-    DEFAULT_SKU -> policy), so a store without a policy costs a decision one dict lookup."""
+    DEFAULT_SKU -> policy), so a store without a policy costs a decision one dict lookup.
+
+    `read_only_levels`, when given, holds the levels not in `levels` (the writer's memory, for what
+    sourcing reads at every candidate): they are read from it as they are, and copied into
+    `levels` before anything changes them. It raises LookupError for a key it does not hold
+    (the decision is then not made from this state). Without it a level not held is zero."""
 
     levels: dict[tuple[str, str], Level] = field(default_factory=dict)
     reservations: dict[tuple[str, str], Reservation] = field(default_factory=dict)
     policies: dict[str, dict[str, Policy]] = field(default_factory=dict)
+    read_only_levels: Callable[[tuple[str, str]], Level] | None = None
 
     def level(self, store_id: str, sku: str) -> Level:
         key = (store_id, sku)
         level = self.levels.get(key)
         if level is None:
-            level = self.levels[key] = Level()
+            held = self.read_only_levels
+            level = self.levels[key] = Level() if held is None else held(key).copy()
         return level
 
     def reservation(self, store_id: str, reservation_id: str) -> Reservation | None:

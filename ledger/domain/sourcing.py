@@ -57,14 +57,27 @@ def choose(
     assert 1 <= max_stores <= MAX_STORES_LIMIT, max_stores
     assert len(set(candidates)) == len(candidates), "candidates are distinct"
     needs = [line.qty_units for line in lines]
+    skus = [line.sku for line in lines]
     # The first candidate that serves alone ends the search: its figures are read store by store,
-    # the others' only when none does.
+    # each store's only up to its first line it cannot serve; the rest only when none serves alone.
     figures: list[list[int]] = []
     for index, store in enumerate(candidates):
-        row = [max(0, figure(store, line.sku)) for line in lines]
+        row: list[int] = []
         figures.append(row)
-        if all(have >= need for have, need in zip(row, needs, strict=True)):
+        for sku, need in zip(skus, needs, strict=True):
+            have = figure(store, sku)
+            row.append(have if have > 0 else 0)
+            if have < need:
+                break
+        else:
             return _allocate(lines, candidates, figures, (index,))
+    rows = _Rows(candidates, skus, figure, figures)
+    if max_stores >= 2 and _pair_steps_max(len(candidates)) <= steps_max:
+        pair = _first_pair(rows, needs)
+        if pair is not None:
+            return _allocate(lines, candidates, figures, pair)
+    for index in range(len(candidates)):
+        rows.complete(index)
     totals = [sum(column) for column in zip(*figures, strict=True)] if figures else [0] * len(lines)
     short = tuple(
         Shortfall(line.sku, line.qty_units, total)
@@ -79,9 +92,48 @@ def choose(
     return _allocate(lines, candidates, figures, chosen)
 
 
+class _Rows:
+    """The candidates' figures, each row read up to a line only as far as it was needed so far."""
+
+    def __init__(self, candidates: tuple[str, ...], skus: list[str], figure: Figure, rows: list[list[int]]):
+        self.candidates, self.skus, self.figure, self.rows = candidates, skus, figure, rows
+
+    def complete(self, index: int) -> list[int]:
+        row = self.rows[index]
+        if len(row) < len(self.skus):
+            store, figure = self.candidates[index], self.figure
+            row.extend(max(0, figure(store, sku)) for sku in self.skus[len(row) :])
+        return row
+
+
+def _pair_steps_max(count: int) -> int:
+    """The most steps `_Search` takes over the sets of two of `count` candidates: the root, a node
+    per first member, a node per pair."""
+    return 1 + count + count * (count - 1) // 2
+
+
+def _first_pair(rows: _Rows, needs: list[int]) -> tuple[int, int] | None:
+    """The lexicographically first pair that serves every line, when no candidate serves alone:
+    what `_Search` finds among the sets of two, without reading every candidate's figures first
+    (most orders a single store cannot serve are served by two of the first few). Called only when
+    `_Search` could not run out of steps over the pairs, so that it would answer the same."""
+    count = len(rows.rows)
+    for first_index in range(count - 1):
+        first = rows.complete(first_index)
+        if not any(first):
+            continue  # serves nothing, and no one serves alone: in no pair that serves
+        for second_index in range(first_index + 1, count):
+            second = rows.complete(second_index)
+            if all(a + b >= need for a, b, need in zip(first, second, needs, strict=True)):
+                return (first_index, second_index)
+    return None
+
+
 def _allocate(
     lines: tuple[Line, ...], candidates: tuple[str, ...], figures: list[list[int]], chosen: tuple[int, ...]
 ) -> Allocation:
+    if len(chosen) == 1 and all(line.qty_units > 0 and not line.codes for line in lines):
+        return Allocation(((candidates[chosen[0]], lines),))  # it takes every line as it is
     taken: dict[int, list[Line]] = {index: [] for index in chosen}
     for line_index, line in enumerate(lines):
         left = line.qty_units

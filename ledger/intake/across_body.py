@@ -141,6 +141,14 @@ def _with_identity(part: StockEvent, first: StockEvent) -> StockEvent:
     )
 
 
+def _store_ids_once(stores: list[Any]) -> bool:
+    """Every one a store id, none named twice."""
+    try:
+        return all(map(ID_PATTERN.fullmatch, stores)) and len(set(stores)) == len(stores)
+    except TypeError:  # not every one a string
+        return False
+
+
 def read_sourcing(body: object, limits: AcrossLimits, source: str, now: datetime) -> SourcingAsk:
     body = _object(body)
     errors: list[FieldError] = []
@@ -153,12 +161,16 @@ def read_sourcing(body: object, limits: AcrossLimits, source: str, now: datetime
     if stores is not None:
         if not isinstance(stores, list) or not 1 <= len(stores) <= limits.candidates_max:
             errors.append(FieldError("stores", f"must be a list of 1 to {limits.candidates_max} store ids"))
-        else:
+        elif not _store_ids_once(stores):  # checked whole first; then one by one, to name what is wrong
+            named: set[str] = set()
             for number, store in enumerate(stores):
                 if not isinstance(store, str) or not ID_PATTERN.fullmatch(store):
                     errors.append(FieldError(f"stores[{number}]", "must be a store id"))
-                elif store in stores[:number]:
+                elif store in named:
                     errors.append(FieldError(f"stores[{number}]", f"{store} is named twice"))
+                else:
+                    named.add(store)
+        else:
             candidates = tuple(stores)
     max_stores = body.get("max_stores", DEFAULT_MAX_STORES)
     if (

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from ledger.domain.across_stores import Probe, Reads, decide_any, reads_of
+from ledger.domain.across_stores import Reads, SourceAndReserve, decide_any, reads_of
 from ledger.domain.model import (
     Entry,
     EventType,
@@ -55,10 +55,11 @@ class Work:
     # Per entry, the index of its event's last entry: the event's position is that entry's
     # notification id, and every row the entry projects carries it (one event, one position).
     event_ends: list[int] = field(default_factory=list)
-    # Levels of the state that are the cache's own objects, not copies: those only a command's
-    # probes read (sourcing reads every candidate's levels and changes a few). apply_entry copies
-    # one before anything changes it.
-    shared_levels: set[tuple[str, str]] = field(default_factory=set)
+
+
+class NotInMemory(LookupError):
+    """Deciding from memory read a level the writer's memory does not hold (sourcing reads its
+    candidates' levels only as it needs them): the batch is decided again once it is fetched."""
 
 
 @dataclass(slots=True)
@@ -141,51 +142,69 @@ def catch_up_and_fetch(recorder: LedgerRecorder, cache: StateCache, events: list
 
 
 def work_from_memory(cache: StateCache, events: list[StockEvent], head: int) -> Work | None:
-    """The batch's state from the cache alone, or None when the cache lacks any of it."""
+    """The batch's state from the cache alone, or None when the cache lacks any of it. A sourcing
+    command's candidates' levels are not copied in: the state reads them from the cache as the
+    search needs them (most orders are served by one of the first candidates), and copies only
+    those it changes; a level the cache lacks then raises NotInMemory while deciding."""
     levels: dict[tuple[str, str], Level] = {}
     reservations: dict[tuple[str, str], Reservation] = {}
     versions: dict[str, int] = {}
     policies: dict[str, dict[str, Policy]] = {}
+    store_versions = cache.store_versions
     store_policies = cache.store_policies
-    shared: set[tuple[str, str]] = set()
-    for event in _plain(events):
-        probe = type(event) is Probe
-        skus = [line.sku for line in event.lines]
-        if event.reservation_id:
-            held = cache.reservations.get((event.store_id, event.reservation_id))
-            if held is not None:
-                reservations[(event.store_id, event.reservation_id)] = held[0].copy()
-                skus += list(held[0].lines)
-            elif event.type is not EventType.RESERVATION and (
-                (event.store_id, event.reservation_id) not in cache.absent_reservations
-            ):
-                return None  # a release or shipment needs the reservation as it is, or its absence
-        for store in _stores(event):
-            version = cache.store_versions.get(store)
-            if version is None:
-                return None
-            versions[store] = version
-            held_policies = store_policies.get(store)
-            if held_policies is None:
-                return None
-            if held_policies:  # shared, never changed in place (copy on write)
-                policies[store] = held_policies
-            for sku in skus:
-                key = (store, sku)
-                cached = cache.levels.get(key)
-                if cached is None:
+    held_reservations = cache.reservations
+    cached_levels = cache.levels
+    for command in events:
+        if type(command) is SourceAndReserve:
+            reservation_id = command.reservation_id
+            for store in command.candidates:
+                version = store_versions.get(store)
+                held_policies = store_policies.get(store)
+                if version is None or held_policies is None:
                     return None
-                if not probe:
+                versions[store] = version
+                if held_policies:  # shared, never changed in place (copy on write)
+                    policies[store] = held_policies
+                held = held_reservations.get((store, reservation_id))  # type: ignore[arg-type]
+                if held is not None:
+                    reservations[(store, reservation_id)] = held[0].copy()  # type: ignore[index]
+            continue
+        for event in reads_of(command):
+            skus = [line.sku for line in event.lines]
+            if event.reservation_id:
+                held = held_reservations.get((event.store_id, event.reservation_id))
+                if held is not None:
+                    reservations[(event.store_id, event.reservation_id)] = held[0].copy()
+                    skus += list(held[0].lines)
+                elif event.type is not EventType.RESERVATION and (
+                    (event.store_id, event.reservation_id) not in cache.absent_reservations
+                ):
+                    return None  # a release or shipment needs the reservation as it is, or its absence
+            for store in _stores(event):
+                version = store_versions.get(store)
+                if version is None:
+                    return None
+                versions[store] = version
+                held_policies = store_policies.get(store)
+                if held_policies is None:
+                    return None
+                if held_policies:  # shared, never changed in place (copy on write)
+                    policies[store] = held_policies
+                for sku in skus:
+                    key = (store, sku)
+                    cached = cached_levels.get(key)
+                    if cached is None:
+                        return None
                     levels[key] = cached.level.copy()
-                    shared.discard(key)
-                elif key not in levels:
-                    levels[key] = cached.level
-                    shared.add(key)
-    work = Work(
-        LedgerState(levels=levels, reservations=reservations, policies=policies), head, lambda: dict(versions)
-    )
-    work.shared_levels = shared
-    return work
+
+    def read_only_level(key: tuple[str, str]) -> Level:
+        cached = cached_levels.get(key)
+        if cached is None:
+            raise NotInMemory(key)
+        return cached.level
+
+    state = LedgerState(levels, reservations, policies, read_only_level)
+    return Work(state, head, lambda: dict(versions))
 
 
 def work_from_database(
@@ -254,14 +273,6 @@ def apply_entry(entry: Entry, work: Work, event_end: int | None = None) -> None:
     index = len(work.entries)
     end = index if event_end is None else event_end
     assert end >= index, (end, index)
-    shared = work.shared_levels
-    if shared:
-        levels = work.state.levels
-        for effect in entry.effects:
-            key = (entry.store_id, effect.sku)
-            if key in shared:
-                shared.discard(key)
-                levels[key] = levels[key].copy()
     apply(entry, work.state, -(end + 1))  # a placeholder for the event's position until the insert
     work.entries.append(entry)
     work.event_ends.append(end)

@@ -167,13 +167,18 @@ class Writer:
             return None
         head = self.cache.head  # read before the values: a newer value then fails the check
         work = deciding.work_from_memory(self.cache, events, head)
+        known: deciding.Known = {}
+        pending: list[deciding.Pending] = []
+        if work is not None:
+            try:
+                pending = [deciding.decide_event(event, work, known) for event in events]
+            except deciding.NotInMemory:
+                work = None  # a sourcing candidate's level: fetched with the rest of the keys
         fetched = work is None and fetch
         if fetched and deciding.catch_up_and_fetch(self.recorder, self.cache, events):
             return self.decide_from_memory(events, recorded_at, fetch=False)
         if work is None:
             return None
-        known: deciding.Known = {}
-        pending = [deciding.decide_event(event, work, known) for event in events]
         if any(answer.refusal is not None for answer in pending):
             # A command refused whole records nothing, so the statement would never check the bet
             # that its id is new: the same request again (a duplicate) would be refused instead.

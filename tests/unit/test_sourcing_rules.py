@@ -26,9 +26,10 @@ from ledger.domain.model import (
     Policy,
     RejectionReason,
     ReservationStatus,
+    Shortfall,
 )
 from ledger.domain.rules import apply
-from ledger.domain.sourcing import Allocation, SearchTooLong, Unsourceable, choose
+from ledger.domain.sourcing import Allocation, SearchTooLong, Unsourceable, _smallest_set, choose
 
 E = EventType
 STEPS = 100_000
@@ -153,6 +154,62 @@ def test_the_search_chooses_what_trying_every_set_chooses(
             assert 0 < line.qty_units <= table[store][line.sku]
             taken[line.sku] = taken.get(line.sku, 0) + line.qty_units
     assert taken == {line.sku: line.qty_units for line in lines}
+
+
+def search_only(
+    lines: tuple[Line, ...], candidates: tuple[str, ...], max_stores: int, figure, steps_max: int
+) -> tuple[str, ...] | Unsourceable:  # type: ignore[no-untyped-def]
+    """The rule with every candidate's figures read first and no shortcut to the sets of two: the
+    first that serves alone, else the shortfall over every candidate, else `_Search` (which may
+    raise SearchTooLong)."""
+    rows = [[max(0, figure(store, line.sku)) for line in lines] for store in candidates]
+    needs = [line.qty_units for line in lines]
+    for index, row in enumerate(rows):
+        if all(have >= need for have, need in zip(row, needs, strict=True)):
+            return (candidates[index],)
+    totals = [sum(column) for column in zip(*rows, strict=True)]
+    short = tuple(
+        Shortfall(line.sku, line.qty_units, total)
+        for line, total in zip(lines, totals, strict=True)
+        if total < line.qty_units
+    )
+    if short:
+        return Unsourceable(short)
+    chosen = _smallest_set(rows, needs, max_stores, steps_max)
+    return Unsourceable(()) if chosen is None else tuple(candidates[index] for index in chosen)
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.lists(st.lists(st.integers(-1, 3), min_size=3, max_size=3), min_size=1, max_size=9),
+    st.lists(st.integers(1, 5), min_size=1, max_size=3),
+    st.integers(1, 5),
+    st.integers(1, 60),
+)
+def test_the_pairs_are_tried_first_only_where_the_search_would_answer_the_same(
+    rows: list[list[int]], needs: list[int], max_stores: int, steps_max: int
+) -> None:
+    """`choose` reads the figures lazily and tries the sets of two directly; whatever the step
+    budget, it answers what the search over every candidate's figures answers, and runs out of
+    steps exactly where that search does."""
+    candidates = tuple(f"s{n}" for n in range(len(rows)))
+    table = {
+        store: dict(zip(["A", "B", "C"], row, strict=True))
+        for store, row in zip(candidates, rows, strict=True)
+    }
+    lines = order(*zip(["A", "B", "C"], needs, strict=False))
+    try:
+        expected: object = search_only(lines, candidates, max_stores, figures_of(table), steps_max)
+    except SearchTooLong:
+        expected = SearchTooLong
+    try:
+        chosen = choose(lines, candidates, max_stores, figures_of(table), steps_max)
+        answer: object = (
+            tuple(store for store, _ in chosen.stores) if isinstance(chosen, Allocation) else chosen
+        )
+    except SearchTooLong:
+        answer = SearchTooLong
+    assert answer == expected
 
 
 # -- as decisions of the writer --------------------------------------------------------------------

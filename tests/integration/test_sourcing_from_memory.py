@@ -1,0 +1,116 @@
+"""Sourcing with `reserve` decided from the writer's memory (PostgreSQL's one-statement batches):
+the candidates' levels are read from memory as the search needs them, never changed there before
+the batch commits, and a level memory lacks is fetched before the batch is decided. (SQLite
+decides every batch under its write lock from what it reads there: no memory path to test.)"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from support import events as ev
+from support.postgres import EmbeddedPostgres
+
+from ledger.bootstrap import build_ledger, build_writer
+from ledger.clock import utc_now, utc_text
+from ledger.config import Settings
+from ledger.domain.across_stores import SourceAndReserve
+from ledger.domain.model import EventType, Line, Outcome, StockEvent
+from ledger.results import EventResult
+from ledger.service import Ledger
+from ledger.writer.facade import Writer
+from ledger.writer.submission import Submission
+
+SOURCE = "tests/sourcing-memory"
+STEPS = 5_000
+
+
+@pytest.fixture
+def writer_and_other(postgres: EmbeddedPostgres) -> Iterator[tuple[Writer, Ledger]]:
+    """A writer driven by hand, and another instance writing to the same database."""
+    database_url = postgres.create_database("sourcing_memory")
+    writer = build_writer(Settings(database_url=database_url, writer_optimistic=True))
+    other = build_ledger(Settings(database_url=database_url))
+    other.start()
+    try:
+        yield writer, other
+    finally:
+        other.stop()
+        writer.recorder.close()
+
+
+def _record(writer: Writer, *events: StockEvent) -> list[EventResult]:
+    answers: list[list[EventResult] | BaseException] = []
+    writer.process([Submission(list(events), answers.append)])
+    [results] = answers
+    assert not isinstance(results, BaseException), results
+    return results
+
+
+def _receipt(event_id: str, store: str, *pairs: tuple[str, int]) -> StockEvent:
+    return ev.stock_event(event_id, "stock.receipt", store, list(pairs), source=SOURCE)
+
+
+def _sourcing(reservation_id: str, candidates: tuple[str, ...], *pairs: tuple[str, int]) -> SourceAndReserve:
+    return SourceAndReserve(
+        event_id=reservation_id,
+        source=SOURCE,
+        type=EventType.RESERVATION,
+        time=utc_now(),
+        store_id=candidates[0],
+        lines=tuple(Line(sku, qty) for sku, qty in pairs),
+        reservation_id=reservation_id,
+        candidates=candidates,
+        search_steps_max=STEPS,
+    )
+
+
+def _memory(writer: Writer) -> dict[tuple[str, str], tuple[int, int]]:
+    return {
+        key: (cached.level.on_hand_units, cached.level.reserved_units)
+        for key, cached in writer.cache.levels.items()
+    }
+
+
+def _chosen(writer: Writer, command: SourceAndReserve) -> list[tuple[str, int]]:
+    """The stores and units a batch of the command alone reserves, decided from memory."""
+    statement = writer.decide_from_memory([command], utc_text(utc_now()))
+    assert statement is not None, "decided from memory"
+    return [(entry.store_id, entry.effects[0].reserved_delta) for entry in statement.work.entries]
+
+
+def test_deciding_from_memory_changes_no_level_of_memory_before_the_commit(
+    writer_and_other: tuple[Writer, Ledger],
+) -> None:
+    """The search reads the candidates' levels as memory holds them, and the reservation is
+    applied to copies: a batch decided and then never sent (a lost bet, a failure) leaves memory
+    as it was."""
+    writer, _ = writer_and_other
+    _record(
+        writer, _receipt("r1", "s1", ("A", 1)), _receipt("r2", "s2", ("A", 5)), _receipt("r3", "s3", ("A", 5))
+    )
+    before = _memory(writer)
+    assert _chosen(writer, _sourcing("R1", ("s1", "s2", "s3"), ("A", 2))) == [("s2", 2)]
+    assert _chosen(writer, _sourcing("R2", ("s1", "s3", "s2"), ("A", 6))) == [("s1", 1), ("s3", 5)]
+    assert _memory(writer) == before
+    [placed] = _record(writer, _sourcing("R1", ("s1", "s2", "s3"), ("A", 2)))
+    assert placed.outcome is Outcome.ACCEPTED
+    assert _memory(writer)[("s2", "A")] == (5, 2)
+
+
+def test_a_candidates_level_memory_lacks_is_fetched_before_the_batch_is_decided(
+    writer_and_other: tuple[Writer, Ledger],
+) -> None:
+    """The writer's memory knows both stores and A at each, not B at s1, which another instance
+    received since: the search must not take the level it lacks for zero (s2 would serve), but
+    fetch it, with the log's head, and choose s1."""
+    writer, other = writer_and_other
+    _record(writer, _receipt("r1", "s1", ("A", 5)), _receipt("r2", "s2", ("A", 5), ("B", 5)))
+    assert ("s1", "B") not in writer.cache.levels
+    [received] = other.submit_and_wait([_receipt("r3", "s1", ("B", 5))])
+    assert received.outcome is Outcome.ACCEPTED
+    command = _sourcing("R1", ("s1", "s2"), ("A", 1), ("B", 1))
+    assert _chosen(writer, command) == [("s1", 1)]
+    [placed] = _record(writer, command)
+    assert placed.outcome is Outcome.ACCEPTED
+    assert [store for store, _ in placed.placed] == ["s1"]
