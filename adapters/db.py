@@ -12,9 +12,10 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from adapters.masking import mask
-from adapters.schema import DDL
+from adapters.migrations import ADAPTERS_SCHEMA
 from ledger.clock import utc_now, utc_text
 from ledger.sql import SqlTx
+from ledger.storage.migrator import pg_migrate, sqlite_migrate
 from ledger.storage.recorders import SQLiteLedgerRecorder, open_recorder
 
 
@@ -30,9 +31,11 @@ def transaction(recorder: Any) -> Iterator[SqlTx]:
 
 
 def ensure_schema(recorder: Any) -> None:
-    with transaction(recorder) as tx:
-        for ddl in DDL:
-            tx.execute(ddl)
+    """The adapters' migrations the database lacks (adapters/migrations.py)."""
+    if is_sqlite(recorder):
+        sqlite_migrate(recorder, ADAPTERS_SCHEMA)
+    else:
+        pg_migrate(recorder, recorder.migration_wait_s, ADAPTERS_SCHEMA)
 
 
 def open_database(database_url: str, pool_size: int, lock_timeout_s: int) -> Any:

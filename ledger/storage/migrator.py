@@ -1,5 +1,6 @@
 """Applies the schema migrations (ledger/storage/migrations.py) a database lacks, once, and records
-each in `ledger_schema_versions`; refuses a database whose schema needs a newer release.
+each in `ledger_schema_versions`; refuses a database whose schema needs a newer release. A part
+plugged into the ledger with tables of its own (the adapters) gives its own `SchemaHistory`.
 
 Concurrent starts do not race: on PostgreSQL the migrations run under an advisory lock of the
 service's own (session level, so that each migration can be a transaction of its own), and each
@@ -20,19 +21,50 @@ from dataclasses import dataclass
 from typing import Any
 
 from ledger.clock import utc_now, utc_text
-from ledger.storage.migrations import LATEST_VERSION, LIBRARY_TABLES, MIGRATIONS, Migration
+from ledger.storage.migrations import LIBRARY_TABLES, MIGRATIONS, Migration
 
-VERSIONS_TABLE = "ledger_schema_versions"
 SCHEMA_LOCK_KEY = 0x1ED6E5  # a PostgreSQL advisory lock key of this service's own
 MIGRATION_WAIT_S_DEFAULT = 600  # LEDGER_MIGRATION_WAIT_S: how long a start waits for another's migration
 
-VERSIONS_DDL = f"""CREATE TABLE IF NOT EXISTS {VERSIONS_TABLE} (
+
+@dataclass(frozen=True, slots=True)
+class SchemaHistory:
+    """A list of migrations and the table its applied versions are recorded in: the ledger's, or
+    that of a part plugged into it (the adapters' own tables, adapters/migrations.py)."""
+
+    versions_table: str
+    migrations: tuple[Migration, ...]
+    # Whether each migration first takes the log's write lock: the ledger's tables are written by
+    # its writers, a plug-in's are not.
+    takes_write_lock: bool = True
+
+    @property
+    def latest(self) -> int:
+        return self.migrations[-1].version if self.migrations else 0
+
+    @property
+    def versions_ddl(self) -> str:
+        return f"""CREATE TABLE IF NOT EXISTS {self.versions_table} (
     version INTEGER NOT NULL PRIMARY KEY,
     name TEXT NOT NULL,
     kind TEXT NOT NULL,
     oldest_compatible INTEGER NOT NULL,
     applied_at TEXT NOT NULL,
     seconds DOUBLE PRECISION NOT NULL)"""
+
+    @property
+    def select_applied(self) -> str:
+        return f"SELECT version, name, kind, oldest_compatible FROM {self.versions_table} ORDER BY version"
+
+    @property
+    def insert_applied(self) -> str:
+        return (
+            f"INSERT INTO {self.versions_table} (version, name, kind, oldest_compatible, applied_at, "
+            "seconds) VALUES (%s, %s, %s, %s, %s, %s)"
+        )
+
+
+LEDGER_SCHEMA = SchemaHistory("ledger_schema_versions", MIGRATIONS)
 
 log = logging.getLogger("ledger.migrations")
 
@@ -92,13 +124,6 @@ def _applied_rows(rows: Sequence[Any]) -> tuple[Applied, ...]:
     )
 
 
-_SELECT_APPLIED = f"SELECT version, name, kind, oldest_compatible FROM {VERSIONS_TABLE} ORDER BY version"
-_INSERT_APPLIED = (
-    f"INSERT INTO {VERSIONS_TABLE} (version, name, kind, oldest_compatible, applied_at, seconds) "
-    "VALUES (%s, %s, %s, %s, %s, %s)"
-)
-
-
 # -- PostgreSQL ---------------------------------------------------------------------------------------
 
 
@@ -106,15 +131,15 @@ def _pg_exists(conn: Any, table: str) -> bool:
     return bool(conn.execute("SELECT to_regclass(%s) IS NOT NULL AS found", (table,)).fetchone()["found"])
 
 
-def _pg_applied(conn: Any) -> tuple[Applied, ...]:
-    if not _pg_exists(conn, VERSIONS_TABLE):
+def _pg_applied(conn: Any, schema: SchemaHistory) -> tuple[Applied, ...]:
+    if not _pg_exists(conn, schema.versions_table):
         return ()
-    return _applied_rows(conn.execute(_SELECT_APPLIED).fetchall())
+    return _applied_rows(conn.execute(schema.select_applied).fetchall())
 
 
-def pg_plan(recorder: Any) -> Plan:
+def pg_plan(recorder: Any, schema: SchemaHistory = LEDGER_SCHEMA) -> Plan:
     with recorder.datastore.get_connection() as conn:
-        return plan(_pg_applied(conn))
+        return plan(_pg_applied(conn, schema), schema.migrations)
 
 
 @contextlib.contextmanager
@@ -131,26 +156,29 @@ def _pg_schema_lock(conn: Any, wait_s: int) -> Iterator[None]:
         conn.execute("SELECT pg_advisory_unlock(%s)", (SCHEMA_LOCK_KEY,))
 
 
-def pg_migrate(recorder: Any, wait_s: int = MIGRATION_WAIT_S_DEFAULT) -> tuple[Migration, ...]:
+def pg_migrate(
+    recorder: Any, wait_s: int = MIGRATION_WAIT_S_DEFAULT, schema: SchemaHistory = LEDGER_SCHEMA
+) -> tuple[Migration, ...]:
     """Applies what is pending, each migration in a transaction of its own; returns them."""
     with recorder.datastore.get_connection() as conn:
-        found = plan(_pg_applied(conn))
-        _note_newer(found, LATEST_VERSION)
+        found = plan(_pg_applied(conn, schema), schema.migrations)
+        _note_newer(found, schema.latest)
         if not found.pending:
             return ()
         with _pg_schema_lock(conn, wait_s):
-            conn.execute(VERSIONS_DDL)
-            found = plan(_pg_applied(conn))  # another start may have applied them meanwhile
+            conn.execute(schema.versions_ddl)
+            # Another start may have applied them meanwhile.
+            found = plan(_pg_applied(conn, schema), schema.migrations)
             for migration in found.pending:
-                _pg_apply(recorder, conn, migration, wait_s)
+                _pg_apply(recorder, conn, migration, wait_s, schema)
         return found.pending
 
 
-def _pg_apply(recorder: Any, conn: Any, migration: Migration, wait_s: int) -> None:
+def _pg_apply(recorder: Any, conn: Any, migration: Migration, wait_s: int, schema: SchemaHistory) -> None:
     started = time.monotonic()
     with conn.transaction(), conn.cursor() as curs:
         curs.execute(f"SET LOCAL lock_timeout = '{int(wait_s)}s'")
-        if _pg_exists(conn, recorder.events_table_name):
+        if schema.takes_write_lock and _pg_exists(conn, recorder.events_table_name):
             curs.execute(f"LOCK TABLE {recorder.events_table_name} IN EXCLUSIVE MODE")
         for step in migration.postgres:
             if step == LIBRARY_TABLES:
@@ -159,7 +187,7 @@ def _pg_apply(recorder: Any, conn: Any, migration: Migration, wait_s: int) -> No
                 curs.execute(step.encode())
             else:
                 step(curs)
-        curs.execute(_INSERT_APPLIED, _row(migration, time.monotonic() - started))
+        curs.execute(schema.insert_applied, _row(migration, time.monotonic() - started))
     _logged(migration, time.monotonic() - started)
     if migration.version == 1:
         recorder.datastore.register_type_adapters()
@@ -168,32 +196,33 @@ def _pg_apply(recorder: Any, conn: Any, migration: Migration, wait_s: int) -> No
 # -- SQLite -------------------------------------------------------------------------------------------
 
 
-def _sqlite_applied(cursor: Any) -> tuple[Applied, ...]:
-    cursor.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (VERSIONS_TABLE,))
+def _sqlite_applied(cursor: Any, schema: SchemaHistory) -> tuple[Applied, ...]:
+    cursor.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (schema.versions_table,))
     if not cursor.fetchall():
         return ()
-    cursor.execute(_SELECT_APPLIED)
+    cursor.execute(schema.select_applied)
     return _applied_rows(cursor.fetchall())
 
 
-def sqlite_plan(recorder: Any) -> Plan:
+def sqlite_plan(recorder: Any, schema: SchemaHistory = LEDGER_SCHEMA) -> Plan:
     with recorder.datastore.get_connection(commit=False) as conn:
-        return plan(_sqlite_applied(conn.cursor()))
+        return plan(_sqlite_applied(conn.cursor(), schema), schema.migrations)
 
 
-def sqlite_migrate(recorder: Any) -> tuple[Migration, ...]:
+def sqlite_migrate(recorder: Any, schema: SchemaHistory = LEDGER_SCHEMA) -> tuple[Migration, ...]:
     """Applies what is pending, all in one BEGIN IMMEDIATE (waited for up to the datastore's lock
     timeout, as every write is); returns them."""
     with recorder.datastore.get_connection(commit=True) as conn:
         cursor = conn.cursor()
-        found = plan(_sqlite_applied(cursor))
-        _note_newer(found, LATEST_VERSION)
+        found = plan(_sqlite_applied(cursor, schema), schema.migrations)
+        _note_newer(found, schema.latest)
         if not found.pending:
             return ()
         cursor.execute("BEGIN IMMEDIATE")
         try:
-            cursor.execute(VERSIONS_DDL)
-            found = plan(_sqlite_applied(cursor))  # another start may have applied them meanwhile
+            cursor.execute(schema.versions_ddl)
+            # Another start may have applied them meanwhile.
+            found = plan(_sqlite_applied(cursor, schema), schema.migrations)
             timings = []
             for migration in found.pending:
                 started = time.monotonic()
@@ -206,7 +235,7 @@ def sqlite_migrate(recorder: Any) -> tuple[Migration, ...]:
                     else:
                         step(cursor)
                 seconds = time.monotonic() - started
-                cursor.execute(_INSERT_APPLIED.replace("%s", "?"), _row(migration, seconds))
+                cursor.execute(schema.insert_applied.replace("%s", "?"), _row(migration, seconds))
                 timings.append((migration, seconds))
         except BaseException:
             conn.rollback()

@@ -1,0 +1,29 @@
+"""Every change made to the adapters' own tables (adapters/schema.py), in order, recorded in
+`adapter_schema_versions`: the same rule as the ledger's migrations (ledger/storage/migrations.py:
+expand, then contract; never edit or renumber one that has shipped), applied by the same migrator
+whenever the adapters open the database.
+
+Migration 1 makes the tables as they are today, each `IF NOT EXISTS`: on a database whose tables
+an earlier release made before versions were recorded, it finds them there and only records itself.
+"""
+
+from __future__ import annotations
+
+from adapters.schema import DDL
+from ledger.storage.migrations import EXPAND, Migration
+from ledger.storage.migrator import SchemaHistory
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        1,
+        "the adapters' tables: positions, parked items, outbox, mappings, units, status map, inbox, "
+        "WMS orders and receipts, journal, reconcile runs and lines, MoySklad demands",
+        EXPAND,
+        postgres=DDL,
+        sqlite=DDL,
+    ),
+)
+
+# The adapters' tables are written by the adapters alone, never by the ledger's writers: their
+# migrations need not stop the writers.
+ADAPTERS_SCHEMA = SchemaHistory("adapter_schema_versions", MIGRATIONS, takes_write_lock=False)

@@ -1,0 +1,68 @@
+"""The adapters' tables come from migrations of their own (adapters/migrations.py), recorded in
+`adapter_schema_versions` on both databases: once each, and on a database whose tables an earlier
+release made without recording anything, only recorded."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from adapters.db import ensure_schema, is_sqlite, transaction
+from adapters.migrations import MIGRATIONS
+from adapters.schema import DDL
+from ledger.storage.recorders import open_recorder
+
+
+@pytest.fixture(params=("sqlite", "postgres"))
+def recorder(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    else:
+        url = str(request.getfixturevalue("postgres").create_database())
+    db = open_recorder(url, 2, 10)
+    yield db
+    db.close()
+
+
+def _recorded(recorder: Any) -> list[tuple[int, str]]:
+    with transaction(recorder) as tx:
+        rows = tx.fetchall("SELECT version, kind FROM adapter_schema_versions ORDER BY version")
+    return [(int(row["version"]), row["kind"]) for row in rows]
+
+
+def _adapter_tables(recorder: Any) -> set[str]:
+    catalogue = (
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE %s"
+        if is_sqlite(recorder)
+        else "SELECT tablename AS name FROM pg_tables "
+        "WHERE schemaname = current_schema() AND tablename LIKE %s"
+    )
+    with transaction(recorder) as tx:
+        return {row["name"] for row in tx.fetchall(catalogue, ("adapter%",))}
+
+
+def test_every_migration_is_applied_and_recorded_once(recorder: Any) -> None:
+    ensure_schema(recorder)
+    expected = [(migration.version, migration.kind) for migration in MIGRATIONS]
+    assert _recorded(recorder) == expected
+    assert {"adapter_positions", "adapter_outbox", "adapter_schema_versions"} <= _adapter_tables(recorder)
+    ensure_schema(recorder)  # nothing left to apply
+    assert _recorded(recorder) == expected
+
+
+def test_tables_an_earlier_release_made_are_kept_and_the_migration_only_recorded(recorder: Any) -> None:
+    with transaction(recorder) as tx:
+        for ddl in DDL:  # as releases before adapter migrations made them, at every start
+            tx.execute(ddl)
+        tx.execute(
+            "INSERT INTO adapter_positions (adapter, position, pushed_total, failures_total, parked_total, "
+            "updated_at) VALUES (%s, %s, %s, %s, %s, %s)",
+            ("bitrix", 42, 1, 0, 0, "now"),
+        )
+    ensure_schema(recorder)
+    assert _recorded(recorder) == [(1, "expand")]
+    with transaction(recorder) as tx:
+        kept = tx.fetchone("SELECT position FROM adapter_positions WHERE adapter = %s", ("bitrix",))
+    assert kept is not None and int(kept["position"]) == 42
