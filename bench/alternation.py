@@ -67,6 +67,7 @@ def measure_side(bench: Bench, figure: str, side: Side, nonce: str) -> dict[str,
         "ok": run.ok,
         "p99_ms": run.latency_ms["p99"],
         "http_cpu_us": http_us,
+        "cpu_us": micros,  # every part's (postgres, load, the writer, other people's work)
     }
 
 
