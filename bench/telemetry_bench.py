@@ -1,17 +1,21 @@
 """What the logs and metrics cost (issue #15): the ledger with JSON logs, request ids and metrics
-next to the same ledger without them (the code before they were added), measured in alternation so
-that the machine's drift falls on both alike.
+next to the same ledger without them, measured in alternation so that the machine's drift falls on
+both alike.
 
 Usage: python bench/telemetry_bench.py [--rounds 6] [--seconds 5] [--on-env LEDGER_ACCESS_LOG=on]
 
-Request ids and the HTTP and writer metrics have no switch: they are always on. So the "off" side
-runs the ledger as it was before them, extracted from git (`--baseline`, by default the parent of
-the commit that added ledger/telemetry) and put first on PYTHONPATH; the "on" side runs this tree
-with LEDGER_LOG_FORMAT=json (and whatever `--on-env` adds; the access log is off by default, and
-writes one line per request when on). One embedded PostgreSQL, two databases, two `ledger serve`
-started side by side. Each round measures the GET figure and the hot-SKU reservation figure on
-both, the order flipped every round; it prints every round's ratio (on / off), the ratio of the
-sums, and the HTTP processes' CPU µs per request on each side.
+Request ids and the HTTP metrics have no switch: they are always on. So the "off" side runs this
+tree with its outermost HTTP layer (ledger/api/telemetry.py: request ids, HTTP metrics, the access
+log) replaced by a pass-through, through a `sitecustomize` put first on that side's PYTHONPATH
+(bench/telemetry_off/), and text logs; `--baseline COMMIT` runs another commit's ledger instead,
+extracted from git (`first`: the parent of the commit that added ledger/telemetry, which lacks
+everything added since, not only the telemetry). The "on" side runs this tree with
+LEDGER_LOG_FORMAT=json (and whatever `--on-env` adds; the access log is off by default, and writes
+one line per request when on). The writer's own metrics (a few per batch) are on in both. One
+embedded PostgreSQL, two databases, two `ledger serve` started side by side. Each round measures
+the GET figure and the hot-SKU reservation figure on both, the order flipped every round; it prints
+every round's ratio (on / off), the ratio of the sums, and the HTTP processes' CPU µs per request on
+each side.
 """
 
 from __future__ import annotations
@@ -36,6 +40,8 @@ from token_bench import IDLE_SECONDS
 
 FIGURES = ("read", "hot")
 REPO = Path(__file__).resolve().parents[1]
+# The off side's `sitecustomize`: this tree with its request telemetry replaced by a pass-through.
+TELEMETRY_OFF = Path(__file__).resolve().parent / "telemetry_off"
 SIDES = ("off", "on")
 
 
@@ -49,7 +55,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--read-connections", type=int, default=16)
     parser.add_argument("--wrk-threads", type=int, default=os.cpu_count() or 2)
     parser.add_argument("--only", default=",".join(FIGURES), help="figures: read,hot")
-    parser.add_argument("--baseline", default=None, help="git commit of the off side (default: see above)")
+    parser.add_argument(
+        "--baseline",
+        default=None,
+        help="git commit of the off side, or `first` for the parent of the commit that added "
+        "ledger/telemetry (default: this tree without its request telemetry, see above)",
+    )
     parser.add_argument(
         "--on-env",
         action="append",
@@ -110,11 +121,12 @@ def telemetry_us(iterations: int) -> dict[str, float]:
     }
 
 
-def baseline_commit(given: str | None) -> str:
-    if given:
-        return resolve_commit(given)
-    added = git("log", "--diff-filter=A", "--format=%H", "--", "ledger/telemetry/__init__.py").split()
-    return resolve_commit(f"{added[-1].decode()}^")
+def baseline_commit(given: str | None) -> str | None:
+    """The commit of the off side, or None for this tree without its request telemetry."""
+    if given == "first":  # the ledger before it had any: the same code only while nothing else moved
+        added = git("log", "--diff-filter=A", "--format=%H", "--", "ledger/telemetry/__init__.py").split()
+        return resolve_commit(f"{added[-1].decode()}^")
+    return resolve_commit(given) if given else None
 
 
 def start_side(bench: Bench, side: str, baseline: Path, on_env: dict[str, str]) -> tuple[Any, int]:
@@ -122,7 +134,8 @@ def start_side(bench: Bench, side: str, baseline: Path, on_env: dict[str, str]) 
     env = dict(os.environ, LEDGER_DATABASE_URL=bench.pg.url(database), LEDGER_HTTP_HOST="127.0.0.1")
     env = {key: value for key, value in env.items() if key not in ("LEDGER_LOG_FORMAT", "LEDGER_ACCESS_LOG")}
     if side == "off":
-        env["PYTHONPATH"] = os.pathsep.join([str(baseline), *filter(None, [os.environ.get("PYTHONPATH")])])
+        first = [str(TELEMETRY_OFF), str(REPO)] if baseline == TELEMETRY_OFF else [str(baseline)]
+        env["PYTHONPATH"] = os.pathsep.join([*first, *filter(None, [os.environ.get("PYTHONPATH")])])
     else:
         env["PYTHONPATH"] = os.pathsep.join([str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])])
         env.update({"LEDGER_LOG_FORMAT": "json", **on_env})
@@ -142,13 +155,21 @@ def main(argv: list[str] | None = None) -> int:
     def measure(bench: Bench) -> None:
         results["telemetry_layer"] = telemetry_us(args.check_iterations)
         print(f"the telemetry layer in-process, CPU µs per request: {results['telemetry_layer']}", flush=True)
-        baseline = extract(commit, bench.workdir)
-        print(f"off side: the ledger at {commit[:12]}; on side: this tree with {on_env or 'JSON logs'}")
+        baseline = extract(commit, bench.workdir) if commit else TELEMETRY_OFF
+        off = f"the ledger at {commit[:12]}" if commit else "this tree without its request telemetry"
+        print(f"off side: {off}; on side: this tree with {on_env or 'JSON logs'}")
         started_sides = {name: start_side(bench, name, baseline, on_env) for name in SIDES}
         sides = {name: Side(port, server) for name, (server, port) in started_sides.items()}
         alternation.seed(bench, sides)
         _, metrics = http_json(sides["on"].port, "GET", "/metrics")
         bench.check("the on side serves the HTTP metrics", "ledger_http_requests_total" in str(metrics))
+        if commit is None:
+            _, off_metrics = http_json(sides["off"].port, "GET", "/metrics")
+            bench.check(
+                "the off side counts no HTTP request (its request telemetry is a pass-through)",
+                "ledger_http_requests_total{" not in str(off_metrics),
+                str(off_metrics)[:200] if "ledger_http_requests_total{" in str(off_metrics) else "",
+            )
         time.sleep(IDLE_SECONDS)
         results["rounds"] = alternation.alternate(bench, sides, "off", "on")
 
