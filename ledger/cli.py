@@ -216,11 +216,11 @@ def _migrate(args: argparse.Namespace, settings: Settings) -> int:
         )
     try:
         postgres = isinstance(recorder, PostgresLedgerRecorder)
+        if args.drop_other_batch_functions and not postgres:
+            raise CommandError("--drop-other-batch-functions is for PostgreSQL: SQLite has no functions")
         found = pg_plan(recorder) if postgres else sqlite_plan(recorder)
         print(f"schema version {found.version}; this release knows up to {LATEST_VERSION}")
         if args.drop_other_batch_functions:
-            if not postgres:
-                raise CommandError("--drop-other-batch-functions is for PostgreSQL: SQLite has no functions")
             recorder.create_table()
             dropped = recorder.drop_other_batch_functions()
             for name in dropped:
