@@ -13,7 +13,14 @@ from typing import Any
 from ledger.domain.across_stores import ReserveAcrossStores, SourceAndReserve
 from ledger.domain.model import EventType, Line, StockEvent
 from ledger.domain.sourcing import MAX_STORES_LIMIT
-from ledger.intake.envelope import ID_PATTERN, FieldError, IntakeLimits, InvalidEvent, read_envelope
+from ledger.intake.envelope import (
+    ID_PATTERN,
+    FieldError,
+    IntakeLimits,
+    InvalidEvent,
+    read_data,
+    read_envelope,
+)
 
 DEFAULT_MAX_STORES = 3  # CONTRACT §6
 
@@ -141,12 +148,23 @@ def _with_identity(part: StockEvent, first: StockEvent) -> StockEvent:
     )
 
 
-def _store_ids_once(stores: list[Any]) -> bool:
+# Store ids joined by commas, which no store id holds: one match checks them all (a match per id
+# was a tenth of a sourcing request's reading).
+_STORE_IDS = re.compile(rf"{ID_PATTERN.pattern}(?:,{ID_PATTERN.pattern})*")
+
+
+def store_ids_once(stores: list[Any]) -> bool:
     """Every one a store id, none named twice."""
     try:
-        return all(map(ID_PATTERN.fullmatch, stores)) and len(set(stores)) == len(stores)
+        joined = ",".join(stores)
     except TypeError:  # not every one a string
         return False
+    # As many commas as joins: none came from inside an item, so each part matched is one item.
+    return (
+        joined.count(",") == len(stores) - 1
+        and _STORE_IDS.fullmatch(joined) is not None
+        and len(set(stores)) == len(stores)
+    )
 
 
 def read_sourcing(body: object, limits: AcrossLimits, source: str, now: datetime) -> SourcingAsk:
@@ -161,7 +179,7 @@ def read_sourcing(body: object, limits: AcrossLimits, source: str, now: datetime
     if stores is not None:
         if not isinstance(stores, list) or not 1 <= len(stores) <= limits.candidates_max:
             errors.append(FieldError("stores", f"must be a list of 1 to {limits.candidates_max} store ids"))
-        elif not _store_ids_once(stores):  # checked whole first; then one by one, to name what is wrong
+        elif not store_ids_once(stores):  # checked whole first; then one by one, to name what is wrong
             named: set[str] = set()
             for number, store in enumerate(stores):
                 if not isinstance(store, str) or not ID_PATTERN.fullmatch(store):
@@ -191,9 +209,8 @@ def read_sourcing(body: object, limits: AcrossLimits, source: str, now: datetime
         data["channel"] = body["channel"]
     if lines is not None:
         data["lines"] = lines
-    envelope = _store_envelope("sourcing", data, source, now)
     try:
-        checked = read_envelope(envelope, limits.intake, None)
+        checked = read_data(data, EventType.RESERVATION, limits.intake, ("sourcing", source, now, "sourcing"))
     except InvalidEvent as error:
         for e in error.errors:
             name = e.field.removeprefix("data.")
