@@ -44,7 +44,10 @@ class SourcingAsk:
     channel: str | None
     max_stores: int
     reserve: dict[str, Any] | None
-    checked: StockEvent  # the body read as a reservation (its lines, channel, reserve's fields)
+    # reserve's fields, read as a reservation's
+    reservation_id: str | None
+    order_id: str | None
+    expires_at: datetime | None
 
 
 def _store_envelope(store: str, data: dict[str, Any], source: str, now: datetime) -> dict[str, Any]:
@@ -209,8 +212,9 @@ def read_sourcing(body: object, limits: AcrossLimits, source: str, now: datetime
         data["channel"] = body["channel"]
     if lines is not None:
         data["lines"] = lines
+    checked: tuple[tuple[Line, ...], dict[str, Any]] | None
     try:
-        checked = read_data(data, EventType.RESERVATION, limits.intake, ("sourcing", source, now, "sourcing"))
+        checked = read_data(data, EventType.RESERVATION, limits.intake, "sourcing")
     except InvalidEvent as error:
         for e in error.errors:
             name = e.field.removeprefix("data.")
@@ -222,7 +226,17 @@ def read_sourcing(body: object, limits: AcrossLimits, source: str, now: datetime
         checked = None
     if errors or checked is None:
         raise InvalidEvent(list(dict.fromkeys(errors)))
-    return SourcingAsk(checked.lines, candidates, checked.channel, max_stores, reserve, checked)
+    lines_read, fields = checked
+    return SourcingAsk(
+        lines_read,
+        candidates,
+        fields["channel"],
+        max_stores,
+        reserve,
+        fields["reservation_id"],
+        fields["order_id"],
+        fields["expires_at"],
+    )
 
 
 def sourcing_command(
@@ -235,21 +249,20 @@ def sourcing_command(
 ) -> SourceAndReserve:
     """The command that chooses and reserves in one decision of the writer."""
     assert ask.reserve is not None
-    checked = ask.checked  # read with the reserve's fields by read_sourcing
     # Its key is the reservation id under a source of its own: the same request again is a
     # duplicate by the log's own key, whichever stores a second search would choose.
     return SourceAndReserve(
-        event_id=checked.reservation_id or "",
+        event_id=ask.reservation_id or "",
         source=source,
         type=EventType.RESERVATION,
         time=now,
         store_id=candidates[0],
         lines=ask.lines,
-        order_id=checked.order_id,
-        reservation_id=checked.reservation_id,
-        expires_at=checked.expires_at,
+        order_id=ask.order_id,
+        reservation_id=ask.reservation_id,
+        expires_at=ask.expires_at,
         principal=principal,
-        channel=checked.channel,
+        channel=ask.channel,
         candidates=candidates,
         max_stores=ask.max_stores,
         search_steps_max=limits.search_steps_max,

@@ -257,34 +257,6 @@ def read_envelope(document: object, limits: IntakeLimits, principal: str | None 
     if not isinstance(data, dict):
         reader.error("data", "must be an object")
         raise InvalidEvent(reader.errors)
-    return _event(reader, data, event_type, limits, event_id, source, moment, store_id, principal)
-
-
-def read_data(
-    data: Mapping[str, Any],
-    event_type: EventType,
-    limits: IntakeLimits,
-    envelope: tuple[str, str, datetime, str],
-    principal: str | None = None,
-) -> StockEvent:
-    """An event's `data` read exactly as `read_envelope` reads it (errors named `data.…`), where
-    the ledger itself is the envelope: `envelope` is the event's (id, source, time, store),
-    known good. Saves writing an envelope only to read it back (sourcing checks its body's
-    lines and reservation fields as a reservation's)."""
-    return _event(_Reader(), data, event_type, limits, *envelope, principal)
-
-
-def _event(
-    reader: _Reader,
-    data: Mapping[str, Any],
-    event_type: EventType,
-    limits: IntakeLimits,
-    event_id: str | None,
-    source: str | None,
-    moment: datetime | None,
-    store_id: str | None,
-    principal: str | None,
-) -> StockEvent:
     lines = _lines(reader, data, event_type, limits)
     fields = _type_fields(reader, data, event_type, store_id)
     if reader.errors:
@@ -300,6 +272,21 @@ def _event(
         **fields,
         principal=principal,
     )
+
+
+def read_data(
+    data: Mapping[str, Any], event_type: EventType, limits: IntakeLimits, store_id: str
+) -> tuple[tuple[Line, ...], dict[str, Any]]:
+    """An event's `data` read exactly as `read_envelope` reads it (errors named `data.…`), where
+    the ledger itself is the envelope: the lines and the type's fields (the StockEvent's keyword
+    arguments). Sourcing checks its body's lines and reservation fields so, as a reservation's,
+    without writing an envelope only to read it back or building an event it does not keep."""
+    reader = _Reader()
+    lines = _lines(reader, data, event_type, limits)
+    fields = _type_fields(reader, data, event_type, store_id)
+    if reader.errors:
+        raise InvalidEvent(reader.errors)
+    return lines, fields
 
 
 def _type_fields(

@@ -89,10 +89,13 @@ def test_the_body_is_read_as_a_reservation_with_the_same_lines_and_fields() -> N
         "subject": "sourcing",
         "data": data,
     }
-    assert ask.checked == read_envelope(envelope, LIMITS.intake, None)
-    assert (ask.candidates, ask.max_stores, ask.channel, ask.lines) == (
-        ("s2", "s1"),
-        2,
-        "online",
-        ask.checked.lines,
+    event = read_envelope(envelope, LIMITS.intake, None)
+    assert (ask.lines, ask.channel, ask.reservation_id, ask.order_id, ask.expires_at) == (
+        event.lines,
+        event.channel,
+        event.reservation_id,
+        event.order_id,
+        event.expires_at,
     )
+    assert event.lines[1].codes == ("c1",) and event.expires_at is not None
+    assert (ask.candidates, ask.max_stores) == (("s2", "s1"), 2)
