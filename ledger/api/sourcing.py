@@ -152,7 +152,7 @@ async def source_order(
     candidates = await _candidates(ledger, ask, limits, grant)
     if not candidates:
         if ask.reserve is not None:  # the same request again, after it took the last units
-            held = await _held(ledger, ask, limits, candidates, ask.checked.reservation_id, grant)
+            held = await _held(ledger, ask, limits, candidates, ask.reservation_id, grant)
             if _holds(held, ask):
                 return _answer_held(held, candidates)
         shortfall = [{"sku": line.sku, "requested": line.qty_units, "available": 0} for line in ask.lines]

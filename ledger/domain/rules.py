@@ -186,7 +186,13 @@ def _decide_reservation(event: StockEvent, state: LedgerState) -> Decision:
     short = _shortfall(event, state)
     if short:
         return _reject(event, RejectionReason.INSUFFICIENT_STOCK, short)
-    return _accept(event, [LineEffect(line.sku, line.qty_units, 0, line.qty_units) for line in event.lines])
+    return Decision((reservation_entry(event),))
+
+
+def reservation_entry(event: StockEvent) -> Entry:
+    """The entry of a reservation this rule accepts: every line reserved as asked."""
+    effects = tuple(LineEffect(line.sku, line.qty_units, 0, line.qty_units) for line in event.lines)
+    return Entry(event, Outcome.ACCEPTED, effects)
 
 
 def _release_effects(event_lines: tuple[Line, ...], held: Reservation) -> list[LineEffect]:

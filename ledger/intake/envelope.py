@@ -274,6 +274,21 @@ def read_envelope(document: object, limits: IntakeLimits, principal: str | None 
     )
 
 
+def read_data(
+    data: Mapping[str, Any], event_type: EventType, limits: IntakeLimits, store_id: str
+) -> tuple[tuple[Line, ...], dict[str, Any]]:
+    """An event's `data` read exactly as `read_envelope` reads it (errors named `data.…`), where
+    the ledger itself is the envelope: the lines and the type's fields (the StockEvent's keyword
+    arguments). Sourcing checks its body's lines and reservation fields so, as a reservation's,
+    without writing an envelope only to read it back or building an event it does not keep."""
+    reader = _Reader()
+    lines = _lines(reader, data, event_type, limits)
+    fields = _type_fields(reader, data, event_type, store_id)
+    if reader.errors:
+        raise InvalidEvent(reader.errors)
+    return lines, fields
+
+
 def _type_fields(
     reader: _Reader, data: Mapping[str, Any], event_type: EventType, store_id: str | None
 ) -> dict[str, Any]:

@@ -158,13 +158,14 @@ def work_from_memory(cache: StateCache, events: list[StockEvent], head: int) -> 
         if type(command) is SourceAndReserve:
             reservation_id = command.reservation_id
             for store in command.candidates:
-                version = store_versions.get(store)
-                held_policies = store_policies.get(store)
-                if version is None or held_policies is None:
-                    return None
-                versions[store] = version
-                if held_policies:  # shared, never changed in place (copy on write)
-                    policies[store] = held_policies
+                if store not in versions:  # the batch's commands mostly name the same stores
+                    version = store_versions.get(store)
+                    held_policies = store_policies.get(store)
+                    if version is None or held_policies is None:
+                        return None
+                    versions[store] = version
+                    if held_policies:  # shared, never changed in place (copy on write)
+                        policies[store] = held_policies
                 held = held_reservations.get((store, reservation_id))  # type: ignore[arg-type]
                 if held is not None:
                     reservations[(store, reservation_id)] = held[0].copy()  # type: ignore[index]

@@ -15,6 +15,7 @@ from ledger.domain.across_stores import (
     ReserveAcrossStores,
     SourceAndReserve,
     decide_any,
+    decide_parts,
     part_event,
     status_across,
 )
@@ -352,3 +353,65 @@ def test_commands_cross_the_writers_socket_whole() -> None:
     assert message.events == [command, placed]
     assert [type(event) for event in message.events] == [SourceAndReserve, ReserveAcrossStores]
     assert message.events[0].probes is None
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.tuples(st.integers(0, 3), st.sampled_from("ABC"), st.integers(1, 6)), max_size=12),
+    st.lists(
+        st.tuples(
+            st.integers(0, 3), st.sampled_from("ABC"), st.integers(1, 3), st.sampled_from([None, "online"])
+        ),
+        max_size=6,
+    ),
+    st.lists(st.tuples(st.integers(0, 3), st.integers(0, 2), st.integers(0, 100)), max_size=3),
+    st.lists(
+        st.tuples(st.sampled_from("ABC"), st.integers(1, 4)), min_size=1, max_size=3, unique_by=lambda p: p[0]
+    ),
+    st.permutations(range(4)),
+    st.sampled_from([None, "online"]),
+    st.integers(1, 4),
+)
+def test_sourcing_records_what_the_per_store_rule_decides_for_each_part(
+    receipts: list[tuple[int, str, int]],
+    held: list[tuple[int, str, int, str | None]],
+    policies: list[tuple[int, int, int]],
+    lines: list[tuple[str, int]],
+    candidate_order: list[int],
+    channel: str | None,
+    max_stores: int,
+) -> None:
+    """Sourcing writes its parts' entries itself instead of deciding each part again: they are
+    exactly what the per-store rule decides for those parts in the same state (reservations of
+    other ids held, safety stocks and channel quotas included), all accepted."""
+    book = Book()
+    for store, sku, qty in receipts:
+        book.receive((sku, qty), store_id=f"s{store}")
+    for number, (store, sku, qty, held_channel) in enumerate(held):
+        book.record(
+            event(
+                E.RESERVATION,
+                (sku, qty),
+                store_id=f"s{store}",
+                reservation_id=f"H{number}",
+                channel=held_channel,
+            )
+        )
+    for store, safety, pct in policies:
+        policy = Policy(safety, (ChannelQuota("online", pct=pct),))
+        for sku in "ABC":
+            book.record(event(E.POLICY_CHANGED, (sku, 0), store_id=f"s{store}", policy=policy))
+    candidates = tuple(f"s{n}" for n in candidate_order)
+    command = sourcing("R1", *lines, candidates=candidates, channel=channel, max_stores=max_stores)
+    decision = decide_any(command, book.state)
+    if not decision.entries:
+        assert decision.refusal is not None
+        return
+    parts = tuple(part_event(command, entry.store_id, entry.event.lines) for entry in decision.entries)
+    assert [entry.event for entry in decision.entries] == list(parts)
+    assert decision == decide_parts(parts, book.state)
+    placed: dict[str, int] = {}
+    for entry in decision.entries:
+        for effect in entry.effects:
+            placed[effect.sku] = placed.get(effect.sku, 0) + effect.reserved_delta
+    assert placed == dict(lines)
