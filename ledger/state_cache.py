@@ -121,8 +121,8 @@ class StateCache:
             since = self.head
             # What changed since is forgotten, not read: the keys of the levels and reservations
             # written after `since` are dropped, and whoever needs one reads it by key (a batch's
-            # missing keys, a reader's miss). Reading back every row another instance wrote cost
-            # this instance as much as writing it, though most of them are never asked for here.
+            # missing keys, a reader's miss). Reading back and decoding every row another instance
+            # wrote would cost as much as writing it, and most of those keys are never asked for here.
             # A row's position is its event's, the id of the event's last entry; heads only ever
             # fall between whole batches, so every row of the batches after `since` is in range.
             # The four reads travel together (one round trip on PostgreSQL).
