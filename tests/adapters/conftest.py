@@ -20,6 +20,7 @@ from devtools.fakes.wms import FakeWms
 from ledger.bootstrap import build_ledger
 from ledger.config import Settings
 from ledger.domain.model import EventType, Line, StockEvent
+from ledger.storage.recorders import open_recorder
 
 FAST = WorkerLimits(
     read_events_max=1000,
@@ -74,6 +75,20 @@ def record(ledger: Any) -> Callable[..., list[Any]]:
 @pytest.fixture
 def recorder(database_url: str, ledger: Any) -> Iterator[Any]:
     db = open_database(database_url, 4, 10)
+    try:
+        yield db
+    finally:
+        db.close()
+
+
+@pytest.fixture(params=("sqlite", "postgres"))
+def ledger_only_recorder(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
+    """The ledger's tables on either database, and none of the adapters' (they make their own)."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    else:
+        url = str(request.getfixturevalue("postgres").create_database())
+    db = open_recorder(url, 2, 10)
     try:
         yield db
     finally:

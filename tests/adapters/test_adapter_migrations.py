@@ -4,7 +4,6 @@ release made without recording anything, only recorded."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,18 +11,12 @@ import pytest
 from adapters.db import ensure_schema, is_sqlite, transaction
 from adapters.migrations import MIGRATIONS
 from adapters.schema import DDL
-from ledger.storage.recorders import open_recorder
 
 
-@pytest.fixture(params=("sqlite", "postgres"))
-def recorder(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'ledger.db'}"
-    else:
-        url = str(request.getfixturevalue("postgres").create_database())
-    db = open_recorder(url, 2, 10)
-    yield db
-    db.close()
+@pytest.fixture
+def recorder(ledger_only_recorder: Any) -> Any:
+    """On both databases, without the adapters' tables (conftest.py)."""
+    return ledger_only_recorder
 
 
 def _recorded(recorder: Any) -> list[tuple[int, str]]:

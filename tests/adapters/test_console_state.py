@@ -14,20 +14,14 @@ from adapters.console import adapter_states
 from adapters.db import ensure_schema, is_sqlite, transaction
 from adapters.status import read_status
 from ledger.api.console.adapter_states import CONSOLE_PLUGINS, AdapterState
-from ledger.storage.recorders import open_recorder
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(params=("sqlite", "postgres"))
-def recorder(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'ledger.db'}"
-    else:
-        url = str(request.getfixturevalue("postgres").create_database())
-    db = open_recorder(url, 2, 10)
-    yield db
-    db.close()
+@pytest.fixture
+def recorder(ledger_only_recorder: Any) -> Any:
+    """On both databases, without the adapters' tables (conftest.py)."""
+    return ledger_only_recorder
 
 
 def _tables(recorder: Any) -> int:
