@@ -15,7 +15,10 @@ Variants:
   open          the open ledger (no token exists), the request wrk sends open: Host only;
   open+header   the same ledger, the request with the Authorization header too (what one more
                 header costs the HTTP stack alone);
-  token         a ledger with an admin token, the request with it (token_bench.py's closed side).
+  token         a ledger with an admin token, the request with it (token_bench.py's closed side);
+  bare          the open ledger with its outermost layer (request ids, HTTP metrics:
+                ledger/api/telemetry.py) replaced by a pass-through, as telemetry_bench.py's off
+                side runs it: what that layer costs the stack.
 
 By default the script runs itself under valgrind's callgrind and counts the machine instructions of
 the event loop's thread per request of each variant (the cyclic garbage collector held off while
@@ -89,9 +92,10 @@ def request_bytes(token: str | None) -> bytes:
 class Served:
     """One ledger with its ASGI stack and uvicorn's protocol, on the running loop."""
 
-    def __init__(self, directory: Path, *, with_token: bool) -> None:
+    def __init__(self, directory: Path, *, with_token: bool, with_telemetry: bool = True) -> None:
         self.directory = directory
         self.with_token = with_token
+        self.with_telemetry = with_telemetry
         self.token: str | None = None
 
     async def start(self) -> None:
@@ -115,7 +119,7 @@ class Served:
         options = uvicorn_options(settings)
         self.protocol_factory = options.pop("http")
         self.config = Config(
-            create_asgi(self.ledger, settings, intake_limits(settings)),
+            self._asgi(create_asgi, settings, intake_limits(settings)),
             access_log=False,  # as `ledger serve` runs it
             log_config=None,
             **options,
@@ -140,6 +144,21 @@ class Served:
         self.protocol.connection_made(self.transport)
         self.get = request_bytes(self.token)
         self.get_with_header = request_bytes(self.token or "sl_live_" + "x" * 43)
+
+    def _asgi(self, create_asgi: Any, settings: Any, limits: Any) -> Any:
+        if self.with_telemetry:
+            return create_asgi(self.ledger, settings, limits)
+        import ledger.api.app
+
+        sys.path.insert(0, str(Path(__file__).resolve().parent / "telemetry_off"))
+        from sitecustomize import _PassThrough  # type: ignore[import-not-found]
+
+        layer = ledger.api.app.RequestTelemetry
+        ledger.api.app.RequestTelemetry = _PassThrough  # type: ignore[assignment,misc]
+        try:
+            return create_asgi(self.ledger, settings, limits)
+        finally:
+            ledger.api.app.RequestTelemetry = layer  # type: ignore[misc]
 
     async def _lifespan_send(self, message: dict[str, Any]) -> None:
         await self.lifespan_sent.put(message)
@@ -188,7 +207,7 @@ def timed(served: Served, data: bytes, requests: int) -> Any:
     return run()
 
 
-VARIANTS = ("open", "open+header", "token")
+VARIANTS = ("open", "open+header", "token", "bare")
 RESULTS = "http_stack_results.json"
 
 
@@ -226,6 +245,7 @@ def counted_under_callgrind(args: argparse.Namespace) -> dict[str, Any]:
         "token_past_its_header": best["token"] - best["open+header"],
         "token": best["token"] - best["open"],
         "token_share": round((best["token"] - best["open"]) / best["open"], 4),
+        "telemetry_layer": best["open"] - best["bare"],
     }
 
 
@@ -255,7 +275,8 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="ledger-http-stack-") as tmp:
         open_ledger = Served(Path(tmp) / "open", with_token=False)
         closed_ledger = Served(Path(tmp) / "token", with_token=True)
-        for served in (open_ledger, closed_ledger):
+        bare_ledger = Served(Path(tmp) / "bare", with_token=False, with_telemetry=False)
+        for served in (open_ledger, closed_ledger, bare_ledger):
             served.directory.mkdir()
             loop.run_until_complete(served.start())
             loop.run_until_complete(served.seed())
@@ -263,6 +284,7 @@ def main(argv: list[str] | None = None) -> int:
             "open": (open_ledger, open_ledger.get),
             "open+header": (open_ledger, open_ledger.get_with_header),
             "token": (closed_ledger, closed_ledger.get),
+            "bare": (bare_ledger, bare_ledger.get),
         }
         for served, data in variants.values():  # the answers are those the bench counts
             answer = loop.run_until_complete(served.one(data))
@@ -294,10 +316,11 @@ def main(argv: list[str] | None = None) -> int:
                 "best": best,
                 "one_more_header_us": round(best["open+header"] - best["open"], 2),
                 "token_us": round(best["token"] - best["open"], 2),
+                "telemetry_layer_us": round(best["open"] - best["bare"], 2),
                 "load_average": os.getloadavg(),
             }
             print(json.dumps(results, indent=1))
-        for served in (open_ledger, closed_ledger):
+        for served in (open_ledger, closed_ledger, bare_ledger):
             loop.run_until_complete(served.stop())
     loop.close()
     return 0
