@@ -33,6 +33,13 @@ FAST = WorkerLimits(
 _ids = itertools.count(1)
 
 
+@pytest.fixture(autouse=True)
+def _spool_in_the_test_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Settings() built without a database URL would put the webhook spool beside ./ledger.db, in
+    the checkout; a test that names its own directory still does."""
+    monkeypatch.setenv("LEDGER_ADAPTERS_SPOOL_DIR", str(tmp_path / "webhook-spool"))
+
+
 def event(
     kind: EventType, store: str, *lines: tuple[str, int], source: str = "tests/adapters", **fields: Any
 ) -> StockEvent:
