@@ -85,15 +85,18 @@ class PipelinedWriter:
         assert answer is not None
         ready = None
         next_answer = _Answer()
+        found = None
         if flight is not None and upcoming:
             ready = in_flight.prepare(writer, [Submission(upcoming, next_answer)], in_flight=True)
+            if later:
+                found = deciding.lacking(writer.cache, later)  # while PostgreSQL records `events`
         landed = flight is None or in_flight.land(writer, flight)
         results = answer.results()  # raises what the batch failed with: nothing more is sent
         self._duplicates_seen = any(result.outcome is Outcome.DUPLICATE for result in results)
         writer.maybe_expire()
         if upcoming and landed and not self._duplicates_seen:
             if later:
-                self._read_ahead(later)
+                self._read_ahead(later, found)
             if ready is None:
                 ready = in_flight.prepare(writer, [Submission(upcoming, next_answer)])
             self._flight = in_flight.send(writer, ready) if ready is not None else None
@@ -101,14 +104,23 @@ class PipelinedWriter:
                 self._flight_events, self._flight_answer = upcoming, next_answer
         return results
 
-    def _read_ahead(self, later: list[StockEvent]) -> None:
+    def _read_ahead(self, later: list[StockEvent], found: deciding.Lacking | None) -> None:
         """Reads into memory the keys `later` needs and memory lacks (a level never seen at a
         store, a reservation refused), now that nothing is in flight: the database's head is
         memory's, so what is read is exact there. While a batch is in flight nothing is read (the
         heads differ), and a batch that needs a key is decided only after the flight lands,
-        without overlap: with new SKUs and stores in every batch of a real history, none was."""
-        if deciding.missing_from_memory(self.writer.cache, later):
-            deciding.catch_up_and_fetch(self.writer.recorder, self.writer.cache, later)
+        without overlap: with new SKUs and stores in every batch of a real history, none was.
+
+        Which keys those are was found (`found`) while the batch before was in flight, so that
+        PostgreSQL waits here for the reads alone. Measured on the import bench's file (batches
+        of 1,000 events): looking for them here, twice (whether to read, then in the read), took
+        7.8 of the 9.7 ms a batch spent reading ahead, out of the 18 ms between landing a batch
+        and sending the next, when PostgreSQL has nothing to do."""
+        cache = self.writer.cache
+        if found is None or not found.current(cache):
+            found = deciding.lacking(cache, later)
+        if found.missing:
+            deciding.catch_up_and_fetch(self.writer.recorder, cache, later, found)
 
     def stop(self) -> None:
         """Lands what is still in flight (answered to nobody: the caller stopped)."""

@@ -109,12 +109,33 @@ def missing_from_memory(cache: StateCache, events: list[StockEvent]) -> Missing:
     return missing
 
 
-def catch_up_and_fetch(recorder: LedgerRecorder, cache: StateCache, events: list[StockEvent]) -> bool:
+@dataclass(frozen=True, slots=True)
+class Lacking:
+    """What memory lacked for a batch, as of its head and generation: still what it lacks while
+    neither has moved (memory only gains keys then, or loses some to its bound, which deciding
+    finds for itself). Found ahead of time, while the database is busy with a batch in flight."""
+
+    missing: Missing
+    head: int
+    generation: int
+
+    def current(self, cache: StateCache) -> bool:
+        return cache.head == self.head and cache.generation == self.generation
+
+
+def lacking(cache: StateCache, events: list[StockEvent]) -> Lacking:
+    return Lacking(missing_from_memory(cache, events), cache.head, cache.generation)
+
+
+def catch_up_and_fetch(
+    recorder: LedgerRecorder, cache: StateCache, events: list[StockEvent], found: Lacking | None = None
+) -> bool:
     """Brings the writer's memory to the database's head and reads the keys it lacks for a batch,
     outside the write lock, so that the batch can still be decided from memory and recorded in one
     statement: after another instance wrote, or when a batch brings a few new keys. What is read
     belongs with what memory holds (the same head), and anything committed meanwhile moves the
     head, which the one-statement batch checks under the lock (the bet is lost, nothing is wrong).
+    `found`: what memory lacked, found earlier; used when the head has not moved since.
     False when the database is behind memory: a batch of this writer's own is still in flight."""
     generation = cache.generation
     with recorder.read_transaction() as tx:
@@ -122,7 +143,10 @@ def catch_up_and_fetch(recorder: LedgerRecorder, cache: StateCache, events: list
         if head < cache.head:
             return False
         cache.catch_up(tx, head)
-        missing = missing_from_memory(cache, events)
+        if found is not None and head == found.head and found.current(cache):
+            missing = found.missing
+        else:
+            missing = missing_from_memory(cache, events)
         reservations = cache.read_reservations(tx, missing.reservations)
         levels = cache.read_levels(tx, missing.levels)
         versions = cache.read_store_versions(tx, missing.stores)
