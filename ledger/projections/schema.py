@@ -186,6 +186,21 @@ PG_RESERVATION_LINES_FILL = _RESERVATION_LINES_FILL.format(
     released="(l.line->>3)::bigint",
     lines="CROSS JOIN LATERAL jsonb_array_elements(r.lines::jsonb) AS l(line)",
 )
+# The same fill on PostgreSQL, one step of at most %(rows)s reservations after the key
+# (%(store)s, %(reservation)s) in the table's key order: it answers the last key it filled, or no
+# row once the table is done (ledger/storage/migrator.py runs it until then).
+PG_RESERVATION_LINES_FILL_STEP = """WITH chunk AS (
+        SELECT store_id, reservation_id, lines, placed_at_position, position FROM ledger_reservations
+        WHERE (store_id, reservation_id) > (%(store)s, %(reservation)s)
+        ORDER BY store_id, reservation_id LIMIT %(rows)s),
+    filled AS (INSERT INTO ledger_reservation_lines
+        (store_id, reservation_id, sku, remaining, placed_at_position, position)
+        SELECT r.store_id, r.reservation_id, l.line->>0,
+            (l.line->>1)::bigint - (l.line->>2)::bigint - (l.line->>3)::bigint,
+            r.placed_at_position, r.position
+        FROM chunk r CROSS JOIN LATERAL jsonb_array_elements(r.lines::jsonb) AS l(line)
+        ON CONFLICT (store_id, reservation_id, sku) DO NOTHING)
+    SELECT store_id, reservation_id FROM chunk ORDER BY store_id DESC, reservation_id DESC LIMIT 1"""
 SQLITE_RESERVATION_LINES_FILL = _RESERVATION_LINES_FILL.format(
     sku="json_extract(l.value, '$[0]')",
     qty="json_extract(l.value, '$[1]')",

@@ -38,7 +38,7 @@ from ledger.projections.schema import (
     OCCURRED_AT_FROM_TIME_SQLITE,
     OCCURRED_INDEXES,
     PG_LEVELS_TUNING,
-    PG_RESERVATION_LINES_FILL,
+    PG_RESERVATION_LINES_FILL_STEP,
     PG_TOTALS_VIEW,
     POLICIES_DDL,
     RESERVATION_LINES_DDL,
@@ -52,9 +52,29 @@ from ledger.projections.schema import (
 EXPAND = "expand"
 CONTRACT = "contract"
 
-# A step is a statement, or a function of the migration's cursor (DB-API, the database's own
-# placeholders) for what one statement cannot say on that database.
-Step = str | Callable[[Any], None]
+
+@dataclass(frozen=True, slots=True)
+class FillInSteps:
+    """A fill of a new table from a table keyed by (store_id, reservation_id), which writes would
+    otherwise wait for whole. On PostgreSQL the migrator commits the steps before it, then runs
+    `statement` in transactions of its own, each under the log's write lock: it takes the key to
+    start after (%(store)s, %(reservation)s; ids are never empty, so ('', '') starts at the first)
+    and at most %(rows)s rows (FILL_STEP_ROWS), and answers the last key it filled, or no row once
+    the table is done. The migration is recorded in one more transaction. A fill cut short is
+    finished by running the migration again: the steps before it are no-ops then, and the fill
+    writes nothing twice (ON CONFLICT DO NOTHING). Readers of the new table must not trust it
+    until it is whole (explain checks). SQLite runs every migration in one transaction, and so
+    fills in one statement."""
+
+    statement: str
+
+
+# Rows of the source table per step of a FillInSteps: writes wait for one step at a time.
+FILL_STEP_ROWS = 2000
+
+# A step is a statement, a function of the migration's cursor (DB-API, the database's own
+# placeholders) for what one statement cannot say on that database, or a fill in steps.
+Step = str | Callable[[Any], None] | FillInSteps
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,7 +225,7 @@ MIGRATIONS: tuple[Migration, ...] = (
         11,
         "explain's index of reservation lines by store and SKU, filled from the reservations",
         EXPAND,
-        postgres=(*RESERVATION_LINES_DDL, PG_RESERVATION_LINES_FILL),
+        postgres=(*RESERVATION_LINES_DDL, FillInSteps(PG_RESERVATION_LINES_FILL_STEP)),
         sqlite=(*RESERVATION_LINES_DDL, SQLITE_RESERVATION_LINES_FILL),
     ),
 )

@@ -5,7 +5,9 @@ plugged into the ledger with tables of its own (the adapters) gives its own `Sch
 Concurrent starts do not race: on PostgreSQL the migrations run under an advisory lock of the
 service's own (session level, so that each migration can be a transaction of its own), and each
 migration's transaction first takes the log's write lock, as every writer does first, so that a
-migration never interleaves with a batch (a lock taken in the other order could deadlock); on
+migration never interleaves with a batch (a lock taken in the other order could deadlock); a fill
+of a new table (migrations.FillInSteps) runs in transactions of its own, each taking that lock for
+one step, so that writes wait for a step and not for the whole fill; on
 SQLite they run inside one `BEGIN IMMEDIATE`, the database's write lock. Whoever gets the lock
 second reads the recorded versions again and finds nothing left to do. A start that has nothing to
 apply takes no lock at all: it reads the recorded versions and goes on.
@@ -21,7 +23,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from ledger.clock import utc_now, utc_text
-from ledger.storage.migrations import LIBRARY_TABLES, MIGRATIONS, Migration
+from ledger.storage import migrations
+from ledger.storage.migrations import LIBRARY_TABLES, MIGRATIONS, FillInSteps, Migration
 
 SCHEMA_LOCK_KEY = 0x1ED6E5  # a PostgreSQL advisory lock key of this service's own
 MIGRATION_WAIT_S_DEFAULT = 600  # LEDGER_MIGRATION_WAIT_S: how long a start waits for another's migration
@@ -175,22 +178,63 @@ def pg_migrate(
 
 
 def _pg_apply(recorder: Any, conn: Any, migration: Migration, wait_s: int, schema: SchemaHistory) -> None:
+    """The migration's steps in one transaction under the log's write lock, except a FillInSteps,
+    which commits what came before it and runs in transactions of its own (migrations.py)."""
     started = time.monotonic()
-    with conn.transaction(), conn.cursor() as curs:
-        curs.execute(f"SET LOCAL lock_timeout = '{int(wait_s)}s'")
-        if schema.takes_write_lock and _pg_exists(conn, recorder.events_table_name):
-            curs.execute(f"LOCK TABLE {recorder.events_table_name} IN EXCLUSIVE MODE")
-        for step in migration.postgres:
-            if step == LIBRARY_TABLES:
-                recorder.create_library_tables(curs)
-            elif isinstance(step, str):
-                curs.execute(step.encode())
-            else:
-                step(curs)
+    steps: list[Any] = []
+    for step in migration.postgres:
+        if not isinstance(step, FillInSteps):
+            steps.append(step)
+            continue
+        if steps:
+            with _pg_locked(recorder, conn, wait_s, schema) as curs:
+                _pg_steps(recorder, curs, steps)
+            steps = []
+        filled_in = _pg_fill_in_steps(recorder, conn, step, wait_s, schema)
+        log.debug("schema migration %d: a fill in %d steps", migration.version, filled_in)
+    with _pg_locked(recorder, conn, wait_s, schema) as curs:
+        _pg_steps(recorder, curs, steps)
         curs.execute(schema.insert_applied, _row(migration, time.monotonic() - started))
     _logged(migration, time.monotonic() - started)
     if migration.version == 1:
         recorder.datastore.register_type_adapters()
+
+
+@contextlib.contextmanager
+def _pg_locked(recorder: Any, conn: Any, wait_s: int, schema: SchemaHistory) -> Iterator[Any]:
+    """A transaction that first takes the log's write lock, as every writer does first (so that a
+    migration never interleaves with a batch, and a lock taken in the other order cannot deadlock)."""
+    with conn.transaction(), conn.cursor() as curs:
+        curs.execute(f"SET LOCAL lock_timeout = '{int(wait_s)}s'")
+        if schema.takes_write_lock and _pg_exists(conn, recorder.events_table_name):
+            curs.execute(f"LOCK TABLE {recorder.events_table_name} IN EXCLUSIVE MODE")
+        yield curs
+
+
+def _pg_steps(recorder: Any, curs: Any, steps: Sequence[Any]) -> None:
+    for step in steps:
+        if step == LIBRARY_TABLES:
+            recorder.create_library_tables(curs)
+        elif isinstance(step, str):
+            curs.execute(step.encode())
+        else:
+            step(curs)
+
+
+def _pg_fill_in_steps(recorder: Any, conn: Any, fill: FillInSteps, wait_s: int, schema: SchemaHistory) -> int:
+    """Runs a fill step after step, each its own transaction under the write lock, until one
+    answers no row; how many steps ran. Writes wait for one step at a time, not the whole fill."""
+    store, reservation = "", ""
+    steps = 0
+    while True:
+        with _pg_locked(recorder, conn, wait_s, schema) as curs:
+            params = {"store": store, "reservation": reservation, "rows": migrations.FILL_STEP_ROWS}
+            curs.execute(fill.statement, params)
+            row = curs.fetchone()
+        steps += 1
+        if row is None:
+            return steps
+        store, reservation = row["store_id"], row["reservation_id"]
 
 
 # -- SQLite -------------------------------------------------------------------------------------------
@@ -233,6 +277,7 @@ def sqlite_migrate(recorder: Any, schema: SchemaHistory = LEDGER_SCHEMA) -> tupl
                     elif isinstance(step, str):
                         cursor.execute(step)
                     else:
+                        assert not isinstance(step, FillInSteps), "SQLite fills in one statement"
                         step(cursor)
                 seconds = time.monotonic() - started
                 cursor.execute(schema.insert_applied.replace("%s", "?"), _row(migration, seconds))

@@ -12,6 +12,7 @@ answers right; and the migration fills the index of a database made before it.
 from __future__ import annotations
 
 import itertools
+import logging
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -28,6 +29,7 @@ from ledger.domain.model import Level
 from ledger.intake.across_body import read_reservation_across
 from ledger.projections.explain import indexed_holds, open_reservations_scanned
 from ledger.service import Ledger
+from ledger.storage import migrations
 from ledger.storage.recorders import open_recorder
 from ledger.writer.thread import ThreadWriterClient
 
@@ -202,3 +204,44 @@ def test_the_migration_fills_the_index_of_a_database_made_before_it(database_url
             assert {row[1:4] for row in expected} == {("R1", "A", 1), ("R1", "B", 1), ("R2", "A", 0)}
     finally:
         recorder.close()
+
+
+def test_on_postgresql_the_migration_fills_in_steps_that_each_hold_writes_briefly(
+    database_url: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """One reservation a step, over two stores that share a reservation id: every line is filled,
+    none twice, and (PostgreSQL) in one step per reservation and a last that finds none left."""
+    ledger = build_ledger(Settings(database_url=database_url, **SETTINGS))
+    ledger.start()
+    try:
+        steps = Steps(ledger)
+        for store in STORES:
+            steps.record("stock.receipt", store, [("A", 20), ("B", 20)])
+        steps.record("stock.reservation", "s1", [("A", 2), ("B", 1)], reservation_id="R1")
+        steps.record("stock.reservation", "s1", [("A", 3)], reservation_id="R2")
+        steps.record("stock.reservation", "s2", [("B", 4)], reservation_id="R1")
+        steps.record("stock.reservation", "s2", [("A", 1), ("B", 1)], reservation_id="R0")
+        steps.record("stock.shipment", "s2", [("B", 1)], reservation_id="R1")
+        steps.record("stock.reservation_release", "s1", [], reservation_id="R2")
+    finally:
+        ledger.stop()
+    recorder = open_recorder(database_url, 2, 30)
+    try:
+        with recorder.plain_transaction() as tx:
+            expected = recomputed_rows(tx)
+            tx.execute("DROP TABLE ledger_reservation_lines")
+            tx.execute("DELETE FROM ledger_schema_versions WHERE version = 11")
+    finally:
+        recorder.close()
+    monkeypatch.setattr(migrations, "FILL_STEP_ROWS", 1)
+    caplog.set_level(logging.DEBUG, logger="ledger.migrations")
+    recorder = open_recorder(database_url, 2, 30)  # migrates
+    try:
+        with recorder.read_transaction() as tx:
+            assert_index_is_the_reservations(tx)
+            assert recomputed_rows(tx) == expected
+            assert len(expected) == 6
+    finally:
+        recorder.close()
+    if database_url.startswith("postgresql"):
+        assert "schema migration 11: a fill in 5 steps" in caplog.text
