@@ -17,7 +17,9 @@ say); a later migration must be as careful.
 
 To add one (a table of another feature, say): append `Migration(<the next number>, "what it does", EXPAND,
 postgres=(...), sqlite=(...))` to MIGRATIONS, with its statements (or a function of the cursor for
-what SQL alone cannot say on one of the databases). Never edit or renumber one that has shipped.
+what SQL alone cannot say on one of the databases). Never edit or renumber one that has shipped,
+except in how it runs, never in what it leaves: migration 11's fill became a FillInSteps after it
+shipped, so that writes wait for a step of it and not the whole.
 """
 
 from __future__ import annotations
