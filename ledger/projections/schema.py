@@ -177,31 +177,27 @@ _RESERVATION_LINES_FILL = """INSERT INTO ledger_reservation_lines
     (store_id, reservation_id, sku, remaining, placed_at_position, position)
     SELECT r.store_id, r.reservation_id, {sku}, {qty} - {shipped} - {released},
         r.placed_at_position, r.position
-    FROM ledger_reservations r {lines}
+    FROM {reservations} r {lines}
     WHERE true ON CONFLICT (store_id, reservation_id, sku) DO NOTHING"""
-PG_RESERVATION_LINES_FILL = _RESERVATION_LINES_FILL.format(
-    sku="l.line->>0",
-    qty="(l.line->>1)::bigint",
-    shipped="(l.line->>2)::bigint",
-    released="(l.line->>3)::bigint",
-    lines="CROSS JOIN LATERAL jsonb_array_elements(r.lines::jsonb) AS l(line)",
-)
+_PG_LINES = {
+    "sku": "l.line->>0",
+    "qty": "(l.line->>1)::bigint",
+    "shipped": "(l.line->>2)::bigint",
+    "released": "(l.line->>3)::bigint",
+    "lines": "CROSS JOIN LATERAL jsonb_array_elements(r.lines::jsonb) AS l(line)",
+}
+PG_RESERVATION_LINES_FILL = _RESERVATION_LINES_FILL.format(reservations="ledger_reservations", **_PG_LINES)
 # The same fill on PostgreSQL, one step of at most %(rows)s reservations after the key
 # (%(store)s, %(reservation)s) in the table's key order: it answers the last key it filled, or no
 # row once the table is done (ledger/storage/migrator.py runs it until then).
-PG_RESERVATION_LINES_FILL_STEP = """WITH chunk AS (
+PG_RESERVATION_LINES_FILL_STEP = f"""WITH chunk AS (
         SELECT store_id, reservation_id, lines, placed_at_position, position FROM ledger_reservations
         WHERE (store_id, reservation_id) > (%(store)s, %(reservation)s)
         ORDER BY store_id, reservation_id LIMIT %(rows)s),
-    filled AS (INSERT INTO ledger_reservation_lines
-        (store_id, reservation_id, sku, remaining, placed_at_position, position)
-        SELECT r.store_id, r.reservation_id, l.line->>0,
-            (l.line->>1)::bigint - (l.line->>2)::bigint - (l.line->>3)::bigint,
-            r.placed_at_position, r.position
-        FROM chunk r CROSS JOIN LATERAL jsonb_array_elements(r.lines::jsonb) AS l(line)
-        ON CONFLICT (store_id, reservation_id, sku) DO NOTHING)
+    filled AS ({_RESERVATION_LINES_FILL.format(reservations="chunk", **_PG_LINES)})
     SELECT store_id, reservation_id FROM chunk ORDER BY store_id DESC, reservation_id DESC LIMIT 1"""
 SQLITE_RESERVATION_LINES_FILL = _RESERVATION_LINES_FILL.format(
+    reservations="ledger_reservations",
     sku="json_extract(l.value, '$[0]')",
     qty="json_extract(l.value, '$[1]')",
     shipped="json_extract(l.value, '$[2]')",

@@ -143,7 +143,7 @@ def catch_up_and_fetch(
         if head < cache.head:
             return False
         cache.catch_up(tx, head)
-        if found is not None and head == found.head and found.current(cache):
+        if found is not None and found.current(cache):  # caught up to `head`: nothing moved since
             missing = found.missing
         else:
             missing = missing_from_memory(cache, events)

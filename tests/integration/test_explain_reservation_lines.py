@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import itertools
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -176,53 +176,13 @@ def _not_trusted_and_explained(ledger: Ledger, store: str, sku: str) -> list[tup
     return _holds(ledger, store, sku)
 
 
-def test_the_migration_fills_the_index_of_a_database_made_before_it(database_url: str) -> None:
+def _made_before_migration_11(database_url: str, record: Callable[[Steps], None]) -> list[Any]:
+    """A ledger that recorded `record`'s steps, then left as the release before left it: no index
+    and no migration 11 recorded. What the index must hold once migrated."""
     ledger = build_ledger(Settings(database_url=database_url, **SETTINGS))
     ledger.start()
     try:
-        steps = Steps(ledger)
-        steps.record("stock.receipt", "s1", [("A", 20), ("B", 20)])
-        steps.record("stock.reservation", "s1", [("A", 2), ("B", 1)], reservation_id="R1")
-        steps.record("stock.reservation", "s1", [("A", 3)], reservation_id="R2")
-        steps.record("stock.shipment", "s1", [("A", 1)], reservation_id="R1")
-        steps.record("stock.reservation_release", "s1", [], reservation_id="R2")
-    finally:
-        ledger.stop()
-    recorder = open_recorder(database_url, 2, 30)
-    try:
-        with recorder.plain_transaction() as tx:
-            expected = recomputed_rows(tx)
-            tx.execute("DROP TABLE ledger_reservation_lines")  # as the release before left it
-            tx.execute("DELETE FROM ledger_schema_versions WHERE version = 11")
-    finally:
-        recorder.close()
-    recorder = open_recorder(database_url, 2, 30)  # migrates
-    try:
-        with recorder.read_transaction() as tx:
-            assert_index_is_the_reservations(tx)
-            assert recomputed_rows(tx) == expected
-            assert {row[1:4] for row in expected} == {("R1", "A", 1), ("R1", "B", 1), ("R2", "A", 0)}
-    finally:
-        recorder.close()
-
-
-def test_on_postgresql_the_migration_fills_in_steps_that_each_hold_writes_briefly(
-    database_url: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
-) -> None:
-    """One reservation a step, over two stores that share a reservation id: every line is filled,
-    none twice, and (PostgreSQL) in one step per reservation and a last that finds none left."""
-    ledger = build_ledger(Settings(database_url=database_url, **SETTINGS))
-    ledger.start()
-    try:
-        steps = Steps(ledger)
-        for store in STORES:
-            steps.record("stock.receipt", store, [("A", 20), ("B", 20)])
-        steps.record("stock.reservation", "s1", [("A", 2), ("B", 1)], reservation_id="R1")
-        steps.record("stock.reservation", "s1", [("A", 3)], reservation_id="R2")
-        steps.record("stock.reservation", "s2", [("B", 4)], reservation_id="R1")
-        steps.record("stock.reservation", "s2", [("A", 1), ("B", 1)], reservation_id="R0")
-        steps.record("stock.shipment", "s2", [("B", 1)], reservation_id="R1")
-        steps.record("stock.reservation_release", "s1", [], reservation_id="R2")
+        record(Steps(ledger))
     finally:
         ledger.stop()
     recorder = open_recorder(database_url, 2, 30)
@@ -233,15 +193,54 @@ def test_on_postgresql_the_migration_fills_in_steps_that_each_hold_writes_briefl
             tx.execute("DELETE FROM ledger_schema_versions WHERE version = 11")
     finally:
         recorder.close()
-    monkeypatch.setattr(migrations, "FILL_STEP_ROWS", 1)
-    caplog.set_level(logging.DEBUG, logger="ledger.migrations")
-    recorder = open_recorder(database_url, 2, 30)  # migrates
+    return expected
+
+
+def _migrated_index(database_url: str) -> list[Any]:
+    """Opens the database (which migrates it), checks the index against the reservations, and
+    gives its rows."""
+    recorder = open_recorder(database_url, 2, 30)
     try:
         with recorder.read_transaction() as tx:
             assert_index_is_the_reservations(tx)
-            assert recomputed_rows(tx) == expected
-            assert len(expected) == 6
+            return recomputed_rows(tx)
     finally:
         recorder.close()
+
+
+def test_the_migration_fills_the_index_of_a_database_made_before_it(database_url: str) -> None:
+    def record(steps: Steps) -> None:
+        steps.record("stock.receipt", "s1", [("A", 20), ("B", 20)])
+        steps.record("stock.reservation", "s1", [("A", 2), ("B", 1)], reservation_id="R1")
+        steps.record("stock.reservation", "s1", [("A", 3)], reservation_id="R2")
+        steps.record("stock.shipment", "s1", [("A", 1)], reservation_id="R1")
+        steps.record("stock.reservation_release", "s1", [], reservation_id="R2")
+
+    expected = _made_before_migration_11(database_url, record)
+    assert _migrated_index(database_url) == expected
+    assert {row[1:4] for row in expected} == {("R1", "A", 1), ("R1", "B", 1), ("R2", "A", 0)}
+
+
+def test_on_postgresql_the_migration_fills_in_steps_that_each_hold_writes_briefly(
+    database_url: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """One reservation a step, over two stores that share a reservation id: every line is filled,
+    none twice, and (PostgreSQL) in one step per reservation and a last that finds none left."""
+
+    def record(steps: Steps) -> None:
+        for store in STORES:
+            steps.record("stock.receipt", store, [("A", 20), ("B", 20)])
+        steps.record("stock.reservation", "s1", [("A", 2), ("B", 1)], reservation_id="R1")
+        steps.record("stock.reservation", "s1", [("A", 3)], reservation_id="R2")
+        steps.record("stock.reservation", "s2", [("B", 4)], reservation_id="R1")
+        steps.record("stock.reservation", "s2", [("A", 1), ("B", 1)], reservation_id="R0")
+        steps.record("stock.shipment", "s2", [("B", 1)], reservation_id="R1")
+        steps.record("stock.reservation_release", "s1", [], reservation_id="R2")
+
+    expected = _made_before_migration_11(database_url, record)
+    monkeypatch.setattr(migrations, "FILL_STEP_ROWS", 1)
+    caplog.set_level(logging.DEBUG, logger="ledger.migrations")
+    assert _migrated_index(database_url) == expected
+    assert len(expected) == 6
     if database_url.startswith("postgresql"):
         assert "schema migration 11: a fill in 5 steps" in caplog.text
