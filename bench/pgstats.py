@@ -4,7 +4,8 @@
 Wait events: every SAMPLE_INTERVAL_S, pg_stat_activity for the run's database(s) is read and each
 backend counted under its state and wait event ("active CPU" when active and waiting on nothing).
 Averaged over the samples, a line reads as "this many backends were in this state on average": e.g.
-`active Lock:relation 0.9` means a writer was nearly always waiting for another's table lock.
+`active Lock:advisory 0.9` means a writer was nearly always waiting for another's turn (the writers'
+lock, ledger/storage/writers_lock.py).
 
 Counters: pg_stat_database and pg_stat_user_tables are cumulative and flushed by each backend at most
 once a second (and at exit), so the "after" snapshot is taken once the ledger's servers have stopped.

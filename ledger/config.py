@@ -239,8 +239,8 @@ class Settings(BaseSettings):
     # The database.
     db_pool_size: int = Field(8, ge=2)
     db_lock_timeout_s: int = Field(30, ge=1)
-    # PostgreSQL's deadlock_timeout on the ledger's sessions: how soon a writer that finds autovacuum
-    # holding the log (or the rebuild's swap, a projection) has it cancelled (ledger/storage/pg_sessions.py).
+    # PostgreSQL's deadlock_timeout on the ledger's sessions: how soon the rebuild's swap (or a
+    # migration) that finds autovacuum holding a table has it cancelled (ledger/storage/pg_sessions.py).
     db_deadlock_timeout_ms: int = Field(
         100, ge=0, le=60_000, description="deadlock_timeout of its sessions (PostgreSQL); 0: the server's"
     )

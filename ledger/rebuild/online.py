@@ -88,7 +88,7 @@ def _only_rebuild(recorder: PostgresLedgerRecorder) -> Iterator[None]:
 
 
 def _head(recorder: PostgresLedgerRecorder) -> int:
-    """The log's head, committed: notification ids commit in order (the library's lock), so every
+    """The log's head, committed: notification ids commit in order (the writers' lock), so every
     entry up to it is there and will never change."""
     with recorder.read_transaction() as tx:
         return recorder.head(tx)
@@ -160,7 +160,7 @@ def _swap(
         lock_order = shadow.lock_order(tx, PROJECTION_TABLES)
     asked = time.monotonic()
     try:
-        with recorder.write_transaction() as tx:  # the library's lock on the log, as every batch takes
+        with recorder.write_transaction() as tx:  # the writers' lock on the log, as every batch takes
             shadow.lock(tx, lock_order, limits.swap_lock_wait_ms)
             head = recorder.head(tx)  # waits for both locks
             for page in replay.pages(recorder, head, limits.batch_entries):

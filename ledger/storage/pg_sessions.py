@@ -1,14 +1,12 @@
 """PostgreSQL: how the ledger's sessions are set up, beyond what the library sets.
 
-Autovacuum (and autoanalyze) of the log takes SHARE UPDATE EXCLUSIVE on `ledger_events`, which the
-writers' EXCLUSIVE lock waits for. PostgreSQL cancels an autovacuum that blocks someone, but only
-when the waiting session runs its deadlock check, `deadlock_timeout` after it began to wait: 1 s
-by default. Autovacuum's turn comes every `autovacuum_naptime`, and a log that keeps growing always
-needs it; whenever it slips in between two batches, the next batch would wait for the whole vacuum,
-or for 1 s and a little. A rebuild makes that likely (it loads the machine, so the writer is idle
-between batches more often, and the vacuum is slower). The same wait meets `ledger rebuild`'s swap
-(ACCESS EXCLUSIVE on projections being vacuumed), whose lock timeout is shorter than 1 s: the
-vacuum would run on and the attempt fail, every attempt.
+Autovacuum (and autoanalyze) takes SHARE UPDATE EXCLUSIVE on the table it works on. PostgreSQL
+cancels an autovacuum that blocks someone, but only when the waiting session runs its deadlock
+check, `deadlock_timeout` after it began to wait: 1 s by default. The writers' lock does not wait
+for it (ledger/storage/writers_lock.py), but `ledger rebuild`'s swap does (ACCESS EXCLUSIVE on
+projections being vacuumed), whose lock timeout is shorter than 1 s: the vacuum would run on and
+the attempt fail, every attempt. So does a migration's EXCLUSIVE lock on the log. A rebuild makes
+autovacuum busier (its shadow tables are new, and it loads the machine).
 
 So each session of the ledger sets `deadlock_timeout` to `db_deadlock_timeout_ms`. The parameter
 is a superuser's: a role that may not set it (`GRANT SET ON PARAMETER deadlock_timeout TO …`, or
@@ -56,8 +54,9 @@ class LedgerPostgresDatastore(PostgresDatastore):
                 if not refusals:
                     refusals.append(str(refused))
                     log.warning(
-                        "cannot set deadlock_timeout to %d ms (%s): a writer that finds autovacuum on the "
-                        "log waits up to the server's deadlock_timeout; GRANT SET ON PARAMETER "
+                        "cannot set deadlock_timeout to %d ms (%s): a rebuild's swap or a migration that "
+                        "finds autovacuum on a table waits up to the server's deadlock_timeout; "
+                        "GRANT SET ON PARAMETER "
                         "deadlock_timeout to this role, or set LEDGER_DB_DEADLOCK_TIMEOUT_MS=0 to keep "
                         "the server's value",
                         timeout_ms,

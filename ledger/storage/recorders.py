@@ -1,9 +1,9 @@
 """The eventsourcing library's application recorders, extended for group commit.
 
 The library records one list of events per transaction. The ledger needs more in that same
-transaction: take the library's write lock, read the current state, decide every event of a
+transaction: take the writers' lock, read the current state, decide every event of a
 batch, insert the events, and write the projections. So each recorder here adds
-`write_transaction()` (the library's lock taken first) and `insert_entries()` (the library's own
+`write_transaction()` (the writers' lock taken first) and `insert_entries()` (the library's own
 insert, on the caller's cursor). Everything else, the events table, notification ids, reading
 the log back, is the library's. DESIGN.md explains why.
 """
@@ -33,6 +33,7 @@ from ledger.storage.migrator import (
     sqlite_migrate,
 )
 from ledger.storage.pg_sessions import DEADLOCK_TIMEOUT_MS_DEFAULT, LedgerPostgresDatastore
+from ledger.storage.writers_lock import in_plpgsql, writers_lock_statements
 
 EVENTS_TABLE = "ledger_events"
 
@@ -159,7 +160,7 @@ def _pg_named_batch_function(lock_statements: Sequence[str], channel: str) -> tu
 
 
 def _pg_batch_function(lock_statements: Sequence[str], channel: str) -> str:
-    """A whole optimistic batch as one PL/pgSQL function: the library's lock, a check that the log's
+    """A whole optimistic batch as one PL/pgSQL function: the writers' lock, a check that the log's
     head is the one the writer decided against, then every insert the ordinary path makes (the same
     statements, the rows as jsonb arguments), the sequence moved past the given ids, the library's
     NOTIFY. Called as one statement in autocommit, it is one transaction and one round trip, and
@@ -218,17 +219,22 @@ class _HeadAndClose:
 
 
 class PostgresLedgerRecorder(_HeadAndClose, PostgresApplicationRecorder):
-    """PostgreSQL: the library's EXCLUSIVE table lock serialises writers across processes and hosts."""
+    """PostgreSQL: the writers' lock (ledger/storage/writers_lock.py) serialises writers across
+    processes and hosts, in place of the library's EXCLUSIVE table lock, which vacuum waits for."""
 
     def __init__(
         self, datastore: PostgresDatastore, migration_wait_s: int = MIGRATION_WAIT_S_DEFAULT
     ) -> None:
         super().__init__(datastore, events_table_name=EVENTS_TABLE)
+        # The library runs these first in every transaction that inserts events (_lock_table).
+        self.lock_table_statements = writers_lock_statements(
+            datastore.schema, EVENTS_TABLE, datastore.lock_timeout
+        )
         self.migration_wait_s = migration_wait_s
         # Connections on which the batch call is a named prepared statement. Unnamed, the server
         # parsed and planned the call anew each time: 35 µs of its CPU a batch (measured).
         self._batch_call_prepared: weakref.WeakSet[Any] = weakref.WeakSet()
-        locks = [_sql_text(statement) for statement in self.lock_table_statements]
+        locks = [in_plpgsql(_sql_text(statement)) for statement in self.lock_table_statements]
         self._batch_function, self._batch_function_sql = _pg_named_batch_function(locks, self.channel_name)
         self._batch_call = _pg_batch_call(self._batch_function)
         self._batch_call_raw = _pg_batch_call_raw(self._batch_function)
@@ -371,8 +377,8 @@ class PostgresLedgerRecorder(_HeadAndClose, PostgresApplicationRecorder):
         """Inserts with the notification ids given, head + 1 onwards, instead of reading them back.
 
         The library lets the sequence number the rows and returns the ids, which costs a round trip
-        before the projections (which need the positions) can be written. Under the library's own
-        EXCLUSIVE lock no other transaction inserts, so the next ids are known: the rows, the
+        before the projections (which need the positions) can be written. Under the writers' lock no
+        other transaction inserts, so the next ids are known: the rows, the
         projections and the COMMIT then travel together. The sequence is moved along so that the
         library's own insert path would continue after them."""
         positions = list(range(head + 1, head + 1 + len(stored_events)))

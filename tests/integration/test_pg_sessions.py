@@ -1,10 +1,10 @@
 """PostgreSQL: the ledger's sessions have autovacuum cancelled soon when it holds what they wait for.
 
-Autovacuum of the log takes a lock that the writers' lock waits for, and PostgreSQL cancels it
-only when the waiting session runs its deadlock check, `deadlock_timeout` after it began to wait
-(1 s by default): so writes stopped for just over 1 s whenever it slipped in between two batches,
-and a rebuild's swap failed its attempts behind autovacuum of the projections
-(ledger/storage/pg_sessions.py). An autovacuum cannot be made to run on cue in a test; what is
+Autovacuum takes a lock that a rebuild's swap (and a migration) waits for, and PostgreSQL cancels
+it only when the waiting session runs its deadlock check, `deadlock_timeout` after it began to
+wait (1 s by default): so a rebuild's swap failed its attempts behind autovacuum of the
+projections (ledger/storage/pg_sessions.py). The writers' lock no longer waits for it
+(test_writers_lock.py). An autovacuum cannot be made to run on cue in a test; what is
 checked is that every session of the recorder that `ledger serve`'s writer and `ledger rebuild`
 open (bootstrap.open_database) waits only `LEDGER_DB_DEADLOCK_TIMEOUT_MS` before that check, and
 that a role that may not set it still works, and is told. SQLite has no autovacuum to wait for.
