@@ -5,12 +5,21 @@ Separate runs on this machine drift by 15-40%, more than the 5% such a compariso
 ledgers run at once and every round measures each figure on both, the order flipped every round, so
 that a slow stretch of the machine falls on both alike. Each side's HTTP CPU per request is kept too:
 it drifts less than a rate.
+
+Two servers started alike differ by up to ~5% from one start to the next (memory layout, hash seeds:
+measured with callgrind and /proc, bench/README.md), so one pair of servers fixes one such draw for a
+whole run: its rounds agree with each other and not with another run's. `--fresh-servers` starts both
+sides anew before every round after the first, so that the median is taken over as many draws as
+rounds. `--control` starts the second side exactly as the first: the ratios it prints are the bench's
+own spread on this machine, which the real comparison's ratios must be read against.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from statistics import median
 from typing import Any
@@ -29,6 +38,22 @@ class Side:
     token: str | None = None  # sent with every request to this side
 
 
+WARM_UP_SECONDS = 1.0
+
+
+def add_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--fresh-servers",
+        action="store_true",
+        help="start both sides anew (same databases) before every round after the first",
+    )
+    parser.add_argument(
+        "--control",
+        action="store_true",
+        help="start the second side exactly as the first: the ratios are the bench's own spread",
+    )
+
+
 def seed(bench: Bench, sides: dict[str, Side]) -> None:
     """The stock each figure draws on, and a second of reads to warm each side up."""
     for side in sides.values():
@@ -36,7 +61,11 @@ def seed(bench: Bench, sides: dict[str, Side]) -> None:
         bench.post_events(
             side.port, [receipt(f"{bench.nonce}-seed", [(HOT_SKU, 1_000_000_000), (READ_SKU, 1000)])]
         )
-        load.http_load(side.port, "get", STORE, READ_SKU, 4, 1.0, bench.nonce, token=side.token)
+        warm_up(bench, side)
+
+
+def warm_up(bench: Bench, side: Side) -> None:
+    load.http_load(side.port, "get", STORE, READ_SKU, 4, WARM_UP_SECONDS, bench.nonce, token=side.token)
 
 
 def measure_side(bench: Bench, figure: str, side: Side, nonce: str) -> dict[str, Any]:
@@ -71,12 +100,31 @@ def measure_side(bench: Bench, figure: str, side: Side, nonce: str) -> dict[str,
     }
 
 
-def alternate(bench: Bench, sides: dict[str, Side], before: str, after: str) -> list[dict[str, Any]]:
-    """--rounds rounds of every figure on both sides; each round's ratio is after / before."""
+def alternate(
+    bench: Bench,
+    sides: dict[str, Side],
+    before: str,
+    after: str,
+    start: Callable[[str], Side] | None = None,
+) -> list[dict[str, Any]]:
+    """--rounds rounds of every figure on both sides; each round's ratio is after / before. With
+    --fresh-servers, `start(name)` starts that side again on its database before each later round."""
     args, rounds = bench.args, []
+    fresh = getattr(args, "fresh_servers", False)
+    assert start is not None or not fresh, "--fresh-servers needs a way to start a side"
     for round_no in range(1, args.rounds + 1):
+        if fresh and round_no > 1:
+            for name in (before, after):
+                bench.stop_server(sides[name].server)
+                sides[name] = start(name)  # type: ignore[misc]  # checked above
+                warm_up(bench, sides[name])
         order = [before, after] if round_no % 2 else [after, before]
-        measured: dict[str, Any] = {"round": round_no, "order": order, "load_average": os.getloadavg()}
+        measured: dict[str, Any] = {
+            "round": round_no,
+            "order": order,
+            "load_average": os.getloadavg(),
+            "fresh_servers": fresh and round_no > 1,
+        }
         for figure in args.figures:
             for name in order:
                 nonce = f"{bench.nonce}-{name}-{round_no}"  # reservation ids are never reused

@@ -3,6 +3,7 @@ next to the same ledger without them, measured in alternation so that the machin
 both alike.
 
 Usage: python bench/telemetry_bench.py [--rounds 6] [--seconds 5] [--on-env LEDGER_ACCESS_LOG=on]
+       [--fresh-servers] [--control]
 
 Request ids and the HTTP metrics have no switch: they are always on. So the "off" side runs this
 tree with its outermost HTTP layer (ledger/api/telemetry.py: request ids, HTTP metrics, the access
@@ -69,6 +70,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--check-iterations", type=int, default=200_000, help="requests timed in-process")
     parser.add_argument("--output", default=str(Path(__file__).resolve().with_name("telemetry_results.json")))
+    alternation.add_options(parser)
     session.add_common_options(parser)
     args = parser.parse_args(argv)
     args.serve_argv = __import__("shlex").split(args.serve_args)
@@ -129,8 +131,9 @@ def baseline_commit(given: str | None) -> str | None:
     return resolve_commit(given) if given else None
 
 
-def start_side(bench: Bench, side: str, baseline: Path, on_env: dict[str, str]) -> tuple[Any, int]:
-    database = bench.database(f"ledger_{side}")
+def start_side(
+    bench: Bench, side: str, database: str, baseline: Path, on_env: dict[str, str]
+) -> tuple[Any, int]:
     env = dict(os.environ, LEDGER_DATABASE_URL=bench.pg.url(database), LEDGER_HTTP_HOST="127.0.0.1")
     env = {key: value for key, value in env.items() if key not in ("LEDGER_LOG_FORMAT", "LEDGER_ACCESS_LOG")}
     if side == "off":
@@ -158,12 +161,19 @@ def main(argv: list[str] | None = None) -> int:
         baseline = extract(commit, bench.workdir) if commit else TELEMETRY_OFF
         off = f"the ledger at {commit[:12]}" if commit else "this tree without its request telemetry"
         print(f"off side: {off}; on side: this tree with {on_env or 'JSON logs'}")
-        started_sides = {name: start_side(bench, name, baseline, on_env) for name in SIDES}
-        sides = {name: Side(port, server) for name, (server, port) in started_sides.items()}
+        databases = {name: bench.database(f"ledger_{name}") for name in SIDES}
+
+        def start(name: str) -> Side:
+            configuration = "off" if args.control else name  # --control: both sides as the off side
+            server, port = start_side(bench, configuration, databases[name], baseline, on_env)
+            return Side(port, server)
+
+        sides = {name: start(name) for name in SIDES}
         alternation.seed(bench, sides)
-        _, metrics = http_json(sides["on"].port, "GET", "/metrics")
-        bench.check("the on side serves the HTTP metrics", "ledger_http_requests_total" in str(metrics))
-        if commit is None:
+        if not args.control:
+            _, metrics = http_json(sides["on"].port, "GET", "/metrics")
+            bench.check("the on side serves the HTTP metrics", "ledger_http_requests_total" in str(metrics))
+        if commit is None and not args.control:
             _, off_metrics = http_json(sides["off"].port, "GET", "/metrics")
             bench.check(
                 "the off side counts no HTTP request (its request telemetry is a pass-through)",
@@ -171,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
                 str(off_metrics)[:200] if "ledger_http_requests_total{" in str(off_metrics) else "",
             )
         time.sleep(IDLE_SECONDS)
-        results["rounds"] = alternation.alternate(bench, sides, "off", "on")
+        results["rounds"] = alternation.alternate(bench, sides, "off", "on", start)
 
     def write(bench: Bench, error: str | None) -> None:
         results["summary"] = alternation.summary(results["rounds"], args.figures, "off", "on")

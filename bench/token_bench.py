@@ -1,7 +1,7 @@
 """What access control costs (issue #11): the ledger with a token on every request next to the same
 ledger open, measured in alternation so that the machine's drift falls on both alike.
 
-Usage: python bench/token_bench.py [--rounds 6] [--seconds 5]
+Usage: python bench/token_bench.py [--rounds 6] [--seconds 5] [--fresh-servers] [--control]
 
 One embedded PostgreSQL, two databases, two `ledger serve` started side by side: one open (no token
 exists), one closed (an admin token created before it starts; every request carries it). Each round
@@ -46,6 +46,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--only", default=",".join(FIGURES), help="figures: read,hot")
     parser.add_argument("--check-iterations", type=int, default=200_000, help="token checks timed in-process")
     parser.add_argument("--output", default=str(Path(__file__).resolve().with_name("token_results.json")))
+    alternation.add_options(parser)
     session.add_common_options(parser)
     args = parser.parse_args(argv)
     args.serve_argv = __import__("shlex").split(args.serve_args)
@@ -114,12 +115,17 @@ def main(argv: list[str] | None = None) -> int:
     def measure(bench: Bench) -> None:
         results["gate"] = gate_check_us(args.check_iterations)
         print(f"token check in-process: {results['gate']}", flush=True)
-        open_server, open_port = bench.start_ledger(bench.database("ledger_open"))
-        bench.args.token = True
-        closed_server, closed_port = bench.start_ledger(bench.database("ledger_closed"))
-        token = bench.token
-        bench.args.token = False
-        sides = {"open": Side(open_port, open_server), "token": Side(closed_port, closed_server, token)}
+        databases = {"open": bench.database("ledger_open"), "token": bench.database("ledger_closed")}
+
+        def start(name: str) -> Side:
+            # --control: the token side is started open too (no token made, none sent).
+            bench.args.token = name == "token" and not args.control
+            server, port = bench.start_ledger(databases[name])
+            token = bench.token
+            bench.args.token = False
+            return Side(port, server, token)
+
+        sides = {name: start(name) for name in databases}
         alternation.seed(bench, sides)
         # What each side spends doing nothing (its threads that keep the tokens and the cache current).
         idle_meters = {name: cputime.started(side.server) for name, side in sides.items()}
@@ -133,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
             for name, meter in idle_meters.items()
         }
         print(f"idle CPU, ms per s: {results['idle_cpu_ms_per_s']}", flush=True)
-        results["rounds"] = alternation.alternate(bench, sides, "open", "token")
+        results["rounds"] = alternation.alternate(bench, sides, "open", "token", start)
 
     def write(bench: Bench, error: str | None) -> None:
         results["summary"] = alternation.summary(results["rounds"], args.figures, "open", "token")
