@@ -19,16 +19,12 @@ asserts nothing about speed. See bench/README.md.
 from __future__ import annotations
 
 import argparse
-import http.client
-import itertools
 import json
 import os
 import re
 import subprocess
 import sys
-import threading
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -37,12 +33,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import import_bench
 from frame import ledger_command
 from plumbing import BenchError, Postgres, Server, free_port, temporary_postgres, wait_ready
+from steady_writer import WriterClient
 
 TARGET_EVENTS_PER_S = 30_000
 TARGET_PAUSE_S = 1.0
 REBUILD_TIMEOUT_S = 3600
 READY_TIMEOUT_S = 120
-CLIENT_TIMEOUT_S = 120.0  # one write's answer: a pause longer than this is a failure anyway
+SOURCE = "bench/rebuild"  # the writer client's events
 REPORTED = re.compile(r"from (\d+) recorded events .* in ([\d.]+) s; writes waited ([\d.]+) s")
 
 
@@ -61,91 +58,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--keep-tmp", action="store_true")
     parser.add_argument("--output", default=str(Path(__file__).resolve().with_name("rebuild_results.json")))
     return parser.parse_args(argv)
-
-
-class WriterClient:
-    """Posts one event at a time on one keep-alive connection until stopped, and keeps the time of
-    every acknowledgement; a write that is not accepted stops it with the answer as its error."""
-
-    def __init__(self, port: int) -> None:
-        self.port = port
-        self.acknowledged_at: list[float] = []
-        self.ids: list[str] = []
-        self.error: str | None = None
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="writer-client", daemon=True)
-        self._lock = threading.Lock()
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(CLIENT_TIMEOUT_S + 5)
-
-    def longest_gap(self, since: float, until: float) -> float:
-        """The longest time between two acknowledgements (or the window's ends) within [since, until]."""
-        with self._lock:
-            if self.acknowledged_at:
-                since = max(since, self.acknowledged_at[0])  # not before the client's first write
-            times = [since, *(t for t in self.acknowledged_at if since <= t <= until), until]
-        return max(b - a for a, b in itertools.pairwise(times))
-
-    def _run(self) -> None:
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=CLIENT_TIMEOUT_S)
-        store = f"bench-writer-{uuid.uuid4().hex[:6]}"
-        number = 0
-        try:
-            while not self._stop.is_set():
-                number += 1
-                kind = ("receipt", "reservation", "release")[number % 3]
-                event_id = f"w-{number}"
-                event = _event(store, kind, event_id, number)
-                conn.request(
-                    "POST",
-                    "/v1/events",
-                    body=json.dumps([event]),
-                    headers={"Content-Type": "application/json"},
-                )
-                response = conn.getresponse()
-                body = response.read()
-                if response.status != 200:
-                    self.error = f"{response.status} {body[:300]!r}"
-                    return
-                [result] = json.loads(body)["results"]
-                if result["outcome"] not in ("accepted", "rejected"):
-                    self.error = f"answered {result}"
-                    return
-                with self._lock:
-                    self.acknowledged_at.append(time.monotonic())
-                    self.ids.append(event_id)
-        except Exception as error:  # noqa: BLE001 (reported by the round)
-            self.error = repr(error)
-        finally:
-            conn.close()
-
-
-def _event(store: str, kind: str, event_id: str, number: int) -> dict[str, Any]:
-    data: dict[str, Any] = {}
-    if kind == "receipt":
-        data["lines"] = [{"sku": "SKU-W", "qty": 2}]
-        type_ = "stock.receipt"
-    elif kind == "reservation":
-        data |= {"reservation_id": f"R-{number}", "lines": [{"sku": "SKU-W", "qty": 1}]}
-        type_ = "stock.reservation"
-    else:
-        data |= {"reservation_id": f"R-{number - 1}"}
-        type_ = "stock.reservation_release"
-    return {
-        "specversion": "1.0",
-        "id": event_id,
-        "source": "bench/rebuild",
-        "type": type_,
-        "time": "2026-12-01T10:00:00Z",
-        "subject": store,
-        "datacontenttype": "application/json",
-        "data": data,
-    }
 
 
 def copy_rate(pg: Postgres, database: str) -> dict[str, Any]:
@@ -256,7 +168,7 @@ def measure(pg: Postgres, workdir: Path, args: argparse.Namespace, results: dict
         workdir / "serve.log",
     )
     server.start()
-    client = WriterClient(port)
+    client = WriterClient(port, SOURCE)
     try:
         wait_ready(server, port, "/readyz", READY_TIMEOUT_S)
         client.start()
@@ -274,9 +186,7 @@ def measure(pg: Postgres, workdir: Path, args: argparse.Namespace, results: dict
         server.stop()
     keys = {
         row[0]
-        for row in pg.execute(
-            "SELECT event_id FROM ledger_event_keys WHERE source = 'bench/rebuild'", database
-        )
+        for row in pg.execute(f"SELECT event_id FROM ledger_event_keys WHERE source = '{SOURCE}'", database)
     }
     missing = [event_id for event_id in client.ids if event_id not in keys]
     results["writes_acknowledged"] = len(client.ids)
