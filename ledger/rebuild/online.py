@@ -9,7 +9,7 @@
 2. **Catch up.** The replay goes on from where it stopped (the same state) to the log's new head,
    through the writer's own `write_batch` into the shadow tables, until it is within
    `rebuild_swap_entries_max` entries of the head.
-3. **Swap.** Under the writers' lock (the library's, as every batch takes it), and with the
+3. **Swap.** Under the writers' lock (ledger/storage/writers_lock.py, as every batch takes it), and with the
    tables' readers let finish first (at most `rebuild_swap_lock_wait_ms`, else the lock is let go
    and the catch-up goes on before the next attempt), the last entries are replayed and each
    shadow takes its live table's place, in one transaction. Writers wait only for this step.

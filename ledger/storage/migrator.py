@@ -4,8 +4,8 @@ plugged into the ledger with tables of its own (the adapters) gives its own `Sch
 
 Concurrent starts do not race: on PostgreSQL the migrations run under an advisory lock of the
 service's own (session level, so that each migration can be a transaction of its own), and each
-migration's transaction first takes the log's write lock, as every writer does first, so that a
-migration never interleaves with a batch (a lock taken in the other order could deadlock); a fill
+migration's transaction first takes EXCLUSIVE on the log, which waits for every writer, so that a
+migration never interleaves with a batch (a lock taken in another order could deadlock); a fill
 of a new table (migrations.FillInSteps) runs in transactions of its own, each taking that lock for
 one step, so that writes wait for a step and not for the whole fill; on
 SQLite they run inside one `BEGIN IMMEDIATE`, the database's write lock. Whoever gets the lock
@@ -22,11 +22,17 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from psycopg.errors import LockNotAvailable
+
 from ledger.clock import utc_now, utc_text
 from ledger.storage import migrations
 from ledger.storage.migrations import LIBRARY_TABLES, MIGRATIONS, FillInSteps, Migration
 
 SCHEMA_LOCK_KEY = 0x1ED6E5  # a PostgreSQL advisory lock key of this service's own
+# A migration's lock on the log is asked for in tries this long, this far apart (_pg_exclusive_in_tries):
+# behind a vacuum of the log, writes then pause for a try at a time, not for the whole vacuum.
+EXCLUSIVE_TRY_MS = 100
+EXCLUSIVE_TRY_PAUSE_S = 0.5
 MIGRATION_WAIT_S_DEFAULT = 600  # LEDGER_MIGRATION_WAIT_S: how long a start waits for another's migration
 
 
@@ -37,7 +43,7 @@ class SchemaHistory:
 
     versions_table: str
     migrations: tuple[Migration, ...]
-    # Whether each migration first takes the log's write lock: the ledger's tables are written by
+    # Whether each migration first takes EXCLUSIVE on the log: the ledger's tables are written by
     # its writers, a plug-in's are not.
     takes_write_lock: bool = True
 
@@ -202,13 +208,32 @@ def _pg_apply(recorder: Any, conn: Any, migration: Migration, wait_s: int, schem
 
 @contextlib.contextmanager
 def _pg_locked(recorder: Any, conn: Any, wait_s: int, schema: SchemaHistory) -> Iterator[Any]:
-    """A transaction that first takes the log's write lock, as every writer does first (so that a
-    migration never interleaves with a batch, and a lock taken in the other order cannot deadlock)."""
+    """A transaction that first takes EXCLUSIVE on the log, which waits for every writer of this
+    release and of earlier ones (ledger/storage/writers_lock.py), so that a migration never
+    interleaves with a batch; before anything else, so that no lock is taken in another order."""
     with conn.transaction(), conn.cursor() as curs:
         curs.execute(f"SET LOCAL lock_timeout = '{int(wait_s)}s'")
         if schema.takes_write_lock and _pg_exists(conn, recorder.events_table_name):
-            curs.execute(f"LOCK TABLE {recorder.events_table_name} IN EXCLUSIVE MODE")
+            _pg_exclusive_in_tries(curs, recorder.events_table_name, time.monotonic() + wait_s)
+            curs.execute(f"SET LOCAL lock_timeout = '{int(wait_s)}s'")  # for the steps
         yield curs
+
+
+def _pg_exclusive_in_tries(curs: Any, table: str, deadline: float) -> None:
+    """EXCLUSIVE on the log, asked for in tries of EXCLUSIVE_TRY_MS until the deadline. PostgreSQL
+    grants a table's locks in the order they were asked for: one long wait behind a vacuum of the
+    log (which never waits for writers) would make every writer wait behind this request, and so
+    behind the vacuum. Between tries they go on."""
+    while True:
+        try:
+            with curs.connection.transaction():  # a savepoint: a try that times out undoes only itself
+                curs.execute(f"SET LOCAL lock_timeout = '{EXCLUSIVE_TRY_MS}ms'")
+                curs.execute(f"LOCK TABLE {table} IN EXCLUSIVE MODE")
+            return
+        except LockNotAvailable:
+            if time.monotonic() + EXCLUSIVE_TRY_PAUSE_S >= deadline:
+                raise
+            time.sleep(EXCLUSIVE_TRY_PAUSE_S)
 
 
 def _pg_steps(recorder: Any, curs: Any, steps: Sequence[Any]) -> None:

@@ -17,7 +17,12 @@ lock, two of the earlier one by EXCLUSIVE, one of each by EXCLUSIVE against ROW 
 exclude every writer at once and not only batches (a migration's steps: ledger/storage/migrator.py)
 takes EXCLUSIVE, which conflicts with both kinds.
 
-`lock_timeout`, set first, bounds the wait for both locks."""
+One case still makes writers wait for a vacuum: PostgreSQL grants a table's locks in the order they
+were asked for, so an EXCLUSIVE request queued behind a vacuum of the log queues every writer's
+ROW EXCLUSIVE behind it. A migration asks in short tries for that reason; an earlier release's
+writer, during a rolling upgrade, cannot be made to.
+
+`lock_timeout`, set first, bounds each of the two waits (the advisory lock, then ROW EXCLUSIVE)."""
 
 from __future__ import annotations
 
