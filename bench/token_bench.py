@@ -117,13 +117,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"token check in-process: {results['gate']}", flush=True)
         databases = {"open": bench.database("ledger_open"), "token": bench.database("ledger_closed")}
 
+        tokens: dict[str, str | None] = {}
+
         def start(name: str) -> Side:
-            # --control: the token side is started open too (no token made, none sent).
-            bench.args.token = name == "token" and not args.control
+            # The token is made at the side's first start (--control: none, the side stays open)
+            # and kept in its database: a later start (--fresh-servers) serves it again.
+            first = name not in tokens
+            bench.args.token = first and name == "token" and not args.control
             server, port = bench.start_ledger(databases[name])
-            token = bench.token
+            if first:
+                tokens[name] = bench.token
             bench.args.token = False
-            return Side(port, server, token)
+            return Side(port, server, tokens[name])
 
         sides = {name: start(name) for name in databases}
         alternation.seed(bench, sides)
