@@ -29,9 +29,11 @@ from ledger.storage import migrations
 from ledger.storage.migrations import LIBRARY_TABLES, MIGRATIONS, FillInSteps, Migration
 
 SCHEMA_LOCK_KEY = 0x1ED6E5  # a PostgreSQL advisory lock key of this service's own
-# A migration's lock on the log is asked for in tries this long, this far apart (_pg_exclusive_in_tries):
-# behind a vacuum of the log, writes then pause for a try at a time, not for the whole vacuum.
-EXCLUSIVE_TRY_MS = 100
+# A migration's lock on the log is asked for in tries this far apart (_pg_exclusive_in_tries), each
+# lasting this much past the session's deadlock_timeout: behind a vacuum of the log, writes pause
+# for a try at a time, not for the whole vacuum, and a try still outlasts the deadlock check that
+# cancels an autovacuum in its way (the two timers start together; at a tie, the try ends first).
+EXCLUSIVE_TRY_PAST_DEADLOCK_CHECK_MS = 100
 EXCLUSIVE_TRY_PAUSE_S = 0.5
 MIGRATION_WAIT_S_DEFAULT = 600  # LEDGER_MIGRATION_WAIT_S: how long a start waits for another's migration
 
@@ -220,14 +222,16 @@ def _pg_locked(recorder: Any, conn: Any, wait_s: int, schema: SchemaHistory) -> 
 
 
 def _pg_exclusive_in_tries(curs: Any, table: str, deadline: float) -> None:
-    """EXCLUSIVE on the log, asked for in tries of EXCLUSIVE_TRY_MS until the deadline. PostgreSQL
-    grants a table's locks in the order they were asked for: one long wait behind a vacuum of the
-    log (which never waits for writers) would make every writer wait behind this request, and so
-    behind the vacuum. Between tries they go on."""
+    """EXCLUSIVE on the log, asked for in tries until the deadline. PostgreSQL grants a table's locks
+    in the order they were asked for: one long wait behind a vacuum of the log (which writers do
+    not wait for) would make every writer wait behind this request, and so behind the vacuum.
+    Between tries they go on."""
+    curs.execute("SELECT setting::int AS ms FROM pg_settings WHERE name = 'deadlock_timeout'")
+    try_ms = int(curs.fetchone()["ms"]) + EXCLUSIVE_TRY_PAST_DEADLOCK_CHECK_MS
     while True:
         try:
             with curs.connection.transaction():  # a savepoint: a try that times out undoes only itself
-                curs.execute(f"SET LOCAL lock_timeout = '{EXCLUSIVE_TRY_MS}ms'")
+                curs.execute(f"SET LOCAL lock_timeout = '{try_ms}ms'")
                 curs.execute(f"LOCK TABLE {table} IN EXCLUSIVE MODE")
             return
         except LockNotAvailable:

@@ -4,11 +4,11 @@ in order, by one writer at a time, across processes and hosts.
 
 It is a transaction-level advisory lock, beside a ROW EXCLUSIVE lock on the log, and not the
 eventsourcing library's `LOCK TABLE … IN EXCLUSIVE MODE`. EXCLUSIVE conflicts with the SHARE UPDATE
-EXCLUSIVE that VACUUM and ANALYZE take, so with it every vacuum of the log stopped the writers for its
-whole run: autovacuum was cancelled after `deadlock_timeout` each time a writer waited (so the log
-was rarely vacuumed at all), and an anti-wraparound vacuum, which PostgreSQL never cancels, would
-one day have held every write for as long as it took to scan the log. ROW EXCLUSIVE, the lock any
-INSERT takes, lets a vacuum run beside the writers.
+EXCLUSIVE that VACUUM and ANALYZE take, so with it every vacuum of the log stops the writers for its
+whole run: an autovacuum is cancelled after `deadlock_timeout` each time a writer waits (so the log
+is rarely vacuumed at all), and an anti-wraparound vacuum, which PostgreSQL never cancels, holds
+every write for as long as its scan of the log takes (bench/vacuum_bench.py). ROW EXCLUSIVE, the
+lock any INSERT takes, lets a vacuum run beside the writers.
 
 The two locks together still exclude an instance of an earlier release during a rolling upgrade:
 it takes EXCLUSIVE, which conflicts with ROW EXCLUSIVE, taken here before the log's head is read.

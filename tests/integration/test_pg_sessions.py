@@ -3,7 +3,7 @@
 Autovacuum takes a lock that a rebuild's swap (and a migration) waits for, and PostgreSQL cancels
 it only when the waiting session runs its deadlock check, `deadlock_timeout` after it began to
 wait (1 s by default): so a rebuild's swap failed its attempts behind autovacuum of the
-projections (ledger/storage/pg_sessions.py). The writers' lock no longer waits for it
+projections (ledger/storage/pg_sessions.py). The writers' lock does not wait for it
 (test_writers_lock.py). An autovacuum cannot be made to run on cue in a test; what is
 checked is that every session of the recorder that `ledger serve`'s writer and `ledger rebuild`
 open (bootstrap.open_database) waits only `LEDGER_DB_DEADLOCK_TIMEOUT_MS` before that check, and

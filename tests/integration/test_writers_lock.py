@@ -29,7 +29,7 @@ from ledger.storage.migrator import pg_migrate
 from ledger.writer.thread import ThreadWriterClient
 
 STORE = "store-1"
-LOCK_TIMEOUT_S = 10  # the writer's bound on a lock wait: behind a vacuum, the library's lock failed then
+LOCK_TIMEOUT_S = 10  # the writer's bound on a lock wait: the library's lock, behind a vacuum, fails after it
 BLOCKED_DEADLINE_S = 30  # for the writer's session to be seen waiting behind the held lock
 WRITE_DEADLINE_S = 60
 
@@ -105,7 +105,10 @@ def test_a_writer_of_an_earlier_release_and_one_of_this_release_wait_for_each_ot
     ledger: tuple[Ledger, str, bool], caplog: pytest.LogCaptureFixture
 ) -> None:
     """This release's writer waits for the earlier release's lock before it reads the log's head,
-    so the entry that release commits meanwhile comes before its own, on its first attempt."""
+    so the entry that release commits meanwhile comes before its own, on its first attempt. (The
+    batch function decided before asking for the lock, against the head it knew: it loses that bet
+    whatever the lock's order, and the batch is recorded the ordinary way, which is what the
+    transaction variant checks.)"""
     instance, url, _ = ledger
     [first] = instance.submit_and_wait([_receipt("r1", 5)])
     assert first.outcome is Outcome.ACCEPTED and first.position is not None
