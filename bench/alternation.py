@@ -106,10 +106,14 @@ def alternate(
     before: str,
     after: str,
     start: Callable[[str], Side] | None = None,
+    rounds: list[dict[str, Any]] | None = None,
 ) -> list[dict[str, Any]]:
     """--rounds rounds of every figure on both sides; each round's ratio is after / before. With
-    --fresh-servers, `start(name)` starts that side again on its database before each later round."""
-    args, rounds = bench.args, []
+    --fresh-servers, `start(name)` starts that side again on its database before each later round.
+    Each round is appended to `rounds` as it ends (given by the caller, it keeps the rounds done if
+    a later one fails)."""
+    args = bench.args
+    rounds = [] if rounds is None else rounds
     fresh = getattr(args, "fresh_servers", False)
     assert start is not None or not fresh, "--fresh-servers needs a way to start a side"
     for round_no in range(1, args.rounds + 1):

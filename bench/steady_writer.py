@@ -36,7 +36,8 @@ class WriterClient:
 
     def stop(self) -> None:
         self._stop.set()
-        self._thread.join(CLIENT_TIMEOUT_S + 5)
+        if self._thread.is_alive():  # not when it never started (its server never became ready)
+            self._thread.join(CLIENT_TIMEOUT_S + 5)
 
     def longest_gap(self, since: float, until: float) -> float:
         """The longest time between two acknowledgements (or the window's ends) within [since, until]."""

@@ -142,7 +142,7 @@ def start_side(
     else:
         env["PYTHONPATH"] = os.pathsep.join([str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])])
         env.update({"LEDGER_LOG_FORMAT": "json", **on_env})
-    return bench.start_server(f"ledger-{side}", [*ledger_command(), "serve"], env)
+    return bench.start_server(f"ledger-{database}", [*ledger_command(), "serve"], env)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -181,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
                 str(off_metrics)[:200] if "ledger_http_requests_total{" in str(off_metrics) else "",
             )
         time.sleep(IDLE_SECONDS)
-        results["rounds"] = alternation.alternate(bench, sides, "off", "on", start)
+        results["rounds"] = alternation.alternate(bench, sides, "off", "on", start, results["rounds"])
 
     def write(bench: Bench, error: str | None) -> None:
         results["summary"] = alternation.summary(results["rounds"], args.figures, "off", "on")

@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
             for name, meter in idle_meters.items()
         }
         print(f"idle CPU, ms per s: {results['idle_cpu_ms_per_s']}", flush=True)
-        results["rounds"] = alternation.alternate(bench, sides, "open", "token", start)
+        results["rounds"] = alternation.alternate(bench, sides, "open", "token", start, results["rounds"])
 
     def write(bench: Bench, error: str | None) -> None:
         results["summary"] = alternation.summary(results["rounds"], args.figures, "open", "token")

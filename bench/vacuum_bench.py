@@ -84,8 +84,10 @@ def vacuum_round(
         ended = time.monotonic()
         time.sleep(0.5)  # a write waiting behind the vacuum is acknowledged just after it
     finally:
-        client.stop()
-        server.stop()
+        try:
+            client.stop()
+        finally:
+            server.stop()
     if client.error:
         raise BenchError(f"the writer client failed ({side}): {client.error}")
     vacuum_s = ended - started
