@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import itertools
+import os
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from ledger.domain.model import StockEvent
+    from ledger.intake.envelope import IntakeLimits
 
 _ids = itertools.count(1)
 SOURCE = "tests/producer"
@@ -112,11 +114,25 @@ def stock_event(
 ) -> StockEvent:
     """An envelope as the ledger reads it (its own validation), for tests that drive the writer
     without HTTP or Kafka. No pairs: an envelope without lines."""
-    from ledger.bootstrap import intake_limits
-    from ledger.config import Settings
     from ledger.intake.envelope import read_envelope
 
     body = ({"lines": lines(*pairs)} if pairs else {}) | data
     return read_envelope(
-        envelope(event_type, store, body, event_id=event_id, source=source), intake_limits(Settings())
+        envelope(event_type, store, body, event_id=event_id, source=source), _limits_of_environment()
     )
+
+
+_limits_by_environment: dict[frozenset[tuple[str, str]], IntakeLimits] = {}
+
+
+def _limits_of_environment() -> IntakeLimits:
+    """The intake limits `Settings()` reads from the environment, built once per distinct set of
+    LEDGER_ variables: building the settings takes milliseconds, and some tests make thousands of
+    events."""
+    from ledger.bootstrap import intake_limits
+    from ledger.config import Settings
+
+    key = frozenset((name, value) for name, value in os.environ.items() if name.startswith("LEDGER_"))
+    if (limits := _limits_by_environment.get(key)) is None:
+        limits = _limits_by_environment[key] = intake_limits(Settings())
+    return limits
