@@ -15,6 +15,9 @@ Usage: python bench/sourcing_bench.py [--rounds 3] [--seconds 10] [--clients 32]
    preference that turns with every request) on one, plain per-store reservations of 3-line orders
    without any policy on the other. The order of the two flips every round. The issue's target:
    sourcing at least 0.9x the plain figure; sourcing's p99 is quoted beside it.
+   With `--policies`, a third ledger runs the same sourcing requests as `"channel": "online"`, where
+   every store's default policy (`*`) holds a safety stock of 2 and an online quota of 30%: what the
+   policies cost sourcing, next to sourcing without them (the sides' order turns every round).
 
 Checks: every request answered 200/201; on each side the levels' reserved units equal what the open
 reservations hold, and no level is reserved beyond its on_hand.
@@ -46,6 +49,10 @@ SEED_UNITS = 100_000_000  # far more than a run reserves: nothing is refused
 SEARCH_LINES = 50
 SEARCH_CANDIDATES = 100
 SEARCH_REPEATS = 50
+# --policies: every store's default policy (CONTRACT §6); the quota (30% of SEED_UNITS) is far
+# above what a run reserves, so nothing is refused and both sides do the same work besides it.
+STORE_POLICY = {"safety_stock": 2, "channels": {"online": {"quota_pct": 30}}}
+SOURCING_MODES = ("sourcing", "policies")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -57,6 +64,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument(
         "--http-requests", type=int, default=200, help="sequential requests of the HTTP answer time"
+    )
+    parser.add_argument(
+        "--policies",
+        action="store_true",
+        help="a third side: the same sourcing, online, on stores with a safety stock and an online quota",
     )
     parser.add_argument("--output", default=str(Path(__file__).resolve().with_name("sourcing_results.json")))
     session.add_common_options(parser)
@@ -166,12 +178,16 @@ def holds(store_index: int, sku_index: int) -> bool:
     return (sku_index + store_index) % 3 != 0
 
 
-def seed(bench: Bench, port: int) -> None:
+def seed(bench: Bench, port: int, *, policies: bool) -> None:
     events = []
     for index, store in enumerate(stores()):
         lines = [(f"SKU-{k:02d}", SEED_UNITS) for k in range(SKUS) if holds(index, k)]
         events.append(receipt(f"{bench.nonce}-seed-{store}", lines, store=store))
     bench.post_events(port, events)
+    for store in stores() if policies else ():
+        status, body = http_json(port, "PUT", f"/v1/stores/{store}/policies/*", STORE_POLICY)
+        if status != 200:
+            raise BenchError(f"setting {store}'s policy failed: {status} {str(body)[:500]}")
 
 
 def request_maker(mode: str, port: int, nonce: str) -> Any:
@@ -182,7 +198,7 @@ def request_maker(mode: str, port: int, nonce: str) -> Any:
 
     def make_request() -> bytes:
         number = next(sequence)
-        if mode == "sourcing":
+        if mode in SOURCING_MODES:
             skus = chooser.sample(range(SKUS), 3)
             turn = number % STORES
             body: dict[str, Any] = {
@@ -190,6 +206,8 @@ def request_maker(mode: str, port: int, nonce: str) -> Any:
                 "stores": all_stores[turn:] + all_stores[:turn],
                 "reserve": {"reservation_id": f"{nonce}-s-{number}"},
             }
+            if mode == "policies":
+                body["channel"] = "online"
             path = "/v1/sourcing"
         else:
             index = chooser.randrange(STORES)
@@ -211,7 +229,7 @@ async def drive(port: int, mode: str, clients: int, seconds: float, nonce: str) 
     make_request = request_maker(mode, port, nonce)
     began = time.monotonic()
     deadline = began + seconds
-    expected = 200 if mode == "sourcing" else 201
+    expected = 200 if mode in SOURCING_MODES else 201
     await asyncio.gather(
         *(load._connection(port, make_request, expected, deadline, tally) for _ in range(clients))
     )
@@ -244,6 +262,22 @@ def check_exact(bench: Bench, database_url: str, name: str) -> None:
     )
 
 
+def check_channel_holds_all(bench: Bench, port: int) -> None:
+    """On the policies side every reservation named the online channel: at each store and SKU, the
+    channel's reserved units are the level's."""
+    query = "&".join(f"sku=SKU-{k:02d}" for k in range(SKUS))
+    differ = []
+    for store in stores():
+        status, body = http_json(port, "GET", f"/v1/stores/{store}/stock?{query}")
+        if status != 200:
+            raise BenchError(f"reading {store}'s levels failed: {status} {str(body)[:500]}")
+        for item in body["items"]:
+            online = item["channels"].get("online", {}).get("reserved")
+            if online != item["reserved"]:
+                differ.append(f"{store} {item['sku']}: reserved {item['reserved']}, online {online}")
+    bench.check("policies: the online channel holds every reserved unit", not differ, "; ".join(differ[:5]))
+
+
 def measure_round(
     bench: Bench, sides: dict[str, tuple[Any, int, str]], order: list[str], number: int
 ) -> dict[str, Any]:
@@ -268,8 +302,13 @@ def measure_round(
         )
         result[mode] = run.as_dict() | cpu | {"per_s": round(run.per_s, 1)}
     result["ratio"] = round(result["sourcing"]["per_s"] / result["plain"]["per_s"], 3)
+    policies = ""
+    if "policies" in result:
+        result["policies_ratio"] = round(result["policies"]["per_s"] / result["sourcing"]["per_s"], 3)
+        policies = f", with policies / without = {result['policies_ratio']:.2f}x"
     print(
-        f"  round {number}: sourcing / plain = {result['ratio']:.2f}x; load average {result['load_average']}",
+        f"  round {number}: sourcing / plain = {result['ratio']:.2f}x{policies}; "
+        f"load average {result['load_average']}",
         flush=True,
     )
     return result
@@ -292,17 +331,21 @@ def main(argv: list[str] | None = None) -> int:
         print("\n== the answer over HTTP, one request at a time ==")
         results["http"] = time_http_answers(bench, args.http_requests)
         print(f"\n== sourcing with reserve against plain reservations, {args.clients} connections ==")
+        modes = ["sourcing", "plain", *(["policies"] if args.policies else [])]
         sides = {}
-        for mode in ("sourcing", "plain"):
+        for mode in modes:
             database = bench.database(f"ledger_{mode}")
             server, port = bench.start_ledger(database)
-            seed(bench, port)
+            seed(bench, port, policies=mode == "policies")
             sides[mode] = (server, port, bench.pg.url(database))
         for number in range(1, args.rounds + 1):
-            order = ["sourcing", "plain"] if number % 2 else ["plain", "sourcing"]
+            turn = (number - 1) % len(modes)  # each side goes first, in the middle and last in turn
+            order = modes[turn:] + modes[:turn]
             results["rounds"].append(measure_round(bench, sides, order, number))
         for mode, (_, _, url) in sides.items():
             check_exact(bench, url, mode)
+        if "policies" in sides:
+            check_channel_holds_all(bench, sides["policies"][1])
 
     def write(bench: Bench, error: str | None) -> None:
         rounds = results["rounds"]
@@ -312,6 +355,15 @@ def main(argv: list[str] | None = None) -> int:
                 "sourcing_per_s": [round(r["sourcing"]["per_s"]) for r in rounds],
                 "plain_per_s": [round(r["plain"]["per_s"]) for r in rounds],
                 "sourcing_p99_ms": [r["sourcing"]["latency_ms"]["p99"] for r in rounds],
+                **(
+                    {
+                        "policies_ratios": [r["policies_ratio"] for r in rounds],
+                        "policies_per_s": [round(r["policies"]["per_s"]) for r in rounds],
+                        "policies_p99_ms": [r["policies"]["latency_ms"]["p99"] for r in rounds],
+                    }
+                    if args.policies
+                    else {}
+                ),
                 "load_average": [r["load_average"] for r in rounds],
             }
             print(f"summary: {json.dumps(results['summary'])}")
