@@ -12,6 +12,11 @@ whole run: its rounds agree with each other and not with another run's. `--fresh
 sides anew before every round after the first, so that the median is taken over as many draws as
 rounds. `--control` starts the second side exactly as the first: the ratios it prints are the bench's
 own spread on this machine, which the real comparison's ratios must be read against.
+
+`--paired-draws` goes further: before every round, the first included, both sides start anew with
+the same draw, a hash seed (PYTHONHASHSEED) new each round and the address space not randomised
+(`setarch -R`). Each round then compares two servers laid out alike but for what the change itself
+does, and the median is still taken over a draw per round.
 """
 
 from __future__ import annotations
@@ -19,6 +24,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import platform
+import random
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from statistics import median
@@ -39,6 +47,7 @@ class Side:
 
 
 WARM_UP_SECONDS = 1.0
+PAIRED_DRAWS_SEED = 24  # the hash seeds of --paired-draws' rounds come from it: runs repeat them
 
 
 def add_options(parser: argparse.ArgumentParser) -> None:
@@ -46,6 +55,11 @@ def add_options(parser: argparse.ArgumentParser) -> None:
         "--fresh-servers",
         action="store_true",
         help="start both sides anew (same databases) before every round after the first",
+    )
+    parser.add_argument(
+        "--paired-draws",
+        action="store_true",
+        help="start both sides anew before every round with one hash seed and no address randomisation",
     )
     parser.add_argument(
         "--control",
@@ -114,10 +128,17 @@ def alternate(
     a later one fails)."""
     args = bench.args
     rounds = [] if rounds is None else rounds
-    fresh = getattr(args, "fresh_servers", False)
+    paired = getattr(args, "paired_draws", False)
+    fresh = getattr(args, "fresh_servers", False) or paired
     assert start is not None or not fresh, "--fresh-servers needs a way to start a side"
+    hash_seeds = random.Random(PAIRED_DRAWS_SEED)
     for round_no in range(1, args.rounds + 1):
-        if fresh and round_no > 1:
+        draw: dict[str, Any] = {}
+        if paired:
+            draw = {"hash_seed": hash_seeds.randrange(1, 2**32), "address_randomisation": False}
+            bench.launch_prefix = no_address_randomisation()
+            bench.launch_env = {"PYTHONHASHSEED": str(draw["hash_seed"])}
+        if (fresh and round_no > 1) or paired:
             for name in (before, after):
                 bench.stop_server(sides[name].server)
                 sides[name] = start(name)  # type: ignore[misc]  # checked above
@@ -127,7 +148,8 @@ def alternate(
             "round": round_no,
             "order": order,
             "load_average": os.getloadavg(),
-            "fresh_servers": fresh and round_no > 1,
+            "fresh_servers": fresh and (round_no > 1 or paired),
+            **draw,
         }
         for figure in args.figures:
             for name in order:
@@ -144,6 +166,14 @@ def alternate(
             )
         rounds.append(measured)
     return rounds
+
+
+def no_address_randomisation() -> list[str]:
+    """The command that runs another with its address space laid out the same every time."""
+    setarch = shutil.which("setarch")
+    if setarch is None:
+        raise RuntimeError("--paired-draws needs setarch (util-linux)")
+    return [setarch, platform.machine(), "-R"]
 
 
 def summary(rounds: list[dict[str, Any]], figures: list[str], before: str, after: str) -> dict[str, Any]:

@@ -44,6 +44,10 @@ class Bench:
     servers: list[Server] = field(default_factory=list)
     load_average: dict[str, list[float]] = field(default_factory=dict)  # before each figure: noise on it
     token: str | None = None  # --token: the admin token of the ledger started last; sent on every request
+    # What every server started from now on is launched with (alternation.py's --paired-draws): a
+    # command in front of its own, and variables added to its environment.
+    launch_prefix: list[str] = field(default_factory=list)
+    launch_env: dict[str, str] = field(default_factory=dict)
 
     # --- PostgreSQL ---------------------------------------------------------------------------------------
 
@@ -78,7 +82,10 @@ class Bench:
     ) -> tuple[Server, int]:
         port = free_port()
         server = Server(
-            name, [*argv, "--port", str(port), *self.args.serve_argv], env, self.workdir / f"{name}.log"
+            name,
+            [*self.launch_prefix, *argv, "--port", str(port), *self.args.serve_argv],
+            env | self.launch_env,
+            self.workdir / f"{name}.log",
         )
         self.servers.append(server)
         server.start()

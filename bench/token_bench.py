@@ -115,7 +115,8 @@ def main(argv: list[str] | None = None) -> int:
     def measure(bench: Bench) -> None:
         results["gate"] = gate_check_us(args.check_iterations)
         print(f"token check in-process: {results['gate']}", flush=True)
-        databases = {"open": bench.database("ledger_open"), "token": bench.database("ledger_closed")}
+        # Names of one length, so that the two servers' environments are too (--paired-draws).
+        databases = {"open": bench.database("ledger_open"), "token": bench.database("ledger_shut")}
 
         tokens: dict[str, str | None] = {}
 
