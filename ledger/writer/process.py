@@ -100,7 +100,7 @@ def writer_main(
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     # STOP_SIGNAL, from the serving process: finish the batch in hand, answer it, and stop.
-    signal.signal(STOP_SIGNAL, lambda *_: setattr(server, "stopping", True))
+    signal.signal(STOP_SIGNAL, lambda *_: server.stop_soon())
     ready.send(("ready", ""))
     ready.close()
     try:

@@ -52,6 +52,8 @@ log = logging.getLogger("ledger.writer")
 RECV_BYTES = 1 << 20
 QUEUE_FULL = "WriterUnavailable: the writer's queue is full"
 LISTEN_BACKLOG = 128
+_WAKE = object()  # the selector's mark of the wake-up socket (a client's is its _Client, the listener's None)
+WAKE_BYTES_MAX = 64  # read at once from the wake-up socket: stop_soon writes one byte a call
 
 
 @dataclass(slots=True)
@@ -93,6 +95,12 @@ class WriterServer:
         self.clients: dict[socket.socket, _Client] = {}
         self.selector = selectors.DefaultSelector()
         self.stopping = False
+        # Written to by stop_soon: an idle poll waits up to the expiry interval, and a signal's
+        # handler alone does not end the wait (Python resumes the poll after running it).
+        self._wake_read, self._wake_write = socket.socketpair()
+        for end in (self._wake_read, self._wake_write):
+            end.setblocking(False)
+        self.selector.register(self._wake_read, selectors.EVENT_READ, _WAKE)
         self.clients_dropped = 0
         self._connections = 0
         self._commits: list[Committed] = []
@@ -102,6 +110,12 @@ class WriterServer:
         self._pending: list[_Request] = []
         self._stats_sent_at = 0.0
         writer.on_commit = self._on_commit
+
+    def stop_soon(self) -> None:
+        """Finish the batch in hand, answer it, and stop; safe in a signal handler."""
+        self.stopping = True
+        with contextlib.suppress(BlockingIOError):  # a wake-up already waits to be read
+            self._wake_write.send(b"\0")
 
     def _on_commit(self, commit: Commit) -> None:
         self._commits.append(Committed.of(commit))
@@ -180,6 +194,10 @@ class WriterServer:
 
     def _poll(self, timeout: float, pending: list[_Request]) -> None:
         for key, events in self.selector.select(timeout):
+            if key.data is _WAKE:
+                with contextlib.suppress(BlockingIOError):
+                    self._wake_read.recv(WAKE_BYTES_MAX)
+                continue
             client: _Client | None = key.data
             if client is None:
                 self._accept(key.fileobj)  # type: ignore[arg-type]

@@ -163,3 +163,22 @@ def test_a_process_that_never_writes_over_http_hears_of_every_commit(writer_sock
     finally:
         listening.stop()
         blocking.stop()
+
+
+IDLE_POLL_MS = 60_000  # the writer's idle wait: far longer than a stop may take
+STOP_WITHIN_S = 10.0
+
+
+def test_an_idle_writer_stops_when_asked_without_waiting_out_its_poll(
+    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The stop signal wakes the writer's wait for requests, which otherwise lasts the expiry
+    interval (a SIGTERM of `ledger serve` took that long more)."""
+    monkeypatch.setenv("LEDGER_DATABASE_URL", database_url)
+    monkeypatch.setenv("LEDGER_EXPIRY_INTERVAL_MS", str(IDLE_POLL_MS))
+    process = start_writer_process(build_writer_from_environment, str(tmp_path / "w.sock"), OUTBOX_BYTES_MAX)
+    time.sleep(0.5)  # into its idle wait
+    asked = time.monotonic()
+    stop_writer_process(process, STOP_WITHIN_S)
+    assert process.exitcode == 0, process.exitcode  # it stopped by itself: not killed at the deadline
+    assert time.monotonic() - asked < STOP_WITHIN_S
