@@ -106,6 +106,7 @@ def writer_main(
     try:
         server.run()
     finally:
+        server.close()
         writer.recorder.close()
 
 

@@ -114,8 +114,18 @@ class WriterServer:
     def stop_soon(self) -> None:
         """Finish the batch in hand, answer it, and stop; safe in a signal handler."""
         self.stopping = True
-        with contextlib.suppress(BlockingIOError):  # a wake-up already waits to be read
+        # BlockingIOError: a wake-up already waits to be read; OSError: closed, the loop is over.
+        with contextlib.suppress(OSError):
             self._wake_write.send(b"\0")
+
+    def close(self) -> None:
+        """The sockets this server opened (not its clients'), once its loop has ended."""
+        for key in list(self.selector.get_map().values()):
+            if key.data is None or key.data is _WAKE:  # the listener and the wake-up socket
+                self.selector.unregister(key.fileobj)
+                key.fileobj.close()  # type: ignore[union-attr]
+        self._wake_write.close()
+        self.selector.close()
 
     def _on_commit(self, commit: Commit) -> None:
         self._commits.append(Committed.of(commit))

@@ -87,8 +87,9 @@ def test_an_http_write_and_the_writer_process_batch_that_recorded_it_are_linked_
                 ],
             )
         finally:
-            server.stopping = True
+            server.stop_soon()
             thread.join(STOP_WAIT_S)
+            server.close()
             writer.recorder.close()
         spans = exporter.get_finished_spans()
     assert statuses == [200, 201], statuses

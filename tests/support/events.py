@@ -127,12 +127,12 @@ _limits_by_environment: dict[frozenset[tuple[str, str]], IntakeLimits] = {}
 
 def _limits_of_environment() -> IntakeLimits:
     """The intake limits `Settings()` reads from the environment, built once per distinct set of
-    LEDGER_ variables: building the settings takes milliseconds, and some tests make thousands of
-    events."""
+    LEDGER_ variables (in any case, as the settings read them): building the settings takes
+    milliseconds, and some tests make thousands of events."""
     from ledger.bootstrap import intake_limits
     from ledger.config import Settings
 
-    key = frozenset((name, value) for name, value in os.environ.items() if name.startswith("LEDGER_"))
+    key = frozenset((name, value) for name, value in os.environ.items() if name.upper().startswith("LEDGER_"))
     if (limits := _limits_by_environment.get(key)) is None:
         limits = _limits_by_environment[key] = intake_limits(Settings())
     return limits

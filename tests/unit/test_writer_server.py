@@ -35,3 +35,4 @@ def test_requests_beyond_the_queue_bound_are_refused_at_once() -> None:
     finally:
         ours.close()
         theirs.close()
+        server.close()
