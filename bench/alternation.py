@@ -123,27 +123,47 @@ def alternate(
     rounds: list[dict[str, Any]] | None = None,
 ) -> list[dict[str, Any]]:
     """--rounds rounds of every figure on both sides; each round's ratio is after / before. With
-    --fresh-servers, `start(name)` starts that side again on its database before each later round.
-    Each round is appended to `rounds` as it ends (given by the caller, it keeps the rounds done if
-    a later one fails)."""
+    --fresh-servers or --paired-draws, `start(name)` starts that side again on its database before
+    each later round (--paired-draws: each round). Each round is appended to `rounds` as it ends
+    (given by the caller, it keeps the rounds done if a later one fails)."""
     args = bench.args
     rounds = [] if rounds is None else rounds
     paired = getattr(args, "paired_draws", False)
     fresh = getattr(args, "fresh_servers", False) or paired
-    assert start is not None or not fresh, "--fresh-servers needs a way to start a side"
+    assert start is not None or not fresh, "--fresh-servers and --paired-draws need a way to start a side"
+    try:
+        _alternate(bench, sides, before, after, start, rounds, fresh=fresh, paired=paired)
+    finally:  # later servers of the caller's start as usual
+        bench.launch_prefix, bench.launch_env = [], {}
+    return rounds
+
+
+def _alternate(
+    bench: Bench,
+    sides: dict[str, Side],
+    before: str,
+    after: str,
+    start: Callable[[str], Side] | None,
+    rounds: list[dict[str, Any]],
+    *,
+    fresh: bool,
+    paired: bool,
+) -> None:
+    args = bench.args
     hash_seeds = random.Random(PAIRED_DRAWS_SEED)
+    laid_out_alike = no_address_randomisation() if paired else []
     for round_no in range(1, args.rounds + 1):
+        order = [before, after] if round_no % 2 else [after, before]
         draw: dict[str, Any] = {}
         if paired:
             draw = {"hash_seed": hash_seeds.randrange(1, 2**32), "address_randomisation": False}
-            bench.launch_prefix = no_address_randomisation()
+            bench.launch_prefix = laid_out_alike
             bench.launch_env = {"PYTHONHASHSEED": str(draw["hash_seed"])}
         if (fresh and round_no > 1) or paired:
-            for name in (before, after):
+            for name in order:  # the side warmed last changes with the order
                 bench.stop_server(sides[name].server)
-                sides[name] = start(name)  # type: ignore[misc]  # checked above
+                sides[name] = start(name)  # type: ignore[misc]  # checked by alternate
                 warm_up(bench, sides[name])
-        order = [before, after] if round_no % 2 else [after, before]
         measured: dict[str, Any] = {
             "round": round_no,
             "order": order,
@@ -165,7 +185,6 @@ def alternate(
                 flush=True,
             )
         rounds.append(measured)
-    return rounds
 
 
 def no_address_randomisation() -> list[str]:
