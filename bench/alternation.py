@@ -159,7 +159,8 @@ def _alternate(
             draw = {"hash_seed": hash_seeds.randrange(1, 2**32), "address_randomisation": False}
             bench.launch_prefix = laid_out_alike
             bench.launch_env = {"PYTHONHASHSEED": str(draw["hash_seed"])}
-        if (fresh and round_no > 1) or paired:
+        restart = fresh and (round_no > 1 or paired)
+        if restart:
             for name in order:  # the side warmed last changes with the order
                 bench.stop_server(sides[name].server)
                 sides[name] = start(name)  # type: ignore[misc]  # checked by alternate
@@ -168,7 +169,7 @@ def _alternate(
             "round": round_no,
             "order": order,
             "load_average": os.getloadavg(),
-            "fresh_servers": fresh and (round_no > 1 or paired),
+            "fresh_servers": restart,
             **draw,
         }
         for figure in args.figures:

@@ -19,7 +19,7 @@ Usage: python bench/sourcing_bench.py [--rounds 3] [--seconds 10] [--clients 32]
    every store's default policy (`*`) holds a safety stock of 2 and an online quota of 30%: the
    issue's figure, sourcing with policies next to the same without them (target: at least 0.9x).
    The sides' orders then run through all six, so that each side follows each other side as often
-   as it precedes it: give `--rounds` in multiples of 6.
+   as it precedes it: `--rounds` is then a multiple of 6 (6 by default).
 
 Checks: every request answered 200/201; on each side the levels' reserved units equal what the open
 reservations hold, and no level is reserved beyond its on_hand.
@@ -43,6 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import cputime
 import load
 import session
+from figures import HOT_POLICY
 from frame import Bench, receipt
 from plumbing import BenchError, http_json
 
@@ -52,9 +53,6 @@ SEED_UNITS = 100_000_000  # far more than a run reserves: nothing is refused
 SEARCH_LINES = 50
 SEARCH_CANDIDATES = 100
 SEARCH_REPEATS = 50
-# --policies: every store's default policy (CONTRACT §6); the quota (30% of SEED_UNITS) is far
-# above what a run reserves, so nothing is refused and both sides do the same work besides it.
-STORE_POLICY = {"safety_stock": 2, "channels": {"online": {"quota_pct": 30}}}
 SOURCING_MODES = ("sourcing", "policies")
 
 
@@ -62,7 +60,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=None, help="default 3; with --policies 6")
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument(
@@ -76,6 +74,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--output", default=str(Path(__file__).resolve().with_name("sourcing_results.json")))
     session.add_common_options(parser)
     args = parser.parse_args(argv)
+    args.rounds = args.rounds or (6 if args.policies else 3)
+    if args.policies and args.rounds % 6:
+        parser.error("--policies runs the sides in six orders: --rounds must be a multiple of 6")
     args.serve_argv = __import__("shlex").split(args.serve_args)
     args.token = False
     return args
@@ -188,7 +189,9 @@ def seed(bench: Bench, port: int, *, policies: bool) -> None:
         events.append(receipt(f"{bench.nonce}-seed-{store}", lines, store=store))
     bench.post_events(port, events)
     for store in stores() if policies else ():
-        status, body = http_json(port, "PUT", f"/v1/stores/{store}/policies/*", STORE_POLICY)
+        # The hot-SKU figure's policy, as every store's default (CONTRACT §6); its quota (30% of
+        # SEED_UNITS) is far above what a run reserves, so nothing is refused.
+        status, body = http_json(port, "PUT", f"/v1/stores/{store}/policies/*", HOT_POLICY)
         if status != 200:
             raise BenchError(f"setting {store}'s policy failed: {status} {str(body)[:500]}")
 
@@ -336,10 +339,11 @@ def measure_round(
     return result
 
 
-def ratio_summary(rounds: list[dict[str, Any]], side: str, against: str, key: str) -> dict[str, float]:
+def ratio_summary(rounds: list[dict[str, Any]], side: str, against: str, key: str) -> dict[str, float | None]:
     """The rounds' median ratio of `side` to `against`, and the ratio of their requests summed."""
     side_ok, against_ok = (sum(r[name]["ok"] for r in rounds) for name in (side, against))
-    return {f"{key}_median": median(r[key] for r in rounds), f"{key}_of_sums": round(side_ok / against_ok, 3)}
+    of_sums = round(side_ok / against_ok, 3) if against_ok else None
+    return {f"{key}_median": median(r[key] for r in rounds), f"{key}_of_sums": of_sums}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -214,10 +214,10 @@ def _pg_locked(recorder: Any, conn: Any, wait_s: int, schema: SchemaHistory) -> 
     release and of earlier ones (ledger/storage/writers_lock.py), so that a migration never
     interleaves with a batch; before anything else, so that no lock is taken in another order."""
     with conn.transaction(), conn.cursor() as curs:
-        curs.execute(f"SET LOCAL lock_timeout = '{int(wait_s)}s'")
         if schema.takes_write_lock and _pg_exists(conn, recorder.events_table_name):
             _pg_exclusive_in_tries(curs, recorder.events_table_name, time.monotonic() + wait_s)
-            curs.execute(f"SET LOCAL lock_timeout = '{int(wait_s)}s'")  # for the steps
+        # For the steps; after the tries, whose own timeout outlives their released savepoint.
+        curs.execute(f"SET LOCAL lock_timeout = '{int(wait_s)}s'")
         yield curs
 
 

@@ -178,7 +178,5 @@ def test_an_idle_writer_stops_when_asked_without_waiting_out_its_poll(
     monkeypatch.setenv("LEDGER_EXPIRY_INTERVAL_MS", str(IDLE_POLL_MS))
     process = start_writer_process(build_writer_from_environment, str(tmp_path / "w.sock"), OUTBOX_BYTES_MAX)
     time.sleep(0.5)  # into its idle wait
-    asked = time.monotonic()
     stop_writer_process(process, STOP_WITHIN_S)
     assert process.exitcode == 0, process.exitcode  # it stopped by itself: not killed at the deadline
-    assert time.monotonic() - asked < STOP_WITHIN_S

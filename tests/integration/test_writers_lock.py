@@ -51,7 +51,7 @@ def _receipt(event_id: str, qty: int) -> object:
     return ev.stock_event(event_id, "stock.receipt", STORE, [("SKU-1", qty)], source="tests/writers-lock")
 
 
-def _batch_function_calls(instance: Ledger) -> int:
+def _batch_function_wins(instance: Ledger) -> int:
     assert isinstance(instance.writer, ThreadWriterClient)
     return instance.writer.writer.optimistic_won
 
@@ -63,14 +63,14 @@ def test_writes_go_on_while_a_vacuum_of_the_log_holds_its_lock(ledger: tuple[Led
     with psycopg.connect(url) as vacuum:
         # The lock the holder takes, held open (VACUUM itself cannot run in a transaction block).
         vacuum.execute("LOCK TABLE ledger_events IN SHARE UPDATE EXCLUSIVE MODE")
-        calls_before = _batch_function_calls(instance)
+        wins_before = _batch_function_wins(instance)
         results = instance.submit_and_wait([_receipt(f"r{n}", 1) for n in range(2, 12)])
         assert [result.outcome for result in results] == [Outcome.ACCEPTED] * 10
         sale = ev.stock_event("s1", "stock.sale", STORE, [("SKU-1", 3)], source="tests/writers-lock")
         [sold] = instance.submit_and_wait([sale])
         assert sold.outcome is Outcome.ACCEPTED
         # The batch function's own lock statements were the ones tried, where it is on.
-        assert (_batch_function_calls(instance) > calls_before) == optimistic
+        assert (_batch_function_wins(instance) > wins_before) == optimistic
         vacuum.rollback()
     [level] = instance.levels(STORE, ["SKU-1"])
     assert level.level.on_hand_units == 5 + 10 - 3
@@ -161,7 +161,8 @@ def test_a_migration_waiting_behind_a_vacuum_of_the_log_lets_the_writers_through
     recorder = open_database(Settings(database_url=url))
     applied: list[int] = []
     try:
-        with psycopg.connect(url, autocommit=True) as conn:  # migration 11 to run again (a no-op)
+        # The latest migration, to run again (it must be safe to rerun).
+        with psycopg.connect(url, autocommit=True) as conn:
             conn.execute("DELETE FROM ledger_schema_versions WHERE version = %s", (LATEST_VERSION,))
         with psycopg.connect(url) as vacuum:
             vacuum.execute("LOCK TABLE ledger_events IN SHARE UPDATE EXCLUSIVE MODE")
