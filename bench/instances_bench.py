@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
+import socket
 import sys
 import threading
 import time
@@ -44,6 +45,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--instances", type=int, default=2, help="instances of the scaled-out run")
     parser.add_argument("--rounds", type=int, default=1, help="each run this many times, back to back")
+    parser.add_argument(
+        "--peers",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="give every instance a writer peer address (LEDGER_WRITER_PEER_ADDRESS), so that one writer "
+        "records for all; --no-peers: each instance's writer records itself, under the writers' lock",
+    )
     session.add_common_options(parser)
     parser.add_argument("--output", default=str(Path(__file__).resolve().with_name("instances_results.json")))
     args = parser.parse_args(argv)
@@ -64,8 +72,14 @@ class InstancesBench:
         self.versions_at_start = report.versions(bench)  # others may change the tree during a run
 
     def round(self, number: int) -> None:
-        one = self.run(number, 1)
-        many = self.run(number, self.args.instances)
+        # Turn about (one first in odd rounds, many first in even ones): a machine whose speed
+        # drifts within a run then favours neither side.
+        if number % 2:
+            one = self.run(number, 1)
+            many = self.run(number, self.args.instances)
+        else:
+            many = self.run(number, self.args.instances)
+            one = self.run(number, 1)
         ratio = round(many["accepted_per_s"] / one["accepted_per_s"], 3) if one["accepted_per_s"] else None
         self.rounds.append({"round": number, "one": one, "many": many, "ratio": ratio})
         print(f"  round {number}: {round_line(self.rounds[-1])}", flush=True)
@@ -85,6 +99,8 @@ class InstancesBench:
         try:
             for label in LABELS[:instances]:
                 name = f"ledger-{instances}x-{label}-round{number}"
+                if args.peers:
+                    env["LEDGER_WRITER_PEER_ADDRESS"] = f"127.0.0.1:{free_port()}"
                 server, port = bench.start_server(name, [*ledger_command(), "serve"], env)
                 started.append((label, server, port))
                 if len(started) == 1:
@@ -243,6 +259,12 @@ class InstancesBench:
             )
 
 
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 def round_line(measured: dict[str, Any]) -> str:
     one, many = measured["one"], measured["many"]
     ratio = "-" if measured["ratio"] is None else f"{measured['ratio']:.2f}x"
@@ -303,7 +325,16 @@ def results(
         "postgres_settings": bench.postgres_settings,
         "settings": {
             key: getattr(args, key)
-            for key in ("seconds", "skus", "batch_size", "senders", "instances", "rounds", "serve_argv")
+            for key in (
+                "seconds",
+                "skus",
+                "batch_size",
+                "senders",
+                "instances",
+                "rounds",
+                "peers",
+                "serve_argv",
+            )
         }
         | {"ledger_env": {k: v for k, v in os.environ.items() if k.startswith("LEDGER_")}},
         "target": f">= {TARGET_RATIO}x",

@@ -160,12 +160,16 @@ def _check_access(settings: Settings) -> None:
 def _start_writer_process(settings: Settings) -> Any:
     """Starts the writer process; this process and its workers reach it at LEDGER_WRITER_SOCKET."""
     from ledger.bootstrap import build_writer_from_environment
-    from ledger.writer.process import WriterSupervisor, default_socket_path
+    from ledger.writer.leadership import parse_peer_address
+    from ledger.writer.process import Peering, WriterSupervisor, default_socket_path
 
     path = settings.writer_socket or default_socket_path()
     os.environ.pop("LEDGER_WRITER_SOCKET", None)  # the writer itself writes, it does not connect
+    peering = None
+    if settings.writer_peer_address is not None:
+        peering = Peering(settings.database_url, *parse_peer_address(settings.writer_peer_address))
     supervisor = WriterSupervisor(
-        build_writer_from_environment, path, settings.writer_client_outbox_bytes_max
+        build_writer_from_environment, path, settings.writer_client_outbox_bytes_max, peering=peering
     )
     settings.writer_socket = path
     os.environ["LEDGER_WRITER_SOCKET"] = path

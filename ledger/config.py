@@ -206,6 +206,15 @@ class Settings(BaseSettings):
     # What the writer process holds for one client that does not read (its answers and the
     # commit broadcasts); past it the client is disconnected, so that the writer never waits on it.
     writer_client_outbox_bytes_max: int = Field(32 * 1024 * 1024, ge=1024)
+    # Several instances on one PostgreSQL: set on each to where its writer takes the others' relays
+    # should it lead (host:port, reachable from the other instances). Then one writer records for
+    # every instance, and the others relay to it (ledger/writer/leadership.py). Unset: each
+    # instance's writer records itself, taking turns with the others under the writers' lock.
+    writer_peer_address: str | None = Field(
+        None,
+        pattern=r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):[0-9]{1,5}$",
+        description="host:port where this instance's writer, if it leads, takes the other instances' writes",
+    )
     request_timeout_s: float = Field(30.0, gt=0)
 
     # `ledger import FILE` (ledger/importer): envelopes are recorded in batches of this many; the
@@ -378,6 +387,20 @@ class Settings(BaseSettings):
     wms_webhook_signature_header: str = Field("X-Signature", pattern=r"^[A-Za-z0-9-]{1,64}$")
     wms_webhook_signature_prefix: str = Field("sha256=", max_length=32, description="before the digest")
     wms_webhook_signature_encoding: Literal["hex", "base64"] = "hex"
+
+    @model_validator(mode="after")
+    def _peers_share_postgres(self) -> Settings:
+        if self.writer_peer_address is not None:
+            port = int(self.writer_peer_address.rpartition(":")[2])
+            if not 0 < port < 65536:
+                raise ValueError(f"LEDGER_WRITER_PEER_ADDRESS: port {port} is not 1..65535")
+            if not self.database_url.startswith(("postgresql://", "postgres://")):
+                raise ValueError("LEDGER_WRITER_PEER_ADDRESS needs a PostgreSQL LEDGER_DATABASE_URL")
+            if not self.writer_process:
+                raise ValueError(
+                    "LEDGER_WRITER_PEER_ADDRESS needs the writer in its own process (LEDGER_WRITER_PROCESS)"
+                )
+        return self
 
     @model_validator(mode="after")
     def _kafka_sasl_complete(self) -> Settings:

@@ -6,7 +6,7 @@ connection ends (the process died, the network went), and another instance takes
 exclusive `flock` on a file beside the database, which the kernel drops when the process ends.
 Either is checked before each round is published (`still_held`), so a publisher that lost it stops
 within one round. Every PostgreSQL leadership query waits for its answer at most
-LEADERSHIP_QUERY_TIMEOUT_S: a database that takes a query and never answers it (frozen, or the
+pg_sessions.ANSWER_WAIT_S_MAX: a database that takes a query and never answers it (frozen, or the
 network gone silent) costs the feed the lock, never its thread. What is left: a publisher whose
 connection broke while its round was on the wire may publish that round once after another has
 taken over (README: consumers keep a record only when its position is not older than the one
@@ -19,31 +19,14 @@ import contextlib
 import fcntl
 import os
 import zlib
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol
 
 import psycopg
-from psycopg.abc import PQGen
 
+from ledger.storage.pg_sessions import AnsweredInTime
 from ledger.storage.recorders import CONNECT_TIMEOUT_S, sqlite_file
 
 LOCK_CLASS = 0x4C454447  # "LEDG": the first key of pg_advisory_lock(int, int), ours alone
-# The longest a leadership query (taking the lock, or looking that its session lives) waits for the
-# server. Kept by the client: a statement_timeout would be kept by the very server that froze.
-LEADERSHIP_QUERY_TIMEOUT_S = 5.0
-# How often a wait for the server looks up from it (psycopg's own default: a signal is served).
-WAIT_INTERVAL_S = 0.1
-
-Answer = TypeVar("Answer")
-
-
-class _AnsweredInTime(psycopg.Connection[Any]):
-    """A connection whose every wait for the server gives up after LEADERSHIP_QUERY_TIMEOUT_S,
-    with an OperationalError (psycopg's wait timeout); the connection is then closed."""
-
-    def wait(
-        self, gen: PQGen[Answer], interval: float = WAIT_INTERVAL_S, timeout: float | None = None
-    ) -> Answer:
-        return super().wait(gen, interval, LEADERSHIP_QUERY_TIMEOUT_S if timeout is None else timeout)
 
 
 class Leadership(Protocol):
@@ -74,7 +57,7 @@ class AdvisoryLeadership:
             return True
         try:
             if self._connection is None:
-                self._connection = _AnsweredInTime.connect(
+                self._connection = AnsweredInTime.connect(
                     self.database_url, autocommit=True, connect_timeout=int(CONNECT_TIMEOUT_S)
                 )
             row = self._connection.execute(

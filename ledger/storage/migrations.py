@@ -161,6 +161,13 @@ FEED_CURSORS_DDL = (
     "CREATE TABLE IF NOT EXISTS ledger_feed_cursors (feed TEXT PRIMARY KEY, position BIGINT NOT NULL)"
 )
 
+# Where the writer that leads for this database listens for the other instances (writer/leadership.py).
+WRITER_LEADER_DDL = (
+    "CREATE TABLE IF NOT EXISTS ledger_writer_leader (id INTEGER PRIMARY KEY CHECK (id = 1), "
+    "host TEXT NOT NULL, port INTEGER NOT NULL, token TEXT NOT NULL, pid INTEGER NOT NULL, "
+    "since TEXT NOT NULL)"
+)
+
 
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(
@@ -229,6 +236,13 @@ MIGRATIONS: tuple[Migration, ...] = (
         EXPAND,
         postgres=(*RESERVATION_LINES_DDL, FillInSteps(PG_RESERVATION_LINES_FILL_STEP)),
         sqlite=(*RESERVATION_LINES_DDL, SQLITE_RESERVATION_LINES_FILL),
+    ),
+    Migration(
+        12,
+        "where the writer that leads for the database listens for the other instances",
+        EXPAND,
+        postgres=(WRITER_LEADER_DDL,),
+        sqlite=(WRITER_LEADER_DDL,),
     ),
 )
 

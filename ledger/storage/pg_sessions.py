@@ -17,16 +17,35 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 from eventsourcing.postgres import PostgresDatastore
+from psycopg.abc import PQGen
 
 log = logging.getLogger("ledger.storage")
 
 # LEDGER_DB_DEADLOCK_TIMEOUT_MS: how long a session waits for a lock before PostgreSQL checks for a
 # deadlock, and cancels an autovacuum that holds the lock. 0 keeps the server's value.
 DEADLOCK_TIMEOUT_MS_DEFAULT = 100
+# The longest a leader's query (taking its lock, or looking that its session lives: the feed's and
+# the writers') waits for the server. Kept by the client: a statement_timeout would be kept by the
+# very server that froze.
+ANSWER_WAIT_S_MAX = 5.0
+# How often a wait for the server looks up from it (psycopg's own default: a signal is served).
+WAIT_INTERVAL_S = 0.1
+
+Answer = TypeVar("Answer")
+
+
+class AnsweredInTime(psycopg.Connection[Any]):
+    """A connection whose every wait for the server gives up after ANSWER_WAIT_S_MAX, with an
+    OperationalError (psycopg's wait timeout); the connection is then closed."""
+
+    def wait(
+        self, gen: PQGen[Answer], interval: float = WAIT_INTERVAL_S, timeout: float | None = None
+    ) -> Answer:
+        return super().wait(gen, interval, ANSWER_WAIT_S_MAX if timeout is None else timeout)
 
 
 class LedgerPostgresDatastore(PostgresDatastore):

@@ -8,6 +8,12 @@ them as one batch (one transaction, one fsync), then answers (server.py).
 
 The process builds its writer with a function it is handed (the composition root's), so that
 this package does not reach up into the wiring.
+
+With peers (LEDGER_WRITER_PEER_ADDRESS, `Peering`), the process first finds out whether it leads
+for its database (writer/leadership.py). If it does, it is the writer above, and also takes the
+other instances' relays; if another leads, it relays this instance's clients to that one
+(writer/relay.py) and exits with `LEADER_GONE_EXIT_CODE` when the leader cannot be reached, for
+the supervisor to start it anew: it then leads, or relays to the new leader.
 """
 
 from __future__ import annotations
@@ -22,9 +28,12 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from ledger.writer.facade import Writer
+from ledger.writer.leadership import Leader, Leadership, new_token
+from ledger.writer.relay import LeaderUnreachable, Relay, connect_to_leader
 from ledger.writer.server import WriterServer
 
 log = logging.getLogger("ledger.writer")
@@ -34,6 +43,11 @@ _SOCKET_PATTERN = re.compile(r"^ledger-writer-(\d+)\.sock$")
 READY_WAIT_S_MAX = 60.0
 READY_POLL_S = 0.05
 START_FAILED_EXIT_CODE = 3
+LEADER_GONE_EXIT_CODE = 4
+# With peers: how long a new writer looks for the leader (one that has just taken the lead may not
+# have published where it listens yet), trying every FIND_LEADER_RETRY_S.
+FIND_LEADER_S_MAX = 20.0
+FIND_LEADER_RETRY_S = 0.2
 # The signal by which the serving process, and only it, stops the writer (SIGTERM and SIGINT reach
 # the whole process group, and are ignored: see writer_main).
 STOP_SIGNAL = signal.SIGUSR1
@@ -42,6 +56,15 @@ RESTART_WAIT_S_MIN = 0.5
 RESTART_WAIT_S_MAX = 10.0
 
 BuildWriter = Callable[[], Writer]
+
+
+@dataclass(frozen=True, slots=True)
+class Peering:
+    """Where this instance's writer listens for the others' relays, should it lead."""
+
+    database_url: str
+    host: str
+    port: int
 
 
 class WriterStartFailed(RuntimeError):
@@ -78,27 +101,44 @@ def _running(pid: int) -> bool:
 
 
 def writer_main(
-    build: BuildWriter, socket_path: str, parent_pid: int, outbox_bytes_max: int, ready: Any
+    build: BuildWriter,
+    socket_path: str,
+    parent_pid: int,
+    outbox_bytes_max: int,
+    ready: Any,
+    peering: Peering | None = None,
 ) -> None:
-    """The writer process: builds its writer, listens, tells the parent, serves until stopped.
-    A failure to start is told to the parent in one line, not as a traceback."""
+    """The writer process: builds its writer (or, with peers, its relay to the leader), listens,
+    tells the parent, serves until stopped. A failure to start is told to the parent in one line,
+    not as a traceback."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    leadership = Leadership(peering.database_url) if peering is not None else None
     try:
+        leader = _find_leader(leadership) if leadership is not None else None
+        if leader is not None:
+            assert leadership is not None
+            leadership.close()  # a follower holds no session: it starts anew if the leader goes
+            _relay_main(socket_path, leader, parent_pid, outbox_bytes_max, ready)
+            return
         writer = build()
         server = WriterServer(
             writer, socket_path, writer.limits.batch_events_max, outbox_bytes_max, parent_pid
         )
         server.listen()
+        if leadership is not None and peering is not None:
+            token = new_token()
+            server.listen_for_peers(peering.host, peering.port, token)
+            leadership.publish(peering.host, peering.port, token)
+            log.info(
+                "this writer leads for its database; the other instances' relays reach it at %s:%d",
+                peering.host,
+                peering.port,
+            )
     except Exception as error:  # noqa: BLE001 - told to the parent, which exits with it
         ready.send(("failed", _one_line(error)))
         ready.close()
         os._exit(START_FAILED_EXIT_CODE)
-    # Ctrl+C and a SIGTERM to the whole process group (systemd's default, `kill -- -PGID`) reach
-    # the writer too; the serving process decides when it stops: last, after the HTTP workers and
-    # the Kafka intake have finished what they had in hand, which they record through it. Should
-    # the serving process die instead, the writer notices it is orphaned and stops (server.py).
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    _ignore_group_signals()
     # STOP_SIGNAL, from the serving process: finish the batch in hand, answer it, and stop.
     signal.signal(STOP_SIGNAL, lambda *_: server.stop_soon())
     ready.send(("ready", ""))
@@ -108,6 +148,55 @@ def writer_main(
     finally:
         server.close()
         writer.recorder.close()
+        if leadership is not None:
+            leadership.close()
+
+
+def _ignore_group_signals() -> None:
+    # Ctrl+C and a SIGTERM to the whole process group (systemd's default, `kill -- -PGID`) reach
+    # the writer too; the serving process decides when it stops: last, after the HTTP workers and
+    # the Kafka intake have finished what they had in hand, which they record through it. Should
+    # the serving process die instead, the writer notices it is orphaned and stops (server.py).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+def _find_leader(leadership: Leadership) -> Leader | None:
+    """None if this process now leads; else the leader it reached. A leader that has just taken
+    the lead may not have published yet, and one that has gone may still be published: tried
+    again, for up to FIND_LEADER_S_MAX."""
+    deadline = time.monotonic() + FIND_LEADER_S_MAX
+    why = "no leader has published where it listens"
+    while True:
+        if leadership.take_lead():
+            return None
+        leader = leadership.leader()
+        if leader is not None:
+            try:
+                connect_to_leader(leader).close()
+                return leader
+            except LeaderUnreachable as error:
+                why = str(error)
+        if time.monotonic() >= deadline:
+            raise LeaderUnreachable(f"another writer leads for this database, but {why}")
+        time.sleep(FIND_LEADER_RETRY_S)
+
+
+def _relay_main(socket_path: str, leader: Leader, parent_pid: int, outbox_bytes_max: int, ready: Any) -> None:
+    relay = Relay(socket_path, leader, outbox_bytes_max, parent_pid)
+    relay.listen()
+    _ignore_group_signals()
+    signal.signal(STOP_SIGNAL, lambda *_: relay.stop_soon())
+    log.info("another instance's writer leads for this database: relaying to it at %s", leader.address)
+    ready.send(("ready", ""))
+    ready.close()
+    try:
+        stopped = relay.run()
+    finally:
+        relay.close()
+    if not stopped:
+        log.warning("the leading writer is gone; this instance's writer starts anew, to lead or to relay")
+        os._exit(LEADER_GONE_EXIT_CODE)
 
 
 def _one_line(error: BaseException) -> str:
@@ -116,7 +205,11 @@ def _one_line(error: BaseException) -> str:
 
 
 def start_writer_process(
-    build: BuildWriter, socket_path: str, outbox_bytes_max: int, ready_wait_s_max: float = READY_WAIT_S_MAX
+    build: BuildWriter,
+    socket_path: str,
+    outbox_bytes_max: int,
+    ready_wait_s_max: float = READY_WAIT_S_MAX,
+    peering: Peering | None = None,
 ) -> Any:
     """Starts the writer process and waits until it listens; returns the process. Raises
     WriterStartFailed at once if the process says it failed or dies first."""
@@ -124,7 +217,7 @@ def start_writer_process(
     receiving, sending = context.Pipe(duplex=False)
     process = context.Process(
         target=writer_main,
-        args=(build, socket_path, os.getpid(), outbox_bytes_max, sending),
+        args=(build, socket_path, os.getpid(), outbox_bytes_max, sending, peering),
         name="ledger-writer",
         daemon=True,
     )
@@ -172,14 +265,20 @@ class WriterSupervisor:
     (the HTTP workers reconnect on their next write), stops it last."""
 
     def __init__(
-        self, build: BuildWriter, socket_path: str, outbox_bytes_max: int, check_interval_s: float = 0.5
+        self,
+        build: BuildWriter,
+        socket_path: str,
+        outbox_bytes_max: int,
+        check_interval_s: float = 0.5,
+        peering: Peering | None = None,
     ) -> None:
         self.build = build
+        self.peering = peering
         self.socket_path = socket_path
         self.outbox_bytes_max = outbox_bytes_max
         self.check_interval_s = check_interval_s
         remove_stale_sockets(os.path.dirname(socket_path))
-        self.process = start_writer_process(build, socket_path, outbox_bytes_max)
+        self.process = start_writer_process(build, socket_path, outbox_bytes_max, peering=peering)
         self.restarts = 0
         self._restart_wait_s = RESTART_WAIT_S_MIN
         self._stopping = threading.Event()
@@ -193,9 +292,14 @@ class WriterSupervisor:
             if self.process.is_alive():
                 self._restart_wait_s = RESTART_WAIT_S_MIN
                 continue
-            log.error("the writer process exited (code %s); starting a new one", self.process.exitcode)
+            if self.process.exitcode == LEADER_GONE_EXIT_CODE:
+                log.warning("the writer process's leader is gone; starting it anew, to lead or to relay")
+            else:
+                log.error("the writer process exited (code %s); starting a new one", self.process.exitcode)
             try:
-                self.process = start_writer_process(self.build, self.socket_path, self.outbox_bytes_max)
+                self.process = start_writer_process(
+                    self.build, self.socket_path, self.outbox_bytes_max, peering=self.peering
+                )
                 self.restarts += 1
             except WriterStartFailed as error:  # tried again later, waiting longer each time
                 log.error("could not restart the writer process: %s", error)

@@ -9,6 +9,10 @@ is answered with its kind (wire.Reply): refused when it is a SubmissionFailed, e
 Requests beyond
 `queue_submissions_max` waiting to be recorded are refused at once, and a client that sends what
 the writer cannot read is disconnected: neither stops the writer.
+
+With LEDGER_WRITER_PEER_ADDRESS set, the writer that leads its database (writer/leadership.py) also
+listens there for the other instances' relays (writer/relay.py): a peer is a client like any other
+once its first frame has shown the leader's token (wire.py's peer hello).
 """
 
 from __future__ import annotations
@@ -33,6 +37,9 @@ from ledger.writer.facade import Writer
 from ledger.writer.stats import STATS_INTERVAL_S, WriterStats
 from ledger.writer.submission import Done, Submission, SubmissionFailed
 from ledger.writer.wire import (
+    FRAME_BYTES_MAX,
+    PEER_HELLO_BYTES_MAX,
+    PEER_WELCOME,
     REFUSED,
     UNAVAILABLE,
     Announced,
@@ -45,6 +52,7 @@ from ledger.writer.wire import (
     Subscribe,
     decode_to_writer,
     encode,
+    peer_hello_shows,
 )
 
 log = logging.getLogger("ledger.writer")
@@ -52,7 +60,10 @@ log = logging.getLogger("ledger.writer")
 RECV_BYTES = 1 << 20
 QUEUE_FULL = "WriterUnavailable: the writer's queue is full"
 LISTEN_BACKLOG = 128
-_WAKE = object()  # the selector's mark of the wake-up socket (a client's is its _Client, the listener's None)
+# The selector's marks of the wake-up socket and the peers' listener (a client's is its _Client,
+# the local listener's None).
+_WAKE = object()
+_PEERS = object()
 WAKE_BYTES_MAX = 64  # read at once from the wake-up socket: stop_soon writes one byte a call
 
 
@@ -66,6 +77,7 @@ class _Client:
     subscribed: bool = False
     replies: list[Reply] = field(default_factory=list)
     waiting_to_write: bool = False
+    awaiting_hello: bool = False  # a peer that has not yet shown the token
 
 
 @dataclass(slots=True)
@@ -109,6 +121,7 @@ class WriterServer:
         self.stats = WriterStats(writer.limits.slow_batch_s)
         self._pending: list[_Request] = []
         self._stats_sent_at = 0.0
+        self._peer_token: str | None = None
         writer.on_commit = self._on_commit
 
     def stop_soon(self) -> None:
@@ -121,7 +134,7 @@ class WriterServer:
     def close(self) -> None:
         """The sockets this server opened (not its clients'), once its loop has ended."""
         for key in list(self.selector.get_map().values()):
-            if key.data is None or key.data is _WAKE:  # the listener and the wake-up socket
+            if key.data is None or key.data is _WAKE or key.data is _PEERS:  # not a client's
                 self.selector.unregister(key.fileobj)
                 key.fileobj.close()  # type: ignore[union-attr]
         self._wake_write.close()
@@ -131,17 +144,14 @@ class WriterServer:
         self._commits.append(Committed.of(commit))
 
     def listen(self) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.socket_path)
-        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        old_umask = os.umask(0o177)
-        try:
-            listener.bind(self.socket_path)
-        finally:
-            os.umask(old_umask)
-        listener.listen(LISTEN_BACKLOG)
+        self.selector.register(listen_unix(self.socket_path), selectors.EVENT_READ, None)
+
+    def listen_for_peers(self, host: str, port: int, token: str) -> None:
+        """Takes the other instances' relays at host:port; each must first show `token`."""
+        listener = socket.create_server((host, port), backlog=LISTEN_BACKLOG, reuse_port=False)
         listener.setblocking(False)
-        self.selector.register(listener, selectors.EVENT_READ, None)
+        self._peer_token = token
+        self.selector.register(listener, selectors.EVENT_READ, _PEERS)
 
     # -- the loop -----------------------------------------------------------------------------------
 
@@ -208,6 +218,9 @@ class WriterServer:
                 with contextlib.suppress(BlockingIOError):
                     self._wake_read.recv(WAKE_BYTES_MAX)
                 continue
+            if key.data is _PEERS:
+                self._accept(key.fileobj, peer=True)  # type: ignore[arg-type]
+                continue
             client: _Client | None = key.data
             if client is None:
                 self._accept(key.fileobj)  # type: ignore[arg-type]
@@ -228,14 +241,21 @@ class WriterServer:
 
     # -- connections ------------------------------------------------------------------------------
 
-    def _accept(self, listener: socket.socket) -> None:
+    def _accept(self, listener: socket.socket, peer: bool = False) -> None:
         try:
-            sock, _ = listener.accept()
+            sock, address = listener.accept()
         except BlockingIOError:
             return
         sock.setblocking(False)
         self._connections += 1
-        client = _Client(sock, f"client {self._connections}")
+        if peer:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            client = _Client(
+                sock, f"peer {self._connections} ({address[0]})", FrameReader(PEER_HELLO_BYTES_MAX)
+            )
+            client.awaiting_hello = True
+        else:
+            client = _Client(sock, f"client {self._connections}")
         self.clients[sock] = client
         self.selector.register(sock, selectors.EVENT_READ, client)
 
@@ -262,6 +282,17 @@ class WriterServer:
         except FrameTooLarge as error:
             log.error("%s sent %s; disconnecting it", client.name, error)
             self._drop(client)
+            return
+        if client.awaiting_hello and bodies:
+            if self._peer_token is None or not peer_hello_shows(bodies[0], self._peer_token):
+                log.error("%s did not show this leader's token; disconnecting it", client.name)
+                self._drop(client)
+                return
+            client.awaiting_hello = False
+            client.reader.frame_bytes_max = FRAME_BYTES_MAX
+            self._queue(client, PEER_WELCOME)
+            bodies = bodies[1:]
+        elif client.awaiting_hello:
             return
         for body in bodies:
             try:
@@ -345,6 +376,21 @@ class WriterServer:
             client.waiting_to_write = want_write
             events = selectors.EVENT_READ | (selectors.EVENT_WRITE if want_write else 0)
             self.selector.modify(client.sock, events, client)
+
+
+def listen_unix(path: str) -> socket.socket:
+    """A listening socket at `path` that only this machine's user can connect to (mode 0600)."""
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old_umask = os.umask(0o177)
+    try:
+        listener.bind(path)
+    finally:
+        os.umask(old_umask)
+    listener.listen(LISTEN_BACKLOG)
+    listener.setblocking(False)
+    return listener
 
 
 def _reply_to(client: _Client, request_id: int) -> Done:

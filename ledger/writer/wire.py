@@ -9,10 +9,15 @@ is current before its callers get their answers), `Announced` to every subscribe
 was just sent, and `Replies` to each client that has answers waiting; and now and then
 `StatsReport` to every subscriber (its figures for the metrics endpoint). A message that a side
 does not expect is an `UnexpectedMessage`, which names it: never a misparse.
+
+Between instances (writer/relay.py) a connection opens with a peer hello, which is not a pickle:
+the leader reads nothing of a peer's as a pickle before the hello has shown the token it published
+in the database, and a hello longer than `PEER_HELLO_BYTES_MAX` is refused unread.
 """
 
 from __future__ import annotations
 
+import hmac
 import pickle
 import struct
 from dataclasses import dataclass
@@ -213,6 +218,28 @@ def decode_from_writer(body: bytes | bytearray | memoryview) -> FromWriter:
     return message
 
 
+PEER_HELLO = b"ledger-writer-peer/1 "
+PEER_HELLO_BYTES_MAX = 256
+PEER_WELCOME_BODY = PEER_HELLO + b"welcome"
+
+
+def _frame(body: bytes) -> bytes:
+    return FRAME.pack(len(body)) + body
+
+
+def encode_peer_hello(token: str) -> bytes:
+    """Peer -> leader, the first frame of a connection: the leader's token, read from the database."""
+    return _frame(PEER_HELLO + token.encode("ascii"))
+
+
+def peer_hello_shows(body: bytes, token: str) -> bool:
+    expected = PEER_HELLO + token.encode("ascii")
+    return len(body) == len(expected) and hmac.compare_digest(body, expected)
+
+
+PEER_WELCOME = _frame(PEER_WELCOME_BODY)  # leader -> peer: the hello was right; frames follow
+
+
 class FrameReader:
     """Cuts a byte stream into frame bodies."""
 
@@ -226,7 +253,7 @@ class FrameReader:
         while len(self.buffer) >= FRAME.size:
             (length,) = FRAME.unpack_from(self.buffer)
             if length > self.frame_bytes_max:
-                raise FrameTooLarge(length)
+                raise FrameTooLarge(length, self.frame_bytes_max)
             if len(self.buffer) < FRAME.size + length:
                 break
             bodies.append(bytes(self.buffer[FRAME.size : FRAME.size + length]))
@@ -235,5 +262,5 @@ class FrameReader:
 
 
 class FrameTooLarge(ValueError):
-    def __init__(self, length: int) -> None:
-        super().__init__(f"a frame of {length} bytes, over the limit of {FRAME_BYTES_MAX}")
+    def __init__(self, length: int, limit: int = FRAME_BYTES_MAX) -> None:
+        super().__init__(f"a frame of {length} bytes, over the limit of {limit}")

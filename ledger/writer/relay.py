@@ -1,0 +1,233 @@
+"""The writer process of an instance that does not lead: it relays its clients to the leader.
+
+Each connection on this instance's writer socket gets a connection of its own to the leading
+writer (writer/leadership.py), opened with the peer hello (wire.py), and the bytes are passed on
+both ways unread: the leader answers, and broadcasts its commits to, this instance's HTTP workers
+and Kafka intake as it does its own. So their read caches hear of every write of every instance
+at once, instead of reading the other instances' writes back from the database.
+
+Nothing here waits without a limit. Connecting to the leader, with its welcome, is bounded by
+`PEER_CONNECT_TIMEOUT_S`; each direction of a pair holds at most `buffer_bytes_max` bytes that its
+reader has not taken, and past it the pair is closed with a log line (the client reconnects, as
+it does when the writer drops it). When the leader cannot be reached, the relay ends (run()
+returns False) and the process exits, so that its supervisor starts a writer anew: it leads if
+the leader's lock is free, or relays to whoever leads now.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import selectors
+import socket
+from collections import deque
+from dataclasses import dataclass, field
+
+from ledger.writer.leadership import Leader
+from ledger.writer.server import WAKE_BYTES_MAX, listen_unix
+from ledger.writer.wire import PEER_WELCOME, encode_peer_hello
+
+log = logging.getLogger("ledger.writer")
+
+RECV_BYTES = 1 << 20
+PEER_CONNECT_TIMEOUT_S = 2.0
+# How often the loop looks up from an idle socket: whether the serving process is still there.
+IDLE_POLL_S = 1.0
+_LOCAL = object()
+_WAKE = object()
+
+
+class LeaderUnreachable(ConnectionError):
+    pass
+
+
+def connect_to_leader(leader: Leader, timeout_s: float = PEER_CONNECT_TIMEOUT_S) -> socket.socket:
+    """A connection to the leading writer that it has welcomed, non-blocking; LeaderUnreachable if
+    it cannot be had within `timeout_s`."""
+    try:
+        sock = socket.create_connection((leader.host, leader.port), timeout=timeout_s)
+    except OSError as error:
+        raise LeaderUnreachable(f"cannot reach the leading writer at {leader.address}: {error}") from None
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.sendall(encode_peer_hello(leader.token))
+        welcome = b""
+        while len(welcome) < len(PEER_WELCOME):
+            data = sock.recv(len(PEER_WELCOME) - len(welcome))
+            if not data:
+                break
+            welcome += data
+        if welcome != PEER_WELCOME:
+            raise LeaderUnreachable(
+                f"the writer at {leader.address} did not welcome this peer (not the leader now)"
+            )
+    except OSError as error:
+        sock.close()
+        raise LeaderUnreachable(f"the leading writer at {leader.address} did not answer: {error}") from None
+    except LeaderUnreachable:
+        sock.close()
+        raise
+    sock.setblocking(False)
+    return sock
+
+
+@dataclass(slots=True, eq=False)
+class _End:
+    """One side of a relayed connection, with what waits to be written to it."""
+
+    sock: socket.socket
+    name: str
+    other: _End | None = None
+    leaders_side: bool = False
+    outbox: deque[memoryview] = field(default_factory=deque)
+    outbox_bytes: int = 0
+    waiting_to_write: bool = False
+
+
+class Relay:
+    def __init__(
+        self, socket_path: str, leader: Leader, buffer_bytes_max: int, parent_pid: int | None
+    ) -> None:
+        self.socket_path = socket_path
+        self.leader = leader
+        self.buffer_bytes_max = buffer_bytes_max
+        self.parent_pid = parent_pid
+        self.selector = selectors.DefaultSelector()
+        self.stopping = False
+        self.pairs_closed = 0
+        self._pairs = 0
+        self._check_leader = False
+        self._wake_read, self._wake_write = socket.socketpair()
+        for end in (self._wake_read, self._wake_write):
+            end.setblocking(False)
+        self.selector.register(self._wake_read, selectors.EVENT_READ, _WAKE)
+
+    def listen(self) -> None:
+        self.selector.register(listen_unix(self.socket_path), selectors.EVENT_READ, _LOCAL)
+
+    def stop_soon(self) -> None:
+        """Safe in a signal handler."""
+        self.stopping = True
+        with contextlib.suppress(OSError):
+            self._wake_write.send(b"\0")
+
+    def run(self) -> bool:
+        """Relays until asked to stop or the serving process is gone (True), or until the leader
+        cannot be reached (False)."""
+        while not self.stopping:
+            for key, events in self.selector.select(IDLE_POLL_S):
+                if key.data is _WAKE:
+                    with contextlib.suppress(BlockingIOError):
+                        self._wake_read.recv(WAKE_BYTES_MAX)
+                elif key.data is _LOCAL:
+                    if not self._accept(key.fileobj):  # type: ignore[arg-type]
+                        return False
+                else:
+                    end: _End = key.data
+                    if end.other is None:
+                        continue  # its pair was closed earlier in this turn
+                    if events & selectors.EVENT_WRITE:
+                        self._send(end)
+                    if events & selectors.EVENT_READ and end.other is not None:
+                        self._read(end)
+            if self._check_leader:
+                self._check_leader = False
+                try:
+                    connect_to_leader(self.leader).close()
+                except LeaderUnreachable as error:
+                    log.warning("%s", error)
+                    return False
+            if self.parent_pid is not None and os.getppid() != self.parent_pid:
+                log.warning("the serving process is gone; the relay stops")
+                return True
+        return True
+
+    def close(self) -> None:
+        for key in list(self.selector.get_map().values()):
+            self.selector.unregister(key.fileobj)
+            key.fileobj.close()  # type: ignore[union-attr]
+        self._wake_write.close()
+        self.selector.close()
+
+    def _accept(self, listener: socket.socket) -> bool:
+        try:
+            local, _ = listener.accept()
+        except BlockingIOError:
+            return True
+        try:
+            upstream = connect_to_leader(self.leader)
+        except LeaderUnreachable as error:
+            log.warning("%s", error)
+            local.close()
+            return False
+        local.setblocking(False)
+        self._pairs += 1
+        local_end = _End(local, f"client {self._pairs}")
+        upstream_end = _End(
+            upstream, f"the leader's side of client {self._pairs}", local_end, leaders_side=True
+        )
+        local_end.other = upstream_end
+        for end in (local_end, upstream_end):
+            self.selector.register(end.sock, selectors.EVENT_READ, end)
+        return True
+
+    def _read(self, end: _End) -> None:
+        try:
+            data = end.sock.recv(RECV_BYTES)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            if end.leaders_side:
+                self._check_leader = True  # it may have gone: the loop finds out
+            self._close_pair(end)
+            return
+        other = end.other
+        assert other is not None
+        other.outbox.append(memoryview(data))
+        other.outbox_bytes += len(data)
+        if other.outbox_bytes > self.buffer_bytes_max:
+            log.warning(
+                "%s has not read %d bytes (limit %d); closing its connection",
+                other.name,
+                other.outbox_bytes,
+                self.buffer_bytes_max,
+            )
+            self._close_pair(end)
+            return
+        if not other.waiting_to_write:
+            self._send(other)
+
+    def _send(self, end: _End) -> None:
+        try:
+            while end.outbox:
+                head = end.outbox[0]
+                sent = end.sock.send(head)
+                end.outbox_bytes -= sent
+                if sent < len(head):
+                    end.outbox[0] = head[sent:]
+                    break
+                end.outbox.popleft()
+        except BlockingIOError:
+            pass
+        except OSError:
+            self._close_pair(end)
+            return
+        want_write = bool(end.outbox)
+        if want_write != end.waiting_to_write:
+            end.waiting_to_write = want_write
+            events = selectors.EVENT_READ | (selectors.EVENT_WRITE if want_write else 0)
+            self.selector.modify(end.sock, events, end)
+
+    def _close_pair(self, end: _End) -> None:
+        self.pairs_closed += 1
+        for side in (end, end.other):
+            if side is None:
+                continue
+            with contextlib.suppress(KeyError, ValueError):
+                self.selector.unregister(side.sock)
+            side.sock.close()
+            side.outbox.clear()
+            side.other = None
