@@ -11,6 +11,11 @@ publishes where it listens, and a token a peer must show, in `ledger_writer_lead
 read the database may write to it anyway. Correctness never rests on this: should two writers
 lead at once for a while (the lock's session was lost, and another took it), both still record
 under the writers' lock, as two instances without peers do.
+
+A leader whose session is lost (PostgreSQL restarted, the connection cut) keeps recording for its
+relays, and `keep()` takes the lock again, every `KEEP_INTERVAL_S`, so that a writer started
+meanwhile finds it held; its thread never holds up the writer, and each of its queries waits for
+the server at most pg_sessions.ANSWER_WAIT_S_MAX.
 """
 
 from __future__ import annotations
@@ -19,11 +24,14 @@ import contextlib
 import logging
 import os
 import secrets
+import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from ledger.storage.pg_sessions import AnsweredInTime
+import psycopg
+
+from ledger.storage.pg_sessions import ANSWER_WAIT_S_MAX, AnsweredInTime
 from ledger.storage.recorders import CONNECT_TIMEOUT_S
 
 log = logging.getLogger("ledger.writer")
@@ -31,6 +39,7 @@ log = logging.getLogger("ledger.writer")
 # A PostgreSQL advisory lock key of this service's own (the writers' is 0x1ED6E7: storage/writers_lock.py).
 LEADER_LOCK_KEY = 0x1ED6E8
 TOKEN_BYTES = 24
+KEEP_INTERVAL_S = 1.0
 
 
 def new_token() -> str:
@@ -56,6 +65,8 @@ class Leadership:
         self.database_url = database_url
         self._connection: Any = None
         self._published: Leader | None = None
+        self._keeping = threading.Event()
+        self._keeper: threading.Thread | None = None
 
     def _session(self) -> Any:
         if self._connection is None or self._connection.closed:
@@ -82,6 +93,45 @@ class Leadership:
         self._published = leader
         return leader
 
+    def keep(self) -> None:
+        """Watches the lead this process published, from a thread of its own, and takes it again
+        should its session be lost; until close()."""
+        self._keeper = threading.Thread(target=self._keep, name="writer-leadership", daemon=True)
+        self._keeper.start()
+
+    def _keep(self) -> None:
+        said_lost = False
+        while not self._keeping.wait(KEEP_INTERVAL_S):
+            published = self._published
+            assert published is not None, "keep() after publish()"
+            try:
+                self._session().execute("SELECT 1")
+                continue  # the session lives, and a session-level lock with it
+            except psycopg.Error:
+                self._drop_session()
+            try:
+                if self.take_lead():
+                    self.publish(published.host, published.port, published.token)
+                    log.info("this writer's lead was lost with its database session, and taken again")
+                    said_lost = False
+                elif not said_lost:
+                    said_lost = True
+                    log.warning(
+                        "this writer's lead was lost with its database session and another writer "
+                        "leads now; both record safely under the writers' lock, this one for its relays"
+                    )
+            except psycopg.Error as error:
+                self._drop_session()
+                if not said_lost:
+                    said_lost = True
+                    log.warning("this writer's lead was lost with its database session: %s", error)
+
+    def _drop_session(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            with contextlib.suppress(Exception):
+                connection.close()
+
     def leader(self) -> Leader | None:
         """Who last published that it leads (it may have gone since: a peer finds out on connecting)."""
         row = (
@@ -94,6 +144,9 @@ class Leadership:
     def close(self) -> None:
         """Ends the session, and so the lead, if this process held it; and takes back what it
         published, so that the others need not try it."""
+        self._keeping.set()
+        if self._keeper is not None:
+            self._keeper.join(KEEP_INTERVAL_S + 2 * ANSWER_WAIT_S_MAX)
         if self._connection is not None:
             with contextlib.suppress(Exception):
                 if self._published is not None:

@@ -129,6 +129,7 @@ def writer_main(
             token = new_token()
             server.listen_for_peers(peering.host, peering.port, token)
             leadership.publish(peering.host, peering.port, token)
+            leadership.keep()
             log.info(
                 "this writer leads for its database; the other instances' relays reach it at %s:%d",
                 peering.host,

@@ -19,7 +19,9 @@ from support.api import level, post_events, record, reserve
 from support.postgres import EmbeddedPostgres
 from support.server import LedgerServer, free_port, run_ledger_command
 
-from ledger.writer.wire import FRAME, PEER_HELLO, PEER_WELCOME, encode_peer_hello
+from ledger.writer.leadership import LEADER_LOCK_KEY
+from ledger.writer.process import default_socket_path
+from ledger.writer.wire import FRAME, PEER_HELLO, PEER_WELCOME, Subscribe, encode, encode_peer_hello
 
 TAKE_OVER_DEADLINE_S = 60.0
 STORE = "peers"
@@ -118,6 +120,58 @@ def test_a_peer_that_does_not_show_the_token_is_refused_and_the_leader_goes_on(p
     with socket.create_connection((host, port), timeout=5) as right:
         right.sendall(encode_peer_hello(token))
         assert right.recv(len(PEER_WELCOME)) == PEER_WELCOME
+    with first.client() as a:
+        record(a, ev.receipt(STORE, ("SKU-1", 1)))
+
+
+def test_a_client_of_a_relay_that_never_reads_is_cut_off_and_the_writes_go_on(pg_url: str, serve) -> None:
+    small = {"LEDGER_WRITER_CLIENT_OUTBOX_BYTES_MAX": str(64 * 1024)}
+    leader = serve(pg_url, {"LEDGER_WRITER_PEER_ADDRESS": f"127.0.0.1:{free_port()}", **small})
+    relaying = serve(pg_url, {"LEDGER_WRITER_PEER_ADDRESS": f"127.0.0.1:{free_port()}", **small})
+    assert relaying.process is not None
+    sleeper = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sleeper.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sleeper.connect(default_socket_path(relaying.process.pid))
+    sleeper.sendall(encode(Subscribe()))  # every commit is relayed to it; it never reads one
+    try:
+        with leader.client(timeout_s=20.0) as a, relaying.client(timeout_s=20.0) as b:
+            # Some 3 MB of commits, far past what the sockets between buffer (a few hundred KB).
+            for batch in range(40):
+                skus = [(f"SKU-{batch}-{n}", 1) for n in range(400)]
+                record(a, ev.receipt(STORE, *skus[:200]))
+                record(b, ev.receipt(STORE, *skus[200:]))
+        assert "has not read" in relaying.log_tail(50_000), relaying.log_tail()
+        sleeper.settimeout(20.0)
+        while sleeper.recv(1 << 20):
+            pass  # what was relayed before the cut, then the end: the relay closed its side
+    finally:
+        sleeper.close()
+
+
+def _lead_holder(database_url: str) -> int | None:
+    """The pid of the session that holds the writers' leader lock, if any."""
+    with psycopg.connect(database_url, autocommit=True) as connection:
+        row = connection.execute(
+            "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted "
+            "AND classid = %s AND objid = %s AND objsubid = 1",
+            (LEADER_LOCK_KEY >> 32, LEADER_LOCK_KEY & 0xFFFFFFFF),
+        ).fetchone()
+    return None if row is None else int(row[0])
+
+
+def test_a_leader_whose_session_is_cut_takes_its_lead_again(pg_url: str, serve) -> None:
+    ((first, _),) = _peers(serve, pg_url, 1)
+    token = _leader_row(pg_url)[2]  # type: ignore[index]
+    holder = _lead_holder(pg_url)
+    assert holder is not None
+    with psycopg.connect(pg_url, autocommit=True) as connection:
+        connection.execute("SELECT pg_terminate_backend(%s)", (holder,))
+    deadline = time.monotonic() + TAKE_OVER_DEADLINE_S
+    while (again := _lead_holder(pg_url)) in (None, holder) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert again not in (None, holder), first.log_tail()
+    assert _leader_row(pg_url)[2] == token  # type: ignore[index]  # the same leader, its relays unchanged
+    assert "taken again" in first.log_tail(20_000)
     with first.client() as a:
         record(a, ev.receipt(STORE, ("SKU-1", 1)))
 
