@@ -61,6 +61,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--rounds", type=int, default=1, help="each run this many times, back to back")
     parser.add_argument(
+        "--feed",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="the kafka runs also publish the availability feed (LEDGER_FEED_ENABLED, on by default in "
+        "ledger serve with Kafka); off, the kafka and http runs do the same work: the http run has no Kafka",
+    )
+    parser.add_argument(
         "--only", default="kafka,http,consumer", help=f"runs to make: {','.join(intake_report.RUNS)}"
     )
     parser.add_argument(
@@ -148,6 +155,7 @@ class IntakeBench:
             "LEDGER_KAFKA_RESULTS_TOPIC": f"{topic}.results",
             "LEDGER_KAFKA_DLQ_TOPIC": f"{topic}.dlq",
             "LEDGER_KAFKA_GROUP": group,
+            "LEDGER_FEED_ENABLED": "true" if self.args.feed else "false",
         }
         if baseline:
             assert self.baseline_tree is not None

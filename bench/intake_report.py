@@ -140,6 +140,7 @@ def results(
                 "array_size",
                 "senders",
                 "poll_records",
+                "feed",
                 "rounds",
                 "runs",
                 "serve_argv",

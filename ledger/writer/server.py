@@ -64,6 +64,7 @@ LISTEN_BACKLOG = 128
 # the local listener's None).
 _WAKE = object()
 _PEERS = object()
+PEER_HELLO_WAIT_S = 5.0  # how long a peer may take to show the token after it connected
 WAKE_BYTES_MAX = 64  # read at once from the wake-up socket: stop_soon writes one byte a call
 
 
@@ -77,7 +78,7 @@ class _Client:
     subscribed: bool = False
     replies: list[Reply] = field(default_factory=list)
     waiting_to_write: bool = False
-    awaiting_hello: bool = False  # a peer that has not yet shown the token
+    hello_due: float | None = None  # a peer that has not yet shown the token: until when it may
 
 
 @dataclass(slots=True)
@@ -122,6 +123,7 @@ class WriterServer:
         self._pending: list[_Request] = []
         self._stats_sent_at = 0.0
         self._peer_token: str | None = None
+        self._awaiting_hello: list[_Client] = []
         writer.on_commit = self._on_commit
 
     def stop_soon(self) -> None:
@@ -201,6 +203,8 @@ class WriterServer:
                     self._announce = flight.last_position
             self._flight = flight
             self._flush()
+            if self._awaiting_hello:
+                self._drop_silent_peers()
             if self.parent_pid is not None and not self.stopping and os.getppid() != self.parent_pid:
                 log.warning("the serving process is gone; the writer stops")
                 self.stopping = True
@@ -253,11 +257,28 @@ class WriterServer:
             client = _Client(
                 sock, f"peer {self._connections} ({address[0]})", FrameReader(PEER_HELLO_BYTES_MAX)
             )
-            client.awaiting_hello = True
+            client.hello_due = time.monotonic() + PEER_HELLO_WAIT_S
+            self._awaiting_hello.append(client)
         else:
             client = _Client(sock, f"client {self._connections}")
         self.clients[sock] = client
         self.selector.register(sock, selectors.EVENT_READ, client)
+
+    def _drop_silent_peers(self) -> None:
+        """Peers connected PEER_HELLO_WAIT_S ago that have not shown the token are let go."""
+        now = time.monotonic()
+        waiting = []
+        for client in self._awaiting_hello:
+            if client.hello_due is None or client.sock not in self.clients:
+                continue  # welcomed, or gone
+            if client.hello_due > now:
+                waiting.append(client)
+            else:
+                log.error(
+                    "%s did not say hello within %.0f s; disconnecting it", client.name, PEER_HELLO_WAIT_S
+                )
+                self._drop(client)
+        self._awaiting_hello = waiting
 
     def _drop(self, client: _Client) -> None:
         with contextlib.suppress(KeyError, ValueError):
@@ -283,16 +304,16 @@ class WriterServer:
             log.error("%s sent %s; disconnecting it", client.name, error)
             self._drop(client)
             return
-        if client.awaiting_hello and bodies:
+        if client.hello_due is not None and bodies:
             if self._peer_token is None or not peer_hello_shows(bodies[0], self._peer_token):
                 log.error("%s did not show this leader's token; disconnecting it", client.name)
                 self._drop(client)
                 return
-            client.awaiting_hello = False
+            client.hello_due = None
             client.reader.frame_bytes_max = FRAME_BYTES_MAX
             self._queue(client, PEER_WELCOME)
             bodies = bodies[1:]
-        elif client.awaiting_hello:
+        elif client.hello_due is not None:
             return
         for body in bodies:
             try:

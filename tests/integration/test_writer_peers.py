@@ -21,6 +21,7 @@ from support.server import LedgerServer, free_port, run_ledger_command
 
 from ledger.writer.leadership import LEADER_LOCK_KEY
 from ledger.writer.process import default_socket_path
+from ledger.writer.server import PEER_HELLO_WAIT_S
 from ledger.writer.wire import FRAME, PEER_HELLO, PEER_WELCOME, Subscribe, encode, encode_peer_hello
 
 TAKE_OVER_DEADLINE_S = 60.0
@@ -117,6 +118,8 @@ def test_a_peer_that_does_not_show_the_token_is_refused_and_the_leader_goes_on(p
     with socket.create_connection((host, port), timeout=5) as oversized:
         oversized.sendall(FRAME.pack(1 << 30) + PEER_HELLO)  # a length it must not wait to read
         assert oversized.recv(1024) == b""
+    with socket.create_connection((host, port), timeout=PEER_HELLO_WAIT_S + 10) as silent:
+        assert silent.recv(1024) == b""  # let go: it said nothing within PEER_HELLO_WAIT_S
     with socket.create_connection((host, port), timeout=5) as right:
         right.sendall(encode_peer_hello(token))
         assert right.recv(len(PEER_WELCOME)) == PEER_WELCOME
