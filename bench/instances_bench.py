@@ -30,7 +30,8 @@ from frame import SEED_UNITS, STORE, Bench, chunks, ledger_command, ledger_metri
 from plumbing import BenchError, Server
 
 TARGET_RATIO = 1.0
-LABELS = "abcdefgh"  # instance names in the output: ledger a, ledger b, ...
+LABELS = "abcdefgh"
+PEER_SECRET = "the-instances-bench-peers-secret"  # instance names in the output: ledger a, ledger b, ...
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -101,6 +102,7 @@ class InstancesBench:
                 name = f"ledger-{instances}x-{label}-round{number}"
                 if args.peers:
                     env["LEDGER_WRITER_PEER_ADDRESS"] = f"127.0.0.1:{free_port()}"
+                    env["LEDGER_WRITER_PEER_SECRET"] = PEER_SECRET
                 server, port = bench.start_server(name, [*ledger_command(), "serve"], env)
                 started.append((label, server, port))
                 if len(started) == 1:

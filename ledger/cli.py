@@ -167,7 +167,12 @@ def _start_writer_process(settings: Settings) -> Any:
     os.environ.pop("LEDGER_WRITER_SOCKET", None)  # the writer itself writes, it does not connect
     peering = None
     if settings.writer_peer_address is not None:
-        peering = Peering(settings.database_url, *parse_peer_address(settings.writer_peer_address))
+        assert settings.writer_peer_secret is not None  # Settings requires it with the address
+        peering = Peering(
+            settings.database_url,
+            *parse_peer_address(settings.writer_peer_address),
+            secret=settings.writer_peer_secret.get_secret_value(),
+        )
     supervisor = WriterSupervisor(
         build_writer_from_environment, path, settings.writer_client_outbox_bytes_max, peering=peering
     )

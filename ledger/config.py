@@ -12,6 +12,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 KAFKA_RECORD_FRAMING_BYTES_MAX = 1024
 
 
+PEER_SECRET_CHARS_MIN = 16
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="LEDGER_", extra="ignore")
 
@@ -215,6 +218,11 @@ class Settings(BaseSettings):
         pattern=r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):[0-9]{1,5}$",
         description="host:port where this instance's writer, if it leads, takes the other instances' writes",
     )
+    # The secret the writers of one database share, with LEDGER_WRITER_PEER_ADDRESS: a relay and the
+    # leader each prove they know it before either reads anything of the other (at least 16 characters).
+    writer_peer_secret: SecretStr | None = Field(
+        None, description="the peers' shared secret (16+ characters)"
+    )
     request_timeout_s: float = Field(30.0, gt=0)
 
     # `ledger import FILE` (ledger/importer): envelopes are recorded in batches of this many; the
@@ -396,6 +404,12 @@ class Settings(BaseSettings):
                 raise ValueError(f"LEDGER_WRITER_PEER_ADDRESS: port {port} is not 1..65535")
             if not self.database_url.startswith(("postgresql://", "postgres://")):
                 raise ValueError("LEDGER_WRITER_PEER_ADDRESS needs a PostgreSQL LEDGER_DATABASE_URL")
+            secret = self.writer_peer_secret.get_secret_value() if self.writer_peer_secret else ""
+            if len(secret) < PEER_SECRET_CHARS_MIN:
+                raise ValueError(
+                    "LEDGER_WRITER_PEER_ADDRESS needs LEDGER_WRITER_PEER_SECRET, the same on every "
+                    f"instance, of at least {PEER_SECRET_CHARS_MIN} characters (say: openssl rand -hex 32)"
+                )
             if not self.writer_process:
                 raise ValueError(
                     "LEDGER_WRITER_PEER_ADDRESS needs the writer in its own process (LEDGER_WRITER_PROCESS)"

@@ -164,7 +164,7 @@ FEED_CURSORS_DDL = (
 # Where the writer that leads for this database listens for the other instances (writer/leadership.py).
 WRITER_LEADER_DDL = (
     "CREATE TABLE IF NOT EXISTS ledger_writer_leader (id INTEGER PRIMARY KEY CHECK (id = 1), "
-    "host TEXT NOT NULL, port INTEGER NOT NULL, token TEXT NOT NULL, pid INTEGER NOT NULL, "
+    "host TEXT NOT NULL, port INTEGER NOT NULL, leader_id TEXT NOT NULL, pid INTEGER NOT NULL, "
     "since TEXT NOT NULL)"
 )
 

@@ -1,16 +1,16 @@
 """Which instance's writer records for a database, when several share it (PostgreSQL only).
 
 Two writers on one database take turns under the writers' lock, and each reads back what the
-other wrote: together they recorded less than one alone (DESIGN.md, Scaling). With
-LEDGER_WRITER_PEER_ADDRESS set on every instance, one writer leads and the others relay their
-instance's requests to it (writer/relay.py), so that one writer records for all of them.
+other wrote: together they recorded less than one alone (DESIGN.md, Limits). With
+LEDGER_WRITER_PEER_ADDRESS (and the peers' secret) set on every instance, one writer leads and the
+others relay their instance's requests to it (writer/relay.py), so that one writer records for all.
 
 The leader is the writer whose session holds `LEADER_LOCK_KEY`, a session-level advisory lock: it
-is released when that session ends, however the process ended (kill -9 included). The leader then
-publishes where it listens, and a token a peer must show, in `ledger_writer_leader`; whoever may
-read the database may write to it anyway. Correctness never rests on this: should two writers
-lead at once for a while (the lock's session was lost, and another took it), both still record
-under the writers' lock, as two instances without peers do.
+is released when that session ends, however the process ended (kill -9 included; a machine lost
+is found out by the session's TCP keepalives, `SESSION_OPTIONS`). The leader then publishes where
+it listens in `ledger_writer_leader`; the secret is not there (peer_link.py). Correctness never
+rests on this: should two writers lead at once for a while (the lock's session was lost, and
+another took it), both still record under the writers' lock, as two instances without peers do.
 
 A leader whose session is lost (PostgreSQL restarted, the connection cut) keeps recording for its
 relays, and `keep()` takes the lock again, every `KEEP_INTERVAL_S`, so that a writer started
@@ -31,26 +31,33 @@ from typing import Any
 
 import psycopg
 
-from ledger.storage.pg_sessions import ANSWER_WAIT_S_MAX, AnsweredInTime
+from ledger.storage.pg_sessions import AnsweredInTime
 from ledger.storage.recorders import CONNECT_TIMEOUT_S
 
 log = logging.getLogger("ledger.writer")
 
 # A PostgreSQL advisory lock key of this service's own (the writers' is 0x1ED6E7: storage/writers_lock.py).
 LEADER_LOCK_KEY = 0x1ED6E8
-TOKEN_BYTES = 24
+LEADER_ID_BYTES = 12
 KEEP_INTERVAL_S = 1.0
-
-
-def new_token() -> str:
-    return secrets.token_urlsafe(TOKEN_BYTES)
+CLOSE_WAIT_S = 2.0  # for the keeper to finish what it is at, when the writer stops
+# Both ends of the leader's session find the other gone within seconds: the server frees the lock
+# of a leader whose machine was lost, and the keeper finds a lost session.
+SESSION_OPTIONS: dict[str, Any] = {
+    "keepalives": 1,
+    "keepalives_idle": 5,
+    "keepalives_interval": 2,
+    "keepalives_count": 3,
+    "options": "-c tcp_keepalives_idle=5 -c tcp_keepalives_interval=2 -c tcp_keepalives_count=3 "
+    "-c tcp_user_timeout=15000",
+}
 
 
 @dataclass(frozen=True, slots=True)
 class Leader:
     host: str
     port: int
-    token: str
+    leader_id: str  # this lead's own, so that it takes back only its own row
     pid: int
 
     @property
@@ -71,7 +78,7 @@ class Leadership:
     def _session(self) -> Any:
         if self._connection is None or self._connection.closed:
             self._connection = AnsweredInTime.connect(
-                self.database_url, autocommit=True, connect_timeout=int(CONNECT_TIMEOUT_S)
+                self.database_url, autocommit=True, connect_timeout=int(CONNECT_TIMEOUT_S), **SESSION_OPTIONS
             )
         return self._connection
 
@@ -80,15 +87,17 @@ class Leadership:
         (took,) = self._session().execute("SELECT pg_try_advisory_lock(%s)", (LEADER_LOCK_KEY,)).fetchone()
         return bool(took)
 
-    def publish(self, host: str, port: int, token: str) -> Leader:
-        """Tells the other instances where this leader listens, and the token they must show."""
-        leader = Leader(host, port, token, os.getpid())
+    def publish(self, host: str, port: int) -> Leader:
+        """Tells the other instances where this leader listens."""
+        published = self._published
+        leader_id = published.leader_id if published is not None else secrets.token_hex(LEADER_ID_BYTES)
+        leader = Leader(host, port, leader_id, os.getpid())
         self._session().execute(
-            "INSERT INTO ledger_writer_leader (id, host, port, token, pid, since) "
+            "INSERT INTO ledger_writer_leader (id, host, port, leader_id, pid, since) "
             "VALUES (1, %s, %s, %s, %s, %s) "
             "ON CONFLICT (id) DO UPDATE SET host = excluded.host, port = excluded.port, "
-            "token = excluded.token, pid = excluded.pid, since = excluded.since",
-            (leader.host, leader.port, leader.token, leader.pid, datetime.now(UTC).isoformat()),
+            "leader_id = excluded.leader_id, pid = excluded.pid, since = excluded.since",
+            (leader.host, leader.port, leader.leader_id, leader.pid, datetime.now(UTC).isoformat()),
         )
         self._published = leader
         return leader
@@ -111,7 +120,7 @@ class Leadership:
                 self._drop_session()
             try:
                 if self.take_lead():
-                    self.publish(published.host, published.port, published.token)
+                    self.publish(published.host, published.port)
                     log.info("this writer's lead was lost with its database session, and taken again")
                     said_lost = False
                 elif not said_lost:
@@ -136,7 +145,7 @@ class Leadership:
         """Who last published that it leads (it may have gone since: a peer finds out on connecting)."""
         row = (
             self._session()
-            .execute("SELECT host, port, token, pid FROM ledger_writer_leader WHERE id = 1")
+            .execute("SELECT host, port, leader_id, pid FROM ledger_writer_leader WHERE id = 1")
             .fetchone()
         )
         return Leader(*row) if row is not None else None
@@ -146,12 +155,14 @@ class Leadership:
         published, so that the others need not try it."""
         self._keeping.set()
         if self._keeper is not None:
-            self._keeper.join(KEEP_INTERVAL_S + 2 * ANSWER_WAIT_S_MAX)
+            self._keeper.join(CLOSE_WAIT_S)
+            if self._keeper.is_alive():
+                return  # still at the database: the session ends with the process, the lead with it
         if self._connection is not None:
             with contextlib.suppress(Exception):
                 if self._published is not None:
                     self._connection.execute(
-                        "DELETE FROM ledger_writer_leader WHERE token = %s", (self._published.token,)
+                        "DELETE FROM ledger_writer_leader WHERE leader_id = %s", (self._published.leader_id,)
                     )
                 self._connection.close()
             self._connection = None

@@ -28,11 +28,11 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ledger.writer.facade import Writer
-from ledger.writer.leadership import Leader, Leadership, new_token
+from ledger.writer.leadership import Leader, Leadership
 from ledger.writer.relay import LeaderUnreachable, Relay, connect_to_leader
 from ledger.writer.server import WriterServer
 
@@ -46,7 +46,7 @@ START_FAILED_EXIT_CODE = 3
 LEADER_GONE_EXIT_CODE = 4
 # With peers: how long a new writer looks for the leader (one that has just taken the lead may not
 # have published where it listens yet), trying every FIND_LEADER_RETRY_S.
-FIND_LEADER_S_MAX = 20.0
+FIND_LEADER_S_MAX = 45.0  # within READY_WAIT_S_MAX, and longer than a leader takes to start
 FIND_LEADER_RETRY_S = 0.2
 # The signal by which the serving process, and only it, stops the writer (SIGTERM and SIGINT reach
 # the whole process group, and are ignored: see writer_main).
@@ -60,11 +60,13 @@ BuildWriter = Callable[[], Writer]
 
 @dataclass(frozen=True, slots=True)
 class Peering:
-    """Where this instance's writer listens for the others' relays, should it lead."""
+    """Where this instance's writer listens for the others' relays, should it lead, and the secret
+    the writers of one database share (peer_link.py)."""
 
     database_url: str
     host: str
     port: int
+    secret: str = field(repr=False)
 
 
 class WriterStartFailed(RuntimeError):
@@ -113,32 +115,36 @@ def writer_main(
     not as a traceback."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     leadership = Leadership(peering.database_url) if peering is not None else None
+    secret = peering.secret.encode() if peering is not None else b""
+    relay: Relay | None = None
     try:
-        leader = _find_leader(leadership) if leadership is not None else None
-        if leader is not None:
-            assert leadership is not None
-            leadership.close()  # a follower holds no session: it starts anew if the leader goes
-            _relay_main(socket_path, leader, parent_pid, outbox_bytes_max, ready)
-            return
-        writer = build()
-        server = WriterServer(
-            writer, socket_path, writer.limits.batch_events_max, outbox_bytes_max, parent_pid
-        )
-        server.listen()
-        if leadership is not None and peering is not None:
-            token = new_token()
-            server.listen_for_peers(peering.host, peering.port, token)
-            leadership.publish(peering.host, peering.port, token)
-            leadership.keep()
-            log.info(
-                "this writer leads for its database; the other instances' relays reach it at %s:%d",
-                peering.host,
-                peering.port,
+        leader = _find_leader(leadership, secret) if leadership is not None else None
+        if leadership is not None and leader is not None:
+            leadership.close()  # a relay holds no session: it starts anew if the leader goes
+            relay = Relay(socket_path, leader, secret, outbox_bytes_max, parent_pid)
+            relay.listen()
+        else:
+            writer = build()
+            server = WriterServer(
+                writer, socket_path, writer.limits.batch_events_max, outbox_bytes_max, parent_pid
             )
+            server.listen()
+            if leadership is not None and peering is not None:
+                server.listen_for_peers(peering.host, peering.port, secret)
+                leadership.publish(peering.host, peering.port)
+                leadership.keep()
+                log.info(
+                    "this writer leads for its database; the other instances' relays reach it at %s:%d",
+                    peering.host,
+                    peering.port,
+                )
     except Exception as error:  # noqa: BLE001 - told to the parent, which exits with it
         ready.send(("failed", _one_line(error)))
         ready.close()
         os._exit(START_FAILED_EXIT_CODE)
+    if relay is not None:
+        _relay_main(relay, ready)
+        return
     _ignore_group_signals()
     # STOP_SIGNAL, from the serving process: finish the batch in hand, answer it, and stop.
     signal.signal(STOP_SIGNAL, lambda *_: server.stop_soon())
@@ -162,7 +168,7 @@ def _ignore_group_signals() -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
-def _find_leader(leadership: Leadership) -> Leader | None:
+def _find_leader(leadership: Leadership, secret: bytes) -> Leader | None:
     """None if this process now leads; else the leader it reached. A leader that has just taken
     the lead may not have published yet, and one that has gone may still be published: tried
     again, for up to FIND_LEADER_S_MAX."""
@@ -174,7 +180,7 @@ def _find_leader(leadership: Leadership) -> Leader | None:
         leader = leadership.leader()
         if leader is not None:
             try:
-                connect_to_leader(leader).close()
+                connect_to_leader(leader, secret).close()
                 return leader
             except LeaderUnreachable as error:
                 why = str(error)
@@ -183,12 +189,10 @@ def _find_leader(leadership: Leadership) -> Leader | None:
         time.sleep(FIND_LEADER_RETRY_S)
 
 
-def _relay_main(socket_path: str, leader: Leader, parent_pid: int, outbox_bytes_max: int, ready: Any) -> None:
-    relay = Relay(socket_path, leader, outbox_bytes_max, parent_pid)
-    relay.listen()
+def _relay_main(relay: Relay, ready: Any) -> None:
     _ignore_group_signals()
     signal.signal(STOP_SIGNAL, lambda *_: relay.stop_soon())
-    log.info("another instance's writer leads for this database: relaying to it at %s", leader.address)
+    log.info("another instance's writer leads for this database: relaying to it at %s", relay.leader.address)
     ready.send(("ready", ""))
     ready.close()
     try:

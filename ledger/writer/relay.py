@@ -6,12 +6,14 @@ both ways unread: the leader answers, and broadcasts its commits to, this instan
 and Kafka intake as it does its own. So their read caches hear of every write of every instance
 at once, instead of reading the other instances' writes back from the database.
 
-Nothing here waits without a limit. Connecting to the leader, with its welcome, is bounded by
-`PEER_CONNECT_TIMEOUT_S`; each direction of a pair holds at most `buffer_bytes_max` bytes that its
-reader has not taken, and past it the pair is closed with a log line (the client reconnects, as
-it does when the writer drops it). When the leader cannot be reached, the relay ends (run()
-returns False) and the process exits, so that its supervisor starts a writer anew: it leads if
-the leader's lock is free, or relays to whoever leads now.
+Nothing here waits without a limit. A link to the leader, with its handshake, is had within
+`PEER_CONNECT_TIMEOUT_S` in all, and a link gone silent is found out by TCP (peer_link.py); each
+direction of a pair holds at most `buffer_bytes_max` bytes (and one read) that its reader has not
+taken, and past it the pair is closed with a log line (the client reconnects, as it does when the
+writer drops it). When the leader cannot be reached (nothing listens at its address, or
+`LINK_FAILURES_MAX` links in a row failed), the relay ends (run() returns False) and the process
+exits, so that its supervisor starts a writer anew: it leads if the leader's lock is free, or
+relays to whoever leads now.
 """
 
 from __future__ import annotations
@@ -21,17 +23,21 @@ import logging
 import os
 import selectors
 import socket
+import time
 from collections import deque
 from dataclasses import dataclass, field
 
+from ledger.writer import peer_link
 from ledger.writer.leadership import Leader
 from ledger.writer.server import WAKE_BYTES_MAX, listen_unix
-from ledger.writer.wire import PEER_WELCOME, encode_peer_hello
 
 log = logging.getLogger("ledger.writer")
 
 RECV_BYTES = 1 << 20
-PEER_CONNECT_TIMEOUT_S = 2.0
+PEER_CONNECT_TIMEOUT_S = 5.0  # a link to the leader, handshake included, in all
+# Links that could not be had in a row before the relay gives the leader up (at once when nothing
+# listens at its address): one slow handshake (a leader busy with a long commit) is no reason.
+LINK_FAILURES_MAX = 3
 # How often the loop looks up from an idle socket: whether the serving process is still there.
 IDLE_POLL_S = 1.0
 _LOCAL = object()
@@ -39,35 +45,52 @@ _WAKE = object()
 
 
 class LeaderUnreachable(ConnectionError):
-    pass
+    """No link to the leader could be had; `refused`: nothing listens at its address any more."""
+
+    def __init__(self, message: str, refused: bool = False) -> None:
+        super().__init__(message)
+        self.refused = refused
 
 
-def connect_to_leader(leader: Leader, timeout_s: float = PEER_CONNECT_TIMEOUT_S) -> socket.socket:
-    """A connection to the leading writer that it has welcomed, non-blocking; LeaderUnreachable if
-    it cannot be had within `timeout_s`."""
+def connect_to_leader(
+    leader: Leader, secret: bytes, timeout_s: float = PEER_CONNECT_TIMEOUT_S
+) -> socket.socket:
+    """A link to the leading writer, each side having proved it shares `secret` (peer_link.py),
+    non-blocking; LeaderUnreachable if it cannot be had within `timeout_s` in all."""
+    deadline = time.monotonic() + timeout_s
+
+    def left_s() -> float:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError(f"no handshake within {timeout_s:.0f} s")
+        return left
+
     try:
         sock = socket.create_connection((leader.host, leader.port), timeout=timeout_s)
+    except ConnectionRefusedError as error:
+        raise LeaderUnreachable(f"nothing listens at {leader.address}: {error}", refused=True) from None
     except OSError as error:
         raise LeaderUnreachable(f"cannot reach the leading writer at {leader.address}: {error}") from None
     try:
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        sock.sendall(encode_peer_hello(leader.token))
-        welcome = b""
-        while len(welcome) < len(PEER_WELCOME):
-            data = sock.recv(len(PEER_WELCOME) - len(welcome))
+        peer_link.tune(sock)
+        relay_nonce = peer_link.new_nonce()
+        sock.settimeout(left_s())
+        sock.sendall(peer_link.hello(relay_nonce))
+        buffer = bytearray()
+        while (body := peer_link.cut_frame(buffer)) is None:
+            sock.settimeout(left_s())
+            data = sock.recv(RECV_BYTES)
             if not data:
-                break
-            welcome += data
-        if welcome != PEER_WELCOME:
-            raise LeaderUnreachable(
-                f"the writer at {leader.address} did not welcome this peer (not the leader now)"
-            )
-    except OSError as error:
+                raise ConnectionResetError("it closed the connection")
+            buffer += data
+        if buffer:
+            raise peer_link.HandshakeFailed("it sent more than its welcome before this side's proof")
+        leader_nonce = peer_link.leader_nonce_of(body, secret, relay_nonce)
+        sock.settimeout(left_s())
+        sock.sendall(peer_link.proof(secret, relay_nonce, leader_nonce))
+    except (OSError, peer_link.HandshakeFailed) as error:
         sock.close()
-        raise LeaderUnreachable(f"the leading writer at {leader.address} did not answer: {error}") from None
-    except LeaderUnreachable:
-        sock.close()
-        raise
+        raise LeaderUnreachable(f"no link to the leading writer at {leader.address}: {error}") from None
     sock.setblocking(False)
     return sock
 
@@ -87,10 +110,12 @@ class _End:
 
 class Relay:
     def __init__(
-        self, socket_path: str, leader: Leader, buffer_bytes_max: int, parent_pid: int | None
+        self, socket_path: str, leader: Leader, secret: bytes, buffer_bytes_max: int, parent_pid: int | None
     ) -> None:
         self.socket_path = socket_path
         self.leader = leader
+        self.secret = secret
+        self._link_failures = 0
         self.buffer_bytes_max = buffer_bytes_max
         self.parent_pid = parent_pid
         self.selector = selectors.DefaultSelector()
@@ -134,7 +159,7 @@ class Relay:
             if self._check_leader:
                 self._check_leader = False
                 try:
-                    connect_to_leader(self.leader).close()
+                    connect_to_leader(self.leader, self.secret).close()
                 except LeaderUnreachable as error:
                     log.warning("%s", error)
                     return False
@@ -156,11 +181,13 @@ class Relay:
         except BlockingIOError:
             return True
         try:
-            upstream = connect_to_leader(self.leader)
+            upstream = connect_to_leader(self.leader, self.secret)
         except LeaderUnreachable as error:
-            log.warning("%s", error)
-            local.close()
-            return False
+            local.close()  # its client reconnects, and is answered 503 meanwhile
+            self._link_failures += 1
+            log.warning("%s (%d in a row)", error, self._link_failures)
+            return not error.refused and self._link_failures < LINK_FAILURES_MAX
+        self._link_failures = 0
         local.setblocking(False)
         self._pairs += 1
         local_end = _End(local, f"client {self._pairs}")

@@ -12,7 +12,8 @@ the writer cannot read is disconnected: neither stops the writer.
 
 With LEDGER_WRITER_PEER_ADDRESS set, the writer that leads its database (writer/leadership.py) also
 listens there for the other instances' relays (writer/relay.py): a peer is a client like any other
-once its first frame has shown the leader's token (wire.py's peer hello).
+once it has proved that it shares the peers' secret (peer_link.py), within `PEER_HANDSHAKE_S_MAX`.
+At most `PEER_HANDSHAKES_MAX` peers may be proving at once; more are let go as they connect.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from dataclasses import dataclass, field
 from ledger.domain.model import StockEvent
 from ledger.results import EventResult
 from ledger.state_cache import Commit
-from ledger.writer import in_flight
+from ledger.writer import in_flight, peer_link
 from ledger.writer.batch_logging import batch_logged
 from ledger.writer.batch_tracing import traced
 from ledger.writer.batching import take_batch
@@ -37,9 +38,6 @@ from ledger.writer.facade import Writer
 from ledger.writer.stats import STATS_INTERVAL_S, WriterStats
 from ledger.writer.submission import Done, Submission, SubmissionFailed
 from ledger.writer.wire import (
-    FRAME_BYTES_MAX,
-    PEER_HELLO_BYTES_MAX,
-    PEER_WELCOME,
     REFUSED,
     UNAVAILABLE,
     Announced,
@@ -52,7 +50,6 @@ from ledger.writer.wire import (
     Subscribe,
     decode_to_writer,
     encode,
-    peer_hello_shows,
 )
 
 log = logging.getLogger("ledger.writer")
@@ -64,8 +61,17 @@ LISTEN_BACKLOG = 128
 # the local listener's None).
 _WAKE = object()
 _PEERS = object()
-PEER_HELLO_WAIT_S = 5.0  # how long a peer may take to show the token after it connected
+PEER_HANDSHAKE_S_MAX = 5.0  # how long a peer may take to prove it shares the secret
+PEER_HANDSHAKES_MAX = 32
 WAKE_BYTES_MAX = 64  # read at once from the wake-up socket: stop_soon writes one byte a call
+
+
+@dataclass(slots=True)
+class _Handshake:
+    due: float
+    buffer: bytearray = field(default_factory=bytearray)
+    relay_nonce: bytes = b""
+    leader_nonce: bytes = b""
 
 
 @dataclass(slots=True)
@@ -78,7 +84,7 @@ class _Client:
     subscribed: bool = False
     replies: list[Reply] = field(default_factory=list)
     waiting_to_write: bool = False
-    hello_due: float | None = None  # a peer that has not yet shown the token: until when it may
+    handshake: _Handshake | None = None  # a peer's, until it has proved it shares the secret
 
 
 @dataclass(slots=True)
@@ -122,8 +128,9 @@ class WriterServer:
         self.stats = WriterStats(writer.limits.slow_batch_s)
         self._pending: list[_Request] = []
         self._stats_sent_at = 0.0
-        self._peer_token: str | None = None
-        self._awaiting_hello: list[_Client] = []
+        self._peer_secret = b""
+        self._handshaking: list[_Client] = []
+        self._handshakes_full_said = False
         writer.on_commit = self._on_commit
 
     def stop_soon(self) -> None:
@@ -148,11 +155,11 @@ class WriterServer:
     def listen(self) -> None:
         self.selector.register(listen_unix(self.socket_path), selectors.EVENT_READ, None)
 
-    def listen_for_peers(self, host: str, port: int, token: str) -> None:
-        """Takes the other instances' relays at host:port; each must first show `token`."""
-        listener = socket.create_server((host, port), backlog=LISTEN_BACKLOG, reuse_port=False)
+    def listen_for_peers(self, host: str, port: int, secret: bytes) -> None:
+        """Takes the other instances' relays at host:port; each must first prove it shares `secret`."""
+        listener = socket.create_server((host, port), backlog=LISTEN_BACKLOG)
         listener.setblocking(False)
-        self._peer_token = token
+        self._peer_secret = secret
         self.selector.register(listener, selectors.EVENT_READ, _PEERS)
 
     # -- the loop -----------------------------------------------------------------------------------
@@ -203,7 +210,7 @@ class WriterServer:
                     self._announce = flight.last_position
             self._flight = flight
             self._flush()
-            if self._awaiting_hello:
+            if self._handshaking:
                 self._drop_silent_peers()
             if self.parent_pid is not None and not self.stopping and os.getppid() != self.parent_pid:
                 log.warning("the serving process is gone; the writer stops")
@@ -250,35 +257,69 @@ class WriterServer:
             sock, address = listener.accept()
         except BlockingIOError:
             return
+        except OSError as error:  # out of file descriptors, say: the writer goes on with what it has
+            log.error("could not accept a connection: %s", error)
+            return
         sock.setblocking(False)
         self._connections += 1
         if peer:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            client = _Client(
-                sock, f"peer {self._connections} ({address[0]})", FrameReader(PEER_HELLO_BYTES_MAX)
-            )
-            client.hello_due = time.monotonic() + PEER_HELLO_WAIT_S
-            self._awaiting_hello.append(client)
+            if len(self._handshaking) >= PEER_HANDSHAKES_MAX:
+                if not self._handshakes_full_said:  # said once until there is room again
+                    self._handshakes_full_said = True
+                    log.error(
+                        "%d peers are proving at once (limit); letting new ones go", PEER_HANDSHAKES_MAX
+                    )
+                sock.close()
+                return
+            peer_link.tune(sock)
+            client = _Client(sock, f"peer {self._connections} ({address[0]})")
+            client.handshake = _Handshake(time.monotonic() + PEER_HANDSHAKE_S_MAX)
+            self._handshaking.append(client)
         else:
             client = _Client(sock, f"client {self._connections}")
         self.clients[sock] = client
         self.selector.register(sock, selectors.EVENT_READ, client)
 
     def _drop_silent_peers(self) -> None:
-        """Peers connected PEER_HELLO_WAIT_S ago that have not shown the token are let go."""
+        """Peers that have not proved they share the secret within PEER_HANDSHAKE_S_MAX are let go."""
         now = time.monotonic()
-        waiting = []
-        for client in self._awaiting_hello:
-            if client.hello_due is None or client.sock not in self.clients:
-                continue  # welcomed, or gone
-            if client.hello_due > now:
-                waiting.append(client)
+        proving = []
+        for client in self._handshaking:
+            if client.handshake is None or client.sock not in self.clients:
+                continue  # proved, or gone
+            if client.handshake.due > now:
+                proving.append(client)
             else:
                 log.error(
-                    "%s did not say hello within %.0f s; disconnecting it", client.name, PEER_HELLO_WAIT_S
+                    "%s did not prove it is a peer within %.0f s; disconnecting it",
+                    client.name,
+                    PEER_HANDSHAKE_S_MAX,
                 )
                 self._drop(client)
-        self._awaiting_hello = waiting
+        self._handshaking = proving
+        if len(proving) < PEER_HANDSHAKES_MAX:
+            self._handshakes_full_said = False
+
+    def _handshake(self, client: _Client, handshake: _Handshake, data: bytes) -> bytes | None:
+        """Takes a peer's handshake frames; what came after its proof (to read as frames), or None
+        while it has not proved itself (or was let go)."""
+        handshake.buffer += data
+        try:
+            while (body := peer_link.cut_frame(handshake.buffer)) is not None:
+                if not handshake.leader_nonce:
+                    handshake.relay_nonce = peer_link.relay_nonce_of(body)
+                    handshake.leader_nonce = peer_link.new_nonce()
+                    self._queue(client, peer_link.welcome(self._peer_secret, *nonces_of(handshake)))
+                else:
+                    peer_link.check_proof(
+                        body, self._peer_secret, handshake.relay_nonce, handshake.leader_nonce
+                    )
+                    client.handshake = None
+                    return bytes(handshake.buffer)
+        except peer_link.HandshakeFailed as error:
+            log.error("%s: %s; disconnecting it", client.name, error)
+            self._drop(client)
+        return None
 
     def _drop(self, client: _Client) -> None:
         with contextlib.suppress(KeyError, ValueError):
@@ -298,22 +339,16 @@ class WriterServer:
         if not data:
             self._drop(client)
             return
+        if client.handshake is not None:
+            after = self._handshake(client, client.handshake, data)
+            if after is None:
+                return
+            data = after
         try:
             bodies = client.reader.feed(data)
         except FrameTooLarge as error:
             log.error("%s sent %s; disconnecting it", client.name, error)
             self._drop(client)
-            return
-        if client.hello_due is not None and bodies:
-            if self._peer_token is None or not peer_hello_shows(bodies[0], self._peer_token):
-                log.error("%s did not show this leader's token; disconnecting it", client.name)
-                self._drop(client)
-                return
-            client.hello_due = None
-            client.reader.frame_bytes_max = FRAME_BYTES_MAX
-            self._queue(client, PEER_WELCOME)
-            bodies = bodies[1:]
-        elif client.hello_due is not None:
             return
         for body in bodies:
             try:
@@ -397,6 +432,10 @@ class WriterServer:
             client.waiting_to_write = want_write
             events = selectors.EVENT_READ | (selectors.EVENT_WRITE if want_write else 0)
             self.selector.modify(client.sock, events, client)
+
+
+def nonces_of(handshake: _Handshake) -> tuple[bytes, bytes]:
+    return handshake.relay_nonce, handshake.leader_nonce
 
 
 def listen_unix(path: str) -> socket.socket:

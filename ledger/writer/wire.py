@@ -10,14 +10,12 @@ was just sent, and `Replies` to each client that has answers waiting; and now an
 `StatsReport` to every subscriber (its figures for the metrics endpoint). A message that a side
 does not expect is an `UnexpectedMessage`, which names it: never a misparse.
 
-Between instances (writer/relay.py) a connection opens with a peer hello, which is not a pickle:
-the leader reads nothing of a peer's as a pickle before the hello has shown the token it published
-in the database, and a hello longer than `PEER_HELLO_BYTES_MAX` is refused unread.
+Between instances (writer/relay.py) a connection first goes through peer_link.py's handshake,
+which is not pickled: neither side unpickles anything of the other's before it.
 """
 
 from __future__ import annotations
 
-import hmac
 import pickle
 import struct
 from dataclasses import dataclass
@@ -216,28 +214,6 @@ def decode_from_writer(body: bytes | bytearray | memoryview) -> FromWriter:
     if not isinstance(message, Committed | Announced | Replies | StatsReport):
         raise UnexpectedMessage(message)
     return message
-
-
-PEER_HELLO = b"ledger-writer-peer/1 "
-PEER_HELLO_BYTES_MAX = 256
-PEER_WELCOME_BODY = PEER_HELLO + b"welcome"
-
-
-def _frame(body: bytes) -> bytes:
-    return FRAME.pack(len(body)) + body
-
-
-def encode_peer_hello(token: str) -> bytes:
-    """Peer -> leader, the first frame of a connection: the leader's token, read from the database."""
-    return _frame(PEER_HELLO + token.encode("ascii"))
-
-
-def peer_hello_shows(body: bytes, token: str) -> bool:
-    expected = PEER_HELLO + token.encode("ascii")
-    return len(body) == len(expected) and hmac.compare_digest(body, expected)
-
-
-PEER_WELCOME = _frame(PEER_WELCOME_BODY)  # leader -> peer: the hello was right; frames follow
 
 
 class FrameReader:

@@ -1,13 +1,16 @@
-"""Instances that share a PostgreSQL database and their writers' peer address: one writer leads and
-records for all; the others relay to it (ledger/writer/leadership.py, relay.py). Every guarantee
-of two instances without peers holds: no oversell between them, nothing acknowledged lost when
-the leader is killed, and another instance leads then by itself. A peer that does not show the
-leader's token is refused before anything of it is read."""
+"""Instances that share a PostgreSQL database, their writers' peer address and secret: one writer
+leads and records for all; the others relay to it (ledger/writer/leadership.py, relay.py). Every
+guarantee of instances without peers holds: no oversell between them, nothing acknowledged lost
+when the leader is killed under load, and then another instance leads by itself and the third
+relays to it. Neither side of a link reads anything of the other before it has proved that it
+shares the secret (peer_link.py)."""
 
 from __future__ import annotations
 
 import concurrent.futures
+import re
 import socket
+import threading
 import time
 from typing import Any
 
@@ -19,13 +22,24 @@ from support.api import level, post_events, record, reserve
 from support.postgres import EmbeddedPostgres
 from support.server import LedgerServer, free_port, run_ledger_command
 
-from ledger.writer.leadership import LEADER_LOCK_KEY
+from ledger.writer import peer_link
+from ledger.writer.leadership import LEADER_LOCK_KEY, Leader
 from ledger.writer.process import default_socket_path
-from ledger.writer.server import PEER_HELLO_WAIT_S
-from ledger.writer.wire import FRAME, PEER_HELLO, PEER_WELCOME, Subscribe, encode, encode_peer_hello
+from ledger.writer.relay import LeaderUnreachable, connect_to_leader
+from ledger.writer.server import PEER_HANDSHAKE_S_MAX
+from ledger.writer.wire import (
+    FRAME,
+    FrameReader,
+    Replies,
+    Subscribe,
+    WriteRequest,
+    decode_from_writer,
+    encode,
+)
 
 TAKE_OVER_DEADLINE_S = 60.0
 STORE = "peers"
+SECRET = "a-secret-the-test-instances-share"
 
 
 @pytest.fixture
@@ -33,29 +47,43 @@ def pg_url(postgres: EmbeddedPostgres) -> str:
     return postgres.create_database()
 
 
-def _peers(serve: Any, database_url: str, count: int) -> list[tuple[LedgerServer, int]]:
-    instances = []
-    for _ in range(count):
-        port = free_port()
-        instances.append((serve(database_url, {"LEDGER_WRITER_PEER_ADDRESS": f"127.0.0.1:{port}"}), port))
-    return instances
+def _peer_env(**extra: str) -> dict[str, str]:
+    return {
+        "LEDGER_WRITER_PEER_ADDRESS": f"127.0.0.1:{free_port()}",
+        "LEDGER_WRITER_PEER_SECRET": SECRET,
+        **extra,
+    }
 
 
-def _leader_row(database_url: str) -> tuple[str, int, str] | None:
+def _peers(serve: Any, database_url: str, count: int) -> list[LedgerServer]:
+    return [serve(database_url, _peer_env()) for _ in range(count)]
+
+
+def _port(server: LedgerServer) -> int:
+    return int(server.extra_env["LEDGER_WRITER_PEER_ADDRESS"].rpartition(":")[2])
+
+
+def _leader(database_url: str) -> Leader | None:
     with psycopg.connect(database_url) as connection:
-        row = connection.execute("SELECT host, port, token FROM ledger_writer_leader").fetchone()
-    return None if row is None else (row[0], row[1], row[2])
+        row = connection.execute("SELECT host, port, leader_id, pid FROM ledger_writer_leader").fetchone()
+    return None if row is None else Leader(*row)
+
+
+def _writer_batches(server: LedgerServer) -> int:
+    """The writer's batches, as this instance's /metrics has them from the writer it reaches."""
+    with server.client() as client:
+        found = re.search(r"^ledger_writer_batch_events_count (\d+)", client.get("/metrics").text, re.M)
+    return int(found.group(1)) if found else -1
 
 
 def test_the_first_instance_leads_and_the_second_relays_to_it_with_no_oversell(pg_url: str, serve) -> None:
-    (first, first_port), (second, _) = _peers(serve, pg_url, 2)
-    leader = _leader_row(pg_url)
-    assert leader is not None and leader[:2] == ("127.0.0.1", first_port)
-    assert f"relaying to it at 127.0.0.1:{first_port}" in second.log_tail(20_000)
+    first, second = _peers(serve, pg_url, 2)
+    leader = _leader(pg_url)
+    assert leader is not None and (leader.host, leader.port) == ("127.0.0.1", _port(first))
+    assert f"relaying to it at 127.0.0.1:{_port(first)}" in second.log_tail(20_000)
 
     with first.client() as a, second.client() as b:
         record(a, ev.receipt(STORE, ("SKU-1", 30)))
-        # One write through each instance, then read on the other: both writes reached one log.
         record(b, ev.receipt(STORE, ("SKU-2", 5)))
         assert level(b, STORE, "SKU-1", min_position=1)["on_hand"] == 30
 
@@ -71,66 +99,133 @@ def test_the_first_instance_leads_and_the_second_relays_to_it_with_no_oversell(p
         for client in (a, b):
             answer = level(client, STORE, "SKU-1")
             assert (answer["on_hand"], answer["reserved"], answer["available"]) == (30, 30, 0)
+    # One writer recorded both instances' writes: the second instance's workers hear the figures
+    # of the first's writer (their own writer process only relays, and has no figures).
+    deadline = time.monotonic() + 10
+    while (batches := (_writer_batches(first), _writer_batches(second))) and batches[0] != batches[1]:
+        assert time.monotonic() < deadline, batches
+        time.sleep(0.2)
+    assert batches[0] >= 2, batches
     assert "recording" not in first.log_tail(50_000) + second.log_tail(50_000)
 
 
-def test_when_the_leader_is_killed_another_instance_leads_and_nothing_acknowledged_is_lost(
+def test_when_the_leader_is_killed_under_load_another_leads_the_third_relays_and_nothing_is_lost(
     pg_url: str, serve
 ) -> None:
-    (first, _), (second, second_port) = _peers(serve, pg_url, 2)
+    first, second, third = _peers(serve, pg_url, 3)
     acknowledged: list[dict[str, Any]] = []
-    with second.client(timeout_s=10.0) as b:
-        for number in range(20):
-            envelope = ev.receipt(STORE, (f"SKU-{number}", 1))
-            record(b, envelope)
-            acknowledged.append(envelope)
+    statuses: list[int] = []
+    stop = threading.Event()
+
+    def write_through(server: LedgerServer, name: str) -> None:
+        with server.client(timeout_s=10.0) as client:
+            number = 0
+            while not stop.is_set():
+                number += 1
+                envelope = ev.receipt(STORE, (f"SKU-{name}-{number % 50}", 1))
+                try:
+                    response = client.post("/v1/events", json=envelope)
+                except httpx.TransportError:
+                    continue
+                statuses.append(response.status_code)
+                if response.status_code == 200 and response.json()["results"][0]["outcome"] == "accepted":
+                    acknowledged.append(envelope)
+                elif response.status_code != 200:
+                    time.sleep(0.05)
+
+    writers = [threading.Thread(target=write_through, args=(s, n)) for s, n in ((second, "b"), (third, "c"))]
+    for thread in writers:
+        thread.start()
+    try:
+        time.sleep(2)  # under way
+        before = len(acknowledged)
         first.kill()
         deadline = time.monotonic() + TAKE_OVER_DEADLINE_S
-        statuses = []
-        while time.monotonic() < deadline:
-            envelope = ev.receipt(STORE, ("SKU-after", 1))
-            response = b.post("/v1/events", json=envelope)
-            statuses.append(response.status_code)
-            if response.status_code == 200 and response.json()["results"][0]["outcome"] == "accepted":
-                acknowledged.append(envelope)
-                break
-            # Meanwhile the relay is down: the answer is 503 with Retry-After, never a 500.
-            assert response.status_code == 503, response.text
-            assert response.headers.get("Retry-After"), response.headers
-            time.sleep(0.2)
-        else:
-            raise AssertionError(
-                f"nobody led within {TAKE_OVER_DEADLINE_S} s: {statuses}\n{second.log_tail()}"
-            )
-        assert _leader_row(pg_url)[1] == second_port  # type: ignore[index]
+        while len(acknowledged) < before + 40 and time.monotonic() < deadline:
+            time.sleep(0.1)
+    finally:
+        stop.set()
+        for thread in writers:
+            thread.join(30)
+    assert len(acknowledged) >= before + 40, f"{statuses[-20:]}\n{second.log_tail()}\n{third.log_tail()}"
+    # While nobody led, writes were told to come back (503), never failed (500).
+    assert set(statuses) <= {200, 503}, sorted(set(statuses))
+    leader = _leader(pg_url)
+    assert leader is not None and leader.port in (_port(second), _port(third))
+    relaying = third if leader.port == _port(second) else second
+    assert f"relaying to it at 127.0.0.1:{leader.port}" in relaying.log_tail(50_000)
+    with second.client() as b:
         # Every acknowledged event is there once: sent again, each is a duplicate.
         results = post_events(b, *acknowledged)
         assert [result["outcome"] for result in results] == ["duplicate"] * len(acknowledged)
-        assert level(b, STORE, "SKU-after")["on_hand"] == 1
 
 
-def test_a_peer_that_does_not_show_the_token_is_refused_and_the_leader_goes_on(pg_url: str, serve) -> None:
-    ((first, port),) = _peers(serve, pg_url, 1)
-    host, _, token = _leader_row(pg_url)  # type: ignore[misc]
-    with socket.create_connection((host, port), timeout=5) as wrong:
-        wrong.sendall(encode_peer_hello("x" * len(token)))
-        assert wrong.recv(1024) == b""  # closed, with nothing said
-    with socket.create_connection((host, port), timeout=5) as oversized:
-        oversized.sendall(FRAME.pack(1 << 30) + PEER_HELLO)  # a length it must not wait to read
-        assert oversized.recv(1024) == b""
-    with socket.create_connection((host, port), timeout=PEER_HELLO_WAIT_S + 10) as silent:
-        assert silent.recv(1024) == b""  # let go: it said nothing within PEER_HELLO_WAIT_S
-    with socket.create_connection((host, port), timeout=5) as right:
-        right.sendall(encode_peer_hello(token))
-        assert right.recv(len(PEER_WELCOME)) == PEER_WELCOME
+def _fake_leader_answering(answer: bytes) -> tuple[socket.socket, Leader]:
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def serve_once() -> None:
+        connection, _ = listener.accept()
+        with connection:
+            connection.recv(1024)  # the hello
+            connection.sendall(answer)
+            connection.recv(1024)
+
+    threading.Thread(target=serve_once, daemon=True).start()
+    return listener, Leader("127.0.0.1", port, "fake", 0)
+
+
+def test_both_sides_of_a_link_prove_they_share_the_secret_before_anything_else(pg_url: str, serve) -> None:
+    (first,) = _peers(serve, pg_url, 1)
+    leader = _leader(pg_url)
+    assert leader is not None
+    with pytest.raises(LeaderUnreachable):  # the leader lets a relay with another secret go
+        connect_to_leader(leader, b"not-the-secret-of-these-peers")
+    # A "leader" that does not know the secret is found out before a byte of it is unpickled.
+    for answer in (
+        peer_link.welcome(b"not-the-secret-of-these-peers", b"0" * 32, b"1" * 32),
+        FRAME.pack(1 << 30),  # a length the relay must not wait to read
+    ):
+        listener, fake = _fake_leader_answering(answer)
+        with listener, pytest.raises(LeaderUnreachable):
+            connect_to_leader(fake, SECRET.encode(), timeout_s=5)
+    with socket.create_connection((leader.host, leader.port), timeout=5) as oversized:
+        oversized.sendall(FRAME.pack(1 << 30) + b"x" * 64)
+        assert oversized.recv(1024) == b""  # let go at once, its length refused unread
+    with socket.create_connection((leader.host, leader.port), timeout=PEER_HANDSHAKE_S_MAX + 10) as silent:
+        assert silent.recv(1024) == b""  # let go: it did not prove itself in PEER_HANDSHAKE_S_MAX
+    # A hello that arrives a byte at a time is read whole; a relay that proved itself is served.
+    relay_nonce = peer_link.new_nonce()
+    with socket.create_connection((leader.host, leader.port), timeout=10) as link:
+        for byte in peer_link.hello(relay_nonce):
+            link.sendall(bytes([byte]))
+        buffer = bytearray()
+        while (body := peer_link.cut_frame(buffer)) is None:
+            buffer += link.recv(1024)
+        leader_nonce = peer_link.leader_nonce_of(body, SECRET.encode(), relay_nonce)
+        link.sendall(
+            peer_link.proof(SECRET.encode(), relay_nonce, leader_nonce)
+            + encode(WriteRequest(7, [ev.stock_event("linked-1", "stock.receipt", STORE, [("SKU-L", 2)])]))
+        )
+        frames = FrameReader()
+        replies: list[Any] = []
+        while not replies:
+            replies = [
+                m
+                for body in frames.feed(link.recv(1 << 16))
+                if isinstance(m := decode_from_writer(body), Replies)
+            ]
+        (reply,) = replies[0].replies
+        assert reply.request_id == 7 and reply.results is not None
+        assert reply.results[0].outcome.value == "accepted"
     with first.client() as a:
-        record(a, ev.receipt(STORE, ("SKU-1", 1)))
+        assert level(a, STORE, "SKU-L", min_position=1)["on_hand"] == 2
 
 
 def test_a_client_of_a_relay_that_never_reads_is_cut_off_and_the_writes_go_on(pg_url: str, serve) -> None:
-    small = {"LEDGER_WRITER_CLIENT_OUTBOX_BYTES_MAX": str(64 * 1024)}
-    leader = serve(pg_url, {"LEDGER_WRITER_PEER_ADDRESS": f"127.0.0.1:{free_port()}", **small})
-    relaying = serve(pg_url, {"LEDGER_WRITER_PEER_ADDRESS": f"127.0.0.1:{free_port()}", **small})
+    small = str(64 * 1024)
+    leader = serve(pg_url, _peer_env(LEDGER_WRITER_CLIENT_OUTBOX_BYTES_MAX=small))
+    relaying = serve(pg_url, _peer_env(LEDGER_WRITER_CLIENT_OUTBOX_BYTES_MAX=small))
     assert relaying.process is not None
     sleeper = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sleeper.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
@@ -163,8 +258,8 @@ def _lead_holder(database_url: str) -> int | None:
 
 
 def test_a_leader_whose_session_is_cut_takes_its_lead_again(pg_url: str, serve) -> None:
-    ((first, _),) = _peers(serve, pg_url, 1)
-    token = _leader_row(pg_url)[2]  # type: ignore[index]
+    (first,) = _peers(serve, pg_url, 1)
+    published = _leader(pg_url)
     holder = _lead_holder(pg_url)
     assert holder is not None
     with psycopg.connect(pg_url, autocommit=True) as connection:
@@ -173,16 +268,26 @@ def test_a_leader_whose_session_is_cut_takes_its_lead_again(pg_url: str, serve) 
     while (again := _lead_holder(pg_url)) in (None, holder) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert again not in (None, holder), first.log_tail()
-    assert _leader_row(pg_url)[2] == token  # type: ignore[index]  # the same leader, its relays unchanged
+    assert _leader(pg_url) == published  # the same leader at the same address: its relays go on
     assert "taken again" in first.log_tail(20_000)
     with first.client() as a:
         record(a, ev.receipt(STORE, ("SKU-1", 1)))
 
 
-def test_a_peer_address_without_postgresql_is_one_line_and_exit_2(tmp_path) -> None:
-    done = run_ledger_command(
-        f"sqlite:///{tmp_path / 'ledger.db'}", "serve", env={"LEDGER_WRITER_PEER_ADDRESS": "127.0.0.1:7071"}
-    )
+@pytest.mark.parametrize(
+    ("database", "secret", "says"),
+    [
+        ("sqlite", SECRET, "LEDGER_WRITER_PEER_ADDRESS needs a PostgreSQL"),
+        ("postgres", "", "LEDGER_WRITER_PEER_ADDRESS needs LEDGER_WRITER_PEER_SECRET"),
+        ("postgres", "too-short", "LEDGER_WRITER_PEER_ADDRESS needs LEDGER_WRITER_PEER_SECRET"),
+    ],
+)
+def test_a_peer_address_without_postgresql_or_a_secret_is_one_line_and_exit_2(
+    database: str, secret: str, says: str, tmp_path, request: pytest.FixtureRequest
+) -> None:
+    url = f"sqlite:///{tmp_path / 'ledger.db'}" if database == "sqlite" else request.getfixturevalue("pg_url")
+    env = {"LEDGER_WRITER_PEER_ADDRESS": "127.0.0.1:7071", "LEDGER_WRITER_PEER_SECRET": secret}
+    done = run_ledger_command(url, "serve", env=env)
     assert done.returncode == 2, done
     assert len(done.stderr.strip().splitlines()) == 1, done.stderr
-    assert "LEDGER_WRITER_PEER_ADDRESS needs a PostgreSQL" in done.stderr
+    assert says in done.stderr
