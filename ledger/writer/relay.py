@@ -24,11 +24,11 @@ import os
 import selectors
 import socket
 import time
-from collections import deque
 from dataclasses import dataclass, field
 
 from ledger.writer import peer_link
 from ledger.writer.leadership import Leader
+from ledger.writer.outbox import Outbox
 from ledger.writer.server import WAKE_BYTES_MAX, listen_unix
 
 log = logging.getLogger("ledger.writer")
@@ -103,9 +103,7 @@ class _End:
     name: str
     other: _End | None = None
     leaders_side: bool = False
-    outbox: deque[memoryview] = field(default_factory=deque)
-    outbox_bytes: int = 0
-    waiting_to_write: bool = False
+    outbox: Outbox = field(default_factory=Outbox)
 
 
 class Relay:
@@ -213,40 +211,24 @@ class Relay:
             return
         other = end.other
         assert other is not None
-        other.outbox.append(memoryview(data))
-        other.outbox_bytes += len(data)
-        if other.outbox_bytes > self.buffer_bytes_max:
+        other.outbox.add(data)
+        if other.outbox.size > self.buffer_bytes_max:
             log.warning(
                 "%s has not read %d bytes (limit %d); closing its connection",
                 other.name,
-                other.outbox_bytes,
+                other.outbox.size,
                 self.buffer_bytes_max,
             )
             self._close_pair(end)
             return
-        if not other.waiting_to_write:
+        if not other.outbox.watched_for_writing:
             self._send(other)
 
     def _send(self, end: _End) -> None:
         try:
-            while end.outbox:
-                head = end.outbox[0]
-                sent = end.sock.send(head)
-                end.outbox_bytes -= sent
-                if sent < len(head):
-                    end.outbox[0] = head[sent:]
-                    break
-                end.outbox.popleft()
-        except BlockingIOError:
-            pass
+            end.outbox.send(end.sock, self.selector, end)
         except OSError:
             self._close_pair(end)
-            return
-        want_write = bool(end.outbox)
-        if want_write != end.waiting_to_write:
-            end.waiting_to_write = want_write
-            events = selectors.EVENT_READ | (selectors.EVENT_WRITE if want_write else 0)
-            self.selector.modify(end.sock, events, end)
 
     def _close_pair(self, end: _End) -> None:
         self.pairs_closed += 1

@@ -24,7 +24,6 @@ import os
 import selectors
 import socket
 import time
-from collections import deque
 from dataclasses import dataclass, field
 
 from ledger.domain.model import StockEvent
@@ -35,6 +34,7 @@ from ledger.writer.batch_logging import batch_logged
 from ledger.writer.batch_tracing import traced
 from ledger.writer.batching import take_batch
 from ledger.writer.facade import Writer
+from ledger.writer.outbox import Outbox
 from ledger.writer.stats import STATS_INTERVAL_S, WriterStats
 from ledger.writer.submission import Done, Submission, SubmissionFailed
 from ledger.writer.wire import (
@@ -79,11 +79,9 @@ class _Client:
     sock: socket.socket
     name: str
     reader: FrameReader = field(default_factory=FrameReader)
-    outbox: deque[memoryview] = field(default_factory=deque)
-    outbox_bytes: int = 0
+    outbox: Outbox = field(default_factory=Outbox)
     subscribed: bool = False
     replies: list[Reply] = field(default_factory=list)
-    waiting_to_write: bool = False
     handshake: _Handshake | None = None  # a peer's, until it has proved it shares the secret
 
 
@@ -326,7 +324,6 @@ class WriterServer:
             self.selector.unregister(client.sock)
         self.clients.pop(client.sock, None)
         client.outbox.clear()
-        client.outbox_bytes = 0
         client.sock.close()
 
     def _read(self, client: _Client, pending: list[_Request]) -> None:
@@ -396,42 +393,26 @@ class WriterServer:
                 self._queue(client, data)
 
     def _queue(self, client: _Client, data: bytes) -> None:
-        client.outbox.append(memoryview(data))
-        client.outbox_bytes += len(data)
-        if client.outbox_bytes > self.outbox_bytes_max:
+        outbox = client.outbox
+        outbox.add(data)
+        if outbox.size > self.outbox_bytes_max:
             self.clients_dropped += 1
             log.warning(
                 "%s has not read %d bytes of answers and commits (limit %d); disconnecting it",
                 client.name,
-                client.outbox_bytes,
+                outbox.size,
                 self.outbox_bytes_max,
             )
             self._drop(client)
             return
-        if not client.waiting_to_write:
+        if not outbox.watched_for_writing:
             self._send(client)
 
     def _send(self, client: _Client) -> None:
-        """Writes as much of the outbox as the socket takes now, and no more."""
         try:
-            while client.outbox:
-                head = client.outbox[0]
-                sent = client.sock.send(head)
-                client.outbox_bytes -= sent
-                if sent < len(head):
-                    client.outbox[0] = head[sent:]
-                    break
-                client.outbox.popleft()
-        except BlockingIOError:
-            pass
+            client.outbox.send(client.sock, self.selector, client)
         except OSError:
             self._drop(client)
-            return
-        want_write = bool(client.outbox)
-        if want_write != client.waiting_to_write:
-            client.waiting_to_write = want_write
-            events = selectors.EVENT_READ | (selectors.EVENT_WRITE if want_write else 0)
-            self.selector.modify(client.sock, events, client)
 
 
 def nonces_of(handshake: _Handshake) -> tuple[bytes, bytes]:
