@@ -178,6 +178,9 @@ class Relay:
             local, _ = listener.accept()
         except BlockingIOError:
             return True
+        except OSError as error:  # out of file descriptors, say: the relay goes on with what it has
+            log.error("could not accept a connection: %s", error)
+            return True
         try:
             upstream = connect_to_leader(self.leader, self.secret)
         except LeaderUnreachable as error:
