@@ -498,7 +498,9 @@ def _variable(field: object) -> str:
 
 
 def _refused(problem: Any) -> str:
-    field, *inside = problem["loc"] or ("?",)
+    if not problem["loc"]:  # a rule across settings: its message names them
+        return str(problem["msg"]).removeprefix("Value error, ")
+    field, *inside = problem["loc"]
     where = f" (at {'.'.join(str(part) for part in inside)})" if inside else ""
     return f"{_variable(field)}{where}: {problem['msg']}"
 

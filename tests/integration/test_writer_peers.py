@@ -290,4 +290,4 @@ def test_a_peer_address_without_postgresql_or_a_secret_is_one_line_and_exit_2(
     done = run_ledger_command(url, "serve", env=env)
     assert done.returncode == 2, done
     assert len(done.stderr.strip().splitlines()) == 1, done.stderr
-    assert says in done.stderr
+    assert done.stderr.startswith(f"ledger serve: {says}"), done.stderr  # the rule's words, nothing before
