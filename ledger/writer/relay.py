@@ -118,7 +118,6 @@ class Relay:
         self.parent_pid = parent_pid
         self.selector = selectors.DefaultSelector()
         self.stopping = False
-        self.pairs_closed = 0
         self._pairs = 0
         self._check_leader = False
         self._wake_read, self._wake_write = socket.socketpair()
@@ -234,7 +233,6 @@ class Relay:
             self._close_pair(end)
 
     def _close_pair(self, end: _End) -> None:
-        self.pairs_closed += 1
         for side in (end, end.other):
             if side is None:
                 continue

@@ -307,7 +307,10 @@ class WriterServer:
                 if not handshake.leader_nonce:
                     handshake.relay_nonce = peer_link.relay_nonce_of(body)
                     handshake.leader_nonce = peer_link.new_nonce()
-                    self._queue(client, peer_link.welcome(self._peer_secret, *nonces_of(handshake)))
+                    self._queue(
+                        client,
+                        peer_link.welcome(self._peer_secret, handshake.relay_nonce, handshake.leader_nonce),
+                    )
                 else:
                     peer_link.check_proof(
                         body, self._peer_secret, handshake.relay_nonce, handshake.leader_nonce
@@ -413,10 +416,6 @@ class WriterServer:
             client.outbox.send(client.sock, self.selector, client)
         except OSError:
             self._drop(client)
-
-
-def nonces_of(handshake: _Handshake) -> tuple[bytes, bytes]:
-    return handshake.relay_nonce, handshake.leader_nonce
 
 
 def listen_unix(path: str) -> socket.socket:

@@ -115,6 +115,7 @@ def test_when_the_leader_is_killed_under_load_another_leads_the_third_relays_and
     first, second, third = _peers(serve, pg_url, 3)
     acknowledged: list[dict[str, Any]] = []
     statuses: list[int] = []
+    without_retry_after: list[str] = []
     stop = threading.Event()
 
     def write_through(server: LedgerServer, name: str) -> None:
@@ -128,6 +129,8 @@ def test_when_the_leader_is_killed_under_load_another_leads_the_third_relays_and
                 except httpx.TransportError:
                     continue
                 statuses.append(response.status_code)
+                if response.status_code == 503 and not response.headers.get("Retry-After"):
+                    without_retry_after.append(response.text)
                 if response.status_code == 200 and response.json()["results"][0]["outcome"] == "accepted":
                     acknowledged.append(envelope)
                 elif response.status_code != 200:
@@ -150,6 +153,7 @@ def test_when_the_leader_is_killed_under_load_another_leads_the_third_relays_and
     assert len(acknowledged) >= before + 40, f"{statuses[-20:]}\n{second.log_tail()}\n{third.log_tail()}"
     # While nobody led, writes were told to come back (503), never failed (500).
     assert set(statuses) <= {200, 503}, sorted(set(statuses))
+    assert not without_retry_after, without_retry_after[:3]  # a 503 says when to come back
     leader = _leader(pg_url)
     assert leader is not None and leader.port in (_port(second), _port(third))
     relaying = third if leader.port == _port(second) else second
