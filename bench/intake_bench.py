@@ -184,6 +184,7 @@ class IntakeBench:
             pgstats.print_waits(wait_summary)
             metrics = metrics_delta({}, ledger_metrics(port))
             print(f"    {total / elapsed:,.0f} events/s ({total:,} records in {elapsed:.1f} s)", flush=True)
+            print(intake_report.writer_line(metrics, elapsed), flush=True)
             results = [
                 orjson.loads(r.value) for r in self.read_back(kafka, f"{topic}.results", total - self.junk)
             ]
@@ -306,6 +307,7 @@ class IntakeBench:
                 f"{summary['outcomes']}",
                 flush=True,
             )
+            print(intake_report.writer_line(metrics, run.elapsed_s), flush=True)
             found = Counter((result["source"], result["id"]) for result in run.results)
             bench.check(
                 "http: every event answered, once",

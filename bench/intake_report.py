@@ -78,6 +78,22 @@ def medians(rounds: list[dict[str, Any]]) -> dict[str, Any]:
     return found
 
 
+def writer_line(metrics: dict[str, float], elapsed_s: float) -> str:
+    """How busy the writer was: its batches, and the time from each batch taken to its callers
+    answered, summed, against the run's time. Past 1.0 the writer decided one batch while the one
+    before committed (it does when a next batch waits); below it, it waited for work."""
+    batches = metrics.get("ledger_writer_batch_events_count", 0.0)
+    events = metrics.get("ledger_writer_batch_events_sum", 0.0)
+    busy_s = metrics.get("ledger_writer_commit_duration_seconds_sum", 0.0)
+    if not batches or not elapsed_s:
+        return "    writer: no batch seen in /metrics"
+    return (
+        f"    writer: {batches:,.0f} batches of {events / batches:,.0f} events on average; "
+        f"batch taken to answered {busy_s:.1f} s in all, {busy_s / elapsed_s:.2f}x the run's time "
+        f"({busy_s / events * 1e6:,.0f} µs an event)"
+    )
+
+
 def print_summary(intake: IntakeBench) -> None:
     print("\n=== Kafka → durable ledger: every round ===")
     for measured in intake.rounds:
