@@ -98,6 +98,16 @@ class WriterMetrics(Collector):
         for reason, count in zip(REJECT_REASONS, stats.rejects, strict=True):
             rejects.add_metric([reason], count)
         yield rejects
+        one_statement = CounterMetricFamily(
+            "ledger_writer_one_statement_batches",
+            "PostgreSQL: batches decided from the writer's memory and sent as one statement: committed, "
+            "or lost (another writer wrote first, or an id was taken: rolled back whole and recorded "
+            "the ordinary way under the lock)",
+            labels=["result"],
+        )
+        for result, count in zip(("committed", "lost"), stats.one_statement, strict=True):
+            one_statement.add_metric([result], count)
+        yield one_statement
 
 
 def _histogram(name: str, documentation: str, bounds: tuple[float, ...], snapshot: Snapshot) -> Metric:

@@ -386,7 +386,8 @@ class WriterServer:
         now = time.monotonic()
         if now - self._stats_sent_at >= STATS_INTERVAL_S:
             self._stats_sent_at = now
-            broadcast += encode(StatsReport(self.stats.snapshot(len(self._pending))))
+            one_statement = (self.writer.optimistic_won, self.writer.optimistic_lost)
+            broadcast += encode(StatsReport(self.stats.snapshot(len(self._pending), one_statement)))
         for client in list(self.clients.values()):
             data = broadcast if client.subscribed else b""
             if client.replies:

@@ -35,9 +35,12 @@ class WriterStatsSnapshot:
     commit_seconds: Snapshot
     rejects: tuple[int, ...]  # in REJECT_REASONS' order
     queued_requests: int
+    # Batches sent as one statement that committed, and that lost their bet (rolled back whole and
+    # recorded the ordinary way): many lost tell of another writer, or of what memory lacks.
+    one_statement: tuple[int, int] = (0, 0)
 
-    def plain(self) -> tuple[Snapshot, Snapshot, tuple[int, ...], int]:
-        return self.batch_events, self.commit_seconds, self.rejects, self.queued_requests
+    def plain(self) -> tuple[Snapshot, Snapshot, tuple[int, ...], int, tuple[int, int]]:
+        return self.batch_events, self.commit_seconds, self.rejects, self.queued_requests, self.one_statement
 
 
 class WriterStats:
@@ -86,10 +89,12 @@ class WriterStats:
     def queue_full(self) -> None:
         self.rejects[QUEUE_FULL] += 1
 
-    def snapshot(self, queued_requests: int) -> WriterStatsSnapshot:
+    def snapshot(self, queued_requests: int, one_statement: tuple[int, int] = (0, 0)) -> WriterStatsSnapshot:
+        """`one_statement`: the writer's batches sent as one statement, (committed, lost)."""
         return WriterStatsSnapshot(
             self.batch_events.snapshot(),
             self.commit_seconds.snapshot(),
             tuple(self.rejects[reason] for reason in REJECT_REASONS),
             queued_requests,
+            one_statement,
         )

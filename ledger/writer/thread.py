@@ -129,7 +129,8 @@ class ThreadWriterClient:
 
     @property
     def stats(self) -> WriterStatsSnapshot | None:
-        return self.thread.stats.snapshot(self.thread.queued)
+        writer = self.writer
+        return self.thread.stats.snapshot(self.thread.queued, (writer.optimistic_won, writer.optimistic_lost))
 
     async def subscribe(self) -> None:
         """Nothing to do: this process's writer installs its commits in the cache itself."""

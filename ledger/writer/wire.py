@@ -188,8 +188,13 @@ def _decode(body: bytes | bytearray | memoryview) -> ToWriter | FromWriter:
             return Replies([_reply(plain_reply) for plain_reply in replies])
         case ("s",):
             return Subscribe()
-        case ("m", (tuple(batch_events), tuple(commit_seconds), tuple(rejects), int(queued))):
-            return StatsReport(WriterStatsSnapshot(batch_events, commit_seconds, rejects, queued))
+        case (
+            "m",
+            (tuple(batch_events), tuple(commit_seconds), tuple(rejects), int(queued), (int(won), int(lost))),
+        ):
+            return StatsReport(
+                WriterStatsSnapshot(batch_events, commit_seconds, rejects, queued, (won, lost))
+            )
     raise UnexpectedMessage(plain)
 
 

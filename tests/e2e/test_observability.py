@@ -206,6 +206,8 @@ def test_the_writers_figures_reach_the_metrics(client: httpx.Client) -> None:
     assert ("ledger_writer_queued_requests", ()) in after
     for reason in ("queue_full", "unavailable", "refused"):
         assert ("ledger_writer_rejects_total", (("reason", reason),)) in after
+    for result in ("committed", "lost"):
+        assert ("ledger_writer_one_statement_batches_total", (("result", result),)) in after
 
 
 def test_the_process_python_and_build_metrics_are_there(client: httpx.Client) -> None:

@@ -7,7 +7,8 @@ from datetime import UTC, datetime, timedelta, timezone
 
 from ledger.domain.model import EventType, Line, Outcome, RejectionReason, Shortfall, StockEvent
 from ledger.results import EventResult, Original
-from ledger.writer.wire import FRAME, WriteRequest, decode_to_writer, encode
+from ledger.writer.stats import WriterStats
+from ledger.writer.wire import FRAME, StatsReport, WriteRequest, decode_from_writer, decode_to_writer, encode
 
 NOW = datetime(2026, 11, 22, 7, 15, tzinfo=UTC)
 MOSCOW = timezone(timedelta(hours=3))
@@ -86,3 +87,11 @@ def test_a_write_request_carries_its_request_id_and_trace_parent_only_when_it_ha
         assert decode_to_writer(encode(request)[FRAME.size :]) == request
     # Tracing off, the frame is the one it was before tracing existed.
     assert pickle.loads(encode(WriteRequest(7, [], "req-1"))[FRAME.size :]) == ("w", 7, [], "req-1")
+
+
+def test_the_writers_figures_come_back_equal() -> None:
+    stats = WriterStats(slow_batch_s=60.0)
+    report = StatsReport(stats.snapshot(queued_requests=3, one_statement=(41, 2)))
+    back = decode_from_writer(encode(report)[FRAME.size :])
+    assert back == report
+    assert isinstance(back, StatsReport) and back.snapshot.one_statement == (41, 2)
