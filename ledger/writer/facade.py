@@ -23,6 +23,7 @@ from ledger.state_cache import Commit, StateCache
 from ledger.storage.recorders import LedgerRecorder
 from ledger.writer import batching, deciding, expiry
 from ledger.writer.answers import answers
+from ledger.writer.recent_keys import RecentKeys
 from ledger.writer.recording import OneStatement, encode_one_statement, insert
 from ledger.writer.submission import Submission, WriterLimits, WriterUnavailable
 
@@ -50,6 +51,7 @@ class Writer:
         self.limits = limits
         self.on_commit = on_commit
         self.expiry = expiry.ExpirySchedule(limits.expiry_interval_s)
+        self.recent_keys = RecentKeys()  # filled only where batches are decided from memory
         self.batches_committed = 0
         # The last failure of a batch with events, and when (see _refused_as_probe).
         self.failure: str | None = None
@@ -106,6 +108,7 @@ class Writer:
     def forget(self) -> None:
         """Empties the writer's memory: after a failure it may hold what never committed."""
         self.cache.clear(0)
+        self.recent_keys.clear()
 
     def record(self, batch: list[Submission]) -> list[list[EventResult]]:
         """One attempt: from memory in one statement when it can, else under the write lock."""
@@ -125,6 +128,8 @@ class Writer:
                 pending = [deciding.decide_event(event, work, known) for event in events]
                 positions, committed = insert(self.recorder, tx, work, recorded_at)
         self.committed(committed)
+        if self.one_statement_batches:
+            self.recent_keys.remember(events, pending, positions, work.entries)
         self.succeeded()
         return answers(batch, events, pending, positions, work.entries)
 
@@ -167,7 +172,7 @@ class Writer:
             return None
         head = self.cache.head  # read before the values: a newer value then fails the check
         work = deciding.work_from_memory(self.cache, events, head)
-        known: deciding.Known = {}
+        known = self.recent_keys.known(events)
         pending: list[deciding.Pending] = []
         if work is not None:
             try:

@@ -75,6 +75,7 @@ def send(writer: Writer, ready: Ready) -> InFlight | None:
         log.warning("could not send a batch, recording it the ordinary way: %s", error)
         return None
     cache.install(statement.committed)  # not yet committed: see the module's docstring
+    writer.recent_keys.remember(ready.events, statement.pending, statement.positions, statement.work.entries)
     return InFlight(ready, sent)
 
 
@@ -88,6 +89,7 @@ def land(writer: Writer, flight: InFlight) -> bool:
     except Exception as error:  # noqa: BLE001 - the ordinary way decides again from the database
         if writer.recorder.lost_optimistic_bet(error):
             writer.cache.withdraw(statement.committed, statement.head)
+            writer.recent_keys.withdraw(ready.events, statement.pending)
             writer.lost_bet()
         else:
             writer.forget()

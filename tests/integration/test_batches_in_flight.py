@@ -18,7 +18,7 @@ from ledger.config import Settings
 from ledger.domain.model import Outcome, RejectionReason, StockEvent
 from ledger.results import EventResult
 from ledger.service import Ledger
-from ledger.writer import in_flight
+from ledger.writer import facade, in_flight
 from ledger.writer.facade import Writer
 from ledger.writer.in_flight import InFlight, Ready
 from ledger.writer.submission import Submission
@@ -213,3 +213,29 @@ def test_a_lost_bet_takes_back_only_what_its_batch_put_in_memory(
     assert row is not None and int(row["reserved"]) == 3, "the lost batch's 3 units counted once"
     assert (STORE, "SKU-1") not in writer.cache.levels, "the other instance's write is forgotten"
     assert (STORE, "SKU-3") in writer.cache.levels, "memory kept what nobody else changed"
+
+
+def test_a_lost_bet_takes_back_the_event_keys_its_batch_put_in_memory(
+    writer_and_other: tuple[Writer, Ledger], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The batch in flight put its events' keys in memory as recorded. When it loses its bet to
+    another instance that recorded the same event first, memory must not keep the position the
+    lost batch had planned: a later resend is answered with the position that committed."""
+    monkeypatch.setattr(facade, "CONTENDED_S", 0.0)  # the resend is decided from memory at once
+    writer, other = writer_and_other
+    _warm(writer)
+    planned = Answers()
+    ready = in_flight.prepare(writer, planned.submission(_event("x", "stock.receipt", [("SKU-1", 2)])))
+    assert ready is not None
+    other.submit_and_wait([_event("pos", "stock.pos_sale", [("SKU-1", 1)])])  # moves the head on
+    [first] = other.submit_and_wait([_event("x", "stock.receipt", [("SKU-1", 2)])])
+    assert first.outcome is Outcome.ACCEPTED and first.position != ready.statement.positions[-1]
+    assert not in_flight.land(writer, _sent(writer, ready))  # lost: recorded the ordinary way
+    assert planned.only().outcome is Outcome.DUPLICATE
+    resent = Answers()
+    writer.process(resent.submission(_event("x", "stock.receipt", [("SKU-1", 2)])))
+    again = resent.only()
+    assert again.outcome is Outcome.DUPLICATE
+    assert again.original is not None and again.original.position == first.position
+    assert _level(writer) == (6, 0)
+    assert not writer.recent_keys.known([_event("x", "stock.receipt", [("SKU-1", 2)])]), "the other's"

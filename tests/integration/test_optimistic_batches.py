@@ -12,6 +12,7 @@ from ledger.bootstrap import build_ledger
 from ledger.config import Settings
 from ledger.domain.model import Outcome, RejectionReason, StockEvent
 from ledger.projections.queries import HistoryFilter
+from ledger.results import Original
 from ledger.service import Ledger
 from ledger.writer.facade import Writer
 from ledger.writer.thread import ThreadWriterClient
@@ -74,18 +75,48 @@ def test_another_instances_write_makes_the_bet_lose_and_the_sale_sees_it(
     assert refused.reason is RejectionReason.INSUFFICIENT_STOCK
 
 
-def test_a_resent_event_loses_the_bet_and_is_answered_as_a_duplicate(
+def test_a_resent_event_is_decided_from_memory_as_the_duplicate_it_is(
     two_instances: tuple[Ledger, Ledger],
 ) -> None:
+    """A producer's retry (Kafka delivers at least once) of an event this writer recorded lately:
+    the batch stays on the one-statement path instead of losing its bet on the key."""
     first, _ = two_instances
     [received] = first.submit_and_wait([_event("r1", "stock.receipt", [("SKU-1", 5)])])
+    [refused] = first.submit_and_wait([_event("web-1", "stock.sale", [("SKU-1", 9)])])
+    assert refused.outcome is Outcome.REJECTED
+    lost_before, won_before = _writer(first).optimistic_lost, _writer(first).optimistic_won
+    again = first.submit_and_wait(
+        [
+            _event("r1", "stock.receipt", [("SKU-1", 5)]),
+            _event("s1", "stock.sale", [("SKU-1", 2)]),
+            _event("web-1", "stock.sale", [("SKU-1", 9)]),
+        ]
+    )
+    assert (_writer(first).optimistic_lost, _writer(first).optimistic_won) == (lost_before, won_before + 1)
+    stats = first.writer.stats
+    assert stats is not None and stats.one_statement == (won_before + 1, lost_before)  # as /metrics shows
+    assert [result.outcome for result in again] == [Outcome.DUPLICATE, Outcome.ACCEPTED, Outcome.DUPLICATE]
+    assert again[0].original == Original(Outcome.ACCEPTED, None, received.position)
+    assert again[2].original == Original(
+        Outcome.REJECTED, RejectionReason.INSUFFICIENT_STOCK, refused.position
+    )
+    [level] = first.levels(STORE, ["SKU-1"])
+    assert level.level.on_hand_units == 3
+
+
+def test_an_event_another_instance_recorded_loses_the_bet_and_is_answered_as_a_duplicate(
+    two_instances: tuple[Ledger, Ledger],
+) -> None:
+    first, second = two_instances
+    first.submit_and_wait([_event("warm", "stock.adjustment", [("SKU-1", 1)], reason="found")])
+    [received] = second.submit_and_wait([_event("r1", "stock.receipt", [("SKU-1", 5)])])
     lost_before = _writer(first).optimistic_lost
     [again] = first.submit_and_wait([_event("r1", "stock.receipt", [("SKU-1", 5)])])
     assert _writer(first).optimistic_lost == lost_before + 1
     assert again.outcome is Outcome.DUPLICATE
     assert again.original is not None and again.original.position == received.position
     [level] = first.levels(STORE, ["SKU-1"])
-    assert level.level.on_hand_units == 5
+    assert level.level.on_hand_units == 6
 
 
 def test_a_reservation_id_placed_elsewhere_is_not_placed_twice(two_instances: tuple[Ledger, Ledger]) -> None:
