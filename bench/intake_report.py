@@ -87,10 +87,16 @@ def writer_line(metrics: dict[str, float], elapsed_s: float) -> str:
     busy_s = metrics.get("ledger_writer_commit_duration_seconds_sum", 0.0)
     if not batches or not elapsed_s:
         return "    writer: no batch seen in /metrics"
+    # Deltas over the run: a count that did not move is absent (and a ledger without the metric has none).
+    committed = metrics.get('ledger_writer_one_statement_batches_total{result="committed"}', 0.0)
+    lost = metrics.get('ledger_writer_one_statement_batches_total{result="lost"}', 0.0)
+    one_statement = (
+        f"; one statement: {committed:,.0f} committed, {lost:,.0f} lost" if committed or lost else ""
+    )
     return (
         f"    writer: {batches:,.0f} batches of {events / batches:,.0f} events on average; "
         f"batch taken to answered {busy_s:.1f} s in all, {busy_s / elapsed_s:.2f}x the run's time "
-        f"({busy_s / events * 1e6:,.0f} µs an event)"
+        f"({busy_s / events * 1e6:,.0f} µs an event){one_statement}"
     )
 
 
