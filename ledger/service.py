@@ -25,7 +25,7 @@ from ledger.state_cache import CachedLevel, StateCache, level_from_row, policy_f
 from ledger.storage.availability import database_unavailable
 from ledger.storage.recorders import LedgerRecorder
 from ledger.writer.stats import WriterStatsSnapshot
-from ledger.writer.submission import SubmissionFailed
+from ledger.writer.submission import NotTried, Sent, SubmissionFailed
 
 log = logging.getLogger("ledger.service")
 
@@ -70,6 +70,23 @@ class WriterPort(Protocol):
     async def subscribe(self) -> None: ...
     async def submit(self, events: list[StockEvent]) -> list[EventResult]: ...
     def submit_and_wait(self, events: list[StockEvent]) -> list[EventResult]: ...
+    @property
+    def sends_ahead(self) -> bool: ...
+    def send(self, events: list[StockEvent], after: Sent | None = None) -> Sent: ...
+
+
+@dataclass(frozen=True, slots=True)
+class _Sent:
+    """Ledger.send's handle: the writer's, its answer noted as submit_and_wait notes it."""
+
+    ledger: Ledger
+    inner: Sent
+
+    def wait(self) -> list[EventResult]:
+        with self.ledger._write_outcome():
+            results = self.inner.wait()
+        self.ledger._count(results)
+        return results
 
 
 class DatabaseUnavailable(Exception):
@@ -202,6 +219,21 @@ class Ledger:
         return results
 
     @property
+    def sends_ahead(self) -> bool:
+        """Whether `send` leaves the events with the writer (its own process) rather than
+        recording them before it returns (the writer thread)."""
+        return self.writer.sends_ahead
+
+    def send(self, events: list[StockEvent], after: Sent | None = None) -> Sent:
+        """The same, without waiting: the answer is the returned handle's `wait()`. With `after`
+        (sent here before), they are recorded only if those were, and answered NotTried if not
+        (writer/chains.py): so a caller can keep two batches in the writer and still have its
+        events recorded in the order it sent them."""
+        inner = after.inner if isinstance(after, _Sent) else after
+        with self._write_outcome():
+            return _Sent(self, self.writer.send(events, inner))
+
+    @property
     def write_failure(self) -> str | None:
         """Why the last write (or readiness probe) here could not be recorded; None if it was."""
         return self.write_health.failure
@@ -213,7 +245,7 @@ class Ledger:
         A SubmissionFailed says nothing of whether writes can be recorded: it is not noted."""
         try:
             yield
-        except SubmissionFailed:
+        except (SubmissionFailed, NotTried):
             raise
         except Exception as error:
             self.write_health.note(_why(error))

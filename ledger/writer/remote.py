@@ -2,8 +2,10 @@
 
 `submit` (async, for the HTTP event loop) uses one connection that subscribes to every commit, so
 that this process's read cache is current before its callers get their answers. `submit_and_wait`
-(blocking, for threads such as the Kafka intake) uses a connection of its own that does not
-subscribe: it reads only its own answers, so the writer never has anything for it between calls.
+and `send` (blocking, for threads such as the Kafka intake) use a connection of their own that does
+not subscribe: it reads only its own answers, so the writer never has anything for it that nobody
+waits for. `send` leaves a request in the writer without waiting, to be recorded only if the one
+it follows was (writer/chains.py).
 Both decode with wire.py; a message neither expects is an UnexpectedMessage, never a misparse.
 A failed request raises what its reply's kind says: WriterUnavailable (re-send later) or
 SubmissionFailed (a retry will not change it).
@@ -18,6 +20,7 @@ import logging
 import socket
 import threading
 import time
+from dataclasses import dataclass
 
 from ledger.domain.model import StockEvent
 from ledger.results import EventResult
@@ -25,8 +28,9 @@ from ledger.state_cache import StateCache
 from ledger.telemetry.request_ids import REQUEST_ID
 from ledger.writer.batch_tracing import caller_trace_parent
 from ledger.writer.stats import WriterStatsSnapshot
-from ledger.writer.submission import SubmissionFailed, WriterUnavailable
+from ledger.writer.submission import NotTried, Sent, SubmissionFailed, WriterUnavailable
 from ledger.writer.wire import (
+    NOT_TRIED,
     REFUSED,
     Announced,
     Committed,
@@ -71,6 +75,9 @@ class RemoteWriter:
         self._connect_lock: asyncio.Lock | None = None
         self._sync_lock = threading.Lock()
         self._sync_sock: socket.socket | None = None
+        self._sync_frames = FrameReader()  # what _sync_sock brought, up to the next whole frame
+        self._sync_waiting: set[int] = set()  # requests sent on _sync_sock, not yet answered
+        self._sync_answers: dict[int, Reply] = {}  # of those, the ones read while waiting for another
         self.commits_seen = 0
         self.stats: WriterStatsSnapshot | None = None  # the last the writer process sent
         self.alive = True
@@ -212,51 +219,111 @@ class RemoteWriter:
     # -- blocking, for threads --------------------------------------------------------------------
 
     def submit_and_wait(self, events: list[StockEvent]) -> list[EventResult]:
+        return self.send(events).wait()
+
+    sends_ahead = True  # `send` leaves the request with the writer process
+
+    def send(self, events: list[StockEvent], after: Sent | None = None) -> SentRequest:
+        """Sends a request without waiting for its answer. With `after` (sent before by this
+        client), it is recorded only if that one was; if not, it is answered NotTried."""
+        assert after is None or isinstance(after, SentRequest), f"not sent here: {after!r}"
         with self._sync_lock:
             try:
-                return self._submit_blocking(events)
+                sock = self._sync_socket()
+                request_id = next(self._ids)
+                request = WriteRequest(
+                    request_id,
+                    events,
+                    None,
+                    caller_trace_parent(),
+                    None if after is None else after.request_id,
+                )
+                sock.sendall(encode(request))
             except OSError as error:
-                if self._sync_sock is not None:
-                    self._sync_sock.close()
-                self._sync_sock = None
+                self._sync_lost()
                 raise WriterUnavailable(f"cannot reach the writer process: {error}") from None
+            self._sync_waiting.add(request_id)
+            return SentRequest(self, request_id)
 
-    def _submit_blocking(self, events: list[StockEvent]) -> list[EventResult]:
+    def wait(self, request_id: int) -> list[EventResult]:
+        """The answer to a request `send` sent; at most timeout_s from now."""
+        with self._sync_lock:
+            try:
+                reply = self._sync_answer(request_id)
+            except OSError as error:
+                self._sync_lost()
+                raise WriterUnavailable(f"cannot reach the writer process: {error}") from None
+        if reply.results is None:
+            raise _failure(reply)
+        return reply.results
+
+    def _sync_socket(self) -> socket.socket:
         if self._sync_sock is None:
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             sock.settimeout(self.timeout_s)
             sock.connect(self.socket_path)
             self._sync_sock = sock
+            self._sync_frames = FrameReader()
+        return self._sync_sock
+
+    def _sync_lost(self) -> None:
+        """The blocking connection cannot be trusted to line up again (an answer may still come
+        for a request given up on): closed, and what was sent on it is answered no more."""
+        if self._sync_sock is not None:
+            self._sync_sock.close()
+        self._sync_sock = None
+        self._sync_waiting.clear()
+        self._sync_answers.clear()
+
+    def _sync_answer(self, request_id: int) -> Reply:
+        answer = self._sync_answers.pop(request_id, None)
+        if answer is not None:
+            self._sync_waiting.discard(request_id)
+            return answer
+        if request_id not in self._sync_waiting or self._sync_sock is None:
+            raise ConnectionResetError("the connection it was sent on was lost")
         sock = self._sync_sock
-        request_id = next(self._ids)
-        sock.sendall(encode(WriteRequest(request_id, events, None, caller_trace_parent())))
-        frames = FrameReader()
         deadline = time.monotonic() + self.timeout_s
         while True:
             left_s = deadline - time.monotonic()
             if left_s <= 0:
-                # The answer may still come: this connection cannot be trusted to line up again.
                 raise TimeoutError("the writer did not answer in time")
             sock.settimeout(left_s)
             data = sock.recv(RECV_BYTES)
             if not data:
                 raise ConnectionResetError("the writer process closed the connection")
-            for body in frames.feed(data):
+            found: Reply | None = None
+            for body in self._sync_frames.feed(data):
                 message = decode_from_writer(body)
                 if not isinstance(message, Replies):
                     raise UnexpectedMessage(message)  # this connection did not subscribe
                 for reply in message.replies:
-                    if reply.request_id != request_id:
-                        continue  # a late answer to a request that timed out
-                    if reply.results is None:
-                        raise _failure(reply)
-                    return reply.results
+                    if reply.request_id == request_id:
+                        found = reply
+                    elif reply.request_id in self._sync_waiting:
+                        self._sync_answers[reply.request_id] = reply
+            if found is not None:
+                self._sync_waiting.discard(request_id)
+                return found
+
+
+@dataclass(frozen=True, slots=True)
+class SentRequest:
+    """A request sent on the blocking connection, its answer still to be read (`wait`)."""
+
+    writer: RemoteWriter
+    request_id: int
+
+    def wait(self) -> list[EventResult]:
+        return self.writer.wait(self.request_id)
 
 
 def _failure(reply: Reply) -> Exception:
-    """A failed reply as the error of its kind: SubmissionFailed or WriterUnavailable."""
+    """A failed reply as the error of its kind: SubmissionFailed, NotTried or WriterUnavailable."""
     reason = reply.error or "the writer failed"
-    return SubmissionFailed(reason) if reply.kind == REFUSED else WriterUnavailable(reason)
+    if reply.kind == REFUSED:
+        return SubmissionFailed(reason)
+    return NotTried(reason) if reply.kind == NOT_TRIED else WriterUnavailable(reason)
 
 
 def _time_out(future: asyncio.Future[list[EventResult]]) -> None:

@@ -29,15 +29,16 @@ from dataclasses import dataclass, field
 from ledger.domain.model import StockEvent
 from ledger.results import EventResult
 from ledger.state_cache import Commit
-from ledger.writer import in_flight, peer_link
+from ledger.writer import chains, in_flight, peer_link
 from ledger.writer.batch_logging import batch_logged
 from ledger.writer.batch_tracing import traced
 from ledger.writer.batching import take_batch
 from ledger.writer.facade import Writer
 from ledger.writer.outbox import Outbox
 from ledger.writer.stats import STATS_INTERVAL_S, WriterStats
-from ledger.writer.submission import Done, Submission, SubmissionFailed
+from ledger.writer.submission import Done, NotTried, Submission, SubmissionFailed
 from ledger.writer.wire import (
+    NOT_TRIED,
     REFUSED,
     UNAVAILABLE,
     Announced,
@@ -83,6 +84,7 @@ class _Client:
     subscribed: bool = False
     replies: list[Reply] = field(default_factory=list)
     handshake: _Handshake | None = None  # a peer's, until it has proved it shares the secret
+    outcomes: chains.Outcomes = field(default_factory=chains.Outcomes)  # for requests that follow one
 
 
 @dataclass(slots=True)
@@ -92,6 +94,7 @@ class _Request:
     events: list[StockEvent]
     x_request_id: str | None = None
     trace_parent: str | None = None
+    after: int | None = None  # the request of the same client it follows (chains.py)
 
 
 class WriterServer:
@@ -183,9 +186,11 @@ class WriterServer:
         while True:
             timeout = 0 if pending or flight else writer.limits.expiry_interval_s
             self._poll(timeout, pending)
+            requests: list[_Request] = []
             taken: list[Submission] = []
             if pending and not self.stopping:
-                taken, pending[:] = self._take(pending)
+                requests, pending[:] = self._take(pending)
+                taken = self._submissions(requests)
             ready, landed = None, False
             if flight is not None:
                 with batch_logged(taken):
@@ -194,6 +199,10 @@ class WriterServer:
                 with batch_logged(landing.ready.batch):
                     landed = in_flight.land(writer, landing)
                 self._flush()  # answer before anything else: callers are waiting
+            if any(request.after is not None for request in requests):
+                kept = _without_orphans(requests, taken)
+                if len(kept) < len(taken):
+                    taken, ready = kept, None  # decided with a request that is not to be tried
             # Nothing is in flight here, so the memory holds committed effects only: expiry (when
             # due) runs between two batches even under steady load. If it records anything, the
             # head moves and `send` refuses what was decided before it (it is decided again).
@@ -215,7 +224,8 @@ class WriterServer:
                 self.stopping = True
             if self.stopping and flight is None:
                 if pending:  # what was read before the stop: recorded and answered, one batch
-                    taken, pending[:] = self._take(pending)
+                    requests, pending[:] = self._take(pending)
+                    taken = _without_orphans(requests, self._submissions(requests))
                     with batch_logged(taken):
                         writer.process(taken)
                     self._flush()
@@ -239,14 +249,19 @@ class WriterServer:
             if events & selectors.EVENT_READ and client.sock in self.clients:
                 self._read(client, pending)
 
-    def _take(self, pending: list[_Request]) -> tuple[list[Submission], list[_Request]]:
-        """Up to batch_events_max events of what is pending, as one batch; and the rest."""
+    def _take(self, pending: list[_Request]) -> tuple[list[_Request], list[_Request]]:
+        """Up to batch_events_max events of what is pending, as one batch, ending before a request
+        that follows one of it (chains.py); and the rest."""
         count = take_batch(pending, lambda request: len(request.events), self.batch_events_max)
+        count = chains.unchained_prefix([(id(r.client), r.request_id, r.after) for r in pending[:count]])
+        return pending[:count], pending[count:]
+
+    def _submissions(self, requests: list[_Request]) -> list[Submission]:
         batch = [
             Submission(r.events, _reply_to(r.client, r.request_id), r.x_request_id, r.trace_parent)
-            for r in pending[:count]
+            for r in requests
         ]
-        return traced(self.stats.timed(batch)), pending[count:]
+        return traced(self.stats.timed(batch))
 
     # -- connections ------------------------------------------------------------------------------
 
@@ -363,11 +378,17 @@ class WriterServer:
                 # Answered at once: a caller is better told to come back than kept waiting until
                 # its timeout while the writer records what it no longer waits for.
                 client.replies.append(Reply(message.request_id, None, QUEUE_FULL, UNAVAILABLE))
+                client.outcomes.note(message.request_id, recorded=False)
                 self.stats.queue_full()
             else:
                 pending.append(
                     _Request(
-                        client, message.request_id, message.events, message.x_request_id, message.trace_parent
+                        client,
+                        message.request_id,
+                        message.events,
+                        message.x_request_id,
+                        message.trace_parent,
+                        message.after,
                     )
                 )
 
@@ -434,10 +455,29 @@ def listen_unix(path: str) -> socket.socket:
     return listener
 
 
+def _without_orphans(requests: list[_Request], batch: list[Submission]) -> list[Submission]:
+    """The batch without the requests that follow one not recorded: those are answered, untried.
+    (The requests they follow were in earlier batches, all answered by now: see _take.)"""
+    kept: list[Submission] = []
+    for request, submission in zip(requests, batch, strict=True):
+        if request.after is not None and not request.client.outcomes.recorded(request.after):
+            submission.done(chains.not_recorded())
+        else:
+            kept.append(submission)
+    return kept
+
+
 def _reply_to(client: _Client, request_id: int) -> Done:
     def done(result: list[EventResult] | BaseException) -> None:
+        client.outcomes.note(request_id, recorded=not isinstance(result, BaseException))
         if isinstance(result, BaseException):
-            kind = REFUSED if isinstance(result, SubmissionFailed) else UNAVAILABLE
+            kind = (
+                REFUSED
+                if isinstance(result, SubmissionFailed)
+                else NOT_TRIED
+                if isinstance(result, NotTried)
+                else UNAVAILABLE
+            )
             client.replies.append(Reply(request_id, None, f"{type(result).__name__}: {result}", kind))
         else:
             client.replies.append(Reply(request_id, result))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from ledger.domain.model import StockEvent
 from ledger.results import EventResult
@@ -27,6 +28,45 @@ class Submission:
     trace_parent: str | None = None
 
 
+class Sent(Protocol):
+    """Events handed to the writer without waiting (a client's `send`): `wait` answers them as
+    `submit_and_wait` would have."""
+
+    def wait(self) -> list[EventResult]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Answered:
+    """Events already recorded when sent, or why they were not: a writer that records at once."""
+
+    outcome: list[EventResult] | Exception
+
+    @property
+    def recorded(self) -> bool:
+        return not isinstance(self.outcome, Exception)
+
+    def wait(self) -> list[EventResult]:
+        if isinstance(self.outcome, Exception):
+            raise self.outcome
+        return self.outcome
+
+
+def answered_now(
+    submit_and_wait: Callable[[list[StockEvent]], list[EventResult]],
+    events: list[StockEvent],
+    after: Sent | None = None,
+) -> Answered:
+    """`send` for a writer that records before it answers; after events that were not recorded,
+    nothing is tried (NotTried), as writer/chains.py has it."""
+    assert after is None or isinstance(after, Answered), f"not sent here: {after!r}"
+    if after is not None and not after.recorded:
+        return Answered(NotTried("not tried: the events sent before them were not recorded"))
+    try:
+        return Answered(submit_and_wait(events))
+    except Exception as error:  # noqa: BLE001 - raised again by wait(), as submit_and_wait would
+        return Answered(error)
+
+
 @dataclass(frozen=True, slots=True)
 class WriterLimits:
     batch_events_max: int
@@ -41,6 +81,12 @@ class WriterLimits:
 class WriterUnavailable(Exception):
     """The writer cannot take or answer this work now (stopped, its queue full, its process gone,
     or its database failing); nothing the caller did was wrong, and re-sending is safe."""
+
+
+class NotTried(WriterUnavailable):
+    """A submission that follows another (writer/chains.py), which was not recorded: nothing of
+    it was tried, and it is to be sent again once the one it follows is recorded. It says nothing
+    of whether writes can be recorded."""
 
 
 class SubmissionFailed(Exception):
@@ -59,7 +105,7 @@ def failure_kind(error: BaseException) -> WriterUnavailable | SubmissionFailed:
     (storage.availability's one classification), else SubmissionFailed. Either is caused by
     `error`, so that the service still sees the database's error behind it."""
     if isinstance(error, WriterUnavailable | SubmissionFailed):
-        return error
+        return error  # NotTried among them
     reason = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
     failure = WriterUnavailable(reason) if database_unavailable(error) else SubmissionFailed(reason)
     failure.__cause__ = error

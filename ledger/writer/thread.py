@@ -19,7 +19,7 @@ from ledger.writer.batch_tracing import caller_trace_parent, traced
 from ledger.writer.batching import drain_queue
 from ledger.writer.facade import Writer
 from ledger.writer.stats import WriterStats, WriterStatsSnapshot
-from ledger.writer.submission import Done, Submission, WriterUnavailable
+from ledger.writer.submission import Done, Sent, Submission, WriterUnavailable, answered_now
 
 STOP_WAIT_S = 10.0
 
@@ -147,6 +147,13 @@ class ThreadWriterClient:
 
     def submit_and_wait(self, events: list[StockEvent]) -> list[EventResult]:
         return self.thread.submit_and_wait(events, self.timeout_s)
+
+    # Records what it is sent before answering: it decides nothing ahead, so nothing is gained by
+    # leaving a batch with it.
+    sends_ahead = False
+
+    def send(self, events: list[StockEvent], after: Sent | None = None) -> Sent:
+        return answered_now(self.submit_and_wait, events, after)
 
 
 def _settle(future: asyncio.Future[list[EventResult]], result: list[EventResult] | BaseException) -> None:

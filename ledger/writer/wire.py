@@ -51,13 +51,15 @@ class Subscribe:
 class WriteRequest:
     """Client -> writer: record these events; answer with `request_id`. `x_request_id`: the HTTP
     request that sent them (its X-Request-ID), for the writer's log lines; `trace_parent`: the
-    span they were sent from (W3C traceparent), with tracing on; each absent on the wire when
-    there is none."""
+    span they were sent from (W3C traceparent), with tracing on; `after`: the id of a request sent
+    before on this connection, without whose recording these must not be recorded (writer/chains.py);
+    each absent on the wire when there is none."""
 
     request_id: int
     events: list[StockEvent]
     x_request_id: str | None = None
     trace_parent: str | None = None
+    after: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,7 +109,8 @@ class Announced:
 # (re-send later), or this submission failed for a reason a retry will not change.
 UNAVAILABLE = "unavailable"
 REFUSED = "refused"
-FAILURE_KINDS = frozenset({UNAVAILABLE, REFUSED})
+NOT_TRIED = "not_tried"  # it followed a request that was not recorded (chains.py)
+FAILURE_KINDS = frozenset({UNAVAILABLE, REFUSED, NOT_TRIED})
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,12 +152,14 @@ def encode(message: ToWriter | FromWriter) -> bytes:
     """One frame."""
     plain: tuple[Any, ...]
     match message:
-        case WriteRequest(request_id, events, None, None):
+        case WriteRequest(request_id, events, None, None, None):
             plain = ("w", request_id, events)
-        case WriteRequest(request_id, events, x_request_id, None):
+        case WriteRequest(request_id, events, x_request_id, None, None):
             plain = ("w", request_id, events, x_request_id)
-        case WriteRequest(request_id, events, x_request_id, trace_parent):
+        case WriteRequest(request_id, events, x_request_id, trace_parent, None):
             plain = ("w", request_id, events, x_request_id, trace_parent)
+        case WriteRequest(request_id, events, x_request_id, trace_parent, after):
+            plain = ("w", request_id, events, x_request_id, trace_parent, after)
         case Committed(first, head, levels, policies):
             plain = ("c", first, head, levels, policies)
         case Announced(position):
@@ -180,6 +185,15 @@ def _decode(body: bytes | bytearray | memoryview) -> ToWriter | FromWriter:
             return WriteRequest(request_id, events, x_request_id)
         case ("w", int(request_id), list(events), str() | None as x_request_id, str(trace_parent)):
             return WriteRequest(request_id, events, x_request_id, trace_parent)
+        case (
+            "w",
+            int(request_id),
+            list(events),
+            str() | None as x_request_id,
+            str() | None as trace_parent,
+            int(after),
+        ):
+            return WriteRequest(request_id, events, x_request_id, trace_parent, after)
         case ("c", int(first), int(head), list(levels), list(policies)):
             return Committed(first, head, levels, policies)
         case ("p", int(position)):

@@ -83,6 +83,8 @@ def test_a_write_request_carries_its_request_id_and_trace_parent_only_when_it_ha
         WriteRequest(7, [], "req-1"),
         WriteRequest(7, [], "req-1", trace_parent),
         WriteRequest(7, [], None, trace_parent),
+        WriteRequest(8, [], None, None, after=7),
+        WriteRequest(8, [], "req-1", trace_parent, after=7),
     ):
         assert decode_to_writer(encode(request)[FRAME.size :]) == request
     # Tracing off, the frame is the one it was before tracing existed.

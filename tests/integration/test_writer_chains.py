@@ -1,0 +1,109 @@
+"""A request sent after another is recorded only if that one was (writer/chains.py): in a thread
+of this process and in the writer process, on both databases. A client can so keep two requests
+in the writer and still have them recorded in the order it sent them, whatever fails."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from support import events as ev
+from support import poison
+
+from ledger.bootstrap import build_ledger
+from ledger.config import Settings
+from ledger.domain.model import Outcome, StockEvent
+from ledger.service import Ledger
+from ledger.writer.process import start_writer_process, stop_writer_process
+from ledger.writer.remote import RemoteWriter
+from ledger.writer.submission import NotTried, SubmissionFailed
+
+OUTBOX_BYTES_MAX = 1 << 20
+ANSWER_DEADLINE_S = 20.0
+STORE = "store-1"
+
+
+def _receipt(event_id: str) -> StockEvent:
+    return ev.stock_event(event_id, "stock.receipt", STORE, [("SKU-1", 1)])
+
+
+@contextlib.contextmanager
+def _poisoned_ledger(
+    kind: str, database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Ledger]:
+    """A ledger whose writer refuses events named poison-*: a thread of it, or a process of its own."""
+    poison.install(monkeypatch.setattr)
+    if kind == "thread":
+        ledger = build_ledger(Settings(database_url=database_url))
+        ledger.start()
+        try:
+            yield ledger
+        finally:
+            ledger.stop()
+        return
+    monkeypatch.setenv("LEDGER_DATABASE_URL", database_url)
+    monkeypatch.delenv("LEDGER_WRITER_SOCKET", raising=False)
+    path = str(tmp_path / "writer.sock")
+    process = start_writer_process(poison.build_poisoned_writer_from_environment, path, OUTBOX_BYTES_MAX)
+    ledger = build_ledger(Settings(database_url=database_url, writer_socket=path))
+    ledger.start()
+    try:
+        yield ledger
+    finally:
+        ledger.stop()
+        stop_writer_process(process, 15)
+
+
+@pytest.fixture(params=["thread", "process"])
+def ledger(
+    request: pytest.FixtureRequest, database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Ledger]:
+    with _poisoned_ledger(request.param, database_url, tmp_path, monkeypatch) as ledger:
+        yield ledger
+
+
+@pytest.fixture
+def process_ledger(database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Ledger]:
+    with _poisoned_ledger("process", database_url, tmp_path, monkeypatch) as ledger:
+        yield ledger
+
+
+def test_a_request_after_a_refused_one_is_not_tried_and_its_events_stay_new(
+    ledger: Ledger,
+) -> None:
+    refused = ledger.send([_receipt("good-1"), _receipt("poison-1")])
+    follower = ledger.send([_receipt("good-2")], after=refused)
+    with pytest.raises(SubmissionFailed, match="poison-1"):
+        refused.wait()
+    with pytest.raises(NotTried):
+        follower.wait()
+    assert ledger.write_failure is None  # neither says anything of whether writes can be recorded
+    results = ledger.submit_and_wait([_receipt("good-1"), _receipt("good-2")])
+    assert [r.outcome for r in results] == [Outcome.ACCEPTED, Outcome.ACCEPTED]
+
+
+def test_requests_after_recorded_ones_are_recorded_in_the_order_sent(
+    ledger: Ledger,
+) -> None:
+    first = ledger.send([_receipt("a-1"), _receipt("a-2")])
+    second = ledger.send([_receipt("b-1")], after=first)
+    third = ledger.send([_receipt("c-1")], after=second)
+    positions = [result.position for sent in (first, second, third) for result in sent.wait()]
+    assert all(position is not None for position in positions)
+    assert positions == sorted(positions) and len(set(positions)) == 4
+
+
+def test_a_request_after_one_sent_on_a_connection_since_lost_is_not_tried(process_ledger: Ledger) -> None:
+    ledger = process_ledger
+    remote = ledger.writer
+    assert isinstance(remote, RemoteWriter)
+    sent = ledger.send([_receipt("a-1")])
+    sent.wait()
+    remote._sync_lost()  # as after a timeout: the writer may still answer on the old connection
+    follower = ledger.send([_receipt("b-1")], after=sent)
+    with pytest.raises(NotTried):
+        follower.wait()
+    [result] = ledger.submit_and_wait([_receipt("b-1")])
+    assert result.outcome is Outcome.ACCEPTED
