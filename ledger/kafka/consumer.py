@@ -38,8 +38,9 @@ loop that does not come round, each for longer than a named limit.
 
 Per-store order: producers key records by store, so one store's events are in one partition, in
 order; a batch lists each partition's records in offset order, the recording thread records
-batches in poll order, and the writer decides a batch's events in the order given. After a
-failed batch nothing behind it is recorded until it is read again.
+batches in poll order (two at a time in the writer, each recorded only if the one before it was:
+writer/chains.py), and the writer decides a batch's events in the order given. After a failed
+batch nothing behind it is recorded until it is read again.
 
 Rebalances: kafka-python calls the listener on its network thread while the consumer thread
 waits in poll() (or close()), so the two never touch the pipeline at once. On revocation the

@@ -1,33 +1,42 @@
-"""The intake's recording thread: records the batches handed to it, one at a time and in the order
-given, while the consumer thread polls and reads the next (kafka-python's consumer is not
-thread-safe, so this thread never touches it; the ledger's `submit_and_wait` blocks, so the
-consumer thread never calls it).
+"""The intake's recording thread: records the batches handed to it, in the order given, while the
+consumer thread polls and reads the next (kafka-python's consumer is not thread-safe, so this
+thread never touches it; the ledger's answers block, so the consumer thread never waits for them).
+
+It keeps up to IN_WRITER_MAX batches in the writer at once: the writer decides the next while the
+one before commits (writer/in_flight.py), instead of waiting idle between them. Each batch is sent
+after the one before it (writer/chains.py), so that the writer records it only if that one was
+recorded: whatever fails, no event is recorded ahead of an earlier event of its store that is
+still to be read again or recorded one by one.
 
 After a failed batch the recorder records nothing more until `discard()`: the batches handed over
-after the failed one are cancelled, never recorded, so that no event is recorded ahead of an
-earlier event of its store that is still to be read again.
+after the failed one are cancelled (or, if already sent, answered as failed: the writer did not
+try them), never recorded.
 
 A batch the writer refuses (SubmissionFailed: a retry will not change it; nothing of it was
 recorded) is not failed: its events are recorded again one at a time, in order, and an event
-refused alone is answered `Refused` (the intake dead-letters it) while the others are recorded.
-Past `refused_max` refused events in one batch, or on any other failure meanwhile, the batch
-fails as a whole and is read again (what was recorded of it then answers as duplicates).
+refused alone is answered `Refused` (the intake dead-letters it) while the others are recorded;
+the batches sent after it are then sent again. Past `refused_max` refused events in one batch, or
+on any other failure meanwhile, the batch fails as a whole and is read again (what was recorded of
+it then answers as duplicates).
 """
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
+import functools
 import logging
 import threading
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeVar, runtime_checkable
 
 from ledger.domain.model import StockEvent
 from ledger.results import EventResult
 from ledger.telemetry import tracing
-from ledger.writer.submission import SubmissionFailed
+from ledger.writer.submission import Answered, NotTried, Sent, SubmissionFailed, answered_now
 
 log = logging.getLogger("ledger.kafka")
 
@@ -41,6 +50,7 @@ class Refused:
 
 Outcome = EventResult | Refused
 Recording = Future[list[Outcome]]
+_T = TypeVar("_T")
 
 
 class TooManyRefused(Exception):
@@ -51,10 +61,25 @@ class TooManyRefused(Exception):
         super().__init__(f"{refused} events of one batch refused alone (at most {refused_max}); last: {last}")
 
 
+# Batches in the writer at once: one recorded while the next is decided; a third would only wait
+# in the writer's queue (and be sent again, too, when the first is refused).
+IN_WRITER_MAX = 2
+
+
 class LedgerPort(Protocol):
     """What the intake needs of the ledger: record events, answer once they are durable."""
 
     def submit_and_wait(self, events: list[StockEvent]) -> list[EventResult]: ...
+
+
+@runtime_checkable
+class SendingPort(LedgerPort, Protocol):
+    """A ledger that also takes events without waiting (Ledger.send), to be recorded only after
+    those sent before them (`after`)."""
+
+    @property
+    def sends_ahead(self) -> bool: ...
+    def send(self, events: list[StockEvent], after: Sent | None = None) -> Sent: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,12 +89,32 @@ class _Job:
     # With tracing on, the handing thread's context (its intake batch's span), for the writes.
     context: contextvars.Context | None = None
 
+    def run(self, work: Callable[[], _T]) -> _T:
+        return work() if self.context is None else self.context.run(work)
+
+
+@dataclass(frozen=True, slots=True)
+class _Sending:
+    """A batch in the writer, its answer not yet read."""
+
+    job: _Job
+    sent: Sent
+
 
 class Recorder:
     """At most `jobs_max` batches wait or record at once (the caller keeps within it)."""
 
     def __init__(self, ledger: LedgerPort, jobs_max: int, refused_max: int) -> None:
         self._ledger = ledger
+        # A ledger that cannot leave events with its writer records each batch as it is sent, one
+        # at a time (a second sent at once would only hold back the first's answer).
+        self._send: Callable[[list[StockEvent], Sent | None], Sent]
+        if isinstance(ledger, SendingPort):
+            self._send = ledger.send
+            self.in_writer_max = IN_WRITER_MAX if ledger.sends_ahead else 1
+        else:
+            self._send = functools.partial(answered_now, ledger.submit_and_wait)
+            self.in_writer_max = 1
         self.jobs_max = jobs_max
         self.refused_max = refused_max
         self._jobs: deque[_Job] = deque()
@@ -120,40 +165,68 @@ class Recorder:
             self._jobs.popleft().recording.cancel()
 
     def _run(self) -> None:
+        in_writer: deque[_Sending] = deque()  # oldest first, each sent after the one before
+        again: deque[_Job] = deque()  # sent after a batch the writer refused: to be sent again
         while True:
             with self._changed:
-                while not self._jobs and not self._closing:
+                while not (in_writer or again or self._jobs or self._closing):
                     self._changed.wait()
-                if not self._jobs:
+                if not (in_writer or again or self._jobs):
                     return
-                job = self._jobs.popleft()
-                if not job.recording.set_running_or_notify_cancel():
-                    continue
-            try:
-                if job.context is None:
-                    results = self._record(job.events)
-                else:
-                    results = job.context.run(self._record, job.events)
-            except BaseException as error:
-                with self._changed:
-                    self._halted = True
-                    self._cancel_waiting()
-                job.recording.set_exception(error)
-                if not isinstance(error, Exception):
-                    raise  # the thread ends; `alive` tells the consumer, which is then not ready
-            else:
-                job.recording.set_result(results)
+                room = self.in_writer_max - len(in_writer)
+                to_send = [again.popleft() for _ in range(min(room, len(again)))]
+                while self._jobs and len(to_send) < room:
+                    job = self._jobs.popleft()
+                    if job.recording.set_running_or_notify_cancel():
+                        to_send.append(job)
+            for job in to_send:  # outside the lock: a send may take as long as a recording
+                in_writer.append(self._sent(job, in_writer))
+            if in_writer:
+                self._settle(in_writer.popleft(), in_writer, again)
 
-    def _record(self, events: list[StockEvent]) -> list[Outcome]:
-        """One outcome per event, in order: the batch whole, or one by one if the writer refused it."""
+    def _sent(self, job: _Job, in_writer: deque[_Sending]) -> _Sending:
+        """Sends a batch after the last one in the writer; a send that fails is its answer."""
+        after = in_writer[-1].sent if in_writer else None
         try:
-            return list(self._ledger.submit_and_wait(events))
-        except SubmissionFailed as error:
-            if len(events) == 1:
-                return [Refused(error.reason)]
-            log.warning(
-                "a batch of %d events was refused (%s); recording them one by one", len(events), error
-            )
+            return _Sending(job, job.run(lambda: self._send(job.events, after)))
+        except Exception as error:  # noqa: BLE001 - the batch's failure, answered in order
+            return _Sending(job, Answered(error))
+
+    def _settle(self, oldest: _Sending, in_writer: deque[_Sending], again: deque[_Job]) -> None:
+        """Answers the oldest batch in the writer. If it was not recorded, the ones sent after it
+        were not tried: they are waited out, then sent again (after a refusal, once the refused
+        batch is recorded one by one) or failed with it."""
+        job = oldest.job
+        try:
+            outcomes: list[Outcome] = list(oldest.sent.wait())
+        except SubmissionFailed as refusal:
+            followers = _waited_out(in_writer)
+            try:
+                outcomes = job.run(functools.partial(self._record_refused, job.events, refusal))
+            except BaseException as failure:  # noqa: BLE001 - the batch fails; see raise_unless_exception
+                self._fail(job, failure, followers)
+                raise_unless_exception(failure)
+                return
+            again.extendleft(reversed(followers))
+        except BaseException as error:  # noqa: BLE001 - the batch fails; see raise_unless_exception
+            self._fail(job, error, _waited_out(in_writer))
+            raise_unless_exception(error)
+            return
+        job.recording.set_result(outcomes)
+
+    def _fail(self, job: _Job, error: BaseException, followers: list[_Job]) -> None:
+        with self._changed:
+            self._halted = True
+            self._cancel_waiting()
+        job.recording.set_exception(error)
+        for follower in followers:
+            follower.recording.set_exception(NotTried("not recorded: a batch before it failed"))
+
+    def _record_refused(self, events: list[StockEvent], error: SubmissionFailed) -> list[Outcome]:
+        """A batch the writer refused: one outcome per event, recorded one by one."""
+        if len(events) == 1:
+            return [Refused(error.reason)]
+        log.warning("a batch of %d events was refused (%s); recording them one by one", len(events), error)
         return self._record_one_by_one(events)
 
     def _record_one_by_one(self, events: list[StockEvent]) -> list[Outcome]:
@@ -176,3 +249,22 @@ class Recorder:
                 )
                 outcomes.append(Refused(error.reason))
         return outcomes
+
+
+def _waited_out(in_writer: deque[_Sending]) -> list[_Job]:
+    """Waits for the answers of the batches in the writer (each within the writer's timeout),
+    whatever they are, and takes them out: sent after one that was not recorded, they were not
+    tried (or, if the connection was lost meanwhile, they fail with it and are read again)."""
+    followers: list[_Job] = []
+    while in_writer:
+        sending = in_writer.popleft()
+        with contextlib.suppress(Exception):  # NotTried, as expected, or the connection lost
+            sending.sent.wait()
+        followers.append(sending.job)
+    return followers
+
+
+def raise_unless_exception(error: BaseException) -> None:
+    """The thread ends on what is not an Exception (`alive` tells the consumer, then not ready)."""
+    if not isinstance(error, Exception):
+        raise error
