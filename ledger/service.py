@@ -83,9 +83,20 @@ class _Sent:
     inner: Sent
 
     def wait(self) -> list[EventResult]:
-        with self.ledger._write_outcome():
-            results = self.inner.wait()
-        self.ledger._count(results)
+        results = self.poll(None)
+        assert results is not None
+        return results
+
+    def poll(self, wait_s: float | None) -> list[EventResult] | None:
+        try:
+            results = self.inner.wait() if wait_s is None else self.inner.poll(wait_s)
+        except Exception:
+            with self.ledger._write_outcome():
+                raise
+        if results is not None:
+            with self.ledger._write_outcome():
+                pass  # an answer: writes are recorded
+            self.ledger._count(results)
         return results
 
 

@@ -64,6 +64,9 @@ class TooManyRefused(Exception):
 # Batches in the writer at once: one recorded while the next is decided; a third would only wait
 # in the writer's queue (and be sent again, too, when the first is refused).
 IN_WRITER_MAX = 2
+# While waiting for a batch's answer, how often the recorder looks for a batch handed over since,
+# to send it at once: a batch takes the writer a few hundred milliseconds.
+ANSWER_POLL_S = 0.005
 
 
 class LedgerPort(Protocol):
@@ -173,16 +176,22 @@ class Recorder:
                     self._changed.wait()
                 if not (in_writer or again or self._jobs):
                     return
-                room = self.in_writer_max - len(in_writer)
-                to_send = [again.popleft() for _ in range(min(room, len(again)))]
-                while self._jobs and len(to_send) < room:
-                    job = self._jobs.popleft()
-                    if job.recording.set_running_or_notify_cancel():
-                        to_send.append(job)
-            for job in to_send:  # outside the lock: a send may take as long as a recording
-                in_writer.append(self._sent(job, in_writer))
+            while again and len(in_writer) < self.in_writer_max:
+                in_writer.append(self._sent(again.popleft(), in_writer))
+            self._send_handed_over(in_writer)
             if in_writer:
-                self._settle(in_writer.popleft(), in_writer, again)
+                self._settle(in_writer, again)
+
+    def _send_handed_over(self, in_writer: deque[_Sending]) -> None:
+        """Sends the batches handed over, as many as the writer may hold, each after the last."""
+        with self._changed:
+            to_send: list[_Job] = []
+            while self._jobs and len(in_writer) + len(to_send) < self.in_writer_max:
+                job = self._jobs.popleft()
+                if job.recording.set_running_or_notify_cancel():
+                    to_send.append(job)
+        for job in to_send:  # outside the lock: a send may take as long as a recording
+            in_writer.append(self._sent(job, in_writer))
 
     def _sent(self, job: _Job, in_writer: deque[_Sending]) -> _Sending:
         """Sends a batch after the last one in the writer; a send that fails is its answer."""
@@ -192,14 +201,18 @@ class Recorder:
         except Exception as error:  # noqa: BLE001 - the batch's failure, answered in order
             return _Sending(job, Answered(error))
 
-    def _settle(self, oldest: _Sending, in_writer: deque[_Sending], again: deque[_Job]) -> None:
-        """Answers the oldest batch in the writer. If it was not recorded, the ones sent after it
-        were not tried: they are waited out, then sent again (after a refusal, once the refused
-        batch is recorded one by one) or failed with it."""
+    def _settle(self, in_writer: deque[_Sending], again: deque[_Job]) -> None:
+        """Answers the oldest batch in the writer, sending those handed over meanwhile. If it was
+        not recorded, the ones sent after it were not tried: they are waited out, then sent again
+        (after a refusal, once the refused batch is recorded one by one) or failed with it."""
+        oldest = in_writer[0]
         job = oldest.job
         try:
-            outcomes: list[Outcome] = list(oldest.sent.wait())
+            while (results := oldest.sent.poll(ANSWER_POLL_S)) is None:
+                self._send_handed_over(in_writer)
+            outcomes: list[Outcome] = list(results)
         except SubmissionFailed as refusal:
+            in_writer.popleft()
             followers = _waited_out(in_writer)
             try:
                 outcomes = job.run(functools.partial(self._record_refused, job.events, refusal))
@@ -209,9 +222,12 @@ class Recorder:
                 return
             again.extendleft(reversed(followers))
         except BaseException as error:  # noqa: BLE001 - the batch fails; see raise_unless_exception
+            in_writer.popleft()
             self._fail(job, error, _waited_out(in_writer))
             raise_unless_exception(error)
             return
+        else:
+            in_writer.popleft()
         job.recording.set_result(outcomes)
 
     def _fail(self, job: _Job, error: BaseException, followers: list[_Job]) -> None:

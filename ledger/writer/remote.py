@@ -76,7 +76,8 @@ class RemoteWriter:
         self._sync_lock = threading.Lock()
         self._sync_sock: socket.socket | None = None
         self._sync_frames = FrameReader()  # what _sync_sock brought, up to the next whole frame
-        self._sync_waiting: set[int] = set()  # requests sent on _sync_sock, not yet answered
+        # Requests sent on _sync_sock, not yet answered, each with when it must be (monotonic).
+        self._sync_waiting: dict[int, float] = {}
         self._sync_answers: dict[int, Reply] = {}  # of those, the ones read while waiting for another
         self.commits_seen = 0
         self.stats: WriterStatsSnapshot | None = None  # the last the writer process sent
@@ -238,21 +239,25 @@ class RemoteWriter:
                     caller_trace_parent(),
                     None if after is None else after.request_id,
                 )
+                sock.settimeout(self.timeout_s)  # a poll may have left it at a few milliseconds
                 sock.sendall(encode(request))
             except OSError as error:
                 self._sync_lost()
                 raise WriterUnavailable(f"cannot reach the writer process: {error}") from None
-            self._sync_waiting.add(request_id)
+            self._sync_waiting[request_id] = time.monotonic() + self.timeout_s
             return SentRequest(self, request_id)
 
-    def wait(self, request_id: int) -> list[EventResult]:
-        """The answer to a request `send` sent; at most timeout_s from now."""
+    def poll(self, request_id: int, wait_s: float | None) -> list[EventResult] | None:
+        """The answer to a request `send` sent, waiting at most `wait_s` for it (None: until it is
+        due, timeout_s after it was sent); None if it has not come yet."""
         with self._sync_lock:
             try:
-                reply = self._sync_answer(request_id)
+                reply = self._sync_answer(request_id, wait_s)
             except OSError as error:
                 self._sync_lost()
                 raise WriterUnavailable(f"cannot reach the writer process: {error}") from None
+        if reply is None:
+            return None
         if reply.results is None:
             raise _failure(reply)
         return reply.results
@@ -275,21 +280,27 @@ class RemoteWriter:
         self._sync_waiting.clear()
         self._sync_answers.clear()
 
-    def _sync_answer(self, request_id: int) -> Reply:
+    def _sync_answer(self, request_id: int, wait_s: float | None) -> Reply | None:
         answer = self._sync_answers.pop(request_id, None)
         if answer is not None:
-            self._sync_waiting.discard(request_id)
+            self._sync_waiting.pop(request_id, None)
             return answer
-        if request_id not in self._sync_waiting or self._sync_sock is None:
+        deadline = self._sync_waiting.get(request_id)
+        if deadline is None or self._sync_sock is None:
             raise ConnectionResetError("the connection it was sent on was lost")
         sock = self._sync_sock
-        deadline = time.monotonic() + self.timeout_s
+        until = deadline if wait_s is None else min(deadline, time.monotonic() + wait_s)
         while True:
-            left_s = deadline - time.monotonic()
-            if left_s <= 0:
+            now = time.monotonic()
+            if now >= deadline:
                 raise TimeoutError("the writer did not answer in time")
-            sock.settimeout(left_s)
-            data = sock.recv(RECV_BYTES)
+            if now >= until:
+                return None
+            sock.settimeout(until - now)
+            try:
+                data = sock.recv(RECV_BYTES)
+            except TimeoutError:
+                continue  # the time given is up: the checks above say which
             if not data:
                 raise ConnectionResetError("the writer process closed the connection")
             found: Reply | None = None
@@ -303,7 +314,7 @@ class RemoteWriter:
                     elif reply.request_id in self._sync_waiting:
                         self._sync_answers[reply.request_id] = reply
             if found is not None:
-                self._sync_waiting.discard(request_id)
+                self._sync_waiting.pop(request_id, None)
                 return found
 
 
@@ -315,7 +326,12 @@ class SentRequest:
     request_id: int
 
     def wait(self) -> list[EventResult]:
-        return self.writer.wait(self.request_id)
+        results = self.writer.poll(self.request_id, None)
+        assert results is not None, "no answer by its deadline raises TimeoutError"
+        return results
+
+    def poll(self, wait_s: float) -> list[EventResult] | None:
+        return self.writer.poll(self.request_id, wait_s)
 
 
 def _failure(reply: Reply) -> Exception:

@@ -34,6 +34,9 @@ class Sent(Protocol):
 
     def wait(self) -> list[EventResult]: ...
 
+    def poll(self, wait_s: float) -> list[EventResult] | None:
+        """As `wait`, but waits at most `wait_s`: None if no answer came meanwhile."""
+
 
 @dataclass(frozen=True, slots=True)
 class Answered:
@@ -49,6 +52,9 @@ class Answered:
         if isinstance(self.outcome, Exception):
             raise self.outcome
         return self.outcome
+
+    def poll(self, wait_s: float) -> list[EventResult]:
+        return self.wait()
 
 
 def answered_now(

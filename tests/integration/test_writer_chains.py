@@ -107,3 +107,21 @@ def test_a_request_after_one_sent_on_a_connection_since_lost_is_not_tried(proces
         follower.wait()
     [result] = ledger.submit_and_wait([_receipt("b-1")])
     assert result.outcome is Outcome.ACCEPTED
+
+
+def test_a_large_request_sent_after_a_short_poll_is_sent_whole(process_ledger: Ledger) -> None:
+    """A poll waits a few milliseconds on the connection; the send after it must not inherit that
+    wait, or a large batch (the Kafka intake's 2,000 events) times out half sent while the writer
+    records the one before it (and reads nothing meanwhile)."""
+    ledger = process_ledger
+
+    def receipts(prefix: str) -> list[StockEvent]:
+        return [
+            ev.stock_event(f"{prefix}-{n}", "stock.receipt", STORE, [(f"SKU-{n}", 1)]) for n in range(5000)
+        ]
+
+    first = ledger.send(receipts("a"))
+    assert first.poll(0.001) is None, "the writer answered 5,000 events within a millisecond"
+    second = ledger.send(receipts("b"), after=first)
+    assert [r.outcome for r in first.wait()] == [Outcome.ACCEPTED] * 5000
+    assert [r.outcome for r in second.wait()] == [Outcome.ACCEPTED] * 5000

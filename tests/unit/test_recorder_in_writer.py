@@ -8,6 +8,7 @@ import itertools
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from support import events as ev
@@ -33,6 +34,11 @@ class _Sent:
     request_id: int
 
     def wait(self) -> list[EventResult]:
+        return self.ledger.answer(self.request_id)
+
+    def poll(self, wait_s: float) -> list[EventResult] | None:
+        if not self.ledger.held.wait(wait_s):
+            return None
         return self.ledger.answer(self.request_id)
 
 
@@ -108,9 +114,8 @@ def test_two_batches_are_left_with_the_writer_at_once() -> None:
     try:
         recordings = [recorder.submit(_events(f"{n}-1", f"{n}-2")) for n in "abc"]
         # Until the writer records, the recorder has sent as many as it may, and no more.
-        deadline = time.monotonic() + ANSWER_DEADLINE_S
-        while ledger.most_in_writer < IN_WRITER_MAX and time.monotonic() < deadline:
-            time.sleep(0.01)
+        assert _until(lambda: ledger.most_in_writer == IN_WRITER_MAX)
+        time.sleep(0.05)  # a moment more: no third is sent
         assert ledger.most_in_writer == IN_WRITER_MAX
         ledger.held.set()
         answers = [recording.result(ANSWER_DEADLINE_S) for recording in recordings]
@@ -159,6 +164,30 @@ def test_after_a_failed_batch_nothing_sent_or_handed_after_it_is_recorded_until_
         recorder.discard()
         assert _ids(recorder.submit(_events("c-1")).result(ANSWER_DEADLINE_S)) == ["c-1"]
         assert ledger.recorded == ["a-1", "c-1"]
+    finally:
+        ledger.held.set()
+        assert recorder.close(ANSWER_DEADLINE_S)
+
+
+def _until(condition: Callable[[], bool]) -> bool:
+    deadline = time.monotonic() + ANSWER_DEADLINE_S
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return condition()
+
+
+def test_a_batch_handed_over_while_the_writer_holds_one_is_sent_before_that_one_is_answered() -> None:
+    ledger = ChainedLedger()
+    recorder = Recorder(ledger, jobs_max=4, refused_max=10).start()
+    try:
+        first = recorder.submit(_events("a-1"))
+        assert _until(lambda: ledger.most_in_writer == 1)
+        second = recorder.submit(_events("b-1"))
+        assert _until(lambda: ledger.most_in_writer == 2), "the second waited for the first's answer"
+        assert not first.done()
+        ledger.held.set()
+        assert _ids(first.result(ANSWER_DEADLINE_S)) == ["a-1"]
+        assert _ids(second.result(ANSWER_DEADLINE_S)) == ["b-1"]
     finally:
         ledger.held.set()
         assert recorder.close(ANSWER_DEADLINE_S)
