@@ -53,6 +53,11 @@ RECV_BYTES = 1 << 20
 RESUBSCRIBE_S = 1.0
 # What may wait to be sent to the writer process before a submit is refused (it is not reading).
 SEND_BUFFER_BYTES_MAX = 32 * 1024 * 1024
+# The blocking connection's kernel send buffer, asked for (Linux grants up to twice net.core.wmem_max,
+# 416 KiB by default). A Kafka batch of 2,000 events is about 220 KB on the wire, more than the
+# default 208 KiB: the writer then read it in two turns of its loop, the second only after the batch
+# in flight had committed, so it could not decide it meanwhile. In one buffer it is read at once.
+SYNC_SOCKET_SEND_BUFFER_BYTES = 1024 * 1024
 
 
 class RemoteWriter:
@@ -265,6 +270,7 @@ class RemoteWriter:
     def _sync_socket(self) -> socket.socket:
         if self._sync_sock is None:
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SYNC_SOCKET_SEND_BUFFER_BYTES)
             sock.settimeout(self.timeout_s)
             sock.connect(self.socket_path)
             self._sync_sock = sock

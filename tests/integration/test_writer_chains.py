@@ -5,6 +5,7 @@ in the writer and still have them recorded in the order it sent them, whatever f
 from __future__ import annotations
 
 import contextlib
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from ledger.service import Ledger
 from ledger.writer.process import start_writer_process, stop_writer_process
 from ledger.writer.remote import RemoteWriter
 from ledger.writer.submission import NotTried, SubmissionFailed
+from ledger.writer.wire import WriteRequest, encode
 
 OUTBOX_BYTES_MAX = 1 << 20
 ANSWER_DEADLINE_S = 20.0
@@ -125,3 +127,21 @@ def test_a_large_request_sent_after_a_short_poll_is_sent_whole(process_ledger: L
     second = ledger.send(receipts("b"), after=first)
     assert [r.outcome for r in first.wait()] == [Outcome.ACCEPTED] * 5000
     assert [r.outcome for r in second.wait()] == [Outcome.ACCEPTED] * 5000
+
+
+def test_a_kafka_batch_fits_in_the_blocking_connections_send_buffer(process_ledger: Ledger) -> None:
+    """A batch the writer reads in two turns of its loop is read only after the batch in flight
+    has committed, so it cannot be decided meanwhile: a poll's batch (2,000 events) must be in
+    the kernel's buffer whole when sent, whatever the host's default buffer (208 KiB)."""
+    remote = process_ledger.writer
+    assert isinstance(remote, RemoteWriter)
+    events = [
+        ev.stock_event(f"pos-{n:09d}", "stock.pos_sale", STORE, [(f"SKU-{n:05d}", 1), (f"SKU-{n:05d}-b", 2)])
+        for n in range(2000)
+    ]
+    frame = encode(WriteRequest(1, events, None, None, after=0))
+    sent = remote.send(events[:1])
+    assert sent.wait()
+    sock = remote._sync_sock
+    assert sock is not None
+    assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF) >= len(frame)
