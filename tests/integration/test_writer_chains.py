@@ -17,12 +17,10 @@ from ledger.bootstrap import build_ledger
 from ledger.config import Settings
 from ledger.domain.model import Outcome, StockEvent
 from ledger.service import Ledger
-from ledger.writer.process import start_writer_process, stop_writer_process
 from ledger.writer.remote import RemoteWriter
 from ledger.writer.submission import NotTried, SubmissionFailed
 from ledger.writer.wire import WriteRequest, encode
 
-OUTBOX_BYTES_MAX = 1 << 20
 ANSWER_DEADLINE_S = 20.0
 STORE = "store-1"
 
@@ -45,17 +43,13 @@ def _poisoned_ledger(
         finally:
             ledger.stop()
         return
-    monkeypatch.setenv("LEDGER_DATABASE_URL", database_url)
-    monkeypatch.delenv("LEDGER_WRITER_SOCKET", raising=False)
-    path = str(tmp_path / "writer.sock")
-    process = start_writer_process(poison.build_poisoned_writer_from_environment, path, OUTBOX_BYTES_MAX)
-    ledger = build_ledger(Settings(database_url=database_url, writer_socket=path))
-    ledger.start()
-    try:
-        yield ledger
-    finally:
-        ledger.stop()
-        stop_writer_process(process, 15)
+    with poison.poisoned_writer_process(database_url, tmp_path, monkeypatch) as path:
+        ledger = build_ledger(Settings(database_url=database_url, writer_socket=path))
+        ledger.start()
+        try:
+            yield ledger
+        finally:
+            ledger.stop()
 
 
 @pytest.fixture(params=["thread", "process"])

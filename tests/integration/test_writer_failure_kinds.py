@@ -20,11 +20,9 @@ from ledger.domain.model import Outcome, StockEvent
 from ledger.results import EventResult
 from ledger.service import DatabaseUnavailable
 from ledger.state_cache import StateCache
-from ledger.writer.process import start_writer_process, stop_writer_process
 from ledger.writer.remote import RemoteWriter
 from ledger.writer.submission import SubmissionFailed, WriterUnavailable
 
-OUTBOX_BYTES_MAX = 1 << 20
 ANSWER_DEADLINE_S = 20.0
 STORE = "store-1"
 
@@ -53,16 +51,12 @@ def submit(
         finally:
             ledger.stop()
         return
-    monkeypatch.setenv("LEDGER_DATABASE_URL", database_url)
-    monkeypatch.delenv("LEDGER_WRITER_SOCKET", raising=False)
-    path = str(tmp_path / "writer.sock")
-    process = start_writer_process(poison.build_poisoned_writer_from_environment, path, OUTBOX_BYTES_MAX)
-    remote = RemoteWriter(path, _cache(), timeout_s=ANSWER_DEADLINE_S)
-    try:
-        yield remote.submit_and_wait, remote
-    finally:
-        remote.stop()
-        stop_writer_process(process, 15)
+    with poison.poisoned_writer_process(database_url, tmp_path, monkeypatch) as path:
+        remote = RemoteWriter(path, _cache(), timeout_s=ANSWER_DEADLINE_S)
+        try:
+            yield remote.submit_and_wait, remote
+        finally:
+            remote.stop()
 
 
 def test_an_event_the_writer_cannot_store_fails_its_submission_as_refused_and_nothing_of_it_is_recorded(
