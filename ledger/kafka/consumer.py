@@ -69,13 +69,19 @@ from ledger.domain.model import StockEvent
 from ledger.intake.envelope import IntakeLimits
 from ledger.kafka.clients import new_consumer, new_producer
 from ledger.kafka.contact import BrokerContact
-from ledger.kafka.dead_letters import DeadLetter, DeadLetterLimits, dead_letter_record
+from ledger.kafka.dead_letters import DeadLetterLimits, dead_letter, dead_letter_record, refused_letter
 from ledger.kafka.metrics import IntakeStats
-from ledger.kafka.pipeline import EventRecord, InFlight, Pipeline, PollBatch, TopicPartition, commit_offsets
+from ledger.kafka.pipeline import (
+    InFlight,
+    Pipeline,
+    PollBatch,
+    TopicPartition,
+    commit_offsets,
+)
 from ledger.kafka.publisher import Publisher, PublishFailed
 from ledger.kafka.rebalance import Rebalance, partitions_text
 from ledger.kafka.recorder import LedgerPort, Recorder, Recording, Refused
-from ledger.kafka.records import Origin, read_value, result_record
+from ledger.kafka.records import read_value, result_record
 from ledger.kafka.tracing import intake_traced, publishing_traced
 from ledger.telemetry import tracing
 
@@ -307,15 +313,13 @@ class KafkaIntake:
             batch.records += len(records)
             for record in records:
                 read = read_value(record.value, self.limits)
-                origin = Origin(record.topic, record.partition, record.offset, record.timestamp)
-                headers = tuple((name, value or b"") for name, value in record.headers or ())
                 if isinstance(read, StockEvent):
                     if record.key is not None and record.key != read.store_id.encode():
                         batch.key_mismatches += 1
                     batch.events.append(read)
-                    batch.event_records.append(EventRecord(origin, record.key, record.value, headers))
+                    batch.event_records.append(record)
                 else:
-                    batch.dead_letters.append(DeadLetter(origin, record.key, record.value, headers, read))
+                    batch.dead_letters.append(dead_letter(record, read))
         self.stats.records_consumed += batch.records
         return batch
 
@@ -604,6 +608,6 @@ def _take_outcomes(flight: InFlight) -> None:
     flight.results, flight.refused = [], []
     for outcome, record in zip(outcomes, batch.event_records, strict=True):
         if isinstance(outcome, Refused):
-            flight.refused.append(record.refused(outcome.reason))
+            flight.refused.append(refused_letter(record, outcome.reason))
         else:
             flight.results.append(outcome)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from typing import Any
 
 import orjson
 
@@ -83,6 +84,26 @@ class DeadLetter:
     value: bytes | None
     headers: tuple[tuple[str, bytes], ...]
     why: Unreadable
+
+
+def dead_letter(record: Any, why: Unreadable) -> DeadLetter:
+    """The dead letter of a record as kafka-python's consumer gave it (its ConsumerRecord); a
+    header without a value is kept as an empty one."""
+    headers = tuple((name, value or b"") for name, value in record.headers or ())
+    return DeadLetter(
+        Origin(record.topic, record.partition, record.offset, record.timestamp),
+        record.key,
+        record.value,
+        headers,
+        why,
+    )
+
+
+def refused_letter(record: Any, reason: str) -> DeadLetter:
+    """The dead letter of an event the writer refused, as it will on any retry."""
+    return dead_letter(
+        record, Unreadable(f"the ledger could not record this event, nor will it on a retry: {reason}")
+    )
 
 
 def dead_letter_record(topic: str, letter: DeadLetter, limits: DeadLetterLimits) -> Outbound:

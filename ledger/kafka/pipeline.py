@@ -20,24 +20,10 @@ from ledger.domain.model import StockEvent
 from ledger.kafka.dead_letters import DeadLetter
 from ledger.kafka.publisher import Delivery
 from ledger.kafka.recorder import Recording
-from ledger.kafka.records import Origin, Unreadable
 from ledger.results import EventResult
 
 TopicPartition = Any  # kafka.TopicPartition, a named tuple (kafka-python ships no type hints)
-
-
-@dataclass(frozen=True, slots=True)
-class EventRecord:
-    """The record an event was read from, kept for its dead letter should the writer refuse it."""
-
-    origin: Origin
-    key: bytes | None
-    value: bytes | None
-    headers: tuple[tuple[str, bytes], ...]
-
-    def refused(self, reason: str) -> DeadLetter:
-        why = Unreadable(f"the ledger could not record this event, nor will it on a retry: {reason}")
-        return DeadLetter(self.origin, self.key, self.value, self.headers, why)
+ConsumerRecord = Any  # kafka-python's ConsumerRecord (topic, partition, offset, key, value, headers, ...)
 
 
 @dataclass(slots=True)
@@ -46,7 +32,10 @@ class PollBatch:
     to dead-letter, and where each partition starts and ends."""
 
     events: list[StockEvent] = field(default_factory=list)
-    event_records: list[EventRecord] = field(default_factory=list)  # one per event, in order
+    # The record each event was read from, one per event, in order, as the consumer gave it: its
+    # dead letter is made only should the writer refuse the event (rare; making one for every
+    # event cost about 4 µs an event).
+    event_records: list[ConsumerRecord] = field(default_factory=list)
     dead_letters: list[DeadLetter] = field(default_factory=list)
     first_offsets: dict[TopicPartition, int] = field(default_factory=dict)
     next_offsets: dict[TopicPartition, int] = field(default_factory=dict)  # last offset + 1

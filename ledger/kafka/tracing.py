@@ -33,8 +33,8 @@ def intake_traced(recorder: Recorder, batch: PollBatch, topic: str) -> tuple[Rec
     offered = [
         value.decode("latin-1")
         for record in batch.event_records
-        for name, value in record.headers
-        if name == "traceparent"
+        for name, value in record.headers or ()
+        if name == "traceparent" and value is not None
     ]
     span = active.start_span(
         f"process {topic}",
