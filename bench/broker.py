@@ -109,9 +109,10 @@ class GroupOffsets:
         offsets = self.admin.list_group_offsets({self.group: None})[self.group]
         return {tp.partition: meta.offset for tp, meta in offsets.items()}
 
-    def reached(self, ends: dict[int, int]) -> bool:
+    def left(self, ends: dict[int, int]) -> int:
+        """Records not yet committed, of those up to `ends` (per partition, its end)."""
         committed = self.committed()
-        return all(committed.get(partition, -1) >= end for partition, end in ends.items())
+        return sum(max(end - max(committed.get(partition, 0), 0), 0) for partition, end in ends.items())
 
     def close(self) -> None:
         self.admin.close()
