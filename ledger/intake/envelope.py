@@ -148,35 +148,72 @@ def _lines(
         reader.error("data.lines", f"must be a list of 1 to {limits.lines_per_event_max} lines")
         return ()
     minimum, rule = _qty_rule(event_type)
+    zero_allowed = event_type is not EventType.ADJUSTMENT
     lines: list[Line] = []
     seen: set[str] = set()
     codes_seen: set[str] = set()  # no code twice in one event, across its lines
     for number, item in enumerate(raw):
-        where = f"data.lines[{number}]"
-        if not isinstance(item, dict):
-            reader.error(where, "must be an object with sku and qty")
-            continue
-        sku = reader.ident(item, "sku", f"{where}.sku", required=True)
-        qty = item.get("qty")
-        if not isinstance(qty, int) or isinstance(qty, bool):
-            reader.error(f"{where}.qty", "must be an integer")
-            continue
-        if qty < minimum or abs(qty) > QTY_ABS_MAX or (event_type is EventType.ADJUSTMENT and qty == 0):
-            reader.error(f"{where}.qty", f"{rule}, at most {QTY_ABS_MAX:,} in absolute value")
-            continue
-        factor = _unit_factor(reader, item, sku, where, limits)
-        if sku is None or factor is None:
-            continue
-        if abs(qty * factor) > QTY_ABS_MAX:
-            reader.error(f"{where}.qty", f"is {qty * factor:,} in base units, over {QTY_ABS_MAX:,}")
-            continue
-        if sku in seen:
-            reader.error(f"{where}.sku", f"{sku} appears twice in one event")
-            continue
-        seen.add(sku)
-        codes = _codes(reader, item, event_type, qty * factor, where, codes_seen)
-        lines.append(Line(sku, qty * factor, codes))
+        # The usual line (a SKU, a quantity in base units, nothing else) is taken here at once:
+        # a line is read for every event line recorded, so this is the intake's hottest loop. Any
+        # other line, valid or not, is read by _line, which also names what is wrong.
+        if type(item) is dict:
+            sku = item.get("sku")
+            qty = item.get("qty")
+            if (
+                type(sku) is str
+                and type(qty) is int
+                and minimum <= qty <= QTY_ABS_MAX
+                and (qty or zero_allowed)
+                and item.get("uom") is None
+                and item.get("codes") is None
+                and sku not in seen
+                and ID_PATTERN.fullmatch(sku)
+            ):
+                seen.add(sku)
+                lines.append(Line(sku, qty, ()))
+                continue
+        line = _line(reader, number, item, event_type, limits, (minimum, rule), seen, codes_seen)
+        if line is not None:
+            lines.append(line)
     return tuple(lines)
+
+
+def _line(
+    reader: _Reader,
+    number: int,
+    item: object,
+    event_type: EventType,
+    limits: IntakeLimits,
+    qty_rule: tuple[int, str],
+    seen: set[str],
+    codes_seen: set[str],
+) -> Line | None:
+    """One line of `data.lines`, or None with its errors noted."""
+    minimum, rule = qty_rule
+    where = f"data.lines[{number}]"
+    if not isinstance(item, dict):
+        reader.error(where, "must be an object with sku and qty")
+        return None
+    sku = reader.ident(item, "sku", f"{where}.sku", required=True)
+    qty = item.get("qty")
+    if not isinstance(qty, int) or isinstance(qty, bool):
+        reader.error(f"{where}.qty", "must be an integer")
+        return None
+    if qty < minimum or abs(qty) > QTY_ABS_MAX or (event_type is EventType.ADJUSTMENT and qty == 0):
+        reader.error(f"{where}.qty", f"{rule}, at most {QTY_ABS_MAX:,} in absolute value")
+        return None
+    factor = _unit_factor(reader, item, sku, where, limits)
+    if sku is None or factor is None:
+        return None
+    if abs(qty * factor) > QTY_ABS_MAX:
+        reader.error(f"{where}.qty", f"is {qty * factor:,} in base units, over {QTY_ABS_MAX:,}")
+        return None
+    if sku in seen:
+        reader.error(f"{where}.sku", f"{sku} appears twice in one event")
+        return None
+    seen.add(sku)
+    codes = _codes(reader, item, event_type, qty * factor, where, codes_seen)
+    return Line(sku, qty * factor, codes)
 
 
 def _codes(

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import copy
+import random
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
 
-from ledger.domain.model import EventType, Line
+from ledger.domain.model import PRODUCER_EVENT_TYPES, EventType, Line
+from ledger.intake import envelope as envelope_module
 from ledger.intake.envelope import FieldError, IntakeLimits, InvalidEvent, read_envelope
 
 LIMITS = IntakeLimits()
@@ -495,3 +497,45 @@ def test_fields_that_do_not_belong_to_the_type_are_dropped() -> None:
         None,
         None,
     )
+
+
+# Line by line, the values that decide between the usual line and the rest: each valid and each
+# wrong in a way the full reading names.
+LINE_SKUS = ["SKU-1", "SKU-2", "", "sku with spaces", 7, None, "S" * 65]
+LINE_QTYS = [1, 2, 0, -1, -3, 12, QTY_MAX := 1_000_000_000, QTY_MAX + 1, -QTY_MAX, True, 1.0, "1", None]
+LINE_EXTRAS: list[dict[str, Any]] = [
+    {},
+    {"uom": "box"},
+    {"uom": None},
+    {"uom": "crate"},
+    {"codes": ["c-1"]},
+    {"codes": None},
+    {"codes": []},
+]
+
+
+@pytest.mark.parametrize("event_type", sorted(t.value for t in PRODUCER_EVENT_TYPES))
+def test_the_usual_line_is_read_exactly_as_the_full_reading_reads_it(event_type: str) -> None:
+    """_lines takes the usual line at once and leaves any other to _line: for every mix of lines
+    it must give the lines and the errors _line alone gives."""
+    kind = EventType(event_type)
+    limits = IntakeLimits(units={"box": 12})
+    rule = envelope_module._qty_rule(kind)
+    rng = random.Random(event_type)
+    items: list[Any] = [
+        {"sku": sku, "qty": qty, **extra} for sku in LINE_SKUS for qty in LINE_QTYS for extra in LINE_EXTRAS
+    ]
+    items += ["not an object", None, ["SKU-1", 1]]
+    for _ in range(3000):
+        mix = [rng.choice(items) for _ in range(rng.randint(1, 4))]
+        quick = envelope_module._Reader()
+        read = envelope_module._lines(quick, {"lines": mix}, kind, limits)
+        full = envelope_module._Reader()
+        seen: set[str] = set()
+        codes_seen: set[str] = set()
+        one_by_one = [
+            envelope_module._line(full, number, item, kind, limits, rule, seen, codes_seen)
+            for number, item in enumerate(mix)
+        ]
+        assert read == tuple(line for line in one_by_one if line is not None), mix
+        assert quick.errors == full.errors, mix
