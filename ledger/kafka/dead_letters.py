@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import Any
 
 import orjson
 
 from ledger.config import Settings
-from ledger.kafka.records import Headers, Origin, Outbound, Unreadable
+from ledger.kafka.records import ConsumerRecord, Headers, Origin, Outbound, Unreadable
 
 ERROR_HEADER = "error"
 ERROR_FIELDS_HEADER = "error_fields"
@@ -86,7 +85,7 @@ class DeadLetter:
     why: Unreadable
 
 
-def dead_letter(record: Any, why: Unreadable) -> DeadLetter:
+def dead_letter(record: ConsumerRecord, why: Unreadable) -> DeadLetter:
     """The dead letter of a record as kafka-python's consumer gave it (its ConsumerRecord); a
     header without a value is kept as an empty one."""
     headers = tuple((name, value or b"") for name, value in record.headers or ())
@@ -99,7 +98,7 @@ def dead_letter(record: Any, why: Unreadable) -> DeadLetter:
     )
 
 
-def refused_letter(record: Any, reason: str) -> DeadLetter:
+def refused_letter(record: ConsumerRecord, reason: str) -> DeadLetter:
     """The dead letter of an event the writer refused, as it will on any retry."""
     return dead_letter(
         record, Unreadable(f"the ledger could not record this event, nor will it on a retry: {reason}")

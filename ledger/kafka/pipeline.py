@@ -20,10 +20,10 @@ from ledger.domain.model import StockEvent
 from ledger.kafka.dead_letters import DeadLetter
 from ledger.kafka.publisher import Delivery
 from ledger.kafka.recorder import Recording
+from ledger.kafka.records import ConsumerRecord
 from ledger.results import EventResult
 
 TopicPartition = Any  # kafka.TopicPartition, a named tuple (kafka-python ships no type hints)
-ConsumerRecord = Any  # kafka-python's ConsumerRecord (topic, partition, offset, key, value, headers, ...)
 
 
 @dataclass(slots=True)

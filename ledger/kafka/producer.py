@@ -167,11 +167,11 @@ class Producer:
         """Hands the record to librdkafka; raises kafka-python's error class when it is refused
         at once (too large, say), KafkaTimeoutError when the buffer stayed full."""
         sent = Sent(self)
-        # Headers only when there are some: librdkafka's wrapper takes about 1 µs a record to
-        # read even an empty list, and a result record (one per event) has none.
         deadline_s: float | None = None
         while True:
             try:
+                # Headers only when there are some: librdkafka's wrapper takes about 1 µs a record
+                # to read even an empty list, and a result record (one per event) has none.
                 if headers:
                     self._producer.produce(
                         topic, value=value, key=key, headers=cast(Any, headers), on_delivery=sent.delivered

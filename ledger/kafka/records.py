@@ -19,6 +19,9 @@ from ledger.results import EventResult
 log = logging.getLogger("ledger.kafka")
 
 Headers = list[tuple[str, bytes]]
+# kafka-python's ConsumerRecord (topic, partition, offset, timestamp, key, value, headers, ...); it
+# ships no type hints.
+ConsumerRecord = Any
 
 
 @dataclass(frozen=True, slots=True)

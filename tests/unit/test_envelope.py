@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import copy
 import random
+from collections import OrderedDict
 from datetime import UTC, datetime, timedelta, timezone
+from enum import IntEnum
 from typing import Any
 
 import pytest
@@ -501,8 +503,17 @@ def test_fields_that_do_not_belong_to_the_type_are_dropped() -> None:
 
 # Line by line, the values that decide between the usual line and the rest: each valid and each
 # wrong in a way the full reading names.
-LINE_SKUS = ["SKU-1", "SKU-2", "", "sku with spaces", 7, None, "S" * 65]
-LINE_QTYS = [1, 2, 0, -1, -3, 12, QTY_MAX := 1_000_000_000, QTY_MAX + 1, -QTY_MAX, True, 1.0, "1", None]
+class _Sku(str):
+    pass
+
+
+class _Qty(IntEnum):
+    TWO = 2
+
+
+QTY_MAX = envelope_module.QTY_ABS_MAX
+LINE_SKUS = ["SKU-1", "SKU-2", "", "sku with spaces", 7, None, "S" * 65, _Sku("SKU-3")]
+LINE_QTYS = [1, 2, 0, -1, -3, 12, QTY_MAX, QTY_MAX + 1, -QTY_MAX, True, 1.0, "1", None, _Qty.TWO]
 LINE_EXTRAS: list[dict[str, Any]] = [
     {},
     {"uom": "box"},
@@ -525,7 +536,7 @@ def test_the_usual_line_is_read_exactly_as_the_full_reading_reads_it(event_type:
     items: list[Any] = [
         {"sku": sku, "qty": qty, **extra} for sku in LINE_SKUS for qty in LINE_QTYS for extra in LINE_EXTRAS
     ]
-    items += ["not an object", None, ["SKU-1", 1]]
+    items += ["not an object", None, ["SKU-1", 1], OrderedDict(sku="SKU-4", qty=1)]
     for _ in range(3000):
         mix = [rng.choice(items) for _ in range(rng.randint(1, 4))]
         quick = envelope_module._Reader()
