@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 from support import events as ev
+from support.writer_processes import writer_process
 
 from ledger.bootstrap import build_writer_from_environment
 from ledger.domain.model import Outcome
@@ -42,14 +43,10 @@ def _cache() -> StateCache:
 @pytest.fixture
 def writer_socket(database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """A writer process on the test's database (it reads its settings from the environment)."""
-    monkeypatch.setenv("LEDGER_DATABASE_URL", database_url)
-    monkeypatch.delenv("LEDGER_WRITER_SOCKET", raising=False)
-    path = str(tmp_path / "writer.sock")
-    process = start_writer_process(build_writer_from_environment, path, OUTBOX_BYTES_MAX)
-    try:
+    with writer_process(
+        build_writer_from_environment, database_url, tmp_path, monkeypatch, OUTBOX_BYTES_MAX
+    ) as path:
         yield path
-    finally:
-        stop_writer_process(process, 15)
 
 
 def _receipts(batch: int) -> list[Any]:

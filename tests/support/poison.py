@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,10 +16,9 @@ import pytest
 from ledger.bootstrap import build_writer_from_environment
 from ledger.writer import facade, recording
 from ledger.writer.facade import Writer
-from ledger.writer.process import start_writer_process, stop_writer_process
+from support.writer_processes import writer_process
 
 OUTBOX_BYTES_MAX = 1 << 20
-STOP_TIMEOUT_S = 15.0
 
 POISON = "poison-"
 LOCKED = "locked-"
@@ -55,16 +54,10 @@ def build_poisoned_writer_from_environment() -> Writer:
     return build_writer_from_environment()
 
 
-@contextlib.contextmanager
 def poisoned_writer_process(
     database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[str]:
+) -> contextlib.AbstractContextManager[str]:
     """A poisoned writer process on the database; yields the path of its socket."""
-    monkeypatch.setenv("LEDGER_DATABASE_URL", database_url)
-    monkeypatch.delenv("LEDGER_WRITER_SOCKET", raising=False)
-    path = str(tmp_path / "writer.sock")
-    process = start_writer_process(build_poisoned_writer_from_environment, path, OUTBOX_BYTES_MAX)
-    try:
-        yield path
-    finally:
-        stop_writer_process(process, STOP_TIMEOUT_S)
+    return writer_process(
+        build_poisoned_writer_from_environment, database_url, tmp_path, monkeypatch, OUTBOX_BYTES_MAX
+    )
