@@ -71,13 +71,7 @@ from ledger.kafka.clients import new_consumer, new_producer
 from ledger.kafka.contact import BrokerContact
 from ledger.kafka.dead_letters import DeadLetterLimits, dead_letter, dead_letter_record, refused_letter
 from ledger.kafka.metrics import IntakeStats
-from ledger.kafka.pipeline import (
-    InFlight,
-    Pipeline,
-    PollBatch,
-    TopicPartition,
-    commit_offsets,
-)
+from ledger.kafka.pipeline import InFlight, Pipeline, PollBatch, TopicPartition, commit_offsets
 from ledger.kafka.publisher import Publisher, PublishFailed
 from ledger.kafka.rebalance import Rebalance, partitions_text
 from ledger.kafka.recorder import LedgerPort, Recorder, Recording, Refused
