@@ -13,6 +13,21 @@ from support.server import LedgerServer
 
 DATABASE_KINDS = ("sqlite", "postgres")
 ServerFactory = Callable[..., LedgerServer]
+# The suite runs on two workers, a test file at a time each (pyproject.toml: -n 2 --dist loadfile),
+# handed out in the order collected. Files that take longest go first, so that the quick unit tests
+# fill the end and both workers finish together: a file with a `slow` test, then by tier.
+TIERS_LONGEST_FIRST = ("production", "kafka", "browser", "integration", "adapters", "e2e", "deployment")
+
+
+def _tier_rank(path: Path) -> int:
+    tier = path.parent.name
+    return TIERS_LONGEST_FIRST.index(tier) if tier in TIERS_LONGEST_FIRST else len(TIERS_LONGEST_FIRST)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    slow_files = {item.path for item in items if item.get_closest_marker("slow") is not None}
+    # A stable sort: each file's tests stay together, in their order.
+    items.sort(key=lambda item: (item.path not in slow_files, _tier_rank(item.path)))
 
 
 @pytest.fixture(scope="session")
