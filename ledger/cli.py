@@ -44,11 +44,7 @@ Handler = Callable[[argparse.Namespace, Settings], int]
 
 
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
-    import uvicorn
-
-    from ledger.api.app import create_asgi
-    from ledger.api.connections import uvicorn_options
-    from ledger.bootstrap import build_ledger, intake_limits, tune_gc
+    from ledger.writer.process import WriterStartFailed
 
     if args.host:
         settings.http_host = args.host
@@ -56,10 +52,17 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         settings.http_port = args.port
     workers = args.workers or settings.http_workers
     _check_access(settings)
-    from ledger.writer.process import WriterStartFailed
+    writer = _start_writer_process(settings) if settings.writer_process else None
+    # Imported while the writer process starts: each side takes about a second to import, on its own core.
+    import uvicorn
+
+    from ledger.api.app import create_asgi
+    from ledger.api.connections import uvicorn_options
+    from ledger.bootstrap import build_ledger, intake_limits, tune_gc
 
     try:
-        writer = _start_writer_process(settings) if settings.writer_process else None
+        if writer is not None:
+            writer.wait_until_ready()
     except WriterStartFailed as error:
         raise CommandError(str(error)) from None
     logging.getLogger("ledger").info(
@@ -158,7 +161,8 @@ def _check_access(settings: Settings) -> None:
 
 
 def _start_writer_process(settings: Settings) -> Any:
-    """Starts the writer process; this process and its workers reach it at LEDGER_WRITER_SOCKET."""
+    """Launches the writer process (its supervisor's `wait_until_ready` waits for it); this process
+    and its workers reach it at LEDGER_WRITER_SOCKET."""
     from ledger.bootstrap import build_writer_from_environment
     from ledger.writer.leadership import parse_peer_address
     from ledger.writer.process import Peering, WriterSupervisor, default_socket_path

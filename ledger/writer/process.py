@@ -209,15 +209,19 @@ def _one_line(error: BaseException) -> str:
     return f"{type(error).__name__}: {text}"
 
 
-def start_writer_process(
-    build: BuildWriter,
-    socket_path: str,
-    outbox_bytes_max: int,
-    ready_wait_s_max: float = READY_WAIT_S_MAX,
-    peering: Peering | None = None,
-) -> Any:
-    """Starts the writer process and waits until it listens; returns the process. Raises
-    WriterStartFailed at once if the process says it failed or dies first."""
+@dataclass(frozen=True, slots=True)
+class LaunchedWriter:
+    """A writer process started but not yet known to listen: `ready` will say whether it does."""
+
+    process: Any
+    ready: Any  # the receiving end of the pipe writer_main answers "ready" or "failed" on
+
+
+def launch_writer_process(
+    build: BuildWriter, socket_path: str, outbox_bytes_max: int, peering: Peering | None = None
+) -> LaunchedWriter:
+    """Starts the writer process without waiting for it: the caller may do its own start meanwhile
+    (a new process takes about a second to import the writer), then calls `await_writer_ready`."""
     context = multiprocessing.get_context("spawn")
     receiving, sending = context.Pipe(duplex=False)
     process = context.Process(
@@ -228,6 +232,13 @@ def start_writer_process(
     )
     process.start()
     sending.close()
+    return LaunchedWriter(process, receiving)
+
+
+def await_writer_ready(launched: LaunchedWriter, ready_wait_s_max: float = READY_WAIT_S_MAX) -> Any:
+    """Waits until the launched writer listens; returns its process. Raises WriterStartFailed at once
+    if the process says it failed or dies first, and then kills it if it still runs."""
+    process, receiving = launched.process, launched.ready
     deadline = time.monotonic() + ready_wait_s_max
     try:
         while time.monotonic() < deadline:
@@ -253,6 +264,19 @@ def start_writer_process(
         receiving.close()
 
 
+def start_writer_process(
+    build: BuildWriter,
+    socket_path: str,
+    outbox_bytes_max: int,
+    ready_wait_s_max: float = READY_WAIT_S_MAX,
+    peering: Peering | None = None,
+) -> Any:
+    """Starts the writer process and waits until it listens; returns the process. Raises
+    WriterStartFailed at once if the process says it failed or dies first."""
+    launched = launch_writer_process(build, socket_path, outbox_bytes_max, peering)
+    return await_writer_ready(launched, ready_wait_s_max)
+
+
 def stop_writer_process(process: Any, timeout_s: float) -> None:
     """Asks the writer process to stop (STOP_SIGNAL: it answers the batch in hand first), and
     kills it if it has not within `timeout_s`."""
@@ -266,8 +290,8 @@ def stop_writer_process(process: Any, timeout_s: float) -> None:
 
 
 class WriterSupervisor:
-    """Keeps one writer process running for `ledger serve`: starts it, restarts it if it dies
-    (the HTTP workers reconnect on their next write), stops it last."""
+    """Keeps one writer process running for `ledger serve`: starts it (`wait_until_ready` before
+    serving), restarts it if it dies (the HTTP workers reconnect on their next write), stops it last."""
 
     def __init__(
         self,
@@ -283,11 +307,16 @@ class WriterSupervisor:
         self.outbox_bytes_max = outbox_bytes_max
         self.check_interval_s = check_interval_s
         remove_stale_sockets(os.path.dirname(socket_path))
-        self.process = start_writer_process(build, socket_path, outbox_bytes_max, peering=peering)
+        self._launched = launch_writer_process(build, socket_path, outbox_bytes_max, peering)
+        self.process = self._launched.process
         self.restarts = 0
         self._restart_wait_s = RESTART_WAIT_S_MIN
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._watch, name="writer-supervisor", daemon=True)
+
+    def wait_until_ready(self, ready_wait_s_max: float = READY_WAIT_S_MAX) -> None:
+        """Waits for the first process to listen (WriterStartFailed if it does not), then watches it."""
+        self.process = await_writer_ready(self._launched, ready_wait_s_max)
         self._thread.start()
 
     def _watch(self) -> None:
@@ -313,7 +342,8 @@ class WriterSupervisor:
 
     def stop(self, timeout_s: float = 15.0) -> None:
         self._stopping.set()
-        self._thread.join(timeout_s)
+        if self._thread.is_alive():
+            self._thread.join(timeout_s)
         stop_writer_process(self.process, timeout_s)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.socket_path)
