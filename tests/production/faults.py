@@ -44,12 +44,6 @@ class RestartablePostgres(EmbeddedPostgres):
         finally:
             self.start_server()
 
-    def stop(self) -> None:
-        # The library stops only the server it started itself, not one started again here.
-        with contextlib.suppress(Exception):
-            self._pg_ctl("-w", "-m", "immediate", "stop")
-        super().stop()
-
 
 @contextlib.contextmanager
 def sqlite_write_lock_held(database_path: Path) -> Iterator[None]:

