@@ -98,6 +98,10 @@ def url_secrets(url: str | None) -> list[str]:
     return found
 
 
+def _password(url: str) -> str | None:
+    return urllib.parse.urlsplit(url).password
+
+
 def remember_settings(settings: Settings) -> None:
     """Every secret of the adapters' settings (ledger/config.py), and the database's password."""
     signing_key = settings.wms_webhook_signing_key
@@ -105,7 +109,9 @@ def remember_settings(settings: Settings) -> None:
         *url_secrets(settings.bitrix_webhook_url),
         *url_secrets(settings.moysklad_base_url),
         *url_secrets(settings.wms_base_url),
-        *url_secrets(settings.database_url),
+        # The password only: the user name is not a secret, and is often a word that must stay
+        # readable ("postgres" masked by value made every postgresql:// URL read ***ql://).
+        _password(settings.database_url),
         settings.moysklad_token,
         settings.moysklad_webhook_secret,
         settings.wms_api_key,

@@ -17,7 +17,7 @@ import pytest
 from conftest import event
 
 from adapters.db import transaction
-from adapters.masking import mask, url_secrets
+from adapters.masking import mask, remember_settings, url_secrets
 from adapters.runner import Runner, build_adapters
 from adapters.signatures import SignatureScheme
 from adapters.sink import LedgerSink
@@ -188,6 +188,13 @@ def test_no_secret_appears_in_the_logs_status_metrics_answers_or_tables(
 )
 def test_secret_parts_of_urls_are_masked_by_their_shape(text: str, masked: str) -> None:
     assert masked in mask(text)
+
+
+def test_the_database_password_is_masked_by_value_and_its_user_name_is_not() -> None:
+    settings = Settings(database_url="postgresql://postgres:db-pa55word-7@db.internal/ledger")
+    remember_settings(settings)
+    said = mask("connected as postgres to postgresql://db.internal/ledger with db-pa55word-7")
+    assert said == "connected as postgres to postgresql://db.internal/ledger with ***"
 
 
 def test_the_secret_parts_of_a_configured_url_are_found() -> None:
