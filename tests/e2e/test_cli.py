@@ -176,6 +176,16 @@ def test_a_postgresql_server_that_does_not_answer_is_refused_and_its_password_no
     assert "secret" not in line
 
 
+def test_serve_whose_writer_process_cannot_start_ends_in_one_line(tmp_path: Path) -> None:
+    # The writer process is launched before the HTTP stack is imported and waited for after: its
+    # failure still ends serve at once, in one line (the line before it says the service is open).
+    socket_path = tmp_path / "no-such-directory" / "writer.sock"
+    done = ledger(tmp_path, "serve", "--port", str(_closed_port()), LEDGER_WRITER_SOCKET=str(socket_path))
+    assert "Traceback" not in done.stderr, done.stderr
+    assert done.returncode == EXIT_USAGE, done.stderr
+    assert "ledger serve: the writer could not start" in done.stderr.splitlines()[-1], done.stderr
+
+
 def test_run_as_a_module_the_command_refuses_in_one_line_too(tmp_path: Path) -> None:
     # `python -m ledger.cli` (as the tests' servers run it) loads the file a second time, as __main__:
     # the error a handler raises must still be the class that main() catches.
