@@ -3,20 +3,19 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from ledger.writer.facade import Writer
-from ledger.writer.process import start_writer_process, stop_writer_process
+from ledger.writer.process import BuildWriter, start_writer_process, stop_writer_process
 
 STOP_TIMEOUT_S = 15.0
 
 
 @contextlib.contextmanager
 def writer_process(
-    build: Callable[[], Writer],
+    build: BuildWriter,
     database_url: str,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
