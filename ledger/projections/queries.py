@@ -91,12 +91,13 @@ def policies_at(tx: SqlTx, store_id: str, skus: list[str], position: int) -> dic
 
 def position_at(tx: SqlTx, recorded_at: str) -> int:
     """The position of the last entry recorded at or before that moment (0: none), by recorded
-    time and then position: one step down the index (recorded_at, position). Entries are stamped
+    time and then position: one step down the index of events by time (schema.py,
+    EVENTS_BY_TIME_INDEX: each event's first row, line_no 0). Entries are stamped
     just before their batch takes the write lock, so two instances' batches may be stamped out of
     position order by the time one waits for the other's lock; within that the latest stamp
     decides (MAX(position) over the stamps would have walked the whole log back to that moment)."""
     row = tx.fetchone(
-        "SELECT position FROM ledger_history WHERE recorded_at <= %s "
+        "SELECT position FROM ledger_history WHERE line_no = 0 AND recorded_at <= %s "
         "ORDER BY recorded_at DESC, position DESC LIMIT 1",
         (recorded_at,),
     )
@@ -106,7 +107,7 @@ def position_at(tx: SqlTx, recorded_at: str) -> int:
 def position_before(tx: SqlTx, recorded_at: str) -> int:
     """The position of the last entry recorded before that moment (0: none): see position_at."""
     row = tx.fetchone(
-        "SELECT position FROM ledger_history WHERE recorded_at < %s "
+        "SELECT position FROM ledger_history WHERE line_no = 0 AND recorded_at < %s "
         "ORDER BY recorded_at DESC, position DESC LIMIT 1",
         (recorded_at,),
     )

@@ -34,6 +34,7 @@ from eventsourcing.persistence import OperationalError as StoreOperationalError
 from ledger.access.schema import TOKENS_DDL
 from ledger.projections.schema import (
     ADDED_COLUMNS,
+    EVENTS_BY_TIME_INDEX,
     HISTORY_CODES_COLUMN,
     HISTORY_CODES_DDL,
     OCCURRED_AT_FROM_TIME_PG,
@@ -243,6 +244,13 @@ MIGRATIONS: tuple[Migration, ...] = (
         EXPAND,
         postgres=(WRITER_LEADER_DDL,),
         sqlite=(WRITER_LEADER_DDL,),
+    ),
+    Migration(
+        13,
+        "the history's index of events by recorded time, one row per event (as_of, timelines)",
+        EXPAND,
+        postgres=(EVENTS_BY_TIME_INDEX,),
+        sqlite=(EVENTS_BY_TIME_INDEX,),
     ),
 )
 

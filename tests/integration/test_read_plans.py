@@ -101,7 +101,7 @@ def test_as_of_finds_its_position_in_one_step_and_each_level_in_another(ledger: 
         queries.levels_at(tx, "store-1", ["SKU-3", "SKU-4"], position)
 
     by_time, *by_sku = _plans(ledger, read)
-    _assert_index_range(by_time, "ledger_history_by_time", _kind(ledger), "recorded_at")
+    _assert_index_range(by_time, "ledger_history_events_by_time", _kind(ledger), "recorded_at")
     assert len(by_sku) == 2
     for plan in by_sku:
         _assert_index_range(plan, "ledger_history_by_sku_position", _kind(ledger), "position")
@@ -128,7 +128,7 @@ def test_a_timeline_reads_one_skus_range_of_the_history(ledger: Ledger, axis: st
     *bounds, points = plans
     assert len(bounds) == (2 if axis == "recorded" else 0)
     for plan in bounds:
-        _assert_index_range(plan, "ledger_history_by_time", _kind(ledger), "recorded_at")
+        _assert_index_range(plan, "ledger_history_events_by_time", _kind(ledger), "recorded_at")
     bound = "position" if axis == "recorded" else "occurred_at"
     if _kind(ledger) == "sqlite":  # the window functions rank in a b-tree of their own
         assert f"SEARCH ledger_history USING INDEX {index} (" in points, points
