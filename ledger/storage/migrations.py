@@ -72,12 +72,33 @@ class FillInSteps:
     statement: str
 
 
+@dataclass(frozen=True, slots=True)
+class IndexConcurrently:
+    """An index on a large table that writes go on filling. On PostgreSQL the migrator commits the
+    steps before it and builds the index CONCURRENTLY, outside any transaction and without the
+    log's write lock: writes go on during the build (it waits only for the batches already in
+    flight), instead of waiting seconds per million rows. A build cut short leaves an invalid index
+    of that name behind, which the next run drops and builds again. SQLite has no such build: give
+    it `statement` as a plain step, in its one transaction."""
+
+    name: str
+    statement: str  # CREATE INDEX IF NOT EXISTS <name> ON ...
+
+    def __post_init__(self) -> None:
+        assert self.statement.startswith(f"CREATE INDEX IF NOT EXISTS {self.name}\n"), self.statement
+
+    @property
+    def concurrent_statement(self) -> str:
+        return self.statement.replace("CREATE INDEX", "CREATE INDEX CONCURRENTLY", 1)
+
+
 # Rows of the source table per step of a FillInSteps: writes wait for one step at a time.
 FILL_STEP_ROWS = 2000
 
 # A step is a statement, a function of the migration's cursor (DB-API, the database's own
-# placeholders) for what one statement cannot say on that database, or a fill in steps.
-Step = str | Callable[[Any], None] | FillInSteps
+# placeholders) for what one statement cannot say on that database, a fill in steps, or an index
+# built while writes go on.
+Step = str | Callable[[Any], None] | FillInSteps | IndexConcurrently
 
 
 @dataclass(frozen=True, slots=True)
@@ -249,7 +270,7 @@ MIGRATIONS: tuple[Migration, ...] = (
         13,
         "the history's index of events by recorded time, one row per event (as_of, timelines)",
         EXPAND,
-        postgres=(EVENTS_BY_TIME_INDEX,),
+        postgres=(IndexConcurrently("ledger_history_events_by_time", EVENTS_BY_TIME_INDEX),),
         sqlite=(EVENTS_BY_TIME_INDEX,),
     ),
 )

@@ -7,7 +7,8 @@ service's own (session level, so that each migration can be a transaction of its
 migration's transaction first takes EXCLUSIVE on the log, which waits for every writer, so that a
 migration never interleaves with a batch (a lock taken in another order could deadlock); a fill
 of a new table (migrations.FillInSteps) runs in transactions of its own, each taking that lock for
-one step, so that writes wait for a step and not for the whole fill; on
+one step, so that writes wait for a step and not for the whole fill; an index on a large table
+(migrations.IndexConcurrently) is built CONCURRENTLY, without that lock, as writes go on; on
 SQLite they run inside one `BEGIN IMMEDIATE`, the database's write lock. Whoever gets the lock
 second reads the recorded versions again and finds nothing left to do. A start that has nothing to
 apply takes no lock at all: it reads the recorded versions and goes on.
@@ -26,7 +27,7 @@ from psycopg.errors import LockNotAvailable
 
 from ledger.clock import utc_now, utc_text
 from ledger.storage import migrations
-from ledger.storage.migrations import LIBRARY_TABLES, MIGRATIONS, FillInSteps, Migration
+from ledger.storage.migrations import LIBRARY_TABLES, MIGRATIONS, FillInSteps, IndexConcurrently, Migration
 
 SCHEMA_LOCK_KEY = 0x1ED6E5  # a PostgreSQL advisory lock key of this service's own
 # A migration's lock on the log is asked for in tries this far apart (_pg_exclusive_in_tries), each
@@ -186,20 +187,23 @@ def pg_migrate(
 
 
 def _pg_apply(recorder: Any, conn: Any, migration: Migration, wait_s: int, schema: SchemaHistory) -> None:
-    """The migration's steps in one transaction under the log's write lock, except a FillInSteps,
-    which commits what came before it and runs in transactions of its own (migrations.py)."""
+    """The migration's steps in one transaction under the log's write lock, except a FillInSteps or
+    an IndexConcurrently, which commits what came before it and runs on its own (migrations.py)."""
     started = time.monotonic()
     steps: list[Any] = []
     for step in migration.postgres:
-        if not isinstance(step, FillInSteps):
+        if not isinstance(step, FillInSteps | IndexConcurrently):
             steps.append(step)
             continue
         if steps:
             with _pg_locked(recorder, conn, wait_s, schema) as curs:
                 _pg_steps(recorder, curs, steps)
             steps = []
-        filled_in = _pg_fill_in_steps(recorder, conn, step, wait_s, schema)
-        log.debug("schema migration %d: a fill in %d steps", migration.version, filled_in)
+        if isinstance(step, FillInSteps):
+            filled_in = _pg_fill_in_steps(recorder, conn, step, wait_s, schema)
+            log.debug("schema migration %d: a fill in %d steps", migration.version, filled_in)
+        else:
+            _pg_index_concurrently(conn, step, wait_s)
     with _pg_locked(recorder, conn, wait_s, schema) as curs:
         _pg_steps(recorder, curs, steps)
         curs.execute(schema.insert_applied, _row(migration, time.monotonic() - started))
@@ -266,6 +270,27 @@ def _pg_fill_in_steps(recorder: Any, conn: Any, fill: FillInSteps, wait_s: int, 
         store, reservation = row["store_id"], row["reservation_id"]
 
 
+def _pg_index_concurrently(conn: Any, index: IndexConcurrently, wait_s: int) -> None:
+    """Builds the index while writes go on (CREATE INDEX CONCURRENTLY, in autocommit: never inside
+    a transaction), after dropping an invalid one that a build cut short left. Each wait for a lock,
+    and for the transactions already under way that the build must outlast, is bounded by
+    lock_timeout (wait_s): past it the build fails, and the next run starts it again."""
+    assert conn.autocommit, "a concurrent index build cannot run inside a transaction"
+    conn.execute(f"SET lock_timeout = '{int(wait_s)}s'")
+    try:
+        invalid = conn.execute(
+            "SELECT 1 FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+            "WHERE c.relname = %s AND c.relnamespace = current_schema()::regnamespace AND NOT i.indisvalid",
+            (index.name,),
+        ).fetchone()
+        if invalid is not None:
+            log.warning("schema: index %s was left invalid by a cut build; building it again", index.name)
+            conn.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {index.name}")
+        conn.execute(index.concurrent_statement.encode())
+    finally:
+        conn.execute("RESET lock_timeout")
+
+
 # -- SQLite -------------------------------------------------------------------------------------------
 
 
@@ -306,7 +331,7 @@ def sqlite_migrate(recorder: Any, schema: SchemaHistory = LEDGER_SCHEMA) -> tupl
                     elif isinstance(step, str):
                         cursor.execute(step)
                     else:
-                        assert not isinstance(step, FillInSteps), "SQLite fills in one statement"
+                        assert not isinstance(step, FillInSteps | IndexConcurrently), "SQLite: plain steps"
                         step(cursor)
                 seconds = time.monotonic() - started
                 cursor.execute(schema.insert_applied.replace("%s", "?"), _row(migration, seconds))
