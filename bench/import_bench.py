@@ -226,7 +226,9 @@ def measure(pg: Postgres, path: Path, args: argparse.Namespace, results: dict[st
         database = pg.create_database(f"import_{number}")
         pg.execute("CHECKPOINT")
         load = os.getloadavg()
+        wal_before = pg.execute("SELECT pg_current_wal_lsn()")[0][0]
         summary = import_file(path, pg.url(database))
+        wal_bytes = int(pg.execute(f"SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '{wal_before}')")[0][0])
         recorded = summary["accepted"] + summary["rejected"]
         rate, wall_rate = recorded / summary["elapsed_s"], recorded / summary["wall_s"]
         round_result = {
@@ -238,6 +240,9 @@ def measure(pg: Postgres, path: Path, args: argparse.Namespace, results: dict[st
                 "import": round(summary["import_cpu_s"] / recorded * 1e6, 1),
                 "postgres": round(summary["postgres_cpu_s"] / recorded * 1e6, 1),
             },
+            # What PostgreSQL wrote to its WAL per event (the import's alone: nothing else writes):
+            # the rows and index entries of each event, and the pages a checkpoint made it write whole.
+            "wal_bytes_per_event": round(wal_bytes / recorded),
             "summary": summary,
         }
         in_log = entries(pg, database)
@@ -251,7 +256,8 @@ def measure(pg: Postgres, path: Path, args: argparse.Namespace, results: dict[st
             f"  round {number}: {rate:,.0f} events/s, {line_rate:,.0f} event lines/s ({wall_rate:,.0f} "
             f"events/s over the command's {summary['wall_s']} s); accepted {summary['accepted']:,}, "
             f"rejected {summary['rejected']:,}; CPU per event: import {cpu['import']} µs, PostgreSQL "
-            f"{cpu['postgres']} µs; load average before {' '.join(f'{x:.2f}' for x in load)}; "
+            f"{cpu['postgres']} µs; WAL {round_result['wal_bytes_per_event']:,} bytes an event; "
+            f"load average before {' '.join(f'{x:.2f}' for x in load)}; "
             f"{'ok' if ok else 'CHECK FAILED'}: {in_log:,} events in the log",
             flush=True,
         )
