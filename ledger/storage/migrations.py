@@ -76,8 +76,9 @@ class FillInSteps:
 class IndexConcurrently:
     """An index on a large table that writes go on filling. On PostgreSQL the migrator commits the
     steps before it and builds the index CONCURRENTLY, outside any transaction and without the
-    log's write lock: writes go on during the build (it waits only for the batches already in
-    flight), instead of waiting seconds per million rows. A build cut short leaves an invalid index
+    log's write lock: writes go on during the build, instead of waiting seconds per million rows
+    (the build itself waits for the transactions already under way in the database, batches and
+    reads alike, at most LEDGER_MIGRATION_WAIT_S). A build cut short leaves an invalid index
     of that name behind, which the next run drops and builds again. SQLite has no such build: give
     it `statement` as a plain step, in its one transaction."""
 

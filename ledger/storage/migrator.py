@@ -273,8 +273,9 @@ def _pg_fill_in_steps(recorder: Any, conn: Any, fill: FillInSteps, wait_s: int, 
 def _pg_index_concurrently(conn: Any, index: IndexConcurrently, wait_s: int) -> None:
     """Builds the index while writes go on (CREATE INDEX CONCURRENTLY, in autocommit: never inside
     a transaction), after dropping an invalid one that a build cut short left. Each wait for a lock,
-    and for the transactions already under way that the build must outlast, is bounded by
-    lock_timeout (wait_s): past it the build fails, and the next run starts it again."""
+    and for the transactions already under way that the build must outlast (any in the database,
+    a long report's included), is bounded by lock_timeout (wait_s): past it the build fails and
+    so does the start, in one line, and the next run starts the build again."""
     assert conn.autocommit, "a concurrent index build cannot run inside a transaction"
     conn.execute(f"SET lock_timeout = '{int(wait_s)}s'")
     try:
@@ -286,7 +287,13 @@ def _pg_index_concurrently(conn: Any, index: IndexConcurrently, wait_s: int) -> 
         if invalid is not None:
             log.warning("schema: index %s was left invalid by a cut build; building it again", index.name)
             conn.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {index.name}")
-        conn.execute(index.concurrent_statement.encode())
+        try:
+            conn.execute(index.concurrent_statement.encode())
+        except LockNotAvailable:
+            raise LockNotAvailable(
+                f"index {index.name} was not built within {int(wait_s)} s (LEDGER_MIGRATION_WAIT_S): a "
+                "transaction that began before the build is still open (pg_stat_activity names it)"
+            ) from None
     finally:
         conn.execute("RESET lock_timeout")
 

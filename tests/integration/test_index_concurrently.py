@@ -1,11 +1,13 @@
 """A migration's index on a large table is built while writes go on (migrations.IndexConcurrently):
-on PostgreSQL it does not wait for the log's writers, and a build cut short is made again."""
+on PostgreSQL it does not wait for the log's writers, a build that an open transaction holds up
+ends the start in one line within LEDGER_MIGRATION_WAIT_S, and a build cut short is made again."""
 
 from __future__ import annotations
 
 import psycopg
 import pytest
 from support.postgres import EmbeddedPostgres
+from support.server import run_ledger_command
 
 from ledger.storage import migrator
 from ledger.storage.migrations import MIGRATIONS, IndexConcurrently
@@ -14,6 +16,7 @@ from ledger.storage.recorders import open_recorder
 EVENTS_BY_TIME = "ledger_history_events_by_time"
 VERSION = 13
 WAIT_S = 3  # what a build may wait for a lock: a build that waits for the held batch fails with it
+EXIT_USAGE = 2
 
 
 @pytest.fixture
@@ -60,3 +63,26 @@ def test_an_index_a_cut_build_left_invalid_is_built_again(pg_url: str) -> None:
         assert _valid(conn) is True
         recorded = "SELECT 1 FROM ledger_schema_versions WHERE version = %s"
         assert conn.execute(recorded, (VERSION,)).fetchone() is not None
+
+
+def test_a_build_an_open_transaction_holds_up_ends_in_one_line_and_the_next_start_finishes_it(
+    pg_url: str,
+) -> None:
+    with psycopg.connect(pg_url, autocommit=True) as conn, psycopg.connect(pg_url) as report:
+        conn.execute(f"DROP INDEX {EVENTS_BY_TIME}")
+        conn.execute("DELETE FROM ledger_schema_versions WHERE version = %s", (VERSION,))
+        # A long report: its snapshot is older than the build, which must wait it out.
+        report.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        report.execute("SELECT count(*) FROM ledger_levels").fetchone()
+        done = run_ledger_command(pg_url, "migrate", env={"LEDGER_MIGRATION_WAIT_S": str(WAIT_S)})
+        assert done.returncode == EXIT_USAGE, (done.stdout, done.stderr)
+        assert "Traceback" not in done.stderr, done.stderr
+        [line] = done.stderr.splitlines()
+        assert f"index {EVENTS_BY_TIME} was not built within {WAIT_S} s (LEDGER_MIGRATION_WAIT_S)" in line
+        assert _valid(conn) is False  # what the cut build left
+        report.rollback()
+    done = run_ledger_command(pg_url, "migrate", env={"LEDGER_MIGRATION_WAIT_S": str(WAIT_S)})
+    assert done.returncode == 0, done.stderr
+    assert f"applied {VERSION} (expand)" in done.stdout, done.stdout
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        assert _valid(conn) is True
