@@ -12,7 +12,7 @@ Every read of a history row that must not grow with the log has an index that ma
 and its order (see ledger/projections/queries.py; tests/integration/test_read_plans.py checks the
 plans on both databases): a store's pages (store, position, line), a SKU's pages and past levels
 (store, SKU, position, line), business time (store, SKU, occurred_at, position, line), recorded
-time (recorded_at, position).
+time (recorded_at, position) of each event's first row.
 """
 
 PROJECTION_TABLES = (
@@ -28,9 +28,10 @@ PROJECTION_TABLES = (
 # `as_of` and a timeline's bounds on recorded time (queries.position_at): one step down this index.
 # One entry per event, not per line: every row of an event shares its position and recording time,
 # and its first row has line_no 0 (tables.py, _history_rows). An event of 2.7 lines writes one
-# entry here instead of 2.7 (4.7% less WAL an imported event; bench/README.md). Migration 13 makes
-# it, on every database; those made before it keep `ledger_history_by_time`, unused, until a
-# contract migration of the next release drops it.
+# entry here instead of 2.7 (4.7% less WAL an imported event on a database made by this release;
+# bench/README.md). Migration 13 makes it, on every database; those made before it keep
+# `ledger_history_by_time`, unused but still written, until a contract migration of the next
+# release drops it.
 EVENTS_BY_TIME_INDEX = """CREATE INDEX IF NOT EXISTS ledger_history_events_by_time
     ON ledger_history (recorded_at, position) WHERE line_no = 0"""
 

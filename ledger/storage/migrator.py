@@ -37,6 +37,10 @@ SCHEMA_LOCK_KEY = 0x1ED6E5  # a PostgreSQL advisory lock key of this service's o
 EXCLUSIVE_TRY_PAST_DEADLOCK_CHECK_MS = 100
 EXCLUSIVE_TRY_PAUSE_S = 0.5
 MIGRATION_WAIT_S_DEFAULT = 600  # LEDGER_MIGRATION_WAIT_S: how long a start waits for another's migration
+# The schema lock is asked for in tries this far apart (pg_schema_lock), never waited for in one
+# statement: a statement that waits holds a snapshot, and a concurrent index build, run under that
+# lock by whoever holds it, waits for every older snapshot: the two would deadlock.
+SCHEMA_LOCK_TRY_PAUSE_S = 0.1
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,13 +159,19 @@ def pg_plan(recorder: Any, schema: SchemaHistory = LEDGER_SCHEMA) -> Plan:
 
 
 @contextlib.contextmanager
-def _pg_schema_lock(conn: Any, wait_s: int) -> Iterator[None]:
-    """The service's advisory lock, waited for at most wait_s (lock_timeout covers advisory locks)."""
-    conn.execute(f"SET lock_timeout = '{int(wait_s)}s'")
-    try:
-        conn.execute("SELECT pg_advisory_lock(%s)", (SCHEMA_LOCK_KEY,))
-    finally:
-        conn.execute("RESET lock_timeout")
+def pg_schema_lock(conn: Any, wait_s: float) -> Iterator[None]:
+    """The service's advisory lock on the schema (session level, `conn` in autocommit), asked for in
+    tries SCHEMA_LOCK_TRY_PAUSE_S apart until wait_s has passed; then LockNotAvailable. Between
+    tries this session holds no snapshot, so a concurrent index build under the lock (migrator's
+    IndexConcurrently) never waits for a start that waits for the lock."""
+    deadline = time.monotonic() + wait_s
+    while not conn.execute("SELECT pg_try_advisory_lock(%s) AS held", (SCHEMA_LOCK_KEY,)).fetchone()["held"]:
+        if time.monotonic() >= deadline:
+            raise LockNotAvailable(
+                f"another process held the schema lock for over {wait_s:g} s (LEDGER_MIGRATION_WAIT_S): "
+                "a schema migration still running, or one that hangs"
+            )
+        time.sleep(SCHEMA_LOCK_TRY_PAUSE_S)
     try:
         yield
     finally:
@@ -177,7 +187,7 @@ def pg_migrate(
         _note_newer(found, schema.latest)
         if not found.pending:
             return ()
-        with _pg_schema_lock(conn, wait_s):
+        with pg_schema_lock(conn, wait_s):
             conn.execute(schema.versions_ddl)
             # Another start may have applied them meanwhile.
             found = plan(_pg_applied(conn, schema), schema.migrations)
@@ -292,7 +302,8 @@ def _pg_index_concurrently(conn: Any, index: IndexConcurrently, wait_s: int) -> 
         except LockNotAvailable:
             raise LockNotAvailable(
                 f"index {index.name} was not built within {int(wait_s)} s (LEDGER_MIGRATION_WAIT_S): a "
-                "transaction that began before the build is still open (pg_stat_activity names it)"
+                "transaction that began before the build is still open, or another holds the table "
+                "(pg_stat_activity names it)"
             ) from None
     finally:
         conn.execute("RESET lock_timeout")

@@ -28,8 +28,8 @@ from ledger.sql import BulkInsert, SqlTx
 from ledger.storage.migrations import Migration
 from ledger.storage.migrator import (
     MIGRATION_WAIT_S_DEFAULT,
-    SCHEMA_LOCK_KEY,
     pg_migrate,
+    pg_schema_lock,
     sqlite_migrate,
 )
 from ledger.storage.pg_sessions import DEADLOCK_TIMEOUT_MS_DEFAULT, LedgerPostgresDatastore
@@ -261,30 +261,23 @@ class PostgresLedgerRecorder(_HeadAndClose, PostgresApplicationRecorder):
             if exists is not None:
                 return
             # Under the service's lock: two CREATE OR REPLACE at once collide on the catalog.
-            conn.execute("SELECT pg_advisory_lock(%s)", (SCHEMA_LOCK_KEY,))
-            try:
+            with pg_schema_lock(conn, self.migration_wait_s):
                 conn.execute(self._batch_function_sql.encode())
-            finally:
-                conn.execute("SELECT pg_advisory_unlock(%s)", (SCHEMA_LOCK_KEY,))
 
     def drop_other_batch_functions(self) -> list[str]:
         """Drops the batch functions of other releases and settings (each one's name is its text's
         digest), keeping this one's; returns the names dropped. For once no instance of an earlier
         release runs: an instance of this release whose function is gone makes it again, at the
         cost of one batch recorded the ordinary way (`lost_optimistic_bet`)."""
-        with self.datastore.get_connection() as conn:
-            conn.execute("SELECT pg_advisory_lock(%s)", (SCHEMA_LOCK_KEY,))
-            try:
-                rows = conn.execute(
-                    "SELECT oid::regprocedure::text AS signature, proname FROM pg_proc "
-                    "WHERE proname LIKE %s AND proname <> %s "
-                    "AND pronamespace = current_schema()::regnamespace",
-                    (_PG_BATCH_FUNCTION_PREFIX.replace("_", r"\_") + "%", self._batch_function),
-                ).fetchall()
-                for row in rows:
-                    conn.execute(f"DROP FUNCTION IF EXISTS {row['signature']}".encode())
-            finally:
-                conn.execute("SELECT pg_advisory_unlock(%s)", (SCHEMA_LOCK_KEY,))
+        with self.datastore.get_connection() as conn, pg_schema_lock(conn, self.migration_wait_s):
+            rows = conn.execute(
+                "SELECT oid::regprocedure::text AS signature, proname FROM pg_proc "
+                "WHERE proname LIKE %s AND proname <> %s "
+                "AND pronamespace = current_schema()::regnamespace",
+                (_PG_BATCH_FUNCTION_PREFIX.replace("_", r"\_") + "%", self._batch_function),
+            ).fetchall()
+            for row in rows:
+                conn.execute(f"DROP FUNCTION IF EXISTS {row['signature']}".encode())
         return sorted(row["proname"] for row in rows)
 
     def create_library_tables(self, curs: Any) -> None:
