@@ -122,6 +122,13 @@ def encode(entry: Entry, store_version: int, recorded_at: str, event_entries_aft
     )
 
 
+# The stored names' members by a dict's lookup: an Enum's call costs several times as much, and a
+# replay makes three a log entry. Anything else goes to the call, for its error.
+_EVENT_TYPES = {member.value: member for member in EventType}
+_OUTCOMES = {member.value: member for member in Outcome}
+_REASONS = {member.value: member for member in RejectionReason}
+
+
 def decode(store_id: str, topic: str, state_bytes: bytes) -> DecodedEntry:
     """Reads every format (see the module's docstring)."""
     state = orjson.loads(state_bytes)
@@ -132,7 +139,7 @@ def decode(store_id: str, topic: str, state_bytes: bytes) -> DecodedEntry:
     event = StockEvent(
         event_id=state["id"],
         source=state["source"],
-        type=EventType(topic),
+        type=_EVENT_TYPES.get(topic) or EventType(topic),
         time=datetime.fromisoformat(state["time"]),
         store_id=store_id,
         lines=()
@@ -152,9 +159,9 @@ def decode(store_id: str, topic: str, state_bytes: bytes) -> DecodedEntry:
     rejection = state.get("rejection")
     entry = Entry(
         event=event,
-        outcome=Outcome(state["outcome"]),
+        outcome=_OUTCOMES.get(state["outcome"]) or Outcome(state["outcome"]),
         effects=tuple(LineEffect(*line) for line in state["lines"]),
-        reason=RejectionReason(rejection) if rejection else None,
+        reason=(_REASONS.get(rejection) or RejectionReason(rejection)) if rejection else None,
         shortfall=tuple(Shortfall(*s) for s in state.get("shortfall") or ()),
     )
     if state["v"] == 1:
