@@ -252,7 +252,7 @@ def write_batch(tx: SqlTx, batch: ProjectionBatch, into: Mapping[str, str] | Non
 # -- the bulk load of `ledger rebuild` --------------------------------------------------------------------
 # A replay writes the rows that only ever grow (history, codes, event keys) a batch at a time, and every
 # level, reservation and policy once, as the replay left it: the same rows write_batch writes, into
-# tables that have no indexes yet (so plain inserts, no ON CONFLICT).
+# tables that have no indexes yet (so a plain COPY, no ON CONFLICT).
 
 
 @dataclass(slots=True)
@@ -272,9 +272,9 @@ class LatestRows:
 
 def write_appended(tx: SqlTx, batch: ProjectionBatch, into: Mapping[str, str]) -> None:
     history = _history_rows(batch)
-    _HISTORY.into(into[_HISTORY.table], upsert=False).run(tx, history)
-    _CODES.into(into[_CODES.table], upsert=False).run(tx, _code_rows(history))
-    _KEYS.into(into[_KEYS.table], upsert=False).run(tx, _key_rows(batch))
+    _HISTORY.into(into[_HISTORY.table], upsert=False).copy(tx, history)
+    _CODES.into(into[_CODES.table], upsert=False).copy(tx, _code_rows(history))
+    _KEYS.into(into[_KEYS.table], upsert=False).copy(tx, _key_rows(batch))
 
 
 def write_latest(tx: SqlTx, latest: LatestRows, into: Mapping[str, str], rows_per_statement: int) -> None:
@@ -290,7 +290,7 @@ def write_latest(tx: SqlTx, latest: LatestRows, into: Mapping[str, str], rows_pe
     ):
         plain = bulk.into(into[bulk.table], upsert=False)
         for start in range(0, len(rows), rows_per_statement):
-            plain.run(tx, rows[start : start + rows_per_statement])
+            plain.copy(tx, rows[start : start + rows_per_statement])
 
 
 def _level_rows(levels: Mapping[tuple[str, str], tuple[Level, int, str]]) -> list[tuple[object, ...]]:
