@@ -1,6 +1,6 @@
 """`ledger rebuild` of a PostgreSQL ledger while it records (issue #15): rate, memory, longest pause.
 
-Usage: python bench/rebuild_bench.py [--events 1000000] [--rounds 3]
+Usage: python bench/rebuild_bench.py [--events 1000000] [--rounds 3] [--baseline COMMIT]
 
 Builds one ledger once: the history file of import_bench.py (a chain's year: till sales, receipts,
 reservations and their shipments and releases, counts, transfers over 50 stores), imported with
@@ -12,8 +12,10 @@ next to a COPY of the same log rows (out of the events table and into a table li
 indexes); the rebuild's peak memory (its process's ru_maxrss); how long it held the writers' lock
 (its own report) and the longest gap between two acknowledgements of the writer client while it
 ran, next to the longest gap in as long a time before it; and the load average. Checks that every
-event the client had acknowledged is in the rebuilt projections (its event key). Not a test: it
-asserts nothing about speed. See bench/README.md.
+event the client had acknowledged is in the rebuilt projections (its event key). With `--baseline
+COMMIT`, each round also rebuilds with that commit's `ledger` package (extracted by
+baseline_tree.py), one after the other on the same ledger, the order turned every round (`ledger
+serve` is always this tree's). Not a test: it asserts nothing about speed. See bench/README.md.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import import_bench
+from baseline_tree import extract, resolve_commit
 from frame import ledger_command
 from plumbing import BenchError, Postgres, Server, free_port, temporary_postgres, wait_ready
 from steady_writer import WriterClient
@@ -40,6 +43,7 @@ TARGET_PAUSE_S = 1.0
 REBUILD_TIMEOUT_S = 3600
 READY_TIMEOUT_S = 120
 SOURCE = "bench/rebuild"  # the writer client's events
+THIS_TREE = "this tree"
 REPORTED = re.compile(r"from (\d+) recorded events .* in ([\d.]+) s; writes waited ([\d.]+) s")
 
 
@@ -56,6 +60,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=13)
     parser.add_argument("--tmp-dir", default=None, help="where PostgreSQL and the file live (not tmpfs!)")
     parser.add_argument("--keep-tmp", action="store_true")
+    parser.add_argument("--baseline", default=None, help="a commit whose rebuild is measured too")
     parser.add_argument("--output", default=str(Path(__file__).resolve().with_name("rebuild_results.json")))
     return parser.parse_args(argv)
 
@@ -88,9 +93,11 @@ def copy_rate(pg: Postgres, database: str) -> dict[str, Any]:
     }
 
 
-def rebuild_round(url: str, number: int, client: WriterClient) -> dict[str, Any]:
+def rebuild_round(url: str, number: int, client: WriterClient, side: str, tree: str | None) -> dict[str, Any]:
     env = {**os.environ, "LEDGER_DATABASE_URL": url}
     env.pop("LEDGER_WRITER_SOCKET", None)
+    if tree:
+        env["PYTHONPATH"] = tree
     load = os.getloadavg()
     started = time.monotonic()
     process = subprocess.Popen(
@@ -112,6 +119,7 @@ def rebuild_round(url: str, number: int, client: WriterClient) -> dict[str, Any]
     during = client.longest_gap(started, ended)
     result = {
         "round": number,
+        "side": side,
         "load_average_before": [round(x, 2) for x in load],
         "load_average_after": [round(x, 2) for x in os.getloadavg()],
         "entries": entries,
@@ -127,7 +135,7 @@ def rebuild_round(url: str, number: int, client: WriterClient) -> dict[str, Any]
         "said": stdout.strip(),
     }
     print(
-        f"  round {number}: {entries:,} entries in {elapsed_s:.1f} s = {result['entries_per_s']:,}/s "
+        f"  round {number}, {side}: {entries:,} entries in {elapsed_s:.1f} s = {result['entries_per_s']:,}/s "
         f"({result['entries_per_s_wall']:,}/s over the command's {wall_s:.1f} s); peak memory "
         f"{result['peak_rss_mb']} MB; the rebuild held the writers' lock {paused_s:.3f} s; longest gap "
         f"between two writes {during:.3f} s (before it: {before:.3f} s); load average "
@@ -156,6 +164,10 @@ def measure(pg: Postgres, workdir: Path, args: argparse.Namespace, results: dict
         "import_events_per_s": summary["events_per_s"],
     }
     print(f"  ledger: {results['ledger']}", flush=True)
+    sides: dict[str, str | None] = {THIS_TREE: None}
+    if args.baseline:
+        commit = resolve_commit(args.baseline)
+        sides = {commit[:12]: str(extract(commit, workdir)), THIS_TREE: None}
     pg.checkpoint()
     copied = copy_rate(pg, database)
     results["copy"] = copied
@@ -174,13 +186,14 @@ def measure(pg: Postgres, workdir: Path, args: argparse.Namespace, results: dict
         client.start()
         time.sleep(2.0)
         for number in range(1, args.rounds + 1):
-            pg.checkpoint()
-            result = rebuild_round(url, number, client)
-            result["copy_rows_per_s"] = copied["rows_per_s"]
-            results["rounds"].append(result)
-            if client.error:
-                raise BenchError(f"the writer client failed during round {number}: {client.error}")
-            time.sleep(2.0)
+            for side in list(sides) if number % 2 else list(reversed(sides)):
+                pg.checkpoint()
+                result = rebuild_round(url, number, client, side, sides[side])
+                result["copy_rows_per_s"] = copied["rows_per_s"]
+                results["rounds"].append(result)
+                if client.error:
+                    raise BenchError(f"the writer client failed during round {number}: {client.error}")
+                time.sleep(2.0)
     finally:
         client.stop()
         server.stop()
