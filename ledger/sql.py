@@ -175,9 +175,14 @@ class BulkInsert:
     def copy(self, tx: SqlTx, rows: Sequence[Sequence[Any]]) -> None:
         """The rows into a table that has no indexes yet (`ledger rebuild`'s shadow tables): on
         PostgreSQL by a binary COPY, which the server takes for about a third of what it spends on
-        the JSON rows of `run` (bench/README.md, the rebuild); on SQLite as `run` does. Text
-        columns take str values only (the JSON's text is not made here)."""
+        the JSON rows of `run` (bench/README.md, the rebuild); on SQLite as `run` does.
+
+        Each value goes in the binary form of its declared column type, unchecked: text columns
+        take str, boolean ones are read by truth, and an `int` column keeps 4 bytes. The rows of
+        the projections are so (tests/integration/test_copy_types.py holds the declared types to
+        the live tables')."""
         assert not self.suffix, f"{self.table}: a COPY has no ON CONFLICT"
+        assert not self.bytea_columns, f"{self.table}: a COPY sends str, not bytea"
         if not rows:
             return
         if tx.qmark:
