@@ -97,7 +97,7 @@ def rebuild_round(url: str, number: int, client: WriterClient, side: str, tree: 
     env = {**os.environ, "LEDGER_DATABASE_URL": url}
     env.pop("LEDGER_WRITER_SOCKET", None)
     if tree:
-        env["PYTHONPATH"] = tree
+        env["PYTHONPATH"] = os.pathsep.join([tree, *filter(None, [os.environ.get("PYTHONPATH")])])
     load = os.getloadavg()
     started = time.monotonic()
     process = subprocess.Popen(

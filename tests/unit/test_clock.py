@@ -1,4 +1,5 @@
-"""The ledger's stored time text: fixed-width UTC, the same text whatever the offset it came with."""
+"""The ledger's stored time text: UTC with microseconds and a Z, the same text whatever the offset
+it came with (fixed-width from year 1000 on: strftime does not pad a year below it)."""
 
 from datetime import UTC, datetime, timedelta, timezone
 
