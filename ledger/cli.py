@@ -238,7 +238,8 @@ def _migrate(args: argparse.Namespace, settings: Settings) -> int:
             dropped = recorder.drop_other_batch_functions()
             for name in dropped:
                 print(f"dropped {name}")
-            print(f"dropped {len(dropped)} batch function(s); kept this release's {recorder.batch_function}")
+            kept = " and ".join(recorder.batch_functions)
+            print(f"dropped {len(dropped)} batch function(s); kept this release's {kept}")
             return 0
         if args.check:
             for migration in found.pending:

@@ -34,11 +34,17 @@ def database_url(postgres: EmbeddedPostgres) -> str:
     return postgres.create_database("optimistic")
 
 
-@pytest.fixture
-def two_instances(database_url: str) -> Iterator[tuple[Ledger, Ledger]]:
+@pytest.fixture(params=["json", "copy"])
+def two_instances(database_url: str, request: pytest.FixtureRequest) -> Iterator[tuple[Ledger, Ledger]]:
+    """Two instances on one database, whose one-statement batches go as JSON, or all by COPY."""
     url = database_url
-    first = build_ledger(Settings(database_url=url, writer_optimistic=True))
-    second = build_ledger(Settings(database_url=url, writer_optimistic=True))
+    copy_rows_min = 1 if request.param == "copy" else 1_000_000
+    first = build_ledger(
+        Settings(database_url=url, writer_optimistic=True, db_copy_batch_rows_min=copy_rows_min)
+    )
+    second = build_ledger(
+        Settings(database_url=url, writer_optimistic=True, db_copy_batch_rows_min=copy_rows_min)
+    )
     first.start()
     second.start()
     try:
