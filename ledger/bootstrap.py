@@ -28,7 +28,6 @@ def open_database(settings: Settings) -> Any:
         settings.db_lock_timeout_s,
         migration_wait_s=settings.migration_wait_s,
         deadlock_timeout_ms=settings.db_deadlock_timeout_ms,
-        copy_rows_min=settings.db_copy_batch_rows_min,
     )
 
 

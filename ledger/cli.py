@@ -238,8 +238,7 @@ def _migrate(args: argparse.Namespace, settings: Settings) -> int:
             dropped = recorder.drop_other_batch_functions()
             for name in dropped:
                 print(f"dropped {name}")
-            kept = " and ".join(recorder.batch_functions)
-            print(f"dropped {len(dropped)} batch function(s); kept this release's {kept}")
+            print(f"dropped {len(dropped)} batch function(s); kept this release's {recorder.batch_function}")
             return 0
         if args.check:
             for migration in found.pending:

@@ -261,12 +261,6 @@ class Settings(BaseSettings):
     db_deadlock_timeout_ms: int = Field(
         100, ge=0, le=60_000, description="deadlock_timeout of its sessions (PostgreSQL); 0: the server's"
     )
-    # A one-statement batch of at least this many rows (every table's together: an import's
-    # batch, a busy writer's) goes to PostgreSQL by binary COPY instead of as JSON, which the
-    # server unpacks for about three times what it takes binary rows for (ledger/storage/one_statement.py).
-    db_copy_batch_rows_min: int = Field(
-        1000, ge=1, le=10_000_000, description="rows of a batch from which it goes by COPY (PostgreSQL)"
-    )
     # How long a start (ledger serve, ledger migrate) waits for another's schema migration to end
     # (PostgreSQL; on SQLite a migration is one write transaction, waited for as any write is).
     migration_wait_s: int = Field(

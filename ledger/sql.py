@@ -27,13 +27,13 @@ class SqlTx:
         *,
         qmark: bool,
         connection: Any = None,
-        collected: dict[str, list[Sequence[Any]]] | None = None,
+        collected: dict[str, str] | None = None,
     ) -> None:
         self.cursor: Any = cursor
         self.qmark = qmark
         self.connection = connection  # PostgreSQL only: for pipeline mode
-        # PostgreSQL, one-statement batches: bulk inserts are kept here (name -> rows) and sent
-        # by the recorder to one function call (see ledger/storage/one_statement.py).
+        # PostgreSQL, one-statement batches: bulk inserts are kept here (name -> JSON rows) and
+        # sent by the recorder as the arguments of one function call (see recorders.py).
         self.collected = collected
 
     def pipeline(self) -> contextlib.AbstractContextManager[Any]:
@@ -132,11 +132,6 @@ def chunks(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
 _COPY_TYPE_NAMES = {"int": "integer"}
 
 
-def copy_type_name(pg_type: str) -> str:
-    """A declared column type as a binary COPY's `set_types` takes it."""
-    return _COPY_TYPE_NAMES.get(pg_type, pg_type)
-
-
 class BulkInsert:
     """An INSERT of many rows in one statement: executemany on SQLite; on PostgreSQL one JSON
     array of rows, serialised by orjson and unpacked by the server.
@@ -163,7 +158,7 @@ class BulkInsert:
             f"FROM jsonb_array_elements(%s::jsonb) AS r {suffix}"
         )
         self.copy_sql = f"COPY {table} ({names}) FROM STDIN (FORMAT BINARY)"
-        self.copy_types = [copy_type_name(pg_type) for _, pg_type in columns]
+        self.copy_types = [_COPY_TYPE_NAMES.get(pg_type, pg_type) for _, pg_type in columns]
 
     def into(self, table: str, *, upsert: bool = True) -> BulkInsert:
         """The same insert into another table of the same columns (`ledger rebuild`'s shadow
@@ -217,6 +212,6 @@ class BulkInsert:
             ]
         if tx.collected is not None:
             assert self.name not in tx.collected, f"{self.name}: one bulk insert per batch"
-            tx.collected[self.name] = list(rows)
+            tx.collected[self.name] = orjson.dumps(rows).decode()
             return
         tx.cursor.execute(self.json_sql, (orjson.dumps(rows).decode(),))

@@ -34,8 +34,7 @@ from ledger.cli_errors import CommandError
 from ledger.projections.schema import PROJECTION_TABLES
 from ledger.projections.tables import write_batch
 from ledger.rebuild.replay import collection_paused, replay
-from ledger.storage.one_statement import EVENTS_TABLE
-from ledger.storage.recorders import LedgerRecorder, open_recorder, sqlite_file
+from ledger.storage.recorders import EVENTS_TABLE, LedgerRecorder, open_recorder, sqlite_file
 
 ROWS_PER_FETCH = 2000  # rows read at a time from each side of a comparison
 SCRATCH_FILE = "replayed.db"

@@ -11,6 +11,7 @@ the log back, is the library's. DESIGN.md explains why.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import weakref
 from collections.abc import Iterator, Sequence
 from typing import Any, Protocol
@@ -22,7 +23,8 @@ from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastor
 from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteDatastore
 from psycopg.errors import DuplicateObject
 
-from ledger.sql import SqlTx
+from ledger.projections.tables import BATCH_INSERTS
+from ledger.sql import BulkInsert, SqlTx
 from ledger.storage.migrations import Migration
 from ledger.storage.migrator import (
     MIGRATION_WAIT_S_DEFAULT,
@@ -30,25 +32,10 @@ from ledger.storage.migrator import (
     pg_schema_lock,
     sqlite_migrate,
 )
-from ledger.storage.one_statement import (
-    BATCH_FUNCTION_PREFIX,
-    COPY_ROWS_MIN_DEFAULT,
-    EVENTS_INSERT,
-    EVENTS_TABLE,
-    STAGING_DDL,
-    BatchRows,
-    SentBatch,
-    batch_call,
-    batch_call_raw,
-    end_failed_transaction,
-    json_arguments,
-    named_batch_functions,
-    prepare,
-    stage,
-    staged_call,
-)
 from ledger.storage.pg_sessions import DEADLOCK_TIMEOUT_MS_DEFAULT, LedgerPostgresDatastore
 from ledger.storage.writers_lock import in_plpgsql, writers_lock_statements
+
+EVENTS_TABLE = "ledger_events"
 
 
 class LedgerRecorder(Protocol):
@@ -60,9 +47,8 @@ class LedgerRecorder(Protocol):
     # "lost the bet".
     one_statement_batches: bool
 
-    def batch_rows(self, rows: dict[str, list[Sequence[Any]]]) -> BatchRows: ...
-    def write_collected(self, collected: BatchRows, head: int, last_position: int) -> None: ...
-    def send_collected(self, collected: BatchRows, head: int, last_position: int) -> SentBatch: ...
+    def write_collected(self, collected: dict[str, str], head: int, last_position: int) -> None: ...
+    def send_collected(self, collected: dict[str, str], head: int, last_position: int) -> SentBatch: ...
     def lost_optimistic_bet(self, error: Exception) -> bool: ...
 
     def write_transaction(self) -> contextlib.AbstractContextManager[SqlTx]: ...
@@ -85,8 +71,123 @@ class LedgerRecorder(Protocol):
 
 
 _PG_HEAD = f"SELECT COALESCE(MAX(notification_id), 0) AS head FROM {EVENTS_TABLE}"
+_PG_EVENTS = BulkInsert(
+    "events",
+    EVENTS_TABLE,
+    [
+        ("originator_id", "text"),
+        ("originator_version", "bigint"),
+        ("topic", "text"),
+        ("state", "bytea"),
+        ("notification_id", "bigint"),
+    ],
+)
 _PG_SEQUENCE_MOVE = f"SELECT setval(pg_get_serial_sequence('{EVENTS_TABLE}', 'notification_id'), %s) AS moved"
 _SQLITE_HEAD = f"SELECT COALESCE(MAX(rowid), 0) AS head FROM {EVENTS_TABLE}"
+_PG_BATCH_INSERTS = (_PG_EVENTS, *BATCH_INSERTS)
+_PG_BATCH_FUNCTION_PREFIX = "ledger_write_batch_"
+_PG_FUNCTION_NAME_PLACEHOLDER = "{function}"
+
+
+def _pg_batch_call(function: str) -> str:
+    return (
+        f"SELECT {function}(%s, %s, "
+        + ", ".join("%s::jsonb" for _ in _PG_BATCH_INSERTS)
+        + ") AS last_position"
+    )
+
+
+def _pg_batch_call_raw(function: str) -> bytes:
+    return (
+        f"SELECT {function}($1::bigint, $2::bigint, "
+        + ", ".join(f"${n}::jsonb" for n in range(3, 3 + len(_PG_BATCH_INSERTS)))
+        + ") AS last_position"
+    ).encode()
+
+
+def _prepare(pgconn: Any, name: bytes, sql: bytes) -> None:
+    result = pgconn.prepare(name, sql)
+    if result.status != psycopg.pq.ExecStatus.COMMAND_OK:
+        raise _error_of(result)
+
+
+class SentBatch:
+    """A one-statement batch on its way (PostgresLedgerRecorder.send_collected)."""
+
+    def __init__(self, pgconn: Any, stack: contextlib.ExitStack) -> None:
+        self._pgconn = pgconn
+        self._stack = stack
+
+    def wait(self) -> None:
+        """Until the server has recorded it, or failed it: raises psycopg's error for its
+        SQLSTATE (SerializationFailure for a moved head, as write_collected would)."""
+        try:
+            error: psycopg.Error | None = None
+            while (result := self._pgconn.get_result()) is not None:
+                if result.status == psycopg.pq.ExecStatus.FATAL_ERROR and error is None:
+                    error = _error_of(result)
+            if error is None and self._pgconn.status != psycopg.pq.ConnStatus.OK:
+                error = psycopg.OperationalError("the connection was lost while the batch was recorded")
+            if error is not None:
+                raise error
+        finally:
+            with contextlib.suppress(Exception):
+                self._pgconn.nonblocking = 1
+            self._stack.close()
+
+
+def _error_of(result: Any) -> psycopg.Error:
+    """psycopg's error for a failed libpq result, by its SQLSTATE."""
+    sqlstate = (result.error_field(psycopg.pq.DiagnosticField.SQLSTATE) or b"").decode()
+    return _error_for(sqlstate, (result.error_message or b"").decode(errors="replace").strip())
+
+
+def _error_for(sqlstate: str, message: str) -> psycopg.Error:
+    try:
+        return psycopg.errors.lookup(sqlstate)(message)
+    except KeyError:
+        return psycopg.DatabaseError(f"{message} (SQLSTATE {sqlstate!r})")
+
+
+def _pg_named_batch_function(lock_statements: Sequence[str], channel: str) -> tuple[str, str]:
+    """The batch function's name and its CREATE statement. The name is made from the function's
+    text, so that every release (and every lock timeout) has a function of its own: during a
+    rolling upgrade, instances of two releases call two functions, and neither start replaces the
+    function the other calls (an earlier release's is dropped by a contract migration later)."""
+    text = _pg_batch_function(lock_statements, channel)
+    name = _PG_BATCH_FUNCTION_PREFIX + hashlib.sha256(text.encode()).hexdigest()[:16]
+    return name, text.replace(_PG_FUNCTION_NAME_PLACEHOLDER, name, 1)
+
+
+def _pg_batch_function(lock_statements: Sequence[str], channel: str) -> str:
+    """A whole optimistic batch as one PL/pgSQL function: the writers' lock, a check that the log's
+    head is the one the writer decided against, then every insert the ordinary path makes (the same
+    statements, the rows as jsonb arguments), the sequence moved past the given ids, the library's
+    NOTIFY. Called as one statement in autocommit, it is one transaction and one round trip, and
+    its plans are cached by the server; a moved head fails it with serialization_failure."""
+    arguments = ", ".join(f"p_{insert.name} jsonb" for insert in _PG_BATCH_INSERTS)
+    inserts = "\n    ".join(
+        f"IF jsonb_array_length(p_{insert.name}) > 0 THEN {insert.function_sql(f'p_{insert.name}')}; END IF;"
+        for insert in _PG_BATCH_INSERTS[1:]
+    )
+    locks = "\n    ".join(f"{statement};" for statement in lock_statements)
+    return f"""CREATE OR REPLACE FUNCTION {_PG_FUNCTION_NAME_PLACEHOLDER}(
+    p_head bigint, p_last bigint, {arguments}) RETURNS bigint LANGUAGE plpgsql AS $ledger$
+BEGIN
+    {locks}
+    IF (SELECT COALESCE(MAX(notification_id), 0) FROM {EVENTS_TABLE}) <> p_head THEN
+        RAISE EXCEPTION 'the log has moved past position %', p_head
+            USING ERRCODE = 'serialization_failure';
+    END IF;
+    IF p_last > p_head THEN
+        {_PG_EVENTS.function_sql("p_events")};
+        PERFORM setval(pg_get_serial_sequence('{EVENTS_TABLE}', 'notification_id'), p_last);
+        NOTIFY {channel};
+    END IF;
+    {inserts}
+    RETURN p_last;
+END
+$ledger$"""
 
 
 def _sql_text(statement: Any) -> str:
@@ -122,10 +223,7 @@ class PostgresLedgerRecorder(_HeadAndClose, PostgresApplicationRecorder):
     processes and hosts, in place of the library's EXCLUSIVE table lock, which vacuum waits for."""
 
     def __init__(
-        self,
-        datastore: PostgresDatastore,
-        migration_wait_s: int = MIGRATION_WAIT_S_DEFAULT,
-        copy_rows_min: int = COPY_ROWS_MIN_DEFAULT,
+        self, datastore: PostgresDatastore, migration_wait_s: int = MIGRATION_WAIT_S_DEFAULT
     ) -> None:
         super().__init__(datastore, events_table_name=EVENTS_TABLE)
         # The library runs these first in every transaction that inserts events (_lock_table).
@@ -133,56 +231,38 @@ class PostgresLedgerRecorder(_HeadAndClose, PostgresApplicationRecorder):
             datastore.schema, EVENTS_TABLE, datastore.lock_timeout
         )
         self.migration_wait_s = migration_wait_s
-        self.copy_rows_min = copy_rows_min
         # Connections on which the batch call is a named prepared statement. Unnamed, the server
         # parsed and planned the call anew each time: 35 µs of its CPU a batch (measured).
         self._batch_call_prepared: weakref.WeakSet[Any] = weakref.WeakSet()
-        # Connections that have their staging tables (temporary: each session its own).
-        self._staging_made: weakref.WeakSet[Any] = weakref.WeakSet()
         locks = [in_plpgsql(_sql_text(statement)) for statement in self.lock_table_statements]
-        (self._batch_function, json_sql), (self._staged_function, staged_sql) = named_batch_functions(
-            locks, self.channel_name
-        )
-        self._functions_sql = {self._batch_function: json_sql, self._staged_function: staged_sql}
-        self._batch_call = batch_call(self._batch_function)
-        self._batch_call_raw = batch_call_raw(self._batch_function)
+        self._batch_function, self._batch_function_sql = _pg_named_batch_function(locks, self.channel_name)
+        self._batch_call = _pg_batch_call(self._batch_function)
+        self._batch_call_raw = _pg_batch_call_raw(self._batch_function)
         self._batch_call_name = f"{self._batch_function}_call".encode()
 
     def create_table(self) -> None:
         """The schema migrations this database lacks (ledger/storage/migrator.py), then this
-        release's batch functions if the database has none of their shape yet."""
+        release's batch function if the database has none of its shape yet."""
         self.migrations_applied = pg_migrate(self, self.migration_wait_s)
         self.datastore.register_type_adapters()
         self.create_batch_function()
 
     @property
     def batch_function(self) -> str:
-        """The function a batch's JSON rows go to."""
         return self._batch_function
 
-    @property
-    def batch_functions(self) -> tuple[str, str]:
-        """This release's two: the JSON rows' and the staged rows' (ledger/storage/one_statement.py)."""
-        return self._batch_function, self._staged_function
-
     def create_batch_function(self) -> None:
-        """This release's batch functions, those the database lacks."""
+        """This release's batch function, unless the database has it."""
         with self.datastore.get_connection() as conn:
-            present = {
-                row["proname"]
-                for row in conn.execute(
-                    "SELECT proname FROM pg_proc WHERE proname = ANY(%s) "
-                    "AND pronamespace = current_schema()::regnamespace",
-                    (list(self._functions_sql),),
-                ).fetchall()
-            }
-            missing = [sql for name, sql in self._functions_sql.items() if name not in present]
-            if not missing:
+            exists = conn.execute(
+                "SELECT 1 FROM pg_proc WHERE proname = %s AND pronamespace = current_schema()::regnamespace",
+                (self._batch_function,),
+            ).fetchone()
+            if exists is not None:
                 return
             # Under the service's lock: two CREATE OR REPLACE at once collide on the catalog.
             with pg_schema_lock(conn, self.migration_wait_s):
-                for sql in missing:
-                    conn.execute(sql.encode())
+                conn.execute(self._batch_function_sql.encode())
 
     def drop_other_batch_functions(self) -> list[str]:
         """Drops the batch functions of other releases and settings (each one's name is its text's
@@ -192,9 +272,9 @@ class PostgresLedgerRecorder(_HeadAndClose, PostgresApplicationRecorder):
         with self.datastore.get_connection() as conn, pg_schema_lock(conn, self.migration_wait_s):
             rows = conn.execute(
                 "SELECT oid::regprocedure::text AS signature, proname FROM pg_proc "
-                "WHERE proname LIKE %s AND proname <> ALL(%s) "
+                "WHERE proname LIKE %s AND proname <> %s "
                 "AND pronamespace = current_schema()::regnamespace",
-                (BATCH_FUNCTION_PREFIX.replace("_", r"\_") + "%", list(self._functions_sql)),
+                (_PG_BATCH_FUNCTION_PREFIX.replace("_", r"\_") + "%", self._batch_function),
             ).fetchall()
             for row in rows:
                 conn.execute(f"DROP FUNCTION IF EXISTS {row['signature']}".encode())
@@ -215,60 +295,37 @@ class PostgresLedgerRecorder(_HeadAndClose, PostgresApplicationRecorder):
     migrations_applied: tuple[Migration, ...] = ()  # by create_table, for the start's log
     one_statement_batches = True
 
-    def batch_rows(self, rows: dict[str, list[Sequence[Any]]]) -> BatchRows:
-        """A batch's collected rows, ready to send: by COPY from `copy_rows_min` rows in all."""
-        return BatchRows(rows, by_copy=sum(len(batch) for batch in rows.values()) >= self.copy_rows_min)
-
-    def write_collected(self, collected: BatchRows, head: int, last_position: int) -> None:
-        """One statement, one transaction, one round trip (ledger/storage/one_statement.py); a
-        batch of many rows, by COPY and then one statement."""
-        if collected.by_copy:
-            self.send_collected(collected, head, last_position).wait()
-            return
+    def write_collected(self, collected: dict[str, str], head: int, last_position: int) -> None:
+        """One statement, one transaction, one round trip: see _pg_batch_function."""
+        arguments = [collected.get(insert.name, "[]") for insert in _PG_BATCH_INSERTS]
         with self.datastore.get_connection() as conn:
-            conn.execute(self._batch_call, (head, last_position, *json_arguments(collected)), prepare=True)
+            conn.execute(self._batch_call, (head, last_position, *arguments), prepare=True)
 
-    def send_collected(self, collected: BatchRows, head: int, last_position: int) -> SentBatch:
-        """The same, sent without waiting for it: the caller decides its next batch while the
-        server records this one, then waits (`SentBatch.wait`). A batch by COPY has its rows
-        staged first, and only the call is left in flight."""
+    def send_collected(self, collected: dict[str, str], head: int, last_position: int) -> SentBatch:
+        """The same statement, sent without waiting for it: the caller decides its next batch
+        while the server records this one, then waits (`SentBatch.wait`)."""
+        arguments = [collected.get(insert.name, "[]").encode() for insert in _PG_BATCH_INSERTS]
         stack = contextlib.ExitStack()
         conn = stack.enter_context(self.datastore.get_connection())
         pgconn = conn.pgconn
         try:
-            if collected.by_copy:
-                self._make_staging(conn)
-                stage(conn, collected)
             # psycopg keeps its connections non-blocking; sent blocking, the whole statement is on
             # its way before this returns (a batch's arguments can be megabytes). SentBatch.wait
             # sets it back once the results are read.
             pgconn.nonblocking = 0
-            if collected.by_copy:
-                pgconn.send_query(staged_call(self._staged_function, head, last_position))
-            else:
-                if conn not in self._batch_call_prepared:
-                    prepare(pgconn, self._batch_call_name, self._batch_call_raw)
-                    self._batch_call_prepared.add(conn)
-                arguments = [argument.encode() for argument in json_arguments(collected)]
-                pgconn.send_query_prepared(
-                    self._batch_call_name, [str(head).encode(), str(last_position).encode(), *arguments]
-                )
+            if conn not in self._batch_call_prepared:
+                _prepare(pgconn, self._batch_call_name, self._batch_call_raw)
+                self._batch_call_prepared.add(conn)
+            pgconn.send_query_prepared(
+                self._batch_call_name, [str(head).encode(), str(last_position).encode(), *arguments]
+            )
         except BaseException:
             with contextlib.suppress(Exception):
                 pgconn.nonblocking = 1
-            with contextlib.suppress(Exception):
-                end_failed_transaction(pgconn)
             stack.close()
             raise
         # From here on the statement may commit: only its result says whether it did.
         return SentBatch(pgconn, stack)
-
-    def _make_staging(self, conn: Any) -> None:
-        if conn in self._staging_made:
-            return
-        for statement in STAGING_DDL:
-            conn.execute(statement.encode())
-        self._staging_made.add(conn)
 
     def lost_optimistic_bet(self, error: Exception) -> bool:
         """The head moved, or an id was not new. The library's datastore re-raises psycopg's
@@ -324,11 +381,11 @@ class PostgresLedgerRecorder(_HeadAndClose, PostgresApplicationRecorder):
             for e, position in zip(stored_events, positions, strict=True)
         ]
         if tx.collected is not None:  # a one-statement batch: its function notifies and moves the sequence
-            EVENTS_INSERT.run(tx, rows)
+            _PG_EVENTS.run(tx, rows)
             return positions
         curs: Any = tx.cursor
         self._notify_channel(curs)
-        EVENTS_INSERT.run(tx, rows)
+        _PG_EVENTS.run(tx, rows)
         curs.execute(_PG_SEQUENCE_MOVE, (positions[-1],))
         return positions
 
@@ -341,13 +398,10 @@ class SQLiteLedgerRecorder(_HeadAndClose, SQLiteApplicationRecorder):
     migrations_applied: tuple[Migration, ...] = ()  # by create_table, for the start's log
     one_statement_batches = False  # in-process reads cost nothing: always read first
 
-    def batch_rows(self, rows: dict[str, list[Sequence[Any]]]) -> BatchRows:
+    def write_collected(self, collected: dict[str, str], head: int, last_position: int) -> None:
         raise NotImplementedError("SQLite batches are recorded the ordinary way")
 
-    def write_collected(self, collected: BatchRows, head: int, last_position: int) -> None:
-        raise NotImplementedError("SQLite batches are recorded the ordinary way")
-
-    def send_collected(self, collected: BatchRows, head: int, last_position: int) -> SentBatch:
+    def send_collected(self, collected: dict[str, str], head: int, last_position: int) -> SentBatch:
         raise NotImplementedError("SQLite batches are recorded the ordinary way")
 
     def lost_optimistic_bet(self, error: Exception) -> bool:
@@ -425,7 +479,6 @@ def open_recorder(
     create_tables: bool = True,
     migration_wait_s: int = MIGRATION_WAIT_S_DEFAULT,
     deadlock_timeout_ms: int = DEADLOCK_TIMEOUT_MS_DEFAULT,
-    copy_rows_min: int = COPY_ROWS_MIN_DEFAULT,
 ) -> Any:
     """A recorder for `sqlite:///path` or `postgresql://user:pass@host:port/db`; the schema brought
     up to date (ledger/storage/migrator.py; SchemaTooNew if it needs a newer release) unless
@@ -458,7 +511,7 @@ def open_recorder(
             originator_id_type="text",
             deadlock_timeout_ms=deadlock_timeout_ms,
         )
-        recorder = PostgresLedgerRecorder(pg_datastore, migration_wait_s, copy_rows_min)
+        recorder = PostgresLedgerRecorder(pg_datastore, migration_wait_s)
     else:
         raise ValueError(
             f"LEDGER_DATABASE_URL must start with sqlite:/// or postgresql://, not {parts.scheme!r}"

@@ -15,8 +15,7 @@ from typing import Any
 from eventsourcing.persistence import Notification
 
 from ledger.sql import SqlTx
-from ledger.storage.one_statement import BatchRows, SentBatch
-from ledger.storage.recorders import LedgerRecorder
+from ledger.storage.recorders import LedgerRecorder, SentBatch
 from ledger.telemetry import tracing
 
 
@@ -61,11 +60,11 @@ class TracedRecorder:
             f"db {operation}", {"db.system.name": self.system, "db.operation.name": operation}
         )
 
-    def write_collected(self, collected: BatchRows, head: int, last_position: int) -> None:
+    def write_collected(self, collected: dict[str, str], head: int, last_position: int) -> None:
         with self._span("write_batch"):
             self.inner.write_collected(collected, head, last_position)
 
-    def send_collected(self, collected: BatchRows, head: int, last_position: int) -> SentBatch:
+    def send_collected(self, collected: dict[str, str], head: int, last_position: int) -> SentBatch:
         assert tracing.active is not None, "a traced recorder outlived its tracing"
         span = tracing.active.start_span(
             "db write_batch_in_flight",

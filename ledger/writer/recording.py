@@ -10,7 +10,6 @@ from ledger.projections.tables import ProjectionBatch, RecordedEntry, write_batc
 from ledger.sql import SqlTx
 from ledger.state_cache import CachedLevel, Commit
 from ledger.storage.codec import encode
-from ledger.storage.one_statement import BatchRows
 from ledger.storage.recorders import LedgerRecorder
 from ledger.writer.deciding import Pending, Work
 
@@ -67,7 +66,7 @@ class OneStatement:
     pending: list[Pending]
     positions: list[int]  # each entry's event position
     committed: Commit
-    collected: BatchRows  # the bulk inserts' rows, ready to send
+    collected: dict[str, str]  # the bulk inserts, by name, as JSON rows
 
     @property
     def head(self) -> int:
@@ -86,4 +85,4 @@ def encode_one_statement(
     tx = SqlTx(None, qmark=False, collected={})
     positions, committed = insert(recorder, tx, work, recorded_at)
     assert tx.collected is not None
-    return OneStatement(work, pending, positions, committed, recorder.batch_rows(tx.collected))
+    return OneStatement(work, pending, positions, committed, tx.collected)

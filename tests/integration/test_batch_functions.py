@@ -7,7 +7,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import psycopg
-import pytest
 from support import db
 from support import events as ev
 from support.postgres import EmbeddedPostgres
@@ -36,20 +35,20 @@ def test_migrate_drops_the_other_batch_functions_and_keeps_this_releases(postgre
     database_url = postgres.create_database("batch_functions_drop")
     recorder = open_recorder(database_url, 2, 30)
     assert isinstance(recorder, PostgresLedgerRecorder)
-    ours = recorder.batch_functions  # the JSON rows' and the staged rows'
+    ours = recorder.batch_function
     recorder.close()
     with psycopg.connect(database_url, autocommit=True) as conn:
         conn.execute(
             f"CREATE FUNCTION {AN_EARLIER_RELEASES}(p bigint) RETURNS bigint LANGUAGE sql AS 'SELECT p'"
         )
-    assert _functions(database_url) == sorted([*ours, AN_EARLIER_RELEASES])
+    assert _functions(database_url) == sorted([ours, AN_EARLIER_RELEASES])
     done = run_ledger_command(database_url, "migrate", "--drop-other-batch-functions")
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines()[1:] == [
         f"dropped {AN_EARLIER_RELEASES}",
-        f"dropped 1 batch function(s); kept this release's {ours[0]} and {ours[1]}",
+        f"dropped 1 batch function(s); kept this release's {ours}",
     ]
-    assert _functions(database_url) == sorted(ours)
+    assert _functions(database_url) == [ours]
 
 
 def test_the_option_on_sqlite_is_one_line_and_exit_2(tmp_path: Path) -> None:
@@ -61,17 +60,11 @@ def test_the_option_on_sqlite_is_one_line_and_exit_2(tmp_path: Path) -> None:
     assert done.stdout == ""
 
 
-@pytest.mark.parametrize("rows_by", ["json", "copy"])
 def test_a_writer_whose_function_was_dropped_makes_it_again_and_loses_nothing(
-    postgres: EmbeddedPostgres, rows_by: str
+    postgres: EmbeddedPostgres,
 ) -> None:
-    database_url = postgres.create_database(f"batch_functions_heal_{rows_by}")
-    # Every batch by COPY, or none: the function of the way the batches go is the one dropped.
-    copy_rows_min = 1 if rows_by == "copy" else 1_000_000
-    settings = Settings(
-        database_url=database_url, writer_optimistic=True, db_copy_batch_rows_min=copy_rows_min
-    )
-    ledger = build_ledger(settings)
+    database_url = postgres.create_database("batch_functions_heal")
+    ledger = build_ledger(Settings(database_url=database_url, writer_optimistic=True))
     ledger.start()
     try:
         assert isinstance(ledger.writer, ThreadWriterClient)
@@ -80,8 +73,7 @@ def test_a_writer_whose_function_was_dropped_makes_it_again_and_loses_nothing(
         [received] = ledger.submit_and_wait(
             [ev.stock_event("r1", "stock.receipt", store, [("SKU-1", 5)], source="tests/functions")]
         )
-        json_function, staged_function = writer.recorder.batch_functions
-        function = staged_function if rows_by == "copy" else json_function
+        [function] = _functions(database_url)
         with psycopg.connect(database_url, autocommit=True) as conn:
             conn.execute(f"DROP FUNCTION {function}")
         won_before, lost_before = writer.optimistic_won, writer.optimistic_lost
@@ -90,7 +82,7 @@ def test_a_writer_whose_function_was_dropped_makes_it_again_and_loses_nothing(
         )
         assert (received.outcome, sold.outcome) == (Outcome.ACCEPTED, Outcome.ACCEPTED)
         assert (writer.optimistic_won, writer.optimistic_lost) == (won_before, lost_before + 1)
-        assert _functions(database_url) == sorted([json_function, staged_function]), "made again"
+        assert _functions(database_url) == [function], "made again"
         writer._contended_until = 0.0  # bet again at once
         [sold_again] = ledger.submit_and_wait(
             [ev.stock_event("s2", "stock.sale", store, [("SKU-1", 1)], source="tests/functions")]

@@ -49,14 +49,10 @@ def database_url(postgres: EmbeddedPostgres) -> str:
     return postgres.create_database("in_flight")
 
 
-@pytest.fixture(params=["json", "copy"])
-def writer_and_other(database_url: str, request: pytest.FixtureRequest) -> Iterator[tuple[Writer, Ledger]]:
-    """A writer driven by hand, and another instance writing to the same database. The writer's
-    batches go to PostgreSQL as JSON, or every one by COPY (ledger/storage/one_statement.py)."""
-    copy_rows_min = 1 if request.param == "copy" else 1_000_000
-    writer = build_writer(
-        Settings(database_url=database_url, writer_optimistic=True, db_copy_batch_rows_min=copy_rows_min)
-    )
+@pytest.fixture
+def writer_and_other(database_url: str) -> Iterator[tuple[Writer, Ledger]]:
+    """A writer driven by hand, and another instance writing to the same database."""
+    writer = build_writer(Settings(database_url=database_url, writer_optimistic=True))
     other = build_ledger(Settings(database_url=database_url))
     other.start()
     try:

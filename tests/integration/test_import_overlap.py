@@ -39,15 +39,11 @@ def a_history() -> bytes:
     return b"".join(orjson.dumps(line) + b"\n" for line in lines)
 
 
-def run_import(
-    database_url: str, text: bytes, pipelined: bool, copy_rows_min: int = 1_000_000
-) -> dict[str, Any]:
+def run_import(database_url: str, text: bytes, pipelined: bool) -> dict[str, Any]:
     """The file's batches through the import's writer, each call told the next two batches, as
     the importer tells it when they are read already (or the ordinary way: no one-statement
-    batches at all). Batches of `copy_rows_min` rows go to PostgreSQL by COPY."""
-    settings = Settings(
-        database_url=database_url, writer_optimistic=pipelined, db_copy_batch_rows_min=copy_rows_min
-    )
+    batches at all)."""
+    settings = Settings(database_url=database_url, writer_optimistic=pipelined)
     lines = list(read_lines(io.BytesIO(text), intake_limits(settings), 100_000, FileProgress()))
     events = [line.event for line in lines if isinstance(line, ValidLine)]
     assert len(events) == len(lines)
@@ -93,8 +89,6 @@ def test_each_batch_is_decided_while_the_one_before_is_in_flight_and_records_the
 
     ordinary = run_import(postgres.create_database("ordinary"), text, pipelined=False)
     assert pipelined == ordinary
-    by_copy = run_import(postgres.create_database("by_copy"), text, pipelined=True, copy_rows_min=1)
-    assert by_copy == ordinary
     assert pipelined["outcomes"] == ["accepted", "accepted", "rejected", "accepted"] * BATCHES
     shipments = [row for row in pipelined["rows"] if row["type"] == "stock.shipment"]
     assert len(shipments) == BATCHES and all(row["unknown_reservation"] for row in shipments)

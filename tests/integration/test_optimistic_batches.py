@@ -34,17 +34,11 @@ def database_url(postgres: EmbeddedPostgres) -> str:
     return postgres.create_database("optimistic")
 
 
-@pytest.fixture(params=["json", "copy"])
-def two_instances(database_url: str, request: pytest.FixtureRequest) -> Iterator[tuple[Ledger, Ledger]]:
-    """Two instances on one database, whose one-statement batches go as JSON, or all by COPY."""
+@pytest.fixture
+def two_instances(database_url: str) -> Iterator[tuple[Ledger, Ledger]]:
     url = database_url
-    copy_rows_min = 1 if request.param == "copy" else 1_000_000
-    first = build_ledger(
-        Settings(database_url=url, writer_optimistic=True, db_copy_batch_rows_min=copy_rows_min)
-    )
-    second = build_ledger(
-        Settings(database_url=url, writer_optimistic=True, db_copy_batch_rows_min=copy_rows_min)
-    )
+    first = build_ledger(Settings(database_url=url, writer_optimistic=True))
+    second = build_ledger(Settings(database_url=url, writer_optimistic=True))
     first.start()
     second.start()
     try:
