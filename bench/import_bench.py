@@ -1,6 +1,7 @@
 """`ledger import` into PostgreSQL: events per second from a generated history file (issue #13).
 
 Usage: python bench/import_bench.py [--events 200000] [--rounds 3] [--stores 50] [--skus 20000]
+                                   [--baseline COMMIT]
 
 Generates one JSON Lines file of realistic envelopes (a year of a chain's history: receipts, till
 sales, online sales, reservations and their shipments and releases, returns, counts, adjustments
@@ -9,7 +10,9 @@ new database of an embedded PostgreSQL with fsync on, as a user would run it (it
 own writer). Reports each round's rate (events recorded / the import's own time, and / the
 command's wall time), the CPU seconds of the import process and of PostgreSQL, the load average,
 and checks that every line has exactly one entry in the log and that a second import of the same
-file records nothing new. Not a test: it asserts nothing about speed. See bench/README.md.
+file records nothing new. With `--baseline COMMIT`, each round also imports the file with that
+commit's `ledger` package (bench/baseline_tree.py) into a database of its own, the order turned
+every round. Not a test: it asserts nothing about speed. See bench/README.md.
 """
 
 from __future__ import annotations
@@ -31,10 +34,12 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from baseline_tree import extract, resolve_commit
 from frame import ledger_command
 from plumbing import BenchError, Postgres, temporary_postgres
 
 TARGET_EVENTS_PER_S = 10_000
+THIS_TREE = "this tree"
 IMPORT_TIMEOUT_S = 1800
 START = datetime(2025, 1, 1, 5, 0, tzinfo=UTC)
 MOSCOW = timezone(timedelta(hours=3))  # 1C exports carry the shop's offset
@@ -68,6 +73,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=13)
     parser.add_argument("--tmp-dir", default=None, help="where PostgreSQL and the file live (not tmpfs!)")
     parser.add_argument("--keep-tmp", action="store_true")
+    parser.add_argument("--baseline", default=None, help="a commit whose import is measured too")
     parser.add_argument("--output", default=str(Path(__file__).resolve().with_name("import_results.json")))
     return parser.parse_args(argv)
 
@@ -187,9 +193,12 @@ def postgres_cpu_s() -> float:
     return total
 
 
-def import_file(path: Path, url: str) -> dict[str, Any]:
+def import_file(path: Path, url: str, tree: str | None = None) -> dict[str, Any]:
+    """`ledger import` of the file; with `tree`, that directory's `ledger` package first on the path."""
     env = {**os.environ, "LEDGER_DATABASE_URL": url}
     env.pop("LEDGER_WRITER_SOCKET", None)
+    if tree is not None:
+        env["PYTHONPATH"] = os.pathsep.join([tree, *filter(None, [os.environ.get("PYTHONPATH")])])
     children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     pg_before = postgres_cpu_s()
     started = time.monotonic()
@@ -221,55 +230,71 @@ def entries(pg: Postgres, database: str) -> int:
     return int(pg.execute("SELECT COUNT(*) FROM ledger_event_keys", database)[0][0])
 
 
-def measure(pg: Postgres, path: Path, args: argparse.Namespace, results: dict[str, Any]) -> None:
+def measure(
+    pg: Postgres, path: Path, args: argparse.Namespace, results: dict[str, Any], sides: dict[str, str | None]
+) -> None:
     for number in range(1, args.rounds + 1):
-        database = pg.create_database(f"import_{number}")
-        pg.execute("CHECKPOINT")
-        load = os.getloadavg()
-        wal_before = pg.execute("SELECT pg_current_wal_lsn()")[0][0]
-        summary = import_file(path, pg.url(database))
-        wal_bytes = int(pg.execute(f"SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '{wal_before}')")[0][0])
-        recorded = summary["accepted"] + summary["rejected"]
-        rate, wall_rate = recorded / summary["elapsed_s"], recorded / summary["wall_s"]
-        round_result = {
-            "round": number,
-            "load_average_before": [round(x, 2) for x in load],
-            "events_per_s": round(rate),
-            "events_per_s_wall": round(wall_rate),
-            "cpu_us_per_event": {
-                "import": round(summary["import_cpu_s"] / recorded * 1e6, 1),
-                "postgres": round(summary["postgres_cpu_s"] / recorded * 1e6, 1),
-            },
-            # What PostgreSQL wrote to its WAL per event (the import's alone: nothing else writes):
-            # the rows and index entries of each event, and the pages a checkpoint made it write whole.
-            "wal_bytes_per_event": round(wal_bytes / recorded),
-            "summary": summary,
-        }
-        in_log = entries(pg, database)
-        ok = in_log == recorded == args.events - summary["invalid"] and summary["exit"] == 0
-        round_result["check_one_entry_per_line"] = ok
-        results["rounds"].append(round_result)
-        line_rate = results["file"]["lines"] / summary["elapsed_s"]
-        round_result["event_lines_per_s"] = round(line_rate)
-        cpu = round_result["cpu_us_per_event"]
+        for side in list(sides) if number % 2 else list(reversed(sides)):
+            measure_round(pg, path, args, results, number, side, sides[side])
+
+
+def measure_round(
+    pg: Postgres,
+    path: Path,
+    args: argparse.Namespace,
+    results: dict[str, Any],
+    number: int,
+    side: str,
+    tree: str | None,
+) -> None:
+    database = pg.create_database(f"import_{number}_{len(results['rounds'])}")
+    pg.execute("CHECKPOINT")
+    load = os.getloadavg()
+    wal_before = pg.execute("SELECT pg_current_wal_lsn()")[0][0]
+    summary = import_file(path, pg.url(database), tree)
+    wal_bytes = int(pg.execute(f"SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '{wal_before}')")[0][0])
+    recorded = summary["accepted"] + summary["rejected"]
+    rate, wall_rate = recorded / summary["elapsed_s"], recorded / summary["wall_s"]
+    round_result = {
+        "round": number,
+        "side": side,
+        "load_average_before": [round(x, 2) for x in load],
+        "events_per_s": round(rate),
+        "events_per_s_wall": round(wall_rate),
+        "cpu_us_per_event": {
+            "import": round(summary["import_cpu_s"] / recorded * 1e6, 1),
+            "postgres": round(summary["postgres_cpu_s"] / recorded * 1e6, 1),
+        },
+        # What PostgreSQL wrote to its WAL per event (the import's alone: nothing else writes):
+        # the rows and index entries of each event, and the pages a checkpoint made it write whole.
+        "wal_bytes_per_event": round(wal_bytes / recorded),
+        "summary": summary,
+    }
+    in_log = entries(pg, database)
+    ok = in_log == recorded == args.events - summary["invalid"] and summary["exit"] == 0
+    round_result["check_one_entry_per_line"] = ok
+    results["rounds"].append(round_result)
+    line_rate = results["file"]["lines"] / summary["elapsed_s"]
+    round_result["event_lines_per_s"] = round(line_rate)
+    cpu = round_result["cpu_us_per_event"]
+    print(
+        f"  round {number} ({side}): {rate:,.0f} events/s, {line_rate:,.0f} event lines/s ({wall_rate:,.0f} "
+        f"events/s over the command's {summary['wall_s']} s); accepted {summary['accepted']:,}, "
+        f"rejected {summary['rejected']:,}; CPU per event: import {cpu['import']} µs, PostgreSQL "
+        f"{cpu['postgres']} µs; WAL {round_result['wal_bytes_per_event']:,} bytes an event; "
+        f"load average before {' '.join(f'{x:.2f}' for x in load)}; "
+        f"{'ok' if ok else 'CHECK FAILED'}: {in_log:,} events in the log",
+        flush=True,
+    )
+    if number == 1 and tree is None:
+        again = import_file(path, pg.url(database))
+        nothing_new = again["duplicate"] == recorded and entries(pg, database) == in_log
+        results["second_import_records_nothing"] = nothing_new
         print(
-            f"  round {number}: {rate:,.0f} events/s, {line_rate:,.0f} event lines/s ({wall_rate:,.0f} "
-            f"events/s over the command's {summary['wall_s']} s); accepted {summary['accepted']:,}, "
-            f"rejected {summary['rejected']:,}; CPU per event: import {cpu['import']} µs, PostgreSQL "
-            f"{cpu['postgres']} µs; WAL {round_result['wal_bytes_per_event']:,} bytes an event; "
-            f"load average before {' '.join(f'{x:.2f}' for x in load)}; "
-            f"{'ok' if ok else 'CHECK FAILED'}: {in_log:,} events in the log",
+            f"  the same file again: {again['duplicate']:,} duplicates, {again['accepted']} accepted, "
+            f"{again['events_per_s']:,.0f} lines/s; {'ok' if nothing_new else 'CHECK FAILED'}",
             flush=True,
         )
-        if number == 1:
-            again = import_file(path, pg.url(database))
-            nothing_new = again["duplicate"] == recorded and entries(pg, database) == in_log
-            results["second_import_records_nothing"] = nothing_new
-            print(
-                f"  the same file again: {again['duplicate']:,} duplicates, {again['accepted']} accepted, "
-                f"{again['events_per_s']:,.0f} lines/s; {'ok' if nothing_new else 'CHECK FAILED'}",
-                flush=True,
-            )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -285,11 +310,15 @@ def main(argv: list[str] | None = None) -> int:
                 f"{args.events:,} events over {args.stores} stores and {args.skus:,} SKUs, "
                 f"{lines / args.events:.2f} lines an event: {size / 1e6:.1f} MB"
             )
-            measure(temporary.pg, path, args, results)
+            sides: dict[str, str | None] = {THIS_TREE: None}
+            if args.baseline:
+                commit = resolve_commit(args.baseline)
+                sides = {commit[:12]: str(extract(commit, temporary.workdir)), THIS_TREE: None}
+            measure(temporary.pg, path, args, results, sides)
     except BenchError as error:
         print(f"BENCHMARK FAILED: {error}", file=sys.stderr)
         return 1
-    rates = [r["events_per_s"] for r in results["rounds"]]
+    rates = [r["events_per_s"] for r in results["rounds"] if r["side"] == THIS_TREE]
     results["target_events_per_s"] = TARGET_EVENTS_PER_S
     Path(args.output).write_text(json.dumps(results, indent=2) + "\n")
     shown = ", ".join(f"{r:,}" for r in rates)
