@@ -68,10 +68,10 @@ def _opened(path: str) -> Iterator[tuple[BinaryIO, int | None]]:
 def import_command(args: argparse.Namespace, settings: Settings) -> int:
     from ledger.bootstrap import intake_limits, tune_gc
 
-    # As in the serving processes: the writer's memory holds a level per store and SKU seen, and
-    # every full collection would walk them all; and the recording thread, back from PostgreSQL,
-    # gets the interpreter from the reading thread within the switch interval, not 5 ms.
-    tune_gc()
+    # As in the serving processes, and rarer: the writer's memory holds a level per store and SKU
+    # seen, and every full collection would walk them all; and the recording thread, back from
+    # PostgreSQL, gets the interpreter from the reading thread within the switch interval, not 5 ms.
+    tune_gc(batch_job=True)
     sys.setswitchinterval(settings.gil_switch_interval_ms / 1000)
 
     if args.check:
