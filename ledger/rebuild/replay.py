@@ -42,23 +42,20 @@ class Replay:
 
     def pages(self, recorder: LedgerRecorder, head: int, page_entries: int) -> Iterator[ReplayedPage]:
         """Streams the log after the position reached, up to `head` (an event's position: the head
-        of the log at some moment), through the library's reader, `page_entries` at a time. Memory
+        of the log at some moment), `page_entries` at a time. Memory
         holds one page besides the state."""
         event: list[DecodedEntry] = []  # the entries read of an event whose last entry is still to come
         while self.position < head:
-            # The library's own reader of the log.
-            page = recorder.select_notifications(
-                start=self.position, limit=page_entries, stop=head, inclusive_of_start=False
-            )
+            page = recorder.log_page(self.position, head, page_entries)
             if not page:
                 break
             batch = ProjectionBatch()
-            for note in page:
-                decoded = decode(str(note.originator_id), note.topic, note.state)
+            for notification_id, store_id, topic, state in page:
+                decoded = decode(store_id, topic, state)
                 if event:
-                    _assert_continues(event[-1], decoded, note.id)
+                    _assert_continues(event[-1], decoded, notification_id)
                 event.append(decoded)
-                self.position = note.id
+                self.position = notification_id
                 if decoded.event_entries_after == 0:  # the event's last entry: its id is the position
                     _project(event, self.position, self.state, batch)
                     event = []

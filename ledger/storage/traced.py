@@ -9,13 +9,11 @@ class (the adapters' console rows ask whether it is SQLite's)."""
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from typing import Any
 
-from eventsourcing.persistence import Notification
-
 from ledger.sql import SqlTx
-from ledger.storage.recorders import LedgerRecorder, SentBatch
+from ledger.storage.recorders import LedgerRecorder, LogEntry, SentBatch
 from ledger.telemetry import tracing
 
 
@@ -97,16 +95,6 @@ class TracedRecorder:
         with self._span("plain_transaction"), self.inner.plain_transaction() as tx:
             yield tx
 
-    def select_notifications(
-        self,
-        start: int | None,
-        limit: int,
-        stop: int | None = None,
-        topics: Sequence[str] = (),
-        *,
-        inclusive_of_start: bool = True,
-    ) -> Sequence[Notification]:
-        with self._span("select_notifications"):
-            return self.inner.select_notifications(
-                start, limit, stop, topics, inclusive_of_start=inclusive_of_start
-            )
+    def log_page(self, after: int, stop: int, limit: int) -> list[LogEntry]:
+        with self._span("log_page"):
+            return self.inner.log_page(after, stop, limit)
