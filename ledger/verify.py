@@ -1,6 +1,6 @@
 """`ledger verify`: replays the whole log and compares every projection table with the stored one.
 
-The replay is the rebuild's own (`ledger.rebuild.replay`: the library's reader of the log, `apply`,
+The replay is the rebuild's own (`ledger.rebuild.replay`: the recorder's `log_page`, `apply`,
 `ProjectionBatch`, `write_batch`), written into a scratch SQLite database made by the same
 `open_recorder` as any ledger's, in a temporary directory. Then each table of `PROJECTION_TABLES`
 is compared with the stored one, generically: the columns and the primary key are read from the

@@ -4,8 +4,8 @@ The library records one list of events per transaction. The ledger needs more in
 transaction: take the writers' lock, read the current state, decide every event of a
 batch, insert the events, and write the projections. So each recorder here adds
 `write_transaction()` (the writers' lock taken first) and `insert_entries()` (the library's own
-insert, on the caller's cursor). Everything else, the events table, notification ids, reading
-the log back, is the library's. DESIGN.md explains why.
+insert, on the caller's cursor), and `log_page()` (the replay's lean read of the log). The
+events table and notification ids are the library's. DESIGN.md explains why.
 """
 
 from __future__ import annotations
