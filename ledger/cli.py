@@ -14,6 +14,7 @@ import logging
 import os
 import re
 import signal
+import socket
 import sys
 from collections.abc import Callable
 from importlib.metadata import PackageNotFoundError, entry_points, version
@@ -25,11 +26,11 @@ from eventsourcing.persistence import OperationalError as StoreOperationalError
 from pydantic import ValidationError
 from pydantic_settings import SettingsError
 
-from ledger.cli_errors import CommandError, database_url_checked
+from ledger.cli_errors import CommandError, database_url_checked, int_from
 from ledger.config import Settings
 from ledger.importer.cli import register as register_import_command
 from ledger.kafka.cli import register as register_kafka_commands
-from ledger.storage.migrator import SchemaTooNew
+from ledger.storage.migrator import Plan, SchemaTooNew
 from ledger.telemetry.logs import configure_logging, logging_config
 from ledger.telemetry.tracing import TracingUnavailable
 from ledger.tokens_cli import register as register_token_commands
@@ -51,6 +52,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     if args.port:
         settings.http_port = args.port
     workers = args.workers or settings.http_workers
+    _check_listening(settings.http_host, settings.http_port)
     _check_access(settings)
     writer = _start_writer_process(settings) if settings.writer_process else None
     # Imported while the writer process starts: each side takes about a second to import, on its own core.
@@ -110,6 +112,22 @@ def _exit_after_sigterm(*_: object) -> None:
     """Uvicorn shuts down on SIGTERM and then raises it again; by default that would end this
     process there, before it stops the writer process, which must stop last (serve's `finally`)."""
     raise SystemExit(0)
+
+
+def _check_listening(host: str, port: int) -> None:
+    """That the address can be listened on (free, allowed), told in one line before anything
+    starts: else the writer process would start, the start be logged as done, and the HTTP server
+    fail after it with a traceback-like block and exit 3. Bound as uvicorn binds (SO_REUSEADDR),
+    then released for it."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(address)
+    except OSError as error:
+        raise CommandError(f"cannot listen on {host}:{port}: {error.strerror or error}") from None
 
 
 def _check_access(settings: Settings) -> None:
@@ -186,15 +204,14 @@ def _start_writer_process(settings: Settings) -> Any:
 
 
 def _rebuild(args: argparse.Namespace, settings: Settings) -> int:
-    from tqdm import tqdm
-
     from ledger.bootstrap import open_database
     from ledger.rebuild import RebuildLimits, rebuild
 
+    _refuse_missing_sqlite(settings)  # a mistyped path would otherwise be a new, empty ledger
     with database_url_checked():
         recorder = open_database(settings)
     try:
-        with tqdm(total=0, unit="entry", desc="rebuilding projections", disable=args.quiet) as bar:
+        with _tty_bar(args.quiet, total=0, unit="entry", desc="rebuilding projections") as bar:
 
             def progress(phase: str, position: int, head: int) -> None:
                 bar.set_description(f"rebuilding projections: {phase}", refresh=False)
@@ -215,9 +232,14 @@ def _rebuild(args: argparse.Namespace, settings: Settings) -> int:
 def _migrate(args: argparse.Namespace, settings: Settings) -> int:
     """The schema migrations the database lacks: listed (--check), or applied, each on one line."""
     from ledger.storage.migrations import LATEST_VERSION
-    from ledger.storage.migrator import pg_plan, sqlite_plan
+    from ledger.storage.migrator import pg_plan, plan, sqlite_plan
     from ledger.storage.recorders import PostgresLedgerRecorder, open_recorder
 
+    if (
+        args.check and _missing_sqlite_file(settings) is not None
+    ):  # it applies nothing: not even a new, empty file
+        _print_pending(plan([]))
+        return 0
     with database_url_checked():
         recorder = open_recorder(
             settings.database_url,
@@ -232,6 +254,9 @@ def _migrate(args: argparse.Namespace, settings: Settings) -> int:
         if args.drop_other_batch_functions and not postgres:
             raise CommandError("--drop-other-batch-functions is for PostgreSQL: SQLite has no functions")
         found = pg_plan(recorder) if postgres else sqlite_plan(recorder)
+        if args.check:
+            _print_pending(found)
+            return 0
         print(f"schema version {found.version}; this release knows up to {LATEST_VERSION}")
         if args.drop_other_batch_functions:
             recorder.create_table()
@@ -239,12 +264,6 @@ def _migrate(args: argparse.Namespace, settings: Settings) -> int:
             for name in dropped:
                 print(f"dropped {name}")
             print(f"dropped {len(dropped)} batch function(s); kept this release's {recorder.batch_function}")
-            return 0
-        if args.check:
-            for migration in found.pending:
-                print(f"would apply {migration.version} ({migration.kind}): {migration.name}")
-            if not found.pending:
-                print("nothing to apply")
             return 0
         recorder.create_table()  # the migrations, and on PostgreSQL this release's batch function
         applied = recorder.migrations_applied
@@ -255,6 +274,32 @@ def _migrate(args: argparse.Namespace, settings: Settings) -> int:
     finally:
         recorder.close()
     return 0
+
+
+def _print_pending(found: Plan) -> None:
+    """`ledger migrate --check`: the schema's version and what would be applied, a line each."""
+    from ledger.storage.migrations import LATEST_VERSION
+
+    print(f"schema version {found.version}; this release knows up to {LATEST_VERSION}")
+    for migration in found.pending:
+        print(f"would apply {migration.version} ({migration.kind}): {migration.name}")
+    if not found.pending:
+        print("nothing to apply")
+
+
+def _missing_sqlite_file(settings: Settings) -> str | None:
+    """The SQLite file the settings name, if it does not exist."""
+    from ledger.storage.recorders import sqlite_file
+
+    path = sqlite_file(settings.database_url)
+    return path if path is not None and not os.path.exists(path) else None
+
+
+def _refuse_missing_sqlite(settings: Settings) -> None:
+    """For a command that must find a ledger, not make one: a SQLite file that does not exist."""
+    path = _missing_sqlite_file(settings)
+    if path is not None:
+        raise CommandError(f"{path}: no such database")
 
 
 def _tty_bar(quiet: bool, **options: Any) -> Any:
@@ -413,11 +458,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--host", help=f"overrides LEDGER_HTTP_HOST (default: {_setting_default('http_host')})"
     )
     serve.add_argument(
-        "--port", type=int, help=f"overrides LEDGER_HTTP_PORT (default: {_setting_default('http_port')})"
+        "--port",
+        type=int_from(1, 65535),
+        help=f"overrides LEDGER_HTTP_PORT (default: {_setting_default('http_port')})",
     )
     serve.add_argument(
         "--workers",
-        type=int,
+        type=int_from(1, 64),
         help=f"worker processes; overrides LEDGER_HTTP_WORKERS (default: {_setting_default('http_workers')})",
     )
     serve.add_argument(
@@ -462,7 +509,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     verify.add_argument(
         "--differences-shown",
-        type=int,
+        type=int_from(0, 1_000_000),
         default=VERIFY_DIFFERENCES_SHOWN,
         metavar="N",
         help="differences printed (all are counted)",
@@ -506,7 +553,7 @@ def _refused(problem: Any) -> str:
         return str(problem["msg"]).removeprefix("Value error, ")
     field, *inside = problem["loc"]
     where = f" (at {'.'.join(str(part) for part in inside)})" if inside else ""
-    return f"{_variable(field)}{where}: {problem['msg']}"
+    return f"{_variable(field)}{where}: {str(problem['msg']).removeprefix('Value error, ')}"
 
 
 def _unparsable(error: SettingsError) -> str:

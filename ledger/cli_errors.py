@@ -1,11 +1,13 @@
 """The error a `ledger` command raises for an expected failure, which ledger/cli.py's main() tells
-in one line on stderr (exit 2). Apart from the CLI module, so that the commands that the adapters
-and the Kafka intake plug into it, and the development tools, raise it without importing it back."""
+in one line on stderr (exit 2), and the argument types whose refusal argparse tells so too. Apart
+from the CLI module, so that the commands that the adapters and the Kafka intake plug into it, and
+the development tools, use them without importing it back."""
 
 from __future__ import annotations
 
+import argparse
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 
 class CommandError(Exception):
@@ -23,3 +25,18 @@ def database_url_checked() -> Iterator[None]:
         yield
     except ValueError as error:
         raise CommandError(str(error)) from None
+
+
+def int_from(low: int, high: int) -> Callable[[str], int]:
+    """An argument's type: an integer from `low` to `high`, or argparse's one-line refusal."""
+
+    def integer(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = low - 1
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be an integer from {low} to {high}, not {text!r}")
+        return value
+
+    return integer

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # What a produced record carries beyond its key, value and headers (batch and record framing), and
@@ -22,7 +22,7 @@ class Settings(BaseSettings):
         "sqlite:///ledger.db", description="sqlite:///file or postgresql://user:pass@host:port/db"
     )
     http_host: str = "127.0.0.1"
-    http_port: int = 8000
+    http_port: int = Field(8000, ge=1, le=65535)
     http_workers: int = Field(1, ge=1, le=64, description="worker processes, each a full instance")
     # The HTTP server's own limits, for when no proxy stands in front (ledger/api/connections.py):
     # a connection that sends nothing (first request or next one) is closed after the idle timeout;
@@ -177,7 +177,10 @@ class Settings(BaseSettings):
     explain_items_max: int = Field(
         10_000, ge=1, description="open reservations or transfers one explain lists at most; beyond, 422"
     )
-    units: dict[str, int] = Field(default_factory=dict, description='JSON: {"box12": 12, "SKU-1/box": 6}')
+    # A unit's size in base units: at least 1, or a receipt in that unit would take units away.
+    units: dict[str, Annotated[int, Field(ge=1)]] = Field(
+        default_factory=dict, description='JSON: {"box12": 12, "SKU-1/box": 6}'
+    )
 
     # The console at /ui (ledger/api/console): every list it shows has a named maximum.
     console_skus_found_max: int = Field(50, ge=1, le=1000, description="SKUs one search lists at most")
@@ -395,6 +398,18 @@ class Settings(BaseSettings):
     wms_webhook_signature_header: str = Field("X-Signature", pattern=r"^[A-Za-z0-9-]{1,64}$")
     wms_webhook_signature_prefix: str = Field("sha256=", max_length=32, description="before the digest")
     wms_webhook_signature_encoding: Literal["hex", "base64"] = "hex"
+
+    @field_validator("database_url")
+    @classmethod
+    def _sqlite_url_has_its_three_slashes(cls, url: str) -> str:
+        """`sqlite:ledger.db` or `sqlite://ledger.db` would name another file than meant (the first
+        letter cut off, or the default file): refused, not guessed."""
+        if url.startswith("sqlite:") and not url.startswith("sqlite:///"):
+            raise ValueError(
+                "a SQLite database is sqlite:///relative/path.db or sqlite:////absolute/path.db "
+                f"(three slashes after sqlite:, then the path), not {url!r}"
+            )
+        return url
 
     @model_validator(mode="after")
     def _peers_share_postgres(self) -> Settings:

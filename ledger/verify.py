@@ -34,6 +34,7 @@ from ledger.cli_errors import CommandError
 from ledger.projections.schema import PROJECTION_TABLES
 from ledger.projections.tables import write_batch
 from ledger.rebuild.replay import collection_paused, replay
+from ledger.storage.migrator import plan_of
 from ledger.storage.recorders import EVENTS_TABLE, LedgerRecorder, open_recorder, sqlite_file
 
 ROWS_PER_FETCH = 2000  # rows read at a time from each side of a comparison
@@ -86,6 +87,11 @@ def verify(
     ):
         report.head = stored.head()
         log = open_recorder(database_url, 2, lock_timeout_s, create_tables=False)
+        try:  # a schema this release does not know is refused, as every other command refuses it
+            plan_of(log)
+        except BaseException:
+            log.close()
+            raise
         scratch = open_recorder(f"sqlite:///{os.path.join(scratch_path, SCRATCH_FILE)}", 2, lock_timeout_s)
         try:
             with collection_paused():

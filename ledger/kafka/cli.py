@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from ledger.access.book import TokenBook, Unauthenticated
 from ledger.access.tokens import bearer_token
-from ledger.cli_errors import CommandError, database_url_checked
+from ledger.cli_errors import CommandError, database_url_checked, int_from
 from ledger.config import Settings
 
 if TYPE_CHECKING:
@@ -24,7 +24,9 @@ def register(subcommands: argparse._SubParsersAction[Any]) -> None:
     """Adds the subcommand, with its `handler` default."""
     consume = subcommands.add_parser("consume", help="run the Kafka consumer alone (no HTTP), to scale out")
     consume.add_argument("--bootstrap", help="overrides LEDGER_KAFKA_BOOTSTRAP")
-    consume.add_argument("--metrics-port", type=int, help="serve /metrics, /readyz, /healthz on this port")
+    consume.add_argument(
+        "--metrics-port", type=int_from(1, 65535), help="serve /metrics, /readyz, /healthz on this port"
+    )
     consume.set_defaults(handler=consume_command)
 
 

@@ -325,6 +325,12 @@ def sqlite_plan(recorder: Any, schema: SchemaHistory = LEDGER_SCHEMA) -> Plan:
         return plan(_sqlite_applied(conn.cursor(), schema), schema.migrations)
 
 
+def plan_of(recorder: Any) -> Plan:
+    """Either database's plan, read without changing anything (SchemaTooNew for a schema this
+    release does not know): for a command that reads a ledger as it is, `ledger verify`."""
+    return sqlite_plan(recorder) if recorder.qmark else pg_plan(recorder)
+
+
 def sqlite_migrate(recorder: Any, schema: SchemaHistory = LEDGER_SCHEMA) -> tuple[Migration, ...]:
     """Applies what is pending, all in one BEGIN IMMEDIATE (waited for up to the datastore's lock
     timeout, as every write is); returns them."""

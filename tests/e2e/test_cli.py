@@ -95,7 +95,46 @@ def test_every_refused_value_is_named_on_the_one_line(tmp_path: Path) -> None:
     assert_refused_in_one_line(done, "LEDGER_HTTP_WORKERS", "LEDGER_UNITS (at box)")
 
 
+@pytest.mark.parametrize("size", ["0", "-12"])
+def test_a_unit_of_no_units_or_fewer_is_refused(tmp_path: Path, size: str) -> None:
+    # A receipt of 5 boxes of -12 would take 60 units away.
+    done = ledger(tmp_path, "migrate", "--check", LEDGER_UNITS=f'{{"box": {size}}}')
+    line = assert_refused_in_one_line(done, "LEDGER_UNITS (at box)", "greater than or equal to 1")
+    assert "Value error" not in line
+
+
+@pytest.mark.parametrize("url", ["sqlite:ledger.db", "sqlite://ledger.db", "sqlite:/ledger.db"])
+def test_a_sqlite_url_without_its_three_slashes_is_refused_and_no_file_made(tmp_path: Path, url: str) -> None:
+    # sqlite:ledger.db once made edger.db, and sqlite://ledger.db the default file, in silence.
+    for command in (["serve"], ["migrate"]):
+        done = ledger(tmp_path, *command, LEDGER_DATABASE_URL=url)
+        assert_refused_in_one_line(done, "LEDGER_DATABASE_URL", "sqlite:///", url)
+    assert list(tmp_path.iterdir()) == []
+
+
 # -- bad arguments ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "argument", [["--port", "99999"], ["--port", "0"], ["--workers", "0"], ["--workers", "65"]]
+)
+def test_an_argument_out_of_its_range_is_refused_before_anything_starts(
+    tmp_path: Path, argument: list[str]
+) -> None:
+    # --port 99999 once served on another port than the one logged, and --workers 0 ran one.
+    done = ledger(tmp_path, "serve", *argument)
+    assert_refused_in_one_line(done, "ledger serve", argument[0], "must be an integer from 1 to")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_port_in_use_is_refused_in_one_line_before_anything_starts(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = ledger(tmp_path, "serve", "--port", str(port))
+    assert_refused_in_one_line(done, f"cannot listen on 127.0.0.1:{port}", "in use")
+    assert list(tmp_path.iterdir()) == [], "no database made, no writer started"
 
 
 def test_an_argument_of_the_wrong_type_is_a_one_line_usage_error(tmp_path: Path) -> None:
@@ -162,8 +201,26 @@ def test_a_database_url_of_an_unknown_kind_is_refused(tmp_path: Path, command: l
 
 def test_a_sqlite_file_that_cannot_be_created_is_refused(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'no-such-directory' / 'ledger.db'}"
-    done = ledger(tmp_path, "rebuild", "--quiet", LEDGER_DATABASE_URL=url)
+    done = ledger(tmp_path, "migrate", LEDGER_DATABASE_URL=url)
     assert_refused_in_one_line(done, "cannot use the database", "no-such-directory")
+
+
+@pytest.mark.parametrize("command", [["rebuild", "--quiet"], ["verify", "--quiet"]])
+def test_a_command_that_reads_a_ledger_does_not_make_one_where_there_is_none(
+    tmp_path: Path, command: list[str]
+) -> None:
+    # A mistyped path once became a new, empty ledger, "rebuilt from 0 recorded events", exit 0.
+    done = ledger(tmp_path, *command, LEDGER_DATABASE_URL="sqlite:///mistyped.db")
+    assert_refused_in_one_line(done, "mistyped.db: no such database")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_migrate_check_lists_every_migration_for_a_file_not_made_yet_and_makes_none(tmp_path: Path) -> None:
+    done = ledger(tmp_path, "migrate", "--check", LEDGER_DATABASE_URL="sqlite:///new.db")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[0].startswith("schema version 0; this release knows up to ")
+    assert done.stdout.count("would apply ") >= 13
+    assert list(tmp_path.iterdir()) == [], "it applies nothing, not even a new file"
 
 
 @pytest.mark.slow
