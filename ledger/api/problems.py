@@ -147,6 +147,13 @@ def internal_error(error: Exception, method: str, path: str) -> Problem:
     return Problem(500, "internal-error", "Internal error", type(error).__name__)
 
 
+def validation_problem(error: RequestValidationError) -> Problem:
+    """A request's parameters or body that FastAPI refused: 422, naming each field."""
+    return invalid(
+        [FieldError(_field_name(tuple(e.get("loc", ()))), e.get("msg", "is invalid")) for e in error.errors()]
+    )
+
+
 def install_handlers(app: FastAPI) -> None:
     async def on_operating_error(request: Request, error: Exception) -> Response:
         problem = problem_for(error) or internal_error(error, request.method, request.url.path)
@@ -171,11 +178,7 @@ def install_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def on_validation(request: Request, error: RequestValidationError) -> Response:
-        errors = [
-            FieldError(_field_name(tuple(e.get("loc", ()))), e.get("msg", "is invalid"))
-            for e in error.errors()
-        ]
-        return problem_response(invalid(errors), request.url.path)
+        return problem_response(validation_problem(error), request.url.path)
 
     @app.exception_handler(StarletteHTTPException)
     async def on_http(request: Request, error: StarletteHTTPException) -> Response:

@@ -169,6 +169,24 @@ def test_levels_at_every_store_with_totals_and_a_scoped_token_sees_its_stores(co
         assert client.get(f"/ui/stores/{other}/reservations").status_code == 403
 
 
+def test_a_refusal_before_the_pages_reads_is_a_page_too(console: Console) -> None:
+    # These were problem+json: the store's scope and the address's parameters are checked before
+    # the page reads anything through the API.
+    store, other = unique("shop"), unique("shop")
+    with console.browser(console.token("till", "reader", stores=(store,))) as client:
+        for path, params, status, named in (
+            (f"/ui/stores/{other}/skus/A", {}, 403, other),
+            (f"/ui/stores/{other}/reservations", {}, 403, other),
+            (f"/ui/stores/{store}/skus/A", {"axis": "sideways"}, 422, "axis"),
+            ("/ui/stores/a%20shop/skus/A", {}, 422, "store"),
+        ):
+            refused = client.get(path, params=params)
+            assert refused.status_code == status, (path, refused.text)
+            assert refused.headers["content-type"].startswith("text/html"), (path, refused.headers)
+            assert f'data-status="{status}"' in refused.text and named in refused.text, refused.text
+            assert 'href="/ui"' in refused.text
+
+
 def test_open_reservations_soonest_expiry_first_and_the_soon_ones_apart(console: Console) -> None:
     store = unique("shop")
     api.record(console.admin, ev.envelope("stock.receipt", store, {"lines": ev.lines(("A", 100))}))

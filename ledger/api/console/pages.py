@@ -18,6 +18,7 @@ from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from starlette.responses import Response
 
@@ -29,7 +30,7 @@ from ledger.api.console.rendering import page
 from ledger.api.console.session import SESSION_KEY
 from ledger.api.deps import LedgerDep, ReadableStore, ReaderGrant, SettingsDep, Sku, request_grant
 from ledger.api.openapi import package_version
-from ledger.api.problems import RETRY_AFTER_S, Problem, problem_for
+from ledger.api.problems import RETRY_AFTER_S, Problem, problem_for, validation_problem
 from ledger.api.schemas import ID_REGEX
 from ledger.clock import utc_now, utc_text
 from ledger.service import Ledger
@@ -51,24 +52,33 @@ def _problem_page(request: Request, grant: Grant | None, problem: Problem, what:
     )
 
 
+# The heading of a problem page, by status, for a refusal before the page's own reads.
+_REFUSED_HEADINGS = {403: "Not for this token", 422: "Not a page of the console", 503: "Not available now"}
+
+
 class ConsolePageRoute(APIRoute):
-    """A console page whose own read meets an unavailable ledger (its database down, a timeout)
-    answers the problem the API answers for it, 503, as a page rather than problem+json; a
-    refusal (401, 403, 422) and a bug (500) go on to the application's handlers unchanged."""
+    """A console page refused before its own reads (a store the token may not see: 403; an address
+    whose parameters are wrong: 422) or whose read meets an unavailable ledger (its database down,
+    a timeout: 503) answers the problem the API answers for it, as a page rather than
+    problem+json. A 401 goes on to the application's handlers, which answer it with the login
+    form; a bug (500) too."""
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handle = super().get_route_handler()
 
-        async def handle_unavailable(request: Request) -> Response:
+        async def handle_as_page(request: Request) -> Response:
             try:
                 return await handle(request)
+            except RequestValidationError as error:
+                problem = validation_problem(error)
             except Exception as error:
-                problem = problem_for(error)
-                if problem is None or problem.status != 503:
+                found = problem_for(error)
+                if found is None or found.status not in _REFUSED_HEADINGS:
                     raise
-                return _problem_page(request, request_grant(request), problem, "Not available now")
+                problem = found
+            return _problem_page(request, request_grant(request), problem, _REFUSED_HEADINGS[problem.status])
 
-        return handle_unavailable
+        return handle_as_page
 
 
 router = APIRouter(prefix="/ui", include_in_schema=False, route_class=ConsolePageRoute)
