@@ -92,8 +92,15 @@ def import_writer(settings: Settings) -> Iterator[ChosenWriter]:
     with database_url_checked():
         writer = build_writer(settings)
     own = PipelinedWriter(writer)
+    # A socket named where no writer listens (a service stopped, a path mistyped) is said so: the
+    # import does not go through the service, whose HTTP workers then hear of it by their refresh.
+    unheard = (
+        f" (no writer listens at LEDGER_WRITER_SOCKET={settings.writer_socket})"
+        if settings.writer_socket
+        else ""
+    )
     try:
-        yield ChosenWriter(own, "with a writer of its own")
+        yield ChosenWriter(own, f"with a writer of its own{unheard}")
     finally:
         own.stop()
         writer.recorder.close()

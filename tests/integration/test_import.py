@@ -293,7 +293,11 @@ def test_no_event_is_lost_or_doubled_while_the_service_records_the_same_events(
     sender.join(DEADLINE_S)
     assert not sender.is_alive()
     assert done.returncode == 0, done.stderr
-    expected_writer = "through the running writer" if through == "the service's writer" else "of its own"
+    expected_writer = (
+        "through the running writer"
+        if through == "the service's writer"
+        else f"of its own (no writer listens at LEDGER_WRITER_SOCKET={tmp_path / 'no-writer-here.sock'})"
+    )
     assert expected_writer in done.stderr
 
     summary = summary_of(done)
