@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 
 import orjson
+import pytest
 
 from ledger.importer.reading import FileProgress, InvalidLine, ValidLine, read_lines
 from ledger.intake.envelope import IntakeLimits
@@ -61,3 +62,19 @@ def test_an_invalid_envelope_names_every_wrong_field() -> None:
     [line] = _read(orjson.dumps(wrong))[0]
     assert isinstance(line, InvalidLine)
     assert line.reason.startswith("subject: must be") and "; time: must be an RFC 3339 time" in line.reason
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (b'{"specversion": "1.0"\n', "not JSON: unexpected end of data at character 22 of the line"),
+        (b'{"a": tru}\n', "not JSON: invalid literal, expected 'true' at character 7 of the line"),
+        (b'{"a": "\xff"}\n', "not JSON: not UTF-8 at byte 8 of the line"),
+    ],
+)
+def test_a_line_that_is_not_json_says_where_in_the_line(raw: bytes, reason: str) -> None:
+    # The parser's own "line 2 column 1" stood next to the file's line number, and it called a
+    # byte that is not UTF-8 a surrogate.
+    [line], _ = _read(raw)
+    assert isinstance(line, InvalidLine)
+    assert (line.line_no, line.reason) == (1, reason)
