@@ -124,3 +124,13 @@ def test_postgresql_backups_are_left_to_its_own_tools(postgres, tmp_path: Path):
         assert len(answer.stderr.splitlines()) == 1, answer.stderr
         assert "on PostgreSQL use pg_" in answer.stderr and "README, Backups" in answer.stderr
     assert not (tmp_path / "b.db").exists()
+
+
+def test_restore_from_a_directory_says_so_in_one_line(tmp_path: Path):
+    # SQLite answered it with "disk I/O error".
+    (tmp_path / "backups").mkdir()
+    answer = _ledger(f"sqlite:///{tmp_path / 'ledger.db'}", "restore", str(tmp_path / "backups"))
+    assert answer.returncode == 2, answer.stderr
+    [line] = answer.stderr.splitlines()
+    assert f"{tmp_path / 'backups'}: not a file" in line and "Traceback" not in answer.stderr
+    assert not (tmp_path / "ledger.db").exists()
