@@ -215,6 +215,14 @@ def test_a_command_that_reads_a_ledger_does_not_make_one_where_there_is_none(
     assert list(tmp_path.iterdir()) == []
 
 
+def test_rebuild_draws_no_progress_bar_into_a_file(tmp_path: Path) -> None:
+    assert ledger(tmp_path, "migrate").returncode == 0
+    done = ledger(tmp_path, "rebuild")  # stderr is a pipe here, as it is in a log file
+    assert done.returncode == 0, done.stderr
+    assert "\r" not in done.stderr and "rebuilding projections" not in done.stderr, done.stderr
+    assert done.stdout.startswith("rebuilt every projection from 0 recorded events")
+
+
 def test_migrate_check_lists_every_migration_for_a_file_not_made_yet_and_makes_none(tmp_path: Path) -> None:
     done = ledger(tmp_path, "migrate", "--check", LEDGER_DATABASE_URL="sqlite:///new.db")
     assert done.returncode == 0, done.stderr
