@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import logging
 import os
 import re
@@ -52,7 +53,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     if args.port:
         settings.http_port = args.port
     workers = args.workers or settings.http_workers
-    _check_listening(settings.http_host, settings.http_port)
+    _check_listening(settings.http_host, settings.http_port, workers)
     _check_access(settings)
     writer = _start_writer_process(settings) if settings.writer_process else None
     # Imported while the writer process starts: each side takes about a second to import, on its own core.
@@ -114,18 +115,31 @@ def _exit_after_sigterm(*_: object) -> None:
     raise SystemExit(0)
 
 
-def _check_listening(host: str, port: int) -> None:
+def _check_listening(host: str, port: int, workers: int) -> None:
     """That the address can be listened on (free, allowed), told in one line before anything
     starts: else the writer process would start, the start be logged as done, and the HTTP server
-    fail after it with a traceback-like block and exit 3. Bound as uvicorn binds (SO_REUSEADDR),
-    then released for it."""
+    fail after it with uvicorn's lines and exit 3. Bound as the server will bind it, then released
+    for it: one worker is asyncio's `create_server` (every address the host resolves to, a family
+    the system lacks skipped, IPv6 sockets IPv6 only); several, uvicorn's own socket (IPv6 when the
+    host holds a colon). Both set SO_REUSEADDR, as here."""
     try:
-        family, kind, proto, _, address = socket.getaddrinfo(
-            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-        )[0]
-        with socket.socket(family, kind, proto) as probe:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            probe.bind(address)
+        if workers > 1:
+            family = socket.AF_INET6 if ":" in host else socket.AF_INET
+            addresses: list[tuple[Any, Any]] = [(family, (host, port))]
+        else:
+            found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+            addresses = [(info[0], info[4]) for info in found]
+        for family, address in addresses:
+            with socket.socket(family, socket.SOCK_STREAM) as probe:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                if family == socket.AF_INET6:
+                    probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                try:
+                    probe.bind(address)
+                except OSError as error:
+                    if workers == 1 and error.errno == errno.EADDRNOTAVAIL:
+                        continue  # as asyncio does: that family is not enabled here
+                    raise
     except OSError as error:
         raise CommandError(f"cannot listen on {host}:{port}: {error.strerror or error}") from None
 

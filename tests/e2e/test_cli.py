@@ -127,12 +127,13 @@ def test_an_argument_out_of_its_range_is_refused_before_anything_starts(
     assert list(tmp_path.iterdir()) == []
 
 
-def test_a_port_in_use_is_refused_in_one_line_before_anything_starts(tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers", ["1", "2"])  # asyncio binds the one worker's socket, uvicorn several's
+def test_a_port_in_use_is_refused_in_one_line_before_anything_starts(tmp_path: Path, workers: str) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        done = ledger(tmp_path, "serve", "--port", str(port))
+        done = ledger(tmp_path, "serve", "--port", str(port), "--workers", workers)
     assert_refused_in_one_line(done, f"cannot listen on 127.0.0.1:{port}", "in use")
     assert list(tmp_path.iterdir()) == [], "no database made, no writer started"
 
