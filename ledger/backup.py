@@ -83,7 +83,7 @@ def restore(source: str, target: str, *, force: bool, progress: Progress) -> Cop
     """Replaces the ledger at `target` (a SQLite file) with the backup at `source`."""
     if not os.path.exists(source):
         raise CommandError(f"{source}: no such backup")
-    if not os.path.isfile(source):  # SQLite answered a directory with "disk I/O error"
+    if not os.path.isfile(source):  # SQLite would open a directory and fail on it as "disk I/O error"
         raise CommandError(f"{source}: not a file; a backup is the one file `ledger backup` wrote")
     with _connection(source, read_only=True) as src:
         _check(src, source)

@@ -28,7 +28,7 @@ from pydantic import ValidationError
 from pydantic_settings import SettingsError
 
 from ledger.cli_errors import CommandError, database_url_checked, int_from
-from ledger.config import Settings
+from ledger.config import HTTP_WORKERS_MAX, PORT_MAX, Settings
 from ledger.importer.cli import register as register_import_command
 from ledger.kafka.cli import register as register_kafka_commands
 from ledger.storage.migrator import Plan, SchemaTooNew
@@ -41,6 +41,7 @@ COMMAND_PLUGINS = "stock_ledger.commands"  # the entry point group other package
 EXIT_USAGE = 2  # argparse's code for a usage error; every expected failure of a command uses it
 VERIFY_DIFFERENT = 1  # `ledger verify` found a projection that differs from the replayed log
 VERIFY_DIFFERENCES_SHOWN = 20
+VERIFY_DIFFERENCES_SHOWN_MAX = 1_000_000  # each is a line of output: more is no one's reading
 
 Handler = Callable[[argparse.Namespace, Settings], int]
 
@@ -119,20 +120,27 @@ def _check_listening(host: str, port: int, workers: int) -> None:
     """That the address can be listened on (free, allowed), told in one line before anything
     starts: else the writer process would start, the start be logged as done, and the HTTP server
     fail after it with uvicorn's lines and exit 3. Bound as the server will bind it, then released
-    for it: one worker is asyncio's `create_server` (every address the host resolves to, a family
-    the system lacks skipped, IPv6 sockets IPv6 only); several, uvicorn's own socket (IPv6 when the
-    host holds a colon). Both set SO_REUSEADDR, as here."""
+    for it (SO_REUSEADDR, as both set it):
+    - one worker: asyncio's `create_server`: every address the host resolves to (all interfaces
+      for an empty host), a family the system lacks skipped, IPv6 sockets IPv6 only;
+    - several: uvicorn's own one socket, IPv6 (dual stack) when the host holds a colon."""
     try:
         if workers > 1:
             family = socket.AF_INET6 if ":" in host else socket.AF_INET
-            addresses: list[tuple[Any, Any]] = [(family, (host, port))]
+            sockets: list[tuple[Any, Any]] = [(family, (host, port))]
         else:
-            found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-            addresses = [(info[0], info[4]) for info in found]
-        for family, address in addresses:
-            with socket.socket(family, socket.SOCK_STREAM) as probe:
+            found = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+            sockets = [(info[0], info[4]) for info in found]
+        for family, address in sockets:
+            try:
+                probe = socket.socket(family, socket.SOCK_STREAM)
+            except OSError:
+                if workers == 1:
+                    continue  # as asyncio does: a family this system cannot make sockets of
+                raise
+            with probe:
                 probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                if family == socket.AF_INET6:
+                if family == socket.AF_INET6 and workers == 1:
                     probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
                 try:
                     probe.bind(address)
@@ -247,11 +255,13 @@ def _migrate(args: argparse.Namespace, settings: Settings) -> int:
     """The schema migrations the database lacks: listed (--check), or applied, each on one line."""
     from ledger.storage.migrations import LATEST_VERSION
     from ledger.storage.migrator import pg_plan, plan, sqlite_plan
-    from ledger.storage.recorders import PostgresLedgerRecorder, open_recorder
+    from ledger.storage.recorders import PostgresLedgerRecorder, open_recorder, sqlite_file
 
-    if (
-        args.check and _missing_sqlite_file(settings) is not None
-    ):  # it applies nothing: not even a new, empty file
+    if args.drop_other_batch_functions and args.check:
+        raise CommandError("--check changes nothing and --drop-other-batch-functions drops: give one")
+    if args.drop_other_batch_functions and sqlite_file(settings.database_url) is not None:
+        raise CommandError("--drop-other-batch-functions is for PostgreSQL: SQLite has no functions")
+    if args.check and _missing_sqlite_file(settings) is not None:  # applies nothing, makes no file
         _print_pending(plan([]))
         return 0
     with database_url_checked():
@@ -265,8 +275,6 @@ def _migrate(args: argparse.Namespace, settings: Settings) -> int:
         )
     try:
         postgres = isinstance(recorder, PostgresLedgerRecorder)
-        if args.drop_other_batch_functions and not postgres:
-            raise CommandError("--drop-other-batch-functions is for PostgreSQL: SQLite has no functions")
         found = pg_plan(recorder) if postgres else sqlite_plan(recorder)
         if args.check:
             _print_pending(found)
@@ -473,12 +481,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--port",
-        type=int_from(1, 65535),
+        type=int_from(1, PORT_MAX),
         help=f"overrides LEDGER_HTTP_PORT (default: {_setting_default('http_port')})",
     )
     serve.add_argument(
         "--workers",
-        type=int_from(1, 64),
+        type=int_from(1, HTTP_WORKERS_MAX),
         help=f"worker processes; overrides LEDGER_HTTP_WORKERS (default: {_setting_default('http_workers')})",
     )
     serve.add_argument(
@@ -523,7 +531,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     verify.add_argument(
         "--differences-shown",
-        type=int_from(0, 1_000_000),
+        type=int_from(0, VERIFY_DIFFERENCES_SHOWN_MAX),
         default=VERIFY_DIFFERENCES_SHOWN,
         metavar="N",
         help="differences printed (all are counted)",

@@ -15,6 +15,10 @@ KAFKA_RECORD_FRAMING_BYTES_MAX = 1024
 PEER_SECRET_CHARS_MIN = 16
 
 
+PORT_MAX = 65535
+HTTP_WORKERS_MAX = 64
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="LEDGER_", extra="ignore")
 
@@ -22,8 +26,10 @@ class Settings(BaseSettings):
         "sqlite:///ledger.db", description="sqlite:///file or postgresql://user:pass@host:port/db"
     )
     http_host: str = "127.0.0.1"
-    http_port: int = Field(8000, ge=1, le=65535)
-    http_workers: int = Field(1, ge=1, le=64, description="worker processes, each a full instance")
+    http_port: int = Field(8000, ge=1, le=PORT_MAX)
+    http_workers: int = Field(
+        1, ge=1, le=HTTP_WORKERS_MAX, description="worker processes, each a full instance"
+    )
     # The HTTP server's own limits, for when no proxy stands in front (ledger/api/connections.py):
     # a connection that sends nothing (first request or next one) is closed after the idle timeout;
     # a request's headers must arrive whole within the header timeout of its first byte, and its
@@ -144,7 +150,9 @@ class Settings(BaseSettings):
     # How often an instance that does not publish the feed tries to take it over.
     feed_takeover_ms: int = Field(1000, ge=10, le=60_000)
     kafka_metrics_host: str = "127.0.0.1"
-    kafka_metrics_port: int | None = Field(None, description="ledger consume: /metrics, /readyz, /healthz")
+    kafka_metrics_port: int | None = Field(
+        None, ge=1, le=PORT_MAX, description="ledger consume: /metrics, /readyz, /healthz"
+    )
 
     # Input limits (CONTRACT §1 and §3).
     lines_per_event_max: int = Field(1000, ge=1, le=1000)
@@ -295,7 +303,7 @@ class Settings(BaseSettings):
 
     # Adapters (adapters/README.md): the outbound workers and the inbound webhook receiver.
     adapters_http_host: str = Field("127.0.0.1", description="where `ledger adapters run` receives webhooks")
-    adapters_http_port: int = Field(8010, ge=0, le=65535)
+    adapters_http_port: int = Field(8010, ge=0, le=PORT_MAX)
     # The receiver's connections and requests at once (past it uvicorn answers 503, and the sender
     # retries), each request's work on a thread of its own; its connections' idle, header and body
     # deadlines and header size are the LEDGER_HTTP_* ones above (adapters/webhook_server.py).
@@ -404,7 +412,7 @@ class Settings(BaseSettings):
     def _sqlite_url_has_its_three_slashes(cls, url: str) -> str:
         """`sqlite:ledger.db` or `sqlite://ledger.db` would name another file than meant (the first
         letter cut off, or the default file): refused, not guessed."""
-        if url.startswith("sqlite:") and not url.startswith("sqlite:///"):
+        if url.lower().startswith("sqlite:") and not url.lower().startswith("sqlite:///"):
             raise ValueError(
                 "a SQLite database is sqlite:///relative/path.db or sqlite:////absolute/path.db "
                 f"(three slashes after sqlite:, then the path), not {url!r}"

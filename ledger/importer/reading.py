@@ -78,8 +78,9 @@ def read_line(line_no: int, raw: bytes, limits: IntakeLimits) -> ValidLine | Inv
 
 
 def _json_error(raw: bytes, error: orjson.JSONDecodeError) -> str:
-    """Where in the line, by its own count: the parser's "line 2 column 1" next to the file's line
-    number misled, and it calls any byte that is not UTF-8 a surrogate."""
+    """Where in the line, counted in the line: the parser counts lines of its own, which next to
+    the file's line number reads as another line, and it names any byte that is not UTF-8 a
+    surrogate."""
     line = raw.rstrip(b"\r\n")  # the end of data is where the line's text ends
     try:
         line.decode("utf-8")

@@ -95,7 +95,7 @@ def import_writer(settings: Settings) -> Iterator[ChosenWriter]:
     # A socket named where no writer listens (a service stopped, a path mistyped) is said so: the
     # import does not go through the service, whose HTTP workers then hear of it by their refresh.
     unheard = (
-        f" (no writer listens at LEDGER_WRITER_SOCKET={settings.writer_socket})"
+        f" (no writer answered at LEDGER_WRITER_SOCKET={settings.writer_socket})"
         if settings.writer_socket
         else ""
     )

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from ledger.access.book import TokenBook, Unauthenticated
 from ledger.access.tokens import bearer_token
 from ledger.cli_errors import CommandError, database_url_checked, int_from
-from ledger.config import Settings
+from ledger.config import PORT_MAX, Settings
 
 if TYPE_CHECKING:
     from ledger.kafka.ops import MetricsGuard
@@ -25,7 +25,7 @@ def register(subcommands: argparse._SubParsersAction[Any]) -> None:
     consume = subcommands.add_parser("consume", help="run the Kafka consumer alone (no HTTP), to scale out")
     consume.add_argument("--bootstrap", help="overrides LEDGER_KAFKA_BOOTSTRAP")
     consume.add_argument(
-        "--metrics-port", type=int_from(1, 65535), help="serve /metrics, /readyz, /healthz on this port"
+        "--metrics-port", type=int_from(1, PORT_MAX), help="serve /metrics, /readyz, /healthz on this port"
     )
     consume.set_defaults(handler=consume_command)
 

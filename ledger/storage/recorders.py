@@ -67,8 +67,13 @@ class LedgerRecorder(Protocol):
 # A stored entry as the replay reads it: its notification id, store (the library's originator),
 # type (topic) and state.
 LogEntry = tuple[int, str, str, bytes]
-# The log's reads are retried as the library retries its own (a connection lost on the way).
-_LOG_READ_RETRIES = retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
+# PostgreSQL: the log's pages are read again after a connection lost on the way, as the library's
+# own reader of the log does there (the same errors, attempts and wait).
+LOG_READ_ATTEMPTS_MAX = 10
+LOG_READ_RETRY_WAIT_S = 0.2
+_LOG_READ_RETRIES = retry(
+    (InterfaceError, OperationalError), max_attempts=LOG_READ_ATTEMPTS_MAX, wait=LOG_READ_RETRY_WAIT_S
+)
 
 _PG_HEAD = f"SELECT COALESCE(MAX(notification_id), 0) AS head FROM {EVENTS_TABLE}"
 _PG_LOG_PAGE = (
@@ -459,9 +464,9 @@ class SQLiteLedgerRecorder(_HeadAndClose, SQLiteApplicationRecorder):
         with self.datastore.get_connection(commit=False) as conn:
             yield SqlTx(conn.cursor(), qmark=True)
 
-    @_LOG_READ_RETRIES
     def log_page(self, after: int, stop: int, limit: int) -> list[LogEntry]:
-        """As on PostgreSQL; the rowids are the library's notification ids here."""
+        """As on PostgreSQL, without its retry (nor has the library's reader one here: a local
+        file's error is not a lost connection); the rowids are the library's notification ids."""
         with self.datastore.transaction(commit=False) as cursor:
             cursor.execute(_SQLITE_LOG_PAGE, (after, stop, limit))
             return [(row[0], row[1], row[2], bytes(row[3])) for row in cursor.fetchall()]

@@ -58,6 +58,7 @@ def test_the_option_on_sqlite_is_one_line_and_exit_2(tmp_path: Path) -> None:
     assert done.returncode == EXIT_USAGE
     assert "for PostgreSQL" in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
     assert done.stdout == ""
+    assert not (tmp_path / "ledger.db").exists()
 
 
 def test_a_writer_whose_function_was_dropped_makes_it_again_and_loses_nothing(

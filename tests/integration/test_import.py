@@ -296,7 +296,7 @@ def test_no_event_is_lost_or_doubled_while_the_service_records_the_same_events(
     expected_writer = (
         "through the running writer"
         if through == "the service's writer"
-        else f"of its own (no writer listens at LEDGER_WRITER_SOCKET={tmp_path / 'no-writer-here.sock'})"
+        else f"of its own (no writer answered at LEDGER_WRITER_SOCKET={tmp_path / 'no-writer-here.sock'})"
     )
     assert expected_writer in done.stderr
 

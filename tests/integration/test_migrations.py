@@ -9,7 +9,7 @@ import sys
 
 import pytest
 from support import db
-from support.server import REPO_ROOT, ledger_env, run_ledger_command
+from support.server import REPO_ROOT, free_port, ledger_env, run_ledger_command
 
 from ledger.storage.migrations import LATEST_VERSION, MIGRATIONS
 from ledger.storage.migrator import SchemaTooNew
@@ -99,7 +99,8 @@ def test_a_schema_that_needs_a_newer_release_is_refused_in_one_line(database_url
     _record(database_url, LATEST_VERSION + 1, "contract", LATEST_VERSION + 1)
     with pytest.raises(SchemaTooNew):
         _open(database_url)
-    for command in (("serve", "--port", "65535"), ("migrate",), ("migrate", "--check"), ("verify",)):
+    port = str(free_port())  # refused before it listens; a port it could listen on all the same
+    for command in (("serve", "--port", port), ("migrate",), ("migrate", "--check"), ("verify",)):
         done = run_ledger_command(database_url, *command, deadline_s=60)
         assert done.returncode == EXIT_USAGE, (command, done.stdout, done.stderr)
         assert "Traceback" not in done.stderr, done.stderr

@@ -18,6 +18,7 @@ from pathlib import Path
 import httpx
 from opentelemetry import trace
 from support import events as ev
+from support.server import free_port
 from support.tracing import child_of, exporter_provider, linked_to, named, traced_into_memory
 
 from ledger.api.app import create_asgi
@@ -195,14 +196,14 @@ WITHOUT_THE_SDK = textwrap.dedent(
     sys.meta_path.insert(0, WithoutTheSdk())
     from ledger.cli import main
 
-    sys.exit(main(["serve", "--port", "1"]))
+    sys.exit(main(["serve", "--port", sys.argv[1]]))
     """
 )
 
 
 def test_tracing_asked_for_without_the_extra_is_told_in_one_line(tmp_path: Path) -> None:
     run = subprocess.run(
-        [sys.executable, "-c", WITHOUT_THE_SDK],
+        [sys.executable, "-c", WITHOUT_THE_SDK, str(free_port())],  # a port it could listen on
         capture_output=True,
         text=True,
         timeout=120,

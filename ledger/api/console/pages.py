@@ -60,8 +60,8 @@ class ConsolePageRoute(APIRoute):
     """A console page refused before its own reads (a store the token may not see: 403; an address
     whose parameters are wrong: 422) or whose read meets an unavailable ledger (its database down,
     a timeout: 503) answers the problem the API answers for it, as a page rather than
-    problem+json. A 401 goes on to the application's handlers, which answer it with the login
-    form; a bug (500) too."""
+    problem+json. A bug (500) goes on to the application's handlers. (A 401 never gets here: the
+    console's session middleware answers it with the login form before routing.)"""
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handle = super().get_route_handler()
