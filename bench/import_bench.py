@@ -323,6 +323,9 @@ def main(argv: list[str] | None = None) -> int:
     Path(args.output).write_text(json.dumps(results, indent=2) + "\n")
     shown = ", ".join(f"{r:,}" for r in rates)
     print(f"rounds: {shown} events/s (target {TARGET_EVENTS_PER_S:,}); {args.output}")
+    for side in {r["side"] for r in results["rounds"]} - {THIS_TREE}:
+        baseline = ", ".join(f"{r['events_per_s']:,}" for r in results["rounds"] if r["side"] == side)
+        print(f"  {side}: {baseline} events/s")
     checks = [r["check_one_entry_per_line"] for r in results["rounds"]]
     return 0 if all(checks) and results.get("second_import_records_nothing", False) else 1
 
