@@ -4,6 +4,7 @@ with no traceback; --version and --help say what they should."""
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import sqlite3
 import subprocess
@@ -30,15 +31,24 @@ def _env(tmp_path: Path, **settings: str) -> dict[str, str]:
 
 
 def _run(argv: list[str], tmp_path: Path, **settings: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
+    """In a session of its own: a command that should have refused and serves instead is stopped
+    at the deadline with every process it started (uvicorn's workers outlived their parent)."""
+    with subprocess.Popen(
         argv,
         env=_env(tmp_path, **settings),
         cwd=tmp_path,
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=DEADLINE_S,
-        check=False,
-    )
+        start_new_session=True,
+    ) as process:
+        try:
+            stdout, stderr = process.communicate(timeout=DEADLINE_S)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            stdout, stderr = process.communicate()
+            raise AssertionError(f"{argv} did not end within {DEADLINE_S} s: {stderr[-2000:]}") from None
+    return subprocess.CompletedProcess(argv, process.returncode, stdout, stderr)
 
 
 def ledger(tmp_path: Path, *args: str, **settings: str) -> subprocess.CompletedProcess[str]:
