@@ -40,3 +40,11 @@ def int_from(low: int, high: int) -> Callable[[str], int]:
         return value
 
     return integer
+
+
+def redacted_url(url: str) -> str:
+    """A database URL as a line may show it: without the user and password."""
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        return f"{scheme}://***@{rest.split('@', 1)[1]}"
+    return url
