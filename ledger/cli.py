@@ -73,8 +73,8 @@ def _rebuild(args: argparse.Namespace, settings: Settings) -> int:
 def _migrate(args: argparse.Namespace, settings: Settings) -> int:
     """The schema migrations the database lacks: listed (--check), or applied, each on one line."""
     from ledger.storage.migrations import LATEST_VERSION
-    from ledger.storage.migrator import pg_plan, plan, sqlite_plan
-    from ledger.storage.recorders import PostgresLedgerRecorder, open_recorder, sqlite_file
+    from ledger.storage.migrator import plan, plan_of
+    from ledger.storage.recorders import open_recorder, sqlite_file
 
     if args.drop_other_batch_functions and args.check:
         raise CommandError("--check changes nothing and --drop-other-batch-functions drops: give one")
@@ -93,8 +93,7 @@ def _migrate(args: argparse.Namespace, settings: Settings) -> int:
             deadlock_timeout_ms=settings.db_deadlock_timeout_ms,
         )
     try:
-        postgres = isinstance(recorder, PostgresLedgerRecorder)
-        found = pg_plan(recorder) if postgres else sqlite_plan(recorder)
+        found = plan_of(recorder)
         if args.check:
             _print_pending(found)
             return 0

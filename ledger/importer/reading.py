@@ -70,27 +70,26 @@ def read_line(line_no: int, raw: bytes, limits: IntakeLimits) -> ValidLine | Inv
     try:
         document = orjson.loads(raw)
     except orjson.JSONDecodeError as error:
-        return InvalidLine(line_no, f"not JSON: {_json_error(raw, error)}")
+        return InvalidLine(line_no, f"not JSON: {_json_error(raw) or error}")
     try:
         return ValidLine(line_no, read_envelope(document, limits, IMPORT_PRINCIPAL))
     except InvalidEvent as error:
         return InvalidLine(line_no, "; ".join(_field_error(e.field, e.message) for e in error.errors))
 
 
-def _json_error(raw: bytes, error: orjson.JSONDecodeError) -> str:
-    """Where in the line, counted in the line: the parser counts lines of its own, which next to
-    the file's line number reads as another line, and it names any byte that is not UTF-8 a
-    surrogate."""
-    line = raw.rstrip(b"\r\n")  # the end of data is where the line's text ends
+def _json_error(raw: bytes) -> str | None:
+    """What is wrong, and where in the line, counted in the line (parsed again without its line
+    end, where the end of data is): the parser counts lines of its own, which next to the file's
+    line number reads as another line, and it names any byte that is not UTF-8 a surrogate."""
+    line = raw.rstrip(b"\r\n")
     try:
         line.decode("utf-8")
+        orjson.loads(line)
     except UnicodeDecodeError as bad:
         return f"not UTF-8 at byte {bad.start + 1} of the line"
-    try:
-        orjson.loads(line)
-    except orjson.JSONDecodeError as within:
-        error = within
-    return f"{error.msg} at character {error.pos + 1} of the line"
+    except orjson.JSONDecodeError as error:
+        return f"{error.msg} at character {error.pos + 1} of the line"
+    return None
 
 
 def _field_error(field: str, message: str) -> str:

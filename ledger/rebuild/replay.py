@@ -42,8 +42,8 @@ class Replay:
 
     def pages(self, recorder: LedgerRecorder, head: int, page_entries: int) -> Iterator[ReplayedPage]:
         """Streams the log after the position reached, up to `head` (an event's position: the head
-        of the log at some moment), `page_entries` at a time. Memory
-        holds one page besides the state."""
+        of the log at some moment), `page_entries` at a time. Memory holds one page besides the
+        state."""
         event: list[DecodedEntry] = []  # the entries read of an event whose last entry is still to come
         while self.position < head:
             page = recorder.log_page(self.position, head, page_entries)
