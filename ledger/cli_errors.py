@@ -1,5 +1,6 @@
 """The error a `ledger` command raises for an expected failure, which ledger/cli.py's main() tells
-in one line on stderr (exit 2), and the argument types whose refusal argparse tells so too. Apart
+in one line on stderr (exit 2), the argument types whose refusal argparse tells so too, and a
+database URL as such a line shows it. Apart
 from the CLI module, so that the commands that the adapters and the Kafka intake plug into it, and
 the development tools, use them without importing it back."""
 
