@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ledger.domain.model import Outcome, RejectionReason, Shortfall, _reduce
+from ledger.domain.records import record
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,7 +22,7 @@ class Original:
     __reduce__ = _reduce
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class EventResult:
     event_id: str
     source: str

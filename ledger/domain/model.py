@@ -7,6 +7,8 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+from ledger.domain.records import record
+
 
 def _reduce(self: Any) -> tuple[Any, tuple[Any, ...]]:
     """Pickles a slotted dataclass as its constructor arguments. The default for slotted
@@ -73,7 +75,7 @@ class ReservationStatus(StrEnum):
     EXPIRED = "expired"
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Line:
     """One line of a stock event, its quantity already in the SKU's base unit."""
 
@@ -161,7 +163,7 @@ def _policy_from_values(
     return Policy(safety_stock_units, tuple(ChannelQuota(*quota) for quota in quotas))
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class StockEvent:
     """A validated event as a producer sent it (the CloudEvents envelope, flattened)."""
 
@@ -269,7 +271,7 @@ def event_fields_from_values(
     )
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Shortfall:
     sku: str
     requested_units: int
@@ -281,7 +283,7 @@ class Shortfall:
     __reduce__ = _reduce
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class LineEffect:
     """What one line did to one store's SKU level. Rejected events have all deltas zero."""
 
@@ -294,7 +296,7 @@ class LineEffect:
     unknown_reservation: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Entry:
     """One recorded event in one store's ledger: the producer's event and the ledger's decision.
 

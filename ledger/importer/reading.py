@@ -16,12 +16,13 @@ from typing import BinaryIO
 import orjson
 
 from ledger.domain.model import IMPORT_PRINCIPAL, StockEvent
+from ledger.domain.records import record
 from ledger.intake.envelope import IntakeLimits, InvalidEvent, read_envelope
 
 UTF8_BOM = b"\xef\xbb\xbf"  # what Windows tools (and many 1C exports) put before the first line
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class ValidLine:
     line_no: int
     event: StockEvent

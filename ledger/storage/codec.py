@@ -23,7 +23,6 @@ codes reads the rest of an entry that has them unchanged.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -42,6 +41,7 @@ from ledger.domain.model import (
     Shortfall,
     StockEvent,
 )
+from ledger.domain.records import record
 
 STATE_FORMAT_VERSION = 4
 READABLE_FORMATS = (1, 2, 3, STATE_FORMAT_VERSION)
@@ -50,7 +50,7 @@ READABLE_FORMATS = (1, 2, 3, STATE_FORMAT_VERSION)
 EVENT_ENTRIES_MAX = max(2, PARTS_MAX)
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class DecodedEntry:
     entry: Entry
     recorded_at: str  # UTC, ISO 8601
