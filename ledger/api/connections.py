@@ -8,6 +8,7 @@ body trickling in a byte at a time). `DeadlineProtocol` is uvicorn's httptools p
   timeout from its first byte; its body must arrive whole in the body timeout from its headers.
 Past a deadline the connection is closed (a reader of the request sees a disconnect); headers over
 the size answer 400 and close. `uvicorn_options` gives uvicorn these and its own limits explicitly.
+Its writes go through `OneWriteTransport` (one_write.py), so that a response leaves in one write.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
+from ledger.api.one_write import OneWriteTransport
 from ledger.config import Settings
 
 
@@ -47,7 +49,7 @@ class DeadlineProtocol(HttpToolsProtocol):
         self.read_deadline: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
+        super().connection_made(OneWriteTransport(transport, self.loop))
         # The same timer uvicorn starts after each response; the first byte received cancels it.
         self.timeout_keep_alive_task = self.loop.call_later(
             self.timeout_keep_alive, self.timeout_keep_alive_handler
