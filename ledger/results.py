@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from ledger.domain.frozen_values import frozen_value
 from ledger.domain.model import Outcome, RejectionReason, Shortfall, _reduce
-from ledger.domain.records import record
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,7 +22,7 @@ class Original:
     __reduce__ = _reduce
 
 
-@record
+@frozen_value
 class EventResult:
     event_id: str
     source: str

@@ -55,6 +55,13 @@ class DeadlineProtocol(HttpToolsProtocol):
             self.timeout_keep_alive, self.timeout_keep_alive_handler
         )
 
+    def eof_received(self) -> None:
+        # The peer ended its side: the real transport closes itself once this returns and drops
+        # what is written after, so an answer still kept goes to it first.
+        assert isinstance(self.transport, OneWriteTransport)
+        self.transport.flush()
+        super().eof_received()
+
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_read_deadline()
         super().connection_lost(exc)

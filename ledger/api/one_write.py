@@ -1,23 +1,35 @@
-"""A response leaves in one write: the HTTP server's writes of one turn of the event loop, joined.
+"""A response leaves in one write: what the HTTP server writes in one round of callbacks, together.
 
 uvicorn writes a response's status line and headers, then its body, each by its own
 `transport.write`, and the event loop's transport sends each at once: two system calls and two TCP
-segments for every answer (seen with strace on `ledger serve`), where one does. On loopback a send
-also runs the receiver's side of TCP in the sender's system time, so the second one is not cheap:
-here two small sends and their reads cost 82 µs against 13 µs for one.
+segments for every answer, where one does. On loopback a send also runs the receiver's side of TCP
+in the sender's system time, so the second one is not cheap (two small sends and their reads cost
+82 µs here, against 13 µs for one).
 
 `OneWriteTransport` stands between uvicorn's protocol and the real transport. It keeps what is
-written during one turn of the loop and writes it, joined, at the end of that turn (`call_soon`),
-before the loop waits for anything else. Closing writes what is kept first, as the real transport
-then sends what it holds before it closes. Everything else goes to the real transport unchanged,
-so its flow control (pause_writing at its high-water mark) works as before; at most one turn's
-writes are kept here, which the server's body and header limits bound.
+written and hands it to the real transport in one call (`writelines`: one `writev`, nothing
+joined) from a callback queued with the first write (`call_soon`). That callback runs in the
+loop's next round of callbacks, after any callbacks already queued and any I/O ready by then, and
+never after a wait: so an answer leaves later only by the work already in the loop's queue (when a
+writer's batch answers many requests at once, all of their answers are made before the first one
+leaves). What is kept goes to the real transport at once when:
+- it reaches `KEPT_BYTES_MAX`, so that a large body meets the real transport's flow control
+  (its high-water mark pauses uvicorn's next send) as it did without this transport;
+- the connection is closed, or the peer ends its side (`flush`, from the protocol's
+  `eof_received`: the real transport closes itself after that callback, and drops later writes).
+What is kept is dropped if the real transport is closing meanwhile, or on `abort()`.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterable
 from typing import Any
+
+# Past this, what is kept is written at once (a response's headers and a small body are far less).
+KEPT_BYTES_MAX = 64 * 1024
+
+Data = bytes | bytearray | memoryview
 
 
 class OneWriteTransport(asyncio.Transport):
@@ -26,31 +38,37 @@ class OneWriteTransport(asyncio.Transport):
         self._transport = transport
         self._loop = loop
         self._kept: list[bytes] = []
+        self._kept_bytes = 0
 
-    def write(self, data: bytes | bytearray | memoryview) -> None:
+    def write(self, data: Data) -> None:
         if not self._kept:
-            self._loop.call_soon(self._write_kept)
-        self._kept.append(bytes(data))
+            self._loop.call_soon(self.flush)
+        kept = bytes(data)  # the caller may reuse a bytearray; bytes are kept as they are, not copied
+        self._kept.append(kept)
+        self._kept_bytes += len(kept)
+        if self._kept_bytes >= KEPT_BYTES_MAX:
+            self.flush()
 
-    def writelines(self, list_of_data: Any) -> None:
+    def writelines(self, list_of_data: Iterable[Data]) -> None:
         for data in list_of_data:
             self.write(data)
 
-    def _write_kept(self) -> None:
-        kept, self._kept = self._kept, []
+    def flush(self) -> None:
+        """Hands what is kept to the real transport now (a no-op when nothing is)."""
+        kept, self._kept, self._kept_bytes = self._kept, [], 0
         if kept and not self._transport.is_closing():
-            self._transport.write(kept[0] if len(kept) == 1 else b"".join(kept))
+            self._transport.writelines(kept)
 
     def close(self) -> None:
-        self._write_kept()
+        self.flush()
         self._transport.close()
 
     def abort(self) -> None:
-        self._kept = []
+        self._kept, self._kept_bytes = [], 0
         self._transport.abort()
 
     def write_eof(self) -> None:
-        self._write_kept()
+        self.flush()
         self._transport.write_eof()
 
     def can_write_eof(self) -> bool:
@@ -75,7 +93,7 @@ class OneWriteTransport(asyncio.Transport):
         self._transport.set_write_buffer_limits(high, low)
 
     def get_write_buffer_size(self) -> int:
-        return self._transport.get_write_buffer_size() + sum(len(data) for data in self._kept)
+        return self._transport.get_write_buffer_size() + self._kept_bytes
 
     def get_write_buffer_limits(self) -> tuple[int, int]:
         return self._transport.get_write_buffer_limits()

@@ -7,7 +7,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from ledger.domain.records import record
+from ledger.domain.frozen_values import frozen_value
 
 
 def _reduce(self: Any) -> tuple[Any, tuple[Any, ...]]:
@@ -75,7 +75,7 @@ class ReservationStatus(StrEnum):
     EXPIRED = "expired"
 
 
-@record
+@frozen_value
 class Line:
     """One line of a stock event, its quantity already in the SKU's base unit."""
 
@@ -163,7 +163,7 @@ def _policy_from_values(
     return Policy(safety_stock_units, tuple(ChannelQuota(*quota) for quota in quotas))
 
 
-@record
+@frozen_value
 class StockEvent:
     """A validated event as a producer sent it (the CloudEvents envelope, flattened)."""
 
@@ -271,7 +271,7 @@ def event_fields_from_values(
     )
 
 
-@record
+@frozen_value
 class Shortfall:
     sku: str
     requested_units: int
@@ -283,7 +283,7 @@ class Shortfall:
     __reduce__ = _reduce
 
 
-@record
+@frozen_value
 class LineEffect:
     """What one line did to one store's SKU level. Rejected events have all deltas zero."""
 
@@ -296,7 +296,7 @@ class LineEffect:
     unknown_reservation: bool = False
 
 
-@record
+@frozen_value
 class Entry:
     """One recorded event in one store's ledger: the producer's event and the ledger's decision.
 

@@ -15,14 +15,14 @@ from typing import BinaryIO
 
 import orjson
 
+from ledger.domain.frozen_values import frozen_value
 from ledger.domain.model import IMPORT_PRINCIPAL, StockEvent
-from ledger.domain.records import record
 from ledger.intake.envelope import IntakeLimits, InvalidEvent, read_envelope
 
 UTF8_BOM = b"\xef\xbb\xbf"  # what Windows tools (and many 1C exports) put before the first line
 
 
-@record
+@frozen_value
 class ValidLine:
     line_no: int
     event: StockEvent

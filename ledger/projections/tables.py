@@ -13,13 +13,13 @@ from dataclasses import dataclass, field
 import orjson
 
 from ledger.clock import utc_text
+from ledger.domain.frozen_values import frozen_value
 from ledger.domain.model import DEFAULT_SKU, Entry, EventType, Level, Outcome, Policy, Reservation
-from ledger.domain.records import record
 from ledger.domain.rules import LedgerState
 from ledger.sql import BulkInsert, SqlTx
 
 
-@record
+@frozen_value
 class RecordedEntry:
     position: int  # its event's: the notification id of the event's last entry
     entry: Entry

@@ -30,6 +30,7 @@ import orjson
 from eventsourcing.persistence import StoredEvent
 
 from ledger.domain.across_stores import PARTS_MAX
+from ledger.domain.frozen_values import frozen_value
 from ledger.domain.model import (
     Entry,
     EventType,
@@ -41,7 +42,6 @@ from ledger.domain.model import (
     Shortfall,
     StockEvent,
 )
-from ledger.domain.records import record
 
 STATE_FORMAT_VERSION = 4
 READABLE_FORMATS = (1, 2, 3, STATE_FORMAT_VERSION)
@@ -50,7 +50,7 @@ READABLE_FORMATS = (1, 2, 3, STATE_FORMAT_VERSION)
 EVENT_ENTRIES_MAX = max(2, PARTS_MAX)
 
 
-@record
+@frozen_value
 class DecodedEntry:
     entry: Entry
     recorded_at: str  # UTC, ISO 8601

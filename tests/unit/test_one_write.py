@@ -13,7 +13,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
 from ledger.api.connections import DeadlineProtocol
-from ledger.api.one_write import OneWriteTransport
+from ledger.api.one_write import KEPT_BYTES_MAX, OneWriteTransport
 
 
 class CountedTransport(asyncio.Transport):
@@ -98,6 +98,45 @@ def test_nothing_is_written_to_a_transport_that_closed_meanwhile(loop: asyncio.A
     transport.abort()
     _turn(loop)
     assert real.calls == [("abort", b"")]
+
+
+def test_a_large_body_goes_to_the_transport_at_once(loop: asyncio.AbstractEventLoop) -> None:
+    """So that the real transport's flow control sees it, as it would without this transport."""
+    real = CountedTransport()
+    transport = OneWriteTransport(real, loop)
+    transport.write(b"headers\r\n\r\n")
+    body = b"x" * KEPT_BYTES_MAX
+    transport.write(body)
+    assert real.calls == [("write", b"headers\r\n\r\n" + body)]
+    assert transport.get_write_buffer_size() == 0
+    _turn(loop)
+    assert len(real.calls) == 1
+
+
+def test_an_end_of_writing_writes_what_is_kept_first(loop: asyncio.AbstractEventLoop) -> None:
+    real = CountedTransport()
+    transport = OneWriteTransport(real, loop)
+    transport.write(b"last")
+    real.write_eof = lambda: real.calls.append(("eof", b""))  # type: ignore[method-assign]
+    transport.write_eof()
+    assert real.calls == [("write", b"last"), ("eof", b"")]
+
+
+def test_an_answer_kept_when_the_peer_ends_its_side_is_written(loop: asyncio.AbstractEventLoop) -> None:
+    """The real transport closes itself right after eof_received and drops later writes: the
+    protocol hands it what is kept first."""
+    config = Config(_answer, access_log=False, log_config=None)
+    config.load()
+    protocol = DeadlineProtocol(
+        config, ServerState(), {}, loop, header_timeout_s=10.0, body_timeout_s=10.0, header_bytes_max=8192
+    )
+    real = CountedTransport()
+    protocol.connection_made(real)
+    protocol.transport.write(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+    protocol.eof_received()
+    assert real.calls == [("write", b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")]
+    protocol.connection_lost(None)
+    _turn(loop)
 
 
 async def _answer(scope: Any, receive: Any, send: Any) -> None:

@@ -1,4 +1,4 @@
-"""`@record` makes the same class as `@dataclass(frozen=True, slots=True)`, only quicker to build."""
+"""`@frozen_value` makes the same class as `@dataclass(frozen=True, slots=True)`, only quicker to build."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
+from ledger.domain.frozen_values import frozen_value
 from ledger.domain.model import Entry, EventType, Line, LineEffect, Shortfall, StockEvent
-from ledger.domain.records import record
 from ledger.importer.reading import ValidLine
 from ledger.projections.tables import RecordedEntry
 from ledger.results import EventResult
@@ -25,7 +25,7 @@ class Plain:
     tags: tuple[str, ...] = ()
 
 
-@record
+@frozen_value
 class Quick:
     name: str
     count: int
@@ -43,7 +43,7 @@ CALLS: list[tuple[tuple[Any, ...], dict[str, Any]]] = [
 
 
 @pytest.mark.parametrize(("args", "kwargs"), CALLS)
-def test_a_record_holds_what_the_dataclass_holds(args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+def test_a_frozen_value_holds_what_the_dataclass_holds(args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
     quick, plain = Quick(*args, **kwargs), Plain(*args, **kwargs)
     assert [getattr(quick, f.name) for f in dataclasses.fields(Quick)] == [
         getattr(plain, f.name) for f in dataclasses.fields(Plain)
@@ -63,7 +63,7 @@ def test_a_record_holds_what_the_dataclass_holds(args: tuple[Any, ...], kwargs: 
         (("a", 1), {"x": 1}),
     ],
 )
-def test_a_record_refuses_the_calls_the_dataclass_refuses(
+def test_a_frozen_value_refuses_the_calls_the_dataclass_refuses(
     args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> None:
     with pytest.raises(TypeError):
@@ -72,7 +72,7 @@ def test_a_record_refuses_the_calls_the_dataclass_refuses(
         Quick(*args, **kwargs)
 
 
-def test_a_record_stays_frozen_and_slotted() -> None:
+def test_a_frozen_value_stays_frozen_and_slotted() -> None:
     quick = Quick("a", 1)
     with pytest.raises(dataclasses.FrozenInstanceError):
         quick.count = 2  # type: ignore[misc]
@@ -83,19 +83,62 @@ def test_a_record_stays_frozen_and_slotted() -> None:
     assert dataclasses.replace(quick, count=5) == Quick("a", 5)
 
 
-def test_a_record_refuses_fields_its_init_cannot_make() -> None:
-    with pytest.raises(AssertionError, match="default_factory"):
+def _listed() -> None:
+    @frozen_value
+    class _Listed:
+        items: list[str] = dataclasses.field(default_factory=list)
 
-        @record
-        class _Listed:
-            items: list[str] = dataclasses.field(default_factory=list)
+
+def _uninitialised() -> None:
+    @frozen_value
+    class _Uninitialised:
+        count: int = dataclasses.field(default=0, init=False)
+
+
+def _keyword_only() -> None:
+    @frozen_value
+    class _KeywordOnly:
+        count: int = dataclasses.field(default=0, kw_only=True)
+
+
+def _post_init() -> None:
+    @frozen_value
+    class _Checked:
+        count: int
+
+        def __post_init__(self) -> None:
+            assert self.count >= 0
+
+
+def _init_var() -> None:
+    @frozen_value
+    class _Derived:
+        count: int
+        scale: dataclasses.InitVar[int] = 1
+
+
+@pytest.mark.parametrize("make", [_listed, _uninitialised, _keyword_only, _post_init, _init_var])
+def test_fields_its_init_would_not_honour_are_refused(make: Any) -> None:
+    with pytest.raises(TypeError, match="@frozen_value"):
+        make()
+
+
+def test_a_subclass_sets_its_bases_fields_too() -> None:
+    @frozen_value
+    class Counted(Quick):
+        total: int = 0
+
+    counted = Counted("a", 1, None, (), 7)
+    assert (counted.name, counted.count, counted.total) == ("a", 1, 7)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        counted.name = "b"  # type: ignore[misc]
 
 
 @pytest.mark.parametrize(
     "cls",
     [Line, LineEffect, StockEvent, Entry, Shortfall, DecodedEntry, RecordedEntry, EventResult, ValidLine],
 )
-def test_the_ledgers_hot_values_are_records(cls: type[Any]) -> None:
+def test_the_ledgers_hot_values_are_frozen_values(cls: type[Any]) -> None:
     """The values made per event use the quick `__init__` (it sets through slot descriptors)."""
     assert dataclasses.is_dataclass(cls)
     assert cls.__dataclass_params__.frozen and "__slots__" in cls.__dict__  # type: ignore[attr-defined]
