@@ -5,7 +5,6 @@ its header size limit must hold. Both protocols are fed the same bytes, without 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -45,15 +44,6 @@ class KeptTransport(asyncio.Transport):
 
 async def _no_answer(scope: Any, receive: Any, send: Any) -> None:
     return None
-
-
-@pytest.fixture
-def loop() -> Iterator[asyncio.AbstractEventLoop]:
-    loop = asyncio.new_event_loop()
-    try:
-        yield loop
-    finally:
-        loop.close()
 
 
 def _fed(loop: asyncio.AbstractEventLoop, protocol_class: Any, *chunks: bytes, **limits: Any) -> Any:

@@ -4,10 +4,8 @@ event loop reach the real transport joined, in order, and nothing kept is lost a
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from typing import Any
 
-import pytest
 from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
@@ -50,15 +48,6 @@ class CountedTransport(asyncio.Transport):
 
     def resume_reading(self) -> None:
         pass
-
-
-@pytest.fixture
-def loop() -> Iterator[asyncio.AbstractEventLoop]:
-    loop = asyncio.new_event_loop()
-    try:
-        yield loop
-    finally:
-        loop.close()
 
 
 def _turn(loop: asyncio.AbstractEventLoop) -> None:
