@@ -17,6 +17,11 @@ own spread on this machine, which the real comparison's ratios must be read agai
 the same draw, a hash seed (PYTHONHASHSEED) new each round and the address space not randomised
 (`setarch -R`). Each round then compares two servers laid out alike but for what the change itself
 does, and the median is still taken over a draw per round.
+
+`--one-server` takes the process out of the comparison altogether: one server, whose HTTP process
+switches the compared layer off and on before each side's turn (bench/one_server/: a signal, and
+the state acknowledged in a file), so both sides are the same process, laid out alike, started once.
+`--control` with it measures the off state on both sides.
 """
 
 from __future__ import annotations
@@ -27,8 +32,11 @@ import os
 import platform
 import random
 import shutil
+import signal
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from statistics import median
 from typing import Any
 
@@ -44,6 +52,11 @@ class Side:
     port: int
     server: Any
     token: str | None = None  # sent with every request to this side
+    switch: Callable[[], None] | None = None  # --one-server: puts the server in this side's state
+
+
+ONE_SERVER_SWITCH = Path(__file__).resolve().parent / "one_server"  # its sitecustomize
+SWITCH_WAIT_S = 10.0  # for the server's acknowledgement of a switch
 
 
 WARM_UP_SECONDS = 1.0
@@ -62,19 +75,68 @@ def add_options(parser: argparse.ArgumentParser) -> None:
         help="start both sides anew before every round with one hash seed and no address randomisation",
     )
     parser.add_argument(
+        "--one-server",
+        action="store_true",
+        help="one server for both sides, the compared layer switched off and on in its process",
+    )
+    parser.add_argument(
         "--control",
         action="store_true",
         help="start the second side exactly as the first: the ratios are the bench's own spread",
     )
 
 
+def one_server_env(what: str, workdir: Path) -> dict[str, str]:
+    """What a server started for --one-server needs in its environment: the switch's
+    sitecustomize first on its path, what it switches (`token` or `telemetry`), and its files."""
+    path = [str(ONE_SERVER_SWITCH), *filter(None, [os.environ.get("PYTHONPATH")])]
+    return {
+        "PYTHONPATH": os.pathsep.join(path),
+        "LEDGER_BENCH_SWITCH": what,
+        "LEDGER_BENCH_SWITCH_PID": str(workdir / "switch.pid"),
+        "LEDGER_BENCH_SWITCH_STATE": str(workdir / "switch.state"),
+    }
+
+
+def one_server_sides(
+    port: int, server: Any, workdir: Path, before: str, after: str, token: str | None, *, control: bool
+) -> dict[str, Side]:
+    """The two sides of --one-server: `before` switched off, `after` on (off too with --control).
+    `token` is sent by the `after` side only."""
+
+    def switcher(on: bool) -> Callable[[], None]:
+        def switch() -> None:
+            state = workdir / "switch.state"
+            state.unlink(missing_ok=True)
+            pid = int((workdir / "switch.pid").read_text())
+            os.kill(pid, signal.SIGUSR2 if on else signal.SIGUSR1)
+            deadline = time.monotonic() + SWITCH_WAIT_S
+            while not (state.exists() and state.read_text() == ("on" if on else "off")):
+                if time.monotonic() > deadline:
+                    state_name = "on" if on else "off"
+                    raise RuntimeError(f"the server did not switch {state_name} in {SWITCH_WAIT_S} s")
+                time.sleep(0.01)
+
+        return switch
+
+    return {
+        before: Side(port, server, None, switcher(False)),
+        after: Side(port, server, token, switcher(not control)),
+    }
+
+
 def seed(bench: Bench, sides: dict[str, Side]) -> None:
-    """The stock each figure draws on, and a second of reads to warm each side up."""
+    """The stock each figure draws on (once per server), and a second of reads to warm each side up."""
+    seeded: set[int] = set()
     for side in sides.values():
+        if side.switch is not None:
+            side.switch()
         bench.token = side.token
-        bench.post_events(
-            side.port, [receipt(f"{bench.nonce}-seed", [(HOT_SKU, 1_000_000_000), (READ_SKU, 1000)])]
-        )
+        if side.port not in seeded:
+            bench.post_events(
+                side.port, [receipt(f"{bench.nonce}-seed", [(HOT_SKU, 1_000_000_000), (READ_SKU, 1000)])]
+            )
+            seeded.add(side.port)
         warm_up(bench, side)
 
 
@@ -89,6 +151,8 @@ def measure_side(bench: Bench, figure: str, side: Side, nonce: str) -> dict[str,
         mode, sku, connections = "get", READ_SKU, args.read_connections
     else:
         mode, sku, connections = "reserve", HOT_SKU, args.clients
+    if side.switch is not None:
+        side.switch()
     meter = cputime.started(side.server)
     run = load.http_load(
         side.port,
@@ -130,6 +194,7 @@ def alternate(
     rounds = [] if rounds is None else rounds
     paired = getattr(args, "paired_draws", False)
     fresh = getattr(args, "fresh_servers", False) or paired
+    assert not (fresh and getattr(args, "one_server", False)), "--one-server starts one server, once"
     assert start is not None or not fresh, "--fresh-servers and --paired-draws need a way to start a side"
     try:
         _alternate(bench, sides, before, after, start, rounds, fresh=fresh, paired=paired)

@@ -80,6 +80,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if any("=" not in pair for pair in args.on_env):
         parser.error("--on-env takes KEY=VALUE")
     args.token = False
+    if args.one_server and (args.fresh_servers or args.paired_draws or args.baseline):
+        parser.error("--one-server runs this tree in one server, started once: no --baseline or new servers")
     return args
 
 
@@ -132,7 +134,12 @@ def baseline_commit(given: str | None) -> str | None:
 
 
 def start_side(
-    bench: Bench, side: str, database: str, baseline: Path, on_env: dict[str, str]
+    bench: Bench,
+    side: str,
+    database: str,
+    baseline: Path,
+    on_env: dict[str, str],
+    extra_env: dict[str, str] | None = None,
 ) -> tuple[Any, int]:
     env = dict(os.environ, LEDGER_DATABASE_URL=bench.pg.url(database), LEDGER_HTTP_HOST="127.0.0.1")
     env = {key: value for key, value in env.items() if key not in ("LEDGER_LOG_FORMAT", "LEDGER_ACCESS_LOG")}
@@ -142,7 +149,29 @@ def start_side(
     else:
         env["PYTHONPATH"] = os.pathsep.join([str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])])
         env.update({"LEDGER_LOG_FORMAT": "json", **on_env})
+    env.update(extra_env or {})
     return bench.start_server(f"ledger-{database}", [*ledger_command(), "serve"], env)
+
+
+def check_switch(bench: Bench, sides: dict[str, Side]) -> None:
+    """--one-server: requests are counted while the layer is on, and not while it is off."""
+
+    def counted_after_three_gets(side: Side) -> float:
+        def answered() -> float:
+            _, metrics = http_json(side.port, "GET", "/metrics")
+            lines = str(metrics).splitlines()
+            counts = [line for line in lines if line.startswith("ledger_http_requests_total{")]
+            return sum(float(line.rsplit(" ", 1)[1]) for line in counts)
+
+        assert side.switch is not None
+        side.switch()
+        before = answered()
+        for _ in range(3):
+            http_json(side.port, "GET", f"/v1/stores/{STORE}/stock/{READ_SKU}")
+        return answered() - before
+
+    on, off = counted_after_three_gets(sides["on"]), counted_after_three_gets(sides["off"])
+    bench.check("switched on, the layer counts requests; off, none", on >= 3 and off == 0, f"{on}, {off}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -168,12 +197,22 @@ def main(argv: list[str] | None = None) -> int:
             server, port = start_side(bench, configuration, databases[name], baseline, on_env)
             return Side(port, server)
 
-        sides = {name: start(name) for name in SIDES}
-        alternation.seed(bench, sides)
+        if args.one_server:  # the on side's server; its layer switched off for the off side
+            switch_env = alternation.one_server_env("telemetry", bench.workdir)
+            switch_env["PYTHONPATH"] = os.pathsep.join([switch_env["PYTHONPATH"], str(REPO)])
+            server, port = start_side(bench, "on", databases["on"], baseline, on_env, switch_env)
+            sides = alternation.one_server_sides(
+                port, server, bench.workdir, "off", "on", None, control=args.control
+            )
+            alternation.seed(bench, sides)
+            check_switch(bench, sides)
+        else:
+            sides = {name: start(name) for name in SIDES}
+            alternation.seed(bench, sides)
         if not args.control:
             _, metrics = http_json(sides["on"].port, "GET", "/metrics")
             bench.check("the on side serves the HTTP metrics", "ledger_http_requests_total" in str(metrics))
-        if commit is None and not args.control:
+        if commit is None and not args.control and not args.one_server:
             _, off_metrics = http_json(sides["off"].port, "GET", "/metrics")
             bench.check(
                 "the off side counts no HTTP request (its request telemetry is a pass-through)",

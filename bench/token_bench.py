@@ -54,6 +54,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if set(args.figures) - set(FIGURES) or args.rounds < 1 or args.seconds <= 0:
         parser.error("--only takes read,hot; --rounds >= 1; --seconds > 0")
     args.token = False  # Bench.start_ledger reads it; the closed side is started by hand below
+    if args.one_server and (args.fresh_servers or args.paired_draws):
+        parser.error("--one-server runs this tree in one server, started once: no new servers each round")
     return args
 
 
@@ -131,7 +133,18 @@ def main(argv: list[str] | None = None) -> int:
             bench.args.token = False
             return Side(port, server, tokens[name])
 
-        sides = {name: start(name) for name in databases}
+        if args.one_server:  # the closed side's server; its tokens hidden for the open side
+            bench.args.token = True
+            bench.launch_env = alternation.one_server_env("token", bench.workdir)
+            try:
+                server, port = bench.start_ledger(databases["token"])
+            finally:
+                bench.launch_env, bench.args.token = {}, False
+            sides = alternation.one_server_sides(
+                port, server, bench.workdir, "open", "token", bench.token, control=args.control
+            )
+        else:
+            sides = {name: start(name) for name in databases}
         alternation.seed(bench, sides)
         # What each side spends doing nothing (its threads that keep the tokens and the cache current).
         idle_meters = {name: cputime.started(side.server) for name, side in sides.items()}
