@@ -70,6 +70,7 @@ from ledger.intake.envelope import IntakeLimits
 from ledger.kafka.clients import new_consumer, new_producer
 from ledger.kafka.contact import BrokerContact
 from ledger.kafka.dead_letters import DeadLetterLimits, dead_letter, dead_letter_record, refused_letter
+from ledger.kafka.lag import partition_lag
 from ledger.kafka.metrics import IntakeStats
 from ledger.kafka.pipeline import InFlight, Pipeline, PollBatch, TopicPartition, commit_offsets
 from ledger.kafka.publisher import Publisher, PublishFailed
@@ -82,8 +83,6 @@ from ledger.telemetry import tracing
 __all__ = ["KafkaIntake", "LedgerPort", "PollBatch"]
 
 log = logging.getLogger("ledger.kafka")
-
-POSITION_TIMEOUT_MS = 200
 
 
 class BatchFailed(Exception):
@@ -540,22 +539,8 @@ class KafkaIntake:
             log.warning("%d events came with a record key other than their subject", batch.key_mismatches)
 
     def _update_lag(self, consumer: Any) -> None:
-        lag: dict[tuple[str, int], int] = {}
         assigned = consumer.assignment()
-        for partition in assigned:
-            highwater = consumer.highwater(partition)
-            position = self._positions.get(partition)
-            if position is None:
-                try:
-                    position = consumer.position(partition, timeout_ms=POSITION_TIMEOUT_MS)
-                except KafkaError:
-                    position = None
-                if position is None:
-                    continue
-                self._positions[partition] = position
-            if highwater is not None:
-                lag[(partition.topic, partition.partition)] = max(highwater - position, 0)
-        self.stats.set_lag(lag)
+        self.stats.set_lag(partition_lag(consumer, assigned, self._positions))
         self.stats.assigned_partitions = len(assigned)
 
     # -- rebalances (called on the client's network thread while the consumer thread waits) -------
