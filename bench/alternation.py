@@ -102,7 +102,8 @@ def one_server_sides(
     port: int, server: Any, workdir: Path, before: str, after: str, token: str | None, *, control: bool
 ) -> dict[str, Side]:
     """The two sides of --one-server: `before` switched off, `after` on (off too with --control).
-    `token` is sent by the `after` side only."""
+    `token` is sent by the `after` side only, with --control too: the control differs from the
+    comparison by the switch alone."""
 
     def switcher(on: bool) -> Callable[[], None]:
         def switch() -> None:

@@ -205,7 +205,8 @@ def main(argv: list[str] | None = None) -> int:
                 port, server, bench.workdir, "off", "on", None, control=args.control
             )
             alternation.seed(bench, sides)
-            check_switch(bench, sides)
+            if not args.control:  # with it, both sides stay off
+                check_switch(bench, sides)
         else:
             sides = {name: start(name) for name in SIDES}
             alternation.seed(bench, sides)
