@@ -56,7 +56,9 @@ class Side:
 
 
 ONE_SERVER_SWITCH = Path(__file__).resolve().parent / "one_server"  # its sitecustomize
-SWITCH_WAIT_S = 10.0  # for the server's acknowledgement of a switch
+# For the server's acknowledgement of a switch: it answers in the event loop's next turn, well
+# within this unless the process is stuck.
+SWITCH_WAIT_S = 10.0
 
 
 WARM_UP_SECONDS = 1.0
@@ -86,15 +88,17 @@ def add_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def one_server_env(what: str, workdir: Path) -> dict[str, str]:
+def one_server_env(what: str, workdir: Path, tree: Path | None = None) -> dict[str, str]:
     """What a server started for --one-server needs in its environment: the switch's
-    sitecustomize first on its path, what it switches (`token` or `telemetry`), and its files."""
-    path = [str(ONE_SERVER_SWITCH), *filter(None, [os.environ.get("PYTHONPATH")])]
+    sitecustomize first on its path (then `tree`, the ledger measured, when given, then the path
+    inherited), what it switches (`token` or `telemetry`), and its files."""
+    inherited = filter(None, [os.environ.get("PYTHONPATH")])
+    path = [str(ONE_SERVER_SWITCH), *([str(tree)] if tree else []), *inherited]
     return {
         "PYTHONPATH": os.pathsep.join(path),
         "LEDGER_BENCH_SWITCH": what,
-        "LEDGER_BENCH_SWITCH_PID": str(workdir / "switch.pid"),
-        "LEDGER_BENCH_SWITCH_STATE": str(workdir / "switch.state"),
+        "LEDGER_BENCH_SWITCH_PID_FILE": str(workdir / "switch.pid"),
+        "LEDGER_BENCH_SWITCH_STATE_FILE": str(workdir / "switch.state"),
     }
 
 
@@ -106,16 +110,17 @@ def one_server_sides(
     comparison by the switch alone."""
 
     def switcher(on: bool) -> Callable[[], None]:
+        wanted = "on" if on else "off"
+
         def switch() -> None:
             state = workdir / "switch.state"
             state.unlink(missing_ok=True)
             pid = int((workdir / "switch.pid").read_text())
             os.kill(pid, signal.SIGUSR2 if on else signal.SIGUSR1)
             deadline = time.monotonic() + SWITCH_WAIT_S
-            while not (state.exists() and state.read_text() == ("on" if on else "off")):
+            while not (state.exists() and state.read_text() == wanted):
                 if time.monotonic() > deadline:
-                    state_name = "on" if on else "off"
-                    raise RuntimeError(f"the server did not switch {state_name} in {SWITCH_WAIT_S} s")
+                    raise RuntimeError(f"the server did not switch {wanted} in {SWITCH_WAIT_S} s")
                 time.sleep(0.01)
 
         return switch

@@ -153,8 +153,9 @@ def start_side(
     return bench.start_server(f"ledger-{database}", [*ledger_command(), "serve"], env)
 
 
-def check_switch(bench: Bench, sides: dict[str, Side]) -> None:
-    """--one-server: requests are counted while the layer is on, and not while it is off."""
+def check_switch(bench: Bench, sides: dict[str, Side], *, control: bool) -> None:
+    """--one-server: requests are counted while the layer is on, and not while it is off (with
+    --control, on neither side)."""
 
     def counted_after_three_gets(side: Side) -> float:
         def answered() -> float:
@@ -171,7 +172,10 @@ def check_switch(bench: Bench, sides: dict[str, Side]) -> None:
         return answered() - before
 
     on, off = counted_after_three_gets(sides["on"]), counted_after_three_gets(sides["off"])
-    bench.check("switched on, the layer counts requests; off, none", on >= 3 and off == 0, f"{on}, {off}")
+    if control:
+        bench.check("both sides switched off: the layer counts no request", on == off == 0, f"{on}, {off}")
+    else:
+        bench.check("switched on, the layer counts requests; off, none", on >= 3 and off == 0, f"{on}, {off}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -198,15 +202,13 @@ def main(argv: list[str] | None = None) -> int:
             return Side(port, server)
 
         if args.one_server:  # the on side's server; its layer switched off for the off side
-            switch_env = alternation.one_server_env("telemetry", bench.workdir)
-            switch_env["PYTHONPATH"] = os.pathsep.join([switch_env["PYTHONPATH"], str(REPO)])
+            switch_env = alternation.one_server_env("telemetry", bench.workdir, REPO)
             server, port = start_side(bench, "on", databases["on"], baseline, on_env, switch_env)
             sides = alternation.one_server_sides(
                 port, server, bench.workdir, "off", "on", None, control=args.control
             )
             alternation.seed(bench, sides)
-            if not args.control:  # with it, both sides stay off
-                check_switch(bench, sides)
+            check_switch(bench, sides, control=args.control)
         else:
             sides = {name: start(name) for name in SIDES}
             alternation.seed(bench, sides)

@@ -109,6 +109,31 @@ def gate_check_us(iterations: int) -> dict[str, float]:
     }
 
 
+def idle_cpu(sides: dict[str, Side]) -> dict[str, dict[str, float]]:
+    """Each side's CPU while nothing is asked of it, ms per s: at once for separate servers; one after
+    the other, each in its own state, for --one-server's one."""
+
+    def ms_per_s(meter: Any) -> dict[str, float]:
+        return {
+            part: round(seconds * 1000 / IDLE_SECONDS, 2)
+            for part, seconds in (meter.stop() or {}).items()
+            if part.startswith("ledger")
+        }
+
+    if all(side.switch is None for side in sides.values()):
+        meters = {name: cputime.started(side.server) for name, side in sides.items()}
+        time.sleep(IDLE_SECONDS)
+        return {name: ms_per_s(meter) for name, meter in meters.items()}
+    idle = {}
+    for name, side in sides.items():
+        assert side.switch is not None
+        side.switch()
+        meter = cputime.started(side.server)
+        time.sleep(IDLE_SECONDS)
+        idle[name] = ms_per_s(meter)
+    return idle
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     started = time.time()
@@ -147,16 +172,7 @@ def main(argv: list[str] | None = None) -> int:
             sides = {name: start(name) for name in databases}
         alternation.seed(bench, sides)
         # What each side spends doing nothing (its threads that keep the tokens and the cache current).
-        idle_meters = {name: cputime.started(side.server) for name, side in sides.items()}
-        time.sleep(IDLE_SECONDS)
-        results["idle_cpu_ms_per_s"] = {
-            name: {
-                part: round(seconds * 1000 / IDLE_SECONDS, 2)
-                for part, seconds in (meter.stop() or {}).items()
-                if part.startswith("ledger")
-            }
-            for name, meter in idle_meters.items()
-        }
+        results["idle_cpu_ms_per_s"] = idle_cpu(sides)
         print(f"idle CPU, ms per s: {results['idle_cpu_ms_per_s']}", flush=True)
         results["rounds"] = alternation.alternate(bench, sides, "open", "token", start, results["rounds"])
 

@@ -10,12 +10,15 @@ bench puts this directory first on the server's PYTHONPATH only. Never on a prod
 - `token`: the service is started closed (a token exists). Off, its token book reports that no token
   exists, so every request takes the gate's open path, as in a service where none was ever made
   (ledger/api/gate.py); on, as started.
-- `telemetry`: off, the request telemetry layer (ledger/api/telemetry.py) is a pass-through, as
-  telemetry_bench.py's separate off side has it (bench/telemetry_off/); on, as started.
+- `telemetry`: off, the request telemetry layer (ledger/api/telemetry.py) is the same pass-through
+  as telemetry_bench.py's separate off side's (bench/telemetry_off/), with the server's one log
+  format; on, as started.
 
-SIGUSR1 turns it off, SIGUSR2 on. The process that built the application writes its pid to
-`LEDGER_BENCH_SWITCH_PID` (the one to signal) and, after each switch, the state to
-`LEDGER_BENCH_SWITCH_STATE`, which the bench waits for before measuring.
+SIGUSR1 turns it off, SIGUSR2 on. Only the process that builds the application listens for them
+(the writer process, which runs this file too, keeps SIGUSR1 as its own stop signal): it writes its
+pid to the file `LEDGER_BENCH_SWITCH_PID_FILE` (the one to signal; a second such process, as with
+`--workers 2`, fails its start) and, after each switch, the state to the file
+`LEDGER_BENCH_SWITCH_STATE_FILE`, which the bench waits for before measuring.
 """
 
 from __future__ import annotations
@@ -25,22 +28,23 @@ import signal
 from typing import Any
 
 _WHAT = os.environ.get("LEDGER_BENCH_SWITCH")
-_ON = {"on": True}
-_LAYERS: list[Any] = []
+_ON = {"on": True}  # read by the token book on every request: a dict, so the handler can set it
+_LAYERS: list[Any] = []  # the application's outermost layer, whose class the telemetry switch swaps
 
 
 def _install() -> None:
     from ledger.access import book
     from ledger.api import app, telemetry
 
-    # Read on every request by the gate, so both states pay the same property call.
-    def tokens_exist(self: Any) -> bool:
-        return bool(self.__dict__.get("_bench_any_tokens")) and (_WHAT != "token" or _ON["on"])
+    if _WHAT == "token":
+        # The gate reads it on every request, so both states pay the same property call.
+        def tokens_exist(self: Any) -> bool:
+            return bool(self.__dict__.get("_bench_any_tokens")) and _ON["on"]
 
-    def note_tokens(self: Any, value: bool) -> None:
-        self.__dict__["_bench_any_tokens"] = value
+        def note_tokens(self: Any, value: bool) -> None:  # the refresher's writes, every second
+            self.__dict__["_bench_any_tokens"] = value
 
-    book.TokenBook.any_tokens = property(tokens_exist, note_tokens)  # type: ignore[assignment,method-assign]
+        book.TokenBook.any_tokens = property(tokens_exist, note_tokens)  # type: ignore[assignment,method-assign]
 
     class PassThrough(telemetry.RequestTelemetry):
         async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
@@ -48,29 +52,24 @@ def _install() -> None:
 
     create_asgi = app.create_asgi
 
-    def create(*args: Any, **kwargs: Any) -> Any:
-        outermost = create_asgi(*args, **kwargs)
-        _LAYERS.append(outermost)
-        path = os.environ.get("LEDGER_BENCH_SWITCH_PID")
-        if path:
-            with open(path, "w") as file:
-                file.write(str(os.getpid()))
-        return outermost
-
-    app.create_asgi = create  # type: ignore[assignment]
-
     def switch(signum: int, _frame: Any) -> None:
         _ON["on"] = signum == signal.SIGUSR2
         if _WHAT == "telemetry":
             for layer in _LAYERS:  # same attributes: only the class's __call__ changes
                 layer.__class__ = telemetry.RequestTelemetry if _ON["on"] else PassThrough
-        path = os.environ.get("LEDGER_BENCH_SWITCH_STATE")
-        if path:
-            with open(path, "w") as file:
-                file.write("on" if _ON["on"] else "off")
+        with open(os.environ["LEDGER_BENCH_SWITCH_STATE_FILE"], "w") as file:
+            file.write("on" if _ON["on"] else "off")
 
-    signal.signal(signal.SIGUSR1, switch)
-    signal.signal(signal.SIGUSR2, switch)
+    def create(*args: Any, **kwargs: Any) -> Any:
+        outermost = create_asgi(*args, **kwargs)
+        _LAYERS.append(outermost)
+        with open(os.environ["LEDGER_BENCH_SWITCH_PID_FILE"], "x") as file:  # "x": one such process
+            file.write(str(os.getpid()))
+        signal.signal(signal.SIGUSR1, switch)
+        signal.signal(signal.SIGUSR2, switch)
+        return outermost
+
+    app.create_asgi = create  # type: ignore[assignment]
 
 
 if _WHAT in ("token", "telemetry"):

@@ -3,11 +3,12 @@ offset to read."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kafka.errors import KafkaError
 
-from ledger.kafka.pipeline import TopicPartition
+if TYPE_CHECKING:
+    from ledger.kafka.pipeline import TopicPartition
 
 # How long the lag waits for a partition's position the consumer has not fetched yet (once per
 # partition and assignment: the position is kept).
