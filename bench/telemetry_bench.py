@@ -35,7 +35,7 @@ import alternation
 import session
 from alternation import Side
 from baseline_tree import extract, git, resolve_commit
-from frame import READ_SKU, STORE, Bench, ledger_command
+from frame import READ_SKU, STORE, Bench, ledger_command, ledger_metrics
 from plumbing import http_json
 from token_bench import IDLE_SECONDS
 
@@ -159,10 +159,8 @@ def check_switch(bench: Bench, sides: dict[str, Side], *, control: bool) -> None
 
     def counted_after_three_gets(side: Side) -> float:
         def answered() -> float:
-            _, metrics = http_json(side.port, "GET", "/metrics")
-            lines = str(metrics).splitlines()
-            counts = [line for line in lines if line.startswith("ledger_http_requests_total{")]
-            return sum(float(line.rsplit(" ", 1)[1]) for line in counts)
+            samples = ledger_metrics(side.port).items()
+            return sum(value for name, value in samples if name.startswith("ledger_http_requests_total{"))
 
         assert side.switch is not None
         side.switch()
