@@ -8,7 +8,8 @@ body trickling in a byte at a time). `DeadlineProtocol` is uvicorn's httptools p
   timeout from its first byte; its body must arrive whole in the body timeout from its headers.
 Past a deadline the connection is closed (a reader of the request sees a disconnect); headers over
 the size answer 400 and close. `uvicorn_options` gives uvicorn these and its own limits explicitly.
-Its writes go through `OneWriteTransport` (one_write.py), so that a response leaves in one write.
+Its writes go through `OneWriteTransport` (one_write.py), so that a response leaves in one write,
+and each request's scope holds that connection's `ResponseHead` (response_head.py).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
 from ledger.api.one_write import OneWriteTransport
+from ledger.api.response_head import RESPONSE_HEAD_KEY
 from ledger.config import Settings
 
 
@@ -49,7 +51,8 @@ class DeadlineProtocol(HttpToolsProtocol):
         self.read_deadline: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(OneWriteTransport(transport, self.loop))
+        self.one_write = OneWriteTransport(transport, self.loop)
+        super().connection_made(self.one_write)
         # The same timer uvicorn starts after each response; the first byte received cancels it.
         self.timeout_keep_alive_task = self.loop.call_later(
             self.timeout_keep_alive, self.timeout_keep_alive_handler
@@ -58,16 +61,23 @@ class DeadlineProtocol(HttpToolsProtocol):
     def eof_received(self) -> None:
         # The peer ended its side: the real transport closes itself once this returns and drops
         # what is written after, so an answer still kept goes to it first.
-        assert isinstance(self.transport, OneWriteTransport)
-        self.transport.flush()
+        self.one_write.flush()
         super().eof_received()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_read_deadline()
+        self.one_write.response_head.closed = True
         super().connection_lost(exc)
+
+    def send_400_response(self, msg: str) -> None:
+        # uvicorn writes this answer to a malformed request itself, head and body at once, maybe
+        # while the request before it is still being answered: it carries no id, and takes none.
+        self.one_write.response_head.pending = None
+        super().send_400_response(msg)
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
+        self.scope[RESPONSE_HEAD_KEY] = self.one_write.response_head  # type: ignore[literal-required]
         self.header_bytes = 0
         self._set_read_deadline(self.header_timeout_s)
 

@@ -18,6 +18,9 @@ leaves). What is kept goes to the real transport at once when:
 - the connection is closed, or the peer ends its side (`flush`, from the protocol's
   `eof_received`: the real transport closes itself after that callback, and drops later writes).
 What is kept is dropped if the real transport is closing meanwhile, or on `abort()`.
+
+It also holds the connection's `ResponseHead` (response_head.py): the request id that the request
+telemetry puts into the next response head, written here as that head passes.
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterable
 from typing import Any
+
+from ledger.api.response_head import ResponseHead
 
 # Past this, what is kept is written at once (a response's headers and a small body are far less).
 KEPT_BYTES_MAX = 64 * 1024
@@ -39,11 +44,14 @@ class OneWriteTransport(asyncio.Transport):
         self._loop = loop
         self._kept: list[bytes] = []
         self._kept_bytes = 0
+        self.response_head = ResponseHead()
 
     def write(self, data: Data) -> None:
         if not self._kept:
             self._loop.call_soon(self.flush)
         kept = bytes(data)  # the caller may reuse a bytearray; bytes are kept as they are, not copied
+        if self.response_head.pending is not None:
+            kept = self.response_head.written(kept)
         self._kept.append(kept)
         self._kept_bytes += len(kept)
         if self._kept_bytes >= KEPT_BYTES_MAX:

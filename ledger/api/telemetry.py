@@ -1,6 +1,7 @@
 """What is recorded of every HTTP request, outermost of the ASGI stack: its request id (taken
 from `X-Request-ID` when sound, else made; set for every log line the request causes and
-returned in the answer's `X-Request-ID`), its metrics (route template, method, status, latency),
+returned in the answer's `X-Request-ID`, written by the server's protocol where it can:
+response_head.py), its metrics (route template, method, status, latency),
 with LEDGER_ACCESS_LOG=on, one access log line, and with tracing on its span (telemetry/spans.py).
 
 Per request this is a header scan, a context variable, two clock readings and one histogram
@@ -12,14 +13,22 @@ against the routes only then."""
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
+from time import perf_counter
 from typing import Any
 
 from starlette.routing import BaseRoute, Match
 
 from ledger.api.gate import GRANT_KEY
 from ledger.api.http_metrics import UNMATCHED_ROUTE, HttpMetrics
+from ledger.api.response_head import (
+    REQUEST_ID_KEY,
+    RESPONSE_HEAD_KEY,
+    STATUS_KEY,
+    ResponseHead,
+    through,
+    unanswered_status,
+)
 from ledger.telemetry import tracing
 from ledger.telemetry.logs import FIELDS
 from ledger.telemetry.request_ids import HEADER, REQUEST_ID, sound_or_new
@@ -32,7 +41,6 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 ROUTE_KEY = "ledger.route"  # the template of the route a request was answered by, when known early
 ACCESS_LOG_PATH_CHARS_MAX = 2048
-NO_ANSWER_STATUS = 500  # the server answers 500 when the application fails before answering
 
 access_log = logging.getLogger("ledger.http.access")
 
@@ -50,7 +58,7 @@ class RequestTelemetry:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        started = time.perf_counter()
+        started = perf_counter()
         offered = None
         for name, value in scope["headers"]:
             if name == HEADER:
@@ -62,22 +70,18 @@ class RequestTelemetry:
         request_id_text = request_id.decode("ascii")
         REQUEST_ID.set(request_id_text)
         traced = None if tracing.active is None else tracing.active.http_started(scope, request_id_text)
-        header = (HEADER, request_id)
-        status = NO_ANSWER_STATUS
-
-        def send_with_id(message: Message) -> Awaitable[None]:
-            # A plain function that hands back send's own awaitable: no coroutine of its own.
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                message["headers"] = [*message.get("headers", ()), header]
-            return send(message)
-
+        head: ResponseHead | None = scope.get(RESPONSE_HEAD_KEY)
+        if head is None:  # not `ledger serve`'s server: the header goes through `send`
+            send = through(scope, send, request_id)
+        else:
+            scope[REQUEST_ID_KEY] = request_id
+            head.pending = scope
         try:
-            await self.app(scope, receive, send_with_id)
+            await self.app(scope, receive, send)
         finally:
-            seconds = time.perf_counter() - started
+            seconds = perf_counter() - started
             route = scope.get(ROUTE_KEY) or self._template(scope)
+            status = scope.get(STATUS_KEY) or unanswered_status(head)
             self.metrics.observe(route, scope["method"], status, seconds)
             if self.access_log_on:
                 _log_access(scope, route, status, seconds)

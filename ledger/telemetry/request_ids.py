@@ -8,14 +8,14 @@ new id."""
 
 from __future__ import annotations
 
-import random
+import itertools
+import os
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextvars import ContextVar
 
 HEADER = b"x-request-id"
 REQUEST_ID_CHARS_MAX = 128
-NEW_REQUEST_ID_BITS = 128  # 32 hex digits, the length of a W3C trace id
 _SOUND = re.compile(rb"[A-Za-z0-9._:+/=-]{1,%d}" % REQUEST_ID_CHARS_MAX)
 
 # The request this code runs for (an HTTP worker), or None.
@@ -26,14 +26,47 @@ BATCH_REQUEST_IDS: ContextVar[Callable[[], Sequence[str]] | None] = ContextVar(
 )
 
 
-def new_request_id() -> bytes:
-    """Unique, not secret (an id names a request, it grants nothing): Python's generator, seeded
-    from the system's randomness in every process, at a fraction of a system call's cost."""
-    return b"%032x" % random.getrandbits(NEW_REQUEST_ID_BITS)
+# The last three hex digits of a new id, made once: the rest is formatted once per 4,096 ids.
+# Measured under callgrind: 900 instructions an id, against 2,300 for formatting a count each time
+# and 2,900 for a 128-bit random number.
+_LOW_DIGITS = tuple(b"%03x" % low for low in range(4096))
+
+
+def _new_ids() -> Iterator[bytes]:
+    """32 hex digits: 16 drawn from the system's randomness once per process (two processes of a
+    fleet share them with odds of about n² / 2⁶⁵), then a count. Made by iterators written in C, so
+    that threads may take ids at once: none repeats (threads that meet at the end of a block may
+    skip the rest of it)."""
+    half = b"%016x" % int.from_bytes(os.urandom(8), "big")
+
+    def block(high: int) -> Iterator[bytes]:
+        return map((half + b"%013x" % high).__add__, _LOW_DIGITS)
+
+    return itertools.chain.from_iterable(map(block, itertools.count()))
+
+
+def _begin_ids() -> None:
+    global _ids  # noqa: PLW0603 - read by sound_or_new at each call
+    _ids = _new_ids()
+
+
+_ids: Iterator[bytes]
+_begin_ids()
+# A forked child must not repeat its parent's ids.
+os.register_at_fork(after_in_child=_begin_ids)
 
 
 def sound_or_new(offered: bytes | None) -> bytes:
     """The caller's id when it is sound, else a new one."""
     if offered is not None and _SOUND.fullmatch(offered):
         return offered
-    return new_request_id()
+    try:
+        return next(_ids)
+    except StopIteration:  # an error inside a block (no memory) ends the chain for good: a new one
+        _begin_ids()
+        return next(_ids)
+
+
+def new_request_id() -> bytes:
+    """Unique, not secret: an id names a request, it grants nothing."""
+    return sound_or_new(None)

@@ -8,7 +8,9 @@ import io
 import json
 import logging
 import logging.config
+import os
 import pickle
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -17,7 +19,7 @@ import pytest
 from ledger.api.http_metrics import HttpMetrics
 from ledger.telemetry.histogram import Histogram, cumulative
 from ledger.telemetry.logs import FIELDS, logging_config
-from ledger.telemetry.request_ids import BATCH_REQUEST_IDS, REQUEST_ID, sound_or_new
+from ledger.telemetry.request_ids import BATCH_REQUEST_IDS, REQUEST_ID, new_request_id, sound_or_new
 from ledger.writer.batch_logging import batch_logged
 from ledger.writer.stats import WriterStats
 from ledger.writer.submission import Submission, SubmissionFailed, WriterUnavailable
@@ -95,6 +97,38 @@ def test_a_sound_id_is_kept_and_anything_else_replaced() -> None:
         made = sound_or_new(unsound)
         assert len(made) == 32 and made != unsound
     assert sound_or_new(None) != sound_or_new(None)
+
+
+def test_new_ids_are_32_hex_digits_and_never_repeat_across_blocks_threads_or_a_fork() -> None:
+    made = [new_request_id() for _ in range(10_000)]  # past two blocks of 4,096
+    assert len(set(made)) == len(made)
+    assert all(len(made_id) == 32 and made_id.isalnum() and made_id == made_id.lower() for made_id in made)
+    assert all(int(made_id, 16) >= 0 for made_id in made)
+    taken: list[list[bytes]] = [[] for _ in range(4)]
+    threads = [
+        threading.Thread(target=lambda mine=mine: mine.extend(new_request_id() for _ in range(20_000)))
+        for mine in taken
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    every = [made_id for mine in taken for made_id in mine] + made
+    assert len(set(every)) == len(every)
+    reader, writer = os.pipe()
+    child = os.fork()
+    if child == 0:  # the child: its next ids, to the parent; never back into pytest
+        try:
+            os.write(writer, b"".join(new_request_id() for _ in range(100)))
+        finally:
+            os._exit(0)
+    os.close(writer)
+    _, status = os.waitpid(child, 0)
+    childs = os.read(reader, 3200)
+    os.close(reader)
+    assert status == 0 and len(childs) == 3200
+    parents = b"".join(new_request_id() for _ in range(100))
+    assert childs[:16] != parents[:16]  # another random half: not the parent's ids again
 
 
 def test_the_request_id_crosses_the_wire_and_costs_nothing_when_absent() -> None:
