@@ -77,24 +77,46 @@ class Inner:
             await asyncio.sleep(0)
 
 
+class Connection:
+    """One connection of `protocol_class` to the telemetry around `inner`, over a transport that
+    keeps what is written."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, protocol_class: Any, inner: Inner) -> None:
+        self.loop = loop
+        self.metrics = HttpMetrics()
+        app = RequestTelemetry(inner, [], self.metrics, access_log_on=False)
+        config = Config(app, access_log=False, log_config=None, date_header=False, server_header=False)
+        config.load()
+        limits = LIMITS if protocol_class is DeadlineProtocol else {}
+        self.protocol = protocol_class(config, ServerState(), {}, loop, **limits)
+        self.real = CountedTransport()
+        self.protocol.connection_made(self.real)
+
+    def receive(self, data: bytes, turns: int = 5) -> None:
+        self.protocol.data_received(data)
+        self.turn(turns)
+
+    def turn(self, turns: int = 5) -> None:
+        for _ in range(turns):
+            self.loop.run_until_complete(asyncio.sleep(0))
+
+    def lose(self) -> None:
+        self.protocol.connection_lost(None)
+        self.turn(1)
+
+    @property
+    def written(self) -> bytes:
+        return b"".join(data for kind, data in self.real.calls if kind == "write")
+
+
 def _serve(
     loop: asyncio.AbstractEventLoop, protocol_class: Any, inner: Inner, *requests: bytes
 ) -> tuple[bytes, HttpMetrics]:
-    metrics = HttpMetrics()
-    app = RequestTelemetry(inner, [], metrics, access_log_on=False)
-    config = Config(app, access_log=False, log_config=None, date_header=False, server_header=False)
-    config.load()
-    limits = LIMITS if protocol_class is DeadlineProtocol else {}
-    protocol = protocol_class(config, ServerState(), {}, loop, **limits)
-    real = CountedTransport()
-    protocol.connection_made(real)
+    connection = Connection(loop, protocol_class, inner)
     for request in requests:
-        protocol.data_received(request)
-        for _ in range(5):
-            loop.run_until_complete(asyncio.sleep(0))
-    protocol.connection_lost(None)
-    loop.run_until_complete(asyncio.sleep(0))
-    return b"".join(data for kind, data in real.calls if kind == "write"), metrics
+        connection.receive(request)
+    connection.lose()
+    return connection.written, connection.metrics
 
 
 def _counts(metrics: HttpMetrics) -> dict[tuple[str, str, int], int]:
@@ -135,23 +157,11 @@ def test_under_another_server_the_id_goes_through_send(loop: asyncio.AbstractEve
 
 def test_a_continue_answer_leaves_the_id_to_the_final_head(loop: asyncio.AbstractEventLoop) -> None:
     post = b"POST /v1/things HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n"
-    inner = Inner(422)
-    metrics = HttpMetrics()
-    app = RequestTelemetry(inner, [], metrics, access_log_on=False)
-    config = Config(app, access_log=False, log_config=None, date_header=False, server_header=False)
-    config.load()
-    protocol = DeadlineProtocol(config, ServerState(), {}, loop, **LIMITS)  # type: ignore[arg-type]
-    real = CountedTransport()
-    protocol.connection_made(real)
-    protocol.data_received(post)
-    for _ in range(5):
-        loop.run_until_complete(asyncio.sleep(0))
-    protocol.data_received(b"{}")
-    for _ in range(5):
-        loop.run_until_complete(asyncio.sleep(0))
-    protocol.connection_lost(None)
-    loop.run_until_complete(asyncio.sleep(0))
-    written = b"".join(data for kind, data in real.calls if kind == "write")
+    connection = Connection(loop, DeadlineProtocol, Inner(422))
+    connection.receive(post)
+    connection.receive(b"{}")
+    connection.lose()
+    written, metrics = connection.written, connection.metrics
     interim, final = written.split(b"HTTP/1.1 422 ")
     assert interim == b"HTTP/1.1 100 Continue\r\n\r\n"
     assert final.count(b"x-request-id: ") == 1
@@ -166,6 +176,15 @@ def test_an_application_that_fails_before_answering_is_counted_500_and_its_500_n
     assert written.startswith(b"HTTP/1.1 500 ")
     assert written.count(b"x-request-id: ") == 1
     assert _counts(metrics) == {(ROUTE, "GET", 500): 1}
+
+
+def _held(loop: asyncio.AbstractEventLoop) -> tuple[Connection, asyncio.Event]:
+    """A connection whose GET waits to be answered until the event is set."""
+    inner = Inner(200)
+    inner.gate = asyncio.Event()
+    connection = Connection(loop, DeadlineProtocol, inner)
+    connection.receive(GET, turns=1)
+    return connection, inner.gate
 
 
 def test_pipelined_requests_each_count_their_own_status_though_the_first_ran_on_after_answering(
@@ -183,25 +202,12 @@ def test_pipelined_requests_each_count_their_own_status_though_the_first_ran_on_
 def test_the_servers_own_400_keeps_its_bytes_and_takes_no_id_from_the_request_still_running(
     loop: asyncio.AbstractEventLoop,
 ) -> None:
-    inner = Inner(200)
-    inner.gate = asyncio.Event()
-    metrics = HttpMetrics()
-    app = RequestTelemetry(inner, [], metrics, access_log_on=False)
-    config = Config(app, access_log=False, log_config=None, date_header=False, server_header=False)
-    config.load()
-    protocol = DeadlineProtocol(config, ServerState(), {}, loop, **LIMITS)  # type: ignore[arg-type]
-    real = CountedTransport()
-    protocol.connection_made(real)
-    protocol.data_received(GET)
-    loop.run_until_complete(asyncio.sleep(0))
-    protocol.data_received(b"\x00garbage\r\n\r\n")  # while the first request waits to answer
-    for _ in range(3):
-        loop.run_until_complete(asyncio.sleep(0))
-    protocol.connection_lost(None)
-    inner.gate.set()
-    for _ in range(5):
-        loop.run_until_complete(asyncio.sleep(0))
-    written = b"".join(data for kind, data in real.calls if kind == "write")
+    connection, gate = _held(loop)
+    connection.receive(b"\x00garbage\r\n\r\n", turns=3)  # while the first request waits to answer
+    connection.lose()
+    gate.set()
+    connection.turn()
+    written, metrics = connection.written, connection.metrics
     assert written.startswith(b"HTTP/1.1 400 ")
     head, body = written.split(b"\r\n\r\n", 1)
     assert b"x-request-id" not in written
@@ -212,20 +218,9 @@ def test_the_servers_own_400_keeps_its_bytes_and_takes_no_id_from_the_request_st
 def test_a_request_whose_client_went_away_before_its_answer_is_counted_499(
     loop: asyncio.AbstractEventLoop,
 ) -> None:
-    inner = Inner(200)
-    inner.gate = asyncio.Event()
-    metrics = HttpMetrics()
-    app = RequestTelemetry(inner, [], metrics, access_log_on=False)
-    config = Config(app, access_log=False, log_config=None, date_header=False, server_header=False)
-    config.load()
-    protocol = DeadlineProtocol(config, ServerState(), {}, loop, **LIMITS)  # type: ignore[arg-type]
-    real = CountedTransport()
-    protocol.connection_made(real)
-    protocol.data_received(GET)
-    loop.run_until_complete(asyncio.sleep(0))
-    protocol.connection_lost(None)
-    inner.gate.set()
-    for _ in range(5):
-        loop.run_until_complete(asyncio.sleep(0))
-    assert not [data for kind, data in real.calls if kind == "write"]
-    assert _counts(metrics) == {(ROUTE, "GET", 499): 1}
+    connection, gate = _held(loop)
+    connection.lose()
+    gate.set()
+    connection.turn()
+    assert connection.written == b""
+    assert _counts(connection.metrics) == {(ROUTE, "GET", 499): 1}
