@@ -71,6 +71,9 @@ def test_kill_9_at_any_point_of_a_batch_loses_nothing_and_doubles_nothing(
     assert outside.wait_exit(DEADLINE_S) == -signal.SIGKILL
 
     finisher = consumers(env, name="finisher")
+    # Ready first: the others may have committed every offset already, and a SIGTERM while it still
+    # starts ends it before its handler is set.
+    finisher.wait_ready(DEADLINE_S)
     wait_until(lambda: broker.caught_up(topics, sent), DEADLINE_S, "every offset committed")
     finisher.signal(signal.SIGTERM)
     assert finisher.wait_exit(DEADLINE_S) == 0

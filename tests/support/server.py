@@ -20,10 +20,34 @@ POLL_INTERVAL_S = 0.05
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
+PORT_ATTEMPTS_MAX = 3
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def listens_on(pid: int, port: int) -> bool:
+    """Does process `pid` hold the socket listening on 127.0.0.1:`port` (Linux's /proc; elsewhere,
+    assumed)? free_port's port is free only when it answers: another test's server may bind it first,
+    answer this one's readiness check, and leave this one to fail on "address already in use"."""
+    table = Path("/proc/net/tcp")
+    if not table.exists():
+        return True
+    listening = {
+        fields[9]
+        for fields in (line.split() for line in table.read_text().splitlines()[1:])
+        if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port  # 0A: LISTEN
+    }
+    with contextlib.suppress(OSError):
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            with contextlib.suppress(OSError):
+                target = os.readlink(fd)
+                if target.startswith("socket:[") and target[8:-1] in listening:
+                    return True
+    return False
 
 
 def ledger_env(database_url: str, extra: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -59,6 +83,17 @@ class LedgerServer:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, deadline_s: float = READY_DEADLINE_S) -> LedgerServer:
+        for attempt in range(PORT_ATTEMPTS_MAX):
+            try:
+                return self._start_on_a_free_port(deadline_s)
+            except RuntimeError as failed:
+                # Another test's server took the port between free_port and the bind: another port.
+                if "Address already in use" not in str(failed) or attempt == PORT_ATTEMPTS_MAX - 1:
+                    raise
+                self.process = None
+        raise AssertionError("unreachable")
+
+    def _start_on_a_free_port(self, deadline_s: float) -> LedgerServer:
         assert self.process is None, "already running"
         self.port = free_port()
         with self.log_path.open("ab") as log:
@@ -95,7 +130,8 @@ class LedgerServer:
                         f"ledger serve exited with {self.process.returncode}:\n{self.log_tail()}"
                     )
                 with contextlib.suppress(httpx.TransportError):
-                    if client.get("/readyz").status_code == 200:
+                    # Its own answer: another test's server may hold the port this one was given.
+                    if client.get("/readyz").status_code == 200 and listens_on(self.process.pid, self.port):
                         self._note(f"--- ready after {time.monotonic() - started:.1f} s")
                         return
                 time.sleep(POLL_INTERVAL_S)

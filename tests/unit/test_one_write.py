@@ -6,48 +6,13 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from support.transports import CountedTransport
 from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
 from ledger.api.connections import DeadlineProtocol
 from ledger.api.one_write import KEPT_BYTES_MAX, OneWriteTransport
-
-
-class CountedTransport(asyncio.Transport):
-    """Keeps every write as it was made, and what happened after."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.calls: list[tuple[str, bytes]] = []
-        self.closing = False
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return {"sockname": ("127.0.0.1", 8000), "peername": ("127.0.0.1", 40000)}.get(name, default)
-
-    def write(self, data: Any) -> None:
-        assert not self.closing, "written after close"
-        self.calls.append(("write", bytes(data)))
-
-    def is_closing(self) -> bool:
-        return self.closing
-
-    def close(self) -> None:
-        self.calls.append(("close", b""))
-        self.closing = True
-
-    def abort(self) -> None:
-        self.calls.append(("abort", b""))
-        self.closing = True
-
-    def get_write_buffer_size(self) -> int:
-        return 0
-
-    def pause_reading(self) -> None:
-        pass
-
-    def resume_reading(self) -> None:
-        pass
 
 
 def _turn(loop: asyncio.AbstractEventLoop) -> None:

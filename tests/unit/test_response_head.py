@@ -9,6 +9,7 @@ import asyncio
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+from support.transports import CountedTransport
 from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 from uvicorn.server import ServerState
@@ -17,7 +18,6 @@ from ledger.api.connections import DeadlineProtocol
 from ledger.api.http_metrics import HttpMetrics
 from ledger.api.response_head import REQUEST_ID_KEY, STATUS_KEY, ResponseHead
 from ledger.api.telemetry import ROUTE_KEY, RequestTelemetry
-from tests.unit.test_one_write import CountedTransport
 
 Scope = MutableMapping[str, Any]
 ROUTE = "/v1/things/{thing}"
