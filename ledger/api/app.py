@@ -176,6 +176,7 @@ def create_app(
     install_handlers(app)
     app.add_middleware(BodySizeLimit, body_bytes_max=settings.body_bytes_max)
     routes = api_routes(app, routers)
+    app.state.api_routes = routes
     check_every_route_is_guarded(routes)
     install_openapi(app, routes)
     install_docs(app, TITLE)
@@ -211,7 +212,8 @@ def create_asgi(ledger: Ledger, settings: Settings, limits: IntakeLimits) -> ASG
         )
     return RequestTelemetry(
         HostGate(gated, allowed_hosts(settings.allowed_hosts)),
-        app.router.routes,
+        # Each API route itself: app.routes holds an included router's routes in a wrapper of its own.
+        [*app.state.api_routes, *app.router.routes],
         app.state.http_metrics,
         access_log_on=settings.access_log,
     )

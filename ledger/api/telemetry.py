@@ -94,9 +94,9 @@ class RequestTelemetry:
             return str(route.path)
         # Answered before routing (or not found): the first route whose path matches, if any.
         for candidate in self.routes:
-            match, _ = candidate.matches(scope)
-            if match is not Match.NONE:
-                return str(getattr(candidate, "path", UNMATCHED_ROUTE))
+            path = getattr(candidate, "path", None)  # a mount or a router's wrapper has none
+            if path is not None and candidate.matches(scope)[0] is not Match.NONE:
+                return str(path)
         return UNMATCHED_ROUTE
 
 

@@ -138,6 +138,13 @@ def test_problem_answers_carry_the_request_id_on_the_fast_path_and_the_routes(
     assert lost.headers["x-request-id"] == "lost-1"
     (line,) = _lines_until(server, lambda line: line.get("request_id") == "lost-1")
     assert line["route"] == "unmatched" and line["status"] == 404
+    # Refused before routing (the Host check), yet counted under its route's template.
+    refused = client.get(
+        f"/v1/stores/{store}/stock/A", headers={"X-Request-ID": "refused-1", "Host": "elsewhere.example"}
+    )
+    assert_problem(refused, 400)
+    (line,) = _lines_until(server, lambda line: line.get("request_id") == "refused-1")
+    assert line["route"] == "/v1/stores/{store}/stock/{sku}" and line["status"] == 400
 
 
 def test_the_writer_process_names_the_requests_of_its_batch(
