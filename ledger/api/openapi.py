@@ -26,6 +26,7 @@ from ledger.api.schemas import (
     ReservationRelease,
 )
 from ledger.api.schemas_across import ReservationAcrossCreate, SourcingRequest
+from ledger.telemetry.request_ids import REQUEST_ID_CHARS_MAX, SOUND_PATTERN
 
 DISTRIBUTION = "stock-ledger"
 PROBLEM_REF = {"$ref": "#/components/schemas/ProblemPublic"}
@@ -82,6 +83,30 @@ BODY_PROBLEMS = {
 # RFC 3339 with an offset
 TIME_PARAMETERS = frozenset({"as_of", "from", "to", "occurred_as_of", "occurred_from", "occurred_to"})
 NO_PROBLEMS = frozenset({"/healthz", "/metrics"})  # answered from memory: no parameters, no database
+
+# Every request may name itself (ledger/api/telemetry.py), and every answer carries the id it was
+# given, problems included: one parameter and one header in the components, referred to from every
+# operation and answer. An unsound id is replaced, not refused, so the parameter's schema is any
+# string: a pattern there would promise a 422 that never comes.
+REQUEST_ID_PARAMETER = {
+    "name": "X-Request-ID",
+    "in": "header",
+    "required": False,
+    "description": (
+        f"the caller's id for this request, kept when it is 1 to {REQUEST_ID_CHARS_MAX} characters of "
+        "letters, digits and `._:+/=-`, else replaced by a new one; every log line the request "
+        "causes names it"
+    ),
+    "schema": {"type": "string"},
+    "example": "till-12-000123",
+}
+REQUEST_ID_HEADER = {
+    "description": "the request's id: the caller's when sound, else a new one (32 hex digits)",
+    "required": True,
+    "schema": {"type": "string", "pattern": f"^{SOUND_PATTERN}$"},
+}
+REQUEST_ID_PARAMETER_REF = {"$ref": "#/components/parameters/RequestId"}
+REQUEST_ID_HEADER_REF = {"X-Request-ID": {"$ref": "#/components/headers/RequestId"}}
 
 _POS_SALE = {
     "specversion": "1.0",
@@ -155,6 +180,8 @@ def build_document(app: FastAPI, routes: Sequence[APIRoute]) -> dict[str, Any]:
         components[model.__name__] = model_schema
     components["ProblemPublic"] = ProblemPublic.model_json_schema(ref_template="#/components/schemas/{model}")
     components.update(components["ProblemPublic"].pop("$defs", {}))
+    schema["components"]["parameters"] = {"RequestId": REQUEST_ID_PARAMETER}
+    schema["components"]["headers"] = {"RequestId": REQUEST_ID_HEADER}
     document_access(routes, schema)
     for path, item in schema["paths"].items():
         for method, operation in item.items():
@@ -173,6 +200,7 @@ def _complete_operation(method: str, path: str, operation: dict[str, Any]) -> No
     operation["summary"] = summary
     for parameter in operation.get("parameters", ()):
         _complete_parameter(parameter)
+    operation["parameters"] = [*operation.get("parameters", ()), REQUEST_ID_PARAMETER_REF]
     responses: dict[str, Any] = operation["responses"]
     if path not in NO_PROBLEMS:
         for status, description in COMMON_PROBLEMS.items():
@@ -184,7 +212,7 @@ def _complete_operation(method: str, path: str, operation: dict[str, Any]) -> No
         if int(status) >= 400:
             response["content"] = {PROBLEM_MEDIA_TYPE: {"schema": PROBLEM_REF}}
             if status == "503":
-                response["headers"] = RETRY_AFTER_HEADER
+                response["headers"] = {**response.get("headers", {}), **RETRY_AFTER_HEADER}
             if response.get("description") in (None, "", "Validation Error", "Successful Response"):
                 response["description"] = COMMON_PROBLEMS.get(status, "a problem (RFC 9457)")
     if path == "/metrics":
@@ -192,6 +220,8 @@ def _complete_operation(method: str, path: str, operation: dict[str, Any]) -> No
             "description": "the Prometheus text exposition format",
             "content": {METRICS_MEDIA_TYPE: {"schema": {"type": "string"}}},
         }
+    for response in responses.values():
+        response["headers"] = {**response.get("headers", {}), **REQUEST_ID_HEADER_REF}
     operation["responses"] = dict(sorted(responses.items()))
 
 

@@ -16,7 +16,9 @@ from contextvars import ContextVar
 
 HEADER = b"x-request-id"
 REQUEST_ID_CHARS_MAX = 128
-_SOUND = re.compile(rb"[A-Za-z0-9._:+/=-]{1,%d}" % REQUEST_ID_CHARS_MAX)
+# A sound id, whole (the API's description gives it to clients: ledger/api/openapi.py).
+SOUND_PATTERN = rf"[A-Za-z0-9._:+/=-]{{1,{REQUEST_ID_CHARS_MAX}}}"
+_SOUND = re.compile(SOUND_PATTERN.encode("ascii"))
 
 # The request this code runs for (an HTTP worker), or None.
 REQUEST_ID: ContextVar[str | None] = ContextVar("ledger_request_id", default=None)

@@ -113,3 +113,33 @@ def test_the_document_says_the_package_version_and_the_bearer_scheme(served: dic
     assert served["components"]["securitySchemes"]["bearerToken"]["scheme"] == "bearer"
     metrics = served["paths"]["/metrics"]["get"]["responses"]["200"]["content"]
     assert list(metrics) == ["text/plain; version=0.0.4; charset=utf-8"]
+
+
+def test_every_operation_takes_a_request_id_and_every_answer_carries_one(served: dict[str, Any]) -> None:
+    components = served["components"]
+    parameter, header = components["parameters"]["RequestId"], components["headers"]["RequestId"]
+    assert (parameter["name"], parameter["in"], header["required"]) == ("X-Request-ID", "header", True)
+    for name, operation in _operations(served):
+        assert {"$ref": "#/components/parameters/RequestId"} in operation["parameters"], name
+        for status, response in operation["responses"].items():
+            reference = response["headers"]["X-Request-ID"]
+            assert reference == {"$ref": "#/components/headers/RequestId"}, f"{name} {status}"
+
+
+def test_the_request_ids_served_match_the_documented_pattern(
+    served: dict[str, Any], ledger_server: LedgerServer
+) -> None:
+    import re
+
+    header = served["components"]["headers"]["RequestId"]
+    pattern = re.compile(header["schema"]["pattern"])
+    with ledger_server.client() as client:
+        made = client.get("/v1/stores/store-1/stock/SKU-1").headers["x-request-id"]
+        kept = client.get("/healthz", headers={"X-Request-ID": "till-12:000123"}).headers["x-request-id"]
+        replaced = client.get("/healthz", headers={"X-Request-ID": "a b"}).headers["x-request-id"]
+        problem = client.get("/v1/stores/store-1/history?limit=0").headers["x-request-id"]
+    assert kept == "till-12:000123"
+    for request_id in (made, kept, replaced, problem):
+        assert pattern.fullmatch(request_id), request_id
+    assert replaced != "a b"
+    assert not pattern.fullmatch("a b") and not pattern.fullmatch("x" * 129)
