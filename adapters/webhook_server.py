@@ -71,6 +71,7 @@ class WebhookProtocol(DeadlineProtocol):
     a data chunk is read so: a request pipelined behind another in one chunk keeps the parser's 400."""
 
     at_request_line = True
+    capacity_in_stack = False  # the webhook app has no gate to answer it: uvicorn's own 503
 
     def data_received(self, data: bytes) -> None:
         if self.at_request_line:

@@ -38,7 +38,7 @@ class Settings(BaseSettings):
     http_header_timeout_s: float = Field(10.0, gt=0, le=3600)
     http_body_timeout_s: float = Field(60.0, gt=0, le=3600)
     http_header_bytes_max: int = Field(64 * 1024, ge=1024, le=16 * 1024 * 1024)
-    # Connections and requests at once per worker process; past it uvicorn answers 503.
+    # Connections and requests at once per worker process; past it 503 `over-capacity` (ledger/api/gate.py).
     http_connections_max: int = Field(2048, ge=1)
 
     # Access (CONTRACT §5, ledger/access). Tokens are required once one exists, or with `required`;

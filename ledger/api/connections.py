@@ -10,6 +10,13 @@ Past a deadline the connection is closed (a reader of the request sees a disconn
 the size answer 400 and close. `uvicorn_options` gives uvicorn these and its own limits explicitly.
 Its writes go through `OneWriteTransport` (one_write.py), so that a response leaves in one write,
 and each request's scope holds that connection's `ResponseHead` (response_head.py).
+
+Past `LEDGER_HTTP_CONNECTIONS_MAX` connections (or requests in flight) a worker answers a request
+503 and closes its connection, as uvicorn's `limit_concurrency` does, but through the whole stack:
+the protocol marks the request (`OVER_CAPACITY_KEY`) and the edge's first check answers it
+(gate.py; liveness and the metrics are answered still). So the answer is the problem every other
+503 is, with Retry-After, carries its request id, and is counted and logged like any other;
+uvicorn's own was plain text, with neither.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
+from ledger.api.gate import OVER_CAPACITY_KEY
 from ledger.api.one_write import OneWriteTransport
 from ledger.api.response_head import RESPONSE_HEAD_KEY
 from ledger.config import Settings
@@ -32,6 +40,10 @@ class HeadersTooLarge(Exception):
 
 
 class DeadlineProtocol(HttpToolsProtocol):
+    # Over capacity, a request is marked for the stack to answer (the API's EdgeGate); False: uvicorn
+    # answers it itself, for an application without that gate (the adapters' webhook receiver).
+    capacity_in_stack = True
+
     def __init__(
         self,
         config: Config,
@@ -44,6 +56,11 @@ class DeadlineProtocol(HttpToolsProtocol):
         header_bytes_max: int,
     ) -> None:
         super().__init__(config, server_state, app_state, _loop)
+        # uvicorn's own check answers with an application of its own, outside the stack: ours
+        # (on_headers_complete) marks the request instead, and the stack answers it.
+        self.capacity: int | None = None
+        if self.capacity_in_stack:
+            self.capacity, self.limit_concurrency = self.limit_concurrency, None
         self.header_timeout_s = header_timeout_s
         self.body_timeout_s = body_timeout_s
         self.header_bytes_max = header_bytes_max
@@ -105,6 +122,10 @@ class DeadlineProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._set_read_deadline(self.body_timeout_s)
+        capacity = self.capacity
+        if capacity is not None and (len(self.connections) >= capacity or len(self.tasks) >= capacity):
+            self.scope[OVER_CAPACITY_KEY] = True  # type: ignore[literal-required]
+            self.logger.warning("Exceeded concurrency limit.")
         super().on_headers_complete()
 
     def on_message_complete(self) -> None:

@@ -1,5 +1,6 @@
-"""The HTTP edge's checks before any route, in this order: the Host (400), the token (401), the
-token's rate (429). What a valid token may do (403) is each route's declaration (ledger/api/deps.py).
+"""The HTTP edge's checks before any route, in this order: the worker's capacity (503), the Host
+(400), the token (401), the token's rate (429). What a valid token may do (403) is each route's
+declaration (ledger/api/deps.py).
 
 Authentication comes first, before routing: without a valid token, an unknown route answers 401 as
 well. The grant found is left in the request's scope (`GRANT_KEY`) for the routes and the fast
@@ -36,9 +37,23 @@ HOSTS_REMEMBERED_MAX = 256  # Host values whose answer is kept; past it, forgott
 # Probes reach a service by its address (Kubernetes: the pod's IP), and these answer nothing of worth.
 PROBE_PATHS = frozenset({"/healthz", "/readyz"})
 
+# In a request's scope when its worker held LEDGER_HTTP_CONNECTIONS_MAX connections or requests as
+# it arrived (the server's protocol marks it: ledger/api/connections.py). Liveness and the metrics
+# are answered still: from memory, at once, and most wanted when a worker is full.
+OVER_CAPACITY_KEY = "ledger.over_capacity"
+OVER_CAPACITY_EXEMPT_PATHS = frozenset({"/healthz", METRICS_PATH})
+OVER_CAPACITY = Problem(
+    503,
+    "over-capacity",
+    "Too many connections",
+    "this worker holds LEDGER_HTTP_CONNECTIONS_MAX connections or requests now",
+    headers={"Connection": "close"},
+)
 
-class HostGate:
-    """Answers 400 to a request whose Host is not one this service is reached by (the probes excepted)."""
+
+class EdgeGate:
+    """Answers 503 to a request its worker has no capacity for, and 400 to one whose Host is not
+    one this service is reached by (the probes excepted)."""
 
     def __init__(self, app: ASGIApp, allowed: frozenset[str] | None) -> None:
         self.app = app
@@ -56,6 +71,9 @@ class HostGate:
         return allowed
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if OVER_CAPACITY_KEY in scope and scope["path"] not in OVER_CAPACITY_EXEMPT_PATHS:
+            await problem_response(OVER_CAPACITY, scope["path"])(scope, receive, send)
+            return
         if scope["type"] == "http" and self.allowed is not None and scope["path"] not in PROBE_PATHS:
             host = next((value for name, value in scope["headers"] if name == b"host"), None)
             if not self._allows(host):

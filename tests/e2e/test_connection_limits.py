@@ -137,3 +137,63 @@ def test_the_deadlines_are_per_request_on_a_kept_alive_connection(server: Ledger
             sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
             assert _response(sock).startswith(b"HTTP/1.1 200")
             time.sleep(IDLE_TIMEOUT_S / 4)
+
+
+CONNECTIONS_MAX = 3
+
+
+@pytest.fixture(scope="module")
+def small_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LedgerServer]:
+    directory: Path = tmp_path_factory.mktemp("capacity")
+    env = {"LEDGER_HTTP_CONNECTIONS_MAX": str(CONNECTIONS_MAX), "LEDGER_HTTP_IDLE_TIMEOUT_S": "30"}
+    ledger = LedgerServer(f"sqlite:///{directory / 'ledger.db'}", directory, env, name="capacity")
+    ledger.start()
+    try:
+        yield ledger
+    finally:
+        ledger.stop()
+
+
+def _get(sock: socket.socket, path: str, request_id: str) -> tuple[bytes, dict[bytes, bytes], bytes]:
+    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: localhost\r\nX-Request-ID: {request_id}\r\n\r\n".encode())
+    head, _, body = _response(sock).partition(b"\r\n\r\n")
+    status, *lines = head.split(b"\r\n")
+    headers = {name.lower(): value.strip() for name, _, value in (line.partition(b":") for line in lines)}
+    return status, headers, body
+
+
+def test_past_its_connections_a_worker_answers_the_documented_problem_with_the_request_id(
+    small_server: LedgerServer,
+) -> None:
+    """Past LEDGER_HTTP_CONNECTIONS_MAX (this connection counted): 503 as a problem with
+    Retry-After and the request's id, the connection closed; liveness still answers; and once
+    connections go, requests are served again."""
+    import json
+
+    held = [_connect(small_server) for _ in range(CONNECTIONS_MAX - 1)]
+    try:
+        with _connect(small_server) as sock:
+            status, headers, body = _get(sock, "/v1/stores/store-1/stock/SKU-1", "over-1")
+            assert status == b"HTTP/1.1 503 Service Unavailable"
+            assert headers[b"content-type"] == b"application/problem+json"
+            assert headers[b"x-request-id"] == b"over-1"
+            assert int(headers[b"retry-after"]) >= 1
+            assert json.loads(body)["type"] == "over-capacity"
+            assert _closed_after_s(sock, SLACK_S) < SLACK_S
+        with _connect(small_server) as sock:
+            assert _get(sock, "/healthz", "live-1")[0] == b"HTTP/1.1 200 OK"
+    finally:
+        for sock in held:
+            sock.close()
+    deadline = time.monotonic() + 5
+    while True:
+        with _connect(small_server) as sock:
+            status, headers, _ = _get(sock, "/v1/stores/store-1/stock/SKU-1", "after-1")
+        if status == b"HTTP/1.1 200 OK" or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert status == b"HTTP/1.1 200 OK"
+    with _connect(small_server) as sock:
+        _, _, metrics = _get(sock, "/metrics", "metrics-1")
+    refused = 'ledger_http_requests_total{method="GET",route="/v1/stores/{store}/stock/{sku}",status="503"}'
+    assert f"{refused} 1.0".encode() in metrics
