@@ -6,6 +6,7 @@ repository root is this document; tests/e2e/test_openapi_document.py keeps the t
 from __future__ import annotations
 
 from collections.abc import Sequence
+from http import HTTPStatus
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
@@ -74,7 +75,10 @@ SUMMARIES = {
 # the database or the writer unavailable, or no answer in time (503, with Retry-After).
 COMMON_PROBLEMS = {
     "422": "invalid request: `errors` names each wrong field (`invalid-request`)",
-    "503": "the database or the writer is unavailable, or did not answer in time; retry after Retry-After",
+    "503": (
+        "the database or the writer is unavailable, or did not answer in time, or the worker holds "
+        "LEDGER_HTTP_CONNECTIONS_MAX connections (`over-capacity`); retry after Retry-After"
+    ),
 }
 BODY_PROBLEMS = {
     "413": "the body is over LEDGER_BODY_BYTES_MAX (`content-too-large`)",
@@ -101,7 +105,10 @@ REQUEST_ID_PARAMETER = {
     "example": "till-12-000123",
 }
 REQUEST_ID_HEADER = {
-    "description": "the request's id: the caller's when sound, else a new one (32 hex digits)",
+    "description": (
+        "the request's id: the caller's when sound, else a new one (32 hex digits). Every answer of "
+        "the service carries it; only the server's own 400 to bytes that are not an HTTP request does not"
+    ),
     "required": True,
     "schema": {"type": "string", "pattern": f"^{SOUND_PATTERN}$"},
 }
@@ -213,7 +220,10 @@ def _complete_operation(method: str, path: str, operation: dict[str, Any]) -> No
             response["content"] = {PROBLEM_MEDIA_TYPE: {"schema": PROBLEM_REF}}
             if status == "503":
                 response["headers"] = {**response.get("headers", {}), **RETRY_AFTER_HEADER}
-            if response.get("description") in (None, "", "Validation Error", "Successful Response"):
+            description = response.get("description")
+            generated = description in (None, "", "Validation Error", "Successful Response")
+            # A common problem's own words rather than its reason phrase ("Service Unavailable").
+            if generated or (status in COMMON_PROBLEMS and description == HTTPStatus(int(status)).phrase):
                 response["description"] = COMMON_PROBLEMS.get(status, "a problem (RFC 9457)")
     if path == "/metrics":
         responses["200"] = {

@@ -419,7 +419,7 @@ def test_configured_origins_hosts_and_metrics_auth(closed: Closed, module_serve)
             headers={
                 "origin": allowed,
                 "access-control-request-method": "POST",
-                "access-control-request-headers": "authorization, content-type",
+                "access-control-request-headers": "authorization, content-type, x-request-id",
             },
         )
         assert preflight.status_code == 200
@@ -431,6 +431,9 @@ def test_configured_origins_hosts_and_metrics_auth(closed: Closed, module_serve)
         refused = client.get("/v1/stock/A", headers={"origin": allowed})
         api.assert_problem(refused, 401, "unauthorized")
         assert refused.headers["access-control-allow-origin"] == allowed
+        # A page's script may read the request's id and when to retry.
+        exposed = {name.strip() for name in refused.headers["access-control-expose-headers"].split(",")}
+        assert {"x-request-id", "retry-after"} <= exposed
         named = client.get("/v1/stock/A", headers={"host": "ledger.example"} | dict(closed.admin.headers))
         assert named.status_code == 200
         api.assert_problem(client.get("/v1/stock/A", headers={"host": "evil.example"}), 400, "invalid-host")

@@ -137,9 +137,12 @@ def test_the_request_ids_served_match_the_documented_pattern(
         made = client.get("/v1/stores/store-1/stock/SKU-1").headers["x-request-id"]
         kept = client.get("/healthz", headers={"X-Request-ID": "till-12:000123"}).headers["x-request-id"]
         replaced = client.get("/healthz", headers={"X-Request-ID": "a b"}).headers["x-request-id"]
-        problem = client.get("/v1/stores/store-1/history?limit=0").headers["x-request-id"]
+        refused = client.get("/v1/stores/store-1/history?limit=0")
+    assert (refused.status_code, refused.headers["content-type"]) == (422, PROBLEM)
+    problem = refused.headers["x-request-id"]
     assert kept == "till-12:000123"
     for request_id in (made, kept, replaced, problem):
         assert pattern.fullmatch(request_id), request_id
-    assert replaced != "a b"
+    for request_id in (made, replaced, problem):  # made: 32 hex digits
+        assert re.fullmatch(r"[0-9a-f]{32}", request_id), request_id
     assert not pattern.fullmatch("a b") and not pattern.fullmatch("x" * 129)
