@@ -8,10 +8,9 @@ from __future__ import annotations
 import socket
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-from support.server import LedgerServer
+from support.server import LedgerServer, serving_sqlite
 
 IDLE_TIMEOUT_S = 1.0
 HEADER_TIMEOUT_S = 2.0
@@ -29,13 +28,8 @@ LIMITS_ENV = {
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LedgerServer]:
-    directory: Path = tmp_path_factory.mktemp("limits")
-    ledger = LedgerServer(f"sqlite:///{directory / 'ledger.db'}", directory, LIMITS_ENV, name="limits")
-    ledger.start()
-    try:
+    with serving_sqlite(tmp_path_factory.mktemp("limits"), LIMITS_ENV, "limits") as ledger:
         yield ledger
-    finally:
-        ledger.stop()
 
 
 def _connect(server: LedgerServer) -> socket.socket:
@@ -144,14 +138,9 @@ CONNECTIONS_MAX = 3
 
 @pytest.fixture(scope="module")
 def small_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LedgerServer]:
-    directory: Path = tmp_path_factory.mktemp("capacity")
     env = {"LEDGER_HTTP_CONNECTIONS_MAX": str(CONNECTIONS_MAX), "LEDGER_HTTP_IDLE_TIMEOUT_S": "30"}
-    ledger = LedgerServer(f"sqlite:///{directory / 'ledger.db'}", directory, env, name="capacity")
-    ledger.start()
-    try:
+    with serving_sqlite(tmp_path_factory.mktemp("capacity"), env, "capacity") as ledger:
         yield ledger
-    finally:
-        ledger.stop()
 
 
 def _get(sock: socket.socket, path: str, request_id: str) -> tuple[bytes, dict[bytes, bytes], bytes]:

@@ -9,7 +9,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import httpx
@@ -194,3 +194,14 @@ def run_ledger_command(
         timeout=deadline_s,
         check=False,
     )
+
+
+@contextlib.contextmanager
+def serving_sqlite(directory: Path, env: Mapping[str, str], name: str) -> Iterator[LedgerServer]:
+    """A `ledger serve` on an SQLite file of its own in `directory`, stopped on the way out."""
+    server = LedgerServer(f"sqlite:///{directory / 'ledger.db'}", directory, env, name=name)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
