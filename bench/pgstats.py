@@ -21,7 +21,11 @@ from typing import Any
 import psycopg
 from plumbing import Postgres
 
-SAMPLE_INTERVAL_S = 0.05
+# Four samples a second: 40 over a 10 s run, enough for an average. Reading pg_stat_activity costs
+# the server more the more backends it lists, so at 20 a second it cost PostgreSQL up to 8 µs a
+# reservation more with two instances than with one (instances_bench.py, bench/README.md), and
+# skewed the very comparison it was there to explain.
+SAMPLE_INTERVAL_S = 0.25
 FLUSH_WAIT_S = 1.0
 DATABASE_COLUMNS = (
     "xact_commit",
