@@ -18,9 +18,7 @@ READY_DEADLINE_S = 60.0
 STOP_DEADLINE_S = 15.0
 POLL_INTERVAL_S = 0.05
 REPO_ROOT = Path(__file__).resolve().parents[2]
-
-
-PORT_ATTEMPTS_MAX = 3
+PORT_ATTEMPTS_MAX = 3  # starts on another free port after "address already in use"
 
 
 def free_port() -> int:
