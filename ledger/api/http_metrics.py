@@ -3,21 +3,20 @@ template, method and status with their latency, the writer's batches, commits, q
 and the build.
 
 Counted in plain Python values (telemetry.histogram): a request costs one dict look-up and one
-bisect, with nothing formatted until a scrape. Routes are labelled by their template
-(`/v1/stores/{store}/stock/{sku}`), methods outside HTTP's usual ones as OTHER, so the number of
-series stays bounded whatever clients send."""
+append, folded into buckets a thousand at a time, with nothing formatted until a scrape. Routes are
+labelled by their template (`/v1/stores/{store}/stock/{sku}`), methods outside HTTP's usual ones as
+OTHER, so the number of series stays bounded whatever clients send."""
 
 from __future__ import annotations
 
 import platform
-from bisect import bisect_left
 from collections.abc import Iterator
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from ledger.service import WriterPort
-from ledger.telemetry.histogram import SECONDS_BOUNDS, Histogram, Snapshot, cumulative
+from ledger.telemetry.histogram import FOLD_AT, SECONDS_BOUNDS, DeferredHistogram, Snapshot, cumulative
 from ledger.writer.stats import (
     BATCH_EVENTS_BOUNDS,
     COMMIT_SECONDS_BOUNDS,
@@ -34,7 +33,7 @@ class HttpMetrics(Collector):
     """`ledger_http_requests_total` and `ledger_http_request_duration_seconds`."""
 
     def __init__(self) -> None:
-        self.series: dict[tuple[str, str, int], Histogram] = {}
+        self.series: dict[tuple[str, str, int], DeferredHistogram] = {}
 
     def observe(self, route: str, method: str, status: int, seconds: float) -> None:
         series = self.series.get((route, method, status))
@@ -42,10 +41,13 @@ class HttpMetrics(Collector):
             key = (route, method if method in METHODS else OTHER_METHOD, status)
             series = self.series.get(key)
             if series is None:
-                series = self.series[key] = Histogram(SECONDS_BOUNDS)
-        # Histogram.observe, written out: this runs for every request, and a call is a good part of it.
-        series.counts[bisect_left(series.bounds, seconds)] += 1
-        series.total += seconds
+                series = self.series[key] = DeferredHistogram(SECONDS_BOUNDS)
+        # DeferredHistogram.observe, written out: this runs for every request, and a call is a good
+        # part of it.
+        pending = series.pending
+        pending.append(seconds)
+        if len(pending) >= FOLD_AT:
+            series.fold()
 
     def collect(self) -> Iterator[Metric]:
         labels = ["route", "method", "status"]

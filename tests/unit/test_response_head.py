@@ -120,7 +120,7 @@ def _serve(
 
 
 def _counts(metrics: HttpMetrics) -> dict[tuple[str, str, int], int]:
-    return {key: sum(series.counts) for key, series in metrics.series.items()}
+    return {key: sum(series.snapshot()[0]) for key, series in metrics.series.items()}
 
 
 GET = b"GET /v1/things/1 HTTP/1.1\r\nHost: x\r\n\r\n"

@@ -10,6 +10,7 @@ import logging
 import logging.config
 import os
 import pickle
+import random
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -17,7 +18,7 @@ from typing import Any
 import pytest
 
 from ledger.api.http_metrics import HttpMetrics
-from ledger.telemetry.histogram import Histogram, cumulative
+from ledger.telemetry.histogram import FOLD_AT, DeferredHistogram, Histogram, cumulative
 from ledger.telemetry.logs import FIELDS, logging_config
 from ledger.telemetry.request_ids import BATCH_REQUEST_IDS, REQUEST_ID, new_request_id, sound_or_new
 from ledger.writer.batch_logging import batch_logged
@@ -145,6 +146,22 @@ def test_a_histogram_observes_into_prometheus_buckets() -> None:
         histogram.observe(value)
     assert cumulative(histogram.bounds, histogram.snapshot()) == [("0.1", 2), ("1.0", 3), ("+Inf", 4)]
     assert histogram.snapshot()[1] == pytest.approx(3.65)
+
+
+def test_a_deferred_histogram_counts_as_the_plain_one_whenever_it_is_read() -> None:
+    bounds = (0.0005, 0.001, 0.01, 1.0)
+    plain, deferred = Histogram(bounds), DeferredHistogram(bounds)
+    chooser = random.Random(7)
+    # Values on the bounds themselves too: Prometheus' buckets are "less than or equal".
+    values = [chooser.choice([*bounds, 0.0, 2.0, chooser.uniform(0, 1.5)]) for _ in range(3 * FOLD_AT + 5)]
+    for index, value in enumerate(values, 1):
+        plain.observe(value)
+        deferred.observe(value)
+        assert len(deferred.pending) < FOLD_AT  # never more kept than its limit
+        if index % 777 == 0 or index == len(values):  # read mid-way and at the end
+            assert deferred.snapshot()[0] == plain.snapshot()[0]
+            assert deferred.snapshot()[1] == pytest.approx(plain.snapshot()[1])
+            assert not deferred.pending
 
 
 def test_http_methods_outside_the_usual_ones_share_one_label() -> None:
