@@ -31,7 +31,7 @@ from ledger.api.response_head import (
 )
 from ledger.telemetry import tracing
 from ledger.telemetry.logs import FIELDS
-from ledger.telemetry.request_ids import HEADER, REQUEST_ID, sound_or_new
+from ledger.telemetry.request_ids import HEADER, REQUEST_ID, new_request_id, sound_or_new
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -59,17 +59,16 @@ class RequestTelemetry:
             await self.app(scope, receive, send)
             return
         started = perf_counter()
-        offered = None
         for name, value in scope["headers"]:
             if name == HEADER:
-                offered = value
+                request_id = sound_or_new(value)
                 break
-        request_id = sound_or_new(offered)
+        else:
+            request_id = new_request_id()
         # Not reset afterwards: the server runs each request in a task of its own, so the id ends
         # with it, and the server's own line about a failed request still names it.
-        request_id_text = request_id.decode("ascii")
-        REQUEST_ID.set(request_id_text)
-        traced = None if tracing.active is None else tracing.active.http_started(scope, request_id_text)
+        REQUEST_ID.set(request_id)
+        traced = None if tracing.active is None else tracing.active.http_started(scope, request_id.decode())
         head: ResponseHead | None = scope.get(RESPONSE_HEAD_KEY)
         if head is None:  # not `ledger serve`'s server: the header goes through `send`
             send = through(scope, send, request_id)

@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 import orjson
 
-from ledger.telemetry.request_ids import BATCH_REQUEST_IDS, REQUEST_ID
+from ledger.telemetry.request_ids import BATCH_REQUEST_IDS, current_request_id
 
 LogFormat = Literal["text", "json"]
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -25,7 +25,7 @@ FIELDS = "ledger_fields"
 
 def _request_context() -> tuple[str | None, list[str] | None]:
     batch = BATCH_REQUEST_IDS.get()
-    return REQUEST_ID.get(), (None if batch is None else list(batch()))
+    return current_request_id(), (None if batch is None else list(batch()))
 
 
 class TextFormatter(logging.Formatter):

@@ -20,8 +20,9 @@ REQUEST_ID_CHARS_MAX = 128
 SOUND_PATTERN = rf"[A-Za-z0-9._:+/=-]{{1,{REQUEST_ID_CHARS_MAX}}}"
 _SOUND = re.compile(SOUND_PATTERN.encode("ascii"))
 
-# The request this code runs for (an HTTP worker), or None.
-REQUEST_ID: ContextVar[str | None] = ContextVar("ledger_request_id", default=None)
+# The request this code runs for (an HTTP worker), or None: kept as the bytes of its header, and
+# made text only when something reads it (current_request_id), which most requests never do.
+REQUEST_ID: ContextVar[bytes | None] = ContextVar("ledger_request_id", default=None)
 # The requests of the batch the writer works on: a function, called only when a line is logged.
 BATCH_REQUEST_IDS: ContextVar[Callable[[], Sequence[str]] | None] = ContextVar(
     "ledger_batch_request_ids", default=None
@@ -48,7 +49,7 @@ def _new_ids() -> Iterator[bytes]:
 
 
 def _begin_ids() -> None:
-    global _ids  # noqa: PLW0603 - read by sound_or_new at each call
+    global _ids  # noqa: PLW0603 - read by new_request_id at each call
     _ids = _new_ids()
 
 
@@ -58,17 +59,21 @@ _begin_ids()
 os.register_at_fork(after_in_child=_begin_ids)
 
 
-def sound_or_new(offered: bytes | None) -> bytes:
+def sound_or_new(offered: bytes) -> bytes:
     """The caller's id when it is sound, else a new one."""
-    if offered is not None and _SOUND.fullmatch(offered):
-        return offered
+    return offered if _SOUND.fullmatch(offered) else new_request_id()
+
+
+def current_request_id() -> str | None:
+    """The id of the request this code runs for, or None."""
+    request_id = REQUEST_ID.get()
+    return None if request_id is None else request_id.decode("ascii")
+
+
+def new_request_id() -> bytes:
+    """Unique, not secret: an id names a request, it grants nothing."""
     try:
         return next(_ids)
     except StopIteration:  # an error inside a block (no memory) ends the chain for good: a new one
         _begin_ids()
         return next(_ids)
-
-
-def new_request_id() -> bytes:
-    """Unique, not secret: an id names a request, it grants nothing."""
-    return sound_or_new(None)

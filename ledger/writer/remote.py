@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from ledger.domain.model import StockEvent
 from ledger.results import EventResult
 from ledger.state_cache import StateCache
-from ledger.telemetry.request_ids import REQUEST_ID
+from ledger.telemetry.request_ids import current_request_id
 from ledger.writer.batch_tracing import caller_trace_parent
 from ledger.writer.stats import WriterStatsSnapshot
 from ledger.writer.submission import NotTried, Sent, SubmissionFailed, WriterUnavailable
@@ -199,7 +199,7 @@ class RemoteWriter:
         future: asyncio.Future[list[EventResult]] = asyncio.get_running_loop().create_future()
         self._futures[request_id] = future
         self._send_soon(
-            stream, encode(WriteRequest(request_id, events, REQUEST_ID.get(), caller_trace_parent()))
+            stream, encode(WriteRequest(request_id, events, current_request_id(), caller_trace_parent()))
         )
         # A timer, not asyncio.wait_for: the same TimeoutError, for a third of the cost (measured:
         # 7.7 against 4.1 µs a request, most of that the future itself).

@@ -13,7 +13,7 @@ import threading
 
 from ledger.domain.model import StockEvent
 from ledger.results import EventResult
-from ledger.telemetry.request_ids import REQUEST_ID
+from ledger.telemetry.request_ids import current_request_id
 from ledger.writer.batch_logging import batch_logged
 from ledger.writer.batch_tracing import caller_trace_parent, traced
 from ledger.writer.batching import drain_queue
@@ -62,7 +62,7 @@ class WriterThread:
         if not self._running:
             raise WriterUnavailable("the writer is stopped")
         try:
-            self._queue.put_nowait(Submission(events, done, REQUEST_ID.get(), caller_trace_parent()))
+            self._queue.put_nowait(Submission(events, done, current_request_id(), caller_trace_parent()))
         except queue.Full:
             self.stats.queue_full()
             raise WriterUnavailable("the writer's queue is full") from None

@@ -32,7 +32,7 @@ def test_the_writer_thread_names_the_request_and_counts_the_batch(
     try:
 
         async def in_a_request() -> None:
-            REQUEST_ID.set("thread-req-1")
+            REQUEST_ID.set(b"thread-req-1")
             await ledger.writer.submit([ev.stock_event("e-1", "stock.receipt", "store-1", [("SKU-1", 3)])])
 
         with caplog.at_level(logging.WARNING, logger="ledger.writer"):
