@@ -3,7 +3,8 @@ template, method and status with their latency, the writer's batches, commits, q
 and the build.
 
 Counted in plain Python values (telemetry.histogram): a request costs one dict look-up and one
-append, folded into buckets a thousand at a time, with nothing formatted until a scrape. Routes are
+append, folded into buckets a thousand at a time and at every scrape (which runs on the event loop
+that observes: telemetry.histogram's DeferredHistogram), with nothing formatted until then. Routes are
 labelled by their template (`/v1/stores/{store}/stock/{sku}`), methods outside HTTP's usual ones as
 OTHER, so the number of series stays bounded whatever clients send."""
 
