@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from ledger.api.http_metrics import HttpMetrics
-from ledger.telemetry.histogram import FOLD_AT, DeferredHistogram, Histogram, cumulative
+from ledger.telemetry.histogram import FOLD_AT, SECONDS_BOUNDS, DeferredHistogram, Histogram, cumulative
 from ledger.telemetry.logs import FIELDS, logging_config
 from ledger.telemetry.request_ids import BATCH_REQUEST_IDS, REQUEST_ID, new_request_id, sound_or_new
 from ledger.writer.batch_logging import batch_logged
@@ -169,6 +169,28 @@ def test_http_methods_outside_the_usual_ones_share_one_label() -> None:
     for method in ("GET", "BREW", "PROPFIND"):
         metrics.observe("unmatched", method, 405, 0.001)
     assert sorted(metrics.series) == [("unmatched", "GET", 405), ("unmatched", "OTHER", 405)]
+
+
+def test_the_http_metrics_keep_a_bounded_list_and_a_scrape_counts_every_request() -> None:
+    """HttpMetrics.observe writes the deferred observation out: it must fold at the same limit."""
+    metrics, plain = HttpMetrics(), Histogram(SECONDS_BOUNDS)
+    chooser = random.Random(11)
+    key = ("/v1/stores/{store}/stock/{sku}", "GET", 200)
+    for _ in range(3 * FOLD_AT + 5):
+        seconds = chooser.choice([*SECONDS_BOUNDS, chooser.uniform(0, 12)])
+        metrics.observe(*key, seconds)
+        plain.observe(seconds)
+        assert len(metrics.series[key].pending) < FOLD_AT
+    families = {family.name: family for family in metrics.collect()}
+    assert [
+        sample.value for sample in families["ledger_http_requests"].samples if sample.name.endswith("_total")
+    ] == [3 * FOLD_AT + 5]
+    buckets = [
+        (sample.labels["le"], sample.value)
+        for sample in families["ledger_http_request_duration_seconds"].samples
+        if sample.name.endswith("_bucket")
+    ]
+    assert buckets == cumulative(plain.bounds, plain.snapshot())
 
 
 def test_the_writers_stats_count_a_batch_once_its_callers_are_answered_and_its_rejects() -> None:
