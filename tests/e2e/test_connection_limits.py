@@ -5,6 +5,7 @@ One `ledger serve` with small limits; each test waits for the limit it set, neve
 
 from __future__ import annotations
 
+import json
 import socket
 import time
 from collections.abc import Iterator
@@ -157,8 +158,6 @@ def test_past_its_connections_a_worker_answers_the_documented_problem_with_the_r
     """Past LEDGER_HTTP_CONNECTIONS_MAX (this connection counted): 503 as a problem with
     Retry-After and the request's id, the connection closed; liveness still answers; and once
     connections go, requests are served again."""
-    import json
-
     held = [_connect(small_server) for _ in range(CONNECTIONS_MAX - 1)]
     try:
         with _connect(small_server) as sock:
