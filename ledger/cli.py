@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import logging
 import os
 import re
@@ -60,7 +61,12 @@ def _rebuild(args: argparse.Namespace, settings: Settings) -> int:
                 bar.n = position
                 bar.refresh()
 
-            report = rebuild(recorder, RebuildLimits.from_settings(settings), progress)
+            report = rebuild(
+                recorder,
+                RebuildLimits.from_settings(settings),
+                progress,
+                functools.partial(open_database, settings),
+            )
     finally:
         recorder.close()
     print(

@@ -295,6 +295,9 @@ class Settings(BaseSettings):
     # this much memory for its sort (PostgreSQL's maintenance_work_mem, for that build only).
     rebuild_index_builds_at_once: int = Field(2, ge=1, le=16)
     rebuild_index_memory_mb: int = Field(256, ge=1, le=64 * 1024)
+    # The fill's replay spread over this many processes, by store (ledger/rebuild/shards.py): each
+    # holds its stores' levels and reservations, and uses about a core while it replays.
+    rebuild_processes: int = Field(2, ge=1, le=64)
 
     # `ledger backup` of a SQLite ledger (ledger/backup.py): pages copied per step of SQLite's online
     # backup, and a pause after each step that leaves the disk to the service.

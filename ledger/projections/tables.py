@@ -25,6 +25,12 @@ class RecordedEntry:
     entry: Entry
     levels_after: tuple[Level, ...]  # one per effect, in line order
     recorded_at: str
+    # A rebuild that replays the log by store in several processes (ledger/rebuild/shards.py) sees
+    # only some of an event's entries. `line_no_from`, when set, is its first history row's line_no
+    # (else the rows go on from the event's entries before it in the batch, from 0); `key_elsewhere`
+    # says the event's last entry, whose event key is recorded, is another process's.
+    line_no_from: int | None = None
+    key_elsewhere: bool = False
 
 
 @dataclass(slots=True)
@@ -332,7 +338,9 @@ def _history_rows(batch: ProjectionBatch) -> list[tuple[object, ...]]:
         entry = recorded.entry
         event = entry.event
         position = recorded.position
-        if position != previous_position:  # the first entry of an event
+        if recorded.line_no_from is not None:
+            previous_position, line_no = position, recorded.line_no_from
+        elif position != previous_position:  # the first entry of an event
             previous_position, line_no = position, 0
         store_id, event_id, source, type_ = event.store_id, event.event_id, event.source, event.type
         time, recorded_at = event.time.isoformat(), recorded.recorded_at
@@ -371,6 +379,11 @@ def _history_rows(batch: ProjectionBatch) -> list[tuple[object, ...]]:
             )  # fmt: skip
             line_no += 1
     return rows
+
+
+def history_row_count(entry: Entry) -> int:
+    """The history rows `_history_rows` makes of an entry: one per line, one for an entry without."""
+    return len(entry.effects) or 1
 
 
 _HISTORY_CODES_COLUMN = -1  # a history row's codes (JSON or None) are its last column
@@ -433,7 +446,9 @@ def _key_rows(batch: ProjectionBatch) -> list[tuple[object, ...]]:
     last = len(recorded_entries) - 1
     for index, recorded in enumerate(recorded_entries):
         entry = recorded.entry
-        if index < last and recorded_entries[index + 1].position == recorded.position:
+        if recorded.key_elsewhere or (
+            index < last and recorded_entries[index + 1].position == recorded.position
+        ):
             continue  # an event's entries share its key: recorded once, with its last entry
         shortfall = (
             orjson.dumps([[s.sku, s.requested_units, s.available_units] for s in entry.shortfall]).decode()

@@ -29,6 +29,7 @@ class RebuildLimits:
     swap_attempts_max: int = _setting_default("swap_attempts_max")
     index_builds_at_once: int = _setting_default("index_builds_at_once")
     index_memory_mb: int = _setting_default("index_memory_mb")
+    processes: int = _setting_default("processes")
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RebuildLimits:
@@ -41,6 +42,7 @@ class RebuildLimits:
             swap_attempts_max=settings.rebuild_swap_attempts_max,
             index_builds_at_once=settings.rebuild_index_builds_at_once,
             index_memory_mb=settings.rebuild_index_memory_mb,
+            processes=settings.rebuild_processes,
         )
 
 

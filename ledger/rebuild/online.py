@@ -4,8 +4,10 @@
    filled from the log up to its head at the start, while the ledger goes on recording: the
    history and event keys a page at a time (on the loader's thread, so that the server inserts
    while the next page is replayed), every level, reservation and policy once at the end, as the
-   replay left it. The tables have no indexes yet; then each live index is made on its shadow,
-   several at once, and the tables are analysed.
+   replay left it. With `rebuild_processes` above 1 the stores are split, and other processes
+   replay and fill theirs (ledger/rebuild/shards.py). The tables have no indexes yet; then each
+   live index is made on its shadow, several at once, and the tables are analysed, while the
+   other processes' replay states are joined to this one's.
 2. **Catch up.** The replay goes on from where it stopped (the same state) to the log's new head,
    through the writer's own `write_batch` into the shadow tables, until it is within
    `rebuild_swap_entries_max` entries of the head.
@@ -22,29 +24,33 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import psycopg
 
 from ledger.cli_errors import CommandError
 from ledger.projections.schema import PROJECTION_TABLES
-from ledger.projections.tables import LatestRows, write_appended, write_batch, write_latest
-from ledger.rebuild import shadow
+from ledger.projections.tables import write_batch
+from ledger.rebuild import shadow, shards
+from ledger.rebuild.fill import SHADOWS, fill
 from ledger.rebuild.limits import Progress, RebuildLimits, RebuildReport
-from ledger.rebuild.loading import PageLoader
-from ledger.rebuild.replay import Replay
-from ledger.storage.recorders import PostgresLedgerRecorder
+from ledger.rebuild.replay import Replay, Stores
+from ledger.storage.recorders import EVENTS_TABLE, PostgresLedgerRecorder
 
 REBUILD_LOCK_KEY = 0x1ED6E6  # a PostgreSQL advisory lock key of this service's own
-SHADOWS = {table: shadow.shadow_of(table) for table in PROJECTION_TABLES}
 # Seconds between two attempts at the swap when readers held the tables (the catch-up goes on).
 SWAP_RETRY_PAUSE_S = 0.2
 
 
 def rebuild_online(
-    recorder: PostgresLedgerRecorder, limits: RebuildLimits, progress: Progress
+    recorder: PostgresLedgerRecorder,
+    limits: RebuildLimits,
+    progress: Progress,
+    open_recorder: shards.OpenRecorder | None = None,
 ) -> RebuildReport:
+    """`open_recorder` (picklable) opens this database in another process: without it the fill
+    runs in this process alone."""
     started = time.monotonic()
     report = RebuildReport()
     with _only_rebuild(recorder):
@@ -52,10 +58,18 @@ def rebuild_online(
             shadow.drop_leftovers(tx, PROJECTION_TABLES)
             for table in PROJECTION_TABLES:
                 shadow.create_shadow(tx, table)
-        replay = Replay()
         report.head = _head(recorder)
-        _fill(recorder, replay, report.head, limits, progress)
-        _index_and_analyse(recorder, limits)
+        parts = _parts(recorder, limits) if open_recorder is not None else []
+        with shards.OtherParts(open_recorder, parts[1:], report.head, limits) as others:
+            replay = Replay(Stores(others.stores(), but=True) if parts[1:] else None)
+
+            def filling(phase: str, position: int, head: int) -> None:
+                others.check()
+                progress(phase, position, head)
+
+            fill(recorder, replay, report.head, limits, filling)
+            others.wait_filled()
+            _index_and_analyse(recorder, limits, lambda: replay.join(others.states()))
         for attempt in range(1, limits.swap_attempts_max + 1):
             report.catch_up_rounds += _catch_up(recorder, replay, limits, progress)
             swapped_after = _swap(recorder, replay, limits, progress, report)
@@ -94,21 +108,23 @@ def _head(recorder: PostgresLedgerRecorder) -> int:
         return recorder.head(tx)
 
 
-def _fill(
-    recorder: PostgresLedgerRecorder, replay: Replay, head: int, limits: RebuildLimits, progress: Progress
+def _parts(recorder: PostgresLedgerRecorder, limits: RebuildLimits) -> list[frozenset[str]]:
+    """The stores split for the fill's processes (ledger/rebuild/shards.py), by how many entries
+    each has: the store's version, the number of its entries, read from the log's primary key."""
+    if limits.processes <= 1:
+        return []
+    with recorder.read_transaction() as tx:
+        rows = tx.fetchall(
+            f"SELECT originator_id AS store_id, MAX(originator_version) AS entries FROM {EVENTS_TABLE} "
+            "GROUP BY originator_id"
+        )
+    return shards.split({str(row["store_id"]): int(row["entries"]) for row in rows}, limits.processes)
+
+
+def _index_and_analyse(
+    recorder: PostgresLedgerRecorder, limits: RebuildLimits, meanwhile: Callable[[], None]
 ) -> None:
-    latest = LatestRows()
-    with PageLoader(recorder.plain_transaction, limits.pages_ahead_max) as loader:
-        for page in replay.pages(recorder, head, limits.batch_entries):
-            latest.merge(page.batch)
-            batch = page.batch
-            loader.put(lambda tx, batch=batch: write_appended(tx, batch, SHADOWS))  # type: ignore[misc]
-            progress("filling", page.position, head)
-    with recorder.plain_transaction() as tx:
-        write_latest(tx, latest, SHADOWS, limits.batch_entries)
-
-
-def _index_and_analyse(recorder: PostgresLedgerRecorder, limits: RebuildLimits) -> None:
+    """The shadow tables' indexes, built by the server while this process does `meanwhile`."""
     with recorder.read_transaction() as tx:
         builds = [
             shadow.shadow_index_statements(table, index)
@@ -123,7 +139,9 @@ def _index_and_analyse(recorder: PostgresLedgerRecorder, limits: RebuildLimits) 
                 tx.execute(statement)
 
     with ThreadPoolExecutor(limits.index_builds_at_once, thread_name_prefix="rebuild-index") as pool:
-        for done in [pool.submit(build, statements) for statements in builds]:
+        started = [pool.submit(build, statements) for statements in builds]
+        meanwhile()
+        for done in started:
             done.result()
     with recorder.plain_transaction() as tx:
         for table in PROJECTION_TABLES:

@@ -7,19 +7,37 @@ writer, it gives every entry its event's position: the notification id of the ev
 
 A `Replay` remembers how far it got: `ledger rebuild` replays up to one head, then on from there
 to the next as the ledger goes on recording, with the same state. `ledger verify` replays once.
+
+A replay can be given some stores only (`ledger rebuild` spreads its fill over processes by store:
+ledger/rebuild/shards.py). The rules keep each store's levels, reservations and policies apart,
+so it applies the entries of its stores and reads past the rest undecoded, but for an event with
+entries at several stores it still reads the others' entries before its own, to number its
+history rows after theirs. `join` then takes in what the other processes replayed, and the
+replay goes on with every store.
 """
 
 from __future__ import annotations
 
 import contextlib
 import gc
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from ledger.domain.rules import LedgerState, apply
-from ledger.projections.tables import ProjectionBatch, RecordedEntry
-from ledger.storage.codec import DecodedEntry, decode
+from ledger.projections.tables import ProjectionBatch, RecordedEntry, history_row_count
+from ledger.storage.codec import DecodedEntry, decode, may_have_entries_after
 from ledger.storage.recorders import LedgerRecorder
+
+
+@dataclass(frozen=True)
+class Stores:
+    """Some stores: those named, or (`but`) every store but those named."""
+
+    named: frozenset[str]
+    but: bool = False
+
+    def __contains__(self, store_id: object) -> bool:
+        return (store_id in self.named) is not self.but
 
 
 @dataclass(slots=True)
@@ -35,15 +53,28 @@ class Replay:
     """The replay state (every level, reservation and policy the log has made so far: memory grows
     with those, not with the log) and the position it has reached."""
 
-    def __init__(self) -> None:
+    def __init__(self, stores: Stores | None = None) -> None:
         self.state = LedgerState()
         self.position = 0
         self.entries = 0
+        self.stores = stores  # None: every store
+
+    def join(self, states: Iterable[LedgerState]) -> None:
+        """Takes in the states of the replays of the other stores, up to the same position: from
+        here on this replay goes on with every store."""
+        for state in states:
+            self.state.levels.update(state.levels)
+            self.state.reservations.update(state.reservations)
+            self.state.policies.update(state.policies)
+        self.stores = None
 
     def pages(self, recorder: LedgerRecorder, head: int, page_entries: int) -> Iterator[ReplayedPage]:
         """Streams the log after the position reached, up to `head` (an event's position: the head
         of the log at some moment), `page_entries` at a time. Memory holds one page besides the
         state."""
+        if self.stores is not None:
+            yield from self._pages_of_stores(recorder, head, page_entries, self.stores)
+            return
         event: list[DecodedEntry] = []  # the entries read of an event whose last entry is still to come
         while self.position < head:
             page = recorder.log_page(self.position, head, page_entries)
@@ -62,6 +93,48 @@ class Replay:
             self.entries += len(page)
             yield ReplayedPage(batch, self.position, len(page))
         assert not event, f"the log ends inside an event, after notification {self.position}"
+
+    def _pages_of_stores(
+        self, recorder: LedgerRecorder, head: int, page_entries: int, stores: Stores
+    ) -> Iterator[ReplayedPage]:
+        """`pages` for some stores only. Of another store's entry only what numbering needs is read:
+        whether its event goes on after it, and if so how many history rows it makes."""
+        mine: list[tuple[DecodedEntry, int]] = []  # this replay's entries of the event being read,
+        # each with its first history row's line_no
+        entries_left = 0  # entries of the event being read still to come (0: between events)
+        line_no = 0  # history rows of that event so far, every store's
+        first: DecodedEntry | None = None  # the first entry of the event being read
+        while self.position < head:
+            page = recorder.log_page(self.position, head, page_entries)
+            if not page:
+                break
+            batch = ProjectionBatch()
+            for notification_id, store_id, topic, state in page:
+                self.position = notification_id
+                own = store_id in stores
+                decoded: DecodedEntry | None = None
+                if entries_left == 0:  # an event's first entry
+                    if not own and not may_have_entries_after(topic, state):
+                        continue  # another store's event of one entry
+                    decoded = first = decode(store_id, topic, state)
+                    entries_left, line_no = decoded.event_entries_after, 0
+                else:
+                    entries_left -= 1
+                    if own or entries_left:  # another store's last entry: its rows come after ours
+                        decoded = decode(store_id, topic, state)
+                        assert first is not None
+                        _assert_continues(first, decoded, notification_id, entries_left)
+                if own:
+                    assert decoded is not None
+                    mine.append((decoded, line_no))
+                if decoded is not None:
+                    line_no += history_row_count(decoded.entry)
+                if entries_left == 0 and mine:  # the event's last entry: its id is the position
+                    _project_some(mine, notification_id, not own, self.state, batch)
+                    mine = []
+            self.entries += len(page)
+            yield ReplayedPage(batch, self.position, len(page))
+        assert not entries_left, f"the log ends inside an event, after notification {self.position}"
 
 
 def replay(recorder: LedgerRecorder, head: int, page_entries: int) -> Iterator[ReplayedPage]:
@@ -83,10 +156,16 @@ def collection_paused() -> Iterator[None]:
             gc.enable()
 
 
-def _assert_continues(before: DecodedEntry, entry: DecodedEntry, notification_id: int) -> None:
-    """An event's entries are consecutive in the log (the writer records them in one go)."""
+def _assert_continues(
+    before: DecodedEntry, entry: DecodedEntry, notification_id: int, entries_left: int | None = None
+) -> None:
+    """An event's entries are consecutive in the log (the writer records them in one go).
+    `before` is the entry just before, or with `entries_left` (what should follow this one) the
+    event's first."""
+    if entries_left is None:
+        entries_left = before.event_entries_after - 1
     same_event = entry.entry.event.key == before.entry.event.key
-    assert same_event and entry.event_entries_after == before.event_entries_after - 1, (
+    assert same_event and entry.event_entries_after == entries_left, (
         f"notification {notification_id} does not continue the event {before.entry.event.key}"
     )
 
@@ -97,3 +176,22 @@ def _project(event: list[DecodedEntry], position: int, state: LedgerState, batch
         apply(entry, state, position)
         levels_after = tuple(state.level(entry.store_id, e.sku).copy() for e in entry.effects)
         batch.add(RecordedEntry(position, entry, levels_after, decoded.recorded_at), state)
+
+
+def _project_some(
+    entries: list[tuple[DecodedEntry, int]],
+    position: int,
+    key_elsewhere: bool,
+    state: LedgerState,
+    batch: ProjectionBatch,
+) -> None:
+    """`_project` for a replay of some stores: each entry's rows numbered from the line_no given,
+    and the event's key left to the replay of its last entry's store."""
+    for decoded, line_no_from in entries:
+        entry = decoded.entry
+        apply(entry, state, position)
+        levels_after = tuple(state.level(entry.store_id, e.sku).copy() for e in entry.effects)
+        recorded = RecordedEntry(
+            position, entry, levels_after, decoded.recorded_at, line_no_from, key_elsewhere
+        )
+        batch.add(recorded, state)

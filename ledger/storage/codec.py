@@ -129,6 +129,16 @@ _OUTCOMES = {member.value: member for member in Outcome}
 _REASONS = {member.value: member for member in RejectionReason}
 
 
+_ENTRIES_AFTER_KEY = b'"event_entries_after"'
+
+
+def may_have_entries_after(topic: str, state_bytes: bytes) -> bool:
+    """True for every stored entry that has entries of its event after it, without decoding it (a
+    few others may pass too: `decode` tells). Format 1 inferred them from the type; later formats
+    write the key only when some follow."""
+    return _ENTRIES_AFTER_KEY in state_bytes or topic == EventType.TRANSFER_INCOMING.value
+
+
 def decode(store_id: str, topic: str, state_bytes: bytes) -> DecodedEntry:
     """Reads every format (see the module's docstring)."""
     state = orjson.loads(state_bytes)

@@ -9,6 +9,7 @@ SQLite it holds the write lock throughout, and the writes wait for it (within th
 
 from __future__ import annotations
 
+import functools
 import threading
 
 import psycopg
@@ -31,7 +32,8 @@ WRITES_AFTER_SWAP = 30  # acknowledged after the rebuild: recorded into the new 
 def _rebuild_while_writing(
     database_url: str, writes: WritesUnderWay, limits: RebuildLimits, pages_waited_for: int
 ):
-    recorder = open_recorder(database_url, 4, 30, create_tables=False)
+    opening = functools.partial(open_recorder, database_url, 4, 30, create_tables=False)
+    recorder = opening()
     pages = 0
 
     def progress(phase: str, position: int, head: int) -> None:
@@ -43,7 +45,7 @@ def _rebuild_while_writing(
             writes.wait_for(len(writes.acknowledged_so_far()) + 5)
 
     try:
-        return rebuild(recorder, limits, progress)
+        return rebuild(recorder, limits, progress, opening)  # the fill over processes, as the command's
     finally:
         recorder.close()
 

@@ -1,0 +1,34 @@
+"""PostgreSQL: a replay's pages written into the shadow tables, up to a head.
+
+The rows that only ever grow (history, marking codes, event keys) go a page at a time, on the
+loader's thread (ledger/rebuild/loading.py), so that the server inserts while the next page is
+replayed; every level, reservation and policy goes once at the end, as the replay left it. The
+rebuild's own process fills this way, and so does each of its other processes
+(ledger/rebuild/shards.py), each with the stores of its replay.
+"""
+
+from __future__ import annotations
+
+from ledger.projections.schema import PROJECTION_TABLES
+from ledger.projections.tables import LatestRows, write_appended, write_latest
+from ledger.rebuild import shadow
+from ledger.rebuild.limits import Progress, RebuildLimits
+from ledger.rebuild.loading import PageLoader
+from ledger.rebuild.replay import Replay
+from ledger.storage.recorders import PostgresLedgerRecorder
+
+SHADOWS = {table: shadow.shadow_of(table) for table in PROJECTION_TABLES}
+
+
+def fill(
+    recorder: PostgresLedgerRecorder, replay: Replay, head: int, limits: RebuildLimits, progress: Progress
+) -> None:
+    latest = LatestRows()
+    with PageLoader(recorder.plain_transaction, limits.pages_ahead_max) as loader:
+        for page in replay.pages(recorder, head, limits.batch_entries):
+            latest.merge(page.batch)
+            batch = page.batch
+            loader.put(lambda tx, batch=batch: write_appended(tx, batch, SHADOWS))  # type: ignore[misc]
+            progress("filling", page.position, head)
+    with recorder.plain_transaction() as tx:
+        write_latest(tx, latest, SHADOWS, limits.batch_entries)

@@ -1,0 +1,190 @@
+"""PostgreSQL: the rebuild's fill spread over processes, by store.
+
+The fill is bound by the replay's Python work (decoding each entry, applying it, making its rows),
+which one interpreter runs on one core. The rules change a store's levels, reservations and
+policies by that store's entries only, so the stores can be replayed apart: `split` deals them out
+to `rebuild_processes` parts by how many entries each has (the largest first, each to the part
+with the fewest so far). The rebuild's own process replays every store but the other parts'
+(a store that appears after the split is its), and each other part runs in a process of its own
+(`fill_part`): a fresh interpreter (spawned, so it inherits no thread or connection of the
+rebuild's), with connections of its own, that fills the shadow tables with its stores' rows and
+then sends its replay's state back. The rebuild's process joins those states to its own
+(`Replay.join`) while the indexes are built, and catches up and swaps with every store.
+
+What a part's process says, on its pipe: ("progress", position) at most every
+`PROGRESS_EVERY_S`, ("filled", position) once its rows are committed, then ("state", state), or
+("failed", why). A process that fails fails the rebuild, with its reason; one that says nothing
+for `SILENCE_MAX_S`, or ends without a word, is taken as lost: the rebuild fails (the live tables
+untouched) and the processes still running are stopped.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import time
+from collections.abc import Callable, Iterator, Mapping
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
+from types import TracebackType
+from typing import Any
+
+from ledger.domain.rules import LedgerState
+from ledger.rebuild.fill import fill
+from ledger.rebuild.limits import RebuildLimits
+from ledger.rebuild.replay import Replay, Stores, collection_paused
+from ledger.storage.recorders import PostgresLedgerRecorder
+
+OpenRecorder = Callable[[], PostgresLedgerRecorder]  # picklable: the other processes call it
+
+PROGRESS_EVERY_S = 1.0
+# Longer than a page's replay and insert take on any database that still works (a page is
+# `rebuild_batch_entries` entries), and than sending a replay's state.
+SILENCE_MAX_S = 600.0
+STOP_WAIT_S = 10.0  # for a process told to stop (SIGTERM) to end
+
+
+def split(entries_by_store: Mapping[str, int], parts: int) -> list[frozenset[str]]:
+    """The stores in at most `parts` parts of about as many entries each, the largest part first;
+    no part is empty."""
+    totals = [0] * parts
+    named: list[set[str]] = [set() for _ in range(parts)]
+    for store_id, entries in sorted(entries_by_store.items(), key=lambda item: (-item[1], item[0])):
+        smallest = totals.index(min(totals))
+        totals[smallest] += entries
+        named[smallest].add(store_id)
+    order = sorted(range(parts), key=lambda index: -totals[index])
+    return [frozenset(named[index]) for index in order if named[index]]
+
+
+def fill_part(
+    open_recorder: OpenRecorder, stores: frozenset[str], head: int, limits: RebuildLimits, pipe: Connection
+) -> None:
+    """A part's process: its stores' rows into the shadow tables, then its replay's state."""
+    try:
+        replay = Replay(Stores(stores))
+        said = time.monotonic()
+
+        def progress(phase: str, position: int, head: int) -> None:
+            nonlocal said
+            if time.monotonic() - said >= PROGRESS_EVERY_S:
+                pipe.send(("progress", position))
+                said = time.monotonic()
+
+        with collection_paused():
+            recorder = open_recorder()
+            try:
+                fill(recorder, replay, head, limits, progress)
+            finally:
+                recorder.close()
+            pipe.send(("filled", replay.position))
+            pipe.send(("state", replay.state))
+    except BaseException as error:  # noqa: BLE001 (told to the rebuild's process, which fails with it)
+        pipe.send(("failed", f"{type(error).__name__}: {error}"))
+    finally:
+        pipe.close()
+
+
+class _Part:
+    def __init__(self, process: BaseProcess, pipe: Connection, stores: frozenset[str]) -> None:
+        self.process = process
+        self.pipe = pipe
+        self.stores = stores
+        self.heard = time.monotonic()
+        self.said: dict[str, Any] = {}  # the last payload of each kind of message
+
+    def name(self) -> str:
+        return f"the rebuild's process for {len(self.stores)} stores (pid {self.process.pid})"
+
+    def listen(self, wait_s: float) -> bool:
+        """Takes in one message if one comes within `wait_s`; raises if the process failed, ended
+        or has been silent too long."""
+        silent = time.monotonic() - self.heard
+        if silent >= SILENCE_MAX_S:
+            raise RuntimeError(f"{self.name()} said nothing for {SILENCE_MAX_S:.0f} s")
+        if not self.pipe.poll(min(wait_s, SILENCE_MAX_S - silent)):
+            return False
+        try:
+            kind, payload = self.pipe.recv()
+        except EOFError:
+            self.process.join(STOP_WAIT_S)
+            raise RuntimeError(
+                f"{self.name()} ended without a word (exit code {self.process.exitcode})"
+            ) from None
+        self.heard = time.monotonic()
+        if kind == "failed":
+            raise RuntimeError(f"{self.name()} failed: {payload}")
+        assert kind in ("progress", "filled", "state"), f"{self.name()} said {kind!r}"
+        self.said[kind] = payload
+        return True
+
+    def wait_for(self, kind: str) -> Any:
+        """The payload of the message of that kind, waited for as long as the process says
+        something at least every `SILENCE_MAX_S`."""
+        while kind not in self.said:
+            self.listen(SILENCE_MAX_S)
+        return self.said.pop(kind)
+
+
+class OtherParts:
+    """The processes of the other parts, from `__enter__` to `__exit__` (which stops any still
+    running)."""
+
+    def __init__(
+        self,
+        open_recorder: OpenRecorder | None,
+        parts: list[frozenset[str]],
+        head: int,
+        limits: RebuildLimits,
+    ) -> None:
+        assert open_recorder is not None or not parts, "other processes need a way to the database"
+        self._open_recorder = open_recorder
+        self._parts = parts
+        self._head = head
+        self._limits = limits
+        self._running: list[_Part] = []
+
+    def stores(self) -> frozenset[str]:
+        return frozenset().union(*self._parts)
+
+    def __enter__(self) -> OtherParts:
+        context = multiprocessing.get_context("spawn")
+        for stores in self._parts:
+            ours, theirs = context.Pipe(duplex=False)
+            process = context.Process(
+                target=fill_part,
+                args=(self._open_recorder, stores, self._head, self._limits, theirs),
+                name="ledger-rebuild-part",
+                daemon=True,
+            )
+            process.start()
+            theirs.close()
+            self._running.append(_Part(process, ours, stores))
+        return self
+
+    def check(self) -> None:
+        """Raises if a process failed or went silent (between the rebuild's own pages)."""
+        for part in self._running:
+            while part.listen(0.0):
+                pass
+
+    def wait_filled(self) -> None:
+        for part in self._running:
+            position = part.wait_for("filled")
+            assert position == self._head, f"{part.name()} filled up to {position}, not {self._head}"
+
+    def states(self) -> Iterator[LedgerState]:
+        for part in self._running:
+            state = part.wait_for("state")
+            assert isinstance(state, LedgerState), type(state)
+            yield state
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        for part in self._running:
+            if kind is None:
+                part.process.join(STOP_WAIT_S)
+            if part.process.is_alive():
+                part.process.terminate()
+                part.process.join(STOP_WAIT_S)
+            part.pipe.close()
