@@ -15,12 +15,14 @@ What a part's process says, on its pipe: ("progress", position) at most every
 `PROGRESS_EVERY_S`, ("filled", position) once its rows are committed, then ("state", state), or
 ("failed", why). A process that fails fails the rebuild, with its reason; one that says nothing
 for `SILENCE_MAX_S`, or ends without a word, is taken as lost: the rebuild fails (the live tables
-untouched) and the processes still running are stopped.
+untouched) and the processes still running are stopped. A part's process whose rebuild ended
+without stopping it (killed) stops after the page it is on.
 """
 
 from __future__ import annotations
 
 import multiprocessing
+import os
 import time
 from collections.abc import Callable, Iterator, Mapping
 from multiprocessing.connection import Connection
@@ -63,9 +65,12 @@ def fill_part(
     try:
         replay = Replay(Stores(stores))
         said = time.monotonic()
+        rebuilding = os.getppid()
 
         def progress(phase: str, position: int, head: int) -> None:
             nonlocal said
+            if os.getppid() != rebuilding:  # killed: another rebuild may make the shadow tables anew
+                raise RuntimeError("the rebuild's process has ended")
             if time.monotonic() - said >= PROGRESS_EVERY_S:
                 pipe.send(("progress", position))
                 said = time.monotonic()
@@ -93,7 +98,8 @@ class _Part:
         self.said: dict[str, Any] = {}  # the last payload of each kind of message
 
     def name(self) -> str:
-        return f"the rebuild's process for {len(self.stores)} stores (pid {self.process.pid})"
+        stores = f"{len(self.stores)} store{'s' if len(self.stores) != 1 else ''}"
+        return f"the rebuild's process for {stores} (pid {self.process.pid})"
 
     def listen(self, wait_s: float) -> bool:
         """Takes in one message if one comes within `wait_s`; raises if the process failed, ended
