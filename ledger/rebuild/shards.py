@@ -96,6 +96,7 @@ class _Part:
         self.stores = stores
         self.heard = time.monotonic()
         self.said: dict[str, Any] = {}  # the last payload of each kind of message
+        self.finished = False  # its last message (its state) is in: it ends, or has ended
 
     def name(self) -> str:
         stores = f"{len(self.stores)} store{'s' if len(self.stores) != 1 else ''}"
@@ -103,11 +104,13 @@ class _Part:
 
     def listen(self, wait_s: float) -> bool:
         """Takes in one message if one comes within `wait_s`; raises if the process failed, ended
-        or has been silent too long."""
+        or has been silent too long (its end after its state is no failure)."""
+        if self.finished:
+            return False
         silent = time.monotonic() - self.heard
-        if silent >= SILENCE_MAX_S:
-            raise RuntimeError(f"{self.name()} said nothing for {SILENCE_MAX_S:.0f} s")
-        if not self.pipe.poll(min(wait_s, SILENCE_MAX_S - silent)):
+        if not self.pipe.poll(max(0.0, min(wait_s, SILENCE_MAX_S - silent))):  # what it said first
+            if time.monotonic() - self.heard >= SILENCE_MAX_S:
+                raise RuntimeError(f"{self.name()} said nothing for {SILENCE_MAX_S:.0f} s")
             return False
         try:
             kind, payload = self.pipe.recv()
@@ -121,12 +124,14 @@ class _Part:
             raise RuntimeError(f"{self.name()} failed: {payload}")
         assert kind in ("progress", "filled", "state"), f"{self.name()} said {kind!r}"
         self.said[kind] = payload
+        self.finished = kind == "state"
         return True
 
     def wait_for(self, kind: str) -> Any:
         """The payload of the message of that kind, waited for as long as the process says
         something at least every `SILENCE_MAX_S`."""
         while kind not in self.said:
+            assert not self.finished, f"{self.name()} ended without saying {kind!r}"
             self.listen(SILENCE_MAX_S)
         return self.said.pop(kind)
 

@@ -18,6 +18,7 @@ from ledger.storage.recorders import open_recorder
 
 NOWHERE = "postgresql://nobody@/nowhere?host=/nonexistent-socket-dir"
 SILENT_S = 30.0  # how long the silent process's "opening" takes: far beyond the limit set below
+SLOW_PAGE_S = 0.3  # the rebuild's own fill, slowed a page at a time
 
 
 def _ledger_of_three_stores(postgres, serve) -> tuple[str, dict[str, list[dict[str, object]]]]:
@@ -57,4 +58,29 @@ def test_a_silent_part_is_stopped_and_fails_the_rebuild(postgres, serve, monkeyp
         _rebuild(database_url, functools.partial(time.sleep, SILENT_S))
     assert time.monotonic() - started < SILENT_S, "the rebuild waited for the silent process"
     assert multiprocessing.active_children() == []  # stopped, not left sleeping
+    assert db.dump_projections(database_url) == kept
+
+
+def test_a_part_that_ends_before_the_rebuilds_own_fill_is_taken_in(postgres, serve):
+    """The other process sends its state and ends while this one is still filling: its end is
+    no failure, and its state is joined."""
+    database_url, kept = _ledger_of_three_stores(postgres, serve)
+    recorder = open_recorder(database_url, 2, 30, create_tables=False)
+    ended_meanwhile = []
+
+    def slow_fill(phase: str, position: int, head: int) -> None:
+        if phase == "filling":
+            time.sleep(SLOW_PAGE_S)  # the other process meanwhile fills its part and ends
+            ended_meanwhile.append(multiprocessing.active_children() == [])
+
+    try:
+        rebuild(
+            recorder,
+            RebuildLimits(processes=2, batch_entries=1),
+            slow_fill,
+            functools.partial(open_recorder, database_url, 2, 30, create_tables=False),
+        )
+    finally:
+        recorder.close()
+    assert any(ended_meanwhile), "the other process was still running when this one had filled"
     assert db.dump_projections(database_url) == kept
