@@ -65,7 +65,7 @@ def _rebuild(args: argparse.Namespace, settings: Settings) -> int:
                 recorder,
                 RebuildLimits.from_settings(settings),
                 progress,
-                functools.partial(open_database, settings),
+                _opening_elsewhere(settings),
             )
     finally:
         recorder.close()
@@ -74,6 +74,25 @@ def _rebuild(args: argparse.Namespace, settings: Settings) -> int:
         f"in {report.elapsed_s:.1f} s; writes waited {report.writes_paused_s:.3f} s"
     )
     return 0
+
+
+# A rebuild's other process reads the log while its loader writes a page: two connections.
+REBUILD_PART_CONNECTIONS = 2
+
+
+def _opening_elsewhere(settings: Settings) -> Callable[[], Any]:
+    """How a rebuild's other processes open the database (picklable): without the schema's
+    migrations or batch function, which the rebuild's own opening saw to."""
+    from ledger.storage.recorders import open_recorder
+
+    return functools.partial(
+        open_recorder,
+        settings.database_url,
+        REBUILD_PART_CONNECTIONS,
+        settings.db_lock_timeout_s,
+        create_tables=False,
+        deadlock_timeout_ms=settings.db_deadlock_timeout_ms,
+    )
 
 
 def _migrate(args: argparse.Namespace, settings: Settings) -> int:

@@ -295,7 +295,7 @@ class Settings(BaseSettings):
     # this much memory for its sort (PostgreSQL's maintenance_work_mem, for that build only).
     rebuild_index_builds_at_once: int = Field(2, ge=1, le=16)
     rebuild_index_memory_mb: int = Field(256, ge=1, le=64 * 1024)
-    # The fill's replay spread over this many processes, by store (ledger/rebuild/shards.py): each
+    # The fill's replay spread over this many processes, by store (ledger/rebuild/parts.py): each
     # holds its stores' levels and reservations, and uses about a core while it replays.
     rebuild_processes: int = Field(2, ge=1, le=64)
 

@@ -7,7 +7,7 @@ log (write_batch on SQLite and while catching up; the bulk load below while fill
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 import orjson
@@ -25,7 +25,7 @@ class RecordedEntry:
     entry: Entry
     levels_after: tuple[Level, ...]  # one per effect, in line order
     recorded_at: str
-    # A rebuild that replays the log by store in several processes (ledger/rebuild/shards.py) sees
+    # A rebuild that replays the log by store in several processes (ledger/rebuild/parts.py) sees
     # only some of an event's entries. `line_no_from`, when set, is its first history row's line_no
     # (else the rows go on from the event's entries before it in the batch, from 0); `key_elsewhere`
     # says the event's last entry, whose event key is recorded, is another process's.
@@ -284,8 +284,15 @@ def write_appended(tx: SqlTx, batch: ProjectionBatch, into: Mapping[str, str]) -
     _KEYS.into(into[_KEYS.table], upsert=False).copy(tx, _key_rows(batch))
 
 
-def write_latest(tx: SqlTx, latest: LatestRows, into: Mapping[str, str], rows_per_statement: int) -> None:
-    """Every level, reservation and policy once, in statements of at most `rows_per_statement`."""
+def write_latest(
+    tx: SqlTx,
+    latest: LatestRows,
+    into: Mapping[str, str],
+    rows_per_statement: int,
+    after_each: Callable[[], None] | None = None,
+) -> None:
+    """Every level, reservation and policy once, in statements of at most `rows_per_statement`
+    (`after_each` is called after each: a long write still says it is alive)."""
     for bulk, rows in (
         (_LEVELS, _level_rows(latest.levels)),
         (
@@ -298,6 +305,8 @@ def write_latest(tx: SqlTx, latest: LatestRows, into: Mapping[str, str], rows_pe
         plain = bulk.into(into[bulk.table], upsert=False)
         for start in range(0, len(rows), rows_per_statement):
             plain.copy(tx, rows[start : start + rows_per_statement])
+            if after_each is not None:
+                after_each()
 
 
 def _level_rows(levels: Mapping[tuple[str, str], tuple[Level, int, str]]) -> list[tuple[object, ...]]:

@@ -3,7 +3,7 @@
 `replay.py` streams the log through the writer's own rules (`ledger verify` uses it too);
 `online.py` rebuilds a PostgreSQL ledger beside the live tables while it goes on recording, and
 swaps the result in under the writers' lock for a moment (`shadow.py`: the tables; `fill.py`: the
-replay's rows into them; `loading.py`: their inserts overlapped with the replay; `shards.py`: the
+replay's rows into them; `loading.py`: their inserts overlapped with the replay; `parts.py`: the
 fill spread over processes by store); `locked.py` rebuilds a SQLite ledger in one write
 transaction.
 """
@@ -13,8 +13,8 @@ from __future__ import annotations
 from ledger.rebuild.limits import Progress, RebuildLimits, RebuildReport
 from ledger.rebuild.locked import rebuild_locked
 from ledger.rebuild.online import rebuild_online
+from ledger.rebuild.parts import OpenRecorder
 from ledger.rebuild.replay import collection_paused
-from ledger.rebuild.shards import OpenRecorder
 from ledger.storage.recorders import LedgerRecorder, PostgresLedgerRecorder
 
 __all__ = ["Progress", "RebuildLimits", "RebuildReport", "collection_paused", "rebuild"]

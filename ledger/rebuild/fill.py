@@ -4,7 +4,7 @@ The rows that only ever grow (history, marking codes, event keys) go a page at a
 loader's thread (ledger/rebuild/loading.py), so that the server inserts while the next page is
 replayed; every level, reservation and policy goes once at the end, as the replay left it. The
 rebuild's own process fills this way, and so does each of its other processes
-(ledger/rebuild/shards.py), each with the stores of its replay.
+(ledger/rebuild/parts.py), each with the stores of its replay.
 """
 
 from __future__ import annotations
@@ -30,5 +30,8 @@ def fill(
             batch = page.batch
             loader.put(lambda tx, batch=batch: write_appended(tx, batch, SHADOWS))  # type: ignore[misc]
             progress("filling", page.position, head)
+    progress("filling", replay.position, head)  # the last pages are in
     with recorder.plain_transaction() as tx:
-        write_latest(tx, latest, SHADOWS, limits.batch_entries)
+        write_latest(
+            tx, latest, SHADOWS, limits.batch_entries, lambda: progress("filling", replay.position, head)
+        )

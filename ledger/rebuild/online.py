@@ -5,7 +5,7 @@
    history and event keys a page at a time (on the loader's thread, so that the server inserts
    while the next page is replayed), every level, reservation and policy once at the end, as the
    replay left it. With `rebuild_processes` above 1 the stores are split, and other processes
-   replay and fill theirs (ledger/rebuild/shards.py). The tables have no indexes yet; then each
+   replay and fill theirs (ledger/rebuild/parts.py). The tables have no indexes yet; then each
    live index is made on its shadow, several at once, and the tables are analysed, while the
    other processes' replay states are joined to this one's.
 2. **Catch up.** The replay goes on from where it stopped (the same state) to the log's new head,
@@ -32,11 +32,11 @@ import psycopg
 from ledger.cli_errors import CommandError
 from ledger.projections.schema import PROJECTION_TABLES
 from ledger.projections.tables import write_batch
-from ledger.rebuild import shadow, shards
+from ledger.rebuild import parts, shadow
 from ledger.rebuild.fill import SHADOWS, fill
 from ledger.rebuild.limits import Progress, RebuildLimits, RebuildReport
 from ledger.rebuild.replay import Replay, Stores
-from ledger.storage.recorders import EVENTS_TABLE, PostgresLedgerRecorder
+from ledger.storage.recorders import PostgresLedgerRecorder
 
 REBUILD_LOCK_KEY = 0x1ED6E6  # a PostgreSQL advisory lock key of this service's own
 # Seconds between two attempts at the swap when readers held the tables (the catch-up goes on).
@@ -47,7 +47,7 @@ def rebuild_online(
     recorder: PostgresLedgerRecorder,
     limits: RebuildLimits,
     progress: Progress,
-    open_recorder: shards.OpenRecorder | None = None,
+    open_recorder: parts.OpenRecorder | None = None,
 ) -> RebuildReport:
     """`open_recorder` (picklable) opens this database in another process: without it the fill
     runs in this process alone."""
@@ -59,9 +59,9 @@ def rebuild_online(
             for table in PROJECTION_TABLES:
                 shadow.create_shadow(tx, table)
         report.head = _head(recorder)
-        parts = _parts(recorder, limits) if open_recorder is not None else []
-        with shards.OtherParts(open_recorder, parts[1:], report.head, limits) as others:
-            replay = Replay(Stores(others.stores(), but=True) if parts[1:] else None)
+        split = parts.split_stores(recorder, limits.processes) if open_recorder is not None else []
+        with parts.OtherParts(open_recorder, split[1:], report.head, limits) as others:
+            replay = Replay(Stores(others.stores(), but=True) if split[1:] else None)
 
             def filling(phase: str, position: int, head: int) -> None:
                 others.check()
@@ -106,19 +106,6 @@ def _head(recorder: PostgresLedgerRecorder) -> int:
     entry up to it is there and will never change."""
     with recorder.read_transaction() as tx:
         return recorder.head(tx)
-
-
-def _parts(recorder: PostgresLedgerRecorder, limits: RebuildLimits) -> list[frozenset[str]]:
-    """The stores split for the fill's processes (ledger/rebuild/shards.py), by how many entries
-    each has: the store's version, the number of its entries, read from the log's primary key."""
-    if limits.processes <= 1:
-        return []
-    with recorder.read_transaction() as tx:
-        rows = tx.fetchall(
-            f"SELECT originator_id AS store_id, MAX(originator_version) AS entries FROM {EVENTS_TABLE} "
-            "GROUP BY originator_id"
-        )
-    return shards.split({str(row["store_id"]): int(row["entries"]) for row in rows}, limits.processes)
 
 
 def _index_and_analyse(

@@ -9,7 +9,7 @@ A `Replay` remembers how far it got: `ledger rebuild` replays up to one head, th
 to the next as the ledger goes on recording, with the same state. `ledger verify` replays once.
 
 A replay can be given some stores only (`ledger rebuild` spreads its fill over processes by store:
-ledger/rebuild/shards.py). The rules keep each store's levels, reservations and policies apart,
+ledger/rebuild/parts.py). The rules keep each store's levels, reservations and policies apart,
 so it applies the entries of its stores and reads past the rest undecoded, but for an event with
 entries at several stores it still reads the others' entries before its own, to number its
 history rows after theirs. `join` then takes in what the other processes replayed, and the
@@ -120,7 +120,9 @@ class Replay:
                     entries_left, line_no = decoded.event_entries_after, 0
                 else:
                     entries_left -= 1
-                    if own or entries_left:  # another store's last entry: its rows come after ours
+                    # Ours, or another store's with entries after it (its rows number ours);
+                    # another store's last entry is not read.
+                    if own or entries_left:
                         decoded = decode(store_id, topic, state)
                         assert first is not None
                         _assert_continues(first, decoded, notification_id, entries_left)

@@ -10,7 +10,7 @@ from support import events as ev
 from support.ids import unique
 from support.server import run_ledger_command
 
-from ledger.rebuild import RebuildLimits, online, rebuild
+from ledger.rebuild import RebuildLimits, parts, rebuild
 from ledger.storage.recorders import open_recorder
 
 
@@ -60,7 +60,7 @@ def test_a_rebuild_gives_the_same_tables_after_reservations_across_stores_and_so
 def test_a_fill_over_processes_gives_the_same_tables_whichever_way_the_stores_are_split(
     postgres, serve, monkeypatch
 ):
-    """The fill spread over processes by store (ledger/rebuild/shards.py): an event's entries at
+    """The fill spread over processes by store (ledger/rebuild/parts.py): an event's entries at
     stores replayed by different processes keep one position, one key, and history rows numbered
     in log order, for every way of splitting the stores (the rebuild's own process takes the
     first part and every store not in the others)."""
@@ -79,16 +79,21 @@ def test_a_fill_over_processes_gives_the_same_tables_whichever_way_the_stores_ar
     assert any(len(set(named)) == 3 for named in stores_of.values())  # an event of three entries
 
     opening = functools.partial(open_recorder, database_url, 2, 30, create_tables=False)
-    for one in stores:
-        for parts in (
+    one_each = [[frozenset([store]) for store in order] for order in (stores, stores[::-1])]
+    one_and_two = [
+        split
+        for one in stores
+        for split in (
             [frozenset([one]), frozenset(stores) - {one}],
             [frozenset(stores) - {one}, frozenset([one])],
-        ):
-            monkeypatch.setattr(online, "_parts", lambda recorder, limits, parts=parts: parts)
-            recorder = opening()
-            try:
-                report = rebuild(recorder, RebuildLimits(batch_entries=3), None, opening)
-            finally:
-                recorder.close()
-            assert report.entries == entries
-            assert db.dump_projections(database_url) == kept, parts
+        )
+    ]
+    for split in one_and_two + one_each:  # one other process, then two
+        monkeypatch.setattr(parts, "split_stores", lambda recorder, processes, split=split: split)
+        recorder = opening()
+        try:
+            report = rebuild(recorder, RebuildLimits(batch_entries=3, processes=len(split)), None, opening)
+        finally:
+            recorder.close()
+        assert report.entries == entries
+        assert db.dump_projections(database_url) == kept, split

@@ -1,4 +1,4 @@
-"""`ledger rebuild`'s fill over processes (ledger/rebuild/shards.py) when one of them fails or
+"""`ledger rebuild`'s fill over processes (ledger/rebuild/parts.py) when one of them fails or
 goes silent: the rebuild fails with the reason, stops the other processes, and leaves the live
 tables as they were; the next rebuild succeeds."""
 
@@ -13,12 +13,12 @@ from support import db
 from support.ids import unique
 
 from integration.test_rebuild_across_stores import _events_across_stores as events_across_stores
-from ledger.rebuild import RebuildLimits, rebuild, shards
+from ledger.rebuild import RebuildLimits, parts, rebuild
 from ledger.storage.recorders import open_recorder
 
 NOWHERE = "postgresql://nobody@/nowhere?host=/nonexistent-socket-dir"
 SILENT_S = 30.0  # how long the silent process's "opening" takes: far beyond the limit set below
-SLOW_PAGE_S = 0.3  # the rebuild's own fill, slowed a page at a time
+PART_ENDS_WITHIN_S = 60.0  # the other process's start and fill of its few entries, with room to spare
 
 
 def _ledger_of_three_stores(postgres, serve) -> tuple[str, dict[str, list[dict[str, object]]]]:
@@ -52,7 +52,7 @@ def test_a_part_that_fails_fails_the_rebuild_with_its_reason(postgres, serve):
 
 def test_a_silent_part_is_stopped_and_fails_the_rebuild(postgres, serve, monkeypatch):
     database_url, kept = _ledger_of_three_stores(postgres, serve)
-    monkeypatch.setattr(shards, "SILENCE_MAX_S", 1.0)  # the rebuild's process's limit, not the part's
+    monkeypatch.setattr(parts, "SILENCE_MAX_S", 1.0)  # the rebuild's process's limit, not the part's
     started = time.monotonic()
     with pytest.raises(RuntimeError, match=r"said nothing for 1 s"):
         _rebuild(database_url, functools.partial(time.sleep, SILENT_S))
@@ -69,8 +69,10 @@ def test_a_part_that_ends_before_the_rebuilds_own_fill_is_taken_in(postgres, ser
     ended_meanwhile = []
 
     def slow_fill(phase: str, position: int, head: int) -> None:
-        if phase == "filling":
-            time.sleep(SLOW_PAGE_S)  # the other process meanwhile fills its part and ends
+        if phase == "filling" and not ended_meanwhile:  # its first page: waits for the other's end
+            deadline = time.monotonic() + PART_ENDS_WITHIN_S
+            while multiprocessing.active_children() and time.monotonic() < deadline:
+                time.sleep(0.05)
             ended_meanwhile.append(multiprocessing.active_children() == [])
 
     try:
@@ -82,5 +84,5 @@ def test_a_part_that_ends_before_the_rebuilds_own_fill_is_taken_in(postgres, ser
         )
     finally:
         recorder.close()
-    assert any(ended_meanwhile), "the other process was still running when this one had filled"
+    assert ended_meanwhile == [True], "the other process did not end while this one was filling"
     assert db.dump_projections(database_url) == kept

@@ -2,9 +2,9 @@
 
 The fill is bound by the replay's Python work (decoding each entry, applying it, making its rows),
 which one interpreter runs on one core. The rules change a store's levels, reservations and
-policies by that store's entries only, so the stores can be replayed apart: `split` deals them out
-to `rebuild_processes` parts by how many entries each has (the largest first, each to the part
-with the fewest so far). The rebuild's own process replays every store but the other parts'
+policies by that store's entries only, so the stores can be replayed apart: `split_stores` deals
+them out to `rebuild_processes` parts by how many entries each has (the largest first, each to the
+part with the fewest so far). The rebuild's own process replays every store but the other parts'
 (a store that appears after the split is its), and each other part runs in a process of its own
 (`fill_part`): a fresh interpreter (spawned, so it inherits no thread or connection of the
 rebuild's), with connections of its own, that fills the shadow tables with its stores' rows and
@@ -12,17 +12,24 @@ then sends its replay's state back. The rebuild's process joins those states to 
 (`Replay.join`) while the indexes are built, and catches up and swaps with every store.
 
 What a part's process says, on its pipe: ("progress", position) at most every
-`PROGRESS_EVERY_S`, ("filled", position) once its rows are committed, then ("state", state), or
-("failed", why). A process that fails fails the rebuild, with its reason; one that says nothing
-for `SILENCE_MAX_S`, or ends without a word, is taken as lost: the rebuild fails (the live tables
-untouched) and the processes still running are stopped. A part's process whose rebuild ended
-without stopping it (killed) stops after the page it is on.
+`PROGRESS_EVERY_S` while it works, ("filled", position) once its rows are committed, then
+("state", state), or ("failed", why). A process that fails fails the rebuild, with its reason;
+one that says nothing for `SILENCE_MAX_S`, or ends without a word, is taken as lost: the rebuild
+fails (the live tables untouched) and the processes still running are stopped. A part's process
+ignores Ctrl-C (the rebuild's process stops it) and dies with the rebuild's process (Linux: the
+kernel kills it; elsewhere it stops after the page it is on): a rebuild started again would
+otherwise share the shadow tables with it.
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import multiprocessing
+import multiprocessing.connection
 import os
+import signal
+import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
 from multiprocessing.connection import Connection
@@ -34,15 +41,31 @@ from ledger.domain.rules import LedgerState
 from ledger.rebuild.fill import fill
 from ledger.rebuild.limits import RebuildLimits
 from ledger.rebuild.replay import Replay, Stores, collection_paused
-from ledger.storage.recorders import PostgresLedgerRecorder
+from ledger.storage.recorders import EVENTS_TABLE, PostgresLedgerRecorder
 
 OpenRecorder = Callable[[], PostgresLedgerRecorder]  # picklable: the other processes call it
 
 PROGRESS_EVERY_S = 1.0
 # Longer than a page's replay and insert take on any database that still works (a page is
-# `rebuild_batch_entries` entries), and than sending a replay's state.
+# `rebuild_batch_entries` entries), than one statement of the levels and reservations written at
+# the end, and than sending a replay's state.
 SILENCE_MAX_S = 600.0
 STOP_WAIT_S = 10.0  # for a process told to stop (SIGTERM) to end
+LISTEN_STEP_S = 1.0  # waiting on several processes: how often the silence of each is judged
+_PR_SET_PDEATHSIG = 1  # prctl(2)
+
+
+def split_stores(recorder: PostgresLedgerRecorder, processes: int) -> list[frozenset[str]]:
+    """The stores in at most `processes` parts, by how many entries each has (its version, the
+    number of its entries, read from the log's primary key)."""
+    if processes <= 1:
+        return []
+    with recorder.read_transaction() as tx:
+        rows = tx.fetchall(
+            f"SELECT originator_id AS store_id, MAX(originator_version) AS entries FROM {EVENTS_TABLE} "
+            "GROUP BY originator_id"
+        )
+    return split({str(row["store_id"]): int(row["entries"]) for row in rows}, processes)
 
 
 def split(entries_by_store: Mapping[str, int], parts: int) -> list[frozenset[str]]:
@@ -58,18 +81,35 @@ def split(entries_by_store: Mapping[str, int], parts: int) -> list[frozenset[str
     return [frozenset(named[index]) for index in order if named[index]]
 
 
+def _die_with(rebuilding: int) -> None:
+    """Linux: the kernel kills this process when the rebuild's ends. Checked after, in case it
+    ended before."""
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != rebuilding:
+        os._exit(1)
+
+
 def fill_part(
-    open_recorder: OpenRecorder, stores: frozenset[str], head: int, limits: RebuildLimits, pipe: Connection
+    open_recorder: OpenRecorder,
+    stores: frozenset[str],
+    head: int,
+    limits: RebuildLimits,
+    pipe: Connection,
+    rebuilding: int,
 ) -> None:
-    """A part's process: its stores' rows into the shadow tables, then its replay's state."""
+    """A part's process: its stores' rows into the shadow tables, then its replay's state.
+    `rebuilding`: the rebuild's process id."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _die_with(rebuilding)
     try:
         replay = Replay(Stores(stores))
         said = time.monotonic()
-        rebuilding = os.getppid()
 
         def progress(phase: str, position: int, head: int) -> None:
             nonlocal said
-            if os.getppid() != rebuilding:  # killed: another rebuild may make the shadow tables anew
+            if os.getppid() != rebuilding:  # where the kernel does not kill it
                 raise RuntimeError("the rebuild's process has ended")
             if time.monotonic() - said >= PROGRESS_EVERY_S:
                 pipe.send(("progress", position))
@@ -83,8 +123,11 @@ def fill_part(
                 recorder.close()
             pipe.send(("filled", replay.position))
             pipe.send(("state", replay.state))
+    except (BrokenPipeError, ConnectionError):
+        pass  # the rebuild's process is gone: no one to tell
     except BaseException as error:  # noqa: BLE001 (told to the rebuild's process, which fails with it)
-        pipe.send(("failed", f"{type(error).__name__}: {error}"))
+        with contextlib.suppress(OSError):
+            pipe.send(("failed", f"{type(error).__name__}: {error}"))
     finally:
         pipe.close()
 
@@ -122,17 +165,15 @@ class _Part:
         self.heard = time.monotonic()
         if kind == "failed":
             raise RuntimeError(f"{self.name()} failed: {payload}")
-        assert kind in ("progress", "filled", "state"), f"{self.name()} said {kind!r}"
+        if kind not in ("progress", "filled", "state"):
+            raise RuntimeError(f"{self.name()} said {kind!r}")
         self.said[kind] = payload
         self.finished = kind == "state"
         return True
 
-    def wait_for(self, kind: str) -> Any:
-        """The payload of the message of that kind, waited for as long as the process says
-        something at least every `SILENCE_MAX_S`."""
-        while kind not in self.said:
-            assert not self.finished, f"{self.name()} ended without saying {kind!r}"
-            self.listen(SILENCE_MAX_S)
+    def take(self, kind: str) -> Any:
+        if kind not in self.said:
+            raise RuntimeError(f"{self.name()} ended without saying {kind!r}")
         return self.said.pop(kind)
 
 
@@ -147,7 +188,8 @@ class OtherParts:
         head: int,
         limits: RebuildLimits,
     ) -> None:
-        assert open_recorder is not None or not parts, "other processes need a way to the database"
+        if parts and open_recorder is None:
+            raise ValueError("other processes need a way to the database")
         self._open_recorder = open_recorder
         self._parts = parts
         self._head = head
@@ -159,17 +201,21 @@ class OtherParts:
 
     def __enter__(self) -> OtherParts:
         context = multiprocessing.get_context("spawn")
-        for stores in self._parts:
-            ours, theirs = context.Pipe(duplex=False)
-            process = context.Process(
-                target=fill_part,
-                args=(self._open_recorder, stores, self._head, self._limits, theirs),
-                name="ledger-rebuild-part",
-                daemon=True,
-            )
-            process.start()
-            theirs.close()
-            self._running.append(_Part(process, ours, stores))
+        try:
+            for stores in self._parts:
+                ours, theirs = context.Pipe(duplex=False)
+                process = context.Process(
+                    target=fill_part,
+                    args=(self._open_recorder, stores, self._head, self._limits, theirs, os.getpid()),
+                    name="ledger-rebuild-part",
+                    daemon=True,
+                )
+                process.start()
+                theirs.close()
+                self._running.append(_Part(process, ours, stores))
+        except BaseException as error:
+            self.__exit__(type(error), error, error.__traceback__)  # those started are stopped
+            raise
         return self
 
     def check(self) -> None:
@@ -178,15 +224,32 @@ class OtherParts:
             while part.listen(0.0):
                 pass
 
+    def _until_all_said(self, kind: str) -> None:
+        """Listens to every process at once (none waits on a full pipe while another is waited
+        for) until each has said `kind`."""
+        while waiting := [part for part in self._running if kind not in part.said]:
+            for part in waiting:
+                if part.finished:
+                    part.take(kind)  # raises: it said its last without it
+                while part.listen(0.0):
+                    pass
+            pipes = [part.pipe for part in waiting if kind not in part.said]
+            if pipes:
+                multiprocessing.connection.wait(pipes, LISTEN_STEP_S)
+
     def wait_filled(self) -> None:
+        self._until_all_said("filled")
         for part in self._running:
-            position = part.wait_for("filled")
-            assert position == self._head, f"{part.name()} filled up to {position}, not {self._head}"
+            position = part.take("filled")
+            if position != self._head:
+                raise RuntimeError(f"{part.name()} filled up to {position}, not {self._head}")
 
     def states(self) -> Iterator[LedgerState]:
+        self._until_all_said("state")
         for part in self._running:
-            state = part.wait_for("state")
-            assert isinstance(state, LedgerState), type(state)
+            state = part.take("state")
+            if not isinstance(state, LedgerState):
+                raise RuntimeError(f"{part.name()} sent a {type(state).__name__} for its state")
             yield state
 
     def __exit__(
