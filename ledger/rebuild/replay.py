@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from ledger.domain.rules import LedgerState, apply
 from ledger.projections.tables import ProjectionBatch, RecordedEntry, history_row_count
 from ledger.storage.codec import DecodedEntry, decode, may_have_entries_after
-from ledger.storage.recorders import LedgerRecorder
+from ledger.storage.recorders import LedgerRecorder, LogEntry
 
 
 @dataclass(frozen=True)
@@ -76,10 +76,7 @@ class Replay:
             yield from self._pages_of_stores(recorder, head, page_entries, self.stores)
             return
         event: list[DecodedEntry] = []  # the entries read of an event whose last entry is still to come
-        while self.position < head:
-            page = recorder.log_page(self.position, head, page_entries)
-            if not page:
-                break
+        for page in self._log_pages(recorder, head, page_entries):
             batch = ProjectionBatch()
             for notification_id, store_id, topic, state in page:
                 decoded = decode(store_id, topic, state)
@@ -94,6 +91,15 @@ class Replay:
             yield ReplayedPage(batch, self.position, len(page))
         assert not event, f"the log ends inside an event, after notification {self.position}"
 
+    def _log_pages(self, recorder: LedgerRecorder, head: int, page_entries: int) -> Iterator[list[LogEntry]]:
+        """The log's pages after the position reached, up to `head`: the caller's replay of each
+        page moves the position on."""
+        while self.position < head:
+            page = recorder.log_page(self.position, head, page_entries)
+            if not page:
+                return
+            yield page
+
     def _pages_of_stores(
         self, recorder: LedgerRecorder, head: int, page_entries: int, stores: Stores
     ) -> Iterator[ReplayedPage]:
@@ -104,10 +110,7 @@ class Replay:
         entries_left = 0  # entries of the event being read still to come (0: between events)
         line_no = 0  # history rows of that event so far, every store's
         first: DecodedEntry | None = None  # the first entry of the event being read
-        while self.position < head:
-            page = recorder.log_page(self.position, head, page_entries)
-            if not page:
-                break
+        for page in self._log_pages(recorder, head, page_entries):
             batch = ProjectionBatch()
             for notification_id, store_id, topic, state in page:
                 self.position = notification_id
