@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import threading
+import time
 
 import psycopg
 from support import db
@@ -27,6 +28,8 @@ from ledger.storage.recorders import open_recorder
 PAGE_ENTRIES = 20  # small pages: the fill has many, and writes land between them
 PAGES_WAITED_FOR = 4  # fill pages after each of which the replay waits for more writes
 WRITES_AFTER_SWAP = 30  # acknowledged after the rebuild: recorded into the new tables
+SWAP_WATCH_S = 120.0  # how long the reader waits for a swap to wait for it
+SWAP_WATCH_EVERY_S = 0.01  # well within the swap's lock wait below (200 ms)
 
 
 def _rebuild_while_writing(
@@ -92,6 +95,25 @@ def test_a_rebuild_under_writes_loses_nothing_and_equals_a_replay(database_url, 
     assert [row["name"] for row in names if row["name"].endswith(("__rebuild", "__retired"))] == []
 
 
+def _release_after_a_swap_gave_up(database_url: str, reader, done: threading.Event) -> None:
+    """The reader lets go once a swap has waited for it and given up (its lock request seen, then
+    gone): however long the rebuild takes to get there."""
+    waited = False
+    deadline = time.monotonic() + SWAP_WATCH_S
+    with psycopg.connect(database_url, autocommit=True) as watcher:
+        while time.monotonic() < deadline:
+            waiting = watcher.execute(
+                "SELECT COUNT(*) FROM pg_locks WHERE NOT granted AND relation = 'ledger_levels'::regclass"
+            ).fetchone()[0]
+            if waiting:
+                waited = True
+            elif waited:
+                break
+            time.sleep(SWAP_WATCH_EVERY_S)
+    reader.rollback()
+    done.set()
+
+
 def test_the_swap_waits_for_readers_without_holding_the_writers(postgres, serve):
     """A reader that keeps a projection table open: the swap lets the writers go after its lock
     wait and tries again, and succeeds once the reader is done."""
@@ -102,13 +124,14 @@ def test_the_swap_waits_for_readers_without_holding_the_writers(postgres, serve)
         reader = psycopg.connect(database_url)
         reader.execute("SELECT COUNT(*) FROM ledger_levels").fetchone()  # holds ACCESS SHARE until rollback
         done = threading.Event()
-        released = threading.Timer(2.0, lambda: (reader.rollback(), done.set()))
+        released = threading.Thread(target=_release_after_a_swap_gave_up, args=(database_url, reader, done))
         with WritesUnderWay(client, unique("busy")) as writes:
             writes.wait_for(30)
             released.start()
             report = _rebuild_while_writing(
                 database_url, writes, RebuildLimits(swap_lock_wait_ms=200, swap_attempts_max=100), 0
             )
+            released.join(SWAP_WATCH_S)
             assert done.is_set()
             writes.wait_for(len(writes.acknowledged_so_far()) + 10)
         reader.close()
