@@ -277,6 +277,10 @@ class LatestRows:
         self.policies.update(batch.policies)
 
 
+# The tables `write_appended` writes: rows are only ever added to them.
+APPENDED_TABLES = (_HISTORY.table, _CODES.table, _KEYS.table)
+
+
 def write_appended(tx: SqlTx, batch: ProjectionBatch, into: Mapping[str, str]) -> None:
     history = _history_rows(batch)
     _HISTORY.into(into[_HISTORY.table], upsert=False).copy(tx, history)

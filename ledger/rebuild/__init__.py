@@ -3,9 +3,9 @@
 `replay.py` streams the log through the writer's own rules (`ledger verify` uses it too);
 `online.py` rebuilds a PostgreSQL ledger beside the live tables while it goes on recording, and
 swaps the result in under the writers' lock for a moment (`shadow.py`: the tables; `fill.py`: the
-replay's rows into them; `loading.py`: their inserts overlapped with the replay; `parts.py`: the
-fill spread over processes by store); `locked.py` rebuilds a SQLite ledger in one write
-transaction.
+replay's rows into them; `loading.py`: their inserts overlapped with the replay; `hints.py`: their
+rows marked committed while fresh; `parts.py`: the fill spread over processes by store);
+`locked.py` rebuilds a SQLite ledger in one write transaction.
 """
 
 from __future__ import annotations

@@ -10,25 +10,45 @@ rebuild's own process fills this way, and so does each of its other processes
 from __future__ import annotations
 
 from ledger.projections.schema import PROJECTION_TABLES
-from ledger.projections.tables import LatestRows, write_appended, write_latest
-from ledger.rebuild import shadow
+from ledger.projections.tables import (
+    APPENDED_TABLES,
+    LatestRows,
+    ProjectionBatch,
+    write_appended,
+    write_latest,
+)
+from ledger.rebuild import hints, shadow
 from ledger.rebuild.limits import Progress, RebuildLimits
-from ledger.rebuild.loading import PageLoader
+from ledger.rebuild.loading import AfterCommit, PageLoader
 from ledger.rebuild.replay import Replay
+from ledger.sql import SqlTx
 from ledger.storage.recorders import PostgresLedgerRecorder
 
 SHADOWS = {table: shadow.shadow_of(table) for table in PROJECTION_TABLES}
+_APPENDED_SHADOWS = tuple(SHADOWS[table] for table in APPENDED_TABLES)
 
 
 def fill(
     recorder: PostgresLedgerRecorder, replay: Replay, head: int, limits: RebuildLimits, progress: Progress
 ) -> None:
     latest = LatestRows()
+    with recorder.plain_transaction() as tx:
+        fresh = hints.FreshBlocks(_APPENDED_SHADOWS) if hints.hinting_supported(tx) else None
+
+    def write_page(tx: SqlTx, batch: ProjectionBatch) -> AfterCommit | None:
+        def write(tx: SqlTx) -> None:
+            write_appended(tx, batch, SHADOWS)
+
+        if fresh is None:
+            write(tx)
+            return None
+        return fresh.written(tx, write)
+
     with PageLoader(recorder.plain_transaction, limits.pages_ahead_max) as loader:
         for page in replay.pages(recorder, head, limits.batch_entries):
             latest.merge(page.batch)
             batch = page.batch
-            loader.put(lambda tx, batch=batch: write_appended(tx, batch, SHADOWS))  # type: ignore[misc]
+            loader.put(lambda tx, batch=batch: write_page(tx, batch))  # type: ignore[misc]
             progress("filling", page.position, head)
     progress("filling", replay.position, head)  # the last pages are in
     with recorder.plain_transaction() as tx:

@@ -15,7 +15,10 @@ from types import TracebackType
 
 from ledger.sql import SqlTx
 
-Write = Callable[[SqlTx], None]
+# One page's writes. What they return, if anything, runs in a transaction of its own once they
+# are committed (ledger/rebuild/hints.py).
+AfterCommit = Callable[[SqlTx], None]
+Write = Callable[[SqlTx], AfterCommit | None]
 JOIN_TIMEOUT_S = 600.0  # the last page's insert; a database that takes longer is failing anyway
 
 
@@ -69,6 +72,9 @@ class PageLoader:
                 continue  # drain: the replay is stopping
             try:
                 with self._transaction() as tx:
-                    write(tx)
+                    after_commit = write(tx)
+                if after_commit is not None:
+                    with self._transaction() as tx:
+                        after_commit(tx)
             except BaseException as error:  # noqa: BLE001 (handed to the replay's thread)
                 self._error = error
