@@ -5,8 +5,8 @@ that later readers need not look the transaction up. With data checksums on (the
 cluster that PostgreSQL 18's initdb makes) or `wal_log_hints`, the first such mark on a page after
 a checkpoint writes the whole page into the WAL. Left to the index builds, that is nearly every
 page of the shadow tables, since the fill's own WAL starts checkpoints: measured at 1,000,000
-events, the index builds wrote 1,990 MB of WAL instead of 787 MB and took 1.3 s longer
-(bench/README.md, the rebuild). Read right after its commit, a page has nearly always been written
+events, the index builds wrote 1,603-1,694 MB of WAL without the marks and 769-856 MB with them
+(bench/README.md, the rebuild: Session 38). Read right after its commit, a page has nearly always been written
 since the last checkpoint began, and its marks write nothing to the WAL.
 
 A page's rows start in the block where the same process's last page ended (a server process fills
