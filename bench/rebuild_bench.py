@@ -12,7 +12,10 @@ next to a COPY of the same log rows (out of the events table and into a table li
 indexes); the rebuild's peak memory (its process's, and its fill's other process's, sampled:
 peak_memory.py); how long it held the writers' lock
 (its own report) and the longest gap between two acknowledgements of the writer client while it
-ran, next to the longest gap in as long a time before it; and the load average. Checks that every
+ran, next to the longest gap in as long a time before it; the WAL it wrote; and the load average.
+Before the next round it waits for autovacuum's visit of the rebuilt tables (at most
+AUTOVACUUM_SETTLE_MAX_S), and reports how long it waited: a cost that follows every rebuild,
+and that would otherwise fall inside the next round's. Checks that every
 event the client had acknowledged is in the rebuilt projections (its event key). With `--baseline
 COMMIT`, each round also rebuilds with that commit's `ledger` package (extracted by
 baseline_tree.py), one after the other on the same ledger, the order turned every round (`ledger
@@ -46,6 +49,11 @@ REBUILD_TIMEOUT_S = 3600
 READY_TIMEOUT_S = 120
 SOURCE = "bench/rebuild"  # the writer client's events
 THIS_TREE = "this tree"
+# After each rebuild, autovacuum visits the new tables (every row is new to it) and sets their pages
+# all-visible, writing them into the WAL again: the next round waits for it, at most this long, so
+# that it does not run inside the next rebuild.
+AUTOVACUUM_SETTLE_MAX_S = 240
+AUTOVACUUM_POLL_S = 2.0
 REPORTED = re.compile(r"from (\d+) recorded events .* in ([\d.]+) s; writes waited ([\d.]+) s")
 
 
@@ -95,12 +103,41 @@ def copy_rate(pg: Postgres, database: str) -> dict[str, Any]:
     }
 
 
-def rebuild_round(url: str, number: int, client: WriterClient, side: str, tree: str | None) -> dict[str, Any]:
+def wal_bytes(pg: Postgres, database: str) -> int:
+    return int(pg.execute("SELECT pg_current_wal_insert_lsn() - '0/0'::pg_lsn", database)[0][0])
+
+
+def autovacuum_settled(pg: Postgres, database: str, since: float) -> dict[str, Any]:
+    """Waits until autovacuum has vacuumed the rebuilt history table (its last autovacuum after
+    `since`, a time.time()) and no autovacuum worker runs, at most AUTOVACUUM_SETTLE_MAX_S."""
+    started = time.monotonic()
+    vacuumed = False
+    while time.monotonic() - started < AUTOVACUUM_SETTLE_MAX_S:
+        last, running = pg.execute(
+            "SELECT (SELECT EXTRACT(EPOCH FROM last_autovacuum) FROM pg_stat_user_tables "
+            "WHERE relname = 'ledger_history'), "
+            "(SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'autovacuum worker')",
+            database,
+        )[0]
+        vacuumed = last is not None and float(last) > since
+        if vacuumed and not running:
+            break
+        time.sleep(AUTOVACUUM_POLL_S)
+    return {
+        "autovacuum_after_s": round(time.monotonic() - started, 1),
+        "autovacuum_after_done": vacuumed,
+    }
+
+
+def rebuild_round(
+    pg: Postgres, database: str, url: str, number: int, client: WriterClient, side: str, tree: str | None
+) -> dict[str, Any]:
     env = {**os.environ, "LEDGER_DATABASE_URL": url}
     env.pop("LEDGER_WRITER_SOCKET", None)
     if tree:
         env["PYTHONPATH"] = os.pathsep.join([tree, *filter(None, [os.environ.get("PYTHONPATH")])])
     load = os.getloadavg()
+    wal_before = wal_bytes(pg, database)
     started = time.monotonic()
     process = subprocess.Popen(
         [*ledger_command(), "rebuild", "--quiet"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
@@ -110,6 +147,7 @@ def rebuild_round(url: str, number: int, client: WriterClient, side: str, tree: 
     with PeakMemory(process.pid) as peak:
         _, status, usage = os.wait4(process.pid, 0)
     ended = time.monotonic()
+    wal_mb = round((wal_bytes(pg, database) - wal_before) / 1e6)  # the client's writes' too (a little)
     stdout = process.stdout.read().decode() if process.stdout else ""
     stderr = process.stderr.read().decode() if process.stderr else ""
     if os.waitstatus_to_exitcode(status) != 0:
@@ -134,6 +172,7 @@ def rebuild_round(url: str, number: int, client: WriterClient, side: str, tree: 
         "peak_rss_mb": peak.own_mb,
         "peak_rss_part_mb": peak.children_mb,  # the largest of its fill's other processes
         "cpu_s": round(usage.ru_utime + usage.ru_stime, 1),
+        "wal_mb": wal_mb,
         "writes_paused_s": paused_s,
         "longest_write_gap_s": round(during, 3),
         "longest_write_gap_before_s": round(before, 3),
@@ -144,7 +183,7 @@ def rebuild_round(url: str, number: int, client: WriterClient, side: str, tree: 
         f"({result['entries_per_s_wall']:,}/s over the command's {wall_s:.1f} s); peak memory "
         f"{result['peak_rss_mb']} MB (its other process {result['peak_rss_part_mb']} MB); "
         f"the rebuild held the writers' lock {paused_s:.3f} s; longest gap "
-        f"between two writes {during:.3f} s (before it: {before:.3f} s); load average "
+        f"between two writes {during:.3f} s (before it: {before:.3f} s); {wal_mb:,} MB of WAL; load average "
         f"{' '.join(f'{x:.2f}' for x in load)} before, {' '.join(f'{x:.2f}' for x in os.getloadavg())} after",
         flush=True,
     )
@@ -194,12 +233,17 @@ def measure(pg: Postgres, workdir: Path, args: argparse.Namespace, results: dict
         for number in range(1, args.rounds + 1):
             for side in list(sides) if number % 2 else list(reversed(sides)):
                 pg.checkpoint()
-                result = rebuild_round(url, number, client, side, sides[side])
+                result = rebuild_round(pg, database, url, number, client, side, sides[side])
                 result["copy_rows_per_s"] = copied["rows_per_s"]
+                result.update(autovacuum_settled(pg, database, time.time() - result["wall_s"]))
+                print(
+                    f"    then autovacuum's visit: {result['autovacuum_after_s']} s"
+                    f"{'' if result['autovacuum_after_done'] else ' (not done: gave up waiting)'}",
+                    flush=True,
+                )
                 results["rounds"].append(result)
                 if client.error:
                     raise BenchError(f"the writer client failed during round {number}: {client.error}")
-                time.sleep(2.0)
     finally:
         client.stop()
         server.stop()
