@@ -281,11 +281,15 @@ class LatestRows:
 APPENDED_TABLES = (_HISTORY.table, _CODES.table, _KEYS.table)
 
 
-def write_appended(tx: SqlTx, batch: ProjectionBatch, into: Mapping[str, str]) -> None:
+def write_appended(tx: SqlTx, batch: ProjectionBatch, into: Mapping[str, str]) -> list[str]:
+    """Returns the tables (of `into`'s names) it added rows to."""
     history = _history_rows(batch)
-    _HISTORY.into(into[_HISTORY.table], upsert=False).copy(tx, history)
-    _CODES.into(into[_CODES.table], upsert=False).copy(tx, _code_rows(history))
-    _KEYS.into(into[_KEYS.table], upsert=False).copy(tx, _key_rows(batch))
+    written: list[str] = []
+    for insert, rows in ((_HISTORY, history), (_CODES, _code_rows(history)), (_KEYS, _key_rows(batch))):
+        if rows:
+            insert.into(into[insert.table], upsert=False).copy(tx, rows)
+            written.append(into[insert.table])
+    return written
 
 
 def write_latest(

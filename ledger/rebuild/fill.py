@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from ledger.projections.schema import PROJECTION_TABLES
 from ledger.projections.tables import (
-    APPENDED_TABLES,
     LatestRows,
     ProjectionBatch,
     write_appended,
@@ -19,13 +18,12 @@ from ledger.projections.tables import (
 )
 from ledger.rebuild import hints, shadow
 from ledger.rebuild.limits import Progress, RebuildLimits
-from ledger.rebuild.loading import AfterCommit, PageLoader
+from ledger.rebuild.loading import PageLoader
 from ledger.rebuild.replay import Replay
 from ledger.sql import SqlTx
 from ledger.storage.recorders import PostgresLedgerRecorder
 
 SHADOWS = {table: shadow.shadow_of(table) for table in PROJECTION_TABLES}
-_APPENDED_SHADOWS = tuple(SHADOWS[table] for table in APPENDED_TABLES)
 
 
 def fill(
@@ -33,16 +31,13 @@ def fill(
 ) -> None:
     latest = LatestRows()
     with recorder.plain_transaction() as tx:
-        fresh = hints.FreshBlocks(_APPENDED_SHADOWS) if hints.hinting_supported(tx) else None
+        fresh = hints.FreshBlocks() if hints.hinting_supported(tx) else None
 
-    def write_page(tx: SqlTx, batch: ProjectionBatch) -> AfterCommit | None:
-        def write(tx: SqlTx) -> None:
-            write_appended(tx, batch, SHADOWS)
-
+    def write_page(tx: SqlTx, batch: ProjectionBatch) -> hints.Mark | None:
         if fresh is None:
-            write(tx)
+            write_appended(tx, batch, SHADOWS)
             return None
-        return fresh.written(tx, write)
+        return fresh.written(tx, lambda tx: write_appended(tx, batch, SHADOWS))
 
     with PageLoader(recorder.plain_transaction, limits.pages_ahead_max) as loader:
         for page in replay.pages(recorder, head, limits.batch_entries):

@@ -23,7 +23,8 @@ JOIN_TIMEOUT_S = 600.0  # the last page's insert; a database that takes longer i
 
 
 class PageLoader:
-    """`put(write)` hands over one page's writes; each runs in a committed transaction of its own."""
+    """`put(write)` hands over one page's writes; each runs in a committed transaction of its own,
+    and what it returns, if anything, in another after that one's commit."""
 
     def __init__(
         self, transaction: Callable[[], contextlib.AbstractContextManager[SqlTx]], ahead_max: int
