@@ -15,7 +15,8 @@ are found from the block where the same server process's last page of that table
 loader's connections are a pool's, several server processes) up to the table's size after them,
 one TID range scan (PostgreSQL 14 and later; earlier servers are left to the index builds).
 Rows the server put elsewhere (free space in an earlier block) are missed. So are rows whose
-commit was not flushed yet when read (`synchronous_commit = off`): the server marks only those.
+commit was not yet on disk when read (`synchronous_commit = off`): the server marks a row only
+once its commit is.
 A mark that fails fails the rebuild, as a page's write would: both are the same database's.
 """
 
