@@ -18,7 +18,7 @@ from ledger.projections.tables import (
 )
 from ledger.rebuild import hints, shadow
 from ledger.rebuild.limits import Progress, RebuildLimits
-from ledger.rebuild.loading import PageLoader
+from ledger.rebuild.loading import AfterCommit, PageLoader
 from ledger.rebuild.replay import Replay
 from ledger.sql import SqlTx
 from ledger.storage.recorders import PostgresLedgerRecorder
@@ -33,7 +33,7 @@ def fill(
     with recorder.plain_transaction() as tx:
         fresh = hints.FreshBlocks() if hints.hinting_supported(tx) else None
 
-    def write_page(tx: SqlTx, batch: ProjectionBatch) -> hints.Mark | None:
+    def write_page(tx: SqlTx, batch: ProjectionBatch) -> AfterCommit | None:
         if fresh is None:
             write_appended(tx, batch, SHADOWS)
             return None

@@ -24,10 +24,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+from ledger.rebuild.loading import AfterCommit
 from ledger.sql import SqlTx
 
 TID_RANGE_SCANS_SINCE = 140000  # server_version_num
-Mark = Callable[[SqlTx], None]
 
 
 def hinting_supported(tx: SqlTx) -> bool:
@@ -42,7 +42,7 @@ class FreshBlocks:
         # Per (server process, table): the block where that process's last rows of the table went.
         self._last_block: dict[tuple[int, str], int] = {}
 
-    def written(self, tx: SqlTx, write: Callable[[SqlTx], Sequence[str]]) -> Mark | None:
+    def written(self, tx: SqlTx, write: Callable[[SqlTx], Sequence[str]]) -> AfterCommit | None:
         """Runs `write` in `tx` (it adds rows to tables and names those it added to), and returns
         what marks them, to run in a transaction after `tx` commits (None: nothing to mark)."""
         tables = list(write(tx))
