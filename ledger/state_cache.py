@@ -19,6 +19,9 @@ import orjson
 from ledger.domain.model import Level, Policy, Reservation, ReservationLine, ReservationStatus
 from ledger.sql import KEYS_PER_STATEMENT_MAX, Deferred, Row, SqlTx, chunks
 
+# Where memory was when a read outside the writers' lock was made: its head and its generation.
+ReadAt = tuple[int, int]
+
 
 @dataclass(slots=True)
 class CachedLevel:
@@ -298,17 +301,34 @@ class StateCache:
     # Each read is sent at once and finished later, so that on PostgreSQL all of a batch's reads
     # travel in one round trip together with the lock (see PostgresLedgerRecorder).
 
-    def read_levels(self, tx: SqlTx, keys: set[tuple[str, str]]) -> PendingLevels:
-        return PendingLevels(self, tx, keys)
+    # The reads below keep what they find in memory. Under the writers' lock nothing can commit
+    # meanwhile. Outside it (`at`: memory's head and generation when the read was made), another
+    # instance may commit, and a refresher catch memory up to it, between the read and the keeping:
+    # a value kept then would look current at the newer head. So with `at`, nothing is kept once
+    # memory has moved from there, and what was read is returned alone.
 
-    def read_reservations(self, tx: SqlTx, keys: set[tuple[str, str]]) -> PendingReservations:
-        return PendingReservations(self, tx, keys)
+    def read_levels(self, tx: SqlTx, keys: set[tuple[str, str]], at: ReadAt | None = None) -> PendingLevels:
+        return PendingLevels(self, tx, keys, at)
+
+    def read_reservations(
+        self, tx: SqlTx, keys: set[tuple[str, str]], at: ReadAt | None = None
+    ) -> PendingReservations:
+        return PendingReservations(self, tx, keys, at)
 
     def read_store_versions(self, tx: SqlTx, stores: set[str]) -> PendingVersions:
         return PendingVersions(self, tx, stores)
 
-    def read_store_policies(self, tx: SqlTx, stores: set[str]) -> PendingPolicies:
-        return PendingPolicies(self, tx, stores)
+    def read_store_policies(self, tx: SqlTx, stores: set[str], at: ReadAt | None = None) -> PendingPolicies:
+        return PendingPolicies(self, tx, stores, at)
+
+    def now_at(self) -> ReadAt:
+        with self.lock:
+            return self.head, self.generation
+
+    def _moved_from(self, at: ReadAt | None) -> bool:
+        """Whether memory is no longer where a read outside the writers' lock was made (the caller
+        holds the lock)."""
+        return at is not None and (self.head, self.generation) != at
 
 
 def _query_pairs(
@@ -321,8 +341,10 @@ def _query_pairs(
 
 
 class PendingLevels:
-    def __init__(self, cache: StateCache, tx: SqlTx, keys: set[tuple[str, str]]) -> None:
-        self.cache, self.tx = cache, tx
+    def __init__(
+        self, cache: StateCache, tx: SqlTx, keys: set[tuple[str, str]], at: ReadAt | None = None
+    ) -> None:
+        self.cache, self.tx, self.at = cache, tx, at
         self.queried = [key for key in keys if key not in cache.levels]
         self.keys = set(keys)
         self.deferred = _query_pairs(tx, "ledger_levels", ("store_id", "sku"), self.queried)
@@ -337,19 +359,23 @@ class PendingLevels:
             from_db.setdefault(key, CachedLevel(Level(), 0, None))
         cache = self.cache
         with cache.lock:
+            if cache._moved_from(self.at):
+                return from_db
             for key, value in from_db.items():
                 cache._put_level(key, value)
             wanted = self.keys | more_keys
             found = {key: cache.levels[key] for key in wanted if key in cache.levels}
         late = wanted - found.keys()  # evicted, or the cache was cleared while catching up
         if late:
-            found.update(PendingLevels(cache, self.tx, late).finish())
+            found.update(PendingLevels(cache, self.tx, late, self.at).finish())
         return found
 
 
 class PendingReservations:
-    def __init__(self, cache: StateCache, tx: SqlTx, keys: set[tuple[str, str]]) -> None:
-        self.cache, self.tx = cache, tx
+    def __init__(
+        self, cache: StateCache, tx: SqlTx, keys: set[tuple[str, str]], at: ReadAt | None = None
+    ) -> None:
+        self.cache, self.tx, self.at = cache, tx, at
         self.keys = set(keys)
         self.queried = [key for key in keys if key not in cache.reservations]
         self.deferred = _query_pairs(tx, "ledger_reservations", ("store_id", "reservation_id"), self.queried)
@@ -357,21 +383,26 @@ class PendingReservations:
     def finish(self) -> dict[tuple[str, str], tuple[Reservation, int]]:
         """The reservations that exist among the keys."""
         cache = self.cache
+        read = {
+            (row["store_id"], row["reservation_id"]): (reservation_from_row(row), int(row["position"]))
+            for deferred in self.deferred
+            for row in deferred.rows()
+        }
         with cache.lock:
-            for deferred in self.deferred:
-                for row in deferred.rows():
-                    key = (row["store_id"], row["reservation_id"])
-                    cache._put_reservation(key, reservation_from_row(row), int(row["position"]))
+            if cache._moved_from(self.at):
+                return read
+            for key, (reservation, position) in read.items():
+                cache._put_reservation(key, reservation, position)
             found = {key: cache.reservations[key] for key in self.keys if key in cache.reservations}
         late = set(self.queried).symmetric_difference(self.keys) - found.keys()
         if late:  # were cached when asked, gone now (cleared while catching up): ask again
-            found.update(PendingReservations(cache, self.tx, late).finish())
+            found.update(PendingReservations(cache, self.tx, late, self.at).finish())
         return found
 
 
 class PendingPolicies:
-    def __init__(self, cache: StateCache, tx: SqlTx, stores: set[str]) -> None:
-        self.cache, self.tx = cache, tx
+    def __init__(self, cache: StateCache, tx: SqlTx, stores: set[str], at: ReadAt | None = None) -> None:
+        self.cache, self.tx, self.at = cache, tx, at
         self.stores = set(stores)
         self.queried = [store for store in stores if store not in cache.store_policies]
         self.deferred = [
@@ -390,6 +421,8 @@ class PendingPolicies:
                 from_db[row["store_id"]][row["sku"]] = policy_from_text(row["policy"])
         cache = self.cache
         with cache.lock:
+            if cache._moved_from(self.at):
+                return from_db
             for store, policies in from_db.items():
                 if store not in cache.store_policies:
                     cache._hold_store_policies(store, policies)
@@ -398,7 +431,7 @@ class PendingPolicies:
             }
         late = self.stores - found.keys()  # cleared while catching up, or evicted: ask again
         if late:
-            found.update(PendingPolicies(cache, self.tx, late).finish())
+            found.update(PendingPolicies(cache, self.tx, late, self.at).finish())
         return found
 
 

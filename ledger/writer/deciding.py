@@ -147,10 +147,12 @@ def catch_up_and_fetch(
             missing = found.missing
         else:
             missing = missing_from_memory(cache, events)
-        reservations = cache.read_reservations(tx, missing.reservations)
-        levels = cache.read_levels(tx, missing.levels)
+        # Kept in memory only if it is still here when they are: see StateCache.read_levels.
+        at = cache.now_at()
+        reservations = cache.read_reservations(tx, missing.reservations, at)
+        levels = cache.read_levels(tx, missing.levels, at)
         versions = cache.read_store_versions(tx, missing.stores)
-        policies = cache.read_store_policies(tx, missing.policy_stores)
+        policies = cache.read_store_policies(tx, missing.policy_stores, at)
         held = reservations.finish()
         released = {(store, sku) for (store, _), (r, _) in held.items() for sku in r.lines}
         levels.finish(released)
