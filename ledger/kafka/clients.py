@@ -7,7 +7,7 @@ import os
 import socket
 from typing import Any
 
-from kafka import KafkaConsumer
+from kafka import KafkaConsumer, codec
 from kafka.admin import KafkaAdminClient, NewTopic
 from kafka.errors import TopicAlreadyExistsError
 
@@ -39,8 +39,25 @@ def security(settings: Settings) -> dict[str, Any]:
     }
 
 
+# Every codec a producer or a topic may compress record batches with, and whether kafka-python can
+# read it here. A batch it cannot read fails every poll of its partition (CONTRACT §2's dead-letter
+# topic is for records the ledger reads and refuses, not for batches nobody can open).
+_CODECS = {"gzip": codec.has_gzip, "snappy": codec.has_snappy, "lz4": codec.has_lz4, "zstd": codec.has_zstd}
+
+
+def unreadable_codecs() -> list[str]:
+    return [name for name, present in _CODECS.items() if not present()]
+
+
 def new_consumer(settings: Settings) -> Any:
-    """A group member that never commits by itself: offsets move only after an outcome is durable."""
+    """A group member that never commits by itself: offsets move only after an outcome is durable.
+    Refused (ValueError) where a compression codec is missing (pyproject.toml installs them all)."""
+    missing = unreadable_codecs()
+    if missing:
+        raise ValueError(
+            f"the Kafka consumer cannot read records compressed with {', '.join(missing)}: "
+            "install lz4, zstandard and python-snappy"
+        )
     return KafkaConsumer(
         bootstrap_servers=bootstrap_servers(settings),
         client_id=client_id(settings, "consumer"),

@@ -199,10 +199,16 @@ def produce(
     headers: list[tuple[str, bytes]] | None = None,
     *,
     request_bytes_max: int = PRODUCE_REQUEST_BYTES_MAX,
+    compression: str | None = None,
 ) -> list[Sent]:
-    """Sends (key, value) records and waits for every acknowledgement; returns where each went."""
+    """Sends (key, value) records, their batches compressed with `compression` (None: not), and waits
+    for every acknowledgement; returns where each went."""
     producer = KafkaProducer(
-        bootstrap_servers=bootstrap, acks="all", linger_ms=5, max_request_size=request_bytes_max
+        bootstrap_servers=bootstrap,
+        acks="all",
+        linger_ms=5,
+        max_request_size=request_bytes_max,
+        compression_type=compression,
     )
     try:
         pending = []

@@ -54,9 +54,15 @@ class Intake:
         *records: tuple[str | None, bytes | None],
         headers: list[tuple[str, bytes]] | None = None,
         request_bytes_max: int = PRODUCE_REQUEST_BYTES_MAX,
+        compression: str | None = None,
     ) -> Any:
         sent = produce(
-            self.broker.bootstrap, self.topics.events, records, headers, request_bytes_max=request_bytes_max
+            self.broker.bootstrap,
+            self.topics.events,
+            records,
+            headers,
+            request_bytes_max=request_bytes_max,
+            compression=compression,
         )
         self.sent.extend(sent)
         return sent
@@ -108,6 +114,19 @@ def test_every_event_gets_one_result_keyed_by_its_store(intake: Intake) -> None:
     assert body["subject"] == "store-r2"
     assert body["source"] == "test/kafka"
     assert isinstance(body["position"], int)
+
+
+@pytest.mark.parametrize("codec", ["gzip", "snappy", "lz4", "zstd"])
+def test_events_in_compressed_batches_are_recorded(intake: Intake, codec: str) -> None:
+    """The producer or the topic picks the codec; a batch the intake cannot open would stop its
+    partition for good, every later event of it with it."""
+    store = f"store-{codec}"
+    ids = [new_id(codec) for _ in range(3)]
+    intake.send(
+        *[(store, envelope(event_id, store, "stock.receipt", [("SKU-Z", 2)])) for event_id in ids],
+        compression=codec,
+    )
+    assert {body["outcome"] for body in intake.results_for(set(ids))} == {"accepted"}
 
 
 def test_levels_follow_the_events_read_from_kafka(intake: Intake) -> None:
