@@ -3,9 +3,10 @@
 A batch is whatever has queued up, up to `batch_events_max` events (one submission larger than
 that is a batch of its own). A failed batch changed nothing (its transaction rolled back) or
 committed with its acknowledgement lost (its events then answer as duplicates), so it is tried
-again `retries_max` times with a doubling wait; then its submissions are tried one by one, so
-that one bad submission fails only itself. A submission that fails alone is answered with the
-database's unavailability as it is, or else with SubmissionFailed (a retry will not change it).
+again `retries_max` times with a doubling wait; then, unless the database is unavailable (then
+every submission is answered so at once), its submissions are tried one by one, so that one bad
+submission fails only itself. A submission that fails alone is answered with the database's
+unavailability as it is, or else with SubmissionFailed (a retry will not change it).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from ledger.results import EventResult
-from ledger.writer.submission import Submission, failure_kind
+from ledger.writer.submission import Submission, WriterUnavailable, failure_kind
 
 log = logging.getLogger("ledger.writer")
 
@@ -76,12 +77,16 @@ def record_with_retries(
                 log.warning("batch failed (attempt %d), retrying: %s", attempt + 1, error)
                 time.sleep(min(RETRY_WAIT_S_FIRST * 2**attempt, RETRY_WAIT_S_MAX))
                 continue
-            if len(batch) > 1:
+            failure = failure_kind(error)
+            if len(batch) > 1 and not isinstance(failure, WriterUnavailable):
                 for submission in batch:
                     record_with_retries([submission], record, retries_max, failed)
                 return
-            log.error("batch failed, giving up: %r", error)
-            batch[0].done(failure_kind(error))
+            # The database is unavailable: no submission of the batch would fare better alone, and
+            # trying each with its own retries kept the writer from answering anyone meanwhile.
+            log.error("batch of %d submissions failed, giving up: %r", len(batch), error)
+            for submission in batch:
+                submission.done(failure)
             return
         for submission, result in zip(batch, results, strict=True):
             submission.done(result)
