@@ -11,6 +11,13 @@ autovacuum busier (its shadow tables are new, and it loads the machine).
 So each session of the ledger sets `deadlock_timeout` to `db_deadlock_timeout_ms`. The parameter
 is a superuser's: a role that may not set it (`GRANT SET ON PARAMETER deadlock_timeout TO …`, or
 `ALTER ROLE … SET deadlock_timeout`, lift that) keeps the server's value, and the start says so.
+
+A session whose client is gone must not hold what it holds for long: a writer's transaction holds
+the writers' lock between its round trips, and every other instance's writes wait for it. With
+the operating system's defaults a lost machine is found out after about two hours. So every
+session has TCP keepalives on both ends and a user timeout (`KEEPALIVE_OPTIONS`: a lost peer is
+found within seconds), and a transaction left idle by its client for IDLE_IN_TRANSACTION_S (a
+client that froze) is ended by the server.
 """
 
 from __future__ import annotations
@@ -28,6 +35,21 @@ log = logging.getLogger("ledger.storage")
 # LEDGER_DB_DEADLOCK_TIMEOUT_MS: how long a session waits for a lock before PostgreSQL checks for a
 # deadlock, and cancels an autovacuum that holds the lock. 0 keeps the server's value.
 DEADLOCK_TIMEOUT_MS_DEFAULT = 100
+# Both ends of a session find the other gone within seconds (libpq's keepalives, the server's
+# tcp_keepalives_* and tcp_user_timeout); over a Unix socket they do not apply, and nothing is lost.
+KEEPALIVE_OPTIONS: dict[str, Any] = {
+    "keepalives": 1,
+    "keepalives_idle": 5,
+    "keepalives_interval": 2,
+    "keepalives_count": 3,
+    "options": "-c tcp_keepalives_idle=5 -c tcp_keepalives_interval=2 -c tcp_keepalives_count=3 "
+    "-c tcp_user_timeout=15000",
+}
+# The longest a transaction of the ledger's pooled sessions may wait for its client between two
+# statements. Every transaction of the ledger sends its next statement at once or after at most a
+# page's or a batch's Python work (well under a second); one idle for this long has a client that
+# froze, and holds locks (the writers' lock among them) that everyone else waits for.
+IDLE_IN_TRANSACTION_S = 10.0
 # The longest a leader's query (taking its lock, or looking that its session lives: the feed's and
 # the writers') waits for the server. Kept by the client: a statement_timeout would be kept by the
 # very server that froze.
@@ -49,13 +71,18 @@ class AnsweredInTime(psycopg.Connection[Any]):
 
 
 class LedgerPostgresDatastore(PostgresDatastore):
-    """The library's datastore, whose new connections also get the ledger's `deadlock_timeout`."""
+    """The library's datastore, whose new connections also get the ledger's `deadlock_timeout`,
+    keepalives and idle-in-transaction limit (see the module's docstring)."""
 
     def __init__(
         self, *args: Any, deadlock_timeout_ms: int = DEADLOCK_TIMEOUT_MS_DEFAULT, **kwargs: Any
     ) -> None:
         self.deadlock_timeout_ms = deadlock_timeout_ms  # read by after_connect_func, in super().__init__
+        kwargs.setdefault("idle_in_transaction_session_timeout", IDLE_IN_TRANSACTION_S)
         super().__init__(*args, **kwargs)
+        connect_with = self.pool.kwargs  # the library's dict, with which the (not yet opened) pool connects
+        assert isinstance(connect_with, dict), connect_with
+        connect_with.update(KEEPALIVE_OPTIONS)
 
     def after_connect_func(self) -> Callable[[psycopg.Connection[Any]], None]:
         library_setup = super().after_connect_func()

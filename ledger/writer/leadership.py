@@ -31,7 +31,7 @@ from typing import Any
 
 import psycopg
 
-from ledger.storage.pg_sessions import AnsweredInTime
+from ledger.storage.pg_sessions import KEEPALIVE_OPTIONS, AnsweredInTime
 from ledger.storage.recorders import CONNECT_TIMEOUT_S
 
 log = logging.getLogger("ledger.writer")
@@ -43,14 +43,7 @@ KEEP_INTERVAL_S = 1.0
 CLOSE_WAIT_S = 2.0  # for the keeper to finish what it is at, when the writer stops
 # Both ends of the leader's session find the other gone within seconds: the server frees the lock
 # of a leader whose machine was lost, and the keeper finds a lost session.
-SESSION_OPTIONS: dict[str, Any] = {
-    "keepalives": 1,
-    "keepalives_idle": 5,
-    "keepalives_interval": 2,
-    "keepalives_count": 3,
-    "options": "-c tcp_keepalives_idle=5 -c tcp_keepalives_interval=2 -c tcp_keepalives_count=3 "
-    "-c tcp_user_timeout=15000",
-}
+SESSION_OPTIONS: dict[str, Any] = KEEPALIVE_OPTIONS
 
 
 @dataclass(frozen=True, slots=True)
