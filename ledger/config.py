@@ -122,9 +122,10 @@ class Settings(BaseSettings):
     kafka_republishes_max: int = Field(3, ge=0)
     # A batch the writer refuses (SubmissionFailed: a bug, or an event it cannot store) is recorded
     # again one event at a time, and an event refused alone goes to the dead-letter topic. More
-    # refused events than this in one batch look like a writer that refuses everything (a bug, a
-    # schema it does not know) rather than bad events: the batch is then read again after a
-    # backoff, as after an outage, instead of the stream going to the dead-letter topic.
+    # refused events than this in one batch, or in a row with none recorded between them (whatever
+    # the batches), look like a writer that refuses everything (a bug, a schema it does not know)
+    # rather than bad events: the batch is then read again after a backoff, as after an outage,
+    # instead of the stream going to the dead-letter topic.
     kafka_refused_per_batch_max: int = Field(10, ge=1)
     # /readyz: the intake is not ready once the broker has left it unanswered this long (a heartbeat
     # past its interval, or results sent and not acknowledged), or once one turn of its poll loop

@@ -16,8 +16,10 @@ A batch the writer refuses (SubmissionFailed: a retry will not change it; nothin
 recorded) is not failed: its events are recorded again one at a time, in order, and an event
 refused alone is answered `Refused` (the intake dead-letters it) while the others are recorded;
 the batches sent after it are then sent again. Past `refused_max` refused events in one batch, or
-on any other failure meanwhile, the batch fails as a whole and is read again (what was recorded of
-it then answers as duplicates).
+past `refused_max` events refused in a row with nothing recorded between them (a trickle of
+batches of one event each, refused by a writer that refuses everything), or on any other failure
+meanwhile, the batch fails as a whole and is read again (what was recorded of it then answers as
+duplicates): the stream must not drain into the dead-letter topic while the writer is at fault.
 """
 
 from __future__ import annotations
@@ -54,11 +56,13 @@ _T = TypeVar("_T")
 
 
 class TooManyRefused(Exception):
-    """More events of one batch were refused alone than `refused_max`: the writer, rather than
-    the events, is likely at fault, so the batch is read again instead of dead-lettered."""
+    """More events were refused alone than `refused_max`, in one batch or in a row: the writer,
+    rather than the events, is likely at fault, so the batch is read again instead of dead-lettered."""
 
-    def __init__(self, refused: int, refused_max: int, last: SubmissionFailed) -> None:
-        super().__init__(f"{refused} events of one batch refused alone (at most {refused_max}); last: {last}")
+    def __init__(
+        self, refused: int, refused_max: int, last: SubmissionFailed, where: str = "of one batch"
+    ) -> None:
+        super().__init__(f"{refused} events {where} refused alone (at most {refused_max}); last: {last}")
 
 
 # Batches in the writer at once: one recorded while the next is decided; a third would only wait
@@ -120,6 +124,7 @@ class Recorder:
             self.in_writer_max = 1
         self.jobs_max = jobs_max
         self.refused_max = refused_max
+        self._refused_in_a_row = 0  # events refused alone since one was last recorded, any batch
         self._jobs: deque[_Job] = deque()
         self._changed = threading.Condition()
         self._halted = False  # after a failure, until discard()
@@ -228,6 +233,8 @@ class Recorder:
             return
         else:
             in_writer.popleft()
+            if outcomes:
+                self._refused_in_a_row = 0
         job.recording.set_result(outcomes)
 
     def _fail(self, job: _Job, error: BaseException, followers: list[_Job]) -> None:
@@ -241,6 +248,7 @@ class Recorder:
     def _record_refused(self, events: list[StockEvent], error: SubmissionFailed) -> list[Outcome]:
         """A batch the writer refused: one outcome per event, recorded one by one."""
         if len(events) == 1:
+            self._refused_alone(error)
             return [Refused(error.reason)]
         log.warning("a batch of %d events was refused (%s); recording them one by one", len(events), error)
         return self._record_one_by_one(events)
@@ -257,6 +265,7 @@ class Recorder:
                 refused += 1
                 if refused > self.refused_max:
                     raise TooManyRefused(refused, self.refused_max, error) from error
+                self._refused_alone(error)
                 log.error(
                     "event %s from %s refused alone, to the dead-letter topic: %s",
                     event.event_id,
@@ -264,7 +273,15 @@ class Recorder:
                     error,
                 )
                 outcomes.append(Refused(error.reason))
+            else:
+                self._refused_in_a_row = 0
         return outcomes
+
+    def _refused_alone(self, error: SubmissionFailed) -> None:
+        """Counts an event refused alone; past `refused_max` in a row, fails its batch."""
+        self._refused_in_a_row += 1
+        if self._refused_in_a_row > self.refused_max:
+            raise TooManyRefused(self._refused_in_a_row, self.refused_max, error, "in a row") from error
 
 
 def _waited_out(in_writer: deque[_Sending]) -> list[_Job]:

@@ -75,3 +75,21 @@ def test_a_refused_batch_of_one_is_not_sent_again() -> None:
     outcomes = _record(ledger, ("refused-a",))
     assert isinstance(outcomes, list) and isinstance(outcomes[0], Refused)
     assert ledger.calls == [["refused-a"]]
+
+
+def test_events_refused_one_batch_at_a_time_in_a_row_past_the_limit_fail_their_batch() -> None:
+    """A writer that refuses everything, fed a trickle (a batch of one event each): past
+    `refused_max` in a row the batch is read again, instead of the topic draining into the
+    dead-letter topic; one event recorded in between starts the count again."""
+    ledger = FakeLedger()
+    recorder = Recorder(ledger, jobs_max=1, refused_max=2).start()
+    try:
+        answers = []
+        for ids in (("refused-1",), ("refused-2",), ("ok",), ("refused-3",), ("refused-4",), ("refused-5",)):
+            recording = recorder.submit(_events(*ids))
+            error = recording.exception(ANSWER_DEADLINE_S)
+            answers.append(error if error is not None else recording.result())
+    finally:
+        assert recorder.close(ANSWER_DEADLINE_S)
+    assert all(isinstance(answer, list) for answer in answers[:5]), answers
+    assert isinstance(answers[5], TooManyRefused), answers[5]
