@@ -359,6 +359,7 @@ class Ledger:
 
     def levels(self, store_id: str, skus: list[str]) -> list[LevelView]:
         """Current levels: from memory when cached, else one database read."""
+        generation = self.cache.generation
         head = self.cache.head
         views: dict[str, LevelView] = {}
         missing = []
@@ -380,11 +381,11 @@ class Ledger:
                 if store_policies is None:
                     stored = queries.store_policies(tx, [store_id])[store_id]
                     store_policies = {sku: policy_from_text(text) for sku, text in stored.items()}
-                    self.cache.offer_store_policies(store_id, store_policies, snapshot_head)
+                    self.cache.offer_store_policies(store_id, store_policies, snapshot_head, generation)
             for sku in missing:
                 row = rows.get(sku)
                 cached = level_from_row(row) if row else CachedLevel(Level(), 0, None)
-                self.cache.offer_level((store_id, sku), cached, snapshot_head)
+                self.cache.offer_level((store_id, sku), cached, snapshot_head, generation)
                 policy = effective_policy(store_policies, sku)
                 views[sku] = LevelView(store_id, sku, cached.level, snapshot_head, cached.updated_at, policy)
         return [views[sku] for sku in skus]

@@ -213,10 +213,15 @@ class StateCache:
     def get_level(self, key: tuple[str, str]) -> CachedLevel | None:
         return self.levels.get(key)
 
-    def offer_level(self, key: tuple[str, str], value: CachedLevel, snapshot_head: int) -> None:
-        """A reader's value from the database; kept only if it is at least as new as the cache."""
+    def offer_level(
+        self, key: tuple[str, str], value: CachedLevel, snapshot_head: int, generation: int
+    ) -> None:
+        """A reader's value from the database; kept only if it is at least as new as the cache, and
+        the cache was not emptied since the reader began (`generation`, read before its head): an
+        emptied cache's head is low, and a value read before newer commits were installed and then
+        emptied with the rest would pass for current."""
         with self.lock:
-            if snapshot_head >= self.head:
+            if generation == self.generation and snapshot_head >= self.head:
                 self._put_level(key, value)
 
     def _put_level(self, key: tuple[str, str], value: CachedLevel) -> None:
@@ -240,10 +245,17 @@ class StateCache:
             changed[sku] = policy
         self.store_policies[store_id] = changed
 
-    def offer_store_policies(self, store_id: str, policies: dict[str, Policy], snapshot_head: int) -> None:
-        """A reader's copy of a store's policies; kept only if the cache holds nothing newer."""
+    def offer_store_policies(
+        self, store_id: str, policies: dict[str, Policy], snapshot_head: int, generation: int
+    ) -> None:
+        """A reader's copy of a store's policies; kept only if the cache holds nothing newer (as
+        offer_level)."""
         with self.lock:
-            if snapshot_head >= self.head and store_id not in self.store_policies:
+            if (
+                generation == self.generation
+                and snapshot_head >= self.head
+                and store_id not in self.store_policies
+            ):
                 self._hold_store_policies(store_id, policies)
 
     def _hold_store_policies(self, store_id: str, policies: dict[str, Policy]) -> None:

@@ -72,3 +72,19 @@ def test_an_empty_memory_reads_nothing_back() -> None:
     tx = _Tx(_tables())
     cache.catch_up(tx, 5000)  # type: ignore[arg-type]
     assert (cache.head, tx.reads) == (5000, [])
+
+
+def test_a_readers_value_is_not_kept_once_the_cache_was_emptied_since_it_began() -> None:
+    """A reader read K at head 100; meanwhile a commit of K at 105 was installed, then the cache was
+    emptied (the writer's connection dropped: head 0). K as read must not pass for current."""
+    cache = _cache()
+    generation = cache.generation
+    cache.clear(0)
+    cache.offer_level(("s1", "K"), CachedLevel(Level(5), 98, None), 100, generation)
+    cache.offer_store_policies("s1", {}, 100, generation)
+    assert ("s1", "K") not in cache.levels
+    assert "s1" not in cache.store_policies
+    cache.offer_level(("s1", "K"), CachedLevel(Level(5), 98, None), 100, cache.generation)
+    cache.offer_store_policies("s1", {}, 100, cache.generation)
+    assert ("s1", "K") in cache.levels
+    assert "s1" in cache.store_policies
