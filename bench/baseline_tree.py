@@ -21,9 +21,18 @@ def resolve_commit(given: str) -> str:
     return git("rev-parse", given).decode().strip()
 
 
+# The top-level packages the ledger has had: before the write path's rework (issue #10) the
+# projections and the adapters were packages of their own beside `ledger`, imported by it.
+PACKAGES = ("ledger", "projections", "adapters", "devtools")
+
+
 def extract(commit: str, directory: Path) -> Path:
-    """The `ledger` package of `commit`, in a directory of its own."""
+    """The `ledger` package of `commit`, with the other top-level packages it had then, in a
+    directory of its own."""
     tree = directory / f"ledger-{commit[:12]}"
-    with tarfile.open(fileobj=BytesIO(git("archive", "--format=tar", commit, "ledger")), mode="r") as archive:
+    present = set(git("ls-tree", "--name-only", commit).decode().split())
+    packages = [name for name in PACKAGES if name in present]
+    archived = git("archive", "--format=tar", commit, *packages)
+    with tarfile.open(fileobj=BytesIO(archived), mode="r") as archive:
         archive.extractall(tree, filter="data")
     return tree
