@@ -7,7 +7,11 @@ body trickling in a byte at a time). `DeadlineProtocol` is uvicorn's httptools p
 - headers: a request's headers must arrive whole, and within `header_bytes_max`, in the header
   timeout from its first byte; its body must arrive whole in the body timeout from its headers.
 Past a deadline the connection is closed (a reader of the request sees a disconnect); headers over
-the size answer 400 and close. `uvicorn_options` gives uvicorn these and its own limits explicitly.
+the size answer 400 and close. A deadline is a time kept on the connection, not a timer: one sweep
+per worker looks its connections over every DEADLINE_SWEEP_S while any has one, so a connection is
+closed at most that long after its deadline. (A timer per deadline cost every request two timers
+made and cancelled, 5.8 µs measured, for deadlines that almost never pass.)
+`uvicorn_options` gives uvicorn these and its own limits explicitly.
 Its writes go through `OneWriteTransport` (one_write.py), so that a response leaves in one write,
 and each request's scope holds that connection's `ResponseHead` (response_head.py).
 
@@ -23,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import weakref
 from typing import Any
 
 from uvicorn.config import Config
@@ -33,6 +38,42 @@ from ledger.api.gate import OVER_CAPACITY_KEY
 from ledger.api.one_write import OneWriteTransport
 from ledger.api.response_head import RESPONSE_HEAD_KEY
 from ledger.config import Settings
+
+# How often a worker's connections are looked over for a read deadline that has passed.
+DEADLINE_SWEEP_S = 0.25
+
+
+class _DeadlineSweep:
+    """Closes the connections of one server (uvicorn's set of them) whose read deadline has passed,
+    looking them over every DEADLINE_SWEEP_S while any of them has a deadline."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, connections: set[Any]) -> None:
+        self.loop = loop
+        self.connections = connections
+        self.next: asyncio.TimerHandle | None = None
+
+    def ensure(self) -> None:
+        if self.next is None:
+            self.next = self.loop.call_later(DEADLINE_SWEEP_S, self._sweep)
+
+    def _sweep(self) -> None:
+        self.next = None
+        now = self.loop.time()
+        waiting = False
+        for connection in list(self.connections):
+            read_by = getattr(connection, "read_by", 0.0)
+            if not read_by:
+                continue
+            if read_by <= now:
+                connection.read_deadline_passed()
+            else:
+                waiting = True
+        if waiting:
+            self.ensure()
+
+
+# One sweep per server (its state object, shared by its connections).
+_sweeps: weakref.WeakKeyDictionary[ServerState, _DeadlineSweep] = weakref.WeakKeyDictionary()
 
 
 class HeadersTooLarge(Exception):
@@ -65,7 +106,11 @@ class DeadlineProtocol(HttpToolsProtocol):
         self.body_timeout_s = body_timeout_s
         self.header_bytes_max = header_bytes_max
         self.header_bytes = 0
-        self.read_deadline: asyncio.TimerHandle | None = None
+        self.read_by = 0.0  # the loop's time by which the request must have arrived (0: none)
+        sweep = _sweeps.get(server_state)
+        if sweep is None:
+            sweep = _sweeps[server_state] = _DeadlineSweep(self.loop, self.connections)
+        self.deadline_sweep = sweep
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         self.one_write = OneWriteTransport(transport, self.loop)
@@ -133,16 +178,14 @@ class DeadlineProtocol(HttpToolsProtocol):
         super().on_message_complete()
 
     def _set_read_deadline(self, timeout_s: float) -> None:
-        self._cancel_read_deadline()
-        self.read_deadline = self.loop.call_later(timeout_s, self._read_deadline_passed)
+        self.read_by = self.loop.time() + timeout_s
+        self.deadline_sweep.ensure()
 
     def _cancel_read_deadline(self) -> None:
-        if self.read_deadline is not None:
-            self.read_deadline.cancel()
-            self.read_deadline = None
+        self.read_by = 0.0
 
-    def _read_deadline_passed(self) -> None:
-        self.read_deadline = None
+    def read_deadline_passed(self) -> None:
+        self.read_by = 0.0
         if not self.transport.is_closing():
             self.transport.close()
 
