@@ -16,8 +16,11 @@ A session whose client is gone must not hold what it holds for long: a writer's 
 the writers' lock between its round trips, and every other instance's writes wait for it. With
 the operating system's defaults a lost machine is found out after about two hours. So every
 session has TCP keepalives on both ends and a user timeout (`KEEPALIVE_OPTIONS`: a lost peer is
-found within seconds), and a transaction left idle by its client for IDLE_IN_TRANSACTION_S (a
-client that froze) is ended by the server.
+found within seconds), and the server ends the session, and frees what it held.
+
+(A client that froze, alive, still holds what it holds: the server's idle-in-transaction limit
+would not reach a writer, whose transactions are pipelined and so never wait for it idle, and it
+would end a rebuild, whose last rows are made whole before they are sent.)
 """
 
 from __future__ import annotations
@@ -45,11 +48,6 @@ KEEPALIVE_OPTIONS: dict[str, Any] = {
     "options": "-c tcp_keepalives_idle=5 -c tcp_keepalives_interval=2 -c tcp_keepalives_count=3 "
     "-c tcp_user_timeout=15000",
 }
-# The longest a transaction of the ledger's pooled sessions may wait for its client between two
-# statements. Every transaction of the ledger sends its next statement at once or after at most a
-# page's or a batch's Python work (well under a second); one idle for this long has a client that
-# froze, and holds locks (the writers' lock among them) that everyone else waits for.
-IDLE_IN_TRANSACTION_S = 10.0
 # The longest a leader's query (taking its lock, or looking that its session lives: the feed's and
 # the writers') waits for the server. Kept by the client: a statement_timeout would be kept by the
 # very server that froze.
@@ -71,14 +69,13 @@ class AnsweredInTime(psycopg.Connection[Any]):
 
 
 class LedgerPostgresDatastore(PostgresDatastore):
-    """The library's datastore, whose new connections also get the ledger's `deadlock_timeout`,
-    keepalives and idle-in-transaction limit (see the module's docstring)."""
+    """The library's datastore, whose new connections also get the ledger's `deadlock_timeout` and
+    keepalives (see the module's docstring)."""
 
     def __init__(
         self, *args: Any, deadlock_timeout_ms: int = DEADLOCK_TIMEOUT_MS_DEFAULT, **kwargs: Any
     ) -> None:
         self.deadlock_timeout_ms = deadlock_timeout_ms  # read by after_connect_func, in super().__init__
-        kwargs.setdefault("idle_in_transaction_session_timeout", IDLE_IN_TRANSACTION_S)
         super().__init__(*args, **kwargs)
         connect_with = self.pool.kwargs  # the library's dict, with which the (not yet opened) pool connects
         assert isinstance(connect_with, dict), connect_with

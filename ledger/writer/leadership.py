@@ -7,10 +7,11 @@ others relay their instance's requests to it (writer/relay.py), so that one writ
 
 The leader is the writer whose session holds `LEADER_LOCK_KEY`, a session-level advisory lock: it
 is released when that session ends, however the process ended (kill -9 included; a machine lost
-is found out by the session's TCP keepalives, `SESSION_OPTIONS`). The leader then publishes where
-it listens in `ledger_writer_leader`; the secret is not there (peer_link.py). Correctness never
-rests on this: should two writers lead at once for a while (the lock's session was lost, and
-another took it), both still record under the writers' lock, as two instances without peers do.
+is found out within seconds by the session's TCP keepalives, `KEEPALIVE_OPTIONS`, at both ends).
+The leader then publishes where it listens in `ledger_writer_leader`; the secret is not there
+(peer_link.py). Correctness never rests on this: should two writers lead at once for a while (the
+lock's session was lost, and another took it), both still record under the writers' lock, as two
+instances without peers do.
 
 A leader whose session is lost (PostgreSQL restarted, the connection cut) keeps recording for its
 relays, and `keep()` takes the lock again, every `KEEP_INTERVAL_S`, so that a writer started
@@ -41,9 +42,6 @@ LEADER_LOCK_KEY = 0x1ED6E8
 LEADER_ID_BYTES = 12
 KEEP_INTERVAL_S = 1.0
 CLOSE_WAIT_S = 2.0  # for the keeper to finish what it is at, when the writer stops
-# Both ends of the leader's session find the other gone within seconds: the server frees the lock
-# of a leader whose machine was lost, and the keeper finds a lost session.
-SESSION_OPTIONS: dict[str, Any] = KEEPALIVE_OPTIONS
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,7 +69,10 @@ class Leadership:
     def _session(self) -> Any:
         if self._connection is None or self._connection.closed:
             self._connection = AnsweredInTime.connect(
-                self.database_url, autocommit=True, connect_timeout=int(CONNECT_TIMEOUT_S), **SESSION_OPTIONS
+                self.database_url,
+                autocommit=True,
+                connect_timeout=int(CONNECT_TIMEOUT_S),
+                **KEEPALIVE_OPTIONS,
             )
         return self._connection
 
