@@ -333,10 +333,6 @@ class StateCache:
     def read_store_policies(self, tx: SqlTx, stores: set[str], at: ReadAt | None = None) -> PendingPolicies:
         return PendingPolicies(self, tx, stores, at)
 
-    def now_at(self) -> ReadAt:
-        with self.lock:
-            return self.head, self.generation
-
     def _moved_from(self, at: ReadAt | None) -> bool:
         """Whether memory is no longer where a read outside the writers' lock was made (the caller
         holds the lock)."""
@@ -362,7 +358,8 @@ class PendingLevels:
         self.deferred = _query_pairs(tx, "ledger_levels", ("store_id", "sku"), self.queried)
 
     def finish(self, more_keys: set[tuple[str, str]] = frozenset()) -> dict[tuple[str, str], CachedLevel]:  # type: ignore[assignment]
-        """Current levels of every key (zero if never seen), after the cache has caught up."""
+        """Current levels of every key (zero if never seen), after the cache has caught up; with
+        `at` and memory moved from there, only the keys read, none of them kept."""
         from_db: dict[tuple[str, str], CachedLevel] = {}
         for deferred in self.deferred:
             for row in deferred.rows():
@@ -393,7 +390,8 @@ class PendingReservations:
         self.deferred = _query_pairs(tx, "ledger_reservations", ("store_id", "reservation_id"), self.queried)
 
     def finish(self) -> dict[tuple[str, str], tuple[Reservation, int]]:
-        """The reservations that exist among the keys."""
+        """The reservations that exist among the keys; with `at` and memory moved from there, only
+        those read, none of them kept."""
         cache = self.cache
         read = {
             (row["store_id"], row["reservation_id"]): (reservation_from_row(row), int(row["position"]))
@@ -426,7 +424,8 @@ class PendingPolicies:
         ]
 
     def finish(self) -> dict[str, dict[str, Policy]]:
-        """Every policy of each store, after the cache has caught up ({} for a store without)."""
+        """Every policy of each store, after the cache has caught up ({} for a store without); with
+        `at` and memory moved from there, only the stores read, none of them kept."""
         from_db: dict[str, dict[str, Policy]] = {store: {} for store in self.queried}
         for deferred in self.deferred:
             for row in deferred.rows():

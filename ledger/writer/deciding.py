@@ -147,8 +147,8 @@ def catch_up_and_fetch(
             missing = found.missing
         else:
             missing = missing_from_memory(cache, events)
-        # Kept in memory only if it is still here when they are: see StateCache.read_levels.
-        at = cache.now_at()
+        # What is read is kept only while memory is still at this head (StateCache.read_levels).
+        at = (head, cache.generation)
         reservations = cache.read_reservations(tx, missing.reservations, at)
         levels = cache.read_levels(tx, missing.levels, at)
         versions = cache.read_store_versions(tx, missing.stores)
