@@ -54,6 +54,10 @@ def serve_command(args: argparse.Namespace, settings: Settings) -> int:
     workers = args.workers or settings.http_workers
     _check_listening(settings.http_host, settings.http_port, workers)
     _check_access(settings)
+    if settings.kafka_bootstrap:
+        from ledger.kafka.cli import check_codecs
+
+        check_codecs()
     writer = _start_writer_process(settings) if settings.writer_process else None
     # Imported while the writer process starts: each side takes about a second to import, on its own core.
     import uvicorn

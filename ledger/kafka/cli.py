@@ -43,6 +43,7 @@ def consume_command(args: argparse.Namespace, settings: Settings) -> int:
         settings.kafka_metrics_port = args.metrics_port
     if not settings.kafka_bootstrap:
         raise CommandError("set LEDGER_KAFKA_BOOTSTRAP (or --bootstrap) to the Kafka brokers")
+    check_codecs()
     with database_url_checked():
         ledger = build_ledger(settings, "consume")
     ledger.start()
@@ -120,3 +121,12 @@ def _stop_on_signals(stop: Callable[[], None]) -> None:
 
     signal.signal(signal.SIGTERM, handle)
     signal.signal(signal.SIGINT, handle)
+
+
+def check_codecs() -> None:
+    """Refuses to start an intake that could not read every record batch a producer may send."""
+    from ledger.kafka.clients import unreadable_codecs
+
+    missing = unreadable_codecs()
+    if missing:
+        raise CommandError(missing)

@@ -45,8 +45,16 @@ def security(settings: Settings) -> dict[str, Any]:
 _CODECS = {"gzip": codec.has_gzip, "snappy": codec.has_snappy, "lz4": codec.has_lz4, "zstd": codec.has_zstd}
 
 
-def unreadable_codecs() -> list[str]:
-    return [name for name, present in _CODECS.items() if not present()]
+def unreadable_codecs() -> str | None:
+    """Why the consumer could not open some record batches here, or None: `ledger serve` and
+    `ledger consume` check it before they start, the consumer before it is built."""
+    missing = [name for name, present in _CODECS.items() if not present()]
+    if not missing:
+        return None
+    return (
+        f"the Kafka consumer cannot read records compressed with {', '.join(missing)}: "
+        "install lz4, zstandard and python-snappy"
+    )
 
 
 def new_consumer(settings: Settings) -> Any:
@@ -54,10 +62,7 @@ def new_consumer(settings: Settings) -> Any:
     Refused (ValueError) where a compression codec is missing (pyproject.toml installs them all)."""
     missing = unreadable_codecs()
     if missing:
-        raise ValueError(
-            f"the Kafka consumer cannot read records compressed with {', '.join(missing)}: "
-            "install lz4, zstandard and python-snappy"
-        )
+        raise ValueError(missing)
     return KafkaConsumer(
         bootstrap_servers=bootstrap_servers(settings),
         client_id=client_id(settings, "consumer"),
