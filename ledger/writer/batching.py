@@ -85,8 +85,9 @@ def record_with_retries(
             # The database is unavailable: no submission of the batch would fare better alone, and
             # trying each with its own retries kept the writer from answering anyone meanwhile.
             log.error("batch of %d submissions failed, giving up: %r", len(batch), error)
-            for submission in batch:
-                submission.done(failure)
+            batch[0].done(failure)
+            for submission in batch[1:]:  # an exception of its own each: a caller raises it
+                submission.done(failure_kind(error))
             return
         for submission, result in zip(batch, results, strict=True):
             submission.done(result)

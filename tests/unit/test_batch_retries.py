@@ -37,6 +37,7 @@ def test_an_unavailable_database_is_told_to_the_whole_batch_after_its_retries() 
     batching.record_with_retries(batch, record, RETRIES_MAX, lambda *_: None)
     assert attempts == [3] * (RETRIES_MAX + 1), "the submissions were tried again one by one"
     assert all(isinstance(answer, WriterUnavailable) for answer in answers), answers
+    assert len({id(answer) for answer in answers}) == len(answers), "callers share one exception"
 
 
 def test_a_failure_that_is_not_the_database_is_narrowed_to_the_submission_that_causes_it() -> None:
