@@ -60,16 +60,18 @@ class _DeadlineSweep:
         self.next = None
         now = self.loop.time()
         waiting = False
-        for connection in list(self.connections):
-            read_by = getattr(connection, "read_by", 0.0)
-            if not read_by:
-                continue
-            if read_by <= now:
-                connection.read_deadline_passed()
-            else:
-                waiting = True
-        if waiting:
-            self.ensure()
+        try:
+            for connection in list(self.connections):
+                read_by = getattr(connection, "read_by", 0.0)  # another protocol has none
+                if not read_by:
+                    continue
+                if read_by <= now:
+                    connection.read_deadline_passed()
+                else:
+                    waiting = True
+        finally:
+            if waiting or any(getattr(connection, "read_by", 0.0) for connection in self.connections):
+                self.ensure()
 
 
 # One sweep per server (its state object, shared by its connections).
