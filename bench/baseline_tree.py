@@ -1,7 +1,7 @@
 """The ledger as it was at another commit, for a benchmark's side without a change: its `ledger`
-package extracted with `git archive` into a directory to put first on a server's PYTHONPATH (the
-repository is not touched). Used by telemetry_bench.py, intake_bench.py, vacuum_bench.py and
-rebuild_bench.py (--baseline)."""
+package, with the other top-level packages it had then, extracted with `git archive` into a
+directory to put first on a server's PYTHONPATH (the repository is not touched). Used by
+telemetry_bench.py, intake_bench.py, vacuum_bench.py and rebuild_bench.py (--baseline)."""
 
 from __future__ import annotations
 

@@ -20,6 +20,8 @@ past `refused_max` events refused in a row with nothing recorded between them (a
 batches of one event each, refused by a writer that refuses everything), or on any other failure
 meanwhile, the batch fails as a whole and is read again (what was recorded of it then answers as
 duplicates): the stream must not drain into the dead-letter topic while the writer is at fault.
+The count in a row is not reset by that failure: read again, the batch fails again at its first
+event refused alone, until an event is recorded (the writer works again) or the intake restarts.
 """
 
 from __future__ import annotations
