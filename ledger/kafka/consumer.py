@@ -476,6 +476,9 @@ class KafkaIntake:
         for partition, offset in offsets.items():
             if partition in assigned:
                 consumer.seek(partition, offset)
+                # The lag counts what is to be read again: the fetch position it may have taken
+                # (ahead of the batches dropped) would say 0 while nothing is recorded.
+                self._positions[partition] = offset
 
     def _drop_in_flight(self) -> None:
         self._pipeline.clear()

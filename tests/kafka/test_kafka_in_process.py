@@ -91,3 +91,24 @@ def test_a_batch_that_fails_to_record_is_read_again_and_recorded_once(
         assert handle.stop()
     assert not handle.ready
     assert broker.group_members(settings.kafka_group) == []
+
+
+def test_while_every_batch_fails_the_lag_counts_the_records_to_be_read_again(
+    broker: Broker, settings: Settings, ledger: Ledger
+) -> None:
+    """A start during a database outage, with records waiting: nothing is recorded or committed,
+    so the lag is every record sent (an alert on it must fire), not 0 from the fetch position past
+    the first batch, which failed."""
+    store = "store-lagging"
+    ids = [f"lagging-{n}" for n in range(4)]
+    produce(
+        broker.bootstrap,
+        settings.kafka_topic,
+        [(store, envelope(event_id, store, "stock.receipt", [("SKU-1", 1)])) for event_id in ids],
+    )
+    handle = start_consumer(FlakyLedger(ledger, failures=10**6), settings)
+    try:
+        wait_until(lambda: handle.stats.batches_failed >= 2, DEADLINE_S, "batches to fail")
+        wait_until(lambda: handle.lag == len(ids), DEADLINE_S, f"a lag of {len(ids)}")
+    finally:
+        assert handle.stop()
