@@ -15,10 +15,8 @@ since a lenient fake hides exactly the bugs that cost users data:
   `meta.size` counts the whole report and `meta.nextHref` is given while pages follow
   (md/reports/_report_stock.md).
 
-It also sends webhooks the way md/dictionaries/_webhook.md says MoySklad does (`send_webhook`):
-a POST with `?requestId=...` that must be answered 200 or 204 within 1500 ms; on any other
-answer, or none in time, 3 more attempts follow at once, with no pause between them; then the
-notification is dropped for good.
+It also sends webhooks the way md/dictionaries/_webhook.md says MoySklad does (the delivery itself,
+with its attempts: moysklad_webhooks.py).
 
 What it notifies: changes to entities that a registered webhook follows (entity/webhook: list,
 create, get, update, delete; unique by entityType, action and url; at most 5 urls per entityType
@@ -41,11 +39,8 @@ Where a page names a rule but not its error code, the code here is marked as ass
 
 from __future__ import annotations
 
-import json
 import threading
 import time
-import urllib.error
-import urllib.request
 import uuid
 from collections import deque
 from dataclasses import dataclass, field
@@ -53,6 +48,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 from adapters.httpserver import Reply, Request
+from devtools.fakes.moysklad_webhooks import WebhookOutcome, send_webhook
 
 BASE_PATH = "/api/remap/1.2/"
 MOSCOW = timezone(timedelta(hours=3))
@@ -60,10 +56,6 @@ REPORT_WEIGHT = 5
 REPORT_PAGE_MAX = 1000
 ACCEPTED_MEDIA = "application/json;charset=utf-8"
 QUANTITY_MODES = ("all", "positiveOnly", "negativeOnly", "empty", "nonEmpty", "underMinimum")
-# _webhook.md: "200 or 204 within 1500 ms", then "3 more attempts", one after the other.
-WEBHOOK_ANSWER_DEADLINE_S = 1.5
-WEBHOOK_ATTEMPTS_MAX = 1 + 3
-WEBHOOK_ACCEPTED_STATUSES = (200, 204)
 WEBHOOK_DISABLE_HEADER = "X-Lognex-WebHook-Disable"
 WEBHOOK_ACTIONS = ("CREATE", "UPDATE", "DELETE")
 WEBHOOK_ENTITY_TYPES_REFUSED = ("webhook", "discount", "notes")
@@ -74,50 +66,6 @@ STOCK_TYPES = ("stock", "freeStock", "quantity", "reserve", "inTransit")
 REPORT_TYPES = ("all", "bystore")
 CHANGED_SINCE_BACK_MAX = timedelta(hours=24)
 ACCOUNT_ID = "00000000-0000-0000-0000-000000000001"
-
-
-@dataclass(frozen=True, slots=True)
-class WebhookAttempt:
-    status: int | None  # None: no answer within the deadline (or no connection)
-    elapsed_s: float
-
-
-@dataclass(frozen=True, slots=True)
-class WebhookOutcome:
-    request_id: str
-    attempts: tuple[WebhookAttempt, ...]
-
-    @property
-    def delivered(self) -> bool:
-        return bool(self.attempts) and self.attempts[-1].status in WEBHOOK_ACCEPTED_STATUSES
-
-
-def send_webhook(url: str, body: dict[str, Any], request_id: str | None = None) -> WebhookOutcome:
-    """Delivers one notification as MoySklad does: up to 4 attempts in a row, then dropped."""
-    request_id = request_id or str(uuid.uuid4())
-    data = json.dumps(body, ensure_ascii=False).encode()
-    target = f"{url}{'&' if '?' in url else '?'}requestId={request_id}"
-    attempts = []
-    for _ in range(WEBHOOK_ATTEMPTS_MAX):
-        started = time.monotonic()
-        status: int | None
-        request = urllib.request.Request(
-            target, data=data, method="POST", headers={"Content-Type": "application/json"}
-        )
-        try:
-            with urllib.request.urlopen(request, timeout=WEBHOOK_ANSWER_DEADLINE_S) as answer:
-                status = answer.status
-        except urllib.error.HTTPError as error:
-            status = error.code
-        except (urllib.error.URLError, TimeoutError, ConnectionError, OSError):
-            status = None
-        elapsed_s = time.monotonic() - started
-        if status in WEBHOOK_ACCEPTED_STATUSES and elapsed_s > WEBHOOK_ANSWER_DEADLINE_S:
-            status = None  # answered, but too late: MoySklad has given up on this attempt
-        attempts.append(WebhookAttempt(status, elapsed_s))
-        if status in WEBHOOK_ACCEPTED_STATUSES:
-            break
-    return WebhookOutcome(request_id, tuple(attempts))
 
 
 @dataclass

@@ -23,7 +23,7 @@ from conftest import event
 from adapters.db import transaction
 from adapters.runner import Runner, build_adapters
 from adapters.sink import LedgerSink
-from devtools.fakes.moysklad import WEBHOOK_ANSWER_DEADLINE_S, WebhookOutcome, send_webhook
+from devtools.fakes.moysklad_webhooks import WEBHOOK_ANSWER_DEADLINE_S, WebhookOutcome, send_webhook
 from ledger.config import Settings
 from ledger.domain.model import EventType
 
