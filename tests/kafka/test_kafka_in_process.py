@@ -56,6 +56,17 @@ def ledger(settings: Settings) -> Iterator[Ledger]:
         yield started
 
 
+def _send_receipts(broker: Broker, settings: Settings, store: str, count: int, *, units: int) -> list[str]:
+    """`count` receipts of `units` of SKU-1 at `store`, on the intake's topic; their event ids."""
+    ids = [f"{store}-{n}" for n in range(count)]
+    produce(
+        broker.bootstrap,
+        settings.kafka_topic,
+        [(store, envelope(event_id, store, "stock.receipt", [("SKU-1", units)])) for event_id in ids],
+    )
+    return ids
+
+
 def test_a_batch_that_fails_to_record_is_read_again_and_recorded_once(
     broker: Broker, settings: Settings, ledger: Ledger
 ) -> None:
@@ -64,12 +75,7 @@ def test_a_batch_that_fails_to_record_is_read_again_and_recorded_once(
     try:
         wait_until(lambda: handle.ready, DEADLINE_S, "the consumer to join its group")
         store = "store-flaky"
-        ids = [f"flaky-{n}" for n in range(5)]
-        produce(
-            broker.bootstrap,
-            settings.kafka_topic,
-            [(store, envelope(event_id, store, "stock.receipt", [("SKU-1", 2)])) for event_id in ids],
-        )
+        ids = _send_receipts(broker, settings, store, 5, units=2)
         reader = TopicReader(broker.bootstrap, settings.kafka_results_topic, 2)
         try:
             records = reader.read_until(lambda got: len(got) >= len(ids), DEADLINE_S, "the results")
@@ -99,13 +105,7 @@ def test_while_every_batch_fails_the_lag_counts_the_records_to_be_read_again(
     """A start during a database outage, with records waiting: nothing is recorded or committed,
     so the lag is every record sent (an alert on it must fire), not 0 from the fetch position past
     the first batch, which failed."""
-    store = "store-lagging"
-    ids = [f"lagging-{n}" for n in range(4)]
-    produce(
-        broker.bootstrap,
-        settings.kafka_topic,
-        [(store, envelope(event_id, store, "stock.receipt", [("SKU-1", 1)])) for event_id in ids],
-    )
+    ids = _send_receipts(broker, settings, "store-lagging", 4, units=1)
     handle = start_consumer(FlakyLedger(ledger, failures=10**6), settings)
     try:
         wait_until(lambda: handle.stats.batches_failed >= 2, DEADLINE_S, "batches to fail")
