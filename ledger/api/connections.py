@@ -69,9 +69,11 @@ class _DeadlineSweep:
                     connection.read_deadline_passed()
                 else:
                     waiting = True
-        finally:
-            if waiting or any(getattr(connection, "read_by", 0.0) for connection in self.connections):
-                self.ensure()
+        except BaseException:
+            self.ensure()  # the connections not looked at yet keep their deadlines
+            raise
+        if waiting:
+            self.ensure()
 
 
 # One sweep per server (its state object, shared by its connections).
