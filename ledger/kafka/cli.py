@@ -125,8 +125,8 @@ def _stop_on_signals(stop: Callable[[], None]) -> None:
 
 def check_codecs() -> None:
     """Refuses to start an intake that could not read every record batch a producer may send."""
-    from ledger.kafka.clients import unreadable_codecs
+    from ledger.kafka.clients import missing_codecs_reason
 
-    missing = unreadable_codecs()
+    missing = missing_codecs_reason()
     if missing:
         raise CommandError(missing)

@@ -45,7 +45,7 @@ def security(settings: Settings) -> dict[str, Any]:
 _CODECS = {"gzip": codec.has_gzip, "snappy": codec.has_snappy, "lz4": codec.has_lz4, "zstd": codec.has_zstd}
 
 
-def unreadable_codecs() -> str | None:
+def missing_codecs_reason() -> str | None:
     """Why the consumer could not open some record batches here, or None: `ledger serve` and
     `ledger consume` check it before they start, the consumer before it is built."""
     missing = [name for name, present in _CODECS.items() if not present()]
@@ -60,7 +60,7 @@ def unreadable_codecs() -> str | None:
 def new_consumer(settings: Settings) -> Any:
     """A group member that never commits by itself: offsets move only after an outcome is durable.
     Refused (ValueError) where a compression codec is missing (pyproject.toml installs them all)."""
-    missing = unreadable_codecs()
+    missing = missing_codecs_reason()
     if missing:
         raise ValueError(missing)
     return KafkaConsumer(

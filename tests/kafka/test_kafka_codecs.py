@@ -17,7 +17,7 @@ from ledger.kafka.cli import check_codecs
 def test_a_consumer_that_could_not_open_a_compressed_batch_is_not_built(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    assert clients.unreadable_codecs() is None, "pyproject.toml installs every codec kafka-python reads"
+    assert clients.missing_codecs_reason() is None, "pyproject.toml installs every codec kafka-python reads"
     built: list[dict[str, Any]] = []
     monkeypatch.setattr(clients, "KafkaConsumer", lambda **config: built.append(config))
     monkeypatch.setitem(clients._CODECS, "zstd", lambda: False)
