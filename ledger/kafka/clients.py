@@ -12,6 +12,7 @@ from kafka.admin import KafkaAdminClient, NewTopic
 from kafka.errors import TopicAlreadyExistsError
 
 from ledger.config import Settings
+from ledger.kafka import header_keys
 from ledger.kafka.producer import BROKER_CONTACT_TIMEOUT_S, Producer, producer_config
 
 REQUEST_TIMEOUT_MS = 30_000
@@ -63,6 +64,7 @@ def new_consumer(settings: Settings) -> Any:
     missing = missing_codecs_reason()
     if missing:
         raise ValueError(missing)
+    header_keys.install()
     return KafkaConsumer(
         bootstrap_servers=bootstrap_servers(settings),
         client_id=client_id(settings, "consumer"),

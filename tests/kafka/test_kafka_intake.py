@@ -239,6 +239,47 @@ def test_unreadable_records_go_unchanged_to_the_dead_letter_topic_and_the_consum
     assert invalid["id"] not in results_ids
 
 
+class RawHeaderKey(str):
+    """A header key sent as these bytes. kafka-python encodes a key from text, but the protocol does
+    not check them, and producers on librdkafka's C API or Go's clients send any bytes."""
+
+    raw: bytes
+
+    def __new__(cls, raw: bytes) -> RawHeaderKey:
+        key = super().__new__(cls, raw.decode("latin-1"))
+        key.raw = raw
+        return key
+
+    def encode(self, encoding: str = "utf-8", errors: str = "strict") -> bytes:
+        return self.raw
+
+
+def test_header_keys_that_are_not_utf8_stop_nothing(intake: Intake) -> None:
+    """kafka-python read such a key as an error on every poll of the partition: nothing after it was
+    recorded, and the consumer was made again and again. Java's client reads the key with its bad
+    bytes replaced; the intake reads it so too, and records the events."""
+    store = "store-hk"
+    ids = [new_id("hk") for _ in range(2)]
+    intake.send(
+        *[(store, envelope(event_id, store, "stock.receipt", [("SKU-H", 1)])) for event_id in ids],
+        (store, b"not json"),
+        headers=[("trace", b"t-2"), (RawHeaderKey(b"span-\xff\xfe"), b"s-1")],
+    )
+    after = new_id("hk-after")
+    intake.send((store, envelope(after, store, "stock.receipt", [("SKU-H", 1)])))
+    outcomes = {body["id"]: body["outcome"] for body in intake.results_for({*ids, after})}
+    assert outcomes == {ids[0]: "accepted", ids[1]: "accepted", after: "accepted"}
+
+    def letters(records: list[Any]) -> list[Any]:
+        return [r for r in records if r.value == b"not json" and dict(r.headers).get("trace") == b"t-2"]
+
+    records = intake.dlq.read_until(
+        lambda r: bool(letters(r)), DEADLINE_S, "the unreadable record's dead letter"
+    )
+    (letter,) = letters(records)
+    assert dict(letter.headers)["span-??"] == b"s-1"  # the key's bytes that are not UTF-8 read as "?"
+
+
 def test_a_2_mb_record_is_dead_lettered_cut_to_its_limit_and_the_partition_goes_on(intake: Intake) -> None:
     store = "store-big"
     junk = b"SALE;" + b"0123456789abcdef" * (2 * 1024 * 1024 // 16)  # 2 MB the broker accepts
