@@ -58,6 +58,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from concurrent.futures import wait as wait_for_futures
+from dataclasses import dataclass
 from typing import Any
 
 from kafka.errors import CommitFailedError, KafkaError, KafkaTimeoutError
@@ -137,6 +138,8 @@ class KafkaIntake:
         )
         self._positions: dict[TopicPartition, int] = {}  # the next offset to read, once committed
         self._uncommitted: dict[TopicPartition, int] = {}  # of batches done whose commit failed
+        self._uncommitted_counts = _Uncommitted()  # their records and batches, for the metrics
+        self._counting = threading.Lock()  # an async commit's callback counts on the network thread
         self._consumer: Any = None
         self._in_client_call = False  # the consumer thread waits in poll() or close()
 
@@ -504,13 +507,21 @@ class KafkaIntake:
         """Commits the offsets that end these batches. `wait=False` from the rebalance listener:
         it runs on the client's network thread, which a blocking commit would wait on for ever."""
         self._uncommitted.update(commit_offsets(flights))
+        for flight in flights:
+            self._uncommitted_counts.add(flight.batch)
+        counts, self._uncommitted_counts = self._uncommitted_counts, _Uncommitted()
         offsets = {
             partition: OffsetAndMetadata(offset, "", -1) for partition, offset in self._uncommitted.items()
         }
         if not wait:
             # Sent ahead of the group's JoinGroup request; should it fail, the next owner reads
             # these batches again and the ledger answers them as duplicates.
-            consumer.commit_async(offsets=offsets)
+            consumer.commit_async(
+                offsets=offsets,
+                callback=lambda _offsets, response: (
+                    None if isinstance(response, BaseException) else self._count_committed(counts)
+                ),
+            )
             self._uncommitted = {}
             return
         try:
@@ -519,13 +530,21 @@ class KafkaIntake:
             # The group moved these partitions to another member, which reads them from the last
             # committed offset: the ledger answers what these batches recorded as duplicates.
             log.warning("offsets not committed, the group rebalanced: %s", error)
+            self._uncommitted_counts = counts  # (forgotten at the assignment, with the offsets)
         except KafkaError as error:
             # The outcomes are durable and published: the next commit (or the hand-over of the
             # partitions, or the stop) carries these offsets too.
             log.warning("committing offsets failed: %r", error)
+            self._uncommitted_counts = counts
         else:
             self._positions.update(self._uncommitted)
             self._uncommitted = {}
+            self._count_committed(counts)
+
+    def _count_committed(self, counts: _Uncommitted) -> None:
+        with self._counting:
+            self.stats.records_committed += counts.records
+            self.stats.batches_committed += counts.batches
 
     def _count(self, flight: InFlight) -> None:
         stats = self.stats
@@ -536,8 +555,6 @@ class KafkaIntake:
         stats.dead_lettered += len(batch.dead_letters)
         stats.events_refused += len(flight.refused)
         stats.key_mismatches += batch.key_mismatches
-        stats.records_committed += batch.records
-        stats.batches_committed += 1
         if batch.key_mismatches:
             log.warning("%d events came with a record key other than their subject", batch.key_mismatches)
 
@@ -551,6 +568,7 @@ class KafkaIntake:
     def on_assigned(self, assigned: list[Any]) -> None:
         self._positions = {}
         self._uncommitted = {}  # another member may have gone further since
+        self._uncommitted_counts = _Uncommitted()
         self._joined = True
         self._failing = False  # a fresh assignment: nothing of it has failed yet
         self.stats.rebalances += 1
@@ -577,7 +595,20 @@ class KafkaIntake:
         self._joined = False
         self._drop_in_flight()
         self._uncommitted = {}
+        self._uncommitted_counts = _Uncommitted()
         log.warning("lost %s (this member was dropped from the group)", partitions_text(lost))
+
+
+@dataclass(slots=True)
+class _Uncommitted:
+    """The records and batches of offsets not yet committed: counted once their commit succeeds."""
+
+    records: int = 0
+    batches: int = 0
+
+    def add(self, batch: PollBatch) -> None:
+        self.records += batch.records
+        self.batches += 1
 
 
 def _take_outcomes(flight: InFlight) -> None:
