@@ -15,6 +15,8 @@ transaction of the target, so nothing ever sees half of it, and SQLite's own jou
 target's WAL and shared-memory files right (renaming a file over a database whose WAL is beside it
 would mix the two). It refuses:
 - a target that has recorded events, unless `force` (a restore replaces the whole log);
+- a target that is not a ledger (another program's database, or no database at all), even with
+  `force`: a mistaken `LEDGER_DATABASE_URL` must not cost another program its data;
 - a target that another process has open. Every connection to a WAL database holds a shared lock
   on the dead-man-switch byte of its `-shm` file for as long as it is open; if we cannot take that
   byte exclusively, a `ledger serve` (or any other program) is using it. A service whose database
@@ -40,6 +42,7 @@ EVENTS_TABLE = "ledger_events"
 # dead-man-switch byte that every open connection holds shared.
 SHM_DEAD_MAN_SWITCH_OFFSET = 120 + 8
 PARTIAL_SUFFIX = ".partial"
+TABLES_SHOWN = 5  # of another program's database, in the refusal to restore into it
 
 Progress = Callable[[int, int], None]  # (pages copied, pages in all)
 
@@ -150,11 +153,25 @@ def _log_of(connection: sqlite3.Connection, path: str) -> tuple[int, int]:
 
 
 def _events_in(path: str) -> int:
+    """The events recorded in the ledger at `path`; 0 for an empty database. Anything else is
+    refused, even with --force (which is for a ledger's own events): a restore would replace all of
+    another program's database, or of a file that is none."""
     with _connection(path, read_only=True) as connection:
         try:
-            return int(connection.execute(f"SELECT COUNT(*) FROM {EVENTS_TABLE}").fetchone()[0])
-        except sqlite3.OperationalError:  # no log in it (an empty file, another program's)
-            return 0
+            tables = sorted(
+                str(row[0])
+                for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+            )
+            if EVENTS_TABLE in tables:
+                return int(connection.execute(f"SELECT COUNT(*) FROM {EVENTS_TABLE}").fetchone()[0])
+        except sqlite3.DatabaseError as error:
+            raise CommandError(
+                f"{path} is not a SQLite database ({error}): restore into another path"
+            ) from None
+    if tables:
+        shown = ", ".join(tables[:TABLES_SHOWN]) + (", ..." if len(tables) > TABLES_SHOWN else "")
+        raise CommandError(f"{path} is not a ledger (it holds the tables {shown}): restore into another path")
+    return 0
 
 
 def _check(connection: sqlite3.Connection, path: str) -> None:

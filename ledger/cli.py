@@ -14,12 +14,14 @@ import functools
 import logging
 import os
 import re
+import sqlite3
 import sys
 from collections.abc import Callable
 from importlib.metadata import PackageNotFoundError, entry_points, version
 from typing import Any, NoReturn
 
 import psycopg
+from eventsourcing.persistence import DatabaseError as StoreDatabaseError
 from eventsourcing.persistence import InterfaceError as StoreInterfaceError
 from eventsourcing.persistence import OperationalError as StoreOperationalError
 from pydantic import ValidationError
@@ -427,6 +429,13 @@ def main(argv: list[str] | None = None) -> int:
     except (StoreOperationalError, StoreInterfaceError, psycopg.OperationalError) as error:
         url = redacted_url(settings.database_url) if settings else "LEDGER_DATABASE_URL"
         problem = f"cannot use the database at {url}: {error}"
+    except (sqlite3.DatabaseError, StoreDatabaseError) as error:
+        # Only the base class: a file that is not a database, or a damaged one. Its subclasses
+        # (a constraint, a statement) are the ledger's own bugs, shown whole.
+        if type(error) not in (sqlite3.DatabaseError, StoreDatabaseError):
+            raise
+        url = redacted_url(settings.database_url) if settings else "LEDGER_DATABASE_URL"
+        problem = f"{url} is not a usable SQLite database: {error}"
     print(f"{args.command_name}: {_one_line(problem)}", file=sys.stderr)
     return EXIT_USAGE
 

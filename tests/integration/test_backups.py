@@ -3,6 +3,7 @@ care; `ledger verify` proves the copy right. PostgreSQL has its own tools (READM
 
 from __future__ import annotations
 
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -134,3 +135,47 @@ def test_restore_from_a_directory_says_so_in_one_line(tmp_path: Path):
     [line] = answer.stderr.splitlines()
     assert f"{tmp_path / 'backups'}: not a file" in line and "Traceback" not in answer.stderr
     assert not (tmp_path / "ledger.db").exists()
+
+
+def test_restore_never_replaces_a_database_that_is_not_a_ledger(tmp_path: Path):
+    """A mistaken LEDGER_DATABASE_URL (another program's database, or a file that is none) must not
+    cost its owner the data: refused even with --force, which is for a ledger's own events."""
+    ledger_url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    assert _ledger(ledger_url, "migrate").returncode == 0
+    backup_file = tmp_path / "backup.db"
+    assert _ledger(ledger_url, "backup", str(backup_file)).returncode == 0
+
+    other = tmp_path / "crm.db"
+    with sqlite3.connect(other) as connection:
+        connection.execute("CREATE TABLE customers (id INTEGER PRIMARY KEY, name TEXT)")
+        connection.execute("INSERT INTO customers (name) VALUES ('alice')")
+    notes = tmp_path / "notes.txt"
+    notes.write_text("the only copy of these notes\n")
+    for target, why in (
+        (other, "is not a ledger (it holds the tables customers)"),
+        (notes, "is not a SQLite database"),
+    ):
+        for force in ((), ("--force",)):
+            answer = _ledger(f"sqlite:///{target}", "restore", *force, str(backup_file))
+            assert answer.returncode == 2, answer.stderr
+            [line] = answer.stderr.splitlines()
+            assert why in line and "restore into another path" in line
+    with sqlite3.connect(other) as connection:
+        assert connection.execute("SELECT name FROM customers").fetchall() == [("alice",)]
+    assert notes.read_text() == "the only copy of these notes\n"
+
+    empty = tmp_path / "empty.db"
+    empty.touch()  # nothing to lose: restored into
+    assert _ledger(f"sqlite:///{empty}", "restore", str(backup_file)).returncode == 0
+    assert run_ledger_command(f"sqlite:///{empty}", "verify").returncode == 0
+
+
+def test_commands_on_a_file_that_is_not_a_database_say_so_in_one_line(tmp_path: Path):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("the only copy of these notes\n")
+    for command in (("verify",), ("rebuild", "--quiet"), ("migrate",), ("migrate", "--check")):
+        answer = _ledger(f"sqlite:///{notes}", *command)
+        assert answer.returncode == 2, answer.stderr
+        [line] = answer.stderr.splitlines()
+        assert "is not a usable SQLite database: file is not a database" in line, line
+    assert notes.read_text() == "the only copy of these notes\n"
