@@ -37,6 +37,7 @@ from multiprocessing.process import BaseProcess
 from types import TracebackType
 from typing import Any
 
+from ledger.cli_errors import CommandError
 from ledger.domain.rules import LedgerState
 from ledger.rebuild.fill import fill
 from ledger.rebuild.limits import RebuildLimits
@@ -153,18 +154,16 @@ class _Part:
         silent = time.monotonic() - self.heard
         if not self.pipe.poll(max(0.0, min(wait_s, SILENCE_MAX_S - silent))):  # what it said first
             if time.monotonic() - self.heard >= SILENCE_MAX_S:
-                raise RuntimeError(f"{self.name()} said nothing for {SILENCE_MAX_S:.0f} s")
+                raise _lost(f"{self.name()} said nothing for {SILENCE_MAX_S:.0f} s")
             return False
         try:
             kind, payload = self.pipe.recv()
         except EOFError:
             self.process.join(STOP_WAIT_S)
-            raise RuntimeError(
-                f"{self.name()} ended without a word (exit code {self.process.exitcode})"
-            ) from None
+            raise _lost(f"{self.name()} ended without a word (exit code {self.process.exitcode})") from None
         self.heard = time.monotonic()
         if kind == "failed":
-            raise RuntimeError(f"{self.name()} failed: {payload}")
+            raise _lost(f"{self.name()} failed: {payload}")
         if kind not in ("progress", "filled", "state"):
             raise RuntimeError(f"{self.name()} said {kind!r}")
         self.said[kind] = payload
@@ -175,6 +174,12 @@ class _Part:
         if kind not in self.said:
             raise RuntimeError(f"{self.name()} ended without saying {kind!r}")
         return self.said.pop(kind)
+
+
+def _lost(what: str) -> CommandError:
+    """A part's process killed, silent, or failed on the database: the operator's to put right (or
+    retry), told in one line. What a process says that it should not is a bug, and stays one."""
+    return CommandError(f"{what}; the live tables are unchanged: run the rebuild again")
 
 
 class OtherParts:

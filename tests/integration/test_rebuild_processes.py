@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 import multiprocessing
+import os
 import time
 
 import pytest
@@ -13,6 +14,7 @@ from support import db
 from support.ids import unique
 
 from integration.test_rebuild_across_stores import _events_across_stores as events_across_stores
+from ledger.cli_errors import CommandError
 from ledger.rebuild import RebuildLimits, parts, rebuild
 from ledger.storage.recorders import open_recorder
 
@@ -41,7 +43,7 @@ def _rebuild(database_url: str, opening_elsewhere) -> None:
 def test_a_part_that_fails_fails_the_rebuild_with_its_reason(postgres, serve):
     database_url, kept = _ledger_of_three_stores(postgres, serve)
     with pytest.raises(
-        RuntimeError, match=r"the rebuild's process for \d+ stores? \(pid \d+\) failed: OperationalError"
+        CommandError, match=r"the rebuild's process for \d+ stores? \(pid \d+\) failed: OperationalError"
     ):
         _rebuild(database_url, functools.partial(open_recorder, NOWHERE, 1, 1, create_tables=False))
     assert multiprocessing.active_children() == []
@@ -50,11 +52,22 @@ def test_a_part_that_fails_fails_the_rebuild_with_its_reason(postgres, serve):
     assert db.dump_projections(database_url) == kept
 
 
+def test_a_part_that_dies_fails_the_rebuild_in_one_line(postgres, serve):
+    """Killed (the OOM killer, an operator's kill -9): `ledger rebuild` says so in one line, exit 2."""
+    database_url, kept = _ledger_of_three_stores(postgres, serve)
+    with pytest.raises(
+        CommandError, match=r"ended without a word \(exit code 9\); the live tables are unchanged"
+    ):
+        _rebuild(database_url, functools.partial(os._exit, 9))
+    assert multiprocessing.active_children() == []
+    assert db.dump_projections(database_url) == kept
+
+
 def test_a_silent_part_is_stopped_and_fails_the_rebuild(postgres, serve, monkeypatch):
     database_url, kept = _ledger_of_three_stores(postgres, serve)
     monkeypatch.setattr(parts, "SILENCE_MAX_S", 1.0)  # the rebuild's process's limit, not the part's
     started = time.monotonic()
-    with pytest.raises(RuntimeError, match=r"said nothing for 1 s"):
+    with pytest.raises(CommandError, match=r"said nothing for 1 s; the live tables are unchanged"):
         _rebuild(database_url, functools.partial(time.sleep, SILENT_S))
     assert time.monotonic() - started < SILENT_S, "the rebuild waited for the silent process"
     assert multiprocessing.active_children() == []  # stopped, not left sleeping
