@@ -12,7 +12,7 @@
    through the writer's own `write_batch` into the shadow tables, until it is within
    `rebuild_swap_entries_max` entries of the head.
 3. **Swap.** Under the writers' lock (ledger/storage/writers_lock.py, as every batch takes it), and with the
-   tables' readers let finish first (at most `rebuild_swap_lock_wait_ms`, else the lock is let go
+   readers of the tables and of the views on them let finish first (at most `rebuild_swap_lock_wait_ms`, else the lock is let go
    and the catch-up goes on before the next attempt), the last entries are replayed and each
    shadow takes its live table's place, in one transaction. Writers wait only for this step.
 4. The old tables are dropped.
@@ -162,7 +162,7 @@ def _swap(
     """The last entries and the swap, in one transaction under the writers' lock; None when the
     tables' readers did not let go in time (nothing was changed, the replay has not moved)."""
     with recorder.read_transaction() as tx:  # before the writers' lock: a round trip less under it
-        lock_order = shadow.lock_order(tx, PROJECTION_TABLES)
+        lock_order = shadow.views_reading(tx, PROJECTION_TABLES) + shadow.lock_order(tx, PROJECTION_TABLES)
     asked = time.monotonic()
     try:
         with recorder.write_transaction() as tx:  # the writers' lock on the log, as every batch takes

@@ -108,20 +108,33 @@ def lock_order(tx: SqlTx, tables: Sequence[str]) -> list[str]:
 
 
 def lock(tx: SqlTx, names: Sequence[str], wait_ms: int) -> None:
-    """The tables, in this order, for the renames: waits at most `wait_ms` for their readers."""
+    """The tables and views, in this order, for the renames: waits at most `wait_ms` for their
+    readers."""
     tx.execute(f"SET LOCAL lock_timeout = '{int(wait_ms)}ms'")
     tx.execute(f"LOCK TABLE {', '.join(names)} IN ACCESS EXCLUSIVE MODE")
 
 
-def swap(tx: SqlTx, tables: Sequence[str]) -> None:
-    """Each shadow table takes its live table's name and its indexes' names; the views that read
-    the live tables are made again, so that they read the new ones."""
-    views = tx.fetchall(
+def views_reading(tx: SqlTx, tables: Sequence[str]) -> list[str]:
+    """The views that read the live tables, which the swap makes again: it locks them before the
+    tables. A reader of a view locks the view, then its tables; a swap that held the tables and
+    then asked for the view waited for such a reader while it waited for the swap: a deadlock, and
+    the whole rebuild failed."""
+    return [str(view["name"]) for view in _views(tx, tables)]
+
+
+def _views(tx: SqlTx, tables: Sequence[str]) -> list[dict[str, object]]:
+    return tx.fetchall(
         "SELECT DISTINCT v.oid::regclass::text AS name, pg_get_viewdef(v.oid) AS definition "
         "FROM pg_depend d JOIN pg_rewrite r ON r.oid = d.objid JOIN pg_class v ON v.oid = r.ev_class "
         "WHERE v.relkind = 'v' AND d.refobjid = ANY(%s::regclass[]) ORDER BY 1",
         (list(tables),),
     )
+
+
+def swap(tx: SqlTx, tables: Sequence[str]) -> None:
+    """Each shadow table takes its live table's name and its indexes' names; the views that read
+    the live tables are made again, so that they read the new ones."""
+    views = _views(tx, tables)
     for table in tables:
         live_indexes = indexes(tx, table)
         for index in live_indexes:

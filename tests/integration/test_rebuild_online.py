@@ -141,6 +141,56 @@ def test_the_swap_waits_for_readers_without_holding_the_writers(postgres, serve)
     assert verified.returncode == 0, verified.stdout + verified.stderr
 
 
+def test_a_reader_of_a_view_during_the_swap_waits_for_it_and_fails_nothing(postgres, serve, monkeypatch):
+    """An operator's report on `ledger_totals` that comes while the swap holds the tables: the swap
+    makes the view again, so it holds the view first; the reader waits for the swap, not the swap
+    for the reader (which, waiting for the tables, made a deadlock and failed the whole rebuild)."""
+    from ledger.rebuild import online
+
+    database_url = postgres.create_database()
+    server = serve(database_url)
+    with server.client() as client:
+        mixed_workload(client, unique("shop"), unique("wh"))
+    assert server.stop() is not None
+    totals: list[int] = []
+    readers: list[threading.Thread] = []
+    real_swap = online.shadow.swap
+
+    def swap_with_a_reader_waiting(tx, tables) -> None:
+        monkeypatch.setattr(online.shadow, "swap", real_swap)
+        readers.append(threading.Thread(target=_read_totals, args=(database_url, totals)))
+        readers[0].start()
+        _until_waiting_on_a_lock(database_url, "ledger_totals")
+        real_swap(tx, tables)
+
+    monkeypatch.setattr(online.shadow, "swap", swap_with_a_reader_waiting)
+    recorder = open_recorder(database_url, 4, 30, create_tables=False)
+    try:
+        rebuild(recorder, RebuildLimits(), None)
+    finally:
+        recorder.close()
+    readers[0].join(SWAP_WATCH_S)
+    assert totals and totals[0] > 0, totals
+    verified = run_ledger_command(database_url, "verify", "--quiet")
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+
+
+def _read_totals(database_url: str, totals: list[int]) -> None:
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        totals.append(conn.execute("SELECT COUNT(*) FROM ledger_totals").fetchone()[0])
+
+
+def _until_waiting_on_a_lock(database_url: str, query_text: str) -> None:
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        deadline = time.monotonic() + SWAP_WATCH_S
+        while not conn.execute(
+            "SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE %s",
+            (f"%{query_text}%",),
+        ).fetchall():
+            assert time.monotonic() < deadline, "the reader never waited for the swap"
+            time.sleep(SWAP_WATCH_EVERY_S)
+
+
 def test_one_rebuild_at_a_time(postgres):
     database_url = postgres.create_database()
     recorder = open_recorder(database_url, 4, 30)
