@@ -11,10 +11,12 @@
 2. **Catch up.** The replay goes on from where it stopped (the same state) to the log's new head,
    through the writer's own `write_batch` into the shadow tables, until it is within
    `rebuild_swap_entries_max` entries of the head.
-3. **Swap.** Under the writers' lock (ledger/storage/writers_lock.py, as every batch takes it), and with the
-   readers of the tables and of the views on them let finish first (at most `rebuild_swap_lock_wait_ms`, else the lock is let go
-   and the catch-up goes on before the next attempt), the last entries are replayed and each
-   shadow takes its live table's place, in one transaction. Writers wait only for this step.
+3. **Swap.** Under the writers' lock (ledger/storage/writers_lock.py, as every batch takes it),
+   and with the readers of the tables and of the views on them let finish first (at most
+   `rebuild_swap_lock_wait_ms`, else the lock is let go and the catch-up goes on before the next
+   attempt), the last entries are replayed and each shadow takes its live table's place, in one
+   transaction. Writers wait only for this step. A live table whose columns or indexes changed
+   meanwhile (a migration) fails the rebuild, the live tables unchanged.
 4. The old tables are dropped.
 
 Only one rebuild runs at a time on a database (an advisory lock, held on a connection of its own).
@@ -173,7 +175,7 @@ def _swap(
                 report.entries_swapped += page.entries
                 progress("swapping", page.position, head)
             for table in PROJECTION_TABLES:
-                if shadow.columns(tx, table) != shadow.columns(tx, shadow.shadow_of(table)):
+                if not shadow.same_shape(tx, table):
                     raise CommandError(
                         f"{table} changed while it was rebuilt (a migration?): the live tables are "
                         "unchanged; run the rebuild again"

@@ -93,6 +93,15 @@ def columns(tx: SqlTx, table: str) -> list[tuple[str, str]]:
     return [(row["name"], row["type"]) for row in rows]
 
 
+def same_shape(tx: SqlTx, table: str) -> bool:
+    """Whether the shadow has the live table's columns and an index for each of its indexes: a
+    migration that ran during the rebuild changed the live table after the shadow was made."""
+    shadowed = {index.name for index in indexes(tx, shadow_of(table))}
+    return columns(tx, table) == columns(tx, shadow_of(table)) and all(
+        shadow_of(index.name) in shadowed for index in indexes(tx, table)
+    )
+
+
 def lock_order(tx: SqlTx, tables: Sequence[str]) -> list[str]:
     """The live tables and their shadows, in the reverse of the order an autovacuum worker visits
     them: the order of their rows in pg_class, which the worker scans for its list. A worker that

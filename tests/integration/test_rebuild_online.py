@@ -14,6 +14,7 @@ import threading
 import time
 
 import psycopg
+import pytest
 from support import db
 from support.ids import unique
 from support.load import WritesUnderWay
@@ -173,6 +174,38 @@ def test_a_reader_of_a_view_during_the_swap_waits_for_it_and_fails_nothing(postg
     assert totals and totals[0] > 0, totals
     verified = run_ledger_command(database_url, "verify", "--quiet")
     assert verified.returncode == 0, verified.stdout + verified.stderr
+
+
+def test_an_index_made_during_the_rebuild_fails_it_and_is_kept(postgres, serve, monkeypatch):
+    """A migration (an index, built while writes go on) that ran after the shadow's indexes were
+    made: the swap would have had no index to give its name. The rebuild fails, in one line, and
+    the live tables keep their indexes, the new one too."""
+    from ledger.cli_errors import CommandError
+    from ledger.rebuild import online
+
+    database_url = postgres.create_database()
+    server = serve(database_url)
+    with server.client() as client:
+        mixed_workload(client, unique("shop"), unique("wh"))
+    assert server.stop() is not None
+    kept = db.dump_projections(database_url)
+    real_lock = online.shadow.lock
+
+    def migrated_first(tx, names, wait_ms) -> None:
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            conn.execute("CREATE INDEX ledger_levels_by_on_hand ON ledger_levels (on_hand)")
+        real_lock(tx, names, wait_ms)
+
+    monkeypatch.setattr(online.shadow, "lock", migrated_first)
+    recorder = open_recorder(database_url, 4, 30, create_tables=False)
+    try:
+        with pytest.raises(CommandError, match="ledger_levels changed while it was rebuilt"):
+            rebuild(recorder, RebuildLimits(), None)
+    finally:
+        recorder.close()
+    assert db.dump_projections(database_url) == kept
+    with psycopg.connect(database_url) as conn:
+        assert conn.execute("SELECT to_regclass('ledger_levels_by_on_hand')").fetchone()[0] is not None
 
 
 def _read_totals(database_url: str, totals: list[int]) -> None:
