@@ -13,7 +13,8 @@ SCHEMA_ID = "https://github.com/stock-ledger/stock-ledger/schemas/event-envelope
 LINES_PER_EVENT_MAX = 1000  # CONTRACT §1; LEDGER_LINES_PER_EVENT_MAX may lower it
 ID_PATTERN = r"^[A-Za-z0-9\-_.:]{1,64}$"
 
-_TEXT = {"type": "string", "minLength": 1, "maxLength": TEXT_CHARS_MAX}
+# No NUL (U+0000): PostgreSQL's text cannot hold it, so the ledger refuses it on every database.
+_TEXT = {"type": "string", "minLength": 1, "maxLength": TEXT_CHARS_MAX, "pattern": "^[^\\u0000]*$"}
 _IDENT = {"type": "string", "pattern": ID_PATTERN, "description": "1 to 64 ASCII letters, digits or -_.:"}
 _TIME = {"type": "string", "format": "date-time", "description": "RFC 3339 with an offset"}
 

@@ -117,6 +117,10 @@ async def get_history(
         raise invalid([FieldError("limit", f"must be at most {settings.history_page_max}")])
     if code is not None and not CODE_PATTERN.fullmatch(code):
         raise invalid([FieldError("code", f"must be 1 to {CODE_CHARS_MAX} printable ASCII characters")])
+    # PostgreSQL's text cannot hold NUL: its query failed (500) where SQLite's matched nothing.
+    filters = {"sku": sku, "order_id": order_id, "reservation_id": reservation_id}
+    if nul := [name for name, value in filters.items() if value is not None and "\x00" in value]:
+        raise invalid([FieldError(name, "must not contain the NUL character (U+0000)") for name in nul])
     after_position, after_line_no = decode_cursor(after) if after else (0, -1)
     where = HistoryFilter(
         store_id=store,

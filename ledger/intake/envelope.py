@@ -67,6 +67,9 @@ class _Reader:
         if not isinstance(value, str) or not value or len(value) > TEXT_CHARS_MAX:
             self.error(where, f"must be a non-empty string of at most {TEXT_CHARS_MAX} characters")
             return None
+        if "\x00" in value:  # PostgreSQL's text cannot hold it: the writer's batch would fail whole
+            self.error(where, "must not contain the NUL character (U+0000)")
+            return None
         return value
 
     def ident(self, obj: Mapping[str, Any], key: str, where: str, *, required: bool) -> str | None:
