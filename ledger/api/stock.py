@@ -166,6 +166,8 @@ async def get_sku_across_stores(
     if grant is not None and grant.stores is not None:
         visible = set(visible_stores(grant, [view.store_id for view in stores]))
         stores = [view for view in stores if view.store_id in visible]
+        if occurred is not None:  # the latest entry summed: of these stores, not of the others
+            position = max((view.position for view in stores), default=0)
     return _json(
         {
             "sku": sku,

@@ -237,6 +237,14 @@ def test_a_store_scoped_reader_sees_a_sku_only_at_its_stores_and_totals_over_the
     }
     everything = closed.admin.get(f"/v1/stock/{sku}").json()
     assert everything["total"]["on_hand"] == 43
+    # As of a business time, `position` is the latest entry summed: of its stores, so that it does
+    # not tell the reader when another store last moved the SKU.
+    later = {"occurred_as_of": "2999-01-01T00:00:00Z"}
+    with closed.client(closed.token("reader", stores=(first, second))) as reader:
+        scoped = reader.get(f"/v1/stock/{sku}", params=later).json()
+    positions = {level["store_id"]: level["position"] for level in scoped["stores"]}
+    assert scoped["position"] == max(positions.values())
+    assert closed.admin.get(f"/v1/stock/{sku}", params=later).json()["position"] > scoped["position"]
 
 
 # -- source scopes ---------------------------------------------------------------------------------
