@@ -56,7 +56,9 @@ def register(commands: argparse._SubParsersAction[Any]) -> None:
         metavar="PREFIX",
         help="only events whose source starts with this (repeat for more)",
     )
-    create.add_argument("--expires-in", metavar="DURATION", help="e.g. 90d, 12h, 30m, 6s; default: never")
+    create.add_argument(
+        "--expires-in", metavar="DURATION", help="e.g. 90d, 12h, 30m, 6s; at most 36600d; default: never"
+    )
     create.add_argument(
         "--rate-per-s",
         type=float,

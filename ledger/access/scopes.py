@@ -44,6 +44,7 @@ SOURCE_PREFIX_CHARS_MAX = 256  # an event's source is at most this long (ledger/
 SCOPE_ITEMS_MAX = 1000  # stores or source prefixes on one token
 DURATION_PATTERN = re.compile(r"([1-9][0-9]{0,8})([smhd])")
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+DURATION_S_MAX = 36_600 * 86_400  # about 100 years: a token's lifetime, at most
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,7 +180,10 @@ def parse_duration_s(text: str) -> int:
     match = DURATION_PATTERN.fullmatch(text)
     if match is None:
         raise InvalidGrant(f"a duration is a whole number with a unit s, m, h or d (90d, 6s), not {text!r}")
-    return int(match.group(1)) * _UNIT_S[match.group(2)]
+    seconds = int(match.group(1)) * _UNIT_S[match.group(2)]
+    if seconds > DURATION_S_MAX:  # longer would end past what a date can hold (the year 9999)
+        raise InvalidGrant(f"a duration is at most {DURATION_S_MAX // 86400} days, not {text!r}")
+    return seconds
 
 
 def check_rate(rate_per_s: float | None) -> float | None:

@@ -87,6 +87,8 @@ def test_what_cannot_be_granted_is_refused_in_one_line(tmp_path: Path) -> None:
         ["--name", "a/b", "--role", "reader"],
         ["--name", "x", "--role", "reader", "--expires-in", "90"],
         ["--name", "x", "--role", "reader", "--expires-in", "1w"],
+        ["--name", "x", "--role", "reader", "--expires-in", "999999999d"],  # past the year 9999
+        ["--name", "x", "--role", "reader", "--expires-in", "36601d"],
         ["--name", "x", "--role", "reader", "--store", "no/slash"],
         ["--name", "x", "--role", "reader", "--rate-per-s", "0"],
     ):
