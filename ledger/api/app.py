@@ -147,6 +147,9 @@ def create_app(
         lifespan=lifespan,
         docs_url=None,  # FastAPI's loads Swagger UI from a CDN; install_docs serves it from the package
         redoc_url=None,  # ReDoc from a CDN too; /docs is the one page, and it works offline
+        # A path with a trailing slash is no route: 404 problem+json (CONTRACT §3), not a bare
+        # redirect that the API's description does not declare.
+        redirect_slashes=False,
     )
     app.state.ledger = ledger
     app.state.settings = settings

@@ -196,9 +196,15 @@ def install_handlers(app: FastAPI) -> None:
 
 
 def _allowed_methods(request: Request) -> list[str]:
+    """The methods of the routes whose path matches. FastAPI keeps the routes of an included
+    router in a wrapper of its own, which has no methods: the app's routes, unwrapped, are kept in
+    its state (ledger/api/guard.py); its own routes (the docs) are in `app.routes`."""
     methods: set[str] = set()
-    for route in request.app.routes:
+    for route in (*getattr(request.app.state, "api_routes", ()), *request.app.routes):
+        route_methods = getattr(route, "methods", None)
+        if not route_methods or not isinstance(route, BaseRoute):
+            continue  # a wrapper of included routes, or a mount
         match, _ = route.matches({**request.scope, "method": "\x00"})
-        if match is Match.PARTIAL and isinstance(route, BaseRoute):
-            methods.update(getattr(route, "methods", None) or ())
+        if match is Match.PARTIAL:
+            methods.update(route_methods)
     return sorted(methods)

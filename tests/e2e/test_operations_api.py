@@ -64,8 +64,17 @@ def test_unknown_routes_and_methods_answer_problem_json(client):
     api.assert_problem(client.get("/v2/events"), 404)
     problem = api.assert_problem(client.delete("/v1/events"), 405)
     assert problem["type"] == "method-not-allowed"
-    api.assert_problem(client.get("/v1/events"), 405)
-    api.assert_problem(client.put(f"/v1/stores/{unique('s')}/stock/A", json={}), 405)
+    refused = client.get("/v1/events")
+    api.assert_problem(refused, 405)
+    assert refused.headers["allow"] == "POST"  # RFC 9110: the methods the path takes
+    refused = client.put(f"/v1/stores/{unique('s')}/stock/A", json={})
+    api.assert_problem(refused, 405)
+    assert refused.headers["allow"] == "GET"
+    refused = client.delete(f"/v1/stores/{unique('s')}/policies/SKU-1")
+    assert refused.headers["allow"] == "GET, PUT"  # a route per method
+    # A trailing slash is no route: a 404 problem, not a redirect the API's description lacks.
+    for path in (f"/v1/stores/{unique('s')}/stock/A/", "/v1/events/", "/healthz/"):
+        api.assert_problem(client.get(path, follow_redirects=False), 404)
 
 
 def test_stock_lookups_of_one_or_several_skus(client):
