@@ -16,7 +16,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ledger.sql import SqlTx
+from ledger.sql import Row, SqlTx
 
 SHADOW_SUFFIX = "__rebuild"
 RETIRED_SUFFIX = "__retired"
@@ -131,7 +131,7 @@ def views_reading(tx: SqlTx, tables: Sequence[str]) -> list[str]:
     return [str(view["name"]) for view in _views(tx, tables)]
 
 
-def _views(tx: SqlTx, tables: Sequence[str]) -> list[dict[str, object]]:
+def _views(tx: SqlTx, tables: Sequence[str]) -> list[Row]:
     return tx.fetchall(
         "SELECT DISTINCT v.oid::regclass::text AS name, pg_get_viewdef(v.oid) AS definition "
         "FROM pg_depend d JOIN pg_rewrite r ON r.oid = d.objid JOIN pg_class v ON v.oid = r.ev_class "
