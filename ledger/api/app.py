@@ -25,6 +25,7 @@ from ledger.api import (
     stock,
     timeline,
 )
+from ledger.api.body_limit import BodySizeLimit
 from ledger.api.console import ConsoleSession
 from ledger.api.console import router as console_router
 from ledger.api.docs import install_docs
@@ -32,7 +33,7 @@ from ledger.api.gate import AuthGate, EdgeGate
 from ledger.api.guard import api_routes, check_every_route_is_guarded
 from ledger.api.http_metrics import HttpMetrics
 from ledger.api.openapi import install_openapi, package_version
-from ledger.api.problems import Problem, install_handlers, problem_response
+from ledger.api.problems import install_handlers
 from ledger.api.telemetry import RequestTelemetry
 from ledger.config import Settings
 from ledger.intake.envelope import IntakeLimits
@@ -43,47 +44,6 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
-
-
-class BodySizeLimit:
-    """Answers 413 problem+json to a body over the limit, declared or streamed."""
-
-    def __init__(self, app: ASGIApp, body_bytes_max: int) -> None:
-        self.app = app
-        self.body_bytes_max = body_bytes_max
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        too_large = Problem(
-            413,
-            "content-too-large",
-            "Content too large",
-            f"a request body may hold at most {self.body_bytes_max} bytes",
-        )
-        for name, value in scope.get("headers", ()):
-            if name == b"content-length" and value.isdigit() and int(value) > self.body_bytes_max:
-                await problem_response(too_large, scope.get("path"))(scope, receive, send)
-                return
-        received = 0
-
-        async def limited_receive() -> Message:
-            nonlocal received
-            message = await receive()
-            received += len(message.get("body", b""))
-            if received > self.body_bytes_max:
-                raise _BodyTooLarge
-            return message
-
-        try:
-            await self.app(scope, limited_receive, send)
-        except _BodyTooLarge:
-            await problem_response(too_large, scope.get("path"))(scope, receive, send)
-
-
-class _BodyTooLarge(Exception):
-    pass
 
 
 TITLE = "Stock ledger"

@@ -21,10 +21,11 @@ import orjson
 from starlette.responses import Response
 
 from ledger.access.scopes import Grant, Role, authorize_role, authorize_write_at
+from ledger.api.body_limit import declared_too_large, too_large
 from ledger.api.deps import REST_SOURCE, principal
 from ledger.api.gate import GRANT_KEY
 from ledger.api.media import JSON_ONLY, require_media_type
-from ledger.api.problems import Problem, internal_error, problem_for, problem_response
+from ledger.api.problems import internal_error, problem_for, problem_response
 from ledger.api.reservations import reserve
 from ledger.api.reservations_across import across_limits
 from ledger.api.schemas import ID_REGEX, level_public
@@ -95,7 +96,7 @@ class FastPath:
             authorize_role(grant, Role.PRODUCER)
             authorize_write_at(grant, store, REST_SOURCE)
             require_media_type(scope["headers"], JSON_ONLY)
-            body = await self._body(receive)
+            body = await self._body(scope, receive)
             response = await reserve(self.ledger, self.limits, store, body, principal(grant))
         except Exception as error:  # noqa: BLE001 - mapped exactly as the FastAPI handlers map it
             problem = problem_for(error) or internal_error(error, scope["method"], scope["path"])
@@ -107,14 +108,16 @@ class FastPath:
             grant: Grant | None = scope[GRANT_KEY]
             authorize_role(grant, Role.PRODUCER)
             require_media_type(scope["headers"], JSON_ONLY)
-            body = await self._body(receive)
+            body = await self._body(scope, receive)
             response = await source_order(self.ledger, self.across_limits, body, grant)
         except Exception as error:  # noqa: BLE001 - mapped exactly as the FastAPI handlers map it
             problem = problem_for(error) or internal_error(error, scope["method"], scope["path"])
             response = problem_response(problem, scope["path"])
         await response(scope, receive, send)
 
-    async def _body(self, receive: Receive) -> bytes:
+    async def _body(self, scope: Scope, receive: Receive) -> bytes:
+        if declared_too_large(scope["headers"], self.body_bytes_max):
+            raise too_large(self.body_bytes_max)  # before a byte is read: no "100 Continue"
         chunks: list[bytes] = []
         size = 0
         while True:
@@ -122,12 +125,7 @@ class FastPath:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.body_bytes_max:
-                raise Problem(
-                    413,
-                    "content-too-large",
-                    "Content too large",
-                    f"a request body may hold at most {self.body_bytes_max} bytes",
-                )
+                raise too_large(self.body_bytes_max)
             chunks.append(chunk)
             if not message.get("more_body", False):
                 return b"".join(chunks)

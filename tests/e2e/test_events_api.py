@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import socket
+
 import orjson
+import pytest
 from support import api
 from support import events as ev
 from support.ids import unique
@@ -159,3 +162,26 @@ def test_a_body_over_the_limit_is_refused_with_413(client):
     streamed = client.post("/v1/events", content=chunks(), headers={"content-type": "application/json"})
     api.assert_problem(streamed, 413)
     assert _head(client) == head
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/v1/events", "/v1/reservations", "/v1/stores/{store}/reservations", "/v1/sourcing"],
+)
+def test_a_declared_body_over_the_limit_is_refused_before_it_is_sent(ledger_server, path: str) -> None:
+    """A client that asks first (`Expect: 100-continue`) is told 413 at once, not to go on sending:
+    the fast path's routes (one store's reservations, sourcing) read their bodies themselves."""
+    request = (
+        f"POST {path.format(store=unique('store'))} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {BODY_BYTES_MAX * 50}\r\n"
+        "Expect: 100-continue\r\n\r\n"
+    )
+    with socket.create_connection(("127.0.0.1", ledger_server.port), timeout=5) as sock:
+        sock.sendall(request.encode())
+        answer = b""
+        while b"\r\n\r\n" not in answer:
+            chunk = sock.recv(65536)
+            assert chunk, answer
+            answer += chunk
+    status_line = answer.split(b"\r\n", 1)[0]
+    assert status_line.startswith(b"HTTP/1.1 413 "), answer  # not "100 Continue"
