@@ -75,8 +75,9 @@ class EdgeGate:
             await problem_response(OVER_CAPACITY, scope["path"])(scope, receive, send)
             return
         if scope["type"] == "http" and self.allowed is not None and scope["path"] not in PROBE_PATHS:
-            host = next((value for name, value in scope["headers"] if name == b"host"), None)
-            if not self._allows(host):
+            hosts = [value for name, value in scope["headers"] if name == b"host"]
+            # Two Host headers are refused (RFC 9112): a proxy in front may route by the other one.
+            if len(hosts) != 1 or not self._allows(hosts[0]):
                 refused = Problem(
                     400,
                     "invalid-host",

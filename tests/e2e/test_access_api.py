@@ -4,6 +4,7 @@ tokens. Every refusal is checked to have recorded nothing, by looking with an ad
 from __future__ import annotations
 
 import itertools
+import socket
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -445,6 +446,16 @@ def test_configured_origins_hosts_and_metrics_auth(closed: Closed, module_serve)
         named = client.get("/v1/stock/A", headers={"host": "ledger.example"} | dict(closed.admin.headers))
         assert named.status_code == 200
         api.assert_problem(client.get("/v1/stock/A", headers={"host": "evil.example"}), 400, "invalid-host")
+    # Two Host headers (RFC 9112: 400): a proxy in front may route by the one not checked.
+    token = dict(closed.admin.headers)["authorization"]
+    for hosts in (("ledger.example", "evil.example"), ("evil.example", "ledger.example")):
+        request = "GET /v1/stock/A HTTP/1.1\r\n" + "".join(f"Host: {host}\r\n" for host in hosts)
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+            sock.sendall(f"{request}Authorization: {token}\r\nConnection: close\r\n\r\n".encode())
+            answer = b""
+            while chunk := sock.recv(65536):
+                answer += chunk
+        assert answer.startswith(b"HTTP/1.1 400 ") and b"invalid-host" in answer, answer
 
 
 def test_the_openapi_document_declares_the_bearer_scheme_and_every_routes_refusals(closed: Closed) -> None:
