@@ -176,6 +176,8 @@ class MoySkladClient:
         if store_id:
             conditions.insert(0, f"store={self.meta('store', store_id)['meta']['href']}")
         offset = 0
+        first_size: int | None = None
+        seen: set[str] = set()
         for _ in range(REPORT_PAGES_MAX):
             params = {"filter": ";".join(conditions), "limit": REPORT_PAGE_MAX, "offset": offset}
             answer = self.request("GET", "report/stock/all", weight=REPORT_REQUEST_WEIGHT, params=params)
@@ -185,9 +187,26 @@ class MoySkladClient:
                 )
             body = answer.json() or {}
             rows = body.get("rows") or []
+            size = int((body.get("meta") or {}).get("size") or 0)
+            # Pages are read by offset: a row that left the report (or came into it) before the
+            # offset between two pages slides the rest by one, so a row would go unread, or be read
+            # twice. A report that moved while it was read is refused, as the WMS reader refuses it.
+            first_size = size if first_size is None else first_size
+            if size != first_size:
+                raise TargetUnavailable(
+                    f"moysklad report/stock/all changed while it was read ({first_size} rows, then "
+                    f"{size}); run the reconciliation again"
+                )
+            for row in rows:
+                href = str((row.get("meta") or {}).get("href") or "")
+                if href and href in seen:
+                    raise TargetUnavailable(
+                        "moysklad report/stock/all listed a row twice: it changed while it was read; "
+                        "run the reconciliation again"
+                    )
+                seen.add(href)
             yield from rows
             offset += len(rows)
-            size = int((body.get("meta") or {}).get("size") or 0)
             if offset >= size or not rows:
                 if offset < size:
                     raise TargetUnavailable(

@@ -13,6 +13,7 @@ import pytest
 from conftest import event
 
 from adapters.moysklad import MoySkladClient, MoySkladConfig
+from adapters.outbound import TargetUnavailable
 from adapters.reconcile import make_report
 from adapters.reconcile_apply import (
     ApplyLimits,
@@ -211,6 +212,34 @@ def test_the_whole_report_is_read_page_by_page(account, recorder, mapped, mappin
 
     assert len(snapshot.on_hand) == 2500 and fake.report_pages_served == 3
     assert snapshot.on_hand[("shop-1", "BULK-2499")] == 2499 % 3
+
+
+@pytest.mark.parametrize("change", ["a row leaves", "a row comes"])
+def test_a_report_that_changes_between_its_pages_is_refused(account, mapped, mappings, monkeypatch, change):
+    """Read by offset, a report whose rows move between two pages slides the rest: a row left
+    unread would be counted 0 by --absent-as-zero (its stock zeroed), or a row read twice."""
+    fake, server = account
+    products = [f"0b3c0000-0000-0000-0000-{n:012d}" for n in range(1500)]
+    for uuid in products:
+        fake.products[uuid] = "product"
+        fake.stock[(uuid, STORE_UUID)] = {"stock": 5.0}
+    mapped(*[("moysklad", "sku", f"BULK-{n}", uuid, "product") for n, uuid in enumerate(products)])
+    serve_page = type(fake)._stock_report
+    newcomer = "0b3c0000-0000-0000-0000-999999999999"
+
+    def moving(self: Any, request: Any) -> Any:
+        reply = serve_page(self, request)
+        if self.report_pages_served == 1:  # between the first page and the second
+            if change == "a row leaves":
+                del self.stock[(products[3], STORE_UUID)]
+            else:
+                self.products[newcomer] = "product"
+                self.stock[(newcomer, STORE_UUID)] = {"stock": 1.0}
+        return reply
+
+    monkeypatch.setattr(type(fake), "_stock_report", moving)
+    with pytest.raises(TargetUnavailable, match="changed while it was read"):
+        read_moysklad_snapshot(client_for(server), mappings)
 
 
 def test_the_client_sends_the_documented_accept_and_the_fake_refuses_any_other(account):
