@@ -21,9 +21,10 @@ the base URL is wrong; retrying cannot help.
 `InboxWorker` processes the stored deliveries in its own thread, oldest first: each round it moves
 the spool's deliveries into the inbox, then processes those received at least `settle_s` ago (by
 then every delivery received before them is stored, in the database or the spool, so none is
-processed ahead of an earlier one). What cannot be processed now (the ledger or the sender
-unreachable) stays pending and is retried; what is wrong in itself is given up after
-`retries_max` attempts and raised as an alert.
+processed ahead of an earlier one). What cannot be processed now stays pending and is retried:
+with the ledger unreachable, every delivery waits; with one system unreachable, that system's
+later deliveries wait behind it, in order, and the other system's go on. What is wrong in itself
+is given up after `retries_max` attempts and raised as an alert.
 """
 
 from __future__ import annotations
@@ -310,19 +311,31 @@ class InboxWorker:
                 else []
             )
         done = retry_later = 0
+        waiting: set[str] = set()  # sources whose system is unavailable: the rest of theirs waits
         for row in rows:
             source, delivery_id, attempts = row["source"], row["delivery_id"], int(row["attempts"]) + 1
+            if source in waiting:
+                retry_later += 1
+                continue
             try:
                 self.handlers[source](orjson.loads(row["payload"]))
             except ForeignUrl as error:  # forged, or the base URL is wrong: no retry can help
                 self._attempted(source, delivery_id, attempts, str(error), give_up=True)
                 done += 1
                 continue
-            except (TargetUnavailable, SinkError) as error:
+            except TargetUnavailable as error:
                 retry_later += 1
                 self._attempted(source, delivery_id, attempts, str(error), give_up=False)
                 log.warning("%s delivery %s: will retry: %s", source, delivery_id, error)
-                break  # keep deliveries in order: the next round starts with this one again
+                # Its source's later deliveries wait, in order, for the next round; the other
+                # sources' go on (one system's outage held them all back).
+                waiting.add(source)
+                continue
+            except SinkError as error:
+                retry_later += 1
+                self._attempted(source, delivery_id, attempts, str(error), give_up=False)
+                log.warning("%s delivery %s: will retry: %s", source, delivery_id, error)
+                break  # the ledger itself: every delivery waits, in order, for the next round
             except (ValueError, KeyError, TypeError) as error:
                 give_up = attempts >= self.retries_max
                 self._attempted(

@@ -42,7 +42,7 @@ from adapters.db import now_text, transaction
 from adapters.http import ForeignUrl, under_base
 from adapters.mappings import Mappings
 from adapters.masking import secret_safe_logger
-from adapters.moysklad import PRINCIPAL, SOURCE, SYSTEM, MoySkladClient, entity_id, parse_moment
+from adapters.moysklad import PRINCIPAL, SOURCE, SYSTEM, MoySkladClient, entity_id, errors_text, parse_moment
 from adapters.outbound import TargetUnavailable
 from adapters.sink import EventSink
 from ledger.domain.model import EventType, Line, StockEvent
@@ -50,6 +50,11 @@ from ledger.domain.model import EventType, Line, StockEvent
 log = secret_safe_logger("adapters.moysklad_demands")
 
 REFERENCE_CHARS_MAX = 256
+
+
+class DemandsRefused(ValueError):
+    """Demands that cannot be recorded as they are: the inbox tries again a few times, then gives
+    the delivery up with an alert."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,14 +98,28 @@ class DemandSync:
         self.sink = sink
 
     def handle(self, delivery: dict[str, Any]) -> int:
-        """Every demand of one delivery; returns how many events were submitted."""
+        """Every demand of one delivery (it may hold several: _webhook.md, "В массиве events может
+        быть несколько объектов"); returns how many events were submitted. A demand that cannot be
+        recorded (a SKU or store not mapped yet, a document the token may not read) does not hold
+        the others back: they are recorded, and then it is raised, naming each such demand, for the
+        inbox to try the delivery again and at last give it up with an alert (the demands recorded
+        find their rows equal and record nothing more). MoySklad or the ledger unavailable stops
+        the delivery at once: it is tried again whole."""
         submitted = 0
         moment = _audit_moment(delivery)
+        refused: list[str] = []
         for notice in delivery.get("events") or []:
             meta = notice.get("meta") or {}
             if meta.get("type") != "demand":
                 continue
-            submitted += self.sync(meta["href"], str(notice.get("action") or ""), moment)
+            try:
+                submitted += self.sync(meta["href"], str(notice.get("action") or ""), moment)
+            except ForeignUrl:
+                raise  # forged, or the base URL is wrong: the inbox gives the delivery up at once
+            except (ValueError, KeyError, TypeError) as error:
+                refused.append(f"{meta.get('href')}: {type(error).__name__}: {error}")
+        if refused:
+            raise DemandsRefused(f"{len(refused)} demand(s) not recorded: " + "; ".join(refused))
         return submitted
 
     def sync(self, href: str, action: str, moment: datetime | None = None) -> int:
@@ -144,6 +163,12 @@ class DemandSync:
         answer = self.client.request("GET", href, params={"expand": "positions,customerOrder"})
         if answer.status == 404:
             return Holding(), datetime.now(UTC)  # deleted since: it holds nothing
+        if answer.status == 403:
+            # This document is not the token's to read (error 1016): no retry will change it, and
+            # taken for an outage it held every later delivery back for good.
+            raise DemandsRefused(
+                f"moysklad demand: HTTP 403, not readable with this token: {errors_text(answer)}"
+            )
         if answer.status != 200:
             raise TargetUnavailable(f"moysklad demand: HTTP {answer.status}")
         demand = answer.json()

@@ -13,7 +13,7 @@ import pytest
 from conftest import FAST, event
 
 from adapters.db import transaction
-from adapters.httpserver import HttpServer
+from adapters.httpserver import HttpServer, Reply
 from adapters.inbound import InboxWorker, WebhookAccess, WebhookReceiver, store_delivery
 from adapters.moysklad import (
     MoySkladClient,
@@ -26,6 +26,7 @@ from adapters.moysklad_demands import DemandSync
 from adapters.outbound import OutboundWorker, SimulatedCrash
 from adapters.sink import LedgerSink
 from adapters.webhook_server import WebhookServer
+from adapters.wms import WmsClient, WmsConfig, WmsPickingTarget, WmsStatusProcessor
 from ledger.domain.model import EventType
 
 RECEIPT, RESERVATION = EventType.RECEIPT, EventType.RESERVATION
@@ -216,6 +217,118 @@ def test_a_demand_processed_twice_is_recorded_once(account, recorder, mappings, 
 
     assert (first, second) == (1, 0)  # the second finds the demand as recorded: nothing to submit
     assert ledger.levels("shop-1", ["SKU-2"])[0].level.on_hand_units == 6
+
+
+UNMAPPED = "0b3c0000-0000-0000-0000-0000000000ff"
+
+
+def _inbox_rows(recorder: Any) -> dict[str, dict[str, Any]]:
+    with transaction(recorder) as tx:
+        rows = tx.fetchall("SELECT delivery_id, attempts, processed_at, last_error FROM adapter_inbox")
+    return {row["delivery_id"]: dict(row) for row in rows}
+
+
+def test_one_demand_that_cannot_be_recorded_does_not_lose_the_others_of_its_delivery(
+    account, recorder, mappings, ledger, record
+):
+    """A delivery may hold several demands (_webhook.md): one whose product is not mapped yet was
+    retried with the rest, and the whole delivery given up, the valid shipments with it."""
+    fake, server = account
+    fake.products[UNMAPPED] = "product"
+    record(event(RECEIPT, "shop-1", ("SKU-2", 10)))
+    bad = fake.add_demand(STORE_UUID, [(UNMAPPED, 1)])
+    good = fake.add_demand(STORE_UUID, [(PRODUCT, 4)])
+    body = fake.webhook_body(bad)
+    body["events"] += fake.webhook_body(good)["events"]
+    assert store_delivery(recorder, "moysklad", "req-1", body)
+    sync = DemandSync(recorder, mappings, client_for(server), LedgerSink(ledger))
+    inbox = InboxWorker(recorder, {"moysklad": sync.handle}, retries_max=3)
+
+    for _ in range(4):
+        inbox.run_once()
+
+    assert ledger.levels("shop-1", ["SKU-2"])[0].level.on_hand_units == 6  # recorded once, not lost
+    row = _inbox_rows(recorder)["req-1"]
+    assert row["processed_at"] is not None and row["attempts"] == 3  # given up, with an alert
+    assert bad in row["last_error"] and good not in row["last_error"]
+
+
+def test_a_demand_the_token_may_not_read_holds_no_other_delivery_back(
+    account, wms, mapped, recorder, mappings, ledger, record, monkeypatch
+):
+    """MoySklad answers 403 (error 1016) for a document the token may not read: no retry changes
+    that. Taken for an outage, it held every later delivery of every source back, for good."""
+    fake, server = account
+    wms_fake, wms_server = wms
+    mapped(("wms", "store", "shop-1", "main"), ("wms", "status", "SHIPPED", "D", "ship"))
+    record(
+        event(RECEIPT, "shop-1", ("SKU-2", 10)),
+        event(RESERVATION, "shop-1", ("SKU-2", 2), reservation_id="r-1", order_id="B-7"),
+    )
+    wms_client = WmsClient(
+        WmsConfig(wms_server.url + "/", "fake-wms-key", requests_per_s=1000, timeout_s=2.0)
+    )
+    OutboundWorker(recorder, WmsPickingTarget(recorder, mappings, wms_client), FAST).run_until_idle()
+    picking = wms_fake.by_external("shop-1:r-1:default")
+    forbidden = fake.add_demand(STORE_UUID, [(PRODUCT, 1)])
+    serve_demand = type(fake)._demand
+
+    def demand(self: Any, demand_id: str, request: Any) -> Reply:
+        if demand_id == forbidden:
+            return Reply(403, {"errors": [{"error": "Нет прав на просмотр документа", "code": 1016}]})
+        return serve_demand(self, demand_id, request)
+
+    monkeypatch.setattr(type(fake), "_demand", demand)
+    store_delivery(recorder, "moysklad", "req-1", fake.webhook_body(forbidden))
+    wms_fake.set_status(picking["id"], "SHIPPED")
+    store_delivery(recorder, "wms", "w-1", {"id": picking["id"], "status": "SHIPPED"})
+    store_delivery(
+        recorder, "moysklad", "req-2", fake.webhook_body(fake.add_demand(STORE_UUID, [(PRODUCT, 3)]))
+    )
+    inbox = InboxWorker(
+        recorder,
+        {
+            "moysklad": DemandSync(recorder, mappings, client_for(server), LedgerSink(ledger)).handle,
+            "wms": WmsStatusProcessor(recorder, mappings, LedgerSink(ledger), wms_client).handle_delivery,
+        },
+        retries_max=3,
+    )
+
+    for _ in range(4):
+        inbox.run_once()
+
+    rows = _inbox_rows(recorder)
+    assert all(row["processed_at"] is not None for row in rows.values()), rows
+    assert "403" in rows["req-1"]["last_error"] and rows["req-1"]["attempts"] == 3
+    assert ledger.levels("shop-1", ["SKU-2"])[0].level.on_hand_units == 10 - 2 - 3
+
+
+def test_an_unavailable_system_holds_back_its_own_deliveries_only(
+    account, recorder, mappings, ledger, record, monkeypatch
+):
+    """MoySklad down: its deliveries wait, in their order, and are never given up; another
+    source's go on meanwhile."""
+    fake, server = account
+    record(event(RECEIPT, "shop-1", ("SKU-2", 10)))
+    first = fake.add_demand(STORE_UUID, [(PRODUCT, 1)])
+    second = fake.add_demand(STORE_UUID, [(PRODUCT, 2)])
+    store_delivery(recorder, "moysklad", "req-1", fake.webhook_body(first))
+    store_delivery(recorder, "wms", "w-1", {"n": 1})
+    store_delivery(recorder, "moysklad", "req-2", fake.webhook_body(second))
+    seen: list[int] = []
+    monkeypatch.setattr(type(fake), "_demand", lambda self, demand_id, request: Reply(503, {}))
+    down = DemandSync(recorder, mappings, client_for(server), LedgerSink(ledger))
+    inbox = InboxWorker(
+        recorder, {"moysklad": down.handle, "wms": lambda body: seen.append(body["n"])}, retries_max=2
+    )
+
+    for _ in range(3):
+        inbox.run_once()
+
+    rows = _inbox_rows(recorder)
+    assert seen == [1] and rows["w-1"]["processed_at"] is not None
+    assert rows["req-1"]["processed_at"] is None and rows["req-1"]["attempts"] == 3  # never given up
+    assert rows["req-2"]["attempts"] == 0  # waits behind the first, in order
 
 
 def test_moysklad_times_are_moscow_time():
