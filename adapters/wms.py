@@ -52,6 +52,10 @@ PICK_KEY = "pick:"
 CANCEL_KEY = "cancel:"
 DEFAULT_ZONE = "default"
 FINAL_STATUSES = frozenset({"DELIVERED", "CANCELLED", "PICKING_ERROR"})
+# Inflow's status machine is fixed (seed 002): NEW -> ASSIGNED -> PICKING -> PICKED -> PACKING ->
+# SHIPPED -> DELIVERED; CANCELLED and PICKING_ERROR leave it before shipping.
+PROGRESS = ("NEW", "ASSIGNED", "PICKING", "PICKED", "PACKING", "SHIPPED", "DELIVERED")
+SHIPPED_OR_AFTER = frozenset({"SHIPPED", "DELIVERED"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -340,10 +344,27 @@ class WmsStatusProcessor:
         self.poll_orders_max = poll_orders_max
 
     def handle_delivery(self, payload: Any) -> None:
-        """A status webhook body: {"id": <wms order id>, "status": "PICKING"}."""
+        """A status webhook body: {"id": <wms order id>, "status": "PICKING"}. A delivery can come
+        late (the sender's retry after our 503, a slow queue): one whose status the order is past
+        already (`_behind`) is left out, with a journal line. Applied as it came, a PICKING_ERROR
+        after SHIPPED marked a shipped order final, released its lines again and sent Bitrix the
+        older status, and polling, which skips final orders, never put it right."""
         if not isinstance(payload, dict) or not payload.get("id") or not payload.get("status"):
             raise ValueError("a WMS status delivery needs id and status")
-        self.apply(str(payload["id"]), str(payload["status"]))
+        wms_order_id, status = str(payload["id"]), str(payload["status"])
+        with transaction(self.recorder) as tx:
+            row = tx.fetchone(
+                "SELECT status FROM adapter_wms_orders WHERE wms_order_id = %s", (wms_order_id,)
+            )
+            if row is not None and _behind(status, row["status"]):
+                journal(
+                    tx, SYSTEM, "stale_status", wms_order_id, f"{status} came after {row['status']}: left out"
+                )
+                log.warning(
+                    "wms status %s of %s came after %s: left out", status, wms_order_id, row["status"]
+                )
+                return
+        self.apply(wms_order_id, status)
 
     def poll(self) -> int:
         """Reads the status of every open picking order; returns how many changed."""
@@ -429,3 +450,13 @@ class WmsStatusProcessor:
             reference=f"WMS {status} picking order {row['wms_order_id']}"[:256],
             principal=PRINCIPAL,
         )
+
+
+def _behind(status: str, stored: str) -> bool:
+    """Whether an order at `stored` is past `status` already: an earlier step of the machine, or a
+    way out of it before shipping (PICKING_ERROR, CANCELLED) for an order that has shipped."""
+    if stored in SHIPPED_OR_AFTER and status not in PROGRESS:
+        return True
+    if status in PROGRESS and stored in PROGRESS:
+        return PROGRESS.index(status) < PROGRESS.index(stored)
+    return False

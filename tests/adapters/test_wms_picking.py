@@ -134,6 +134,45 @@ def test_a_picking_error_releases_the_line_sets_the_error_status_and_raises_an_a
     assert next(s for s in read_status(recorder) if s.adapter == "wms").alerts_total == 1
 
 
+def test_a_status_delivered_late_does_not_move_the_order_back(warehouse, recorder, mappings, ledger, record):
+    """A delivery refused while we restarted (503) comes again after a newer one: a status the
+    order is past is left out. Applied as it came, a PICKING_ERROR after SHIPPED marked the shipped
+    order final (polling skips it), and sent Bitrix the older status."""
+    fake, server = warehouse
+    record(
+        event(RECEIPT, "shop-1", ("SKU-2", 10)),
+        event(RESERVATION, "shop-1", ("SKU-2", 2), reservation_id="r-1", order_id="B-7"),
+    )
+    picking_worker(recorder, mappings, server).run_until_idle()
+    order = fake.by_external("shop-1:r-1:B")
+    processor = WmsStatusProcessor(recorder, mappings, LedgerSink(ledger), client_for(server))
+    inbox = InboxWorker(recorder, {"wms": processor.handle_delivery})
+    fake.set_status(order["id"], "SHIPPED")
+    store_delivery(recorder, "wms", "d-2", {"id": order["id"], "status": "SHIPPED"})
+    inbox.run_once()
+
+    store_delivery(recorder, "wms", "d-1", {"id": order["id"], "status": "PICKING_ERROR"})
+    store_delivery(recorder, "wms", "d-0", {"id": order["id"], "status": "PICKING"})
+    inbox.run_once()
+
+    with transaction(recorder) as tx:
+        stale = tx.fetchall("SELECT detail FROM adapter_journal WHERE kind = 'stale_status' ORDER BY detail")
+        row = tx.fetchone(
+            "SELECT status, final FROM adapter_wms_orders WHERE wms_order_id = %s", (order["id"],)
+        )
+        outbox = tx.fetchall("SELECT payload FROM adapter_outbox WHERE item_key = 'status:B-7'")
+        alerts = tx.fetchall("SELECT detail FROM adapter_journal WHERE kind = 'alert'")
+    assert (row["status"], row["final"]) == ("SHIPPED", 0)
+    assert ['"status_id":"D"' in o["payload"] for o in outbox] == [True]
+    assert alerts == []
+    assert [row["detail"] for row in stale] == [
+        "PICKING came after SHIPPED: left out",
+        "PICKING_ERROR came after SHIPPED: left out",
+    ]
+    level = ledger.levels("shop-1", ["SKU-2"])[0].level
+    assert (level.on_hand_units, level.reserved_units) == (8, 0)  # shipped once, nothing released
+
+
 def test_polled_statuses_go_through_a_status_table_that_changes_without_a_deploy(
     warehouse, recorder, mappings, mapped, ledger, record
 ):
