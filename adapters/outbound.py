@@ -44,6 +44,10 @@ from ledger.storage.codec import decode
 
 log = secret_safe_logger("adapters.outbound")
 
+# One worker pushes a target at a time: it holds the lease for this long, and renews it before
+# every request it sends, so a cycle may take longer. One request (the HTTP client's timeout, a
+# target's few calls for one push) must take well under it: a worker whose lease ran out in one
+# could find another worker's pushes under way.
 LEASE_S = 60.0
 RETRY_AFTER_S_MAX = 120.0  # a target's own Retry-After is honoured up to this
 
@@ -74,6 +78,11 @@ class TargetUnavailable(Exception):
         super().__init__(reason)
         self.retry_after_s = retry_after_s
         self.done_keys = done_keys  # items of the batch that did get through: not pushed again
+
+
+class LeaseLost(TargetUnavailable):
+    """Another worker holds the target's lease now (this one's ran out while it waited): the cycle
+    stops, pushes nothing more and saves nothing; the other worker pushes from the saved position."""
 
 
 class Target(Protocol):
@@ -197,13 +206,12 @@ class OutboundWorker:
         report = CycleReport(start=start, end=end, keys=len(items))
         try:
             parked, pushed = self._push_all(items, report)
-        except TargetUnavailable as error:
+            if self.before_save_hook is not None:
+                self.before_save_hook()
+            self._save(report, pushed, parked, requeued)
+        except TargetUnavailable as error:  # LeaseLost too
             report.aborted = str(error)
             log.warning("%s: target unavailable, will retry from position %d: %s", name, start, error)
-            return report
-        if self.before_save_hook is not None:
-            self.before_save_hook()
-        self._save(report, pushed, parked, requeued)
         return report
 
     def _push_all(
@@ -244,6 +252,7 @@ class OutboundWorker:
 
     def _push_batch(self, batch: list[Item], report: CycleReport) -> dict[str, Failure]:
         for attempt in range(1, self.limits.request_retries_max + 1):
+            self._keep_lease()  # outside the retries: a lost lease ends the cycle (LeaseLost)
             try:
                 return self.target.push(batch)
             except TargetUnavailable as error:
@@ -275,6 +284,22 @@ class OutboundWorker:
                 "SELECT lease_owner FROM adapter_positions WHERE adapter = %s", (self.target.name,)
             )
         return row is not None and row["lease_owner"] == self.owner
+
+    def _keep_lease(self, tx: SqlTx | None = None) -> None:
+        """Renews this worker's lease for LEASE_S more; LeaseLost if another worker holds it."""
+        if tx is None:
+            with transaction(self.recorder) as own:
+                self._keep_lease(own)
+            return
+        until = utc_text(utc_now() + timedelta(seconds=LEASE_S))
+        tx.execute(
+            "UPDATE adapter_positions SET lease_until = %s WHERE adapter = %s AND lease_owner = %s",
+            (until, self.target.name, self.owner),
+        )
+        row = tx.fetchone("SELECT lease_owner FROM adapter_positions WHERE adapter = %s", (self.target.name,))
+        if row is None or row["lease_owner"] != self.owner:
+            holder = None if row is None else row["lease_owner"]
+            raise LeaseLost(f"{self.target.name}: the lease is {holder}'s now; this cycle stops")
 
     def release_lease(self) -> None:
         with transaction(self.recorder) as tx:
@@ -321,6 +346,7 @@ class OutboundWorker:
         stamp = now_text()
         item_failures = report.failures
         with transaction(self.recorder) as tx:
+            self._keep_lease(tx)  # fenced: a worker whose lease was taken saves nothing
             self.target.after_push(tx, pushed)
             for key in requeued:
                 tx.execute("DELETE FROM adapter_parked WHERE adapter = %s AND item_key = %s", (name, key))

@@ -1,0 +1,96 @@
+"""One worker pushes a target at a time (adapters/outbound.py, the lease). A cycle may outlast the
+lease (a full push of 10,000 SKUs at Bitrix's 2 requests a second takes minutes): the worker renews
+it before each request, so no other worker starts pushing meanwhile (two pushing one Bitrix store's
+documents moved its amounts twice); and a worker whose lease another took stops, pushing and
+saving nothing more."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import pytest
+from conftest import FAST, event
+
+from adapters import outbound
+from adapters.bitrix import BitrixConfig, BitrixTarget
+from adapters.db import transaction
+from adapters.outbound import OutboundWorker, read_position
+from ledger.domain.model import EventType
+
+LEASE_S = 0.5  # for the 60 s a long cycle outlives
+PUSH_S = 0.3  # each request of the slow worker: three of them outlast the lease
+SKUS = (("SKU-1", "101"), ("SKU-2", "102"), ("SKU-3", "103"))
+
+
+@pytest.fixture
+def shop(bitrix: Any, mapped: Any, record: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
+    monkeypatch.setattr(outbound, "LEASE_S", LEASE_S)
+    fake, _ = bitrix
+    for _, product in SKUS:
+        fake.add_product(product)
+    mapped(("bitrix", "store", "shop-1", "1"), *[("bitrix", "sku", sku, pid, "product") for sku, pid in SKUS])
+    record(event(EventType.RECEIPT, "shop-1", *[(sku, 5) for sku, _ in SKUS]))
+    return bitrix
+
+
+def worker(recorder: Any, mappings: Any, bitrix: Any, owner: str, pushed: list[str]) -> OutboundWorker:
+    """A worker whose requests each carry one product and take PUSH_S."""
+    fake, server = bitrix
+    config = BitrixConfig(
+        webhook_url=server.url + fake.webhook_path,
+        burst_requests_max=1000,
+        requests_per_s=1000.0,
+        timeout_s=2.0,
+    )
+    target = BitrixTarget(recorder, mappings, config)
+    target.batch_items_max = 1
+    push = target.push
+
+    def slow_push(batch: list[Any]) -> Any:
+        time.sleep(PUSH_S)
+        pushed.extend(f"{owner}:{item.key}" for item in batch)
+        return push(batch)
+
+    target.push = slow_push  # type: ignore[method-assign]
+    return OutboundWorker(recorder, target, FAST, owner=owner)
+
+
+def test_a_cycle_longer_than_its_lease_keeps_it(shop, recorder, mappings) -> None:
+    pushed: list[str] = []
+    first = worker(recorder, mappings, shop, "instance-A", pushed)
+    reports: list[Any] = []
+    cycle = threading.Thread(target=lambda: reports.append(first.run_once()))
+    cycle.start()
+    time.sleep(LEASE_S + PUSH_S / 2)  # past the lease as first taken, the cycle still pushing
+
+    other = worker(recorder, mappings, shop, "instance-B", pushed).run_once()
+    cycle.join(10 * PUSH_S * len(SKUS))
+
+    assert other.aborted == "another worker holds the lease"
+    (report,) = reports
+    assert report.aborted is None and report.pushed == len(SKUS)
+    assert all(name.startswith("instance-A:") for name in pushed)
+    assert read_position(recorder, "bitrix") == report.end
+
+
+def test_a_worker_whose_lease_was_taken_pushes_and_saves_nothing_more(shop, recorder, mappings) -> None:
+    pushed: list[str] = []
+    slow = worker(recorder, mappings, shop, "instance-A", pushed)
+    push = slow.target.push
+
+    def taken_during_the_first(batch: list[Any]) -> Any:
+        answer = push(batch)
+        with transaction(recorder) as tx:  # its lease ran out meanwhile, and another took it
+            tx.execute("UPDATE adapter_positions SET lease_owner = 'instance-B' WHERE adapter = 'bitrix'")
+        return answer
+
+    slow.target.push = taken_during_the_first  # type: ignore[method-assign]
+    start = read_position(recorder, "bitrix")
+
+    report = slow.run_once()
+
+    assert report.aborted is not None and "instance-B" in report.aborted
+    assert len(pushed) == 1  # nothing after the first request
+    assert read_position(recorder, "bitrix") == start  # the new owner pushes from here
