@@ -348,7 +348,13 @@ class OutboundWorker:
         with transaction(self.recorder) as tx:
             self._keep_lease(tx)  # fenced: a worker whose lease was taken saves nothing
             self.target.after_push(tx, pushed)
-            for key in requeued:
+            # A key pushed now supersedes its parked value, requeued or not: a retry of that one
+            # (an outbox item is pushed as it was parked) would set the older value over this.
+            parked_before = {
+                str(row["item_key"])
+                for row in tx.fetchall("SELECT item_key FROM adapter_parked WHERE adapter = %s", (name,))
+            }
+            for key in parked_before & ({item.key for item in pushed} | set(requeued)):
                 tx.execute("DELETE FROM adapter_parked WHERE adapter = %s AND item_key = %s", (name, key))
             for key, (item, failure, attempts) in parked.items():
                 tx.execute(

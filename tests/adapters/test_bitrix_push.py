@@ -175,6 +175,25 @@ def test_one_failing_command_in_a_batch_is_parked_with_its_reason_and_the_others
     assert products(fake)["102"] == (2.0, 0.0) and read_status(recorder)[0].parked_now == 0
 
 
+def test_a_parked_order_status_is_dropped_once_a_newer_one_is_pushed(bitrix, recorder, mappings, site):
+    """An order status is an outbox item: parked, it is pushed again as it was parked. Once a newer
+    status of the order has been pushed, a retry of the parked one would set the older status over
+    it; the parked one is dropped instead."""
+    fake, server = bitrix
+    worker = make_worker(recorder, mappings, server, fake)
+    with transaction(recorder) as tx:  # picking: the portal does not know order 7 yet, and refuses
+        enqueue(tx, "bitrix", "status:7", {"order_id": "7", "status_id": "Q", "wms_status": "PICKING"})
+    assert worker.run_once().parked_keys == ["status:7"]
+    fake.orders["7"] = {"id": "7", "statusId": "N"}
+    with transaction(recorder) as tx:  # shipped, later
+        enqueue(tx, "bitrix", "status:7", {"order_id": "7", "status_id": "D", "wms_status": "SHIPPED"})
+    assert worker.run_once().pushed == 1
+
+    assert request_parked_retry(recorder, "bitrix") == 0  # nothing parked is left to send
+    worker.run_until_idle()
+    assert fake.orders["7"]["statusId"] == "D"
+
+
 def test_a_crash_between_the_push_and_the_position_save_pushes_the_same_level_again(
     bitrix, recorder, mappings, site, record
 ):
