@@ -297,19 +297,18 @@ class InboxWorker:
         returns (processed, left for later)."""
         settled_at = utc_text(utc_now() - timedelta(seconds=self.settle_s))
         self.drain_spool()
+        # A page per source, each in the order it arrived: a system that is down holds back its
+        # own deliveries only, however many of them wait (one page across sources could be all
+        # of that system's, every round).
+        rows: list[Any] = []
         with transaction(self.recorder) as tx:
-            rows = (
-                tx.fetchall(
+            for source in self.handlers:
+                rows += tx.fetchall(
                     "SELECT source, delivery_id, payload, attempts FROM adapter_inbox WHERE "
-                    "processed_at IS NULL AND received_at <= %s "
-                    "AND source IN ("
-                    + ",".join(["%s"] * len(self.handlers))
-                    + ") ORDER BY received_at, delivery_id LIMIT %s",
-                    (settled_at, *self.handlers, self.batch_max),
+                    "processed_at IS NULL AND received_at <= %s AND source = %s "
+                    "ORDER BY received_at, delivery_id LIMIT %s",
+                    (settled_at, source, self.batch_max),
                 )
-                if self.handlers
-                else []
-            )
         done = retry_later = 0
         waiting: set[str] = set()  # sources whose system is unavailable: the rest of theirs waits
         for row in rows:

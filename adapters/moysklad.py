@@ -190,7 +190,9 @@ class MoySkladClient:
             size = int((body.get("meta") or {}).get("size") or 0)
             # Pages are read by offset: a row that left the report (or came into it) before the
             # offset between two pages slides the rest by one, so a row would go unread, or be read
-            # twice. A report that moved while it was read is refused, as the WMS reader refuses it.
+            # twice. A report whose size changed or that listed a row twice is refused, as the WMS
+            # reader refuses it. (One row out before the offset and one in after it, between the
+            # same two pages, keep the size and go unseen: offset paging cannot tell.)
             first_size = size if first_size is None else first_size
             if size != first_size:
                 raise TargetUnavailable(

@@ -50,6 +50,8 @@ from ledger.domain.model import EventType, Line, StockEvent
 log = secret_safe_logger("adapters.moysklad_demands")
 
 REFERENCE_CHARS_MAX = 256
+# MoySklad's error code for a document the token's user may not see (error 1016).
+DOCUMENT_NOT_VISIBLE = 1016
 
 
 class DemandsRefused(ValueError):
@@ -163,9 +165,10 @@ class DemandSync:
         answer = self.client.request("GET", href, params={"expand": "positions,customerOrder"})
         if answer.status == 404:
             return Holding(), datetime.now(UTC)  # deleted since: it holds nothing
-        if answer.status == 403:
-            # This document is not the token's to read (error 1016): no retry will change it, and
-            # taken for an outage it held every later delivery back for good.
+        if answer.status == 403 and DOCUMENT_NOT_VISIBLE in _error_codes(answer):
+            # This document is not the token's to read: no retry will change it, and taken for an
+            # outage it held every later delivery back for good. Any other 403 (the account's
+            # rights, the token) is an outage: the deliveries wait until it is put right.
             raise DemandsRefused(
                 f"moysklad demand: HTTP 403, not readable with this token: {errors_text(answer)}"
             )
@@ -369,3 +372,12 @@ def _events_from_json(text: str | None) -> list[StockEvent]:
         )
         for item in orjson.loads(text or "[]")
     ]
+
+
+def _error_codes(answer: Any) -> set[int]:
+    try:
+        body = answer.json() or {}
+    except ValueError:
+        return set()
+    errors = body.get("errors") if isinstance(body, dict) else None
+    return {int(e["code"]) for e in errors or () if isinstance(e, dict) and isinstance(e.get("code"), int)}

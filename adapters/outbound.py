@@ -45,9 +45,10 @@ from ledger.storage.codec import decode
 log = secret_safe_logger("adapters.outbound")
 
 # One worker pushes a target at a time: it holds the lease for this long, and renews it before
-# every request it sends, so a cycle may take longer. One request (the HTTP client's timeout, a
-# target's few calls for one push) must take well under it: a worker whose lease ran out in one
-# could find another worker's pushes under way.
+# every batch it pushes (each attempt), so a cycle may take longer. One batch's push must take
+# well under it: a worker whose lease ran out within one could meet another worker's pushes (its
+# save is fenced, its requests are not). A MoySklad batch of many orders under its rate limit can
+# come near it: known, not yet renewed inside a push.
 LEASE_S = 60.0
 RETRY_AFTER_S_MAX = 120.0  # a target's own Retry-After is honoured up to this
 

@@ -453,9 +453,13 @@ class WmsStatusProcessor:
 
 
 def _behind(status: str, stored: str) -> bool:
-    """Whether an order at `stored` is past `status` already: an earlier step of the machine, or a
-    way out of it before shipping (PICKING_ERROR, CANCELLED) for an order that has shipped."""
+    """Whether an order at `stored` is past `status` already: an earlier step of the machine; a
+    way out of it before shipping (PICKING_ERROR, CANCELLED) for an order that has shipped; or a
+    step before shipping for an order that left the machine (a shipment after a picking error
+    still counts)."""
     if stored in SHIPPED_OR_AFTER and status not in PROGRESS:
+        return True
+    if stored not in PROGRESS and status in PROGRESS and status not in SHIPPED_OR_AFTER:
         return True
     if status in PROGRESS and stored in PROGRESS:
         return PROGRESS.index(status) < PROGRESS.index(stored)

@@ -435,7 +435,7 @@ def main(argv: list[str] | None = None) -> int:
         if type(error) not in (sqlite3.DatabaseError, StoreDatabaseError):
             raise
         url = redacted_url(settings.database_url) if settings else "LEDGER_DATABASE_URL"
-        problem = f"{url} is not a usable SQLite database: {error}"
+        problem = f"{url} is not a usable database: {error}"
     print(f"{args.command_name}: {_one_line(problem)}", file=sys.stderr)
     return EXIT_USAGE
 

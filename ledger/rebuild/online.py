@@ -164,7 +164,7 @@ def _swap(
     """The last entries and the swap, in one transaction under the writers' lock; None when the
     tables' readers did not let go in time (nothing was changed, the replay has not moved)."""
     with recorder.read_transaction() as tx:  # before the writers' lock: a round trip less under it
-        lock_order = shadow.views_reading(tx, PROJECTION_TABLES) + shadow.lock_order(tx, PROJECTION_TABLES)
+        lock_order = shadow.with_views(tx, shadow.lock_order(tx, PROJECTION_TABLES), PROJECTION_TABLES)
     asked = time.monotonic()
     try:
         with recorder.write_transaction() as tx:  # the writers' lock on the log, as every batch takes

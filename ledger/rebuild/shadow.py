@@ -94,12 +94,13 @@ def columns(tx: SqlTx, table: str) -> list[tuple[str, str]]:
 
 
 def same_shape(tx: SqlTx, table: str) -> bool:
-    """Whether the shadow has the live table's columns and an index for each of its indexes: a
-    migration that ran during the rebuild changed the live table after the shadow was made."""
+    """Whether the shadow has the live table's columns and an index for each of its indexes, and no
+    other: a migration that ran during the rebuild changed the live table after the shadow was
+    made (an index made or dropped; one made again under the same name is not seen)."""
     shadowed = {index.name for index in indexes(tx, shadow_of(table))}
-    return columns(tx, table) == columns(tx, shadow_of(table)) and all(
-        shadow_of(index.name) in shadowed for index in indexes(tx, table)
-    )
+    return columns(tx, table) == columns(tx, shadow_of(table)) and shadowed == {
+        shadow_of(index.name) for index in indexes(tx, table)
+    }
 
 
 def lock_order(tx: SqlTx, tables: Sequence[str]) -> list[str]:
@@ -123,12 +124,26 @@ def lock(tx: SqlTx, names: Sequence[str], wait_ms: int) -> None:
     tx.execute(f"LOCK TABLE {', '.join(names)} IN ACCESS EXCLUSIVE MODE")
 
 
-def views_reading(tx: SqlTx, tables: Sequence[str]) -> list[str]:
-    """The views that read the live tables, which the swap makes again: it locks them before the
-    tables. A reader of a view locks the view, then its tables; a swap that held the tables and
-    then asked for the view waited for such a reader while it waited for the swap: a deadlock, and
-    the whole rebuild failed."""
-    return [str(view["name"]) for view in _views(tx, tables)]
+def with_views(tx: SqlTx, order: Sequence[str], tables: Sequence[str]) -> list[str]:
+    """The lock order with each view that reads the live tables (the swap makes it again) just
+    before the first of its tables. A reader of a view locks the view, then its tables: a swap that
+    held the tables and then asked for the view waited for such a reader while it waited for the
+    swap, a deadlock, and the whole rebuild failed. (Locking a view locks its tables too, so it
+    goes where its first table went, not ahead of the others: `lock_order`'s reason holds.)"""
+    rows = tx.fetchall(
+        "SELECT DISTINCT v.oid::regclass::text AS view, d.refobjid::regclass::text AS read "
+        "FROM pg_depend d JOIN pg_rewrite r ON r.oid = d.objid JOIN pg_class v ON v.oid = r.ev_class "
+        "WHERE v.relkind = 'v' AND d.refobjid = ANY(%s::regclass[])",
+        (list(tables),),
+    )
+    reads: dict[str, set[str]] = {}
+    for row in rows:
+        reads.setdefault(str(row["view"]), set()).add(str(row["read"]))
+    placed: list[str] = []
+    for name in order:
+        placed += sorted(view for view, read in reads.items() if name in read and view not in placed)
+        placed.append(name)
+    return placed
 
 
 def _views(tx: SqlTx, tables: Sequence[str]) -> list[Row]:

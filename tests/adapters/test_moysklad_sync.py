@@ -303,23 +303,31 @@ def test_a_demand_the_token_may_not_read_holds_no_other_delivery_back(
     assert ledger.levels("shop-1", ["SKU-2"])[0].level.on_hand_units == 10 - 2 - 3
 
 
+@pytest.mark.parametrize(
+    "answer",
+    [Reply(503, {}), Reply(403, {"errors": [{"error": "Доступ запрещен", "code": 1002}]})],
+    ids=["down", "no-rights"],
+)
 def test_an_unavailable_system_holds_back_its_own_deliveries_only(
-    account, recorder, mappings, ledger, record, monkeypatch
+    account, recorder, mappings, ledger, record, monkeypatch, answer
 ):
-    """MoySklad down: its deliveries wait, in their order, and are never given up; another
-    source's go on meanwhile."""
+    """MoySklad down, or refusing the account (a 403 that is not about one document): its
+    deliveries wait, in their order, and are never given up, however many wait; another source's
+    go on meanwhile."""
     fake, server = account
     record(event(RECEIPT, "shop-1", ("SKU-2", 10)))
-    first = fake.add_demand(STORE_UUID, [(PRODUCT, 1)])
-    second = fake.add_demand(STORE_UUID, [(PRODUCT, 2)])
-    store_delivery(recorder, "moysklad", "req-1", fake.webhook_body(first))
+    for n in range(1, 4):
+        demand = fake.add_demand(STORE_UUID, [(PRODUCT, n)])
+        store_delivery(recorder, "moysklad", f"req-{n}", fake.webhook_body(demand))
     store_delivery(recorder, "wms", "w-1", {"n": 1})
-    store_delivery(recorder, "moysklad", "req-2", fake.webhook_body(second))
     seen: list[int] = []
-    monkeypatch.setattr(type(fake), "_demand", lambda self, demand_id, request: Reply(503, {}))
+    monkeypatch.setattr(type(fake), "_demand", lambda self, demand_id, request: answer)
     down = DemandSync(recorder, mappings, client_for(server), LedgerSink(ledger))
     inbox = InboxWorker(
-        recorder, {"moysklad": down.handle, "wms": lambda body: seen.append(body["n"])}, retries_max=2
+        recorder,
+        {"moysklad": down.handle, "wms": lambda body: seen.append(body["n"])},
+        retries_max=2,
+        batch_max=2,  # fewer than the deliveries waiting behind the first
     )
 
     for _ in range(3):
@@ -328,7 +336,7 @@ def test_an_unavailable_system_holds_back_its_own_deliveries_only(
     rows = _inbox_rows(recorder)
     assert seen == [1] and rows["w-1"]["processed_at"] is not None
     assert rows["req-1"]["processed_at"] is None and rows["req-1"]["attempts"] == 3  # never given up
-    assert rows["req-2"]["attempts"] == 0  # waits behind the first, in order
+    assert rows["req-2"]["attempts"] == rows["req-3"]["attempts"] == 0  # wait behind it, in order
 
 
 def test_moysklad_times_are_moscow_time():

@@ -173,6 +173,30 @@ def test_a_status_delivered_late_does_not_move_the_order_back(warehouse, recorde
     assert (level.on_hand_units, level.reserved_units) == (8, 0)  # shipped once, nothing released
 
 
+def test_a_step_before_shipping_delivered_after_a_picking_error_does_not_reopen_it(
+    warehouse, recorder, mappings, ledger, record
+):
+    fake, server = warehouse
+    record(
+        event(RECEIPT, "shop-1", ("SKU-2", 10)),
+        event(RESERVATION, "shop-1", ("SKU-2", 2), reservation_id="r-1", order_id="B-7"),
+    )
+    picking_worker(recorder, mappings, server).run_until_idle()
+    order = fake.by_external("shop-1:r-1:B")
+    processor = WmsStatusProcessor(recorder, mappings, LedgerSink(ledger), client_for(server))
+    inbox = InboxWorker(recorder, {"wms": processor.handle_delivery})
+    store_delivery(recorder, "wms", "d-2", {"id": order["id"], "status": "PICKING_ERROR"})
+    inbox.run_once()
+    store_delivery(recorder, "wms", "d-1", {"id": order["id"], "status": "PICKING"})
+    inbox.run_once()
+
+    with transaction(recorder) as tx:
+        row = tx.fetchone(
+            "SELECT status, final FROM adapter_wms_orders WHERE wms_order_id = %s", (order["id"],)
+        )
+    assert (row["status"], row["final"]) == ("PICKING_ERROR", 1)
+
+
 def test_polled_statuses_go_through_a_status_table_that_changes_without_a_deploy(
     warehouse, recorder, mappings, mapped, ledger, record
 ):

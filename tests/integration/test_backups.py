@@ -177,5 +177,5 @@ def test_commands_on_a_file_that_is_not_a_database_say_so_in_one_line(tmp_path: 
         answer = _ledger(f"sqlite:///{notes}", *command)
         assert answer.returncode == 2, answer.stderr
         [line] = answer.stderr.splitlines()
-        assert "is not a usable SQLite database: file is not a database" in line, line
+        assert "is not a usable database: file is not a database" in line, line
     assert notes.read_text() == "the only copy of these notes\n"
