@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from adapters.bitrix import BitrixConfig, BitrixTarget
 from adapters.db import open_database
 from adapters.httpserver import HttpServer
 from adapters.mappings import MappingRow, Mappings, save
@@ -113,6 +114,14 @@ def mapped(recorder: Any) -> Callable[..., None]:
         save(recorder, [MappingRow(*row) for row in rows])
 
     return add
+
+
+def bitrix_target(recorder: Any, mappings: Any, bitrix: Any, **config: Any) -> BitrixTarget:
+    """A Bitrix target on the fake portal, at the fake's own rate (`config` adds to it)."""
+    fake, server = bitrix
+    settings = {"burst_requests_max": 1000, "requests_per_s": 1000.0, "timeout_s": 2.0, **config}
+    portal = BitrixConfig(webhook_url=server.url + fake.webhook_path, **settings)
+    return BitrixTarget(recorder, mappings, portal)
 
 
 def _serve(fake: Any) -> Iterator[tuple[Any, HttpServer]]:

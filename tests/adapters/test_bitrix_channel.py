@@ -6,9 +6,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from conftest import FAST, event
+from conftest import FAST, bitrix_target, event
 
-from adapters.bitrix import BitrixConfig, BitrixTarget
 from adapters.outbound import OutboundWorker
 from ledger.domain.model import ChannelQuota, EventType, Policy
 
@@ -31,15 +30,7 @@ def _policy(store: str, sku: str, safety_stock: int, **quotas: int) -> Any:
 
 
 def _worker(recorder: Any, mappings: Any, bitrix: Any, channel: str | None) -> OutboundWorker:
-    fake, server = bitrix
-    config = BitrixConfig(
-        webhook_url=server.url + fake.webhook_path,
-        burst_requests_max=1000,
-        requests_per_s=1000.0,
-        timeout_s=2.0,
-        channel=channel,
-    )
-    return OutboundWorker(recorder, BitrixTarget(recorder, mappings, config), FAST)
+    return OutboundWorker(recorder, bitrix_target(recorder, mappings, bitrix, channel=channel), FAST)
 
 
 def _quantities(fake: Any) -> dict[str, float]:

@@ -6,7 +6,7 @@ import dataclasses
 from typing import Any
 
 import pytest
-from conftest import FAST, event
+from conftest import FAST, bitrix_target, event
 
 from adapters.bitrix import BitrixConfig, BitrixTarget, Supplier
 from adapters.db import transaction
@@ -31,11 +31,7 @@ def site(mapped: Any) -> None:
 
 def make_worker(recorder: Any, mappings: Any, server: Any, fake: Any, **config: Any) -> OutboundWorker:
     limits = config.pop("limits", FAST)
-    settings = {"burst_requests_max": 1000, "requests_per_s": 1000.0, "timeout_s": 2.0, **config}
-    target = BitrixTarget(
-        recorder, mappings, BitrixConfig(webhook_url=server.url + fake.webhook_path, **settings)
-    )
-    return OutboundWorker(recorder, target, limits)
+    return OutboundWorker(recorder, bitrix_target(recorder, mappings, (fake, server), **config), limits)
 
 
 def products(fake: Any) -> dict[str, tuple[float, float]]:

@@ -11,10 +11,9 @@ import time
 from typing import Any
 
 import pytest
-from conftest import FAST, event
+from conftest import FAST, bitrix_target, event
 
 from adapters import outbound
-from adapters.bitrix import BitrixConfig, BitrixTarget
 from adapters.db import transaction
 from adapters.outbound import OutboundWorker, read_position
 from ledger.domain.model import EventType
@@ -37,14 +36,7 @@ def shop(bitrix: Any, mapped: Any, record: Any, monkeypatch: pytest.MonkeyPatch)
 
 def worker(recorder: Any, mappings: Any, bitrix: Any, owner: str, pushed: list[str]) -> OutboundWorker:
     """A worker whose requests each carry one product and take PUSH_S."""
-    fake, server = bitrix
-    config = BitrixConfig(
-        webhook_url=server.url + fake.webhook_path,
-        burst_requests_max=1000,
-        requests_per_s=1000.0,
-        timeout_s=2.0,
-    )
-    target = BitrixTarget(recorder, mappings, config)
+    target = bitrix_target(recorder, mappings, bitrix)
     target.batch_items_max = 1
     push = target.push
 

@@ -134,10 +134,9 @@ def test_a_picking_error_releases_the_line_sets_the_error_status_and_raises_an_a
     assert next(s for s in read_status(recorder) if s.adapter == "wms").alerts_total == 1
 
 
-def test_a_status_delivered_late_does_not_move_the_order_back(warehouse, recorder, mappings, ledger, record):
-    """A delivery refused while we restarted (503) comes again after a newer one: a status the
-    order is past is left out. Applied as it came, a PICKING_ERROR after SHIPPED marked the shipped
-    order final (polling skips it), and sent Bitrix the older status."""
+def _one_picking_order(warehouse, recorder, mappings, ledger, record) -> tuple[Any, Any]:
+    """A reservation of SKU-2 (zone B) made a picking order; `deliver(id, status, ...)` stores
+    status deliveries of it, in pairs, and has the inbox process them in one round."""
     fake, server = warehouse
     record(
         event(RECEIPT, "shop-1", ("SKU-2", 10)),
@@ -147,13 +146,25 @@ def test_a_status_delivered_late_does_not_move_the_order_back(warehouse, recorde
     order = fake.by_external("shop-1:r-1:B")
     processor = WmsStatusProcessor(recorder, mappings, LedgerSink(ledger), client_for(server))
     inbox = InboxWorker(recorder, {"wms": processor.handle_delivery})
-    fake.set_status(order["id"], "SHIPPED")
-    store_delivery(recorder, "wms", "d-2", {"id": order["id"], "status": "SHIPPED"})
-    inbox.run_once()
 
-    store_delivery(recorder, "wms", "d-1", {"id": order["id"], "status": "PICKING_ERROR"})
-    store_delivery(recorder, "wms", "d-0", {"id": order["id"], "status": "PICKING"})
-    inbox.run_once()
+    def deliver(*pairs: str) -> None:
+        for delivery_id, status in zip(pairs[::2], pairs[1::2], strict=True):
+            store_delivery(recorder, "wms", delivery_id, {"id": order["id"], "status": status})
+        inbox.run_once()
+
+    return order, deliver
+
+
+def test_a_status_delivered_late_does_not_move_the_order_back(warehouse, recorder, mappings, ledger, record):
+    """A delivery refused while we restarted (503) comes again after a newer one: a status the
+    order is past is left out. Applied as it came, a PICKING_ERROR after SHIPPED marked the shipped
+    order final (polling skips it), and sent Bitrix the older status."""
+    fake, _ = warehouse
+    order, deliver = _one_picking_order(warehouse, recorder, mappings, ledger, record)
+    fake.set_status(order["id"], "SHIPPED")
+    deliver("d-2", "SHIPPED")
+
+    deliver("d-1", "PICKING_ERROR", "d-0", "PICKING")
 
     with transaction(recorder) as tx:
         stale = tx.fetchall("SELECT detail FROM adapter_journal WHERE kind = 'stale_status' ORDER BY detail")
@@ -176,19 +187,9 @@ def test_a_status_delivered_late_does_not_move_the_order_back(warehouse, recorde
 def test_a_step_before_shipping_delivered_after_a_picking_error_does_not_reopen_it(
     warehouse, recorder, mappings, ledger, record
 ):
-    fake, server = warehouse
-    record(
-        event(RECEIPT, "shop-1", ("SKU-2", 10)),
-        event(RESERVATION, "shop-1", ("SKU-2", 2), reservation_id="r-1", order_id="B-7"),
-    )
-    picking_worker(recorder, mappings, server).run_until_idle()
-    order = fake.by_external("shop-1:r-1:B")
-    processor = WmsStatusProcessor(recorder, mappings, LedgerSink(ledger), client_for(server))
-    inbox = InboxWorker(recorder, {"wms": processor.handle_delivery})
-    store_delivery(recorder, "wms", "d-2", {"id": order["id"], "status": "PICKING_ERROR"})
-    inbox.run_once()
-    store_delivery(recorder, "wms", "d-1", {"id": order["id"], "status": "PICKING"})
-    inbox.run_once()
+    order, deliver = _one_picking_order(warehouse, recorder, mappings, ledger, record)
+    deliver("d-2", "PICKING_ERROR")
+    deliver("d-1", "PICKING")
 
     with transaction(recorder) as tx:
         row = tx.fetchone(

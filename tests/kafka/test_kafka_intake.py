@@ -28,6 +28,7 @@ from kafka_harness import (
     started_ledger,
     wait_until,
 )
+from support.header_keys import RawHeaderKey
 from support.postgres import EmbeddedPostgres
 
 from ledger.bootstrap import intake_limits
@@ -237,21 +238,6 @@ def test_unreadable_records_go_unchanged_to_the_dead_letter_topic_and_the_consum
     assert any(error.startswith("empty record") for error in errors)
     results_ids = {body["id"] for body in result_bodies(intake.results.records)}
     assert invalid["id"] not in results_ids
-
-
-class RawHeaderKey(str):
-    """A header key sent as these bytes. kafka-python encodes a key from text, but the protocol does
-    not check them, and producers on librdkafka's C API or Go's clients send any bytes."""
-
-    raw: bytes
-
-    def __new__(cls, raw: bytes) -> RawHeaderKey:
-        key = super().__new__(cls, raw.decode("latin-1"))
-        key.raw = raw
-        return key
-
-    def encode(self, encoding: str = "utf-8", errors: str = "strict") -> bytes:
-        return self.raw
 
 
 def test_header_keys_that_are_not_utf8_stop_nothing(intake: Intake) -> None:

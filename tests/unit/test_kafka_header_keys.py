@@ -9,24 +9,11 @@ from collections.abc import Iterator
 import pytest
 from kafka.errors import CorruptRecordError
 from kafka.record.default_records import DefaultRecordBatch, DefaultRecordBatchBuilder
+from support.header_keys import RawHeaderKey
 
 from ledger.kafka import header_keys
 
 Record = tuple[bytes | None, bytes | None, list[tuple[bytes, bytes | None]]]  # key, value, headers
-
-
-class RawKey(str):
-    """A header key written as these bytes (kafka-python's builder encodes keys from text)."""
-
-    raw: bytes
-
-    def __new__(cls, raw: bytes) -> RawKey:
-        key = super().__new__(cls, raw.decode("latin-1"))
-        key.raw = raw
-        return key
-
-    def encode(self, encoding: str = "utf-8", errors: str = "strict") -> bytes:
-        return self.raw
 
 
 def batch_of(records: list[Record], codec: int = DefaultRecordBatch.CODEC_NONE) -> bytes:
@@ -35,7 +22,7 @@ def batch_of(records: list[Record], codec: int = DefaultRecordBatch.CODEC_NONE) 
         base_sequence=-1, batch_size=1 << 20,
     )  # fmt: skip
     for offset, (key, value, headers) in enumerate(records):
-        written = [(RawKey(name), header_value) for name, header_value in headers]
+        written = [(RawHeaderKey(name), header_value) for name, header_value in headers]
         assert builder.append(offset, timestamp=1_700_000_000_000, key=key, value=value, headers=written)
     return bytes(builder.build())
 
