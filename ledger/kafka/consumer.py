@@ -58,7 +58,6 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from concurrent.futures import wait as wait_for_futures
-from dataclasses import dataclass
 from typing import Any
 
 from kafka.errors import CommitFailedError, KafkaError, KafkaTimeoutError
@@ -73,7 +72,7 @@ from ledger.kafka.contact import BrokerContact
 from ledger.kafka.dead_letters import DeadLetterLimits, dead_letter, dead_letter_record, refused_letter
 from ledger.kafka.lag import partition_lag
 from ledger.kafka.metrics import IntakeStats
-from ledger.kafka.pipeline import InFlight, Pipeline, PollBatch, TopicPartition, commit_offsets
+from ledger.kafka.pipeline import InFlight, Pipeline, PollBatch, TopicPartition, Uncommitted, commit_offsets
 from ledger.kafka.publisher import Publisher, PublishFailed
 from ledger.kafka.rebalance import Rebalance, partitions_text
 from ledger.kafka.recorder import LedgerPort, Recorder, Recording, Refused
@@ -138,7 +137,7 @@ class KafkaIntake:
         )
         self._positions: dict[TopicPartition, int] = {}  # the next offset to read, once committed
         self._uncommitted: dict[TopicPartition, int] = {}  # of batches done whose commit failed
-        self._uncommitted_counts = _Uncommitted()  # their records and batches, for the metrics
+        self._uncommitted_counts = Uncommitted()  # their records and batches, for the metrics
         self._counting = threading.Lock()  # an async commit's callback counts on the network thread
         self._consumer: Any = None
         self._in_client_call = False  # the consumer thread waits in poll() or close()
@@ -509,7 +508,7 @@ class KafkaIntake:
         self._uncommitted.update(commit_offsets(flights))
         for flight in flights:
             self._uncommitted_counts.add(flight.batch)
-        counts, self._uncommitted_counts = self._uncommitted_counts, _Uncommitted()
+        counts, self._uncommitted_counts = self._uncommitted_counts, Uncommitted()
         offsets = {
             partition: OffsetAndMetadata(offset, "", -1) for partition, offset in self._uncommitted.items()
         }
@@ -541,7 +540,7 @@ class KafkaIntake:
             self._uncommitted = {}
             self._count_committed(counts)
 
-    def _count_committed(self, counts: _Uncommitted) -> None:
+    def _count_committed(self, counts: Uncommitted) -> None:
         with self._counting:
             self.stats.records_committed += counts.records
             self.stats.batches_committed += counts.batches
@@ -568,7 +567,7 @@ class KafkaIntake:
     def on_assigned(self, assigned: list[Any]) -> None:
         self._positions = {}
         self._uncommitted = {}  # another member may have gone further since
-        self._uncommitted_counts = _Uncommitted()
+        self._uncommitted_counts = Uncommitted()
         self._joined = True
         self._failing = False  # a fresh assignment: nothing of it has failed yet
         self.stats.rebalances += 1
@@ -595,20 +594,8 @@ class KafkaIntake:
         self._joined = False
         self._drop_in_flight()
         self._uncommitted = {}
-        self._uncommitted_counts = _Uncommitted()
+        self._uncommitted_counts = Uncommitted()
         log.warning("lost %s (this member was dropped from the group)", partitions_text(lost))
-
-
-@dataclass(slots=True)
-class _Uncommitted:
-    """The records and batches of offsets not yet committed: counted once their commit succeeds."""
-
-    records: int = 0
-    batches: int = 0
-
-    def add(self, batch: PollBatch) -> None:
-        self.records += batch.records
-        self.batches += 1
 
 
 def _take_outcomes(flight: InFlight) -> None:

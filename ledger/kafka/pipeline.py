@@ -133,3 +133,15 @@ def commit_offsets(flights: list[InFlight]) -> dict[TopicPartition, int]:
     for flight in flights:
         offsets.update(flight.batch.next_offsets)
     return offsets
+
+
+@dataclass(slots=True)
+class Uncommitted:
+    """The records and batches of offsets not yet committed: counted once their commit succeeds."""
+
+    records: int = 0
+    batches: int = 0
+
+    def add(self, batch: PollBatch) -> None:
+        self.records += batch.records
+        self.batches += 1
