@@ -28,28 +28,21 @@ import socket
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
 from typing import Any, Protocol
 
 import orjson
 
 from adapters.db import journal, now_text, transaction
+from adapters.lease import LeaseLost, TargetLease
 from adapters.limits import RETRY_JITTER, Stopper
 from adapters.masking import mask, secret_safe_logger
 from ledger.backoff import Backoff
-from ledger.clock import utc_now, utc_text
 from ledger.domain.model import Entry, Outcome
 from ledger.sql import SqlTx, chunks
 from ledger.storage.codec import decode
 
 log = secret_safe_logger("adapters.outbound")
 
-# One worker pushes a target at a time: it holds the lease for this long, and renews it before
-# every batch it pushes (each attempt), so a cycle may take longer. One batch's push must take
-# well under it: a worker whose lease ran out within one could meet another worker's pushes (its
-# save is fenced, its requests are not). A MoySklad batch of many orders under its rate limit can
-# come near it: known, not yet renewed inside a push.
-LEASE_S = 60.0
 RETRY_AFTER_S_MAX = 120.0  # a target's own Retry-After is honoured up to this
 
 
@@ -79,11 +72,6 @@ class TargetUnavailable(Exception):
         super().__init__(reason)
         self.retry_after_s = retry_after_s
         self.done_keys = done_keys  # items of the batch that did get through: not pushed again
-
-
-class LeaseLost(TargetUnavailable):
-    """Another worker holds the target's lease now (this one's ran out while it waited): the cycle
-    stops, pushes nothing more and saves nothing; the other worker pushes from the saved position."""
 
 
 class Target(Protocol):
@@ -141,6 +129,7 @@ class OutboundWorker:
         self.target = target
         self.limits = limits
         self.owner = owner or f"{socket.gethostname()}:{id(self):x}"
+        self.lease = TargetLease(recorder, target.name, self.owner)
         self.backoff = Backoff(limits.backoff_initial_s, limits.backoff_max_s, jitter=RETRY_JITTER)
         self.stopper = Stopper()
         self.before_save_hook: Any = None  # tests: called between the pushes and the save
@@ -183,7 +172,7 @@ class OutboundWorker:
 
     def run_once(self, *, full: bool = False) -> CycleReport:
         name = self.target.name
-        if not self._take_lease():
+        if not self.lease.take():
             return CycleReport(aborted="another worker holds the lease")
         start = read_position(self.recorder, name)
         notes = self.recorder.select_notifications(
@@ -210,7 +199,7 @@ class OutboundWorker:
             if self.before_save_hook is not None:
                 self.before_save_hook()
             self._save(report, pushed, parked, requeued)
-        except TargetUnavailable as error:  # LeaseLost too
+        except (TargetUnavailable, LeaseLost) as error:
             report.aborted = str(error)
             log.warning("%s: target unavailable, will retry from position %d: %s", name, start, error)
         return report
@@ -253,9 +242,11 @@ class OutboundWorker:
 
     def _push_batch(self, batch: list[Item], report: CycleReport) -> dict[str, Failure]:
         for attempt in range(1, self.limits.request_retries_max + 1):
-            self._keep_lease()  # outside the retries: a lost lease ends the cycle (LeaseLost)
             try:
-                return self.target.push(batch)
+                # Renewed while the batch is pushed, however long that takes. LeaseLost is not
+                # retried: it ends the cycle.
+                with self.lease.kept():
+                    return self.target.push(batch)
             except TargetUnavailable as error:
                 batch = [item for item in batch if item.key not in error.done_keys]
                 self._record_failure(str(error))  # counted now: a cycle that gives up saves nothing else
@@ -272,43 +263,8 @@ class OutboundWorker:
 
     # -- bookkeeping --------------------------------------------------------------------------------
 
-    def _take_lease(self) -> bool:
-        now = utc_now()
-        until = utc_text(now + timedelta(seconds=LEASE_S))
-        with transaction(self.recorder) as tx:
-            tx.execute(
-                "UPDATE adapter_positions SET lease_owner = %s, lease_until = %s WHERE adapter = %s "
-                "AND (lease_owner IS NULL OR lease_owner = %s OR lease_until < %s)",
-                (self.owner, until, self.target.name, self.owner, utc_text(now)),
-            )
-            row = tx.fetchone(
-                "SELECT lease_owner FROM adapter_positions WHERE adapter = %s", (self.target.name,)
-            )
-        return row is not None and row["lease_owner"] == self.owner
-
-    def _keep_lease(self, tx: SqlTx | None = None) -> None:
-        """Renews this worker's lease for LEASE_S more; LeaseLost if another worker holds it."""
-        if tx is None:
-            with transaction(self.recorder) as own:
-                self._keep_lease(own)
-            return
-        until = utc_text(utc_now() + timedelta(seconds=LEASE_S))
-        tx.execute(
-            "UPDATE adapter_positions SET lease_until = %s WHERE adapter = %s AND lease_owner = %s",
-            (until, self.target.name, self.owner),
-        )
-        row = tx.fetchone("SELECT lease_owner FROM adapter_positions WHERE adapter = %s", (self.target.name,))
-        if row is None or row["lease_owner"] != self.owner:
-            holder = None if row is None else row["lease_owner"]
-            raise LeaseLost(f"{self.target.name}: the lease is {holder}'s now; this cycle stops")
-
     def release_lease(self) -> None:
-        with transaction(self.recorder) as tx:
-            tx.execute(
-                "UPDATE adapter_positions SET lease_owner = NULL, lease_until = NULL "
-                "WHERE adapter = %s AND lease_owner = %s",
-                (self.target.name, self.owner),
-            )
+        self.lease.release()
 
     def _requeued(self) -> dict[str, dict[str, Any]]:
         with transaction(self.recorder) as tx:
@@ -347,7 +303,7 @@ class OutboundWorker:
         stamp = now_text()
         item_failures = report.failures
         with transaction(self.recorder) as tx:
-            self._keep_lease(tx)  # fenced: a worker whose lease was taken saves nothing
+            self.lease.keep(tx)  # fenced: a worker whose lease was taken saves nothing
             self.target.after_push(tx, pushed)
             # A key pushed now supersedes its parked value, requeued or not: a retry of that one
             # (an outbox item is pushed as it was parked) would set the older value over this.

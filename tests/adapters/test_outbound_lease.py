@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from conftest import FAST, bitrix_target, event
 
-from adapters import outbound
+from adapters import lease
 from adapters.db import transaction
 from adapters.outbound import OutboundWorker, read_position
 from ledger.domain.model import EventType
@@ -25,7 +25,7 @@ SKUS = (("SKU-1", "101"), ("SKU-2", "102"), ("SKU-3", "103"))
 
 @pytest.fixture
 def shop(bitrix: Any, mapped: Any, record: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
-    monkeypatch.setattr(outbound, "LEASE_S", LEASE_S)
+    monkeypatch.setattr(lease, "LEASE_S", LEASE_S)
     fake, _ = bitrix
     for _, product in SKUS:
         fake.add_product(product)
@@ -34,14 +34,23 @@ def shop(bitrix: Any, mapped: Any, record: Any, monkeypatch: pytest.MonkeyPatch)
     return bitrix
 
 
-def worker(recorder: Any, mappings: Any, bitrix: Any, owner: str, pushed: list[str]) -> OutboundWorker:
-    """A worker whose requests each carry one product and take PUSH_S."""
+def worker(
+    recorder: Any,
+    mappings: Any,
+    bitrix: Any,
+    owner: str,
+    pushed: list[str],
+    *,
+    push_s: float = PUSH_S,
+    batch_items_max: int = 1,
+) -> OutboundWorker:
+    """A worker whose requests each carry `batch_items_max` products and take `push_s`."""
     target = bitrix_target(recorder, mappings, bitrix)
-    target.batch_items_max = 1
+    target.batch_items_max = batch_items_max
     push = target.push
 
     def slow_push(batch: list[Any]) -> Any:
-        time.sleep(PUSH_S)
+        time.sleep(push_s)
         pushed.extend(f"{owner}:{item.key}" for item in batch)
         return push(batch)
 
@@ -64,6 +73,28 @@ def test_a_cycle_longer_than_its_lease_keeps_it(shop, recorder, mappings) -> Non
     (report,) = reports
     assert report.aborted is None and report.pushed == len(SKUS)
     assert all(name.startswith("instance-A:") for name in pushed)
+    assert read_position(recorder, "bitrix") == report.end
+
+
+def test_one_push_longer_than_the_lease_keeps_it(shop, recorder, mappings) -> None:
+    """One batch whose push alone outlasts the lease (a MoySklad batch of many orders under its
+    rate limit): renewed before each batch only, the lease ran out during it."""
+    pushed: list[str] = []
+    first = worker(
+        recorder, mappings, shop, "instance-A", pushed, push_s=4 * LEASE_S, batch_items_max=len(SKUS)
+    )
+    reports: list[Any] = []
+    cycle = threading.Thread(target=lambda: reports.append(first.run_once()))
+    cycle.start()
+    time.sleep(2 * LEASE_S)  # past the lease as renewed before the push, which goes on
+
+    other = worker(recorder, mappings, shop, "instance-B", pushed).run_once()
+    cycle.join(10 * LEASE_S)
+
+    assert other.aborted == "another worker holds the lease"
+    (report,) = reports
+    assert report.aborted is None and report.pushed == len(SKUS)
+    assert len(pushed) == len(SKUS) and all(name.startswith("instance-A:") for name in pushed)
     assert read_position(recorder, "bitrix") == report.end
 
 
