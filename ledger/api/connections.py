@@ -30,6 +30,7 @@ import functools
 import weakref
 from typing import Any
 
+import orjson
 from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
@@ -138,8 +139,23 @@ class DeadlineProtocol(HttpToolsProtocol):
     def send_400_response(self, msg: str) -> None:
         # uvicorn writes this answer to a malformed request itself, head and body at once, maybe
         # while the request before it is still being answered: it carries no id, and takes none.
+        # Its own is plain text; every error the API answers is a problem (CONTRACT §3).
         self.one_write.response_head.pending = None
-        super().send_400_response(msg)
+        if self.header_bytes > self.header_bytes_max:
+            msg = f"request headers over {self.header_bytes_max} bytes"
+        body = orjson.dumps(
+            {"type": "invalid-request", "title": "Invalid HTTP request", "status": 400, "detail": msg}
+        )
+        head = [b"HTTP/1.1 400 Bad Request\r\n"]
+        for name, value in self.server_state.default_headers:
+            head += [name, b": ", value, b"\r\n"]
+        head += [
+            b"content-type: application/problem+json\r\n",
+            b"content-length: %d\r\n" % len(body),
+            b"connection: close\r\n\r\n",
+        ]
+        self.transport.write(b"".join(head) + body)
+        self.transport.close()
 
     def on_message_begin(self) -> None:
         super().on_message_begin()

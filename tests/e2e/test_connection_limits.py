@@ -115,12 +115,31 @@ def test_a_body_that_trickles_in_is_cut_at_the_body_timeout(server: LedgerServer
     assert elapsed_s >= BODY_TIMEOUT_S * 0.5
 
 
-def test_headers_over_the_size_limit_answer_400(server: LedgerServer) -> None:
+def _answer_to(server: LedgerServer, request_bytes: bytes) -> tuple[bytes, bytes]:
+    """The head and body of the answer, read until the server closes the connection."""
+    answer = b""
     with _connect(server) as sock:
-        sock.sendall(
-            b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nX-Big: " + b"a" * HEADER_BYTES_MAX + b"\r\n\r\n"
-        )
-        assert sock.recv(65536).startswith(b"HTTP/1.1 400")
+        sock.sendall(request_bytes)
+        while chunk := sock.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    return head, body
+
+
+def test_headers_over_the_size_limit_answer_400(server: LedgerServer) -> None:
+    head, body = _answer_to(
+        server, b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nX-Big: " + b"a" * HEADER_BYTES_MAX + b"\r\n\r\n"
+    )
+    assert head.startswith(b"HTTP/1.1 400")
+    assert b"content-type: application/problem+json" in head.lower()
+    assert json.loads(body)["detail"] == f"request headers over {HEADER_BYTES_MAX} bytes"
+
+
+def test_a_request_the_parser_refuses_answers_a_problem(server: LedgerServer) -> None:
+    head, body = _answer_to(server, b"GET /healthz HTTP/1.1\r\nHost localhost\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400")
+    assert b"content-type: application/problem+json" in head.lower()
+    assert json.loads(body)["type"] == "invalid-request"
 
 
 def test_the_deadlines_are_per_request_on_a_kept_alive_connection(server: LedgerServer) -> None:

@@ -5,6 +5,7 @@ its header size limit must hold. Both protocols are fed the same bytes, without 
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 import pytest
@@ -125,3 +126,44 @@ def test_headers_just_within_the_limit_are_read(loop: asyncio.AbstractEventLoop)
     assert protocol.scope["headers"][-1] == (b"x-fill", value)
     over = _deadline(loop, request_bytes.replace(b"X-Fill: ", b"X-Fill: v"))
     assert over.kept_transport.written.startswith(b"HTTP/1.1 400")
+
+
+def _problem(written: bytes) -> dict[str, Any]:
+    head, _, body = written.partition(b"\r\n\r\n")
+    lines = head.split(b"\r\n")
+    headers = dict(line.split(b": ", 1) for line in lines[1:])
+    assert lines[0] == b"HTTP/1.1 400 Bad Request"
+    assert headers[b"content-type"] == b"application/problem+json"
+    assert headers[b"content-length"] == str(len(body)).encode()
+    assert headers[b"connection"] == b"close"
+    return dict(json.loads(body))
+
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        b"GET / HTTP/1.1\r\nHost h\r\n\r\n",  # a header line without its colon
+        b"G\x01T / HTTP/1.1\r\nHost: h\r\n\r\n",  # no method
+        b"GET / HTTP/9.9\r\nHost: h\r\n\r\n",  # no version
+        b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nx",  # two lengths
+    ],
+)
+def test_a_request_the_parser_refuses_is_answered_with_a_problem(
+    loop: asyncio.AbstractEventLoop, request_bytes: bytes
+) -> None:
+    """CONTRACT §3: every error is problem+json, the parser's own 400 too (uvicorn's is plain text)."""
+    protocol = _deadline(loop, request_bytes)
+    problem = _problem(protocol.kept_transport.written)
+    assert problem == {
+        "type": "invalid-request",
+        "title": "Invalid HTTP request",
+        "status": 400,
+        "detail": "Invalid HTTP request received.",
+    }
+    assert protocol.kept_transport.closed
+
+
+def test_headers_over_the_limit_are_named_in_the_problem(loop: asyncio.AbstractEventLoop) -> None:
+    big = b"GET / HTTP/1.1\r\nHost: h\r\nX-Big: " + b"a" * HEADER_BYTES_MAX + b"\r\n\r\n"
+    problem = _problem(_deadline(loop, big).kept_transport.written)
+    assert problem["detail"] == f"request headers over {HEADER_BYTES_MAX} bytes"
