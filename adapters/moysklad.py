@@ -178,8 +178,15 @@ class MoySkladClient:
         offset = 0
         first_size: int | None = None
         seen: set[str] = set()
+        last_read: str | None = None  # the href of the last row read, once a page was
         for _ in range(REPORT_PAGES_MAX):
-            params = {"filter": ";".join(conditions), "limit": REPORT_PAGE_MAX, "offset": offset}
+            # Pages are read by offset: a row that left the report (or came into it) before the
+            # offset between two pages slides the rest by one, so a row would go unread, or be read
+            # twice. So each page after the first starts one row early, at the last row read: had
+            # the rows before it moved, another row would stand there. A report whose size changed,
+            # that listed a row twice, or whose rows moved is refused, as the WMS reader refuses it.
+            start = offset if last_read is None else offset - 1
+            params = {"filter": ";".join(conditions), "limit": REPORT_PAGE_MAX, "offset": start}
             answer = self.request("GET", "report/stock/all", weight=REPORT_REQUEST_WEIGHT, params=params)
             if answer.status != 200:
                 raise TargetUnavailable(
@@ -188,19 +195,21 @@ class MoySkladClient:
             body = answer.json() or {}
             rows = body.get("rows") or []
             size = int((body.get("meta") or {}).get("size") or 0)
-            # Pages are read by offset: a row that left the report (or came into it) before the
-            # offset between two pages slides the rest by one, so a row would go unread, or be read
-            # twice. A report whose size changed or that listed a row twice is refused, as the WMS
-            # reader refuses it. (One row out before the offset and one in after it, between the
-            # same two pages, keep the size and go unseen: offset paging cannot tell.)
             first_size = size if first_size is None else first_size
             if size != first_size:
                 raise TargetUnavailable(
                     f"moysklad report/stock/all changed while it was read ({first_size} rows, then "
                     f"{size}); run the reconciliation again"
                 )
+            if last_read is not None:
+                if not rows or _row_href(rows[0]) != last_read:
+                    raise TargetUnavailable(
+                        f"moysklad report/stock/all changed while it was read (its rows moved before "
+                        f"row {offset}); run the reconciliation again"
+                    )
+                rows = rows[1:]
             for row in rows:
-                href = str((row.get("meta") or {}).get("href") or "")
+                href = _row_href(row)
                 if href and href in seen:
                     raise TargetUnavailable(
                         "moysklad report/stock/all listed a row twice: it changed while it was read; "
@@ -209,6 +218,8 @@ class MoySkladClient:
                 seen.add(href)
             yield from rows
             offset += len(rows)
+            if rows:
+                last_read = _row_href(rows[-1])
             if offset >= size or not rows:
                 if offset < size:
                     raise TargetUnavailable(
@@ -216,6 +227,11 @@ class MoySkladClient:
                     )
                 return
         raise TargetUnavailable(f"moysklad report/stock/all: more than {REPORT_PAGES_MAX} pages")
+
+
+def _row_href(row: dict[str, Any]) -> str:
+    """What names a report row: its assortment's href."""
+    return str((row.get("meta") or {}).get("href") or "")
 
 
 # A reservation placed creates the order; released or expired, the order's reserve is cleared.
