@@ -22,6 +22,7 @@ picking order's lines as shipped under the reservation).
 
 from __future__ import annotations
 
+import threading
 import urllib.parse
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -342,29 +343,13 @@ class WmsStatusProcessor:
         self.sink = sink
         self.client = client
         self.poll_orders_max = poll_orders_max
+        self._applying = threading.Lock()  # the poller and the inbox's deliveries, one at a time
 
     def handle_delivery(self, payload: Any) -> None:
-        """A status webhook body: {"id": <wms order id>, "status": "PICKING"}. A delivery can come
-        late (the sender's retry after our 503, a slow queue): one whose status the order is past
-        already (`_behind`) is left out, with a journal line. Applied as it came, a PICKING_ERROR
-        after SHIPPED marked a shipped order final, released its lines again and sent Bitrix the
-        older status, and polling, which skips final orders, never put it right."""
+        """A status webhook body: {"id": <wms order id>, "status": "PICKING"}."""
         if not isinstance(payload, dict) or not payload.get("id") or not payload.get("status"):
             raise ValueError("a WMS status delivery needs id and status")
-        wms_order_id, status = str(payload["id"]), str(payload["status"])
-        with transaction(self.recorder) as tx:
-            row = tx.fetchone(
-                "SELECT status FROM adapter_wms_orders WHERE wms_order_id = %s", (wms_order_id,)
-            )
-            if row is not None and _behind(status, row["status"]):
-                journal(
-                    tx, SYSTEM, "stale_status", wms_order_id, f"{status} came after {row['status']}: left out"
-                )
-                log.warning(
-                    "wms status %s of %s came after %s: left out", status, wms_order_id, row["status"]
-                )
-                return
-        self.apply(wms_order_id, status)
+        self.apply(str(payload["id"]), str(payload["status"]))
 
     def poll(self) -> int:
         """Reads the status of every open picking order; returns how many changed."""
@@ -380,16 +365,39 @@ class WmsStatusProcessor:
         for row in rows:
             status = self.client.status(row["wms_order_id"])
             if status and status != row["status"]:
-                self.apply(row["wms_order_id"], status)
+                self.apply(row["wms_order_id"], status, polled_over=row["status"])
                 changed += 1
             else:
                 unchanged.append(row["wms_order_id"])
         to_the_back(self.recorder, "adapter_wms_orders", "wms_order_id", unchanged)
         return changed
 
-    def apply(self, wms_order_id: str, status: str) -> None:
+    def apply(self, wms_order_id: str, status: str, polled_over: str | None = None) -> None:
+        """Applies a status, one at a time in this process. A delivery's status that the order is
+        past already (`_behind`) is left out, with a journal line; so is a poll's (`polled_over`:
+        the status stored when the WMS was asked) once the order moved on meanwhile. A delivery
+        can come late (the sender's retry after our 503, a slow queue), and a poll's answer can
+        be overtaken by a delivery; applied as they came, a PICKING_ERROR after SHIPPED marked a
+        shipped order final, released its lines again and sent Bitrix the older status, and
+        polling, which skips final orders, never put it right. A poll over an unchanged order
+        applies what the WMS says now. The status is set only over the one it was decided from:
+        another process's apply in between (a second adapters instance) is logged, not
+        overwritten."""
+        with self._applying:
+            self._apply(wms_order_id, status, polled_over)
+
+    def _apply(self, wms_order_id: str, status: str, polled_over: str | None) -> None:
         with transaction(self.recorder) as tx:
             row = tx.fetchone("SELECT * FROM adapter_wms_orders WHERE wms_order_id = %s", (wms_order_id,))
+            moved_on = row is not None and row["status"] != polled_over
+            if moved_on and _behind(status, row["status"]):
+                journal(
+                    tx, SYSTEM, "stale_status", wms_order_id, f"{status} came after {row['status']}: left out"
+                )
+                log.warning(
+                    "wms status %s of %s came after %s: left out", status, wms_order_id, row["status"]
+                )
+                return
         if row is None:
             raise ValueError(f"picking order {wms_order_id} is not one the ledger created")
         if row["status"] == status:
@@ -406,11 +414,19 @@ class WmsStatusProcessor:
             # Recorded first: if the ledger is unreachable, the delivery (or the next poll) tries again.
             self.sink.record([self._event(row, status, rule.action, lines)])
         with transaction(self.recorder) as tx:
-            tx.execute(
+            updated = tx.fetchone(
                 "UPDATE adapter_wms_orders SET status = %s, final = %s, updated_at = %s WHERE "
-                "wms_order_id = %s",
-                (status, 1 if status in FINAL_STATUSES else 0, now_text(), wms_order_id),
+                "wms_order_id = %s AND status = %s RETURNING wms_order_id",
+                (status, 1 if status in FINAL_STATUSES else 0, now_text(), wms_order_id, row["status"]),
             )
+            if updated is None:
+                detail = (
+                    f"{status} decided from {row['status']}, which another instance changed meanwhile: "
+                    "not set"
+                )
+                journal(tx, SYSTEM, "stale_status", wms_order_id, detail)
+                log.warning("wms status of %s: %s", wms_order_id, detail)
+                return
             journal(tx, SYSTEM, "status", wms_order_id, f"{row['status']} -> {status}")
             if rule is None:
                 journal(tx, SYSTEM, "unmapped_status", wms_order_id, f"no status map row for {status}")

@@ -184,6 +184,71 @@ def test_a_status_delivered_late_does_not_move_the_order_back(warehouse, recorde
     assert (level.on_hand_units, level.reserved_units) == (8, 0)  # shipped once, nothing released
 
 
+def test_a_polled_status_overtaken_by_a_delivery_does_not_move_the_order_back(
+    warehouse, recorder, mappings, ledger, record
+):
+    """The poller read PICKED from the WMS; before it applied it, the order shipped and the
+    SHIPPED delivery was applied. Applied after it, PICKED set the shipped order back (not final:
+    polled again) and sent Bitrix the older status."""
+    fake, server = warehouse
+    order, deliver = _one_picking_order(warehouse, recorder, mappings, ledger, record)
+    fake.set_status(order["id"], "PICKED")
+    poller = WmsStatusProcessor(recorder, mappings, LedgerSink(ledger), client_for(server))
+    read_status = poller.client.status
+
+    def overtaken(wms_order_id: str) -> str | None:
+        answer = read_status(wms_order_id)  # PICKED, read before the shipment
+        fake.set_status(order["id"], "SHIPPED")
+        deliver("d-1", "SHIPPED")
+        return answer
+
+    poller.client.status = overtaken  # type: ignore[method-assign]
+    poller.poll()
+
+    with transaction(recorder) as tx:
+        row = tx.fetchone(
+            "SELECT status, final FROM adapter_wms_orders WHERE wms_order_id = %s", (order["id"],)
+        )
+        stale = tx.fetchall("SELECT detail FROM adapter_journal WHERE kind = 'stale_status'")
+        outbox = tx.fetchall("SELECT payload FROM adapter_outbox WHERE item_key = 'status:B-7'")
+    assert row["status"] == "SHIPPED"
+    assert [r["detail"] for r in stale] == ["PICKED came after SHIPPED: left out"]
+    assert ['"status_id":"D"' in o["payload"] for o in outbox] == [True]
+
+
+def test_a_status_another_instance_set_meanwhile_is_not_overwritten(
+    warehouse, recorder, mappings, ledger, record
+):
+    """Two adapters instances: one applies a late PICKING_ERROR (its release recorded), and while it
+    records, the other applies SHIPPED. Set over the status it was not decided from, the error
+    marked the shipped order final, and polling never put it right."""
+    fake, server = warehouse
+    order, _ = _one_picking_order(warehouse, recorder, mappings, ledger, record)
+    other = WmsStatusProcessor(recorder, mappings, LedgerSink(ledger), client_for(server))
+    sink = LedgerSink(ledger)
+    record_first = sink.record
+
+    def shipped_meanwhile(events: list[Any]) -> list[Any]:
+        results = record_first(events)
+        fake.set_status(order["id"], "SHIPPED")
+        other.handle_delivery({"id": order["id"], "status": "SHIPPED"})
+        return results
+
+    sink.record = shipped_meanwhile  # type: ignore[method-assign]
+    late = WmsStatusProcessor(recorder, mappings, sink, client_for(server))
+    late.handle_delivery({"id": order["id"], "status": "PICKING_ERROR"})
+
+    with transaction(recorder) as tx:
+        row = tx.fetchone(
+            "SELECT status, final FROM adapter_wms_orders WHERE wms_order_id = %s", (order["id"],)
+        )
+        stale = tx.fetchall("SELECT detail FROM adapter_journal WHERE kind = 'stale_status'")
+    assert (row["status"], row["final"]) == ("SHIPPED", 0)
+    assert [r["detail"] for r in stale] == [
+        "PICKING_ERROR decided from NEW, which another instance changed meanwhile: not set"
+    ]
+
+
 def test_a_step_before_shipping_delivered_after_a_picking_error_does_not_reopen_it(
     warehouse, recorder, mappings, ledger, record
 ):
