@@ -8,12 +8,11 @@ from datetime import UTC, datetime
 def utc_text(moment: datetime) -> str:
     if moment.tzinfo is None:
         raise ValueError("a naive datetime has no offset; the ledger only stores aware times")
-    utc = moment.astimezone(UTC)
-    if utc.year < 1000:  # strftime's %Y does not pad a year below 1000: such texts keep its form
-        return utc.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    # The same text as strftime above, for about half its cost: every history row and every
-    # level of a batch or a rebuild has one (its first 26 characters drop the "+00:00").
-    return utc.isoformat(timespec="microseconds")[:26] + "Z"
+    # isoformat writes the year in four digits, as every other field in fixed width, whatever the
+    # year (strftime's %Y does not pad a year below 1000, and "999-..." sorted after "2026-...");
+    # it also costs about half of strftime, and every history row and level has one. Its first 26
+    # characters drop the "+00:00".
+    return moment.astimezone(UTC).isoformat(timespec="microseconds")[:26] + "Z"
 
 
 def utc_now() -> datetime:

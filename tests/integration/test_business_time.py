@@ -268,3 +268,25 @@ def test_each_timeline_point_names_its_entry_as_the_history_does_on_both_axes(
             ("O-1", None),
             ("O-2", "insufficient_stock"),
         }
+
+
+def test_an_event_dated_before_the_year_1000_is_before_every_later_one(database_url: str, serve: Any) -> None:
+    """A producer's year 0026 (a two-digit year written as four) is a time like any other: its
+    stored text sorted after 2026's while it was written "26-...", so every read by time was wrong."""
+    server = serve(database_url)
+    store = unique("shop")
+    early = ev.envelope("stock.receipt", store, {"lines": ev.lines(("A", 100))}, time="0026-01-01T10:00:00Z")
+    late = ev.envelope("stock.pos_sale", store, {"lines": ev.lines(("A", 1))}, time="2026-01-01T10:00:00Z")
+    with server.client() as client:
+        api.record(client, early, late)
+        assert api.level(client, store, "A", occurred_as_of="2099-01-01T00:00:00Z")["on_hand"] == 99
+        assert api.level(client, store, "A", occurred_as_of="0027-01-01T00:00:00Z")["on_hand"] == 100
+        assert api.level(client, store, "A", as_of="0999-01-01T00:00:00Z")["on_hand"] == 0
+        assert [
+            e["on_hand_delta"] for e in api.history(client, store, occurred_to="0999-01-01T00:00:00Z")
+        ] == [100]
+        assert [
+            e["on_hand_delta"] for e in api.history(client, store, occurred_from="0999-01-01T00:00:00Z")
+        ] == [-1]
+        points = _timeline(client, store, "A", axis="occurred")
+        assert [p["on_hand"] for p in points] == [100, 99]

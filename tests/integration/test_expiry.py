@@ -135,3 +135,17 @@ def test_reservations_expire_while_the_writer_is_never_idle(database_url, serve)
         assert not failures, failures[:3]
         assert expired["cart"]["lines"][0]["remaining"] == 0
         assert len(api.history(client, store, type="stock.reservation_expired")) == 1
+
+
+def test_a_reservation_due_before_the_year_1000_expires_and_reads(database_url, serve):
+    """Its `expires_at` was stored "999-...": it sorted after every due time (never expired), and
+    reading it back answered 500."""
+    server = serve(database_url)
+    store = unique("shop")
+    with server.client() as client:
+        api.record(client, ev.receipt(store, ("A", 10)))
+        response = api.reserve(client, store, "R-1", ("A", 1), expires_at="0999-01-02T00:00:00Z")
+        assert response.status_code == 201, response.text
+        expired = _wait_until_expired(client, store, ["R-1"])
+        assert expired["R-1"]["expires_at"].startswith("0999-01-02T00:00:00")
+        assert api.level(client, store, "A")["reserved"] == 0
