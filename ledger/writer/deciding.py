@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from ledger.domain.across_stores import Reads, SourceAndReserve, decide_any, reads_of
+from ledger.domain.across_stores import Probe, Reads, SourceAndReserve, decide_any, reads_of
 from ledger.domain.model import (
     Entry,
     EventType,
@@ -98,7 +98,12 @@ def missing_from_memory(cache: StateCache, events: list[StockEvent]) -> Missing:
             held = cache.reservations.get(key)
             if held is not None:
                 skus += list(held[0].lines)
-            elif event.type is not EventType.RESERVATION and key not in cache.absent_reservations:
+            elif (event.type is not EventType.RESERVATION or type(event) is Probe) and (
+                key not in cache.absent_reservations
+            ):
+                # A release or shipment needs the reservation as it is, or its absence; so does
+                # sourcing, whose new part goes to another store than one already holding the id
+                # (a new per-store reservation's id is checked by the table's key instead).
                 missing.reservations.add(key)
         for store in _stores(event):
             if store not in cache.store_versions:
@@ -192,9 +197,12 @@ def work_from_memory(cache: StateCache, events: list[StockEvent], head: int) -> 
                     versions[store] = version
                     if held_policies:  # shared, never changed in place (copy on write)
                         policies[store] = held_policies
-                held = held_reservations.get((store, reservation_id))  # type: ignore[arg-type]
+                key = (store, reservation_id)
+                held = held_reservations.get(key)  # type: ignore[arg-type]
                 if held is not None:
-                    reservations[(store, reservation_id)] = held[0].copy()  # type: ignore[index]
+                    reservations[key] = held[0].copy()  # type: ignore[index]
+                elif key not in cache.absent_reservations:
+                    return None  # the id may be held there: the same order again, or a conflict
             continue
         for event in reads_of(command):
             skus = [line.sku for line in event.lines]

@@ -114,3 +114,24 @@ def test_a_candidates_level_memory_lacks_is_fetched_before_the_batch_is_decided(
     [placed] = _record(writer, command)
     assert placed.outcome is Outcome.ACCEPTED
     assert [store for store, _ in placed.placed] == ["s1"]
+
+
+def test_a_reservation_id_held_at_a_candidate_that_memory_lacks_is_read(writer_and_other) -> None:
+    """Another instance placed R1 at s1, and the writer's memory never held it (after a restart,
+    or pushed out by its bound): sourcing R1 with the same lines over (s2, s1) is the same
+    reservation again, as SQLite answers, not a second part at s2 holding the order twice."""
+    writer, other = writer_and_other
+    _record(writer, _receipt("r1", "s1", ("A", 5)), _receipt("r2", "s2", ("A", 5)))
+    placed = ev.stock_event("p1", "stock.reservation", "s1", [("A", 2)], source=SOURCE, reservation_id="R1")
+    [result] = other.submit_and_wait([placed])
+    assert result.outcome is Outcome.ACCEPTED
+    _record(writer, _receipt("r3", "s2", ("B", 1)))  # memory caught up to the log's head
+    assert ("s1", "R1") not in writer.cache.reservations
+
+    [again] = _record(writer, _sourcing("R1", ("s2", "s1"), ("A", 2)))
+    [other_lines] = _record(writer, _sourcing("R1", ("s2", "s1"), ("A", 3)))
+
+    assert again.outcome is Outcome.DUPLICATE, (again.outcome, again.placed)
+    assert other_lines.outcome is Outcome.REJECTED and other_lines.reason is not None
+    assert other_lines.reason.value == "reservation_conflict"
+    assert ("s2", "R1") not in writer.cache.reservations
