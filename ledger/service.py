@@ -46,12 +46,25 @@ class ReservationView:
     position: int
 
 
-def _occurred_view(store_id: str, sku: str, row: Any) -> LevelView:
-    """A level summed at an event time (queries.levels_occurred_at); None: nothing by then."""
-    if row is None or row["position"] is None:
-        return LevelView(store_id, sku, Level(), 0, None)
-    level = Level(int(row["on_hand"]), int(row["reserved"]), int(row["incoming"]))
-    return LevelView(store_id, sku, level, int(row["position"]), row["updated_at"])
+def _occurred_views(
+    tx: Any, store_id: str, skus: list[str], rows: dict[str, Any], occurred_at: str
+) -> list[LevelView]:
+    """The levels summed at an event time (queries.levels_occurred_at; a SKU without a row: nothing
+    by then), each with the policy in force then and its channels' reserved units then (CONTRACT
+    §6: every stock answer carries the policy figures)."""
+    stored = queries.policies_occurred_at(tx, store_id, skus, occurred_at)
+    policies = {key: policy_from_text(text) for key, text in stored.items()}
+    channels = queries.channels_occurred_at(tx, store_id, [sku for sku in skus if sku in rows], occurred_at)
+    views = []
+    for sku in skus:
+        policy = effective_policy(policies, sku)
+        row = rows.get(sku)
+        if row is None or row["position"] is None:
+            views.append(LevelView(store_id, sku, Level(), 0, None, policy))
+            continue
+        level = Level(int(row["on_hand"]), int(row["reserved"]), int(row["incoming"]), channels.get(sku))
+        views.append(LevelView(store_id, sku, level, int(row["position"]), row["updated_at"], policy))
+    return views
 
 
 class WriterPort(Protocol):
@@ -422,9 +435,10 @@ class Ledger:
     def levels_occurred_at(self, store_id: str, skus: list[str], occurred_as_of: datetime) -> list[LevelView]:
         """CONTRACT §7: the levels at that event time, as recorded now. Each answer's position is
         that of the latest entry it sums (0: none)."""
+        occurred_at = utc_text(occurred_as_of)
         with self._reading("reading levels at an event time"), self.recorder.read_transaction() as tx:
-            rows = queries.levels_occurred_at(tx, store_id, skus, utc_text(occurred_as_of))
-        return [_occurred_view(store_id, sku, rows.get(sku)) for sku in skus]
+            rows = queries.levels_occurred_at(tx, store_id, skus, occurred_at)
+            return _occurred_views(tx, store_id, skus, rows, occurred_at)
 
     def sku_totals(
         self, sku: str, occurred_as_of: datetime | None = None
@@ -437,7 +451,13 @@ class Ledger:
                 rows = queries.sku_across_stores(tx, sku)
                 stored = queries.store_policies(tx, [row["store_id"] for row in rows])
             else:
-                rows = queries.sku_across_stores_occurred_at(tx, sku, utc_text(occurred_as_of))
+                occurred_at = utc_text(occurred_as_of)
+                rows = queries.sku_across_stores_occurred_at(tx, sku, occurred_at)
+                occurred = [
+                    view
+                    for row in rows
+                    for view in _occurred_views(tx, row["store_id"], [sku], {sku: row}, occurred_at)
+                ]
         if occurred_as_of is None:
             stores = [
                 LevelView(
@@ -453,8 +473,7 @@ class Ledger:
                 for row in rows
             ]
         else:
-            # Business-time sums are of stock movements only: no policy applies to them (README).
-            stores = [_occurred_view(row["store_id"], sku, row) for row in rows]
+            stores = occurred
             head = max((view.position for view in stores), default=0)
         total = Level(
             sum(s.level.on_hand_units for s in stores),

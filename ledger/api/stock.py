@@ -36,8 +36,9 @@ OccurredAsOf = Annotated[
     str | None,
     Query(
         description="RFC 3339: the levels summed over every entry whose event `time` is at or before "
-        "then, as recorded now (business time; not with as_of or position). `position` is that of the "
-        "latest entry summed, 0 when none"
+        "then, as recorded now (business time; not with as_of or position), with the policy in force "
+        "then and what its channels' reservations held then. `position` is that of the latest entry "
+        "summed, 0 when none"
     ),
 ]
 AtPosition = Annotated[

@@ -134,6 +134,45 @@ def levels_occurred_at(tx: SqlTx, store_id: str, skus: list[str], occurred_at: s
     return found
 
 
+def policies_occurred_at(tx: SqlTx, store_id: str, skus: list[str], occurred_at: str) -> dict[str, str]:
+    """`policies_at` in business time: the policies of these SKUs (and of `*`) set by the last
+    policy change at or before `occurred_at` (a change's event time is when it was made)."""
+    found: dict[str, str] = {}
+    for sku in [*skus, "*"]:
+        row = tx.fetchone(
+            "SELECT policy FROM ledger_history WHERE store_id = %s AND sku = %s AND occurred_at <= %s "
+            "AND type = 'stock.policy_changed' AND outcome = 'accepted' "
+            "ORDER BY occurred_at DESC, position DESC, line_no DESC LIMIT 1",
+            (store_id, sku, occurred_at),
+        )
+        if row is not None and row["policy"] is not None:
+            found[sku] = row["policy"]
+    return found
+
+
+def channels_occurred_at(
+    tx: SqlTx, store_id: str, skus: list[str], occurred_at: str
+) -> dict[str, dict[str, int]]:
+    """CONTRACT §6's reserved units per channel in business time: each SKU's reserved deltas at or
+    before `occurred_at` under reservations of a channel (a reservation's channel is its placing
+    event's, kept with it: its shipments, releases and expiry name none), by channel; a SKU whose
+    channels hold nothing then is absent."""
+    found: dict[str, dict[str, int]] = {}
+    for sku in skus:
+        rows = tx.fetchall(
+            "SELECT r.channel, CAST(SUM(h.reserved_delta) AS BIGINT) AS reserved "
+            "FROM ledger_history h JOIN ledger_reservations r "
+            "ON r.store_id = h.store_id AND r.reservation_id = h.reservation_id "
+            "WHERE h.store_id = %s AND h.sku = %s AND h.occurred_at <= %s AND r.channel IS NOT NULL "
+            "GROUP BY r.channel",
+            (store_id, sku, occurred_at),
+        )
+        held = {str(row["channel"]): int(row["reserved"]) for row in rows if int(row["reserved"])}
+        if held:
+            found[sku] = held
+    return found
+
+
 def sku_across_stores(tx: SqlTx, sku: str) -> list[Row]:
     """Every store's level of one SKU (their sum is the SKU's total: the view ledger_totals)."""
     return tx.fetchall("SELECT * FROM ledger_levels WHERE sku = %s ORDER BY store_id", (sku,))

@@ -290,3 +290,41 @@ def test_an_event_dated_before_the_year_1000_is_before_every_later_one(database_
         ] == [-1]
         points = _timeline(client, store, "A", axis="occurred")
         assert [p["on_hand"] for p in points] == [100, 99]
+
+
+def test_levels_at_an_event_time_carry_the_policy_figures_of_then(database_url: str, serve: Any) -> None:
+    """CONTRACT §6: every stock answer carries safety_stock, sellable and channels. At an event time
+    they are the policy in force then (a change's event time is when it was made) and the units
+    its channels' reservations held then; they were left out (no policy, no channels)."""
+    server = serve(database_url)
+    store, other = unique("shop"), unique("shop")
+    with server.client() as client:
+        api.record(
+            client, _event("stock.receipt", store, 1, ("A", 10)), _event("stock.receipt", other, 1, ("A", 4))
+        )
+        api.put_policy(client, store, "*", {"safety_stock": 1, "channels": {}})
+        api.put_policy(client, store, "A", {"safety_stock": 2, "channels": {"online": {"quota_units": 3}}})
+        assert api.reserve(client, store, "R-1", ("A", 1), channel="online").status_code == 201
+        assert api.reserve(client, store, "R-2", ("A", 2), channel="online").status_code == 201
+        assert client.post(f"/v1/stores/{store}/reservations/R-2/release", json={}).status_code == 200
+        figures = ("on_hand", "reserved", "available", "safety_stock", "sellable", "channels")
+
+        now = api.level(client, store, "A")
+        later = api.level(client, store, "A", occurred_as_of="2999-01-01T00:00:00Z")
+        before = api.level(client, store, "A", occurred_as_of=_at(2))
+
+        assert now["channels"] == {"online": {"quota": 3, "reserved": 1, "sellable": 2}}
+        assert {k: later[k] for k in figures} == {k: now[k] for k in figures}
+        assert {k: before[k] for k in figures} == {
+            "on_hand": 10,
+            "reserved": 0,
+            "available": 10,
+            "safety_stock": 0,
+            "sellable": 10,
+            "channels": {},
+        }
+        totals_now = client.get("/v1/stock/A").json()
+        totals_later = client.get("/v1/stock/A", params={"occurred_as_of": "2999-01-01T00:00:00Z"}).json()
+        assert [
+            {k: s[k] for k in figures} for s in totals_later["stores"] if s["store_id"] in (store, other)
+        ] == [{k: s[k] for k in figures} for s in totals_now["stores"] if s["store_id"] in (store, other)]
