@@ -173,20 +173,29 @@ class Page:
 def default_change_page(tx: SqlTx, change: DefaultChange, after_sku: str, skus_max: int) -> Page:
     """The records a change of a store's default policy gives, for the store's SKUs after
     `after_sku` (at most `skus_max` of them, in SKU order): one at the change's position for each
-    SKU that has a level and no policy of its own then."""
+    SKU that has a level or has had a policy of its own, and has none then. (A SKU that only ever
+    had a policy has a record, of its policy's figures: left out, its record kept the figures of
+    before the change.) Each page is the first `skus_max` of either table after `after_sku`, so
+    it reads no more rows than it returns, twice."""
     store_id, position = change.store_id, change.position
     policies = _Policies(tx, [store_id])
     rows = tx.fetchall(
-        "SELECT sku, on_hand, reserved, incoming, channels, position FROM ledger_levels "
-        "WHERE store_id = %s AND sku > %s ORDER BY sku LIMIT %s",
-        (store_id, after_sku, skus_max),
+        "SELECT k.sku, l.on_hand, l.reserved, l.incoming, l.channels, l.position FROM ("
+        "SELECT sku FROM (SELECT sku FROM ledger_levels WHERE store_id = %s AND sku > %s "
+        "ORDER BY sku LIMIT %s) AS levelled "
+        "UNION SELECT sku FROM (SELECT sku FROM ledger_policies WHERE store_id = %s AND sku > %s "
+        "AND sku <> %s ORDER BY sku LIMIT %s) AS ruled"
+        ") AS k LEFT JOIN ledger_levels l ON l.store_id = %s AND l.sku = k.sku ORDER BY k.sku LIMIT %s",
+        (store_id, after_sku, skus_max, store_id, after_sku, DEFAULT_SKU, skus_max, store_id, skus_max),
     )
     records = []
     for row in rows:
         sku = row["sku"]
         if policies.own(store_id, sku, position) is not None:
             continue  # its own policy applies: the default changes nothing of it
-        if int(row["position"]) <= position:
+        if row["position"] is None:  # never moved: a policy's record, of zero levels
+            level = Level()
+        elif int(row["position"]) <= position:
             level = _level(row)
         else:  # changed since: its levels as they were then
             then = queries.levels_at(tx, store_id, [sku], position).get(sku)

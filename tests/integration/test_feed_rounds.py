@@ -156,3 +156,30 @@ def test_a_record_of_an_older_position_takes_the_policy_of_then(database_url, se
         assert (record.safety_stock_units, record.sellable_units) == (1, 10)
         then = api.level(client, store, "A", position=moved)
         assert _figures(_body(record)) == _figures(then)
+
+
+def test_a_sku_that_only_ever_had_a_policy_follows_a_later_default(database_url, serve):
+    """A policy set on a SKU that never moved publishes its record (zero levels, the policy's
+    figures); cleared, the next. A default set after that left it out (its record kept the
+    figures of before), whether the clearing was published in an earlier round or in the
+    default's own: a consumer keeping the last record held other figures than the API answers."""
+    server = serve(database_url)
+    store = unique("shop")
+    with server.client() as client:
+        start = api.record(client, ev.receipt(store, ("X", 5)))[0]["position"]
+        api.put_policy(client, store, "Y", {"safety_stock": 5, "channels": {}})
+        api.put_policy(client, store, "Z", {"safety_stock": 4, "channels": {}})
+        cleared_y = api.put_policy(client, store, "Y", {})
+        earlier = _published(database_url, start, rows_max=100, skus_max=1)  # Y cleared, in a round
+        assert {r.sku: r.safety_stock_units for r in earlier} == {"Y": 0, "Z": 4}
+        after = max(r.position for r in earlier)
+        api.put_policy(client, store, "Z", {})  # cleared in the default's own round
+        api.put_policy(client, store, "*", {"safety_stock": 1, "channels": {}})
+
+        published = earlier + _published(database_url, after, rows_max=100, skus_max=1)
+
+        last = {r.sku: r for r in published}
+        assert sorted(last) == ["X", "Y", "Z"]
+        for sku, record in last.items():
+            assert _figures(_body(record)) == _figures(api.level(client, store, sku)), (sku, cleared_y)
+        assert (last["Y"].safety_stock_units, last["Y"].sellable_units) == (1, -1)
