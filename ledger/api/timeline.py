@@ -23,7 +23,7 @@ router = APIRouter(tags=["stock"])
 
 class TimelinePointPublic(BaseModel):
     position: Position
-    time: str = Field(description="the event's time, as its producer sent it")
+    time: str = Field(description="the event's time, in its producer's offset, to the microsecond")
     recorded_at: str = Field(description="when the ledger recorded it (UTC)")
     type: str
     outcome: str = Field(description="refused entries change no level; they are points all the same")
