@@ -169,6 +169,21 @@ def test_levels_at_every_store_with_totals_and_a_scoped_token_sees_its_stores(co
         assert client.get(f"/ui/stores/{other}/reservations").status_code == 403
 
 
+def test_ids_with_a_colon_open_as_the_api_reads_them(console: Console) -> None:
+    """`:` is valid in a store id and a SKU (CONTRACT §1); the pages read the API with the id
+    escaped in the path the routes match on, and answered 422."""
+    store, sku = f"eu:{unique('store')}:7", f"{unique('SKU')}:1"
+    api.record(console.admin, ev.envelope("stock.receipt", store, {"lines": ev.lines((sku, 7))}))
+    with console.browser(console.token("reader", "reader")) as client:
+        levels = client.get(f"/ui/skus/{sku}")
+        assert levels.status_code == 200, levels.text
+        assert 'data-figure="on_hand">7<' in levels.text.split('id="total"')[1]
+        store_page = client.get(f"/ui/stores/{store}/skus/{sku}")
+        assert store_page.status_code == 200, store_page.text
+        reservations = client.get(f"/ui/stores/{store}/reservations")
+        assert reservations.status_code == 200, reservations.text
+
+
 def test_a_refusal_before_the_pages_reads_is_a_page_too(console: Console) -> None:
     # These were problem+json: the store's scope and the address's parameters are checked before
     # the page reads anything through the API.

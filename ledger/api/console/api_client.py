@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote, urlencode
+from urllib.parse import quote, unquote, urlencode
 
 import orjson
 
@@ -39,13 +39,16 @@ def path_of(*segments: str) -> str:
 async def api_get(
     app: Any, grant: Grant | None, path: str, params: Mapping[str, str | Sequence[str]] | None = None
 ) -> Answer:
+    """`path` as sent over HTTP (path_of's escaped segments). As a server gives it, the scope's
+    `path` is decoded (the routes match on it: an id's ':' escaped stayed '%3A' and failed its
+    pattern) and `raw_path` is as sent."""
     scope: MutableMapping[str, Any] = {
         "type": "http",
         "asgi": {"version": "3.0", "spec_version": "2.3"},
         "http_version": "1.1",
         "method": "GET",
         "scheme": "http",
-        "path": path,
+        "path": unquote(path),
         "raw_path": path.encode(),
         "root_path": "",
         "query_string": urlencode(params or {}, doseq=True).encode(),
