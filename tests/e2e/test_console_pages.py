@@ -111,6 +111,17 @@ def test_a_login_from_another_site_is_refused(console: Console) -> None:
         assert "set-cookie" not in forged.headers
 
 
+def test_a_logout_link_on_another_site_logs_nobody_out(console: Console) -> None:
+    with console.browser(console.token("reader", "reader")) as client:
+        for site in ("cross-site", "same-site"):
+            followed = client.get("/ui/logout", headers={"sec-fetch-site": site})
+            assert followed.status_code == 303 and followed.headers["location"] == "/ui"
+            assert "set-cookie" not in followed.headers
+            assert client.get("/ui").status_code == 200
+        own = client.get("/ui/logout", headers={"sec-fetch-site": "same-origin"})
+        assert own.status_code == 401 and "Max-Age=0" in own.headers["set-cookie"]
+
+
 def test_a_revoked_token_is_asked_for_again(console: Console) -> None:
     name = unique("leaving")
     token = new_token(console.database_url, name, "reader")

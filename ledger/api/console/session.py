@@ -70,8 +70,8 @@ def _cookie_header(scope: Scope, token: str, *, clear: bool = False) -> str:
 
 
 def _same_origin(scope: Scope) -> bool:
-    """A login POST from a page of this service: its Origin (when the browser sends one) names
-    the Host it was sent to. Sec-Fetch-Site, where sent, must not say another site."""
+    """A login POST or a logout from a page of this service: its Origin (when the browser sends
+    one) names the Host it was sent to. Sec-Fetch-Site, where sent, must not say another site."""
     site = _header(scope, b"sec-fetch-site")
     if site is not None and site not in (b"same-origin", b"none"):
         return False
@@ -130,9 +130,11 @@ class ConsoleSession:
         if path == LOGIN_PATH:
             response = await self._login(scope, receive)
         elif path == LOGOUT_PATH:
-            if self._tokens_apply():
+            if self._tokens_apply() and _same_origin(scope):
                 response = _login_form("Logged out.", 401, clear_cookie=True, scope=scope)
             else:
+                # A link on another site logs nobody out: a browser applies the cleared cookie
+                # on a cross-site navigation, SameSite=Strict notwithstanding.
                 response = RedirectResponse(CONSOLE_PREFIX, 303)
         elif not self._tokens_apply() or _header(scope, b"authorization") is not None:
             await self.compressed(scope, receive, send)
