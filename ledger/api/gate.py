@@ -31,6 +31,10 @@ OPEN_PATHS = frozenset({"/healthz", "/readyz", "/openapi.json", "/docs"})
 # And what /docs loads: a browser sends no token for a page's assets.
 OPEN_PREFIX = ASSETS_PREFIX
 METRICS_PATH = "/metrics"
+# The console's assets need a token (its cookie) but are not held to the token's rate: a page
+# loads four of them at once, which a rate under 5 a second refused (a blank plot, an unstyled
+# page), and the browser keeps them after the first load.
+UNRATED_PREFIX = "/ui/static/"
 
 
 HOSTS_REMEMBERED_MAX = 256  # Host values whose answer is kept; past it, forgotten all at once
@@ -121,8 +125,8 @@ class AuthGate:
                 break
         try:
             grant = self.book.grant_for_header(authorization)
-            if grant.rate_per_s is not None:  # most tokens have no rate: no call to make
-                self.limiter.admit(grant)
+            if grant.rate_per_s is not None and not path.startswith(UNRATED_PREFIX):
+                self.limiter.admit(grant)  # (most tokens have no rate: no call to make)
         except (Unauthenticated, RateLimited) as refused:
             await problem_response(access_problem(refused), scope["path"])(scope, receive, send)
             return

@@ -122,6 +122,17 @@ def test_a_logout_link_on_another_site_logs_nobody_out(console: Console) -> None
         assert own.status_code == 401 and "Max-Age=0" in own.headers["set-cookie"]
 
 
+def test_a_page_of_a_slow_token_loads_its_assets(console: Console) -> None:
+    """A page loads four assets at once: held to a token's rate under 5 a second, they answered
+    429 (no plot, no style). They are not held to it; the pages and the API still are."""
+    slow = console.token("slow", "reader", rate_per_s=1)
+    with console.browser(slow) as client:
+        for name in ("console.css", "uPlot.min.css", "uPlot.iife.min.js", "timeline.js") * 2:
+            assert client.get(f"/ui/static/{name}").status_code == 200, name
+        answers = [client.get("/ui").status_code for _ in range(3)]
+        assert 429 in answers
+
+
 def test_a_revoked_token_is_asked_for_again(console: Console) -> None:
     name = unique("leaving")
     token = new_token(console.database_url, name, "reader")
