@@ -389,8 +389,9 @@ class WmsStatusProcessor:
     def _apply(self, wms_order_id: str, status: str, polled_over: str | None) -> None:
         with transaction(self.recorder) as tx:
             row = tx.fetchone("SELECT * FROM adapter_wms_orders WHERE wms_order_id = %s", (wms_order_id,))
-            moved_on = row is not None and row["status"] != polled_over
-            if moved_on and _behind(status, row["status"]):
+            if row is None:
+                raise ValueError(f"picking order {wms_order_id} is not one the ledger created")
+            if row["status"] != polled_over and _behind(status, row["status"]):
                 journal(
                     tx, SYSTEM, "stale_status", wms_order_id, f"{status} came after {row['status']}: left out"
                 )
@@ -398,8 +399,6 @@ class WmsStatusProcessor:
                     "wms status %s of %s came after %s: left out", status, wms_order_id, row["status"]
                 )
                 return
-        if row is None:
-            raise ValueError(f"picking order {wms_order_id} is not one the ledger created")
         if row["status"] == status:
             return
         rule = self.mappings.status(SYSTEM, status)
