@@ -18,7 +18,9 @@ import orjson
 from ledger.access.scopes import Grant
 from ledger.api.gate import GRANT_KEY
 
-ANSWER_BYTES_MAX = 8 * 1024 * 1024  # the largest API answer a page reads (a 10,000-point timeline is ~2 MB)
+# The largest API answer a page reads, unless it says more (a timeline: pages.py sizes it by
+# LEDGER_TIMELINE_POINTS_MAX, whose points may carry ids and references of 256 characters each).
+ANSWER_BYTES_MAX = 8 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,7 +39,12 @@ def path_of(*segments: str) -> str:
 
 
 async def api_get(
-    app: Any, grant: Grant | None, path: str, params: Mapping[str, str | Sequence[str]] | None = None
+    app: Any,
+    grant: Grant | None,
+    path: str,
+    params: Mapping[str, str | Sequence[str]] | None = None,
+    *,
+    bytes_max: int = ANSWER_BYTES_MAX,
 ) -> Answer:
     """`path` as sent over HTTP (path_of's escaped segments). As a server gives it, the scope's
     `path` is decoded (the routes match on it: an id's ':' escaped stayed '%3A' and failed its
@@ -72,8 +79,8 @@ async def api_get(
         elif message["type"] == "http.response.body":
             body = message.get("body", b"")
             received += len(body)
-            if received > ANSWER_BYTES_MAX:
-                raise ValueError(f"an answer of {path} is over {ANSWER_BYTES_MAX} bytes")
+            if received > bytes_max:
+                raise ValueError(f"an answer of {path} is over {bytes_max} bytes")
             chunks.append(body)
 
     await app(scope, receive, send)

@@ -25,7 +25,7 @@ from starlette.responses import Response
 from ledger.access.scopes import Grant
 from ledger.api.console import queries
 from ledger.api.console.adapter_states import installed_readers
-from ledger.api.console.api_client import Answer, api_get, path_of
+from ledger.api.console.api_client import ANSWER_BYTES_MAX, Answer, api_get, path_of
 from ledger.api.console.rendering import page
 from ledger.api.console.session import SESSION_KEY
 from ledger.api.deps import LedgerDep, ReadableStore, ReaderGrant, SettingsDep, Sku, request_grant
@@ -83,6 +83,9 @@ class ConsolePageRoute(APIRoute):
 
 router = APIRouter(prefix="/ui", include_in_schema=False, route_class=ConsolePageRoute)
 _ID = re.compile(ID_REGEX)
+# The most a timeline point takes in JSON: three texts of up to 256 characters (id, source,
+# reference), two ids of up to 64, each character at most 6 bytes (a control character escaped).
+TIMELINE_POINT_BYTES_MAX = 8 * 1024
 STATIC_CACHE_S = 86400  # assets are named with the package's version (?v=): a new version is a new URL
 _MEDIA_TYPES = {".js": "text/javascript", ".css": "text/css", ".txt": "text/plain", ".svg": "image/svg+xml"}
 
@@ -155,22 +158,35 @@ async def store_sku_page(
     store: ReadableStore,
     sku: Sku,
     grant: ReaderGrant,
+    settings: SettingsDep,
     axis: Annotated[str, Query(pattern="^(recorded|occurred)$")] = "recorded",
     from_: Annotated[str | None, Query(alias="from", max_length=64)] = None,
     to: Annotated[str | None, Query(max_length=64)] = None,
 ) -> Response:
+    """Every figure of the page at one position: the explanation's (read first, in one snapshot),
+    the levels at it, and the timeline's points up to it. Read apart, a write between the reads
+    showed one figure at the top, another in the explanation and a third at the plot's end."""
     base = ("v1", "stores", store, "stock", sku)
     window = {"axis": axis, **({"from": from_} if from_ else {}), **({"to": to} if to else {})}
-    level, explain, timeline = await asyncio.gather(
-        api_get(request.app, grant, path_of(*base)),
-        api_get(request.app, grant, path_of(*base, "explain")),
-        api_get(request.app, grant, path_of(*base, "timeline"), window),
+    explain = await api_get(request.app, grant, path_of(*base, "explain"))
+    position = int(explain.body["position"]) if explain.ok else None
+    level, timeline = await asyncio.gather(
+        api_get(request.app, grant, path_of(*base), {} if position is None else {"position": str(position)}),
+        api_get(
+            request.app,
+            grant,
+            path_of(*base, "timeline"),
+            window,
+            bytes_max=max(ANSWER_BYTES_MAX, settings.timeline_points_max * TIMELINE_POINT_BYTES_MAX),
+        ),
     )
     if not level.ok:
         return _problem(request, grant, level, f"{sku} at {store}")
     if not timeline.ok:
         return _problem(request, grant, timeline, f"the timeline of {sku} at {store}")
     points = timeline.body["points"]  # each names its entry's type, source, reference and principal
+    if position is not None:
+        points = [point for point in points if point["position"] <= position]
     plot = {"axis": axis, "points": points, "thinned": timeline.body.get("thinned", False)}
     return page(
         "store_sku.html",
