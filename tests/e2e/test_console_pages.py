@@ -92,6 +92,9 @@ def test_the_login_cookie_is_httponly_strict_and_reads_only_the_console(console:
         assert all(part in cookie for part in ("HttpOnly", "SameSite=Strict", "Path=/ui"))
         home = client.get("/ui")
         assert home.status_code == 200
+        for answer in (home, client.get("/ui/login")):  # no page in another site's frame
+            assert answer.headers["x-frame-options"] == "DENY"
+            assert answer.headers["content-security-policy"] == "frame-ancestors 'none'"
         assert 'href="/ui/logout"' in home.text
         # The cookie is no token for the API, nor for anything that writes.
         cookie_only = {"cookie": f"ledger_console={reader}"}

@@ -10,7 +10,12 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from starlette.responses import HTMLResponse
 
 # The console's pages change with each answer and may hold what a token may read: never kept.
-NO_STORE = {"Cache-Control": "no-store"}
+# Nor shown inside another site's frame (a login form or a page under a deceiving overlay).
+PAGE_HEADERS = {
+    "Cache-Control": "no-store",
+    "X-Frame-Options": "DENY",
+    "Content-Security-Policy": "frame-ancestors 'none'",
+}
 
 
 def when(text: str | None) -> str:
@@ -42,4 +47,4 @@ def page(
     name: str, status_code: int = 200, headers: dict[str, str] | None = None, **values: Any
 ) -> HTMLResponse:
     html = environment().get_template(name).render(**values)
-    return HTMLResponse(html, status_code=status_code, headers={**NO_STORE, **(headers or {})})
+    return HTMLResponse(html, status_code=status_code, headers={**PAGE_HEADERS, **(headers or {})})
