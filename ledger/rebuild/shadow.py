@@ -94,13 +94,21 @@ def columns(tx: SqlTx, table: str) -> list[tuple[str, str]]:
 
 
 def same_shape(tx: SqlTx, table: str) -> bool:
-    """Whether the shadow has the live table's columns and an index for each of its indexes, and no
-    other: a migration that ran during the rebuild changed the live table after the shadow was
-    made (an index made or dropped; one made again under the same name is not seen)."""
-    shadowed = {index.name for index in indexes(tx, shadow_of(table))}
+    """Whether the shadow has the live table's columns and, for each of its indexes, one of the
+    same definition under its shadow name, and no other: a migration that ran during the rebuild
+    changed the live table after the shadow was made (an index made, dropped, or made again
+    under the same name on other columns, whose definition the swap would have lost)."""
+    shadowed = {index.name: _shape(index) for index in indexes(tx, shadow_of(table))}
     return columns(tx, table) == columns(tx, shadow_of(table)) and shadowed == {
-        shadow_of(index.name) for index in indexes(tx, table)
+        shadow_of(index.name): _shape(index) for index in indexes(tx, table)
     }
+
+
+def _shape(index: Index) -> tuple[str, str, bool]:
+    """An index's definition without its name and table: its kind, then what follows `ON table`."""
+    head = _INDEX_HEAD.match(index.definition)
+    assert head is not None, index.definition
+    return head.group(1), index.definition[head.end() :], index.primary
 
 
 def lock_order(tx: SqlTx, tables: Sequence[str]) -> list[str]:

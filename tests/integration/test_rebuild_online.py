@@ -176,10 +176,20 @@ def test_a_reader_of_a_view_during_the_swap_waits_for_it_and_fails_nothing(postg
     assert verified.returncode == 0, verified.stdout + verified.stderr
 
 
-def test_an_index_made_during_the_rebuild_fails_it_and_is_kept(postgres, serve, monkeypatch):
+@pytest.mark.parametrize(
+    "migration",
+    [
+        "CREATE INDEX ledger_levels_by_on_hand ON ledger_levels (on_hand)",
+        # Made again under its name on other columns: the swap put the old definition back.
+        "DROP INDEX ledger_levels_by_on_hand; "
+        "CREATE INDEX ledger_levels_by_on_hand ON ledger_levels (reserved)",
+    ],
+    ids=["made", "made again"],
+)
+def test_an_index_made_during_the_rebuild_fails_it_and_is_kept(postgres, serve, monkeypatch, migration):
     """A migration (an index, built while writes go on) that ran after the shadow's indexes were
-    made: the swap would have had no index to give its name. The rebuild fails, in one line, and
-    the live tables keep their indexes, the new one too."""
+    made: the swap would have had no index to give its name, or the shadow's index of the old
+    definition. The rebuild fails, in one line, and the live tables keep their indexes as they are."""
     from ledger.cli_errors import CommandError
     from ledger.rebuild import online
 
@@ -188,12 +198,16 @@ def test_an_index_made_during_the_rebuild_fails_it_and_is_kept(postgres, serve, 
     with server.client() as client:
         mixed_workload(client, unique("shop"), unique("wh"))
     assert server.stop() is not None
+    if migration.startswith("DROP"):  # the index was there when the rebuild began
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            conn.execute("CREATE INDEX ledger_levels_by_on_hand ON ledger_levels (on_hand)")
     kept = db.dump_projections(database_url)
     real_lock = online.shadow.lock
 
     def migrated_first(tx, names, wait_ms) -> None:
         with psycopg.connect(database_url, autocommit=True) as conn:
-            conn.execute("CREATE INDEX ledger_levels_by_on_hand ON ledger_levels (on_hand)")
+            for statement in migration.split("; "):
+                conn.execute(statement)
         real_lock(tx, names, wait_ms)
 
     monkeypatch.setattr(online.shadow, "lock", migrated_first)
@@ -205,7 +219,8 @@ def test_an_index_made_during_the_rebuild_fails_it_and_is_kept(postgres, serve, 
         recorder.close()
     assert db.dump_projections(database_url) == kept
     with psycopg.connect(database_url) as conn:
-        assert conn.execute("SELECT to_regclass('ledger_levels_by_on_hand')").fetchone()[0] is not None
+        made = conn.execute("SELECT pg_get_indexdef('ledger_levels_by_on_hand'::regclass)").fetchone()[0]
+    assert made.endswith("(on_hand)" if migration.startswith("CREATE") else "(reserved)"), made
 
 
 def _read_totals(database_url: str, totals: list[int]) -> None:
