@@ -159,12 +159,16 @@ def channels_occurred_at(
     channels hold nothing then is absent."""
     found: dict[str, dict[str, int]] = {}
     for sku in skus:
+        # The SKU's range of its business-time index, each row's reservation then found by its
+        # primary key (a join let PostgreSQL hash every reservation of the store instead).
         rows = tx.fetchall(
-            "SELECT r.channel, CAST(SUM(h.reserved_delta) AS BIGINT) AS reserved "
-            "FROM ledger_history h JOIN ledger_reservations r "
-            "ON r.store_id = h.store_id AND r.reservation_id = h.reservation_id "
-            "WHERE h.store_id = %s AND h.sku = %s AND h.occurred_at <= %s AND r.channel IS NOT NULL "
-            "GROUP BY r.channel",
+            "SELECT channel, CAST(SUM(reserved_delta) AS BIGINT) AS reserved FROM ("
+            "SELECT (SELECT r.channel FROM ledger_reservations r WHERE r.store_id = h.store_id "
+            "AND r.reservation_id = h.reservation_id) AS channel, h.reserved_delta "
+            "FROM ledger_history h WHERE h.store_id = %s AND h.sku = %s AND h.occurred_at <= %s "
+            "AND h.reserved_delta <> 0"  # (not `reservation_id IS NOT NULL`: that chose the index
+            # of the store's reservation rows, whatever their SKU; a row without one finds none)
+            ") AS moved WHERE channel IS NOT NULL GROUP BY channel",
             (store_id, sku, occurred_at),
         )
         held = {str(row["channel"]): int(row["reserved"]) for row in rows if int(row["reserved"])}

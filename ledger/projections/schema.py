@@ -34,6 +34,16 @@ PROJECTION_TABLES = (
 # release drops it.
 EVENTS_BY_TIME_INDEX = """CREATE INDEX IF NOT EXISTS ledger_history_events_by_time
     ON ledger_history (recorded_at, position) WHERE line_no = 0"""
+# A store's policy changes of one key (a SKU or `*`), by position and by business time: the policy
+# in force at a position (as_of, position, the feed's records) or at an event time (occurred_as_of)
+# is one step down one of them, where the SKU's own indexes walked back over every movement of it
+# since that change. Partial: policy changes are few, and only they pay for these.
+POLICY_CHANGES_INDEXES = (
+    """CREATE INDEX IF NOT EXISTS ledger_history_policy_changes
+    ON ledger_history (store_id, sku, position, line_no) WHERE type = 'stock.policy_changed'""",
+    """CREATE INDEX IF NOT EXISTS ledger_history_policy_changes_occurred
+    ON ledger_history (store_id, sku, occurred_at, position, line_no) WHERE type = 'stock.policy_changed'""",
+)
 
 # The tables as this release makes them where they are absent (migration 1, ledger/storage/migrations.py):
 # a new database gets today's shape at once; one made by an earlier release keeps its tables, and the

@@ -44,6 +44,7 @@ from ledger.projections.schema import (
     PG_RESERVATION_LINES_FILL_STEP,
     PG_TOTALS_VIEW,
     POLICIES_DDL,
+    POLICY_CHANGES_INDEXES,
     RESERVATION_LINES_DDL,
     RESERVATIONS_BY_ID_INDEX,
     SQLITE_RESERVATION_LINES_FILL,
@@ -276,6 +277,13 @@ MIGRATIONS: tuple[Migration, ...] = (
         EXPAND,
         postgres=(IndexConcurrently(EVENTS_BY_TIME_INDEX),),
         sqlite=(EVENTS_BY_TIME_INDEX,),
+    ),
+    Migration(
+        14,
+        "the history's policy changes by store and key, by position and by business time",
+        EXPAND,
+        postgres=tuple(IndexConcurrently(index) for index in POLICY_CHANGES_INDEXES),
+        sqlite=POLICY_CHANGES_INDEXES,
     ),
 )
 

@@ -51,11 +51,36 @@ def _rows() -> Iterator[tuple[Any, ...]]:
             yield (position, line_no, store, sku, f"e{position}", occurred, occurred, recorded, position)
 
 
+POLICY_CHANGES = 40  # after the movements: a policy of SKU-3 or the default (`*`) at store-1, in turn
+INSERT_POLICY_CHANGE = """INSERT INTO ledger_history (position, line_no, store_id, sku, event_id, source,
+    type, time, occurred_at, recorded_at, outcome, reason, on_hand_delta, reserved_delta, incoming_delta,
+    oversold, unknown_reservation, policy)
+    VALUES (%s, 0, 'store-1', %s, %s, 'tests/plans', 'stock.policy_changed', %s, %s, %s, 'accepted',
+    NULL, 0, 0, 0, FALSE, FALSE, '{"safety_stock": 1, "channels": {}}')"""
+
+
+RESERVATIONS = 2000  # store-1's, half of them online
+INSERT_RESERVATION = """INSERT INTO ledger_reservations (store_id, reservation_id, order_id, expires_at,
+    lines, closed_as, status, remaining, placed_at_position, position, channel)
+    VALUES ('store-1', %s, NULL, NULL, '[]', NULL, 'active', 1, 1, 1, %s)"""
+
+
+def _policy_changes() -> Iterator[tuple[Any, ...]]:
+    for n in range(POLICY_CHANGES):
+        position = EVENTS + 1 + n
+        moment = _moment(position * 5)
+        yield (position, "SKU-3" if n % 2 else "*", f"p{position}", moment, moment, moment)
+
+
 @pytest.fixture(scope="module")
 def ledger(module_database_url: str) -> Iterator[Ledger]:
     ledger = build_ledger(Settings(database_url=module_database_url))
     with ledger.recorder.plain_transaction() as tx:
         tx.executemany(INSERT, list(_rows()))
+        tx.executemany(INSERT_POLICY_CHANGE, list(_policy_changes()))
+        tx.executemany(
+            INSERT_RESERVATION, [(f"r{n}", "online" if n % 2 else None) for n in range(RESERVATIONS)]
+        )
     with ledger.recorder.plain_transaction() as tx:
         tx.execute("ANALYZE")
     try:
@@ -110,6 +135,40 @@ def test_as_of_finds_its_position_in_one_step_and_each_level_in_another(ledger: 
 def test_levels_at_an_event_time_are_a_range_of_the_skus_business_time_index(ledger: Ledger) -> None:
     [plan] = _plans(ledger, lambda tx: queries.levels_occurred_at(tx, "store-1", ["SKU-3"], _moment(EVENTS)))
     _assert_index_range(plan, "ledger_history_by_sku_occurred", _kind(ledger), "occurred_at")
+
+
+def test_the_policy_in_force_at_a_position_or_an_event_time_is_one_step_of_its_index(ledger: Ledger) -> None:
+    """Not a walk back over every movement of the SKU since its last policy change."""
+    at_position = _plans(ledger, lambda tx: queries.policies_at(tx, "store-1", ["SKU-3"], EVENTS + 10))
+    at_time = _plans(
+        ledger, lambda tx: queries.policies_occurred_at(tx, "store-1", ["SKU-3"], _moment((EVENTS + 10) * 5))
+    )
+    assert len(at_position) == len(at_time) == 2  # the SKU's, then the default's
+    for plan in at_position:
+        _assert_index_range(plan, "ledger_history_policy_changes", _kind(ledger), "position")
+    for plan in at_time:
+        _assert_index_range(plan, "ledger_history_policy_changes_occurred", _kind(ledger), "occurred_at")
+
+
+def test_channels_at_an_event_time_are_the_skus_range_then_each_reservation_by_its_key(
+    ledger: Ledger,
+) -> None:
+    [plan] = _plans(
+        ledger, lambda tx: queries.channels_occurred_at(tx, "store-1", ["SKU-3"], _moment(EVENTS))
+    )
+    if _kind(ledger) == "sqlite":
+        assert (
+            "USING INDEX ledger_history_by_sku_occurred (store_id=? AND sku=? AND occurred_at<?)" in plan
+        ), plan
+        reservations = [line for line in plan.splitlines() if line.startswith("SEARCH r ")]
+        assert reservations and all("reservation_id=?" in line for line in reservations), plan
+        assert "SCAN" not in plan, plan
+        return
+    assert "Seq Scan" not in plan and "Hash" not in plan, plan
+    used = [line for line in plan.splitlines() if "Index Name" in line]
+    assert any("ledger_history_by_sku_occurred" in line and "occurred_at <=" in line for line in used), plan
+    reservations = [line for line in used if "Relation Name: ledger_reservations" in line]
+    assert reservations and all("reservation_id = h.reservation_id" in line for line in reservations), plan
 
 
 @pytest.mark.parametrize("sku", [None, "SKU-HOT"])

@@ -34,6 +34,8 @@ OLD_DDL = (
     "CREATE INDEX ledger_levels_by_position ON ledger_levels (position)",
     "ALTER TABLE ledger_history DROP COLUMN principal",
     "DROP TABLE ledger_tokens",
+    "DROP INDEX ledger_history_policy_changes",
+    "DROP INDEX ledger_history_policy_changes_occurred",
     "DROP INDEX ledger_history_by_sku_occurred",
     "ALTER TABLE ledger_history DROP COLUMN occurred_at",
     "DROP INDEX ledger_history_by_store_position",
