@@ -57,6 +57,8 @@ FINAL_STATUSES = frozenset({"DELIVERED", "CANCELLED", "PICKING_ERROR"})
 # SHIPPED -> DELIVERED; CANCELLED and PICKING_ERROR leave it before shipping.
 PROGRESS = ("NEW", "ASSIGNED", "PICKING", "PICKED", "PACKING", "SHIPPED", "DELIVERED")
 SHIPPED_OR_AFTER = frozenset({"SHIPPED", "DELIVERED"})
+# How many times one status is decided again over what other adapters instances set meanwhile.
+DECIDED_AGAIN_MAX = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -381,12 +383,24 @@ class WmsStatusProcessor:
         shipped order final, released its lines again and sent Bitrix the older status, and
         polling, which skips final orders, never put it right. A poll over an unchanged order
         applies what the WMS says now. The status is set only over the one it was decided from:
-        another process's apply in between (a second adapters instance) is logged, not
-        overwritten."""
+        after another process's apply in between (a second adapters instance), it is decided again
+        over what that one set, by the late-status rule (what was recorded meanwhile has
+        deterministic ids: recorded again, it is a duplicate)."""
         with self._applying:
-            self._apply(wms_order_id, status, polled_over)
+            for _ in range(DECIDED_AGAIN_MAX):
+                if self._apply_once(wms_order_id, status, polled_over):
+                    return
+                polled_over = None  # the order moved on: the late-status rule holds
+        log.warning(
+            "wms status %s of %s: changed by another instance %d times; left",
+            status,
+            wms_order_id,
+            DECIDED_AGAIN_MAX,
+        )
 
-    def _apply(self, wms_order_id: str, status: str, polled_over: str | None) -> None:
+    def _apply_once(self, wms_order_id: str, status: str, polled_over: str | None) -> bool:
+        """Applies the status, or leaves it out; False when another instance changed the order's
+        status after it was read here (nothing of this one was set: decide again)."""
         with transaction(self.recorder) as tx:
             row = tx.fetchone("SELECT * FROM adapter_wms_orders WHERE wms_order_id = %s", (wms_order_id,))
             if row is None:
@@ -398,9 +412,9 @@ class WmsStatusProcessor:
                 log.warning(
                     "wms status %s of %s came after %s: left out", status, wms_order_id, row["status"]
                 )
-                return
+                return True
         if row["status"] == status:
-            return
+            return True
         rule = self.mappings.status(SYSTEM, status)
         lines = [Line(sku, int(qty)) for sku, qty in orjson.loads(row["lines"])]
         code_notes: list[str] = []
@@ -421,11 +435,11 @@ class WmsStatusProcessor:
             if updated is None:
                 detail = (
                     f"{status} decided from {row['status']}, which another instance changed meanwhile: "
-                    "not set"
+                    "decided again"
                 )
                 journal(tx, SYSTEM, "stale_status", wms_order_id, detail)
                 log.warning("wms status of %s: %s", wms_order_id, detail)
-                return
+                return False
             journal(tx, SYSTEM, "status", wms_order_id, f"{row['status']} -> {status}")
             if rule is None:
                 journal(tx, SYSTEM, "unmapped_status", wms_order_id, f"no status map row for {status}")
@@ -451,6 +465,7 @@ class WmsStatusProcessor:
                 )
                 journal(tx, SYSTEM, "alert", wms_order_id, detail)
                 log.error("ALERT wms %s", detail)
+        return True
 
     def _event(self, row: Any, status: str, action: str, lines: list[Line]) -> StockEvent:
         return StockEvent(

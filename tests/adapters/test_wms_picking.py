@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 import pytest
 from conftest import FAST, event
 
@@ -216,37 +217,68 @@ def test_a_polled_status_overtaken_by_a_delivery_does_not_move_the_order_back(
     assert ['"status_id":"D"' in o["payload"] for o in outbox] == [True]
 
 
-def test_a_status_another_instance_set_meanwhile_is_not_overwritten(
-    warehouse, recorder, mappings, ledger, record
-):
-    """Two adapters instances: one applies a late PICKING_ERROR (its release recorded), and while it
-    records, the other applies SHIPPED. Set over the status it was not decided from, the error
-    marked the shipped order final, and polling never put it right."""
+def _two_instances(warehouse, recorder, mappings, ledger, record, first: str, meanwhile: str) -> Any:
+    """Two adapters instances: one applies `first` and, while it records, the other applies
+    `meanwhile`; the order's row, the journal's stale lines and the Bitrix status pushed, after."""
     fake, server = warehouse
     order, _ = _one_picking_order(warehouse, recorder, mappings, ledger, record)
     other = WmsStatusProcessor(recorder, mappings, LedgerSink(ledger), client_for(server))
     sink = LedgerSink(ledger)
     record_first = sink.record
 
-    def shipped_meanwhile(events: list[Any]) -> list[Any]:
+    def the_other_applies_meanwhile(events: list[Any]) -> list[Any]:
         results = record_first(events)
-        fake.set_status(order["id"], "SHIPPED")
-        other.handle_delivery({"id": order["id"], "status": "SHIPPED"})
+        if meanwhile == "SHIPPED":
+            fake.set_status(order["id"], "SHIPPED")
+        other.handle_delivery({"id": order["id"], "status": meanwhile})
         return results
 
-    sink.record = shipped_meanwhile  # type: ignore[method-assign]
-    late = WmsStatusProcessor(recorder, mappings, sink, client_for(server))
-    late.handle_delivery({"id": order["id"], "status": "PICKING_ERROR"})
-
+    sink.record = the_other_applies_meanwhile  # type: ignore[method-assign]
+    if first == "SHIPPED":
+        fake.set_status(order["id"], "SHIPPED")
+    WmsStatusProcessor(recorder, mappings, sink, client_for(server)).handle_delivery(
+        {"id": order["id"], "status": first}
+    )
     with transaction(recorder) as tx:
         row = tx.fetchone(
             "SELECT status, final FROM adapter_wms_orders WHERE wms_order_id = %s", (order["id"],)
         )
-        stale = tx.fetchall("SELECT detail FROM adapter_journal WHERE kind = 'stale_status'")
+        stale = tx.fetchall("SELECT detail FROM adapter_journal WHERE kind = 'stale_status' ORDER BY detail")
+        outbox = tx.fetchall("SELECT payload FROM adapter_outbox WHERE item_key = 'status:B-7'")
+    return row, [r["detail"] for r in stale], [orjson.loads(o["payload"])["status_id"] for o in outbox]
+
+
+def test_a_late_status_another_instance_applied_first_is_overtaken(
+    warehouse, recorder, mappings, ledger, record
+):
+    """One instance applies SHIPPED (its shipment recorded); meanwhile another applies a late
+    PICKING_ERROR, decided from the same NEW, and sets it. Set over the status it was not decided
+    from, SHIPPED was dropped: the shipped order stayed final at the error (polling skips it), and
+    Bitrix was told of the error. Decided again, SHIPPED counts after a picking error."""
+    row, stale, statuses = _two_instances(
+        warehouse, recorder, mappings, ledger, record, first="SHIPPED", meanwhile="PICKING_ERROR"
+    )
     assert (row["status"], row["final"]) == ("SHIPPED", 0)
-    assert [r["detail"] for r in stale] == [
-        "PICKING_ERROR decided from NEW, which another instance changed meanwhile: not set"
+    assert stale == ["SHIPPED decided from NEW, which another instance changed meanwhile: decided again"]
+    assert statuses == ["D"]  # the last pushed for the order: shipped
+    level = ledger.levels("shop-1", ["SKU-2"])[0].level
+    assert (level.on_hand_units, level.reserved_units) == (8, 0)  # shipped once
+
+
+def test_a_late_status_applied_while_another_instance_sets_a_newer_one_is_left_out(
+    warehouse, recorder, mappings, ledger, record
+):
+    """The other way round: the late PICKING_ERROR first, SHIPPED meanwhile: decided again over
+    SHIPPED, the error is behind it."""
+    row, stale, statuses = _two_instances(
+        warehouse, recorder, mappings, ledger, record, first="PICKING_ERROR", meanwhile="SHIPPED"
+    )
+    assert (row["status"], row["final"]) == ("SHIPPED", 0)
+    assert stale == [
+        "PICKING_ERROR came after SHIPPED: left out",
+        "PICKING_ERROR decided from NEW, which another instance changed meanwhile: decided again",
     ]
+    assert statuses == ["D"]
 
 
 def test_a_step_before_shipping_delivered_after_a_picking_error_does_not_reopen_it(
