@@ -86,6 +86,8 @@ _ID = re.compile(ID_REGEX)
 # The most a timeline point takes in JSON: three texts of up to 256 characters (id, source,
 # reference), two ids of up to 64, each character at most 6 bytes (a control character escaped).
 TIMELINE_POINT_BYTES_MAX = 8 * 1024
+# A store's page of a SKU is read again when a write landed between its reads, at most this often.
+PAGE_READS_MAX = 3
 STATIC_CACHE_S = 86400  # assets are named with the package's version (?v=): a new version is a new URL
 _MEDIA_TYPES = {".js": "text/javascript", ".css": "text/css", ".txt": "text/plain", ".svg": "image/svg+xml"}
 
@@ -165,21 +167,31 @@ async def store_sku_page(
 ) -> Response:
     """Every figure of the page at one position: the explanation's (read first, in one snapshot),
     the levels at it, and the timeline's points up to it. Read apart, a write between the reads
-    showed one figure at the top, another in the explanation and a third at the plot's end."""
+    showed one figure at the top, another in the explanation and a third at the plot's end. A
+    timeline read after a write that landed meanwhile is read again with the rest (its points
+    past the explanation would be left out, but on the business-time axis such an entry, dated
+    earlier, is in the levels of every later point, and a thinned timeline may have no point at
+    the explanation's position), at most PAGE_READS_MAX times; then its points are cut there."""
     base = ("v1", "stores", store, "stock", sku)
     window = {"axis": axis, **({"from": from_} if from_ else {}), **({"to": to} if to else {})}
-    explain = await api_get(request.app, grant, path_of(*base, "explain"))
-    position = int(explain.body["position"]) if explain.ok else None
-    level, timeline = await asyncio.gather(
-        api_get(request.app, grant, path_of(*base), {} if position is None else {"position": str(position)}),
-        api_get(
-            request.app,
-            grant,
-            path_of(*base, "timeline"),
-            window,
-            bytes_max=max(ANSWER_BYTES_MAX, settings.timeline_points_max * TIMELINE_POINT_BYTES_MAX),
-        ),
-    )
+    for _ in range(PAGE_READS_MAX):
+        explain = await api_get(request.app, grant, path_of(*base, "explain"))
+        position = int(explain.body["position"]) if explain.ok else None
+        at = {} if position is None else {"position": str(position)}
+        level, timeline = await asyncio.gather(
+            api_get(request.app, grant, path_of(*base), at),
+            api_get(
+                request.app,
+                grant,
+                path_of(*base, "timeline"),
+                window,
+                bytes_max=max(ANSWER_BYTES_MAX, settings.timeline_points_max * TIMELINE_POINT_BYTES_MAX),
+            ),
+        )
+        if position is None or not timeline.ok:
+            break
+        if all(point["position"] <= position for point in timeline.body["points"]):
+            break
     if not level.ok:
         return _problem(request, grant, level, f"{sku} at {store}")
     if not timeline.ok:
