@@ -82,6 +82,17 @@ def _same_origin(scope: Scope) -> bool:
     return origin.split(b"://", 1)[-1] == host
 
 
+def _referred_here(scope: Scope) -> bool:
+    """A logout link followed from a page of this service, as far as the Referer tells (a browser
+    that sends no Sec-Fetch-Site still sends the origin of another site's page by default): no
+    Referer, or one whose host is the Host the link was sent to."""
+    referer = _header(scope, b"referer")
+    if referer is None:
+        return True
+    host = _header(scope, b"host") or b""
+    return referer.split(b"://", 1)[-1].split(b"/", 1)[0] == host
+
+
 def _login_form(message: str | None, status_code: int, *, clear_cookie: bool, scope: Scope) -> Response:
     headers = {"WWW-Authenticate": "Bearer"} if status_code == 401 else {}
     response = page("login.html", status_code, headers, message=message)
@@ -130,7 +141,7 @@ class ConsoleSession:
         if path == LOGIN_PATH:
             response = await self._login(scope, receive)
         elif path == LOGOUT_PATH:
-            if self._tokens_apply() and _same_origin(scope):
+            if self._tokens_apply() and _same_origin(scope) and _referred_here(scope):
                 response = _login_form("Logged out.", 401, clear_cookie=True, scope=scope)
             else:
                 # A link on another site logs nobody out: a browser applies the cleared cookie
