@@ -23,7 +23,9 @@ router = APIRouter(tags=["stock"])
 
 class TimelinePointPublic(BaseModel):
     position: Position
-    time: str = Field(description="the event's time, in its producer's offset, to the microsecond")
+    time: str = Field(
+        description="the event's time, in its producer's offset (a fraction to the microsecond, none when whole)"
+    )
     recorded_at: str = Field(description="when the ledger recorded it (UTC)")
     type: str
     outcome: str = Field(description="refused entries change no level; they are points all the same")
