@@ -65,7 +65,10 @@ PRINCIPAL = ADAPTER_PRINCIPAL_PREFIX + SYSTEM  # who recorded a shipment, in the
 ORDER_KEY = "order:"
 MOSCOW = timezone(timedelta(hours=3), "MSK")
 REPORT_PAGE_MAX = 1000
-REPORT_PAGES_MAX = 1000  # one store's report of at most a million rows: past it the read fails
+# One store's report of at most a million rows: past it the read fails. (Each page after the first
+# starts one row early, at the last row read: 1000 new rows, then 999 a page.)
+REPORT_ROWS_MAX = 1_000_000
+REPORT_PAGES_MAX = 1 + -(-(REPORT_ROWS_MAX - REPORT_PAGE_MAX) // (REPORT_PAGE_MAX - 1))
 REPORT_REQUEST_WEIGHT = 5  # _restrictions.md: report/stock/all weighs 5 units
 ACCEPT = "application/json;charset=utf-8"  # _errors.md, error 1062: the only value accepted
 # _webhook.md and _webhookstock.md ("Заголовок временного отключения через API"): a request carrying
