@@ -29,7 +29,8 @@ router = APIRouter(tags=["stock"])
 class LastCountPublic(BaseModel):
     position: Position
     time: str = Field(
-        description="the count's event time, in its producer's offset (a fraction to the microsecond, none when whole)"
+        description="the count's event time, in its producer's offset (a fraction to the microsecond, "
+        "none when whole)"
     )
     recorded_at: str = Field(description="when the ledger recorded it (UTC)")
     qty: Units = Field(description="the counted on_hand")

@@ -24,7 +24,8 @@ router = APIRouter(tags=["stock"])
 class TimelinePointPublic(BaseModel):
     position: Position
     time: str = Field(
-        description="the event's time, in its producer's offset (a fraction to the microsecond, none when whole)"
+        description="the event's time, in its producer's offset (a fraction to the microsecond, none when "
+        "whole)"
     )
     recorded_at: str = Field(description="when the ledger recorded it (UTC)")
     type: str
