@@ -389,14 +389,21 @@ class PendingReservations:
         self.queried = [key for key in keys if key not in cache.reservations]
         self.deferred = _query_pairs(tx, "ledger_reservations", ("store_id", "reservation_id"), self.queried)
 
+    def found_keys(self) -> set[tuple[str, str]]:
+        """The keys the database holds among those read, memory left as it is (writer/deciding.py,
+        read_absent_reservations: memory is ahead of the database then)."""
+        return {(row["store_id"], row["reservation_id"]) for row in self._rows()}
+
+    def _rows(self) -> list[Any]:
+        return [row for deferred in self.deferred for row in deferred.rows()]
+
     def finish(self) -> dict[tuple[str, str], tuple[Reservation, int]]:
         """The reservations that exist among the keys; with `at` and memory moved from there, only
         those read, none of them kept."""
         cache = self.cache
         read = {
             (row["store_id"], row["reservation_id"]): (reservation_from_row(row), int(row["position"]))
-            for deferred in self.deferred
-            for row in deferred.rows()
+            for row in self._rows()
         }
         with cache.lock:
             if cache._moved_from(self.at):

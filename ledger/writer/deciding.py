@@ -172,6 +172,28 @@ def catch_up_and_fetch(
     return True
 
 
+def read_absent_reservations(recorder: LedgerRecorder, cache: StateCache, events: list[StockEvent]) -> bool:
+    """While a batch of this writer's is in flight, when all a batch lacks is reservation ids
+    (sourcing's, at its candidates): reads them, and notes those the database does not hold as
+    absent at memory's head. True when that leaves nothing lacking (none was held there).
+
+    Memory is ahead of the database then (the batch in flight is in it), so nothing else is read:
+    a value read now would be older than memory's. An id's absence is enough, and holds: the batch
+    in flight's own reservations are in memory, and another writer's insert after this read moves
+    the head that the next statement checks (its bet is lost, the batch recorded the ordinary
+    way, and catching up forgets that id's absence)."""
+    missing = missing_from_memory(cache, events)
+    if not missing.reservations or missing.levels or missing.stores or missing.policy_stores:
+        return False
+    generation, head = cache.generation, cache.head
+    with recorder.read_transaction() as tx:
+        held = cache.read_reservations(tx, missing.reservations).found_keys()
+    if held:
+        return False  # its state is needed: read once the batch in flight has landed
+    cache.note_absent_reservations(missing.reservations, head, generation)
+    return True
+
+
 def work_from_memory(cache: StateCache, events: list[StockEvent], head: int) -> Work | None:
     """The batch's state from the cache alone, or None when the cache lacks any of it. A sourcing
     command's candidates' levels are not copied in: the state reads them from the cache as the

@@ -182,6 +182,13 @@ class Writer:
         fetched = work is None and fetch
         if fetched and deciding.catch_up_and_fetch(self.recorder, self.cache, events):
             return self.decide_from_memory(events, recorded_at, fetch=False)
+        if (
+            work is None
+            and not fetch
+            and deciding.read_absent_reservations(self.recorder, self.cache, events)
+        ):
+            # A batch in flight (no fetch), and all this one lacked was ids it now knows absent.
+            return self.decide_from_memory(events, recorded_at, fetch=False)
         if work is None:
             return None
         if any(answer.refusal is not None for answer in pending):

@@ -5,6 +5,7 @@ decides every batch under its write lock from what it reads there: no memory pat
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -18,7 +19,8 @@ from ledger.domain.across_stores import SourceAndReserve
 from ledger.domain.model import EventType, Line, Outcome, StockEvent
 from ledger.results import EventResult
 from ledger.service import Ledger
-from ledger.writer.facade import Writer
+from ledger.writer.facade import CONTENDED_S, Writer
+from ledger.writer.recording import OneStatement
 from ledger.writer.submission import Submission
 
 SOURCE = "tests/sourcing-memory"
@@ -135,3 +137,30 @@ def test_a_reservation_id_held_at_a_candidate_that_memory_lacks_is_read(writer_a
     assert other_lines.outcome is Outcome.REJECTED and other_lines.reason is not None
     assert other_lines.reason.value == "reservation_conflict"
     assert ("s2", "R1") not in writer.cache.reservations
+
+
+def test_a_batch_decided_while_another_is_in_flight_reads_only_whether_its_ids_are_held(
+    writer_and_other,
+) -> None:
+    """While a batch is in flight, memory is ahead of the database and reads no values; sourcing's
+    candidates' reservation ids are read all the same, for their absence: a new id is decided from
+    memory (the batches overlap), an id another instance holds at a candidate is not (it is decided
+    once the batch in flight has landed, over what that instance placed)."""
+    writer, other = writer_and_other
+    _record(writer, _receipt("r1", "s1", ("A", 5)), _receipt("r2", "s2", ("A", 5)))
+    placed = ev.stock_event("p1", "stock.reservation", "s1", [("A", 2)], source=SOURCE, reservation_id="R1")
+    [result] = other.submit_and_wait([placed])
+    assert result.outcome is Outcome.ACCEPTED
+    # Memory catches up (forgetting what the other instance changed), then holds s1's level again.
+    _record(writer, _receipt("r3", "s1", ("A", 1)))
+    time.sleep(CONTENDED_S)  # another writer was seen: memory decides nothing for that long
+    assert ("s1", "R1") not in writer.cache.reservations
+
+    def in_flight(reservation_id: str, qty: int) -> OneStatement | None:
+        command = _sourcing(reservation_id, ("s2", "s1"), ("A", qty))
+        return writer.decide_from_memory([command], utc_text(utc_now()), fetch=False)
+
+    assert in_flight("R-new", 1) is not None, "a new id, known absent at every candidate"
+    assert {("s1", "R-new"), ("s2", "R-new")} <= writer.cache.absent_reservations
+    assert in_flight("R1", 2) is None, "an id held at a candidate waits for its reservation"
+    assert ("s1", "R1") not in writer.cache.absent_reservations
