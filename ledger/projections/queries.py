@@ -7,6 +7,7 @@ it reads grows at most with the entries of the store and SKU asked about.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 from ledger.sql import Row, SqlTx
 
@@ -76,13 +77,22 @@ def policies_changed(tx: SqlTx, after_position: int, to_position: int) -> list[R
 def policies_at(tx: SqlTx, store_id: str, skus: list[str], position: int) -> dict[str, str]:
     """The policies of these SKUs (and of `*`) as they were after `position`, as stored (JSON
     text), from the history's policy changes; a key cleared by then, or never set, is absent."""
+    return _last_policies(tx, store_id, skus, "position", position)
+
+
+def _last_policies(
+    tx: SqlTx, store_id: str, skus: list[str], axis: Literal["position", "occurred_at"], bound: int | str
+) -> dict[str, str]:
+    """Each key's policy from its last change at or before `bound` on `axis`: one step down a
+    partial index of the policy changes (schema.py, POLICY_CHANGES_INDEXES)."""
+    order = "position DESC" if axis == "position" else "occurred_at DESC, position DESC"
     found: dict[str, str] = {}
     for sku in [*skus, "*"]:
         row = tx.fetchone(
-            "SELECT policy FROM ledger_history WHERE store_id = %s AND sku = %s AND position <= %s "
+            f"SELECT policy FROM ledger_history WHERE store_id = %s AND sku = %s AND {axis} <= %s "
             "AND type = 'stock.policy_changed' AND outcome = 'accepted' "
-            "ORDER BY position DESC, line_no DESC LIMIT 1",
-            (store_id, sku, position),
+            f"ORDER BY {order}, line_no DESC LIMIT 1",
+            (store_id, sku, bound),
         )
         if row is not None and row["policy"] is not None:
             found[sku] = row["policy"]
@@ -137,17 +147,7 @@ def levels_occurred_at(tx: SqlTx, store_id: str, skus: list[str], occurred_at: s
 def policies_occurred_at(tx: SqlTx, store_id: str, skus: list[str], occurred_at: str) -> dict[str, str]:
     """`policies_at` in business time: the policies of these SKUs (and of `*`) set by the last
     policy change at or before `occurred_at` (a change's event time is when it was made)."""
-    found: dict[str, str] = {}
-    for sku in [*skus, "*"]:
-        row = tx.fetchone(
-            "SELECT policy FROM ledger_history WHERE store_id = %s AND sku = %s AND occurred_at <= %s "
-            "AND type = 'stock.policy_changed' AND outcome = 'accepted' "
-            "ORDER BY occurred_at DESC, position DESC, line_no DESC LIMIT 1",
-            (store_id, sku, occurred_at),
-        )
-        if row is not None and row["policy"] is not None:
-            found[sku] = row["policy"]
-    return found
+    return _last_policies(tx, store_id, skus, "occurred_at", occurred_at)
 
 
 def channels_occurred_at(
