@@ -446,35 +446,32 @@ class Ledger:
         """Every store's level of the SKU and their total; with `occurred_as_of`, as of that event
         time (CONTRACT §7), the answer's position being the latest entry summed."""
         with self._reading("reading a SKU across stores"), self.recorder.read_transaction() as tx:
-            head = self.recorder.head(tx)
-            if occurred_as_of is None:
-                rows = queries.sku_across_stores(tx, sku)
-                stored = queries.store_policies(tx, [row["store_id"] for row in rows])
-            else:
+            if occurred_as_of is not None:
                 occurred_at = utc_text(occurred_as_of)
-                rows = queries.sku_across_stores_occurred_at(tx, sku, occurred_at)
-                occurred = [
+                stores = [
                     view
-                    for row in rows
+                    for row in queries.sku_across_stores_occurred_at(tx, sku, occurred_at)
                     for view in _occurred_views(tx, row["store_id"], [sku], {sku: row}, occurred_at)
                 ]
-        if occurred_as_of is None:
-            stores = [
-                LevelView(
-                    row["store_id"],
-                    sku,
-                    level_from_row(row).level,
-                    head,
-                    row["updated_at"],
-                    effective_policy(
-                        {key: policy_from_text(text) for key, text in stored[row["store_id"]].items()}, sku
-                    ),
-                )
-                for row in rows
-            ]
-        else:
-            stores = occurred
-            head = max((view.position for view in stores), default=0)
+                head = max((view.position for view in stores), default=0)
+            else:
+                head = self.recorder.head(tx)
+                rows = queries.sku_across_stores(tx, sku)
+                stored = queries.store_policies(tx, [row["store_id"] for row in rows])
+                stores = [
+                    LevelView(
+                        row["store_id"],
+                        sku,
+                        level_from_row(row).level,
+                        head,
+                        row["updated_at"],
+                        effective_policy(
+                            {key: policy_from_text(text) for key, text in stored[row["store_id"]].items()},
+                            sku,
+                        ),
+                    )
+                    for row in rows
+                ]
         total = Level(
             sum(s.level.on_hand_units for s in stores),
             sum(s.level.reserved_units for s in stores),
