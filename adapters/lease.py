@@ -82,13 +82,13 @@ class TargetLease:
 
     @contextlib.contextmanager
     def kept(self) -> Iterator[None]:
-        """Renews the lease now and, while the block runs, every RENEW_EVERY_SHARE of LEASE_S.
-        LeaseLost now if it is taken; LeaseLost after the block if it was taken meanwhile."""
+        """Renews the lease now (LeaseLost if it is taken) and, while the block runs, every
+        RENEW_EVERY_SHARE of LEASE_S. A renewal that finds it taken stops renewing; the next
+        `keep` (the next batch's, or the save's, which is fenced by it) raises LeaseLost."""
         self.keep()
         stopped = threading.Event()
-        lost: list[LeaseLost] = []
         keeper = threading.Thread(
-            target=self._renew_until, args=(stopped, lost), name=f"lease-{self.adapter}", daemon=True
+            target=self._renew_until, args=(stopped,), name=f"lease-{self.adapter}", daemon=True
         )
         keeper.start()
         try:
@@ -96,16 +96,13 @@ class TargetLease:
         finally:
             stopped.set()
             keeper.join(KEEPER_STOP_WAIT_S)
-        if lost:
-            raise lost[0]
 
-    def _renew_until(self, stopped: threading.Event, lost: list[LeaseLost]) -> None:
+    def _renew_until(self, stopped: threading.Event) -> None:
         while not stopped.wait(LEASE_S * RENEW_EVERY_SHARE):
             try:
                 self.keep()
             except LeaseLost as error:
                 log.warning("%s", error)
-                lost.append(error)
                 return
             except Exception as error:  # noqa: BLE001 - the database away a moment: the next turn tries again
                 log.warning("%s: renewing the lease failed: %r", self.adapter, error)

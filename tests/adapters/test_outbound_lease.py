@@ -117,3 +117,26 @@ def test_a_worker_whose_lease_was_taken_pushes_and_saves_nothing_more(shop, reco
     assert report.aborted is not None and "instance-B" in report.aborted
     assert len(pushed) == 1  # nothing after the first request
     assert read_position(recorder, "bitrix") == start  # the new owner pushes from here
+
+
+def test_a_lease_taken_during_a_push_ends_the_cycle_after_it(shop, recorder, mappings) -> None:
+    """The keeper renewing the lease while a batch is pushed finds it taken (the database was away
+    longer than the lease, and another worker took it): the push under way ends, nothing more is
+    pushed, and nothing is saved."""
+    pushed: list[str] = []
+    slow = worker(recorder, mappings, shop, "instance-A", pushed, push_s=3 * LEASE_S)
+    push = slow.target.push
+
+    def taken_while_pushing(batch: list[Any]) -> Any:
+        with transaction(recorder) as tx:
+            tx.execute("UPDATE adapter_positions SET lease_owner = 'instance-B' WHERE adapter = 'bitrix'")
+        return push(batch)  # the keeper renews during its PUSH_S: it finds instance-B's
+
+    slow.target.push = taken_while_pushing  # type: ignore[method-assign]
+    start = read_position(recorder, "bitrix")
+
+    report = slow.run_once()
+
+    assert report.aborted is not None and "instance-B" in report.aborted
+    assert len(pushed) == 1  # the batch under way, then nothing
+    assert read_position(recorder, "bitrix") == start
