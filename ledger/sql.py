@@ -61,29 +61,45 @@ class SqlTx:
         rows = self.fetchall(sql, params)
         return rows[0] if rows else None
 
-    def pairs_in(
-        self, columns: tuple[str, str], keys: Sequence[tuple[str, str]]
+    def rows_by_keys(
+        self, table: str, columns: str, key: tuple[str, str], keys: Sequence[tuple[str, str]]
     ) -> list[tuple[str, list[Any]]]:
-        """`(a, b) IN (...)` conditions with their parameters, one per chunk of keys. On PostgreSQL
-        one condition over two arrays (one short query text, parsed once, whatever the count);
-        on SQLite a VALUES list per chunk of at most KEYS_PER_STATEMENT_MAX keys."""
-        a, b = columns
+        """Queries, with their parameters, of `columns` of the rows of `table` whose `key` (the
+        table's own unique key of two columns) is among `keys`: one per chunk of keys. Each key is
+        looked up by itself in the key's index, on both databases, however the table's statistics
+        stand: `(a, b) IN (...)` is not.
+        - PostgreSQL, asked it, hashes the keys and scans the whole table when it thinks the table
+          small: one never analyzed (a new ledger's first minutes), or in a prepared statement's
+          generic plan made while it was small, which then stays until the next ANALYZE. A LATERAL
+          subquery with a LIMIT cannot be folded into a join, so it stays a lookup. One query over
+          two arrays: one short text, parsed once, whatever the count.
+        - SQLite 3.40 scans the whole table for a VALUES list on the right of `IN`, testing every
+          row; walking the list and joining each key to the table (CROSS JOIN fixes that order)
+          does not. One query per chunk of at most KEYS_PER_STATEMENT_MAX keys."""
+        a, b = key
         if not keys:
             return []
         if not self.qmark:
             return [
                 (
-                    f"({a}, {b}) IN (SELECT * FROM unnest(%b::text[], %b::text[]))",
+                    f"SELECT found.* FROM unnest(%b::text[], %b::text[]) AS wanted (a, b) CROSS JOIN LATERAL"
+                    f" (SELECT {columns} FROM {table} WHERE {a} = wanted.a AND {b} = wanted.b LIMIT 1) found",
                     [[k[0] for k in keys], [k[1] for k in keys]],
                 )
             ]
+        chosen = "found.*" if columns == "*" else columns  # the table's: wanted's are wanted_a, wanted_b
         return [
-            (f"({a}, {b}) IN (VALUES {placeholders(len(part), 2)})", [v for key in part for v in key])
+            (
+                f"WITH wanted (wanted_a, wanted_b) AS (VALUES {placeholders(len(part), 2)})"
+                f" SELECT {chosen} FROM wanted CROSS JOIN {table} AS found"
+                f" ON found.{a} = wanted_a AND found.{b} = wanted_b",
+                [v for k in part for v in k],
+            )
             for part in chunks(keys, KEYS_PER_STATEMENT_MAX)
         ]
 
     def values_in(self, column: str, values: Sequence[str]) -> list[tuple[str, list[Any]]]:
-        """`column IN (...)` conditions with their parameters, as pairs_in does."""
+        """`column IN (...)` conditions with their parameters: one array on PostgreSQL, chunks on SQLite."""
         if not values:
             return []
         if not self.qmark:

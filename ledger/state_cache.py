@@ -342,10 +342,7 @@ class StateCache:
 def _query_pairs(
     tx: SqlTx, table: str, columns: tuple[str, str], keys: list[tuple[str, str]]
 ) -> list[Deferred]:
-    return [
-        tx.defer(f"SELECT * FROM {table} WHERE {condition}", params)
-        for condition, params in tx.pairs_in(columns, keys)
-    ]
+    return [tx.defer(sql, params) for sql, params in tx.rows_by_keys(table, "*", columns, keys)]
 
 
 class PendingLevels:

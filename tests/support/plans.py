@@ -7,11 +7,11 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from ledger.service import Ledger
-from ledger.sql import Row, SqlTx
+from ledger.sql import Deferred, Row, SqlTx
 
 
 class RecordingTx(SqlTx):
-    """Runs every statement as asked, and keeps it to be EXPLAINed."""
+    """Runs every statement as asked, and keeps it to be EXPLAINed (those deferred too)."""
 
     def __init__(self, tx: SqlTx) -> None:
         super().__init__(tx.cursor, qmark=tx.qmark, connection=tx.connection)
@@ -21,6 +21,10 @@ class RecordingTx(SqlTx):
         self.statements.append((sql, list(params)))
         return super().fetchall(sql, params)
 
+    def defer(self, sql: str, params: Sequence[Any] = ()) -> Deferred:
+        self.statements.append((sql, list(params)))
+        return Deferred(rows=super().fetchall(sql, params))
+
 
 def answer_and_plans(ledger: Ledger, read: Any) -> tuple[Any, list[str]]:
     """What `read(tx)` answers, and each statement it sent as its plan in text: SQLite's EXPLAIN
@@ -28,17 +32,18 @@ def answer_and_plans(ledger: Ledger, read: Any) -> tuple[Any, list[str]]:
     with ledger.recorder.read_transaction() as tx:
         recording = RecordingTx(tx)
         answer = read(recording)
-        plans = []
-        for sql, params in recording.statements:
-            if tx.qmark:
-                rows = tx.fetchall(f"EXPLAIN QUERY PLAN {sql}", params)
-                plans.append("\n".join(row["detail"] for row in rows))
-            else:
-                [row] = tx.fetchall(f"EXPLAIN (FORMAT JSON) {sql}", params)
-                plan = row["QUERY PLAN"]
-                plan = json.loads(plan) if isinstance(plan, str) else plan
-                plans.append("\n".join(_pg_nodes(plan[0]["Plan"])))
+        plans = [plan_of(tx, sql, params) for sql, params in recording.statements]
     return answer, plans
+
+
+def plan_of(tx: SqlTx, sql: str, params: Sequence[Any]) -> str:
+    if tx.qmark:
+        rows = tx.fetchall(f"EXPLAIN QUERY PLAN {sql}", params)
+        return "\n".join(row["detail"] for row in rows)
+    [row] = tx.fetchall(f"EXPLAIN (FORMAT JSON) {sql}", params)
+    plan = row["QUERY PLAN"]
+    plan = json.loads(plan) if isinstance(plan, str) else plan
+    return "\n".join(_pg_nodes(plan[0]["Plan"]))
 
 
 def _pg_nodes(node: dict[str, Any]) -> Iterator[str]:
