@@ -98,6 +98,33 @@ class SqlTx:
             for part in chunks(keys, KEYS_PER_STATEMENT_MAX)
         ]
 
+    def rows_by_value(
+        self, table: str, columns: str, column: str, values: Sequence[str]
+    ) -> list[tuple[str, list[Any]]]:
+        """Queries, with their parameters, of `columns` of the rows of `table` whose `column` is
+        among `values`, each value looked up by itself in an index that `column` leads, as
+        rows_by_keys does (on PostgreSQL `OFFSET 0` keeps the subquery from being folded into a
+        join: every row of a value is wanted, so no LIMIT can)."""
+        if not values:
+            return []
+        if not self.qmark:
+            return [
+                (
+                    f"SELECT found.* FROM unnest(%b::text[]) AS wanted (value) CROSS JOIN LATERAL"
+                    f" (SELECT {columns} FROM {table} WHERE {column} = wanted.value OFFSET 0) found",
+                    [list(values)],
+                )
+            ]
+        chosen = "found.*" if columns == "*" else columns
+        return [
+            (
+                f"WITH wanted (wanted_value) AS (VALUES {','.join(['(%s)'] * len(part))})"
+                f" SELECT {chosen} FROM wanted CROSS JOIN {table} AS found ON found.{column} = wanted_value",
+                list(part),
+            )
+            for part in chunks(values, KEYS_PER_STATEMENT_MAX)
+        ]
+
     def values_in(self, column: str, values: Sequence[str]) -> list[tuple[str, list[Any]]]:
         """`column IN (...)` conditions with their parameters: one array on PostgreSQL, chunks on SQLite."""
         if not values:

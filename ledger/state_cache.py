@@ -384,7 +384,21 @@ class PendingReservations:
         self.cache, self.tx, self.at = cache, tx, at
         self.keys = set(keys)
         self.queried = [key for key in keys if key not in cache.reservations]
-        self.deferred = _query_pairs(tx, "ledger_reservations", ("store_id", "reservation_id"), self.queried)
+        # An id asked for at several stores (sourcing's, at its candidates) is read once, at every
+        # store that holds it; an id asked for at one store, by its key (a POS's receipt numbers
+        # may repeat at every store, and only one store's row is wanted).
+        stores_of: dict[str, list[str]] = {}
+        for store, reservation_id in self.queried:
+            stores_of.setdefault(reservation_id, []).append(store)
+        shared = [reservation_id for reservation_id, stores in stores_of.items() if len(stores) > 1]
+        single = [
+            (stores[0], reservation_id) for reservation_id, stores in stores_of.items() if len(stores) == 1
+        ]
+        self.deferred = _query_pairs(tx, "ledger_reservations", ("store_id", "reservation_id"), single) + [
+            tx.defer(sql, params)
+            for sql, params in tx.rows_by_value("ledger_reservations", "*", "reservation_id", shared)
+        ]
+        self.wanted = set(self.queried) if shared else None
 
     def found_keys(self) -> set[tuple[str, str]]:
         """The keys the database holds among those read, memory left as it is (writer/deciding.py,
@@ -392,7 +406,10 @@ class PendingReservations:
         return {(row["store_id"], row["reservation_id"]) for row in self._rows()}
 
     def _rows(self) -> list[Any]:
-        return [row for deferred in self.deferred for row in deferred.rows()]
+        rows = [row for deferred in self.deferred for row in deferred.rows()]
+        if self.wanted is None:
+            return rows
+        return [row for row in rows if (row["store_id"], row["reservation_id"]) in self.wanted]
 
     def finish(self) -> dict[tuple[str, str], tuple[Reservation, int]]:
         """The reservations that exist among the keys; with `at` and memory moved from there, only
