@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 import pytest
-from support.plans import answer_and_plans
+from support.plans import answer_and_plans, statistics_as_in_production
 
 from ledger.api.console import queries
 from ledger.bootstrap import build_ledger
@@ -79,8 +79,7 @@ def ledger(module_database_url: str) -> Iterator[Ledger]:
             "(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, 'accepted', 1, 0, 0, 1, 0, 0, FALSE, FALSE)",
             list(_history()),
         )
-    with ledger.recorder.plain_transaction() as tx:
-        tx.execute("ANALYZE")
+    statistics_as_in_production(ledger)
     try:
         yield ledger
     finally:

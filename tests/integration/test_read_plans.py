@@ -4,7 +4,8 @@ Each read runs once through its query function on a history of some thousands of
 statement it sent is then EXPLAINed. A plan that walks the whole table, the primary key, or sorts
 the rows it found, where an index range gives them in order, fails here before it is slow in
 production. The rows are written straight into the history (what the plans depend on is their
-number and spread, not the rules that made them).
+number and spread, not the rules that made them), and the tables are given the statistics that
+production has (support/plans.py: PostgreSQL's are analyzed, SQLite's never are).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from support.plans import answer_and_plans
+from support.plans import answer_and_plans, statistics_as_in_production
 
 from ledger.bootstrap import build_ledger
 from ledger.config import Settings
@@ -81,8 +82,7 @@ def ledger(module_database_url: str) -> Iterator[Ledger]:
         tx.executemany(
             INSERT_RESERVATION, [(f"r{n}", "online" if n % 2 else None) for n in range(RESERVATIONS)]
         )
-    with ledger.recorder.plain_transaction() as tx:
-        tx.execute("ANALYZE")
+    statistics_as_in_production(ledger)
     try:
         yield ledger
     finally:
@@ -215,8 +215,7 @@ def test_the_entries_of_a_marking_code_are_a_range_of_the_codes_index_then_prima
             "INSERT INTO ledger_history_codes (store_id, code, position, line_no) VALUES (%s, %s, %s, %s)",
             codes,
         )
-    with ledger.recorder.plain_transaction() as tx:
-        tx.execute("ANALYZE")
+    statistics_as_in_production(ledger)
     where = HistoryFilter("store-1", code="CODE-1", after_position=EVENTS // 2, after_line_no=0)
     [plan] = _plans(ledger, lambda tx: queries.history_page(tx, where, 20))
     if _kind(ledger) == "sqlite":
@@ -262,8 +261,7 @@ def test_explains_reservations_are_a_range_of_the_open_lines_of_the_store_and_sk
             "placed_at_position, position) VALUES (%s, %s, %s, %s, %s, %s)",
             lines,
         )
-    with ledger.recorder.plain_transaction() as tx:
-        tx.execute("ANALYZE")
+    statistics_as_in_production(ledger)
     holding = RESERVATIONS // RESERVED_SKUS
     level = Level(0, 2 * holding, 0)
     holds, [plan] = answer_and_plans(
