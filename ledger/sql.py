@@ -9,7 +9,7 @@ from typing import Any, Protocol
 import orjson
 
 Row = Mapping[str, Any]
-KEYS_PER_STATEMENT_MAX = 500  # SQLite: keys in one IN (...) list, well inside its parameter limit
+KEYS_PER_STATEMENT_MAX = 500  # SQLite: keys in one statement's list, well inside its parameter limit
 
 
 class DbCursor(Protocol):
@@ -53,26 +53,33 @@ class SqlTx:
         if rows:
             self.cursor.executemany(self._sql(sql), rows)
 
-    def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
-        self.cursor.execute(self._sql(sql), params)
+    def fetchall(self, sql: str, params: Sequence[Any] = (), *, prepare: bool | None = None) -> list[Row]:
+        """`prepare` (PostgreSQL): False plans the query at every run, never from a prepared
+        statement's generic plan; None leaves it to psycopg (prepared after a few runs)."""
+        if self.qmark or prepare is None:
+            self.cursor.execute(self._sql(sql), params)
+        else:
+            self.cursor.execute(sql, params, prepare=prepare)
         return list(self.cursor.fetchall())
 
     def fetchone(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
         rows = self.fetchall(sql, params)
         return rows[0] if rows else None
 
-    def rows_by_keys(
+    def read_by_keys(
         self, table: str, columns: str, key: tuple[str, str], keys: Sequence[tuple[str, str]]
-    ) -> list[tuple[str, list[Any]]]:
-        """Queries, with their parameters, of `columns` of the rows of `table` whose `key` (the
-        table's own unique key of two columns) is among `keys`: one per chunk of keys. Each key is
-        looked up by itself in the key's index, on both databases, however the table's statistics
-        stand: `(a, b) IN (...)` is not.
-        - PostgreSQL, asked it, hashes the keys and scans the whole table when it thinks the table
-          small: one never analyzed (a new ledger's first minutes), or in a prepared statement's
-          generic plan made while it was small, which then stays until the next ANALYZE. A LATERAL
-          subquery with a LIMIT cannot be folded into a join, so it stays a lookup. One query over
-          two arrays: one short text, parsed once, whatever the count.
+    ) -> list[Deferred]:
+        """Reads `columns` of the rows of `table` whose `key` (the table's own unique key of two
+        columns) is among `keys` (each given once): one query per chunk of keys, deferred. Each
+        key is looked up by itself in the key's index, on both databases, however the table's
+        statistics stand; `(a, b) IN (...)` is not.
+        - PostgreSQL, asked that, hashes the keys and scans the whole table when it thinks the
+          table small. A LATERAL subquery with a LIMIT is not folded into a join, so it stays a
+          lookup of each key, as long as the plan is made from the table's present size: the query
+          is planned at every run, never prepared. A prepared statement's generic plan is made
+          from the statistics of its day, and one made while the table was small (autovacuum
+          analyzes a new ledger's tables at some 50 rows) scanned it for every key until the next
+          ANALYZE. One query over two arrays: one short text, whatever the count.
         - SQLite 3.40 scans the whole table for a VALUES list on the right of `IN`, testing every
           row; walking the list and joining each key to the table (CROSS JOIN fixes that order)
           does not. One query per chunk of at most KEYS_PER_STATEMENT_MAX keys."""
@@ -80,16 +87,14 @@ class SqlTx:
         if not keys:
             return []
         if not self.qmark:
-            return [
-                (
-                    f"SELECT found.* FROM unnest(%b::text[], %b::text[]) AS wanted (a, b) CROSS JOIN LATERAL"
-                    f" (SELECT {columns} FROM {table} WHERE {a} = wanted.a AND {b} = wanted.b LIMIT 1) found",
-                    [[k[0] for k in keys], [k[1] for k in keys]],
-                )
-            ]
+            sql = (
+                f"SELECT found.* FROM unnest(%b::text[], %b::text[]) AS wanted (a, b) CROSS JOIN LATERAL"
+                f" (SELECT {columns} FROM {table} WHERE {a} = wanted.a AND {b} = wanted.b LIMIT 1) found"
+            )
+            return [self.defer(sql, [[k[0] for k in keys], [k[1] for k in keys]], prepare=False)]
         chosen = "found.*" if columns == "*" else columns  # the table's: wanted's are wanted_a, wanted_b
         return [
-            (
+            self.defer(
                 f"WITH wanted (wanted_a, wanted_b) AS (VALUES {placeholders(len(part), 2)})"
                 f" SELECT {chosen} FROM wanted CROSS JOIN {table} AS found"
                 f" ON found.{a} = wanted_a AND found.{b} = wanted_b",
@@ -98,31 +103,32 @@ class SqlTx:
             for part in chunks(keys, KEYS_PER_STATEMENT_MAX)
         ]
 
-    def rows_by_value(
-        self, table: str, columns: str, column: str, values: Sequence[str]
-    ) -> list[tuple[str, list[Any]]]:
-        """Queries, with their parameters, of `columns` of the rows of `table` whose `column` is
-        among `values`, each value looked up by itself in an index that `column` leads, as
-        rows_by_keys does (on PostgreSQL `OFFSET 0` keeps the subquery from being folded into a
-        join: every row of a value is wanted, so no LIMIT can)."""
+    def read_by_value(
+        self, table: str, columns: str, column: str, values: Sequence[str], within: tuple[str, Sequence[str]]
+    ) -> list[Deferred]:
+        """Reads `columns` of the rows of `table` whose `column` is among `values` (each given once)
+        and whose `within` column is among its values, each value looked up by itself in an index
+        of (`column`, `within`'s column), as read_by_keys does (on PostgreSQL `OFFSET 0` keeps the
+        subquery from being folded into a join: every row of a value is wanted, so no LIMIT can)."""
         if not values:
             return []
+        other, among = within
         if not self.qmark:
-            return [
-                (
-                    f"SELECT found.* FROM unnest(%b::text[]) AS wanted (value) CROSS JOIN LATERAL"
-                    f" (SELECT {columns} FROM {table} WHERE {column} = wanted.value OFFSET 0) found",
-                    [list(values)],
-                )
-            ]
+            sql = (
+                f"SELECT found.* FROM unnest(%b::text[]) AS wanted (value) CROSS JOIN LATERAL"
+                f" (SELECT {columns} FROM {table} WHERE {column} = wanted.value AND {other} = ANY(%b::text[])"
+                f" OFFSET 0) found"
+            )
+            return [self.defer(sql, [list(values), list(among)], prepare=False)]
         chosen = "found.*" if columns == "*" else columns
         return [
-            (
+            self.defer(
                 f"WITH wanted (wanted_value) AS (VALUES {','.join(['(%s)'] * len(part))})"
-                f" SELECT {chosen} FROM wanted CROSS JOIN {table} AS found ON found.{column} = wanted_value",
-                list(part),
+                f" SELECT {chosen} FROM wanted CROSS JOIN {table} AS found ON found.{column} = wanted_value"
+                f" WHERE found.{other} IN ({placeholders(len(among))})",
+                [*part, *among],
             )
-            for part in chunks(values, KEYS_PER_STATEMENT_MAX)
+            for part in chunks(values, KEYS_PER_STATEMENT_MAX // 2)
         ]
 
     def values_in(self, column: str, values: Sequence[str]) -> list[tuple[str, list[Any]]]:
@@ -136,13 +142,14 @@ class SqlTx:
             for part in chunks(values, KEYS_PER_STATEMENT_MAX)
         ]
 
-    def defer(self, sql: str, params: Sequence[Any] = ()) -> Deferred:
+    def defer(self, sql: str, params: Sequence[Any] = (), *, prepare: bool | None = None) -> Deferred:
         """Sends a query now and reads its rows later. On PostgreSQL in pipeline mode, queries
-        deferred together travel in one round trip: the first `.rows()` syncs them all."""
+        deferred together travel in one round trip: the first `.rows()` syncs them all.
+        `prepare`: as fetchall's."""
         if self.connection is None or self.qmark:
-            return Deferred(rows=self.fetchall(sql, params))
+            return Deferred(rows=self.fetchall(sql, params, prepare=prepare))
         cursor = self.connection.cursor()
-        cursor.execute(sql, params)
+        cursor.execute(sql, params, prepare=prepare)
         return Deferred(cursor=cursor)
 
 

@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 
 from ledger.domain.model import Level, Policy, Reservation, ReservationLine, ReservationStatus
-from ledger.sql import KEYS_PER_STATEMENT_MAX, Deferred, Row, SqlTx, chunks
+from ledger.sql import KEYS_PER_STATEMENT_MAX, Row, SqlTx, chunks
 
 # Where memory was when a read outside the writers' lock was made: its head and its generation.
 ReadAt = tuple[int, int]
@@ -339,12 +339,6 @@ class StateCache:
         return at is not None and (self.head, self.generation) != at
 
 
-def _query_pairs(
-    tx: SqlTx, table: str, columns: tuple[str, str], keys: list[tuple[str, str]]
-) -> list[Deferred]:
-    return [tx.defer(sql, params) for sql, params in tx.rows_by_keys(table, "*", columns, keys)]
-
-
 class PendingLevels:
     def __init__(
         self, cache: StateCache, tx: SqlTx, keys: set[tuple[str, str]], at: ReadAt | None = None
@@ -352,7 +346,7 @@ class PendingLevels:
         self.cache, self.tx, self.at = cache, tx, at
         self.queried = [key for key in keys if key not in cache.levels]
         self.keys = set(keys)
-        self.deferred = _query_pairs(tx, "ledger_levels", ("store_id", "sku"), self.queried)
+        self.deferred = tx.read_by_keys("ledger_levels", "*", ("store_id", "sku"), self.queried)
 
     def finish(self, more_keys: set[tuple[str, str]] = frozenset()) -> dict[tuple[str, str], CachedLevel]:  # type: ignore[assignment]
         """Current levels of every key (zero if never seen), after the cache has caught up; with
@@ -384,9 +378,8 @@ class PendingReservations:
         self.cache, self.tx, self.at = cache, tx, at
         self.keys = set(keys)
         self.queried = [key for key in keys if key not in cache.reservations]
-        # An id asked for at several stores (sourcing's, at its candidates) is read once, at every
-        # store that holds it; an id asked for at one store, by its key (a POS's receipt numbers
-        # may repeat at every store, and only one store's row is wanted).
+        # An id asked for at several stores (sourcing's, at its candidates) is read once, at those
+        # stores; an id asked for at one store, by its key.
         stores_of: dict[str, list[str]] = {}
         for store, reservation_id in self.queried:
             stores_of.setdefault(reservation_id, []).append(store)
@@ -394,10 +387,11 @@ class PendingReservations:
         single = [
             (stores[0], reservation_id) for reservation_id, stores in stores_of.items() if len(stores) == 1
         ]
-        self.deferred = _query_pairs(tx, "ledger_reservations", ("store_id", "reservation_id"), single) + [
-            tx.defer(sql, params)
-            for sql, params in tx.rows_by_value("ledger_reservations", "*", "reservation_id", shared)
-        ]
+        among = sorted({store for reservation_id in shared for store in stores_of[reservation_id]})
+        self.deferred = tx.read_by_keys("ledger_reservations", "*", ("store_id", "reservation_id"), single)
+        self.deferred += tx.read_by_value(
+            "ledger_reservations", "*", "reservation_id", shared, ("store_id", among)
+        )
         self.wanted = set(self.queried) if shared else None
 
     def found_keys(self) -> set[tuple[str, str]]:

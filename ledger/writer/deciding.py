@@ -338,8 +338,7 @@ def apply_entry(entry: Entry, work: Work, event_end: int | None = None) -> None:
 
 def _read_event_keys(tx: SqlTx, keys: list[tuple[str, str]]) -> list[Deferred]:
     columns, key = "source, event_id, position, outcome, reason", ("source", "event_id")
-    queries = tx.rows_by_keys("ledger_event_keys", columns, key, list(dict.fromkeys(keys)))
-    return [tx.defer(sql, params) for sql, params in queries]
+    return tx.read_by_keys("ledger_event_keys", columns, key, list(dict.fromkeys(keys)))
 
 
 def _finish_event_keys(reads: list[Deferred]) -> Known:

@@ -13,12 +13,16 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+import psycopg
 import pytest
+from psycopg.rows import dict_row
 from support.plans import RecordingTx, plan_of
+from support.postgres import EmbeddedPostgres
 
 from ledger.bootstrap import build_ledger
 from ledger.config import Settings
 from ledger.service import Ledger
+from ledger.sql import SqlTx
 from ledger.state_cache import StateCache
 from ledger.writer.deciding import _finish_event_keys, _read_event_keys
 
@@ -103,3 +107,44 @@ def test_a_read_by_key_is_a_lookup_in_the_index_of_a_table_never_analyzed(ledger
     assert plans
     for plan in plans:
         _assert_lookups(plan, table, "sqlite" if tx.qmark else "postgres")
+
+
+def _read(table: str, tx: SqlTx, wanted: list[tuple[str, str]]) -> None:
+    cache = StateCache(levels_max=1000, reservations_max=1000, catch_up_events_max=1000)
+    if table == "ledger_event_keys":
+        _finish_event_keys(_read_event_keys(tx, wanted))
+    elif table == "ledger_levels":
+        cache.read_levels(tx, set(wanted)).finish()
+    else:
+        cache.read_reservations(tx, set(wanted)).found_keys()
+
+
+@pytest.mark.parametrize("table", list(INSERTS))
+def test_a_read_by_key_stays_a_lookup_after_its_table_grew_past_its_statistics(
+    postgres: EmbeddedPostgres, table: str
+) -> None:
+    """A connection that has read by key many times while its table was small (and analyzed
+    then, as autovacuum does soon after a ledger starts) reads the same way once the table has
+    grown: never a scan of it. A prepared statement's generic plan, made from the small table's
+    statistics, scanned it once per key until the next ANALYZE."""
+    postgres_url = postgres.create_database()
+    ledger = build_ledger(Settings(database_url=postgres_url))
+    insert = INSERTS[table]
+    try:
+        with ledger.recorder.plain_transaction() as tx:
+            tx.executemany(insert, [_stored(n) for n in range(60)])
+            tx.execute(f"ANALYZE {table}")
+        with psycopg.connect(postgres_url, row_factory=dict_row) as connection:
+            tx = SqlTx(connection.cursor(), qmark=False)
+            for n in range(12):  # past psycopg's preparing (5) and the server's custom plans (5)
+                _read(table, tx, [(f"store-{k}", f"new-{n}-{k}") for k in range(KEYS)])
+                connection.commit()
+            with ledger.recorder.plain_transaction() as other:
+                other.executemany(insert, [_stored(n) for n in range(60, 20_060)])
+            counts = "SELECT seq_scan, seq_tup_read FROM pg_stat_xact_user_tables WHERE relname = %s"
+            [before] = tx.fetchall(counts, [table])  # the backend's counts not yet reported
+            _read(table, tx, [(f"store-{k}", f"late-{k}") for k in range(KEYS)] + SHARED_HELD)
+            [after] = tx.fetchall(counts, [table])
+            assert after["seq_tup_read"] == before["seq_tup_read"], (before, after)
+    finally:
+        ledger.recorder.close()

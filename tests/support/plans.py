@@ -21,9 +21,9 @@ class RecordingTx(SqlTx):
         self.statements.append((sql, list(params)))
         return super().fetchall(sql, params)
 
-    def defer(self, sql: str, params: Sequence[Any] = ()) -> Deferred:
+    def defer(self, sql: str, params: Sequence[Any] = (), *, prepare: bool | None = None) -> Deferred:
         self.statements.append((sql, list(params)))
-        return Deferred(rows=super().fetchall(sql, params))
+        return Deferred(rows=super().fetchall(sql, params, prepare=prepare))
 
 
 def answer_and_plans(ledger: Ledger, read: Any) -> tuple[Any, list[str]]:
