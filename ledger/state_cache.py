@@ -378,8 +378,8 @@ class PendingReservations:
         self.cache, self.tx, self.at = cache, tx, at
         self.keys = set(keys)
         self.queried = [key for key in keys if key not in cache.reservations]
-        # An id asked for at several stores (sourcing's, at its candidates) is read once, at those
-        # stores; an id asked for at one store, by its key.
+        # An id asked for at several stores (sourcing's, at its candidates) is one index lookup,
+        # not one a store; an id asked for at one store is read by its key.
         stores_of: dict[str, list[str]] = {}
         for store, reservation_id in self.queried:
             stores_of.setdefault(reservation_id, []).append(store)
@@ -401,6 +401,7 @@ class PendingReservations:
 
     def _rows(self) -> list[Any]:
         rows = [row for deferred in self.deferred for row in deferred.rows()]
+        # A shared id is read at every store asked for any shared id: keep the pairs asked for.
         if self.wanted is None:
             return rows
         return [row for row in rows if (row["store_id"], row["reservation_id"]) in self.wanted]
