@@ -74,8 +74,10 @@ def _reserved_sum(port: int, skus: list[str]) -> int:
         query = "&".join(f"sku={sku}" for sku in skus[start : start + 100])
         connection.request("GET", f"/v1/stores/{STORE}/stock?{query}")
         response = connection.getresponse()
-        body = loads(response.read())
-        total += sum(item["reserved"] for item in body["items"])
+        raw = response.read()
+        if response.status != 200:
+            raise BenchError(f"reading levels answered {response.status}: {raw[:300]!r}")
+        total += sum(item["reserved"] for item in loads(raw)["items"])
     connection.close()
     return total
 
