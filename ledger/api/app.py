@@ -31,6 +31,7 @@ from ledger.api.console import router as console_router
 from ledger.api.docs import install_docs
 from ledger.api.gate import AuthGate, EdgeGate
 from ledger.api.guard import api_routes, check_every_route_is_guarded
+from ledger.api.head import HeadAsGet
 from ledger.api.http_metrics import HttpMetrics
 from ledger.api.openapi import install_openapi, package_version
 from ledger.api.problems import install_handlers
@@ -148,10 +149,10 @@ def create_app(
 
 def create_asgi(ledger: Ledger, settings: Settings, limits: IntakeLimits) -> ASGIApp:
     """What `ledger serve` runs, outermost first: the request's id, metrics and access log
-    (ledger/api/telemetry.py), the worker's capacity and the Host check, CORS (only when
-    LEDGER_CORS_ORIGINS lists origins), the console's login cookie (ledger/api/console/session.py),
-    the token and its rate (ledger/api/gate.py), the fast path (ledger/api/fastpath.py), then the
-    application."""
+    (ledger/api/telemetry.py), HEAD taken as GET (ledger/api/head.py), the worker's capacity and
+    the Host check, CORS (only when LEDGER_CORS_ORIGINS lists origins), the console's login cookie
+    (ledger/api/console/session.py), the token and its rate (ledger/api/gate.py), the fast path
+    (ledger/api/fastpath.py), then the application."""
     from ledger.api.fastpath import FastPath
 
     book = token_book(ledger, settings)
@@ -176,7 +177,7 @@ def create_asgi(ledger: Ledger, settings: Settings, limits: IntakeLimits) -> ASG
             max_age=CORS_MAX_AGE_S,
         )
     return RequestTelemetry(
-        EdgeGate(gated, allowed_hosts(settings.allowed_hosts)),
+        HeadAsGet(EdgeGate(gated, allowed_hosts(settings.allowed_hosts))),
         # Each API route itself: app.routes holds an included router's routes in a wrapper of its own.
         [*app.state.api_routes, *app.router.routes],
         app.state.http_metrics,

@@ -164,6 +164,12 @@ def package_version() -> str:
         return "0+unknown"
 
 
+# ledger/api/head.py: not an operation of its own in the document, so said once here.
+HEAD_NOTE = """**HEAD.** Every GET operation also answers HEAD (RFC 9110): the GET's status and headers,
+`Content-Length` included, and no body; the same role is needed. A 405 lists HEAD in `Allow` wherever
+it lists GET."""
+
+
 def install_openapi(app: FastAPI, routes: Sequence[APIRoute]) -> None:
     """app.openapi() builds the document once, on first use."""
 
@@ -190,6 +196,7 @@ def build_document(app: FastAPI, routes: Sequence[APIRoute]) -> dict[str, Any]:
     schema["components"]["parameters"] = {"RequestId": REQUEST_ID_PARAMETER}
     schema["components"]["headers"] = {"RequestId": REQUEST_ID_HEADER}
     document_access(routes, schema)
+    schema["info"]["description"] += f"\n\n{HEAD_NOTE}"
     for path, item in schema["paths"].items():
         for method, operation in item.items():
             _complete_operation(method, path, operation)

@@ -207,4 +207,6 @@ def _allowed_methods(request: Request) -> list[str]:
         match, _ = route.matches({**request.scope, "method": "\x00"})
         if match is Match.PARTIAL:
             methods.update(route_methods)
+    if "GET" in methods:
+        methods.add("HEAD")  # every GET takes HEAD too (ledger/api/head.py)
     return sorted(methods)

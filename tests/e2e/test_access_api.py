@@ -109,6 +109,23 @@ def test_the_open_routes_need_no_token(closed: Closed, path: str) -> None:
         assert client.get(path).status_code == 200
 
 
+def test_head_is_gated_as_get_is(closed: Closed) -> None:
+    """HEAD goes through the same gate as the GET it stands for: refused without a token, answered
+    for a reader, open where GET is open."""
+    store = unique("store")
+    _stocked(closed, store, ("A", 5))
+    path = f"/v1/stores/{store}/stock/A"
+    with closed.client(None) as anonymous:
+        refused = anonymous.head(path)
+        assert refused.status_code == 401 and refused.content == b""
+        assert refused.headers["www-authenticate"].startswith("Bearer")
+        assert anonymous.head("/healthz").status_code == 200
+    with closed.client(closed.token("reader")) as reader:
+        answered = reader.head(path)
+        assert answered.status_code == 200 and answered.content == b""
+        assert answered.headers["content-length"] == reader.get(path).headers["content-length"]
+
+
 def test_an_expired_token_answers_401(closed: Closed) -> None:
     token = new_token(closed.database_url, f"brief-{next(_names)}", "reader", expires_in_s=1.5)
     wait_until_taken(closed.server.url, token)

@@ -69,12 +69,44 @@ def test_unknown_routes_and_methods_answer_problem_json(client):
     assert refused.headers["allow"] == "POST"  # RFC 9110: the methods the path takes
     refused = client.put(f"/v1/stores/{unique('s')}/stock/A", json={})
     api.assert_problem(refused, 405)
-    assert refused.headers["allow"] == "GET"
+    assert refused.headers["allow"] == "GET, HEAD"
     refused = client.delete(f"/v1/stores/{unique('s')}/policies/SKU-1")
-    assert refused.headers["allow"] == "GET, PUT"  # a route per method
+    assert refused.headers["allow"] == "GET, HEAD, PUT"  # a route per method
     # A trailing slash is no route: a 404 problem, not a redirect the API's description lacks.
     for path in (f"/v1/stores/{unique('s')}/stock/A/", "/v1/events/", "/healthz/"):
         api.assert_problem(client.get(path, follow_redirects=False), 404)
+
+
+def test_every_get_route_answers_head_with_the_gets_status_and_headers_and_no_body(client):
+    store = unique("store")
+    api.record(client, ev.receipt(store, ("A", 3)))
+    assert api.reserve(client, store, "R-1", ("A", 1)).status_code == 201
+    for path in (
+        f"/v1/stores/{store}/stock/A",
+        f"/v1/stores/{store}/stock?sku=A",
+        f"/v1/stores/{store}/reservations/R-1",
+        f"/v1/stores/{store}/history",
+        f"/v1/stores/{store}/stock/A/timeline",
+        f"/v1/stores/{store}/policies/A",
+        "/healthz",
+        "/openapi.json",
+        "/ui",
+    ):
+        got, head = client.get(path), client.head(path, headers={"X-Request-ID": "head-check-1"})
+        assert (head.status_code, got.status_code) == (200, 200), path
+        assert head.content == b"", path
+        for name in ("content-length", "content-type"):
+            assert head.headers[name] == got.headers[name], (path, name)
+        assert head.headers["x-request-id"] == "head-check-1"
+    missing = client.head(f"/v1/stores/{store}/reservations/R-none")
+    assert missing.status_code == 404 and missing.content == b""
+    assert missing.headers["content-type"] == "application/problem+json"
+    refused = client.head("/v1/events")  # POST only: HEAD is refused as GET is
+    assert refused.status_code == 405 and refused.headers["allow"] == "POST"
+    counted = 'ledger_http_requests_total{method="HEAD",route="/v1/stores/{store}/stock/{sku}",status="200"}'
+    assert any(line.startswith(counted + " ") for line in client.get("/metrics").text.splitlines()), (
+        "a HEAD is counted as the HEAD it was"
+    )
 
 
 def test_stock_lookups_of_one_or_several_skus(client):
