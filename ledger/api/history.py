@@ -12,6 +12,7 @@ from starlette.responses import Response
 
 from ledger.api.deps import LedgerDep, ReadableStore, SettingsDep
 from ledger.api.problems import invalid
+from ledger.api.query_numbers import DECIMAL_DIGITS
 from ledger.api.schemas import POSITION_MAX, HistoryPagePublic, problem_responses
 from ledger.api.times import utc_parameter
 from ledger.domain.model import CODE_CHARS_MAX, EventType
@@ -110,7 +111,9 @@ async def get_history(
         str | None, Query(description="the entries that carry this marking code or SSCC (CONTRACT §10)")
     ] = None,
     after: Annotated[str | None, Query(description="the `next` cursor of the previous page")] = None,
-    limit: Annotated[int | None, Query(ge=1, le=1000, description="at most LEDGER_HISTORY_PAGE_MAX")] = None,
+    limit: Annotated[
+        int | None, Query(ge=1, le=1000, description="at most LEDGER_HISTORY_PAGE_MAX"), DECIMAL_DIGITS
+    ] = None,
 ) -> Response:
     page_size = limit or settings.history_page_default
     if page_size > settings.history_page_max:

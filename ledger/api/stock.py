@@ -13,6 +13,7 @@ from starlette.responses import Response
 from ledger.access.scopes import visible_stores
 from ledger.api.deps import LedgerDep, ReadableStore, ReaderGrant, SettingsDep, Sku
 from ledger.api.problems import Problem, invalid
+from ledger.api.query_numbers import DECIMAL_DIGITS
 from ledger.api.schemas import (
     ID_REGEX,
     POSITION_MAX,
@@ -42,7 +43,9 @@ OccurredAsOf = Annotated[
     ),
 ]
 AtPosition = Annotated[
-    int | None, Query(ge=0, le=POSITION_MAX, description="the levels after this log position")
+    int | None,
+    Query(ge=0, le=POSITION_MAX, description="the levels after this log position"),
+    DECIMAL_DIGITS,
 ]
 MinPosition = Annotated[
     int | None,
@@ -52,6 +55,7 @@ MinPosition = Annotated[
         description="wait (briefly) until this instance has applied this position: read-your-writes "
         "across instances",
     ),
+    DECIMAL_DIGITS,
 ]
 
 

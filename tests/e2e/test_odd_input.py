@@ -76,3 +76,25 @@ def test_a_min_position_past_the_logs_head_is_refused_naming_it(client: httpx.Cl
     answer = client.get("/v1/stores/odd-1/stock/SKU-1", params={"min_position": head + 1_000_000})
     assert answer.status_code == 422, answer.text
     assert [error["field"] for error in answer.json()["errors"]] == ["min_position"]
+
+
+@pytest.mark.parametrize("value", ["1_0", "+1", " 1", "1 ", "1.0", "0x1", "1e0", "١"])
+@pytest.mark.parametrize(
+    ("path", "params", "name", "plain"),
+    [
+        ("/v1/stores/odd-1/history", {}, "limit", "1"),
+        ("/v1/stores/odd-1/stock/SKU-1", {}, "position", "0"),
+        ("/v1/stores/odd-1/stock/SKU-1", {}, "min_position", "0"),
+        ("/v1/stores/odd-1/stock", {"sku": "SKU-1"}, "position", "0"),
+    ],
+)
+def test_a_whole_number_in_the_query_is_decimal_digits_only(
+    client: httpx.Client, path: str, params: dict[str, str], name: str, plain: str, value: str
+) -> None:
+    """`int()`, and FastAPI with it, would read most of these as 1: the caller meant something
+    else, or nothing, and a page or a position misread is answered as if it were right."""
+    answer = client.get(path, params={**params, name: value})
+    assert answer.status_code == 422, (value, answer.text)
+    assert answer.headers["content-type"] == "application/problem+json"
+    assert [error["field"] for error in answer.json()["errors"]] == [name]
+    assert client.get(path, params={**params, name: plain}).status_code == 200  # the plain form
