@@ -10,7 +10,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from ledger.domain.frozen_values import frozen_value
-from ledger.domain.model import Outcome, RejectionReason, Shortfall, _reduce
+from ledger.domain.model import (
+    OUTCOME_BY_VALUE,
+    REASON_BY_VALUE,
+    Outcome,
+    RejectionReason,
+    Shortfall,
+    _reduce,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,7 +54,9 @@ class EventResult:
                 self.store_id,
                 self.outcome.value,
                 self.reason.value if self.reason else None,
-                tuple((s.sku, s.requested_units, s.available_units, s.store_id) for s in self.shortfall),
+                tuple((s.sku, s.requested_units, s.available_units, s.store_id) for s in self.shortfall)
+                if self.shortfall
+                else (),
                 self.position,
                 None
                 if original is None
@@ -76,14 +85,20 @@ def _result_from_values(
         event_id,
         source,
         store_id,
-        Outcome(outcome),
-        RejectionReason(reason) if reason else None,
-        tuple(Shortfall(*s) for s in shortfall),
+        _outcome(outcome),
+        _reason(reason) if reason else None,
+        tuple(Shortfall(*s) for s in shortfall) if shortfall else (),
         position,
-        None
-        if original is None
-        else Original(
-            Outcome(original[0]), RejectionReason(original[1]) if original[1] else None, original[2]
-        ),
+        None if original is None else Original(_outcome(original[0]), _reason(original[1]), original[2]),
         placed,
     )
+
+
+def _outcome(value: str) -> Outcome:
+    return OUTCOME_BY_VALUE.get(value) or Outcome(value)
+
+
+def _reason(value: str | None) -> RejectionReason | None:
+    if not value:
+        return None
+    return REASON_BY_VALUE.get(value) or RejectionReason(value)

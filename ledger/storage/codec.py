@@ -32,6 +32,9 @@ from eventsourcing.persistence import StoredEvent
 from ledger.domain.across_stores import PARTS_MAX
 from ledger.domain.frozen_values import frozen_value
 from ledger.domain.model import (
+    EVENT_TYPE_BY_VALUE,
+    OUTCOME_BY_VALUE,
+    REASON_BY_VALUE,
     Entry,
     EventType,
     Line,
@@ -122,13 +125,6 @@ def encode(entry: Entry, store_version: int, recorded_at: str, event_entries_aft
     )
 
 
-# The stored names' members by a dict's lookup: an Enum's call costs several times as much, and a
-# replay makes three a log entry. Anything else goes to the call, for its error.
-_EVENT_TYPES = {member.value: member for member in EventType}
-_OUTCOMES = {member.value: member for member in Outcome}
-_REASONS = {member.value: member for member in RejectionReason}
-
-
 _ENTRIES_AFTER_KEY = b'"event_entries_after"'
 
 
@@ -149,7 +145,7 @@ def decode(store_id: str, topic: str, state_bytes: bytes) -> DecodedEntry:
     event = StockEvent(
         event_id=state["id"],
         source=state["source"],
-        type=_EVENT_TYPES.get(topic) or EventType(topic),
+        type=EVENT_TYPE_BY_VALUE.get(topic) or EventType(topic),
         time=datetime.fromisoformat(state["time"]),
         store_id=store_id,
         lines=()
@@ -169,9 +165,9 @@ def decode(store_id: str, topic: str, state_bytes: bytes) -> DecodedEntry:
     rejection = state.get("rejection")
     entry = Entry(
         event=event,
-        outcome=_OUTCOMES.get(state["outcome"]) or Outcome(state["outcome"]),
+        outcome=OUTCOME_BY_VALUE.get(state["outcome"]) or Outcome(state["outcome"]),
         effects=tuple(LineEffect(*line) for line in state["lines"]),
-        reason=(_REASONS.get(rejection) or RejectionReason(rejection)) if rejection else None,
+        reason=(REASON_BY_VALUE.get(rejection) or RejectionReason(rejection)) if rejection else None,
         shortfall=tuple(Shortfall(*s) for s in state.get("shortfall") or ()),
     )
     if state["v"] == 1:
