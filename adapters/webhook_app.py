@@ -50,11 +50,13 @@ def webhook_app(receiver: WebhookReceiver, threads_max: int) -> FastAPI:
             reply = receiver.failed()
         return _response(reply)
 
-    @app.get("/healthz")
+    # HEAD too (RFC 9110; a load balancer's probe may send it): else the catch-all below, which
+    # takes HEAD for its 404, would answer it.
+    @app.api_route("/healthz", methods=["GET", "HEAD"])
     async def healthz() -> Response:
         return _response(receiver.healthz())
 
-    @app.get("/metrics")
+    @app.api_route("/metrics", methods=["GET", "HEAD"])
     async def metrics(http: HttpRequest) -> Response:
         request = _plain(http, b"")
         if (refusal := receiver.host_refusal(request)) is not None:

@@ -170,7 +170,7 @@ def create_asgi(ledger: Ledger, settings: Settings, limits: IntakeLimits) -> ASG
         gated = CORSMiddleware(
             gated,
             allow_origins=origins,
-            allow_methods=["GET", "POST", "PUT", "DELETE"],
+            allow_methods=["GET", "HEAD", "POST", "PUT", "DELETE"],
             allow_headers=["authorization", "content-type", "x-request-id"],
             # What a page's script may read of an answer besides the safelisted headers.
             expose_headers=["x-request-id", "retry-after"],

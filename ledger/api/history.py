@@ -12,7 +12,7 @@ from starlette.responses import Response
 
 from ledger.api.deps import LedgerDep, ReadableStore, SettingsDep
 from ledger.api.problems import invalid
-from ledger.api.query_numbers import DECIMAL_DIGITS
+from ledger.api.query_numbers import DECIMAL_DIGITS, is_decimal_digits
 from ledger.api.schemas import POSITION_MAX, HistoryPagePublic, problem_responses
 from ledger.api.times import utc_parameter
 from ledger.domain.model import CODE_CHARS_MAX, EventType
@@ -36,11 +36,13 @@ def decode_cursor(cursor: str) -> tuple[int, int]:
     bounded here: the database holds 64-bit integers, and a larger one is the caller's error."""
     refused = invalid([FieldError("after", "is not a cursor from `next` nor a position")])
     try:  # int() refuses over 4,300 digits with ValueError too
-        if cursor.isascii() and cursor.isdigit():
+        if is_decimal_digits(cursor):
             position, line_no = int(cursor), LINE_NO_MAX
         else:
             text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
             position_text, line_no_text = text.split(".")
+            if not (is_decimal_digits(position_text) and is_decimal_digits(line_no_text)):
+                raise refused  # int() would take '+5', ' 5', '1_0' and other scripts' digits
             position, line_no = int(position_text), int(line_no_text)
     except (ValueError, UnicodeDecodeError):
         raise refused from None

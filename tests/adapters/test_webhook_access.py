@@ -160,6 +160,10 @@ def test_with_metrics_auth_required_metrics_need_a_ledger_token(closed_runner: t
     assert refused.headers["content-type"] == "application/problem+json"
     assert allowed.status_code == 200 and "ledger_adapter_position" in allowed.text
     assert httpx.get(f"{base}/healthz", timeout=5).status_code == 200
+    # HEAD as GET (RFC 9110): the probe open, the metrics behind the same token.
+    assert httpx.head(f"{base}/healthz", timeout=5).status_code == 200
+    assert httpx.head(f"{base}/metrics", timeout=5).status_code == 401
+    assert httpx.head(f"{base}/metrics", headers=bearer(token), timeout=5).status_code == 200
 
 
 def test_the_webhooks_take_their_own_secret_and_no_ledger_token(closed_runner: tuple[str, Runner]) -> None:

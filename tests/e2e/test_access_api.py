@@ -450,6 +450,13 @@ def test_configured_origins_hosts_and_metrics_auth(closed: Closed, module_serve)
         )
         assert preflight.status_code == 200
         assert preflight.headers["access-control-allow-origin"] == allowed
+        for method in ("GET", "HEAD"):  # every GET answers HEAD, across origins too
+            asked = {"origin": allowed, "access-control-request-method": method}
+            preflight = client.options(
+                "/v1/stock/A", headers=asked | {"access-control-request-headers": "authorization"}
+            )
+            assert preflight.status_code == 200, (method, preflight.text)
+            assert preflight.headers["access-control-allow-origin"] == allowed
         other = client.options(
             "/v1/events", headers={"origin": "https://evil.example", "access-control-request-method": "POST"}
         )

@@ -26,6 +26,9 @@ def _cursor(text: str) -> str:
         _cursor("-1.0"),
         _cursor("1.2.3"),
         "%%%",
+        _cursor("+5.0"),  # int() takes these three; a cursor from `next` is never one of them
+        _cursor(" 5.0"),
+        _cursor("1_0.0"),
     ],
     ids=[
         "huge-position",
@@ -36,6 +39,9 @@ def _cursor(text: str) -> str:
         "negative",
         "3-parts",
         "junk",
+        "plus-sign",
+        "space",
+        "underscore",
     ],
 )
 def test_a_history_cursor_out_of_range_is_refused_naming_after(client: httpx.Client, after: str) -> None:

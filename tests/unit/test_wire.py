@@ -5,8 +5,18 @@ from __future__ import annotations
 import pickle
 from datetime import UTC, datetime, timedelta, timezone
 
-from ledger.domain.model import EventType, Line, Outcome, RejectionReason, Shortfall, StockEvent
-from ledger.results import EventResult, Original
+import pytest
+
+from ledger.domain.model import (
+    EventType,
+    Line,
+    Outcome,
+    RejectionReason,
+    Shortfall,
+    StockEvent,
+    event_fields_from_values,
+)
+from ledger.results import EventResult, Original, _result_from_values
 from ledger.writer.stats import WriterStats
 from ledger.writer.wire import FRAME, StatsReport, WriteRequest, decode_from_writer, decode_to_writer, encode
 
@@ -97,3 +107,15 @@ def test_the_writers_figures_come_back_equal() -> None:
     back = decode_from_writer(encode(report)[FRAME.size :])
     assert back == report
     assert isinstance(back, StatsReport) and back.snapshot.one_statement == (41, 2)
+
+
+def test_a_name_no_member_has_is_refused_not_taken() -> None:
+    """Names become members by a dict's lookup; one not in it still fails as the Enum's call does."""
+    with pytest.raises(ValueError, match=r"stock\.teleport"):
+        event_fields_from_values("e-1", "pos/1", "stock.teleport", NOW.isoformat(), "s", (), *(None,) * 10)
+    with pytest.raises(ValueError, match="perhaps"):
+        _result_from_values("e-1", "pos/1", "s", "perhaps", None, (), 1, None)
+    with pytest.raises(ValueError, match="bad_luck"):
+        _result_from_values("e-1", "pos/1", "s", "rejected", "bad_luck", (), 1, None)
+    with pytest.raises(ValueError, match="never"):
+        _result_from_values("e-1", "pos/1", "s", "duplicate", None, (), 1, ("never", None, 1))
