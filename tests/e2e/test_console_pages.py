@@ -5,6 +5,7 @@ tests/browser/test_console_browser.py."""
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -53,6 +54,7 @@ def console(module_database_url: str, module_serve: Any) -> Iterator[Console]:
         {
             "LEDGER_CONSOLE_SKUS_FOUND_MAX": str(SKUS_FOUND_MAX),
             "LEDGER_CONSOLE_EXPIRING_WITHIN_S": str(EXPIRING_WITHIN_S),
+            "LEDGER_ACCESS_LOG": "on",
         },
     )
     with server.client() as admin:
@@ -104,6 +106,23 @@ def test_the_login_cookie_is_httponly_strict_and_reads_only_the_console(console:
         assert logout.status_code == 401
         assert "Max-Age=0" in logout.headers["set-cookie"]
         assert client.get("/ui").status_code == 401
+
+
+def test_the_access_log_names_who_read_a_page_by_the_cookie(console: Console) -> None:
+    name = unique("cookie-reader")
+    token = new_token(console.database_url, name, "reader")
+    wait_until_taken(console.server.url, token)
+    path = f"/ui/stores/{unique('store')}/reservations"
+    with console.browser(token) as client:
+        assert client.get(path).status_code == 200
+    wanted = f"GET {path} 200 "
+    deadline = time.monotonic() + 10.0  # the log is written by the server's process, a moment later
+    while not (
+        lines := [line for line in console.server.log_path.read_text().splitlines() if wanted in line]
+    ):
+        assert time.monotonic() < deadline, "no access log line for the page"
+        time.sleep(0.05)
+    assert f" ms principal={name} " in lines[-1], lines[-1]
 
 
 def test_a_login_from_another_site_is_refused(console: Console) -> None:

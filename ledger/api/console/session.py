@@ -163,7 +163,14 @@ class ConsoleSession:
             else:
                 headers = [(k, v) for k, v in scope["headers"] if k != b"cookie"]
                 headers.append((b"authorization", b"Bearer " + token.encode("latin-1")))
-                await self.compressed({**scope, "headers": headers, SESSION_KEY: True}, receive, send)
+                inner = {**scope, "headers": headers, SESSION_KEY: True}
+                try:
+                    await self.compressed(inner, receive, send)
+                finally:
+                    # What the gate and the router noted (the grant, the route) reaches the request
+                    # telemetry outside, so that the access log names who read the page; the
+                    # headers stay as sent, without the token made from the cookie.
+                    scope.update({key: value for key, value in inner.items() if key != "headers"})
                 return
         await response(scope, receive, send)
 
