@@ -126,6 +126,16 @@ def test_find_a_sku_open_its_timeline_and_the_plot_has_every_point(page: Any, sh
     assert "stock.sale" in told and "source tests/producer" in told and "principal admin" in told
 
 
+def test_a_timeline_of_one_entry_spans_an_hour_not_years(page: Any, shop: Shop) -> None:
+    page.goto(f"{shop.server.url}/ui/stores/{shop.other}/skus/{shop.sku}")  # its one receipt
+    page.wait_for_function("document.getElementById('plot').dataset.xSpanS !== undefined")
+    assert page.get_attribute("#plot", "data-points") == "1"
+    assert page.get_attribute("#plot", "data-x-span-s") == "3600"
+    page.goto(f"{shop.server.url}/ui/stores/{shop.store}/skus/{shop.sku}")  # six entries: their own span
+    page.wait_for_function("document.getElementById('plot').dataset.xSpanS !== undefined")
+    assert int(page.get_attribute("#plot", "data-x-span-s")) < 3600  # recorded seconds apart
+
+
 def test_the_explanation_shows_the_apis_numbers(page: Any, shop: Shop) -> None:
     page.goto(f"{shop.server.url}/ui/stores/{shop.store}/skus/{shop.sku}")
     explain = shop.admin.get(f"/v1/stores/{shop.store}/stock/{shop.sku}/explain").json()

@@ -35,6 +35,17 @@
   }
   function width() { return Math.max(280, box.clientWidth - 2); }
   var dot = function (color) { return { show: true, size: 7, stroke: color, fill: color }; };
+  // One entry gives the axis no width, and uPlot (1.6.32) then spans it over a thousand days, its
+  // day in milliseconds taken as seconds; the scale's own range function is not asked for x. Half
+  // an hour each side instead, the point in the middle, set again whenever uPlot sets it back (a
+  // zoom's reset): after its own setting is done, as it does not take one from inside its hook.
+  var HALF_HOUR_S = 1800;
+  function placeAlone(u) {
+    // Within a second: the point's time has a fraction, and floats do not give the span exactly.
+    if (xs.length !== 1 || Math.abs(u.scales.x.max - u.scales.x.min - 2 * HALF_HOUR_S) < 1) return false;
+    setTimeout(function () { u.setScale("x", { min: xs[0] - HALF_HOUR_S, max: xs[0] + HALF_HOUR_S }); }, 0);
+    return true;
+  }
   var plot = new uPlot({
     width: width(), height: 320,
     scales: { x: { time: true } },
@@ -44,7 +55,14 @@
       { label: "available", stroke: "#1d8a4a", width: 2, points: dot("#1d8a4a"), paths: uPlot.paths.stepped({ align: 1 }) }],
     tzDate: function (ts) { return uPlot.tzDate(new Date(ts * 1000), "Etc/UTC"); },
     cursor: { points: { size: 10 } },
-    hooks: { setCursor: [function (u) { tell(u.cursor.idx); }] }
+    hooks: {
+      setCursor: [function (u) { tell(u.cursor.idx); }],
+      // The axis's span in seconds, for a test to read (a zoom changes it too).
+      setScale: [function (u, key) {
+        if (key !== "x" || placeAlone(u)) return;
+        box.dataset.xSpanS = String(Math.round(u.scales.x.max - u.scales.x.min));
+      }]
+    }
   }, columns, box);
   box.dataset.points = String(plot.data[0].length);
   window.addEventListener("resize", function () { plot.setSize({ width: width(), height: 320 }); });
