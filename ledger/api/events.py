@@ -16,6 +16,7 @@ from ledger.api.results import result_public
 from ledger.api.schemas import EventResultsPublic, problem_responses
 from ledger.domain.model import StockEvent
 from ledger.intake.envelope import FieldError, InvalidEvent, read_envelope
+from ledger.intake.json_text import without_bom
 
 router = APIRouter(tags=["events"])
 
@@ -43,7 +44,7 @@ EVENTS_BODY = {
 
 def parse_json(body: bytes) -> Any:
     try:
-        return orjson.loads(body)
+        return orjson.loads(without_bom(body))
     except orjson.JSONDecodeError as error:
         raise invalid([FieldError("", f"the body is not JSON: {error}")], "Body is not JSON") from None
 

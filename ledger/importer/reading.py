@@ -18,8 +18,7 @@ import orjson
 from ledger.domain.frozen_values import frozen_value
 from ledger.domain.model import IMPORT_PRINCIPAL, StockEvent
 from ledger.intake.envelope import IntakeLimits, InvalidEvent, read_envelope
-
-UTF8_BOM = b"\xef\xbb\xbf"  # what Windows tools (and many 1C exports) put before the first line
+from ledger.intake.json_text import without_bom
 
 
 @frozen_value
@@ -54,7 +53,7 @@ def read_lines(
         progress.line_no += 1
         progress.bytes_read += len(raw)
         if first:
-            raw = raw.removeprefix(UTF8_BOM)
+            raw = without_bom(raw)
             first = False
         if len(raw) > line_bytes_max and not raw.endswith(b"\n"):
             progress.bytes_read += _skip_rest_of_line(file, line_bytes_max)

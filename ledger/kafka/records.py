@@ -14,6 +14,7 @@ import orjson
 
 from ledger.domain.model import KAFKA_PRINCIPAL, StockEvent
 from ledger.intake.envelope import FieldError, IntakeLimits, InvalidEvent, read_envelope
+from ledger.intake.json_text import without_bom
 from ledger.results import EventResult
 
 log = logging.getLogger("ledger.kafka")
@@ -67,7 +68,7 @@ def read_value(value: bytes | None, limits: IntakeLimits) -> StockEvent | Unread
     if value is None:
         return Unreadable("empty record (no value); expected a CloudEvents envelope")
     try:
-        document = orjson.loads(value)
+        document = orjson.loads(without_bom(value))
     except orjson.JSONDecodeError as error:
         return Unreadable(f"not JSON: {error}")
     try:

@@ -104,3 +104,22 @@ def test_a_whole_number_in_the_query_is_decimal_digits_only(
     assert answer.headers["content-type"] == "application/problem+json"
     assert [error["field"] for error in answer.json()["errors"]] == [name]
     assert client.get(path, params={**params, name: plain}).status_code == 200  # the plain form
+
+
+def test_one_byte_order_mark_before_a_json_body_is_ignored(client: httpx.Client) -> None:
+    """RFC 8259 §8.1: a parser may ignore a UTF-8 BOM, which Windows tools and 1C exports write."""
+    bom = b"\xef\xbb\xbf"
+    event = (
+        b'{"specversion":"1.0","id":"bom-1","source":"odd/bom","type":"stock.receipt",'
+        b'"time":"2026-12-06T10:00:00Z","subject":"odd-bom","data":{"lines":[{"sku":"A","qty":5}]}}'
+    )
+    json_type = {"content-type": "application/json"}
+    answer = client.post("/v1/events", content=bom + event, headers=json_type)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["results"][0]["outcome"] in ("accepted", "duplicate")
+    reservation = b'{"reservation_id":"bom-r1","lines":[{"sku":"A","qty":1}]}'
+    answer = client.post("/v1/stores/odd-bom/reservations", content=bom + reservation, headers=json_type)
+    assert answer.status_code in (200, 201), answer.text
+    for body in (bom + bom + event, b" " + bom + event):  # one mark, first: nothing else is taken
+        refused = client.post("/v1/events", content=body, headers=json_type)
+        assert refused.status_code == 422 and refused.json()["title"] == "Body is not JSON", refused.text

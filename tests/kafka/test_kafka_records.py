@@ -46,6 +46,16 @@ def test_a_value_that_is_not_json_is_unreadable_with_a_reason() -> None:
     assert read.error.startswith("not JSON")
 
 
+def test_one_byte_order_mark_before_the_json_is_ignored_and_nothing_else_is() -> None:
+    """RFC 8259 §8.1 lets a parser ignore a UTF-8 BOM; Windows and 1C writers send one."""
+    bom = b"\xef\xbb\xbf"
+    event = read_value(bom + json.dumps(GOOD).encode(), LIMITS)
+    assert isinstance(event, StockEvent) and event.key == ("pos/store-1", "pos-1")
+    for value in (bom + bom + json.dumps(GOOD).encode(), b" " + bom + json.dumps(GOOD).encode(), bom):
+        read = read_value(value, LIMITS)
+        assert isinstance(read, Unreadable) and read.error.startswith("not JSON"), value[:8]
+
+
 def test_an_empty_record_is_unreadable() -> None:
     read = read_value(None, LIMITS)
     assert isinstance(read, Unreadable)
