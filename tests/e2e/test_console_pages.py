@@ -108,16 +108,6 @@ def test_the_login_cookie_is_httponly_strict_and_reads_only_the_console(console:
         assert client.get("/ui").status_code == 401
 
 
-def test_an_address_under_ui_that_is_no_page_answers_a_404_page(console: Console) -> None:
-    reader = console.token("reader", "reader")
-    with console.browser(reader) as client:
-        for path in ("/ui/nope", "/ui/", "/ui/stores/s-1/skus/A/more"):
-            answer = client.get(path)
-            assert answer.status_code == 404, path
-            assert answer.headers["content-type"].startswith("text/html"), path
-            assert "Not a page of the console" in answer.text and 'href="/ui"' in answer.text
-
-
 def test_the_access_log_names_who_read_a_page_by_the_cookie(console: Console) -> None:
     name = unique("cookie-reader")
     token = new_token(console.database_url, name, "reader")

@@ -288,12 +288,3 @@ async def static_asset(name: str, _: ReaderGrant) -> Response:
         media_type=_MEDIA_TYPES[suffix],
         headers={"Cache-Control": f"private, max-age={STATIC_CACHE_S}"},
     )
-
-
-# Last of the console's routes: it takes every address under /ui that no page above took.
-@router.get("/{rest:path}")
-async def no_such_page(request: Request, rest: str, grant: ReaderGrant) -> Response:
-    """An address under /ui that is no page: a 404 a person reads, as the other refusals are,
-    not the API's problem+json."""
-    problem = Problem(404, "not-found", "No such page", f"/ui/{rest} is not a page of the console")
-    return _problem_page(request, grant, problem, "Not a page of the console")
