@@ -6,15 +6,17 @@ by HEAD, or `curl -I`, saw a ledger that would not answer.
 A HEAD request goes through the stack inside this layer as a GET, in a scope of its own, so that
 it meets the same checks a GET does (the Host, the token and its role, the rate) and the same
 route. Its answer keeps the GET's status and headers, Content-Length included, and loses its body.
-What the inner layers note in their scope for the layers outside this one (the route answered,
-the token's grant) is copied back to the request's scope, whose method stays HEAD: the metrics
-and the access log name the method that was sent.
+What the inner layers note in their scope for the telemetry outside this one (the route answered,
+the token's grant: telemetry.NOTED_INSIDE) is copied back to the request's scope, whose method
+stays HEAD: the metrics and the access log name the method that was sent.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
+
+from ledger.api.telemetry import NOTED_INSIDE
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -45,4 +47,4 @@ class HeadAsGet:
         try:
             await self.app(as_get, receive, without_body)
         finally:
-            scope.update({key: value for key, value in as_get.items() if key != "method"})
+            scope.update({key: as_get[key] for key in NOTED_INSIDE if key in as_get})

@@ -1,9 +1,8 @@
 """Whole numbers in a query string: decimal digits and nothing else.
 
 FastAPI reads an `int` query parameter in pydantic's lax mode: `1_0`, `+10`, ` 10 ` and `10.0` all
-read as 10. No client means those on purpose, and a
-position or a page size misread answers for another position or another page, so each is refused
-as letters are: 422 naming the parameter.
+read as 10. No client means those on purpose, and a position or a page size misread answers for
+another position or another page, so each is refused as letters are: 422 naming the parameter.
 """
 
 from __future__ import annotations

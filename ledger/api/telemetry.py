@@ -40,6 +40,11 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 ROUTE_KEY = "ledger.route"  # the template of the route a request was answered by, when known early
+# What the layers inside note in a request's scope for this one: the route that answered (the fast
+# path's name for it, or FastAPI's route) and the token's grant (the access log's principal). A
+# layer that hands inward a scope of its own (head.py, the console's session) copies back these
+# and nothing else, so that nothing it put there for the inside (a token made from a cookie) leaks out.
+NOTED_INSIDE = (ROUTE_KEY, "route", GRANT_KEY)
 ACCESS_LOG_PATH_CHARS_MAX = 2048
 
 access_log = logging.getLogger("ledger.http.access")

@@ -14,16 +14,24 @@ Message = MutableMapping[str, Any]
 BODY = b'{"on_hand": 5}'
 
 
-async def _inner(scope: MutableMapping[str, Any], receive: Any, send: Any) -> None:
-    scope["seen_method"] = scope["method"]
+def _inner(seen: list[str]) -> Any:
+    async def app(scope: MutableMapping[str, Any], receive: Any, send: Any) -> None:
+        seen.append(scope["method"])
+        await _answer(scope, send)
+
+    return app
+
+
+async def _answer(scope: MutableMapping[str, Any], send: Any) -> None:
     scope["ledger.route"] = "/v1/things/{thing}"
+    scope["inner.only"] = True
     headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(BODY))]
     await send({"type": "http.response.start", "status": 200, "headers": headers})
     await send({"type": "http.response.body", "body": BODY[:5], "more_body": True})
     await send({"type": "http.response.body", "body": BODY[5:]})
 
 
-def _served(method: str) -> tuple[dict[str, Any], list[Message]]:
+def _served(method: str, seen: list[str]) -> tuple[dict[str, Any], list[Message]]:
     scope: dict[str, Any] = {"type": "http", "method": method, "path": "/v1/things/a"}
     sent: list[Message] = []
 
@@ -33,15 +41,17 @@ def _served(method: str) -> tuple[dict[str, Any], list[Message]]:
     async def receive() -> Message:
         return {"type": "http.request", "body": b""}
 
-    asyncio.run(HeadAsGet(_inner)(scope, receive, send))  # type: ignore[arg-type]
+    asyncio.run(HeadAsGet(_inner(seen))(scope, receive, send))  # type: ignore[arg-type]
     return scope, sent
 
 
 def test_a_head_is_answered_as_the_get_without_its_body() -> None:
-    scope, sent = _served("HEAD")
-    assert scope["seen_method"] == "GET"  # the application, its routes and its gates see a GET
+    seen: list[str] = []
+    scope, sent = _served("HEAD", seen)
+    assert seen == ["GET"]  # the application, its routes and its gates see a GET
     assert scope["method"] == "HEAD"  # the layers outside see what was sent
-    assert scope["ledger.route"] == "/v1/things/{thing}"  # and what the inner layers noted
+    assert scope["ledger.route"] == "/v1/things/{thing}"  # and what the inner layers noted for them
+    assert "inner.only" not in scope and "seen_method" not in scope  # and nothing else
     start, *bodies = sent
     assert start["status"] == 200
     assert dict(start["headers"])[b"content-length"] == b"%d" % len(BODY)  # the GET's length
@@ -51,6 +61,7 @@ def test_a_head_is_answered_as_the_get_without_its_body() -> None:
 
 def test_every_other_method_passes_untouched() -> None:
     for method in ("GET", "POST"):
-        scope, sent = _served(method)
-        assert scope["seen_method"] == method
+        seen: list[str] = []
+        _, sent = _served(method, seen)
+        assert seen == [method]
         assert b"".join(message.get("body", b"") for message in sent) == BODY

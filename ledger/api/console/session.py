@@ -29,6 +29,7 @@ from starlette.responses import RedirectResponse, Response
 from ledger.access.book import TokenBook, Unauthenticated
 from ledger.access.tokens import BEARER, bearer_token
 from ledger.api.console.rendering import page
+from ledger.api.telemetry import NOTED_INSIDE
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -167,10 +168,9 @@ class ConsoleSession:
                 try:
                     await self.compressed(inner, receive, send)
                 finally:
-                    # What the gate and the router noted (the grant, the route) reaches the request
-                    # telemetry outside, so that the access log names who read the page; the
-                    # headers stay as sent, without the token made from the cookie.
-                    scope.update({key: value for key, value in inner.items() if key != "headers"})
+                    # The grant and the route reach the request telemetry outside, so that the access
+                    # log names who read the page; the headers stay as sent.
+                    scope.update({key: inner[key] for key in NOTED_INSIDE if key in inner})
                 return
         await response(scope, receive, send)
 

@@ -37,13 +37,14 @@
   var dot = function (color) { return { show: true, size: 7, stroke: color, fill: color }; };
   // One entry gives the axis no width, and uPlot (1.6.32) then spans it over a thousand days, its
   // day in milliseconds taken as seconds; the scale's own range function is not asked for x. Half
-  // an hour each side instead, the point in the middle, set again whenever uPlot sets it back (a
-  // zoom's reset): after its own setting is done, as it does not take one from inside its hook.
+  // an hour each side instead, the point in the middle, whenever uPlot sets the axis otherwise (on
+  // load, and on a double click's reset). Set in a microtask: uPlot takes no new scale from inside
+  // its own hook, and a microtask runs before the frame is painted, so the wrong axis never shows.
   var HALF_HOUR_S = 1800;
   function placeAlone(u) {
     // Within a second: the point's time has a fraction, and floats do not give the span exactly.
     if (xs.length !== 1 || Math.abs(u.scales.x.max - u.scales.x.min - 2 * HALF_HOUR_S) < 1) return false;
-    setTimeout(function () { u.setScale("x", { min: xs[0] - HALF_HOUR_S, max: xs[0] + HALF_HOUR_S }); }, 0);
+    queueMicrotask(function () { u.setScale("x", { min: xs[0] - HALF_HOUR_S, max: xs[0] + HALF_HOUR_S }); });
     return true;
   }
   var plot = new uPlot({
@@ -54,7 +55,8 @@
       { label: "reserved", stroke: "#c07000", width: 2, points: dot("#c07000"), paths: uPlot.paths.stepped({ align: 1 }) },
       { label: "available", stroke: "#1d8a4a", width: 2, points: dot("#1d8a4a"), paths: uPlot.paths.stepped({ align: 1 }) }],
     tzDate: function (ts) { return uPlot.tzDate(new Date(ts * 1000), "Etc/UTC"); },
-    cursor: { points: { size: 10 } },
+    // A drag zooms in on the points between; with one point there is nothing to zoom in on.
+    cursor: { points: { size: 10 }, drag: { x: xs.length > 1 } },
     hooks: {
       setCursor: [function (u) { tell(u.cursor.idx); }],
       // The axis's span in seconds, for a test to read (a zoom changes it too).
