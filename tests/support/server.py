@@ -86,7 +86,9 @@ class LedgerServer:
                 return self._start_on_a_free_port(deadline_s)
             except RuntimeError as failed:
                 # Another test's server took the port between free_port and the bind: another port.
-                if "Address already in use" not in str(failed) or attempt == PORT_ATTEMPTS_MAX - 1:
+                # `ledger serve`'s own check says "Address already in use"; uvicorn's bind, when the
+                # port was taken after that check (during the migrations), "address already in use".
+                if "address already in use" not in str(failed).lower() or attempt == PORT_ATTEMPTS_MAX - 1:
                     raise
                 self.process = None
         raise AssertionError("unreachable")
