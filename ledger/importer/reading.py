@@ -18,7 +18,7 @@ import orjson
 from ledger.domain.frozen_values import frozen_value
 from ledger.domain.model import IMPORT_PRINCIPAL, StockEvent
 from ledger.intake.envelope import IntakeLimits, InvalidEvent, read_envelope
-from ledger.intake.json_text import without_bom
+from ledger.intake.json_text import UTF8_BOM, without_bom
 
 
 @frozen_value
@@ -47,7 +47,11 @@ def read_lines(
     """Every line of `file` in order, blank ones left out, as an event or the reason it is none."""
     first = True
     while True:
-        raw = file.readline(line_bytes_max + 1)
+        # The first line may begin with a byte order mark, which is not the line's: read as much
+        # more, so that the line's own bytes meet the same limit as any other line's. (Dropped
+        # after a read of the limit, the mark let a line 1 to 3 bytes too long pass as whole, and
+        # the rest of it be read as the next line: an event could hide in the tail of line 1.)
+        raw = file.readline(line_bytes_max + 1 + (len(UTF8_BOM) if first else 0))
         if not raw:
             return
         progress.line_no += 1
@@ -55,8 +59,10 @@ def read_lines(
         if first:
             raw = without_bom(raw)
             first = False
-        if len(raw) > line_bytes_max and not raw.endswith(b"\n"):
-            progress.bytes_read += _skip_rest_of_line(file, line_bytes_max)
+        ended = raw.endswith(b"\n")
+        if len(raw) - ended > line_bytes_max:  # the line's bytes before its end, over the limit
+            if not ended:
+                progress.bytes_read += _skip_rest_of_line(file, line_bytes_max)
             yield InvalidLine(
                 progress.line_no, f"longer than {line_bytes_max} bytes (LEDGER_IMPORT_LINE_BYTES_MAX)"
             )

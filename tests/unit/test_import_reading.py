@@ -78,3 +78,39 @@ def test_a_line_that_is_not_json_says_where_in_the_line(raw: bytes, reason: str)
     [line], _ = _read(raw)
     assert isinstance(line, InvalidLine)
     assert (line.line_no, line.reason) == (1, reason)
+
+
+def _envelope_of(size: int) -> bytes:
+    """An envelope of exactly `size` bytes: lines added, then its reference (up to 256) padded."""
+    document = orjson.loads(_envelope(1))
+    document["data"]["reference"] = "r"
+    while len(orjson.dumps(document)) < size - 256:
+        n = len(document["data"]["lines"])
+        document["data"]["lines"].append({"sku": f"SKU-{n + 1}", "qty": 1})
+    document["data"]["reference"] = "r" * (1 + size - len(orjson.dumps(document)))
+    line = orjson.dumps(document)
+    assert len(line) == size
+    return line
+
+
+def test_a_byte_order_mark_does_not_count_toward_the_first_lines_limit() -> None:
+    bom = b"\xef\xbb\xbf"
+    lines, _ = _read(bom + _envelope_of(LINE_BYTES_MAX) + b"\n" + _envelope(2) + b"\n")
+    assert [(type(line).__name__, line.line_no) for line in lines] == [("ValidLine", 1), ("ValidLine", 2)]
+    for extra in (1, 2, 3):  # a byte over, whatever the mark's three bytes would have hidden
+        lines, _ = _read(bom + _envelope_of(LINE_BYTES_MAX + extra) + b"\n" + _envelope(2) + b"\n")
+        assert [(type(line).__name__, line.line_no) for line in lines] == [
+            ("InvalidLine", 1),
+            ("ValidLine", 2),
+        ]
+        assert "longer than 1024 bytes" in lines[0].reason  # type: ignore[union-attr]
+
+
+def test_no_event_hides_in_the_tail_of_an_over_long_first_line_after_a_mark() -> None:
+    """A mark dropped after a read of the limit let the line's first bytes pass as a whole line
+    and its tail be read as the next: here that tail is a valid event, which must not be recorded."""
+    padding = b'"' + b"x" * (LINE_BYTES_MAX - 2 - 2) + b'"'
+    lines, progress = _read(b"\xef\xbb\xbf" + padding + _envelope(7) + b"\n" + _envelope(3) + b"\n")
+    assert [(type(line).__name__, line.line_no) for line in lines] == [("InvalidLine", 1), ("ValidLine", 2)]
+    assert [line.event.lines[0].qty_units for line in lines if isinstance(line, ValidLine)] == [3]
+    assert progress.line_no == 2
