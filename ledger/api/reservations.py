@@ -27,6 +27,7 @@ from ledger.api.schemas import ReservationPublic, problem_responses
 from ledger.clock import utc_now
 from ledger.domain.model import Outcome, RejectionReason, Reservation, ReservationLine, StockEvent
 from ledger.intake.envelope import FieldError, IntakeLimits, InvalidEvent, read_envelope
+from ledger.intake.json_text import without_bom
 from ledger.results import EventResult
 from ledger.service import Ledger
 
@@ -207,7 +208,7 @@ async def release_reservation(
     # A JSON content type even without a body: a body-less POST is a "simple" cross-site request.
     require_media_type(request.scope["headers"], JSON_ONLY)
     raw = await request.body()
-    body = parse_json(raw) if raw.strip() else {}
+    body = parse_json(raw) if without_bom(raw).strip() else {}  # a mark alone is empty too
     if not isinstance(body, dict):
         raise invalid([FieldError("", "the body must be a JSON object or empty")])
     data: dict[str, Any] = {"reservation_id": reservation_id}

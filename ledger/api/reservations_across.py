@@ -39,6 +39,7 @@ from ledger.domain.model import (
 )
 from ledger.intake.across_body import AcrossLimits, read_reservation_across
 from ledger.intake.envelope import FieldError, IntakeLimits, InvalidEvent
+from ledger.intake.json_text import without_bom
 from ledger.results import EventResult
 from ledger.service import Ledger, ReservationView
 
@@ -214,7 +215,7 @@ async def release_across(
 ) -> Response:
     require_media_type(request.scope["headers"], JSON_ONLY)
     raw = await request.body()
-    body = parse_json(raw) if raw.strip() else {}
+    body = parse_json(raw) if without_bom(raw).strip() else {}  # a mark alone is empty too
     if not isinstance(body, dict):
         raise invalid([FieldError("", "the body must be a JSON object or empty")])
     if body:
