@@ -86,12 +86,18 @@ class LedgerServer:
                 return self._start_on_a_free_port(deadline_s)
             except RuntimeError as failed:
                 # Another test's server took the port between free_port and the bind: another port.
-                # `ledger serve`'s own check says "Address already in use"; uvicorn's bind, when the
-                # port was taken after that check (during the migrations), "address already in use".
-                if "address already in use" not in str(failed).lower() or attempt == PORT_ATTEMPTS_MAX - 1:
+                if not self._port_was_taken(str(failed)) or attempt == PORT_ATTEMPTS_MAX - 1:
                     raise
                 self.process = None
         raise AssertionError("unreachable")
+
+    def _port_was_taken(self, failure: str) -> bool:
+        """Whether this attempt failed because its port was taken: a line that names the port and
+        says so. `ledger serve`'s own check says "Address already in use"; the bind, when the port
+        was taken after that check (during the migrations), "address already in use". The log
+        tail holds earlier attempts' lines too, hence the port."""
+        port = str(self.port)
+        return any(port in line and "address already in use" in line.lower() for line in failure.splitlines())
 
     def _start_on_a_free_port(self, deadline_s: float) -> LedgerServer:
         assert self.process is None, "already running"
