@@ -201,6 +201,22 @@ def test_a_reader_is_offered_no_write_action(page: Any, shop: Shop) -> None:
     assert "R-2" in page.text_content("#soon")
 
 
+def test_a_store_scoped_reader_sees_that_an_adapter_failed_not_its_error(shop: Shop) -> None:
+    """An adapter pushes every store's entries: its error may name another store's SKU."""
+    scoped = new_token(shop.server.database_url, unique("till"), "reader", stores=(shop.store,))
+    wait_until_taken(shop.server.url, scoped)
+    with shop.server.client() as client:
+        scoped_page = client.get("/ui/adapters", headers=bearer(scoped))
+        whole_page = client.get("/ui/adapters", headers=bearer(shop.reader))
+    assert scoped_page.status_code == whole_page.status_code == 200
+    assert "503 Service Unavailable" in whole_page.text
+    assert 'id="errors-hidden"' not in whole_page.text
+    assert "503 Service Unavailable" not in scoped_page.text
+    assert "(hidden: this token reads only some stores)" in scoped_page.text
+    assert 'id="errors-hidden"' in scoped_page.text
+    assert "<th scope=\"row\">bitrix</th>" in scoped_page.text  # that it failed is still shown
+
+
 def test_no_request_of_any_page_leaves_127_0_0_1(page: Any, shop: Shop) -> None:
     """Every page, with its styles, scripts and the plot: each tab's requests are also checked
     when it closes (the `page` fixture), the login's included."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import Callable, Coroutine
+from dataclasses import replace
 from datetime import timedelta
 from functools import cache
 from importlib.resources import files
@@ -89,6 +90,8 @@ TIMELINE_POINT_BYTES_MAX = 8 * 1024
 # A store's page of a SKU is read again when a write landed between its reads, at most this often.
 PAGE_READS_MAX = 3
 STATIC_CACHE_S = 86400  # assets are named with the package's version (?v=): a new version is a new URL
+# What a store-scoped reader sees in place of an adapter's last error.
+ERROR_HIDDEN = "(hidden: this token reads only some stores)"
 _MEDIA_TYPES = {".js": "text/javascript", ".css": "text/css", ".txt": "text/plain", ".svg": "image/svg+xml"}
 
 
@@ -262,10 +265,16 @@ async def adapters_page(request: Request, ledger: LedgerDep, grant: ReaderGrant)
         return [state for reader in readers for state in reader(ledger.recorder)]
 
     states = await asyncio.to_thread(read_all)
+    # An adapter pushes every store's entries, so its last error may name any store's SKU or
+    # order: a token limited to some stores sees that there is one, not what it says.
+    errors_hidden = grant is not None and grant.stores is not None
+    if errors_hidden:
+        states = [replace(state, last_error=ERROR_HIDDEN if state.last_error else None) for state in states]
     return page(
         "adapters.html",
         installed=bool(readers),
         states=states,
+        errors_hidden=errors_hidden,
         head=ledger.cache.head,
         **_frame(request, grant),
     )
