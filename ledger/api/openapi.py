@@ -169,6 +169,11 @@ HEAD_NOTE = """**HEAD.** Every GET operation also answers HEAD (RFC 9110): the G
 `Content-Length` included, and no body; the same role is needed. A 405 lists HEAD in `Allow` wherever
 it lists GET."""
 
+# ledger/api/console/negotiation.py: the console at /ui is not in the document, so said here.
+CONSOLE_NOTE = """**The console at /ui.** Its pages are HTML for people. It answers a refusal (401, 403, 404,
+405, 422, 503) as a page only to a request whose `Accept` names `text/html` (a browser's navigation);
+any other request gets the same status and headers with `application/problem+json`, as the API does."""
+
 
 def install_openapi(app: FastAPI, routes: Sequence[APIRoute]) -> None:
     """app.openapi() builds the document once, on first use."""
@@ -196,7 +201,7 @@ def build_document(app: FastAPI, routes: Sequence[APIRoute]) -> dict[str, Any]:
     schema["components"]["parameters"] = {"RequestId": REQUEST_ID_PARAMETER}
     schema["components"]["headers"] = {"RequestId": REQUEST_ID_HEADER}
     document_access(routes, schema)
-    schema["info"]["description"] += f"\n\n{HEAD_NOTE}"
+    schema["info"]["description"] += f"\n\n{HEAD_NOTE}\n\n{CONSOLE_NOTE}"
     for path, item in schema["paths"].items():
         for method, operation in item.items():
             _complete_operation(method, path, operation)

@@ -72,6 +72,11 @@ def test_every_console_page_answers_503_with_the_apis_problem_while_the_database
                 assert shown.get_attribute("data-status") == "503", path
                 assert shown.inner_text() == f"{problem['title']}: {problem['detail']}", path
                 assert tab.locator("a[href='/ui']").count() >= 1, path  # a way on, once it is back
+                # A program that reads the same page gets the API's problem+json (CONTRACT §5).
+                assert api.assert_problem(client.get(path), 503, "database-unavailable") == {
+                    **problem,
+                    "instance": urlsplit(path).path,
+                }, path
         for path in pages:  # the pool connects again on its own: within its deadline
             deadline = time.monotonic() + RECOVERY_DEADLINE_S
             while (status := tab.goto(server.url + path).status) != 200 and time.monotonic() < deadline:

@@ -23,6 +23,9 @@ from support.server import LedgerServer, run_ledger_command
 
 SKUS_FOUND_MAX = 3
 EXPIRING_WITHIN_S = 3600
+# What Chromium's navigation sends: the console answers its refusals as pages to this, and as
+# problem+json to a program (curl's and httpx's `*/*`).
+BROWSER_ACCEPT = "text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,*/*;q=0.8"
 
 
 @dataclass
@@ -40,6 +43,7 @@ class Console:
     def browser(self, token: str) -> Iterator[httpx.Client]:
         """A client that logs in through the form, as a browser does, and then holds the cookie."""
         with self.server.client() as client:
+            client.headers["accept"] = BROWSER_ACCEPT
             response = client.post("/ui/login", data={"token": token}, headers={"origin": self.server.url})
             assert response.status_code == 303, response.text
             assert response.headers["location"] == "/ui"
@@ -75,6 +79,7 @@ def _ids_in(html: str, table_id: str) -> list[str]:
 
 def test_a_page_without_a_token_answers_401_with_the_login_form(console: Console) -> None:
     with console.server.client() as anonymous:
+        anonymous.headers["accept"] = BROWSER_ACCEPT
         for path in ("/ui", "/ui/login", "/ui/adapters", "/ui/no-such-page", "/ui/static/timeline.js"):
             response = anonymous.get(path)
             assert response.status_code == 401, path
@@ -85,9 +90,55 @@ def test_a_page_without_a_token_answers_401_with_the_login_form(console: Console
         assert "set-cookie" not in wrong.headers
 
 
+def test_a_program_is_refused_with_problem_json_as_by_the_api(console: Console) -> None:
+    """CONTRACT §5: refusals are problem+json. Only a request that asks for text/html (a
+    browser's navigation) gets the login form or a page instead."""
+    store, other = unique("shop"), unique("shop")
+    scoped = console.token("till", "reader", stores=(store,))
+    with console.server.client() as program:
+        refusals = [
+            (program.get("/ui"), 401, "unauthorized"),
+            (program.get("/ui/login"), 401, "unauthorized"),
+            (
+                program.get("/ui/stores/x/skus/A", headers={"accept": "text/html;q=0, */*"}),
+                401,
+                "unauthorized",
+            ),
+            (
+                program.get("/ui", headers={"cookie": "ledger_console=sl_live_" + "x" * 43}),
+                401,
+                "unauthorized",
+            ),
+            (program.get(f"/ui/stores/{other}/skus/A", headers=bearer(scoped)), 403, "forbidden"),
+            (
+                program.get(f"/ui/stores/{store}/skus/A?axis=up", headers=bearer(scoped)),
+                422,
+                "invalid-request",
+            ),
+            (program.get("/ui/static/nope.js", headers=bearer(scoped)), 404, "not-found"),
+            (program.put("/ui/login", content=b""), 405, "method-not-allowed"),
+            (program.post("/ui", headers={"cookie": f"ledger_console={scoped}"}), 405, "method-not-allowed"),
+            (
+                program.post("/ui/login", data={"token": scoped}, headers={"origin": "http://evil.example"}),
+                403,
+                "forbidden",
+            ),
+        ]
+    for answer, status, slug in refusals:
+        api.assert_problem(answer, status, slug)
+    unauthorized = refusals[0][0]
+    assert unauthorized.headers["www-authenticate"].startswith("Bearer")
+    assert refusals[4][0].json()["store"] == other  # the API's problem, its named store included
+    assert "axis" in refusals[5][0].json()["detail"]
+    assert refusals[7][0].headers["allow"] == "GET, HEAD, POST"
+    assert refusals[8][0].headers["allow"] == "GET, HEAD"
+    assert "**The console at /ui.**" in console.admin.get("/openapi.json").json()["info"]["description"]
+
+
 def test_the_login_cookie_is_httponly_strict_and_reads_only_the_console(console: Console) -> None:
     reader = console.token("reader", "reader")
     with console.server.client() as client:
+        client.headers["accept"] = BROWSER_ACCEPT
         login = client.post("/ui/login", data={"token": reader})
         cookie = login.headers["set-cookie"]
         assert login.status_code == 303

@@ -27,11 +27,12 @@ from ledger.access.scopes import Grant
 from ledger.api.console import queries
 from ledger.api.console.adapter_states import installed_readers
 from ledger.api.console.api_client import ANSWER_BYTES_MAX, Answer, api_get, path_of
+from ledger.api.console.negotiation import wants_page
 from ledger.api.console.rendering import page
 from ledger.api.console.session import SESSION_KEY
 from ledger.api.deps import LedgerDep, ReadableStore, ReaderGrant, SettingsDep, Sku, request_grant
 from ledger.api.openapi import package_version
-from ledger.api.problems import RETRY_AFTER_S, Problem, problem_for, validation_problem
+from ledger.api.problems import RETRY_AFTER_S, Problem, problem_for, problem_response, validation_problem
 from ledger.api.schemas import ID_REGEX
 from ledger.clock import utc_now, utc_text
 from ledger.service import Ledger
@@ -39,7 +40,9 @@ from ledger.service import Ledger
 
 def _problem_page(request: Request, grant: Grant | None, problem: Problem, what: str) -> Response:
     """A problem as a page a person reads: the API's status, title and detail (and its
-    Retry-After on a 503, as the API sends it)."""
+    Retry-After on a 503, as the API sends it). A program gets the API's problem+json."""
+    if not wants_page(request.scope["headers"]):
+        return problem_response(problem, request.url.path)
     headers = {"Retry-After": str(RETRY_AFTER_S)} if problem.status == 503 else None
     return page(
         "problem.html",
@@ -104,11 +107,19 @@ def _frame(request: Request, grant: Grant | None) -> dict[str, Any]:
     }
 
 
+_PROBLEM_MEMBERS = frozenset({"type", "title", "status", "detail", "instance", "headers"})
+
+
 def _problem(request: Request, grant: Grant | None, answer: Answer, what: str) -> Response:
     """The API's refusal of a read a page needs, shown as the page."""
     body = answer.body if isinstance(answer.body, dict) else {}
+    extra = {key: value for key, value in body.items() if key not in _PROBLEM_MEMBERS}
     problem = Problem(
-        answer.status, str(body.get("type", "")), body.get("title", "Not available"), body.get("detail", "")
+        answer.status,
+        str(body.get("type", "")),
+        body.get("title", "Not available"),
+        body.get("detail", ""),
+        **extra,
     )
     return _problem_page(request, grant, problem, what)
 
@@ -291,7 +302,7 @@ async def static_asset(name: str, _: ReaderGrant) -> Response:
     suffix = name[name.rfind(".") :] if "." in name else ""
     body = _asset(name) if "/" not in name and suffix in _MEDIA_TYPES else None
     if body is None:
-        return Response("no such asset", 404, media_type="text/plain")
+        return problem_response(Problem(404, "not-found", "no such asset", name), f"/ui/static/{name}")
     return Response(
         body,
         media_type=_MEDIA_TYPES[suffix],

@@ -12,9 +12,9 @@ cross-site request has nothing to reach (the console has no write action), and t
 refuses a POST from another origin (login CSRF).
 
 Without a valid token every /ui page answers 401, as CONTRACT §5 says, the form's own address and
-the logout included, with the login form as its body: a person sees a form where a program sees
-the status. With the service open (no token exists and none is required) none of this applies: no
-login.
+the logout included: to a browser with the login form as its body, to a program as problem+json
+(ledger/api/console/negotiation.py). With the service open (no token exists and none is
+required) none of this applies: no login.
 """
 
 from __future__ import annotations
@@ -27,8 +27,11 @@ from starlette.middleware.gzip import GZipMiddleware
 from starlette.responses import RedirectResponse, Response
 
 from ledger.access.book import TokenBook, Unauthenticated
+from ledger.access.scopes import Forbidden
 from ledger.access.tokens import BEARER, bearer_token
+from ledger.api.console.negotiation import wants_page
 from ledger.api.console.rendering import page
+from ledger.api.problems import Problem, access_problem, problem_response
 from ledger.api.telemetry import NOTED_INSIDE
 
 Scope = MutableMapping[str, Any]
@@ -95,11 +98,24 @@ def _referred_here(scope: Scope) -> bool:
 
 
 def _login_form(message: str | None, status_code: int, *, clear_cookie: bool, scope: Scope) -> Response:
-    headers = {"WWW-Authenticate": "Bearer"} if status_code == 401 else {}
-    response = page("login.html", status_code, headers, message=message)
+    """The login form to a browser; to a program, the refusal as problem+json (CONTRACT §5)."""
+    response: Response
+    if wants_page(scope["headers"]):
+        headers = {"WWW-Authenticate": "Bearer"} if status_code == 401 else {}
+        response = page("login.html", status_code, headers, message=message)
+    elif status_code == 401:
+        detail = message or "a console page needs a token: send it as a Bearer token, or log in at /ui/login"
+        response = problem_response(access_problem(Unauthenticated(detail)), scope.get("path"))
+    else:
+        response = problem_response(access_problem(Forbidden(message or "refused")), scope.get("path"))
     if clear_cookie:
         response.headers["set-cookie"] = _cookie_header(scope, "", clear=True)
     return response
+
+
+def _not_allowed(scope: Scope, detail: str, allow: str) -> Response:
+    problem = Problem(405, "method-not-allowed", "method not allowed", detail, headers={"Allow": allow})
+    return problem_response(problem, scope.get("path"))
 
 
 async def _form_token(receive: Receive) -> str | None:
@@ -160,7 +176,7 @@ class ConsoleSession:
                     "Your token is no longer valid: enter a token.", 401, clear_cookie=True, scope=scope
                 )
             elif scope["method"] not in _READ_METHODS:
-                response = Response("the console only reads", 405, headers={"Allow": "GET, HEAD"})
+                response = _not_allowed(scope, "the console only reads", "GET, HEAD")
             else:
                 headers = [(k, v) for k, v in scope["headers"] if k != b"cookie"]
                 headers.append((b"authorization", b"Bearer " + token.encode("latin-1")))
@@ -180,7 +196,7 @@ class ConsoleSession:
         if scope["method"] in _READ_METHODS:
             return _login_form(None, 401, clear_cookie=False, scope=scope)
         if scope["method"] != "POST":
-            return Response("GET or POST", 405, headers={"Allow": "GET, HEAD, POST"})
+            return _not_allowed(scope, "log in with a POST of the form", "GET, HEAD, POST")
         if not _same_origin(scope):
             return _login_form("Log in from this service's own page.", 403, clear_cookie=False, scope=scope)
         token = await _form_token(receive)
