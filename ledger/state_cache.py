@@ -83,6 +83,51 @@ def policy_from_text(stored: str) -> Policy:
     return Policy.from_json(orjson.loads(stored))
 
 
+# Times a catch-up reads the log again because memory was emptied or taken back during its read.
+CATCH_UP_TRIES_MAX = 3
+
+
+@dataclass(frozen=True, slots=True)
+class _Changes:
+    """The rows written between two heads that memory must forget or apply."""
+
+    levels: list[Row]
+    reservations: list[Row]
+    versions: list[Row]
+    policies: list[Row]
+
+
+def _read_changes(tx: SqlTx, since: int, log_head: int) -> _Changes:
+    """A row's position is its event's, the id of the event's last entry; heads only ever fall
+    between whole batches, so every row of the batches after `since` is in range. The four reads
+    travel together (one round trip on PostgreSQL)."""
+    level_read = tx.defer(
+        "SELECT store_id, sku FROM ledger_history "
+        "WHERE position > %s AND position <= %s AND outcome = 'accepted' "
+        "AND (on_hand_delta <> 0 OR reserved_delta <> 0 OR incoming_delta <> 0)",
+        (since, log_head),
+    )
+    reservation_read = tx.defer(
+        "SELECT store_id, reservation_id FROM ledger_reservations WHERE position > %s AND position <= %s",
+        (since, log_head),
+    )
+    # The stores written since, with their newest version: read by the log's own index on
+    # notification ids (a range as small as the catch-up). Forgetting every store's version
+    # instead made the next batch ask for them again, with a query that grows with the log.
+    version_read = tx.defer(
+        "SELECT originator_id, MAX(originator_version) AS version FROM ledger_events "
+        f"WHERE {_NOTIFICATION_ID[tx.qmark]} > %s AND {_NOTIFICATION_ID[tx.qmark]} <= %s "
+        "GROUP BY originator_id",
+        (since, log_head),
+    )
+    policy_read = tx.defer(
+        "SELECT store_id, sku, policy, position FROM ledger_policies "
+        "WHERE position > %s AND position <= %s ORDER BY position",
+        (since, log_head),
+    )
+    return _Changes(level_read.rows(), reservation_read.rows(), version_read.rows(), policy_read.rows())
+
+
 class StateCache:
     def __init__(self, levels_max: int, reservations_max: int, catch_up_events_max: int) -> None:
         self.levels_max = levels_max
@@ -110,64 +155,58 @@ class StateCache:
     # -- keeping up with the log ---------------------------------------------------------------
 
     def catch_up(self, tx: SqlTx, log_head: int) -> None:
-        """Bring the cache to `log_head`, the head read in this transaction's snapshot or lock."""
+        """Bring the cache to `log_head`, the head read in this transaction's snapshot or lock.
+
+        The database is read outside the lock: an HTTP worker's event loop takes it to install
+        each commit of its writer, and a slow read under it froze every request of the worker.
+        What was read is kept only while memory is still of the generation that read it (within
+        one, the head only grows); memory emptied or taken back meanwhile is looked at again, at
+        most CATCH_UP_TRIES_MAX times, and then emptied, which is true at every head."""
+        for _ in range(CATCH_UP_TRIES_MAX):
+            with self.lock:
+                if log_head <= self.head:
+                    return  # nothing newer in the log than what this cache already holds
+                if self._holds_nothing():
+                    # An empty memory is true at every head: after `forget`, nothing to read back.
+                    self.head = log_head
+                    return
+                if log_head - self.head > self.catch_up_events_max:
+                    self._clear(log_head)
+                    return
+                since, generation = self.head, self.generation
+            changes = _read_changes(tx, since, log_head)
+            with self.lock:
+                if self.generation == generation:
+                    self._forget_changed(changes, moved=self.head != since)
+                    self.head = max(self.head, log_head)
+                    return
         with self.lock:
-            if log_head <= self.head:
-                return  # nothing newer in the log than what this cache already holds
-            if self._holds_nothing():
-                # An empty memory is true at every head: after `forget`, nothing to read back.
-                self.head = log_head
-                return
-            if log_head - self.head > self.catch_up_events_max:
-                self._clear(log_head)
-                return
-            since = self.head
-            # What changed since is forgotten, not read: the keys of the levels and reservations
-            # written after `since` are dropped, and whoever needs one reads it by key (a batch's
-            # missing keys, a reader's miss). Reading back and decoding every row another instance
-            # wrote would cost as much as writing it, and most of those keys are never asked for here.
-            # A row's position is its event's, the id of the event's last entry; heads only ever
-            # fall between whole batches, so every row of the batches after `since` is in range.
-            # The four reads travel together (one round trip on PostgreSQL).
-            level_read = tx.defer(
-                "SELECT store_id, sku FROM ledger_history "
-                "WHERE position > %s AND position <= %s AND outcome = 'accepted' "
-                "AND (on_hand_delta <> 0 OR reserved_delta <> 0 OR incoming_delta <> 0)",
-                (since, log_head),
-            )
-            reservation_read = tx.defer(
-                "SELECT store_id, reservation_id FROM ledger_reservations "
-                "WHERE position > %s AND position <= %s",
-                (since, log_head),
-            )
-            # The stores written since, with their newest version: read by the log's own index on
-            # notification ids (a range as small as the catch-up). Forgetting every store's version
-            # instead made the next batch ask for them again, with a query that grows with the log.
-            version_read = tx.defer(
-                "SELECT originator_id, MAX(originator_version) AS version FROM ledger_events "
-                f"WHERE {_NOTIFICATION_ID[tx.qmark]} > %s AND {_NOTIFICATION_ID[tx.qmark]} <= %s "
-                "GROUP BY originator_id",
-                (since, log_head),
-            )
-            policy_read = tx.defer(
-                "SELECT store_id, sku, policy, position FROM ledger_policies "
-                "WHERE position > %s AND position <= %s ORDER BY position",
-                (since, log_head),
-            )
-            level_rows, reservation_rows = level_read.rows(), reservation_read.rows()
-            for row in policy_read.rows():
+            self._clear(max(self.head, log_head))
+
+    def _forget_changed(self, changes: _Changes, *, moved: bool) -> None:
+        """What changed since the read's head is forgotten, not read: the keys of the levels and
+        reservations written are dropped, and whoever needs one reads it by key (a batch's missing
+        keys, a reader's miss). Reading back and decoding every row another instance wrote would
+        cost as much as writing it, and most of those keys are never asked for here. A policy
+        change is applied to a store held, unless memory `moved` (a commit of this instance's
+        installed during the read may hold a newer one): then the store is read again when needed."""
+        for row in changes.policies:
+            if moved:
+                self.store_policies.pop(row["store_id"], None)
+            else:
                 stored = row["policy"]
                 self._put_policy(row["store_id"], row["sku"], policy_from_text(stored) if stored else None)
-            for row in version_read.rows():
-                self.store_versions[row["originator_id"]] = int(row["version"])
-            levels = self.levels
-            for row in level_rows:
-                levels.pop((row["store_id"], row["sku"]), None)
-            for row in reservation_rows:
-                key = (row["store_id"], row["reservation_id"])
-                self.reservations.pop(key, None)
-                self.absent_reservations.discard(key)
-            self.head = log_head
+        for row in changes.versions:
+            store, version = row["originator_id"], int(row["version"])
+            if self.store_versions.get(store, 0) < version:  # a version only grows
+                self.store_versions[store] = version
+        levels = self.levels
+        for row in changes.levels:
+            levels.pop((row["store_id"], row["sku"]), None)
+        for row in changes.reservations:
+            key = (row["store_id"], row["reservation_id"])
+            self.reservations.pop(key, None)
+            self.absent_reservations.discard(key)
 
     def withdraw(self, commit: Commit, head_before: int) -> None:
         """Takes back a batch installed before it committed and then failed without committing

@@ -3,10 +3,13 @@ forgotten (read again by key when needed), and an empty memory reads nothing bac
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 from ledger.domain.model import Level, Reservation
-from ledger.state_cache import CachedLevel, StateCache
+from ledger.state_cache import CachedLevel, Commit, StateCache
+
+WAIT_S = 10.0  # the longest a step of these tests may wait for another thread
 
 
 class _Rows:
@@ -88,3 +91,72 @@ def test_a_readers_value_is_not_kept_once_the_cache_was_emptied_since_it_began()
     cache.offer_store_policies("s1", {}, 100, cache.generation)
     assert ("s1", "K") in cache.levels
     assert "s1" in cache.store_policies
+
+
+class _SlowTx(_Tx):
+    """The first read waits until `go` is set: a database that answers slowly."""
+
+    def __init__(self, tables: dict[str, list[dict[str, Any]]]) -> None:
+        super().__init__(tables)
+        self.reading = threading.Event()
+        self.go = threading.Event()
+
+    def defer(self, sql: str, params: Any = ()) -> _Rows:
+        answer = super().defer(sql, params)
+        if len(self.reads) == 1:
+            self.reading.set()
+            assert self.go.wait(WAIT_S), "the test never let the read finish"
+        return answer
+
+
+def _catching_up(cache: StateCache, tx: _SlowTx, log_head: int) -> threading.Thread:
+    thread = threading.Thread(target=cache.catch_up, args=(tx, log_head), daemon=True)
+    thread.start()
+    assert tx.reading.wait(WAIT_S)
+    return thread
+
+
+def test_a_slow_read_does_not_hold_memory_from_the_commits_installed_meanwhile() -> None:
+    """An HTTP worker's event loop installs each commit of its writer under the cache's lock: a
+    catch-up waiting on the database under it froze every request of the worker."""
+    cache = _cache()
+    cache.head = 10
+    cache.levels[("s1", "B")] = CachedLevel(Level(7, 0, 0), 9, None)
+    cache.store_policies["s1"] = {}
+    tx = _SlowTx({**_tables(), "ledger_policies": [{"store_id": "s1", "sku": "A", "policy": None}]})
+    thread = _catching_up(cache, tx, 20)
+    newer = CachedLevel(Level(9, 0, 0), 11, None)
+    installing = threading.Thread(
+        target=cache.install,
+        args=(Commit({("s1", "C"): newer}, {}, {"s1": 3}, first_position=11, head=11),),
+        daemon=True,
+    )
+    installing.start()
+    installing.join(WAIT_S)
+    assert not installing.is_alive(), "the install waited for the catch-up's read"
+    assert cache.head == 11 and cache.levels[("s1", "C")] is newer
+    tx.go.set()
+    thread.join(WAIT_S)
+    assert not thread.is_alive()
+    assert cache.head == 20
+    assert set(cache.levels) == {("s1", "B"), ("s1", "C")}, "A changed since: read again when asked"
+    assert "s1" not in cache.store_policies, "a commit landed during the read: its policies are read again"
+    assert cache.store_versions == {"s1": 3}
+
+
+def test_memory_emptied_during_the_read_is_brought_to_the_head_all_the_same() -> None:
+    """The writer decides against the head it read: whatever happened to memory meanwhile, the
+    catch-up must leave memory at that head at least, holding nothing older."""
+    cache = _cache()
+    cache.head = 10
+    cache.levels[("s1", "B")] = CachedLevel(Level(7, 0, 0), 9, None)
+    tx = _SlowTx(_tables())
+    thread = _catching_up(cache, tx, 20)
+    cache.clear(12)
+    cache.levels[("s1", "A")] = CachedLevel(Level(1, 0, 0), 12, None)  # a reader's, at head 12
+    tx.go.set()
+    thread.join(WAIT_S)
+    assert not thread.is_alive()
+    assert cache.head == 20
+    assert ("s1", "A") not in cache.levels, "A was read at 12 and changed before 20"
+    assert len(tx.reads) == 8, "the changes were read again, from the emptied memory's head"
