@@ -8,7 +8,8 @@ backup holds exactly what was committed when it started (the `position` it print
 pinned snapshot, SQLite restarts a stepped backup from its first page whenever another connection
 commits between two steps, and under steady writes it never ends (tried: it was still restarting
 after 2,000 steps). The copy is written beside DEST and renamed onto it only when complete and
-checked (`PRAGMA quick_check`), so DEST is never half a database.
+checked (`PRAGMA quick_check`), so DEST is never half a database. DEST is in rollback-journal mode,
+one file: reading it leaves no `-wal` or `-shm` beside it.
 
 **Restore.** The backup is copied *into* the target through the same API, in one step: one write
 transaction of the target, so nothing ever sees half of it, and SQLite's own journal keeps the
@@ -76,6 +77,9 @@ def backup(source: str, destination: str, step_pages: int, step_pause_ms: int, p
         src.execute("COMMIT")
         _check(dst, partial)
         pages = int(dst.execute("PRAGMA page_count").fetchone()[0])
+        # The copy carries the source's WAL mode: read later, even read-only, it would grow a -wal
+        # and a -shm beside it. In rollback mode it is one file; a restore leaves the target's mode.
+        dst.execute("PRAGMA journal_mode=DELETE")
     _fsync(partial)
     os.replace(partial, destination)
     _fsync_directory(destination)
@@ -106,6 +110,7 @@ def restore(source: str, target: str, *, force: bool, progress: Progress) -> Cop
             # One step: the target changes in one transaction.
             src.backup(dst, pages=-1, progress=lambda status, remaining, total: progress(total, total))
             _check(dst, target)
+            dst.execute("PRAGMA journal_mode=WAL")  # the ledger's mode; the backup is in rollback mode
     return Copied(pages, events, position)
 
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
+import sqlite3
 import weakref
 from collections.abc import Iterator, Sequence
 from typing import Any, Protocol
@@ -505,6 +507,19 @@ def sqlite_file(database_url: str) -> str | None:
     return unquote(parts.path)[1:] or "ledger.db"
 
 
+def _sqlite_to_wal(path: str, lock_timeout_s: int) -> None:
+    """The ledger's SQLite files are in WAL mode. The library switches each new connection of its
+    pool to it, and a file in rollback mode (a backup, a file made by another tool) opened by two
+    connections at once refused the second switch at once, busy timeout or not ("database is
+    locked", seen on `ledger verify` of a restored file). One connection switches it first, alone.
+    Anything else wrong with the file is left to the library's first connection to report."""
+    with (
+        contextlib.suppress(sqlite3.Error),
+        contextlib.closing(sqlite3.connect(path, timeout=lock_timeout_s)) as connection,
+    ):
+        connection.execute("PRAGMA journal_mode=WAL")
+
+
 def open_recorder(
     database_url: str,
     pool_size: int,
@@ -522,6 +537,8 @@ def open_recorder(
     recorder: Any
     path = sqlite_file(database_url)
     if path is not None:
+        if create_tables or os.path.exists(path):
+            _sqlite_to_wal(path, lock_timeout_s)
         datastore = SQLiteDatastore(
             path,
             lock_timeout=lock_timeout_s,

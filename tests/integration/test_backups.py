@@ -55,6 +55,8 @@ def test_a_backup_taken_under_load_restores_to_a_ledger_that_verifies(tmp_path: 
 
     restored = _ledger(restored_url, "restore", str(backup_file))
     assert restored.returncode == 0, restored.stderr
+    # The backup is one file: read, it grows no -wal or -shm beside it (it may sit on read-only media).
+    assert sorted(path.name for path in tmp_path.glob("backup.db*")) == ["backup.db"]
     verified = run_ledger_command(restored_url, "verify")
     assert verified.returncode == 0, verified.stdout + verified.stderr
     # Nothing acknowledged before the backup started is missing from the restored ledger.
