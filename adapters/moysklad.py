@@ -39,6 +39,7 @@ pushes at a time (a lease in adapter_positions), so the lookup and the create do
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -52,7 +53,7 @@ from adapters.http import HttpClient, Response, TransportError
 from adapters.limits import SlidingWindow
 from adapters.mappings import Mappings
 from adapters.masking import secret_safe_logger
-from adapters.outbound import Failure, Item, TargetUnavailable
+from adapters.outbound import RETRY_AFTER_S_MAX, Failure, Item, TargetUnavailable
 from ledger.access.scopes import ADAPTER_PRINCIPAL_PREFIX
 from ledger.domain.model import Entry, EventType
 from ledger.sql import SqlTx
@@ -110,6 +111,20 @@ def entity_id(href: str) -> tuple[str, str]:
     return parts[-2], parts[-1]
 
 
+def pause_after_429_s(retry_ms: str | None, window_s: float) -> float:
+    """How long every thread of a client sends nothing after a 429: the milliseconds MoySklad names
+    (X-Lognex-Retry-After), at most RETRY_AFTER_S_MAX, or the rate window when the header is absent
+    or not a number of milliseconds. A remote header must not stall the client (and the inbox thread
+    that shares it with the WMS's deliveries) for a day, nor fail it with an error of its own."""
+    try:
+        retry_s = float(retry_ms) / 1000 if retry_ms else window_s
+    except ValueError:
+        return window_s
+    if not math.isfinite(retry_s) or retry_s < 0:
+        return window_s
+    return min(retry_s, RETRY_AFTER_S_MAX)
+
+
 class MoySkladClient:
     def __init__(self, config: MoySkladConfig) -> None:
         self.config = config
@@ -146,7 +161,7 @@ class MoySkladClient:
                 raise TargetUnavailable(f"moysklad {method} {path}: {error}") from error
         if answer.status == 429:
             retry_ms = answer.header("X-Lognex-Retry-After") or answer.header("X-Lognex-Retry-TimeInterval")
-            retry_s = float(retry_ms) / 1000 if retry_ms else self.config.window_s
+            retry_s = pause_after_429_s(retry_ms, self.config.window_s)
             self.window.pause(retry_s)  # every thread of this client waits, not only this one
             raise TargetUnavailable(f"moysklad {method} {path}: 429", retry_s)
         if answer.status >= 500:
