@@ -7,12 +7,46 @@ import json
 import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+# A connection that sends no request, or reads no answer, for this long is closed: each holds a
+# thread. At most OPS_CONNECTIONS_MAX are served at once; one more is closed unanswered.
+OPS_SOCKET_TIMEOUT_S = 10.0
+OPS_CONNECTIONS_MAX = 32
 
 ReadyReport = Callable[[], tuple[bool, dict[str, object]]]
 # Is this Authorization header (None: none was sent) enough to read /metrics?
 MetricsGuard = Callable[[str | None], bool]
+
+
+class _BoundedServer(ThreadingHTTPServer):
+    """A thread per connection, as many as `connections_max` at once."""
+
+    daemon_threads = True
+
+    def __init__(
+        self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler], connections_max: int
+    ) -> None:
+        super().__init__(address, handler)
+        self._slots = threading.BoundedSemaphore(connections_max)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
 
 
 class OpsServer:
@@ -27,8 +61,7 @@ class OpsServer:
         metrics_guard: MetricsGuard | None = None,
     ) -> None:
         handler = _handler(registry, ready, metrics_guard)
-        self.server = ThreadingHTTPServer((host, port), handler)
-        self.server.daemon_threads = True
+        self.server = _BoundedServer((host, port), handler, OPS_CONNECTIONS_MAX)
         self._thread = threading.Thread(
             target=self.server.serve_forever, name="ledger-kafka-ops", daemon=True
         )
@@ -51,6 +84,8 @@ def _handler(
     registry: CollectorRegistry, ready: ReadyReport, metrics_guard: MetricsGuard | None
 ) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
+        timeout = OPS_SOCKET_TIMEOUT_S
+
         def do_GET(self) -> None:
             path = self.path.split("?", 1)[0]
             if (

@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+import socket
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,6 +15,7 @@ from prometheus_client import CollectorRegistry
 from support.access import new_token
 
 from ledger.access.book import TokenBook
+from ledger.kafka import ops as ops_module
 from ledger.kafka.cli import metrics_guard
 from ledger.kafka.ops import OpsServer
 from ledger.storage.recorders import open_recorder
@@ -61,4 +65,29 @@ def test_with_auth_required_metrics_need_a_token_before_any_exists(
     try:
         assert httpx.get(f"http://127.0.0.1:{ops.port}/metrics").status_code == 401
     finally:
+        ops.stop()
+
+
+def test_silent_connections_are_bounded_in_number_and_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each connection holds a thread: clients that connect and send nothing must neither pile up
+    threads nor keep the probe from answering once they are gone."""
+    monkeypatch.setattr(ops_module, "OPS_CONNECTIONS_MAX", 4)
+    monkeypatch.setattr(ops_module, "OPS_SOCKET_TIMEOUT_S", 0.5)
+    ops = OpsServer("127.0.0.1", 0, CollectorRegistry(), lambda: (True, {})).start()
+    silent = [socket.create_connection(("127.0.0.1", ops.port), timeout=5) for _ in range(6)]
+    try:
+        time.sleep(0.2)
+        serving = [t for t in threading.enumerate() if t.name.endswith("(process_request_thread)")]
+        assert 0 < len(serving) <= 4
+        closed = 0
+        for connection in silent:  # every one is closed by the server: refused, or timed out
+            try:
+                closed += connection.recv(1) == b""
+            except ConnectionResetError:
+                closed += 1
+        assert closed == len(silent)
+        assert httpx.get(f"http://127.0.0.1:{ops.port}/healthz", timeout=5).status_code == 200
+    finally:
+        for connection in silent:
+            connection.close()
         ops.stop()
