@@ -268,6 +268,12 @@ class Settings(BaseSettings):
     # The database.
     db_pool_size: int = Field(8, ge=2)
     db_lock_timeout_s: int = Field(30, ge=1)
+    # The longest the writer waits for PostgreSQL to answer one of its statements, its lock wait
+    # included: past it the session is cancelled and dropped, and the batch's callers are answered
+    # (ledger/storage/pg_sessions.py). A stuck server must not freeze the writer.
+    db_writer_answer_wait_s: int = Field(
+        60, ge=2, le=3600, description="the writer's wait for an answer of PostgreSQL, its lock wait included"
+    )
     # PostgreSQL's deadlock_timeout on the ledger's sessions: how soon the rebuild's swap (or a
     # migration) that finds autovacuum holding a table has it cancelled (ledger/storage/pg_sessions.py).
     db_deadlock_timeout_ms: int = Field(
@@ -441,6 +447,16 @@ class Settings(BaseSettings):
                 raise ValueError(
                     "LEDGER_WRITER_PEER_ADDRESS needs the writer in its own process (LEDGER_WRITER_PROCESS)"
                 )
+        return self
+
+    @model_validator(mode="after")
+    def _writer_waits_out_its_lock(self) -> Settings:
+        if self.db_writer_answer_wait_s <= self.db_lock_timeout_s:
+            raise ValueError(
+                f"LEDGER_DB_WRITER_ANSWER_WAIT_S ({self.db_writer_answer_wait_s}) must be more than "
+                f"LEDGER_DB_LOCK_TIMEOUT_S ({self.db_lock_timeout_s}): a statement of the writer may wait "
+                "that long for its lock before it starts"
+            )
         return self
 
     @model_validator(mode="after")

@@ -25,8 +25,9 @@ would end a rebuild, whose last rows are made whole before they are sent.)
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import psycopg
@@ -68,6 +69,58 @@ class AnsweredInTime(psycopg.Connection[Any]):
         return super().wait(gen, interval, ANSWER_WAIT_S_MAX if timeout is None else timeout)
 
 
+# How long a connection that did not answer in time gets to cancel its statement before it is closed.
+CANCEL_WAIT_S = 2.0
+
+
+class WaitsBounded(psycopg.Connection[Any]):
+    """The pool's connections: a wait for the server is bounded while `answer_wait_s` is set (the
+    writer's statements: `bounded_waits`), and unbounded otherwise (a migration's index build, a
+    locked rebuild's long statements). A wait that runs out cancels the statement, closes the
+    connection (the pool then drops it) and raises OperationalError: whether a write committed is
+    then unknown, as after a lost connection. Kept by the client, not by statement_timeout: a
+    server that froze, or a COMMIT waiting for a standby, would not keep it."""
+
+    answer_wait_s: float | None = None
+
+    def wait(
+        self, gen: PQGen[Answer], interval: float = WAIT_INTERVAL_S, timeout: float | None = None
+    ) -> Answer:
+        bound = self.answer_wait_s if timeout is None else timeout
+        if bound is None:
+            return super().wait(gen, interval, None)
+        try:
+            return super().wait(gen, interval, bound)
+        except psycopg.OperationalError:
+            if self.pgconn.transaction_status != psycopg.pq.TransactionStatus.ACTIVE:
+                raise  # the connection broke: psycopg says how
+            abandon(self)
+            raise psycopg.OperationalError(
+                f"the database did not answer within {bound:g} s: the session is closed, and "
+                "whether its last statement took effect is unknown"
+            ) from None
+
+
+def abandon(conn: psycopg.Connection[Any]) -> None:
+    """Cancels what the connection runs (within CANCEL_WAIT_S) and closes it."""
+    try:
+        conn.cancel_safe(timeout=CANCEL_WAIT_S)
+    except Exception as error:  # noqa: BLE001 - closed all the same
+        log.debug("cancelling an unanswered statement: %s", error)
+    conn.close()
+
+
+@contextlib.contextmanager
+def bounded_waits(conn: psycopg.Connection[Any], answer_wait_s: float) -> Iterator[None]:
+    """Every wait of `conn` for the server within the block ends after `answer_wait_s`."""
+    assert isinstance(conn, WaitsBounded), type(conn)
+    conn.answer_wait_s = answer_wait_s
+    try:
+        yield
+    finally:
+        conn.answer_wait_s = None
+
+
 class LedgerPostgresDatastore(PostgresDatastore):
     """The library's datastore, whose new connections also get the ledger's `deadlock_timeout` and
     keepalives (see the module's docstring)."""
@@ -80,6 +133,7 @@ class LedgerPostgresDatastore(PostgresDatastore):
         connect_with = self.pool.kwargs  # the library's dict, with which the (not yet opened) pool connects
         assert isinstance(connect_with, dict), connect_with
         connect_with.update(KEEPALIVE_OPTIONS)
+        self.pool.connection_class = WaitsBounded
 
     def after_connect_func(self) -> Callable[[psycopg.Connection[Any]], None]:
         library_setup = super().after_connect_func()

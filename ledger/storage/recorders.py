@@ -13,7 +13,9 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import select
 import sqlite3
+import time
 import weakref
 from collections.abc import Iterator, Sequence
 from typing import Any, Protocol
@@ -36,10 +38,18 @@ from ledger.storage.migrator import (
     pg_schema_lock,
     sqlite_migrate,
 )
-from ledger.storage.pg_sessions import DEADLOCK_TIMEOUT_MS_DEFAULT, LedgerPostgresDatastore
+from ledger.storage.pg_sessions import (
+    DEADLOCK_TIMEOUT_MS_DEFAULT,
+    WAIT_INTERVAL_S,
+    LedgerPostgresDatastore,
+    abandon,
+    bounded_waits,
+)
 from ledger.storage.writers_lock import in_plpgsql, writers_lock_statements
 
 EVENTS_TABLE = "ledger_events"
+# LEDGER_DB_WRITER_ANSWER_WAIT_S: the writer's wait for one answer of PostgreSQL (pg_sessions.py).
+WRITER_ANSWER_WAIT_S_DEFAULT = 60.0
 
 
 class LedgerRecorder(Protocol):
@@ -55,7 +65,7 @@ class LedgerRecorder(Protocol):
     def send_collected(self, collected: dict[str, str], head: int, last_position: int) -> SentBatch: ...
     def lost_optimistic_bet(self, error: Exception) -> bool: ...
 
-    def write_transaction(self) -> contextlib.AbstractContextManager[SqlTx]: ...
+    def write_transaction(self, *, bounded: bool = False) -> contextlib.AbstractContextManager[SqlTx]: ...
     def read_transaction(self) -> contextlib.AbstractContextManager[SqlTx]: ...
     def snapshot_transaction(self) -> contextlib.AbstractContextManager[SqlTx]: ...
     def plain_transaction(self) -> contextlib.AbstractContextManager[SqlTx]: ...
@@ -129,16 +139,23 @@ def _prepare(pgconn: Any, name: bytes, sql: bytes) -> None:
 class SentBatch:
     """A one-statement batch on its way (PostgresLedgerRecorder.send_collected)."""
 
-    def __init__(self, pgconn: Any, stack: contextlib.ExitStack) -> None:
-        self._pgconn = pgconn
+    def __init__(self, conn: Any, stack: contextlib.ExitStack, answer_wait_s: float) -> None:
+        self._conn = conn
+        self._pgconn = conn.pgconn
         self._stack = stack
+        self._answer_wait_s = answer_wait_s
 
     def wait(self) -> None:
         """Until the server has recorded it, or failed it: raises psycopg's error for its
-        SQLSTATE (SerializationFailure for a moved head, as write_collected would)."""
+        SQLSTATE (SerializationFailure for a moved head, as write_collected would). A server that
+        has not answered within the writer's answer wait is left (`abandon`) with an
+        OperationalError: whether the batch committed is then unknown, as after a lost connection."""
         try:
+            # Sent whole in blocking mode; the answer is waited for without blocking, to a deadline.
+            self._pgconn.nonblocking = 1
+            deadline = time.monotonic() + self._answer_wait_s
             error: psycopg.Error | None = None
-            while (result := self._pgconn.get_result()) is not None:
+            while (result := self._next_result(deadline)) is not None:
                 if result.status == psycopg.pq.ExecStatus.FATAL_ERROR and error is None:
                     error = _error_of(result)
             if error is None and self._pgconn.status != psycopg.pq.ConnStatus.OK:
@@ -149,6 +166,20 @@ class SentBatch:
             with contextlib.suppress(Exception):
                 self._pgconn.nonblocking = 1
             self._stack.close()
+
+    def _next_result(self, deadline: float) -> Any:
+        pgconn = self._pgconn
+        while pgconn.is_busy():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                abandon(self._conn)
+                raise psycopg.OperationalError(
+                    f"the database did not answer a batch within {self._answer_wait_s:g} s: the session "
+                    "is closed, and whether the batch was recorded is unknown"
+                )
+            select.select([pgconn.socket], [], [], min(left, WAIT_INTERVAL_S))
+            pgconn.consume_input()
+        return pgconn.get_result()
 
 
 def _error_of(result: Any) -> psycopg.Error:
@@ -238,9 +269,13 @@ class PostgresLedgerRecorder(_HeadAndClose, PostgresApplicationRecorder):
     processes and hosts, in place of the library's EXCLUSIVE table lock, which vacuum waits for."""
 
     def __init__(
-        self, datastore: PostgresDatastore, migration_wait_s: int = MIGRATION_WAIT_S_DEFAULT
+        self,
+        datastore: PostgresDatastore,
+        migration_wait_s: int = MIGRATION_WAIT_S_DEFAULT,
+        writer_answer_wait_s: float = WRITER_ANSWER_WAIT_S_DEFAULT,
     ) -> None:
         super().__init__(datastore, events_table_name=EVENTS_TABLE)
+        self.writer_answer_wait_s = writer_answer_wait_s
         # The library runs these first in every transaction that inserts events (_lock_table).
         self.lock_table_statements = writers_lock_statements(
             datastore.schema, EVENTS_TABLE, datastore.lock_timeout
@@ -313,7 +348,7 @@ class PostgresLedgerRecorder(_HeadAndClose, PostgresApplicationRecorder):
     def write_collected(self, collected: dict[str, str], head: int, last_position: int) -> None:
         """One statement, one transaction, one round trip: see _pg_batch_function."""
         arguments = [collected.get(insert.name, "[]") for insert in _PG_BATCH_INSERTS]
-        with self.datastore.get_connection() as conn:
+        with self.datastore.get_connection() as conn, bounded_waits(conn, self.writer_answer_wait_s):
             conn.execute(self._batch_call, (head, last_position, *arguments), prepare=True)
 
     def send_collected(self, collected: dict[str, str], head: int, last_position: int) -> SentBatch:
@@ -340,7 +375,7 @@ class PostgresLedgerRecorder(_HeadAndClose, PostgresApplicationRecorder):
             stack.close()
             raise
         # From here on the statement may commit: only its result says whether it did.
-        return SentBatch(pgconn, stack)
+        return SentBatch(conn, stack, self.writer_answer_wait_s)
 
     def lost_optimistic_bet(self, error: Exception) -> bool:
         """The head moved, or an id was not new. The library's datastore re-raises psycopg's
@@ -354,13 +389,16 @@ class PostgresLedgerRecorder(_HeadAndClose, PostgresApplicationRecorder):
         return isinstance(cause, psycopg.errors.SerializationFailure | psycopg.errors.UniqueViolation)
 
     @contextlib.contextmanager
-    def write_transaction(self) -> Iterator[SqlTx]:
+    def write_transaction(self, *, bounded: bool = False) -> Iterator[SqlTx]:
         """The whole transaction runs in pipeline mode: statements are queued and travel together
         whenever a result is needed, so a batch costs about three round trips (lock and reads;
         the event insert; the projections and COMMIT). Fewer round trips also means fewer GIL
-        hand-offs between this thread and the event loop, which is what limited throughput."""
+        hand-offs between this thread and the event loop, which is what limited throughput.
+        `bounded`: each wait for the server ends after `writer_answer_wait_s` (the writer's own
+        transactions; a locked rebuild's long statements are not bounded)."""
         with (
             self.datastore.get_connection() as conn,
+            bounded_waits(conn, self.writer_answer_wait_s) if bounded else contextlib.nullcontext(),
             conn.pipeline(),
             conn.transaction(),
             conn.cursor() as curs,
@@ -448,7 +486,9 @@ class SQLiteLedgerRecorder(_HeadAndClose, SQLiteApplicationRecorder):
         self.migrations_applied = sqlite_migrate(self)
 
     @contextlib.contextmanager
-    def write_transaction(self) -> Iterator[SqlTx]:
+    def write_transaction(self, *, bounded: bool = False) -> Iterator[SqlTx]:
+        """`bounded` is PostgreSQL's: here a lock is waited for `lock_timeout` at most, and the
+        file is this machine's."""
         with self.datastore.get_connection(commit=True) as conn:
             curs = conn.cursor()
             # WAL with synchronous=FULL: a commit is on disk before it is acknowledged.
@@ -528,6 +568,7 @@ def open_recorder(
     create_tables: bool = True,
     migration_wait_s: int = MIGRATION_WAIT_S_DEFAULT,
     deadlock_timeout_ms: int = DEADLOCK_TIMEOUT_MS_DEFAULT,
+    writer_answer_wait_s: float = WRITER_ANSWER_WAIT_S_DEFAULT,
 ) -> Any:
     """A recorder for `sqlite:///path` or `postgresql://user:pass@host:port/db`; the schema brought
     up to date (ledger/storage/migrator.py; SchemaTooNew if it needs a newer release) unless
@@ -562,7 +603,7 @@ def open_recorder(
             originator_id_type="text",
             deadlock_timeout_ms=deadlock_timeout_ms,
         )
-        recorder = PostgresLedgerRecorder(pg_datastore, migration_wait_s)
+        recorder = PostgresLedgerRecorder(pg_datastore, migration_wait_s, writer_answer_wait_s)
     else:
         raise ValueError(
             f"LEDGER_DATABASE_URL must start with sqlite:/// or postgresql://, not {parts.scheme!r}"

@@ -76,8 +76,8 @@ class TracedRecorder:
         return _TracedSentBatch(sent, span)
 
     @contextlib.contextmanager
-    def write_transaction(self) -> Iterator[SqlTx]:
-        with self._span("write_transaction"), self.inner.write_transaction() as tx:
+    def write_transaction(self, *, bounded: bool = False) -> Iterator[SqlTx]:
+        with self._span("write_transaction"), self.inner.write_transaction(bounded=bounded) as tx:
             yield tx
 
     @contextlib.contextmanager

@@ -44,7 +44,7 @@ def expire_due(
         if not tx.fetchall(DUE_SQL, (utc_text(now), 1)):
             return 0, None  # the common case, without the write lock
     recorded_at = utc_text(utc_now())
-    with recorder.write_transaction() as tx:
+    with recorder.write_transaction(bounded=True) as tx:
         head = int(tx.defer(recorder.head_sql).rows()[0]["head"])
         cache.catch_up(tx, head)
         rows = tx.fetchall(DUE_SQL, (utc_text(now), batch_max))

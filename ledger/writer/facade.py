@@ -123,7 +123,7 @@ class Writer:
                 statement.committed,
             )
         else:
-            with self.recorder.write_transaction() as tx:
+            with self.recorder.write_transaction(bounded=True) as tx:
                 work, known = deciding.work_from_database(self.recorder, self.cache, tx, events)
                 pending = [deciding.decide_event(event, work, known) for event in events]
                 positions, committed = insert(self.recorder, tx, work, recorded_at)
