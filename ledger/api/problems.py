@@ -9,6 +9,7 @@ import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Match
 
@@ -100,6 +101,15 @@ def problem_for(error: Exception) -> Problem | None:
             "Nothing of the request was recorded. Why is in the service's log (its text may hold "
             "the internals of a bug, so it is not shown here).",
         )
+    if isinstance(error, ClientDisconnect):
+        # The body stopped short of its length, or its chunks were malformed: the server has
+        # answered a malformed one itself, and a client that went away reads nothing more.
+        return Problem(
+            400,
+            "incomplete-body",
+            "The request ended before its body did",
+            "The connection closed before the whole body arrived: nothing of it was recorded.",
+        )
     if isinstance(error, WriterUnavailable):
         return Problem(503, "unavailable", "The ledger cannot take writes now", str(error))
     if isinstance(error, DatabaseUnavailable) or database_unavailable(error):
@@ -164,6 +174,7 @@ def install_handlers(app: FastAPI) -> None:
     # connection (seen: reads during a database outage lost their keep-alive connection).
     operating_errors = (
         Problem,
+        ClientDisconnect,
         InvalidEvent,
         SubmissionFailed,
         WriterUnavailable,

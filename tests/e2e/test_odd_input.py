@@ -4,6 +4,9 @@
 from __future__ import annotations
 
 import base64
+import socket
+import time
+from typing import Any
 
 import httpx
 import pytest
@@ -125,3 +128,35 @@ def test_one_byte_order_mark_before_a_json_body_is_ignored(client: httpx.Client)
     for body in (bom + bom + event, b" " + bom + event):  # one mark, first: nothing else is taken
         refused = client.post("/v1/events", content=body, headers=json_type)
         assert refused.status_code == 422 and refused.json()["title"] == "Body is not JSON", refused.text
+
+
+@pytest.mark.parametrize("path", ["/v1/events", "/v1/stores/odd-cut/policies/A", "/v1/reservations"])
+@pytest.mark.parametrize(
+    "head_and_body",
+    [
+        b"Content-Length: 100\r\n\r\n" + b'{"spec',  # the client goes before its body is whole
+        b"Transfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n",  # chunks that are not chunks
+    ],
+    ids=["cut-short", "bad-chunks"],
+)
+def test_a_body_that_ends_early_is_no_error_of_the_server(
+    ledger_server: Any, path: str, head_and_body: bytes
+) -> None:
+    """It was logged as an unhandled error, with two tracebacks, on three of the write routes."""
+    method = "PUT" if "/policies/" in path else "POST"
+    log_before = len(ledger_server.log_path.read_bytes())
+    with socket.create_connection(("127.0.0.1", ledger_server.port), timeout=10) as sock:
+        sock.sendall(
+            f"{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n".encode()
+            + head_and_body
+        )
+        sock.shutdown(socket.SHUT_WR)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    assert answer == b"" or answer.startswith(b"HTTP/1.1 400 "), answer[:200]
+    with ledger_server.client() as client:  # the request is over: whatever it logged is written
+        assert client.get("/healthz").status_code == 200
+    time.sleep(0.3)
+    logged = ledger_server.log_path.read_bytes()[log_before:].decode(errors="replace")
+    assert "ERROR" not in logged and "Traceback" not in logged, logged
