@@ -40,6 +40,7 @@ from ledger.tokens_cli import register as register_token_commands
 DISTRIBUTION = "stock-ledger"
 COMMAND_PLUGINS = "stock_ledger.commands"  # the entry point group other packages add commands by
 EXIT_USAGE = 2  # argparse's code for a usage error; every expected failure of a command uses it
+EXIT_INTERRUPTED = 130  # a shell's code for a command ended by Ctrl-C (128 + SIGINT)
 VERIFY_DIFFERENT = 1  # `ledger verify` found a projection that differs from the replayed log
 VERIFY_DIFFERENCES_SHOWN = 20
 VERIFY_DIFFERENCES_SHOWN_MAX = 1_000_000  # each is a line of output: more is no one's reading
@@ -426,7 +427,16 @@ def main(argv: list[str] | None = None) -> int:
         problem = str(error)
     except OSError as error:  # a file that cannot be read or written, a port in use, a refused connection
         problem = f"{error.filename}: {error.strerror}" if error.filename and error.strerror else str(error)
-    except (StoreOperationalError, StoreInterfaceError, psycopg.OperationalError) as error:
+    except KeyboardInterrupt:
+        print(f"{args.command_name}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except (
+        StoreOperationalError,
+        StoreInterfaceError,
+        psycopg.OperationalError,
+        sqlite3.OperationalError,
+    ) as error:
+        # A database locked too long, read-only, or not a file SQLite can use (disk I/O error).
         url = redacted_url(settings.database_url) if settings else "LEDGER_DATABASE_URL"
         problem = f"cannot use the database at {url}: {error}"
     except (sqlite3.DatabaseError, StoreDatabaseError) as error:

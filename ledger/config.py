@@ -20,7 +20,8 @@ HTTP_WORKERS_MAX = 64
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="LEDGER_", extra="ignore")
+    # No setting is infinite or NaN: a limit of inf is no limit, and time arithmetic on it fails later.
+    model_config = SettingsConfigDict(env_prefix="LEDGER_", extra="ignore", allow_inf_nan=False)
 
     database_url: str = Field(
         "sqlite:///ledger.db", description="sqlite:///file or postgresql://user:pass@host:port/db"
@@ -59,7 +60,9 @@ class Settings(BaseSettings):
     )
     # How often each serving process re-reads the tokens: a change reaches all of them within 2 s.
     auth_refresh_ms: int = Field(500, ge=10, le=1000)
-    auth_last_use_flush_s: float = Field(10.0, gt=0, description="how often a token's last use is written")
+    auth_last_use_flush_s: float = Field(
+        10.0, gt=0, le=86_400, description="how often a token's last use is written"
+    )
     allowed_hosts: str | None = Field(
         None, description="Host names answered, comma-separated, or *; unset: localhost, 127.0.0.1, [::1]"
     )
@@ -252,14 +255,14 @@ class Settings(BaseSettings):
     )
 
     # Reservation expiry.
-    expiry_interval_ms: int = Field(500, ge=10)
+    expiry_interval_ms: int = Field(500, ge=10, le=3_600_000)
     expiry_batch_max: int = Field(500, ge=1)
 
     # This instance's in-memory state and how it keeps up with other instances' writes.
     cache_levels_max: int = Field(1_000_000, ge=1000)
     cache_reservations_max: int = Field(200_000, ge=1000)
     cache_catch_up_events_max: int = Field(20_000, ge=1)
-    cache_refresh_ms: int = Field(100, ge=5)
+    cache_refresh_ms: int = Field(100, ge=5, le=3_600_000)
     wait_for_position_ms_max: int = Field(5000, ge=0)
 
     # Python's GIL hand-off between the event loop and the writer thread (see ledger serve).
@@ -308,7 +311,9 @@ class Settings(BaseSettings):
 
     # `ledger backup` of a SQLite ledger (ledger/backup.py): pages copied per step of SQLite's online
     # backup, and a pause after each step that leaves the disk to the service.
-    backup_step_pages: int = Field(1024, ge=1, description="pages ledger backup copies per step")
+    backup_step_pages: int = Field(
+        1024, ge=1, le=2**31 - 1, description="pages ledger backup copies per step"
+    )
     backup_step_pause_ms: int = Field(0, ge=0, le=60_000, description="pause after each step of a backup")
 
     # Adapters (adapters/README.md): the outbound workers and the inbound webhook receiver.
@@ -426,6 +431,13 @@ class Settings(BaseSettings):
             raise ValueError(
                 "a SQLite database is sqlite:///relative/path.db or sqlite:////absolute/path.db "
                 f"(three slashes after sqlite:, then the path), not {url!r}"
+            )
+        if url.lower().startswith("sqlite:///") and (":memory:" in url or "?" in url):
+            # A ledger in memory is gone with its process (an import into it 'succeeds'), and the
+            # URL's options are not read: both would report success for a ledger that is not there.
+            raise ValueError(
+                "a SQLite ledger is a file: sqlite:///path/to/ledger.db, without :memory: or ?options, "
+                f"not {url!r}"
             )
         return url
 

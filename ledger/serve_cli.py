@@ -152,6 +152,8 @@ def _check_listening(host: str, port: int, workers: int) -> None:
                     raise
     except OSError as error:
         raise CommandError(f"cannot listen on {host}:{port}: {error.strerror or error}") from None
+    except UnicodeError:  # a label empty or over 63 characters (IDNA): neither a name nor an address
+        raise CommandError(f"cannot listen on {host!r}: not a host name or an address") from None
 
 
 def _check_access(settings: Settings) -> None:

@@ -125,7 +125,45 @@ def test_a_sqlite_url_without_its_three_slashes_is_refused_and_no_file_made(tmp_
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("url", ["sqlite:///:memory:", "sqlite:///ledger.db?mode=ro"])
+def test_a_sqlite_ledger_that_is_no_file_or_has_options_is_refused(tmp_path: Path, url: str) -> None:
+    # An import into :memory: said "accepted, recorded" and kept nothing; options were not read.
+    done = ledger(tmp_path, "migrate", LEDGER_DATABASE_URL=url)
+    assert_refused_in_one_line(done, "LEDGER_DATABASE_URL", "a SQLite ledger is a file")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("LEDGER_EXPIRY_INTERVAL_MS", "99999999999999999999999"),  # the writer process crash-looped
+        ("LEDGER_CACHE_REFRESH_MS", "99999999999999999999999"),  # its thread died
+        ("LEDGER_AUTH_LAST_USE_FLUSH_S", "inf"),  # its thread died
+        ("LEDGER_REQUEST_TIMEOUT_S", "nan"),
+        ("LEDGER_BACKUP_STEP_PAGES", "2147483648"),  # over SQLite's C int
+    ],
+)
+def test_a_setting_too_large_to_run_with_is_refused_before_anything_starts(
+    tmp_path: Path, name: str, value: str
+) -> None:
+    assert_refused_in_one_line(ledger(tmp_path, "migrate", "--check", **{name: value}), name)
+
+
+def test_a_database_sqlite_cannot_use_is_one_line(tmp_path: Path) -> None:
+    # sqlite3.OperationalError ('disk I/O error', 'database is locked', 'readonly database')
+    # reached the user as a traceback from several commands.
+    for command in (["tokens", "list"], ["rebuild", "--quiet"], ["migrate"]):
+        done = ledger(tmp_path, *command, LEDGER_DATABASE_URL="sqlite:////dev/null")
+        assert_refused_in_one_line(done, "cannot use the database", "sqlite:////dev/null")
+
+
 # -- bad arguments ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("host", ["a..b", "x" * 64 + ".example"])
+def test_a_host_that_is_no_name_is_refused_in_one_line(tmp_path: Path, host: str) -> None:
+    done = ledger(tmp_path, "serve", "--host", host)
+    assert_refused_in_one_line(done, "ledger serve", "not a host name or an address")
 
 
 @pytest.mark.parametrize(
