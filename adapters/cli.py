@@ -19,10 +19,15 @@ from pathlib import Path
 from typing import Any
 
 from adapters.masking import mask, remember_settings, secret_safe_logger
-from ledger.cli_errors import CommandError, database_url_checked
+from ledger.cli_errors import CommandError, database_url_checked, int_from
 from ledger.config import Settings
+from ledger.intake.envelope import ID_PATTERN as RUN_ID_PATTERN
 
 log = secret_safe_logger("adapters.cli")
+
+# The push targets' names (each target class's `name`; tests/adapters check that they agree).
+PUSH_TARGETS = ("bitrix", "moysklad", "wms", "wms-inbound")
+PARKED_SHOWN_MAX = 10_000
 
 
 def register(subcommands: Any) -> None:
@@ -50,7 +55,9 @@ def register(subcommands: Any) -> None:
     reconcile.add_argument(
         "--out-dir", type=Path, default=Path("."), help="where the CSV and JSON reports go"
     )
-    reconcile.add_argument("--run-id", help="names the report and its events (default: a new id)")
+    reconcile.add_argument(
+        "--run-id", type=_run_id, help="names the report, its files and its events (default: a new id)"
+    )
     reconcile.add_argument(
         "--apply",
         metavar="RUN",
@@ -76,7 +83,9 @@ def register(subcommands: Any) -> None:
     run.set_defaults(handler=_run)
     status = actions.add_parser("status", help="positions, lag, failures and parked items of each adapter")
     status.add_argument("--metrics", action="store_true", help="print the Prometheus text instead")
-    status.add_argument("--parked", type=int, default=20, help="how many parked items to list")
+    status.add_argument(
+        "--parked", type=int_from(0, PARKED_SHOWN_MAX), default=20, help="how many parked items to list"
+    )
     status.set_defaults(handler=_status)
     register_hooks = actions.add_parser(
         "register-webhooks",
@@ -93,7 +102,7 @@ def register(subcommands: Any) -> None:
     )
     register_hooks.set_defaults(handler=_register_webhooks)
     retry = actions.add_parser("retry-parked", help="push parked items again at the next cycle")
-    retry.add_argument("adapter", help="bitrix, moysklad or wms")
+    retry.add_argument("adapter", choices=PUSH_TARGETS, help="the push target whose parked items to retry")
     retry.add_argument("--key", help="only this item")
     retry.set_defaults(handler=_retry_parked)
 
@@ -105,6 +114,14 @@ def register(subcommands: Any) -> None:
     listing = mapping_actions.add_parser("list", help="print every mapping as CSV")
     listing.add_argument("--system", help="only this system")
     listing.set_defaults(handler=_mappings_list)
+
+
+def _run_id(text: str) -> str:
+    """A run id names two files and the events' ids: a ledger id (1-64 of A-Za-z0-9-_.:), checked
+    before anything is read or stored."""
+    if not RUN_ID_PATTERN.fullmatch(text) or text in (".", ".."):
+        raise argparse.ArgumentTypeError(f"must be 1-64 of A-Za-z0-9-_.: (not only dots), not {text!r}")
+    return text
 
 
 def _database(settings: Settings) -> Any:
@@ -444,6 +461,10 @@ def _retry_parked(args: argparse.Namespace, settings: Settings) -> int:
     from adapters.outbound import request_parked_retry
 
     count = request_parked_retry(_database(settings), args.adapter, args.key)
+    if args.key is not None and count == 0:
+        raise CommandError(
+            f"{args.adapter} has no parked item {args.key!r} (ledger adapters status lists them)"
+        )
     print(f"{count} parked item(s) of {args.adapter} will be pushed again at the next cycle")
     return 0
 

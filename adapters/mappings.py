@@ -39,6 +39,11 @@ SYSTEMS = ("bitrix", "moysklad", "wms", "csv")
 KINDS = ("sku", "store", "zone", "unit", "status")
 CSV_COLUMNS = ("system", "kind", "local_id", "external_id", "external_type", "factor")
 CSV_ROWS_MAX = 1_000_000
+# What a status row may do besides setting the Bitrix status (adapters/wms.py): nothing (empty),
+# release the order's reservation lines, or record its shipment.
+STATUS_ACTIONS = ("release", "ship")
+EXTERNAL_TEXT_CHARS_MAX = 256  # an external id, type or status (Bitrix's and MoySklad's are far shorter)
+UNIT_FACTOR_MAX = 1_000_000  # base units in one external unit (a pallet of a million pieces at most)
 
 
 class MappingError(ValueError):
@@ -195,15 +200,28 @@ def _row(record: dict[str, Any], where: str) -> MappingRow:
         raise MappingError(f"{where}: local_id and external_id are required")
     if kind in ("sku", "store", "zone", "unit") and not ID_PATTERN.fullmatch(local_id):
         raise MappingError(f"{where}: {local_id!r} is not a valid ledger id (1-64 of A-Za-z0-9-_.:)")
+    external_type = text("external_type") or None
+    for name, value in (
+        ("local_id", local_id),
+        ("external_id", external_id),
+        ("external_type", external_type),
+    ):
+        if value is not None and ("\x00" in value or len(value) > EXTERNAL_TEXT_CHARS_MAX):
+            raise MappingError(f"{where}: {name} holds a NUL or is over {EXTERNAL_TEXT_CHARS_MAX} characters")
+    if kind == "status" and external_type is not None and external_type not in STATUS_ACTIONS:
+        raise MappingError(
+            f"{where}: a status row's action (external_type) is empty or one of {STATUS_ACTIONS}, "
+            f"not {external_type!r}"
+        )
     factor: int | None = None
     if kind == "unit":
         try:
             factor = int(text("factor"))
         except ValueError:
             raise MappingError(f"{where}: a unit row needs an integer factor >= 1") from None
-        if factor < 1:
-            raise MappingError(f"{where}: a unit row needs an integer factor >= 1")
-    return MappingRow(system, kind, local_id, external_id, text("external_type") or None, factor)
+        if not 1 <= factor <= UNIT_FACTOR_MAX:
+            raise MappingError(f"{where}: a unit row needs an integer factor from 1 to {UNIT_FACTOR_MAX}")
+    return MappingRow(system, kind, local_id, external_id, external_type, factor)
 
 
 def save(recorder: Any, rows: Iterable[MappingRow]) -> int:

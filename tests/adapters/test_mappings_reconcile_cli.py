@@ -8,9 +8,13 @@ import pytest
 from conftest import FAST, event
 
 from adapters.bitrix import BitrixConfig, BitrixTarget
+from adapters.cli import PUSH_TARGETS
 from adapters.mappings import MappingError, Mappings, load_csv
+from adapters.moysklad import MoySkladOrdersTarget
 from adapters.outbound import OutboundWorker
-from ledger.cli import main
+from adapters.wms import WmsPickingTarget
+from adapters.wms_inbound import WmsInboundTarget
+from ledger.cli import EXIT_USAGE, main
 from ledger.domain.model import EventType
 
 RECEIPT = EventType.RECEIPT
@@ -43,8 +47,11 @@ def test_a_mappings_csv_is_loaded_and_read_back_by_kind(tmp_path, recorder):
     [
         ("shopify,sku,SKU-1,1,,", "system must be one of"),
         ("bitrix,sku,SKU 1,1,,", "not a valid ledger id"),
-        ("wms,unit,SKU-1,box,,0", "factor >= 1"),
+        ("wms,unit,SKU-1,box,,0", "factor from 1 to"),
+        ("wms,unit,SKU-1,box,,99999999999999999999999999", "factor from 1 to"),  # was an OverflowError
         ("bitrix,sku,SKU-2,,,", "are required"),
+        ("wms,status,PICKING,Q,explode,", "action"),  # a typo for release or ship did nothing, silently
+        ("bitrix,sku,SKU-2,1\x002,,", "NUL"),  # PostgreSQL cannot store it
     ],
 )
 def test_a_bad_row_names_its_line_and_nothing_of_the_file_is_loaded(tmp_path, recorder, bad_row, complaint):
@@ -90,3 +97,40 @@ def test_the_ledger_commands_load_mappings_and_report_status(
     assert "wms,status,PICKING_ERROR,PE,release," in capsys.readouterr().out
     assert main(["adapters", "status"]) == 0
     assert main(["adapters", "status", "--metrics"]) == 0
+
+
+def test_the_push_targets_a_command_names_are_the_targets_names() -> None:
+    assert set(PUSH_TARGETS) == {
+        BitrixTarget.name,
+        MoySkladOrdersTarget.name,
+        WmsPickingTarget.name,
+        WmsInboundTarget.name,
+    }
+
+
+@pytest.mark.parametrize(
+    ("argv", "complaint"),
+    [
+        (["adapters", "retry-parked", "bogus"], "invalid choice: 'bogus'"),  # was '0 parked item(s)', exit 0
+        (["adapters", "retry-parked", "bitrix", "--key", "NOSUCH"], "no parked item 'NOSUCH'"),
+        (["adapters", "status", "--parked", "99999999999999999999999"], "--parked"),  # an OverflowError
+        (["reconcile", "--source", "csv", "--run-id", "r" * 300], "--run-id"),  # stored, then failed
+        (["reconcile", "--source", "csv", "--run-id", "../../etc/x"], "--run-id"),
+        (["reconcile", "--source", "csv", "--run-id", ".."], "--run-id"),
+    ],
+)
+def test_a_command_naming_what_is_not_there_is_refused_in_one_line(
+    tmp_path, monkeypatch, database_url, ledger, capsys: Any, argv: list[str], complaint: str
+) -> None:
+    monkeypatch.setenv("LEDGER_DATABASE_URL", database_url)
+    (tmp_path / "snapshot.csv").write_text("store_id,sku,on_hand\n")
+    monkeypatch.chdir(tmp_path)
+    try:
+        code = main([*argv, *(["--file", "snapshot.csv"] if argv[0] == "reconcile" else [])])
+    except SystemExit as exited:  # argparse's refusal
+        code = exited.code
+    assert code == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and complaint in err, err
+    assert len(err.strip().splitlines()) == 1, err
+    assert list(tmp_path.glob("*.json")) == []  # no report was written or stored for a refused run id
