@@ -211,6 +211,7 @@ class Ledger:
         self._counts_lock = threading.Lock()  # the event loop and the Kafka consumer both count
         self.write_health = WriteHealth()
         self._probe_lock = asyncio.Lock()
+        self._ping: asyncio.Future[bool] | None = None  # the database probe under way, shared
 
     def start(self) -> None:
         self.writer.start()
@@ -540,3 +541,17 @@ class Ledger:
         """Can the database be read? (Brings the cache to the log's head on the way.)"""
         self.refresh()
         return self.database_ok
+
+    async def database_answers(self) -> str | None:
+        """Why the database cannot be read now (a readiness probe's), or None when it can. It is
+        waited for READY_PROBE_TIMEOUT_S at most: a database that holds a read (a lock, a stall)
+        is not ready, and says so at once rather than with a probe's timeout. Concurrent callers
+        share one probe, so that a stalled database holds one thread, not one per probe."""
+        ping = self._ping
+        if ping is None or ping.done() or ping.get_loop() is not asyncio.get_running_loop():
+            self._ping = ping = asyncio.ensure_future(asyncio.to_thread(self.ping))
+        try:
+            answered = await asyncio.wait_for(asyncio.shield(ping), READY_PROBE_TIMEOUT_S)
+        except TimeoutError:
+            return f"the database did not answer a read within {READY_PROBE_TIMEOUT_S:g} s"
+        return None if answered else "database unreachable"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterator
 from typing import Protocol
 
@@ -106,8 +105,9 @@ async def readyz(request: Request, ledger: LedgerDep) -> dict[str, object]:
 
 async def _not_ready_because(ledger: Ledger, kafka: IntakeStatus | None) -> str | None:
     """The first reason this instance should not be sent traffic now, or None."""
-    if not await asyncio.to_thread(ledger.ping):
-        return "database unreachable"
+    unreadable = await ledger.database_answers()
+    if unreadable is not None:
+        return unreadable
     failure = await ledger.writes_unready()
     if failure is not None:
         return f"writes cannot be recorded: {failure}"
