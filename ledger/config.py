@@ -38,6 +38,9 @@ class Settings(BaseSettings):
     http_idle_timeout_s: float = Field(5.0, gt=0, le=3600, description="keep-alive and unused connections")
     http_header_timeout_s: float = Field(10.0, gt=0, le=3600)
     http_body_timeout_s: float = Field(60.0, gt=0, le=3600)
+    # An answer the client does not read: past this long with the connection's send buffer full,
+    # it is cut (each such connection holds a request's task and counts against the maximum).
+    http_write_timeout_s: float = Field(30.0, gt=0, le=3600, description="a client that stops reading")
     http_header_bytes_max: int = Field(64 * 1024, ge=1024, le=16 * 1024 * 1024)
     # Connections and requests at once per worker process; past it 503 `over-capacity` (ledger/api/gate.py).
     http_connections_max: int = Field(2048, ge=1)

@@ -7,7 +7,9 @@ body trickling in a byte at a time). `DeadlineProtocol` is uvicorn's httptools p
 - headers: a request's headers must arrive whole, and within `header_bytes_max`, in the header
   timeout from its first byte; its body must arrive whole in the body timeout from its headers.
 Past a deadline the connection is closed (a reader of the request sees a disconnect); headers over
-the size answer 400 and close. A deadline is a time kept on the connection, not a timer: one sweep
+the size answer 400 and close. And a write deadline: an answer the client stops reading, once the
+connection's send buffer is full, must drain within the write timeout, else the connection is cut.
+A deadline is a time kept on the connection, not a timer: one sweep
 per worker looks its connections over every DEADLINE_SWEEP_S while any has one, so a connection is
 closed at most that long after its deadline. (A timer per deadline cost every request two timers
 made and cancelled, 5.8 µs measured, for deadlines that almost never pass.)
@@ -40,8 +42,9 @@ from ledger.api.one_write import OneWriteTransport
 from ledger.api.response_head import RESPONSE_HEAD_KEY
 from ledger.config import Settings
 
-# How often a worker's connections are looked over for a read deadline that has passed.
+# How often a worker's connections are looked over for a read or write deadline that has passed.
 DEADLINE_SWEEP_S = 0.25
+WRITE_TIMEOUT_S_DEFAULT = 30.0  # LEDGER_HTTP_WRITE_TIMEOUT_S
 
 
 class _DeadlineSweep:
@@ -64,12 +67,17 @@ class _DeadlineSweep:
         try:
             for connection in list(self.connections):
                 read_by = getattr(connection, "read_by", 0.0)  # another protocol has none
-                if not read_by:
-                    continue
-                if read_by <= now:
-                    connection.read_deadline_passed()
-                else:
-                    waiting = True
+                if read_by:
+                    if read_by <= now:
+                        connection.read_deadline_passed()
+                    else:
+                        waiting = True
+                write_by = getattr(connection, "write_by", 0.0)
+                if write_by:
+                    if write_by <= now:
+                        connection.write_deadline_passed()
+                    else:
+                        waiting = True
         except BaseException:
             self.ensure()  # the connections not looked at yet keep their deadlines
             raise
@@ -100,6 +108,7 @@ class DeadlineProtocol(HttpToolsProtocol):
         header_timeout_s: float,
         body_timeout_s: float,
         header_bytes_max: int,
+        write_timeout_s: float = WRITE_TIMEOUT_S_DEFAULT,
     ) -> None:
         super().__init__(config, server_state, app_state, _loop)
         # uvicorn's own check answers with an application of its own, outside the stack: ours
@@ -112,6 +121,8 @@ class DeadlineProtocol(HttpToolsProtocol):
         self.header_bytes_max = header_bytes_max
         self.header_bytes = 0
         self.read_by = 0.0  # the loop's time by which the request must have arrived (0: none)
+        self.write_timeout_s = write_timeout_s
+        self.write_by = 0.0  # the loop's time by which a full send buffer must have drained (0: none)
         sweep = _sweeps.get(server_state)
         if sweep is None:
             sweep = _sweeps[server_state] = _DeadlineSweep(self.loop, self.connections)
@@ -209,6 +220,22 @@ class DeadlineProtocol(HttpToolsProtocol):
         if not self.transport.is_closing():
             self.transport.close()
 
+    def pause_writing(self) -> None:
+        """The send buffer is full: the client must read it within the write timeout."""
+        super().pause_writing()
+        self.write_by = self.loop.time() + self.write_timeout_s
+        self.deadline_sweep.ensure()
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        self.write_by = 0.0
+
+    def write_deadline_passed(self) -> None:
+        """Cut, not closed: a close would wait for the client to read what is buffered."""
+        self.write_by = 0.0
+        self.logger.info("a client read none of its answer for %s s: connection cut", self.write_timeout_s)
+        self.one_write.abort()
+
 
 def uvicorn_options(settings: Settings) -> dict[str, Any]:
     """uvicorn's connection limits for the API, explicitly."""
@@ -219,6 +246,7 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
         body_timeout_s=settings.http_body_timeout_s,
         header_bytes_max=settings.http_header_bytes_max,
         connections_max=settings.http_connections_max,
+        write_timeout_s=settings.http_write_timeout_s,
     )
 
 
@@ -230,6 +258,7 @@ def connection_options(
     body_timeout_s: float,
     header_bytes_max: int,
     connections_max: int,
+    write_timeout_s: float = WRITE_TIMEOUT_S_DEFAULT,
 ) -> dict[str, Any]:
     """uvicorn's options for `protocol` (DeadlineProtocol or a subclass) and its limits; the
     protocol is picklable for `--workers N`."""
@@ -239,6 +268,7 @@ def connection_options(
             header_timeout_s=header_timeout_s,
             body_timeout_s=body_timeout_s,
             header_bytes_max=header_bytes_max,
+            write_timeout_s=write_timeout_s,
         ),
         "timeout_keep_alive": idle_timeout_s,
         "limit_concurrency": connections_max,
