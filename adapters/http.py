@@ -25,6 +25,7 @@ import http.cookiejar
 import json
 import logging
 import ssl
+import time
 import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -41,6 +42,10 @@ log = secret_safe_logger("adapters.http")
 secret_safe_logger("httpx").setLevel(logging.WARNING)
 
 RESPONSE_BYTES_MAX = 64 * 1024 * 1024
+# A whole answer, from the request sent to its last byte, within this many of the client's timeouts:
+# each read has its own, and a target that trickles bytes just inside it held a worker for as long
+# as 64 MiB took to arrive so.
+WHOLE_ANSWER_TIMEOUTS = 4
 # Per target: more than the threads that share one client (a worker per target, the inbox, a poller).
 CONNECTIONS_MAX = 8
 # An idle connection is closed after this long, before a server is likely to close it under us.
@@ -160,6 +165,7 @@ class HttpClient:
             data = json.dumps(json_body, ensure_ascii=False).encode()
             all_headers["Content-Type"] = "application/json"
         all_headers.update(headers or {})
+        deadline = time.monotonic() + WHOLE_ANSWER_TIMEOUTS * self.timeout_s
         try:
             with self._client.stream(method, url, content=data, headers=all_headers) as answer:
                 if answer.is_redirect:
@@ -169,7 +175,7 @@ class HttpClient:
                         url,
                         answer.headers.get("Location"),
                     )
-                body = _read_capped(answer, f"{method} {url}")
+                body = _read_capped(answer, f"{method} {url}", deadline)
                 return Response(answer.status_code, dict(answer.headers.items()), body)
         except (httpx.HTTPError, OSError) as error:
             raise TransportError(
@@ -190,11 +196,14 @@ def _no_cookies() -> http.cookiejar.CookieJar:
     return http.cookiejar.CookieJar(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
 
 
-def _read_capped(answer: httpx.Response, what: str) -> bytes:
-    """The decompressed body, up to RESPONSE_BYTES_MAX (a compressed answer cannot grow past it)."""
+def _read_capped(answer: httpx.Response, what: str, deadline: float) -> bytes:
+    """The decompressed body, up to RESPONSE_BYTES_MAX (a compressed answer cannot grow past it),
+    by the monotonic `deadline` (else httpx's ReadTimeout)."""
     chunks: list[bytes] = []
     size = 0
     for chunk in answer.iter_bytes():
+        if time.monotonic() > deadline:
+            raise httpx.ReadTimeout(f"the whole answer to {what} did not arrive in time")
         chunks.append(chunk)
         size += len(chunk)
         if size > RESPONSE_BYTES_MAX:

@@ -14,7 +14,7 @@ from support.postgres import EmbeddedPostgres
 from ledger.service import READY_PROBE_TIMEOUT_S
 
 PROBES = 8
-ANSWER_S_MAX = READY_PROBE_TIMEOUT_S + 3.0  # the probe's wait, and this machine's slowness
+ANSWER_S_MAX = READY_PROBE_TIMEOUT_S + 10.0  # the probe's wait and a slow machine's; held, it is 60 s
 
 
 def test_a_held_read_is_not_ready_at_once_and_ready_again_once_let_go(
