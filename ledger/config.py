@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -424,6 +425,18 @@ class Settings(BaseSettings):
     wms_webhook_signature_header: str = Field("X-Signature", pattern=r"^[A-Za-z0-9-]{1,64}$")
     wms_webhook_signature_prefix: str = Field("sha256=", max_length=32, description="before the digest")
     wms_webhook_signature_encoding: Literal["hex", "base64"] = "hex"
+
+    @field_validator("bitrix_webhook_url", "moysklad_base_url", "wms_base_url")
+    @classmethod
+    def _target_url_is_http(cls, url: str | None) -> str | None:
+        """A push target's address: an absolute http(s) URL with a host, refused at start rather
+        than at the first push (a traceback from the adapters' run)."""
+        if url is None:
+            return None
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"must be an http:// or https:// URL with a host, not {url!r}")
+        return url
 
     @field_validator("database_url")
     @classmethod

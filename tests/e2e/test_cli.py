@@ -149,6 +149,15 @@ def test_a_setting_too_large_to_run_with_is_refused_before_anything_starts(
     assert_refused_in_one_line(ledger(tmp_path, "migrate", "--check", **{name: value}), name)
 
 
+@pytest.mark.parametrize(
+    "name", ["LEDGER_BITRIX_WEBHOOK_URL", "LEDGER_WMS_BASE_URL", "LEDGER_MOYSKLAD_BASE_URL"]
+)
+def test_a_push_target_that_is_no_http_url_is_refused_at_start(tmp_path: Path, name: str) -> None:
+    # The adapters' run failed at its first push, with a traceback (ForeignUrl).
+    done = ledger(tmp_path, "adapters", "status", **{name: "garbage"})
+    assert_refused_in_one_line(done, name, "http:// or https:// URL")
+
+
 def test_a_database_sqlite_cannot_use_is_one_line(tmp_path: Path) -> None:
     # sqlite3.OperationalError ('disk I/O error', 'database is locked', 'readonly database')
     # reached the user as a traceback from several commands.
