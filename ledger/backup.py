@@ -79,7 +79,7 @@ def backup(source: str, destination: str, step_pages: int, step_pause_ms: int, p
         pages = int(dst.execute("PRAGMA page_count").fetchone()[0])
         # The copy carries the source's WAL mode: read later, even read-only, it would grow a -wal
         # and a -shm beside it. In rollback mode it is one file; a restore leaves the target's mode.
-        dst.execute("PRAGMA journal_mode=DELETE")
+        _set_journal_mode(dst, partial, "delete")
     _fsync(partial)
     os.replace(partial, destination)
     _fsync_directory(destination)
@@ -110,8 +110,15 @@ def restore(source: str, target: str, *, force: bool, progress: Progress) -> Cop
             # One step: the target changes in one transaction.
             src.backup(dst, pages=-1, progress=lambda status, remaining, total: progress(total, total))
             _check(dst, target)
-            dst.execute("PRAGMA journal_mode=WAL")  # the ledger's mode; the backup is in rollback mode
+            _set_journal_mode(dst, target, "wal")  # the ledger's mode; the backup is in rollback mode
     return Copied(pages, events, position)
+
+
+def _set_journal_mode(connection: sqlite3.Connection, path: str, mode: str) -> None:
+    """SQLite answers the mode it is in, which is the old one when it could not switch (busy)."""
+    now = str(connection.execute(f"PRAGMA journal_mode={mode}").fetchone()[0]).lower()
+    if now != mode:
+        raise CommandError(f"{path}: could not switch it to {mode} journal mode (it is in {now} mode)")
 
 
 def in_use(database: str) -> bool:

@@ -28,7 +28,7 @@ def open_database(settings: Settings) -> Any:
         settings.db_lock_timeout_s,
         migration_wait_s=settings.migration_wait_s,
         deadlock_timeout_ms=settings.db_deadlock_timeout_ms,
-        writer_answer_wait_s=settings.db_writer_answer_wait_s,
+        writer_answer_wait_s=settings.writer_answer_wait_s,
     )
 
 

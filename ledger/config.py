@@ -11,6 +11,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 # What a produced record carries beyond its key, value and headers (batch and record framing), and
 # more: a dead letter cut to its limits plus this always fits in the producer's request.
 KAFKA_RECORD_FRAMING_BYTES_MAX = 1024
+# The writer's wait for PostgreSQL beyond its two lock waits, when LEDGER_DB_WRITER_ANSWER_WAIT_S is unset.
+WRITER_ANSWER_MARGIN_S = 30.0
 
 
 PEER_SECRET_CHARS_MIN = 16
@@ -22,7 +24,9 @@ HTTP_WORKERS_MAX = 64
 
 class Settings(BaseSettings):
     # No setting is infinite or NaN: a limit of inf is no limit, and time arithmetic on it fails later.
-    model_config = SettingsConfigDict(env_prefix="LEDGER_", extra="ignore", allow_inf_nan=False)
+    model_config = SettingsConfigDict(
+        env_prefix="LEDGER_", extra="ignore", allow_inf_nan=False, hide_input_in_errors=True
+    )
 
     database_url: str = Field(
         "sqlite:///ledger.db", description="sqlite:///file or postgresql://user:pass@host:port/db"
@@ -259,7 +263,7 @@ class Settings(BaseSettings):
     )
 
     # Reservation expiry.
-    expiry_interval_ms: int = Field(500, ge=10, le=3_600_000)
+    expiry_interval_ms: int = Field(500, ge=10, le=10**10)  # at most about 115 days
     expiry_batch_max: int = Field(500, ge=1)
 
     # This instance's in-memory state and how it keeps up with other instances' writes.
@@ -275,11 +279,15 @@ class Settings(BaseSettings):
     # The database.
     db_pool_size: int = Field(8, ge=2)
     db_lock_timeout_s: int = Field(30, ge=1)
-    # The longest the writer waits for PostgreSQL to answer one of its statements, its lock wait
-    # included: past it the session is cancelled and dropped, and the batch's callers are answered
-    # (ledger/storage/pg_sessions.py). A stuck server must not freeze the writer.
-    db_writer_answer_wait_s: int = Field(
-        60, ge=2, le=3600, description="the writer's wait for an answer of PostgreSQL, its lock wait included"
+    # The longest the writer waits for PostgreSQL to answer one of its statements, its lock waits
+    # included (ledger/storage/pg_sessions.py): past it the statement is cancelled, its session
+    # dropped and the batch's callers answered. A stuck server must not freeze the writer. Unset:
+    # two lock waits (a batch may wait for the writers' lock, then for the log's) and a margin.
+    db_writer_answer_wait_s: int | None = Field(
+        None,
+        ge=2,
+        le=86_400,
+        description="the writer's wait for an answer of PostgreSQL; unset: 2 lock waits + 30 s",
     )
     # PostgreSQL's deadlock_timeout on the ledger's sessions: how soon the rebuild's swap (or a
     # migration) that finds autovacuum holding a table has it cancelled (ledger/storage/pg_sessions.py).
@@ -435,7 +443,8 @@ class Settings(BaseSettings):
             return None
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"must be an http:// or https:// URL with a host, not {url!r}")
+            # Not the value: a webhook URL holds its secret (CONTRACT §5).
+            raise ValueError("must be an http:// or https:// URL with a host")
         return url
 
     @field_validator("database_url")
@@ -477,13 +486,23 @@ class Settings(BaseSettings):
                 )
         return self
 
+    @property
+    def writer_answer_wait_s(self) -> float:
+        if self.db_writer_answer_wait_s is not None:
+            return float(self.db_writer_answer_wait_s)
+        return 2.0 * self.db_lock_timeout_s + WRITER_ANSWER_MARGIN_S
+
     @model_validator(mode="after")
-    def _writer_waits_out_its_lock(self) -> Settings:
-        if self.db_writer_answer_wait_s <= self.db_lock_timeout_s:
+    def _writer_waits_out_its_locks(self) -> Settings:
+        wait_s = self.db_writer_answer_wait_s
+        if (
+            wait_s is not None
+            and wait_s <= 2 * self.db_lock_timeout_s
+            and self.database_url.startswith("postgres")
+        ):
             raise ValueError(
-                f"LEDGER_DB_WRITER_ANSWER_WAIT_S ({self.db_writer_answer_wait_s}) must be more than "
-                f"LEDGER_DB_LOCK_TIMEOUT_S ({self.db_lock_timeout_s}): a statement of the writer may wait "
-                "that long for its lock before it starts"
+                f"LEDGER_DB_WRITER_ANSWER_WAIT_S ({wait_s}) must be more than twice LEDGER_DB_LOCK_TIMEOUT_S "
+                f"({self.db_lock_timeout_s}): a batch may wait that long for its two locks before it starts"
             )
         return self
 

@@ -170,9 +170,10 @@ HEAD_NOTE = """**HEAD.** Every GET operation also answers HEAD (RFC 9110): the G
 it lists GET."""
 
 # ledger/api/console/negotiation.py: the console at /ui is not in the document, so said here.
-CONSOLE_NOTE = """**The console at /ui.** Its pages are HTML for people. It answers a refusal (401, 403, 404,
-405, 422, 503) as a page only to a request whose `Accept` names `text/html` (a browser's navigation);
-any other request gets the same status and headers with `application/problem+json`, as the API does."""
+CONSOLE_NOTE = """**The console at /ui.** Its pages are HTML for people. It answers a refusal (401, 403, 422,
+503) as a page only to a request whose `Accept` names `text/html` (a browser's navigation); any other
+request gets the same status and headers with `application/problem+json`, as the API does. A 404 or
+405 under /ui is problem+json to anyone."""
 
 
 def install_openapi(app: FastAPI, routes: Sequence[APIRoute]) -> None:

@@ -73,6 +73,12 @@ class AnsweredInTime(psycopg.Connection[Any]):
 CANCEL_WAIT_S = 2.0
 
 
+class NoAnswer(psycopg.OperationalError):
+    """The server did not answer within the writer's answer wait: the session was cancelled and
+    closed, and whether its last statement took effect is unknown. Not retried: every caller of the
+    batch has long given up waiting (ledger/writer/batching.py)."""
+
+
 class WaitsBounded(psycopg.Connection[Any]):
     """The pool's connections: a wait for the server is bounded while `answer_wait_s` is set (the
     writer's statements: `bounded_waits`), and unbounded otherwise (a migration's index build, a
@@ -95,7 +101,7 @@ class WaitsBounded(psycopg.Connection[Any]):
             if self.pgconn.transaction_status != psycopg.pq.TransactionStatus.ACTIVE:
                 raise  # the connection broke: psycopg says how
             abandon(self)
-            raise psycopg.OperationalError(
+            raise NoAnswer(
                 f"the database did not answer within {bound:g} s: the session is closed, and "
                 "whether its last statement took effect is unknown"
             ) from None

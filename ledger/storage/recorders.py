@@ -42,6 +42,7 @@ from ledger.storage.pg_sessions import (
     DEADLOCK_TIMEOUT_MS_DEFAULT,
     WAIT_INTERVAL_S,
     LedgerPostgresDatastore,
+    NoAnswer,
     abandon,
     bounded_waits,
 )
@@ -66,7 +67,7 @@ class LedgerRecorder(Protocol):
     def lost_optimistic_bet(self, error: Exception) -> bool: ...
 
     def write_transaction(self, *, bounded: bool = False) -> contextlib.AbstractContextManager[SqlTx]: ...
-    def read_transaction(self) -> contextlib.AbstractContextManager[SqlTx]: ...
+    def read_transaction(self, *, bounded: bool = False) -> contextlib.AbstractContextManager[SqlTx]: ...
     def snapshot_transaction(self) -> contextlib.AbstractContextManager[SqlTx]: ...
     def plain_transaction(self) -> contextlib.AbstractContextManager[SqlTx]: ...
     def insert_entries(self, tx: SqlTx, stored_events: Sequence[StoredEvent], head: int) -> list[int]: ...
@@ -130,10 +131,34 @@ def _pg_batch_call_raw(function: str) -> bytes:
     ).encode()
 
 
-def _prepare(pgconn: Any, name: bytes, sql: bytes) -> None:
-    result = pgconn.prepare(name, sql)
-    if result.status != psycopg.pq.ExecStatus.COMMAND_OK:
-        raise _error_of(result)
+def _prepare(conn: Any, name: bytes, sql: bytes, answer_wait_s: float) -> None:
+    pgconn = conn.pgconn
+    pgconn.send_prepare(name, sql)
+    error: psycopg.Error | None = None
+    while (result := _next_result(conn, time.monotonic() + answer_wait_s, answer_wait_s)) is not None:
+        if result.status != psycopg.pq.ExecStatus.COMMAND_OK and error is None:
+            error = _error_of(result)
+    if error is not None:
+        raise error
+
+
+def _next_result(conn: Any, deadline: float, answer_wait_s: float) -> Any:
+    """libpq's next result of what was sent on `conn`, or None when there is no more, waited for
+    until `deadline` (then the session is left: NoAnswer)."""
+    pgconn = conn.pgconn
+    while pgconn.is_busy():
+        left = deadline - time.monotonic()
+        if left <= 0:
+            abandon(conn)
+            raise NoAnswer(
+                f"the database did not answer within {answer_wait_s:g} s: the session is closed, and "
+                "whether a batch it was sent was recorded is unknown"
+            )
+        readable = select.poll()  # not select.select: a descriptor past 1023 is refused there
+        readable.register(pgconn.socket, select.POLLIN)
+        readable.poll(min(left, WAIT_INTERVAL_S) * 1000)
+        pgconn.consume_input()
+    return pgconn.get_result()
 
 
 class SentBatch:
@@ -148,14 +173,14 @@ class SentBatch:
     def wait(self) -> None:
         """Until the server has recorded it, or failed it: raises psycopg's error for its
         SQLSTATE (SerializationFailure for a moved head, as write_collected would). A server that
-        has not answered within the writer's answer wait is left (`abandon`) with an
-        OperationalError: whether the batch committed is then unknown, as after a lost connection."""
+        has not answered within the writer's answer wait is left (`abandon`) with NoAnswer:
+        whether the batch committed is then unknown, as after a lost connection."""
         try:
             # Sent whole in blocking mode; the answer is waited for without blocking, to a deadline.
             self._pgconn.nonblocking = 1
             deadline = time.monotonic() + self._answer_wait_s
             error: psycopg.Error | None = None
-            while (result := self._next_result(deadline)) is not None:
+            while (result := _next_result(self._conn, deadline, self._answer_wait_s)) is not None:
                 if result.status == psycopg.pq.ExecStatus.FATAL_ERROR and error is None:
                     error = _error_of(result)
             if error is None and self._pgconn.status != psycopg.pq.ConnStatus.OK:
@@ -166,20 +191,6 @@ class SentBatch:
             with contextlib.suppress(Exception):
                 self._pgconn.nonblocking = 1
             self._stack.close()
-
-    def _next_result(self, deadline: float) -> Any:
-        pgconn = self._pgconn
-        while pgconn.is_busy():
-            left = deadline - time.monotonic()
-            if left <= 0:
-                abandon(self._conn)
-                raise psycopg.OperationalError(
-                    f"the database did not answer a batch within {self._answer_wait_s:g} s: the session "
-                    "is closed, and whether the batch was recorded is unknown"
-                )
-            select.select([pgconn.socket], [], [], min(left, WAIT_INTERVAL_S))
-            pgconn.consume_input()
-        return pgconn.get_result()
 
 
 def _error_of(result: Any) -> psycopg.Error:
@@ -364,7 +375,7 @@ class PostgresLedgerRecorder(_HeadAndClose, PostgresApplicationRecorder):
             # sets it back once the results are read.
             pgconn.nonblocking = 0
             if conn not in self._batch_call_prepared:
-                _prepare(pgconn, self._batch_call_name, self._batch_call_raw)
+                _prepare(conn, self._batch_call_name, self._batch_call_raw, self.writer_answer_wait_s)
                 self._batch_call_prepared.add(conn)
             pgconn.send_query_prepared(
                 self._batch_call_name, [str(head).encode(), str(last_position).encode(), *arguments]
@@ -407,8 +418,13 @@ class PostgresLedgerRecorder(_HeadAndClose, PostgresApplicationRecorder):
             yield SqlTx(curs, qmark=False, connection=conn)
 
     @contextlib.contextmanager
-    def read_transaction(self) -> Iterator[SqlTx]:
-        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+    def read_transaction(self, *, bounded: bool = False) -> Iterator[SqlTx]:
+        """`bounded`: as write_transaction's (the writer's own reads, before it decides a batch)."""
+        with (
+            self.datastore.get_connection() as conn,
+            bounded_waits(conn, self.writer_answer_wait_s) if bounded else contextlib.nullcontext(),
+            conn.cursor() as curs,
+        ):
             yield SqlTx(curs, qmark=False)
 
     @_LOG_READ_RETRIES
@@ -502,7 +518,7 @@ class SQLiteLedgerRecorder(_HeadAndClose, SQLiteApplicationRecorder):
             conn.commit()
 
     @contextlib.contextmanager
-    def read_transaction(self) -> Iterator[SqlTx]:
+    def read_transaction(self, *, bounded: bool = False) -> Iterator[SqlTx]:
         with self.datastore.get_connection(commit=False) as conn:
             yield SqlTx(conn.cursor(), qmark=True)
 

@@ -81,8 +81,8 @@ class TracedRecorder:
             yield tx
 
     @contextlib.contextmanager
-    def read_transaction(self) -> Iterator[SqlTx]:
-        with self._span("read_transaction"), self.inner.read_transaction() as tx:
+    def read_transaction(self, *, bounded: bool = False) -> Iterator[SqlTx]:
+        with self._span("read_transaction"), self.inner.read_transaction(bounded=bounded) as tx:
             yield tx
 
     @contextlib.contextmanager

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from ledger.results import EventResult
+from ledger.storage.pg_sessions import NoAnswer
 from ledger.writer.submission import Submission, WriterUnavailable, failure_kind
 
 log = logging.getLogger("ledger.writer")
@@ -59,6 +60,19 @@ def drain_queue(
     return batch, False
 
 
+def give_up(batch: list[Submission], error: BaseException) -> None:
+    """Answers every submission of the batch with the failure `error` is."""
+    log.error("batch of %d submissions failed, giving up: %r", len(batch), error)
+    for submission in batch:  # an exception of its own each: a caller raises it
+        submission.done(failure_kind(error))
+
+
+def went_unanswered(error: BaseException) -> bool:
+    """The database did not answer within the writer's answer wait (NoAnswer, maybe wrapped by the
+    library's datastore): another try would wait as long again, for callers gone long since."""
+    return isinstance(error, NoAnswer) or isinstance(error.__cause__, NoAnswer)
+
+
 def record_with_retries(
     batch: list[Submission],
     record: Callable[[list[Submission]], list[list[EventResult]]],
@@ -73,7 +87,7 @@ def record_with_retries(
             results = record(batch)
         except Exception as error:  # noqa: BLE001 - retried: see the module's docstring
             failed(batch, error)
-            if attempt < retries_max:
+            if attempt < retries_max and not went_unanswered(error):
                 log.warning("batch failed (attempt %d), retrying: %s", attempt + 1, error)
                 time.sleep(min(RETRY_WAIT_S_FIRST * 2**attempt, RETRY_WAIT_S_MAX))
                 continue
@@ -84,10 +98,7 @@ def record_with_retries(
                 return
             # The database is unavailable: no submission of the batch would fare better alone, and
             # trying each with its own retries kept the writer from answering anyone meanwhile.
-            log.error("batch of %d submissions failed, giving up: %r", len(batch), error)
-            batch[0].done(failure)
-            for submission in batch[1:]:  # an exception of its own each: a caller raises it
-                submission.done(failure_kind(error))
+            give_up(batch, error)
             return
         for submission, result in zip(batch, results, strict=True):
             submission.done(result)

@@ -143,7 +143,7 @@ def catch_up_and_fetch(
     `found`: what memory lacked, found earlier; used when the head has not moved since.
     False when the database is behind memory: a batch of this writer's own is still in flight."""
     generation = cache.generation
-    with recorder.read_transaction() as tx:
+    with recorder.read_transaction(bounded=True) as tx:
         head = recorder.head(tx)
         if head < cache.head:
             return False
@@ -186,7 +186,7 @@ def read_absent_reservations(recorder: LedgerRecorder, cache: StateCache, events
     if not missing.reservations or missing.levels or missing.stores or missing.policy_stores:
         return False
     generation, head = cache.generation, cache.head
-    with recorder.read_transaction() as tx:
+    with recorder.read_transaction(bounded=True) as tx:
         held = cache.read_reservations(tx, missing.reservations).found_keys()
     if held:
         return False  # its state is needed: read once the batch in flight has landed

@@ -40,7 +40,7 @@ def expire_due(
 ) -> tuple[int, Commit | None]:
     """Records `stock.reservation_expired` for the open reservations due by `now`; returns how
     many, and what the cache takes (None when nothing was due)."""
-    with recorder.read_transaction() as tx:
+    with recorder.read_transaction(bounded=True) as tx:
         if not tx.fetchall(DUE_SQL, (utc_text(now), 1)):
             return 0, None  # the common case, without the write lock
     recorded_at = utc_text(utc_now())

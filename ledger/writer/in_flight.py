@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from ledger.clock import utc_now, utc_text
 from ledger.domain.model import StockEvent
 from ledger.storage.recorders import SentBatch
+from ledger.writer import batching
 from ledger.writer.answers import answers
 from ledger.writer.facade import Writer
 from ledger.writer.recording import OneStatement
@@ -91,6 +92,11 @@ def land(writer: Writer, flight: InFlight) -> bool:
             writer.cache.withdraw(statement.committed, statement.head)
             writer.recent_keys.withdraw(ready.events, statement.pending)
             writer.lost_bet()
+        elif batching.went_unanswered(error):
+            # Asked again, the database would be waited for as long, for callers gone long since.
+            writer.failed(ready.batch, error)
+            batching.give_up(ready.batch, error)
+            return False
         else:
             writer.forget()
             log.warning("a batch in flight failed, recording it the ordinary way: %s", error)

@@ -76,3 +76,29 @@ def test_a_statement_the_server_never_answers_is_given_up_and_the_writer_goes_on
         level = api.level(client, store, "SKU-1")
     assert level["on_hand"] == 5 + 1 + 2
     assert "did not answer" in server.log_path.read_text()
+
+
+def test_a_read_the_server_holds_is_given_up_too(postgres: EmbeddedPostgres, serve: Any) -> None:
+    """Before it decides a batch with a key memory lacks, the writer reads: a lock held on the log
+    (by hand, a migration) held that read, and the writer with it, for as long as the lock."""
+    database_url = postgres.create_database("writer_read_held")
+    server = serve(
+        database_url,
+        {
+            "LEDGER_DB_LOCK_TIMEOUT_S": "1",
+            "LEDGER_DB_WRITER_ANSWER_WAIT_S": str(ANSWER_WAIT_S),
+            "LEDGER_REQUEST_TIMEOUT_S": "60",  # longer than the writer's own waits: its answer comes first
+        },
+    )
+    store = unique("store")
+    with server.client() as client:
+        api.record(client, ev.receipt(store, ("SKU-1", 5)))
+        with psycopg.connect(database_url) as holder:
+            holder.execute("LOCK TABLE ledger_events IN ACCESS EXCLUSIVE MODE")
+            held = client.post("/v1/events", json=ev.receipt(store, ("SKU-NEW", 1)), timeout=90)
+            holder.rollback()
+        problem = api.assert_problem(held, 503)
+        assert problem["type"] == "unavailable", problem  # the writer's answer, not the request's timeout
+        recovered = api.post_events(client, ev.receipt(store, ("SKU-NEW", 1), event_id="after-hold"))[0]
+        assert recovered["outcome"] == "accepted", recovered
+    assert "did not answer" in server.log_path.read_text()
