@@ -172,7 +172,10 @@ def _reconcile_report(args: argparse.Namespace, settings: Settings) -> int:
     # Read before the progress bar starts, so that a bad file is the only line on the terminal.
     snapshot = _csv_snapshot(args.file, mappings) if args.source == "csv" else None
     with tqdm(
-        total=0, unit="store", desc=f"reading {args.source}", disable=args.quiet or bool(snapshot)
+        total=0,
+        unit="store",
+        desc=f"reading {args.source}",
+        disable=args.quiet or bool(snapshot) or not sys.stderr.isatty(),  # no bar drawn into a log
     ) as bar:
         if snapshot is None:
             bar.total = len(mappings.all(args.source, "store"))

@@ -192,7 +192,11 @@ def command(args: argparse.Namespace, settings: Settings) -> int:
     sink = _kafka_sink(args, settings) if args.to == "kafka" else HttpSink(args.url, args.batch)
     print(f"simulating {describe(args)} (run id {traffic.run_id}) -> {sink.target}", file=sys.stderr)
     summary = run(
-        Retailer(traffic).records(), sink, traffic.events, args.rate or None, progress=not args.quiet
+        Retailer(traffic).records(),
+        sink,
+        traffic.events,
+        args.rate or None,
+        progress=not args.quiet and sys.stderr.isatty(),
     )
     for line in summary.lines():
         print(line)
