@@ -278,7 +278,7 @@ class Settings(BaseSettings):
 
     # The database.
     db_pool_size: int = Field(8, ge=2)
-    db_lock_timeout_s: int = Field(30, ge=1)
+    db_lock_timeout_s: int = Field(30, ge=1, le=3600)
     # The longest the writer waits for PostgreSQL to answer one of its statements, its lock waits
     # included (ledger/storage/pg_sessions.py): past it the statement is cancelled, its session
     # dropped and the batch's callers answered. A stuck server must not freeze the writer. Unset:
@@ -495,11 +495,8 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _writer_waits_out_its_locks(self) -> Settings:
         wait_s = self.db_writer_answer_wait_s
-        if (
-            wait_s is not None
-            and wait_s <= 2 * self.db_lock_timeout_s
-            and self.database_url.startswith("postgres")
-        ):
+        postgresql = urlsplit(self.database_url).scheme.lower() in ("postgresql", "postgres")
+        if wait_s is not None and wait_s <= 2 * self.db_lock_timeout_s and postgresql:
             raise ValueError(
                 f"LEDGER_DB_WRITER_ANSWER_WAIT_S ({wait_s}) must be more than twice LEDGER_DB_LOCK_TIMEOUT_S "
                 f"({self.db_lock_timeout_s}): a batch may wait that long for its two locks before it starts"

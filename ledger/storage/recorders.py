@@ -133,13 +133,44 @@ def _pg_batch_call_raw(function: str) -> bytes:
 
 def _prepare(conn: Any, name: bytes, sql: bytes, answer_wait_s: float) -> None:
     pgconn = conn.pgconn
+    deadline = time.monotonic() + answer_wait_s
     pgconn.send_prepare(name, sql)
+    _flush(conn, deadline, answer_wait_s)
     error: psycopg.Error | None = None
-    while (result := _next_result(conn, time.monotonic() + answer_wait_s, answer_wait_s)) is not None:
+    while (result := _next_result(conn, deadline, answer_wait_s)) is not None:
         if result.status != psycopg.pq.ExecStatus.COMMAND_OK and error is None:
             error = _error_of(result)
     if error is not None:
         raise error
+
+
+def _unanswered(conn: Any, answer_wait_s: float) -> NoAnswer:
+    abandon(conn)
+    return NoAnswer(
+        f"the database did not answer within {answer_wait_s:g} s: the session is closed, and "
+        "whether a batch it was sent was recorded is unknown"
+    )
+
+
+def _wait_for_socket(pgconn: Any, events: int, left_s: float) -> int:
+    """poll(2), not select: a descriptor past 1023 is refused there. The events that came, or 0."""
+    waiting = select.poll()
+    waiting.register(pgconn.socket, events)
+    found = waiting.poll(min(left_s, WAIT_INTERVAL_S) * 1000)
+    return found[0][1] if found else 0
+
+
+def _flush(conn: Any, deadline: float, answer_wait_s: float) -> None:
+    """Sends what libpq holds of a statement (a batch's arguments can be megabytes) until the
+    `deadline`: a server that stops reading is left like one that does not answer. What it sends
+    meanwhile is read, so that neither side waits for the other."""
+    pgconn = conn.pgconn
+    while pgconn.flush() == 1:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise _unanswered(conn, answer_wait_s)
+        if _wait_for_socket(pgconn, select.POLLOUT | select.POLLIN, left) & select.POLLIN:
+            pgconn.consume_input()
 
 
 def _next_result(conn: Any, deadline: float, answer_wait_s: float) -> Any:
@@ -149,14 +180,8 @@ def _next_result(conn: Any, deadline: float, answer_wait_s: float) -> Any:
     while pgconn.is_busy():
         left = deadline - time.monotonic()
         if left <= 0:
-            abandon(conn)
-            raise NoAnswer(
-                f"the database did not answer within {answer_wait_s:g} s: the session is closed, and "
-                "whether a batch it was sent was recorded is unknown"
-            )
-        readable = select.poll()  # not select.select: a descriptor past 1023 is refused there
-        readable.register(pgconn.socket, select.POLLIN)
-        readable.poll(min(left, WAIT_INTERVAL_S) * 1000)
+            raise _unanswered(conn, answer_wait_s)
+        _wait_for_socket(pgconn, select.POLLIN, left)
         pgconn.consume_input()
     return pgconn.get_result()
 
@@ -176,8 +201,7 @@ class SentBatch:
         has not answered within the writer's answer wait is left (`abandon`) with NoAnswer:
         whether the batch committed is then unknown, as after a lost connection."""
         try:
-            # Sent whole in blocking mode; the answer is waited for without blocking, to a deadline.
-            self._pgconn.nonblocking = 1
+            # Sent whole (send_collected); the answer is waited for without blocking, to a deadline.
             deadline = time.monotonic() + self._answer_wait_s
             error: psycopg.Error | None = None
             while (result := _next_result(self._conn, deadline, self._answer_wait_s)) is not None:
@@ -188,8 +212,6 @@ class SentBatch:
             if error is not None:
                 raise error
         finally:
-            with contextlib.suppress(Exception):
-                self._pgconn.nonblocking = 1
             self._stack.close()
 
 
@@ -370,19 +392,16 @@ class PostgresLedgerRecorder(_HeadAndClose, PostgresApplicationRecorder):
         conn = stack.enter_context(self.datastore.get_connection())
         pgconn = conn.pgconn
         try:
-            # psycopg keeps its connections non-blocking; sent blocking, the whole statement is on
-            # its way before this returns (a batch's arguments can be megabytes). SentBatch.wait
-            # sets it back once the results are read.
-            pgconn.nonblocking = 0
+            # psycopg keeps its connections non-blocking: the whole statement is flushed before this
+            # returns, to the writer's answer wait (a server that stops reading is left).
             if conn not in self._batch_call_prepared:
                 _prepare(conn, self._batch_call_name, self._batch_call_raw, self.writer_answer_wait_s)
                 self._batch_call_prepared.add(conn)
             pgconn.send_query_prepared(
                 self._batch_call_name, [str(head).encode(), str(last_position).encode(), *arguments]
             )
+            _flush(conn, time.monotonic() + self.writer_answer_wait_s, self.writer_answer_wait_s)
         except BaseException:
-            with contextlib.suppress(Exception):
-                pgconn.nonblocking = 1
             stack.close()
             raise
         # From here on the statement may commit: only its result says whether it did.

@@ -56,6 +56,9 @@ class Writer:
         # The last failure of a batch with events, and when (see _refused_as_probe).
         self.failure: str | None = None
         self.failed_at = 0.0
+        # When the database last did not answer within the answer wait (NoAnswer): for
+        # FAILURE_HOLD_S after it, batches are answered unavailable at once (unanswered_lately).
+        self.unanswered_at: float | None = None
         # Until then (monotonic), another writer was seen recording: memory is brought to the
         # database's head before each batch is decided from it (see decide_from_memory).
         self._contended_until = 0.0
@@ -71,6 +74,13 @@ class Writer:
         Readiness probes (empty submissions) that queued up with writes are answered after them,
         as probes: a write that failed and was then tried alone must not let a probe through
         that commits nothing (a full disk grants an empty transaction)."""
+        if self.unanswered_lately():
+            # It did not answer a moment ago, after a whole answer wait: asked again now, it
+            # would be waited for as long, for callers that gave up long since.
+            failure = f"the database did not answer a moment ago: {self.failure}"
+            for submission in batch:
+                submission.done(WriterUnavailable(failure))
+            return
         writes = [submission for submission in batch if submission.events]
         probes = [submission for submission in batch if not submission.events]
         if writes:
@@ -95,9 +105,15 @@ class Writer:
     def failed(self, batch: list[Submission], error: BaseException) -> None:
         """A batch failed: forget what memory holds; if it had events, tell probes for a while."""
         self.forget()
-        if any(submission.events for submission in batch):
+        if any(submission.events for submission in batch) or batching.went_unanswered(error):
             self.failure = f"{type(error).__name__}: {error}"
             self.failed_at = time.monotonic()
+        if batching.went_unanswered(error):
+            self.unanswered_at = self.failed_at
+
+    def unanswered_lately(self) -> bool:
+        """Whether the database did not answer within the last FAILURE_HOLD_S."""
+        return self.unanswered_at is not None and time.monotonic() - self.unanswered_at < FAILURE_HOLD_S
 
     def succeeded(self) -> None:
         """A batch committed. It does not end the probes' hold: a database that stores some rows
@@ -201,7 +217,7 @@ class Writer:
     # -- expiry, between batches ---------------------------------------------------------------
 
     def maybe_expire(self) -> None:
-        if not self.expiry.due():
+        if not self.expiry.due() or self.unanswered_lately():
             return
         try:
             self.expire_due()

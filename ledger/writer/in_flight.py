@@ -53,12 +53,14 @@ def prepare(writer: Writer, batch: list[Submission], *, in_flight: bool = False)
     """Decides a batch from memory; None when it must be recorded the ordinary way. With a batch
     `in_flight`, keys the memory lacks are not read (the heads differ until it lands)."""
     events = [event for submission in batch for event in submission.events]
-    if not writer.one_statement_batches or not events:
-        return None  # an empty batch is a readiness probe: Writer.process answers it
+    if not writer.one_statement_batches or not events or writer.unanswered_lately():
+        return None  # a readiness probe, or a database that did not answer: Writer.process answers
     generation = writer.cache.generation
     try:
         statement = writer.decide_from_memory(events, utc_text(utc_now()), fetch=not in_flight)
     except Exception as error:  # noqa: BLE001 - the ordinary way decides again, and answers errors
+        if batching.went_unanswered(error):
+            writer.failed(batch, error)  # the ordinary way answers it at once: Writer.process
         log.warning("could not decide a batch from memory, recording it the ordinary way: %s", error)
         return None
     return None if statement is None else Ready(batch, events, statement, generation)
@@ -73,6 +75,8 @@ def send(writer: Writer, ready: Ready) -> InFlight | None:
     try:
         sent = writer.recorder.send_collected(statement.collected, statement.head, statement.last_position)
     except Exception as error:  # noqa: BLE001 - recorded the ordinary way by the caller
+        if batching.went_unanswered(error):
+            writer.failed(ready.batch, error)  # the ordinary way answers it at once: Writer.process
         log.warning("could not send a batch, recording it the ordinary way: %s", error)
         return None
     cache.install(statement.committed)  # not yet committed: see the module's docstring
