@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import select
 import sqlite3
 import time
 import weakref
@@ -38,14 +37,8 @@ from ledger.storage.migrator import (
     pg_schema_lock,
     sqlite_migrate,
 )
-from ledger.storage.pg_sessions import (
-    DEADLOCK_TIMEOUT_MS_DEFAULT,
-    WAIT_INTERVAL_S,
-    LedgerPostgresDatastore,
-    NoAnswer,
-    abandon,
-    bounded_waits,
-)
+from ledger.storage.pg_sessions import DEADLOCK_TIMEOUT_MS_DEFAULT, LedgerPostgresDatastore, bounded_waits
+from ledger.storage.sent_statements import SentBatch, flush, prepare
 from ledger.storage.writers_lock import in_plpgsql, writers_lock_statements
 
 EVENTS_TABLE = "ledger_events"
@@ -129,103 +122,6 @@ def _pg_batch_call_raw(function: str) -> bytes:
         + ", ".join(f"${n}::jsonb" for n in range(3, 3 + len(_PG_BATCH_INSERTS)))
         + ") AS last_position"
     ).encode()
-
-
-def _prepare(conn: Any, name: bytes, sql: bytes, answer_wait_s: float) -> None:
-    pgconn = conn.pgconn
-    deadline = time.monotonic() + answer_wait_s
-    pgconn.send_prepare(name, sql)
-    _flush(conn, deadline, answer_wait_s)
-    error: psycopg.Error | None = None
-    while (result := _next_result(conn, deadline, answer_wait_s)) is not None:
-        if result.status != psycopg.pq.ExecStatus.COMMAND_OK and error is None:
-            error = _error_of(result)
-    if error is not None:
-        raise error
-
-
-def _unanswered(conn: Any, answer_wait_s: float) -> NoAnswer:
-    abandon(conn)
-    return NoAnswer(
-        f"the database did not answer within {answer_wait_s:g} s: the session is closed, and "
-        "whether a batch it was sent was recorded is unknown"
-    )
-
-
-def _wait_for_socket(pgconn: Any, events: int, left_s: float) -> int:
-    """poll(2), not select: a descriptor past 1023 is refused there. The events that came, or 0."""
-    waiting = select.poll()
-    waiting.register(pgconn.socket, events)
-    found = waiting.poll(min(left_s, WAIT_INTERVAL_S) * 1000)
-    return found[0][1] if found else 0
-
-
-def _flush(conn: Any, deadline: float, answer_wait_s: float) -> None:
-    """Sends what libpq holds of a statement (a batch's arguments can be megabytes) until the
-    `deadline`: a server that stops reading is left like one that does not answer. What it sends
-    meanwhile is read, so that neither side waits for the other."""
-    pgconn = conn.pgconn
-    while pgconn.flush() == 1:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise _unanswered(conn, answer_wait_s)
-        if _wait_for_socket(pgconn, select.POLLOUT | select.POLLIN, left) & select.POLLIN:
-            pgconn.consume_input()
-
-
-def _next_result(conn: Any, deadline: float, answer_wait_s: float) -> Any:
-    """libpq's next result of what was sent on `conn`, or None when there is no more, waited for
-    until `deadline` (then the session is left: NoAnswer)."""
-    pgconn = conn.pgconn
-    while pgconn.is_busy():
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise _unanswered(conn, answer_wait_s)
-        _wait_for_socket(pgconn, select.POLLIN, left)
-        pgconn.consume_input()
-    return pgconn.get_result()
-
-
-class SentBatch:
-    """A one-statement batch on its way (PostgresLedgerRecorder.send_collected)."""
-
-    def __init__(self, conn: Any, stack: contextlib.ExitStack, answer_wait_s: float) -> None:
-        self._conn = conn
-        self._pgconn = conn.pgconn
-        self._stack = stack
-        self._answer_wait_s = answer_wait_s
-
-    def wait(self) -> None:
-        """Until the server has recorded it, or failed it: raises psycopg's error for its
-        SQLSTATE (SerializationFailure for a moved head, as write_collected would). A server that
-        has not answered within the writer's answer wait is left (`abandon`) with NoAnswer:
-        whether the batch committed is then unknown, as after a lost connection."""
-        try:
-            # Sent whole (send_collected); the answer is waited for without blocking, to a deadline.
-            deadline = time.monotonic() + self._answer_wait_s
-            error: psycopg.Error | None = None
-            while (result := _next_result(self._conn, deadline, self._answer_wait_s)) is not None:
-                if result.status == psycopg.pq.ExecStatus.FATAL_ERROR and error is None:
-                    error = _error_of(result)
-            if error is None and self._pgconn.status != psycopg.pq.ConnStatus.OK:
-                error = psycopg.OperationalError("the connection was lost while the batch was recorded")
-            if error is not None:
-                raise error
-        finally:
-            self._stack.close()
-
-
-def _error_of(result: Any) -> psycopg.Error:
-    """psycopg's error for a failed libpq result, by its SQLSTATE."""
-    sqlstate = (result.error_field(psycopg.pq.DiagnosticField.SQLSTATE) or b"").decode()
-    return _error_for(sqlstate, (result.error_message or b"").decode(errors="replace").strip())
-
-
-def _error_for(sqlstate: str, message: str) -> psycopg.Error:
-    try:
-        return psycopg.errors.lookup(sqlstate)(message)
-    except KeyError:
-        return psycopg.DatabaseError(f"{message} (SQLSTATE {sqlstate!r})")
 
 
 def _pg_named_batch_function(lock_statements: Sequence[str], channel: str) -> tuple[str, str]:
@@ -395,12 +291,12 @@ class PostgresLedgerRecorder(_HeadAndClose, PostgresApplicationRecorder):
             # psycopg keeps its connections non-blocking: the whole statement is flushed before this
             # returns, to the writer's answer wait (a server that stops reading is left).
             if conn not in self._batch_call_prepared:
-                _prepare(conn, self._batch_call_name, self._batch_call_raw, self.writer_answer_wait_s)
+                prepare(conn, self._batch_call_name, self._batch_call_raw, self.writer_answer_wait_s)
                 self._batch_call_prepared.add(conn)
             pgconn.send_query_prepared(
                 self._batch_call_name, [str(head).encode(), str(last_position).encode(), *arguments]
             )
-            _flush(conn, time.monotonic() + self.writer_answer_wait_s, self.writer_answer_wait_s)
+            flush(conn, time.monotonic() + self.writer_answer_wait_s, self.writer_answer_wait_s)
         except BaseException:
             stack.close()
             raise

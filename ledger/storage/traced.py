@@ -13,7 +13,8 @@ from collections.abc import Iterator
 from typing import Any
 
 from ledger.sql import SqlTx
-from ledger.storage.recorders import LedgerRecorder, LogEntry, SentBatch
+from ledger.storage.recorders import LedgerRecorder, LogEntry
+from ledger.storage.sent_statements import SentBatch
 from ledger.telemetry import tracing
 
 

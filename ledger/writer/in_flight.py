@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from ledger.clock import utc_now, utc_text
 from ledger.domain.model import StockEvent
-from ledger.storage.recorders import SentBatch
+from ledger.storage.sent_statements import SentBatch
 from ledger.writer import batching
 from ledger.writer.answers import answers
 from ledger.writer.facade import Writer
