@@ -78,7 +78,7 @@ def backup(source: str, destination: str, step_pages: int, step_pause_ms: int, p
         _check(dst, partial)
         pages = int(dst.execute("PRAGMA page_count").fetchone()[0])
         # The copy carries the source's WAL mode: read later, even read-only, it would grow a -wal
-        # and a -shm beside it. In rollback mode it is one file; a restore leaves the target's mode.
+        # and a -shm beside it. In rollback mode it is one file; a restore sets the target's back.
         _set_journal_mode(dst, partial, "delete")
     _fsync(partial)
     os.replace(partial, destination)

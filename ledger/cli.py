@@ -27,7 +27,7 @@ from eventsourcing.persistence import OperationalError as StoreOperationalError
 from pydantic import ValidationError
 from pydantic_settings import SettingsError
 
-from ledger.cli_errors import CommandError, database_url_checked, int_from, redacted_url
+from ledger.cli_errors import EXIT_INTERRUPTED, CommandError, database_url_checked, int_from, redacted_url
 from ledger.config import Settings
 from ledger.importer.cli import register as register_import_command
 from ledger.kafka.cli import register as register_kafka_commands
@@ -40,7 +40,6 @@ from ledger.tokens_cli import register as register_token_commands
 DISTRIBUTION = "stock-ledger"
 COMMAND_PLUGINS = "stock_ledger.commands"  # the entry point group other packages add commands by
 EXIT_USAGE = 2  # argparse's code for a usage error; every expected failure of a command uses it
-EXIT_INTERRUPTED = 130  # a shell's code for a command ended by Ctrl-C (128 + SIGINT)
 VERIFY_DIFFERENT = 1  # `ledger verify` found a projection that differs from the replayed log
 VERIFY_DIFFERENCES_SHOWN = 20
 VERIFY_DIFFERENCES_SHOWN_MAX = 1_000_000  # each is a line of output: more is no one's reading

@@ -10,6 +10,9 @@ import argparse
 import contextlib
 from collections.abc import Callable, Iterator
 
+# A shell's code for a command ended by Ctrl-C (128 + SIGINT): every command's, `ledger import`'s too.
+EXIT_INTERRUPTED = 130
+
 
 class CommandError(Exception):
     """An expected failure that the user can put right (a missing option, a bad file), in one line."""

@@ -20,7 +20,7 @@ from typing import Any, BinaryIO
 
 import orjson
 
-from ledger.cli_errors import CommandError
+from ledger.cli_errors import EXIT_INTERRUPTED, CommandError
 from ledger.config import Settings
 from ledger.importer.progress import stderr_progress
 from ledger.importer.reading import FileProgress, InvalidLine, read_lines
@@ -28,7 +28,6 @@ from ledger.importer.recording import Importer, ImportLimits, Summary
 from ledger.importer.writers import import_writer
 
 EXIT_INCOMPLETE = 1
-EXIT_INTERRUPTED = 130
 STDIN = "-"
 
 

@@ -83,7 +83,7 @@ class WaitsBounded(psycopg.Connection[Any]):
     """The pool's connections: a wait for the server is bounded while `answer_wait_s` is set (the
     writer's statements: `bounded_waits`), and unbounded otherwise (a migration's index build, a
     locked rebuild's long statements). A wait that runs out cancels the statement, closes the
-    connection (the pool then drops it) and raises OperationalError: whether a write committed is
+    connection (the pool then drops it) and raises NoAnswer: whether a write committed is
     then unknown, as after a lost connection. Kept by the client, not by statement_timeout: a
     server that froze, or a COMMIT waiting for a standby, would not keep it."""
 
@@ -100,11 +100,16 @@ class WaitsBounded(psycopg.Connection[Any]):
         except psycopg.OperationalError:
             if self.pgconn.transaction_status != psycopg.pq.TransactionStatus.ACTIVE:
                 raise  # the connection broke: psycopg says how
-            abandon(self)
-            raise NoAnswer(
-                f"the database did not answer within {bound:g} s: the session is closed, and "
-                "whether its last statement took effect is unknown"
-            ) from None
+            raise left_unanswered(self, bound) from None
+
+
+def left_unanswered(conn: psycopg.Connection[Any], answer_wait_s: float) -> NoAnswer:
+    """Abandons a connection whose server did not answer within `answer_wait_s`; the error to raise."""
+    abandon(conn)
+    return NoAnswer(
+        f"the database did not answer within {answer_wait_s:g} s: the session is closed, and "
+        "whether its last statement took effect is unknown"
+    )
 
 
 def abandon(conn: psycopg.Connection[Any]) -> None:

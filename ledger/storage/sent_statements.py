@@ -2,7 +2,7 @@
 batch (PostgresLedgerRecorder.send_collected) and the prepare of its call. psycopg's own waits are
 bounded by `pg_sessions.WaitsBounded`; these run on libpq directly, so that the writer decides its
 next batch while the server records this one, and keep the same bound: a server that stops reading
-or answering is left (`pg_sessions.abandon`) with NoAnswer, whether the batch committed unknown.
+or answering is left (`pg_sessions.left_unanswered`) with NoAnswer, whether the batch committed unknown.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 
 import psycopg
 
-from ledger.storage.pg_sessions import WAIT_INTERVAL_S, NoAnswer, abandon
+from ledger.storage.pg_sessions import WAIT_INTERVAL_S, left_unanswered
 
 
 def prepare(conn: Any, name: bytes, sql: bytes, answer_wait_s: float) -> None:
@@ -29,14 +29,6 @@ def prepare(conn: Any, name: bytes, sql: bytes, answer_wait_s: float) -> None:
             error = error_of(result)
     if error is not None:
         raise error
-
-
-def _unanswered(conn: Any, answer_wait_s: float) -> NoAnswer:
-    abandon(conn)
-    return NoAnswer(
-        f"the database did not answer within {answer_wait_s:g} s: the session is closed, and "
-        "whether a batch it was sent was recorded is unknown"
-    )
 
 
 def _wait_for_socket(pgconn: Any, events: int, left_s: float) -> int:
@@ -55,7 +47,7 @@ def flush(conn: Any, deadline: float, answer_wait_s: float) -> None:
     while pgconn.flush() == 1:
         left = deadline - time.monotonic()
         if left <= 0:
-            raise _unanswered(conn, answer_wait_s)
+            raise left_unanswered(conn, answer_wait_s)
         if _wait_for_socket(pgconn, select.POLLOUT | select.POLLIN, left) & select.POLLIN:
             pgconn.consume_input()
 
@@ -67,7 +59,7 @@ def _next_result(conn: Any, deadline: float, answer_wait_s: float) -> Any:
     while pgconn.is_busy():
         left = deadline - time.monotonic()
         if left <= 0:
-            raise _unanswered(conn, answer_wait_s)
+            raise left_unanswered(conn, answer_wait_s)
         _wait_for_socket(pgconn, select.POLLIN, left)
         pgconn.consume_input()
     return pgconn.get_result()
@@ -85,7 +77,7 @@ class SentBatch:
     def wait(self) -> None:
         """Until the server has recorded it, or failed it: raises psycopg's error for its
         SQLSTATE (SerializationFailure for a moved head, as write_collected would). A server that
-        has not answered within the writer's answer wait is left (`abandon`) with NoAnswer:
+        has not answered within the writer's answer wait is left (`left_unanswered`) with NoAnswer:
         whether the batch committed is then unknown, as after a lost connection."""
         try:
             # Sent whole (send_collected); the answer is waited for without blocking, to a deadline.

@@ -105,10 +105,11 @@ class Writer:
     def failed(self, batch: list[Submission], error: BaseException) -> None:
         """A batch failed: forget what memory holds; if it had events, tell probes for a while."""
         self.forget()
-        if any(submission.events for submission in batch) or batching.went_unanswered(error):
+        unanswered = batching.went_unanswered(error)
+        if unanswered or any(submission.events for submission in batch):
             self.failure = f"{type(error).__name__}: {error}"
             self.failed_at = time.monotonic()
-        if batching.went_unanswered(error):
+        if unanswered:
             self.unanswered_at = self.failed_at
 
     def unanswered_lately(self) -> bool:
