@@ -9,13 +9,18 @@ from typing import Any
 
 from kafka import KafkaConsumer, codec
 from kafka.admin import KafkaAdminClient, NewTopic
-from kafka.errors import TopicAlreadyExistsError
+from kafka.errors import KafkaConnectionError, KafkaTimeoutError, TopicAlreadyExistsError
 
 from ledger.config import Settings
 from ledger.kafka import header_keys
 from ledger.kafka.producer import BROKER_CONTACT_TIMEOUT_S, Producer, producer_config
 
 REQUEST_TIMEOUT_MS = 30_000
+
+
+class BrokerUnreachable(KafkaConnectionError):  # type: ignore[misc]  # kafka-python is untyped
+    """No broker answered a new client: an outage to wait out, said in one line, not a fault in the
+    ledger whose traceback would help anyone."""
 
 
 def client_id(settings: Settings, role: str) -> str:
@@ -65,8 +70,17 @@ def new_consumer(settings: Settings) -> Any:
     if missing:
         raise ValueError(missing)
     header_keys.install()
+    servers = bootstrap_servers(settings)
+    try:
+        return _consumer(settings, servers)
+    except (KafkaTimeoutError, KafkaConnectionError) as error:
+        # kafka-python's constructor waits for a broker and fails with one of these when none answers.
+        raise BrokerUnreachable(f"no broker at {','.join(servers)} answered: {error}") from error
+
+
+def _consumer(settings: Settings, servers: list[str]) -> Any:
     return KafkaConsumer(
-        bootstrap_servers=bootstrap_servers(settings),
+        bootstrap_servers=servers,
         client_id=client_id(settings, "consumer"),
         group_id=settings.kafka_group,
         enable_auto_commit=False,

@@ -67,7 +67,7 @@ from ledger.backoff import BROKER_RETRY_FIRST_S, Backoff
 from ledger.config import Settings
 from ledger.domain.model import StockEvent
 from ledger.intake.envelope import IntakeLimits
-from ledger.kafka.clients import new_consumer, new_producer
+from ledger.kafka.clients import BrokerUnreachable, new_consumer, new_producer
 from ledger.kafka.contact import BrokerContact
 from ledger.kafka.dead_letters import DeadLetterLimits, dead_letter, dead_letter_record, refused_letter
 from ledger.kafka.lag import partition_lag
@@ -183,6 +183,11 @@ class KafkaIntake:
             while not self.stopping:
                 try:
                     self._consume()
+                except BrokerUnreachable as error:
+                    self._joined = False
+                    wait_s = self._backoff.next_s()
+                    log.warning("the Kafka consumer: %s; trying again in %.1f s", error.args[0], wait_s)
+                    self._stopping.wait(wait_s)
                 except Exception:
                     log.exception("the Kafka consumer failed; starting it again")
                     self._joined = False

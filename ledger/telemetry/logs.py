@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 import orjson
 
+from ledger.telemetry.repeats import RepeatsFolded
 from ledger.telemetry.request_ids import BATCH_REQUEST_IDS, current_request_id
 
 LogFormat = Literal["text", "json"]
@@ -91,17 +92,20 @@ def logging_config(log_format: LogFormat, kafka_level: str = "WARNING") -> dict[
     """A logging.config.dictConfig for a process of the service. uvicorn takes it as its
     `log_config`, so that its worker processes apply it too; the writer process applies it at
     start. uvicorn's loggers lose their own handlers and go through the root's, so every line
-    has the one format; kafka-python's (`kafka.*`) log at `kafka_level` and above."""
+    has the one format; the Kafka clients' (`kafka.*`) log at `kafka_level` and above, their
+    repeated lines folded (ledger/telemetry/repeats.py)."""
     formatter = JsonFormatter if log_format == "json" else TextFormatter
     through_root = {"handlers": [], "propagate": True}
     return {
         "version": 1,
         "disable_existing_loggers": False,
         "formatters": {"ledger": {"()": f"{formatter.__module__}.{formatter.__qualname__}"}},
+        "filters": {"repeats_folded": {"()": f"{RepeatsFolded.__module__}.{RepeatsFolded.__qualname__}"}},
         "handlers": {
             "stderr": {
                 "()": f"{StderrHandler.__module__}.{StderrHandler.__qualname__}",
                 "formatter": "ledger",
+                "filters": ["repeats_folded"],
             }
         },
         "root": {"level": "INFO", "handlers": ["stderr"]},

@@ -252,3 +252,13 @@ def test_the_access_log_names_the_principal_never_the_token_nor_the_query(captur
     )
     assert "SECRET" not in text and "secret" not in text
     assert list(metrics.series) == [("unmatched", "POST", 201)]  # no route of this test's app matched
+
+
+@pytest.mark.parametrize("captured", ["text"], indirect=True)
+def test_the_kafka_clients_repeated_lines_are_folded_and_the_ledgers_are_not(captured: io.StringIO) -> None:
+    for port in range(5):
+        logging.getLogger("kafka.net.manager").error("Connection failed: 111 ECONNREFUSED to :%d", port)
+        logging.getLogger("ledger.kafka").warning("the Kafka consumer: no broker at :%d answered", port)
+    lines = captured.getvalue().splitlines()
+    assert sum("kafka.net.manager: Connection failed" in line for line in lines) == 1
+    assert sum("ledger.kafka: the Kafka consumer" in line for line in lines) == 5

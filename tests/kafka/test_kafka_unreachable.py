@@ -1,0 +1,86 @@
+"""A broker nobody can reach is an outage to wait out, said in one line a try: no traceback for
+it, neither from building the consumer nor from the intake's loop (no broker runs here)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+import pytest
+from kafka.errors import KafkaTimeoutError
+from kafka_harness import wait_until
+
+from ledger.bootstrap import intake_limits
+from ledger.config import Settings
+from ledger.kafka import clients
+from ledger.kafka.clients import BrokerUnreachable, new_consumer
+from ledger.kafka.consumer import KafkaIntake
+from ledger.kafka.handle import ConsumerHandle
+
+DEADLINE_S = 10.0
+
+
+class NeverReached:
+    """The ledger: nothing is recorded while no consumer is ever built."""
+
+    def submit_and_wait(self, events: list[Any]) -> list[Any]:
+        raise AssertionError(f"recorded {events} without a broker")
+
+
+def settings() -> Settings:
+    return Settings(kafka_bootstrap="nowhere:1, nowhere:2", kafka_retry_backoff_ms_max=20)
+
+
+def test_a_consumer_no_broker_answers_is_refused_as_unreachable_naming_the_brokers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def no_broker(**config: Any) -> None:
+        raise KafkaTimeoutError("Unable to bootstrap from ['nowhere:1', 'nowhere:2']")
+
+    monkeypatch.setattr(clients, "KafkaConsumer", no_broker)
+    with pytest.raises(
+        BrokerUnreachable, match=r"no broker at nowhere:1,nowhere:2 answered: .*Unable to bootstrap"
+    ):
+        new_consumer(settings())
+
+
+def test_the_intake_says_an_unreachable_broker_in_one_line_a_try_and_keeps_trying(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    tries = threading.Semaphore(0)
+
+    def unreachable(_: Settings) -> Any:
+        tries.release()
+        raise BrokerUnreachable("no broker at nowhere:1 answered: KafkaTimeoutError: Unable to bootstrap")
+
+    chosen = settings()
+    intake = KafkaIntake(
+        NeverReached(),
+        chosen,
+        intake_limits(chosen),
+        consumer_factory=unreachable,
+        producer_factory=lambda _: None,
+    )
+    caplog.set_level(logging.WARNING, logger="ledger.kafka")
+    handle = ConsumerHandle(intake).start()
+    try:
+        for _ in range(3):
+            assert tries.acquire(timeout=DEADLINE_S), "the intake stopped trying"
+        wait_until(lambda: len(said(caplog)) >= 2, DEADLINE_S, "a line for each try")
+        assert intake.not_ready_because == "not in its consumer group"
+    finally:
+        assert handle.stop(DEADLINE_S)
+    lines = said(caplog)
+    assert all(line.exc_info is None for line in lines), "a traceback for an outage"
+    assert all(line.levelno == logging.WARNING for line in lines)
+    assert "no broker at nowhere:1 answered" in lines[0].getMessage()
+    assert "trying again in" in lines[0].getMessage() and "BrokerUnreachable" not in lines[0].getMessage()
+
+
+def said(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [
+        record
+        for record in caplog.records
+        if record.name == "ledger.kafka" and "Kafka consumer" in record.getMessage()
+    ]
