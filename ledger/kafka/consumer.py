@@ -374,8 +374,9 @@ class KafkaIntake:
             _take_outcomes(flight)
             self.publish(flight)
 
-    def publish(self, flight: InFlight) -> None:
-        """Sends one result per event and every dead letter, without waiting for the broker."""
+    def publish(self, flight: InFlight, deadline_s: float | None = None) -> None:
+        """Sends one result per event and every dead letter, without waiting for the broker (for
+        room in the producer's buffer, until `deadline_s`, else the publish timeout)."""
         settings = self.settings
         outbound = [result_record(settings.kafka_results_topic, result) for result in flight.results]
         outbound += [
@@ -385,7 +386,7 @@ class KafkaIntake:
         flight.publishes += 1
         sent_ns = 0 if flight.trace_parent is None else time.time_ns()
         try:
-            flight.deliveries = self._publisher.send(outbound)
+            flight.deliveries = self._publisher.send(outbound, deadline_s)
         except PublishFailed as error:
             raise BatchFailed(flight, "publishing", error) from error
         if flight.trace_parent is not None:
@@ -464,7 +465,7 @@ class KafkaIntake:
                     break
                 _take_outcomes(flight)
                 try:
-                    self.publish(flight)
+                    self.publish(flight, deadline_s)
                 except BatchFailed as failure:
                     log.warning("%s", failure)
                     break

@@ -163,11 +163,16 @@ class Producer:
         key: bytes | None = None,
         value: bytes | None = None,
         headers: list[tuple[str, bytes]] | None = None,
+        buffer_wait_s: float | None = None,
     ) -> Sent:
         """Hands the record to librdkafka; raises kafka-python's error class when it is refused
-        at once (too large, say), KafkaTimeoutError when the buffer stayed full."""
+        at once (too large, say), KafkaTimeoutError when the buffer stayed full (for
+        `buffer_wait_s`, at most the publish timeout)."""
         sent = Sent(self)
         deadline_s: float | None = None
+        wait_s = self._publish_timeout_s
+        if buffer_wait_s is not None:
+            wait_s = min(buffer_wait_s, wait_s)
         while True:
             try:
                 # Headers only when there are some: librdkafka's wrapper takes about 1 µs a record
@@ -181,11 +186,9 @@ class Producer:
                 break
             except BufferError:
                 now = time.monotonic()
-                deadline_s = deadline_s or now + self._publish_timeout_s
+                deadline_s = deadline_s or now + wait_s
                 if now >= deadline_s:
-                    raise KafkaTimeoutError(
-                        f"the producer's buffer stayed full for {self._publish_timeout_s:.0f} s"
-                    ) from None
+                    raise KafkaTimeoutError(f"the producer's buffer stayed full for {wait_s:.1f} s") from None
                 self.serve(BUFFER_FULL_WAIT_S)
             except confluent_kafka.KafkaException as error:
                 raise kafka_error(error.args[0]) from error

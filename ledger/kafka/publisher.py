@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -102,10 +103,11 @@ class Publisher:
                 raise PublishFailed(f"building the producer failed: {error!r}") from error
         return self._producer
 
-    def send(self, records: list[Outbound]) -> list[Delivery]:
-        """Hands every record to the producer, without waiting for the broker."""
+    def send(self, records: list[Outbound], deadline_s: float | None = None) -> list[Delivery]:
+        """Hands every record to the producer, without waiting for the broker; by `deadline_s`
+        (time.monotonic()) when given, else each within the publish timeout."""
         producer = self.open()
-        return [self._send(producer, record) for record in records]
+        return [self._send(producer, record, deadline_s) for record in records]
 
     def acknowledged(self, deliveries: list[Delivery]) -> bool:
         """True once the broker has every record; False while some are on their way. Raises
@@ -167,23 +169,31 @@ class Publisher:
         except Exception as error:  # noqa: BLE001 - closing: nothing uncommitted depends on it
             log.warning("closing the producer failed: %r", error)
 
-    def _send(self, producer: Any, record: Outbound) -> Delivery:
+    def _send(self, producer: Any, record: Outbound, deadline_s: float | None = None) -> Delivery:
         try:
-            future = producer.send(record.topic, key=record.key, value=record.value, headers=record.headers)
+            future = producer.send(
+                record.topic,
+                key=record.key,
+                value=record.value,
+                headers=record.headers,
+                buffer_wait_s=None if deadline_s is None else max(deadline_s - time.monotonic(), 0.0),
+            )
         except UNSENDABLE as error:
-            return self._instead(producer, record, error)
+            return self._instead(producer, record, error, deadline_s)
         except Exception as error:
             raise PublishFailed(f"sending {record.what} failed: {error!r}") from error
         return Delivery(record, future)
 
-    def _instead(self, producer: Any, record: Outbound, error: BaseException) -> Delivery:
+    def _instead(
+        self, producer: Any, record: Outbound, error: BaseException, deadline_s: float | None = None
+    ) -> Delivery:
         """What is sent when `record` never can be: its fallback, else nothing (logged)."""
         if record.fallback is None:
             log.error("%s can never be sent and is given up: %r", record.what, error)
             self._stats.records_unpublishable += 1
             return Delivery(record, None)
         log.warning("%s was refused (%r); sending it without its value", record.what, error)
-        return self._send(producer, record.fallback)
+        return self._send(producer, record.fallback, deadline_s)
 
     def _discard(self, producer: Any) -> None:
         """Closes a failed producer on a thread of its own: its pending records (all to be sent

@@ -63,11 +63,11 @@ def hand_off(self: KafkaIntake, batch: Any) -> Any:
     return flight
 
 
-def publish(self: KafkaIntake, flight: Any) -> None:
+def publish(self: KafkaIntake, flight: Any, deadline_s: float | None = None) -> None:
     if POINT == "after_recording" and chosen(flight):
         say("SIGKILL after recording")
         kill_self()
-    original_publish(self, flight)
+    original_publish(self, flight, deadline_s)
 
 
 def commit(self: KafkaIntake, consumer: Any, flights: Any, *, wait: bool = True) -> None:

@@ -5,6 +5,7 @@ timeout instead of holding it."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import confluent_kafka
@@ -29,8 +30,11 @@ from ledger.kafka.producer import (
     kafka_error,
     producer_config,
 )
-from ledger.kafka.publisher import Delivery, Publisher
+from ledger.kafka.publisher import Delivery, Publisher, PublishFailed
 from ledger.kafka.records import Outbound
+
+# Far below the producer's publish timeout (60 s) in the test of a send's deadline.
+PUBLISH_TIMEOUT_FAR_S = 20.0
 
 PARTITIONS = 4
 STORES = 40
@@ -108,6 +112,28 @@ def test_a_full_buffer_ends_the_send_with_a_timeout_and_the_unsent_records_fail_
     assert not first.is_done
     producer.close(0)
     assert first.failed()
+
+
+def test_a_send_with_a_deadline_waits_for_buffer_room_only_until_it() -> None:
+    """A revoke finishes its batches on the client's network thread, within a fraction of the
+    session timeout: a full buffer must not hold it for the whole publish timeout."""
+    config: dict[str, Any] = {
+        "bootstrap.servers": f"127.0.0.1:{free_port()}",  # nothing listens: nothing leaves the buffer
+        "queue.buffering.max.messages": 1,
+    }
+    producer = Producer(config, publish_timeout_s=60.0)
+    publisher = Publisher(Settings(kafka_bootstrap="unused:1"), lambda _: producer, IntakeStats())
+    try:
+        producer.send("anywhere", key=b"k", value=b"first")
+        began = time.monotonic()
+        with pytest.raises(KafkaTimeoutError, match=r"buffer stayed full for 0\.3 s"):
+            producer.send("anywhere", key=b"k", value=b"second", buffer_wait_s=0.3)
+        records = [Outbound("anywhere", b"k", b"third", [], "the third record")]
+        with pytest.raises(PublishFailed, match="buffer stayed full"):
+            publisher.send(records, deadline_s=time.monotonic() + 0.3)
+        assert time.monotonic() - began < PUBLISH_TIMEOUT_FAR_S
+    finally:
+        producer.close(0)
 
 
 @pytest.mark.parametrize(

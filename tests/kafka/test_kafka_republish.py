@@ -167,7 +167,9 @@ class FakeProducer:
         self.closed = threading.Event()
         self.lock = threading.Lock()
 
-    def send(self, topic: str, *, key: bytes | None, value: bytes | None, headers: Any) -> Future:
+    def send(
+        self, topic: str, *, key: bytes | None, value: bytes | None, headers: Any, buffer_wait_s: float | None
+    ) -> Future:
         future = Future()
         if self.error is not None:
             return future.failure(self.error)
