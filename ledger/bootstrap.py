@@ -94,6 +94,7 @@ def build_ledger(settings: Settings, process: str = "http") -> Ledger:
         writer_port,
         refresh_interval_s=settings.cache_refresh_ms / 1000,
         wait_for_position_s_max=settings.wait_for_position_ms_max / 1000,
+        read_answer_wait_s=settings.request_timeout_s,
     )
 
 

@@ -21,6 +21,7 @@ from ledger.projections.explain import Explanation, explain
 from ledger.projections.queries import HistoryFilter
 from ledger.projections.timeline import TimelineWindow, timeline_points
 from ledger.results import EventResult
+from ledger.sql import SqlTx
 from ledger.state_cache import CachedLevel, StateCache, level_from_row, policy_from_text, reservation_from_row
 from ledger.storage.availability import database_unavailable
 from ledger.storage.recorders import LedgerRecorder
@@ -198,12 +199,14 @@ class Ledger:
         *,
         refresh_interval_s: float,
         wait_for_position_s_max: float,
+        read_answer_wait_s: float | None = None,
     ) -> None:
         self.recorder = recorder
         self.cache = cache
         self.writer = writer
         self.refresh_interval_s = refresh_interval_s
         self.wait_for_position_s_max = wait_for_position_s_max
+        self.read_answer_wait_s = read_answer_wait_s
         self._refresher = threading.Thread(target=self._refresh_loop, name="ledger-refresh", daemon=True)
         self._stopping = threading.Event()
         self.database_ok = True
@@ -298,6 +301,17 @@ class Ledger:
             return self.write_health.failure
 
     @contextlib.contextmanager
+    def reading(self, operation: str) -> Iterator[SqlTx]:
+        """A read that reaches the database, for a caller that waits: each wait for the server ends
+        after `read_answer_wait_s` (a server that froze holds no thread of the readers' for good),
+        and the database's unavailability becomes DatabaseUnavailable."""
+        with (
+            self._reading(operation),
+            self.recorder.read_transaction(answer_wait_s=self.read_answer_wait_s) as tx,
+        ):
+            yield tx
+
+    @contextlib.contextmanager
     def _reading(self, operation: str) -> Iterator[None]:
         """A read that reaches the database: its unavailability becomes DatabaseUnavailable."""
         try:
@@ -329,14 +343,14 @@ class Ledger:
         a sixth of the HTTP worker's time under 1,000-event batches)."""
         try:
             if grace_s > 0:
-                with self.recorder.read_transaction() as tx:
+                with self.recorder.read_transaction(answer_wait_s=self.read_answer_wait_s) as tx:
                     head = self.recorder.head(tx)
                 if head > self.cache.head:
                     self._wait_for_commit(head, grace_s)
                 if self.cache.head >= head:  # what was committed by then has arrived
                     self.database_ok = True
                     return
-            with self.recorder.read_transaction() as tx:
+            with self.recorder.read_transaction(answer_wait_s=self.read_answer_wait_s) as tx:
                 self.cache.catch_up(tx, self.recorder.head(tx))
             self.database_ok = True
         except Exception as error:  # noqa: BLE001 - reported by /readyz, retried next interval
@@ -389,7 +403,7 @@ class Ledger:
                     policy = effective_policy(store_policies, sku)
                     views[sku] = LevelView(store_id, sku, cached.level, head, cached.updated_at, policy)
         if missing:
-            with self._reading("reading levels"), self.recorder.read_transaction() as tx:
+            with self.reading("reading levels") as tx:
                 snapshot_head = self.recorder.head(tx)
                 rows = queries.current_levels(tx, store_id, missing)
                 if store_policies is None:
@@ -408,7 +422,7 @@ class Ledger:
         self, store_id: str, skus: list[str], *, position: int | None, as_of: datetime | None
     ) -> list[LevelView]:
         """The levels, channels' reserved units and policies after `position` (or as of a time)."""
-        with self._reading("reading past levels"), self.recorder.read_transaction() as tx:
+        with self.reading("reading past levels") as tx:
             head = self.recorder.head(tx)
             if as_of is not None:
                 position = queries.position_at(tx, utc_text(as_of))
@@ -437,7 +451,7 @@ class Ledger:
         """CONTRACT §7: the levels at that event time, as recorded now. Each answer's position is
         that of the latest entry it sums (0: none)."""
         occurred_at = utc_text(occurred_as_of)
-        with self._reading("reading levels at an event time"), self.recorder.read_transaction() as tx:
+        with self.reading("reading levels at an event time") as tx:
             rows = queries.levels_occurred_at(tx, store_id, skus, occurred_at)
             return _occurred_views(tx, store_id, skus, rows, occurred_at)
 
@@ -446,7 +460,7 @@ class Ledger:
     ) -> tuple[Level, int, list[LevelView]]:
         """Every store's level of the SKU and their total; with `occurred_as_of`, as of that event
         time (CONTRACT §7), the answer's position being the latest entry summed."""
-        with self._reading("reading a SKU across stores"), self.recorder.read_transaction() as tx:
+        with self.reading("reading a SKU across stores") as tx:
             if occurred_as_of is not None:
                 occurred_at = utc_text(occurred_as_of)
                 stores = [
@@ -482,17 +496,17 @@ class Ledger:
 
     def store_policies(self, store_id: str) -> dict[str, Policy]:
         """Every policy of a store as the database has it now (SKU or `*` -> policy)."""
-        with self._reading("reading policies"), self.recorder.read_transaction() as tx:
+        with self.reading("reading policies") as tx:
             stored = queries.store_policies(tx, [store_id])[store_id]
         return {sku: policy_from_text(text) for sku, text in stored.items()}
 
     def history(self, where: HistoryFilter, limit: int) -> list[dict[str, Any]]:
-        with self._reading("reading history"), self.recorder.read_transaction() as tx:
+        with self.reading("reading history") as tx:
             return [dict(row) for row in queries.history_page(tx, where, limit)]
 
     def timeline(self, window: TimelineWindow, points_max: int) -> list[dict[str, Any]]:
         """The levels after each entry of a store and SKU in a window (CONTRACT §8), thinned."""
-        with self._reading("reading a timeline"), self.recorder.read_transaction() as tx:
+        with self.reading("reading a timeline") as tx:
             return [dict(row) for row in timeline_points(tx, window, points_max)]
 
     def explain(self, store_id: str, sku: str, items_max: int) -> Explanation:
@@ -502,12 +516,12 @@ class Ledger:
 
     def reservations_by_id(self, reservation_id: str, stores_max: int) -> list[ReservationView]:
         """Every store's reservation under this id (a reservation across stores), by store."""
-        with self._reading("reading a reservation across stores"), self.recorder.read_transaction() as tx:
+        with self.reading("reading a reservation across stores") as tx:
             rows = queries.reservations_by_id(tx, reservation_id, stores_max)
         return [ReservationView(reservation_from_row(row), int(row["position"])) for row in rows]
 
     def stores_with_available(self, skus: list[str], stores_max: int) -> list[str]:
-        with self._reading("reading stores for sourcing"), self.recorder.read_transaction() as tx:
+        with self.reading("reading stores for sourcing") as tx:
             return queries.stores_with_available(tx, skus, stores_max)
 
     def limits_for(
@@ -531,7 +545,7 @@ class Ledger:
         return figures
 
     def reservation(self, store_id: str, reservation_id: str) -> ReservationView | None:
-        with self._reading("reading a reservation"), self.recorder.read_transaction() as tx:
+        with self.reading("reading a reservation") as tx:
             row = queries.reservation(tx, store_id, reservation_id)
         if row is None:
             return None

@@ -60,7 +60,9 @@ class LedgerRecorder(Protocol):
     def lost_optimistic_bet(self, error: Exception) -> bool: ...
 
     def write_transaction(self, *, bounded: bool = False) -> contextlib.AbstractContextManager[SqlTx]: ...
-    def read_transaction(self, *, bounded: bool = False) -> contextlib.AbstractContextManager[SqlTx]: ...
+    def read_transaction(
+        self, *, bounded: bool = False, answer_wait_s: float | None = None
+    ) -> contextlib.AbstractContextManager[SqlTx]: ...
     def snapshot_transaction(self) -> contextlib.AbstractContextManager[SqlTx]: ...
     def plain_transaction(self) -> contextlib.AbstractContextManager[SqlTx]: ...
     def insert_entries(self, tx: SqlTx, stored_events: Sequence[StoredEvent], head: int) -> list[int]: ...
@@ -334,11 +336,16 @@ class PostgresLedgerRecorder(_HeadAndClose, PostgresApplicationRecorder):
             yield SqlTx(curs, qmark=False, connection=conn)
 
     @contextlib.contextmanager
-    def read_transaction(self, *, bounded: bool = False) -> Iterator[SqlTx]:
-        """`bounded`: as write_transaction's (the writer's own reads, before it decides a batch)."""
+    def read_transaction(
+        self, *, bounded: bool = False, answer_wait_s: float | None = None
+    ) -> Iterator[SqlTx]:
+        """`bounded`: as write_transaction's (the writer's own reads, before it decides a batch);
+        `answer_wait_s`: each wait for the server ends after it (a reader's own bound)."""
+        if answer_wait_s is None and bounded:
+            answer_wait_s = self.writer_answer_wait_s
         with (
             self.datastore.get_connection() as conn,
-            bounded_waits(conn, self.writer_answer_wait_s) if bounded else contextlib.nullcontext(),
+            bounded_waits(conn, answer_wait_s) if answer_wait_s is not None else contextlib.nullcontext(),
             conn.cursor() as curs,
         ):
             yield SqlTx(curs, qmark=False)
@@ -434,7 +441,11 @@ class SQLiteLedgerRecorder(_HeadAndClose, SQLiteApplicationRecorder):
             conn.commit()
 
     @contextlib.contextmanager
-    def read_transaction(self, *, bounded: bool = False) -> Iterator[SqlTx]:
+    def read_transaction(
+        self, *, bounded: bool = False, answer_wait_s: float | None = None
+    ) -> Iterator[SqlTx]:
+        """The bounds are PostgreSQL's: here a read never waits for a writer (WAL), and the file
+        is this machine's."""
         with self.datastore.get_connection(commit=False) as conn:
             yield SqlTx(conn.cursor(), qmark=True)
 

@@ -82,8 +82,13 @@ class TracedRecorder:
             yield tx
 
     @contextlib.contextmanager
-    def read_transaction(self, *, bounded: bool = False) -> Iterator[SqlTx]:
-        with self._span("read_transaction"), self.inner.read_transaction(bounded=bounded) as tx:
+    def read_transaction(
+        self, *, bounded: bool = False, answer_wait_s: float | None = None
+    ) -> Iterator[SqlTx]:
+        with (
+            self._span("read_transaction"),
+            self.inner.read_transaction(bounded=bounded, answer_wait_s=answer_wait_s) as tx,
+        ):
             yield tx
 
     @contextlib.contextmanager

@@ -25,7 +25,7 @@ class _Recorder:
         self.log_head = head
 
     @contextlib.contextmanager
-    def read_transaction(self) -> Iterator[object]:
+    def read_transaction(self, *, answer_wait_s: float | None = None) -> Iterator[object]:
         yield object()
 
     def head(self, tx: object) -> int:

@@ -125,7 +125,7 @@ def _problem(request: Request, grant: Grant | None, answer: Answer, what: str) -
 
 
 def _read(ledger: Ledger, read: Any, *args: Any) -> Any:
-    with ledger.recorder.read_transaction() as tx:
+    with ledger.reading("reading for the console") as tx:
         return read(tx, *args)
 
 

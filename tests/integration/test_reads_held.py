@@ -1,0 +1,56 @@
+"""A database that holds the API's reads (a lock taken by hand or by a migration, a stalled
+server) answers them 503 within LEDGER_REQUEST_TIMEOUT_S: a read waited as long as the database
+did, each holding one of the threads every read of the worker shares, so that a few held reads
+left every other read waiting for a thread, with no answer at all."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import psycopg
+from support.postgres import EmbeddedPostgres
+
+REQUEST_TIMEOUT_S = 3
+READS = 6
+HELD_S = 45.0  # how long the lock is held: a read that waits for it answers after this
+ANSWER_S_MAX = REQUEST_TIMEOUT_S + 15.0  # the bound and a slow machine's
+
+
+def test_a_held_read_answers_503_within_the_request_timeout_and_reads_again_once_let_go(
+    postgres: EmbeddedPostgres, serve: Any
+) -> None:
+    database_url = postgres.create_database("reads_held")
+    server = serve(database_url, {"LEDGER_REQUEST_TIMEOUT_S": str(REQUEST_TIMEOUT_S)})
+    history = "/v1/stores/store-1/history"
+    with server.client() as client:
+        assert client.get(history).status_code == 200
+        answers: list[tuple[int, float, str, str]] = []
+        with psycopg.connect(database_url) as holder:
+            holder.execute("LOCK TABLE ledger_history IN ACCESS EXCLUSIVE MODE")  # held until rollback
+
+            def read() -> None:
+                started = time.monotonic()
+                answer = client.get(history, timeout=HELD_S + 30)
+                took_s = time.monotonic() - started
+                content_type = answer.headers.get("content-type", "")
+                answers.append((answer.status_code, took_s, content_type, answer.text))
+
+            began = time.monotonic()
+            readers = [threading.Thread(target=read) for _ in range(READS)]
+            for thread in readers:
+                thread.start()
+            for thread in readers:  # held for at most HELD_S in all
+                thread.join(max(began + HELD_S - time.monotonic(), 0))
+            holder.rollback()
+        for thread in readers:
+            thread.join(30)
+        assert len(answers) == READS
+        for status, took_s, content_type, text in answers:
+            assert took_s < ANSWER_S_MAX, f"a read took {took_s:.1f} s"
+            assert status == 503 and content_type == "application/problem+json", (status, text)
+        deadline = time.monotonic() + 30
+        while client.get(history).status_code != 200:
+            assert time.monotonic() < deadline, "no read answered after the lock was let go"
+            time.sleep(0.2)
