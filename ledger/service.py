@@ -511,7 +511,10 @@ class Ledger:
 
     def explain(self, store_id: str, sku: str, items_max: int) -> Explanation:
         """The entries behind the current figures (CONTRACT §8), all read in one snapshot."""
-        with self._reading("explaining a level"), self.recorder.snapshot_transaction() as tx:
+        with (
+            self._reading("explaining a level"),
+            self.recorder.snapshot_transaction(answer_wait_s=self.read_answer_wait_s) as tx,
+        ):
             return explain(tx, store_id, sku, self.recorder.head(tx), items_max)
 
     def reservations_by_id(self, reservation_id: str, stores_max: int) -> list[ReservationView]:

@@ -63,7 +63,9 @@ class LedgerRecorder(Protocol):
     def read_transaction(
         self, *, bounded: bool = False, answer_wait_s: float | None = None
     ) -> contextlib.AbstractContextManager[SqlTx]: ...
-    def snapshot_transaction(self) -> contextlib.AbstractContextManager[SqlTx]: ...
+    def snapshot_transaction(
+        self, *, answer_wait_s: float | None = None
+    ) -> contextlib.AbstractContextManager[SqlTx]: ...
     def plain_transaction(self) -> contextlib.AbstractContextManager[SqlTx]: ...
     def insert_entries(self, tx: SqlTx, stored_events: Sequence[StoredEvent], head: int) -> list[int]: ...
     def head(self, tx: SqlTx) -> int: ...
@@ -365,10 +367,16 @@ class PostgresLedgerRecorder(_HeadAndClose, PostgresApplicationRecorder):
             return rows
 
     @contextlib.contextmanager
-    def snapshot_transaction(self) -> Iterator[SqlTx]:
+    def snapshot_transaction(self, *, answer_wait_s: float | None = None) -> Iterator[SqlTx]:
         """Reads that must agree with each other: every statement sees the same snapshot (a read
-        transaction sees each statement's own, the connections being in autocommit)."""
-        with self.datastore.get_connection() as conn, conn.transaction(), conn.cursor() as curs:
+        transaction sees each statement's own, the connections being in autocommit).
+        `answer_wait_s`: as read_transaction's."""
+        with (
+            self.datastore.get_connection() as conn,
+            bounded_waits(conn, answer_wait_s) if answer_wait_s is not None else contextlib.nullcontext(),
+            conn.transaction(),
+            conn.cursor() as curs,
+        ):
             curs.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
             yield SqlTx(curs, qmark=False)
 
@@ -457,7 +465,7 @@ class SQLiteLedgerRecorder(_HeadAndClose, SQLiteApplicationRecorder):
             return [(row[0], row[1], row[2], bytes(row[3])) for row in cursor.fetchall()]
 
     @contextlib.contextmanager
-    def snapshot_transaction(self) -> Iterator[SqlTx]:
+    def snapshot_transaction(self, *, answer_wait_s: float | None = None) -> Iterator[SqlTx]:
         """As on PostgreSQL: one BEGIN around the reads (in WAL mode its snapshot is taken at the
         first read and kept until the end), rolled back: it writes nothing."""
         with self.datastore.get_connection(commit=False) as conn, conn.transaction(commit=False) as curs:

@@ -92,8 +92,11 @@ class TracedRecorder:
             yield tx
 
     @contextlib.contextmanager
-    def snapshot_transaction(self) -> Iterator[SqlTx]:
-        with self._span("snapshot_transaction"), self.inner.snapshot_transaction() as tx:
+    def snapshot_transaction(self, *, answer_wait_s: float | None = None) -> Iterator[SqlTx]:
+        with (
+            self._span("snapshot_transaction"),
+            self.inner.snapshot_transaction(answer_wait_s=answer_wait_s) as tx,
+        ):
             yield tx
 
     @contextlib.contextmanager
