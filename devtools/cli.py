@@ -7,7 +7,20 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from ledger.cli_errors import int_from, number_from
 from ledger.config import Settings
+
+PORT_MAX = 65_535
+# What the model retailer and its traffic may be: beyond these a run is a typo, not a test.
+PARTITIONS_MAX = 1_000
+BATCH_MAX = 1_000  # CONTRACT §3: at most 1,000 events an array
+STORES_MAX = 10_000
+SKUS_MAX = 1_000_000
+EVENTS_MAX = 1_000_000_000
+RATE_MAX = 1_000_000.0
+LIFETIME_S_MAX = 86_400.0
+SECONDS_MAX = 31_536_000.0
+share = number_from(0.0, 1.0)
 
 
 # The tools are imported when run, so that `ledger --help` does not load Kafka and the fake servers.
@@ -32,18 +45,31 @@ def register(commands: Any) -> None:
     simulate.add_argument("--bootstrap", help="overrides LEDGER_KAFKA_BOOTSTRAP (--to kafka)")
     simulate.add_argument("--topic", help="overrides LEDGER_KAFKA_TOPIC (--to kafka)")
     simulate.add_argument("--create-topic", action="store_true", help="create the topic if it is missing")
-    simulate.add_argument("--partitions", type=int, default=6, help="partitions of a topic it creates")
-    simulate.add_argument("--url", default="http://127.0.0.1:8000", help="the ledger's base URL (--to http)")
-    simulate.add_argument("--batch", type=int, default=100, help="envelopes per HTTP request (--to http)")
-    simulate.add_argument("--stores", type=int, default=10, help="shops of the model retailer")
-    simulate.add_argument("--skus", type=int, default=200, help="SKUs of the model retailer")
-    simulate.add_argument("--events", type=int, default=10_000, help="records to send")
-    simulate.add_argument("--rate", type=float, default=0, help="records per second; 0: as fast as it goes")
-    simulate.add_argument("--duplicates", type=float, default=0.02, help="share of records sent twice")
-    simulate.add_argument("--junk", type=float, default=0.005, help="share of unreadable records")
-    simulate.add_argument("--expiring", type=float, default=0.1, help="share of reservations left to expire")
     simulate.add_argument(
-        "--expire-after-s", type=float, default=5.0, help="lifetime of a reservation left to expire"
+        "--partitions", type=int_from(1, PARTITIONS_MAX), default=6, help="partitions of a topic it creates"
+    )
+    simulate.add_argument("--url", default="http://127.0.0.1:8000", help="the ledger's base URL (--to http)")
+    simulate.add_argument(
+        "--batch", type=int_from(1, BATCH_MAX), default=100, help="envelopes per HTTP request (--to http)"
+    )
+    simulate.add_argument(
+        "--stores", type=int_from(1, STORES_MAX), default=10, help="shops of the model retailer"
+    )
+    simulate.add_argument(
+        "--skus", type=int_from(1, SKUS_MAX), default=200, help="SKUs of the model retailer"
+    )
+    simulate.add_argument("--events", type=int_from(1, EVENTS_MAX), default=10_000, help="records to send")
+    simulate.add_argument(
+        "--rate", type=number_from(0, RATE_MAX), default=0, help="records per second; 0: as fast as it goes"
+    )
+    simulate.add_argument("--duplicates", type=share, default=0.02, help="share of records sent twice")
+    simulate.add_argument("--junk", type=share, default=0.005, help="share of unreadable records")
+    simulate.add_argument("--expiring", type=share, default=0.1, help="share of reservations left to expire")
+    simulate.add_argument(
+        "--expire-after-s",
+        type=number_from(0.001, LIFETIME_S_MAX),
+        default=5.0,
+        help="lifetime of a reservation left to expire",
     )
     simulate.add_argument("--seed", type=int, default=1, help="the same seed sends the same traffic")
     simulate.add_argument("--run-id", help="prefix of the event ids (default: random)")
@@ -53,8 +79,14 @@ def register(commands: Any) -> None:
     fakes = commands.add_parser(
         "fakes", help="start local fake Bitrix, MoySklad and WMS servers for a demo (development tool)"
     )
-    fakes.add_argument("--bitrix-port", type=int, default=8181, help="the fake Bitrix's port")
-    fakes.add_argument("--moysklad-port", type=int, default=8182, help="the fake MoySklad's port")
-    fakes.add_argument("--wms-port", type=int, default=8183, help="the fake WMS's port")
-    fakes.add_argument("--seconds", type=float, help="stop after this long (default: until Ctrl-C)")
+    fakes.add_argument(
+        "--bitrix-port", type=int_from(1, PORT_MAX), default=8181, help="the fake Bitrix's port"
+    )
+    fakes.add_argument(
+        "--moysklad-port", type=int_from(1, PORT_MAX), default=8182, help="the fake MoySklad's port"
+    )
+    fakes.add_argument("--wms-port", type=int_from(1, PORT_MAX), default=8183, help="the fake WMS's port")
+    fakes.add_argument(
+        "--seconds", type=number_from(0.001, SECONDS_MAX), help="stop after this long (default: until Ctrl-C)"
+    )
     fakes.set_defaults(handler=_fakes)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import math
 from collections.abc import Callable, Iterator
 
 # A shell's code for a command ended by Ctrl-C (128 + SIGINT): every command's, `ledger import`'s too.
@@ -44,6 +45,22 @@ def int_from(low: int, high: int) -> Callable[[str], int]:
         return value
 
     return integer
+
+
+def number_from(low: float, high: float) -> Callable[[str], float]:
+    """An argument's type: a finite number from `low` to `high`, or argparse's one-line refusal."""
+
+    def number(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not low <= value <= high:  # NaN is in no range
+            bounds = f"from {low:,.10g} to {high:,.10g}"
+            raise argparse.ArgumentTypeError(f"must be a number {bounds}, not {text!r}")
+        return value
+
+    return number
 
 
 def redacted_url(url: str) -> str:

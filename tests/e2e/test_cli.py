@@ -349,3 +349,21 @@ def test_without_devtools_a_development_command_is_refused_in_one_line(tmp_path:
     )
     done = _run([sys.executable, "-c", without_devtools, command], tmp_path)
     assert_refused_in_one_line(done, "ledger", "invalid choice", command)
+
+
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (["simulate", "--events", "-5"], "--events"),  # a run that sent nothing and said done
+        (["simulate", "--batch", "0"], "--batch"),
+        (["simulate", "--junk", "2"], "--junk"),  # a share over 1
+        (["simulate", "--rate", "nan"], "--rate"),
+        (["simulate", "--expire-after-s", "inf"], "--expire-after-s"),
+        (["fakes", "--wms-port", "70000"], "--wms-port"),  # a traceback from the socket's bind
+        (["fakes", "--seconds", "-1"], "--seconds"),
+    ],
+)
+def test_the_development_tools_refuse_numbers_out_of_their_range_in_one_line(
+    tmp_path: Path, args: list[str], named: str
+) -> None:
+    assert_refused_in_one_line(ledger(tmp_path, *args), f"argument {named}: must be", args[-1])
