@@ -59,6 +59,10 @@ REFUSED_FOR_GOOD = (
 # A feed refused for good is tried again every LEDGER_FEED_RETRY_BACKOFF_MS_MAX; its warning is
 # written at most this often (the refusals in between are counted, in ledger_feed_refusals).
 REFUSED_WARNING_INTERVAL_S = 60.0
+# A round that failed and is tried again (a broker away, slow): the first failure is warned of at
+# once, then at most this often while the same kind of failure goes on, with the count so far;
+# the first round published after them says how many failed.
+FAILED_WARNING_INTERVAL_S = 60.0
 
 
 class FeedPublishFailed(Exception):
@@ -89,6 +93,9 @@ class LevelsFeed:
         self._backoff = Backoff(BROKER_RETRY_FIRST_S, settings.feed_retry_backoff_ms_max / 1000)
         # The last warning of a refusal for good: when (time.monotonic()) and of what kind of error.
         self._refusal_warned: tuple[float, type[BaseException]] | None = None
+        # The same of a failure tried again, and how many rounds in a row have failed.
+        self._failure_warned: tuple[float, type[BaseException]] | None = None
+        self._failed_in_a_row = 0
 
     # -- the loop -------------------------------------------------------------------------------------
 
@@ -137,6 +144,9 @@ class LevelsFeed:
         self.stats.rounds_published += 1
         self.stats.stuck = False
         self._refusal_warned = None
+        if self._failed_in_a_row:
+            log.info("the availability feed publishes again, after %d failed rounds", self._failed_in_a_row)
+            self._failed_in_a_row, self._failure_warned = 0, None
         self._backoff.reset()
         # More committed than this round held: read it at once.
         return 0.0 if found.end_position < self.stats.head_position else self._poll_s
@@ -190,14 +200,21 @@ class LevelsFeed:
             self._close_producer()
             return self._refused(error, type(cause))
         wait_s = self._backoff.next_s()
-        log.warning(
-            "the availability feed could not publish after position %d (%d behind the log's head): %r; "
-            "trying again in %.1f s",
-            self.stats.published_position,
-            self.stats.lag_positions,
-            error,
-            wait_s,
-        )
+        self._failed_in_a_row += 1
+        now, kind = time.monotonic(), type(cause)
+        last = self._failure_warned
+        if last is None or last[1] is not kind or now - last[0] >= FAILED_WARNING_INTERVAL_S:
+            self._failure_warned = (now, kind)
+            log.warning(
+                "the availability feed could not publish after position %d (%d behind the log's head): "
+                "%r; trying again in %.1f s (%d failed rounds in a row; said again at most every %.0f s)",
+                self.stats.published_position,
+                self.stats.lag_positions,
+                error,
+                wait_s,
+                self._failed_in_a_row,
+                FAILED_WARNING_INTERVAL_S,
+            )
         self._close_producer()
         return wait_s
 

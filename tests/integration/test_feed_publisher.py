@@ -6,6 +6,7 @@ database cannot hold it in a leadership query; a batch that failed to commit pub
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import threading
@@ -89,7 +90,8 @@ def _wait(condition: Any, what: str) -> None:
         time.sleep(0.02)
 
 
-def test_the_feed_falls_behind_while_the_broker_is_down_and_catches_up_after(database_url, serve):
+def test_the_feed_falls_behind_while_the_broker_is_down_and_catches_up_after(database_url, serve, caplog):
+    caplog.set_level(logging.INFO, logger="ledger.feed")
     server = serve(database_url)
     store = unique("shop")
     settings = Settings(
@@ -117,6 +119,12 @@ def test_the_feed_falls_behind_while_the_broker_is_down_and_catches_up_after(dat
             broker.down = False
             _wait(lambda: feed.stats.published_position == last, "the feed to catch up")
             assert broker.producers_built >= 2  # a failed producer is dropped and built anew
+            # Warned of once while the broker was down, not once a round; then told it is over.
+            said = [record.getMessage() for record in caplog.records if record.name == "ledger.feed"]
+            failed = feed.stats.rounds_failed
+            assert failed >= 2
+            assert sum("could not publish" in line for line in said) == 1, said
+            assert f"the availability feed publishes again, after {failed} failed rounds" in said, said
             assert FeedCursor(recorder, FEED_NAME).load() == last
             records = [decode_record(value) for _, value in broker.kept]
             assert {r.sku for r in records} == set("ABCDEFG")
