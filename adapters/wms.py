@@ -59,6 +59,10 @@ PROGRESS = ("NEW", "ASSIGNED", "PICKING", "PICKED", "PACKING", "SHIPPED", "DELIV
 SHIPPED_OR_AFTER = frozenset({"SHIPPED", "DELIVERED"})
 # How many times one status is decided again over what other adapters instances set meanwhile.
 DECIDED_AGAIN_MAX = 3
+# Orders in a row whose status could not be read or applied before a poll stops: one order that
+# fails alone goes to the back and the others are polled; this many in a row is the WMS (or the
+# ledger) down, and asking every other order would only wait out their timeouts.
+POLL_FAILURES_IN_A_ROW_MAX = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -363,15 +367,31 @@ class WmsStatusProcessor:
                 (self.poll_orders_max,),
             )
         changed = 0
-        unchanged: list[str] = []
+        to_the_back_ids: list[str] = []
+        failed: Exception | None = None
+        failed_in_a_row = 0
         for row in rows:
-            status = self.client.status(row["wms_order_id"])
-            if status and status != row["status"]:
-                self.apply(row["wms_order_id"], status, polled_over=row["status"])
-                changed += 1
-            else:
-                unchanged.append(row["wms_order_id"])
-        to_the_back(self.recorder, "adapter_wms_orders", "wms_order_id", unchanged)
+            if failed_in_a_row >= POLL_FAILURES_IN_A_ROW_MAX:
+                break  # the WMS (or the ledger) is down, not one order: the rest waits for the retry
+            try:
+                status = self.client.status(row["wms_order_id"])
+                if status and status != row["status"]:
+                    self.apply(row["wms_order_id"], status, polled_over=row["status"])
+                    changed += 1
+                    failed_in_a_row = 0
+                    continue
+                failed_in_a_row = 0
+            except Exception as error:  # noqa: BLE001 - raised after the others were polled
+                # One order that keeps failing (its status answered 5xx, its shipment refused) must
+                # not keep the orders behind it from being polled: it goes to the back, and the poll
+                # is failed (so retried with backoff) once the rest is done.
+                log.warning("wms status of %s could not be applied: %s", row["wms_order_id"], error)
+                failed = failed or error
+                failed_in_a_row += 1
+            to_the_back_ids.append(row["wms_order_id"])
+        to_the_back(self.recorder, "adapter_wms_orders", "wms_order_id", to_the_back_ids)
+        if failed is not None:
+            raise failed
         return changed
 
     def apply(self, wms_order_id: str, status: str, polled_over: str | None = None) -> None:
@@ -416,16 +436,23 @@ class WmsStatusProcessor:
         if row["status"] == status:
             return True
         rule = self.mappings.status(SYSTEM, status)
+        action = None if rule is None else rule.action
+        # The goods left at a status this order went past unseen (SHIPPED and DELIVERED between two
+        # polls, SHIPPED's delivery lost): recorded now, under that status's own event id.
+        skipped = None if action == "ship" else self._ship_status_skipped(row["status"], status)
         lines = [Line(sku, int(qty)) for sku, qty in orjson.loads(row["lines"])]
         code_notes: list[str] = []
-        if rule is not None and rule.action == "ship" and self.client is not None:
+        if (action == "ship" or skipped is not None) and self.client is not None:
             # The codes the picker used (seed 002); an unreachable WMS fails the delivery, which
             # is tried again, so a shipment is never recorded without the codes it could have had.
             used = self.client.order(wms_order_id)
             lines, code_notes = shipped_lines(self.mappings, [(ln.sku, ln.qty_units) for ln in lines], used)
-        if rule is not None and rule.action in ("release", "ship"):
+        events = [] if skipped is None else [self._event(row, skipped, "ship", lines)]
+        if action in ("release", "ship"):
+            events.append(self._event(row, status, action, lines))
+        if events:
             # Recorded first: if the ledger is unreachable, the delivery (or the next poll) tries again.
-            self.sink.record([self._event(row, status, rule.action, lines)])
+            self.sink.record(events)
         with transaction(self.recorder) as tx:
             updated = tx.fetchone(
                 "UPDATE adapter_wms_orders SET status = %s, final = %s, updated_at = %s WHERE "
@@ -441,6 +468,10 @@ class WmsStatusProcessor:
                 log.warning("wms status of %s: %s", wms_order_id, detail)
                 return False
             journal(tx, SYSTEM, "status", wms_order_id, f"{row['status']} -> {status}")
+            if skipped is not None:
+                detail = f"{skipped} was not seen before {status}: its shipment recorded now"
+                journal(tx, SYSTEM, "skipped_status", wms_order_id, detail)
+                log.warning("wms picking order %s: %s", wms_order_id, detail)
             if rule is None:
                 journal(tx, SYSTEM, "unmapped_status", wms_order_id, f"no status map row for {status}")
                 log.warning("wms status %s of %s has no row in the status table", status, wms_order_id)
@@ -466,6 +497,19 @@ class WmsStatusProcessor:
                 journal(tx, SYSTEM, "alert", wms_order_id, detail)
                 log.error("ALERT wms %s", detail)
         return True
+
+    def _ship_status_skipped(self, stored: str, status: str) -> str | None:
+        """The status mapped to `ship` that an order moving from `stored` to `status` went past
+        without it being seen, or None. An order out of the machine before shipping (a picking
+        error) that shows up past the ship status has shipped all the same."""
+        if status not in PROGRESS:
+            return None
+        since = PROGRESS.index(stored) if stored in PROGRESS else -1
+        for passed in PROGRESS[since + 1 : PROGRESS.index(status)]:
+            rule = self.mappings.status(SYSTEM, passed)
+            if rule is not None and rule.action == "ship":
+                return passed
+        return None
 
     def _event(self, row: Any, status: str, action: str, lines: list[Line]) -> StockEvent:
         return StockEvent(

@@ -9,8 +9,9 @@ import pytest
 from conftest import FAST, event
 
 from adapters.db import transaction
+from adapters.httpserver import Reply
 from adapters.inbound import InboxWorker, store_delivery
-from adapters.outbound import OutboundWorker, SimulatedCrash, read_position
+from adapters.outbound import OutboundWorker, SimulatedCrash, TargetUnavailable, read_position
 from adapters.sink import LedgerSink
 from adapters.status import metrics_text, read_status
 from adapters.wms import WmsClient, WmsConfig, WmsPickingTarget, WmsStatusProcessor
@@ -348,3 +349,57 @@ def test_a_reservation_released_in_the_ledger_cancels_its_open_picking_orders(
     assert fake.by_external("shop-1:r-1:A")["status"] == "CANCELLED"  # type: ignore[index]
     assert fake.by_external("shop-1:r-1:B")["status"] == "SHIPPED"  # type: ignore[index]
     assert read_position(recorder, "wms") == 3
+
+
+def test_a_shipment_whose_status_was_never_seen_is_recorded_once_at_the_status_after_it(
+    warehouse, recorder, mappings, ledger, record
+):
+    """SHIPPED and DELIVERED between two polls (or SHIPPED's delivery lost): the order was marked
+    final at DELIVERED with no shipment, a late SHIPPED was left out as behind it, and the goods
+    that left stayed on hand and reserved for good."""
+    fake, server = warehouse
+    order, deliver = _one_picking_order(warehouse, recorder, mappings, ledger, record)
+    processor = WmsStatusProcessor(recorder, mappings, LedgerSink(ledger), client_for(server))
+    fake.set_status(order["id"], "SHIPPED")
+    fake.set_status(order["id"], "DELIVERED")
+    assert processor.poll() == 1
+    deliver("d-1", "SHIPPED", "d-2", "DELIVERED")  # late, and again: nothing more is recorded
+
+    level = ledger.levels("shop-1", ["SKU-2"])[0].level
+    assert (level.on_hand_units, level.reserved_units) == (8, 0)
+    shipments = [
+        entry
+        for entry in ledger.history(HistoryFilter("shop-1"), 100)
+        if entry["type"] == "stock.shipment"
+    ]
+    assert [(e["event_id"], e["on_hand_delta"]) for e in shipments] == [(f"wms:{order['id']}:SHIPPED", -2)]
+    with transaction(recorder) as tx:
+        row = tx.fetchone("SELECT status, final FROM adapter_wms_orders")
+        skipped = tx.fetchall("SELECT detail FROM adapter_journal WHERE kind = 'skipped_status'")
+    assert (row["status"], row["final"]) == ("DELIVERED", 1)
+    assert [s["detail"] for s in skipped] == [
+        "SHIPPED was not seen before DELIVERED: its shipment recorded now"
+    ]
+
+
+def test_an_order_whose_status_keeps_failing_does_not_keep_the_others_from_being_polled(
+    warehouse, recorder, mappings, ledger, record
+):
+    fake, server = warehouse
+    record(
+        event(RECEIPT, "shop-1", ("SKU-1", 10)),
+        event(RESERVATION, "shop-1", ("SKU-1", 1), reservation_id="r-1"),
+        event(RESERVATION, "shop-1", ("SKU-1", 1), reservation_id="r-2"),
+    )
+    picking_worker(recorder, mappings, server).run_until_idle()
+    failing, other = fake.by_external("shop-1:r-1:A"), fake.by_external("shop-1:r-2:A")
+    route = fake._route
+    fake._route = lambda request, parts: (
+        Reply(502, {"error": "bad gateway"}) if failing["id"] in parts else route(request, parts)
+    )
+    fake.set_status(other["id"], "SHIPPED")
+    processor = WmsStatusProcessor(recorder, mappings, LedgerSink(ledger), client_for(server))
+    with pytest.raises(TargetUnavailable):  # the poll fails (and is retried), the others applied
+        processor.poll()
+    level = ledger.levels("shop-1", ["SKU-1"])[0].level
+    assert (level.on_hand_units, level.reserved_units) == (9, 1)
