@@ -18,9 +18,9 @@ the operating system's defaults a lost machine is found out after about two hour
 session has TCP keepalives on both ends and a user timeout (`KEEPALIVE_OPTIONS`: a lost peer is
 found within seconds), and the server ends the session, and frees what it held.
 
-A client that froze alive is seen by neither. The writers' transactions of several statements
-limit how long they may sit idle under the writers' lock (ledger/storage/writers_lock.py); a limit
-on every session would end a rebuild, whose last rows are made whole before they are sent.
+(A client that froze, alive, still holds what it holds: the server's idle-in-transaction limit
+would not reach a writer, whose transactions are pipelined and so never wait for it idle, and it
+would end a rebuild, whose last rows are made whole before they are sent.)
 """
 
 from __future__ import annotations

@@ -39,7 +39,7 @@ from ledger.storage.migrator import (
 )
 from ledger.storage.pg_sessions import DEADLOCK_TIMEOUT_MS_DEFAULT, LedgerPostgresDatastore, bounded_waits
 from ledger.storage.sent_statements import SentBatch, flush, prepare
-from ledger.storage.writers_lock import idle_holder_limit, in_plpgsql, writers_lock_statements
+from ledger.storage.writers_lock import in_plpgsql, writers_lock_statements
 
 EVENTS_TABLE = "ledger_events"
 # LEDGER_DB_WRITER_ANSWER_WAIT_S: the writer's wait for one answer of PostgreSQL (pg_sessions.py).
@@ -209,17 +209,16 @@ class PostgresLedgerRecorder(_HeadAndClose, PostgresApplicationRecorder):
     ) -> None:
         super().__init__(datastore, events_table_name=EVENTS_TABLE)
         self.writer_answer_wait_s = writer_answer_wait_s
-        locks = writers_lock_statements(datastore.schema, EVENTS_TABLE, datastore.lock_timeout)
         # The library runs these first in every transaction that inserts events (_lock_table).
-        self.lock_table_statements = [idle_holder_limit(datastore.lock_timeout), *locks]
+        self.lock_table_statements = writers_lock_statements(
+            datastore.schema, EVENTS_TABLE, datastore.lock_timeout
+        )
         self.migration_wait_s = migration_wait_s
         # Connections on which the batch call is a named prepared statement. Unnamed, the server
         # parsed and planned the call anew each time: 35 µs of its CPU a batch (measured).
         self._batch_call_prepared: weakref.WeakSet[Any] = weakref.WeakSet()
-        in_function = [in_plpgsql(_sql_text(statement)) for statement in locks]
-        self._batch_function, self._batch_function_sql = _pg_named_batch_function(
-            in_function, self.channel_name
-        )
+        locks = [in_plpgsql(_sql_text(statement)) for statement in self.lock_table_statements]
+        self._batch_function, self._batch_function_sql = _pg_named_batch_function(locks, self.channel_name)
         self._batch_call = _pg_batch_call(self._batch_function)
         self._batch_call_raw = _pg_batch_call_raw(self._batch_function)
         self._batch_call_name = f"{self._batch_function}_call".encode()

@@ -22,15 +22,7 @@ were asked for, so an EXCLUSIVE request queued behind a vacuum of the log queues
 ROW EXCLUSIVE behind it. A migration asks in short tries for that reason; an earlier release's
 writer, during a rolling upgrade, cannot be made to.
 
-`lock_timeout`, set first, bounds each of the two waits (the advisory lock, then ROW EXCLUSIVE).
-
-A transaction of several statements holds the lock between its round trips. One whose client froze
-there, alive (a stopped or swapped-out process, a paused machine: TCP's keepalives see nothing
-wrong), would hold every other writer's batches until it woke, each failing after its lock
-timeout. So such a transaction also limits how long it may sit idle (`idle_holder_limit`): past
-the lock timeout the server ends its session and frees the lock; nothing of it was committed, and
-its client finds its connection closed when it wakes. A batch function's one statement never sits
-idle, and needs no limit."""
+`lock_timeout`, set first, bounds each of the two waits (the advisory lock, then ROW EXCLUSIVE)."""
 
 from __future__ import annotations
 
@@ -51,13 +43,6 @@ def writers_lock_statements(schema: str, events_table: str, lock_timeout_s: int)
             sql.Identifier(schema), sql.Identifier(events_table)
         ),
     ]
-
-
-def idle_holder_limit(lock_timeout_s: int) -> Query:
-    """Ends the session of a transaction idle under the lock longer than any writer waits for it."""
-    return sql.SQL("SET LOCAL idle_in_transaction_session_timeout = '{}s'").format(
-        sql.SQL(str(int(lock_timeout_s)))
-    )
 
 
 def in_plpgsql(statement: str) -> str:
