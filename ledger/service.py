@@ -24,6 +24,7 @@ from ledger.results import EventResult
 from ledger.sql import SqlTx
 from ledger.state_cache import CachedLevel, StateCache, level_from_row, policy_from_text, reservation_from_row
 from ledger.storage.availability import database_unavailable
+from ledger.storage.pg_sessions import answers_awaited_at_most
 from ledger.storage.recorders import LedgerRecorder
 from ledger.writer.stats import WriterStatsSnapshot
 from ledger.writer.submission import NotTried, Sent, SubmissionFailed
@@ -310,6 +311,11 @@ class Ledger:
             self.recorder.read_transaction(answer_wait_s=self.read_answer_wait_s) as tx,
         ):
             yield tx
+
+    def reads_bounded(self) -> contextlib.AbstractContextManager[None]:
+        """For code that reads with connections of its own from the ledger's pool (the console's
+        plug-ins): each wait for the server within it ends as `reading`'s do."""
+        return answers_awaited_at_most(self.read_answer_wait_s)
 
     @contextlib.contextmanager
     def _reading(self, operation: str) -> Iterator[None]:

@@ -75,7 +75,11 @@ def new_consumer(settings: Settings) -> Any:
         return _consumer(settings, servers)
     except (KafkaTimeoutError, KafkaConnectionError) as error:
         # kafka-python's constructor waits for a broker and fails with one of these when none answers.
-        raise BrokerUnreachable(f"no broker at {','.join(servers)} answered: {error}") from error
+        # kafka-python ends a refused TLS or SASL handshake the same way: the kafka.* lines say which.
+        raise BrokerUnreachable(
+            f"no broker at {','.join(servers)} answered (a refused TLS or SASL handshake ends so too: "
+            f"see the kafka.* lines): {error}"
+        ) from error
 
 
 def _consumer(settings: Settings, servers: list[str]) -> Any:

@@ -201,7 +201,7 @@ class LevelsFeed:
             return self._refused(error, type(cause))
         wait_s = self._backoff.next_s()
         self._failed_in_a_row += 1
-        now, kind = time.monotonic(), type(cause)
+        now, kind = time.monotonic(), type(error if cause is None else cause)
         last = self._failure_warned
         if last is None or last[1] is not kind or now - last[0] >= FAILED_WARNING_INTERVAL_S:
             self._failure_warned = (now, kind)

@@ -26,6 +26,7 @@ would end a rebuild, whose last rows are made whole before they are sent.)
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import logging
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
@@ -79,9 +80,29 @@ class NoAnswer(psycopg.OperationalError):
     batch has long given up waiting (ledger/writer/batching.py)."""
 
 
+# Every wait of the pool's connections made in this context (a thread's, a task's) ends after
+# this, where the connection has no bound of its own: a read of code that takes its own
+# connections, as the console's adapter page's plug-ins do (`answers_awaited_at_most`).
+_CONTEXT_ANSWER_WAIT_S: contextvars.ContextVar[float | None] = contextvars.ContextVar(
+    "ledger_answer_wait_s", default=None
+)
+
+
+@contextlib.contextmanager
+def answers_awaited_at_most(answer_wait_s: float | None) -> Iterator[None]:
+    """Within the block, on this thread (or task), each wait of the pool's connections for the
+    server ends after `answer_wait_s` (None: no bound), as `bounded_waits` does for one connection."""
+    token = _CONTEXT_ANSWER_WAIT_S.set(answer_wait_s)
+    try:
+        yield
+    finally:
+        _CONTEXT_ANSWER_WAIT_S.reset(token)
+
+
 class WaitsBounded(psycopg.Connection[Any]):
     """The pool's connections: a wait for the server is bounded while `answer_wait_s` is set (the
-    writer's statements: `bounded_waits`), and unbounded otherwise (a migration's index build, a
+    writer's statements: `bounded_waits`) or the context sets a bound (`answers_awaited_at_most`),
+    and unbounded otherwise (a migration's index build, a
     locked rebuild's long statements). A wait that runs out cancels the statement, closes the
     connection (the pool then drops it) and raises NoAnswer: whether a write committed is
     then unknown, as after a lost connection. Kept by the client, not by statement_timeout: a
@@ -93,6 +114,8 @@ class WaitsBounded(psycopg.Connection[Any]):
         self, gen: PQGen[Answer], interval: float = WAIT_INTERVAL_S, timeout: float | None = None
     ) -> Answer:
         bound = self.answer_wait_s if timeout is None else timeout
+        if bound is None:
+            bound = _CONTEXT_ANSWER_WAIT_S.get()
         if bound is None:
             return super().wait(gen, interval, None)
         try:

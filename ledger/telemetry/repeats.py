@@ -52,7 +52,10 @@ class RepeatsFolded(logging.Filter):
         name = record.name
         if name != FOLDED_LOGGERS and not name.startswith(FOLDED_LOGGERS + "."):
             return True
-        message = record.getMessage()
+        try:
+            message = record.getMessage()
+        except Exception:  # noqa: BLE001 - a line that cannot be formatted is the handler's to report
+            return True
         kind = (name, record.levelno, _NUMBERS.sub("#", message))
         now = self._clock()
         with self._lock:

@@ -57,3 +57,31 @@ def test_a_held_read_answers_503_within_the_request_timeout_and_reads_again_once
         while client.get(history).status_code != 200 or client.get(explain).status_code != 200:
             assert time.monotonic() < deadline, "no read answered after the lock was let go"
             time.sleep(0.2)
+
+
+def test_the_consoles_adapter_page_held_by_a_lock_answers_503_within_the_request_timeout(
+    postgres: EmbeddedPostgres, serve: Any
+) -> None:
+    """The page's plug-ins read with connections of their own, bounded by the same timeout."""
+    from adapters.db import open_database
+
+    database_url = postgres.create_database("adapters_page_held")
+    open_database(database_url, 2, 30).close()  # the adapters' tables, as `ledger adapters` makes them
+    server = serve(database_url, {"LEDGER_REQUEST_TIMEOUT_S": str(REQUEST_TIMEOUT_S)})
+    with server.client() as client:
+        assert client.get("/ui/adapters").status_code == 200
+        with psycopg.connect(database_url) as holder:
+            holder.execute("LOCK TABLE adapter_positions IN ACCESS EXCLUSIVE MODE")
+            answered: list[Any] = []
+            reader = threading.Thread(
+                target=lambda: answered.append(client.get("/ui/adapters", timeout=HELD_S + 30))
+            )
+            began = time.monotonic()
+            reader.start()
+            reader.join(HELD_S)
+            holder.rollback()
+        reader.join(30)
+        took_s = time.monotonic() - began
+        assert answered and took_s < ANSWER_S_MAX, f"the page took {took_s:.1f} s"
+        assert answered[0].status_code == 503, answered[0].text
+        assert answered[0].headers["content-type"] == "application/problem+json"

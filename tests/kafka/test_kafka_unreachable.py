@@ -40,7 +40,8 @@ def test_a_consumer_no_broker_answers_is_refused_as_unreachable_naming_the_broke
 
     monkeypatch.setattr(clients, "KafkaConsumer", no_broker)
     with pytest.raises(
-        BrokerUnreachable, match=r"no broker at nowhere:1,nowhere:2 answered: .*Unable to bootstrap"
+        BrokerUnreachable,
+        match=r"no broker at nowhere:1,nowhere:2 answered \(a refused TLS or SASL .*Unable to bootstrap",
     ):
         new_consumer(settings())
 

@@ -67,3 +67,8 @@ def test_the_kinds_remembered_are_bounded_the_longest_unseen_forgotten_first() -
     assert len(folded._seen) == 3
     assert folded.filter(record("kafka", "b"))
     assert not folded.filter(record("kafka", "a"))
+
+
+def test_a_line_that_cannot_be_formatted_is_let_through_for_the_handler_to_report() -> None:
+    folded = RepeatsFolded(window_s=60, clock=Clock())
+    assert folded.filter(record("kafka.conn", "%d brokers", "not a number"))

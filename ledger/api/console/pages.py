@@ -273,7 +273,8 @@ async def adapters_page(request: Request, ledger: LedgerDep, grant: ReaderGrant)
     readers = installed_readers()
 
     def read_all() -> list[Any]:
-        return [state for reader in readers for state in reader(ledger.recorder)]
+        with ledger.reads_bounded():
+            return [state for reader in readers for state in reader(ledger.recorder)]
 
     states = await asyncio.to_thread(read_all)
     # An adapter pushes every store's entries, so its last error may name any store's SKU or
