@@ -155,6 +155,7 @@ def _reconcile_report(args: argparse.Namespace, settings: Settings) -> int:
     from adapters.mappings import Mappings
     from adapters.reconcile import make_report, write_report
     from adapters.reconcile_runs import RunExists, save_report
+    from adapters.snapshots import UnreadStores
 
     if args.force:
         raise CommandError("--force goes with --apply RUN")
@@ -181,9 +182,18 @@ def _reconcile_report(args: argparse.Namespace, settings: Settings) -> int:
             bar.total = len(mappings.all(args.source, "store"))
             read = _moysklad_snapshot if args.source == "moysklad" else _wms_snapshot
             snapshot = read(args, settings, mappings, bar.update)
+    if not snapshot.stores_read:
+        raise CommandError(
+            "the file lists no store"
+            if args.source == "csv"
+            else f"no {args.source} store is mapped: `ledger mappings load` a {args.source},store row first"
+        )
     stores = args.store or sorted(snapshot.stores)
     if args.absent_as_zero:
-        snapshot = snapshot.absent_as_zero(stores)
+        try:
+            snapshot = snapshot.absent_as_zero(stores)
+        except UnreadStores as error:
+            raise CommandError(f"--absent-as-zero: {error} (leave them out, or map them)") from None
     report = make_report(recorder, snapshot, run_id=run_id, stores=stores, master=args.master)
     try:
         save_report(recorder, report)

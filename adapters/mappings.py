@@ -42,6 +42,8 @@ CSV_ROWS_MAX = 1_000_000
 # What a status row may do besides setting the Bitrix status (adapters/wms.py): nothing (empty),
 # release the order's reservation lines, or record its shipment.
 STATUS_ACTIONS = ("release", "ship")
+# What a sku row's external item is, where the target has kinds of item (the first: the default).
+SKU_TYPES = {"bitrix": ("product", "offer"), "moysklad": ("product", "variant")}
 EXTERNAL_TEXT_CHARS_MAX = 256  # an external id, type or status (Bitrix's and MoySklad's are far shorter)
 UNIT_FACTOR_MAX = 1_000_000  # base units in one external unit (a pallet of a million pieces at most)
 
@@ -212,6 +214,13 @@ def _row(record: dict[str, Any], where: str) -> MappingRow:
         raise MappingError(
             f"{where}: a status row's action (external_type) is empty or one of {STATUS_ACTIONS}, "
             f"not {external_type!r}"
+        )
+    kinds_of_item = SKU_TYPES.get(system)
+    if kind == "sku" and kinds_of_item and external_type is not None and external_type not in kinds_of_item:
+        # A typo here sent the item to the target as what it is not: refused there, each time.
+        raise MappingError(
+            f"{where}: a {system} sku row's external_type is empty ({kinds_of_item[0]}) or one of "
+            f"{kinds_of_item}, not {external_type!r}"
         )
     factor: int | None = None
     if kind == "unit":

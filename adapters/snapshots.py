@@ -38,6 +38,9 @@ class Snapshot:
     # Pairs the source listed but whose figures are not trusted: never covered, even by a
     # complete store (a WMS row that breaks its own identity is not a 0).
     unknown: frozenset[tuple[str, str]] = frozenset()
+    # The stores the source was read for (a MoySklad or WMS read: every mapped one, listed or not);
+    # None: the stores it lists. Only these can be vouched complete.
+    read_stores: frozenset[str] | None = None
 
     @property
     def stores(self) -> frozenset[str]:
@@ -53,9 +56,27 @@ class Snapshot:
     def units(self, store_id: str, sku: str) -> int:
         return self.on_hand.get((store_id, sku), 0)
 
+    @property
+    def stores_read(self) -> frozenset[str]:
+        if self.read_stores is not None:
+            return self.read_stores
+        return frozenset(store for store, _ in self.on_hand)
+
     def absent_as_zero(self, stores: Iterable[str]) -> Snapshot:
-        """The same snapshot, vouching that every SKU in scope it does not list in `stores` holds 0."""
+        """The same snapshot, vouching that every SKU in scope it does not list in `stores` holds 0.
+        Refused (UnreadStores) for a store the source was not read for: it would zero a store
+        nobody counted."""
+        unread = sorted(set(stores) - self.stores_read)
+        if unread:
+            raise UnreadStores(
+                f"the {self.source} snapshot was not read for store(s) {', '.join(unread)}, so it cannot "
+                "say they hold 0 of what it does not list"
+            )
         return dataclasses.replace(self, complete_stores=self.complete_stores | frozenset(stores))
+
+
+class UnreadStores(ValueError):
+    """--absent-as-zero for a store the snapshot was not read for."""
 
 
 def read_csv_snapshot(path: Path, mappings: Mappings | None = None) -> Snapshot:
@@ -110,4 +131,5 @@ def read_moysklad_snapshot(
         if progress:
             progress(1)
     description = "moysklad report/stock/all (quantityMode=all, every page), mapped stores and SKUs"
-    return Snapshot("moysklad", description, on_hand, sku_scope=mapped_skus)
+    read_stores = frozenset(mappings.all(MOYSKLAD, "store"))
+    return Snapshot("moysklad", description, on_hand, sku_scope=mapped_skus, read_stores=read_stores)

@@ -64,7 +64,8 @@ def read_wms_snapshot(client: WmsClient, mappings: Mappings, progress: Progress 
         f"wms GET /api/v1/stock (available_only=false, {pages} page(s)), mapped warehouses, qty_on_hand"
         + (f"; {len(untrusted)} SKU(s) left out, their rows not trusted" if untrusted else "")
     )
-    return Snapshot("wms", description, on_hand, unknown=frozenset(untrusted))
+    read_stores = frozenset(mappings.all(SYSTEM, "store"))
+    return Snapshot("wms", description, on_hand, unknown=frozenset(untrusted), read_stores=read_stores)
 
 
 def _read_warehouse(client: WmsClient, warehouse: str) -> tuple[list[dict[str, Any]], int]:

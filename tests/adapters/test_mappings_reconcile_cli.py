@@ -52,6 +52,8 @@ def test_a_mappings_csv_is_loaded_and_read_back_by_kind(tmp_path, recorder):
         ("bitrix,sku,SKU-2,,,", "are required"),
         ("wms,status,PICKING,Q,explode,", "action"),  # a typo for release or ship did nothing, silently
         ("bitrix,sku,SKU-2,1\x002,,", "NUL"),  # PostgreSQL cannot store it
+        ("bitrix,sku,SKU-2,7,produkt,", "a bitrix sku row's external_type"),  # parked at every push
+        ("moysklad,sku,SKU-2,7,offer,", "'variant'., not 'offer'"),
     ],
 )
 def test_a_bad_row_names_its_line_and_nothing_of_the_file_is_loaded(tmp_path, recorder, bad_row, complaint):
@@ -117,6 +119,7 @@ def test_the_push_targets_a_command_names_are_the_targets_names() -> None:
         (["reconcile", "--source", "csv", "--run-id", "r" * 300], "--run-id"),  # stored, then failed
         (["reconcile", "--source", "csv", "--run-id", "../../etc/x"], "--run-id"),
         (["reconcile", "--source", "csv", "--run-id", ".."], "--run-id"),
+        (["reconcile", "--source", "csv"], "the file lists no store"),  # compared 0 pairs, exit 0
     ],
 )
 def test_a_command_naming_what_is_not_there_is_refused_in_one_line(

@@ -19,6 +19,7 @@ from adapters.reconcile import make_report
 from adapters.reconcile_apply import ApplyLimits, apply_report
 from adapters.reconcile_runs import save_report
 from adapters.sink import LedgerSink
+from adapters.snapshots import UnreadStores
 from adapters.wms import WmsClient, WmsConfig, WmsPickingTarget, WmsStatusProcessor
 from adapters.wms_inbound import WmsArrivals, WmsInboundTarget
 from adapters.wms_stock import StockReadRefused, read_wms_snapshot
@@ -207,6 +208,31 @@ def test_the_command_reads_the_wms_reports_first_and_applies_the_reviewed_run(
     monkeypatch.setenv("LEDGER_WMS_API_KEY", "wrong")
     assert main([*command[:-1], "wms-3"]) == 2
     assert "reading the WMS's stock failed" in capsys.readouterr().err
+
+
+def test_absent_as_zero_is_refused_for_a_store_the_wms_was_not_read_for(
+    tmp_path, monkeypatch, database_url, warehouse, ledger, record, mappings, capsys
+):
+    """shop-9 is mapped to no warehouse: --store shop-9 --absent-as-zero zeroed its stock, under
+    the limits that ask for --force (two small lines)."""
+    fake, server = warehouse
+    monkeypatch.setattr(masking._KNOWN, "values", masking._KNOWN.values)
+    for name, value in {
+        "LEDGER_DATABASE_URL": database_url,
+        "LEDGER_WMS_BASE_URL": server.url + "/",
+        "LEDGER_WMS_API_KEY": "fake-wms-key",
+    }.items():
+        monkeypatch.setenv(name, value)
+    record(event(RECEIPT, "shop-9", ("SKU-1", 40), ("SKU-2", 60)))
+    fake.put_stock("main", "ART-1", on_hand=3)
+    snapshot = read_wms_snapshot(client_for(server), mappings)
+    with pytest.raises(UnreadStores, match=r"not read for store\(s\) shop-9"):
+        snapshot.absent_as_zero(["shop-1", "shop-9"])
+    command = ["reconcile", "--source", "wms", "--store", "shop-9", "--absent-as-zero", "--quiet"]
+    assert main([*command, "--out-dir", str(tmp_path / "out")]) == 2
+    assert "--absent-as-zero: the wms snapshot was not read for store(s) shop-9" in capsys.readouterr().err
+    assert on_hand(ledger, "shop-9", "SKU-1", "SKU-2") == {"SKU-1": 40, "SKU-2": 60}
+    assert not (tmp_path / "out").exists()  # no report made
 
 
 # -- marking codes ------------------------------------------------------------------------------------
