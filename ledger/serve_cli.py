@@ -199,8 +199,17 @@ def _check_access(settings: Settings) -> None:
             "LEDGER_ALLOWED_HOSTS to the names clients reach this service by (or *)",
             host,
         )
-    # Told once the start cannot be refused any more: a refusal stays one line on stderr.
-    for migration in recorder.migrations_applied:
+    # Told once the start cannot be refused any more: a refusal stays one line on stderr. A new
+    # ledger's schema in one line: its every step, contract steps among them, would read as
+    # changes to data it never had.
+    applied = recorder.migrations_applied
+    if applied and applied[0].version == 1:
+        log.info(
+            "a new ledger: its schema made, at version %d (`ledger migrate --check` lists the steps)",
+            applied[-1].version,
+        )
+        applied = ()
+    for migration in applied:
         log.info("schema migration %d (%s) applied: %s", migration.version, migration.kind, migration.name)
 
 

@@ -256,3 +256,15 @@ def test_spawned_http_workers_log_as_the_service_does(serve: Any, tmp_path: Path
     for request_id in request_ids:
         (line,) = _lines_until(workers, lambda line, wanted=request_id: line.get("request_id") == wanted)
         assert line["logger"] == "ledger.http.access" and line["route"] == "/healthz"
+
+
+def test_a_new_ledger_logs_its_schema_in_one_line_and_a_restart_none(database_url: str, serve: Any) -> None:
+    # Fourteen lines on a first start, one of them "drop what earlier releases had", alarmed a
+    # new user whose ledger had nothing to drop.
+    server = serve(database_url)
+    first = server.log_tail(100_000)
+    assert first.count("a new ledger: its schema made, at version") == 1, first
+    assert "schema migration" not in first, first
+    server.restart()
+    again = server.log_tail(100_000)[len(first) :]
+    assert "schema" not in again, again
