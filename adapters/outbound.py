@@ -228,7 +228,12 @@ class OutboundWorker:
                     retry.append(item)
             if retry:
                 log.info(
-                    "%s: %d item(s) failed, retry %d after backoff", self.target.name, len(retry), attempt
+                    "%s: %d item(s) failed, retry %d after backoff (first: %s: %s)",
+                    self.target.name,
+                    len(retry),
+                    attempt,
+                    retry[0].key,
+                    mask(failed[retry[0].key].reason)[:300],
                 )
                 self.stopper.sleep(self.backoff.delay_s(attempt))
             pending = retry
@@ -338,12 +343,24 @@ class OutboundWorker:
                         "DELETE FROM adapter_outbox WHERE adapter = %s AND item_key = %s AND version = %s",
                         (name, item.key, item.outbox_version),
                     )
+            # An item parked now is the adapter's last error: `ledger adapters status` showed "-"
+            # beside failures that parked items, their reasons only in the list below.
+            last_parked = None
+            if parked:
+                key, (_, failure, _) = next(reversed(parked.items()))
+                last_parked = mask(f"parked {key}: {failure.reason}")[:1000]
             tx.execute(
                 "UPDATE adapter_positions SET position = %s, pushed_total = pushed_total + %s, "
                 "failures_total = failures_total + %s, parked_total = parked_total + %s, "
-                "last_push_at = CASE WHEN %s > 0 THEN %s ELSE last_push_at END, updated_at = %s "
-                "WHERE adapter = %s",
-                (report.end, len(pushed), item_failures, len(parked), len(pushed), stamp, stamp, name),
+                "last_push_at = CASE WHEN %s > 0 THEN %s ELSE last_push_at END, updated_at = %s, "
+                "last_error = COALESCE(%s, last_error) WHERE adapter = %s",
+                (
+                    report.end,
+                    *(len(pushed), item_failures, len(parked)),
+                    *(len(pushed), stamp, stamp),
+                    last_parked,
+                    name,
+                ),
             )
 
 

@@ -164,6 +164,9 @@ def test_one_failing_command_in_a_batch_is_parked_with_its_reason_and_the_others
     assert "locked by another process" in parked[0]["reason"]
     status = read_status(recorder)[0]
     assert status.parked_now == 1 and status.failures_total == FAST.retries_max
+    # The status line says why, not "-" beside the failures (the reasons were only in the list).
+    assert status.last_error is not None and status.last_error.startswith("parked sku:SKU-2: ")
+    assert "locked by another process" in status.last_error
 
     del fake.failing_products["102"]
     assert request_parked_retry(recorder, "bitrix") == 1
