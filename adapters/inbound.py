@@ -33,7 +33,7 @@ import hashlib
 import hmac
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import orjson
@@ -61,6 +61,12 @@ DELIVERY_BYTES_MAX = 4 * 1024 * 1024
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 SPOOL_FULL_RETRY_AFTER_S = 1
 MOYSKLAD_PATH = "/moysklad/webhook/"  # + the secret
+# A delivery its handler refused (a SKU not mapped yet, a body it cannot read) is tried again after
+# this, doubled at each attempt up to the most: its attempts are spaced in time, so that a mapping
+# loaded meanwhile (read again every LEDGER_ADAPTERS_MAPPINGS_REFRESH_S) is seen before it is given
+# up. Counted in rounds, a busy inbox gave one up within a second.
+INBOX_RETRY_FIRST_S = 5.0
+INBOX_RETRY_MAX_S = 300.0
 WMS_PATH = "/wms/status"  # + "/" and the secret, or signed
 
 
@@ -264,8 +270,12 @@ class InboxWorker:
         poll_interval_s: float = 0.5,
         spool: DeliverySpool | None = None,
         settle_s: float = 0.0,
+        retry_first_s: float = INBOX_RETRY_FIRST_S,
+        clock: Callable[[], datetime] = utc_now,
     ) -> None:
         self.recorder = recorder
+        self.retry_first_s = retry_first_s
+        self.clock = clock
         self.handlers = handlers
         self.batch_max = batch_max
         self.retries_max = retries_max
@@ -295,7 +305,8 @@ class InboxWorker:
     def run_once(self) -> tuple[int, int]:
         """Moves spooled deliveries into the inbox, then processes the settled pending ones;
         returns (processed, left for later)."""
-        settled_at = utc_text(utc_now() - timedelta(seconds=self.settle_s))
+        now = self.clock()
+        settled_at, now_at = utc_text(now - timedelta(seconds=self.settle_s)), utc_text(now)
         self.drain_spool()
         # A page per source, each in the order it arrived: a system that is down holds back its
         # own deliveries only, however many of them wait (one page across sources could be all
@@ -306,8 +317,9 @@ class InboxWorker:
                 rows += tx.fetchall(
                     "SELECT source, delivery_id, payload, attempts FROM adapter_inbox WHERE "
                     "processed_at IS NULL AND received_at <= %s AND source = %s "
+                    "AND (next_attempt_at IS NULL OR next_attempt_at <= %s) "
                     "ORDER BY received_at, delivery_id LIMIT %s",
-                    (settled_at, source, self.batch_max),
+                    (settled_at, source, now_at, self.batch_max),
                 )
         done = retry_later = 0
         waiting: set[str] = set()  # sources whose system is unavailable: the rest of theirs waits
@@ -337,8 +349,14 @@ class InboxWorker:
                 break  # the ledger itself: every delivery waits, in order, for the next round
             except (ValueError, KeyError, TypeError) as error:
                 give_up = attempts >= self.retries_max
+                wait_s = min(self.retry_first_s * 2 ** (attempts - 1), INBOX_RETRY_MAX_S)
                 self._attempted(
-                    source, delivery_id, attempts, f"{type(error).__name__}: {error}", give_up=give_up
+                    source,
+                    delivery_id,
+                    attempts,
+                    f"{type(error).__name__}: {error}",
+                    give_up=give_up,
+                    next_attempt_at=utc_text(self.clock() + timedelta(seconds=wait_s)),
                 )
                 if give_up:
                     done += 1
@@ -387,12 +405,29 @@ class InboxWorker:
                 (now_text(), attempts, source, delivery_id),
             )
 
-    def _attempted(self, source: str, delivery_id: str, attempts: int, reason: str, *, give_up: bool) -> None:
+    def _attempted(
+        self,
+        source: str,
+        delivery_id: str,
+        attempts: int,
+        reason: str,
+        *,
+        give_up: bool,
+        next_attempt_at: str | None = None,
+    ) -> None:
+        """`next_attempt_at`: not tried again before then (None: in the next round)."""
         with transaction(self.recorder) as tx:
             tx.execute(
-                "UPDATE adapter_inbox SET attempts = %s, last_error = %s, processed_at = %s "
-                "WHERE source = %s AND delivery_id = %s",
-                (attempts, mask(reason)[:2000], now_text() if give_up else None, source, delivery_id),
+                "UPDATE adapter_inbox SET attempts = %s, last_error = %s, processed_at = %s, "
+                "next_attempt_at = %s WHERE source = %s AND delivery_id = %s",
+                (
+                    attempts,
+                    mask(reason)[:2000],
+                    now_text() if give_up else None,
+                    next_attempt_at,
+                    source,
+                    delivery_id,
+                ),
             )
             if give_up:
                 journal(

@@ -13,6 +13,9 @@ from adapters.schema import DDL
 from ledger.storage.migrations import EXPAND, Migration
 from ledger.storage.migrator import SchemaHistory
 
+# When an inbox delivery that failed is tried again (adapters/inbound.py): NULL, at once.
+_INBOX_NEXT_ATTEMPT = "ALTER TABLE adapter_inbox ADD COLUMN next_attempt_at TEXT"
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         1,
@@ -21,6 +24,13 @@ MIGRATIONS: tuple[Migration, ...] = (
         EXPAND,
         postgres=DDL,
         sqlite=DDL,
+    ),
+    Migration(
+        2,
+        "the inbox's next attempt of a delivery that failed, so that its retries are spaced in time",
+        EXPAND,
+        postgres=(_INBOX_NEXT_ATTEMPT,),
+        sqlite=(_INBOX_NEXT_ATTEMPT,),
     ),
 )
 

@@ -6,7 +6,7 @@ import dataclasses
 import json
 import time
 import urllib.request
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -242,7 +242,7 @@ def test_one_demand_that_cannot_be_recorded_does_not_lose_the_others_of_its_deli
     body["events"] += fake.webhook_body(good)["events"]
     assert store_delivery(recorder, "moysklad", "req-1", body)
     sync = DemandSync(recorder, mappings, client_for(server), LedgerSink(ledger))
-    inbox = InboxWorker(recorder, {"moysklad": sync.handle}, retries_max=3)
+    inbox = InboxWorker(recorder, {"moysklad": sync.handle}, retries_max=3, retry_first_s=0)
 
     for _ in range(4):
         inbox.run_once()
@@ -251,6 +251,35 @@ def test_one_demand_that_cannot_be_recorded_does_not_lose_the_others_of_its_deli
     row = _inbox_rows(recorder)["req-1"]
     assert row["processed_at"] is not None and row["attempts"] == 3  # given up, with an alert
     assert bad in row["last_error"] and good not in row["last_error"]
+
+
+def test_a_refused_delivery_is_tried_again_spaced_in_time_so_a_mapping_loaded_meanwhile_is_seen(
+    account, recorder, mappings, mapped, ledger, record
+):
+    """Counted in rounds, a busy inbox gave a demand whose product was not mapped yet up within a
+    second, before the next read of the mappings: its shipment was never recorded."""
+    fake, server = account
+    fake.products[UNMAPPED] = "product"
+    record(event(RECEIPT, "shop-1", ("SKU-9", 10)))
+    demand = fake.add_demand(STORE_UUID, [(UNMAPPED, 2)])
+    assert store_delivery(recorder, "moysklad", "req-1", fake.webhook_body(demand))
+    now = [datetime.now(UTC) + timedelta(seconds=1)]
+    sync = DemandSync(recorder, mappings, client_for(server), LedgerSink(ledger))
+    inbox = InboxWorker(recorder, {"moysklad": sync.handle}, retries_max=3, clock=lambda: now[0])
+
+    for _ in range(20):  # a busy inbox's rounds, all within the first 5 s
+        inbox.run_once()
+    assert _inbox_rows(recorder)["req-1"]["attempts"] == 1
+    now[0] += timedelta(seconds=5)
+    inbox.run_once()
+    assert _inbox_rows(recorder)["req-1"]["attempts"] == 2  # then 10 s before the third
+    mapped(("moysklad", "sku", "SKU-9", UNMAPPED, "product"))
+    now[0] += timedelta(seconds=10)
+    inbox.run_once()
+
+    row = _inbox_rows(recorder)["req-1"]
+    assert row["processed_at"] is not None and row["attempts"] == 3
+    assert ledger.levels("shop-1", ["SKU-9"])[0].level.on_hand_units == 8
 
 
 def test_a_demand_the_token_may_not_read_holds_no_other_delivery_back(
@@ -292,6 +321,7 @@ def test_a_demand_the_token_may_not_read_holds_no_other_delivery_back(
             "wms": WmsStatusProcessor(recorder, mappings, LedgerSink(ledger), wms_client).handle_delivery,
         },
         retries_max=3,
+        retry_first_s=0,
     )
 
     for _ in range(4):
