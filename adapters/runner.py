@@ -34,6 +34,7 @@ from ledger.access.book import TokenBook
 from ledger.access.hosts import allowed_hosts, is_loopback
 from ledger.access.metrics import metrics_guard
 from ledger.backoff import Backoff
+from ledger.cli_errors import CommandError
 from ledger.config import Settings
 
 log = secret_safe_logger("adapters.runner")
@@ -131,6 +132,13 @@ def build_adapters(settings: Settings, sink: EventSink | None = None, recorder: 
         targets.append(bitrix_target)
         adapters.http_clients.append(bitrix_target.client.http)
     if (moysklad := moysklad_config(settings)) is not None:
+        if not (moysklad.organization_id and moysklad.agent_id):
+            # Else every customer order would be refused by MoySklad, and parked, one by one.
+            raise CommandError(
+                "LEDGER_MOYSKLAD_ORGANIZATION_ID and LEDGER_MOYSKLAD_AGENT_ID are required with "
+                "LEDGER_MOYSKLAD_TOKEN: MoySklad creates no customer order without its organization "
+                "and counterparty"
+            )
         client = MoySkladClient(moysklad)
         adapters.http_clients.append(client.http)
         targets.append(MoySkladOrdersTarget(recorder, mappings, client))

@@ -80,13 +80,16 @@ def register(commands: Any) -> None:
         "fakes", help="start local fake Bitrix, MoySklad and WMS servers for a demo (development tool)"
     )
     fakes.add_argument(
-        "--bitrix-port", type=int_from(1, PORT_MAX), default=8181, help="the fake Bitrix's port"
+        "--bitrix-port",
+        type=int_from(0, PORT_MAX),
+        default=8181,
+        help="the fake Bitrix's port (0: any free one)",
     )
     fakes.add_argument(
-        "--moysklad-port", type=int_from(1, PORT_MAX), default=8182, help="the fake MoySklad's port"
+        "--moysklad-port", type=int_from(0, PORT_MAX), default=8182, help="the fake MoySklad's port"
     )
-    fakes.add_argument("--wms-port", type=int_from(1, PORT_MAX), default=8183, help="the fake WMS's port")
+    fakes.add_argument("--wms-port", type=int_from(0, PORT_MAX), default=8183, help="the fake WMS's port")
     fakes.add_argument(
-        "--seconds", type=number_from(0.001, SECONDS_MAX), help="stop after this long (default: until Ctrl-C)"
+        "--seconds", type=number_from(0, SECONDS_MAX), help="stop after this long (default: until Ctrl-C)"
     )
     fakes.set_defaults(handler=_fakes)

@@ -63,6 +63,8 @@ def _print_exports(
     print(f"  export LEDGER_BITRIX_WEBHOOK_URL={bitrix_url}{bitrix.webhook_path}")
     print(f"  export LEDGER_MOYSKLAD_BASE_URL={moysklad_url}/api/remap/1.2")
     print(f"  export LEDGER_MOYSKLAD_TOKEN={moysklad.token}")
+    print(f"  export LEDGER_MOYSKLAD_ORGANIZATION_ID={min(moysklad.organizations)}")
+    print(f"  export LEDGER_MOYSKLAD_AGENT_ID={min(moysklad.counterparties)}")
     print(f"  export LEDGER_WMS_BASE_URL={wms_url}/")
     print(f"  export LEDGER_WMS_API_KEY={wms.api_key}")
     print("Bitrix products 101-110, stores 1-3 and orders 1-99 exist; the WMS's warehouse main holds SKU-2.")

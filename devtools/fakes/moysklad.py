@@ -31,6 +31,9 @@ in Moscow time as `YYYY-MM-DD HH:MM:SS` (a raw space, as in the documented examp
 hours back and not in the future, zero lines included with it. Notifications wait in `outbox`
 until `deliver_webhooks()` sends them, each with the retry pattern above.
 
+A customer order is created only with its `organization` and `agent` (the counterparty), as
+seed 001 says MoySklad requires ("Необходимо при создании"), each naming one the account has.
+
 Customer orders: their positions are listed (`.../positions`) and updated one by one
 (`PUT .../positions/{id}`: `reserve` from 0 to the position's quantity); an order's `state` is
 set by PUT with a state meta. Demands are changed and deleted by PUT and DELETE as well.
@@ -76,6 +79,10 @@ class FakeMoySklad:
     origin: str = "http://127.0.0.1"  # hrefs are written against this; set to the server's URL
     products: dict[str, str] = field(default_factory=dict)  # uuid -> "product" | "variant"
     stores: set[str] = field(default_factory=set)
+    # The seller's organizations and the counterparties a customer order may name (seed 001: both
+    # are required to create one). The demo's and the tests' are these.
+    organizations: set[str] = field(default_factory=lambda: {"org-1"})
+    counterparties: set[str] = field(default_factory=lambda: {"agent-1"})
     orders: dict[str, dict[str, Any]] = field(default_factory=dict)
     demands: dict[str, dict[str, Any]] = field(default_factory=dict)
     stock: dict[tuple[str, str], dict[str, float]] = field(default_factory=dict)  # (assortment, store)
@@ -493,6 +500,17 @@ class FakeMoySklad:
         store = ((body.get("store") or {}).get("meta") or {}).get("href", "").split("/")[-1]
         if store not in self.stores:
             errors.append({"error": f"unknown store {store}", "code": 1021})
+        for name, entity, known in (
+            ("organization", "organization", self.organizations),
+            ("agent", "counterparty", self.counterparties),
+        ):
+            href = ((body.get(name) or {}).get("meta") or {}).get("href") or ""
+            if not href:
+                # Required at creation (seed 001, "Необходимо при создании"); code 3000 assumed.
+                empty = f"Ошибка сохранения объекта: поле '{name}' не может быть пустым"
+                errors.append({"error": empty, "code": 3000})
+            elif href.split("/")[-2:-1] != [entity] or href.split("/")[-1] not in known:
+                errors.append({"error": f"unknown {entity} {href.split('/')[-1]}", "code": 1021})
         if errors:
             return Reply(400, {"errors": errors})
         order_id = str(uuid.uuid4())

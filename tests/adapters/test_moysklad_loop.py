@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from conftest import FAST, event
 
+from adapters import masking
 from adapters.db import transaction
 from adapters.http import ForeignUrl, HttpClient
 from adapters.httpserver import HttpServer
@@ -60,7 +61,11 @@ def account(moysklad: Any, mapped: Any) -> Any:
 
 def client_for(server: HttpServer, **overrides: Any) -> MoySkladClient:
     config = MoySkladConfig(
-        base_url=server.url + "/api/remap/1.2", token="fake-moysklad-token", timeout_s=2.0
+        base_url=server.url + "/api/remap/1.2",
+        token="fake-moysklad-token",
+        timeout_s=2.0,
+        organization_id="org-1",
+        agent_id="agent-1",
     )
     return MoySkladClient(dataclasses.replace(config, **overrides))
 
@@ -165,6 +170,39 @@ def test_a_correction_shipped_more_under_the_order_consumes_its_reservation(
     assert view.reservation.status.value == "shipped"
     (level,) = ledger.levels("shop-1", ["SKU-1"])
     assert (level.level.on_hand_units, level.level.reserved_units) == (5, 0)
+
+
+def test_an_order_without_its_organization_and_counterparty_is_refused_as_moysklad_refuses_it(
+    account, ledger, record, recorder, mappings, database_url, monkeypatch, capsys
+):
+    """Seed 001: both are required to create a customer order. The fake took an order without
+    them, and `ledger adapters run` started without them: every order would have been parked."""
+    fake, server = account
+    record(
+        event(RECEIPT, "shop-1", ("SKU-1", 10)),
+        event(RESERVATION, "shop-1", ("SKU-1", 5), reservation_id="res-1", order_id="B-1"),
+    )
+    client = client_for(server, organization_id=None, agent_id=None)
+    report = OutboundWorker(recorder, MoySkladOrdersTarget(recorder, mappings, client), FAST).run_until_idle()
+    assert fake.orders == {}
+    with transaction(recorder) as tx:
+        (parked,) = tx.fetchall("SELECT reason FROM adapter_parked")
+    assert "поле 'organization' не может быть пустым" in parked["reason"], report
+    assert "поле 'agent' не может быть пустым" in parked["reason"]
+
+    for name, value in {
+        "LEDGER_DATABASE_URL": database_url,
+        "LEDGER_MOYSKLAD_BASE_URL": server.url + "/api/remap/1.2",
+        "LEDGER_MOYSKLAD_TOKEN": fake.token,
+    }.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("LEDGER_MOYSKLAD_ORGANIZATION_ID", raising=False)
+    monkeypatch.setattr(masking._KNOWN, "values", masking._KNOWN.values)  # the command adds secrets
+    capsys.readouterr()  # the pushes' log lines, when an earlier command set logging to stderr
+    assert main(["adapters", "run", "--once"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "LEDGER_MOYSKLAD_ORGANIZATION_ID and LEDGER_MOYSKLAD_AGENT_ID are required" in err
+    assert "\n" not in err and "Traceback" not in err
 
 
 class FailingOnce:
@@ -557,6 +595,8 @@ def test_the_runner_follows_an_order_its_demands_their_correction_and_the_stock(
         database_url=database_url,
         moysklad_base_url=server.url + "/api/remap/1.2",
         moysklad_token=fake.token,
+        moysklad_organization_id="org-1",
+        moysklad_agent_id="agent-1",
         moysklad_webhook_secret=SECRET,
         moysklad_requests_per_window=1000,
         adapters_http_port=0,

@@ -89,6 +89,8 @@ def test_no_secret_appears_in_the_logs_status_metrics_answers_or_tables(
         "LEDGER_BITRIX_WEBHOOK_URL": bitrix_url,
         "LEDGER_MOYSKLAD_BASE_URL": moysklad_server.url + "/api/remap/1.2",
         "LEDGER_MOYSKLAD_TOKEN": secrets["moysklad token"],
+        "LEDGER_MOYSKLAD_ORGANIZATION_ID": "org-1",
+        "LEDGER_MOYSKLAD_AGENT_ID": "agent-1",
         "LEDGER_MOYSKLAD_WEBHOOK_SECRET": secrets["moysklad webhook secret"],
         "LEDGER_WMS_BASE_URL": wms_server.url + "/",
         "LEDGER_WMS_API_KEY": secrets["wms api key"],

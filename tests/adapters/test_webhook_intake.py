@@ -64,6 +64,8 @@ def runner(account: Any, database_url: str, ledger: Any, recorder: Any, tmp_path
         database_url=database_url,
         moysklad_base_url=server.url + "/api/remap/1.2",
         moysklad_token="fake-moysklad-token",
+        moysklad_organization_id="org-1",
+        moysklad_agent_id="agent-1",
         moysklad_requests_per_window=1000,
         moysklad_window_s=1.0,
         moysklad_webhook_secret="s3cret",
