@@ -33,7 +33,8 @@ of dev.moysklad.ru/doc/api/remap/1.2):
   to the customer order; dates are in Moscow time (UTC+3) as `YYYY-MM-DD HH:MM:SS[.mmm]`.
 
 Idempotency: a customer order's `externalCode` is the ledger order id; before creating one we look
-it up (`filter=externalCode=...`), so a retried push never creates a duplicate. Only one worker
+it up (`filter=externalCode=...;store=...`: a reservation across stores is an order at each of its
+stores under one order id), so a retried push never creates a duplicate. Only one worker
 pushes at a time (a lease in adapter_positions), so the lookup and the create do not race.
 """
 
@@ -178,9 +179,15 @@ class MoySkladClient:
             raise TargetUnavailable(f"moysklad customerorder positions: HTTP {answer.status}")
         return list((answer.json() or {}).get("rows") or [])
 
-    def find_order(self, external_code: str) -> dict[str, Any] | None:
+    def find_order(self, external_code: str, store_id: str) -> dict[str, Any] | None:
+        """The customer order of one store with this `externalCode` (the ledger's order id). A
+        reservation across stores (CONTRACT §6) is an order of each store's part under one order
+        id: looked up by the code alone, the second store found the first's order as its own."""
+        store_href = self.meta("store", store_id)["meta"]["href"]
         answer = self.request(
-            "GET", "entity/customerorder", params={"filter": f"externalCode={external_code}"}
+            "GET",
+            "entity/customerorder",
+            params={"filter": f"externalCode={external_code};store={store_href}"},
         )
         if answer.status != 200:
             raise TargetUnavailable(f"moysklad customerorder lookup: HTTP {answer.status}")
@@ -343,7 +350,10 @@ class MoySkladOrdersTarget:
         Setting values, not moving them: a push retried after a crash finds them set and
         changes nothing."""
         payload = item.payload
-        order = self.client.find_order(payload["order_id"])
+        store = self.mappings.external(SYSTEM, "store", payload["store_id"])
+        if store is None:
+            return None  # no store mapped: no order was ever made for this part
+        order = self.client.find_order(payload["order_id"], store.external_id)
         if order is None:
             return None  # never created (placed and closed between two pushes): nothing reserved there
         for position in self.client.order_positions(order):
@@ -395,7 +405,7 @@ class MoySkladOrdersTarget:
                     "assortment": self.client.meta(ref.external_type or "product", ref.external_id),
                 }
             )
-        if self.client.find_order(payload["order_id"]) is not None:
+        if self.client.find_order(payload["order_id"], store.external_id) is not None:
             return None  # created before (a retry after a crash or a timeout): nothing to do
         body: dict[str, Any] = {
             "externalCode": payload["order_id"],

@@ -481,8 +481,15 @@ class FakeMoySklad:
         return Reply(200, rows)
 
     def _find_orders(self, request: Request) -> Reply:
-        wanted = {value for name, value in _filter_conditions(request) if name == "externalCode"}
-        rows = [o for o in self.orders.values() if not wanted or o["externalCode"] in wanted]
+        conditions = _filter_conditions(request)
+        wanted = {value for name, value in conditions if name == "externalCode"}
+        stores = {value for name, value in conditions if name == "store"}  # a store's href
+        rows = [
+            o
+            for o in self.orders.values()
+            if (not wanted or o["externalCode"] in wanted)
+            and (not stores or ((o.get("store") or {}).get("meta") or {}).get("href") in stores)
+        ]
         return Reply(200, {"meta": {"size": len(rows), "limit": 1000, "offset": 0}, "rows": rows})
 
     def _create_order(self, request: Request) -> Reply:

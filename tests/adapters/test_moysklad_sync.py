@@ -29,7 +29,7 @@ from adapters.webhook_server import WebhookServer
 from adapters.wms import WmsClient, WmsConfig, WmsPickingTarget, WmsStatusProcessor
 from ledger.domain.model import EventType
 
-RECEIPT, RESERVATION = EventType.RECEIPT, EventType.RESERVATION
+RECEIPT, RESERVATION, RELEASE = EventType.RECEIPT, EventType.RESERVATION, EventType.RESERVATION_RELEASE
 STORE_UUID = "7a1f0000-0000-0000-0000-000000000001"
 VARIANT = "0b3c0000-0000-0000-0000-0000000000a1"
 PRODUCT = "0b3c0000-0000-0000-0000-0000000000b2"
@@ -78,6 +78,41 @@ def test_a_reservation_for_an_order_becomes_one_customerorder_keyed_by_the_order
         (2, 2, "variant"),
         (1, 1, "product"),
     ]
+
+
+def test_a_reservation_across_stores_is_an_order_at_each_store_and_one_part_is_released_alone(
+    account, recorder, mappings, mapped, record
+):
+    """CONTRACT §6: one reservation id with a part at each store. Looked up by the order id alone,
+    the second store found the first's order as its own: its part was never reserved in
+    MoySklad, and releasing one part cleared the other's reserve."""
+    fake, server = account
+    other = "7a1f0000-0000-0000-0000-000000000002"
+    fake.stores.add(other)
+    mapped(("moysklad", "store", "shop-2", other))
+    record(
+        event(RECEIPT, "shop-1", ("SKU-1", 5)),
+        event(RECEIPT, "shop-2", ("SKU-2", 5)),
+        event(RESERVATION, "shop-1", ("SKU-1", 2), reservation_id="r-9", order_id="B-9"),
+    )
+    worker = OutboundWorker(recorder, MoySkladOrdersTarget(recorder, mappings, client_for(server)), FAST)
+    worker.run_until_idle()
+    record(event(RESERVATION, "shop-2", ("SKU-2", 3), reservation_id="r-9", order_id="B-9"))
+    worker.run_until_idle()  # a push of its own: in one push the two parts raced past the lookup
+
+    def reserved() -> dict[str, list[int]]:
+        return {
+            o["store"]["meta"]["href"].split("/")[-1]: [p["reserve"] for p in o["positions"]]
+            for o in fake.orders.values()
+        }
+
+    assert sorted(o["externalCode"] for o in fake.orders.values()) == ["B-9", "B-9"]
+    assert reserved() == {STORE_UUID: [2], other: [3]}
+    record(event(RELEASE, "shop-1", reservation_id="r-9"))
+    worker.run_until_idle()
+    assert reserved() == {STORE_UUID: [0], other: [3]}
+    worker.run_until_idle()  # pushed again: nothing new is made
+    assert len(fake.orders) == 2
 
 
 def test_a_retry_after_a_crash_finds_the_order_by_its_external_code_and_creates_no_duplicate(
@@ -153,7 +188,7 @@ def test_the_client_keeps_within_the_documented_window_by_itself(account):
     client = client_for(server, requests_per_window=5, window_s=0.5)
 
     for _ in range(12):
-        client.find_order("nothing")
+        client.find_order("nothing", STORE_UUID)
 
     assert fake.rate_limited == 0
 
