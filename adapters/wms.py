@@ -169,7 +169,6 @@ class WmsPickingTarget:
         self.recorder = recorder
         self.mappings = mappings
         self.client = client
-        self._created: list[Created] = []
         self._cancelled: list[str] = []
 
     def keys_for(self, entry: Entry, position: int) -> Iterable[str]:
@@ -266,7 +265,7 @@ class WmsPickingTarget:
             if answer.status not in (200, 201):
                 return Failure(f"picking order {external_id}: HTTP {answer.status}: {answer.body[:200]!r}")
             created = answer.json() or {}
-            self._created.append(
+            self._remember(
                 Created(
                     external_id,
                     str(created["id"]),
@@ -278,6 +277,29 @@ class WmsPickingTarget:
                 )
             )
         return None
+
+    def _remember(self, created: Created) -> None:
+        """The picking order the WMS has made, kept at once, not with the cycle's save: a process
+        that died before the save left an order the WMS would pick and ship with no row here, so
+        that a release found nothing to cancel, and its shipment nothing to be recorded against.
+        Fenced by nothing: it is a fact of the WMS's (made under the idempotency key, kept once)."""
+        with transaction(self.recorder) as tx:
+            tx.execute(
+                "INSERT INTO adapter_wms_orders (external_id, wms_order_id, store_id, "
+                "reservation_id, order_id, "
+                "zone, lines, status, final, updated_at) VALUES (%s, %s, %s, %s, %s, %s, %s, 'NEW', 0, %s) "
+                "ON CONFLICT (external_id) DO NOTHING",
+                (
+                    created.external_id,
+                    created.wms_order_id,
+                    created.store_id,
+                    created.reservation_id,
+                    created.order_id,
+                    created.zone,
+                    orjson.dumps(created.lines).decode(),
+                    now_text(),
+                ),
+            )
 
     def _wire_line(self, sku: str, qty: int, codes: list[str] | None = None) -> dict[str, Any]:
         article = self.mappings.external(SYSTEM, "sku", sku)
@@ -306,30 +328,12 @@ class WmsPickingTarget:
 
     def after_push(self, tx: SqlTx, pushed: Sequence[Item]) -> None:
         stamp = now_text()
-        for created in self._created:
-            tx.execute(
-                "INSERT INTO adapter_wms_orders (external_id, wms_order_id, store_id, "
-                "reservation_id, order_id, "
-                "zone, lines, status, final, updated_at) VALUES (%s, %s, %s, %s, %s, %s, %s, 'NEW', 0, %s) "
-                "ON CONFLICT (external_id) DO NOTHING",
-                (
-                    created.external_id,
-                    created.wms_order_id,
-                    created.store_id,
-                    created.reservation_id,
-                    created.order_id,
-                    created.zone,
-                    orjson.dumps(created.lines).decode(),
-                    stamp,
-                ),
-            )
         for wms_order_id in self._cancelled:
             tx.execute(
                 "UPDATE adapter_wms_orders SET status = 'CANCELLED', final = 1, updated_at = %s "
                 "WHERE wms_order_id = %s",
                 (stamp, wms_order_id),
             )
-        self._created.clear()
         self._cancelled.clear()
 
 

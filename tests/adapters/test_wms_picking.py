@@ -403,3 +403,33 @@ def test_an_order_whose_status_keeps_failing_does_not_keep_the_others_from_being
         processor.poll()
     level = ledger.levels("shop-1", ["SKU-1"])[0].level
     assert (level.on_hand_units, level.reserved_units) == (9, 1)
+
+
+def test_a_picking_order_made_just_before_a_crash_is_cancelled_when_its_reservation_is_released(
+    warehouse, recorder, mappings, record
+):
+    """Kept only with the cycle's save, the order of a process that died before it had no row: a
+    release then found nothing to cancel, and the WMS picked and shipped goods the ledger had
+    released."""
+    fake, server = warehouse
+    record(
+        event(RECEIPT, "shop-1", ("SKU-1", 10)),
+        event(RESERVATION, "shop-1", ("SKU-1", 2), reservation_id="r-1", order_id="B-1"),
+    )
+    dying = picking_worker(recorder, mappings, server)
+
+    def crash() -> None:
+        raise SimulatedCrash
+
+    dying.before_save_hook = crash
+    with pytest.raises(SimulatedCrash):
+        dying.run_once()
+    dying.release_lease()
+    record(event(RELEASE, "shop-1", reservation_id="r-1"))
+    picking_worker(recorder, mappings, server).run_until_idle()  # the process started again
+
+    (order,) = fake.orders.values()
+    assert order["status"] == "CANCELLED"
+    with transaction(recorder) as tx:
+        rows = tx.fetchall("SELECT status, final FROM adapter_wms_orders")
+    assert [(row["status"], row["final"]) for row in rows] == [("CANCELLED", 1)]
