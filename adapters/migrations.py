@@ -15,6 +15,11 @@ from ledger.storage.migrator import SchemaHistory
 
 # When an inbox delivery that failed is tried again (adapters/inbound.py): NULL, at once.
 _INBOX_NEXT_ATTEMPT = "ALTER TABLE adapter_inbox ADD COLUMN next_attempt_at TEXT"
+# Where a reading back by time got to (adapters/moysklad_catchup.py), by name.
+_CURSORS = (
+    "CREATE TABLE IF NOT EXISTS adapter_cursors (name TEXT PRIMARY KEY, value TEXT NOT NULL, "
+    "updated_at TEXT NOT NULL)"
+)
 
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(
@@ -31,6 +36,13 @@ MIGRATIONS: tuple[Migration, ...] = (
         EXPAND,
         postgres=(_INBOX_NEXT_ATTEMPT,),
         sqlite=(_INBOX_NEXT_ATTEMPT,),
+    ),
+    Migration(
+        3,
+        "the cursors of readings back by time: MoySklad's demands, caught up after lost notifications",
+        EXPAND,
+        postgres=(_CURSORS,),
+        sqlite=(_CURSORS,),
     ),
 )
 

@@ -100,6 +100,11 @@ def parse_moment(text: str) -> datetime:
     return datetime.fromisoformat(text.strip().replace(" ", "T")).replace(tzinfo=MOSCOW)
 
 
+# The demand catch-up's pages (adapters/moysklad_catchup.py): MoySklad's largest, and how many.
+DEMAND_PAGE_ROWS = 1000
+DEMAND_PAGES_MAX = 100
+
+
 def format_moment(moment: datetime) -> str:
     """An aware datetime in MoySklad's format and time zone (for filters such as `updated>=`)."""
     return moment.astimezone(MOSCOW).strftime("%Y-%m-%d %H:%M:%S.") + f"{moment.microsecond // 1000:03d}"
@@ -193,6 +198,30 @@ class MoySkladClient:
             raise TargetUnavailable(f"moysklad customerorder lookup: HTTP {answer.status}")
         rows = (answer.json() or {}).get("rows") or []
         return rows[0] if rows else None
+
+    def demands_updated_since(
+        self, since: datetime, page_rows: int = DEMAND_PAGE_ROWS
+    ) -> Iterator[dict[str, Any]]:
+        """Every demand updated at or after `since`, oldest change first, page by page (at most
+        DEMAND_PAGES_MAX pages: past them the rest waits for the next catch-up, which starts from
+        where this one got to)."""
+        for page in range(DEMAND_PAGES_MAX):
+            answer = self.request(
+                "GET",
+                "entity/demand",
+                params={
+                    "filter": f"updated>={format_moment(since)}",
+                    "order": "updated,asc;id,asc",
+                    "limit": str(page_rows),
+                    "offset": str(page * page_rows),
+                },
+            )
+            if answer.status != 200:
+                raise TargetUnavailable(f"moysklad demand list: HTTP {answer.status}")
+            rows = (answer.json() or {}).get("rows") or []
+            yield from rows
+            if len(rows) < page_rows:
+                return
 
     def stock_rows(self, store_id: str | None) -> Iterator[dict[str, Any]]:
         """Every row of report/stock/all (for one store if given), zero available ones included,

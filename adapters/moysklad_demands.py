@@ -31,6 +31,7 @@ a deletion by the notification's `auditContext.moment`.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -98,6 +99,10 @@ class DemandSync:
         self.mappings = mappings
         self.client = client
         self.sink = sink
+        # The inbox's notifications and the catch-up (adapters/moysklad_catchup.py) sync demands
+        # from two threads: one at a time, or two reads of one demand could both take its next
+        # revision, and the second's events be taken for duplicates of the first's.
+        self._syncing = threading.Lock()
 
     def handle(self, delivery: dict[str, Any]) -> int:
         """Every demand of one delivery (it may hold several: _webhook.md, "В массиве events может
@@ -126,6 +131,10 @@ class DemandSync:
 
     def sync(self, href: str, action: str, moment: datetime | None = None) -> int:
         """Brings the ledger in line with one demand as it is now; returns the events submitted."""
+        with self._syncing:
+            return self._sync(href, action, moment)
+
+    def _sync(self, href: str, action: str, moment: datetime | None) -> int:
         url = self.client.http.url(href)
         if not under_base(self.client.http.base_url, url):
             raise ForeignUrl(url, self.client.http.base_url)  # not even its id is trusted

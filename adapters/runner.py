@@ -20,6 +20,7 @@ from adapters.limits import RETRY_JITTER, Stopper
 from adapters.mappings import Mappings
 from adapters.masking import remember_settings, secret_safe_logger
 from adapters.moysklad import MoySkladClient, MoySkladConfig, MoySkladOrdersTarget
+from adapters.moysklad_catchup import DemandCatchUp
 from adapters.moysklad_demands import DemandSync
 from adapters.moysklad_stock import StockWebhook, is_stock_notification
 from adapters.outbound import OutboundWorker, Target, TargetUnavailable, WorkerLimits
@@ -105,6 +106,7 @@ class Adapters:
     inbox: InboxWorker | None = None
     wms_status: WmsStatusProcessor | None = None
     wms_arrivals: WmsArrivals | None = None
+    moysklad_catch_up: DemandCatchUp | None = None
     receiver: WebhookReceiver | None = None
     delivery_store: DeliveryStore | None = None
     tokens: TokenBook | None = None  # with LEDGER_METRICS_AUTH=required: who may read /metrics
@@ -143,9 +145,10 @@ def build_adapters(settings: Settings, sink: EventSink | None = None, recorder: 
         adapters.http_clients.append(client.http)
         targets.append(MoySkladOrdersTarget(recorder, mappings, client))
         if sink is not None:
-            handlers["moysklad"] = moysklad_handler(
-                DemandSync(recorder, mappings, client, sink), StockWebhook(recorder, mappings, client)
-            )
+            demands = DemandSync(recorder, mappings, client, sink)
+            handlers["moysklad"] = moysklad_handler(demands, StockWebhook(recorder, mappings, client))
+            if settings.moysklad_catch_up_s > 0:
+                adapters.moysklad_catch_up = DemandCatchUp(recorder, client, demands)
     if (wms := wms_config(settings)) is not None:
         wms_client = WmsClient(wms)
         adapters.http_clients.append(wms_client.http)
@@ -254,6 +257,8 @@ class Runner:
             self._thread("inbox", self.adapters.inbox.run_forever)
         if self.adapters.wms_status is not None:
             self._thread("wms-poll", self._poll_wms)
+        if self.adapters.moysklad_catch_up is not None:
+            self._thread("moysklad-catch-up", self._catch_up_moysklad)
         if self.adapters.receiver is not None:
             if self.adapters.tokens is not None:
                 self.adapters.tokens.start()  # reads the tokens now: a failure here fails the start
@@ -288,6 +293,14 @@ class Runner:
                     self.adapters.wms_arrivals.poll()
                 except (TargetUnavailable, Exception) as error:  # noqa: BLE001 - polled again next interval
                     log.warning("wms arrivals poll failed: %s", error)
+
+    def _catch_up_moysklad(self) -> None:
+        assert self.adapters.moysklad_catch_up is not None
+        while not self.stopper.sleep(self.settings.moysklad_catch_up_s):
+            try:
+                self.adapters.moysklad_catch_up.run_once()
+            except Exception as error:  # noqa: BLE001 - MoySklad or the ledger away: next interval
+                log.warning("moysklad catch-up failed: %s", error)
 
     def stop(self) -> None:
         self.stopper.stop()

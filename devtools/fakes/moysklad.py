@@ -300,6 +300,8 @@ class FakeMoySklad:
                 return Reply(200, {"meta": {"size": len(rows), "limit": 1000, "offset": 0}, "rows": rows})
             if len(parts) == 5 and parts[3] == "positions" and method == "PUT":
                 return self._update_position(parts[2], parts[4], request)
+        if parts == ["entity", "demand"] and method == "GET":
+            return self._list_demands(request)
         if parts[:2] == ["entity", "demand"] and len(parts) == 3:
             if parts[2] not in self.demands:
                 return _error(404, 1021, f"demand {parts[2]} not found")
@@ -547,6 +549,42 @@ class FakeMoySklad:
         self._notify("customerorder", order_id, "CREATE", request)
         return Reply(200, order)
 
+    def _list_demands(self, request: Request) -> Reply:
+        """`entity/demand`, as md/documents/_demand.md lists documents: `filter=updated>=` a moment
+        (Moscow time, `YYYY-MM-DD HH:MM:SS[.mmm]`), `order=updated,asc` (else by name: the
+        documented default order is not by time), `limit` 1 to 1000 (default 1000; else error 1040,
+        assumed) and `offset`; positions are not expanded."""
+        since = [value for name, value in _filter_conditions(request) if name == "updated>"]
+        try:
+            limit = int((request.query.get("limit") or [str(REPORT_PAGE_MAX)])[0])
+            offset = int((request.query.get("offset") or ["0"])[0])
+        except ValueError:
+            return _error(400, 1040, "limit and offset must be integers")
+        if not 1 <= limit <= REPORT_PAGE_MAX or offset < 0:
+            return _error(400, 1040, f"limit must be from 1 to {REPORT_PAGE_MAX}")
+        rows = [
+            {
+                **demand,
+                **self.meta("demand", demand_id),
+                "positions": {"meta": {"href": self.href("demand", demand_id) + "/positions"}},
+            }
+            for demand_id, demand in self.demands.items()
+            if not since or _moment_key(demand["updated"]) >= _moment_key(since[-1])
+        ]
+        ordered_by = (request.query.get("order") or [""])[0]
+        rows.sort(
+            key=(lambda row: (row["updated"], row["id"]))
+            if ordered_by.startswith("updated")
+            else (lambda row: row["name"])
+        )
+        return Reply(
+            200,
+            {
+                "meta": {"size": len(rows), "limit": limit, "offset": offset},
+                "rows": rows[offset : offset + limit],
+            },
+        )
+
     def _demand(self, demand_id: str, request: Request) -> Reply:
         demand = self.demands.get(demand_id)
         if demand is None:
@@ -633,6 +671,11 @@ def _accepts_json(accept: str | None) -> bool:
         if media in ("*/*", "application/*", ACCEPTED_MEDIA):
             return True
     return False
+
+
+def _moment_key(text: str) -> str:
+    """A MoySklad moment comparable as text: milliseconds made explicit (`...:SS` is `...:SS.000`)."""
+    return text if "." in text else text + ".000"
 
 
 def _filter_conditions(request: Request) -> list[tuple[str, str]]:
