@@ -114,11 +114,12 @@ def _log_access(scope: Scope, route: str, status: int, seconds: float) -> None:
     principal = None if grant is None else grant.name
     method = scope["method"]
     access_log.info(
-        "%s %s %d %.1f ms%s",
+        "%s %s %d %.1f ms route=%s%s",
         method,
         path,
         status,
         seconds * 1000,
+        route,
         "" if principal is None else f" principal={principal}",
         extra={
             FIELDS: {

@@ -173,7 +173,7 @@ def test_the_access_log_names_who_read_a_page_by_the_cookie(console: Console) ->
     ):
         assert time.monotonic() < deadline, "no access log line for the page"
         time.sleep(0.05)
-    assert f" ms principal={name} " in lines[-1], lines[-1]
+    assert f" ms route=/ui/stores/{{store}}/reservations principal={name} " in lines[-1], lines[-1]
     assert token not in console.server.log_path.read_text()  # the name, never the token
 
 
