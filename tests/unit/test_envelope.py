@@ -338,6 +338,19 @@ def test_every_wrong_field_is_named_at_once() -> None:
 # --- lines -----------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize(
+    ("qty", "says"),
+    [
+        (-5, "must be an integer >= 1"),  # once said with the bound below, two rules in one line
+        (0, "must be an integer >= 1"),
+        (1_000_000_001, "must be at most 1,000,000,000 in absolute value"),
+    ],
+)
+def test_a_quantity_out_of_bounds_is_told_the_one_rule_it_breaks(qty: int, says: str) -> None:
+    (error,) = errors_of(envelope(data={"lines": lines(("A", qty))}))
+    assert (error.field, error.message) == ("data.lines[0].qty", says)
+
+
 @pytest.mark.parametrize("qty", [1.0, 2.5, True, False, "2", None, [2]])
 def test_qty_must_be_an_integer(qty: object) -> None:
     data = {"lines": [{"sku": "A", "qty": qty}]}
