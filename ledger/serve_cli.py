@@ -15,6 +15,7 @@ from typing import Any
 from ledger.cli_errors import CommandError, database_url_checked, int_from, redacted_url
 from ledger.config import HTTP_WORKERS_MAX, PORT_MAX, Settings
 from ledger.telemetry.logs import logging_config
+from ledger.telemetry.tracing import check_tracing
 
 
 def _default(name: str) -> object:
@@ -52,6 +53,7 @@ def serve_command(args: argparse.Namespace, settings: Settings) -> int:
     if args.port:
         settings.http_port = args.port
     workers = args.workers or settings.http_workers
+    check_tracing(settings.tracing)
     _check_listening(settings.http_host, settings.http_port, workers)
     _check_access(settings)
     if settings.kafka_bootstrap:

@@ -41,11 +41,26 @@ def configure_tracing(mode: TracingMode, process: str) -> None:
 
         provider = exporting_provider(mode, process)
     except ImportError as error:
-        raise TracingUnavailable(
-            f"LEDGER_TRACING={mode} needs OpenTelemetry's SDK, and {error.name or error} is not "
-            "installed: pip install 'stock-ledger[tracing]' (or set LEDGER_TRACING=off)"
-        ) from None
+        raise _unavailable(mode, error) from None
     active = Tracing(provider)
+
+
+def check_tracing(mode: TracingMode) -> None:
+    """Raises TracingUnavailable now, before any process starts, where `mode` cannot be had here:
+    told by the writer process as it failed to start, it read as the writer's fault."""
+    if mode == "off":
+        return
+    try:
+        import ledger.telemetry.spans  # noqa: F401 - only whether it imports
+    except ImportError as error:
+        raise _unavailable(mode, error) from None
+
+
+def _unavailable(mode: TracingMode, error: ImportError) -> TracingUnavailable:
+    return TracingUnavailable(
+        f"LEDGER_TRACING={mode} needs OpenTelemetry's SDK, and {error.name or error} is not "
+        "installed: pip install 'stock-ledger[tracing]' (or set LEDGER_TRACING=off)"
+    )
 
 
 def install(tracing: Tracing | None) -> None:

@@ -402,3 +402,22 @@ def test_a_token_duration_is_refused_naming_the_command_and_the_rule(
 ) -> None:
     done = ledger(tmp_path, "tokens", "create", "--name", "t", "--role", "reader", *args)
     assert_refused_in_one_line(done, says)
+
+
+def test_serve_with_tracing_but_without_its_sdk_says_so_before_anything_starts(tmp_path: Path) -> None:
+    # Told by the writer process as it failed, it read "the writer could not start", after the
+    # warning that the service is open.
+    hidden = tmp_path / "hidden"
+    hidden.mkdir()
+    (hidden / "sitecustomize.py").write_text("import sys\nsys.modules['opentelemetry'] = None\n")
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "ledger"), "serve", "--port", str(_closed_port())],
+        env={**_env(tmp_path, LEDGER_TRACING="console"), "PYTHONPATH": str(hidden)},
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
+    line = assert_refused_in_one_line(done, "LEDGER_TRACING=console needs OpenTelemetry's SDK")
+    assert line.startswith("ledger serve: LEDGER_TRACING"), line
