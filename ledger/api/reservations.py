@@ -26,6 +26,13 @@ from ledger.api.problems import Problem, invalid
 from ledger.api.schemas import ReservationPublic, problem_responses
 from ledger.clock import utc_now
 from ledger.domain.model import Outcome, RejectionReason, Reservation, ReservationLine, StockEvent
+from ledger.intake.body_fields import (
+    RELEASE_FIELDS,
+    RELEASE_LINE_FIELDS,
+    RESERVATION_FIELDS,
+    RESERVATION_LINE_FIELDS,
+    unknown_fields,
+)
 from ledger.intake.envelope import FieldError, IntakeLimits, InvalidEvent, read_envelope
 from ledger.intake.json_text import without_bom
 from ledger.results import EventResult
@@ -152,9 +159,11 @@ async def reserve(
     body = parse_json(raw_body)
     if not isinstance(body, dict):
         raise invalid([FieldError("", "the body must be a JSON object")])
+    if unknown := unknown_fields(body, RESERVATION_FIELDS, "reservation", RESERVATION_LINE_FIELDS):
+        raise invalid(unknown)
     if body.get("reservation_id") is None:
         raise invalid([FieldError("reservation_id", "is required")])
-    data = {k: body[k] for k in ("reservation_id", "order_id", "lines", "expires_at", "channel") if k in body}
+    data = {k: body[k] for k in RESERVATION_FIELDS if k in body}
     event = _event(store, "stock.reservation", data, limits, sender)
     [result] = await ledger.submit([event])
     assert event.reservation_id is not None
@@ -211,6 +220,8 @@ async def release_reservation(
     body = parse_json(raw) if without_bom(raw).strip() else {}  # a mark alone is empty too
     if not isinstance(body, dict):
         raise invalid([FieldError("", "the body must be a JSON object or empty")])
+    if unknown := unknown_fields(body, RELEASE_FIELDS, "release", RELEASE_LINE_FIELDS):
+        raise invalid(unknown)
     data: dict[str, Any] = {"reservation_id": reservation_id}
     if body.get("lines") is not None:
         data["lines"] = body["lines"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from ledger.domain.model import Level
 from ledger.domain.policy import Figures, figures
@@ -18,7 +18,13 @@ LEVEL_MAX = 2**63 - 1
 POSITION_MAX = 2**63 - 1
 
 
+# A REST body's fields are all its fields: any other answers 422 (ledger/intake/body_fields.py).
+CLOSED = ConfigDict(extra="forbid")
+
+
 class LineIn(BaseModel):
+    model_config = CLOSED
+
     sku: str = Field(pattern=ID_REGEX, examples=["SKU-1"])
     qty: int = Field(ge=1, le=QTY_ABS_MAX, examples=[2])
     uom: str | None = Field(None, description="a unit of LEDGER_UNITS; unknown units are refused")
@@ -36,6 +42,7 @@ class ReservationCreate(BaseModel):
     """A reservation at one store: every line or none (README walkthrough)."""
 
     model_config = {
+        "extra": "forbid",
         "json_schema_extra": {
             "examples": [
                 {"reservation_id": "order-1001", "order_id": "1001", "lines": [{"sku": "SKU-1", "qty": 2}]}
@@ -89,6 +96,8 @@ class PolicyPublic(BaseModel):
 
 class ReservationRelease(BaseModel):
     """What to release of a reservation: the given lines, or (without `lines`) all that remains."""
+
+    model_config = CLOSED
 
     lines: list[LineIn] | None = Field(None, min_length=1, max_length=1000, description="no SKU twice")
 

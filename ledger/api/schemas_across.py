@@ -22,6 +22,7 @@ class ReservationAcrossCreate(BaseModel):
     """A reservation across stores: every line at its store, all or none, at one position."""
 
     model_config = {
+        "extra": "forbid",
         "json_schema_extra": {
             "examples": [
                 {

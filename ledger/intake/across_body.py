@@ -13,6 +13,7 @@ from typing import Any
 from ledger.domain.across_stores import ReserveAcrossStores, SourceAndReserve
 from ledger.domain.model import EventType, Line, StockEvent
 from ledger.domain.sourcing import MAX_STORES_LIMIT
+from ledger.intake.body_fields import ACROSS_LINE_FIELDS, RESERVATION_FIELDS, unknown_fields
 from ledger.intake.envelope import (
     ID_PATTERN,
     FieldError,
@@ -81,7 +82,7 @@ def read_reservation_across(
     body: object, limits: AcrossLimits, source: str, now: datetime, principal: str | None
 ) -> ReserveAcrossStores:
     body = _object(body)
-    errors: list[FieldError] = []
+    errors: list[FieldError] = unknown_fields(body, RESERVATION_FIELDS, "reservation", ACROSS_LINE_FIELDS)
     if body.get("reservation_id") is None:
         errors.append(FieldError("reservation_id", "is required"))
     lines = body.get("lines")

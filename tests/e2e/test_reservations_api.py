@@ -114,3 +114,33 @@ def test_an_invalid_reservation_request_is_refused_naming_the_field(client):
     assert "lines[0].qty" in {e["field"] for e in problem["errors"]}
     api.assert_problem(client.post(path, content=b"[1, 2", headers={"content-type": "application/json"}), 422)
     api.assert_problem(client.get(f"/v1/stores/{store}/reservations/R-1"), 404)
+
+
+def test_a_field_a_reservation_body_does_not_have_is_refused_by_name_and_nothing_is_placed(client):
+    """A typo was dropped in silence: `expire_at` placed a reservation that never expires."""
+    store = unique("store")
+    api.record(client, ev.receipt(store, ("A", 5)))
+    one = [{"sku": "A", "qty": 1}]
+    at_store, across = f"/v1/stores/{store}/reservations", "/v1/reservations"
+    cases = [
+        (at_store, {"reservation_id": "R-1", "lines": one, "expire_at": "2030-01-01T00:00:00Z"}, "expire_at"),
+        (at_store, {"reservation_id": "R-1", "lines": [{**one[0], "code": ["X"]}]}, "lines[0].code"),
+        (
+            across,
+            {"reservation_id": "R-2", "lines": [{"store": store, **one[0]}], "channnel": "o"},
+            "channnel",
+        ),
+    ]
+    for path, body, field in cases:
+        answer = client.post(path, json=body)
+        assert answer.status_code == 422, answer.text
+        assert answer.headers["content-type"] == "application/problem+json"
+        assert [error["field"] for error in answer.json()["errors"]] == [field], answer.text
+        assert "is not a field of a" in answer.text
+    assert api.levels_tuple(api.level(client, store, "A")) == (5, 0, 5, 0)
+    assert api.reserve(client, store, "R-3", ("A", 2)).status_code == 201
+    release = client.post(
+        f"/v1/stores/{store}/reservations/R-3/release", json={"line": [{"sku": "A", "qty": 1}]}
+    )
+    assert release.status_code == 422 and release.json()["errors"][0]["field"] == "line", release.text
+    assert api.levels_tuple(api.level(client, store, "A")) == (5, 2, 3, 0)
