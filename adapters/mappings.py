@@ -43,7 +43,7 @@ CSV_ROWS_MAX = 1_000_000
 # release the order's reservation lines, or record its shipment.
 STATUS_ACTIONS = ("release", "ship")
 # What a sku row's external item is, where the target has kinds of item (the first: the default).
-SKU_TYPES = {"bitrix": ("product", "offer"), "moysklad": ("product", "variant")}
+SKU_TYPES = {"bitrix": ("product", "offer"), "moysklad": ("product", "variant", "bundle", "service")}
 EXTERNAL_TEXT_CHARS_MAX = 256  # an external id, type or status (Bitrix's and MoySklad's are far shorter)
 UNIT_FACTOR_MAX = 1_000_000  # base units in one external unit (a pallet of a million pieces at most)
 

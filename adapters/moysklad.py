@@ -100,6 +100,11 @@ def parse_moment(text: str) -> datetime:
     return datetime.fromisoformat(text.strip().replace(" ", "T")).replace(tzinfo=MOSCOW)
 
 
+def _second(moment: datetime) -> str:
+    """A moment to the second, in Moscow time: how a list's `updated>=` filter takes it."""
+    return moment.astimezone(MOSCOW).strftime("%Y-%m-%d %H:%M:%S")
+
+
 # The demand catch-up's pages (adapters/moysklad_catchup.py): MoySklad's largest, and how many.
 DEMAND_PAGE_ROWS = 1000
 DEMAND_PAGES_MAX = 100
@@ -202,26 +207,41 @@ class MoySkladClient:
     def demands_updated_since(
         self, since: datetime, page_rows: int = DEMAND_PAGE_ROWS
     ) -> Iterator[dict[str, Any]]:
-        """Every demand updated at or after `since`, oldest change first, page by page (at most
-        DEMAND_PAGES_MAX pages: past them the rest waits for the next catch-up, which starts from
-        where this one got to)."""
-        for page in range(DEMAND_PAGES_MAX):
+        """Every demand updated at or after `since`, oldest change first. Paged by time, not by
+        offset: a demand changed while the list is read leaves its place, and every row after it
+        moves up, so an offset skips one. Each page asks from the second of the last row read
+        (the filter's unit: md/_errors.md, error 1035) and leaves out the ids read in that second
+        already. At most DEMAND_PAGES_MAX pages: past them the rest waits for the next catch-up,
+        which starts where this one got to."""
+        after = since
+        seen: set[str] = set()  # the ids read whose `updated` falls in the second of `after`
+        for _ in range(DEMAND_PAGES_MAX):
             answer = self.request(
                 "GET",
                 "entity/demand",
                 params={
-                    "filter": f"updated>={format_moment(since)}",
+                    "filter": f"updated>={_second(after)}",
                     "order": "updated,asc;id,asc",
                     "limit": str(page_rows),
-                    "offset": str(page * page_rows),
                 },
             )
             if answer.status != 200:
                 raise TargetUnavailable(f"moysklad demand list: HTTP {answer.status}")
             rows = (answer.json() or {}).get("rows") or []
-            yield from rows
+            fresh = [row for row in rows if row["id"] not in seen]
+            yield from fresh
             if len(rows) < page_rows:
                 return
+            if not fresh:
+                raise TargetUnavailable(
+                    f"moysklad demand list: more than {page_rows} demands updated in the second of "
+                    f"{_second(after)}: they cannot be paged by time"
+                )
+            last = parse_moment(rows[-1]["updated"])
+            if _second(last) != _second(after):
+                seen = set()
+            after = last
+            seen |= {row["id"] for row in rows if _second(parse_moment(row["updated"])) == _second(last)}
 
     def stock_rows(self, store_id: str | None) -> Iterator[dict[str, Any]]:
         """Every row of report/stock/all (for one store if given), zero available ones included,
@@ -381,7 +401,8 @@ class MoySkladOrdersTarget:
         payload = item.payload
         store = self.mappings.external(SYSTEM, "store", payload["store_id"])
         if store is None:
-            return None  # no store mapped: no order was ever made for this part
+            # Its mapping removed since: the order, if any, cannot be found to clear its reserve.
+            return Failure(f"no moysklad store mapped to {payload['store_id']}", permanent=True)
         order = self.client.find_order(payload["order_id"], store.external_id)
         if order is None:
             return None  # never created (placed and closed between two pushes): nothing reserved there

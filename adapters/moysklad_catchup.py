@@ -8,10 +8,15 @@ with the same moment or committed late), and each is brought in line as a notifi
 (DemandSync.sync): a demand recorded already records nothing again, one changed since records its
 difference.
 
-The cursor (the newest `updated` read) is kept in `adapter_cursors`, and moves only over demands
-that were recorded: one that cannot be (a SKU or store not mapped yet) holds it at its own time,
-so that it is read again at the next catch-up. MoySklad or the ledger unavailable ends the
-catch-up without moving the cursor. A first catch-up reads back FIRST_LOOK_BACK_S.
+The cursor (the newest `updated` read) is kept in `adapter_cursors`, saved every SAVE_EVERY
+demands and at the end, and moves only over demands that were recorded: one that cannot be (a
+SKU or store not mapped yet) holds it at its own time, so that it is read again at the next
+catch-up, but only while it was updated within REFUSED_HOLD_S. An older one is given up with an
+ALERT in the journal: a store or product that is never mapped (a service, a store the ledger does
+not keep) would otherwise hold the cursor for good, and every catch-up read everything after it
+again. MoySklad or the ledger unavailable ends the catch-up where it got to. A first catch-up
+reads back FIRST_LOOK_BACK_S (a restart's worth, not history an operator may have put right by
+hand).
 
 Not caught up: a deletion whose notification was lost (a deleted demand is no longer listed);
 the webhook's own retries and `ledger reconcile --source moysklad` remain for that.
@@ -23,16 +28,18 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from adapters.db import now_text, transaction
+from adapters.db import journal, now_text, transaction
 from adapters.masking import secret_safe_logger
-from adapters.moysklad import MoySkladClient, parse_moment
+from adapters.moysklad import SYSTEM, MoySkladClient, parse_moment
 from adapters.moysklad_demands import DemandSync
 
 log = secret_safe_logger("adapters.moysklad_catchup")
 
 CURSOR = "moysklad.demands"
 OVERLAP_S = 60.0
-FIRST_LOOK_BACK_S = 86_400.0
+FIRST_LOOK_BACK_S = 3_600.0
+REFUSED_HOLD_S = 3_600.0
+SAVE_EVERY = 1_000
 
 
 class DemandCatchUp:
@@ -48,24 +55,43 @@ class DemandCatchUp:
         self.demands = demands
         self.clock = clock
 
-    def run_once(self) -> int:
-        """One catch-up; returns how many events it submitted."""
-        since = self.cursor() or self.clock() - timedelta(seconds=FIRST_LOOK_BACK_S)
+    def run_once(self, stopping: Callable[[], bool] = lambda: False) -> int:
+        """One catch-up, until done or `stopping()`; returns how many events it submitted."""
+        now = self.clock()
+        since = self.cursor() or now - timedelta(seconds=FIRST_LOOK_BACK_S)
+        held_after = now - timedelta(seconds=REFUSED_HOLD_S)
         newest, held = since, None
-        submitted = 0
-        for row in self.client.demands_updated_since(since - timedelta(seconds=OVERLAP_S)):
-            updated = parse_moment(row["updated"]).astimezone(UTC)
-            try:
-                submitted += self.demands.sync(row["meta"]["href"], "UPDATE")
-            except (ValueError, KeyError, TypeError) as error:
-                log.warning("moysklad catch-up: demand %s not recorded yet: %s", row.get("name"), error)
-                held = updated if held is None else min(held, updated)
-                continue
-            newest = max(newest, updated)
-        self._save(newest if held is None else min(newest, held))
+        submitted = read = 0
+        try:
+            for row in self.client.demands_updated_since(since - timedelta(seconds=OVERLAP_S)):
+                if stopping():
+                    break
+                updated = parse_moment(row["updated"]).astimezone(UTC)
+                try:
+                    submitted += self.demands.sync(row["meta"]["href"], "UPDATE")
+                except (ValueError, KeyError, TypeError) as error:
+                    if updated >= held_after:
+                        name = row.get("name")
+                        log.warning("moysklad catch-up: demand %s not recorded yet: %s", name, error)
+                        held = updated if held is None else min(held, updated)
+                        continue
+                    self._give_up(row, error)
+                newest = max(newest, updated)
+                read += 1
+                if read % SAVE_EVERY == 0:
+                    self._save(newest if held is None else min(newest, held))
+        finally:
+            self._save(newest if held is None else min(newest, held))
         if submitted:
             log.info("moysklad catch-up: %d event(s) recorded that no notification had brought", submitted)
         return submitted
+
+    def _give_up(self, row: dict[str, Any], error: Exception) -> None:
+        name = row.get("name") or row.get("id")
+        detail = f"not recorded since {REFUSED_HOLD_S:.0f} s, given up by the catch-up: {error}"
+        with transaction(self.recorder) as tx:
+            journal(tx, SYSTEM, "alert", f"demand {name}", detail)
+        log.error("ALERT moysklad demand %s %s", name, detail)
 
     def cursor(self) -> datetime | None:
         with transaction(self.recorder) as tx:

@@ -298,7 +298,7 @@ class Runner:
         assert self.adapters.moysklad_catch_up is not None
         while not self.stopper.sleep(self.settings.moysklad_catch_up_s):
             try:
-                self.adapters.moysklad_catch_up.run_once()
+                self.adapters.moysklad_catch_up.run_once(lambda: self.stopper.stopped)
             except Exception as error:  # noqa: BLE001 - MoySklad or the ledger away: next interval
                 log.warning("moysklad catch-up failed: %s", error)
 

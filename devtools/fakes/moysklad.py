@@ -515,7 +515,7 @@ class FakeMoySklad:
         ):
             href = ((body.get(name) or {}).get("meta") or {}).get("href") or ""
             if not href:
-                # Required at creation (seed 001, "Необходимо при создании"); code 3000 assumed.
+                # Required at creation (seed 001, "Необходимо при создании"); error 3000 (md/_errors.md).
                 empty = f"Ошибка сохранения объекта: поле '{name}' не может быть пустым"
                 errors.append({"error": empty, "code": 3000})
             elif href.split("/")[-2:-1] != [entity] or href.split("/")[-1] not in known:

@@ -53,7 +53,7 @@ def test_a_mappings_csv_is_loaded_and_read_back_by_kind(tmp_path, recorder):
         ("wms,status,PICKING,Q,explode,", "action"),  # a typo for release or ship did nothing, silently
         ("bitrix,sku,SKU-2,1\x002,,", "NUL"),  # PostgreSQL cannot store it
         ("bitrix,sku,SKU-2,7,produkt,", "a bitrix sku row's external_type"),  # parked at every push
-        ("moysklad,sku,SKU-2,7,offer,", "'variant'., not 'offer'"),
+        ("moysklad,sku,SKU-2,7,offer,", "'service'., not 'offer'"),
     ],
 )
 def test_a_bad_row_names_its_line_and_nothing_of_the_file_is_loaded(tmp_path, recorder, bad_row, complaint):

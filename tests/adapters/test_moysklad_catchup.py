@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from conftest import event
 
+from adapters.db import transaction
 from adapters.moysklad import MoySkladClient, MoySkladConfig
 from adapters.moysklad_catchup import DemandCatchUp
 from adapters.moysklad_demands import DemandSync
@@ -92,3 +93,61 @@ def test_a_demand_that_cannot_be_recorded_yet_holds_the_cursor_at_its_time(
     assert catching_up.run_once() == 1
     assert (on_hand(ledger, "SKU-2"), on_hand(ledger, "SKU-9")) == (7, 8)
     assert catching_up.cursor() > early  # type: ignore[operator]
+
+
+def test_a_demand_changed_while_the_list_is_read_moves_no_other_out_of_the_pages(
+    account, recorder, mappings, ledger, record
+):
+    """Paged by offset, one demand changed after it was read moved every later row up a place, and
+    the first row of the next page was never read (nor by a later catch-up: the cursor passed it)."""
+    fake, server = account
+    start = datetime.now(UTC) - timedelta(minutes=30)
+    made = [
+        fake.add_demand(STORE_UUID, [(PRODUCT, 1)], moment=start + timedelta(minutes=n)) for n in range(5)
+    ]
+    client = catch_up(server, recorder, mappings, ledger).client
+    read: list[str] = []
+    for row in client.demands_updated_since(start, page_rows=2):
+        read.append(row["id"])
+        if len(read) == 1:
+            fake.update_demand(made[0], positions=[(PRODUCT, 2)])  # now the newest of all
+    assert set(read) == set(made), "a demand was never read"
+    assert read[-1] == made[0]  # read again once changed
+
+
+def test_a_demand_refused_for_longer_than_the_hold_is_given_up_with_an_alert_and_holds_nothing(
+    account, recorder, mappings, ledger, record
+):
+    fake, server = account
+    record(event(EventType.RECEIPT, "shop-1", ("SKU-2", 10)))
+    fake.add_demand(STORE_UUID, [(UNMAPPED, 1)], moment=datetime.now(UTC) - timedelta(minutes=50))
+    fake.add_demand(STORE_UUID, [(PRODUCT, 3)])
+    fake.outbox.clear()
+    later = [datetime.now(UTC)]
+    catching_up = catch_up(server, recorder, mappings, ledger)
+    catching_up.clock = lambda: later[0]
+    assert catching_up.run_once() == 1
+    held = catching_up.cursor()
+    later[0] += timedelta(minutes=30)  # the refused one is 80 minutes old now: past the hour's hold
+    catching_up.run_once()
+    assert catching_up.cursor() > held + timedelta(minutes=30)  # type: ignore[operator]
+    with transaction(recorder) as tx:
+        alerts = tx.fetchall("SELECT subject, detail FROM adapter_journal WHERE kind = 'alert'")
+    assert len(alerts) == 1 and "given up by the catch-up" in alerts[0]["detail"], alerts
+    assert on_hand(ledger, "SKU-2") == 7
+
+
+def test_a_catch_up_asked_to_stop_ends_and_keeps_where_it_got_to(account, recorder, mappings, ledger, record):
+    fake, server = account
+    record(event(EventType.RECEIPT, "shop-1", ("SKU-2", 10)))
+    start = datetime.now(UTC) - timedelta(minutes=10)
+    for n in range(3):
+        fake.add_demand(STORE_UUID, [(PRODUCT, 1)], moment=start + timedelta(minutes=n))
+    fake.outbox.clear()
+    catching_up = catch_up(server, recorder, mappings, ledger)
+    asked = iter([False, True])
+    assert catching_up.run_once(lambda: next(asked, True)) == 1  # one recorded, then stopped
+    cursor = catching_up.cursor()
+    assert cursor is not None and abs(cursor - start) < timedelta(seconds=1)
+    assert catching_up.run_once() == 2
+    assert on_hand(ledger, "SKU-2") == 7
