@@ -5,9 +5,9 @@ exist where devtools/ is installed, a source checkout; the product's packages ne
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from typing import Any
 
-from ledger.cli_errors import int_from, number_from
 from ledger.config import Settings
 
 PORT_MAX = 65_535
@@ -20,6 +20,29 @@ EVENTS_MAX = 1_000_000_000
 RATE_MAX = 1_000_000.0
 LIFETIME_S_MAX = 86_400.0
 SECONDS_MAX = 31_536_000.0
+
+
+# The argument types come from ledger.cli_errors when a value is read, not when the command line
+# is built: an earlier release's `ledger` loads these commands too (the rolling upgrade's test runs
+# one beside this checkout), and its cli_errors may not have them.
+def int_from(low: int, high: int) -> Callable[[str], int]:
+    def integer(text: str) -> int:
+        from ledger import cli_errors
+
+        return cli_errors.int_from(low, high)(text)
+
+    return integer
+
+
+def number_from(low: float, high: float) -> Callable[[str], float]:
+    def number(text: str) -> float:
+        from ledger import cli_errors
+
+        return cli_errors.number_from(low, high)(text)
+
+    return number
+
+
 share = number_from(0.0, 1.0)
 
 
