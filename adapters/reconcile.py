@@ -105,7 +105,13 @@ def make_report(
         stores=compared_stores,
         absent_as_zero=bool(snapshot.complete_stores),
         compared=compared,
-        ledger_skus=len(set(ours) | set(theirs)),
+        # The SKUs the compared stores hold, on either side: a store's old SKUs at 0 on both sides
+        # would water down the share of them a report changes, and with it the need for --force.
+        ledger_skus=sum(
+            1
+            for store_id, sku in set(ours) | set(theirs)
+            if ours.get((store_id, sku)) or snapshot.units(store_id, sku)
+        ),
         discrepancies=discrepancies,
         untouched=untouched,
     )

@@ -132,6 +132,24 @@ def test_a_change_past_the_limits_needs_force(tmp_path, recorder, ledger, record
     assert levels(ledger, "shop-1", "SKU-0") == {"SKU-0": 500}
 
 
+def test_the_share_that_needs_force_counts_only_the_skus_held_not_the_stores_old_ones_at_zero(
+    tmp_path, recorder, ledger, record
+):
+    """Counted over every level row, 30 SKUs sold out long ago watered 6 changes of 25 SKUs held
+    down to 11 %, and a report zeroing a quarter of the store went through without --force."""
+    record(event(RECEIPT, "shop-1", *[(f"OLD-{n}", 1) for n in range(30)]))
+    record(event(EventType.ADJUSTMENT, "shop-1", *[(f"OLD-{n}", -1) for n in range(30)], reason="sold out"))
+    record(event(RECEIPT, "shop-1", *[(f"SKU-{n}", 5) for n in range(25)]))
+    zeroed = [f"shop-1,SKU-{n},0," for n in range(6)]
+    report = make_report(recorder, read_csv_snapshot(count_file(tmp_path / "a.csv", *zeroed)), run_id="z")
+    save_report(recorder, report)
+
+    assert report.ledger_skus == 25
+    with pytest.raises(ChangeAboveLimits, match=r"6 of the 25 SKUs"):
+        apply_report(recorder, load_report(recorder, "z"), LedgerSink(ledger), LIMITS)
+    assert levels(ledger, "shop-1", "SKU-0") == {"SKU-0": 5}
+
+
 def test_a_report_made_before_another_was_applied_to_its_stores_is_refused(
     tmp_path, recorder, ledger, record
 ):
