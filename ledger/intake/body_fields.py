@@ -14,6 +14,7 @@ from typing import Any
 
 from ledger.intake.envelope import FieldError
 
+POLICY_FIELDS = ("safety_stock", "channels")
 RESERVATION_FIELDS = ("reservation_id", "order_id", "lines", "expires_at", "channel")
 RESERVATION_LINE_FIELDS = ("sku", "qty", "uom", "codes")
 RELEASE_FIELDS = ("lines",)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from ledger.domain.model import ChannelQuota, Policy
+from ledger.intake.body_fields import POLICY_FIELDS, unknown_fields
 from ledger.intake.envelope import ID_PATTERN, QTY_ABS_MAX, FieldError, InvalidEvent
 
 QUOTA_PCT_MAX = 100
@@ -24,11 +25,7 @@ def read_policy(body: object, channels_max: int) -> Policy | None:
         raise InvalidEvent([FieldError("", "the body must be a JSON object")])
     if not body:
         return None
-    errors: list[FieldError] = [
-        FieldError(key, "is not a field of a policy (safety_stock, channels)")
-        for key in body
-        if key not in ("safety_stock", "channels")
-    ]
+    errors = unknown_fields(body, POLICY_FIELDS, "policy")
     safety_stock = _whole(body.get("safety_stock", 0), "safety_stock", QTY_ABS_MAX, errors)
     channels = body.get("channels", {})
     quotas: list[ChannelQuota] = []

@@ -170,20 +170,22 @@ def test_what_the_wms_does_not_list_or_lists_untrusted_is_never_zeroed(
     }
 
 
+def wms_command_env(monkeypatch: Any, database_url: str, server: Any) -> None:
+    """What `ledger reconcile --source wms` reads from the environment, for the fake WMS."""
+    # The command remembers the database URL's user as a secret for the rest of the process; on
+    # PostgreSQL that is `postgres`, which would mask other modules' `postgresql://` afterwards.
+    monkeypatch.setattr(masking._KNOWN, "values", masking._KNOWN.values)
+    monkeypatch.setenv("LEDGER_DATABASE_URL", database_url)
+    monkeypatch.setenv("LEDGER_WMS_BASE_URL", server.url + "/")
+    monkeypatch.setenv("LEDGER_WMS_API_KEY", "fake-wms-key")
+
+
 def test_the_command_reads_the_wms_reports_first_and_applies_the_reviewed_run(
     tmp_path, monkeypatch, database_url, warehouse, ledger, record, capsys
 ):
     fake, server = warehouse
-    # The command remembers the database URL's user as a secret for the rest of the process; on
-    # PostgreSQL that is `postgres`, which would mask other modules' `postgresql://` afterwards.
-    monkeypatch.setattr(masking._KNOWN, "values", masking._KNOWN.values)
-    for name, value in {
-        "LEDGER_DATABASE_URL": database_url,
-        "LEDGER_WMS_BASE_URL": server.url + "/",
-        "LEDGER_WMS_API_KEY": "fake-wms-key",
-        "LEDGER_WMS_STOCK_PER_PAGE": "2",
-    }.items():
-        monkeypatch.setenv(name, value)
+    wms_command_env(monkeypatch, database_url, server)
+    monkeypatch.setenv("LEDGER_WMS_STOCK_PER_PAGE", "2")
     record(event(RECEIPT, "shop-1", ("SKU-1", 10), ("SKU-2", 5), ("SKU-3", 1)))
     fake.put_stock("main", "ART-1", on_hand=8, reserved=2)
     fake.put_stock("main", "SKU-3", on_hand=1)
@@ -216,13 +218,7 @@ def test_absent_as_zero_is_refused_for_a_store_the_wms_was_not_read_for(
     """shop-9 is mapped to no warehouse: --store shop-9 --absent-as-zero zeroed its stock, under
     the limits that ask for --force (two small lines)."""
     fake, server = warehouse
-    monkeypatch.setattr(masking._KNOWN, "values", masking._KNOWN.values)
-    for name, value in {
-        "LEDGER_DATABASE_URL": database_url,
-        "LEDGER_WMS_BASE_URL": server.url + "/",
-        "LEDGER_WMS_API_KEY": "fake-wms-key",
-    }.items():
-        monkeypatch.setenv(name, value)
+    wms_command_env(monkeypatch, database_url, server)
     record(event(RECEIPT, "shop-9", ("SKU-1", 40), ("SKU-2", 60)))
     fake.put_stock("main", "ART-1", on_hand=3)
     snapshot = read_wms_snapshot(client_for(server), mappings)
