@@ -1,38 +1,30 @@
-"""A fake MoySklad JSON API 1.2, as adapters/moysklad.py's docstring describes it.
+"""A fake MoySklad JSON API 1.2, as adapters/moysklad.py's docstring describes it: the account's
+state, its requests' gate and routing, and its documents (customer orders and demands).
 
 Customer orders (created, and found by `filter=externalCode=...`), demands (read with
-`expand=positions,customerOrder`), and `report/stock/all` by store; Bearer auth; the 3-second
-request window with its 429 answer and X-Lognex-* headers (the stock report weighs 5 requests).
+`expand=positions,customerOrder`, listed by `updated`), and the stock reports; Bearer auth; the
+3-second request window with its 429 answer and X-Lognex-* headers (a stock report weighs 5
+requests).
 
 It refuses what the documents say MoySklad refuses and defaults the way they say it defaults,
 since a lenient fake hides exactly the bugs that cost users data:
 - a request without `Accept-Encoding: gzip` is answered 415 with no body (md/_general.md);
 - an `Accept` that does not admit `application/json;charset=utf-8` is answered error 1062
   (md/_errors.md; the page gives no HTTP status, 400 is assumed);
-- the stock report's `quantityMode` defaults to `nonEmpty`: rows whose available quantity
-  (`quantity` = stock - reserve) is 0 are left out unless `quantityMode=all` is sent; an unknown
-  mode is error 1041; pages hold at most 1000 rows (`limit` 1 to 1000, else error 1040 assumed),
-  `meta.size` counts the whole report and `meta.nextHref` is given while pages follow
-  (md/reports/_report_stock.md).
+- a customer order is created only with its `organization` and `agent` (the counterparty), as
+  seed 001 says MoySklad requires ("Необходимо при создании"), each naming one the account has.
 
-It also sends webhooks the way md/dictionaries/_webhook.md says MoySklad does (the delivery itself,
-with its attempts: moysklad_webhooks.py).
+Its parts: the wire format (moysklad_wire.py), the stock reports and their defaults
+(moysklad_reports.py), the webhook registries and their rules (moysklad_webhook_registry.py),
+the delivery of a notification with its attempts (moysklad_webhooks.py).
 
-What it notifies: changes to entities that a registered webhook follows (entity/webhook: list,
-create, get, update, delete; unique by entityType, action and url; at most 5 urls per entityType
-and action; url at most 255 characters; md/dictionaries/_webhook.md), made through the API or by
-the test helpers that stand for a person at MoySklad (`add_demand`, `update_demand`,
+What it notifies: changes to entities that a registered webhook follows, made through the API or
+by the test helpers that stand for a person at MoySklad (`add_demand`, `update_demand`,
 `delete_demand`). A request carrying `X-Lognex-WebHook-Disable` (any value, as the page's
-"Заголовок временного отключения через API" says) notifies nothing. Stock webhooks
-(entity/webhookstock, unique by stockType, reportType and url, md/dictionaries/_webhookstock.md)
-are sent by `notify_stock_changes`, with a `reportUrl` to the short stock report
-(`report/stock/{all,bystore}/current`, md/reports/_report_stock.md): one JSON array, `changedSince`
-in Moscow time as `YYYY-MM-DD HH:MM:SS` (a raw space, as in the documented example), at most 24
-hours back and not in the future, zero lines included with it. Notifications wait in `outbox`
-until `deliver_webhooks()` sends them, each with the retry pattern above.
-
-A customer order is created only with its `organization` and `agent` (the counterparty), as
-seed 001 says MoySklad requires ("Необходимо при создании"), each naming one the account has.
+"Заголовок временного отключения через API" says) notifies nothing. Stock webhooks are sent by
+`notify_stock_changes`, with a `reportUrl` to the short stock report (`changedSince` in Moscow
+time as `YYYY-MM-DD HH:MM:SS`, a raw space, as in the documented example). Notifications wait in
+`outbox` until `deliver_webhooks()` sends them, each with MoySklad's retry pattern.
 
 Customer orders: their positions are listed (`.../positions`) and updated one by one
 (`PUT .../positions/{id}`: `reserve` from 0 to the position's quantity); an order's `state` is
@@ -47,28 +39,27 @@ import time
 import uuid
 from collections import deque
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from adapters.httpserver import Reply, Request
+from devtools.fakes.moysklad_reports import REPORT_WEIGHT, current_stock, stock_report
+from devtools.fakes.moysklad_webhook_registry import handle_registry
 from devtools.fakes.moysklad_webhooks import WebhookOutcome, send_webhook
+from devtools.fakes.moysklad_wire import (
+    ACCEPTED_MEDIA,
+    ACCOUNT_ID,
+    BASE_PATH,
+    MOSCOW,
+    accepts_json,
+    error,
+    filter_conditions,
+    moment_key,
+    moment_text,
+    page_bounds,
+)
 
-BASE_PATH = "/api/remap/1.2/"
-MOSCOW = timezone(timedelta(hours=3))
-REPORT_WEIGHT = 5
-REPORT_PAGE_MAX = 1000
-ACCEPTED_MEDIA = "application/json;charset=utf-8"
-QUANTITY_MODES = ("all", "positiveOnly", "negativeOnly", "empty", "nonEmpty", "underMinimum")
 WEBHOOK_DISABLE_HEADER = "X-Lognex-WebHook-Disable"
-WEBHOOK_ACTIONS = ("CREATE", "UPDATE", "DELETE")
-WEBHOOK_ENTITY_TYPES_REFUSED = ("webhook", "discount", "notes")
-WEBHOOK_URL_CHARS_MAX = 255
-WEBHOOK_URLS_PER_KIND_MAX = 5  # for a user; 1 for a solution
-WEBHOOK_RULE_ERROR_CODE = 3000  # assumed: the pages state the rules, not their error codes
-STOCK_TYPES = ("stock", "freeStock", "quantity", "reserve", "inTransit")
-REPORT_TYPES = ("all", "bystore")
-CHANGED_SINCE_BACK_MAX = timedelta(hours=24)
-ACCOUNT_ID = "00000000-0000-0000-0000-000000000001"
 
 
 @dataclass
@@ -121,7 +112,7 @@ class FakeMoySklad:
     ) -> str:
         demand_id = str(uuid.uuid4())
         order = next((o for o in self.orders.values() if o["externalCode"] == order_external_code), None)
-        when = _moment(moment or datetime.now(UTC))
+        when = moment_text(moment or datetime.now(UTC))
         self.demands[demand_id] = {
             "id": demand_id,
             "name": f"{len(self.demands) + 1:05d}",
@@ -230,7 +221,7 @@ class FakeMoySklad:
             demand["store"] = self.meta("store", store)
         if applicable is not None:
             demand["applicable"] = applicable
-        demand["updated"] = _moment(datetime.now(UTC))
+        demand["updated"] = moment_text(datetime.now(UTC))
 
     # -- HTTP ---------------------------------------------------------------------------------------
 
@@ -242,8 +233,8 @@ class FakeMoySklad:
                 return Reply(401, {"errors": [{"error": "Authentication error", "code": 1056}]})
             if "gzip" not in (request.header("Accept-Encoding") or "").lower():
                 return Reply(415, b"")
-            if not _accepts_json(request.header("Accept")):
-                return _error(
+            if not accepts_json(request.header("Accept")):
+                return error(
                     400,
                     1062,
                     "Неверное значение заголовка 'Accept'. Поддерживается только значение "
@@ -290,7 +281,7 @@ class FakeMoySklad:
             if len(parts) == 2 and method == "POST":
                 return self._create_order(request)
             if len(parts) >= 3 and parts[2] not in self.orders:
-                return _error(404, 1021, f"customerorder {parts[2]} not found")
+                return error(404, 1021, f"customerorder {parts[2]} not found")
             if len(parts) == 3 and method == "GET":
                 return Reply(200, self.orders[parts[2]])
             if len(parts) == 3 and method == "PUT":
@@ -304,7 +295,7 @@ class FakeMoySklad:
             return self._list_demands(request)
         if parts[:2] == ["entity", "demand"] and len(parts) == 3:
             if parts[2] not in self.demands:
-                return _error(404, 1021, f"demand {parts[2]} not found")
+                return error(404, 1021, f"demand {parts[2]} not found")
             if method == "GET":
                 return self._demand(parts[2], request)
             if method == "PUT":
@@ -314,22 +305,23 @@ class FakeMoySklad:
                 self._notify("demand", parts[2], "DELETE", request)
                 return Reply(200, b"")
         if parts[:2] in (["entity", "webhook"], ["entity", "webhookstock"]):
-            return self._webhook_registry(parts, request)
+            registry = self.stock_webhooks if parts[1] == "webhookstock" else self.webhooks
+            return handle_registry(registry, self.meta, parts, request)
         if parts == ["report", "stock", "all"] and method == "GET":
             return self._stock_report(request)
         if parts[:2] == ["report", "stock"] and parts[3:] == ["current"] and method == "GET":
-            return self._current_stock(parts[2], request)
+            return current_stock(self.stock, self.stock_changed_at, parts[2], request)
         return Reply(404, {"errors": [{"error": f"unknown resource {path}", "code": 1002}]})
 
     def _update_order(self, order_id: str, request: Request) -> Reply:
         body = request.json()
         if not isinstance(body, dict):
-            return _error(400, 2016, "the body must be an object")
+            return error(400, 2016, "the body must be an object")
         order = self.orders[order_id]
         if "state" in body:
             href = ((body["state"] or {}).get("meta") or {}).get("href") or ""
             if f"{BASE_PATH}entity/customerorder/metadata/states/" not in href:
-                return _error(400, 1021, f"unknown state {href}")
+                return error(400, 1021, f"unknown state {href}")
             order["state"] = {"meta": {"href": href, "type": "state", "mediaType": "application/json"}}
         for name in ("description", "externalCode"):
             if name in body:
@@ -341,12 +333,12 @@ class FakeMoySklad:
         order = self.orders[order_id]
         position = next((p for p in order["positions"] if p["id"] == position_id), None)
         if position is None:
-            return _error(404, 1021, f"position {position_id} not found")
+            return error(404, 1021, f"position {position_id} not found")
         body = request.json() or {}
         if "reserve" in body:
             reserve = body["reserve"]
             if not isinstance(reserve, int | float) or not 0 <= reserve <= position["quantity"]:
-                return _error(400, 3007, "reserve must be from 0 to the position's quantity")  # assumed
+                return error(400, 3007, "reserve must be from 0 to the position's quantity")  # assumed
             position["reserve"] = reserve
         self._notify("customerorder", order_id, "UPDATE", request)
         return Reply(200, position)
@@ -364,126 +356,8 @@ class FakeMoySklad:
         self._notify("demand", demand_id, "UPDATE", request)
         return self._demand(demand_id, request)
 
-    # -- webhook registries ---------------------------------------------------------------------
-
-    def _webhook_registry(self, parts: list[str], request: Request) -> Reply:
-        stock = parts[1] == "webhookstock"
-        registry = self.stock_webhooks if stock else self.webhooks
-        if len(parts) == 2 and request.method == "GET":
-            rows = list(registry.values())
-            return Reply(200, {"meta": {"size": len(rows), "limit": 1000, "offset": 0}, "rows": rows})
-        if len(parts) == 2 and request.method == "POST":
-            body = request.json()
-            if not isinstance(body, dict):
-                return _error(400, 2016, "one webhook per request in this fake")
-            return self._create_webhook(registry, parts[1], body, stock)
-        if len(parts) == 3 and parts[2] in registry:
-            hook = registry[parts[2]]
-            if request.method == "GET":
-                return Reply(200, hook)
-            if request.method == "DELETE":
-                del registry[parts[2]]
-                return Reply(200, b"")
-            if request.method == "PUT":
-                changed = {**hook, **{k: v for k, v in (request.json() or {}).items() if k != "meta"}}
-                refused = self._webhook_refused(registry, changed, stock, besides=parts[2])
-                if refused is not None:
-                    return refused
-                registry[parts[2]] = changed
-                return Reply(200, changed)
-        return _error(404, 1021, f"{parts[1]} {'/'.join(parts[2:])} not found")
-
-    def _create_webhook(
-        self, registry: dict[str, dict[str, Any]], kind: str, body: dict[str, Any], stock: bool
-    ) -> Reply:
-        hook_id = str(uuid.uuid4())
-        hook = {
-            **self.meta(kind, hook_id),
-            "id": hook_id,
-            "accountId": ACCOUNT_ID,
-            "enabled": body.get("enabled", True),
-            **{k: v for k, v in body.items() if k != "meta"},
-        }
-        if not stock:
-            hook["method"] = "POST"
-        refused = self._webhook_refused(registry, hook, stock)
-        if refused is not None:
-            return refused
-        registry[hook_id] = hook
-        return Reply(200, hook)
-
-    def _webhook_refused(
-        self, registry: dict[str, dict[str, Any]], hook: dict[str, Any], stock: bool, besides: str = ""
-    ) -> Reply | None:
-        key_fields = ("stockType", "reportType") if stock else ("entityType", "action")
-        for name in (*key_fields, "url"):
-            if not hook.get(name):
-                return _error(400, 3000, f"'{name}' is required")  # assumed code
-        url = str(hook["url"])
-        if len(url) > WEBHOOK_URL_CHARS_MAX:
-            return _error(400, WEBHOOK_RULE_ERROR_CODE, f"url longer than {WEBHOOK_URL_CHARS_MAX}")
-        if stock and (hook["stockType"] not in ("stock",) or hook["reportType"] not in REPORT_TYPES):
-            return _error(400, WEBHOOK_RULE_ERROR_CODE, "stockType [stock], reportType [all, bystore]")
-        if not stock and (
-            hook["action"] not in WEBHOOK_ACTIONS or hook["entityType"] in WEBHOOK_ENTITY_TYPES_REFUSED
-        ):
-            return _error(400, WEBHOOK_RULE_ERROR_CODE, "no webhook for that entityType or action")
-        same_kind = [
-            other
-            for other_id, other in registry.items()
-            if other_id != besides and all(other.get(k) == hook.get(k) for k in key_fields)
-        ]
-        if any(other["url"] == url for other in same_kind):
-            return _error(400, WEBHOOK_RULE_ERROR_CODE, f"{', '.join(key_fields)} and url must be unique")
-        if len(same_kind) >= WEBHOOK_URLS_PER_KIND_MAX:
-            return _error(400, WEBHOOK_RULE_ERROR_CODE, f"at most {WEBHOOK_URLS_PER_KIND_MAX} urls")
-        return None
-
-    # -- the short stock report -----------------------------------------------------------------
-
-    def _current_stock(self, report_type: str, request: Request) -> Reply:
-        if report_type not in REPORT_TYPES:
-            return _error(404, 1002, f"unknown report {report_type}")
-        stock_type = (request.query.get("stockType") or ["stock"])[0]
-        if stock_type not in STOCK_TYPES:
-            return _error(400, 1041, f"stockType is one of {', '.join(STOCK_TYPES)}")  # assumed code
-        since_texts = request.query.get("changedSince")
-        since = None
-        if since_texts:
-            try:
-                since = datetime.strptime(since_texts[0], "%Y-%m-%d %H:%M:%S").replace(tzinfo=MOSCOW)
-            except ValueError:
-                return _error(400, 1038, f"changedSince '{since_texts[0]}': YYYY-MM-DD HH:MM:SS")  # assumed
-            now = datetime.now(UTC)
-            if since > now or now - since > CHANGED_SINCE_BACK_MAX:
-                return _error(400, 1038, "changedSince: at most 24 hours back, not in the future")  # assumed
-        zero_lines = since is not None or "zeroLines" in request.query.get("include", [])
-        by_store = report_type == "bystore"
-        figures: dict[tuple[str, str | None], float] = {}
-        for (assortment, store_id), values in sorted(self.stock.items()):
-            changed = self.stock_changed_at.get((assortment, store_id))
-            if since is not None and (changed is None or changed < since.replace(microsecond=0)):
-                continue
-            value = {
-                "stock": values.get("stock", 0.0),
-                "freeStock": values.get("stock", 0.0) - values.get("reserve", 0.0),
-                "quantity": values.get("stock", 0.0)
-                - values.get("reserve", 0.0)
-                + values.get("inTransit", 0.0),
-                "reserve": values.get("reserve", 0.0),
-                "inTransit": values.get("inTransit", 0.0),
-            }[stock_type]
-            key = (assortment, store_id if by_store else None)
-            figures[key] = figures.get(key, 0.0) + value
-        rows = [
-            {"assortmentId": a, **({"storeId": st} if by_store else {}), stock_type: v}
-            for (a, st), v in figures.items()
-            if v or zero_lines
-        ]
-        return Reply(200, rows)
-
     def _find_orders(self, request: Request) -> Reply:
-        conditions = _filter_conditions(request)
+        conditions = filter_conditions(request)
         wanted = {value for name, value in conditions if name == "externalCode"}
         stores = {value for name, value in conditions if name == "store"}  # a store's href
         rows = [
@@ -554,14 +428,11 @@ class FakeMoySklad:
         (Moscow time, `YYYY-MM-DD HH:MM:SS[.mmm]`), `order=updated,asc` (else by name: the
         documented default order is not by time), `limit` 1 to 1000 (default 1000; else error 1040,
         assumed) and `offset`; positions are not expanded."""
-        since = [value for name, value in _filter_conditions(request) if name == "updated>"]
-        try:
-            limit = int((request.query.get("limit") or [str(REPORT_PAGE_MAX)])[0])
-            offset = int((request.query.get("offset") or ["0"])[0])
-        except ValueError:
-            return _error(400, 1040, "limit and offset must be integers")
-        if not 1 <= limit <= REPORT_PAGE_MAX or offset < 0:
-            return _error(400, 1040, f"limit must be from 1 to {REPORT_PAGE_MAX}")
+        since = [value for name, value in filter_conditions(request) if name == "updated>"]
+        bounds = page_bounds(request)
+        if isinstance(bounds, Reply):
+            return bounds
+        limit, offset = bounds
         rows = [
             {
                 **demand,
@@ -569,7 +440,7 @@ class FakeMoySklad:
                 "positions": {"meta": {"href": self.href("demand", demand_id) + "/positions"}},
             }
             for demand_id, demand in self.demands.items()
-            if not since or _moment_key(demand["updated"]) >= _moment_key(since[-1])
+            if not since or moment_key(demand["updated"]) >= moment_key(since[-1])
         ]
         ordered_by = (request.query.get("order") or [""])[0]
         rows.sort(
@@ -607,94 +478,7 @@ class FakeMoySklad:
         return Reply(200, answer)
 
     def _stock_report(self, request: Request) -> Reply:
-        conditions = _filter_conditions(request)
-        stores = {value.split("/")[-1] for name, value in conditions if name == "store"}
-        modes = [value for name, value in conditions if name == "quantityMode"]
-        mode = modes[-1] if modes else "nonEmpty"  # the documented default
-        if mode not in QUANTITY_MODES:
-            return _error(
-                400,
-                1041,
-                f"Неверное значение '{mode}' параметра фильтрации 'quantityMode', допустимые значения: "
-                f"'{', '.join(QUANTITY_MODES)}'",
-            )
-        limit = int((request.query.get("limit") or [str(REPORT_PAGE_MAX)])[0])
-        offset = int((request.query.get("offset") or ["0"])[0])
-        if not 1 <= limit <= REPORT_PAGE_MAX or offset < 0:
-            return _error(400, 1040, "Неверно заданы параметры запроса: limit 1-1000, offset >= 0")
-        totals: dict[str, dict[str, float]] = {}
-        for (assortment, store_id), figures in sorted(self.stock.items()):
-            if not stores or store_id in stores:
-                total = totals.setdefault(assortment, {"stock": 0.0, "reserve": 0.0, "inTransit": 0.0})
-                for name in total:
-                    total[name] += figures.get(name, 0.0)
-        rows: list[dict[str, Any]] = [
-            {
-                "meta": {
-                    "href": self.href(self.products[a], a) + "?expand=supplier",
-                    "type": self.products[a],
-                },
-                "name": a,
-                "code": a,
-                "externalCode": a,
-                **t,
-                "quantity": t["stock"] - t["reserve"],
-            }
-            for a, t in totals.items()
-            if _in_quantity_mode(mode, t["stock"] - t["reserve"])
-        ]
-        self.report_pages_served += 1
-        meta: dict[str, Any] = {"size": len(rows), "limit": limit, "offset": offset}
-        if offset + limit < len(rows):
-            meta["nextHref"] = (
-                f"{self.origin}{BASE_PATH}report/stock/all?limit={limit}&offset={offset + limit}"
-            )
-        return Reply(200, {"meta": meta, "rows": rows[offset : offset + limit]})
-
-
-def _moment(moment: datetime) -> str:
-    """MoySklad's wire format: Moscow time, `YYYY-MM-DD HH:MM:SS.fff`."""
-    local = moment.astimezone(MOSCOW)
-    return local.strftime("%Y-%m-%d %H:%M:%S.") + f"{local.microsecond // 1000:03d}"
-
-
-def _error(status: int, code: int, message: str) -> Reply:
-    return Reply(status, {"errors": [{"error": message, "code": code}]})
-
-
-def _accepts_json(accept: str | None) -> bool:
-    """No Accept, a wildcard, or the one documented value."""
-    if accept is None:
-        return True
-    for part in accept.split(","):
-        media = part.split(";q=")[0].replace(" ", "").lower()
-        if media in ("*/*", "application/*", ACCEPTED_MEDIA):
-            return True
-    return False
-
-
-def _moment_key(text: str) -> str:
-    """A MoySklad moment comparable as text: milliseconds made explicit (`...:SS` is `...:SS.000`)."""
-    return text if "." in text else text + ".000"
-
-
-def _filter_conditions(request: Request) -> list[tuple[str, str]]:
-    """`filter=store=<href>;quantityMode=all` -> [("store", "<href>"), ("quantityMode", "all")]."""
-    conditions = []
-    for flt in request.query.get("filter", []):
-        for part in flt.split(";"):
-            name, _, value = part.partition("=")
-            if name:
-                conditions.append((name, value))
-    return conditions
-
-
-def _in_quantity_mode(mode: str, available: float) -> bool:
-    return {
-        "all": True,
-        "positiveOnly": available > 0,
-        "negativeOnly": available < 0,
-        "empty": available == 0,
-        "nonEmpty": available != 0,
-        "underMinimum": available < 0,  # no minimum balances in the fake: below 0 only
-    }[mode]
+        reply = stock_report(self.stock, self.products, self.href, self.origin, request)
+        if reply.status == 200:
+            self.report_pages_served += 1
+        return reply
