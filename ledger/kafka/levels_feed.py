@@ -40,6 +40,7 @@ from ledger.feed.record import LevelRecord, encode_record
 from ledger.feed.rounds import DefaultChange, default_change_page, read_round
 from ledger.kafka.feed_metrics import FeedCollector, FeedStats
 from ledger.kafka.publisher import UNSENDABLE
+from ledger.telemetry.warning_gate import WarningGate
 
 log = logging.getLogger("ledger.feed")
 
@@ -91,10 +92,8 @@ class LevelsFeed:
         self._stopping = threading.Event()
         self._poll_s = settings.feed_poll_ms / 1000
         self._backoff = Backoff(BROKER_RETRY_FIRST_S, settings.feed_retry_backoff_ms_max / 1000)
-        # The last warning of a refusal for good: when (time.monotonic()) and of what kind of error.
-        self._refusal_warned: tuple[float, type[BaseException]] | None = None
-        # The same of a failure tried again, and how many rounds in a row have failed.
-        self._failure_warned: tuple[float, type[BaseException]] | None = None
+        self._refusal_warnings = WarningGate(REFUSED_WARNING_INTERVAL_S)
+        self._failure_warnings = WarningGate(FAILED_WARNING_INTERVAL_S)
         self._failed_in_a_row = 0
 
     # -- the loop -------------------------------------------------------------------------------------
@@ -143,10 +142,11 @@ class LevelsFeed:
         self.stats.published_position = found.end_position
         self.stats.rounds_published += 1
         self.stats.stuck = False
-        self._refusal_warned = None
+        self._refusal_warnings.reset()
         if self._failed_in_a_row:
             log.info("the availability feed publishes again, after %d failed rounds", self._failed_in_a_row)
-            self._failed_in_a_row, self._failure_warned = 0, None
+            self._failed_in_a_row = 0
+            self._failure_warnings.reset()
         self._backoff.reset()
         # More committed than this round held: read it at once.
         return 0.0 if found.end_position < self.stats.head_position else self._poll_s
@@ -201,10 +201,7 @@ class LevelsFeed:
             return self._refused(error, type(cause))
         wait_s = self._backoff.next_s()
         self._failed_in_a_row += 1
-        now, kind = time.monotonic(), type(error if cause is None else cause)
-        last = self._failure_warned
-        if last is None or last[1] is not kind or now - last[0] >= FAILED_WARNING_INTERVAL_S:
-            self._failure_warned = (now, kind)
+        if self._failure_warnings.due(type(error if cause is None else cause)):
             log.warning(
                 "the availability feed could not publish after position %d (%d behind the log's head): "
                 "%r; trying again in %.1f s (%d failed rounds in a row; said again at most every %.0f s)",
@@ -226,10 +223,7 @@ class LevelsFeed:
         self.stats.refusals += 1
         self.stats.stuck = True
         wait_s = self.settings.feed_retry_backoff_ms_max / 1000
-        now = time.monotonic()
-        last = self._refusal_warned
-        if last is None or last[1] is not kind or now - last[0] >= REFUSED_WARNING_INTERVAL_S:
-            self._refusal_warned = (now, kind)
+        if self._refusal_warnings.due(kind):
             log.warning(
                 "the broker refuses the availability feed's round after position %d for good (%s): the "
                 "feed stands still there, %d positions behind the log's head, until the topic %s takes "
