@@ -18,8 +18,12 @@ again. MoySklad or the ledger unavailable ends the catch-up where it got to. A f
 reads back FIRST_LOOK_BACK_S (a restart's worth, not history an operator may have put right by
 hand).
 
-Not caught up: a deletion whose notification was lost (a deleted demand is no longer listed);
-the webhook's own retries and `ledger reconcile --source moysklad` remain for that.
+A deleted demand is no longer listed, so deletions are read from the audit instead
+(md/audit/_audit.md; MoySklad.demands_deleted_between): every demand deleted since the last
+catch-up (less OVERLAP_S) returns what it had shipped, as its DELETE notification would, once
+however often it is read. That cursor is the end of the last window read in full: a window cut
+short (stopped, MoySklad or the ledger away) is read again whole. A demand put in the recycle bin
+(`puttorecyclebin`) is not a deletion here: the pages do not say whether it still moves stock.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from adapters.moysklad_demands import DemandSync
 log = secret_safe_logger("adapters.moysklad_catchup")
 
 CURSOR = "moysklad.demands"
+DELETIONS_CURSOR = "moysklad.demand_deletions"
 OVERLAP_S = 60.0
 FIRST_LOOK_BACK_S = 3_600.0
 REFUSED_HOLD_S = 3_600.0
@@ -82,8 +87,23 @@ class DemandCatchUp:
                     self._save(newest if held is None else min(newest, held))
         finally:
             self._save(newest if held is None else min(newest, held))
+        if not stopping():
+            submitted += self._deletions(now, stopping)
         if submitted:
             log.info("moysklad catch-up: %d event(s) recorded that no notification had brought", submitted)
+        return submitted
+
+    def _deletions(self, now: datetime, stopping: Callable[[], bool]) -> int:
+        """Every demand deleted in the window from the last one's end to `now`, returned."""
+        since = self.cursor(DELETIONS_CURSOR) or now - timedelta(seconds=FIRST_LOOK_BACK_S)
+        submitted = 0
+        for href, deleted_at in self.client.demands_deleted_between(
+            since - timedelta(seconds=OVERLAP_S), now
+        ):
+            if stopping():
+                return submitted  # the window is read again whole
+            submitted += self.demands.sync(href, "DELETE", deleted_at.astimezone(UTC))
+        self._save(now, DELETIONS_CURSOR)
         return submitted
 
     def _give_up(self, row: dict[str, Any], error: Exception) -> None:
@@ -93,15 +113,15 @@ class DemandCatchUp:
             journal(tx, SYSTEM, "alert", f"demand {name}", detail)
         log.error("ALERT moysklad demand %s %s", name, detail)
 
-    def cursor(self) -> datetime | None:
+    def cursor(self, name: str = CURSOR) -> datetime | None:
         with transaction(self.recorder) as tx:
-            row = tx.fetchone("SELECT value FROM adapter_cursors WHERE name = %s", (CURSOR,))
+            row = tx.fetchone("SELECT value FROM adapter_cursors WHERE name = %s", (name,))
         return None if row is None else datetime.fromisoformat(row["value"])
 
-    def _save(self, cursor: datetime) -> None:
+    def _save(self, cursor: datetime, name: str = CURSOR) -> None:
         with transaction(self.recorder) as tx:
             tx.execute(
                 "INSERT INTO adapter_cursors (name, value, updated_at) VALUES (%s, %s, %s) "
                 "ON CONFLICT (name) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
-                (CURSOR, cursor.isoformat(), now_text()),
+                (name, cursor.isoformat(), now_text()),
             )

@@ -16,7 +16,8 @@ since a lenient fake hides exactly the bugs that cost users data:
 
 Its parts: the wire format (moysklad_wire.py), the stock reports and their defaults
 (moysklad_reports.py), the webhook registries and their rules (moysklad_webhook_registry.py),
-the delivery of a notification with its attempts (moysklad_webhooks.py).
+the delivery of a notification with its attempts (moysklad_webhooks.py), the audit of every
+change of a demand or an order (moysklad_audit.py).
 
 What it notifies: changes to entities that a registered webhook follows, made through the API or
 by the test helpers that stand for a person at MoySklad (`add_demand`, `update_demand`,
@@ -43,6 +44,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from adapters.httpserver import Reply, Request
+from devtools.fakes.moysklad_audit import list_contexts, list_events, new_context
 from devtools.fakes.moysklad_reports import REPORT_WEIGHT, current_stock, stock_report
 from devtools.fakes.moysklad_webhook_registry import handle_registry
 from devtools.fakes.moysklad_webhooks import WebhookOutcome, send_webhook
@@ -88,6 +90,7 @@ class FakeMoySklad:
     notifications_suppressed: int = 0  # changes not notified for X-Lognex-WebHook-Disable
     stock_changed_at: dict[tuple[str, str], datetime] = field(default_factory=dict)
     request_log: list[tuple[str, str, dict[str, str]]] = field(default_factory=list)
+    audit: list[dict[str, Any]] = field(default_factory=list)  # contexts, oldest first
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
@@ -143,8 +146,8 @@ class FakeMoySklad:
 
     def delete_demand(self, demand_id: str) -> None:
         with self._lock:
-            del self.demands[demand_id]
-            self._notify("demand", demand_id, "DELETE")
+            name = self.demands.pop(demand_id)["name"]
+            self._notify("demand", demand_id, "DELETE", name=name)
 
     def set_stock(self, assortment: str, store: str, stock: float, reserve: float = 0.0) -> None:
         with self._lock:
@@ -195,9 +198,23 @@ class FakeMoySklad:
             ],
         }
 
-    def _notify(self, entity_type: str, entity_id: str, action: str, request: Request | None = None) -> None:
-        """Queues a notification for each enabled webhook that follows this change, unless the
-        request that made it asked for none."""
+    def _notify(
+        self,
+        entity_type: str,
+        entity_id: str,
+        action: str,
+        request: Request | None = None,
+        name: str | None = None,
+    ) -> None:
+        """Records the change in the audit, and queues a notification for each enabled webhook
+        that follows it, unless the request that made it asked for none."""
+        if name is None:
+            name = (
+                (self.demands if entity_type == "demand" else self.orders).get(entity_id, {}).get("name", "")
+            )
+        source = "jsonapi" if request is not None else "app"
+        entity = self.meta(entity_type, entity_id)
+        self.audit.append(new_context(self.origin, entity, action.lower(), name, datetime.now(UTC), source))
         if request is not None and request.header(WEBHOOK_DISABLE_HEADER) is not None:
             self.notifications_suppressed += 1
             return
@@ -301,12 +318,19 @@ class FakeMoySklad:
             if method == "PUT":
                 return self._update_demand(parts[2], request)
             if method == "DELETE":
-                del self.demands[parts[2]]
-                self._notify("demand", parts[2], "DELETE", request)
+                name = self.demands.pop(parts[2])["name"]
+                self._notify("demand", parts[2], "DELETE", request, name)
                 return Reply(200, b"")
         if parts[:2] in (["entity", "webhook"], ["entity", "webhookstock"]):
             registry = self.stock_webhooks if parts[1] == "webhookstock" else self.webhooks
             return handle_registry(registry, self.meta, parts, request)
+        if parts == ["audit"] and method == "GET":
+            return list_contexts(self.audit, request)
+        if len(parts) == 3 and parts[0] == "audit" and parts[2] == "events" and method == "GET":
+            context = next((c for c in self.audit if c["id"] == parts[1]), None)
+            if context is None:
+                return error(404, 1021, f"audit {parts[1]} not found")
+            return list_events(context, request)
         if parts == ["report", "stock", "all"] and method == "GET":
             return self._stock_report(request)
         if parts[:2] == ["report", "stock"] and parts[3:] == ["current"] and method == "GET":

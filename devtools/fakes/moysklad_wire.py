@@ -52,14 +52,16 @@ def filter_conditions(request: Request) -> list[tuple[str, str]]:
     return conditions
 
 
-def page_bounds(request: Request) -> tuple[int, int] | Reply:
-    """`limit` (1 to 1000, default 1000) and `offset` (0 or more, default 0), or the error that
+def page_bounds(
+    request: Request, default: int = PAGE_ROWS_MAX, most: int = PAGE_ROWS_MAX
+) -> tuple[int, int] | Reply:
+    """`limit` (1 to `most`, else `default`) and `offset` (0 or more, default 0), or the error that
     refuses them (1040: the page names the rule, not the code; assumed)."""
     try:
-        limit = int((request.query.get("limit") or [str(PAGE_ROWS_MAX)])[0])
+        limit = int((request.query.get("limit") or [str(default)])[0])
         offset = int((request.query.get("offset") or ["0"])[0])
     except ValueError:
         return error(400, 1040, "Неверно заданы параметры запроса: limit и offset - целые числа")
-    if not 1 <= limit <= PAGE_ROWS_MAX or offset < 0:
-        return error(400, 1040, f"Неверно заданы параметры запроса: limit 1-{PAGE_ROWS_MAX}, offset >= 0")
+    if not 1 <= limit <= most or offset < 0:
+        return error(400, 1040, f"Неверно заданы параметры запроса: limit 1-{most}, offset >= 0")
     return limit, offset
