@@ -177,6 +177,33 @@ def test_the_access_log_names_who_read_a_page_by_the_cookie(console: Console) ->
     assert token not in console.server.log_path.read_text()  # the name, never the token
 
 
+def test_a_login_returns_to_the_page_that_asked_for_it(console: Console) -> None:
+    """A shared link to a page, opened without a session: the login form keeps the page, and the
+    login goes back to it (a failed try keeps it too); a form that names another site goes home."""
+    reader = console.token("reader", "reader")
+    page = f"/ui/stores/{unique('store')}/skus/SKU%2F1?axis=occurred"
+    with console.server.client() as client:
+        client.headers["accept"] = BROWSER_ACCEPT
+        asked = client.get(page)
+        assert asked.status_code == 401
+        kept = re.search(r'name="next" value="([^"]*)"', asked.text)
+        assert kept is not None and kept.group(1) == page.replace("&", "&amp;"), asked.text
+        origin = {"origin": console.server.url}
+        wrong = client.post("/ui/login", data={"token": "sl_live_" + "x" * 43, "next": page}, headers=origin)
+        assert wrong.status_code == 401 and f'value="{page}"' in wrong.text
+        login = client.post("/ui/login", data={"token": reader, "next": page}, headers=origin)
+        assert login.status_code == 303 and login.headers["location"] == page
+        for away in (
+            "https://evil.example/ui",
+            "//evil.example/ui",
+            "/ui//evil.example",
+            "/ui\\x",
+            "/v1/stock/A",
+        ):
+            elsewhere = client.post("/ui/login", data={"token": reader, "next": away}, headers=origin)
+            assert elsewhere.status_code == 303 and elsewhere.headers["location"] == "/ui", away
+
+
 def test_a_login_from_another_site_is_refused(console: Console) -> None:
     reader = console.token("reader", "reader")
     with console.server.client() as client:

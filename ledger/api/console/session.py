@@ -45,7 +45,8 @@ LOGIN_PATH = "/ui/login"
 LOGOUT_PATH = "/ui/logout"
 COOKIE_NAME = "ledger_console"
 SESSION_KEY = "ledger.console_session"  # in a request's scope: its token came from the login cookie
-LOGIN_BODY_BYTES_MAX = 4096  # a form with one token field
+LOGIN_BODY_BYTES_MAX = 4096  # a form with a token and the page to return to
+RETURN_TO_CHARS_MAX = 2048  # the page asked for, kept in the form; a longer one returns to /ui
 # The console's pages and assets are sent compressed to a browser that accepts it: a timeline page
 # of 500 points and uPlot shrink to about a quarter (a shop's tablet may be on a slow line).
 GZIP_BYTES_MIN = 1024
@@ -97,12 +98,40 @@ def _referred_here(scope: Scope) -> bool:
     return referer.split(b"://", 1)[-1].split(b"/", 1)[0] == host
 
 
-def _login_form(message: str | None, status_code: int, *, clear_cookie: bool, scope: Scope) -> Response:
-    """The login form to a browser; to a program, the refusal as problem+json (CONTRACT §5)."""
+def return_to(target: str | None) -> str:
+    """Where a login sends the browser: the console page it was asked for, if the form says one,
+    else the console's home. Only a path of this console is taken (no scheme, no host, no `//`
+    or backslash a browser would read as another site), so the form cannot send anyone away."""
+    if (
+        not target
+        or len(target) > RETURN_TO_CHARS_MAX
+        or not (target == CONSOLE_PREFIX or target.startswith((CONSOLE_PREFIX + "/", CONSOLE_PREFIX + "?")))
+        or "//" in target
+        or "\\" in target
+        or any(ord(char) < 0x21 or ord(char) == 0x7F for char in target)
+        or target.startswith((LOGIN_PATH, LOGOUT_PATH))
+    ):
+        return CONSOLE_PREFIX
+    return target
+
+
+def _asked_for(scope: Scope) -> str:
+    """The path and query a page request asked for, as the browser sent them."""
+    query: bytes = scope.get("query_string") or b""
+    path: bytes = scope.get("raw_path") or scope.get("path", "").encode()
+    return (path + (b"?" + query if query else b"")).decode("latin-1")
+
+
+def _login_form(
+    message: str | None, status_code: int, *, clear_cookie: bool, scope: Scope, next_page: str | None = None
+) -> Response:
+    """The login form to a browser; to a program, the refusal as problem+json (CONTRACT §5). The
+    form keeps the page asked for, and a login returns there."""
     response: Response
     if wants_page(scope["headers"]):
         headers = {"WWW-Authenticate": "Bearer"} if status_code == 401 else {}
-        response = page("login.html", status_code, headers, message=message)
+        asked = _asked_for(scope) if next_page is None else next_page
+        response = page("login.html", status_code, headers, message=message, next=return_to(asked))
     elif status_code == 401:
         detail = message or "a console page needs a token: send it as a Bearer token, or log in at /ui/login"
         response = problem_response(access_problem(Unauthenticated(detail)), scope.get("path"))
@@ -118,17 +147,18 @@ def _not_allowed(scope: Scope, detail: str, allow: str) -> Response:
     return problem_response(problem, scope.get("path"))
 
 
-async def _form_token(receive: Receive) -> str | None:
+async def _form_fields(receive: Receive) -> dict[str, str]:
+    """The login form's fields (the first of each name); none for a body over the limit."""
     body = b""
     while True:
         message = await receive()
         body += message.get("body", b"")
         if len(body) > LOGIN_BODY_BYTES_MAX:
-            return None
+            return {}
         if not message.get("more_body"):
             break
-    values = parse_qs(body.decode("latin-1"), max_num_fields=4).get("token", [])
-    return values[0].strip() if values else None
+    fields = parse_qs(body.decode("latin-1"), max_num_fields=4)
+    return {name: values[0] for name, values in fields.items() if values}
 
 
 class ConsoleSession:
@@ -199,9 +229,12 @@ class ConsoleSession:
             return _not_allowed(scope, "log in with a POST of the form", "GET, HEAD, POST")
         if not _same_origin(scope):
             return _login_form("Log in from this service's own page.", 403, clear_cookie=False, scope=scope)
-        token = await _form_token(receive)
+        fields = await _form_fields(receive)
+        token = fields.get("token", "").strip() or None
         if token is None or not self._valid(token):
-            return _login_form("That token is not valid.", 401, clear_cookie=False, scope=scope)
-        response = RedirectResponse(CONSOLE_PREFIX, 303)
+            return _login_form(
+                "That token is not valid.", 401, clear_cookie=False, scope=scope, next_page=fields.get("next")
+            )
+        response = RedirectResponse(return_to(fields.get("next")), 303)
         response.headers["set-cookie"] = _cookie_header(scope, token)
         return response
