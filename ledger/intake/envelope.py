@@ -21,7 +21,8 @@ from ledger.domain.model import (
 )
 
 ID_PATTERN = re.compile(r"[A-Za-z0-9\-_.:]{1,64}")  # always with fullmatch: `$` would pass a final newline
-RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})")
+# RFC 3339 bounds no fraction: every digit is read, and those past the sixth are cut (_parse).
+RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})")
 TEXT_CHARS_MAX = 256  # id, source and the free-text data fields
 QTY_ABS_MAX = 1_000_000_000
 # CONTRACT §10: a marking code or SSCC is 1 to 200 printable ASCII characters (space to tilde).
@@ -117,7 +118,7 @@ def parse_rfc3339(value: object) -> datetime | None:
 def _parse(value: object) -> datetime | None:
     if not isinstance(value, str) or not RFC3339.fullmatch(value):
         return None
-    try:  # Python 3.11+ reads the usual forms itself, fractions of 1 to 9 digits cut to 6 alike
+    try:  # Python 3.11+ reads the usual forms itself, fractions of 1 to 9 digits cut to 6
         return datetime.fromisoformat(value)
     except ValueError:
         pass
@@ -265,7 +266,8 @@ def _unit_factor(
     if not isinstance(uom, str):
         reader.error(f"{where}.uom", "must be a string")
         return None
-    factor = units.get(f"{sku}/{uom}", units.get(uom))
+    # A key with "/" is one SKU's unit (no SKU id holds "/"): never a unit of every SKU.
+    factor = units.get(f"{sku}/{uom}", None if "/" in uom else units.get(uom))
     if factor is None:
         reader.error(f"{where}.uom", f"unknown unit {uom!r}; configured units: {sorted(units) or 'none'}")
         return None

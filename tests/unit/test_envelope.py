@@ -92,6 +92,12 @@ def test_time_in_any_offset_is_accepted(moment: str) -> None:
     assert event.time.replace(microsecond=0) == datetime(2026, 11, 22, 7, 15, tzinfo=UTC)
 
 
+@pytest.mark.parametrize("digits", ["123456789", "1234567891", "123456789123456789"])
+def test_a_fraction_of_any_length_is_cut_to_the_microsecond(digits: str) -> None:
+    event = read_envelope(envelope(time=f"2026-11-22T07:15:00.{digits}+03:00"), LIMITS)
+    assert event.time == datetime(2026, 11, 22, 4, 15, 0, 123456, tzinfo=UTC)
+
+
 def test_every_producer_type_with_its_data_is_read() -> None:
     cases: list[tuple[str, dict[str, Any]]] = [
         ("stock.receipt", {"lines": lines(("A", 1)), "reference": "GRN-1", "transfer_id": "T-1"}),
@@ -200,6 +206,15 @@ def test_configured_units_convert_to_the_base_unit() -> None:
     }
     event = read_envelope(envelope(data=data), limits)
     assert event.lines == (Line("SKU-1", 12), Line("SKU-2", 36), Line("SKU-3", 5), Line("SKU-1x", 12))
+
+
+def test_a_per_sku_units_key_is_no_unit_of_another_sku() -> None:
+    """`SKU-1/box` sent as the unit of SKU-2 recorded 6 units of SKU-2 per unit sent."""
+    limits = IntakeLimits(units={"SKU-1/box": 6, "box12": 12})
+    data = {"lines": [{"sku": "SKU-2", "qty": 1, "uom": "SKU-1/box"}]}
+    assert error_fields(envelope(data=data), limits) == {"data.lines[0].uom"}
+    data = {"lines": [{"sku": "SKU-1", "qty": 1, "uom": "SKU-1/box"}]}
+    assert error_fields(envelope(data=data), limits) == {"data.lines[0].uom"}  # the unit is "box"
 
 
 def test_a_per_sku_unit_applies_to_that_sku_only() -> None:
