@@ -7,15 +7,12 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from ledger.api.schemas import ID_REGEX, Position, ReservationPublic
+from ledger.api.schemas import CLOSED, ID_REGEX, Position, ReservationLineIn, ReservationPublic
 from ledger.intake.envelope import QTY_ABS_MAX, TEXT_CHARS_MAX
 
 
-class StoreLineIn(BaseModel):
+class StoreLineIn(ReservationLineIn):
     store: str = Field(pattern=ID_REGEX, examples=["store-12"])
-    sku: str = Field(pattern=ID_REGEX, examples=["SKU-1"])
-    qty: int = Field(ge=1, le=QTY_ABS_MAX, examples=[2])
-    uom: str | None = Field(None, description="a unit of LEDGER_UNITS; unknown units are refused")
 
 
 class ReservationAcrossCreate(BaseModel):
@@ -34,7 +31,7 @@ class ReservationAcrossCreate(BaseModel):
                     ],
                 }
             ]
-        }
+        },
     }
 
     reservation_id: str = Field(pattern=ID_REGEX)
@@ -61,13 +58,13 @@ class ReservationAcrossPublic(BaseModel):
     stores: list[ReservationPublic] = Field(description="one per store, by store id (as its per-store GET)")
 
 
-class SourcingLineIn(BaseModel):
-    sku: str = Field(pattern=ID_REGEX, examples=["SKU-1"])
-    qty: int = Field(ge=1, le=QTY_ABS_MAX, examples=[2])
-    uom: str | None = None
+class SourcingLineIn(ReservationLineIn):
+    """A line of a sourcing request, as a reservation's."""
 
 
 class SourcingReserveIn(BaseModel):
+    model_config = CLOSED
+
     reservation_id: str = Field(pattern=ID_REGEX)
     order_id: str | None = Field(None, min_length=1, max_length=TEXT_CHARS_MAX)
     expires_at: datetime | None = None
@@ -77,6 +74,7 @@ class SourcingRequest(BaseModel):
     """Where can this order be served? With `reserve`, reserve it there in the same step."""
 
     model_config = {
+        "extra": "forbid",
         "json_schema_extra": {
             "examples": [
                 {
@@ -85,7 +83,7 @@ class SourcingRequest(BaseModel):
                     "reserve": {"reservation_id": "order-1003"},
                 }
             ]
-        }
+        },
     }
 
     lines: list[SourcingLineIn] = Field(

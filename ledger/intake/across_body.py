@@ -13,7 +13,14 @@ from typing import Any
 from ledger.domain.across_stores import ReserveAcrossStores, SourceAndReserve
 from ledger.domain.model import EventType, Line, StockEvent
 from ledger.domain.sourcing import MAX_STORES_LIMIT
-from ledger.intake.body_fields import ACROSS_LINE_FIELDS, RESERVATION_FIELDS, unknown_fields
+from ledger.intake.body_fields import (
+    ACROSS_LINE_FIELDS,
+    RESERVATION_FIELDS,
+    SOURCING_FIELDS,
+    SOURCING_LINE_FIELDS,
+    SOURCING_RESERVE_FIELDS,
+    unknown_fields,
+)
 from ledger.intake.envelope import (
     ID_PATTERN,
     FieldError,
@@ -171,9 +178,23 @@ def store_ids_once(stores: list[Any]) -> bool:
     )
 
 
+def _reserve(reserve: object, errors: list[FieldError]) -> dict[str, Any] | None:
+    """Sourcing's `reserve` object, its faults added to `errors`; None when it is left out or not
+    an object."""
+    if reserve is None:
+        return None
+    if not isinstance(reserve, dict):
+        errors.append(FieldError("reserve", "must be an object with reservation_id"))
+        return None
+    if reserve.get("reservation_id") is None:
+        errors.append(FieldError("reserve.reservation_id", "is required"))
+    errors += unknown_fields(reserve, SOURCING_RESERVE_FIELDS, "sourcing's reserve", prefix="reserve.")
+    return reserve
+
+
 def read_sourcing(body: object, limits: AcrossLimits, source: str, now: datetime) -> SourcingAsk:
     body = _object(body)
-    errors: list[FieldError] = []
+    errors: list[FieldError] = unknown_fields(body, SOURCING_FIELDS, "sourcing request", SOURCING_LINE_FIELDS)
     lines = body.get("lines")
     if not isinstance(lines, list) or not 1 <= len(lines) <= limits.sourcing_lines_max:
         errors.append(FieldError("lines", f"must be a list of 1 to {limits.sourcing_lines_max} lines"))
@@ -201,12 +222,7 @@ def read_sourcing(body: object, limits: AcrossLimits, source: str, now: datetime
         or not 1 <= max_stores <= MAX_STORES_LIMIT
     ):
         errors.append(FieldError("max_stores", f"must be an integer from 1 to {MAX_STORES_LIMIT}"))
-    reserve = body.get("reserve")
-    if reserve is not None and not isinstance(reserve, dict):
-        errors.append(FieldError("reserve", "must be an object with reservation_id"))
-        reserve = None
-    if reserve is not None and reserve.get("reservation_id") is None:
-        errors.append(FieldError("reserve.reservation_id", "is required"))
+    reserve = _reserve(body.get("reserve"), errors)
     # The lines, the channel and the reservation's fields are checked as a reservation's.
     data: dict[str, Any] = {"reservation_id": "sourcing", **(reserve or {})}
     if "channel" in body:

@@ -20,14 +20,22 @@ RESERVATION_LINE_FIELDS = ("sku", "qty", "uom", "codes")
 RELEASE_FIELDS = ("lines",)
 RELEASE_LINE_FIELDS = ("sku", "qty", "uom")
 ACROSS_LINE_FIELDS = ("store", *RESERVATION_LINE_FIELDS)
+SOURCING_FIELDS = ("lines", "stores", "channel", "max_stores", "reserve")
+SOURCING_LINE_FIELDS = RESERVATION_LINE_FIELDS
+SOURCING_RESERVE_FIELDS = ("reservation_id", "order_id", "expires_at")
 
 
 def unknown_fields(
-    body: dict[str, Any], allowed: tuple[str, ...], what: str, line_allowed: tuple[str, ...] = ()
+    body: dict[str, Any],
+    allowed: tuple[str, ...],
+    what: str,
+    line_allowed: tuple[str, ...] = (),
+    prefix: str = "",
 ) -> list[FieldError]:
     """A FieldError for each key of `body` (and, with `line_allowed`, of each object in its `lines`)
-    that is not allowed; `what` names the body in the message."""
-    errors = [_unknown(key, allowed, what) for key in body if key not in allowed]
+    that is not allowed; `what` names the body in the message, `prefix` where it sits in a larger
+    one (`reserve.`)."""
+    errors = [_unknown(prefix + key, allowed, what) for key in body if key not in allowed]
     lines = body.get("lines")
     if line_allowed and isinstance(lines, list):
         for number, line in enumerate(lines):

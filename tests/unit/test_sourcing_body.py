@@ -99,3 +99,23 @@ def test_the_body_is_read_as_a_reservation_with_the_same_lines_and_fields() -> N
     )
     assert event.lines[1].codes == ("c1",) and event.expires_at is not None
     assert (ask.candidates, ask.max_stores) == (("s2", "s1"), 2)
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"lines": [{"sku": "A", "qty": 1}], "max_store": 2}, "max_store"),
+        ({"lines": [{"sku": "A", "qty": 1}], "chanel": "online"}, "chanel"),
+        ({"lines": [{"sku": "A", "qty": 1, "uom_": "box"}]}, "lines[0].uom_"),
+        (
+            {"lines": [{"sku": "A", "qty": 1}], "reserve": {"reservation_id": "R", "expire_at": "x"}},
+            "reserve.expire_at",
+        ),
+    ],
+)
+def test_a_field_sourcing_does_not_have_is_named_not_dropped(body: dict[str, object], field: str) -> None:
+    """A typo in `reserve` placed a reservation that never expires; elsewhere it lost the request's
+    intent in silence."""
+    with pytest.raises(InvalidEvent) as refused:
+        read_sourcing(body, LIMITS, "test", NOW)
+    assert field in [error.field for error in refused.value.errors]
