@@ -16,7 +16,7 @@ from ledger.api.query_numbers import DECIMAL_DIGITS, is_decimal_digits
 from ledger.api.schemas import POSITION_MAX, HistoryPagePublic, problem_responses
 from ledger.api.times import utc_parameter
 from ledger.domain.model import CODE_CHARS_MAX, EventType
-from ledger.intake.envelope import CODE_PATTERN, FieldError
+from ledger.intake.envelope import CODE_PATTERN, ID_PATTERN, TEXT_CHARS_MAX, FieldError
 from ledger.projections.queries import HistoryFilter
 
 router = APIRouter(tags=["history"])
@@ -90,6 +90,23 @@ def entry_public(row: dict[str, Any]) -> dict[str, Any]:
     return entry
 
 
+def _check_filters(sku: str | None, order_id: str | None, reservation_id: str | None) -> None:
+    """A filter no entry can match is the caller's slip (`sku=a/b`, `order_id=`): said, not
+    answered with an empty page. PostgreSQL's text cannot hold NUL: its query failed (500) where
+    SQLite's matched nothing."""
+    errors = [
+        FieldError(name, "must be 1 to 64 ASCII letters, digits or -_.: characters")
+        for name, value in (("sku", sku), ("reservation_id", reservation_id))
+        if value is not None and not ID_PATTERN.fullmatch(value)
+    ]
+    if order_id is not None and not 1 <= len(order_id) <= TEXT_CHARS_MAX:
+        errors.append(FieldError("order_id", f"must be 1 to {TEXT_CHARS_MAX} characters"))
+    elif order_id is not None and "\x00" in order_id:
+        errors.append(FieldError("order_id", "must not contain the NUL character (U+0000)"))
+    if errors:
+        raise invalid(errors)
+
+
 @router.get(
     "/v1/stores/{store}/history", response_model=HistoryPagePublic, responses=problem_responses(422, 503)
 )
@@ -97,10 +114,14 @@ async def get_history(
     store: ReadableStore,
     ledger: LedgerDep,
     settings: SettingsDep,
-    sku: str | None = None,
+    sku: Annotated[str | None, Query(description="the entries of one SKU (an id: CONTRACT §1)")] = None,
     type: Annotated[EventType | None, Query(description="the entries of one event type")] = None,
-    order_id: str | None = None,
-    reservation_id: str | None = None,
+    order_id: Annotated[
+        str | None, Query(description=f"the entries of one order (1 to {TEXT_CHARS_MAX} characters)")
+    ] = None,
+    reservation_id: Annotated[
+        str | None, Query(description="the entries of one reservation (an id: CONTRACT §1)")
+    ] = None,
     from_: Annotated[str | None, Query(alias="from", description="recorded at or after (RFC 3339)")] = None,
     to: Annotated[str | None, Query(description="recorded at or before (RFC 3339)")] = None,
     occurred_from: Annotated[
@@ -122,10 +143,7 @@ async def get_history(
         raise invalid([FieldError("limit", f"must be at most {settings.history_page_max}")])
     if code is not None and not CODE_PATTERN.fullmatch(code):
         raise invalid([FieldError("code", f"must be 1 to {CODE_CHARS_MAX} printable ASCII characters")])
-    # PostgreSQL's text cannot hold NUL: its query failed (500) where SQLite's matched nothing.
-    filters = {"sku": sku, "order_id": order_id, "reservation_id": reservation_id}
-    if nul := [name for name, value in filters.items() if value is not None and "\x00" in value]:
-        raise invalid([FieldError(name, "must not contain the NUL character (U+0000)") for name in nul])
+    _check_filters(sku, order_id, reservation_id)
     after_position, after_line_no = decode_cursor(after) if after else (0, -1)
     where = HistoryFilter(
         store_id=store,

@@ -112,3 +112,24 @@ def test_history_refuses_bad_parameters(client, shop):
         api.assert_problem(client.get(f"/v1/stores/{shop}/history", params=params), 422)
     api.assert_problem(client.get("/v1/stores/bad store/history"), 422)
     assert client.get(f"/v1/stores/{shop}/history", params={"limit": 1000}).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("sku", "a/b"),
+        ("sku", ""),
+        ("sku", "x" * 65),
+        ("sku", "SKU\x00"),
+        ("reservation_id", "R 1"),
+        ("reservation_id", ""),
+        ("order_id", ""),
+        ("order_id", "O" * 257),
+        ("order_id", "O-1\x00"),
+    ],
+)
+def test_a_history_filter_no_entry_can_match_is_named(client, shop, name, value):
+    """`sku=a/b` answered an empty page: the caller's slip looked like a SKU without history."""
+    refused = client.get(f"/v1/stores/{shop}/history", params={name: value})
+    problem = api.assert_problem(refused, 422)
+    assert [error["field"] for error in problem["errors"]] == [name], problem
