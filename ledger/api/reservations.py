@@ -200,7 +200,7 @@ async def get_reservation(store: ReadableStore, reservation_id: ReservationId, l
     summary="Release what is still reserved (optionally only some lines)",
     openapi_extra={
         "requestBody": {
-            "required": True,
+            "required": False,  # an empty body is taken, as `{}`
             "description": "`{}` (or an empty body, still as application/json) releases every line",
             "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ReservationRelease"}}},
         }
