@@ -300,6 +300,33 @@ def test_levels_at_every_store_with_totals_and_a_scoped_token_sees_its_stores(co
         assert client.get(f"/ui/stores/{other}/reservations").status_code == 403
 
 
+def test_the_policy_figures_and_each_channel_are_shown_and_explained(console: Console) -> None:
+    """Safety stock, sellable and each channel's sellable (CONTRACT §6) are figures of every stock
+    answer; the pages showed none of the channels, and the SKU's page no sellable at all."""
+    store, sku = unique("shop"), unique("SKU")
+    api.record(console.admin, ev.envelope("stock.receipt", store, {"lines": ev.lines((sku, 20))}))
+    policy = {"safety_stock": 2, "channels": {"online": {"quota_pct": 50}}}
+    assert console.admin.put(f"/v1/stores/{store}/policies/{sku}", json=policy).status_code == 200
+    online = {"reservation_id": unique("R"), "channel": "online", "lines": [{"sku": sku, "qty": 3}]}
+    assert console.admin.post(f"/v1/stores/{store}/reservations", json=online).status_code == 201
+    # on hand 20, reserved 3: available 17, sellable 15, online min(15, 10 - 3) = 7
+    with console.browser(console.token("reader", "reader")) as client:
+        page = client.get(f"/ui/stores/{store}/skus/{sku}").text
+        figures = page.split('id="figures"')[1].split("</section>")[0]
+        assert 'data-figure="safety_stock">2<' in figures and 'data-figure="sellable" class="">15<' in figures
+        assert re.search(r'data-channel="online".*data-figure="channel_sellable" class="">7<', figures, re.S)
+        why = page.split('id="explain"')[1].split("</section>")[0]
+        assert f"<td>{online['reservation_id']}</td><td>–</td><td>online</td>" in why
+        assert re.search(
+            r"Sellable online <b[^>]*>7</b> = the smaller of sellable 15 and the channel's quota "
+            r"10 − what its reservations hold here 3",
+            why,
+        ), why
+        levels = client.get(f"/ui/skus/{sku}").text.split('id="total"')[1].split("</tr>")[0]
+        assert 'data-figure="safety_stock">2<' in levels and 'data-figure="sellable">15<' in levels
+        assert re.search(r'data-figure="channels">online <b class="">7</b>', levels), levels
+
+
 def test_ids_with_a_colon_open_as_the_api_reads_them(console: Console) -> None:
     """`:` is valid in a store id and a SKU (CONTRACT §1); the pages read the API with the id
     escaped in the path the routes match on, and answered 422."""
