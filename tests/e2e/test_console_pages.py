@@ -360,6 +360,29 @@ def test_a_refusal_before_the_pages_reads_is_a_page_too(console: Console) -> Non
             assert 'href="/ui"' in refused.text
 
 
+def test_the_timeline_form_takes_a_date_and_says_in_the_page_what_it_cannot_take(console: Console) -> None:
+    """`From 2026-12-06` answered a problem page and the form was gone; a date is now that day in
+    UTC, and a window the API refuses leaves the figures and the form, with the reason."""
+    store, sku = unique("shop"), unique("SKU")
+    api.record(console.admin, ev.envelope("stock.receipt", store, {"lines": ev.lines((sku, 4))}))
+    today = datetime.now(UTC).date()
+    with console.browser(console.token("reader", "reader")) as client:
+        path = f"/ui/stores/{store}/skus/{sku}"
+        for window, entries in (
+            ({"from": f" {today} ", "to": str(today)}, 1),
+            ({"to": str(today - timedelta(days=1))}, 0),
+            ({"from": str(today + timedelta(days=1))}, 0),
+        ):
+            shown = client.get(path, params=window)
+            assert shown.status_code == 200, shown.text
+            assert "window-refused" not in shown.text
+            assert f'<p class="note">{entries} entr' in shown.text, (window, shown.text)
+        refused = client.get(path, params={"from": "last week"})
+        assert refused.status_code == 200
+        assert re.search(r'id="window-refused"[^>]*>This window cannot be shown: from: ', refused.text)
+        assert 'data-figure="on_hand">4<' in refused.text and 'value="last week"' in refused.text
+
+
 def test_open_reservations_soonest_expiry_first_and_the_soon_ones_apart(console: Console) -> None:
     store = unique("shop")
     api.record(console.admin, ev.envelope("stock.receipt", store, {"lines": ev.lines(("A", 100))}))

@@ -30,6 +30,7 @@ from ledger.api.console.api_client import ANSWER_BYTES_MAX, Answer, api_get, pat
 from ledger.api.console.negotiation import wants_page
 from ledger.api.console.rendering import page
 from ledger.api.console.session import SESSION_KEY
+from ledger.api.console.window import refusal_text, window_bound
 from ledger.api.deps import LedgerDep, ReadableStore, ReaderGrant, SettingsDep, Sku, request_grant
 from ledger.api.openapi import package_version
 from ledger.api.problems import RETRY_AFTER_S, Problem, problem_for, problem_response, validation_problem
@@ -187,7 +188,8 @@ async def store_sku_page(
     earlier, is in the levels of every later point, and a thinned timeline may have no point at
     the explanation's position), at most PAGE_READS_MAX times; then its points are cut there."""
     base = ("v1", "stores", store, "stock", sku)
-    window = {"axis": axis, **({"from": from_} if from_ else {}), **({"to": to} if to else {})}
+    start, end = window_bound(from_, end=False), window_bound(to, end=True)
+    window = {"axis": axis, **({"from": start} if start else {}), **({"to": end} if end else {})}
     for _ in range(PAGE_READS_MAX):
         explain = await api_get(request.app, grant, path_of(*base, "explain"))
         position = int(explain.body["position"]) if explain.ok else None
@@ -208,7 +210,10 @@ async def store_sku_page(
             break
     if not level.ok:
         return _problem(request, grant, level, f"{sku} at {store}")
-    if not timeline.ok:
+    window_refused = None
+    if timeline.status == 422:  # the window typed: the page stays, the form says what is wrong
+        window_refused, timeline = refusal_text(timeline.body), Answer(200, {"points": [], "thinned": False})
+    elif not timeline.ok:
         return _problem(request, grant, timeline, f"the timeline of {sku} at {store}")
     points = timeline.body["points"]  # each names its entry's type, source, reference and principal
     if position is not None:
@@ -228,6 +233,7 @@ async def store_sku_page(
         axis=axis,
         from_=from_ or "",
         to=to or "",
+        window_refused=window_refused,
         **_frame(request, grant),
     )
 
