@@ -114,6 +114,12 @@ class WriterMetrics(Collector):
         for result, count in zip(("committed", "lost"), stats.one_statement, strict=True):
             one_statement.add_metric([result], count)
         yield one_statement
+        yield CounterMetricFamily(
+            "ledger_oversold_lines",
+            "lines recorded past what their store held: a shipment or sale beyond the available units, "
+            "recorded all the same and flagged oversold in the history",
+            value=stats.oversold_lines,
+        )
 
 
 def _histogram(name: str, documentation: str, bounds: tuple[float, ...], snapshot: Snapshot) -> Metric:

@@ -23,6 +23,7 @@ from ledger.state_cache import Commit, StateCache
 from ledger.storage.recorders import LedgerRecorder
 from ledger.writer import batching, deciding, expiry
 from ledger.writer.answers import answers
+from ledger.writer.oversold import OversoldWatch
 from ledger.writer.recent_keys import RecentKeys
 from ledger.writer.recording import OneStatement, encode_one_statement, insert
 from ledger.writer.submission import Submission, WriterLimits, WriterUnavailable
@@ -64,6 +65,7 @@ class Writer:
         self._contended_until = 0.0
         self.optimistic_won = 0
         self.optimistic_lost = 0
+        self.oversold = OversoldWatch()
 
     @property
     def one_statement_batches(self) -> bool:
@@ -145,6 +147,7 @@ class Writer:
                 pending = [deciding.decide_event(event, work, known) for event in events]
                 positions, committed = insert(self.recorder, tx, work, recorded_at)
         self.committed(committed)
+        self.oversold.note(work.entries)
         if self.one_statement_batches:
             self.recent_keys.remember(events, pending, positions, work.entries)
         self.succeeded()

@@ -109,6 +109,7 @@ def land(writer: Writer, flight: InFlight) -> bool:
     writer.optimistic_won += 1
     writer.succeeded()
     writer.published(statement.committed)
+    writer.oversold.note(statement.work.entries)
     results = answers(
         ready.batch, ready.events, statement.pending, statement.positions, statement.work.entries
     )

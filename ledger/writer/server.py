@@ -408,7 +408,8 @@ class WriterServer:
         if now - self._stats_sent_at >= STATS_INTERVAL_S:
             self._stats_sent_at = now
             one_statement = (self.writer.optimistic_won, self.writer.optimistic_lost)
-            broadcast += encode(StatsReport(self.stats.snapshot(len(self._pending), one_statement)))
+            snapshot = self.stats.snapshot(len(self._pending), one_statement, self.writer.oversold.lines)
+            broadcast += encode(StatsReport(snapshot))
         for client in list(self.clients.values()):
             data = broadcast if client.subscribed else b""
             if client.replies:

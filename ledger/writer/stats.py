@@ -38,9 +38,17 @@ class WriterStatsSnapshot:
     # Batches sent as one statement that committed, and that lost their bet (rolled back whole and
     # recorded the ordinary way): many lost tell of another writer, or of what memory lacks.
     one_statement: tuple[int, int] = (0, 0)
+    oversold_lines: int = 0  # lines recorded past what their store held (writer/oversold.py)
 
-    def plain(self) -> tuple[Snapshot, Snapshot, tuple[int, ...], int, tuple[int, int]]:
-        return self.batch_events, self.commit_seconds, self.rejects, self.queued_requests, self.one_statement
+    def plain(self) -> tuple[Snapshot, Snapshot, tuple[int, ...], int, tuple[int, int], int]:
+        return (
+            self.batch_events,
+            self.commit_seconds,
+            self.rejects,
+            self.queued_requests,
+            self.one_statement,
+            self.oversold_lines,
+        )
 
 
 class WriterStats:
@@ -89,7 +97,9 @@ class WriterStats:
     def queue_full(self) -> None:
         self.rejects[QUEUE_FULL] += 1
 
-    def snapshot(self, queued_requests: int, one_statement: tuple[int, int] = (0, 0)) -> WriterStatsSnapshot:
+    def snapshot(
+        self, queued_requests: int, one_statement: tuple[int, int] = (0, 0), oversold_lines: int = 0
+    ) -> WriterStatsSnapshot:
         """`one_statement`: the writer's batches sent as one statement, (committed, lost)."""
         return WriterStatsSnapshot(
             self.batch_events.snapshot(),
@@ -97,4 +107,5 @@ class WriterStats:
             tuple(self.rejects[reason] for reason in REJECT_REASONS),
             queued_requests,
             one_statement,
+            oversold_lines,
         )

@@ -130,7 +130,9 @@ class ThreadWriterClient:
     @property
     def stats(self) -> WriterStatsSnapshot | None:
         writer = self.writer
-        return self.thread.stats.snapshot(self.thread.queued, (writer.optimistic_won, writer.optimistic_lost))
+        return self.thread.stats.snapshot(
+            self.thread.queued, (writer.optimistic_won, writer.optimistic_lost), writer.oversold.lines
+        )
 
     async def subscribe(self) -> None:
         """Nothing to do: this process's writer installs its commits in the cache itself."""

@@ -205,9 +205,23 @@ def _decode(body: bytes | bytearray | memoryview) -> ToWriter | FromWriter:
         case (
             "m",
             (tuple(batch_events), tuple(commit_seconds), tuple(rejects), int(queued), (int(won), int(lost))),
-        ):
+        ):  # a writer peer of the release before oversold lines were counted
             return StatsReport(
                 WriterStatsSnapshot(batch_events, commit_seconds, rejects, queued, (won, lost))
+            )
+        case (
+            "m",
+            (
+                tuple(batch_events),
+                tuple(commit_seconds),
+                tuple(rejects),
+                int(queued),
+                (int(won), int(lost)),
+                int(oversold),
+            ),
+        ):
+            return StatsReport(
+                WriterStatsSnapshot(batch_events, commit_seconds, rejects, queued, (won, lost), oversold)
             )
     raise UnexpectedMessage(plain)
 

@@ -17,7 +17,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from support.api import assert_problem, reserve
-from support.events import receipt
+from support.events import pos_sale, receipt
 from support.ids import unique
 from support.server import LedgerServer
 
@@ -215,6 +215,30 @@ def test_the_writers_figures_reach_the_metrics(client: httpx.Client) -> None:
         assert ("ledger_writer_rejects_total", (("reason", reason),)) in after
     for result in ("committed", "lost"):
         assert ("ledger_writer_one_statement_batches_total", (("result", result),)) in after
+
+
+def test_an_oversold_line_is_counted_and_logged_with_what_to_read_next(
+    server: LedgerServer, client: httpx.Client
+) -> None:
+    """A till's sale past what the store held is recorded (the goods left) and flagged in the
+    history; the on-call person learned of it only from a customer. Now it is a metric and a line."""
+    store = unique("store")
+    before = _metrics(client)
+    for event in (receipt(store, ("SKU-1", 1)), pos_sale(store, ("SKU-1", 3)), pos_sale(store, ("SKU-2", 1))):
+        response = client.post("/v1/events", json=event)
+        assert response.status_code == 200 and response.json()["results"][0]["outcome"] == "accepted"
+    deadline = time.monotonic() + HEARD_DEADLINE_S
+    while True:
+        grown = _sample(_metrics(client), "ledger_oversold_lines_total") - _sample(
+            before, "ledger_oversold_lines_total"
+        )
+        if grown >= 2 or time.monotonic() > deadline:
+            break
+        time.sleep(POLL_S)
+    assert grown == 2  # SKU-1 past its 1 unit, SKU-2 never received
+    lines = _lines_until(server, lambda line: f"left store {store} " in line["message"])
+    assert lines and lines[0]["level"] == "WARNING" and lines[0]["logger"] == "ledger.writer"
+    assert f"/v1/stores/{store}/stock/SKU-1/explain" in " ".join(line["message"] for line in lines)
 
 
 def test_the_process_python_and_build_metrics_are_there(client: httpx.Client) -> None:

@@ -103,10 +103,15 @@ def test_a_write_request_carries_its_request_id_and_trace_parent_only_when_it_ha
 
 def test_the_writers_figures_come_back_equal() -> None:
     stats = WriterStats(slow_batch_s=60.0)
-    report = StatsReport(stats.snapshot(queued_requests=3, one_statement=(41, 2)))
+    report = StatsReport(stats.snapshot(queued_requests=3, one_statement=(41, 2), oversold_lines=5))
     back = decode_from_writer(encode(report)[FRAME.size :])
     assert back == report
     assert isinstance(back, StatsReport) and back.snapshot.one_statement == (41, 2)
+    assert back.snapshot.oversold_lines == 5
+    # A writer peer of the release before: its figures without the oversold lines still decode.
+    earlier = pickle.dumps(("m", report.snapshot.plain()[:5]), protocol=pickle.HIGHEST_PROTOCOL)
+    old = decode_from_writer(earlier)
+    assert isinstance(old, StatsReport) and old.snapshot.oversold_lines == 0
 
 
 def test_a_name_no_member_has_is_refused_not_taken() -> None:
