@@ -15,7 +15,7 @@ from ledger.api.problems import invalid
 from ledger.api.query_numbers import DECIMAL_DIGITS, is_decimal_digits
 from ledger.api.schemas import POSITION_MAX, HistoryPagePublic, problem_responses
 from ledger.api.times import utc_parameter
-from ledger.domain.model import CODE_CHARS_MAX, EventType
+from ledger.domain.model import CODE_CHARS_MAX, DEFAULT_SKU, EventType
 from ledger.intake.envelope import CODE_PATTERN, ID_PATTERN, TEXT_CHARS_MAX, FieldError
 from ledger.projections.queries import HistoryFilter
 
@@ -92,12 +92,15 @@ def entry_public(row: dict[str, Any]) -> dict[str, Any]:
 
 def _check_filters(sku: str | None, order_id: str | None, reservation_id: str | None) -> None:
     """A filter no entry can match is the caller's slip (`sku=a/b`, `order_id=`): said, not
-    answered with an empty page. PostgreSQL's text cannot hold NUL: its query failed (500) where
-    SQLite's matched nothing."""
+    answered with an empty page. `sku=*` finds the changes of the store's default policy (their
+    entries' SKU). PostgreSQL's text cannot hold NUL: its query failed (500) where SQLite's
+    matched nothing."""
     errors = [
         FieldError(name, "must be 1 to 64 ASCII letters, digits or -_.: characters")
         for name, value in (("sku", sku), ("reservation_id", reservation_id))
-        if value is not None and not ID_PATTERN.fullmatch(value)
+        if value is not None
+        and not ID_PATTERN.fullmatch(value)
+        and not (name == "sku" and value == DEFAULT_SKU)
     ]
     if order_id is not None and not 1 <= len(order_id) <= TEXT_CHARS_MAX:
         errors.append(FieldError("order_id", f"must be 1 to {TEXT_CHARS_MAX} characters"))

@@ -133,3 +133,11 @@ def test_a_history_filter_no_entry_can_match_is_named(client, shop, name, value)
     refused = client.get(f"/v1/stores/{shop}/history", params={name: value})
     problem = api.assert_problem(refused, 422)
     assert [error["field"] for error in problem["errors"]] == [name], problem
+
+
+def test_the_default_policys_changes_are_found_by_sku_star(client, shop):
+    policy = {"safety_stock": 1}
+    assert client.put(f"/v1/stores/{shop}/policies/*", json=policy).status_code == 200
+    found = client.get(f"/v1/stores/{shop}/history", params={"sku": "*"})
+    assert found.status_code == 200, found.text
+    assert [entry["type"] for entry in found.json()["entries"]] == ["stock.policy_changed"]
