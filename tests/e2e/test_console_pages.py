@@ -193,12 +193,17 @@ def test_a_login_returns_to_the_page_that_asked_for_it(console: Console) -> None
         assert wrong.status_code == 401 and f'value="{page}"' in wrong.text
         login = client.post("/ui/login", data={"token": reader, "next": page}, headers=origin)
         assert login.status_code == 303 and login.headers["location"] == page
+        long_page = "/ui/stores/s/skus/" + ":" * 1400  # 4,200 bytes form-encoded
+        kept_long = client.post("/ui/login", data={"token": reader, "next": long_page}, headers=origin)
+        assert kept_long.status_code == 303 and kept_long.headers["location"] == long_page
         for away in (
             "https://evil.example/ui",
             "//evil.example/ui",
             "/ui//evil.example",
             "/ui\\x",
             "/v1/stock/A",
+            "/ui/../v1/stock/A",
+            "/ui/%2e%2e/v1/stock/A",
         ):
             elsewhere = client.post("/ui/login", data={"token": reader, "next": away}, headers=origin)
             assert elsewhere.status_code == 303 and elsewhere.headers["location"] == "/ui", away

@@ -45,8 +45,10 @@ LOGIN_PATH = "/ui/login"
 LOGOUT_PATH = "/ui/logout"
 COOKIE_NAME = "ledger_console"
 SESSION_KEY = "ledger.console_session"  # in a request's scope: its token came from the login cookie
-LOGIN_BODY_BYTES_MAX = 4096  # a form with a token and the page to return to
 RETURN_TO_CHARS_MAX = 2048  # the page asked for, kept in the form; a longer one returns to /ui
+# A form with a token and the page to return to: form encoding may triple the page's characters
+# (`%` is sent as `%25`), and a body cut short would refuse a valid token.
+LOGIN_BODY_BYTES_MAX = 3 * RETURN_TO_CHARS_MAX + 1024
 # The console's pages and assets are sent compressed to a browser that accepts it: a timeline page
 # of 500 points and uPlot shrink to about a quarter (a shop's tablet may be on a slow line).
 GZIP_BYTES_MIN = 1024
@@ -101,7 +103,8 @@ def _referred_here(scope: Scope) -> bool:
 def return_to(target: str | None) -> str:
     """Where a login sends the browser: the console page it was asked for, if the form says one,
     else the console's home. Only a path of this console is taken (no scheme, no host, no `//`
-    or backslash a browser would read as another site), so the form cannot send anyone away."""
+    or backslash a browser would read as another site, no dot segment that leaves /ui), so the
+    form cannot send anyone away."""
     if (
         not target
         or len(target) > RETURN_TO_CHARS_MAX
@@ -109,6 +112,8 @@ def return_to(target: str | None) -> str:
         or "//" in target
         or "\\" in target
         or any(ord(char) < 0x21 or ord(char) == 0x7F for char in target)
+        or "/." in target  # a dot segment (`/ui/../v1`) leaves the console once the browser resolves it
+        or "%2e" in target.lower()
         or target.startswith((LOGIN_PATH, LOGOUT_PATH))
     ):
         return CONSOLE_PREFIX
