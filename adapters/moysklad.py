@@ -50,7 +50,7 @@ from typing import Any
 
 import orjson
 
-from adapters.http import ForeignUrl, HttpClient, Response, TransportError, under_base
+from adapters.http import HttpClient, Response, TransportError
 from adapters.limits import SlidingWindow
 from adapters.mappings import Mappings
 from adapters.masking import secret_safe_logger
@@ -100,7 +100,7 @@ def parse_moment(text: str) -> datetime:
     return datetime.fromisoformat(text.strip().replace(" ", "T")).replace(tzinfo=MOSCOW)
 
 
-def _second(moment: datetime) -> str:
+def second_text(moment: datetime) -> str:
     """A moment to the second, in Moscow time: how a list's `updated>=` filter takes it."""
     return moment.astimezone(MOSCOW).strftime("%Y-%m-%d %H:%M:%S")
 
@@ -108,11 +108,6 @@ def _second(moment: datetime) -> str:
 # The demand catch-up's pages (adapters/moysklad_catchup.py): MoySklad's largest, and how many.
 DEMAND_PAGE_ROWS = 1000
 DEMAND_PAGES_MAX = 100
-# The deletions' catch-up reads the audit (md/audit/_audit.md): its pages hold at most 100 rows
-# (`limit` 1 to 100, default 25); at most AUDIT_PAGES_MAX pages of contexts, or of one context's
-# events, are read in one window.
-AUDIT_PAGE_ROWS = 100
-AUDIT_PAGES_MAX = 50
 
 
 def format_moment(moment: datetime) -> str:
@@ -225,7 +220,7 @@ class MoySkladClient:
                 "GET",
                 "entity/demand",
                 params={
-                    "filter": f"updated>={_second(after)}",
+                    "filter": f"updated>={second_text(after)}",
                     "order": "updated,asc;id,asc",
                     "limit": str(page_rows),
                 },
@@ -240,49 +235,15 @@ class MoySkladClient:
             if not fresh:
                 raise TargetUnavailable(
                     f"moysklad demand list: more than {page_rows} demands updated in the second of "
-                    f"{_second(after)}: they cannot be paged by time"
+                    f"{second_text(after)}: they cannot be paged by time"
                 )
             last = parse_moment(rows[-1]["updated"])
-            if _second(last) != _second(after):
+            if second_text(last) != second_text(after):
                 seen = set()
             after = last
-            seen |= {row["id"] for row in rows if _second(parse_moment(row["updated"])) == _second(last)}
-
-    def demands_deleted_between(
-        self, since: datetime, until: datetime, page_rows: int = AUDIT_PAGE_ROWS
-    ) -> Iterator[tuple[str, datetime]]:
-        """(href, moment) of every demand deleted from `since` to `until`, both to the second (the
-        audit filter's unit), as the audit records it: the contexts of `eventType=delete` on
-        `entityType=demand`, then each context's events (a bulk deletion is one context). The
-        window is closed at `until`, so a deletion made while it is read cannot move its pages:
-        it is the next window's. Raises TargetUnavailable past AUDIT_PAGES_MAX pages."""
-        window = f"moment>={_second(since)};moment<={_second(until)};entityType=demand;eventType=delete"
-        for context in self._audit_rows("audit", {"filter": window}, page_rows):
-            events = ((context.get("events") or {}).get("meta") or {}).get("href")
-            if not events:
-                continue
-            url = self.http.url(events)
-            if not under_base(self.http.base_url, url):
-                raise ForeignUrl(url, self.http.base_url)
-            for event in self._audit_rows(events, {}, page_rows):
-                href = ((event.get("entity") or {}).get("meta") or {}).get("href")
-                if href and event.get("entityType") == "demand" and event.get("eventType") == "delete":
-                    yield href, parse_moment(event["moment"])
-
-    def _audit_rows(self, path: str, params: dict[str, str], page_rows: int) -> Iterator[dict[str, Any]]:
-        for page in range(AUDIT_PAGES_MAX):
-            answer = self.request(
-                "GET", path, params={**params, "limit": str(page_rows), "offset": str(page * page_rows)}
-            )
-            if answer.status != 200:
-                raise TargetUnavailable(f"moysklad audit: HTTP {answer.status}")
-            rows = (answer.json() or {}).get("rows") or []
-            yield from rows
-            if len(rows) < page_rows:
-                return
-        raise TargetUnavailable(
-            f"moysklad audit: more than {AUDIT_PAGES_MAX} pages of {page_rows} rows in one window"
-        )
+            seen |= {
+                row["id"] for row in rows if second_text(parse_moment(row["updated"])) == second_text(last)
+            }
 
     def stock_rows(self, store_id: str | None) -> Iterator[dict[str, Any]]:
         """Every row of report/stock/all (for one store if given), zero available ones included,

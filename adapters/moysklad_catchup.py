@@ -18,12 +18,8 @@ again. MoySklad or the ledger unavailable ends the catch-up where it got to. A f
 reads back FIRST_LOOK_BACK_S (a restart's worth, not history an operator may have put right by
 hand).
 
-A deleted demand is no longer listed, so deletions are read from the audit instead
-(md/audit/_audit.md; MoySklad.demands_deleted_between): every demand deleted since the last
-catch-up (less OVERLAP_S) returns what it had shipped, as its DELETE notification would, once
-however often it is read. That cursor is the end of the last window read in full: a window cut
-short (stopped, MoySklad or the ledger away) is read again whole. A demand put in the recycle bin
-(`puttorecyclebin`) is not a deletion here: the pages do not say whether it still moves stock.
+A deleted demand is no longer listed: each catch-up then reads the deletions from MoySklad's
+audit (moysklad_deletions.py).
 """
 
 from __future__ import annotations
@@ -32,15 +28,16 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from adapters.db import journal, now_text, transaction
+from adapters.cursors import load_cursor, save_cursor
+from adapters.db import journal, transaction
 from adapters.masking import secret_safe_logger
 from adapters.moysklad import SYSTEM, MoySkladClient, parse_moment
+from adapters.moysklad_deletions import DeletionCatchUp
 from adapters.moysklad_demands import DemandSync
 
 log = secret_safe_logger("adapters.moysklad_catchup")
 
 CURSOR = "moysklad.demands"
-DELETIONS_CURSOR = "moysklad.demand_deletions"
 OVERLAP_S = 60.0
 FIRST_LOOK_BACK_S = 3_600.0
 REFUSED_HOLD_S = 3_600.0
@@ -59,6 +56,11 @@ class DemandCatchUp:
         self.client = client
         self.demands = demands
         self.clock = clock
+        self.deletions = DeletionCatchUp(recorder, client, demands, self._now)
+
+    def _now(self) -> datetime:
+        """The clock as it is set when asked (a test sets another after making this)."""
+        return self.clock()
 
     def run_once(self, stopping: Callable[[], bool] = lambda: False) -> int:
         """One catch-up, until done or `stopping()`; returns how many events it submitted."""
@@ -88,22 +90,9 @@ class DemandCatchUp:
         finally:
             self._save(newest if held is None else min(newest, held))
         if not stopping():
-            submitted += self._deletions(now, stopping)
+            submitted += self.deletions.run_once(stopping)
         if submitted:
             log.info("moysklad catch-up: %d event(s) recorded that no notification had brought", submitted)
-        return submitted
-
-    def _deletions(self, now: datetime, stopping: Callable[[], bool]) -> int:
-        """Every demand deleted in the window from the last one's end to `now`, returned."""
-        since = self.cursor(DELETIONS_CURSOR) or now - timedelta(seconds=FIRST_LOOK_BACK_S)
-        submitted = 0
-        for href, deleted_at in self.client.demands_deleted_between(
-            since - timedelta(seconds=OVERLAP_S), now
-        ):
-            if stopping():
-                return submitted  # the window is read again whole
-            submitted += self.demands.sync(href, "DELETE", deleted_at.astimezone(UTC))
-        self._save(now, DELETIONS_CURSOR)
         return submitted
 
     def _give_up(self, row: dict[str, Any], error: Exception) -> None:
@@ -113,15 +102,8 @@ class DemandCatchUp:
             journal(tx, SYSTEM, "alert", f"demand {name}", detail)
         log.error("ALERT moysklad demand %s %s", name, detail)
 
-    def cursor(self, name: str = CURSOR) -> datetime | None:
-        with transaction(self.recorder) as tx:
-            row = tx.fetchone("SELECT value FROM adapter_cursors WHERE name = %s", (name,))
-        return None if row is None else datetime.fromisoformat(row["value"])
+    def cursor(self) -> datetime | None:
+        return load_cursor(self.recorder, CURSOR)
 
-    def _save(self, cursor: datetime, name: str = CURSOR) -> None:
-        with transaction(self.recorder) as tx:
-            tx.execute(
-                "INSERT INTO adapter_cursors (name, value, updated_at) VALUES (%s, %s, %s) "
-                "ON CONFLICT (name) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
-                (name, cursor.isoformat(), now_text()),
-            )
+    def _save(self, cursor: datetime) -> None:
+        save_cursor(self.recorder, CURSOR, cursor)

@@ -36,6 +36,9 @@ EVENT_TYPES = (
     "sendemailfromentity",
     "update",
 )
+# The documented filters, as filter_conditions splits them at their first `=`: `moment>=` and
+# `moment<=` arrive as `moment>` and `moment<`; `moment>` alone (no `=`) is refused. `employee`
+# is taken and matches nothing: the fake's contexts name no employee.
 FILTERS = ("moment>", "moment<", "entityType", "eventType", "source", "uid", "employee")
 EARLIEST = datetime(1970, 1, 1, 3, 0, 0, tzinfo=MOSCOW)
 

@@ -9,6 +9,8 @@ from collections.abc import Callable
 
 
 class WarningGate:
+    """One warning's repeats, for one owner (its own lock, if any: the feed's is one thread)."""
+
     def __init__(self, interval_s: float, clock: Callable[[], float] = time.monotonic) -> None:
         self.interval_s = interval_s
         self._clock = clock

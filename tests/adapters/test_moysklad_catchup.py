@@ -4,9 +4,6 @@ same, once; a demand that cannot be recorded yet holds the cursor at its time.""
 
 from __future__ import annotations
 
-import urllib.error
-import urllib.parse
-import urllib.request
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -154,83 +151,3 @@ def test_a_catch_up_asked_to_stop_ends_and_keeps_where_it_got_to(account, record
     assert cursor is not None and abs(cursor - start) < timedelta(seconds=1)
     assert catching_up.run_once() == 2
     assert on_hand(ledger, "SKU-2") == 7
-
-
-def test_a_demand_deleted_while_its_notification_was_lost_returns_its_stock_once(
-    account, recorder, mappings, ledger, record
-):
-    """A deleted demand is no longer listed: the catch-up reads the deletion from the audit."""
-    fake, server = account
-    record(event(EventType.RECEIPT, "shop-1", ("SKU-2", 10)))
-    kept, deleted = fake.add_demand(STORE_UUID, [(PRODUCT, 1)]), fake.add_demand(STORE_UUID, [(PRODUCT, 4)])
-    fake.outbox.clear()
-    catching_up = catch_up(server, recorder, mappings, ledger)
-    assert catching_up.run_once() == 2
-    assert on_hand(ledger, "SKU-2") == 5
-
-    fake.delete_demand(deleted)
-    fake.outbox.clear()  # the DELETE notification, lost
-    assert catching_up.run_once() == 1
-    assert on_hand(ledger, "SKU-2") == 9
-    assert catching_up.run_once() == 0  # the same deletion read again: nothing returned twice
-    assert on_hand(ledger, "SKU-2") == 9
-    assert kept in fake.demands
-
-
-def test_the_deletions_are_read_from_every_page_of_the_audit_and_only_demands_deleted(
-    account, recorder, mappings
-):
-    fake, server = account
-    start = datetime.now(UTC) - timedelta(seconds=5)
-    made = [fake.add_demand(STORE_UUID, [(PRODUCT, 1)]) for _ in range(5)]
-    for demand_id in made:
-        fake.delete_demand(demand_id)
-    fake.update_demand(fake.add_demand(STORE_UUID, [(PRODUCT, 1)]), positions=[(PRODUCT, 2)])
-    client = catch_up(server, recorder, mappings, None).client
-
-    read = list(client.demands_deleted_between(start, datetime.now(UTC) + timedelta(seconds=1), page_rows=2))
-
-    assert sorted(href.rsplit("/", 1)[-1] for href, _ in read) == sorted(made)
-    assert all(abs(moment - datetime.now(UTC)) < timedelta(minutes=1) for _, moment in read)
-    assert len(fake.audit) == 12  # 6 made, 5 deleted, 1 corrected: the audit holds every change
-    paged = [path for _, path, _ in fake.request_log if path.endswith("/audit")]
-    assert len(paged) == 3  # 5 contexts of deletions, 2 a page
-
-
-def test_a_deletion_read_while_the_catch_up_is_stopped_is_read_again_by_the_next(
-    account, recorder, mappings, ledger, record
-):
-    fake, server = account
-    record(event(EventType.RECEIPT, "shop-1", ("SKU-2", 10)))
-    demand = fake.add_demand(STORE_UUID, [(PRODUCT, 3)])
-    catching_up = catch_up(server, recorder, mappings, ledger)
-    assert catching_up.run_once() == 1
-    fake.delete_demand(demand)
-    fake.outbox.clear()
-    asked = iter([False, True])  # asked before the deletions are read, then stopped among them
-    assert catching_up.run_once(lambda: next(asked, True)) == 0
-    assert on_hand(ledger, "SKU-2") == 7
-    assert catching_up.run_once() == 1
-    assert on_hand(ledger, "SKU-2") == 10
-
-
-def test_the_fake_audit_keeps_the_documented_filters_and_page_sizes(account):
-    fake, server = account
-    fake.add_demand(STORE_UUID, [(PRODUCT, 1)])
-    base = server.url + "/api/remap/1.2/audit"
-    headers = {"Authorization": "Bearer fake-moysklad-token", "Accept-Encoding": "gzip"}
-
-    def status(query: str) -> int:
-        request = urllib.request.Request(base + urllib.parse.quote(query, safe="?=&;"), headers=headers)
-        try:
-            with urllib.request.urlopen(request, timeout=5) as answer:
-                return int(answer.status)
-        except urllib.error.HTTPError as refused:
-            return refused.code
-
-    assert status("") == 200
-    assert status("?filter=moment>=2026-12-01 10:00:00;entityType=demand;eventType=delete") == 200
-    assert status("?filter=moment>2026-12-01 10:00:00") == 400  # only >= and <= are allowed
-    assert status("?filter=eventType=deleted") == 400
-    assert status("?limit=100") == 200
-    assert status("?limit=101") == 400
