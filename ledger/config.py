@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# A SKU id (CONTRACT §1), as a per-SKU unit's key names it.
+_UNIT_SKU = re.compile(r"[A-Za-z0-9\-_.:]{1,64}")
 
 # What a produced record carries beyond its key, value and headers (batch and record framing), and
 # more: a dead letter cut to its limits plus this always fits in the producer's request.
@@ -449,6 +453,21 @@ class Settings(BaseSettings):
             # Not the value: a webhook URL holds its secret (CONTRACT §5).
             raise ValueError("must be an http:// or https:// URL with a host")
         return url
+
+    @field_validator("units")
+    @classmethod
+    def _units_are_global_or_one_skus(cls, units: dict[str, int]) -> dict[str, int]:
+        """A key is a unit of every SKU (`box12`) or of one (`SKU-1/box`: a SKU id, one `/`, a
+        unit). A unit of every SKU with `/` in it could never be used (a line's `uom` with `/`
+        is looked up as one SKU's only), so it is refused at start rather than ignored."""
+        for key in units:
+            sku, slash, unit = key.partition("/")
+            if not key or (slash and (not _UNIT_SKU.fullmatch(sku) or not unit or "/" in unit)):
+                raise ValueError(
+                    f"{key!r} is neither a unit of every SKU (no '/': box12) nor one SKU's unit "
+                    "(SKU-1/box: a SKU id, '/', the unit)"
+                )
+        return units
 
     @field_validator("database_url")
     @classmethod

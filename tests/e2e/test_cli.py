@@ -106,6 +106,13 @@ def test_every_refused_value_is_named_on_the_one_line(tmp_path: Path) -> None:
     assert_refused_in_one_line(done, "LEDGER_HTTP_WORKERS", "LEDGER_UNITS (at box)")
 
 
+@pytest.mark.parametrize("key", ["m/s/x", "a b/box", "SKU-1/"])
+def test_a_unit_key_that_is_neither_global_nor_one_skus_is_refused(tmp_path: Path, key: str) -> None:
+    """A key with '/' is one SKU's unit: as a unit of every SKU it could never be used."""
+    done = ledger(tmp_path, "migrate", "--check", LEDGER_UNITS=f'{{"{key}": 2}}')
+    assert_refused_in_one_line(done, "LEDGER_UNITS", "one SKU's unit")
+
+
 @pytest.mark.parametrize("size", ["0", "-12"])
 def test_a_unit_of_no_units_or_fewer_is_refused(tmp_path: Path, size: str) -> None:
     # A receipt of 5 boxes of -12 would take 60 units away.
