@@ -388,6 +388,39 @@ def test_the_timeline_form_takes_a_date_and_says_in_the_page_what_it_cannot_take
         assert 'data-figure="on_hand">4<' in refused.text and 'value="last week"' in refused.text
 
 
+def test_every_entry_of_a_long_history_is_reached_page_by_page(console: Console) -> None:
+    """The timeline thins past LEDGER_TIMELINE_POINTS_MAX points, and its table showed only those:
+    an entry in between could not be read in the console. The entries page pages through all."""
+    store, sku = unique("shop"), unique("SKU")
+    receipts = [
+        ev.envelope("stock.receipt", store, {"lines": ev.lines((sku, 1)), "reference": f"<b>grn {n}</b>"})
+        for n in range(230)
+    ]
+    assert console.admin.post("/v1/events", json=receipts).status_code == 200
+    api.record(console.admin, ev.envelope("stock.pos_sale", store, {"lines": ev.lines((sku, 300))}))
+    with console.browser(console.token("reader", "reader")) as client:
+        assert (
+            f'href="/ui/stores/{store}/skus/{sku}/entries"'
+            in client.get(f"/ui/stores/{store}/skus/{sku}").text
+        )
+        path, seen, pages = f"/ui/stores/{store}/skus/{sku}/entries", [], 0
+        link: str | None = ""
+        while link is not None:
+            shown = client.get(path + link)
+            assert shown.status_code == 200, shown.text
+            seen += [int(p) for p in re.findall(r'data-position="(\d+)"', shown.text)]
+            found = re.search(r'<a href="(\?[^"]*)" id="next-page"', shown.text)
+            link = found.group(1).replace("&amp;", "&") if found else None
+            pages += 1
+            assert pages <= 5
+        assert len(seen) == 231 and seen == sorted(seen) and pages == 3
+        assert "&lt;b&gt;grn 7&lt;/b&gt;" in client.get(path).text  # escaped, never markup
+        last = client.get(path, params={"after": str(seen[-2])}).text  # a position is a cursor too
+        assert 'data-flag="oversold"' in last
+        refused = client.get(path, params={"to": "garbage"})
+        assert refused.status_code == 200 and 'id="window-refused"' in refused.text
+
+
 def test_open_reservations_soonest_expiry_first_and_the_soon_ones_apart(console: Console) -> None:
     store = unique("shop")
     api.record(console.admin, ev.envelope("stock.receipt", store, {"lines": ev.lines(("A", 100))}))

@@ -93,6 +93,10 @@ _ID = re.compile(ID_REGEX)
 TIMELINE_POINT_BYTES_MAX = 8 * 1024
 # A store's page of a SKU is read again when a write landed between its reads, at most this often.
 PAGE_READS_MAX = 3
+# The entries page (every entry of a SKU at a store): rows a page, and the most one page's answer
+# takes (an entry's texts of up to 256 characters, its codes: CONTRACT §10 allows 1000 of 200).
+ENTRIES_PAGE_ROWS = 100
+ENTRIES_PAGE_BYTES_MAX = 16 * 1024 * 1024
 STATIC_CACHE_S = 86400  # assets are named with the package's version (?v=): a new version is a new URL
 # What a store-scoped reader sees in place of an adapter's last error.
 ERROR_HIDDEN = "(hidden: this token reads only some stores)"
@@ -234,6 +238,53 @@ async def store_sku_page(
         from_=from_ or "",
         to=to or "",
         window_refused=window_refused,
+        **_frame(request, grant),
+    )
+
+
+@router.get("/stores/{store}/skus/{sku}/entries")
+async def entries_page(
+    request: Request,
+    store: ReadableStore,
+    sku: Sku,
+    grant: ReaderGrant,
+    from_: Annotated[str | None, Query(alias="from", max_length=64)] = None,
+    to: Annotated[str | None, Query(max_length=64)] = None,
+    after: Annotated[str | None, Query(max_length=64)] = None,
+) -> Response:
+    """Every entry of a SKU at a store, oldest first, a page at a time: the timeline thins a long
+    history to its points, and this is where each entry is read (the history API's own pages)."""
+    start, end = window_bound(from_, end=False), window_bound(to, end=True)
+    params = {
+        "sku": sku,
+        "limit": str(ENTRIES_PAGE_ROWS),
+        **({"from": start} if start else {}),
+        **({"to": end} if end else {}),
+        **({"after": after} if after else {}),
+    }
+    history = await api_get(
+        request.app,
+        grant,
+        path_of("v1", "stores", store, "history"),
+        params,
+        bytes_max=ENTRIES_PAGE_BYTES_MAX,
+    )
+    window_refused = None
+    if history.status == 422:
+        window_refused, history = refusal_text(history.body), Answer(200, {"entries": [], "next": None})
+    elif not history.ok:
+        return _problem(request, grant, history, f"the entries of {sku} at {store}")
+    return page(
+        "entries.html",
+        store=store,
+        sku=sku,
+        entries=history.body["entries"],
+        next=history.body.get("next"),
+        first_page=after is None,
+        from_=from_ or "",
+        to=to or "",
+        window_refused=window_refused,
+        page_rows=ENTRIES_PAGE_ROWS,
         **_frame(request, grant),
     )
 
