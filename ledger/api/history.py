@@ -136,6 +136,13 @@ async def get_history(
     code: Annotated[
         str | None, Query(description="the entries that carry this marking code or SSCC (CONTRACT §10)")
     ] = None,
+    oversold: Annotated[
+        bool | None,
+        Query(
+            description="true: the entries recorded past what their store held (a shipment or sale "
+            "beyond the available units); false: the others"
+        ),
+    ] = None,
     after: Annotated[str | None, Query(description="the `next` cursor of the previous page")] = None,
     limit: Annotated[
         int | None, Query(ge=1, le=1000, description="at most LEDGER_HISTORY_PAGE_MAX"), DECIMAL_DIGITS
@@ -159,6 +166,7 @@ async def get_history(
         occurred_from=utc_parameter("occurred_from", occurred_from),
         occurred_to=utc_parameter("occurred_to", occurred_to),
         code=code,
+        oversold=oversold,
         after_position=after_position,
         after_line_no=after_line_no,
     )

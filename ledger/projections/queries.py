@@ -24,6 +24,7 @@ class HistoryFilter:
     occurred_from: str | None = None  # the event's time, fixed-width UTC text, inclusive
     occurred_to: str | None = None  # the event's time, fixed-width UTC text, inclusive
     code: str | None = None  # CONTRACT §10: the entries that carry this marking code
+    oversold: bool | None = None  # the entries recorded past what their store held (or the others)
     after_position: int = 0
     after_line_no: int = -1
 
@@ -238,6 +239,9 @@ def history_page(tx: SqlTx, where: HistoryFilter, limit: int) -> list[Row]:
         if value is not None:
             sql.append(f"AND {column} = %s")
             params.append(value)
+    if where.oversold is not None:
+        sql.append("AND oversold = %s")
+        params.append(where.oversold)
     if where.recorded_from is not None:
         sql.append("AND recorded_at >= %s")
         params.append(where.recorded_from)

@@ -141,3 +141,17 @@ def test_the_default_policys_changes_are_found_by_sku_star(client, shop):
     found = client.get(f"/v1/stores/{shop}/history", params={"sku": "*"})
     assert found.status_code == 200, found.text
     assert [entry["type"] for entry in found.json()["entries"]] == ["stock.policy_changed"]
+
+
+def test_history_finds_the_oversold_entries_and_the_others(client):
+    """`?oversold=true` was ignored and answered every entry: the oversells could not be listed."""
+    store = unique("shop")
+    api.record(client, ev.receipt(store, ("A", 1), ("B", 1)))
+    api.record(client, ev.pos_sale(store, ("A", 3), ("B", 1)))
+    refused = api.post_events(client, ev.sale(store, ("A", 1), order_id="O-9"))  # nothing available
+    assert refused[0]["outcome"] == "rejected"
+    oversold = client.get(f"/v1/stores/{store}/history", params={"oversold": "true"}).json()["entries"]
+    assert [(e["type"], e["sku"], e["oversold"]) for e in oversold] == [("stock.pos_sale", "A", True)]
+    others = client.get(f"/v1/stores/{store}/history", params={"oversold": "false"}).json()["entries"]
+    assert len(others) == 4 and not any(e["oversold"] for e in others)
+    api.assert_problem(client.get(f"/v1/stores/{store}/history", params={"oversold": "maybe"}), 422)

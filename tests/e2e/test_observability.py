@@ -239,6 +239,8 @@ def test_an_oversold_line_is_counted_and_logged_with_what_to_read_next(
     lines = _lines_until(server, lambda line: f"left store {store} " in line["message"])
     assert lines and lines[0]["level"] == "WARNING" and lines[0]["logger"] == "ledger.writer"
     assert f"/v1/stores/{store}/stock/SKU-1/explain" in " ".join(line["message"] for line in lines)
+    listed = client.get(f"/v1/stores/{store}/history", params={"oversold": "true"}).json()["entries"]
+    assert [entry["sku"] for entry in listed] == ["SKU-1", "SKU-2"]  # and the history lists them
 
 
 def test_the_process_python_and_build_metrics_are_there(client: httpx.Client) -> None:
