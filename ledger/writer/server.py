@@ -51,6 +51,7 @@ from ledger.writer.wire import (
     Subscribe,
     decode_to_writer,
     encode,
+    encode_for_peers,
 )
 
 log = logging.getLogger("ledger.writer")
@@ -84,6 +85,7 @@ class _Client:
     subscribed: bool = False
     replies: list[Reply] = field(default_factory=list)
     handshake: _Handshake | None = None  # a peer's, until it has proved it shares the secret
+    peer: bool = False  # another instance's relay: it may run the release before this one
     outcomes: chains.Outcomes = field(default_factory=chains.Outcomes)  # for requests that follow one
 
 
@@ -285,7 +287,7 @@ class WriterServer:
                 sock.close()
                 return
             peer_link.tune(sock)
-            client = _Client(sock, f"peer {self._connections} ({address[0]})")
+            client = _Client(sock, f"peer {self._connections} ({address[0]})", peer=True)
             client.handshake = _Handshake(time.monotonic() + PEER_HANDSHAKE_S_MAX)
             self._handshaking.append(client)
         else:
@@ -405,13 +407,16 @@ class WriterServer:
         if announce:
             broadcast += encode(Announced(announce))
         now = time.monotonic()
+        stats = peer_stats = b""
         if now - self._stats_sent_at >= STATS_INTERVAL_S:
             self._stats_sent_at = now
             one_statement = (self.writer.optimistic_won, self.writer.optimistic_lost)
-            snapshot = self.stats.snapshot(len(self._pending), one_statement, self.writer.oversold.lines)
-            broadcast += encode(StatsReport(snapshot))
+            report = StatsReport(
+                self.stats.snapshot(len(self._pending), one_statement, self.writer.oversold.lines)
+            )
+            stats, peer_stats = encode(report), encode_for_peers(report)
         for client in list(self.clients.values()):
-            data = broadcast if client.subscribed else b""
+            data = broadcast + (peer_stats if client.peer else stats) if client.subscribed else b""
             if client.replies:
                 data += encode(Replies(client.replies))
                 client.replies = []

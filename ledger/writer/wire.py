@@ -176,6 +176,14 @@ def encode(message: ToWriter | FromWriter) -> bytes:
     return FRAME.pack(len(body)) + body
 
 
+def encode_for_peers(report: StatsReport) -> bytes:
+    """The writer's figures as a relay of the release before the oversold count decodes them (five
+    fields; it drops the link on any other shape): a peer may run that release during a rolling
+    upgrade. The count stays on the leading instance's own /metrics."""
+    body = pickle.dumps(("m", report.snapshot.plain()[:5]), protocol=pickle.HIGHEST_PROTOCOL)
+    return FRAME.pack(len(body)) + body
+
+
 def _decode(body: bytes | bytearray | memoryview) -> ToWriter | FromWriter:
     plain = pickle.loads(body)
     match plain:

@@ -18,7 +18,15 @@ from ledger.domain.model import (
 )
 from ledger.results import EventResult, Original, _result_from_values
 from ledger.writer.stats import WriterStats
-from ledger.writer.wire import FRAME, StatsReport, WriteRequest, decode_from_writer, decode_to_writer, encode
+from ledger.writer.wire import (
+    FRAME,
+    StatsReport,
+    WriteRequest,
+    decode_from_writer,
+    decode_to_writer,
+    encode,
+    encode_for_peers,
+)
 
 NOW = datetime(2026, 11, 22, 7, 15, tzinfo=UTC)
 MOSCOW = timezone(timedelta(hours=3))
@@ -112,6 +120,14 @@ def test_the_writers_figures_come_back_equal() -> None:
     earlier = pickle.dumps(("m", report.snapshot.plain()[:5]), protocol=pickle.HIGHEST_PROTOCOL)
     old = decode_from_writer(earlier)
     assert isinstance(old, StatsReport) and old.snapshot.oversold_lines == 0
+
+
+def test_a_peer_hears_the_figures_in_the_shape_the_release_before_decodes() -> None:
+    """That release's decoder takes exactly five fields and drops the link on any other shape: a
+    relay of it, during a rolling upgrade, would lose its link every second."""
+    report = StatsReport(WriterStats(slow_batch_s=60.0).snapshot(3, (41, 2), oversold_lines=5))
+    sent = pickle.loads(encode_for_peers(report)[FRAME.size :])
+    assert sent[0] == "m" and len(sent[1]) == 5 and sent[1] == report.snapshot.plain()[:5]
 
 
 def test_a_name_no_member_has_is_refused_not_taken() -> None:
