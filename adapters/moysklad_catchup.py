@@ -63,7 +63,24 @@ class DemandCatchUp:
         return self.clock()
 
     def run_once(self, stopping: Callable[[], bool] = lambda: False) -> int:
-        """One catch-up, until done or `stopping()`; returns how many events it submitted."""
+        """One catch-up, until done or `stopping()`: the demands updated, then the deletions, read
+        even when the first part failed (its error is raised after them); returns how many events
+        it submitted."""
+        submitted, failed = 0, None
+        try:
+            submitted = self._updated(stopping)
+        except Exception as error:  # noqa: BLE001 - raised again once the deletions are read
+            failed = error
+        if not stopping():
+            submitted += self.deletions.run_once(stopping)
+        if submitted:
+            log.info("moysklad catch-up: %d event(s) recorded that no notification had brought", submitted)
+        if failed is not None:
+            raise failed
+        return submitted
+
+    def _updated(self, stopping: Callable[[], bool]) -> int:
+        """The demands updated since the cursor, each synced; returns the events submitted."""
         now = self.clock()
         since = self.cursor() or now - timedelta(seconds=FIRST_LOOK_BACK_S)
         held_after = now - timedelta(seconds=REFUSED_HOLD_S)
@@ -89,10 +106,6 @@ class DemandCatchUp:
                     self._save(newest if held is None else min(newest, held))
         finally:
             self._save(newest if held is None else min(newest, held))
-        if not stopping():
-            submitted += self.deletions.run_once(stopping)
-        if submitted:
-            log.info("moysklad catch-up: %d event(s) recorded that no notification had brought", submitted)
         return submitted
 
     def _give_up(self, row: dict[str, Any], error: Exception) -> None:

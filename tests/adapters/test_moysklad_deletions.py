@@ -20,7 +20,7 @@ from adapters.cursors import load_cursor, save_cursor
 from adapters.db import transaction
 from adapters.moysklad import MoySkladClient, MoySkladConfig
 from adapters.moysklad_catchup import DemandCatchUp
-from adapters.moysklad_deletions import CURSOR, SETTLE_S, WINDOW_S, deleted_demands
+from adapters.moysklad_deletions import CURSOR, SETTLE_S, WINDOW_S, Deleted, deleted_demands
 from adapters.moysklad_demands import DemandSync
 from adapters.sink import LedgerSink
 from ledger.domain.model import EventType
@@ -120,8 +120,9 @@ def test_the_deletions_are_read_from_every_page_of_the_audit_and_only_demands_de
         deleted_demands(client_of(server), start, datetime.now(UTC) + timedelta(seconds=1), page_rows=2)
     )
 
-    assert sorted(href.rsplit("/", 1)[-1] for href, _ in read) == sorted(made)
-    assert all(abs(moment - datetime.now(UTC)) < timedelta(minutes=1) for _, moment in read)
+    assert all(isinstance(found, Deleted) for found in read)
+    assert sorted(found.href.rsplit("/", 1)[-1] for found in read) == sorted(made)  # type: ignore[union-attr]
+    assert all(abs(found.moment - datetime.now(UTC)) < timedelta(minutes=1) for found in read)  # type: ignore[union-attr]
     assert len(fake.audit) == 12  # 6 made, 5 deleted, 1 corrected: the audit holds every change
     paged = [path for _, path, _ in fake.request_log if path.endswith("/audit")]
     assert len(paged) == 3  # 5 contexts of deletions, 2 a page
@@ -229,3 +230,84 @@ def test_the_fake_audit_keeps_the_documented_filters_and_page_sizes(account):
     assert status("?filter=eventType=deleted") == 400
     assert status("?limit=100") == 200
     assert status("?limit=101") == 400
+
+
+def _deleted_three(fake: Any, catching_up: DemandCatchUp) -> list[str]:
+    made = [fake.add_demand(STORE_UUID, [(PRODUCT, 1)]) for _ in range(3)]
+    assert catching_up.run_once() == 3
+    for demand_id in made:
+        fake.delete_demand(demand_id)
+    fake.outbox.clear()
+    return made
+
+
+def _alerts(recorder: Any) -> list[Any]:
+    with transaction(recorder) as tx:
+        return list(tx.fetchall("SELECT subject, detail FROM adapter_journal WHERE kind = 'alert'"))
+
+
+def test_a_bulk_deletion_too_large_to_read_is_alerted_and_the_windows_other_deletions_are_read(
+    account, recorder, mappings, ledger, record, monkeypatch
+):
+    fake, server = account
+    record(event(EventType.RECEIPT, "shop-1", ("SKU-2", 10)))
+    catching_up = catch_up(server, recorder, mappings, ledger)
+    _deleted_three(fake, catching_up)
+    monkeypatch.setattr(moysklad_deletions, "AUDIT_PAGES_MAX", 2)
+    monkeypatch.setattr(moysklad_deletions.deleted_demands, "__defaults__", (2,))
+    bulk = next(c for c in fake.audit if c["eventType"] == "delete")
+    others = []  # four more deletions in the same context, of demands never recorded, listed first
+    for n in range(4):
+        other = dict(bulk["_events"][0])
+        other["entity"] = fake.meta("demand", f"0d0d0000-0000-0000-0000-{n:012d}")
+        others.append(other)
+    bulk["_events"] = others + bulk["_events"]  # 5 events: more than 2 pages of 2
+
+    assert catching_up.run_once() == 2  # the other two deletions, read
+    assert on_hand(ledger) == 9
+    [alert] = _alerts(recorder)
+    assert alert["subject"].startswith(f"audit context {bulk['id']}") and "not read" in alert["detail"]
+    catching_up.run_once()
+    assert len(_alerts(recorder)) == 1  # read again in the overlap: not said again
+
+
+def test_an_audit_row_without_its_moment_is_alerted_and_passed(account, recorder, mappings, ledger, record):
+    fake, server = account
+    record(event(EventType.RECEIPT, "shop-1", ("SKU-2", 10)))
+    catching_up = catch_up(server, recorder, mappings, ledger)
+    _deleted_three(fake, catching_up)
+    broken = next(c for c in fake.audit if c["eventType"] == "delete")
+    del broken["_events"][0]["moment"]
+
+    assert catching_up.run_once() == 2
+    [alert] = _alerts(recorder)
+    assert "without its demand's address or moment" in alert["detail"]
+
+
+def test_the_deletions_are_read_though_the_demands_list_failed(account, recorder, mappings, ledger, record):
+    fake, server = account
+    record(event(EventType.RECEIPT, "shop-1", ("SKU-2", 10)))
+    catching_up = catch_up(server, recorder, mappings, ledger)
+    _deleted_three(fake, catching_up)
+
+    def unavailable(*_: Any, **__: Any) -> Any:
+        raise moysklad_deletions.TargetUnavailable("moysklad demand list: more than 1000 in one second")
+
+    catching_up.client.demands_updated_since = unavailable  # type: ignore[method-assign]
+    with pytest.raises(moysklad_deletions.TargetUnavailable, match="more than 1000"):
+        catching_up.run_once()
+    assert on_hand(ledger) == 10  # the deletions returned their stock all the same
+
+
+def test_a_cursor_ahead_of_the_clock_is_alerted_and_the_audit_read_again(
+    account, recorder, mappings, ledger, record
+):
+    fake, server = account
+    record(event(EventType.RECEIPT, "shop-1", ("SKU-2", 10)))
+    catching_up = catch_up(server, recorder, mappings, ledger)
+    _deleted_three(fake, catching_up)
+    save_cursor(recorder, CURSOR, datetime.now(UTC) + timedelta(days=2))  # the clock was set back since
+
+    assert catching_up.run_once() == 3
+    [alert] = _alerts(recorder)
+    assert "ahead of this host's clock" in alert["detail"]
