@@ -38,6 +38,10 @@ def path_of(*segments: str) -> str:
     return "/" + "/".join(quote(segment, safe="") for segment in segments)
 
 
+class AnswerTooLarge(ValueError):
+    """An answer over the bytes the page allows it: not read further."""
+
+
 async def api_get(
     app: Any,
     grant: Grant | None,
@@ -80,7 +84,7 @@ async def api_get(
             body = message.get("body", b"")
             received += len(body)
             if received > bytes_max:
-                raise ValueError(f"an answer of {path} is over {bytes_max} bytes")
+                raise AnswerTooLarge(f"an answer of {path} is over {bytes_max} bytes")
             chunks.append(body)
 
     await app(scope, receive, send)

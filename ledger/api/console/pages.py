@@ -26,7 +26,7 @@ from starlette.responses import Response
 from ledger.access.scopes import Grant
 from ledger.api.console import queries
 from ledger.api.console.adapter_states import installed_readers
-from ledger.api.console.api_client import ANSWER_BYTES_MAX, Answer, api_get, path_of
+from ledger.api.console.api_client import ANSWER_BYTES_MAX, Answer, AnswerTooLarge, api_get, path_of
 from ledger.api.console.negotiation import wants_page
 from ledger.api.console.rendering import page
 from ledger.api.console.session import SESSION_KEY
@@ -95,7 +95,7 @@ TIMELINE_POINT_BYTES_MAX = 8 * 1024
 PAGE_READS_MAX = 3
 # The entries page (every entry of a SKU at a store): rows a page, and the most one page's answer
 # takes (an entry's texts of up to 256 characters, its codes: CONTRACT §10 allows 1000 of 200).
-ENTRIES_PAGE_ROWS = 100
+ENTRIES_PAGE_ROWS_TRIED = (100, 10, 1)
 ENTRIES_PAGE_BYTES_MAX = 16 * 1024 * 1024
 STATIC_CACHE_S = 86400  # assets are named with the package's version (?v=): a new version is a new URL
 # What a store-scoped reader sees in place of an adapter's last error.
@@ -257,18 +257,32 @@ async def entries_page(
     start, end = window_bound(from_, end=False), window_bound(to, end=True)
     params = {
         "sku": sku,
-        "limit": str(ENTRIES_PAGE_ROWS),
         **({"from": start} if start else {}),
         **({"to": end} if end else {}),
         **({"after": after} if after else {}),
     }
-    history = await api_get(
-        request.app,
-        grant,
-        path_of("v1", "stores", store, "history"),
-        params,
-        bytes_max=ENTRIES_PAGE_BYTES_MAX,
-    )
+    history, rows = None, 0
+    for rows in ENTRIES_PAGE_ROWS_TRIED:  # an entry may carry a thousand marking codes: fewer a page
+        try:
+            history = await api_get(
+                request.app,
+                grant,
+                path_of("v1", "stores", store, "history"),
+                {**params, "limit": str(rows)},
+                bytes_max=ENTRIES_PAGE_BYTES_MAX,
+            )
+            break
+        except AnswerTooLarge:
+            continue
+    if history is None:
+        problem = Problem(
+            413,
+            "entry-too-large",
+            "An entry too large to show",
+            f"the next entry of {sku} at {store} is over {ENTRIES_PAGE_BYTES_MAX} bytes: read it through "
+            "GET /v1/stores/{store}/history with sku, limit=1 and after",
+        )
+        return _problem_page(request, grant, problem, f"the entries of {sku} at {store}")
     window_refused = None
     if history.status == 422:
         window_refused, history = refusal_text(history.body), Answer(200, {"entries": [], "next": None})
@@ -284,7 +298,7 @@ async def entries_page(
         from_=from_ or "",
         to=to or "",
         window_refused=window_refused,
-        page_rows=ENTRIES_PAGE_ROWS,
+        page_rows=rows,
         **_frame(request, grant),
     )
 
