@@ -9,12 +9,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from moysklad_setup import MAPPED, OTHER_STORE_UUID, PRODUCT, SECRET, STORE_UUID, VARIANT
 
 from adapters.bitrix import BitrixConfig, BitrixTarget
 from adapters.db import open_database
 from adapters.httpserver import HttpServer
+from adapters.inbound import WebhookAccess, WebhookReceiver
 from adapters.mappings import MappingRow, Mappings, save
 from adapters.outbound import WorkerLimits
+from adapters.webhook_server import WebhookServer
 from devtools.fakes.bitrix import FakeBitrix
 from devtools.fakes.moysklad import FakeMoySklad
 from devtools.fakes.wms import FakeWms
@@ -146,6 +149,28 @@ def moysklad() -> Iterator[tuple[FakeMoySklad, HttpServer]]:
     fake.origin = server.url
     try:
         yield fake, server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def moysklad_account(
+    moysklad: tuple[FakeMoySklad, HttpServer], mapped: Any
+) -> tuple[FakeMoySklad, HttpServer]:
+    """The fake MoySklad with moysklad_setup.py's stores and assortment, each mapped."""
+    fake, _ = moysklad
+    fake.stores.update({STORE_UUID, OTHER_STORE_UUID})
+    fake.products.update({VARIANT: "variant", PRODUCT: "product"})
+    mapped(*MAPPED)
+    return moysklad
+
+
+@pytest.fixture
+def receiver(recorder: Any) -> Iterator[WebhookServer]:
+    """The adapters' webhook server, taking MoySklad's notifications at moysklad_setup's SECRET."""
+    server = WebhookServer(WebhookReceiver(recorder, WebhookAccess(moysklad_secret=SECRET))).start()
+    try:
+        yield server
     finally:
         server.stop()
 

@@ -1,6 +1,7 @@
 """The whole MoySklad loop (issue #14, item 3): demands created, corrected and deleted; orders cleared
-when their reservation ends; webhooks registered once; the ledger's writes not echoed; stock
-notifications as reconciliation reports; the documented Accept header and time zone."""
+when their reservation ends; the ledger's writes not echoed; stock notifications as reconciliation
+reports; the documented Accept header and time zone. The webhooks, registered and delivered:
+test_moysklad_webhooks.py."""
 
 from __future__ import annotations
 
@@ -11,17 +12,15 @@ from typing import Any
 
 import pytest
 from conftest import FAST, event
+from moysklad_setup import OTHER_STORE_UUID, PRODUCT, SECRET, STORE_UUID, VARIANT, client_for, on_hand
 
 from adapters import masking
 from adapters.db import transaction
 from adapters.http import ForeignUrl, HttpClient
-from adapters.httpserver import HttpServer
-from adapters.inbound import InboxWorker, WebhookAccess, WebhookReceiver
+from adapters.inbound import InboxWorker
 from adapters.moysklad import (
     ACCEPT,
     WEBHOOK_DISABLE_HEADER,
-    MoySkladClient,
-    MoySkladConfig,
     MoySkladOrdersTarget,
 )
 from adapters.moysklad_demands import DemandSync
@@ -30,48 +29,18 @@ from adapters.moysklad_webhooks import register_webhooks
 from adapters.outbound import OutboundWorker
 from adapters.runner import Runner, build_adapters, moysklad_handler
 from adapters.sink import LedgerSink, SinkError
-from adapters.webhook_server import WebhookServer
 from ledger.cli import main
 from ledger.config import Settings
 from ledger.domain.model import EventType
 from ledger.projections.queries import HistoryFilter
 
 RECEIPT, RESERVATION, RELEASE = EventType.RECEIPT, EventType.RESERVATION, EventType.RESERVATION_RELEASE
-STORE_UUID = "7a1f0000-0000-0000-0000-000000000001"
-OTHER_STORE_UUID = "7a1f0000-0000-0000-0000-000000000002"
-VARIANT = "0b3c0000-0000-0000-0000-0000000000a1"
-PRODUCT = "0b3c0000-0000-0000-0000-0000000000b2"
-SECRET = "moysklad-hook-secret"
 RELEASED_STATE = "5a5a0000-0000-0000-0000-00000000000e"
 
 
 @pytest.fixture
-def account(moysklad: Any, mapped: Any) -> Any:
-    fake, _ = moysklad
-    fake.stores.update({STORE_UUID, OTHER_STORE_UUID})
-    fake.products.update({VARIANT: "variant", PRODUCT: "product"})
-    mapped(
-        ("moysklad", "store", "shop-1", STORE_UUID),
-        ("moysklad", "store", "shop-2", OTHER_STORE_UUID),
-        ("moysklad", "sku", "SKU-1", VARIANT, "variant"),
-        ("moysklad", "sku", "SKU-2", PRODUCT, "product"),
-    )
-    return moysklad
-
-
-def client_for(server: HttpServer, **overrides: Any) -> MoySkladClient:
-    config = MoySkladConfig(
-        base_url=server.url + "/api/remap/1.2",
-        token="fake-moysklad-token",
-        timeout_s=2.0,
-        organization_id="org-1",
-        agent_id="agent-1",
-    )
-    return MoySkladClient(dataclasses.replace(config, **overrides))
-
-
-def on_hand(ledger: Any, store: str, *skus: str) -> list[int]:
-    return [view.level.on_hand_units for view in ledger.levels(store, list(skus))]
+def account(moysklad_account: Any) -> Any:
+    return moysklad_account
 
 
 def history(ledger: Any, store: str) -> list[tuple[str, str, str | None, int]]:
@@ -265,129 +234,6 @@ def test_moysklad_times_go_in_utc_to_the_ledger(account, sync, ledger, record):
     ledger.refresh()
     (row,) = [r for r in ledger.history(HistoryFilter("shop-1"), 10) if r["source"] == "moysklad"]
     assert row["time"] == "2026-11-22T07:15:00.250000+00:00"
-
-
-# -- the fake's webhooks, end to end ------------------------------------------------------------------
-
-
-@pytest.fixture
-def receiver(recorder: Any) -> Any:
-    server = WebhookServer(WebhookReceiver(recorder, WebhookAccess(moysklad_secret=SECRET))).start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-def test_registered_webhooks_bring_demands_and_their_corrections_into_the_ledger(
-    account, receiver, recorder, mappings, ledger, record
-):
-    fake, server = account
-    client = client_for(server)
-    record(event(RECEIPT, "shop-1", ("SKU-1", 10)))
-    register_webhooks(client, f"{receiver.url}/moysklad/webhook/{SECRET}")
-    sync = DemandSync(recorder, mappings, client, LedgerSink(ledger))
-    inbox = InboxWorker(
-        recorder, {"moysklad": moysklad_handler(sync, StockWebhook(recorder, mappings, client))}
-    )
-
-    demand = fake.add_demand(STORE_UUID, [(VARIANT, 6)])
-    fake.update_demand(demand, positions=[(VARIANT, 4)])
-    outcomes = fake.deliver_webhooks()
-    assert [len(o.attempts) for o in outcomes] == [1, 1] and all(o.delivered for o in outcomes)
-    assert inbox.run_once() == (2, 0)
-    assert on_hand(ledger, "shop-1", "SKU-1") == [6]
-
-    fake.delete_demand(demand)
-    fake.deliver_webhooks()
-    assert inbox.run_once() == (1, 0)
-    assert on_hand(ledger, "shop-1", "SKU-1") == [10]
-
-
-def test_the_fake_sends_a_webhook_four_times_in_a_row_then_drops_it(account):
-    fake, server = account
-    client = client_for(server)
-    register_webhooks(client, "http://127.0.0.1:9/nobody-listens")  # port 9: discard, refused here
-
-    fake.add_demand(STORE_UUID, [(VARIANT, 1)])
-    (outcome,) = fake.deliver_webhooks()
-
-    assert len(outcome.attempts) == 4 and not outcome.delivered
-    assert fake.outbox == []  # dropped for good
-
-
-# -- registering the webhooks ------------------------------------------------------------------------
-
-
-def test_registering_twice_creates_nothing_the_second_time_and_enables_a_disabled_one(account):
-    fake, server = account
-    client = client_for(server)
-    url = "https://ledger.example.com/moysklad/webhook/s"
-
-    first = register_webhooks(client, url)
-    (update_hook,) = [h for h in fake.webhooks.values() if h["action"] == "UPDATE"]
-    update_hook["enabled"] = False
-    second = register_webhooks(client, url)
-
-    assert len(first) == 4 and all(": subscribed (" in line for line in first)
-    assert sorted((h["entityType"], h["action"], h["url"]) for h in fake.webhooks.values()) == [
-        ("demand", action, url) for action in ("CREATE", "DELETE", "UPDATE")
-    ]
-    assert [(h["stockType"], h["reportType"]) for h in fake.stock_webhooks.values()] == [("stock", "bystore")]
-    assert [line.split(":")[1].split("(")[0].strip() for line in second] == [
-        "subscribed already",
-        "enabled again",
-        "subscribed already",
-        "subscribed already",
-    ]
-    assert fake.webhooks[update_hook["id"]]["enabled"] is True and len(fake.webhooks) == 3
-
-
-def test_the_fake_keeps_the_documented_registry_rules(account):
-    _, server = account
-    client = client_for(server)
-
-    def create(url: str) -> Any:
-        return client.request(
-            "POST", "entity/webhook", json_body={"url": url, "action": "CREATE", "entityType": "demand"}
-        )
-
-    assert create("https://a.example/1").status == 200
-    assert create("https://a.example/1").status == 400  # entityType, action and url: unique
-    assert [create(f"https://a.example/{n}").status for n in range(2, 7)] == [200] * 4 + [400]  # 5 urls
-    assert create("https://a.example/" + "x" * 255).status == 400  # url: at most 255 characters
-
-
-def test_register_webhooks_on_the_command_line(account, monkeypatch, database_url, capsys):
-    fake, server = account
-    monkeypatch.setenv("LEDGER_DATABASE_URL", database_url)
-    monkeypatch.setenv("LEDGER_MOYSKLAD_BASE_URL", server.url + "/api/remap/1.2")
-    monkeypatch.setenv("LEDGER_MOYSKLAD_TOKEN", fake.token)
-    monkeypatch.setenv("LEDGER_MOYSKLAD_WEBHOOK_SECRET", SECRET)
-
-    assert main(["adapters", "register-webhooks", "--url", "https://ledger.example.com"]) == 0
-    assert main(["adapters", "register-webhooks", "--url", "https://ledger.example.com"]) == 0
-
-    out = capsys.readouterr().out
-    assert out.count(": subscribed (") == 4 and out.count("subscribed already") == 4
-    assert SECRET not in out
-    assert {h["url"] for h in fake.webhooks.values()} == {
-        f"https://ledger.example.com/moysklad/webhook/{SECRET}"
-    }
-
-
-def test_register_webhooks_without_a_secret_says_so_in_one_line(account, monkeypatch, database_url, capsys):
-    fake, server = account
-    monkeypatch.setenv("LEDGER_DATABASE_URL", database_url)
-    monkeypatch.setenv("LEDGER_MOYSKLAD_BASE_URL", server.url + "/api/remap/1.2")
-    monkeypatch.setenv("LEDGER_MOYSKLAD_TOKEN", fake.token)
-    monkeypatch.delenv("LEDGER_MOYSKLAD_WEBHOOK_SECRET", raising=False)
-
-    assert main(["adapters", "register-webhooks", "--url", "https://ledger.example.com"]) == 2
-
-    err = capsys.readouterr().err.strip()
-    assert "LEDGER_MOYSKLAD_WEBHOOK_SECRET" in err and "\n" not in err and "Traceback" not in err
-    assert fake.webhooks == {}
 
 
 # -- customer orders when the reservation ends ---------------------------------------------------------

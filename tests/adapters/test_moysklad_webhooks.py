@@ -1,0 +1,140 @@
+"""MoySklad's webhooks (issue #14, item 3): registered once, on the command line too, within the
+registries' documented rules; delivered with MoySklad's retry pattern, and what they bring recorded."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from conftest import event
+from moysklad_setup import SECRET, STORE_UUID, VARIANT, client_for, on_hand
+
+from adapters.inbound import InboxWorker
+from adapters.moysklad_demands import DemandSync
+from adapters.moysklad_stock import StockWebhook
+from adapters.moysklad_webhooks import register_webhooks
+from adapters.runner import moysklad_handler
+from adapters.sink import LedgerSink
+from ledger.cli import main
+from ledger.domain.model import EventType
+
+RECEIPT = EventType.RECEIPT
+
+
+@pytest.fixture
+def account(moysklad_account: Any) -> Any:
+    return moysklad_account
+
+
+# -- the fake's webhooks, end to end ------------------------------------------------------------------
+
+
+def test_registered_webhooks_bring_demands_and_their_corrections_into_the_ledger(
+    account, receiver, recorder, mappings, ledger, record
+):
+    fake, server = account
+    client = client_for(server)
+    record(event(RECEIPT, "shop-1", ("SKU-1", 10)))
+    register_webhooks(client, f"{receiver.url}/moysklad/webhook/{SECRET}")
+    sync = DemandSync(recorder, mappings, client, LedgerSink(ledger))
+    inbox = InboxWorker(
+        recorder, {"moysklad": moysklad_handler(sync, StockWebhook(recorder, mappings, client))}
+    )
+
+    demand = fake.add_demand(STORE_UUID, [(VARIANT, 6)])
+    fake.update_demand(demand, positions=[(VARIANT, 4)])
+    outcomes = fake.deliver_webhooks()
+    assert [len(o.attempts) for o in outcomes] == [1, 1] and all(o.delivered for o in outcomes)
+    assert inbox.run_once() == (2, 0)
+    assert on_hand(ledger, "shop-1", "SKU-1") == [6]
+
+    fake.delete_demand(demand)
+    fake.deliver_webhooks()
+    assert inbox.run_once() == (1, 0)
+    assert on_hand(ledger, "shop-1", "SKU-1") == [10]
+
+
+def test_the_fake_sends_a_webhook_four_times_in_a_row_then_drops_it(account):
+    fake, server = account
+    client = client_for(server)
+    register_webhooks(client, "http://127.0.0.1:9/nobody-listens")  # port 9: discard, refused here
+
+    fake.add_demand(STORE_UUID, [(VARIANT, 1)])
+    (outcome,) = fake.deliver_webhooks()
+
+    assert len(outcome.attempts) == 4 and not outcome.delivered
+    assert fake.outbox == []  # dropped for good
+
+
+# -- registering the webhooks ------------------------------------------------------------------------
+
+
+def test_registering_twice_creates_nothing_the_second_time_and_enables_a_disabled_one(account):
+    fake, server = account
+    client = client_for(server)
+    url = "https://ledger.example.com/moysklad/webhook/s"
+
+    first = register_webhooks(client, url)
+    (update_hook,) = [h for h in fake.webhooks.values() if h["action"] == "UPDATE"]
+    update_hook["enabled"] = False
+    second = register_webhooks(client, url)
+
+    assert len(first) == 4 and all(": subscribed (" in line for line in first)
+    assert sorted((h["entityType"], h["action"], h["url"]) for h in fake.webhooks.values()) == [
+        ("demand", action, url) for action in ("CREATE", "DELETE", "UPDATE")
+    ]
+    assert [(h["stockType"], h["reportType"]) for h in fake.stock_webhooks.values()] == [("stock", "bystore")]
+    assert [line.split(":")[1].split("(")[0].strip() for line in second] == [
+        "subscribed already",
+        "enabled again",
+        "subscribed already",
+        "subscribed already",
+    ]
+    assert fake.webhooks[update_hook["id"]]["enabled"] is True and len(fake.webhooks) == 3
+
+
+def test_the_fake_keeps_the_documented_registry_rules(account):
+    _, server = account
+    client = client_for(server)
+
+    def create(url: str) -> Any:
+        return client.request(
+            "POST", "entity/webhook", json_body={"url": url, "action": "CREATE", "entityType": "demand"}
+        )
+
+    assert create("https://a.example/1").status == 200
+    assert create("https://a.example/1").status == 400  # entityType, action and url: unique
+    assert [create(f"https://a.example/{n}").status for n in range(2, 7)] == [200] * 4 + [400]  # 5 urls
+    assert create("https://a.example/" + "x" * 255).status == 400  # url: at most 255 characters
+
+
+def test_register_webhooks_on_the_command_line(account, monkeypatch, database_url, capsys):
+    fake, server = account
+    monkeypatch.setenv("LEDGER_DATABASE_URL", database_url)
+    monkeypatch.setenv("LEDGER_MOYSKLAD_BASE_URL", server.url + "/api/remap/1.2")
+    monkeypatch.setenv("LEDGER_MOYSKLAD_TOKEN", fake.token)
+    monkeypatch.setenv("LEDGER_MOYSKLAD_WEBHOOK_SECRET", SECRET)
+
+    assert main(["adapters", "register-webhooks", "--url", "https://ledger.example.com"]) == 0
+    assert main(["adapters", "register-webhooks", "--url", "https://ledger.example.com"]) == 0
+
+    out = capsys.readouterr().out
+    assert out.count(": subscribed (") == 4 and out.count("subscribed already") == 4
+    assert SECRET not in out
+    assert {h["url"] for h in fake.webhooks.values()} == {
+        f"https://ledger.example.com/moysklad/webhook/{SECRET}"
+    }
+
+
+def test_register_webhooks_without_a_secret_says_so_in_one_line(account, monkeypatch, database_url, capsys):
+    fake, server = account
+    monkeypatch.setenv("LEDGER_DATABASE_URL", database_url)
+    monkeypatch.setenv("LEDGER_MOYSKLAD_BASE_URL", server.url + "/api/remap/1.2")
+    monkeypatch.setenv("LEDGER_MOYSKLAD_TOKEN", fake.token)
+    monkeypatch.delenv("LEDGER_MOYSKLAD_WEBHOOK_SECRET", raising=False)
+
+    assert main(["adapters", "register-webhooks", "--url", "https://ledger.example.com"]) == 2
+
+    err = capsys.readouterr().err.strip()
+    assert "LEDGER_MOYSKLAD_WEBHOOK_SECRET" in err and "\n" not in err and "Traceback" not in err
+    assert fake.webhooks == {}
