@@ -215,6 +215,9 @@ class Settings(BaseSettings):
     console_expiring_within_s: int = Field(
         3600, ge=1, le=30 * 86400, description="a reservation expiring within this is 'soon' in the console"
     )
+    console_entries_page_rows: int = Field(
+        100, ge=1, le=1000, description="entries a page of the console's every-entry page lists at most"
+    )
 
     # The group-commit writer. `ledger serve` runs it in a process of its own and tells its HTTP
     # workers where: LEDGER_WRITER_SOCKET. Unset elsewhere: the writer is a thread of the process.

@@ -93,9 +93,9 @@ _ID = re.compile(ID_REGEX)
 TIMELINE_POINT_BYTES_MAX = 8 * 1024
 # A store's page of a SKU is read again when a write landed between its reads, at most this often.
 PAGE_READS_MAX = 3
-# The entries page (every entry of a SKU at a store): rows a page, and the most one page's answer
-# takes (an entry's texts of up to 256 characters, its codes: CONTRACT §10 allows 1000 of 200).
-ENTRIES_PAGE_ROWS_TRIED = (100, 10, 1)
+# The entries page (every entry of a SKU at a store): the most one page's answer takes (an entry's
+# texts of up to 256 characters, its codes: CONTRACT §10 allows 1000 of 200).
+ENTRIES_PAGE_ROWS_FEWER = (10, 1)  # tried in turn when LEDGER_CONSOLE_ENTRIES_PAGE_ROWS are too large
 ENTRIES_PAGE_BYTES_MAX = 16 * 1024 * 1024
 STATIC_CACHE_S = 86400  # assets are named with the package's version (?v=): a new version is a new URL
 # What a store-scoped reader sees in place of an adapter's last error.
@@ -248,6 +248,7 @@ async def entries_page(
     store: ReadableStore,
     sku: Sku,
     grant: ReaderGrant,
+    settings: SettingsDep,
     from_: Annotated[str | None, Query(alias="from", max_length=64)] = None,
     to: Annotated[str | None, Query(max_length=64)] = None,
     after: Annotated[str | None, Query(max_length=64)] = None,
@@ -262,7 +263,9 @@ async def entries_page(
         **({"after": after} if after else {}),
     }
     history, rows = None, 0
-    for rows in ENTRIES_PAGE_ROWS_TRIED:  # an entry may carry a thousand marking codes: fewer a page
+    wanted = settings.console_entries_page_rows
+    tried = sorted({wanted, *(rows for rows in ENTRIES_PAGE_ROWS_FEWER if rows < wanted)}, reverse=True)
+    for rows in tried:  # an entry may carry a thousand marking codes: fewer a page
         try:
             history = await api_get(
                 request.app,
