@@ -240,8 +240,8 @@ def history_page(tx: SqlTx, where: HistoryFilter, limit: int) -> list[Row]:
             sql.append(f"AND {column} = %s")
             params.append(value)
     if where.oversold is not None:
-        sql.append("AND oversold = %s")
-        params.append(where.oversold)
+        # Written out, not a parameter: only `oversold` itself matches the partial index's predicate.
+        sql.append("AND oversold" if where.oversold else "AND NOT oversold")
     if where.recorded_from is not None:
         sql.append("AND recorded_at >= %s")
         params.append(where.recorded_from)

@@ -44,6 +44,10 @@ POLICY_CHANGES_INDEXES = (
     """CREATE INDEX IF NOT EXISTS ledger_history_policy_changes_occurred
     ON ledger_history (store_id, sku, occurred_at, position, line_no) WHERE type = 'stock.policy_changed'""",
 )
+# A store's entries recorded past what it held, in log order (`?oversold=true` on the history): few
+# among many, so a partial index, a range of them rather than a walk of the store's whole history.
+OVERSOLD_INDEX = """CREATE INDEX IF NOT EXISTS ledger_history_oversold
+    ON ledger_history (store_id, position, line_no) WHERE oversold"""
 
 # The tables as this release makes them where they are absent (migration 1, ledger/storage/migrations.py):
 # a new database gets today's shape at once; one made by an earlier release keeps its tables, and the

@@ -40,6 +40,7 @@ from ledger.projections.schema import (
     OCCURRED_AT_FROM_TIME_PG,
     OCCURRED_AT_FROM_TIME_SQLITE,
     OCCURRED_INDEXES,
+    OVERSOLD_INDEX,
     PG_LEVELS_TUNING,
     PG_RESERVATION_LINES_FILL_STEP,
     PG_TOTALS_VIEW,
@@ -284,6 +285,13 @@ MIGRATIONS: tuple[Migration, ...] = (
         EXPAND,
         postgres=tuple(IndexConcurrently(index) for index in POLICY_CHANGES_INDEXES),
         sqlite=POLICY_CHANGES_INDEXES,
+    ),
+    Migration(
+        15,
+        "the history's oversold entries by store, in log order",
+        EXPAND,
+        postgres=(IndexConcurrently(OVERSOLD_INDEX),),
+        sqlite=(OVERSOLD_INDEX,),
     ),
 )
 
