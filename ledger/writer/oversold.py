@@ -1,8 +1,8 @@
 """Lines recorded past what their store held, made known as they happen. A shipment, a sale or a
 till's sale beyond the available units is recorded all the same, flagged `oversold` in the
-history (the goods left; the ledger does not refuse what already happened). Until now only a
-reader of the history could find one: the on-call person heard of it from a customer whose order
-was then short. The writer counts each such line (`ledger_oversold_lines_total`) and logs it at
+history (the goods left; the ledger does not refuse what already happened). Found only by a
+reader of the history, the on-call person would hear of it from a customer whose order was then
+short. The writer counts each such line (`ledger_oversold_lines_total`) and logs it at
 WARNING with what to read next, at most OVERSOLD_LINES_LOGGED_PER_WINDOW lines a window, so that a
 till sending sales for stock never received cannot flood the log; the lines left out are counted
 in the next window's first line and in the metric."""
@@ -22,6 +22,8 @@ OVERSOLD_LINES_LOGGED_PER_WINDOW = 20
 
 
 class OversoldWatch:
+    """The writer's count of oversold lines, and their log lines; used from the writer's thread only."""
+
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self.lines = 0  # every oversold line this writer recorded
         self._clock = clock
