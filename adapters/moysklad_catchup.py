@@ -72,7 +72,13 @@ class DemandCatchUp:
         except Exception as error:  # noqa: BLE001 - raised again once the deletions are read
             failed = error
         if not stopping():
-            submitted += self.deletions.run_once(stopping)
+            try:
+                submitted += self.deletions.run_once(stopping)
+            except Exception as error:
+                if failed is None:
+                    raise
+                # Both failed: the list's error is raised, this one said, so that neither is lost.
+                log.warning("moysklad catch-up: the deletions could not be read either: %s", error)
         if submitted:
             log.info("moysklad catch-up: %d event(s) recorded that no notification had brought", submitted)
         if failed is not None:

@@ -18,7 +18,7 @@ What cannot be read is given up with an ALERT in the journal and passed, never h
 address or moment, a context of more than AUDIT_PAGES_MAX pages of events (its other events
 unread; the window's other contexts are read), a window of more than AUDIT_PAGES_MAX pages of
 contexts (the rest of it). The same alert is said once in a process, though the overlap reads it
-again. A cursor ahead of this host's clock by more than a window (the clock was set back) is
+again. A cursor ahead of this host's clock by more than OVERLAP_S (the clock was set back) is
 alerted and the audit read again from FIRST_LOOK_BACK_S before now. The token needs the right to
 view the audit; without it MoySklad answers 403, said as such on every catch-up.
 
@@ -180,7 +180,9 @@ class DeletionCatchUp:
 
     def _start(self, end: datetime) -> datetime:
         cursor = load_cursor(self.recorder, CURSOR)
-        if cursor is not None and cursor > end + timedelta(seconds=WINDOW_S):
+        # The overlap reads again what a clock set back by up to OVERLAP_S has left behind; more,
+        # and what MoySklad recorded meanwhile would fall before the next window's start.
+        if cursor is not None and cursor > end + timedelta(seconds=OVERLAP_S):
             self._alert(
                 "demand deletions cursor",
                 f"{cursor.isoformat(timespec='seconds')} is ahead of this host's clock (set back?): "

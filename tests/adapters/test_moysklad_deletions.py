@@ -299,14 +299,35 @@ def test_the_deletions_are_read_though_the_demands_list_failed(account, recorder
     assert on_hand(ledger) == 10  # the deletions returned their stock all the same
 
 
-def test_a_cursor_ahead_of_the_clock_is_alerted_and_the_audit_read_again(
-    account, recorder, mappings, ledger, record
+def test_when_the_list_and_the_deletions_both_fail_the_lists_error_is_raised_and_the_other_said(
+    account, recorder, mappings, ledger, caplog
 ):
+    _, server = account
+    catching_up = catch_up(server, recorder, mappings, ledger)
+
+    def list_failed(*_: Any, **__: Any) -> Any:
+        raise moysklad_deletions.TargetUnavailable("moysklad demand list: HTTP 502")
+
+    def audit_failed(*_: Any, **__: Any) -> Any:
+        raise moysklad_deletions.TargetUnavailable("moysklad audit: HTTP 403: the token may lack the right")
+
+    catching_up.client.demands_updated_since = list_failed  # type: ignore[method-assign]
+    catching_up.deletions.run_once = audit_failed  # type: ignore[method-assign]
+    with pytest.raises(moysklad_deletions.TargetUnavailable, match="HTTP 502"):
+        catching_up.run_once()
+    assert "the deletions could not be read either" in caplog.text and "HTTP 403" in caplog.text
+
+
+@pytest.mark.parametrize("ahead", [timedelta(days=2), timedelta(minutes=5)])
+def test_a_cursor_ahead_of_the_clock_is_alerted_and_the_audit_read_again(
+    account, recorder, mappings, ledger, record, ahead
+):
+    """Five minutes is enough to lose deletions: the next window would start past them."""
     fake, server = account
     record(event(EventType.RECEIPT, "shop-1", ("SKU-2", 10)))
     catching_up = catch_up(server, recorder, mappings, ledger)
     _deleted_three(fake, catching_up)
-    save_cursor(recorder, CURSOR, datetime.now(UTC) + timedelta(days=2))  # the clock was set back since
+    save_cursor(recorder, CURSOR, datetime.now(UTC) + ahead)  # the clock was set back since
 
     assert catching_up.run_once() == 3
     [alert] = _alerts(recorder)
