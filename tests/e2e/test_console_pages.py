@@ -505,3 +505,14 @@ def test_the_open_service_needs_no_login(serve: Any, tmp_path: Any) -> None:
         assert page.status_code == 200
         assert "open service" in page.text
         assert client.get("/ui/login").status_code == 303
+
+
+def test_the_entries_page_keeps_to_the_histories_own_page_limit(serve: Any, tmp_path: Any) -> None:
+    """With LEDGER_HISTORY_PAGE_MAX below the console's page rows, every page was refused."""
+    server = serve(f"sqlite:///{tmp_path / 'small-pages.db'}", {"LEDGER_HISTORY_PAGE_MAX": "5"})
+    with server.client() as client:
+        receipts = [ev.envelope("stock.receipt", "s1", {"lines": ev.lines(("A", 1))}) for _ in range(7)]
+        assert client.post("/v1/events", json=receipts).status_code == 200
+        shown = client.get("/ui/stores/s1/skus/A/entries")
+        assert shown.status_code == 200 and 'id="window-refused"' not in shown.text, shown.text[:400]
+        assert len(re.findall(r'data-position="\d+"', shown.text)) == 5 and 'id="next-page"' in shown.text

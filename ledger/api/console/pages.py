@@ -263,7 +263,7 @@ async def entries_page(
         **({"after": after} if after else {}),
     }
     history, rows = None, 0
-    wanted = settings.console_entries_page_rows
+    wanted = min(settings.console_entries_page_rows, settings.history_page_max)  # the API's own limit
     tried = sorted({wanted, *(rows for rows in ENTRIES_PAGE_ROWS_FEWER if rows < wanted)}, reverse=True)
     for rows in tried:  # an entry may carry a thousand marking codes: fewer a page
         try:
