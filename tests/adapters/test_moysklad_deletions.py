@@ -164,12 +164,8 @@ def test_a_window_too_full_to_read_is_given_up_with_an_alert_not_held_for_good(
     ahead = [SETTLED]
     catching_up.clock = lambda: datetime.now(UTC) + ahead[0]
 
-    def alerts() -> list[Any]:
-        with transaction(recorder) as tx:
-            return list(tx.fetchall("SELECT subject, detail FROM adapter_journal WHERE kind = 'alert'"))
-
     catching_up.run_once()
-    said = alerts()
+    said = _alerts(recorder)
     assert len(said) == 1 and "demand deletions" in said[0]["subject"], said
     assert "reconcile" in said[0]["detail"]
     cursor = load_cursor(recorder, CURSOR)
@@ -177,11 +173,11 @@ def test_a_window_too_full_to_read_is_given_up_with_an_alert_not_held_for_good(
     for _ in range(2):  # the next windows start past the deletions' overlap: no alert after them
         ahead[0] += timedelta(minutes=3)
         catching_up.run_once()
-    assert len(alerts()) <= 2
-    before = len(alerts())
+    assert len(_alerts(recorder)) <= 2
+    before = len(_alerts(recorder))
     ahead[0] += timedelta(minutes=3)
     catching_up.run_once()
-    assert len(alerts()) == before
+    assert len(_alerts(recorder)) == before
 
 
 def test_a_deletion_read_while_the_catch_up_is_stopped_is_read_again_by_the_next(
@@ -241,6 +237,15 @@ def _deleted_three(fake: Any, catching_up: DemandCatchUp) -> list[str]:
     return made
 
 
+def _failing(message: str) -> Any:
+    """A stand-in for a read of MoySklad that is unavailable, saying `message`."""
+
+    def fail(*_: Any, **__: Any) -> Any:
+        raise moysklad_deletions.TargetUnavailable(message)
+
+    return fail
+
+
 def _alerts(recorder: Any) -> list[Any]:
     with transaction(recorder) as tx:
         return list(tx.fetchall("SELECT subject, detail FROM adapter_journal WHERE kind = 'alert'"))
@@ -290,10 +295,9 @@ def test_the_deletions_are_read_though_the_demands_list_failed(account, recorder
     catching_up = catch_up(server, recorder, mappings, ledger)
     _deleted_three(fake, catching_up)
 
-    def unavailable(*_: Any, **__: Any) -> Any:
-        raise moysklad_deletions.TargetUnavailable("moysklad demand list: more than 1000 in one second")
-
-    catching_up.client.demands_updated_since = unavailable  # type: ignore[method-assign]
+    catching_up.client.demands_updated_since = _failing(  # type: ignore[method-assign]
+        "moysklad demand list: more than 1000 in one second"
+    )
     with pytest.raises(moysklad_deletions.TargetUnavailable, match="more than 1000"):
         catching_up.run_once()
     assert on_hand(ledger) == 10  # the deletions returned their stock all the same
@@ -305,14 +309,8 @@ def test_when_the_list_and_the_deletions_both_fail_the_lists_error_is_raised_and
     _, server = account
     catching_up = catch_up(server, recorder, mappings, ledger)
 
-    def list_failed(*_: Any, **__: Any) -> Any:
-        raise moysklad_deletions.TargetUnavailable("moysklad demand list: HTTP 502")
-
-    def audit_failed(*_: Any, **__: Any) -> Any:
-        raise moysklad_deletions.TargetUnavailable("moysklad audit: HTTP 403: the token may lack the right")
-
-    catching_up.client.demands_updated_since = list_failed  # type: ignore[method-assign]
-    catching_up.deletions.run_once = audit_failed  # type: ignore[method-assign]
+    catching_up.client.demands_updated_since = _failing("moysklad demand list: HTTP 502")  # type: ignore[method-assign]
+    catching_up.deletions.run_once = _failing("moysklad audit: HTTP 403: the token may lack the right")  # type: ignore[method-assign]
     with pytest.raises(moysklad_deletions.TargetUnavailable, match="HTTP 502"):
         catching_up.run_once()
     assert "the deletions could not be read either" in caplog.text and "HTTP 403" in caplog.text

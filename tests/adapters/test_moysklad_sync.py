@@ -11,13 +11,12 @@ from typing import Any
 
 import pytest
 from conftest import FAST, event
+from moysklad_setup import client_for
 
 from adapters.db import transaction
-from adapters.httpserver import HttpServer, Reply
+from adapters.httpserver import Reply
 from adapters.inbound import InboxWorker, WebhookAccess, WebhookReceiver, store_delivery
 from adapters.moysklad import (
-    MoySkladClient,
-    MoySkladConfig,
     MoySkladOrdersTarget,
     format_moment,
     parse_moment,
@@ -46,17 +45,6 @@ def account(moysklad: Any, mapped: Any) -> Any:
         ("moysklad", "sku", "SKU-2", PRODUCT, "product"),
     )
     return moysklad
-
-
-def client_for(server: HttpServer, **overrides: Any) -> MoySkladClient:
-    config = MoySkladConfig(
-        base_url=server.url + "/api/remap/1.2",
-        token="fake-moysklad-token",
-        timeout_s=2.0,
-        organization_id="org-1",
-        agent_id="agent-1",
-    )
-    return MoySkladClient(dataclasses.replace(config, **overrides))
 
 
 def test_a_reservation_for_an_order_becomes_one_customerorder_keyed_by_the_order_id(
