@@ -21,8 +21,13 @@ shipment had before corrections were followed), then `demand:<id>:r<N>:ship` and
 The revision and the events are stored *before* they are submitted (as `pending`), and the
 pending events are submitted again first thing by the next notification of that demand: a crash
 between the two leaves nothing half done, and a redelivered CREATE, UPDATE or DELETE finds the
-demand equal to its row and records nothing more. A demand recorded before this table existed is
-read back once from the ledger's history by its event id (`demand:<id>`).
+demand equal to its row and records nothing more. A revision is taken only if the row is still at
+the one it was read at (compare and set, in the database): two adapters processes that read one
+demand at once cannot both take its next revision, or the second's events (with the same ids)
+would be taken for duplicates of the first's while its row kept what it read, and the next
+correction would ship the difference again. The one that loses reads the row and the demand again.
+A demand recorded before this table existed is read back once from the ledger's history by its
+event id (`demand:<id>`).
 
 Times: MoySklad's are Moscow time on the wire (`YYYY-MM-DD HH:MM:SS.fff`, md/_general.md "Формат
 даты и времени"); the events carry them in UTC. A correction is dated by the demand's `updated`,
@@ -51,6 +56,9 @@ from ledger.domain.model import EventType, Line, StockEvent
 log = secret_safe_logger("adapters.moysklad_demands")
 
 REFERENCE_CHARS_MAX = 256
+# How many times in a row one notification may find its demand's next revision taken by another
+# adapters process before it gives the delivery back to the inbox, to be tried again later.
+REVISION_RACES_MAX = 5
 # MoySklad's error code for a document the token's user may not see (error 1016).
 DOCUMENT_NOT_VISIBLE = 1016
 
@@ -100,8 +108,8 @@ class DemandSync:
         self.client = client
         self.sink = sink
         # The inbox's notifications and the catch-up (adapters/moysklad_catchup.py) sync demands
-        # from two threads: one at a time, or two reads of one demand could both take its next
-        # revision, and the second's events be taken for duplicates of the first's.
+        # from two threads: one at a time, so that neither reads a demand only to lose its next
+        # revision to the other (`_take_revision` keeps processes apart; this saves the work).
         self._syncing = threading.Lock()
 
     def handle(self, delivery: dict[str, Any]) -> int:
@@ -139,9 +147,20 @@ class DemandSync:
         if not under_base(self.client.http.base_url, url):
             raise ForeignUrl(url, self.client.http.base_url)  # not even its id is trusted
         _, demand_id = entity_id(href)
+        for _ in range(REVISION_RACES_MAX):
+            submitted = self._sync_once(demand_id, href, action, moment)
+            if submitted is not None:
+                return submitted
+        raise TargetUnavailable(
+            f"moysklad demand {demand_id}: another adapters process took its next revision "
+            f"{REVISION_RACES_MAX} times in a row; the delivery is tried again later"
+        )
+
+    def _sync_once(self, demand_id: str, href: str, action: str, moment: datetime | None) -> int | None:
+        """The events submitted; None when another process took the next revision first."""
         row = self._row(demand_id)
         if row.pending:  # stored before a crash, maybe not submitted: they go first, as they were
-            self._submit(demand_id, row.pending)
+            self._submit(demand_id, row.revision, row.pending)
         if action == "DELETE":
             now_holds, when = Holding(), moment or datetime.now(UTC)
         else:
@@ -150,15 +169,10 @@ class DemandSync:
             return len(row.pending)
         revision = row.revision + 1
         events = list(self._difference(demand_id, revision, row.holding, now_holds, when))
-        with transaction(self.recorder) as tx:
-            tx.execute(
-                "INSERT INTO adapter_moysklad_demands (demand_id, revision, holding, pending, updated_at) "
-                "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (demand_id) DO UPDATE SET "
-                "revision = excluded.revision, holding = excluded.holding, pending = excluded.pending, "
-                "updated_at = excluded.updated_at",
-                (demand_id, revision, _holding_json(now_holds), _events_json(events), now_text()),
-            )
-        self._submit(demand_id, events)
+        if not self._take_revision(demand_id, row.revision, now_holds, events):
+            log.info("demand %s: revision %d taken by another process; reading it again", demand_id, revision)
+            return None
+        self._submit(demand_id, revision, events)
         log.info(
             "demand %s (%s): revision %d, %s",
             demand_id,
@@ -167,6 +181,20 @@ class DemandSync:
             ", ".join(f"{e.type.value} {e.event_id}" for e in events) or "no change",
         )
         return len(row.pending) + len(events)
+
+    def _take_revision(self, demand_id: str, read_at: int, holds: Holding, events: list[StockEvent]) -> bool:
+        """Stores the next revision and its events as pending, if the row is still at `read_at`
+        (or still absent): False when another process stored one first."""
+        with transaction(self.recorder) as tx:
+            taken = tx.fetchall(
+                "INSERT INTO adapter_moysklad_demands (demand_id, revision, holding, pending, updated_at) "
+                "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (demand_id) DO UPDATE SET "
+                "revision = excluded.revision, holding = excluded.holding, pending = excluded.pending, "
+                "updated_at = excluded.updated_at WHERE adapter_moysklad_demands.revision = %s "
+                "RETURNING revision",
+                (demand_id, read_at + 1, _holding_json(holds), _events_json(events), now_text(), read_at),
+            )
+        return bool(taken)
 
     # -- reading -------------------------------------------------------------------------------------
 
@@ -293,12 +321,13 @@ class DemandSync:
             **fields,
         )
 
-    def _submit(self, demand_id: str, events: list[StockEvent]) -> None:
+    def _submit(self, demand_id: str, revision: int, events: list[StockEvent]) -> None:
         if events:
             self.sink.record(events)  # ids are the revision's: a second submission is a duplicate
-        with transaction(self.recorder) as tx:
+        with transaction(self.recorder) as tx:  # not a later revision's, stored meanwhile by another
             tx.execute(
-                "UPDATE adapter_moysklad_demands SET pending = %s WHERE demand_id = %s", ("[]", demand_id)
+                "UPDATE adapter_moysklad_demands SET pending = %s WHERE demand_id = %s AND revision = %s",
+                ("[]", demand_id, revision),
             )
 
     def _reservation_for(self, store_id: str, order_id: str) -> str | None:
