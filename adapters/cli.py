@@ -256,6 +256,7 @@ def _reconcile_apply(args: argparse.Namespace, settings: Settings) -> int:
 def _record_report(recorder: Any, report: Any, settings: Settings, *, force: bool) -> int:
     from adapters.reconcile_apply import ApplyLimits, apply_report, reasons_to_force
     from adapters.reconcile_runs import applied_since
+    from adapters.sink import EventsRefused, SinkError
 
     if report.master != "external":
         print("the ledger is the master of this report: nothing to record")
@@ -286,6 +287,11 @@ def _record_report(recorder: Any, report: Any, settings: Settings, *, force: boo
     sink, ledger = _ledger_sink(settings)
     try:
         events = apply_report(recorder, report, sink, limits, force=force)
+    except (SinkError, EventsRefused) as error:
+        raise CommandError(
+            f"{error}. The report is not marked applied; applying it again records only what is "
+            "missing (each line's event id is the run's)"
+        ) from None
     finally:
         ledger.stop()
     print(f"recorded {events} stock.adjustment event(s) for run {report.run_id}; again would record nothing")

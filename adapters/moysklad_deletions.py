@@ -13,14 +13,15 @@ catch-up; the cursor (`adapter_cursors`) moves to a window's end once it is read
 long outage is caught up a window at a time and a window cut short (stopped, MoySklad or the
 ledger away) is read again whole. A window ends SETTLE_S before now and starts OVERLAP_S before
 the last one's end: MoySklad's clock may run behind ours, and an audit row may be written late.
-What cannot be read is given up with an ALERT in the journal and passed, never held for good
-(`ledger reconcile --source moysklad` finds what it left): an audit row without its demand's
-address or moment, a context of more than AUDIT_PAGES_MAX pages of events (its other events
-unread; the window's other contexts are read), a window of more than AUDIT_PAGES_MAX pages of
-contexts (the rest of it). The same alert is said once in a process, though the overlap reads it
-again. A cursor ahead of this host's clock by more than OVERLAP_S (the clock was set back) is
-alerted and the audit read again from FIRST_LOOK_BACK_S before now. The token needs the right to
-view the audit; without it MoySklad answers 403, said as such on every catch-up.
+What cannot be read or recorded is given up with an ALERT in the journal and passed, never held for
+good (`ledger reconcile --source moysklad` finds what it left): a deletion whose return the ledger
+refuses (sink.EventsRefused), an audit row without its demand's address or moment, a context of more
+than AUDIT_PAGES_MAX pages of events (its other events unread; the window's other contexts are
+read), a window of more than AUDIT_PAGES_MAX pages of contexts (the rest of it). The same alert is
+said once in a process, though the overlap reads it again. A cursor ahead of this host's clock by
+more than OVERLAP_S (the clock was set back) is alerted and the audit read again from
+FIRST_LOOK_BACK_S before now. The token needs the right to view the audit; without it MoySklad
+answers 403, said as such on every catch-up.
 
 Not taken for deleted: a demand put in the recycle bin (`puttorecyclebin`): the pages do not say
 whether it still moves stock.
@@ -171,6 +172,8 @@ class DeletionCatchUp:
                         submitted += self.demands.sync(found.href, "DELETE", found.moment.astimezone(UTC))
                     except ForeignUrl as error:  # a demand's address another MoySklad would answer
                         self._alert(f"deleted demand {found.href}", str(error))
+                    except (ValueError, KeyError, TypeError) as error:  # refused: so it would be again
+                        self._alert(f"deleted demand {found.href}", f"{type(error).__name__}: {error}")
             except AuditOverflow as overflow:
                 window = f"{since.isoformat(timespec='seconds')} to {until.isoformat(timespec='seconds')}"
                 self._alert(f"demand deletions {window}", f"{overflow} of contexts: the rest were not read")

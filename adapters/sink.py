@@ -16,7 +16,12 @@ log = secret_safe_logger("adapters.sink")
 
 
 class SinkError(Exception):
-    """The ledger did not answer, or refused an event the adapter expected to be recorded."""
+    """The ledger did not answer: tried again later, in order."""
+
+
+class EventsRefused(ValueError):
+    """The ledger answered an event `invalid`: the same events will be refused again, so the caller
+    gives them up with an alert (as any input it cannot take) rather than hold what follows."""
 
 
 class EventSink(Protocol):
@@ -36,6 +41,6 @@ class LedgerSink:
             raise SinkError(f"the ledger did not record {len(events)} event(s): {error}") from error
         for result in results:
             if result.outcome is Outcome.INVALID:
-                raise SinkError(f"the ledger found {result.event_id} invalid")
+                raise EventsRefused(f"the ledger found {result.event_id} invalid")
             log.info("recorded %s from %s: %s", result.event_id, result.source, result.outcome.value)
         return list(results)

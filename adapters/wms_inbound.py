@@ -28,7 +28,7 @@ from adapters.db import journal, now_text, to_the_back, transaction
 from adapters.mappings import Mappings
 from adapters.masking import secret_safe_logger
 from adapters.outbound import Failure, Item, TargetUnavailable
-from adapters.sink import EventSink
+from adapters.sink import EventSink, EventsRefused
 from adapters.wms import PRINCIPAL, SOURCE, SYSTEM, WmsClient
 from ledger.domain.model import Entry, EventType, Line, Outcome, StockEvent
 from ledger.sql import SqlTx
@@ -38,6 +38,7 @@ log = secret_safe_logger("adapters.wms_inbound")
 INBOUND_KEY = "inbound:"
 FINAL_STATUSES = frozenset({"RECEIVED", "CANCELLED"})
 ALERT_STATUSES = frozenset({"CANCELLED", "RECEIVED_NOTHING"})  # the units stay incoming
+REFUSED_ALERTS_MAX = 1_000  # receipts the ledger refused, remembered so as to alert each once
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,6 +174,7 @@ class WmsArrivals:
         self.sink = sink
         self.client = client
         self.poll_max = poll_max
+        self._alerted: set[str] = set()  # refused receipts alerted in this process
 
     def poll(self) -> int:
         """Returns how many expected receipts reached a final status."""
@@ -192,11 +194,28 @@ class WmsArrivals:
             receipts = self._receipts(row, body) if status == "RECEIVED" else []
             if receipts:
                 # Recorded first: if the ledger is unreachable, the next poll tries again.
-                self.sink.record(receipts)
+                try:
+                    self.sink.record(receipts)
+                except EventsRefused as error:  # the next poll, after the others: it holds none back
+                    self._refused(row, str(error))
+                    still_open.append(row["external_id"])
+                    continue
             self._finish(row, status if receipts or status == "CANCELLED" else "RECEIVED_NOTHING")
             finished += 1
         to_the_back(self.recorder, "adapter_wms_inbound", "external_id", still_open)
         return finished
+
+    def _refused(self, row: Any, reason: str) -> None:
+        """An ALERT the first time in this process; the receipt is tried again at each poll (a
+        mapping put right meanwhile makes other events of it)."""
+        log.error("wms inbound %s: the ledger refused its receipt: %s", row["wms_inbound_id"], reason)
+        if row["external_id"] in self._alerted:
+            return
+        if len(self._alerted) >= REFUSED_ALERTS_MAX:
+            self._alerted.clear()  # alerted again, at worst
+        self._alerted.add(row["external_id"])
+        with transaction(self.recorder) as tx:
+            journal(tx, SYSTEM, "alert", row["wms_inbound_id"], f"receipt refused by the ledger: {reason}")
 
     def _receipts(self, row: Any, body: dict[str, Any]) -> list[StockEvent]:
         """What was counted in. Up to what the transfer sent, a receipt of the transfer (it moves

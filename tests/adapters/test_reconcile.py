@@ -11,7 +11,9 @@ from typing import Any
 
 import pytest
 from conftest import event
+from ledger_stand_ins import RefusingLedger
 
+from adapters import cli
 from adapters.moysklad import MoySkladClient, MoySkladConfig
 from adapters.outbound import TargetUnavailable
 from adapters.reconcile import make_report
@@ -280,6 +282,41 @@ def test_the_client_sends_the_documented_accept_and_the_fake_refuses_any_other(a
 
 
 # -- the command line, as the README's walkthrough runs it --------------------------------------------
+
+
+def test_a_refusal_or_no_answer_while_applying_is_one_line_and_exit_2_and_the_run_stays_unapplied(
+    tmp_path, monkeypatch, database_url, ledger, record, capsys
+):
+    monkeypatch.setenv("LEDGER_DATABASE_URL", database_url)
+    record(event(RECEIPT, "store-1", ("SKU-1", 10)))
+    count = count_file(tmp_path / "count.csv", "store-1,SKU-1,9,")
+    report = ["reconcile", "--source", "csv", "--file", str(count), "--out-dir", str(tmp_path), "--quiet"]
+    assert main([*report, "--run-id", "count-1"]) == 0
+    capsys.readouterr()
+    real = cli._ledger_sink
+
+    for refusing in (lambda e: True, None):  # answered invalid; then no answer at all
+
+        def sink_for(settings: Any, refusing: Any = refusing) -> tuple[Any, Any]:
+            sink, book = real(settings)
+            if refusing is None:
+                return LedgerSink(_NoAnswer()), book
+            return LedgerSink(RefusingLedger(sink.ledger, refusing)), book
+
+        monkeypatch.setattr(cli, "_ledger_sink", sink_for)
+        assert main(["reconcile", "--apply", "count-1"]) == 2
+        err = capsys.readouterr().err
+        assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+        assert "is not marked applied" in err
+
+    monkeypatch.setattr(cli, "_ledger_sink", real)
+    assert main(["reconcile", "--apply", "count-1"]) == 0  # then applied, once
+    assert levels(ledger, "store-1", "SKU-1") == {"SKU-1": 9}
+
+
+class _NoAnswer:
+    def submit_and_wait(self, events: list[Any]) -> Any:
+        raise TimeoutError("the ledger did not answer in time")
 
 
 def test_the_command_reports_first_and_applies_the_reviewed_run_by_its_id(

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from conftest import FAST, event
+from ledger_stand_ins import RefusingLedger
 
 from adapters import masking
 from adapters.db import transaction
@@ -405,6 +406,32 @@ def test_expected_receipts_left_open_do_not_keep_the_others_from_being_read(
 
     assert [arrivals.poll() for _ in range(2)] == [0, 1]
     assert levels_of(ledger, "shop-1", "SKU-1") == (1, 2)
+
+
+def test_a_receipt_the_ledger_refuses_is_alerted_once_and_keeps_no_other_from_being_recorded(
+    warehouse, recorder, mappings, ledger, record
+):
+    fake, server = warehouse
+    record(event(RECEIPT, "shop-9", ("SKU-1", 10)))
+    for name in ("T-refused", "T-fine"):
+        record(transfer("shop-9", "shop-1", name, ("SKU-1", 1)))
+    OutboundWorker(recorder, WmsInboundTarget(recorder, mappings, client_for(server)), FAST).run_until_idle()
+    for name in ("T-refused", "T-fine"):
+        arrived = fake.inbound_by_external(f"shop-1:{name}")
+        assert arrived is not None
+        fake.receive(arrived["id"])
+    refusing = [True]
+    ledger_refusing = RefusingLedger(ledger, lambda e: refusing[0] and e.transfer_id == "T-refused")
+    arrivals = WmsArrivals(recorder, mappings, LedgerSink(ledger_refusing), client_for(server))
+
+    assert [arrivals.poll(), arrivals.poll()] == [1, 0]  # the other, recorded; the refused one, open
+    assert levels_of(ledger, "shop-1", "SKU-1") == (1, 1)
+    with transaction(recorder) as tx:
+        [alert] = tx.fetchall("SELECT detail FROM adapter_journal WHERE kind = 'alert'")  # said once
+    assert "refused by the ledger" in alert["detail"] and "invalid" in alert["detail"]
+    refusing[0] = False  # put right (a mapping, say): the next poll records it
+    assert arrivals.poll() == 1
+    assert levels_of(ledger, "shop-1", "SKU-1") == (2, 0)
 
 
 def test_a_cancelled_expected_receipt_records_nothing_and_raises_an_alert(
