@@ -16,6 +16,10 @@ from ledger.kafka import header_keys
 from ledger.kafka.producer import BROKER_CONTACT_TIMEOUT_S, Producer, producer_config
 
 REQUEST_TIMEOUT_MS = 30_000
+# How long building a consumer waits for a first broker to answer; a stop asked meanwhile waits as
+# long (kafka-python's default, 30 s, kept `ledger consume` that long from its SIGINT with no broker).
+# Past it the intake says so and tries again after its backoff.
+CONSUMER_BOOTSTRAP_TIMEOUT_MS = 5_000
 
 
 class BrokerUnreachable(KafkaConnectionError):  # type: ignore[misc]  # kafka-python is untyped
@@ -98,6 +102,7 @@ def _consumer(settings: Settings, servers: list[str]) -> Any:
         heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms,
         max_poll_interval_ms=settings.kafka_poll_interval_ms_max,
         request_timeout_ms=REQUEST_TIMEOUT_MS,
+        bootstrap_timeout_ms=CONSUMER_BOOTSTRAP_TIMEOUT_MS,
         check_crcs=True,
         key_deserializer=None,
         value_deserializer=None,

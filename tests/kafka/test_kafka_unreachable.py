@@ -4,6 +4,7 @@ it, neither from building the consumer nor from the intake's loop (no broker run
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 from typing import Any
 
@@ -85,3 +86,28 @@ def said(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
         for record in caplog.records
         if record.name == "ledger.kafka" and "Kafka consumer" in record.getMessage()
     ]
+
+
+def test_the_intake_stops_within_its_bound_while_the_real_client_waits_for_a_broker() -> None:
+    """kafka-python's consumer waits for a first broker in its constructor: 30 s unless told, and a
+    stop asked meanwhile waited as long (`ledger consume` with no broker, SIGINT: 28 s)."""
+    with socket.socket() as closed:  # a port nothing listens on: each connection is refused
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    chosen = Settings(kafka_bootstrap=f"127.0.0.1:{port}")
+    building = threading.Event()
+
+    def real_consumer(given: Settings) -> Any:
+        building.set()
+        return new_consumer(given)
+
+    intake = KafkaIntake(
+        NeverReached(),
+        chosen,
+        intake_limits(chosen),
+        consumer_factory=real_consumer,
+        producer_factory=lambda _: None,
+    )
+    handle = ConsumerHandle(intake).start()
+    assert building.wait(DEADLINE_S)
+    assert handle.stop(DEADLINE_S), "the intake's stop waited on the client's bootstrap"
