@@ -21,7 +21,7 @@ from typing import Any
 from adapters.masking import mask, remember_settings, secret_safe_logger
 from ledger.cli_errors import CommandError, database_url_checked, int_from
 from ledger.config import Settings
-from ledger.intake.envelope import ID_PATTERN as RUN_ID_PATTERN
+from ledger.domain.ids import ID_PATTERN as RUN_ID_PATTERN
 
 log = secret_safe_logger("adapters.cli")
 

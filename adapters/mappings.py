@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from adapters.db import now_text, transaction
-from ledger.intake.envelope import ID_PATTERN
+from ledger.domain.ids import ID_PATTERN
 
 SYSTEMS = ("bitrix", "moysklad", "wms", "csv")
 KINDS = ("sku", "store", "zone", "unit", "status")

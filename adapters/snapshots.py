@@ -20,7 +20,7 @@ from adapters.mappings import Mappings
 from adapters.masking import secret_safe_logger
 from adapters.moysklad import SYSTEM as MOYSKLAD
 from adapters.moysklad import MoySkladClient, entity_id
-from ledger.intake.envelope import ID_PATTERN
+from ledger.domain.ids import ID_PATTERN
 
 log = secret_safe_logger("adapters.snapshots")
 

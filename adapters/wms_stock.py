@@ -24,7 +24,7 @@ from adapters.mappings import Mappings
 from adapters.masking import secret_safe_logger
 from adapters.snapshots import Snapshot
 from adapters.wms import SYSTEM, WmsClient
-from ledger.intake.envelope import ID_PATTERN
+from ledger.domain.ids import ID_PATTERN
 
 log = secret_safe_logger("adapters.wms_stock")
 

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-import re
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from ledger.domain.ids import ID_PATTERN, ID_REGEX
+
 # A SKU id (CONTRACT §1), as a per-SKU unit's key names it.
-_UNIT_SKU = re.compile(r"[A-Za-z0-9\-_.:]{1,64}")
+_UNIT_SKU = ID_PATTERN
 
 # What a produced record carries beyond its key, value and headers (batch and record framing), and
 # more: a dead letter cut to its limits plus this always fits in the producer's request.
@@ -399,7 +400,7 @@ class Settings(BaseSettings):
     bitrix_store_amount: str = Field("available", pattern=r"^(available|on_hand)$")
     # A channel (CONTRACT §6) whose figure the site may sell: pushed instead of `available`.
     bitrix_channel: str | None = Field(
-        None, pattern=r"^[A-Za-z0-9\-_.:]{1,64}$", description="push this channel's sellable, e.g. online"
+        None, pattern=ID_REGEX, description="push this channel's sellable, e.g. online"
     )
     bitrix_receipt_supplier: str = Field(
         "contractor:1",

@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 
+from ledger.domain.ids import ID_PATTERN
 from ledger.domain.model import IMPORT_PRINCIPAL, KAFKA_PRINCIPAL, LEDGER_PRINCIPAL
 
 
@@ -39,7 +40,7 @@ def is_reserved(name: str) -> bool:
     return lowered in RESERVED_NAMES or lowered.startswith(ADAPTER_PRINCIPAL_PREFIX)
 
 
-NAME_PATTERN = re.compile(r"[A-Za-z0-9\-_.:]{1,64}")  # like a store id: it appears in the history
+NAME_PATTERN = ID_PATTERN  # like a store id: it appears in the history
 SOURCE_PREFIX_CHARS_MAX = 256  # an event's source is at most this long (ledger/intake)
 SCOPE_ITEMS_MAX = 1000  # stores or source prefixes on one token
 DURATION_PATTERN = re.compile(r"([1-9][0-9]{0,8})([smhd])")

@@ -10,8 +10,8 @@ from fastapi import Depends, Path, Request
 from ledger.access.book import NOT_VALID, Unauthenticated
 from ledger.access.scopes import Grant, Role, authorize_role, authorize_store, authorize_write_at
 from ledger.api.gate import GRANT_KEY
-from ledger.api.schemas import ID_REGEX
 from ledger.config import Settings
+from ledger.domain.ids import ID_REGEX
 from ledger.intake.envelope import IntakeLimits
 from ledger.service import Ledger
 

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from ledger.domain.ids import ID_REGEX
 from ledger.domain.model import CODE_CHARS_MAX, CODE_EVENT_TYPES, PRODUCER_EVENT_TYPES, EventType
 from ledger.intake.envelope import QTY_ABS_MAX, TEXT_CHARS_MAX
 
 SCHEMA_ID = "https://github.com/stock-ledger/stock-ledger/schemas/event-envelope.schema.json"
 LINES_PER_EVENT_MAX = 1000  # CONTRACT §1; LEDGER_LINES_PER_EVENT_MAX may lower it
-ID_PATTERN = r"^[A-Za-z0-9\-_.:]{1,64}$"
+ID_PATTERN = ID_REGEX
 
 # No NUL (U+0000): PostgreSQL's text cannot hold it, so the ledger refuses it on every database.
 _TEXT = {"type": "string", "minLength": 1, "maxLength": TEXT_CHARS_MAX, "pattern": "^[^\\u0000]*$"}

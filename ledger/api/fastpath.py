@@ -28,11 +28,12 @@ from ledger.api.media import JSON_ONLY, require_media_type
 from ledger.api.problems import internal_error, problem_for, problem_response
 from ledger.api.reservations import reserve
 from ledger.api.reservations_across import across_limits
-from ledger.api.schemas import ID_REGEX, level_public
+from ledger.api.schemas import level_public
 from ledger.api.sourcing import source_order
 from ledger.api.stock import cached_level
 from ledger.api.telemetry import ROUTE_KEY
 from ledger.config import Settings
+from ledger.domain.ids import ID_REGEX
 from ledger.intake.envelope import IntakeLimits
 from ledger.service import Ledger
 

@@ -15,8 +15,9 @@ from ledger.api.problems import invalid
 from ledger.api.query_numbers import DECIMAL_DIGITS, is_decimal_digits
 from ledger.api.schemas import POSITION_MAX, HistoryPagePublic, problem_responses
 from ledger.api.times import utc_parameter
+from ledger.domain.ids import ID_PATTERN
 from ledger.domain.model import CODE_CHARS_MAX, DEFAULT_SKU, EventType
-from ledger.intake.envelope import CODE_PATTERN, ID_PATTERN, TEXT_CHARS_MAX, FieldError
+from ledger.intake.envelope import CODE_PATTERN, TEXT_CHARS_MAX, FieldError
 from ledger.projections.queries import HistoryFilter
 
 router = APIRouter(tags=["history"])

@@ -19,7 +19,6 @@ from ledger.api.guard import document_access
 from ledger.api.media import CLOUDEVENT, CLOUDEVENTS_BATCH, JSON
 from ledger.api.problems import PROBLEM_MEDIA_TYPE
 from ledger.api.schemas import (
-    ID_REGEX,
     RETRY_AFTER_HEADER,
     PolicyIn,
     ProblemPublic,
@@ -27,6 +26,7 @@ from ledger.api.schemas import (
     ReservationRelease,
 )
 from ledger.api.schemas_across import ReservationAcrossCreate, SourcingRequest
+from ledger.domain.ids import ID_REGEX
 from ledger.telemetry.request_ids import REQUEST_ID_CHARS_MAX, SOUND_PATTERN
 
 DISTRIBUTION = "stock-ledger"

@@ -17,6 +17,7 @@ from ledger.api.media import JSON_ONLY, require_media_type
 from ledger.api.problems import invalid
 from ledger.api.schemas import PolicyPublic, problem_responses
 from ledger.clock import utc_now
+from ledger.domain.ids import ID_BODY
 from ledger.domain.model import DEFAULT_SKU, EventType, Line, Outcome, Policy, StockEvent
 from ledger.intake.envelope import InvalidEvent
 from ledger.intake.policy_body import read_policy
@@ -27,7 +28,7 @@ router = APIRouter(tags=["policies"])
 # The source of policy changes in the history; each change is an event of its own (random id).
 POLICY_SOURCE = "ledger/policies"
 PolicySku = Annotated[
-    str, Path(pattern=r"^(\*|[A-Za-z0-9\-_.:]{1,64})$", description="a SKU, or `*`: the store's default")
+    str, Path(pattern=rf"^(\*|{ID_BODY})$", description="a SKU, or `*`: the store's default")
 ]
 _NO_POLICY = Policy()
 

@@ -7,12 +7,12 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from ledger.domain.ids import ID_REGEX
 from ledger.domain.model import Level
 from ledger.domain.policy import Figures, figures
 from ledger.intake.envelope import QTY_ABS_MAX, TEXT_CHARS_MAX
 from ledger.service import LevelView
 
-ID_REGEX = r"^[A-Za-z0-9\-_.:]{1,64}$"
 # Levels and positions are 64-bit signed integers in the database (CONTRACT §1).
 LEVEL_MAX = 2**63 - 1
 POSITION_MAX = 2**63 - 1

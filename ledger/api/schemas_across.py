@@ -7,7 +7,8 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from ledger.api.schemas import CLOSED, ID_REGEX, Position, ReservationLineIn, ReservationPublic
+from ledger.api.schemas import CLOSED, Position, ReservationLineIn, ReservationPublic
+from ledger.domain.ids import ID_REGEX
 from ledger.intake.envelope import QTY_ABS_MAX, TEXT_CHARS_MAX
 
 

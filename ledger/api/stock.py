@@ -15,7 +15,6 @@ from ledger.api.deps import LedgerDep, ReadableStore, ReaderGrant, SettingsDep, 
 from ledger.api.problems import Problem, invalid
 from ledger.api.query_numbers import DECIMAL_DIGITS
 from ledger.api.schemas import (
-    ID_REGEX,
     POSITION_MAX,
     SkuAcrossStoresPublic,
     StockLevelPublic,
@@ -25,6 +24,7 @@ from ledger.api.schemas import (
     totals_public,
 )
 from ledger.api.times import time_parameter
+from ledger.domain.ids import ID_REGEX
 from ledger.domain.policy import effective_policy
 from ledger.intake.envelope import FieldError
 from ledger.service import Ledger, LevelView

@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Any
 
 from ledger.domain.across_stores import ReserveAcrossStores, SourceAndReserve
+from ledger.domain.ids import ID_PATTERN
 from ledger.domain.model import EventType, Line, StockEvent
 from ledger.domain.sourcing import MAX_STORES_LIMIT
 from ledger.intake.body_fields import (
@@ -21,14 +22,7 @@ from ledger.intake.body_fields import (
     SOURCING_RESERVE_FIELDS,
     unknown_fields,
 )
-from ledger.intake.envelope import (
-    ID_PATTERN,
-    FieldError,
-    IntakeLimits,
-    InvalidEvent,
-    read_data,
-    read_envelope,
-)
+from ledger.intake.envelope import FieldError, IntakeLimits, InvalidEvent, read_data, read_envelope
 
 DEFAULT_MAX_STORES = 3  # CONTRACT §6
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from ledger.domain.ids import ID_PATTERN
 from ledger.domain.model import (
     CODE_CHARS_MAX,
     CODE_EVENT_TYPES,
@@ -20,7 +21,6 @@ from ledger.domain.model import (
     StockEvent,
 )
 
-ID_PATTERN = re.compile(r"[A-Za-z0-9\-_.:]{1,64}")  # always with fullmatch: `$` would pass a final newline
 # RFC 3339 bounds no fraction: every digit is read, and those past the sixth are cut (_parse).
 RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})")
 TEXT_CHARS_MAX = 256  # id, source and the free-text data fields

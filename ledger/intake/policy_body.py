@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from ledger.domain.ids import ID_PATTERN
 from ledger.domain.model import ChannelQuota, Policy
 from ledger.intake.body_fields import POLICY_FIELDS, unknown_fields
-from ledger.intake.envelope import ID_PATTERN, QTY_ABS_MAX, FieldError, InvalidEvent
+from ledger.intake.envelope import QTY_ABS_MAX, FieldError, InvalidEvent
 
 QUOTA_PCT_MAX = 100
 
