@@ -16,6 +16,7 @@ effect without a deploy. One CSV serves every kind of row:
     wms,unit,SKU-1,box,,12           (the WMS counts SKU-1 in boxes of 12)
     wms,status,PICKING,Q,,           (WMS status PICKING -> Bitrix order status Q)
     wms,status,PICKING_ERROR,PE,release,   (and release the reservation lines)
+    bitrix,status,partially_shipped,PS,,   (an order a MoySklad demand shipped in part -> PS)
 
 `unit` rows go to adapter_units (external_id is the unit name, factor the base units in one), and
 `status` rows to adapter_status_map (local_id is the external system's status, external_id the
@@ -42,6 +43,8 @@ CSV_ROWS_MAX = 1_000_000
 # What a status row may do besides setting the Bitrix status (adapters/wms.py): nothing (empty),
 # release the order's reservation lines, or record its shipment.
 STATUS_ACTIONS = ("release", "ship")
+# The order states a `bitrix,status` row may name (adapters/moysklad_order_status.py).
+BITRIX_ORDER_STATES = ("partially_shipped", "shipped")
 # What a sku row's external item is, where the target has kinds of item (the first: the default).
 SKU_TYPES = {"bitrix": ("product", "offer"), "moysklad": ("product", "variant", "bundle", "service")}
 EXTERNAL_TEXT_CHARS_MAX = 256  # an external id, type or status (Bitrix's and MoySklad's are far shorter)
@@ -210,6 +213,12 @@ def _row(record: dict[str, Any], where: str) -> MappingRow:
     ):
         if value is not None and ("\x00" in value or len(value) > EXTERNAL_TEXT_CHARS_MAX):
             raise MappingError(f"{where}: {name} holds a NUL or is over {EXTERNAL_TEXT_CHARS_MAX} characters")
+    if kind == "status" and system == "bitrix" and (local_id not in BITRIX_ORDER_STATES or external_type):
+        raise MappingError(
+            f"{where}: a bitrix status row maps an order's state in the ledger "
+            f"({', '.join(BITRIX_ORDER_STATES)}) to a Bitrix status id, with no action; not {local_id!r}"
+            + (f" with {external_type!r}" if external_type else "")
+        )
     if kind == "status" and external_type is not None and external_type not in STATUS_ACTIONS:
         raise MappingError(
             f"{where}: a status row's action (external_type) is empty or one of {STATUS_ACTIONS}, "

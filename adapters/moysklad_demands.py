@@ -49,6 +49,7 @@ from adapters.http import ForeignUrl, under_base
 from adapters.mappings import Mappings
 from adapters.masking import secret_safe_logger
 from adapters.moysklad import PRINCIPAL, SOURCE, SYSTEM, MoySkladClient, entity_id, errors_text, parse_moment
+from adapters.moysklad_order_status import mapped_states, queue_order_statuses
 from adapters.outbound import TargetUnavailable
 from adapters.sink import EventSink
 from ledger.domain.model import EventType, Line, StockEvent
@@ -324,11 +325,13 @@ class DemandSync:
     def _submit(self, demand_id: str, revision: int, events: list[StockEvent]) -> None:
         if events:
             self.sink.record(events)  # ids are the revision's: a second submission is a duplicate
+        states, stores = mapped_states(self.mappings), list(self.mappings.all(SYSTEM, "store"))
         with transaction(self.recorder) as tx:  # not a later revision's, stored meanwhile by another
             tx.execute(
                 "UPDATE adapter_moysklad_demands SET pending = %s WHERE demand_id = %s AND revision = %s",
                 ("[]", demand_id, revision),
             )
+            queue_order_statuses(tx, states, stores, events)
 
     def _reservation_for(self, store_id: str, order_id: str) -> str | None:
         with self.recorder.read_transaction() as tx:

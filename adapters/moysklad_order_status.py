@@ -1,0 +1,78 @@
+"""The Bitrix order status that follows a MoySklad demand (seed 001: "An order for 5 items, 3 are
+shipped ... The Bitrix order status must transition to 'Partially Shipped', not 'Completed'").
+
+Once a demand's shipment is recorded under its order's reservation, the ledger's reservation says
+where the order stands (a part's status: `partially_shipped` while it still holds units after some
+shipped, `shipped` once it holds none). Across stores (CONTRACT §6: one reservation id, a part at
+each store), the parts at every store mapped to MoySklad count: the order is `shipped` when none of
+them holds units any more and some shipped, `partially_shipped` while any holds units after any
+shipped. With a mapping row `bitrix,status,<that state>,<Bitrix status id>`, the status is queued
+for the Bitrix target under `status:<order id>` (a newer status of the order replaces one not yet
+pushed; adapters/bitrix.py sets it with sale.order.update), in the transaction that marks the
+demand's events submitted: a crash before it submits them again and queues it then. Without such a
+row nothing is queued. A return (a demand corrected down, or deleted) changes no reservation
+(CONTRACT: a return does not place one again), so it queues nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from adapters.mappings import BITRIX_ORDER_STATES, Mappings
+from adapters.outbound import enqueue
+from ledger.domain.model import EventType, ReservationStatus, StockEvent
+from ledger.sql import SqlTx
+
+BITRIX = "bitrix"
+_HOLDING = frozenset({ReservationStatus.ACTIVE.value, ReservationStatus.PARTIALLY_SHIPPED.value})
+_SHIPPED_ANY = frozenset({ReservationStatus.PARTIALLY_SHIPPED.value, ReservationStatus.SHIPPED.value})
+
+
+def order_state(part_statuses: Iterable[str]) -> str | None:
+    """The order's state from its parts' reservation statuses; None while none has shipped."""
+    statuses = list(part_statuses)
+    if not any(status in _SHIPPED_ANY for status in statuses):
+        return None
+    if any(status in _HOLDING for status in statuses):
+        return ReservationStatus.PARTIALLY_SHIPPED.value
+    return ReservationStatus.SHIPPED.value
+
+
+def mapped_states(mappings: Mappings) -> dict[str, str]:
+    """The Bitrix status id of each order state a `bitrix,status` row maps. Read before the
+    transaction that queues them: a mappings reload opens a transaction of its own (on SQLite, the
+    one connection that writes)."""
+    rules = {state: mappings.status(BITRIX, state) for state in BITRIX_ORDER_STATES}
+    return {state: rule.target_status for state, rule in rules.items() if rule is not None}
+
+
+def queue_order_statuses(
+    tx: SqlTx, states: dict[str, str], stores: Iterable[str], events: Iterable[StockEvent]
+) -> None:
+    """Queues the Bitrix status of each order a shipment among `events` went out under, if its
+    state is among `states` (mapped_states)."""
+    orders = {
+        (event.reservation_id, event.order_id)
+        for event in events
+        if event.type is EventType.SHIPMENT and event.reservation_id and event.order_id
+    }
+    if not orders or not states:
+        return
+    stores = sorted(stores)
+    for reservation_id, order_id in sorted(orders):
+        state = order_state(_part_statuses(tx, stores, reservation_id))
+        if state in states:
+            payload = {"order_id": order_id, "status_id": states[state], "reservation_state": state}
+            enqueue(tx, BITRIX, f"status:{order_id}", payload)
+
+
+def _part_statuses(tx: SqlTx, stores: list[str], reservation_id: str) -> Iterable[str]:
+    """Each part's status, a lookup by the reservations' key per store."""
+    for store_id in stores:
+        row: Any = tx.fetchone(
+            "SELECT status FROM ledger_reservations WHERE store_id = %s AND reservation_id = %s",
+            (store_id, reservation_id),
+        )
+        if row is not None:
+            yield str(row["status"])

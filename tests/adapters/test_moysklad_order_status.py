@@ -1,0 +1,146 @@
+"""A MoySklad demand moves the Bitrix order's status as the ledger's reservation stands (seed 001:
+"An order for 5 items, 3 are shipped ... must transition to 'Partially Shipped', not
+'Completed'"): partially shipped while any part of the order still holds units, shipped once none
+does; nothing without a `bitrix,status` row."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from conftest import FAST, bitrix_target, event
+from moysklad_setup import OTHER_STORE_UUID, STORE_UUID, VARIANT, client_for
+
+from adapters.db import transaction
+from adapters.mappings import MappingError, MappingRow, _row
+from adapters.moysklad import MoySkladOrdersTarget
+from adapters.moysklad_demands import DemandSync
+from adapters.moysklad_order_status import order_state
+from adapters.outbound import OutboundWorker
+from adapters.sink import LedgerSink
+from ledger.domain.model import EventType
+
+RECEIPT, RESERVATION = EventType.RECEIPT, EventType.RESERVATION
+ORDER = "7"  # the Bitrix order id: the reservation's order id
+
+
+@pytest.fixture(params=("sqlite", "postgres"))
+def database_url(request: pytest.FixtureRequest, tmp_path: Any) -> str:
+    """The adapters' conftest's `ledger` and `recorder` on either database."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'ledger.db'}"
+    return str(request.getfixturevalue("postgres").create_database())
+
+
+@pytest.fixture
+def account(moysklad_account: Any, bitrix: Any, recorder: Any, mappings: Any, ledger: Any) -> Any:
+    fake, server = moysklad_account
+    bitrix[0].orders[ORDER] = {"id": ORDER, "statusId": "N"}
+    return fake, server
+
+
+class Bitrix:
+    """The Bitrix target's worker (one: it holds the target's lease) and the order's status."""
+
+    def __init__(self, recorder: Any, mappings: Any, bitrix: Any) -> None:
+        self.worker = OutboundWorker(recorder, bitrix_target(recorder, mappings, bitrix), FAST)
+        self.fake = bitrix[0]
+
+    def status_after_push(self) -> str:
+        self.worker.run_until_idle()
+        return str(self.fake.orders[ORDER]["statusId"])
+
+
+def orders_in_moysklad(recorder: Any, mappings: Any, server: Any) -> None:
+    OutboundWorker(
+        recorder, MoySkladOrdersTarget(recorder, mappings, client_for(server)), FAST
+    ).run_until_idle()
+
+
+def test_a_demand_of_part_of_an_order_sets_partially_shipped_and_the_rest_shipped(
+    account, bitrix, recorder, mappings, mapped, ledger, record
+):
+    fake, server = account
+    mapped(("bitrix", "status", "partially_shipped", "PS"), ("bitrix", "status", "shipped", "F"))
+    record(
+        event(RECEIPT, "shop-1", ("SKU-1", 10)),
+        event(RESERVATION, "shop-1", ("SKU-1", 5), reservation_id="res-7", order_id=ORDER),
+    )
+    orders_in_moysklad(recorder, mappings, server)
+    sync = DemandSync(recorder, mappings, client_for(server), LedgerSink(ledger))
+    site = Bitrix(recorder, mappings, bitrix)
+
+    demand = fake.add_demand(STORE_UUID, [(VARIANT, 3)], order_external_code=ORDER)
+    sync.handle(fake.webhook_body(demand))
+    assert site.status_after_push() == "PS"  # 3 of 5: not completed
+
+    fake.update_demand(demand, positions=[(VARIANT, 5)])
+    sync.handle(fake.webhook_body(demand, "UPDATE"))
+    assert site.status_after_push() == "F"
+
+
+def test_an_order_across_stores_is_shipped_only_when_every_part_has_shipped(
+    account, bitrix, recorder, mappings, mapped, ledger, record
+):
+    fake, server = account
+    mapped(("bitrix", "status", "partially_shipped", "PS"), ("bitrix", "status", "shipped", "F"))
+    record(
+        event(RECEIPT, "shop-1", ("SKU-1", 10)),
+        event(RECEIPT, "shop-2", ("SKU-1", 10)),
+        event(RESERVATION, "shop-1", ("SKU-1", 2), reservation_id="res-7", order_id=ORDER),
+        event(RESERVATION, "shop-2", ("SKU-1", 1), reservation_id="res-7", order_id=ORDER),
+    )
+    orders_in_moysklad(recorder, mappings, server)
+    sync = DemandSync(recorder, mappings, client_for(server), LedgerSink(ledger))
+    site = Bitrix(recorder, mappings, bitrix)
+
+    sync.handle(fake.webhook_body(fake.add_demand(STORE_UUID, [(VARIANT, 2)], order_external_code=ORDER)))
+    assert site.status_after_push() == "PS"  # shop-1's part shipped, shop-2's holds
+
+    sync.handle(
+        fake.webhook_body(fake.add_demand(OTHER_STORE_UUID, [(VARIANT, 1)], order_external_code=ORDER))
+    )
+    assert site.status_after_push() == "F"
+
+
+def test_without_a_bitrix_status_row_a_demand_queues_no_status(
+    account, bitrix, recorder, mappings, ledger, record
+):
+    fake, server = account
+    record(
+        event(RECEIPT, "shop-1", ("SKU-1", 10)),
+        event(RESERVATION, "shop-1", ("SKU-1", 5), reservation_id="res-7", order_id=ORDER),
+    )
+    orders_in_moysklad(recorder, mappings, server)
+    sync = DemandSync(recorder, mappings, client_for(server), LedgerSink(ledger))
+    site = Bitrix(recorder, mappings, bitrix)
+
+    sync.handle(fake.webhook_body(fake.add_demand(STORE_UUID, [(VARIANT, 3)], order_external_code=ORDER)))
+
+    with transaction(recorder) as tx:
+        assert tx.fetchall("SELECT item_key FROM adapter_outbox WHERE adapter = 'bitrix'") == []
+    assert site.status_after_push() == "N"
+
+
+@pytest.mark.parametrize(
+    ("statuses", "state"),
+    [
+        (["active"], None),
+        (["released"], None),
+        (["partially_shipped"], "partially_shipped"),
+        (["shipped", "active"], "partially_shipped"),
+        (["shipped", "partially_shipped"], "partially_shipped"),
+        (["shipped", "released"], "shipped"),  # nothing more will ship: the order is done
+        (["shipped", "shipped"], "shipped"),
+    ],
+)
+def test_an_orders_state_from_its_parts(statuses, state):
+    assert order_state(statuses) == state
+
+
+def test_a_bitrix_status_row_names_an_order_state_and_no_action():
+    record = {"system": "bitrix", "kind": "status", "local_id": "shipped", "external_id": "F"}
+    assert _row(record, "line 2") == MappingRow("bitrix", "status", "shipped", "F", None, None)
+    for wrong in ({"local_id": "SHIPPED"}, {"local_id": "released"}, {"external_type": "ship"}):
+        with pytest.raises(MappingError, match="a bitrix status row maps an order's state"):
+            _row({**record, **wrong}, "line 2")
