@@ -104,6 +104,14 @@ class Settings(BaseSettings):
     kafka_fetch_partition_bytes_max: int = Field(4 * 1024 * 1024, ge=64 * 1024)
     # A member silent for the session timeout is dropped and its partitions move to the others.
     kafka_session_timeout_ms: int = Field(10_000, ge=1000)
+    # Building the consumer waits this long for a first broker (connect, TLS, SASL, versions and
+    # metadata); a stop asked meanwhile waits as long. Past it: "no broker answered", tried again.
+    kafka_bootstrap_timeout_ms: int = Field(
+        10_000,
+        ge=1000,
+        le=120_000,
+        description="the consumer's wait for a first broker; a stop waits as long",
+    )
     kafka_heartbeat_interval_ms: int = Field(3000, ge=100)
     # A batch (record, publish, commit) must be done within this, or the member leaves the group.
     kafka_poll_interval_ms_max: int = Field(120_000, ge=5000)

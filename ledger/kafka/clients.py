@@ -10,16 +10,13 @@ from typing import Any
 from kafka import KafkaConsumer, codec
 from kafka.admin import KafkaAdminClient, NewTopic
 from kafka.errors import KafkaConnectionError, KafkaTimeoutError, TopicAlreadyExistsError
+from kafka.net.compat import KafkaNetClient
 
 from ledger.config import Settings
 from ledger.kafka import header_keys
 from ledger.kafka.producer import BROKER_CONTACT_TIMEOUT_S, Producer, producer_config
 
 REQUEST_TIMEOUT_MS = 30_000
-# How long building a consumer waits for a first broker to answer; a stop asked meanwhile waits as
-# long (kafka-python's default, 30 s, kept `ledger consume` that long from its SIGINT with no broker).
-# Past it the intake says so and tries again after its backoff.
-CONSUMER_BOOTSTRAP_TIMEOUT_MS = 5_000
 
 
 class BrokerUnreachable(KafkaConnectionError):  # type: ignore[misc]  # kafka-python is untyped
@@ -75,10 +72,21 @@ def new_consumer(settings: Settings) -> Any:
         raise ValueError(missing)
     header_keys.install()
     servers = bootstrap_servers(settings)
+    built: list[KafkaNetClient] = []
+
+    def network_client(**config: Any) -> KafkaNetClient:
+        client = KafkaNetClient(**config)
+        built.append(client)
+        return client
+
     try:
-        return _consumer(settings, servers)
+        return _consumer(settings, servers, network_client)
     except (KafkaTimeoutError, KafkaConnectionError) as error:
-        # kafka-python's constructor waits for a broker and fails with one of these when none answers.
+        # kafka-python's constructor starts its network thread, then waits for a broker, and fails
+        # with one of these when none answers, leaving that thread and its sockets running: closed
+        # here, or every try of an outage left a thread and four descriptors behind.
+        for client in built:
+            client.close()
         # kafka-python ends a refused TLS or SASL handshake the same way: the kafka.* lines say which.
         raise BrokerUnreachable(
             f"no broker at {','.join(servers)} answered (a refused TLS or SASL handshake ends so too: "
@@ -86,9 +94,10 @@ def new_consumer(settings: Settings) -> Any:
         ) from error
 
 
-def _consumer(settings: Settings, servers: list[str]) -> Any:
+def _consumer(settings: Settings, servers: list[str], network_client: Any) -> Any:
     return KafkaConsumer(
         bootstrap_servers=servers,
+        kafka_client=network_client,
         client_id=client_id(settings, "consumer"),
         group_id=settings.kafka_group,
         enable_auto_commit=False,
@@ -102,7 +111,8 @@ def _consumer(settings: Settings, servers: list[str]) -> Any:
         heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms,
         max_poll_interval_ms=settings.kafka_poll_interval_ms_max,
         request_timeout_ms=REQUEST_TIMEOUT_MS,
-        bootstrap_timeout_ms=CONSUMER_BOOTSTRAP_TIMEOUT_MS,
+        # kafka-python's default, 30 s, kept `ledger consume` that long from its SIGINT with no broker.
+        bootstrap_timeout_ms=settings.kafka_bootstrap_timeout_ms,
         check_crcs=True,
         key_deserializer=None,
         value_deserializer=None,

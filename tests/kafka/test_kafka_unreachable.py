@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import logging
 import socket
+import subprocess
+import sys
 import threading
 from typing import Any
 
@@ -88,13 +90,17 @@ def said(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
     ]
 
 
+def refused_port() -> int:
+    """A port nothing listens on: each connection to it is refused."""
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        return int(closed.getsockname()[1])
+
+
 def test_the_intake_stops_within_its_bound_while_the_real_client_waits_for_a_broker() -> None:
     """kafka-python's consumer waits for a first broker in its constructor: 30 s unless told, and a
     stop asked meanwhile waited as long (`ledger consume` with no broker, SIGINT: 28 s)."""
-    with socket.socket() as closed:  # a port nothing listens on: each connection is refused
-        closed.bind(("127.0.0.1", 0))
-        port = closed.getsockname()[1]
-    chosen = Settings(kafka_bootstrap=f"127.0.0.1:{port}")
+    chosen = Settings(kafka_bootstrap=f"127.0.0.1:{refused_port()}", kafka_bootstrap_timeout_ms=2000)
     building = threading.Event()
 
     def real_consumer(given: Settings) -> Any:
@@ -111,3 +117,36 @@ def test_the_intake_stops_within_its_bound_while_the_real_client_waits_for_a_bro
     handle = ConsumerHandle(intake).start()
     assert building.wait(DEADLINE_S)
     assert handle.stop(DEADLINE_S), "the intake's stop waited on the client's bootstrap"
+
+
+# Run in a process of its own: pytest's log capture keeps the failed connections' exceptions, and
+# with them their frames and sockets, which a service's log handlers do not.
+_TRIES = """
+import gc, logging, os, sys, threading
+logging.disable(logging.CRITICAL)
+from ledger.config import Settings
+from ledger.kafka.clients import BrokerUnreachable, new_consumer
+settings = Settings(kafka_bootstrap=sys.argv[1], kafka_bootstrap_timeout_ms=1000)
+for _ in range(4):
+    try:
+        new_consumer(settings)
+    except BrokerUnreachable:
+        pass
+    gc.collect()
+    print(threading.active_count(), len(os.listdir("/proc/self/fd")), flush=True)
+"""
+
+
+def test_a_consumer_that_found_no_broker_leaves_no_thread_or_socket_behind() -> None:
+    """kafka-python starts its network thread before it waits for a broker, and left it running
+    with its sockets when none answered: one more thread and four descriptors every try, for as
+    long as an outage lasts."""
+    tries = subprocess.run(
+        [sys.executable, "-c", _TRIES, f"127.0.0.1:{refused_port()}"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    counts = [tuple(map(int, line.split())) for line in tries.stdout.strip().splitlines()]
+    assert len(counts) == 4 and len(set(counts)) == 1, counts  # after the first, nothing more kept
