@@ -287,7 +287,12 @@ def _record_report(recorder: Any, report: Any, settings: Settings, *, force: boo
     sink, ledger = _ledger_sink(settings)
     try:
         events = apply_report(recorder, report, sink, limits, force=force)
-    except (SinkError, EventsRefused) as error:
+    except EventsRefused as error:
+        raise CommandError(
+            f"{error}, and will be again: the report is not marked applied, and the lines before it "
+            "may be recorded already (`ledger history` shows them by their reconcile:<run> ids)"
+        ) from None
+    except SinkError as error:
         raise CommandError(
             f"{error}. The report is not marked applied; applying it again records only what is "
             "missing (each line's event id is the run's)"

@@ -120,7 +120,8 @@ class DemandSync:
         the others back: they are recorded, and then it is raised, naming each such demand, for the
         inbox to try the delivery again and at last give it up with an alert (the demands recorded
         find their rows equal and record nothing more). MoySklad or the ledger unavailable stops
-        the delivery at once: it is tried again whole."""
+        the delivery at once: it is tried again whole (so does a demand whose next revision
+        another process took REVISION_RACES_MAX times in a row)."""
         submitted = 0
         moment = _audit_moment(delivery)
         refused: list[str] = []

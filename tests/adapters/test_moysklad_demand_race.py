@@ -17,7 +17,7 @@ from moysklad_setup import STORE_UUID, VARIANT, client_for, on_hand
 from adapters.db import transaction
 from adapters.moysklad_demands import REVISION_RACES_MAX, DemandSync
 from adapters.outbound import TargetUnavailable
-from adapters.sink import LedgerSink
+from adapters.sink import LedgerSink, SinkError
 from ledger.domain.model import EventType
 
 
@@ -99,3 +99,29 @@ def test_a_demand_whose_revision_is_always_taken_first_goes_back_to_the_inbox_un
 
     assert races == REVISION_RACES_MAX
     assert on_hand(ledger, "shop-1", "SKU-1") == [100 - (20 + races)]  # the quick one's readings only
+
+
+class LedgerAway:
+    def record(self, events: list[Any]) -> list[Any]:
+        raise SinkError("the ledger did not answer")
+
+
+def test_clearing_one_revisions_pending_events_leaves_a_later_revisions_alone(
+    moysklad_account, recorder, mappings, ledger, record
+):
+    fake, server = moysklad_account
+    record(event(EventType.RECEIPT, "shop-1", ("SKU-1", 10)))
+    late, quick = two_processes(server, recorder, mappings, ledger)
+    demand = fake.add_demand(STORE_UUID, [(VARIANT, 5)])
+    quick.handle(fake.webhook_body(demand, "CREATE"))  # revision 1, submitted
+    fake.update_demand(demand, positions=[(VARIANT, 6)])
+    away = DemandSync(recorder, mappings, client_for(server), LedgerAway())
+    with pytest.raises(SinkError):
+        away.handle(fake.webhook_body(demand, "UPDATE"))  # revision 2 stored, its events pending
+    assert revision_of(recorder, demand)[0] == 2
+
+    late._submit(demand, 1, [])  # a process done with revision 1's pending events, late
+
+    assert revision_of(recorder, demand)[1] != "[]"  # revision 2's are still there
+    assert quick.handle(fake.webhook_body(demand, "UPDATE")) == 1  # and go first, next time
+    assert on_hand(ledger, "shop-1", "SKU-1") == [10 - 6]

@@ -308,6 +308,7 @@ def test_a_refusal_or_no_answer_while_applying_is_one_line_and_exit_2_and_the_ru
         err = capsys.readouterr().err
         assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
         assert "is not marked applied" in err
+        assert ("will be again" in err) == (refusing is not None)
 
     monkeypatch.setattr(cli, "_ledger_sink", real)
     assert main(["reconcile", "--apply", "count-1"]) == 0  # then applied, once
