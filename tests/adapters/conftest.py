@@ -63,6 +63,17 @@ def database_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'ledger.db'}"
 
 
+BOTH_DATABASES = ("sqlite", "postgres")
+
+
+def either_database(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """`database_url` on either database, for a module that runs every test on both:
+    `database_url = pytest.fixture(params=BOTH_DATABASES)(either_database)`."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'ledger.db'}"
+    return str(request.getfixturevalue("postgres").create_database())
+
+
 @pytest.fixture
 def ledger(database_url: str) -> Iterator[Any]:
     book = build_ledger(Settings(database_url=database_url, expiry_interval_ms=50, request_timeout_s=20))

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from conftest import event
+from conftest import BOTH_DATABASES, either_database, event
 from moysklad_setup import STORE_UUID, VARIANT, client_for, on_hand
 
 from adapters.db import transaction
@@ -20,13 +20,7 @@ from adapters.outbound import TargetUnavailable
 from adapters.sink import LedgerSink, SinkError
 from ledger.domain.model import EventType
 
-
-@pytest.fixture(params=("sqlite", "postgres"))
-def database_url(request: pytest.FixtureRequest, tmp_path: Any) -> str:
-    """The adapters' conftest's `ledger` and `recorder` on either database."""
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'ledger.db'}"
-    return str(request.getfixturevalue("postgres").create_database())
+database_url = pytest.fixture(params=BOTH_DATABASES)(either_database)  # every test on both
 
 
 def two_processes(server: Any, recorder: Any, mappings: Any, ledger: Any) -> tuple[DemandSync, DemandSync]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from conftest import FAST, bitrix_target, event
+from conftest import BOTH_DATABASES, FAST, bitrix_target, either_database, event
 from moysklad_setup import OTHER_STORE_UUID, STORE_UUID, VARIANT, client_for
 
 from adapters.db import transaction
@@ -24,12 +24,7 @@ RECEIPT, RESERVATION = EventType.RECEIPT, EventType.RESERVATION
 ORDER = "7"  # the Bitrix order id: the reservation's order id
 
 
-@pytest.fixture(params=("sqlite", "postgres"))
-def database_url(request: pytest.FixtureRequest, tmp_path: Any) -> str:
-    """The adapters' conftest's `ledger` and `recorder` on either database."""
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'ledger.db'}"
-    return str(request.getfixturevalue("postgres").create_database())
+database_url = pytest.fixture(params=BOTH_DATABASES)(either_database)  # every test on both
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import event
+from conftest import BOTH_DATABASES, either_database, event
 
 from adapters.db import transaction
 from adapters.runner import Runner, build_adapters
@@ -39,12 +39,7 @@ BULK_LINES = 1000  # lines of each event the saturating thread records
 DEADLINE_S = 90.0
 
 
-@pytest.fixture(params=("sqlite", "postgres"))
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """Overrides the adapters' SQLite-only fixture: these tests run on both databases."""
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'ledger.db'}"
-    return str(request.getfixturevalue("postgres").create_database())
+database_url = pytest.fixture(params=BOTH_DATABASES)(either_database)  # every test on both
 
 
 @pytest.fixture

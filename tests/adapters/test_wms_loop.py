@@ -6,11 +6,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import FAST, event
+from conftest import BOTH_DATABASES, FAST, either_database, event
 from ledger_stand_ins import RefusingLedger
 
 from adapters import masking
@@ -35,12 +34,7 @@ CIS = [f"0104601234567890215AB{n:03d}" for n in range(10)]  # Честный з�
 SSCC = "003456789012345678"
 
 
-@pytest.fixture(params=("sqlite", "postgres"))
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """Overrides the adapters' SQLite-only database: every test here runs on both."""
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'ledger.db'}"
-    return str(request.getfixturevalue("postgres").create_database())
+database_url = pytest.fixture(params=BOTH_DATABASES)(either_database)  # every test on both
 
 
 @pytest.fixture
