@@ -335,13 +335,20 @@ class DemandSync:
             queue_order_statuses(tx, states, stores, events)
 
     def _reservation_for(self, store_id: str, order_id: str) -> str | None:
-        with self.recorder.read_transaction() as tx:
-            row = tx.fetchone(
-                "SELECT reservation_id FROM ledger_reservations WHERE store_id = %s "
-                "AND (order_id = %s OR reservation_id = %s) ORDER BY placed_at_position DESC LIMIT 1",
-                (store_id, order_id, order_id),
-            )
-        return row["reservation_id"] if row else None
+        found = order_reservation(self.recorder, store_id, order_id)
+        return found[0] if found else None
+
+
+def order_reservation(recorder: Any, store_id: str, order_id: str) -> tuple[str, str] | None:
+    """The id and status of the newest reservation at `store_id` for the order `order_id` (or
+    whose id it is)."""
+    with recorder.read_transaction() as tx:
+        row = tx.fetchone(
+            "SELECT reservation_id, status FROM ledger_reservations WHERE store_id = %s "
+            "AND (order_id = %s OR reservation_id = %s) ORDER BY placed_at_position DESC LIMIT 1",
+            (store_id, order_id, order_id),
+        )
+    return (str(row["reservation_id"]), str(row["status"])) if row else None
 
 
 def _audit_moment(delivery: dict[str, Any]) -> datetime | None:

@@ -7,8 +7,9 @@ entityType and action (1 for a solution); `PUT entity/webhook/{id}` with `enable
 md/dictionaries/_webhookstock.md: the same for `entity/webhookstock`, keyed by stockType,
 reportType and url.
 
-The ledger follows `demand` CREATE, UPDATE and DELETE (moysklad_demands.py) and the stock
-notification `stock`/`bystore` (moysklad_stock.py), all at one URL. The command lists what exists
+The ledger follows `demand` CREATE, UPDATE and DELETE (moysklad_demands.py), `customerorder`
+UPDATE (moysklad_order_cancels.py) and the stock notification `stock`/`bystore`
+(moysklad_stock.py), all at one URL. The command lists what exists
 first and creates only what is missing (a disabled one is enabled again), so running it twice
 creates nothing; it prints one line per subscription saying what it did.
 """
@@ -45,6 +46,7 @@ class Subscription:
 
 SUBSCRIPTIONS = (
     *(Subscription("entity/webhook", {"entityType": "demand", "action": a}) for a in DEMAND_ACTIONS),
+    Subscription("entity/webhook", {"entityType": "customerorder", "action": "UPDATE"}),
     Subscription("entity/webhookstock", STOCK_SUBSCRIPTION),
 )
 

@@ -22,6 +22,7 @@ from adapters.masking import remember_settings, secret_safe_logger
 from adapters.moysklad import MoySkladClient, MoySkladConfig, MoySkladOrdersTarget
 from adapters.moysklad_catchup import DemandCatchUp
 from adapters.moysklad_demands import DemandSync
+from adapters.moysklad_order_cancels import OrderCancels
 from adapters.moysklad_stock import StockWebhook, is_stock_notification
 from adapters.outbound import OutboundWorker, Target, TargetUnavailable, WorkerLimits
 from adapters.signatures import SignatureScheme
@@ -146,7 +147,10 @@ def build_adapters(settings: Settings, sink: EventSink | None = None, recorder: 
         targets.append(MoySkladOrdersTarget(recorder, mappings, client))
         if sink is not None:
             demands = DemandSync(recorder, mappings, client, sink)
-            handlers["moysklad"] = moysklad_handler(demands, StockWebhook(recorder, mappings, client))
+            cancels = OrderCancels(recorder, mappings, client, sink)
+            handlers["moysklad"] = moysklad_handler(
+                demands, cancels, StockWebhook(recorder, mappings, client)
+            )
             if settings.moysklad_catch_up_s > 0:
                 adapters.moysklad_catch_up = DemandCatchUp(recorder, client, demands)
     if (wms := wms_config(settings)) is not None:
@@ -227,14 +231,19 @@ def webhook_spool(settings: Settings) -> DeliverySpool:
     return DeliverySpool(directory, settings.adapters_spool_deliveries_max)
 
 
-def moysklad_handler(demands: DemandSync, stock: StockWebhook) -> Callable[[Any], None]:
-    """MoySklad posts both kinds to one URL: entity notifications (`events`) and stock ones (`reportUrl`)."""
+def moysklad_handler(
+    demands: DemandSync, cancels: OrderCancels, stock: StockWebhook
+) -> Callable[[Any], None]:
+    """MoySklad posts both kinds to one URL: entity notifications (`events`: demands, customer
+    orders) and stock ones (`reportUrl`). A delivery tried again is harmless to both entity kinds:
+    each records a change once."""
 
     def handle(delivery: Any) -> None:
         if is_stock_notification(delivery):
             stock.handle(delivery)
         else:
             demands.handle(delivery)
+            cancels.handle(delivery)
 
     return handle
 

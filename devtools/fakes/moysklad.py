@@ -144,6 +144,20 @@ class FakeMoySklad:
             self._change_demand(demand_id, positions, store, applicable)
             self._notify("demand", demand_id, "UPDATE")
 
+    def set_order_state(self, order_id: str, state_uuid: str) -> None:
+        """A person moves a customer order to another state in the app (its webhooks notified)."""
+        with self._lock:
+            order = self.orders[order_id]
+            order["state"] = {
+                "meta": {
+                    "href": f"{self.origin}{BASE_PATH}entity/customerorder/metadata/states/{state_uuid}",
+                    "type": "state",
+                    "mediaType": "application/json",
+                }
+            }
+            order["updated"] = moment_text(datetime.now(UTC))
+            self._notify("customerorder", order_id, "UPDATE")
+
     def delete_demand(self, demand_id: str) -> None:
         with self._lock:
             name = self.demands.pop(demand_id)["name"]
@@ -350,6 +364,7 @@ class FakeMoySklad:
         for name in ("description", "externalCode"):
             if name in body:
                 order[name] = body[name]
+        order["updated"] = moment_text(datetime.now(UTC))
         self._notify("customerorder", order_id, "UPDATE", request)
         return Reply(200, order)
 
@@ -440,6 +455,7 @@ class FakeMoySklad:
             **body,
             "id": order_id,
             "name": f"{len(self.orders) + 1:05d}",
+            "updated": moment_text(datetime.now(UTC)),
             **self.meta("customerorder", order_id),
             "positions": positions,
         }

@@ -24,6 +24,7 @@ from adapters.moysklad import (
     MoySkladOrdersTarget,
 )
 from adapters.moysklad_demands import DemandSync
+from adapters.moysklad_order_cancels import OrderCancels
 from adapters.moysklad_stock import StockWebhook, run_id_for
 from adapters.moysklad_webhooks import register_webhooks
 from adapters.outbound import OutboundWorker
@@ -390,7 +391,14 @@ def test_a_stock_notification_makes_a_report_of_what_changed_and_changes_nothing
     fake.set_stock(VARIANT, STORE_UUID, 8)  # the ledger says 10
     sync = DemandSync(recorder, mappings, client, LedgerSink(ledger))
     inbox = InboxWorker(
-        recorder, {"moysklad": moysklad_handler(sync, StockWebhook(recorder, mappings, client))}
+        recorder,
+        {
+            "moysklad": moysklad_handler(
+                sync,
+                OrderCancels(recorder, mappings, client, sync.sink),
+                StockWebhook(recorder, mappings, client),
+            )
+        },
     )
 
     assert fake.notify_stock_changes(since) == 1

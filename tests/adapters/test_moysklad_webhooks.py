@@ -6,13 +6,16 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from conftest import event
+from conftest import FAST, event
 from moysklad_setup import SECRET, STORE_UUID, VARIANT, client_for, on_hand
 
 from adapters.inbound import InboxWorker
+from adapters.moysklad import MoySkladOrdersTarget
 from adapters.moysklad_demands import DemandSync
+from adapters.moysklad_order_cancels import OrderCancels
 from adapters.moysklad_stock import StockWebhook
 from adapters.moysklad_webhooks import register_webhooks
+from adapters.outbound import OutboundWorker
 from adapters.runner import moysklad_handler
 from adapters.sink import LedgerSink
 from ledger.cli import main
@@ -38,7 +41,14 @@ def test_registered_webhooks_bring_demands_and_their_corrections_into_the_ledger
     register_webhooks(client, f"{receiver.url}/moysklad/webhook/{SECRET}")
     sync = DemandSync(recorder, mappings, client, LedgerSink(ledger))
     inbox = InboxWorker(
-        recorder, {"moysklad": moysklad_handler(sync, StockWebhook(recorder, mappings, client))}
+        recorder,
+        {
+            "moysklad": moysklad_handler(
+                sync,
+                OrderCancels(recorder, mappings, client, sync.sink),
+                StockWebhook(recorder, mappings, client),
+            )
+        },
     )
 
     demand = fake.add_demand(STORE_UUID, [(VARIANT, 6)])
@@ -52,6 +62,33 @@ def test_registered_webhooks_bring_demands_and_their_corrections_into_the_ledger
     fake.deliver_webhooks()
     assert inbox.run_once() == (1, 0)
     assert on_hand(ledger, "shop-1", "SKU-1") == [10]
+
+
+def test_a_customer_order_cancelled_in_moysklad_comes_by_webhook_and_releases_its_reservation(
+    account, receiver, recorder, mappings, mapped, ledger, record
+):
+    fake, server = account
+    client = client_for(server)
+    cancelled = "5a5a0000-0000-0000-0000-00000000000c"
+    mapped(("moysklad", "status", "released", cancelled))
+    record(
+        event(RECEIPT, "shop-1", ("SKU-1", 10)),
+        event(EventType.RESERVATION, "shop-1", ("SKU-1", 4), reservation_id="res-3", order_id="B-3"),
+    )
+    OutboundWorker(recorder, MoySkladOrdersTarget(recorder, mappings, client), FAST).run_until_idle()
+    register_webhooks(client, f"{receiver.url}/moysklad/webhook/{SECRET}")
+    sync = DemandSync(recorder, mappings, client, LedgerSink(ledger))
+    handler = moysklad_handler(
+        sync, OrderCancels(recorder, mappings, client, sync.sink), StockWebhook(recorder, mappings, client)
+    )
+    inbox = InboxWorker(recorder, {"moysklad": handler})
+
+    (order_id,) = [o["id"] for o in fake.orders.values() if o["externalCode"] == "B-3"]
+    fake.set_order_state(order_id, cancelled)  # a person, in the app
+    (outcome,) = fake.deliver_webhooks()
+    assert outcome.delivered and inbox.run_once() == (1, 0)
+
+    assert ledger.levels("shop-1", ["SKU-1"])[0].level.reserved_units == 0
 
 
 def test_the_fake_sends_a_webhook_four_times_in_a_row_then_drops_it(account):
@@ -75,13 +112,16 @@ def test_registering_twice_creates_nothing_the_second_time_and_enables_a_disable
     url = "https://ledger.example.com/moysklad/webhook/s"
 
     first = register_webhooks(client, url)
-    (update_hook,) = [h for h in fake.webhooks.values() if h["action"] == "UPDATE"]
+    (update_hook,) = [
+        h for h in fake.webhooks.values() if (h["entityType"], h["action"]) == ("demand", "UPDATE")
+    ]
     update_hook["enabled"] = False
     second = register_webhooks(client, url)
 
-    assert len(first) == 4 and all(": subscribed (" in line for line in first)
+    assert len(first) == 5 and all(": subscribed (" in line for line in first)
     assert sorted((h["entityType"], h["action"], h["url"]) for h in fake.webhooks.values()) == [
-        ("demand", action, url) for action in ("CREATE", "DELETE", "UPDATE")
+        ("customerorder", "UPDATE", url),
+        *(("demand", action, url) for action in ("CREATE", "DELETE", "UPDATE")),
     ]
     assert [(h["stockType"], h["reportType"]) for h in fake.stock_webhooks.values()] == [("stock", "bystore")]
     assert [line.split(":")[1].split("(")[0].strip() for line in second] == [
@@ -89,8 +129,9 @@ def test_registering_twice_creates_nothing_the_second_time_and_enables_a_disable
         "enabled again",
         "subscribed already",
         "subscribed already",
+        "subscribed already",
     ]
-    assert fake.webhooks[update_hook["id"]]["enabled"] is True and len(fake.webhooks) == 3
+    assert fake.webhooks[update_hook["id"]]["enabled"] is True and len(fake.webhooks) == 4
 
 
 def test_the_fake_keeps_the_documented_registry_rules(account):
@@ -119,7 +160,7 @@ def test_register_webhooks_on_the_command_line(account, monkeypatch, database_ur
     assert main(["adapters", "register-webhooks", "--url", "https://ledger.example.com"]) == 0
 
     out = capsys.readouterr().out
-    assert out.count(": subscribed (") == 4 and out.count("subscribed already") == 4
+    assert out.count(": subscribed (") == 5 and out.count("subscribed already") == 5
     assert SECRET not in out
     assert {h["url"] for h in fake.webhooks.values()} == {
         f"https://ledger.example.com/moysklad/webhook/{SECRET}"

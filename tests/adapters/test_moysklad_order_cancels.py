@@ -1,0 +1,137 @@
+"""A customer order a person cancels in MoySklad (moved to the state mapped as `released`) releases
+what its reservation still holds in the ledger, once; nothing else an order does there moves
+stock (adapters/moysklad_order_cancels.py)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from conftest import FAST, event
+from moysklad_setup import STORE_UUID, VARIANT, client_for, on_hand
+
+from adapters.moysklad import MoySkladOrdersTarget
+from adapters.moysklad_demands import DemandSync
+from adapters.moysklad_order_cancels import OrderCancels
+from adapters.moysklad_webhooks import register_webhooks
+from adapters.outbound import OutboundWorker
+from adapters.sink import LedgerSink
+from ledger.domain.model import EventType
+
+RECEIPT, RESERVATION, RELEASE = EventType.RECEIPT, EventType.RESERVATION, EventType.RESERVATION_RELEASE
+CANCELLED = "5a5a0000-0000-0000-0000-00000000000c"  # the account's "cancelled" state
+OTHER_STATE = "5a5a0000-0000-0000-0000-00000000000d"
+
+
+@pytest.fixture
+def account(moysklad_account: Any, mapped: Any) -> Any:
+    mapped(("moysklad", "status", "released", CANCELLED))
+    return moysklad_account
+
+
+def reserved(ledger: Any) -> int:
+    return ledger.levels("shop-1", ["SKU-1"])[0].level.reserved_units
+
+
+def placed_order(fake: Any, server: Any, recorder: Any, mappings: Any, record: Any) -> tuple[str, Any]:
+    """A reservation of 5 for order B-9 at shop-1, and its customer order in MoySklad; and the
+    orders' worker (one: it holds the target's lease)."""
+    record(
+        event(RECEIPT, "shop-1", ("SKU-1", 10)),
+        event(RESERVATION, "shop-1", ("SKU-1", 5), reservation_id="res-9", order_id="B-9"),
+    )
+    worker = OutboundWorker(recorder, MoySkladOrdersTarget(recorder, mappings, client_for(server)), FAST)
+    worker.run_until_idle()
+    (order_id,) = [o["id"] for o in fake.orders.values() if o["externalCode"] == "B-9"]
+    return str(order_id), worker
+
+
+def cancels_of(server: Any, recorder: Any, mappings: Any, ledger: Any) -> OrderCancels:
+    return OrderCancels(recorder, mappings, client_for(server), LedgerSink(ledger))
+
+
+def test_an_order_cancelled_in_moysklad_releases_its_reservation_once(
+    account, recorder, mappings, ledger, record
+):
+    fake, server = account
+    order_id, _ = placed_order(fake, server, recorder, mappings, record)
+    cancels = cancels_of(server, recorder, mappings, ledger)
+    assert reserved(ledger) == 5
+
+    fake.set_order_state(order_id, CANCELLED)
+    notice = fake.notification_body("customerorder", order_id, "UPDATE")
+    assert cancels.handle(notice) == 1
+    assert reserved(ledger) == 0
+    assert on_hand(ledger, "shop-1", "SKU-1") == [10]
+    view = ledger.reservation("shop-1", "res-9")
+    assert view.reservation.status.value == "released"
+
+    assert cancels.handle(notice) == 0  # delivered again: the reservation holds nothing any more
+
+
+def test_a_cancelled_order_partly_shipped_releases_only_what_is_still_held(
+    account, recorder, mappings, ledger, record
+):
+    fake, server = account
+    order_id, _ = placed_order(fake, server, recorder, mappings, record)
+    demands = DemandSync(recorder, mappings, client_for(server), LedgerSink(ledger))
+    demands.handle(fake.webhook_body(fake.add_demand(STORE_UUID, [(VARIANT, 2)], order_external_code="B-9")))
+    assert reserved(ledger) == 3
+
+    fake.set_order_state(order_id, CANCELLED)
+    cancels_of(server, recorder, mappings, ledger).handle(
+        fake.notification_body("customerorder", order_id, "UPDATE")
+    )
+
+    assert reserved(ledger) == 0
+    assert on_hand(ledger, "shop-1", "SKU-1") == [8]  # the 2 shipped stay shipped
+
+
+def test_another_state_or_no_mapping_row_releases_nothing(
+    account, recorder, mappings, mapped, ledger, record
+):
+    fake, server = account
+    order_id, _ = placed_order(fake, server, recorder, mappings, record)
+    cancels = cancels_of(server, recorder, mappings, ledger)
+
+    fake.set_order_state(order_id, OTHER_STATE)
+    assert cancels.handle(fake.notification_body("customerorder", order_id, "UPDATE")) == 0
+    assert reserved(ledger) == 5
+
+    mapped(("moysklad", "status", "released", OTHER_STATE))  # the row now names the other state
+    fake.set_order_state(order_id, CANCELLED)
+    assert cancels.handle(fake.notification_body("customerorder", order_id, "UPDATE")) == 0
+    assert reserved(ledger) == 5
+
+
+def test_the_ledgers_own_release_sets_the_state_without_a_notification_and_releases_nothing_more(
+    account, recorder, mappings, ledger, record
+):
+    fake, server = account
+    order_id, orders = placed_order(fake, server, recorder, mappings, record)
+    register_webhooks(client_for(server), "http://ledger.example/moysklad/webhook/s")
+    fake.outbox.clear()
+    record(event(RELEASE, "shop-1", ("SKU-1", 5), reservation_id="res-9"))
+    orders.run_until_idle()
+
+    assert fake.orders[order_id]["state"]["meta"]["href"].endswith(CANCELLED)
+    assert fake.outbox == []  # asked for no notification of the ledger's own change
+    notice = fake.notification_body("customerorder", order_id, "UPDATE")
+    assert cancels_of(server, recorder, mappings, ledger).handle(notice) == 0
+
+
+def test_the_ledger_subscribes_to_customer_order_updates_and_a_person_s_change_is_notified(
+    account, recorder, mappings, record
+):
+    fake, server = account
+    order_id, _ = placed_order(fake, server, recorder, mappings, record)
+    url = "http://ledger.example/moysklad/webhook/s"
+    done = register_webhooks(client_for(server), url)
+    assert any(line.startswith("customerorder UPDATE: subscribed") for line in done), done
+    fake.outbox.clear()
+
+    fake.set_order_state(order_id, CANCELLED)  # in the app
+
+    [(to, body)] = fake.outbox
+    assert to == url and body["events"][0]["meta"]["type"] == "customerorder"
+    assert body["events"][0]["action"] == "UPDATE"
