@@ -478,6 +478,20 @@ class MoySkladOrdersTarget:
         return None
 
 
+# MoySklad's error code for a document the token's user may not see (md/_errors.md, 1016).
+DOCUMENT_NOT_VISIBLE = 1016
+
+
+def error_codes(answer: Response) -> set[int]:
+    """The `code` of each of an answer's `errors` (md/_errors.md)."""
+    try:
+        body = answer.json() or {}
+    except ValueError:
+        return set()
+    errors = body.get("errors") if isinstance(body, dict) else None
+    return {int(e["code"]) for e in errors or () if isinstance(e, dict) and isinstance(e.get("code"), int)}
+
+
 def errors_text(answer: Response) -> str:
     try:
         body = answer.json() or {}

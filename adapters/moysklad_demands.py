@@ -48,7 +48,17 @@ from adapters.db import now_text, transaction
 from adapters.http import ForeignUrl, under_base
 from adapters.mappings import Mappings
 from adapters.masking import secret_safe_logger
-from adapters.moysklad import PRINCIPAL, SOURCE, SYSTEM, MoySkladClient, entity_id, errors_text, parse_moment
+from adapters.moysklad import (
+    DOCUMENT_NOT_VISIBLE,
+    PRINCIPAL,
+    SOURCE,
+    SYSTEM,
+    MoySkladClient,
+    entity_id,
+    error_codes,
+    errors_text,
+    parse_moment,
+)
 from adapters.moysklad_order_status import mapped_states, queue_order_statuses
 from adapters.outbound import TargetUnavailable
 from adapters.sink import EventSink
@@ -60,8 +70,6 @@ REFERENCE_CHARS_MAX = 256
 # How many times in a row one notification may find its demand's next revision taken by another
 # adapters process before it gives the delivery back to the inbox, to be tried again later.
 REVISION_RACES_MAX = 5
-# MoySklad's error code for a document the token's user may not see (error 1016).
-DOCUMENT_NOT_VISIBLE = 1016
 
 
 class DemandsRefused(ValueError):
@@ -204,7 +212,7 @@ class DemandSync:
         answer = self.client.request("GET", href, params={"expand": "positions,customerOrder"})
         if answer.status == 404:
             return Holding(), datetime.now(UTC)  # deleted since: it holds nothing
-        if answer.status == 403 and DOCUMENT_NOT_VISIBLE in _error_codes(answer):
+        if answer.status == 403 and DOCUMENT_NOT_VISIBLE in error_codes(answer):
             # This document is not the token's to read: no retry will change it, and taken for an
             # outage it held every later delivery back for good. Any other 403 (the account's
             # rights, the token) is an outage: the deliveries wait until it is put right.
@@ -326,27 +334,30 @@ class DemandSync:
     def _submit(self, demand_id: str, revision: int, events: list[StockEvent]) -> None:
         if events:
             self.sink.record(events)  # ids are the revision's: a second submission is a duplicate
-        states, stores = mapped_states(self.mappings), list(self.mappings.all(SYSTEM, "store"))
+        states = mapped_states(self.mappings)
         with transaction(self.recorder) as tx:  # not a later revision's, stored meanwhile by another
             tx.execute(
                 "UPDATE adapter_moysklad_demands SET pending = %s WHERE demand_id = %s AND revision = %s",
                 ("[]", demand_id, revision),
             )
-            queue_order_statuses(tx, states, stores, events)
+            queue_order_statuses(tx, states, events)
 
     def _reservation_for(self, store_id: str, order_id: str) -> str | None:
         found = order_reservation(self.recorder, store_id, order_id)
         return found[0] if found else None
 
 
-def order_reservation(recorder: Any, store_id: str, order_id: str) -> tuple[str, str] | None:
-    """The id and status of the newest reservation at `store_id` for the order `order_id` (or
-    whose id it is)."""
+def order_reservation(recorder: Any, store_id: str, external_code: str) -> tuple[str, str] | None:
+    """The id and status of the reservation at `store_id` that a customer order's `externalCode`
+    names: the newest of the order id's own (the orders target's code), else one without an order
+    id whose id it is (the code then); never another order's reservation whose id happens to be
+    this order's id."""
     with recorder.read_transaction() as tx:
         row = tx.fetchone(
             "SELECT reservation_id, status FROM ledger_reservations WHERE store_id = %s "
-            "AND (order_id = %s OR reservation_id = %s) ORDER BY placed_at_position DESC LIMIT 1",
-            (store_id, order_id, order_id),
+            "AND (order_id = %s OR (order_id IS NULL AND reservation_id = %s)) "
+            "ORDER BY CASE WHEN order_id = %s THEN 0 ELSE 1 END, placed_at_position DESC LIMIT 1",
+            (store_id, external_code, external_code, external_code),
         )
     return (str(row["reservation_id"]), str(row["status"])) if row else None
 
@@ -421,12 +432,3 @@ def _events_from_json(text: str | None) -> list[StockEvent]:
         )
         for item in orjson.loads(text or "[]")
     ]
-
-
-def _error_codes(answer: Any) -> set[int]:
-    try:
-        body = answer.json() or {}
-    except ValueError:
-        return set()
-    errors = body.get("errors") if isinstance(body, dict) else None
-    return {int(e["code"]) for e in errors or () if isinstance(e, dict) and isinstance(e.get("code"), int)}

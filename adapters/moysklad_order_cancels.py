@@ -8,10 +8,18 @@ the other way: a `customerorder` UPDATE notification (md/dictionaries/_webhook.m
 back, is in that state (`state.meta.href` ends with the state's uuid: md/documents/_customerOrder.md)
 releases what the reservation at the order's store still holds: a `stock.reservation_release` from
 source `moysklad` without lines (CONTRACT §1: everything still reserved), id
-`customerorder:<order uuid>:release`, so a notification delivered again is a duplicate. A
+`customerorder:<order uuid>:<reservation id>:release`, so a notification delivered again is a
+duplicate, and a later reservation of the same order (which reuses its customer order) is not.
+The reservation is the one the order's `externalCode` names (moysklad_demands.order_reservation:
+the order id's own, else one placed without an order id under that id). A
 reservation that holds nothing any more (shipped, released, expired) is left as it is. The ledger's
 own move of an order to that state asks MoySklad for no notification (moysklad.py), and would
 release nothing more if one came.
+
+The subscription asks for `diffType` FIELDS, so that each notification lists the fields changed
+(`updatedFields`: md/dictionaries/_webhook.md): one that does not list `state` is passed without a
+request (orders are edited often, and MoySklad's request budget is shared with the demands); one
+without the list (a subscription made before) is read back.
 
 Not followed: an order deleted in MoySklad (its notification carries only its href, and the order is
 no longer there to say which reservation it was: reconcile, or release it through the API); other
@@ -27,7 +35,16 @@ from typing import Any
 from adapters.http import ForeignUrl, under_base
 from adapters.mappings import Mappings
 from adapters.masking import secret_safe_logger
-from adapters.moysklad import PRINCIPAL, SOURCE, SYSTEM, MoySkladClient, entity_id, parse_moment
+from adapters.moysklad import (
+    DOCUMENT_NOT_VISIBLE,
+    PRINCIPAL,
+    SOURCE,
+    SYSTEM,
+    MoySkladClient,
+    entity_id,
+    error_codes,
+    parse_moment,
+)
 from adapters.moysklad_demands import DemandsRefused, order_reservation
 from adapters.outbound import TargetUnavailable
 from adapters.sink import EventSink
@@ -54,8 +71,12 @@ class OrderCancels:
         submitted = 0
         for notice in delivery.get("events") or []:
             meta = notice.get("meta") or {}
-            if meta.get("type") == "customerorder" and notice.get("action") == "UPDATE":
-                submitted += self.sync(str(meta["href"]))
+            if meta.get("type") != "customerorder" or notice.get("action") != "UPDATE":
+                continue
+            fields = notice.get("updatedFields")
+            if isinstance(fields, list) and "state" not in fields:
+                continue  # another field (diffType FIELDS): not read back, the budget is shared
+            submitted += self.sync(str(meta["href"]))
         return submitted
 
     def sync(self, href: str) -> int:
@@ -68,7 +89,9 @@ class OrderCancels:
         answer = self.client.request("GET", href)
         if answer.status == 404:
             return 0  # deleted since: not followed (the module's docstring)
-        if answer.status == 403:
+        if answer.status == 403 and DOCUMENT_NOT_VISIBLE in error_codes(answer):
+            # Not this token's to read: no retry changes it (given up with an alert). Any other 403
+            # (the account's rights, the token) is an outage, waited out as the demands' are.
             raise DemandsRefused(f"moysklad customerorder: HTTP 403, not readable with this token: {href}")
         if answer.status != 200:
             raise TargetUnavailable(f"moysklad customerorder: HTTP {answer.status}")
@@ -87,7 +110,7 @@ class OrderCancels:
         reservation_id = found[0]
         name = order.get("name") or order.get("id")
         event = StockEvent(
-            event_id=f"customerorder:{order.get('id')}:release",
+            event_id=f"customerorder:{order.get('id')}:{reservation_id}:release",
             source=SOURCE,
             type=EventType.RESERVATION_RELEASE,
             time=_utc(order.get("updated")),

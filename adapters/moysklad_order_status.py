@@ -3,21 +3,22 @@ shipped ... The Bitrix order status must transition to 'Partially Shipped', not 
 
 Once a demand's shipment is recorded under its order's reservation, the ledger's reservation says
 where the order stands (a part's status: `partially_shipped` while it still holds units after some
-shipped, `shipped` once it holds none). Across stores (CONTRACT §6: one reservation id, a part at
-each store), the parts at every store mapped to MoySklad count: the order is `shipped` when none of
-them holds units any more and some shipped, `partially_shipped` while any holds units after any
-shipped. With a mapping row `bitrix,status,<that state>,<Bitrix status id>`, the status is queued
-for the Bitrix target under `status:<order id>` (a newer status of the order replaces one not yet
-pushed; adapters/bitrix.py sets it with sale.order.update), in the transaction that marks the
-demand's events submitted: a crash before it submits them again and queues it then. Without such a
-row nothing is queued. A return (a demand corrected down, or deleted) changes no reservation
-(CONTRACT: a return does not place one again), so it queues nothing.
+shipped, `shipped` once it holds none). Every part of the reservation counts, at whatever store
+(CONTRACT §6: one reservation id, a part at each store; a part at a WMS warehouse or a shop too):
+the order is `shipped` when none holds units any more and some shipped, `partially_shipped` while
+any holds units after any shipped. With a mapping row `bitrix,status,<that state>,<Bitrix status
+id>`, the status is queued for the Bitrix target under `status:<order id>`, the reservation's own
+order id (a reservation placed without one names no Bitrix order, and queues nothing; a newer
+status of the order replaces one not yet pushed; adapters/bitrix.py sets it with
+sale.order.update), in the transaction that marks the demand's events submitted: a crash before
+it submits them again and queues it then. Without such a row nothing is queued. A return (a demand
+corrected down, or deleted) changes no reservation (CONTRACT: a return does not place one again),
+so it queues nothing.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
 
 from adapters.mappings import BITRIX_ORDER_STATES, Mappings
 from adapters.outbound import enqueue
@@ -47,32 +48,23 @@ def mapped_states(mappings: Mappings) -> dict[str, str]:
     return {state: rule.target_status for state, rule in rules.items() if rule is not None}
 
 
-def queue_order_statuses(
-    tx: SqlTx, states: dict[str, str], stores: Iterable[str], events: Iterable[StockEvent]
-) -> None:
+def queue_order_statuses(tx: SqlTx, states: dict[str, str], events: Iterable[StockEvent]) -> None:
     """Queues the Bitrix status of each order a shipment among `events` went out under, if its
     state is among `states` (mapped_states)."""
-    orders = {
-        (event.reservation_id, event.order_id)
-        for event in events
-        if event.type is EventType.SHIPMENT and event.reservation_id and event.order_id
+    reservations = {
+        event.reservation_id for event in events if event.type is EventType.SHIPMENT and event.reservation_id
     }
-    if not orders or not states:
+    if not reservations or not states:
         return
-    stores = sorted(stores)
-    for reservation_id, order_id in sorted(orders):
-        state = order_state(_part_statuses(tx, stores, reservation_id))
+    for reservation_id in sorted(reservations):
+        parts = tx.fetchall(  # by ledger_reservations_by_id
+            "SELECT status, order_id FROM ledger_reservations WHERE reservation_id = %s", (reservation_id,)
+        )
+        order_ids = {str(part["order_id"]) for part in parts if part["order_id"]}
+        if len(order_ids) != 1:
+            continue  # placed without an order id: no Bitrix order is named
+        (order_id,) = order_ids
+        state = order_state(str(part["status"]) for part in parts)
         if state in states:
             payload = {"order_id": order_id, "status_id": states[state], "reservation_state": state}
             enqueue(tx, BITRIX, f"status:{order_id}", payload)
-
-
-def _part_statuses(tx: SqlTx, stores: list[str], reservation_id: str) -> Iterable[str]:
-    """Each part's status, a lookup by the reservations' key per store."""
-    for store_id in stores:
-        row: Any = tx.fetchone(
-            "SELECT status FROM ledger_reservations WHERE store_id = %s AND reservation_id = %s",
-            (store_id, reservation_id),
-        )
-        if row is not None:
-            yield str(row["status"])

@@ -11,12 +11,13 @@ The ledger follows `demand` CREATE, UPDATE and DELETE (moysklad_demands.py), `cu
 UPDATE (moysklad_order_cancels.py) and the stock notification `stock`/`bystore`
 (moysklad_stock.py), all at one URL. The command lists what exists
 first and creates only what is missing (a disabled one is enabled again), so running it twice
-creates nothing; it prints one line per subscription saying what it did.
+creates nothing (one whose diffType differs is updated); it prints one line per subscription
+saying what it did.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from adapters.masking import mask
@@ -38,6 +39,7 @@ class RegistrationError(ValueError):
 class Subscription:
     resource: str  # entity/webhook | entity/webhookstock
     key: dict[str, str]  # what, with the url, makes it unique
+    settings: dict[str, str] = field(default_factory=dict)  # set on it too, not part of the key
 
     @property
     def label(self) -> str:
@@ -46,7 +48,11 @@ class Subscription:
 
 SUBSCRIPTIONS = (
     *(Subscription("entity/webhook", {"entityType": "demand", "action": a}) for a in DEMAND_ACTIONS),
-    Subscription("entity/webhook", {"entityType": "customerorder", "action": "UPDATE"}),
+    # FIELDS: each notification lists the fields changed (`updatedFields`), so that an order's
+    # edit that is not of its state is passed without reading the order back.
+    Subscription(
+        "entity/webhook", {"entityType": "customerorder", "action": "UPDATE"}, {"diffType": "FIELDS"}
+    ),
     Subscription("entity/webhookstock", STOCK_SUBSCRIPTION),
 )
 
@@ -73,16 +79,19 @@ def register_webhooks(client: MoySkladClient, url: str) -> list[str]:
             ),
             None,
         )
-        if found is not None and found.get("enabled", True):
+        settled = all(found.get(k) == v for k, v in subscription.settings.items()) if found else False
+        if found is not None and found.get("enabled", True) and settled:
             done.append(f"{subscription.label}: subscribed already ({found.get('id')})")
             continue
         if found is not None:
             answer = client.request(
-                "PUT", f"{subscription.resource}/{found['id']}", json_body={"enabled": True}
+                "PUT",
+                f"{subscription.resource}/{found['id']}",
+                json_body={"enabled": True, **subscription.settings},
             )
-            verb = "enabled again"
+            verb = "updated" if found.get("enabled", True) else "enabled again"
         else:
-            body: dict[str, Any] = {"url": url, **subscription.key}
+            body: dict[str, Any] = {"url": url, **subscription.key, **subscription.settings}
             if subscription.resource == "entity/webhookstock":
                 body["enabled"] = True
             answer = client.request("POST", subscription.resource, json_body=body)

@@ -142,7 +142,8 @@ class FakeMoySklad:
         """A person corrects a demand: its positions, its store, or whether it is conducted."""
         with self._lock:
             self._change_demand(demand_id, positions, store, applicable)
-            self._notify("demand", demand_id, "UPDATE")
+            given = {"positions": positions, "store": store, "applicable": applicable}
+            self._notify("demand", demand_id, "UPDATE", fields=[k for k, v in given.items() if v is not None])
 
     def set_order_state(self, order_id: str, state_uuid: str) -> None:
         """A person moves a customer order to another state in the app (its webhooks notified)."""
@@ -156,7 +157,7 @@ class FakeMoySklad:
                 }
             }
             order["updated"] = moment_text(datetime.now(UTC))
-            self._notify("customerorder", order_id, "UPDATE")
+            self._notify("customerorder", order_id, "UPDATE", fields=["state"])
 
     def delete_demand(self, demand_id: str) -> None:
         with self._lock:
@@ -219,9 +220,11 @@ class FakeMoySklad:
         action: str,
         request: Request | None = None,
         name: str | None = None,
+        fields: list[str] | None = None,
     ) -> None:
         """Records the change in the audit, and queues a notification for each enabled webhook
-        that follows it, unless the request that made it asked for none."""
+        that follows it, unless the request that made it asked for none. A webhook with diffType
+        FIELDS is told which `fields` an UPDATE changed (`updatedFields`)."""
         if name is None:
             name = (
                 (self.demands if entity_type == "demand" else self.orders).get(entity_id, {}).get("name", "")
@@ -234,7 +237,10 @@ class FakeMoySklad:
             return
         for hook in self.webhooks.values():
             if hook["enabled"] and hook["entityType"] == entity_type and hook["action"] == action:
-                self.outbox.append((hook["url"], self.notification_body(entity_type, entity_id, action)))
+                body = self.notification_body(entity_type, entity_id, action)
+                if action == "UPDATE" and hook.get("diffType") == "FIELDS":
+                    body["events"][0]["updatedFields"] = list(fields or [])
+                self.outbox.append((hook["url"], body))
 
     def _change_demand(
         self,
@@ -365,7 +371,8 @@ class FakeMoySklad:
             if name in body:
                 order[name] = body[name]
         order["updated"] = moment_text(datetime.now(UTC))
-        self._notify("customerorder", order_id, "UPDATE", request)
+        changed = [name for name in ("state", "description", "externalCode") if name in body]
+        self._notify("customerorder", order_id, "UPDATE", request, fields=changed)
         return Reply(200, order)
 
     def _update_position(self, order_id: str, position_id: str, request: Request) -> Reply:
@@ -379,7 +386,7 @@ class FakeMoySklad:
             if not isinstance(reserve, int | float) or not 0 <= reserve <= position["quantity"]:
                 return error(400, 3007, "reserve must be from 0 to the position's quantity")  # assumed
             position["reserve"] = reserve
-        self._notify("customerorder", order_id, "UPDATE", request)
+        self._notify("customerorder", order_id, "UPDATE", request, fields=["positions"])  # assumed name
         return Reply(200, position)
 
     def _update_demand(self, demand_id: str, request: Request) -> Reply:
@@ -392,7 +399,8 @@ class FakeMoySklad:
                 positions.append((href.rstrip("/").split("/")[-1], position["quantity"]))
         store = body.get("store", {}).get("meta", {}).get("href", "").split("/")[-1] or None
         self._change_demand(demand_id, positions, store, body.get("applicable"))
-        self._notify("demand", demand_id, "UPDATE", request)
+        changed = [name for name in ("positions", "store", "applicable") if name in body]
+        self._notify("demand", demand_id, "UPDATE", request, fields=changed)
         return self._demand(demand_id, request)
 
     def _find_orders(self, request: Request) -> Reply:

@@ -20,6 +20,9 @@ WEBHOOK_ENTITY_TYPES_REFUSED = ("webhook", "discount", "notes")
 WEBHOOK_URL_CHARS_MAX = 255
 WEBHOOK_URLS_PER_KIND_MAX = 5  # for a user; 1 for a solution
 WEBHOOK_RULE_ERROR_CODE = 3000  # assumed: the pages state the rules, not their error codes
+# diffType: "Указывается только для действия UPDATE. Возможные значения: [NONE, FIELDS] (по
+# умолчанию NONE)"; with FIELDS an UPDATE notification lists the fields changed (updatedFields).
+DIFF_TYPES = ("NONE", "FIELDS")
 
 Registry = dict[str, dict[str, Any]]  # a webhook by its id
 Meta = Callable[[str, str], dict[str, Any]]  # (entity, id) -> {"meta": ...}
@@ -65,6 +68,8 @@ def _create(registry: Registry, meta: Meta, kind: str, body: dict[str, Any], sto
     }
     if not stock:
         hook["method"] = "POST"
+        if hook.get("action") == "UPDATE":
+            hook.setdefault("diffType", "NONE")  # shown for UPDATE webhooks, as the listing does
     refused = _refused(registry, hook, stock)
     if refused is not None:
         return refused
@@ -86,6 +91,9 @@ def _refused(registry: Registry, hook: dict[str, Any], stock: bool, besides: str
         hook["action"] not in WEBHOOK_ACTIONS or hook["entityType"] in WEBHOOK_ENTITY_TYPES_REFUSED
     ):
         return error(400, WEBHOOK_RULE_ERROR_CODE, "no webhook for that entityType or action")
+    diff_type = hook.get("diffType")
+    if not stock and diff_type is not None and (diff_type not in DIFF_TYPES or hook["action"] != "UPDATE"):
+        return error(400, WEBHOOK_RULE_ERROR_CODE, "diffType is NONE or FIELDS, for UPDATE only")
     same_kind = [
         other
         for other_id, other in registry.items()

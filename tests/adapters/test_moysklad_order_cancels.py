@@ -7,20 +7,24 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from conftest import FAST, event
+from conftest import BOTH_DATABASES, FAST, either_database, event
 from moysklad_setup import STORE_UUID, VARIANT, client_for, on_hand
 
+from adapters.httpserver import Reply
 from adapters.moysklad import MoySkladOrdersTarget
-from adapters.moysklad_demands import DemandSync
+from adapters.moysklad_demands import DemandsRefused, DemandSync
 from adapters.moysklad_order_cancels import OrderCancels
 from adapters.moysklad_webhooks import register_webhooks
-from adapters.outbound import OutboundWorker
+from adapters.outbound import OutboundWorker, TargetUnavailable
 from adapters.sink import LedgerSink
 from ledger.domain.model import EventType
 
 RECEIPT, RESERVATION, RELEASE = EventType.RECEIPT, EventType.RESERVATION, EventType.RESERVATION_RELEASE
 CANCELLED = "5a5a0000-0000-0000-0000-00000000000c"  # the account's "cancelled" state
 OTHER_STATE = "5a5a0000-0000-0000-0000-00000000000d"
+
+
+database_url = pytest.fixture(params=BOTH_DATABASES)(either_database)  # every test on both
 
 
 @pytest.fixture
@@ -135,3 +139,103 @@ def test_the_ledger_subscribes_to_customer_order_updates_and_a_person_s_change_i
     [(to, body)] = fake.outbox
     assert to == url and body["events"][0]["meta"]["type"] == "customerorder"
     assert body["events"][0]["action"] == "UPDATE"
+
+
+def test_a_later_reservation_of_the_same_order_is_released_by_a_later_cancel(
+    account, recorder, mappings, ledger, record
+):
+    fake, server = account
+    order_id, orders = placed_order(fake, server, recorder, mappings, record)
+    cancels = cancels_of(server, recorder, mappings, ledger)
+    fake.set_order_state(order_id, CANCELLED)
+    assert cancels.handle(fake.notification_body("customerorder", order_id, "UPDATE")) == 1
+    # The site reserves for the same order again; the orders target finds its customer order.
+    record(event(RESERVATION, "shop-1", ("SKU-1", 2), reservation_id="res-9b", order_id="B-9"))
+    orders.run_until_idle()
+    assert reserved(ledger) == 2
+
+    fake.set_order_state(order_id, OTHER_STATE)
+    fake.set_order_state(order_id, CANCELLED)
+    assert cancels.handle(fake.notification_body("customerorder", order_id, "UPDATE")) == 1
+    assert reserved(ledger) == 0
+
+
+def test_the_order_id_names_its_own_reservation_not_another_whose_id_it_is(
+    account, recorder, mappings, ledger, record
+):
+    fake, server = account
+    order_id, _ = placed_order(fake, server, recorder, mappings, record)  # res-9, order B-9
+    record(event(RESERVATION, "shop-1", ("SKU-1", 1), reservation_id="B-9", order_id="B-2000"))
+    assert reserved(ledger) == 6
+
+    fake.set_order_state(order_id, CANCELLED)
+    cancels_of(server, recorder, mappings, ledger).handle(
+        fake.notification_body("customerorder", order_id, "UPDATE")
+    )
+
+    assert ledger.reservation("shop-1", "res-9").reservation.status.value == "released"
+    assert ledger.reservation("shop-1", "B-9").reservation.status.value == "active"  # order B-2000's
+
+
+def test_an_update_of_other_fields_is_passed_without_reading_the_order(
+    account, recorder, mappings, ledger, record
+):
+    fake, server = account
+    order_id, _ = placed_order(fake, server, recorder, mappings, record)
+    register_webhooks(client_for(server), "http://ledger.example/moysklad/webhook/s")
+    fake.outbox.clear()
+    client = client_for(server)
+    client.request("PUT", f"entity/customerorder/{order_id}", json_body={"description": "gift wrap"})
+    fake.set_order_state(order_id, CANCELLED)  # a person, in the app
+    [(_, by_api)] = [n for n in fake.outbox if n[1]["events"][0].get("updatedFields") == ["state"]] or [
+        (None, None)
+    ]
+    assert by_api is not None
+    described = fake.notification_body("customerorder", order_id, "UPDATE")
+    described["events"][0]["updatedFields"] = ["description"]
+    cancels = cancels_of(server, recorder, mappings, ledger)
+    before = fake.requests
+
+    assert cancels.handle(described) == 0
+    assert fake.requests == before  # not read back
+    assert cancels.handle(by_api) == 1
+    assert fake.requests == before + 1
+    assert reserved(ledger) == 0
+
+
+def test_an_order_the_token_may_not_read_is_refused_and_any_other_403_is_an_outage(
+    account, recorder, mappings, ledger, record, monkeypatch
+):
+    fake, server = account
+    order_id, _ = placed_order(fake, server, recorder, mappings, record)
+    fake.set_order_state(order_id, CANCELLED)
+    notice = fake.notification_body("customerorder", order_id, "UPDATE")
+    cancels = cancels_of(server, recorder, mappings, ledger)
+    for code, raised in ((1016, DemandsRefused), (1056, TargetUnavailable)):
+        refusal = Reply(403, {"errors": [{"error": "forbidden", "code": code}]})
+        monkeypatch.setattr(type(fake), "handle", lambda self, request, refusal=refusal: refusal)
+        with pytest.raises(raised):
+            cancels.handle(notice)
+    assert reserved(ledger) == 5
+
+
+def test_registering_again_sets_field_diffs_on_an_order_subscription_made_without_them(account):
+    fake, server = account
+    client = client_for(server)
+    url = "http://ledger.example/moysklad/webhook/s"
+    made = client.request(
+        "POST", "entity/webhook", json_body={"url": url, "entityType": "customerorder", "action": "UPDATE"}
+    )
+    assert made.json()["diffType"] == "NONE"  # MoySklad's default
+
+    done = register_webhooks(client, url)
+
+    assert any(line.startswith("customerorder UPDATE: updated") for line in done), done
+    (hook,) = [h for h in fake.webhooks.values() if h["entityType"] == "customerorder"]
+    assert hook["diffType"] == "FIELDS"
+    refused = client.request(
+        "POST",
+        "entity/webhook",
+        json_body={"url": url, "entityType": "demand", "action": "CREATE", "diffType": "FIELDS"},
+    )
+    assert refused.status == 400  # diffType is for UPDATE only

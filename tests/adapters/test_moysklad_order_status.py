@@ -139,3 +139,42 @@ def test_a_bitrix_status_row_names_an_order_state_and_no_action():
     for wrong in ({"local_id": "SHIPPED"}, {"local_id": "released"}, {"external_type": "ship"}):
         with pytest.raises(MappingError, match="a bitrix status row maps an order's state"):
             _row({**record, **wrong}, "line 2")
+
+
+def test_a_part_at_a_store_not_mapped_to_moysklad_keeps_the_order_partially_shipped(
+    account, bitrix, recorder, mappings, mapped, ledger, record
+):
+    fake, server = account
+    mapped(("bitrix", "status", "partially_shipped", "PS"), ("bitrix", "status", "shipped", "F"))
+    record(
+        event(RECEIPT, "shop-1", ("SKU-1", 10)),
+        event(RECEIPT, "wh-9", ("SKU-1", 10)),  # a WMS warehouse, not MoySklad's
+        event(RESERVATION, "shop-1", ("SKU-1", 2), reservation_id="res-7", order_id=ORDER),
+        event(RESERVATION, "wh-9", ("SKU-1", 1), reservation_id="res-7", order_id=ORDER),
+    )
+    orders_in_moysklad(recorder, mappings, server)
+    sync = DemandSync(recorder, mappings, client_for(server), LedgerSink(ledger))
+    site = Bitrix(recorder, mappings, bitrix)
+
+    sync.handle(fake.webhook_body(fake.add_demand(STORE_UUID, [(VARIANT, 2)], order_external_code=ORDER)))
+
+    assert site.status_after_push() == "PS"  # wh-9's part still holds its unit
+
+
+def test_a_reservation_placed_without_an_order_id_names_no_bitrix_order(
+    account, bitrix, recorder, mappings, mapped, ledger, record
+):
+    fake, server = account
+    mapped(("bitrix", "status", "partially_shipped", "PS"), ("bitrix", "status", "shipped", "F"))
+    record(
+        event(RECEIPT, "shop-1", ("SKU-1", 10)),
+        event(RESERVATION, "shop-1", ("SKU-1", 5), reservation_id=ORDER),  # its id is "7": no order
+    )
+    orders_in_moysklad(recorder, mappings, server)  # its customer order's externalCode is "7"
+    sync = DemandSync(recorder, mappings, client_for(server), LedgerSink(ledger))
+
+    sync.handle(fake.webhook_body(fake.add_demand(STORE_UUID, [(VARIANT, 3)], order_external_code=ORDER)))
+
+    assert ledger.levels("shop-1", ["SKU-1"])[0].level.reserved_units == 2  # shipped under it
+    with transaction(recorder) as tx:
+        assert tx.fetchall("SELECT item_key FROM adapter_outbox WHERE adapter = 'bitrix'") == []
