@@ -5,8 +5,10 @@ A customer order is made from a ledger reservation (moysklad.MoySkladOrdersTarge
 the order id, `store` the reservation's store), and when the ledger releases the reservation it
 moves the order to the state mapped by `moysklad,status,released,<state uuid>`. The same row is read
 the other way: a `customerorder` UPDATE notification (md/dictionaries/_webhook.md) whose order, read
-back, is in that state (`state.meta.href` ends with the state's uuid: md/documents/_customerOrder.md)
-releases what the reservation at the order's store still holds: a `stock.reservation_release` from
+back, has moved into that state (`state.meta.href` ends with the state's uuid:
+md/documents/_customerOrder.md; moysklad_order_states.py keeps the state each order was last seen
+in, the ledger's own moves included, so that an order found there again releases nothing) releases
+what the reservation at the order's store still holds: a `stock.reservation_release` from
 source `moysklad` without lines (CONTRACT §1: everything still reserved), id
 `customerorder:<order uuid>:<reservation id>:release`, so a notification delivered again is a
 duplicate, and a later reservation of the same order (which reuses its customer order) is not.
@@ -17,9 +19,10 @@ own move of an order to that state asks MoySklad for no notification (moysklad.p
 release nothing more if one came.
 
 The subscription asks for `diffType` FIELDS, so that each notification lists the fields changed
-(`updatedFields`: md/dictionaries/_webhook.md): one that does not list `state` is passed without a
-request (orders are edited often, and MoySklad's request budget is shared with the demands); one
-without the list (a subscription made before) is read back.
+(`updatedFields`: md/dictionaries/_webhook.md, "changed by the user"): one naming other fields and
+not `state` is passed without a request (orders are edited often, and MoySklad's request budget is
+shared with the demands); one naming none, or without the list (a subscription made before), is
+read back.
 
 Not followed: an order deleted in MoySklad (its notification carries only its href, and the order is
 no longer there to say which reservation it was: reconcile, or release it through the API); other
@@ -46,6 +49,7 @@ from adapters.moysklad import (
     parse_moment,
 )
 from adapters.moysklad_demands import DemandsRefused, order_reservation
+from adapters.moysklad_order_states import remember_state, seen_state
 from adapters.outbound import TargetUnavailable
 from adapters.sink import EventSink
 from ledger.domain.model import EventType, ReservationStatus, StockEvent
@@ -74,8 +78,8 @@ class OrderCancels:
             if meta.get("type") != "customerorder" or notice.get("action") != "UPDATE":
                 continue
             fields = notice.get("updatedFields")
-            if isinstance(fields, list) and "state" not in fields:
-                continue  # another field (diffType FIELDS): not read back, the budget is shared
+            if isinstance(fields, list) and fields and "state" not in fields:
+                continue  # other fields (diffType FIELDS): not read back, the budget is shared
             submitted += self.sync(str(meta["href"]))
         return submitted
 
@@ -96,15 +100,24 @@ class OrderCancels:
         if answer.status != 200:
             raise TargetUnavailable(f"moysklad customerorder: HTTP {answer.status}")
         order = answer.json() or {}
-        state = str(((order.get("state") or {}).get("meta") or {}).get("href") or "")
-        if state.rsplit("/", 1)[-1] != rule.target_status:
-            return 0
         order_id = order.get("externalCode")
         store_href = ((order.get("store") or {}).get("meta") or {}).get("href")
         store_id = self.mappings.local(SYSTEM, "store", entity_id(store_href)[1]) if store_href else None
-        if not order_id or store_id is None:
+        if not order_id or store_id is None or not order.get("id"):
             return 0  # not an order the ledger made (no externalCode, or a store it does not map)
-        found = order_reservation(self.recorder, store_id, str(order_id))
+        order_uuid = str(order["id"])
+        state = str(((order.get("state") or {}).get("meta") or {}).get("href") or "").rsplit("/", 1)[-1]
+        if state != rule.target_status:
+            remember_state(self.recorder, order_uuid, state)  # a later move into it is a cancel
+            return 0
+        if seen_state(self.recorder, order_uuid) == state:
+            return 0  # found there, not moved there: its own cancel, or a later reservation's order
+        submitted = self._release(order, str(order_id), store_id)
+        remember_state(self.recorder, order_uuid, state)  # after: a crash before it releases again
+        return submitted
+
+    def _release(self, order: dict[str, Any], order_id: str, store_id: str) -> int:
+        found = order_reservation(self.recorder, store_id, order_id)
         if found is None or found[1] not in _HOLDING:
             return 0
         reservation_id = found[0]
@@ -117,7 +130,7 @@ class OrderCancels:
             store_id=store_id,
             lines=(),
             reservation_id=reservation_id,
-            order_id=str(order_id),
+            order_id=order_id,
             reference=f"moysklad customerorder {name}: moved to the released state"[:REFERENCE_CHARS_MAX],
             principal=PRINCIPAL,
         )

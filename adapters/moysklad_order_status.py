@@ -3,8 +3,10 @@ shipped ... The Bitrix order status must transition to 'Partially Shipped', not 
 
 Once a demand's shipment is recorded under its order's reservation, the ledger's reservation says
 where the order stands (a part's status: `partially_shipped` while it still holds units after some
-shipped, `shipped` once it holds none). Every part of the reservation counts, at whatever store
-(CONTRACT §6: one reservation id, a part at each store; a part at a WMS warehouse or a shop too):
+shipped, `shipped` once it holds none). Every part of the order counts (CONTRACT §6: one
+reservation id, a part at each store, each with the order id; a part at a WMS warehouse or a shop
+too; CONTRACT §1: the id is unique per store only, so another store's reservation of that id for
+another order is not a part):
 the order is `shipped` when none holds units any more and some shipped, `partially_shipped` while
 any holds units after any shipped. With a mapping row `bitrix,status,<that state>,<Bitrix status
 id>`, the status is queued for the Bitrix target under `status:<order id>`, the reservation's own
@@ -51,20 +53,29 @@ def mapped_states(mappings: Mappings) -> dict[str, str]:
 def queue_order_statuses(tx: SqlTx, states: dict[str, str], events: Iterable[StockEvent]) -> None:
     """Queues the Bitrix status of each order a shipment among `events` went out under, if its
     state is among `states` (mapped_states)."""
-    reservations = {
-        event.reservation_id for event in events if event.type is EventType.SHIPMENT and event.reservation_id
+    shipped = {
+        (event.store_id, event.reservation_id)
+        for event in events
+        if event.type is EventType.SHIPMENT and event.reservation_id
     }
-    if not reservations or not states:
+    if not shipped or not states:
         return
-    for reservation_id in sorted(reservations):
-        parts = tx.fetchall(  # by ledger_reservations_by_id
-            "SELECT status, order_id FROM ledger_reservations WHERE reservation_id = %s", (reservation_id,)
+    for store_id, reservation_id in sorted(shipped):
+        part = tx.fetchone(
+            "SELECT order_id FROM ledger_reservations WHERE store_id = %s AND reservation_id = %s",
+            (store_id, reservation_id),
         )
-        order_ids = {str(part["order_id"]) for part in parts if part["order_id"]}
-        if len(order_ids) != 1:
+        if part is None or not part["order_id"]:
             continue  # placed without an order id: no Bitrix order is named
-        (order_id,) = order_ids
-        state = order_state(str(part["status"]) for part in parts)
+        order_id = str(part["order_id"])
+        # The order's parts: one reservation id with the same order id at each store. A reservation
+        # id is unique per store only (CONTRACT §1): another store's with this id and another
+        # order, or none, is not this order's.
+        parts = tx.fetchall(  # by ledger_reservations_by_id
+            "SELECT status FROM ledger_reservations WHERE reservation_id = %s AND order_id = %s",
+            (reservation_id, order_id),
+        )
+        state = order_state(str(row["status"]) for row in parts)
         if state in states:
             payload = {"order_id": order_id, "status_id": states[state], "reservation_state": state}
             enqueue(tx, BITRIX, f"status:{order_id}", payload)

@@ -48,7 +48,10 @@ def handle_registry(registry: Registry, meta: Meta, parts: list[str], request: R
             del registry[parts[2]]
             return Reply(200, b"")
         if request.method == "PUT":
-            changed = {**hook, **{k: v for k, v in (request.json() or {}).items() if k != "meta"}}
+            asked = {k: v for k, v in (request.json() or {}).items() if k != "meta"}
+            changed = {**hook, **asked}
+            if not stock and changed.get("action") != "UPDATE" and "diffType" not in asked:
+                changed.pop("diffType", None)  # an UPDATE webhook's default, not kept past its action
             refused = _refused(registry, changed, stock, besides=parts[2])
             if refused is not None:
                 return refused
@@ -93,6 +96,7 @@ def _refused(registry: Registry, hook: dict[str, Any], stock: bool, besides: str
         return error(400, WEBHOOK_RULE_ERROR_CODE, "no webhook for that entityType or action")
     diff_type = hook.get("diffType")
     if not stock and diff_type is not None and (diff_type not in DIFF_TYPES or hook["action"] != "UPDATE"):
+        # Assumed: the page says diffType is given for UPDATE only, not how another is answered.
         return error(400, WEBHOOK_RULE_ERROR_CODE, "diffType is NONE or FIELDS, for UPDATE only")
     same_kind = [
         other

@@ -178,3 +178,24 @@ def test_a_reservation_placed_without_an_order_id_names_no_bitrix_order(
     assert ledger.levels("shop-1", ["SKU-1"])[0].level.reserved_units == 2  # shipped under it
     with transaction(recorder) as tx:
         assert tx.fetchall("SELECT item_key FROM adapter_outbox WHERE adapter = 'bitrix'") == []
+
+
+def test_another_stores_reservation_of_the_same_id_for_another_order_is_not_a_part_of_it(
+    account, bitrix, recorder, mappings, mapped, ledger, record
+):
+    """CONTRACT §1: a reservation id is unique per store. shop-2's res-7 belongs to order 8."""
+    fake, server = account
+    mapped(("bitrix", "status", "partially_shipped", "PS"), ("bitrix", "status", "shipped", "F"))
+    record(
+        event(RECEIPT, "shop-1", ("SKU-1", 10)),
+        event(RECEIPT, "shop-2", ("SKU-1", 10)),
+        event(RESERVATION, "shop-1", ("SKU-1", 5), reservation_id="res-7", order_id=ORDER),
+        event(RESERVATION, "shop-2", ("SKU-1", 1), reservation_id="res-7", order_id="8"),
+    )
+    orders_in_moysklad(recorder, mappings, server)
+    sync = DemandSync(recorder, mappings, client_for(server), LedgerSink(ledger))
+    site = Bitrix(recorder, mappings, bitrix)
+
+    sync.handle(fake.webhook_body(fake.add_demand(STORE_UUID, [(VARIANT, 5)], order_external_code=ORDER)))
+
+    assert site.status_after_push() == "F"  # order 7 shipped whole; order 8's part is not its
