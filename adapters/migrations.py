@@ -21,12 +21,6 @@ _CURSORS = (
     "updated_at TEXT NOT NULL)"
 )
 
-# The state each MoySklad customer order was last seen in (adapters/moysklad_order_states.py).
-_ORDER_STATES = (
-    "CREATE TABLE IF NOT EXISTS adapter_moysklad_order_states (order_uuid TEXT PRIMARY KEY, "
-    "state TEXT NOT NULL, updated_at TEXT NOT NULL)"
-)
-
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         1,
@@ -49,14 +43,6 @@ MIGRATIONS: tuple[Migration, ...] = (
         EXPAND,
         postgres=(_CURSORS,),
         sqlite=(_CURSORS,),
-    ),
-    Migration(
-        4,
-        "the state each MoySklad customer order was last seen in, so that only a move into the "
-        "cancelled state releases its reservation",
-        EXPAND,
-        postgres=(_ORDER_STATES,),
-        sqlite=(_ORDER_STATES,),
     ),
 )
 

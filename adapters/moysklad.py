@@ -54,7 +54,6 @@ from adapters.http import HttpClient, Response, TransportError
 from adapters.limits import SlidingWindow
 from adapters.mappings import Mappings
 from adapters.masking import secret_safe_logger
-from adapters.moysklad_order_states import remember_state
 from adapters.outbound import RETRY_AFTER_S_MAX, Failure, Item, TargetUnavailable
 from ledger.access.scopes import ADAPTER_PRINCIPAL_PREFIX
 from ledger.domain.model import Entry, EventType
@@ -426,7 +425,6 @@ class MoySkladOrdersTarget:
             return None
         state_href = f"{self.client.http.base_url}entity/customerorder/metadata/states/{rule.target_status}"
         if ((order.get("state") or {}).get("meta") or {}).get("href") == state_href:
-            remember_state(self.recorder, str(order["id"]), rule.target_status)
             return None
         answer = self.client.request(
             "PUT",
@@ -436,9 +434,6 @@ class MoySkladOrdersTarget:
             },
         )
         if answer.status == 200:
-            # The ledger's own move: not a cancel to follow (moysklad_order_cancels.py), though a
-            # later reservation of the order may reuse this order in this state.
-            remember_state(self.recorder, str(order["id"]), rule.target_status)
             return None
         return Failure(
             f"customerorder {payload['order_id']} state: HTTP {answer.status}: {errors_text(answer)}"

@@ -2,27 +2,30 @@
 statuses mapped both ways; an order a person cancels there must free its units for sale).
 
 A customer order is made from a ledger reservation (moysklad.MoySkladOrdersTarget: `externalCode`
-the order id, `store` the reservation's store), and when the ledger releases the reservation it
-moves the order to the state mapped by `moysklad,status,released,<state uuid>`. The same row is read
-the other way: a `customerorder` UPDATE notification (md/dictionaries/_webhook.md) whose order, read
-back, has moved into that state (`state.meta.href` ends with the state's uuid:
-md/documents/_customerOrder.md; moysklad_order_states.py keeps the state each order was last seen
-in, the ledger's own moves included, so that an order found there again releases nothing) releases
-what the reservation at the order's store still holds: a `stock.reservation_release` from
-source `moysklad` without lines (CONTRACT §1: everything still reserved), id
-`customerorder:<order uuid>:<reservation id>:release`, so a notification delivered again is a
-duplicate, and a later reservation of the same order (which reuses its customer order) is not.
-The reservation is the one the order's `externalCode` names (moysklad_demands.order_reservation:
-the order id's own, else one placed without an order id under that id). A
-reservation that holds nothing any more (shipped, released, expired) is left as it is. The ledger's
-own move of an order to that state asks MoySklad for no notification (moysklad.py), and would
-release nothing more if one came.
+the order id, or the reservation id for a reservation placed without one; `store` the
+reservation's store), and when the ledger releases the reservation it moves the order to the state
+mapped by `moysklad,status,released,<state uuid>`. The same row is read the other way. A
+`customerorder` UPDATE notification (md/dictionaries/_webhook.md) that names `state` among its
+`updatedFields` (the subscription asks for `diffType` FIELDS) is read back; if the order is in that
+state now, what the reservation its `externalCode` names at its store still holds is released (a
+`stock.reservation_release` from source `moysklad` without lines, CONTRACT §1: everything still
+reserved), id `customerorder:<order uuid>:<reservation id>:release`, so a notification delivered
+again records nothing more.
 
-The subscription asks for `diffType` FIELDS, so that each notification lists the fields changed
-(`updatedFields`: md/dictionaries/_webhook.md, "changed by the user"): one naming other fields and
-not `state` is passed without a request (orders are edited often, and MoySklad's request budget is
-shared with the demands); one naming none, or without the list (a subscription made before), is
-read back.
+Only a change made after the reservation was placed counts: the notification's
+`auditContext.moment` (when the change was made, to the second, Moscow time) must not be before the
+second the ledger recorded the reservation. A customer order is reused by a later reservation of
+the same order id (moysklad.py, `_create_order`) while it may still be in the cancelled state, and a
+cancel's notification can come late (an outage, a backlog): neither releases the reservation placed
+after it. MoySklad's clock and this host's are taken to agree to the second: a change dated in the
+placement's second counts as after it, and a real cancel dated before the placement by a clock
+behind ours is left (the reservation keeps its units until it expires or is released through the
+API: the safe side). Every other
+notification of an order is passed without a request (orders are edited often, and MoySklad's
+request budget is shared with the demands): one that names other fields, or none (a change not
+made by a user, or a subscription without FIELDS: `ledger adapters register-webhooks` sets it).
+The ledger's own move of an order asks MoySklad for no notification (moysklad.py), and would
+release nothing more if one came.
 
 Not followed: an order deleted in MoySklad (its notification carries only its href, and the order is
 no longer there to say which reservation it was: reconcile, or release it through the API); other
@@ -49,7 +52,6 @@ from adapters.moysklad import (
     parse_moment,
 )
 from adapters.moysklad_demands import DemandsRefused, order_reservation
-from adapters.moysklad_order_states import remember_state, seen_state
 from adapters.outbound import TargetUnavailable
 from adapters.sink import EventSink
 from ledger.domain.model import EventType, ReservationStatus, StockEvent
@@ -71,19 +73,23 @@ class OrderCancels:
         self.sink = sink
 
     def handle(self, delivery: dict[str, Any]) -> int:
-        """Every customer order of one delivery; returns how many releases were submitted."""
+        """Every customer order of one delivery whose state changed; returns how many releases
+        were submitted."""
         submitted = 0
+        moment = (delivery.get("auditContext") or {}).get("moment")
         for notice in delivery.get("events") or []:
             meta = notice.get("meta") or {}
             if meta.get("type") != "customerorder" or notice.get("action") != "UPDATE":
                 continue
             fields = notice.get("updatedFields")
-            if isinstance(fields, list) and fields and "state" not in fields:
-                continue  # other fields (diffType FIELDS): not read back, the budget is shared
-            submitted += self.sync(str(meta["href"]))
+            if not isinstance(fields, list) or "state" not in fields or not moment:
+                continue  # not a change of its state (the module's docstring): no request
+            submitted += self.sync(str(meta["href"]), _utc(moment))
         return submitted
 
-    def sync(self, href: str) -> int:
+    def sync(self, href: str, changed_at: datetime) -> int:
+        """Releases the reservation of the order at `href` if the order is in the released state
+        now and the change at `changed_at` came after the reservation was placed."""
         rule = self.mappings.status(SYSTEM, RELEASED)
         if rule is None:
             return 0
@@ -100,43 +106,54 @@ class OrderCancels:
         if answer.status != 200:
             raise TargetUnavailable(f"moysklad customerorder: HTTP {answer.status}")
         order = answer.json() or {}
+        state = str(((order.get("state") or {}).get("meta") or {}).get("href") or "").rsplit("/", 1)[-1]
         order_id = order.get("externalCode")
         store_href = ((order.get("store") or {}).get("meta") or {}).get("href")
         store_id = self.mappings.local(SYSTEM, "store", entity_id(store_href)[1]) if store_href else None
-        if not order_id or store_id is None or not order.get("id"):
-            return 0  # not an order the ledger made (no externalCode, or a store it does not map)
-        order_uuid = str(order["id"])
-        state = str(((order.get("state") or {}).get("meta") or {}).get("href") or "").rsplit("/", 1)[-1]
-        if state != rule.target_status:
-            remember_state(self.recorder, order_uuid, state)  # a later move into it is a cancel
-            return 0
-        if seen_state(self.recorder, order_uuid) == state:
-            return 0  # found there, not moved there: its own cancel, or a later reservation's order
-        submitted = self._release(order, str(order_id), store_id)
-        remember_state(self.recorder, order_uuid, state)  # after: a crash before it releases again
-        return submitted
-
-    def _release(self, order: dict[str, Any], order_id: str, store_id: str) -> int:
-        found = order_reservation(self.recorder, store_id, order_id)
+        if state != rule.target_status or not order_id or store_id is None:
+            return 0  # not cancelled, or not an order the ledger made (no code, or a store not mapped)
+        found = order_reservation(self.recorder, store_id, str(order_id))
         if found is None or found[1] not in _HOLDING:
             return 0
         reservation_id = found[0]
+        placed = _placed_at(self.recorder, store_id, reservation_id)
+        if placed is not None and changed_at < placed.replace(microsecond=0):
+            log.info(
+                "customerorder %s: cancelled at %s, before reservation %s was placed (%s): left",
+                order.get("name") or order.get("id"),
+                changed_at.isoformat(),
+                reservation_id,
+                placed.isoformat(),
+            )
+            return 0
         name = order.get("name") or order.get("id")
         event = StockEvent(
             event_id=f"customerorder:{order.get('id')}:{reservation_id}:release",
             source=SOURCE,
             type=EventType.RESERVATION_RELEASE,
-            time=_utc(order.get("updated")),
+            time=changed_at,
             store_id=store_id,
             lines=(),
             reservation_id=reservation_id,
-            order_id=order_id,
+            order_id=str(order_id),
             reference=f"moysklad customerorder {name}: moved to the released state"[:REFERENCE_CHARS_MAX],
             principal=PRINCIPAL,
         )
         self.sink.record([event])
         log.info("customerorder %s (order %s): reservation %s released", name, order_id, reservation_id)
         return 1
+
+
+def _placed_at(recorder: Any, store_id: str, reservation_id: str) -> datetime | None:
+    """When the ledger recorded the reservation's placement (its entry's `recorded_at`)."""
+    with recorder.read_transaction() as tx:
+        row = tx.fetchone(
+            "SELECT h.recorded_at FROM ledger_reservations r JOIN ledger_history h "
+            "ON h.position = r.placed_at_position WHERE r.store_id = %s AND r.reservation_id = %s "
+            "LIMIT 1",
+            (store_id, reservation_id),
+        )
+    return datetime.fromisoformat(str(row["recorded_at"]).replace("Z", "+00:00")) if row else None
 
 
 def _utc(moment: Any) -> datetime:

@@ -1,10 +1,11 @@
 """A customer order a person cancels in MoySklad (moved to the state mapped as `released`) releases
-what its reservation still holds in the ledger, once; nothing else an order does there moves
-stock (adapters/moysklad_order_cancels.py)."""
+what its reservation still holds in the ledger, once, unless the cancel came before the reservation
+was placed; nothing else an order does there moves stock, or costs a request
+(adapters/moysklad_order_cancels.py)."""
 
 from __future__ import annotations
 
-import copy
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -18,6 +19,7 @@ from adapters.moysklad_order_cancels import OrderCancels
 from adapters.moysklad_webhooks import register_webhooks
 from adapters.outbound import OutboundWorker, TargetUnavailable
 from adapters.sink import LedgerSink
+from devtools.fakes.moysklad_wire import MOSCOW
 from ledger.domain.model import EventType
 
 RECEIPT, RESERVATION, RELEASE = EventType.RECEIPT, EventType.RESERVATION, EventType.RESERVATION_RELEASE
@@ -55,6 +57,16 @@ def cancels_of(server: Any, recorder: Any, mappings: Any, ledger: Any) -> OrderC
     return OrderCancels(recorder, mappings, client_for(server), LedgerSink(ledger))
 
 
+def state_changed(fake: Any, order_id: str, ago_s: float = 0.0, fields: Any = ("state",)) -> dict[str, Any]:
+    """The notification of a change of the order's `fields` (diffType FIELDS), made `ago_s` ago."""
+    body = fake.notification_body("customerorder", order_id, "UPDATE")
+    when = datetime.now(MOSCOW) - timedelta(seconds=ago_s)
+    body["auditContext"]["moment"] = when.strftime("%Y-%m-%d %H:%M:%S")
+    if fields is not None:
+        body["events"][0]["updatedFields"] = list(fields)
+    return body
+
+
 def test_an_order_cancelled_in_moysklad_releases_its_reservation_once(
     account, recorder, mappings, ledger, record
 ):
@@ -64,12 +76,11 @@ def test_an_order_cancelled_in_moysklad_releases_its_reservation_once(
     assert reserved(ledger) == 5
 
     fake.set_order_state(order_id, CANCELLED)
-    notice = fake.notification_body("customerorder", order_id, "UPDATE")
+    notice = state_changed(fake, order_id)
     assert cancels.handle(notice) == 1
     assert reserved(ledger) == 0
     assert on_hand(ledger, "shop-1", "SKU-1") == [10]
-    view = ledger.reservation("shop-1", "res-9")
-    assert view.reservation.status.value == "released"
+    assert ledger.reservation("shop-1", "res-9").reservation.status.value == "released"
 
     assert cancels.handle(notice) == 0  # delivered again: the reservation holds nothing any more
 
@@ -84,9 +95,7 @@ def test_a_cancelled_order_partly_shipped_releases_only_what_is_still_held(
     assert reserved(ledger) == 3
 
     fake.set_order_state(order_id, CANCELLED)
-    cancels_of(server, recorder, mappings, ledger).handle(
-        fake.notification_body("customerorder", order_id, "UPDATE")
-    )
+    cancels_of(server, recorder, mappings, ledger).handle(state_changed(fake, order_id))
 
     assert reserved(ledger) == 0
     assert on_hand(ledger, "shop-1", "SKU-1") == [8]  # the 2 shipped stay shipped
@@ -100,16 +109,39 @@ def test_another_state_or_no_mapping_row_releases_nothing(
     cancels = cancels_of(server, recorder, mappings, ledger)
 
     fake.set_order_state(order_id, OTHER_STATE)
-    assert cancels.handle(fake.notification_body("customerorder", order_id, "UPDATE")) == 0
+    assert cancels.handle(state_changed(fake, order_id)) == 0
     assert reserved(ledger) == 5
 
     mapped(("moysklad", "status", "released", OTHER_STATE))  # the row now names the other state
     fake.set_order_state(order_id, CANCELLED)
-    assert cancels.handle(fake.notification_body("customerorder", order_id, "UPDATE")) == 0
+    assert cancels.handle(state_changed(fake, order_id)) == 0
     assert reserved(ledger) == 5
 
 
-def test_the_ledgers_own_release_sets_the_state_without_a_notification_and_releases_nothing_more(
+def test_a_cancel_from_before_a_reservation_was_placed_does_not_release_it(
+    account, recorder, mappings, ledger, record
+):
+    """A customer order is reused by a later reservation of the same order id, still cancelled; a
+    cancel's notification delivered late, or again, must not release the new reservation."""
+    fake, server = account
+    order_id, orders = placed_order(fake, server, recorder, mappings, record)
+    cancels = cancels_of(server, recorder, mappings, ledger)
+    fake.set_order_state(order_id, CANCELLED)
+    assert cancels.handle(state_changed(fake, order_id)) == 1
+    record(event(RESERVATION, "shop-1", ("SKU-1", 2), reservation_id="res-9b", order_id="B-9"))
+    orders.run_until_idle()  # the order's customer order found, still cancelled, and reused
+
+    assert cancels.handle(state_changed(fake, order_id, ago_s=5)) == 0  # a cancel from before it
+    assert reserved(ledger) == 2
+
+    fake.set_order_state(order_id, OTHER_STATE)  # a person takes the order up again
+    assert cancels.handle(state_changed(fake, order_id)) == 0
+    fake.set_order_state(order_id, CANCELLED)  # and cancels it once more: that releases
+    assert cancels.handle(state_changed(fake, order_id)) == 1
+    assert reserved(ledger) == 0
+
+
+def test_the_ledgers_own_release_sets_the_state_without_a_notification(
     account, recorder, mappings, ledger, record
 ):
     fake, server = account
@@ -121,14 +153,60 @@ def test_the_ledgers_own_release_sets_the_state_without_a_notification_and_relea
 
     assert fake.orders[order_id]["state"]["meta"]["href"].endswith(CANCELLED)
     assert fake.outbox == []  # asked for no notification of the ledger's own change
-    notice = fake.notification_body("customerorder", order_id, "UPDATE")
-    assert cancels_of(server, recorder, mappings, ledger).handle(notice) == 0
-    # A later reservation of the order reuses the customer order, still in that state: read back
-    # (a notification without its fields), the order was not moved there, so it stays reserved.
     record(event(RESERVATION, "shop-1", ("SKU-1", 3), reservation_id="res-9c", order_id="B-9"))
     orders.run_until_idle()
-    assert cancels_of(server, recorder, mappings, ledger).handle(notice) == 0
+    cancels = cancels_of(server, recorder, mappings, ledger)
+    assert cancels.handle(state_changed(fake, order_id, ago_s=5)) == 0  # before res-9c was placed
     assert reserved(ledger) == 3
+
+
+def test_the_order_id_names_its_own_reservation_not_another_whose_id_it_is(
+    account, recorder, mappings, ledger, record
+):
+    fake, server = account
+    order_id, _ = placed_order(fake, server, recorder, mappings, record)  # res-9, order B-9
+    record(event(RESERVATION, "shop-1", ("SKU-1", 1), reservation_id="B-9", order_id="B-2000"))
+    assert reserved(ledger) == 6
+
+    fake.set_order_state(order_id, CANCELLED)
+    cancels_of(server, recorder, mappings, ledger).handle(state_changed(fake, order_id))
+
+    assert ledger.reservation("shop-1", "res-9").reservation.status.value == "released"
+    assert ledger.reservation("shop-1", "B-9").reservation.status.value == "active"  # order B-2000's
+
+
+def test_a_notification_not_naming_the_state_costs_no_request(account, recorder, mappings, ledger, record):
+    fake, server = account
+    order_id, _ = placed_order(fake, server, recorder, mappings, record)
+    register_webhooks(client_for(server), "http://ledger.example/moysklad/webhook/s")
+    fake.outbox.clear()
+    fake.set_order_state(order_id, CANCELLED)  # a person, in the app
+    [(_, moved)] = fake.outbox
+    assert moved["events"][0]["updatedFields"] == ["state"]  # diffType FIELDS, as subscribed
+    cancels = cancels_of(server, recorder, mappings, ledger)
+    before = fake.requests
+
+    for fields in (["description"], [], None):  # other fields; none named; no list (diffType NONE)
+        assert cancels.handle(state_changed(fake, order_id, fields=fields)) == 0
+    assert fake.requests == before and reserved(ledger) == 5
+    assert cancels.handle(moved) == 1 and fake.requests == before + 1
+    assert reserved(ledger) == 0
+
+
+def test_an_order_the_token_may_not_read_is_refused_and_any_other_403_is_an_outage(
+    account, recorder, mappings, ledger, record, monkeypatch
+):
+    fake, server = account
+    order_id, _ = placed_order(fake, server, recorder, mappings, record)
+    fake.set_order_state(order_id, CANCELLED)
+    notice = state_changed(fake, order_id)
+    cancels = cancels_of(server, recorder, mappings, ledger)
+    for code, raised in ((1016, DemandsRefused), (1056, TargetUnavailable)):
+        refusal = Reply(403, {"errors": [{"error": "forbidden", "code": code}]})
+        monkeypatch.setattr(type(fake), "handle", lambda self, request, refusal=refusal: refusal)
+        with pytest.raises(raised):
+            cancels.handle(notice)
+    assert reserved(ledger) == 5
 
 
 def test_the_ledger_subscribes_to_customer_order_updates_and_a_person_s_change_is_notified(
@@ -146,84 +224,6 @@ def test_the_ledger_subscribes_to_customer_order_updates_and_a_person_s_change_i
     [(to, body)] = fake.outbox
     assert to == url and body["events"][0]["meta"]["type"] == "customerorder"
     assert body["events"][0]["action"] == "UPDATE"
-
-
-def test_a_later_reservation_of_the_same_order_is_released_by_a_later_cancel(
-    account, recorder, mappings, ledger, record
-):
-    fake, server = account
-    order_id, orders = placed_order(fake, server, recorder, mappings, record)
-    cancels = cancels_of(server, recorder, mappings, ledger)
-    fake.set_order_state(order_id, CANCELLED)
-    assert cancels.handle(fake.notification_body("customerorder", order_id, "UPDATE")) == 1
-    # The site reserves for the same order again; the orders target finds its customer order,
-    # still cancelled. Read back again (a notification without its fields), it is found in that
-    # state, not moved there: the new reservation stays.
-    record(event(RESERVATION, "shop-1", ("SKU-1", 2), reservation_id="res-9b", order_id="B-9"))
-    orders.run_until_idle()
-    assert cancels.handle(fake.notification_body("customerorder", order_id, "UPDATE")) == 0
-    assert reserved(ledger) == 2
-
-    fake.set_order_state(order_id, OTHER_STATE)  # a person takes the order up again
-    assert cancels.handle(fake.notification_body("customerorder", order_id, "UPDATE")) == 0
-    fake.set_order_state(order_id, CANCELLED)  # and cancels it once more: that move releases
-    assert cancels.handle(fake.notification_body("customerorder", order_id, "UPDATE")) == 1
-    assert reserved(ledger) == 0
-
-
-def test_the_order_id_names_its_own_reservation_not_another_whose_id_it_is(
-    account, recorder, mappings, ledger, record
-):
-    fake, server = account
-    order_id, _ = placed_order(fake, server, recorder, mappings, record)  # res-9, order B-9
-    record(event(RESERVATION, "shop-1", ("SKU-1", 1), reservation_id="B-9", order_id="B-2000"))
-    assert reserved(ledger) == 6
-
-    fake.set_order_state(order_id, CANCELLED)
-    cancels_of(server, recorder, mappings, ledger).handle(
-        fake.notification_body("customerorder", order_id, "UPDATE")
-    )
-
-    assert ledger.reservation("shop-1", "res-9").reservation.status.value == "released"
-    assert ledger.reservation("shop-1", "B-9").reservation.status.value == "active"  # order B-2000's
-
-
-def test_an_update_of_other_fields_is_passed_without_reading_the_order(
-    account, recorder, mappings, ledger, record
-):
-    fake, server = account
-    order_id, _ = placed_order(fake, server, recorder, mappings, record)
-    register_webhooks(client_for(server), "http://ledger.example/moysklad/webhook/s")
-    fake.outbox.clear()
-    fake.set_order_state(order_id, CANCELLED)  # a person, in the app
-    [(_, moved)] = fake.outbox
-    assert moved["events"][0]["updatedFields"] == ["state"]  # diffType FIELDS, as subscribed
-    other, unnamed = copy.deepcopy(moved), copy.deepcopy(moved)
-    other["events"][0]["updatedFields"] = ["description"]
-    unnamed["events"][0]["updatedFields"] = []  # no field named (a change not by a user)
-    cancels = cancels_of(server, recorder, mappings, ledger)
-    before = fake.requests
-
-    assert cancels.handle(other) == 0 and fake.requests == before  # not read back
-    assert cancels.handle(unnamed) == 1 and fake.requests == before + 1  # read back
-    assert reserved(ledger) == 0
-    assert cancels.handle(moved) == 0  # read back: found cancelled already, released once
-
-
-def test_an_order_the_token_may_not_read_is_refused_and_any_other_403_is_an_outage(
-    account, recorder, mappings, ledger, record, monkeypatch
-):
-    fake, server = account
-    order_id, _ = placed_order(fake, server, recorder, mappings, record)
-    fake.set_order_state(order_id, CANCELLED)
-    notice = fake.notification_body("customerorder", order_id, "UPDATE")
-    cancels = cancels_of(server, recorder, mappings, ledger)
-    for code, raised in ((1016, DemandsRefused), (1056, TargetUnavailable)):
-        refusal = Reply(403, {"errors": [{"error": "forbidden", "code": code}]})
-        monkeypatch.setattr(type(fake), "handle", lambda self, request, refusal=refusal: refusal)
-        with pytest.raises(raised):
-            cancels.handle(notice)
-    assert reserved(ledger) == 5
 
 
 def test_registering_again_sets_field_diffs_on_an_order_subscription_made_without_them(account):
@@ -245,4 +245,4 @@ def test_registering_again_sets_field_diffs_on_an_order_subscription_made_withou
         "entity/webhook",
         json_body={"url": url, "entityType": "demand", "action": "CREATE", "diffType": "FIELDS"},
     )
-    assert refused.status == 400  # diffType is for UPDATE only
+    assert refused.status == 400  # diffType is for UPDATE only (the fake's assumption)

@@ -52,18 +52,29 @@ def orders_in_moysklad(recorder: Any, mappings: Any, server: Any) -> None:
     ).run_until_idle()
 
 
-def test_a_demand_of_part_of_an_order_sets_partially_shipped_and_the_rest_shipped(
-    account, bitrix, recorder, mappings, mapped, ledger, record
-):
-    fake, server = account
-    mapped(("bitrix", "status", "partially_shipped", "PS"), ("bitrix", "status", "shipped", "F"))
-    record(
+@pytest.fixture
+def shipping(account, bitrix, recorder, mappings, mapped, ledger, record) -> Any:
+    """Given the status rows and these events (their orders made in MoySklad): the demands' sync
+    and the site."""
+    _, server = account
+
+    def given(*events: Any) -> tuple[DemandSync, Bitrix]:
+        mapped(("bitrix", "status", "partially_shipped", "PS"), ("bitrix", "status", "shipped", "F"))
+        record(*events)
+        orders_in_moysklad(recorder, mappings, server)
+        return DemandSync(recorder, mappings, client_for(server), LedgerSink(ledger)), Bitrix(
+            recorder, mappings, bitrix
+        )
+
+    return given
+
+
+def test_a_demand_of_part_of_an_order_sets_partially_shipped_and_the_rest_shipped(account, shipping):
+    fake, _ = account
+    sync, site = shipping(
         event(RECEIPT, "shop-1", ("SKU-1", 10)),
         event(RESERVATION, "shop-1", ("SKU-1", 5), reservation_id="res-7", order_id=ORDER),
     )
-    orders_in_moysklad(recorder, mappings, server)
-    sync = DemandSync(recorder, mappings, client_for(server), LedgerSink(ledger))
-    site = Bitrix(recorder, mappings, bitrix)
 
     demand = fake.add_demand(STORE_UUID, [(VARIANT, 3)], order_external_code=ORDER)
     sync.handle(fake.webhook_body(demand))
@@ -74,20 +85,14 @@ def test_a_demand_of_part_of_an_order_sets_partially_shipped_and_the_rest_shippe
     assert site.status_after_push() == "F"
 
 
-def test_an_order_across_stores_is_shipped_only_when_every_part_has_shipped(
-    account, bitrix, recorder, mappings, mapped, ledger, record
-):
-    fake, server = account
-    mapped(("bitrix", "status", "partially_shipped", "PS"), ("bitrix", "status", "shipped", "F"))
-    record(
+def test_an_order_across_stores_is_shipped_only_when_every_part_has_shipped(account, shipping):
+    fake, _ = account
+    sync, site = shipping(
         event(RECEIPT, "shop-1", ("SKU-1", 10)),
         event(RECEIPT, "shop-2", ("SKU-1", 10)),
         event(RESERVATION, "shop-1", ("SKU-1", 2), reservation_id="res-7", order_id=ORDER),
         event(RESERVATION, "shop-2", ("SKU-1", 1), reservation_id="res-7", order_id=ORDER),
     )
-    orders_in_moysklad(recorder, mappings, server)
-    sync = DemandSync(recorder, mappings, client_for(server), LedgerSink(ledger))
-    site = Bitrix(recorder, mappings, bitrix)
 
     sync.handle(fake.webhook_body(fake.add_demand(STORE_UUID, [(VARIANT, 2)], order_external_code=ORDER)))
     assert site.status_after_push() == "PS"  # shop-1's part shipped, shop-2's holds
@@ -141,37 +146,26 @@ def test_a_bitrix_status_row_names_an_order_state_and_no_action():
             _row({**record, **wrong}, "line 2")
 
 
-def test_a_part_at_a_store_not_mapped_to_moysklad_keeps_the_order_partially_shipped(
-    account, bitrix, recorder, mappings, mapped, ledger, record
-):
-    fake, server = account
-    mapped(("bitrix", "status", "partially_shipped", "PS"), ("bitrix", "status", "shipped", "F"))
-    record(
+def test_a_part_at_a_store_not_mapped_to_moysklad_keeps_the_order_partially_shipped(account, shipping):
+    fake, _ = account
+    sync, site = shipping(
         event(RECEIPT, "shop-1", ("SKU-1", 10)),
         event(RECEIPT, "wh-9", ("SKU-1", 10)),  # a WMS warehouse, not MoySklad's
         event(RESERVATION, "shop-1", ("SKU-1", 2), reservation_id="res-7", order_id=ORDER),
         event(RESERVATION, "wh-9", ("SKU-1", 1), reservation_id="res-7", order_id=ORDER),
     )
-    orders_in_moysklad(recorder, mappings, server)
-    sync = DemandSync(recorder, mappings, client_for(server), LedgerSink(ledger))
-    site = Bitrix(recorder, mappings, bitrix)
 
     sync.handle(fake.webhook_body(fake.add_demand(STORE_UUID, [(VARIANT, 2)], order_external_code=ORDER)))
 
     assert site.status_after_push() == "PS"  # wh-9's part still holds its unit
 
 
-def test_a_reservation_placed_without_an_order_id_names_no_bitrix_order(
-    account, bitrix, recorder, mappings, mapped, ledger, record
-):
-    fake, server = account
-    mapped(("bitrix", "status", "partially_shipped", "PS"), ("bitrix", "status", "shipped", "F"))
-    record(
+def test_a_reservation_placed_without_an_order_id_names_no_bitrix_order(account, shipping, recorder, ledger):
+    fake, _ = account
+    sync, _ = shipping(  # its customer order's externalCode is its id, "7", the Bitrix order's too
         event(RECEIPT, "shop-1", ("SKU-1", 10)),
-        event(RESERVATION, "shop-1", ("SKU-1", 5), reservation_id=ORDER),  # its id is "7": no order
+        event(RESERVATION, "shop-1", ("SKU-1", 5), reservation_id=ORDER),  # no order id
     )
-    orders_in_moysklad(recorder, mappings, server)  # its customer order's externalCode is "7"
-    sync = DemandSync(recorder, mappings, client_for(server), LedgerSink(ledger))
 
     sync.handle(fake.webhook_body(fake.add_demand(STORE_UUID, [(VARIANT, 3)], order_external_code=ORDER)))
 
@@ -180,21 +174,15 @@ def test_a_reservation_placed_without_an_order_id_names_no_bitrix_order(
         assert tx.fetchall("SELECT item_key FROM adapter_outbox WHERE adapter = 'bitrix'") == []
 
 
-def test_another_stores_reservation_of_the_same_id_for_another_order_is_not_a_part_of_it(
-    account, bitrix, recorder, mappings, mapped, ledger, record
-):
+def test_another_stores_reservation_of_the_same_id_for_another_order_is_not_a_part_of_it(account, shipping):
     """CONTRACT §1: a reservation id is unique per store. shop-2's res-7 belongs to order 8."""
-    fake, server = account
-    mapped(("bitrix", "status", "partially_shipped", "PS"), ("bitrix", "status", "shipped", "F"))
-    record(
+    fake, _ = account
+    sync, site = shipping(
         event(RECEIPT, "shop-1", ("SKU-1", 10)),
         event(RECEIPT, "shop-2", ("SKU-1", 10)),
         event(RESERVATION, "shop-1", ("SKU-1", 5), reservation_id="res-7", order_id=ORDER),
         event(RESERVATION, "shop-2", ("SKU-1", 1), reservation_id="res-7", order_id="8"),
     )
-    orders_in_moysklad(recorder, mappings, server)
-    sync = DemandSync(recorder, mappings, client_for(server), LedgerSink(ledger))
-    site = Bitrix(recorder, mappings, bitrix)
 
     sync.handle(fake.webhook_body(fake.add_demand(STORE_UUID, [(VARIANT, 5)], order_external_code=ORDER)))
 
