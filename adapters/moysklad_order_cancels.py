@@ -117,13 +117,13 @@ class OrderCancels:
             return 0
         reservation_id = found[0]
         placed = _placed_at(self.recorder, store_id, reservation_id)
-        if placed is not None and changed_at < placed.replace(microsecond=0):
+        if placed is None or changed_at < placed.replace(microsecond=0):
             log.info(
                 "customerorder %s: cancelled at %s, before reservation %s was placed (%s): left",
                 order.get("name") or order.get("id"),
                 changed_at.isoformat(),
                 reservation_id,
-                placed.isoformat(),
+                placed.isoformat() if placed else "unknown",
             )
             return 0
         name = order.get("name") or order.get("id")
@@ -157,4 +157,4 @@ def _placed_at(recorder: Any, store_id: str, reservation_id: str) -> datetime | 
 
 
 def _utc(moment: Any) -> datetime:
-    return parse_moment(str(moment)).astimezone(UTC) if moment else datetime.now(UTC)
+    return parse_moment(str(moment)).astimezone(UTC)
