@@ -114,7 +114,16 @@ class FakeMoySklad:
         moment: datetime | None = None,
     ) -> str:
         demand_id = str(uuid.uuid4())
-        order = next((o for o in self.orders.values() if o["externalCode"] == order_external_code), None)
+        store_href = self.href("store", store)
+        order = next(
+            (
+                o
+                for o in self.orders.values()
+                if o["externalCode"] == order_external_code
+                and ((o.get("store") or {}).get("meta") or {}).get("href") == store_href
+            ),
+            None,
+        )
         when = moment_text(moment or datetime.now(UTC))
         self.demands[demand_id] = {
             "id": demand_id,
@@ -320,7 +329,7 @@ class FakeMoySklad:
             if len(parts) >= 3 and parts[2] not in self.orders:
                 return error(404, 1021, f"customerorder {parts[2]} not found")
             if len(parts) == 3 and method == "GET":
-                return Reply(200, self.orders[parts[2]])
+                return Reply(200, self._order_view(self.orders[parts[2]], request))
             if len(parts) == 3 and method == "PUT":
                 return self._update_order(parts[2], request)
             if len(parts) == 4 and parts[3] == "positions" and method == "GET":
@@ -373,7 +382,7 @@ class FakeMoySklad:
         order["updated"] = moment_text(datetime.now(UTC))
         changed = [name for name in ("state", "description", "externalCode") if name in body]
         self._notify("customerorder", order_id, "UPDATE", request, fields=changed)
-        return Reply(200, order)
+        return Reply(200, self._order_view(order, request))
 
     def _update_position(self, order_id: str, position_id: str, request: Request) -> Reply:
         order = self.orders[order_id]
@@ -403,6 +412,16 @@ class FakeMoySklad:
         self._notify("demand", demand_id, "UPDATE", request, fields=changed)
         return self._demand(demand_id, request)
 
+    def _order_view(self, order: dict[str, Any], request: Request) -> dict[str, Any]:
+        """An order as MoySklad answers it: its positions a reference (a MetaArray) unless
+        `expand=positions` (md/documents/_customerOrder.md); read through their own resource."""
+        if "positions" in ",".join(request.query.get("expand", [])):
+            return order
+        href = f"{self.href('customerorder', order['id'])}/positions"
+        size = len(order["positions"])
+        reference = {"href": href, "type": "customerorderposition", "mediaType": "application/json"}
+        return {**order, "positions": {"meta": {**reference, "size": size, "limit": 1000, "offset": 0}}}
+
     def _find_orders(self, request: Request) -> Reply:
         conditions = filter_conditions(request)
         wanted = {value for name, value in conditions if name == "externalCode"}
@@ -413,6 +432,7 @@ class FakeMoySklad:
             if (not wanted or o["externalCode"] in wanted)
             and (not stores or ((o.get("store") or {}).get("meta") or {}).get("href") in stores)
         ]
+        rows = [self._order_view(o, request) for o in rows]
         return Reply(200, {"meta": {"size": len(rows), "limit": 1000, "offset": 0}, "rows": rows})
 
     def _create_order(self, request: Request) -> Reply:
@@ -469,7 +489,7 @@ class FakeMoySklad:
         }
         self.orders[order_id] = order
         self._notify("customerorder", order_id, "CREATE", request)
-        return Reply(200, order)
+        return Reply(200, self._order_view(order, request))
 
     def _list_demands(self, request: Request) -> Reply:
         """`entity/demand`, as md/documents/_demand.md lists documents: `filter=updated>=` a moment

@@ -68,6 +68,33 @@ def test_a_reservation_for_an_order_becomes_one_customerorder_keyed_by_the_order
     ]
 
 
+def test_the_fake_answers_an_orders_positions_by_reference_unless_expanded(
+    account, recorder, mappings, record
+):
+    """md/documents/_customerOrder.md: positions are a MetaArray; the rows come with expand or from
+    their own resource, which the orders target reads."""
+    fake, server = account
+    record(
+        event(RECEIPT, "shop-1", ("SKU-1", 10)),
+        event(RESERVATION, "shop-1", ("SKU-1", 2), reservation_id="res-1", order_id="B-1001"),
+    )
+    OutboundWorker(
+        recorder, MoySkladOrdersTarget(recorder, mappings, client_for(server)), FAST
+    ).run_until_idle()
+    (order_id,) = fake.orders
+    client = client_for(server)
+
+    plain = client.request("GET", f"entity/customerorder/{order_id}").json()
+    expanded = client.request(
+        "GET", f"entity/customerorder/{order_id}", params={"expand": "positions"}
+    ).json()
+
+    assert plain["positions"]["meta"]["size"] == 1 and "rows" not in plain["positions"]
+    assert plain["positions"]["meta"]["href"].endswith(f"/customerorder/{order_id}/positions")
+    assert [p["quantity"] for p in expanded["positions"]] == [2]
+    assert [p["reserve"] for p in client.order_positions({"id": order_id})] == [2]
+
+
 def test_a_reservation_across_stores_is_an_order_at_each_store_and_one_part_is_released_alone(
     account, recorder, mappings, mapped, record
 ):
