@@ -8,7 +8,13 @@ import dataclasses
 from typing import Any
 
 from adapters.httpserver import HttpServer
+from adapters.inbound import InboxWorker
 from adapters.moysklad import MoySkladClient, MoySkladConfig
+from adapters.moysklad_demands import DemandSync
+from adapters.moysklad_order_cancels import OrderCancels
+from adapters.moysklad_stock import StockWebhook
+from adapters.runner import moysklad_handler
+from adapters.sink import LedgerSink
 
 STORE_UUID = "7a1f0000-0000-0000-0000-000000000001"
 OTHER_STORE_UUID = "7a1f0000-0000-0000-0000-000000000002"
@@ -36,3 +42,12 @@ def client_for(server: HttpServer, **overrides: Any) -> MoySkladClient:
 
 def on_hand(ledger: Any, store: str, *skus: str) -> list[int]:
     return [view.level.on_hand_units for view in ledger.levels(store, list(skus))]
+
+
+def moysklad_inbox(recorder: Any, mappings: Any, client: MoySkladClient, ledger: Any) -> InboxWorker:
+    """The inbox with MoySklad's handler as `ledger adapters run` wires it (adapters/runner.py):
+    demands, customer orders' cancels and stock notifications."""
+    sync = DemandSync(recorder, mappings, client, LedgerSink(ledger))
+    cancels = OrderCancels(recorder, mappings, client, sync.sink)
+    handler = moysklad_handler(sync, cancels, StockWebhook(recorder, mappings, client))
+    return InboxWorker(recorder, {"moysklad": handler})

@@ -12,23 +12,30 @@ from typing import Any
 
 import pytest
 from conftest import FAST, event
-from moysklad_setup import OTHER_STORE_UUID, PRODUCT, SECRET, STORE_UUID, VARIANT, client_for, on_hand
+from moysklad_setup import (
+    OTHER_STORE_UUID,
+    PRODUCT,
+    SECRET,
+    STORE_UUID,
+    VARIANT,
+    client_for,
+    moysklad_inbox,
+    on_hand,
+)
 
 from adapters import masking
 from adapters.db import transaction
 from adapters.http import ForeignUrl, HttpClient
-from adapters.inbound import InboxWorker
 from adapters.moysklad import (
     ACCEPT,
     WEBHOOK_DISABLE_HEADER,
     MoySkladOrdersTarget,
 )
 from adapters.moysklad_demands import DemandSync
-from adapters.moysklad_order_cancels import OrderCancels
 from adapters.moysklad_stock import StockWebhook, run_id_for
 from adapters.moysklad_webhooks import register_webhooks
 from adapters.outbound import OutboundWorker
-from adapters.runner import Runner, build_adapters, moysklad_handler
+from adapters.runner import Runner, build_adapters
 from adapters.sink import LedgerSink, SinkError
 from ledger.cli import main
 from ledger.config import Settings
@@ -389,17 +396,7 @@ def test_a_stock_notification_makes_a_report_of_what_changed_and_changes_nothing
     register_webhooks(client, f"{receiver.url}/moysklad/webhook/{SECRET}")
     since = datetime.now(UTC) - timedelta(minutes=5)
     fake.set_stock(VARIANT, STORE_UUID, 8)  # the ledger says 10
-    sync = DemandSync(recorder, mappings, client, LedgerSink(ledger))
-    inbox = InboxWorker(
-        recorder,
-        {
-            "moysklad": moysklad_handler(
-                sync,
-                OrderCancels(recorder, mappings, client, sync.sink),
-                StockWebhook(recorder, mappings, client),
-            )
-        },
-    )
+    inbox = moysklad_inbox(recorder, mappings, client, ledger)
 
     assert fake.notify_stock_changes(since) == 1
     (outcome,) = fake.deliver_webhooks()

@@ -7,17 +7,11 @@ from typing import Any
 
 import pytest
 from conftest import FAST, event
-from moysklad_setup import SECRET, STORE_UUID, VARIANT, client_for, on_hand
+from moysklad_setup import SECRET, STORE_UUID, VARIANT, client_for, moysklad_inbox, on_hand
 
-from adapters.inbound import InboxWorker
 from adapters.moysklad import MoySkladOrdersTarget
-from adapters.moysklad_demands import DemandSync
-from adapters.moysklad_order_cancels import OrderCancels
-from adapters.moysklad_stock import StockWebhook
 from adapters.moysklad_webhooks import register_webhooks
 from adapters.outbound import OutboundWorker
-from adapters.runner import moysklad_handler
-from adapters.sink import LedgerSink
 from ledger.cli import main
 from ledger.domain.model import EventType
 
@@ -39,17 +33,7 @@ def test_registered_webhooks_bring_demands_and_their_corrections_into_the_ledger
     client = client_for(server)
     record(event(RECEIPT, "shop-1", ("SKU-1", 10)))
     register_webhooks(client, f"{receiver.url}/moysklad/webhook/{SECRET}")
-    sync = DemandSync(recorder, mappings, client, LedgerSink(ledger))
-    inbox = InboxWorker(
-        recorder,
-        {
-            "moysklad": moysklad_handler(
-                sync,
-                OrderCancels(recorder, mappings, client, sync.sink),
-                StockWebhook(recorder, mappings, client),
-            )
-        },
-    )
+    inbox = moysklad_inbox(recorder, mappings, client, ledger)
 
     demand = fake.add_demand(STORE_UUID, [(VARIANT, 6)])
     fake.update_demand(demand, positions=[(VARIANT, 4)])
@@ -77,11 +61,7 @@ def test_a_customer_order_cancelled_in_moysklad_comes_by_webhook_and_releases_it
     )
     OutboundWorker(recorder, MoySkladOrdersTarget(recorder, mappings, client), FAST).run_until_idle()
     register_webhooks(client, f"{receiver.url}/moysklad/webhook/{SECRET}")
-    sync = DemandSync(recorder, mappings, client, LedgerSink(ledger))
-    handler = moysklad_handler(
-        sync, OrderCancels(recorder, mappings, client, sync.sink), StockWebhook(recorder, mappings, client)
-    )
-    inbox = InboxWorker(recorder, {"moysklad": handler})
+    inbox = moysklad_inbox(recorder, mappings, client, ledger)
 
     (order_id,) = [o["id"] for o in fake.orders.values() if o["externalCode"] == "B-3"]
     fake.set_order_state(order_id, cancelled)  # a person, in the app
