@@ -1,4 +1,5 @@
-"""MoySklad's demands read back by time, so that a shipment whose notification was lost is recorded.
+"""MoySklad read back by time, so that a change whose notification was lost is recorded: demands
+updated (their shipments), demands deleted, customer orders cancelled.
 
 MoySklad tries a webhook a few times in a row and then drops it (md/dictionaries/_webhook.md): a
 notification sent while `ledger adapters run` restarted, or while its host was unreachable, was
@@ -19,7 +20,9 @@ reads back FIRST_LOOK_BACK_S (a restart's worth, not history an operator may hav
 hand).
 
 A deleted demand is no longer listed: each catch-up then reads the deletions from MoySklad's
-audit (moysklad_deletions.py).
+audit (moysklad_deletions.py), and the customer orders' state changes from the audit too
+(moysklad_cancel_catchup.py). Each part is read even when one before it failed; the first error is
+raised after the last part, the others logged.
 """
 
 from __future__ import annotations
@@ -32,8 +35,10 @@ from adapters.cursors import load_cursor, save_cursor
 from adapters.db import journal, transaction
 from adapters.masking import secret_safe_logger
 from adapters.moysklad import SYSTEM, MoySkladClient, parse_moment
+from adapters.moysklad_cancel_catchup import CancelCatchUp
 from adapters.moysklad_deletions import DeletionCatchUp
 from adapters.moysklad_demands import DemandSync
+from adapters.moysklad_order_cancels import OrderCancels
 
 log = secret_safe_logger("adapters.moysklad_catchup")
 
@@ -44,12 +49,13 @@ REFUSED_HOLD_S = 3_600.0
 SAVE_EVERY = 1_000
 
 
-class DemandCatchUp:
+class MoySkladCatchUp:
     def __init__(
         self,
         recorder: Any,
         client: MoySkladClient,
         demands: DemandSync,
+        cancels: OrderCancels | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.recorder = recorder
@@ -57,28 +63,33 @@ class DemandCatchUp:
         self.demands = demands
         self.clock = clock
         self.deletions = DeletionCatchUp(recorder, client, demands, self._now)
+        self.cancels = None if cancels is None else CancelCatchUp(recorder, client, cancels, self._now)
 
     def _now(self) -> datetime:
         """The clock as it is set when asked (a test sets another after making this)."""
         return self.clock()
 
     def run_once(self, stopping: Callable[[], bool] = lambda: False) -> int:
-        """One catch-up, until done or `stopping()`: the demands updated, then the deletions, read
-        even when the first part failed (its error is raised after them); returns how many events
-        it submitted."""
+        """One catch-up, until done or `stopping()`: the demands updated, the deletions, then the
+        orders' states, each read even when a part before it failed (the first error is raised
+        after them); returns how many events it submitted."""
+        parts: list[tuple[str, Callable[[Callable[[], bool]], int]]] = [
+            ("the demands updated", self._updated),
+            ("the deletions", self.deletions.run_once),
+        ]
+        if self.cancels is not None:
+            parts.append(("the orders' states", self.cancels.run_once))
         submitted, failed = 0, None
-        try:
-            submitted = self._updated(stopping)
-        except Exception as error:  # noqa: BLE001 - raised again once the deletions are read
-            failed = error
-        if not stopping():
+        for index, (name, part) in enumerate(parts):
+            if index and stopping():
+                break
             try:
-                submitted += self.deletions.run_once(stopping)
-            except Exception as error:
+                submitted += part(stopping)
+            except Exception as error:  # noqa: BLE001 - the first is raised once every part is read
                 if failed is None:
-                    raise
-                # Both failed: the list's error is raised, this one said, so that neither is lost.
-                log.warning("moysklad catch-up: the deletions could not be read either: %s", error)
+                    failed = error
+                else:  # the first error is raised, this one said, so that neither is lost
+                    log.warning("moysklad catch-up: %s could not be read either: %s", name, error)
         if submitted:
             log.info("moysklad catch-up: %d event(s) recorded that no notification had brought", submitted)
         if failed is not None:

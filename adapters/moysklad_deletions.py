@@ -1,27 +1,12 @@
 """Demands deleted in MoySklad while their notification was lost, read from its audit.
 
 A deleted demand is no longer listed, so the catch-up by `updated` (moysklad_catchup.py) cannot
-see it, and its shipment stayed recorded: the ledger's stock low by it for good. The audit
-(md/audit/_audit.md) keeps every deletion: contexts filtered by `moment>=`, `moment<=` (to the
-second, Moscow time), `entityType=demand` and `eventType=delete`, then each context's events (a
-bulk deletion is one context of many), each naming its demand. Each demand found is synced as its
-DELETE notification would be (DemandSync): it returns what it shipped, once however often it is
-read, and nothing for a demand never recorded.
-
-The audit is read in windows of at most WINDOW_S, oldest first, at most WINDOWS_PER_RUN_MAX a
-catch-up; the cursor (`adapter_cursors`) moves to a window's end once it is read in full, so a
-long outage is caught up a window at a time and a window cut short (stopped, MoySklad or the
-ledger away) is read again whole. A window ends SETTLE_S before now and starts OVERLAP_S before
-the last one's end: MoySklad's clock may run behind ours, and an audit row may be written late.
-What cannot be read or recorded is given up with an ALERT in the journal and passed, never held for
-good (`ledger reconcile --source moysklad` finds what it left): a deletion whose return the ledger
-refuses (sink.EventsRefused), an audit row without its demand's address or moment, a context of more
-than AUDIT_PAGES_MAX pages of events (its other events unread; the window's other contexts are
-read), a window of more than AUDIT_PAGES_MAX pages of contexts (the rest of it). The same alert is
-said once in a process, though the overlap reads it again. A cursor ahead of this host's clock by
-more than OVERLAP_S (the clock was set back) is alerted and the audit read again from
-FIRST_LOOK_BACK_S before now. The token needs the right to view the audit; without it MoySklad
-answers 403, said as such on every catch-up.
+see it, and its shipment stayed recorded: the ledger's stock low by it for good. The audit keeps
+every deletion (`entityType=demand`, `eventType=delete`), read in windows as moysklad_audit.py
+says. Each demand found is synced as its DELETE notification would be (DemandSync): it returns
+what it shipped, once however often it is read, and nothing for a demand never recorded. What
+cannot be read or recorded is alerted and passed (`ledger reconcile --source moysklad` finds what
+it left).
 
 Not taken for deleted: a demand put in the recycle bin (`puttorecyclebin`): the pages do not say
 whether it still moves stock.
@@ -29,113 +14,26 @@ whether it still moves stock.
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
-from adapters.cursors import load_cursor, save_cursor
-from adapters.db import journal, transaction
-from adapters.http import ForeignUrl, under_base
-from adapters.masking import secret_safe_logger
-from adapters.moysklad import SYSTEM, MoySkladClient, parse_moment, second_text
+from adapters.moysklad import MoySkladClient
+from adapters.moysklad_audit import AUDIT_PAGE_ROWS, AuditWindows, Change, Unreadable, audit_changes
 from adapters.moysklad_demands import DemandSync
-from adapters.outbound import TargetUnavailable
-
-log = secret_safe_logger("adapters.moysklad_deletions")
 
 CURSOR = "moysklad.demand_deletions"
-WINDOW_S = 600.0
-SETTLE_S = 60.0
-OVERLAP_S = 60.0
-FIRST_LOOK_BACK_S = 3_600.0  # a restart's worth, as the catch-up by `updated`
-# The audit's pages hold at most 100 rows (`limit` 1 to 100, default 25).
-AUDIT_PAGE_ROWS = 100
-AUDIT_PAGES_MAX = 50  # of contexts in one window, or of one context's events
-WINDOWS_PER_RUN_MAX = 144  # a day of windows a catch-up; the rest, the next one
-ALERTS_REMEMBERED_MAX = 1_000  # alerts said in this process, not said again when read again
-
-
-class AuditOverflow(Exception):
-    """More rows than AUDIT_PAGES_MAX pages: the rest is not read."""
-
-
-@dataclass(frozen=True, slots=True)
-class Deleted:
-    href: str
-    moment: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class Unreadable:
-    """An audit context or event the catch-up cannot take: alerted, then passed."""
-
-    subject: str
-    detail: str
 
 
 def deleted_demands(
     client: MoySkladClient, since: datetime, until: datetime, page_rows: int = AUDIT_PAGE_ROWS
-) -> Iterator[Deleted | Unreadable]:
-    """Every demand the audit records deleted from `since` to `until`, and what could not be read.
-    Raises AuditOverflow past AUDIT_PAGES_MAX pages of contexts."""
-    window = f"moment>={second_text(since)};moment<={second_text(until)};entityType=demand;eventType=delete"
-    for context in _rows(client, "audit", {"filter": window}, page_rows):
-        subject = f"audit context {context.get('id')} ({context.get('moment')})"
-        events = ((context.get("events") or {}).get("meta") or {}).get("href")
-        if not isinstance(events, str) or not _ours(client, events):
-            yield Unreadable(subject, f"its events' address is missing or not MoySklad's: {events!r}"[:300])
-            continue
-        try:
-            for event in _rows(client, events, {}, page_rows):
-                if event.get("entityType") == "demand" and event.get("eventType") == "delete":
-                    yield _deletion(client, subject, event)
-        except AuditOverflow as overflow:
-            yield Unreadable(subject, f"{overflow} of events: the rest of them were not read")
+) -> Iterator[Change | Unreadable]:
+    """Every demand the audit records deleted from `since` to `until`, and what could not be read."""
+    return audit_changes(client, since, until, "demand", "delete", page_rows)
 
 
-def _deletion(client: MoySkladClient, subject: str, event: dict[str, Any]) -> Deleted | Unreadable:
-    href = ((event.get("entity") or {}).get("meta") or {}).get("href")
-    try:
-        moment = parse_moment(str(event["moment"]))
-    except (KeyError, ValueError):
-        moment = None
-    if not isinstance(href, str) or not _ours(client, href) or moment is None:
-        return Unreadable(subject, f"an event without its demand's address or moment: {event!r}"[:300])
-    return Deleted(href, moment)
-
-
-def _ours(client: MoySkladClient, href: str) -> bool:
-    return under_base(client.http.base_url, client.http.url(href))
-
-
-def _rows(
-    client: MoySkladClient, path: str, params: dict[str, str], page_rows: int
-) -> Iterator[dict[str, Any]]:
-    for page in range(AUDIT_PAGES_MAX):
-        offset = page * page_rows
-        answer = client.request(
-            "GET", path, params={**params, "limit": str(page_rows), "offset": str(offset)}
-        )
-        if answer.status == 403:
-            raise TargetUnavailable(
-                "moysklad audit: HTTP 403: the token may lack the right to view the audit"
-            )
-        if answer.status != 200:
-            raise TargetUnavailable(f"moysklad audit: HTTP {answer.status}")
-        body = answer.json() or {}
-        rows = body.get("rows") or []
-        yield from rows
-        size = (body.get("meta") or {}).get("size")
-        if len(rows) < page_rows or (isinstance(size, int) and offset + len(rows) >= size):
-            return
-    raise AuditOverflow(f"more than {AUDIT_PAGES_MAX} pages of {page_rows} rows")
-
-
-class DeletionCatchUp:
-    """Reads the audit's deletions of demands from its cursor to SETTLE_S before now, a window at a
-    time, and syncs each deleted demand as its DELETE notification would."""
+class DeletionCatchUp(AuditWindows):
+    """Syncs each demand the audit records deleted as its DELETE notification would."""
 
     def __init__(
         self,
@@ -144,64 +42,16 @@ class DeletionCatchUp:
         demands: DemandSync,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
-        self.recorder = recorder
-        self.client = client
-        self.demands = demands
-        self.clock = clock
-        self._alerted: OrderedDict[tuple[str, str], None] = OrderedDict()
+        def take(deleted: Change) -> int:
+            return demands.sync(deleted.href, "DELETE", deleted.moment.astimezone(UTC))
 
-    def run_once(self, stopping: Callable[[], bool] = lambda: False) -> int:
-        """Until every window is read, WINDOWS_PER_RUN_MAX are, or `stopping()`; returns how many
-        events it submitted."""
-        end = self.clock() - timedelta(seconds=SETTLE_S)
-        start = self._start(end)
-        submitted = 0
-        for _ in range(WINDOWS_PER_RUN_MAX):
-            if start >= end or stopping():
-                break
-            until = min(end, start + timedelta(seconds=WINDOW_S))
-            since = start - timedelta(seconds=OVERLAP_S)
-            try:
-                for found in deleted_demands(self.client, since, until):
-                    if stopping():
-                        return submitted  # this window is read again whole
-                    if isinstance(found, Unreadable):
-                        self._alert(found.subject, found.detail)
-                        continue
-                    try:
-                        submitted += self.demands.sync(found.href, "DELETE", found.moment.astimezone(UTC))
-                    except ForeignUrl as error:  # a demand's address another MoySklad would answer
-                        self._alert(f"deleted demand {found.href}", str(error))
-                    except (ValueError, KeyError, TypeError) as error:  # refused: so it would be again
-                        self._alert(f"deleted demand {found.href}", f"{type(error).__name__}: {error}")
-            except AuditOverflow as overflow:
-                window = f"{since.isoformat(timespec='seconds')} to {until.isoformat(timespec='seconds')}"
-                self._alert(f"demand deletions {window}", f"{overflow} of contexts: the rest were not read")
-            save_cursor(self.recorder, CURSOR, until)
-            start = until
-        return submitted
-
-    def _start(self, end: datetime) -> datetime:
-        cursor = load_cursor(self.recorder, CURSOR)
-        # The overlap reads again what a clock set back by up to OVERLAP_S has left behind; more,
-        # and what MoySklad recorded meanwhile would fall before the next window's start.
-        if cursor is not None and cursor > end + timedelta(seconds=OVERLAP_S):
-            self._alert(
-                "demand deletions cursor",
-                f"{cursor.isoformat(timespec='seconds')} is ahead of this host's clock (set back?): "
-                f"the audit is read again from {FIRST_LOOK_BACK_S:.0f} s before now",
-            )
-            cursor = None
-        return cursor or end - timedelta(seconds=FIRST_LOOK_BACK_S)
-
-    def _alert(self, subject: str, detail: str) -> None:
-        key = (subject, detail)
-        if key in self._alerted:
-            return
-        self._alerted[key] = None
-        if len(self._alerted) > ALERTS_REMEMBERED_MAX:
-            self._alerted.popitem(last=False)
-        detail = f"{detail}; reconcile with --source moysklad"
-        with transaction(self.recorder) as tx:
-            journal(tx, SYSTEM, "alert", subject, detail)
-        log.error("ALERT moysklad %s: %s", subject, detail)
+        super().__init__(
+            recorder,
+            CURSOR,
+            lambda since, until: deleted_demands(client, since, until),
+            take,
+            kind="demand deletions",
+            item="deleted demand",
+            remedy="reconcile with --source moysklad",
+            clock=clock,
+        )

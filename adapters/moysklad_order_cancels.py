@@ -27,6 +27,9 @@ made by a user, or a subscription without FIELDS: `ledger adapters register-webh
 The ledger's own move of an order asks MoySklad for no notification (moysklad.py), and would
 release nothing more if one came.
 
+A cancel whose notification MoySklad dropped is read back from its audit by the catch-up
+(moysklad_cancel_catchup.py), which calls `sync` with the audit's moment of the change.
+
 Not followed: an order deleted in MoySklad (its notification carries only its href, and the order is
 no longer there to say which reservation it was: reconcile, or release it through the API); other
 states; changed positions (the reservation's lines are the site's). Without the row nothing is

@@ -20,7 +20,7 @@ from adapters.limits import RETRY_JITTER, Stopper
 from adapters.mappings import Mappings
 from adapters.masking import remember_settings, secret_safe_logger
 from adapters.moysklad import MoySkladClient, MoySkladConfig, MoySkladOrdersTarget
-from adapters.moysklad_catchup import DemandCatchUp
+from adapters.moysklad_catchup import MoySkladCatchUp
 from adapters.moysklad_demands import DemandSync
 from adapters.moysklad_order_cancels import OrderCancels
 from adapters.moysklad_stock import StockWebhook, is_stock_notification
@@ -107,7 +107,7 @@ class Adapters:
     inbox: InboxWorker | None = None
     wms_status: WmsStatusProcessor | None = None
     wms_arrivals: WmsArrivals | None = None
-    moysklad_catch_up: DemandCatchUp | None = None
+    moysklad_catch_up: MoySkladCatchUp | None = None
     receiver: WebhookReceiver | None = None
     delivery_store: DeliveryStore | None = None
     tokens: TokenBook | None = None  # with LEDGER_METRICS_AUTH=required: who may read /metrics
@@ -152,7 +152,7 @@ def build_adapters(settings: Settings, sink: EventSink | None = None, recorder: 
                 demands, cancels, StockWebhook(recorder, mappings, client)
             )
             if settings.moysklad_catch_up_s > 0:
-                adapters.moysklad_catch_up = DemandCatchUp(recorder, client, demands)
+                adapters.moysklad_catch_up = MoySkladCatchUp(recorder, client, demands, cancels)
     if (wms := wms_config(settings)) is not None:
         wms_client = WmsClient(wms)
         adapters.http_clients.append(wms_client.http)

@@ -428,7 +428,10 @@ class Settings(BaseSettings):
     moysklad_agent_id: str | None = Field(None, description="the counterparty of customer orders")
     moysklad_webhook_secret: str | None = Field(None, description="last path segment of the webhook URL")
     moysklad_catch_up_s: float = Field(
-        300.0, ge=0, le=86_400, description="how often demands are read back by time (0: never)"
+        300.0,
+        ge=0,
+        le=86_400,
+        description="how often demands, their deletions and orders' states are read back by time (0: never)",
     )
 
     # An Inflow-style WMS (REST with X-API-Key).

@@ -35,6 +35,7 @@ Where a page names a rule but not its error code, the code here is marked as ass
 
 from __future__ import annotations
 
+import copy
 import threading
 import time
 import uuid
@@ -150,13 +151,16 @@ class FakeMoySklad:
     ) -> None:
         """A person corrects a demand: its positions, its store, or whether it is conducted."""
         with self._lock:
+            before = self._snapshot("demand", demand_id)
             self._change_demand(demand_id, positions, store, applicable)
             given = {"positions": positions, "store": store, "applicable": applicable}
-            self._notify("demand", demand_id, "UPDATE", fields=[k for k, v in given.items() if v is not None])
+            changed = [k for k, v in given.items() if v is not None]
+            self._notify("demand", demand_id, "UPDATE", fields=changed, before=before)
 
     def set_order_state(self, order_id: str, state_uuid: str) -> None:
         """A person moves a customer order to another state in the app (its webhooks notified)."""
         with self._lock:
+            before = self._snapshot("customerorder", order_id)
             order = self.orders[order_id]
             order["state"] = {
                 "meta": {
@@ -166,7 +170,7 @@ class FakeMoySklad:
                 }
             }
             order["updated"] = moment_text(datetime.now(UTC))
-            self._notify("customerorder", order_id, "UPDATE", fields=["state"])
+            self._notify("customerorder", order_id, "UPDATE", fields=["state"], before=before)
 
     def delete_demand(self, demand_id: str) -> None:
         with self._lock:
@@ -230,17 +234,26 @@ class FakeMoySklad:
         request: Request | None = None,
         name: str | None = None,
         fields: list[str] | None = None,
+        before: dict[str, Any] | None = None,
     ) -> None:
         """Records the change in the audit, and queues a notification for each enabled webhook
         that follows it, unless the request that made it asked for none. A webhook with diffType
-        FIELDS is told which `fields` an UPDATE changed (`updatedFields`)."""
+        FIELDS is told which `fields` an UPDATE changed (`updatedFields`); the audit's event holds
+        them in its `diff`, each with its value `before` the change and after it."""
+        entities = self.demands if entity_type == "demand" else self.orders
         if name is None:
-            name = (
-                (self.demands if entity_type == "demand" else self.orders).get(entity_id, {}).get("name", "")
-            )
+            name = entities.get(entity_id, {}).get("name", "")
         source = "jsonapi" if request is not None else "app"
         entity = self.meta(entity_type, entity_id)
-        self.audit.append(new_context(self.origin, entity, action.lower(), name, datetime.now(UTC), source))
+        diff = None
+        if action == "UPDATE":
+            after = entities.get(entity_id, {})
+            diff = {
+                field: {"oldValue": (before or {}).get(field), "newValue": copy.deepcopy(after.get(field))}
+                for field in fields or ()
+            }
+        when = datetime.now(UTC)
+        self.audit.append(new_context(self.origin, entity, action.lower(), name, when, source, diff))
         if request is not None and request.header(WEBHOOK_DISABLE_HEADER) is not None:
             self.notifications_suppressed += 1
             return
@@ -250,6 +263,11 @@ class FakeMoySklad:
                 if action == "UPDATE" and hook.get("diffType") == "FIELDS":
                     body["events"][0]["updatedFields"] = list(fields or [])
                 self.outbox.append((hook["url"], body))
+
+    def _snapshot(self, entity_type: str, entity_id: str) -> dict[str, Any]:
+        """The entity as it is now, for the audit's record of what a change changed."""
+        entities = self.demands if entity_type == "demand" else self.orders
+        return copy.deepcopy(entities.get(entity_id, {}))
 
     def _change_demand(
         self,
@@ -371,6 +389,7 @@ class FakeMoySklad:
         if not isinstance(body, dict):
             return error(400, 2016, "the body must be an object")
         order = self.orders[order_id]
+        before = self._snapshot("customerorder", order_id)
         if "state" in body:
             href = ((body["state"] or {}).get("meta") or {}).get("href") or ""
             if f"{BASE_PATH}entity/customerorder/metadata/states/" not in href:
@@ -381,7 +400,7 @@ class FakeMoySklad:
                 order[name] = body[name]
         order["updated"] = moment_text(datetime.now(UTC))
         changed = [name for name in ("state", "description", "externalCode") if name in body]
-        self._notify("customerorder", order_id, "UPDATE", request, fields=changed)
+        self._notify("customerorder", order_id, "UPDATE", request, fields=changed, before=before)
         return Reply(200, self._order_view(order, request))
 
     def _update_position(self, order_id: str, position_id: str, request: Request) -> Reply:
@@ -389,16 +408,20 @@ class FakeMoySklad:
         position = next((p for p in order["positions"] if p["id"] == position_id), None)
         if position is None:
             return error(404, 1021, f"position {position_id} not found")
+        before = self._snapshot("customerorder", order_id)
         body = request.json() or {}
         if "reserve" in body:
             reserve = body["reserve"]
             if not isinstance(reserve, int | float) or not 0 <= reserve <= position["quantity"]:
                 return error(400, 3007, "reserve must be from 0 to the position's quantity")  # assumed
             position["reserve"] = reserve
-        self._notify("customerorder", order_id, "UPDATE", request, fields=["positions"])  # assumed name
+        self._notify(
+            "customerorder", order_id, "UPDATE", request, fields=["positions"], before=before
+        )  # assumed name
         return Reply(200, position)
 
     def _update_demand(self, demand_id: str, request: Request) -> Reply:
+        before = self._snapshot("demand", demand_id)
         body = request.json() or {}
         positions = None
         if "positions" in body:
@@ -409,7 +432,7 @@ class FakeMoySklad:
         store = body.get("store", {}).get("meta", {}).get("href", "").split("/")[-1] or None
         self._change_demand(demand_id, positions, store, body.get("applicable"))
         changed = [name for name in ("positions", "store", "applicable") if name in body]
-        self._notify("demand", demand_id, "UPDATE", request, fields=changed)
+        self._notify("demand", demand_id, "UPDATE", request, fields=changed, before=before)
         return self._demand(demand_id, request)
 
     def _order_view(self, order: dict[str, Any], request: Request) -> dict[str, Any]:

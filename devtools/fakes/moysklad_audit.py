@@ -44,9 +44,16 @@ EARLIEST = datetime(1970, 1, 1, 3, 0, 0, tzinfo=MOSCOW)
 
 
 def new_context(
-    origin: str, entity: dict[str, Any], event_type: str, name: str, when: datetime, source: str
+    origin: str,
+    entity: dict[str, Any],
+    event_type: str,
+    name: str,
+    when: datetime,
+    source: str,
+    diff: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """A context of one event on `entity` (its meta), at `when`."""
+    """A context of one event on `entity` (its meta), at `when`; an update's event has the `diff`
+    of the fields it changed, keyed by their JSON API names (a creation's has none)."""
     context_id = str(uuid.uuid4())
     href = f"{origin}{BASE_PATH}audit/{context_id}"
     moment = when.astimezone(MOSCOW).strftime("%Y-%m-%d %H:%M:%S")
@@ -63,6 +70,7 @@ def new_context(
         "objectCount": 1,
         "audit": {"meta": {"href": href, "type": "audit", "mediaType": "application/json"}},
         "entity": entity,
+        **({} if diff is None else {"diff": diff}),
     }
     return {
         "meta": {"href": href, "type": "audit", "mediaType": "application/json"},

@@ -12,7 +12,7 @@ from conftest import event
 
 from adapters.db import transaction
 from adapters.moysklad import MoySkladClient, MoySkladConfig
-from adapters.moysklad_catchup import DemandCatchUp
+from adapters.moysklad_catchup import MoySkladCatchUp
 from adapters.moysklad_demands import DemandSync
 from adapters.sink import LedgerSink
 from ledger.domain.model import EventType
@@ -31,11 +31,13 @@ def account(moysklad: Any, mapped: Any) -> Any:
     return moysklad
 
 
-def catch_up(server: Any, recorder: Any, mappings: Any, ledger: Any, page_rows: int = 1000) -> DemandCatchUp:
+def catch_up(
+    server: Any, recorder: Any, mappings: Any, ledger: Any, page_rows: int = 1000
+) -> MoySkladCatchUp:
     client = MoySkladClient(
         MoySkladConfig(base_url=server.url + "/api/remap/1.2", token="fake-moysklad-token", timeout_s=2.0)
     )
-    return DemandCatchUp(recorder, client, DemandSync(recorder, mappings, client, LedgerSink(ledger)))
+    return MoySkladCatchUp(recorder, client, DemandSync(recorder, mappings, client, LedgerSink(ledger)))
 
 
 def on_hand(ledger: Any, sku: str) -> int:

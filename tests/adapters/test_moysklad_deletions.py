@@ -15,13 +15,15 @@ from typing import Any
 import pytest
 from conftest import event
 
-from adapters import moysklad_deletions
+from adapters import moysklad_audit, moysklad_deletions
 from adapters.cursors import load_cursor, save_cursor
 from adapters.db import transaction
 from adapters.moysklad import MoySkladClient, MoySkladConfig
-from adapters.moysklad_catchup import DemandCatchUp
-from adapters.moysklad_deletions import CURSOR, SETTLE_S, WINDOW_S, Deleted, deleted_demands
+from adapters.moysklad_audit import SETTLE_S, WINDOW_S, Change
+from adapters.moysklad_catchup import MoySkladCatchUp
+from adapters.moysklad_deletions import CURSOR, deleted_demands
 from adapters.moysklad_demands import DemandSync
+from adapters.outbound import TargetUnavailable
 from adapters.sink import LedgerSink
 from ledger.domain.model import EventType
 
@@ -47,9 +49,11 @@ def client_of(server: Any) -> MoySkladClient:
 
 def catch_up(
     server: Any, recorder: Any, mappings: Any, ledger: Any, ahead: timedelta = SETTLED
-) -> DemandCatchUp:
+) -> MoySkladCatchUp:
     client = client_of(server)
-    catching_up = DemandCatchUp(recorder, client, DemandSync(recorder, mappings, client, LedgerSink(ledger)))
+    catching_up = MoySkladCatchUp(
+        recorder, client, DemandSync(recorder, mappings, client, LedgerSink(ledger))
+    )
     catching_up.clock = lambda: datetime.now(UTC) + ahead
     return catching_up
 
@@ -120,7 +124,7 @@ def test_the_deletions_are_read_from_every_page_of_the_audit_and_only_demands_de
         deleted_demands(client_of(server), start, datetime.now(UTC) + timedelta(seconds=1), page_rows=2)
     )
 
-    assert all(isinstance(found, Deleted) for found in read)
+    assert all(isinstance(found, Change) for found in read)
     assert sorted(found.href.rsplit("/", 1)[-1] for found in read) == sorted(made)  # type: ignore[union-attr]
     assert all(abs(found.moment - datetime.now(UTC)) < timedelta(minutes=1) for found in read)  # type: ignore[union-attr]
     assert len(fake.audit) == 12  # 6 made, 5 deleted, 1 corrected: the audit holds every change
@@ -154,8 +158,8 @@ def test_a_window_too_full_to_read_is_given_up_with_an_alert_not_held_for_good(
 ):
     fake, server = account
     record(event(EventType.RECEIPT, "shop-1", ("SKU-2", 10)))
-    monkeypatch.setattr(moysklad_deletions, "AUDIT_PAGES_MAX", 1)
-    monkeypatch.setattr(moysklad_deletions, "AUDIT_PAGE_ROWS", 2)
+    monkeypatch.setattr(moysklad_audit, "AUDIT_PAGES_MAX", 1)
+    monkeypatch.setattr(moysklad_audit, "AUDIT_PAGE_ROWS", 2)
     monkeypatch.setattr(moysklad_deletions.deleted_demands, "__defaults__", (2,))
     for _ in range(3):
         fake.delete_demand(fake.add_demand(STORE_UUID, [(PRODUCT, 1)]))
@@ -228,7 +232,7 @@ def test_the_fake_audit_keeps_the_documented_filters_and_page_sizes(account):
     assert status("?limit=101") == 400
 
 
-def _deleted_three(fake: Any, catching_up: DemandCatchUp) -> list[str]:
+def _deleted_three(fake: Any, catching_up: MoySkladCatchUp) -> list[str]:
     made = [fake.add_demand(STORE_UUID, [(PRODUCT, 1)]) for _ in range(3)]
     assert catching_up.run_once() == 3
     for demand_id in made:
@@ -241,7 +245,7 @@ def _failing(message: str) -> Any:
     """A stand-in for a read of MoySklad that is unavailable, saying `message`."""
 
     def fail(*_: Any, **__: Any) -> Any:
-        raise moysklad_deletions.TargetUnavailable(message)
+        raise TargetUnavailable(message)
 
     return fail
 
@@ -258,7 +262,7 @@ def test_a_bulk_deletion_too_large_to_read_is_alerted_and_the_windows_other_dele
     record(event(EventType.RECEIPT, "shop-1", ("SKU-2", 10)))
     catching_up = catch_up(server, recorder, mappings, ledger)
     _deleted_three(fake, catching_up)
-    monkeypatch.setattr(moysklad_deletions, "AUDIT_PAGES_MAX", 2)
+    monkeypatch.setattr(moysklad_audit, "AUDIT_PAGES_MAX", 2)
     monkeypatch.setattr(moysklad_deletions.deleted_demands, "__defaults__", (2,))
     bulk = next(c for c in fake.audit if c["eventType"] == "delete")
     others = []  # four more deletions in the same context, of demands never recorded, listed first
@@ -298,7 +302,7 @@ def test_the_deletions_are_read_though_the_demands_list_failed(account, recorder
     catching_up.client.demands_updated_since = _failing(  # type: ignore[method-assign]
         "moysklad demand list: more than 1000 in one second"
     )
-    with pytest.raises(moysklad_deletions.TargetUnavailable, match="more than 1000"):
+    with pytest.raises(TargetUnavailable, match="more than 1000"):
         catching_up.run_once()
     assert on_hand(ledger) == 10  # the deletions returned their stock all the same
 
@@ -311,7 +315,7 @@ def test_when_the_list_and_the_deletions_both_fail_the_lists_error_is_raised_and
 
     catching_up.client.demands_updated_since = _failing("moysklad demand list: HTTP 502")  # type: ignore[method-assign]
     catching_up.deletions.run_once = _failing("moysklad audit: HTTP 403: the token may lack the right")  # type: ignore[method-assign]
-    with pytest.raises(moysklad_deletions.TargetUnavailable, match="HTTP 502"):
+    with pytest.raises(TargetUnavailable, match="HTTP 502"):
         catching_up.run_once()
     assert "the deletions could not be read either" in caplog.text and "HTTP 403" in caplog.text
 

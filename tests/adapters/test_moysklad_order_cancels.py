@@ -10,22 +10,20 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
-from conftest import BOTH_DATABASES, FAST, either_database, event
+from conftest import BOTH_DATABASES, either_database, event
+from moysklad_orders import CANCELLED, OTHER_STATE, placed_order, reserved
 from moysklad_setup import STORE_UUID, VARIANT, client_for, on_hand
 
 from adapters.httpserver import Reply
-from adapters.moysklad import MoySkladOrdersTarget
 from adapters.moysklad_demands import DemandsRefused, DemandSync
 from adapters.moysklad_order_cancels import OrderCancels
 from adapters.moysklad_webhooks import register_webhooks
-from adapters.outbound import OutboundWorker, TargetUnavailable
+from adapters.outbound import TargetUnavailable
 from adapters.sink import LedgerSink
 from devtools.fakes.moysklad_wire import MOSCOW
 from ledger.domain.model import EventType
 
 RECEIPT, RESERVATION, RELEASE = EventType.RECEIPT, EventType.RESERVATION, EventType.RESERVATION_RELEASE
-CANCELLED = "5a5a0000-0000-0000-0000-00000000000c"  # the account's "cancelled" state
-OTHER_STATE = "5a5a0000-0000-0000-0000-00000000000d"
 
 
 database_url = pytest.fixture(params=BOTH_DATABASES)(either_database)  # every test on both
@@ -35,23 +33,6 @@ database_url = pytest.fixture(params=BOTH_DATABASES)(either_database)  # every t
 def account(moysklad_account: Any, mapped: Any) -> Any:
     mapped(("moysklad", "status", "released", CANCELLED))
     return moysklad_account
-
-
-def reserved(ledger: Any) -> int:
-    return ledger.levels("shop-1", ["SKU-1"])[0].level.reserved_units
-
-
-def placed_order(fake: Any, server: Any, recorder: Any, mappings: Any, record: Any) -> tuple[str, Any]:
-    """A reservation of 5 for order B-9 at shop-1, and its customer order in MoySklad; and the
-    orders' worker (one: it holds the target's lease)."""
-    record(
-        event(RECEIPT, "shop-1", ("SKU-1", 10)),
-        event(RESERVATION, "shop-1", ("SKU-1", 5), reservation_id="res-9", order_id="B-9"),
-    )
-    worker = OutboundWorker(recorder, MoySkladOrdersTarget(recorder, mappings, client_for(server)), FAST)
-    worker.run_until_idle()
-    (order_id,) = [o["id"] for o in fake.orders.values() if o["externalCode"] == "B-9"]
-    return str(order_id), worker
 
 
 def cancels_of(server: Any, recorder: Any, mappings: Any, ledger: Any) -> OrderCancels:

@@ -17,8 +17,9 @@ from moysklad_setup import PRODUCT, STORE_UUID, client_for, on_hand
 from adapters.cursors import load_cursor
 from adapters.db import transaction
 from adapters.inbound import InboxWorker, store_delivery
-from adapters.moysklad_catchup import DemandCatchUp
-from adapters.moysklad_deletions import CURSOR, SETTLE_S
+from adapters.moysklad_audit import SETTLE_S
+from adapters.moysklad_catchup import MoySkladCatchUp
+from adapters.moysklad_deletions import CURSOR
 from adapters.moysklad_demands import DemandSync
 from adapters.sink import EventsRefused, LedgerSink, SinkError
 from ledger.domain.model import EventType, StockEvent
@@ -72,7 +73,7 @@ def test_a_deletion_whose_return_the_ledger_refuses_is_alerted_and_the_audit_rea
     refused_demand: list[str] = []
     refusing = RefusingLedger(ledger, lambda e: bool(refused_demand) and refused_demand[0] in e.event_id)
     demands = DemandSync(recorder, mappings, client, LedgerSink(refusing))
-    catching_up = DemandCatchUp(recorder, client, demands)
+    catching_up = MoySkladCatchUp(recorder, client, demands)
     catching_up.clock = lambda: datetime.now(UTC) + timedelta(seconds=SETTLE_S + 5)
     made = [fake.add_demand(STORE_UUID, [(PRODUCT, 1)]) for _ in range(3)]
     assert catching_up.run_once() == 3

@@ -1,0 +1,34 @@
+"""A customer order the ledger made in the fake MoySklad, for the tests of its cancels
+(test_moysklad_order_cancels.py, test_moysklad_cancel_catchup.py)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from conftest import FAST, event
+from moysklad_setup import client_for
+
+from adapters.moysklad import MoySkladOrdersTarget
+from adapters.outbound import OutboundWorker
+from ledger.domain.model import EventType
+
+CANCELLED = "5a5a0000-0000-0000-0000-00000000000c"  # the account's "cancelled" state
+OTHER_STATE = "5a5a0000-0000-0000-0000-00000000000d"
+
+
+def reserved(ledger: Any) -> int:
+    """What shop-1 holds reserved of SKU-1."""
+    return int(ledger.levels("shop-1", ["SKU-1"])[0].level.reserved_units)
+
+
+def placed_order(fake: Any, server: Any, recorder: Any, mappings: Any, record: Any) -> tuple[str, Any]:
+    """A reservation of 5 for order B-9 at shop-1, and its customer order in MoySklad; and the
+    orders' worker (one: it holds the target's lease)."""
+    record(
+        event(EventType.RECEIPT, "shop-1", ("SKU-1", 10)),
+        event(EventType.RESERVATION, "shop-1", ("SKU-1", 5), reservation_id="res-9", order_id="B-9"),
+    )
+    worker = OutboundWorker(recorder, MoySkladOrdersTarget(recorder, mappings, client_for(server)), FAST)
+    worker.run_until_idle()
+    (order_id,) = [o["id"] for o in fake.orders.values() if o["externalCode"] == "B-9"]
+    return str(order_id), worker
