@@ -189,6 +189,18 @@ class MoySkladClient:
             raise TargetUnavailable(f"moysklad customerorder positions: HTTP {answer.status}")
         return list((answer.json() or {}).get("rows") or [])
 
+    def login(self) -> str:
+        """The login (`uid`) of the employee this token acts as (GET context/employee,
+        md/dictionaries/_employee.md): what the audit names as the author of the ledger's own
+        changes."""
+        answer = self.request("GET", "context/employee")
+        if answer.status != 200:
+            raise TargetUnavailable(f"moysklad context/employee: HTTP {answer.status}")
+        uid = (answer.json() or {}).get("uid")
+        if not isinstance(uid, str) or not uid:
+            raise TargetUnavailable("moysklad context/employee: no uid in the answer")
+        return uid
+
     def find_order(self, external_code: str, store_id: str) -> dict[str, Any] | None:
         """The customer order of one store with this `externalCode` (the ledger's order id). A
         reservation across stores (CONTRACT §6) is an order of each store's part under one order

@@ -57,11 +57,15 @@ class AuditOverflow(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Change:
-    """One entity's change: its address, when it was made, and the fields an update changed."""
+    """One entity's change: its address, when it was made, the fields an update changed, the
+    address of the audit context it is in (a notification of the change names the same), and the
+    login of who made it."""
 
     href: str
     moment: datetime
     fields: frozenset[str] = frozenset()
+    context: str = ""
+    uid: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,15 +83,21 @@ def audit_changes(
     entity_type: str,
     event_type: str,
     page_rows: int = AUDIT_PAGE_ROWS,
+    not_by: str | None = None,
 ) -> Iterator[Change | Unreadable]:
     """Every `event_type` change of an `entity_type` the audit records from `since` to `until`,
-    and what could not be read. Raises AuditOverflow past AUDIT_PAGES_MAX pages of contexts."""
+    and what could not be read; with `not_by`, a login, not the contexts of that login's changes
+    (their events are not asked for). An update is read with the fields it changed: one without
+    its `diff` is unreadable. Raises AuditOverflow past AUDIT_PAGES_MAX pages of contexts."""
     window = (
         f"moment>={second_text(since)};moment<={second_text(until)};"
         f"entityType={entity_type};eventType={event_type}"
     )
     for context in _rows(client, "audit", {"filter": window}, page_rows):
+        if not_by is not None and context.get("uid") == not_by:
+            continue
         subject = f"audit context {context.get('id')} ({context.get('moment')})"
+        context_href = str((context.get("meta") or {}).get("href") or "")
         events = ((context.get("events") or {}).get("meta") or {}).get("href")
         if not isinstance(events, str) or not _ours(client, events):
             yield Unreadable(subject, f"its events' address is missing or not MoySklad's: {events!r}"[:300])
@@ -95,13 +105,13 @@ def audit_changes(
         try:
             for event in _rows(client, events, {}, page_rows):
                 if event.get("entityType") == entity_type and event.get("eventType") == event_type:
-                    yield _change(client, subject, entity_type, event)
+                    yield _change(client, subject, context_href, entity_type, event)
         except AuditOverflow as overflow:
             yield Unreadable(subject, f"{overflow} of events: the rest of them were not read")
 
 
 def _change(
-    client: MoySkladClient, subject: str, entity_type: str, event: dict[str, Any]
+    client: MoySkladClient, subject: str, context: str, entity_type: str, event: dict[str, Any]
 ) -> Change | Unreadable:
     href = ((event.get("entity") or {}).get("meta") or {}).get("href")
     try:
@@ -112,7 +122,14 @@ def _change(
         detail = f"an event without its {entity_type}'s address or moment: {event!r}"
         return Unreadable(subject, detail[:300])
     diff = event.get("diff")
-    return Change(href, moment, frozenset(diff) if isinstance(diff, dict) else frozenset())
+    uid = str(event.get("uid") or "")
+    if event.get("eventType") != "update":
+        return Change(href, moment, frozenset(), context, uid)
+    if not isinstance(diff, dict):
+        # md/audit/_audit.md: an update's event names the fields it changed. Without them, whether
+        # it changed one that matters is unknown: said, not taken for "nothing that matters".
+        return Unreadable(subject, f"an update without the fields it changed (its diff): {event!r}"[:300])
+    return Change(href, moment, frozenset(diff), context, uid)
 
 
 def _ours(client: MoySkladClient, href: str) -> bool:

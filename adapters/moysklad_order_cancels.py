@@ -38,6 +38,8 @@ released.
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from datetime import UTC, datetime
 from typing import Any
 
@@ -63,6 +65,7 @@ log = secret_safe_logger("adapters.moysklad_order_cancels")
 
 RELEASED = "released"  # the mapping row's local id: the ledger's state, and the order's
 REFERENCE_CHARS_MAX = 256
+SYNCED_REMEMBERED_MAX = 10_000  # changes synced, by their audit context and order: passed if seen again
 _HOLDING = frozenset({ReservationStatus.ACTIVE.value, ReservationStatus.PARTIALLY_SHIPPED.value})
 
 
@@ -74,12 +77,17 @@ class OrderCancels:
         self.mappings = mappings
         self.client = client
         self.sink = sink
+        # The inbox's thread and the catch-up's both sync: the memo is theirs together.
+        self._synced: OrderedDict[tuple[str, str], None] = OrderedDict()
+        self._memo_lock = threading.Lock()
 
     def handle(self, delivery: dict[str, Any]) -> int:
         """Every customer order of one delivery whose state changed; returns how many releases
         were submitted."""
         submitted = 0
-        moment = (delivery.get("auditContext") or {}).get("moment")
+        context = delivery.get("auditContext") or {}
+        moment = context.get("moment")
+        change_id = (context.get("meta") or {}).get("href")
         for notice in delivery.get("events") or []:
             meta = notice.get("meta") or {}
             if meta.get("type") != "customerorder" or notice.get("action") != "UPDATE":
@@ -87,12 +95,29 @@ class OrderCancels:
             fields = notice.get("updatedFields")
             if not isinstance(fields, list) or "state" not in fields or not moment:
                 continue  # not a change of its state (the module's docstring): no request
-            submitted += self.sync(str(meta["href"]), _utc(moment))
+            submitted += self.sync(str(meta["href"]), _utc(moment), change_id)
         return submitted
 
-    def sync(self, href: str, changed_at: datetime) -> int:
+    def sync(self, href: str, changed_at: datetime, change_id: str | None = None) -> int:
         """Releases the reservation of the order at `href` if the order is in the released state
-        now and the change at `changed_at` came after the reservation was placed."""
+        now and the change at `changed_at` came after the reservation was placed. `change_id`, the
+        address of the change's audit context (a notification's `auditContext`, the context the
+        audit lists it in): a change synced already is passed without a request, so a cancel both
+        notified and read back from the audit is read once."""
+        key = None if not change_id else (change_id, href)
+        if key is not None:
+            with self._memo_lock:
+                if key in self._synced:
+                    return 0
+        submitted = self._sync(href, changed_at)
+        if key is not None:
+            with self._memo_lock:
+                self._synced[key] = None
+                if len(self._synced) > SYNCED_REMEMBERED_MAX:
+                    self._synced.popitem(last=False)
+        return submitted
+
+    def _sync(self, href: str, changed_at: datetime) -> int:
         rule = self.mappings.status(SYSTEM, RELEASED)
         if rule is None:
             return 0

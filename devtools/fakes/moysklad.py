@@ -63,6 +63,11 @@ from devtools.fakes.moysklad_wire import (
 )
 
 WEBHOOK_DISABLE_HEADER = "X-Lognex-WebHook-Disable"
+# Who the audit names as a change's author: the employee the API token acts as (the ledger), and a
+# person at MoySklad (the test helpers).
+API_LOGIN = "ledger@fake"
+APP_LOGIN = "admin@fake"
+EMPLOYEE_ID = "e1e10000-0000-0000-0000-000000000001"
 
 
 @dataclass
@@ -210,12 +215,17 @@ class FakeMoySklad:
     def webhook_body(self, demand_id: str, action: str = "CREATE") -> dict[str, Any]:
         return self.notification_body("demand", demand_id, action)
 
-    def notification_body(self, entity_type: str, entity_id: str, action: str) -> dict[str, Any]:
+    def notification_body(
+        self, entity_type: str, entity_id: str, action: str, context_href: str | None = None
+    ) -> dict[str, Any]:
+        """What a webhook sends for one change; `auditContext` names the change's context in the
+        audit (a new address when none is given)."""
+        href = context_href or f"{self.origin}{BASE_PATH}audit/{uuid.uuid4()}"
         return {
             "auditContext": {
-                "meta": {"type": "audit", "href": f"{self.origin}{BASE_PATH}audit/{uuid.uuid4()}"},
+                "meta": {"type": "audit", "href": href},
                 "moment": datetime.now(MOSCOW).strftime("%Y-%m-%d %H:%M:%S"),
-                "uid": "admin@fake",
+                "uid": APP_LOGIN,
             },
             "events": [
                 {
@@ -244,6 +254,7 @@ class FakeMoySklad:
         if name is None:
             name = entities.get(entity_id, {}).get("name", "")
         source = "jsonapi" if request is not None else "app"
+        uid = API_LOGIN if request is not None else APP_LOGIN
         entity = self.meta(entity_type, entity_id)
         diff = None
         if action == "UPDATE":
@@ -253,16 +264,34 @@ class FakeMoySklad:
                 for field in fields or ()
             }
         when = datetime.now(UTC)
-        self.audit.append(new_context(self.origin, entity, action.lower(), name, when, source, diff))
+        context = new_context(self.origin, entity, action.lower(), name, when, source, uid, diff)
+        self.audit.append(context)
         if request is not None and request.header(WEBHOOK_DISABLE_HEADER) is not None:
             self.notifications_suppressed += 1
             return
         for hook in self.webhooks.values():
             if hook["enabled"] and hook["entityType"] == entity_type and hook["action"] == action:
-                body = self.notification_body(entity_type, entity_id, action)
+                body = self.notification_body(entity_type, entity_id, action, context["meta"]["href"])
+                body["auditContext"]["moment"] = context["moment"]
+                body["auditContext"]["uid"] = uid
                 if action == "UPDATE" and hook.get("diffType") == "FIELDS":
                     body["events"][0]["updatedFields"] = list(fields or [])
                 self.outbox.append((hook["url"], body))
+
+    def _employee(self) -> dict[str, Any]:
+        """The employee the token acts as (md/dictionaries/_employee.md: `uid`, the login)."""
+        return {
+            "meta": {
+                "href": f"{self.origin}{BASE_PATH}context/employee",
+                "metadataHref": f"{self.origin}{BASE_PATH}entity/employee/metadata",
+                "type": "employee",
+                "mediaType": "application/json",
+            },
+            "id": EMPLOYEE_ID,
+            "accountId": ACCOUNT_ID,
+            "name": "ledger",
+            "uid": API_LOGIN,
+        }
 
     def _snapshot(self, entity_type: str, entity_id: str) -> dict[str, Any]:
         """The entity as it is now, for the audit's record of what a change changed."""
@@ -339,6 +368,8 @@ class FakeMoySklad:
     def _route(self, request: Request, path: str) -> Reply:
         parts = path.strip("/").split("/")
         method = request.method
+        if parts == ["context", "employee"] and method == "GET":
+            return Reply(200, self._employee())
         if parts[:2] == ["entity", "customerorder"]:
             if len(parts) == 2 and method == "GET":
                 return self._find_orders(request)

@@ -50,15 +50,17 @@ def new_context(
     name: str,
     when: datetime,
     source: str,
+    uid: str,
     diff: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """A context of one event on `entity` (its meta), at `when`; an update's event has the `diff`
-    of the fields it changed, keyed by their JSON API names (a creation's has none)."""
+    of the fields it changed, keyed by their JSON API names (a creation's has none); `uid` is the
+    login of who made it."""
     context_id = str(uuid.uuid4())
     href = f"{origin}{BASE_PATH}audit/{context_id}"
     moment = when.astimezone(MOSCOW).strftime("%Y-%m-%d %H:%M:%S")
     common = {
-        "uid": "admin@fake",
+        "uid": uid,
         "source": source,
         "moment": moment,
         "eventType": event_type,

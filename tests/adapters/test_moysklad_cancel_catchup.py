@@ -13,19 +13,22 @@ from conftest import BOTH_DATABASES, either_database, event
 from moysklad_orders import CANCELLED, OTHER_STATE, placed_order, reserved
 from moysklad_setup import client_for
 
+from adapters.db import transaction
 from adapters.moysklad_audit import SETTLE_S
 from adapters.moysklad_cancel_catchup import CancelCatchUp
 from adapters.moysklad_catchup import MoySkladCatchUp
 from adapters.moysklad_demands import DemandSync
 from adapters.moysklad_order_cancels import OrderCancels
+from adapters.moysklad_webhooks import register_webhooks
 from adapters.outbound import TargetUnavailable
 from adapters.runner import build_adapters
 from adapters.sink import LedgerSink
+from devtools.fakes.moysklad import API_LOGIN, APP_LOGIN
 from devtools.fakes.moysklad_wire import MOSCOW
 from ledger.config import Settings
 from ledger.domain.model import EventType
 
-RECEIPT, RESERVATION = EventType.RECEIPT, EventType.RESERVATION
+RECEIPT, RESERVATION, RELEASE = EventType.RECEIPT, EventType.RESERVATION, EventType.RESERVATION_RELEASE
 SETTLED = timedelta(seconds=SETTLE_S + 5)  # a clock this far ahead sees a change just made
 
 
@@ -38,14 +41,16 @@ def account(moysklad_account: Any, mapped: Any) -> Any:
     return moysklad_account
 
 
-def catch_up(server: Any, recorder: Any, mappings: Any, ledger: Any) -> MoySkladCatchUp:
+def catch_up(
+    server: Any, recorder: Any, mappings: Any, ledger: Any, cancels: OrderCancels | None = None
+) -> MoySkladCatchUp:
     client = client_for(server)
     sink = LedgerSink(ledger)
     catching_up = MoySkladCatchUp(
         recorder,
         client,
         DemandSync(recorder, mappings, client, sink),
-        OrderCancels(recorder, mappings, client, sink),
+        cancels or OrderCancels(recorder, mappings, client, sink),
     )
     catching_up.clock = lambda: datetime.now(UTC) + SETTLED
     return catching_up
@@ -74,6 +79,24 @@ def test_a_cancel_whose_notification_was_lost_releases_its_reservation_once(
     again = catch_up(server, recorder, mappings, ledger)  # a restarted process reads it again
     again.cancels._start = lambda end: end - timedelta(minutes=5)  # type: ignore[union-attr, method-assign]
     assert again.run_once() == 0
+    assert reserved(ledger) == 0
+
+
+def test_a_cancel_its_notification_brought_costs_the_catch_up_no_request(
+    account, recorder, mappings, ledger, record
+):
+    fake, server = account
+    order_id, _ = placed_order(fake, server, recorder, mappings, record)
+    register_webhooks(client_for(server), "http://ledger.example/moysklad/webhook/s")
+    fake.outbox.clear()
+    fake.set_order_state(order_id, CANCELLED)
+    [(_, notified)] = fake.outbox
+    cancels = OrderCancels(recorder, mappings, client_for(server), LedgerSink(ledger))
+    assert cancels.handle(notified) == 1
+    reads = order_reads(fake, order_id)
+
+    assert catch_up(server, recorder, mappings, ledger, cancels).run_once() == 0
+    assert order_reads(fake, order_id) == reads  # the same change, by its audit context
     assert reserved(ledger) == 0
 
 
@@ -161,3 +184,48 @@ def test_adapters_run_catches_up_the_orders_states_with_the_demands(account, dat
         assert isinstance(adapters.moysklad_catch_up.cancels, CancelCatchUp)
     finally:
         adapters.close_connections()
+
+
+@pytest.mark.parametrize("worker_behind", [True, False])
+def test_the_ledgers_own_move_of_an_order_to_the_released_state_releases_nothing(
+    account, recorder, mappings, ledger, record, worker_behind
+):
+    """Order B-9's first reservation is released by the ledger, its second (res-9b) holds: the
+    orders' worker moves the one customer order of B-9 to the released state, which the audit
+    records like a person's cancel. Whether the worker ran before res-9b was placed or after, the
+    catch-up must not release res-9b, nor ask for the ledger's own contexts' events."""
+    fake, server = account
+    _, orders = placed_order(fake, server, recorder, mappings, record)
+    if worker_behind:
+        record(event(RELEASE, "shop-1", ("SKU-1", 5), reservation_id="res-9"))
+        record(event(RESERVATION, "shop-1", ("SKU-1", 2), reservation_id="res-9b", order_id="B-9"))
+    else:
+        record(event(RESERVATION, "shop-1", ("SKU-1", 2), reservation_id="res-9b", order_id="B-9"))
+        orders.run_until_idle()
+        record(event(RELEASE, "shop-1", ("SKU-1", 5), reservation_id="res-9"))
+    orders.run_until_idle()
+    own = [c for c in fake.audit if c["eventType"] == "update" and "state" in c["_events"][0]["diff"]]
+    assert own and all(c["uid"] == API_LOGIN for c in own)  # the ledger's state move is in the audit
+    assert reserved(ledger) == 2
+
+    assert catch_up(server, recorder, mappings, ledger).run_once() == 0
+    assert reserved(ledger) == 2
+    asked = [path for method, path, _ in fake.request_log if method == "GET" and path.endswith("/events")]
+    assert not any(c["id"] in path for c in own for path in asked)
+
+
+def test_an_update_without_its_diff_is_alerted_and_releases_nothing(
+    account, recorder, mappings, ledger, record
+):
+    fake, server = account
+    order_id, _ = placed_order(fake, server, recorder, mappings, record)
+    fake.set_order_state(order_id, CANCELLED)
+    fake.outbox.clear()
+    [cancel] = [c for c in fake.audit if c["eventType"] == "update" and c["uid"] == APP_LOGIN]
+    del cancel["_events"][0]["diff"]
+
+    assert catch_up(server, recorder, mappings, ledger).run_once() == 0
+    assert reserved(ledger) == 5
+    with transaction(recorder) as tx:
+        [alert] = tx.fetchall("SELECT subject, detail FROM adapter_journal WHERE kind = 'alert'")
+    assert "without the fields it changed" in alert["detail"] and "release" in alert["detail"]
