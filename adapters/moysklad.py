@@ -56,7 +56,7 @@ from adapters.mappings import Mappings
 from adapters.masking import secret_safe_logger
 from adapters.outbound import RETRY_AFTER_S_MAX, Failure, Item, TargetUnavailable
 from ledger.access.scopes import ADAPTER_PRINCIPAL_PREFIX
-from ledger.domain.model import Entry, EventType
+from ledger.domain.model import Entry, EventType, ReservationStatus
 from ledger.sql import SqlTx
 
 log = secret_safe_logger("adapters.moysklad")
@@ -331,7 +331,9 @@ ORDER_EVENT_TYPES = frozenset(
 class MoySkladOrdersTarget:
     """A reservation placed in the ledger for an order becomes a MoySklad customerorder; when the
     reservation is released or expires, the order's positions are reserved no more (`reserve` 0)
-    and, with a `moysklad,status,released|expired,<state uuid>` mapping, the order takes that state."""
+    and, with a `moysklad,status,released|expired,<state uuid>` mapping, the order takes that state,
+    unless another reservation of its order id at that store still holds it (a later one reuses
+    the order): then the last of them to end closes it."""
 
     name = "moysklad"
     batch_items_max = 20
@@ -417,6 +419,12 @@ class MoySkladOrdersTarget:
         if store is None:
             # Its mapping removed since: the order, if any, cannot be found to clear its reserve.
             return Failure(f"no moysklad store mapped to {payload['store_id']}", permanent=True)
+        if self._held_by_another(payload["store_id"], payload["order_id"], payload["reservation_id"]):
+            # A later reservation of the same order id reuses this customer order: it stays open
+            # (its reserve and state), closed when the last reservation holding it ends. Moved to
+            # the released state now, it would read as a person's cancel of the order
+            # (moysklad_order_cancels.py) and release the reservation that still holds.
+            return None
         order = self.client.find_order(payload["order_id"], store.external_id)
         if order is None:
             return None  # never created (placed and closed between two pushes): nothing reserved there
@@ -450,6 +458,26 @@ class MoySkladOrdersTarget:
         return Failure(
             f"customerorder {payload['order_id']} state: HTTP {answer.status}: {errors_text(answer)}"
         )
+
+    def _held_by_another(self, store_id: str, external_code: str, reservation_id: str) -> bool:
+        """Whether a reservation at `store_id` other than `reservation_id`, of the customer order
+        whose `externalCode` is `external_code` (the order id's, or one placed without an order id
+        under that id), still holds units."""
+        with self.recorder.read_transaction() as tx:
+            row = tx.fetchone(
+                "SELECT 1 AS held FROM ledger_reservations WHERE store_id = %s "
+                "AND (order_id = %s OR (order_id IS NULL AND reservation_id = %s)) "
+                "AND reservation_id <> %s AND status IN (%s, %s) LIMIT 1",
+                (
+                    store_id,
+                    external_code,
+                    external_code,
+                    reservation_id,
+                    ReservationStatus.ACTIVE.value,
+                    ReservationStatus.PARTIALLY_SHIPPED.value,
+                ),
+            )
+        return row is not None
 
     def _create_order(self, item: Item) -> Failure | None:
         payload = item.payload

@@ -14,11 +14,11 @@ context costs one request for its events (the audit lists a context without them
 whose event has no `diff` is alerted and passed.
 
 The ledger's own changes are passed: its move of an order to the released state is in the audit
-too (the header that silences webhooks does not silence the audit), and read as a cancel it would
-release a later reservation of the same order id that reuses the order. So the contexts of the
-login the ledger's token acts as (`GET context/employee`, asked once a process) are passed without
-their events; a person should not use that login in MoySklad's app, or their cancels are left to
-their notifications.
+too (the header that silences webhooks does not silence the audit), and read as a cancel dated in
+the second a later reservation of the same order id reused the order, it would release that one.
+So the contexts of the login the ledger's token acts as (`GET context/employee`, asked once a
+process) are passed without their events, which also spares the requests; a person should not use
+that login in MoySklad's app, or their cancels are left to their notifications.
 
 A change synced already in this process (its notification came, or the overlap of two windows
 reads it again) is passed without a request: OrderCancels remembers the changes it synced by their
@@ -34,9 +34,12 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
+from adapters.masking import secret_safe_logger
 from adapters.moysklad import MoySkladClient
 from adapters.moysklad_audit import AUDIT_PAGE_ROWS, AuditWindows, Change, Unreadable, audit_changes
 from adapters.moysklad_order_cancels import OrderCancels
+
+log = secret_safe_logger("adapters.moysklad_cancel_catchup")
 
 CURSOR = "moysklad.order_states"
 STATE_FIELD = "state"  # the order's field a cancel changes, as the audit's diff names it
@@ -82,6 +85,10 @@ class CancelCatchUp(AuditWindows):
         """The ledger's own MoySklad login, asked once a process."""
         if self._own_login is None:
             self._own_login = self.client.login()
+            log.info(
+                "moysklad catch-up: the orders' changes made as %s (the ledger's token) are passed",
+                self._own_login,
+            )
         return self._own_login
 
     def _take(self, change: Change) -> int:

@@ -6,6 +6,7 @@ was placed; nothing else an order does there moves stock, or costs a request
 from __future__ import annotations
 
 import copy
+import time
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -231,3 +232,32 @@ def test_registering_again_sets_field_diffs_on_an_order_subscription_made_withou
         json_body={"url": url, "entityType": "demand", "action": "CREATE", "diffType": "FIELDS"},
     )
     assert refused.status == 400  # diffType is for UPDATE only (the fake's assumption)
+
+
+def test_an_order_reused_by_a_holding_reservation_stays_open_until_the_last_one_ends(
+    account, recorder, mappings, ledger, record
+):
+    """Order B-9's first reservation ends while a second one of the same order id (res-9b) holds
+    the one customer order: the order keeps its reserve and state, so a person's later change of
+    another state, notified after the ledger's worker ran, releases nothing; res-9b's end closes it."""
+    fake, server = account
+    order_id, orders = placed_order(fake, server, recorder, mappings, record)
+    register_webhooks(client_for(server), "http://ledger.example/moysklad/webhook/s")
+    record(event(RELEASE, "shop-1", ("SKU-1", 5), reservation_id="res-9"))
+    record(event(RESERVATION, "shop-1", ("SKU-1", 2), reservation_id="res-9b", order_id="B-9"))
+    time.sleep(1.1)  # a second after the placement: not the rule's same-second case
+    fake.outbox.clear()
+    fake.set_order_state(order_id, OTHER_STATE)
+    [(_, notified)] = fake.outbox
+    orders.run_until_idle()  # the inbox is behind the orders' worker
+
+    order = fake.orders[order_id]
+    assert order["state"]["meta"]["href"].endswith(OTHER_STATE)
+    assert [p["reserve"] for p in order["positions"]] == [5]
+    assert cancels_of(server, recorder, mappings, ledger).handle(notified) == 0
+    assert reserved(ledger) == 2
+
+    record(event(RELEASE, "shop-1", ("SKU-1", 2), reservation_id="res-9b"))
+    orders.run_until_idle()
+    assert order["state"]["meta"]["href"].endswith(CANCELLED)
+    assert [p["reserve"] for p in order["positions"]] == [0]
