@@ -62,7 +62,7 @@ from adapters.moysklad import (
 from adapters.moysklad_order_status import mapped_states, queue_order_statuses
 from adapters.outbound import TargetUnavailable
 from adapters.sink import EventSink
-from ledger.domain.model import EventType, Line, StockEvent
+from ledger.domain.model import EventType, Line, ReservationStatus, StockEvent
 
 log = secret_safe_logger("adapters.moysklad_demands")
 
@@ -349,17 +349,48 @@ class DemandSync:
 
 def order_reservation(recorder: Any, store_id: str, external_code: str) -> tuple[str, str] | None:
     """The id and status of the reservation at `store_id` that a customer order's `externalCode`
-    names: the newest of the order id's own (the orders target's code), else one without an order
-    id whose id it is (the code then); never another order's reservation whose id happens to be
-    this order's id."""
+    names: of the order id's own (the orders target's code), else one without an order id whose id
+    it is (the code then), the newest that still holds units, else the newest; never another
+    order's reservation whose id happens to be this order's id. (A later reservation of the order
+    id reuses the order, and the order stays open while any of them holds: a shipment under the
+    one that ended would leave the other's units reserved.)"""
     with recorder.read_transaction() as tx:
         row = tx.fetchone(
             "SELECT reservation_id, status FROM ledger_reservations WHERE store_id = %s "
             "AND (order_id = %s OR (order_id IS NULL AND reservation_id = %s)) "
-            "ORDER BY CASE WHEN order_id = %s THEN 0 ELSE 1 END, placed_at_position DESC LIMIT 1",
-            (store_id, external_code, external_code, external_code),
+            "ORDER BY CASE WHEN order_id = %s THEN 0 ELSE 1 END, "
+            "CASE WHEN status IN (%s, %s) THEN 0 ELSE 1 END, placed_at_position DESC LIMIT 1",
+            (
+                store_id,
+                external_code,
+                external_code,
+                external_code,
+                ReservationStatus.ACTIVE.value,
+                ReservationStatus.PARTIALLY_SHIPPED.value,
+            ),
         )
     return (str(row["reservation_id"]), str(row["status"])) if row else None
+
+
+def order_holding_reservations(recorder: Any, store_id: str, external_code: str) -> list[str]:
+    """The ids of the reservations at `store_id` that the customer order whose `externalCode` is
+    `external_code` carries and that still hold units, oldest first: the order id's own, and one
+    placed without an order id under that id (the orders target finds the order by the code and
+    the store, and a later reservation of the order id reuses it)."""
+    with recorder.read_transaction() as tx:
+        rows = tx.fetchall(
+            "SELECT reservation_id FROM ledger_reservations WHERE store_id = %s "
+            "AND (order_id = %s OR (order_id IS NULL AND reservation_id = %s)) "
+            "AND status IN (%s, %s) ORDER BY placed_at_position",
+            (
+                store_id,
+                external_code,
+                external_code,
+                ReservationStatus.ACTIVE.value,
+                ReservationStatus.PARTIALLY_SHIPPED.value,
+            ),
+        )
+    return [str(row["reservation_id"]) for row in rows]
 
 
 def _audit_moment(delivery: dict[str, Any]) -> datetime | None:

@@ -1,21 +1,22 @@
 """Customer orders cancelled in MoySklad release their reservation in the ledger (seed 001: order
 statuses mapped both ways; an order a person cancels there must free its units for sale).
 
-A customer order is made from a ledger reservation (moysklad.MoySkladOrdersTarget: `externalCode`
+A customer order is made from a ledger reservation (moysklad_orders.MoySkladOrdersTarget: `externalCode`
 the order id, or the reservation id for a reservation placed without one; `store` the
 reservation's store), and when the ledger releases the reservation it moves the order to the state
 mapped by `moysklad,status,released,<state uuid>`. The same row is read the other way. A
 `customerorder` UPDATE notification (md/dictionaries/_webhook.md) that names `state` among its
 `updatedFields` (the subscription asks for `diffType` FIELDS) is read back; if the order is in that
-state now, what the reservation its `externalCode` names at its store still holds is released (a
-`stock.reservation_release` from source `moysklad` without lines, CONTRACT §1: everything still
-reserved), id `customerorder:<order uuid>:<reservation id>:release`, so a notification delivered
-again records nothing more.
+state now, what every reservation its `externalCode` names at its store still holds is released
+(a later reservation of the order id reuses the order, and the ledger keeps the order open while
+any of them holds), each by a `stock.reservation_release` from source `moysklad` without lines
+(CONTRACT §1: everything still reserved), id `customerorder:<order uuid>:<reservation id>:release`,
+so a notification delivered again records nothing more.
 
 Only a change made after the reservation was placed counts: the notification's
 `auditContext.moment` (when the change was made, to the second, Moscow time) must not be before the
 second the ledger recorded the reservation. A customer order is reused by a later reservation of
-the same order id (moysklad.py, `_create_order`) while it may still be in the cancelled state, and a
+the same order id (moysklad_orders.py, `_create_order`) while it may still be in the cancelled state, and a
 cancel's notification can come late (an outage, a backlog): neither releases the reservation placed
 after it. MoySklad's clock and this host's are taken to agree to the second: a change dated in the
 placement's second counts as after it, and a real cancel dated before the placement by a clock
@@ -56,17 +57,16 @@ from adapters.moysklad import (
     error_codes,
     parse_moment,
 )
-from adapters.moysklad_demands import DemandsRefused, order_reservation
+from adapters.moysklad_demands import DemandsRefused, order_holding_reservations
 from adapters.outbound import TargetUnavailable
 from adapters.sink import EventSink
-from ledger.domain.model import EventType, ReservationStatus, StockEvent
+from ledger.domain.model import EventType, StockEvent
 
 log = secret_safe_logger("adapters.moysklad_order_cancels")
 
 RELEASED = "released"  # the mapping row's local id: the ledger's state, and the order's
 REFERENCE_CHARS_MAX = 256
 SYNCED_REMEMBERED_MAX = 10_000  # changes synced, by their audit context and order: passed if seen again
-_HOLDING = frozenset({ReservationStatus.ACTIVE.value, ReservationStatus.PARTIALLY_SHIPPED.value})
 
 
 class OrderCancels:
@@ -140,36 +140,42 @@ class OrderCancels:
         store_id = self.mappings.local(SYSTEM, "store", entity_id(store_href)[1]) if store_href else None
         if state != rule.target_status or not order_id or store_id is None:
             return 0  # not cancelled, or not an order the ledger made (no code, or a store not mapped)
-        found = order_reservation(self.recorder, store_id, str(order_id))
-        if found is None or found[1] not in _HOLDING:
-            return 0
-        reservation_id = found[0]
-        placed = _placed_at(self.recorder, store_id, reservation_id)
-        if placed is None or changed_at < placed.replace(microsecond=0):
-            log.info(
-                "customerorder %s: cancelled at %s, before reservation %s was placed (%s): left",
-                order.get("name") or order.get("id"),
-                changed_at.isoformat(),
-                reservation_id,
-                placed.isoformat() if placed else "unknown",
-            )
-            return 0
         name = order.get("name") or order.get("id")
-        event = StockEvent(
-            event_id=f"customerorder:{order.get('id')}:{reservation_id}:release",
-            source=SOURCE,
-            type=EventType.RESERVATION_RELEASE,
-            time=changed_at,
-            store_id=store_id,
-            lines=(),
-            reservation_id=reservation_id,
-            order_id=str(order_id),
-            reference=f"moysklad customerorder {name}: moved to the released state"[:REFERENCE_CHARS_MAX],
-            principal=PRINCIPAL,
-        )
-        self.sink.record([event])
-        log.info("customerorder %s (order %s): reservation %s released", name, order_id, reservation_id)
-        return 1
+        events = []
+        # Every reservation the order carries that still holds: a later reservation of the order id
+        # reuses the order, and the ledger keeps it open while any of them holds (moysklad_orders.py).
+        for reservation_id in order_holding_reservations(self.recorder, store_id, str(order_id)):
+            placed = _placed_at(self.recorder, store_id, reservation_id)
+            if placed is None or changed_at < placed.replace(microsecond=0):
+                log.info(
+                    "customerorder %s: cancelled at %s, before reservation %s was placed (%s): left",
+                    name,
+                    changed_at.isoformat(),
+                    reservation_id,
+                    placed.isoformat() if placed else "unknown",
+                )
+                continue
+            events.append(
+                StockEvent(
+                    event_id=f"customerorder:{order.get('id')}:{reservation_id}:release",
+                    source=SOURCE,
+                    type=EventType.RESERVATION_RELEASE,
+                    time=changed_at,
+                    store_id=store_id,
+                    lines=(),
+                    reservation_id=reservation_id,
+                    order_id=str(order_id),
+                    reference=f"moysklad customerorder {name}: moved to the released state"[
+                        :REFERENCE_CHARS_MAX
+                    ],
+                    principal=PRINCIPAL,
+                )
+            )
+        if events:
+            self.sink.record(events)
+            released = ", ".join(str(event.reservation_id) for event in events)
+            log.info("customerorder %s (order %s): reservation(s) %s released", name, order_id, released)
+        return len(events)
 
 
 def _placed_at(recorder: Any, store_id: str, reservation_id: str) -> datetime | None:

@@ -19,10 +19,11 @@ from adapters.inbound import InboxWorker, WebhookAccess, WebhookReceiver
 from adapters.limits import RETRY_JITTER, Stopper
 from adapters.mappings import Mappings
 from adapters.masking import remember_settings, secret_safe_logger
-from adapters.moysklad import MoySkladClient, MoySkladConfig, MoySkladOrdersTarget
+from adapters.moysklad import MoySkladClient, MoySkladConfig
 from adapters.moysklad_catchup import MoySkladCatchUp
 from adapters.moysklad_demands import DemandSync
 from adapters.moysklad_order_cancels import OrderCancels
+from adapters.moysklad_orders import MoySkladOrdersTarget
 from adapters.moysklad_stock import StockWebhook, is_stock_notification
 from adapters.outbound import OutboundWorker, Target, TargetUnavailable, WorkerLimits
 from adapters.signatures import SignatureScheme

@@ -10,7 +10,7 @@ from conftest import FAST, event
 from adapters.bitrix import BitrixConfig, BitrixTarget
 from adapters.cli import PUSH_TARGETS
 from adapters.mappings import MappingError, Mappings, load_csv
-from adapters.moysklad import MoySkladOrdersTarget
+from adapters.moysklad_orders import MoySkladOrdersTarget
 from adapters.outbound import OutboundWorker
 from adapters.wms import WmsPickingTarget
 from adapters.wms_inbound import WmsInboundTarget

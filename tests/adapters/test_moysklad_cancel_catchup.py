@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 from conftest import BOTH_DATABASES, either_database, event
-from moysklad_orders import CANCELLED, OTHER_STATE, placed_order, reserved
 from moysklad_setup import client_for
+from placed_orders import CANCELLED, OTHER_STATE, placed_order, reserved
 
 from adapters.db import transaction
 from adapters.httpserver import Reply

@@ -26,12 +26,9 @@ from moysklad_setup import (
 from adapters import masking
 from adapters.db import transaction
 from adapters.http import ForeignUrl, HttpClient
-from adapters.moysklad import (
-    ACCEPT,
-    WEBHOOK_DISABLE_HEADER,
-    MoySkladOrdersTarget,
-)
+from adapters.moysklad import ACCEPT, WEBHOOK_DISABLE_HEADER
 from adapters.moysklad_demands import DemandSync
+from adapters.moysklad_orders import MoySkladOrdersTarget
 from adapters.moysklad_stock import StockWebhook, run_id_for
 from adapters.moysklad_webhooks import register_webhooks
 from adapters.outbound import OutboundWorker

@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 from conftest import BOTH_DATABASES, either_database, event
-from moysklad_orders import CANCELLED, OTHER_STATE, placed_order, reserved
 from moysklad_setup import STORE_UUID, VARIANT, client_for, on_hand
+from placed_orders import CANCELLED, OTHER_STATE, placed_order, reserved
 
 from adapters.httpserver import Reply
 from adapters.moysklad_demands import DemandsRefused, DemandSync
@@ -261,3 +261,43 @@ def test_an_order_reused_by_a_holding_reservation_stays_open_until_the_last_one_
     orders.run_until_idle()
     assert order["state"]["meta"]["href"].endswith(CANCELLED)
     assert [p["reserve"] for p in order["positions"]] == [0]
+
+
+def test_a_cancel_releases_every_reservation_the_order_carries_placed_before_it(
+    account, recorder, mappings, ledger, record
+):
+    """Two reservations of order B-9 at shop-1 share its one customer order (the second reuses
+    it); the newer ends first, so the order stays open for the older. A person's cancel then
+    releases the older one: not only the newest reservation counts."""
+    fake, server = account
+    order_id, orders = placed_order(fake, server, recorder, mappings, record)
+    record(event(RESERVATION, "shop-1", ("SKU-1", 2), reservation_id="res-9b", order_id="B-9"))
+    orders.run_until_idle()
+    record(event(RELEASE, "shop-1", ("SKU-1", 2), reservation_id="res-9b"))
+    orders.run_until_idle()
+    assert reserved(ledger) == 5
+    record(event(RESERVATION, "shop-1", ("SKU-1", 1), reservation_id="res-9c", order_id="B-9"))
+    assert reserved(ledger) == 6
+
+    fake.set_order_state(order_id, CANCELLED)
+    assert cancels_of(server, recorder, mappings, ledger).handle(state_changed(fake, order_id)) == 2
+    assert reserved(ledger) == 0
+    assert ledger.reservation("shop-1", "res-9").reservation.status.value == "released"
+    assert ledger.reservation("shop-1", "res-9c").reservation.status.value == "released"
+
+
+def test_a_demand_of_an_order_ships_under_the_reservation_that_still_holds(
+    account, recorder, mappings, ledger, record
+):
+    """Order B-9's newer reservation (res-9b, reusing the customer order) ended; its older one
+    holds. A demand of the order ships under the one that holds, so its units are reserved no more."""
+    fake, server = account
+    _, orders = placed_order(fake, server, recorder, mappings, record)
+    record(event(RESERVATION, "shop-1", ("SKU-1", 2), reservation_id="res-9b", order_id="B-9"))
+    orders.run_until_idle()
+    record(event(RELEASE, "shop-1", ("SKU-1", 2), reservation_id="res-9b"))
+    demands = DemandSync(recorder, mappings, client_for(server), LedgerSink(ledger))
+
+    demands.handle(fake.webhook_body(fake.add_demand(STORE_UUID, [(VARIANT, 2)], order_external_code="B-9")))
+    assert reserved(ledger) == 3
+    assert ledger.reservation("shop-1", "res-9").reservation.status.value == "partially_shipped"

@@ -13,9 +13,9 @@ from moysklad_setup import OTHER_STORE_UUID, STORE_UUID, VARIANT, client_for
 
 from adapters.db import transaction
 from adapters.mappings import MappingError, MappingRow, _row
-from adapters.moysklad import MoySkladOrdersTarget
 from adapters.moysklad_demands import DemandSync
 from adapters.moysklad_order_status import order_state
+from adapters.moysklad_orders import MoySkladOrdersTarget
 from adapters.outbound import OutboundWorker
 from adapters.sink import LedgerSink
 from ledger.domain.model import EventType

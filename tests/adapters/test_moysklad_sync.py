@@ -16,12 +16,9 @@ from moysklad_setup import client_for
 from adapters.db import transaction
 from adapters.httpserver import Reply
 from adapters.inbound import InboxWorker, WebhookAccess, WebhookReceiver, store_delivery
-from adapters.moysklad import (
-    MoySkladOrdersTarget,
-    format_moment,
-    parse_moment,
-)
+from adapters.moysklad import format_moment, parse_moment
 from adapters.moysklad_demands import DemandSync
+from adapters.moysklad_orders import MoySkladOrdersTarget
 from adapters.outbound import OutboundWorker, SimulatedCrash
 from adapters.sink import LedgerSink
 from adapters.webhook_server import WebhookServer

@@ -9,7 +9,7 @@ import pytest
 from conftest import FAST, event
 from moysklad_setup import SECRET, STORE_UUID, VARIANT, client_for, moysklad_inbox, on_hand
 
-from adapters.moysklad import MoySkladOrdersTarget
+from adapters.moysklad_orders import MoySkladOrdersTarget
 from adapters.moysklad_webhooks import register_webhooks
 from adapters.outbound import OutboundWorker
 from ledger.cli import main

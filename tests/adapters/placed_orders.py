@@ -8,7 +8,7 @@ from typing import Any
 from conftest import FAST, event
 from moysklad_setup import client_for
 
-from adapters.moysklad import MoySkladOrdersTarget
+from adapters.moysklad_orders import MoySkladOrdersTarget
 from adapters.outbound import OutboundWorker
 from ledger.domain.model import EventType
 

@@ -1,0 +1,221 @@
+"""MoySklad customer orders out: a reservation placed in the ledger for an order becomes a
+customer order; when it ends, the order's reserve is cleared and it takes the mapped state.
+(The client and what the documentation says of the wire: moysklad.py.)
+
+Idempotency: a customer order's `externalCode` is the ledger order id; before creating one we look
+it up (`filter=externalCode=...;store=...`: a reservation across stores is an order at each of its
+stores under one order id), so a retried push never creates a duplicate. Only one worker
+pushes at a time (a lease in adapter_positions), so the lookup and the create do not race.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import orjson
+
+from adapters.mappings import Mappings
+from adapters.moysklad import SYSTEM, MoySkladClient, errors_text
+from adapters.outbound import Failure, Item, TargetUnavailable
+from ledger.domain.model import Entry, EventType, ReservationStatus
+from ledger.sql import SqlTx
+
+ORDER_KEY = "order:"
+CLOSED_STATUSES = frozenset({"released", "expired"})  # a reservation that holds nothing any more
+
+# A reservation placed creates the order; released or expired, the order's reserve is cleared.
+ORDER_EVENT_TYPES = frozenset(
+    {EventType.RESERVATION, EventType.RESERVATION_RELEASE, EventType.RESERVATION_EXPIRED}
+)
+
+
+class MoySkladOrdersTarget:
+    """A reservation placed in the ledger for an order becomes a MoySklad customerorder; when the
+    reservation is released or expires, the order's positions are reserved no more (`reserve` 0)
+    and, with a `moysklad,status,released|expired,<state uuid>` mapping, the order takes that state,
+    unless another reservation of its order id at that store still holds it (a later one reuses
+    the order): then the last of them to end closes it."""
+
+    name = "moysklad"
+    batch_items_max = 20
+
+    def __init__(self, recorder: Any, mappings: Mappings, client: MoySkladClient) -> None:
+        self.recorder = recorder
+        self.mappings = mappings
+        self.client = client
+        self.config = client.config
+
+    def keys_for(self, entry: Entry, position: int) -> Iterable[str]:
+        event = entry.event
+        if event.type not in ORDER_EVENT_TYPES or not event.reservation_id:
+            return ()
+        if self.mappings.external(SYSTEM, "store", event.store_id) is None:
+            return ()
+        return [f"{ORDER_KEY}{event.store_id}|{event.reservation_id}"]
+
+    def all_keys(self) -> Iterable[str]:
+        return ()  # orders are created from their reservations as they happen, never in bulk
+
+    def load(self, keys: Sequence[str]) -> list[Item]:
+        items = []
+        with self.recorder.read_transaction() as tx:
+            for key in keys:
+                if not key.startswith(ORDER_KEY):
+                    continue
+                store_id, reservation_id = key[len(ORDER_KEY) :].split("|", 1)
+                row = tx.fetchone(
+                    "SELECT * FROM ledger_reservations WHERE store_id = %s AND reservation_id = %s",
+                    (store_id, reservation_id),
+                )
+                if row is None:
+                    continue
+                lines = [[sku, int(qty)] for sku, qty, *_ in orjson.loads(row["lines"])]
+                items.append(
+                    Item(
+                        key,
+                        {
+                            "store_id": store_id,
+                            "reservation_id": reservation_id,
+                            "order_id": row["order_id"] or reservation_id,
+                            "lines": lines,
+                            "status": row["status"],
+                        },
+                    )
+                )
+        return items
+
+    def push(self, items: Sequence[Item]) -> dict[str, Failure]:
+        failures: dict[str, Failure] = {}
+        unavailable: list[TargetUnavailable] = []
+        with ThreadPoolExecutor(max_workers=self.config.parallel_max) as pool:
+            outcomes = list(pool.map(self._push_one, items))
+        for item, outcome in zip(items, outcomes, strict=True):
+            if isinstance(outcome, TargetUnavailable):
+                unavailable.append(outcome)
+            elif outcome is not None:
+                failures[item.key] = outcome
+        if unavailable:
+            done = frozenset(
+                item.key for item, outcome in zip(items, outcomes, strict=True) if outcome is None
+            )
+            raise TargetUnavailable(str(unavailable[0]), unavailable[0].retry_after_s, done)
+        return failures
+
+    def _push_one(self, item: Item) -> Failure | TargetUnavailable | None:
+        try:
+            if item.payload.get("status") in CLOSED_STATUSES:
+                return self._close_order(item)
+            return self._create_order(item)
+        except TargetUnavailable as error:
+            return error
+
+    def _close_order(self, item: Item) -> Failure | None:
+        """The reservation holds nothing any more: every position's `reserve` goes to 0 (PUT
+        .../positions/{id}: md/documents/_customerOrder.md, positions have resources of their
+        own), and the order takes the state mapped to the reservation's status, if one is.
+        Setting values, not moving them: a push retried after a crash finds them set and
+        changes nothing."""
+        payload = item.payload
+        store = self.mappings.external(SYSTEM, "store", payload["store_id"])
+        if store is None:
+            # Its mapping removed since: the order, if any, cannot be found to clear its reserve.
+            return Failure(f"no moysklad store mapped to {payload['store_id']}", permanent=True)
+        if self._held_by_another(payload["store_id"], payload["order_id"], payload["reservation_id"]):
+            # A later reservation of the same order id reuses this customer order: it stays open
+            # (its reserve and state), closed when the last reservation holding it ends. Moved to
+            # the released state now, it would read as a person's cancel of the order
+            # (moysklad_order_cancels.py) and release the reservation that still holds.
+            return None
+        order = self.client.find_order(payload["order_id"], store.external_id)
+        if order is None:
+            return None  # never created (placed and closed between two pushes): nothing reserved there
+        for position in self.client.order_positions(order):
+            if position.get("reserve"):
+                answer = self.client.request(
+                    "PUT",
+                    f"entity/customerorder/{order['id']}/positions/{position['id']}",
+                    json_body={"reserve": 0},
+                )
+                if answer.status != 200:
+                    return Failure(
+                        f"customerorder {payload['order_id']} position {position['id']}: "
+                        f"HTTP {answer.status}: {errors_text(answer)}"
+                    )
+        rule = self.mappings.status(SYSTEM, payload["status"])
+        if rule is None:
+            return None
+        state_href = f"{self.client.http.base_url}entity/customerorder/metadata/states/{rule.target_status}"
+        if ((order.get("state") or {}).get("meta") or {}).get("href") == state_href:
+            return None
+        answer = self.client.request(
+            "PUT",
+            f"entity/customerorder/{order['id']}",
+            json_body={
+                "state": {"meta": {"href": state_href, "type": "state", "mediaType": "application/json"}}
+            },
+        )
+        if answer.status == 200:
+            return None
+        return Failure(
+            f"customerorder {payload['order_id']} state: HTTP {answer.status}: {errors_text(answer)}"
+        )
+
+    def _held_by_another(self, store_id: str, external_code: str, reservation_id: str) -> bool:
+        """Whether a reservation at `store_id` other than `reservation_id`, of the customer order
+        whose `externalCode` is `external_code` (the order id's, or one placed without an order id
+        under that id), still holds units."""
+        with self.recorder.read_transaction() as tx:
+            row = tx.fetchone(
+                "SELECT 1 AS held FROM ledger_reservations WHERE store_id = %s "
+                "AND (order_id = %s OR (order_id IS NULL AND reservation_id = %s)) "
+                "AND reservation_id <> %s AND status IN (%s, %s) LIMIT 1",
+                (
+                    store_id,
+                    external_code,
+                    external_code,
+                    reservation_id,
+                    ReservationStatus.ACTIVE.value,
+                    ReservationStatus.PARTIALLY_SHIPPED.value,
+                ),
+            )
+        return row is not None
+
+    def _create_order(self, item: Item) -> Failure | None:
+        payload = item.payload
+        store = self.mappings.external(SYSTEM, "store", payload["store_id"])
+        if store is None:
+            return Failure(f"no moysklad store mapped to {payload['store_id']}", permanent=True)
+        positions = []
+        for sku, qty in payload["lines"]:
+            ref = self.mappings.external(SYSTEM, "sku", sku)
+            if ref is None:
+                return Failure(f"no moysklad product or variant mapped to {sku}", permanent=True)
+            quantity = self.mappings.to_external_units(SYSTEM, sku, qty)
+            positions.append(
+                {
+                    "quantity": quantity,
+                    "reserve": quantity,
+                    "assortment": self.client.meta(ref.external_type or "product", ref.external_id),
+                }
+            )
+        if self.client.find_order(payload["order_id"], store.external_id) is not None:
+            return None  # created before (a retry after a crash or a timeout): nothing to do
+        body: dict[str, Any] = {
+            "externalCode": payload["order_id"],
+            "store": self.client.meta("store", store.external_id),
+            "positions": positions,
+            "description": f"stock ledger reservation {payload['reservation_id']}",
+        }
+        if self.config.organization_id:
+            body["organization"] = self.client.meta("organization", self.config.organization_id)
+        if self.config.agent_id:
+            body["agent"] = self.client.meta("counterparty", self.config.agent_id)
+        answer = self.client.request("POST", "entity/customerorder", json_body=body)
+        if answer.status in (200, 201):
+            return None
+        return Failure(f"customerorder {payload['order_id']}: HTTP {answer.status}: {errors_text(answer)}")
+
+    def after_push(self, tx: SqlTx, pushed: Sequence[Item]) -> None:
+        return None
