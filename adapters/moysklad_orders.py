@@ -23,6 +23,8 @@ from ledger.domain.model import Entry, EventType, ReservationStatus
 from ledger.sql import SqlTx
 
 ORDER_KEY = "order:"
+# A reservation shipped: its order, kept open for it by an earlier one that ended, is cleared then.
+SHIPPED_KEY = "order-shipped:"
 CLOSED_STATUSES = frozenset({"released", "expired"})  # a reservation that holds nothing any more
 
 # A reservation placed creates the order; released or expired, the order's reserve is cleared.
@@ -36,7 +38,8 @@ class MoySkladOrdersTarget:
     reservation is released or expires, the order's positions are reserved no more (`reserve` 0)
     and, with a `moysklad,status,released|expired,<state uuid>` mapping, the order takes that state,
     unless another reservation of its order id at that store still holds it (a later one reuses
-    the order): then the last of them to end closes it."""
+    the order): then the last of them to end closes it (shipped, it clears the reserve and leaves
+    the state)."""
 
     name = "moysklad"
     batch_items_max = 20
@@ -49,11 +52,13 @@ class MoySkladOrdersTarget:
 
     def keys_for(self, entry: Entry, position: int) -> Iterable[str]:
         event = entry.event
-        if event.type not in ORDER_EVENT_TYPES or not event.reservation_id:
+        if not event.reservation_id or self.mappings.external(SYSTEM, "store", event.store_id) is None:
             return ()
-        if self.mappings.external(SYSTEM, "store", event.store_id) is None:
-            return ()
-        return [f"{ORDER_KEY}{event.store_id}|{event.reservation_id}"]
+        if event.type in ORDER_EVENT_TYPES:
+            return [f"{ORDER_KEY}{event.store_id}|{event.reservation_id}"]
+        if event.type is EventType.SHIPMENT:
+            return [f"{SHIPPED_KEY}{event.store_id}|{event.reservation_id}"]
+        return ()
 
     def all_keys(self) -> Iterable[str]:
         return ()  # orders are created from their reservations as they happen, never in bulk
@@ -62,15 +67,21 @@ class MoySkladOrdersTarget:
         items = []
         with self.recorder.read_transaction() as tx:
             for key in keys:
-                if not key.startswith(ORDER_KEY):
+                shipped = key.startswith(SHIPPED_KEY)
+                if not (shipped or key.startswith(ORDER_KEY)):
                     continue
-                store_id, reservation_id = key[len(ORDER_KEY) :].split("|", 1)
+                store_id, reservation_id = key.split(":", 1)[1].split("|", 1)
                 row = tx.fetchone(
                     "SELECT * FROM ledger_reservations WHERE store_id = %s AND reservation_id = %s",
                     (store_id, reservation_id),
                 )
                 if row is None:
                     continue
+                if shipped and not (
+                    row["status"] == ReservationStatus.SHIPPED.value
+                    and _kept_open(tx, store_id, row["order_id"] or reservation_id, reservation_id)
+                ):
+                    continue  # the order's own shipment: MoySklad's demand says what it shipped
                 lines = [[sku, int(qty)] for sku, qty, *_ in orjson.loads(row["lines"])]
                 items.append(
                     Item(
@@ -105,18 +116,21 @@ class MoySkladOrdersTarget:
 
     def _push_one(self, item: Item) -> Failure | TargetUnavailable | None:
         try:
+            if item.key.startswith(SHIPPED_KEY):
+                return self._close_order(item, with_state=False)
             if item.payload.get("status") in CLOSED_STATUSES:
                 return self._close_order(item)
             return self._create_order(item)
         except TargetUnavailable as error:
             return error
 
-    def _close_order(self, item: Item) -> Failure | None:
+    def _close_order(self, item: Item, *, with_state: bool = True) -> Failure | None:
         """The reservation holds nothing any more: every position's `reserve` goes to 0 (PUT
         .../positions/{id}: md/documents/_customerOrder.md, positions have resources of their
-        own), and the order takes the state mapped to the reservation's status, if one is.
-        Setting values, not moving them: a push retried after a crash finds them set and
-        changes nothing."""
+        own), and the order takes the state mapped to the reservation's status, if one is (not
+        `with_state`: the last reservation an order was kept open for was shipped; its reserve is
+        cleared, its state left). Setting values, not moving them: a push retried after a crash
+        finds them set and changes nothing."""
         payload = item.payload
         store = self.mappings.external(SYSTEM, "store", payload["store_id"])
         if store is None:
@@ -143,9 +157,11 @@ class MoySkladOrdersTarget:
                         f"customerorder {payload['order_id']} position {position['id']}: "
                         f"HTTP {answer.status}: {errors_text(answer)}"
                     )
-        rule = self.mappings.status(SYSTEM, payload["status"])
+        rule = self.mappings.status(SYSTEM, payload["status"]) if with_state else None
         if rule is None:
             return None
+        if self._held_by_another(payload["store_id"], payload["order_id"], payload["reservation_id"]):
+            return None  # placed while the reserve was cleared: as above, the state waits for it
         state_href = f"{self.client.http.base_url}entity/customerorder/metadata/states/{rule.target_status}"
         if ((order.get("state") or {}).get("meta") or {}).get("href") == state_href:
             return None
@@ -219,3 +235,15 @@ class MoySkladOrdersTarget:
 
     def after_push(self, tx: SqlTx, pushed: Sequence[Item]) -> None:
         return None
+
+
+def _kept_open(tx: SqlTx, store_id: str, external_code: str, reservation_id: str) -> bool:
+    """Whether another reservation of the customer order whose `externalCode` is `external_code`
+    ended at `store_id` by a release or an expiry (its close left the order open for this one)."""
+    row = tx.fetchone(
+        "SELECT 1 AS ended FROM ledger_reservations WHERE store_id = %s "
+        "AND (order_id = %s OR (order_id IS NULL AND reservation_id = %s)) "
+        "AND reservation_id <> %s AND status IN (%s, %s) LIMIT 1",
+        (store_id, external_code, external_code, reservation_id, *sorted(CLOSED_STATUSES)),
+    )
+    return row is not None

@@ -301,3 +301,57 @@ def test_a_demand_of_an_order_ships_under_the_reservation_that_still_holds(
     demands.handle(fake.webhook_body(fake.add_demand(STORE_UUID, [(VARIANT, 2)], order_external_code="B-9")))
     assert reserved(ledger) == 3
     assert ledger.reservation("shop-1", "res-9").reservation.status.value == "partially_shipped"
+
+
+def test_an_order_kept_open_is_cleared_when_its_last_reservation_ships_and_a_plain_shipment_costs_nothing(
+    account, recorder, mappings, ledger, record
+):
+    fake, server = account
+    order_id, orders = placed_order(fake, server, recorder, mappings, record)
+    record(event(RESERVATION, "shop-1", ("SKU-1", 2), reservation_id="res-9b", order_id="B-9"))
+    orders.run_until_idle()
+    record(event(RELEASE, "shop-1", ("SKU-1", 5), reservation_id="res-9"))
+    orders.run_until_idle()
+    order = fake.orders[order_id]
+    assert [p["reserve"] for p in order["positions"]] == [5]  # kept open for res-9b
+    state_before = order.get("state")
+
+    record(event(EventType.SHIPMENT, "shop-1", ("SKU-1", 2), reservation_id="res-9b", order_id="B-9"))
+    orders.run_until_idle()
+    assert ledger.reservation("shop-1", "res-9b").reservation.status.value == "shipped"
+    assert [p["reserve"] for p in order["positions"]] == [0]  # nothing holds it any more
+    assert order.get("state") == state_before  # shipped, not released: its state is MoySklad's
+
+    # An order's own shipment (no earlier reservation of it ended) asks MoySklad nothing.
+    record(
+        event(RESERVATION, "shop-1", ("SKU-1", 1), reservation_id="res-7", order_id="B-7"),
+    )
+    orders.run_until_idle()
+    requests = fake.requests
+    record(event(EventType.SHIPMENT, "shop-1", ("SKU-1", 1), reservation_id="res-7", order_id="B-7"))
+    orders.run_until_idle()
+    assert fake.requests == requests
+
+
+def test_a_reservation_placed_while_its_order_is_being_closed_keeps_the_orders_state(
+    account, recorder, mappings, ledger, record
+):
+    """res-9c of order B-9 is placed between the close's check and its move of the order's state:
+    the state is checked again just before it is moved, and left."""
+    fake, server = account
+    order_id, orders = placed_order(fake, server, recorder, mappings, record)
+    record(event(RELEASE, "shop-1", ("SKU-1", 5), reservation_id="res-9"))
+    client = orders.target.client
+    listing = client.order_positions
+
+    def placed_meanwhile(order: Any) -> Any:
+        record(event(RESERVATION, "shop-1", ("SKU-1", 1), reservation_id="res-9c", order_id="B-9"))
+        client.order_positions = listing
+        return listing(order)
+
+    client.order_positions = placed_meanwhile
+    orders.run_until_idle()
+
+    order = fake.orders[order_id]
+    assert [p["reserve"] for p in order["positions"]] == [0]
+    assert not (order.get("state") or {}).get("meta", {}).get("href", "").endswith(CANCELLED)
