@@ -350,21 +350,25 @@ class DemandSync:
 def order_reservation(recorder: Any, store_id: str, external_code: str) -> tuple[str, str] | None:
     """The id and status of the reservation at `store_id` that a customer order's `externalCode`
     names: of the order id's own (the orders target's code), else one without an order id whose id
-    it is (the code then), the newest that still holds units, else the newest; never another
+    it is (the code then), the oldest that still holds units, else the newest; never another
     order's reservation whose id happens to be this order's id. (A later reservation of the order
-    id reuses the order, and the order stays open while any of them holds: a shipment under the
-    one that ended would leave the other's units reserved.)"""
+    id reuses the order as it is, so the order's positions are its oldest reservation's, and the
+    order stays open while any of them holds: a shipment under one that ended would leave the
+    other's units reserved.)"""
     with recorder.read_transaction() as tx:
         row = tx.fetchone(
             "SELECT reservation_id, status FROM ledger_reservations WHERE store_id = %s "
             "AND (order_id = %s OR (order_id IS NULL AND reservation_id = %s)) "
             "ORDER BY CASE WHEN order_id = %s THEN 0 ELSE 1 END, "
-            "CASE WHEN status IN (%s, %s) THEN 0 ELSE 1 END, placed_at_position DESC LIMIT 1",
+            "CASE WHEN status IN (%s, %s) THEN 0 ELSE 1 END, "
+            "CASE WHEN status IN (%s, %s) THEN placed_at_position ELSE -placed_at_position END LIMIT 1",
             (
                 store_id,
                 external_code,
                 external_code,
                 external_code,
+                ReservationStatus.ACTIVE.value,
+                ReservationStatus.PARTIALLY_SHIPPED.value,
                 ReservationStatus.ACTIVE.value,
                 ReservationStatus.PARTIALLY_SHIPPED.value,
             ),

@@ -5,7 +5,8 @@ customer order; when it ends, the order's reserve is cleared and it takes the ma
 Idempotency: a customer order's `externalCode` is the ledger order id; before creating one we look
 it up (`filter=externalCode=...;store=...`: a reservation across stores is an order at each of its
 stores under one order id), so a retried push never creates a duplicate. Only one worker
-pushes at a time (a lease in adapter_positions), so the lookup and the create do not race.
+pushes at a time (a lease in adapter_positions), and within a push one order's items go one after
+another, so the lookup and the create do not race.
 """
 
 from __future__ import annotations
@@ -79,7 +80,13 @@ class MoySkladOrdersTarget:
                     continue
                 if shipped and not (
                     row["status"] == ReservationStatus.SHIPPED.value
-                    and _kept_open(tx, store_id, row["order_id"] or reservation_id, reservation_id)
+                    and _kept_open(
+                        tx,
+                        store_id,
+                        row["order_id"] or reservation_id,
+                        reservation_id,
+                        row["placed_at_position"],
+                    )
                 ):
                     continue  # the order's own shipment: MoySklad's demand says what it shipped
                 lines = [[sku, int(qty)] for sku, qty, *_ in orjson.loads(row["lines"])]
@@ -100,8 +107,19 @@ class MoySkladOrdersTarget:
     def push(self, items: Sequence[Item]) -> dict[str, Failure]:
         failures: dict[str, Failure] = {}
         unavailable: list[TargetUnavailable] = []
+        # One customer order's items one after another, in the order given: two threads that each
+        # looked an order up and found none would both create it. Different orders in parallel.
+        by_order: dict[tuple[str, str], list[Item]] = {}
+        for item in items:
+            by_order.setdefault((item.payload["store_id"], item.payload["order_id"]), []).append(item)
+        groups = list(by_order.values())
         with ThreadPoolExecutor(max_workers=self.config.parallel_max) as pool:
-            outcomes = list(pool.map(self._push_one, items))
+            results = list(pool.map(self._push_in_turn, groups))
+        outcome_of: dict[str, Failure | TargetUnavailable | None] = {}
+        for group, group_outcomes in zip(groups, results, strict=True):
+            for item, outcome in zip(group, group_outcomes, strict=True):
+                outcome_of[item.key] = outcome
+        outcomes = [outcome_of[item.key] for item in items]
         for item, outcome in zip(items, outcomes, strict=True):
             if isinstance(outcome, TargetUnavailable):
                 unavailable.append(outcome)
@@ -113,6 +131,9 @@ class MoySkladOrdersTarget:
             )
             raise TargetUnavailable(str(unavailable[0]), unavailable[0].retry_after_s, done)
         return failures
+
+    def _push_in_turn(self, items: list[Item]) -> list[Failure | TargetUnavailable | None]:
+        return [self._push_one(item) for item in items]
 
     def _push_one(self, item: Item) -> Failure | TargetUnavailable | None:
         try:
@@ -237,13 +258,23 @@ class MoySkladOrdersTarget:
         return None
 
 
-def _kept_open(tx: SqlTx, store_id: str, external_code: str, reservation_id: str) -> bool:
+def _kept_open(
+    tx: SqlTx, store_id: str, external_code: str, reservation_id: str, placed_at_position: int
+) -> bool:
     """Whether another reservation of the customer order whose `externalCode` is `external_code`
-    ended at `store_id` by a release or an expiry (its close left the order open for this one)."""
+    ended at `store_id` by a release or an expiry after this one was placed (its close left the
+    order open for this one)."""
     row = tx.fetchone(
         "SELECT 1 AS ended FROM ledger_reservations WHERE store_id = %s "
         "AND (order_id = %s OR (order_id IS NULL AND reservation_id = %s)) "
-        "AND reservation_id <> %s AND status IN (%s, %s) LIMIT 1",
-        (store_id, external_code, external_code, reservation_id, *sorted(CLOSED_STATUSES)),
+        "AND reservation_id <> %s AND status IN (%s, %s) AND position > %s LIMIT 1",
+        (
+            store_id,
+            external_code,
+            external_code,
+            reservation_id,
+            *sorted(CLOSED_STATUSES),
+            placed_at_position,
+        ),
     )
     return row is not None

@@ -11,15 +11,16 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
-from conftest import BOTH_DATABASES, either_database, event
+from conftest import BOTH_DATABASES, FAST, either_database, event
 from moysklad_setup import STORE_UUID, VARIANT, client_for, on_hand
 from placed_orders import CANCELLED, OTHER_STATE, placed_order, reserved
 
 from adapters.httpserver import Reply
 from adapters.moysklad_demands import DemandsRefused, DemandSync
 from adapters.moysklad_order_cancels import OrderCancels
+from adapters.moysklad_orders import MoySkladOrdersTarget
 from adapters.moysklad_webhooks import register_webhooks
-from adapters.outbound import TargetUnavailable
+from adapters.outbound import OutboundWorker, TargetUnavailable
 from adapters.sink import LedgerSink
 from devtools.fakes.moysklad_wire import MOSCOW
 from ledger.domain.model import EventType
@@ -355,3 +356,80 @@ def test_a_reservation_placed_while_its_order_is_being_closed_keeps_the_orders_s
     order = fake.orders[order_id]
     assert [p["reserve"] for p in order["positions"]] == [0]
     assert not (order.get("state") or {}).get("meta", {}).get("href", "").endswith(CANCELLED)
+
+
+def test_a_demand_of_an_order_two_reservations_hold_ships_under_the_oldest(
+    account, recorder, mappings, ledger, record
+):
+    """res-9 (5) made order B-9's customer order, and its positions; res-9b (2) reuses it. A demand
+    of the order's 5 ships res-9's units, not 3 units nothing reserved."""
+    fake, server = account
+    _, orders = placed_order(fake, server, recorder, mappings, record)
+    record(event(RESERVATION, "shop-1", ("SKU-1", 2), reservation_id="res-9b", order_id="B-9"))
+    orders.run_until_idle()
+    demands = DemandSync(recorder, mappings, client_for(server), LedgerSink(ledger))
+
+    demands.handle(fake.webhook_body(fake.add_demand(STORE_UUID, [(VARIANT, 5)], order_external_code="B-9")))
+    assert ledger.reservation("shop-1", "res-9").reservation.status.value == "shipped"
+    assert ledger.reservation("shop-1", "res-9b").reservation.status.value == "active"
+    assert reserved(ledger) == 2
+
+
+def test_two_reservations_of_one_order_pushed_at_once_make_one_customer_order(
+    account, recorder, mappings, ledger, record
+):
+    fake, server = account
+    record(
+        event(EventType.RECEIPT, "shop-1", ("SKU-1", 10)),
+        event(RESERVATION, "shop-1", ("SKU-1", 5), reservation_id="res-9", order_id="B-9"),
+        event(RESERVATION, "shop-1", ("SKU-1", 2), reservation_id="res-9b", order_id="B-9"),
+    )
+    target = MoySkladOrdersTarget(recorder, mappings, client_for(server))
+    looking_up = target.client.find_order
+
+    def slow_lookup(*args: Any) -> Any:
+        found = looking_up(*args)
+        time.sleep(0.3)  # both threads would look before either creates
+        return found
+
+    target.client.find_order = slow_lookup  # type: ignore[method-assign]
+    OutboundWorker(recorder, target, FAST).run_until_idle()
+    assert [o["externalCode"] for o in fake.orders.values()] == ["B-9"]
+
+
+def test_an_order_kept_open_keeps_its_reserve_while_its_last_reservation_is_shipped_in_part(
+    account, recorder, mappings, mapped, ledger, record
+):
+    fake, server = account
+    order_id, orders = placed_order(fake, server, recorder, mappings, record)
+    mapped(("moysklad", "status", "shipped", OTHER_STATE))  # a state for shipped: not the ledger's to set
+    record(event(RESERVATION, "shop-1", ("SKU-1", 2), reservation_id="res-9b", order_id="B-9"))
+    orders.run_until_idle()
+    record(event(RELEASE, "shop-1", ("SKU-1", 5), reservation_id="res-9"))
+    orders.run_until_idle()
+    order = fake.orders[order_id]
+    state_before = order.get("state")
+
+    record(event(EventType.SHIPMENT, "shop-1", ("SKU-1", 1), reservation_id="res-9b", order_id="B-9"))
+    orders.run_until_idle()
+    assert [p["reserve"] for p in order["positions"]] == [5]  # res-9b still holds 1
+    record(event(EventType.SHIPMENT, "shop-1", ("SKU-1", 1), reservation_id="res-9b", order_id="B-9"))
+    orders.run_until_idle()
+    assert [p["reserve"] for p in order["positions"]] == [0]
+    assert order.get("state") == state_before
+
+
+def test_a_reused_order_closed_before_its_reservation_was_placed_costs_its_shipment_nothing(
+    account, recorder, mappings, ledger, record
+):
+    fake, server = account
+    _, orders = placed_order(fake, server, recorder, mappings, record)
+    record(event(RELEASE, "shop-1", ("SKU-1", 5), reservation_id="res-9"))
+    orders.run_until_idle()  # closed: nothing else held it
+    record(event(RESERVATION, "shop-1", ("SKU-1", 2), reservation_id="res-9b", order_id="B-9"))
+    orders.run_until_idle()
+    requests = fake.requests
+
+    record(event(EventType.SHIPMENT, "shop-1", ("SKU-1", 2), reservation_id="res-9b", order_id="B-9"))
+    orders.run_until_idle()
+    assert fake.requests == requests
