@@ -361,7 +361,8 @@ def order_reservation(recorder: Any, store_id: str, external_code: str) -> tuple
             "AND (order_id = %s OR (order_id IS NULL AND reservation_id = %s)) "
             "ORDER BY CASE WHEN order_id = %s THEN 0 ELSE 1 END, "
             "CASE WHEN status IN (%s, %s) THEN 0 ELSE 1 END, "
-            "CASE WHEN status IN (%s, %s) THEN placed_at_position ELSE -placed_at_position END LIMIT 1",
+            "CASE WHEN status IN (%s, %s) THEN placed_at_position ELSE -placed_at_position END, "
+            "reservation_id LIMIT 1",
             (
                 store_id,
                 external_code,

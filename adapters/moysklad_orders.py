@@ -80,13 +80,7 @@ class MoySkladOrdersTarget:
                     continue
                 if shipped and not (
                     row["status"] == ReservationStatus.SHIPPED.value
-                    and _kept_open(
-                        tx,
-                        store_id,
-                        row["order_id"] or reservation_id,
-                        reservation_id,
-                        row["placed_at_position"],
-                    )
+                    and _kept_open(tx, store_id, row["order_id"] or reservation_id, reservation_id)
                 ):
                     continue  # the order's own shipment: MoySklad's demand says what it shipped
                 lines = [[sku, int(qty)] for sku, qty, *_ in orjson.loads(row["lines"])]
@@ -258,23 +252,16 @@ class MoySkladOrdersTarget:
         return None
 
 
-def _kept_open(
-    tx: SqlTx, store_id: str, external_code: str, reservation_id: str, placed_at_position: int
-) -> bool:
+def _kept_open(tx: SqlTx, store_id: str, external_code: str, reservation_id: str) -> bool:
     """Whether another reservation of the customer order whose `externalCode` is `external_code`
-    ended at `store_id` by a release or an expiry after this one was placed (its close left the
-    order open for this one)."""
+    ended at `store_id` by a release or an expiry: its close may have left the order open for
+    this one. Whether it did depends on what the orders' worker saw when it pushed that close, not
+    on the ledger's order of the two (the worker runs behind the ledger), so an order closed
+    before this reservation reused it is looked at too: two reads, and nothing written."""
     row = tx.fetchone(
         "SELECT 1 AS ended FROM ledger_reservations WHERE store_id = %s "
         "AND (order_id = %s OR (order_id IS NULL AND reservation_id = %s)) "
-        "AND reservation_id <> %s AND status IN (%s, %s) AND position > %s LIMIT 1",
-        (
-            store_id,
-            external_code,
-            external_code,
-            reservation_id,
-            *sorted(CLOSED_STATUSES),
-            placed_at_position,
-        ),
+        "AND reservation_id <> %s AND status IN (%s, %s) LIMIT 1",
+        (store_id, external_code, external_code, reservation_id, *sorted(CLOSED_STATUSES)),
     )
     return row is not None
