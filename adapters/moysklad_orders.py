@@ -17,11 +17,15 @@ from typing import Any
 
 import orjson
 
+from adapters.db import journal, transaction
 from adapters.mappings import Mappings
+from adapters.masking import secret_safe_logger
 from adapters.moysklad import SYSTEM, MoySkladClient, errors_text
 from adapters.outbound import Failure, Item, TargetUnavailable
 from ledger.domain.model import Entry, EventType, ReservationStatus
 from ledger.sql import SqlTx
+
+log = secret_safe_logger("adapters.moysklad_orders")
 
 ORDER_KEY = "order:"
 # A reservation shipped: its order, kept open for it by an earlier one that ended, is cleared then.
@@ -213,6 +217,28 @@ class MoySkladOrdersTarget:
             )
         return row is not None
 
+    def _alert_if_reused_closed(self, order: dict[str, Any], payload: dict[str, Any]) -> None:
+        """A reservation placed under an order id whose customer order an earlier reservation made
+        and the ledger (or a person) closed: the order is reused as it is, so MoySklad shows it
+        in the released or expired state, reserving nothing, for an order the ledger holds units
+        for; staff would pass it by. Said in the journal, for a person to reopen it there."""
+        if order.get("description") == _description(payload["reservation_id"]):
+            return  # this reservation's own order, looked up again
+        state = str(((order.get("state") or {}).get("meta") or {}).get("href") or "").rsplit("/", 1)[-1]
+        for status in sorted(CLOSED_STATUSES):
+            rule = self.mappings.status(SYSTEM, status)
+            if rule is not None and state == rule.target_status:
+                subject = f"customer order {payload['order_id']} at {payload['store_id']}"
+                detail = (
+                    f"reused by reservation {payload['reservation_id']} while in the {status} state in "
+                    "MoySklad, reserving nothing: reopen it there (state, positions and reserve), or "
+                    "release the reservation"
+                )
+                with transaction(self.recorder) as tx:
+                    journal(tx, SYSTEM, "alert", subject, detail)
+                log.error("ALERT moysklad %s: %s", subject, detail)
+                return
+
     def _create_order(self, item: Item) -> Failure | None:
         payload = item.payload
         store = self.mappings.external(SYSTEM, "store", payload["store_id"])
@@ -231,13 +257,17 @@ class MoySkladOrdersTarget:
                     "assortment": self.client.meta(ref.external_type or "product", ref.external_id),
                 }
             )
-        if self.client.find_order(payload["order_id"], store.external_id) is not None:
-            return None  # created before (a retry after a crash or a timeout): nothing to do
+        found = self.client.find_order(payload["order_id"], store.external_id)
+        if found is not None:
+            # Created before (a retry after a crash or a timeout), or an earlier reservation's order
+            # reused by this one as it is.
+            self._alert_if_reused_closed(found, payload)
+            return None
         body: dict[str, Any] = {
             "externalCode": payload["order_id"],
             "store": self.client.meta("store", store.external_id),
             "positions": positions,
-            "description": f"stock ledger reservation {payload['reservation_id']}",
+            "description": _description(payload["reservation_id"]),
         }
         if self.config.organization_id:
             body["organization"] = self.client.meta("organization", self.config.organization_id)
@@ -265,3 +295,8 @@ def _kept_open(tx: SqlTx, store_id: str, external_code: str, reservation_id: str
         (store_id, external_code, external_code, reservation_id, *sorted(CLOSED_STATUSES)),
     )
     return row is not None
+
+
+def _description(reservation_id: str) -> str:
+    """A customer order's description: the reservation it was made for."""
+    return f"stock ledger reservation {reservation_id}"

@@ -15,6 +15,7 @@ from conftest import BOTH_DATABASES, FAST, either_database, event
 from moysklad_setup import STORE_UUID, VARIANT, client_for, on_hand
 from placed_orders import CANCELLED, OTHER_STATE, placed_order, reserved
 
+from adapters.db import transaction
 from adapters.httpserver import Reply
 from adapters.moysklad_demands import DemandsRefused, DemandSync
 from adapters.moysklad_order_cancels import OrderCancels
@@ -435,3 +436,30 @@ def test_an_order_kept_open_while_the_worker_was_behind_is_cleared_when_its_rese
     record(event(EventType.SHIPMENT, "shop-1", ("SKU-1", 2), reservation_id="res-9b", order_id="B-9"))
     orders.run_until_idle()
     assert [p["reserve"] for p in order["positions"]] == [0]
+
+
+def test_an_order_reused_while_closed_in_moysklad_is_alerted_and_one_reused_open_is_not(
+    account, recorder, mappings, ledger, record
+):
+    """Order B-9's reservation expired or was released and its customer order closed; the site
+    places B-9 again. The order is reused as it is, cancelled and reserving nothing in MoySklad,
+    where staff would pass it by: the journal says so."""
+    fake, server = account
+    _, orders = placed_order(fake, server, recorder, mappings, record)
+    record(event(RESERVATION, "shop-1", ("SKU-1", 1), reservation_id="res-9x", order_id="B-9"))
+    orders.run_until_idle()  # reused while open: nothing to say
+    assert _alerts(recorder) == []
+    record(event(RELEASE, "shop-1", ("SKU-1", 1), reservation_id="res-9x"))
+    record(event(RELEASE, "shop-1", ("SKU-1", 5), reservation_id="res-9"))
+    orders.run_until_idle()  # closed: nothing holds it
+
+    record(event(RESERVATION, "shop-1", ("SKU-1", 2), reservation_id="res-9b", order_id="B-9"))
+    orders.run_until_idle()
+    [alert] = _alerts(recorder)
+    assert alert["subject"] == "customer order B-9 at shop-1"
+    assert "res-9b" in alert["detail"] and "released state" in alert["detail"]
+
+
+def _alerts(recorder: Any) -> list[Any]:
+    with transaction(recorder) as tx:
+        return list(tx.fetchall("SELECT subject, detail FROM adapter_journal WHERE kind = 'alert'"))
