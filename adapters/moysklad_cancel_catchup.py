@@ -7,9 +7,9 @@ reserved until the reservation expired, or for good if it has no expiry. The aud
 update of an order with the fields it changed (`entityType=customerorder`, `eventType=update`, its
 `diff`), read in windows as moysklad_audit.py says. Each update that changed `state` is synced as
 its notification would be (OrderCancels.sync, with the audit's moment as the change's): the order
-is read, and if it is in the mapped released state now, and the change came after the reservation
-was placed, what the reservation still holds is released, once however often it is read (the
-release's id is the notification's). An update of other fields costs no read of the order; each
+is read, and if it is in the mapped released state now, what each reservation it carries still
+holds is released if the change came after that reservation was placed, once however often it
+is read (the release's id is the notification's). An update of other fields costs no read of the order; each
 context costs one request for its events (the audit lists a context without them). An update
 whose event has no `diff` is alerted and passed.
 
