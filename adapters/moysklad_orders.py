@@ -220,24 +220,41 @@ class MoySkladOrdersTarget:
     def _alert_if_reused_closed(self, order: dict[str, Any], payload: dict[str, Any]) -> None:
         """A reservation placed under an order id whose customer order an earlier reservation made
         and the ledger (or a person) closed: the order is reused as it is, so MoySklad shows it
-        in the released or expired state, reserving nothing, for an order the ledger holds units
-        for; staff would pass it by. Said in the journal, for a person to reopen it there."""
+        closed (in the state mapped as released or expired, or, without such a row, reserving
+        nothing) for an order the ledger holds units for; staff would pass it by. Said in the
+        journal once, for a person to reopen it there."""
         if order.get("description") == _description(payload["reservation_id"]):
             return  # this reservation's own order, looked up again
         state = str(((order.get("state") or {}).get("meta") or {}).get("href") or "").rsplit("/", 1)[-1]
-        for status in sorted(CLOSED_STATUSES):
-            rule = self.mappings.status(SYSTEM, status)
-            if rule is not None and state == rule.target_status:
-                subject = f"customer order {payload['order_id']} at {payload['store_id']}"
-                detail = (
-                    f"reused by reservation {payload['reservation_id']} while in the {status} state in "
-                    "MoySklad, reserving nothing: reopen it there (state, positions and reserve), or "
-                    "release the reservation"
+        closed_states = {
+            rule.target_status
+            for status in CLOSED_STATUSES
+            if (rule := self.mappings.status(SYSTEM, status)) is not None
+        }
+        if state in closed_states:
+            how = "in the state mapped as released or expired"
+        else:
+            positions = self.client.order_positions(order)  # a reuse is rare: one read
+            if not positions or any(position.get("reserve") for position in positions):
+                return  # open: kept open for another reservation, or reopened by a person
+            how = "reserving nothing"
+        subject = f"customer order {payload['order_id']} at {payload['store_id']}"
+        detail = (
+            f"reused by reservation {payload['reservation_id']} while closed in MoySklad ({how}): "
+            "reopen it there (state, positions and reserve), or release the reservation"
+        )
+        try:
+            with transaction(self.recorder) as tx:
+                said = tx.fetchone(  # a push of the same key again (a cycle that did not save)
+                    "SELECT 1 AS said FROM adapter_journal WHERE adapter = %s AND kind = 'alert' "
+                    "AND subject = %s AND detail = %s LIMIT 1",
+                    (SYSTEM, subject, detail),
                 )
-                with transaction(self.recorder) as tx:
+                if said is None:
                     journal(tx, SYSTEM, "alert", subject, detail)
-                log.error("ALERT moysklad %s: %s", subject, detail)
-                return
+        except Exception:  # the alert is the operator's to read; the push goes on
+            log.exception("moysklad: the journal could not take the alert on %s", subject)
+        log.error("ALERT moysklad %s: %s", subject, detail)
 
     def _create_order(self, item: Item) -> Failure | None:
         payload = item.payload

@@ -15,6 +15,7 @@ from conftest import BOTH_DATABASES, FAST, either_database, event
 from moysklad_setup import STORE_UUID, VARIANT, client_for, on_hand
 from placed_orders import CANCELLED, OTHER_STATE, placed_order, reserved
 
+from adapters import moysklad_orders
 from adapters.db import transaction
 from adapters.httpserver import Reply
 from adapters.moysklad_demands import DemandsRefused, DemandSync
@@ -457,9 +458,48 @@ def test_an_order_reused_while_closed_in_moysklad_is_alerted_and_one_reused_open
     orders.run_until_idle()
     [alert] = _alerts(recorder)
     assert alert["subject"] == "customer order B-9 at shop-1"
-    assert "res-9b" in alert["detail"] and "released state" in alert["detail"]
+    assert "res-9b" in alert["detail"] and "mapped as released or expired" in alert["detail"]
 
 
 def _alerts(recorder: Any) -> list[Any]:
     with transaction(recorder) as tx:
         return list(tx.fetchall("SELECT subject, detail FROM adapter_journal WHERE kind = 'alert'"))
+
+
+def test_an_order_reused_while_closed_without_a_state_row_is_alerted_once_however_often_pushed(
+    account, recorder, mappings, ledger, record
+):
+    """No `released` mapping row: the close only clears the reserve, and the reused order reserves
+    nothing. The same key pushed again (a cycle that did not save) says it no more."""
+    fake, server = account
+    with transaction(recorder) as tx:
+        tx.execute("DELETE FROM adapter_status_map WHERE system = 'moysklad'")
+    mappings.invalidate()
+    _, orders = placed_order(fake, server, recorder, mappings, record)
+    record(event(RELEASE, "shop-1", ("SKU-1", 5), reservation_id="res-9"))
+    orders.run_until_idle()
+    record(event(RESERVATION, "shop-1", ("SKU-1", 2), reservation_id="res-9b", order_id="B-9"))
+    orders.run_until_idle()
+    [alert] = _alerts(recorder)
+    assert "reserving nothing" in alert["detail"]
+
+    [item] = orders.target.load(["order:shop-1|res-9b"])
+    orders.target.push([item])
+    assert len(_alerts(recorder)) == 1
+
+
+def test_a_journal_that_cannot_take_the_reuse_alert_does_not_fail_the_push(
+    account, recorder, mappings, ledger, record, monkeypatch, caplog
+):
+    fake, server = account
+    _, orders = placed_order(fake, server, recorder, mappings, record)
+    record(event(RELEASE, "shop-1", ("SKU-1", 5), reservation_id="res-9"))
+    orders.run_until_idle()
+
+    def refused(*_: Any) -> None:
+        raise RuntimeError("database is locked")
+
+    monkeypatch.setattr(moysklad_orders, "journal", refused)
+    record(event(RESERVATION, "shop-1", ("SKU-1", 2), reservation_id="res-9b", order_id="B-9"))
+    orders.run_until_idle()  # raises nothing: the push goes on
+    assert "could not take the alert" in caplog.text and "ALERT moysklad" in caplog.text
