@@ -60,9 +60,10 @@ from adapters.moysklad import (
     parse_moment,
 )
 from adapters.moysklad_order_status import mapped_states, queue_order_statuses
+from adapters.moysklad_orders import carried_reservations
 from adapters.outbound import TargetUnavailable
 from adapters.sink import EventSink
-from ledger.domain.model import EventType, Line, ReservationStatus, StockEvent
+from ledger.domain.model import EventType, Line, StockEvent
 
 log = secret_safe_logger("adapters.moysklad_demands")
 
@@ -343,59 +344,31 @@ class DemandSync:
             queue_order_statuses(tx, states, events)
 
     def _reservation_for(self, store_id: str, order_id: str) -> str | None:
-        found = order_reservation(self.recorder, store_id, order_id)
-        return found[0] if found else None
+        return order_reservation(self.recorder, store_id, order_id)
 
 
-def order_reservation(recorder: Any, store_id: str, external_code: str) -> tuple[str, str] | None:
-    """The id and status of the reservation at `store_id` that a customer order's `externalCode`
-    names: of the order id's own (the orders target's code), else one without an order id whose id
-    it is (the code then), the oldest that still holds units, else the newest; never another
-    order's reservation whose id happens to be this order's id. (A later reservation of the order
-    id reuses the order as it is, so the order's positions are its oldest reservation's, and the
-    order stays open while any of them holds: a shipment under one that ended would leave the
-    other's units reserved.)"""
+def order_reservation(recorder: Any, store_id: str, external_code: str) -> str | None:
+    """The reservation at `store_id` a demand of the customer order whose `externalCode` is
+    `external_code` ships under (moysklad_orders.carried_reservations): of the order id's own, else
+    the one placed without an order id under that id, the oldest that still holds units, else the
+    newest. (A later reservation of the order id reuses the order as it is, so the order's
+    positions are its oldest reservation's, and the order stays open while any of them holds: a
+    shipment under one that ended would leave the other's units reserved.)"""
     with recorder.read_transaction() as tx:
-        row = tx.fetchone(
-            "SELECT reservation_id, status FROM ledger_reservations WHERE store_id = %s "
-            "AND (order_id = %s OR (order_id IS NULL AND reservation_id = %s)) "
-            "ORDER BY CASE WHEN order_id = %s THEN 0 ELSE 1 END, "
-            "CASE WHEN status IN (%s, %s) THEN 0 ELSE 1 END, "
-            "CASE WHEN status IN (%s, %s) THEN placed_at_position ELSE -placed_at_position END, "
-            "reservation_id LIMIT 1",
-            (
-                store_id,
-                external_code,
-                external_code,
-                external_code,
-                ReservationStatus.ACTIVE.value,
-                ReservationStatus.PARTIALLY_SHIPPED.value,
-                ReservationStatus.ACTIVE.value,
-                ReservationStatus.PARTIALLY_SHIPPED.value,
-            ),
-        )
-    return (str(row["reservation_id"]), str(row["status"])) if row else None
+        carried = carried_reservations(tx, store_id, external_code)
+    candidates = [r for r in carried if r.own] or carried
+    holding = [r for r in candidates if r.holds]
+    if holding:
+        return holding[0].reservation_id
+    return candidates[-1].reservation_id if candidates else None
 
 
 def order_holding_reservations(recorder: Any, store_id: str, external_code: str) -> list[str]:
     """The ids of the reservations at `store_id` that the customer order whose `externalCode` is
-    `external_code` carries and that still hold units, oldest first: the order id's own, and one
-    placed without an order id under that id (the orders target finds the order by the code and
-    the store, and a later reservation of the order id reuses it)."""
+    `external_code` carries and that still hold units, oldest first."""
     with recorder.read_transaction() as tx:
-        rows = tx.fetchall(
-            "SELECT reservation_id FROM ledger_reservations WHERE store_id = %s "
-            "AND (order_id = %s OR (order_id IS NULL AND reservation_id = %s)) "
-            "AND status IN (%s, %s) ORDER BY placed_at_position",
-            (
-                store_id,
-                external_code,
-                external_code,
-                ReservationStatus.ACTIVE.value,
-                ReservationStatus.PARTIALLY_SHIPPED.value,
-            ),
-        )
-    return [str(row["reservation_id"]) for row in rows]
+        carried = carried_reservations(tx, store_id, external_code)
+    return [r.reservation_id for r in carried if r.holds]
 
 
 def _audit_moment(delivery: dict[str, Any]) -> datetime | None:

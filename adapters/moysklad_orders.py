@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -31,6 +32,7 @@ ORDER_KEY = "order:"
 # A reservation shipped: its order, kept open for it by an earlier one that ended, is cleared then.
 SHIPPED_KEY = "order-shipped:"
 CLOSED_STATUSES = frozenset({"released", "expired"})  # a reservation that holds nothing any more
+HOLDING_STATUSES = frozenset({ReservationStatus.ACTIVE.value, ReservationStatus.PARTIALLY_SHIPPED.value})
 
 # A reservation placed creates the order; released or expired, the order's reserve is cleared.
 ORDER_EVENT_TYPES = frozenset(
@@ -199,23 +201,10 @@ class MoySkladOrdersTarget:
 
     def _held_by_another(self, store_id: str, external_code: str, reservation_id: str) -> bool:
         """Whether a reservation at `store_id` other than `reservation_id`, of the customer order
-        whose `externalCode` is `external_code` (the order id's, or one placed without an order id
-        under that id), still holds units."""
+        whose `externalCode` is `external_code`, still holds units."""
         with self.recorder.read_transaction() as tx:
-            row = tx.fetchone(
-                "SELECT 1 AS held FROM ledger_reservations WHERE store_id = %s "
-                "AND (order_id = %s OR (order_id IS NULL AND reservation_id = %s)) "
-                "AND reservation_id <> %s AND status IN (%s, %s) LIMIT 1",
-                (
-                    store_id,
-                    external_code,
-                    external_code,
-                    reservation_id,
-                    ReservationStatus.ACTIVE.value,
-                    ReservationStatus.PARTIALLY_SHIPPED.value,
-                ),
-            )
-        return row is not None
+            carried = carried_reservations(tx, store_id, external_code)
+        return any(r.holds and r.reservation_id != reservation_id for r in carried)
 
     def _alert_if_reused_closed(self, order: dict[str, Any], payload: dict[str, Any]) -> None:
         """A reservation placed under an order id whose customer order an earlier reservation made
@@ -305,13 +294,47 @@ def _kept_open(tx: SqlTx, store_id: str, external_code: str, reservation_id: str
     this one. Whether it did depends on what the orders' worker saw when it pushed that close, not
     on the ledger's order of the two (the worker runs behind the ledger), so an order closed
     before this reservation reused it is looked at too: two reads, and nothing written."""
-    row = tx.fetchone(
-        "SELECT 1 AS ended FROM ledger_reservations WHERE store_id = %s "
-        "AND (order_id = %s OR (order_id IS NULL AND reservation_id = %s)) "
-        "AND reservation_id <> %s AND status IN (%s, %s) LIMIT 1",
-        (store_id, external_code, external_code, reservation_id, *sorted(CLOSED_STATUSES)),
+    return any(
+        r.status in CLOSED_STATUSES and r.reservation_id != reservation_id
+        for r in carried_reservations(tx, store_id, external_code)
     )
-    return row is not None
+
+
+@dataclass(frozen=True, slots=True)
+class CarriedReservation:
+    """A reservation a customer order carries at its store."""
+
+    reservation_id: str
+    status: str
+    placed_at_position: int
+    own: bool  # placed with the order id (else without one, under that id)
+
+    @property
+    def holds(self) -> bool:
+        return self.status in HOLDING_STATUSES
+
+
+def carried_reservations(tx: SqlTx, store_id: str, external_code: str) -> list[CarriedReservation]:
+    """The reservations at `store_id` that the customer order whose `externalCode` is
+    `external_code` carries, oldest first: those placed with that order id (a later one reuses the
+    order), and one placed without an order id under that id (its code is its id); never another
+    order's reservation whose id happens to be this order's id. A few rows: an order id's
+    reservations at one store."""
+    rows = tx.fetchall(
+        "SELECT reservation_id, order_id, status, placed_at_position FROM ledger_reservations "
+        "WHERE store_id = %s AND (order_id = %s OR (order_id IS NULL AND reservation_id = %s)) "
+        "ORDER BY placed_at_position, reservation_id",
+        (store_id, external_code, external_code),
+    )
+    return [
+        CarriedReservation(
+            str(row["reservation_id"]),
+            str(row["status"]),
+            int(row["placed_at_position"]),
+            row["order_id"] == external_code,
+        )
+        for row in rows
+    ]
 
 
 def _description(reservation_id: str) -> str:
