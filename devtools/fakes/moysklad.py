@@ -45,7 +45,15 @@ from datetime import UTC, datetime
 from typing import Any
 
 from adapters.httpserver import Reply, Request
-from devtools.fakes.moysklad_audit import list_contexts, list_events, new_context
+from devtools.fakes.moysklad_audit import (
+    API_LOGIN,
+    APP_LOGIN,
+    list_contexts,
+    list_events,
+    new_context,
+    token_employee,
+    update_diff,
+)
 from devtools.fakes.moysklad_reports import REPORT_WEIGHT, current_stock, stock_report
 from devtools.fakes.moysklad_webhook_registry import handle_registry
 from devtools.fakes.moysklad_webhooks import WebhookOutcome, send_webhook
@@ -63,11 +71,6 @@ from devtools.fakes.moysklad_wire import (
 )
 
 WEBHOOK_DISABLE_HEADER = "X-Lognex-WebHook-Disable"
-# Who the audit names as a change's author: the employee the API token acts as (the ledger), and a
-# person at MoySklad (the test helpers).
-API_LOGIN = "ledger@fake"
-APP_LOGIN = "admin@fake"
-EMPLOYEE_ID = "e1e10000-0000-0000-0000-000000000001"
 
 
 @dataclass
@@ -256,13 +259,11 @@ class FakeMoySklad:
         source = "jsonapi" if request is not None else "app"
         uid = API_LOGIN if request is not None else APP_LOGIN
         entity = self.meta(entity_type, entity_id)
-        diff = None
-        if action == "UPDATE":
-            after = entities.get(entity_id, {})
-            diff = {
-                field: {"oldValue": (before or {}).get(field), "newValue": copy.deepcopy(after.get(field))}
-                for field in fields or ()
-            }
+        diff = (
+            update_diff(fields or (), before or {}, entities.get(entity_id, {}))
+            if action == "UPDATE"
+            else None
+        )
         when = datetime.now(UTC)
         context = new_context(self.origin, entity, action.lower(), name, when, source, uid, diff)
         self.audit.append(context)
@@ -277,21 +278,6 @@ class FakeMoySklad:
                 if action == "UPDATE" and hook.get("diffType") == "FIELDS":
                     body["events"][0]["updatedFields"] = list(fields or [])
                 self.outbox.append((hook["url"], body))
-
-    def _employee(self) -> dict[str, Any]:
-        """The employee the token acts as (md/dictionaries/_employee.md: `uid`, the login)."""
-        return {
-            "meta": {
-                "href": f"{self.origin}{BASE_PATH}context/employee",
-                "metadataHref": f"{self.origin}{BASE_PATH}entity/employee/metadata",
-                "type": "employee",
-                "mediaType": "application/json",
-            },
-            "id": EMPLOYEE_ID,
-            "accountId": ACCOUNT_ID,
-            "name": "ledger",
-            "uid": API_LOGIN,
-        }
 
     def _snapshot(self, entity_type: str, entity_id: str) -> dict[str, Any]:
         """The entity as it is now, for the audit's record of what a change changed."""
@@ -369,7 +355,7 @@ class FakeMoySklad:
         parts = path.strip("/").split("/")
         method = request.method
         if parts == ["context", "employee"] and method == "GET":
-            return Reply(200, self._employee())
+            return Reply(200, token_employee(self.origin))
         if parts[:2] == ["entity", "customerorder"]:
             if len(parts) == 2 and method == "GET":
                 return self._find_orders(request)

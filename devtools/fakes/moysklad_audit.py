@@ -1,6 +1,8 @@
 """The fake MoySklad's audit (md/audit/_audit.md): every change of a demand or a customer order,
 made through the API or by a person (the fake's helpers), is one context with one event, whatever
-a request's X-Lognex-WebHook-Disable says (that header silences webhooks, not the audit).
+a request's X-Lognex-WebHook-Disable says (that header silences webhooks, not the audit), naming
+its author (`uid`: the token's employee for the API, a person for the helpers) and, for an update,
+the fields it changed (`diff`). `GET context/employee` answers who the token is.
 
 `GET audit` lists contexts: `filter` by `moment>=` and `moment<=` (the only operators the page
 allows; `YYYY-MM-DD HH:MM:SS[.mmm]`, Moscow time, not before 1970-01-01 03:00:00), `entityType`,
@@ -11,12 +13,14 @@ meta. Where a page names a rule but not its error code, the code here is marked 
 
 from __future__ import annotations
 
+import copy
 import uuid
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
 from adapters.httpserver import Reply, Request
-from devtools.fakes.moysklad_wire import BASE_PATH, MOSCOW, error, filter_conditions, page_bounds
+from devtools.fakes.moysklad_wire import ACCOUNT_ID, BASE_PATH, MOSCOW, error, filter_conditions, page_bounds
 
 AUDIT_PAGE_DEFAULT = 25
 AUDIT_PAGE_MOST = 100
@@ -41,6 +45,37 @@ EVENT_TYPES = (
 # is taken and matches nothing: the fake's contexts name no employee.
 FILTERS = ("moment>", "moment<", "entityType", "eventType", "source", "uid", "employee")
 EARLIEST = datetime(1970, 1, 1, 3, 0, 0, tzinfo=MOSCOW)
+# Who the audit names as a change's author (`uid`, a login): the employee the API token acts as
+# (the ledger), and a person at MoySklad (the fake's test helpers).
+API_LOGIN = "ledger@fake"
+APP_LOGIN = "admin@fake"
+EMPLOYEE_ID = "e1e10000-0000-0000-0000-000000000001"
+
+
+def token_employee(origin: str) -> dict[str, Any]:
+    """`GET context/employee`: the employee the token acts as (md/dictionaries/_employee.md:
+    `uid`, the login the audit names)."""
+    return {
+        "meta": {
+            "href": f"{origin}{BASE_PATH}context/employee",
+            "metadataHref": f"{origin}{BASE_PATH}entity/employee/metadata",
+            "type": "employee",
+            "mediaType": "application/json",
+        },
+        "id": EMPLOYEE_ID,
+        "accountId": ACCOUNT_ID,
+        "name": "ledger",
+        "uid": API_LOGIN,
+    }
+
+
+def update_diff(fields: Iterable[str], before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
+    """An update's `diff`: each field it changed, by its JSON API name, with its value before and
+    after (md/audit/_audit.md, the format of the diff field)."""
+    return {
+        field: {"oldValue": before.get(field), "newValue": copy.deepcopy(after.get(field))}
+        for field in fields
+    }
 
 
 def new_context(

@@ -25,7 +25,7 @@ from adapters.moysklad_webhooks import register_webhooks
 from adapters.outbound import TargetUnavailable
 from adapters.runner import build_adapters
 from adapters.sink import LedgerSink
-from devtools.fakes.moysklad import API_LOGIN, APP_LOGIN
+from devtools.fakes.moysklad_audit import API_LOGIN, APP_LOGIN
 from devtools.fakes.moysklad_wire import MOSCOW
 from ledger.config import Settings
 from ledger.domain.model import EventType
