@@ -20,6 +20,11 @@ _CURSORS = (
     "CREATE TABLE IF NOT EXISTS adapter_cursors (name TEXT PRIMARY KEY, value TEXT NOT NULL, "
     "updated_at TEXT NOT NULL)"
 )
+# Which customer orders the ledger made in MoySklad, by uuid (adapters/moysklad_order_book.py).
+_MOYSKLAD_ORDERS = (
+    "CREATE TABLE IF NOT EXISTS adapter_moysklad_orders (order_uuid TEXT PRIMARY KEY, "
+    "store_id TEXT NOT NULL, order_id TEXT NOT NULL, recorded_at TEXT NOT NULL)"
+)
 
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(
@@ -43,6 +48,13 @@ MIGRATIONS: tuple[Migration, ...] = (
         EXPAND,
         postgres=(_CURSORS,),
         sqlite=(_CURSORS,),
+    ),
+    Migration(
+        4,
+        "the customer orders the ledger made in MoySklad, so that a deleted one is known by its href",
+        EXPAND,
+        postgres=(_MOYSKLAD_ORDERS,),
+        sqlite=(_MOYSKLAD_ORDERS,),
     ),
 )
 

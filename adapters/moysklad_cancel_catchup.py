@@ -1,4 +1,5 @@
-"""Customer orders cancelled in MoySklad while their notification was lost, read from its audit.
+"""Customer orders cancelled or deleted in MoySklad while their notification was lost, read from
+its audit.
 
 A cancel releases its order's reservation when its `customerorder` notification arrives
 (moysklad_order_cancels.py). MoySklad drops a notification after a few tries in a row, so a cancel
@@ -26,6 +27,10 @@ audit context. A process started afresh reads the last window's overlap again: a
 and acted on, read again then, is checked against the reservation its order id names then, so a new
 reservation of that order id placed within the same second as the cancel would be released (the
 rule's second, as a late notification would).
+
+A deletion is read the same way (`eventType=delete`, its own cursor) and synced as its DELETE
+notification would be (OrderCancels.sync_deleted): the book of the orders the ledger made names
+the order's store and order id. Every author's deletion counts: the ledger deletes no order.
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ from adapters.moysklad_order_cancels import OrderCancels
 log = secret_safe_logger("adapters.moysklad_cancel_catchup")
 
 CURSOR = "moysklad.order_states"
+DELETIONS_CURSOR = "moysklad.order_deletions"
 STATE_FIELD = "state"  # the order's field a cancel changes, as the audit's diff names it
 
 
@@ -95,3 +101,30 @@ class CancelCatchUp(AuditWindows):
         if STATE_FIELD not in change.fields or change.uid == self.own_login():
             return 0
         return self.cancels.sync(change.href, change.moment.astimezone(UTC), change.context or None)
+
+
+class OrderDeletionCatchUp(AuditWindows):
+    """Syncs each customer order the audit records deleted, as its notification would."""
+
+    def __init__(
+        self,
+        recorder: Any,
+        client: MoySkladClient,
+        cancels: OrderCancels,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        def take(deleted: Change) -> int:
+            return cancels.sync_deleted(deleted.href, deleted.moment.astimezone(UTC), deleted.context or None)
+
+        super().__init__(
+            recorder,
+            DELETIONS_CURSOR,
+            lambda since, until: audit_changes(
+                client, since, until, "customerorder", "delete", AUDIT_PAGE_ROWS
+            ),
+            take,
+            kind="customer order deletions",
+            item="deleted customer order",
+            remedy="release its reservation through the API",
+            clock=clock,
+        )

@@ -20,8 +20,8 @@ reads back FIRST_LOOK_BACK_S (a restart's worth, not history an operator may hav
 hand).
 
 A deleted demand is no longer listed: each catch-up then reads the deletions from MoySklad's
-audit (moysklad_deletions.py), and the customer orders' state changes from the audit too
-(moysklad_cancel_catchup.py). Each part is read even when one before it failed; the first error is
+audit (moysklad_deletions.py), and the customer orders' state changes and deletions from the audit
+too (moysklad_cancel_catchup.py). Each part is read even when one before it failed; the first error is
 raised after the last part, the others logged.
 """
 
@@ -35,7 +35,7 @@ from adapters.cursors import load_cursor, save_cursor
 from adapters.db import journal, transaction
 from adapters.masking import secret_safe_logger
 from adapters.moysklad import SYSTEM, MoySkladClient, parse_moment
-from adapters.moysklad_cancel_catchup import CancelCatchUp
+from adapters.moysklad_cancel_catchup import CancelCatchUp, OrderDeletionCatchUp
 from adapters.moysklad_deletions import DeletionCatchUp
 from adapters.moysklad_demands import DemandSync
 from adapters.moysklad_order_cancels import OrderCancels
@@ -64,6 +64,9 @@ class MoySkladCatchUp:
         self.clock = clock
         self.deletions = DeletionCatchUp(recorder, client, demands, self._now)
         self.cancels = None if cancels is None else CancelCatchUp(recorder, client, cancels, self._now)
+        self.order_deletions = (
+            None if cancels is None else OrderDeletionCatchUp(recorder, client, cancels, self._now)
+        )
 
     def _now(self) -> datetime:
         """The clock as it is set when asked (a test sets another after making this)."""
@@ -71,7 +74,7 @@ class MoySkladCatchUp:
 
     def run_once(self, stopping: Callable[[], bool] = lambda: False) -> int:
         """One catch-up, until done or `stopping()`: the demands updated, the deletions, then the
-        orders' states, each read even when a part before it failed (the first error is raised
+        orders' states and deletions, each read even when a part before it failed (the first error is raised
         after them); returns how many events it submitted."""
         parts: list[tuple[str, Callable[[Callable[[], bool]], int]]] = [
             ("the demands updated", self._updated),
@@ -79,6 +82,8 @@ class MoySkladCatchUp:
         ]
         if self.cancels is not None:
             parts.append(("the orders' states", self.cancels.run_once))
+        if self.order_deletions is not None:
+            parts.append(("the orders deleted", self.order_deletions.run_once))
         submitted, failed = 0, None
         for index, (name, part) in enumerate(parts):
             if index and stopping():

@@ -1,5 +1,5 @@
-"""Customer orders cancelled in MoySklad release their reservation in the ledger (seed 001: order
-statuses mapped both ways; an order a person cancels there must free its units for sale).
+"""Customer orders cancelled or deleted in MoySklad release their reservation in the ledger (seed
+001: order statuses mapped both ways; an order a person cancels there must free its units for sale).
 
 A customer order is made from a ledger reservation (moysklad_orders.MoySkladOrdersTarget: `externalCode`
 the order id, or the reservation id for a reservation placed without one; `store` the
@@ -28,19 +28,30 @@ made by a user, or a subscription without FIELDS: `ledger adapters register-webh
 The ledger's own move of an order asks MoySklad for no notification (moysklad.py), and would
 release nothing more if one came.
 
-A cancel whose notification MoySklad dropped is read back from its audit by the catch-up
-(moysklad_cancel_catchup.py), which calls `sync` with the audit's moment of the change.
+A deleted order frees its reserve in MoySklad, so it is followed as a cancel is, with the same
+row as the sign that MoySklad may release: a `customerorder` DELETE notification carries only the
+order's href, and the order is gone, so the book of the orders the ledger made
+(moysklad_order_book.py) says which store and order id it was made for; what the reservations of
+that order id at that store still hold is released under the same rule (the deletion's moment not
+before the second each was placed), by the same release id as a cancel's (an order cancelled, then
+deleted, is released once). An order deleted that the book does not hold (made by someone else, or
+before the book existed) is passed with a log line.
 
-Not followed: an order deleted in MoySklad (its notification carries only its href, and the order is
-no longer there to say which reservation it was: reconcile, or release it through the API); other
-states; changed positions (the reservation's lines are the site's). Without the row nothing is
-released.
+A cancel or a deletion whose notification MoySklad dropped is read back from its audit by the
+catch-up (moysklad_cancel_catchup.py), which calls `sync` or `sync_deleted` with the audit's moment
+of the change.
+
+Not followed: an order put in the recycle bin (the pages do not say whether its reserve still
+holds), other states, changed positions (the reservation's lines are the site's). Without the row
+nothing is released.
 """
 
 from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -58,6 +69,7 @@ from adapters.moysklad import (
     parse_moment,
 )
 from adapters.moysklad_demands import DemandsRefused, order_holding_reservations
+from adapters.moysklad_order_book import made_order
 from adapters.outbound import TargetUnavailable
 from adapters.sink import EventSink
 from ledger.domain.model import EventType, StockEvent
@@ -82,15 +94,20 @@ class OrderCancels:
         self._memo_lock = threading.Lock()
 
     def handle(self, delivery: dict[str, Any]) -> int:
-        """Every customer order of one delivery whose state changed; returns how many releases
-        were submitted."""
+        """Every customer order of one delivery whose state changed, or that was deleted;
+        returns how many releases were submitted."""
         submitted = 0
         context = delivery.get("auditContext") or {}
         moment = context.get("moment")
         change_id = (context.get("meta") or {}).get("href")
         for notice in delivery.get("events") or []:
             meta = notice.get("meta") or {}
-            if meta.get("type") != "customerorder" or notice.get("action") != "UPDATE":
+            if meta.get("type") != "customerorder" or not moment:
+                continue
+            if notice.get("action") == "DELETE":
+                submitted += self.sync_deleted(str(meta["href"]), _utc(moment), change_id)
+                continue
+            if notice.get("action") != "UPDATE":
                 continue
             fields = notice.get("updatedFields")
             if not isinstance(fields, list) or "state" not in fields or not moment:
@@ -104,12 +121,21 @@ class OrderCancels:
         address of the change's audit context (a notification's `auditContext`, the context the
         audit lists it in): a change synced already is passed without a request, so a cancel both
         notified and read back from the audit is read once."""
+        return self._once(change_id, href, lambda: self._sync(href, changed_at))
+
+    def sync_deleted(self, href: str, deleted_at: datetime, change_id: str | None = None) -> int:
+        """Releases what the reservations of the deleted order at `href` still hold, if the
+        ledger made the order (its book) and the deletion at `deleted_at` came after each was
+        placed; `change_id` as for `sync`."""
+        return self._once(change_id, href, lambda: self._sync_deleted(href, deleted_at))
+
+    def _once(self, change_id: str | None, href: str, synced: Callable[[], int]) -> int:
         key = None if not change_id else (change_id, href)
         if key is not None:
             with self._memo_lock:
                 if key in self._synced:
                     return 0
-        submitted = self._sync(href, changed_at)
+        submitted = synced()
         if key is not None:
             with self._memo_lock:
                 self._synced[key] = None
@@ -140,42 +166,89 @@ class OrderCancels:
         store_id = self.mappings.local(SYSTEM, "store", entity_id(store_href)[1]) if store_href else None
         if state != rule.target_status or not order_id or store_id is None:
             return 0  # not cancelled, or not an order the ledger made (no code, or a store not mapped)
-        name = order.get("name") or order.get("id")
+        name = str(order.get("name") or order.get("id"))
+        ended = OrderEnd(str(order.get("id")), name, store_id, str(order_id), changed_at, "cancelled")
+        return self._release(ended)
+
+    def _sync_deleted(self, href: str, deleted_at: datetime) -> int:
+        order_uuid = entity_id(href)[1]
+        made = made_order(self.recorder, order_uuid)
+        if made is None:
+            log.info("customerorder %s deleted: not an order the ledger has in its book: left", order_uuid)
+            return 0
+        if self.mappings.status(SYSTEM, RELEASED) is None:
+            log.info(
+                "customerorder %s (order %s at %s) deleted: no moysklad released row: left",
+                order_uuid,
+                made.order_id,
+                made.store_id,
+            )
+            return 0
+        ended = OrderEnd(order_uuid, order_uuid, made.store_id, made.order_id, deleted_at, "deleted")
+        return self._release(ended)
+
+    def _release(self, ended: OrderEnd) -> int:
+        """Releases what each reservation the order carries still holds, if the order ended after
+        the reservation was placed; returns how many releases were submitted."""
         events = []
         # Every reservation the order carries that still holds: a later reservation of the order id
         # reuses the order, and the ledger keeps it open while any of them holds (moysklad_orders.py).
-        for reservation_id in order_holding_reservations(self.recorder, store_id, str(order_id)):
-            placed = _placed_at(self.recorder, store_id, reservation_id)
-            if placed is None or changed_at < placed.replace(microsecond=0):
+        for reservation_id in order_holding_reservations(self.recorder, ended.store_id, ended.order_id):
+            placed = _placed_at(self.recorder, ended.store_id, reservation_id)
+            if placed is None or ended.at < placed.replace(microsecond=0):
                 log.info(
-                    "customerorder %s: cancelled at %s, before reservation %s was placed (%s): left",
-                    name,
-                    changed_at.isoformat(),
+                    "customerorder %s: %s at %s, before reservation %s was placed (%s): left",
+                    ended.name,
+                    ended.how,
+                    ended.at.isoformat(),
                     reservation_id,
                     placed.isoformat() if placed else "unknown",
                 )
                 continue
             events.append(
                 StockEvent(
-                    event_id=f"customerorder:{order.get('id')}:{reservation_id}:release",
+                    # A cancel and a deletion of one order release under one id: the second records
+                    # nothing more.
+                    event_id=f"customerorder:{ended.order_uuid}:{reservation_id}:release",
                     source=SOURCE,
                     type=EventType.RESERVATION_RELEASE,
-                    time=changed_at,
-                    store_id=store_id,
+                    time=ended.at,
+                    store_id=ended.store_id,
                     lines=(),
                     reservation_id=reservation_id,
-                    order_id=str(order_id),
-                    reference=f"moysklad customerorder {name}: moved to the released state"[
-                        :REFERENCE_CHARS_MAX
-                    ],
+                    order_id=ended.order_id,
+                    reference=f"moysklad customerorder {ended.name}: {ended.what}"[:REFERENCE_CHARS_MAX],
                     principal=PRINCIPAL,
                 )
             )
         if events:
             self.sink.record(events)
             released = ", ".join(str(event.reservation_id) for event in events)
-            log.info("customerorder %s (order %s): reservation(s) %s released", name, order_id, released)
+            log.info(
+                "customerorder %s (order %s) %s: reservation(s) %s released",
+                ended.name,
+                ended.order_id,
+                ended.how,
+                released,
+            )
         return len(events)
+
+
+@dataclass(frozen=True, slots=True)
+class OrderEnd:
+    """A customer order cancelled or deleted in MoySklad, at `at`."""
+
+    order_uuid: str
+    name: str  # its name, or its uuid when it can no longer be read
+    store_id: str
+    order_id: str  # its externalCode: the ledger's order id
+    at: datetime
+    how: str  # "cancelled" | "deleted"
+
+    @property
+    def what(self) -> str:
+        """What the release's reference says happened to the order."""
+        return "moved to the released state" if self.how == "cancelled" else "deleted"
 
 
 def _placed_at(recorder: Any, store_id: str, reservation_id: str) -> datetime | None:

@@ -6,7 +6,8 @@ Idempotency: a customer order's `externalCode` is the ledger order id; before cr
 it up (`filter=externalCode=...;store=...`: a reservation across stores is an order at each of its
 stores under one order id), so a retried push never creates a duplicate. Only one worker
 pushes at a time (a lease in adapter_positions), and within a push one order's items go one after
-another, so the lookup and the create do not race.
+another, so the lookup and the create do not race. Each order made or found is written in the
+book of the orders the ledger made (moysklad_order_book.py), so that its deletion can be traced.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from adapters.db import journal, transaction
 from adapters.mappings import Mappings
 from adapters.masking import secret_safe_logger
 from adapters.moysklad import SYSTEM, MoySkladClient, errors_text
+from adapters.moysklad_order_book import remember_order
 from adapters.outbound import Failure, Item, TargetUnavailable
 from ledger.domain.model import Entry, EventType, ReservationStatus
 from ledger.sql import SqlTx
@@ -267,6 +269,7 @@ class MoySkladOrdersTarget:
         if found is not None:
             # Created before (a retry after a crash or a timeout), or an earlier reservation's order
             # reused by this one as it is.
+            remember_order(self.recorder, str(found["id"]), payload["store_id"], payload["order_id"])
             self._alert_if_reused_closed(found, payload)
             return None
         body: dict[str, Any] = {
@@ -281,6 +284,10 @@ class MoySkladOrdersTarget:
             body["agent"] = self.client.meta("counterparty", self.config.agent_id)
         answer = self.client.request("POST", "entity/customerorder", json_body=body)
         if answer.status in (200, 201):
+            # The answer is the order made (md/documents/_customerOrder.md). One without its id
+            # fails the cycle: the retry finds the order by its code and writes it then.
+            made = str((answer.json() or {})["id"])
+            remember_order(self.recorder, made, payload["store_id"], payload["order_id"])
             return None
         return Failure(f"customerorder {payload['order_id']}: HTTP {answer.status}: {errors_text(answer)}")
 

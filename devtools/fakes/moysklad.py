@@ -14,22 +14,25 @@ since a lenient fake hides exactly the bugs that cost users data:
 - a customer order is created only with its `organization` and `agent` (the counterparty), as
   seed 001 says MoySklad requires ("Необходимо при создании"), each naming one the account has.
 
-Its parts: the wire format (moysklad_wire.py), the stock reports and their defaults
-(moysklad_reports.py), the webhook registries and their rules (moysklad_webhook_registry.py),
-the delivery of a notification with its attempts (moysklad_webhooks.py), the audit of every
-change of a demand or an order (moysklad_audit.py).
+Its parts: the wire format (moysklad_wire.py), what a new customer order must carry
+(moysklad_order_rules.py), the stock reports and their defaults (moysklad_reports.py), the
+webhook registries and their rules (moysklad_webhook_registry.py), the delivery of a notification
+with its attempts (moysklad_webhooks.py), the audit of every change of a demand or an order
+(moysklad_audit.py).
 
 What it notifies: changes to entities that a registered webhook follows, made through the API or
 by the test helpers that stand for a person at MoySklad (`add_demand`, `update_demand`,
-`delete_demand`). A request carrying `X-Lognex-WebHook-Disable` (any value, as the page's
-"Заголовок временного отключения через API" says) notifies nothing. Stock webhooks are sent by
+`delete_demand`, `set_order_state`, `delete_order`). A request carrying
+`X-Lognex-WebHook-Disable` (any value, as the page's "Заголовок временного отключения через API"
+says) notifies nothing. Stock webhooks are sent by
 `notify_stock_changes`, with a `reportUrl` to the short stock report (`changedSince` in Moscow
 time as `YYYY-MM-DD HH:MM:SS`, a raw space, as in the documented example). Notifications wait in
 `outbox` until `deliver_webhooks()` sends them, each with MoySklad's retry pattern.
 
 Customer orders: their positions are listed (`.../positions`) and updated one by one
 (`PUT .../positions/{id}`: `reserve` from 0 to the position's quantity); an order's `state` is
-set by PUT with a state meta. Demands are changed and deleted by PUT and DELETE as well.
+set by PUT with a state meta; an order is deleted by DELETE (or `delete_order`, a person). Demands
+are changed and deleted by PUT and DELETE as well.
 Where a page names a rule but not its error code, the code here is marked as assumed.
 """
 
@@ -54,6 +57,7 @@ from devtools.fakes.moysklad_audit import (
     token_employee,
     update_diff,
 )
+from devtools.fakes.moysklad_order_rules import order_refusals
 from devtools.fakes.moysklad_reports import REPORT_WEIGHT, current_stock, stock_report
 from devtools.fakes.moysklad_webhook_registry import handle_registry
 from devtools.fakes.moysklad_webhooks import WebhookOutcome, send_webhook
@@ -179,6 +183,12 @@ class FakeMoySklad:
             }
             order["updated"] = moment_text(datetime.now(UTC))
             self._notify("customerorder", order_id, "UPDATE", fields=["state"], before=before)
+
+    def delete_order(self, order_id: str) -> None:
+        """A person deletes a customer order in the app (its webhooks notified)."""
+        with self._lock:
+            name = self.orders.pop(order_id)["name"]
+            self._notify("customerorder", order_id, "DELETE", name=name)
 
     def delete_demand(self, demand_id: str) -> None:
         with self._lock:
@@ -367,6 +377,10 @@ class FakeMoySklad:
                 return Reply(200, self._order_view(self.orders[parts[2]], request))
             if len(parts) == 3 and method == "PUT":
                 return self._update_order(parts[2], request)
+            if len(parts) == 3 and method == "DELETE":
+                name = self.orders.pop(parts[2])["name"]
+                self._notify("customerorder", parts[2], "DELETE", request, name)
+                return Reply(200, b"")
             if len(parts) == 4 and parts[3] == "positions" and method == "GET":
                 rows = self.orders[parts[2]]["positions"]
                 return Reply(200, {"meta": {"size": len(rows), "limit": 1000, "offset": 0}, "rows": rows})
@@ -477,30 +491,7 @@ class FakeMoySklad:
 
     def _create_order(self, request: Request) -> Reply:
         body = request.json()
-        errors = []
-        if not isinstance(body, dict) or not isinstance(body.get("positions"), list):
-            return Reply(400, {"errors": [{"error": "positions are required", "code": 2016}]})
-        for position in body["positions"]:
-            href = ((position.get("assortment") or {}).get("meta") or {}).get("href") or ""
-            kind, assortment = (
-                (href.split("/")[-2], href.split("/")[-1]) if href.count("/") >= 2 else ("", "")
-            )
-            if self.products.get(assortment) != kind:
-                errors.append({"error": f"unknown {kind} {assortment}", "code": 1021})
-        store = ((body.get("store") or {}).get("meta") or {}).get("href", "").split("/")[-1]
-        if store not in self.stores:
-            errors.append({"error": f"unknown store {store}", "code": 1021})
-        for name, entity, known in (
-            ("organization", "organization", self.organizations),
-            ("agent", "counterparty", self.counterparties),
-        ):
-            href = ((body.get(name) or {}).get("meta") or {}).get("href") or ""
-            if not href:
-                # Required at creation (seed 001, "Необходимо при создании"); error 3000 (md/_errors.md).
-                empty = f"Ошибка сохранения объекта: поле '{name}' не может быть пустым"
-                errors.append({"error": empty, "code": 3000})
-            elif href.split("/")[-2:-1] != [entity] or href.split("/")[-1] not in known:
-                errors.append({"error": f"unknown {entity} {href.split('/')[-1]}", "code": 1021})
+        errors = order_refusals(body, self.products, self.stores, self.organizations, self.counterparties)
         if errors:
             return Reply(400, {"errors": errors})
         order_id = str(uuid.uuid4())

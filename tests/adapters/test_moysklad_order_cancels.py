@@ -227,7 +227,9 @@ def test_registering_again_sets_field_diffs_on_an_order_subscription_made_withou
     done = register_webhooks(client, url)
 
     assert any(line.startswith("customerorder UPDATE: updated") for line in done), done
-    (hook,) = [h for h in fake.webhooks.values() if h["entityType"] == "customerorder"]
+    (hook,) = [
+        h for h in fake.webhooks.values() if (h["entityType"], h["action"]) == ("customerorder", "UPDATE")
+    ]
     assert hook["diffType"] == "FIELDS"
     refused = client.request(
         "POST",

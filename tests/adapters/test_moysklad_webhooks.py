@@ -71,6 +71,29 @@ def test_a_customer_order_cancelled_in_moysklad_comes_by_webhook_and_releases_it
     assert ledger.levels("shop-1", ["SKU-1"])[0].level.reserved_units == 0
 
 
+def test_a_customer_order_deleted_in_moysklad_comes_by_webhook_and_releases_its_reservation(
+    account, receiver, recorder, mappings, mapped, ledger, record
+):
+    fake, server = account
+    client = client_for(server)
+    mapped(("moysklad", "status", "released", "5a5a0000-0000-0000-0000-00000000000c"))
+    record(
+        event(RECEIPT, "shop-1", ("SKU-1", 10)),
+        event(EventType.RESERVATION, "shop-1", ("SKU-1", 4), reservation_id="res-3", order_id="B-3"),
+    )
+    OutboundWorker(recorder, MoySkladOrdersTarget(recorder, mappings, client), FAST).run_until_idle()
+    register_webhooks(client, f"{receiver.url}/moysklad/webhook/{SECRET}")
+    inbox = moysklad_inbox(recorder, mappings, client, ledger)
+
+    (order_id,) = [o["id"] for o in fake.orders.values() if o["externalCode"] == "B-3"]
+    fake.delete_order(order_id)  # a person, in the app
+    (outcome,) = fake.deliver_webhooks()
+    assert outcome.delivered and inbox.run_once() == (1, 0)
+
+    assert ledger.levels("shop-1", ["SKU-1"])[0].level.reserved_units == 0
+    assert ledger.reservation("shop-1", "res-3").reservation.status.value == "released"
+
+
 def test_the_fake_sends_a_webhook_four_times_in_a_row_then_drops_it(account):
     fake, server = account
     client = client_for(server)
@@ -98,8 +121,9 @@ def test_registering_twice_creates_nothing_the_second_time_and_enables_a_disable
     update_hook["enabled"] = False
     second = register_webhooks(client, url)
 
-    assert len(first) == 5 and all(": subscribed (" in line for line in first)
+    assert len(first) == 6 and all(": subscribed (" in line for line in first)
     assert sorted((h["entityType"], h["action"], h["url"]) for h in fake.webhooks.values()) == [
+        ("customerorder", "DELETE", url),
         ("customerorder", "UPDATE", url),
         *(("demand", action, url) for action in ("CREATE", "DELETE", "UPDATE")),
     ]
@@ -110,8 +134,9 @@ def test_registering_twice_creates_nothing_the_second_time_and_enables_a_disable
         "subscribed already",
         "subscribed already",
         "subscribed already",
+        "subscribed already",
     ]
-    assert fake.webhooks[update_hook["id"]]["enabled"] is True and len(fake.webhooks) == 4
+    assert fake.webhooks[update_hook["id"]]["enabled"] is True and len(fake.webhooks) == 5
 
 
 def test_the_fake_keeps_the_documented_registry_rules(account):
@@ -140,7 +165,7 @@ def test_register_webhooks_on_the_command_line(account, monkeypatch, database_ur
     assert main(["adapters", "register-webhooks", "--url", "https://ledger.example.com"]) == 0
 
     out = capsys.readouterr().out
-    assert out.count(": subscribed (") == 5 and out.count("subscribed already") == 5
+    assert out.count(": subscribed (") == 6 and out.count("subscribed already") == 6
     assert SECRET not in out
     assert {h["url"] for h in fake.webhooks.values()} == {
         f"https://ledger.example.com/moysklad/webhook/{SECRET}"

@@ -1,0 +1,174 @@
+"""A customer order the ledger made, deleted in MoySklad, releases what its reservations still hold
+(its notification carries only its href: the book of the orders the ledger made names its store
+and order id), once, by notification or, when that was lost, by the audit's catch-up; never a
+reservation placed after the deletion, nothing without the `released` row, nothing for an order
+the ledger did not make (adapters/moysklad_order_cancels.py, moysklad_order_book.py)."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from conftest import BOTH_DATABASES, either_database, event
+from moysklad_setup import client_for
+from placed_orders import CANCELLED, placed_order, reserved
+
+from adapters.db import transaction
+from adapters.moysklad_audit import SETTLE_S
+from adapters.moysklad_catchup import MoySkladCatchUp
+from adapters.moysklad_demands import DemandSync
+from adapters.moysklad_order_book import MadeOrder, made_order
+from adapters.moysklad_order_cancels import OrderCancels
+from adapters.moysklad_webhooks import register_webhooks
+from adapters.sink import LedgerSink
+from devtools.fakes.moysklad_wire import MOSCOW
+from ledger.domain.model import EventType
+from ledger.projections.queries import HistoryFilter
+
+RESERVATION, RELEASE = EventType.RESERVATION, EventType.RESERVATION_RELEASE
+SETTLED = timedelta(seconds=SETTLE_S + 5)  # a clock this far ahead sees a change just made
+
+
+database_url = pytest.fixture(params=BOTH_DATABASES)(either_database)  # every test on both
+
+
+@pytest.fixture
+def account(moysklad_account: Any, mapped: Any) -> Any:
+    mapped(("moysklad", "status", "released", CANCELLED))
+    return moysklad_account
+
+
+def cancels_of(server: Any, recorder: Any, mappings: Any, ledger: Any) -> OrderCancels:
+    return OrderCancels(recorder, mappings, client_for(server), LedgerSink(ledger))
+
+
+def deleted(fake: Any, order_id: str, at: datetime | None = None) -> dict[str, Any]:
+    """The notification of the order's deletion, made at `at` (now if not given)."""
+    body = fake.notification_body("customerorder", order_id, "DELETE")
+    body["auditContext"]["moment"] = (
+        (at or datetime.now(UTC)).astimezone(MOSCOW).strftime("%Y-%m-%d %H:%M:%S")
+    )
+    return body
+
+
+def releases(ledger: Any) -> list[dict[str, Any]]:
+    """The release entries at shop-1."""
+    ledger.refresh()
+    return [row for row in ledger.history(HistoryFilter("shop-1"), 1000) if row["type"] == RELEASE.value]
+
+
+def release_reference(ledger: Any, reservation_id: str) -> str:
+    (row,) = [row for row in releases(ledger) if row["reservation_id"] == reservation_id]
+    return str(row["reference"])
+
+
+def test_an_order_deleted_in_moysklad_releases_its_reservation_once(
+    account, recorder, mappings, ledger, record
+):
+    fake, server = account
+    order_id, _ = placed_order(fake, server, recorder, mappings, record)
+    assert made_order(recorder, order_id) == MadeOrder("shop-1", "B-9")  # written when it was made
+    register_webhooks(client_for(server), "http://ledger.example/moysklad/webhook/s")
+    cancels = cancels_of(server, recorder, mappings, ledger)
+    requests = fake.requests
+
+    fake.delete_order(order_id)  # a person, in the app
+    ((_, notice),) = fake.outbox
+    assert cancels.handle(notice) == 1
+    assert reserved(ledger) == 0
+    assert ledger.reservation("shop-1", "res-9").reservation.status.value == "released"
+    assert "deleted" in release_reference(ledger, "res-9")
+    assert fake.requests == requests  # the order is gone: nothing read
+
+    assert cancels.handle(notice) == 0  # delivered again
+    assert cancels_of(server, recorder, mappings, ledger).handle(notice) == 0  # another process
+    assert reserved(ledger) == 0
+
+
+def test_a_deletion_without_the_row_or_of_an_order_the_ledger_did_not_make_releases_nothing(
+    account, recorder, mappings, mapped, ledger, record
+):
+    fake, server = account
+    order_id, _ = placed_order(fake, server, recorder, mappings, record)
+    cancels = cancels_of(server, recorder, mappings, ledger)
+
+    assert cancels.handle(deleted(fake, "0dd00000-0000-0000-0000-000000000001")) == 0  # not in the book
+    with transaction(recorder) as tx:
+        tx.execute("DELETE FROM adapter_status_map WHERE system = %s", ("moysklad",))
+    fake.delete_order(order_id)
+    assert cancels.handle(deleted(fake, order_id)) == 0  # no `released` row: MoySklad may not release
+    assert reserved(ledger) == 5
+
+
+def test_a_deletion_does_not_release_a_reservation_placed_after_it(
+    account, recorder, mappings, ledger, record
+):
+    """The order id placed again after its order was deleted makes a new order; the first order's
+    deletion, notified late, releases the first reservation only."""
+    fake, server = account
+    order_id, orders = placed_order(fake, server, recorder, mappings, record)
+    placed = datetime.now(UTC)
+    fake.delete_order(order_id)
+    time.sleep(1.1 - placed.microsecond / 1e6)  # the next reservation is placed in a later second
+    record(event(RESERVATION, "shop-1", ("SKU-1", 2), reservation_id="res-9b", order_id="B-9"))
+    orders.run_until_idle()
+    (new_order,) = [o["id"] for o in fake.orders.values() if o["externalCode"] == "B-9"]
+    assert new_order != order_id and made_order(recorder, new_order) == MadeOrder("shop-1", "B-9")
+
+    assert cancels_of(server, recorder, mappings, ledger).handle(deleted(fake, order_id, at=placed)) == 1
+    assert reserved(ledger) == 2  # res-9 released, res-9b holds
+    assert ledger.reservation("shop-1", "res-9b").reservation.status.value == "active"
+
+
+def test_an_order_made_before_the_book_is_written_when_a_later_reservation_finds_it(
+    account, recorder, mappings, ledger, record
+):
+    fake, server = account
+    order_id, orders = placed_order(fake, server, recorder, mappings, record)
+    with transaction(recorder) as tx:  # as a release before the book made it
+        tx.execute("DELETE FROM adapter_moysklad_orders")
+    record(event(RESERVATION, "shop-1", ("SKU-1", 2), reservation_id="res-9b", order_id="B-9"))
+    orders.run_until_idle()  # the order found by its code, reused, and written
+    assert made_order(recorder, order_id) == MadeOrder("shop-1", "B-9")
+
+    fake.delete_order(order_id)
+    assert cancels_of(server, recorder, mappings, ledger).handle(deleted(fake, order_id)) == 2
+    assert reserved(ledger) == 0
+
+
+def test_an_order_cancelled_then_deleted_is_released_once(account, recorder, mappings, ledger, record):
+    fake, server = account
+    order_id, _ = placed_order(fake, server, recorder, mappings, record)
+    register_webhooks(client_for(server), "http://ledger.example/moysklad/webhook/s")
+    cancels = cancels_of(server, recorder, mappings, ledger)
+    fake.set_order_state(order_id, CANCELLED)
+    ((_, cancel),) = fake.outbox
+    assert cancels.handle(cancel) == 1
+    fake.delete_order(order_id)
+    (_, deletion) = fake.outbox[-1]
+    assert cancels.handle(deletion) == 0  # nothing holds any more
+    assert len(releases(ledger)) == 1
+
+
+def test_a_deletion_whose_notification_was_lost_is_read_from_the_audit_once(
+    account, recorder, mappings, ledger, record
+):
+    fake, server = account
+    order_id, _ = placed_order(fake, server, recorder, mappings, record)
+    fake.delete_order(order_id)
+    client = client_for(server)
+    sink = LedgerSink(ledger)
+    catching_up = MoySkladCatchUp(
+        recorder,
+        client,
+        DemandSync(recorder, mappings, client, sink),
+        OrderCancels(recorder, mappings, client, sink),
+        clock=lambda: datetime.now(UTC) + SETTLED,
+    )
+
+    assert catching_up.run_once() == 1
+    assert reserved(ledger) == 0
+    assert "deleted" in release_reference(ledger, "res-9")
+    assert catching_up.run_once() == 0  # the overlap reads it again: nothing more
