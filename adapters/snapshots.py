@@ -130,6 +130,8 @@ def read_moysklad_snapshot(
             log.info("moysklad store %s: %d report rows have no SKU mapping, skipped", store_id, skipped)
         if progress:
             progress(1)
-    description = "moysklad report/stock/all (quantityMode=all, every page), mapped stores and SKUs"
+    description = (
+        "moysklad report/stock/all (quantityMode=all, archived too, every page), mapped stores and SKUs"
+    )
     read_stores = frozenset(mappings.all(MOYSKLAD, "store"))
     return Snapshot("moysklad", description, on_hand, sku_scope=mapped_skus, read_stores=read_stores)

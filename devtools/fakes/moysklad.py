@@ -84,6 +84,7 @@ class FakeMoySklad:
     window_s: float = 3.0
     origin: str = "http://127.0.0.1"  # hrefs are written against this; set to the server's URL
     products: dict[str, str] = field(default_factory=dict)  # uuid -> "product" | "variant"
+    archived: set[str] = field(default_factory=set)  # products and variants put in the archive
     stores: set[str] = field(default_factory=set)
     # The seller's organizations and the counterparties a customer order may name (seed 001: both
     # are required to create one). The demo's and the tests' are these.
@@ -577,7 +578,7 @@ class FakeMoySklad:
         return Reply(200, answer)
 
     def _stock_report(self, request: Request) -> Reply:
-        reply = stock_report(self.stock, self.products, self.href, self.origin, request)
+        reply = stock_report(self.stock, self.products, self.archived, self.href, self.origin, request)
         if reply.status == 200:
             self.report_pages_served += 1
         return reply

@@ -2,8 +2,10 @@
 - `report/stock/all` (md/reports/_report_stock.md): totals by assortment, optionally for some
   stores (`filter=store=<href>`); `quantityMode` defaults to `nonEmpty`, so rows whose available
   quantity (`quantity` = stock - reserve) is 0 are left out unless `quantityMode=all` is sent; an
-  unknown mode is error 1041; pages of at most 1000 rows, `meta.size` counts the whole report and
-  `meta.nextHref` is given while pages follow;
+  unknown mode is error 1041; archived products and variants are left out unless `archived=true`
+  is sent (the page: "to get both archived and not archived, pass both values true and false";
+  each value true or false, else error 1041, assumed); pages of at most 1000 rows, `meta.size`
+  counts the whole report and `meta.nextHref` is given while pages follow;
 - the short report `report/stock/{all,bystore}/current`: one JSON array of one `stockType`;
   `changedSince` in Moscow time as `YYYY-MM-DD HH:MM:SS`, at most 24 hours back and not in the
   future, zero lines included with it (or with `include=zeroLines`).
@@ -72,13 +74,18 @@ def current_stock(
 def stock_report(
     figures: Figures,
     products: dict[str, str],
+    archived: set[str],
     href: Callable[[str, str], str],
     origin: str,
     request: Request,
 ) -> Reply:
-    """One page of `report/stock/all`; `products` gives each assortment's kind, `href` an entity's
-    address."""
+    """One page of `report/stock/all`; `products` gives each assortment's kind, `archived` those
+    in the archive, `href` an entity's address."""
     conditions = filter_conditions(request)
+    archived_asked = [value for name, value in conditions if name == "archived"]
+    if any(value not in ("true", "false") for value in archived_asked):
+        return error(400, 1041, "Неверное значение параметра фильтрации 'archived': true или false")
+    archived_shown = {value == "true" for value in archived_asked} or {False}
     stores = {value.split("/")[-1] for name, value in conditions if name == "store"}
     modes = [value for name, value in conditions if name == "quantityMode"]
     mode = modes[-1] if modes else "nonEmpty"  # the documented default
@@ -95,7 +102,7 @@ def stock_report(
     limit, offset = bounds
     totals: dict[str, dict[str, float]] = {}
     for (assortment, store_id), values in sorted(figures.items()):
-        if not stores or store_id in stores:
+        if (not stores or store_id in stores) and (assortment in archived) in archived_shown:
             total = totals.setdefault(assortment, {"stock": 0.0, "reserve": 0.0, "inTransit": 0.0})
             for name in total:
                 total[name] += values.get(name, 0.0)

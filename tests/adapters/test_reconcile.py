@@ -220,6 +220,40 @@ def test_the_fake_leaves_out_zero_available_rows_unless_quantity_mode_all_is_ask
     assert sorted(row["stock"] for row in every_row["rows"]) == [2.0, 18.0]
 
 
+def test_an_archived_product_with_stock_is_read_not_counted_as_zero(account, recorder, mappings, record):
+    """Archived in MoySklad with its units still on the shelf (seed 001: "check via archived:
+    true"): left out of the report by default, it would be counted 0 by --absent-as-zero."""
+    fake, server = account
+    record(event(RECEIPT, "shop-1", ("SKU-2", 3)))
+    fake.stock[(PRODUCT, STORE_UUID)] = {"stock": 3.0}
+    fake.archived.add(PRODUCT)
+
+    snapshot = read_moysklad_snapshot(client_for(server), mappings)
+    complete = make_report(recorder, snapshot.absent_as_zero(["shop-1"]), run_id="a1")
+
+    assert snapshot.on_hand[("shop-1", "SKU-2")] == 3
+    assert lines(complete) == []
+
+
+def test_the_fake_leaves_out_archived_products_unless_asked(account):
+    fake, server = account
+    fake.stock[(RESERVED, STORE_UUID)] = {"stock": 18.0}
+    fake.stock[(PRODUCT, STORE_UUID)] = {"stock": 2.0}
+    fake.archived.add(PRODUCT)
+    client = client_for(server)
+
+    def stocks(conditions: str) -> Any:
+        answer = client.request("GET", "report/stock/all", params={"filter": conditions})
+        return (
+            sorted(row["stock"] for row in answer.json()["rows"]) if answer.status == 200 else answer.status
+        )
+
+    assert stocks("quantityMode=all") == [18.0]  # the default: not archived only
+    assert stocks("archived=true") == [2.0]
+    assert stocks("archived=false;archived=true") == [2.0, 18.0]
+    assert stocks("archived=yes") == 400
+
+
 def test_the_whole_report_is_read_page_by_page(account, recorder, mapped, mappings):
     fake, server = account
     products = [f"0b3c0000-0000-0000-0000-{n:012d}" for n in range(2500)]
