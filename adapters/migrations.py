@@ -20,10 +20,12 @@ _CURSORS = (
     "CREATE TABLE IF NOT EXISTS adapter_cursors (name TEXT PRIMARY KEY, value TEXT NOT NULL, "
     "updated_at TEXT NOT NULL)"
 )
-# Which customer orders the ledger made in MoySklad, by uuid (adapters/moysklad_order_book.py).
+# Which customer orders the ledger made in MoySklad, by uuid, and the reservations each carries
+# (adapters/moysklad_order_book.py).
 _MOYSKLAD_ORDERS = (
-    "CREATE TABLE IF NOT EXISTS adapter_moysklad_orders (order_uuid TEXT PRIMARY KEY, "
-    "store_id TEXT NOT NULL, order_id TEXT NOT NULL, recorded_at TEXT NOT NULL)"
+    "CREATE TABLE IF NOT EXISTS adapter_moysklad_orders (order_uuid TEXT NOT NULL, "
+    "reservation_id TEXT NOT NULL, store_id TEXT NOT NULL, order_id TEXT NOT NULL, "
+    "recorded_at TEXT NOT NULL, PRIMARY KEY (order_uuid, reservation_id))"
 )
 
 MIGRATIONS: tuple[Migration, ...] = (
@@ -51,7 +53,8 @@ MIGRATIONS: tuple[Migration, ...] = (
     ),
     Migration(
         4,
-        "the customer orders the ledger made in MoySklad, so that a deleted one is known by its href",
+        "the customer orders the ledger made in MoySklad and their reservations, so that a deleted "
+        "one is known by its href",
         EXPAND,
         postgres=(_MOYSKLAD_ORDERS,),
         sqlite=(_MOYSKLAD_ORDERS,),

@@ -30,7 +30,7 @@ rule's second, as a late notification would).
 
 A deletion is read the same way (`eventType=delete`, its own cursor) and synced as its DELETE
 notification would be (OrderCancels.sync_deleted): the book of the orders the ledger made names
-the order's store and order id. Every author's deletion counts: the ledger deletes no order.
+the reservations the order carried. Every author's deletion counts: the ledger deletes no order.
 """
 
 from __future__ import annotations

@@ -1,12 +1,16 @@
-"""Which MoySklad customer orders the ledger made, by their uuid: the store and the order id each
-was made for (`adapter_moysklad_orders`, adapters migration 4).
+"""Which MoySklad customer orders the ledger made, by their uuid, and which reservations each one
+carries (`adapter_moysklad_orders`, adapters migration 4): one row for each reservation a push
+created an order for or found one made already for (a retry after a crash, a later reservation of
+the order id reusing it, an order made before the book existed), written before its push counts as
+done.
 
 A deleted order's notification carries only its href, the audit's deletion only its meta, and the
-order is no longer there to read (`GET` answers 404): without this book a deletion could not be
-traced back to the reservations it ended (moysklad_order_cancels.py). The orders' target writes
-each order it creates, and each it finds already made (a retry after a crash, a reuse by a later
-reservation of the order id, or an order made before the book existed), before its push counts as
-done; so an order is in the book before its reservation can end through it.
+order is no longer there to read (`GET` answers 404): the book says which reservations it carried
+(moysklad_order_cancels.py follows deletions). By reservation, not by order id: an order id can
+have two live orders at one store (a person changed the first one's store or code, or put it in
+the recycle bin, and the next reservation made a new one), and the deletion of one must not end
+the reservations the other carries. Every reservation in the book under an order was pushed
+while that order existed, after the reservation was placed: its deletion came after the placement.
 """
 
 from __future__ import annotations
@@ -18,28 +22,32 @@ from adapters.db import now_text, transaction
 
 
 @dataclass(frozen=True, slots=True)
-class MadeOrder:
-    """A customer order the ledger made at `store_id` for the order id `order_id` (its
-    `externalCode`)."""
+class BookedReservation:
+    """A reservation at `store_id` that a customer order the ledger made carries, the order made
+    for the order id `order_id` (its `externalCode`)."""
 
     store_id: str
     order_id: str
+    reservation_id: str
 
 
-def remember_order(recorder: Any, order_uuid: str, store_id: str, order_id: str) -> None:
-    """Writes the order into the book; an order written before is left as it was."""
+def remember_order(recorder: Any, order_uuid: str, carried: BookedReservation) -> None:
+    """Writes that the order `order_uuid` carries the reservation; written before, left as it was."""
     with transaction(recorder) as tx:
         tx.execute(
-            "INSERT INTO adapter_moysklad_orders (order_uuid, store_id, order_id, recorded_at) "
-            "VALUES (%s, %s, %s, %s) ON CONFLICT (order_uuid) DO NOTHING",
-            (order_uuid, store_id, order_id, now_text()),
+            "INSERT INTO adapter_moysklad_orders (order_uuid, reservation_id, store_id, order_id, "
+            "recorded_at) VALUES (%s, %s, %s, %s, %s) ON CONFLICT (order_uuid, reservation_id) DO NOTHING",
+            (order_uuid, carried.reservation_id, carried.store_id, carried.order_id, now_text()),
         )
 
 
-def made_order(recorder: Any, order_uuid: str) -> MadeOrder | None:
-    """The order the book holds under `order_uuid`, if the ledger made it."""
+def booked_reservations(recorder: Any, order_uuid: str) -> list[BookedReservation]:
+    """The reservations the book holds under the order `order_uuid` (none: the ledger did not make
+    it, or made it before the book existed and pushed nothing to it since)."""
     with transaction(recorder) as tx:
-        row = tx.fetchone(
-            "SELECT store_id, order_id FROM adapter_moysklad_orders WHERE order_uuid = %s", (order_uuid,)
+        rows = tx.fetchall(
+            "SELECT store_id, order_id, reservation_id FROM adapter_moysklad_orders WHERE order_uuid = %s "
+            "ORDER BY recorded_at, reservation_id",
+            (order_uuid,),
         )
-    return None if row is None else MadeOrder(str(row["store_id"]), str(row["order_id"]))
+    return [BookedReservation(str(r["store_id"]), str(r["order_id"]), str(r["reservation_id"])) for r in rows]

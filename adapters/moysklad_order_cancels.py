@@ -31,11 +31,12 @@ release nothing more if one came.
 A deleted order frees its reserve in MoySklad, so it is followed as a cancel is, with the same
 row as the sign that MoySklad may release: a `customerorder` DELETE notification carries only the
 order's href, and the order is gone, so the book of the orders the ledger made
-(moysklad_order_book.py) says which store and order id it was made for; what the reservations of
-that order id at that store still hold is released under the same rule (the deletion's moment not
-before the second each was placed), by the same release id as a cancel's (an order cancelled, then
-deleted, is released once). An order deleted that the book does not hold (made by someone else, or
-before the book existed) is passed with a log line.
+(moysklad_order_book.py) says which reservations it carried; what those still hold is released,
+by the same release id as a cancel's (an order cancelled, then deleted, is released once). No rule
+of time is needed: each was pushed to the order while it existed, so placed before the deletion,
+and a reservation of the order id placed later makes an order of its own. An order deleted that
+the book does not hold (made by someone else, or before the book existed and pushed nothing to
+since) is passed with a log line.
 
 A cancel or a deletion whose notification MoySklad dropped is read back from its audit by the
 catch-up (moysklad_cancel_catchup.py), which calls `sync` or `sync_deleted` with the audit's moment
@@ -69,7 +70,7 @@ from adapters.moysklad import (
     parse_moment,
 )
 from adapters.moysklad_demands import DemandsRefused, order_holding_reservations
-from adapters.moysklad_order_book import made_order
+from adapters.moysklad_order_book import booked_reservations
 from adapters.outbound import TargetUnavailable
 from adapters.sink import EventSink
 from ledger.domain.model import EventType, StockEvent
@@ -102,10 +103,12 @@ class OrderCancels:
         change_id = (context.get("meta") or {}).get("href")
         for notice in delivery.get("events") or []:
             meta = notice.get("meta") or {}
-            if meta.get("type") != "customerorder" or not moment:
+            if meta.get("type") != "customerorder":
                 continue
             if notice.get("action") == "DELETE":
-                submitted += self.sync_deleted(str(meta["href"]), _utc(moment), change_id)
+                # The moment dates the release; the deletion's rule does not need it.
+                deleted_at = _utc(moment) if moment else datetime.now(UTC)
+                submitted += self.sync_deleted(str(meta["href"]), deleted_at, change_id)
                 continue
             if notice.get("action") != "UPDATE":
                 continue
@@ -168,68 +171,77 @@ class OrderCancels:
             return 0  # not cancelled, or not an order the ledger made (no code, or a store not mapped)
         name = str(order.get("name") or order.get("id"))
         ended = OrderEnd(str(order.get("id")), name, store_id, str(order_id), changed_at, "cancelled")
-        return self._release(ended)
+        # Every reservation the order carries that still holds, if the cancel came after it was
+        # placed: a later reservation of the order id reuses the order, and the ledger keeps it
+        # open while any of them holds (moysklad_orders.py).
+        holding = order_holding_reservations(self.recorder, store_id, str(order_id))
+        return self._release(ended, [r for r in holding if self._placed_before(ended, r)])
 
     def _sync_deleted(self, href: str, deleted_at: datetime) -> int:
         order_uuid = entity_id(href)[1]
-        made = made_order(self.recorder, order_uuid)
-        if made is None:
+        booked = booked_reservations(self.recorder, order_uuid)
+        if not booked:
             log.info("customerorder %s deleted: not an order the ledger has in its book: left", order_uuid)
             return 0
+        store_id, order_id = booked[0].store_id, booked[0].order_id
         if self.mappings.status(SYSTEM, RELEASED) is None:
             log.info(
                 "customerorder %s (order %s at %s) deleted: no moysklad released row: left",
                 order_uuid,
-                made.order_id,
-                made.store_id,
+                order_id,
+                store_id,
             )
             return 0
-        ended = OrderEnd(order_uuid, order_uuid, made.store_id, made.order_id, deleted_at, "deleted")
-        return self._release(ended)
+        ended = OrderEnd(order_uuid, order_uuid, store_id, order_id, deleted_at, "deleted")
+        # Only the reservations the book has under this order: each was pushed to it while it
+        # existed, so placed before it was deleted (moysklad_order_book.py); another order of the
+        # same order id carries its own.
+        holding = set(order_holding_reservations(self.recorder, store_id, order_id))
+        return self._release(ended, [r.reservation_id for r in booked if r.reservation_id in holding])
 
-    def _release(self, ended: OrderEnd) -> int:
-        """Releases what each reservation the order carries still holds, if the order ended after
-        the reservation was placed; returns how many releases were submitted."""
-        events = []
-        # Every reservation the order carries that still holds: a later reservation of the order id
-        # reuses the order, and the ledger keeps it open while any of them holds (moysklad_orders.py).
-        for reservation_id in order_holding_reservations(self.recorder, ended.store_id, ended.order_id):
-            placed = _placed_at(self.recorder, ended.store_id, reservation_id)
-            if placed is None or ended.at < placed.replace(microsecond=0):
-                log.info(
-                    "customerorder %s: %s at %s, before reservation %s was placed (%s): left",
-                    ended.name,
-                    ended.how,
-                    ended.at.isoformat(),
-                    reservation_id,
-                    placed.isoformat() if placed else "unknown",
-                )
-                continue
-            events.append(
-                StockEvent(
-                    # A cancel and a deletion of one order release under one id: the second records
-                    # nothing more.
-                    event_id=f"customerorder:{ended.order_uuid}:{reservation_id}:release",
-                    source=SOURCE,
-                    type=EventType.RESERVATION_RELEASE,
-                    time=ended.at,
-                    store_id=ended.store_id,
-                    lines=(),
-                    reservation_id=reservation_id,
-                    order_id=ended.order_id,
-                    reference=f"moysklad customerorder {ended.name}: {ended.what}"[:REFERENCE_CHARS_MAX],
-                    principal=PRINCIPAL,
-                )
+    def _placed_before(self, ended: OrderEnd, reservation_id: str) -> bool:
+        """Whether the order ended after the reservation was placed (to the second)."""
+        placed = _placed_at(self.recorder, ended.store_id, reservation_id)
+        if placed is not None and ended.at >= placed.replace(microsecond=0):
+            return True
+        log.info(
+            "customerorder %s: %s at %s, before reservation %s was placed (%s): left",
+            ended.name,
+            ended.how,
+            ended.at.isoformat(),
+            reservation_id,
+            placed.isoformat() if placed else "unknown",
+        )
+        return False
+
+    def _release(self, ended: OrderEnd, reservation_ids: list[str]) -> int:
+        """Releases what each of the order's `reservation_ids` still holds; returns how many
+        releases were submitted."""
+        events = [
+            StockEvent(
+                # A cancel and a deletion of one order release under one id: the second records
+                # nothing more.
+                event_id=f"customerorder:{ended.order_uuid}:{reservation_id}:release",
+                source=SOURCE,
+                type=EventType.RESERVATION_RELEASE,
+                time=ended.at,
+                store_id=ended.store_id,
+                lines=(),
+                reservation_id=reservation_id,
+                order_id=ended.order_id,
+                reference=f"moysklad customerorder {ended.name}: {ended.what}"[:REFERENCE_CHARS_MAX],
+                principal=PRINCIPAL,
             )
+            for reservation_id in reservation_ids
+        ]
         if events:
             self.sink.record(events)
-            released = ", ".join(str(event.reservation_id) for event in events)
             log.info(
                 "customerorder %s (order %s) %s: reservation(s) %s released",
                 ended.name,
                 ended.order_id,
                 ended.how,
-                released,
+                ", ".join(reservation_ids),
             )
         return len(events)
 

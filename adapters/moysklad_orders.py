@@ -6,8 +6,9 @@ Idempotency: a customer order's `externalCode` is the ledger order id; before cr
 it up (`filter=externalCode=...;store=...`: a reservation across stores is an order at each of its
 stores under one order id), so a retried push never creates a duplicate. Only one worker
 pushes at a time (a lease in adapter_positions), and within a push one order's items go one after
-another, so the lookup and the create do not race. Each order made or found is written in the
-book of the orders the ledger made (moysklad_order_book.py), so that its deletion can be traced.
+another, so the lookup and the create do not race. Each order made or found for a reservation is
+written in the book of the orders the ledger made, with that reservation (moysklad_order_book.py),
+so that its deletion can be traced to what it carried.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from adapters.db import journal, transaction
 from adapters.mappings import Mappings
 from adapters.masking import secret_safe_logger
 from adapters.moysklad import SYSTEM, MoySkladClient, errors_text
-from adapters.moysklad_order_book import remember_order
+from adapters.moysklad_order_book import BookedReservation, remember_order
 from adapters.outbound import Failure, Item, TargetUnavailable
 from ledger.domain.model import Entry, EventType, ReservationStatus
 from ledger.sql import SqlTx
@@ -269,7 +270,7 @@ class MoySkladOrdersTarget:
         if found is not None:
             # Created before (a retry after a crash or a timeout), or an earlier reservation's order
             # reused by this one as it is.
-            remember_order(self.recorder, str(found["id"]), payload["store_id"], payload["order_id"])
+            remember_order(self.recorder, str(found["id"]), _carried(payload))
             self._alert_if_reused_closed(found, payload)
             return None
         body: dict[str, Any] = {
@@ -287,7 +288,7 @@ class MoySkladOrdersTarget:
             # The answer is the order made (md/documents/_customerOrder.md). One without its id
             # fails the cycle: the retry finds the order by its code and writes it then.
             made = str((answer.json() or {})["id"])
-            remember_order(self.recorder, made, payload["store_id"], payload["order_id"])
+            remember_order(self.recorder, made, _carried(payload))
             return None
         return Failure(f"customerorder {payload['order_id']}: HTTP {answer.status}: {errors_text(answer)}")
 
@@ -342,6 +343,11 @@ def carried_reservations(tx: SqlTx, store_id: str, external_code: str) -> list[C
         )
         for row in rows
     ]
+
+
+def _carried(payload: dict[str, Any]) -> BookedReservation:
+    """The reservation a push's payload is for, as the book of orders holds it."""
+    return BookedReservation(payload["store_id"], payload["order_id"], payload["reservation_id"])
 
 
 def _description(reservation_id: str) -> str:

@@ -368,9 +368,7 @@ def test_a_shipment_whose_status_was_never_seen_is_recorded_once_at_the_status_a
     level = ledger.levels("shop-1", ["SKU-2"])[0].level
     assert (level.on_hand_units, level.reserved_units) == (8, 0)
     shipments = [
-        entry
-        for entry in ledger.history(HistoryFilter("shop-1"), 100)
-        if entry["type"] == "stock.shipment"
+        entry for entry in ledger.history(HistoryFilter("shop-1"), 100) if entry["type"] == "stock.shipment"
     ]
     assert [(e["event_id"], e["on_hand_delta"]) for e in shipments] == [(f"wms:{order['id']}:SHIPPED", -2)]
     with transaction(recorder) as tx:
