@@ -20,12 +20,14 @@ _CURSORS = (
     "CREATE TABLE IF NOT EXISTS adapter_cursors (name TEXT PRIMARY KEY, value TEXT NOT NULL, "
     "updated_at TEXT NOT NULL)"
 )
-# Which customer orders the ledger made in MoySklad, by uuid, and the reservations each carries
-# (adapters/moysklad_order_book.py).
+# The customer orders the ledger made in MoySklad (or saw deleted there), and the reservations each
+# carries (adapters/moysklad_order_book.py).
 _MOYSKLAD_ORDERS = (
-    "CREATE TABLE IF NOT EXISTS adapter_moysklad_orders (order_uuid TEXT NOT NULL, "
+    "CREATE TABLE IF NOT EXISTS adapter_moysklad_orders (order_uuid TEXT PRIMARY KEY, "
+    "deleted_at TEXT, recorded_at TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS adapter_moysklad_order_reservations (order_uuid TEXT NOT NULL, "
     "reservation_id TEXT NOT NULL, store_id TEXT NOT NULL, order_id TEXT NOT NULL, "
-    "recorded_at TEXT NOT NULL, PRIMARY KEY (order_uuid, reservation_id))"
+    "recorded_at TEXT NOT NULL, PRIMARY KEY (order_uuid, reservation_id))",
 )
 
 MIGRATIONS: tuple[Migration, ...] = (
@@ -56,8 +58,8 @@ MIGRATIONS: tuple[Migration, ...] = (
         "the customer orders the ledger made in MoySklad and their reservations, so that a deleted "
         "one is known by its href",
         EXPAND,
-        postgres=(_MOYSKLAD_ORDERS,),
-        sqlite=(_MOYSKLAD_ORDERS,),
+        postgres=_MOYSKLAD_ORDERS,
+        sqlite=_MOYSKLAD_ORDERS,
     ),
 )
 

@@ -1,16 +1,23 @@
-"""Which MoySklad customer orders the ledger made, by their uuid, and which reservations each one
-carries (`adapter_moysklad_orders`, adapters migration 4): one row for each reservation a push
-created an order for or found one made already for (a retry after a crash, a later reservation of
-the order id reusing it, an order made before the book existed), written before its push counts as
-done.
+"""Which MoySklad customer orders the ledger made, by their uuid, which reservations each one
+carries, and which were deleted (adapters migration 4).
 
 A deleted order's notification carries only its href, the audit's deletion only its meta, and the
 order is no longer there to read (`GET` answers 404): the book says which reservations it carried
-(moysklad_order_cancels.py follows deletions). By reservation, not by order id: an order id can
-have two live orders at one store (a person changed the first one's store or code, or put it in
-the recycle bin, and the next reservation made a new one), and the deletion of one must not end
-the reservations the other carries. Every reservation in the book under an order was pushed
-while that order existed, after the reservation was placed: its deletion came after the placement.
+(moysklad_order_cancels.py follows deletions). A reservation is booked under an order when a push
+creates the order for it, or finds one made already that is open (a retry after a crash, a later
+reservation of the order id reusing it), before its push counts as done; not under one found
+closed, which reserves nothing for it. By reservation, not by order id: an order id can have two
+live orders at one store (a person changed the first one's store or code, or put it in the
+recycle bin, and the next reservation made a new one), and the deletion of one must not end the
+reservations the other carries. Every reservation booked under an order was pushed while that
+order existed, after the reservation was placed: its deletion came after the placement.
+
+A deletion and a booking of the same order take the order's row (`adapter_moysklad_orders`) in
+their transactions, one after the other: a deletion marks it deleted and then reads its
+reservations, a booking writes its reservation only if the order is not marked deleted. So a
+deletion handled while a push books a reservation under that order either sees the reservation,
+or the push sees the deletion (and makes a new order on its next attempt): never neither. Every
+deleted customer order leaves its row, the ledger's or not (whose it was is not known then).
 """
 
 from __future__ import annotations
@@ -31,23 +38,55 @@ class BookedReservation:
     reservation_id: str
 
 
-def remember_order(recorder: Any, order_uuid: str, carried: BookedReservation) -> None:
-    """Writes that the order `order_uuid` carries the reservation; written before, left as it was."""
+def _take_order_row(tx: Any, order_uuid: str, deleted_at: str | None) -> None:
+    """The order's row, made if missing, marked deleted if `deleted_at`; on PostgreSQL the upsert
+    holds the row until the transaction ends, which is what puts a deletion and a booking of one
+    order one after the other (SQLite has one writer at a time)."""
+    tx.execute(
+        "INSERT INTO adapter_moysklad_orders (order_uuid, deleted_at, recorded_at) VALUES (%s, %s, %s) "
+        "ON CONFLICT (order_uuid) DO UPDATE SET "
+        "deleted_at = COALESCE(adapter_moysklad_orders.deleted_at, excluded.deleted_at)",
+        (order_uuid, deleted_at, now_text()),
+    )
+
+
+def remember_order(recorder: Any, order_uuid: str, carried: BookedReservation) -> bool:
+    """Books the reservation under the order (booked before: left as it was); False, and nothing
+    booked, if the order was deleted."""
     with transaction(recorder) as tx:
+        _take_order_row(tx, order_uuid, None)
+        row = tx.fetchone(
+            "SELECT deleted_at FROM adapter_moysklad_orders WHERE order_uuid = %s", (order_uuid,)
+        )
+        if row is not None and row["deleted_at"] is not None:
+            return False
         tx.execute(
-            "INSERT INTO adapter_moysklad_orders (order_uuid, reservation_id, store_id, order_id, "
-            "recorded_at) VALUES (%s, %s, %s, %s, %s) ON CONFLICT (order_uuid, reservation_id) DO NOTHING",
+            "INSERT INTO adapter_moysklad_order_reservations (order_uuid, reservation_id, store_id, "
+            "order_id, recorded_at) VALUES (%s, %s, %s, %s, %s) "
+            "ON CONFLICT (order_uuid, reservation_id) DO NOTHING",
             (order_uuid, carried.reservation_id, carried.store_id, carried.order_id, now_text()),
         )
+    return True
+
+
+def mark_deleted(recorder: Any, order_uuid: str) -> list[BookedReservation]:
+    """Marks the order deleted; returns the reservations booked under it (none: the ledger did
+    not make it, or made it before the book existed and booked nothing under it since)."""
+    with transaction(recorder) as tx:
+        _take_order_row(tx, order_uuid, now_text())
+        return _booked(tx, order_uuid)
 
 
 def booked_reservations(recorder: Any, order_uuid: str) -> list[BookedReservation]:
-    """The reservations the book holds under the order `order_uuid` (none: the ledger did not make
-    it, or made it before the book existed and pushed nothing to it since)."""
+    """The reservations booked under the order."""
     with transaction(recorder) as tx:
-        rows = tx.fetchall(
-            "SELECT store_id, order_id, reservation_id FROM adapter_moysklad_orders WHERE order_uuid = %s "
-            "ORDER BY recorded_at, reservation_id",
-            (order_uuid,),
-        )
+        return _booked(tx, order_uuid)
+
+
+def _booked(tx: Any, order_uuid: str) -> list[BookedReservation]:
+    rows = tx.fetchall(
+        "SELECT store_id, order_id, reservation_id FROM adapter_moysklad_order_reservations "
+        "WHERE order_uuid = %s ORDER BY recorded_at, reservation_id",
+        (order_uuid,),
+    )
     return [BookedReservation(str(r["store_id"]), str(r["order_id"]), str(r["reservation_id"])) for r in rows]

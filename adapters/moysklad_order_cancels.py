@@ -32,11 +32,11 @@ A deleted order frees its reserve in MoySklad, so it is followed as a cancel is,
 row as the sign that MoySklad may release: a `customerorder` DELETE notification carries only the
 order's href, and the order is gone, so the book of the orders the ledger made
 (moysklad_order_book.py) says which reservations it carried; what those still hold is released,
-by the same release id as a cancel's (an order cancelled, then deleted, is released once). No rule
-of time is needed: each was pushed to the order while it existed, so placed before the deletion,
-and a reservation of the order id placed later makes an order of its own. An order deleted that
-the book does not hold (made by someone else, or before the book existed and pushed nothing to
-since) is passed with a log line.
+each at its own store, by the same release id as a cancel's (an order cancelled and deleted is
+released once). No rule of time is needed: each was pushed to the order while it existed, so
+placed before the deletion, and a reservation of the order id placed later makes an order of its
+own. An order deleted that the book does not hold (made by someone else, or before the book
+existed and booked nothing since) is passed with a log line.
 
 A cancel or a deletion whose notification MoySklad dropped is read back from its audit by the
 catch-up (moysklad_cancel_catchup.py), which calls `sync` or `sync_deleted` with the audit's moment
@@ -70,7 +70,7 @@ from adapters.moysklad import (
     parse_moment,
 )
 from adapters.moysklad_demands import DemandsRefused, order_holding_reservations
-from adapters.moysklad_order_book import booked_reservations
+from adapters.moysklad_order_book import mark_deleted
 from adapters.outbound import TargetUnavailable
 from adapters.sink import EventSink
 from ledger.domain.model import EventType, StockEvent
@@ -127,9 +127,8 @@ class OrderCancels:
         return self._once(change_id, href, lambda: self._sync(href, changed_at))
 
     def sync_deleted(self, href: str, deleted_at: datetime, change_id: str | None = None) -> int:
-        """Releases what the reservations of the deleted order at `href` still hold, if the
-        ledger made the order (its book) and the deletion at `deleted_at` came after each was
-        placed; `change_id` as for `sync`."""
+        """Releases what the reservations booked under the deleted order at `href` still hold
+        (the releases dated `deleted_at`); `change_id` as for `sync`."""
         return self._once(change_id, href, lambda: self._sync_deleted(href, deleted_at))
 
     def _once(self, change_id: str | None, href: str, synced: Callable[[], int]) -> int:
@@ -179,25 +178,28 @@ class OrderCancels:
 
     def _sync_deleted(self, href: str, deleted_at: datetime) -> int:
         order_uuid = entity_id(href)[1]
-        booked = booked_reservations(self.recorder, order_uuid)
+        booked = mark_deleted(self.recorder, order_uuid)
         if not booked:
             log.info("customerorder %s deleted: not an order the ledger has in its book: left", order_uuid)
             return 0
-        store_id, order_id = booked[0].store_id, booked[0].order_id
         if self.mappings.status(SYSTEM, RELEASED) is None:
             log.info(
-                "customerorder %s (order %s at %s) deleted: no moysklad released row: left",
-                order_uuid,
-                order_id,
-                store_id,
+                "customerorder %s deleted: no moysklad released row: its reservations are left", order_uuid
             )
             return 0
-        ended = OrderEnd(order_uuid, order_uuid, store_id, order_id, deleted_at, "deleted")
-        # Only the reservations the book has under this order: each was pushed to it while it
-        # existed, so placed before it was deleted (moysklad_order_book.py); another order of the
-        # same order id carries its own.
-        holding = set(order_holding_reservations(self.recorder, store_id, order_id))
-        return self._release(ended, [r.reservation_id for r in booked if r.reservation_id in holding])
+        # Only the reservations booked under this order, each at its own store (a person may have
+        # moved the order to another store, and the next reservation there found it): each was
+        # pushed to the order while it existed, so placed before it was deleted
+        # (moysklad_order_book.py); another order of the same order id carries its own.
+        by_part: dict[tuple[str, str], list[str]] = {}
+        for carried in booked:
+            by_part.setdefault((carried.store_id, carried.order_id), []).append(carried.reservation_id)
+        submitted = 0
+        for (store_id, order_id), reservation_ids in by_part.items():
+            holding = set(order_holding_reservations(self.recorder, store_id, order_id))
+            ended = OrderEnd(order_uuid, order_uuid, store_id, order_id, deleted_at, "deleted")
+            submitted += self._release(ended, [r for r in reservation_ids if r in holding])
+        return submitted
 
     def _placed_before(self, ended: OrderEnd, reservation_id: str) -> bool:
         """Whether the order ended after the reservation was placed (to the second)."""

@@ -209,14 +209,14 @@ class MoySkladOrdersTarget:
             carried = carried_reservations(tx, store_id, external_code)
         return any(r.holds and r.reservation_id != reservation_id for r in carried)
 
-    def _alert_if_reused_closed(self, order: dict[str, Any], payload: dict[str, Any]) -> None:
+    def _alert_if_reused_closed(self, order: dict[str, Any], payload: dict[str, Any]) -> bool:
         """A reservation placed under an order id whose customer order an earlier reservation made
         and the ledger (or a person) closed: the order is reused as it is, so MoySklad shows it
         closed (in the state mapped as released or expired, or, without such a row, reserving
         nothing) for an order the ledger holds units for; staff would pass it by. Said in the
-        journal once, for a person to reopen it there."""
+        journal once, for a person to reopen it there. Returns whether the order is closed."""
         if order.get("description") == _description(payload["reservation_id"]):
-            return  # this reservation's own order, looked up again
+            return False  # this reservation's own order, looked up again
         state = str(((order.get("state") or {}).get("meta") or {}).get("href") or "").rsplit("/", 1)[-1]
         closed_states = {
             rule.target_status
@@ -228,7 +228,7 @@ class MoySkladOrdersTarget:
         else:
             positions = self.client.order_positions(order)  # a reuse is rare: one read
             if not positions or any(position.get("reserve") for position in positions):
-                return  # open: kept open for another reservation, or reopened by a person
+                return False  # open: kept open for another reservation, or reopened by a person
             how = "reserving nothing"
         subject = f"customer order {payload['order_id']} at {payload['store_id']}"
         detail = (
@@ -247,6 +247,7 @@ class MoySkladOrdersTarget:
         except Exception:  # the alert is the operator's to read; the push goes on
             log.exception("moysklad: the journal could not take the alert on %s", subject)
         log.error("ALERT moysklad %s: %s", subject, detail)
+        return True
 
     def _create_order(self, item: Item) -> Failure | None:
         payload = item.payload
@@ -269,10 +270,11 @@ class MoySkladOrdersTarget:
         found = self.client.find_order(payload["order_id"], store.external_id)
         if found is not None:
             # Created before (a retry after a crash or a timeout), or an earlier reservation's order
-            # reused by this one as it is.
-            remember_order(self.recorder, str(found["id"]), _carried(payload))
-            self._alert_if_reused_closed(found, payload)
-            return None
+            # reused by this one as it is. One found closed reserves nothing for it: not booked, so
+            # its deletion releases nothing (moysklad_order_book.py).
+            if self._alert_if_reused_closed(found, payload):
+                return None
+            return self._book(str(found["id"]), payload)
         body: dict[str, Any] = {
             "externalCode": payload["order_id"],
             "store": self.client.meta("store", store.external_id),
@@ -288,9 +290,15 @@ class MoySkladOrdersTarget:
             # The answer is the order made (md/documents/_customerOrder.md). One without its id
             # fails the cycle: the retry finds the order by its code and writes it then.
             made = str((answer.json() or {})["id"])
-            remember_order(self.recorder, made, _carried(payload))
-            return None
+            return self._book(made, payload)
         return Failure(f"customerorder {payload['order_id']}: HTTP {answer.status}: {errors_text(answer)}")
+
+    def _book(self, order_uuid: str, payload: dict[str, Any]) -> Failure | None:
+        """Books the reservation under its order; the order deleted meanwhile (a person, between
+        MoySklad's answer and now), the push is tried again, finds no order and makes a new one."""
+        if remember_order(self.recorder, order_uuid, _carried(payload)):
+            return None
+        return Failure(f"customerorder {payload['order_id']}: deleted in MoySklad while it was pushed")
 
     def after_push(self, tx: SqlTx, pushed: Sequence[Item]) -> None:
         return None
