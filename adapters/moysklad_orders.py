@@ -209,12 +209,12 @@ class MoySkladOrdersTarget:
             carried = carried_reservations(tx, store_id, external_code)
         return any(r.holds and r.reservation_id != reservation_id for r in carried)
 
-    def _alert_if_reused_closed(self, order: dict[str, Any], payload: dict[str, Any]) -> bool:
-        """A reservation placed under an order id whose customer order an earlier reservation made
-        and the ledger (or a person) closed: the order is reused as it is, so MoySklad shows it
-        closed (in the state mapped as released or expired, or, without such a row, reserving
-        nothing) for an order the ledger holds units for; staff would pass it by. Said in the
-        journal once, for a person to reopen it there. Returns whether the order is closed."""
+    def _reused_closed(self, order: dict[str, Any], payload: dict[str, Any]) -> bool:
+        """Whether the order found for the payload's reservation is an earlier reservation's that
+        the ledger (or a person) closed. It is reused as it is, so MoySklad shows it closed (in the
+        state mapped as released or expired, or, without such a row, reserving nothing) for an
+        order the ledger holds units for; staff would pass it by: said in the journal once, for a
+        person to reopen it there."""
         if order.get("description") == _description(payload["reservation_id"]):
             return False  # this reservation's own order, looked up again
         state = str(((order.get("state") or {}).get("meta") or {}).get("href") or "").rsplit("/", 1)[-1]
@@ -272,7 +272,7 @@ class MoySkladOrdersTarget:
             # Created before (a retry after a crash or a timeout), or an earlier reservation's order
             # reused by this one as it is. One found closed reserves nothing for it: not booked, so
             # its deletion releases nothing (moysklad_order_book.py).
-            if self._alert_if_reused_closed(found, payload):
+            if self._reused_closed(found, payload):
                 return None
             return self._book(str(found["id"]), payload)
         body: dict[str, Any] = {
