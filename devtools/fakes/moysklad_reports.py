@@ -21,6 +21,26 @@ from adapters.httpserver import Reply, Request
 from devtools.fakes.moysklad_wire import BASE_PATH, MOSCOW, error, filter_conditions, page_bounds
 
 REPORT_WEIGHT = 5  # a stock report counts as 5 requests of the rate limit
+# report/stock/all's documented filters (md/reports/_report_stock.md), as filter_conditions splits
+# them at their first `=`: those taking `=` only, and those taking `!=` too ("name!"). `search`
+# takes `=` and `!~`; an additional field or characteristic is named by its href. Any other is
+# refused (1002, assumed). The fake acts on `store`, `quantityMode` and `archived`; the others are
+# taken and ignored (the ledger sends none of them).
+FILTERS_EQUAL_ONLY = frozenset(
+    {
+        "archived",
+        "inTransitOnly",
+        "moment",
+        "quantityMode",
+        "reserveOnly",
+        "soldByWeight",
+        "stockDaysFrom",
+        "stockDaysTo",
+        "stockMode",
+        "withSubFolders",
+    }
+)
+FILTERS_EQUAL_OR_NOT = frozenset({"consignment", "product", "productFolder", "store", "supplier", "variant"})
 QUANTITY_MODES = ("all", "positiveOnly", "negativeOnly", "empty", "nonEmpty", "underMinimum")
 STOCK_TYPES = ("stock", "freeStock", "quantity", "reserve", "inTransit")
 REPORT_TYPES = ("all", "bystore")
@@ -82,6 +102,9 @@ def stock_report(
     """One page of `report/stock/all`; `products` gives each assortment's kind, `archived` those
     in the archive, `href` an entity's address."""
     conditions = filter_conditions(request)
+    for name, _ in conditions:
+        if not _documented_filter(name):
+            return error(400, 1002, f"Неизвестное поле или оператор фильтрации '{name}'")  # assumed code
     archived_asked = [value for name, value in conditions if name == "archived"]
     if any(value not in ("true", "false") for value in archived_asked):
         return error(400, 1041, "Неверное значение параметра фильтрации 'archived': true или false")
@@ -122,6 +145,16 @@ def stock_report(
     if offset + limit < len(rows):
         meta["nextHref"] = f"{origin}{BASE_PATH}report/stock/all?limit={limit}&offset={offset + limit}"
     return Reply(200, {"meta": meta, "rows": rows[offset : offset + limit]})
+
+
+def _documented_filter(name: str) -> bool:
+    """Whether `name` (a filter's text before its first `=`) is one of report/stock/all's, with an
+    operator it takes."""
+    if name in FILTERS_EQUAL_ONLY or name in FILTERS_EQUAL_OR_NOT:
+        return True
+    if name.endswith("!") and name[:-1] in FILTERS_EQUAL_OR_NOT:
+        return True
+    return name == "search" or name.startswith("search!~") or name.startswith(("http://", "https://"))
 
 
 def in_quantity_mode(mode: str, available: float) -> bool:

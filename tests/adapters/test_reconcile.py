@@ -252,6 +252,9 @@ def test_the_fake_leaves_out_archived_products_unless_asked(account):
     assert stocks("archived=true") == [2.0]
     assert stocks("archived=false;archived=true") == [2.0, 18.0]
     assert stocks("archived=yes") == 400
+    assert stocks("archived!=true") == 400  # `=` only
+    assert stocks("archive=true") == 400  # no such filter
+    assert stocks("store!=" + client.meta("store", STORE_UUID)["meta"]["href"]) != 400  # documented
 
 
 def test_the_whole_report_is_read_page_by_page(account, recorder, mapped, mappings):
