@@ -4,13 +4,14 @@ carries, and which were deleted (adapters migration 4).
 A deleted order's notification carries only its href, the audit's deletion only its meta, and the
 order is no longer there to read (`GET` answers 404): the book says which reservations it carried
 (moysklad_order_cancels.py follows deletions). A reservation is booked under an order when a push
-creates the order for it, or finds one made already that is open (a retry after a crash, a later
-reservation of the order id reusing it), before its push counts as done; not under one found
-closed, which reserves nothing for it. By reservation, not by order id: an order id can have two
-live orders at one store (a person changed the first one's store or code, or put it in the
-recycle bin, and the next reservation made a new one), and the deletion of one must not end the
-reservations the other carries. Every reservation booked under an order was pushed while that
-order existed, after the reservation was placed: its deletion came after the placement.
+creates the order for it, or finds one made already (a retry after a crash: its own order; a
+later reservation of the order id reusing an open one), before its push counts as done; not under
+another reservation's order found closed, which reserves nothing for it. By reservation, not by
+order id: an order id can have two live orders at one store (a person changed the first one's
+store or code, or put it in the recycle bin, and the next reservation made a new one), and the
+deletion of one must not end the reservations the other carries. Every reservation booked under
+an order was pushed while that order existed, after the reservation was placed: its deletion came
+after the placement.
 
 A deletion and a booking of the same order take the order's row (`adapter_moysklad_orders`) in
 their transactions, one after the other: a deletion marks it deleted and then reads its

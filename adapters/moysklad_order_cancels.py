@@ -154,7 +154,7 @@ class OrderCancels:
             raise ForeignUrl(url, self.client.http.base_url)
         answer = self.client.request("GET", href)
         if answer.status == 404:
-            return 0  # deleted since: not followed (the module's docstring)
+            return 0  # deleted since: its deletion, notified or read back, releases what it carried
         if answer.status == 403 and DOCUMENT_NOT_VISIBLE in error_codes(answer):
             # Not this token's to read: no retry changes it (given up with an alert). Any other 403
             # (the account's rights, the token) is an outage, waited out as the demands' are.

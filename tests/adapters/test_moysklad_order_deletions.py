@@ -20,7 +20,7 @@ from adapters.db import transaction
 from adapters.moysklad_audit import SETTLE_S
 from adapters.moysklad_catchup import MoySkladCatchUp
 from adapters.moysklad_demands import DemandSync
-from adapters.moysklad_order_book import BookedReservation, booked_reservations, remember_order
+from adapters.moysklad_order_book import BookedReservation, booked_reservations, mark_deleted, remember_order
 from adapters.moysklad_order_cancels import OrderCancels
 from adapters.moysklad_orders import MoySkladOrdersTarget
 from adapters.moysklad_webhooks import register_webhooks
@@ -355,3 +355,26 @@ def test_a_booking_waits_for_a_deletion_of_the_same_order_in_flight(recorder):
     booking.join(10.0)
     assert outcome == [False]
     assert [r.reservation_id for r in booked_reservations(recorder, "order-1")] == ["res-1"]
+
+
+def test_a_deletion_waits_for_a_booking_of_the_same_order_in_flight_and_sees_it(recorder):
+    """The other way round: a booking in flight holds the order's row; the deletion waits for it,
+    then reads the reservation it booked (read first, it would miss it, and the push count as
+    done under a gone order)."""
+    seen: list[list[BookedReservation]] = []
+    deletion = threading.Thread(target=lambda: seen.append(mark_deleted(recorder, "order-2")))
+    with transaction(recorder) as tx:  # a booking in flight of a new order
+        tx.execute(
+            "INSERT INTO adapter_moysklad_orders (order_uuid, deleted_at, recorded_at) VALUES (%s, NULL, %s)",
+            ("order-2", "now"),
+        )
+        tx.execute(
+            "INSERT INTO adapter_moysklad_order_reservations (order_uuid, reservation_id, store_id, "
+            "order_id, recorded_at) VALUES (%s, %s, %s, %s, %s)",
+            ("order-2", "res-1", "shop-1", "B-2", "now"),
+        )
+        deletion.start()
+        deletion.join(0.5)
+        assert deletion.is_alive()  # waits for the booking's transaction
+    deletion.join(10.0)
+    assert seen == [[BookedReservation("shop-1", "B-2", "res-1")]]
