@@ -67,8 +67,9 @@ import orjson
 from adapters.db import journal, transaction
 from adapters.http import HttpClient, TransportError
 from adapters.limits import LeakyBucket
-from adapters.mappings import Mappings
+from adapters.mappings import BITRIX_ORDER_STATES, Mappings
 from adapters.masking import secret_safe_logger
+from adapters.order_states import order_state_now
 from adapters.outbound import Failure, Item, TargetUnavailable
 from ledger.domain.model import DEFAULT_SKU, Entry, EventType, Level, Policy
 from ledger.domain.policy import effective_policy, limit_units
@@ -320,6 +321,31 @@ class BitrixTarget:
             return level.on_hand_units
         return max(0, self._sellable(level, policy))
 
+    def _statuses_now(self, statuses: list[Item]) -> list[Item]:
+        """Each status queued from an order's shipping state, with the state the ledger holds now
+        (order_states.py): queued by two processes that shipped two parts at once, the one queued
+        last may be the older. A status the WMS queued, or one queued before its reservation id
+        was, is pushed as queued; so is one whose state now has no `bitrix,status` row."""
+        derived = [item for item in statuses if "reservation_id" in item.payload]
+        if not derived:
+            return statuses
+        rules = {state: self.mappings.status(SYSTEM, state) for state in BITRIX_ORDER_STATES}
+        with self.recorder.read_transaction() as tx:
+            now = {
+                item.key: order_state_now(tx, item.payload["reservation_id"], item.payload["order_id"])
+                for item in derived
+            }
+        fresh = []
+        for item in statuses:
+            state = now.get(item.key)
+            rule = rules.get(state) if state else None
+            if rule is None or state == item.payload.get("reservation_state"):
+                fresh.append(item)
+                continue
+            payload = {**item.payload, "status_id": rule.target_status, "reservation_state": state}
+            fresh.append(Item(item.key, payload, item.outbox_version))
+        return fresh
+
     def _units(self, sku: str, base_units: int) -> int:
         return self.mappings.to_external_units(SYSTEM, sku, base_units)
 
@@ -330,6 +356,7 @@ class BitrixTarget:
         levels = [item for item in items if item.key.startswith(SKU_KEY)]
         statuses = [item for item in items if item.key.startswith(STATUS_KEY)]
         others = [item for item in items if item not in levels and item not in statuses]
+        statuses = self._statuses_now(statuses)
         for item in others:
             failures[item.key] = Failure(f"bitrix cannot push an item keyed {item.key!r}", permanent=True)
         commands: dict[str, tuple[str, Mapping[str, Any]]] = {}

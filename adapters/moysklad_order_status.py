@@ -1,17 +1,12 @@
 """The Bitrix order status that follows a MoySklad demand (seed 001: "An order for 5 items, 3 are
 shipped ... The Bitrix order status must transition to 'Partially Shipped', not 'Completed'").
 
-Once a demand's shipment is recorded under its order's reservation, the ledger's reservation says
-where the order stands (a part's status: `partially_shipped` while it still holds units after some
-shipped, `shipped` once it holds none). Every part of the order counts (CONTRACT §6: one
-reservation id, a part at each store, each with the order id; a part at a WMS warehouse or a shop
-too; CONTRACT §1: the id is unique per store only, so another store's reservation of that id for
-another order is not a part):
-the order is `shipped` when none holds units any more and some shipped, `partially_shipped` while
-any holds units after any shipped. With a mapping row `bitrix,status,<that state>,<Bitrix status
-id>`, the status is queued for the Bitrix target under `status:<order id>`, the reservation's own
-order id (a reservation placed without one names no Bitrix order, and queues nothing; a newer
-status of the order replaces one not yet pushed; adapters/bitrix.py sets it with
+Once a demand's shipment is recorded under its order's reservation, the ledger's reservations say
+where the order stands (order_states.py: every part of the order counts). With a mapping row
+`bitrix,status,<that state>,<Bitrix status id>`, the status is queued for the Bitrix target under
+`status:<order id>`, the reservation's own order id (a reservation placed without one names no
+Bitrix order, and queues nothing; a newer status of the order replaces one not yet pushed;
+adapters/bitrix.py reads the order's state again when it pushes it, and sets it with
 sale.order.update), in the transaction that marks the demand's events submitted: a crash before
 it submits them again and queues it then. Without such a row nothing is queued. A return (a demand
 corrected down, or deleted) changes no reservation (CONTRACT: a return does not place one again),
@@ -23,23 +18,12 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from adapters.mappings import BITRIX_ORDER_STATES, Mappings
+from adapters.order_states import order_state_now
 from adapters.outbound import enqueue
-from ledger.domain.model import EventType, ReservationStatus, StockEvent
+from ledger.domain.model import EventType, StockEvent
 from ledger.sql import SqlTx
 
 BITRIX = "bitrix"
-_HOLDING = frozenset({ReservationStatus.ACTIVE.value, ReservationStatus.PARTIALLY_SHIPPED.value})
-_SHIPPED_ANY = frozenset({ReservationStatus.PARTIALLY_SHIPPED.value, ReservationStatus.SHIPPED.value})
-
-
-def order_state(part_statuses: Iterable[str]) -> str | None:
-    """The order's state from its parts' reservation statuses; None while none has shipped."""
-    statuses = list(part_statuses)
-    if not any(status in _SHIPPED_ANY for status in statuses):
-        return None
-    if any(status in _HOLDING for status in statuses):
-        return ReservationStatus.PARTIALLY_SHIPPED.value
-    return ReservationStatus.SHIPPED.value
 
 
 def mapped_states(mappings: Mappings) -> dict[str, str]:
@@ -68,14 +52,12 @@ def queue_order_statuses(tx: SqlTx, states: dict[str, str], events: Iterable[Sto
         if part is None or not part["order_id"]:
             continue  # placed without an order id: no Bitrix order is named
         order_id = str(part["order_id"])
-        # The order's parts: one reservation id with the same order id at each store. A reservation
-        # id is unique per store only (CONTRACT §1): another store's with this id and another
-        # order, or none, is not this order's.
-        parts = tx.fetchall(  # by ledger_reservations_by_id
-            "SELECT status FROM ledger_reservations WHERE reservation_id = %s AND order_id = %s",
-            (reservation_id, order_id),
-        )
-        state = order_state(str(row["status"]) for row in parts)
+        state = order_state_now(tx, reservation_id, order_id)
         if state in states:
-            payload = {"order_id": order_id, "status_id": states[state], "reservation_state": state}
+            payload = {
+                "order_id": order_id,
+                "status_id": states[state],
+                "reservation_state": state,
+                "reservation_id": reservation_id,  # the push reads the order's state again by it
+            }
             enqueue(tx, BITRIX, f"status:{order_id}", payload)

@@ -14,9 +14,9 @@ from moysklad_setup import OTHER_STORE_UUID, STORE_UUID, VARIANT, client_for
 from adapters.db import transaction
 from adapters.mappings import MappingError, MappingRow, _row
 from adapters.moysklad_demands import DemandSync
-from adapters.moysklad_order_status import order_state
 from adapters.moysklad_orders import MoySkladOrdersTarget
-from adapters.outbound import OutboundWorker
+from adapters.order_states import order_state
+from adapters.outbound import OutboundWorker, enqueue
 from adapters.sink import LedgerSink
 from ledger.domain.model import EventType
 
@@ -187,3 +187,26 @@ def test_another_stores_reservation_of_the_same_id_for_another_order_is_not_a_pa
     sync.handle(fake.webhook_body(fake.add_demand(STORE_UUID, [(VARIANT, 5)], order_external_code=ORDER)))
 
     assert site.status_after_push() == "F"  # order 7 shipped whole; order 8's part is not its
+
+
+def test_a_status_queued_stale_by_another_process_is_pushed_as_the_order_stands(account, shipping, recorder):
+    """Two processes shipping two parts at once each read the other's part as still held, and the
+    one that queued last queued "partially shipped" after the order had shipped in full: the push
+    reads the order's state again. A status queued without its reservation (the WMS's) is pushed
+    as queued."""
+    fake, _ = account
+    sync, site = shipping(
+        event(RECEIPT, "shop-1", ("SKU-1", 10)),
+        event(RESERVATION, "shop-1", ("SKU-1", 5), reservation_id="res-7", order_id=ORDER),
+    )
+    sync.handle(fake.webhook_body(fake.add_demand(STORE_UUID, [(VARIANT, 5)], order_external_code=ORDER)))
+    stale = {"order_id": ORDER, "status_id": "PS", "reservation_state": "partially_shipped"}
+    with transaction(recorder) as tx:  # the other process's, queued last
+        enqueue(tx, "bitrix", f"status:{ORDER}", {**stale, "reservation_id": "res-7"})
+    assert site.status_after_push() == "F"
+
+    with transaction(recorder) as tx:
+        enqueue(
+            tx, "bitrix", f"status:{ORDER}", {"order_id": ORDER, "status_id": "Q", "wms_status": "PICKING"}
+        )
+    assert site.status_after_push() == "Q"
