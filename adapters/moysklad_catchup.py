@@ -21,7 +21,7 @@ hand).
 
 A deleted demand is no longer listed: each catch-up then reads the deletions from MoySklad's
 audit (moysklad_deletions.py), and the customer orders' state changes and deletions from the audit
-too (moysklad_cancel_catchup.py). Each part is read even when one before it failed; the first error is
+too (moysklad_order_ends_catchup.py). Each part is read even when one before it failed; the first error is
 raised after the last part, the others logged.
 """
 
@@ -35,10 +35,10 @@ from adapters.cursors import load_cursor, save_cursor
 from adapters.db import journal, transaction
 from adapters.masking import secret_safe_logger
 from adapters.moysklad import SYSTEM, MoySkladClient, parse_moment
-from adapters.moysklad_cancel_catchup import CancelCatchUp, OrderDeletionCatchUp
 from adapters.moysklad_deletions import DeletionCatchUp
 from adapters.moysklad_demands import DemandSync
-from adapters.moysklad_order_cancels import OrderCancels
+from adapters.moysklad_order_ends import OrderEnds
+from adapters.moysklad_order_ends_catchup import CancelCatchUp, OrderDeletionCatchUp
 
 log = secret_safe_logger("adapters.moysklad_catchup")
 
@@ -55,7 +55,7 @@ class MoySkladCatchUp:
         recorder: Any,
         client: MoySkladClient,
         demands: DemandSync,
-        cancels: OrderCancels | None = None,
+        order_ends: OrderEnds | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.recorder = recorder
@@ -63,9 +63,9 @@ class MoySkladCatchUp:
         self.demands = demands
         self.clock = clock
         self.deletions = DeletionCatchUp(recorder, client, demands, self._now)
-        self.cancels = None if cancels is None else CancelCatchUp(recorder, client, cancels, self._now)
+        self.cancels = None if order_ends is None else CancelCatchUp(recorder, client, order_ends, self._now)
         self.order_deletions = (
-            None if cancels is None else OrderDeletionCatchUp(recorder, client, cancels, self._now)
+            None if order_ends is None else OrderDeletionCatchUp(recorder, client, order_ends, self._now)
         )
 
     def _now(self) -> datetime:

@@ -3,7 +3,7 @@ carries, and which were deleted (adapters migration 4).
 
 A deleted order's notification carries only its href, the audit's deletion only its meta, and the
 order is no longer there to read (`GET` answers 404): the book says which reservations it carried
-(moysklad_order_cancels.py follows deletions). A reservation is booked under an order when a push
+(moysklad_order_ends.py follows deletions). A reservation is booked under an order when a push
 creates the order for it, or finds one made already (a retry after a crash: its own order; a
 later reservation of the order id reusing an open one), before its push counts as done; not under
 another reservation's order found closed, which reserves nothing for it. By reservation, not by

@@ -164,7 +164,7 @@ class MoySkladOrdersTarget:
             # A later reservation of the same order id reuses this customer order: it stays open
             # (its reserve and state), closed when the last reservation holding it ends. Moved to
             # the released state now, it would read as a person's cancel of the order
-            # (moysklad_order_cancels.py) and release the reservation that still holds.
+            # (moysklad_order_ends.py) and release the reservation that still holds.
             return None
         order = self.client.find_order(payload["order_id"], store.external_id)
         if order is None:

@@ -8,7 +8,7 @@ md/dictionaries/_webhookstock.md: the same for `entity/webhookstock`, keyed by s
 reportType and url.
 
 The ledger follows `demand` CREATE, UPDATE and DELETE (moysklad_demands.py), `customerorder`
-UPDATE and DELETE (moysklad_order_cancels.py) and the stock notification `stock`/`bystore`
+UPDATE and DELETE (moysklad_order_ends.py) and the stock notification `stock`/`bystore`
 (moysklad_stock.py), all at one URL. The command lists what exists
 first and creates only what is missing (a disabled one is enabled again), so running it twice
 creates nothing (one whose diffType differs is updated); it prints one line per subscription

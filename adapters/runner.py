@@ -22,7 +22,7 @@ from adapters.masking import remember_settings, secret_safe_logger
 from adapters.moysklad import MoySkladClient, MoySkladConfig
 from adapters.moysklad_catchup import MoySkladCatchUp
 from adapters.moysklad_demands import DemandSync
-from adapters.moysklad_order_cancels import OrderCancels
+from adapters.moysklad_order_ends import OrderEnds
 from adapters.moysklad_orders import MoySkladOrdersTarget
 from adapters.moysklad_stock import StockWebhook, is_stock_notification
 from adapters.outbound import OutboundWorker, Target, TargetUnavailable, WorkerLimits
@@ -148,12 +148,12 @@ def build_adapters(settings: Settings, sink: EventSink | None = None, recorder: 
         targets.append(MoySkladOrdersTarget(recorder, mappings, client))
         if sink is not None:
             demands = DemandSync(recorder, mappings, client, sink)
-            cancels = OrderCancels(recorder, mappings, client, sink)
+            order_ends = OrderEnds(recorder, mappings, client, sink)
             handlers["moysklad"] = moysklad_handler(
-                demands, cancels, StockWebhook(recorder, mappings, client)
+                demands, order_ends, StockWebhook(recorder, mappings, client)
             )
             if settings.moysklad_catch_up_s > 0:
-                adapters.moysklad_catch_up = MoySkladCatchUp(recorder, client, demands, cancels)
+                adapters.moysklad_catch_up = MoySkladCatchUp(recorder, client, demands, order_ends)
     if (wms := wms_config(settings)) is not None:
         wms_client = WmsClient(wms)
         adapters.http_clients.append(wms_client.http)
@@ -233,7 +233,7 @@ def webhook_spool(settings: Settings) -> DeliverySpool:
 
 
 def moysklad_handler(
-    demands: DemandSync, cancels: OrderCancels, stock: StockWebhook
+    demands: DemandSync, order_ends: OrderEnds, stock: StockWebhook
 ) -> Callable[[Any], None]:
     """MoySklad posts both kinds to one URL: entity notifications (`events`: demands, customer
     orders) and stock ones (`reportUrl`). A delivery tried again is harmless to both entity kinds:
@@ -244,7 +244,7 @@ def moysklad_handler(
             stock.handle(delivery)
         else:
             demands.handle(delivery)
-            cancels.handle(delivery)
+            order_ends.handle(delivery)
 
     return handle
 

@@ -11,7 +11,7 @@ from adapters.httpserver import HttpServer
 from adapters.inbound import InboxWorker
 from adapters.moysklad import MoySkladClient, MoySkladConfig
 from adapters.moysklad_demands import DemandSync
-from adapters.moysklad_order_cancels import OrderCancels
+from adapters.moysklad_order_ends import OrderEnds
 from adapters.moysklad_stock import StockWebhook
 from adapters.runner import moysklad_handler
 from adapters.sink import LedgerSink
@@ -48,6 +48,6 @@ def moysklad_inbox(recorder: Any, mappings: Any, client: MoySkladClient, ledger:
     """The inbox with MoySklad's handler as `ledger adapters run` wires it (adapters/runner.py):
     demands, customer orders' cancels and stock notifications."""
     sync = DemandSync(recorder, mappings, client, LedgerSink(ledger))
-    cancels = OrderCancels(recorder, mappings, client, sync.sink)
+    cancels = OrderEnds(recorder, mappings, client, sync.sink)
     handler = moysklad_handler(sync, cancels, StockWebhook(recorder, mappings, client))
     return InboxWorker(recorder, {"moysklad": handler})

@@ -1,5 +1,5 @@
 """A customer order the ledger made in the fake MoySklad, for the tests of its cancels
-(test_moysklad_order_cancels.py, test_moysklad_cancel_catchup.py)."""
+(test_moysklad_order_ends.py, test_moysklad_order_ends_catchup.py)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """A customer order cancelled in MoySklad while its notification was lost still releases its
 reservation: the catch-up reads the orders' state changes from MoySklad's audit
-(adapters/moysklad_cancel_catchup.py), under the same rule as a notification; other updates cost
+(adapters/moysklad_order_ends_catchup.py), under the same rule as a notification; other updates cost
 no request, and a cancel from before the reservation was placed releases nothing."""
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ from placed_orders import CANCELLED, OTHER_STATE, placed_order, reserved
 from adapters.db import transaction
 from adapters.httpserver import Reply
 from adapters.moysklad_audit import SETTLE_S
-from adapters.moysklad_cancel_catchup import CancelCatchUp
 from adapters.moysklad_catchup import MoySkladCatchUp
 from adapters.moysklad_demands import DemandSync
-from adapters.moysklad_order_cancels import OrderCancels
+from adapters.moysklad_order_ends import OrderEnds
+from adapters.moysklad_order_ends_catchup import CancelCatchUp
 from adapters.moysklad_webhooks import register_webhooks
 from adapters.outbound import TargetUnavailable
 from adapters.runner import build_adapters
@@ -44,7 +44,7 @@ def account(moysklad_account: Any, mapped: Any) -> Any:
 
 
 def catch_up(
-    server: Any, recorder: Any, mappings: Any, ledger: Any, cancels: OrderCancels | None = None
+    server: Any, recorder: Any, mappings: Any, ledger: Any, cancels: OrderEnds | None = None
 ) -> MoySkladCatchUp:
     client = client_for(server)
     sink = LedgerSink(ledger)
@@ -52,7 +52,7 @@ def catch_up(
         recorder,
         client,
         DemandSync(recorder, mappings, client, sink),
-        cancels or OrderCancels(recorder, mappings, client, sink),
+        cancels or OrderEnds(recorder, mappings, client, sink),
     )
     catching_up.clock = lambda: datetime.now(UTC) + SETTLED
     return catching_up
@@ -93,7 +93,7 @@ def test_a_cancel_its_notification_brought_costs_the_catch_up_no_request(
     fake.outbox.clear()
     fake.set_order_state(order_id, CANCELLED)
     [(_, notified)] = fake.outbox
-    cancels = OrderCancels(recorder, mappings, client_for(server), LedgerSink(ledger))
+    cancels = OrderEnds(recorder, mappings, client_for(server), LedgerSink(ledger))
     assert cancels.handle(notified) == 1
     reads = order_reads(fake, order_id)
 

@@ -1,7 +1,7 @@
 """A customer order a person cancels in MoySklad (moved to the state mapped as `released`) releases
 what its reservation still holds in the ledger, once, unless the cancel came before the reservation
 was placed; nothing else an order does there moves stock, or costs a request
-(adapters/moysklad_order_cancels.py)."""
+(adapters/moysklad_order_ends.py)."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from adapters import moysklad_orders
 from adapters.db import transaction
 from adapters.httpserver import Reply
 from adapters.moysklad_demands import DemandsRefused, DemandSync
-from adapters.moysklad_order_cancels import OrderCancels
+from adapters.moysklad_order_ends import OrderEnds
 from adapters.moysklad_orders import MoySkladOrdersTarget
 from adapters.moysklad_webhooks import register_webhooks
 from adapters.outbound import OutboundWorker, TargetUnavailable
@@ -39,8 +39,8 @@ def account(moysklad_account: Any, mapped: Any) -> Any:
     return moysklad_account
 
 
-def cancels_of(server: Any, recorder: Any, mappings: Any, ledger: Any) -> OrderCancels:
-    return OrderCancels(recorder, mappings, client_for(server), LedgerSink(ledger))
+def cancels_of(server: Any, recorder: Any, mappings: Any, ledger: Any) -> OrderEnds:
+    return OrderEnds(recorder, mappings, client_for(server), LedgerSink(ledger))
 
 
 def state_changed(fake: Any, order_id: str, ago_s: float = 0.0, fields: Any = ("state",)) -> dict[str, Any]:

@@ -2,7 +2,7 @@
 (its notification carries only its href: the book of the orders the ledger made names the
 reservations it carried), once, by notification or, when that was lost, by the audit's catch-up;
 never a reservation another order carries, nothing without the `released` row, nothing for an
-order the ledger did not make (adapters/moysklad_order_cancels.py, moysklad_order_book.py)."""
+order the ledger did not make (adapters/moysklad_order_ends.py, moysklad_order_book.py)."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from adapters.moysklad_audit import SETTLE_S
 from adapters.moysklad_catchup import MoySkladCatchUp
 from adapters.moysklad_demands import DemandSync
 from adapters.moysklad_order_book import BookedReservation, booked_reservations, mark_deleted, remember_order
-from adapters.moysklad_order_cancels import OrderCancels
+from adapters.moysklad_order_ends import OrderEnds
 from adapters.moysklad_orders import MoySkladOrdersTarget
 from adapters.moysklad_webhooks import register_webhooks
 from adapters.outbound import OutboundWorker
@@ -43,8 +43,8 @@ def account(moysklad_account: Any, mapped: Any) -> Any:
     return moysklad_account
 
 
-def cancels_of(server: Any, recorder: Any, mappings: Any, ledger: Any) -> OrderCancels:
-    return OrderCancels(recorder, mappings, client_for(server), LedgerSink(ledger))
+def cancels_of(server: Any, recorder: Any, mappings: Any, ledger: Any) -> OrderEnds:
+    return OrderEnds(recorder, mappings, client_for(server), LedgerSink(ledger))
 
 
 def deleted(fake: Any, order_id: str, at: datetime | None = None) -> dict[str, Any]:
@@ -258,7 +258,7 @@ def test_a_deletion_whose_notification_was_lost_is_read_from_the_audit_once(
         recorder,
         client,
         DemandSync(recorder, mappings, client, sink),
-        OrderCancels(recorder, mappings, client, sink),
+        OrderEnds(recorder, mappings, client, sink),
         clock=lambda: datetime.now(UTC) + SETTLED,
     )
 

@@ -39,7 +39,7 @@ own. An order deleted that the book does not hold (made by someone else, or befo
 existed and booked nothing since) is passed with a log line.
 
 A cancel or a deletion whose notification MoySklad dropped is read back from its audit by the
-catch-up (moysklad_cancel_catchup.py), which calls `sync` or `sync_deleted` with the audit's moment
+catch-up (moysklad_order_ends_catchup.py), which calls `sync` or `sync_deleted` with the audit's moment
 of the change.
 
 Not followed: an order put in the recycle bin (the pages do not say whether its reserve still
@@ -75,14 +75,14 @@ from adapters.outbound import TargetUnavailable
 from adapters.sink import EventSink
 from ledger.domain.model import EventType, StockEvent
 
-log = secret_safe_logger("adapters.moysklad_order_cancels")
+log = secret_safe_logger("adapters.moysklad_order_ends")
 
 RELEASED = "released"  # the mapping row's local id: the ledger's state, and the order's
 REFERENCE_CHARS_MAX = 256
 SYNCED_REMEMBERED_MAX = 10_000  # changes synced, by their audit context and order: passed if seen again
 
 
-class OrderCancels:
+class OrderEnds:
     """Processes stored `customerorder` notifications (see the module's docstring)."""
 
     def __init__(self, recorder: Any, mappings: Mappings, client: MoySkladClient, sink: EventSink) -> None:

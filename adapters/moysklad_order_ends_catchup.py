@@ -2,12 +2,12 @@
 its audit.
 
 A cancel releases its order's reservation when its `customerorder` notification arrives
-(moysklad_order_cancels.py). MoySklad drops a notification after a few tries in a row, so a cancel
+(moysklad_order_ends.py). MoySklad drops a notification after a few tries in a row, so a cancel
 made while `ledger adapters run` restarted, or while its host was unreachable, left the units
 reserved until the reservation expired, or for good if it has no expiry. The audit keeps every
 update of an order with the fields it changed (`entityType=customerorder`, `eventType=update`, its
 `diff`), read in windows as moysklad_audit.py says. Each update that changed `state` is synced as
-its notification would be (OrderCancels.sync, with the audit's moment as the change's): the order
+its notification would be (OrderEnds.sync, with the audit's moment as the change's): the order
 is read, and if it is in the mapped released state now, what each reservation it carries still
 holds is released if the change came after that reservation was placed, once however often it
 is read (the release's id is the notification's). An update of other fields costs no read of the order; each
@@ -22,14 +22,14 @@ process) are passed without their events, which also spares the requests; a pers
 that login in MoySklad's app, or their cancels are left to their notifications.
 
 A change synced already in this process (its notification came, or the overlap of two windows
-reads it again) is passed without a request: OrderCancels remembers the changes it synced by their
+reads it again) is passed without a request: OrderEnds remembers the changes it synced by their
 audit context. A process started afresh reads the last window's overlap again: a cancel notified
 and acted on, read again then, is checked against the reservation its order id names then, so a new
 reservation of that order id placed within the same second as the cancel would be released (the
 rule's second, as a late notification would).
 
 A deletion is read the same way (`eventType=delete`, its own cursor) and synced as its DELETE
-notification would be (OrderCancels.sync_deleted): the book of the orders the ledger made names
+notification would be (OrderEnds.sync_deleted): the book of the orders the ledger made names
 the reservations the order carried. Every author's deletion counts: the ledger deletes no order.
 """
 
@@ -42,9 +42,9 @@ from typing import Any
 from adapters.masking import secret_safe_logger
 from adapters.moysklad import MoySkladClient
 from adapters.moysklad_audit import AUDIT_PAGE_ROWS, AuditWindows, Change, Unreadable, audit_changes
-from adapters.moysklad_order_cancels import OrderCancels
+from adapters.moysklad_order_ends import OrderEnds
 
-log = secret_safe_logger("adapters.moysklad_cancel_catchup")
+log = secret_safe_logger("adapters.moysklad_order_ends_catchup")
 
 CURSOR = "moysklad.order_states"
 DELETIONS_CURSOR = "moysklad.order_deletions"
@@ -70,10 +70,10 @@ class CancelCatchUp(AuditWindows):
         self,
         recorder: Any,
         client: MoySkladClient,
-        cancels: OrderCancels,
+        order_ends: OrderEnds,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
-        self.cancels = cancels
+        self.order_ends = order_ends
         self.client = client
         self._own_login: str | None = None
         super().__init__(
@@ -100,7 +100,7 @@ class CancelCatchUp(AuditWindows):
     def _take(self, change: Change) -> int:
         if STATE_FIELD not in change.fields or change.uid == self.own_login():
             return 0
-        return self.cancels.sync(change.href, change.moment.astimezone(UTC), change.context or None)
+        return self.order_ends.sync(change.href, change.moment.astimezone(UTC), change.context or None)
 
 
 class OrderDeletionCatchUp(AuditWindows):
@@ -110,11 +110,13 @@ class OrderDeletionCatchUp(AuditWindows):
         self,
         recorder: Any,
         client: MoySkladClient,
-        cancels: OrderCancels,
+        order_ends: OrderEnds,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         def take(deleted: Change) -> int:
-            return cancels.sync_deleted(deleted.href, deleted.moment.astimezone(UTC), deleted.context or None)
+            return order_ends.sync_deleted(
+                deleted.href, deleted.moment.astimezone(UTC), deleted.context or None
+            )
 
         super().__init__(
             recorder,
