@@ -8,8 +8,10 @@ from typing import Any
 from conftest import FAST, event
 from moysklad_setup import client_for
 
+from adapters.moysklad_order_ends import OrderEnds
 from adapters.moysklad_orders import MoySkladOrdersTarget
 from adapters.outbound import OutboundWorker
+from adapters.sink import LedgerSink
 from ledger.domain.model import EventType
 
 CANCELLED = "5a5a0000-0000-0000-0000-00000000000c"  # the account's "cancelled" state
@@ -32,3 +34,8 @@ def placed_order(fake: Any, server: Any, recorder: Any, mappings: Any, record: A
     worker.run_until_idle()
     (order_id,) = [o["id"] for o in fake.orders.values() if o["externalCode"] == "B-9"]
     return str(order_id), worker
+
+
+def order_ends_of(server: Any, recorder: Any, mappings: Any, ledger: Any) -> OrderEnds:
+    """What handles the orders' notifications, as `ledger adapters run` wires it, on the fake."""
+    return OrderEnds(recorder, mappings, client_for(server), LedgerSink(ledger))

@@ -13,13 +13,12 @@ from typing import Any
 import pytest
 from conftest import BOTH_DATABASES, FAST, either_database, event
 from moysklad_setup import STORE_UUID, VARIANT, client_for, on_hand
-from placed_orders import CANCELLED, OTHER_STATE, placed_order, reserved
+from placed_orders import CANCELLED, OTHER_STATE, order_ends_of, placed_order, reserved
 
 from adapters import moysklad_orders
 from adapters.db import transaction
 from adapters.httpserver import Reply
 from adapters.moysklad_demands import DemandsRefused, DemandSync
-from adapters.moysklad_order_ends import OrderEnds
 from adapters.moysklad_orders import MoySkladOrdersTarget
 from adapters.moysklad_webhooks import register_webhooks
 from adapters.outbound import OutboundWorker, TargetUnavailable
@@ -39,10 +38,6 @@ def account(moysklad_account: Any, mapped: Any) -> Any:
     return moysklad_account
 
 
-def cancels_of(server: Any, recorder: Any, mappings: Any, ledger: Any) -> OrderEnds:
-    return OrderEnds(recorder, mappings, client_for(server), LedgerSink(ledger))
-
-
 def state_changed(fake: Any, order_id: str, ago_s: float = 0.0, fields: Any = ("state",)) -> dict[str, Any]:
     """The notification of a change of the order's `fields` (diffType FIELDS), made `ago_s` ago."""
     body = fake.notification_body("customerorder", order_id, "UPDATE")
@@ -58,7 +53,7 @@ def test_an_order_cancelled_in_moysklad_releases_its_reservation_once(
 ):
     fake, server = account
     order_id, _ = placed_order(fake, server, recorder, mappings, record)
-    cancels = cancels_of(server, recorder, mappings, ledger)
+    cancels = order_ends_of(server, recorder, mappings, ledger)
     assert reserved(ledger) == 5
 
     fake.set_order_state(order_id, CANCELLED)
@@ -81,7 +76,7 @@ def test_a_cancelled_order_partly_shipped_releases_only_what_is_still_held(
     assert reserved(ledger) == 3
 
     fake.set_order_state(order_id, CANCELLED)
-    cancels_of(server, recorder, mappings, ledger).handle(state_changed(fake, order_id))
+    order_ends_of(server, recorder, mappings, ledger).handle(state_changed(fake, order_id))
 
     assert reserved(ledger) == 0
     assert on_hand(ledger, "shop-1", "SKU-1") == [8]  # the 2 shipped stay shipped
@@ -92,7 +87,7 @@ def test_another_state_or_no_mapping_row_releases_nothing(
 ):
     fake, server = account
     order_id, _ = placed_order(fake, server, recorder, mappings, record)
-    cancels = cancels_of(server, recorder, mappings, ledger)
+    cancels = order_ends_of(server, recorder, mappings, ledger)
 
     fake.set_order_state(order_id, OTHER_STATE)
     assert cancels.handle(state_changed(fake, order_id)) == 0
@@ -111,7 +106,7 @@ def test_a_cancel_from_before_a_reservation_was_placed_does_not_release_it(
     cancel's notification delivered late, or again, must not release the new reservation."""
     fake, server = account
     order_id, orders = placed_order(fake, server, recorder, mappings, record)
-    cancels = cancels_of(server, recorder, mappings, ledger)
+    cancels = order_ends_of(server, recorder, mappings, ledger)
     fake.set_order_state(order_id, CANCELLED)
     assert cancels.handle(state_changed(fake, order_id)) == 1
     record(event(RESERVATION, "shop-1", ("SKU-1", 2), reservation_id="res-9b", order_id="B-9"))
@@ -141,7 +136,7 @@ def test_the_ledgers_own_release_sets_the_state_without_a_notification(
     assert fake.outbox == []  # asked for no notification of the ledger's own change
     record(event(RESERVATION, "shop-1", ("SKU-1", 3), reservation_id="res-9c", order_id="B-9"))
     orders.run_until_idle()
-    cancels = cancels_of(server, recorder, mappings, ledger)
+    cancels = order_ends_of(server, recorder, mappings, ledger)
     assert cancels.handle(state_changed(fake, order_id, ago_s=3600)) == 0  # before res-9c was placed
     assert reserved(ledger) == 3
 
@@ -155,7 +150,7 @@ def test_the_order_id_names_its_own_reservation_not_another_whose_id_it_is(
     assert reserved(ledger) == 6
 
     fake.set_order_state(order_id, CANCELLED)
-    cancels_of(server, recorder, mappings, ledger).handle(state_changed(fake, order_id))
+    order_ends_of(server, recorder, mappings, ledger).handle(state_changed(fake, order_id))
 
     assert ledger.reservation("shop-1", "res-9").reservation.status.value == "released"
     assert ledger.reservation("shop-1", "B-9").reservation.status.value == "active"  # order B-2000's
@@ -169,7 +164,7 @@ def test_a_notification_not_naming_the_state_costs_no_request(account, recorder,
     fake.set_order_state(order_id, CANCELLED)  # a person, in the app
     [(_, moved)] = fake.outbox
     assert moved["events"][0]["updatedFields"] == ["state"]  # diffType FIELDS, as subscribed
-    cancels = cancels_of(server, recorder, mappings, ledger)
+    cancels = order_ends_of(server, recorder, mappings, ledger)
     before = fake.requests
 
     for fields in (["description"], [], None):  # other fields; none named; no list (diffType NONE)
@@ -189,7 +184,7 @@ def test_an_order_the_token_may_not_read_is_refused_and_any_other_403_is_an_outa
     order_id, _ = placed_order(fake, server, recorder, mappings, record)
     fake.set_order_state(order_id, CANCELLED)
     notice = state_changed(fake, order_id)
-    cancels = cancels_of(server, recorder, mappings, ledger)
+    cancels = order_ends_of(server, recorder, mappings, ledger)
     for code, raised in ((1016, DemandsRefused), (1056, TargetUnavailable)):
         refusal = Reply(403, {"errors": [{"error": "forbidden", "code": code}]})
         monkeypatch.setattr(type(fake), "handle", lambda self, request, refusal=refusal: refusal)
@@ -259,7 +254,7 @@ def test_an_order_reused_by_a_holding_reservation_stays_open_until_the_last_one_
     order = fake.orders[order_id]
     assert order["state"]["meta"]["href"].endswith(OTHER_STATE)
     assert [p["reserve"] for p in order["positions"]] == [5]
-    assert cancels_of(server, recorder, mappings, ledger).handle(notified) == 0
+    assert order_ends_of(server, recorder, mappings, ledger).handle(notified) == 0
     assert reserved(ledger) == 2
 
     record(event(RELEASE, "shop-1", ("SKU-1", 2), reservation_id="res-9b"))
@@ -285,7 +280,7 @@ def test_a_cancel_releases_every_reservation_the_order_carries_placed_before_it(
     assert reserved(ledger) == 6
 
     fake.set_order_state(order_id, CANCELLED)
-    assert cancels_of(server, recorder, mappings, ledger).handle(state_changed(fake, order_id)) == 2
+    assert order_ends_of(server, recorder, mappings, ledger).handle(state_changed(fake, order_id)) == 2
     assert reserved(ledger) == 0
     assert ledger.reservation("shop-1", "res-9").reservation.status.value == "released"
     assert ledger.reservation("shop-1", "res-9c").reservation.status.value == "released"

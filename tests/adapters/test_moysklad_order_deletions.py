@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from conftest import BOTH_DATABASES, FAST, either_database, event
 from moysklad_setup import OTHER_STORE_UUID, client_for
-from placed_orders import CANCELLED, placed_order, reserved
+from placed_orders import CANCELLED, order_ends_of, placed_order, reserved
 
 from adapters import moysklad_orders
 from adapters.db import transaction
@@ -43,10 +43,6 @@ def account(moysklad_account: Any, mapped: Any) -> Any:
     return moysklad_account
 
 
-def cancels_of(server: Any, recorder: Any, mappings: Any, ledger: Any) -> OrderEnds:
-    return OrderEnds(recorder, mappings, client_for(server), LedgerSink(ledger))
-
-
 def deleted(fake: Any, order_id: str, at: datetime | None = None) -> dict[str, Any]:
     """The notification of the order's deletion, made at `at` (now if not given)."""
     body = fake.notification_body("customerorder", order_id, "DELETE")
@@ -74,7 +70,7 @@ def test_an_order_deleted_in_moysklad_releases_its_reservation_once(
     order_id, _ = placed_order(fake, server, recorder, mappings, record)
     assert booked_reservations(recorder, order_id) == [BookedReservation("shop-1", "B-9", "res-9")]
     register_webhooks(client_for(server), "http://ledger.example/moysklad/webhook/s")
-    cancels = cancels_of(server, recorder, mappings, ledger)
+    cancels = order_ends_of(server, recorder, mappings, ledger)
     requests = fake.requests
 
     fake.delete_order(order_id)  # a person, in the app
@@ -89,7 +85,7 @@ def test_an_order_deleted_in_moysklad_releases_its_reservation_once(
     assert fake.requests == requests  # the order is gone: nothing read
 
     assert cancels.handle(notice) == 0  # delivered again
-    assert cancels_of(server, recorder, mappings, ledger).handle(notice) == 0  # another process
+    assert order_ends_of(server, recorder, mappings, ledger).handle(notice) == 0  # another process
     assert reserved(ledger) == 0
 
 
@@ -98,7 +94,7 @@ def test_a_deletion_without_the_row_or_of_an_order_the_ledger_did_not_make_relea
 ):
     fake, server = account
     order_id, _ = placed_order(fake, server, recorder, mappings, record)
-    cancels = cancels_of(server, recorder, mappings, ledger)
+    cancels = order_ends_of(server, recorder, mappings, ledger)
 
     assert cancels.handle(deleted(fake, "0dd00000-0000-0000-0000-000000000001")) == 0  # not in the book
     with transaction(recorder) as tx:
@@ -122,7 +118,7 @@ def test_a_deletion_does_not_release_a_reservation_placed_after_it(
     assert new_order != order_id
     assert booked_reservations(recorder, new_order) == [BookedReservation("shop-1", "B-9", "res-9b")]
 
-    assert cancels_of(server, recorder, mappings, ledger).handle(deleted(fake, order_id)) == 1
+    assert order_ends_of(server, recorder, mappings, ledger).handle(deleted(fake, order_id)) == 1
     assert reserved(ledger) == 2  # res-9 released, res-9b holds
     assert ledger.reservation("shop-1", "res-9b").reservation.status.value == "active"
 
@@ -137,7 +133,7 @@ def test_a_later_reservation_reusing_the_order_is_booked_and_released_with_it(
     assert [r.reservation_id for r in booked_reservations(recorder, order_id)] == ["res-9", "res-9b"]
 
     fake.delete_order(order_id)
-    assert cancels_of(server, recorder, mappings, ledger).handle(deleted(fake, order_id)) == 2
+    assert order_ends_of(server, recorder, mappings, ledger).handle(deleted(fake, order_id)) == 2
     assert reserved(ledger) == 0
 
 
@@ -153,7 +149,7 @@ def test_an_order_made_before_the_book_releases_only_what_was_pushed_to_it_since
     orders.run_until_idle()
 
     fake.delete_order(order_id)
-    assert cancels_of(server, recorder, mappings, ledger).handle(deleted(fake, order_id)) == 1
+    assert order_ends_of(server, recorder, mappings, ledger).handle(deleted(fake, order_id)) == 1
     assert ledger.reservation("shop-1", "res-9b").reservation.status.value == "released"
     assert reserved(ledger) == 5  # res-9, pushed before the book, is not known to be this order's
 
@@ -173,7 +169,7 @@ def test_a_deletion_leaves_what_another_live_order_of_the_same_order_id_carries(
     assert second != first
 
     fake.delete_order(first)
-    assert cancels_of(server, recorder, mappings, ledger).handle(deleted(fake, first)) == 1
+    assert order_ends_of(server, recorder, mappings, ledger).handle(deleted(fake, first)) == 1
     assert ledger.reservation("shop-1", "res-9").reservation.status.value == "released"
     assert ledger.reservation("shop-1", "res-9b").reservation.status.value == "active"
 
@@ -185,7 +181,7 @@ def test_a_deletion_notified_without_its_moment_is_followed(account, recorder, m
     notice = deleted(fake, order_id)
     del notice["auditContext"]  # the page does not mark it required
 
-    assert cancels_of(server, recorder, mappings, ledger).handle(notice) == 1
+    assert order_ends_of(server, recorder, mappings, ledger).handle(notice) == 1
     assert reserved(ledger) == 0
 
 
@@ -217,7 +213,7 @@ def test_an_order_deleted_before_its_push_was_saved_is_made_again_and_followed_t
     monkeypatch.undo()
     (first,) = [o["id"] for o in fake.orders.values() if o["externalCode"] == "B-9"]
     fake.delete_order(first)
-    cancels = cancels_of(server, recorder, mappings, ledger)
+    cancels = order_ends_of(server, recorder, mappings, ledger)
     assert cancels.handle(deleted(fake, first)) == 0 and reserved(ledger) == 5
 
     with transaction(recorder) as tx:  # the dead process's lease
@@ -236,7 +232,7 @@ def test_an_order_cancelled_then_deleted_is_released_once(account, recorder, map
     fake, server = account
     order_id, _ = placed_order(fake, server, recorder, mappings, record)
     register_webhooks(client_for(server), "http://ledger.example/moysklad/webhook/s")
-    cancels = cancels_of(server, recorder, mappings, ledger)
+    cancels = order_ends_of(server, recorder, mappings, ledger)
     fake.set_order_state(order_id, CANCELLED)
     ((_, cancel),) = fake.outbox
     assert cancels.handle(cancel) == 1
@@ -283,7 +279,7 @@ def test_an_order_the_ledger_closed_and_a_later_reservation_reused_releases_noth
     assert [r.reservation_id for r in booked_reservations(recorder, order_id)] == ["res-9"]
 
     fake.delete_order(order_id)
-    assert cancels_of(server, recorder, mappings, ledger).handle(deleted(fake, order_id)) == 0
+    assert order_ends_of(server, recorder, mappings, ledger).handle(deleted(fake, order_id)) == 0
     assert ledger.reservation("shop-1", "res-9b").reservation.status.value == "active"
 
 
@@ -302,7 +298,7 @@ def test_a_deletion_releases_each_booked_reservation_at_its_own_store(
     orders.run_until_idle()
 
     fake.delete_order(order_id)
-    assert cancels_of(server, recorder, mappings, ledger).handle(deleted(fake, order_id)) == 2
+    assert order_ends_of(server, recorder, mappings, ledger).handle(deleted(fake, order_id)) == 2
     assert ledger.reservation("shop-1", "res-9").reservation.status.value == "released"
     assert ledger.reservation("shop-2", "res-9c").reservation.status.value == "released"
 
@@ -315,7 +311,7 @@ def test_a_deletion_handled_while_a_push_books_under_the_order_is_never_lost(
     MoySklad reserves what the ledger holds."""
     fake, server = account
     order_id, orders = placed_order(fake, server, recorder, mappings, record)
-    cancels = cancels_of(server, recorder, mappings, ledger)
+    cancels = order_ends_of(server, recorder, mappings, ledger)
     book = moysklad_orders.remember_order
 
     def deleted_meanwhile(rec: Any, uuid: str, carried: Any) -> bool:
