@@ -330,14 +330,21 @@ class BitrixTarget:
         if not derived:
             return statuses
         rules = {state: self.mappings.status(SYSTEM, state) for state in BITRIX_ORDER_STATES}
+        # By the order's parts, not by the key: a parked status retried and the WMS's queued since
+        # share the key `status:<order id>`, and the WMS's goes as queued.
         with self.recorder.read_transaction() as tx:
             now = {
-                item.key: order_state_now(tx, item.payload["reservation_id"], item.payload["order_id"])
+                (item.payload["reservation_id"], item.payload["order_id"]): order_state_now(
+                    tx, item.payload["reservation_id"], item.payload["order_id"]
+                )
                 for item in derived
             }
         fresh = []
         for item in statuses:
-            state = now.get(item.key)
+            if "reservation_id" not in item.payload:
+                fresh.append(item)
+                continue
+            state = now[(item.payload["reservation_id"], item.payload["order_id"])]
             rule = rules.get(state) if state else None
             if rule is None or state == item.payload.get("reservation_state"):
                 fresh.append(item)

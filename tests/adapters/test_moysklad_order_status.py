@@ -16,7 +16,7 @@ from adapters.mappings import MappingError, MappingRow, _row
 from adapters.moysklad_demands import DemandSync
 from adapters.moysklad_orders import MoySkladOrdersTarget
 from adapters.order_states import order_state
-from adapters.outbound import OutboundWorker, enqueue
+from adapters.outbound import OutboundWorker, enqueue, request_parked_retry
 from adapters.sink import LedgerSink
 from ledger.domain.model import EventType
 
@@ -209,4 +209,32 @@ def test_a_status_queued_stale_by_another_process_is_pushed_as_the_order_stands(
         enqueue(
             tx, "bitrix", f"status:{ORDER}", {"order_id": ORDER, "status_id": "Q", "wms_status": "PICKING"}
         )
+    assert site.status_after_push() == "Q"
+
+
+def test_a_wms_status_queued_after_a_parked_shipment_status_goes_as_queued_when_both_are_retried(
+    account, shipping, recorder, bitrix
+):
+    """A shipment's status parked (Bitrix refused it a moment), then the WMS's queued for the same
+    order: retried, both go in one push under one key, and the WMS's, queued last, wins as
+    before; the shipment's fresh state is not lent to it."""
+    fake, _ = account
+    sync, site = shipping(
+        event(RECEIPT, "shop-1", ("SKU-1", 10)),
+        event(RESERVATION, "shop-1", ("SKU-1", 5), reservation_id="res-7", order_id=ORDER),
+    )
+    order = bitrix[0].orders.pop(ORDER)  # sale.order.update: ERROR_ORDER_NOT_FOUND, parked
+    sync.handle(fake.webhook_body(fake.add_demand(STORE_UUID, [(VARIANT, 5)], order_external_code=ORDER)))
+    site.worker.run_until_idle()
+    with transaction(recorder) as tx:
+        assert [r["item_key"] for r in tx.fetchall("SELECT item_key FROM adapter_parked")] == [
+            f"status:{ORDER}"
+        ]
+    bitrix[0].orders[ORDER] = order
+    with transaction(recorder) as tx:  # adapters/wms.py's payload, queued after
+        enqueue(
+            tx, "bitrix", f"status:{ORDER}", {"order_id": ORDER, "status_id": "Q", "wms_status": "PICKING"}
+        )
+
+    assert request_parked_retry(recorder, "bitrix") == 1
     assert site.status_after_push() == "Q"
