@@ -19,6 +19,9 @@ BITRIX_STORE_IDS = ("1", "2", "3")
 # The WMS's stock for the reconciliation step: SKU-2 in zone B, 4 on hand, 1 of them being picked;
 # SKU-1 is not listed (the step shows it left untouched).
 WMS_STOCK = (("main", "SKU-2", 4, 0, 1, "B"),)
+# MoySklad's store and products for the walkthrough's customer order (store-1's SKU-1 and SKU-2).
+MOYSKLAD_STORE = "5e1f0000-0000-4000-8000-000000000001"
+MOYSKLAD_PRODUCTS = ("0b3c0000-0000-4000-8000-000000000101", "0b3c0000-0000-4000-8000-000000000102")
 
 
 def command(args: argparse.Namespace, settings: Settings) -> int:
@@ -29,6 +32,8 @@ def command(args: argparse.Namespace, settings: Settings) -> int:
     bitrix.orders.update({str(n): {"id": str(n), "statusId": "N"} for n in BITRIX_ORDER_IDS})
     bitrix.stores.update(BITRIX_STORE_IDS)
     moysklad = FakeMoySklad(origin=f"http://127.0.0.1:{args.moysklad_port}")
+    moysklad.stores.add(MOYSKLAD_STORE)
+    moysklad.products.update({product: "product" for product in MOYSKLAD_PRODUCTS})
     wms = FakeWms()
     for warehouse, sku, on_hand, reserved, in_picking, zone in WMS_STOCK:
         wms.put_stock(warehouse, sku, on_hand, reserved, in_picking, zone)
@@ -68,4 +73,5 @@ def _print_exports(
     print(f"  export LEDGER_WMS_BASE_URL={wms_url}/")
     print(f"  export LEDGER_WMS_API_KEY={wms.api_key}")
     print("Bitrix products 101-110, stores 1-3 and orders 1-99 exist; the WMS's warehouse main holds SKU-2.")
+    print(f"MoySklad store {MOYSKLAD_STORE} and products {', '.join(MOYSKLAD_PRODUCTS)} exist.")
     print("Ctrl-C stops.", flush=True)
