@@ -158,7 +158,7 @@ def create_asgi(ledger: Ledger, settings: Settings, limits: IntakeLimits) -> ASG
     book = token_book(ledger, settings)
     app = create_app(ledger, settings, limits, book=book)
     gated: ASGIApp = AuthGate(
-        FastPath(app, ledger, settings, limits),
+        FastPath(app, app.state.api_routes, ledger, settings, limits),
         book,
         RateLimiter(),
         required=settings.auth == "required",

@@ -6,7 +6,8 @@ recognises exactly `POST /v1/stores/{store}/reservations`, `POST /v1/sourcing` a
 `GET /v1/stores/{store}/stock/{sku}` (no query string, level in memory) with well-formed ids, and
 calls the same functions the FastAPI routes call (`reserve`, `source_order`, `cached_level`) and
 the same error mapping (`problem_for`). Anything else, including every malformed id, goes to
-the FastAPI application unchanged, so answers do not differ.
+the FastAPI application unchanged, so answers do not differ; but for an API path whose id holds an
+encoded slash, which no route may see decoded (ledger/api/slash_in_id.py).
 It makes the same access checks as those routes (the role, the store, the content type) on the
 grant the gate found (ledger/api/gate.py), from memory.
 """
@@ -14,11 +15,12 @@ grant the gate found (ledger/api/gate.py), from memory.
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from typing import Any
 
 import orjson
 from starlette.responses import Response
+from starlette.routing import BaseRoute
 
 from ledger.access.scopes import Grant, Role, authorize_role, authorize_write_at
 from ledger.api.body_limit import declared_too_large, too_large
@@ -29,6 +31,7 @@ from ledger.api.problems import internal_error, problem_for, problem_response
 from ledger.api.reservations import reserve
 from ledger.api.reservations_across import across_limits
 from ledger.api.schemas import level_public
+from ledger.api.slash_in_id import holds_an_encoded_slash, refusal
 from ledger.api.sourcing import source_order
 from ledger.api.stock import cached_level
 from ledger.api.telemetry import ROUTE_KEY
@@ -51,8 +54,16 @@ SOURCING_ROUTE = "/v1/sourcing"
 
 
 class FastPath:
-    def __init__(self, app: ASGIApp, ledger: Ledger, settings: Settings, limits: IntakeLimits) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        routes: Sequence[BaseRoute],
+        ledger: Ledger,
+        settings: Settings,
+        limits: IntakeLimits,
+    ) -> None:
         self.app = app
+        self.routes = routes  # the API's, for a path whose id holds an encoded slash
         self.ledger = ledger
         self.limits = limits
         self.body_bytes_max = settings.body_bytes_max
@@ -60,6 +71,10 @@ class FastPath:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
+            raw_path = scope.get("raw_path")
+            if raw_path and b"%2" in raw_path and holds_an_encoded_slash(raw_path):
+                await problem_response(refusal(scope, self.routes), scope["path"])(scope, receive, send)
+                return
             if scope["path"] == SOURCING_ROUTE and scope["method"] == "POST":
                 scope[ROUTE_KEY] = SOURCING_ROUTE
                 await self._source(scope, receive, send)

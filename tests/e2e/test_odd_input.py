@@ -160,3 +160,36 @@ def test_a_body_that_ends_early_is_no_error_of_the_server(
     time.sleep(0.3)
     logged = ledger_server.log_path.read_bytes()[log_before:].decode(errors="replace")
     assert "ERROR" not in logged and "Traceback" not in logged, logged
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "fields"),
+    [
+        ("GET", "/v1/stores/odd%2F1/stock/SKU-1", None, ["store"]),
+        ("GET", "/v1/stores/odd-1/stock/SKU%2f1/explain", None, ["sku"]),
+        ("GET", "/v1/stores/a%2Fb/stock/c%2Fd/timeline", None, ["store", "sku"]),
+        ("GET", "/v1/stock/SKU%2F1", None, ["sku"]),
+        ("GET", "/v1/stores/odd-1/reservations/r%2F1", None, ["reservation_id"]),
+        ("POST", "/v1/reservations/r%2F1/release", {}, ["reservation_id"]),
+        ("PUT", "/v1/stores/odd-1/policies/SKU%2F1", {"safety_stock": 1}, ["sku"]),
+        ("GET", "/v1/stores/odd%2F1/history", None, ["store"]),
+    ],
+)
+def test_an_id_with_an_encoded_slash_is_refused_naming_it(
+    client: httpx.Client, method: str, path: str, body: dict[str, Any] | None, fields: list[str]
+) -> None:
+    """An id never holds `/` (CONTRACT §1); sent as %2F, the server decodes it before routing and
+    the path matched no operation: a 404 that named nothing and that no operation declares."""
+    answer = client.request(method, path, json=body)
+    assert answer.status_code == 422, answer.text
+    assert answer.headers["content-type"] == "application/problem+json"
+    assert sorted(error["field"] for error in answer.json()["errors"]) == sorted(fields), answer.text
+
+
+def test_a_path_that_matches_no_operation_with_its_slashes_kept_is_still_not_found(
+    client: httpx.Client,
+) -> None:
+    for path in ("/v1/nothing%2Fhere", "/v1/stores/odd-1/stock/SKU-1/extra%2Fpart/more"):
+        answer = client.get(path)
+        assert answer.status_code == 404, answer.text
+        assert answer.json()["type"].endswith("not-found")

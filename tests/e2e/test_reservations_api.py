@@ -144,3 +144,27 @@ def test_a_field_a_reservation_body_does_not_have_is_refused_by_name_and_nothing
     )
     assert release.status_code == 422 and release.json()["errors"][0]["field"] == "line", release.text
     assert api.levels_tuple(api.level(client, store, "A")) == (5, 2, 3, 0)
+
+
+def test_an_encoded_slash_in_an_id_never_reaches_another_operation(client):
+    """Decoded before routing, `R-1%2Frelease` made the path of R-1's release, `s%2Fstock` that of a
+    level at store s, and `A%2Fexplain` the explain of A: each is an id the contract refuses (no
+    `/`, CONTRACT §1), and nothing is released, reserved or read."""
+    store = unique("store")
+    api.record(client, ev.receipt(store, ("A", 5)))
+    assert api.reserve(client, store, "R-1", ("A", 3)).status_code == 201
+    refused = client.post(f"/v1/stores/{store}/reservations/R-1%2Frelease", json={})
+    assert [e["field"] for e in api.assert_problem(refused, 422, "invalid-request")["errors"]] == [
+        "reservation_id"
+    ]
+    assert client.get(f"/v1/stores/{store}/reservations/R-1").json()["status"] == "active"
+    assert api.levels_tuple(api.level(client, store, "A")) == (5, 3, 2, 0)
+    # The fast path's two routes: a reservation at store `s` and a level read from memory.
+    placed = client.post(
+        f"/v1/stores/{store}%2Freservations", json={"reservation_id": "R-2", "lines": ev.lines(("A", 1))}
+    )
+    api.assert_problem(placed, 404, "not-found")
+    assert api.levels_tuple(api.level(client, store, "A")) == (5, 3, 2, 0)
+    api.assert_problem(client.get(f"/v1/stores/{store}%2Fstock/A"), 404, "not-found")
+    explained = client.get(f"/v1/stores/{store}/stock/A%2Fexplain")
+    assert [e["field"] for e in api.assert_problem(explained, 422)["errors"]] == ["sku"]
