@@ -259,7 +259,9 @@ class Ledger:
         (writer/chains.py): so a caller can keep two batches in the writer and still have its
         events recorded in the order it sent them."""
         inner = after.inner if isinstance(after, _Sent) else after
-        with self._write_outcome():
+        # Sent is not recorded (the writer process answers later): only a failure to send is noted
+        # here; the handle notes the answer.
+        with self._write_outcome(sent_only=True):
             return _Sent(self, self.writer.send(events, inner))
 
     @property
@@ -268,10 +270,11 @@ class Ledger:
         return self.write_health.failure
 
     @contextlib.contextmanager
-    def _write_outcome(self) -> Iterator[None]:
+    def _write_outcome(self, sent_only: bool = False) -> Iterator[None]:
         """Notes whether a write was recorded (for /readyz); a database error from the writer
         thread becomes DatabaseUnavailable (the writer process reports it as WriterUnavailable).
-        A SubmissionFailed says nothing of whether writes can be recorded: it is not noted."""
+        A SubmissionFailed says nothing of whether writes can be recorded: it is not noted, and
+        neither is a write only sent (`sent_only`) that did not fail."""
         try:
             yield
         except (SubmissionFailed, NotTried):
@@ -281,7 +284,8 @@ class Ledger:
             if database_unavailable(error):
                 raise DatabaseUnavailable("recording events", error) from error
             raise
-        self.write_health.note(None)
+        if not sent_only:
+            self.write_health.note(None)
 
     async def writes_unready(self) -> str | None:
         """Why writes cannot be recorded now, or None when they can: from the outcome of recent
