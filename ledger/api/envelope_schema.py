@@ -7,7 +7,13 @@ from __future__ import annotations
 from typing import Any
 
 from ledger.domain.ids import ID_REGEX
-from ledger.domain.model import CODE_CHARS_MAX, CODE_EVENT_TYPES, PRODUCER_EVENT_TYPES, EventType
+from ledger.domain.model import (
+    CODE_CHARS_MAX,
+    CODE_EVENT_TYPES,
+    LEDGER_SOURCE_PREFIX,
+    PRODUCER_EVENT_TYPES,
+    EventType,
+)
 from ledger.intake.envelope import QTY_ABS_MAX, TEXT_CHARS_MAX
 
 SCHEMA_ID = "https://github.com/stock-ledger/stock-ledger/schemas/event-envelope.schema.json"
@@ -119,7 +125,13 @@ def envelope_schema() -> dict[str, Any]:
         "properties": {
             "specversion": {"const": "1.0"},
             "id": {**_TEXT, "description": "with source, identifies the event: a second one is a duplicate"},
-            "source": _TEXT,
+            "source": {
+                **_TEXT,
+                "not": {"pattern": f"^{LEDGER_SOURCE_PREFIX}"},
+                "description": (
+                    f"the producing system; not {LEDGER_SOURCE_PREFIX}…, the ledger's own events' sources"
+                ),
+            },
             "type": {"enum": [t.value for t in types]},
             "time": {**_TIME, "description": "when it happened at the producer (RFC 3339 with an offset)"},
             "subject": {**_IDENT, "description": "the store id"},

@@ -83,7 +83,7 @@ def _event(
         "data": data,
     }
     try:
-        return read_envelope(envelope, limits, sender)
+        return read_envelope(envelope, limits, sender, made_by_ledger=True)
     except InvalidEvent as error:
         raise invalid([FieldError(e.field.removeprefix("data."), e.message) for e in error.errors]) from None
 

@@ -41,6 +41,13 @@ KAFKA_PRINCIPAL = "kafka"  # what came from Kafka
 LEDGER_PRINCIPAL = "ledger"  # what the ledger recorded by itself (expiry)
 IMPORT_PRINCIPAL = "import"  # what `ledger import` recorded from a file
 
+# The sources of the events the ledger makes itself: ledger/http (the REST reservations),
+# ledger/sourcing, ledger/policies, ledger/expiry. A producer may not send under them (refused as
+# the envelope is read): its event would take one of the ledger's own keys, and a reservation whose
+# expiry key was taken never expired, nor did any due with it; and the history's word that the ledger
+# made an entry would not hold.
+LEDGER_SOURCE_PREFIX = "ledger/"
+
 PRODUCER_EVENT_TYPES = frozenset(EventType) - {
     EventType.RESERVATION_EXPIRED,
     EventType.TRANSFER_INCOMING,

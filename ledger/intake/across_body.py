@@ -113,7 +113,11 @@ def read_reservation_across(
         part_lines = [{k: v for k, v in lines[n].items() if k != "store"} for n in numbers]
         data: dict[str, Any] = {**shared, "lines": part_lines}
         try:
-            parts.append(read_envelope(_store_envelope(store, data, source, now), limits.intake, principal))
+            parts.append(
+                read_envelope(
+                    _store_envelope(store, data, source, now), limits.intake, principal, made_by_ledger=True
+                )
+            )
         except InvalidEvent as error:
             errors.extend(_renamed(e, numbers, "") for e in error.errors)
     if errors:

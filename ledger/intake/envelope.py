@@ -15,6 +15,7 @@ from ledger.domain.ids import ID_PATTERN
 from ledger.domain.model import (
     CODE_CHARS_MAX,
     CODE_EVENT_TYPES,
+    LEDGER_SOURCE_PREFIX,
     PRODUCER_EVENT_TYPES,
     EventType,
     Line,
@@ -274,9 +275,13 @@ def _unit_factor(
     return factor
 
 
-def read_envelope(document: object, limits: IntakeLimits, principal: str | None = None) -> StockEvent:
+def read_envelope(
+    document: object, limits: IntakeLimits, principal: str | None = None, *, made_by_ledger: bool = False
+) -> StockEvent:
     """The StockEvent in a CloudEvents envelope, or InvalidEvent naming every wrong field.
-    `principal`: who sent it, as the history will say (CONTRACT §5)."""
+    `principal`: who sent it, as the history will say (CONTRACT §5). `made_by_ledger`: the ledger
+    made the envelope from a request (a REST reservation, sourcing), under one of its own sources,
+    which a producer's envelope may not name (LEDGER_SOURCE_PREFIX)."""
     reader = _Reader()
     if not isinstance(document, dict):
         raise InvalidEvent([FieldError("", "an event must be a JSON object (a CloudEvents envelope)")])
@@ -284,6 +289,10 @@ def read_envelope(document: object, limits: IntakeLimits, principal: str | None 
         reader.error("specversion", 'must be "1.0"')
     event_id = reader.text(document, "id", "id", required=True)
     source = reader.text(document, "source", "source", required=True)
+    if source is not None and source.startswith(LEDGER_SOURCE_PREFIX) and not made_by_ledger:
+        reader.error(
+            "source", f"must not start with {LEDGER_SOURCE_PREFIX}: the ledger's own events' sources"
+        )
     store_id = reader.ident(document, "subject", "subject", required=True)
     moment = reader.moment(document, "time", "time", required=True)
     content_type = document.get("datacontenttype")

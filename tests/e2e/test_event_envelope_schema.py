@@ -53,6 +53,7 @@ INVALID = {
     "time not a time": _with({"time": "yesterday"}),
     "subject with a slash": _with({"subject": "store/12"}),
     "subject of 65 characters": _with({"subject": "s" * 65}),
+    "the ledger's own source": _with({"source": "ledger/expiry"}),
     "data not an object": {**RECEIPT, "data": []},
     "no lines": _with({}, lines=[]),
     "receipt of 0": _with({}, lines=_line(0)),

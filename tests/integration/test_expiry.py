@@ -149,3 +149,30 @@ def test_a_reservation_due_before_the_year_1000_expires_and_reads(database_url, 
         expired = _wait_until_expired(client, store, ["R-1"])
         assert expired["R-1"]["expires_at"].startswith("0999-01-02T00:00:00")
         assert api.level(client, store, "A")["reserved"] == 0
+
+
+def test_no_producer_can_take_the_key_of_an_expiry(database_url, serve):
+    """An event under the ledger's own source `ledger/expiry`, with the id the ledger gives the
+    expiry of a reservation at another store, was accepted; that expiry then failed on the key at
+    every turn, and with it every reservation due in the same turn: none expired, ever."""
+    server = serve(database_url, EXPIRY_ENV)
+    store, other_store = unique("store"), unique("store")
+    with server.client() as client:
+        api.record(client, ev.receipt(store, ("A", 5)))
+        expires_at = ev.now_rfc3339(1.0)
+        for reservation_id in ("cart-1", "cart-2"):
+            assert (
+                api.reserve(client, store, reservation_id, ("A", 2), expires_at=expires_at).status_code == 201
+            )
+        squat = {
+            **ev.receipt(other_store, ("B", 1)),
+            "source": "ledger/expiry",
+            "id": f"expire:{store}:cart-1",
+        }
+        refused = client.post("/v1/events", json=squat)
+        assert [e["field"] for e in api.assert_problem(refused, 422)["errors"]] == ["source"]
+        results = api.post_events(client, squat, ev.receipt(other_store, ("B", 1)))
+        assert [r["outcome"] for r in results] == ["invalid", "accepted"], results
+        _wait_until_expired(client, store, ["cart-1", "cart-2"])
+        assert api.levels_tuple(api.level(client, store, "A")) == (5, 0, 5, 0)
+    assert "reservation expiry failed" not in server.log_path.read_text()

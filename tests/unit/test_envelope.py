@@ -326,6 +326,21 @@ def test_types_only_the_ledger_records_are_refused_from_producers(event_type: st
     assert error_fields(envelope(event_type)) == {"type"}
 
 
+@pytest.mark.parametrize(
+    "source", ["ledger/expiry", "ledger/http", "ledger/sourcing", "ledger/policies", "ledger/x"]
+)
+def test_the_ledgers_own_sources_are_refused_from_producers(source: str) -> None:
+    """An event under `ledger/expiry` took the key of a reservation's expiry, and no reservation
+    due with it ever expired (every turn's batch failed on the key)."""
+    assert error_fields(envelope(source=source)) == {"source"}
+    assert read_envelope(envelope(source=source), LIMITS, made_by_ledger=True).source == source
+
+
+@pytest.mark.parametrize("source", ["ledger", "Ledger/expiry", "pos/ledger/1", "ledgers/1"])
+def test_a_source_outside_the_ledgers_own_is_a_producers(source: str) -> None:
+    assert read_envelope(envelope(source=source), LIMITS).source == source
+
+
 @pytest.mark.parametrize("event_type", ["stock.unknown", "receipt", "", 3])
 def test_an_unknown_type_is_named(event_type: object) -> None:
     assert error_fields(envelope(event_type)) == {"type"}

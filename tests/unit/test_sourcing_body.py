@@ -89,7 +89,7 @@ def test_the_body_is_read_as_a_reservation_with_the_same_lines_and_fields() -> N
         "subject": "sourcing",
         "data": data,
     }
-    event = read_envelope(envelope, LIMITS.intake, None)
+    event = read_envelope(envelope, LIMITS.intake, None, made_by_ledger=True)
     assert (ask.lines, ask.channel, ask.reservation_id, ask.order_id, ask.expires_at) == (
         event.lines,
         event.channel,
