@@ -194,18 +194,22 @@ def test_unreadable_records_go_unchanged_to_the_dead_letter_topic_and_the_consum
 ) -> None:
     store = "store-dlq"
     invalid = json.loads(envelope(new_id("bad"), store, "stock.sale", [("SKU-1", -2)]))
+    # under the ledger's own source, with the id of an expiry: it would stop every expiry due with it
+    squatting = json.loads(envelope(f"expire:{store}:R-1", store, "stock.receipt", [("SKU-1", 1)]))
+    squatting["source"] = "ledger/expiry"
     junk: list[tuple[str | None, bytes | None]] = [
         (store, b"\xff\xfe not json at all"),
         (store, b"[1, 2, 3]"),
         (store, json.dumps(invalid).encode()),
         (store, None),
+        (store, json.dumps(squatting).encode()),
     ]
     after = new_id("after-junk")
     sent = intake.send(
         *junk, (store, envelope(after, store, "stock.receipt", [("SKU-1", 1)])), headers=[("trace", b"t-1")]
     )
     assert intake.results_for({after})[0]["outcome"] == "accepted"
-    origins = {(str(s.partition).encode(), str(s.offset).encode()) for s in sent[:4]}
+    origins = {(str(s.partition).encode(), str(s.offset).encode()) for s in sent[:5]}
 
     def dead_lettered(records: list[Any]) -> bool:
         found = {
@@ -214,15 +218,15 @@ def test_unreadable_records_go_unchanged_to_the_dead_letter_topic_and_the_consum
         }
         return origins <= found
 
-    records = intake.dlq.read_until(dead_lettered, DEADLINE_S, "four dead letters")
+    records = intake.dlq.read_until(dead_lettered, DEADLINE_S, "five dead letters")
     letters = {}
     for record in records:
         headers = dict(record.headers)
         origin = (headers.get("original_partition"), headers.get("original_offset"))
         if origin in origins:
             letters[origin] = (record, headers)
-    assert len(letters) == 4
-    for sent_record in sent[:4]:
+    assert len(letters) == 5
+    for sent_record in sent[:5]:
         record, headers = letters[(str(sent_record.partition).encode(), str(sent_record.offset).encode())]
         assert record.value == sent_record.value
         assert record.key == sent_record.key
@@ -230,12 +234,13 @@ def test_unreadable_records_go_unchanged_to_the_dead_letter_topic_and_the_consum
         assert headers["trace"] == b"t-1"
         assert headers["error"]
     errors = {
-        letters[(str(s.partition).encode(), str(s.offset).encode())][1]["error"].decode() for s in sent[:4]
+        letters[(str(s.partition).encode(), str(s.offset).encode())][1]["error"].decode() for s in sent[:5]
     }
     assert any(error.startswith("not JSON") for error in errors)
     assert any("must be a JSON object" in error for error in errors)
     assert any("data.lines[0].qty" in error for error in errors)
     assert any(error.startswith("empty record") for error in errors)
+    assert any("source: must not start with ledger/" in error for error in errors), errors
     results_ids = {body["id"] for body in result_bodies(intake.results.records)}
     assert invalid["id"] not in results_ids
 
