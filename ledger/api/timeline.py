@@ -13,7 +13,8 @@ from starlette.responses import Response
 
 from ledger.api.deps import LedgerDep, ReadableStore, SettingsDep, Sku
 from ledger.api.problems import invalid
-from ledger.api.schemas import Position, Units, problem_responses
+from ledger.api.query_numbers import DECIMAL_DIGITS
+from ledger.api.schemas import POSITION_MAX, Position, Units, problem_responses
 from ledger.api.times import utc_parameter
 from ledger.intake.envelope import FieldError
 from ledger.projections.timeline import TimelineWindow
@@ -98,8 +99,21 @@ async def get_timeline(
             "`occurred_as_of` gives them)"
         ),
     ] = "recorded",
+    position: Annotated[
+        int | None,
+        Query(
+            ge=0,
+            le=POSITION_MAX,
+            description="**added**: the timeline as the log stood at this position, no entry after it "
+            "(the console reads it at its explanation's position, so that the plot ends where the "
+            "figures above it stand)",
+        ),
+        DECIMAL_DIGITS,
+    ] = None,
 ) -> Response:
-    window = TimelineWindow(store, sku, axis, utc_parameter("from", from_), utc_parameter("to", to))
+    window = TimelineWindow(
+        store, sku, axis, utc_parameter("from", from_), utc_parameter("to", to), through_position=position
+    )
     if window.from_ is not None and window.to is not None and window.from_ > window.to:
         raise invalid([FieldError("from", "must not be after `to`")])
     points_max = settings.timeline_points_max

@@ -5,7 +5,8 @@ row's own levels-after: the window is a range of positions, found like `?as_of=`
 (ledger/projections/queries.py: position_at), so that the last point's levels are the `as_of=to`
 levels. On the event-time axis (`occurred`) the points are the entries whose event time is in the
 window, in event-time order (then position), and their levels are the running sums of the
-deltas in that order: the `?occurred_as_of=` levels at each point (CONTRACT §7), as recorded now.
+deltas in that order: the `?occurred_as_of=` levels at each point (CONTRACT §7), as recorded now,
+or with `through_position`, as recorded up to that position (on both axes, no entry after it).
 
 Thinning keeps the first row of each of `points_max` equal runs of the window's rows, by rank:
 row i of n is kept when floor(i·(m−1)/(n−1)) steps up, which keeps exactly m rows, the first
@@ -38,6 +39,7 @@ class TimelineWindow:
     axis: Axis = "recorded"
     from_: str | None = None  # fixed-width UTC text, inclusive
     to: str | None = None  # fixed-width UTC text, inclusive
+    through_position: int | None = None  # the log as it stood at this position: no entry after it
 
 
 def _thinned(ranked_sql: str) -> str:
@@ -57,9 +59,10 @@ def _recorded(tx: SqlTx, window: TimelineWindow) -> tuple[str, list[object]]:
         "COUNT(*) OVER () AS n FROM ledger_history WHERE store_id = %s AND sku = %s AND position > %s"
     )
     params: list[object] = [window.store_id, window.sku, after]
-    if through is not None:
-        sql += " AND position <= %s"
-        params.append(through)
+    for bound in (through, window.through_position):
+        if bound is not None:
+            sql += " AND position <= %s"
+            params.append(bound)
     return sql, params
 
 
@@ -78,6 +81,9 @@ def _occurred(window: TimelineWindow) -> tuple[str, list[object]]:
     if window.to is not None:
         summed += " AND occurred_at <= %s"
         params.append(window.to)
+    if window.through_position is not None:
+        summed += " AND position <= %s"
+        params.append(window.through_position)
     sql = (
         f"SELECT {POINT_COLUMNS}, ROW_NUMBER() OVER ({_OCCURRED_ORDER}) - 1 AS i, "
         f"COUNT(*) OVER () AS n FROM ({summed}) summed"

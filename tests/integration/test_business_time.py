@@ -210,6 +210,28 @@ def test_a_timeline_on_the_event_time_axis_orders_by_event_time_and_sums_in_that
         assert [p["time"] for p in occurred] == [_at(1), _at(3), _at(5)]
 
 
+def test_a_timeline_at_a_position_is_the_log_as_it_stood_then_on_both_axes(
+    database_url: str, serve: Any
+) -> None:
+    """The console reads the timeline at its explanation's position, so that the plot ends where the
+    figures above it stand. An entry recorded after that position is in neither axis, though on
+    the business-time axis it is dated before the others."""
+    server = serve(database_url)
+    store = unique("shop")
+    with server.client() as client:
+        [first] = api.record(client, _event("stock.receipt", store, 5, ("A", 10)))
+        [second] = api.record(client, _event("stock.receipt", store, 6, ("A", 1)))
+        api.record(client, _event("stock.pos_sale", store, 1, ("A", 4)))  # recorded last, dated first
+        at = second["position"]
+        recorded = _timeline(client, store, "A", position=at)
+        assert [(p["position"], p["on_hand"]) for p in recorded] == [(first["position"], 10), (at, 11)]
+        assert recorded[-1]["on_hand"] == api.level(client, store, "A", position=at)["on_hand"]
+        occurred = _timeline(client, store, "A", axis="occurred", position=at)
+        assert [(p["position"], p["on_hand"]) for p in occurred] == [(first["position"], 10), (at, 11)]
+        assert [p["on_hand"] for p in _timeline(client, store, "A", axis="occurred")] == [-4, 6, 7]
+        assert _timeline(client, store, "A", position=0) == []
+
+
 def test_wrong_business_time_and_timeline_parameters_are_refused_naming_them(
     database_url: str, serve: Any
 ) -> None:
@@ -230,6 +252,9 @@ def test_wrong_business_time_and_timeline_parameters_are_refused_naming_them(
             (f"/v1/stores/{store}/stock/A/timeline", {"to": "soon"}, "to"),
             (f"/v1/stores/{store}/stock/A/timeline", {"from": _at(2), "to": _at(1)}, "from"),
             (f"/v1/stores/{store}/stock/A/timeline", {"axis": "sideways"}, "axis"),
+            (f"/v1/stores/{store}/stock/A/timeline", {"position": "-1"}, "position"),
+            (f"/v1/stores/{store}/stock/A/timeline", {"position": "1.0"}, "position"),
+            (f"/v1/stores/{store}/stock/A/timeline", {"position": str(2**70)}, "position"),
         ]
         for path, params, field in cases:
             problem = api.assert_problem(client.get(path, params=params), 422)

@@ -91,8 +91,6 @@ _ID = re.compile(ID_REGEX)
 # The most a timeline point takes in JSON: three texts of up to 256 characters (id, source,
 # reference), two ids of up to 64, each character at most 6 bytes (a control character escaped).
 TIMELINE_POINT_BYTES_MAX = 8 * 1024
-# A store's page of a SKU is read again when a write landed between its reads, at most this often.
-PAGE_READS_MAX = 3
 # The entries page (every entry of a SKU at a store): the most one page's answer takes (an entry's
 # texts of up to 256 characters, its codes: CONTRACT §10 allows 1000 of 200).
 ENTRIES_PAGE_ROWS_FEWER = (10, 1)  # tried in turn when LEDGER_CONSOLE_ENTRIES_PAGE_ROWS are too large
@@ -185,33 +183,27 @@ async def store_sku_page(
     to: Annotated[str | None, Query(max_length=64)] = None,
 ) -> Response:
     """Every figure of the page at one position: the explanation's (read first, in one snapshot),
-    the levels at it, and the timeline's points up to it. Read apart, a write between the reads
-    showed one figure at the top, another in the explanation and a third at the plot's end. A
-    timeline read after a write that landed meanwhile is read again with the rest (its points
-    past the explanation would be left out, but on the business-time axis such an entry, dated
-    earlier, is in the levels of every later point, and a thinned timeline may have no point at
-    the explanation's position), at most PAGE_READS_MAX times; then its points are cut there."""
+    then the levels and the timeline at that position (`?position=`), so that the figures at the
+    top, the explanation and the plot's end agree however busy the SKU. (Read apart, a write
+    between the reads showed one figure at the top, another in the explanation and a third at the
+    plot's end; cutting a later timeline's points at the position dropped its last point, which
+    thinning always keeps, and left the business-time axis summing the entries cut.)"""
     base = ("v1", "stores", store, "stock", sku)
     start, end = window_bound(from_, end=False), window_bound(to, end=True)
     window = {"axis": axis, **({"from": start} if start else {}), **({"to": end} if end else {})}
-    for _ in range(PAGE_READS_MAX):
-        explain = await api_get(request.app, grant, path_of(*base, "explain"))
-        position = int(explain.body["position"]) if explain.ok else None
-        at = {} if position is None else {"position": str(position)}
-        level, timeline = await asyncio.gather(
-            api_get(request.app, grant, path_of(*base), at),
-            api_get(
-                request.app,
-                grant,
-                path_of(*base, "timeline"),
-                window,
-                bytes_max=max(ANSWER_BYTES_MAX, settings.timeline_points_max * TIMELINE_POINT_BYTES_MAX),
-            ),
-        )
-        if position is None or not timeline.ok:
-            break
-        if all(point["position"] <= position for point in timeline.body["points"]):
-            break
+    explain = await api_get(request.app, grant, path_of(*base, "explain"))
+    position = int(explain.body["position"]) if explain.ok else None
+    at = {} if position is None else {"position": str(position)}
+    level, timeline = await asyncio.gather(
+        api_get(request.app, grant, path_of(*base), at),
+        api_get(
+            request.app,
+            grant,
+            path_of(*base, "timeline"),
+            {**window, **at},
+            bytes_max=max(ANSWER_BYTES_MAX, settings.timeline_points_max * TIMELINE_POINT_BYTES_MAX),
+        ),
+    )
     if not level.ok:
         return _problem(request, grant, level, f"{sku} at {store}")
     window_refused = None
@@ -220,8 +212,6 @@ async def store_sku_page(
     elif not timeline.ok:
         return _problem(request, grant, timeline, f"the timeline of {sku} at {store}")
     points = timeline.body["points"]  # each names its entry's type, source, reference and principal
-    if position is not None:
-        points = [point for point in points if point["position"] <= position]
     plot = {"axis": axis, "points": points, "thinned": timeline.body.get("thinned", False)}
     return page(
         "store_sku.html",
