@@ -551,3 +551,42 @@ def test_the_plot_ends_where_the_figures_stand_while_the_sku_is_written(serve: A
             writer.join()
         assert [figures for figures in seen if figures[1] != figures[2]] == [], seen
         assert len({top for _, top, _ in seen}) > 1, "no write landed between the loads"
+
+
+def _post_all(client: httpx.Client, envelopes: list[dict[str, Any]]) -> None:
+    for start in range(0, len(envelopes), 1000):
+        api.record(client, *envelopes[start : start + 1000])
+
+
+def test_an_explanation_over_8_mb_within_its_items_limit_still_has_its_page(
+    serve: Any, tmp_path: Any
+) -> None:
+    """5,600 open reservations (LEDGER_EXPLAIN_ITEMS_MAX allows 10,000) whose order ids are texts of
+    256 control characters (any text but NUL is an order id): the API's explanation answered 200,
+    over 8 MB, and the page, which read it under an 8 MB cap, answered 500 (found by review)."""
+    server = serve(f"sqlite:///{tmp_path / 'big-explain.db'}")
+    store, sku, n = "big", "SKU-1", 5600
+    with server.client(timeout_s=120) as client:
+        _post_all(client, [ev.receipt(store, (sku, n))])
+        order_id = "\x01" * 256
+        _post_all(client, [ev.reservation(store, f"r{i}", (sku, 1), order_id=order_id) for i in range(n)])
+        explained = client.get(f"/v1/stores/{store}/stock/{sku}/explain")
+        assert explained.status_code == 200 and len(explained.content) > 8 * 1024 * 1024
+        shown = client.get(f"/ui/stores/{store}/skus/{sku}")
+        assert shown.status_code == 200, shown.text[:300]
+        assert f'data-explain="reserved">{n}<' in shown.text
+
+
+def test_a_sku_at_more_stores_than_a_page_holds_is_refused_by_a_page_naming_the_api(
+    serve: Any, tmp_path: Any
+) -> None:
+    """GET /v1/stock/{sku} has no pages: at 28,000 stores of 64-character ids it answers over 8 MB,
+    and the console's page of the SKU answered 500 (found by review)."""
+    server = serve(f"sqlite:///{tmp_path / 'many-stores.db'}")
+    sku, n = "S" * 64, 28_000
+    with server.client(timeout_s=120) as client:
+        _post_all(client, [ev.receipt(f"{i:06d}".ljust(64, "x"), (sku, 1)) for i in range(n)])
+        shown = client.get(f"/ui/skus/{sku}", headers={"accept": BROWSER_ACCEPT})
+        assert shown.status_code == 413, shown.text[:300]
+        assert "text/html" in shown.headers["content-type"] and "GET /v1/stock/" in shown.text
+        assert client.get(f"/ui/skus/{sku}").json()["type"] == "answer-too-large"

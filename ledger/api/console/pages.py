@@ -91,6 +91,10 @@ _ID = re.compile(ID_REGEX)
 # The most a timeline point takes in JSON: three texts of up to 256 characters (id, source,
 # reference), two ids of up to 64, each character at most 6 bytes (a control character escaped).
 TIMELINE_POINT_BYTES_MAX = 8 * 1024
+# The most an explanation's item takes (a reservation: an order id of 256 characters, at most 6
+# bytes each escaped, and three ids; a transfer: its id of 256 characters and a store): an
+# explanation lists at most LEDGER_EXPLAIN_ITEMS_MAX of them, and answers 422 beyond.
+EXPLAIN_ITEM_BYTES_MAX = 2 * 1024
 # The entries page (every entry of a SKU at a store): the most one page's answer takes (an entry's
 # texts of up to 256 characters, its codes: CONTRACT §10 allows 1000 of 200).
 ENTRIES_PAGE_ROWS_FEWER = (10, 1)  # tried in turn when LEDGER_CONSOLE_ENTRIES_PAGE_ROWS are too large
@@ -165,7 +169,17 @@ async def home(
 
 @router.get("/skus/{sku}")
 async def sku_page(request: Request, sku: Sku, grant: ReaderGrant) -> Response:
-    answer = await api_get(request.app, grant, path_of("v1", "stock", sku))
+    try:
+        answer = await api_get(request.app, grant, path_of("v1", "stock", sku))
+    except AnswerTooLarge:  # a SKU at tens of thousands of stores: the API has no pages of them
+        problem = Problem(
+            413,
+            "answer-too-large",
+            "Too many stores to show",
+            f"{sku} is at more stores than one page shows (its levels are over {ANSWER_BYTES_MAX} bytes): "
+            "read them through GET /v1/stock/{sku}, or open one store's page",
+        )
+        return _problem_page(request, grant, problem, f"SKU {sku}")
     if not answer.ok:
         return _problem(request, grant, answer, f"SKU {sku}")
     return page("sku.html", sku=sku, across=answer.body, **_frame(request, grant))
@@ -191,7 +205,12 @@ async def store_sku_page(
     base = ("v1", "stores", store, "stock", sku)
     start, end = window_bound(from_, end=False), window_bound(to, end=True)
     window = {"axis": axis, **({"from": start} if start else {}), **({"to": end} if end else {})}
-    explain = await api_get(request.app, grant, path_of(*base, "explain"))
+    explain = await api_get(
+        request.app,
+        grant,
+        path_of(*base, "explain"),
+        bytes_max=max(ANSWER_BYTES_MAX, settings.explain_items_max * EXPLAIN_ITEM_BYTES_MAX),
+    )
     position = int(explain.body["position"]) if explain.ok else None
     at = {} if position is None else {"position": str(position)}
     level, timeline = await asyncio.gather(
