@@ -28,7 +28,8 @@ def when(text: str | None) -> str:
         return text
     if moment.tzinfo is None:
         return text
-    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M")
+    # isoformat, not strftime: %Y does not pad a year below 1000 ("999-05-31 21:00").
+    return moment.astimezone(UTC).isoformat(sep=" ", timespec="minutes")[:16]
 
 
 @cache
