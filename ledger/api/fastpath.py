@@ -26,6 +26,7 @@ from ledger.access.scopes import Grant, Role, authorize_role, authorize_write_at
 from ledger.api.body_limit import declared_too_large, too_large
 from ledger.api.deps import REST_SOURCE, principal
 from ledger.api.gate import GRANT_KEY
+from ledger.api.http_metrics import UNMATCHED_ROUTE
 from ledger.api.media import JSON_ONLY, require_media_type
 from ledger.api.problems import internal_error, problem_for, problem_response
 from ledger.api.reservations import reserve
@@ -72,8 +73,10 @@ class FastPath:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             raw_path = scope.get("raw_path")
-            if raw_path and b"%2" in raw_path and holds_an_encoded_slash(raw_path):
-                await problem_response(refusal(scope, self.routes), scope["path"])(scope, receive, send)
+            if raw_path and b"%2" in raw_path and holds_an_encoded_slash(scope["path"], raw_path):
+                problem, route = refusal(scope, self.routes)
+                scope[ROUTE_KEY] = route or UNMATCHED_ROUTE  # not the route the decoded path names
+                await problem_response(problem, scope["path"])(scope, receive, send)
                 return
             if scope["path"] == SOURCING_ROUTE and scope["method"] == "POST":
                 scope[ROUTE_KEY] = SOURCING_ROUTE

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import socket
 from datetime import datetime
 
+import pytest
 from support import api
 from support import events as ev
 from support.ids import unique
@@ -168,3 +170,33 @@ def test_an_encoded_slash_in_an_id_never_reaches_another_operation(client):
     api.assert_problem(client.get(f"/v1/stores/{store}%2Fstock/A"), 404, "not-found")
     explained = client.get(f"/v1/stores/{store}/stock/A%2Fexplain")
     assert [e["field"] for e in api.assert_problem(explained, 422)["errors"]] == ["sku"]
+
+
+def _sent_as_is(server, method: str, target: str) -> int:
+    """The status of a request whose target goes out byte for byte (no client normalises it)."""
+    request = (
+        f"{method} {target} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        "Content-Length: 2\r\nConnection: close\r\n\r\n{}"
+    )
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(request.encode())
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    return int(answer.split(b" ", 2)[1])
+
+
+@pytest.mark.parametrize(
+    ("prefix", "status"), [("/%761", 422), ("/v%31", 422), ("/%76%31", 422), ("/v1%2F", 404)]
+)
+def test_an_encoded_slash_is_refused_however_the_rest_of_the_path_is_encoded(
+    ledger_server, client, prefix, status
+):
+    """The router reads the path decoded: `/%761/` is `/v1/`. A check of the bytes for `/v1/` let
+    `R-1%2Frelease` release R-1 again (found by review)."""
+    store = unique("store")
+    api.record(client, ev.receipt(store, ("A", 5)))
+    assert api.reserve(client, store, "R-1", ("A", 3)).status_code == 201
+    path = f"{prefix}/stores/{store}/reservations/R-1%2Frelease".replace("/v1%2F/", "/v1%2F")
+    assert _sent_as_is(ledger_server, "POST", path) == status
+    assert client.get(f"/v1/stores/{store}/reservations/R-1").json()["status"] == "active"
