@@ -93,7 +93,8 @@ _ID = re.compile(ID_REGEX)
 TIMELINE_POINT_BYTES_MAX = 8 * 1024
 # The most an explanation's item takes (a reservation: an order id of 256 characters, at most 6
 # bytes each escaped, and three ids; a transfer: its id of 256 characters and a store): an
-# explanation lists at most LEDGER_EXPLAIN_ITEMS_MAX of them, and answers 422 beyond.
+# explanation lists at most LEDGER_EXPLAIN_ITEMS_MAX reservations and as many transfers, and
+# answers 422 beyond.
 EXPLAIN_ITEM_BYTES_MAX = 2 * 1024
 # The entries page (every entry of a SKU at a store): the most one page's answer takes (an entry's
 # texts of up to 256 characters, its codes: CONTRACT §10 allows 1000 of 200).
@@ -205,12 +206,15 @@ async def store_sku_page(
     base = ("v1", "stores", store, "stock", sku)
     start, end = window_bound(from_, end=False), window_bound(to, end=True)
     window = {"axis": axis, **({"from": start} if start else {}), **({"to": end} if end else {})}
-    explain = await api_get(
-        request.app,
-        grant,
-        path_of(*base, "explain"),
-        bytes_max=max(ANSWER_BYTES_MAX, settings.explain_items_max * EXPLAIN_ITEM_BYTES_MAX),
-    )
+    try:
+        explain = await api_get(
+            request.app,
+            grant,
+            path_of(*base, "explain"),
+            bytes_max=ANSWER_BYTES_MAX + 2 * settings.explain_items_max * EXPLAIN_ITEM_BYTES_MAX,
+        )
+    except AnswerTooLarge:  # not within those sizes: the page shows the figures without it
+        explain = Answer(413, {})
     position = int(explain.body["position"]) if explain.ok else None
     at = {} if position is None else {"position": str(position)}
     level, timeline = await asyncio.gather(
