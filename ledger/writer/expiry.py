@@ -20,6 +20,14 @@ DUE_SQL = (
 )
 
 
+def expiry_event_id(store_id: str, reservation_id: str) -> str:
+    """The key of a reservation's expiry (with the source `ledger/expiry`): one per reservation,
+    and no two alike. Both ids may hold `:`, so `expire:S:a:b` was the key of reservation `a:b` at
+    store S and of `b` at store `S:a`: the second expiry failed on the key at every turn, and every
+    reservation due with it. Neither id holds `/` (CONTRACT §1)."""
+    return f"expire:{store_id}/{reservation_id}"
+
+
 class ExpirySchedule:
     """Says when the next look for due reservations is due."""
 
@@ -57,6 +65,6 @@ def expire_due(
         for key in sorted(due):
             held = work.state.reservations[key]
             if held.is_open:
-                apply_entry(expire(held, now, f"expire:{key[0]}:{key[1]}"), work)
+                apply_entry(expire(held, now, expiry_event_id(*key)), work)
         _, committed = insert(recorder, tx, work, recorded_at)
     return len(work.entries), committed

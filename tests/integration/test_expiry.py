@@ -167,7 +167,7 @@ def test_no_producer_can_take_the_key_of_an_expiry(database_url, serve):
         squat = {
             **ev.receipt(other_store, ("B", 1)),
             "source": "ledger/expiry",
-            "id": f"expire:{store}:cart-1",
+            "id": f"expire:{store}/cart-1",
         }
         refused = client.post("/v1/events", json=squat)
         assert [e["field"] for e in api.assert_problem(refused, 422)["errors"]] == ["source"]
@@ -175,4 +175,23 @@ def test_no_producer_can_take_the_key_of_an_expiry(database_url, serve):
         assert [r["outcome"] for r in results] == ["invalid", "accepted"], results
         _wait_until_expired(client, store, ["cart-1", "cart-2"])
         assert api.levels_tuple(api.level(client, store, "A")) == (5, 0, 5, 0)
+    assert "reservation expiry failed" not in server.log_path.read_text()
+
+
+def test_two_reservations_whose_ids_read_alike_across_stores_both_expire(database_url, serve):
+    """Store ids and reservation ids may hold `:`: the expiry of `a:b` at store S and of `b` at store
+    `S:a` had one key, `expire:S:a:b`, and the second, with every reservation due in its turn at any
+    store, never expired (found by review)."""
+    server = serve(database_url, EXPIRY_ENV)
+    store = unique("store")
+    other, bystander = f"{store}:a", unique("store")
+    with server.client() as client:
+        api.record(client, *(ev.receipt(s, ("A", 5)) for s in (store, other, bystander)))
+        assert api.reserve(client, store, "a:b", ("A", 1), expires_at=ev.now_rfc3339(0.5)).status_code == 201
+        _wait_until_expired(client, store, ["a:b"])
+        expires_at = ev.now_rfc3339(0.5)
+        assert api.reserve(client, other, "b", ("A", 1), expires_at=expires_at).status_code == 201
+        assert api.reserve(client, bystander, "cart", ("A", 1), expires_at=expires_at).status_code == 201
+        _wait_until_expired(client, other, ["b"])
+        _wait_until_expired(client, bystander, ["cart"])
     assert "reservation expiry failed" not in server.log_path.read_text()

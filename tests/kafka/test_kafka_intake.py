@@ -195,7 +195,7 @@ def test_unreadable_records_go_unchanged_to_the_dead_letter_topic_and_the_consum
     store = "store-dlq"
     invalid = json.loads(envelope(new_id("bad"), store, "stock.sale", [("SKU-1", -2)]))
     # under the ledger's own source, with the id of an expiry: it would stop every expiry due with it
-    squatting = json.loads(envelope(f"expire:{store}:R-1", store, "stock.receipt", [("SKU-1", 1)]))
+    squatting = json.loads(envelope(f"expire:{store}/R-1", store, "stock.receipt", [("SKU-1", 1)]))
     squatting["source"] = "ledger/expiry"
     junk: list[tuple[str | None, bytes | None]] = [
         (store, b"\xff\xfe not json at all"),
