@@ -12,7 +12,6 @@ import argparse
 import contextlib
 import functools
 import logging
-import os
 import re
 import sqlite3
 import sys
@@ -27,7 +26,15 @@ from eventsourcing.persistence import OperationalError as StoreOperationalError
 from pydantic import ValidationError
 from pydantic_settings import SettingsError
 
-from ledger.cli_errors import EXIT_INTERRUPTED, CommandError, database_url_checked, int_from, redacted_url
+from ledger.cli_errors import (
+    EXIT_INTERRUPTED,
+    CommandError,
+    database_url_checked,
+    int_from,
+    missing_sqlite_file,
+    redacted_url,
+    refuse_missing_sqlite,
+)
 from ledger.config import Settings
 from ledger.importer.cli import register as register_import_command
 from ledger.kafka.cli import register as register_kafka_commands
@@ -51,7 +58,7 @@ def _rebuild(args: argparse.Namespace, settings: Settings) -> int:
     from ledger.bootstrap import open_database
     from ledger.rebuild import RebuildLimits, rebuild
 
-    _refuse_missing_sqlite(settings)  # a mistyped path would otherwise be a new, empty ledger
+    refuse_missing_sqlite(settings.database_url)
     with database_url_checked():
         recorder = open_database(settings)
     try:
@@ -107,7 +114,9 @@ def _migrate(args: argparse.Namespace, settings: Settings) -> int:
         raise CommandError("--check changes nothing and --drop-other-batch-functions drops: give one")
     if args.drop_other_batch_functions and sqlite_file(settings.database_url) is not None:
         raise CommandError("--drop-other-batch-functions is for PostgreSQL: SQLite has no functions")
-    if args.check and _missing_sqlite_file(settings) is not None:  # applies nothing, makes no file
+    if (
+        args.check and missing_sqlite_file(settings.database_url) is not None
+    ):  # applies nothing, makes no file
         _print_pending(plan([]))
         return 0
     with database_url_checked():
@@ -152,21 +161,6 @@ def _print_pending(found: Plan) -> None:
         print(f"would apply {migration.version} ({migration.kind}): {migration.name}")
     if not found.pending:
         print("nothing to apply")
-
-
-def _missing_sqlite_file(settings: Settings) -> str | None:
-    """The SQLite file the settings name, if it does not exist."""
-    from ledger.storage.recorders import sqlite_file
-
-    path = sqlite_file(settings.database_url)
-    return path if path is not None and not os.path.exists(path) else None
-
-
-def _refuse_missing_sqlite(settings: Settings) -> None:
-    """For a command that must find a ledger, not make one: a SQLite file that does not exist."""
-    path = _missing_sqlite_file(settings)
-    if path is not None:
-        raise CommandError(f"{path}: no such database")
 
 
 def _tty_bar(quiet: bool, **options: Any) -> Any:

@@ -1,6 +1,6 @@
 """The error a `ledger` command raises for an expected failure, which ledger/cli.py's main() tells
-in one line on stderr (exit 2), the argument types whose refusal argparse tells so too, and a
-database URL as such a line shows it. Apart
+in one line on stderr (exit 2), the argument types whose refusal argparse tells so too, a database
+URL as such a line shows it, and the refusal of a database to find that is not there. Apart
 from the CLI module, so that the commands that the adapters and the Kafka intake plug into it, and
 the development tools, use them without importing it back."""
 
@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import math
+import os
 from collections.abc import Callable, Iterator
 
 # A shell's code for a command ended by Ctrl-C (128 + SIGINT): every command's, `ledger import`'s too.
@@ -69,3 +70,20 @@ def redacted_url(url: str) -> str:
         scheme, rest = url.split("://", 1)
         return f"{scheme}://***@{rest.split('@', 1)[1]}"
     return url
+
+
+def missing_sqlite_file(database_url: str) -> str | None:
+    """The SQLite file the URL names, if it does not exist."""
+    from ledger.storage.recorders import sqlite_file
+
+    path = sqlite_file(database_url)
+    return path if path is not None and not os.path.exists(path) else None
+
+
+def refuse_missing_sqlite(database_url: str, *, made_by: str | None = None) -> None:
+    """For a command that must find a ledger, not make one: a SQLite file that does not exist (a
+    mistyped path, or a command run in another directory than `ledger serve`, would otherwise
+    record into a new, empty ledger that nothing reads). `made_by`: the command that makes one."""
+    path = missing_sqlite_file(database_url)
+    if path is not None:
+        raise CommandError(f"{path}: no such database" + (f" ({made_by} makes a new one)" if made_by else ""))

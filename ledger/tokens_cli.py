@@ -32,7 +32,7 @@ from ledger.access.store import (
     read_tokens,
     revoke_token,
 )
-from ledger.cli_errors import CommandError, database_url_checked
+from ledger.cli_errors import CommandError, database_url_checked, missing_sqlite_file, refuse_missing_sqlite
 from ledger.clock import utc_now, utc_text
 from ledger.config import Settings
 from ledger.storage.recorders import open_recorder
@@ -74,7 +74,15 @@ def register(commands: argparse._SubParsersAction[Any]) -> None:
     revoke.set_defaults(handler=_revoke)
 
 
-def _database(settings: Settings) -> Any:
+def _database(settings: Settings, *, may_make: bool = False) -> Any:
+    """The ledger's database. Listing or revoking in a SQLite file that is not there (a mistyped
+    path, another directory than `ledger serve`'s) is refused rather than made; the first token may
+    make the ledger (so that a service never runs open), and says so on stderr."""
+    missing = missing_sqlite_file(settings.database_url)
+    if missing is not None and not may_make:
+        refuse_missing_sqlite(settings.database_url, made_by="`ledger migrate`")
+    if missing is not None:
+        print(f"ledger tokens: no ledger at {missing}: making a new one", file=sys.stderr)
     with database_url_checked():
         return open_recorder(
             settings.database_url,
@@ -96,7 +104,7 @@ def _create(args: argparse.Namespace, settings: Settings) -> int:
         rate = check_rate(args.rate_per_s)
     except InvalidGrant as error:
         raise CommandError(str(error)) from None
-    database = _database(settings)
+    database = _database(settings, may_make=True)
     try:
         token = create_token(
             database,

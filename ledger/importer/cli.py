@@ -20,7 +20,7 @@ from typing import Any, BinaryIO
 
 import orjson
 
-from ledger.cli_errors import EXIT_INTERRUPTED, CommandError
+from ledger.cli_errors import EXIT_INTERRUPTED, CommandError, missing_sqlite_file
 from ledger.config import Settings
 from ledger.importer.progress import stderr_progress
 from ledger.importer.reading import FileProgress, InvalidLine, read_lines
@@ -75,6 +75,9 @@ def import_command(args: argparse.Namespace, settings: Settings) -> int:
 
     if args.check:
         return _check(args, settings)
+    # Not refused (history is often imported before a ledger first serves), but said, whatever
+    # --quiet says: run in another directory than `ledger serve`, a relative path is another ledger.
+    new_ledger = missing_sqlite_file(settings.database_url)
     limits = ImportLimits(
         batch_events_max=settings.import_batch_events_max,
         batches_ahead_max=settings.import_batches_ahead_max,
@@ -82,6 +85,8 @@ def import_command(args: argparse.Namespace, settings: Settings) -> int:
         retry_wait_s_max=settings.import_retry_wait_ms_max / 1000,
     )
     with _opened(args.file) as (file, size), import_writer(settings) as chosen:
+        if new_ledger is not None:
+            print(f"ledger import: no ledger at {new_ledger}: made a new one", file=sys.stderr)
         progress = stderr_progress(size, settings.import_progress_interval_s, quiet=args.quiet)
         if not args.quiet:
             progress.say(f"importing {args.file} {chosen.description}")

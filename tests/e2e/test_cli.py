@@ -16,6 +16,7 @@ import pytest
 
 # The console script that `pip install -e .` put beside this interpreter.
 LEDGER = Path(sys.executable).parent / "ledger"
+IMPORT_EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "import" / "1c-movements.jsonl"
 EXIT_USAGE = 2
 # Far above what a refusal takes (a database that does not answer gives up after 5 s); only a hang
 # reaches it.
@@ -273,7 +274,16 @@ def test_a_sqlite_file_that_cannot_be_created_is_refused(tmp_path: Path) -> None
     assert_refused_in_one_line(done, "cannot use the database", "no-such-directory")
 
 
-@pytest.mark.parametrize("command", [["rebuild", "--quiet"], ["verify", "--quiet"]])
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["rebuild", "--quiet"],
+        ["verify", "--quiet"],
+        # These made one, exit 0: an empty list of tokens (found by review).
+        ["tokens", "list"],
+        ["tokens", "revoke", "ops"],
+    ],
+)
 def test_a_command_that_reads_a_ledger_does_not_make_one_where_there_is_none(
     tmp_path: Path, command: list[str]
 ) -> None:
@@ -281,6 +291,25 @@ def test_a_command_that_reads_a_ledger_does_not_make_one_where_there_is_none(
     done = ledger(tmp_path, *command, LEDGER_DATABASE_URL="sqlite:///mistyped.db")
     assert_refused_in_one_line(done, "mistyped.db: no such database")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_command_that_makes_a_new_ledger_says_so_whatever_quiet_says(tmp_path: Path) -> None:
+    """Run in another directory than `ledger serve`, a relative path is another, new ledger: an import
+    recorded its history there in silence, exit 0 (found by review). History is often imported
+    before a ledger first serves, and its first token made before it serves open: both still make
+    one, and say where."""
+    listed = ledger(tmp_path, "tokens", "list")
+    assert_refused_in_one_line(listed, "ledger.db: no such database (`ledger migrate` makes a new one)")
+    imported = ledger(tmp_path, "import", "--quiet", str(IMPORT_EXAMPLE))
+    assert imported.returncode == 0, imported.stderr
+    notice = f"ledger import: no ledger at {tmp_path / 'ledger.db'}: made a new one"
+    assert imported.stderr.splitlines()[0] == notice, imported.stderr
+    again = ledger(tmp_path, "import", "--quiet", str(IMPORT_EXAMPLE))
+    assert again.returncode == 0 and "made a new one" not in again.stderr, again.stderr
+    other = {"LEDGER_DATABASE_URL": f"sqlite:///{tmp_path / 'tokens.db'}"}
+    made = ledger(tmp_path, "tokens", "create", "--name", "ops", "--role", "admin", **other)
+    assert made.returncode == 0 and "tokens.db: making a new one" in made.stderr, made.stderr
+    assert ledger(tmp_path, "tokens", "list", **other).stdout.count("\n") == 2  # the header and ops
 
 
 def test_rebuild_draws_no_progress_bar_into_a_file(tmp_path: Path) -> None:

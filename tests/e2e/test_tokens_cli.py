@@ -81,6 +81,7 @@ def test_a_second_token_of_the_same_name_is_refused_revoked_or_not(tmp_path: Pat
 
 
 def test_what_cannot_be_granted_is_refused_in_one_line(tmp_path: Path) -> None:
+    assert ledger(tmp_path, "migrate").returncode == 0
     for args in (
         ["--name", "kafka", "--role", "reader"],
         ["--name", "ledger", "--role", "reader"],
