@@ -8,6 +8,7 @@ else is said goes to standard error, and never holds it.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from datetime import timedelta
 from typing import Any
@@ -82,7 +83,7 @@ def _database(settings: Settings, *, may_make: bool = False) -> Any:
     if missing is not None and not may_make:
         refuse_missing_sqlite(settings.database_url, made_by="`ledger migrate`")
     if missing is not None:
-        print(f"ledger tokens: no ledger at {missing}: making a new one", file=sys.stderr)
+        print(f"ledger tokens: no ledger at {os.path.abspath(missing)}: making a new one", file=sys.stderr)
     with database_url_checked():
         return open_recorder(
             settings.database_url,

@@ -86,7 +86,9 @@ def import_command(args: argparse.Namespace, settings: Settings) -> int:
     )
     with _opened(args.file) as (file, size), import_writer(settings) as chosen:
         if new_ledger is not None:
-            print(f"ledger import: no ledger at {new_ledger}: made a new one", file=sys.stderr)
+            print(
+                f"ledger import: no ledger at {os.path.abspath(new_ledger)}: made a new one", file=sys.stderr
+            )
         progress = stderr_progress(size, settings.import_progress_interval_s, quiet=args.quiet)
         if not args.quiet:
             progress.say(f"importing {args.file} {chosen.description}")
