@@ -30,7 +30,7 @@ from urllib.parse import urlsplit
 
 import psycopg
 
-from ledger.cli_errors import CommandError
+from ledger.cli_errors import CommandError, refuse_missing_sqlite
 from ledger.projections.schema import PROJECTION_TABLES
 from ledger.projections.tables import write_batch
 from ledger.rebuild.replay import collection_paused, replay
@@ -196,10 +196,9 @@ class _Snapshot:
 @contextlib.contextmanager
 def _snapshot(database_url: str) -> Iterator[_Snapshot]:
     """The stored database in one read-only snapshot."""
+    refuse_missing_sqlite(database_url)  # a mistyped path is not read as an empty ledger
     path = sqlite_file(database_url)
     if path is not None:
-        if not os.path.exists(path):
-            raise CommandError(f"{path}: no such database")
         uri = f"{Path(path).resolve().as_uri()}?mode=ro"
         with contextlib.closing(sqlite3.connect(uri, uri=True, isolation_level=None)) as connection:
             connection.execute("BEGIN")
