@@ -7,8 +7,9 @@ database is in WAL mode, so a reader never blocks a writer: the service records 
 backup holds exactly what was committed when it started (the `position` it prints). Without the
 pinned snapshot, SQLite restarts a stepped backup from its first page whenever another connection
 commits between two steps, and under steady writes it never ends (tried: it was still restarting
-after 2,000 steps). The copy is written beside DEST and renamed onto it only when complete and
-checked (`PRAGMA quick_check`), so DEST is never half a database. DEST is in rollback-journal mode,
+after 2,000 steps). The copy is written beside DEST (`DEST.partial`, held by this backup alone) and
+given DEST's name only when complete and checked (`PRAGMA quick_check`), and never over a file, so
+DEST is never half a database, nor another backup's. DEST is in rollback-journal mode,
 one file: reading it leaves no `-wal` or `-shm` beside it.
 
 **Restore.** The backup is copied *into* the target through the same API, in one step: one write
@@ -28,6 +29,7 @@ would mix the two). It refuses:
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
 import sqlite3
@@ -62,9 +64,11 @@ def backup(source: str, destination: str, step_pages: int, step_pause_ms: int, p
     if os.path.exists(destination):
         raise CommandError(f"{destination} exists: a backup never overwrites a file")
     partial = destination + PARTIAL_SUFFIX
-    with contextlib.suppress(FileNotFoundError):
-        os.remove(partial)  # left by a backup that was interrupted
-    with _connection(source, read_only=True) as src, _connection(partial) as dst:
+    with (
+        _claimed(partial, destination),
+        _connection(source, read_only=True) as src,
+        _connection(partial) as dst,
+    ):
         src.execute("BEGIN")  # the snapshot every step reads from (see the module's docstring)
         events, position = _log_of(src, source)
 
@@ -80,10 +84,57 @@ def backup(source: str, destination: str, step_pages: int, step_pause_ms: int, p
         # The copy carries the source's WAL mode: read later, even read-only, it would grow a -wal
         # and a -shm beside it. In rollback mode it is one file; a restore sets the target's back.
         _set_journal_mode(dst, partial, "delete")
-    _fsync(partial)
-    os.replace(partial, destination)
-    _fsync_directory(destination)
+        _fsync(partial)
+        _publish(partial, destination)
     return Copied(pages, events, position)
+
+
+@contextlib.contextmanager
+def _claimed(partial: str, destination: str) -> Iterator[None]:
+    """Holds the partial copy for this backup alone, emptied, until the block ends. Two backups to
+    one DEST at once would otherwise remove and overwrite each other's copy. A partial copy that is
+    not held is what an interrupted backup left: it is taken over. flock, not POSIX locks: SQLite's
+    own locks on the same file are POSIX ones, which a flock neither meets nor releases."""
+    try:
+        fd = os.open(partial, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as error:  # a folder that does not exist, or that we may not write
+        raise CommandError(f"{destination}: cannot write beside it: {error.strerror}") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise CommandError(f"another backup to {destination} is running: wait for it to end") from None
+        os.ftruncate(fd, 0)
+        try:
+            yield
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(partial)
+            raise
+    finally:
+        os.close(fd)
+
+
+def _publish(partial: str, destination: str) -> None:
+    """Gives the checked copy its name, never over a file: one that appeared at DEST since the
+    backup began (another program, or a backup that began first) is kept, and this copy removed."""
+    try:
+        try:
+            os.link(partial, destination)
+        except FileExistsError:
+            raise CommandError(f"{destination} exists: a backup never overwrites a file") from None
+        except OSError as error:
+            if error.errno not in (errno.EPERM, errno.ENOTSUP):
+                raise
+            # A file system without hard links: a rename, which could only replace a file that
+            # appeared in the instant since this check.
+            if os.path.exists(destination):
+                raise CommandError(f"{destination} exists: a backup never overwrites a file") from None
+            os.rename(partial, destination)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(partial)
+    _fsync_directory(destination)
 
 
 def restore(source: str, target: str, *, force: bool, progress: Progress) -> Copied:

@@ -201,9 +201,10 @@ def _snapshot(database_url: str) -> Iterator[_Snapshot]:
     if path is not None:
         uri = f"{Path(path).resolve().as_uri()}?mode=ro"
         with contextlib.closing(sqlite3.connect(uri, uri=True, isolation_level=None)) as connection:
-            connection.execute("BEGIN")
             side = _SQLiteSide(connection)
             _require_log(side)
+            _require_wal(connection, path)
+            connection.execute("BEGIN")
             yield _Snapshot(side, f"SELECT COALESCE(MAX(rowid), 0) FROM {EVENTS_TABLE}")
         return
     if not database_url.startswith(("postgresql://", "postgres://")):
@@ -218,6 +219,18 @@ def _snapshot(database_url: str) -> Iterator[_Snapshot]:
         _require_log(pg_side)
         yield _Snapshot(pg_side, f"SELECT COALESCE(MAX(notification_id), 0) FROM {EVENTS_TABLE}")
         connection.rollback()
+
+
+def _require_wal(connection: sqlite3.Connection, path: str) -> None:
+    """A backup is in rollback-journal mode (one file, see ledger/backup.py), and the replay's
+    recorder would switch it to the ledger's WAL mode: changed under its own snapshot, that waits for
+    itself ("database is locked"), and a backup must stay as it was written anyway."""
+    mode = str(connection.execute("PRAGMA journal_mode").fetchone()[0]).lower()
+    if mode != "wal":
+        raise CommandError(
+            f"{path} is in {mode} journal mode, as `ledger backup` writes a copy: restore it into a new "
+            "file (`ledger restore`) and verify that"
+        )
 
 
 def _require_log(side: _Side) -> None:

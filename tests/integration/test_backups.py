@@ -6,6 +6,7 @@ from __future__ import annotations
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from support import db
@@ -110,13 +111,13 @@ def test_restore_refuses_a_ledger_in_use_or_with_events_unless_forced(tmp_path: 
     assert refused.returncode == 2 and len(refused.stderr.splitlines()) == 1, refused.stderr
     assert _recorded_ids(target_url) == source_ids
     nowhere = tmp_path / "no-such-folder" / "ledger.db"
-    for url, command in (
-        (target_url, ("backup", str(nowhere))),
-        (f"sqlite:///{nowhere}", ("restore", str(backup_file))),
+    for url, command, why in (
+        (target_url, ("backup", str(nowhere)), "cannot write beside it: No such file or directory"),
+        (f"sqlite:///{nowhere}", ("restore", str(backup_file)), "unable to open database file"),
     ):
         answer = _ledger(url, *command)
         assert answer.returncode == 2 and answer.stderr.count("\n") == 1, answer.stderr
-        assert "unable to open database file" in answer.stderr
+        assert why in answer.stderr
 
 
 def test_postgresql_backups_are_left_to_its_own_tools(postgres, tmp_path: Path):
@@ -181,3 +182,52 @@ def test_commands_on_a_file_that_is_not_a_database_say_so_in_one_line(tmp_path: 
         [line] = answer.stderr.splitlines()
         assert "is not a usable database: file is not a database" in line, line
     assert notes.read_text() == "the only copy of these notes\n"
+
+
+def test_two_backups_to_one_destination_never_overwrite_each_other_nor_what_appears_there(tmp_path: Path):
+    """Each backup holds its partial copy alone; a DEST that appears while a backup runs is kept."""
+    ledger_url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    assert _ledger(ledger_url, "migrate").returncode == 0
+    destination = tmp_path / "backup.db"
+    partial = tmp_path / "backup.db.partial"
+    # One page a step and a long pause: the first backup (45 pages) is still copying while the
+    # second starts, and when the file appears at DEST.
+    slow = {"LEDGER_BACKUP_STEP_PAGES": "1", "LEDGER_BACKUP_STEP_PAUSE_MS": "300"}
+    first = subprocess.Popen(
+        [sys.executable, "-m", "ledger.cli", "backup", str(destination)],
+        env=ledger_env(ledger_url, slow),
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not partial.exists():  # the first backup's claim on it
+            assert first.poll() is None and time.monotonic() < deadline, first.communicate()
+            time.sleep(0.02)
+        second = _ledger(ledger_url, "backup", str(destination))
+        assert second.returncode == 2, second.stderr
+        [line] = second.stderr.splitlines()
+        assert f"another backup to {destination} is running" in line
+        destination.write_text("written by someone else while the first backup ran\n")
+        _, stderr = first.communicate(timeout=120)
+    finally:
+        if first.poll() is None:
+            first.kill()
+    assert first.returncode == 2, stderr
+    assert f"{destination} exists: a backup never overwrites a file" in stderr.splitlines()[-1]
+    assert destination.read_text() == "written by someone else while the first backup ran\n"
+    assert not partial.exists()
+
+    destination.unlink()
+    assert _ledger(ledger_url, "backup", str(destination)).returncode == 0
+    assert not partial.exists()
+    # A backup is verified once restored (README, Backups); verified as it is, it says so.
+    as_it_is = run_ledger_command(f"sqlite:///{destination}", "verify")
+    assert as_it_is.returncode == 2, as_it_is.stderr
+    [line] = as_it_is.stderr.splitlines()
+    assert "journal mode, as `ledger backup` writes a copy: restore it into a new file" in line
+    restored_url = f"sqlite:///{tmp_path / 'restored.db'}"
+    assert _ledger(restored_url, "restore", str(destination)).returncode == 0
+    assert run_ledger_command(restored_url, "verify").returncode == 0
