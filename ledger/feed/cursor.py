@@ -26,6 +26,8 @@ class FeedCursor:
         with self.recorder.plain_transaction() as tx:
             tx.execute(
                 "INSERT INTO ledger_feed_cursors (feed, position) VALUES (%s, %s) "
-                "ON CONFLICT (feed) DO UPDATE SET position = excluded.position",
+                "ON CONFLICT (feed) DO UPDATE SET position = excluded.position "
+                # Never back: a publisher that lost the lock late must not undo its successor's.
+                "WHERE ledger_feed_cursors.position < excluded.position",
                 (self.feed, position),
             )

@@ -4,13 +4,15 @@ position order whatever the number of instances (two publishers would interleave
 PostgreSQL: a session advisory lock, held by a connection of its own; the server drops it when that
 connection ends (the process died, the network went), and another instance takes over. SQLite: an
 exclusive `flock` on a file beside the database, which the kernel drops when the process ends.
-Either is checked before each round is published (`still_held`), so a publisher that lost it stops
-within one round. Every PostgreSQL leadership query waits for its answer at most
+Either is checked before each round is published, every FLUSH_SLICE_S while the broker's
+acknowledgements are awaited, and before the round's position is saved (`still_held`): a publisher
+that lost it drops the records it has not sent yet and saves nothing (and a saved position never
+goes back, ledger/feed/cursor.py). Every PostgreSQL leadership query waits for its answer at most
 pg_sessions.ANSWER_WAIT_S_MAX: a database that takes a query and never answers it (frozen, or the
-network gone silent) costs the feed the lock, never its thread. What is left: a publisher whose
-connection broke while its round was on the wire may publish that round once after another has
-taken over (README: consumers keep a record only when its position is not older than the one
-they hold).
+network gone silent) costs the feed the lock, never its thread. What is left: records already on
+the wire when the lock was lost may reach the broker after the next publisher's, within that
+slice (README: consumers keep a record only when its position is not older than the one they
+hold).
 """
 
 from __future__ import annotations

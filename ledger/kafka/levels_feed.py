@@ -70,6 +70,10 @@ class FeedPublishFailed(Exception):
     """A round was not acknowledged in full; it is published again."""
 
 
+class LostTheFeed(Exception):
+    """Another instance may publish the feed now: this one stops before it saves a position."""
+
+
 class LevelsFeed:
     """The publishing loop; `run` on a thread of its own, `stop` from another."""
 
@@ -131,13 +135,19 @@ class LevelsFeed:
             found = read_round(tx, self.stats.published_position, self.settings.feed_rows_per_round_max)
         if found is None:
             return self._poll_s
-        if not self._leadership.still_held():
+        try:
+            self._held_or_lost()
+            self._publish(found.records)
+            if found.default_change is not None:
+                self._publish_default_change(found.default_change)
+            self._held_or_lost()
+        except LostTheFeed:
+            # Its records not yet on the wire are dropped with the producer: the new publisher
+            # sends the round again from the saved position, after anything this one still sends.
+            self._close_producer()
             self.stats.publishing = False
             log.warning("lost the availability feed's lock; another instance may publish it now")
             return self.settings.feed_takeover_ms / 1000
-        self._publish(found.records)
-        if found.default_change is not None:
-            self._publish_default_change(found.default_change)
         self._cursor.save(found.end_position)
         self.stats.published_position = found.end_position
         self.stats.rounds_published += 1
@@ -150,6 +160,10 @@ class LevelsFeed:
         self._backoff.reset()
         # More committed than this round held: read it at once.
         return 0.0 if found.end_position < self.stats.head_position else self._poll_s
+
+    def _held_or_lost(self) -> None:
+        if not self._leadership.still_held():
+            raise LostTheFeed
 
     def _publish_default_change(self, change: DefaultChange) -> None:
         """The records of a store's default policy change, a page of the store's SKUs at a time
@@ -184,6 +198,8 @@ class LevelsFeed:
             if time.monotonic() >= deadline:
                 raise FeedPublishFailed(f"not acknowledged within {self.settings.feed_publish_timeout_s} s")
             producer.flush(timeout=FLUSH_SLICE_S)
+            if not all(future.is_done for future in futures):
+                self._held_or_lost()  # a slow broker: another instance may have taken over meanwhile
         for record, future in zip(records, futures, strict=True):
             if future.failed():
                 refusal = future.exception

@@ -347,3 +347,112 @@ def test_a_frozen_database_cannot_hold_the_feeds_thread_in_a_leadership_query(po
         os.kill(holder, signal.SIGCONT)
         checking.join(DEADLINE_S)
         leadership.release()
+
+
+class _SlowBroker:
+    """A producer's stand-in whose acknowledgements wait for `answer`: a record is on the topic once
+    acknowledged (sent before, it would still be in the producer's queue). Closing the producer
+    drops what it has not acknowledged."""
+
+    def __init__(self, topic: list[bytes], answer: threading.Event | None) -> None:
+        self.topic = topic
+        self.answer = answer
+
+    def producer(self, _: Settings) -> Any:
+        broker = self
+        queued: list[_SlowFuture] = []
+
+        class Producer:
+            def send(self, topic: str, key: bytes, value: bytes) -> _SlowFuture:
+                future = _SlowFuture()
+                queued.append(future)
+                future.value = value
+                return future
+
+            def flush(self, timeout: float) -> None:
+                if broker.answer is None or broker.answer.is_set():
+                    for future in queued:
+                        broker.topic.append(future.value)
+                        future.is_done = True
+                    queued.clear()
+                else:
+                    time.sleep(0.01)
+
+            def close(self, timeout: float) -> None:
+                queued.clear()
+
+        return Producer()
+
+
+class _SlowFuture:
+    def __init__(self) -> None:
+        self.is_done = False
+        self.exception = None
+        self.value = b""
+
+    def failed(self) -> bool:
+        return False
+
+
+def test_a_publisher_that_loses_the_feed_mid_round_neither_publishes_nor_saves_after_its_successor(
+    postgres, serve
+):
+    """The leader's database session ends while it waits for the broker (the network, a restart, an
+    idle timeout): the lock goes with it, and another instance takes over. The first must not land its
+    round after the second's newer records, nor move the saved position back."""
+    database_url = postgres.create_database()
+    server = serve(database_url)
+    settings = Settings(
+        database_url=database_url, kafka_bootstrap="unused:9092", feed_poll_ms=10, feed_takeover_ms=20
+    )
+    topic: list[bytes] = []
+    answer = threading.Event()  # the first leader's broker acknowledges only once this is set
+    recorder = open_recorder(database_url, 2, 30)
+    first = LevelsFeed(recorder, settings, _SlowBroker(topic, answer).producer)
+    second = LevelsFeed(recorder, settings, _SlowBroker(topic, None).producer)
+    threads = [threading.Thread(target=feed.run, daemon=True) for feed in (first, second)]
+    store = unique("shop")
+    try:
+        with server.client() as client:
+            received = api.record(client, ev.receipt(store, ("A", 1)))[0]["position"]
+            threads[0].start()
+            _wait(
+                lambda: first.stats.publishing and first.stats.head_position >= received, "the first to lead"
+            )
+            time.sleep(0.3)  # its round is sent and waits for the broker
+            with psycopg.connect(database_url, autocommit=True) as admin:
+                admin.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND granted "
+                    "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+                )
+            threads[1].start()
+            _wait(lambda: second.stats.published_position == received, "the second to take over")
+            newer = api.record(client, ev.receipt(store, ("A", 5)))[0]["position"]
+            _wait(lambda: second.stats.published_position == newer, "the second to publish the newer figures")
+            answer.set()  # the first one's broker answers now
+            _wait(lambda: not first.stats.publishing, "the first to see it lost the feed")
+            level = api.level(client, store, "A")
+        positions = [decode_record(value).position for value in topic]
+        assert positions == sorted(positions), positions
+        assert decode_record(topic[-1]).on_hand_units == level["on_hand"] == 6
+        assert FeedCursor(recorder, FEED_NAME).load() == newer
+    finally:
+        answer.set()
+        for feed in (first, second):
+            feed.stop()
+        for thread in threads:
+            thread.join(DEADLINE_S)
+        recorder.close()
+
+
+def test_a_saved_feed_position_never_goes_back(database_url):
+    recorder = open_recorder(database_url, 2, 30)
+    try:
+        cursor = FeedCursor(recorder, FEED_NAME)
+        cursor.save(7)
+        cursor.save(5)  # a publisher that lost the feed, saving late
+        assert cursor.load() == 7
+        cursor.save(9)
+        assert cursor.load() == 9
+    finally:
+        recorder.close()
