@@ -51,7 +51,9 @@ def read_lines(
         # more, so that the line's own bytes meet the same limit as any other line's. (Dropped
         # after a read of the limit, the mark let a line 1 to 3 bytes too long pass as whole, and
         # the rest of it be read as the next line: an event could hide in the tail of line 1.)
-        raw = file.readline(line_bytes_max + 1 + (len(UTF8_BOM) if first else 0))
+        # Two bytes more than the limit: a line of the limit's length and its end, `\r\n` as well
+        # as `\n`, is read whole.
+        raw = file.readline(line_bytes_max + 2 + (len(UTF8_BOM) if first else 0))
         if not raw:
             return
         progress.line_no += 1
@@ -59,9 +61,9 @@ def read_lines(
         if first:
             raw = without_bom(raw)
             first = False
-        ended = raw.endswith(b"\n")
-        if len(raw) - ended > line_bytes_max:  # the line's bytes before its end, over the limit
-            if not ended:
+        line_end = 2 if raw.endswith(b"\r\n") else 1 if raw.endswith(b"\n") else 0
+        if len(raw) - line_end > line_bytes_max:  # the line's bytes before its end, over the limit
+            if not line_end:
                 progress.bytes_read += _skip_rest_of_line(file, line_bytes_max)
             yield InvalidLine(
                 progress.line_no, f"longer than {line_bytes_max} bytes (LEDGER_IMPORT_LINE_BYTES_MAX)"

@@ -114,3 +114,16 @@ def test_no_event_hides_in_the_tail_of_an_over_long_first_line_after_a_mark() ->
     assert [(type(line).__name__, line.line_no) for line in lines] == [("InvalidLine", 1), ("ValidLine", 2)]
     assert [line.event.lines[0].qty_units for line in lines if isinstance(line, ValidLine)] == [3]
     assert progress.line_no == 2
+
+
+@pytest.mark.parametrize("line_end", [b"\n", b"\r\n"])
+def test_a_line_of_the_limits_length_is_read_whole_whatever_its_end(line_end: bytes) -> None:
+    """A Windows file's `\\r` is the line's end, not its content: it counted toward the limit."""
+    lines, _ = _read(_envelope_of(LINE_BYTES_MAX) + line_end + _envelope(2) + line_end)
+    assert [(type(line).__name__, line.line_no) for line in lines] == [("ValidLine", 1), ("ValidLine", 2)]
+    for extra in (1, 2):  # one or two bytes over: the whole line is refused, the next read whole
+        lines, _ = _read(_envelope_of(LINE_BYTES_MAX + extra) + line_end + _envelope(2) + line_end)
+        assert [(type(line).__name__, line.line_no) for line in lines] == [
+            ("InvalidLine", 1),
+            ("ValidLine", 2),
+        ]
