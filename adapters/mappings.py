@@ -55,6 +55,13 @@ class MappingError(ValueError):
     """A CSV row that cannot be loaded, with its line number."""
 
 
+# Systems whose stores are read back by their external id (MoySklad's demands and stock report, the
+# WMS's stock): one of their stores can stand for one ledger store only. Reconciled, each ledger
+# store mapped to a shared one was given the whole of its stock (15 units read as 15 at each).
+# Bitrix is not among them: its product quantity is the sum over the ledger stores mapped to it.
+ONE_LEDGER_STORE_EACH = ("moysklad", "wms")
+
+
 @dataclass(frozen=True, slots=True)
 class ExternalRef:
     external_id: str
@@ -118,6 +125,18 @@ class Mappings:
 
     def all(self, system: str, kind: str) -> dict[str, ExternalRef]:
         return dict(self.snapshot().refs.get((system, kind), {}))
+
+    def stores_one_to_one(self, system: str) -> dict[str, ExternalRef]:
+        """Every ledger store mapped to `system`, each to a store of its own; MappingError names an
+        external store mapped from more than one (loaded before `save` refused it)."""
+        stores = self.all(system, "store")
+        by_external: dict[str, list[str]] = {}
+        for store_id, ref in sorted(stores.items()):
+            by_external.setdefault(ref.external_id, []).append(store_id)
+        for external_id, store_ids in sorted(by_external.items()):
+            if len(store_ids) > 1:
+                raise MappingError(_shared_store(system, external_id, store_ids))
+        return stores
 
     def unit(self, system: str, sku: str) -> tuple[str, int] | None:
         return self.snapshot().units.get(system, {}).get(sku)
@@ -275,7 +294,36 @@ def save(recorder: Any, rows: Iterable[MappingRow]) -> int:
                     "updated_at = excluded.updated_at",
                     (row.system, row.kind, row.local_id, row.external_id, row.external_type, stamp),
                 )
+        _refuse_shared_stores(tx)
     return count
+
+
+def _refuse_shared_stores(tx: Any) -> None:
+    """Checked on the table as the load leaves it (rows loaded before count too); raised inside the
+    load's transaction, so nothing of the file is kept."""
+    systems = ", ".join(f"'{system}'" for system in ONE_LEDGER_STORE_EACH)
+    row = tx.fetchone(
+        "SELECT system, external_id FROM adapter_mappings "
+        f"WHERE kind = 'store' AND system IN ({systems}) "
+        "GROUP BY system, external_id HAVING COUNT(*) > 1 ORDER BY system, external_id LIMIT 1"
+    )
+    if row is not None:
+        store_ids = [
+            found["local_id"]
+            for found in tx.fetchall(
+                "SELECT local_id FROM adapter_mappings WHERE system = %s AND kind = 'store' "
+                "AND external_id = %s ORDER BY local_id",
+                (row["system"], row["external_id"]),
+            )
+        ]
+        raise MappingError(_shared_store(row["system"], row["external_id"], store_ids) + "; nothing loaded")
+
+
+def _shared_store(system: str, external_id: str, store_ids: list[str]) -> str:
+    return (
+        f"{system} store {external_id} is mapped from {len(store_ids)} ledger stores "
+        f"({', '.join(store_ids)}): each {system} store stands for one ledger store"
+    )
 
 
 def load_csv(recorder: Any, path: Path) -> int:

@@ -117,7 +117,7 @@ def read_moysklad_snapshot(
     on_hand: dict[tuple[str, str], int] = {}
     mappings = mappings.frozen()
     mapped_skus = frozenset(mappings.all(MOYSKLAD, "sku"))
-    for store_id, ref in sorted(mappings.all(MOYSKLAD, "store").items()):
+    for store_id, ref in sorted(mappings.stores_one_to_one(MOYSKLAD).items()):
         skipped = 0
         for row in client.stock_rows(ref.external_id):
             _, assortment_uuid = entity_id(row["meta"]["href"])

@@ -67,6 +67,35 @@ def test_a_bad_row_names_its_line_and_nothing_of_the_file_is_loaded(tmp_path, re
     assert Mappings(recorder, refresh_s=0).external("bitrix", "sku", "SKU-1") is None
 
 
+@pytest.mark.parametrize("system", ["moysklad", "wms"])
+def test_one_moysklad_or_wms_store_is_mapped_from_one_ledger_store_only(tmp_path, recorder, system):
+    """Their stores are read back by external id (demands, stock reports): shared, a reconciliation
+    gave each ledger store the whole stock. Bitrix sums the ledger stores mapped to one of its stores."""
+    path = tmp_path / "mappings.csv"
+    path.write_text(MAPPINGS_CSV + f"{system},store,shop-1,main,,\n")
+    assert load_csv(recorder, path) == 6
+    again = tmp_path / "more.csv"
+    again.write_text(
+        "system,kind,local_id,external_id,external_type,factor\n"
+        f"bitrix,store,backroom,1,,\nbitrix,sku,SKU-9,109,product,\n{system},store,backroom,main,,\n"
+    )
+
+    with pytest.raises(
+        MappingError, match=f"{system} store main is mapped from 2 ledger stores .backroom, shop-1."
+    ):
+        load_csv(recorder, again)
+
+    mappings = Mappings(recorder, refresh_s=0)
+    assert mappings.external("bitrix", "sku", "SKU-9") is None  # nothing of the file is loaded
+    assert sorted(mappings.all(system, "store")) == ["shop-1"]
+    bitrix_shared = tmp_path / "bitrix.csv"
+    bitrix_shared.write_text(
+        "system,kind,local_id,external_id,external_type,factor\nbitrix,store,backroom,1,,\n"
+    )
+    assert load_csv(recorder, bitrix_shared) == 1
+    assert sorted(Mappings(recorder, refresh_s=0).all("bitrix", "store")) == ["backroom", "shop-1"]
+
+
 def test_an_edited_mapping_is_used_by_a_running_adapter_after_the_refresh(bitrix, recorder, mapped, record):
     fake, server = bitrix
     fake.add_product("101")

@@ -14,6 +14,8 @@ from conftest import event
 from ledger_stand_ins import RefusingLedger
 
 from adapters import cli
+from adapters.db import transaction
+from adapters.mappings import MappingError
 from adapters.moysklad import MoySkladClient, MoySkladConfig
 from adapters.outbound import TargetUnavailable
 from adapters.reconcile import make_report
@@ -205,6 +207,25 @@ def test_a_fully_reserved_item_is_read_as_its_stock_not_as_zero(account, recorde
     assert snapshot.on_hand[("shop-1", "SKU-R")] == 18
     assert lines(report) == lines(complete) == [("shop-1", "SKU-2", 3, 2, -1)]
     assert report.untouched == []
+
+
+def test_a_moysklad_store_mapped_from_two_ledger_stores_is_not_reconciled_into_both(
+    account, recorder, mappings, record
+):
+    """Mapped before loading refused it (an older database): each ledger store was given the whole
+    of the MoySklad store's stock, and an apply made 30 units out of 15."""
+    fake, server = account
+    record(event(RECEIPT, "shop-1", ("SKU-2", 10)), event(RECEIPT, "backroom", ("SKU-2", 5)))
+    fake.stock[(PRODUCT, STORE_UUID)] = {"stock": 15.0}
+    with transaction(recorder) as tx:  # as an older release let it be loaded
+        tx.execute(
+            "INSERT INTO adapter_mappings (system, kind, local_id, external_id, external_type, updated_at) "
+            "VALUES ('moysklad', 'store', 'backroom', %s, NULL, '2026-12-01T00:00:00Z')",
+            (STORE_UUID,),
+        )
+
+    with pytest.raises(MappingError, match=f"moysklad store {STORE_UUID} is mapped from 2 ledger stores"):
+        read_moysklad_snapshot(client_for(server), mappings)
 
 
 def test_the_fake_leaves_out_zero_available_rows_unless_quantity_mode_all_is_asked(account):
