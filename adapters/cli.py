@@ -254,7 +254,8 @@ def _reconcile_apply(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _record_report(recorder: Any, report: Any, settings: Settings, *, force: bool) -> int:
-    from adapters.reconcile_apply import ApplyLimits, apply_report, reasons_to_force
+    from adapters.reconcile_apply import ApplyLimits, ReportSuperseded, apply_report, reasons_to_force
+    from adapters.reconcile_lock import ApplyInProgress
     from adapters.reconcile_runs import applied_since
     from adapters.sink import EventsRefused, SinkError
 
@@ -287,6 +288,8 @@ def _record_report(recorder: Any, report: Any, settings: Settings, *, force: boo
     sink, ledger = _ledger_sink(settings)
     try:
         events = apply_report(recorder, report, sink, limits, force=force)
+    except (ReportSuperseded, ApplyInProgress) as error:  # another apply ended, or runs, meanwhile
+        raise CommandError(f"{error}. Nothing recorded") from None
     except EventsRefused as error:
         raise CommandError(
             f"{error}, and will be again: the report is not marked applied, and the lines before it "

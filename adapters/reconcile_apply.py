@@ -10,7 +10,8 @@ It refuses, with a typed error naming why:
 - a report whose changes pass a named limit (a line moving more than `line_units_max` units, or
   more than `changed_share_max` of the compared stores' SKUs changed), unless forced;
 - a report over stores another report was applied to after it was made (its ledger figures do
-  not include that run's corrections, so its differences could correct the same thing twice).
+  not include that run's corrections, so its differences could correct the same thing twice),
+  checked under a lock that one apply at a time holds (adapters/reconcile_lock.py).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from adapters.reconcile import Discrepancy, Report
+from adapters.reconcile_lock import applying_alone
 from adapters.reconcile_runs import applied_since, mark_applied
 from adapters.sink import EventSink
 from ledger.access.scopes import ADAPTER_PRINCIPAL_PREFIX
@@ -108,15 +110,16 @@ def apply_report(
     """Records the report's lines; returns how many events it submitted (0 when the ledger is master)."""
     if report.master != "external":
         return 0
-    superseding = applied_since(recorder, report)
-    if superseding:
-        raise ReportSuperseded(report.run_id, superseding)
-    reasons = reasons_to_force(report, limits)
-    if reasons and not force:
-        raise ChangeAboveLimits(report.run_id, reasons)
-    events = adjustment_events(report)
-    for part in chunks(events, EVENTS_PER_SUBMIT_MAX):
-        sink.record(list(part))
-    report.applied_at = mark_applied(recorder, report.run_id, len(events))
+    with applying_alone(recorder):  # the check below sees every other apply's mark
+        superseding = applied_since(recorder, report)
+        if superseding:
+            raise ReportSuperseded(report.run_id, superseding)
+        reasons = reasons_to_force(report, limits)
+        if reasons and not force:
+            raise ChangeAboveLimits(report.run_id, reasons)
+        events = adjustment_events(report)
+        for part in chunks(events, EVENTS_PER_SUBMIT_MAX):
+            sink.record(list(part))
+        report.applied_at = mark_applied(recorder, report.run_id, len(events))
     report.applied_events = len(events)
     return len(events)

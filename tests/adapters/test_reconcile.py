@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import threading
+import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import event
+from conftest import BOTH_DATABASES, either_database, event
 from ledger_stand_ins import RefusingLedger
 
 from adapters import cli
-from adapters.db import transaction
+from adapters.db import open_database, transaction
 from adapters.mappings import MappingError
 from adapters.moysklad import MoySkladClient, MoySkladConfig
 from adapters.outbound import TargetUnavailable
@@ -29,7 +32,9 @@ from adapters.reconcile_apply import (
 from adapters.reconcile_runs import load_report, save_report
 from adapters.sink import LedgerSink
 from adapters.snapshots import read_csv_snapshot, read_moysklad_snapshot
+from ledger.bootstrap import build_ledger
 from ledger.cli import main
+from ledger.config import Settings
 from ledger.domain.model import EventType
 
 RECEIPT, RESERVATION = EventType.RECEIPT, EventType.RESERVATION
@@ -166,6 +171,52 @@ def test_a_report_made_before_another_was_applied_to_its_stores_is_refused(
     with pytest.raises(ReportSuperseded, match="first"):
         apply_report(recorder, load_report(recorder, "second"), LedgerSink(ledger), LIMITS)
     assert levels(ledger, "shop-1", "SKU-1") == {"SKU-1": 8}  # corrected once, not twice
+
+
+@pytest.fixture(params=BOTH_DATABASES)
+def ledger_on_either(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Any, Any]]:
+    """(ledger, recorder) on SQLite, then on PostgreSQL."""
+    url = either_database(request, tmp_path)
+    ledger = build_ledger(Settings(database_url=url, request_timeout_s=20))
+    ledger.start()
+    recorder = open_database(url, 4, 10)
+    try:
+        yield ledger, recorder
+    finally:
+        recorder.close()
+        ledger.stop()
+
+
+def test_two_reports_over_one_store_applied_at_once_correct_it_once(tmp_path, ledger_on_either):
+    """Two counts of one shelf, each reviewed and applied at the same moment: both passed the check
+    before either was marked applied, and both recorded (10 - 1 - 1 = 8)."""
+    ledger, recorder = ledger_on_either
+    ledger.submit_and_wait([event(RECEIPT, "shop-1", ("SKU-1", 10))])
+    count = read_csv_snapshot(count_file(tmp_path / "count.csv", "shop-1,SKU-1,9,"))
+    for run in ("person", "scanner"):
+        save_report(recorder, make_report(recorder, count, run_id=run))
+
+    class SlowLedger(LedgerSink):
+        def record(self, events: Any) -> Any:
+            time.sleep(0.5)  # both applies are under way before either records
+            return super().record(events)
+
+    outcomes: list[str] = []
+
+    def apply(run: str) -> None:
+        try:
+            apply_report(recorder, load_report(recorder, run), SlowLedger(ledger), LIMITS)
+            outcomes.append("applied")
+        except ReportSuperseded:
+            outcomes.append("superseded")
+
+    threads = [threading.Thread(target=apply, args=(run,)) for run in ("person", "scanner")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert sorted(outcomes) == ["applied", "superseded"]
+    assert levels(ledger, "shop-1", "SKU-1") == {"SKU-1": 9}
 
 
 # -- MoySklad: every row, every page -------------------------------------------------------------------
