@@ -44,7 +44,14 @@ OccurredAsOf = Annotated[
 ]
 AtPosition = Annotated[
     int | None,
-    Query(ge=0, le=POSITION_MAX, description="the levels after this log position"),
+    Query(
+        ge=0,
+        le=POSITION_MAX,
+        description=(
+            "the levels after this log position; beyond the log's head, the head's levels "
+            "(position = the head)"
+        ),
+    ),
     DECIMAL_DIGITS,
 ]
 MinPosition = Annotated[
