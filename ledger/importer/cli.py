@@ -99,7 +99,8 @@ def import_command(args: argparse.Namespace, settings: Settings) -> int:
             summary = importer.run(lines, file_progress)
         except KeyboardInterrupt:
             summary = importer.summary
-            summary.stopped = f"interrupted after line {file_progress.line_no}"
+            # The batches read ahead are recorded before run() returns; the lines after them are not.
+            summary.stopped = f"interrupted: every line up to {importer.done_through_line} has its outcome"
         finally:
             progress.close()
     _print_summary(args.file, summary, as_json=args.json)

@@ -122,6 +122,9 @@ class Importer:
         self._crash: BaseException | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._record_batches, name="ledger-import", daemon=True)
+        # Every line up to this one has its outcome (recorded, or reported invalid); the reading
+        # runs ahead of it by up to LEDGER_IMPORT_BATCHES_AHEAD_MAX batches and the one it fills.
+        self.done_through_line = 0
 
     def run(self, lines: Iterable[ValidLine | InvalidLine], file_progress: FileProgress) -> Summary:
         """Records every valid line in order and reports every invalid one; the summary of it all.
@@ -202,6 +205,7 @@ class Importer:
                 self._failure = stopped
                 self._stop.set()
                 return
+            self.done_through_line = batch.line_no
             self.progress.update(batch.bytes_read, batch.line_no, self.summary.recorded)
             batch = ahead.popleft() if ahead else (None if ended else self._batches.get())
 

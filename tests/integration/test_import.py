@@ -5,6 +5,7 @@ stops it, and no event lost or doubled while a `ledger serve` records on the sam
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -381,3 +382,37 @@ def test_a_writer_that_stays_unavailable_stops_the_import_with_exit_2(tmp_path: 
     assert last.startswith("ledger import: stopped at line 1: the writer could not record it"), last
     assert "run it again to finish" in last
     assert summary_of(done)["stopped"].startswith("stopped at line 1")
+
+
+def test_an_interrupted_import_names_the_line_up_to_which_every_line_is_recorded(
+    database_url: str, tmp_path: Path
+) -> None:
+    """Ctrl-C: the batches read ahead are recorded before it ends, the lines after them are not, and
+    the line it names is exactly where the recorded ones end (it named the line the reading had
+    reached, up to several batches further)."""
+    source = f"import-{uuid.uuid4().hex[:8]}"
+    events = [ev.receipt("shop-1", (f"SKU-{n % 50}", 1)) | {"source": source} for n in range(40_000)]
+    path = write_lines(tmp_path / "big.jsonl", events)
+    importing = subprocess.Popen(
+        [str(LEDGER), "import", str(path)],
+        env=ledger_env(
+            database_url, {"LEDGER_IMPORT_BATCH_EVENTS_MAX": "50", "LEDGER_IMPORT_PROGRESS_INTERVAL_S": "0.2"}
+        ),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert importing.stderr is not None
+        while " recorded" not in importing.stderr.readline():  # the first progress line: it records
+            assert importing.poll() is None, importing.communicate()
+        importing.send_signal(signal.SIGINT)
+        _, stderr = importing.communicate(timeout=DEADLINE_S)
+    finally:
+        if importing.poll() is None:
+            importing.kill()
+    assert importing.returncode == 130, stderr
+    [said] = [line for line in stderr.splitlines() if "interrupted" in line]
+    through = int(said.split("every line up to ")[1].split(" ")[0])
+    assert 0 < through < len(events), said
+    assert event_keys(database_url, source) == through
