@@ -91,10 +91,12 @@ def _allocations(stores: list[tuple[str, list[tuple[str, int]]]]) -> list[dict[s
     ]
 
 
-def _held_allocation(held: list[ReservationView], candidates: tuple[str, ...]) -> list[dict[str, Any]]:
-    """The allocation a reservation placed earlier holds, in candidate order (then by store id,
-    for parts at stores that are no candidates any more)."""
-    order = {store: index for index, store in enumerate(candidates)}
+def _held_allocation(held: list[ReservationView], named: tuple[str, ...] | None) -> list[dict[str, Any]]:
+    """The allocation a reservation placed earlier holds, in the candidate order of the request as
+    given: the stores named, else every store by id (CONTRACT §6). Never the stores found again for
+    the retry: those no longer include a store the first request emptied, and the same request
+    again answers the same body. (Parts at stores not named come last, by store id.)"""
+    order = {store: index for index, store in enumerate(named or ())}
     held = sorted(held, key=lambda v: (order.get(v.reservation.store_id, len(order)), v.reservation.store_id))
     return _allocations(
         [
@@ -154,7 +156,7 @@ async def source_order(
         if ask.reserve is not None:  # the same request again, after it took the last units
             held = await _held(ledger, ask, limits, candidates, ask.reservation_id, grant)
             if _holds(held, ask):
-                return _answer_held(held, candidates)
+                return _answer_held(held, ask.candidates)
         shortfall = [{"sku": line.sku, "requested": line.qty_units, "available": 0} for line in ask.lines]
         raise _unsourceable(shortfall)
     if ask.reserve is None:
@@ -178,7 +180,7 @@ async def source_order(
         if not _holds(held, ask):
             conflict = EventResult("", "", "", Outcome.REJECTED, RejectionReason.RESERVATION_CONFLICT)
             raise refusal(conflict, command.reservation_id)
-        return _answer_held(held, candidates)
+        return _answer_held(held, ask.candidates)
     if result.outcome is Outcome.INVALID:
         raise _too_hard(limits.search_steps_max)
     raise refusal(result, command.reservation_id)
@@ -205,9 +207,9 @@ async def _held(
     return [v for v in views if v.reservation.store_id in kept]
 
 
-def _answer_held(held: list[ReservationView], candidates: tuple[str, ...]) -> Response:
+def _answer_held(held: list[ReservationView], named: tuple[str, ...] | None) -> Response:
     body = {
-        "allocations": _held_allocation(held, candidates),
+        "allocations": _held_allocation(held, named),
         "reservation": across_public(held),
         "position": max(v.reservation.placed_at_position for v in held),
     }

@@ -211,6 +211,27 @@ def test_sourcing_without_stores_answers_the_same_request_again_after_it_took_th
     assert (reserved(client, s1, sku), reserved(client, s2, sku)) == (9, 0)
 
 
+def test_sourcing_without_stores_answers_the_allocations_again_in_store_id_order(
+    client: httpx.Client,
+) -> None:
+    """The first request emptied s1, so the stores found for the retry are s2 and s3 alone: the
+    allocations are still in the order of the request's own candidates (every store, by id)."""
+    s1, s2, s3, sku = unique("s1"), unique("s2"), unique("s3"), unique("SKU")
+    stock(client, s1, (sku, 2))
+    stock(client, s2, (sku, 1))
+    stock(client, s3, (sku, 6))
+    placing = {"lines": ev.lines((sku, 7)), "reserve": {"reservation_id": unique("R")}}
+    placed = client.post("/v1/sourcing", json=placing)
+    assert placed.status_code == 200, placed.text
+    assert placed.json()["allocations"] == [
+        {"store": s1, "lines": ev.lines((sku, 2))},
+        {"store": s3, "lines": ev.lines((sku, 5))},
+    ]
+    again = client.post("/v1/sourcing", json=placing)
+    assert again.status_code == 200, again.text
+    assert again.json() == placed.json()
+
+
 @pytest.mark.parametrize(
     ("path", "body", "field"),
     [
