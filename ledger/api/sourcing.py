@@ -154,7 +154,7 @@ async def source_order(
     candidates = await _candidates(ledger, ask, limits, grant)
     if not candidates:
         if ask.reserve is not None:  # the same request again, after it took the last units
-            held = await _held(ledger, ask, limits, candidates, ask.reservation_id, grant)
+            held = await _held(ledger, ask, limits, candidates, ask.reservation_id, grant, None)
             if _holds(held, ask):
                 return _answer_held(held, ask.candidates)
         shortfall = [{"sku": line.sku, "requested": line.qty_units, "available": 0} for line in ask.lines]
@@ -176,7 +176,8 @@ async def source_order(
         }
         return json_response(body)
     if result.outcome is Outcome.DUPLICATE:
-        held = await _held(ledger, ask, limits, candidates, command.reservation_id, grant)
+        placed_at = result.original.position if result.original is not None else None
+        held = await _held(ledger, ask, limits, candidates, command.reservation_id, grant, placed_at)
         if not _holds(held, ask):
             conflict = EventResult("", "", "", Outcome.REJECTED, RejectionReason.RESERVATION_CONFLICT)
             raise refusal(conflict, command.reservation_id)
@@ -193,18 +194,28 @@ async def _held(
     candidates: tuple[str, ...],
     reservation_id: str | None,
     grant: Grant | None,
+    placed_at: int | None,
 ) -> list[ReservationView]:
-    """The parts of the reservation placed earlier under this id: at the candidates when they are
-    named; else at any store the token sees, since the stores found now may no longer include
-    those where the first request took the last units."""
+    """The parts of the reservation this request placed earlier, among those the token sees.
+    Reservation ids are unique per store only (CONTRACT §1), so another store may hold this id for
+    another order: the parts are those one event placed together, at `placed_at` (the position the
+    writer answers a duplicate with) or, for a retry that finds no candidate and so is not sent to
+    the writer, at the latest position whose parts hold the order. Failing that, the parts at the
+    candidates: the writer takes those for the same request again when they hold the order between
+    them, whichever events placed them (per-store reservations made beforehand under this id)."""
     assert reservation_id is not None
     views = await current(ledger, limits.stores_max, reservation_id)
-    kept = (
-        set(candidates)
-        if ask.candidates is not None
-        else set(visible_stores(grant, [v.reservation.store_id for v in views]))
-    )
-    return [v for v in views if v.reservation.store_id in kept]
+    seen = set(visible_stores(grant, [v.reservation.store_id for v in views]))
+    views = [v for v in views if v.reservation.store_id in seen]
+    if placed_at is not None:
+        positions = [placed_at]
+    else:
+        positions = sorted({v.reservation.placed_at_position for v in views}, reverse=True)
+    for position in positions:
+        together = [v for v in views if v.reservation.placed_at_position == position]
+        if _holds(together, ask):
+            return together
+    return [v for v in views if v.reservation.store_id in candidates]
 
 
 def _answer_held(held: list[ReservationView], named: tuple[str, ...] | None) -> Response:

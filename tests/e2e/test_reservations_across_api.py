@@ -232,6 +232,31 @@ def test_sourcing_without_stores_answers_the_allocations_again_in_store_id_order
     assert again.json() == placed.json()
 
 
+@pytest.mark.parametrize("left", [3, 0], ids=["units-left", "took-the-last-units"])
+def test_sourcing_again_answers_its_own_reservation_when_another_store_holds_the_id(
+    client: httpx.Client, left: int
+) -> None:
+    """Reservation ids are unique per store only (CONTRACT §1): another store may hold the same id
+    for another order, and the same sourcing request again still answers what it placed."""
+    other, s1, sku = unique("s0"), unique("s1"), unique("SKU")
+    stock(client, other, ("OTHER", 5))
+    stock(client, s1, (sku, 2 + left))
+    rid = unique("R")
+    elsewhere = client.post(
+        f"/v1/stores/{other}/reservations", json={"reservation_id": rid, "lines": ev.lines(("OTHER", 1))}
+    )
+    assert elsewhere.status_code == 201, elsewhere.text
+    placing = {"lines": ev.lines((sku, 2)), "reserve": {"reservation_id": rid}}
+    placed = client.post("/v1/sourcing", json=placing)
+    assert placed.status_code == 200, placed.text
+    assert placed.json()["allocations"] == [{"store": s1, "lines": ev.lines((sku, 2))}]
+    again = client.post("/v1/sourcing", json=placing)
+    assert again.status_code == 200, again.text
+    assert again.json() == placed.json()  # its allocations, reservation and position
+    assert [part["store_id"] for part in again.json()["reservation"]["stores"]] == [s1]
+    assert (reserved(client, other, "OTHER"), reserved(client, s1, sku)) == (1, 2)
+
+
 @pytest.mark.parametrize(
     ("path", "body", "field"),
     [
