@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -41,6 +42,13 @@ from ledger.service import Ledger
 router = APIRouter(tags=["reservations"])
 
 
+def expiry_public(expires_at: datetime | None) -> str | None:
+    """An expiry as every answer gives it: in UTC, as stored. It may be sent with any offset
+    (CONTRACT §1), and the answer that places a reservation says what the same request again and a
+    read of it say."""
+    return expires_at.astimezone(UTC).isoformat() if expires_at is not None else None
+
+
 def reservation_public(reservation: Reservation, position: int) -> dict[str, Any]:
     return {
         "reservation_id": reservation.reservation_id,
@@ -56,7 +64,7 @@ def reservation_public(reservation: Reservation, position: int) -> dict[str, Any
             }
             for sku, line in reservation.lines.items()
         ],
-        "expires_at": reservation.expires_at.isoformat() if reservation.expires_at else None,
+        "expires_at": expiry_public(reservation.expires_at),
         "channel": reservation.channel,
         "store_id": reservation.store_id,
         "position": position,

@@ -24,7 +24,7 @@ from ledger.api.deps import (
 from ledger.api.events import parse_json
 from ledger.api.media import JSON_ONLY, require_media_type
 from ledger.api.problems import Problem, invalid
-from ledger.api.reservations import json_response, reservation_public, unknown_reservation
+from ledger.api.reservations import expiry_public, json_response, reservation_public, unknown_reservation
 from ledger.api.schemas import problem_responses
 from ledger.api.schemas_across import ReservationAcrossPublic
 from ledger.clock import utc_now
@@ -65,7 +65,7 @@ def across_public(views: list[ReservationView]) -> dict[str, Any]:
         "order_id": first.order_id,
         "status": status_across([view.reservation for view in views]).value,
         "channel": first.channel,
-        "expires_at": first.expires_at.isoformat() if first.expires_at else None,
+        "expires_at": expiry_public(first.expires_at),
         "stores": [reservation_public(view.reservation, view.position) for view in views],
     }
 
@@ -75,7 +75,7 @@ def placed_public(command: StockEvent, result: EventResult) -> dict[str, Any]:
     every part active, nothing shipped or released yet (written out rather than built as
     reservations and read back: a third of a sourcing answer's CPU went to that)."""
     assert result.position is not None and command.reservation_id is not None
-    expires_at = command.expires_at.isoformat() if command.expires_at else None
+    expires_at = expiry_public(command.expires_at)
     active = ReservationStatus.ACTIVE.value
     return {
         "reservation_id": command.reservation_id,

@@ -257,6 +257,44 @@ def test_sourcing_again_answers_its_own_reservation_when_another_store_holds_the
     assert (reserved(client, other, "OTHER"), reserved(client, s1, sku)) == (1, 2)
 
 
+def test_a_reservation_across_stores_answers_its_expiry_in_utc_as_stored(client: httpx.Client) -> None:
+    """Sent with any offset, stored in UTC: the answer that places it gives what the same request
+    again and a read give, for the reservation and for each part."""
+    s1, s2 = unique("s1"), unique("s2")
+    stock(client, s1, ("A", 5))
+    stock(client, s2, ("A", 5))
+    rid = unique("R")
+    body = across_body(rid, (s1, "A", 1), (s2, "A", 1), expires_at="2030-01-01T13:00:00+03:00")
+    placed = client.post("/v1/reservations", json=body)
+    again = client.post("/v1/reservations", json=body)
+    assert (placed.status_code, again.status_code) == (201, 200), placed.text
+    answer = placed.json()
+    assert {answer["expires_at"]} | {p["expires_at"] for p in answer["stores"]} == {
+        "2030-01-01T10:00:00+00:00"
+    }
+    assert answer == again.json() == client.get(f"/v1/reservations/{rid}").json()
+
+
+def test_sourcing_answers_its_reservations_expiry_in_utc_as_stored(client: httpx.Client) -> None:
+    s1, s2 = unique("s1"), unique("s2")
+    stock(client, s1, ("A", 1))
+    stock(client, s2, ("A", 1))
+    rid = unique("R")
+    placing = {
+        "lines": ev.lines(("A", 2)),
+        "stores": [s1, s2],
+        "reserve": {"reservation_id": rid, "expires_at": "2030-01-01T13:00:00+03:00"},
+    }
+    placed = client.post("/v1/sourcing", json=placing)
+    again = client.post("/v1/sourcing", json=placing)
+    assert (placed.status_code, again.status_code) == (200, 200), placed.text
+    reservation = placed.json()["reservation"]
+    expiries = {reservation["expires_at"]} | {p["expires_at"] for p in reservation["stores"]}
+    assert expiries == {"2030-01-01T10:00:00+00:00"}
+    assert placed.json() == again.json()
+    assert reservation == client.get(f"/v1/reservations/{rid}").json()
+
+
 @pytest.mark.parametrize(
     ("path", "body", "field"),
     [

@@ -73,6 +73,18 @@ def test_releasing_a_reservation_gives_its_units_back(client):
     assert sum(e["reserved_delta"] for e in entries) == -5
 
 
+def test_a_reservation_answers_its_expiry_in_utc_as_stored_when_placed_again_and_read(client):
+    """The expiry is sent with any offset (CONTRACT §1) and stored in UTC: the answer that places it
+    gives what the same request again and a read give, not the offset it was sent with."""
+    store = unique("store")
+    api.record(client, ev.receipt(store, ("A", 5)))
+    placed = api.reserve(client, store, "R-1", ("A", 1), expires_at="2030-01-01T13:00:00+03:00")
+    again = api.reserve(client, store, "R-1", ("A", 1), expires_at="2030-01-01T13:00:00+03:00")
+    assert (placed.status_code, again.status_code) == (201, 200), placed.text
+    assert placed.json()["expires_at"] == "2030-01-01T10:00:00+00:00"
+    assert placed.json() == again.json() == client.get(f"/v1/stores/{store}/reservations/R-1").json()
+
+
 def test_a_reservation_moves_from_partially_shipped_to_shipped(client):
     store = unique("store")
     api.record(client, ev.receipt(store, ("A", 5), ("B", 5)))

@@ -4,11 +4,12 @@ reservation says when read back (GET /v1/reservations/{id} renders it with acros
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
 from ledger.api.reservations_across import across_public, placed_public
+from ledger.clock import utc_text
 from ledger.domain.across_stores import SourceAndReserve
 from ledger.domain.model import EventType, Line, Outcome, Reservation, ReservationLine
 from ledger.results import EventResult
@@ -32,15 +33,18 @@ def _command(**fields: object) -> SourceAndReserve:
 
 
 def _read_back(command: SourceAndReserve, result: EventResult) -> list[ReservationView]:
-    """The parts as the ledger holds them once placed."""
+    """The parts as the ledger holds them once placed (the expiry stored as UTC text and read back
+    as ledger/state_cache.py reads it)."""
     assert command.reservation_id is not None
+    expires_at = command.expires_at
+    stored = datetime.fromisoformat(utc_text(expires_at)) if expires_at is not None else None
     return [
         ReservationView(
             Reservation(
                 store_id=store,
                 reservation_id=command.reservation_id,
                 order_id=command.order_id,
-                expires_at=command.expires_at,
+                expires_at=stored,
                 lines={sku: ReservationLine(qty) for sku, qty in lines},
                 placed_at_position=POSITION,
                 channel=command.channel,
@@ -60,6 +64,7 @@ def _read_back(command: SourceAndReserve, result: EventResult) -> list[Reservati
             "channel": "online",
             "expires_at": datetime(2026, 12, 4, 10, 30, tzinfo=UTC),
         },
+        {"expires_at": datetime(2026, 12, 4, 13, 30, 0, 250, tzinfo=timezone(timedelta(hours=3)))},
     ],
 )
 def test_the_answer_of_a_placement_is_what_reading_it_back_says(fields: dict[str, object]) -> None:
