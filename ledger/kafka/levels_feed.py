@@ -303,7 +303,12 @@ def start_levels_feed(recorder: Any, settings: Settings) -> FeedHandle:
         # A missing topic is asked about once here: a send to it would only fail after librdkafka
         # waited for the topic to appear, longer than a round waits, as if the broker were slow.
         topic = for_settings.kafka_levels_topic
-        if not built.has_topic(topic, SEND_BLOCK_S_MAX):
+        try:
+            found = built.has_topic(topic, SEND_BLOCK_S_MAX)
+        except BaseException:
+            built.close(0)
+            raise
+        if not found:
             built.close(0)
             raise UnknownTopicOrPartitionError(
                 f"the broker has no topic {topic} (the ledger never makes one)"

@@ -213,7 +213,13 @@ class Producer:
         except confluent_kafka.KafkaException as error:
             raise kafka_error(error.args[0]) from error
         found = metadata.topics.get(topic)
-        return found is not None and found.error is None
+        if found is None or found.error is None:
+            return found is not None
+        if found.error.code() == confluent_kafka.KafkaError.UNKNOWN_TOPIC_OR_PART:
+            return False
+        # Anything else about the topic (no leader while a broker restarts, say) is no answer: as
+        # a missing topic it put the feed in its refused-for-good state, waiting minutes to retry.
+        raise kafka_error(found.error)
 
     def serve(self, timeout_s: float = 0) -> None:
         """Runs the delivery reports (and logs, errors) librdkafka has for this thread. A fatal
