@@ -52,6 +52,7 @@ class Writer:
         self.limits = limits
         self.on_commit = on_commit
         self.expiry = expiry.ExpirySchedule(limits.expiry_interval_s)
+        self.stuck_expiries = expiry.StuckExpiries()
         self.recent_keys = RecentKeys()  # filled only where batches are decided from memory
         self.batches_committed = 0
         # The last failure of a batch with events, and when (see _refused_as_probe).
@@ -223,20 +224,61 @@ class Writer:
     def maybe_expire(self) -> None:
         if not self.expiry.due() or self.unanswered_lately():
             return
+        now = utc_now()
         try:
-            self.expire_due()
+            self.expire_due(now)
         except Exception as error:  # noqa: BLE001 - retried at the next interval
             self.forget()
-            log.warning("reservation expiry failed, will retry: %s", error)
+            log.warning("reservation expiry failed, will record the due ones one at a time: %s", error)
+            self.expire_one_at_a_time(now)
 
     def expire_due(self, now: datetime | None = None) -> int:
         """Records `stock.reservation_expired` for every open reservation due by `now`."""
         count, committed = expiry.expire_due(
-            self.recorder, self.cache, now or utc_now(), self.limits.expiry_batch_max
+            self.recorder,
+            self.cache,
+            now or utc_now(),
+            self.limits.expiry_batch_max,
+            self.stuck_expiries.left_out(),
         )
         if committed is not None:
             self.committed(committed)
         return count
+
+    def expire_one_at_a_time(self, now: datetime) -> None:
+        """After a failed turn: each due reservation alone, so that one that cannot be recorded
+        holds back no other (see expiry.py)."""
+        failed: list[tuple[expiry.Key, Exception]] = []
+        succeeded = 0
+        try:
+            keys = expiry.due_keys(
+                self.recorder, now, expiry.ALONE_PER_TURN_MAX, self.stuck_expiries.left_out()
+            )
+        except Exception as error:  # noqa: BLE001 - retried at the next interval
+            log.warning("reservation expiry failed again: %s", error)
+            return
+        for key in keys:
+            try:
+                _, committed = expiry.expire_due(self.recorder, self.cache, now, 1, only=key)
+            except Exception as error:  # noqa: BLE001 - judged below
+                self.forget()
+                failed.append((key, error))
+                continue
+            if committed is not None:
+                self.committed(committed)
+            succeeded += 1
+        if not succeeded:
+            return  # every one failed: the database, not a reservation, is the cause
+        for (store_id, reservation_id), cause in failed:
+            self.stuck_expiries.add((store_id, reservation_id))
+            log.warning(
+                "the expiry of reservation %s at store %s cannot be recorded; the others go on, and it "
+                "is tried again in %.0f s: %s",
+                reservation_id,
+                store_id,
+                self.stuck_expiries.retry_s,
+                cause,
+            )
 
     # -- after a commit --------------------------------------------------------------------------
 

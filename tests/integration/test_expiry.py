@@ -195,3 +195,31 @@ def test_two_reservations_whose_ids_read_alike_across_stores_both_expire(databas
         _wait_until_expired(client, other, ["b"])
         _wait_until_expired(client, bystander, ["cart"])
     assert "reservation expiry failed" not in server.log_path.read_text()
+
+
+def test_an_expiry_that_cannot_be_recorded_holds_back_no_other(database_url, serve):
+    """A database from before the `ledger/` sources were refused may hold a producer's event under
+    the key of an expiry: that expiry fails on the key. A turn records every due expiry in one
+    transaction, so it failed every other due with it, at any store, at every turn."""
+    store, other_store = unique("store"), unique("store")
+    server = serve(database_url, EXPIRY_ENV)
+    db.execute(
+        database_url,
+        "INSERT INTO ledger_event_keys (source, event_id, position, outcome) VALUES (%s, %s, %s, %s)",
+        ("ledger/expiry", f"expire:{store}/cart-1", 0, "accepted"),
+    )
+    with server.client() as client:
+        api.record(client, ev.receipt(store, ("A", 5)), ev.receipt(other_store, ("A", 5)))
+        expires_at = ev.now_rfc3339(1.0)
+        assert api.reserve(client, store, "cart-1", ("A", 2), expires_at=expires_at).status_code == 201
+        for reservation_id in ("cart-2", "cart-3"):
+            assert (
+                api.reserve(client, other_store, reservation_id, ("A", 1), expires_at=expires_at).status_code
+                == 201
+            )
+        _wait_until_expired(client, other_store, ["cart-2", "cart-3"])
+        assert api.levels_tuple(api.level(client, other_store, "A")) == (5, 0, 5, 0)
+        stuck = client.get(f"/v1/stores/{store}/reservations/cart-1").json()
+        assert stuck["status"] == "active"  # its units stay held: nothing is recorded in its place
+    log = server.log_path.read_text()
+    assert f"the expiry of reservation cart-1 at store {store} cannot be recorded" in log

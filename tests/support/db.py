@@ -38,6 +38,20 @@ def query(database_url: str, sql: str, params: tuple[Any, ...] = ()) -> list[dic
         return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
 
 
+def execute(database_url: str, sql: str, params: tuple[Any, ...] = ()) -> None:
+    """One statement that writes, committed (placeholders as in `query`)."""
+    if database_url.startswith("sqlite"):
+        conn = sqlite3.connect(sqlite_path(database_url), timeout=30)
+        try:
+            with conn:
+                conn.execute(sql.replace("%s", "?"), params)
+        finally:
+            conn.close()
+        return
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(sql, params)  # type: ignore[arg-type]
+
+
 def scalar(database_url: str, sql: str, params: tuple[Any, ...] = ()) -> Any:
     rows = query(database_url, sql, params)
     assert len(rows) == 1, rows
