@@ -24,7 +24,8 @@ then every delivery received before them is stored, in the database or the spool
 processed ahead of an earlier one). What cannot be processed now stays pending and is retried:
 with the ledger unreachable, every delivery waits; with one system unreachable, that system's
 later deliveries wait behind it, in order, and the other system's go on. What is wrong in itself
-is given up after `retries_max` attempts and raised as an alert.
+is given up after `retries_max` attempts and raised as an alert, and so is a delivery whose
+processing fails unexpectedly: one odd delivery cannot hold back those behind it.
 """
 
 from __future__ import annotations
@@ -228,6 +229,9 @@ def _malformed(source: str, payload: Any) -> str | None:
     """What makes a delivery unusable whatever is retried: the documented shape is missing."""
     if not isinstance(payload, dict):
         return "the body must be a JSON object"
+    events = payload.get("events")
+    if source == "moysklad" and isinstance(events, list) and not all(isinstance(e, dict) for e in events):
+        return "each entry of a MoySklad webhook's `events` is an object (md/dictionaries/_webhook.md)"
     if (
         source == "moysklad"
         and not isinstance(payload.get("events"), list)
@@ -347,17 +351,13 @@ class InboxWorker:
                 self._attempted(source, delivery_id, attempts, str(error), give_up=False)
                 log.warning("%s delivery %s: will retry: %s", source, delivery_id, error)
                 break  # the ledger itself: every delivery waits, in order, for the next round
-            except (ValueError, KeyError, TypeError) as error:
-                give_up = attempts >= self.retries_max
-                wait_s = min(self.retry_first_s * 2 ** (attempts - 1), INBOX_RETRY_MAX_S)
-                self._attempted(
-                    source,
-                    delivery_id,
-                    attempts,
-                    f"{type(error).__name__}: {error}",
-                    give_up=give_up,
-                    next_attempt_at=utc_text(self.clock() + timedelta(seconds=wait_s)),
-                )
+            except Exception as error:
+                # Refused (ValueError, KeyError, TypeError: a SKU not mapped yet, a body it cannot
+                # read) or failed unexpectedly: either way a failed attempt of this row only, so
+                # that one odd delivery cannot hold every delivery behind it back for ever.
+                if not isinstance(error, (ValueError, KeyError, TypeError)):
+                    log.exception("%s delivery %s: the handler failed", source, delivery_id)
+                give_up = self._failed_attempt(source, delivery_id, attempts, error)
                 if give_up:
                     done += 1
                 else:
@@ -366,6 +366,20 @@ class InboxWorker:
             self._processed(source, delivery_id, attempts)
             done += 1
         return done, retry_later
+
+    def _failed_attempt(self, source: str, delivery_id: str, attempts: int, error: Exception) -> bool:
+        """Records a failed attempt, the next one spaced in time; True if it was the last allowed."""
+        give_up = attempts >= self.retries_max
+        wait_s = min(self.retry_first_s * 2 ** (attempts - 1), INBOX_RETRY_MAX_S)
+        self._attempted(
+            source,
+            delivery_id,
+            attempts,
+            f"{type(error).__name__}: {error}",
+            give_up=give_up,
+            next_attempt_at=utc_text(self.clock() + timedelta(seconds=wait_s)),
+        )
+        return give_up
 
     def drain_spool(self) -> int:
         """Stores up to `batch_max` spooled deliveries in the inbox, oldest first; returns how many

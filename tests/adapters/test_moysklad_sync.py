@@ -300,6 +300,36 @@ def test_one_demand_that_cannot_be_recorded_does_not_lose_the_others_of_its_deli
     assert bad in row["last_error"] and good not in row["last_error"]
 
 
+def test_a_delivery_its_handler_fails_on_unexpectedly_is_given_up_and_the_deliveries_behind_it_go_on(
+    account, recorder, mappings, ledger, record
+):
+    """An `events` entry that is not an object (stored before the receiver refused it) made the
+    handler raise AttributeError on every round: the inbox retried that first row for ever."""
+    fake, server = account
+    record(event(RECEIPT, "shop-1", ("SKU-2", 10)))
+    assert store_delivery(recorder, "moysklad", "odd", {"events": [1]})
+    demand = fake.add_demand(STORE_UUID, [(PRODUCT, 4)])
+    assert store_delivery(recorder, "moysklad", "good", fake.webhook_body(demand))
+    assert store_delivery(recorder, "wms", "w-1", {"id": "PO-1", "status": "X"})
+    seen: list[Any] = []
+    sync = DemandSync(recorder, mappings, client_for(server), LedgerSink(ledger))
+    inbox = InboxWorker(
+        recorder, {"moysklad": sync.handle, "wms": seen.append}, retries_max=2, retry_first_s=0
+    )
+
+    for _ in range(3):
+        inbox.run_once()
+
+    rows = _inbox_rows(recorder)
+    assert rows["odd"]["processed_at"] is not None and rows["odd"]["attempts"] == 2  # given up
+    assert "AttributeError" in rows["odd"]["last_error"]
+    assert rows["good"]["processed_at"] is not None and rows["w-1"]["processed_at"] is not None
+    assert ledger.levels("shop-1", ["SKU-2"])[0].level.on_hand_units == 6
+    with transaction(recorder) as tx:
+        alerts = tx.fetchall("SELECT subject FROM adapter_journal WHERE kind = 'alert'")
+    assert [alert["subject"] for alert in alerts] == ["delivery odd"]
+
+
 def test_a_refused_delivery_is_tried_again_spaced_in_time_so_a_mapping_loaded_meanwhile_is_seen(
     account, recorder, mappings, mapped, ledger, record
 ):

@@ -78,6 +78,7 @@ def test_only_unauthenticated_or_malformed_deliveries_get_a_4xx(tmp_path, record
             post(f"{server.url}/moysklad/webhook/wrong", b'{"events": []}'),
             post(f"{server.url}/moysklad/webhook/m1", b"not json"),
             post(f"{server.url}/moysklad/webhook/m1", b'{"no": "events"}'),
+            post(f"{server.url}/moysklad/webhook/m1", b'{"events": [1]}'),
             post(f"{server.url}/wms/status/w1", b'{"id": "PO-1"}'),
             post(f"{server.url}/moysklad/webhook/m1?requestId=r-1", b'{"events": []}'),
             post(f"{server.url}/moysklad/webhook/m1?requestId=r-1", b'{"events": []}'),
@@ -87,6 +88,7 @@ def test_only_unauthenticated_or_malformed_deliveries_get_a_4xx(tmp_path, record
         store.close()
     assert [(status, body.get("type") or body.get("stored")) for status, body in answers] == [
         (404, "not-found"),
+        (400, "delivery-malformed"),
         (400, "delivery-malformed"),
         (400, "delivery-malformed"),
         (400, "delivery-malformed"),
