@@ -8,8 +8,12 @@ ledger's writer wait. Reads of the log and the projections go through the record
 from __future__ import annotations
 
 import contextlib
+import sqlite3
 from collections.abc import Iterator, Sequence
 from typing import Any
+
+import psycopg
+from eventsourcing.persistence import DataError as LibraryDataError
 
 from adapters.masking import mask
 from adapters.migrations import ADAPTERS_SCHEMA
@@ -21,6 +25,12 @@ from ledger.storage.recorders import SQLiteLedgerRecorder, open_recorder
 
 def is_sqlite(recorder: Any) -> bool:
     return isinstance(recorder, SQLiteLedgerRecorder)
+
+
+def is_data_error(error: BaseException) -> bool:
+    """Whether the database refused the values themselves (PostgreSQL: a NUL in a text column):
+    sending the same values again is refused again, so retrying cannot help."""
+    return isinstance(error, LibraryDataError | psycopg.DataError | sqlite3.DataError)
 
 
 @contextlib.contextmanager

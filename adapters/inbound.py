@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -39,7 +40,7 @@ from typing import Any
 
 import orjson
 
-from adapters.db import journal, now_text, transaction
+from adapters.db import is_data_error, journal, now_text, transaction
 from adapters.deliveries import DELIVERY_ID_CHARS_MAX, Delivery, insert_delivery
 from adapters.exchange import Reply, Request
 from adapters.http import ForeignUrl
@@ -69,6 +70,9 @@ MOYSKLAD_PATH = "/moysklad/webhook/"  # + the secret
 INBOX_RETRY_FIRST_S = 5.0
 INBOX_RETRY_MAX_S = 300.0
 WMS_PATH = "/wms/status"  # + "/" and the secret, or signed
+# Refused in the text the adapters keep as keys: PostgreSQL cannot store a NUL in text at all, and
+# the other control characters are no one's id, only a way to make logs and keys ambiguous.
+CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 def store_delivery(recorder: Any, source: str, delivery_id: str, payload: Any) -> bool:
@@ -177,11 +181,12 @@ class WebhookReceiver:
         except ValueError:
             return _problem(400, "delivery-malformed", "The body is not JSON")
         complaint = _malformed(source, payload)
+        delivery_id, id_field = _delivery_id(source, request, payload)
+        if not complaint and CONTROL_CHARACTER.search(delivery_id):
+            complaint = f"`{id_field}`, the delivery's id, holds a control character"
         if complaint:
             return _problem(400, "delivery-malformed", "The delivery is malformed", complaint)
-        delivery = Delivery(
-            source, _delivery_id(source, request, payload), received_at, orjson.dumps(payload).decode()
-        )
+        delivery = Delivery(source, delivery_id, received_at, orjson.dumps(payload).decode())
         try:
             stored_in = self._store(delivery)
         except SpoolFull as error:
@@ -243,20 +248,26 @@ def _malformed(source: str, payload: Any) -> str | None:
         )
     if source == "wms" and not (payload.get("id") and payload.get("status")):
         return "a WMS status delivery carries `id` and `status`"
+    if source == "wms":  # both are keys of the WMS's picking orders as the adapters keep them
+        for field in ("id", "status"):
+            if CONTROL_CHARACTER.search(str(payload[field])):
+                return f"`{field}` holds a control character"
     return None
 
 
-def _delivery_id(source: str, request: Request, payload: Any) -> str:
+def _delivery_id(source: str, request: Request, payload: Any) -> tuple[str, str]:
+    """The delivery's id, and which field of the request it is (to name it in a refusal)."""
     if source == "moysklad":
         request_ids = request.query.get("requestId")
         if request_ids and request_ids[0]:
-            return request_ids[0][:DELIVERY_ID_CHARS_MAX]
-    header = request.header("X-Request-Id") or request.header("Idempotency-Key")
-    if header:
-        return header[:DELIVERY_ID_CHARS_MAX]
+            return request_ids[0][:DELIVERY_ID_CHARS_MAX], "requestId"
+    for header in ("X-Request-Id", "Idempotency-Key"):
+        value = request.header(header)
+        if value:
+            return value[:DELIVERY_ID_CHARS_MAX], header
     if source == "wms" and isinstance(payload, dict) and payload.get("id") and payload.get("status"):
-        return f"{payload['id']}:{payload['status']}"[:DELIVERY_ID_CHARS_MAX]
-    return hashlib.sha256(request.body).hexdigest()
+        return f"{payload['id']}:{payload['status']}"[:DELIVERY_ID_CHARS_MAX], "id"
+    return hashlib.sha256(request.body).hexdigest(), "body"
 
 
 Handler = Callable[[Any], None]
@@ -396,8 +407,14 @@ class InboxWorker:
                 except (UnreadableSpoolFile, OSError) as error:
                     self._set_aside(path, str(error))
                     continue
-                with transaction(self.recorder) as tx:
-                    insert_delivery(tx, delivery)
+                try:
+                    with transaction(self.recorder) as tx:
+                        insert_delivery(tx, delivery)
+                except Exception as error:
+                    if not is_data_error(error):
+                        raise  # the database unavailable: the file waits for the next round
+                    self._set_aside(path, f"the database refuses it: {type(error).__name__}: {error}")
+                    continue
                 self.spool.remove(path)
                 taken += 1
         if taken:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -11,11 +12,14 @@ from conftest import FAST, event
 
 from adapters.bitrix import BitrixConfig, BitrixTarget
 from adapters.db import open_database, transaction
-from adapters.inbound import store_delivery
+from adapters.deliveries import Delivery
+from adapters.inbound import InboxWorker, store_delivery
 from adapters.mappings import MappingRow, Mappings, save
 from adapters.outbound import OutboundWorker, enqueue, read_position
+from adapters.spool import DeliverySpool
 from adapters.status import read_status
 from ledger.bootstrap import build_ledger
+from ledger.clock import utc_text
 from ledger.config import Settings
 from ledger.domain.model import EventType
 
@@ -122,5 +126,31 @@ def test_a_demand_corrected_deleted_and_redelivered_is_recorded_once_on_postgres
 
         (level,) = pg_ledger.levels("shop-1", ["SKU-1"])
         assert level.level.on_hand_units == 7  # 10, the old demand's 3, the deleted one's 0
+    finally:
+        recorder.close()
+
+
+def test_a_spooled_delivery_postgresql_refuses_is_set_aside_with_an_alert_and_the_drain_goes_on(
+    pg_url, tmp_path
+):
+    """A delivery id with a NUL, spooled before the receiver refused it: PostgreSQL refuses the
+    insert (DataError) on every round, and the drain stopped there, and all inbound with it."""
+    spool = DeliverySpool(tmp_path / "spool", deliveries_max=10)
+    received_at = utc_text(datetime.now(UTC) - timedelta(seconds=10))
+    body = '{"id": "PO-1", "status": "PICKED"}'
+    spool.append(Delivery("wms", "PO-\x00:PICKED", received_at, body))
+    spool.append(Delivery("wms", "PO-2:PICKED", received_at, body.replace("PO-1", "PO-2")))
+    recorder = open_database(pg_url, 4, 10)
+    try:
+        seen: list[str] = []
+        inbox = InboxWorker(recorder, {"wms": lambda payload: seen.append(payload["id"])}, spool=spool)
+
+        assert inbox.run_once() == (1, 0)
+
+        assert seen == ["PO-2"] and spool.pending(10) == []
+        assert len(list((tmp_path / "spool" / "set-aside").iterdir())) == 1
+        with transaction(recorder) as tx:
+            (alert,) = tx.fetchall("SELECT detail FROM adapter_journal WHERE kind = 'alert'")
+        assert "the database refuses it" in alert["detail"]
     finally:
         recorder.close()

@@ -97,6 +97,44 @@ def test_only_unauthenticated_or_malformed_deliveries_get_a_4xx(tmp_path, record
     ]
 
 
+@pytest.mark.parametrize(
+    ("path", "body", "headers", "field"),
+    [
+        ("/moysklad/webhook/m1?requestId=r%00", b'{"events": []}', {}, "requestId"),
+        ("/moysklad/webhook/m1", b'{"events": []}', {"X-Request-Id": "r\tq"}, "X-Request-Id"),
+        (
+            "/wms/status/w1",
+            b'{"id": "PO-1", "status": "PICKED"}',
+            {"Idempotency-Key": "k\x85"},
+            "Idempotency-Key",
+        ),
+        ("/wms/status/w1", b'{"id": "PO-\\u0000", "status": "PICKED"}', {}, "id"),
+        ("/wms/status/w1", b'{"id": "PO-1", "status": "PICKED\\n"}', {}, "status"),
+    ],
+)
+def test_a_delivery_key_holding_a_control_character_is_refused_by_name(
+    tmp_path, recorder, path, body, headers, field
+):
+    """PostgreSQL cannot store a NUL in text: such a delivery id was answered 200 and spooled, and
+    the spool's drain then failed on it every round, stopping all inbound processing."""
+    spool = DeliverySpool(tmp_path / "spool", 10)
+    store = DeliveryStore(recorder, spool, database_wait_s=0.5, attempts_max=2)
+    server = WebhookServer(
+        WebhookReceiver(recorder, WebhookAccess(moysklad_secret="m1", wms_secret="w1"), store)
+    ).start()
+    try:
+        request = urllib.request.Request(server.url + path, data=body, method="POST", headers=headers)
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=5)
+        answer = json.loads(refused.value.read())
+    finally:
+        server.stop()
+        store.close()
+    assert (refused.value.code, answer["type"]) == (400, "delivery-malformed")
+    assert f"`{field}`" in answer["detail"]
+    assert spool.pending(10) == []
+
+
 def test_the_inbox_processes_database_and_spooled_deliveries_once_in_arrival_order(tmp_path, recorder):
     spool = DeliverySpool(tmp_path / "spool", deliveries_max=10)
     with transaction(recorder) as tx:
