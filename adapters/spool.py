@@ -12,6 +12,7 @@ The file format is defined here only: `encode` writes it, `decode` reads it.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import itertools
 import os
@@ -77,6 +78,17 @@ def decode(path: Path, data: bytes) -> Delivery:
         raise UnreadableSpoolFile(path, f"not a delivery: {error}") from None
 
 
+def _write_whole(descriptor: int, data: bytes) -> None:
+    """Writes every byte or raises: os.write may write only part (a disk nearly full), and the
+    part it did not write was lost, in a file that looked complete but for its end."""
+    unwritten = memoryview(data)
+    while unwritten:  # each round writes at least one byte: at most len(data) rounds
+        written = os.write(descriptor, unwritten)
+        if written <= 0:
+            raise OSError(errno.ENOSPC, "the spool file took no more bytes")
+        unwritten = unwritten[written:]
+
+
 class DeliverySpool:
     def __init__(self, directory: Path, deliveries_max: int) -> None:
         if deliveries_max < 1:
@@ -98,11 +110,16 @@ class DeliverySpool:
         temporary = self.directory / f".{name}.tmp"
         descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
-            os.write(descriptor, encode(delivery))
-            os.fsync(descriptor)
-        finally:
-            os.close(descriptor)
-        os.rename(temporary, final)
+            try:
+                _write_whole(descriptor, encode(delivery))
+                os.fsync(descriptor)
+            finally:
+                os.close(descriptor)
+            os.rename(temporary, final)
+        except BaseException:
+            # Not acknowledged: the request is answered 5xx and the sender sends it again.
+            temporary.unlink(missing_ok=True)
+            raise
         self._sync_directory()
         return final
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import time
 import urllib.error
 import urllib.request
@@ -64,6 +66,37 @@ def test_a_full_spool_refuses_and_the_receiver_answers_503_with_retry_after(tmp_
             server.stop()
             store.close()
     assert (status, body["type"]) == (503, "spool-full")
+
+
+def test_a_spool_write_cut_short_by_a_full_disk_is_answered_5xx_and_leaves_no_file(
+    tmp_path, recorder, monkeypatch
+):
+    """os.write may write part of what it is given: the rest was never written, the half file was
+    renamed into the spool, answered 200, and set aside later as unreadable: a delivery lost."""
+    spool = DeliverySpool(tmp_path / "spool", 10)
+    store = DeliveryStore(recorder, spool, database_wait_s=0.2, attempts_max=1)
+    write = os.write
+    spool_writes: list[int] = []
+
+    def full_disk(descriptor: int, data: Any) -> int:
+        if not os.readlink(f"/proc/self/fd/{descriptor}").startswith(str(spool.directory)):
+            return write(descriptor, data)
+        spool_writes.append(len(data))
+        if len(spool_writes) > 1:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return write(descriptor, bytes(data)[: len(data) // 2])  # as much as the disk had room for
+
+    monkeypatch.setattr(os, "write", full_disk)
+    with transaction(recorder) as tx:  # holds SQLite's write lock: the database cannot take it
+        tx.execute("DELETE FROM adapter_inbox")
+        server = WebhookServer(WebhookReceiver(recorder, WebhookAccess(wms_secret="w1"), store)).start()
+        try:
+            status, _ = post(f"{server.url}/wms/status/w1", b'{"id": "PO-1", "status": "PICKED"}')
+        finally:
+            server.stop()
+            store.close()
+    assert status >= 500 and len(spool_writes) == 2  # the sender sends it again
+    assert spool.pending(10) == [] and list(spool.directory.iterdir()) == []
 
 
 def test_only_unauthenticated_or_malformed_deliveries_get_a_4xx(tmp_path, recorder):
