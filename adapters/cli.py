@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import os
 import signal
 import sys
 import threading
@@ -19,7 +20,13 @@ from pathlib import Path
 from typing import Any
 
 from adapters.masking import mask, remember_settings, secret_safe_logger
-from ledger.cli_errors import CommandError, database_url_checked, int_from
+from ledger.cli_errors import (
+    CommandError,
+    database_url_checked,
+    int_from,
+    missing_sqlite_file,
+    refuse_missing_sqlite,
+)
 from ledger.config import Settings
 from ledger.domain.ids import ID_PATTERN as RUN_ID_PATTERN
 
@@ -124,18 +131,28 @@ def _run_id(text: str) -> str:
     return text
 
 
-def _database(settings: Settings) -> Any:
-    """The database, once this process knows the settings' secrets (to mask them wherever shown)."""
+def _database(settings: Settings, *, may_make: bool = False) -> Any:
+    """The database, once this process knows the settings' secrets (to mask them wherever shown).
+    A SQLite file that is not there is refused (a mistyped path would be a new, empty ledger that
+    nothing reads), unless `may_make`: `adapters run`, which is a ledger's writer, makes it and
+    says so."""
     from adapters.db import open_database
 
     remember_settings(settings)
+    missing = missing_sqlite_file(settings.database_url)
+    if missing is not None and not may_make:
+        refuse_missing_sqlite(settings.database_url, made_by="`ledger migrate`")
+    if missing is not None:
+        print(f"ledger adapters: no ledger at {os.path.abspath(missing)}: making a new one", file=sys.stderr)
     with database_url_checked():
         return open_database(settings.database_url, settings.db_pool_size, settings.db_lock_timeout_s)
 
 
 def _ledger_sink(settings: Settings) -> tuple[Any, Any]:
+    """An in-process ledger in the database `_database` opened (so found, or made on purpose)."""
     from adapters.runner import ledger_sink
 
+    refuse_missing_sqlite(settings.database_url)
     with database_url_checked():
         return ledger_sink(settings)
 
@@ -365,7 +382,7 @@ def _wms_snapshot(
 def _run(args: argparse.Namespace, settings: Settings) -> int:
     from adapters.runner import Runner, build_adapters
 
-    recorder = _database(settings)
+    recorder = _database(settings, may_make=True)
     needs_sink = bool(settings.moysklad_token or (settings.wms_base_url and settings.wms_api_key))
     sink, ledger = _ledger_sink(settings) if needs_sink else (None, None)
     adapters = None

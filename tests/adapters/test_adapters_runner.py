@@ -87,3 +87,18 @@ def test_adapters_run_once_pushes_everything_and_exits(
 
     assert fake.products["101"]["quantity"] == 3.0
     assert "bitrix: pushed" in capsys.readouterr().out
+
+
+def test_adapters_run_makes_a_new_ledger_where_there_is_none_and_says_so(
+    tmp_path, monkeypatch, bitrix, capsys
+):
+    """`adapters run` records as a ledger's writer does (webhooks into shipments): unlike the
+    commands that only read or correct a ledger, it may be what starts one."""
+    fake, server = bitrix
+    new = tmp_path / "new.db"
+    monkeypatch.setenv("LEDGER_DATABASE_URL", f"sqlite:///{new}")
+    monkeypatch.setenv("LEDGER_BITRIX_WEBHOOK_URL", server.url + fake.webhook_path)
+
+    assert main(["adapters", "run", "--once"]) == 0
+
+    assert new.exists() and f"no ledger at {new}: making a new one" in capsys.readouterr().err

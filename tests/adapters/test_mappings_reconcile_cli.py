@@ -166,3 +166,34 @@ def test_a_command_naming_what_is_not_there_is_refused_in_one_line(
     assert "Traceback" not in err and complaint in err, err
     assert len(err.strip().splitlines()) == 1, err
     assert list(tmp_path.glob("*.json")) == []  # no report was written or stored for a refused run id
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["adapters", "status"],
+        ["adapters", "retry-parked", "bitrix"],
+        ["mappings", "list"],
+        ["mappings", "load", "m.csv"],
+        ["reconcile", "--apply", "count-1"],
+        ["reconcile", "--source", "csv", "--file", "count.csv", "--quiet"],
+    ],
+)
+def test_a_command_that_must_find_a_ledger_refuses_a_sqlite_file_that_is_not_there(
+    tmp_path, monkeypatch, capsys: Any, argv: list[str]
+) -> None:
+    """A mistyped path made a new, empty ledger: `reconcile` then reported the whole count as
+    differences from zero, ready to be applied, as the ledger's own commands never would."""
+    missing = tmp_path / "typo" / "ledger.db"
+    missing.parent.mkdir()
+    (tmp_path / "m.csv").write_text(MAPPINGS_CSV)
+    (tmp_path / "count.csv").write_text("store_id,sku,on_hand\nstore-1,SKU-1,9\n")
+    monkeypatch.setenv("LEDGER_DATABASE_URL", f"sqlite:///{missing}")
+    monkeypatch.chdir(tmp_path)
+
+    code = main(argv)
+
+    err = capsys.readouterr().err
+    assert code == EXIT_USAGE and f"{missing}: no such database" in err, err
+    assert len(err.strip().splitlines()) == 1, err
+    assert not missing.exists() and list(tmp_path.glob("*.json")) == []
