@@ -56,11 +56,13 @@ def register(subcommands: Any) -> None:
         action="store_true",
         help="a SKU the snapshot does not list holds 0 in the stores compared (default: left untouched)",
     )
+    # No defaults here: --apply refuses either given (the stored report has its own), and a
+    # default could not be told from a value given.
     reconcile.add_argument(
-        "--master", choices=("external", "ledger"), default="external", help="which side is right"
+        "--master", choices=("external", "ledger"), help="which side is right (default: external)"
     )
     reconcile.add_argument(
-        "--out-dir", type=Path, default=Path("."), help="where the CSV and JSON reports go"
+        "--out-dir", type=Path, help="where the CSV and JSON reports go (default: the current directory)"
     )
     reconcile.add_argument(
         "--run-id", type=_run_id, help="names the report, its files and its events (default: a new id)"
@@ -211,12 +213,12 @@ def _reconcile_report(args: argparse.Namespace, settings: Settings) -> int:
             snapshot = snapshot.absent_as_zero(stores)
         except UnreadStores as error:
             raise CommandError(f"--absent-as-zero: {error} (leave them out, or map them)") from None
-    report = make_report(recorder, snapshot, run_id=run_id, stores=stores, master=args.master)
+    report = make_report(recorder, snapshot, run_id=run_id, stores=stores, master=args.master or "external")
     try:
         save_report(recorder, report)
     except RunExists as error:
         raise CommandError(f"{error}: choose another --run-id") from None
-    csv_path, json_path = write_report(report, args.out_dir)
+    csv_path, json_path = write_report(report, args.out_dir or Path("."))
     recorder.close()
     _print_report(report, args.show)
     print(f"report: {csv_path} and {json_path}")
@@ -258,6 +260,11 @@ def _reconcile_apply(args: argparse.Namespace, settings: Settings) -> int:
         )
     if args.source or args.file or args.store or args.absent_as_zero or args.run_id:
         raise CommandError("--apply RUN records the stored report RUN: it reads no snapshot")
+    if args.master is not None or args.out_dir is not None:
+        raise CommandError(
+            "--apply RUN records the stored report RUN as it was made (its --master, its files): "
+            "it takes no --master or --out-dir"
+        )
     recorder = _database(settings)
     try:
         try:

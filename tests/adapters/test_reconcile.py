@@ -463,3 +463,24 @@ def test_the_command_reports_first_and_applies_the_reviewed_run_by_its_id(
     assert levels(ledger, "store-1", "SKU-2") == {"SKU-2": 5}
     assert main(["reconcile", "--apply", "count-2", "--force"]) == 0
     assert levels(ledger, "store-1", "SKU-2") == {"SKU-2": 500}
+
+
+@pytest.mark.parametrize(
+    "option", [["--master", "ledger"], ["--master", "external"], ["--out-dir", "elsewhere"]]
+)
+def test_apply_refuses_a_master_or_out_dir_rather_than_ignoring_it(
+    tmp_path, monkeypatch, database_url, ledger, record, capsys, option
+):
+    """`--apply RUN --master ledger` recorded the report's lines: the option given was ignored."""
+    monkeypatch.setenv("LEDGER_DATABASE_URL", database_url)
+    record(event(RECEIPT, "store-1", ("SKU-1", 10)))
+    count = count_file(tmp_path / "count.csv", "store-1,SKU-1,9,")
+    report = ["reconcile", "--source", "csv", "--file", str(count), "--out-dir", str(tmp_path), "--quiet"]
+    assert main([*report, "--run-id", "count-1"]) == 0
+    capsys.readouterr()
+
+    code = main(["reconcile", "--apply", "count-1", *option])
+
+    err = capsys.readouterr().err
+    assert code == 2 and option[0] in err and len(err.strip().splitlines()) == 1, err
+    assert levels(ledger, "store-1", "SKU-1") == {"SKU-1": 10}  # nothing recorded
