@@ -387,8 +387,9 @@ def _wms_snapshot(
 
 
 def _run(args: argparse.Namespace, settings: Settings) -> int:
-    from adapters.runner import Runner, build_adapters
+    from adapters.runner import Runner, build_adapters, refuse_unusable_webhook_secrets
 
+    refuse_unusable_webhook_secrets(settings)  # before a new ledger is made for a start refused
     recorder = _database(settings, may_make=True)
     needs_sink = bool(settings.moysklad_token or (settings.wms_base_url and settings.wms_api_key))
     sink, ledger = _ledger_sink(settings) if needs_sink else (None, None)
@@ -487,7 +488,7 @@ def _register_webhooks(args: argparse.Namespace, settings: Settings) -> int:
     from adapters.moysklad import MoySkladClient
     from adapters.moysklad_webhooks import RegistrationError, register_webhooks, webhook_url
     from adapters.outbound import TargetUnavailable
-    from adapters.runner import moysklad_config
+    from adapters.runner import moysklad_config, refuse_unusable_webhook_secrets
 
     remember_settings(settings)
     config = moysklad_config(settings)
@@ -495,6 +496,7 @@ def _register_webhooks(args: argparse.Namespace, settings: Settings) -> int:
         raise CommandError("register-webhooks needs LEDGER_MOYSKLAD_TOKEN")
     if not settings.moysklad_webhook_secret:
         raise CommandError("register-webhooks needs LEDGER_MOYSKLAD_WEBHOOK_SECRET (the URL's last part)")
+    refuse_unusable_webhook_secrets(settings)  # before MoySklad is told a URL no delivery can reach
     client = MoySkladClient(config)
     try:
         url = webhook_url(args.url, settings.moysklad_webhook_secret)

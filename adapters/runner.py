@@ -6,6 +6,7 @@ of the ledger's API. `ledger adapters run` is the process that hosts them.
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -41,6 +42,9 @@ from ledger.cli_errors import CommandError
 from ledger.config import Settings
 
 log = secret_safe_logger("adapters.runner")
+
+# RFC 3986's unreserved characters: a path segment every sender sends as it is, never encoded.
+WEBHOOK_SECRET_PATTERN = re.compile(r"[A-Za-z0-9._~-]+")
 
 
 def worker_limits(settings: Settings) -> WorkerLimits:
@@ -198,8 +202,24 @@ def build_adapters(settings: Settings, sink: EventSink | None = None, recorder: 
     return adapters
 
 
+def refuse_unusable_webhook_secrets(settings: Settings) -> None:
+    """A webhook secret is the last segment of its URL's path, compared as received: one with a
+    `/`, or a character a sender percent-encodes, is never matched, and every delivery is a 404.
+    Refused by the variable's name; the secret itself is never shown."""
+    for variable, secret in (
+        ("LEDGER_MOYSKLAD_WEBHOOK_SECRET", settings.moysklad_webhook_secret),
+        ("LEDGER_WMS_WEBHOOK_SECRET", settings.wms_webhook_secret),
+    ):
+        if secret is not None and not (WEBHOOK_SECRET_PATTERN.fullmatch(secret) and secret.strip(".")):
+            raise CommandError(
+                f"{variable} must be made of A-Za-z0-9._~- only (not only dots): it is a URL path "
+                "segment, and any other character makes every delivery a 404"
+            )
+
+
 def webhook_access(settings: Settings, tokens: TokenBook | None) -> WebhookAccess:
     """The webhooks' own secrets, the Host names answered, and who reads /metrics (with `tokens`)."""
+    refuse_unusable_webhook_secrets(settings)
     key = settings.wms_webhook_signing_key
     return WebhookAccess(
         moysklad_secret=settings.moysklad_webhook_secret,

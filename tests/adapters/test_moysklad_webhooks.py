@@ -156,6 +156,23 @@ def test_register_webhooks_on_the_command_line(account, monkeypatch, database_ur
     }
 
 
+def test_register_webhooks_refuses_a_secret_that_cannot_be_a_path_segment(
+    account, monkeypatch, database_url, capsys
+):
+    """MoySklad was subscribed to a URL no delivery could reach: the secret held a `/`."""
+    fake, server = account
+    monkeypatch.setenv("LEDGER_DATABASE_URL", database_url)
+    monkeypatch.setenv("LEDGER_MOYSKLAD_BASE_URL", server.url + "/api/remap/1.2")
+    monkeypatch.setenv("LEDGER_MOYSKLAD_TOKEN", fake.token)
+    monkeypatch.setenv("LEDGER_MOYSKLAD_WEBHOOK_SECRET", "Zm9v/YmFy")
+
+    assert main(["adapters", "register-webhooks", "--url", "https://ledger.example.com"]) == 2
+
+    err = capsys.readouterr().err.strip()
+    assert "LEDGER_MOYSKLAD_WEBHOOK_SECRET" in err and "Zm9v" not in err and "\n" not in err
+    assert fake.webhooks == {}
+
+
 def test_register_webhooks_without_a_secret_says_so_in_one_line(account, monkeypatch, database_url, capsys):
     fake, server = account
     monkeypatch.setenv("LEDGER_DATABASE_URL", database_url)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import socket
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -217,3 +218,25 @@ def test_other_hosts_are_refused_as_the_api_refuses_them(
     if status == 400:
         assert webhook.json()["type"] == "invalid-host"
     assert probe.status_code == 200
+
+
+@pytest.mark.parametrize("variable", ["LEDGER_MOYSKLAD_WEBHOOK_SECRET", "LEDGER_WMS_WEBHOOK_SECRET"])
+@pytest.mark.parametrize("secret", ["Zm9v/YmFyYmF6+cXV4=", "abc def 12345", "snow☃man", ".."])
+def test_a_webhook_secret_no_sender_can_put_in_a_path_as_it_is_is_refused_at_start_by_name(
+    monkeypatch: pytest.MonkeyPatch, database_url: str, capsys: Any, variable: str, secret: str
+) -> None:
+    """A base64 secret with a `/` was accepted, and every delivery was then a 404: the path a
+    sender posts to never matched it."""
+    from ledger.cli import main
+
+    monkeypatch.setenv("LEDGER_DATABASE_URL", database_url)
+    monkeypatch.setenv("LEDGER_WMS_BASE_URL", "http://127.0.0.1:9")  # an adapter to run; never reached
+    monkeypatch.setenv("LEDGER_WMS_API_KEY", "wms-api-key-123456")
+    monkeypatch.setenv(variable, secret)
+
+    code = main(["adapters", "run", "--once"])
+
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and variable in err and "A-Za-z0-9._~-" in err, err
+    assert secret not in err and err.count("\n") == 0 and "Traceback" not in err, err
+    assert not Path(database_url.removeprefix("sqlite:///")).exists()  # no new ledger for a refused start
