@@ -88,7 +88,9 @@ def register(subcommands: Any) -> None:
     run = actions.add_parser("run", help="push to Bitrix/MoySklad/WMS and receive webhooks until stopped")
     run.add_argument("--once", action="store_true", help="push until nothing is left, then exit")
     run.add_argument("--full", action="store_true", help="push every mapped SKU's level, not only changes")
-    run.add_argument("--only", action="append", help="run only this adapter (bitrix, moysklad, wms)")
+    run.add_argument(
+        "--only", action="append", choices=PUSH_TARGETS, help="run only this push target (repeatable)"
+    )
     run.set_defaults(handler=_run)
     status = actions.add_parser("status", help="positions, lag, failures and parked items of each adapter")
     status.add_argument("--metrics", action="store_true", help="print the Prometheus text instead")
@@ -352,7 +354,7 @@ def _moysklad_snapshot(
     client = MoySkladClient(config)
     try:
         snapshot = read_moysklad_snapshot(client, mappings, progress)
-    except TargetUnavailable as error:
+    except (TargetUnavailable, ValueError) as error:  # ValueError: an answer it cannot read, a fraction
         raise CommandError(mask(f"reading MoySklad's stock report failed: {error}")) from None
     finally:
         client.http.close()
@@ -374,7 +376,7 @@ def _wms_snapshot(
     client = WmsClient(config)
     try:
         snapshot = read_wms_snapshot(client, mappings, progress)
-    except (TargetUnavailable, StockReadRefused) as error:
+    except (TargetUnavailable, StockReadRefused, ValueError) as error:  # ValueError: not JSON, say
         raise CommandError(mask(f"reading the WMS's stock failed: {error}")) from None
     finally:
         client.http.close()

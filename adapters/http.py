@@ -103,6 +103,10 @@ def under_base(base_url: str, url: str) -> bool:
     )
 
 
+class NotJson(ValueError):
+    """An answer whose body is not JSON: a proxy's error page, say, answered 200."""
+
+
 @dataclass(frozen=True, slots=True)
 class Response:
     status: int
@@ -110,7 +114,14 @@ class Response:
     body: bytes
 
     def json(self) -> Any:
-        return json.loads(self.body) if self.body else None
+        """The body as JSON (None if empty); NotJson, naming the answer, for anything else."""
+        if not self.body:
+            return None
+        try:
+            return json.loads(self.body)
+        except ValueError:
+            content_type = self.header("Content-Type") or "no Content-Type"
+            raise NotJson(f"the answer (HTTP {self.status}, {content_type}) is not JSON") from None
 
     def header(self, name: str) -> str | None:
         lowered = name.lower()

@@ -240,7 +240,7 @@ def webhook_access(settings: Settings, tokens: TokenBook | None) -> WebhookAcces
 def webhook_spool(settings: Settings) -> DeliverySpool:
     """The spool of deliveries the database could not take in time (adapters/spool.py)."""
     if settings.adapters_webhook_database_wait_ms >= settings.adapters_webhook_deadline_ms:
-        raise ValueError(
+        raise CommandError(
             "LEDGER_ADAPTERS_WEBHOOK_DATABASE_WAIT_MS must be below LEDGER_ADAPTERS_WEBHOOK_DEADLINE_MS: "
             "a delivery the database cannot take must still reach the spool before the deadline"
         )

@@ -125,7 +125,10 @@ def read_moysklad_snapshot(
             if sku is None:
                 skipped += 1
                 continue
-            on_hand[(store_id, sku)] = mappings.to_base_units(MOYSKLAD, sku, row.get("stock") or 0)
+            try:
+                on_hand[(store_id, sku)] = mappings.to_base_units(MOYSKLAD, sku, row.get("stock") or 0)
+            except ValueError as error:  # a fractional stock: no whole number of units to compare
+                raise ValueError(f"moysklad stock of {store_id}: {error}") from None
         if skipped:
             log.info("moysklad store %s: %d report rows have no SKU mapping, skipped", store_id, skipped)
         if progress:

@@ -102,3 +102,20 @@ def test_adapters_run_makes_a_new_ledger_where_there_is_none_and_says_so(
     assert main(["adapters", "run", "--once"]) == 0
 
     assert new.exists() and f"no ledger at {new}: making a new one" in capsys.readouterr().err
+
+
+def test_a_database_wait_not_below_the_deadline_is_refused_in_one_line_naming_it(
+    monkeypatch, database_url, ledger, bitrix, capsys
+):
+    """It was a ValueError's traceback: the setting is the user's to put right."""
+    fake, server = bitrix
+    monkeypatch.setenv("LEDGER_DATABASE_URL", database_url)
+    monkeypatch.setenv("LEDGER_BITRIX_WEBHOOK_URL", server.url + fake.webhook_path)
+    monkeypatch.setenv("LEDGER_ADAPTERS_WEBHOOK_DEADLINE_MS", "1500")
+    monkeypatch.setenv("LEDGER_ADAPTERS_WEBHOOK_DATABASE_WAIT_MS", "2000")
+
+    code = main(["adapters", "run", "--once"])
+
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "LEDGER_ADAPTERS_WEBHOOK_DATABASE_WAIT_MS" in err, err
+    assert "\n" not in err and "Traceback" not in err, err

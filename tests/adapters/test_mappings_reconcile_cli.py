@@ -143,6 +143,7 @@ def test_the_push_targets_a_command_names_are_the_targets_names() -> None:
     ("argv", "complaint"),
     [
         (["adapters", "retry-parked", "bogus"], "invalid choice: 'bogus'"),  # was '0 parked item(s)', exit 0
+        (["adapters", "run", "--once", "--only", "wsm"], "invalid choice: 'wsm'"),  # ran nothing, exit 0
         (["adapters", "retry-parked", "bitrix", "--key", "NOSUCH"], "no parked item 'NOSUCH'"),
         (["adapters", "status", "--parked", "99999999999999999999999"], "--parked"),  # an OverflowError
         (["reconcile", "--source", "csv", "--run-id", "r" * 300], "--run-id"),  # stored, then failed

@@ -484,3 +484,46 @@ def test_apply_refuses_a_master_or_out_dir_rather_than_ignoring_it(
     err = capsys.readouterr().err
     assert code == 2 and option[0] in err and len(err.strip().splitlines()) == 1, err
     assert levels(ledger, "store-1", "SKU-1") == {"SKU-1": 10}  # nothing recorded
+
+
+def test_a_fractional_moysklad_stock_is_one_line_naming_the_store_and_sku(
+    account, tmp_path, monkeypatch, database_url, ledger, capsys
+):
+    """It was a ValueError's traceback: no whole number of units can be compared, or recorded."""
+    fake, server = account
+    fake.stock[(PRODUCT, STORE_UUID)] = {"stock": 2.5}
+    monkeypatch.setenv("LEDGER_DATABASE_URL", database_url)
+    monkeypatch.setenv("LEDGER_MOYSKLAD_TOKEN", fake.token)
+    monkeypatch.setenv("LEDGER_MOYSKLAD_BASE_URL", server.url + "/api/remap/1.2")
+
+    code = main(["reconcile", "--source", "moysklad", "--out-dir", str(tmp_path), "--quiet"])
+
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "2.5" in err and "shop-1" in err and "SKU-2" in err, err
+    assert "\n" not in err and "Traceback" not in err, err
+    assert list(tmp_path.glob("*.json")) == []
+
+
+def test_a_wms_stock_answer_that_is_not_json_is_one_line_saying_so(
+    tmp_path, monkeypatch, database_url, ledger, mapped, capsys
+):
+    """A proxy's maintenance page answered 200 was a JSONDecodeError's traceback."""
+    from adapters.httpserver import HttpServer, Reply
+
+    class Proxy:
+        def handle(self, request: Any) -> Reply:
+            return Reply(200, b"<html>maintenance</html>", content_type="text/html")
+
+    mapped(("wms", "store", "store-1", "main"))
+    server = HttpServer(Proxy()).start()
+    monkeypatch.setenv("LEDGER_DATABASE_URL", database_url)
+    monkeypatch.setenv("LEDGER_WMS_BASE_URL", server.url)
+    monkeypatch.setenv("LEDGER_WMS_API_KEY", "wms-api-key-123456")
+    try:
+        code = main(["reconcile", "--source", "wms", "--out-dir", str(tmp_path), "--quiet"])
+    finally:
+        server.stop()
+
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "(HTTP 200, text/html) is not JSON" in err, err
+    assert "\n" not in err and "Traceback" not in err, err
