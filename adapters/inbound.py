@@ -186,7 +186,16 @@ class WebhookReceiver:
             complaint = f"`{id_field}`, the delivery's id, holds a control character"
         if complaint:
             return _problem(400, "delivery-malformed", "The delivery is malformed", complaint)
-        delivery = Delivery(source, delivery_id, received_at, orjson.dumps(payload).decode())
+        try:
+            payload_text = orjson.dumps(payload).decode()
+        except orjson.JSONEncodeError:  # parsed, but not stored or read back as the same JSON
+            return _problem(
+                400,
+                "delivery-malformed",
+                "The delivery is malformed",
+                "the body holds an integer beyond 64 bits or an unpaired surrogate (\\ud800-\\udfff)",
+            )
+        delivery = Delivery(source, delivery_id, received_at, payload_text)
         try:
             stored_in = self._store(delivery)
         except SpoolFull as error:

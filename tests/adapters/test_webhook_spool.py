@@ -168,6 +168,28 @@ def test_a_delivery_key_holding_a_control_character_is_refused_by_name(
     assert spool.pending(10) == []
 
 
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"id": "PO-1", "status": "PICKED", "n": 123456789012345678901234567890}',
+        b'{"id": "PO-1", "status": "PICKED", "note": "\\ud800"}',
+    ],
+)
+def test_a_json_body_the_receiver_cannot_store_as_json_is_a_400_not_a_500(tmp_path, recorder, body):
+    """Read as JSON, then not encoded again (orjson's 64-bit integers, valid UTF-8 only): a 500,
+    and the sender tried again, for ever, what can never be stored."""
+    store = DeliveryStore(
+        recorder, DeliverySpool(tmp_path / "spool", 10), database_wait_s=0.5, attempts_max=2
+    )
+    server = WebhookServer(WebhookReceiver(recorder, WebhookAccess(wms_secret="w1"), store)).start()
+    try:
+        status, answer = post(f"{server.url}/wms/status/w1", body)
+    finally:
+        server.stop()
+        store.close()
+    assert (status, answer["type"]) == (400, "delivery-malformed"), answer
+
+
 def test_the_inbox_processes_database_and_spooled_deliveries_once_in_arrival_order(tmp_path, recorder):
     spool = DeliverySpool(tmp_path / "spool", deliveries_max=10)
     with transaction(recorder) as tx:
