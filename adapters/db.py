@@ -14,6 +14,8 @@ from typing import Any
 
 import psycopg
 from eventsourcing.persistence import DataError as LibraryDataError
+from eventsourcing.persistence import InterfaceError as LibraryInterfaceError
+from eventsourcing.persistence import OperationalError as LibraryOperationalError
 
 from adapters.masking import mask
 from adapters.migrations import ADAPTERS_SCHEMA
@@ -31,6 +33,19 @@ def is_data_error(error: BaseException) -> bool:
     """Whether the database refused the values themselves (PostgreSQL: a NUL in a text column):
     sending the same values again is refused again, so retrying cannot help."""
     return isinstance(error, LibraryDataError | psycopg.DataError | sqlite3.DataError)
+
+
+def is_database_unavailable(error: BaseException) -> bool:
+    """Whether the database could not be used just now (down, locked, a connection lost): the
+    same statement may well succeed later."""
+    return isinstance(
+        error,
+        LibraryOperationalError
+        | LibraryInterfaceError
+        | psycopg.OperationalError
+        | psycopg.InterfaceError
+        | sqlite3.OperationalError,
+    )
 
 
 @contextlib.contextmanager

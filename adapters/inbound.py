@@ -40,7 +40,7 @@ from typing import Any
 
 import orjson
 
-from adapters.db import is_data_error, journal, now_text, transaction
+from adapters.db import is_data_error, is_database_unavailable, journal, now_text, transaction
 from adapters.deliveries import DELIVERY_ID_CHARS_MAX, Delivery, insert_delivery
 from adapters.exchange import Reply, Request
 from adapters.http import ForeignUrl
@@ -372,6 +372,8 @@ class InboxWorker:
                 log.warning("%s delivery %s: will retry: %s", source, delivery_id, error)
                 break  # the ledger itself: every delivery waits, in order, for the next round
             except Exception as error:
+                if is_database_unavailable(error):
+                    raise  # not this delivery's fault: the round fails, every delivery waits
                 # Refused (ValueError, KeyError, TypeError: a SKU not mapped yet, a body it cannot
                 # read) or failed unexpectedly: either way a failed attempt of this row only, so
                 # that one odd delivery cannot hold every delivery behind it back for ever.

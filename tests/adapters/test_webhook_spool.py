@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import sqlite3
 import time
 import urllib.error
 import urllib.request
@@ -209,6 +210,26 @@ def test_the_inbox_processes_database_and_spooled_deliveries_once_in_arrival_ord
 
     assert seen == ["PO-1", "PO-2", "PO-3", "PO-4"]
     assert spool.pending(10) == []
+
+
+def test_a_delivery_is_not_given_up_while_the_database_is_unavailable(tmp_path, recorder):
+    """A handler's failure counts against its delivery only when the delivery is the cause: with
+    the database unavailable, the round fails, nothing is counted, and every delivery waits."""
+    with transaction(recorder) as tx:
+        insert_delivery(tx, delivery(1))
+
+    def locked(payload: Any) -> None:
+        raise sqlite3.OperationalError("database is locked")
+
+    inbox = InboxWorker(recorder, {"wms": locked}, retries_max=1, retry_first_s=0)
+
+    for _ in range(3):
+        with pytest.raises(sqlite3.OperationalError):
+            inbox.run_once()
+
+    with transaction(recorder) as tx:
+        (row,) = tx.fetchall("SELECT attempts, processed_at FROM adapter_inbox")
+    assert (row["attempts"], row["processed_at"]) == (0, None)
 
 
 def test_an_unreadable_spool_file_is_set_aside_with_an_alert_and_the_others_go_on(tmp_path, recorder):
