@@ -12,7 +12,10 @@ GitHub, the source of apidocs.bitrix24.com; dev.1c-bitrix.ru for the older pages
 - Limits (limits.md): a leaky bucket per portal; past X requests the answer is HTTP 503 with
   `QUERY_LIMIT_EXCEEDED`, and the counter drains by Y a second (X = 50, Y = 2; Enterprise 250
   and 5). A batch counts as one request. We keep our own bucket of the same shape and treat 503
-  (and any 5xx or no answer) as "retry with backoff".
+  (and any 5xx or no answer) as "retry with backoff". A method whose calls ran more than 480 s in
+  10 minutes is blocked (429 `OPERATION_TIME_LIMIT`; in a batch, each of its commands answers that
+  in `result_error`): retried once the answer's `operating_reset_at` has passed, and a command the
+  portal could not run (bitrix_errors.py) never counts against its item.
 - `catalog.product.update` / `catalog.product.offer.update` (api-reference/catalog/product/
   catalog-product-update.md, .../offer/catalog-product-offer-update.md): `id` and `fields`, among
   them `quantity` and `quantityReserved`, both "Not editable when inventory management is
@@ -59,11 +62,12 @@ import json
 import urllib.parse
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
+from adapters.bitrix_errors import OPERATION_TIME_LIMIT, is_unavailable, reset_after_s
 from adapters.db import journal, transaction
 from adapters.http import HttpClient, TransportError
 from adapters.limits import LeakyBucket
@@ -147,8 +151,21 @@ def php_query(params: Mapping[str, Any]) -> str:
 @dataclass(frozen=True, slots=True)
 class BatchAnswer:
     results: dict[str, Any]
-    errors: dict[str, str]
+    errors: dict[str, str]  # commands refused for what they asked (bitrix_errors.py: not a limit)
     totals: dict[str, int]  # a list command's row count over all its pages (result_total)
+    # Commands the portal could not run for now (a blocked method, an overload): by key, why.
+    unavailable: dict[str, str] = field(default_factory=dict)
+    retry_after_s: float | None = None  # the latest operating_reset_at of those, from now
+
+    def raise_if_unavailable(self, done_keys: frozenset[str] = frozenset()) -> None:
+        """A command the portal could not run stops the push to retry it later: its item is not refused."""
+        if self.unavailable:
+            key, reason = next(iter(self.unavailable.items()))
+            raise TargetUnavailable(
+                f"bitrix batch: {len(self.unavailable)} command(s) not run, {key}: {reason}",
+                self.retry_after_s,
+                done_keys,
+            )
 
 
 class BitrixClient:
@@ -174,19 +191,37 @@ class BitrixClient:
         result = body.get("result") or {}
         results = result.get("result") or {}
         raw_errors = result.get("result_error") or {}
-        errors = {
-            key: f"{error.get('error', 'error')}: {error.get('error_description', '')}".strip(": ")
-            if isinstance(error, Mapping)
-            else str(error)
-            for key, error in (raw_errors.items() if isinstance(raw_errors, Mapping) else [])
-        }
+        times = result.get("result_time") or {}
+        errors: dict[str, str] = {}
+        unavailable: dict[str, str] = {}
+        resets_s: list[float] = []
+        for key, error in raw_errors.items() if isinstance(raw_errors, Mapping) else []:
+            code = str(error.get("error", "error")) if isinstance(error, Mapping) else str(error)
+            text = (
+                f"{code}: {error.get('error_description', '')}".strip(": ")
+                if isinstance(error, Mapping)
+                else code
+            )
+            if not is_unavailable(code):
+                errors[key] = text
+                continue
+            unavailable[key] = text
+            reset_s = reset_after_s(times.get(key) if isinstance(times, Mapping) else None)
+            if reset_s is not None:
+                resets_s.append(reset_s)
         raw_totals = result.get("result_total") or {}
         totals = {
             key: int(total)
             for key, total in (raw_totals.items() if isinstance(raw_totals, Mapping) else [])
             if isinstance(total, int | str) and str(total).isdigit()
         }
-        return BatchAnswer(dict(results) if isinstance(results, Mapping) else {}, errors, totals)
+        return BatchAnswer(
+            dict(results) if isinstance(results, Mapping) else {},
+            errors,
+            totals,
+            unavailable,
+            max(resets_s) if resets_s else None,
+        )
 
     def call(self, method: str, params: Mapping[str, Any]) -> dict[str, Any]:
         self.bucket.acquire()
@@ -199,6 +234,11 @@ class BitrixClient:
         error_code = body.get("error") if isinstance(body, dict) else None
         if answer.status == 503 or error_code == "QUERY_LIMIT_EXCEEDED":
             raise TargetUnavailable(f"bitrix {method}: QUERY_LIMIT_EXCEEDED", 1 / self.config.requests_per_s)
+        if answer.status == 429 or error_code == OPERATION_TIME_LIMIT:
+            # The method is blocked for minutes: calling again after the usual backoff only meets the
+            # block again. Wait until the portal releases part of the limit, when it says so.
+            time_info = body.get("time") if isinstance(body, dict) else None
+            raise TargetUnavailable(f"bitrix {method}: {OPERATION_TIME_LIMIT}", reset_after_s(time_info))
         if answer.status >= 500 or not isinstance(body, dict):
             raise TargetUnavailable(f"bitrix {method}: HTTP {answer.status}")
         if error_code:
@@ -397,16 +437,33 @@ class BitrixTarget:
                 },
             )
             owners[f"s{index}"] = item.key
+        # An item whose whole push got through before a command met a blocked method is not sent again;
+        # a level still to be moved by documents is not through yet.
+        done: set[str] = set()
         for part in chunks(list(commands), self.config.batch_commands_max):
             answer = self.client.batch({key: commands[key] for key in part})
+            through = {owners[key] for key in part if key in answer.results}
+            answer.raise_if_unavailable(frozenset(self._whole(done | through)))
             for key in part:
                 if key in answer.errors:
                     failures[owners[key]] = Failure(answer.errors[key])
                 elif key not in answer.results:
                     failures[owners[key]] = Failure("no result for the command in the batch answer")
+            done |= through
         if "documents" in self.config.push and levels:
-            failures.update(self._push_documents([i for i in levels if i.key not in failures]))
+            try:
+                failures.update(self._push_documents([i for i in levels if i.key not in failures]))
+            except TargetUnavailable as error:  # the statuses set above are not set again
+                raise TargetUnavailable(
+                    str(error), error.retry_after_s, frozenset(self._whole(done))
+                ) from error
         return failures
+
+    def _whole(self, keys: set[str]) -> set[str]:
+        """The keys among these whose push is complete: with documents, a level is not yet."""
+        if "documents" not in self.config.push:
+            return keys
+        return {key for key in keys if not key.startswith(SKU_KEY)}
 
     def _push_documents(self, items: Sequence[Item]) -> dict[str, Failure]:
         """Moves each (product, store) amount to the ledger's with a receipt (A) or write-off (D)."""
@@ -466,6 +523,9 @@ class BitrixTarget:
             owners[f"e{index}"].add(item.key)
         commands["conduct"] = ("catalog.document.conduct", {"id": "$result[doc][document][id]"})
         answer = self.client.batch(commands, halt=False)
+        # A blocked document method refuses no line: the push is retried later, and since it moves each
+        # store by the difference read just before, a document left unconducted here moves nothing twice.
+        answer.raise_if_unavailable()
         failures: dict[str, Failure] = {}
         every_key = {item.key for item, _, _ in lines}
         for key in ("doc", "supplier", "conduct"):
@@ -494,6 +554,7 @@ class BitrixTarget:
             )
         for part in chunks(list(commands), self.config.batch_commands_max):
             answer = self.client.batch({key: commands[key] for key in part})
+            answer.raise_if_unavailable()
             if answer.errors:
                 raise TargetUnavailable(
                     f"bitrix catalog.storeproduct.list: {next(iter(answer.errors.values()))}"

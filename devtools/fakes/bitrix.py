@@ -5,6 +5,14 @@ the documented leaky bucket (503 QUERY_LIMIT_EXCEEDED past the burst), runs `bat
 `$result[...]` references and per-command errors, and refuses `quantity` updates when inventory
 management is enabled, as the real portal does.
 
+It sums each method's operating time as limits.md describes: past 480 s within 10 minutes the
+method is blocked for every caller, other methods go on. A blocked method called alone answers 429
+`OPERATION_TIME_LIMIT` (system errors, error-codes.md); as a command of a batch, that error under
+its key in `result_error` while the batch answers 200. Every answer's `time` (a batch's commands:
+`result_time`) names `operating` and `operating_reset_at`, when part of the limit is released.
+What a call costs is set per method (`operating_s_per_call`), or charged as another application's
+calls would be (`charge_operating`).
+
 It refuses what the documents say the portal refuses, since a lenient fake hides the bugs that
 cost users data:
 - conducting a receipt (A) without a supplier: "Document conducting error: Supplier not
@@ -33,6 +41,10 @@ from adapters.httpserver import Reply, Request
 
 DOC_TYPES = ("A", "S", "M", "R", "D")
 BATCH_COMMANDS_MAX = 50
+OPERATING_LIMIT_S = 480.0  # limits.md: a method's summed operating time allowed ...
+OPERATING_WINDOW_S = 600.0  # ... within the past 10 minutes
+# A blocked method's error (error-codes.md, system errors: 429 OPERATION_TIME_LIMIT).
+BLOCKED_CODE, BLOCKED_TEXT = "OPERATION_TIME_LIMIT", "Method is blocked due to operation time limit"
 LIST_PAGE = 50
 CRM_ENTITY_TYPES = (3, 4)  # contact, company
 RESULT_REF = re.compile(r"^\$result\[([^\]]+)\]((?:\[[^\]]*\])*)$")
@@ -103,12 +115,17 @@ class FakeBitrix:
     next_replies: list[Reply] = field(default_factory=list)
     failing_products: dict[str, str] = field(default_factory=dict)
     delay_s: float = 0.0
+    # The operating-time limit: what one call of a method costs (none unless set), and its bounds.
+    operating_s_per_call: dict[str, float] = field(default_factory=dict)
+    operating_limit_s: float = OPERATING_LIMIT_S
+    operating_window_s: float = OPERATING_WINDOW_S
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
         self._level = 0.0
         self._at = time.monotonic()
         self._next_doc_id = 1
+        self._operating: dict[str, list[tuple[float, float]]] = {}  # method -> (epoch s, operating s)
 
     @property
     def webhook_path(self) -> str:
@@ -121,6 +138,11 @@ class FakeBitrix:
             "quantity": 0.0,
             "quantityReserved": 0.0,
         }
+
+    def charge_operating(self, method: str, operating_s: float) -> None:
+        """Counts operating time against a method now, as other applications' calls of it would."""
+        with self._lock:
+            self._charge(method, operating_s)
 
     # -- HTTP ---------------------------------------------------------------------------------------
 
@@ -145,14 +167,22 @@ class FakeBitrix:
                 )
             )
             delay_s = self.delay_s
-            if method == "batch":
+            reset_at = self._blocked_until(method)
+            if reset_at is not None:
+                blocked = {"error": BLOCKED_CODE, "error_description": BLOCKED_TEXT}
+                reply = Reply(429, {**blocked, "time": _time(0.0, reset_at)})
+            elif method == "batch":
                 reply = self._batch(params)
+                self._charge(method, self.operating_s_per_call.get(method, 0.0))
             else:
+                operating_s = self.operating_s_per_call.get(method, 0.0)
                 try:
                     answer = self._run(method, params)
-                    body = {"result": answer, "time": _time()}
+                    self._charge(method, operating_s)
+                    timing = _time(operating_s, self._reset_at(method))
+                    body = {"result": answer, "time": timing}
                     if isinstance(answer, Listed):
-                        body = {"result": answer.result, "total": answer.total, "time": _time()}
+                        body = {"result": answer.result, "total": answer.total, "time": timing}
                     reply = Reply(200, body)
                 except CommandError as error:
                     reply = Reply(400, {"error": error.code, "error_description": error.description})
@@ -168,6 +198,24 @@ class FakeBitrix:
         self._level += 1
         return True
 
+    def _charge(self, method: str, operating_s: float) -> None:
+        if operating_s > 0:
+            self._operating.setdefault(method, []).append((time.time(), operating_s))
+
+    def _reset_at(self, method: str) -> float:
+        """When the oldest operating time counted against the method leaves the window (now if none)."""
+        now = time.time()
+        charges = [c for c in self._operating.get(method, []) if c[0] > now - self.operating_window_s]
+        self._operating[method] = charges
+        return charges[0][0] + self.operating_window_s if charges else now
+
+    def _blocked_until(self, method: str) -> float | None:
+        """The method's operating_reset_at while its operating time is over the limit, else None."""
+        reset_at = self._reset_at(method)
+        if sum(s for _, s in self._operating.get(method, [])) > self.operating_limit_s:
+            return reset_at
+        return None
+
     def _batch(self, params: Mapping[str, Any]) -> Reply:
         cmd = params.get("cmd") or {}
         halt = str(params.get("halt", 0)) in ("1", "true", "True")
@@ -179,15 +227,23 @@ class FakeBitrix:
         results: dict[str, Any] = {}
         errors: dict[str, Any] = {}
         totals: dict[str, int] = {}
+        times: dict[str, Any] = {}
         for key, command in cmd.items():
             method, _, query = str(command).partition("?")
             try:
+                reset_at = self._blocked_until(method)
+                if reset_at is not None:
+                    times[key] = _time(0.0, reset_at)
+                    raise CommandError(BLOCKED_CODE, BLOCKED_TEXT)
                 sub = self._resolve(parse_php_query(query), results)
                 if method == "batch":
                     raise CommandError(
                         "ERROR_BATCH_METHOD_NOT_ALLOWED", "Method is not allowed for batch usage"
                     )
                 answer = self._run(method, sub)
+                operating_s = self.operating_s_per_call.get(method, 0.0)
+                self._charge(method, operating_s)
+                times[key] = _time(operating_s, self._reset_at(method))
                 if isinstance(answer, Listed):
                     totals[key] = answer.total
                     answer = answer.result
@@ -202,9 +258,9 @@ class FakeBitrix:
                 "result_error": errors,
                 "result_total": totals or [],
                 "result_next": [],
-                "result_time": {},
+                "result_time": times or [],
             },
-            "time": _time(),
+            "time": _time(0.0, self._reset_at("batch")),
         }
         return Reply(200, body)
 
@@ -396,6 +452,14 @@ def _filter(flt: Mapping[str, Any]) -> list[Any]:
     return tests
 
 
-def _time() -> dict[str, Any]:
+def _time(operating_s: float = 0.0, reset_at: float | None = None) -> dict[str, Any]:
+    """An answer's `time`, with the operating-time keys every answer carries (limits.md)."""
     now = time.time()
-    return {"start": now, "finish": now, "duration": 0.0, "processing": 0.0}
+    return {
+        "start": now,
+        "finish": now,
+        "duration": 0.0,
+        "processing": 0.0,
+        "operating_reset_at": now if reset_at is None else reset_at,
+        "operating": operating_s,
+    }

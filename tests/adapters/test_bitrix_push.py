@@ -8,10 +8,17 @@ from typing import Any
 import pytest
 from conftest import FAST, bitrix_target, event
 
-from adapters.bitrix import BitrixConfig, BitrixTarget, Supplier
+from adapters.bitrix import BitrixClient, BitrixConfig, BitrixTarget, Supplier
 from adapters.db import transaction
 from adapters.httpserver import Reply
-from adapters.outbound import OutboundWorker, SimulatedCrash, enqueue, read_position, request_parked_retry
+from adapters.outbound import (
+    OutboundWorker,
+    SimulatedCrash,
+    TargetUnavailable,
+    enqueue,
+    read_position,
+    request_parked_retry,
+)
 from adapters.status import metrics_text, read_status
 from ledger.domain.model import EventType
 
@@ -330,3 +337,106 @@ def test_bad_webhook_credentials_stop_the_cycle_and_show_in_the_status(
     text = metrics_text(recorder).decode()
     assert 'ledger_adapter_lag_events{adapter="bitrix"} 1.0' in text
     assert 'ledger_adapter_failures_total{adapter="bitrix"} 1.0' in text
+
+
+def blocked_batch() -> Reply:
+    """A batch whose one command met a blocked method (429 OPERATION_TIME_LIMIT), with no reset time."""
+    error = {
+        "error": "OPERATION_TIME_LIMIT",
+        "error_description": "Method is blocked due to operation time limit.",
+    }
+    return Reply(
+        200,
+        {
+            "result": {
+                "result": [],
+                "result_error": {"p0": error},
+                "result_total": [],
+                "result_next": [],
+                "result_time": {},
+            },
+            "time": {},
+        },
+    )
+
+
+def parked_keys(recorder: Any) -> list[str]:
+    with transaction(recorder) as tx:
+        return [row["item_key"] for row in tx.fetchall("SELECT item_key FROM adapter_parked")]
+
+
+def test_a_command_that_meets_the_operating_time_limit_parks_nothing_and_the_site_catches_up(
+    bitrix, recorder, mappings, site, record
+):
+    """A blocked method answers each command of a batch with OPERATION_TIME_LIMIT: taken as the item
+    refused, it was parked after retries_max attempts and the site kept selling 5 units no longer there."""
+    fake, server = bitrix
+    fake.add_product("101")
+    record(event(RECEIPT, "shop-1", ("SKU-1", 5)))
+    worker = make_worker(recorder, mappings, server, fake)
+    worker.run_until_idle()
+    record(event(SALE, "shop-1", ("SKU-1", 5)))  # sold out in the shop
+    fake.next_replies.extend(blocked_batch() for _ in range(FAST.retries_max))
+
+    worker.run_until_idle()
+
+    assert products(fake)["101"] == (0.0, 0.0), "the site still sells 5 units the ledger no longer has"
+    assert parked_keys(recorder) == [] and read_position(recorder, "bitrix") == 2
+
+
+def test_a_blocked_method_is_pushed_again_once_bitrix_releases_it_and_other_methods_go_through(
+    bitrix, recorder, mappings, site, record
+):
+    fake, server = bitrix
+    fake.add_product("101")
+    fake.orders["7"] = {"id": "7", "statusId": "N"}
+    fake.operating_window_s = 0.5  # the block lasts half a second rather than ten minutes
+    fake.charge_operating("catalog.product.update", fake.operating_limit_s + 1)  # other applications
+    record(event(RECEIPT, "shop-1", ("SKU-1", 5)))
+    with transaction(recorder) as tx:
+        enqueue(tx, "bitrix", "status:7", {"order_id": "7", "status_id": "D", "wms_status": "SHIPPED"})
+    worker = make_worker(recorder, mappings, server, fake)
+
+    # The worker's own backoff (FAST: at most 0.05 s, 4 attempts) is over long before the block is:
+    # only waiting for the answer's operating_reset_at gets the level through in this one cycle.
+    report = worker.run_once()
+
+    assert report.aborted is None and report.pushed == 2 and parked_keys(recorder) == []
+    assert products(fake)["101"] == (5.0, 0.0) and fake.orders["7"]["statusId"] == "D"
+    assert [m for m, _ in fake.calls].count("sale.order.update") == 1  # not set again with the retry
+
+
+def test_a_call_of_a_blocked_method_waits_until_bitrix_releases_part_of_its_limit(bitrix):
+    fake, server = bitrix
+    fake.charge_operating("catalog.document.mode.status", fake.operating_limit_s + 1)
+    client = BitrixClient(BitrixConfig(webhook_url=server.url + fake.webhook_path, requests_per_s=1000.0))
+
+    with pytest.raises(TargetUnavailable) as blocked:
+        client.call("catalog.document.mode.status", {})
+
+    assert "OPERATION_TIME_LIMIT" in str(blocked.value)
+    # Not the ordinary backoff of a few seconds, which would only meet the block again.
+    retry_after_s = blocked.value.retry_after_s
+    assert (
+        retry_after_s is not None and fake.operating_window_s - 5 < retry_after_s <= fake.operating_window_s
+    )
+
+
+def test_a_blocked_document_method_parks_no_line_and_the_stores_move_once_it_is_released(
+    bitrix, recorder, mappings, site, record
+):
+    fake, server = bitrix
+    fake.inventory_management = True
+    fake.add_product("101")
+    fake.store_amounts[("101", "2")] = 9.0
+    fake.operating_window_s = 0.5
+    fake.charge_operating("catalog.document.conduct", fake.operating_limit_s + 1)
+    record(event(RECEIPT, "shop-1", ("SKU-1", 10)), event(RECEIPT, "shop-2", ("SKU-1", 4)))
+    worker = make_worker(recorder, mappings, server, fake, push=frozenset({"documents"}))
+
+    report = worker.run_once()
+
+    assert report.aborted is None and parked_keys(recorder) == []
+    assert fake.store_amounts == {("101", "1"): 10.0, ("101", "2"): 4.0}
+    conducted = [d for d in fake.documents.values() if d["status"] == "Y"]
+    assert sorted(d["docType"] for d in conducted) == ["A", "D"]  # the drafts left blocked moved nothing
