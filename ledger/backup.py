@@ -91,20 +91,28 @@ def backup(source: str, destination: str, step_pages: int, step_pause_ms: int, p
 
 @contextlib.contextmanager
 def _claimed(partial: str, destination: str) -> Iterator[None]:
-    """Holds the partial copy for this backup alone, emptied, until the block ends. Two backups to
+    """Holds a new, empty partial copy for this backup alone until the block ends. Two backups to
     one DEST at once would otherwise remove and overwrite each other's copy. A partial copy that is
-    not held is what an interrupted backup left: it is taken over. flock, not POSIX locks: SQLite's
-    own locks on the same file are POSIX ones, which a flock neither meets nor releases."""
+    not held is what an interrupted backup left: its name is taken over, never its contents (killed
+    between giving the copy DEST's name and removing this one, it is a finished backup under a
+    second name, which emptying would wipe whatever it is called now). flock, not POSIX locks:
+    SQLite's own locks on the same file are POSIX ones, which a flock neither meets nor releases."""
+    busy = CommandError(f"another backup to {destination} is running: wait for it to end")
     try:
-        fd = os.open(partial, os.O_RDWR | os.O_CREAT, 0o644)
+        left = _flocked_open(partial, os.O_CREAT, busy)
     except OSError as error:  # a folder that does not exist, or that we may not write
         raise CommandError(f"{destination}: cannot write beside it: {error.strerror}") from None
     try:
+        os.remove(partial)  # the name only: a finished backup it also names is kept
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise CommandError(f"another backup to {destination} is running: wait for it to end") from None
-        os.ftruncate(fd, 0)
+            fd = _flocked_open(partial, os.O_CREAT | os.O_EXCL, busy)
+        except FileExistsError:  # another backup made it in between
+            raise busy from None
+    finally:
+        os.close(left)
+    try:
+        if os.stat(partial).st_ino != os.fstat(fd).st_ino:  # removed and made again in between
+            raise busy
         try:
             yield
         except BaseException:
@@ -113,6 +121,16 @@ def _claimed(partial: str, destination: str) -> Iterator[None]:
             raise
     finally:
         os.close(fd)
+
+
+def _flocked_open(path: str, flags: int, busy: CommandError) -> int:
+    fd = os.open(path, os.O_RDWR | flags, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise busy from None
+    return fd
 
 
 def _publish(partial: str, destination: str) -> None:

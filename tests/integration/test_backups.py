@@ -3,6 +3,7 @@ care; `ledger verify` proves the copy right. PostgreSQL has its own tools (READM
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import subprocess
 import sys
@@ -228,6 +229,27 @@ def test_two_backups_to_one_destination_never_overwrite_each_other_nor_what_appe
     assert as_it_is.returncode == 2, as_it_is.stderr
     [line] = as_it_is.stderr.splitlines()
     assert "journal mode, as `ledger backup` writes a copy: restore it into a new file" in line
+    restored_url = f"sqlite:///{tmp_path / 'restored.db'}"
+    assert _ledger(restored_url, "restore", str(destination)).returncode == 0
+    assert run_ledger_command(restored_url, "verify").returncode == 0
+
+
+def test_a_backup_never_empties_a_finished_backup_that_a_partial_copy_still_names(tmp_path: Path):
+    """Killed between giving its copy DEST's name and removing the partial one, a backup leaves
+    DEST.partial as a second name of the finished backup. The next backup to that DEST took the
+    partial copy over by emptying it: the finished backup, renamed meanwhile by a rotation, was wiped."""
+    ledger_url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    assert _ledger(ledger_url, "migrate").returncode == 0
+    destination = tmp_path / "backup.db"
+    assert _ledger(ledger_url, "backup", str(destination)).returncode == 0
+    os.link(destination, tmp_path / "backup.db.partial")  # as the kill left it
+    monday = tmp_path / "backup-monday.db"
+    destination.rename(monday)  # the rotation
+    kept = monday.read_bytes()
+
+    assert _ledger(ledger_url, "backup", str(destination)).returncode == 0
+    assert monday.read_bytes() == kept
+    assert not (tmp_path / "backup.db.partial").exists()
     restored_url = f"sqlite:///{tmp_path / 'restored.db'}"
     assert _ledger(restored_url, "restore", str(destination)).returncode == 0
     assert run_ledger_command(restored_url, "verify").returncode == 0
