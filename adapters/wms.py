@@ -10,7 +10,7 @@ Out: a reservation placed in the ledger becomes one picking order per picking zo
 `<store>:<reservation>:<zone>`, also sent as `Idempotency-Key`: sending it again returns the
 existing order rather than creating one (seed 000: "re-sending updates the existing record rather
 than creating a new one"). A reservation released or expired in the ledger cancels its open
-picking orders.
+picking orders, each once none of its lines stays reserved.
 
 In: statuses, polled or received by webhook, go through the status table (`adapter_status_map`,
 system `wms`, editable without a deploy): the mapped Bitrix status is queued for the Bitrix worker
@@ -312,12 +312,18 @@ class WmsPickingTarget:
         return line
 
     def _cancel(self, item: Item) -> Failure | None:
+        """Cancels the reservation's open picking orders none of whose lines stays reserved. A
+        partial release keeps the order of a zone that still has a line reserved: the WMS takes no
+        change to an order, so it picks the order's quantity as sent, and its shipment is recorded
+        as picked (what is no longer reserved comes out of what is available)."""
+        reserved = {sku for sku, _qty in item.payload["lines"]}
         with transaction(self.recorder) as tx:
             rows = tx.fetchall(
-                "SELECT wms_order_id FROM adapter_wms_orders WHERE store_id = %s AND "
+                "SELECT wms_order_id, lines FROM adapter_wms_orders WHERE store_id = %s AND "
                 "reservation_id = %s AND final = 0",
                 (item.payload["store_id"], item.payload["reservation_id"]),
             )
+        rows = [row for row in rows if not reserved & {sku for sku, _qty in orjson.loads(row["lines"])}]
         for row in rows:
             answer = self.client.request("PUT", f"api/v1/orders/{_segment(row['wms_order_id'])}/cancel")
             if answer.status not in (200, 204, 404, 409):  # 409: already shipped or cancelled

@@ -351,6 +351,49 @@ def test_a_reservation_released_in_the_ledger_cancels_its_open_picking_orders(
     assert read_position(recorder, "wms") == 3
 
 
+def test_a_partial_release_cancels_only_the_picking_orders_it_leaves_with_nothing_reserved(
+    warehouse, recorder, mappings, ledger, record
+):
+    """Every release cancelled every picking order of its reservation: a customer dropping one line
+    had the other zones' orders cancelled too, and their still reserved goods were never picked."""
+    fake, server = warehouse
+    record(
+        event(RECEIPT, "shop-1", ("SKU-1", 10), ("SKU-2", 10), ("SKU-3", 10)),
+        event(
+            RESERVATION,
+            "shop-1",
+            ("SKU-1", 2),
+            ("SKU-2", 3),
+            ("SKU-3", 4),
+            reservation_id="r-1",
+            order_id="B-7",
+        ),
+    )
+    worker = picking_worker(recorder, mappings, server)
+    worker.run_until_idle()
+    assert fake.creates == 2
+    # SKU-2 (all of zone B) goes, and some of SKU-3: zone A keeps SKU-1 and one unit of SKU-3.
+    record(event(RELEASE, "shop-1", ("SKU-2", 3), ("SKU-3", 3), reservation_id="r-1"))
+
+    worker.run_until_idle()
+
+    assert fake.by_external("shop-1:r-1:A")["status"] == "NEW"  # type: ignore[index]
+    assert fake.by_external("shop-1:r-1:B")["status"] == "CANCELLED"  # type: ignore[index]
+    levels = {view.sku: view.level.reserved_units for view in ledger.levels("shop-1", ["SKU-1", "SKU-3"])}
+    assert levels == {"SKU-1": 2, "SKU-3": 1}
+    with transaction(recorder) as tx:
+        rows = tx.fetchall("SELECT zone, status, final FROM adapter_wms_orders ORDER BY zone")
+    assert [(row["zone"], row["status"], row["final"]) for row in rows] == [
+        ("A", "NEW", 0),
+        ("B", "CANCELLED", 1),
+    ]
+
+    record(event(RELEASE, "shop-1", reservation_id="r-1"))  # the rest: zone A's order goes too
+    worker.run_until_idle()
+
+    assert fake.by_external("shop-1:r-1:A")["status"] == "CANCELLED"  # type: ignore[index]
+
+
 def test_a_shipment_whose_status_was_never_seen_is_recorded_once_at_the_status_after_it(
     warehouse, recorder, mappings, ledger, record
 ):
