@@ -29,6 +29,14 @@ _MOYSKLAD_ORDERS = (
     "reservation_id TEXT NOT NULL, store_id TEXT NOT NULL, order_id TEXT NOT NULL, "
     "recorded_at TEXT NOT NULL, PRIMARY KEY (order_uuid, reservation_id))",
 )
+# The picking orders asked of the WMS whose answer is not kept yet (adapters/wms_requests.py).
+_WMS_REQUESTS = (
+    "CREATE TABLE IF NOT EXISTS adapter_wms_requests (external_id TEXT PRIMARY KEY, store_id TEXT NOT NULL, "
+    "reservation_id TEXT NOT NULL, order_id TEXT, zone TEXT NOT NULL, lines TEXT NOT NULL, "
+    "body TEXT NOT NULL, sent_at TEXT NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS adapter_wms_requests_by_reservation "
+    "ON adapter_wms_requests (store_id, reservation_id)",
+)
 
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(
@@ -60,6 +68,14 @@ MIGRATIONS: tuple[Migration, ...] = (
         EXPAND,
         postgres=_MOYSKLAD_ORDERS,
         sqlite=_MOYSKLAD_ORDERS,
+    ),
+    Migration(
+        5,
+        "the picking orders asked of the WMS whose answer is not kept yet, so that a release cancels "
+        "an order made before a timeout or a crash",
+        EXPAND,
+        postgres=_WMS_REQUESTS,
+        sqlite=_WMS_REQUESTS,
     ),
 )
 

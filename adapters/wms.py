@@ -10,7 +10,8 @@ Out: a reservation placed in the ledger becomes one picking order per picking zo
 `<store>:<reservation>:<zone>`, also sent as `Idempotency-Key`: sending it again returns the
 existing order rather than creating one (seed 000: "re-sending updates the existing record rather
 than creating a new one"). A reservation released or expired in the ledger cancels its open
-picking orders, each once none of its lines stays reserved.
+picking orders, each once none of its lines stays reserved, those whose answer was lost too
+(adapters/wms_requests.py).
 
 In: statuses, polled or received by webhook, go through the status table (`adapter_status_map`,
 system `wms`, editable without a deploy): the mapped Bitrix status is queued for the Bitrix worker
@@ -32,6 +33,7 @@ from typing import Any
 
 import orjson
 
+from adapters import wms_requests
 from adapters.db import journal, now_text, to_the_back, transaction
 from adapters.http import HttpClient, Response, TransportError
 from adapters.limits import SlidingWindow
@@ -161,6 +163,19 @@ class Created:
     lines: list[list[Any]]
 
 
+def _created(request: wms_requests.Request, answer: Response) -> Created:
+    made = answer.json() or {}
+    return Created(
+        request.external_id,
+        str(made["id"]),
+        request.store_id,
+        request.reservation_id,
+        request.order_id,
+        request.zone,
+        request.lines,
+    )
+
+
 class WmsPickingTarget:
     name = "wms"
     batch_items_max = 20
@@ -252,31 +267,36 @@ class WmsPickingTarget:
         for zone, lines in sorted(zones.items()):
             external_id = f"{payload['store_id']}:{payload['reservation_id']}:{zone}"
             codes = payload.get("codes") or {}
-            body = {
+            body: dict[str, Any] = {
                 "external_id": external_id,
                 "customer_order_id": payload["order_id"] or payload["reservation_id"],
                 "warehouse": warehouse.external_id,
                 "zone": zone,
                 "lines": [self._wire_line(sku, qty, codes.get(sku)) for sku, qty in lines],
             }
-            answer = self.client.request(
-                "POST", "api/v1/orders", json_body=body, headers={"Idempotency-Key": external_id}
+            request = wms_requests.Request(
+                external_id,
+                payload["store_id"],
+                payload["reservation_id"],
+                payload["order_id"],
+                zone,
+                lines,
+                body,
             )
+            wms_requests.note(self.recorder, request)
+            answer = self._send(request)
             if answer.status not in (200, 201):
                 return Failure(f"picking order {external_id}: HTTP {answer.status}: {answer.body[:200]!r}")
-            created = answer.json() or {}
-            self._remember(
-                Created(
-                    external_id,
-                    str(created["id"]),
-                    payload["store_id"],
-                    payload["reservation_id"],
-                    payload["order_id"],
-                    zone,
-                    lines,
-                )
-            )
+            self._remember(_created(request, answer))
         return None
+
+    def _send(self, request: wms_requests.Request) -> Response:
+        return self.client.request(
+            "POST",
+            "api/v1/orders",
+            json_body=request.body,
+            headers={"Idempotency-Key": request.external_id},
+        )
 
     def _remember(self, created: Created) -> None:
         """The picking order the WMS has made, kept at once, not with the cycle's save: a process
@@ -300,6 +320,7 @@ class WmsPickingTarget:
                     now_text(),
                 ),
             )
+            wms_requests.forget(tx, created.external_id)
 
     def _wire_line(self, sku: str, qty: int, codes: list[str] | None = None) -> dict[str, Any]:
         article = self.mappings.external(SYSTEM, "sku", sku)
@@ -317,6 +338,7 @@ class WmsPickingTarget:
         change to an order, so it picks the order's quantity as sent, and its shipment is recorded
         as picked (what is no longer reserved comes out of what is available)."""
         reserved = {sku for sku, _qty in item.payload["lines"]}
+        failure = self._settle_unanswered(item, reserved)
         with transaction(self.recorder) as tx:
             rows = tx.fetchall(
                 "SELECT wms_order_id, lines FROM adapter_wms_orders WHERE store_id = %s AND "
@@ -330,7 +352,31 @@ class WmsPickingTarget:
                 return Failure(f"cancel {row['wms_order_id']}: HTTP {answer.status}")
             if answer.status in (200, 204):  # a 409's real status comes with the next poll
                 self._cancelled.append(row["wms_order_id"])
-        return None
+        return failure
+
+    def _settle_unanswered(self, item: Item, reserved: set[str]) -> Failure | None:
+        """Keeps the picking orders the WMS may have made from a request whose answer was lost
+        (adapters/wms_requests.py), for those of them with nothing left reserved, so that they are
+        cancelled with the others: the request is sent again as it was, and the WMS answers the
+        order it has under that external id. An order made by this re-send (the first request
+        never reached the WMS) is cancelled all the same."""
+        failure = None
+        for request in wms_requests.unanswered(
+            self.recorder, item.payload["store_id"], item.payload["reservation_id"]
+        ):
+            if reserved & {sku for sku, _qty in request.lines}:
+                continue  # the order stays: its pick (retried) keeps it
+            answer = self._send(request)
+            if answer.status in (200, 201):
+                self._remember(_created(request, answer))
+            elif answer.status == 422:
+                # The WMS answers an external id it knows before it looks at the body: refusing the
+                # body it was sent, it made no order of it.
+                with transaction(self.recorder) as tx:
+                    wms_requests.forget(tx, request.external_id)
+            else:
+                failure = Failure(f"picking order {request.external_id} sent again: HTTP {answer.status}")
+        return failure
 
     def after_push(self, tx: SqlTx, pushed: Sequence[Item]) -> None:
         stamp = now_text()

@@ -6,7 +6,8 @@ available = on_hand - reserved - in_picking come from seed 002; what the seed le
 project's own description, written here and in adapters/README.md, and the fake keeps to it as
 strictly as the MoySklad fake keeps to MoySklad's pages:
 
-- `POST /api/v1/orders` (an `external_id` seen before returns the existing order: idempotent).
+- `POST /api/v1/orders` (an `external_id` seen before returns the existing order, 200, before the
+  body is checked: idempotent, and the one way to find an order by its `external_id`).
   A line is `{sku, qty, uom, codes?}`: `codes`, the marking codes (Честный знак) or SSCCs to pick,
   at most `qty` distinct strings of 1 to 200 printable ASCII characters, on a line in `unit`s;
   anything else is refused with 422.

@@ -474,3 +474,76 @@ def test_a_picking_order_made_just_before_a_crash_is_cancelled_when_its_reservat
     with transaction(recorder) as tx:
         rows = tx.fetchall("SELECT status, final FROM adapter_wms_orders")
     assert [(row["status"], row["final"]) for row in rows] == [("CANCELLED", 1)]
+
+
+class _Died(BaseException):
+    """The process killed: nothing after it runs."""
+
+
+def test_a_picking_order_whose_answer_was_lost_is_cancelled_when_its_reservation_is_released(
+    warehouse, recorder, mappings, record, monkeypatch
+):
+    """The WMS made the order, but the process died before keeping its id: the retry, after the
+    release, found no line left to pick and so sent nothing, the release found no order to cancel,
+    and the WMS picked and shipped goods the ledger had released."""
+    fake, server = warehouse
+    record(
+        event(RECEIPT, "shop-1", ("SKU-2", 10)),
+        event(RESERVATION, "shop-1", ("SKU-2", 3), reservation_id="r-1", order_id="B-7"),
+    )
+    dying = picking_worker(recorder, mappings, server)
+
+    def die(self: Any, created: Any) -> None:  # right after the WMS answered 201
+        raise _Died
+
+    monkeypatch.setattr(WmsPickingTarget, "_remember", die)
+    with pytest.raises(_Died):
+        dying.run_once()
+    monkeypatch.undo()
+    dying.release_lease()
+    assert fake.creates == 1
+    record(event(RELEASE, "shop-1", reservation_id="r-1"))
+    picking_worker(recorder, mappings, server).run_until_idle()  # the process started again
+
+    assert fake.creates == 1
+    assert fake.by_external("shop-1:r-1:B")["status"] == "CANCELLED"  # type: ignore[index]
+    with transaction(recorder) as tx:
+        rows = tx.fetchall("SELECT status, final FROM adapter_wms_orders")
+        left = tx.fetchall("SELECT external_id FROM adapter_wms_requests")
+    assert [(row["status"], row["final"]) for row in rows] == [("CANCELLED", 1)]
+    assert left == []
+
+
+def test_a_picking_order_made_after_its_request_timed_out_is_cancelled_when_its_reservation_is_released(
+    warehouse, recorder, mappings, record
+):
+    fake, server = warehouse
+    record(
+        event(RECEIPT, "shop-1", ("SKU-1", 10), ("SKU-2", 10)),
+        event(RESERVATION, "shop-1", ("SKU-1", 1), ("SKU-2", 3), reservation_id="r-1", order_id="B-7"),
+    )
+    worker = picking_worker(recorder, mappings, server)
+    fake.delay_s = 2.5  # past the client's 2 s: the WMS makes zone A's order, its answer is lost
+    assert worker.run_once().aborted
+    fake.delay_s = 0.0
+    assert fake.creates == 1
+    # SKU-1 (zone A) goes; SKU-2 (zone B, never sent) stays and is sent when the pick is retried.
+    record(event(RELEASE, "shop-1", ("SKU-1", 1), reservation_id="r-1"))
+    worker.run_until_idle()
+
+    assert fake.by_external("shop-1:r-1:A")["status"] == "CANCELLED"  # type: ignore[index]
+    assert fake.by_external("shop-1:r-1:B")["status"] == "NEW"  # type: ignore[index]
+    assert fake.creates == 2
+
+
+def test_a_reservation_released_before_its_picking_orders_were_sent_makes_none_in_the_wms(
+    warehouse, recorder, mappings, record
+):
+    fake, server = warehouse
+    record(
+        event(RECEIPT, "shop-1", ("SKU-1", 10)),
+        event(RESERVATION, "shop-1", ("SKU-1", 2), reservation_id="r-1"),
+        event(RELEASE, "shop-1", reservation_id="r-1"),
+    )
+    picking_worker(recorder, mappings, server).run_until_idle()
+    assert fake.creates == 0 and fake.requests == 0
