@@ -103,10 +103,18 @@ class WmsClient:
         return answer
 
     def status(self, wms_order_id: str) -> str | None:
+        """A picking order's status; None: unknown. Any other answer without a status as a string
+        (an error's body, one cut short) is the WMS unavailable, never a status to store."""
         answer = self.request("GET", f"api/v1/orders/{_segment(wms_order_id)}/status")
         if answer.status == 404:
             return None
-        return str((answer.json() or {}).get("status"))
+        body = answer.json() if answer.status == 200 else None
+        status = body.get("status") if isinstance(body, dict) else None
+        if not isinstance(status, str) or not status:
+            raise TargetUnavailable(
+                f"wms status of {wms_order_id}: HTTP {answer.status}, no status in the answer"
+            )
+        return status
 
     def stock_page(self, warehouse: str, page: int) -> dict[str, Any]:
         """One page of the stock report. `available_only=false` is sent, not left to a default:

@@ -446,6 +446,39 @@ def test_an_order_whose_status_keeps_failing_does_not_keep_the_others_from_being
     assert (level.on_hand_units, level.reserved_units) == (9, 1)
 
 
+@pytest.mark.parametrize(
+    "reply",
+    [
+        Reply(400, {"error": "temporarily unable to read the order"}),
+        Reply(200, {"id": "PO-000001"}),
+        Reply(200, {"id": "PO-000001", "status": 3}),
+    ],
+    ids=["an error", "no status", "a status not a string"],
+)
+def test_a_status_answer_without_a_status_fails_the_poll_and_keeps_the_stored_status(
+    warehouse, recorder, mappings, ledger, record, reply
+):
+    """An error's body was read for its status, and the order stored at the status "None"."""
+    fake, server = warehouse
+    record(
+        event(RECEIPT, "shop-1", ("SKU-2", 10)),
+        event(RESERVATION, "shop-1", ("SKU-2", 5), reservation_id="r-1", order_id="B-7"),
+    )
+    picking_worker(recorder, mappings, server).run_until_idle()
+    processor = WmsStatusProcessor(recorder, mappings, LedgerSink(ledger), client_for(server))
+    fake.next_replies.append(reply)
+
+    with pytest.raises(TargetUnavailable):  # failed, so retried with backoff
+        processor.poll()
+
+    with transaction(recorder) as tx:
+        row = tx.fetchone("SELECT status, final FROM adapter_wms_orders")
+        statuses = tx.fetchall("SELECT detail FROM adapter_journal WHERE kind LIKE '%status%'")
+    assert (row["status"], row["final"]) == ("NEW", 0)
+    assert statuses == []
+    assert processor.poll() == 0  # the next poll reads the status the WMS has
+
+
 def test_a_picking_order_made_just_before_a_crash_is_cancelled_when_its_reservation_is_released(
     warehouse, recorder, mappings, record
 ):
