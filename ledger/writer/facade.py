@@ -20,6 +20,7 @@ from ledger.clock import utc_now, utc_text
 from ledger.domain.model import StockEvent
 from ledger.results import EventResult
 from ledger.state_cache import Commit, StateCache
+from ledger.storage.availability import database_unavailable
 from ledger.storage.recorders import LedgerRecorder
 from ledger.writer import batching, deciding, expiry
 from ledger.writer.answers import answers
@@ -229,6 +230,9 @@ class Writer:
             self.expire_due(now)
         except Exception as error:  # noqa: BLE001 - retried at the next interval
             self.forget()
+            if database_unavailable(error):  # no reservation's fault: every one would wait for it alone
+                log.warning("reservation expiry failed, will retry: %s", error)
+                return
             log.warning("reservation expiry failed, will record the due ones one at a time: %s", error)
             self.expire_one_at_a_time(now)
 
@@ -262,11 +266,14 @@ class Writer:
                 _, committed = expiry.expire_due(self.recorder, self.cache, now, 1, only=key)
             except Exception as error:  # noqa: BLE001 - judged below
                 self.forget()
+                if database_unavailable(error):
+                    log.warning("reservation expiry failed again: %s", error)
+                    return  # the database went away: no reservation is to blame, each waits
                 failed.append((key, error))
                 continue
-            if committed is not None:
+            if committed is not None:  # (none: released or expired meanwhile, which proves nothing)
                 self.committed(committed)
-            succeeded += 1
+                succeeded += 1
         if not succeeded:
             return  # every one failed: the database, not a reservation, is the cause
         for (store_id, reservation_id), cause in failed:
