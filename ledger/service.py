@@ -533,6 +533,10 @@ class Ledger:
             rows = queries.reservations_by_id(tx, reservation_id, stores_max)
         return [ReservationView(reservation_from_row(row), int(row["position"])) for row in rows]
 
+    def accepted_at(self, source: str, event_id: str) -> int | None:
+        with self.reading("reading an event's key") as tx:
+            return queries.accepted_at(tx, source, event_id)
+
     def stores_with_available(self, skus: list[str], stores_max: int) -> list[str]:
         with self.reading("reading stores for sourcing") as tx:
             return queries.stores_with_available(tx, skus, stores_max)

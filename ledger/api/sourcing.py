@@ -153,10 +153,15 @@ async def source_order(
         raise invalid(error.errors) from None
     candidates = await _candidates(ledger, ask, limits, grant)
     if not candidates:
-        if ask.reserve is not None:  # the same request again, after it took the last units
-            held = await _held(ledger, ask, limits, candidates, ask.reservation_id, grant, None)
-            if _holds(held, ask):
-                return _answer_held(held, ask.candidates)
+        if ask.reserve is not None and ask.reservation_id is not None:
+            # The same request again, after it took the last units, is not sent to the writer (it
+            # has nothing to allocate): the parts are those its command placed, found by its key
+            # (a sourcing command's id is its reservation id).
+            placed_at = await asyncio.to_thread(ledger.accepted_at, SOURCING_SOURCE, ask.reservation_id)
+            if placed_at is not None:
+                held = await _held(ledger, ask, limits, candidates, ask.reservation_id, grant, placed_at)
+                if _holds(held, ask):
+                    return _answer_held(held, ask.candidates)
         shortfall = [{"sku": line.sku, "requested": line.qty_units, "available": 0} for line in ask.lines]
         raise _unsourceable(shortfall)
     if ask.reserve is None:
@@ -199,22 +204,17 @@ async def _held(
     """The parts of the reservation this request placed earlier, among those the token sees.
     Reservation ids are unique per store only (CONTRACT §1), so another store may hold this id for
     another order: the parts are those one event placed together, at `placed_at` (the position the
-    writer answers a duplicate with) or, for a retry that finds no candidate and so is not sent to
-    the writer, at the latest position whose parts hold the order. Failing that, the parts at the
-    candidates: the writer takes those for the same request again when they hold the order between
-    them, whichever events placed them (per-store reservations made beforehand under this id)."""
+    writer answers a duplicate with, or that of the sourcing command's key). Failing that, the parts
+    at the candidates: the writer takes those for the same request again when they hold the order
+    between them, whichever events placed them (per-store reservations made beforehand under this
+    id)."""
     assert reservation_id is not None
     views = await current(ledger, limits.stores_max, reservation_id)
     seen = set(visible_stores(grant, [v.reservation.store_id for v in views]))
     views = [v for v in views if v.reservation.store_id in seen]
-    if placed_at is not None:
-        positions = [placed_at]
-    else:
-        positions = sorted({v.reservation.placed_at_position for v in views}, reverse=True)
-    for position in positions:
-        together = [v for v in views if v.reservation.placed_at_position == position]
-        if _holds(together, ask):
-            return together
+    together = [v for v in views if v.reservation.placed_at_position == placed_at]
+    if placed_at is not None and _holds(together, ask):
+        return together
     return [v for v in views if v.reservation.store_id in candidates]
 
 

@@ -270,6 +270,15 @@ def reservations_by_id(tx: SqlTx, reservation_id: str, stores_max: int) -> list[
     )
 
 
+def accepted_at(tx: SqlTx, source: str, event_id: str) -> int | None:
+    """The position of the event recorded under this key, if it was recorded and accepted."""
+    row = tx.fetchone(
+        "SELECT position FROM ledger_event_keys WHERE source = %s AND event_id = %s AND outcome = %s",
+        (source, event_id, "accepted"),
+    )
+    return int(row["position"]) if row else None
+
+
 def stores_with_available(tx: SqlTx, skus: list[str], stores_max: int) -> list[str]:
     """The stores where any of these SKUs has available stock, by id, at most `stores_max`
     (by the levels' index on sku): the only stores a sourcing search could ever choose."""

@@ -347,3 +347,30 @@ def test_a_bad_body_is_a_422_that_names_the_field(
 ) -> None:
     problem = api.assert_problem(client.post(path, json=body), 422)
     assert field in [error["field"] for error in problem["errors"]], problem
+
+
+@pytest.mark.parametrize("named", [True, False], ids=["stores-named", "no-stores"])
+def test_sourcing_again_after_the_last_units_answers_its_own_parts_not_a_later_order_under_its_id(
+    client: httpx.Client, named: bool
+) -> None:
+    """The same request again after it took the last units is not sent to the writer; its parts were
+    taken as the latest ones holding its lines, which a later order at another store, under the same
+    id and with the same lines, could be (found by review). They are those its command's key names."""
+    s1, other, sku = unique("s1"), unique("s9"), unique("SKU")
+    api.record(client, ev.receipt(s1, (sku, 2)))
+    rid = unique("R")
+    placing: dict[str, Any] = {"lines": ev.lines((sku, 2)), "reserve": {"reservation_id": rid}}
+    if named:
+        placing["stores"] = [s1]
+    placed = client.post("/v1/sourcing", json=placing)
+    assert placed.status_code == 200, placed.text
+    assert placed.json()["allocations"] == [{"store": s1, "lines": ev.lines((sku, 2))}]
+    api.record(client, ev.receipt(other, (sku, 2)))
+    elsewhere = client.post(
+        f"/v1/stores/{other}/reservations", json={"reservation_id": rid, "lines": ev.lines((sku, 2))}
+    )
+    assert elsewhere.status_code == 201, elsewhere.text
+
+    again = client.post("/v1/sourcing", json=placing)
+    assert again.status_code == 200, again.text
+    assert again.json() == placed.json()
