@@ -44,7 +44,10 @@ from ledger.config import Settings
 log = secret_safe_logger("adapters.runner")
 
 # RFC 3986's unreserved characters: a path segment every sender sends as it is, never encoded.
-WEBHOOK_SECRET_PATTERN = re.compile(r"[A-Za-z0-9._~-]+")
+# RFC 3986's path characters (pchar) but `%`: what a sender puts in a path segment as it is. A
+# base64 secret's `+` and `=` are among them; its `/` is not, nor a space or a non-ASCII letter.
+WEBHOOK_SECRET_PATTERN = re.compile(r"[A-Za-z0-9._~!$&'()*+,;=:@-]+")
+WEBHOOK_SECRET_CHARACTERS = "A-Za-z0-9 and ._~!$&'()*+,;=:@-"
 
 
 def worker_limits(settings: Settings) -> WorkerLimits:
@@ -204,16 +207,17 @@ def build_adapters(settings: Settings, sink: EventSink | None = None, recorder: 
 
 def refuse_unusable_webhook_secrets(settings: Settings) -> None:
     """A webhook secret is the last segment of its URL's path, compared as received: one with a
-    `/`, or a character a sender percent-encodes, is never matched, and every delivery is a 404.
-    Refused by the variable's name; the secret itself is never shown."""
+    `/`, or a character a sender percent-encodes (a space, `%`, `?`, `#`, a non-ASCII letter), is
+    never matched, and every delivery is a 404. Refused by the variable's name; the secret itself is
+    never shown."""
     for variable, secret in (
         ("LEDGER_MOYSKLAD_WEBHOOK_SECRET", settings.moysklad_webhook_secret),
         ("LEDGER_WMS_WEBHOOK_SECRET", settings.wms_webhook_secret),
     ):
         if secret is not None and not (WEBHOOK_SECRET_PATTERN.fullmatch(secret) and secret.strip(".")):
             raise CommandError(
-                f"{variable} must be made of A-Za-z0-9._~- only (not only dots): it is a URL path "
-                "segment, and any other character makes every delivery a 404"
+                f"{variable} must be made of {WEBHOOK_SECRET_CHARACTERS} only (not only dots): it is a "
+                "URL path segment, and any other character makes every delivery a 404"
             )
 
 
