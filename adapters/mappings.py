@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from adapters.db import now_text, transaction
+from adapters.db import is_sqlite, now_text, transaction
 from ledger.domain.ids import ID_PATTERN
 
 SYSTEMS = ("bitrix", "moysklad", "wms", "csv")
@@ -266,6 +266,10 @@ def save(recorder: Any, rows: Iterable[MappingRow]) -> int:
     stamp = now_text()
     count = 0
     with transaction(recorder) as tx:
+        if not is_sqlite(recorder):
+            # Two loads at once would each check the table without the other's rows (READ
+            # COMMITTED) and both keep a store shared between them. SQLite's one writer serialises.
+            tx.execute("LOCK TABLE adapter_mappings IN SHARE ROW EXCLUSIVE MODE")
         for row in rows:
             count += 1
             if row.kind == "unit":

@@ -198,3 +198,49 @@ def test_a_command_that_must_find_a_ledger_refuses_a_sqlite_file_that_is_not_the
     assert code == EXIT_USAGE and f"{missing}: no such database" in err, err
     assert len(err.strip().splitlines()) == 1, err
     assert not missing.exists() and list(tmp_path.glob("*.json")) == []
+
+
+def test_two_loads_at_once_cannot_both_map_one_moysklad_store_on_postgresql(postgres, monkeypatch):
+    """Each load checked the table without the other's rows (READ COMMITTED), and both kept a
+    MoySklad store mapped from two ledger stores (found by review)."""
+    import threading
+    import time
+
+    from adapters import mappings as loading
+    from adapters.db import open_database, transaction
+    from adapters.mappings import MappingRow, save
+
+    recorder = open_database(str(postgres.create_database()), 4, 10)
+    checked = threading.Event()
+    check = loading._refuse_shared_stores
+
+    def check_then_pause(tx: Any) -> None:
+        check(tx)
+        if not checked.is_set():
+            checked.set()
+            time.sleep(1.0)  # the second load runs meanwhile, before this one commits
+
+    monkeypatch.setattr(loading, "_refuse_shared_stores", check_then_pause)
+    outcomes: list[str] = []
+
+    def load(store: str) -> None:
+        try:
+            save(recorder, [MappingRow("moysklad", "store", store, "7a1f-shared")])
+            outcomes.append("saved")
+        except MappingError:
+            outcomes.append("refused")
+
+    first = threading.Thread(target=load, args=("shop-1",))
+    first.start()
+    assert checked.wait(20)
+    second = threading.Thread(target=load, args=("backroom",))
+    second.start()
+    for thread in (first, second):
+        thread.join(30)
+    with transaction(recorder) as tx:
+        rows = tx.fetchall(
+            "SELECT local_id FROM adapter_mappings WHERE system = 'moysklad' AND kind = 'store'"
+        )
+    recorder.close()
+    assert sorted(outcomes) == ["refused", "saved"]
+    assert [row["local_id"] for row in rows] == ["shop-1"]
