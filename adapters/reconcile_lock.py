@@ -7,7 +7,9 @@ Held around the whole of it, this lock makes the second see the first's mark.
 
 PostgreSQL: a session advisory lock on a pooled connection. SQLite: an exclusive `flock` on a file
 beside the database (the database's own write lock would stop the ledger's writer meanwhile). Either
-is asked for until APPLY_LOCK_WAIT_S has passed, then ApplyInProgress.
+is asked for until APPLY_LOCK_WAIT_S has passed, then ApplyInProgress. What is left: a PostgreSQL
+session that ends during the apply takes the lock with it unnoticed, and another apply may then
+begin beside this one.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ import os
 import time
 from collections.abc import Iterator
 from typing import Any
+
+import psycopg
 
 from adapters.db import is_sqlite
 
@@ -73,8 +77,11 @@ def _advisory_lock(conn: Any, wait_s: float) -> Iterator[None]:
     try:
         yield
     finally:
-        conn.execute("SELECT pg_advisory_unlock(%s)", (APPLY_LOCK_KEY,))
-        conn.commit()
+        # A session that ended meanwhile (a restart, an idle timeout) took the lock with it: the
+        # apply's own outcome stands, and is not hidden behind this.
+        with contextlib.suppress(psycopg.Error):
+            conn.execute("SELECT pg_advisory_unlock(%s)", (APPLY_LOCK_KEY,))
+            conn.commit()
 
 
 def _try_until(take: Any, wait_s: float) -> None:

@@ -527,3 +527,38 @@ def test_a_wms_stock_answer_that_is_not_json_is_one_line_saying_so(
     err = capsys.readouterr().err.strip()
     assert code == 2 and "(HTTP 200, text/html) is not JSON" in err, err
     assert "\n" not in err and "Traceback" not in err, err
+
+
+def test_an_apply_whose_lock_session_ends_meanwhile_reports_what_it_did(tmp_path, postgres):
+    """The PostgreSQL lock is a session's: ended during the apply (a restart, an idle timeout), its
+    unlock failed on the dead connection and the apply raised, though it had recorded and marked the
+    report (found by review)."""
+    import psycopg
+
+    from adapters.reconcile_lock import APPLY_LOCK_KEY
+
+    url = str(postgres.create_database())
+    ledger = build_ledger(Settings(database_url=url, request_timeout_s=20))
+    ledger.start()
+    recorder = open_database(url, 4, 10)
+    try:
+        ledger.submit_and_wait([event(RECEIPT, "shop-1", ("SKU-1", 10))])
+        count = read_csv_snapshot(count_file(tmp_path / "count.csv", "shop-1,SKU-1,9,"))
+        save_report(recorder, make_report(recorder, count, run_id="person"))
+
+        class LockSessionEnds(LedgerSink):
+            def record(self, events: Any) -> Any:
+                with psycopg.connect(url, autocommit=True) as admin:
+                    admin.execute(
+                        "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' "
+                        "AND objid = %s",
+                        (APPLY_LOCK_KEY,),
+                    )
+                return super().record(events)
+
+        assert apply_report(recorder, load_report(recorder, "person"), LockSessionEnds(ledger), LIMITS) == 1
+        assert load_report(recorder, "person").applied_at is not None
+        assert levels(ledger, "shop-1", "SKU-1") == {"SKU-1": 9}
+    finally:
+        recorder.close()
+        ledger.stop()
