@@ -517,6 +517,7 @@ class WmsStatusProcessor:
         if events:
             # Recorded first: if the ledger is unreachable, the delivery (or the next poll) tries again.
             self.sink.record(events)
+        table = self.mappings.frozen()  # read now: a read inside the transaction would wait for it
         with transaction(self.recorder) as tx:
             updated = tx.fetchone(
                 "UPDATE adapter_wms_orders SET status = %s, final = %s, updated_at = %s WHERE "
@@ -540,12 +541,7 @@ class WmsStatusProcessor:
                 journal(tx, SYSTEM, "unmapped_status", wms_order_id, f"no status map row for {status}")
                 log.warning("wms status %s of %s has no row in the status table", status, wms_order_id)
             elif row["order_id"]:
-                enqueue(
-                    tx,
-                    "bitrix",
-                    f"status:{row['order_id']}",
-                    {"order_id": row["order_id"], "status_id": rule.target_status, "wms_status": status},
-                )
+                self._queue_order_status(tx, row, table)
             if code_notes:
                 detail = f"picking order {wms_order_id}: codes left off its shipment: " + "; ".join(
                     code_notes
@@ -561,6 +557,29 @@ class WmsStatusProcessor:
                 journal(tx, SYSTEM, "alert", wms_order_id, detail)
                 log.error("ALERT wms %s", detail)
         return True
+
+    def _queue_order_status(self, tx: Any, row: Any, table: Mappings) -> None:
+        """Queues the Bitrix order's status from every picking order of its reservation (one per
+        zone), as this transaction leaves them: each one's own status, queued under the order's one
+        key, made a routine status of one zone replace another's picking error, and one zone's
+        shipment mark the whole order shipped."""
+        statuses = [
+            str(found["status"])
+            for found in tx.fetchall(  # by adapter_wms_orders_by_reservation
+                "SELECT status FROM adapter_wms_orders WHERE store_id = %s AND reservation_id = %s",
+                (row["store_id"], row["reservation_id"]),
+            )
+        ]
+        together = order_status(statuses)
+        rule = table.status(SYSTEM, together)
+        if rule is None:
+            return  # a status with no row in the table sets none in Bitrix
+        enqueue(
+            tx,
+            "bitrix",
+            f"status:{row['order_id']}",
+            {"order_id": row["order_id"], "status_id": rule.target_status, "wms_status": together},
+        )
 
     def _ship_status_skipped(self, stored: str, status: str) -> str | None:
         """The status mapped to `ship` that an order moving from `stored` to `status` went past
@@ -588,6 +607,18 @@ class WmsStatusProcessor:
             reference=f"WMS {status} picking order {row['wms_order_id']}"[:256],
             principal=PRINCIPAL,
         )
+
+
+def order_status(statuses: list[str]) -> str:
+    """The status an order's picking orders give it together: a picking error while any has one (a
+    person must act on it), else the least advanced of those under way (one zone picking while
+    another is NEW is not an order being picked), else (all cancelled, or none known) the first."""
+    if "PICKING_ERROR" in statuses:
+        return "PICKING_ERROR"
+    under_way = [status for status in statuses if status in PROGRESS]
+    if under_way:
+        return min(under_way, key=PROGRESS.index)
+    return statuses[0]
 
 
 def _behind(status: str, stored: str) -> bool:

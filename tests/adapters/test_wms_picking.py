@@ -580,3 +580,36 @@ def test_a_reservation_released_before_its_picking_orders_were_sent_makes_none_i
     )
     picking_worker(recorder, mappings, server).run_until_idle()
     assert fake.creates == 0 and fake.requests == 0
+
+
+def _order_status_queued(recorder: Any, order_id: str) -> str | None:
+    with transaction(recorder) as tx:
+        rows = tx.fetchall("SELECT payload FROM adapter_outbox WHERE item_key = %s", (f"status:{order_id}",))
+    return str(orjson.loads(rows[0]["payload"])["status_id"]) if rows else None
+
+
+def test_the_bitrix_order_status_is_that_of_all_its_picking_orders_together(
+    warehouse, recorder, mappings, ledger, record
+):
+    """Each picking order's own status was queued as the whole order's, under its one key: zone A's
+    PICKING replaced zone B's PICKING_ERROR, which a person must act on, and one zone's SHIPPED
+    marked the order shipped while the other was still picked (found by review)."""
+    fake, server = warehouse
+    record(
+        event(RECEIPT, "shop-1", ("SKU-1", 10), ("SKU-2", 10)),
+        event(RESERVATION, "shop-1", ("SKU-1", 2), ("SKU-2", 3), reservation_id="r-1", order_id="B-7"),
+    )
+    picking_worker(recorder, mappings, server).run_until_idle()
+    zone_a, zone_b = fake.by_external("shop-1:r-1:A"), fake.by_external("shop-1:r-1:B")
+    processor = WmsStatusProcessor(recorder, mappings, LedgerSink(ledger), client_for(server))
+
+    processor.handle_delivery({"id": zone_a["id"], "status": "PICKING"})
+    assert _order_status_queued(recorder, "B-7") is None  # zone B is NEW, which sets no status
+    processor.handle_delivery({"id": zone_b["id"], "status": "PICKING"})
+    assert _order_status_queued(recorder, "B-7") == "Q"
+    processor.handle_delivery({"id": zone_a["id"], "status": "SHIPPED"})
+    assert _order_status_queued(recorder, "B-7") == "Q"  # zone B is still picked
+    processor.handle_delivery({"id": zone_b["id"], "status": "PICKING_ERROR"})
+    assert _order_status_queued(recorder, "B-7") == "PE"
+    processor.handle_delivery({"id": zone_a["id"], "status": "DELIVERED"})
+    assert _order_status_queued(recorder, "B-7") == "PE"  # the error stays until a person acts
