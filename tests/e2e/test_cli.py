@@ -240,12 +240,14 @@ def test_a_mappings_file_with_a_bad_header_is_refused_before_the_database_is_ope
 
 
 def test_a_snapshot_with_a_bad_row_names_its_line(tmp_path: Path) -> None:
+    assert ledger(tmp_path, "migrate").returncode == 0  # a ledger to reconcile (none is refused)
     (tmp_path / "snapshot.csv").write_text("store_id,sku,on_hand\nstore-1,SKU-1,many\n")
     done = ledger(tmp_path, "reconcile", "--source", "csv", "--file", "snapshot.csv", "--quiet")
     assert_refused_in_one_line(done, "snapshot.csv:2", "on_hand")
 
 
 def test_a_missing_snapshot_file_is_named(tmp_path: Path) -> None:
+    assert ledger(tmp_path, "migrate").returncode == 0
     done = ledger(tmp_path, "reconcile", "--source", "csv", "--file", "absent.csv")
     assert_refused_in_one_line(done, "absent.csv", "No such file")
 

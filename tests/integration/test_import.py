@@ -393,6 +393,9 @@ def test_an_interrupted_import_names_the_line_up_to_which_every_line_is_recorded
     source = f"import-{uuid.uuid4().hex[:8]}"
     events = [ev.receipt("shop-1", (f"SKU-{n % 50}", 1)) | {"source": source} for n in range(40_000)]
     path = write_lines(tmp_path / "big.jsonl", events)
+    # As a terminal's Ctrl-C finds it: a test worker ignores SIGINT, which a child would inherit; a
+    # handler of this process is reset to the default in the child instead.
+    ignored = signal.signal(signal.SIGINT, signal.default_int_handler)
     importing = subprocess.Popen(
         [str(LEDGER), "import", str(path)],
         env=ledger_env(
@@ -402,6 +405,7 @@ def test_an_interrupted_import_names_the_line_up_to_which_every_line_is_recorded
         stderr=subprocess.PIPE,
         text=True,
     )
+    signal.signal(signal.SIGINT, ignored)
     try:
         assert importing.stderr is not None
         while " recorded" not in importing.stderr.readline():  # the first progress line: it records
