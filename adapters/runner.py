@@ -32,8 +32,9 @@ from adapters.sink import EventSink, LedgerSink
 from adapters.spool import DeliverySpool, default_spool_dir
 from adapters.webhook_server import ServerLimits, WebhookServer
 from adapters.webhook_store import DeliveryStore
-from adapters.wms import WmsClient, WmsConfig, WmsPickingTarget, WmsStatusProcessor
+from adapters.wms import WmsClient, WmsConfig, WmsPickingTarget
 from adapters.wms_inbound import WmsArrivals, WmsInboundTarget
+from adapters.wms_statuses import WmsStatusProcessor
 from ledger.access.book import TokenBook
 from ledger.access.hosts import allowed_hosts, is_loopback
 from ledger.access.metrics import metrics_guard

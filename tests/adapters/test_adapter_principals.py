@@ -18,7 +18,8 @@ from adapters.reconcile import make_report
 from adapters.reconcile_runs import load_report, save_report
 from adapters.sink import LedgerSink
 from adapters.snapshots import read_csv_snapshot
-from adapters.wms import WmsClient, WmsConfig, WmsPickingTarget, WmsStatusProcessor
+from adapters.wms import WmsClient, WmsConfig, WmsPickingTarget
+from adapters.wms_statuses import WmsStatusProcessor
 from ledger.access.scopes import InvalidGrant, check_name
 from ledger.cli import main
 from ledger.domain.model import EventType

@@ -22,7 +22,8 @@ from adapters.moysklad_orders import MoySkladOrdersTarget
 from adapters.outbound import OutboundWorker, SimulatedCrash
 from adapters.sink import LedgerSink
 from adapters.webhook_server import WebhookServer
-from adapters.wms import WmsClient, WmsConfig, WmsPickingTarget, WmsStatusProcessor
+from adapters.wms import WmsClient, WmsConfig, WmsPickingTarget
+from adapters.wms_statuses import WmsStatusProcessor
 from ledger.domain.model import EventType
 
 RECEIPT, RESERVATION, RELEASE = EventType.RECEIPT, EventType.RESERVATION, EventType.RESERVATION_RELEASE

@@ -20,8 +20,9 @@ from adapters.reconcile_apply import ApplyLimits, apply_report
 from adapters.reconcile_runs import save_report
 from adapters.sink import LedgerSink
 from adapters.snapshots import UnreadStores
-from adapters.wms import WmsClient, WmsConfig, WmsPickingTarget, WmsStatusProcessor
+from adapters.wms import WmsClient, WmsConfig, WmsPickingTarget
 from adapters.wms_inbound import WmsArrivals, WmsInboundTarget
+from adapters.wms_statuses import WmsStatusProcessor
 from adapters.wms_stock import StockReadRefused, read_wms_snapshot
 from devtools.fakes.wms import STOCK_PER_PAGE_MAX
 from ledger.cli import main

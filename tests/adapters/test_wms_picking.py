@@ -14,7 +14,8 @@ from adapters.inbound import InboxWorker, store_delivery
 from adapters.outbound import OutboundWorker, SimulatedCrash, TargetUnavailable, read_position
 from adapters.sink import LedgerSink
 from adapters.status import metrics_text, read_status
-from adapters.wms import WmsClient, WmsConfig, WmsPickingTarget, WmsStatusProcessor
+from adapters.wms import WmsClient, WmsConfig, WmsPickingTarget
+from adapters.wms_statuses import WmsStatusProcessor
 from ledger.domain.model import EventType
 from ledger.projections.queries import HistoryFilter
 
