@@ -281,11 +281,16 @@ def accepted_at(tx: SqlTx, source: str, event_id: str) -> int | None:
 
 def stores_with_available(tx: SqlTx, skus: list[str], stores_max: int) -> list[str]:
     """The stores where any of these SKUs has available stock, by id, at most `stores_max`
-    (by the levels' index on sku): the only stores a sourcing search could ever choose."""
+    (by the levels' index on sku): the only stores a sourcing search could ever choose.
+
+    "By id" is by code point on both databases (CONTRACT §6 orders the default candidates by id,
+    and the search is decided by their order): SQLite compares text as bytes, and PostgreSQL
+    would use the database's collation, which can be language-aware ("b-2" before "B-1")."""
     marks = ", ".join(["%s"] * len(skus))
+    by_id = "store_id" if tx.qmark else 'store_id COLLATE "C"'
     rows = tx.fetchall(
-        f"SELECT DISTINCT store_id FROM ledger_levels WHERE sku IN ({marks}) AND on_hand > reserved "
-        "ORDER BY store_id LIMIT %s",
+        f"SELECT store_id FROM ledger_levels WHERE sku IN ({marks}) AND on_hand > reserved "
+        f"GROUP BY store_id ORDER BY {by_id} LIMIT %s",
         (*skus, stores_max),
     )
     return [row["store_id"] for row in rows]
