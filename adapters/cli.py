@@ -280,9 +280,14 @@ def _reconcile_apply(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _record_report(recorder: Any, report: Any, settings: Settings, *, force: bool) -> int:
-    from adapters.reconcile_apply import ApplyLimits, ReportSuperseded, apply_report, reasons_to_force
-    from adapters.reconcile_lock import ApplyInProgress
-    from adapters.reconcile_runs import applied_since
+    from adapters.reconcile_apply import (
+        ApplyLimits,
+        ApplyUnfinished,
+        ReportSuperseded,
+        apply_report,
+        reasons_to_force,
+    )
+    from adapters.reconcile_runs import ApplyClaimTimeout, in_the_way
     from adapters.sink import EventsRefused, SinkError
 
     if report.master != "external":
@@ -294,11 +299,13 @@ def _record_report(recorder: Any, report: Any, settings: Settings, *, force: boo
     if not report.discrepancies:
         print("no line differs: nothing to record")
         return 0
-    superseding = applied_since(recorder, report)
-    if superseding:
+    found = in_the_way(recorder, report)
+    if found.unfinished:
+        raise CommandError(f"{ApplyUnfinished(report.run_id, found.unfinished)}. Nothing recorded")
+    if found.applied_since:
         raise CommandError(
-            f"report(s) {', '.join(superseding)} over the same stores were applied after this one was "
-            "made: its figures do not include their corrections; make a new report. Nothing recorded"
+            f"report(s) {', '.join(found.applied_since)} over the same stores were applied after this one "
+            "was made: its figures do not include their corrections; make a new report. Nothing recorded"
         )
     limits = ApplyLimits(
         settings.adapters_reconcile_line_units_max,
@@ -314,17 +321,19 @@ def _record_report(recorder: Any, report: Any, settings: Settings, *, force: boo
     sink, ledger = _ledger_sink(settings)
     try:
         events = apply_report(recorder, report, sink, limits, force=force)
-    except (ReportSuperseded, ApplyInProgress) as error:  # another apply ended, or runs, meanwhile
+    except (ReportSuperseded, ApplyUnfinished, ApplyClaimTimeout) as error:  # another began meanwhile
         raise CommandError(f"{error}. Nothing recorded") from None
     except EventsRefused as error:
         raise CommandError(
             f"{error}, and will be again: the report is not marked applied, and the lines before it "
-            "may be recorded already (`ledger history` shows them by their reconcile:<run> ids)"
+            "may be recorded already (`ledger history` shows them by their reconcile:<run> ids); "
+            "reports over its stores are refused until it is applied"
         ) from None
     except SinkError as error:
         raise CommandError(
             f"{error}. The report is not marked applied; applying it again records only what is "
-            "missing (each line's event id is the run's)"
+            "missing (each line's event id is the run's), and reports over its stores are refused "
+            "until it is"
         ) from None
     finally:
         ledger.stop()

@@ -37,6 +37,8 @@ _WMS_REQUESTS = (
     "CREATE INDEX IF NOT EXISTS adapter_wms_requests_by_reservation "
     "ON adapter_wms_requests (store_id, reservation_id)",
 )
+# When a report's apply began (adapters/reconcile_runs.py): reports over its stores wait for it to end.
+_RECONCILE_APPLY_STARTED = "ALTER TABLE adapter_reconcile_runs ADD COLUMN apply_started_at TEXT"
 
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(
@@ -76,6 +78,14 @@ MIGRATIONS: tuple[Migration, ...] = (
         EXPAND,
         postgres=_WMS_REQUESTS,
         sqlite=_WMS_REQUESTS,
+    ),
+    Migration(
+        6,
+        "when a reconciliation report's apply began, so that an apply that stopped partway keeps other "
+        "reports over its stores from being applied, with no lock held while it records",
+        EXPAND,
+        postgres=(_RECONCILE_APPLY_STARTED,),
+        sqlite=(_RECONCILE_APPLY_STARTED,),
     ),
 )
 

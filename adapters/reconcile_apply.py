@@ -10,8 +10,10 @@ It refuses, with a typed error naming why:
 - a report whose changes pass a named limit (a line moving more than `line_units_max` units, or
   more than `changed_share_max` of the compared stores' SKUs changed), unless forced;
 - a report over stores another report was applied to after it was made (its ledger figures do
-  not include that run's corrections, so its differences could correct the same thing twice),
-  checked under a lock that one apply at a time holds (adapters/reconcile_lock.py).
+  not include that run's corrections, so its differences could correct the same thing twice);
+- a report over stores whose apply another report began and did not end (running now, or stopped
+  partway): checked and marked begun in one step (adapters/reconcile_runs.py), so that of two
+  applies begun at once the second is refused.
 """
 
 from __future__ import annotations
@@ -21,8 +23,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from adapters.reconcile import Discrepancy, Report
-from adapters.reconcile_lock import applying_alone
-from adapters.reconcile_runs import applied_since, mark_applied
+from adapters.reconcile_runs import claim_apply, mark_applied
 from adapters.sink import EventSink
 from ledger.access.scopes import ADAPTER_PRINCIPAL_PREFIX
 from ledger.domain.model import EventType, Line, StockEvent
@@ -56,6 +57,18 @@ class ReportSuperseded(Exception):
         )
         self.run_id = run_id
         self.applied_runs = applied_runs
+
+
+class ApplyUnfinished(Exception):
+    def __init__(self, run_id: str, unfinished_runs: list[str]) -> None:
+        runs = ", ".join(unfinished_runs)
+        super().__init__(
+            f"the apply of report(s) {runs} over the same stores began and has not ended (it runs now, "
+            f"or stopped partway): wait for it, or apply {runs} again to end it, then make a new report "
+            f"rather than apply {run_id}"
+        )
+        self.run_id = run_id
+        self.unfinished_runs = unfinished_runs
 
 
 def reasons_to_force(report: Report, limits: ApplyLimits) -> list[str]:
@@ -110,16 +123,17 @@ def apply_report(
     """Records the report's lines; returns how many events it submitted (0 when the ledger is master)."""
     if report.master != "external":
         return 0
-    with applying_alone(recorder):  # the check below sees every other apply's mark
-        superseding = applied_since(recorder, report)
-        if superseding:
-            raise ReportSuperseded(report.run_id, superseding)
-        reasons = reasons_to_force(report, limits)
-        if reasons and not force:
-            raise ChangeAboveLimits(report.run_id, reasons)
-        events = adjustment_events(report)
-        for part in chunks(events, EVENTS_PER_SUBMIT_MAX):
-            sink.record(list(part))
-        report.applied_at = mark_applied(recorder, report.run_id, len(events))
+    reasons = reasons_to_force(report, limits)
+    if reasons and not force:
+        raise ChangeAboveLimits(report.run_id, reasons)
+    in_the_way = claim_apply(recorder, report)  # nothing is claimed when a run is in its way
+    if in_the_way.unfinished:
+        raise ApplyUnfinished(report.run_id, in_the_way.unfinished)
+    if in_the_way.applied_since:
+        raise ReportSuperseded(report.run_id, in_the_way.applied_since)
+    events = adjustment_events(report)
+    for part in chunks(events, EVENTS_PER_SUBMIT_MAX):
+        sink.record(list(part))
+    report.applied_at = mark_applied(recorder, report.run_id, len(events))
     report.applied_events = len(events)
     return len(events)

@@ -3,19 +3,30 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Any
 
 from adapters.db import now_text, transaction
 from adapters.reconcile import Discrepancy, Report, Untouched
-from ledger.sql import chunks
+from ledger.sql import SqlTx, chunks
 
 ROWS_PER_STATEMENT = 1000
+APPLY_CLAIM_WAIT_S = 30.0  # how long beginning an apply waits for another one's check and mark
+APPLY_CLAIM_LOCK_KEY = 0x1ED6E9  # a PostgreSQL advisory lock key of this service's own, after the ledger's
 
 
 class UnknownRun(LookupError):
     def __init__(self, run_id: str) -> None:
         super().__init__(f"no reconciliation report has run id {run_id!r}")
         self.run_id = run_id
+
+
+class ApplyClaimTimeout(Exception):
+    def __init__(self, wait_s: float) -> None:
+        super().__init__(
+            f"another reconciliation report's apply was beginning for over {wait_s:g} s: nothing recorded; "
+            "apply this one again"
+        )
 
 
 class RunExists(ValueError):
@@ -83,16 +94,67 @@ def load_report(recorder: Any, run_id: str) -> Report:
     )
 
 
-def applied_since(recorder: Any, report: Report) -> list[str]:
-    """Runs over any of the report's stores applied after it was made: their corrections are not
-    in its ledger figures, so applying its differences now could correct the same thing twice."""
+@dataclass(frozen=True, slots=True)
+class InTheWay:
+    """Runs over any of a report's stores that stop it being applied now (both empty: none do)."""
+
+    applied_since: list[str]  # applied after it was made: their corrections are not in its figures
+    unfinished: list[str]  # begun and not marked applied: running now, or stopped partway
+
+
+def in_the_way(recorder: Any, report: Report) -> InTheWay:
     with transaction(recorder) as tx:
-        rows = tx.fetchall(
-            "SELECT run_id, stores FROM adapter_reconcile_runs WHERE applied_at > %s AND run_id <> %s "
-            "ORDER BY applied_at",
-            (report.created_at, report.run_id),
-        )
-    return [row["run_id"] for row in rows if set(json.loads(row["stores"])) & set(report.stores)]
+        return _in_the_way(tx, report)
+
+
+def claim_apply(recorder: Any, report: Report, wait_s: float = APPLY_CLAIM_WAIT_S) -> InTheWay:
+    """Marks the report's apply begun, unless a run is in its way (then nothing is marked).
+
+    The check and the mark are one short transaction, one at a time per database, so of two applies
+    over one store begun at once the second sees the first's mark. No lock is held while the apply
+    records: an apply that stops partway (a crash, a refusal) stays marked begun, and reports over
+    its stores are refused until it is applied again, since its partial corrections may or may not
+    be in their figures."""
+    try:
+        with transaction(recorder) as tx:
+            if tx.qmark:  # a write first takes SQLite's write lock, waited for up to its busy timeout
+                tx.execute(_TOUCH, (report.run_id,))
+            else:
+                tx.execute(f"SET LOCAL lock_timeout = '{max(1, round(wait_s * 1000))}ms'")
+                tx.execute("SELECT pg_advisory_xact_lock(%s)", (APPLY_CLAIM_LOCK_KEY,))
+            found = _in_the_way(tx, report)
+            if not found.applied_since and not found.unfinished:
+                tx.execute(
+                    "UPDATE adapter_reconcile_runs SET apply_started_at = %s WHERE run_id = %s",
+                    (now_text(), report.run_id),
+                )
+    except Exception as error:
+        if _lock_not_available(error):
+            raise ApplyClaimTimeout(wait_s) from None
+        raise
+    return found
+
+
+_TOUCH = "UPDATE adapter_reconcile_runs SET apply_started_at = apply_started_at WHERE run_id = %s"
+
+
+def _lock_not_available(error: BaseException) -> bool:
+    """PostgreSQL's lock_timeout (SQLSTATE 55P03), whether or not the datastore wrapped it."""
+    return any(getattr(e, "sqlstate", None) == "55P03" for e in (error, error.__cause__, error.__context__))
+
+
+def _in_the_way(tx: SqlTx, report: Report) -> InTheWay:
+    rows = tx.fetchall(
+        "SELECT run_id, stores, applied_at FROM adapter_reconcile_runs WHERE run_id <> %s "
+        "AND (applied_at > %s OR (applied_at IS NULL AND apply_started_at IS NOT NULL)) "
+        "ORDER BY applied_at, run_id",
+        (report.run_id, report.created_at),
+    )
+    overlapping = [row for row in rows if set(json.loads(row["stores"])) & set(report.stores)]
+    return InTheWay(
+        applied_since=[row["run_id"] for row in overlapping if row["applied_at"] is not None],
+        unfinished=[row["run_id"] for row in overlapping if row["applied_at"] is None],
+    )
 
 
 def mark_applied(recorder: Any, run_id: str, events: int) -> str:
