@@ -1,4 +1,5 @@
-"""A fake 1C-Bitrix REST endpoint (inbound webhook), as adapters/bitrix.py's docstring describes it.
+"""A fake 1C-Bitrix REST endpoint (inbound webhook), as the docstrings of adapters/bitrix_client.py
+(calls, batch, limits) and adapters/bitrix.py (the methods pushed) describe it.
 
 It keeps products, per-store amounts, inventory documents and orders in memory, counts requests in
 the documented leaky bucket (503 QUERY_LIMIT_EXCEEDED past the burst), runs `batch` with

@@ -9,7 +9,8 @@ import pytest
 from conftest import FAST, event
 
 import adapters.bitrix
-from adapters.bitrix import BitrixClient, BitrixConfig, BitrixTarget, Supplier
+from adapters.bitrix import BitrixConfig, BitrixTarget, Supplier
+from adapters.bitrix_client import BitrixClient
 from adapters.db import transaction
 from adapters.outbound import OutboundWorker
 from ledger.domain.model import EventType

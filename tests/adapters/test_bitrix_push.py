@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 from conftest import FAST, bitrix_target, event
 
-from adapters.bitrix import BitrixClient, BitrixConfig, BitrixTarget, Supplier
+from adapters.bitrix import BitrixConfig, BitrixTarget, Supplier
+from adapters.bitrix_client import BitrixClient
 from adapters.db import transaction
 from adapters.httpserver import Reply
 from adapters.outbound import (
