@@ -25,7 +25,11 @@ cost users data:
   "Contractors should be provided by CRM";
 - `catalog.storeproduct.list` filters as documented: `@field` (IN) and `!@field` take an array,
   `field` and `=field` a value. What the portal does with an array under a bare name is not
-  documented, so the fake refuses it. Pages are 50 rows (`start`), with `total`.
+  documented, so the fake refuses it. Pages are 50 rows (`start`), with `total`;
+- `sale.order.update` (sale-order-update.md, "Possible Error Codes", HTTP 400) without `id`, or
+  with `fields` missing or empty: error `100`, "Could not find value for parameter {id}" or
+  "... {fields}" (the wording other methods' pages give for that code); an order that does not
+  exist: `200540400001`, "order does not exist". The codes are numbers, as the page shows them.
 """
 
 from __future__ import annotations
@@ -41,6 +45,8 @@ from typing import Any
 from adapters.httpserver import Reply, Request
 
 DOC_TYPES = ("A", "S", "M", "R", "D")
+PARAMETER_MISSING = 100  # a required parameter missing or empty (sale-order-update.md)
+ORDER_NOT_FOUND = 200540400001
 BATCH_COMMANDS_MAX = 50
 OPERATING_LIMIT_S = 480.0  # limits.md: a method's summed operating time allowed ...
 OPERATING_WINDOW_S = 600.0  # ... within the past 10 minutes
@@ -52,7 +58,7 @@ RESULT_REF = re.compile(r"^\$result\[([^\]]+)\]((?:\[[^\]]*\])*)$")
 
 
 class CommandError(Exception):
-    def __init__(self, code: str, description: str) -> None:
+    def __init__(self, code: str | int, description: str) -> None:
         super().__init__(description)
         self.code = code
         self.description = description
@@ -423,11 +429,15 @@ class FakeBitrix:
         return True
 
     def _order_update(self, params: Mapping[str, Any]) -> Any:
-        order_id = str(params.get("id", ""))
-        order = self.orders.get(order_id)
+        # The parameters are checked before the order is looked up, as the portal binds them first.
+        if params.get("id") in (None, ""):
+            raise CommandError(PARAMETER_MISSING, "Could not find value for parameter {id}")
+        fields = params.get("fields")
+        if not fields or not isinstance(fields, Mapping):
+            raise CommandError(PARAMETER_MISSING, "Could not find value for parameter {fields}")
+        order = self.orders.get(str(params["id"]))
         if order is None:
-            raise CommandError("ERROR_ORDER_NOT_FOUND", f"order {order_id} not found")
-        fields = params.get("fields") or {}
+            raise CommandError(ORDER_NOT_FOUND, "order does not exist")
         if "statusId" in fields:
             order["statusId"] = str(fields["statusId"])
         return {"order": dict(order)}

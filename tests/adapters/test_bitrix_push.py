@@ -11,6 +11,7 @@ from conftest import FAST, bitrix_target, event
 from adapters.bitrix import BitrixConfig, BitrixTarget, Supplier
 from adapters.bitrix_client import BitrixClient
 from adapters.db import transaction
+from adapters.http import HttpClient
 from adapters.httpserver import Reply
 from adapters.outbound import (
     OutboundWorker,
@@ -253,6 +254,38 @@ def test_order_statuses_queued_in_the_outbox_are_set_with_sale_order_update(bitr
     assert fake.orders["77"]["statusId"] == "Q"
     assert [m for m, _ in fake.calls] == ["sale.order.update"]
     assert read_status(recorder)[0].outbox_pending == 0
+
+
+def test_an_order_update_with_no_fields_is_refused_as_the_portal_refuses_it(bitrix):
+    """sale-order-update.md: `id` and `fields` are required; missing or empty, HTTP 400 with error
+    100, and an order that does not exist 200540400001. A fake that took an empty update would let
+    a push that sets no status pass as done."""
+    fake, server = bitrix
+    fake.orders["7"] = {"id": "7", "statusId": "N"}
+    http = HttpClient(server.url + fake.webhook_path, 2.0)
+
+    alone = http.request("POST", "sale.order.update", json_body={"id": "7", "fields": {}})
+    http.close()
+    assert (alone.status, alone.json()["error"]) == (400, 100)
+    assert alone.json()["error_description"] == "Could not find value for parameter {fields}"
+
+    client = BitrixClient(BitrixConfig(webhook_url=server.url + fake.webhook_path, requests_per_s=1000.0))
+    answer = client.batch(
+        {
+            "empty": ("sale.order.update", {"id": "7", "fields": {}}),
+            "missing": ("sale.order.update", {"id": "7"}),
+            "no_id": ("sale.order.update", {"fields": {"statusId": "D"}}),
+            "unknown": ("sale.order.update", {"id": "8", "fields": {"statusId": "D"}}),
+        }
+    )
+    assert answer.results == {} and answer.unavailable == {}
+    assert answer.errors == {
+        "empty": "100: Could not find value for parameter {fields}",
+        "missing": "100: Could not find value for parameter {fields}",
+        "no_id": "100: Could not find value for parameter {id}",
+        "unknown": "200540400001: order does not exist",
+    }
+    assert fake.orders["7"]["statusId"] == "N"
 
 
 def test_quantities_go_out_in_the_sites_unit_rounded_down(bitrix, recorder, mappings, site, mapped, record):

@@ -223,7 +223,7 @@ def test_a_wms_status_queued_after_a_parked_shipment_status_goes_as_queued_when_
         event(RECEIPT, "shop-1", ("SKU-1", 10)),
         event(RESERVATION, "shop-1", ("SKU-1", 5), reservation_id="res-7", order_id=ORDER),
     )
-    order = bitrix[0].orders.pop(ORDER)  # sale.order.update: ERROR_ORDER_NOT_FOUND, parked
+    order = bitrix[0].orders.pop(ORDER)  # sale.order.update: 200540400001 (no such order), parked
     sync.handle(fake.webhook_body(fake.add_demand(STORE_UUID, [(VARIANT, 5)], order_external_code=ORDER)))
     site.worker.run_until_idle()
     with transaction(recorder) as tx:
