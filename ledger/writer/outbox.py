@@ -22,6 +22,12 @@ class Outbox:
         self.chunks.append(memoryview(data))
         self.size += len(data)
 
+    @property
+    def behind_first(self) -> int:
+        """Bytes waiting behind the first chunk, the one its reader is taking now: a reader that
+        lags is one with messages piling up behind it, not one taking a large message."""
+        return self.size - len(self.chunks[0]) if self.chunks else 0
+
     def clear(self) -> None:
         self.chunks.clear()
         self.size = 0

@@ -2,13 +2,13 @@
 
 Only this machine's processes of this service connect: the socket file is created mode 0600.
 Sends never block the writer: each client has an outbox, written whenever its socket takes more,
-and a client whose outbox grows past `outbox_bytes_max` (it stopped reading) is disconnected
-with a log line. Its callers waiting on answers get a clean error from their side of the
-connection, and its next write reconnects. The writer never waits on a client. A failed request
-is answered with its kind (wire.Reply): refused when it is a SubmissionFailed, else unavailable.
-Requests beyond
-`queue_submissions_max` waiting to be recorded are refused at once, and a client that sends what
-the writer cannot read is disconnected: neither stops the writer.
+and a client with more than `outbox_bytes_max` waiting behind the message it is reading (it
+stopped reading) is disconnected with a log line. Its callers waiting on answers get a clean
+error from their side of the connection, and its next write reconnects. The writer never waits
+on a client. A failed request is answered with its kind (wire.Reply): refused when it is a
+SubmissionFailed, else unavailable. Requests beyond `queue_submissions_max` waiting to be
+recorded are refused at once, and a client that sends what the writer cannot read is
+disconnected: neither stops the writer.
 
 With LEDGER_WRITER_PEER_ADDRESS set, the writer that leads its database (writer/leadership.py) also
 listens there for the other instances' relays (writer/relay.py): a peer is a client like any other
@@ -424,9 +424,14 @@ class WriterServer:
                 self._queue(client, data)
 
     def _queue(self, client: _Client, data: bytes) -> None:
+        """Queues `data` for the client and writes what its socket takes now. The limit is on what
+        waits behind the message it is reading: one message larger than the limit (the commit of
+        a batch of a million levels) is no sign of a client that stopped reading."""
         outbox = client.outbox
         outbox.add(data)
-        if outbox.size > self.outbox_bytes_max:
+        if not outbox.watched_for_writing:
+            self._send(client)
+        if outbox.behind_first > self.outbox_bytes_max:
             self.clients_dropped += 1
             log.warning(
                 "%s has not read %d bytes of answers and commits (limit %d); disconnecting it",
@@ -435,9 +440,6 @@ class WriterServer:
                 self.outbox_bytes_max,
             )
             self._drop(client)
-            return
-        if not outbox.watched_for_writing:
-            self._send(client)
 
     def _send(self, client: _Client) -> None:
         try:
