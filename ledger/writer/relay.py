@@ -9,11 +9,12 @@ at once, instead of reading the other instances' writes back from the database.
 Nothing here waits without a limit. A link to the leader, with its handshake, is had within
 `PEER_CONNECT_TIMEOUT_S` in all, and a link gone silent is found out by TCP (peer_link.py); each
 direction of a pair holds at most `buffer_bytes_max` bytes (and one read) that its reader has not
-taken, and past it the pair is closed with a log line (the client reconnects, as it does when the
-writer drops it). When the leader cannot be reached (nothing listens at its address, or
-`LINK_FAILURES_MAX` links in a row failed), the relay ends (run() returns False) and the process
-exits, so that its supervisor starts a writer anew: it leads if the leader's lock is free, or
-relays to whoever leads now.
+taken behind the frame it is reading (wire.py's length prefixes say where each ends; one frame,
+the commit of a batch of a million levels, may be larger), and past it the pair is closed with a
+log line (the client reconnects, as it does when the writer drops it). When the leader cannot
+be reached (nothing listens at its address, or `LINK_FAILURES_MAX` links in a row failed), the
+relay ends (run() returns False) and the process exits, so that its supervisor starts a writer
+anew: it leads if the leader's lock is free, or relays to whoever leads now.
 """
 
 from __future__ import annotations
@@ -24,12 +25,14 @@ import os
 import selectors
 import socket
 import time
+from collections import deque
 from dataclasses import dataclass, field
 
 from ledger.writer import peer_link
 from ledger.writer.leadership import Leader
 from ledger.writer.outbox import Outbox
 from ledger.writer.server import WAKE_BYTES_MAX, listen_unix
+from ledger.writer.wire import FRAME
 
 log = logging.getLogger("ledger.writer")
 
@@ -95,6 +98,44 @@ def connect_to_leader(
     return sock
 
 
+@dataclass(slots=True)
+class _Frames:
+    """Where the frames queued for one end end, counted in bytes queued so far: what waits behind
+    the frame its reader is taking is what it has fallen behind by."""
+
+    queued: int = 0
+    header: bytearray = field(default_factory=bytearray)
+    body_left: int = 0  # of the frame being queued
+    ends: deque[int] = field(default_factory=deque)  # of the whole frames queued, not yet all sent
+
+    def add(self, data: bytes) -> None:
+        at, size = 0, len(data)
+        while at < size:
+            if self.body_left:
+                taken = min(self.body_left, size - at)
+                self.body_left -= taken
+                at += taken
+                if not self.body_left:
+                    self.ends.append(self.queued + at)
+                continue
+            taken = min(FRAME.size - len(self.header), size - at)
+            self.header += data[at : at + taken]
+            at += taken
+            if len(self.header) == FRAME.size:
+                (self.body_left,) = FRAME.unpack(self.header)
+                self.header.clear()
+                if not self.body_left:
+                    self.ends.append(self.queued + at)
+        self.queued += size
+
+    def behind_first(self, waiting: int) -> int:
+        """Of the last `waiting` bytes queued (not yet sent), those behind the frame being sent."""
+        sent = self.queued - waiting
+        while self.ends and self.ends[0] <= sent:
+            self.ends.popleft()
+        return self.queued - self.ends[0] if self.ends else 0
+
+
 @dataclass(slots=True, eq=False)
 class _End:
     """One side of a relayed connection, with what waits to be written to it."""
@@ -104,6 +145,7 @@ class _End:
     other: _End | None = None
     leaders_side: bool = False
     outbox: Outbox = field(default_factory=Outbox)
+    frames: _Frames = field(default_factory=_Frames)  # of what is queued in `outbox`
 
 
 class Relay:
@@ -214,7 +256,12 @@ class Relay:
         other = end.other
         assert other is not None
         other.outbox.add(data)
-        if other.outbox.size > self.buffer_bytes_max:
+        other.frames.add(data)
+        if not other.outbox.watched_for_writing:
+            self._send(other)
+            if end.other is None:
+                return  # the send failed: the pair is closed
+        if other.frames.behind_first(other.outbox.size) > self.buffer_bytes_max:
             log.warning(
                 "%s has not read %d bytes (limit %d); closing its connection",
                 other.name,
@@ -222,9 +269,6 @@ class Relay:
                 self.buffer_bytes_max,
             )
             self._close_pair(end)
-            return
-        if not other.outbox.watched_for_writing:
-            self._send(other)
 
     def _send(self, end: _End) -> None:
         try:

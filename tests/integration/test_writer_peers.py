@@ -8,7 +8,9 @@ shares the secret (peer_link.py)."""
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import re
+import selectors
 import socket
 import threading
 import time
@@ -25,7 +27,7 @@ from support.server import LedgerServer, free_port, run_ledger_command
 from ledger.writer import peer_link
 from ledger.writer.leadership import LEADER_LOCK_KEY, Leader
 from ledger.writer.process import default_socket_path
-from ledger.writer.relay import LeaderUnreachable, connect_to_leader
+from ledger.writer.relay import LeaderUnreachable, Relay, _End, connect_to_leader
 from ledger.writer.server import PEER_HANDSHAKE_S_MAX
 from ledger.writer.wire import (
     FRAME,
@@ -275,6 +277,55 @@ def test_a_client_of_a_relay_that_never_reads_is_cut_off_and_the_writes_go_on(pg
             pass  # what was relayed before the cut, then the end: the relay closed its side
     finally:
         sleeper.close()
+
+
+def test_a_client_of_a_relay_that_reads_is_kept_though_one_frame_is_over_the_limit() -> None:
+    """The leader's commit of a batch of a million levels is one frame of tens of megabytes: the
+    relay read it faster than its HTTP worker took it, and cut the worker off (its callers answered
+    503) past LEDGER_WRITER_CLIENT_OUTBOX_BYTES_MAX, though the worker was reading. A client that
+    stops reading is still cut off once frames pile up behind the one it reads."""
+    relay = Relay("/nonexistent", Leader("127.0.0.1", 1, "leader", 1), b"", 4096, None)
+    relayed, client = socket.socketpair()
+    upstream, leader = socket.socketpair()
+    local_end = _End(relayed, "client 1")
+    upstream_end = _End(upstream, "the leader's side of client 1", local_end, leaders_side=True)
+    local_end.other = upstream_end
+    for end in (local_end, upstream_end):
+        end.sock.setblocking(False)
+        relay.selector.register(end.sock, selectors.EVENT_READ, end)
+    leader.setblocking(False)
+    client.setblocking(False)
+    body = bytes(range(256)) * 4096  # 1 MiB, 256 times the limit
+    frame = FRAME.pack(len(body)) + body
+    outgoing, received = bytearray(frame), bytearray()
+
+    def turn(reading: bool) -> None:
+        with contextlib.suppress(BlockingIOError):
+            del outgoing[: leader.send(outgoing)]
+        relay._read(upstream_end)
+        if local_end.other is not None:
+            relay._send(local_end)
+        if reading:
+            with contextlib.suppress(BlockingIOError):
+                received.extend(client.recv(1 << 16))
+
+    try:
+        for _ in range(100_000):
+            if len(received) == len(frame):
+                break
+            turn(reading=True)
+            assert local_end.other is not None, "cut off while it read"
+        assert received == frame
+        for _ in range(100_000):  # frames pile up behind, unread: cut off
+            if local_end.other is None:
+                break
+            outgoing += FRAME.pack(1000) + bytes(1000)
+            turn(reading=False)
+        assert local_end.other is None
+    finally:
+        relay.close()
+        for sock in (relayed, client, upstream, leader):
+            sock.close()
 
 
 def _lead_holder(database_url: str) -> int | None:
