@@ -72,7 +72,8 @@ WEBHOOK_DISABLE_HEADER = "X-Lognex-WebHook-Disable"
 WRITE_METHODS = frozenset({"POST", "PUT", "DELETE"})
 MEDIA_TYPE = "application/json"
 WINDOW_MARGIN_S = 0.1
-ORDER_POSITIONS_MAX = 1000  # _restrictions.md: at most 1000 elements in an array
+ORDER_POSITIONS_MAX = 1000  # _restrictions.md: at most 1000 elements in an array (and a page)
+POSITION_PAGES_MAX = 100  # a document's positions read through their resource: 100,000 at most
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,14 +173,44 @@ class MoySkladClient:
         return answer
 
     def order_positions(self, order: dict[str, Any]) -> list[dict[str, Any]]:
-        """A customer order's positions (GET entity/customerorder/{id}/positions): one page holds
-        them all, since a document has at most 1000 (_restrictions.md)."""
-        answer = self.request(
-            "GET", f"entity/customerorder/{order['id']}/positions", params={"limit": ORDER_POSITIONS_MAX}
-        )
-        if answer.status != 200:
-            raise TargetUnavailable(f"moysklad customerorder positions: HTTP {answer.status}")
-        return list((answer.json() or {}).get("rows") or [])
+        """A customer order's positions (GET entity/customerorder/{id}/positions), every page."""
+        return self.document_positions("customerorder", str(order["id"]))
+
+    def document_positions(self, entity: str, document_id: str) -> list[dict[str, Any]]:
+        """Every position of a document, page by page (GET entity/{entity}/{id}/positions). A
+        document may hold more than 1000 positions, added through this resource, and reading it
+        with `expand=positions` shows only the first 1000 ("позиции большого документа, количество
+        строк в котором превышает лимит на количество строк в выдаче документа. Этот лимит равен
+        1000", the documents' pages): the rest are read here. A list whose size changed between
+        pages is refused (TargetUnavailable: read again later), as a partial one would be taken for
+        the whole."""
+        rows: list[dict[str, Any]] = []
+        first_size: int | None = None
+        for _ in range(POSITION_PAGES_MAX):
+            answer = self.request(
+                "GET",
+                f"entity/{entity}/{document_id}/positions",
+                params={"limit": ORDER_POSITIONS_MAX, "offset": len(rows)},
+            )
+            if answer.status != 200:
+                raise TargetUnavailable(f"moysklad {entity} positions: HTTP {answer.status}")
+            body = answer.json() or {}
+            page = list(body.get("rows") or [])
+            size = int((body.get("meta") or {}).get("size") or 0)
+            first_size = size if first_size is None else first_size
+            if size != first_size:
+                raise TargetUnavailable(
+                    f"moysklad {entity} {document_id}: its positions changed while they were read "
+                    f"({first_size}, then {size})"
+                )
+            rows.extend(page)
+            if len(rows) >= size or not page:
+                if len(rows) != size:
+                    raise TargetUnavailable(
+                        f"moysklad {entity} {document_id}: {size} positions announced, {len(rows)} read"
+                    )
+                return rows
+        raise TargetUnavailable(f"moysklad {entity} {document_id}: more than {POSITION_PAGES_MAX} pages")
 
     def login(self) -> str:
         """The login (`uid`) of the employee this token acts as (GET context/employee,

@@ -223,6 +223,12 @@ class DemandSync:
         if answer.status != 200:
             raise TargetUnavailable(f"moysklad demand: HTTP {answer.status}")
         demand = answer.json()
+        positions = demand.get("positions")
+        if not _all_rows(positions):
+            # More than the 1000 positions a document's answer expands, or none expanded: the rest
+            # would read as shipped back (moysklad.MoySkladClient.document_positions).
+            _, demand_id = entity_id(href)
+            demand = {**demand, "positions": self.client.document_positions("demand", demand_id)}
         return self.holding(demand), _utc(demand.get("updated") or demand.get("moment"))
 
     def holding(self, demand: dict[str, Any]) -> Holding:
@@ -381,6 +387,16 @@ def _utc(moysklad_moment: str | None) -> datetime:
     if not moysklad_moment:
         return datetime.now(UTC)
     return parse_moment(moysklad_moment).astimezone(UTC)
+
+
+def _all_rows(collection: Any) -> bool:
+    """Whether an expanded collection (a MetaArray) holds every row its `meta.size` counts."""
+    if isinstance(collection, list):
+        return True
+    if not isinstance(collection, dict) or not isinstance(collection.get("rows"), list):
+        return False
+    size = (collection.get("meta") or {}).get("size")
+    return not isinstance(size, int) or len(collection["rows"]) >= size
 
 
 def _rows(collection: Any) -> list[dict[str, Any]]:

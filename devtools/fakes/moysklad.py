@@ -75,6 +75,10 @@ from devtools.fakes.moysklad_wire import (
 )
 
 WEBHOOK_DISABLE_HEADER = "X-Lognex-WebHook-Disable"
+# A document read with `expand=positions` shows its first 1000 positions; a larger one (positions
+# added through their own resource) is read there ("лимит на количество строк в выдаче документа.
+# Этот лимит равен 1000", the documents' pages).
+EXPANDED_POSITIONS_MAX = 1000
 
 
 @dataclass
@@ -383,12 +387,22 @@ class FakeMoySklad:
                 self._notify("customerorder", parts[2], "DELETE", request, name)
                 return Reply(200, b"")
             if len(parts) == 4 and parts[3] == "positions" and method == "GET":
-                rows = self.orders[parts[2]]["positions"]
-                return Reply(200, {"meta": {"size": len(rows), "limit": 1000, "offset": 0}, "rows": rows})
+                return self._positions_page(
+                    "customerorder", parts[2], self.orders[parts[2]]["positions"], request
+                )
             if len(parts) == 5 and parts[3] == "positions" and method == "PUT":
                 return self._update_position(parts[2], parts[4], request)
         if parts == ["entity", "demand"] and method == "GET":
             return self._list_demands(request)
+        if (
+            parts[:2] == ["entity", "demand"]
+            and len(parts) == 4
+            and parts[3] == "positions"
+            and method == "GET"
+        ):
+            if parts[2] not in self.demands:
+                return error(404, 1021, f"demand {parts[2]} not found")
+            return self._positions_page("demand", parts[2], self.demands[parts[2]]["positions"], request)
         if parts[:2] == ["entity", "demand"] and len(parts) == 3:
             if parts[2] not in self.demands:
                 return error(404, 1021, f"demand {parts[2]} not found")
@@ -563,10 +577,18 @@ class FakeMoySklad:
         answer = {**demand, **self.meta("demand", demand_id)}
         expand = ",".join(request.query.get("expand", []))
         positions = [dict(p) for p in demand["positions"]]
+        meta = {
+            "href": self.href("demand", demand_id) + "/positions",
+            "type": "demandposition",
+            "mediaType": "application/json",
+            "size": len(positions),
+            "limit": EXPANDED_POSITIONS_MAX,
+            "offset": 0,
+        }
         answer["positions"] = (
-            {"meta": {"size": len(positions)}, "rows": positions}
+            {"meta": meta, "rows": positions[:EXPANDED_POSITIONS_MAX]}
             if "positions" in expand
-            else {"meta": {"href": self.href("demand", demand_id) + "/positions"}}
+            else {"meta": meta}
         )
         order_id = demand.get("customerOrder")
         if order_id is None:
@@ -576,6 +598,21 @@ class FakeMoySklad:
         else:
             answer["customerOrder"] = self.meta("customerorder", order_id)
         return Reply(200, answer)
+
+    def _positions_page(
+        self, entity: str, document_id: str, positions: list[dict[str, Any]], request: Request
+    ) -> Reply:
+        """A document's positions through their own resource: pages of `limit` (1 to 1000, default
+        1000) from `offset`, `nextHref` while more follow (md/_general.md, "Мета коллекций")."""
+        bounds = page_bounds(request)
+        if isinstance(bounds, Reply):
+            return bounds
+        limit, offset = bounds
+        href = f"{self.href(entity, document_id)}/positions"
+        meta: dict[str, Any] = {"href": href, "size": len(positions), "limit": limit, "offset": offset}
+        if offset + limit < len(positions):
+            meta["nextHref"] = f"{href}?limit={limit}&offset={offset + limit}"
+        return Reply(200, {"meta": meta, "rows": positions[offset : offset + limit]})
 
     def _stock_report(self, request: Request) -> Reply:
         reply = stock_report(self.stock, self.products, self.archived, self.href, self.origin, request)

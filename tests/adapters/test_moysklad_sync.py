@@ -267,6 +267,23 @@ def test_a_demand_processed_twice_is_recorded_once(account, recorder, mappings, 
     assert ledger.levels("shop-1", ["SKU-2"])[0].level.on_hand_units == 6
 
 
+def test_a_demand_of_more_positions_than_its_answer_expands_is_recorded_whole(
+    account, recorder, mappings, ledger, record
+):
+    """A document's answer expands its first 1000 positions; a larger one (positions added through
+    their resource) holds the rest there. Read from the expanded answer alone, the last position's
+    units were never shipped, and on hand stayed too high (an oversell)."""
+    fake, server = account
+    record(event(RECEIPT, "shop-1", ("SKU-1", 10), ("SKU-2", 2000)))
+    demand = fake.add_demand(STORE_UUID, [(PRODUCT, 1)] * 1000 + [(VARIANT, 3)])
+    sync = DemandSync(recorder, mappings, client_for(server), LedgerSink(ledger))
+
+    sync.handle(fake.webhook_body(demand))
+    sync.handle(fake.webhook_body(demand, "UPDATE"))  # read again: nothing more
+
+    assert [v.level.on_hand_units for v in ledger.levels("shop-1", ["SKU-1", "SKU-2"])] == [7, 1000]
+
+
 UNMAPPED = "0b3c0000-0000-0000-0000-0000000000ff"
 
 
