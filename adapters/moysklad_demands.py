@@ -243,8 +243,14 @@ class DemandSync:
             raise ValueError(f"demand {name}: no ledger store mapped to moysklad store {store_uuid}")
         totals: dict[str, int] = {}
         for position in _rows(demand.get("positions")):
-            _, assortment_uuid = entity_id(position["assortment"]["meta"]["href"])
+            assortment = position["assortment"]["meta"]
+            kind, assortment_uuid = entity_id(assortment["href"])
             sku = self.mappings.local(SYSTEM, "sku", assortment_uuid)
+            if sku is None and (assortment.get("type") or kind) == "service":
+                # A service (a delivery charge, say) keeps no stock (md/dictionaries/_service.md):
+                # unmapped, it moves nothing. Taken for an unmapped product, it held the goods of
+                # its demand back until the demand was given up, and they were never shipped.
+                continue
             if sku is None:
                 raise ValueError(f"demand {name}: no SKU mapped to moysklad {assortment_uuid}")
             totals[sku] = totals.get(sku, 0) + self.mappings.to_base_units(SYSTEM, sku, position["quantity"])

@@ -284,6 +284,21 @@ def test_a_demand_of_more_positions_than_its_answer_expands_is_recorded_whole(
     assert [v.level.on_hand_units for v in ledger.levels("shop-1", ["SKU-1", "SKU-2"])] == [7, 1000]
 
 
+def test_a_demand_with_a_service_line_ships_its_goods(account, recorder, mappings, ledger, record):
+    """A delivery charge is a service, which keeps no stock and is mapped to no SKU: taken for an
+    unmapped product, it held the demand's goods back until the demand was given up."""
+    fake, server = account
+    service = "0b3c0000-0000-0000-0000-0000000000c3"
+    fake.products[service] = "service"
+    record(event(RECEIPT, "shop-1", ("SKU-2", 10)))
+    demand = fake.add_demand(STORE_UUID, [(PRODUCT, 4), (service, 1)])
+    sync = DemandSync(recorder, mappings, client_for(server), LedgerSink(ledger))
+
+    assert sync.handle(fake.webhook_body(demand)) == 1
+
+    assert ledger.levels("shop-1", ["SKU-2"])[0].level.on_hand_units == 6
+
+
 UNMAPPED = "0b3c0000-0000-0000-0000-0000000000ff"
 
 
