@@ -60,6 +60,7 @@ class MappingError(ValueError):
 # store mapped to a shared one was given the whole of its stock (15 units read as 15 at each).
 # Bitrix is not among them: its product quantity is the sum over the ledger stores mapped to it.
 ONE_LEDGER_STORE_EACH = ("moysklad", "wms")
+ONE_SKU_EACH = "'moysklad'"  # and a MoySklad product or variant for one ledger SKU (SQL)
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,14 +130,19 @@ class Mappings:
     def stores_one_to_one(self, system: str) -> dict[str, ExternalRef]:
         """Every ledger store mapped to `system`, each to a store of its own; MappingError names an
         external store mapped from more than one (loaded before `save` refused it)."""
-        stores = self.all(system, "store")
+        return self.one_to_one(system, "store")
+
+    def one_to_one(self, system: str, kind: str) -> dict[str, ExternalRef]:
+        """Every ledger id of `kind` mapped to `system`, each to an external id of its own;
+        MappingError names an external id mapped from more than one."""
+        refs = self.all(system, kind)
         by_external: dict[str, list[str]] = {}
-        for store_id, ref in sorted(stores.items()):
-            by_external.setdefault(ref.external_id, []).append(store_id)
-        for external_id, store_ids in sorted(by_external.items()):
-            if len(store_ids) > 1:
-                raise MappingError(_shared_store(system, external_id, store_ids))
-        return stores
+        for local_id, ref in sorted(refs.items()):
+            by_external.setdefault(ref.external_id, []).append(local_id)
+        for external_id, local_ids in sorted(by_external.items()):
+            if len(local_ids) > 1:
+                raise MappingError(_shared(system, kind, external_id, local_ids))
+        return refs
 
     def unit(self, system: str, sku: str) -> tuple[str, int] | None:
         return self.snapshot().units.get(system, {}).get(sku)
@@ -304,29 +310,34 @@ def save(recorder: Any, rows: Iterable[MappingRow]) -> int:
 
 def _refuse_shared_stores(tx: Any) -> None:
     """Checked on the table as the load leaves it (rows loaded before count too); raised inside the
-    load's transaction, so nothing of the file is kept."""
+    load's transaction, so nothing of the file is kept. MoySklad's products and variants as well:
+    its demands and stock report are read back by them, so one mapped from two ledger SKUs gave
+    one of them the stock of both (and the other, vouched complete, 0)."""
     systems = ", ".join(f"'{system}'" for system in ONE_LEDGER_STORE_EACH)
     row = tx.fetchone(
-        "SELECT system, external_id FROM adapter_mappings "
-        f"WHERE kind = 'store' AND system IN ({systems}) "
-        "GROUP BY system, external_id HAVING COUNT(*) > 1 ORDER BY system, external_id LIMIT 1"
+        "SELECT system, kind, external_id FROM adapter_mappings "
+        f"WHERE (kind = 'store' AND system IN ({systems})) "
+        f"OR (kind = 'sku' AND system IN ({ONE_SKU_EACH})) "
+        "GROUP BY system, kind, external_id HAVING COUNT(*) > 1 ORDER BY system, kind, external_id LIMIT 1"
     )
     if row is not None:
-        store_ids = [
+        local_ids = [
             found["local_id"]
             for found in tx.fetchall(
-                "SELECT local_id FROM adapter_mappings WHERE system = %s AND kind = 'store' "
+                "SELECT local_id FROM adapter_mappings WHERE system = %s AND kind = %s "
                 "AND external_id = %s ORDER BY local_id",
-                (row["system"], row["external_id"]),
+                (row["system"], row["kind"], row["external_id"]),
             )
         ]
-        raise MappingError(_shared_store(row["system"], row["external_id"], store_ids) + "; nothing loaded")
+        shared = _shared(row["system"], row["kind"], row["external_id"], local_ids)
+        raise MappingError(shared + "; nothing loaded")
 
 
-def _shared_store(system: str, external_id: str, store_ids: list[str]) -> str:
+def _shared(system: str, kind: str, external_id: str, local_ids: list[str]) -> str:
+    what = "store" if kind == "store" else "product or variant"
     return (
-        f"{system} store {external_id} is mapped from {len(store_ids)} ledger stores "
-        f"({', '.join(store_ids)}): each {system} store stands for one ledger store"
+        f"{system} {kind} {external_id} is mapped from {len(local_ids)} ledger {kind}s "
+        f"({', '.join(local_ids)}): each {system} {what} stands for one ledger {kind}"
     )
 
 

@@ -116,7 +116,7 @@ def read_moysklad_snapshot(
     """`stock` of every mapped product/variant in every mapped store (unmapped rows are skipped)."""
     on_hand: dict[tuple[str, str], int] = {}
     mappings = mappings.frozen()
-    mapped_skus = frozenset(mappings.all(MOYSKLAD, "sku"))
+    mapped_skus = frozenset(mappings.one_to_one(MOYSKLAD, "sku"))  # a shared one: MappingError
     for store_id, ref in sorted(mappings.stores_one_to_one(MOYSKLAD).items()):
         skipped = 0
         for row in client.stock_rows(ref.external_id):

@@ -96,6 +96,28 @@ def test_one_moysklad_or_wms_store_is_mapped_from_one_ledger_store_only(tmp_path
     assert sorted(Mappings(recorder, refresh_s=0).all("bitrix", "store")) == ["backroom", "shop-1"]
 
 
+def test_one_moysklad_product_or_variant_is_mapped_from_one_ledger_sku_only(tmp_path, recorder):
+    """Demands and the stock report are read back by the product's uuid: shared by two ledger SKUs,
+    a reconciliation gave one of them the stock of both (and, absent as zero, the other 0)."""
+    path = tmp_path / "mappings.csv"
+    path.write_text(MAPPINGS_CSV)
+    load_csv(recorder, path)
+    again = tmp_path / "more.csv"
+    again.write_text(
+        "system,kind,local_id,external_id,external_type,factor\n"
+        "bitrix,sku,SKU-9,109,product,\nmoysklad,sku,SKU-9,0b3c-1,variant,\n"
+    )
+
+    with pytest.raises(
+        MappingError, match=r"moysklad sku 0b3c-1 is mapped from 2 ledger skus \(SKU-1, SKU-9\)"
+    ):
+        load_csv(recorder, again)
+
+    mappings = Mappings(recorder, refresh_s=0)
+    assert mappings.external("bitrix", "sku", "SKU-9") is None  # nothing of the file is loaded
+    assert sorted(mappings.all("moysklad", "sku")) == ["SKU-1"]
+
+
 def test_an_edited_mapping_is_used_by_a_running_adapter_after_the_refresh(bitrix, recorder, mapped, record):
     fake, server = bitrix
     fake.add_product("101")

@@ -313,6 +313,25 @@ def test_a_moysklad_store_mapped_from_two_ledger_stores_is_not_reconciled_into_b
         read_moysklad_snapshot(client_for(server), mappings)
 
 
+def test_a_moysklad_product_mapped_from_two_ledger_skus_is_not_reconciled_into_one_of_them(
+    account, recorder, mappings, record
+):
+    """Mapped before loading refused it (an older database): the product's 15 units went to one SKU
+    (the other's 5 kept, 20 out of 15), or, absent as zero, the other SKU was zeroed."""
+    fake, server = account
+    record(event(RECEIPT, "shop-1", ("SKU-2", 10), ("SKU-X", 5)))
+    fake.stock[(PRODUCT, STORE_UUID)] = {"stock": 15.0}
+    with transaction(recorder) as tx:  # as an older release let it be loaded
+        tx.execute(
+            "INSERT INTO adapter_mappings (system, kind, local_id, external_id, external_type, updated_at) "
+            "VALUES ('moysklad', 'sku', 'SKU-X', %s, 'product', '2026-12-01T00:00:00Z')",
+            (PRODUCT,),
+        )
+
+    with pytest.raises(MappingError, match=f"moysklad sku {PRODUCT} is mapped from 2 ledger skus"):
+        read_moysklad_snapshot(client_for(server), mappings)
+
+
 def test_the_fake_leaves_out_zero_available_rows_unless_quantity_mode_all_is_asked(account):
     fake, server = account
     fake.stock[(RESERVED, STORE_UUID)] = {"stock": 18.0, "reserve": 18.0}
