@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -280,10 +280,16 @@ class MoySkladClient:
                 row["id"] for row in rows if second_text(parse_moment(row["updated"])) == second_text(last)
             }
 
-    def stock_rows(self, store_id: str | None) -> Iterator[dict[str, Any]]:
-        """Every row of report/stock/all (for one store if given), zero available ones included,
-        page by page until the report's own row count is reached."""
+    def stock_rows(
+        self, store_id: str | None, assortments: Sequence[tuple[str, str]] = ()
+    ) -> Iterator[dict[str, Any]]:
+        """Every row of report/stock/all (for one store if given, and only these `assortments`,
+        (entity type, uuid) each, if given), zero available ones included, page by page until the
+        report's own row count is reached."""
         conditions = ["quantityMode=all", "archived=false", "archived=true"]
+        for entity, assortment_id in assortments:
+            kind = "variant" if entity == "variant" else "product"  # the report's filters (bundles too)
+            conditions.append(f"{kind}={self.meta(kind, assortment_id)['meta']['href']}")
         if store_id:
             conditions.insert(0, f"store={self.meta('store', store_id)['meta']['href']}")
         offset = 0

@@ -8,9 +8,11 @@ whose stock changed in that interval, zero lines included; `bystore` rows carry 
 with `storeId` null is reserve bound to no store, and is skipped).
 
 The rows are a partial snapshot (snapshots.py): the mapped (store, SKU) pairs they list, and no
-others. The report is made and stored as `ledger reconcile --source moysklad` would store it, under
-the run id `ms-stock-<digest of the reportUrl>` (a redelivery or a reprocessing finds it made and
-makes nothing), and announced in the journal and the log. Applying it stays a person's decision:
+others. A 0 among them is read again from report/stock/all first: the short report says 0 for a
+product archived or deleted in its interval, whatever is still on the shelf. The report is made and
+stored as `ledger reconcile --source moysklad` would store it, under the run id
+`ms-stock-<digest of the reportUrl>` (a redelivery or a reprocessing finds it made and makes
+nothing), and announced in the journal and the log. Applying it stays a person's decision:
 `ledger reconcile --apply RUN` (MoySklad's figures lag the ledger by those minutes, so a
 difference may only be an event that reached the ledger first).
 
@@ -26,16 +28,20 @@ from typing import Any
 from adapters.db import journal, transaction
 from adapters.mappings import Mappings
 from adapters.masking import secret_safe_logger
-from adapters.moysklad import SYSTEM, MoySkladClient
+from adapters.moysklad import SYSTEM, MoySkladClient, entity_id
 from adapters.outbound import TargetUnavailable
 from adapters.reconcile import Report, make_report
 from adapters.reconcile_runs import RunExists, save_report
 from adapters.snapshots import Snapshot
+from ledger.sql import chunks
 
 log = secret_safe_logger("adapters.moysklad_stock")
 
 RUN_PREFIX = "ms-stock-"
 REPORT_LINES_SHOWN = 10  # lines of a report quoted in its journal entry
+# A short report's zero lines read again per report/stock/all request (each names its product's
+# address in the URL: a few kilobytes at most).
+ZEROS_PER_READ_MAX = 40
 
 
 def is_stock_notification(delivery: dict[str, Any]) -> bool:
@@ -90,11 +96,39 @@ class StockWebhook:
     def snapshot(self, rows: list[dict[str, Any]], report_url: str) -> Snapshot:
         mappings = self.mappings.frozen()
         on_hand: dict[tuple[str, str], int] = {}
+        zeros: dict[str, dict[str, tuple[str, str]]] = {}  # store uuid -> assortment uuid -> pair
         for row in rows:
             store_uuid, assortment_uuid = row.get("storeId"), row.get("assortmentId")
             store_id = mappings.local(SYSTEM, "store", store_uuid) if store_uuid else None
             sku = mappings.local(SYSTEM, "sku", assortment_uuid) if assortment_uuid else None
             if store_id is None or sku is None or row.get("stock") is None:
                 continue  # unmapped, reserve bound to no store, or still being recomputed (null)
+            if store_uuid and assortment_uuid and row["stock"] == 0:
+                zeros.setdefault(store_uuid, {})[assortment_uuid] = (store_id, sku)
+                continue
             on_hand[(store_id, sku)] = mappings.to_base_units(SYSTEM, sku, row["stock"])
+        for store_uuid, pairs in sorted(zeros.items()):
+            on_hand.update(self._zeros_read_again(mappings, store_uuid, pairs))
         return Snapshot("moysklad", f"moysklad stock notification ({report_url})", on_hand)
+
+    def _zeros_read_again(
+        self, mappings: Mappings, store_uuid: str, pairs: dict[str, tuple[str, str]]
+    ) -> dict[tuple[str, str], int]:
+        """The short report lists at 0 a product or variant archived or deleted in its interval,
+        whatever stock it still has (md/reports/_report_stock.md: "если за запрашиваемый интервал
+        был удален или архивирован товар или склад, то будет выведен остаток равный 0"): applied,
+        that 0 wrote the shelf's units off. So each 0 is read again from report/stock/all (archived
+        ones too, as a reconciliation reads them): its figure there, or, absent there (deleted, or
+        not recomputed), unknown and left out."""
+        figures: dict[tuple[str, str], int] = {}
+        for part in chunks(sorted(pairs), ZEROS_PER_READ_MAX):
+            kinds = []
+            for assortment_uuid in part:
+                ref = mappings.external(SYSTEM, "sku", pairs[assortment_uuid][1])
+                kinds.append(((ref.external_type if ref else None) or "product", assortment_uuid))
+            for row in self.client.stock_rows(store_uuid, kinds):
+                _, assortment_uuid = entity_id(str((row.get("meta") or {}).get("href") or ""))
+                if assortment_uuid in pairs and row.get("stock") is not None:
+                    store_id, sku = pairs[assortment_uuid]
+                    figures[(store_id, sku)] = mappings.to_base_units(SYSTEM, sku, row["stock"])
+        return figures

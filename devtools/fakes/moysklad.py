@@ -427,7 +427,7 @@ class FakeMoySklad:
         if parts == ["report", "stock", "all"] and method == "GET":
             return self._stock_report(request)
         if parts[:2] == ["report", "stock"] and parts[3:] == ["current"] and method == "GET":
-            return current_stock(self.stock, self.stock_changed_at, parts[2], request)
+            return current_stock(self.stock, self.stock_changed_at, parts[2], request, self.archived)
         return Reply(404, {"errors": [{"error": f"unknown resource {path}", "code": 1002}]})
 
     def _update_order(self, order_id: str, request: Request) -> Reply:

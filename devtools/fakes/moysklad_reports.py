@@ -24,8 +24,8 @@ REPORT_WEIGHT = 5  # a stock report counts as 5 requests of the rate limit
 # report/stock/all's documented filters (md/reports/_report_stock.md), as filter_conditions splits
 # them at their first `=`: those taking `=` only, and those taking `!=` too ("name!"). `search`
 # takes `=` and `!~`; an additional field or characteristic is named by its href. Any other is
-# refused (1002, assumed). The fake acts on `store`, `quantityMode` and `archived`; the others are
-# taken and ignored (the ledger sends none of them).
+# refused (1002, assumed). The fake acts on `store`, `product`, `variant`, `quantityMode` and
+# `archived`; the others are taken and ignored (the ledger sends none of them).
 FILTERS_EQUAL_ONLY = frozenset(
     {
         "archived",
@@ -50,8 +50,15 @@ Figures = dict[tuple[str, str], dict[str, float]]  # (assortment, store) -> stoc
 
 
 def current_stock(
-    figures: Figures, changed_at: dict[tuple[str, str], datetime], report_type: str, request: Request
+    figures: Figures,
+    changed_at: dict[tuple[str, str], datetime],
+    report_type: str,
+    request: Request,
+    archived: frozenset[str] | set[str] = frozenset(),
 ) -> Reply:
+    """The short report. With `changedSince`, an assortment archived in the interval is listed at
+    0, whatever its stock ("если за запрашиваемый интервал был удален или архивирован товар или
+    склад, то будет выведен остаток равный 0"): the fake lists every archived one changed since so."""
     if report_type not in REPORT_TYPES:
         return error(404, 1002, f"unknown report {report_type}")
     stock_type = (request.query.get("stockType") or ["stock"])[0]
@@ -81,6 +88,8 @@ def current_stock(
             "reserve": values.get("reserve", 0.0),
             "inTransit": values.get("inTransit", 0.0),
         }[stock_type]
+        if since is not None and assortment in archived:
+            value = 0.0
         key = (assortment, store_id if by_store else None)
         totals[key] = totals.get(key, 0.0) + value
     rows = [
@@ -110,6 +119,12 @@ def stock_report(
         return error(400, 1041, "Неверное значение параметра фильтрации 'archived': true или false")
     archived_shown = {value == "true" for value in archived_asked} or {False}
     stores = {value.split("/")[-1] for name, value in conditions if name == "store"}
+    # `product=` and `variant=` (several values: any of them), as the page describes them.
+    wanted = {
+        value.split("?")[0].rstrip("/").split("/")[-1]
+        for name, value in conditions
+        if name in ("product", "variant")
+    }
     modes = [value for name, value in conditions if name == "quantityMode"]
     mode = modes[-1] if modes else "nonEmpty"  # the documented default
     if mode not in QUANTITY_MODES:
@@ -125,7 +140,11 @@ def stock_report(
     limit, offset = bounds
     totals: dict[str, dict[str, float]] = {}
     for (assortment, store_id), values in sorted(figures.items()):
-        if (not stores or store_id in stores) and (assortment in archived) in archived_shown:
+        if (
+            (not stores or store_id in stores)
+            and (not wanted or assortment in wanted)
+            and (assortment in archived) in archived_shown
+        ):
             total = totals.setdefault(assortment, {"stock": 0.0, "reserve": 0.0, "inTransit": 0.0})
             for name in total:
                 total[name] += values.get(name, 0.0)

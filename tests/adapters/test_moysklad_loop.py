@@ -414,6 +414,28 @@ def test_a_stock_notification_makes_a_report_of_what_changed_and_changes_nothing
     assert on_hand(ledger, "shop-1", "SKU-1", "SKU-2") == [10, 5]  # a report, not an apply
 
 
+def test_a_product_archived_with_stock_on_the_shelf_is_not_reported_at_zero(
+    account, recorder, mappings, ledger, record
+):
+    """The short report lists a product archived in its interval at 0, whatever its stock; taken as
+    the figure, the report's line (ledger 5, MoySklad 0) wrote the shelf's units off once applied.
+    A product sold out reads 0 in the full report as well, and is reported."""
+    fake, server = account
+    record(event(RECEIPT, "shop-1", ("SKU-1", 10), ("SKU-2", 5)))
+    since = datetime.now(UTC) - timedelta(minutes=5)
+    fake.set_stock(PRODUCT, STORE_UUID, 5)
+    fake.archived.add(PRODUCT)  # archived in the interval, its 5 units still there
+    fake.set_stock(VARIANT, STORE_UUID, 0)  # sold out (the ledger says 10)
+
+    short = client_for(server).request("GET", fake.stock_webhook_body(since)["reportUrl"].replace(" ", "%20"))
+    assert sorted((row["assortmentId"], row["stock"]) for row in short.json()) == [(VARIANT, 0), (PRODUCT, 0)]
+    report = StockWebhook(recorder, mappings, client_for(server)).handle(fake.stock_webhook_body(since))
+
+    assert report is not None
+    assert [(d.sku, d.ledger_units, d.external_units) for d in report.discrepancies] == [("SKU-1", 10, 0)]
+    assert report.compared == 2  # SKU-2 at 5 on both sides
+
+
 def test_a_report_url_outside_the_configured_base_url_is_not_followed(account, recorder, mappings):
     fake, server = account
     requests_before = fake.requests
