@@ -533,6 +533,24 @@ class Ledger:
             rows = queries.reservations_by_id(tx, reservation_id, stores_max)
         return [ReservationView(reservation_from_row(row), int(row["position"])) for row in rows]
 
+    def reservations_at(self, reservation_id: str, stores: list[str]) -> list[ReservationView]:
+        """The reservations under this id at these stores (those that exist), by store."""
+        with self.reading("reading a reservation across stores") as tx:
+            rows = queries.reservations_at(tx, reservation_id, stores)
+        return [ReservationView(reservation_from_row(row), int(row["position"])) for row in rows]
+
+    def reservations_placed_at(self, reservation_id: str, position: int) -> list[ReservationView]:
+        """The parts the event at `position` placed under this id, by store."""
+        with self.reading("reading a reservation across stores") as tx:
+            rows = queries.reservations_at(
+                tx, reservation_id, queries.stores_placed_at(tx, reservation_id, position)
+            )
+        return [
+            ReservationView(reservation_from_row(row), int(row["position"]))
+            for row in rows
+            if int(row["placed_at_position"]) == position
+        ]
+
     def accepted_at(self, source: str, event_id: str) -> int | None:
         with self.reading("reading an event's key") as tx:
             return queries.accepted_at(tx, source, event_id)

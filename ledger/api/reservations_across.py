@@ -171,9 +171,11 @@ async def place_across(
     if result.outcome is Outcome.ACCEPTED:
         return json_response(placed_public(command, result), 201)
     if result.outcome is Outcome.DUPLICATE:
-        views = await current(ledger, settings.reservation_stores_max, command.reservation_id)
-        stores = {part.store_id for part in command.parts}
-        return json_response(across_public([v for v in views if v.reservation.store_id in stores]))
+        # Its parts, read at its stores: other stores may hold the id for orders of their own,
+        # more of them than a read of every part under the id takes (ids are unique per store).
+        stores = [part.store_id for part in command.parts]
+        views = await asyncio.to_thread(ledger.reservations_at, command.reservation_id, stores)
+        return json_response(across_public(views))
     raise refusal(result, command.reservation_id)
 
 

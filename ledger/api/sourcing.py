@@ -18,7 +18,6 @@ from ledger.api.reservations import json_response
 from ledger.api.reservations_across import (
     across_limits,
     across_public,
-    current,
     placed_public,
     refusal,
 )
@@ -159,7 +158,7 @@ async def source_order(
             # (a sourcing command's id is its reservation id).
             placed_at = await asyncio.to_thread(ledger.accepted_at, SOURCING_SOURCE, ask.reservation_id)
             if placed_at is not None:
-                held = await _held(ledger, ask, limits, candidates, ask.reservation_id, grant, placed_at)
+                held = await _held(ledger, ask, candidates, ask.reservation_id, grant, placed_at)
                 if _holds(held, ask):
                     return _answer_held(held, ask.candidates)
         shortfall = [{"sku": line.sku, "requested": line.qty_units, "available": 0} for line in ask.lines]
@@ -182,7 +181,7 @@ async def source_order(
         return json_response(body)
     if result.outcome is Outcome.DUPLICATE:
         placed_at = result.original.position if result.original is not None else None
-        held = await _held(ledger, ask, limits, candidates, command.reservation_id, grant, placed_at)
+        held = await _held(ledger, ask, candidates, command.reservation_id, grant, placed_at)
         if not _holds(held, ask):
             conflict = EventResult("", "", "", Outcome.REJECTED, RejectionReason.RESERVATION_CONFLICT)
             raise refusal(conflict, command.reservation_id)
@@ -195,7 +194,6 @@ async def source_order(
 async def _held(
     ledger: Ledger,
     ask: SourcingAsk,
-    limits: AcrossLimits,
     candidates: tuple[str, ...],
     reservation_id: str | None,
     grant: Grant | None,
@@ -209,13 +207,17 @@ async def _held(
     between them, whichever events placed them (per-store reservations made beforehand under this
     id)."""
     assert reservation_id is not None
-    views = await current(ledger, limits.stores_max, reservation_id)
+    # Read by the stores concerned, never as every store's reservation under the id: other stores
+    # may hold it for orders of their own, more of them than such a read takes.
+    if placed_at is not None:
+        views = await asyncio.to_thread(ledger.reservations_placed_at, reservation_id, placed_at)
+        seen = set(visible_stores(grant, [v.reservation.store_id for v in views]))
+        together = [v for v in views if v.reservation.store_id in seen]
+        if _holds(together, ask):
+            return together
+    views = await asyncio.to_thread(ledger.reservations_at, reservation_id, list(candidates))
     seen = set(visible_stores(grant, [v.reservation.store_id for v in views]))
-    views = [v for v in views if v.reservation.store_id in seen]
-    together = [v for v in views if v.reservation.placed_at_position == placed_at]
-    if placed_at is not None and _holds(together, ask):
-        return together
-    return [v for v in views if v.reservation.store_id in candidates]
+    return [v for v in views if v.reservation.store_id in seen]
 
 
 def _answer_held(held: list[ReservationView], named: tuple[str, ...] | None) -> Response:

@@ -270,6 +270,25 @@ def reservations_by_id(tx: SqlTx, reservation_id: str, stores_max: int) -> list[
     )
 
 
+def reservations_at(tx: SqlTx, reservation_id: str, stores: list[str]) -> list[Row]:
+    """The reservations under one id at these stores, each read by its key, by store: exactly the
+    parts asked for, however many other stores hold the id (ids are unique per store only)."""
+    keys = [(store, reservation_id) for store in dict.fromkeys(stores)]
+    deferred = tx.read_by_keys("ledger_reservations", "*", ("store_id", "reservation_id"), keys)
+    return sorted((row for part in deferred for row in part.rows()), key=lambda row: str(row["store_id"]))
+
+
+def stores_placed_at(tx: SqlTx, reservation_id: str, position: int) -> list[str]:
+    """The stores where the event at `position` placed a reservation under this id (a reservation
+    across stores' parts): its history rows, a range of the primary key."""
+    rows = tx.fetchall(
+        "SELECT DISTINCT store_id FROM ledger_history WHERE position = %s AND reservation_id = %s "
+        "AND type = 'stock.reservation' AND outcome = 'accepted'",
+        (position, reservation_id),
+    )
+    return [row["store_id"] for row in rows]
+
+
 def accepted_at(tx: SqlTx, source: str, event_id: str) -> int | None:
     """The position of the event recorded under this key, if it was recorded and accepted."""
     row = tx.fetchone(

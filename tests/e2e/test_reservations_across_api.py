@@ -257,6 +257,49 @@ def test_sourcing_again_answers_its_own_reservation_when_another_store_holds_the
     assert (reserved(client, other, "OTHER"), reserved(client, s1, sku)) == (1, 2)
 
 
+def _holding_the_id_elsewhere(client: httpx.Client, rid: str) -> str:
+    """More stores than a reservation across stores may span (LEDGER_RESERVATION_STORES_MAX, 20)
+    hold `rid` for orders of their own (ids are unique per store only: a till numbering its
+    reservations from 1, say), all of them before the returned prefix's stores by id."""
+    base = unique("x")
+    others = [f"{base}-a{i:02d}" for i in range(21)]
+    api.record(client, *(ev.receipt(store, ("OTHER", 5)) for store in others))
+    api.record(client, *(ev.reservation(store, rid, ("OTHER", 1)) for store in others))
+    return base
+
+
+def test_a_reservation_across_stores_is_answered_again_whatever_other_stores_hold_its_id(
+    client: httpx.Client,
+) -> None:
+    rid = unique("R")
+    base = _holding_the_id_elsewhere(client, rid)
+    s1, s2 = f"{base}-z1", f"{base}-z2"
+    stock(client, s1, ("A", 5))
+    stock(client, s2, ("A", 5))
+    body = across_body(rid, (s1, "A", 2), (s2, "A", 3))
+    placed = client.post("/v1/reservations", json=body)
+    assert placed.status_code == 201, placed.text
+    again = client.post("/v1/reservations", json=body)
+    assert again.status_code == 200, again.text
+    assert again.json() == placed.json()
+
+
+def test_sourcing_again_answers_its_own_reservation_whatever_other_stores_hold_its_id(
+    client: httpx.Client,
+) -> None:
+    rid, sku = unique("R"), unique("SKU")
+    base = _holding_the_id_elsewhere(client, rid)
+    s1 = f"{base}-z1"
+    stock(client, s1, (sku, 5))
+    placing = {"lines": ev.lines((sku, 2)), "stores": [s1], "reserve": {"reservation_id": rid}}
+    placed = client.post("/v1/sourcing", json=placing)
+    assert placed.status_code == 200, placed.text
+    again = client.post("/v1/sourcing", json=placing)
+    assert again.status_code == 200, again.text
+    assert again.json() == placed.json()
+    assert reserved(client, s1, sku) == 2
+
+
 def test_a_reservation_across_stores_answers_its_expiry_in_utc_as_stored(client: httpx.Client) -> None:
     """Sent with any offset, stored in UTC: the answer that places it gives what the same request
     again and a read give, for the reservation and for each part."""
