@@ -127,7 +127,18 @@ def refusal(result: EventResult, reservation_id: str) -> Problem:
 
 
 async def current(ledger: Ledger, stores_max: int, reservation_id: str) -> list[ReservationView]:
-    return await asyncio.to_thread(ledger.reservations_by_id, reservation_id, stores_max)
+    """Every store's reservation under the id, or a 422 when more than `stores_max` stores hold it
+    (ids are unique per store only): never some of them answered, or released, as if they were all."""
+    views = await asyncio.to_thread(ledger.reservations_by_id, reservation_id, stores_max + 1)
+    if len(views) > stores_max:
+        raise Problem(
+            422,
+            "too-many-stores",
+            "Too many stores hold this reservation id",
+            f"more than {stores_max} stores hold a reservation {reservation_id} "
+            "(LEDGER_RESERVATION_STORES_MAX): read or release it at each store",
+        )
+    return views
 
 
 def _readable(grant: Grant | None, views: list[ReservationView]) -> None:
@@ -248,6 +259,8 @@ async def release_across(
     ]
     if releases:  # one submission: one batch, one transaction
         await ledger.submit(releases)
+    # The stores read above, as they are now (a store that took the id meanwhile was not released).
+    stores = [view.reservation.store_id for view in views]
     return json_response(
-        across_public(await current(ledger, settings.reservation_stores_max, reservation_id))
+        across_public(await asyncio.to_thread(ledger.reservations_at, reservation_id, stores))
     )

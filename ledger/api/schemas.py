@@ -249,7 +249,7 @@ class ProblemPublic(BaseModel):
         "unknown-reservation, unauthorized, forbidden, rate-limited, invalid-host, not-found, "
         "method-not-allowed, content-too-large, unsupported-media-type, unavailable, "
         "database-unavailable, timeout, position-not-reached, not-ready, submission-failed, "
-        "too-many-to-explain",
+        "too-many-to-explain, too-many-stores",
         examples=["insufficient-stock"],
     )
     title: str = Field(examples=["Insufficient stock"])

@@ -417,3 +417,29 @@ def test_sourcing_again_after_the_last_units_answers_its_own_parts_not_a_later_o
     again = client.post("/v1/sourcing", json=placing)
     assert again.status_code == 200, again.text
     assert again.json() == placed.json()
+
+
+def test_a_reservation_held_at_more_stores_than_a_read_takes_is_refused_whole_not_answered_in_part(
+    client: httpx.Client,
+) -> None:
+    """GET and release of /v1/reservations/{id} read every store's reservation under the id, at most
+    LEDGER_RESERVATION_STORES_MAX of them: with more, they answered (and released) the first ones
+    by store id only, as if those were all, and left the rest reserved."""
+    rid = unique("R")
+    base = _holding_the_id_elsewhere(client, rid)
+    last = f"{base}-z1"
+    stock(client, last, ("A", 5))
+    assert (
+        client.post(
+            f"/v1/stores/{last}/reservations", json={"reservation_id": rid, "lines": ev.lines(("A", 2))}
+        ).status_code
+        == 201
+    )
+    for response in (
+        client.get(f"/v1/reservations/{rid}"),
+        client.post(f"/v1/reservations/{rid}/release", json={}),
+    ):
+        problem = api.assert_problem(response, 422, "too-many-stores")
+        assert "LEDGER_RESERVATION_STORES_MAX" in problem["detail"]
+    assert reserved(client, last, "A") == 2
+    assert reserved(client, f"{base}-a00", "OTHER") == 1  # nothing was released anywhere
