@@ -556,8 +556,11 @@ class Ledger:
             return queries.accepted_at(tx, source, event_id)
 
     def stores_with_available(self, skus: list[str], stores_max: int) -> list[str]:
+        """By id as Python compares ids (code points, as SQLite does): PostgreSQL orders text by its
+        database's collation, which need not (en_US puts `s-B` after `sa`). Beyond `stores_max`
+        the caller refuses, so which stores the database's order cut off does not matter."""
         with self.reading("reading stores for sourcing") as tx:
-            return queries.stores_with_available(tx, skus, stores_max)
+            return sorted(queries.stores_with_available(tx, skus, stores_max))
 
     def limits_for(
         self, stores: tuple[str, ...], skus: list[str], channel: str | None

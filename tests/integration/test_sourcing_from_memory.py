@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from support import events as ev
@@ -17,6 +18,7 @@ from ledger.clock import utc_now, utc_text
 from ledger.config import Settings
 from ledger.domain.across_stores import SourceAndReserve
 from ledger.domain.model import EventType, Line, Outcome, StockEvent
+from ledger.projections import queries
 from ledger.results import EventResult
 from ledger.service import Ledger
 from ledger.writer.facade import CONTENDED_S, Writer
@@ -164,3 +166,28 @@ def test_a_batch_decided_while_another_is_in_flight_reads_only_whether_its_ids_a
     assert {("s1", "R-new"), ("s2", "R-new")} <= writer.cache.absent_reservations
     assert in_flight("R1", 2) is None, "an id held at a candidate waits for its reservation"
     assert ("s1", "R1") not in writer.cache.absent_reservations
+
+
+def test_the_default_candidates_are_every_store_by_id_whatever_the_databases_collation(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Sourcing without `stores` takes the stores by id (CONTRACT §6), as the rest of the ledger
+    compares ids (Python, SQLite: by code point; its answer again, `_held_allocation`). PostgreSQL
+    orders text by its database's collation, and a linguistic one (en_US.UTF-8, the usual default)
+    puts `s-B` after `s-a` and `sa`: the candidate chosen first, and so the stores reserved, differed
+    from SQLite's. This machine has no such locale, so the database's answer is put in that order."""
+    ledger = build_ledger(Settings(database_url=database_url))
+    ledger.start()
+    try:
+        stores = ["s-B", "s-a", "sa"]
+        ledger.submit_and_wait([_receipt(f"stock-{store}", store, ("A", 1)) for store in stores])
+        read = queries.stores_with_available
+
+        def as_a_linguistic_collation_orders(tx: Any, skus: list[str], stores_max: int) -> list[str]:
+            found = read(tx, skus, stores_max)
+            return sorted(found, key=lambda store: (store.replace("-", "").casefold(), store))
+
+        monkeypatch.setattr(queries, "stores_with_available", as_a_linguistic_collation_orders)
+        assert ledger.stores_with_available(["A"], 10) == sorted(stores)
+    finally:
+        ledger.stop()
