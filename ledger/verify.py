@@ -29,8 +29,9 @@ from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import psycopg
+import psycopg.conninfo
 
-from ledger.cli_errors import CommandError, refuse_missing_sqlite
+from ledger.cli_errors import CommandError, redacted_url, refuse_missing_sqlite
 from ledger.projections.schema import PROJECTION_TABLES
 from ledger.projections.tables import write_batch
 from ledger.rebuild.replay import collection_paused, replay
@@ -212,6 +213,7 @@ def _snapshot(database_url: str) -> Iterator[_Snapshot]:
             "LEDGER_DATABASE_URL must start with sqlite:/// or postgresql://, "
             f"not {urlsplit(database_url).scheme!r}"
         )
+    _require_readable_url(database_url)
     with psycopg.connect(database_url, connect_timeout=3) as connection:
         connection.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
         connection.read_only = True
@@ -219,6 +221,17 @@ def _snapshot(database_url: str) -> Iterator[_Snapshot]:
         _require_log(pg_side)
         yield _Snapshot(pg_side, f"SELECT COALESCE(MAX(notification_id), 0) FROM {EVENTS_TABLE}")
         connection.rollback()
+
+
+def _require_readable_url(database_url: str) -> None:
+    """The URL as libpq reads it (this command hands it to libpq as it is, where the others read it
+    themselves): one it cannot parse is a usage error, not psycopg's ProgrammingError, and the
+    line names the URL without its password."""
+    try:
+        psycopg.conninfo.conninfo_to_dict(database_url)
+    except psycopg.ProgrammingError as error:
+        problem = str(error).replace(database_url, redacted_url(database_url))
+        raise CommandError(f"LEDGER_DATABASE_URL is not a PostgreSQL URL: {problem}") from None
 
 
 def _require_wal(connection: sqlite3.Connection, path: str) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlite3
 
 import psycopg
+import pytest
 from support import db
 from support.ids import unique
 from support.load import WritesUnderWay
@@ -97,3 +98,20 @@ def test_verify_tells_a_usage_error_in_one_line(tmp_path):
 
     bad_option = run_ledger_command(f"sqlite:///{other}", "verify", "--differences-shown", "many")
     assert bad_option.returncode == 2 and len(bad_option.stderr.splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://ledger@db-host/ledger?sslmod=require",  # a misspelled option
+        "postgresql://ledger:p%zz@db-host/ledger",  # a password whose escape is no escape
+    ],
+)
+def test_verify_tells_a_postgresql_url_it_cannot_read_in_one_line(url):
+    # Every other command refused these in one line; verify, the one that hands the URL to libpq
+    # as it is, printed psycopg's ProgrammingError with a traceback (found by review).
+    refused = run_ledger_command(url, "verify", "--quiet")
+    assert "Traceback" not in refused.stderr, refused.stderr
+    assert refused.returncode == 2, refused.stderr
+    [line] = refused.stderr.splitlines()
+    assert line.startswith("ledger verify: LEDGER_DATABASE_URL"), line
