@@ -23,6 +23,7 @@ import psycopg
 from eventsourcing.persistence import DatabaseError as StoreDatabaseError
 from eventsourcing.persistence import InterfaceError as StoreInterfaceError
 from eventsourcing.persistence import OperationalError as StoreOperationalError
+from eventsourcing.persistence import ProgrammingError as StoreProgrammingError
 from pydantic import ValidationError
 from pydantic_settings import SettingsError
 
@@ -414,6 +415,21 @@ def _one_line(text: str) -> str:
     return " ".join(text.split())
 
 
+CAUSE_DEPTH_MAX = 4  # how many causes deep an error is searched (the library wraps psycopg's once)
+
+
+def _permission_denied(error: BaseException) -> bool:
+    """Is this error (or what caused it) PostgreSQL's refusal of a privilege the role lacks?"""
+    found: BaseException | None = error
+    for _ in range(CAUSE_DEPTH_MAX):
+        if found is None:
+            return False
+        if isinstance(found, psycopg.errors.InsufficientPrivilege):
+            return True
+        found = found.__cause__
+    return False
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -440,6 +456,14 @@ def main(argv: list[str] | None = None) -> int:
         sqlite3.OperationalError,
     ) as error:
         # A database locked too long, read-only, or not a file SQLite can use (disk I/O error).
+        url = redacted_url(settings.database_url) if settings else "LEDGER_DATABASE_URL"
+        problem = f"cannot use the database at {url}: {error}"
+    except (psycopg.ProgrammingError, StoreProgrammingError) as error:
+        # A role without the rights the command needs (PostgreSQL's "permission denied for schema
+        # public"), as SQLite's read-only file is: the database's owner grants them. Any other
+        # ProgrammingError is the ledger's own bug, shown whole.
+        if not _permission_denied(error):
+            raise
         url = redacted_url(settings.database_url) if settings else "LEDGER_DATABASE_URL"
         problem = f"cannot use the database at {url}: {error}"
     except (sqlite3.DatabaseError, StoreDatabaseError) as error:

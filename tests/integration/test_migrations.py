@@ -6,9 +6,13 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from urllib.parse import urlsplit, urlunsplit
 
+import psycopg
 import pytest
 from support import db
+from support.ids import unique
+from support.postgres import EmbeddedPostgres
 from support.server import REPO_ROOT, free_port, ledger_env, run_ledger_command
 
 from ledger.storage.migrations import LATEST_VERSION, MIGRATIONS
@@ -136,3 +140,23 @@ def test_concurrent_starts_on_a_new_database_apply_each_migration_once(database_
     applied = [line for stdout, _ in outputs for line in stdout.splitlines() if line.startswith("applied ")]
     assert sorted(applied) == sorted(f"applied {m.version} ({m.kind}): {m.name}" for m in MIGRATIONS)
     assert [version for version, _ in _versions(database_url)] == list(range(1, LATEST_VERSION + 1))
+
+
+def test_a_role_that_may_not_create_the_schema_is_refused_in_one_line(postgres: EmbeddedPostgres) -> None:
+    """A role the database's owner granted only CONNECT (PostgreSQL 15 and later: no CREATE in the
+    public schema for others), a plain mistake of setup: told in one line, like SQLite's read-only
+    file, not with the traceback of psycopg's InsufficientPrivilege (found by review)."""
+    admin_url = postgres.create_database()
+    role = unique("plain").replace("-", "_")
+    with psycopg.connect(admin_url, autocommit=True) as admin:
+        admin.execute(f"CREATE ROLE {role} LOGIN")  # type: ignore[arg-type]
+    parts = urlsplit(admin_url)
+    url = urlunsplit(parts._replace(netloc=f"{role}@{parts.netloc.split('@', 1)[1]}"))
+    for command in (("migrate",), ("rebuild", "--quiet")):
+        # (0: the server's deadlock_timeout, which this role may not set: no warning about it)
+        done = run_ledger_command(url, *command, deadline_s=60, env={"LEDGER_DB_DEADLOCK_TIMEOUT_MS": "0"})
+        assert "Traceback" not in done.stderr, (command, done.stderr)
+        assert done.returncode == EXIT_USAGE, (command, done.stderr)
+        [line] = done.stderr.splitlines()
+        assert line.startswith(f"ledger {command[0]}: cannot use the database at "), line
+        assert "permission denied" in line, line
