@@ -12,7 +12,9 @@ from eventsourcing import persistence
 # What an unavailable database raises: the library's wrappers of the drivers' errors, and the
 # drivers' own where they escape unwrapped (a pool timeout, a lost connection, SQLite's "database
 # is locked", "disk I/O error" or "readonly database"). A read-only PostgreSQL (a standby, or
-# default_transaction_read_only) answers with an InternalError, so it is named on its own. An
+# default_transaction_read_only) answers with an InternalError, so it is named on its own; so is a
+# role the database does not let write (InsufficientPrivilege, "permission denied for table"): every
+# batch is refused alike, whatever its events, until the owner grants it, as a read-only one. An
 # OSError (a full disk, a socket that broke, a timeout) is the machine's state, never the input's:
 # the writer answers it "unavailable" (re-send later), never "this submission cannot be recorded".
 UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
@@ -21,6 +23,7 @@ UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
     psycopg.OperationalError,
     psycopg.InterfaceError,
     psycopg.errors.ReadOnlySqlTransaction,
+    psycopg.errors.InsufficientPrivilege,
     sqlite3.OperationalError,
     OSError,
 )

@@ -14,12 +14,16 @@ import threading
 import uuid
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import orjson
+import psycopg
 import pytest
 from support import api, db
 from support import events as ev
-from support.server import ledger_env
+from support.ids import unique
+from support.postgres import EmbeddedPostgres
+from support.server import ledger_env, run_ledger_command
 
 LEDGER = Path(sys.executable).parent / "ledger"
 EXIT_INVALID = 1
@@ -228,6 +232,32 @@ def test_a_database_that_cannot_be_used_is_one_line_and_exit_2(tmp_path: Path) -
         unreachable = f"postgresql://postgres@/ledger?host={nowhere}"
         _refused_in_one_line(run_import(unreachable, path), "cannot use the database")
     _refused_in_one_line(run_import("mysql://x/y", path), "mysql")
+
+
+def test_a_role_that_may_not_write_stops_the_import_in_one_line(
+    postgres: EmbeddedPostgres, tmp_path: Path
+) -> None:
+    """A role granted SELECT only (a reporting role, given by mistake): every batch is refused the
+    same way, whatever its events, as a read-only database refuses them. It was taken for events
+    the writer cannot store: each line was tried alone, with the writer's retries, and reported
+    "not recorded", one line after another, exit 1 at the end of the file (found by review)."""
+    admin_url = postgres.create_database()
+    made = run_ledger_command(admin_url, "migrate")  # the schema, made by the database's owner
+    assert made.returncode == 0, made.stderr
+    role = unique("reader").replace("-", "_")
+    with psycopg.connect(admin_url, autocommit=True) as admin:
+        admin.execute(f"CREATE ROLE {role} LOGIN")  # type: ignore[arg-type]
+        admin.execute(f"GRANT SELECT ON ALL TABLES IN SCHEMA public TO {role}")  # type: ignore[arg-type]
+    parts = urlsplit(admin_url)
+    url = urlunsplit(parts._replace(netloc=f"{role}@{parts.netloc.split('@', 1)[1]}"))
+    path = write_lines(tmp_path / "h.jsonl", a_history("s-1", "1c/x", events_max=9))
+    done = run_import(url, path, "--json", "--quiet", env={"LEDGER_IMPORT_RETRIES_MAX": "0"})
+    assert done.returncode == EXIT_USAGE, done.stderr
+    last = done.stderr.splitlines()[-1]
+    assert last.startswith("ledger import: stopped at line 1: the writer could not record it"), last
+    assert "permission denied" in last, last
+    summary = summary_of(done)
+    assert (summary["accepted"], summary["failed"]) == (0, 0), summary
 
 
 def test_usage_errors_are_one_line_and_exit_2(tmp_path: Path) -> None:
