@@ -168,6 +168,7 @@ def swap(tx: SqlTx, tables: Sequence[str]) -> None:
     the live tables are made again, so that they read the new ones."""
     views = _views(tx, tables)
     for table in tables:
+        copy_access(tx, table)
         live_indexes = indexes(tx, table)
         for index in live_indexes:
             tx.execute(f"ALTER INDEX {index.name} RENAME TO {retired_of(index.name)}")
@@ -177,6 +178,28 @@ def swap(tx: SqlTx, tables: Sequence[str]) -> None:
         tx.execute(f"ALTER TABLE {shadow_of(table)} RENAME TO {table}")
     for view in views:
         tx.execute(f"CREATE OR REPLACE VIEW {view['name']} AS {view['definition']}")
+
+
+def copy_access(tx: SqlTx, table: str) -> None:
+    """The live table's owner and privileges onto its shadow, which the rebuild's role made and
+    `LIKE` gives neither: run as another role than the owner (a superuser), a swap left tables the
+    service's role, their owner until then, could no longer write, and every grant (a report's
+    SELECT) was gone. Under the swap's lock, so that a grant made meanwhile is kept too."""
+    row = tx.fetchone(
+        "SELECT quote_ident(pg_get_userbyid(relowner)) AS owner FROM pg_class WHERE oid = %s::regclass",
+        (table,),
+    )
+    assert row is not None, table
+    tx.execute(f"ALTER TABLE {shadow_of(table)} OWNER TO {row['owner']}")
+    grants = tx.fetchall(
+        "SELECT CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(a.grantee)) END "
+        "AS grantee, a.privilege_type AS privilege, a.is_grantable AS grantable "
+        "FROM pg_class c, aclexplode(c.relacl) a WHERE c.oid = %s::regclass ORDER BY 1, 2",
+        (table,),
+    )
+    for grant in grants:
+        option = " WITH GRANT OPTION" if grant["grantable"] else ""
+        tx.execute(f"GRANT {grant['privilege']} ON {shadow_of(table)} TO {grant['grantee']}{option}")
 
 
 def drop_retired(tx: SqlTx, tables: Sequence[str]) -> None:

@@ -282,3 +282,43 @@ def test_the_swap_locks_the_tables_in_the_reverse_of_autovacuums_order(postgres)
         scanned = [row[0] for row in conn.execute("SELECT relname FROM pg_class") if row[0] in wanted]
     assert sorted(order) == sorted(wanted)
     assert order == scanned[::-1]
+
+
+def test_the_rebuilt_tables_keep_their_owner_and_every_grant(postgres):
+    """A rebuild run by another role than the tables' owner (a superuser's URL, the DBA's) made
+    tables that role owned and nobody else could use: the service's own role, their owner until
+    then, was refused every write after the swap ("permission denied for table ledger_levels"), and
+    a report's role its SELECT (found by review)."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    from ledger.projections.schema import PROJECTION_TABLES
+
+    admin_url = postgres.create_database()
+    owner, reader = unique("owner").replace("-", "_"), unique("report").replace("-", "_")
+    with psycopg.connect(admin_url, autocommit=True) as admin:
+        admin.execute(f"CREATE ROLE {owner} LOGIN")
+        admin.execute(f"CREATE ROLE {reader} LOGIN")
+        admin.execute(f"GRANT ALL ON SCHEMA public TO {owner}")
+    parts = urlsplit(admin_url)
+    owner_url = urlunsplit(parts._replace(netloc=f"{owner}@{parts.netloc.split('@', 1)[1]}"))
+    made = run_ledger_command(owner_url, "migrate")  # the service's role makes the schema
+    assert made.returncode == 0, made.stderr
+    with psycopg.connect(owner_url, autocommit=True) as conn:
+        conn.execute(f"GRANT SELECT ON ledger_levels TO {reader}")
+
+    rebuilt = run_ledger_command(admin_url, "rebuild", "--quiet")  # as the superuser
+    assert rebuilt.returncode == 0, rebuilt.stderr
+
+    with psycopg.connect(admin_url) as conn:
+        owners = dict(
+            conn.execute(
+                "SELECT relname, pg_get_userbyid(relowner) FROM pg_class WHERE relname = ANY(%s)",
+                (list(PROJECTION_TABLES),),
+            ).fetchall()
+        )
+    assert owners == dict.fromkeys(PROJECTION_TABLES, owner)
+    with psycopg.connect(owner_url) as conn:  # the service's role writes on
+        conn.execute("DELETE FROM ledger_levels WHERE store_id = 'none'")
+    reader_url = urlunsplit(parts._replace(netloc=f"{reader}@{parts.netloc.split('@', 1)[1]}"))
+    with psycopg.connect(reader_url) as conn:
+        assert conn.execute("SELECT COUNT(*) FROM ledger_levels").fetchone() == (0,)
