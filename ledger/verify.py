@@ -102,6 +102,7 @@ def verify(
             scratch.close()
         with contextlib.closing(sqlite3.connect(os.path.join(scratch_path, SCRATCH_FILE))) as replayed:
             for table in PROJECTION_TABLES:
+                stored.hold(table)
                 _compare(table, _SQLiteSide(replayed), stored, report, compare_progress)
     return report
 
@@ -193,6 +194,44 @@ class _Snapshot:
     def head(self) -> int:
         return int(self.side.connection.execute(self.head_sql).fetchone()[0])
 
+    def hold(self, table: str) -> None:
+        """Keeps `table` as the snapshot saw it, before it is compared: SQLite's read transaction
+        holds the whole database so."""
+
+
+class _PostgresSnapshot(_Snapshot):
+    """PostgreSQL's snapshot keeps the rows, not the tables' names: a rebuild's swap (renames) that
+    commits while the log is replayed would have the comparison read the new tables, whose rows the
+    snapshot does not see, and a healthy ledger would differ in every row. So each table is
+    locked before it is compared (a swap then waits for verify to end, as for any reader), and
+    one swapped before that is told: the tables are taken as they were when the snapshot began."""
+
+    def __init__(self, side: _Side, head_sql: str) -> None:
+        super().__init__(side, head_sql)
+        # pg_class read as a table is read in the snapshot; to_regclass reads the catalog as it is.
+        self.tables = {
+            table: self._oid(
+                "SELECT oid FROM pg_class WHERE relname = %s "
+                "AND relnamespace = current_schema()::regnamespace",
+                table,
+            )
+            for table in PROJECTION_TABLES
+        }
+
+    def _oid(self, query: str, table: str) -> int | None:
+        row = self.side.connection.execute(query, (table,)).fetchone()
+        return None if row is None or row[0] is None else int(row[0])
+
+    def hold(self, table: str) -> None:
+        if self.tables[table] is None:
+            return  # missing from the start: the comparison says so
+        self.side.connection.execute(f"LOCK TABLE {table} IN ACCESS SHARE MODE")
+        if self._oid("SELECT to_regclass(%s)::oid", table) != self.tables[table]:
+            raise CommandError(
+                f"{table} was replaced by `ledger rebuild` (rebuilt while verify ran): the live tables "
+                "are not those of verify's snapshot; run verify again"
+            )
+
 
 @contextlib.contextmanager
 def _snapshot(database_url: str) -> Iterator[_Snapshot]:
@@ -219,7 +258,7 @@ def _snapshot(database_url: str) -> Iterator[_Snapshot]:
         connection.read_only = True
         pg_side = _PostgresSide(connection)
         _require_log(pg_side)
-        yield _Snapshot(pg_side, f"SELECT COALESCE(MAX(notification_id), 0) FROM {EVENTS_TABLE}")
+        yield _PostgresSnapshot(pg_side, f"SELECT COALESCE(MAX(notification_id), 0) FROM {EVENTS_TABLE}")
         connection.rollback()
 
 
