@@ -171,9 +171,11 @@ class BitrixClient:
             raise TargetUnavailable(f"bitrix {method}: {OPERATION_TIME_LIMIT}", reset_after_s(time_info))
         if answer.status >= 500 or not isinstance(body, dict):
             raise TargetUnavailable(f"bitrix {method}: HTTP {answer.status}")
-        if error_code:
-            # A top-level error (bad token, no access, overload) concerns every item alike.
-            raise TargetUnavailable(f"bitrix {method}: {error_code}: {body.get('error_description', '')}")
+        if error_code or answer.status >= 400:
+            # A top-level error (bad token, no access, overload) concerns every item alike. Its code
+            # may be 0 ("other errors") or missing: the status alone says it is one.
+            code = f"HTTP {answer.status} {error_code}" if answer.status >= 400 else error_code
+            raise TargetUnavailable(f"bitrix {method}: {code}: {body.get('error_description', '')}")
         return body
 
 

@@ -151,6 +151,25 @@ def test_server_errors_and_timeouts_stop_the_cycle_without_moving_the_position(
     assert read_status(recorder)[0].failures_total == 4
 
 
+def test_a_refused_request_whose_error_code_is_zero_stops_the_cycle_and_parks_nothing(
+    bitrix, recorder, mappings, site, record
+):
+    """Bitrix documents 0 as the code of "other errors": read as no error, the 400 was taken for a
+    batch answer with no results, and every SKU in it was parked instead of pushed later."""
+    fake, server = bitrix
+    fake.add_product("101")
+    record(event(RECEIPT, "shop-1", ("SKU-1", 5)))
+    worker = make_worker(
+        recorder, mappings, server, fake, limits=dataclasses.replace(FAST, request_retries_max=1)
+    )
+    fake.next_replies.append(Reply(400, {"error": 0, "error_description": "Internal error"}))
+
+    assert worker.run_once().aborted and read_position(recorder, "bitrix") == 0
+    worker.run_until_idle()
+    assert products(fake)["101"] == (5.0, 0.0) and read_position(recorder, "bitrix") == 1
+    assert read_status(recorder)[0].parked_total == 0
+
+
 def test_one_failing_command_in_a_batch_is_parked_with_its_reason_and_the_others_are_pushed(
     bitrix, recorder, mappings, site, record
 ):
