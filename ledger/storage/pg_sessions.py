@@ -155,18 +155,32 @@ def bounded_waits(conn: psycopg.Connection[Any], answer_wait_s: float) -> Iterat
         conn.answer_wait_s = None
 
 
+def with_url_options(ours: dict[str, Any], url_options: dict[str, str]) -> dict[str, Any]:
+    """The libpq options of LEDGER_DATABASE_URL's query (`sslmode`, `sslrootcert`, ...) over ours: a
+    URL that asks for TLS gets it, as libpq would give it. Server settings (`options`) are added to
+    ours, not put in their place, so that the keepalives stay."""
+    merged = {**ours, **url_options}
+    if "options" in ours and "options" in url_options:
+        merged["options"] = f"{ours['options']} {url_options['options']}"
+    return merged
+
+
 class LedgerPostgresDatastore(PostgresDatastore):
     """The library's datastore, whose new connections also get the ledger's `deadlock_timeout` and
     keepalives (see the module's docstring)."""
 
     def __init__(
-        self, *args: Any, deadlock_timeout_ms: int = DEADLOCK_TIMEOUT_MS_DEFAULT, **kwargs: Any
+        self,
+        *args: Any,
+        deadlock_timeout_ms: int = DEADLOCK_TIMEOUT_MS_DEFAULT,
+        url_options: dict[str, str] | None = None,
+        **kwargs: Any,
     ) -> None:
         self.deadlock_timeout_ms = deadlock_timeout_ms  # read by after_connect_func, in super().__init__
         super().__init__(*args, **kwargs)
         connect_with = self.pool.kwargs  # the library's dict, with which the (not yet opened) pool connects
         assert isinstance(connect_with, dict), connect_with
-        connect_with.update(KEEPALIVE_OPTIONS)
+        connect_with.update(with_url_options(KEEPALIVE_OPTIONS, url_options or {}))
         self.pool.connection_class = WaitsBounded
 
     def after_connect_func(self) -> Callable[[psycopg.Connection[Any]], None]:

@@ -21,6 +21,7 @@ from typing import Any, Protocol
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import psycopg
+import psycopg.conninfo
 from eventsourcing.persistence import InterfaceError, OperationalError, StoredEvent
 from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore
 from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteDatastore
@@ -510,6 +511,21 @@ def _sqlite_to_wal(path: str, lock_timeout_s: int) -> None:
         connection.execute("PRAGMA journal_mode=WAL")
 
 
+def postgres_url_options(database_url: str) -> dict[str, str]:
+    """The libpq options in the URL's query (`?host=/a/dir` for a Unix socket directory,
+    `sslmode=verify-full`, ...), each as libpq reads it; an option libpq does not know is a
+    ValueError naming it, without the URL's password."""
+    try:
+        psycopg.conninfo.conninfo_to_dict(database_url)  # libpq's own check of the names
+    except psycopg.ProgrammingError as error:
+        problem = str(error).strip().splitlines()[0].replace(database_url, "<the URL>")
+        password = urlsplit(database_url).password
+        if password:
+            problem = problem.replace(password, "***").replace(unquote(password), "***")
+        raise ValueError(f"LEDGER_DATABASE_URL: {problem}") from None
+    return {name: values[-1] for name, values in parse_qs(urlsplit(database_url).query).items()}
+
+
 def open_recorder(
     database_url: str,
     pool_size: int,
@@ -538,10 +554,11 @@ def open_recorder(
         )
         recorder = SQLiteLedgerRecorder(datastore)
     elif parts.scheme in ("postgresql", "postgres"):
+        query = postgres_url_options(database_url)
         pg_datastore = LedgerPostgresDatastore(
             dbname=parts.path.lstrip("/") or "postgres",
             # ?host=/a/dir names a Unix socket directory, as libpq's URIs allow.
-            host=parse_qs(parts.query).get("host", [parts.hostname or "127.0.0.1"])[0],
+            host=query.pop("host", parts.hostname or "127.0.0.1"),
             port=parts.port or 5432,
             user=unquote(parts.username or "postgres"),
             password=unquote(parts.password or ""),
@@ -552,6 +569,7 @@ def open_recorder(
             connect_timeout=CONNECT_TIMEOUT_S,
             originator_id_type="text",
             deadlock_timeout_ms=deadlock_timeout_ms,
+            url_options=query,
         )
         recorder = PostgresLedgerRecorder(pg_datastore, migration_wait_s, writer_answer_wait_s)
     else:

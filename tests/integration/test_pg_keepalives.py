@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from ledger.bootstrap import open_database
 from ledger.config import Settings
 
@@ -23,3 +25,26 @@ def test_every_pooled_session_is_made_with_keepalives(postgres: Any) -> None:
     assert made_with["keepalives_idle"] == "5"
     assert "tcp_keepalives_idle=5" in made_with["options"]
     assert "tcp_user_timeout=15000" in made_with["options"]
+
+
+def test_the_urls_libpq_options_reach_every_session_beside_the_keepalives(postgres: Any) -> None:
+    """Only `?host=` was read: `?sslmode=verify-full&sslrootcert=...` was dropped without a word, and
+    libpq's default (`prefer`) could talk to a server without TLS in plain text."""
+    url = postgres.create_database()
+    # (libpq does not use TLS over this Unix socket: sslmode reaching it is what can be checked here)
+    options = "&sslmode=require&application_name=till-42&options=-c%20statement_timeout%3D9000"
+    recorder = open_database(Settings(database_url=url + options))
+    try:
+        with recorder.datastore.get_connection() as conn:
+            made_with = conn.info.get_parameters()
+            timeout = conn.execute("SHOW statement_timeout").fetchone()
+    finally:
+        recorder.close()
+    assert made_with["application_name"] == "till-42" and made_with["sslmode"] == "require"
+    assert list(timeout.values() if isinstance(timeout, dict) else timeout) == ["9s"]
+    assert "tcp_keepalives_idle=5" in made_with["options"]  # added to, not replaced
+
+
+def test_an_option_libpq_does_not_know_is_refused_naming_it(postgres: Any) -> None:
+    with pytest.raises(ValueError, match='invalid URI query parameter: "sslmod"'):
+        open_database(Settings(database_url=postgres.create_database() + "&sslmod=require"))
