@@ -27,12 +27,11 @@ from ledger.api.schemas import (
 )
 from ledger.api.schemas_across import ReservationAcrossCreate, SourcingRequest
 from ledger.domain.ids import ID_REGEX
+from ledger.telemetry import METRICS_MEDIA_TYPE
 from ledger.telemetry.request_ids import REQUEST_ID_CHARS_MAX, SOUND_PATTERN
 
 DISTRIBUTION = "stock-ledger"
 PROBLEM_REF = {"$ref": "#/components/schemas/ProblemPublic"}
-# Prometheus' text exposition format, as prometheus_client serves it.
-METRICS_MEDIA_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 # Every operation's summary, by hand: a new route without one fails to build the document.
 SUMMARIES = {

@@ -7,7 +7,6 @@ from typing import Protocol
 
 from fastapi import APIRouter, Depends
 from prometheus_client import (
-    CONTENT_TYPE_LATEST,
     CollectorRegistry,
     GCCollector,
     ProcessCollector,
@@ -25,6 +24,7 @@ from ledger.api.openapi import package_version
 from ledger.api.problems import Problem
 from ledger.api.schemas import problem_responses
 from ledger.service import Ledger
+from ledger.telemetry import METRICS_MEDIA_TYPE
 
 router = APIRouter(tags=["operations"])
 
@@ -122,4 +122,4 @@ async def _not_ready_because(ledger: Ledger, kafka: IntakeStatus | None) -> str 
     dependencies=[Depends(REQUIRES[Role.READER])],
 )
 async def metrics(request: Request) -> Response:
-    return Response(generate_latest(request.app.state.metrics), media_type=CONTENT_TYPE_LATEST)
+    return Response(generate_latest(request.app.state.metrics), media_type=METRICS_MEDIA_TYPE)

@@ -9,7 +9,9 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry, generate_latest
+
+from ledger.telemetry import METRICS_MEDIA_TYPE
 
 # A connection that sends no request, or reads no answer, for this long is closed: each holds a
 # thread. At most OPS_CONNECTIONS_MAX are served at once; one more is closed unanswered.
@@ -101,7 +103,7 @@ def _handler(
                 self.end_headers()
                 self.wfile.write(body)
             elif path == "/metrics":
-                self._send(200, CONTENT_TYPE_LATEST, generate_latest(registry))
+                self._send(200, METRICS_MEDIA_TYPE, generate_latest(registry))
             elif path == "/healthz":
                 self._send_json(200, {"status": "ok"})
             elif path == "/readyz":

@@ -36,7 +36,11 @@ def test_metrics_are_prometheus_text(client):
     api.record(client, ev.receipt(unique("store"), ("A", 1)))
     response = client.get("/metrics")
     assert response.status_code == 200
-    assert response.headers["content-type"].startswith("text/plain")
+    # What the API's description says /metrics answers, and the format its body is in: Prometheus'
+    # text format 0.0.4 (prometheus_client's CONTENT_TYPE_LATEST said 1.0.0 over that body).
+    documented = client.get("/openapi.json").json()["paths"]["/metrics"]["get"]["responses"]["200"]
+    assert list(documented["content"]) == [response.headers["content-type"]]
+    assert response.headers["content-type"] == "text/plain; version=0.0.4; charset=utf-8"
     samples = [line for line in response.text.splitlines() if line and not line.startswith("#")]
     assert samples
     assert any(re.match(r'^ledger_events_total\{outcome="accepted"\} [1-9]', line) for line in samples), (

@@ -43,7 +43,10 @@ def test_metrics_need_a_valid_token_once_one_exists(book: tuple[str, TokenBook])
     ops = _serve(metrics_guard(tokens, required=False))
     try:
         base = f"http://127.0.0.1:{ops.port}"
-        assert httpx.get(f"{base}/metrics").status_code == 200  # open: no token exists
+        scraped = httpx.get(f"{base}/metrics")
+        assert scraped.status_code == 200  # open: no token exists
+        # The type of the text format generate_latest writes (0.0.4), as the API's /metrics says.
+        assert scraped.headers["content-type"] == "text/plain; version=0.0.4; charset=utf-8"
         token = new_token(url, "scraper", "reader")
         tokens.refresh()
         refused = httpx.get(f"{base}/metrics")
