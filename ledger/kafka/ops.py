@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Callable
+from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -113,6 +114,29 @@ def _handler(
                 )
             else:
                 self._send_json(404, {"status": 404, "title": "Not found"}, "application/problem+json")
+
+        def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+            """The server's own refusals (a method it has no handler for, a malformed request line,
+            headers too long) as problem+json too, not the library's HTML page."""
+            headers = {"Connection": "close"}  # as the library's: the request may not have been read
+            if code == HTTPStatus.NOT_IMPLEMENTED:  # a method other than GET
+                code, headers["Allow"] = HTTPStatus.METHOD_NOT_ALLOWED, "GET"
+            status = HTTPStatus(code)
+            problem = {
+                "type": "method-not-allowed" if status == HTTPStatus.METHOD_NOT_ALLOWED else "http-error",
+                "title": status.phrase,
+                "status": status.value,
+            }
+            self.log_error("code %d, message %s", status.value, message or status.phrase)
+            body = json.dumps(problem).encode()
+            self.send_response(status.value)
+            for name, value in headers.items():
+                self.send_header(name, value)
+            self.send_header("Content-Type", "application/problem+json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(body)
 
         def _send_json(
             self, status: int, body: dict[str, object], content_type: str = "application/json"

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import threading
 import time
@@ -67,6 +68,25 @@ def test_with_auth_required_metrics_need_a_token_before_any_exists(
     ops = _serve(metrics_guard(tokens, required=True))
     try:
         assert httpx.get(f"http://127.0.0.1:{ops.port}/metrics").status_code == 401
+    finally:
+        ops.stop()
+
+
+def test_other_methods_and_malformed_requests_are_answered_as_problems() -> None:
+    """The server's own refusals were its HTML page ("501 Unsupported method")."""
+    ops = _serve(None)
+    try:
+        base = f"http://127.0.0.1:{ops.port}"
+        posted = httpx.post(f"{base}/readyz", content=b"{}")
+        assert posted.status_code == 405 and posted.headers["allow"] == "GET"
+        assert posted.headers["content-type"] == "application/problem+json"
+        assert posted.json() == {"type": "method-not-allowed", "title": "Method Not Allowed", "status": 405}
+        with socket.create_connection(("127.0.0.1", ops.port), timeout=5) as raw:
+            raw.sendall(b"GET /healthz now HTTP/1.1\r\n\r\n")  # a request line of four words
+            answer = raw.makefile("rb").read().decode()
+        head, _, body = answer.partition("\r\n\r\n")
+        assert head.startswith("HTTP/1.0 400") and "Content-Type: application/problem+json" in head, head
+        assert json.loads(body) == {"type": "http-error", "title": "Bad Request", "status": 400}
     finally:
         ops.stop()
 
