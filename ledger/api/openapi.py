@@ -217,13 +217,16 @@ def _complete_operation(method: str, path: str, operation: dict[str, Any]) -> No
     if summary is None:
         raise RuntimeError(f"{method.upper()} {path} has no summary in ledger/api/openapi.py")
     operation["summary"] = summary
+    # An operation with neither parameters nor a body (/readyz) has nothing to refuse: no 422.
+    takes_input = bool(operation.get("parameters")) or "requestBody" in operation
     for parameter in operation.get("parameters", ()):
         _complete_parameter(parameter)
     operation["parameters"] = [*operation.get("parameters", ()), REQUEST_ID_PARAMETER_REF]
     responses: dict[str, Any] = operation["responses"]
     if path not in NO_PROBLEMS:
         for status, description in COMMON_PROBLEMS.items():
-            responses.setdefault(status, {"description": description})
+            if status != "422" or takes_input:
+                responses.setdefault(status, {"description": description})
     if "requestBody" in operation:
         for status, description in BODY_PROBLEMS.items():
             responses.setdefault(status, {"description": description})

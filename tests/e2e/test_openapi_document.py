@@ -77,6 +77,17 @@ def test_every_error_answer_is_a_problem_under_its_own_media_type(served: dict[s
                 assert PROBLEM not in content, f"{name} {status}"
 
 
+def test_an_operation_that_takes_no_input_documents_no_422(served: dict[str, Any]) -> None:
+    """Nothing of a request to /readyz is read (the request id is replaced when unsound, not
+    refused): it never answers 422, so its description does not say it may."""
+    for name, operation in _operations(served):
+        parameters = [
+            p for p in operation["parameters"] if p != {"$ref": "#/components/parameters/RequestId"}
+        ]
+        if not parameters and "requestBody" not in operation:
+            assert "422" not in operation["responses"], name
+
+
 def test_the_problem_schema_has_every_field_a_problem_carries(served: dict[str, Any]) -> None:
     fields = set(served["components"]["schemas"]["ProblemPublic"]["properties"])
     expected = {"type", "title", "status", "detail", "instance", "shortfall", "errors", "position"}
