@@ -65,11 +65,14 @@ def number_from(low: float, high: float) -> Callable[[str], float]:
 
 
 def redacted_url(url: str) -> str:
-    """A database URL as a line may show it: without the user and password."""
-    if "@" in url and "://" in url:
-        scheme, rest = url.split("://", 1)
-        return f"{scheme}://***@{rest.split('@', 1)[1]}"
-    return url
+    """A database URL as a line may show it: without the user and password. The host follows the
+    last `@` of the authority, as the ledger reads it (urlsplit): a password may hold `@` unencoded."""
+    scheme, separator, rest = url.partition("://")
+    authority_end = min((i for i in map(rest.find, "/?#") if i >= 0), default=len(rest))
+    _, at, host = rest[:authority_end].rpartition("@")
+    if not (separator and at):
+        return url
+    return f"{scheme}://***@{host}{rest[authority_end:]}"
 
 
 def missing_sqlite_file(database_url: str) -> str | None:
