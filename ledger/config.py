@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
@@ -21,6 +22,9 @@ WRITER_ANSWER_MARGIN_S = 30.0
 
 
 PEER_SECRET_CHARS_MIN = 16
+# Kafka's rule for a topic's name.
+KAFKA_TOPIC_CHARS_MAX = 249
+_KAFKA_TOPIC = re.compile(rf"[A-Za-z0-9._-]{{1,{KAFKA_TOPIC_CHARS_MAX}}}")
 
 
 PORT_MAX = 65535
@@ -469,6 +473,18 @@ class Settings(BaseSettings):
             raise ValueError("must be an http:// or https:// URL with a host")
         return url
 
+    @field_validator("kafka_topic", "kafka_results_topic", "kafka_dlq_topic", "kafka_levels_topic")
+    @classmethod
+    def _kafka_topic_name(cls, topic: str) -> str:
+        """A name Kafka takes for a topic; the Kafka client refused any other only when it used it
+        (a traceback logged at every retry, for ever) rather than at start."""
+        if not _KAFKA_TOPIC.fullmatch(topic) or topic in (".", ".."):
+            raise ValueError(
+                f"{topic!r} is no Kafka topic name: 1 to {KAFKA_TOPIC_CHARS_MAX} ASCII letters, digits, "
+                "'.', '_' or '-', and not . or .."
+            )
+        return topic
+
     @field_validator("units")
     @classmethod
     def _units_are_global_or_one_skus(cls, units: dict[str, int]) -> dict[str, int]:
@@ -548,6 +564,18 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"LEDGER_KAFKA_SECURITY_PROTOCOL={self.kafka_security_protocol} needs "
                 "LEDGER_KAFKA_SASL_MECHANISM, LEDGER_KAFKA_SASL_USERNAME and LEDGER_KAFKA_SASL_PASSWORD"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _heartbeats_within_the_session(self) -> Settings:
+        """The Kafka client refuses to build a consumer otherwise: `ledger consume` and a serve with
+        Kafka logged that traceback again at every retry, for ever, instead of refusing to start."""
+        if self.kafka_heartbeat_interval_ms >= self.kafka_session_timeout_ms:
+            raise ValueError(
+                f"LEDGER_KAFKA_HEARTBEAT_INTERVAL_MS ({self.kafka_heartbeat_interval_ms}) must be less than "
+                f"LEDGER_KAFKA_SESSION_TIMEOUT_MS ({self.kafka_session_timeout_ms}): a member that sends "
+                "no heartbeat within its session is dropped from the group"
             )
         return self
 

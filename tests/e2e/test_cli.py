@@ -157,6 +157,22 @@ def test_a_setting_too_large_to_run_with_is_refused_before_anything_starts(
     assert_refused_in_one_line(ledger(tmp_path, "migrate", "--check", **{name: value}), name)
 
 
+def test_a_heartbeat_interval_not_below_the_session_timeout_is_refused_at_start(tmp_path: Path) -> None:
+    # The Kafka client refused to build the consumer: `ledger consume` logged that traceback at every
+    # retry, for ever, and never consumed.
+    done = ledger(tmp_path, "migrate", "--check", LEDGER_KAFKA_HEARTBEAT_INTERVAL_MS="10000")
+    assert_refused_in_one_line(
+        done, "LEDGER_KAFKA_HEARTBEAT_INTERVAL_MS (10000)", "LEDGER_KAFKA_SESSION_TIMEOUT_MS (10000)"
+    )
+
+
+@pytest.mark.parametrize("topic", ["stock events", "", "..", "t" * 250])
+def test_a_kafka_topic_name_kafka_refuses_is_refused_at_start(tmp_path: Path, topic: str) -> None:
+    # The Kafka client refused it only when it subscribed: a traceback at every retry, for ever.
+    done = ledger(tmp_path, "migrate", "--check", LEDGER_KAFKA_TOPIC=topic)
+    assert_refused_in_one_line(done, "LEDGER_KAFKA_TOPIC", "no Kafka topic name")
+
+
 @pytest.mark.parametrize(
     "name", ["LEDGER_BITRIX_WEBHOOK_URL", "LEDGER_WMS_BASE_URL", "LEDGER_MOYSKLAD_BASE_URL"]
 )
