@@ -8,7 +8,9 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
+from starlette.datastructures import Headers
 from starlette.middleware.cors import CORSMiddleware
+from starlette.responses import Response
 
 from ledger.access.book import TokenBook
 from ledger.access.hosts import allowed_hosts
@@ -34,7 +36,7 @@ from ledger.api.guard import api_routes, check_every_route_is_guarded
 from ledger.api.head import HeadAsGet
 from ledger.api.http_metrics import HttpMetrics
 from ledger.api.openapi import install_openapi, package_version
-from ledger.api.problems import install_handlers
+from ledger.api.problems import Problem, install_handlers, problem_response
 from ledger.api.telemetry import RequestTelemetry
 from ledger.config import Settings
 from ledger.intake.envelope import IntakeLimits
@@ -167,7 +169,7 @@ def create_asgi(ledger: Ledger, settings: Settings, limits: IntakeLimits) -> ASG
     gated = ConsoleSession(gated, book, required=settings.auth == "required")  # the console's login
     origins = [origin.strip() for origin in (settings.cors_origins or "").split(",") if origin.strip()]
     if origins:
-        gated = CORSMiddleware(
+        gated = ProblemCors(
             gated,
             allow_origins=origins,
             allow_methods=["GET", "HEAD", "POST", "PUT", "DELETE"],
@@ -186,3 +188,24 @@ def create_asgi(ledger: Ledger, settings: Settings, limits: IntakeLimits) -> ASG
 
 
 CORS_MAX_AGE_S = 600  # how long a browser may keep a preflight's answer
+
+
+class ProblemCors(CORSMiddleware):
+    """Starlette's CORS, with a refused preflight (an origin, method or header not allowed) answered
+    400 problem+json as every other refusal (CONTRACT §3), not in plain text."""
+
+    def preflight_response(self, request_headers: Headers) -> Response:
+        answer = super().preflight_response(request_headers)
+        if answer.status_code != 400:
+            return answer
+        kept = {
+            name: value
+            for name, value in answer.headers.items()
+            if name not in ("content-type", "content-length")
+        }
+        # Starlette's text names what was refused: "Disallowed CORS origin, headers".
+        detail = bytes(answer.body).decode()
+        problem = Problem(
+            400, "cors-preflight-refused", "Cross-origin request not allowed", detail, headers=kept
+        )
+        return problem_response(problem)

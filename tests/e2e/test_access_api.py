@@ -461,6 +461,8 @@ def test_configured_origins_hosts_and_metrics_auth(closed: Closed, module_serve)
             "/v1/events", headers={"origin": "https://evil.example", "access-control-request-method": "POST"}
         )
         assert other.headers.get("access-control-allow-origin") != "https://evil.example"
+        # A refused preflight is a problem as every refusal is (it was "Disallowed CORS origin" as text).
+        assert api.assert_problem(other, 400, "cors-preflight-refused")["detail"] == "Disallowed CORS origin"
         refused = client.get("/v1/stock/A", headers={"origin": allowed})
         api.assert_problem(refused, 401, "unauthorized")
         assert refused.headers["access-control-allow-origin"] == allowed
