@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import ssl
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
@@ -577,6 +578,22 @@ class Settings(BaseSettings):
                 f"LEDGER_KAFKA_SESSION_TIMEOUT_MS ({self.kafka_session_timeout_ms}): a member that sends "
                 "no heartbeat within its session is dropped from the group"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _kafka_ca_file_readable(self) -> Settings:
+        """The broker's CA certificates, read as the clients read them, when TLS is on: a missing or
+        unreadable file was found only when a client connected, inside the intake's retries, not
+        at start."""
+        if self.kafka_ssl_cafile is not None and self.kafka_security_protocol.endswith("SSL"):
+            try:
+                ssl.create_default_context().load_verify_locations(self.kafka_ssl_cafile)
+            except (OSError, ValueError) as error:  # ssl.SSLError is an OSError
+                reason = getattr(error, "strerror", None) or str(error)
+                raise ValueError(
+                    f"LEDGER_KAFKA_SSL_CAFILE: {self.kafka_ssl_cafile} cannot be read as PEM CA "
+                    f"certificates: {reason}"
+                ) from None
         return self
 
     @model_validator(mode="after")

@@ -173,6 +173,22 @@ def test_a_kafka_topic_name_kafka_refuses_is_refused_at_start(tmp_path: Path, to
     assert_refused_in_one_line(done, "LEDGER_KAFKA_TOPIC", "no Kafka topic name")
 
 
+@pytest.mark.parametrize("content", [None, "not a certificate"])
+def test_a_kafka_ca_file_that_cannot_be_read_is_refused_at_start(tmp_path: Path, content: str | None) -> None:
+    # The Kafka clients read it only as they connected, inside the intake's retries, not at start.
+    cafile = tmp_path / "ca.pem"
+    if content is not None:
+        cafile.write_text(content)
+    done = ledger(
+        tmp_path,
+        "migrate",
+        "--check",
+        LEDGER_KAFKA_SECURITY_PROTOCOL="SSL",
+        LEDGER_KAFKA_SSL_CAFILE=str(cafile),
+    )
+    assert_refused_in_one_line(done, "LEDGER_KAFKA_SSL_CAFILE", str(cafile), "cannot be read")
+
+
 @pytest.mark.parametrize(
     "name", ["LEDGER_BITRIX_WEBHOOK_URL", "LEDGER_WMS_BASE_URL", "LEDGER_MOYSKLAD_BASE_URL"]
 )

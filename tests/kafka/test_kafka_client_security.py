@@ -5,26 +5,29 @@ from __future__ import annotations
 
 from typing import Any
 
+import certifi
 import pytest
 from pydantic import ValidationError
 
 from ledger.config import Settings
 from ledger.kafka import clients, producer
 
+# A file of CA certificates that exists: the settings read it when TLS is on.
+CA_FILE = certifi.where()
 SECURE = {
     "kafka_bootstrap": "broker-1:9093,broker-2:9093",
     "kafka_security_protocol": "SASL_SSL",
     "kafka_sasl_mechanism": "SCRAM-SHA-512",
     "kafka_sasl_username": "ledger",
     "kafka_sasl_password": "s3cret-broker-password",
-    "kafka_ssl_cafile": "/etc/ledger/kafka-ca.pem",
+    "kafka_ssl_cafile": CA_FILE,
 }
 EXPECTED = {
     "security_protocol": "SASL_SSL",
     "sasl_mechanism": "SCRAM-SHA-512",
     "sasl_plain_username": "ledger",
     "sasl_plain_password": "s3cret-broker-password",
-    "ssl_cafile": "/etc/ledger/kafka-ca.pem",
+    "ssl_cafile": CA_FILE,
 }
 # The producer is librdkafka's (ledger/kafka/producer.py): the same settings under its names.
 EXPECTED_PRODUCER = {
@@ -32,7 +35,7 @@ EXPECTED_PRODUCER = {
     "sasl.mechanism": "SCRAM-SHA-512",
     "sasl.username": "ledger",
     "sasl.password": "s3cret-broker-password",
-    "ssl.ca.location": "/etc/ledger/kafka-ca.pem",
+    "ssl.ca.location": CA_FILE,
 }
 
 
