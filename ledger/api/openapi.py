@@ -207,9 +207,36 @@ def build_document(app: FastAPI, routes: Sequence[APIRoute]) -> dict[str, Any]:
             _complete_operation(method, path, operation)
     for unused in ("HTTPValidationError", "ValidationError"):
         components.pop(unused, None)
+    _integer_bounds(components)
     _add_examples(schema)
     _add_links(schema)
     return schema
+
+
+# The 64-bit bound of levels and positions (ledger/api/schemas.py), and what it becomes as a float.
+INT64_MAX = 2**63 - 1
+_INT64_MAX_AS_FLOAT = float(INT64_MAX)  # 2**63: one past it
+
+
+def _integer_bounds(node: Any) -> None:
+    """An integer's bounds as the integers they are. FastAPI's document model holds `minimum` and
+    `maximum` as floats: the response schemas said 9.223372036854776e+18, which is 2**63, one past
+    what an int64 holds, so that a client generated from the document took them for floats or
+    wider than 64 bits."""
+    if isinstance(node, dict):
+        if node.get("type") == "integer":
+            for key in ("minimum", "maximum"):
+                bound = node.get(key)
+                if isinstance(bound, float) and bound.is_integer():
+                    exact = int(bound)
+                    if abs(bound) == _INT64_MAX_AS_FLOAT:
+                        exact = INT64_MAX if bound > 0 else -INT64_MAX
+                    node[key] = exact
+        for value in node.values():
+            _integer_bounds(value)
+    elif isinstance(node, list):
+        for value in node:
+            _integer_bounds(value)
 
 
 def _complete_operation(method: str, path: str, operation: dict[str, Any]) -> None:

@@ -111,6 +111,14 @@ def test_every_number_has_bounds(served: dict[str, Any]) -> None:
     assert unbounded == []
 
 
+def test_every_integer_bound_is_an_integer_within_64_bits(served: dict[str, Any]) -> None:
+    """The response schemas said `maximum: 9.223372036854776e+18` (2**63, past an int64) for levels
+    and positions."""
+    for where, schema in _integers(served, "#"):
+        for key in ("minimum", "maximum"):
+            assert type(schema[key]) is int and -(2**63) < schema[key] < 2**63, (where, key, schema[key])
+
+
 def test_every_operation_has_a_summary_written_by_hand(served: dict[str, Any]) -> None:
     for name, operation in _operations(served):
         summary = operation.get("summary", "")
