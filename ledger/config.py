@@ -486,6 +486,15 @@ class Settings(BaseSettings):
             )
         return topic
 
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _allowed_hosts_name_one(cls, hosts: str | None) -> str | None:
+        """Set, it names at least one host (or *): set empty (a compose file's `${VAR:-}`), every
+        request but the probes was refused 400 `invalid-host`, and /readyz said ready."""
+        if hosts is not None and not any(name.strip() for name in hosts.split(",")):
+            raise ValueError("names no host: list the names clients reach the service by, or *, or unset it")
+        return hosts
+
     @field_validator("units")
     @classmethod
     def _units_are_global_or_one_skus(cls, units: dict[str, int]) -> dict[str, int]:

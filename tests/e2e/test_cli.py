@@ -215,6 +215,13 @@ def test_a_host_that_is_no_name_is_refused_in_one_line(tmp_path: Path, host: str
     assert_refused_in_one_line(done, "ledger serve", "not a host name or an address")
 
 
+@pytest.mark.parametrize("hosts", ["", " , "])
+def test_allowed_hosts_that_name_no_host_are_refused_in_one_line(tmp_path: Path, hosts: str) -> None:
+    # Every request but /healthz and /readyz was refused 400 invalid-host, and /readyz said ready.
+    done = ledger(tmp_path, "serve", LEDGER_ALLOWED_HOSTS=hosts)
+    assert_refused_in_one_line(done, "ledger serve", "LEDGER_ALLOWED_HOSTS", "names no host")
+
+
 @pytest.mark.parametrize(
     "argument", [["--port", "99999"], ["--port", "0"], ["--workers", "0"], ["--workers", "65"]]
 )
