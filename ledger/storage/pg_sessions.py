@@ -32,6 +32,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import psycopg
+import psycopg.conninfo
 from eventsourcing.postgres import PostgresDatastore
 from psycopg.abc import PQGen
 
@@ -163,6 +164,14 @@ def with_url_options(ours: dict[str, Any], url_options: dict[str, str]) -> dict[
     if "options" in ours and "options" in url_options:
         merged["options"] = f"{ours['options']} {url_options['options']}"
     return merged
+
+
+def session_options(database_url: str) -> dict[str, Any]:
+    """The keepalives for a session made from the URL itself (the leaders' own sessions), with the
+    URL's server settings (`?options=`) added to theirs: passed beside the URL, ours alone would
+    take their place."""
+    url_options = psycopg.conninfo.conninfo_to_dict(database_url).get("options")
+    return with_url_options(KEEPALIVE_OPTIONS, {"options": str(url_options)} if url_options else {})
 
 
 class LedgerPostgresDatastore(PostgresDatastore):

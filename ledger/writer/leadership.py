@@ -32,7 +32,7 @@ from typing import Any
 
 import psycopg
 
-from ledger.storage.pg_sessions import KEEPALIVE_OPTIONS, AnsweredInTime
+from ledger.storage.pg_sessions import AnsweredInTime, session_options
 from ledger.storage.recorders import CONNECT_TIMEOUT_S
 
 log = logging.getLogger("ledger.writer")
@@ -72,7 +72,7 @@ class Leadership:
                 self.database_url,
                 autocommit=True,
                 connect_timeout=int(CONNECT_TIMEOUT_S),
-                **KEEPALIVE_OPTIONS,
+                **session_options(self.database_url),
             )
         return self._connection
 

@@ -48,3 +48,21 @@ def test_the_urls_libpq_options_reach_every_session_beside_the_keepalives(postgr
 def test_an_option_libpq_does_not_know_is_refused_naming_it(postgres: Any) -> None:
     with pytest.raises(ValueError, match='invalid URI query parameter: "sslmod"'):
         open_database(Settings(database_url=postgres.create_database() + "&sslmod=require"))
+
+
+def test_the_urls_server_settings_reach_the_writers_leadership_session(postgres: Any) -> None:
+    """The leadership session (writer/leadership.py) passed the keepalives' `options` over the URL's:
+    a `?options=-c search_path=...` set for the pool was dropped there, and its table looked up
+    elsewhere."""
+    from ledger.writer.leadership import Leadership
+
+    url = postgres.create_database() + "&options=-c%20statement_timeout%3D9000"
+    leadership = Leadership(url)
+    try:
+        session = leadership._session()
+        made_with = session.info.get_parameters()
+        timeout = session.execute("SHOW statement_timeout").fetchone()
+    finally:
+        leadership.close()
+    assert list(timeout.values() if isinstance(timeout, dict) else timeout) == ["9s"]
+    assert "tcp_keepalives_idle=5" in made_with["options"]
