@@ -10,6 +10,7 @@ import argparse
 import contextlib
 import math
 import os
+import re
 from collections.abc import Callable, Iterator
 
 # A shell's code for a command ended by Ctrl-C (128 + SIGINT): every command's, `ledger import`'s too.
@@ -70,9 +71,14 @@ def redacted_url(url: str) -> str:
     scheme, separator, rest = url.partition("://")
     authority_end = min((i for i in map(rest.find, "/?#") if i >= 0), default=len(rest))
     _, at, host = rest[:authority_end].rpartition("@")
-    if not (separator and at):
+    # libpq takes a password from the query too (`?password=...`), as every option there.
+    after = _QUERY_PASSWORD.sub(r"\1***", rest[authority_end:])
+    if not separator:
         return url
-    return f"{scheme}://***@{host}{rest[authority_end:]}"
+    return f"{scheme}://{'***@' if at else ''}{host}{after}"
+
+
+_QUERY_PASSWORD = re.compile(r"([?&]password=)[^&#]*", re.IGNORECASE)
 
 
 def missing_sqlite_file(database_url: str) -> str | None:

@@ -393,6 +393,17 @@ def test_a_postgresql_server_that_does_not_answer_is_refused_and_its_password_no
     assert "***@127.0.0.1:" in line
 
 
+@pytest.mark.slow
+def test_a_password_given_as_a_libpq_option_in_the_query_is_not_shown(tmp_path: Path) -> None:
+    # Every libpq option of the URL's query reaches the sessions now, `password` among them (the
+    # README's "every other libpq option"): the line showed it whole.
+    url = f"postgresql://ledger@127.0.0.1:{_closed_port()}/ledger?sslmode=disable&password=se%40cret-7"
+    done = ledger(tmp_path, "adapters", "status", LEDGER_DATABASE_URL=url)
+    line = assert_refused_in_one_line(done, "ledger adapters status", "cannot use the database")
+    assert "cret-7" not in line
+    assert "***@127.0.0.1:" in line and "sslmode=disable" in line
+
+
 def test_serve_whose_writer_process_cannot_start_ends_in_one_line(tmp_path: Path) -> None:
     # The writer process is launched before the HTTP stack is imported and waited for after: its
     # failure still ends serve at once, in one line (the line before it says the service is open).
