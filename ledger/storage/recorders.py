@@ -516,14 +516,17 @@ def postgres_url_options(database_url: str) -> dict[str, str]:
     `sslmode=verify-full`, ...), each as libpq reads it; an option libpq does not know is a
     ValueError naming it, without the URL's password."""
     try:
-        psycopg.conninfo.conninfo_to_dict(database_url)  # libpq's own check of the names
+        parsed = psycopg.conninfo.conninfo_to_dict(database_url)  # libpq's own check of the names
     except psycopg.ProgrammingError as error:
         problem = str(error).strip().splitlines()[0].replace(database_url, "<the URL>")
         password = urlsplit(database_url).password
         if password:
             problem = problem.replace(password, "***").replace(unquote(password), "***")
         raise ValueError(f"LEDGER_DATABASE_URL: {problem}") from None
-    return {name: values[-1] for name, values in parse_qs(urlsplit(database_url).query).items()}
+    # The names in the query, with their values as libpq decodes them (%XX only: a `+` stays a `+`,
+    # where a form's decoding, parse_qs, made it a space).
+    named = parse_qs(urlsplit(database_url).query, keep_blank_values=True)
+    return {name: str(parsed[name]) for name in named if name in parsed}
 
 
 def open_recorder(

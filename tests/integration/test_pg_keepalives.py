@@ -66,3 +66,17 @@ def test_the_urls_server_settings_reach_the_writers_leadership_session(postgres:
         leadership.close()
     assert list(timeout.values() if isinstance(timeout, dict) else timeout) == ["9s"]
     assert "tcp_keepalives_idle=5" in made_with["options"]
+
+
+def test_the_urls_options_are_read_as_libpq_reads_them_a_plus_kept(postgres: Any) -> None:
+    """libpq decodes %XX only: a `+` in a value (a certificate's path, a password) is a `+`. The
+    query was read as a form (`+` as a space), so the pool's sessions got another value than the
+    sessions libpq makes from the URL itself (verify's, the leader's)."""
+    url = postgres.create_database() + "&application_name=till+42"
+    recorder = open_database(Settings(database_url=url))
+    try:
+        with recorder.datastore.get_connection() as conn:
+            made_with = conn.info.get_parameters()
+    finally:
+        recorder.close()
+    assert made_with["application_name"] == "till+42"
