@@ -58,10 +58,14 @@ Handler = Callable[[argparse.Namespace, Settings], int]
 def _rebuild(args: argparse.Namespace, settings: Settings) -> int:
     from ledger.bootstrap import open_database
     from ledger.rebuild import RebuildLimits, rebuild
+    from ledger.rebuild.online import connections_at_once
 
     refuse_missing_sqlite(settings.database_url)
+    limits = RebuildLimits.from_settings(settings)
+    # A pool the rebuild never waits on, whatever LEDGER_DB_POOL_SIZE (the service's) allows.
+    pool_size = max(settings.db_pool_size, connections_at_once(limits))
     with database_url_checked():
-        recorder = open_database(settings)
+        recorder = open_database(settings.model_copy(update={"db_pool_size": pool_size}))
     try:
         with _tty_bar(args.quiet, total=0, unit="entry", desc="rebuilding projections") as bar:
 
@@ -73,7 +77,7 @@ def _rebuild(args: argparse.Namespace, settings: Settings) -> int:
 
             report = rebuild(
                 recorder,
-                RebuildLimits.from_settings(settings),
+                limits,
                 progress,
                 _opening_elsewhere(settings),
             )

@@ -43,6 +43,16 @@ from ledger.storage.recorders import PostgresLedgerRecorder
 REBUILD_LOCK_KEY = 0x1ED6E6  # a PostgreSQL advisory lock key of this service's own
 # Seconds between two attempts at the swap when readers held the tables (the catch-up goes on).
 SWAP_RETRY_PAUSE_S = 0.2
+# Besides the rebuild lock's: a page read while the loader writes one (the fill), or while the swap's
+# transaction is open (its last pages).
+PAGE_CONNECTIONS = 2
+
+
+def connections_at_once(limits: RebuildLimits) -> int:
+    """The connections of its recorder's pool that a rebuild holds at once: the rebuild lock's for
+    the whole run, and beside it the index builds or `PAGE_CONNECTIONS`. A smaller pool made the
+    second index build wait for a connection, and the rebuild failed past the pool's wait."""
+    return 1 + max(limits.index_builds_at_once, PAGE_CONNECTIONS)
 
 
 def rebuild_online(

@@ -9,6 +9,7 @@ SQLite it holds the write lock throughout, and the writes wait for it (within th
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import threading
 import time
@@ -322,3 +323,62 @@ def test_the_rebuilt_tables_keep_their_owner_and_every_grant(postgres):
     reader_url = urlunsplit(parts._replace(netloc=f"{reader}@{parts.netloc.split('@', 1)[1]}"))
     with psycopg.connect(reader_url) as conn:
         assert conn.execute("SELECT COUNT(*) FROM ledger_levels").fetchone() == (0,)
+
+
+def test_the_rebuild_never_waits_on_its_own_pool(postgres, monkeypatch):
+    """`ledger rebuild` with LEDGER_DB_POOL_SIZE=2 (allowed): the rebuild lock holds one connection
+    throughout, so the second index build (or the fill's page read beside its loader) waited in the
+    pool, and past the pool's wait the rebuild failed after the whole fill. Here each index build
+    first waits on the server for a lock this test holds, and the test lets go once as many
+    connections were asked for as the rebuild holds at once: none of them may have had to wait."""
+    from ledger.cli import main
+    from ledger.rebuild import online
+    from ledger.storage.pg_sessions import LedgerPostgresDatastore
+
+    database_url = postgres.create_database()
+    open_recorder(database_url, 2, 30).close()  # the schema
+    gate = 0x7E57  # an advisory lock key of this test's own
+    asked = threading.Condition()
+    outstanding: dict[int, int] = {}  # per pool: connections asked for and not yet given back
+    over: list[tuple[int, int]] = []  # (asked at once, the pool's size), where the first was larger
+    real_get_connection = LedgerPostgresDatastore.get_connection
+    real_statements = online.shadow.shadow_index_statements
+
+    @contextlib.contextmanager
+    def counted(self):
+        with asked:
+            outstanding[id(self)] = outstanding.get(id(self), 0) + 1
+            if outstanding[id(self)] > self.pool.max_size:
+                over.append((outstanding[id(self)], self.pool.max_size))
+            asked.notify_all()
+        try:
+            with real_get_connection(self) as conn:
+                yield conn
+        finally:
+            with asked:
+                outstanding[id(self)] -= 1
+
+    def gated(table, index):
+        return [f"SELECT pg_advisory_xact_lock_shared({gate})", *real_statements(table, index)]
+
+    monkeypatch.setattr(LedgerPostgresDatastore, "get_connection", counted)
+    monkeypatch.setattr(online.shadow, "shadow_index_statements", gated)
+    monkeypatch.setenv("LEDGER_DATABASE_URL", database_url)
+    monkeypatch.setenv("LEDGER_DB_POOL_SIZE", "2")
+    monkeypatch.setenv("LEDGER_REBUILD_PROCESSES", "1")
+    at_once = RebuildLimits().index_builds_at_once + 1  # the builds and the rebuild lock
+    with psycopg.connect(database_url, autocommit=True) as holder:
+        holder.execute("SELECT pg_advisory_lock(%s)", (gate,))
+
+        def let_go() -> None:
+            with asked:  # a bound only so that a broken rebuild cannot hang the test
+                asked.wait_for(lambda: max(outstanding.values(), default=0) >= at_once, SWAP_WATCH_S)
+            holder.execute("SELECT pg_advisory_unlock(%s)", (gate,))
+
+        releaser = threading.Thread(target=let_go)
+        releaser.start()
+        try:
+            assert main(["rebuild", "--quiet"]) == 0
+        finally:
+            releaser.join()
+    assert over == []
