@@ -130,6 +130,7 @@ def _migrate(args: argparse.Namespace, settings: Settings) -> int:
             2,
             settings.db_lock_timeout_s,
             create_tables=False,
+            read_only=args.check,
             migration_wait_s=settings.migration_wait_s,
             deadlock_timeout_ms=settings.db_deadlock_timeout_ms,
         )

@@ -36,6 +36,7 @@ from ledger.access.store import (
 from ledger.cli_errors import CommandError, database_url_checked, missing_sqlite_file, refuse_missing_sqlite
 from ledger.clock import utc_now, utc_text
 from ledger.config import Settings
+from ledger.storage.migrator import plan_of
 from ledger.storage.recorders import open_recorder
 
 
@@ -75,15 +76,34 @@ def register(commands: argparse._SubParsersAction[Any]) -> None:
     revoke.set_defaults(handler=_revoke)
 
 
-def _database(settings: Settings, *, may_make: bool = False) -> Any:
+def _database(settings: Settings, *, may_make: bool = False, read_only: bool = False) -> Any:
     """The ledger's database. Listing or revoking in a SQLite file that is not there (a mistyped
     path, another directory than `ledger serve`'s) is refused rather than made; the first token may
-    make the ledger (so that a service never runs open), and says so on stderr."""
+    make the ledger (so that a service never runs open), and says so on stderr. `read_only`: a
+    schema up to date is read as it is (a backup's SQLite file stays in its rollback-journal mode,
+    not switched to WAL); one that lacks migrations gets them, as for the other actions."""
     missing = missing_sqlite_file(settings.database_url)
     if missing is not None and not may_make:
         refuse_missing_sqlite(settings.database_url, made_by="`ledger migrate`")
     if missing is not None:
         print(f"ledger tokens: no ledger at {os.path.abspath(missing)}: making a new one", file=sys.stderr)
+    if read_only:
+        with database_url_checked():
+            reader = open_recorder(
+                settings.database_url,
+                2,
+                settings.db_lock_timeout_s,
+                create_tables=False,
+                read_only=True,
+                deadlock_timeout_ms=settings.db_deadlock_timeout_ms,
+            )
+            try:
+                if not plan_of(reader).pending:
+                    return reader
+            except BaseException:
+                reader.close()
+                raise
+            reader.close()
     with database_url_checked():
         return open_recorder(
             settings.database_url,
@@ -168,7 +188,7 @@ def _cell(column: str, value: object) -> str:
 
 
 def _list(args: argparse.Namespace, settings: Settings) -> int:
-    database = _database(settings)
+    database = _database(settings, read_only=True)
     try:
         with database.read_transaction() as tx:
             records = read_tokens(tx)

@@ -87,7 +87,7 @@ def verify(
         tempfile.TemporaryDirectory(prefix="ledger-verify-", dir=scratch_dir) as scratch_path,
     ):
         report.head = stored.head()
-        log = open_recorder(database_url, 2, lock_timeout_s, create_tables=False)
+        log = open_recorder(database_url, 2, lock_timeout_s, create_tables=False, read_only=True)
         try:  # a schema this release does not know is refused, as every other command refuses it
             plan_of(log)
         except BaseException:

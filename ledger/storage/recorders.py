@@ -535,6 +535,7 @@ def open_recorder(
     lock_timeout_s: int,
     *,
     create_tables: bool = True,
+    read_only: bool = False,
     migration_wait_s: int = MIGRATION_WAIT_S_DEFAULT,
     deadlock_timeout_ms: int = DEADLOCK_TIMEOUT_MS_DEFAULT,
     writer_answer_wait_s: float = WRITER_ANSWER_WAIT_S_DEFAULT,
@@ -542,12 +543,16 @@ def open_recorder(
     """A recorder for `sqlite:///path` or `postgresql://user:pass@host:port/db`; the schema brought
     up to date (ledger/storage/migrator.py; SchemaTooNew if it needs a newer release) unless
     `create_tables` is false (a reader that must not change the database: `ledger verify`,
-    `ledger migrate --check`)."""
+    `ledger migrate --check`). `read_only` (without `create_tables`): a SQLite file is also left in
+    its journal mode, not switched to WAL: a backup in rollback-journal mode read by such a command
+    was changed by it."""
+    if read_only and create_tables:
+        raise ValueError("a read-only recorder creates no tables")
     parts = urlsplit(database_url)
     recorder: Any
     path = sqlite_file(database_url)
     if path is not None:
-        if create_tables or os.path.exists(path):
+        if not read_only and (create_tables or os.path.exists(path)):
             _sqlite_to_wal(path, lock_timeout_s)
         datastore = SQLiteDatastore(
             path,
@@ -555,6 +560,8 @@ def open_recorder(
             pool_size=pool_size,
             originator_id_type="text",
         )
+        if read_only:
+            datastore.pool.is_journal_mode_wal = True  # the library's own switch, on each new connection
         recorder = SQLiteLedgerRecorder(datastore)
     elif parts.scheme in ("postgresql", "postgres"):
         query = postgres_url_options(database_url)

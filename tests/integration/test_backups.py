@@ -253,3 +253,22 @@ def test_a_backup_never_empties_a_finished_backup_that_a_partial_copy_still_name
     restored_url = f"sqlite:///{tmp_path / 'restored.db'}"
     assert _ledger(restored_url, "restore", str(destination)).returncode == 0
     assert run_ledger_command(restored_url, "verify").returncode == 0
+
+
+def test_commands_that_change_nothing_leave_a_backup_exactly_as_it_was(tmp_path: Path):
+    """A backup is in rollback-journal mode; `ledger migrate --check` (which says it applies
+    nothing) and `ledger tokens list` switched it to WAL mode, and `ledger verify` then refused it
+    for that mode."""
+    ledger_url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    assert _ledger(ledger_url, "migrate").returncode == 0
+    backup_file = tmp_path / "backup.db"
+    assert _ledger(ledger_url, "backup", str(backup_file)).returncode == 0
+    written = backup_file.read_bytes()
+    backup_url = f"sqlite:///{backup_file}"
+    for command in (("migrate", "--check"), ("tokens", "list"), ("verify",)):
+        answer = _ledger(backup_url, *command)
+        assert answer.returncode in (0, 2), (command, answer.stderr)
+        assert backup_file.read_bytes() == written, command
+        assert sorted(path.name for path in tmp_path.glob("backup.db*")) == ["backup.db"], command
+    with sqlite3.connect(backup_file) as connection:
+        assert connection.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
