@@ -60,7 +60,10 @@ class MappingError(ValueError):
 # store mapped to a shared one was given the whole of its stock (15 units read as 15 at each).
 # Bitrix is not among them: its product quantity is the sum over the ledger stores mapped to it.
 ONE_LEDGER_STORE_EACH = ("moysklad", "wms")
-ONE_SKU_EACH = "'moysklad'"  # and a MoySklad product or variant for one ledger SKU (SQL)
+# And their items, read back the same way (MoySklad's demands and stock report by product or
+# variant, the WMS's stock report and inbound receipts by article): one stands for one ledger SKU.
+ONE_SKU_EACH = ("moysklad", "wms")
+_ITEM = {"moysklad": "product or variant", "wms": "article"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,13 +139,19 @@ class Mappings:
         """Every ledger id of `kind` mapped to `system`, each to an external id of its own;
         MappingError names an external id mapped from more than one."""
         refs = self.all(system, kind)
-        by_external: dict[str, list[str]] = {}
-        for local_id, ref in sorted(refs.items()):
-            by_external.setdefault(ref.external_id, []).append(local_id)
-        for external_id, local_ids in sorted(by_external.items()):
-            if len(local_ids) > 1:
-                raise MappingError(_shared(system, kind, external_id, local_ids))
+        for external_id, local_ids in sorted(self.shared(system, kind).items()):
+            raise MappingError(_shared(system, kind, external_id, local_ids))
         return refs
+
+    def shared(self, system: str, kind: str) -> dict[str, list[str]]:
+        """The external ids of `kind` mapped from more than one ledger id, to those ids."""
+        by_external: dict[str, list[str]] = {}
+        for local_id, ref in sorted(self.all(system, kind).items()):
+            by_external.setdefault(ref.external_id, []).append(local_id)
+        return {external_id: ids for external_id, ids in by_external.items() if len(ids) > 1}
+
+    def shared_error(self, system: str, kind: str, external_id: str, local_ids: list[str]) -> MappingError:
+        return MappingError(_shared(system, kind, external_id, local_ids))
 
     def unit(self, system: str, sku: str) -> tuple[str, int] | None:
         return self.snapshot().units.get(system, {}).get(sku)
@@ -310,14 +319,16 @@ def save(recorder: Any, rows: Iterable[MappingRow]) -> int:
 
 def _refuse_shared_stores(tx: Any) -> None:
     """Checked on the table as the load leaves it (rows loaded before count too); raised inside the
-    load's transaction, so nothing of the file is kept. MoySklad's products and variants as well:
-    its demands and stock report are read back by them, so one mapped from two ledger SKUs gave
-    one of them the stock of both (and the other, vouched complete, 0)."""
+    load's transaction, so nothing of the file is kept. MoySklad's products and variants and the
+    WMS's articles as well: their demands, stock reports and receipts are read back by them, so
+    one mapped from two ledger SKUs gave one of them the stock of both (and the other, vouched
+    complete, 0)."""
     systems = ", ".join(f"'{system}'" for system in ONE_LEDGER_STORE_EACH)
+    sku_systems = ", ".join(f"'{system}'" for system in ONE_SKU_EACH)
     row = tx.fetchone(
         "SELECT system, kind, external_id FROM adapter_mappings "
         f"WHERE (kind = 'store' AND system IN ({systems})) "
-        f"OR (kind = 'sku' AND system IN ({ONE_SKU_EACH})) "
+        f"OR (kind = 'sku' AND system IN ({sku_systems})) "
         "GROUP BY system, kind, external_id HAVING COUNT(*) > 1 ORDER BY system, kind, external_id LIMIT 1"
     )
     if row is not None:
@@ -334,7 +345,7 @@ def _refuse_shared_stores(tx: Any) -> None:
 
 
 def _shared(system: str, kind: str, external_id: str, local_ids: list[str]) -> str:
-    what = "store" if kind == "store" else "product or variant"
+    what = "store" if kind == "store" else _ITEM.get(system, "item")
     return (
         f"{system} {kind} {external_id} is mapped from {len(local_ids)} ledger {kind}s "
         f"({', '.join(local_ids)}): each {system} {what} stands for one ledger {kind}"

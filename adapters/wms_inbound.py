@@ -25,7 +25,7 @@ from typing import Any
 import orjson
 
 from adapters.db import journal, now_text, to_the_back, transaction
-from adapters.mappings import Mappings
+from adapters.mappings import MappingError, Mappings
 from adapters.masking import secret_safe_logger
 from adapters.outbound import Failure, Item, TargetUnavailable
 from adapters.sink import EventSink, EventsRefused
@@ -185,13 +185,19 @@ class WmsArrivals:
             )
         finished = 0
         still_open: list[str] = []
+        shared = self.mappings.shared(SYSTEM, "sku")  # loaded by an older release: refused since
         for row in rows:
             body = self.client.inbound(row["wms_inbound_id"])
             status = str((body or {}).get("status"))
             if body is None or status not in FINAL_STATUSES:
                 still_open.append(row["external_id"])
                 continue
-            receipts = self._receipts(row, body) if status == "RECEIVED" else []
+            try:
+                receipts = self._receipts(row, body, shared) if status == "RECEIVED" else []
+            except MappingError as error:  # kept open: the next poll, once the mapping is put right
+                self._refused(row, str(error), "not recorded")
+                still_open.append(row["external_id"])
+                continue
             if receipts:
                 # Recorded first: if the ledger is unreachable, the next poll tries again.
                 try:
@@ -205,26 +211,29 @@ class WmsArrivals:
         to_the_back(self.recorder, "adapter_wms_inbound", "external_id", still_open)
         return finished
 
-    def _refused(self, row: Any, reason: str) -> None:
+    def _refused(self, row: Any, reason: str, what: str = "refused by the ledger") -> None:
         """An ALERT the first time in this process; the receipt is tried again at each poll (a
         mapping put right meanwhile makes other events of it)."""
-        log.error("wms inbound %s: the ledger refused its receipt: %s", row["wms_inbound_id"], reason)
+        log.error("wms inbound %s: receipt %s: %s", row["wms_inbound_id"], what, reason)
         if row["external_id"] in self._alerted:
             return
         if len(self._alerted) >= REFUSED_ALERTS_MAX:
             self._alerted.clear()  # alerted again, at worst
         self._alerted.add(row["external_id"])
         with transaction(self.recorder) as tx:
-            journal(tx, SYSTEM, "alert", row["wms_inbound_id"], f"receipt refused by the ledger: {reason}")
+            journal(tx, SYSTEM, "alert", row["wms_inbound_id"], f"receipt {what}: {reason}")
 
-    def _receipts(self, row: Any, body: dict[str, Any]) -> list[StockEvent]:
+    def _receipts(self, row: Any, body: dict[str, Any], shared: dict[str, list[str]]) -> list[StockEvent]:
         """What was counted in. Up to what the transfer sent, a receipt of the transfer (it moves
         those units from incoming to on hand); beyond it (more than was sent, or a SKU it did not
-        send), a plain receipt: every counted unit is on hand, and incoming never goes below zero."""
+        send), a plain receipt: every counted unit is on hand, and incoming never goes below zero.
+        An article mapped from two SKUs (`shared`) is MappingError: it would go to one of them."""
         counted: dict[str, int] = {}
         for line in body.get("lines") or []:
             article, qty = str(line.get("sku")), line.get("received_qty")
             if isinstance(qty, int) and qty > 0:
+                if article in shared:
+                    raise self.mappings.shared_error(SYSTEM, "sku", article, shared[article])
                 sku = self.mappings.local(SYSTEM, "sku", article) or article
                 counted[sku] = counted.get(sku, 0) + qty
         sent: dict[str, int] = {}

@@ -14,6 +14,7 @@ from ledger_stand_ins import RefusingLedger
 
 from adapters import masking
 from adapters.db import transaction
+from adapters.mappings import MappingError
 from adapters.outbound import OutboundWorker, SimulatedCrash
 from adapters.reconcile import make_report
 from adapters.reconcile_apply import ApplyLimits, apply_report
@@ -164,6 +165,31 @@ def test_what_the_wms_does_not_list_or_lists_untrusted_is_never_zeroed(
         "SKU-3": 7,
         "SKU-4": 1,
     }
+
+
+def test_a_wms_article_mapped_from_two_ledger_skus_is_refused_and_not_reconciled_into_one_of_them(
+    warehouse, recorder, mappings, mapped, record
+):
+    """The stock report is read back by article, which maps back to one SKU (the last row): 10 + 5
+    in the ledger and 15 in the WMS moved one SKU to 15 and kept the other's 5 (20 out of 15), or,
+    absent as zero, zeroed the other."""
+    fake, server = warehouse
+    record(event(RECEIPT, "shop-1", ("SKU-1", 10), ("SKU-X", 5)))
+    fake.put_stock("main", "ART-1", on_hand=15)
+    shared = r"wms sku ART-1 is mapped from 2 ledger skus \(SKU-1, SKU-X\)"
+
+    with pytest.raises(MappingError, match=shared + ".*nothing loaded"):
+        mapped(("wms", "store", "shop-2", "second"), ("wms", "sku", "SKU-X", "ART-1"))
+    assert mappings.external("wms", "store", "shop-2") is None  # nothing of it is kept
+    assert sorted(mappings.all("wms", "sku")) == ["SKU-1"]
+
+    with transaction(recorder) as tx:  # as an older release let it be loaded
+        tx.execute(
+            "INSERT INTO adapter_mappings (system, kind, local_id, external_id, external_type, updated_at) "
+            "VALUES ('wms', 'sku', 'SKU-X', 'ART-1', NULL, '2026-12-01T00:00:00Z')"
+        )
+    with pytest.raises(MappingError, match=shared):
+        read_wms_snapshot(client_for(server), mappings)
 
 
 def wms_command_env(monkeypatch: Any, database_url: str, server: Any) -> None:
@@ -425,6 +451,35 @@ def test_a_receipt_the_ledger_refuses_is_alerted_once_and_keeps_no_other_from_be
         [alert] = tx.fetchall("SELECT detail FROM adapter_journal WHERE kind = 'alert'")  # said once
     assert "refused by the ledger" in alert["detail"] and "invalid" in alert["detail"]
     refusing[0] = False  # put right (a mapping, say): the next poll records it
+    assert arrivals.poll() == 1
+    assert levels_of(ledger, "shop-1", "SKU-1") == (2, 0)
+
+
+def test_a_receipt_of_an_article_mapped_from_two_ledger_skus_is_not_recorded_into_one_of_them(
+    warehouse, recorder, mappings, ledger, record
+):
+    """Mapped before loading refused it (an older database): the units counted of ART-1 went to
+    whichever SKU its last row named, as a surplus of a SKU the transfer never sent."""
+    fake, server = warehouse
+    record(event(RECEIPT, "shop-9", ("SKU-1", 10)), transfer("shop-9", "shop-1", "T-5", ("SKU-1", 2)))
+    OutboundWorker(recorder, WmsInboundTarget(recorder, mappings, client_for(server)), FAST).run_until_idle()
+    expected = fake.inbound_by_external("shop-1:T-5")
+    assert expected is not None
+    fake.receive(expected["id"], {"ART-1": 2})
+    with transaction(recorder) as tx:  # as an older release let it be loaded
+        tx.execute(
+            "INSERT INTO adapter_mappings (system, kind, local_id, external_id, external_type, updated_at) "
+            "VALUES ('wms', 'sku', 'SKU-X', 'ART-1', NULL, '2026-12-01T00:00:00Z')"
+        )
+    arrivals = WmsArrivals(recorder, mappings, LedgerSink(ledger), client_for(server))
+
+    assert arrivals.poll() == 0  # left open, with an alert naming the mapping
+    assert levels_of(ledger, "shop-1", "SKU-1") == (0, 2)
+    assert levels_of(ledger, "shop-1", "SKU-X") == (0, 0)
+    with transaction(recorder) as tx:
+        [alert] = tx.fetchall("SELECT detail FROM adapter_journal WHERE kind = 'alert'")
+        tx.execute("DELETE FROM adapter_mappings WHERE local_id = 'SKU-X'")  # put right
+    assert "wms sku ART-1 is mapped from 2 ledger skus (SKU-1, SKU-X)" in alert["detail"]
     assert arrivals.poll() == 1
     assert levels_of(ledger, "shop-1", "SKU-1") == (2, 0)
 
