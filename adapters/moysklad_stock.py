@@ -95,6 +95,10 @@ class StockWebhook:
 
     def snapshot(self, rows: list[dict[str, Any]], report_url: str) -> Snapshot:
         mappings = self.mappings.frozen()
+        # Rows are read back by store and product: one shared by two ledger ids (loaded by an older
+        # release) would give one of them the stock of both. MappingError names it; no report.
+        mappings.stores_one_to_one(SYSTEM)
+        mappings.one_to_one(SYSTEM, "sku")
         on_hand: dict[tuple[str, str], int] = {}
         zeros: dict[str, dict[str, tuple[str, str]]] = {}  # store uuid -> assortment uuid -> pair
         for row in rows:

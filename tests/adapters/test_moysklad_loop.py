@@ -26,6 +26,7 @@ from moysklad_setup import (
 from adapters import masking
 from adapters.db import transaction
 from adapters.http import ForeignUrl, HttpClient
+from adapters.mappings import MappingError
 from adapters.moysklad import ACCEPT, WEBHOOK_DISABLE_HEADER
 from adapters.moysklad_demands import DemandSync
 from adapters.moysklad_orders import MoySkladOrdersTarget
@@ -434,6 +435,37 @@ def test_a_product_archived_with_stock_on_the_shelf_is_not_reported_at_zero(
     assert report is not None
     assert [(d.sku, d.ledger_units, d.external_units) for d in report.discrepancies] == [("SKU-1", 10, 0)]
     assert report.compared == 2  # SKU-2 at 5 on both sides
+
+
+@pytest.mark.parametrize(
+    ("kind", "local_id", "external_id", "shared"),
+    [
+        ("sku", "SKU-X", PRODUCT, rf"moysklad sku {PRODUCT} is mapped from 2 ledger skus \(SKU-2, SKU-X\)"),
+        ("store", "shop-9", STORE_UUID, rf"moysklad store {STORE_UUID} is mapped from 2 ledger stores"),
+    ],
+)
+def test_a_stock_notification_against_a_shared_store_or_product_makes_no_report(
+    account, recorder, mappings, ledger, record, kind, local_id, external_id, shared
+):
+    """Mapped before loading refused it (an older database): the notification's rows were read back
+    to one of the two (whichever row came last), and its report gave that one the stock of both
+    (10 + 5 in the ledger, 15 in MoySklad: applied, 30 units out of 15)."""
+    fake, server = account
+    record(event(RECEIPT, "shop-1", ("SKU-2", 10), ("SKU-X", 5)), event(RECEIPT, "shop-9", ("SKU-2", 5)))
+    since = datetime.now(UTC) - timedelta(minutes=5)
+    fake.set_stock(PRODUCT, STORE_UUID, 15)
+    with transaction(recorder) as tx:  # as an older release let it be loaded
+        tx.execute(
+            "INSERT INTO adapter_mappings (system, kind, local_id, external_id, external_type, updated_at) "
+            "VALUES ('moysklad', %s, %s, %s, NULL, '2026-12-01T00:00:00Z')",
+            (kind, local_id, external_id),
+        )
+
+    with pytest.raises(MappingError, match=shared):
+        StockWebhook(recorder, mappings, client_for(server)).handle(fake.stock_webhook_body(since))
+
+    with transaction(recorder) as tx:
+        assert tx.fetchall("SELECT run_id FROM adapter_reconcile_runs") == []
 
 
 def test_a_report_url_outside_the_configured_base_url_is_not_followed(account, recorder, mappings):
