@@ -264,6 +264,15 @@ class BitrixTarget:
         statuses = self._statuses_now(statuses)
         for item in others:
             failures[item.key] = Failure(f"bitrix cannot push an item keyed {item.key!r}", permanent=True)
+        # A product mapped from two SKUs (loaded by an older release) would show whichever SKU went
+        # last: parked, naming the mapping, until it is put right.
+        shared = self.mappings.shared(SYSTEM, "sku")
+        for item in levels:
+            skus = shared.get(str(item.payload["product_id"]))
+            if skus:
+                error = self.mappings.shared_error(SYSTEM, "sku", str(item.payload["product_id"]), skus)
+                failures[item.key] = Failure(str(error), permanent=True)
+        levels = [item for item in levels if item.key not in failures]
         commands: dict[str, tuple[str, Mapping[str, Any]]] = {}
         owners: dict[str, str] = {}
         if "product" in self.config.push:

@@ -62,8 +62,10 @@ class MappingError(ValueError):
 ONE_LEDGER_STORE_EACH = ("moysklad", "wms")
 # And their items, read back the same way (MoySklad's demands and stock report by product or
 # variant, the WMS's stock report and inbound receipts by article): one stands for one ledger SKU.
-ONE_SKU_EACH = ("moysklad", "wms")
-_ITEM = {"moysklad": "product or variant", "wms": "article"}
+# So does a Bitrix product or offer: each SKU mapped to it set its quantity (or moved its store
+# amounts) to its own figure, so the site showed whichever was pushed last.
+ONE_SKU_EACH = ("bitrix", "moysklad", "wms")
+_ITEM = {"bitrix": "product or offer", "moysklad": "product or variant", "wms": "article"}
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,6 +13,7 @@ from adapters.bitrix_client import BitrixClient
 from adapters.db import transaction
 from adapters.http import HttpClient
 from adapters.httpserver import Reply
+from adapters.mappings import MappingError
 from adapters.outbound import (
     OutboundWorker,
     SimulatedCrash,
@@ -168,6 +169,36 @@ def test_a_refused_request_whose_error_code_is_zero_stops_the_cycle_and_parks_no
     worker.run_until_idle()
     assert products(fake)["101"] == (5.0, 0.0) and read_position(recorder, "bitrix") == 1
     assert read_status(recorder)[0].parked_total == 0
+
+
+def test_a_bitrix_product_mapped_from_two_ledger_skus_is_refused_and_neither_is_pushed_to_it(
+    bitrix, recorder, mappings, mapped, site, record
+):
+    """Each SKU set the product's quantity to its own: 10 + 5 in the ledger showed 10 or 5 on the
+    site, whichever was pushed last (with documents, the amount moved back and forth)."""
+    fake, server = bitrix
+    fake.add_product("101")
+    fake.add_product("103")
+    shared = r"bitrix sku 101 is mapped from 2 ledger skus \(SKU-1, SKU-9\)"
+    with pytest.raises(MappingError, match=shared + ".*nothing loaded"):
+        mapped(("bitrix", "sku", "SKU-9", "101", "product"))
+    assert mappings.external("bitrix", "sku", "SKU-9") is None
+
+    with transaction(recorder) as tx:  # as an older release let it be loaded
+        tx.execute(
+            "INSERT INTO adapter_mappings (system, kind, local_id, external_id, external_type, updated_at) "
+            "VALUES ('bitrix', 'sku', 'SKU-9', '101', 'product', '2026-12-01T00:00:00Z')"
+        )
+    record(event(RECEIPT, "shop-1", ("SKU-1", 10), ("SKU-9", 5), ("SKU-3", 2)))
+
+    make_worker(recorder, mappings, server, fake).run_until_idle()
+
+    assert products(fake)["101"] == (0.0, 0.0)  # not 10 or 5: parked, naming the mapping
+    assert products(fake)["103"] == (2.0, 0.0)
+    with transaction(recorder) as tx:
+        parked = tx.fetchall("SELECT item_key, reason FROM adapter_parked ORDER BY item_key")
+    assert [p["item_key"] for p in parked] == ["sku:SKU-1", "sku:SKU-9"]
+    assert all("bitrix sku 101 is mapped from 2 ledger skus (SKU-1, SKU-9)" in p["reason"] for p in parked)
 
 
 def test_one_failing_command_in_a_batch_is_parked_with_its_reason_and_the_others_are_pushed(
