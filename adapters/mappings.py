@@ -90,6 +90,8 @@ class Snapshot:
         default_factory=dict
     )  # system -> sku -> (uom, factor)
     statuses: dict[str, dict[str, StatusRule]] = field(default_factory=dict)
+    # (system, kind) -> external id mapped from more than one ledger id -> those ids (Mappings.shared)
+    shared: dict[tuple[str, str], dict[str, list[str]]] = field(default_factory=dict)
 
 
 class Mappings:
@@ -146,11 +148,17 @@ class Mappings:
         return refs
 
     def shared(self, system: str, kind: str) -> dict[str, list[str]]:
-        """The external ids of `kind` mapped from more than one ledger id, to those ids."""
-        by_external: dict[str, list[str]] = {}
-        for local_id, ref in sorted(self.all(system, kind).items()):
-            by_external.setdefault(ref.external_id, []).append(local_id)
-        return {external_id: ids for external_id, ids in by_external.items() if len(ids) > 1}
+        """The external ids of `kind` mapped from more than one ledger id, to those ids (worked out
+        once per snapshot: a demand or a push asks each time)."""
+        snapshot = self.snapshot()
+        found = snapshot.shared.get((system, kind))
+        if found is None:
+            by_external: dict[str, list[str]] = {}
+            for local_id, ref in sorted(snapshot.refs.get((system, kind), {}).items()):
+                by_external.setdefault(ref.external_id, []).append(local_id)
+            found = {external_id: ids for external_id, ids in by_external.items() if len(ids) > 1}
+            snapshot.shared[(system, kind)] = found
+        return dict(found)
 
     def shared_error(self, system: str, kind: str, external_id: str, local_ids: list[str]) -> MappingError:
         return MappingError(_shared(system, kind, external_id, local_ids))

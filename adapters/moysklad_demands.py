@@ -241,10 +241,24 @@ class DemandSync:
         store_id = self.mappings.local(SYSTEM, "store", store_uuid)
         if store_id is None:
             raise ValueError(f"demand {name}: no ledger store mapped to moysklad store {store_uuid}")
+        # A store or product mapped from two ledger ids (loaded by an older release) reads back as
+        # one of them: held, naming it, as an unmapped one is, rather than shipped from the wrong one.
+        shared_stores, shared_skus = (
+            self.mappings.shared(SYSTEM, "store"),
+            self.mappings.shared(SYSTEM, "sku"),
+        )
+        if store_uuid in shared_stores:
+            error = self.mappings.shared_error(SYSTEM, "store", store_uuid, shared_stores[store_uuid])
+            raise ValueError(f"demand {name}: {error}")
         totals: dict[str, int] = {}
         for position in _rows(demand.get("positions")):
             assortment = position["assortment"]["meta"]
             kind, assortment_uuid = entity_id(assortment["href"])
+            if assortment_uuid in shared_skus:
+                error = self.mappings.shared_error(
+                    SYSTEM, "sku", assortment_uuid, shared_skus[assortment_uuid]
+                )
+                raise ValueError(f"demand {name}: {error}")
             sku = self.mappings.local(SYSTEM, "sku", assortment_uuid)
             if sku is None and (assortment.get("type") or kind) == "service":
                 # A service (a delivery charge, say) keeps no stock (md/dictionaries/_service.md):

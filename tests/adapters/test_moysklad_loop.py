@@ -28,7 +28,7 @@ from adapters.db import transaction
 from adapters.http import ForeignUrl, HttpClient
 from adapters.mappings import MappingError
 from adapters.moysklad import ACCEPT, WEBHOOK_DISABLE_HEADER
-from adapters.moysklad_demands import DemandSync
+from adapters.moysklad_demands import DemandsRefused, DemandSync
 from adapters.moysklad_orders import MoySkladOrdersTarget
 from adapters.moysklad_stock import StockWebhook, run_id_for
 from adapters.moysklad_webhooks import register_webhooks
@@ -89,6 +89,32 @@ def test_a_corrected_demand_records_the_difference_and_a_redelivered_update_chan
         (f"demand:{demand}:r2:return", "stock.return", "SKU-1", 2),
         (f"demand:{demand}:r2:ship", "stock.shipment", "SKU-2", -2),
     ]
+
+
+def test_a_demand_of_a_product_mapped_from_two_ledger_skus_is_held_not_shipped_from_one_of_them(
+    account, sync, recorder, ledger, record
+):
+    """Mapped before loading refused it (an older database): the demand shipped from whichever SKU
+    the product's last row named. Held now, as a demand of an unmapped product is, naming it."""
+    fake, _ = account
+    record(event(RECEIPT, "shop-1", ("SKU-2", 10), ("SKU-X", 5)))
+    with transaction(recorder) as tx:  # as an older release let it be loaded
+        tx.execute(
+            "INSERT INTO adapter_mappings (system, kind, local_id, external_id, external_type, updated_at) "
+            "VALUES ('moysklad', 'sku', 'SKU-X', %s, 'product', '2026-12-01T00:00:00Z')",
+            (PRODUCT,),
+        )
+    demand = fake.add_demand(STORE_UUID, [(PRODUCT, 3)])
+    create = fake.webhook_body(demand, "CREATE")
+
+    with pytest.raises(DemandsRefused, match=rf"moysklad sku {PRODUCT} is mapped from 2 ledger skus"):
+        sync.handle(create)
+    assert on_hand(ledger, "shop-1", "SKU-2", "SKU-X") == [10, 5]
+
+    with transaction(recorder) as tx:  # put right
+        tx.execute("DELETE FROM adapter_mappings WHERE local_id = 'SKU-X'")
+    assert sync.handle(create) == 1
+    assert on_hand(ledger, "shop-1", "SKU-2", "SKU-X") == [7, 5]
 
 
 def test_a_deleted_demand_is_returned_once_however_often_the_delete_comes(account, sync, ledger, record):
