@@ -9,7 +9,7 @@ from ledger.config import Settings
 from ledger.intake.envelope import IntakeLimits
 from ledger.service import Ledger, WriterPort
 from ledger.state_cache import StateCache
-from ledger.storage.recorders import open_recorder
+from ledger.storage.recorders import database_identity, open_recorder
 from ledger.storage.traced import traced_recorder
 from ledger.telemetry.logs import configure_logging
 from ledger.telemetry.tracing import configure_tracing
@@ -44,7 +44,7 @@ def build_writer(settings: Settings, recorder: Any = None) -> Writer:
     """The group-commit writer on its own recorder (or the one given) and cache (not started)."""
     if recorder is None:
         recorder = open_database(settings)
-    return Writer(
+    writer = Writer(
         traced_recorder(recorder),
         _cache(settings),
         WriterLimits(
@@ -57,6 +57,8 @@ def build_writer(settings: Settings, recorder: Any = None) -> Writer:
             slow_batch_s=settings.writer_slow_batch_ms / 1000,
         ),
     )
+    writer.database = database_identity(settings.database_url)
+    return writer
 
 
 def build_writer_from_environment() -> Writer:
@@ -81,7 +83,11 @@ def build_ledger(settings: Settings, process: str = "http") -> Ledger:
     if settings.writer_socket:
         cache = _cache(settings)
         writer_port = RemoteWriter(
-            settings.writer_socket, cache, settings.request_timeout_s, settings.writer_client_outbox_bytes_max
+            settings.writer_socket,
+            cache,
+            settings.request_timeout_s,
+            settings.writer_client_outbox_bytes_max,
+            database=database_identity(settings.database_url),
         )
     else:
         # The writer's recorder is the readers' too (one pool), traced only on the writer's side.

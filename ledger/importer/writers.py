@@ -18,14 +18,16 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from ledger.bootstrap import build_writer
-from ledger.cli_errors import database_url_checked
+from ledger.cli_errors import CommandError, database_url_checked
 from ledger.config import Settings
 from ledger.domain.model import StockEvent
 from ledger.importer.pipeline import PipelinedWriter
 from ledger.importer.recording import ImportWriter
 from ledger.results import EventResult
 from ledger.state_cache import StateCache
+from ledger.storage.recorders import database_identity
 from ledger.writer.remote import RemoteWriter
+from ledger.writer.submission import WriterUnavailable, WrongDatabase
 
 # The import's client of a running writer reads no levels: its cache stays at the smallest size.
 UNUSED_CACHE_LEVELS = 1000
@@ -82,8 +84,19 @@ def import_writer(settings: Settings) -> Iterator[ChosenWriter]:
             catch_up_events_max=settings.cache_catch_up_events_max,
         )
         remote = RemoteWriter(
-            path, cache, settings.request_timeout_s, settings.writer_client_outbox_bytes_max
+            path,
+            cache,
+            settings.request_timeout_s,
+            settings.writer_client_outbox_bytes_max,
+            database=database_identity(settings.database_url),
         )
+        try:
+            remote.check_database()
+        except WrongDatabase as error:
+            remote.stop()
+            raise CommandError(str(error)) from None
+        except WriterUnavailable:
+            pass  # the batches are sent again, as when it goes away later
         try:
             yield ChosenWriter(_RunningWriter(remote), f"through the running writer at {path}")
         finally:

@@ -498,6 +498,20 @@ def sqlite_file(database_url: str) -> str | None:
     return unquote(parts.path)[1:] or "ledger.db"
 
 
+def database_identity(database_url: str) -> str:
+    """Which database a URL names, the same whichever way it is spelt: a SQLite file by its real
+    path (sqlite:///ledger.db run in /srv is sqlite:////srv/ledger.db), a PostgreSQL database by
+    its server and name, without user or password. A writer process states it to each client that
+    asks (writer/wire.py's Identify), so that a client configured for one ledger never records
+    through a writer of another."""
+    path = sqlite_file(database_url)
+    if path is not None:
+        return f"sqlite:///{os.path.realpath(path)}"
+    parts = urlsplit(database_url)
+    host = parse_qs(parts.query).get("host", [parts.hostname or "127.0.0.1"])[-1]
+    return f"postgresql://{host}:{parts.port or 5432}/{unquote(parts.path.lstrip('/')) or 'postgres'}"
+
+
 def _sqlite_to_wal(path: str, lock_timeout_s: int) -> None:
     """The ledger's SQLite files are in WAL mode. The library switches each new connection of its
     pool to it, and a file in rollback mode (a backup, a file made by another tool) opened by two

@@ -68,6 +68,9 @@ class Writer:
         self.optimistic_won = 0
         self.optimistic_lost = 0
         self.oversold = OversoldWatch()
+        # The database it records into (storage.recorders.database_identity), told to each client
+        # of the writer process that asks (wire.Identify); set by whoever built the recorder.
+        self.database: str | None = None
 
     @property
     def one_statement_batches(self) -> bool:

@@ -31,6 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from ledger.storage.recorders import database_identity
 from ledger.writer.facade import Writer
 from ledger.writer.leadership import Leader, Leadership
 from ledger.writer.relay import LeaderUnreachable, Relay, connect_to_leader
@@ -121,7 +122,8 @@ def writer_main(
         leader = _find_leader(leadership, secret) if leadership is not None else None
         if leadership is not None and leader is not None:
             leadership.close()  # a relay holds no session: it starts anew if the leader goes
-            relay = Relay(socket_path, leader, secret, outbox_bytes_max, parent_pid)
+            database = database_identity(peering.database_url) if peering is not None else None
+            relay = Relay(socket_path, leader, secret, outbox_bytes_max, parent_pid, database)
             relay.listen()
         else:
             writer = build()

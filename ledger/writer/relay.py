@@ -32,7 +32,7 @@ from ledger.writer import peer_link
 from ledger.writer.leadership import Leader
 from ledger.writer.outbox import Outbox
 from ledger.writer.server import WAKE_BYTES_MAX, listen_unix
-from ledger.writer.wire import FRAME
+from ledger.writer.wire import FRAME, Identify, Identity, encode
 
 log = logging.getLogger("ledger.writer")
 
@@ -45,6 +45,10 @@ LINK_FAILURES_MAX = 3
 IDLE_POLL_S = 1.0
 _LOCAL = object()
 _WAKE = object()
+# A client's first frame when it asks which database the writer records into: answered here, not
+# by the leader (it may run the release before, which does not know it, and names its database
+# as its own settings spell it). The relay's database is the leader's: it found it there.
+IDENTIFY = encode(Identify())
 
 
 class LeaderUnreachable(ConnectionError):
@@ -144,15 +148,24 @@ class _End:
     name: str
     other: _End | None = None
     leaders_side: bool = False
+    # A local client's first bytes, until they are known to be (or not to be) IDENTIFY.
+    opening: bytearray | None = None
     outbox: Outbox = field(default_factory=Outbox)
     frames: _Frames = field(default_factory=_Frames)  # of what is queued in `outbox`
 
 
 class Relay:
     def __init__(
-        self, socket_path: str, leader: Leader, secret: bytes, buffer_bytes_max: int, parent_pid: int | None
+        self,
+        socket_path: str,
+        leader: Leader,
+        secret: bytes,
+        buffer_bytes_max: int,
+        parent_pid: int | None,
+        database: str | None = None,
     ) -> None:
         self.socket_path = socket_path
+        self.database = database  # storage.recorders.database_identity of this instance's database
         self.leader = leader
         self.secret = secret
         self._link_failures = 0
@@ -232,7 +245,7 @@ class Relay:
         self._link_failures = 0
         local.setblocking(False)
         self._pairs += 1
-        local_end = _End(local, f"client {self._pairs}")
+        local_end = _End(local, f"client {self._pairs}", opening=bytearray())
         upstream_end = _End(
             upstream, f"the leader's side of client {self._pairs}", local_end, leaders_side=True
         )
@@ -253,6 +266,10 @@ class Relay:
                 self._check_leader = True  # it may have gone: the loop finds out
             self._close_pair(end)
             return
+        if end.opening is not None:
+            data = self._past_identify(end, data)
+            if not data or end.other is None:
+                return
         other = end.other
         assert other is not None
         other.outbox.add(data)
@@ -269,6 +286,22 @@ class Relay:
                 self.buffer_bytes_max,
             )
             self._close_pair(end)
+
+    def _past_identify(self, end: _End, data: bytes) -> bytes:
+        """A local client's first bytes: an Identify is answered here and taken out; what follows
+        it, or whatever came instead, goes on to the leader."""
+        assert end.opening is not None
+        end.opening += data
+        if len(end.opening) < len(IDENTIFY) and IDENTIFY.startswith(end.opening):
+            return b""  # the rest of it is still to come
+        opening, end.opening = bytes(end.opening), None
+        if not opening.startswith(IDENTIFY):
+            return opening
+        answer = encode(Identity(self.database))
+        end.outbox.add(answer)
+        end.frames.add(answer)
+        self._send(end)
+        return opening[len(IDENTIFY) :]
 
     def _send(self, end: _End) -> None:
         try:

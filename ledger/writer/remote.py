@@ -28,14 +28,19 @@ from ledger.state_cache import StateCache
 from ledger.telemetry.request_ids import current_request_id
 from ledger.writer.batch_tracing import caller_trace_parent
 from ledger.writer.stats import WriterStatsSnapshot
-from ledger.writer.submission import NotTried, Sent, SubmissionFailed, WriterUnavailable
+from ledger.writer.submission import NotTried, Sent, SubmissionFailed, WriterUnavailable, WrongDatabase
 from ledger.writer.wire import (
+    FRAME,
+    FRAME_BYTES_MAX,
     NOT_TRIED,
     REFUSED,
     Announced,
     Committed,
     FrameReader,
+    FrameTooLarge,
     FromWriter,
+    Identify,
+    Identity,
     Replies,
     Reply,
     StatsReport,
@@ -67,8 +72,14 @@ class RemoteWriter:
         cache: StateCache,
         timeout_s: float,
         send_buffer_bytes_max: int = SEND_BUFFER_BYTES_MAX,
+        *,
+        database: str | None = None,
     ) -> None:
         self.socket_path = socket_path
+        # The database this client records into (storage.recorders.database_identity): each
+        # connection first asks the writer which it records into, and sends nothing to one of
+        # another (WrongDatabase). None: not asked.
+        self.database = database
         self.cache = cache
         self.timeout_s = timeout_s
         self.send_buffer_bytes_max = send_buffer_bytes_max
@@ -118,6 +129,17 @@ class RemoteWriter:
                 except (OSError, TimeoutError) as error:
                     self.alive = False
                     raise WriterUnavailable(f"cannot reach the writer process: {error}") from None
+                if self.database is not None:
+                    try:
+                        stated = await asyncio.wait_for(self._identity(reader, stream), self.timeout_s)
+                    except (OSError, TimeoutError, asyncio.IncompleteReadError) as error:
+                        stream.close()
+                        self.alive = False
+                        raise WriterUnavailable(f"cannot reach the writer process: {error!r}") from None
+                    if stated != self.database:
+                        stream.close()
+                        self.alive = False
+                        raise self._wrong_database(stated)
                 self.alive = True
                 stream.write(encode(Subscribe()))
                 self._stream = stream
@@ -127,6 +149,21 @@ class RemoteWriter:
                     self._read_loop(reader), context=contextvars.Context()
                 )
             return self._stream
+
+    async def _identity(self, reader: asyncio.StreamReader, stream: asyncio.StreamWriter) -> str | None:
+        stream.write(encode(Identify()))
+        header = await reader.readexactly(FRAME.size)
+        (length,) = FRAME.unpack(header)
+        if length > FRAME_BYTES_MAX:
+            raise FrameTooLarge(length)
+        return _stated(decode_from_writer(await reader.readexactly(length)))
+
+    def _wrong_database(self, stated: str | None) -> WrongDatabase:
+        return WrongDatabase(
+            f"the writer at {self.socket_path} records into {stated or 'a database it does not name'}, "
+            f"not into {self.database} (LEDGER_DATABASE_URL): nothing was sent to it; give each "
+            "ledger a LEDGER_WRITER_SOCKET of its own"
+        )
 
     async def subscribe(self) -> None:
         """Connects now, and again whenever the connection drops, so that this process's cache
@@ -180,6 +217,8 @@ class RemoteWriter:
             self.cache.announced = max(self.cache.announced, message.position)
         elif isinstance(message, StatsReport):
             self.stats = message.snapshot
+        elif isinstance(message, Identity):
+            raise UnexpectedMessage(message)  # asked for once, and read, before this loop started
         else:
             for reply in message.replies:
                 future = self._futures.pop(reply.request_id, None)
@@ -267,15 +306,50 @@ class RemoteWriter:
             raise _failure(reply)
         return reply.results
 
+    def check_database(self) -> None:
+        """Connects the blocking connection now: WrongDatabase if the writer records into another
+        database than this client's, WriterUnavailable if it cannot be reached."""
+        with self._sync_lock:
+            try:
+                self._sync_socket()
+            except OSError as error:
+                self._sync_lost()
+                raise WriterUnavailable(f"cannot reach the writer process: {error}") from None
+
     def _sync_socket(self) -> socket.socket:
         if self._sync_sock is None:
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SYNC_SOCKET_SEND_BUFFER_BYTES)
-            sock.settimeout(self.timeout_s)
-            sock.connect(self.socket_path)
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SYNC_SOCKET_SEND_BUFFER_BYTES)
+                sock.settimeout(self.timeout_s)
+                sock.connect(self.socket_path)
+                frames = FrameReader()
+                if self.database is not None:
+                    stated = self._sync_identity(sock, frames)
+                    if stated != self.database:
+                        raise self._wrong_database(stated)
+            except BaseException:
+                sock.close()
+                raise
             self._sync_sock = sock
-            self._sync_frames = FrameReader()
+            self._sync_frames = frames
         return self._sync_sock
+
+    def _sync_identity(self, sock: socket.socket, frames: FrameReader) -> str | None:
+        sock.sendall(encode(Identify()))
+        deadline = time.monotonic() + self.timeout_s
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("the writer did not say which database it records into")
+            sock.settimeout(left)
+            data = sock.recv(RECV_BYTES)
+            if not data:
+                raise ConnectionResetError("the writer process closed the connection")
+            bodies = frames.feed(data)
+            if bodies:
+                assert len(bodies) == 1, "the writer sends nothing else before a request"
+                return _stated(decode_from_writer(bodies[0]))
 
     def _sync_lost(self) -> None:
         """The blocking connection cannot be trusted to line up again (an answer may still come
@@ -338,6 +412,12 @@ class SentRequest:
 
     def poll(self, wait_s: float) -> list[EventResult] | None:
         return self.writer.poll(self.request_id, wait_s)
+
+
+def _stated(message: FromWriter) -> str | None:
+    if not isinstance(message, Identity):
+        raise UnexpectedMessage(message)
+    return message.database
 
 
 def _failure(reply: Reply) -> Exception:

@@ -45,6 +45,8 @@ from ledger.writer.wire import (
     Committed,
     FrameReader,
     FrameTooLarge,
+    Identify,
+    Identity,
     Replies,
     Reply,
     StatsReport,
@@ -376,6 +378,10 @@ class WriterServer:
                 return
             if isinstance(message, Subscribe):
                 client.subscribed = True
+            elif isinstance(message, Identify):
+                self._queue(client, encode(Identity(self.writer.database)))
+                if client.sock not in self.clients:
+                    return  # dropped: its socket failed
             elif len(pending) >= self.queue_requests_max:
                 # Answered at once: a caller is better told to come back than kept waiting until
                 # its timeout while the writer records what it no longer waits for.

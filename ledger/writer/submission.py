@@ -89,6 +89,11 @@ class WriterUnavailable(Exception):
     or its database failing); nothing the caller did was wrong, and re-sending is safe."""
 
 
+class WrongDatabase(WriterUnavailable):
+    """The writer process at the socket records into another database than the client's: nothing
+    was sent to it (a service started on another ledger with the same LEDGER_WRITER_SOCKET)."""
+
+
 class NotTried(WriterUnavailable):
     """A submission that follows another (writer/chains.py), which was not recorded: nothing of
     it was tried, and it is to be sent again once the one it follows is recorded. It says nothing

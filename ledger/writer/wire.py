@@ -48,6 +48,23 @@ class Subscribe:
 
 
 @dataclass(frozen=True, slots=True)
+class Identify:
+    """Client -> writer, before anything else: which database do you record into? Answered with
+    `Identity`. A client configured for one database sends nothing more to a writer that names
+    another (two services, or a command, given one LEDGER_WRITER_SOCKET): what it would record
+    there would be in the wrong ledger for good. A client that does not ask is told nothing (the
+    release before sent no such message)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """Writer -> the client that sent `Identify`: the database it records into, as
+    storage.recorders.database_identity names it (None: a writer that was not told)."""
+
+    database: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class WriteRequest:
     """Client -> writer: record these events; answer with `request_id`. `x_request_id`: the HTTP
     request that sent them (its X-Request-ID), for the writer's log lines; `trace_parent`: the
@@ -144,8 +161,8 @@ class StatsReport:
     snapshot: WriterStatsSnapshot
 
 
-ToWriter = Subscribe | WriteRequest
-FromWriter = Committed | Announced | Replies | StatsReport
+ToWriter = Subscribe | WriteRequest | Identify
+FromWriter = Committed | Announced | Replies | StatsReport | Identity
 
 
 def encode(message: ToWriter | FromWriter) -> bytes:
@@ -168,6 +185,10 @@ def encode(message: ToWriter | FromWriter) -> bytes:
             plain = ("r", [(r.request_id, r.results, r.error, r.kind) for r in replies])
         case Subscribe():
             plain = ("s",)
+        case Identify():
+            plain = ("i",)
+        case Identity(database):
+            plain = ("i", database)
         case StatsReport(snapshot):
             plain = ("m", snapshot.plain())
         case _:
@@ -210,6 +231,10 @@ def _decode(body: bytes | bytearray | memoryview) -> ToWriter | FromWriter:
             return Replies([_reply(plain_reply) for plain_reply in replies])
         case ("s",):
             return Subscribe()
+        case ("i",):
+            return Identify()
+        case ("i", str() | None as database):
+            return Identity(database)
         case (
             "m",
             (tuple(batch_events), tuple(commit_seconds), tuple(rejects), int(queued), (int(won), int(lost))),
@@ -245,14 +270,14 @@ def _reply(plain: object) -> Reply:
 
 def decode_to_writer(body: bytes | bytearray | memoryview) -> ToWriter:
     message = _decode(body)
-    if not isinstance(message, Subscribe | WriteRequest):
+    if not isinstance(message, Subscribe | WriteRequest | Identify):
         raise UnexpectedMessage(message)
     return message
 
 
 def decode_from_writer(body: bytes | bytearray | memoryview) -> FromWriter:
     message = _decode(body)
-    if not isinstance(message, Committed | Announced | Replies | StatsReport):
+    if not isinstance(message, Committed | Announced | Replies | StatsReport | Identity):
         raise UnexpectedMessage(message)
     return message
 

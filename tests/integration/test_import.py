@@ -347,6 +347,29 @@ def test_no_event_is_lost_or_doubled_while_the_service_records_the_same_events(
     assert {row["principal"] for row in rows} <= {"import", None}
 
 
+def test_a_writer_that_records_into_another_database_is_refused_before_anything_is_sent(
+    tmp_path: Path, serve: Any
+) -> None:
+    """The service's writer listens at the socket the import is given, but records into another
+    ledger than the import's LEDGER_DATABASE_URL: the import refuses it in one line, exit 2,
+    records nothing there (the log is for good) and makes no ledger of its own."""
+    served, other = tmp_path / "a.db", tmp_path / "b.db"
+    socket_path = str(tmp_path / "writer.sock")
+    serve(f"sqlite:///{served}", {"LEDGER_WRITER_SOCKET": socket_path})
+    path = write_lines(tmp_path / "h.jsonl", a_history("s-1", "1c/elsewhere", events_max=9))
+    env = {"LEDGER_WRITER_SOCKET": socket_path}
+    for args in (("--quiet",), ()):
+        done = run_import(f"sqlite:///{other}", path, *args, env=env)
+        _refused_in_one_line(done, socket_path, str(served), str(other))
+        assert not other.exists()
+        assert event_keys(f"sqlite:///{served}", "1c/elsewhere") == 0
+    # The same ledger named by another path is the same ledger: recorded through that writer.
+    done = run_import(f"sqlite:///{tmp_path / '.' / 'a.db'}", path, "--json", "--quiet", env=env)
+    summary = summary_of(done)
+    assert (summary["accepted"], summary["rejected"]) == (8, 1), done.stderr
+    assert event_keys(f"sqlite:///{served}", "1c/elsewhere") == 9
+
+
 # -- the README's example ------------------------------------------------------------------------------
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "import"

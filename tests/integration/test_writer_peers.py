@@ -32,6 +32,8 @@ from ledger.writer.server import PEER_HANDSHAKE_S_MAX
 from ledger.writer.wire import (
     FRAME,
     FrameReader,
+    Identify,
+    Identity,
     Replies,
     Subscribe,
     WriteRequest,
@@ -325,6 +327,49 @@ def test_a_client_of_a_relay_that_reads_is_kept_though_one_frame_is_over_the_lim
     finally:
         relay.close()
         for sock in (relayed, client, upstream, leader):
+            sock.close()
+
+
+def test_a_relay_says_which_database_it_records_into_and_passes_on_the_rest() -> None:
+    """A client first asks which database the writer records into (wire.Identify). A relay answers
+    it with its own instance's database, which is the leader's, and does not pass it on: the
+    leader may run the release before, which would drop a link that sends it. What follows, and
+    a first frame of a client that does not ask, reach the leader as they were."""
+    relay = Relay(
+        "/nonexistent", Leader("127.0.0.1", 1, "leader", 1), b"", 1 << 20, None, "postgresql://db:5432/x"
+    )
+    pairs = []
+    try:
+        for asks in (True, False):
+            relayed, client = socket.socketpair()
+            upstream, leader = socket.socketpair()
+            pairs += [relayed, client, upstream, leader]
+            local_end = _End(relayed, "client", opening=bytearray())
+            upstream_end = _End(upstream, "the leader's side", local_end, leaders_side=True)
+            local_end.other = upstream_end
+            for end in (local_end, upstream_end):
+                end.sock.setblocking(False)
+                relay.selector.register(end.sock, selectors.EVENT_READ, end)
+            request = encode(Subscribe()) + encode(WriteRequest(1, []))
+            sent = encode(Identify()) + request if asks else request
+            for at in range(0, len(sent), 3):  # a few bytes at a time
+                client.sendall(sent[at : at + 3])
+                relay._read(local_end)
+            leader.settimeout(5)
+            passed = bytearray()
+            while len(passed) < len(request):
+                passed += leader.recv(1 << 16)
+            assert bytes(passed) == request
+            client.setblocking(False)
+            if asks:
+                [body] = FrameReader().feed(client.recv(1 << 16))
+                assert decode_from_writer(body) == Identity("postgresql://db:5432/x")
+            else:
+                with pytest.raises(BlockingIOError):
+                    client.recv(1 << 16)
+    finally:
+        relay.close()
+        for sock in pairs:
             sock.close()
 
 

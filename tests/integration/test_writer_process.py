@@ -12,14 +12,18 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
+from support import db
 from support import events as ev
 from support.writer_processes import writer_process
 
-from ledger.bootstrap import build_writer_from_environment
+from ledger.bootstrap import build_ledger, build_writer_from_environment
+from ledger.config import Settings
 from ledger.domain.model import Outcome
 from ledger.state_cache import StateCache
+from ledger.storage.recorders import database_identity
 from ledger.writer.process import (
     WriterStartFailed,
     remove_stale_sockets,
@@ -27,6 +31,7 @@ from ledger.writer.process import (
     stop_writer_process,
 )
 from ledger.writer.remote import RemoteWriter
+from ledger.writer.submission import WrongDatabase
 from ledger.writer.wire import Committed, Subscribe, encode
 
 OUTBOX_BYTES_MAX = 64 * 1024  # small, so that a client that never reads is over it quickly
@@ -160,6 +165,63 @@ def test_a_process_that_never_writes_over_http_hears_of_every_commit(writer_sock
     finally:
         listening.stop()
         blocking.stop()
+
+
+def _another_database(database_url: str) -> str:
+    parts = urlsplit(database_url)
+    return urlunsplit(parts._replace(path=parts.path.rsplit("/", 1)[0] + "/another_ledger"))
+
+
+def test_a_client_of_another_database_sends_nothing_to_the_writer(
+    writer_socket: str, database_url: str
+) -> None:
+    """Two ledgers given one LEDGER_WRITER_SOCKET: a client (an HTTP worker, the Kafka intake, an
+    import) configured for another database than the writer's refuses it before sending anything,
+    blocking or async, and a client of the writer's own database, named another way, goes on."""
+    other = RemoteWriter(
+        writer_socket,
+        _cache(),
+        ANSWER_DEADLINE_S,
+        database=database_identity(_another_database(database_url)),
+    )
+
+    async def submit_async() -> None:
+        await other.submit(_receipts(0))
+
+    try:
+        with pytest.raises(WrongDatabase, match="another_ledger"):
+            other.submit_and_wait(_receipts(0))
+        with pytest.raises(WrongDatabase, match="another_ledger"):
+            asyncio.run(submit_async())
+    finally:
+        other.stop()
+    assert db.scalar(database_url, "SELECT COUNT(*) AS n FROM ledger_event_keys") == 0
+    spelt_otherwise = database_url.replace("sqlite:////", "sqlite:////./").replace(
+        "postgres://", "postgresql://"
+    )
+    own = RemoteWriter(
+        writer_socket, _cache(), ANSWER_DEADLINE_S, database=database_identity(spelt_otherwise)
+    )
+    try:
+        assert all(r.outcome is Outcome.ACCEPTED for r in own.submit_and_wait(_receipts(1)))
+    finally:
+        own.stop()
+
+
+def test_a_serving_process_of_another_ledger_sends_nothing_to_the_writer(
+    writer_socket: str, database_url: str, tmp_path: Path
+) -> None:
+    """The wiring of the HTTP workers, the Kafka intake and the adapters (build_ledger): given the
+    socket of a writer on another database, their writes are refused, not recorded there."""
+    other = Settings(database_url=f"sqlite:///{tmp_path / 'other.db'}", writer_socket=writer_socket)
+    ledger = build_ledger(other)
+    try:
+        with pytest.raises(WrongDatabase, match=r"other\.db"):
+            ledger.writer.submit_and_wait(_receipts(0))
+    finally:
+        ledger.writer.stop()
+        ledger.recorder.close()
+    assert db.scalar(database_url, "SELECT COUNT(*) AS n FROM ledger_event_keys") == 0
 
 
 IDLE_POLL_MS = 60_000  # the writer's idle wait: far longer than a stop may take
