@@ -306,13 +306,19 @@ class Ledger:
             return self.write_health.failure
 
     @contextlib.contextmanager
-    def reading(self, operation: str) -> Iterator[SqlTx]:
+    def reading(self, operation: str, *, one_moment: bool = False) -> Iterator[SqlTx]:
         """A read that reaches the database, for a caller that waits: each wait for the server ends
         after `read_answer_wait_s` (a server that froze holds no thread of the readers' for good),
-        and the database's unavailability becomes DatabaseUnavailable."""
+        and the database's unavailability becomes DatabaseUnavailable. Each statement sees the
+        database as it is when it runs; `one_moment`: all of them see one snapshot, for an answer
+        of several statements (a position, levels and policies read each at its own moment had a
+        write committed between them in the levels of an answer whose position said it was not).
+        On PostgreSQL that costs one round trip more (the COMMIT's)."""
         with (
             self._reading(operation),
-            self.recorder.read_transaction(answer_wait_s=self.read_answer_wait_s) as tx,
+            self.recorder.snapshot_transaction(answer_wait_s=self.read_answer_wait_s)
+            if one_moment
+            else self.recorder.read_transaction(answer_wait_s=self.read_answer_wait_s) as tx,
         ):
             yield tx
 
@@ -413,11 +419,18 @@ class Ledger:
                     policy = effective_policy(store_policies, sku)
                     views[sku] = LevelView(store_id, sku, cached.level, head, cached.updated_at, policy)
         if missing:
-            with self.reading("reading levels") as tx:
-                snapshot_head = self.recorder.head(tx)
-                rows = queries.current_levels(tx, store_id, missing)
-                if store_policies is None:
-                    stored = queries.store_policies(tx, [store_id])[store_id]
+            with self.reading("reading levels", one_moment=True) as tx:
+                # Sent together: on PostgreSQL one round trip (with the snapshot's BEGIN), and one
+                # for its COMMIT.
+                head_read = tx.defer(self.recorder.head_sql)
+                levels_read = queries.current_levels_sent(tx, store_id, missing)
+                policies_read = (
+                    queries.store_policies_sent(tx, [store_id]) if store_policies is None else None
+                )
+                snapshot_head = int(head_read.rows()[0]["head"])
+                rows = levels_read()
+                if policies_read is not None:
+                    stored = policies_read()[store_id]
                     store_policies = {sku: policy_from_text(text) for sku, text in stored.items()}
                     self.cache.offer_store_policies(store_id, store_policies, snapshot_head, generation)
             for sku in missing:
@@ -461,7 +474,7 @@ class Ledger:
         """CONTRACT §7: the levels at that event time, as recorded now. Each answer's position is
         that of the latest entry it sums (0: none)."""
         occurred_at = utc_text(occurred_as_of)
-        with self.reading("reading levels at an event time") as tx:
+        with self.reading("reading levels at an event time", one_moment=True) as tx:
             rows = queries.levels_occurred_at(tx, store_id, skus, occurred_at)
             return _occurred_views(tx, store_id, skus, rows, occurred_at)
 
@@ -470,7 +483,7 @@ class Ledger:
     ) -> tuple[Level, int, list[LevelView]]:
         """Every store's level of the SKU and their total; with `occurred_as_of`, as of that event
         time (CONTRACT §7), the answer's position being the latest entry summed."""
-        with self.reading("reading a SKU across stores") as tx:
+        with self.reading("reading a SKU across stores", one_moment=True) as tx:
             if occurred_as_of is not None:
                 occurred_at = utc_text(occurred_as_of)
                 stores = [
@@ -480,8 +493,10 @@ class Ledger:
                 ]
                 head = max((view.position for view in stores), default=0)
             else:
-                head = self.recorder.head(tx)
-                rows = queries.sku_across_stores(tx, sku)
+                head_read = tx.defer(self.recorder.head_sql)  # sent together: one round trip
+                rows_read = queries.sku_across_stores_sent(tx, sku)
+                head = int(head_read.rows()[0]["head"])
+                rows = rows_read.rows()
                 stored = queries.store_policies(tx, [row["store_id"] for row in rows])
                 stores = [
                     LevelView(

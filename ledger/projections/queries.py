@@ -6,10 +6,11 @@ it reads grows at most with the entries of the store and SKU asked about.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
-from ledger.sql import Row, SqlTx
+from ledger.sql import Deferred, Row, SqlTx
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,13 +31,17 @@ class HistoryFilter:
 
 
 def current_levels(tx: SqlTx, store_id: str, skus: list[str]) -> dict[str, Row]:
-    found: dict[str, Row] = {}
-    for condition, params in tx.values_in("sku", skus):
-        for row in tx.fetchall(
-            f"SELECT * FROM ledger_levels WHERE store_id = %s AND {condition}", [store_id, *params]
-        ):
-            found[row["sku"]] = row
-    return found
+    return current_levels_sent(tx, store_id, skus)()
+
+
+def current_levels_sent(tx: SqlTx, store_id: str, skus: list[str]) -> Callable[[], dict[str, Row]]:
+    """current_levels, sent now and read by the function returned (tx.defer: in pipeline mode,
+    with the reads sent beside it in one round trip)."""
+    reads = [
+        tx.defer(f"SELECT * FROM ledger_levels WHERE store_id = %s AND {condition}", [store_id, *params])
+        for condition, params in tx.values_in("sku", skus)
+    ]
+    return lambda: {row["sku"]: row for read in reads for row in read.rows()}
 
 
 def levels_at(tx: SqlTx, store_id: str, skus: list[str], position: int) -> dict[str, Row]:
@@ -56,13 +61,26 @@ def levels_at(tx: SqlTx, store_id: str, skus: list[str], position: int) -> dict[
 
 def store_policies(tx: SqlTx, store_ids: list[str]) -> dict[str, dict[str, str]]:
     """Each store's current policies as stored (JSON text), by SKU or `*`; {} for a store without."""
-    found: dict[str, dict[str, str]] = {store_id: {} for store_id in store_ids}
-    for condition, params in tx.values_in("store_id", store_ids):
-        for row in tx.fetchall(
+    return store_policies_sent(tx, store_ids)()
+
+
+def store_policies_sent(tx: SqlTx, store_ids: list[str]) -> Callable[[], dict[str, dict[str, str]]]:
+    """store_policies, sent now and read by the function returned (as current_levels_sent)."""
+    reads = [
+        tx.defer(
             f"SELECT store_id, sku, policy FROM ledger_policies WHERE {condition} AND policy IS NOT NULL",
             params,
-        ):
-            found[row["store_id"]][row["sku"]] = row["policy"]
+        )
+        for condition, params in tx.values_in("store_id", store_ids)
+    ]
+
+    def found() -> dict[str, dict[str, str]]:
+        policies: dict[str, dict[str, str]] = {store_id: {} for store_id in store_ids}
+        for read in reads:
+            for row in read.rows():
+                policies[row["store_id"]][row["sku"]] = row["policy"]
+        return policies
+
     return found
 
 
@@ -180,7 +198,12 @@ def channels_occurred_at(
 
 def sku_across_stores(tx: SqlTx, sku: str) -> list[Row]:
     """Every store's level of one SKU (their sum is the SKU's total: the view ledger_totals)."""
-    return tx.fetchall("SELECT * FROM ledger_levels WHERE sku = %s ORDER BY store_id", (sku,))
+    return sku_across_stores_sent(tx, sku).rows()
+
+
+def sku_across_stores_sent(tx: SqlTx, sku: str) -> Deferred:
+    """sku_across_stores, sent now and read later (as current_levels_sent)."""
+    return tx.defer("SELECT * FROM ledger_levels WHERE sku = %s ORDER BY store_id", (sku,))
 
 
 def sku_across_stores_occurred_at(tx: SqlTx, sku: str, occurred_at: str) -> list[Row]:

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
+from typing import Any
 
+import pytest
 from support import api, db
 from support import events as ev
 from support.ids import unique
+
+from ledger.bootstrap import build_ledger
+from ledger.config import Settings
+from ledger.sql import SqlTx
 
 
 def _levels(body: dict) -> tuple[int, int, int, int]:
@@ -123,3 +131,88 @@ def test_a_skus_total_across_stores_is_the_sum_of_its_store_levels(database_url,
             "channels": {},
         }
         assert never.json()["stores"] == []
+
+
+def _in_process(database_url: str) -> Any:
+    settings = Settings(database_url=database_url)
+    ledger = build_ledger(settings)
+    ledger.start()
+    return ledger
+
+
+def _landing_between_statements(
+    ledger: Any, store: str, sku: str, monkeypatch: pytest.MonkeyPatch
+) -> Callable[[], list[int]]:
+    """Once armed (the function returned arms it), a receipt of one unit is committed (by another
+    connection: the writer's) just before this thread's second statement: between the reads of
+    one answer. The function returned gives the receipt's position once it landed."""
+    landed: list[int] = []
+    sent: list[int] = []
+    within: list[bool] = []  # a deferred read that runs as fetchall (SQLite) is one statement
+    thread = threading.get_ident()
+
+    def landing(send: Callable[..., Any]) -> Callable[..., Any]:
+        def sent_after_a_receipt(tx: SqlTx, *args: Any, **kwargs: Any) -> Any:
+            if sent and not landed and not within and threading.get_ident() == thread:
+                sent[0] += 1
+                if sent[0] == 3:  # armed at 1: this is the second statement
+                    receipt = ev.stock_event(unique("r"), "stock.receipt", store, [(sku, 1)])
+                    [result] = ledger.submit_and_wait([receipt])
+                    landed.append(result.position)
+            within.append(True)
+            try:
+                return send(tx, *args, **kwargs)
+            finally:
+                within.pop()
+
+        return sent_after_a_receipt
+
+    monkeypatch.setattr(SqlTx, "fetchall", landing(SqlTx.fetchall))
+    monkeypatch.setattr(SqlTx, "defer", landing(SqlTx.defer))
+
+    def armed() -> list[int]:
+        if not sent:
+            sent.append(1)
+        return landed
+
+    return armed
+
+
+def test_a_write_between_the_reads_of_a_levels_answer_is_in_it_only_with_its_position(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The levels of a store not in memory are read from the database (its head, the levels, the
+    policies): a receipt committed between those reads was in the levels of an answer whose
+    position said it was not (PostgreSQL read each statement at its own moment)."""
+    ledger = _in_process(database_url)
+    store, sku = unique("shop"), unique("SKU")
+    try:
+        [first] = ledger.submit_and_wait([ev.stock_event(unique("r"), "stock.receipt", store, [(sku, 10)])])
+        ledger.cache.clear(ledger.cache.head)  # the store's levels and policies are read, not remembered
+        arm = _landing_between_statements(ledger, store, sku, monkeypatch)
+        arm()
+        [view] = ledger.levels(store, [sku])
+        [landed] = arm()
+    finally:
+        ledger.stop()
+    assert landed > first.position
+    # Either the receipt is in the answer, and so is its position, or neither is.
+    assert (view.level.on_hand_units, view.position >= landed) in {(10, False), (11, True)}, view
+
+
+def test_a_write_between_the_reads_of_a_skus_totals_is_in_them_only_with_its_position(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As the levels: GET /v1/stock/{sku} read the head, then every store's level of the SKU."""
+    ledger = _in_process(database_url)
+    store, sku = unique("shop"), unique("SKU")
+    try:
+        [first] = ledger.submit_and_wait([ev.stock_event(unique("r"), "stock.receipt", store, [(sku, 10)])])
+        arm = _landing_between_statements(ledger, store, sku, monkeypatch)
+        arm()
+        total, position, _ = ledger.sku_totals(sku)
+        [landed] = arm()
+    finally:
+        ledger.stop()
+    assert landed > first.position
+    assert (total.on_hand_units, position >= landed) in {(10, False), (11, True)}, (total, position)
