@@ -9,7 +9,8 @@ from ledger.config import Settings
 from ledger.intake.envelope import IntakeLimits
 from ledger.service import Ledger, WriterPort
 from ledger.state_cache import StateCache
-from ledger.storage.recorders import database_identity, open_recorder
+from ledger.storage.database_urls import database_identity
+from ledger.storage.recorders import open_recorder
 from ledger.storage.traced import traced_recorder
 from ledger.telemetry.logs import configure_logging
 from ledger.telemetry.tracing import configure_tracing

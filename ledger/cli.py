@@ -111,9 +111,10 @@ def _opening_elsewhere(settings: Settings) -> Callable[[], Any]:
 
 def _migrate(args: argparse.Namespace, settings: Settings) -> int:
     """The schema migrations the database lacks: listed (--check), or applied, each on one line."""
+    from ledger.storage.database_urls import sqlite_file
     from ledger.storage.migrations import LATEST_VERSION
     from ledger.storage.migrator import plan, plan_of
-    from ledger.storage.recorders import open_recorder, sqlite_file
+    from ledger.storage.recorders import open_recorder
 
     if args.drop_other_batch_functions and args.check:
         raise CommandError("--check changes nothing and --drop-other-batch-functions drops: give one")
@@ -212,7 +213,7 @@ def _restore(args: argparse.Namespace, settings: Settings) -> int:
 
 def _embedded_database(settings: Settings, command: str, tools: str) -> str:
     """The SQLite file of LEDGER_DATABASE_URL; PostgreSQL has tools of its own (README, Backups)."""
-    from ledger.storage.recorders import sqlite_file
+    from ledger.storage.database_urls import sqlite_file
 
     path = sqlite_file(settings.database_url)
     if path is None:

@@ -83,7 +83,7 @@ _QUERY_PASSWORD = re.compile(r"([?&]password=)[^&#]*", re.IGNORECASE)
 
 def missing_sqlite_file(database_url: str) -> str | None:
     """The SQLite file the URL names, if it does not exist."""
-    from ledger.storage.recorders import sqlite_file
+    from ledger.storage.database_urls import sqlite_file
 
     path = sqlite_file(database_url)
     return path if path is not None and not os.path.exists(path) else None

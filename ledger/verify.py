@@ -35,8 +35,9 @@ from ledger.cli_errors import CommandError, redacted_url, refuse_missing_sqlite
 from ledger.projections.schema import PROJECTION_TABLES
 from ledger.projections.tables import write_batch
 from ledger.rebuild.replay import collection_paused, replay
+from ledger.storage.database_urls import sqlite_file
 from ledger.storage.migrator import plan_of
-from ledger.storage.recorders import EVENTS_TABLE, LedgerRecorder, open_recorder, sqlite_file
+from ledger.storage.recorders import EVENTS_TABLE, LedgerRecorder, open_recorder
 
 ROWS_PER_FETCH = 2000  # rows read at a time from each side of a comparison
 SCRATCH_FILE = "replayed.db"

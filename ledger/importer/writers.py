@@ -25,7 +25,7 @@ from ledger.importer.pipeline import PipelinedWriter
 from ledger.importer.recording import ImportWriter
 from ledger.results import EventResult
 from ledger.state_cache import StateCache
-from ledger.storage.recorders import database_identity
+from ledger.storage.database_urls import database_identity
 from ledger.writer.remote import RemoteWriter
 from ledger.writer.submission import WriterUnavailable, WrongDatabase
 

@@ -18,10 +18,9 @@ import time
 import weakref
 from collections.abc import Iterator, Sequence
 from typing import Any, Protocol
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import unquote, urlsplit
 
 import psycopg
-import psycopg.conninfo
 from eventsourcing.persistence import InterfaceError, OperationalError, StoredEvent
 from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore
 from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteDatastore
@@ -31,6 +30,7 @@ from psycopg.rows import tuple_row
 
 from ledger.projections.tables import BATCH_INSERTS
 from ledger.sql import BulkInsert, SqlTx
+from ledger.storage.database_urls import postgres_url_options, sqlite_file
 from ledger.storage.migrations import Migration
 from ledger.storage.migrator import (
     MIGRATION_WAIT_S_DEFAULT,
@@ -502,29 +502,6 @@ class SQLiteLedgerRecorder(_HeadAndClose, SQLiteApplicationRecorder):
 CONNECT_TIMEOUT_S = 3.0
 
 
-def sqlite_file(database_url: str) -> str | None:
-    """The file of a `sqlite:///` URL (sqlite:///ledger.db is relative, sqlite:////var/lib/ledger.db
-    absolute), or None for any other database."""
-    parts = urlsplit(database_url)
-    if parts.scheme != "sqlite":
-        return None
-    return unquote(parts.path)[1:] or "ledger.db"
-
-
-def database_identity(database_url: str) -> str:
-    """Which database a URL names, the same whichever way it is spelt: a SQLite file by its real
-    path (sqlite:///ledger.db run in /srv is sqlite:////srv/ledger.db), a PostgreSQL database by
-    its server and name, without user or password. A writer process states it to each client that
-    asks (writer/wire.py's Identify), so that a client configured for one ledger never records
-    through a writer of another."""
-    path = sqlite_file(database_url)
-    if path is not None:
-        return f"sqlite:///{os.path.realpath(path)}"
-    parts = urlsplit(database_url)
-    host = parse_qs(parts.query).get("host", [parts.hostname or "127.0.0.1"])[-1]
-    return f"postgresql://{host}:{parts.port or 5432}/{unquote(parts.path.lstrip('/')) or 'postgres'}"
-
-
 def _sqlite_to_wal(path: str, lock_timeout_s: int) -> None:
     """The ledger's SQLite files are in WAL mode. The library switches each new connection of its
     pool to it, and a file in rollback mode (a backup, a file made by another tool) opened by two
@@ -536,24 +513,6 @@ def _sqlite_to_wal(path: str, lock_timeout_s: int) -> None:
         contextlib.closing(sqlite3.connect(path, timeout=lock_timeout_s)) as connection,
     ):
         connection.execute("PRAGMA journal_mode=WAL")
-
-
-def postgres_url_options(database_url: str) -> dict[str, str]:
-    """The libpq options in the URL's query (`?host=/a/dir` for a Unix socket directory,
-    `sslmode=verify-full`, ...), each as libpq reads it; an option libpq does not know is a
-    ValueError naming it, without the URL's password."""
-    try:
-        parsed = psycopg.conninfo.conninfo_to_dict(database_url)  # libpq's own check of the names
-    except psycopg.ProgrammingError as error:
-        problem = str(error).strip().splitlines()[0].replace(database_url, "<the URL>")
-        password = urlsplit(database_url).password
-        if password:
-            problem = problem.replace(password, "***").replace(unquote(password), "***")
-        raise ValueError(f"LEDGER_DATABASE_URL: {problem}") from None
-    # The names in the query, with their values as libpq decodes them (%XX only: a `+` stays a `+`,
-    # where a form's decoding, parse_qs, made it a space).
-    named = parse_qs(urlsplit(database_url).query, keep_blank_values=True)
-    return {name: str(parsed[name]) for name in named if name in parsed}
 
 
 def open_recorder(

@@ -68,7 +68,7 @@ class Writer:
         self.optimistic_won = 0
         self.optimistic_lost = 0
         self.oversold = OversoldWatch()
-        # The database it records into (storage.recorders.database_identity), told to each client
+        # The database it records into (storage.database_urls.database_identity), told to each client
         # of the writer process that asks (wire.Identify); set by whoever built the recorder.
         self.database: str | None = None
 

@@ -31,7 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ledger.storage.recorders import database_identity
+from ledger.storage.database_urls import database_identity
 from ledger.writer.facade import Writer
 from ledger.writer.leadership import Leader, Leadership
 from ledger.writer.relay import LeaderUnreachable, Relay, connect_to_leader

@@ -165,7 +165,7 @@ class Relay:
         database: str | None = None,
     ) -> None:
         self.socket_path = socket_path
-        self.database = database  # storage.recorders.database_identity of this instance's database
+        self.database = database  # storage.database_urls.database_identity of this instance's database
         self.leader = leader
         self.secret = secret
         self._link_failures = 0

@@ -76,7 +76,7 @@ class RemoteWriter:
         database: str | None = None,
     ) -> None:
         self.socket_path = socket_path
-        # The database this client records into (storage.recorders.database_identity): each
+        # The database this client records into (storage.database_urls.database_identity): each
         # connection first asks the writer which it records into, and sends nothing to one of
         # another (WrongDatabase). None: not asked.
         self.database = database

@@ -59,7 +59,7 @@ class Identify:
 @dataclass(frozen=True, slots=True)
 class Identity:
     """Writer -> the client that sent `Identify`: the database it records into, as
-    storage.recorders.database_identity names it (None: a writer that was not told)."""
+    storage.database_urls.database_identity names it (None: a writer that was not told)."""
 
     database: str | None
 

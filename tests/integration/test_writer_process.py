@@ -23,7 +23,7 @@ from ledger.bootstrap import build_ledger, build_writer_from_environment
 from ledger.config import Settings
 from ledger.domain.model import Outcome
 from ledger.state_cache import StateCache
-from ledger.storage.recorders import database_identity
+from ledger.storage.database_urls import database_identity
 from ledger.writer.process import (
     WriterStartFailed,
     remove_stale_sockets,
