@@ -462,6 +462,15 @@ class SQLiteLedgerRecorder(_HeadAndClose, SQLiteApplicationRecorder):
             conn.commit()
 
     @contextlib.contextmanager
+    def plain_transaction(self) -> Iterator[SqlTx]:
+        """SQLite has one write lock, the log's and every other table's, so a plain transaction takes
+        it from its start: one begun as a reader (the tokens' and the feed cursor's read first) that
+        another connection wrote past cannot become a writer, and SQLite refuses it at once with
+        "database is locked", whatever the busy timeout (SQLITE_BUSY_SNAPSHOT)."""
+        with self.write_transaction() as tx:
+            yield tx
+
+    @contextlib.contextmanager
     def read_transaction(
         self, *, bounded: bool = False, answer_wait_s: float | None = None
     ) -> Iterator[SqlTx]:
