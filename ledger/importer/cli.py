@@ -16,16 +16,15 @@ import os
 import sys
 from collections import Counter
 from collections.abc import Iterator
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import orjson
 
 from ledger.cli_errors import EXIT_INTERRUPTED, CommandError, missing_sqlite_file
 from ledger.config import Settings
-from ledger.importer.progress import stderr_progress
-from ledger.importer.reading import FileProgress, InvalidLine, read_lines
-from ledger.importer.recording import Importer, ImportLimits, Summary
-from ledger.importer.writers import import_writer
+
+if TYPE_CHECKING:
+    from ledger.importer.recording import Summary
 
 EXIT_INCOMPLETE = 1
 STDIN = "-"
@@ -65,7 +64,13 @@ def _opened(path: str) -> Iterator[tuple[BinaryIO, int | None]]:
 
 
 def import_command(args: argparse.Namespace, settings: Settings) -> int:
+    # Imported here, as every command's parts are: `ledger` builds its parser from every command's
+    # register(), and each other command (and --help, --version) would otherwise load the writer.
     from ledger.bootstrap import intake_limits, tune_gc
+    from ledger.importer.progress import stderr_progress
+    from ledger.importer.reading import FileProgress, read_lines
+    from ledger.importer.recording import Importer, ImportLimits
+    from ledger.importer.writers import import_writer
 
     # As in the serving processes, and rarer: the writer's memory holds a level per store and SKU
     # seen, and every full collection would walk them all; and the recording thread, back from
@@ -116,6 +121,7 @@ def _check(args: argparse.Namespace, settings: Settings) -> int:
     """What the import would send to the writer, read exactly as the import reads it; nothing is
     recorded. Whether an event is new, accepted or rejected only the writer can say, at its turn."""
     from ledger.bootstrap import intake_limits
+    from ledger.importer.reading import FileProgress, InvalidLine, read_lines
 
     by_type: Counter[str] = Counter()
     stores: set[str] = set()

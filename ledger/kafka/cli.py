@@ -9,12 +9,11 @@ from collections.abc import Callable
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
-from ledger.access.book import TokenBook, Unauthenticated
-from ledger.access.tokens import bearer_token
 from ledger.cli_errors import CommandError, database_url_checked, int_from
 from ledger.config import PORT_MAX, Settings
 
 if TYPE_CHECKING:
+    from ledger.access.book import TokenBook
     from ledger.kafka.ops import MetricsGuard
 
 log = logging.getLogger("ledger.kafka")
@@ -69,6 +68,8 @@ def consume_command(args: argparse.Namespace, settings: Settings) -> int:
             registry.register(feed.collector)
         guard = None
         if settings.metrics_auth == "required":
+            from ledger.access.book import TokenBook
+
             book = TokenBook(
                 ledger.recorder,
                 refresh_interval_s=settings.auth_refresh_ms / 1000,
@@ -97,6 +98,8 @@ def consume_command(args: argparse.Namespace, settings: Settings) -> int:
 def metrics_guard(book: TokenBook, *, required: bool) -> MetricsGuard:
     """As the API's gate has it: open while no token exists (unless LEDGER_AUTH=required), else
     any valid token (every role reads)."""
+    from ledger.access.book import Unauthenticated
+    from ledger.access.tokens import bearer_token
 
     def allowed(authorization: str | None) -> bool:
         if not (required or book.any_tokens):
