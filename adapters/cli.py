@@ -152,6 +152,21 @@ def _database(settings: Settings, *, may_make: bool = False) -> Any:
         return open_database(settings.database_url, settings.db_pool_size, settings.db_lock_timeout_s)
 
 
+def _reader(settings: Settings) -> tuple[Any, bool]:
+    """The database for a command that only reads (`adapters status`, `mappings list`): read-only
+    (adapters/db.py open_reader), and whether the adapters' tables are there; a schema that lacks
+    migrations is opened as `_database` opens it, migrations applied, as `ledger tokens list` does."""
+    from adapters.db import open_reader
+
+    remember_settings(settings)
+    refuse_missing_sqlite(settings.database_url, made_by="`ledger migrate`")
+    with database_url_checked():
+        opened = open_reader(
+            settings.database_url, settings.db_lock_timeout_s, settings.db_deadlock_timeout_ms
+        )
+    return opened if opened is not None else (_database(settings), True)
+
+
 def _ledger_sink(settings: Settings) -> tuple[Any, Any]:
     """An in-process ledger in the database `_database` opened (so found, or made on purpose)."""
     from adapters.runner import ledger_sink
@@ -462,25 +477,18 @@ def _run_once(adapters: Any, *, full: bool) -> int:
 
 
 def _status(args: argparse.Namespace, settings: Settings) -> int:
-    from adapters.db import transaction
-    from adapters.status import metrics_text, read_status, status_table
+    from adapters.status import metrics_text_of, read_status, status_table
 
-    recorder = _database(settings)
-    if args.metrics:
-        sys.stdout.write(metrics_text(recorder).decode())
-        return 0
-    print(status_table(read_status(recorder)))
-    with transaction(recorder) as tx:
-        parked = tx.fetchall(
-            "SELECT adapter, item_key, attempts, reason, parked_at FROM adapter_parked ORDER BY "
-            "parked_at DESC "
-            "LIMIT %s",
-            (args.parked,),
-        )
-        alerts = tx.fetchall(
-            "SELECT at, adapter, subject, detail FROM adapter_journal WHERE kind = 'alert' ORDER "
-            "BY at DESC LIMIT 10"
-        )
+    recorder, has_tables = _reader(settings)
+    try:
+        statuses = read_status(recorder) if has_tables else []
+        if args.metrics:
+            sys.stdout.write(metrics_text_of(statuses).decode())
+            return 0
+        print(status_table(statuses))
+        parked, alerts = _parked_and_alerts(recorder, args.parked) if has_tables else ([], [])
+    finally:
+        recorder.close()
     if parked:
         print("\nparked items (newest first):")
         for row in parked:
@@ -493,6 +501,21 @@ def _status(args: argparse.Namespace, settings: Settings) -> int:
         for row in alerts:
             print(mask(f"  {row['at']} {row['adapter']} {row['subject']}: {row['detail']}"))
     return 0
+
+
+def _parked_and_alerts(recorder: Any, parked_max: int) -> tuple[list[Any], list[Any]]:
+    with recorder.read_transaction() as tx:
+        parked = tx.fetchall(
+            "SELECT adapter, item_key, attempts, reason, parked_at FROM adapter_parked ORDER BY "
+            "parked_at DESC "
+            "LIMIT %s",
+            (parked_max,),
+        )
+        alerts = tx.fetchall(
+            "SELECT at, adapter, subject, detail FROM adapter_journal WHERE kind = 'alert' ORDER "
+            "BY at DESC LIMIT 10"
+        )
+    return parked, alerts
 
 
 def _register_webhooks(args: argparse.Namespace, settings: Settings) -> int:
@@ -553,9 +576,13 @@ def _mappings_load(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _mappings_list(args: argparse.Namespace, settings: Settings) -> int:
-    from adapters.mappings import read_snapshot
+    from adapters.mappings import Snapshot, read_snapshot
 
-    snapshot = read_snapshot(_database(settings))
+    recorder, has_tables = _reader(settings)
+    try:
+        snapshot = read_snapshot(recorder) if has_tables else Snapshot()
+    finally:
+        recorder.close()
     writer = csv.writer(sys.stdout)
     writer.writerow(["system", "kind", "local_id", "external_id", "external_type", "factor"])
     for (system, kind), refs in sorted(snapshot.refs.items()):

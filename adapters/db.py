@@ -21,7 +21,7 @@ from adapters.masking import mask
 from adapters.migrations import ADAPTERS_SCHEMA
 from ledger.clock import utc_now, utc_text
 from ledger.sql import SqlTx
-from ledger.storage.migrator import pg_migrate, sqlite_migrate
+from ledger.storage.migrator import pg_migrate, pg_plan, plan_of, sqlite_migrate, sqlite_plan
 from ledger.storage.recorders import SQLiteLedgerRecorder, open_recorder
 
 
@@ -68,6 +68,50 @@ def open_database(database_url: str, pool_size: int, lock_timeout_s: int) -> Any
     recorder = open_recorder(database_url, pool_size, lock_timeout_s)
     ensure_schema(recorder)
     return recorder
+
+
+# A table every release of the adapters made: there when they have run on the ledger, recorded
+# migrations or not (releases before adapters/migrations.py recorded none).
+ANY_ADAPTERS_TABLE = "adapter_positions"
+
+
+def open_reader(database_url: str, lock_timeout_s: int, deadlock_timeout_ms: int) -> tuple[Any, bool] | None:
+    """The database for a command that only reads the adapters' tables (`ledger adapters status`,
+    `ledger mappings list`), opened as `ledger verify` and `ledger tokens list` open it: a SQLite
+    file (a backup in rollback-journal mode among them) is left as it was, not switched to WAL nor
+    given tables, and a PostgreSQL session is read-only. With it, whether the adapters' tables are
+    there: a ledger no adapter has run on has none, and nothing to show. None when the ledger's
+    or the adapters' schema lacks a migration: the caller opens the database as every other
+    command does, which applies them (the reads expect the tables as this release has them)."""
+    reader = open_recorder(
+        database_url,
+        2,
+        lock_timeout_s,
+        create_tables=False,
+        read_only=True,
+        deadlock_timeout_ms=deadlock_timeout_ms,
+    )
+    try:
+        ledger_plan = plan_of(reader)
+        adapters_plan = (sqlite_plan if is_sqlite(reader) else pg_plan)(reader, ADAPTERS_SCHEMA)
+        never_made = not adapters_plan.applied and not _table_exists(reader, ANY_ADAPTERS_TABLE)
+        if ledger_plan.pending or (adapters_plan.pending and not never_made):
+            reader.close()
+            return None
+    except BaseException:
+        reader.close()
+        raise
+    return reader, not never_made
+
+
+def _table_exists(recorder: Any, table: str) -> bool:
+    catalogue = (
+        "SELECT 1 AS found FROM sqlite_master WHERE type = 'table' AND name = %s"
+        if is_sqlite(recorder)
+        else "SELECT 1 AS found WHERE to_regclass(%s) IS NOT NULL"
+    )
+    with recorder.read_transaction() as tx:
+        return bool(tx.fetchall(catalogue, (table,)))
 
 
 JOURNAL_CHARS_MAX = 2000

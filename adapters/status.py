@@ -7,7 +7,7 @@ and masked again when shown, for rows an earlier version wrote.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -75,11 +75,11 @@ def _counts(tx: Any, sql: str) -> dict[str, int]:
 
 
 class AdapterCollector(Collector):
-    def __init__(self, recorder: Any) -> None:
-        self.recorder = recorder
+    def __init__(self, read: Callable[[], list[AdapterStatus]]) -> None:
+        self.read = read
 
     def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
-        statuses = read_status(self.recorder)
+        statuses = self.read()
         gauges = {
             "position": GaugeMetricFamily(
                 "ledger_adapter_position", "last log position pushed", labels=["adapter"]
@@ -120,8 +120,17 @@ class AdapterCollector(Collector):
 
 
 def metrics_text(recorder: Any) -> bytes:
+    return _metrics_text(lambda: read_status(recorder))
+
+
+def metrics_text_of(statuses: list[AdapterStatus]) -> bytes:
+    """The Prometheus text of statuses already read (none: a ledger no adapter has run on)."""
+    return _metrics_text(lambda: statuses)
+
+
+def _metrics_text(read: Callable[[], list[AdapterStatus]]) -> bytes:
     registry = CollectorRegistry()
-    registry.register(AdapterCollector(recorder))
+    registry.register(AdapterCollector(read))
     return mask(generate_latest(registry).decode()).encode()
 
 

@@ -38,7 +38,12 @@ from ledger.storage.migrator import (
     pg_schema_lock,
     sqlite_migrate,
 )
-from ledger.storage.pg_sessions import DEADLOCK_TIMEOUT_MS_DEFAULT, LedgerPostgresDatastore, bounded_waits
+from ledger.storage.pg_sessions import (
+    DEADLOCK_TIMEOUT_MS_DEFAULT,
+    LedgerPostgresDatastore,
+    bounded_waits,
+    with_url_options,
+)
 from ledger.storage.sent_statements import SentBatch, flush, prepare
 from ledger.storage.writers_lock import in_plpgsql, writers_lock_statements
 
@@ -509,6 +514,7 @@ class SQLiteLedgerRecorder(_HeadAndClose, SQLiteApplicationRecorder):
 
 
 CONNECT_TIMEOUT_S = 3.0
+READ_ONLY_SESSION = {"options": "-c default_transaction_read_only=on"}
 
 
 def _sqlite_to_wal(path: str, lock_timeout_s: int) -> None:
@@ -540,7 +546,8 @@ def open_recorder(
     `create_tables` is false (a reader that must not change the database: `ledger verify`,
     `ledger migrate --check`). `read_only` (without `create_tables`): a SQLite file is also left in
     its journal mode, not switched to WAL: a backup in rollback-journal mode read by such a command
-    was changed by it."""
+    was changed by it; a PostgreSQL session is read-only (`default_transaction_read_only`), so
+    that what such a command sends cannot change the database either."""
     if read_only and create_tables:
         raise ValueError("a read-only recorder creates no tables")
     parts = urlsplit(database_url)
@@ -560,6 +567,8 @@ def open_recorder(
         recorder = SQLiteLedgerRecorder(datastore)
     elif parts.scheme in ("postgresql", "postgres"):
         query = postgres_url_options(database_url)
+        if read_only:  # the URL's own `options` are added to it (with_url_options), not replaced
+            query = with_url_options(READ_ONLY_SESSION, query)
         pg_datastore = LedgerPostgresDatastore(
             dbname=parts.path.lstrip("/") or "postgres",
             # ?host=/a/dir names a Unix socket directory, as libpq's URIs allow.

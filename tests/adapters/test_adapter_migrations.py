@@ -60,3 +60,33 @@ def test_tables_an_earlier_release_made_are_kept_and_the_migration_only_recorded
     with transaction(recorder) as tx:
         kept = tx.fetchone("SELECT position FROM adapter_positions WHERE adapter = %s", ("bitrix",))
     assert kept is not None and int(kept["position"]) == 42
+
+
+@pytest.mark.parametrize("kind", ("sqlite", "postgres"))
+def test_the_reading_commands_make_no_table_in_a_ledger_no_adapter_has_run_on(
+    request: pytest.FixtureRequest, tmp_path: Any, monkeypatch: pytest.MonkeyPatch, capsys: Any, kind: str
+) -> None:
+    """`ledger adapters status` and `ledger mappings list` opened the database as `adapters run`
+    does, and made the adapters' tables: a command that only reads changes nothing, and finds
+    nothing to show."""
+    from ledger.cli import main
+    from ledger.storage.recorders import open_recorder
+
+    if kind == "sqlite":
+        database_url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    else:
+        database_url = str(request.getfixturevalue("postgres").create_database())
+    ledger_only = open_recorder(database_url, 2, 10)
+    try:
+        monkeypatch.setenv("LEDGER_DATABASE_URL", database_url)
+        assert main(["adapters", "status"]) == 0
+        assert capsys.readouterr().out.splitlines()[0].split()[:2] == ["adapter", "position"]
+        assert main(["adapters", "status", "--metrics"]) == 0
+        assert "ledger_adapter_position" in capsys.readouterr().out
+        assert main(["mappings", "list"]) == 0
+        assert capsys.readouterr().out.splitlines() == [
+            "system,kind,local_id,external_id,external_type,factor"
+        ]
+        assert _adapter_tables(ledger_only) == set()
+    finally:
+        ledger_only.close()

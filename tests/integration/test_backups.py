@@ -272,3 +272,47 @@ def test_commands_that_change_nothing_leave_a_backup_exactly_as_it_was(tmp_path:
         assert sorted(path.name for path in tmp_path.glob("backup.db*")) == ["backup.db"], command
     with sqlite3.connect(backup_file) as connection:
         assert connection.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
+
+
+ADAPTERS_READING_COMMANDS = (
+    ("adapters", "status"),
+    ("adapters", "status", "--metrics"),
+    ("mappings", "list"),
+)
+
+
+def _as_it_is(path: Path) -> tuple[bytes, int, list[str]]:
+    """A SQLite file's bytes and time of change, and the files beside it but its WAL's: a ledger's
+    WAL, empty, may be there or not (the last connection to close removes it, a read-only one
+    cannot); what it held would be in the file after a checkpoint, changing its bytes."""
+    beside = sorted(
+        p.name for p in path.parent.glob(f"{path.name}*") if not p.name.endswith(("-wal", "-shm"))
+    )
+    return path.read_bytes(), path.stat().st_mtime_ns, beside
+
+
+def test_the_adapters_reading_commands_leave_a_ledger_and_its_backup_as_they_were(tmp_path: Path):
+    """`ledger adapters status` and `ledger mappings list` only read, but they opened the database
+    as `ledger adapters run` does: a backup (rollback-journal mode) was switched to WAL mode, and a
+    ledger no adapter had run on was given the adapters' tables."""
+    mappings = tmp_path / "mappings.csv"
+    mappings.write_text("system,kind,local_id,external_id,external_type,factor\nwms,store,shop-1,main,,\n")
+    for adapters_ran in (False, True):
+        directory = tmp_path / ("with-adapters" if adapters_ran else "ledger-only")
+        directory.mkdir()
+        ledger_file, backup_file = directory / "ledger.db", directory / "backup.db"
+        assert _ledger(f"sqlite:///{ledger_file}", "migrate").returncode == 0
+        if adapters_ran:
+            assert _ledger(f"sqlite:///{ledger_file}", "mappings", "load", str(mappings)).returncode == 0
+        assert _ledger(f"sqlite:///{ledger_file}", "backup", str(backup_file)).returncode == 0
+        for path in (ledger_file, backup_file):
+            before = _as_it_is(path)
+            for command in ADAPTERS_READING_COMMANDS:
+                answer = _ledger(f"sqlite:///{path}", *command)
+                assert answer.returncode == 0, (path.name, command, answer.stderr)
+                assert _as_it_is(path) == before, (adapters_ran, path.name, command)
+                if command[0] == "mappings":
+                    assert ("wms,store,shop-1,main" in answer.stdout) == adapters_ran, answer.stdout
+        assert sorted(p.name for p in directory.glob("backup.db*")) == ["backup.db"]
+        with sqlite3.connect(backup_file) as connection:
+            assert connection.execute("PRAGMA journal_mode").fetchone()[0] == "delete"

@@ -49,6 +49,21 @@ def _open(database_url: str) -> None:
     open_recorder(database_url, 2, 30).close()
 
 
+def test_a_read_only_recorder_reads_in_a_read_only_session_on_postgresql(postgres: EmbeddedPostgres) -> None:
+    """The commands that only read (`ledger verify`, `migrate --check`, `tokens list`, `adapters
+    status`, `mappings list`) open the database read-only: on SQLite the file is left as it was; on
+    PostgreSQL the session itself refuses a write, whatever a later change makes them send."""
+    database_url = str(postgres.create_database())
+    _open(database_url)
+    reader = open_recorder(database_url, 2, 30, create_tables=False, read_only=True)
+    try:
+        with reader.read_transaction() as tx:
+            row = tx.fetchone("SHOW transaction_read_only")
+        assert row is not None and row["transaction_read_only"] == "on"
+    finally:
+        reader.close()
+
+
 def test_a_new_database_records_every_migration_once(database_url: str) -> None:
     _open(database_url)
     expected = [(migration.version, migration.kind) for migration in MIGRATIONS]
