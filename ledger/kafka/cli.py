@@ -53,8 +53,11 @@ def consume_command(args: argparse.Namespace, settings: Settings) -> int:
         return intake.ready and ledger.writer.alive
 
     def report() -> tuple[bool, dict[str, object]]:
+        because = intake.not_ready_because
+        if because is None and not ledger.writer.alive:
+            because = "the ledger's writer has stopped"
         return ready(), {
-            "not_ready_because": intake.not_ready_because,
+            "not_ready_because": because,  # a not-ready answer's detail (ledger/kafka/ops.py)
             "lag": intake.stats.lag_records,
             "partitions": intake.stats.assigned_partitions,
             "writer_alive": ledger.writer.alive,

@@ -19,7 +19,15 @@ from ledger.telemetry import METRICS_MEDIA_TYPE
 OPS_SOCKET_TIMEOUT_S = 10.0
 OPS_CONNECTIONS_MAX = 32
 
+# Whether the consumer is ready, and what /readyz says with it: `not_ready_because` becomes a
+# not-ready problem's detail.
 ReadyReport = Callable[[], tuple[bool, dict[str, object]]]
+# As ledger/api/problems.py has them (not imported: ledger.api imports ledger.kafka): a not-ready
+# answer is the same problem from either command.
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+RETRY_AFTER_S = 1
+# The members of RFC 9457 a problem answer sets itself; a detail of that name would hide one.
+PROBLEM_MEMBERS = frozenset({"type", "title", "status", "detail", "instance"})
 # Is this Authorization header (None: none was sent) enough to read /metrics?
 MetricsGuard = Callable[[str | None], bool]
 
@@ -109,9 +117,10 @@ def _handler(
                 self._send_json(200, {"status": "ok"})
             elif path == "/readyz":
                 is_ready, details = ready()
-                self._send_json(
-                    200 if is_ready else 503, {"status": "ready" if is_ready else "not ready", **details}
-                )
+                if is_ready:
+                    self._send_json(200, {"status": "ready", **details})
+                else:
+                    self._send_not_ready(details)
             else:
                 self._send_json(404, {"status": 404, "title": "Not found"}, "application/problem+json")
 
@@ -137,6 +146,24 @@ def _handler(
             self.end_headers()
             if self.command != "HEAD":
                 self.wfile.write(body)
+
+        def _send_not_ready(self, details: dict[str, object]) -> None:
+            """As `ledger serve`'s /readyz answers it (ledger/api/ops.py): a 503 problem `not-ready`
+            whose detail says why, with Retry-After; the details follow as members of their own."""
+            problem = {
+                "type": "not-ready",
+                "title": "Not ready",
+                "status": 503,
+                "detail": str(details.get("not_ready_because") or "not ready"),
+                **{name: value for name, value in details.items() if name not in PROBLEM_MEMBERS},
+            }
+            body = json.dumps(problem).encode()
+            self.send_response(503)
+            self.send_header("Retry-After", str(RETRY_AFTER_S))
+            self.send_header("Content-Type", PROBLEM_MEDIA_TYPE)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
 
         def _send_json(
             self, status: int, body: dict[str, object], content_type: str = "application/json"

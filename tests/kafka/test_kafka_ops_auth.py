@@ -91,6 +91,33 @@ def test_other_methods_and_malformed_requests_are_answered_as_problems() -> None
         ops.stop()
 
 
+def test_not_ready_is_a_problem_as_ledger_serves_is() -> None:
+    """`ledger serve`'s /readyz answers not ready as a 503 problem (`not-ready`, with Retry-After);
+    `ledger consume`'s answered plain JSON with a `status` of "not ready", where a problem's
+    `status` is the HTTP status."""
+    why = {"not_ready_because": "not in its consumer group", "lag": 0, "partitions": 0, "writer_alive": True}
+    not_ready = OpsServer("127.0.0.1", 0, CollectorRegistry(), lambda: (False, why)).start()
+    ready = OpsServer("127.0.0.1", 0, CollectorRegistry(), lambda: (True, {"lag": 0})).start()
+    try:
+        answer = httpx.get(f"http://127.0.0.1:{not_ready.port}/readyz")
+        assert answer.status_code == 503
+        assert answer.headers["content-type"] == "application/problem+json"
+        assert answer.headers["retry-after"] == "1"
+        assert answer.json() == {
+            "type": "not-ready",
+            "title": "Not ready",
+            "status": 503,
+            "detail": "not in its consumer group",
+            **why,  # what it said before, kept for whoever reads it
+        }
+        fine = httpx.get(f"http://127.0.0.1:{ready.port}/readyz")
+        assert fine.status_code == 200 and fine.headers["content-type"] == "application/json"
+        assert fine.json() == {"status": "ready", "lag": 0}
+    finally:
+        not_ready.stop()
+        ready.stop()
+
+
 def test_silent_connections_are_bounded_in_number_and_time(monkeypatch: pytest.MonkeyPatch) -> None:
     """Each connection holds a thread: clients that connect and send nothing must neither pile up
     threads nor keep the probe from answering once they are gone."""
