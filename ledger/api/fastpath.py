@@ -96,6 +96,8 @@ class FastPath:
                     and parts[4] == "stock"
                     and _ID.fullmatch(parts[5])
                     and not scope.get("query_string")
+                    # A declared body over the limit: the application's 413 (ledger/api/body_limit.py).
+                    and not declared_too_large(scope["headers"], self.body_bytes_max)
                 ):
                     grant: Grant | None = scope[GRANT_KEY]
                     if grant is not None and not grant.covers_store(parts[3]):

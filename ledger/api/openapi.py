@@ -83,6 +83,14 @@ BODY_PROBLEMS = {
     "413": "the body is over LEDGER_BODY_BYTES_MAX (`content-too-large`)",
     "415": "the content type is not one the route takes (`unsupported-media-type`)",
 }
+# ledger/api/body_limit.py refuses a declared body over the limit on every route, before the route
+# is reached: a GET that declares one is refused as a POST is, not read to the end and ignored.
+DECLARED_BODY_PROBLEM = {
+    "413": (
+        "the request declares a body (`Content-Length`) over LEDGER_BODY_BYTES_MAX, though this "
+        "operation takes none (`content-too-large`)"
+    ),
+}
 # RFC 3339 with an offset
 TIME_PARAMETERS = frozenset({"as_of", "from", "to", "occurred_as_of", "occurred_from", "occurred_to"})
 NO_PROBLEMS = frozenset({"/healthz", "/metrics"})  # answered from memory: no parameters, no database
@@ -254,9 +262,9 @@ def _complete_operation(method: str, path: str, operation: dict[str, Any]) -> No
         for status, description in COMMON_PROBLEMS.items():
             if status != "422" or takes_input:
                 responses.setdefault(status, {"description": description})
-    if "requestBody" in operation:
-        for status, description in BODY_PROBLEMS.items():
-            responses.setdefault(status, {"description": description})
+    body_problems = BODY_PROBLEMS if "requestBody" in operation else DECLARED_BODY_PROBLEM
+    for status, description in body_problems.items():
+        responses.setdefault(status, {"description": description})
     for status, response in responses.items():
         if int(status) >= 400:
             response["content"] = {PROBLEM_MEDIA_TYPE: {"schema": PROBLEM_REF}}
