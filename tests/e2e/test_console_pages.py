@@ -210,6 +210,23 @@ def test_a_login_returns_to_the_page_that_asked_for_it(console: Console) -> None
             assert elsewhere.status_code == 303 and elsewhere.headers["location"] == "/ui", away
 
 
+def test_a_login_form_with_fields_it_does_not_read_logs_in_and_never_fails(console: Console) -> None:
+    """The form's fields are `token` and `next`; a form posted with more (a browser extension's,
+    a program's) logs in by those two, and one without a valid token is refused as any other:
+    never the server's bare 500 (it was, from five fields on)."""
+    reader = console.token("reader", "reader")
+    form = {"content-type": "application/x-www-form-urlencoded", "origin": console.server.url}
+    extra = "&".join(f"extra{number}=1" for number in range(10))
+    with console.server.client() as client:
+        login = client.post("/ui/login", content=f"token={reader}&next=/ui/adapters&{extra}", headers=form)
+        assert login.status_code == 303, login.text
+        assert login.headers["location"] == "/ui/adapters"
+        assert "HttpOnly" in login.headers["set-cookie"]
+        wrong = client.post("/ui/login", content=f"token=sl_live_{'x' * 43}&{extra}", headers=form)
+    api.assert_problem(wrong, 401, "unauthorized")
+    assert "set-cookie" not in wrong.headers
+
+
 def test_a_login_from_another_site_is_refused(console: Console) -> None:
     reader = console.token("reader", "reader")
     with console.server.client() as client:
