@@ -379,16 +379,30 @@ async def adapters_page(request: Request, ledger: LedgerDep, grant: ReaderGrant)
     )
 
 
+def _suffix(name: str) -> str:
+    return name[name.rfind(".") :] if "." in name else ""
+
+
+def _asset_names() -> frozenset[str]:
+    static = files("ledger.api.console").joinpath("static")
+    return frozenset(e.name for e in static.iterdir() if e.is_file() and _suffix(e.name) in _MEDIA_TYPES)
+
+
+# The assets there are. Only these names are looked up, and each is kept once read: a name asked
+# for that is none costs nothing to remember (each was kept for the process's life, and this path
+# is held to no rate, so one reader token could fill the memory with names).
+_ASSET_NAMES = _asset_names()
+
+
 @cache
-def _asset(name: str) -> bytes | None:
-    resource = files("ledger.api.console").joinpath("static", name)
-    return resource.read_bytes() if resource.is_file() else None
+def _asset(name: str) -> bytes:
+    return files("ledger.api.console").joinpath("static", name).read_bytes()
 
 
 @router.get("/static/{name}")
 async def static_asset(name: str, _: ReaderGrant) -> Response:
-    suffix = name[name.rfind(".") :] if "." in name else ""
-    body = _asset(name) if "/" not in name and suffix in _MEDIA_TYPES else None
+    suffix = _suffix(name)
+    body = _asset(name) if name in _ASSET_NAMES else None
     if body is None:
         return problem_response(Problem(404, "not-found", "no such asset", name), f"/ui/static/{name}")
     return Response(
