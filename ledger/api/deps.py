@@ -76,6 +76,8 @@ async def _readable_store(store: StoreId, grant: ReaderGrant) -> str:
 
 # The source of the events the REST reservation routes record: the ledger names them itself.
 REST_SOURCE = "ledger/http"
+# And of the policy changes (ledger/api/policies.py).
+POLICY_SOURCE = "ledger/policies"
 
 
 async def _writable_store(store: StoreId, grant: ProducerGrant) -> str:
@@ -84,7 +86,9 @@ async def _writable_store(store: StoreId, grant: ProducerGrant) -> str:
 
 
 async def _governed_store(store: StoreId, grant: OperatorGrant) -> str:
-    authorize_store(grant, store)
+    # The source too, as the reservation routes check theirs: a token scoped to other sources (a
+    # till's) records nothing under the ledger's own, policy changes included.
+    authorize_write_at(grant, store, POLICY_SOURCE)
     return store
 
 

@@ -29,13 +29,14 @@ expired ones too) every route but `/healthz`, `/readyz`, `/openapi.json` and `/d
 operation names its role in `x-required-role`: `reader` for every GET, `producer` for events and reservations;
 403 `forbidden` names the missing `role`, `store` or `source`. A store-scoped token acts on its stores only (a
 transfer needs its sending store); `GET /v1/stock/{sku}` lists and totals its stores. A source-scoped token
-may send only events whose `source` starts with one of its prefixes; the reservation routes and sourcing
-record under the ledger's own sources (`ledger/http`, `ledger/sourcing`), which its prefixes must cover, while
-an event it sends may name any reservation at its stores. No producer may send under a source starting with
-`ledger/` (422). A request with any element out of scope is refused whole and records nothing. 429
-`rate-limited` with `Retry-After` (seconds): a token's `--rate-per-s` holds in each serving process (HTTP
-worker, instance) on its own, with a second's worth at once. Every write route takes only `application/json`
-(events: also `application/cloudevents+json`, and `application/cloudevents-batch+json` for arrays), else 415.
+may send only events whose `source` starts with one of its prefixes; the reservation routes, sourcing and
+policy changes record under the ledger's own sources (`ledger/http`, `ledger/sourcing`, `ledger/policies`),
+which its prefixes must cover, while an event it sends may name any reservation at its stores. No producer may
+send under a source starting with `ledger/` (422). A request with any element out of scope is refused whole
+and records nothing. 429 `rate-limited` with `Retry-After` (seconds): a token's `--rate-per-s` holds in each
+serving process (HTTP worker, instance) on its own, with a second's worth at once. Every write route takes
+only `application/json` (events: also `application/cloudevents+json`, and `application/cloudevents-batch+json`
+for arrays), else 415.
 A `Host` other than `LEDGER_ALLOWED_HOSTS` (by default the loopback names) answers 400, except on `/healthz`
 and `/readyz`. No CORS unless `LEDGER_CORS_ORIGINS`. Every history entry names its `principal`: the token's
 name; `kafka`; `ledger` (expiry); `import` (`ledger import`); null while the service was open. `/docs` loads

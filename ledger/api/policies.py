@@ -11,7 +11,15 @@ import orjson
 from fastapi import APIRouter, Path, Request
 from starlette.responses import Response
 
-from ledger.api.deps import LedgerDep, OperatorGrant, PolicyStore, ReadableStore, SettingsDep, principal
+from ledger.api.deps import (
+    POLICY_SOURCE,
+    LedgerDep,
+    OperatorGrant,
+    PolicyStore,
+    ReadableStore,
+    SettingsDep,
+    principal,
+)
 from ledger.api.events import parse_json
 from ledger.api.media import JSON_ONLY, require_media_type
 from ledger.api.problems import invalid
@@ -25,8 +33,8 @@ from ledger.service import Ledger
 
 router = APIRouter(tags=["policies"])
 
-# The source of policy changes in the history; each change is an event of its own (random id).
-POLICY_SOURCE = "ledger/policies"
+# Policy changes are recorded under POLICY_SOURCE (ledger/api/deps.py: the route checks a
+# source-scoped token's prefixes against it); each change is an event of its own (random id).
 PolicySku = Annotated[
     str, Path(pattern=rf"^(\*|{ID_BODY})$", description="a SKU, or `*`: the store's default")
 ]

@@ -324,6 +324,25 @@ def test_a_source_scoped_token_reserves_nothing_by_sourcing_with_or_without_name
     assert api.level(closed.admin, store, sku)["reserved"] == 0
 
 
+def test_a_source_scoped_operator_sets_no_policy_unless_a_prefix_covers_the_routes_source(
+    closed: Closed,
+) -> None:
+    """A policy change is recorded under the ledger's own source, ledger/policies, as a reservation
+    under ledger/http: an operator's token scoped to other sources changes no store's policy (a
+    policy limits what every channel may sell there), and reading one needs no source."""
+    store, sku = unique("store"), unique("SKU")
+    path = f"/v1/stores/{store}/policies/{sku}"
+    with closed.client(closed.token("operator", stores=(store,), sources=(f"pos/{store}/",))) as scoped:
+        for key in (sku, "*"):
+            refused = scoped.put(f"/v1/stores/{store}/policies/{key}", json={"safety_stock": 3})
+            assert api.assert_problem(refused, 403, "forbidden")["source"] == "ledger/policies", key
+        assert scoped.get(path).json()["safety_stock"] == 0
+    assert [entry["type"] for entry in closed.history(store)] == []
+    with closed.client(closed.token("operator", stores=(store,), sources=("ledger/policies",))) as covered:
+        assert covered.put(path, json={"safety_stock": 3}).status_code == 200
+    assert closed.admin.get(path).json()["safety_stock"] == 3
+
+
 # -- rate limits -----------------------------------------------------------------------------------
 
 
