@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from ledger.access.hosts import ANY_HOST, host_name
 from ledger.domain.ids import ID_PATTERN, ID_REGEX
 
 # A SKU id (CONTRACT §1), as a per-SKU unit's key names it.
@@ -493,6 +494,18 @@ class Settings(BaseSettings):
         request but the probes was refused 400 `invalid-host`, and /readyz said ready."""
         if hosts is not None and not any(name.strip() for name in hosts.split(",")):
             raise ValueError("names no host: list the names clients reach the service by, or *, or unset it")
+        # A name listed with its port (as the Host header shows it), or an IPv6 address without its
+        # brackets, never matched a Host: every request but the probes was refused 400, as above.
+        for name in (name.strip() for name in (hosts or "").split(",")):
+            if (
+                name
+                and name != ANY_HOST
+                and host_name(name.encode("latin-1", "replace")) != name.lower().rstrip(".")
+            ):
+                raise ValueError(
+                    f"{name!r} is not a host name alone: list names or addresses with no port (a Host's "
+                    "port is not compared), an IPv6 address in brackets ([::1])"
+                )
         return hosts
 
     @field_validator("units")

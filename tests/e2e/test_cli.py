@@ -223,6 +223,19 @@ def test_allowed_hosts_that_name_no_host_are_refused_in_one_line(tmp_path: Path,
 
 
 @pytest.mark.parametrize(
+    "hosts", ["ledger.example:8000", "localhost,ledger.example:443", "::1", "[::1]:8000"]
+)
+def test_allowed_hosts_with_a_port_or_a_bare_ipv6_address_are_refused_in_one_line(
+    tmp_path: Path, hosts: str
+) -> None:
+    # The Host header holds the port, so a name was listed with it; it never matched (the port is
+    # not compared, nor an IPv6 address without its brackets): every request but /healthz and /readyz
+    # was refused 400 invalid-host, and /readyz said ready.
+    done = ledger(tmp_path, "serve", LEDGER_ALLOWED_HOSTS=hosts)
+    assert_refused_in_one_line(done, "ledger serve", "LEDGER_ALLOWED_HOSTS", "no port")
+
+
+@pytest.mark.parametrize(
     "argument", [["--port", "99999"], ["--port", "0"], ["--workers", "0"], ["--workers", "65"]]
 )
 def test_an_argument_out_of_its_range_is_refused_before_anything_starts(
