@@ -70,7 +70,7 @@ from ledger.intake.envelope import IntakeLimits
 from ledger.kafka.clients import BrokerUnreachable, new_consumer, new_producer
 from ledger.kafka.contact import BrokerContact
 from ledger.kafka.dead_letters import DeadLetterLimits, dead_letter, dead_letter_record, refused_letter
-from ledger.kafka.lag import partition_lag
+from ledger.kafka.lag import POSITION_TIMEOUT_MS, partition_lag
 from ledger.kafka.metrics import IntakeStats
 from ledger.kafka.pipeline import InFlight, Pipeline, PollBatch, TopicPartition, Uncommitted, commit_offsets
 from ledger.kafka.publisher import Publisher, PublishFailed
@@ -135,7 +135,7 @@ class KafkaIntake:
             loop_turn_ms_max=settings.kafka_loop_turn_ms_max,
             heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms,
         )
-        self._positions: dict[TopicPartition, int] = {}  # the next offset to read, once committed
+        self._positions: dict[TopicPartition, int] = {}  # the group's committed offset (lag.py)
         self._uncommitted: dict[TopicPartition, int] = {}  # of batches done whose commit failed
         self._uncommitted_counts = Uncommitted()  # their records and batches, for the metrics
         self._counting = threading.Lock()  # an async commit's callback counts on the network thread
@@ -216,6 +216,8 @@ class KafkaIntake:
                 polled = self._poll(consumer)
                 if polled:
                     self._take(consumer, polled)
+                else:
+                    self._commit_passed(consumer)
                 self._update_lag(consumer)
                 self.stats.batches_in_flight = len(self._pipeline)
             self._finish(consumer, time.monotonic() + settings.kafka_shutdown_timeout_s, wait=True)
@@ -545,6 +547,29 @@ class KafkaIntake:
             self._positions.update(self._uncommitted)
             self._uncommitted = {}
             self._count_committed(counts)
+
+    def _commit_passed(self, consumer: Any) -> None:
+        """Commits the offsets the consumer went past without a record for the ledger, once nothing
+        is in flight: a transaction's commit or abort marker takes an offset, and a read_committed
+        consumer skips an aborted transaction's records. A batch's offsets end at its last record,
+        so without this the group stayed short of the end of a partition for good once its
+        transactional producer was idle: the lag never 0, and what an aborted transaction left
+        fetched again after every restart. Safe only with nothing in flight and nothing left
+        uncommitted: then every record before the consumer's position is recorded and committed
+        (a batch dropped unrecorded was handed back, its partition's position rewound to it)."""
+        if self._pipeline or self._uncommitted:
+            return
+        passed: dict[TopicPartition, int] = {}
+        for partition, committed in self._positions.items():
+            try:
+                position = consumer.position(partition, timeout_ms=POSITION_TIMEOUT_MS)
+            except KafkaError:
+                continue  # no longer assigned, or not known yet: nothing to go past
+            if position is not None and position > committed:
+                passed[partition] = position
+        if passed:
+            self._uncommitted.update(passed)
+            self.commit(consumer, [])
 
     def _count_committed(self, counts: Uncommitted) -> None:
         with self._counting:

@@ -81,7 +81,7 @@ class SlowLedger:
 
 
 class CheckedIntake(KafkaIntake):
-    """Checks at every commit that each event before the committed offsets is durable."""
+    """Checks at every commit that each event before the offsets it commits is durable."""
 
     def __init__(self, slow: SlowLedger, settings: Settings, keys_at: dict[tuple[int, int], Key]) -> None:
         stats = IntakeStats()
@@ -92,8 +92,11 @@ class CheckedIntake(KafkaIntake):
         self.violations: list[str] = []
 
     def commit(self, consumer: Any, flights: list[InFlight], *, wait: bool = True) -> None:
+        # Every offset this commit carries: these batches' and any not committed yet (the ones
+        # whose commit failed, and those the consumer passed without a record for the ledger).
+        offsets = {**self._uncommitted, **commit_offsets(flights)}
         with self.slow.lock:
-            for partition, end in commit_offsets(flights).items():
+            for partition, end in offsets.items():
                 for offset in range(end):
                     key = self.keys_at.get((partition.partition, offset))
                     if key is not None and key not in self.slow.durable:

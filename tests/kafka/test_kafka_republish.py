@@ -54,7 +54,7 @@ class FakeConsumer:
         self.records = records
         self.partitions = [TopicPartition(TOPIC, p) for p in sorted(records)]
         self.positions = dict.fromkeys(self.partitions, 0)
-        self.committed: dict[TopicPartition, int] = {}
+        self.committed_offsets: dict[TopicPartition, int] = {}
         self.commits: list[dict[TopicPartition, int]] = []
         self.seeks: list[tuple[TopicPartition, int]] = []
         self.polls = 0
@@ -112,7 +112,7 @@ class FakeConsumer:
     def commit(self, offsets: dict[TopicPartition, Any], timeout_ms: int | None = None) -> None:
         committed = {partition: meta.offset for partition, meta in offsets.items()}
         self.commits.append(committed)
-        self.committed.update(committed)
+        self.committed_offsets.update(committed)
 
     def commit_async(self, offsets: dict[TopicPartition, Any]) -> None:
         self.commit(offsets)
@@ -122,6 +122,9 @@ class FakeConsumer:
 
     def position(self, partition: TopicPartition, timeout_ms: int | None = None) -> int:
         return self.positions[partition]
+
+    def committed(self, partition: TopicPartition, timeout_ms: int | None = None) -> int | None:
+        return self.committed_offsets.get(partition)
 
     def close(self, autocommit: bool = False, timeout_ms: int | None = None) -> None:
         assert not autocommit
@@ -248,7 +251,7 @@ class Run:
 
     def all_committed(self) -> bool:
         return all(
-            self.consumer.committed.get(partition) == EVENTS_PER_PARTITION
+            self.consumer.committed_offsets.get(partition) == EVENTS_PER_PARTITION
             for partition in self.consumer.partitions
         )
 
