@@ -225,6 +225,8 @@ class KafkaIntake:
             self._joined = False
             self._contact.unwatch()
             self.stats.assigned_partitions = 0
+            # Its partitions go to the other members, whose lag counts them: not here as well.
+            self.stats.set_lag({})
             # After an error: what is still in flight is read again, here or by another member.
             self._drop_in_flight()
             self._close(consumer)

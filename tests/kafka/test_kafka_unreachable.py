@@ -1,5 +1,6 @@
 """A broker nobody can reach is an outage to wait out, said in one line a try: no traceback for
-it, neither from building the consumer nor from the intake's loop (no broker runs here)."""
+it, neither from building the consumer nor from the intake's loop; and meanwhile the member
+reports no lag for partitions it no longer holds (no broker runs here)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ import threading
 from typing import Any
 
 import pytest
-from kafka.errors import KafkaTimeoutError
+from kafka.errors import KafkaConnectionError, KafkaTimeoutError
+from kafka.structs import TopicPartition
 from kafka_harness import wait_until
 
 from ledger.bootstrap import intake_limits
@@ -150,3 +152,78 @@ def test_a_consumer_that_found_no_broker_leaves_no_thread_or_socket_behind() -> 
     )
     counts = [tuple(map(int, line.split())) for line in tries.stdout.strip().splitlines()]
     assert len(counts) == 4 and len(set(counts)) == 1, counts  # after the first, nothing more kept
+
+
+class GoneAfterAssignment:
+    """A consumer assigned one partition (10 records, 4 committed) on its first poll, whose
+    connection is lost on a later poll once `lose` is set."""
+
+    PARTITION = TopicPartition("stock.events", 0)
+
+    def __init__(self) -> None:
+        self.lose = threading.Event()
+        self._listener: Any = None
+        self._assigned = False
+
+    def subscribe(self, topics: list[str], listener: Any) -> None:
+        self._listener = listener
+
+    def poll(self, timeout_ms: int, max_records: int) -> dict[Any, list[Any]]:
+        if not self._assigned:
+            self._assigned = True
+            self._listener.on_partitions_assigned([self.PARTITION])
+        if self.lose.wait(timeout_ms / 1000):
+            raise KafkaConnectionError("the connection to the broker was lost")
+        return {}
+
+    def assignment(self) -> set[Any]:
+        return {self.PARTITION} if self._assigned else set()
+
+    def paused(self) -> set[Any]:
+        return set()
+
+    def highwater(self, partition: Any) -> int:
+        return 10
+
+    def committed(self, partition: Any, timeout_ms: int) -> int:
+        return 4
+
+    def position(self, partition: Any, timeout_ms: int) -> int:
+        return 4
+
+    def close(self, autocommit: bool, timeout_ms: int) -> None:
+        pass
+
+
+def test_a_member_whose_consumer_is_gone_reports_no_lag_for_partitions_it_no_longer_holds() -> None:
+    """Else its last lag stayed on /metrics (and /readyz) while it was out of the group, for
+    partitions the other members had taken over and counted as well."""
+    first = GoneAfterAssignment()
+    rebuilding = threading.Event()
+    built = [False]
+
+    def factory(chosen: Settings) -> Any:
+        if not built[0]:
+            built[0] = True
+            return first
+        rebuilding.set()
+        raise BrokerUnreachable("no broker at nowhere:1 answered")
+
+    chosen = settings()
+    intake = KafkaIntake(
+        NeverReached(),
+        chosen,
+        intake_limits(chosen),
+        consumer_factory=factory,
+        producer_factory=lambda _: None,
+    )
+    handle = ConsumerHandle(intake).start()
+    try:
+        wait_until(lambda: intake.stats.lag_records == 6, DEADLINE_S, "the lag of the partition assigned")
+        first.lose.set()
+        assert rebuilding.wait(DEADLINE_S), "the intake did not build its consumer again"
+        assert intake.stats.assigned_partitions == 0
+        assert intake.stats.lag_by_partition == {}
+        assert intake.stats.lag_records is None
+    finally:
+        assert handle.stop(DEADLINE_S)
