@@ -13,6 +13,8 @@ from pathlib import Path
 
 import confluent_kafka
 import pytest
+from kafka import KafkaConsumer, TopicPartition
+from kafka.structs import OffsetAndMetadata
 from kafka_harness import Broker, TopicReader, envelope, intake_settings, started_ledger, wait_until
 
 from ledger.config import Settings
@@ -71,5 +73,34 @@ def test_the_group_commits_past_a_transactions_marker_and_its_lag_reaches_0(
         )
         wait_until(lambda: handle.lag == 0, DEADLINE_S, "a lag of 0")
         assert handle.stats.records_committed == EVENTS  # a marker is no record
+    finally:
+        assert handle.stop()
+
+
+def test_an_intake_that_starts_just_before_a_transactions_marker_commits_past_it(
+    broker: Broker, settings: Settings, ledger: Ledger
+) -> None:
+    """As after a restart of a member that had committed the transaction's events but not its
+    marker: the marker is all there is to read, and nothing is recorded."""
+    produce_in_a_transaction(settings)
+    partition = TopicPartition(settings.kafka_topic, 0)
+    earlier = KafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap, group_id=settings.kafka_group, enable_auto_commit=False
+    )
+    try:
+        earlier.assign([partition])
+        earlier.commit({partition: OffsetAndMetadata(EVENTS, "", -1)})
+    finally:
+        earlier.close(autocommit=False)
+    handle = start_consumer(ledger, settings)
+    try:
+        end = EVENTS + 1
+        wait_until(
+            lambda: broker.committed(settings.kafka_group).get(0) == end,
+            DEADLINE_S,
+            f"the group's offset committed up to {end}, past the marker",
+        )
+        wait_until(lambda: handle.lag == 0, DEADLINE_S, "a lag of 0")
+        assert handle.stats.records_consumed == 0
     finally:
         assert handle.stop()
