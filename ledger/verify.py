@@ -22,6 +22,7 @@ import contextlib
 import os
 import sqlite3
 import tempfile
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +42,10 @@ from ledger.storage.recorders import EVENTS_TABLE, LedgerRecorder, open_recorder
 
 ROWS_PER_FETCH = 2000  # rows read at a time from each side of a comparison
 SCRATCH_FILE = "replayed.db"
+# Between two tries at a stored table's lock (PostgreSQL), which never wait: a swap that holds the
+# table lets it go within its lock wait (LEDGER_REBUILD_SWAP_LOCK_WAIT_MS); the tries end after
+# the lock timeout (LEDGER_DB_LOCK_TIMEOUT_S).
+LOCK_TRY_PAUSE_S = 0.05
 
 ReplayProgress = Callable[[int, int], None]  # (position, head)
 CompareProgress = Callable[[str, int], None]  # (table, rows compared so far in it)
@@ -84,7 +89,7 @@ def verify(
 ) -> Report:
     report = Report(shown_max=shown_max)
     with (
-        _snapshot(database_url) as stored,
+        _snapshot(database_url, lock_timeout_s) as stored,
         tempfile.TemporaryDirectory(prefix="ledger-verify-", dir=scratch_dir) as scratch_path,
     ):
         report.head = stored.head()
@@ -205,10 +210,18 @@ class _PostgresSnapshot(_Snapshot):
     commits while the log is replayed would have the comparison read the new tables, whose rows the
     snapshot does not see, and a healthy ledger would differ in every row. So each table is
     locked before it is compared (a swap then waits for verify to end, as for any reader), and
-    one swapped before that is told: the tables are taken as they were when the snapshot began."""
+    one swapped before that is told: the tables are taken as they were when the snapshot began.
 
-    def __init__(self, side: _Side, head_sql: str) -> None:
+    The lock is asked for without waiting, in tries: the swap locks every table at once, in an
+    order of its own (ledger/rebuild/shadow.py, `lock_order`), and waits for those verify holds,
+    holding the others. Verify waiting then for one of those waited for a swap that waited for it,
+    and PostgreSQL cancelled one of the two: the rebuild, after its whole fill, or verify. Between
+    tries verify waits for nothing, so the swap gives up its attempt (its lock wait) as for any
+    reader, and the next try takes the table."""
+
+    def __init__(self, side: _Side, head_sql: str, lock_wait_s: int) -> None:
         super().__init__(side, head_sql)
+        self.lock_wait_s = lock_wait_s
         # pg_class read as a table is read in the snapshot; to_regclass reads the catalog as it is.
         self.tables = {
             table: self._oid(
@@ -226,16 +239,33 @@ class _PostgresSnapshot(_Snapshot):
     def hold(self, table: str) -> None:
         if self.tables[table] is None:
             return  # missing from the start: the comparison says so
-        self.side.connection.execute(f"LOCK TABLE {table} IN ACCESS SHARE MODE")
+        self._lock(table)
         if self._oid("SELECT to_regclass(%s)::oid", table) != self.tables[table]:
             raise CommandError(
                 f"{table} was replaced by `ledger rebuild` (rebuilt while verify ran): the live tables "
                 "are not those of verify's snapshot; run verify again"
             )
 
+    def _lock(self, table: str) -> None:
+        connection = self.side.connection
+        deadline = time.monotonic() + self.lock_wait_s
+        while True:
+            try:
+                with connection.transaction():  # a savepoint: a refused try undoes only itself
+                    connection.execute(f"LOCK TABLE {table} IN ACCESS SHARE MODE NOWAIT")
+                return
+            except psycopg.errors.LockNotAvailable:
+                if time.monotonic() + LOCK_TRY_PAUSE_S >= deadline:
+                    raise CommandError(
+                        f"{table} was locked by another session for {self.lock_wait_s} s "
+                        "(LEDGER_DB_LOCK_TIMEOUT_S): a `ledger rebuild` swapping it in, or a migration; "
+                        "run verify again"
+                    ) from None
+                time.sleep(LOCK_TRY_PAUSE_S)
+
 
 @contextlib.contextmanager
-def _snapshot(database_url: str) -> Iterator[_Snapshot]:
+def _snapshot(database_url: str, lock_wait_s: int) -> Iterator[_Snapshot]:
     """The stored database in one read-only snapshot."""
     refuse_missing_sqlite(database_url)  # a mistyped path is not read as an empty ledger
     path = sqlite_file(database_url)
@@ -259,7 +289,9 @@ def _snapshot(database_url: str) -> Iterator[_Snapshot]:
         connection.read_only = True
         pg_side = _PostgresSide(connection)
         _require_log(pg_side)
-        yield _PostgresSnapshot(pg_side, f"SELECT COALESCE(MAX(notification_id), 0) FROM {EVENTS_TABLE}")
+        yield _PostgresSnapshot(
+            pg_side, f"SELECT COALESCE(MAX(notification_id), 0) FROM {EVENTS_TABLE}", lock_wait_s
+        )
         connection.rollback()
 
 

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import sqlite3
+import threading
+import time
+from collections.abc import Sequence
 from typing import Any
 
 import psycopg
@@ -164,3 +167,134 @@ def test_a_rebuild_swapped_in_while_verify_replays_is_no_difference(postgres, tm
     assert rebuilt
     report = checked()  # run again, it compares the rebuilt tables
     assert (report.total, report.shown) == (0, []), report.shown
+
+
+SWAP_WAIT_MS = 3000  # the swap's wait for verify's tables: past both sessions' deadlock checks
+SWAP_WATCH_S = 120.0  # how long the test waits for the swap to wait for verify
+SWAP_WATCH_EVERY_S = 0.01
+
+
+def _until_the_swap_waits_for(database_url: str, held_by_verify: str, compared_later: Sequence[str]) -> None:
+    """Until a session waits for `held_by_verify` while it holds (ACCESS EXCLUSIVE) one of the
+    tables that verify compares later: a swap whose order differs from verify's."""
+    with psycopg.connect(database_url, autocommit=True) as watcher:
+        deadline = time.monotonic() + SWAP_WATCH_S
+        while not watcher.execute(
+            "SELECT 1 FROM pg_locks waits JOIN pg_locks holds ON holds.pid = waits.pid "
+            "WHERE NOT waits.granted AND waits.relation = %s::regclass AND holds.granted "
+            "AND holds.relation = ANY(%s::regclass[]) AND holds.mode = 'AccessExclusiveLock'",
+            (held_by_verify, list(compared_later)),
+        ).fetchall():
+            assert time.monotonic() < deadline, f"the swap never waited for {held_by_verify} holding another"
+            time.sleep(SWAP_WATCH_EVERY_S)
+
+
+def test_verify_and_a_swap_that_waits_for_it_do_not_deadlock(postgres, tmp_path):
+    """Verify locks each table when it comes to compare it, and keeps it; the swap locks them all at
+    once, in an order of its own (pg_class's: on a new database ledger_event_keys and three more
+    before ledger_levels, verify's first), and waits for the ones verify holds. Verify, asking
+    then for one the swap held already, waited for the swap that waited for it: PostgreSQL
+    cancelled one of the two, the rebuild after its whole fill or verify (found by review). Verify
+    now never waits while it holds a table: the swap gives up its attempt, as for any reader, and
+    verify goes on."""
+    import orjson
+
+    from ledger.projections.schema import PROJECTION_TABLES
+    from ledger.rebuild import RebuildLimits, rebuild
+    from ledger.storage.recorders import open_recorder
+    from ledger.verify import verify
+
+    database_url = postgres.create_database()
+    shop = unique("shop")
+    path = tmp_path / "h.jsonl"
+    events = (ev.receipt(shop, ("A", 5)), ev.sale(shop, ("A", 2)))
+    path.write_bytes(b"".join(orjson.dumps(event) + b"\n" for event in events))
+    imported = run_ledger_command(database_url, "import", "--quiet", str(path))
+    assert imported.returncode == 0, imported.stderr
+    first, *later = PROJECTION_TABLES  # verify compares them in this order
+    rebuilt: list[Any] = []
+    rebuilding: list[threading.Thread] = []
+
+    def rebuild_once() -> None:
+        # The ledger's own sessions: deadlock_timeout 100 ms (LEDGER_DB_DEADLOCK_TIMEOUT_MS).
+        recorder = open_recorder(database_url, 4, 30, create_tables=False)
+        try:
+            rebuilt.append(
+                rebuild(recorder, RebuildLimits(swap_lock_wait_ms=SWAP_WAIT_MS, swap_attempts_max=1))
+            )
+        except Exception as error:  # noqa: BLE001 - told below, in the test's thread
+            rebuilt.append(error)
+        finally:
+            recorder.close()
+
+    def compared(table: str, rows: int) -> None:
+        if table == first and not rebuilding:  # verify holds `first`, and asks for the others next
+            rebuilding.append(threading.Thread(target=rebuild_once))
+            rebuilding[0].start()
+            _until_the_swap_waits_for(database_url, first, later)
+
+    try:
+        report = verify(
+            database_url,
+            30,
+            page_entries=100,
+            scratch_dir=str(tmp_path),
+            shown_max=20,
+            replay_progress=lambda position, head: None,
+            compare_progress=compared,
+        )
+    finally:
+        for thread in rebuilding:
+            thread.join(SWAP_WATCH_S)
+    assert (report.total, report.shown) == (0, []), report.shown
+    [outcome] = rebuilt
+    assert isinstance(outcome, CommandError), repr(outcome)  # no deadlock: the swap gave up its attempt
+    assert "readers kept them for 1 attempts" in outcome.message
+    again = run_ledger_command(database_url, "rebuild", "--quiet")  # verify done, the swap goes through
+    assert again.returncode == 0, again.stderr
+
+
+def test_verify_tells_a_table_held_past_its_lock_timeout_in_one_line_and_never_queues(postgres, tmp_path):
+    """A session that holds a projection table (a swap in its lock wait, a migration's step): verify
+    waited for it in the table's queue, for as long as it was held, with no bound (its snapshot's
+    session has no lock timeout). It asks without waiting now, in tries, until its lock timeout."""
+    import orjson
+
+    database_url = postgres.create_database()
+    path = tmp_path / "h.jsonl"
+    path.write_bytes(orjson.dumps(ev.receipt(unique("shop"), ("A", 5))) + b"\n")
+    imported = run_ledger_command(database_url, "import", "--quiet", str(path))
+    assert imported.returncode == 0, imported.stderr
+    holder = psycopg.connect(database_url)
+    holder.execute("LOCK TABLE ledger_levels IN ACCESS EXCLUSIVE MODE")
+    done = threading.Event()
+    queued: list[bool] = []
+
+    def let_go_of_a_queued_verify() -> None:
+        """Lets verify have the table once it waits in its queue (as before the fix): no hang."""
+        with psycopg.connect(database_url, autocommit=True) as watcher:
+            while not done.is_set():
+                if watcher.execute(
+                    "SELECT 1 FROM pg_locks WHERE NOT granted AND relation = 'ledger_levels'::regclass"
+                ).fetchall():
+                    queued.append(True)
+                    holder.rollback()
+                    return
+                time.sleep(SWAP_WATCH_EVERY_S)
+
+    watching = threading.Thread(target=let_go_of_a_queued_verify)
+    watching.start()
+    try:
+        verified = run_ledger_command(
+            database_url, "verify", "--quiet", env={"LEDGER_DB_LOCK_TIMEOUT_S": "1"}
+        )
+    finally:
+        done.set()
+        watching.join(SWAP_WATCH_S)
+        holder.close()
+    assert not queued, "verify waited in the table's queue"
+    assert verified.returncode == 2, verified.stdout + verified.stderr
+    assert verified.stderr == (
+        "ledger verify: ledger_levels was locked by another session for 1 s (LEDGER_DB_LOCK_TIMEOUT_S): "
+        "a `ledger rebuild` swapping it in, or a migration; run verify again\n"
+    )
