@@ -172,14 +172,17 @@ def _swap(
     report: RebuildReport,
 ) -> float | None:
     """The last entries and the swap, in one transaction under the writers' lock; None when the
-    tables' readers did not let go in time (nothing was changed, the replay has not moved)."""
+    tables' readers did not let go in time, or one made a deadlock with the locks being taken
+    (nothing was changed, the replay has not moved)."""
     with recorder.read_transaction() as tx:  # before the writers' lock: a round trip less under it
         lock_order = shadow.with_views(tx, shadow.lock_order(tx, PROJECTION_TABLES), PROJECTION_TABLES)
     asked = time.monotonic()
+    locking = True
     try:
         with recorder.write_transaction() as tx:  # the writers' lock on the log, as every batch takes
             shadow.lock(tx, lock_order, limits.swap_lock_wait_ms)
-            head = recorder.head(tx)  # waits for both locks
+            head = recorder.head(tx)  # waits for both locks (pipelined: their errors arrive here)
+            locking = False
             for page in replay.pages(recorder, head, limits.batch_entries):
                 write_batch(tx, page.batch, SHADOWS)
                 report.entries_swapped += page.entries
@@ -193,7 +196,7 @@ def _swap(
             shadow.swap(tx, PROJECTION_TABLES)
             report.head = head
     except Exception as error:
-        if _lock_not_available(error):
+        if _lock_not_available(error) or (locking and _deadlock(error)):
             report.swap_waits += 1
             return None
         raise
@@ -202,6 +205,18 @@ def _swap(
 
 
 def _lock_not_available(error: BaseException) -> bool:
+    return isinstance(_psycopg_error(error), psycopg.errors.LockNotAvailable)
+
+
+def _deadlock(error: BaseException) -> bool:
+    """A reader of two tables in one transaction (the service's reads of one moment, a report) that
+    held one the swap waited for, and then asked for one the swap held already: PostgreSQL cancels
+    the swap, which began to wait first and so checks first. While it takes its locks, nothing is
+    changed and the replay has not moved: the attempt is given up as after its lock wait (the
+    reader then goes on), not the whole rebuild."""
+    return isinstance(_psycopg_error(error), psycopg.errors.DeadlockDetected)
+
+
+def _psycopg_error(error: BaseException) -> BaseException | None:
     """The library's datastore re-raises psycopg's errors as its own, with psycopg's as the cause."""
-    cause = error if isinstance(error, psycopg.Error) else error.__cause__
-    return isinstance(cause, psycopg.errors.LockNotAvailable)
+    return error if isinstance(error, psycopg.Error) else error.__cause__

@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import tempfile
 import threading
 import time
+from pathlib import Path
 
 import psycopg
 import pytest
 from support import db
+from support import events as ev
 from support.ids import unique
 from support.load import WritesUnderWay
 from support.reservation_lines import recomputed_from, rows_of_index
@@ -238,6 +241,76 @@ def _until_waiting_on_a_lock(database_url: str, query_text: str) -> None:
         ).fetchall():
             assert time.monotonic() < deadline, "the reader never waited for the swap"
             time.sleep(SWAP_WATCH_EVERY_S)
+
+
+READER_DEADLOCK_CHECK = "-c deadlock_timeout=10s"  # the reader's own check: long after the swap's
+
+
+def test_a_reader_of_two_tables_costs_the_swap_an_attempt_not_the_whole_rebuild(postgres):
+    """A reader that reads two projection tables in one transaction (the service's reads of one
+    moment, an operator's report) and holds the first when the swap comes: the swap
+    takes the tables before it in its order and waits for it; the reader asks for one of those and
+    waits for the swap. PostgreSQL found the circle at the swap's deadlock check (it began to wait
+    first) and cancelled it: the whole rebuild failed, after its fill ("deadlock detected").
+    Nothing was changed yet, so the swap now gives up that attempt, as after its lock wait."""
+    from ledger.projections.schema import PROJECTION_TABLES
+
+    database_url = postgres.create_database()
+    path_events = [ev.receipt(unique("shop"), ("A", 5)), ev.receipt(unique("shop"), ("B", 2))]
+    _import(database_url, path_events)
+    first, later = "ledger_levels", [table for table in PROJECTION_TABLES if table != "ledger_levels"]
+    reader = psycopg.connect(database_url, options=READER_DEADLOCK_CHECK)
+    reader.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+    reader.execute(f"SELECT COUNT(*) FROM {first}").fetchone()  # holds ACCESS SHARE until the commit
+    counted: list[int] = []
+
+    def read_what_the_swap_holds() -> None:
+        with psycopg.connect(database_url, autocommit=True) as watcher:
+            held = _until_the_swap_waits_for(watcher, first, later)
+        counted.append(reader.execute(f"SELECT COUNT(*) FROM {held}").fetchone()[0])
+        reader.commit()
+
+    second_read = threading.Thread(target=read_what_the_swap_holds)
+    second_read.start()
+    recorder = open_recorder(database_url, 4, 30, create_tables=False)
+    try:
+        report = rebuild(recorder, RebuildLimits(swap_lock_wait_ms=3000, swap_attempts_max=3), None)
+    finally:
+        recorder.close()
+        second_read.join(SWAP_WATCH_S)
+        reader.close()
+    assert counted and counted[0] > 0, counted
+    assert report.swap_waits == 1 and report.swap_attempts == 2, report
+    verified = run_ledger_command(database_url, "verify", "--quiet")
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+
+
+def _import(database_url: str, events: list[dict]) -> None:
+    import orjson
+
+    with tempfile.TemporaryDirectory() as directory:
+        path = Path(directory) / "events.jsonl"
+        path.write_bytes(b"".join(orjson.dumps(event) + b"\n" for event in events))
+        imported = run_ledger_command(database_url, "import", "--quiet", str(path))
+    assert imported.returncode == 0, imported.stderr
+
+
+def _until_the_swap_waits_for(watcher: psycopg.Connection, held: str, others: list[str]) -> str:
+    """Until a session waits for `held` while it holds (ACCESS EXCLUSIVE) some of `others`; one of
+    those."""
+    deadline = time.monotonic() + SWAP_WATCH_S
+    while True:
+        holding = watcher.execute(
+            "SELECT holds.relation::regclass::text FROM pg_locks waits JOIN pg_locks holds "
+            "ON holds.pid = waits.pid WHERE NOT waits.granted AND waits.relation = %s::regclass "
+            "AND holds.granted AND holds.relation = ANY(%s::regclass[]) "
+            "AND holds.mode = 'AccessExclusiveLock' ORDER BY 1",
+            (held, others),
+        ).fetchall()
+        if holding:
+            return str(holding[0][0])
+        assert time.monotonic() < deadline, f"the swap never waited for {held} holding another"
+        time.sleep(SWAP_WATCH_EVERY_S)
 
 
 def test_one_rebuild_at_a_time(postgres):
