@@ -26,6 +26,7 @@ from ledger.cli_errors import (
     int_from,
     missing_sqlite_file,
     refuse_missing_sqlite,
+    refuse_no_ledger,
 )
 from ledger.config import Settings
 from ledger.domain.ids import ID_PATTERN as RUN_ID_PATTERN
@@ -143,9 +144,14 @@ def _database(settings: Settings, *, may_make: bool = False) -> Any:
     from adapters.db import open_database
 
     remember_settings(settings)
+    if not may_make:
+        refuse_no_ledger(
+            settings.database_url,
+            settings.db_lock_timeout_s,
+            settings.db_deadlock_timeout_ms,
+            made_by="`ledger migrate`",
+        )
     missing = missing_sqlite_file(settings.database_url)
-    if missing is not None and not may_make:
-        refuse_missing_sqlite(settings.database_url, made_by="`ledger migrate`")
     if missing is not None:
         print(f"ledger adapters: no ledger at {os.path.abspath(missing)}: making a new one", file=sys.stderr)
     with database_url_checked():

@@ -34,7 +34,7 @@ from ledger.cli_errors import (
     int_from,
     missing_sqlite_file,
     redacted_url,
-    refuse_missing_sqlite,
+    refuse_no_ledger,
 )
 from ledger.config import Settings
 from ledger.importer.cli import register as register_import_command
@@ -60,7 +60,12 @@ def _rebuild(args: argparse.Namespace, settings: Settings) -> int:
     from ledger.rebuild import RebuildLimits, rebuild
     from ledger.rebuild.online import connections_at_once
 
-    refuse_missing_sqlite(settings.database_url)
+    refuse_no_ledger(
+        settings.database_url,
+        settings.db_lock_timeout_s,
+        settings.db_deadlock_timeout_ms,
+        made_by="`ledger migrate`",
+    )
     limits = RebuildLimits.from_settings(settings)
     # A pool the rebuild never waits on, whatever LEDGER_DB_POOL_SIZE (the service's) allows.
     pool_size = max(settings.db_pool_size, connections_at_once(limits))

@@ -96,3 +96,34 @@ def refuse_missing_sqlite(database_url: str, *, made_by: str | None = None) -> N
     path = missing_sqlite_file(database_url)
     if path is not None:
         raise CommandError(f"{path}: no such database" + (f" ({made_by} makes a new one)" if made_by else ""))
+
+
+def refuse_no_ledger(
+    database_url: str, lock_timeout_s: int, deadlock_timeout_ms: int, *, made_by: str | None = None
+) -> None:
+    """refuse_missing_sqlite's rule for a database that is there: one that holds no ledger (another
+    program's SQLite file or PostgreSQL database, the server's own `postgres`) is refused, never
+    given every table of a ledger by the command's own opening of it. Whatever its release, a
+    ledger holds its log (one from before the schema's versions were recorded, too)."""
+    from ledger.storage.migrator import holds_table
+    from ledger.storage.recorders import EVENTS_TABLE, open_recorder
+
+    refuse_missing_sqlite(database_url, made_by=made_by)
+    with database_url_checked():
+        reader = open_recorder(
+            database_url,
+            2,
+            lock_timeout_s,
+            create_tables=False,
+            read_only=True,
+            deadlock_timeout_ms=deadlock_timeout_ms,
+        )
+    try:
+        found = holds_table(reader, EVENTS_TABLE)
+    finally:
+        reader.close()
+    if not found:
+        raise CommandError(
+            f"{redacted_url(database_url)} holds no ledger (no {EVENTS_TABLE} table)"
+            + (f": {made_by} makes one" if made_by else "")
+        )

@@ -33,7 +33,7 @@ from ledger.access.store import (
     read_tokens,
     revoke_token,
 )
-from ledger.cli_errors import CommandError, database_url_checked, missing_sqlite_file, refuse_missing_sqlite
+from ledger.cli_errors import CommandError, database_url_checked, missing_sqlite_file, refuse_no_ledger
 from ledger.clock import utc_now, utc_text
 from ledger.config import Settings
 from ledger.storage.migrator import plan_of
@@ -82,9 +82,14 @@ def _database(settings: Settings, *, may_make: bool = False, read_only: bool = F
     make the ledger (so that a service never runs open), and says so on stderr. `read_only`: a
     schema up to date is read as it is (a backup's SQLite file stays in its rollback-journal mode,
     not switched to WAL); one that lacks migrations gets them, as for the other actions."""
+    if not may_make:
+        refuse_no_ledger(
+            settings.database_url,
+            settings.db_lock_timeout_s,
+            settings.db_deadlock_timeout_ms,
+            made_by="`ledger migrate`",
+        )
     missing = missing_sqlite_file(settings.database_url)
-    if missing is not None and not may_make:
-        refuse_missing_sqlite(settings.database_url, made_by="`ledger migrate`")
     if missing is not None:
         print(f"ledger tokens: no ledger at {os.path.abspath(missing)}: making a new one", file=sys.stderr)
     if read_only:

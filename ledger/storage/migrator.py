@@ -331,6 +331,18 @@ def plan_of(recorder: Any) -> Plan:
     return sqlite_plan(recorder) if recorder.qmark else pg_plan(recorder)
 
 
+def holds_table(recorder: Any, table: str) -> bool:
+    """Whether the database has `table`, read without changing anything: whether it holds a ledger
+    at all (its log), for a command that must find one rather than make one."""
+    if recorder.qmark:
+        with recorder.datastore.get_connection(commit=False) as conn:
+            cursor = conn.cursor()
+            cursor.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (table,))
+            return bool(cursor.fetchall())
+    with recorder.datastore.get_connection() as conn:
+        return _pg_exists(conn, table)
+
+
 def sqlite_migrate(recorder: Any, schema: SchemaHistory = LEDGER_SCHEMA) -> tuple[Migration, ...]:
     """Applies what is pending, all in one BEGIN IMMEDIATE (waited for up to the datastore's lock
     timeout, as every write is); returns them."""

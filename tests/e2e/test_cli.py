@@ -201,9 +201,14 @@ def test_a_push_target_that_is_no_http_url_is_refused_at_start(tmp_path: Path, n
 def test_a_database_sqlite_cannot_use_is_one_line(tmp_path: Path) -> None:
     # sqlite3.OperationalError ('disk I/O error', 'database is locked', 'readonly database')
     # reached the user as a traceback from several commands.
-    for command in (["tokens", "list"], ["rebuild", "--quiet"], ["migrate"]):
+    # (A command that reads a ledger finds none there first: it reads as an empty database.)
+    for command, problem in (
+        (["tokens", "list"], "holds no ledger"),
+        (["rebuild", "--quiet"], "holds no ledger"),
+        (["migrate"], "cannot use the database"),
+    ):
         done = ledger(tmp_path, *command, LEDGER_DATABASE_URL="sqlite:////dev/null")
-        assert_refused_in_one_line(done, "cannot use the database", "sqlite:////dev/null")
+        assert_refused_in_one_line(done, problem, "sqlite:////dev/null")
 
 
 # -- bad arguments ---------------------------------------------------------------------------------------
@@ -345,6 +350,54 @@ def test_a_command_that_reads_a_ledger_does_not_make_one_where_there_is_none(
     done = ledger(tmp_path, *command, LEDGER_DATABASE_URL="sqlite:///mistyped.db")
     assert_refused_in_one_line(done, "mistyped.db: no such database")
     assert list(tmp_path.iterdir()) == []
+
+
+_READERS_OF_A_LEDGER = [
+    ["rebuild", "--quiet"],
+    ["verify", "--quiet"],
+    ["tokens", "list"],
+    ["tokens", "revoke", "ops"],
+    ["adapters", "status"],
+    ["mappings", "list"],
+    ["reconcile", "--source", "csv", "--file", "snapshot.csv", "--quiet"],
+]
+
+
+def _tables(database_url: str) -> list[str]:
+    from support import db
+
+    sql = (
+        "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name"
+        if database_url.startswith("sqlite")
+        else "SELECT table_name AS name FROM information_schema.tables WHERE table_schema = 'public' "
+        "ORDER BY table_name"
+    )
+    return [row["name"] for row in db.query(database_url, sql)]
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+@pytest.mark.parametrize("command", _READERS_OF_A_LEDGER)
+def test_a_command_that_reads_a_ledger_leaves_a_database_without_one_as_it_is(
+    tmp_path: Path, request: pytest.FixtureRequest, kind: str, command: list[str]
+) -> None:
+    """The file's rule (above) for a database that is there but holds no ledger: another program's
+    SQLite file, or a PostgreSQL database (the server's `postgres`, another program's). `tokens
+    list` there made every table of a ledger in it and listed no token, exit 0 (found by review);
+    so did a rebuild ("rebuilt every projection from 0 recorded events"), `adapters status` and the
+    rest. Only `ledger migrate` and `ledger serve` (and the first token, and an import) make one."""
+    from support import db
+
+    if kind == "sqlite":
+        url = f"sqlite:///{tmp_path / 'orders.db'}"
+    else:
+        url = request.getfixturevalue("postgres").create_database("orders")
+    db.execute(url, "CREATE TABLE orders (id INTEGER PRIMARY KEY, customer TEXT)")
+    (tmp_path / "snapshot.csv").write_text("store_id,sku,on_hand\nstore-1,SKU-1,1\n")
+
+    done = ledger(tmp_path, *command, LEDGER_DATABASE_URL=url)
+
+    assert_refused_in_one_line(done, "no ledger_events table")
+    assert _tables(url) == ["orders"]
 
 
 def test_a_command_that_makes_a_new_ledger_says_so_whatever_quiet_says(tmp_path: Path) -> None:
