@@ -22,6 +22,7 @@ from typing import Any, NoReturn
 import psycopg
 from eventsourcing.persistence import DatabaseError as StoreDatabaseError
 from eventsourcing.persistence import InterfaceError as StoreInterfaceError
+from eventsourcing.persistence import InternalError as StoreInternalError
 from eventsourcing.persistence import OperationalError as StoreOperationalError
 from eventsourcing.persistence import ProgrammingError as StoreProgrammingError
 from pydantic import ValidationError
@@ -429,13 +430,19 @@ def _one_line(text: str) -> str:
 CAUSE_DEPTH_MAX = 4  # how many causes deep an error is searched (the library wraps psycopg's once)
 
 
-def _permission_denied(error: BaseException) -> bool:
-    """Is this error (or what caused it) PostgreSQL's refusal of a privilege the role lacks?"""
+# PostgreSQL's refusals of any write, whatever it is, until someone changes the database: a privilege
+# the role lacks, and a read-only database (a standby's URL given by mistake, or
+# default_transaction_read_only set for maintenance; SQLSTATE 25006, an InternalError).
+_REFUSALS_OF_EVERY_WRITE = (psycopg.errors.InsufficientPrivilege, psycopg.errors.ReadOnlySqlTransaction)
+
+
+def _refused_every_write(error: BaseException) -> bool:
+    """Is this error (or what caused it) PostgreSQL's refusal of every write this role makes here?"""
     found: BaseException | None = error
     for _ in range(CAUSE_DEPTH_MAX):
         if found is None:
             return False
-        if isinstance(found, psycopg.errors.InsufficientPrivilege):
+        if isinstance(found, _REFUSALS_OF_EVERY_WRITE):
             return True
         found = found.__cause__
     return False
@@ -469,11 +476,17 @@ def main(argv: list[str] | None = None) -> int:
         # A database locked too long, read-only, or not a file SQLite can use (disk I/O error).
         url = redacted_url(settings.database_url) if settings else "LEDGER_DATABASE_URL"
         problem = f"cannot use the database at {url}: {error}"
-    except (psycopg.ProgrammingError, StoreProgrammingError) as error:
+    except (
+        psycopg.ProgrammingError,
+        StoreProgrammingError,
+        psycopg.InternalError,
+        StoreInternalError,
+    ) as error:
         # A role without the rights the command needs (PostgreSQL's "permission denied for schema
-        # public"), as SQLite's read-only file is: the database's owner grants them. Any other
-        # ProgrammingError is the ledger's own bug, shown whole.
-        if not _permission_denied(error):
+        # public"), or a read-only database ("cannot execute CREATE TABLE in a read-only
+        # transaction"), as SQLite's read-only file is: the database's owner grants them, or the
+        # URL names the primary. Any other of these errors is the ledger's own bug, shown whole.
+        if not _refused_every_write(error):
             raise
         url = redacted_url(settings.database_url) if settings else "LEDGER_DATABASE_URL"
         problem = f"cannot use the database at {url}: {error}"

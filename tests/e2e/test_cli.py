@@ -446,6 +446,41 @@ def test_migrate_check_with_drop_other_batch_functions_is_refused(tmp_path: Path
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["migrate"],
+        ["rebuild", "--quiet"],
+        ["tokens", "create", "--name", "ops-2", "--role", "admin"],
+        ["tokens", "revoke", "ops"],
+        ["mappings", "load", "mappings.csv"],
+    ],
+)
+def test_a_read_only_postgresql_database_is_refused_in_one_line(
+    tmp_path: Path, request: pytest.FixtureRequest, command: list[str]
+) -> None:
+    """A standby's URL given by mistake, or a database set read-only for maintenance: every write
+    is refused with SQLSTATE 25006, an InternalError, and each command that writes ended in its
+    traceback (found by review). The service already tells it as the database being unavailable."""
+    from urllib.parse import urlsplit
+
+    from support import db
+
+    url = request.getfixturevalue("postgres").create_database("standby")
+    assert ledger(tmp_path, "migrate", LEDGER_DATABASE_URL=url).returncode == 0
+    made = ledger(tmp_path, "tokens", "create", "--name", "ops", "--role", "admin", LEDGER_DATABASE_URL=url)
+    assert made.returncode == 0, made.stderr
+    if command == ["migrate"]:  # an empty database: nothing made yet
+        url = request.getfixturevalue("postgres").create_database("standby")
+    db.execute(url, f"ALTER DATABASE {urlsplit(url).path.lstrip('/')} SET default_transaction_read_only = on")
+    (tmp_path / "mappings.csv").write_text("system,kind,local_id,external_id\nbitrix,store,s-1,7\n")
+
+    done = ledger(tmp_path, *command, LEDGER_DATABASE_URL=url)
+
+    line = assert_refused_in_one_line(done, "cannot use the database", "read-only transaction")
+    assert line.startswith(f"ledger {command[0]}"), line
+
+
 # A password may hold `@` unencoded: the host is after the last one (as the ledger connects), and
 # the line showed what followed the first ("***@cret-7@127.0.0.1").
 @pytest.mark.parametrize("password", ["secret", "se@cret-7"])
