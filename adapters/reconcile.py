@@ -120,8 +120,10 @@ def make_report(
 def write_report(report: Report, out_dir: Path) -> tuple[Path, Path]:
     """`reconcile-<source>-<run>.csv` (the lines) and `.json` (everything), for review."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    stem = out_dir / f"reconcile-{report.source}-{report.run_id}"
-    csv_path, json_path = stem.with_suffix(".csv"), stem.with_suffix(".json")
+    # Named by appending, not Path.with_suffix: a run id may hold dots (`count.1`), and with_suffix
+    # took its last one for a suffix, so that runs `count.1` and `count.2` wrote the same files.
+    stem = f"reconcile-{report.source}-{report.run_id}"
+    csv_path, json_path = out_dir / f"{stem}.csv", out_dir / f"{stem}.json"
     with csv_path.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(["store_id", "sku", "ledger", "external", "difference"])

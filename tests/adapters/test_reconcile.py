@@ -518,6 +518,31 @@ def test_the_command_reports_first_and_applies_the_reviewed_run_by_its_id(
     assert levels(ledger, "store-1", "SKU-2") == {"SKU-2": 500}
 
 
+def test_each_run_keeps_report_files_of_its_own_whatever_dots_its_id_holds(
+    tmp_path, monkeypatch, database_url, ledger, record, capsys
+):
+    """A run id may hold dots (`2026.12.07`). The files were named with Path.with_suffix, which took
+    the id's last dot for a suffix: runs `count.1` and `count.2` both wrote reconcile-csv-count.csv,
+    the second over the report of the first while it was being reviewed (found by review)."""
+    monkeypatch.setenv("LEDGER_DATABASE_URL", database_url)
+    record(event(RECEIPT, "store-1", ("SKU-1", 10)))
+    count = count_file(tmp_path / "count.csv", "store-1,SKU-1,9,")
+    out = tmp_path / "out"
+    report = ["reconcile", "--source", "csv", "--file", str(count), "--out-dir", str(out), "--quiet"]
+
+    assert main([*report, "--run-id", "count.1"]) == 0
+    first = capsys.readouterr().out
+    count_file(count, "store-1,SKU-1,8,")
+    assert main([*report, "--run-id", "count.2"]) == 0
+
+    assert f"report: {out / 'reconcile-csv-count.1.csv'} and {out / 'reconcile-csv-count.1.json'}" in first
+    for run, external in (("count.1", 9), ("count.2", 8)):
+        body = json.loads((out / f"reconcile-csv-{run}.json").read_text())
+        assert body["run_id"] == run and body["discrepancies"][0]["external_units"] == external
+        written = (out / f"reconcile-csv-{run}.csv").read_text().splitlines()
+        assert written[1] == f"store-1,SKU-1,10,{external},{external - 10}"
+
+
 @pytest.mark.parametrize(
     "option", [["--master", "ledger"], ["--master", "external"], ["--out-dir", "elsewhere"]]
 )
