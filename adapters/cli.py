@@ -36,6 +36,10 @@ log = secret_safe_logger("adapters.cli")
 # The push targets' names (each target class's `name`; tests/adapters check that they agree).
 PUSH_TARGETS = ("bitrix", "moysklad", "wms", "wms-inbound")
 PARKED_SHOWN_MAX = 10_000
+NOTHING_CONFIGURED = (
+    "no adapter is configured: set LEDGER_BITRIX_WEBHOOK_URL, LEDGER_MOYSKLAD_TOKEN or "
+    "LEDGER_WMS_BASE_URL (see adapters/README.md)"
+)
 
 
 def register(subcommands: Any) -> None:
@@ -419,9 +423,18 @@ def _wms_snapshot(
 
 
 def _run(args: argparse.Namespace, settings: Settings) -> int:
-    from adapters.runner import Runner, build_adapters, refuse_unusable_webhook_secrets
+    from adapters.runner import (
+        Runner,
+        bitrix_config,
+        build_adapters,
+        moysklad_config,
+        refuse_unusable_webhook_secrets,
+        wms_config,
+    )
 
     refuse_unusable_webhook_secrets(settings)  # before a new ledger is made for a start refused
+    if not any(config(settings) for config in (bitrix_config, moysklad_config, wms_config)):
+        raise CommandError(NOTHING_CONFIGURED)  # likewise: a new ledger for no adapter is litter
     recorder = _database(settings, may_make=True)
     needs_sink = bool(settings.moysklad_token or (settings.wms_base_url and settings.wms_api_key))
     sink, ledger = _ledger_sink(settings) if needs_sink else (None, None)
@@ -431,10 +444,7 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         if args.only:
             adapters.workers = {name: w for name, w in adapters.workers.items() if name in args.only}
         if not adapters.workers and adapters.inbox is None:
-            raise CommandError(
-                "no adapter is configured: set LEDGER_BITRIX_WEBHOOK_URL, LEDGER_MOYSKLAD_TOKEN or "
-                "LEDGER_WMS_BASE_URL (see adapters/README.md)"
-            )
+            raise CommandError(NOTHING_CONFIGURED)  # none left by --only
         if args.once:
             return _run_once(adapters, full=args.full)
         if args.full:

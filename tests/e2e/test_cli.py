@@ -419,6 +419,18 @@ def test_a_command_that_makes_a_new_ledger_says_so_whatever_quiet_says(tmp_path:
     assert ledger(tmp_path, "tokens", "list", **other).stdout.count("\n") == 2  # the header and ops
 
 
+@pytest.mark.parametrize("once", [["--once"], []])
+def test_adapters_run_with_no_adapter_configured_is_refused_and_makes_no_ledger(
+    tmp_path: Path, once: list[str]
+) -> None:
+    # Run with no LEDGER_BITRIX_*, LEDGER_MOYSKLAD_* or LEDGER_WMS_* (another shell, a service
+    # file without its environment), it made a new, empty ledger file, said so, and only then
+    # refused for want of an adapter (found by review).
+    done = ledger(tmp_path, "adapters", "run", *once)
+    assert_refused_in_one_line(done, "ledger adapters run", "no adapter is configured")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_rebuild_draws_no_progress_bar_into_a_file(tmp_path: Path) -> None:
     assert ledger(tmp_path, "migrate").returncode == 0
     done = ledger(tmp_path, "rebuild")  # stderr is a pipe here, as it is in a log file
