@@ -13,9 +13,9 @@ from support.server import LedgerServer
 
 DATABASE_KINDS = ("sqlite", "postgres")
 ServerFactory = Callable[..., LedgerServer]
-# The suite runs on two workers, a test file at a time each (pyproject.toml: -n 2 --dist loadfile),
+# The suite runs on three workers, a test file at a time each (pyproject.toml: -n 3 --dist loadfile),
 # handed out in the order collected. Files that take longest go first, so that the quick unit tests
-# fill the end and both workers finish together: a file with a `slow` test, then by tier.
+# fill the end and the workers finish together: a file with a `slow` test, then by tier.
 TIERS_LONGEST_FIRST = ("production", "kafka", "browser", "integration", "adapters", "e2e", "deployment")
 
 

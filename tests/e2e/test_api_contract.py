@@ -9,7 +9,7 @@ the field, as it should be. They are: a quantity written `2.0` (an integer to JS
 ledger); a `uom` not in LEDGER_UNITS (a setting); `as_of` with `position`; a history cursor not
 from `next`; the same SKU twice in one event.
 
-Bounded for CI's budget: MAX_EXAMPLES per operation and phase, two workers (about 30 s here).
+Bounded for CI's budget: MAX_EXAMPLES per operation and phase, two schemathesis workers.
 """
 
 from __future__ import annotations
