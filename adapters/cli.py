@@ -36,6 +36,7 @@ log = secret_safe_logger("adapters.cli")
 # The push targets' names (each target class's `name`; tests/adapters check that they agree).
 PUSH_TARGETS = ("bitrix", "moysklad", "wms", "wms-inbound")
 PARKED_SHOWN_MAX = 10_000
+SHOWN_MAX = 1_000_000  # a reconciliation's differences printed, each a line: more is no one's reading
 NOTHING_CONFIGURED = (
     "no adapter is configured: set LEDGER_BITRIX_WEBHOOK_URL, LEDGER_MOYSKLAD_TOKEN or "
     "LEDGER_WMS_BASE_URL (see adapters/README.md)"
@@ -82,7 +83,9 @@ def register(subcommands: Any) -> None:
     reconcile.add_argument(
         "--force", action="store_true", help="with --apply: past LEDGER_ADAPTERS_RECONCILE_* limits too"
     )
-    reconcile.add_argument("--show", type=int, default=20, help="how many lines to print (default 20)")
+    reconcile.add_argument(
+        "--show", type=int_from(0, SHOWN_MAX), default=20, help="how many lines to print (default 20)"
+    )
     reconcile.add_argument("--quiet", action="store_true", help="no progress bar")
     reconcile.set_defaults(handler=_reconcile)
 

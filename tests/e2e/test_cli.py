@@ -252,6 +252,17 @@ def test_an_argument_out_of_its_range_is_refused_before_anything_starts(
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("show", ["-1", "many"])
+def test_a_reconcile_preview_of_a_negative_length_is_refused_before_anything_is_read(
+    tmp_path: Path, show: str
+) -> None:
+    # --show -1 printed every difference but the last, then "... and N more" of one more than there
+    # were: the preview a reconciliation is reviewed by, before it changes stock.
+    done = ledger(tmp_path, "reconcile", "--source", "csv", "--file", "stock.csv", "--show", show)
+    assert_refused_in_one_line(done, "ledger reconcile", "--show", "must be an integer from 0 to")
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.parametrize("workers", ["1", "2"])  # asyncio binds the one worker's socket, uvicorn several's
 def test_a_port_in_use_is_refused_in_one_line_before_anything_starts(tmp_path: Path, workers: str) -> None:
     with socket.socket() as taken:
