@@ -152,12 +152,7 @@ def _database(settings: Settings, *, may_make: bool = False) -> Any:
 
     remember_settings(settings)
     if not may_make:
-        refuse_no_ledger(
-            settings.database_url,
-            settings.db_lock_timeout_s,
-            settings.db_deadlock_timeout_ms,
-            made_by="`ledger migrate`",
-        )
+        refuse_no_ledger(settings, made_by="`ledger migrate`")
     missing = missing_sqlite_file(settings.database_url)
     if missing is not None:
         print(f"ledger adapters: no ledger at {os.path.abspath(missing)}: making a new one", file=sys.stderr)

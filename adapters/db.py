@@ -22,7 +22,7 @@ from adapters.migrations import ADAPTERS_SCHEMA
 from ledger.clock import utc_now, utc_text
 from ledger.sql import SqlTx
 from ledger.storage.migrator import pg_migrate, pg_plan, plan_of, sqlite_migrate, sqlite_plan
-from ledger.storage.recorders import SQLiteLedgerRecorder, open_recorder
+from ledger.storage.recorders import SQLiteLedgerRecorder, open_read_only, open_recorder
 
 
 def is_sqlite(recorder: Any) -> bool:
@@ -83,14 +83,7 @@ def open_reader(database_url: str, lock_timeout_s: int, deadlock_timeout_ms: int
     there: a ledger no adapter has run on has none, and nothing to show. None when the ledger's
     or the adapters' schema lacks a migration: the caller opens the database as every other
     command does, which applies them (the reads expect the tables as this release has them)."""
-    reader = open_recorder(
-        database_url,
-        2,
-        lock_timeout_s,
-        create_tables=False,
-        read_only=True,
-        deadlock_timeout_ms=deadlock_timeout_ms,
-    )
+    reader = open_read_only(database_url, lock_timeout_s, deadlock_timeout_ms)
     try:
         ledger_plan = plan_of(reader)
         adapters_plan = (sqlite_plan if is_sqlite(reader) else pg_plan)(reader, ADAPTERS_SCHEMA)

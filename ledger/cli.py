@@ -61,12 +61,7 @@ def _rebuild(args: argparse.Namespace, settings: Settings) -> int:
     from ledger.rebuild import RebuildLimits, rebuild
     from ledger.rebuild.online import connections_at_once
 
-    refuse_no_ledger(
-        settings.database_url,
-        settings.db_lock_timeout_s,
-        settings.db_deadlock_timeout_ms,
-        made_by="`ledger migrate`",
-    )
+    refuse_no_ledger(settings, made_by="`ledger migrate`")
     limits = RebuildLimits.from_settings(settings)
     # A pool the rebuild never waits on, whatever LEDGER_DB_POOL_SIZE (the service's) allows.
     pool_size = max(settings.db_pool_size, connections_at_once(limits))

@@ -12,6 +12,10 @@ import math
 import os
 import re
 from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ledger.config import Settings
 
 # A shell's code for a command ended by Ctrl-C (128 + SIGINT): every command's, `ledger import`'s too.
 EXIT_INTERRUPTED = 130
@@ -98,26 +102,18 @@ def refuse_missing_sqlite(database_url: str, *, made_by: str | None = None) -> N
         raise CommandError(f"{path}: no such database" + (f" ({made_by} makes a new one)" if made_by else ""))
 
 
-def refuse_no_ledger(
-    database_url: str, lock_timeout_s: int, deadlock_timeout_ms: int, *, made_by: str | None = None
-) -> None:
+def refuse_no_ledger(settings: Settings, *, made_by: str | None = None) -> None:
     """refuse_missing_sqlite's rule for a database that is there: one that holds no ledger (another
     program's SQLite file or PostgreSQL database, the server's own `postgres`) is refused, never
     given every table of a ledger by the command's own opening of it. Whatever its release, a
     ledger holds its log (one from before the schema's versions were recorded, too)."""
     from ledger.storage.migrator import holds_table
-    from ledger.storage.recorders import EVENTS_TABLE, open_recorder
+    from ledger.storage.recorders import EVENTS_TABLE, open_read_only
 
+    database_url = settings.database_url
     refuse_missing_sqlite(database_url, made_by=made_by)
     with database_url_checked():
-        reader = open_recorder(
-            database_url,
-            2,
-            lock_timeout_s,
-            create_tables=False,
-            read_only=True,
-            deadlock_timeout_ms=deadlock_timeout_ms,
-        )
+        reader = open_read_only(database_url, settings.db_lock_timeout_s, settings.db_deadlock_timeout_ms)
     try:
         found = holds_table(reader, EVENTS_TABLE)
     finally:

@@ -37,7 +37,7 @@ from ledger.cli_errors import CommandError, database_url_checked, missing_sqlite
 from ledger.clock import utc_now, utc_text
 from ledger.config import Settings
 from ledger.storage.migrator import plan_of
-from ledger.storage.recorders import open_recorder
+from ledger.storage.recorders import open_read_only, open_recorder
 
 
 def register(commands: argparse._SubParsersAction[Any]) -> None:
@@ -83,24 +83,14 @@ def _database(settings: Settings, *, may_make: bool = False, read_only: bool = F
     schema up to date is read as it is (a backup's SQLite file stays in its rollback-journal mode,
     not switched to WAL); one that lacks migrations gets them, as for the other actions."""
     if not may_make:
-        refuse_no_ledger(
-            settings.database_url,
-            settings.db_lock_timeout_s,
-            settings.db_deadlock_timeout_ms,
-            made_by="`ledger migrate`",
-        )
+        refuse_no_ledger(settings, made_by="`ledger migrate`")
     missing = missing_sqlite_file(settings.database_url)
     if missing is not None:
         print(f"ledger tokens: no ledger at {os.path.abspath(missing)}: making a new one", file=sys.stderr)
     if read_only:
         with database_url_checked():
-            reader = open_recorder(
-                settings.database_url,
-                2,
-                settings.db_lock_timeout_s,
-                create_tables=False,
-                read_only=True,
-                deadlock_timeout_ms=settings.db_deadlock_timeout_ms,
+            reader = open_read_only(
+                settings.database_url, settings.db_lock_timeout_s, settings.db_deadlock_timeout_ms
             )
             try:
                 if not plan_of(reader).pending:

@@ -38,7 +38,7 @@ from ledger.projections.tables import write_batch
 from ledger.rebuild.replay import collection_paused, replay
 from ledger.storage.database_urls import sqlite_file
 from ledger.storage.migrator import plan_of
-from ledger.storage.recorders import EVENTS_TABLE, LedgerRecorder, open_recorder
+from ledger.storage.recorders import EVENTS_TABLE, LedgerRecorder, open_read_only, open_recorder
 
 ROWS_PER_FETCH = 2000  # rows read at a time from each side of a comparison
 SCRATCH_FILE = "replayed.db"
@@ -93,7 +93,7 @@ def verify(
         tempfile.TemporaryDirectory(prefix="ledger-verify-", dir=scratch_dir) as scratch_path,
     ):
         report.head = stored.head()
-        log = open_recorder(database_url, 2, lock_timeout_s, create_tables=False, read_only=True)
+        log = open_read_only(database_url, lock_timeout_s)
         try:  # a schema this release does not know is refused, as every other command refuses it
             plan_of(log)
         except BaseException:

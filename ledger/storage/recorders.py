@@ -514,6 +514,7 @@ class SQLiteLedgerRecorder(_HeadAndClose, SQLiteApplicationRecorder):
 
 
 CONNECT_TIMEOUT_S = 3.0
+READER_POOL_SIZE = 2  # a command that reads: its one transaction at a time, and one to spare
 READ_ONLY_SESSION = {"options": "-c default_transaction_read_only=on"}
 
 
@@ -593,3 +594,18 @@ def open_recorder(
     if create_tables:
         recorder.create_table()
     return recorder
+
+
+def open_read_only(
+    database_url: str, lock_timeout_s: int, deadlock_timeout_ms: int = DEADLOCK_TIMEOUT_MS_DEFAULT
+) -> Any:
+    """A recorder for a command that only reads (`verify`, `tokens list`, `adapters status`, ...):
+    no table made, a SQLite file left in its journal mode, a PostgreSQL session read-only."""
+    return open_recorder(
+        database_url,
+        READER_POOL_SIZE,
+        lock_timeout_s,
+        create_tables=False,
+        read_only=True,
+        deadlock_timeout_ms=deadlock_timeout_ms,
+    )
