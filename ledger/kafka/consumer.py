@@ -120,6 +120,9 @@ class KafkaIntake:
         self._consumer_factory = consumer_factory
         self._stopping = threading.Event()
         self._backoff = Backoff(BROKER_RETRY_FIRST_S, settings.kafka_retry_backoff_ms_max / 1000)
+        # An idle member's commit that failed is tried again after these waits (`_commit_passed`).
+        self._commit_again_backoff = Backoff(BROKER_RETRY_FIRST_S, settings.kafka_retry_backoff_ms_max / 1000)
+        self._commit_again_at_s = 0.0  # time.monotonic()
         self._recorder = Recorder(
             ledger, settings.kafka_batches_in_flight_max, settings.kafka_refused_per_batch_max
         )
@@ -556,22 +559,29 @@ class KafkaIntake:
         consumer skips an aborted transaction's records. A batch's offsets end at its last record,
         so without this the group stayed short of the end of a partition for good once its
         transactional producer was idle: the lag never 0, and what an aborted transaction left
-        fetched again after every restart. Safe only with nothing in flight and nothing left
-        uncommitted: then every record before the consumer's position is recorded and committed
-        (a batch dropped unrecorded was handed back, its partition's position rewound to it)."""
-        if self._pipeline or self._uncommitted:
+        fetched again after every restart. Safe with nothing in flight: then every record before the
+        consumer's position is recorded, and committed or among the offsets whose commit failed (a
+        batch dropped unrecorded was handed back, its partition's position rewound to it). Those are
+        committed again here, after a backoff: else, the topic quiet, they waited for the next record,
+        and the group's offset and the lag stayed short of the end after one commit that failed."""
+        if self._pipeline:
             return
-        passed: dict[TopicPartition, int] = {}
+        if self._uncommitted and time.monotonic() < self._commit_again_at_s:
+            return  # tried again after a backoff, not at every idle poll
         for partition, committed in self._positions.items():
             try:
                 position = consumer.position(partition, timeout_ms=POSITION_TIMEOUT_MS)
             except KafkaError:
                 continue  # no longer assigned, or not known yet: nothing to go past
-            if position is not None and position > committed:
-                passed[partition] = position
-        if passed:
-            self._uncommitted.update(passed)
-            self.commit(consumer, [])
+            if position is not None and position > max(committed, self._uncommitted.get(partition, 0)):
+                self._uncommitted[partition] = position
+        if not self._uncommitted:
+            return
+        self.commit(consumer, [])
+        if self._uncommitted:
+            self._commit_again_at_s = time.monotonic() + self._commit_again_backoff.next_s()
+        else:
+            self._commit_again_backoff.reset()
 
     def _count_committed(self, counts: Uncommitted) -> None:
         with self._counting:
