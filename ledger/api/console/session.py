@@ -49,7 +49,7 @@ RETURN_TO_CHARS_MAX = 2048  # the page asked for, kept in the form; a longer one
 # A form with a token and the page to return to: form encoding may triple the page's characters
 # (`%` is sent as `%25`), and a body cut short would refuse a valid token.
 LOGIN_BODY_BYTES_MAX = 3 * RETURN_TO_CHARS_MAX + 1024
-LOGIN_FIELDS_MAX = 4  # the form's fields (token, next) and a few more read; the rest are ignored
+LOGIN_FIELDS = frozenset({"token", "next"})  # the form's fields; any other sent is ignored
 # The console's pages and assets are sent compressed to a browser that accepts it: a timeline page
 # of 500 points and uPlot shrink to about a quarter (a shop's tablet may be on a slow line).
 GZIP_BYTES_MIN = 1024
@@ -163,11 +163,11 @@ async def _form_fields(receive: Receive) -> dict[str, str]:
             return {}
         if not message.get("more_body"):
             break
-    # The first few fields only: the form has two, and parse_qs's own limit (max_num_fields) raised
-    # on a form with more, which the server answered 500 (a browser extension may add fields).
-    kept = "&".join(body.decode("latin-1").split("&", LOGIN_FIELDS_MAX)[:LOGIN_FIELDS_MAX])
-    fields = parse_qs(kept)
-    return {name: values[0] for name, values in fields.items() if values}
+    # Every field is read (the body is bounded above) and the form's own kept, wherever they stand:
+    # parse_qs's own limit (max_num_fields) raised on a form with more, answered 500, and the first
+    # few fields alone missed a token sent after those a browser extension added.
+    fields = parse_qs(body.decode("latin-1"))
+    return {name: values[0] for name, values in fields.items() if values and name in LOGIN_FIELDS}
 
 
 class ConsoleSession:
