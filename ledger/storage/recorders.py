@@ -586,6 +586,7 @@ def open_recorder(
             deadlock_timeout_ms=deadlock_timeout_ms,
             url_options=query,
         )
+        pg_datastore.schema = _session_schema(pg_datastore)
         recorder = PostgresLedgerRecorder(pg_datastore, migration_wait_s, writer_answer_wait_s)
     else:
         raise ValueError(
@@ -594,6 +595,24 @@ def open_recorder(
     if create_tables:
         recorder.create_table()
     return recorder
+
+
+def _session_schema(datastore: LedgerPostgresDatastore) -> str:
+    """The schema the sessions make and find tables in: the first of their search_path that exists
+    (a URL's `options=-csearch_path=…`, the role's or the database's default). The event library
+    qualifies its tables with the schema it is told, `public` unless told, while the ledger's own SQL
+    names none: the two must agree, or a ledger in a schema of its own had its log in `public`, every
+    other table in its schema, and failed at its first read."""
+    with datastore.transaction(commit=False) as cursor:
+        cursor.execute("SELECT current_schema() AS schema")
+        row = cursor.fetchone()
+    schema = row["schema"] if row else None
+    if not schema:
+        raise ValueError(
+            "LEDGER_DATABASE_URL's sessions have no schema to make tables in: their search_path names "
+            "none that exists (CREATE SCHEMA it, or set search_path in the URL's options)"
+        )
+    return str(schema)
 
 
 def open_read_only(
