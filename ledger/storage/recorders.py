@@ -597,14 +597,22 @@ def open_recorder(
     return recorder
 
 
+_PG_SESSION_SCHEMA = (
+    "SELECT COALESCE((SELECT n.nspname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+    f"WHERE c.oid = to_regclass('{EVENTS_TABLE}')), current_schema()) AS schema"
+)
+
+
 def _session_schema(datastore: LedgerPostgresDatastore) -> str:
     """The schema the sessions make and find tables in: the first of their search_path that exists
     (a URL's `options=-csearch_path=…`, the role's or the database's default). The event library
     qualifies its tables with the schema it is told, `public` unless told, while the ledger's own SQL
     names none: the two must agree, or a ledger in a schema of its own had its log in `public`, every
-    other table in its schema, and failed at its first read."""
+    other table in its schema, and failed at its first read. A log already there, found by the
+    search_path as the ledger's own SQL finds its tables, keeps its schema: a schema that comes first
+    later (the role's own, `"$user"`) must not be given a new, empty log beside the ledger's."""
     with datastore.transaction(commit=False) as cursor:
-        cursor.execute("SELECT current_schema() AS schema")
+        cursor.execute(_PG_SESSION_SCHEMA)
         row = cursor.fetchone()
     schema = row["schema"] if row else None
     if not schema:

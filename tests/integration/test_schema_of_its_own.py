@@ -45,3 +45,26 @@ def test_a_search_path_that_names_no_schema_is_refused_in_one_line(postgres: Emb
     assert done.returncode == 2, done.stderr
     assert done.stderr.startswith("ledger migrate: ") and "search_path names none" in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+
+
+def test_a_ledger_made_in_public_is_found_there_when_a_schema_comes_first_later(
+    postgres: EmbeddedPostgres, serve
+) -> None:
+    # A role's search_path is "$user", public by default: a schema named after the role, made after
+    # the ledger, comes first, and the ledger's log must still be the one in public, not a new one.
+    database_url = postgres.create_database("later_schema")
+    store, sku = unique("shop"), unique("SKU")
+    first = serve(database_url)
+    with first.client() as client:
+        api.record(client, ev.receipt(store, (sku, 5)))
+    first.stop()
+    import psycopg
+
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("CREATE SCHEMA stock")
+    later = serve(f"{database_url}&options={quote('-csearch_path=stock,public')}")
+    with later.client() as client:
+        assert api.level(client, store, sku)["on_hand"] == 5
+        api.record(client, ev.receipt(store, (sku, 1)))
+        assert api.level(client, store, sku)["on_hand"] == 6
+    assert _tables_in(postgres, database_url, "stock") == set()
