@@ -8,12 +8,11 @@ gone quiet the group's offset stayed short of the end for good, and the lag, cou
 
 from __future__ import annotations
 
-import threading
 from typing import Any
 
 from kafka.errors import KafkaConnectionError
-from kafka.structs import TopicPartition
 from kafka_harness import wait_until
+from one_partition import OnePartitionConsumer
 
 from ledger.bootstrap import intake_limits
 from ledger.config import Settings
@@ -33,54 +32,23 @@ class NothingToRecord:
         raise AssertionError(f"recorded {events}")
 
 
-class IdleAtAMarker:
-    """A member assigned one partition on its first poll, whose group committed up to the marker
-    (END - 1) and whose position is past it (END); its first COMMITS_REFUSED commits fail."""
+class IdleAtAMarker(OnePartitionConsumer):
+    """A member whose group committed up to the marker (END - 1) and whose position is past it
+    (END); its first COMMITS_REFUSED commits fail."""
 
-    PARTITION = TopicPartition("stock.events", 0)
+    highwater_offset = END
+    position_offset = END
 
     def __init__(self) -> None:
+        super().__init__()
         self.committed_offset = END - 1
         self.commit_tries = 0
-        self.polls = 0
-        self._listener: Any = None
-        self._assigned = False
-        self._never = threading.Event()  # each poll waits out its timeout: nothing comes
-
-    def subscribe(self, topics: list[str], listener: Any) -> None:
-        self._listener = listener
-
-    def poll(self, timeout_ms: int, max_records: int) -> dict[Any, list[Any]]:
-        if not self._assigned:
-            self._assigned = True
-            self._listener.on_partitions_assigned([self.PARTITION])
-        self._never.wait(timeout_ms / 1000)
-        self.polls += 1
-        return {}
-
-    def assignment(self) -> set[Any]:
-        return {self.PARTITION} if self._assigned else set()
-
-    def paused(self) -> set[Any]:
-        return set()
-
-    def highwater(self, partition: Any) -> int:
-        return END
-
-    def committed(self, partition: Any, timeout_ms: int) -> int:
-        return self.committed_offset
-
-    def position(self, partition: Any, timeout_ms: int) -> int:
-        return END
 
     def commit(self, offsets: dict[Any, Any], timeout_ms: int) -> None:
         self.commit_tries += 1
         if self.commit_tries <= COMMITS_REFUSED:
             raise KafkaConnectionError("the group's coordinator did not answer")
-        self.committed_offset = offsets[self.PARTITION].offset
-
-    def close(self, autocommit: bool, timeout_ms: int) -> None:
-        pass
+        self.committed_offset = offsets[OnePartitionConsumer.PARTITION].offset
 
 
 def test_an_idle_member_commits_again_what_it_could_not_commit_and_then_nothing_more() -> None:

@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 from kafka.errors import KafkaConnectionError, KafkaTimeoutError
-from kafka.structs import TopicPartition
 from kafka_harness import wait_until
+from one_partition import OnePartitionConsumer
 
 from ledger.bootstrap import intake_limits
 from ledger.config import Settings
@@ -154,45 +154,21 @@ def test_a_consumer_that_found_no_broker_leaves_no_thread_or_socket_behind() -> 
     assert len(counts) == 4 and len(set(counts)) == 1, counts  # after the first, nothing more kept
 
 
-class GoneAfterAssignment:
-    """A consumer assigned one partition (10 records, 4 committed) on its first poll, whose
-    connection is lost on a later poll once `lose` is set."""
+class GoneAfterAssignment(OnePartitionConsumer):
+    """A consumer assigned one partition (10 records, 4 committed), whose connection is lost on a
+    later poll once `lose` is set."""
 
-    PARTITION = TopicPartition("stock.events", 0)
+    highwater_offset = 10
+    committed_offset = 4
+    position_offset = 4
 
     def __init__(self) -> None:
+        super().__init__()
         self.lose = threading.Event()
-        self._listener: Any = None
-        self._assigned = False
 
-    def subscribe(self, topics: list[str], listener: Any) -> None:
-        self._listener = listener
-
-    def poll(self, timeout_ms: int, max_records: int) -> dict[Any, list[Any]]:
-        if not self._assigned:
-            self._assigned = True
-            self._listener.on_partitions_assigned([self.PARTITION])
-        if self.lose.wait(timeout_ms / 1000):
+    def wait_out(self, timeout_s: float) -> None:
+        if self.lose.wait(timeout_s):
             raise KafkaConnectionError("the connection to the broker was lost")
-        return {}
-
-    def assignment(self) -> set[Any]:
-        return {self.PARTITION} if self._assigned else set()
-
-    def paused(self) -> set[Any]:
-        return set()
-
-    def highwater(self, partition: Any) -> int:
-        return 10
-
-    def committed(self, partition: Any, timeout_ms: int) -> int:
-        return 4
-
-    def position(self, partition: Any, timeout_ms: int) -> int:
-        return 4
-
-    def close(self, autocommit: bool, timeout_ms: int) -> None:
-        pass
 
 
 def test_a_member_whose_consumer_is_gone_reports_no_lag_for_partitions_it_no_longer_holds() -> None:
