@@ -31,7 +31,8 @@ from dataclasses import dataclass, field
 from ledger.writer import peer_link
 from ledger.writer.leadership import Leader
 from ledger.writer.outbox import Outbox
-from ledger.writer.server import WAKE_BYTES_MAX, listen_unix
+from ledger.writer.server import WAKE_BYTES_MAX
+from ledger.writer.socket_path import listen_unix
 from ledger.writer.wire import FRAME, Identify, Identity, encode
 
 log = logging.getLogger("ledger.writer")

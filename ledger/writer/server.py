@@ -35,6 +35,7 @@ from ledger.writer.batch_tracing import traced
 from ledger.writer.batching import take_batch
 from ledger.writer.facade import Writer
 from ledger.writer.outbox import Outbox
+from ledger.writer.socket_path import LISTEN_BACKLOG, listen_unix
 from ledger.writer.stats import STATS_INTERVAL_S, WriterStats
 from ledger.writer.submission import Done, NotTried, Submission, SubmissionFailed
 from ledger.writer.wire import (
@@ -60,7 +61,6 @@ log = logging.getLogger("ledger.writer")
 
 RECV_BYTES = 1 << 20
 QUEUE_FULL = "WriterUnavailable: the writer's queue is full"
-LISTEN_BACKLOG = 128
 # The selector's marks of the wake-up socket and the peers' listener (a client's is its _Client,
 # the local listener's None).
 _WAKE = object()
@@ -452,21 +452,6 @@ class WriterServer:
             client.outbox.send(client.sock, self.selector, client)
         except OSError:
             self._drop(client)
-
-
-def listen_unix(path: str) -> socket.socket:
-    """A listening socket at `path` that only this machine's user can connect to (mode 0600)."""
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(path)
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    old_umask = os.umask(0o177)
-    try:
-        listener.bind(path)
-    finally:
-        os.umask(old_umask)
-    listener.listen(LISTEN_BACKLOG)
-    listener.setblocking(False)
-    return listener
 
 
 def _without_orphans(requests: list[_Request], batch: list[Submission]) -> list[Submission]:

@@ -1,6 +1,7 @@
 """The writer process and its clients: a client that stops reading never freezes the writer, the
 blocking client reads only its own answers, a writer that cannot start says so at once, and
-sockets left by killed services are cleaned up. On both databases."""
+sockets left by killed services are cleaned up, but not one a live writer listens at. On both
+databases."""
 
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ from ledger.writer.process import (
     stop_writer_process,
 )
 from ledger.writer.remote import RemoteWriter
+from ledger.writer.socket_path import SocketPathTaken, listen_unix
 from ledger.writer.submission import WrongDatabase
 from ledger.writer.wire import Committed, Subscribe, encode
 
@@ -106,6 +108,43 @@ def test_a_writer_that_cannot_open_its_database_fails_the_start_at_once(
     monkeypatch.setenv("LEDGER_DATABASE_URL", "postgresql://nobody@127.0.0.1:1/none")
     with pytest.raises(WriterStartFailed, match="could not start"):
         start_writer_process(build_writer_from_environment, str(tmp_path / "w.sock"), OUTBOX_BYTES_MAX)
+
+
+def test_a_second_writer_given_a_live_writers_socket_refuses_to_start_and_the_first_goes_on(
+    writer_socket: str,
+) -> None:
+    """Two services given one LEDGER_WRITER_SOCKET: the second's writer must not take the path over,
+    or the first service's workers would reconnect to a writer that is not theirs."""
+    with pytest.raises(WriterStartFailed, match="another writer listens at"):
+        start_writer_process(build_writer_from_environment, writer_socket, OUTBOX_BYTES_MAX)
+    writer = RemoteWriter(writer_socket, _cache(), timeout_s=ANSWER_DEADLINE_S)
+    try:
+        results = writer.submit_and_wait(_receipts(0))
+        assert [r.outcome for r in results] == [Outcome.ACCEPTED] * EVENTS_PER_BATCH
+    finally:
+        writer.stop()
+
+
+def test_a_socket_left_by_a_writer_that_is_gone_is_taken(tmp_path: Path) -> None:
+    path = str(tmp_path / "w.sock")
+    gone = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    gone.bind(path)  # bound and closed without its file removed, as after kill -9
+    gone.close()
+    listener = listen_unix(path)  # and it takes connections
+    try:
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        probe.connect(path)
+        probe.close()
+    finally:
+        listener.close()
+
+
+def test_a_writer_socket_path_that_is_not_a_socket_is_left_alone(tmp_path: Path) -> None:
+    path = tmp_path / "notes.txt"
+    path.write_text("an operator's file")
+    with pytest.raises(SocketPathTaken, match="is not a socket"):
+        listen_unix(str(path))
+    assert path.read_text() == "an operator's file"
 
 
 def test_sockets_of_services_that_no_longer_run_are_removed(tmp_path: Path) -> None:
