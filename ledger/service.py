@@ -554,6 +554,13 @@ class Ledger:
             rows = queries.reservations_at(tx, reservation_id, stores)
         return [ReservationView(reservation_from_row(row), int(row["position"])) for row in rows]
 
+    def stores_placed_with(self, reservation_id: str, positions: list[int]) -> set[str]:
+        """The stores where the events at these positions placed a reservation under this id: every
+        part of the reservations across stores those events placed."""
+        with self.reading("reading a reservation across stores") as tx:
+            placed = [queries.stores_placed_at(tx, reservation_id, p) for p in dict.fromkeys(positions)]
+        return {store for stores in placed for store in stores}
+
     def reservations_placed_at(self, reservation_id: str, position: int) -> list[ReservationView]:
         """The parts the event at `position` placed under this id, by store."""
         with self.reading("reading a reservation across stores") as tx:

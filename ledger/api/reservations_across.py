@@ -10,7 +10,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from ledger.access.scopes import Grant, authorize_store, authorize_write_at
+from ledger.access.scopes import Forbidden, Grant, authorize_store, authorize_write_at
 from ledger.api.deps import (
     REST_SOURCE,
     IntakeDep,
@@ -126,10 +126,23 @@ def refusal(result: EventResult, reservation_id: str) -> Problem:
     )
 
 
-async def current(ledger: Ledger, stores_max: int, reservation_id: str) -> list[ReservationView]:
-    """Every store's reservation under the id, or a 422 when more than `stores_max` stores hold it
-    (ids are unique per store only): never some of them answered, or released, as if they were all."""
-    views = await asyncio.to_thread(ledger.reservations_by_id, reservation_id, stores_max + 1)
+async def current(
+    ledger: Ledger, stores_max: int, reservation_id: str, grant: Grant | None
+) -> list[ReservationView]:
+    """Every store's reservation under the id that the token may act on, or a 422 when more than
+    `stores_max` stores hold it (ids are unique per store only): never some of them answered, or
+    released, as if they were all.
+
+    A store-scoped token is answered from its own stores alone. Another store's reservation under
+    the same id is another reservation (a till numbering from 1, say): it neither refuses the token
+    nor counts towards `stores_max`, and nothing is said of it, so that an id held only elsewhere is
+    answered 404 like one nobody placed. The parts of one reservation across stores were placed by
+    one event: when some of them are at stores out of the token's scope, the whole is refused (403,
+    CONTRACT §5), without naming those stores."""
+    if grant is None or grant.stores is None:
+        views = await asyncio.to_thread(ledger.reservations_by_id, reservation_id, stores_max + 1)
+    else:  # its stores' keys, each looked up by itself: at most SCOPE_ITEMS_MAX
+        views = await asyncio.to_thread(ledger.reservations_at, reservation_id, sorted(grant.stores))
     if len(views) > stores_max:
         raise Problem(
             422,
@@ -138,6 +151,14 @@ async def current(ledger: Ledger, stores_max: int, reservation_id: str) -> list[
             f"more than {stores_max} stores hold a reservation {reservation_id} "
             "(LEDGER_RESERVATION_STORES_MAX): read or release it at each store",
         )
+    if views and grant is not None and grant.stores is not None:
+        placings = [view.reservation.placed_at_position for view in views]
+        placed = await asyncio.to_thread(ledger.stores_placed_with, reservation_id, placings)
+        if not placed <= grant.stores:
+            raise Forbidden(
+                f"reservation {reservation_id} was placed across stores the token {grant.name} may not "
+                f"act on: read or release its part at /v1/stores/{{store}}/reservations/{reservation_id}"
+            )
     return views
 
 
@@ -199,7 +220,7 @@ async def place_across(
 async def get_across(
     reservation_id: ReservationId, ledger: LedgerDep, settings: SettingsDep, grant: ReaderGrant
 ) -> Response:
-    views = await current(ledger, settings.reservation_stores_max, reservation_id)
+    views = await current(ledger, settings.reservation_stores_max, reservation_id, grant)
     if not views:
         raise unknown_reservation(reservation_id)
     _readable(grant, views)
@@ -237,7 +258,7 @@ async def release_across(
             [FieldError(field, "not taken here: every part is released whole (release one store's "
                         "lines at /v1/stores/{store}/reservations/{id}/release)")]
         )  # fmt: skip
-    views = await current(ledger, settings.reservation_stores_max, reservation_id)
+    views = await current(ledger, settings.reservation_stores_max, reservation_id, grant)
     if not views:
         raise unknown_reservation(reservation_id)
     for view in views:

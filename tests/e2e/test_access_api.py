@@ -265,6 +265,73 @@ def test_a_store_scoped_reader_sees_a_sku_only_at_its_stores_and_totals_over_the
     assert closed.admin.get(f"/v1/stock/{sku}", params=later).json()["position"] > scoped["position"]
 
 
+def test_a_store_scoped_token_acts_on_its_stores_reservation_whatever_other_stores_hold_its_id(
+    closed: Closed,
+) -> None:
+    """Reservation ids are unique per store only (CONTRACT §1): another store's reservation under the
+    same id, or more such stores than a reservation across stores may span, is not the token's."""
+    rid, base = unique("R"), unique("x")
+    mine, others = f"{base}-z", [f"{base}-a{i:02d}" for i in range(21)]  # LEDGER_RESERVATION_STORES_MAX 20
+    api.record(closed.admin, *(ev.receipt(store, ("A", 5)) for store in [mine, *others]))
+    api.record(closed.admin, *(ev.reservation(store, rid, ("A", 3)) for store in others))
+    with closed.client(closed.token("producer", stores=(mine,))) as till:
+        assert api.reserve(till, mine, rid, ("A", 2)).status_code == 201
+        read = till.get(f"/v1/reservations/{rid}")
+        assert read.status_code == 200, read.text
+        assert [part["store_id"] for part in read.json()["stores"]] == [mine]
+        released = till.post(f"/v1/reservations/{rid}/release", json={})
+        assert released.status_code == 200, released.text
+        assert [(part["store_id"], part["status"]) for part in released.json()["stores"]] == [
+            (mine, "released")
+        ]
+    assert api.level(closed.admin, mine, "A")["reserved"] == 0
+    assert [api.level(closed.admin, store, "A")["reserved"] for store in others] == [3] * len(others)
+
+
+def test_a_store_scoped_token_learns_nothing_of_another_stores_reservation(closed: Closed) -> None:
+    mine, other = unique("mine"), unique("other")
+    rid, nobodys = unique("R"), unique("R")
+    _stocked(closed, other, ("A", 5))
+    assert api.reserve(closed.admin, other, rid, ("A", 1)).status_code == 201
+    head = closed.head()
+    with closed.client(closed.token("producer", stores=(mine,))) as till:
+        for method, suffix, body in (("GET", "", None), ("POST", "/release", {})):
+            theirs = till.request(method, f"/v1/reservations/{rid}{suffix}", json=body)
+            unknown = till.request(method, f"/v1/reservations/{nobodys}{suffix}", json=body)
+            # Answered as a reservation nobody placed: no store, no 403 that says one exists.
+            api.assert_problem(theirs, 404, "unknown-reservation")
+            assert other not in theirs.text
+            assert theirs.text.replace(rid, nobodys) == unknown.text
+    assert closed.head() == head
+    assert api.level(closed.admin, other, "A")["reserved"] == 1
+
+
+def test_a_reservation_across_stores_is_refused_whole_to_a_token_without_every_store_unnamed(
+    closed: Closed,
+) -> None:
+    """Its parts were placed together: a token scoped to one of them may neither read nor release
+    the whole (CONTRACT §5, refused whole); the 403 does not say which other stores hold it."""
+    mine, other = unique("mine"), unique("other")
+    rid = unique("R")
+    _stocked(closed, mine, ("A", 5))
+    _stocked(closed, other, ("A", 5))
+    lines = [{"store": mine, "sku": "A", "qty": 1}, {"store": other, "sku": "A", "qty": 1}]
+    assert (
+        closed.admin.post("/v1/reservations", json={"reservation_id": rid, "lines": lines}).status_code == 201
+    )
+    head = closed.head()
+    with closed.client(closed.token("producer", stores=(mine,))) as till:
+        for refused in (
+            till.get(f"/v1/reservations/{rid}"),
+            till.post(f"/v1/reservations/{rid}/release", json={}),
+        ):
+            problem = api.assert_problem(refused, 403, "forbidden")
+            assert other not in refused.text and "store" not in problem
+        # Its own store's part, at its store's address.
+        assert till.get(f"/v1/stores/{mine}/reservations/{rid}").status_code == 200
+    assert closed.head() == head
+
+
 # -- source scopes ---------------------------------------------------------------------------------
 
 
