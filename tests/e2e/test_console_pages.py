@@ -227,6 +227,32 @@ def test_a_login_form_with_fields_it_does_not_read_logs_in_and_never_fails(conso
     assert "set-cookie" not in wrong.headers
 
 
+def test_the_login_cookie_is_secure_behind_a_tls_proxy_uvicorn_does_not_trust(
+    console: Console, module_serve: Any
+) -> None:
+    """infra/README's deployment: nginx on the host reaches the API's container through the port
+    Docker publishes, so the connection comes from the bridge's address, which uvicorn does not
+    trust (FORWARDED_ALLOW_IPS), and it sees http. The browser is on https all the same: its
+    cookie, which holds the token, must be Secure."""
+    server = module_serve(console.database_url, {"FORWARDED_ALLOW_IPS": "192.0.2.1"})  # not the client
+    reader = new_token(console.database_url, unique("reader"), "reader")
+    wait_until_taken(server.url, reader)
+    host = server.url.split("://", 1)[1]
+    with server.client() as client:
+        proxied = {"origin": f"https://{host}", "x-forwarded-proto": "https"}
+        login = client.post("/ui/login", data={"token": reader}, headers=proxied)
+        assert login.status_code == 303, login.text
+        assert "; Secure" in login.headers["set-cookie"]
+        # The form's Origin alone says https too (a proxy that sends no X-Forwarded-Proto).
+        by_origin = client.post("/ui/login", data={"token": reader}, headers={"origin": f"https://{host}"})
+        assert "; Secure" in by_origin.headers["set-cookie"]
+        logout = client.get("/ui/logout", headers={"x-forwarded-proto": "https"})
+        assert "Max-Age=0" in logout.headers["set-cookie"] and "; Secure" in logout.headers["set-cookie"]
+        # Plain http, as on a laptop: a Secure cookie would not be kept there.
+        plain = client.post("/ui/login", data={"token": reader}, headers={"origin": f"http://{host}"})
+        assert plain.status_code == 303 and "Secure" not in plain.headers["set-cookie"]
+
+
 def test_a_login_from_another_site_is_refused(console: Console) -> None:
     reader = console.token("reader", "reader")
     with console.server.client() as client:

@@ -71,8 +71,24 @@ def _cookie(scope: Scope) -> str | None:
     return None
 
 
+def _over_https(scope: Scope) -> bool:
+    """Whether the browser is on https, by any sign of it. uvicorn's `scheme` says https only when
+    the proxy that ended TLS is one it trusts (FORWARDED_ALLOW_IPS, 127.0.0.1 by default), and the
+    README's nginx in front of Docker's published port reaches the API from the bridge's address:
+    there it said http, and the cookie that holds the token went without Secure. So the proxy's
+    X-Forwarded-Proto counts from any address, as does the login form's Origin: a sign a client
+    forges only keeps its own cookie off plain http."""
+    if scope.get("scheme") == "https":
+        return True
+    proto = _header(scope, b"x-forwarded-proto")
+    if proto is not None and proto.split(b",", 1)[0].strip().lower() == b"https":
+        return True
+    origin = _header(scope, b"origin")
+    return origin is not None and origin.lower().startswith(b"https://")
+
+
 def _cookie_header(scope: Scope, token: str, *, clear: bool = False) -> str:
-    secure = "; Secure" if scope.get("scheme") == "https" else ""
+    secure = "; Secure" if _over_https(scope) else ""
     value, lifetime = ("", "; Max-Age=0") if clear else (token, "")
     return f"{COOKIE_NAME}={value}; Path={CONSOLE_PREFIX}; HttpOnly; SameSite=Strict{secure}{lifetime}"
 
