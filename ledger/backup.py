@@ -41,6 +41,7 @@ from pathlib import Path
 from ledger.cli_errors import CommandError
 
 EVENTS_TABLE = "ledger_events"
+TOKENS_TABLE = "ledger_tokens"
 # The shared-memory file's locks (sqlite3 os_unix.c): 8 lock bytes from offset 120, then the
 # dead-man-switch byte that every open connection holds shared.
 SHM_DEAD_MAN_SWITCH_OFFSET = 120 + 8
@@ -55,6 +56,8 @@ class Copied:
     pages: int
     events: int
     position: int  # the log's head in the copy
+    revocations_kept: tuple[str, ...] = ()  # tokens active in the backup, revoked in the ledger replaced
+    tokens_left_out: tuple[str, ...] = ()  # tokens of the ledger replaced that the backup does not hold
 
 
 def backup(source: str, destination: str, step_pages: int, step_pause_ms: int, progress: Progress) -> Copied:
@@ -174,13 +177,53 @@ def restore(source: str, target: str, *, force: bool, progress: Progress) -> Cop
                 raise CommandError(
                     f"{target} holds {kept} recorded events; --force replaces them with the backup's"
                 )
+            replaced = _tokens_of(target)
+        else:
+            replaced = {}
+        backed_up = _tokens_of(source)
         with _connection(target) as dst:
             pages = int(src.execute("PRAGMA page_count").fetchone()[0])
             # One step: the target changes in one transaction.
             src.backup(dst, pages=-1, progress=lambda status, remaining, total: progress(total, total))
             _check(dst, target)
+            kept_revoked = _keep_revocations(dst, backed_up, replaced)
             _set_journal_mode(dst, target, "wal")  # the ledger's mode; the backup is in rollback mode
-    return Copied(pages, events, position)
+    left_out = tuple(sorted(name for name in replaced if name not in backed_up))
+    return Copied(pages, events, position, kept_revoked, left_out)
+
+
+# A token as the tokens table keeps it: its hash (the same token in both ledgers) and revocation.
+_TokenState = tuple[str, str | None]
+
+
+def _tokens_of(path: str) -> dict[str, _TokenState]:
+    """Every token of the ledger at `path` by name; none when it has no tokens table (yet)."""
+    with _connection(path, read_only=True) as connection:
+        try:
+            rows = connection.execute(f"SELECT name, token_sha256, revoked_at FROM {TOKENS_TABLE}").fetchall()
+        except sqlite3.OperationalError:  # no such table: a ledger older than tokens, or an empty file
+            return {}
+    return {str(name): (str(digest), revoked_at) for name, digest, revoked_at in rows}
+
+
+def _keep_revocations(
+    connection: sqlite3.Connection, backed_up: dict[str, _TokenState], replaced: dict[str, _TokenState]
+) -> tuple[str, ...]:
+    """Revokes again, in the restored ledger, every token that the backup holds active and the
+    ledger replaced had revoked since: a revocation is a decision about who may act from now on
+    (a leaked token, a till taken out of service), which a restore of the log must not undo.
+    Matched by name and hash, so only the very same token. Returns their names."""
+    again = sorted(
+        (name, revoked_at)
+        for name, (digest, revoked_at) in replaced.items()
+        if revoked_at is not None and backed_up.get(name) == (digest, None)
+    )
+    if again:
+        connection.executemany(
+            f"UPDATE {TOKENS_TABLE} SET revoked_at = ? WHERE name = ? AND revoked_at IS NULL",
+            [(revoked_at, name) for name, revoked_at in again],
+        )
+    return tuple(name for name, _ in again)
 
 
 def _set_journal_mode(connection: sqlite3.Connection, path: str, mode: str) -> None:

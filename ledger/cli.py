@@ -209,6 +209,18 @@ def _restore(args: argparse.Namespace, settings: Settings) -> int:
     print(
         f"restored {copied.events} events (up to position {copied.position}) from {args.source} into {target}"
     )
+    if copied.revocations_kept:
+        count = len(copied.revocations_kept)
+        print(
+            f"kept the revocation of {count} token{'' if count == 1 else 's'} active in the backup: "
+            + ", ".join(copied.revocations_kept)
+        )
+    if copied.tokens_left_out:
+        count = len(copied.tokens_left_out)
+        print(
+            f"{count} token{'' if count == 1 else 's'} made after the backup {'is' if count == 1 else 'are'} "
+            f"not in it: {', '.join(copied.tokens_left_out)} (create {'it' if count == 1 else 'them'} again)"
+        )
     return 0
 
 

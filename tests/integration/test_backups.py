@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 from support import db
+from support.access import new_token
 from support.ids import unique
 from support.load import WritesUnderWay
 from support.server import REPO_ROOT, ledger_env, run_ledger_command
@@ -119,6 +120,29 @@ def test_restore_refuses_a_ledger_in_use_or_with_events_unless_forced(tmp_path: 
         answer = _ledger(url, *command)
         assert answer.returncode == 2 and answer.stderr.count("\n") == 1, answer.stderr
         assert why in answer.stderr
+
+
+def test_a_restore_keeps_the_revocation_of_tokens_the_backup_holds_active_and_says_so(tmp_path: Path):
+    """A token revoked after the backup was taken (a till's, leaked, say) came back silently with
+    the restore. Its revocation is kept, and the operator told which tokens that was, and which
+    tokens, made after the backup, the restore leaves out."""
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    backup_file = tmp_path / "backup.db"
+    tokens = {name: new_token(url, name, "producer") for name in ("till-12", "till-13", "shop")}
+    assert _ledger(url, "backup", str(backup_file)).returncode == 0
+    for name in ("till-12", "till-13"):
+        assert _ledger(url, "tokens", "revoke", name).returncode == 0
+    revoked = {row["name"]: row["revoked_at"] for row in db.query(url, "SELECT * FROM ledger_tokens")}
+    new_token(url, "made-later", "reader")
+
+    restored = _ledger(url, "restore", "--quiet", str(backup_file))
+
+    assert restored.returncode == 0, restored.stderr
+    now = {row["name"]: row["revoked_at"] for row in db.query(url, "SELECT * FROM ledger_tokens")}
+    assert now == {"till-12": revoked["till-12"], "till-13": revoked["till-13"], "shop": None}
+    assert "kept the revocation of 2 tokens active in the backup: till-12, till-13" in restored.stdout
+    assert "1 token made after the backup is not in it: made-later" in restored.stdout
+    assert tokens["shop"] not in restored.stdout + restored.stderr  # names only, never a token
 
 
 def test_postgresql_backups_are_left_to_its_own_tools(postgres, tmp_path: Path):
