@@ -127,8 +127,17 @@ class WebhookReceiver:
 
     # The app (webhook_app.py) routes each request to one of these; `delivery` takes every webhook.
 
-    def host_refusal(self, request: Request) -> Reply | None:
-        """400 for a Host this service is not reached by (LEDGER_ALLOWED_HOSTS); probes never ask."""
+    def host_refusal(self, request: Request, host_lines: int = 1) -> Reply | None:
+        """400 for a Host this service is not reached by (LEDGER_ALLOWED_HOSTS), and for more than
+        one Host line whatever they say (RFC 9112 §3.2: a proxy in front may have routed by the
+        other one); probes never ask."""
+        if host_lines > 1:
+            return _problem(
+                400,
+                "invalid-host",
+                "Host not allowed",
+                "a request names one Host (RFC 9112); this one named more",
+            )
         if self._host_allowed(request):
             return None
         return _problem(

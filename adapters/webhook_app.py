@@ -59,7 +59,7 @@ def webhook_app(receiver: WebhookReceiver, threads_max: int) -> FastAPI:
     @app.api_route("/metrics", methods=["GET", "HEAD"])
     async def metrics(http: HttpRequest) -> Response:
         request = _plain(http, b"")
-        if (refusal := receiver.host_refusal(request)) is not None:
+        if (refusal := receiver.host_refusal(request, _host_lines(http))) is not None:
             return _response(refusal)
         return await answer(receiver.metrics, request)
 
@@ -68,7 +68,7 @@ def webhook_app(receiver: WebhookReceiver, threads_max: int) -> FastAPI:
     @app.post(WMS_PATH)
     async def delivery(http: HttpRequest) -> Response:
         request = _plain(http, b"")
-        if (refusal := receiver.host_refusal(request)) is not None:
+        if (refusal := receiver.host_refusal(request, _host_lines(http))) is not None:
             return _response(refusal)
         if not receiver.takes(request.path):
             return _response(receiver.not_found())  # unread: a stranger's body is not worth reading
@@ -81,7 +81,7 @@ def webhook_app(receiver: WebhookReceiver, threads_max: int) -> FastAPI:
     @app.api_route("/{path:path}", methods=OTHER_METHODS)
     async def other(http: HttpRequest) -> Response:
         request = _plain(http, b"")
-        if (refusal := receiver.host_refusal(request)) is not None:
+        if (refusal := receiver.host_refusal(request, _host_lines(http))) is not None:
             return _response(refusal)
         return _response(receiver.not_found())
 
@@ -98,6 +98,11 @@ def _plain(http: HttpRequest, body: bytes) -> Request:
         dict(http.headers.items()),
         body,
     )
+
+
+def _host_lines(http: HttpRequest) -> int:
+    """How many Host header lines the request has: the plain request's headers keep one of each."""
+    return sum(1 for name, _ in http.scope["headers"] if name == b"host")
 
 
 async def _body(http: HttpRequest, limit: int) -> bytes | None:

@@ -55,6 +55,14 @@ OVER_CAPACITY = Problem(
 )
 
 
+HOST_NOT_ALLOWED = Problem(
+    400, "invalid-host", "Host not allowed", "this service is not reached by that name (LEDGER_ALLOWED_HOSTS)"
+)
+TWO_HOSTS = Problem(
+    400, "invalid-host", "Host not allowed", "a request names one Host (RFC 9112); this one named more"
+)
+
+
 class EdgeGate:
     """Answers 503 to a request its worker has no capacity for, and 400 to one whose Host is not
     one this service is reached by (the probes excepted)."""
@@ -78,16 +86,16 @@ class EdgeGate:
         if OVER_CAPACITY_KEY in scope and scope["path"] not in OVER_CAPACITY_EXEMPT_PATHS:
             await problem_response(OVER_CAPACITY, scope["path"])(scope, receive, send)
             return
-        if scope["type"] == "http" and self.allowed is not None and scope["path"] not in PROBE_PATHS:
+        if scope["type"] == "http" and scope["path"] not in PROBE_PATHS:
             hosts = [value for name, value in scope["headers"] if name == b"host"]
-            # Two Host headers are refused (RFC 9112): a proxy in front may route by the other one.
-            if len(hosts) != 1 or not self._allows(hosts[0]):
-                refused = Problem(
-                    400,
-                    "invalid-host",
-                    "Host not allowed",
-                    "this service is not reached by that name (LEDGER_ALLOWED_HOSTS)",
-                )
+            # Two Host headers are refused (RFC 9112), whatever names are allowed (`*` too): a proxy
+            # in front may route by the other one. None is the allowed names' to judge (HTTP/1.0).
+            refused = None
+            if len(hosts) > 1:
+                refused = TWO_HOSTS
+            elif self.allowed is not None and not self._allows(hosts[0] if hosts else None):
+                refused = HOST_NOT_ALLOWED
+            if refused is not None:
                 await problem_response(refused, scope["path"])(scope, receive, send)
                 return
         await self.app(scope, receive, send)

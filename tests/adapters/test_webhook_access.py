@@ -220,6 +220,40 @@ def test_other_hosts_are_refused_as_the_api_refuses_them(
     assert probe.status_code == 200
 
 
+def _status_of(port: int, request: bytes) -> int:
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as connection:
+        connection.sendall(request)
+        return int(connection.makefile("rb").readline().split()[1])
+
+
+@pytest.mark.parametrize("allowed_hosts", [None, "*"])
+def test_a_request_with_two_host_headers_is_refused_400(recorder: Any, allowed_hosts: str | None) -> None:
+    """RFC 9112 §3.2: a proxy in front may have routed by one Host and the receiver read the other
+    (it kept the last); a request names one, else 400, whatever LEDGER_ALLOWED_HOSTS allows."""
+    settings = Settings(allowed_hosts=allowed_hosts, moysklad_webhook_secret=MOYSKLAD_SECRET)
+    adapters = build_adapters(settings, recorder=recorder)
+    assert adapters.receiver is not None
+    server = WebhookServer(adapters.receiver).start()
+    body = json.dumps(DEMAND_WEBHOOK).encode()
+    webhook = f"POST /moysklad/webhook/{MOYSKLAD_SECRET} HTTP/1.1\r\n".encode()
+    tail = b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(body), body)
+    try:
+        one = _status_of(server.port, webhook + b"Host: 127.0.0.1\r\n" + tail)
+        two = _status_of(server.port, webhook + b"Host: evil.example\r\nHost: 127.0.0.1\r\n" + tail)
+        same_twice = _status_of(server.port, webhook + b"Host: 127.0.0.1\r\nHost: 127.0.0.1\r\n" + tail)
+        metrics = _status_of(
+            server.port,
+            b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
+        )
+        other = _status_of(
+            server.port, b"GET /elsewhere HTTP/1.1\r\nHost: a\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+        )
+    finally:
+        server.stop()
+    assert one == 200
+    assert two == same_twice == metrics == other == 400
+
+
 @pytest.mark.parametrize("variable", ["LEDGER_MOYSKLAD_WEBHOOK_SECRET", "LEDGER_WMS_WEBHOOK_SECRET"])
 @pytest.mark.parametrize(
     "secret", ["Zm9v/YmFyYmF6+cXV4=", "abc def 12345", "snow☃man", "..", "50%off", "a?b"]
