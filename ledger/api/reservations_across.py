@@ -135,14 +135,16 @@ async def current(
 
     A store-scoped token is answered from its own stores alone. Another store's reservation under
     the same id is another reservation (a till numbering from 1, say): it neither refuses the token
-    nor counts towards `stores_max`, and nothing is said of it, so that an id held only elsewhere is
-    answered 404 like one nobody placed. The parts of one reservation across stores were placed by
-    one event: when some of them are at stores out of the token's scope, the whole is refused (403,
-    CONTRACT §5), without naming those stores."""
+    nor counts towards `stores_max`. An id held only at stores out of the token's scope is a read of
+    another store's reservation, and the parts of one reservation across stores were placed by one
+    event: when some are at stores out of scope, the whole is refused. Both answer 403 naming a
+    store that is missing, as CONTRACT §5 has every 403 do."""
     if grant is None or grant.stores is None:
         views = await asyncio.to_thread(ledger.reservations_by_id, reservation_id, stores_max + 1)
     else:  # its stores' keys, each looked up by itself: at most SCOPE_ITEMS_MAX
         views = await asyncio.to_thread(ledger.reservations_at, reservation_id, sorted(grant.stores))
+        if not views:
+            _readable(grant, await asyncio.to_thread(ledger.reservations_by_id, reservation_id, 1))
     if len(views) > stores_max:
         raise Problem(
             422,
@@ -154,10 +156,13 @@ async def current(
     if views and grant is not None and grant.stores is not None:
         placings = [view.reservation.placed_at_position for view in views]
         placed = await asyncio.to_thread(ledger.stores_placed_with, reservation_id, placings)
-        if not placed <= grant.stores:
+        missing = sorted(placed - grant.stores)
+        if missing:
             raise Forbidden(
-                f"reservation {reservation_id} was placed across stores the token {grant.name} may not "
-                f"act on: read or release its part at /v1/stores/{{store}}/reservations/{reservation_id}"
+                f"reservation {reservation_id} was placed across stores, {missing[0]} among them, which "
+                f"the token {grant.name} may not act on: read or release its part at "
+                f"/v1/stores/{{store}}/reservations/{reservation_id}",
+                store=missing[0],
             )
     return views
 
