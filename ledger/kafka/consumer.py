@@ -613,6 +613,11 @@ class KafkaIntake:
         self._uncommitted_counts = Uncommitted()
         self._joined = True
         self._failing = False  # a fresh assignment: nothing of it has failed yet
+        if not self._pipeline:
+            # What failed to publish was handed over with the partitions revoked: nothing pending
+            # failed, so the producer counts as ready again until a publish of its own fails. Else
+            # an idle member stayed not ready until its next commit, which idle partitions never bring.
+            self._publisher.nothing_pending()
         self.stats.rebalances += 1
         self.stats.assigned_partitions = len(assigned)
         log.info("assigned %s", partitions_text(assigned))

@@ -92,7 +92,7 @@ class Publisher:
 
     @property
     def ready(self) -> bool:
-        """A producer is built and its last publish did not fail."""
+        """A producer is built and its last publish did not fail (since the last hand-over)."""
         return self._producer is not None and self.failures == 0
 
     def open(self) -> Any:
@@ -139,6 +139,11 @@ class Publisher:
             log.warning("flushing the producer: %r", error)
 
     def succeeded(self) -> None:
+        self.failures = 0
+
+    def nothing_pending(self) -> None:
+        """The batches whose publishes failed are handed over (a rebalance): the row of failures
+        ends with them, and the next publish says whether this producer can."""
         self.failures = 0
 
     def failed(self, error: BaseException) -> None:
