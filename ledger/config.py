@@ -121,7 +121,13 @@ class Settings(BaseSettings):
     kafka_heartbeat_interval_ms: int = Field(3000, ge=100)
     # A batch (record, publish, commit) must be done within this, or the member leaves the group.
     kafka_poll_interval_ms_max: int = Field(120_000, ge=5000)
-    kafka_publish_timeout_s: float = Field(30.0, gt=0, description="results and dead letters acknowledged")
+    # A send's wait for room in the producer's buffer, and a flush's. A result or dead letter is sent
+    # again only once the producer gave it up (its delivery timeout, 120 s), or this long after that.
+    kafka_publish_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        description="a send's wait for the producer's buffer; results sent again only after 120 s + this",
+    )
     kafka_commit_timeout_s: float = Field(30.0, gt=0)
     kafka_linger_ms: int = Field(5, ge=0, le=1000)
     kafka_produce_batch_bytes: int = Field(256 * 1024, ge=16 * 1024)

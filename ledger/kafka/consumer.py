@@ -403,7 +403,7 @@ class KafkaIntake:
     def _acknowledged(self) -> tuple[int, BatchFailed | None]:
         """How many of the oldest batches the broker has acknowledged, and the first that failed."""
         done = 0
-        timeout_s = self.settings.kafka_publish_timeout_s
+        timeout_s = self._publisher.acknowledged_within_s
         waiting_since_s: float | None = None  # for readiness: since when the broker is awaited
         failure: BatchFailed | None = None
         for flight in self._pipeline:

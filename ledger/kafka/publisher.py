@@ -1,17 +1,18 @@
 """The intake's producer: sends results and dead letters without waiting on each, says when the
 broker has acknowledged them, and builds the producer anew once it has failed for good.
 
-Two kinds of failure are told apart. A record the broker can never take (too large, invalid)
-would fail on every retry and hold its partition for ever: it is sent in its cut-down form
-(`Outbound.fallback`), or given up with an error in the log and a metric. Any other failure may
-pass (the broker away, a leader moving): the batch's results are published again after a backoff
-(ledger/kafka/consumer.py). But a producer can also fail for good: an idempotent producer whose
-broker restarted empty has lost its sequence state there (`PRODUCER_STATE_LOST`, or librdkafka's
-fatal error, `ProducerFailedForGood`), and every later send of it fails. The producer
-(ledger/kafka/producer.py) reports its errors as kafka-python's classes, so they are told apart
-here whichever client sends. After such an error, any other non-retriable one, or
-`kafka_producer_failures_max` failed publishes in a row, the producer is closed at once and a new
-one built, which publishes the batch again.
+Two kinds of failure are told apart. A record the broker can never take (too large, invalid) would
+fail on every retry and hold its partition for ever: it is sent in its cut-down form
+(`Outbound.fallback`), or given up with an error in the log and a metric. Any other failure may pass
+(the broker away, a leader moving): the batch's results are published again after a backoff
+(ledger/kafka/consumer.py), once the producer has given its records up: until its delivery timeout
+it may still deliver them (`acknowledged_within_s`). But a producer can also fail for good: an
+idempotent producer whose broker restarted empty has lost its sequence state there
+(`PRODUCER_STATE_LOST`, or librdkafka's fatal error, `ProducerFailedForGood`), and every later send
+of it fails. The producer (ledger/kafka/producer.py) reports its errors as kafka-python's classes,
+so they are told apart here whichever client sends. After such an error, any other non-retriable
+one, or `kafka_producer_failures_max` failed publishes in a row, the producer is closed at once and
+a new one built, which publishes the batch again.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from kafka.errors import (
 
 from ledger.config import Settings
 from ledger.kafka.metrics import IntakeStats
+from ledger.kafka.producer import DELIVERY_TIMEOUT_MS
 from ledger.kafka.records import Outbound
 
 log = logging.getLogger("ledger.kafka")
@@ -89,6 +91,16 @@ class Publisher:
     @property
     def built(self) -> bool:
         return self._producer is not None
+
+    @property
+    def acknowledged_within_s(self) -> float:
+        """How long a record may wait for the broker before its batch is published again. The
+        producer's verdict comes first: it retries a record until its delivery timeout and then
+        fails it, and until then it may still deliver it, so sending it again sooner put a second
+        copy behind the first and a broker slower than the publish timeout got every result twice or
+        more (found by review). This is only the backstop should a producer never answer; readiness
+        says long before (`kafka_unanswered_ms_max`) that results are waiting."""
+        return DELIVERY_TIMEOUT_MS / 1000 + self.settings.kafka_publish_timeout_s
 
     @property
     def ready(self) -> bool:

@@ -160,11 +160,12 @@ class FakeLedger:
 
 class FakeProducer:
     """Fails every send with `error`; or, while `hold`, keeps the acknowledgements until
-    `acknowledge()`; or acknowledges at once."""
+    `acknowledge()`; or acknowledges each record `ack_after_s` after it was sent (0: at once)."""
 
-    def __init__(self, error: KafkaError | None, hold: bool) -> None:
+    def __init__(self, error: KafkaError | None, hold: bool, ack_after_s: float = 0.0) -> None:
         self.error = error
         self.hold = hold
+        self.ack_after_s = ack_after_s
         self.sent: list[dict[str, Any]] = []
         self.pending: list[Future] = []
         self.closed = threading.Event()
@@ -181,6 +182,9 @@ class FakeProducer:
             if self.hold:
                 self.pending.append(future)
                 return future
+        if self.ack_after_s:
+            threading.Timer(self.ack_after_s, future.success, [None]).start()
+            return future
         return future.success(None)
 
     def acknowledge(self) -> None:
@@ -199,15 +203,20 @@ class FakeProducer:
 class Producers:
     """The producer factory: the first `failing` producers built fail every send with `error`."""
 
-    def __init__(self, error: KafkaError, failing: int, *, hold: bool = False) -> None:
+    def __init__(
+        self, error: KafkaError, failing: int, *, hold: bool = False, ack_after_s: float = 0.0
+    ) -> None:
         self.error = error
         self.failing = failing
         self.hold = hold
+        self.ack_after_s = ack_after_s
         self.built: list[FakeProducer] = []
 
     def __call__(self, settings: Settings) -> FakeProducer:
         failed_for_good = len(self.built) < self.failing
-        producer = FakeProducer(self.error if failed_for_good else None, hold=self.hold)
+        producer = FakeProducer(
+            self.error if failed_for_good else None, hold=self.hold, ack_after_s=self.ack_after_s
+        )
         self.built.append(producer)
         return producer
 
@@ -337,3 +346,23 @@ def test_a_batch_still_unpublished_after_its_republishes_is_read_again(run_intak
     read_again = {key for key, count in run.ledger.recorded.items() if count == 2}
     assert read_again and all(answered[key] == "duplicate" for key in read_again)
     assert all(count in (1, 2) for count in run.ledger.recorded.values())
+
+
+def test_results_acknowledged_after_the_publish_timeout_but_within_the_delivery_timeout_are_sent_once(
+    run_intake: Any,
+) -> None:
+    """A slow broker acknowledges each record after the publish timeout, while the producer still
+    delivers it (within its delivery timeout). The intake gave up on each batch at the publish
+    timeout and sent its results again while the first copies were still on their way: every
+    result twice or more on the results topic, and a batch whose every publish was late read again
+    (found by review). Only the producer's verdict on a record ends its wait."""
+    publish_timeout_s = 0.2
+    producers = Producers(KafkaError("unused"), failing=0, ack_after_s=5 * publish_timeout_s)
+    run: Run = run_intake(producers, kafka_publish_timeout_s=publish_timeout_s)
+    wait_until(run.all_committed, DEADLINE_S, "every offset committed")
+
+    sent = [(body["source"], body["id"]) for producer in producers.built for body in producer.sent]
+    assert Counter(sent) == Counter(dict.fromkeys(keys(), 1)), "a result published more than once"
+    assert run.intake.stats.batches_republished == 0
+    assert run.intake.stats.batches_failed == 0
+    assert len(producers.built) == 1
