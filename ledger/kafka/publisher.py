@@ -209,7 +209,7 @@ class Publisher:
             log.error("%s can never be sent and is given up: %r", record.what, error)
             self._stats.records_unpublishable += 1
             return Delivery(record, None)
-        log.warning("%s was refused (%r); sending it without its value", record.what, error)
+        log.warning("%s was refused (%r); sending it cut down", record.what, error)
         return self._send(producer, record.fallback, deadline_s)
 
     def _discard(self, producer: Any) -> None:

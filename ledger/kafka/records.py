@@ -20,6 +20,9 @@ from ledger.results import EventResult
 log = logging.getLogger("ledger.kafka")
 
 Headers = list[tuple[str, bytes]]
+# A result refused by the broker as too large is sent again with its shortfall cut to this: about
+# 120 lines at the longest, far below the least producer request (64 KiB).
+SHORTFALL_CUT_BYTES_MAX = 16 * 1024
 # kafka-python's ConsumerRecord (topic, partition, offset, timestamp, key, value, headers, ...); it
 # ships no type hints.
 ConsumerRecord = Any
@@ -107,6 +110,30 @@ def result_body(result: EventResult) -> dict[str, Any]:
 
 
 def result_record(topic: str, result: EventResult) -> Outbound:
-    """The record on the results topic, keyed by the store id."""
+    """The record on the results topic, keyed by the store id. A result with a shortfall may be too
+    large for the broker (a line each, up to 1,000 lines: some 130 KiB, over the least producer
+    request allowed and many topics' limits); given up, its event had no result at all (found by
+    review). So it carries a fallback with the shortfall cut (`shortfall_cut`). Any other result
+    is small: its id and source are at most 256 characters each."""
     what = f"the result of {result.source} {result.event_id}"
-    return Outbound(topic, result.store_id.encode(), orjson.dumps(result_body(result)), [], what)
+    key = result.store_id.encode()
+    body = result_body(result)
+    fallback = shortfall_cut(topic, key, body, what) if result.shortfall else None
+    return Outbound(topic, key, orjson.dumps(body), [], what, fallback)
+
+
+def shortfall_cut(topic: str, key: bytes, body: dict[str, Any], what: str) -> Outbound:
+    """The result with only the first lines of its shortfall that fit in SHORTFALL_CUT_BYTES_MAX,
+    `shortfall_truncated: true` and how many lines were short in all (`shortfall_lines`); should
+    the broker refuse even that, the same with no lines at all."""
+    lines = body["shortfall"]
+    kept: list[dict[str, Any]] = []
+    size = 0
+    for line in lines:
+        size += len(orjson.dumps(line)) + 1  # and a comma
+        if size > SHORTFALL_CUT_BYTES_MAX:
+            break
+        kept.append(line)
+    cut = {**body, "shortfall": kept, "shortfall_truncated": True, "shortfall_lines": len(lines)}
+    bare = Outbound(topic, key, orjson.dumps({**cut, "shortfall": []}), [], what)
+    return Outbound(topic, key, orjson.dumps(cut), [], what, bare)

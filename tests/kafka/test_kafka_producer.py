@@ -5,6 +5,7 @@ timeout instead of holding it."""
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
@@ -21,6 +22,7 @@ from kafka.partitioner import DefaultPartitioner
 from kafka_harness import Broker, TopicReader, free_port
 
 from ledger.config import Settings
+from ledger.domain.model import Outcome, RejectionReason, Shortfall
 from ledger.kafka.clients import new_producer, security
 from ledger.kafka.metrics import IntakeStats
 from ledger.kafka.producer import (
@@ -31,7 +33,8 @@ from ledger.kafka.producer import (
     producer_config,
 )
 from ledger.kafka.publisher import Delivery, Publisher, PublishFailed
-from ledger.kafka.records import Outbound
+from ledger.kafka.records import Outbound, result_record
+from ledger.results import EventResult
 
 # Far below the producer's publish timeout (60 s) in the test of a send's deadline.
 PUBLISH_TIMEOUT_FAR_S = 20.0
@@ -240,3 +243,54 @@ def test_a_record_acknowledged_while_it_is_looked_at_is_not_taken_for_a_failed_o
     deliveries = [Delivery(Outbound("results", b"store-1", b"result", []), _AnsweredOnSecondLook())]
     assert not publisher.acknowledged(deliveries)  # not yet: no PublishFailed("... None")
     assert publisher.acknowledged(deliveries)
+
+
+def test_a_result_too_large_to_publish_is_sent_with_its_shortfall_cut_never_given_up() -> None:
+    """A sale of 1,000 lines, every one short, is rejected with a shortfall naming each: a result
+    of about 100 KiB, over a producer request of 64 KiB (the least LEDGER_KAFKA_PRODUCE_REQUEST_BYTES_MAX
+    allows; a topic's max.message.bytes can be lower still). It was given up (logged, counted as
+    unpublishable): the event had no result at all (found by review). It goes out with the
+    fields CONTRACT §2 lists, its shortfall cut to the lines that fit and saying so."""
+    bootstrap = f"127.0.0.1:{free_port()}"  # nothing listens: never sent
+    settings = Settings(
+        kafka_bootstrap=bootstrap,
+        kafka_produce_request_bytes_max=64 * 1024,
+        kafka_dlq_value_bytes_max=32 * 1024,
+        kafka_dlq_headers_bytes_max=16 * 1024,
+    )
+    producer = Producer(producer_config(settings, bootstrap, "test", security(settings)), 1.0)
+    stats = IntakeStats()
+    publisher = Publisher(settings, lambda _: producer, stats)
+    lines = 1000
+    shortfall = tuple(Shortfall(f"SKU-{n:06d}-{'x' * 50}", 1_000_000_000, -(2**62)) for n in range(lines))
+    result = EventResult(
+        "sale-1", "shop/web", "store-1", Outcome.REJECTED, RejectionReason.INSUFFICIENT_STOCK, shortfall, 7
+    )
+    record = result_record("stock.events.results", result)
+    assert record.value is not None and len(record.value) > settings.kafka_produce_request_bytes_max
+    try:
+        [delivery] = publisher.send([record])
+        assert delivery.future is not None, "the result was given up"
+        assert stats.records_unpublishable == 0
+        sent = delivery.record
+        assert sent.key == b"store-1" and sent.topic == "stock.events.results"
+        assert sent.value is not None and len(sent.value) <= settings.kafka_produce_request_bytes_max
+        body = json.loads(sent.value)
+        assert {key: body[key] for key in ("id", "source", "subject", "outcome", "reason", "position")} == {
+            "id": "sale-1",
+            "source": "shop/web",
+            "subject": "store-1",
+            "outcome": "rejected",
+            "reason": "insufficient_stock",
+            "position": 7,
+        }
+        assert 0 < len(body["shortfall"]) < lines
+        assert body["shortfall"][0] == {
+            "sku": shortfall[0].sku,
+            "requested": 1_000_000_000,
+            "available": -(2**62),
+        }
+        assert body["shortfall_truncated"] is True
+        assert body["shortfall_lines"] == lines
+    finally:
+        producer.close(0)
