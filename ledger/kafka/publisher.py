@@ -40,7 +40,7 @@ from kafka.errors import (
 
 from ledger.config import Settings
 from ledger.kafka.metrics import IntakeStats
-from ledger.kafka.producer import DELIVERY_TIMEOUT_MS
+from ledger.kafka.producer import BROKER_CONTACT_TIMEOUT_S, DELIVERY_TIMEOUT_MS
 from ledger.kafka.records import Outbound
 
 log = logging.getLogger("ledger.kafka")
@@ -107,8 +107,14 @@ class Publisher:
         """A producer is built and its last publish did not fail (since the last hand-over)."""
         return self._producer is not None and self.failures == 0
 
-    def open(self) -> Any:
+    def open(self, deadline_s: float | None = None) -> Any:
+        """The producer, built first if need be; not when that could outlast `deadline_s`
+        (time.monotonic()): a new producer waits for a broker's answer, up to BROKER_CONTACT_TIMEOUT_S,
+        and a rebalance's revoke, which must end within `kafka_revoke_timeout_ms` (3 s), hands its
+        batches over unpublished instead (found by review: the revoke took up to 8 s)."""
         if self._producer is None:
+            if deadline_s is not None and deadline_s - time.monotonic() < BROKER_CONTACT_TIMEOUT_S:
+                raise PublishFailed("no producer, and no time to build one before the deadline")
             try:
                 self._producer = self._factory(self.settings)
             except Exception as error:
@@ -118,7 +124,7 @@ class Publisher:
     def send(self, records: list[Outbound], deadline_s: float | None = None) -> list[Delivery]:
         """Hands every record to the producer, without waiting for the broker; by `deadline_s`
         (time.monotonic()) when given, else each within the publish timeout."""
-        producer = self.open()
+        producer = self.open(deadline_s)
         return [self._send(producer, record, deadline_s) for record in records]
 
     def acknowledged(self, deliveries: list[Delivery]) -> bool:

@@ -5,14 +5,18 @@ reads them again). Given other partitions that stay idle, nothing of it is pendi
 flight, no result waiting. It was still reported not ready (its producer's last publish had
 failed) until its next commit, which an idle partition never brings: /readyz 503 for good (found
 by review). Readiness says what holds now: ready once it holds nothing that failed, and not ready
-again as soon as a publish of its own fails."""
+again as soon as a publish of its own fails.
+
+The revoke's bound. A producer that failed for good just before the rebalance was built anew in
+the revoke callback, which then waited for a broker past `kafka_revoke_timeout_ms`."""
 
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any
 
-from kafka.errors import NotLeaderForPartitionError
+from kafka.errors import NotLeaderForPartitionError, OutOfOrderSequenceNumberError
 from kafka.future import Future
 from kafka.structs import TopicPartition
 from kafka_harness import envelope, wait_until
@@ -29,6 +33,9 @@ TOPIC = "stock.events"
 FIRST = TopicPartition(TOPIC, 0)  # held first: its results are never acknowledged
 SECOND = TopicPartition(TOPIC, 1)  # given at the rebalance: no record comes
 EVENTS = 3
+REVOKE_TIMEOUT_MS = 1000
+REVOKE_SLACK_S = 0.5
+SLOW_BUILD_S = 2.5  # below the 5 s a real producer may wait for a broker: enough to pass the bound
 
 
 class Record:
@@ -50,6 +57,7 @@ class HandingOver:
         self.read_to = 0
         self.commits: list[dict[Any, int]] = []
         self.polls = 0
+        self.revoke_s: float | None = None  # how long the revoke callback took
         self._listener: Any = None
         self._never = threading.Event()
 
@@ -62,7 +70,9 @@ class HandingOver:
             self.assigned = {FIRST}
             self._listener.on_partitions_assigned([FIRST])
         elif self.rebalance.is_set() and FIRST in self.assigned:
+            began = time.monotonic()
             self._listener.on_partitions_revoked([FIRST])
+            self.revoke_s = time.monotonic() - began
             self.assigned = {SECOND}
             self._listener.on_partitions_assigned([SECOND])
         if FIRST in self.assigned and self.read_to < EVENTS:
@@ -157,5 +167,64 @@ def test_a_member_handed_over_its_failing_partitions_is_ready_with_idle_ones_and
             DEADLINE_S,
             f"ready with nothing pending (not ready because: {intake.not_ready_because})",
         )
+    finally:
+        assert handle.stop(DEADLINE_S)
+
+
+class LostItsState(Refusing):
+    """A producer the broker no longer knows (it restarted empty): closed and built anew at once.
+    Its first send starts the rebalance, so that the partitions are revoked before a new one is built."""
+
+    def __init__(self, consumer: HandingOver) -> None:
+        super().__init__()
+        self.consumer = consumer
+
+    def send(self, topic: str, **_: Any) -> Future:
+        self.sent += 1
+        self.consumer.rebalance.set()
+        return Future().failure(OutOfOrderSequenceNumberError("the broker restarted empty"))
+
+
+class Acknowledging(Refusing):
+    def send(self, topic: str, **_: Any) -> Future:
+        self.sent += 1
+        return Future().success(None)
+
+
+def test_a_revoke_does_not_wait_for_a_producer_to_be_built_past_its_timeout() -> None:
+    """The producer failed for good just before a rebalance: the revoke's publish built the new one,
+    and building waits up to BROKER_CONTACT_TIMEOUT_S (5 s) for a broker, past the revoke's bound
+    (`kafka_revoke_timeout_ms`, 3 s, so with the session's heartbeats held about 8 s: over a 6 s
+    session). Then the batches are handed over unpublished, as any the revoke cannot finish in
+    time; the new producer is built by the loop after."""
+    consumer = HandingOver()
+    built: list[Refusing] = []
+
+    def build(_: Settings) -> Refusing:
+        if built:
+            time.sleep(SLOW_BUILD_S)  # as a new producer waits for a broker's first answer
+            producer: Refusing = Acknowledging()
+        else:
+            producer = LostItsState(consumer)
+        built.append(producer)
+        return producer
+
+    chosen = Settings(
+        kafka_bootstrap="nowhere:1",
+        kafka_poll_timeout_ms=10,
+        kafka_retry_backoff_ms_max=20,
+        kafka_revoke_timeout_ms=REVOKE_TIMEOUT_MS,
+    )
+    intake = KafkaIntake(
+        Ledger(), chosen, intake_limits(chosen), consumer_factory=lambda _: consumer, producer_factory=build
+    )
+    handle = ConsumerHandle(intake).start()
+    try:
+        wait_until(lambda: consumer.assigned == {SECOND}, DEADLINE_S, "the hand-over")
+        assert consumer.revoke_s is not None
+        assert consumer.revoke_s < REVOKE_TIMEOUT_MS / 1000 + REVOKE_SLACK_S, "the revoke outlasted its bound"
+        assert consumer.commits == []  # handed over unpublished: the next owner reads FIRST again
+        assert consumer.read_to == 0
+        wait_until(lambda: len(built) == 2 and intake.ready, DEADLINE_S, "a new producer, and ready")
     finally:
         assert handle.stop(DEADLINE_S)

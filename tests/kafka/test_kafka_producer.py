@@ -126,6 +126,7 @@ def test_a_send_with_a_deadline_waits_for_buffer_room_only_until_it() -> None:
     }
     producer = Producer(config, publish_timeout_s=60.0)
     publisher = Publisher(Settings(kafka_bootstrap="unused:1"), lambda _: producer, IntakeStats())
+    publisher.open()  # built by the intake's loop, as ever before a revoke: a send by a deadline builds none
     try:
         producer.send("anywhere", key=b"k", value=b"first")
         began = time.monotonic()
