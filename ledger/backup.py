@@ -19,6 +19,8 @@ would mix the two). It refuses:
 - a target that has recorded events, unless `force` (a restore replaces the whole log);
 - a target that is not a ledger (another program's database, or no database at all), even with
   `force`: a mistaken `LEDGER_DATABASE_URL` must not cost another program its data;
+- a backup whose schema needs a newer release (migrator.plan, as every start judges it): the
+  service would refuse to start on the restored ledger, so nothing is replaced;
 - a target that another process has open. Every connection to a WAL database holds a shared lock
   on the dead-man-switch byte of its `-shm` file for as long as it is open; if we cannot take that
   byte exclusively, a `ledger serve` (or any other program) is using it. A service whose database
@@ -39,6 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ledger.cli_errors import CommandError
+from ledger.storage.migrator import SchemaTooNew, sqlite_plan_of_cursor
 
 EVENTS_TABLE = "ledger_events"
 TOKENS_TABLE = "ledger_tokens"
@@ -167,6 +170,7 @@ def restore(source: str, target: str, *, force: bool, progress: Progress) -> Cop
     with _connection(source, read_only=True) as src:
         _check(src, source)
         events, position = _log_of(src, source)
+        _require_known_schema(src, source)
         if os.path.exists(target):
             if in_use(target):
                 raise CommandError(
@@ -224,6 +228,21 @@ def _keep_revocations(
             [(revoked_at, name) for name, revoked_at in again],
         )
     return tuple(name for name, _ in again)
+
+
+def _require_known_schema(connection: sqlite3.Connection, path: str) -> None:
+    """A backup of a ledger whose schema this release cannot run on (a contract migration of a newer
+    release) is refused before the target is touched: restored, it replaced the ledger, and then
+    `ledger serve` refused to start on it. The same judgement as every start's (migrator.plan): a
+    newer schema that only added (expand) is restored, as `ledger serve` runs on it."""
+    cursor = connection.cursor()
+    cursor.row_factory = sqlite3.Row
+    try:
+        sqlite_plan_of_cursor(cursor)
+    except SchemaTooNew as error:
+        raise CommandError(
+            f"{path} is a backup this release cannot run on, nothing restored: {error}"
+        ) from None
 
 
 def _set_journal_mode(connection: sqlite3.Connection, path: str, mode: str) -> None:

@@ -320,6 +320,12 @@ def _sqlite_applied(cursor: Any, schema: SchemaHistory) -> tuple[Applied, ...]:
     return _applied_rows(cursor.fetchall())
 
 
+def sqlite_plan_of_cursor(cursor: Any, schema: SchemaHistory = LEDGER_SCHEMA) -> Plan:
+    """A SQLite database's plan read through a cursor whose rows are mappings (sqlite3.Row), without
+    a recorder: for a file that is not to be opened as a ledger, a backup before `ledger restore`."""
+    return plan(_sqlite_applied(cursor, schema), schema.migrations)
+
+
 def sqlite_plan(recorder: Any, schema: SchemaHistory = LEDGER_SCHEMA) -> Plan:
     with recorder.datastore.get_connection(commit=False) as conn:
         return plan(_sqlite_applied(conn.cursor(), schema), schema.migrations)

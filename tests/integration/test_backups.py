@@ -3,6 +3,7 @@ care; `ledger verify` proves the copy right. PostgreSQL has its own tools (READM
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import subprocess
@@ -340,3 +341,32 @@ def test_the_adapters_reading_commands_leave_a_ledger_and_its_backup_as_they_wer
         assert sorted(p.name for p in directory.glob("backup.db*")) == ["backup.db"]
         with sqlite3.connect(backup_file) as connection:
             assert connection.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
+
+
+def test_restore_refuses_a_backup_of_a_schema_this_release_cannot_run_on_and_changes_nothing(tmp_path: Path):
+    """A backup of a newer release's ledger, one with a contract migration this release does not
+    know, was restored: it replaced the ledger, and then `ledger serve` refused to start on it."""
+    ledger_url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    assert _ledger(ledger_url, "migrate").returncode == 0
+    backup_file = tmp_path / "backup.db"
+    assert _ledger(ledger_url, "backup", str(backup_file)).returncode == 0
+    with contextlib.closing(sqlite3.connect(backup_file)) as connection, connection:
+        [(latest,)] = connection.execute("SELECT MAX(version) FROM ledger_schema_versions").fetchall()
+        connection.execute(
+            "INSERT INTO ledger_schema_versions (version, name, kind, oldest_compatible, applied_at, "
+            "seconds) VALUES (?, 'a newer release drops something', 'contract', ?, '2027-01-01', 0)",
+            (latest + 1, latest + 1),
+        )
+    target = tmp_path / "target.db"
+    assert _ledger(f"sqlite:///{target}", "migrate").returncode == 0
+    before = _as_it_is(target)
+    missing = tmp_path / "missing.db"
+    for path, force in ((target, ("--force",)), (target, ()), (missing, ())):
+        answer = _ledger(f"sqlite:///{path}", "restore", *force, str(backup_file))
+        assert answer.returncode == 2, answer.stdout + answer.stderr
+        [line] = answer.stderr.splitlines()
+        assert line.startswith(f"ledger restore: {backup_file} is a backup this release cannot run on"), line
+        assert f"knows up to {latest}" in line and "nothing restored" in line, line
+    assert _as_it_is(target) == before
+    assert not missing.exists()
+    assert _ledger(f"sqlite:///{target}", "migrate", "--check").returncode == 0  # still this release's
