@@ -154,8 +154,25 @@ def _pg_applied(conn: Any, schema: SchemaHistory) -> tuple[Applied, ...]:
 
 
 def pg_plan(recorder: Any, schema: SchemaHistory = LEDGER_SCHEMA) -> Plan:
-    with recorder.datastore.get_connection() as conn:
+    with recorder.datastore.get_connection() as conn, pg_in_schema(conn, recorder.datastore.schema):
         return plan(_pg_applied(conn, schema), schema.migrations)
+
+
+@contextlib.contextmanager
+def pg_in_schema(conn: Any, schema: str) -> Iterator[None]:
+    """The session's search_path is the log's schema alone (`conn` in autocommit) until the block
+    ends, then what it was. The ledger's DDL and its migrations' bookkeeping name no schema: they
+    make and find objects in the first schema of the search_path, which is not the log's when a
+    schema came first after the ledger was made (the role's own, `"$user"`; recorders.py,
+    `_session_schema`). There a migration made its table, and `CREATE TABLE IF NOT EXISTS
+    ledger_schema_versions` an empty one, after which every migration ran again and made every
+    table anew beside the ledger's."""
+    previous = conn.execute("SELECT current_setting('search_path') AS path").fetchone()["path"]
+    conn.execute("SELECT set_config('search_path', quote_ident(%s), false)", (schema,))
+    try:
+        yield
+    finally:
+        conn.execute("SELECT set_config('search_path', %s, false)", (previous,))
 
 
 @contextlib.contextmanager
@@ -181,8 +198,9 @@ def pg_schema_lock(conn: Any, wait_s: float) -> Iterator[None]:
 def pg_migrate(
     recorder: Any, wait_s: int = MIGRATION_WAIT_S_DEFAULT, schema: SchemaHistory = LEDGER_SCHEMA
 ) -> tuple[Migration, ...]:
-    """Applies what is pending, each migration in a transaction of its own; returns them."""
-    with recorder.datastore.get_connection() as conn:
+    """Applies what is pending, each migration in a transaction of its own, in the log's schema
+    (pg_in_schema); returns them."""
+    with recorder.datastore.get_connection() as conn, pg_in_schema(conn, recorder.datastore.schema):
         found = plan(_pg_applied(conn, schema), schema.migrations)
         _note_newer(found, schema.latest)
         if not found.pending:

@@ -34,6 +34,7 @@ from ledger.storage.database_urls import postgres_url_options, sqlite_file
 from ledger.storage.migrations import Migration
 from ledger.storage.migrator import (
     MIGRATION_WAIT_S_DEFAULT,
+    pg_in_schema,
     pg_migrate,
     pg_schema_lock,
     sqlite_migrate,
@@ -242,8 +243,8 @@ class PostgresLedgerRecorder(_HeadAndClose, PostgresApplicationRecorder):
         return self._batch_function
 
     def create_batch_function(self) -> None:
-        """This release's batch function, unless the database has it."""
-        with self.datastore.get_connection() as conn:
+        """This release's batch function, unless the database has it, in the log's schema."""
+        with self.datastore.get_connection() as conn, pg_in_schema(conn, self.datastore.schema):
             exists = conn.execute(
                 "SELECT 1 FROM pg_proc WHERE proname = %s AND pronamespace = current_schema()::regnamespace",
                 (self._batch_function,),
@@ -259,7 +260,11 @@ class PostgresLedgerRecorder(_HeadAndClose, PostgresApplicationRecorder):
         digest), keeping this one's; returns the names dropped. For once no instance of an earlier
         release runs: an instance of this release whose function is gone makes it again, at the
         cost of one batch recorded the ordinary way (`lost_optimistic_bet`)."""
-        with self.datastore.get_connection() as conn, pg_schema_lock(conn, self.migration_wait_s):
+        with (
+            self.datastore.get_connection() as conn,
+            pg_in_schema(conn, self.datastore.schema),
+            pg_schema_lock(conn, self.migration_wait_s),
+        ):
             rows = conn.execute(
                 "SELECT oid::regprocedure::text AS signature, proname FROM pg_proc "
                 "WHERE proname LIKE %s AND proname <> %s "

@@ -68,3 +68,85 @@ def test_a_ledger_made_in_public_is_found_there_when_a_schema_comes_first_later(
         api.record(client, ev.receipt(store, (sku, 1)))
         assert api.level(client, store, sku)["on_hand"] == 6
     assert _tables_in(postgres, database_url, "stock") == set()
+
+
+def _functions_in(database_url: str, schema: str) -> set[str]:
+    import psycopg
+
+    with psycopg.connect(database_url) as conn:
+        rows = conn.execute(
+            "SELECT proname FROM pg_proc WHERE pronamespace = "
+            "(SELECT oid FROM pg_namespace WHERE nspname = %s)",
+            (schema,),
+        ).fetchall()
+    return {row[0] for row in rows}
+
+
+def _ledger_in_public_with_a_schema_first(postgres: EmbeddedPostgres, name: str) -> tuple[str, str]:
+    """A ledger made in `public`, then a schema that comes first in the sessions' search_path: the
+    database's URL, and the URL with that search_path."""
+    import psycopg
+
+    database_url = postgres.create_database(name)
+    made = run_ledger_command(database_url, "migrate")
+    assert made.returncode == 0, made.stderr
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("CREATE SCHEMA stock")
+    return database_url, f"{database_url}&options={quote('-csearch_path=stock,public')}"
+
+
+def test_a_later_migration_makes_its_tables_in_the_logs_schema_not_the_first_of_the_search_path(
+    postgres: EmbeddedPostgres,
+) -> None:
+    """A migration's unqualified CREATE made its table in the first schema of the search_path, and
+    its bookkeeping (`CREATE TABLE IF NOT EXISTS ledger_schema_versions`) an empty table of versions
+    there: every migration then ran again, and made every table anew in that schema."""
+    import psycopg
+
+    from ledger.storage.migrations import EXPAND, LATEST_VERSION, MIGRATIONS, Migration
+    from ledger.storage.migrator import LEDGER_SCHEMA, SchemaHistory, pg_migrate
+    from ledger.storage.recorders import open_recorder
+
+    database_url, stock_first = _ledger_in_public_with_a_schema_first(postgres, "later_migration")
+    future = Migration(
+        LATEST_VERSION + 1,
+        "a table of a later release",
+        EXPAND,
+        postgres=("CREATE TABLE IF NOT EXISTS ledger_later_table (id INTEGER PRIMARY KEY)",),
+        sqlite=(),
+    )
+    recorder = open_recorder(stock_first, 2, 30)  # nothing to apply; this release's batch function
+    try:
+        later = SchemaHistory(LEDGER_SCHEMA.versions_table, (*MIGRATIONS, future))
+        applied = pg_migrate(recorder, 30, later)
+    finally:
+        recorder.close()
+    assert [migration.version for migration in applied] == [future.version]
+    assert "ledger_later_table" in _tables_in(postgres, database_url, "public")
+    assert _tables_in(postgres, database_url, "stock") == set()
+    assert _functions_in(database_url, "stock") == set()
+    with psycopg.connect(database_url) as conn:
+        [(version,)] = conn.execute("SELECT MAX(version) FROM public.ledger_schema_versions").fetchall()
+    assert version == future.version
+
+
+def test_a_migration_the_database_lacks_lands_in_the_logs_schema(postgres: EmbeddedPostgres) -> None:
+    """A database made by the release before the last migration, upgraded with a schema first."""
+    import psycopg
+
+    from ledger.storage.migrations import MIGRATIONS, IndexConcurrently
+
+    oversold = MIGRATIONS[14]  # an index: whether it was made in public or in stock is seen
+    [index] = oversold.postgres
+    assert oversold.version == 15 and isinstance(index, IndexConcurrently)
+    database_url, stock_first = _ledger_in_public_with_a_schema_first(postgres, "lacking_migration")
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("DELETE FROM ledger_schema_versions WHERE version >= %s", (oversold.version,))
+        conn.execute(f"DROP INDEX {index.name}")
+    done = run_ledger_command(stock_first, "migrate")
+    assert done.returncode == 0, done.stderr
+    assert f"applied {oversold.version} " in done.stdout and "applied 1 " not in done.stdout, done.stdout
+    assert _tables_in(postgres, database_url, "stock") == set()
+    with psycopg.connect(database_url) as conn:
+        found = conn.execute("SELECT schemaname FROM pg_indexes WHERE indexname = %s", (index.name,))
+        assert found.fetchall() == [("public",)]
