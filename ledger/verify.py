@@ -19,6 +19,7 @@ end: verify a large busy ledger in a quiet hour, or a restored copy of it.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import sqlite3
 import tempfile
@@ -31,6 +32,7 @@ from urllib.parse import urlsplit
 
 import psycopg
 import psycopg.conninfo
+from eventsourcing.persistence import OperationalError as StoreOperationalError
 
 from ledger.cli_errors import CommandError, redacted_url, refuse_missing_sqlite
 from ledger.projections.schema import PROJECTION_TABLES
@@ -46,6 +48,7 @@ SCRATCH_FILE = "replayed.db"
 # table lets it go within its lock wait (LEDGER_REBUILD_SWAP_LOCK_WAIT_MS); the tries end after
 # the lock timeout (LEDGER_DB_LOCK_TIMEOUT_S).
 LOCK_TRY_PAUSE_S = 0.05
+CAUSE_DEPTH_MAX = 4  # how many causes deep a scratch error is searched for a full disk
 
 ReplayProgress = Callable[[int, int], None]  # (position, head)
 CompareProgress = Callable[[str, int], None]  # (table, rows compared so far in it)
@@ -99,10 +102,19 @@ def verify(
         except BaseException:
             log.close()
             raise
-        scratch = open_recorder(f"sqlite:///{os.path.join(scratch_path, SCRATCH_FILE)}", 2, lock_timeout_s)
+        try:
+            with _scratch_errors(scratch_path):
+                scratch = open_recorder(
+                    f"sqlite:///{os.path.join(scratch_path, SCRATCH_FILE)}", 2, lock_timeout_s
+                )
+        except BaseException:
+            log.close()
+            raise
         try:
             with collection_paused():
-                report.entries = _replay_into(log, scratch, report.head, page_entries, replay_progress)
+                report.entries = _replay_into(
+                    log, scratch, scratch_path, report.head, page_entries, replay_progress
+                )
         finally:
             log.close()
             scratch.close()
@@ -114,15 +126,58 @@ def verify(
 
 
 def _replay_into(
-    log: LedgerRecorder, scratch: LedgerRecorder, head: int, page_entries: int, progress: ReplayProgress
+    log: LedgerRecorder,
+    scratch: LedgerRecorder,
+    scratch_path: str,
+    head: int,
+    page_entries: int,
+    progress: ReplayProgress,
 ) -> int:
     entries = 0
     for page in replay(log, head, page_entries):
-        with scratch.write_transaction() as tx:
+        with _scratch_errors(scratch_path), scratch.write_transaction() as tx:
             write_batch(tx, page.batch)
         entries += page.entries
         progress(page.position, head)
     return entries
+
+
+@contextlib.contextmanager
+def _scratch_errors(scratch_path: str) -> Iterator[None]:
+    """An operating error of the scratch database is told as the scratch space's: it reached main()
+    as any database error, which names LEDGER_DATABASE_URL, and a full scratch disk (SQLite's
+    SQLITE_FULL, "database or disk is full") sent the operator to the ledger's disk, which had room.
+    Only around what touches the scratch database alone: an error of the ledger's stays its own."""
+    try:
+        yield
+    except (sqlite3.OperationalError, StoreOperationalError, OSError) as error:
+        where = os.path.dirname(scratch_path)
+        if _disk_full(error):
+            raise CommandError(
+                f"the scratch space in {where} is full ({error}): the replay needs about as much room "
+                "as the projections; give --scratch-dir a directory with room"
+            ) from None
+        raise CommandError(
+            f"the scratch database in {scratch_path} failed: {error} (--scratch-dir chooses where it is)"
+        ) from None
+
+
+def _disk_full(error: BaseException) -> bool:
+    """SQLite's SQLITE_FULL, or the system's ENOSPC, in the error or what caused it (the event
+    library wraps SQLite's errors once)."""
+    found: BaseException | None = error
+    for _ in range(CAUSE_DEPTH_MAX):
+        if found is None:
+            return False
+        if (
+            isinstance(found, sqlite3.Error)
+            and getattr(found, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
+        ):
+            return True
+        if isinstance(found, OSError) and found.errno == errno.ENOSPC:
+            return True
+        found = found.__cause__
+    return False
 
 
 # -- the two sides: the stored database (in its snapshot) and the scratch one --------------------------

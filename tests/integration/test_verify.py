@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 import time
@@ -298,3 +299,42 @@ def test_verify_tells_a_table_held_past_its_lock_timeout_in_one_line_and_never_q
         "ledger verify: ledger_levels was locked by another session for 1 s (LEDGER_DB_LOCK_TIMEOUT_S): "
         "a `ledger rebuild` swapping it in, or a migration; run verify again\n"
     )
+
+
+def test_a_full_scratch_space_is_named_as_the_cause_not_the_ledgers_database(tmp_path, monkeypatch, capsys):
+    """The replay's scratch database, on a disk that filled up, failed with SQLite's SQLITE_FULL
+    ("database or disk is full"), and verify said `cannot use the database at <LEDGER_DATABASE_URL>`:
+    the operator looked at the ledger's disk, which had room. Here the scratch file may not grow by
+    a page more (SQLite's max_page_count): the same SQLITE_FULL as a full disk gives."""
+    import orjson
+
+    from ledger import verify as verify_module
+    from ledger.cli import main
+
+    ledger_file = tmp_path / "ledger.db"
+    database_url = f"sqlite:///{ledger_file}"
+    shop = unique("shop")
+    path = tmp_path / "h.jsonl"
+    events = (ev.receipt(shop, *((f"SKU-{n}", 5) for n in range(200))), ev.sale(shop, ("SKU-1", 2)))
+    path.write_bytes(b"".join(orjson.dumps(event) + b"\n" for event in events))
+    imported = run_ledger_command(database_url, "import", "--quiet", str(path))
+    assert imported.returncode == 0, imported.stderr
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    real_write_batch = verify_module.write_batch
+
+    def on_a_full_disk(tx: Any, batch: Any) -> None:
+        tx.cursor.execute("PRAGMA max_page_count = 1")  # never below the file's size: no page more
+        real_write_batch(tx, batch)
+
+    monkeypatch.setattr(verify_module, "write_batch", on_a_full_disk)
+    for name in [name for name in os.environ if name.startswith("LEDGER_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("LEDGER_DATABASE_URL", database_url)
+    code = main(["verify", "--quiet", "--scratch-dir", str(scratch)])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    [line] = err.splitlines()
+    assert line.startswith(f"ledger verify: the scratch space in {scratch} is full"), line
+    assert "--scratch-dir" in line and database_url not in line, line
+    assert list(scratch.iterdir()) == []  # the scratch database removed all the same
