@@ -44,6 +44,7 @@ from ledger.storage.recorders import EVENTS_TABLE, LedgerRecorder, open_read_onl
 
 ROWS_PER_FETCH = 2000  # rows read at a time from each side of a comparison
 SCRATCH_FILE = "replayed.db"
+APPLICATION_NAME = "ledger verify"  # its snapshot's session, as pg_stat_activity shows it
 # Between two tries at a stored table's lock (PostgreSQL), which never wait: a swap that holds the
 # table lets it go within its lock wait (LEDGER_REBUILD_SWAP_LOCK_WAIT_MS); the tries end after
 # the lock timeout (LEDGER_DB_LOCK_TIMEOUT_S).
@@ -339,7 +340,9 @@ def _snapshot(database_url: str, lock_wait_s: int) -> Iterator[_Snapshot]:
             f"not {urlsplit(database_url).scheme!r}"
         )
     _require_readable_url(database_url)
-    with psycopg.connect(database_url, connect_timeout=3) as connection:
+    # Named, so that whoever waits for its tables is told it is a verify (pg_stat_activity, and a
+    # migration's line: migrator.pg_lock_holders).
+    with psycopg.connect(database_url, connect_timeout=3, application_name=APPLICATION_NAME) as connection:
         connection.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
         connection.read_only = True
         pg_side = _PostgresSide(connection)

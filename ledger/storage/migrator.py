@@ -41,6 +41,7 @@ MIGRATION_WAIT_S_DEFAULT = 600  # LEDGER_MIGRATION_WAIT_S: how long a start wait
 # statement: a statement that waits holds a snapshot, and a concurrent index build, run under that
 # lock by whoever holds it, waits for every older snapshot: the two would deadlock.
 SCHEMA_LOCK_TRY_PAUSE_S = 0.1
+LOCK_HOLDERS_SHOWN = 3  # sessions named in the line of a migration that waited past its limit
 
 
 @dataclass(frozen=True, slots=True)
@@ -245,12 +246,21 @@ def _pg_locked(recorder: Any, conn: Any, wait_s: int, schema: SchemaHistory) -> 
     """A transaction that first takes EXCLUSIVE on the log, which waits for every writer of this
     release and of earlier ones (ledger/storage/writers_lock.py), so that a migration never
     interleaves with a batch; before anything else, so that no lock is taken in another order."""
-    with conn.transaction(), conn.cursor() as curs:
-        if schema.takes_write_lock and _pg_exists(conn, recorder.events_table_name):
-            _pg_exclusive_in_tries(curs, recorder.events_table_name, time.monotonic() + wait_s)
-        # For the steps; after the tries, whose own timeout outlives their released savepoint.
-        curs.execute(f"SET LOCAL lock_timeout = '{int(wait_s)}s'")
-        yield curs
+    try:
+        with conn.transaction(), conn.cursor() as curs:
+            if schema.takes_write_lock and _pg_exists(conn, recorder.events_table_name):
+                _pg_exclusive_in_tries(curs, recorder.events_table_name, time.monotonic() + wait_s)
+            # For the steps; after the tries, whose own timeout outlives their released savepoint.
+            curs.execute(f"SET LOCAL lock_timeout = '{int(wait_s)}s'")
+            yield curs
+    except LockNotAvailable:
+        # The server's "canceling statement due to lock timeout" says neither what waited nor
+        # for whom: a start behind a `ledger verify` that holds the history for an hour must say so.
+        raise LockNotAvailable(
+            f"a schema migration waited {int(wait_s)} s (LEDGER_MIGRATION_WAIT_S) for a lock on the ledger's "
+            f"tables, held by {pg_lock_holders(conn) or 'a session that has let go since'}: start again "
+            "once it ends"
+        ) from None
 
 
 def _pg_exclusive_in_tries(curs: Any, table: str, deadline: float) -> None:
@@ -321,10 +331,35 @@ def _pg_index_concurrently(conn: Any, index: IndexConcurrently, wait_s: int) -> 
             raise LockNotAvailable(
                 f"index {index.name} was not built within {int(wait_s)} s (LEDGER_MIGRATION_WAIT_S): a "
                 "transaction that began before the build is still open, or another holds the table "
-                "(pg_stat_activity names it)"
+                f"({_holding(pg_lock_holders(conn))})"
             ) from None
     finally:
         conn.execute("RESET lock_timeout")
+
+
+def _holding(holders: str) -> str:
+    return f"holding the ledger's tables: {holders}" if holders else "pg_stat_activity names it"
+
+
+def pg_lock_holders(conn: Any) -> str:
+    """The other sessions that hold a lock on a table of the session's schema, as a line names them
+    (pid, application, since when in its transaction): whom a migration's wait was for; empty if
+    none does now. `conn` in autocommit, out of the transaction whose wait ended."""
+    rows = conn.execute(
+        "SELECT a.pid, COALESCE(NULLIF(a.application_name, ''), a.backend_type) AS who, "
+        "to_char(a.xact_start AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS') AS since "
+        "FROM pg_stat_activity a WHERE a.pid IN (SELECT l.pid FROM pg_locks l JOIN pg_class c "
+        "ON c.oid = l.relation WHERE l.granted AND l.pid <> pg_backend_pid() "
+        "AND c.relnamespace = current_schema()::regnamespace) ORDER BY a.xact_start NULLS LAST, a.pid "
+        "LIMIT %s",
+        (LOCK_HOLDERS_SHOWN + 1,),
+    ).fetchall()
+    named = [
+        f"pid {row['pid']} ({row['who']}"
+        + (f", in a transaction since {row['since']} UTC)" if row["since"] else ")")
+        for row in rows[:LOCK_HOLDERS_SHOWN]
+    ]
+    return ", ".join(named) + (", ..." if len(rows) > LOCK_HOLDERS_SHOWN else "")
 
 
 # -- SQLite -------------------------------------------------------------------------------------------

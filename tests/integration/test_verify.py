@@ -338,3 +338,64 @@ def test_a_full_scratch_space_is_named_as_the_cause_not_the_ledgers_database(tmp
     assert line.startswith(f"ledger verify: the scratch space in {scratch} is full"), line
     assert "--scratch-dir" in line and database_url not in line, line
     assert list(scratch.iterdir()) == []  # the scratch database removed all the same
+
+
+MIGRATION_WAIT_S = 3  # LEDGER_MIGRATION_WAIT_S of the start that waits for verify
+VERIFY_HELD_S_MAX = 120.0  # how long the test's verify holds its tables at most
+
+
+def test_a_migration_that_waits_for_a_verify_ends_within_its_wait_and_names_the_verify(
+    postgres, tmp_path, monkeypatch
+):
+    """A start that migrates waits for the tables verify holds (its snapshot's ACCESS SHARE): past
+    LEDGER_MIGRATION_WAIT_S it ended with the server's "canceling statement due to lock timeout",
+    which names neither what waited nor for whom."""
+    from ledger import verify as verify_module
+    from ledger.storage.recorders import open_recorder
+
+    database_url = postgres.create_database()
+    open_recorder(database_url, 2, 30).close()
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        # A database of the release before migration 9, whose ALTER TABLE waits for every reader.
+        conn.execute("ALTER TABLE ledger_history DROP COLUMN codes")
+        conn.execute("DELETE FROM ledger_schema_versions WHERE version = 9")
+    holding, release = threading.Event(), threading.Event()
+    real_hold = verify_module._PostgresSnapshot.hold
+
+    def hold_and_wait(self: Any, table: str) -> None:
+        real_hold(self, table)
+        if table == "ledger_reservations":  # the history is held by now
+            holding.set()
+            release.wait(VERIFY_HELD_S_MAX)
+
+    monkeypatch.setattr(verify_module._PostgresSnapshot, "hold", hold_and_wait)
+    verifying = threading.Thread(
+        target=verify_module.verify,
+        args=(database_url, 30),
+        kwargs={
+            "page_entries": 100,
+            "scratch_dir": str(tmp_path),
+            "shown_max": 20,
+            "replay_progress": lambda position, head: None,
+            "compare_progress": lambda table, rows: None,
+        },
+        daemon=True,
+    )
+    verifying.start()
+    try:
+        assert holding.wait(VERIFY_HELD_S_MAX)
+        started = time.monotonic()
+        done = run_ledger_command(
+            database_url, "migrate", env={"LEDGER_MIGRATION_WAIT_S": str(MIGRATION_WAIT_S)}
+        )
+        waited_s = time.monotonic() - started
+    finally:
+        release.set()
+        verifying.join(VERIFY_HELD_S_MAX)
+    assert done.returncode == 2, done.stdout + done.stderr
+    [line] = done.stderr.splitlines()
+    assert f"waited {MIGRATION_WAIT_S} s (LEDGER_MIGRATION_WAIT_S)" in line, line
+    assert "(ledger verify, in a transaction since " in line, line
+    assert waited_s < MIGRATION_WAIT_S + 30, waited_s  # bounded: the command's start, then the wait
+    again = run_ledger_command(database_url, "migrate")
+    assert again.returncode == 0 and "applied 9 " in again.stdout, again.stdout + again.stderr
