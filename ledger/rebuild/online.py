@@ -173,7 +173,8 @@ def _swap(
 ) -> float | None:
     """The last entries and the swap, in one transaction under the writers' lock; None when the
     tables' readers did not let go in time, or one made a deadlock with the locks being taken
-    (nothing was changed, the replay has not moved)."""
+    (nothing was changed, the replay has not moved). A lock timeout once the locks are taken ends
+    the rebuild: the replay has moved on by then."""
     with recorder.read_transaction() as tx:  # before the writers' lock: a round trip less under it
         lock_order = shadow.with_views(tx, shadow.lock_order(tx, PROJECTION_TABLES), PROJECTION_TABLES)
     asked = time.monotonic()
@@ -196,9 +197,17 @@ def _swap(
             shadow.swap(tx, PROJECTION_TABLES)
             report.head = head
     except Exception as error:
-        if _lock_not_available(error) or (locking and _deadlock(error)):
+        if locking and (_lock_not_available(error) or _deadlock(error)):
             report.swap_waits += 1
             return None
+        if _lock_not_available(error):
+            # Past the locks the replay has moved on, into a transaction now rolled back: another
+            # attempt would go on from there, and swap in tables without those entries.
+            raise CommandError(
+                "the swap waited past its lock wait (LEDGER_REBUILD_SWAP_LOCK_WAIT_MS) after it replayed "
+                f"the last entries ({_psycopg_error(error)}): the live tables are unchanged; run the "
+                "rebuild again"
+            ) from None
         raise
     report.writes_paused_s = time.monotonic() - asked
     return report.writes_paused_s

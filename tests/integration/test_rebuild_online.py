@@ -455,3 +455,69 @@ def test_the_rebuild_never_waits_on_its_own_pool(postgres, monkeypatch):
         finally:
             releaser.join()
     assert over == []
+
+
+HELD_KEY = 0x7E58  # an advisory lock key of this test's own: what the swap's transaction waits for
+
+
+def test_a_lock_timeout_after_the_swap_replayed_its_pages_fails_the_rebuild_rather_than_lose_them(postgres):
+    """The swap replays the last entries into the shadow tables inside its transaction, moving the
+    replay on; a lock timeout after that (its lock_timeout, `rebuild_swap_lock_wait_ms`, bounds
+    every statement of the transaction) was taken for readers that kept the tables, and the next
+    attempt went on from where the rolled-back one had left the replay: the tables swapped in
+    lacked those entries, and the rebuild said it succeeded. Here the swap, once its pages are
+    written, waits for a lock another session holds: a lock timeout as any other."""
+    import orjson
+
+    from ledger.cli_errors import CommandError
+    from ledger.rebuild import online
+
+    database_url = postgres.create_database()
+    shop = unique("shop")
+
+    def imported(*events: dict) -> None:
+        path = Path(tempfile.mkdtemp()) / "events.jsonl"
+        path.write_bytes(b"".join(orjson.dumps(event) + b"\n" for event in events))
+        done = run_ledger_command(database_url, "import", "--quiet", str(path))
+        assert done.returncode == 0, done.stderr
+
+    imported(ev.receipt(shop, ("A", 5)), ev.sale(shop, ("A", 1)))
+    real_catch_up, real_swap = online._catch_up, online.shadow.swap
+    written_during_the_rebuild: list[int] = []
+
+    def catch_up_after_writes(recorder, replay, limits, progress) -> int:
+        if not written_during_the_rebuild:  # entries the swap replays under its lock
+            imported(ev.receipt(shop, ("A", 7)), ev.receipt(shop, ("B", 3)))
+            written_during_the_rebuild.append(2)
+        return real_catch_up(recorder, replay, limits, progress)
+
+    def swap_after_a_lock_timeout(tx, tables) -> None:
+        monkeypatch.setattr(online.shadow, "swap", real_swap)
+        with psycopg.connect(database_url, autocommit=True) as holder:
+            holder.execute("SELECT pg_advisory_lock(%s)", (HELD_KEY,))
+            tx.execute("SELECT pg_advisory_xact_lock(%s)", (HELD_KEY,))
+            tx.fetchone("SELECT 1 AS answered")  # pipelined: the wait's error arrives here
+        real_swap(tx, tables)
+
+    monkeypatch = pytest.MonkeyPatch()
+    monkeypatch.setattr(online, "_catch_up", catch_up_after_writes)
+    monkeypatch.setattr(online.shadow, "swap", swap_after_a_lock_timeout)
+    recorder = open_recorder(database_url, 4, 30, create_tables=False)
+    refused = ""
+    try:
+        rebuild(recorder, RebuildLimits(swap_lock_wait_ms=200), None)
+    except CommandError as error:
+        refused = error.message
+    finally:
+        recorder.close()
+        monkeypatch.undo()
+    assert written_during_the_rebuild
+    verified = run_ledger_command(database_url, "verify", "--quiet")
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    assert "after it replayed the last entries" in refused and "live tables are unchanged" in refused, refused
+    assert (
+        db.scalar(
+            database_url, f"SELECT on_hand AS n FROM ledger_levels WHERE store_id = '{shop}' AND sku = 'B'"
+        )
+        == 3
+    )
