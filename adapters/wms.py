@@ -33,6 +33,7 @@ from adapters.limits import SlidingWindow
 from adapters.mappings import Mappings
 from adapters.masking import secret_safe_logger
 from adapters.outbound import Failure, Item, TargetUnavailable
+from adapters.wms_articles import ArticleCollision, article_of
 from adapters.wms_codes import codes_to_pick
 from ledger.access.scopes import ADAPTER_PRINCIPAL_PREFIX
 from ledger.domain.model import Entry, EventType
@@ -249,6 +250,10 @@ class WmsPickingTarget:
         warehouse = self.mappings.external(SYSTEM, "store", payload["store_id"])
         if warehouse is None:
             return Failure(f"no wms warehouse mapped to {payload['store_id']}", permanent=True)
+        try:  # every line's article before any order goes: one refused line sends none of the zones
+            articles = {sku: article_of(self.mappings, sku) for sku, _qty in payload["lines"]}
+        except ArticleCollision as error:  # parked after the retries, naming it (adapters/wms_articles.py)
+            return Failure(str(error))
         zones: dict[str, list[list[Any]]] = defaultdict(list)
         for sku, qty in payload["lines"]:
             zone_ref = self.mappings.external(SYSTEM, "zone", sku)
@@ -261,7 +266,7 @@ class WmsPickingTarget:
                 "customer_order_id": payload["order_id"] or payload["reservation_id"],
                 "warehouse": warehouse.external_id,
                 "zone": zone,
-                "lines": [self._wire_line(sku, qty, codes.get(sku)) for sku, qty in lines],
+                "lines": [self._wire_line(articles[sku], sku, qty, codes.get(sku)) for sku, qty in lines],
             }
             request = wms_requests.Request(
                 external_id,
@@ -311,10 +316,9 @@ class WmsPickingTarget:
             )
             wms_requests.forget(tx, created.external_id)
 
-    def _wire_line(self, sku: str, qty: int, codes: list[str] | None = None) -> dict[str, Any]:
-        article = self.mappings.external(SYSTEM, "sku", sku)
+    def _wire_line(self, article: str, sku: str, qty: int, codes: list[str] | None = None) -> dict[str, Any]:
         unit = self.mappings.unit(SYSTEM, sku)
-        line: dict[str, Any] = {"sku": article.external_id if article else sku, "qty": qty, "uom": "unit"}
+        line: dict[str, Any] = {"sku": article, "qty": qty, "uom": "unit"}
         if codes:  # the codes of units to pick: the line stays in units, so that codes <= qty holds
             line["codes"] = codes
         elif unit and qty % unit[1] == 0:  # whole boxes go as boxes; anything else in base units

@@ -30,6 +30,7 @@ from adapters.masking import secret_safe_logger
 from adapters.outbound import Failure, Item, TargetUnavailable
 from adapters.sink import EventSink, EventsRefused
 from adapters.wms import PRINCIPAL, SOURCE, SYSTEM, WmsClient
+from adapters.wms_articles import ArticleCollision, article_of, colliding_articles, collision
 from ledger.domain.model import Entry, EventType, Line, Outcome, StockEvent
 from ledger.sql import SqlTx
 
@@ -121,8 +122,12 @@ class WmsInboundTarget:
             "warehouse": warehouse.external_id,
             "transfer_id": payload["transfer_id"],
             "from": payload["from_store"],
-            "lines": [self._wire_line(sku, qty) for sku, qty in payload["lines"]],
+            "lines": [],
         }
+        try:
+            body["lines"] = [self._wire_line(sku, qty) for sku, qty in payload["lines"]]
+        except ArticleCollision as error:  # parked after the retries, naming it (adapters/wms_articles.py)
+            return Failure(str(error))
         answer = self.client.request(
             "POST", "api/v1/inbound", json_body=body, headers={"Idempotency-Key": external_id}
         )
@@ -141,8 +146,7 @@ class WmsInboundTarget:
         return None
 
     def _wire_line(self, sku: str, qty: int) -> dict[str, Any]:
-        article = self.mappings.external(SYSTEM, "sku", sku)
-        return {"sku": article.external_id if article else sku, "qty": qty, "uom": "unit"}
+        return {"sku": article_of(self.mappings, sku), "qty": qty, "uom": "unit"}
 
     def after_push(self, tx: SqlTx, pushed: Sequence[Item]) -> None:
         stamp = now_text()
@@ -186,6 +190,8 @@ class WmsArrivals:
         finished = 0
         still_open: list[str] = []
         shared = self.mappings.shared(SYSTEM, "sku")  # loaded by an older release: refused since
+        # An article that may be either of two SKUs: one mapped to it, the other named so.
+        colliding = colliding_articles(self.mappings, self.recorder) if rows else {}
         for row in rows:
             body = self.client.inbound(row["wms_inbound_id"])
             status = str((body or {}).get("status"))
@@ -193,7 +199,7 @@ class WmsArrivals:
                 still_open.append(row["external_id"])
                 continue
             try:
-                receipts = self._receipts(row, body, shared) if status == "RECEIVED" else []
+                receipts = self._receipts(row, body, shared, colliding) if status == "RECEIVED" else []
             except MappingError as error:  # kept open: the next poll, once the mapping is put right
                 self._refused(row, str(error), "not recorded")
                 still_open.append(row["external_id"])
@@ -223,17 +229,22 @@ class WmsArrivals:
         with transaction(self.recorder) as tx:
             journal(tx, SYSTEM, "alert", row["wms_inbound_id"], f"receipt {what}: {reason}")
 
-    def _receipts(self, row: Any, body: dict[str, Any], shared: dict[str, list[str]]) -> list[StockEvent]:
+    def _receipts(
+        self, row: Any, body: dict[str, Any], shared: dict[str, list[str]], colliding: dict[str, str]
+    ) -> list[StockEvent]:
         """What was counted in. Up to what the transfer sent, a receipt of the transfer (it moves
         those units from incoming to on hand); beyond it (more than was sent, or a SKU it did not
         send), a plain receipt: every counted unit is on hand, and incoming never goes below zero.
-        An article mapped from two SKUs (`shared`) is MappingError: it would go to one of them."""
+        An article mapped from two SKUs (`shared`), or mapped from one and also another's own name
+        (`colliding`, adapters/wms_articles.py), is MappingError: it would go to one of them."""
         counted: dict[str, int] = {}
         for line in body.get("lines") or []:
             article, qty = str(line.get("sku")), line.get("received_qty")
             if isinstance(qty, int) and qty > 0:
                 if article in shared:
                     raise self.mappings.shared_error(SYSTEM, "sku", article, shared[article])
+                if article in colliding:
+                    raise ArticleCollision(collision(article, colliding[article]))
                 sku = self.mappings.local(SYSTEM, "sku", article) or article
                 counted[sku] = counted.get(sku, 0) + qty
         sent: dict[str, int] = {}

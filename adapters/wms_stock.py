@@ -6,7 +6,9 @@ being picked as well (they leave it with the shipment), so the figure compared i
 `qty_on_hand`, summed over the zones of a SKU; the identity is checked on every row, and a row
 that breaks it (or has no whole figures) is not trusted: its SKU is left out of the snapshot,
 so it is not compared and never changed (not even counted as 0 by `--absent-as-zero`), and the
-report's description counts it.
+report's description counts it. So is an article mapped from one SKU that is also the name of another
+SKU the ledger holds with no `wms,sku` row (adapters/wms_articles.py): the WMS's rows of it may be
+either's, so both are left out.
 
 Only what was read is covered (snapshots.py): a SKU the report does not list is left untouched
 unless the run says `--absent-as-zero`. Every page is read to the end (`page`, `per_page`,
@@ -24,6 +26,7 @@ from adapters.mappings import Mappings
 from adapters.masking import secret_safe_logger
 from adapters.snapshots import Snapshot
 from adapters.wms import SYSTEM, WmsClient
+from adapters.wms_articles import colliding_articles, collision
 from ledger.domain.ids import ID_PATTERN
 
 log = secret_safe_logger("adapters.wms_stock")
@@ -44,12 +47,16 @@ def read_wms_snapshot(client: WmsClient, mappings: Mappings, progress: Progress 
     untrusted: dict[tuple[str, str], str] = {}
     pages = 0
     mappings.one_to_one(SYSTEM, "sku")  # an article shared by two SKUs (an older load): MappingError
+    colliding = colliding_articles(mappings, mappings.recorder)
     for store_id, ref in sorted(mappings.stores_one_to_one(SYSTEM).items()):
         rows, read = _read_warehouse(client, ref.external_id)
         pages += read
+        for article, owner in colliding.items():  # listed or not: either SKU's figure is unknown
+            for either in (article, owner):
+                untrusted[(store_id, either)] = collision(article, owner)
         for row in rows:
             sku = _ledger_sku(mappings, row.get("sku"))
-            if sku is None:
+            if sku is None or (store_id, sku) in untrusted:
                 continue
             units, problem = _on_hand_units(mappings, sku, row)
             if problem is not None:

@@ -192,6 +192,57 @@ def test_a_wms_article_mapped_from_two_ledger_skus_is_refused_and_not_reconciled
         read_wms_snapshot(client_for(server), mappings)
 
 
+def test_an_unmapped_sku_named_as_another_skus_article_is_not_reconciled_into_that_sku(
+    warehouse, recorder, mappings, mapped, record
+):
+    """SKU-2 has no wms,sku row, so its picking orders went out as article SKU-2; SKU-3 was mapped
+    to the article SKU-2 (loaded before SKU-2 was in the ledger). The WMS's row of article SKU-2
+    was read back as SKU-3's: SKU-3 moved to SKU-2's count and SKU-2, vouched complete, to 0.
+    Neither is compared until a mapping says which is which."""
+    fake, server = warehouse
+    mapped(("wms", "sku", "SKU-3", "SKU-2"))
+    record(event(RECEIPT, "shop-1", ("SKU-1", 10), ("SKU-2", 5), ("SKU-3", 7)))
+    fake.put_stock("main", "ART-1", on_hand=9)
+    fake.put_stock("main", "SKU-2", on_hand=5)
+
+    snapshot = read_wms_snapshot(client_for(server), mappings)
+    report = make_report(recorder, snapshot, run_id="w-collide", stores=["shop-1"])
+    complete = make_report(
+        recorder, snapshot.absent_as_zero(["shop-1"]), run_id="w-collide-all", stores=["shop-1"]
+    )
+
+    assert report_lines(report) == [("SKU-1", 10, 9)]
+    assert report_lines(complete) == [("SKU-1", 10, 9)]  # SKU-2 and SKU-3: unknown, never zeroed
+    assert {("shop-1", "SKU-2"), ("shop-1", "SKU-3")} <= snapshot.unknown
+    assert "2 SKU(s) left out" in report.description
+
+
+def test_a_receipt_of_an_article_that_is_also_an_unmapped_skus_name_is_held_with_an_alert(
+    warehouse, recorder, mappings, mapped, ledger, record
+):
+    """SKU-2 has no wms,sku row, so its expected receipt went out as article SKU-2; then SKU-3 was
+    mapped to the article SKU-2. Counted in, article SKU-2 was recorded as SKU-3's, a surplus of a
+    SKU the transfer never sent, and SKU-2's units stayed incoming."""
+    fake, server = warehouse
+    record(event(RECEIPT, "shop-9", ("SKU-2", 10)), transfer("shop-9", "shop-1", "T-6", ("SKU-2", 2)))
+    OutboundWorker(recorder, WmsInboundTarget(recorder, mappings, client_for(server)), FAST).run_until_idle()
+    expected = fake.inbound_by_external("shop-1:T-6")
+    assert expected is not None and expected["lines"][0]["sku"] == "SKU-2"
+    fake.receive(expected["id"], {"SKU-2": 2})
+    mapped(("wms", "sku", "SKU-3", "SKU-2"))  # loaded after the receipt was expected
+    arrivals = WmsArrivals(recorder, mappings, LedgerSink(ledger), client_for(server))
+
+    assert arrivals.poll() == 0  # left open, with an alert naming the collision
+    assert levels_of(ledger, "shop-1", "SKU-3") == (0, 0)
+    assert levels_of(ledger, "shop-1", "SKU-2") == (0, 2)
+    with transaction(recorder) as tx:
+        [alert] = tx.fetchall("SELECT detail FROM adapter_journal WHERE kind = 'alert'")
+        tx.execute("DELETE FROM adapter_mappings WHERE local_id = 'SKU-3'")  # put right
+    assert "wms article SKU-2 is the mapped article of ledger sku SKU-3" in alert["detail"]
+    assert arrivals.poll() == 1
+    assert levels_of(ledger, "shop-1", "SKU-2") == (2, 0)
+
+
 def wms_command_env(monkeypatch: Any, database_url: str, server: Any) -> None:
     """What `ledger reconcile --source wms` reads from the environment, for the fake WMS."""
     # The command remembers the database URL's user as a secret for the rest of the process; on

@@ -614,3 +614,28 @@ def test_the_bitrix_order_status_is_that_of_all_its_picking_orders_together(
     assert _order_status_queued(recorder, "B-7") == "PE"
     processor.handle_delivery({"id": zone_a["id"], "status": "DELIVERED"})
     assert _order_status_queued(recorder, "B-7") == "PE"  # the error stays until a person acts
+
+
+def test_an_unmapped_sku_named_as_another_skus_article_is_not_sent_as_that_sku(
+    warehouse, recorder, mappings, mapped, record
+):
+    """SKU-2 has no wms,sku row, so it travels under its own name; SKU-3 is mapped to the article
+    SKU-2. A picking order of SKU-2 went out as article SKU-2, which the WMS holds as SKU-3's: the
+    picker took SKU-3's units for it. Refused and parked, naming both, until a mapping says which."""
+    fake, server = warehouse
+    mapped(("wms", "sku", "SKU-3", "SKU-2"))
+    record(
+        event(RECEIPT, "shop-1", ("SKU-2", 10), ("SKU-3", 10)),
+        event(RESERVATION, "shop-1", ("SKU-2", 1), reservation_id="r-1"),
+        event(RESERVATION, "shop-1", ("SKU-3", 2), reservation_id="r-2"),
+    )
+
+    picking_worker(recorder, mappings, server).run_until_idle()
+
+    assert fake.by_external("shop-1:r-1:B") is None  # nothing of SKU-2 goes out as SKU-3's article
+    made = fake.by_external("shop-1:r-2:A")  # SKU-3 itself goes, as its article
+    assert made is not None and made["lines"] == [{"sku": "SKU-2", "qty": 2, "uom": "unit"}]
+    with transaction(recorder) as tx:
+        [parked] = tx.fetchall("SELECT item_key, reason FROM adapter_parked")
+    assert parked["item_key"] == "pick:shop-1|r-1"
+    assert "wms article SKU-2 is the mapped article of ledger sku SKU-3" in parked["reason"]
