@@ -165,16 +165,38 @@ class OrderEnds:
         state = str(((order.get("state") or {}).get("meta") or {}).get("href") or "").rsplit("/", 1)[-1]
         order_id = order.get("externalCode")
         store_href = ((order.get("store") or {}).get("meta") or {}).get("href")
-        store_id = self.mappings.local(SYSTEM, "store", entity_id(store_href)[1]) if store_href else None
-        if state != rule.target_status or not order_id or store_id is None:
+        store_ids = self._ledger_stores(entity_id(store_href)[1]) if store_href else []
+        if state != rule.target_status or not order_id or not store_ids:
             return 0  # not cancelled, or not an order the ledger made (no code, or a store not mapped)
         name = str(order.get("name") or order.get("id"))
-        ended = OrderEnd(str(order.get("id")), name, store_id, str(order_id), changed_at, "cancelled")
-        # Every reservation the order carries that still holds, if the cancel came after it was
-        # placed: a later reservation of the order id reuses the order, and the ledger keeps it
-        # open while any of them holds (moysklad_orders.py).
-        holding = order_holding_reservations(self.recorder, store_id, str(order_id))
-        return self._release(ended, [r for r in holding if self._placed_before(ended, r)])
+        submitted = 0
+        for store_id in store_ids:
+            ended = OrderEnd(str(order.get("id")), name, store_id, str(order_id), changed_at, "cancelled")
+            # Every reservation the order carries that still holds, if the cancel came after it was
+            # placed: a later reservation of the order id reuses the order, and the ledger keeps it
+            # open while any of them holds (moysklad_orders.py).
+            holding = order_holding_reservations(self.recorder, store_id, str(order_id))
+            submitted += self._release(ended, [r for r in holding if self._placed_before(ended, r)])
+        return submitted
+
+    def _ledger_stores(self, store_uuid: str) -> list[str]:
+        """The ledger stores a MoySklad store stands for: one, or, mapped from several by an older
+        release (a load refuses it since), each of them. The customer order of an order id at that
+        store carried the reservations of every one of them (the push finds it by code and store,
+        and reuses it), so a cancel releases each one's part: read back as one ledger store, the
+        other's part was left to expire."""
+        shared = self.mappings.shared(SYSTEM, "store").get(store_uuid)
+        if shared:
+            log.warning(
+                "moysklad store %s is mapped from %d ledger stores (%s): a cancel there releases the "
+                "order's part at each; map it from one (mappings load)",
+                store_uuid,
+                len(shared),
+                ", ".join(shared),
+            )
+            return shared
+        store_id = self.mappings.local(SYSTEM, "store", store_uuid)
+        return [store_id] if store_id is not None else []
 
     def _sync_deleted(self, href: str, deleted_at: datetime) -> int:
         order_uuid = entity_id(href)[1]

@@ -500,3 +500,31 @@ def test_a_journal_that_cannot_take_the_reuse_alert_does_not_fail_the_push(
     record(event(RESERVATION, "shop-1", ("SKU-1", 2), reservation_id="res-9b", order_id="B-9"))
     orders.run_until_idle()  # raises nothing: the push goes on
     assert "could not take the alert" in caplog.text and "ALERT moysklad" in caplog.text
+
+
+def test_a_cancel_at_a_store_an_older_release_let_two_ledger_stores_share_releases_both_parts(
+    account, recorder, mappings, ledger, record
+):
+    """shop-3 mapped to shop-1's MoySklad store (loaded before that was refused): shop-3's
+    reservation of order B-9 was pushed to the same customer order. The cancel read the order's
+    store back as one ledger store and released only its part; the other's only expired."""
+    fake, server = account
+    with transaction(recorder) as tx:
+        tx.execute(
+            "INSERT INTO adapter_mappings (system, kind, local_id, external_id, external_type, updated_at) "
+            "VALUES ('moysklad', 'store', 'shop-3', %s, NULL, '2026-12-01T00:00:00Z')",
+            (STORE_UUID,),
+        )
+    order_id, orders = placed_order(fake, server, recorder, mappings, record)
+    record(
+        event(RECEIPT, "shop-3", ("SKU-1", 4)),
+        event(RESERVATION, "shop-3", ("SKU-1", 3), reservation_id="res-3", order_id="B-9"),
+    )
+    orders.run_until_idle()
+    assert [o["externalCode"] for o in fake.orders.values()] == ["B-9"]  # the one order carries both
+
+    fake.set_order_state(order_id, CANCELLED)
+    assert order_ends_of(server, recorder, mappings, ledger).handle(state_changed(fake, order_id)) == 2
+
+    assert ledger.reservation("shop-1", "res-9").reservation.status.value == "released"
+    assert ledger.reservation("shop-3", "res-3").reservation.status.value == "released"
