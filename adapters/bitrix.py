@@ -333,16 +333,26 @@ class BitrixTarget:
         return {key for key in keys if not key.startswith(SKU_KEY)}
 
     def _push_documents(self, items: Sequence[Item]) -> dict[str, Failure]:
-        """Moves each (product, store) amount to the ledger's with a receipt (A) or write-off (D)."""
+        """Moves each (product, store) amount to the ledger's with a receipt (A) or write-off (D).
+
+        Write-offs first, and an item whose write-off was refused gets no receipt this time: the
+        product's quantity on the site is the sum of its stores, so a receipt conducted while a
+        write-off of the same product kept failing (or before an outage stopped the push between
+        the two) showed more than the ledger had to sell. This way the site shows, meanwhile, no
+        more than it did before the push or than the ledger holds, whichever is more; the item is
+        retried (then parked) and moves every store by its difference again. Nothing in the
+        documents ties one document to another (catalog.document.conduct checks only its own
+        lines), so the order is ours to choose."""
         current = self._store_amounts(items)
-        moves: dict[str, list[tuple[Item, str, int]]] = {"A": [], "D": []}
+        moves: dict[str, list[tuple[Item, str, int]]] = {"D": [], "A": []}
         for item in items:
             for store_id, amount in item.payload["store_amounts"].items():
                 delta = int(amount) - current.get((str(item.payload["product_id"]), str(store_id)), 0)
                 if delta:
                     moves["A" if delta > 0 else "D"].append((item, str(store_id), abs(delta)))
         failures: dict[str, Failure] = {}
-        for doc_type, lines in moves.items():
+        for doc_type, moved in moves.items():
+            lines = [line for line in moved if line[0].key not in failures]  # a refused write-off: no receipt
             per_batch = self.config.batch_commands_max - 3  # the document, its supplier, the conduct
             for part in chunks(lines, per_batch):
                 failures.update(self._document(doc_type, list(part)))

@@ -13,6 +13,7 @@ from adapters.bitrix import BitrixConfig, BitrixTarget, Supplier
 from adapters.bitrix_client import BitrixClient
 from adapters.db import transaction
 from adapters.outbound import OutboundWorker
+from devtools.fakes.bitrix import CommandError
 from ledger.domain.model import EventType
 
 RECEIPT = EventType.RECEIPT
@@ -138,3 +139,33 @@ def test_the_portals_inventory_mode_is_checked_at_start_and_a_mismatch_raises_an
     with transaction(recorder) as tx:
         (alert,) = tx.fetchall("SELECT adapter, detail FROM adapter_journal WHERE kind = 'alert'")
     assert alert["adapter"] == "bitrix" and "LEDGER_BITRIX_PUSH=documents" in alert["detail"]
+
+
+def test_a_write_off_that_keeps_failing_leaves_the_site_showing_no_more_than_it_did(
+    portal, recorder, mappings, mapped, record, monkeypatch
+):
+    """Receipts went first: SKU-1 sold 6 at shop-1 and received 3 at shop-2, the receipt at store 2
+    was conducted and the write-off at store 1 refused, so the site showed 13 where the ledger held
+    7 (and the push was retried, each time refused the same way). Write-offs go first now, and an
+    item whose write-off is refused moves no store up: the site keeps its 10 until it can show 7."""
+    fake, _ = portal
+    mapped(("bitrix", "store", "shop-2", "2"))
+    record(event(RECEIPT, "shop-1", ("SKU-1", 10)))
+    worker = documents_worker(recorder, mappings, portal, Supplier("contractor", 1))
+    worker.run_until_idle()
+    assert fake.products["101"]["quantity"] == 10
+
+    conduct = fake._conduct
+
+    def refusing_write_offs(params: Any) -> Any:
+        if fake.documents[int(params["id"])]["docType"] == "D":
+            raise CommandError("0", "Document conducting error: write-offs refused here")
+        return conduct(params)
+
+    monkeypatch.setattr(fake, "_conduct", refusing_write_offs)
+    record(event(EventType.SALE, "shop-1", ("SKU-1", 6)), event(RECEIPT, "shop-2", ("SKU-1", 3)))
+    reports = worker.run_until_idle()
+
+    assert [r.parked_keys for r in reports if r.parked_keys] == [["sku:SKU-1"]]
+    assert fake.store_amounts.get(("101", "2"), 0.0) == 0.0  # no receipt while the write-off fails
+    assert fake.products["101"]["quantity"] == 10  # never more than it showed, nor than the ledger's 7
