@@ -19,6 +19,14 @@ reservations, a booking writes its reservation only if the order is not marked d
 deletion handled while a push books a reservation under that order either sees the reservation,
 or the push sees the deletion (and makes a new order on its next attempt): never neither. Every
 deleted customer order leaves its row, the ledger's or not (whose it was is not known then).
+
+The book is pruned (`prune`, from the orders' push at most every `PRUNE_INTERVAL_S`): an order
+leaves it, with its booked reservations, once none of them still holds units in the ledger (each
+is released, expired or shipped in full: ended for good, so a deletion of the order would release
+nothing) and nothing happened to it for `RETENTION_DAYS` (booked, made, deleted), at most
+`PRUNE_ORDERS_MAX` orders a time. An open order's reservation is never pruned, so its release on
+a deletion is never lost. A deleted order pruned can no longer stop a booking under it: only a push
+that read the order before its deletion and booked it `RETENTION_DAYS` later could try.
 """
 
 from __future__ import annotations
@@ -27,6 +35,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from adapters.db import now_text, transaction
+from ledger.domain.model import ReservationStatus
+
+RETENTION_DAYS = 30  # an order whose reservations all ended stays in the book this long after its last change
+PRUNE_ORDERS_MAX = 1000  # orders pruned at a time (one transaction)
+PRUNE_INTERVAL_S = 3600.0  # how often the orders' push prunes the book
+# The reservation statuses that still hold units (as moysklad_orders.HOLDING_STATUSES, which imports this).
+_HOLDING = (ReservationStatus.ACTIVE.value, ReservationStatus.PARTIALLY_SHIPPED.value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,3 +106,47 @@ def _booked(tx: Any, order_uuid: str) -> list[BookedReservation]:
         (order_uuid,),
     )
     return [BookedReservation(str(r["store_id"]), str(r["order_id"]), str(r["reservation_id"])) for r in rows]
+
+
+# An order the book may let go (parameters: `before` three times): unchanged since `before`, and
+# none of its booked reservations missing from the ledger or still holding units there.
+_PRUNABLE = (
+    "o.recorded_at < %s AND (o.deleted_at IS NULL OR o.deleted_at < %s) "
+    "AND NOT EXISTS (SELECT 1 FROM adapter_moysklad_order_reservations b "
+    "LEFT JOIN ledger_reservations r ON r.store_id = b.store_id AND r.reservation_id = b.reservation_id "
+    "WHERE b.order_uuid = o.order_uuid AND (b.recorded_at >= %s OR r.reservation_id IS NULL "
+    f"OR r.status IN ({', '.join(repr(status) for status in _HOLDING)})))"
+)
+
+
+def prune(recorder: Any, before: str, orders_max: int = PRUNE_ORDERS_MAX) -> int:
+    """Takes out of the book at most `orders_max` orders none of whose booked reservations still
+    holds units, unchanged since `before` (a time as now_text writes it); returns how many. Each
+    order's row is locked (as a deletion and a booking lock it) and checked again before it goes:
+    a booking under it that came in between keeps it."""
+    with transaction(recorder) as tx:
+        candidates = [
+            str(row["order_uuid"])
+            for row in tx.fetchall(
+                f"SELECT o.order_uuid FROM adapter_moysklad_orders o WHERE {_PRUNABLE} "
+                "ORDER BY o.recorded_at, o.order_uuid LIMIT %s",
+                (before, before, before, orders_max),
+            )
+        ]
+        pruned = 0
+        for order_uuid in candidates:
+            tx.execute(
+                "UPDATE adapter_moysklad_orders SET recorded_at = recorded_at WHERE order_uuid = %s",
+                (order_uuid,),
+            )
+            still = tx.fetchone(
+                "SELECT 1 AS prunable FROM adapter_moysklad_orders o "
+                f"WHERE o.order_uuid = %s AND {_PRUNABLE}",
+                (order_uuid, before, before, before),
+            )
+            if still is None:
+                continue
+            tx.execute("DELETE FROM adapter_moysklad_order_reservations WHERE order_uuid = %s", (order_uuid,))
+            tx.execute("DELETE FROM adapter_moysklad_orders WHERE order_uuid = %s", (order_uuid,))
+            pruned += 1
+    return pruned

@@ -13,19 +13,23 @@ so that its deletion can be traced to what it carried.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import orjson
 
+from adapters import moysklad_order_book
 from adapters.db import journal, transaction
 from adapters.mappings import Mappings
 from adapters.masking import secret_safe_logger
 from adapters.moysklad import SYSTEM, MoySkladClient, errors_text
 from adapters.moysklad_order_book import BookedReservation, remember_order
 from adapters.outbound import Failure, Item, TargetUnavailable
+from ledger.clock import utc_now, utc_text
 from ledger.domain.model import Entry, EventType, ReservationStatus
 from ledger.sql import SqlTx
 
@@ -59,6 +63,7 @@ class MoySkladOrdersTarget:
         self.mappings = mappings
         self.client = client
         self.config = client.config
+        self._pruned_at = float("-inf")  # when the book of orders was last pruned (monotonic)
 
     def keys_for(self, entry: Entry, position: int) -> Iterable[str]:
         event = entry.event
@@ -108,6 +113,7 @@ class MoySkladOrdersTarget:
         return items
 
     def push(self, items: Sequence[Item]) -> dict[str, Failure]:
+        self._prune_book()
         failures: dict[str, Failure] = {}
         unavailable: list[TargetUnavailable] = []
         # One customer order's items one after another, in the order given: two threads that each
@@ -134,6 +140,23 @@ class MoySkladOrdersTarget:
             )
             raise TargetUnavailable(str(unavailable[0]), unavailable[0].retry_after_s, done)
         return failures
+
+    def _prune_book(self) -> None:
+        """Lets the book of orders go of the orders whose reservations all ended, past the
+        retention (moysklad_order_book.prune), at most every PRUNE_INTERVAL_S: the book grew by
+        every order made, for ever. A prune that fails is logged and tried at the next interval;
+        the push goes on (the book only grows meanwhile)."""
+        if time.monotonic() - self._pruned_at < moysklad_order_book.PRUNE_INTERVAL_S:
+            return
+        self._pruned_at = time.monotonic()
+        before = utc_text(utc_now() - timedelta(days=moysklad_order_book.RETENTION_DAYS))
+        try:
+            pruned = moysklad_order_book.prune(self.recorder, before)
+        except Exception:
+            log.exception("moysklad: the book of orders could not be pruned")
+            return
+        if pruned:
+            log.info("moysklad: %d order(s) whose reservations all ended left the book of orders", pruned)
 
     def _push_in_turn(self, items: list[Item]) -> list[Failure | TargetUnavailable | None]:
         return [self._push_one(item) for item in items]

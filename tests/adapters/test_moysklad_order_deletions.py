@@ -15,7 +15,7 @@ from conftest import BOTH_DATABASES, FAST, either_database, event
 from moysklad_setup import OTHER_STORE_UUID, client_for
 from placed_orders import CANCELLED, order_ends_of, placed_order, reserved
 
-from adapters import moysklad_orders
+from adapters import moysklad_order_book, moysklad_orders
 from adapters.db import transaction
 from adapters.moysklad_audit import SETTLE_S
 from adapters.moysklad_catchup import MoySkladCatchUp
@@ -374,3 +374,36 @@ def test_a_deletion_waits_for_a_booking_of_the_same_order_in_flight_and_sees_it(
         assert deletion.is_alive()  # waits for the booking's transaction
     deletion.join(10.0)
     assert seen == [[BookedReservation("shop-1", "B-2", "res-1")]]
+
+
+def test_the_book_lets_go_of_orders_whose_reservations_all_ended_and_keeps_every_open_one(
+    account, recorder, mappings, ledger, record, monkeypatch
+):
+    """The book grew by every order the ledger made, for ever. An order whose reservations all
+    ended (a deletion would release nothing) leaves it after the retention; an open one stays, so
+    its deletion still releases what it carries."""
+    monkeypatch.setattr(moysklad_order_book, "RETENTION_DAYS", 0)  # every ended order is past it
+    monkeypatch.setattr(moysklad_order_book, "PRUNE_INTERVAL_S", 0.0)
+    fake, server = account
+    ended, orders = placed_order(fake, server, recorder, mappings, record)
+    record(
+        event(RELEASE, "shop-1", reservation_id="res-9"),
+        event(RESERVATION, "shop-1", ("SKU-1", 2), reservation_id="res-10", order_id="B-10"),
+    )
+    orders.run_until_idle()
+    (still_open,) = [o["id"] for o in fake.orders.values() if o["externalCode"] == "B-10"]
+    orders.run_until_idle()
+    record(event(RESERVATION, "shop-1", ("SKU-1", 1), reservation_id="res-11", order_id="B-11"))
+    orders.run_until_idle()  # a push after the retention passed prunes the book
+
+    assert booked_reservations(recorder, ended) == []
+    with transaction(recorder) as tx:
+        assert (
+            tx.fetchone("SELECT 1 AS kept FROM adapter_moysklad_orders WHERE order_uuid = %s", (ended,))
+            is None
+        )
+    assert booked_reservations(recorder, still_open) == [BookedReservation("shop-1", "B-10", "res-10")]
+
+    fake.delete_order(still_open)
+    assert order_ends_of(server, recorder, mappings, ledger).handle(deleted(fake, still_open)) == 1
+    assert ledger.reservation("shop-1", "res-10").reservation.status.value == "released"
