@@ -90,6 +90,9 @@ class FakeMoySklad:
     products: dict[str, str] = field(default_factory=dict)  # uuid -> "product" | "variant"
     archived: set[str] = field(default_factory=set)  # products and variants put in the archive
     stores: set[str] = field(default_factory=set)
+    # Stores a person deleted (`delete_store`): gone from `GET entity/store/{id}` (404, error 1021),
+    # listed at 0 by the short report for their changes since, absent from the full report.
+    deleted_stores: set[str] = field(default_factory=set)
     # The seller's organizations and the counterparties a customer order may name (seed 001: both
     # are required to create one). The demo's and the tests' are these.
     organizations: set[str] = field(default_factory=lambda: {"org-1"})
@@ -204,6 +207,19 @@ class FakeMoySklad:
         with self._lock:
             self.stock[(assortment, store)] = {"stock": stock, "reserve": reserve, "inTransit": 0.0}
             self.stock_changed_at[(assortment, store)] = datetime.now(UTC)
+
+    def delete_store(self, store: str) -> None:
+        """A person deletes a store (md/reports/_report_stock.md, the short report: "если за
+        запрашиваемый интервал был удален ... склад, то будет выведен остаток равный 0"). What
+        the full report does with a filter naming a deleted store is not documented: the fake
+        lists nothing of it (assumed)."""
+        with self._lock:
+            self.stores.discard(store)
+            self.deleted_stores.add(store)
+            now = datetime.now(UTC)
+            for assortment, at in list(self.stock):
+                if at == store:
+                    self.stock_changed_at[(assortment, at)] = now
 
     def stock_webhook_body(self, since: datetime, report_type: str = "bystore") -> dict[str, Any]:
         changed_since = since.astimezone(MOSCOW).strftime("%Y-%m-%d %H:%M:%S")
@@ -427,7 +443,13 @@ class FakeMoySklad:
         if parts == ["report", "stock", "all"] and method == "GET":
             return self._stock_report(request)
         if parts[:2] == ["report", "stock"] and parts[3:] == ["current"] and method == "GET":
-            return current_stock(self.stock, self.stock_changed_at, parts[2], request, self.archived)
+            return current_stock(
+                self.stock, self.stock_changed_at, parts[2], request, self.archived, self.deleted_stores
+            )
+        if parts[:2] == ["entity", "store"] and len(parts) == 3 and method == "GET":
+            if parts[2] not in self.stores:  # md/_errors.md 1021: not found ("возможно ... была удалена")
+                return error(404, 1021, f"Объект с типом 'store' и идентификатором '{parts[2]}' не найден")
+            return Reply(200, {**self.meta("store", parts[2]), "id": parts[2], "name": parts[2]})
         return Reply(404, {"errors": [{"error": f"unknown resource {path}", "code": 1002}]})
 
     def _update_order(self, order_id: str, request: Request) -> Reply:
@@ -615,7 +637,8 @@ class FakeMoySklad:
         return Reply(200, {"meta": meta, "rows": positions[offset : offset + limit]})
 
     def _stock_report(self, request: Request) -> Reply:
-        reply = stock_report(self.stock, self.products, self.archived, self.href, self.origin, request)
+        figures = {key: values for key, values in self.stock.items() if key[1] not in self.deleted_stores}
+        reply = stock_report(figures, self.products, self.archived, self.href, self.origin, request)
         if reply.status == 200:
             self.report_pages_served += 1
         return reply

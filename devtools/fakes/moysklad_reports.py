@@ -55,10 +55,12 @@ def current_stock(
     report_type: str,
     request: Request,
     archived: frozenset[str] | set[str] = frozenset(),
+    deleted_stores: frozenset[str] | set[str] = frozenset(),
 ) -> Reply:
     """The short report. With `changedSince`, an assortment archived in the interval is listed at
     0, whatever its stock ("если за запрашиваемый интервал был удален или архивирован товар или
-    склад, то будет выведен остаток равный 0"): the fake lists every archived one changed since so."""
+    склад, то будет выведен остаток равный 0"): the fake lists every archived one changed since so,
+    and every row of a deleted store."""
     if report_type not in REPORT_TYPES:
         return error(404, 1002, f"unknown report {report_type}")
     stock_type = (request.query.get("stockType") or ["stock"])[0]
@@ -88,7 +90,7 @@ def current_stock(
             "reserve": values.get("reserve", 0.0),
             "inTransit": values.get("inTransit", 0.0),
         }[stock_type]
-        if since is not None and assortment in archived:
+        if since is not None and (assortment in archived or store_id in deleted_stores):
             value = 0.0
         key = (assortment, store_id if by_store else None)
         totals[key] = totals.get(key, 0.0) + value

@@ -463,6 +463,35 @@ def test_a_product_archived_with_stock_on_the_shelf_is_not_reported_at_zero(
     assert report.compared == 2  # SKU-2 at 5 on both sides
 
 
+def test_a_store_deleted_in_moysklad_but_still_mapped_is_reported_not_read_as_zero(
+    account, recorder, mappings, ledger, record
+):
+    """The short report lists every row of a store deleted in its interval at 0; the full report
+    lists nothing of it. The pair was left out (nothing wrong proposed), but nobody was told that a
+    mapped store was gone: its figures were never compared again. An alert names it, once."""
+    fake, server = account
+    record(event(RECEIPT, "shop-1", ("SKU-1", 10)), event(RECEIPT, "shop-2", ("SKU-2", 5)))
+    since = datetime.now(UTC) - timedelta(minutes=5)
+    fake.set_stock(VARIANT, STORE_UUID, 10)
+    fake.set_stock(PRODUCT, OTHER_STORE_UUID, 4)
+    fake.delete_store(STORE_UUID)
+    stock = StockWebhook(recorder, mappings, client_for(server))
+
+    report = stock.handle(fake.stock_webhook_body(since))
+
+    assert report is not None  # shop-2's line, and nothing of shop-1
+    assert [(d.store_id, d.sku, d.external_units) for d in report.discrepancies] == [("shop-2", "SKU-2", 4)]
+    assert on_hand(ledger, "shop-1", "SKU-1") == [10]
+    with transaction(recorder) as tx:
+        alerts = tx.fetchall("SELECT subject, detail FROM adapter_journal WHERE kind = 'alert'")
+    assert [a["subject"] for a in alerts] == [f"moysklad store {STORE_UUID}"]
+    assert "deleted in MoySklad but still mapped from shop-1" in alerts[0]["detail"]
+    fake.set_stock(PRODUCT, OTHER_STORE_UUID, 3)
+    stock.handle(fake.stock_webhook_body(since - timedelta(seconds=1)))  # another notification
+    with transaction(recorder) as tx:
+        assert len(tx.fetchall("SELECT 1 AS said FROM adapter_journal WHERE kind = 'alert'")) == 1
+
+
 @pytest.mark.parametrize(
     ("kind", "local_id", "external_id", "shared"),
     [
