@@ -50,17 +50,33 @@ def codes_to_pick(
 def shipped_lines(
     mappings: Mappings, lines: Sequence[tuple[str, int]], wms_order: Mapping[str, Any] | None
 ) -> tuple[list[Line], list[str]]:
-    """The shipment's lines with the codes the WMS used, and what was left off (one note each)."""
+    """The shipment's lines with the codes the WMS used, and what was left off (one note each).
+
+    An article is read back as the SKU of the order's own lines that goes under it (its `wms,sku`
+    row's article, or its name without one), before the mappings' reverse: a row loaded after
+    the order was sent may name the article for another SKU (adapters/wms_articles.py), and the
+    codes went to that SKU, which the order does not hold, and were lost. An article two of the
+    order's SKUs go under is not read back as either: its codes are left off, with a note."""
+    sent_under: dict[str, set[str]] = {}
+    for sku, _qty in lines:
+        ref = mappings.external("wms", "sku", sku)
+        sent_under.setdefault(ref.external_id if ref else sku, set()).add(sku)
     used: dict[str, list[Any]] = {}
+    notes: list[str] = []
     for wire_line in (wms_order or {}).get("lines") or []:
         if not isinstance(wire_line, dict) or not isinstance(wire_line.get("used_codes"), list):
             continue
         article = str(wire_line.get("sku"))
-        sku = mappings.local("wms", "sku", article) or article
+        owners = sent_under.get(article, set())
+        if len(owners) > 1:
+            notes.append(
+                f"article {article}: codes left off, the order sent {', '.join(sorted(owners))} under it"
+            )
+            continue
+        sku = next(iter(owners)) if owners else (mappings.local("wms", "sku", article) or article)
         used.setdefault(sku, []).extend(wire_line["used_codes"])
     seen: set[str] = set()
     shipped: list[Line] = []
-    notes: list[str] = []
     for sku, qty in lines:
         kept: list[str] = []
         for code in used.get(sku, []):

@@ -350,6 +350,32 @@ def test_the_picking_order_carries_the_codes_and_the_shipment_keeps_those_the_wm
     assert on_hand(ledger, "shop-1", "SKU-1") == {"SKU-1": 7}
 
 
+def test_codes_used_for_an_article_are_kept_on_the_sku_the_order_sent_under_it(
+    warehouse, recorder, mappings, mapped, ledger, record
+):
+    """SKU-2 (no wms,sku row) went out as article SKU-2; SKU-3 was mapped to that article after the
+    order was sent. The codes the WMS used for article SKU-2 were read back as SKU-3's, which the
+    order does not hold: SKU-2's shipment was recorded without them. The order's own lines say
+    which SKU went under an article."""
+    fake, server = warehouse
+    record(
+        event(RECEIPT, "shop-1", ("SKU-2", 10)),
+        reservation_with_codes("shop-1", "r-7", Line("SKU-2", 1, (SSCC,)), order_id="B-7"),
+    )
+    OutboundWorker(recorder, WmsPickingTarget(recorder, mappings, client_for(server)), FAST).run_until_idle()
+    order = fake.by_external("shop-1:r-7:default")
+    assert order is not None and order["lines"][0]["sku"] == "SKU-2"
+    mapped(("wms", "sku", "SKU-3", "SKU-2"))
+    fake.set_status(order["id"], "SHIPPED")
+
+    WmsStatusProcessor(recorder, mappings, LedgerSink(ledger), client_for(server)).handle_delivery(
+        {"id": order["id"], "status": "SHIPPED"}
+    )
+
+    shipped = ledger.history(HistoryFilter("shop-1", type="stock.shipment"), 10)
+    assert [(row["sku"], json.loads(row["codes"] or "null")) for row in shipped] == [("SKU-2", [SSCC])]
+
+
 def test_codes_the_ledger_would_refuse_are_left_off_the_shipment_with_an_alert(
     warehouse, recorder, mappings, ledger, record
 ):
