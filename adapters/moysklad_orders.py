@@ -226,11 +226,19 @@ class MoySkladOrdersTarget:
         )
 
     def _held_by_another(self, store_id: str, external_code: str, reservation_id: str) -> bool:
-        """Whether a reservation at `store_id` other than `reservation_id`, of the customer order
-        whose `externalCode` is `external_code`, still holds units."""
+        """Whether a reservation other than `reservation_id` at `store_id`, of the customer order
+        whose `externalCode` is `external_code`, still holds units; or one at another ledger store
+        mapped to the same MoySklad store (an older release let two share one: the push finds the
+        order by code and store, so the one order carries both stores' reservations)."""
+        ref = self.mappings.external(SYSTEM, "store", store_id)
+        stores = (self.mappings.shared(SYSTEM, "store").get(ref.external_id) if ref else None) or [store_id]
         with self.recorder.read_transaction() as tx:
-            carried = carried_reservations(tx, store_id, external_code)
-        return any(r.holds and r.reservation_id != reservation_id for r in carried)
+            carried = {store: carried_reservations(tx, store, external_code) for store in stores}
+        return any(
+            r.holds and (store != store_id or r.reservation_id != reservation_id)
+            for store, reservations in carried.items()
+            for r in reservations
+        )
 
     def _reused_closed(self, order: dict[str, Any], payload: dict[str, Any]) -> bool:
         """Whether the order found for the payload's reservation is an earlier reservation's that

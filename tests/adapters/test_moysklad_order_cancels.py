@@ -528,3 +528,34 @@ def test_a_cancel_at_a_store_an_older_release_let_two_ledger_stores_share_releas
 
     assert ledger.reservation("shop-1", "res-9").reservation.status.value == "released"
     assert ledger.reservation("shop-3", "res-3").reservation.status.value == "released"
+
+
+def test_a_release_at_one_of_two_stores_sharing_a_moysklad_store_keeps_the_order_open_for_the_other(
+    account, recorder, mappings, ledger, record
+):
+    """The same shared store: shop-1's release closed the one customer order (reserve 0, the
+    released state) while shop-3's reservation still held its units in it; a person's next change
+    of state would then have read as a cancel of shop-3's part too."""
+    fake, server = account
+    with transaction(recorder) as tx:
+        tx.execute(
+            "INSERT INTO adapter_mappings (system, kind, local_id, external_id, external_type, updated_at) "
+            "VALUES ('moysklad', 'store', 'shop-3', %s, NULL, '2026-12-01T00:00:00Z')",
+            (STORE_UUID,),
+        )
+    order_id, orders = placed_order(fake, server, recorder, mappings, record)
+    record(
+        event(RECEIPT, "shop-3", ("SKU-1", 4)),
+        event(RESERVATION, "shop-3", ("SKU-1", 3), reservation_id="res-3", order_id="B-9"),
+    )
+    orders.run_until_idle()
+
+    record(event(RELEASE, "shop-1", reservation_id="res-9"))
+    orders.run_until_idle()
+
+    state = ((fake.orders[order_id].get("state") or {}).get("meta") or {}).get("href", "")
+    assert not state.endswith(CANCELLED)
+    assert [p["reserve"] for p in fake.orders[order_id]["positions"]] == [5]  # as shop-1's push made it
+    record(event(RELEASE, "shop-3", reservation_id="res-3"))  # the last one closes it
+    orders.run_until_idle()
+    assert fake.orders[order_id]["state"]["meta"]["href"].endswith(CANCELLED)
