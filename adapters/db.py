@@ -22,7 +22,8 @@ from adapters.migrations import ADAPTERS_SCHEMA
 from ledger.clock import utc_now, utc_text
 from ledger.sql import SqlTx
 from ledger.storage.migrator import pg_migrate, pg_plan, plan_of, sqlite_migrate, sqlite_plan
-from ledger.storage.recorders import SQLiteLedgerRecorder, open_read_only, open_recorder
+from ledger.storage.opening import open_read_only, open_recorder
+from ledger.storage.recorders import SQLiteLedgerRecorder
 
 
 def is_sqlite(recorder: Any) -> bool:

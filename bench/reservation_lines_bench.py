@@ -37,7 +37,7 @@ from plumbing import Postgres
 from ledger.domain.model import Reservation, ReservationLine
 from ledger.projections import tables
 from ledger.projections.schema import PG_RESERVATION_LINES_FILL, SQLITE_RESERVATION_LINES_FILL
-from ledger.storage.recorders import open_recorder
+from ledger.storage.opening import open_recorder
 
 
 def reservations(start: int, count: int) -> list[tuple[Reservation, int]]:

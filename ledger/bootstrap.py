@@ -10,7 +10,7 @@ from ledger.intake.envelope import IntakeLimits
 from ledger.service import Ledger, WriterPort
 from ledger.state_cache import StateCache
 from ledger.storage.database_urls import database_identity
-from ledger.storage.recorders import open_recorder
+from ledger.storage.opening import open_recorder
 from ledger.storage.traced import traced_recorder
 from ledger.telemetry.logs import configure_logging
 from ledger.telemetry.tracing import configure_tracing

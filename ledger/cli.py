@@ -98,7 +98,7 @@ REBUILD_PART_CONNECTIONS = 2
 def _opening_elsewhere(settings: Settings) -> Callable[[], Any]:
     """How a rebuild's other processes open the database (picklable): without the schema's
     migrations or batch function, which the rebuild's own opening saw to."""
-    from ledger.storage.recorders import open_recorder
+    from ledger.storage.opening import open_recorder
 
     return functools.partial(
         open_recorder,
@@ -115,7 +115,7 @@ def _migrate(args: argparse.Namespace, settings: Settings) -> int:
     from ledger.storage.database_urls import sqlite_file
     from ledger.storage.migrations import LATEST_VERSION
     from ledger.storage.migrator import plan, plan_of
-    from ledger.storage.recorders import open_recorder
+    from ledger.storage.opening import open_recorder
 
     if args.drop_other_batch_functions and args.check:
         raise CommandError("--check changes nothing and --drop-other-batch-functions drops: give one")

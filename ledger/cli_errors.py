@@ -108,7 +108,8 @@ def refuse_no_ledger(settings: Settings, *, made_by: str | None = None) -> None:
     given every table of a ledger by the command's own opening of it. Whatever its release, a
     ledger holds its log (one from before the schema's versions were recorded, too)."""
     from ledger.storage.migrator import holds_table
-    from ledger.storage.recorders import EVENTS_TABLE, open_read_only
+    from ledger.storage.opening import open_read_only
+    from ledger.storage.recorders import EVENTS_TABLE
 
     database_url = settings.database_url
     refuse_missing_sqlite(database_url, made_by=made_by)

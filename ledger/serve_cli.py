@@ -163,7 +163,7 @@ def _check_access(settings: Settings) -> None:
     listens on loopback only (unless LEDGER_AUTH=off)."""
     from ledger.access.hosts import is_loopback
     from ledger.access.store import tokens_exist
-    from ledger.storage.recorders import open_recorder
+    from ledger.storage.opening import open_recorder
 
     with database_url_checked():
         recorder = open_recorder(

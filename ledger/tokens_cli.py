@@ -37,7 +37,7 @@ from ledger.cli_errors import CommandError, database_url_checked, missing_sqlite
 from ledger.clock import utc_now, utc_text
 from ledger.config import Settings
 from ledger.storage.migrator import plan_of
-from ledger.storage.recorders import open_read_only, open_recorder
+from ledger.storage.opening import open_read_only, open_recorder
 
 
 def register(commands: argparse._SubParsersAction[Any]) -> None:

@@ -40,7 +40,8 @@ from ledger.projections.tables import write_batch
 from ledger.rebuild.replay import collection_paused, replay
 from ledger.storage.database_urls import sqlite_file
 from ledger.storage.migrator import plan_of
-from ledger.storage.recorders import EVENTS_TABLE, LedgerRecorder, open_read_only, open_recorder
+from ledger.storage.opening import open_read_only, open_recorder
+from ledger.storage.recorders import EVENTS_TABLE, LedgerRecorder
 
 ROWS_PER_FETCH = 2000  # rows read at a time from each side of a comparison
 SCRATCH_FILE = "replayed.db"

@@ -26,8 +26,8 @@ from typing import Any, Protocol
 import psycopg
 
 from ledger.storage.database_urls import sqlite_file
+from ledger.storage.opening import CONNECT_TIMEOUT_S
 from ledger.storage.pg_sessions import AnsweredInTime
-from ledger.storage.recorders import CONNECT_TIMEOUT_S
 
 LOCK_CLASS = 0x4C454447  # "LEDG": the first key of pg_advisory_lock(int, int), ours alone
 

@@ -1,6 +1,6 @@
 """What LEDGER_DATABASE_URL names: a SQLite file, or a PostgreSQL database and the libpq options to
 reach it with; and which database that is, however the URL spells it. Pure reading of the URL: no
-connection is made here (recorders.py opens what these name)."""
+connection is made here (opening.py opens what these name)."""
 
 from __future__ import annotations
 

@@ -32,8 +32,8 @@ from typing import Any
 
 import psycopg
 
+from ledger.storage.opening import CONNECT_TIMEOUT_S
 from ledger.storage.pg_sessions import AnsweredInTime, session_options
-from ledger.storage.recorders import CONNECT_TIMEOUT_S
 
 log = logging.getLogger("ledger.writer")
 

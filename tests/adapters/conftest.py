@@ -24,7 +24,7 @@ from devtools.fakes.wms import FakeWms
 from ledger.bootstrap import build_ledger
 from ledger.config import Settings
 from ledger.domain.model import EventType, Line, StockEvent
-from ledger.storage.recorders import open_recorder
+from ledger.storage.opening import open_recorder
 
 FAST = WorkerLimits(
     read_events_max=1000,

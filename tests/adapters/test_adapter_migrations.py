@@ -70,7 +70,7 @@ def test_the_reading_commands_make_no_table_in_a_ledger_no_adapter_has_run_on(
     does, and made the adapters' tables: a command that only reads changes nothing, and finds
     nothing to show."""
     from ledger.cli import main
-    from ledger.storage.recorders import open_recorder
+    from ledger.storage.opening import open_recorder
 
     if kind == "sqlite":
         database_url = f"sqlite:///{tmp_path / 'ledger.db'}"

@@ -15,7 +15,8 @@ from support.server import run_ledger_command
 from ledger.bootstrap import build_ledger
 from ledger.config import Settings
 from ledger.domain.model import Outcome
-from ledger.storage.recorders import PostgresLedgerRecorder, open_recorder
+from ledger.storage.opening import open_recorder
+from ledger.storage.recorders import PostgresLedgerRecorder
 from ledger.writer.thread import ThreadWriterClient
 
 EXIT_USAGE = 2

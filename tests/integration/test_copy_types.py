@@ -10,7 +10,7 @@ import pytest
 from support import db
 
 from ledger.projections.tables import BATCH_INSERTS
-from ledger.storage.recorders import open_recorder
+from ledger.storage.opening import open_recorder
 
 
 @pytest.mark.parametrize("database_url", ["postgres"], indirect=True)

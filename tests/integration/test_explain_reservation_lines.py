@@ -30,7 +30,7 @@ from ledger.intake.across_body import read_reservation_across
 from ledger.projections.explain import indexed_holds, open_reservations_scanned
 from ledger.service import Ledger
 from ledger.storage import migrations
-from ledger.storage.recorders import open_recorder
+from ledger.storage.opening import open_recorder
 from ledger.writer.thread import ThreadWriterClient
 
 SOURCE = "tests/reservation-lines"

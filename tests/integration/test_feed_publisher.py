@@ -31,7 +31,7 @@ from ledger.feed.cursor import FeedCursor  # noqa: E402
 from ledger.feed.leadership import AdvisoryLeadership  # noqa: E402
 from ledger.feed.record import decode_record  # noqa: E402
 from ledger.kafka.levels_feed import FEED_NAME, LevelsFeed  # noqa: E402
-from ledger.storage.recorders import open_recorder  # noqa: E402
+from ledger.storage.opening import open_recorder  # noqa: E402
 from ledger.writer.submission import SubmissionFailed  # noqa: E402
 
 DEADLINE_S = 30.0

@@ -12,7 +12,7 @@ from support.ids import unique
 
 from ledger.feed.record import LevelRecord, decode_record, encode_record
 from ledger.feed.rounds import default_change_page, read_round
-from ledger.storage.recorders import open_recorder
+from ledger.storage.opening import open_recorder
 
 FIGURES = ("on_hand", "reserved", "available", "incoming", "safety_stock", "sellable", "channels")
 

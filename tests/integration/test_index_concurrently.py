@@ -11,7 +11,7 @@ from support.server import run_ledger_command
 
 from ledger.storage import migrator
 from ledger.storage.migrations import MIGRATIONS, IndexConcurrently
-from ledger.storage.recorders import open_recorder
+from ledger.storage.opening import open_recorder
 
 EVENTS_BY_TIME = "ledger_history_events_by_time"
 VERSION = 13

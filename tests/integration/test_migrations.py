@@ -17,7 +17,7 @@ from support.server import REPO_ROOT, free_port, ledger_env, run_ledger_command
 
 from ledger.storage.migrations import LATEST_VERSION, MIGRATIONS
 from ledger.storage.migrator import SchemaTooNew
-from ledger.storage.recorders import open_recorder
+from ledger.storage.opening import open_recorder
 
 EXIT_USAGE = 2
 CONCURRENT_STARTS = 4

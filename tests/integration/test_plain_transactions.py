@@ -11,7 +11,7 @@ import threading
 from pathlib import Path
 
 from ledger.storage.database_urls import sqlite_file
-from ledger.storage.recorders import open_recorder
+from ledger.storage.opening import open_recorder
 
 # How long the test lets the other connection's write go ahead of the plain transaction's: it
 # finishes in milliseconds unless it waits for the plain transaction's lock (as it must).

@@ -11,7 +11,7 @@ from support.ids import unique
 from support.server import run_ledger_command
 
 from ledger.rebuild import RebuildLimits, parts, rebuild
-from ledger.storage.recorders import open_recorder
+from ledger.storage.opening import open_recorder
 
 
 def _events_across_stores(client, s1: str, s2: str, s3: str) -> None:

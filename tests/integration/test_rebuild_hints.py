@@ -14,7 +14,7 @@ from ledger.projections.tables import APPENDED_TABLES
 from ledger.rebuild import RebuildLimits, hints, shadow
 from ledger.rebuild.fill import fill
 from ledger.rebuild.replay import Replay
-from ledger.storage.recorders import open_recorder
+from ledger.storage.opening import open_recorder
 
 HEAP_XMIN_COMMITTED = 0x0100  # PostgreSQL's htup_details.h: the inserting transaction committed
 MISSED_AT_MOST = 50  # of a table's rows, the marks may miss 1 in this many (best effort)

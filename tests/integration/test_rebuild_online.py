@@ -28,7 +28,7 @@ from support.server import run_ledger_command
 from integration.test_rebuild import _mixed_workload as mixed_workload
 from integration.test_rebuild import _wait_for_expiry as wait_for_expiry
 from ledger.rebuild import RebuildLimits, rebuild
-from ledger.storage.recorders import open_recorder
+from ledger.storage.opening import open_recorder
 
 PAGE_ENTRIES = 20  # small pages: the fill has many, and writes land between them
 PAGES_WAITED_FOR = 4  # fill pages after each of which the replay waits for more writes

@@ -16,7 +16,7 @@ from support.ids import unique
 from integration.test_rebuild_across_stores import _events_across_stores as events_across_stores
 from ledger.cli_errors import CommandError
 from ledger.rebuild import RebuildLimits, parts, rebuild
-from ledger.storage.recorders import open_recorder
+from ledger.storage.opening import open_recorder
 
 NOWHERE = "postgresql://nobody@/nowhere?host=/nonexistent-socket-dir"
 SILENT_S = 30.0  # how long the silent process's "opening" takes: far beyond the limit set below

@@ -105,7 +105,7 @@ def test_a_later_migration_makes_its_tables_in_the_logs_schema_not_the_first_of_
 
     from ledger.storage.migrations import EXPAND, LATEST_VERSION, MIGRATIONS, Migration
     from ledger.storage.migrator import LEDGER_SCHEMA, SchemaHistory, pg_migrate
-    from ledger.storage.recorders import open_recorder
+    from ledger.storage.opening import open_recorder
 
     database_url, stock_first = _ledger_in_public_with_a_schema_first(postgres, "later_migration")
     future = Migration(

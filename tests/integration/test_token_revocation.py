@@ -15,7 +15,7 @@ from support.server import LedgerServer, run_ledger_command
 
 from ledger.access.book import TokenBook, Unauthenticated
 from ledger.access.store import revoke_token
-from ledger.storage.recorders import open_recorder
+from ledger.storage.opening import open_recorder
 
 DEADLINE_S = 2.0  # CONTRACT §5
 WATCH_S = 3.0  # how long each server is watched after a change: past the deadline, nothing may flip back

@@ -132,7 +132,7 @@ def test_a_rebuild_swapped_in_while_verify_replays_is_no_difference(postgres, tm
     import orjson
 
     from ledger.rebuild import rebuild
-    from ledger.storage.recorders import open_recorder
+    from ledger.storage.opening import open_recorder
     from ledger.verify import verify
 
     database_url = postgres.create_database()
@@ -202,7 +202,7 @@ def test_verify_and_a_swap_that_waits_for_it_do_not_deadlock(postgres, tmp_path)
 
     from ledger.projections.schema import PROJECTION_TABLES
     from ledger.rebuild import RebuildLimits, rebuild
-    from ledger.storage.recorders import open_recorder
+    from ledger.storage.opening import open_recorder
     from ledger.verify import verify
 
     database_url = postgres.create_database()
@@ -351,7 +351,7 @@ def test_a_migration_that_waits_for_a_verify_ends_within_its_wait_and_names_the_
     LEDGER_MIGRATION_WAIT_S it ended with the server's "canceling statement due to lock timeout",
     which names neither what waited nor for whom."""
     from ledger import verify as verify_module
-    from ledger.storage.recorders import open_recorder
+    from ledger.storage.opening import open_recorder
 
     database_url = postgres.create_database()
     open_recorder(database_url, 2, 30).close()

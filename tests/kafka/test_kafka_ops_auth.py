@@ -19,7 +19,7 @@ from ledger.access.book import TokenBook
 from ledger.kafka import ops as ops_module
 from ledger.kafka.cli import metrics_guard
 from ledger.kafka.ops import OpsServer
-from ledger.storage.recorders import open_recorder
+from ledger.storage.opening import open_recorder
 
 
 @pytest.fixture

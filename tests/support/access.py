@@ -10,7 +10,7 @@ import httpx
 
 from ledger.access.scopes import Role
 from ledger.access.store import create_token
-from ledger.storage.recorders import open_recorder
+from ledger.storage.opening import open_recorder
 
 TOKEN_DEADLINE_S = 2.0  # CONTRACT §5: a new token works everywhere within 2 s
 POLL_S = 0.05
