@@ -20,16 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from adapters.masking import mask, remember_settings, secret_safe_logger
-from ledger.cli_errors import (
-    CommandError,
-    database_url_checked,
-    int_from,
-    missing_sqlite_file,
-    refuse_missing_sqlite,
-    refuse_no_ledger,
-)
+from ledger.cli_errors import CommandError, database_url_checked, int_from
 from ledger.config import Settings
 from ledger.domain.ids import ID_PATTERN as RUN_ID_PATTERN
+from ledger.existing_ledger import missing_sqlite_file, refuse_missing_sqlite, refuse_no_ledger
 
 log = secret_safe_logger("adapters.cli")
 

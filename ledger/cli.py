@@ -28,16 +28,9 @@ from eventsourcing.persistence import ProgrammingError as StoreProgrammingError
 from pydantic import ValidationError
 from pydantic_settings import SettingsError
 
-from ledger.cli_errors import (
-    EXIT_INTERRUPTED,
-    CommandError,
-    database_url_checked,
-    int_from,
-    missing_sqlite_file,
-    redacted_url,
-    refuse_no_ledger,
-)
+from ledger.cli_errors import EXIT_INTERRUPTED, CommandError, database_url_checked, int_from, redacted_url
 from ledger.config import Settings
+from ledger.existing_ledger import missing_sqlite_file, refuse_no_ledger
 from ledger.importer.cli import register as register_import_command
 from ledger.kafka.cli import register as register_kafka_commands
 from ledger.serve_cli import register as register_serve_command

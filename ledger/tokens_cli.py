@@ -33,9 +33,10 @@ from ledger.access.store import (
     read_tokens,
     revoke_token,
 )
-from ledger.cli_errors import CommandError, database_url_checked, missing_sqlite_file, refuse_no_ledger
+from ledger.cli_errors import CommandError, database_url_checked
 from ledger.clock import utc_now, utc_text
 from ledger.config import Settings
+from ledger.existing_ledger import missing_sqlite_file, refuse_no_ledger
 from ledger.storage.migrator import plan_of
 from ledger.storage.opening import open_read_only, open_recorder
 

@@ -34,7 +34,8 @@ import psycopg
 import psycopg.conninfo
 from eventsourcing.persistence import OperationalError as StoreOperationalError
 
-from ledger.cli_errors import CommandError, redacted_url, refuse_missing_sqlite
+from ledger.cli_errors import CommandError, redacted_url
+from ledger.existing_ledger import refuse_missing_sqlite
 from ledger.projections.schema import PROJECTION_TABLES
 from ledger.projections.tables import write_batch
 from ledger.rebuild.replay import collection_paused, replay

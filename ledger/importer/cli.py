@@ -20,8 +20,9 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 import orjson
 
-from ledger.cli_errors import EXIT_INTERRUPTED, CommandError, missing_sqlite_file
+from ledger.cli_errors import EXIT_INTERRUPTED, CommandError
 from ledger.config import Settings
+from ledger.existing_ledger import missing_sqlite_file
 
 if TYPE_CHECKING:
     from ledger.importer.recording import Summary
