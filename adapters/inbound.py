@@ -56,11 +56,11 @@ from ledger.access.hosts import host_allowed
 from ledger.access.metrics import MetricsGuard
 from ledger.backoff import Backoff
 from ledger.clock import utc_now, utc_text
+from ledger.http_problems import PROBLEM_MEDIA_TYPE, WWW_AUTHENTICATE
 
 log = secret_safe_logger("adapters.inbound")
 
 DELIVERY_BYTES_MAX = 4 * 1024 * 1024
-PROBLEM_MEDIA_TYPE = "application/problem+json"
 SPOOL_FULL_RETRY_AFTER_S = 1
 MOYSKLAD_PATH = "/moysklad/webhook/"  # + the secret
 # A delivery its handler refused (a SKU not mapped yet, a body it cannot read) is tried again after
@@ -237,7 +237,7 @@ class WebhookReceiver:
                 "unauthorized",
                 "Unauthorized",
                 "/metrics needs a valid token (LEDGER_METRICS_AUTH=required): Authorization: Bearer <token>",
-                {"WWW-Authenticate": 'Bearer realm="stock-ledger"'},
+                {"WWW-Authenticate": WWW_AUTHENTICATE},
             )
         return Reply(200, metrics_text(self.recorder), content_type="text/plain; version=0.0.4")
 

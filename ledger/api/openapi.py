@@ -17,7 +17,6 @@ from fastapi.routing import APIRoute
 from ledger.api.envelope_schema import WALKTHROUGH_RECEIPT, envelope_schema
 from ledger.api.guard import document_access
 from ledger.api.media import CLOUDEVENT, CLOUDEVENTS_BATCH, JSON
-from ledger.api.problems import PROBLEM_MEDIA_TYPE
 from ledger.api.schemas import (
     RETRY_AFTER_HEADER,
     PolicyIn,
@@ -27,6 +26,7 @@ from ledger.api.schemas import (
 )
 from ledger.api.schemas_across import ReservationAcrossCreate, SourcingRequest
 from ledger.domain.ids import ID_REGEX
+from ledger.http_problems import PROBLEM_MEDIA_TYPE
 from ledger.telemetry import METRICS_MEDIA_TYPE
 from ledger.telemetry.request_ids import REQUEST_ID_CHARS_MAX, SOUND_PATTERN
 

@@ -16,6 +16,7 @@ from starlette.routing import BaseRoute, Match
 from ledger.access.book import Unauthenticated
 from ledger.access.limiter import RateLimited
 from ledger.access.scopes import Forbidden
+from ledger.http_problems import PROBLEM_MEDIA_TYPE, RETRY_AFTER_S, WWW_AUTHENTICATE
 from ledger.intake.envelope import FieldError, InvalidEvent
 from ledger.service import DatabaseUnavailable
 from ledger.storage.availability import UNAVAILABLE_ERRORS, database_unavailable
@@ -23,15 +24,9 @@ from ledger.writer.submission import SubmissionFailed, WriterUnavailable
 
 log = logging.getLogger("ledger.api")
 
-PROBLEM_MEDIA_TYPE = "application/problem+json"
-# What a 503 asks the caller to wait before trying again (the Retry-After header): about how long
-# a database restart or a writer process restart takes to be noticed and recovered from.
-RETRY_AFTER_S = 1
 # The longest Retry-After a 429 says (a token may have a rate under one request a day); asked again
 # then, the answer says again how long.
 RETRY_AFTER_S_MAX = 86_400
-# RFC 6750: a 401 says which scheme to authenticate with.
-WWW_AUTHENTICATE = 'Bearer realm="stock-ledger"'
 
 
 class Problem(Exception):

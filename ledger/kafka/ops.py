@@ -12,6 +12,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
 
+from ledger.http_problems import PROBLEM_MEDIA_TYPE, RETRY_AFTER_S, WWW_AUTHENTICATE
 from ledger.telemetry import METRICS_MEDIA_TYPE
 
 # A connection that sends no request, or reads no answer, for this long is closed: each holds a
@@ -22,10 +23,6 @@ OPS_CONNECTIONS_MAX = 32
 # Whether the consumer is ready, and what /readyz says with it: `not_ready_because` becomes a
 # not-ready problem's detail.
 ReadyReport = Callable[[], tuple[bool, dict[str, object]]]
-# As ledger/api/problems.py has them (not imported: ledger.api imports ledger.kafka): a not-ready
-# answer is the same problem from either command.
-PROBLEM_MEDIA_TYPE = "application/problem+json"
-RETRY_AFTER_S = 1
 # The members of RFC 9457 a problem answer sets itself; a detail of that name would hide one.
 PROBLEM_MEMBERS = frozenset({"type", "title", "status", "detail", "instance"})
 # Is this Authorization header (None: none was sent) enough to read /metrics?
@@ -105,9 +102,9 @@ def _handler(
                 and not metrics_guard(self.headers.get("Authorization"))
             ):
                 self.send_response(401)
-                self.send_header("WWW-Authenticate", 'Bearer realm="stock-ledger"')
+                self.send_header("WWW-Authenticate", WWW_AUTHENTICATE)
                 body = json.dumps({"type": "unauthorized", "title": "Unauthorized", "status": 401}).encode()
-                self.send_header("Content-Type", "application/problem+json")
+                self.send_header("Content-Type", PROBLEM_MEDIA_TYPE)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)
@@ -122,7 +119,7 @@ def _handler(
                 else:
                     self._send_not_ready(details)
             else:
-                self._send_json(404, {"status": 404, "title": "Not found"}, "application/problem+json")
+                self._send_json(404, {"status": 404, "title": "Not found"}, PROBLEM_MEDIA_TYPE)
 
         def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
             """The server's own refusals (a method it has no handler for, a malformed request line,
@@ -141,7 +138,7 @@ def _handler(
             self.send_response(status.value)
             for name, value in headers.items():
                 self.send_header(name, value)
-            self.send_header("Content-Type", "application/problem+json")
+            self.send_header("Content-Type", PROBLEM_MEDIA_TYPE)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             if self.command != "HEAD":

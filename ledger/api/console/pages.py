@@ -33,9 +33,10 @@ from ledger.api.console.session import SESSION_KEY
 from ledger.api.console.window import refusal_text, window_bound
 from ledger.api.deps import LedgerDep, ReadableStore, ReaderGrant, SettingsDep, Sku, request_grant
 from ledger.api.openapi import package_version
-from ledger.api.problems import RETRY_AFTER_S, Problem, problem_for, problem_response, validation_problem
+from ledger.api.problems import Problem, problem_for, problem_response, validation_problem
 from ledger.clock import utc_now, utc_text
 from ledger.domain.ids import ID_REGEX
+from ledger.http_problems import RETRY_AFTER_S
 from ledger.service import Ledger
 
 
