@@ -5,9 +5,10 @@ It is a pipeline. The consumer thread polls and reads a batch and hands its even
 recording thread (ledger/kafka/recorder.py), then polls and reads the next while the first is
 recorded. A recorded batch's results are sent without waiting on each send; the broker's
 acknowledgements are looked at on later turns of the loop, and a batch's offsets are committed
-once it and every batch before it is done (ledger/kafka/pipeline.py). At most
-`kafka_batches_in_flight_max` batches are between poll and commit; past that, fetching pauses
-(poll is still called, so the member stays in its group).
+once it and every batch before it is done (ledger/kafka/pipeline.py; the commit and the
+group's offsets: ledger/kafka/offsets.py). At most `kafka_batches_in_flight_max` batches are
+between poll and commit; past that, fetching pauses (poll is still called, so the member stays in
+its group).
 
 Why every event has exactly one effect: an offset is committed only once the outcome of each
 event before it is durable and its result acknowledged by the broker, and commits go in poll
@@ -60,8 +61,7 @@ from concurrent.futures import Future
 from concurrent.futures import wait as wait_for_futures
 from typing import Any
 
-from kafka.errors import CommitFailedError, KafkaError, KafkaTimeoutError
-from kafka.structs import OffsetAndMetadata
+from kafka.errors import KafkaTimeoutError
 
 from ledger.backoff import BROKER_RETRY_FIRST_S, Backoff
 from ledger.config import Settings
@@ -70,9 +70,10 @@ from ledger.intake.envelope import IntakeLimits
 from ledger.kafka.clients import BrokerUnreachable, new_consumer, new_producer
 from ledger.kafka.contact import BrokerContact
 from ledger.kafka.dead_letters import DeadLetterLimits, dead_letter, dead_letter_record, refused_letter
-from ledger.kafka.lag import POSITION_TIMEOUT_MS, partition_lag
+from ledger.kafka.lag import partition_lag
 from ledger.kafka.metrics import IntakeStats
-from ledger.kafka.pipeline import InFlight, Pipeline, PollBatch, TopicPartition, Uncommitted, commit_offsets
+from ledger.kafka.offsets import GroupOffsets
+from ledger.kafka.pipeline import InFlight, Pipeline, PollBatch
 from ledger.kafka.publisher import Publisher, PublishFailed
 from ledger.kafka.rebalance import Rebalance, partitions_text
 from ledger.kafka.recorder import LedgerPort, Recorder, Recording, Refused
@@ -120,9 +121,6 @@ class KafkaIntake:
         self._consumer_factory = consumer_factory
         self._stopping = threading.Event()
         self._backoff = Backoff(BROKER_RETRY_FIRST_S, settings.kafka_retry_backoff_ms_max / 1000)
-        # An idle member's commit that failed is tried again after these waits (`_commit_passed`).
-        self._commit_again_backoff = Backoff(BROKER_RETRY_FIRST_S, settings.kafka_retry_backoff_ms_max / 1000)
-        self._commit_again_at_s = 0.0  # time.monotonic()
         self._recorder = Recorder(
             ledger, settings.kafka_batches_in_flight_max, settings.kafka_refused_per_batch_max
         )
@@ -138,10 +136,7 @@ class KafkaIntake:
             loop_turn_ms_max=settings.kafka_loop_turn_ms_max,
             heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms,
         )
-        self._positions: dict[TopicPartition, int] = {}  # the group's committed offset (lag.py)
-        self._uncommitted: dict[TopicPartition, int] = {}  # of batches done whose commit failed
-        self._uncommitted_counts = Uncommitted()  # their records and batches, for the metrics
-        self._counting = threading.Lock()  # an async commit's callback counts on the network thread
+        self._offsets = GroupOffsets(settings, self.stats)
         self._consumer: Any = None
         self._in_client_call = False  # the consumer thread waits in poll() or close()
 
@@ -493,7 +488,7 @@ class KafkaIntake:
                 consumer.seek(partition, offset)
                 # The lag counts what is to be read again: the fetch position it may have taken
                 # (ahead of the batches dropped) would say 0 while nothing is recorded.
-                self._positions[partition] = offset
+                self._offsets.positions[partition] = offset
 
     def _drop_in_flight(self) -> None:
         self._pipeline.clear()
@@ -512,81 +507,22 @@ class KafkaIntake:
             self._backoff.reset()
             for flight in flights:
                 self._count(flight)
-        if flights or (final and self._uncommitted):
+        if flights or (final and self._offsets.uncommitted):
             self.commit(consumer, flights, wait=wait)
 
     def commit(self, consumer: Any, flights: list[InFlight], *, wait: bool = True) -> None:
-        """Commits the offsets that end these batches. `wait=False` from the rebalance listener:
-        it runs on the client's network thread, which a blocking commit would wait on for ever."""
-        self._uncommitted.update(commit_offsets(flights))
-        for flight in flights:
-            self._uncommitted_counts.add(flight.batch)
-        counts, self._uncommitted_counts = self._uncommitted_counts, Uncommitted()
-        offsets = {
-            partition: OffsetAndMetadata(offset, "", -1) for partition, offset in self._uncommitted.items()
-        }
-        if not wait:
-            # Sent ahead of the group's JoinGroup request; should it fail, the next owner reads
-            # these batches again and the ledger answers them as duplicates.
-            consumer.commit_async(
-                offsets=offsets,
-                callback=lambda _offsets, response: (
-                    None if isinstance(response, BaseException) else self._count_committed(counts)
-                ),
-            )
-            self._uncommitted = {}
-            return
-        try:
-            consumer.commit(offsets=offsets, timeout_ms=int(self.settings.kafka_commit_timeout_s * 1000))
-        except CommitFailedError as error:
-            # The group moved these partitions to another member, which reads them from the last
-            # committed offset: the ledger answers what these batches recorded as duplicates.
-            log.warning("offsets not committed, the group rebalanced: %s", error)
-            self._uncommitted_counts = counts  # (forgotten at the assignment, with the offsets)
-        except KafkaError as error:
-            # The outcomes are durable and published: the next commit (or the hand-over of the
-            # partitions, or the stop) carries these offsets too.
-            log.warning("committing offsets failed: %r", error)
-            self._uncommitted_counts = counts
-        else:
-            self._positions.update(self._uncommitted)
-            self._uncommitted = {}
-            self._count_committed(counts)
+        """Commits the offsets that end these batches, and any not committed yet (ledger/kafka/offsets.py)."""
+        self._offsets.commit(consumer, flights, wait=wait)
 
     def _commit_passed(self, consumer: Any) -> None:
-        """Commits the offsets the consumer went past without a record for the ledger, once nothing
-        is in flight: a transaction's commit or abort marker takes an offset, and a read_committed
-        consumer skips an aborted transaction's records. A batch's offsets end at its last record,
-        so without this the group stayed short of the end of a partition for good once its
-        transactional producer was idle: the lag never 0, and what an aborted transaction left
-        fetched again after every restart. Safe with nothing in flight: then every record before the
+        """Commits the offsets the consumer went past without a record for the ledger
+        (GroupOffsets.passed), once nothing is in flight. Safe then: every record before the
         consumer's position is recorded, and committed or among the offsets whose commit failed (a
-        batch dropped unrecorded was handed back, its partition's position rewound to it). Those are
-        committed again here, after a backoff: else, the topic quiet, they waited for the next record,
-        and the group's offset and the lag stayed short of the end after one commit that failed."""
-        if self._pipeline:
-            return
-        if self._uncommitted and time.monotonic() < self._commit_again_at_s:
-            return  # tried again after a backoff, not at every idle poll
-        for partition, committed in self._positions.items():
-            try:
-                position = consumer.position(partition, timeout_ms=POSITION_TIMEOUT_MS)
-            except KafkaError:
-                continue  # no longer assigned, or not known yet: nothing to go past
-            if position is not None and position > max(committed, self._uncommitted.get(partition, 0)):
-                self._uncommitted[partition] = position
-        if not self._uncommitted:
+        batch dropped unrecorded was handed back, its partition's position rewound to it)."""
+        if self._pipeline or not self._offsets.passed(consumer):
             return
         self.commit(consumer, [])
-        if self._uncommitted:
-            self._commit_again_at_s = time.monotonic() + self._commit_again_backoff.next_s()
-        else:
-            self._commit_again_backoff.reset()
-
-    def _count_committed(self, counts: Uncommitted) -> None:
-        with self._counting:
-            self.stats.records_committed += counts.records
-            self.stats.batches_committed += counts.batches
+        self._offsets.passed_committed()
 
     def _count(self, flight: InFlight) -> None:
         stats = self.stats
@@ -602,15 +538,14 @@ class KafkaIntake:
 
     def _update_lag(self, consumer: Any) -> None:
         assigned = consumer.assignment()
-        self.stats.set_lag(partition_lag(consumer, assigned, self._positions))
+        self.stats.set_lag(partition_lag(consumer, assigned, self._offsets.positions))
         self.stats.assigned_partitions = len(assigned)
 
     # -- rebalances (called on the client's network thread while the consumer thread waits) -------
 
     def on_assigned(self, assigned: list[Any]) -> None:
-        self._positions = {}
-        self._uncommitted = {}  # another member may have gone further since
-        self._uncommitted_counts = Uncommitted()
+        self._offsets.positions = {}
+        self._offsets.forget_uncommitted()  # another member may have gone further since
         self._joined = True
         self._failing = False  # a fresh assignment: nothing of it has failed yet
         if not self._pipeline:
@@ -625,7 +560,7 @@ class KafkaIntake:
     def on_revoked(self, revoked: list[Any]) -> None:
         assert self._in_client_call, "a rebalance listener called while the consumer thread is not waiting"
         consumer = self._consumer
-        if (self._pipeline or self._uncommitted) and consumer is not None:
+        if (self._pipeline or self._offsets.uncommitted) and consumer is not None:
             settings = self.settings
             # It blocks the client's network thread, heartbeats too: well within the session timeout.
             wait_ms = min(settings.kafka_revoke_timeout_ms, settings.kafka_session_timeout_ms // 2)
@@ -641,8 +576,7 @@ class KafkaIntake:
         # Another member may own these partitions already: nothing in flight can be committed.
         self._joined = False
         self._drop_in_flight()
-        self._uncommitted = {}
-        self._uncommitted_counts = Uncommitted()
+        self._offsets.forget_uncommitted()
         log.warning("lost %s (this member was dropped from the group)", partitions_text(lost))
 
 

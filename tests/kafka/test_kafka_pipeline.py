@@ -94,7 +94,7 @@ class CheckedIntake(KafkaIntake):
     def commit(self, consumer: Any, flights: list[InFlight], *, wait: bool = True) -> None:
         # Every offset this commit carries: these batches' and any not committed yet (the ones
         # whose commit failed, and those the consumer passed without a record for the ledger).
-        offsets = {**self._uncommitted, **commit_offsets(flights)}
+        offsets = {**self._offsets.uncommitted, **commit_offsets(flights)}
         with self.slow.lock:
             for partition, end in offsets.items():
                 for offset in range(end):
