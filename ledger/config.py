@@ -181,8 +181,14 @@ class Settings(BaseSettings):
     feed_poll_ms: int = Field(50, ge=5, le=10_000)
     # History rows read (and records held) per round; an event larger than this is read whole.
     feed_rows_per_round_max: int = Field(5000, ge=1, le=100_000)
-    # A round's records acknowledged by the broker within this, else it is published again.
-    feed_publish_timeout_s: float = Field(30.0, gt=0)
+    # A round unacknowledged this long is warned of (ledger_feed_unacknowledged_seconds shows the wait).
+    # It is published again only once the producer gave it up (its delivery timeout, 120 s), or 120 s
+    # and this after its last record was sent should the producer never answer.
+    feed_publish_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        description="a round unacknowledged this long is warned of; sent again only after 120 s + this",
+    )
     feed_retry_backoff_ms_max: int = Field(5000, ge=10, description="longest wait to publish a round again")
     # How often an instance that does not publish the feed tries to take it over.
     feed_takeover_ms: int = Field(1000, ge=10, le=60_000)

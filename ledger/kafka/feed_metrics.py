@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -22,10 +23,17 @@ class FeedStats:
     takeovers: int = 0
     refusals: int = 0  # rounds the broker refused for good (each try counted)
     stuck: bool = False  # the next round is refused for good: the feed stands still until it is taken
+    # When the round on the wire was sent (time.monotonic()); None while none waits for the broker.
+    unacknowledged_since_s: float | None = None
 
     @property
     def lag_positions(self) -> int:
         return max(0, self.head_position - self.published_position) if self.publishing else 0
+
+    @property
+    def unacknowledged_s(self) -> float:
+        since = self.unacknowledged_since_s  # read once: the feed's thread may clear it meanwhile
+        return 0.0 if since is None or not self.publishing else max(0.0, time.monotonic() - since)
 
 
 class FeedCollector(Collector):
@@ -53,6 +61,13 @@ class FeedCollector(Collector):
             "ledger_feed_records",
             "availability records acknowledged by the broker",
             value=stats.records_published,
+        )
+        yield GaugeMetricFamily(
+            "ledger_feed_unacknowledged_seconds",
+            "how long the round on the wire has waited for the broker (0 when none waits); past "
+            "LEDGER_FEED_PUBLISH_TIMEOUT_S it is warned of, and it is sent again only once the producer "
+            "gave it up",
+            value=stats.unacknowledged_s,
         )
         yield CounterMetricFamily(
             "ledger_feed_rounds_failed",

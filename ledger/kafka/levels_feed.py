@@ -9,6 +9,11 @@ and after an outage it goes on from the last acknowledged position, so nothing i
 behind it is shows as `ledger_feed_lag_positions`. One instance per database publishes
 (ledger/feed/leadership.py); the others wait to take over. A round that fails is published again
 from its start (delivery is at least once): its records may repeat, each with its own position.
+A round fails on the producer's verdict (a record it gave up, after its delivery timeout), not on
+a timer of the feed's: until then the producer may still deliver it, and a copy sent meanwhile
+would follow the first. A round unacknowledged past LEDGER_FEED_PUBLISH_TIMEOUT_S is said to wait
+(a warning, `ledger_feed_unacknowledged_seconds`); only a producer that never answers is given up
+by the feed, after `LevelsFeed.acknowledged_within_s`.
 
 A round the broker refuses for good (a record too large for the topic, the topic missing or not
 allowed: nothing but an operator changes that) is never skipped, since a consumer would keep that
@@ -39,6 +44,7 @@ from ledger.feed.leadership import Leadership, leadership_for
 from ledger.feed.record import LevelRecord, encode_record
 from ledger.feed.rounds import DefaultChange, default_change_page, read_round
 from ledger.kafka.feed_metrics import FeedCollector, FeedStats
+from ledger.kafka.producer import DELIVERY_TIMEOUT_MS
 from ledger.kafka.publisher import UNSENDABLE
 from ledger.telemetry.warning_gate import WarningGate
 
@@ -64,6 +70,9 @@ REFUSED_WARNING_INTERVAL_S = 60.0
 # once, then at most this often while the same kind of failure goes on, with the count so far;
 # the first round published after them says how many failed.
 FAILED_WARNING_INTERVAL_S = 60.0
+# A round still unacknowledged after LEDGER_FEED_PUBLISH_TIMEOUT_S (a slow broker) is warned of at
+# once, then at most this often while rounds keep being late.
+LATE_WARNING_INTERVAL_S = 60.0
 
 
 class FeedPublishFailed(Exception):
@@ -98,7 +107,19 @@ class LevelsFeed:
         self._backoff = Backoff(BROKER_RETRY_FIRST_S, settings.feed_retry_backoff_ms_max / 1000)
         self._refusal_warnings = WarningGate(REFUSED_WARNING_INTERVAL_S)
         self._failure_warnings = WarningGate(FAILED_WARNING_INTERVAL_S)
+        self._late_warnings = WarningGate(LATE_WARNING_INTERVAL_S)
         self._failed_in_a_row = 0
+
+    @property
+    def acknowledged_within_s(self) -> float:
+        """How long a round may wait for the broker before the feed gives it up and publishes it
+        again. The producer's verdict comes first: it retries a record until its delivery timeout
+        and then fails it, and until then it may still deliver it, so sending the round again
+        sooner put a second copy behind the first, and a broker slower than the publish timeout
+        got every round twice or more while the feed never moved on (found by review). This is
+        only the backstop should a producer never answer; the wait is said long before it
+        (LEDGER_FEED_PUBLISH_TIMEOUT_S: a warning, `ledger_feed_unacknowledged_seconds`)."""
+        return DELIVERY_TIMEOUT_MS / 1000 + self.settings.feed_publish_timeout_s
 
     # -- the loop -------------------------------------------------------------------------------------
 
@@ -183,28 +204,65 @@ class LevelsFeed:
             return
         if self._producer is None:
             self._producer = self._factory(self.settings)
-        producer = self._producer
+        sent_s = time.monotonic()
+        self.stats.unacknowledged_since_s = sent_s
+        try:
+            futures = self._send(self._producer, records)
+            self._wait_for_verdicts(self._producer, futures, sent_s)
+        finally:
+            self.stats.unacknowledged_since_s = None  # acknowledged, or failed and dropped
+        for record, future in zip(records, futures, strict=True):
+            if future.failed():
+                refusal = future.exception
+                raise FeedPublishFailed(f"{_named(record)} was refused: {refusal!r}") from refusal
+        self.stats.records_published += len(records)
+
+    def _send(self, producer: Any, records: list[LevelRecord]) -> list[Any]:
         futures = []
         for record in records:
             try:
                 futures.append(producer.send(self.topic, key=record.key, value=encode_record(record)))
             except REFUSED_FOR_GOOD as error:
                 raise FeedPublishFailed(f"{_named(record)} was refused: {error!r}") from error
-        # Waited for in slices, so that a shutdown does not wait for a broker that does not answer.
-        deadline = time.monotonic() + self.settings.feed_publish_timeout_s
+        return futures
+
+    def _wait_for_verdicts(self, producer: Any, futures: list[Any], sent_s: float) -> None:
+        """Until the producer has acknowledged or given up every record: `acknowledged_within_s` at
+        most after the last was handed to it (its delivery timeout runs from there, however long the
+        sends waited for buffer room); in slices, so that a shutdown or a lost lock does not wait
+        for a slow broker."""
+        late_s = sent_s + self.settings.feed_publish_timeout_s
+        given_up_s = time.monotonic() + self.acknowledged_within_s
+        said_late = False
         while not all(future.is_done for future in futures):
             if self._stopping.is_set():
                 raise FeedPublishFailed("stopping before the broker acknowledged the round")
-            if time.monotonic() >= deadline:
-                raise FeedPublishFailed(f"not acknowledged within {self.settings.feed_publish_timeout_s} s")
+            now = time.monotonic()
+            if now >= given_up_s:
+                raise FeedPublishFailed(
+                    f"the producer did not answer within {self.acknowledged_within_s:.0f} s"
+                )
+            if now >= late_s and not said_late:
+                said_late = True
+                self._late()
             producer.flush(timeout=FLUSH_SLICE_S)
             if not all(future.is_done for future in futures):
                 self._held_or_lost()  # a slow broker: another instance may have taken over meanwhile
-        for record, future in zip(records, futures, strict=True):
-            if future.failed():
-                refusal = future.exception
-                raise FeedPublishFailed(f"{_named(record)} was refused: {refusal!r}") from refusal
-        self.stats.records_published += len(records)
+
+    def _late(self) -> None:
+        """The round waits past the publish timeout: said (at most every LATE_WARNING_INTERVAL_S),
+        not failed, as the producer may still deliver it."""
+        if self._late_warnings.due(TimeoutError):
+            log.warning(
+                "the broker has not acknowledged the availability feed's round after position %d within "
+                "%.1f s (%d positions behind the log's head): waiting for the producer to deliver it or "
+                "give it up (%.0f s at most) rather than sending it again; said again at most every %.0f s",
+                self.stats.published_position,
+                self.settings.feed_publish_timeout_s,
+                self.stats.lag_positions,
+                self.acknowledged_within_s,
+                LATE_WARNING_INTERVAL_S,
+            )
 
     def _failed(self, error: BaseException) -> float:
         """Logs the failure, drops the producer (a new one publishes the round again), and backs off."""

@@ -12,6 +12,7 @@ import signal
 import threading
 import time
 import warnings
+from collections import Counter
 from typing import Any
 
 import psycopg
@@ -30,6 +31,7 @@ from ledger.config import Settings  # noqa: E402
 from ledger.feed.cursor import FeedCursor  # noqa: E402
 from ledger.feed.leadership import AdvisoryLeadership  # noqa: E402
 from ledger.feed.record import decode_record  # noqa: E402
+from ledger.kafka import levels_feed  # noqa: E402
 from ledger.kafka.levels_feed import FEED_NAME, LevelsFeed  # noqa: E402
 from ledger.storage.opening import open_recorder  # noqa: E402
 from ledger.writer.submission import SubmissionFailed  # noqa: E402
@@ -455,4 +457,130 @@ def test_a_saved_feed_position_never_goes_back(database_url):
         cursor.save(9)
         assert cursor.load() == 9
     finally:
+        recorder.close()
+
+
+class _LateBroker:
+    """A broker slower than the feed's publish timeout and quicker than the producer's delivery
+    timeout: it writes each record as it arrives and acknowledges it `ack_after_s` later. A record
+    on the wire is written whether or not its producer was closed meanwhile (librdkafka's purge
+    only stops waiting for it). With `silent_producers`, the first producers built never answer."""
+
+    def __init__(self, ack_after_s: float, silent_producers: int = 0) -> None:
+        self.ack_after_s = ack_after_s
+        self.silent_producers = silent_producers
+        self.kept: list[bytes] = []
+        self.sent_at_s: list[float] = []  # when each producer built sent its first record
+        self.lock = threading.Lock()
+
+    def producer(self, _: Settings) -> Any:
+        broker = self
+        silent = len(self.sent_at_s) < self.silent_producers
+        self.sent_at_s.append(0.0)
+        built = len(self.sent_at_s) - 1
+
+        class Producer:
+            def send(self, topic: str, key: bytes, value: bytes) -> _Future:
+                future = _Future(None)
+                future.is_done = False
+                with broker.lock:
+                    broker.kept.append(value)
+                    broker.sent_at_s[built] = broker.sent_at_s[built] or time.monotonic()
+                if not silent:
+                    acknowledge = threading.Timer(broker.ack_after_s, setattr, [future, "is_done", True])
+                    acknowledge.daemon = True
+                    acknowledge.start()
+                return future
+
+            def flush(self, timeout: float) -> None:
+                time.sleep(min(timeout, 0.01))
+
+            def close(self, timeout: float) -> None:
+                pass
+
+        return Producer()
+
+
+def test_a_round_acknowledged_after_the_publish_timeout_but_within_the_delivery_timeout_is_sent_once(
+    database_url, serve, caplog
+):
+    """The feed took a round not acknowledged within its publish timeout for failed and sent it
+    again, while the producer still delivered the first copies: a broker slower than that timeout
+    got every round twice or more, and as every copy was late, the feed never moved on (found by
+    review). A round now waits for the producer's verdict; the wait is said, not counted failed."""
+    caplog.set_level(logging.WARNING, logger="ledger.feed")
+    server = serve(database_url)
+    store = unique("shop")
+    publish_timeout_s = 0.2
+    settings = Settings(
+        database_url=database_url,
+        kafka_bootstrap="unused:9092",
+        feed_poll_ms=10,
+        feed_rows_per_round_max=3,
+        feed_publish_timeout_s=publish_timeout_s,
+        feed_retry_backoff_ms_max=50,
+    )
+    broker = _LateBroker(ack_after_s=5 * publish_timeout_s)
+    recorder = open_recorder(database_url, 2, 30)
+    feed = LevelsFeed(recorder, settings, broker.producer)
+    thread = threading.Thread(target=feed.run, daemon=True)
+    thread.start()
+    try:
+        with server.client() as client:
+            for sku in "ABCDE":
+                api.record(client, ev.receipt(store, (sku, 1)))
+            last = api.record(client, ev.sale(store, ("A", 1)))[0]["position"]
+            _wait(lambda: feed.stats.published_position == last, "the feed to publish every round")
+            published = Counter((r.sku, r.position) for r in map(decode_record, broker.kept))
+            assert set(published.values()) == {1}, f"a record published more than once: {published}"
+            assert feed.stats.rounds_failed == 0
+            assert len(broker.sent_at_s) == 1  # one producer: none was dropped for being slow
+            # The wait shows while it lasts, and ends with the acknowledgement.
+            later = api.record(client, ev.receipt(store, ("F", 1)))[0]["position"]
+            _wait(
+                lambda: _metrics(feed)["ledger_feed_unacknowledged_seconds"] > publish_timeout_s,
+                "the round's wait for the broker to show",
+            )
+            _wait(lambda: feed.stats.published_position == later, "the feed to publish the later round")
+            assert _metrics(feed)["ledger_feed_unacknowledged_seconds"] == 0
+        late = [r.getMessage() for r in caplog.records if "has not acknowledged" in r.getMessage()]
+        assert len(late) == 1, late  # said at once, then at most once a minute
+    finally:
+        feed.stop()
+        thread.join(DEADLINE_S)
+        recorder.close()
+
+
+def test_a_round_whose_producer_never_answers_is_published_again_after_the_backstop(
+    database_url, serve, monkeypatch
+):
+    """Should the producer never give its verdict, the round is published again by a new producer
+    once the producer's delivery timeout and the publish timeout have passed, not before."""
+    delivery_timeout_ms = 600
+    monkeypatch.setattr(levels_feed, "DELIVERY_TIMEOUT_MS", delivery_timeout_ms)
+    server = serve(database_url)
+    publish_timeout_s = 0.2
+    settings = Settings(
+        database_url=database_url,
+        kafka_bootstrap="unused:9092",
+        feed_poll_ms=10,
+        feed_publish_timeout_s=publish_timeout_s,
+        feed_retry_backoff_ms_max=50,
+    )
+    broker = _LateBroker(ack_after_s=0.0, silent_producers=1)
+    recorder = open_recorder(database_url, 2, 30)
+    feed = LevelsFeed(recorder, settings, broker.producer)
+    thread = threading.Thread(target=feed.run, daemon=True)
+    thread.start()
+    try:
+        with server.client() as client:
+            position = api.record(client, ev.receipt(unique("shop"), ("A", 1)))[0]["position"]
+        _wait(lambda: feed.stats.published_position == position, "the feed to publish the round again")
+        assert feed.stats.rounds_failed == 1
+        assert len(broker.sent_at_s) == 2
+        waited_s = broker.sent_at_s[1] - broker.sent_at_s[0]
+        assert waited_s >= delivery_timeout_ms / 1000 + publish_timeout_s, waited_s
+    finally:
+        feed.stop()
+        thread.join(DEADLINE_S)
         recorder.close()
