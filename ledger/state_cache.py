@@ -140,6 +140,11 @@ class StateCache:
         # log head up to it is expected to arrive with that batch's commit (Ledger.refresh).
         self.announced = 0
         self.generation = 0  # counts the times the cache was emptied (Writer.send checks it)
+        # Counts the times policies were put in memory other than by a catch-up (a commit installed,
+        # a reader's copy of a store kept): a catch-up's read tells by it that memory may hold newer
+        # policies than it read, though the head did not move (a commit past head + 1 leaves it
+        # where it was; a reader's snapshot may be past the catch-up's).
+        self.policy_puts = 0
         self.levels: OrderedDict[tuple[str, str], CachedLevel] = OrderedDict()
         self.reservations: OrderedDict[tuple[str, str], tuple[Reservation, int]] = OrderedDict()
         # Reservation keys the database was read for and did not hold, as of `head` (a release or
@@ -173,11 +178,11 @@ class StateCache:
                 if log_head - self.head > self.catch_up_events_max:
                     self._clear(log_head)
                     return
-                since, generation = self.head, self.generation
+                since, generation, puts = self.head, self.generation, self.policy_puts
             changes = _read_changes(tx, since, log_head)
             with self.lock:
                 if self.generation == generation:
-                    self._forget_changed(changes, moved=self.head != since)
+                    self._forget_changed(changes, moved=(self.head, self.policy_puts) != (since, puts))
                     self.head = max(self.head, log_head)
                     return
         with self.lock:
@@ -189,7 +194,8 @@ class StateCache:
         keys, a reader's miss). Reading back and decoding every row another instance wrote would
         cost as much as writing it, and most of those keys are never asked for here. A policy
         change is applied to a store held, unless memory `moved` (a commit of this instance's
-        installed during the read may hold a newer one): then the store is read again when needed."""
+        installed during the read, or a reader's copy kept then, may hold a newer one, whether or
+        not the head moved): then the store is read again when needed."""
         for row in changes.policies:
             if moved:
                 self.store_policies.pop(row["store_id"], None)
@@ -298,6 +304,7 @@ class StateCache:
                 self._hold_store_policies(store_id, policies)
 
     def _hold_store_policies(self, store_id: str, policies: dict[str, Policy]) -> None:
+        self.policy_puts += 1
         self.store_policies[store_id] = policies
         self.store_policies.move_to_end(store_id)
         while len(self.store_policies) > self.levels_max:
@@ -336,6 +343,7 @@ class StateCache:
         are kept (they are newer) but the head stays, and the refresher is woken to read the
         commits in between; until then answers name the older head, which they do include."""
         with self.lock:
+            self.policy_puts += 1
             for key, value in commit.levels.items():
                 self._put_level(key, value)
             for key, (reservation, position) in commit.reservations.items():

@@ -6,7 +6,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from ledger.domain.model import Level, Reservation
+from ledger.domain.model import Level, Policy, Reservation
 from ledger.state_cache import CachedLevel, Commit, StateCache
 
 WAIT_S = 10.0  # the longest a step of these tests may wait for another thread
@@ -160,3 +160,43 @@ def test_memory_emptied_during_the_read_is_brought_to_the_head_all_the_same() ->
     assert cache.head == 20
     assert ("s1", "A") not in cache.levels, "A was read at 12 and changed before 20"
     assert len(tx.reads) == 8, "the changes were read again, from the emptied memory's head"
+
+
+def test_a_commit_of_this_instance_landing_past_the_read_head_keeps_its_policy() -> None:
+    """A catch-up reads the changes up to the log's head 20 while this instance's own commit of 21,
+    setting a newer policy, is installed: past head + 1, it leaves the head where it was. Applying the
+    read's older policy over it served that policy to readers until the next refresh."""
+    cache = _cache()
+    cache.head = 10
+    cache.store_policies["s1"] = {}
+    older = {"store_id": "s1", "sku": "A", "policy": '{"safety_stock": 2}', "position": 20}
+    tx = _SlowTx({**_tables(), "ledger_policies": [older]})
+    thread = _catching_up(cache, tx, 20)
+    newer = Policy(5)
+    cache.install(Commit({}, {}, {}, first_position=21, head=21, policies={("s1", "A"): newer}))
+    assert cache.head == 10 and cache.store_policies["s1"] == {"A": newer}
+    tx.go.set()
+    thread.join(WAIT_S)
+    assert not thread.is_alive()
+    assert cache.head == 20
+    held = cache.store_policies.get("s1")
+    assert held is None or held == {"A": newer}, f"the newer policy was overwritten: {held}"
+
+
+def test_a_readers_copy_of_a_stores_policies_kept_during_a_catch_up_is_not_made_older() -> None:
+    """A reader copies a store's policies from its snapshot at 25 while a catch-up reads up to 20:
+    the catch-up's policy of 20 applied over that copy served it until the next refresh."""
+    cache = _cache()
+    cache.head = 10
+    cache.levels[("s1", "B")] = CachedLevel(Level(7, 0, 0), 9, None)
+    older = {"store_id": "s1", "sku": "A", "policy": '{"safety_stock": 2}', "position": 20}
+    tx = _SlowTx({**_tables(), "ledger_policies": [older]})
+    thread = _catching_up(cache, tx, 20)
+    newer = Policy(5)
+    cache.offer_store_policies("s1", {"A": newer}, 25, cache.generation)
+    assert cache.store_policies["s1"] == {"A": newer}
+    tx.go.set()
+    thread.join(WAIT_S)
+    assert not thread.is_alive()
+    held = cache.store_policies.get("s1")
+    assert held is None or held == {"A": newer}, f"the newer policy was overwritten: {held}"
