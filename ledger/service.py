@@ -496,7 +496,7 @@ class Ledger:
                 head_read = tx.defer(self.recorder.head_sql)  # sent together: one round trip
                 rows_read = queries.sku_across_stores_sent(tx, sku)
                 head = int(head_read.rows()[0]["head"])
-                rows = rows_read.rows()
+                rows = queries.by_store_id(rows_read.rows())
                 stored = queries.store_policies(tx, [row["store_id"] for row in rows])
                 stores = [
                     LevelView(

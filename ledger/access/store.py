@@ -91,8 +91,10 @@ def tokens_exist(tx: SqlTx) -> bool:
 
 
 def read_tokens(tx: SqlTx) -> list[TokenRecord]:
-    """Every token, revoked ones too, by name."""
-    return [_record(row) for row in tx.fetchall("SELECT * FROM ledger_tokens ORDER BY name")]
+    """Every token, revoked ones too, by name in code point order: PostgreSQL's ORDER BY would
+    follow the database's collation, which may be linguistic, and list them apart from SQLite."""
+    rows = tx.fetchall("SELECT * FROM ledger_tokens")  # at most TOKENS_MAX
+    return sorted((_record(row) for row in rows), key=lambda record: record.name)
 
 
 def create_token(

@@ -47,7 +47,7 @@ class ReservationCreate(BaseModel):
             "examples": [
                 {"reservation_id": "order-1001", "order_id": "1001", "lines": [{"sku": "SKU-1", "qty": 2}]}
             ]
-        }
+        },
     }
 
     reservation_id: str = Field(pattern=ID_REGEX)
@@ -171,7 +171,10 @@ class SkuAcrossStoresPublic(BaseModel):
     sku: str
     total: LevelTotals
     position: Position
-    stores: list[StockLevelPublic]
+    stores: list[StockLevelPublic] = Field(
+        description="one per store that holds a level of the SKU, by store id in code point (byte) "
+        "order, on every database whatever its collation"
+    )
 
 
 class ReservationLinePublic(BaseModel):

@@ -56,7 +56,9 @@ class ReservationAcrossPublic(BaseModel):
     )
     channel: str | None = None
     expires_at: str | None = None
-    stores: list[ReservationPublic] = Field(description="one per store, by store id (as its per-store GET)")
+    stores: list[ReservationPublic] = Field(
+        description="one per store, by store id in code point (byte) order (as its per-store GET)"
+    )
 
 
 class SourcingLineIn(ReservationLineIn):

@@ -196,28 +196,40 @@ def channels_occurred_at(
     return found
 
 
+def by_store_id(rows: list[Row]) -> list[Row]:
+    """Rows by store id as Python compares ids: by code point, as SQLite orders text. PostgreSQL's
+    ORDER BY uses the database's collation, and a linguistic one (en_US.UTF-8, the usual default)
+    puts `s-B` after `sa`: the same ledger would list its stores in another order per database."""
+    return sorted(rows, key=lambda row: str(row["store_id"]))
+
+
 def sku_across_stores(tx: SqlTx, sku: str) -> list[Row]:
-    """Every store's level of one SKU (their sum is the SKU's total: the view ledger_totals)."""
-    return sku_across_stores_sent(tx, sku).rows()
+    """Every store's level of one SKU (their sum is the SKU's total: the view ledger_totals), by
+    store id (by_store_id)."""
+    return by_store_id(sku_across_stores_sent(tx, sku).rows())
 
 
 def sku_across_stores_sent(tx: SqlTx, sku: str) -> Deferred:
-    """sku_across_stores, sent now and read later (as current_levels_sent)."""
-    return tx.defer("SELECT * FROM ledger_levels WHERE sku = %s ORDER BY store_id", (sku,))
+    """sku_across_stores, sent now and read later (as current_levels_sent), in no order: the
+    reader puts the rows in order (by_store_id)."""
+    return tx.defer("SELECT * FROM ledger_levels WHERE sku = %s", (sku,))
 
 
 def sku_across_stores_occurred_at(tx: SqlTx, sku: str, occurred_at: str) -> list[Row]:
     """Every store that holds a level of the SKU, with its levels at that event time
-    (levels_occurred_at; zeros where nothing had happened yet): an index range per store."""
-    return tx.fetchall(
-        "SELECT l.store_id, CAST(COALESCE(SUM(h.on_hand_delta), 0) AS BIGINT) AS on_hand, "
-        "CAST(COALESCE(SUM(h.reserved_delta), 0) AS BIGINT) AS reserved, "
-        "CAST(COALESCE(SUM(h.incoming_delta), 0) AS BIGINT) AS incoming, "
-        "MAX(h.position) AS position, MAX(h.recorded_at) AS updated_at "
-        "FROM ledger_levels l LEFT JOIN ledger_history h "
-        "ON h.store_id = l.store_id AND h.sku = l.sku AND h.occurred_at <= %s "
-        "WHERE l.sku = %s GROUP BY l.store_id ORDER BY l.store_id",
-        (occurred_at, sku),
+    (levels_occurred_at; zeros where nothing had happened yet): an index range per store. By store
+    id (by_store_id)."""
+    return by_store_id(
+        tx.fetchall(
+            "SELECT l.store_id, CAST(COALESCE(SUM(h.on_hand_delta), 0) AS BIGINT) AS on_hand, "
+            "CAST(COALESCE(SUM(h.reserved_delta), 0) AS BIGINT) AS reserved, "
+            "CAST(COALESCE(SUM(h.incoming_delta), 0) AS BIGINT) AS incoming, "
+            "MAX(h.position) AS position, MAX(h.recorded_at) AS updated_at "
+            "FROM ledger_levels l LEFT JOIN ledger_history h "
+            "ON h.store_id = l.store_id AND h.sku = l.sku AND h.occurred_at <= %s "
+            "WHERE l.sku = %s GROUP BY l.store_id",
+            (occurred_at, sku),
+        )
     )
 
 
@@ -285,11 +297,14 @@ def history_page(tx: SqlTx, where: HistoryFilter, limit: int) -> list[Row]:
 
 
 def reservations_by_id(tx: SqlTx, reservation_id: str, stores_max: int) -> list[Row]:
-    """Every store's reservation under one id (a reservation across stores' parts), by store;
-    at most `stores_max` (by the index on reservation_id)."""
-    return tx.fetchall(
-        "SELECT * FROM ledger_reservations WHERE reservation_id = %s ORDER BY store_id LIMIT %s",
-        (reservation_id, stores_max),
+    """Every store's reservation under one id (a reservation across stores' parts), by store id
+    (by_store_id); at most `stores_max` (by the index on reservation_id: the caller asks for one
+    more than it answers, and refuses when it finds it, so which ones a limit cuts off never shows)."""
+    return by_store_id(
+        tx.fetchall(
+            "SELECT * FROM ledger_reservations WHERE reservation_id = %s LIMIT %s",
+            (reservation_id, stores_max),
+        )
     )
 
 
@@ -298,7 +313,7 @@ def reservations_at(tx: SqlTx, reservation_id: str, stores: list[str]) -> list[R
     parts asked for, however many other stores hold the id (ids are unique per store only)."""
     keys = [(store, reservation_id) for store in dict.fromkeys(stores)]
     deferred = tx.read_by_keys("ledger_reservations", "*", ("store_id", "reservation_id"), keys)
-    return sorted((row for part in deferred for row in part.rows()), key=lambda row: str(row["store_id"]))
+    return by_store_id([row for part in deferred for row in part.rows()])
 
 
 def stores_placed_at(tx: SqlTx, reservation_id: str, position: int) -> list[str]:

@@ -33,8 +33,12 @@ def skus_by_prefix(tx: SqlTx, prefix: str, stores: frozenset[str] | None, limit:
 
 
 def store_ids(tx: SqlTx, limit: int) -> list[str]:
-    """The stores that hold a level, in order, at most `limit`: one index probe per store (a loose
-    scan of the levels' primary key), never the whole table."""
+    """The stores that hold a level, by id in code point order, at most `limit`: one index probe per
+    store (a loose scan of the levels' primary key), never the whole table. The scan follows the
+    database's collation (PostgreSQL's may be linguistic), so the stores read are put in code point
+    order, as SQLite's and a scoped token's own; beyond `limit`, which stores were read first is
+    still the collation's (an index in byte order on every level's store is not worth a console's
+    list)."""
     rows = tx.fetchall(
         "WITH RECURSIVE found(store_id, n) AS ("
         " SELECT MIN(store_id), 1 FROM ledger_levels"
@@ -44,7 +48,7 @@ def store_ids(tx: SqlTx, limit: int) -> list[str]:
         ") SELECT store_id FROM found WHERE store_id IS NOT NULL",
         [limit],
     )
-    return [str(row["store_id"]) for row in rows]
+    return sorted(str(row["store_id"]) for row in rows)
 
 
 OPEN_RESERVATION_COLUMNS = "reservation_id, order_id, expires_at, lines, status, remaining, position"
@@ -53,12 +57,14 @@ OPEN_RESERVATION_COLUMNS = "reservation_id, order_id, expires_at, lines, status,
 def open_reservations(tx: SqlTx, store_id: str, limit: int) -> list[Row]:
     """A store's reservations still holding stock: those with an expiry first, soonest first,
     then those without, by id; at most `limit`. The partial index ledger_reservations_open
-    (store_id, expires_at, reservation_id) WHERE remaining > 0 answers both halves in order."""
+    (store_id, expires_at, reservation_id) WHERE remaining > 0 answers both halves in order: in the
+    database's collation, so each half is put in code point order by id (store_ids)."""
     dated = tx.fetchall(
         f"SELECT {OPEN_RESERVATION_COLUMNS} FROM ledger_reservations WHERE store_id = %s "
         "AND remaining > 0 AND expires_at IS NOT NULL ORDER BY expires_at, reservation_id LIMIT %s",
         [store_id, limit],
     )
+    dated.sort(key=lambda row: (str(row["expires_at"]), str(row["reservation_id"])))
     if len(dated) >= limit:
         return dated
     undated = tx.fetchall(
@@ -66,4 +72,4 @@ def open_reservations(tx: SqlTx, store_id: str, limit: int) -> list[Row]:
         "AND remaining > 0 AND expires_at IS NULL ORDER BY reservation_id LIMIT %s",
         [store_id, limit - len(dated)],
     )
-    return dated + undated
+    return dated + sorted(undated, key=lambda row: str(row["reservation_id"]))
