@@ -16,6 +16,7 @@ from ledger.api.results import result_public
 from ledger.api.schemas import EventResultsPublic, problem_responses
 from ledger.domain.model import StockEvent
 from ledger.intake.envelope import FieldError, InvalidEvent, read_envelope
+from ledger.intake.json_keys import DUPLICATE_KEY, duplicate_keys, path_text
 from ledger.intake.json_text import without_bom
 
 router = APIRouter(tags=["events"])
@@ -43,10 +44,31 @@ EVENTS_BODY = {
 
 
 def parse_json(body: bytes) -> Any:
+    """The body's JSON document; 422 when it is not JSON, or gives a key twice in one object."""
+    raw = without_bom(body)
+    document = _loads(raw)
+    duplicates = duplicate_keys(raw, document)
+    if duplicates:
+        raise invalid([FieldError(path_text(path), DUPLICATE_KEY) for path in duplicates])
+    return document
+
+
+def _loads(raw: bytes) -> Any:
     try:
-        return orjson.loads(without_bom(body))
+        return orjson.loads(raw)
     except orjson.JSONDecodeError as error:
         raise invalid([FieldError("", f"the body is not JSON: {error}")], "Body is not JSON") from None
+
+
+def _duplicates_by_element(raw: bytes, document: Any) -> dict[int, list[FieldError]]:
+    """A batch's keys given twice, by element (each named within its element, as the element's
+    other errors are); a single envelope's refuse the body (422)."""
+    by_element: dict[int, list[FieldError]] = {}
+    for path in duplicate_keys(raw, document):
+        if not path or not isinstance(path[0], int):
+            raise invalid([FieldError(path_text(path), DUPLICATE_KEY)])
+        by_element.setdefault(path[0], []).append(FieldError(path_text(path[1:]), DUPLICATE_KEY))
+    return by_element
 
 
 @router.post(
@@ -60,7 +82,9 @@ async def post_events(
     request: Request, ledger: LedgerDep, limits: IntakeDep, settings: SettingsDep, grant: ProducerGrant
 ) -> Response:
     media_type = require_media_type(request.scope["headers"], EVENT_TYPES)
-    document = parse_json(await request.body())
+    raw = without_bom(await request.body())
+    document = _loads(raw)
+    duplicates = _duplicates_by_element(raw, document)
     sender = principal(grant)
     if not isinstance(document, list):
         if media_type == BATCH_TYPE:
@@ -73,7 +97,10 @@ async def post_events(
     _authorize(grant, document)
     answers: list[dict[str, Any] | None] = []
     valid: list[StockEvent] = []
-    for item in document:
+    for index, item in enumerate(document):
+        if index in duplicates:
+            answers.append(_invalid_result(item, InvalidEvent(duplicates[index])))
+            continue
         try:
             valid.append(read_envelope(item, limits, sender))
             answers.append(None)

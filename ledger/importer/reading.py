@@ -18,6 +18,7 @@ import orjson
 from ledger.domain.frozen_values import frozen_value
 from ledger.domain.model import IMPORT_PRINCIPAL, StockEvent
 from ledger.intake.envelope import IntakeLimits, InvalidEvent, read_envelope
+from ledger.intake.json_keys import DUPLICATE_KEY, duplicate_keys, path_text
 from ledger.intake.json_text import UTF8_BOM, without_bom
 
 
@@ -79,6 +80,11 @@ def read_line(line_no: int, raw: bytes, limits: IntakeLimits) -> ValidLine | Inv
         document = orjson.loads(raw)
     except orjson.JSONDecodeError as error:
         return InvalidLine(line_no, f"not JSON: {_json_error(raw) or error}")
+    duplicates = duplicate_keys(raw, document)
+    if duplicates:
+        return InvalidLine(
+            line_no, "; ".join(_field_error(path_text(path), DUPLICATE_KEY) for path in duplicates)
+        )
     try:
         return ValidLine(line_no, read_envelope(document, limits, IMPORT_PRINCIPAL))
     except InvalidEvent as error:

@@ -14,6 +14,7 @@ import orjson
 
 from ledger.domain.model import KAFKA_PRINCIPAL, StockEvent
 from ledger.intake.envelope import FieldError, IntakeLimits, InvalidEvent, read_envelope
+from ledger.intake.json_keys import DUPLICATE_KEY, duplicate_keys, path_text
 from ledger.intake.json_text import without_bom
 from ledger.results import EventResult
 
@@ -70,10 +71,14 @@ def read_value(value: bytes | None, limits: IntakeLimits) -> StockEvent | Unread
     cannot read must go to the dead-letter topic, not stop the consumer."""
     if value is None:
         return Unreadable("empty record (no value); expected a CloudEvents envelope")
+    raw = without_bom(value)
     try:
-        document = orjson.loads(without_bom(value))
+        document = orjson.loads(raw)
     except orjson.JSONDecodeError as error:
         return Unreadable(f"not JSON: {error}")
+    duplicates = [FieldError(path_text(path), DUPLICATE_KEY) for path in duplicate_keys(raw, document)]
+    if duplicates:
+        return Unreadable(f"ambiguous JSON: {InvalidEvent(duplicates)}", tuple(duplicates))
     try:
         return read_envelope(document, limits, KAFKA_PRINCIPAL)
     except InvalidEvent as error:

@@ -237,3 +237,12 @@ def test_the_same_seed_makes_the_same_traffic() -> None:
     first = [r.value for r in Retailer(traffic, clock=lambda: fixed).records()]
     second = [r.value for r in Retailer(traffic, clock=lambda: fixed).records()]
     assert first == second
+
+
+def test_a_value_that_gives_a_key_twice_is_unreadable_naming_it() -> None:
+    """`{"qty": 1, "qty": 500}`: which was meant cannot be told, and an event is recorded for good."""
+    value = json.dumps(GOOD).encode().replace(b'"qty": 2', b'"qty": 2, "qty": 500')
+    read = read_value(value, LIMITS)
+    assert isinstance(read, Unreadable), read
+    assert read.error.startswith("ambiguous JSON: data.lines[0].qty: is given twice"), read.error
+    assert [error.field for error in read.field_errors] == ["data.lines[0].qty"]

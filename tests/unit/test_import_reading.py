@@ -127,3 +127,10 @@ def test_a_line_of_the_limits_length_is_read_whole_whatever_its_end(line_end: by
             ("InvalidLine", 1),
             ("ValidLine", 2),
         ]
+
+
+def test_a_line_that_gives_a_key_twice_is_invalid_naming_it() -> None:
+    twice = _envelope(1).replace(b'"qty":1', b'"qty":1,"qty":500')
+    [line] = _read(twice + b"\n")[0]
+    assert isinstance(line, InvalidLine), line
+    assert line.reason.startswith("data.lines[0].qty: is given twice in one object"), line.reason
