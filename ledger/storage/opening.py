@@ -108,7 +108,8 @@ def open_recorder(
 
 _PG_SESSION_SCHEMA = (
     "SELECT COALESCE((SELECT n.nspname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-    f"WHERE c.oid = to_regclass('{EVENTS_TABLE}')), current_schema()) AS schema"
+    f"WHERE c.oid = to_regclass('{EVENTS_TABLE}')), current_schema()) AS schema, "
+    "current_setting('server_encoding') AS encoding"
 )
 
 
@@ -123,6 +124,7 @@ def _session_schema(datastore: LedgerPostgresDatastore) -> str:
     with datastore.transaction(commit=False) as cursor:
         cursor.execute(_PG_SESSION_SCHEMA)
         row = cursor.fetchone()
+    _refuse_other_encodings(row["encoding"] if row else None)
     schema = row["schema"] if row else None
     if not schema:
         raise ValueError(
@@ -130,6 +132,19 @@ def _session_schema(datastore: LedgerPostgresDatastore) -> str:
             "none that exists (CREATE SCHEMA it, or set search_path in the URL's options)"
         )
     return str(schema)
+
+
+def _refuse_other_encodings(encoding: str | bytes | None) -> None:
+    """Ids and names are Unicode, compared and ordered by code point: a database in another encoding
+    would refuse some of them or, in SQL_ASCII, keep any bytes unchecked and hand back bytes where
+    text was meant (the start failed with a traceback on a schema name read as b'public')."""
+    if isinstance(encoding, bytes):  # SQL_ASCII: psycopg decodes nothing
+        encoding = encoding.decode("ascii", "replace")
+    if encoding != "UTF8":
+        raise ValueError(
+            f"LEDGER_DATABASE_URL's database is in the encoding {encoding}; the ledger needs UTF8 "
+            "(CREATE DATABASE ... ENCODING 'UTF8' TEMPLATE template0)"
+        )
 
 
 def open_read_only(
