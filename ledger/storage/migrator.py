@@ -164,7 +164,7 @@ def pg_in_schema(conn: Any, schema: str) -> Iterator[None]:
     """The session's search_path is the log's schema alone (`conn` in autocommit) until the block
     ends, then what it was. The ledger's DDL and its migrations' bookkeeping name no schema: they
     make and find objects in the first schema of the search_path, which is not the log's when a
-    schema came first after the ledger was made (the role's own, `"$user"`; recorders.py,
+    schema came first after the ledger was made (the role's own, `"$user"`; opening.py,
     `_session_schema`). There a migration made its table, and `CREATE TABLE IF NOT EXISTS
     ledger_schema_versions` an empty one, after which every migration ran again and made every
     table anew beside the ledger's."""
