@@ -60,7 +60,9 @@ class Copied:
     events: int
     position: int  # the log's head in the copy
     revocations_kept: tuple[str, ...] = ()  # tokens active in the backup, revoked in the ledger replaced
-    tokens_left_out: tuple[str, ...] = ()  # tokens of the ledger replaced that the backup does not hold
+    # Tokens active in the ledger replaced that the backup does not hold (to create again); not one
+    # revoked there: named among them, it would be brought back.
+    tokens_left_out: tuple[str, ...] = ()
 
 
 def backup(source: str, destination: str, step_pages: int, step_pause_ms: int, progress: Progress) -> Copied:
@@ -192,7 +194,13 @@ def restore(source: str, target: str, *, force: bool, progress: Progress) -> Cop
             _check(dst, target)
             kept_revoked = _keep_revocations(dst, backed_up, replaced)
             _set_journal_mode(dst, target, "wal")  # the ledger's mode; the backup is in rollback mode
-    left_out = tuple(sorted(name for name in replaced if name not in backed_up))
+    left_out = tuple(
+        sorted(
+            name
+            for name, (_digest, revoked_at) in replaced.items()
+            if name not in backed_up and revoked_at is None
+        )
+    )
     return Copied(pages, events, position, kept_revoked, left_out)
 
 

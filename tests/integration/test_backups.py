@@ -146,6 +146,24 @@ def test_a_restore_keeps_the_revocation_of_tokens_the_backup_holds_active_and_sa
     assert tokens["shop"] not in restored.stdout + restored.stderr  # names only, never a token
 
 
+def test_a_restore_never_asks_for_a_token_revoked_since_the_backup_to_be_created_again(tmp_path: Path):
+    """A token made after the backup and revoked since (a leaked one) is not in the backup: the
+    restore's list of tokens to create again must not name it, or the operator brings it back."""
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    backup_file = tmp_path / "backup.db"
+    new_token(url, "shop", "producer")
+    assert _ledger(url, "backup", str(backup_file)).returncode == 0
+    new_token(url, "made-later", "reader")
+    new_token(url, "leaked-later", "producer")
+    assert _ledger(url, "tokens", "revoke", "leaked-later").returncode == 0
+
+    restored = _ledger(url, "restore", "--quiet", str(backup_file))
+
+    assert restored.returncode == 0, restored.stderr
+    assert "1 token made after the backup is not in it: made-later" in restored.stdout, restored.stdout
+    assert "leaked-later" not in restored.stdout
+
+
 def test_postgresql_backups_are_left_to_its_own_tools(postgres, tmp_path: Path):
     url = postgres.create_database()
     for command in (("backup", str(tmp_path / "b.db")), ("restore", str(tmp_path / "b.db"))):
