@@ -176,7 +176,8 @@ class OrderEnds:
             # placed: a later reservation of the order id reuses the order, and the ledger keeps it
             # open while any of them holds (moysklad_orders.py).
             holding = order_holding_reservations(self.recorder, store_id, str(order_id))
-            submitted += self._release(ended, [r for r in holding if self._placed_before(ended, r)])
+            placed = [r for r in holding if self._placed_before(ended, r)]
+            submitted += self._release(ended, placed, by_store=len(store_ids) > 1)
         return submitted
 
     def _ledger_stores(self, store_uuid: str) -> list[str]:
@@ -217,10 +218,11 @@ class OrderEnds:
         for carried in booked:
             by_part.setdefault((carried.store_id, carried.order_id), []).append(carried.reservation_id)
         submitted = 0
+        by_store = len({store_id for store_id, _order_id in by_part}) > 1
         for (store_id, order_id), reservation_ids in by_part.items():
             holding = set(order_holding_reservations(self.recorder, store_id, order_id))
             ended = OrderEnd(order_uuid, order_uuid, store_id, order_id, deleted_at, "deleted")
-            submitted += self._release(ended, [r for r in reservation_ids if r in holding])
+            submitted += self._release(ended, [r for r in reservation_ids if r in holding], by_store=by_store)
         return submitted
 
     def _placed_before(self, ended: OrderEnd, reservation_id: str) -> bool:
@@ -238,14 +240,19 @@ class OrderEnds:
         )
         return False
 
-    def _release(self, ended: OrderEnd, reservation_ids: list[str]) -> int:
-        """Releases what each of the order's `reservation_ids` still holds; returns how many
-        releases were submitted."""
+    def _release(self, ended: OrderEnd, reservation_ids: list[str], *, by_store: bool = False) -> int:
+        """Releases what each of the order's `reservation_ids` still holds at its store; returns how
+        many releases were submitted. `by_store`: the order's releases span several ledger stores,
+        whose parts may share a reservation id (a reservation across stores, an id that is the
+        order's), so each release's id names its store: under one id, the second store's release
+        was a duplicate of the first and released nothing. An order at one store keeps the id it
+        always had, so that its cancel and its deletion still meet across an upgrade."""
+        where = f"{ended.store_id}:" if by_store else ""
         events = [
             StockEvent(
                 # A cancel and a deletion of one order release under one id: the second records
                 # nothing more.
-                event_id=f"customerorder:{ended.order_uuid}:{reservation_id}:release",
+                event_id=f"customerorder:{ended.order_uuid}:{where}{reservation_id}:release",
                 source=SOURCE,
                 type=EventType.RESERVATION_RELEASE,
                 time=ended.at,

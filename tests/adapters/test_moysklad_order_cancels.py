@@ -502,7 +502,7 @@ def test_a_journal_that_cannot_take_the_reuse_alert_does_not_fail_the_push(
     assert "could not take the alert" in caplog.text and "ALERT moysklad" in caplog.text
 
 
-def _order_of_two_stores_sharing_one(fake, server, recorder, mappings, record):
+def _order_of_two_stores_sharing_one(fake, server, recorder, mappings, record, shop_3_reservation="res-3"):
     """shop-3 mapped to shop-1's MoySklad store (as an older release let be), and order B-9
     reserved at both: pushed as the one customer order. Returns its id and the orders' push."""
     with transaction(recorder) as tx:
@@ -514,7 +514,7 @@ def _order_of_two_stores_sharing_one(fake, server, recorder, mappings, record):
     order_id, orders = placed_order(fake, server, recorder, mappings, record)
     record(
         event(RECEIPT, "shop-3", ("SKU-1", 4)),
-        event(RESERVATION, "shop-3", ("SKU-1", 3), reservation_id="res-3", order_id="B-9"),
+        event(RESERVATION, "shop-3", ("SKU-1", 3), reservation_id=shop_3_reservation, order_id="B-9"),
     )
     orders.run_until_idle()
     return order_id, orders
@@ -535,6 +535,25 @@ def test_a_cancel_at_a_store_an_older_release_let_two_ledger_stores_share_releas
 
     assert ledger.reservation("shop-1", "res-9").reservation.status.value == "released"
     assert ledger.reservation("shop-3", "res-3").reservation.status.value == "released"
+
+
+def test_a_cancel_at_a_shared_store_releases_both_parts_when_they_share_their_reservation_id(
+    account, recorder, mappings, ledger, record
+):
+    """The parts of one order at two stores often share their reservation id (one reservation
+    across stores is recorded so, or the id is the order's). Both releases went under one event id
+    (`customerorder:<uuid>:<reservation>:release`), so the second was a duplicate of the first and
+    recorded nothing: shop-3's part held its units until it expired."""
+    fake, server = account
+    order_id, _ = _order_of_two_stores_sharing_one(
+        fake, server, recorder, mappings, record, shop_3_reservation="res-9"
+    )
+
+    fake.set_order_state(order_id, CANCELLED)
+    order_ends_of(server, recorder, mappings, ledger).handle(state_changed(fake, order_id))
+
+    assert ledger.reservation("shop-1", "res-9").reservation.status.value == "released"
+    assert ledger.reservation("shop-3", "res-9").reservation.status.value == "released"
 
 
 def test_a_release_at_one_of_two_stores_sharing_a_moysklad_store_keeps_the_order_open_for_the_other(
