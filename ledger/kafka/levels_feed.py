@@ -114,9 +114,9 @@ class LevelsFeed:
     def acknowledged_within_s(self) -> float:
         """How long a round may wait for the broker before the feed gives it up and publishes it
         again. The producer's verdict comes first: it retries a record until its delivery timeout
-        and then fails it, and until then it may still deliver it, so sending the round again
-        sooner put a second copy behind the first, and a broker slower than the publish timeout
-        got every round twice or more while the feed never moved on (found by review). This is
+        and then fails it, and until then it may still deliver it: sent again sooner, a second
+        copy would queue behind the first, and a broker slower than the publish timeout would get
+        every round twice or more while the feed never moved on. This is
         only the backstop should a producer never answer; the wait is said long before it
         (LEDGER_FEED_PUBLISH_TIMEOUT_S: a warning, `ledger_feed_unacknowledged_seconds`)."""
         return DELIVERY_TIMEOUT_MS / 1000 + self.settings.feed_publish_timeout_s

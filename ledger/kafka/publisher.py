@@ -96,9 +96,9 @@ class Publisher:
     def acknowledged_within_s(self) -> float:
         """How long a record may wait for the broker before its batch is published again. The
         producer's verdict comes first: it retries a record until its delivery timeout and then
-        fails it, and until then it may still deliver it, so sending it again sooner put a second
-        copy behind the first and a broker slower than the publish timeout got every result twice or
-        more (found by review). This is only the backstop should a producer never answer; readiness
+        fails it, and until then it may still deliver it: sent again sooner, a second copy would
+        queue behind the first, and a broker slower than the publish timeout would get every result
+        twice or more. This is only the backstop should a producer never answer; readiness
         says long before (`kafka_unanswered_ms_max`) that results are waiting."""
         return DELIVERY_TIMEOUT_MS / 1000 + self.settings.kafka_publish_timeout_s
 
@@ -111,7 +111,7 @@ class Publisher:
         """The producer, built first if need be; not when that could outlast `deadline_s`
         (time.monotonic()): a new producer waits for a broker's answer, up to BROKER_CONTACT_TIMEOUT_S,
         and a rebalance's revoke, which must end within `kafka_revoke_timeout_ms` (3 s), hands its
-        batches over unpublished instead (found by review: the revoke took up to 8 s)."""
+        batches over unpublished instead (else the revoke would take up to 8 s)."""
         if self._producer is None:
             if deadline_s is not None and deadline_s - time.monotonic() < BROKER_CONTACT_TIMEOUT_S:
                 raise PublishFailed("no producer, and no time to build one before the deadline")
