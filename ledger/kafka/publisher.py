@@ -216,7 +216,8 @@ class Publisher:
             self._stats.records_unpublishable += 1
             return Delivery(record, None)
         log.warning("%s was refused (%r); sending it cut down", record.what, error)
-        return self._send(producer, record.fallback, deadline_s)
+        fallback = record.fallback if isinstance(record.fallback, Outbound) else record.fallback()
+        return self._send(producer, fallback, deadline_s)
 
     def _discard(self, producer: Any) -> None:
         """Closes a failed producer on a thread of its own: its pending records (all to be sent

@@ -7,7 +7,9 @@ stay apart, and the topic's record keeps the fields §2 lists even where HTTP le
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import orjson
@@ -53,7 +55,9 @@ class Unreadable:
 @dataclass(slots=True)
 class Outbound:
     """A record to produce. `what` names it in logs; `fallback` is what to send instead when the
-    broker can never take this one (too large, invalid), so that it cannot block a partition.
+    broker can never take this one (too large, invalid), so that it cannot block a partition: the
+    record, or a function that makes it when it is needed (a result's cut shortfall is made only
+    then, not for every result with a shortfall).
 
     Not frozen, though never changed: one is made for every result, and a frozen dataclass takes
     twice as long to make (2.2 against 1.0 µs)."""
@@ -63,7 +67,7 @@ class Outbound:
     value: bytes | None
     headers: Headers
     what: str = "a record"
-    fallback: Outbound | None = None
+    fallback: Outbound | Callable[[], Outbound] | None = None
 
 
 def read_value(value: bytes | None, limits: IntakeLimits) -> StockEvent | Unreadable:
@@ -117,13 +121,13 @@ def result_body(result: EventResult) -> dict[str, Any]:
 def result_record(topic: str, result: EventResult) -> Outbound:
     """The record on the results topic, keyed by the store id. A result with a shortfall may be too
     large for the broker (a line each, up to 1,000 lines: some 130 KiB, over the least producer
-    request allowed and many topics' limits); given up, its event had no result at all (found by
-    review). So it carries a fallback with the shortfall cut (`shortfall_cut`). Any other result
-    is small: its id and source are at most 256 characters each."""
+    request allowed and many topics' limits); given up, its event had no result at all. So it
+    carries a fallback with the shortfall cut (`shortfall_cut`), made only if the broker refuses
+    it. Any other result is small: its id and source are at most 256 characters each."""
     what = f"the result of {result.source} {result.event_id}"
     key = result.store_id.encode()
     body = result_body(result)
-    fallback = shortfall_cut(topic, key, body, what) if result.shortfall else None
+    fallback = partial(shortfall_cut, topic, key, body, what) if result.shortfall else None
     return Outbound(topic, key, orjson.dumps(body), [], what, fallback)
 
 
