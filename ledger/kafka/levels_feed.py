@@ -44,7 +44,7 @@ from ledger.feed.leadership import Leadership, leadership_for
 from ledger.feed.record import LevelRecord, encode_record
 from ledger.feed.rounds import DefaultChange, default_change_page, read_round
 from ledger.kafka.feed_metrics import FeedCollector, FeedStats
-from ledger.kafka.producer import DELIVERY_TIMEOUT_MS
+from ledger.kafka.producer import verdict_within_s
 from ledger.kafka.publisher import UNSENDABLE
 from ledger.telemetry.warning_gate import WarningGate
 
@@ -113,13 +113,9 @@ class LevelsFeed:
     @property
     def acknowledged_within_s(self) -> float:
         """How long a round may wait for the broker before the feed gives it up and publishes it
-        again. The producer's verdict comes first: it retries a record until its delivery timeout
-        and then fails it, and until then it may still deliver it: sent again sooner, a second
-        copy would queue behind the first, and a broker slower than the publish timeout would get
-        every round twice or more while the feed never moved on. This is
-        only the backstop should a producer never answer; the wait is said long before it
-        (LEDGER_FEED_PUBLISH_TIMEOUT_S: a warning, `ledger_feed_unacknowledged_seconds`)."""
-        return DELIVERY_TIMEOUT_MS / 1000 + self.settings.feed_publish_timeout_s
+        again (`verdict_within_s`); the wait is said long before (LEDGER_FEED_PUBLISH_TIMEOUT_S: a
+        warning, `ledger_feed_unacknowledged_seconds`)."""
+        return verdict_within_s(self.settings.feed_publish_timeout_s)
 
     # -- the loop -------------------------------------------------------------------------------------
 

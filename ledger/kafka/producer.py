@@ -39,6 +39,17 @@ log = logging.getLogger("kafka.librdkafka")
 # (retries included) before its future fails with KafkaTimeoutError.
 REQUEST_TIMEOUT_MS = 30_000
 DELIVERY_TIMEOUT_MS = 120_000
+
+
+def verdict_within_s(backstop_s: float) -> float:
+    """How long a sender waits for the producer's verdict on a record (acknowledged, or given up)
+    before it gives up on the producer itself. The producer retries a record until its delivery
+    timeout and may deliver it until then: a copy sent sooner would queue behind the first, and a
+    broker slower than the sender's own timeout would get everything twice or more. `backstop_s`
+    more is for a producer that never answers."""
+    return DELIVERY_TIMEOUT_MS / 1000 + backstop_s
+
+
 # A producer is built once a broker has answered within this, as kafka-python's was (its constructor
 # failed while no broker answered). Else a producer built while the broker is away takes records it
 # cannot send, and the intake would count each of those publishes against the batch.

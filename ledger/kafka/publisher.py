@@ -40,7 +40,7 @@ from kafka.errors import (
 
 from ledger.config import Settings
 from ledger.kafka.metrics import IntakeStats
-from ledger.kafka.producer import BROKER_CONTACT_TIMEOUT_S, DELIVERY_TIMEOUT_MS
+from ledger.kafka.producer import BROKER_CONTACT_TIMEOUT_S, verdict_within_s
 from ledger.kafka.records import Outbound
 
 log = logging.getLogger("ledger.kafka")
@@ -94,13 +94,10 @@ class Publisher:
 
     @property
     def acknowledged_within_s(self) -> float:
-        """How long a record may wait for the broker before its batch is published again. The
-        producer's verdict comes first: it retries a record until its delivery timeout and then
-        fails it, and until then it may still deliver it: sent again sooner, a second copy would
-        queue behind the first, and a broker slower than the publish timeout would get every result
-        twice or more. This is only the backstop should a producer never answer; readiness
-        says long before (`kafka_unanswered_ms_max`) that results are waiting."""
-        return DELIVERY_TIMEOUT_MS / 1000 + self.settings.kafka_publish_timeout_s
+        """How long a record may wait for the broker before its batch is published again
+        (`verdict_within_s`); readiness says long before (`kafka_unanswered_ms_max`) that results
+        are waiting."""
+        return verdict_within_s(self.settings.kafka_publish_timeout_s)
 
     @property
     def ready(self) -> bool:

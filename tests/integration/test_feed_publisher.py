@@ -31,7 +31,7 @@ from ledger.config import Settings  # noqa: E402
 from ledger.feed.cursor import FeedCursor  # noqa: E402
 from ledger.feed.leadership import AdvisoryLeadership  # noqa: E402
 from ledger.feed.record import decode_record  # noqa: E402
-from ledger.kafka import levels_feed  # noqa: E402
+from ledger.kafka import producer as kafka_producer  # noqa: E402
 from ledger.kafka.levels_feed import FEED_NAME, LevelsFeed  # noqa: E402
 from ledger.storage.opening import open_recorder  # noqa: E402
 from ledger.writer.submission import SubmissionFailed  # noqa: E402
@@ -557,7 +557,7 @@ def test_a_round_whose_producer_never_answers_is_published_again_after_the_backs
     """Should the producer never give its verdict, the round is published again by a new producer
     once the producer's delivery timeout and the publish timeout have passed, not before."""
     delivery_timeout_ms = 600
-    monkeypatch.setattr(levels_feed, "DELIVERY_TIMEOUT_MS", delivery_timeout_ms)
+    monkeypatch.setattr(kafka_producer, "DELIVERY_TIMEOUT_MS", delivery_timeout_ms)
     server = serve(database_url)
     publish_timeout_s = 0.2
     settings = Settings(
