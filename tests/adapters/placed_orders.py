@@ -6,8 +6,9 @@ from __future__ import annotations
 from typing import Any
 
 from conftest import FAST, event
-from moysklad_setup import client_for
+from moysklad_setup import STORE_UUID, client_for
 
+from adapters.db import transaction
 from adapters.moysklad_order_ends import OrderEnds
 from adapters.moysklad_orders import MoySkladOrdersTarget
 from adapters.outbound import OutboundWorker
@@ -39,3 +40,25 @@ def placed_order(fake: Any, server: Any, recorder: Any, mappings: Any, record: A
 def order_ends_of(server: Any, recorder: Any, mappings: Any, ledger: Any) -> OrderEnds:
     """What handles the orders' notifications, as `ledger adapters run` wires it, on the fake."""
     return OrderEnds(recorder, mappings, client_for(server), LedgerSink(ledger))
+
+
+def order_of_two_stores_sharing_one(
+    fake: Any, server: Any, recorder: Any, mappings: Any, record: Any, shop_3_reservation: str = "res-3"
+) -> tuple[str, Any]:
+    """shop-3 mapped to shop-1's MoySklad store (as an older release let be), and order B-9
+    reserved at both: pushed as the one customer order. Returns its id and the orders' push."""
+    with transaction(recorder) as tx:
+        tx.execute(
+            "INSERT INTO adapter_mappings (system, kind, local_id, external_id, external_type, updated_at) "
+            "VALUES ('moysklad', 'store', 'shop-3', %s, NULL, '2026-12-01T00:00:00Z')",
+            (STORE_UUID,),
+        )
+    order_id, orders = placed_order(fake, server, recorder, mappings, record)
+    record(
+        event(EventType.RECEIPT, "shop-3", ("SKU-1", 4)),
+        event(
+            EventType.RESERVATION, "shop-3", ("SKU-1", 3), reservation_id=shop_3_reservation, order_id="B-9"
+        ),
+    )
+    orders.run_until_idle()
+    return order_id, orders

@@ -13,7 +13,14 @@ from typing import Any
 import pytest
 from conftest import BOTH_DATABASES, FAST, either_database, event
 from moysklad_setup import STORE_UUID, VARIANT, client_for, on_hand
-from placed_orders import CANCELLED, OTHER_STATE, order_ends_of, placed_order, reserved
+from placed_orders import (
+    CANCELLED,
+    OTHER_STATE,
+    order_ends_of,
+    order_of_two_stores_sharing_one,
+    placed_order,
+    reserved,
+)
 
 from adapters import moysklad_orders
 from adapters.db import transaction
@@ -502,24 +509,6 @@ def test_a_journal_that_cannot_take_the_reuse_alert_does_not_fail_the_push(
     assert "could not take the alert" in caplog.text and "ALERT moysklad" in caplog.text
 
 
-def _order_of_two_stores_sharing_one(fake, server, recorder, mappings, record, shop_3_reservation="res-3"):
-    """shop-3 mapped to shop-1's MoySklad store (as an older release let be), and order B-9
-    reserved at both: pushed as the one customer order. Returns its id and the orders' push."""
-    with transaction(recorder) as tx:
-        tx.execute(
-            "INSERT INTO adapter_mappings (system, kind, local_id, external_id, external_type, updated_at) "
-            "VALUES ('moysklad', 'store', 'shop-3', %s, NULL, '2026-12-01T00:00:00Z')",
-            (STORE_UUID,),
-        )
-    order_id, orders = placed_order(fake, server, recorder, mappings, record)
-    record(
-        event(RECEIPT, "shop-3", ("SKU-1", 4)),
-        event(RESERVATION, "shop-3", ("SKU-1", 3), reservation_id=shop_3_reservation, order_id="B-9"),
-    )
-    orders.run_until_idle()
-    return order_id, orders
-
-
 def test_a_cancel_at_a_store_an_older_release_let_two_ledger_stores_share_releases_both_parts(
     account, recorder, mappings, ledger, record
 ):
@@ -527,7 +516,7 @@ def test_a_cancel_at_a_store_an_older_release_let_two_ledger_stores_share_releas
     reservation of order B-9 was pushed to the same customer order. The cancel read the order's
     store back as one ledger store and released only its part; the other's only expired."""
     fake, server = account
-    order_id, _ = _order_of_two_stores_sharing_one(fake, server, recorder, mappings, record)
+    order_id, _ = order_of_two_stores_sharing_one(fake, server, recorder, mappings, record)
     assert [o["externalCode"] for o in fake.orders.values()] == ["B-9"]  # the one order carries both
 
     fake.set_order_state(order_id, CANCELLED)
@@ -545,7 +534,7 @@ def test_a_cancel_at_a_shared_store_releases_both_parts_when_they_share_their_re
     (`customerorder:<uuid>:<reservation>:release`), so the second was a duplicate of the first and
     recorded nothing: shop-3's part held its units until it expired."""
     fake, server = account
-    order_id, _ = _order_of_two_stores_sharing_one(
+    order_id, _ = order_of_two_stores_sharing_one(
         fake, server, recorder, mappings, record, shop_3_reservation="res-9"
     )
 
@@ -563,7 +552,7 @@ def test_a_release_at_one_of_two_stores_sharing_a_moysklad_store_keeps_the_order
     released state) while shop-3's reservation still held its units in it; a person's next change
     of state would then have read as a cancel of shop-3's part too."""
     fake, server = account
-    order_id, orders = _order_of_two_stores_sharing_one(fake, server, recorder, mappings, record)
+    order_id, orders = order_of_two_stores_sharing_one(fake, server, recorder, mappings, record)
 
     record(event(RELEASE, "shop-1", reservation_id="res-9"))
     orders.run_until_idle()
