@@ -40,6 +40,25 @@ _WMS_REQUESTS = (
 # When a report's apply began (adapters/reconcile_runs.py): reports over its stores wait for it to end.
 _RECONCILE_APPLY_STARTED = "ALTER TABLE adapter_reconcile_runs ADD COLUMN apply_started_at TEXT"
 
+# The book of MoySklad orders keyed by the reservation's store too (adapters/moysklad_order_book.py),
+# filled from migration 4's table, whose key (order_uuid, reservation_id) kept out the part of an
+# order at a second ledger store sharing its MoySklad store under the same reservation id. A new
+# table rather than a new key on the old one: the release before books with
+# `ON CONFLICT (order_uuid, reservation_id)`, which fails once no unique key matches it, so it keeps
+# its table (this release writes it too, and reads what the release before wrote there during a
+# rollout) until a contract step drops it. The fill writes nothing twice when run again; the book
+# holds only open orders and those ended within the retention, so it is one statement.
+_MOYSKLAD_BOOKED_BY_STORE = (
+    "CREATE TABLE IF NOT EXISTS adapter_moysklad_booked_reservations (order_uuid TEXT NOT NULL, "
+    "store_id TEXT NOT NULL, reservation_id TEXT NOT NULL, order_id TEXT NOT NULL, "
+    "recorded_at TEXT NOT NULL, PRIMARY KEY (order_uuid, store_id, reservation_id))",
+    # `WHERE 1 = 1`: after a bare FROM, SQLite would take ON CONFLICT's ON for a join's (a parsing
+    # ambiguity its documentation names).
+    "INSERT INTO adapter_moysklad_booked_reservations (order_uuid, store_id, reservation_id, order_id, "
+    "recorded_at) SELECT order_uuid, store_id, reservation_id, order_id, recorded_at "
+    "FROM adapter_moysklad_order_reservations WHERE 1 = 1 ON CONFLICT DO NOTHING",
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         1,
@@ -86,6 +105,14 @@ MIGRATIONS: tuple[Migration, ...] = (
         EXPAND,
         postgres=(_RECONCILE_APPLY_STARTED,),
         sqlite=(_RECONCILE_APPLY_STARTED,),
+    ),
+    Migration(
+        7,
+        "the MoySklad orders' reservations keyed by their store too, filled from migration 4's, so "
+        "that a deleted order at a MoySklad store two ledger stores share releases both parts",
+        EXPAND,
+        postgres=_MOYSKLAD_BOOKED_BY_STORE,
+        sqlite=_MOYSKLAD_BOOKED_BY_STORE,
     ),
 )
 

@@ -1,5 +1,5 @@
 """Which MoySklad customer orders the ledger made, by their uuid, which reservations each one
-carries, and which were deleted (adapters migration 4).
+carries, and which were deleted (adapters migrations 4 and 7).
 
 A deleted order's notification carries only its href, the audit's deletion only its meta, and the
 order is no longer there to read (`GET` answers 404): the book says which reservations it carried
@@ -9,9 +9,19 @@ later reservation of the order id reusing an open one), before its push counts a
 another reservation's order found closed, which reserves nothing for it. By reservation, not by
 order id: an order id can have two live orders at one store (a person changed the first one's
 store or code, or put it in the recycle bin, and the next reservation made a new one), and the
-deletion of one must not end the reservations the other carries. Every reservation booked under
-an order was pushed while that order existed, after the reservation was placed: its deletion came
-after the placement.
+deletion of one must not end the reservations the other carries. By store too: a MoySklad store
+that two ledger stores share (an older release let one be mapped so) has one customer order for
+their order id, and each store's part of it may carry the same reservation id; keyed by order and
+reservation alone, the second part was never booked and its deletion left its units reserved.
+Every reservation booked under an order was pushed while that order existed, after the
+reservation was placed: its deletion came after the placement.
+
+The book is `adapter_moysklad_booked_reservations` (migration 7, filled from migration 4's table).
+Migration 4's `adapter_moysklad_order_reservations`, keyed (order_uuid, reservation_id), is the
+release before's: a booking writes it too, so that a rollback finds what was booked since (the
+first part of a shared order only, as it always did), and a read takes what either holds, so
+that what the release before booked during a rollout is not lost. A contract step drops it once
+no running release writes it.
 
 A deletion and a booking of the same order take the order's row (`adapter_moysklad_orders`) in
 their transactions, one after the other: a deletion marks it deleted and then reads its
@@ -42,6 +52,15 @@ PRUNE_ORDERS_MAX = 1000  # orders pruned at a time (one transaction)
 PRUNE_INTERVAL_S = 3600.0  # how often the orders' push prunes the book
 # The reservation statuses that still hold units (as moysklad_orders.HOLDING_STATUSES, which imports this).
 _HOLDING = (ReservationStatus.ACTIVE.value, ReservationStatus.PARTIALLY_SHIPPED.value)
+
+# The book, by order, store and reservation (adapters migration 7); migration 4's by order and
+# reservation, which the release before writes and reads (see above); and every booking in either.
+_BOOK = "adapter_moysklad_booked_reservations"
+_BOOK_BEFORE = "adapter_moysklad_order_reservations"
+_EVERY_BOOKED = (
+    f"(SELECT order_uuid, store_id, reservation_id, recorded_at FROM {_BOOK} "
+    f"UNION ALL SELECT order_uuid, store_id, reservation_id, recorded_at FROM {_BOOK_BEFORE})"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,11 +95,16 @@ def remember_order(recorder: Any, order_uuid: str, carried: BookedReservation) -
         )
         if row is not None and row["deleted_at"] is not None:
             return False
+        booked = (order_uuid, carried.reservation_id, carried.store_id, carried.order_id, now_text())
         tx.execute(
-            "INSERT INTO adapter_moysklad_order_reservations (order_uuid, reservation_id, store_id, "
-            "order_id, recorded_at) VALUES (%s, %s, %s, %s, %s) "
-            "ON CONFLICT (order_uuid, reservation_id) DO NOTHING",
-            (order_uuid, carried.reservation_id, carried.store_id, carried.order_id, now_text()),
+            f"INSERT INTO {_BOOK} (order_uuid, reservation_id, store_id, order_id, recorded_at) "
+            "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (order_uuid, store_id, reservation_id) DO NOTHING",
+            booked,
+        )
+        tx.execute(
+            f"INSERT INTO {_BOOK_BEFORE} (order_uuid, reservation_id, store_id, order_id, recorded_at) "
+            "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (order_uuid, reservation_id) DO NOTHING",
+            booked,
         )
     return True
 
@@ -101,9 +125,12 @@ def booked_reservations(recorder: Any, order_uuid: str) -> list[BookedReservatio
 
 def _booked(tx: Any, order_uuid: str) -> list[BookedReservation]:
     rows = tx.fetchall(
-        "SELECT store_id, order_id, reservation_id FROM adapter_moysklad_order_reservations "
-        "WHERE order_uuid = %s ORDER BY recorded_at, reservation_id",
-        (order_uuid,),
+        "SELECT store_id, order_id, reservation_id, MIN(recorded_at) AS booked_at FROM ("
+        f"SELECT store_id, order_id, reservation_id, recorded_at FROM {_BOOK} WHERE order_uuid = %s "
+        "UNION ALL "
+        f"SELECT store_id, order_id, reservation_id, recorded_at FROM {_BOOK_BEFORE} WHERE order_uuid = %s"
+        ") b GROUP BY store_id, order_id, reservation_id ORDER BY booked_at, reservation_id, store_id",
+        (order_uuid, order_uuid),
     )
     return [BookedReservation(str(r["store_id"]), str(r["order_id"]), str(r["reservation_id"])) for r in rows]
 
@@ -112,7 +139,7 @@ def _booked(tx: Any, order_uuid: str) -> list[BookedReservation]:
 # none of its booked reservations missing from the ledger or still holding units there.
 _PRUNABLE = (
     "o.recorded_at < %s AND (o.deleted_at IS NULL OR o.deleted_at < %s) "
-    "AND NOT EXISTS (SELECT 1 FROM adapter_moysklad_order_reservations b "
+    f"AND NOT EXISTS (SELECT 1 FROM {_EVERY_BOOKED} b "
     "LEFT JOIN ledger_reservations r ON r.store_id = b.store_id AND r.reservation_id = b.reservation_id "
     "WHERE b.order_uuid = o.order_uuid AND (b.recorded_at >= %s OR r.reservation_id IS NULL "
     f"OR r.status IN ({', '.join(repr(status) for status in _HOLDING)})))"
@@ -146,7 +173,8 @@ def prune(recorder: Any, before: str, orders_max: int = PRUNE_ORDERS_MAX) -> int
             )
             if still is None:
                 continue
-            tx.execute("DELETE FROM adapter_moysklad_order_reservations WHERE order_uuid = %s", (order_uuid,))
+            tx.execute(f"DELETE FROM {_BOOK} WHERE order_uuid = %s", (order_uuid,))
+            tx.execute(f"DELETE FROM {_BOOK_BEFORE} WHERE order_uuid = %s", (order_uuid,))
             tx.execute("DELETE FROM adapter_moysklad_orders WHERE order_uuid = %s", (order_uuid,))
             pruned += 1
     return pruned

@@ -10,7 +10,9 @@ import pytest
 
 from adapters.db import ensure_schema, is_sqlite, transaction
 from adapters.migrations import MIGRATIONS
+from adapters.moysklad_order_book import BookedReservation, booked_reservations, mark_deleted, remember_order
 from adapters.schema import DDL
+from ledger.storage.migrator import SchemaHistory, pg_migrate, sqlite_migrate
 
 
 @pytest.fixture
@@ -60,6 +62,70 @@ def test_tables_an_earlier_release_made_are_kept_and_the_migration_only_recorded
     with transaction(recorder) as tx:
         kept = tx.fetchone("SELECT position FROM adapter_positions WHERE adapter = %s", ("bitrix",))
     assert kept is not None and int(kept["position"]) == 42
+
+
+def test_the_book_of_moysklad_orders_keyed_by_store_keeps_every_reservation_booked_before(
+    recorder: Any,
+) -> None:
+    """Migration 7 keys the book by (order, store, reservation): a database the release before
+    made (migrations 1-6) keeps every reservation it booked, and books a second store's part under
+    the same order and reservation id, which the old key (order, reservation) kept out."""
+    before = SchemaHistory(
+        "adapter_schema_versions", tuple(m for m in MIGRATIONS if m.version <= 6), takes_write_lock=False
+    )
+    if is_sqlite(recorder):
+        sqlite_migrate(recorder, before)
+    else:
+        pg_migrate(recorder, recorder.migration_wait_s, before)
+    with transaction(recorder) as tx:  # as the release before booked them
+        for order_uuid, deleted_at in (("order-1", None), ("order-2", "2026-12-01T00:00:02.000000Z")):
+            tx.execute(
+                "INSERT INTO adapter_moysklad_orders (order_uuid, deleted_at, recorded_at) "
+                "VALUES (%s, %s, %s)",
+                (order_uuid, deleted_at, "2026-12-01T00:00:00.000000Z"),
+            )
+        for order_uuid, reservation_id, store_id, order_id, at in (
+            ("order-1", "res-9", "shop-1", "B-9", "2026-12-01T00:00:00.000000Z"),
+            ("order-1", "res-9b", "shop-1", "B-9", "2026-12-01T00:00:01.000000Z"),
+            ("order-2", "res-7", "shop-2", "B-7", "2026-12-01T00:00:00.000000Z"),
+        ):
+            tx.execute(
+                "INSERT INTO adapter_moysklad_order_reservations (order_uuid, reservation_id, store_id, "
+                "order_id, recorded_at) VALUES (%s, %s, %s, %s, %s)",
+                (order_uuid, reservation_id, store_id, order_id, at),
+            )
+
+    ensure_schema(recorder)
+    assert _recorded(recorder) == [(migration.version, migration.kind) for migration in MIGRATIONS]
+    columns = ("order_uuid", "store_id", "reservation_id", "order_id", "recorded_at")
+    with transaction(recorder) as tx:
+        moved = tx.fetchall(
+            f"SELECT {', '.join(columns)} FROM adapter_moysklad_booked_reservations "
+            "ORDER BY order_uuid, reservation_id"
+        )
+    assert [tuple(row[column] for column in columns) for row in moved] == [
+        ("order-1", "shop-1", "res-9", "B-9", "2026-12-01T00:00:00.000000Z"),
+        ("order-1", "shop-1", "res-9b", "B-9", "2026-12-01T00:00:01.000000Z"),
+        ("order-2", "shop-2", "res-7", "B-7", "2026-12-01T00:00:00.000000Z"),
+    ]
+    assert booked_reservations(recorder, "order-1") == [
+        BookedReservation("shop-1", "B-9", "res-9"),
+        BookedReservation("shop-1", "B-9", "res-9b"),
+    ]
+    assert mark_deleted(recorder, "order-2") == [BookedReservation("shop-2", "B-7", "res-7")]
+
+    # The new key: shop-3's part of the order under shop-1's reservation id is booked beside it,
+    # and booking either again changes nothing.
+    assert remember_order(recorder, "order-1", BookedReservation("shop-3", "B-9", "res-9"))
+    assert remember_order(recorder, "order-1", BookedReservation("shop-1", "B-9", "res-9"))
+    assert {(r.store_id, r.reservation_id) for r in booked_reservations(recorder, "order-1")} == {
+        ("shop-1", "res-9"),
+        ("shop-1", "res-9b"),
+        ("shop-3", "res-9"),
+    }
+    assert len(booked_reservations(recorder, "order-1")) == 3
+    ensure_schema(recorder)  # nothing left to apply
+    assert len(booked_reservations(recorder, "order-1")) == 3
 
 
 @pytest.mark.parametrize("kind", ("sqlite", "postgres"))

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from conftest import BOTH_DATABASES, FAST, either_database, event
 from moysklad_setup import OTHER_STORE_UUID, client_for
-from placed_orders import CANCELLED, order_ends_of, placed_order, reserved
+from placed_orders import CANCELLED, order_ends_of, order_of_two_stores_sharing_one, placed_order, reserved
 
 from adapters import moysklad_order_book, moysklad_orders
 from adapters.db import transaction
@@ -143,6 +143,7 @@ def test_an_order_made_before_the_book_releases_only_what_was_pushed_to_it_since
     fake, server = account
     order_id, orders = placed_order(fake, server, recorder, mappings, record)
     with transaction(recorder) as tx:  # as a release before the book made it
+        tx.execute("DELETE FROM adapter_moysklad_booked_reservations")
         tx.execute("DELETE FROM adapter_moysklad_order_reservations")
         tx.execute("DELETE FROM adapter_moysklad_orders")
     record(event(RESERVATION, "shop-1", ("SKU-1", 2), reservation_id="res-9b", order_id="B-9"))
@@ -301,6 +302,27 @@ def test_a_deletion_releases_each_booked_reservation_at_its_own_store(
     assert order_ends_of(server, recorder, mappings, ledger).handle(deleted(fake, order_id)) == 2
     assert ledger.reservation("shop-1", "res-9").reservation.status.value == "released"
     assert ledger.reservation("shop-2", "res-9c").reservation.status.value == "released"
+
+
+def test_a_deletion_releases_both_parts_at_a_shared_store_when_they_share_their_reservation_id(
+    account, recorder, mappings, ledger, record
+):
+    """shop-3 mapped to shop-1's MoySklad store (as an older release let be): B-9's res-9 at both
+    stores is pushed to the one customer order. The book was keyed by (order, reservation), so
+    shop-3's res-9 was never booked, and the order's deletion left its units reserved for good."""
+    fake, server = account
+    order_id, _ = order_of_two_stores_sharing_one(
+        fake, server, recorder, mappings, record, shop_3_reservation="res-9"
+    )
+    assert {(r.store_id, r.reservation_id) for r in booked_reservations(recorder, order_id)} == {
+        ("shop-1", "res-9"),
+        ("shop-3", "res-9"),
+    }
+
+    fake.delete_order(order_id)
+    assert order_ends_of(server, recorder, mappings, ledger).handle(deleted(fake, order_id)) == 2
+    assert ledger.reservation("shop-1", "res-9").reservation.status.value == "released"
+    assert ledger.reservation("shop-3", "res-9").reservation.status.value == "released"
 
 
 def test_a_deletion_handled_while_a_push_books_under_the_order_is_never_lost(
