@@ -52,7 +52,7 @@ from adapters.sink import SinkError
 from adapters.spool import DeliverySpool, SpoolFull, UnreadableSpoolFile
 from adapters.status import metrics_text
 from adapters.webhook_store import DeliveryStore
-from ledger.access.hosts import host_allowed
+from ledger.access.hosts import host_allowed, host_lines_refusal
 from ledger.access.metrics import MetricsGuard
 from ledger.backoff import Backoff
 from ledger.clock import utc_now, utc_text
@@ -127,17 +127,12 @@ class WebhookReceiver:
 
     # The app (webhook_app.py) routes each request to one of these; `delivery` takes every webhook.
 
-    def host_refusal(self, request: Request, host_lines: int = 1) -> Reply | None:
-        """400 for a Host this service is not reached by (LEDGER_ALLOWED_HOSTS), and for more than
-        one Host line whatever they say (RFC 9112 §3.2: a proxy in front may have routed by the
-        other one); probes never ask."""
-        if host_lines > 1:
-            return _problem(
-                400,
-                "invalid-host",
-                "Host not allowed",
-                "a request names one Host (RFC 9112); this one named more",
-            )
+    def host_refusal(self, request: Request, host_lines: int = 1, http_version: str = "1.1") -> Reply | None:
+        """400 for a Host this service is not reached by (LEDGER_ALLOWED_HOSTS), and whatever they
+        allow for more than one Host line or none past HTTP/1.0 (RFC 9112 §3.2:
+        ledger.access.hosts); probes never ask."""
+        if (lines_refused := host_lines_refusal(host_lines, http_version)) is not None:
+            return _problem(400, "invalid-host", "Host not allowed", lines_refused)
         if self._host_allowed(request):
             return None
         return _problem(

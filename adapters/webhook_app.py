@@ -59,7 +59,7 @@ def webhook_app(receiver: WebhookReceiver, threads_max: int) -> FastAPI:
     @app.api_route("/metrics", methods=["GET", "HEAD"])
     async def metrics(http: HttpRequest) -> Response:
         request = _plain(http, b"")
-        if (refusal := receiver.host_refusal(request, _host_lines(http))) is not None:
+        if (refusal := receiver.host_refusal(request, *_host_lines(http))) is not None:
             return _response(refusal)
         return await answer(receiver.metrics, request)
 
@@ -68,7 +68,7 @@ def webhook_app(receiver: WebhookReceiver, threads_max: int) -> FastAPI:
     @app.post(WMS_PATH)
     async def delivery(http: HttpRequest) -> Response:
         request = _plain(http, b"")
-        if (refusal := receiver.host_refusal(request, _host_lines(http))) is not None:
+        if (refusal := receiver.host_refusal(request, *_host_lines(http))) is not None:
             return _response(refusal)
         if not receiver.takes(request.path):
             return _response(receiver.not_found())  # unread: a stranger's body is not worth reading
@@ -81,7 +81,7 @@ def webhook_app(receiver: WebhookReceiver, threads_max: int) -> FastAPI:
     @app.api_route("/{path:path}", methods=OTHER_METHODS)
     async def other(http: HttpRequest) -> Response:
         request = _plain(http, b"")
-        if (refusal := receiver.host_refusal(request, _host_lines(http))) is not None:
+        if (refusal := receiver.host_refusal(request, *_host_lines(http))) is not None:
             return _response(refusal)
         return _response(receiver.not_found())
 
@@ -100,9 +100,11 @@ def _plain(http: HttpRequest, body: bytes) -> Request:
     )
 
 
-def _host_lines(http: HttpRequest) -> int:
-    """How many Host header lines the request has: the plain request's headers keep one of each."""
-    return sum(1 for name, _ in http.scope["headers"] if name == b"host")
+def _host_lines(http: HttpRequest) -> tuple[int, str]:
+    """How many Host header lines the request has (the plain request's headers keep one of each),
+    and its HTTP version, which says whether it may have none."""
+    lines = sum(1 for name, _ in http.scope["headers"] if name == b"host")
+    return lines, http.scope.get("http_version", "1.1")
 
 
 async def _body(http: HttpRequest, limit: int) -> bytes | None:

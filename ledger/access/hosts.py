@@ -10,6 +10,10 @@ import ipaddress
 
 LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "[::1]"})
 ANY_HOST = "*"
+# RFC 9112 §3.2: an HTTP/1.0 request may name no Host; one of any later version names exactly one.
+HOST_OPTIONAL_VERSIONS = frozenset({"1.0"})
+TWO_HOSTS_DETAIL = "a request names one Host (RFC 9112); this one named more"
+NO_HOST_DETAIL = "an HTTP/1.1 request names its Host (RFC 9112); this one named none"
 
 
 def allowed_hosts(setting: str | None) -> frozenset[str] | None:
@@ -31,6 +35,17 @@ def host_name(header: bytes | None) -> str | None:
         end = text.find("]")
         return text[: end + 1] if end > 0 else None
     return text.rsplit(":", 1)[0].rstrip(".") if text.count(":") <= 1 else None
+
+
+def host_lines_refusal(host_lines: int, http_version: str) -> str | None:
+    """Why a request is refused 400 for its number of Host lines, whatever names are allowed (`*`
+    too): two, since a proxy in front may have routed it by the other one; none, past HTTP/1.0.
+    None: the allowed names judge it (an HTTP/1.0 request without one among them)."""
+    if host_lines > 1:
+        return TWO_HOSTS_DETAIL
+    if host_lines == 0 and http_version not in HOST_OPTIONAL_VERSIONS:
+        return NO_HOST_DETAIL
+    return None
 
 
 def host_allowed(allowed: frozenset[str] | None, header: bytes | None) -> bool:

@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from ledger.access.book import TokenBook, Unauthenticated
-from ledger.access.hosts import host_allowed
+from ledger.access.hosts import host_allowed, host_lines_refusal
 from ledger.access.limiter import RateLimited, RateLimiter
 from ledger.api.docs import ASSETS_PREFIX
 from ledger.api.problems import Problem, access_problem, problem_response
@@ -58,14 +58,12 @@ OVER_CAPACITY = Problem(
 HOST_NOT_ALLOWED = Problem(
     400, "invalid-host", "Host not allowed", "this service is not reached by that name (LEDGER_ALLOWED_HOSTS)"
 )
-TWO_HOSTS = Problem(
-    400, "invalid-host", "Host not allowed", "a request names one Host (RFC 9112); this one named more"
-)
 
 
 class EdgeGate:
     """Answers 503 to a request its worker has no capacity for, and 400 to one whose Host is not
-    one this service is reached by (the probes excepted)."""
+    one this service is reached by, or that names more than one Host or, past HTTP/1.0, none (the
+    probes excepted)."""
 
     def __init__(self, app: ASGIApp, allowed: frozenset[str] | None) -> None:
         self.app = app
@@ -88,11 +86,10 @@ class EdgeGate:
             return
         if scope["type"] == "http" and scope["path"] not in PROBE_PATHS:
             hosts = [value for name, value in scope["headers"] if name == b"host"]
-            # Two Host headers are refused (RFC 9112), whatever names are allowed (`*` too): a proxy
-            # in front may route by the other one. None is the allowed names' to judge (HTTP/1.0).
             refused = None
-            if len(hosts) > 1:
-                refused = TWO_HOSTS
+            version = scope.get("http_version", "1.1")  # ASGI requires it; a test's scope may lack it
+            if (lines_refused := host_lines_refusal(len(hosts), version)) is not None:
+                refused = Problem(400, "invalid-host", "Host not allowed", lines_refused)
             elif self.allowed is not None and not self._allows(hosts[0] if hosts else None):
                 refused = HOST_NOT_ALLOWED
             if refused is not None:

@@ -37,10 +37,11 @@ and records nothing. 429 `rate-limited` with `Retry-After` (seconds): a token's 
 serving process (HTTP worker, instance) on its own, with a second's worth at once. Every write route takes
 only `application/json` (events: also `application/cloudevents+json`, and `application/cloudevents-batch+json`
 for arrays), else 415.
-A `Host` other than `LEDGER_ALLOWED_HOSTS` (by default the loopback names) answers 400, except on `/healthz`
-and `/readyz`. No CORS unless `LEDGER_CORS_ORIGINS`. Every history entry names its `principal`: the token's
-name; `kafka`; `ledger` (expiry); `import` (`ledger import`); null while the service was open. `/docs` loads
-its assets from `/docs/assets/`, open too."""
+A `Host` other than `LEDGER_ALLOWED_HOSTS` (by default the loopback names) answers 400 `invalid-host`, and so
+does, whatever the setting, a request with two `Host` lines or an HTTP/1.1 request with none (RFC 9112),
+except on `/healthz` and `/readyz`. No CORS unless `LEDGER_CORS_ORIGINS`. Every history entry names its
+`principal`: the token's name; `kafka`; `ledger` (expiry); `import` (`ledger import`); null while the service
+was open. `/docs` loads its assets from `/docs/assets/`, open too."""
 _PROBLEM = {"application/problem+json": {"schema": {"$ref": "#/components/schemas/ProblemPublic"}}}
 
 

@@ -254,6 +254,53 @@ def test_a_request_with_two_host_headers_is_refused_400(recorder: Any, allowed_h
     assert two == same_twice == metrics == other == 400
 
 
+def _answer_of(port: int, request: bytes) -> tuple[int, dict[str, str], bytes]:
+    """The status, headers (lower-case names) and body of the answer to one raw request."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as connection:
+        connection.sendall(request)
+        answer = b""
+        while chunk := connection.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    status_line, *lines = head.decode("latin-1").split("\r\n")
+    headers = {
+        name.strip().lower(): value.strip() for name, _, value in (line.partition(":") for line in lines)
+    }
+    return int(status_line.split()[1]), headers, body
+
+
+@pytest.mark.parametrize("allowed_hosts", [None, "*"])
+def test_an_http_1_1_request_without_a_host_header_is_refused_400_naming_it(
+    recorder: Any, allowed_hosts: str | None
+) -> None:
+    """RFC 9112 §3.2: an HTTP/1.1 request names its Host, else 400, whatever LEDGER_ALLOWED_HOSTS
+    allows (`*` let it through). HTTP/1.0 may name none: the allowed names judge it, as before."""
+    settings = Settings(allowed_hosts=allowed_hosts, moysklad_webhook_secret=MOYSKLAD_SECRET)
+    adapters = build_adapters(settings, recorder=recorder)
+    assert adapters.receiver is not None
+    server = WebhookServer(adapters.receiver).start()
+    body = json.dumps(DEMAND_WEBHOOK).encode()
+    tail = b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(body), body)
+    webhook = f"POST /moysklad/webhook/{MOYSKLAD_SECRET} ".encode()
+    try:
+        refused = [
+            _answer_of(server.port, webhook + b"HTTP/1.1\r\n" + tail),
+            _answer_of(server.port, b"GET /metrics HTTP/1.1\r\nConnection: close\r\n\r\n"),
+            _answer_of(server.port, b"GET /elsewhere HTTP/1.1\r\nConnection: close\r\n\r\n"),
+        ]
+        probe = _answer_of(server.port, b"GET /healthz HTTP/1.1\r\nConnection: close\r\n\r\n")
+        old = _answer_of(server.port, webhook + b"HTTP/1.0\r\n" + tail)
+    finally:
+        server.stop()
+    for status, headers, problem in refused:
+        assert status == 400, problem
+        assert headers["content-type"] == "application/problem+json"
+        assert json.loads(problem)["type"] == "invalid-host"
+        assert "Host" in json.loads(problem)["detail"] and "none" in json.loads(problem)["detail"]
+    assert probe[0] == 200  # probes are never asked for a Host (as with two of them)
+    assert old[0] == (200 if allowed_hosts == "*" else 400)
+
+
 @pytest.mark.parametrize("variable", ["LEDGER_MOYSKLAD_WEBHOOK_SECRET", "LEDGER_WMS_WEBHOOK_SECRET"])
 @pytest.mark.parametrize(
     "secret", ["Zm9v/YmFyYmF6+cXV4=", "abc def 12345", "snow☃man", "..", "50%off", "a?b"]
