@@ -34,9 +34,15 @@ async def get_intake_limits(request: Request) -> IntakeLimits:
 LedgerDep = Annotated[Ledger, Depends(get_ledger)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 IntakeDep = Annotated[IntakeLimits, Depends(get_intake_limits)]
-StoreId = Annotated[str, Path(pattern=ID_REGEX, description="the store id")]
-Sku = Annotated[str, Path(pattern=ID_REGEX)]
-ReservationId = Annotated[str, Path(pattern=ID_REGEX)]
+# `.` and `..` are ids (CONTRACT §1), but most clients resolve them as a path's dot segments before
+# sending: an id in a path says how to name them (README, The API's description).
+DOT_IDS = (
+    "; `.` and `..` are ids too, but most clients resolve them in a path before sending it"
+    " (`/stores/../stock/A` leaves as `/stock/A`): send them percent-encoded, `%2E` and `%2E%2E`"
+)
+StoreId = Annotated[str, Path(pattern=ID_REGEX, description="the store id" + DOT_IDS)]
+Sku = Annotated[str, Path(pattern=ID_REGEX, description="the SKU" + DOT_IDS)]
+ReservationId = Annotated[str, Path(pattern=ID_REGEX, description="the reservation id" + DOT_IDS)]
 
 
 # -- access (CONTRACT §5) -----------------------------------------------------------------------------

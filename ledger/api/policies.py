@@ -12,6 +12,7 @@ from fastapi import APIRouter, Path, Request
 from starlette.responses import Response
 
 from ledger.api.deps import (
+    DOT_IDS,
     POLICY_SOURCE,
     LedgerDep,
     OperatorGrant,
@@ -36,7 +37,7 @@ router = APIRouter(tags=["policies"])
 # Policy changes are recorded under POLICY_SOURCE (ledger/api/deps.py: the route checks a
 # source-scoped token's prefixes against it); each change is an event of its own (random id).
 PolicySku = Annotated[
-    str, Path(pattern=rf"^(\*|{ID_BODY})$", description="a SKU, or `*`: the store's default")
+    str, Path(pattern=rf"^(\*|{ID_BODY})$", description="a SKU, or `*`: the store's default" + DOT_IDS)
 ]
 _NO_POLICY = Policy()
 

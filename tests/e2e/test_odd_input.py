@@ -10,6 +10,9 @@ from typing import Any
 
 import httpx
 import pytest
+from support import api
+from support import events as ev
+from support.ids import unique
 
 BIG = 2**70  # over the database's 64-bit integers
 
@@ -193,3 +196,17 @@ def test_a_path_that_matches_no_operation_with_its_slashes_kept_is_still_not_fou
         answer = client.get(path)
         assert answer.status_code == 404, answer.text
         assert answer.json()["type"].endswith("not-found")
+
+
+def test_ids_dot_and_dot_dot_are_read_in_a_path_sent_percent_encoded(client: httpx.Client) -> None:
+    """`.` and `..` are ids (CONTRACT §1), recorded like any other; most clients resolve them as a
+    path's dot segments before sending (README, The API's description), but `%2E` they send as it is."""
+    sku = unique("sku")
+    api.record(client, ev.receipt("..", (".", 3), (sku, 5)), ev.reservation("..", ".", (sku, 2)))
+    level = client.get(f"/v1/stores/%2E%2E/stock/{sku}")
+    assert level.status_code == 200, level.text
+    assert (level.json()["store_id"], level.json()["available"]) == ("..", 3)
+    assert client.get("/v1/stores/%2E%2E/stock/%2E").json()["sku"] == "."
+    assert client.get("/v1/stores/%2E%2E/reservations/%2E").json()["reservation_id"] == "."
+    # Resolved by the client, the same path is another operation's: the SKU over every store.
+    assert "total" in client.get(f"/v1/stores/../stock/{sku}").json()
