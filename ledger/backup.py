@@ -15,7 +15,12 @@ one file: reading it leaves no `-wal` or `-shm` beside it.
 **Restore.** The backup is copied *into* the target through the same API, in one step: one write
 transaction of the target, so nothing ever sees half of it, and SQLite's own journal keeps the
 target's WAL and shared-memory files right (renaming a file over a database whose WAL is beside it
-would mix the two). It refuses:
+would mix the two). The revocations the target made since the backup are in that same transaction
+(a restore killed between the copy and a second transaction of theirs left revoked tokens working):
+the backup API copies into a target that has no transaction open, and commits, so nothing can join
+its transaction. When there are revocations to keep, the backup is first copied to a scratch file
+beside the target (`TARGET.restoring`, claimed by one restore at a time), they are made there, and
+that copy is the one copied into the target. It refuses:
 - a target that has recorded events, unless `force` (a restore replaces the whole log);
 - a target that is not a ledger (another program's database, or no database at all), even with
   `force`: a mistaken `LEDGER_DATABASE_URL` must not cost another program its data;
@@ -49,6 +54,7 @@ TOKENS_TABLE = "ledger_tokens"
 # dead-man-switch byte that every open connection holds shared.
 SHM_DEAD_MAN_SWITCH_OFFSET = 120 + 8
 PARTIAL_SUFFIX = ".partial"
+STAGING_SUFFIX = ".restoring"  # the backup with the revocations to keep, before it is copied in
 TABLES_SHOWN = 5  # of another program's database, in the refusal to restore into it
 
 Progress = Callable[[int, int], None]  # (pages copied, pages in all)
@@ -72,8 +78,9 @@ def backup(source: str, destination: str, step_pages: int, step_pause_ms: int, p
     if os.path.exists(destination):
         raise CommandError(f"{destination} exists: a backup never overwrites a file")
     partial = destination + PARTIAL_SUFFIX
+    busy = CommandError(f"another backup to {destination} is running: wait for it to end")
     with (
-        _claimed(partial, destination),
+        _claimed(partial, destination, busy),
         _connection(source, read_only=True) as src,
         _connection(partial) as dst,
     ):
@@ -98,14 +105,14 @@ def backup(source: str, destination: str, step_pages: int, step_pause_ms: int, p
 
 
 @contextlib.contextmanager
-def _claimed(partial: str, destination: str) -> Iterator[None]:
-    """Holds a new, empty partial copy for this backup alone until the block ends. Two backups to
-    one DEST at once would otherwise remove and overwrite each other's copy. A partial copy that is
-    not held is what an interrupted backup left: its name is taken over, never its contents (killed
-    between giving the copy DEST's name and removing this one, it is a finished backup under a
-    second name, which emptying would wipe whatever it is called now). flock, not POSIX locks:
-    SQLite's own locks on the same file are POSIX ones, which a flock neither meets nor releases."""
-    busy = CommandError(f"another backup to {destination} is running: wait for it to end")
+def _claimed(partial: str, destination: str, busy: CommandError) -> Iterator[None]:
+    """Holds a new, empty partial copy for this backup (or restore) alone until the block ends, and
+    removes it if the block fails; `busy` when another holds it. Two backups to one DEST at once
+    would otherwise remove and overwrite each other's copy. A partial copy that is not held is what
+    an interrupted one left: its name is taken over, never its contents (killed between giving the
+    copy DEST's name and removing this one, it is a finished backup under a second name, which
+    emptying would wipe whatever it is called now). flock, not POSIX locks: SQLite's own locks on
+    the same file are POSIX ones, which a flock neither meets nor releases."""
     try:
         left = _flocked_open(partial, os.O_CREAT, busy)
     except OSError as error:  # a folder that does not exist, or that we may not write
@@ -187,12 +194,12 @@ def restore(source: str, target: str, *, force: bool, progress: Progress) -> Cop
         else:
             replaced = {}
         backed_up = _tokens_of(source)
-        with _connection(target) as dst:
-            pages = int(src.execute("PRAGMA page_count").fetchone()[0])
-            # One step: the target changes in one transaction.
-            src.backup(dst, pages=-1, progress=lambda status, remaining, total: progress(total, total))
+        again = _revocations_to_keep(backed_up, replaced)
+        pages = int(src.execute("PRAGMA page_count").fetchone()[0])
+        with _connection(target) as dst, _as_restored(src, target, again) as restored:
+            # One step: the target changes in one transaction, the revocations kept with it.
+            restored.backup(dst, pages=-1, progress=lambda status, remaining, total: progress(total, total))
             _check(dst, target)
-            kept_revoked = _keep_revocations(dst, backed_up, replaced)
             _set_journal_mode(dst, target, "wal")  # the ledger's mode; the backup is in rollback mode
     left_out = tuple(
         sorted(
@@ -201,7 +208,7 @@ def restore(source: str, target: str, *, force: bool, progress: Progress) -> Cop
             if name not in backed_up and revoked_at is None
         )
     )
-    return Copied(pages, events, position, kept_revoked, left_out)
+    return Copied(pages, events, position, tuple(name for name, _ in again), left_out)
 
 
 # A token as the tokens table keeps it: its hash (the same token in both ledgers) and revocation.
@@ -218,24 +225,65 @@ def _tokens_of(path: str) -> dict[str, _TokenState]:
     return {str(name): (str(digest), revoked_at) for name, digest, revoked_at in rows}
 
 
-def _keep_revocations(
-    connection: sqlite3.Connection, backed_up: dict[str, _TokenState], replaced: dict[str, _TokenState]
-) -> tuple[str, ...]:
-    """Revokes again, in the restored ledger, every token that the backup holds active and the
-    ledger replaced had revoked since: a revocation is a decision about who may act from now on
-    (a leaked token, a till taken out of service), which a restore of the log must not undo.
-    Matched by name and hash, so only the very same token. Returns their names."""
-    again = sorted(
-        (name, revoked_at)
-        for name, (digest, revoked_at) in replaced.items()
-        if revoked_at is not None and backed_up.get(name) == (digest, None)
-    )
-    if again:
-        connection.executemany(
-            f"UPDATE {TOKENS_TABLE} SET revoked_at = ? WHERE name = ? AND revoked_at IS NULL",
-            [(revoked_at, name) for name, revoked_at in again],
+# A revocation to make again in the restored ledger: the token's name, and when it was revoked.
+_Revocation = tuple[str, str]
+
+
+def _revocations_to_keep(
+    backed_up: dict[str, _TokenState], replaced: dict[str, _TokenState]
+) -> tuple[_Revocation, ...]:
+    """Every token that the backup holds active and the ledger replaced had revoked since, by name:
+    a revocation is a decision about who may act from now on (a leaked token, a till taken out of
+    service), which a restore of the log must not undo. Matched by name and hash, so only the very
+    same token."""
+    return tuple(
+        sorted(
+            (name, revoked_at)
+            for name, (digest, revoked_at) in replaced.items()
+            if revoked_at is not None and backed_up.get(name) == (digest, None)
         )
-    return tuple(name for name, _ in again)
+    )
+
+
+@contextlib.contextmanager
+def _as_restored(
+    src: sqlite3.Connection, target: str, again: tuple[_Revocation, ...]
+) -> Iterator[sqlite3.Connection]:
+    """The database to copy into the target: the backup itself, or, when revocations are to be
+    kept, a scratch copy of it in `TARGET.restoring` with them made (see the module's docstring).
+    Killed before the copy into the target commits, a restore leaves the target as it was, its
+    revocations with it. The scratch copy is made only then (it doubles the copy's work), but its
+    name is claimed by every restore: two restores into one target never run at once, and a
+    scratch copy that a killed restore left is removed by the next."""
+    staging = target + STAGING_SUFFIX
+    busy = CommandError(f"another restore into {target} is running: wait for it to end")
+    with _claimed(staging, target, busy):
+        try:
+            if not again:
+                yield src
+                return
+            with _connection(staging) as scratch:
+                # Scratch: if this process dies, the target is untouched and the next restore
+                # copies the backup again; nothing here needs a journal, nor to reach the disk.
+                scratch.execute("PRAGMA journal_mode = OFF")
+                scratch.execute("PRAGMA synchronous = OFF")
+                src.backup(scratch, pages=-1)
+                # A backup in WAL mode (not one `ledger backup` wrote) gives the copy its mode: the
+                # WAL it would write beside it, left by a kill, would be read into the next copy.
+                _set_journal_mode(scratch, staging, "off")
+                _keep_revocations(scratch, again)
+                yield scratch
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(staging)
+
+
+def _keep_revocations(connection: sqlite3.Connection, again: tuple[_Revocation, ...]) -> None:
+    """Revokes `again`'s tokens in the copy to restore, as the ledger replaced had revoked them."""
+    connection.executemany(
+        f"UPDATE {TOKENS_TABLE} SET revoked_at = ? WHERE name = ? AND revoked_at IS NULL",
+        [(revoked_at, name) for name, revoked_at in again],
+    )
 
 
 def _require_known_schema(connection: sqlite3.Connection, path: str) -> None:

@@ -17,6 +17,9 @@ from support.ids import unique
 from support.load import WritesUnderWay
 from support.server import REPO_ROOT, ledger_env, run_ledger_command
 
+from ledger.access.book import TokenBook, Unauthenticated
+from ledger.storage.opening import open_recorder
+
 EVENTS_BEFORE_BACKUP = 150
 # One page a step, with a pause: the copy of a small ledger takes many steps, with writes between.
 SLOW_BACKUP = {"LEDGER_BACKUP_STEP_PAGES": "1", "LEDGER_BACKUP_STEP_PAUSE_MS": "2"}
@@ -162,6 +165,63 @@ def test_a_restore_never_asks_for_a_token_revoked_since_the_backup_to_be_created
     assert restored.returncode == 0, restored.stderr
     assert "1 token made after the backup is not in it: made-later" in restored.stdout, restored.stdout
     assert "leaked-later" not in restored.stdout
+
+
+def _refused(database_url: str, token: str) -> bool:
+    """Whether the ledger's tokens, as every process reads them (access/book.py), refuse `token`."""
+    recorder = open_recorder(database_url, 2, 30)
+    try:
+        book = TokenBook(recorder, refresh_interval_s=1.0, last_use_flush_s=1.0)
+        book.refresh()
+        try:
+            book.grant_for(token)
+        except Unauthenticated:
+            return True
+        return False
+    finally:
+        recorder.close()
+
+
+# `ledger restore`, killed where the revocations made since the backup are applied.
+_KILLED_AT_THE_REVOCATIONS = """
+import os, signal, sys
+from ledger import backup
+backup._keep_revocations = lambda *args: os.kill(os.getpid(), signal.SIGKILL)
+from ledger.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_a_restore_killed_before_the_revocations_are_in_leaves_no_revoked_token_working(tmp_path: Path):
+    """The copy was committed, and the revocations made since the backup applied after it, in a
+    transaction of their own: a restore killed between the two left a leaked token working again."""
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    backup_file = tmp_path / "backup.db"
+    leaked = new_token(url, "till-12", "producer")
+    shop = new_token(url, "shop", "producer")
+    assert _ledger(url, "backup", str(backup_file)).returncode == 0
+    assert _ledger(url, "tokens", "revoke", "till-12").returncode == 0
+
+    killed = subprocess.run(
+        [sys.executable, "-c", _KILLED_AT_THE_REVOCATIONS, "restore", "--quiet", str(backup_file)],
+        env=ledger_env(url),
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+    assert killed.returncode == -9, killed.stdout + killed.stderr
+    assert _refused(url, leaked)
+    assert not _refused(url, shop)
+    # Restored again, whole: the copy an interrupted restore left beside the ledger is taken over.
+    again = _ledger(url, "restore", "--quiet", str(backup_file))
+    assert again.returncode == 0, again.stderr
+    assert "kept the revocation of 1 token active in the backup: till-12" in again.stdout
+    assert _refused(url, leaked) and not _refused(url, shop)
+    assert sorted(path.name for path in tmp_path.glob("ledger.db.*")) == []
+    assert run_ledger_command(url, "verify").returncode == 0
 
 
 def test_postgresql_backups_are_left_to_its_own_tools(postgres, tmp_path: Path):
