@@ -25,7 +25,10 @@ that copy is the one copied into the target. It refuses:
 - a target that is not a ledger (another program's database, or no database at all), even with
   `force`: a mistaken `LEDGER_DATABASE_URL` must not cost another program its data;
 - a backup whose schema needs a newer release (migrator.plan, as every start judges it): the
-  service would refuse to start on the restored ledger, so nothing is replaced;
+  service would refuse to start on the restored ledger, so nothing is replaced; the same for the
+  tables of each package plugged in with a schema of its own (the adapters, when installed:
+  plugged_schemas.py), which would refuse to run on it. An older schema is restored as it is,
+  the ledger's and theirs: each brings its own up to date when it next opens the database;
 - a target that another process has open. Every connection to a WAL database holds a shared lock
   on the dead-man-switch byte of its `-shm` file for as long as it is open; if we cannot take that
   byte exclusively, a `ledger serve` (or any other program) is using it. A service whose database
@@ -46,7 +49,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ledger.cli_errors import CommandError
-from ledger.storage.migrator import SchemaTooNew, sqlite_plan_of_cursor
+from ledger.storage.migrator import LEDGER_SCHEMA, SchemaTooNew, sqlite_plan_of_cursor
+from ledger.storage.plugged_schemas import plugged_in_schemas
 
 EVENTS_TABLE = "ledger_events"
 TOKENS_TABLE = "ledger_tokens"
@@ -290,15 +294,19 @@ def _require_known_schema(connection: sqlite3.Connection, path: str) -> None:
     """A backup of a ledger whose schema this release cannot run on (a contract migration of a newer
     release) is refused before the target is touched: restored, it replaced the ledger, and then
     `ledger serve` refused to start on it. The same judgement as every start's (migrator.plan): a
-    newer schema that only added (expand) is restored, as `ledger serve` runs on it."""
+    newer schema that only added (expand) is restored, as `ledger serve` runs on it. The same for
+    the tables of every package plugged in with a schema of its own, as each judges them when it
+    opens the database (the adapters: `ledger adapters run` would refuse to start)."""
     cursor = connection.cursor()
     cursor.row_factory = sqlite3.Row
-    try:
-        sqlite_plan_of_cursor(cursor)
-    except SchemaTooNew as error:
-        raise CommandError(
-            f"{path} is a backup this release cannot run on, nothing restored: {error}"
-        ) from None
+    for plugin, schema in (("", LEDGER_SCHEMA), *plugged_in_schemas()):
+        try:
+            sqlite_plan_of_cursor(cursor, schema)
+        except SchemaTooNew as error:
+            whose = f"this release's {plugin}" if plugin else "this release"
+            raise CommandError(
+                f"{path} is a backup {whose} cannot run on, nothing restored: {error}"
+            ) from None
 
 
 def _set_journal_mode(connection: sqlite3.Connection, path: str, mode: str) -> None:

@@ -15,6 +15,7 @@ from support import db
 from support.access import new_token
 from support.ids import unique
 from support.load import WritesUnderWay
+from support.plugins import declared_entry_points_env
 from support.server import REPO_ROOT, ledger_env, run_ledger_command
 
 from ledger.access.book import TokenBook, Unauthenticated
@@ -448,3 +449,98 @@ def test_restore_refuses_a_backup_of_a_schema_this_release_cannot_run_on_and_cha
     assert _as_it_is(target) == before
     assert not missing.exists()
     assert _ledger(f"sqlite:///{target}", "migrate", "--check").returncode == 0  # still this release's
+
+
+def _adapters_ran(directory: Path) -> tuple[str, Path]:
+    """A ledger the adapters have run on (their tables made), and a backup of it."""
+    mappings = directory / "mappings.csv"
+    mappings.write_text("system,kind,local_id,external_id,external_type,factor\nwms,store,shop-1,main,,\n")
+    url = f"sqlite:///{directory / 'ledger.db'}"
+    assert _ledger(url, "migrate").returncode == 0
+    assert _ledger(url, "mappings", "load", str(mappings)).returncode == 0
+    backup_file = directory / "backup.db"
+    assert _ledger(url, "backup", str(backup_file)).returncode == 0
+    return url, backup_file
+
+
+def _record_adapters_migration(backup_file: Path, kind: str, oldest_compatible_ahead: int) -> int:
+    """Records in the backup one adapters' migration past this release's (a newer release's);
+    returns this release's latest."""
+    with contextlib.closing(sqlite3.connect(backup_file)) as connection, connection:
+        [(latest,)] = connection.execute("SELECT MAX(version) FROM adapter_schema_versions").fetchall()
+        connection.execute(
+            "INSERT INTO adapter_schema_versions (version, name, kind, oldest_compatible, applied_at, "
+            "seconds) VALUES (?, 'a newer release of the adapters', ?, ?, '2027-01-01', 0)",
+            (latest + 1, kind, latest + oldest_compatible_ahead),
+        )
+    return int(latest)
+
+
+def test_restore_refuses_a_backup_whose_adapters_schema_this_release_cannot_run_on(tmp_path: Path):
+    """Only the ledger's schema was judged: a backup whose adapters' tables had a contract migration
+    of a newer release was restored, and then `ledger adapters run` refused to start on it."""
+    plugged_in = declared_entry_points_env(tmp_path / "plugins", "stock_ledger.schemas")
+    _, backup_file = _adapters_ran(tmp_path)
+    latest = _record_adapters_migration(backup_file, "contract", 1)
+    target = tmp_path / "target.db"
+    assert _ledger(f"sqlite:///{target}", "migrate").returncode == 0
+    before = _as_it_is(target)
+    missing = tmp_path / "missing.db"
+    for path, force in ((target, ("--force",)), (target, ()), (missing, ())):
+        answer = _ledger(f"sqlite:///{path}", "restore", *force, str(backup_file), env=plugged_in)
+        assert answer.returncode == 2, answer.stdout + answer.stderr
+        [line] = answer.stderr.splitlines()
+        assert line.startswith(
+            f"ledger restore: {backup_file} is a backup this release's adapters cannot run on"
+        ), line
+        assert f"knows up to {latest}" in line and "nothing restored" in line, line
+    assert _as_it_is(target) == before
+    assert not missing.exists()
+
+
+def test_a_backup_whose_newer_adapters_schema_only_added_is_restored(tmp_path: Path):
+    """As the ledger's: the adapters run on a schema a newer release only added to."""
+    plugged_in = declared_entry_points_env(tmp_path / "plugins", "stock_ledger.schemas")
+    _, backup_file = _adapters_ran(tmp_path)
+    _record_adapters_migration(backup_file, "expand", 0)
+    restored_url = f"sqlite:///{tmp_path / 'restored.db'}"
+    answer = _ledger(restored_url, "restore", str(backup_file), env=plugged_in)
+    assert answer.returncode == 0, answer.stderr
+    listed = _ledger(restored_url, "mappings", "list", env=plugged_in)
+    assert listed.returncode == 0 and "wms,store,shop-1,main" in listed.stdout, listed.stderr
+
+
+def test_a_backup_whose_adapters_schema_is_older_is_restored_and_migrated_by_the_adapters(tmp_path: Path):
+    """As the ledger's older schema: restored as it is, and brought up to date when the adapters
+    next open the ledger (as `ledger serve` brings the ledger's at its start)."""
+    from adapters.migrations import ADAPTERS_SCHEMA, MIGRATIONS
+    from ledger.storage.migrator import SchemaHistory, sqlite_migrate
+
+    plugged_in = declared_entry_points_env(tmp_path / "plugins", "stock_ledger.schemas")
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    recorder = open_recorder(url, 2, 30)
+    try:  # the adapters' tables as the first release with migrations left them
+        first = SchemaHistory(ADAPTERS_SCHEMA.versions_table, MIGRATIONS[:1], takes_write_lock=False)
+        sqlite_migrate(recorder, first)
+    finally:
+        recorder.close()
+    with contextlib.closing(sqlite3.connect(tmp_path / "ledger.db")) as connection, connection:
+        connection.execute(
+            "INSERT INTO adapter_positions (adapter, position, pushed_total, failures_total, "
+            "parked_total, updated_at) VALUES ('bitrix', 42, 1, 0, 0, 'now')"
+        )
+    backup_file = tmp_path / "backup.db"
+    assert _ledger(url, "backup", str(backup_file)).returncode == 0
+    restored_url = f"sqlite:///{tmp_path / 'restored.db'}"
+
+    answer = _ledger(restored_url, "restore", str(backup_file), env=plugged_in)
+
+    assert answer.returncode == 0, answer.stderr
+    versions = "SELECT MAX(version) AS v FROM adapter_schema_versions"
+    assert db.query(restored_url, versions) == [{"v": 1}]
+    listed = _ledger(restored_url, "mappings", "list", env=plugged_in)
+    assert listed.returncode == 0, listed.stderr
+    assert db.query(restored_url, versions) == [{"v": MIGRATIONS[-1].version}]
+    assert db.query(restored_url, "SELECT adapter, position FROM adapter_positions") == [
+        {"adapter": "bitrix", "position": 42}
+    ]
