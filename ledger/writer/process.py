@@ -36,6 +36,7 @@ from ledger.writer.facade import Writer
 from ledger.writer.leadership import Leader, Leadership
 from ledger.writer.relay import LeaderUnreachable, Relay, connect_to_leader
 from ledger.writer.server import WriterServer
+from ledger.writer.socket_path import remove_given_up
 
 log = logging.getLogger("ledger.writer")
 
@@ -347,5 +348,5 @@ class WriterSupervisor:
         if self._thread.is_alive():
             self._thread.join(timeout_s)
         stop_writer_process(self.process, timeout_s)
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.socket_path)
+        # Not blindly: another service's writer may have taken the path since this one's ended.
+        remove_given_up(self.socket_path)

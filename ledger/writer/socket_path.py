@@ -85,6 +85,21 @@ def listen_unix(path: str) -> socket.socket:
     return listener
 
 
+def remove_given_up(path: str) -> bool:
+    """Removes the socket at `path` once the writer that listened there has ended (its service
+    stops), unless the path is another's by now: a starter or writer that holds its lock (whose
+    socket this may be). True if removed. Never waits."""
+    try:
+        lock = _take_lock(path)
+    except (SocketPathTaken, SocketPathUnusable):
+        return False
+    with lock, contextlib.suppress(FileNotFoundError):
+        if stat.S_ISSOCK(os.lstat(path).st_mode):
+            os.unlink(path)
+            return True
+    return False
+
+
 def _take_lock(path: str) -> io.FileIO:
     """The path's lock, open; SocketPathTaken at once if another starter or writer holds it (a
     starter never waits for it: the holder may listen for weeks)."""

@@ -13,7 +13,11 @@ from typing import Any
 
 import pytest
 
+from ledger.bootstrap import build_writer_from_environment
+from ledger.writer import process
 from ledger.writer.socket_path import SocketPathTaken, SocketPathUnusable, listen_unix, lock_path
+
+OUTBOX_BYTES_MAX = 64 * 1024
 
 
 def _left_by_a_writer_that_is_gone(path: str) -> None:
@@ -146,3 +150,31 @@ def test_a_socket_that_cannot_be_bound_is_said_in_one_line_and_gives_the_lock_up
     assert "\n" not in str(refused.value)
     with open(lock_path(path), "rb") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # not held by the starter that failed
+
+
+def test_a_service_that_stops_removes_its_socket_but_not_that_of_a_writer_started_since(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, listeners: list[socket.socket]
+) -> None:
+    """Its writer has ended and another service's writer has just taken the path: the stopping
+    service's supervisor must not remove that one's socket (its workers could not connect)."""
+    monkeypatch.setenv("LEDGER_DATABASE_URL", f"sqlite:///{tmp_path / 'ledger.db'}")
+    monkeypatch.delenv("LEDGER_WRITER_SOCKET", raising=False)
+    path = str(tmp_path / "writer.sock")
+    supervisor = process.WriterSupervisor(build_writer_from_environment, path, OUTBOX_BYTES_MAX)
+    supervisor.wait_until_ready()
+    stop_writer_process = process.stop_writer_process
+
+    def stop_then_another_starts(stopped: Any, timeout_s: float) -> None:
+        stop_writer_process(stopped, timeout_s)
+        listeners.append(listen_unix(path))
+
+    monkeypatch.setattr(process, "stop_writer_process", stop_then_another_starts)
+    supervisor.stop()
+    assert len(listeners) == 1 and os.path.exists(path), "the new writer's socket was removed"
+    assert _answers_at(path, listeners[0])
+    listeners.pop().close()
+    monkeypatch.setattr(process, "stop_writer_process", stop_writer_process)
+    alone = process.WriterSupervisor(build_writer_from_environment, path, OUTBOX_BYTES_MAX)
+    alone.wait_until_ready()
+    alone.stop()
+    assert not os.path.exists(path), "a service that stops alone removes its own socket"
