@@ -36,12 +36,12 @@ from ledger.writer.facade import Writer
 from ledger.writer.leadership import Leader, Leadership
 from ledger.writer.relay import LeaderUnreachable, Relay, connect_to_leader
 from ledger.writer.server import WriterServer
-from ledger.writer.socket_path import remove_given_up
+from ledger.writer.socket_path import remove_free_lock, remove_given_up
 
 log = logging.getLogger("ledger.writer")
 
 SOCKET_NAME = "ledger-writer-{pid}.sock"
-_SOCKET_PATTERN = re.compile(r"^ledger-writer-(\d+)\.sock$")
+_SOCKET_PATTERN = re.compile(r"^ledger-writer-(\d+)\.sock(\.lock)?$")  # and the lock file beside it
 READY_WAIT_S_MAX = 60.0
 READY_POLL_S = 0.05
 START_FAILED_EXIT_CODE = 3
@@ -80,7 +80,8 @@ def default_socket_path(pid: int | None = None) -> str:
 
 
 def remove_stale_sockets(directory: str | None = None) -> list[str]:
-    """Removes writer sockets left behind by serving processes that no longer run (kill -9)."""
+    """Removes writer sockets left behind by serving processes that no longer run (kill -9), and
+    the lock files beside them (every service's, stopped or killed), those while nobody holds them."""
     directory = directory or tempfile.gettempdir()
     removed = []
     with contextlib.suppress(OSError):
@@ -88,8 +89,13 @@ def remove_stale_sockets(directory: str | None = None) -> list[str]:
             match = _SOCKET_PATTERN.match(name)
             if match is None or _running(int(match.group(1))):
                 continue
+            path = os.path.join(directory, name)
+            if match.group(2) is not None:
+                if remove_free_lock(path):
+                    removed.append(name)
+                continue
             with contextlib.suppress(OSError):
-                os.unlink(os.path.join(directory, name))
+                os.unlink(path)
                 removed.append(name)
     return removed
 

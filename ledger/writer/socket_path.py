@@ -12,7 +12,8 @@ reach. So a starter first takes a lock file beside the socket (PATH.lock, flock)
 and holds it as long as it listens: the probe, the removal and the bind are done by one starter at
 a time, and one that finds the lock taken is refused as if a writer answered. The lock file is
 never removed by a starter (one removed while another opens it would give two starters a lock
-each); the kernel releases the lock when its holder closes it or dies, kill -9 included."""
+each), but for those of services that no longer run at the default names (remove_free_lock); the
+kernel releases the lock when its holder closes it or dies, kill -9 included."""
 
 from __future__ import annotations
 
@@ -96,6 +97,26 @@ def remove_given_up(path: str) -> bool:
     with lock, contextlib.suppress(FileNotFoundError):
         if stat.S_ISSOCK(os.lstat(path).st_mode):
             os.unlink(path)
+            return True
+    return False
+
+
+def remove_free_lock(lock_file: str) -> bool:
+    """Removes a lock file while holding it, and leaves it when another holds it. Only for the
+    default names of services that no longer run (process.remove_stale_sockets): each name carries
+    its service's pid, so no other starts at it, and a starter that opened it just before would be
+    alone on it. True if removed."""
+    try:
+        fd = os.open(lock_file, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return False
+    with io.FileIO(fd, "r", closefd=True) as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return False
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(lock_file)
             return True
     return False
 

@@ -178,3 +178,19 @@ def test_a_service_that_stops_removes_its_socket_but_not_that_of_a_writer_starte
     alone.wait_until_ready()
     alone.stop()
     assert not os.path.exists(path), "a service that stops alone removes its own socket"
+
+
+def test_lock_files_of_services_that_no_longer_run_are_removed_unless_held(tmp_path: Path) -> None:
+    """`ledger serve` without LEDGER_WRITER_SOCKET picks ledger-writer-<pid>.sock in the temporary
+    directory: each service would leave a lock file there for good. One whose pid no longer runs
+    goes with its socket, while nobody holds it (an orphaned writer of that service still may)."""
+    gone = tmp_path / "ledger-writer-999999998.sock.lock"
+    held = tmp_path / "ledger-writer-999999999.sock.lock"
+    alive = tmp_path / f"ledger-writer-{os.getpid()}.sock.lock"
+    other = tmp_path / "something-else.sock.lock"
+    for path in (gone, held, alive, other):
+        path.touch()
+    with open(held, "rb") as holding:
+        fcntl.flock(holding, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        assert process.remove_stale_sockets(str(tmp_path)) == [gone.name]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in (held, alive, other))
