@@ -355,4 +355,4 @@ class WriterSupervisor:
             self._thread.join(timeout_s)
         stop_writer_process(self.process, timeout_s)
         # Not blindly: another service's writer may have taken the path since this one's ended.
-        remove_given_up(self.socket_path)
+        remove_given_up(self.socket_path, lock_file_too=self.socket_path == default_socket_path())

@@ -12,8 +12,9 @@ reach. So a starter first takes a lock file beside the socket (PATH.lock, flock)
 and holds it as long as it listens: the probe, the removal and the bind are done by one starter at
 a time, and one that finds the lock taken is refused as if a writer answered. The lock file is
 never removed by a starter (one removed while another opens it would give two starters a lock
-each), but for those of services that no longer run at the default names (remove_free_lock); the
-kernel releases the lock when its holder closes it or dies, kill -9 included."""
+each), but for those of the default names, each its service's own (remove_given_up at its stop,
+remove_free_lock after one that no longer runs); the kernel releases the lock when its holder
+closes it or dies, kill -9 included."""
 
 from __future__ import annotations
 
@@ -86,19 +87,26 @@ def listen_unix(path: str) -> socket.socket:
     return listener
 
 
-def remove_given_up(path: str) -> bool:
+def remove_given_up(path: str, lock_file_too: bool = False) -> bool:
     """Removes the socket at `path` once the writer that listened there has ended (its service
     stops), unless the path is another's by now: a starter or writer that holds its lock (whose
-    socket this may be). True if removed. Never waits."""
+    socket this may be). With `lock_file_too`, only for a path no other service starts at (the
+    default one, named after its service's pid), the lock file goes too, while still held. True if
+    the socket was removed. Never waits."""
     try:
         lock = _take_lock(path)
     except (SocketPathTaken, SocketPathUnusable):
         return False
-    with lock, contextlib.suppress(FileNotFoundError):
-        if stat.S_ISSOCK(os.lstat(path).st_mode):
-            os.unlink(path)
-            return True
-    return False
+    removed = False
+    with lock:
+        with contextlib.suppress(FileNotFoundError):
+            if stat.S_ISSOCK(os.lstat(path).st_mode):
+                os.unlink(path)
+                removed = True
+        if lock_file_too:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(lock_path(path))
+    return removed
 
 
 def remove_free_lock(lock_file: str) -> bool:

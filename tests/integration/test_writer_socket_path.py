@@ -7,6 +7,7 @@ from __future__ import annotations
 import fcntl
 import os
 import socket
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -194,3 +195,20 @@ def test_lock_files_of_services_that_no_longer_run_are_removed_unless_held(tmp_p
         fcntl.flock(holding, fcntl.LOCK_EX | fcntl.LOCK_NB)
         assert process.remove_stale_sockets(str(tmp_path)) == [gone.name]
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in (held, alive, other))
+
+
+def test_a_service_that_stops_at_the_default_path_leaves_no_lock_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The default path (ledger-writer-<pid>.sock, this service's pid) is no other service's: its lock
+    file goes with its socket, rather than waiting in the temporary directory for the next start."""
+    monkeypatch.setenv("LEDGER_DATABASE_URL", f"sqlite:///{tmp_path / 'ledger.db'}")
+    monkeypatch.delenv("LEDGER_WRITER_SOCKET", raising=False)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    os.mkdir(tmp_path / "tmp")
+    path = process.default_socket_path()
+    supervisor = process.WriterSupervisor(build_writer_from_environment, path, OUTBOX_BYTES_MAX)
+    supervisor.wait_until_ready()
+    assert os.path.exists(lock_path(path))
+    supervisor.stop()
+    assert os.listdir(tmp_path / "tmp") == []
