@@ -16,6 +16,8 @@ import psutil
 from kafka_harness import Topics, consumer_env
 from support.server import LedgerServer
 
+from ledger.writer.socket_path import lock_path
+
 HTTP_WORKERS = 2
 # A log line that says the Kafka intake could not record a batch and reads it again.
 FAILED_RECORDING_WORDS = ("recording", "failed")
@@ -76,10 +78,14 @@ class ProductionService:
         """kill -9 of the whole process group: serving process, HTTP workers and writer."""
         self.server.kill()
 
-    def stop(self) -> None:
-        self.server.stop()
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.writer_socket)
+    def stop(self) -> int | None:
+        """Stops the service (LedgerServer.stop), then removes its socket and the lock file beside it;
+        returns its exit code."""
+        exit_code = self.server.stop()
+        for path in (self.writer_socket, lock_path(self.writer_socket)):  # its path, named for it alone
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+        return exit_code
 
     def running(self) -> bool:
         process = self.server.process

@@ -38,7 +38,7 @@ def test_the_writer_process_keeps_serving_through_signals_meant_for_the_group_an
             level = client.get("/v1/stores/s1/stock/SKU-1").json()
         assert level["on_hand"] == 1 + 2 * WRITES_AFTER_SIGNAL
     finally:
-        exit_code = service.server.stop()
+        exit_code = service.stop()
     assert exit_code == 0, service.log()[-3000:]
     assert "writer process exited" not in service.log(), service.log()[-3000:]
     assert not writer.is_running(), "the writer outlived the service"
