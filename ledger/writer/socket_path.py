@@ -147,6 +147,11 @@ def _take_lock(path: str) -> io.FileIO:
     except BlockingIOError:
         lock.close()
         raise _live_writer(path) from None
+    except OSError as error:  # a file system without flock (ENOLCK): no lock, so no start
+        lock.close()
+        raise SocketPathUnusable(
+            f"cannot lock {where} ({error.strerror}): give LEDGER_WRITER_SOCKET a path on a local file system"
+        ) from None
     except BaseException:
         lock.close()
         raise

@@ -4,6 +4,7 @@ removed by the other (nobody reaches it) while its workers connect to the other'
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import socket
@@ -16,7 +17,13 @@ import pytest
 
 from ledger.bootstrap import build_writer_from_environment
 from ledger.writer import process
-from ledger.writer.socket_path import SocketPathTaken, SocketPathUnusable, listen_unix, lock_path
+from ledger.writer.socket_path import (
+    SocketPathTaken,
+    SocketPathUnusable,
+    listen_unix,
+    lock_path,
+    remove_given_up,
+)
 
 OUTBOX_BYTES_MAX = 64 * 1024
 
@@ -212,3 +219,20 @@ def test_a_service_that_stops_at_the_default_path_leaves_no_lock_file(
     assert os.path.exists(lock_path(path))
     supervisor.stop()
     assert os.listdir(tmp_path / "tmp") == []
+
+
+def test_a_file_system_that_refuses_the_lock_is_said_in_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Some network file systems have no flock (ENOLCK): the start says so, naming the lock file,
+    and a stopping service leaves the path as it is."""
+    path = str(tmp_path / "writer.sock")
+
+    def no_locks(*_: Any) -> None:
+        raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    with pytest.raises(SocketPathUnusable, match=f"^cannot lock {lock_path(path)} \\(No locks available\\)"):
+        listen_unix(path)
+    _left_by_a_writer_that_is_gone(path)
+    assert not remove_given_up(path) and os.path.exists(path)
