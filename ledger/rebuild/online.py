@@ -173,8 +173,8 @@ def _swap(
 ) -> float | None:
     """The last entries and the swap, in one transaction under the writers' lock; None when the
     tables' readers did not let go in time, or one made a deadlock with the locks being taken
-    (nothing was changed, the replay has not moved). A lock timeout once the locks are taken ends
-    the rebuild: the replay has moved on by then."""
+    (nothing was changed, the replay has not moved). A lock timeout or a deadlock once the locks
+    are taken ends the rebuild: the replay has moved on by then."""
     with recorder.read_transaction() as tx:  # before the writers' lock: a round trip less under it
         lock_order = shadow.with_views(tx, shadow.lock_order(tx, PROJECTION_TABLES), PROJECTION_TABLES)
     asked = time.monotonic()
@@ -200,17 +200,30 @@ def _swap(
         if locking and (_lock_not_available(error) or _deadlock(error)):
             report.swap_waits += 1
             return None
-        if _lock_not_available(error):
+        if _lock_not_available(error) or _deadlock(error):
             # Past the locks the replay has moved on, into a transaction now rolled back: another
             # attempt would go on from there, and swap in tables without those entries.
-            raise CommandError(
-                "the swap waited past its lock wait (LEDGER_REBUILD_SWAP_LOCK_WAIT_MS) after it replayed "
-                f"the last entries ({_psycopg_error(error)}): the live tables are unchanged; run the "
-                "rebuild again"
-            ) from None
+            raise CommandError(_given_up_past_the_locks(error)) from None
         raise
     report.writes_paused_s = time.monotonic() - asked
     return report.writes_paused_s
+
+
+def _given_up_past_the_locks(error: BaseException) -> str:
+    """The line for a lock wait or a deadlock that ended the swap once it held the tables. A
+    deadlock's own text is lines of process ids and lock tags, of sessions gone by the time it is
+    read; the server's log has them with their statements."""
+    if _deadlock(error):
+        what = (
+            "the swap was cancelled in a deadlock with another session (the PostgreSQL server's log "
+            "names it) after it replayed the last entries"
+        )
+    else:
+        what = (
+            "the swap waited past its lock wait (LEDGER_REBUILD_SWAP_LOCK_WAIT_MS) after it replayed "
+            f"the last entries ({_psycopg_error(error)})"
+        )
+    return f"{what}: the live tables are unchanged; run the rebuild again"
 
 
 def _lock_not_available(error: BaseException) -> bool:
@@ -222,7 +235,8 @@ def _deadlock(error: BaseException) -> bool:
     held one the swap waited for, and then asked for one the swap held already: PostgreSQL cancels
     the swap, which began to wait first and so checks first. While it takes its locks, nothing is
     changed and the replay has not moved: the attempt is given up as after its lock wait (the
-    reader then goes on), not the whole rebuild."""
+    reader then goes on), not the whole rebuild. Once they are taken it ends the rebuild, as a lock
+    wait does then (another session in a lock the swap asks for after them, an operator's DDL, say)."""
     return isinstance(_psycopg_error(error), psycopg.errors.DeadlockDetected)
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 import tempfile
 import threading
 import time
@@ -521,3 +522,121 @@ def test_a_lock_timeout_after_the_swap_replayed_its_pages_fails_the_rebuild_rath
         )
         == 3
     )
+
+
+OTHER_DEADLOCK_CHECK = "-c deadlock_timeout=10s"  # the other session's check: long after the swap's
+DEADLOCK_KEY = 0x7E59  # an advisory lock key of this test's own: what the swap asks for, held by the other
+
+
+def _live_tables(database_url: str) -> dict[str, int]:
+    """Each projection table's oid: a swap gives every one a new one."""
+    from ledger.projections.schema import PROJECTION_TABLES
+
+    rows = db.query(
+        database_url,
+        "SELECT relname, oid::bigint AS oid FROM pg_class WHERE relname = ANY(%s)",
+        (list(PROJECTION_TABLES),),
+    )
+    return {row["relname"]: row["oid"] for row in rows}
+
+
+def _shadow_tables(database_url: str) -> list[str]:
+    rows = db.query(
+        database_url,
+        "SELECT relname FROM pg_class WHERE relkind = 'r' AND relname LIKE %s",
+        ("%\\_\\_rebuild",),
+    )
+    return sorted(row["relname"] for row in rows)
+
+
+class _DeadlockInTheSwap:
+    """Once the swap's transaction has replayed the last entries, another session takes what the
+    swap then asks for (an advisory lock) and waits for a table the swap holds: a deadlock, which
+    PostgreSQL ends at the swap's check (the other's `deadlock_timeout` is far longer)."""
+
+    def __init__(self, database_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+        from ledger.rebuild import online
+
+        self._database_url = database_url
+        self._monkeypatch = monkeypatch
+        self._online = online
+        self._real_swap = online.shadow.swap
+        self._other = psycopg.connect(database_url, autocommit=True, options=OTHER_DEADLOCK_CHECK)
+        self.reads: list[threading.Thread] = []
+        monkeypatch.setattr(online.shadow, "swap", self._swap)
+
+    def _swap(self, tx, tables) -> None:
+        self._monkeypatch.setattr(self._online.shadow, "swap", self._real_swap)
+        self._other.execute("SELECT pg_advisory_lock(%s)", (DEADLOCK_KEY,))
+        read = "SELECT COUNT(*) AS in_a_deadlock FROM ledger_history"  # waits for the swap's lock
+        self.reads.append(threading.Thread(target=self._other.execute, args=(read,)))
+        self.reads[0].start()
+        _until_waiting_on_a_lock(self._database_url, "in_a_deadlock")
+        tx.execute("SELECT pg_advisory_xact_lock(%s)", (DEADLOCK_KEY,))
+        tx.fetchone("SELECT 1 AS answered")  # pipelined: the wait's error arrives here
+        self._real_swap(tx, tables)
+
+    def close(self) -> None:
+        for read in self.reads:
+            read.join(SWAP_WATCH_S)  # the other session's read, once the swap let go
+        self._other.close()
+
+
+def test_a_deadlock_after_the_swap_replayed_its_pages_ends_the_rebuild_in_one_line(
+    postgres, monkeypatch, capsys
+):
+    """The swap holds the tables and has replayed the last entries when its transaction waits for a
+    session that waits for one of those tables: PostgreSQL ends the deadlock by cancelling the swap
+    (its check comes first, at the ledger's `deadlock_timeout`). The command said the database could
+    not be used, with psycopg's text ("cannot use the database at …: deadlock detected DETAIL:
+    Process … waits for …"). As after a lock timeout there, the replay has moved on: the rebuild
+    ends in a line of its own, exit 2, nothing swapped, its shadow tables left for the next rebuild,
+    which drops them and succeeds."""
+    from ledger.cli import main
+    from ledger.projections.schema import PROJECTION_TABLES
+    from ledger.rebuild import online
+    from ledger.rebuild.shadow import shadow_of
+
+    database_url = postgres.create_database()
+    shop = unique("shop")
+    _import(database_url, [ev.receipt(shop, ("A", 5)), ev.sale(shop, ("A", 1))])
+    live_before = _live_tables(database_url)
+    real_catch_up = online._catch_up
+    written_during_the_rebuild: list[int] = []
+
+    def catch_up_after_writes(recorder, replay, limits, progress) -> int:
+        if not written_during_the_rebuild:  # entries the swap replays under its lock
+            _import(database_url, [ev.receipt(shop, ("A", 7)), ev.receipt(shop, ("B", 3))])
+            written_during_the_rebuild.append(2)
+        return real_catch_up(recorder, replay, limits, progress)
+
+    monkeypatch.setattr(online, "_catch_up", catch_up_after_writes)
+    deadlock = _DeadlockInTheSwap(database_url, monkeypatch)
+    for name in [name for name in os.environ if name.startswith("LEDGER_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("LEDGER_DATABASE_URL", database_url)
+    monkeypatch.setenv("LEDGER_REBUILD_PROCESSES", "1")
+    monkeypatch.setenv("LEDGER_REBUILD_SWAP_LOCK_WAIT_MS", "3000")  # past the swap's deadlock check
+    try:
+        code = main(["rebuild", "--quiet"])
+    finally:
+        deadlock.close()
+        monkeypatch.undo()
+    err = capsys.readouterr().err
+    assert written_during_the_rebuild and deadlock.reads
+    assert code == 2, err
+    [line] = err.splitlines()
+    assert line.startswith("ledger rebuild: the swap was cancelled in a deadlock with another session"), line
+    assert "live tables are unchanged" in line and "run the rebuild again" in line, line
+    assert "DETAIL" not in line and "cannot use the database" not in line, line
+    assert _live_tables(database_url) == live_before  # nothing swapped
+    # Left for the next rebuild, as after a lock timeout there.
+    assert _shadow_tables(database_url) == sorted(shadow_of(table) for table in PROJECTION_TABLES)
+    level_of_b = f"SELECT on_hand AS n FROM ledger_levels WHERE store_id = '{shop}' AND sku = 'B'"
+    assert db.scalar(database_url, level_of_b) == 3  # the live tables took the writes meanwhile
+
+    again = run_ledger_command(database_url, "rebuild", "--quiet")
+    assert again.returncode == 0, again.stderr
+    assert _shadow_tables(database_url) == []
+    verified = run_ledger_command(database_url, "verify", "--quiet")
+    assert verified.returncode == 0, verified.stdout + verified.stderr
