@@ -38,13 +38,14 @@ from ledger.rebuild import parts, shadow
 from ledger.rebuild.fill import SHADOWS, fill
 from ledger.rebuild.limits import Progress, RebuildLimits, RebuildReport
 from ledger.rebuild.replay import Replay, Stores
-from ledger.storage.recorders import PostgresLedgerRecorder
+from ledger.sql import SqlTx
+from ledger.storage.recorders import LogEntry, PostgresLedgerRecorder
 
 REBUILD_LOCK_KEY = 0x1ED6E6  # a PostgreSQL advisory lock key of this service's own
 # Seconds between two attempts at the swap when readers held the tables (the catch-up goes on).
 SWAP_RETRY_PAUSE_S = 0.2
-# Besides the rebuild lock's: a page read while the loader writes one (the fill), or while the swap's
-# transaction is open (its last pages).
+# Besides the rebuild lock's: a page read while the loader writes one (the fill). (The swap reads its
+# last pages in its own transaction.)
 PAGE_CONNECTIONS = 2
 
 
@@ -184,7 +185,7 @@ def _swap(
             shadow.lock(tx, lock_order, limits.swap_lock_wait_ms)
             head = recorder.head(tx)  # waits for both locks (pipelined: their errors arrive here)
             locking = False
-            for page in replay.pages(recorder, head, limits.batch_entries):
+            for page in replay.pages(_LogInTransaction(recorder, tx), head, limits.batch_entries):
                 write_batch(tx, page.batch, SHADOWS)
                 report.entries_swapped += page.entries
                 progress("swapping", page.position, head)
@@ -207,6 +208,18 @@ def _swap(
         raise
     report.writes_paused_s = time.monotonic() - asked
     return report.writes_paused_s
+
+
+class _LogInTransaction:
+    """The log's last pages, read in the swap's own transaction (PostgresLedgerRecorder.log_page_in
+    says why)."""
+
+    def __init__(self, recorder: PostgresLedgerRecorder, tx: SqlTx) -> None:
+        self._recorder = recorder
+        self._tx = tx
+
+    def log_page(self, after: int, stop: int, limit: int) -> list[LogEntry]:
+        return self._recorder.log_page_in(self._tx, after, stop, limit)
 
 
 def _given_up_past_the_locks(error: BaseException) -> str:

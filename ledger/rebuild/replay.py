@@ -22,11 +22,18 @@ import contextlib
 import gc
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import Protocol
 
 from ledger.domain.rules import LedgerState, apply
 from ledger.projections.tables import ProjectionBatch, RecordedEntry, history_row_count
 from ledger.storage.codec import DecodedEntry, decode, may_have_entries_after
 from ledger.storage.recorders import LedgerRecorder, LogEntry
+
+
+class LogPages(Protocol):
+    """Where a replay reads the log: a recorder, or a transaction of one (the rebuild's swap)."""
+
+    def log_page(self, after: int, stop: int, limit: int) -> list[LogEntry]: ...
 
 
 @dataclass(frozen=True)
@@ -68,7 +75,7 @@ class Replay:
             self.state.policies.update(state.policies)
         self.stores = None
 
-    def pages(self, recorder: LedgerRecorder, head: int, page_entries: int) -> Iterator[ReplayedPage]:
+    def pages(self, recorder: LogPages, head: int, page_entries: int) -> Iterator[ReplayedPage]:
         """Streams the log after the position reached, up to `head` (an event's position: the head
         of the log at some moment), `page_entries` at a time. Memory holds one page besides the
         state."""
@@ -91,7 +98,7 @@ class Replay:
             yield ReplayedPage(batch, self.position, len(page))
         assert not event, f"the log ends inside an event, after notification {self.position}"
 
-    def _log_pages(self, recorder: LedgerRecorder, head: int, page_entries: int) -> Iterator[list[LogEntry]]:
+    def _log_pages(self, recorder: LogPages, head: int, page_entries: int) -> Iterator[list[LogEntry]]:
         """The log's pages after the position reached, up to `head`: the caller's replay of each
         page moves the position on."""
         while self.position < head:
@@ -101,7 +108,7 @@ class Replay:
             yield page
 
     def _pages_of_stores(
-        self, recorder: LedgerRecorder, head: int, page_entries: int, stores: Stores
+        self, recorder: LogPages, head: int, page_entries: int, stores: Stores
     ) -> Iterator[ReplayedPage]:
         """`pages` for some stores only. Of another store's entry only what numbering needs is read:
         whether its event goes on after it, and if so how many history rows it makes."""

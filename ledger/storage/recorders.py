@@ -368,6 +368,19 @@ class PostgresLedgerRecorder(_HeadAndClose, PostgresApplicationRecorder):
             rows: list[LogEntry] = curs.fetchall()
             return rows
 
+    def log_page_in(self, tx: SqlTx, after: int, stop: int, limit: int) -> list[LogEntry]:
+        """`log_page` in a write transaction (`tx`, which holds the log's writers' lock and ROW
+        EXCLUSIVE on it: the rebuild's swap). On another connection the read queued behind any
+        ACCESS EXCLUSIVE request on the log made meanwhile (VACUUM FULL, ALTER TABLE), which
+        waits for `tx`: a circle through the client that PostgreSQL cannot see, and every write
+        waited until that request gave up. The server lets the transaction that holds such a request
+        up go ahead of it. No retry: a lost connection loses `tx` with it."""
+        assert tx.connection is not None, "a write transaction's"
+        with tx.connection.cursor(row_factory=tuple_row, binary=True) as curs:
+            curs.execute(_PG_LOG_PAGE, (after, stop, limit))
+            rows: list[LogEntry] = curs.fetchall()
+            return rows
+
     @contextlib.contextmanager
     def snapshot_transaction(self, *, answer_wait_s: float | None = None) -> Iterator[SqlTx]:
         """Reads that must agree with each other: every statement sees the same snapshot (a read

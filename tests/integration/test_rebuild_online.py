@@ -640,3 +640,70 @@ def test_a_deadlock_after_the_swap_replayed_its_pages_ends_the_rebuild_in_one_li
     assert _shadow_tables(database_url) == []
     verified = run_ledger_command(database_url, "verify", "--quiet")
     assert verified.returncode == 0, verified.stdout + verified.stderr
+
+
+SWAP_HELD_S_MAX = 20.0  # how long this test lets the swap hold the log (it takes well under a second)
+
+
+def test_a_request_to_lock_the_whole_log_during_the_swap_waits_for_it_and_holds_nothing(
+    postgres, monkeypatch
+):
+    """An operator's statement that locks the whole log (VACUUM FULL, ALTER TABLE: ACCESS EXCLUSIVE)
+    queued while the swap held the log's writers' lock, ROW EXCLUSIVE. The swap then read its last
+    entries on another connection, whose read queued behind the operator's request, which waited for
+    the swap: PostgreSQL saw no deadlock (the swap's wait was its client's), and the swap, and every
+    write, waited until the operator's statement gave up (none does by default). The swap reads
+    them in its own transaction, which the server lets ahead of the request it holds up."""
+    from ledger.rebuild import online
+
+    database_url = postgres.create_database()
+    shop = unique("shop")
+    _import(database_url, [ev.receipt(shop, ("A", 5))])
+    real_catch_up, real_lock = online._catch_up, online.shadow.lock
+    written_during_the_rebuild: list[int] = []
+    operator = psycopg.connect(database_url)  # in a transaction, as LOCK TABLE must be
+    operator_got: list[float] = []
+
+    def catch_up_after_writes(recorder, replay, limits, progress) -> int:
+        if not written_during_the_rebuild:  # entries the swap replays under its lock
+            _import(database_url, [ev.receipt(shop, ("B", 3))])
+            written_during_the_rebuild.append(1)
+        return real_catch_up(recorder, replay, limits, progress)
+
+    def locked_then_the_whole_log_asked_for(tx, names, wait_ms) -> None:
+        real_lock(tx, names, wait_ms)
+        tx.fetchone("SELECT 1 AS locked")  # the swap holds the log and the tables now
+
+        def lock_the_log() -> None:
+            operator.execute(f"LOCK TABLE {db.EVENTS_TABLE} IN ACCESS EXCLUSIVE MODE")
+            operator_got.append(time.monotonic())
+
+        threading.Thread(target=lock_the_log, daemon=True).start()
+        with psycopg.connect(database_url, autocommit=True) as watcher:
+            deadline = time.monotonic() + SWAP_WATCH_S
+            while not watcher.execute(
+                "SELECT 1 FROM pg_locks WHERE NOT granted AND relation = %s::regclass", (db.EVENTS_TABLE,)
+            ).fetchall():
+                assert time.monotonic() < deadline, "the operator's lock request never waited for the swap"
+                time.sleep(SWAP_WATCH_EVERY_S)
+
+    monkeypatch.setattr(online, "_catch_up", catch_up_after_writes)
+    monkeypatch.setattr(online.shadow, "lock", locked_then_the_whole_log_asked_for)
+    recorder = open_recorder(database_url, 4, 30, create_tables=False)
+    reports: list[object] = []
+    rebuilding = threading.Thread(target=lambda: reports.append(rebuild(recorder, RebuildLimits(), None)))
+    try:
+        rebuilding.start()
+        rebuilding.join(SWAP_HELD_S_MAX)
+        finished = not rebuilding.is_alive()
+    finally:
+        operator.cancel()  # a swap that waits for it is let go, so that the test ends
+        rebuilding.join(SWAP_WATCH_S)
+        operator.close()
+        recorder.close()
+    assert written_during_the_rebuild
+    assert finished, f"the swap held the log for {SWAP_HELD_S_MAX:.0f} s behind the operator's request"
+    assert operator_got, "the operator's request got its lock once the swap was done"
+    assert reports and reports[0].entries_swapped > 0, reports
+    verified = run_ledger_command(database_url, "verify", "--quiet")
+    assert verified.returncode == 0, verified.stdout + verified.stderr
