@@ -64,6 +64,14 @@ class ReservationAcrossPublic(BaseModel):
 class SourcingLineIn(ReservationLineIn):
     """A line of a sourcing request, as a reservation's."""
 
+    codes: list[str] | None = Field(
+        None,
+        description="marking codes or SSCCs the order asks for (CONTRACT §10's rules: at most qty, "
+        "1 to 200 printable ASCII characters, none twice); with reserve, the part of the store that "
+        "takes the whole line carries them (the WMS's picking order too); a line taken from several "
+        "stores carries none",
+    )
+
 
 class SourcingReserveIn(BaseModel):
     model_config = CLOSED

@@ -137,15 +137,19 @@ def _first_pair(rows: _Rows, needs: list[int]) -> tuple[int, int] | None:
 def _allocate(
     lines: tuple[Line, ...], candidates: tuple[str, ...], figures: list[list[int]], chosen: tuple[int, ...]
 ) -> Allocation:
-    if len(chosen) == 1 and all(line.qty_units > 0 and not line.codes for line in lines):
-        return Allocation(((candidates[chosen[0]], lines),))  # it takes every line as it is
+    if len(chosen) == 1 and all(line.qty_units > 0 for line in lines):
+        return Allocation(((candidates[chosen[0]], lines),))  # it takes every line as it is, codes too
     taken: dict[int, list[Line]] = {index: [] for index in chosen}
     for line_index, line in enumerate(lines):
         left = line.qty_units
         for index in chosen:
             units = min(left, figures[index][line_index])
             if units > 0:
-                taken[index].append(Line(line.sku, units))
+                # A line's codes name the units the order asks for, each at one store: a store that
+                # takes the whole line takes them; a line taken from several takes none, since
+                # which store holds which unit is not the ledger's to know.
+                codes = line.codes if units == line.qty_units else ()
+                taken[index].append(Line(line.sku, units, codes))
                 left -= units
         assert left == 0, (line, chosen)
     return Allocation(tuple((candidates[index], tuple(taken[index])) for index in chosen if taken[index]))

@@ -443,3 +443,46 @@ def test_a_reservation_held_at_more_stores_than_a_read_takes_is_refused_whole_no
         assert "LEDGER_RESERVATION_STORES_MAX" in problem["detail"]
     assert reserved(client, last, "A") == 2
     assert reserved(client, f"{base}-a00", "OTHER") == 1  # nothing was released anywhere
+
+
+def _codes_by_sku(client: httpx.Client, store: str, reservation_id: str) -> dict[str, list[str] | None]:
+    entries = api.history(client, store, reservation_id=reservation_id, type="stock.reservation")
+    return {entry["sku"]: entry.get("codes") for entry in entries}
+
+
+def test_sourcing_reserves_a_lines_codes_at_the_store_that_takes_the_line_whole(client: httpx.Client) -> None:
+    """A sourcing line's codes (the units the order asks for, which the WMS's picking order carries)
+    were dropped from the reservation it placed. A code names a unit at one store: a line taken whole
+    from one store keeps them there; a line taken from several stores carries none."""
+    s1, s2 = unique("s1"), unique("s2")
+    stock(client, s1, ("A", 2), ("B", 5))
+    stock(client, s2, ("A", 5))
+    alone = unique("R")
+    placed = client.post(
+        "/v1/sourcing",
+        json={
+            "lines": [{"sku": "B", "qty": 2, "codes": ["b1", "b2"]}],
+            "stores": [s1, s2],
+            "reserve": {"reservation_id": alone},
+        },
+    )
+    assert placed.status_code == 200, placed.text
+    assert _codes_by_sku(client, s1, alone) == {"B": ["b1", "b2"]}
+
+    split = unique("R")
+    placed = client.post(
+        "/v1/sourcing",
+        json={
+            "lines": [{"sku": "A", "qty": 3, "codes": ["a1"]}, {"sku": "B", "qty": 2, "codes": ["b3"]}],
+            "stores": [s1, s2],
+            "reserve": {"reservation_id": split},
+        },
+    )
+    assert placed.status_code == 200, placed.text
+    assert placed.json()["allocations"] == [
+        {"store": s1, "lines": ev.lines(("A", 2), ("B", 2))},
+        {"store": s2, "lines": ev.lines(("A", 1))},
+    ]
+    assert _codes_by_sku(client, s1, split) == {"A": None, "B": ["b3"]}
+    assert _codes_by_sku(client, s2, split) == {"A": None}
+    assert [e["type"] for e in api.history(client, s1, code="b3")] == ["stock.reservation"]

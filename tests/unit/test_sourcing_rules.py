@@ -83,6 +83,19 @@ def test_each_line_is_taken_from_the_chosen_stores_in_candidate_order() -> None:
     assert stores_of(chosen) == [("s1", [("A", 3), ("B", 1)]), ("s2", [("A", 1), ("B", 3)])]
 
 
+def test_a_lines_codes_go_with_the_store_that_takes_it_whole_and_a_split_line_carries_none() -> None:
+    lines = (Line("A", 4, ("a1",)), Line("B", 2, ("b1", "b2")))
+    table = {"s1": {"A": 3, "B": 2}, "s2": {"A": 1}}
+    chosen = choose(lines, ("s1", "s2"), 2, figures_of(table), STEPS)
+    assert isinstance(chosen, Allocation)
+    assert chosen.stores == (
+        ("s1", (Line("A", 3), Line("B", 2, ("b1", "b2")))),
+        ("s2", (Line("A", 1),)),
+    )
+    alone = choose(lines, ("s3",), 1, figures_of({"s3": {"A": 4, "B": 2}}), STEPS)
+    assert alone == Allocation((("s3", lines),))
+
+
 def test_the_shortfall_names_each_line_that_all_candidates_together_cannot_serve() -> None:
     table = {"s1": {"A": 1, "B": 9}, "s2": {"A": 1, "C": -4}}  # below zero counts as zero
     chosen = choose(order(("A", 3), ("B", 2), ("C", 1)), ("s1", "s2"), 3, figures_of(table), STEPS)
