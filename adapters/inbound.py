@@ -52,7 +52,7 @@ from adapters.sink import SinkError
 from adapters.spool import DeliverySpool, SpoolFull, UnreadableSpoolFile
 from adapters.status import metrics_text
 from adapters.webhook_store import DeliveryStore
-from ledger.access.hosts import host_allowed, host_lines_refusal
+from ledger.access.hosts import NOT_ALLOWED_DETAIL, host_allowed, host_lines_refusal
 from ledger.access.metrics import MetricsGuard
 from ledger.backoff import Backoff
 from ledger.clock import utc_now, utc_text
@@ -135,12 +135,7 @@ class WebhookReceiver:
             return _problem(400, "invalid-host", "Host not allowed", lines_refused)
         if self._host_allowed(request):
             return None
-        return _problem(
-            400,
-            "invalid-host",
-            "Host not allowed",
-            "this service is not reached by that name (LEDGER_ALLOWED_HOSTS)",
-        )
+        return _problem(400, "invalid-host", "Host not allowed", NOT_ALLOWED_DETAIL)
 
     def healthz(self) -> Reply:
         return Reply(200, {"status": "ok"})

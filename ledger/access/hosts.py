@@ -14,6 +14,10 @@ ANY_HOST = "*"
 HOST_OPTIONAL_VERSIONS = frozenset({"1.0"})
 TWO_HOSTS_DETAIL = "a request names one Host (RFC 9112); this one named more"
 NO_HOST_DETAIL = "an HTTP/1.1 request names its Host (RFC 9112); this one named none"
+NOT_ALLOWED_DETAIL = "this service is not reached by that name (LEDGER_ALLOWED_HOSTS)"
+# Probes reach a service by its address (Kubernetes: the pod's IP), and these answer nothing of
+# worth: every endpoint that checks the Host answers them whatever it names, or none, or two.
+PROBE_PATHS = frozenset({"/healthz", "/readyz"})
 
 
 def allowed_hosts(setting: str | None) -> frozenset[str] | None:

@@ -1,4 +1,4 @@
-"""Who may read a /metrics served outside the API (`ledger adapters run`; `ledger consume`'s is alike):
+"""Who may read a /metrics served outside the API (`ledger adapters run`'s and `ledger consume`'s):
 with LEDGER_METRICS_AUTH=required, as the API's gate has it (CONTRACT §5)."""
 
 from __future__ import annotations

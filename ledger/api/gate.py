@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from ledger.access.book import TokenBook, Unauthenticated
-from ledger.access.hosts import host_allowed, host_lines_refusal
+from ledger.access.hosts import NOT_ALLOWED_DETAIL, PROBE_PATHS, host_allowed, host_lines_refusal
 from ledger.access.limiter import RateLimited, RateLimiter
 from ledger.api.docs import ASSETS_PREFIX
 from ledger.api.problems import Problem, access_problem, problem_response
@@ -38,8 +38,6 @@ UNRATED_PREFIX = "/ui/static/"
 
 
 HOSTS_REMEMBERED_MAX = 256  # Host values whose answer is kept; past it, forgotten all at once
-# Probes reach a service by its address (Kubernetes: the pod's IP), and these answer nothing of worth.
-PROBE_PATHS = frozenset({"/healthz", "/readyz"})
 
 # In a request's scope when its worker held LEDGER_HTTP_CONNECTIONS_MAX connections or requests as
 # it arrived (the server's protocol marks it: ledger/api/connections.py). Liveness and the metrics
@@ -55,9 +53,7 @@ OVER_CAPACITY = Problem(
 )
 
 
-HOST_NOT_ALLOWED = Problem(
-    400, "invalid-host", "Host not allowed", "this service is not reached by that name (LEDGER_ALLOWED_HOSTS)"
-)
+HOST_NOT_ALLOWED = Problem(400, "invalid-host", "Host not allowed", NOT_ALLOWED_DETAIL)
 
 
 class EdgeGate:

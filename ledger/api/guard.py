@@ -14,9 +14,10 @@ from fastapi import APIRouter, FastAPI
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 
+from ledger.access.hosts import PROBE_PATHS
 from ledger.access.scopes import Role
 from ledger.api.deps import RoleRequired
-from ledger.api.gate import METRICS_PATH, OPEN_PATHS, PROBE_PATHS
+from ledger.api.gate import METRICS_PATH, OPEN_PATHS
 from ledger.api.problems import RETRY_AFTER_S_MAX
 from ledger.api.schemas import ProblemPublic
 

@@ -13,8 +13,11 @@ from ledger.cli_errors import CommandError, database_url_checked, int_from
 from ledger.config import PORT_MAX, Settings
 
 if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+
     from ledger.access.book import TokenBook
-    from ledger.kafka.ops import MetricsGuard
+    from ledger.access.store import TokenDatabase
+    from ledger.kafka.ops import OpsServer, ReadyReport
 
 log = logging.getLogger("ledger.kafka")
 
@@ -34,7 +37,6 @@ def consume_command(args: argparse.Namespace, settings: Settings) -> int:
     from ledger.kafka.consumer import KafkaIntake
     from ledger.kafka.levels_feed import start_levels_feed
     from ledger.kafka.metrics import IntakeCollector, intake_registry
-    from ledger.kafka.ops import OpsServer
 
     if args.bootstrap:
         settings.kafka_bootstrap = args.bootstrap
@@ -69,21 +71,7 @@ def consume_command(args: argparse.Namespace, settings: Settings) -> int:
         registry = intake_registry(IntakeCollector(intake.stats, ready))
         if feed is not None:
             registry.register(feed.collector)
-        guard = None
-        if settings.metrics_auth == "required":
-            from ledger.access.book import TokenBook
-
-            book = TokenBook(
-                ledger.recorder,
-                refresh_interval_s=settings.auth_refresh_ms / 1000,
-                last_use_flush_s=settings.auth_last_use_flush_s,
-            )
-            book.start()
-            guard = metrics_guard(book, required=settings.auth == "required")
-        ops = OpsServer(
-            settings.kafka_metrics_host, settings.kafka_metrics_port, registry, report, guard
-        ).start()
-        log.info("metrics on http://%s:%d/metrics", settings.kafka_metrics_host, ops.port)
+        ops, book = _serve_ops(settings, settings.kafka_metrics_port, ledger.recorder, registry, report)
     _stop_on_signals(intake.stop)
     try:
         intake.run()
@@ -98,23 +86,44 @@ def consume_command(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def metrics_guard(book: TokenBook, *, required: bool) -> MetricsGuard:
-    """As the API's gate has it: open while no token exists (unless LEDGER_AUTH=required), else
-    any valid token (every role reads)."""
-    from ledger.access.book import Unauthenticated
-    from ledger.access.tokens import bearer_token
+def _serve_ops(
+    settings: Settings, port: int, tokens: TokenDatabase, registry: CollectorRegistry, report: ReadyReport
+) -> tuple[OpsServer, TokenBook | None]:
+    """The ops endpoint on `port`, started: the API's Host rules, and its token for /metrics when
+    LEDGER_METRICS_AUTH=required (then the book returned, started, to stop with it)."""
+    from ledger.access.book import TokenBook
+    from ledger.access.hosts import allowed_hosts, is_loopback
+    from ledger.access.metrics import metrics_guard
+    from ledger.kafka.ops import OpsServer
 
-    def allowed(authorization: str | None) -> bool:
-        if not (required or book.any_tokens):
-            return True
-        token = bearer_token(authorization.encode("latin-1") if authorization else None)
-        try:
-            book.grant_for(token)
-        except Unauthenticated:
-            return False
-        return True
-
-    return allowed
+    book = None
+    guard = None
+    if settings.metrics_auth == "required":
+        book = TokenBook(
+            tokens,
+            refresh_interval_s=settings.auth_refresh_ms / 1000,
+            last_use_flush_s=settings.auth_last_use_flush_s,
+        )
+        book.start()
+        guard = metrics_guard(book, required=settings.auth == "required")
+    host = settings.kafka_metrics_host
+    ops = OpsServer(
+        host,
+        port,
+        registry,
+        report,
+        guard,
+        allowed_hosts=allowed_hosts(settings.allowed_hosts),
+    ).start()
+    log.info("metrics on http://%s:%d/metrics", host, ops.port)
+    if not is_loopback(host) and settings.allowed_hosts is None:
+        log.warning(
+            "listening on %s, but only requests for localhost, 127.0.0.1 or [::1] are answered "
+            "(/healthz and /readyz: any): set LEDGER_ALLOWED_HOSTS to the names the scraper "
+            "reaches this by (or *)",
+            host,
+        )
+    return ops, book
 
 
 def _stop_on_signals(stop: Callable[[], None]) -> None:

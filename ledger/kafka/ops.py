@@ -1,5 +1,7 @@
 """`ledger consume`'s own small HTTP endpoint: /healthz, /readyz (the consumer's state), /metrics.
-With LEDGER_METRICS_AUTH=required, /metrics takes a token like the API's (CONTRACT §5)."""
+It answers the Host names the API answers, by the API's rules (ledger.access.hosts: a DNS rebinding
+page read /metrics), and with LEDGER_METRICS_AUTH=required /metrics takes a token like the API's
+(CONTRACT §5)."""
 
 from __future__ import annotations
 
@@ -12,6 +14,14 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
 
+from ledger.access.hosts import (
+    LOOPBACK_NAMES,
+    NOT_ALLOWED_DETAIL,
+    PROBE_PATHS,
+    host_allowed,
+    host_lines_refusal,
+)
+from ledger.access.metrics import MetricsGuard
 from ledger.http_problems import PROBLEM_MEDIA_TYPE, RETRY_AFTER_S, WWW_AUTHENTICATE
 from ledger.telemetry import METRICS_MEDIA_TYPE
 
@@ -25,8 +35,6 @@ OPS_CONNECTIONS_MAX = 32
 ReadyReport = Callable[[], tuple[bool, dict[str, object]]]
 # The members of RFC 9457 a problem answer sets itself; a detail of that name would hide one.
 PROBLEM_MEMBERS = frozenset({"type", "title", "status", "detail", "instance"})
-# Is this Authorization header (None: none was sent) enough to read /metrics?
-MetricsGuard = Callable[[str | None], bool]
 
 
 class _BoundedServer(ThreadingHTTPServer):
@@ -67,8 +75,11 @@ class OpsServer:
         registry: CollectorRegistry,
         ready: ReadyReport,
         metrics_guard: MetricsGuard | None = None,
+        *,
+        allowed_hosts: frozenset[str] | None = LOOPBACK_NAMES,
     ) -> None:
-        handler = _handler(registry, ready, metrics_guard)
+        """`allowed_hosts`: as ledger.access.hosts.allowed_hosts reads LEDGER_ALLOWED_HOSTS (None: `*`)."""
+        handler = _handler(registry, ready, metrics_guard, allowed_hosts)
         self.server = _BoundedServer((host, port), handler, OPS_CONNECTIONS_MAX)
         self._thread = threading.Thread(
             target=self.server.serve_forever, name="ledger-kafka-ops", daemon=True
@@ -89,14 +100,23 @@ class OpsServer:
 
 
 def _handler(
-    registry: CollectorRegistry, ready: ReadyReport, metrics_guard: MetricsGuard | None
+    registry: CollectorRegistry,
+    ready: ReadyReport,
+    metrics_guard: MetricsGuard | None,
+    allowed: frozenset[str] | None,
 ) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         timeout = OPS_SOCKET_TIMEOUT_S
 
         def do_GET(self) -> None:
             path = self.path.split("?", 1)[0]
-            if (
+            if path not in PROBE_PATHS and (refused := self._host_refusal()) is not None:
+                self._send_json(
+                    400,
+                    {"type": "invalid-host", "title": "Host not allowed", "status": 400, "detail": refused},
+                    PROBLEM_MEDIA_TYPE,
+                )
+            elif (
                 path == "/metrics"
                 and metrics_guard is not None
                 and not metrics_guard(self.headers.get("Authorization"))
@@ -120,6 +140,17 @@ def _handler(
                     self._send_not_ready(details)
             else:
                 self._send_json(404, {"status": 404, "title": "Not found"}, PROBLEM_MEDIA_TYPE)
+
+        def _host_refusal(self) -> str | None:
+            """Why the request is refused for its Host lines, as the API's gate says it; None: answered."""
+            hosts = self.headers.get_all("Host") or []
+            version = self.request_version.removeprefix("HTTP/")
+            if (lines_refused := host_lines_refusal(len(hosts), version)) is not None:
+                return lines_refused
+            # The library read the headers as Latin-1: encoded back, they are the bytes sent.
+            if not host_allowed(allowed, hosts[0].encode("latin-1", "replace") if hosts else None):
+                return NOT_ALLOWED_DETAIL
+            return None
 
         def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
             """The server's own refusals (a method it has no handler for, a malformed request line,

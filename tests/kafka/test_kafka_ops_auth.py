@@ -16,8 +16,8 @@ from prometheus_client import CollectorRegistry
 from support.access import new_token
 
 from ledger.access.book import TokenBook
+from ledger.access.metrics import metrics_guard
 from ledger.kafka import ops as ops_module
-from ledger.kafka.cli import metrics_guard
 from ledger.kafka.ops import OpsServer
 from ledger.storage.opening import open_recorder
 
