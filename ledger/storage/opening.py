@@ -95,7 +95,7 @@ def open_recorder(
             deadlock_timeout_ms=deadlock_timeout_ms,
             url_options=query,
         )
-        pg_datastore.schema = _session_schema(pg_datastore)
+        pg_datastore.schema = _session_schema(pg_datastore, reads_only=read_only)
         recorder = PostgresLedgerRecorder(pg_datastore, migration_wait_s, writer_answer_wait_s)
     else:
         raise ValueError(
@@ -109,29 +109,36 @@ def open_recorder(
 _PG_SESSION_SCHEMA = (
     "SELECT COALESCE((SELECT n.nspname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
     f"WHERE c.oid = to_regclass('{EVENTS_TABLE}')), current_schema()) AS schema, "
-    "current_setting('server_encoding') AS encoding"
+    "current_setting('server_encoding') AS encoding, current_setting('search_path') AS search_path"
 )
 
 
-def _session_schema(datastore: LedgerPostgresDatastore) -> str:
+def _session_schema(datastore: LedgerPostgresDatastore, *, reads_only: bool) -> str:
     """The schema the sessions make and find tables in: the first of their search_path that exists
     (a URL's `options=-csearch_path=…`, the role's or the database's default). The event library
     qualifies its tables with the schema it is told, `public` unless told, while the ledger's own SQL
     names none: the two must agree, or a ledger in a schema of its own had its log in `public`, every
     other table in its schema, and failed at its first read. A log already there, found by the
     search_path as the ledger's own SQL finds its tables, keeps its schema: a schema that comes first
-    later (the role's own, `"$user"`) must not be given a new, empty log beside the ledger's."""
+    later (the role's own, `"$user"`) must not be given a new, empty log beside the ledger's.
+    `reads_only`: a command that makes nothing is told what it lacks to read, not to make tables."""
     with datastore.transaction(commit=False) as cursor:
         cursor.execute(_PG_SESSION_SCHEMA)
         row = cursor.fetchone()
     _refuse_other_encodings(row["encoding"] if row else None)
     schema = row["schema"] if row else None
-    if not schema:
+    if schema:
+        return str(schema)
+    if reads_only:
         raise ValueError(
-            "LEDGER_DATABASE_URL's sessions have no schema to make tables in: their search_path names "
-            "none that exists (CREATE SCHEMA it, or set search_path in the URL's options)"
+            "LEDGER_DATABASE_URL's search_path names no schema that exists "
+            f"({row['search_path'] if row else ''}): there is no ledger to read there (name the "
+            "ledger's schema in the URL's options)"
         )
-    return str(schema)
+    raise ValueError(
+        "LEDGER_DATABASE_URL's sessions have no schema to make tables in: their search_path names "
+        "none that exists (CREATE SCHEMA it, or set search_path in the URL's options)"
+    )
 
 
 def _refuse_other_encodings(encoding: str | bytes | None) -> None:

@@ -150,3 +150,17 @@ def test_a_migration_the_database_lacks_lands_in_the_logs_schema(postgres: Embed
     with psycopg.connect(database_url) as conn:
         found = conn.execute("SELECT schemaname FROM pg_indexes WHERE indexname = %s", (index.name,))
         assert found.fetchall() == [("public",)]
+
+
+def test_a_reading_command_says_the_schema_its_search_path_names_does_not_exist(
+    postgres: EmbeddedPostgres,
+) -> None:
+    """Commands that make nothing said the sessions had "no schema to make tables in"."""
+    database_url = postgres.create_database("no_schema_to_read")
+    for command in (("tokens", "list"), ("adapters", "status"), ("migrate", "--check")):
+        done = run_ledger_command(f"{database_url}&options={quote('-csearch_path=stock')}", *command)
+        assert done.returncode == 2, (command, done.stderr)
+        [line] = done.stderr.splitlines()
+        assert line.startswith(f"ledger {command[0]}"), line
+        assert "LEDGER_DATABASE_URL's search_path names no schema that exists (stock)" in line, line
+        assert "make tables" not in line, line
