@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import logging
+import threading
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
@@ -59,6 +60,26 @@ ANSWER_WAIT_S_MAX = 5.0
 WAIT_INTERVAL_S = 0.1
 
 Answer = TypeVar("Answer")
+
+# The (server, port, database, role) whose refusal to set deadlock_timeout this process has told:
+# a command opens the database more than once (to look at it, then to read or refuse it), and each
+# opening told it again. At most DEADLOCK_REFUSALS_TOLD_MAX kept; past it, forgotten all at once.
+DEADLOCK_REFUSALS_TOLD_MAX = 64
+_deadlock_refusals_told: set[tuple[str, str, str, str]] = set()
+_deadlock_refusals_lock = threading.Lock()
+
+
+def _first_refusal_of(conn: psycopg.Connection[Any]) -> bool:
+    """Whether this process has yet to tell that the connection's role may not set deadlock_timeout."""
+    info = conn.info
+    told_for = (str(info.host), str(info.port), str(info.dbname), str(info.user))
+    with _deadlock_refusals_lock:
+        if told_for in _deadlock_refusals_told:
+            return False
+        if len(_deadlock_refusals_told) >= DEADLOCK_REFUSALS_TOLD_MAX:
+            _deadlock_refusals_told.clear()
+        _deadlock_refusals_told.add(told_for)
+        return True
 
 
 class AnsweredInTime(psycopg.Connection[Any]):
@@ -196,7 +217,6 @@ class LedgerPostgresDatastore(PostgresDatastore):
         library_setup = super().after_connect_func()
         timeout_ms = int(self.deadlock_timeout_ms)
         statement = f"SET deadlock_timeout = '{timeout_ms}ms'".encode()
-        refusals: list[str] = []  # told once per datastore; no reference back to it (the pool keeps this)
 
         def after_connect(conn: psycopg.Connection[Any]) -> None:
             library_setup(conn)  # autocommit on: a refused SET leaves no failed transaction behind
@@ -205,8 +225,7 @@ class LedgerPostgresDatastore(PostgresDatastore):
             try:
                 conn.execute(statement)
             except psycopg.errors.InsufficientPrivilege as refused:
-                if not refusals:
-                    refusals.append(str(refused))
+                if _first_refusal_of(conn):  # once a process, not once a connection or an opening
                     log.warning(
                         "cannot set deadlock_timeout to %d ms (%s): a rebuild's swap or a migration that "
                         "finds autovacuum on a table waits up to the server's deadlock_timeout; "

@@ -19,6 +19,7 @@ from urllib.parse import urlsplit, urlunsplit
 import psycopg
 import pytest
 from support.ids import unique
+from support.server import run_ledger_command
 
 from ledger.bootstrap import open_database
 from ledger.config import Settings
@@ -76,3 +77,21 @@ def test_a_role_that_may_not_set_it_keeps_the_servers_value_and_is_told(unprivil
     told = [record.getMessage() for record in caplog.records if "deadlock_timeout" in record.getMessage()]
     assert len(told) == 1, told  # once, not once a connection
     assert "GRANT SET ON PARAMETER deadlock_timeout" in told[0]
+
+
+def test_a_command_that_opens_the_database_twice_tells_a_role_that_may_not_set_it_once(postgres):
+    """A role granted only CONNECT: `ledger adapters status` (on a database with no ledger) and
+    `ledger tokens list` (on a ledger) open the database twice, to look at it and then to read or
+    refuse it, and each opening told the same thing again."""
+    admin_url = postgres.create_database()
+    ledger_url = postgres.create_database()
+    assert run_ledger_command(ledger_url, "migrate").returncode == 0
+    role = unique("connect").replace("-", "_")
+    with psycopg.connect(admin_url, autocommit=True) as admin:
+        admin.execute(f"CREATE ROLE {role} LOGIN")  # CONNECT is PUBLIC's, and nothing else
+    for database_url, command in ((admin_url, ("adapters", "status")), (ledger_url, ("tokens", "list"))):
+        parts = urlsplit(database_url)
+        as_role = urlunsplit(parts._replace(netloc=f"{role}@{parts.netloc.split('@', 1)[1]}"))
+        done = run_ledger_command(as_role, *command, deadline_s=60)
+        assert done.returncode == 2, (command, done.stderr)
+        assert done.stderr.count("cannot set deadlock_timeout") == 1, (command, done.stderr)
