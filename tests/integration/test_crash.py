@@ -3,12 +3,14 @@ event is in the ledger exactly once."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 import threading
 import time
 import uuid
 from collections import defaultdict
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
@@ -17,6 +19,8 @@ import pytest
 from support import api, db
 from support import events as ev
 from support.ids import unique
+
+from ledger.writer.socket_path import lock_path
 
 pytestmark = pytest.mark.slow
 
@@ -187,13 +191,36 @@ def _wait_for(condition: Any, what: str) -> None:
         time.sleep(0.01)
 
 
-def test_every_acknowledged_event_survives_a_kill_9_of_the_writer_process_alone(database_url, serve):
+@pytest.fixture
+def serve_at_a_socket_of_its_own(serve) -> Iterator[tuple[Callable[[str], Any], str]]:
+    """`serve(database_url)` with LEDGER_WRITER_SOCKET named, in the temporary directory (a test's
+    tmp_path is too long for a socket's address), and that path. Its services are stopped first,
+    then the socket and the lock file beside it are removed: a service keeps the lock file of a
+    path it was given, and one that stops after its lock file is removed makes it again."""
+    socket_path = os.path.join(tempfile.gettempdir(), f"ledger-crash-{uuid.uuid4().hex[:12]}.sock")
+    started: list[Any] = []
+
+    def start(database_url: str) -> Any:
+        started.append(serve(database_url, {"LEDGER_WRITER_SOCKET": socket_path}))
+        return started[-1]
+
+    yield start, socket_path
+    for server in started:
+        server.stop()
+    for path in (socket_path, lock_path(socket_path)):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+
+
+def test_every_acknowledged_event_survives_a_kill_9_of_the_writer_process_alone(
+    database_url, serve_at_a_socket_of_its_own
+):
     """The HTTP worker stays; the writer process dies with batches on their way (on PostgreSQL, one
     may be in flight while the next is decided; on SQLite each is recorded before the next is
     taken) and its supervisor starts another, which the worker reconnects to. What was acknowledged
     stays, once; what was answered 503 is recorded at most once, and sending it again says so."""
-    socket_path = os.path.join(tempfile.gettempdir(), f"ledger-crash-{uuid.uuid4().hex[:12]}.sock")
-    server = serve(database_url, {"LEDGER_WRITER_SOCKET": socket_path})
+    start, socket_path = serve_at_a_socket_of_its_own
+    server = start(database_url)
     store = unique("store")
     stop = threading.Event()
     streams = [StreamThrough(server.url, store, n, stop) for n in range(STREAMS)]
