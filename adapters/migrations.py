@@ -41,7 +41,7 @@ _WMS_REQUESTS = (
 _RECONCILE_APPLY_STARTED = "ALTER TABLE adapter_reconcile_runs ADD COLUMN apply_started_at TEXT"
 
 # The book of MoySklad orders keyed by the reservation's store too (adapters/moysklad_order_book.py),
-# filled from migration 4's table, whose key (order_uuid, reservation_id) kept out the part of an
+# filled from migration 4's table, whose key (order_uuid, reservation_id) keeps out the part of an
 # order at a second ledger store sharing its MoySklad store under the same reservation id. A new
 # table rather than a new key on the old one: the release before books with
 # `ON CONFLICT (order_uuid, reservation_id)`, which fails once no unique key matches it, so it keeps

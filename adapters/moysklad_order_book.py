@@ -12,7 +12,8 @@ store or code, or put it in the recycle bin, and the next reservation made a new
 deletion of one must not end the reservations the other carries. By store too: a MoySklad store
 that two ledger stores share (an older release let one be mapped so) has one customer order for
 their order id, and each store's part of it may carry the same reservation id; keyed by order and
-reservation alone, the second part was never booked and its deletion left its units reserved.
+reservation alone, the second part would not be booked, and its deletion would leave its units
+reserved.
 Every reservation booked under an order was pushed while that order existed, after the
 reservation was placed: its deletion came after the placement.
 

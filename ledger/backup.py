@@ -16,7 +16,7 @@ one file: reading it leaves no `-wal` or `-shm` beside it.
 transaction of the target, so nothing ever sees half of it, and SQLite's own journal keeps the
 target's WAL and shared-memory files right (renaming a file over a database whose WAL is beside it
 would mix the two). The revocations the target made since the backup are in that same transaction
-(a restore killed between the copy and a second transaction of theirs left revoked tokens working):
+(made in a second transaction, a restore killed between the two would leave revoked tokens working):
 the backup API copies into a target that has no transaction open, and commits, so nothing can join
 its transaction. When there are revocations to keep, the backup is first copied to a scratch file
 beside the target (`TARGET.restoring`, claimed by one restore at a time), they are made there, and

@@ -1,7 +1,7 @@
 """`ledger consume`'s own small HTTP endpoint: /healthz, /readyz (the consumer's state), /metrics.
-It answers the Host names the API answers, by the API's rules (ledger.access.hosts: a DNS rebinding
-page read /metrics), and with LEDGER_METRICS_AUTH=required /metrics takes a token like the API's
-(CONTRACT §5)."""
+It answers the Host names the API answers, by the API's rules (ledger.access.hosts: else a DNS
+rebinding page could read /metrics), and with LEDGER_METRICS_AUTH=required /metrics takes a token
+like the API's (CONTRACT §5)."""
 
 from __future__ import annotations
 

@@ -63,7 +63,7 @@ Answer = TypeVar("Answer")
 
 # The (server, port, database, role) whose refusal to set deadlock_timeout this process has told:
 # a command opens the database more than once (to look at it, then to read or refuse it), and each
-# opening told it again. At most DEADLOCK_REFUSALS_TOLD_MAX kept; past it, forgotten all at once.
+# opening would tell it again. At most DEADLOCK_REFUSALS_TOLD_MAX kept; past it, forgotten all at once.
 DEADLOCK_REFUSALS_TOLD_MAX = 64
 _deadlock_refusals_told: set[tuple[str, str, str, str]] = set()
 _deadlock_refusals_lock = threading.Lock()

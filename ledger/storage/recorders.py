@@ -370,10 +370,10 @@ class PostgresLedgerRecorder(_HeadAndClose, PostgresApplicationRecorder):
 
     def log_page_in(self, tx: SqlTx, after: int, stop: int, limit: int) -> list[LogEntry]:
         """`log_page` in a write transaction (`tx`, which holds the log's writers' lock and ROW
-        EXCLUSIVE on it: the rebuild's swap). On another connection the read queued behind any
+        EXCLUSIVE on it: the rebuild's swap). On another connection the read would queue behind any
         ACCESS EXCLUSIVE request on the log made meanwhile (VACUUM FULL, ALTER TABLE), which
         waits for `tx`: a circle through the client that PostgreSQL cannot see, and every write
-        waited until that request gave up. The server lets the transaction that holds such a request
+        would wait until that request gave up. The server lets the transaction that holds such a request
         up go ahead of it. No retry: a lost connection loses `tx` with it."""
         assert tx.connection is not None, "a write transaction's"
         with tx.connection.cursor(row_factory=tuple_row, binary=True) as curs:

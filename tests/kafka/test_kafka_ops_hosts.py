@@ -1,6 +1,6 @@
 """`ledger consume`'s ops endpoint answers only the Host names the API answers (LEDGER_ALLOWED_HOSTS,
-ledger.access.hosts), by the API's rules: it checked none, so a DNS rebinding page in a browser on
-the operator's machine could read its /metrics. The probes answer any Host, as the API's do."""
+ledger.access.hosts), by the API's rules: else a DNS rebinding page in a browser on the operator's
+machine could read its /metrics. The probes answer any Host, as the API's do."""
 
 from __future__ import annotations
 
