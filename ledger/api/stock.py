@@ -39,7 +39,8 @@ OccurredAsOf = Annotated[
         description="RFC 3339: the levels summed over every entry whose event `time` is at or before "
         "then, as recorded now (business time; not with as_of or position), with the policy in force "
         "then and what its channels' reservations held then. `position` is that of the latest entry "
-        "summed, 0 when none"
+        "summed, 0 when none. An expiry is dated when the ledger expired the reservation (within "
+        "LEDGER_EXPIRY_INTERVAL_MS of its expires_at; for a history imported past it, at the import)"
     ),
 ]
 AtPosition = Annotated[
