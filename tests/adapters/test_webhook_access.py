@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import pytest
 from support.access import bearer, new_token
+from support.raw_http import raw_answer
 
 from adapters.inbound import WebhookAccess, WebhookReceiver
 from adapters.runner import Runner, build_adapters
@@ -254,21 +255,6 @@ def test_a_request_with_two_host_headers_is_refused_400(recorder: Any, allowed_h
     assert two == same_twice == metrics == other == 400
 
 
-def _answer_of(port: int, request: bytes) -> tuple[int, dict[str, str], bytes]:
-    """The status, headers (lower-case names) and body of the answer to one raw request."""
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as connection:
-        connection.sendall(request)
-        answer = b""
-        while chunk := connection.recv(65536):
-            answer += chunk
-    head, _, body = answer.partition(b"\r\n\r\n")
-    status_line, *lines = head.decode("latin-1").split("\r\n")
-    headers = {
-        name.strip().lower(): value.strip() for name, _, value in (line.partition(":") for line in lines)
-    }
-    return int(status_line.split()[1]), headers, body
-
-
 @pytest.mark.parametrize("allowed_hosts", [None, "*"])
 def test_an_http_1_1_request_without_a_host_header_is_refused_400_naming_it(
     recorder: Any, allowed_hosts: str | None
@@ -284,12 +270,12 @@ def test_an_http_1_1_request_without_a_host_header_is_refused_400_naming_it(
     webhook = f"POST /moysklad/webhook/{MOYSKLAD_SECRET} ".encode()
     try:
         refused = [
-            _answer_of(server.port, webhook + b"HTTP/1.1\r\n" + tail),
-            _answer_of(server.port, b"GET /metrics HTTP/1.1\r\nConnection: close\r\n\r\n"),
-            _answer_of(server.port, b"GET /elsewhere HTTP/1.1\r\nConnection: close\r\n\r\n"),
+            raw_answer(server.port, webhook + b"HTTP/1.1\r\n" + tail),
+            raw_answer(server.port, b"GET /metrics HTTP/1.1\r\nConnection: close\r\n\r\n"),
+            raw_answer(server.port, b"GET /elsewhere HTTP/1.1\r\nConnection: close\r\n\r\n"),
         ]
-        probe = _answer_of(server.port, b"GET /healthz HTTP/1.1\r\nConnection: close\r\n\r\n")
-        old = _answer_of(server.port, webhook + b"HTTP/1.0\r\n" + tail)
+        probe = raw_answer(server.port, b"GET /healthz HTTP/1.1\r\nConnection: close\r\n\r\n")
+        old = raw_answer(server.port, webhook + b"HTTP/1.0\r\n" + tail)
     finally:
         server.stop()
     for status, headers, problem in refused:

@@ -17,6 +17,7 @@ from support import api
 from support import events as ev
 from support.access import bearer, new_token, wait_until_taken
 from support.ids import unique
+from support.raw_http import raw_answer
 from support.server import LedgerServer
 
 _names = itertools.count(1)
@@ -570,21 +571,6 @@ def test_configured_origins_hosts_and_metrics_auth(closed: Closed, module_serve)
         assert answer.startswith(b"HTTP/1.1 400 ") and b"invalid-host" in answer, answer
 
 
-def _raw_answer(port: int, request: bytes) -> tuple[int, dict[str, str], bytes]:
-    """The status, headers (lower-case names) and body of the answer to one raw request."""
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
-        sock.sendall(request)
-        answer = b""
-        while chunk := sock.recv(65536):
-            answer += chunk
-    head, _, body = answer.partition(b"\r\n\r\n")
-    status_line, *lines = head.decode("latin-1").split("\r\n")
-    headers = {
-        name.strip().lower(): value.strip() for name, _, value in (line.partition(":") for line in lines)
-    }
-    return int(status_line.split()[1]), headers, body
-
-
 @pytest.mark.parametrize("allowed_hosts", [None, "*"])
 def test_an_http_1_1_request_without_a_host_header_answers_400_naming_it(
     closed: Closed, module_serve, allowed_hosts: str | None
@@ -597,15 +583,15 @@ def test_an_http_1_1_request_without_a_host_header_answers_400_naming_it(
     token = dict(closed.admin.headers)["authorization"]
     tail = f"Authorization: {token}\r\nConnection: close\r\n\r\n".encode()
     for path in ("/v1/stock/A", "/metrics", "/v1/no-such-route", "/openapi.json"):
-        status, headers, body = _raw_answer(server.port, f"GET {path} HTTP/1.1\r\n".encode() + tail)
+        status, headers, body = raw_answer(server.port, f"GET {path} HTTP/1.1\r\n".encode() + tail)
         assert status == 400, (path, body)
         assert headers["content-type"] == "application/problem+json"
         problem = orjson.loads(body)
         assert problem["type"] == "invalid-host" and "Host" in problem["detail"], problem
         assert "none" in problem["detail"], problem
     for probe in ("/healthz", "/readyz"):
-        assert _raw_answer(server.port, f"GET {probe} HTTP/1.1\r\n".encode() + tail)[0] == 200
-    old, _, body = _raw_answer(server.port, b"GET /v1/stock/A HTTP/1.0\r\n" + tail)
+        assert raw_answer(server.port, f"GET {probe} HTTP/1.1\r\n".encode() + tail)[0] == 200
+    old, _, body = raw_answer(server.port, b"GET /v1/stock/A HTTP/1.0\r\n" + tail)
     assert old == (200 if allowed_hosts == "*" else 400), body
 
 
