@@ -16,7 +16,7 @@ import re
 import sqlite3
 import sys
 from collections.abc import Callable
-from importlib.metadata import PackageNotFoundError, entry_points, version
+from importlib.metadata import PackageNotFoundError, version
 from typing import Any, NoReturn
 
 import psycopg
@@ -33,6 +33,7 @@ from ledger.config import Settings
 from ledger.existing_ledger import missing_sqlite_file, refuse_no_ledger
 from ledger.importer.cli import register as register_import_command
 from ledger.kafka.cli import register as register_kafka_commands
+from ledger.plugins import plugged_in
 from ledger.serve_cli import register as register_serve_command
 from ledger.storage.migrator import Plan, SchemaTooNew
 from ledger.telemetry.logs import configure_logging
@@ -285,12 +286,7 @@ def _plug_in(commands: argparse._SubParsersAction[CommandParser]) -> None:
     """Adds the commands of the packages that declare a `stock_ledger.commands` entry point (the
     adapters; the development tools of a source checkout): this package never imports them. One
     whose package is missing (an image with the product's packages only) is left out."""
-    for plugin in sorted(entry_points(group=COMMAND_PLUGINS), key=lambda plugin: plugin.name):
-        try:
-            register = plugin.load()
-        except ModuleNotFoundError as error:
-            logging.getLogger("ledger").debug("commands of %s left out: %s", plugin.value, error)
-            continue
+    for _, register in plugged_in(COMMAND_PLUGINS):
         register(commands)
 
 

@@ -5,9 +5,7 @@ restore`, must judge their tables as each of them will when it opens the databas
 
 from __future__ import annotations
 
-import logging
-from importlib.metadata import entry_points
-
+from ledger.plugins import plugged_in
 from ledger.storage.migrator import SchemaHistory
 
 SCHEMA_PLUGINS = "stock_ledger.schemas"  # the entry point group: name = "package.module:SchemaHistory"
@@ -16,13 +14,7 @@ SCHEMA_PLUGINS = "stock_ledger.schemas"  # the entry point group: name = "packag
 def plugged_in_schemas() -> tuple[tuple[str, SchemaHistory], ...]:
     """(plug-in name, its schema history) of each installed package, by name; one whose package is
     missing (an image with the ledger alone) is left out: its tables are nobody's to run on there."""
-    found: list[tuple[str, SchemaHistory]] = []
-    for plugin in sorted(entry_points(group=SCHEMA_PLUGINS), key=lambda plugin: plugin.name):
-        try:
-            schema = plugin.load()
-        except ModuleNotFoundError as error:
-            logging.getLogger("ledger").debug("schema of %s left out: %s", plugin.value, error)
-            continue
-        assert isinstance(schema, SchemaHistory), f"{plugin.value} is not a SchemaHistory: {schema!r}"
-        found.append((plugin.name, schema))
+    found = plugged_in(SCHEMA_PLUGINS)
+    for name, schema in found:
+        assert isinstance(schema, SchemaHistory), f"{name} is not a SchemaHistory: {schema!r}"
     return tuple(found)

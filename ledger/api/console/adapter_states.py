@@ -8,11 +8,11 @@ image of the ledger alone), the console says that no adapter is installed.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from importlib.metadata import entry_points
 from typing import Any
+
+from ledger.plugins import plugged_in
 
 CONSOLE_PLUGINS = "stock_ledger.console"  # the entry point group of the adapters' state readers
 
@@ -37,10 +37,4 @@ StateReader = Callable[[Any], list[AdapterState]]
 
 def installed_readers() -> list[StateReader]:
     """The state readers of the installed packages; one whose package is missing is left out."""
-    readers = []
-    for plugin in sorted(entry_points(group=CONSOLE_PLUGINS), key=lambda plugin: plugin.name):
-        try:
-            readers.append(plugin.load())
-        except ModuleNotFoundError as error:
-            logging.getLogger("ledger").debug("console state of %s left out: %s", plugin.value, error)
-    return readers
+    return [reader for _, reader in plugged_in(CONSOLE_PLUGINS)]
