@@ -72,6 +72,44 @@ def _acknowledged(streams: list[Stream]) -> int:
     return sum(len(s.acknowledged) for s in streams)
 
 
+def _sent_again(
+    server: Any, store: str, streams: list[Any]
+) -> tuple[list[dict[str, Any]], dict[str, int], dict[str, Any], list[dict[str, Any]]]:
+    """Sends every stream's events again: each acknowledged one must answer as a duplicate of its
+    accepted original, at its position; one whose answer was lost (the server or its writer died)
+    was recorded before or is now, either way once. Returns what was sent, what was acknowledged,
+    the SKUs' levels once they include every event, and the store's history."""
+    sent = [event for stream in streams for event in stream.sent]
+    acknowledged = {k: v for stream in streams for k, v in stream.acknowledged.items()}
+    with server.client() as client:
+        answers = []
+        for start in range(0, len(sent), RESEND_BATCH):
+            answers += api.post_events(client, *sent[start : start + RESEND_BATCH])
+        for event, answer in zip(sent, answers, strict=True):
+            if event["id"] in acknowledged:
+                assert answer["outcome"] == "duplicate", (event["id"], answer)
+                assert answer["original"] == {
+                    "outcome": "accepted",
+                    "reason": None,
+                    "position": acknowledged[event["id"]],
+                }, (event["id"], answer)
+            else:
+                assert answer["outcome"] in ("accepted", "duplicate"), answer
+        head = max(a.get("position") or a["original"]["position"] for a in answers)
+        levels = {sku: api.level(client, store, sku, min_position=head) for sku in SKUS}
+        history = api.history(client, store)
+    return sent, acknowledged, levels, history
+
+
+def _on_hand_sent(sent: list[dict[str, Any]]) -> dict[str, int]:
+    """Each SKU's units in the receipts sent."""
+    expected: dict[str, int] = defaultdict(int)
+    for event in sent:
+        for line in event["data"]["lines"]:
+            expected[line["sku"]] += line["qty"]
+    return expected
+
+
 def test_every_acknowledged_event_survives_a_kill_9_exactly_once(database_url, serve):
     server = serve(database_url)
     store = unique("store")
@@ -89,31 +127,8 @@ def test_every_acknowledged_event_survives_a_kill_9_exactly_once(database_url, s
         assert stream.failure is None, stream.failure
 
     server.start()
-    sent = [event for stream in streams for event in stream.sent]
-    acknowledged = {k: v for stream in streams for k, v in stream.acknowledged.items()}
-    with server.client() as client:
-        answers = []
-        for start in range(0, len(sent), RESEND_BATCH):
-            answers += api.post_events(client, *sent[start : start + RESEND_BATCH])
-        for event, answer in zip(sent, answers, strict=True):
-            if event["id"] in acknowledged:
-                assert answer["outcome"] == "duplicate", (event["id"], answer)
-                assert answer["original"] == {
-                    "outcome": "accepted",
-                    "reason": None,
-                    "position": acknowledged[event["id"]],
-                }
-            else:  # sent when the server died: recorded before the kill or now, either way once
-                assert answer["outcome"] in ("accepted", "duplicate"), answer
-
-        expected: dict[str, int] = defaultdict(int)
-        for event in sent:
-            for line in event["data"]["lines"]:
-                expected[line["sku"]] += line["qty"]
-        head = max(a.get("position") or a["original"]["position"] for a in answers)
-        levels = {sku: api.level(client, store, sku, min_position=head) for sku in SKUS}
-        history = api.history(client, store)
-
+    sent, acknowledged, levels, history = _sent_again(server, store, streams)
+    expected = _on_hand_sent(sent)
     assert db.event_count(database_url) == len(sent)
     keys = db.query(database_url, "SELECT event_id, position FROM ledger_event_keys")
     assert len(keys) == len(sent)
@@ -248,26 +263,8 @@ def test_every_acknowledged_event_survives_a_kill_9_of_the_writer_process_alone(
         assert stream.failure is None, stream.failure
     assert _writer_process(server, socket_path).pid != writer.pid
 
-    sent = [event for stream in streams for event in stream.sent]
-    acknowledged = {k: v for stream in streams for k, v in stream.acknowledged.items()}
-    with server.client() as client:
-        answers = []
-        for start in range(0, len(sent), RESEND_BATCH):
-            answers += api.post_events(client, *sent[start : start + RESEND_BATCH])
-        for event, answer in zip(sent, answers, strict=True):
-            if event["id"] in acknowledged:
-                assert answer["outcome"] == "duplicate", (event["id"], answer)
-                assert answer["original"]["position"] == acknowledged[event["id"]], (event["id"], answer)
-            else:  # answered 503: recorded before the kill or now, either way once
-                assert answer["outcome"] in ("accepted", "duplicate"), answer
-        head = max(a.get("position") or a["original"]["position"] for a in answers)
-        levels = {sku: api.level(client, store, sku, min_position=head) for sku in SKUS}
-        history = api.history(client, store)
-
-    expected: dict[str, int] = defaultdict(int)
-    for event in sent:
-        for line in event["data"]["lines"]:
-            expected[line["sku"]] += line["qty"]
+    sent, _, levels, history = _sent_again(server, store, streams)
+    expected = _on_hand_sent(sent)
     assert db.event_count(database_url) == len(sent)
     assert len(history) == len(sent)
     assert sorted(entry["event_id"] for entry in history) == sorted(event["id"] for event in sent)
