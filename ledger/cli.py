@@ -33,7 +33,7 @@ from ledger.config import Settings
 from ledger.existing_ledger import missing_sqlite_file, refuse_no_ledger
 from ledger.importer.cli import register as register_import_command
 from ledger.kafka.cli import register as register_kafka_commands
-from ledger.plugins import plugged_in
+from ledger.plugins import PluginUnloadable, plugged_in
 from ledger.serve_cli import register as register_serve_command
 from ledger.storage.migrator import Plan, SchemaTooNew
 from ledger.telemetry.logs import configure_logging
@@ -445,7 +445,12 @@ def _refused_every_write(error: BaseException) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        parser = build_parser()
+    except PluginUnloadable as error:  # a command plugged in that cannot be loaded: no command is read
+        print(f"ledger: {_one_line(error.message)}", file=sys.stderr)
+        return EXIT_USAGE
+    args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     handler: Handler = args.handler
     settings: Settings | None = None

@@ -8,14 +8,32 @@ import logging
 from importlib.metadata import entry_points
 from typing import Any
 
+from ledger.cli_errors import CommandError
+
+
+class PluginUnloadable(CommandError):
+    """An entry point whose package is installed but cannot be loaded (a broken install: a module
+    that fails to import or to compile, or that lacks what the entry point names). Every command
+    tells it in one line (exit 2): a command plugged in or a schema judged by `ledger restore`
+    cannot be left out as if its package were not there."""
+
+    def __init__(self, group: str, name: str, value: str, error: BaseException) -> None:
+        super().__init__(
+            f"the entry point {name} = {value} of {group} cannot be loaded: {type(error).__name__}: {error}"
+        )
+
 
 def plugged_in(group: str) -> list[tuple[str, Any]]:
     """(entry point name, what it names) for each of `group`'s, in name order. One whose package is
-    missing (an image with the ledger's packages alone) is left out, with a debug line."""
+    missing (an image with the ledger's packages alone) is left out, with a debug line; one that is
+    there but cannot be loaded is refused (PluginUnloadable)."""
     found: list[tuple[str, Any]] = []
     for plugin in sorted(entry_points(group=group), key=lambda plugin: plugin.name):
         try:
             found.append((plugin.name, plugin.load()))
         except ModuleNotFoundError as error:
             logging.getLogger("ledger").debug("%s of %s left out: %s", group, plugin.value, error)
+        except (ImportError, SyntaxError, AttributeError) as error:
+            # Any other error at import is a bug of the package's own, shown whole.
+            raise PluginUnloadable(group, plugin.name, plugin.value, error) from error
     return found
