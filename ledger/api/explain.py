@@ -135,14 +135,11 @@ def explanation_public(explanation: Explanation) -> dict[str, Any]:
     }
 
 
-_RESPONSES = problem_responses(422, 503)
-_RESPONSES[422] = _RESPONSES[422] | {
-    "description": "invalid request: `errors` names each wrong field (`invalid-request`); or more "
-    "open reservations or transfers hold the SKU than LEDGER_EXPLAIN_ITEMS_MAX (`too-many-to-explain`)"
-}
-
-
-@router.get("/v1/stores/{store}/stock/{sku}/explain", response_model=ExplanationPublic, responses=_RESPONSES)
+@router.get(
+    "/v1/stores/{store}/stock/{sku}/explain",
+    response_model=ExplanationPublic,
+    responses=problem_responses(422, 503),
+)
 async def get_explanation(
     store: ReadableStore, sku: Sku, ledger: LedgerDep, settings: SettingsDep
 ) -> Response:

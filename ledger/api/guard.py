@@ -100,7 +100,9 @@ def document_access(routes: Sequence[APIRoute], schema: dict[str, Any]) -> None:
                 continue
             responses = operation.setdefault("responses", {})
             if route.path not in PROBE_PATHS:
-                responses["400"] = _answer("Host not allowed (LEDGER_ALLOWED_HOSTS)")
+                responses["400"] = _answer(
+                    "a Host not in LEDGER_ALLOWED_HOSTS, two Host lines, or none (`invalid-host`)"
+                )
             if route.path in OPEN_PATHS or role is None:
                 operation["security"] = []
                 continue

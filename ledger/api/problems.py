@@ -16,6 +16,7 @@ from starlette.routing import BaseRoute, Match
 from ledger.access.book import Unauthenticated
 from ledger.access.limiter import RateLimited
 from ledger.access.scopes import Forbidden
+from ledger.api.problem_types import HTTP_ERROR_TYPES
 from ledger.http_problems import PROBLEM_MEDIA_TYPE, RETRY_AFTER_S, WWW_AUTHENTICATE
 from ledger.intake.envelope import FieldError, InvalidEvent
 from ledger.service import DatabaseUnavailable
@@ -188,9 +189,7 @@ def install_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def on_http(request: Request, error: StarletteHTTPException) -> Response:
-        slug = {404: "not-found", 405: "method-not-allowed", 413: "content-too-large"}.get(
-            error.status_code, "http-error"
-        )
+        slug = HTTP_ERROR_TYPES.get(error.status_code, "http-error")
         detail = str(error.detail) if error.detail else ""
         # A 405 says which methods the path takes (Allow, RFC 9110). Starlette names only the first
         # route of the path; a path with a route per method (PUT and GET of a policy) needs them all.

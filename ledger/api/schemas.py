@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from ledger.api.problem_types import type_description
 from ledger.domain.ids import ID_REGEX
 from ledger.domain.model import Level
 from ledger.domain.policy import Figures, figures
@@ -239,6 +240,12 @@ class HistoryPagePublic(BaseModel):
     next: str | None
 
 
+class ShortfallAtStorePublic(ShortfallPublic):
+    """A short line of a refusal; a reservation across stores names the store of each line."""
+
+    store: str | None = Field(None, description="POST /v1/reservations: the store the line is short at")
+
+
 class FieldErrorPublic(BaseModel):
     field: str = Field(description="the field, as the caller wrote it (`data.lines[0].qty`); empty: the body")
     message: str
@@ -247,20 +254,15 @@ class FieldErrorPublic(BaseModel):
 class ProblemPublic(BaseModel):
     """RFC 9457 problem details: every error the API answers (application/problem+json)."""
 
-    type: str = Field(
-        description="a stable slug: invalid-request, insufficient-stock, reservation-conflict, "
-        "unknown-reservation, unauthorized, forbidden, rate-limited, invalid-host, not-found, "
-        "method-not-allowed, content-too-large, unsupported-media-type, unavailable, "
-        "database-unavailable, timeout, position-not-reached, not-ready, submission-failed, "
-        "too-many-to-explain, too-many-stores",
-        examples=["insufficient-stock"],
-    )
+    type: str = Field(description=type_description(), examples=["insufficient-stock"])
     title: str = Field(examples=["Insufficient stock"])
     status: int = Field(ge=400, le=599, examples=[409])
     detail: str | None = None
     instance: str | None = Field(None, description="the request's path")
     errors: list[FieldErrorPublic] | None = Field(None, description="invalid-request: each wrong field")
-    shortfall: list[ShortfallPublic] | None = Field(None, description="insufficient-stock: each short line")
+    shortfall: list[ShortfallAtStorePublic] | None = Field(
+        None, description="insufficient-stock: each short line"
+    )
     position: int | None = Field(
         None,
         ge=0,

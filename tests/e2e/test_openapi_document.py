@@ -7,9 +7,12 @@ After a deliberate change, rewrite both and review the diff:
 
 from __future__ import annotations
 
+import ast
 import json
 import os
+import re
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -89,9 +92,107 @@ def test_an_operation_that_takes_no_input_documents_no_422(served: dict[str, Any
 
 
 def test_the_problem_schema_has_every_field_a_problem_carries(served: dict[str, Any]) -> None:
-    fields = set(served["components"]["schemas"]["ProblemPublic"]["properties"])
+    schemas = served["components"]["schemas"]
+    fields = set(schemas["ProblemPublic"]["properties"])
     expected = {"type", "title", "status", "detail", "instance", "shortfall", "errors", "position"}
     assert expected | {"role", "store", "source"} <= fields
+    carried = {keyword for answer in _problems_made() for keyword in answer.keywords}
+    assert carried <= fields, f"fields a problem carries that ProblemPublic lacks: {carried - fields}"
+    # A reservation across stores and sourcing name the store of each short line.
+    shortfall = schemas["ProblemPublic"]["properties"]["shortfall"]["anyOf"][0]["items"]["$ref"]
+    assert "store" in schemas[shortfall.rsplit("/", 1)[1]]["properties"]
+
+
+@dataclass(frozen=True)
+class _Made:
+    """A problem the API's code makes: its status and slug where the code spells them out."""
+
+    where: str
+    status: int | None
+    slug: str | None
+    keywords: frozenset[str] = frozenset()
+
+
+# Problems whose status or slug the code takes from elsewhere, and where that is.
+_PASSED_ON = {
+    "ledger/api/console/pages.py:_problem": "the API's own answer to a read the page made, shown",
+    "ledger/api/problems.py:install_handlers": "Starlette's status, by HTTP_ERROR_TYPES",
+    "ledger/api/problems.py:problem_response": "the body of every Problem",
+}
+_SLUG = re.compile(r"[a-z]+(-[a-z]+)*")
+
+
+def _problems_made() -> list[_Made]:
+    """Every problem the code of ledger/api makes: each `Problem(...)`, each problem body written
+    as a dict (the server's own 400), and each status-to-slug map."""
+    made: list[_Made] = []
+    for path in sorted((ROOT / "ledger" / "api").rglob("*.py")):
+        for statement in ast.parse(path.read_text(), str(path)).body:
+            where = f"{path.relative_to(ROOT)}:{getattr(statement, 'name', '<module>')}"
+            made += [found for node in ast.walk(statement) for found in _made_at(node, where)]
+    return list(dict.fromkeys(made))
+
+
+def _constant(node: ast.expr | None) -> Any:
+    return node.value if isinstance(node, ast.Constant) else None
+
+
+def _made_at(node: ast.AST, where: str) -> Iterator[_Made]:
+    if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "Problem":
+        args = [*node.args, None, None]
+        status, slug = _constant(args[0]), _constant(args[1])
+        keywords = frozenset(k.arg for k in node.keywords if k.arg not in (None, "headers"))
+        yield _Made(where, status, slug, keywords)
+    elif isinstance(node, ast.Dict):
+        pairs = {_constant(key): _constant(value) for key, value in zip(node.keys, node.values, strict=True)}
+        if {"type", "title", "status"} <= set(pairs):  # a problem's body, written out
+            yield _Made(where, pairs["status"], pairs["type"])
+        elif pairs and all(type(key) is int and 400 <= key < 600 for key in pairs):
+            slugs = {
+                key: value
+                for key, value in pairs.items()
+                if isinstance(value, str) and _SLUG.fullmatch(value)
+            }
+            yield from (_Made(where, key, value) for key, value in slugs.items())
+
+
+def _slug_entries(served: dict[str, Any]) -> dict[str, str]:
+    """The problem types the document lists, each with its line of the `type` description."""
+    description = served["components"]["schemas"]["ProblemPublic"]["properties"]["type"]["description"]
+    return dict(re.findall(r"^- `([a-z-]+)` (.*)$", description, re.MULTILINE))
+
+
+def test_every_problem_type_the_code_answers_is_in_the_document_with_its_status(
+    served: dict[str, Any],
+) -> None:
+    """The document lists each problem `type` with its statuses, and every status of every slug is
+    answered by some operation that names the slug, or is said to come from outside the
+    operations (the console, a preflight, an unknown route)."""
+    listed = _slug_entries(served)
+    made = _problems_made()
+    unspelled = sorted({m.where for m in made if m.slug is None or m.status is None} - set(_PASSED_ON))
+    assert unspelled == [], "a problem whose slug or status the code does not spell out"
+    missing = sorted(
+        {f"{m.slug} ({m.status}) at {m.where}" for m in made if m.slug is not None and m.slug not in listed}
+    )
+    assert missing == [], "problem types the code answers that the document does not list"
+    unstated = sorted(
+        f"{m.slug} ({m.status}) at {m.where}"
+        for m in made
+        if m.slug and f"{m.status}" not in listed[m.slug].split(":", 1)[0]
+    )
+    assert unstated == [], "statuses the document does not give a problem type"
+    outside = "not answered by the operations below"
+    for slug, entry in listed.items():
+        if outside in entry:
+            continue
+        for status in re.findall(r"\b[45]\d\d\b", entry.split(":", 1)[0]):
+            named = [
+                name
+                for name, operation in _operations(served)
+                if f"`{slug}`" in operation["responses"].get(status, {}).get("description", "")
+            ]
+            assert named, f"no operation documents {status} `{slug}`"
 
 
 def _integers(node: Any, where: str) -> Iterator[tuple[str, dict[str, Any]]]:
