@@ -1,10 +1,12 @@
 """`ledger import FILE` (CONTRACT §7) as a user runs it, on SQLite and PostgreSQL: idempotent,
 invalid lines reported by number while every valid line is recorded, one line and exit 2 for what
-stops it, and no event lost or doubled while a `ledger serve` records on the same database."""
+stops it, no event lost or doubled while a `ledger serve` records on the same database, and none
+when it is killed -9 half-way and run again."""
 
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -473,3 +475,144 @@ def test_an_interrupted_import_names_the_line_up_to_which_every_line_is_recorded
     through = int(said.split("every line up to ")[1].split(" ")[0])
     assert 0 < through < len(events), said
     assert event_keys(database_url, source) == through
+
+
+# -- kill -9 in the middle of the file, then the same file again -----------------------------------
+
+KILLED_IMPORT_EVENTS = 6_000
+KILLED_IMPORT_AFTER_EVENTS = 2_000  # recorded, as its progress says: killed a third into the file
+KILLED_IMPORT_BATCH_EVENTS = "25"  # small batches: many commits, so the kill lands between and inside them
+TRADE_SKUS = 12
+# What one run records, compared between the run killed and finished and one that ran through.
+HISTORY_COLUMNS = (
+    "event_id, line_no, store_id, sku, type, outcome, reason, on_hand_delta, reserved_delta, "
+    "incoming_delta, on_hand, reserved, incoming, oversold, unknown_reservation"
+)
+
+
+def a_trade_history(store: str, other: str, source: str, events_max: int) -> list[dict[str, Any]]:
+    """Receipts, sales refused when short, reservations shipped or released later, transfers to the
+    other store, counts and POS sales, drawn with a fixed seed: each line's outcome and effect
+    depend on every line before it, so a line recorded twice, or lost, shows in what follows."""
+    draw = random.Random(20261208)
+    open_reservations: list[tuple[str, str, int]] = []  # (reservation id, sku, qty)
+    history: list[dict[str, Any]] = []
+    for n in range(events_max):
+        sku = f"T-{draw.randrange(TRADE_SKUS)}"
+        kind = draw.randrange(10)
+        if kind <= 2:
+            event = ev.receipt(store, (sku, draw.randint(5, 20)))
+        elif kind <= 4:
+            event = ev.sale(store, (sku, draw.randint(1, 8)))
+        elif kind == 5:
+            open_reservations.append((f"r-{n}", sku, draw.randint(1, 4)))
+            event = ev.reservation(store, f"r-{n}", (sku, open_reservations[-1][2]))
+        elif kind == 6 and open_reservations:
+            rid, held, qty = open_reservations.pop(draw.randrange(len(open_reservations)))
+            if draw.random() < 0.5:
+                event = ev.shipment(store, (held, qty), reservation_id=rid)
+            else:
+                event = ev.release(store, rid)
+        elif kind == 7:
+            event = ev.transfer(store, other, f"t-{n}", (sku, draw.randint(1, 3)))
+        elif kind == 8 and n % 5 == 0:
+            event = ev.count(store, (sku, draw.randint(0, 30)))
+        else:
+            event = ev.pos_sale(store, (sku, 1))
+        event.update(id=f"{source}-{n:06d}", source=source, time=f"2025-03-{1 + n % 28:02d}T10:00:00+03:00")
+        history.append(event)
+    return history
+
+
+def recorded_so_far(progress_line: str) -> int:
+    """How many events a progress line says are recorded (`import: line 1,250, 20% of the file,
+    1,225 recorded, 900 events/s`); 0 for another line."""
+    words = progress_line.split(", ")
+    if not progress_line.startswith("import: line ") or len(words) < 3:
+        return 0
+    return int(words[-2].removesuffix(" recorded").replace(",", ""))
+
+
+def another_database(database_url: str, request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A second fresh ledger database of the same kind."""
+    if database_url.startswith("sqlite"):
+        return f"sqlite:///{tmp_path / 'another.db'}"
+    postgres: EmbeddedPostgres = request.getfixturevalue("postgres")
+    return postgres.create_database()
+
+
+def what_was_recorded(database_url: str, source: str, stores: tuple[str, ...]) -> dict[str, Any]:
+    """The history of the file's events in log order (not its positions: a sequence may skip
+    numbers after a crash), and the stores' levels and reservations."""
+    marks = ", ".join("%s" for _ in stores)
+    return {
+        "history": db.query(
+            database_url,
+            f"SELECT {HISTORY_COLUMNS} FROM ledger_history WHERE source = %s ORDER BY position, line_no",
+            (source,),
+        ),
+        "levels": db.query(
+            database_url,
+            "SELECT store_id, sku, on_hand, reserved, incoming FROM ledger_levels "
+            f"WHERE store_id IN ({marks}) ORDER BY store_id, sku",
+            stores,
+        ),
+        "reservations": db.query(
+            database_url,
+            "SELECT store_id, reservation_id, lines, status, remaining FROM ledger_reservations "
+            f"WHERE store_id IN ({marks}) ORDER BY store_id, reservation_id",
+            stores,
+        ),
+    }
+
+
+@pytest.mark.slow
+def test_an_import_killed_9_and_run_again_records_every_line_once(
+    database_url: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """kill -9 of `ledger import` in the middle of the file (no handler runs: nothing is landed or
+    said), then the same file again: every line is recorded once, the ones before the kill as
+    duplicates, and the ledger holds what one run through the file gives."""
+    store, other, source = unique("trade"), unique("trade-b"), f"import-{uuid.uuid4().hex[:8]}"
+    events = a_trade_history(store, other, source, KILLED_IMPORT_EVENTS)
+    path = write_lines(tmp_path / "trade.jsonl", events)
+    env = {
+        "LEDGER_IMPORT_BATCH_EVENTS_MAX": KILLED_IMPORT_BATCH_EVENTS,
+        "LEDGER_IMPORT_PROGRESS_INTERVAL_S": "0.2",
+    }
+    importing = subprocess.Popen(
+        [str(LEDGER), "import", str(path)],
+        env=ledger_env(database_url, env),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert importing.stderr is not None
+        while recorded_so_far(importing.stderr.readline()) < KILLED_IMPORT_AFTER_EVENTS:
+            assert importing.poll() is None, importing.communicate()
+        importing.kill()
+        importing.communicate(timeout=DEADLINE_S)
+    finally:
+        if importing.poll() is None:
+            importing.kill()
+    assert importing.returncode == -signal.SIGKILL
+    recorded_before = event_keys(database_url, source)
+    assert 0 < recorded_before < len(events), recorded_before  # killed in the middle of the file
+
+    again = run_import(database_url, path, "--json", env=env)
+    assert again.returncode == 0, again.stderr
+    summary = summary_of(again)
+    assert summary["duplicate"] == recorded_before, summary
+    assert summary["accepted"] + summary["rejected"] == len(events) - recorded_before, summary
+    assert summary["rejected"] > 0 and summary["complete"], summary  # some sales were short
+    assert event_keys(database_url, source) == len(events)
+    keys = db.query(database_url, "SELECT event_id FROM ledger_event_keys WHERE source = %s", (source,))
+    assert sorted(row["event_id"] for row in keys) == [event["id"] for event in events]
+
+    reference = another_database(database_url, request, tmp_path)
+    through = run_import(reference, path, "--json", "--quiet", env=env)
+    assert through.returncode == 0, through.stderr
+    assert what_was_recorded(database_url, source, (store, other)) == what_was_recorded(
+        reference, source, (store, other)
+    )
