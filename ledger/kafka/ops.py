@@ -14,6 +14,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
 
+from ledger.access.book import NO_TOKEN, NOT_VALID
 from ledger.access.hosts import (
     LOOPBACK_NAMES,
     NOT_ALLOWED_DETAIL,
@@ -35,6 +36,8 @@ OPS_CONNECTIONS_MAX = 32
 ReadyReport = Callable[[], tuple[bool, dict[str, object]]]
 # The members of RFC 9457 a problem answer sets itself; a detail of that name would hide one.
 PROBLEM_MEMBERS = frozenset({"type", "title", "status", "detail", "instance"})
+NOT_FOUND_DETAIL = "no such path: this endpoint serves /healthz, /readyz and /metrics"
+GET_ONLY_DETAIL = "this endpoint takes GET only (Allow)"
 
 
 class _BoundedServer(ThreadingHTTPServer):
@@ -111,35 +114,28 @@ def _handler(
         def do_GET(self) -> None:
             path = self.path.split("?", 1)[0]
             if path not in PROBE_PATHS and (refused := self._host_refusal()) is not None:
-                self._send_json(
-                    400,
-                    {"type": "invalid-host", "title": "Host not allowed", "status": 400, "detail": refused},
-                    PROBLEM_MEDIA_TYPE,
-                )
+                self._send_problem(400, "invalid-host", "Host not allowed", refused, path)
             elif (
                 path == "/metrics"
                 and metrics_guard is not None
-                and not metrics_guard(self.headers.get("Authorization"))
+                and not metrics_guard(authorization := self.headers.get("Authorization"))
             ):
-                self.send_response(401)
-                self.send_header("WWW-Authenticate", WWW_AUTHENTICATE)
-                body = json.dumps({"type": "unauthorized", "title": "Unauthorized", "status": 401}).encode()
-                self.send_header("Content-Type", PROBLEM_MEDIA_TYPE)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+                detail = NO_TOKEN if authorization is None else NOT_VALID  # as the API says it
+                self._send_problem(
+                    401, "unauthorized", "Unauthorized", detail, path, {"WWW-Authenticate": WWW_AUTHENTICATE}
+                )
             elif path == "/metrics":
                 self._send(200, METRICS_MEDIA_TYPE, generate_latest(registry))
             elif path == "/healthz":
-                self._send_json(200, {"status": "ok"})
+                self._send(200, "application/json", json.dumps({"status": "ok"}).encode())
             elif path == "/readyz":
                 is_ready, details = ready()
                 if is_ready:
-                    self._send_json(200, {"status": "ready", **details})
+                    self._send(200, "application/json", json.dumps({"status": "ready", **details}).encode())
                 else:
-                    self._send_not_ready(details)
+                    self._send_not_ready(details, path)
             else:
-                self._send_json(404, {"status": 404, "title": "Not found"}, PROBLEM_MEDIA_TYPE)
+                self._send_problem(404, "not-found", "Not Found", NOT_FOUND_DETAIL, path)
 
         def _host_refusal(self) -> str | None:
             """Why the request is refused for its Host lines, as the API's gate says it; None: answered."""
@@ -156,47 +152,56 @@ def _handler(
             """The server's own refusals (a method it has no handler for, a malformed request line,
             headers too long) as problem+json too, not the library's HTML page."""
             headers = {"Connection": "close"}  # as the library's: the request may not have been read
-            if code == HTTPStatus.NOT_IMPLEMENTED:  # a method other than GET
-                code, headers["Allow"] = HTTPStatus.METHOD_NOT_ALLOWED, "GET"
             status = HTTPStatus(code)
-            problem = {
-                "type": "method-not-allowed" if status == HTTPStatus.METHOD_NOT_ALLOWED else "http-error",
-                "title": status.phrase,
-                "status": status.value,
-            }
             self.log_error("code %d, message %s", status.value, message or status.phrase)
+            if status == HTTPStatus.NOT_IMPLEMENTED:  # a method other than GET
+                headers["Allow"] = "GET"
+                path = self.path.split("?", 1)[0]
+                self._send_problem(
+                    405, "method-not-allowed", "Method Not Allowed", GET_ONLY_DETAIL, path, headers
+                )
+                return
+            # Every other refusal is of a request the library could not read (400, 414, 431, 505): the
+            # API's server answers those `invalid-request` too. The detail is the library's message
+            # without the request's bytes it quotes ("Bad request syntax ('...')"): the sender has
+            # them, and a request line may be 64 KiB.
+            detail = (message or status.description).split(" (", 1)[0]
+            self._send_problem(status.value, "invalid-request", status.phrase, detail, None, headers)
+
+        def _send_not_ready(self, details: dict[str, object], path: str) -> None:
+            """As `ledger serve`'s /readyz answers it (ledger/api/ops.py): a 503 problem `not-ready`
+            whose detail says why, with Retry-After; the details follow as members of their own."""
+            why = str(details.get("not_ready_because") or "not ready")
+            extra = {name: value for name, value in details.items() if name not in PROBLEM_MEMBERS}
+            self._send_problem(
+                503, "not-ready", "Not ready", why, path, {"Retry-After": str(RETRY_AFTER_S)}, extra
+            )
+
+        def _send_problem(
+            self,
+            status: int,
+            type_: str,
+            title: str,
+            detail: str,
+            instance: str | None,
+            headers: dict[str, str] | None = None,
+            extra: dict[str, object] | None = None,
+        ) -> None:
+            """A problem with the members the API's have (ledger.api.problems.problem_response): the
+            path as `instance` once it was read (None: it was not)."""
+            problem: dict[str, object] = {"type": type_, "title": title, "status": status, "detail": detail}
+            if instance:
+                problem["instance"] = instance
+            problem.update(extra or {})
             body = json.dumps(problem).encode()
-            self.send_response(status.value)
-            for name, value in headers.items():
+            self.send_response(status)
+            for name, value in (headers or {}).items():
                 self.send_header(name, value)
             self.send_header("Content-Type", PROBLEM_MEDIA_TYPE)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             if self.command != "HEAD":
                 self.wfile.write(body)
-
-        def _send_not_ready(self, details: dict[str, object]) -> None:
-            """As `ledger serve`'s /readyz answers it (ledger/api/ops.py): a 503 problem `not-ready`
-            whose detail says why, with Retry-After; the details follow as members of their own."""
-            problem = {
-                "type": "not-ready",
-                "title": "Not ready",
-                "status": 503,
-                "detail": str(details.get("not_ready_because") or "not ready"),
-                **{name: value for name, value in details.items() if name not in PROBLEM_MEMBERS},
-            }
-            body = json.dumps(problem).encode()
-            self.send_response(503)
-            self.send_header("Retry-After", str(RETRY_AFTER_S))
-            self.send_header("Content-Type", PROBLEM_MEDIA_TYPE)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def _send_json(
-            self, status: int, body: dict[str, object], content_type: str = "application/json"
-        ) -> None:
-            self._send(status, content_type, json.dumps(body).encode())
 
         def _send(self, status: int, content_type: str, body: bytes) -> None:
             self.send_response(status)

@@ -15,7 +15,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 from support.access import new_token
 
-from ledger.access.book import TokenBook
+from ledger.access.book import NO_TOKEN, NOT_VALID, TokenBook
 from ledger.access.metrics import metrics_guard
 from ledger.kafka import ops as ops_module
 from ledger.kafka.ops import OpsServer
@@ -80,13 +80,67 @@ def test_other_methods_and_malformed_requests_are_answered_as_problems() -> None
         posted = httpx.post(f"{base}/readyz", content=b"{}")
         assert posted.status_code == 405 and posted.headers["allow"] == "GET"
         assert posted.headers["content-type"] == "application/problem+json"
-        assert posted.json() == {"type": "method-not-allowed", "title": "Method Not Allowed", "status": 405}
+        assert posted.json() == {
+            "type": "method-not-allowed",
+            "title": "Method Not Allowed",
+            "status": 405,
+            "detail": "this endpoint takes GET only (Allow)",
+            "instance": "/readyz",
+        }
         with socket.create_connection(("127.0.0.1", ops.port), timeout=5) as raw:
             raw.sendall(b"GET /healthz now HTTP/1.1\r\n\r\n")  # a request line of four words
             answer = raw.makefile("rb").read().decode()
         head, _, body = answer.partition("\r\n\r\n")
         assert head.startswith("HTTP/1.0 400") and "Content-Type: application/problem+json" in head, head
-        assert json.loads(body) == {"type": "http-error", "title": "Bad Request", "status": 400}
+        # As the API's server answers bytes it cannot read as a request: `invalid-request`, no
+        # instance (the path was not read), and the request's bytes not sent back.
+        assert json.loads(body) == {
+            "type": "invalid-request",
+            "title": "Bad Request",
+            "status": 400,
+            "detail": "Bad request syntax",
+        }
+        with socket.create_connection(("127.0.0.1", ops.port), timeout=5) as raw:
+            raw.sendall(b"GET /healthz HTTP/1.1\r\nX-Long: " + b"x" * 70_000 + b"\r\n\r\n")
+            head, _, body = raw.makefile("rb").read().decode().partition("\r\n\r\n")
+        assert head.startswith("HTTP/1.0 431") and json.loads(body)["type"] == "invalid-request", head
+    finally:
+        ops.stop()
+
+
+def test_every_refusal_is_a_problem_with_the_members_the_apis_have(book: tuple[str, TokenBook]) -> None:
+    """Its 404 was `{"status": 404, "title": "Not found"}`, with no `type`: every problem the API,
+    this endpoint and the adapters' webhooks answer has a `type` slug, a `title`, the `status`, a
+    `detail` saying why and, once the path was read, the path as its `instance`, as the API's do."""
+    _, tokens = book
+    tokens.start()
+    ops = _serve(metrics_guard(tokens, required=True))
+    try:
+        base = f"http://127.0.0.1:{ops.port}"
+        nowhere = httpx.get(f"{base}/nowhere?x=1")
+        assert nowhere.status_code == 404
+        assert nowhere.headers["content-type"] == "application/problem+json"
+        assert nowhere.json() == {
+            "type": "not-found",
+            "title": "Not Found",
+            "status": 404,
+            "detail": "no such path: this endpoint serves /healthz, /readyz and /metrics",
+            "instance": "/nowhere",
+        }
+        refusals = {
+            "not-found": nowhere,
+            "unauthorized": httpx.get(f"{base}/metrics"),
+            "invalid-host": httpx.get(f"{base}/metrics", headers={"host": "rebound.example"}),
+            "method-not-allowed": httpx.delete(f"{base}/metrics"),
+        }
+        for slug, answer in refusals.items():
+            assert answer.headers["content-type"] == "application/problem+json", slug
+            problem = answer.json()
+            assert problem["type"] == slug and problem["status"] == answer.status_code, problem
+            assert problem["title"] and problem["detail"] and problem["instance"].startswith("/"), problem
+        assert refusals["unauthorized"].json()["detail"] == NO_TOKEN
+        wrong = httpx.get(f"{base}/metrics", headers={"authorization": "Bearer nonsense"})
+        assert wrong.status_code == 401 and wrong.json()["detail"] == NOT_VALID
     finally:
         ops.stop()
 
@@ -108,6 +162,7 @@ def test_not_ready_is_a_problem_as_ledger_serves_is() -> None:
             "title": "Not ready",
             "status": 503,
             "detail": "not in its consumer group",
+            "instance": "/readyz",
             **why,  # what it said before, kept for whoever reads it
         }
         fine = httpx.get(f"http://127.0.0.1:{ready.port}/readyz")

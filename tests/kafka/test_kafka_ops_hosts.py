@@ -26,6 +26,7 @@ NOT_ALLOWED = {
     "title": "Host not allowed",
     "status": 400,
     "detail": "this service is not reached by that name (LEDGER_ALLOWED_HOSTS)",
+    "instance": "/metrics",
 }
 
 
