@@ -156,6 +156,14 @@ def _made_at(node: ast.AST, where: str) -> Iterator[_Made]:
             yield from (_Made(where, key, value) for key, value in slugs.items())
 
 
+def test_every_place_passed_on_still_passes_a_problem_on() -> None:
+    """_PASSED_ON cannot go stale: an entry whose place is gone, renamed, or now spells out its
+    problem's slug and status would let a new problem there pass unchecked."""
+    passing_on = {m.where for m in _problems_made() if m.slug is None or m.status is None}
+    stale = sorted(set(_PASSED_ON) - passing_on)
+    assert stale == [], "_PASSED_ON names places that make no problem whose slug or status is passed on"
+
+
 def _slug_entries(served: dict[str, Any]) -> dict[str, str]:
     """The problem types the document lists, each with its line of the `type` description."""
     description = served["components"]["schemas"]["ProblemPublic"]["properties"]["type"]["description"]
