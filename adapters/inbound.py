@@ -146,6 +146,18 @@ class WebhookReceiver:
     def stopping(self) -> Reply:
         return _problem(503, "stopping", "The receiver is stopping", "send it again")
 
+    def over_capacity(self) -> Reply:
+        """Past LEDGER_ADAPTERS_HTTP_CONNECTIONS_MAX (the server marks the request), as the API's
+        `over-capacity`: the connection closed, the sender told to come back."""
+        return _problem(
+            503,
+            "over-capacity",
+            "Too many connections",
+            "the receiver holds LEDGER_ADAPTERS_HTTP_CONNECTIONS_MAX connections or requests now; "
+            "send it again",
+            {"Connection": "close"},
+        )
+
     def failed(self) -> Reply:
         """What a request that failed here is answered: no detail, which could carry a secret."""
         return _problem(500, "internal-error", "Internal error")

@@ -9,7 +9,9 @@ which authenticates, checks, stores and answers. The app adds only what the serv
   `threads_max` at once, never on the event loop; a request a stop cancels does not wait for its
   thread, and is answered 503;
 - any other path or method is the receiver's 404 problem+json (not FastAPI's 404 or 405), and a
-  failure the receiver did not expect its 500 problem+json, with no detail.
+  failure the receiver did not expect its 500 problem+json, with no detail;
+- a request the server marked over capacity (ledger.api.connections) is the receiver's 503
+  `over-capacity`, before any route: uvicorn's own answer was plain text.
 The order of the answers is the receiver's: the Host first (/healthz excepted), then the path
 (its secret), then the size.
 """
@@ -23,18 +25,35 @@ import anyio
 from fastapi import FastAPI
 from fastapi import Request as HttpRequest
 from starlette.responses import Response
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from adapters.exchange import Reply, Request
 from adapters.inbound import DELIVERY_BYTES_MAX, MOYSKLAD_PATH, WMS_PATH, WebhookReceiver
 from adapters.masking import secret_safe_logger
+from ledger.api.gate import OVER_CAPACITY_KEY
 
 log = secret_safe_logger("adapters.webhook_app")
 
 OTHER_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 
 
+class _OverCapacity:
+    """Answers a request the server marked over capacity with the receiver's problem, at once."""
+
+    def __init__(self, app: ASGIApp, answer: Callable[[], Reply]) -> None:
+        self.app = app
+        self.answer = answer
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and OVER_CAPACITY_KEY in scope:
+            await _response(self.answer())(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
 def webhook_app(receiver: WebhookReceiver, threads_max: int) -> FastAPI:
     app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None, redirect_slashes=False)
+    app.add_middleware(_OverCapacity, answer=receiver.over_capacity)
     threads = anyio.CapacityLimiter(threads_max)
 
     async def answer(call: Callable[[Request], Reply], request: Request) -> Response:

@@ -94,8 +94,8 @@ class HeadersTooLarge(Exception):
 
 
 class DeadlineProtocol(HttpToolsProtocol):
-    # Over capacity, a request is marked for the stack to answer (the API's EdgeGate); False: uvicorn
-    # answers it itself, for an application without that gate (the adapters' webhook receiver).
+    # Over capacity, a request is marked for the stack to answer (the API's EdgeGate, the adapters'
+    # webhook app); False: uvicorn answers it itself, plain text, for an application that does not.
     capacity_in_stack = True
 
     def __init__(

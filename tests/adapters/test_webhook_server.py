@@ -3,10 +3,13 @@ that does not wait for a request without limit (adapters/webhook_server.py, adap
 
 from __future__ import annotations
 
+import ast
 import dataclasses
+import json
 import socket
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -134,3 +137,42 @@ def test_a_stop_does_not_wait_for_a_request_past_its_grace(recorder: Any) -> Non
     finally:
         store.release.set()
         sender.join(SOCKET_TIMEOUT_S)
+
+
+def test_past_its_connections_a_request_is_answered_a_problem_the_sender_retries(recorder: Any) -> None:
+    """uvicorn's own answer past the limit was plain text ("Service Unavailable"), the one answer
+    of the receiver that was not a problem with a `type`."""
+    limits = dataclasses.replace(ServerLimits.of(Settings()), connections_max=2)
+    server = WebhookServer(WebhookReceiver(recorder, WebhookAccess(moysklad_secret=SECRET)), limits).start()
+    try:
+        with connect(server) as idle, connect(server) as connection:
+            connection.sendall(HEAD + b'Content-Length: 14\r\n\r\n{"events": []}')
+            head, _, body = read_to_the_end(connection).partition(b"\r\n\r\n")
+            del idle
+        lines = head.decode().split("\r\n")
+        headers = {name.lower(): value for name, _, value in (line.partition(": ") for line in lines[1:])}
+        assert lines[0].split()[1] == "503", head
+        assert headers["content-type"] == "application/problem+json"
+        assert headers["retry-after"] and headers["connection"] == "close"
+        problem = json.loads(body)
+        assert (problem["type"], problem["status"]) == ("over-capacity", 503)
+        assert "LEDGER_ADAPTERS_HTTP_CONNECTIONS_MAX" in problem["detail"]
+    finally:
+        server.stop()
+
+
+def test_the_adapters_readme_lists_every_problem_type_the_receiver_answers() -> None:
+    """Each `_problem(status, "slug", ...)` of the receiver, and the server's own `invalid-request`
+    (bytes it cannot read as a request: ledger.api.connections), is named in adapters/README.md."""
+    root = Path(__file__).resolve().parents[2]
+    tree = ast.parse((root / "adapters" / "inbound.py").read_text())
+    slugs = {"invalid-request"} | {
+        node.args[1].value
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call)
+        and getattr(node.func, "id", None) == "_problem"
+        and isinstance(node.args[1], ast.Constant)
+    }
+    assert {"not-found", "over-capacity", "spool-full"} <= slugs  # the walk finds them
+    readme = (root / "adapters" / "README.md").read_text()
+    assert sorted(slug for slug in slugs if f"`{slug}`" not in readme) == []
