@@ -146,6 +146,11 @@ class WebhookReceiver:
     def stopping(self) -> Reply:
         return _problem(503, "stopping", "The receiver is stopping", "send it again")
 
+    def incomplete(self) -> Reply:
+        return _problem(
+            400, "incomplete-body", "Incomplete body", "the connection ended before the whole body arrived"
+        )
+
     def over_capacity(self) -> Reply:
         """Past LEDGER_ADAPTERS_HTTP_CONNECTIONS_MAX (the server marks the request), as the API's
         `over-capacity`: the connection closed, the sender told to come back."""

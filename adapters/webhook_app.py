@@ -24,6 +24,7 @@ from collections.abc import Callable
 import anyio
 from fastapi import FastAPI
 from fastapi import Request as HttpRequest
+from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -91,7 +92,11 @@ def webhook_app(receiver: WebhookReceiver, threads_max: int) -> FastAPI:
             return _response(refusal)
         if not receiver.takes(request.path):
             return _response(receiver.not_found())  # unread: a stranger's body is not worth reading
-        body = await _body(http, DELIVERY_BYTES_MAX)
+        try:
+            body = await _body(http, DELIVERY_BYTES_MAX)
+        except ClientDisconnect:  # hung up, or cut by the body timeout: no error of ours
+            log.info("a sender hung up before its delivery's body arrived whole")
+            return _response(receiver.incomplete())  # answered to no one: the API's answer
         if body is None:
             return _response(receiver.too_large())
         request.body = body

@@ -6,8 +6,10 @@ from __future__ import annotations
 import ast
 import dataclasses
 import json
+import logging
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -176,3 +178,18 @@ def test_the_adapters_readme_lists_every_problem_type_the_receiver_answers() -> 
     assert {"not-found", "over-capacity", "spool-full"} <= slugs  # the walk finds them
     readme = (root / "adapters" / "README.md").read_text()
     assert sorted(slug for slug in slugs if f"`{slug}`" not in readme) == []
+
+
+def test_a_sender_that_hangs_up_before_its_body_ends_is_no_error_in_the_log(
+    server: WebhookServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Starlette raises ClientDisconnect into the route: uvicorn logged it as "Exception in ASGI
+    application" with a traceback, for every sender that hung up or was cut by the body timeout."""
+    caplog.set_level(logging.INFO)
+    with connect(server) as connection:
+        connection.sendall(HEAD + b"Content-Length: 100\r\n\r\n" + b'{"events": [')
+    deadline = time.monotonic() + SOCKET_TIMEOUT_S
+    while not any("hung up" in r.getMessage() or r.levelno >= logging.ERROR for r in caplog.records):
+        assert time.monotonic() < deadline, "the server said nothing of the hang-up"
+        time.sleep(0.05)
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
