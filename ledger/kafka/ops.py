@@ -37,7 +37,7 @@ ReadyReport = Callable[[], tuple[bool, dict[str, object]]]
 # The members of RFC 9457 a problem answer sets itself; a detail of that name would hide one.
 PROBLEM_MEMBERS = frozenset({"type", "title", "status", "detail", "instance"})
 NOT_FOUND_DETAIL = "no such path: this endpoint serves /healthz, /readyz and /metrics"
-GET_ONLY_DETAIL = "this endpoint takes GET only (Allow)"
+GET_ONLY_DETAIL = "this endpoint takes GET and HEAD only (Allow)"
 
 
 class _BoundedServer(ThreadingHTTPServer):
@@ -137,6 +137,9 @@ def _handler(
             else:
                 self._send_problem(404, "not-found", "Not Found", NOT_FOUND_DETAIL, path)
 
+        # A load balancer's probe may send HEAD: answered as GET is, without the body (RFC 9110).
+        do_HEAD = do_GET
+
         def _host_refusal(self) -> str | None:
             """Why the request is refused for its Host lines, as the API's gate says it; None: answered."""
             hosts = self.headers.get_all("Host") or []
@@ -154,8 +157,8 @@ def _handler(
             headers = {"Connection": "close"}  # as the library's: the request may not have been read
             status = HTTPStatus(code)
             self.log_error("code %d, message %s", status.value, message or status.phrase)
-            if status == HTTPStatus.NOT_IMPLEMENTED:  # a method other than GET
-                headers["Allow"] = "GET"
+            if status == HTTPStatus.NOT_IMPLEMENTED:  # a method other than GET and HEAD
+                headers["Allow"] = "GET, HEAD"
                 path = self.path.split("?", 1)[0]
                 self._send_problem(
                     405, "method-not-allowed", "Method Not Allowed", GET_ONLY_DETAIL, path, headers
@@ -208,7 +211,8 @@ def _handler(
             self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
-            self.wfile.write(body)
+            if self.command != "HEAD":
+                self.wfile.write(body)
 
         def log_message(self, format: str, *args: object) -> None:
             return  # scrapes every few seconds would drown the log

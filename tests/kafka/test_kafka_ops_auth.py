@@ -78,13 +78,13 @@ def test_other_methods_and_malformed_requests_are_answered_as_problems() -> None
     try:
         base = f"http://127.0.0.1:{ops.port}"
         posted = httpx.post(f"{base}/readyz", content=b"{}")
-        assert posted.status_code == 405 and posted.headers["allow"] == "GET"
+        assert posted.status_code == 405 and posted.headers["allow"] == "GET, HEAD"
         assert posted.headers["content-type"] == "application/problem+json"
         assert posted.json() == {
             "type": "method-not-allowed",
             "title": "Method Not Allowed",
             "status": 405,
-            "detail": "this endpoint takes GET only (Allow)",
+            "detail": "this endpoint takes GET and HEAD only (Allow)",
             "instance": "/readyz",
         }
         with socket.create_connection(("127.0.0.1", ops.port), timeout=5) as raw:
@@ -141,6 +141,23 @@ def test_every_refusal_is_a_problem_with_the_members_the_apis_have(book: tuple[s
         assert refusals["unauthorized"].json()["detail"] == NO_TOKEN
         wrong = httpx.get(f"{base}/metrics", headers={"authorization": "Bearer nonsense"})
         assert wrong.status_code == 401 and wrong.json()["detail"] == NOT_VALID
+    finally:
+        ops.stop()
+
+
+def test_head_is_answered_as_get_is_without_the_body() -> None:
+    """A load balancer's probe may send HEAD (RFC 9110: whatever takes GET takes HEAD); it was 405."""
+    ops = _serve(None)
+    try:
+        base = f"http://127.0.0.1:{ops.port}"
+        for path in ("/healthz", "/readyz", "/metrics"):
+            answer = httpx.head(f"{base}{path}")
+            assert (answer.status_code, answer.content) == (200, b""), path
+            assert answer.headers["content-length"] == str(len(httpx.get(f"{base}{path}").content)), path
+        missing = httpx.head(f"{base}/nowhere")
+        assert (missing.status_code, missing.content) == (404, b"")
+        assert missing.headers["content-type"] == "application/problem+json"
+        assert httpx.post(f"{base}/healthz").headers["allow"] == "GET, HEAD"
     finally:
         ops.stop()
 
