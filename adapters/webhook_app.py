@@ -11,13 +11,16 @@ which authenticates, checks, stores and answers. The app adds only what the serv
 - any other path or method is the receiver's 404 problem+json (not FastAPI's 404 or 405), and a
   failure the receiver did not expect its 500 problem+json, with no detail;
 - a request the server marked over capacity (ledger.api.connections) is the receiver's 503
-  `over-capacity`, before any route: uvicorn's own answer was plain text.
+  `over-capacity`, before any route: uvicorn's own answer was plain text. The liveness probe
+  excepted (GET or HEAD /healthz), as the API's gate excepts it: answered 200 from memory there and
+  then, its connection closed.
 The order of the answers is the receiver's: the Host first (/healthz excepted), then the path
 (its secret), then the size.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import urllib.parse
 from collections.abc import Callable
 
@@ -36,25 +39,39 @@ from ledger.api.gate import OVER_CAPACITY_KEY
 log = secret_safe_logger("adapters.webhook_app")
 
 OTHER_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+HEALTHZ_PATH = "/healthz"
+PROBE_METHODS = frozenset({"GET", "HEAD"})  # a load balancer's probe may send HEAD (RFC 9110)
 
 
 class _OverCapacity:
-    """Answers a request the server marked over capacity with the receiver's problem, at once."""
+    """Answers a request the server marked over capacity with the receiver's problem, at once.
 
-    def __init__(self, app: ASGIApp, answer: Callable[[], Reply]) -> None:
+    Except the liveness probe: refused, it has an orchestrator restart a receiver that is only busy,
+    losing what it has in flight (the API's gate exempts it too: ledger/api/gate.py). It is answered
+    here, from memory, and its connection closed, so that probes hold no connection past the limit
+    and cost no route, no thread. Not /metrics, which the API's gate exempts as well: here it reads
+    the database, on one of the threads the limit is there to keep."""
+
+    def __init__(self, app: ASGIApp, answer: Callable[[], Reply], healthz: Callable[[], Reply]) -> None:
         self.app = app
         self.answer = answer
+        self.healthz = healthz
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and OVER_CAPACITY_KEY in scope:
-            await _response(self.answer())(scope, receive, send)
+            if scope["path"] == HEALTHZ_PATH and scope["method"] in PROBE_METHODS:
+                alive = self.healthz()
+                reply = dataclasses.replace(alive, headers={**alive.headers, "Connection": "close"})
+            else:
+                reply = self.answer()
+            await _response(reply)(scope, receive, send)
             return
         await self.app(scope, receive, send)
 
 
 def webhook_app(receiver: WebhookReceiver, threads_max: int) -> FastAPI:
     app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None, redirect_slashes=False)
-    app.add_middleware(_OverCapacity, answer=receiver.over_capacity)
+    app.add_middleware(_OverCapacity, answer=receiver.over_capacity, healthz=receiver.healthz)
     threads = anyio.CapacityLimiter(threads_max)
 
     async def answer(call: Callable[[Request], Reply], request: Request) -> Response:
@@ -72,7 +89,7 @@ def webhook_app(receiver: WebhookReceiver, threads_max: int) -> FastAPI:
 
     # HEAD too (RFC 9110; a load balancer's probe may send it): else the catch-all below, which
     # takes HEAD for its 404, would answer it.
-    @app.api_route("/healthz", methods=["GET", "HEAD"])
+    @app.api_route(HEALTHZ_PATH, methods=sorted(PROBE_METHODS))
     async def healthz() -> Response:
         return _response(receiver.healthz())
 

@@ -3,8 +3,8 @@
 `ledger adapters run` hosts it beside the outbound workers. The limits are the ones the API's server
 keeps (ledger/api/connections.py), since MoySklad and the WMS reach it from outside:
 - connections and requests at once: LEDGER_ADAPTERS_HTTP_CONNECTIONS_MAX (past it, the protocol
-  marks the request and the app answers 503 `over-capacity`: the sender retries); as many worker
-  threads for the receiver's work;
+  marks the request and the app answers 503 `over-capacity`: the sender retries; the liveness
+  probe is answered still, from memory); as many worker threads for the receiver's work;
 - a connection that sends nothing is closed after LEDGER_HTTP_IDLE_TIMEOUT_S, a request whose
   headers do not arrive whole within LEDGER_HTTP_HEADER_TIMEOUT_S of its first byte (or past
   LEDGER_HTTP_HEADER_BYTES_MAX: 400), or whose body does not within LEDGER_HTTP_BODY_TIMEOUT_S of

@@ -193,3 +193,35 @@ def test_a_sender_that_hangs_up_before_its_body_ends_is_no_error_in_the_log(
         assert time.monotonic() < deadline, "the server said nothing of the hang-up"
         time.sleep(0.05)
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
+def _answer(server: WebhookServer, request: bytes) -> tuple[int, dict[str, str], bytes]:
+    """The status, headers and body of one request sent on a connection of its own, read until the
+    server closes it."""
+    with connect(server) as connection:
+        connection.sendall(request)
+        head, _, body = read_to_the_end(connection).partition(b"\r\n\r\n")
+    lines = head.decode().split("\r\n")
+    headers = {name.lower(): value for name, _, value in (line.partition(": ") for line in lines[1:])}
+    return int(lines[0].split()[1]), headers, body
+
+
+def test_past_its_connections_the_liveness_probe_is_answered_still(recorder: Any) -> None:
+    """A refused /healthz has an orchestrator restart a receiver that is only busy, losing what it
+    has in flight; the API's gate exempts it too. Answered from memory, its connection closed: a
+    probe is no way around the limit. /metrics is not exempt here: it reads the database."""
+    limits = dataclasses.replace(ServerLimits.of(Settings()), connections_max=2)
+    server = WebhookServer(WebhookReceiver(recorder, WebhookAccess(moysklad_secret=SECRET)), limits).start()
+    try:
+        with connect(server):  # held idle: with the request's own, the two connections allowed
+            status, headers, body = _answer(server, b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            assert (status, json.loads(body)) == (200, {"status": "ok"})
+            assert headers["connection"] == "close"
+            status, headers, body = _answer(server, b"HEAD /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            assert (status, body, headers["connection"]) == (200, b"", "close")
+            delivery = HEAD + b'Content-Length: 14\r\n\r\n{"events": []}'
+            assert _answer(server, delivery)[0] == 503
+            assert _answer(server, b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")[0] == 503
+            assert _answer(server, b"POST /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")[0] == 503
+    finally:
+        server.stop()
