@@ -238,13 +238,9 @@ class WebhookReceiver:
 
     def metrics(self, request: Request) -> Reply:
         guard = self.access.metrics_guard
-        if guard is not None and not guard(request.header("Authorization")):
+        if guard is not None and (refused := guard(request.header("Authorization"))) is not None:
             return _problem(
-                401,
-                "unauthorized",
-                "Unauthorized",
-                "/metrics needs a valid token (LEDGER_METRICS_AUTH=required): Authorization: Bearer <token>",
-                {"WWW-Authenticate": WWW_AUTHENTICATE},
+                401, "unauthorized", "Unauthorized", refused, {"WWW-Authenticate": WWW_AUTHENTICATE}
             )
         return Reply(200, metrics_text(self.recorder), content_type="text/plain; version=0.0.4")
 

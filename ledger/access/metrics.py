@@ -6,24 +6,26 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from ledger.access.book import TokenBook, Unauthenticated
-from ledger.access.tokens import bearer_token
 
-# Is this Authorization header (None: none was sent) enough to read /metrics?
-MetricsGuard = Callable[[str | None], bool]
+# Why this Authorization header (None: none was sent) is not enough to read /metrics, in the words
+# the API's 401 says it (ledger.access.book); None: it is enough.
+MetricsGuard = Callable[[str | None], str | None]
 
 
 def metrics_guard(book: TokenBook, *, required: bool) -> MetricsGuard:
     """Open while no token exists (unless LEDGER_AUTH=required), else any valid token: every role
     reads. The book must be started (it refreshes the tokens)."""
 
-    def allowed(authorization: str | None) -> bool:
+    def refusal(authorization: str | None) -> str | None:
         if not (required or book.any_tokens):
-            return True
-        token = bearer_token(authorization.encode("latin-1", "replace") if authorization else None)
+            return None
+        # The API's own reading of the header (AuthGate): the same refusals, in the same words.
         try:
-            book.grant_for(token)
-        except Unauthenticated:
-            return False
-        return True
+            book.grant_for_header(
+                None if authorization is None else authorization.encode("latin-1", "replace")
+            )
+        except Unauthenticated as refused:
+            return str(refused)
+        return None
 
-    return allowed
+    return refusal

@@ -14,7 +14,6 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
 
-from ledger.access.book import NO_TOKEN, NOT_VALID
 from ledger.access.hosts import (
     LOOPBACK_NAMES,
     NOT_ALLOWED_DETAIL,
@@ -118,11 +117,15 @@ def _handler(
             elif (
                 path == "/metrics"
                 and metrics_guard is not None
-                and not metrics_guard(authorization := self.headers.get("Authorization"))
+                and (unauthenticated := metrics_guard(self.headers.get("Authorization"))) is not None
             ):
-                detail = NO_TOKEN if authorization is None else NOT_VALID  # as the API says it
                 self._send_problem(
-                    401, "unauthorized", "Unauthorized", detail, path, {"WWW-Authenticate": WWW_AUTHENTICATE}
+                    401,
+                    "unauthorized",
+                    "Unauthorized",
+                    unauthenticated,  # as the API says it
+                    path,
+                    {"WWW-Authenticate": WWW_AUTHENTICATE},
                 )
             elif path == "/metrics":
                 self._send(200, METRICS_MEDIA_TYPE, generate_latest(registry))

@@ -20,6 +20,7 @@ from adapters.runner import Runner, build_adapters
 from adapters.signatures import SignatureScheme
 from adapters.webhook_server import WebhookServer
 from devtools.fakes.wms import send_status
+from ledger.access.book import NO_TOKEN, NOT_VALID
 from ledger.config import Settings
 
 MOYSKLAD_SECRET = "ms-hook-9f1c2e7a"
@@ -166,6 +167,28 @@ def test_with_metrics_auth_required_metrics_need_a_ledger_token(closed_runner: t
     assert httpx.head(f"{base}/healthz", timeout=5).status_code == 200
     assert httpx.head(f"{base}/metrics", timeout=5).status_code == 401
     assert httpx.head(f"{base}/metrics", headers=bearer(token), timeout=5).status_code == 200
+
+
+def test_a_refused_scrape_is_told_why_in_the_apis_words(closed_runner: tuple[str, Runner]) -> None:
+    """The detail was "/metrics needs a valid token (LEDGER_METRICS_AUTH=required): ..." whatever
+    was sent: a scraper whose token had expired read that it sent none. The API's gate says which."""
+    _, runner = closed_runner
+    assert runner.server is not None
+    metrics = f"{runner.server.url}/metrics"
+
+    details = {
+        sent: httpx.get(metrics, headers={} if sent is None else {"Authorization": sent}, timeout=5).json()[
+            "detail"
+        ]
+        for sent in (None, "Bearer sl_live_" + "x" * 43, "Basic c2NyYXBlcjpwdw==", "")
+    }
+
+    assert details == {
+        None: NO_TOKEN,
+        "Bearer sl_live_" + "x" * 43: NOT_VALID,
+        "Basic c2NyYXBlcjpwdw==": NOT_VALID,  # a header, but no bearer token in it: as the API
+        "": NOT_VALID,
+    }
 
 
 def test_the_webhooks_take_their_own_secret_and_no_ledger_token(closed_runner: tuple[str, Runner]) -> None:
