@@ -1,5 +1,6 @@
 """Fixtures for the production configuration: one Tansu broker for the tier (its Kafka harness is
-imported from tests/kafka, not copied), and the session's PostgreSQL server (tests/conftest.py)."""
+imported from tests/kafka, not copied), and the session's PostgreSQL server (tests/conftest.py), or
+a SQLite file where a test takes `database_url` (both databases)."""
 
 from __future__ import annotations
 
