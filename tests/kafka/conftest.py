@@ -41,8 +41,12 @@ def _factory(log_dir: Path) -> tuple[ConsumerFactory, list[ConsumerProcess]]:
     started: list[ConsumerProcess] = []
     numbers = itertools.count(1)
 
-    def start(env: dict[str, str], *, crashing: bool = False, name: str = "consumer") -> ConsumerProcess:
-        process = ConsumerProcess(f"{name}-{next(numbers)}", env, log_dir, crashing=crashing)
+    def start(
+        env: dict[str, str], *, crashing: bool = False, name: str = "consumer", writer_process: bool = False
+    ) -> ConsumerProcess:
+        process = ConsumerProcess(
+            f"{name}-{next(numbers)}", env, log_dir, crashing=crashing, writer_process=writer_process
+        )
         started.append(process)
         return process
 
@@ -51,7 +55,8 @@ def _factory(log_dir: Path) -> tuple[ConsumerFactory, list[ConsumerProcess]]:
 
 @pytest.fixture
 def consumers(tmp_path: Path) -> Iterator[ConsumerFactory]:
-    """Starts `ledger consume` processes for one test: `consumers(env, crashing=False)`."""
+    """Starts `ledger consume` processes for one test: `consumers(env, crashing=False)`;
+    `writer_process=True`: each with its writer in a process of its own, as `ledger serve` runs it."""
     start, started = _factory(tmp_path)
     try:
         yield start

@@ -8,6 +8,8 @@ LEDGER_TEST_CRASH_POINT:
 - after_publishing: SIGKILL once the results are acknowledged, before the offsets are committed
 - term_while_recording: SIGTERM to itself as the batch is handed over (then carries on)
 LEDGER_TEST_CRASH_BATCH: which batch (1 = the first with events).
+With LEDGER_TEST_WRITER_PROCESS=1 the writer runs in a process of its own (consume_beside_writer.py),
+and a SIGKILL takes the process group, the writer with it, as a kill -9 of `ledger serve` does.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ import threading
 import time
 from typing import Any
 
-from ledger.cli import main
+from consume_beside_writer import consume, writer_beside
+
 from ledger.kafka.consumer import KafkaIntake
 
 POINT = os.environ["LEDGER_TEST_CRASH_POINT"]
@@ -39,6 +42,8 @@ def say(what: str) -> None:
 
 
 def kill_self() -> None:
+    if writer_beside():  # the harness started this process in a group of its own, with its writer
+        os.killpg(os.getpgrp(), signal.SIGKILL)
     os.kill(os.getpid(), signal.SIGKILL)
 
 
@@ -82,4 +87,4 @@ KafkaIntake.publish = publish  # type: ignore[method-assign]
 KafkaIntake.commit = commit  # type: ignore[method-assign]
 
 if __name__ == "__main__":
-    sys.exit(main(["consume"]))
+    sys.exit(consume())

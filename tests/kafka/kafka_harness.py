@@ -11,9 +11,11 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
+import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -29,9 +31,11 @@ from ledger.domain.model import PRODUCER_EVENT_TYPES, StockEvent
 from ledger.kafka.records import read_value
 from ledger.projections.queries import HistoryFilter
 from ledger.service import Ledger
+from ledger.writer.socket_path import lock_path
 
 REPO = Path(__file__).resolve().parents[2]
 CRASHING_CONSUME = Path(__file__).resolve().parent / "crashing_consume.py"
+CONSUME_BESIDE_WRITER = Path(__file__).resolve().parent / "consume_beside_writer.py"
 POLL_S = 0.1
 HISTORY_PAGE = 1000
 # Short group timings: Tansu completes a join after about half the session timeout.
@@ -298,16 +302,33 @@ def consumer_env(database_url: str, bootstrap: str, topics: Topics, **extra: str
 class ConsumerProcess:
     """One `ledger consume` (or the crashing wrapper) in its own process group, logging to a file."""
 
-    def __init__(self, name: str, env: Mapping[str, str], log_dir: Path, *, crashing: bool = False) -> None:
+    def __init__(
+        self,
+        name: str,
+        env: Mapping[str, str],
+        log_dir: Path,
+        *,
+        crashing: bool = False,
+        writer_process: bool = False,
+    ) -> None:
+        """`writer_process`: its writer in a process of its own, as `ledger serve` runs it
+        (consume_beside_writer.py), at a socket named for this process alone."""
         self.name = name
         self.metrics_port = free_port()
         self.env = {**env, "LEDGER_KAFKA_METRICS_PORT": str(self.metrics_port)}
+        self.writer_socket: str | None = None
+        if writer_process:
+            self.writer_socket = os.path.join(
+                tempfile.gettempdir(), f"ledger-kafka-{uuid.uuid4().hex[:12]}.sock"
+            )
+            self.env.update(LEDGER_TEST_WRITER_PROCESS="1", LEDGER_WRITER_SOCKET=self.writer_socket)
         self.log_path = log_dir / f"{name}.log"
-        command = (
-            [sys.executable, str(CRASHING_CONSUME)]
-            if crashing
-            else [sys.executable, "-m", "ledger.cli", "consume"]
-        )
+        if crashing:
+            command = [sys.executable, str(CRASHING_CONSUME)]
+        elif writer_process:
+            command = [sys.executable, str(CONSUME_BESIDE_WRITER)]
+        else:
+            command = [sys.executable, "-m", "ledger.cli", "consume"]
         with self.log_path.open("wb") as log:
             self.process = subprocess.Popen(
                 command, env=self.env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
@@ -361,10 +382,17 @@ class ConsumerProcess:
         os.killpg(self.process.pid, signum)
 
     def stop(self) -> None:
+        """Stops its process group; then removes its writer's socket and the lock file beside it,
+        which a kill -9 leaves behind (their path is this process's alone)."""
         stop_group(self.process)
+        if self.writer_socket is not None:
+            for path in (self.writer_socket, lock_path(self.writer_socket)):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)
 
 
-ConsumerFactory = Callable[..., ConsumerProcess]  # (env, *, crashing=False, name="consumer")
+# (env, *, crashing=False, name="consumer", writer_process=False)
+ConsumerFactory = Callable[..., ConsumerProcess]
 
 
 # -- what the ledger holds, and what it should hold -------------------------------------------------------

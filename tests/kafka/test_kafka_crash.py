@@ -1,5 +1,10 @@
 """kill -9 of `ledger consume` at every point of a batch loses no event and counts none twice: after the
-crashes, every level equals a reference ledger's, every event is recorded once and has its result."""
+crashes, every level equals a reference ledger's, every event is recorded once and has its result.
+
+On each database (tests/conftest.py's `database_url`). On SQLite the intake runs as `ledger serve`
+runs it there: its writer in a process of its own, reached over the writer's socket, and each kill
+-9 takes the writer process too (consume_beside_writer.py); on PostgreSQL, as `ledger consume`
+scales out, each consumer with its own writer thread."""
 
 from __future__ import annotations
 
@@ -22,7 +27,6 @@ from kafka_harness import (
     snapshot,
     wait_until,
 )
-from support.postgres import EmbeddedPostgres
 
 from devtools.retailer import Retailer, Traffic
 from ledger.bootstrap import intake_limits
@@ -36,10 +40,10 @@ KILL_POINTS = (("while_recording", 2), ("after_recording", 2), ("after_publishin
 
 
 def test_kill_9_at_any_point_of_a_batch_loses_nothing_and_doubles_nothing(
-    broker: Broker, kafka_postgres: EmbeddedPostgres, consumers: ConsumerFactory, tmp_path: Path
+    broker: Broker, database_url: str, consumers: ConsumerFactory, tmp_path: Path
 ) -> None:
     topics = broker.new_topics("crash", partitions=3)
-    database_url = kafka_postgres.create_database("kafka")
+    beside = database_url.startswith("sqlite:")  # the writer in a process of its own, as serve runs it
     # No reservation expires during the test: the reference must decide exactly as the consumer did.
     traffic = Traffic(
         stores=8,
@@ -59,18 +63,19 @@ def test_kill_9_at_any_point_of_a_batch_loses_nothing_and_doubles_nothing(
             {**env, "LEDGER_TEST_CRASH_POINT": point, "LEDGER_TEST_CRASH_BATCH": str(batch)},
             crashing=True,
             name=point,
+            writer_process=beside,
         )
         assert crashing.wait_exit(DEADLINE_S) == -signal.SIGKILL, crashing.log[-3000:]
         assert f"CRASH-TEST SIGKILL {point.replace('_', ' ')}" in crashing.log
 
     # And once from outside, at whatever moment the consumer happens to be in.
-    outside = consumers(env, name="killed-from-outside")
+    outside = consumers(env, name="killed-from-outside", writer_process=beside)
     wait_until(lambda: outside.metric("ledger_kafka_records_consumed_total") > 0, DEADLINE_S, "some progress")
     time.sleep(random.uniform(0, 0.3))
     outside.signal(signal.SIGKILL)
     assert outside.wait_exit(DEADLINE_S) == -signal.SIGKILL
 
-    finisher = consumers(env, name="finisher")
+    finisher = consumers(env, name="finisher", writer_process=beside)
     # Ready first: the others may have committed every offset already, and a SIGTERM while it still
     # starts ends it before its handler is set.
     finisher.wait_ready(DEADLINE_S)
