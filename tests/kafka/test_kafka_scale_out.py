@@ -24,6 +24,10 @@ DEADLINE_S = 120
 PARTITIONS = 4
 ASSIGNED = "ledger_kafka_assigned_partitions"
 COMMITTED = "ledger_kafka_records_committed_total"
+# The survivor takes the partitions of the member killed -9 once that member's session ends: a 3 s
+# session instead of the harness's 6 s. Still six heartbeats a session, as the harness's.
+SESSION_TIMEOUT_MS = 3000
+HEARTBEAT_MS = 500
 
 
 def test_two_consumers_share_the_partitions_and_the_survivor_finishes_the_work(
@@ -31,7 +35,14 @@ def test_two_consumers_share_the_partitions_and_the_survivor_finishes_the_work(
 ) -> None:
     topics = broker.new_topics("scale", partitions=PARTITIONS)
     database_url = kafka_postgres.create_database("kafka")
-    env = consumer_env(database_url, broker.bootstrap, topics, LEDGER_KAFKA_BATCH_RECORDS_MAX="100")
+    env = consumer_env(
+        database_url,
+        broker.bootstrap,
+        topics,
+        LEDGER_KAFKA_BATCH_RECORDS_MAX="100",
+        LEDGER_KAFKA_SESSION_TIMEOUT_MS=str(SESSION_TIMEOUT_MS),
+        LEDGER_KAFKA_HEARTBEAT_INTERVAL_MS=str(HEARTBEAT_MS),
+    )
     first = consumers(env, name="first")
     # The second starts once the first has created the schema: two processes creating it at the
     # same moment on a fresh database collide in PostgreSQL (CREATE TABLE IF NOT EXISTS races).
