@@ -72,3 +72,22 @@ def test_a_command_with_a_broken_plug_in_says_so_in_one_line_and_exits_2(
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "Traceback" not in err
     assert err.startswith("ledger: ") and "adapters = adapters.cli:register" in err
+
+
+def test_an_installed_package_that_lacks_a_module_it_imports_is_named_not_left_out(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The package is there, a dependency of its is not (an install with --no-deps, a wheel cut
+    short): left out, `ledger adapters` would be an unknown command and `ledger restore` would not
+    judge the adapters' tables, as if the package were not installed."""
+    missing = ModuleNotFoundError("No module named 'httpx'", name="httpx")
+    _plugged(monkeypatch, missing)
+    with pytest.raises(CommandError) as refused:
+        plugged_in(COMMAND_PLUGINS)
+    assert "ModuleNotFoundError: No module named 'httpx'" in refused.value.message
+
+
+def test_an_entry_point_whose_module_alone_is_missing_is_left_out(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The package's module the entry point names, not a dependency's: an image without it."""
+    _plugged(monkeypatch, ModuleNotFoundError("No module named 'adapters.cli'", name="adapters.cli"))
+    assert plugged_in(COMMAND_PLUGINS) == []
