@@ -11,9 +11,9 @@ which authenticates, checks, stores and answers. The app adds only what the serv
 - any other path or method is the receiver's 404 problem+json (not FastAPI's 404 or 405), and a
   failure the receiver did not expect its 500 problem+json, with no detail;
 - a request the server marked over capacity (ledger.api.connections) is the receiver's 503
-  `over-capacity`, before any route: uvicorn's own answer was plain text. The liveness probe
-  excepted (GET or HEAD /healthz), as the API's gate excepts it: answered 200 from memory there and
-  then, its connection closed.
+  `over-capacity`, before any route: uvicorn's own answer is plain text, with no `type`. The
+  liveness probe excepted (GET or HEAD /healthz), as the API's gate excepts it: answered 200 from
+  memory there and then, its connection closed.
 The order of the answers is the receiver's: the Host first (/healthz excepted), then the path
 (its secret), then the size.
 """

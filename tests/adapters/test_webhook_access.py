@@ -170,8 +170,8 @@ def test_with_metrics_auth_required_metrics_need_a_ledger_token(closed_runner: t
 
 
 def test_a_refused_scrape_is_told_why_in_the_apis_words(closed_runner: tuple[str, Runner]) -> None:
-    """The detail was "/metrics needs a valid token (LEDGER_METRICS_AUTH=required): ..." whatever
-    was sent: a scraper whose token had expired read that it sent none. The API's gate says which."""
+    """One detail for every refusal would tell a scraper whose token expired that it sent none:
+    the refusal says which, in the words of the API's gate."""
     _, runner = closed_runner
     assert runner.server is not None
     metrics = f"{runner.server.url}/metrics"

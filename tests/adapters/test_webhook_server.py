@@ -142,8 +142,8 @@ def test_a_stop_does_not_wait_for_a_request_past_its_grace(recorder: Any) -> Non
 
 
 def test_past_its_connections_a_request_is_answered_a_problem_the_sender_retries(recorder: Any) -> None:
-    """uvicorn's own answer past the limit was plain text ("Service Unavailable"), the one answer
-    of the receiver that was not a problem with a `type`."""
+    """uvicorn's own answer past the limit is plain text ("Service Unavailable"): the receiver
+    answers it as every other refusal, a problem with a `type`."""
     limits = dataclasses.replace(ServerLimits.of(Settings()), connections_max=2)
     server = WebhookServer(WebhookReceiver(recorder, WebhookAccess(moysklad_secret=SECRET)), limits).start()
     try:
@@ -183,8 +183,8 @@ def test_the_adapters_readme_lists_every_problem_type_the_receiver_answers() -> 
 def test_a_sender_that_hangs_up_before_its_body_ends_is_no_error_in_the_log(
     server: WebhookServer, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """Starlette raises ClientDisconnect into the route: uvicorn logged it as "Exception in ASGI
-    application" with a traceback, for every sender that hung up or was cut by the body timeout."""
+    """Starlette raises ClientDisconnect into the route: uncaught, uvicorn logs it as "Exception in
+    ASGI application" with a traceback, for every sender that hangs up or is cut by the body timeout."""
     caplog.set_level(logging.INFO)
     with connect(server) as connection:
         connection.sendall(HEAD + b"Content-Length: 100\r\n\r\n" + b'{"events": [')

@@ -109,9 +109,9 @@ def test_other_methods_and_malformed_requests_are_answered_as_problems() -> None
 
 
 def test_every_refusal_is_a_problem_with_the_members_the_apis_have(book: tuple[str, TokenBook]) -> None:
-    """Its 404 was `{"status": 404, "title": "Not found"}`, with no `type`: every problem the API,
-    this endpoint and the adapters' webhooks answer has a `type` slug, a `title`, the `status`, a
-    `detail` saying why and, once the path was read, the path as its `instance`, as the API's do."""
+    """Every problem the API, this endpoint and the adapters' webhooks answer has a `type` slug, a
+    `title`, the `status`, a `detail` saying why and, once the path was read, the path as its
+    `instance`: a monitor reads one shape wherever it asks."""
     _, tokens = book
     tokens.start()
     ops = _serve(metrics_guard(tokens, required=True))
@@ -146,7 +146,8 @@ def test_every_refusal_is_a_problem_with_the_members_the_apis_have(book: tuple[s
 
 
 def test_head_is_answered_as_get_is_without_the_body() -> None:
-    """A load balancer's probe may send HEAD (RFC 9110: whatever takes GET takes HEAD); it was 405."""
+    """A load balancer's probe may send HEAD (RFC 9110: whatever takes GET takes HEAD): a 405 would
+    fail the probe of an instance that is well."""
     ops = _serve(None)
     try:
         base = f"http://127.0.0.1:{ops.port}"
