@@ -96,8 +96,18 @@ REQUEST_ID_HEADER = {
     "required": True,
     "schema": {"type": "string", "pattern": f"^{SOUND_PATTERN}$"},
 }
+# A 400 may be the server's own, to bytes it could not read as a request: no id reaches that one.
+REQUEST_ID_HEADER_OF_400 = {
+    **REQUEST_ID_HEADER,
+    "description": (
+        "the request's id, as on every answer; absent from the server's own 400 to bytes that are not "
+        "an HTTP request (`invalid-request`)"
+    ),
+    "required": False,
+}
 REQUEST_ID_PARAMETER_REF = {"$ref": "#/components/parameters/RequestId"}
 REQUEST_ID_HEADER_REF = {"X-Request-ID": {"$ref": "#/components/headers/RequestId"}}
+REQUEST_ID_HEADER_OF_400_REF = {"X-Request-ID": {"$ref": "#/components/headers/RequestIdOf400"}}
 
 _POS_SALE = {
     "specversion": "1.0",
@@ -184,7 +194,10 @@ def build_document(app: FastAPI, routes: Sequence[APIRoute]) -> dict[str, Any]:
     components["ProblemPublic"] = ProblemPublic.model_json_schema(ref_template="#/components/schemas/{model}")
     components.update(components["ProblemPublic"].pop("$defs", {}))
     schema["components"]["parameters"] = {"RequestId": REQUEST_ID_PARAMETER}
-    schema["components"]["headers"] = {"RequestId": REQUEST_ID_HEADER}
+    schema["components"]["headers"] = {
+        "RequestId": REQUEST_ID_HEADER,
+        "RequestIdOf400": REQUEST_ID_HEADER_OF_400,
+    }
     document_access(routes, schema)
     schema["info"]["description"] += f"\n\n{HEAD_NOTE}\n\n{CONSOLE_NOTE}"
     for path, item in schema["paths"].items():
@@ -241,8 +254,9 @@ def _complete_operation(method: str, path: str, operation: dict[str, Any]) -> No
             "description": "the Prometheus text exposition format",
             "content": {METRICS_MEDIA_TYPE: {"schema": {"type": "string"}}},
         }
-    for response in responses.values():
-        response["headers"] = {**response.get("headers", {}), **REQUEST_ID_HEADER_REF}
+    for status, response in responses.items():
+        request_id = REQUEST_ID_HEADER_OF_400_REF if status == "400" else REQUEST_ID_HEADER_REF
+        response["headers"] = {**response.get("headers", {}), **request_id}
     operation["responses"] = dict(sorted(responses.items()))
 
 
