@@ -8,6 +8,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -38,12 +39,20 @@ def _serve(guard) -> OpsServer:
     return OpsServer("127.0.0.1", 0, CollectorRegistry(), lambda: (True, {}), guard).start()
 
 
+@contextmanager
+def _serving(guard) -> Iterator[tuple[OpsServer, str]]:
+    """An ops server, always ready, and its base URL; stopped after the block."""
+    ops = _serve(guard)
+    try:
+        yield ops, f"http://127.0.0.1:{ops.port}"
+    finally:
+        ops.stop()
+
+
 def test_metrics_need_a_valid_token_once_one_exists(book: tuple[str, TokenBook]) -> None:
     url, tokens = book
     tokens.start()
-    ops = _serve(metrics_guard(tokens, required=False))
-    try:
-        base = f"http://127.0.0.1:{ops.port}"
+    with _serving(metrics_guard(tokens, required=False)) as (_, base):
         scraped = httpx.get(f"{base}/metrics")
         assert scraped.status_code == 200  # open: no token exists
         # The type of the text format generate_latest writes (0.0.4), as the API's /metrics says.
@@ -56,8 +65,6 @@ def test_metrics_need_a_valid_token_once_one_exists(book: tuple[str, TokenBook])
         assert httpx.get(f"{base}/metrics", headers={"authorization": f"Bearer {token}"}).status_code == 200
         assert httpx.get(f"{base}/healthz").status_code == 200
         assert httpx.get(f"{base}/readyz").status_code == 200
-    finally:
-        ops.stop()
 
 
 def test_with_auth_required_metrics_need_a_token_before_any_exists(
@@ -65,18 +72,13 @@ def test_with_auth_required_metrics_need_a_token_before_any_exists(
 ) -> None:
     _, tokens = book
     tokens.start()
-    ops = _serve(metrics_guard(tokens, required=True))
-    try:
-        assert httpx.get(f"http://127.0.0.1:{ops.port}/metrics").status_code == 401
-    finally:
-        ops.stop()
+    with _serving(metrics_guard(tokens, required=True)) as (_, base):
+        assert httpx.get(f"{base}/metrics").status_code == 401
 
 
 def test_other_methods_and_malformed_requests_are_answered_as_problems() -> None:
     """The server's own refusals were its HTML page ("501 Unsupported method")."""
-    ops = _serve(None)
-    try:
-        base = f"http://127.0.0.1:{ops.port}"
+    with _serving(None) as (ops, base):
         posted = httpx.post(f"{base}/readyz", content=b"{}")
         assert posted.status_code == 405 and posted.headers["allow"] == "GET, HEAD"
         assert posted.headers["content-type"] == "application/problem+json"
@@ -104,8 +106,6 @@ def test_other_methods_and_malformed_requests_are_answered_as_problems() -> None
             raw.sendall(b"GET /healthz HTTP/1.1\r\nX-Long: " + b"x" * 70_000 + b"\r\n\r\n")
             head, _, body = raw.makefile("rb").read().decode().partition("\r\n\r\n")
         assert head.startswith("HTTP/1.0 431") and json.loads(body)["type"] == "invalid-request", head
-    finally:
-        ops.stop()
 
 
 def test_every_refusal_is_a_problem_with_the_members_the_apis_have(book: tuple[str, TokenBook]) -> None:
@@ -114,9 +114,7 @@ def test_every_refusal_is_a_problem_with_the_members_the_apis_have(book: tuple[s
     `instance`: a monitor reads one shape wherever it asks."""
     _, tokens = book
     tokens.start()
-    ops = _serve(metrics_guard(tokens, required=True))
-    try:
-        base = f"http://127.0.0.1:{ops.port}"
+    with _serving(metrics_guard(tokens, required=True)) as (_, base):
         nowhere = httpx.get(f"{base}/nowhere?x=1")
         assert nowhere.status_code == 404
         assert nowhere.headers["content-type"] == "application/problem+json"
@@ -141,16 +139,12 @@ def test_every_refusal_is_a_problem_with_the_members_the_apis_have(book: tuple[s
         assert refusals["unauthorized"].json()["detail"] == NO_TOKEN
         wrong = httpx.get(f"{base}/metrics", headers={"authorization": "Bearer nonsense"})
         assert wrong.status_code == 401 and wrong.json()["detail"] == NOT_VALID
-    finally:
-        ops.stop()
 
 
 def test_head_is_answered_as_get_is_without_the_body() -> None:
     """A load balancer's probe may send HEAD (RFC 9110: whatever takes GET takes HEAD): a 405 would
     fail the probe of an instance that is well."""
-    ops = _serve(None)
-    try:
-        base = f"http://127.0.0.1:{ops.port}"
+    with _serving(None) as (_, base):
         for path in ("/healthz", "/readyz", "/metrics"):
             answer = httpx.head(f"{base}{path}")
             assert (answer.status_code, answer.content) == (200, b""), path
@@ -159,8 +153,6 @@ def test_head_is_answered_as_get_is_without_the_body() -> None:
         assert (missing.status_code, missing.content) == (404, b"")
         assert missing.headers["content-type"] == "application/problem+json"
         assert httpx.post(f"{base}/healthz").headers["allow"] == "GET, HEAD"
-    finally:
-        ops.stop()
 
 
 def test_not_ready_is_a_problem_as_ledger_serves_is() -> None:
