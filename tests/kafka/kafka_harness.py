@@ -41,6 +41,10 @@ HISTORY_PAGE = 1000
 # Short group timings: Tansu completes a join after about half the session timeout.
 SESSION_TIMEOUT_MS = 6000
 HEARTBEAT_MS = 1000
+# For tests that kill a consumer -9 and wait for its partitions to move: a member that never left
+# is dropped when its session ends, so a consumer joining after it got its partitions about 11 s
+# after its start with the session above, about 2 s with this one. Still six heartbeats a session.
+QUICK_REJOIN_ENV = {"LEDGER_KAFKA_SESSION_TIMEOUT_MS": "3000", "LEDGER_KAFKA_HEARTBEAT_INTERVAL_MS": "500"}
 PRODUCE_REQUEST_BYTES_MAX = 1024 * 1024  # kafka-python's default
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from kafka_harness import (
+    QUICK_REJOIN_ENV,
     Broker,
     ConsumerFactory,
     TopicReader,
@@ -37,11 +38,6 @@ from ledger.kafka.records import read_value
 DEADLINE_S = 120
 # Where the crashing consumer kills itself, and in which of its batches.
 KILL_POINTS = (("while_recording", 2), ("after_recording", 2), ("after_publishing", 1))
-# Each consumer after a kill -9 joins a group whose last member never left it: Tansu gave it the
-# partitions 11 s after its start with the harness's 6 s session, 2 s with a 3 s one (63 s the test
-# on either database before, 25-30 s after). Still six heartbeats a session, as the harness's.
-SESSION_TIMEOUT_MS = 3000
-HEARTBEAT_MS = 500
 
 
 def test_kill_9_at_any_point_of_a_batch_loses_nothing_and_doubles_nothing(
@@ -66,8 +62,7 @@ def test_kill_9_at_any_point_of_a_batch_loses_nothing_and_doubles_nothing(
         broker.bootstrap,
         topics,
         LEDGER_KAFKA_BATCH_RECORDS_MAX="250",
-        LEDGER_KAFKA_SESSION_TIMEOUT_MS=str(SESSION_TIMEOUT_MS),
-        LEDGER_KAFKA_HEARTBEAT_INTERVAL_MS=str(HEARTBEAT_MS),
+        **QUICK_REJOIN_ENV,  # each consumer after a kill -9 joins a group whose last member never left
     )
 
     for point, batch in KILL_POINTS:

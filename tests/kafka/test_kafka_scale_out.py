@@ -7,6 +7,7 @@ import signal
 from pathlib import Path
 
 from kafka_harness import (
+    QUICK_REJOIN_ENV,
     Broker,
     ConsumerFactory,
     consumer_env,
@@ -24,10 +25,6 @@ DEADLINE_S = 120
 PARTITIONS = 4
 ASSIGNED = "ledger_kafka_assigned_partitions"
 COMMITTED = "ledger_kafka_records_committed_total"
-# The survivor takes the partitions of the member killed -9 once that member's session ends: a 3 s
-# session instead of the harness's 6 s. Still six heartbeats a session, as the harness's.
-SESSION_TIMEOUT_MS = 3000
-HEARTBEAT_MS = 500
 
 
 def test_two_consumers_share_the_partitions_and_the_survivor_finishes_the_work(
@@ -40,8 +37,7 @@ def test_two_consumers_share_the_partitions_and_the_survivor_finishes_the_work(
         broker.bootstrap,
         topics,
         LEDGER_KAFKA_BATCH_RECORDS_MAX="100",
-        LEDGER_KAFKA_SESSION_TIMEOUT_MS=str(SESSION_TIMEOUT_MS),
-        LEDGER_KAFKA_HEARTBEAT_INTERVAL_MS=str(HEARTBEAT_MS),
+        **QUICK_REJOIN_ENV,  # the survivor takes the partitions of the member killed -9 sooner
     )
     first = consumers(env, name="first")
     # The second starts once the first has created the schema: two processes creating it at the
