@@ -468,7 +468,6 @@ def test_a_lock_timeout_after_the_swap_replayed_its_pages_fails_the_rebuild_rath
     attempt went on from where the rolled-back one had left the replay: the tables swapped in
     lacked those entries, and the rebuild said it succeeded. Here the swap, once its pages are
     written, waits for a lock another session holds: a lock timeout as any other."""
-    import orjson
 
     from ledger.cli_errors import CommandError
     from ledger.rebuild import online
@@ -476,19 +475,13 @@ def test_a_lock_timeout_after_the_swap_replayed_its_pages_fails_the_rebuild_rath
     database_url = postgres.create_database()
     shop = unique("shop")
 
-    def imported(*events: dict) -> None:
-        path = Path(tempfile.mkdtemp()) / "events.jsonl"
-        path.write_bytes(b"".join(orjson.dumps(event) + b"\n" for event in events))
-        done = run_ledger_command(database_url, "import", "--quiet", str(path))
-        assert done.returncode == 0, done.stderr
-
-    imported(ev.receipt(shop, ("A", 5)), ev.sale(shop, ("A", 1)))
+    _import(database_url, [ev.receipt(shop, ("A", 5)), ev.sale(shop, ("A", 1))])
     real_catch_up, real_swap = online._catch_up, online.shadow.swap
     written_during_the_rebuild: list[int] = []
 
     def catch_up_after_writes(recorder, replay, limits, progress) -> int:
         if not written_during_the_rebuild:  # entries the swap replays under its lock
-            imported(ev.receipt(shop, ("A", 7)), ev.receipt(shop, ("B", 3)))
+            _import(database_url, [ev.receipt(shop, ("A", 7)), ev.receipt(shop, ("B", 3))])
             written_during_the_rebuild.append(2)
         return real_catch_up(recorder, replay, limits, progress)
 
